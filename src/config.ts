@@ -1,0 +1,238 @@
+import { readFileSync } from "node:fs";
+import { parseBudget, type Budget } from "./otp/budget.js";
+import type { CodeAlphabet } from "./otp/code.js";
+
+// One validated reading of the environment (and the optional policy file),
+// turned into a typed object at start-up. A bad value throws ConfigError
+// naming the variable; main.ts prints it and exits.
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export interface PurposePolicy {
+  codeLength: number;
+  alphabet: CodeAlphabet;
+  ttlSeconds: number;
+  maxAttempts: number;
+  resendCooldownSeconds: number;
+  maxResends: number;
+  sendsPerDestination: Budget;
+  failuresPerDestination: Budget;
+}
+
+export interface Secret {
+  id: string;
+  key: Buffer;
+}
+
+export interface Config {
+  production: boolean;
+  host: string;
+  grpcPort: number;
+  httpPort: number;
+  redisUrl: string | undefined;
+  redisShards: number;
+  redisCommandTimeoutMs: number;
+  kafkaBrokers: string[] | undefined;
+  logLevel: string;
+  defaults: PurposePolicy;
+  purposes: Record<string, PurposePolicy>;
+  /** Only these purposes are accepted when set (from the policy file's "only" flag). */
+  restrictPurposes: boolean;
+  /** Code HMAC keyring: the last one signs, all verify. */
+  hmacKeys: Secret[];
+  /** Key for destination digests (per-tenant keys are derived from it). Never rotates: digests are lookups. */
+  destinationKey: Buffer;
+  /** AES-256-GCM keys shared with notifiers: the last one seals, all open. */
+  sealKeys: Secret[];
+  corsOrigins: string[];
+  tls: { certFile: string; keyFile: string; caFile: string | undefined } | undefined;
+  shutdownGraceMs: number;
+  /** Whether the dev log sink may print codes (never in production). */
+  devDeliveryLog: boolean;
+  maxOutboxBacklog: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+// Development secrets: public by design, refused in production. They let the
+// service and the reference notifier run together with no configuration.
+const DEV_HMAC_KEY = "dev-hmac:ZGV2ZWxvcG1lbnQtb25seS1obWFjLWtleS1kby1ub3QtdXNl";
+const DEV_DESTINATION_KEY = "ZGV2ZWxvcG1lbnQtb25seS1kZXN0aW5hdGlvbi1rZXktMDA";
+export const DEV_SEAL_KEYS = "dev-seal:ZGV2ZWxvcG1lbnQtb25seS1zZWFsLWtleS0zMmJ5dGU=";
+
+export function loadConfig(env: Env = process.env): Config {
+  const production = env.NODE_ENV === "production";
+  const missing: string[] = [];
+  const secret = (name: string, dev: string): string => {
+    const value = env[name];
+    if (value !== undefined && value !== "") return value;
+    if (production) missing.push(name);
+    return dev;
+  };
+
+  const redisUrl = optional(env, "REDIS_URL");
+  const kafka = optional(env, "KAFKA_BROKERS");
+  if (production && !redisUrl) missing.push("REDIS_URL");
+  if (production && !kafka) missing.push("KAFKA_BROKERS");
+  const hmacKeys = parseKeyring("OTP_HMAC_KEYS", secret("OTP_HMAC_KEYS", DEV_HMAC_KEY), 32);
+  const destinationKey = parseKey("OTP_DESTINATION_KEY", secret("OTP_DESTINATION_KEY", DEV_DESTINATION_KEY), 32);
+  const sealKeys = parseKeyring("OTP_SEAL_KEYS", secret("OTP_SEAL_KEYS", DEV_SEAL_KEYS), 32, 32);
+  if (missing.length > 0) {
+    throw new ConfigError(`NODE_ENV=production requires ${missing.join(", ")} (no development defaults in production)`);
+  }
+
+  const defaults: PurposePolicy = {
+    codeLength: int(env, "OTP_CODE_LENGTH", 6, 4, 10),
+    alphabet: oneOf(env, "OTP_CODE_ALPHABET", ["numeric", "alphanumeric"] as const, "numeric"),
+    ttlSeconds: int(env, "OTP_TTL_SECONDS", 300, 1, 86_400),
+    maxAttempts: int(env, "OTP_MAX_ATTEMPTS", 5, 1, 100),
+    resendCooldownSeconds: int(env, "OTP_RESEND_COOLDOWN_SECONDS", 30, 0, 3_600),
+    maxResends: int(env, "OTP_MAX_RESENDS", 3, 0, 100),
+    sendsPerDestination: budget(env, "OTP_LIMIT_SEND_PER_DESTINATION", "5/15m"),
+    failuresPerDestination: budget(env, "OTP_LIMIT_FAILURES_PER_DESTINATION", "10/1h"),
+  };
+  const policyFile = optional(env, "OTP_POLICY_FILE");
+  const { purposes, restrict } = policyFile ? readPolicyFile(policyFile, defaults) : { purposes: {}, restrict: false };
+
+  const certFile = optional(env, "TLS_CERT_FILE");
+  const keyFile = optional(env, "TLS_KEY_FILE");
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together");
+  }
+
+  return {
+    production,
+    host: env.HOST ?? "0.0.0.0",
+    grpcPort: int(env, "GRPC_PORT", 50051, 0, 65_535),
+    httpPort: int(env, "HTTP_PORT", 8080, 0, 65_535),
+    redisUrl,
+    redisShards: int(env, "OTP_REDIS_SHARDS", 16, 1, 1024),
+    redisCommandTimeoutMs: int(env, "OTP_REDIS_TIMEOUT_MS", 1000, 50, 60_000),
+    kafkaBrokers: kafka?.split(",").map((b) => b.trim()).filter(Boolean),
+    logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
+    defaults,
+    purposes,
+    restrictPurposes: restrict,
+    hmacKeys,
+    destinationKey,
+    sealKeys,
+    corsOrigins: (env.OTP_CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean),
+    tls: certFile && keyFile ? { certFile, keyFile, caFile: optional(env, "TLS_CA_FILE") } : undefined,
+    shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    devDeliveryLog: !production,
+    maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
+  };
+}
+
+function optional(env: Env, name: string): string | undefined {
+  const value = env[name]?.trim();
+  return value === "" ? undefined : value;
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new ConfigError(`${name} must be one of ${allowed.join(", ")}, got "${raw}"`);
+  }
+  return raw as T;
+}
+
+function budget(env: Env, name: string, fallback: string): Budget {
+  const raw = optional(env, name) ?? fallback;
+  const parsed = parseBudget(raw);
+  if (!parsed) throw new ConfigError(`${name} must look like "5/15m" (count/window with s, m, h or d), got "${raw}"`);
+  return parsed;
+}
+
+function parseKey(name: string, value: string, minBytes: number, exactBytes?: number): Buffer {
+  const key = Buffer.from(value, "base64");
+  if (key.length < minBytes || (exactBytes !== undefined && key.length !== exactBytes)) {
+    const want = exactBytes !== undefined ? `exactly ${exactBytes}` : `at least ${minBytes}`;
+    throw new ConfigError(`${name} must be base64 of ${want} bytes`);
+  }
+  return key;
+}
+
+/** "kid1:base64,kid2:base64": the last one is the newest. */
+function parseKeyring(name: string, value: string, minBytes: number, exactBytes?: number): Secret[] {
+  const keys = value.split(",").map((entry, i) => {
+    const [id, key, ...rest] = entry.trim().split(":");
+    if (!id || !key || rest.length > 0 || !/^[A-Za-z0-9._-]{1,32}$/.test(id)) {
+      throw new ConfigError(`${name} entry ${i + 1} must be "<key id>:<base64 key>"`);
+    }
+    return { id, key: parseKey(`${name} (key "${id}")`, key, minBytes, exactBytes) };
+  });
+  if (new Set(keys.map((k) => k.id)).size !== keys.length) throw new ConfigError(`${name} has a repeated key id`);
+  return keys;
+}
+
+const POLICY_FIELDS: Record<string, (v: unknown, name: string) => Partial<PurposePolicy>> = {
+  codeLength: (v, n) => ({ codeLength: rangeOf(v, n, 4, 10) }),
+  alphabet: (v, n) => {
+    if (v !== "numeric" && v !== "alphanumeric") throw new ConfigError(`${n} must be "numeric" or "alphanumeric"`);
+    return { alphabet: v };
+  },
+  ttlSeconds: (v, n) => ({ ttlSeconds: rangeOf(v, n, 1, 86_400) }),
+  maxAttempts: (v, n) => ({ maxAttempts: rangeOf(v, n, 1, 100) }),
+  resendCooldownSeconds: (v, n) => ({ resendCooldownSeconds: rangeOf(v, n, 0, 3_600) }),
+  maxResends: (v, n) => ({ maxResends: rangeOf(v, n, 0, 100) }),
+  sendsPerDestination: (v, n) => ({ sendsPerDestination: budgetOf(v, n) }),
+  failuresPerDestination: (v, n) => ({ failuresPerDestination: budgetOf(v, n) }),
+};
+
+/**
+ * The policy file: {"only": false, "purposes": {"payment": {"codeLength": 8, "ttlSeconds": 120}}}.
+ * Each purpose overrides the env defaults field by field. With "only": true,
+ * purposes not listed are refused.
+ */
+function readPolicyFile(path: string, defaults: PurposePolicy): { purposes: Record<string, PurposePolicy>; restrict: boolean } {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new ConfigError(`OTP_POLICY_FILE (${path}) cannot be read as JSON: ${(err as Error).message}`);
+  }
+  if (!isObject(doc) || !isObject(doc.purposes)) throw new ConfigError(`OTP_POLICY_FILE must hold {"purposes": {...}}`);
+  const purposes: Record<string, PurposePolicy> = {};
+  for (const [purpose, overrides] of Object.entries(doc.purposes)) {
+    if (!/^[a-z][a-z0-9_.-]{0,63}$/.test(purpose)) throw new ConfigError(`OTP_POLICY_FILE purpose "${purpose}" is not a valid purpose name`);
+    if (!isObject(overrides)) throw new ConfigError(`OTP_POLICY_FILE purposes.${purpose} must be an object`);
+    let policy = { ...defaults };
+    for (const [field, value] of Object.entries(overrides)) {
+      const read = POLICY_FIELDS[field];
+      if (!read) throw new ConfigError(`OTP_POLICY_FILE purposes.${purpose}.${field} is not a policy field`);
+      policy = { ...policy, ...read(value, `OTP_POLICY_FILE purposes.${purpose}.${field}`) };
+    }
+    purposes[purpose] = policy;
+  }
+  return { purposes, restrict: doc.only === true };
+}
+
+function rangeOf(v: unknown, name: string, min: number, max: number): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+    throw new ConfigError(`${name} must be a whole number between ${min} and ${max}`);
+  }
+  return v;
+}
+
+function budgetOf(v: unknown, name: string): Budget {
+  const parsed = typeof v === "string" ? parseBudget(v) : null;
+  if (!parsed) throw new ConfigError(`${name} must look like "5/15m"`);
+  return parsed;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}

@@ -1,0 +1,49 @@
+// The errors the service core raises. Each transport maps them to its status
+// codes and google.rpc details in exactly one place (src/transport/status.ts);
+// anything else thrown becomes an opaque INTERNAL there, so nothing leaks.
+
+export interface FieldViolation {
+  /** Proto field path, e.g. "destination" or "metadata[\"k\"]". */
+  field: string;
+  description: string;
+}
+
+export type OtpErrorCode =
+  | "INVALID_ARGUMENT"
+  | "RESOURCE_EXHAUSTED"
+  | "FAILED_PRECONDITION"
+  | "NOT_FOUND"
+  | "UNAVAILABLE"
+  | "UNAUTHENTICATED"
+  | "PERMISSION_DENIED";
+
+export class OtpError extends Error {
+  override name = "OtpError";
+
+  constructor(
+    readonly code: OtpErrorCode,
+    message: string,
+    readonly details: {
+      violations?: FieldViolation[];
+      /** ErrorInfo reason (domain "otp.v1"). */
+      reason?: string;
+      retryAfterMs?: number;
+    } = {},
+  ) {
+    super(message);
+  }
+
+  static invalidArgument(violations: FieldViolation[]): OtpError {
+    const summary = violations.map((v) => `${v.field}: ${v.description}`).join("; ");
+    return new OtpError("INVALID_ARGUMENT", `invalid request: ${summary}`, { violations });
+  }
+
+  static exhausted(reason: string, retryAfterMs: number): OtpError {
+    const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+    return new OtpError("RESOURCE_EXHAUSTED", `${reason}: retry in ${seconds}s`, { reason, retryAfterMs });
+  }
+
+  static unavailable(what: string): OtpError {
+    return new OtpError("UNAVAILABLE", `${what} is unavailable; retry later`);
+  }
+}

@@ -1,0 +1,297 @@
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  type CheckRateLimitRequest,
+  CheckRateLimitRequestSchema,
+  type CheckRateLimitResponse,
+  CheckRateLimitResponseSchema,
+  type ResendRequest,
+  ResendRequestSchema,
+  type ResendResponse,
+  ResendResponseSchema,
+  type SendRequest,
+  SendRequestSchema,
+  type SendResponse,
+  SendResponseSchema,
+  type VerifyRequest,
+  VerifyRequestSchema,
+  type VerifyResponse,
+  VerifyResponseSchema,
+  VerifyResult,
+} from "../gen/otp/v1/otp_pb.js";
+import type { Config, PurposePolicy } from "../config.js";
+import type { Sealer } from "../events/seal.js";
+import { StoreUnavailableError } from "../store/errors.js";
+import type { EventContext, VerificationRef, VerificationStore, VerificationTimes } from "../store/store.js";
+import { canonicalCode, generateCode } from "./code.js";
+import { DestinationDigester, kindFor, parseDestination, type Destination } from "./destination.js";
+import { OtpError } from "./errors.js";
+import { CodeKeyring } from "./keyring.js";
+import { policyFor, storePolicy } from "./policy.js";
+import { assertValid, violation } from "./validation.js";
+import { destinationRef, newVerificationRef, parseVerificationId } from "./verification-id.js";
+
+/** Who is calling, as established by the transport (authentication lives there). */
+export interface Caller {
+  tenant: string;
+  clientId: string;
+  traceId: string;
+}
+
+/** Signs receipts for VERIFIED results (see src/receipts/). */
+export interface ReceiptIssuer {
+  issue(claims: { tenant: string; purpose: string; verificationId: string; destinationDigest: string; verifiedAtMs: number }): Promise<string>;
+}
+
+/** Whether Send/Resend may queue more deliveries (false while the outbox backlog is over its bound). */
+export interface DeliveryAdmission {
+  accepting(): boolean;
+}
+
+export interface OtpServiceDeps {
+  config: Config;
+  store: VerificationStore;
+  sealer: Sealer;
+  receipts?: ReceiptIssuer;
+  admission?: DeliveryAdmission;
+}
+
+const VERIFY_RESULTS: Record<string, VerifyResult> = {
+  VERIFIED: VerifyResult.VERIFIED,
+  INVALID_CODE: VerifyResult.INVALID_CODE,
+  EXPIRED: VerifyResult.EXPIRED,
+  TOO_MANY_ATTEMPTS: VerifyResult.TOO_MANY_ATTEMPTS,
+  NOT_FOUND: VerifyResult.NOT_FOUND,
+  DELIVERY_FAILED: VerifyResult.DELIVERY_FAILED,
+};
+
+/**
+ * The transport-neutral core: validates, normalises, digests and seals, then
+ * asks the store to change state. Both listeners call exactly this.
+ */
+export class OtpService {
+  private readonly config: Config;
+  private readonly store: VerificationStore;
+  private readonly sealer: Sealer;
+  private readonly keyring: CodeKeyring;
+  private readonly digester: DestinationDigester;
+  private readonly receipts: ReceiptIssuer | undefined;
+  private readonly admission: DeliveryAdmission | undefined;
+  private readonly lettersPossible: boolean;
+
+  constructor(deps: OtpServiceDeps) {
+    this.config = deps.config;
+    this.store = deps.store;
+    this.sealer = deps.sealer;
+    this.keyring = new CodeKeyring(deps.config.hmacKeys);
+    this.digester = new DestinationDigester(deps.config.destinationKey);
+    this.receipts = deps.receipts;
+    this.admission = deps.admission;
+    this.lettersPossible = [deps.config.defaults, ...Object.values(deps.config.purposes)].some((p) => p.alphabet === "alphanumeric");
+  }
+
+  async send(req: SendRequest, caller: Caller): Promise<SendResponse> {
+    assertValid(SendRequestSchema, req);
+    const policy = this.policy(req.purpose, "purpose");
+    const destination = this.destination(req.channel, req.destination, "destination");
+    this.admit();
+
+    const digest = this.digester.digest(caller.tenant, destination.normalised);
+    const ref = newVerificationRef(destinationRef(digest, this.config.redisShards));
+    const code = generateCode(policy.codeLength, policy.alphabet);
+    const signed = this.keyring.sign(ref.verificationId, caller.tenant, req.context, code);
+    const outcome = await this.guard(() =>
+      this.store.issue({
+        tenant: caller.tenant,
+        purpose: req.purpose,
+        channel: req.channel,
+        destinationDigest: digest,
+        maskedDestination: destination.masked,
+        ref,
+        codeDigest: signed.digest,
+        keyId: signed.keyId,
+        codeLength: policy.codeLength,
+        sealedDestination: this.sealer.seal("destination", digest, destination.normalised),
+        sealedCode: this.sealer.seal("code", ref.verificationId, code),
+        locale: req.locale,
+        metadataJson: Object.keys(req.metadata).length > 0 ? JSON.stringify(req.metadata) : "",
+        idempotencyKey: req.idempotencyKey,
+        policy: storePolicy(policy),
+        event: eventContext(caller),
+      }),
+    );
+    if (outcome.kind === "refused") throw OtpError.exhausted(outcome.reason, outcome.retryAfterMs);
+    return create(SendResponseSchema, timesMessage(outcome));
+  }
+
+  async verify(req: VerifyRequest, caller: Caller): Promise<VerifyResponse> {
+    assertValid(VerifyRequestSchema, req);
+    const ref = await this.verificationTarget(req, caller);
+    if (!ref) return notFound(req.target.case === "verificationId" ? req.target.value : "");
+
+    const policy = req.target.case === "destination" ? this.policy(req.target.value.purpose, "destination.purpose") : null;
+    // A code outside the alphabet is a caller mistake, not a guess. By id the
+    // purpose is not known here: unless some purpose uses letters, only digits
+    // can be a code; otherwise the store simply finds no match.
+    const alphabet = policy?.alphabet ?? (this.lettersPossible ? "alphanumeric-or-numeric" : "numeric");
+    const code = alphabet === "alphanumeric-or-numeric" ? req.code.toUpperCase() : canonicalCode(req.code, alphabet);
+    if (code === null) {
+      throw OtpError.invalidArgument([violation("code", `must contain only the characters of a ${alphabet} code`)]);
+    }
+    const outcome = await this.guard(() =>
+      this.store.verify({
+        tenant: caller.tenant,
+        ref,
+        candidates: this.keyring.candidates(ref.verificationId, caller.tenant, req.context, code),
+        idempotencyKey: req.idempotencyKey,
+        failuresPerDestination: (policy ?? this.config.defaults).failuresPerDestination,
+        event: eventContext(caller),
+      }),
+    );
+    const response = create(VerifyResponseSchema, {
+      result: VERIFY_RESULTS[outcome.result] ?? VerifyResult.UNSPECIFIED,
+      attemptsRemaining: outcome.attemptsRemaining,
+      verificationId: ref.verificationId,
+    });
+    if (outcome.result === "VERIFIED" && this.receipts && outcome.purpose !== undefined) {
+      response.receipt = await this.receipts.issue({
+        tenant: caller.tenant,
+        purpose: outcome.purpose,
+        verificationId: ref.verificationId,
+        destinationDigest: outcome.destinationDigest ?? "",
+        verifiedAtMs: outcome.verifiedAtMs ?? Date.now(),
+      });
+    }
+    return response;
+  }
+
+  async resend(req: ResendRequest, caller: Caller): Promise<ResendResponse> {
+    assertValid(ResendRequestSchema, req);
+    const ref = parseVerificationId(req.verificationId, this.config.redisShards);
+    if (!ref) throw new OtpError("NOT_FOUND", "no such verification");
+    const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
+    if (!summary) throw new OtpError("NOT_FOUND", "no such verification");
+    if (req.channel !== 0 && kindFor(req.channel) !== kindFor(summary.channel)) {
+      throw OtpError.invalidArgument([violation("channel", "does not suit the verification's destination")]);
+    }
+    const policy = this.policy(summary.purpose, "verification_id");
+    this.admit();
+
+    const code = generateCode(policy.codeLength, policy.alphabet);
+    // The verification's context is bound into its code; a resend keeps the
+    // binding only when the context is empty, so resends of context-bound
+    // codes are refused rather than silently unbound.
+    const signed = this.keyring.sign(ref.verificationId, caller.tenant, "", code);
+    const outcome = await this.guard(() =>
+      this.store.resend({
+        tenant: caller.tenant,
+        ref,
+        channel: req.channel,
+        codeDigest: signed.digest,
+        keyId: signed.keyId,
+        sealedCode: this.sealer.seal("code", ref.verificationId, code),
+        policy: storePolicy(policy),
+        event: eventContext(caller),
+      }),
+    );
+    switch (outcome.kind) {
+      case "resent":
+        return create(ResendResponseSchema, {
+          ...timesMessage(outcome),
+          attemptsRemaining: outcome.attemptsRemaining,
+          resendsRemaining: outcome.resendsRemaining,
+        });
+      case "not_found":
+        throw new OtpError("NOT_FOUND", "no such verification");
+      case "finished":
+        throw new OtpError("FAILED_PRECONDITION", "the verification is finished; Send a new one", { reason: "VERIFICATION_FINISHED" });
+      case "refused":
+        throw OtpError.exhausted(outcome.reason, outcome.retryAfterMs);
+    }
+  }
+
+  async checkRateLimit(req: CheckRateLimitRequest, caller: Caller): Promise<CheckRateLimitResponse> {
+    assertValid(CheckRateLimitRequestSchema, req);
+    const policy = this.policy(req.purpose, "purpose");
+    const destination = this.destination(req.channel, req.destination, "destination");
+    const digest = this.digester.digest(caller.tenant, destination.normalised);
+    const limits = await this.guard(() =>
+      this.store.limits({
+        tenant: caller.tenant,
+        purpose: req.purpose,
+        destination: destinationRef(digest, this.config.redisShards),
+        policy: storePolicy(policy),
+      }),
+    );
+    const retryAfterMs = Math.max(0, ...limits.map((l) => l.retryAfterMs));
+    return create(CheckRateLimitResponseSchema, {
+      allowed: retryAfterMs === 0,
+      retryAfter: durationFromMs(retryAfterMs),
+      limits: limits.map((l) => ({
+        name: l.name,
+        limit: l.limit,
+        remaining: l.remaining,
+        resetAfter: durationFromMs(l.resetAfterMs),
+      })),
+    });
+  }
+
+  private async verificationTarget(req: VerifyRequest, caller: Caller): Promise<VerificationRef | null> {
+    if (req.target.case === "verificationId") return parseVerificationId(req.target.value, this.config.redisShards);
+    if (req.target.case !== "destination") return null;
+    const { purpose, destination: raw } = req.target.value;
+    // Verify by destination cannot know the channel; the form of the address decides.
+    const destination = this.destination(raw.includes("@") ? 2 : 1, raw, "destination.destination");
+    const at = destinationRef(this.digester.digest(caller.tenant, destination.normalised), this.config.redisShards);
+    const id = await this.guard(() => this.store.findByDestination(caller.tenant, purpose, at));
+    return id === null ? null : { ...at, verificationId: id };
+  }
+
+  private policy(purpose: string, field: string): PurposePolicy {
+    const policy = policyFor(this.config, purpose);
+    if (!policy) throw OtpError.invalidArgument([violation(field, "is not a configured purpose")]);
+    return policy;
+  }
+
+  private destination(channel: number, raw: string, field: string): Destination {
+    const parsed = parseDestination(channel, raw);
+    if (typeof parsed === "string") throw OtpError.invalidArgument([violation(field, parsed)]);
+    return parsed;
+  }
+
+  private admit(): void {
+    if (this.admission && !this.admission.accepting()) {
+      throw OtpError.unavailable("delivery (the event backlog is full)");
+    }
+  }
+
+  /** Store outages become UNAVAILABLE; everything else propagates unchanged. */
+  private async guard<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) throw OtpError.unavailable("the store");
+      throw err;
+    }
+  }
+}
+
+function eventContext(caller: Caller): EventContext {
+  return { traceId: caller.traceId, clientId: caller.clientId };
+}
+
+function notFound(verificationId: string): VerifyResponse {
+  return create(VerifyResponseSchema, { result: VerifyResult.NOT_FOUND, attemptsRemaining: 0, verificationId });
+}
+
+function timesMessage(t: VerificationTimes) {
+  return {
+    verificationId: t.verificationId,
+    expiresAt: timestampFromMs(t.expiresAtMs),
+    resendAvailableAt: timestampFromMs(t.resendAvailableAtMs),
+    maskedDestination: t.maskedDestination,
+    channel: t.channel,
+    maxAttempts: t.maxAttempts,
+    codeLength: t.codeLength,
+  };
+}

@@ -1,0 +1,31 @@
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
+import { createValidator } from "@bufbuild/protovalidate";
+import { OtpError, type FieldViolation } from "./errors.js";
+
+// The rules live in the proto (buf.validate options); this enforces them on
+// every call, whichever transport it came from.
+const validator = createValidator();
+
+export function assertValid<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): void {
+  const result = validator.validate(schema, message);
+  if (result.kind === "valid") return;
+  if (result.kind === "error") throw new Error(`validation could not run: ${result.error.message}`);
+  throw OtpError.invalidArgument(
+    result.violations.map((v) => ({ field: fieldPath(v.field), description: v.message })),
+  );
+}
+
+function fieldPath(path: readonly { kind: string; name?: string; localName?: string }[] | unknown): string {
+  // protovalidate reports a path of field descriptors / subscripts; render it the proto way.
+  if (!Array.isArray(path)) return String(path);
+  return path
+    .map((p: { kind?: string; name?: string; key?: unknown; index?: number }) =>
+      p.kind === "list_sub" ? `[${p.index}]` : p.kind === "map_sub" ? `[${JSON.stringify(p.key)}]` : `.${p.name}`,
+    )
+    .join("")
+    .replace(/^\./, "");
+}
+
+export function violation(field: string, description: string): FieldViolation {
+  return { field, description };
+}

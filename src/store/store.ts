@@ -1,0 +1,219 @@
+// The store contract. Two implementations keep exactly these semantics:
+// redis/ (production: one Lua script per operation, atomic) and memory/
+// (dev mode: one process, synchronous JS per operation). test/store/ runs one
+// behavioural suite against both, so they cannot drift.
+//
+// The store never sees a code or a raw destination: only HMAC digests, a
+// masked destination for humans and AES-GCM sealed values for the notifier.
+// Time is the store's own clock (Redis TIME), in milliseconds.
+
+export type ChannelNumber = number; // otp.v1.Channel
+
+import type { Budget } from "../otp/budget.js";
+
+export type { Budget };
+
+/** The per-purpose rules a store enforces. Resolved by src/otp/policy.ts. */
+export interface StorePolicy {
+  ttlSeconds: number;
+  maxAttempts: number;
+  resendCooldownSeconds: number;
+  maxResends: number;
+  /** Sends (Send + Resend) per (tenant, destination), across purposes. */
+  sendsPerDestination: Budget;
+  /** Wrong codes per (tenant, destination) across all its verifications; reaching it locks the destination. */
+  failuresPerDestination: Budget;
+}
+
+/** Fields every outbox event copies; the store adds type, time and event-specific fields. */
+export interface EventContext {
+  traceId: string;
+  /** Authenticated caller id, "" when unknown. */
+  clientId: string;
+}
+
+/**
+ * Where a destination's state lives: one record per (tenant, destination
+ * handle) holding every purpose's live verification and the destination's
+ * limits. The shard is the Redis Cluster hash tag shared with its outbox stream.
+ * Both are derived from the destination digest (src/otp/verification-id.ts),
+ * and a verification id embeds the handle, so Verify by id needs no lookup.
+ */
+export interface DestinationRef {
+  shard: number;
+  /** First 12 characters of the destination digest. */
+  handle: string;
+}
+
+export interface VerificationRef extends DestinationRef {
+  verificationId: string;
+}
+
+export interface IssueCommand {
+  tenant: string;
+  purpose: string;
+  channel: ChannelNumber;
+  /** base64url keyed digest of the normalised destination (per tenant). */
+  destinationDigest: string;
+  maskedDestination: string;
+  /** A freshly generated id, located at the destination. */
+  ref: VerificationRef;
+  /** base64url HMAC-SHA256 (first 16 bytes) of the code under key `keyId`. */
+  codeDigest: string;
+  keyId: string;
+  codeLength: number;
+  /** base64 of a serialized otp.events.v1.Sealed of the destination; kept (sealed) for Resend. */
+  sealedDestination: string;
+  /** base64 of a serialized otp.events.v1.Sealed of the code; goes into the delivery event only. */
+  sealedCode: string;
+  locale: string;
+  /** JSON object of string metadata, "" when none. */
+  metadataJson: string;
+  /** "" when none. A repeat within the verification's lifetime returns the first result. */
+  idempotencyKey: string;
+  policy: StorePolicy;
+  event: EventContext;
+}
+
+export interface VerificationTimes {
+  verificationId: string;
+  channel: ChannelNumber;
+  maskedDestination: string;
+  expiresAtMs: number;
+  resendAvailableAtMs: number;
+  maxAttempts: number;
+  attemptsRemaining: number;
+  resendsRemaining: number;
+  codeLength: number;
+}
+
+export type Refusal =
+  | "RESEND_COOLDOWN"
+  | "SEND_LIMIT_DESTINATION"
+  | "MAX_RESENDS"
+  | "DESTINATION_LOCKED";
+
+export type IssueOutcome =
+  | ({ kind: "issued" } & VerificationTimes)
+  /** Same idempotency key seen before: nothing was changed or delivered. */
+  | ({ kind: "replayed" } & VerificationTimes)
+  | { kind: "refused"; reason: Refusal; retryAfterMs: number };
+
+export interface VerifyCommand {
+  tenant: string;
+  ref: VerificationRef;
+  /**
+   * One digest per key id in the keyring, each HMAC(key, verification id ‖ tenant ‖ context ‖ code).
+   * The store compares only the one whose key id the verification was issued under.
+   */
+  candidates: { keyId: string; digest: string }[];
+  /** "" when none: a repeat after VERIFIED with the same key answers VERIFIED again. */
+  idempotencyKey: string;
+  /** Applies to the destination lock; the verification keeps its own max attempts. */
+  failuresPerDestination: Budget;
+  event: EventContext;
+}
+
+export type VerifyResultKind =
+  | "VERIFIED"
+  | "INVALID_CODE"
+  | "EXPIRED"
+  | "TOO_MANY_ATTEMPTS"
+  | "NOT_FOUND"
+  | "DELIVERY_FAILED";
+
+export interface VerifyOutcome {
+  result: VerifyResultKind;
+  attemptsRemaining: number;
+  /** Known for VERIFIED (for the receipt): */
+  purpose?: string;
+  destinationDigest?: string;
+  verifiedAtMs?: number;
+}
+
+export interface ResendCommand {
+  tenant: string;
+  ref: VerificationRef;
+  /** 0 keeps the verification's channel. The service checks it suits the destination kind. */
+  channel: ChannelNumber;
+  codeDigest: string;
+  keyId: string;
+  sealedCode: string;
+  /** Policy of the verification's purpose (the service looks the purpose up first). */
+  policy: StorePolicy;
+  event: EventContext;
+}
+
+export type ResendOutcome =
+  | ({ kind: "resent" } & VerificationTimes)
+  | { kind: "not_found" }
+  /** Verified, locked, failed delivery or expired: nothing to resend. */
+  | { kind: "finished" }
+  | { kind: "refused"; reason: Refusal; retryAfterMs: number };
+
+export interface LimitQuery {
+  tenant: string;
+  purpose: string;
+  destination: DestinationRef;
+  policy: StorePolicy;
+}
+
+export interface LimitState {
+  name: Refusal;
+  limit: number;
+  remaining: number;
+  /** Time until the budget is whole again (0 when it is). */
+  resetAfterMs: number;
+  /** Time until one more call would be allowed (0 when allowed now). */
+  retryAfterMs: number;
+}
+
+/** What a verification id leads to, without touching it. */
+export interface VerificationSummary {
+  purpose: string;
+  channel: ChannelNumber;
+}
+
+/** One event as the state change wrote it. Encoded to protobuf by src/events/. */
+export interface OutboxEntry {
+  /** Stream entry id ("<ms>-<seq>"), unique within its shard. */
+  id: string;
+  shard: number;
+  /** Flat string fields; see src/store/outbox-format.md. Sealed values are base64. */
+  fields: Record<string, string>;
+}
+
+export interface VerificationStore {
+  /** Send: replace the live verification for (tenant, purpose, destination) and queue its delivery. */
+  issue(cmd: IssueCommand): Promise<IssueOutcome>;
+  /** Count the attempt, then compare; consume on success, lock at the limit. */
+  verify(cmd: VerifyCommand): Promise<VerifyOutcome>;
+  /** New code, same verification; attempts carry over. */
+  resend(cmd: ResendCommand): Promise<ResendOutcome>;
+  /** Every limit that applies to a Send; spends nothing. */
+  limits(query: LimitQuery): Promise<LimitState[]>;
+  /** The live (not finished) verification id for (tenant, purpose, destination), or null. */
+  findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null>;
+  /** Purpose, channel and destination kind of a verification owned by `tenant`, or null. */
+  describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null>;
+  /**
+   * A notifier reported the delivery of resend number `resendCount` failed: if
+   * that is still the live code, void it (Verify answers DELIVERY_FAILED).
+   * Returns whether a live code was voided.
+   */
+  markDeliveryFailed(tenant: string, ref: VerificationRef, resendCount: number, reason: string, event: EventContext): Promise<boolean>;
+
+  // --- outbox (consumer-group semantics, per shard) ---
+  /** New entries for `consumer` (at most `count` across shards). */
+  readOutbox(consumer: string, count: number): Promise<OutboxEntry[]>;
+  /** Entries pending on another consumer for longer than `idleMs`, now owned by `consumer`. */
+  claimStaleOutbox(consumer: string, idleMs: number, count: number): Promise<OutboxEntry[]>;
+  /** Acknowledge and delete delivered entries. */
+  ackOutbox(entries: { shard: number; id: string }[]): Promise<void>;
+  /** Entries not yet acknowledged, across shards. */
+  outboxBacklog(): Promise<number>;
+
+  /** True when the store answers. */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
