@@ -46,6 +46,10 @@ export interface Config {
   destinationKey: Buffer;
   /** AES-256-GCM keys shared with notifiers: the last one seals, all open. */
   sealKeys: Secret[];
+  /** Ed25519 seeds for signed receipts: the last one signs, all are published. */
+  receiptKeys: Secret[];
+  receiptIssuer: string;
+  receiptTtlSeconds: number;
   corsOrigins: string[];
   tls: { certFile: string; keyFile: string; caFile: string | undefined } | undefined;
   shutdownGraceMs: number;
@@ -60,6 +64,7 @@ type Env = Record<string, string | undefined>;
 // service and the reference notifier run together with no configuration.
 const DEV_HMAC_KEY = "dev-hmac:ZGV2ZWxvcG1lbnQtb25seS1obWFjLWtleS1kby1ub3QtdXNl";
 const DEV_DESTINATION_KEY = "ZGV2ZWxvcG1lbnQtb25seS1kZXN0aW5hdGlvbi1rZXktMDA";
+const DEV_RECEIPT_KEY = "dev-receipt:ZGV2ZWxvcG1lbnQtb25seS1yZWNlaXB0LXNlZWQtMzI=";
 export const DEV_SEAL_KEYS = "dev-seal:ZGV2ZWxvcG1lbnQtb25seS1zZWFsLWtleS0zMmJ5dGU=";
 
 export function loadConfig(env: Env = process.env): Config {
@@ -79,6 +84,7 @@ export function loadConfig(env: Env = process.env): Config {
   const hmacKeys = parseKeyring("OTP_HMAC_KEYS", secret("OTP_HMAC_KEYS", DEV_HMAC_KEY), 32);
   const destinationKey = parseKey("OTP_DESTINATION_KEY", secret("OTP_DESTINATION_KEY", DEV_DESTINATION_KEY), 32);
   const sealKeys = parseKeyring("OTP_SEAL_KEYS", secret("OTP_SEAL_KEYS", DEV_SEAL_KEYS), 32, 32);
+  const receiptKeys = parseKeyring("OTP_RECEIPT_KEYS", secret("OTP_RECEIPT_KEYS", DEV_RECEIPT_KEY), 32, 32);
   if (missing.length > 0) {
     throw new ConfigError(`NODE_ENV=production requires ${missing.join(", ")} (no development defaults in production)`);
   }
@@ -118,6 +124,9 @@ export function loadConfig(env: Env = process.env): Config {
     hmacKeys,
     destinationKey,
     sealKeys,
+    receiptKeys,
+    receiptIssuer: env.OTP_RECEIPT_ISSUER ?? "otp-service",
+    receiptTtlSeconds: int(env, "OTP_RECEIPT_TTL_SECONDS", 300, 10, 86_400),
     corsOrigins: (env.OTP_CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean),
     tls: certFile && keyFile ? { certFile, keyFile, caFile: optional(env, "TLS_CA_FILE") } : undefined,
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),

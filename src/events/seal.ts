@@ -25,8 +25,8 @@ export class Sealer {
   }
 
   /**
-   * Seal a secret. `owner` is the destination digest for a destination and the
-   * verification id for a code. Returns base64 of a serialized otp.events.v1.Sealed.
+   * Seal a secret. `owner` is the tenant for a destination (a destination's sealed
+   * form is shared by its verifications) and the verification id for a code. Returns base64 of a serialized otp.events.v1.Sealed.
    */
   seal(field: SealedField, owner: string, plaintext: string): string {
     const nonce = randomBytes(12);

@@ -111,11 +111,12 @@ export class OtpService {
         codeDigest: signed.digest,
         keyId: signed.keyId,
         codeLength: policy.codeLength,
-        sealedDestination: this.sealer.seal("destination", digest, destination.normalised),
+        sealedDestination: this.sealer.seal("destination", caller.tenant, destination.normalised),
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
         locale: req.locale,
         metadataJson: Object.keys(req.metadata).length > 0 ? JSON.stringify(req.metadata) : "",
         idempotencyKey: req.idempotencyKey,
+        context: req.context,
         policy: storePolicy(policy),
         event: eventContext(caller),
       }),
@@ -178,10 +179,8 @@ export class OtpService {
     this.admit();
 
     const code = generateCode(policy.codeLength, policy.alphabet);
-    // The verification's context is bound into its code; a resend keeps the
-    // binding only when the context is empty, so resends of context-bound
-    // codes are refused rather than silently unbound.
-    const signed = this.keyring.sign(ref.verificationId, caller.tenant, "", code);
+    // The new code is bound to the same context as the first.
+    const signed = this.keyring.sign(ref.verificationId, caller.tenant, summary.context, code);
     const outcome = await this.guard(() =>
       this.store.resend({
         tenant: caller.tenant,

@@ -71,6 +71,8 @@ export interface IssueCommand {
   metadataJson: string;
   /** "" when none. A repeat within the verification's lifetime returns the first result. */
   idempotencyKey: string;
+  /** The context bound into the code ("" when none); kept so Resend can bind the new code to it. */
+  context: string;
   policy: StorePolicy;
   event: EventContext;
 }
@@ -172,6 +174,8 @@ export interface LimitState {
 export interface VerificationSummary {
   purpose: string;
   channel: ChannelNumber;
+  /** The context its code is bound to. */
+  context: string;
 }
 
 /** One event as the state change wrote it. Encoded to protobuf by src/events/. */

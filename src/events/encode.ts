@@ -1,0 +1,95 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  AuditEventSchema,
+  AuditEventType,
+  DeliveryRequestedSchema,
+  SealedSchema,
+} from "../gen/otp/events/v1/events_pb.js";
+import type { OutboxEntry } from "../store/store.js";
+import type { EventRecord } from "./sink.js";
+import { HEADERS, TOPICS } from "./topics.js";
+
+// Outbox entries (flat fields written by the store scripts, see
+// src/store/README.md) become Kafka records here, and only here.
+
+const AUDIT_TYPES: Record<string, AuditEventType> = {
+  sent: AuditEventType.SENT,
+  resent: AuditEventType.RESENT,
+  verify_failed: AuditEventType.VERIFY_FAILED,
+  verified: AuditEventType.VERIFIED,
+  locked: AuditEventType.LOCKED,
+  expired: AuditEventType.EXPIRED,
+  rate_limited: AuditEventType.RATE_LIMITED,
+  delivery_failed: AuditEventType.DELIVERY_FAILED,
+  delivered: AuditEventType.DELIVERED,
+  refused: AuditEventType.REFUSED,
+};
+
+/** Stable across redeliveries of the same entry, so consumers can dedupe. */
+export function eventIdOf(entry: Pick<OutboxEntry, "shard" | "id">): string {
+  return `${entry.shard}-${entry.id}`;
+}
+
+export function encodeEntry(entry: OutboxEntry): EventRecord {
+  const f = entry.fields;
+  const eventId = eventIdOf(entry);
+  const common = {
+    eventId,
+    verificationId: f.vid ?? "",
+    tenant: f.tn ?? "",
+    purpose: f.p ?? "",
+    channel: Number(f.ch ?? 0),
+    occurredAt: timestampFromMs(Number(f.ts ?? 0)),
+    traceId: f.tr ?? "",
+    maskedDestination: f.md ?? "",
+  };
+  if (f.type === "delivery") {
+    const code = fromBinary(SealedSchema, Buffer.from(f.sc ?? "", "base64"));
+    const message = create(DeliveryRequestedSchema, {
+      ...common,
+      destination: fromBinary(SealedSchema, Buffer.from(f.sd ?? "", "base64")),
+      code,
+      locale: f.lc ?? "",
+      expiresAt: timestampFromMs(Number(f.exp ?? 0)),
+      metadata: f.mt ? (JSON.parse(f.mt) as Record<string, string>) : {},
+      resendCount: Number(f.rc ?? 0),
+    });
+    return record(TOPICS.delivery, "delivery.requested", "otp.events.v1.DeliveryRequested", eventId, common, toBinary(DeliveryRequestedSchema, message), {
+      [HEADERS.sealKeyId]: code.keyId,
+    });
+  }
+  const type = AUDIT_TYPES[f.type ?? ""] ?? AuditEventType.UNSPECIFIED;
+  const message = create(AuditEventSchema, {
+    ...common,
+    type,
+    destinationDigest: f.dd ?? "",
+    attemptsRemaining: Number(f.left ?? 0),
+    reason: f.reason ?? "",
+    clientId: f.cl ?? "",
+  });
+  return record(TOPICS.audit, `audit.${f.type}`, "otp.events.v1.AuditEvent", eventId, common, toBinary(AuditEventSchema, message));
+}
+
+function record(
+  topic: string,
+  eventType: string,
+  messageType: string,
+  eventId: string,
+  common: { verificationId: string; traceId: string },
+  value: Uint8Array,
+  extra: Record<string, string> = {},
+): EventRecord {
+  return {
+    topic,
+    key: common.verificationId,
+    value,
+    headers: {
+      [HEADERS.eventType]: eventType,
+      [HEADERS.eventId]: eventId,
+      [HEADERS.contentType]: `application/x-protobuf; messageType=${messageType}`,
+      [HEADERS.traceId]: common.traceId,
+      ...extra,
+    },
+  };
+}

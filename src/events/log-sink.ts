@@ -1,0 +1,60 @@
+import { fromBinary } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { Logger } from "pino";
+import { AuditEventSchema, AuditEventType, DeliveryRequestedSchema } from "../gen/otp/events/v1/events_pb.js";
+import { Channel } from "../gen/otp/v1/otp_pb.js";
+import type { Sealer } from "./seal.js";
+import type { EventRecord, EventSink } from "./sink.js";
+import { TOPICS } from "./topics.js";
+
+/**
+ * Dev mode's stand-in for Kafka + a notifier: prints each delivery to stdout
+ * as one JSON line with `destination` and `code`, so a developer with only
+ * Node can log in. It opens the seals, so it is refused in production
+ * (main/app only build it when config.devDeliveryLog is true).
+ * It writes with process.stdout directly: the logger redacts these fields by design.
+ */
+export class LogSink implements EventSink {
+  constructor(
+    private readonly sealer: Sealer,
+    private readonly logger: Logger,
+    private readonly out: (line: string) => void = (line) => process.stdout.write(line + "\n"),
+  ) {}
+
+  async publish(records: EventRecord[]): Promise<void> {
+    for (const r of records) {
+      if (r.topic === TOPICS.delivery) this.printDelivery(r.value);
+      else if (r.topic === TOPICS.audit) {
+        const e = fromBinary(AuditEventSchema, r.value);
+        this.logger.debug({ event: AuditEventType[e.type], verification_id: e.verificationId, purpose: e.purpose }, "audit event");
+      }
+    }
+  }
+
+  private printDelivery(value: Uint8Array): void {
+    const d = fromBinary(DeliveryRequestedSchema, value);
+    if (!d.destination || !d.code) return;
+    const destination = this.sealer.open("destination", d.tenant, d.destination);
+    const code = this.sealer.open("code", d.verificationId, d.code);
+    this.out(
+      JSON.stringify({
+        level: "info",
+        time: Date.now(),
+        msg: "delivery (dev log sink; not for production)",
+        event_id: d.eventId,
+        verification_id: d.verificationId,
+        tenant: d.tenant,
+        purpose: d.purpose,
+        channel: Channel[d.channel],
+        destination,
+        code,
+        locale: d.locale,
+        expires_at: d.expiresAt ? new Date(Number(timestampMs(d.expiresAt))).toISOString() : undefined,
+        resend_count: d.resendCount,
+        metadata: d.metadata,
+      }),
+    );
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,178 @@
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import type { Logger } from "pino";
+import type { OutboxEntry, VerificationStore } from "../store/store.js";
+import { encodeEntry } from "./encode.js";
+import type { EventRecord, EventSink } from "./sink.js";
+
+// The outbox relay: moves events that the store scripts appended (in the same
+// atomic step as the state change) to the sink, and acknowledges them only
+// after the sink confirmed. At least once: a crash between publish and ack
+// republishes the same entries (same event ids); entries pending on a dead
+// relay are claimed by a live one after `claimIdleMs`. Safe to run in every
+// replica: the consumer group hands each entry to one of them.
+
+export interface RelayOptions {
+  batchSize?: number;
+  /** Sleep when the outbox is empty. */
+  idleDelayMs?: number;
+  /** A pending entry idle this long belongs to a dead relay and is claimed. */
+  claimIdleMs?: number;
+  maxBackoffMs?: number;
+  /** Send/Resend answer UNAVAILABLE while the backlog is at or above this. */
+  maxBacklog: number;
+}
+
+export interface RelayStatus {
+  backlog: number;
+  /** Age of the oldest entry seen in the last batch (0 when idle). */
+  lagMs: number;
+  lastError: string | undefined;
+  published: number;
+}
+
+export class OutboxRelay {
+  readonly consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+  private readonly batchSize: number;
+  private readonly idleDelayMs: number;
+  private readonly claimIdleMs: number;
+  private readonly maxBackoffMs: number;
+  private readonly maxBacklog: number;
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private readonly state: RelayStatus = { backlog: 0, lagMs: 0, lastError: undefined, published: 0 };
+  private backlogTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly store: VerificationStore,
+    private readonly sink: EventSink,
+    private readonly logger: Logger,
+    options: RelayOptions,
+  ) {
+    this.batchSize = options.batchSize ?? 500;
+    this.idleDelayMs = options.idleDelayMs ?? 20;
+    this.claimIdleMs = options.claimIdleMs ?? 30_000;
+    this.maxBackoffMs = options.maxBackoffMs ?? 5_000;
+    this.maxBacklog = options.maxBacklog;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.run();
+    // The backlog bound is checked on every Send; keep it a cached number.
+    this.backlogTimer = setInterval(() => void this.refreshBacklog(), 500);
+    this.backlogTimer.unref();
+    void this.refreshBacklog();
+  }
+
+  /** Stop after the batch in flight (published batches are acknowledged first). */
+  async stop(): Promise<void> {
+    this.running = false;
+    clearInterval(this.backlogTimer);
+    this.wake?.();
+    await this.loop;
+  }
+
+  status(): RelayStatus {
+    return { ...this.state };
+  }
+
+  /** For Send/Resend: false while the backlog is over its bound. */
+  accepting(): boolean {
+    return this.state.backlog < this.maxBacklog;
+  }
+
+  private async run(): Promise<void> {
+    let backoffMs = 100;
+    let lastClaim = 0;
+    while (this.running) {
+      try {
+        let batch: OutboxEntry[] = [];
+        if (Date.now() - lastClaim >= this.claimIdleMs / 2) {
+          lastClaim = Date.now();
+          batch = await this.store.claimStaleOutbox(this.consumer, this.claimIdleMs, this.batchSize);
+        }
+        if (batch.length === 0) batch = await this.store.readOutbox(this.consumer, this.batchSize);
+        if (batch.length === 0) {
+          this.state.lagMs = 0;
+          await this.sleep(this.idleDelayMs);
+          continue;
+        }
+        await this.deliver(batch);
+        backoffMs = 100;
+      } catch (err) {
+        this.noteError(err);
+        await this.sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, this.maxBackoffMs);
+      }
+    }
+  }
+
+  /** Publish a batch, retrying it until the sink takes it or the relay stops; then acknowledge. */
+  private async deliver(batch: OutboxEntry[]): Promise<void> {
+    this.state.lagMs = Math.max(0, Date.now() - Number(batch[0]!.id.split("-")[0]));
+    const records: EventRecord[] = [];
+    const done: { shard: number; id: string }[] = [];
+    for (const entry of batch) {
+      try {
+        records.push(encodeEntry(entry));
+      } catch (err) {
+        // Only our own scripts write the outbox, so this is a bug, and one bad
+        // entry must not stall the rest: log it (without its fields) and drop it.
+        this.logger.error({ entry: entry.id, shard: entry.shard, type: entry.fields.type, err: (err as Error).message }, "outbox entry cannot be encoded; dropped");
+      }
+      done.push({ shard: entry.shard, id: entry.id });
+    }
+    let backoffMs = 100;
+    for (;;) {
+      try {
+        if (records.length > 0) await this.sink.publish(records);
+        break;
+      } catch (err) {
+        this.noteError(err);
+        // Stopping with the batch unpublished leaves it pending: another
+        // relay (or this one after a restart) claims it.
+        if (!this.running) return;
+        await this.sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, this.maxBackoffMs);
+      }
+    }
+    await this.store.ackOutbox(done);
+    this.state.published += records.length;
+    if (this.state.lastError) {
+      this.logger.info({ backlog: this.state.backlog }, "event relay recovered");
+      this.state.lastError = undefined;
+    }
+  }
+
+  private async refreshBacklog(): Promise<void> {
+    try {
+      this.state.backlog = await this.store.outboxBacklog();
+      if (this.state.backlog >= this.maxBacklog) {
+        this.logger.warn({ backlog: this.state.backlog, max: this.maxBacklog }, "event backlog over its bound: refusing Send");
+      }
+    } catch {
+      // The store being down is reported by the calls themselves.
+    }
+  }
+
+  private noteError(err: unknown): void {
+    const message = (err as Error)?.message ?? String(err);
+    if (this.state.lastError !== message) {
+      this.logger.warn({ err: message, backlog: this.state.backlog }, "event relay cannot publish; events wait in the outbox");
+    }
+    this.state.lastError = message;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+}

@@ -1,0 +1,115 @@
+import { fromBinary } from "@bufbuild/protobuf";
+import type { Logger } from "pino";
+import { DeliveryOutcome, DeliveryStatusSchema, type DeliveryStatus } from "../gen/otp/events/v1/events_pb.js";
+import { parseVerificationId } from "../otp/verification-id.js";
+import type { VerificationStore } from "../store/store.js";
+import { ensureTopics, groupConsumer, kafkaClient, type Consumer, type EachMessagePayload } from "./kafka/client.js";
+import { TOPICS } from "./topics.js";
+
+// Runs inside the OTP service: reads the notifiers' DeliveryStatus reports.
+// A FAILED delivery voids that code (if it is still the live one), so Verify
+// answers DELIVERY_FAILED instead of letting the user guess at a code that
+// never arrived. DELIVERED is only logged. At least once: offsets are
+// committed after a report is applied, and applying one twice is harmless
+// (markDeliveryFailed on an already voided or newer code changes nothing),
+// so there is no dedupe here.
+
+export interface StatusConsumerOptions {
+  brokers: string[];
+  logger: Logger;
+  store: Pick<VerificationStore, "markDeliveryFailed">;
+  /** OTP_REDIS_SHARDS: needed to locate a verification from its id. */
+  shards: number;
+  groupId?: string;
+  topic?: string;
+}
+
+const BACKOFF_MAX_MS = 5_000;
+
+export class DeliveryStatusConsumer {
+  private readonly consumer: Consumer;
+  private readonly kafka: ReturnType<typeof kafkaClient>;
+  private readonly topic: string;
+  private readonly abort = new AbortController();
+  private running = false;
+
+  constructor(private readonly options: StatusConsumerOptions) {
+    this.topic = options.topic ?? TOPICS.deliveryStatus;
+    this.kafka = kafkaClient({ brokers: options.brokers, clientId: "otp-service-status", logger: options.logger });
+    this.consumer = groupConsumer(this.kafka, options.groupId ?? "otp-service-status");
+  }
+
+  async start(): Promise<void> {
+    this.running = true;
+    await ensureTopics(this.kafka, [this.topic]);
+    await this.consumer.connect();
+    // A new group starts at the beginning: reports written before the first
+    // start still count (old ones find nothing live to void).
+    await this.consumer.subscribe({ topics: [this.topic], fromBeginning: true });
+    await this.consumer.run({ eachMessage: (p) => this.handle(p) });
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.abort.abort();
+    await this.consumer.disconnect();
+  }
+
+  private async handle({ message, partition }: EachMessagePayload): Promise<void> {
+    let status: DeliveryStatus;
+    try {
+      status = fromBinary(DeliveryStatusSchema, message.value ?? new Uint8Array());
+    } catch {
+      // Nothing to apply and nothing a retry would fix: skip it rather than stall the partition.
+      this.options.logger.warn({ partition, offset: message.offset }, "undecodable delivery status skipped");
+      return;
+    }
+    const log = { verification_id: status.verificationId, delivery_event_id: status.deliveryEventId, adapter: status.adapter, resend_count: status.resendCount };
+    if (status.outcome === DeliveryOutcome.DELIVERED) {
+      this.options.logger.debug(log, "delivery reported delivered");
+      return;
+    }
+    if (status.outcome !== DeliveryOutcome.FAILED) return;
+    const ref = parseVerificationId(status.verificationId, this.options.shards);
+    if (!ref || !status.tenant) {
+      this.options.logger.warn({ ...log, partition, offset: message.offset }, "delivery status names no verification of ours; skipped");
+      return;
+    }
+    const voided = await this.untilApplied(() =>
+      this.options.store.markDeliveryFailed(status.tenant, ref, status.resendCount, status.reason, { traceId: status.traceId, clientId: "" }),
+    );
+    this.options.logger.info({ ...log, reason: status.reason, voided }, "delivery reported failed");
+  }
+
+  /**
+   * The store being down must not skip a report: retry with backoff. Throwing
+   * when stopping keeps kafkajs from committing the offset, so the report is
+   * applied after the restart.
+   */
+  private async untilApplied<T>(apply: () => Promise<T>): Promise<T> {
+    for (let delay = 100; ; delay = Math.min(delay * 2, BACKOFF_MAX_MS)) {
+      try {
+        return await apply();
+      } catch (err) {
+        if (!this.running) throw err;
+        this.options.logger.warn({ err: (err as Error).message, retry_in_ms: delay }, "cannot apply delivery status; retrying");
+        await this.pause(delay);
+      }
+    }
+  }
+
+  /** Sleep that a stop() cuts short. */
+  private pause(ms: number): Promise<void> {
+    const signal = this.abort.signal;
+    if (signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+}

@@ -1,0 +1,58 @@
+import type { ChannelNumber } from "../store.js";
+
+// The memory store's twin of the Redis destination hash (src/store/README.md,
+// "Keys"): one record per (tenant, destination handle) holding each purpose's
+// verification and the destination's limits, expiring as a whole.
+
+/** `<p>:st`: "" live, v verified, l locked, f delivery failed, x expiry observed. */
+export type Status = "" | "v" | "l" | "f" | "x";
+
+export interface Verification {
+  id: string;
+  purpose: string;
+  codeDigest: string;
+  keyId: string;
+  codeLength: number;
+  channel: ChannelNumber;
+  attempts: number;
+  maxAttempts: number;
+  resends: number;
+  maxResends: number;
+  expiresAt: number;
+  resendAt: number;
+  status: Status;
+  idempotencyKey: string;
+  /** Set on VERIFIED with an idempotency key, to answer a repeat. */
+  verifiedKey?: string;
+  verifiedAt?: number;
+  locale: string;
+  metadataJson: string;
+  context: string;
+}
+
+export interface Destination {
+  digest: string;
+  masked: string;
+  sealed: string;
+  /** GCRA theoretical arrival times (ms) of the send and failure budgets. */
+  sendTat?: number;
+  failTat?: number;
+  lockedUntil?: number;
+  /** By purpose: at most one verification each, as in the hash's `<p>:*` fields. */
+  verifications: Map<string, Verification>;
+  /** The record disappears after this (ms); only ever moves later. */
+  expiresAt: number;
+}
+
+export function isLive(v: Verification, now: number): boolean {
+  return v.status === "" && now < v.expiresAt;
+}
+
+export function verificationById(d: Destination, id: string): Verification | undefined {
+  for (const v of d.verifications.values()) if (v.id === id) return v;
+  return undefined;
+}
+
+export function extendExpiry(d: Destination, atMs: number): void {
+  d.expiresAt = Math.max(d.expiresAt, Math.ceil(atMs));
+}

@@ -1,0 +1,33 @@
+// GCRA budgets (src/store/README.md, "Budgets"): the twin of
+// redis/lua/includes/gcra.lua, with the same float arithmetic so both stores
+// give the same answers. `tat` is the theoretical arrival time in ms
+// (fractional), undefined when never spent. EPS absorbs the rounding of
+// window / count so a budget of `count` allows exactly `count`.
+
+const EPS = 1e-6;
+
+function currentTat(stored: number | undefined, now: number): number {
+  return stored === undefined || stored < now ? now : stored;
+}
+
+export type Spend = { allowed: true; tat: number } | { allowed: false; retryAfterMs: number };
+
+export function spend(stored: number | undefined, now: number, count: number, windowMs: number): Spend {
+  const next = currentTat(stored, now) + windowMs / count;
+  if (next - now <= windowMs + EPS) return { allowed: true, tat: next };
+  return { allowed: false, retryAfterMs: Math.ceil(next - now - windowMs) };
+}
+
+export interface BudgetState {
+  remaining: number;
+  resetAfterMs: number;
+  retryAfterMs: number;
+}
+
+export function state(stored: number | undefined, now: number, count: number, windowMs: number): BudgetState {
+  const interval = windowMs / count;
+  const used = currentTat(stored, now) - now;
+  const remaining = Math.max(0, Math.min(count, Math.floor((windowMs - used) / interval + EPS)));
+  const retryAfterMs = used + interval > windowMs + EPS ? Math.ceil(used + interval - windowMs) : 0;
+  return { remaining, resetAfterMs: Math.ceil(used), retryAfterMs };
+}

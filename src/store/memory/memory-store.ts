@@ -1,0 +1,369 @@
+import type {
+  EventContext,
+  IssueCommand,
+  IssueOutcome,
+  LimitQuery,
+  LimitState,
+  OutboxEntry,
+  Refusal,
+  ResendCommand,
+  ResendOutcome,
+  VerificationRef,
+  VerificationStore,
+  VerificationSummary,
+  VerificationTimes,
+  VerifyCommand,
+  VerifyOutcome,
+  DestinationRef,
+} from "../store.js";
+import { extendExpiry, isLive, verificationById, type Destination, type Verification } from "./destination.js";
+import * as gcra from "./gcra.js";
+import { OutboxShard } from "./outbox.js";
+
+// Dev mode's store: the semantics of redis/lua/*.lua (src/store/README.md) in
+// plain JS for one process. Every method runs synchronously before its first
+// await, so each operation is atomic like a script. Keep the step numbers in
+// step with the README and the Lua.
+
+export interface MemoryStoreOptions {
+  shards: number;
+  /** The store's clock in ms (tests inject one). */
+  now?: () => number;
+  /** How often expired records are dropped (they are also dropped when touched). */
+  sweepIntervalMs?: number;
+}
+
+/** Fields every outbox entry carries, except `type` and `ts`. */
+interface EventBase {
+  vid: string;
+  tn: string;
+  p: string;
+  ch: number;
+  md: string;
+  dd: string;
+  event: EventContext;
+}
+
+const ms = (seconds: number) => Math.round(seconds * 1000);
+
+function times(v: Verification, masked: string): VerificationTimes {
+  return {
+    verificationId: v.id,
+    channel: v.channel,
+    maskedDestination: masked,
+    expiresAtMs: v.expiresAt,
+    resendAvailableAtMs: v.resendAt,
+    maxAttempts: v.maxAttempts,
+    attemptsRemaining: v.maxAttempts - v.attempts,
+    resendsRemaining: v.maxResends - v.resends,
+    codeLength: v.codeLength,
+  };
+}
+
+export class MemoryStore implements VerificationStore {
+  readonly #shards: number;
+  readonly #now: () => number;
+  readonly #destinations = new Map<string, Destination>();
+  readonly #outbox: OutboxShard[];
+  readonly #sweeper: NodeJS.Timeout;
+  #nextShard = 0;
+
+  constructor(options: MemoryStoreOptions) {
+    this.#shards = options.shards;
+    this.#now = options.now ?? Date.now;
+    this.#outbox = Array.from({ length: options.shards }, (_, shard) => new OutboxShard(shard));
+    this.#sweeper = setInterval(() => this.#sweep(), options.sweepIntervalMs ?? 60_000);
+    this.#sweeper.unref();
+  }
+
+  async issue(cmd: IssueCommand): Promise<IssueOutcome> {
+    const { policy } = cmd;
+    const now = this.#now();
+    const key = this.#key(cmd.tenant, cmd.ref);
+    let d = this.#get(key, now);
+    const cur = d?.verifications.get(cmd.purpose);
+    const live = cur !== undefined && isLive(cur, now);
+
+    // 1. A repeated Send answers with the verification it created; nothing changes.
+    if (d && live && cmd.idempotencyKey !== "" && cur.idempotencyKey === cmd.idempotencyKey) {
+      return { kind: "replayed", ...times(cur, d.masked) };
+    }
+
+    const base: EventBase = {
+      vid: cur?.id ?? "", tn: cmd.tenant, p: cmd.purpose, ch: cmd.channel,
+      md: cmd.maskedDestination, dd: cmd.destinationDigest, event: cmd.event,
+    };
+    const refuse = (reason: Refusal, retryAfterMs: number): IssueOutcome => {
+      this.#emit(cmd.ref.shard, now, base, "rate_limited", { reason });
+      return { kind: "refused", reason, retryAfterMs };
+    };
+
+    // 2-4. Refusals, cheapest first; only the send budget spends anything.
+    const lockedUntil = d?.lockedUntil ?? 0;
+    if (lockedUntil > now) return refuse("DESTINATION_LOCKED", lockedUntil - now);
+    if (live && now < cur.resendAt) return refuse("RESEND_COOLDOWN", cur.resendAt - now);
+    const budget = policy.sendsPerDestination;
+    const sent = gcra.spend(d?.sendTat, now, budget.count, ms(budget.windowSeconds));
+    if (!sent.allowed) return refuse("SEND_LIMIT_DESTINATION", sent.retryAfterMs);
+
+    // 5. Replace the purpose's verification: the old id stops resolving, so its code dies here.
+    d ??= { digest: "", masked: "", sealed: "", verifications: new Map(), expiresAt: 0 };
+    this.#destinations.set(key, d);
+    Object.assign(d, { digest: cmd.destinationDigest, masked: cmd.maskedDestination, sealed: cmd.sealedDestination });
+    d.sendTat = sent.tat;
+    const v: Verification = {
+      id: cmd.ref.verificationId, purpose: cmd.purpose, codeDigest: cmd.codeDigest, keyId: cmd.keyId,
+      codeLength: cmd.codeLength, channel: cmd.channel, attempts: 0, maxAttempts: policy.maxAttempts,
+      resends: 0, maxResends: policy.maxResends, expiresAt: now + ms(policy.ttlSeconds),
+      resendAt: now + ms(policy.resendCooldownSeconds), status: "", idempotencyKey: cmd.idempotencyKey,
+      locale: cmd.locale, metadataJson: cmd.metadataJson, context: cmd.context,
+    };
+    d.verifications.set(cmd.purpose, v);
+    // Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.
+    extendExpiry(d, Math.max(v.expiresAt + ms(policy.ttlSeconds), sent.tat));
+
+    // 6. Delivery first: the relay publishes in stream order.
+    base.vid = v.id;
+    this.#emit(cmd.ref.shard, now, base, "delivery", {
+      sd: cmd.sealedDestination, sc: cmd.sealedCode, lc: cmd.locale, mt: cmd.metadataJson,
+      exp: String(v.expiresAt), rc: "0",
+    });
+    this.#emit(cmd.ref.shard, now, base, "sent");
+    return { kind: "issued", ...times(v, cmd.maskedDestination) };
+  }
+
+  async verify(cmd: VerifyCommand): Promise<VerifyOutcome> {
+    const now = this.#now();
+    const d = this.#get(this.#key(cmd.tenant, cmd.ref), now);
+    // 1. Ids live only in their own tenant's record, so another tenant's id is simply absent.
+    const v = d && verificationById(d, cmd.ref.verificationId);
+    if (!d || !v) return { result: "NOT_FOUND", attemptsRemaining: 0 };
+
+    // Only the digest made with the key this code was issued under counts.
+    const digest = cmd.candidates.find((c) => c.keyId === v.keyId)?.digest;
+    const match = digest === v.codeDigest;
+    const verified = (at: number): VerifyOutcome => ({
+      result: "VERIFIED", attemptsRemaining: v.maxAttempts - v.attempts,
+      purpose: v.purpose, destinationDigest: d.digest, verifiedAtMs: at,
+    });
+
+    // 2. Already verified: only a repeat of that same call answers VERIFIED again.
+    if (v.status === "v") {
+      const repeat = cmd.idempotencyKey !== "" && cmd.idempotencyKey === v.verifiedKey && match;
+      return repeat ? verified(v.verifiedAt ?? now) : { result: "NOT_FOUND", attemptsRemaining: 0 };
+    }
+    // 3-4. Finished or locked: nothing is counted.
+    if (v.status === "f") return { result: "DELIVERY_FAILED", attemptsRemaining: 0 };
+    if (v.status === "l" || v.attempts >= v.maxAttempts) return { result: "TOO_MANY_ATTEMPTS", attemptsRemaining: 0 };
+    if ((d.lockedUntil ?? 0) > now) return { result: "TOO_MANY_ATTEMPTS", attemptsRemaining: 0 };
+
+    const base: EventBase = {
+      vid: v.id, tn: cmd.tenant, p: v.purpose, ch: v.channel, md: d.masked, dd: d.digest, event: cmd.event,
+    };
+    // 5. Expired: the first observation records it once.
+    if (v.status === "x") return { result: "EXPIRED", attemptsRemaining: 0 };
+    if (now >= v.expiresAt) {
+      v.status = "x";
+      this.#emit(cmd.ref.shard, now, base, "expired");
+      return { result: "EXPIRED", attemptsRemaining: 0 };
+    }
+
+    // 7. Count before comparing.
+    v.attempts += 1;
+
+    // 8. Match: consume. With an idempotency key it stays (until it expires) to answer a repeat.
+    if (match) {
+      if (cmd.idempotencyKey === "") {
+        d.verifications.delete(v.purpose);
+      } else {
+        v.status = "v";
+        v.verifiedKey = cmd.idempotencyKey;
+        v.verifiedAt = now;
+      }
+      this.#emit(cmd.ref.shard, now, base, "verified");
+      return verified(now);
+    }
+
+    // No match: spend the destination's failure budget; lock the destination when it is used up.
+    const { count, windowSeconds } = cmd.failuresPerDestination;
+    const windowMs = ms(windowSeconds);
+    const failed = gcra.spend(d.failTat, now, count, windowMs);
+    let keepUntil = now;
+    if (failed.allowed) {
+      d.failTat = failed.tat;
+      keepUntil = failed.tat;
+    }
+    if (!failed.allowed || gcra.state(failed.tat, now, count, windowMs).remaining === 0) {
+      d.lockedUntil = now + windowMs;
+      keepUntil = Math.max(keepUntil, d.lockedUntil);
+    }
+    const left = Math.max(0, v.maxAttempts - v.attempts);
+    if (left === 0) v.status = "l";
+    if (keepUntil > now) extendExpiry(d, keepUntil);
+
+    this.#emit(cmd.ref.shard, now, base, "verify_failed", { left: String(left) });
+    if (left === 0) this.#emit(cmd.ref.shard, now, base, "locked");
+    return { result: "INVALID_CODE", attemptsRemaining: left };
+  }
+
+  async resend(cmd: ResendCommand): Promise<ResendOutcome> {
+    const { policy } = cmd;
+    const now = this.#now();
+    const d = this.#get(this.#key(cmd.tenant, cmd.ref), now);
+    const v = d && verificationById(d, cmd.ref.verificationId);
+    if (!d || !v) return { kind: "not_found" };
+    if (!isLive(v, now)) return { kind: "finished" };
+
+    const base: EventBase = {
+      vid: v.id, tn: cmd.tenant, p: v.purpose, ch: v.channel, md: d.masked, dd: d.digest, event: cmd.event,
+    };
+    const refuse = (reason: Refusal, retryAfterMs: number): ResendOutcome => {
+      this.#emit(cmd.ref.shard, now, base, "rate_limited", { reason });
+      return { kind: "refused", reason, retryAfterMs };
+    };
+
+    const lockedUntil = d.lockedUntil ?? 0;
+    if (lockedUntil > now) return refuse("DESTINATION_LOCKED", lockedUntil - now);
+    if (now < v.resendAt) return refuse("RESEND_COOLDOWN", v.resendAt - now);
+    if (v.resends >= v.maxResends) return refuse("MAX_RESENDS", v.expiresAt - now);
+    const budget = policy.sendsPerDestination;
+    const sent = gcra.spend(d.sendTat, now, budget.count, ms(budget.windowSeconds));
+    if (!sent.allowed) return refuse("SEND_LIMIT_DESTINATION", sent.retryAfterMs);
+
+    // The new digest replaces the old one, so the previous code dies here.
+    d.sendTat = sent.tat;
+    v.codeDigest = cmd.codeDigest;
+    v.keyId = cmd.keyId;
+    v.resends += 1;
+    if (cmd.channel !== 0) v.channel = cmd.channel;
+    v.expiresAt = now + ms(policy.ttlSeconds);
+    v.resendAt = now + ms(policy.resendCooldownSeconds);
+    extendExpiry(d, Math.max(v.expiresAt + ms(policy.ttlSeconds), sent.tat));
+
+    base.ch = v.channel;
+    const rc = String(v.resends);
+    this.#emit(cmd.ref.shard, now, base, "delivery", {
+      sd: d.sealed, sc: cmd.sealedCode, lc: v.locale, mt: v.metadataJson, exp: String(v.expiresAt), rc,
+    });
+    this.#emit(cmd.ref.shard, now, base, "resent", { rc });
+    return { kind: "resent", ...times(v, d.masked) };
+  }
+
+  async limits(query: LimitQuery): Promise<LimitState[]> {
+    const { policy } = query;
+    const now = this.#now();
+    const d = this.#get(this.#key(query.tenant, query.destination), now);
+
+    const sends = policy.sendsPerDestination;
+    const send = gcra.state(d?.sendTat, now, sends.count, ms(sends.windowSeconds));
+
+    // The cooldown applies only while the purpose's verification is live.
+    const v = d?.verifications.get(query.purpose);
+    const cooldown = v && isLive(v, now) ? Math.max(0, v.resendAt - now) : 0;
+
+    const failures = policy.failuresPerDestination;
+    const fail = gcra.state(d?.failTat, now, failures.count, ms(failures.windowSeconds));
+    const lockedFor = Math.max(0, (d?.lockedUntil ?? 0) - now);
+
+    return [
+      { name: "SEND_LIMIT_DESTINATION", limit: sends.count, ...send },
+      { name: "RESEND_COOLDOWN", limit: 1, remaining: cooldown === 0 ? 1 : 0, resetAfterMs: cooldown, retryAfterMs: cooldown },
+      {
+        name: "DESTINATION_LOCKED", limit: failures.count, remaining: lockedFor > 0 ? 0 : fail.remaining,
+        resetAfterMs: Math.max(fail.resetAfterMs, lockedFor), retryAfterMs: lockedFor,
+      },
+    ];
+  }
+
+  async findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null> {
+    const now = this.#now();
+    const v = this.#get(this.#key(tenant, destination), now)?.verifications.get(purpose);
+    return v && isLive(v, now) ? v.id : null;
+  }
+
+  async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {
+    const d = this.#get(this.#key(tenant, ref), this.#now());
+    const v = d && verificationById(d, ref.verificationId);
+    return v ? { purpose: v.purpose, channel: v.channel, context: v.context } : null;
+  }
+
+  async markDeliveryFailed(
+    tenant: string, ref: VerificationRef, resendCount: number, reason: string, event: EventContext,
+  ): Promise<boolean> {
+    const now = this.#now();
+    const d = this.#get(this.#key(tenant, ref), now);
+    const v = d && verificationById(d, ref.verificationId);
+    // A later resend's code is not voided by an older delivery's failure.
+    if (!d || !v || !isLive(v, now) || v.resends !== resendCount) return false;
+    v.status = "f";
+    this.#emit(ref.shard, now, {
+      vid: v.id, tn: tenant, p: v.purpose, ch: v.channel, md: d.masked, dd: d.digest, event,
+    }, "delivery_failed", { reason });
+    return true;
+  }
+
+  // --- outbox ---
+
+  async readOutbox(consumer: string, count: number): Promise<OutboxEntry[]> {
+    const now = this.#now();
+    return this.#acrossShards(count, (shard, n) => shard.read(consumer, n, now));
+  }
+
+  async claimStaleOutbox(consumer: string, idleMs: number, count: number): Promise<OutboxEntry[]> {
+    const now = this.#now();
+    return this.#acrossShards(count, (shard, n) => shard.claim(consumer, idleMs, n, now));
+  }
+
+  async ackOutbox(entries: { shard: number; id: string }[]): Promise<void> {
+    for (const { shard, id } of entries) this.#outbox[shard]?.delete(id);
+  }
+
+  async outboxBacklog(): Promise<number> {
+    return this.#outbox.reduce((sum, shard) => sum + shard.size, 0);
+  }
+
+  async ping(): Promise<boolean> {
+    return true;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#sweeper);
+  }
+
+  // Tenant ids are free text, but handles have a fixed length, so this is unambiguous.
+  #key(tenant: string, ref: DestinationRef): string {
+    return `${ref.handle}${tenant}`;
+  }
+
+  /** The record, unless it has expired (then it is dropped, as Redis would have). */
+  #get(key: string, now: number): Destination | undefined {
+    const d = this.#destinations.get(key);
+    if (d && now > d.expiresAt) {
+      this.#destinations.delete(key);
+      return undefined;
+    }
+    return d;
+  }
+
+  #sweep(): void {
+    const now = this.#now();
+    for (const [key, d] of this.#destinations) if (now > d.expiresAt) this.#destinations.delete(key);
+  }
+
+  #emit(shard: number, now: number, b: EventBase, type: string, extra: Record<string, string> = {}): void {
+    this.#outbox[shard]!.add(now, {
+      type, vid: b.vid, tn: b.tn, p: b.p, ch: String(b.ch), md: b.md, dd: b.dd, ts: String(now),
+      tr: b.event.traceId, cl: b.event.clientId, ...extra,
+    });
+  }
+
+  // Rotating the first shard keeps a busy shard from starving the others.
+  #acrossShards(count: number, take: (shard: OutboxShard, n: number) => OutboxEntry[]): OutboxEntry[] {
+    const out: OutboxEntry[] = [];
+    this.#nextShard = (this.#nextShard + 1) % this.#shards;
+    for (let i = 0; i < this.#shards && out.length < count; i++) {
+      out.push(...take(this.#outbox[(this.#nextShard + i) % this.#shards]!, count - out.length));
+    }
+    return out;
+  }
+}

@@ -1,0 +1,134 @@
+import { createClient, ErrorReply } from "redis";
+import { StoreUnavailableError } from "../errors.js";
+import type { StoreScript } from "./scripts.js";
+
+// The only module that imports the Redis client library. Everything else sees
+// RedisConnection: raw commands and scripts in, raw replies out, and
+// StoreUnavailableError whenever Redis cannot answer in time.
+
+export interface ConnectionLogger {
+  warn(details: object, message: string): void;
+  info(details: object, message: string): void;
+}
+
+export interface RedisConnectionOptions {
+  url: string;
+  /** Per command; a call never waits longer than this for Redis (default 1000). */
+  commandTimeoutMs?: number;
+  /** Per connection attempt, and for the first connection at start-up (default 3000). */
+  connectTimeoutMs?: number;
+  logger?: ConnectionLogger;
+}
+
+export type RedisReply = string | number | null | RedisReply[];
+
+export interface RedisConnection {
+  call(args: readonly string[]): Promise<RedisReply>;
+  /** EVALSHA, falling back to EVAL when Redis lost its script cache (restart, failover). */
+  run(script: StoreScript, keys: readonly string[], args: readonly string[]): Promise<RedisReply>;
+  close(): Promise<void>;
+}
+
+// Server replies that mean "cannot serve now", not "your command is wrong".
+const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS)\b/;
+
+/** True when `err` is a Redis error reply with this code (e.g. "NOGROUP"). */
+export function isReplyError(err: unknown, code: string): boolean {
+  return err instanceof ErrorReply && err.message.startsWith(code);
+}
+
+function unavailableOr(err: unknown): unknown {
+  if (err instanceof StoreUnavailableError) return err;
+  if (err instanceof ErrorReply && !UNAVAILABLE_REPLY.test(err.message)) return err;
+  return new StoreUnavailableError({ cause: err });
+}
+
+// node-redis's own command timeout stops counting once a command is written,
+// so a Redis that accepted the bytes and then hung would keep callers waiting.
+// This deadline covers the whole call.
+function within<T>(pending: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new StoreUnavailableError({ cause: new Error(`${what} took over ${ms} ms`) })), ms);
+  });
+  return Promise.race([pending, deadline]).finally(() => clearTimeout(timer));
+}
+
+// Reconnect fast: an outage should end for callers as soon as Redis is back.
+function reconnectDelay(retries: number): number {
+  return Math.min(50 * 2 ** retries, 1000) + Math.floor(Math.random() * 100);
+}
+
+export async function connectRedis(options: RedisConnectionOptions): Promise<RedisConnection> {
+  const connectTimeoutMs = options.connectTimeoutMs ?? 3000;
+  const commandTimeoutMs = options.commandTimeoutMs ?? 1000;
+  const client = createClient({
+    url: options.url,
+    RESP: 2,
+    maintNotifications: "disabled",
+    // Fail fast while disconnected instead of queueing calls until Redis returns.
+    disableOfflineQueue: true,
+    commandOptions: { timeout: commandTimeoutMs },
+    socket: { connectTimeout: connectTimeoutMs, reconnectStrategy: reconnectDelay },
+  });
+
+  // Log transitions only (not every failed retry), and never the URL: it may hold a password.
+  let connected = false;
+  client.on("error", (err: Error) => {
+    if (!connected) return;
+    connected = false;
+    options.logger?.warn({ error: err.name }, "redis connection lost");
+  });
+  client.on("ready", () => {
+    if (connected) return;
+    connected = true;
+    options.logger?.info({}, "redis connection ready");
+  });
+
+  // The first connection retries until it succeeds; start-up waits a bounded time for it.
+  const first = client.connect();
+  try {
+    await within(first, connectTimeoutMs, "connecting");
+  } catch (err) {
+    first.catch(() => {});
+    client.destroy();
+    throw unavailableOr(err);
+  }
+
+  const send = (args: readonly string[]) => within(client.sendCommand<RedisReply>(args), commandTimeoutMs, "a command");
+
+  return {
+    async call(args) {
+      try {
+        return await send(args);
+      } catch (err) {
+        throw unavailableOr(err);
+      }
+    },
+    async run(script, keys, args) {
+      const rest = [String(keys.length), ...keys, ...args];
+      try {
+        try {
+          return await send(["EVALSHA", script.sha1, ...rest]);
+        } catch (err) {
+          if (!isReplyError(err, "NOSCRIPT")) throw err;
+          return await send(["EVAL", script.source, ...rest]);
+        }
+      } catch (err) {
+        throw unavailableOr(err);
+      }
+    },
+    // Graceful when Redis answers (pending replies arrive first), never stuck when it does not.
+    async close() {
+      if (!client.isOpen) return;
+      if (client.isReady) {
+        try {
+          return await within(client.close(), commandTimeoutMs, "closing");
+        } catch {
+          // fall through
+        }
+      }
+      client.destroy();
+    },
+  };
+}

@@ -1,0 +1,14 @@
+import type { DestinationRef } from "../store.js";
+
+// Key names (src/store/README.md, "Keys"). Built here and passed to scripts as
+// KEYS, never inside Lua: every key of one call shares the `{<shard>}` hash tag.
+
+export const OUTBOX_GROUP = "relay";
+
+export function destinationKey(prefix: string, tenant: string, ref: DestinationRef): string {
+  return `${prefix}:{${ref.shard}}:d:${tenant}:${ref.handle}`;
+}
+
+export function outboxKey(prefix: string, shard: number): string {
+  return `${prefix}:{${shard}}:outbox`;
+}

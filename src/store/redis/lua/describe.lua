@@ -1,0 +1,14 @@
+--[[
+describe: what a verification id leads to, without touching it.
+
+KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
+
+ARGV[1]   verification id
+
+Returns {purpose, channel, context}, or nil when the id is unknown at this destination.
+]]
+
+local p = redis.call('HGET', KEYS[1], 'id:' .. ARGV[1])
+if not p then return false end
+local f = redis.call('HMGET', KEYS[1], p .. ':ch', p .. ':cx')
+return {p, tonumber(f[1]), f[2] or ''}

@@ -1,0 +1,30 @@
+-- GCRA budgets (README "Budgets"): `count` events per `window` ms, state is
+-- the theoretical arrival time `tat` as stored (ms; fractional, because
+-- window / count rarely divides; Redis stores Lua numbers with 17 digits, so
+-- it round-trips exactly). GCRA_EPS absorbs the rounding of that division so
+-- a budget of `count` allows exactly `count`. memory/gcra.ts is the twin.
+local GCRA_EPS = 1e-6
+
+local function gcra_tat(stored, now)
+  local tat = tonumber(stored)
+  if tat == nil or tat < now then return now end
+  return tat
+end
+
+-- Spend one. Returns allowed, the tat to store (nil when refused), retry after ms.
+local function gcra_spend(stored, now, count, window)
+  local next_tat = gcra_tat(stored, now) + window / count
+  if next_tat - now <= window + GCRA_EPS then return true, next_tat, 0 end
+  return false, nil, math.ceil(next_tat - now - window)
+end
+
+-- Spend nothing. Returns remaining, reset after ms, retry after ms.
+local function gcra_state(stored, now, count, window)
+  local interval = window / count
+  local used = gcra_tat(stored, now) - now
+  local remaining = math.floor((window - used) / interval + GCRA_EPS)
+  remaining = math.max(0, math.min(count, remaining))
+  local retry = 0
+  if used + interval > window + GCRA_EPS then retry = math.ceil(used + interval - window) end
+  return remaining, math.ceil(used), retry
+end

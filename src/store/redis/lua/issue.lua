@@ -1,0 +1,91 @@
+--[[
+issue: Send. Replace the purpose's verification at one destination and queue
+its delivery (src/store/README.md, "Issue (Send)").
+
+KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
+KEYS[2]   outbox stream      <prefix>:{<shard>}:outbox
+
+ARGV[1]   tenant
+ARGV[2]   purpose
+ARGV[3]   new verification id
+ARGV[4]   channel number
+ARGV[5]   destination digest
+ARGV[6]   masked destination
+ARGV[7]   sealed destination (base64)
+ARGV[8]   code digest
+ARGV[9]   key id of the code digest
+ARGV[10]  code length
+ARGV[11]  sealed code (base64; goes into the delivery event only)
+ARGV[12]  locale
+ARGV[13]  metadata JSON ("" when none)
+ARGV[14]  idempotency key ("" when none)
+ARGV[15]  ttl ms
+ARGV[16]  max attempts
+ARGV[17]  resend cooldown ms
+ARGV[18]  max resends
+ARGV[19]  send budget count
+ARGV[20]  send budget window ms
+ARGV[21]  trace id
+ARGV[22]  client id
+ARGV[23]  context bound into the code ("" when none), kept for Resend
+
+Returns
+  {'issued' | 'replayed', verification id, channel, masked destination,
+   expires at ms, resend available at ms, max attempts, attempts remaining,
+   resends remaining, code length}
+  {'refused', 'DESTINATION_LOCKED' | 'RESEND_COOLDOWN' | 'SEND_LIMIT_DESTINATION', retry after ms}
+]]
+
+--- @include "clock"
+--- @include "gcra"
+--- @include "expiry"
+--- @include "outbox"
+
+local dest = KEYS[1]
+local p, vid, ch, md, ik = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[6], ARGV[14]
+local m, mr, n = tonumber(ARGV[16]), tonumber(ARGV[18]), tonumber(ARGV[10])
+local now = now_ms()
+
+local cur = redis.call('HMGET', dest, p .. ':id', p .. ':st', p .. ':e', p .. ':ra', p .. ':ik',
+  p .. ':ch', p .. ':m', p .. ':a', p .. ':mr', p .. ':r', p .. ':n', 'md', 'lk', 'ls')
+local cur_id, cur_e, cur_ra = cur[1], tonumber(cur[3]), tonumber(cur[4])
+local live = cur_id and cur[2] == '' and now < cur_e
+
+-- 1. A repeated Send answers with the verification it created; nothing changes.
+if live and ik ~= '' and cur[5] == ik then
+  local cur_m, cur_mr = tonumber(cur[7]), tonumber(cur[9])
+  return {'replayed', cur_id, tonumber(cur[6]), cur[12], cur_e, cur_ra,
+    cur_m, cur_m - tonumber(cur[8]), cur_mr - tonumber(cur[10]), tonumber(cur[11])}
+end
+
+local ev = { stream = KEYS[2], vid = cur_id or '', tn = ARGV[1], p = p, ch = ch, md = md,
+  dd = ARGV[5], ts = now, tr = ARGV[21], cl = ARGV[22] }
+
+local function refuse(reason, retry)
+  emit(ev, 'rate_limited', 'reason', reason)
+  return {'refused', reason, retry}
+end
+
+-- 2-4. Refusals, cheapest first; only the send budget spends anything.
+local lk = tonumber(cur[13]) or 0
+if lk > now then return refuse('DESTINATION_LOCKED', lk - now) end
+if live and now < cur_ra then return refuse('RESEND_COOLDOWN', cur_ra - now) end
+local allowed, ls, retry = gcra_spend(cur[14], now, tonumber(ARGV[19]), tonumber(ARGV[20]))
+if not allowed then return refuse('SEND_LIMIT_DESTINATION', retry) end
+
+-- 5. Overwrite the purpose's fields; the old id's reverse lookup goes, so its code dies here.
+local ttl = tonumber(ARGV[15])
+local e, ra = now + ttl, now + tonumber(ARGV[17])
+if cur_id then redis.call('HDEL', dest, 'id:' .. cur_id, p .. ':vk', p .. ':vt') end
+redis.call('HSET', dest, 'dd', ARGV[5], 'md', md, 'sd', ARGV[7], 'ls', ls, 'id:' .. vid, p,
+  p .. ':id', vid, p .. ':h', ARGV[8], p .. ':k', ARGV[9], p .. ':n', n, p .. ':ch', ch,
+  p .. ':a', 0, p .. ':m', m, p .. ':r', 0, p .. ':mr', mr, p .. ':e', e, p .. ':ra', ra,
+  p .. ':st', '', p .. ':ik', ik, p .. ':lc', ARGV[12], p .. ':mt', ARGV[13], p .. ':cx', ARGV[23])
+-- Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.
+extend_expiry(dest, math.max(e + ttl, ls))
+
+-- 6. Delivery first: the relay publishes in stream order.
+ev.vid = vid
+emit(ev, 'delivery', 'sd', ARGV[7], 'sc', ARGV[11], 'lc', ARGV[12], 'mt', ARGV[13], 'exp', e, 'rc', 0)
+emit(ev, 'sent')
+return {'issued', vid, ch, md, e, ra, m, m, mr, n}

@@ -1,0 +1,73 @@
+--[[
+resend: a new code for the same verification; attempts carry over
+(src/store/README.md, "Resend").
+
+KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
+KEYS[2]   outbox stream      <prefix>:{<shard>}:outbox
+
+ARGV[1]   tenant
+ARGV[2]   verification id
+ARGV[3]   channel number (0 keeps the verification's channel)
+ARGV[4]   new code digest
+ARGV[5]   key id of the new code digest
+ARGV[6]   sealed code (base64; goes into the delivery event only)
+ARGV[7]   ttl ms
+ARGV[8]   resend cooldown ms
+ARGV[9]   send budget count
+ARGV[10]  send budget window ms
+ARGV[11]  trace id
+ARGV[12]  client id
+
+Returns
+  {'resent', verification id, channel, masked destination, expires at ms,
+   resend available at ms, max attempts, attempts remaining, resends remaining, code length}
+  {'not_found'} | {'finished'}
+  {'refused', 'DESTINATION_LOCKED' | 'RESEND_COOLDOWN' | 'MAX_RESENDS' | 'SEND_LIMIT_DESTINATION', retry after ms}
+]]
+
+--- @include "clock"
+--- @include "gcra"
+--- @include "expiry"
+--- @include "outbox"
+
+local dest, vid = KEYS[1], ARGV[2]
+
+local p = redis.call('HGET', dest, 'id:' .. vid)
+if not p then return {'not_found'} end
+
+local v = redis.call('HMGET', dest, p .. ':st', p .. ':e', p .. ':ra', p .. ':r', p .. ':mr',
+  p .. ':a', p .. ':m', p .. ':n', p .. ':ch', p .. ':lc', p .. ':mt', 'lk', 'ls', 'dd', 'md', 'sd')
+local e, ra, r, mr = tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
+local now = now_ms()
+if v[1] ~= '' or now >= e then return {'finished'} end
+
+local ev = { stream = KEYS[2], vid = vid, tn = ARGV[1], p = p, ch = tonumber(v[9]), md = v[15],
+  dd = v[14], ts = now, tr = ARGV[11], cl = ARGV[12] }
+
+local function refuse(reason, retry)
+  emit(ev, 'rate_limited', 'reason', reason)
+  return {'refused', reason, retry}
+end
+
+local lk = tonumber(v[12]) or 0
+if lk > now then return refuse('DESTINATION_LOCKED', lk - now) end
+if now < ra then return refuse('RESEND_COOLDOWN', ra - now) end
+if r >= mr then return refuse('MAX_RESENDS', e - now) end
+local allowed, ls, retry = gcra_spend(v[13], now, tonumber(ARGV[9]), tonumber(ARGV[10]))
+if not allowed then return refuse('SEND_LIMIT_DESTINATION', retry) end
+
+-- The new digest replaces the old one, so the previous code dies here.
+local ch = tonumber(ARGV[3])
+if ch == 0 then ch = ev.ch end
+r = r + 1
+local ttl = tonumber(ARGV[7])
+e, ra = now + ttl, now + tonumber(ARGV[8])
+redis.call('HSET', dest, 'ls', ls, p .. ':h', ARGV[4], p .. ':k', ARGV[5], p .. ':r', r,
+  p .. ':ch', ch, p .. ':e', e, p .. ':ra', ra)
+extend_expiry(dest, math.max(e + ttl, ls))
+
+ev.ch = ch
+emit(ev, 'delivery', 'sd', v[16], 'sc', ARGV[6], 'lc', v[10], 'mt', v[11], 'exp', e, 'rc', r)
+emit(ev, 'resent', 'rc', r)
+local m = tonumber(v[7])
+return {'resent', vid, ch, v[15], e, ra, m, m - tonumber(v[6]), mr - r, tonumber(v[8])}

@@ -1,0 +1,110 @@
+--[[
+verify: count one attempt at a verification, then compare; consume on
+success, lock at the limit (src/store/README.md, "Verify"). The hot path:
+one HGET + one HMGET, then one write and one XADD.
+
+KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
+KEYS[2]   outbox stream      <prefix>:{<shard>}:outbox
+
+ARGV[1]   tenant
+ARGV[2]   verification id
+ARGV[3]   idempotency key ("" when none)
+ARGV[4]   failure budget count (per destination)
+ARGV[5]   failure budget window ms
+ARGV[6]   trace id
+ARGV[7]   client id
+ARGV[8..] candidates: key id, digest, key id, digest, ...
+
+Returns
+  {'VERIFIED', attempts remaining, purpose, destination digest, verified at ms}
+  {'INVALID_CODE', attempts remaining}
+  {'EXPIRED' | 'TOO_MANY_ATTEMPTS' | 'NOT_FOUND' | 'DELIVERY_FAILED', 0}
+]]
+
+--- @include "clock"
+--- @include "gcra"
+--- @include "expiry"
+--- @include "outbox"
+
+local dest, vid, ik = KEYS[1], ARGV[2], ARGV[3]
+
+-- 1. Ids live only in their own tenant's hash, so another tenant's id is simply absent.
+local p = redis.call('HGET', dest, 'id:' .. vid)
+if not p then return {'NOT_FOUND', 0} end
+
+local v = redis.call('HMGET', dest, p .. ':h', p .. ':k', p .. ':a', p .. ':m', p .. ':e',
+  p .. ':st', p .. ':vk', p .. ':vt', p .. ':ch', 'lk', 'lf', 'dd', 'md')
+local a, m, st = tonumber(v[3]), tonumber(v[4]), v[6]
+
+-- Only the digest made with the key this code was issued under counts.
+local digest
+for i = 8, #ARGV, 2 do
+  if ARGV[i] == v[2] then digest = ARGV[i + 1] break end
+end
+local match = digest == v[1]
+
+-- 2. Already verified: only a repeat of that same call answers VERIFIED again.
+if st == 'v' then
+  if ik ~= '' and ik == v[7] and match then return {'VERIFIED', m - a, p, v[12], tonumber(v[8])} end
+  return {'NOT_FOUND', 0}
+end
+-- 3-4. Finished or locked: nothing is counted.
+if st == 'f' then return {'DELIVERY_FAILED', 0} end
+if st == 'l' or a >= m then return {'TOO_MANY_ATTEMPTS', 0} end
+local now = now_ms()
+if (tonumber(v[10]) or 0) > now then return {'TOO_MANY_ATTEMPTS', 0} end
+
+local ev = { stream = KEYS[2], vid = vid, tn = ARGV[1], p = p, ch = v[9], md = v[13], dd = v[12],
+  ts = now, tr = ARGV[6], cl = ARGV[7] }
+
+-- 5. Expired: the first observation records it once.
+if st == 'x' then return {'EXPIRED', 0} end
+if now >= tonumber(v[5]) then
+  redis.call('HSET', dest, p .. ':st', 'x')
+  emit(ev, 'expired')
+  return {'EXPIRED', 0}
+end
+
+-- 7. Count before comparing, so concurrent guesses cannot pass the limit.
+a = a + 1
+
+-- 8. Match: consume. With an idempotency key the fields stay (until e) to answer a repeat.
+if match then
+  if ik ~= '' then
+    redis.call('HSET', dest, p .. ':a', a, p .. ':st', 'v', p .. ':vk', ik, p .. ':vt', now)
+  else
+    redis.call('HDEL', dest, 'id:' .. vid, p .. ':id', p .. ':h', p .. ':k', p .. ':n', p .. ':ch',
+      p .. ':a', p .. ':m', p .. ':r', p .. ':mr', p .. ':e', p .. ':ra', p .. ':st', p .. ':ik',
+      p .. ':vk', p .. ':vt', p .. ':lc', p .. ':mt')
+  end
+  emit(ev, 'verified')
+  return {'VERIFIED', m - a, p, v[12], now}
+end
+
+-- No match: spend the destination's failure budget; lock the destination when it is used up.
+local fail_count, fail_window = tonumber(ARGV[4]), tonumber(ARGV[5])
+local allowed, lf = gcra_spend(v[11], now, fail_count, fail_window)
+local writes = {p .. ':a', a}
+local keep_until = now
+if allowed then
+  writes[#writes + 1] = 'lf'
+  writes[#writes + 1] = lf
+  keep_until = lf
+end
+if not allowed or gcra_state(lf, now, fail_count, fail_window) == 0 then
+  writes[#writes + 1] = 'lk'
+  writes[#writes + 1] = now + fail_window
+  keep_until = math.max(keep_until, now + fail_window)
+end
+local left = m - a
+if left <= 0 then
+  writes[#writes + 1] = p .. ':st'
+  writes[#writes + 1] = 'l'
+  left = 0
+end
+redis.call('HSET', dest, unpack(writes))
+if keep_until > now then extend_expiry(dest, keep_until) end
+
+emit(ev, 'verify_failed', 'left', left)
+if left == 0 then emit(ev, 'locked') end
+return {'INVALID_CODE', left}

@@ -1,0 +1,218 @@
+import type {
+  Budget,
+  DestinationRef,
+  EventContext,
+  IssueCommand,
+  IssueOutcome,
+  LimitQuery,
+  LimitState,
+  OutboxEntry,
+  ResendCommand,
+  ResendOutcome,
+  VerificationRef,
+  VerificationStore,
+  VerificationSummary,
+  VerifyCommand,
+  VerifyOutcome,
+} from "../store.js";
+import { connectRedis, isReplyError, type ConnectionLogger, type RedisConnection } from "./client.js";
+import { destinationKey, OUTBOX_GROUP, outboxKey } from "./keys.js";
+import * as replies from "./replies.js";
+import { scripts } from "./scripts.js";
+import { readAcrossShards } from "./shard-reads.js";
+
+// The production store: one Lua script per operation (lua/*.lua, each opening
+// with its KEYS/ARGV/return contract), so every check-and-change is atomic and
+// a call is one round trip. Methods only marshal arguments; replies.ts reads
+// the answers.
+
+export interface RedisStoreOptions {
+  url: string;
+  shards: number;
+  /** Per Redis call (default 1000): an unreachable Redis fails a call within this. */
+  commandTimeoutMs?: number;
+  /** Default 3000: start-up fails with StoreUnavailableError when Redis is not reachable by then. */
+  connectTimeoutMs?: number;
+  /** First part of every key name (default "otp"). */
+  keyPrefix?: string;
+  logger?: ConnectionLogger;
+}
+
+const ms = (seconds: number) => String(Math.round(seconds * 1000));
+const budget = (b: Budget) => [String(b.count), ms(b.windowSeconds)];
+const event = (e: EventContext) => [e.traceId, e.clientId];
+
+export class RedisStore implements VerificationStore {
+  readonly #redis: RedisConnection;
+  readonly #shards: number;
+  readonly #prefix: string;
+  #nextShard = 0;
+
+  private constructor(redis: RedisConnection, shards: number, prefix: string) {
+    this.#redis = redis;
+    this.#shards = shards;
+    this.#prefix = prefix;
+  }
+
+  static async connect(options: RedisStoreOptions): Promise<RedisStore> {
+    const redis = await connectRedis(options);
+    const store = new RedisStore(redis, options.shards, options.keyPrefix ?? "otp");
+    try {
+      await Promise.all(Array.from({ length: options.shards }, (_, shard) => store.#createGroup(shard)));
+    } catch (err) {
+      await redis.close();
+      throw err;
+    }
+    return store;
+  }
+
+  #keys(tenant: string, ref: DestinationRef): string[] {
+    return [destinationKey(this.#prefix, tenant, ref), outboxKey(this.#prefix, ref.shard)];
+  }
+
+  async issue(cmd: IssueCommand): Promise<IssueOutcome> {
+    const { policy } = cmd;
+    const reply = await this.#redis.run(scripts.issue, this.#keys(cmd.tenant, cmd.ref), [
+      cmd.tenant, cmd.purpose, cmd.ref.verificationId, String(cmd.channel),
+      cmd.destinationDigest, cmd.maskedDestination, cmd.sealedDestination,
+      cmd.codeDigest, cmd.keyId, String(cmd.codeLength), cmd.sealedCode,
+      cmd.locale, cmd.metadataJson, cmd.idempotencyKey,
+      ms(policy.ttlSeconds), String(policy.maxAttempts), ms(policy.resendCooldownSeconds), String(policy.maxResends),
+      ...budget(policy.sendsPerDestination), ...event(cmd.event), cmd.context,
+    ]);
+    return replies.issueOutcome(reply);
+  }
+
+  async verify(cmd: VerifyCommand): Promise<VerifyOutcome> {
+    const reply = await this.#redis.run(scripts.verify, this.#keys(cmd.tenant, cmd.ref), [
+      cmd.tenant, cmd.ref.verificationId, cmd.idempotencyKey,
+      ...budget(cmd.failuresPerDestination), ...event(cmd.event),
+      ...cmd.candidates.flatMap((c) => [c.keyId, c.digest]),
+    ]);
+    return replies.verifyOutcome(reply);
+  }
+
+  async resend(cmd: ResendCommand): Promise<ResendOutcome> {
+    const { policy } = cmd;
+    const reply = await this.#redis.run(scripts.resend, this.#keys(cmd.tenant, cmd.ref), [
+      cmd.tenant, cmd.ref.verificationId, String(cmd.channel), cmd.codeDigest, cmd.keyId, cmd.sealedCode,
+      ms(policy.ttlSeconds), ms(policy.resendCooldownSeconds), ...budget(policy.sendsPerDestination),
+      ...event(cmd.event),
+    ]);
+    return replies.resendOutcome(reply);
+  }
+
+  async limits(query: LimitQuery): Promise<LimitState[]> {
+    const { policy } = query;
+    const reply = await this.#redis.run(scripts.limits, [destinationKey(this.#prefix, query.tenant, query.destination)], [
+      query.purpose, ...budget(policy.sendsPerDestination), ...budget(policy.failuresPerDestination),
+    ]);
+    return replies.limitStates(reply, policy);
+  }
+
+  async findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null> {
+    const key = destinationKey(this.#prefix, tenant, destination);
+    return replies.foundId(await this.#redis.run(scripts.find, [key], [purpose]));
+  }
+
+  async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {
+    const key = destinationKey(this.#prefix, tenant, ref);
+    return replies.summary(await this.#redis.run(scripts.describe, [key], [ref.verificationId]));
+  }
+
+  async markDeliveryFailed(
+    tenant: string, ref: VerificationRef, resendCount: number, reason: string, event: EventContext,
+  ): Promise<boolean> {
+    const reply = await this.#redis.run(scripts.markDeliveryFailed, this.#keys(tenant, ref), [
+      tenant, ref.verificationId, String(resendCount), reason, event.traceId, event.clientId,
+    ]);
+    return replies.markedFailed(reply);
+  }
+
+  // --- outbox: one stream per shard, consumer group `relay` ---
+
+  async readOutbox(consumer: string, count: number): Promise<OutboxEntry[]> {
+    return readAcrossShards(this.#shards, this.#rotate(), count, 3, async (shard, n) => {
+      const key = outboxKey(this.#prefix, shard);
+      const reply = await this.#withGroup(shard, () =>
+        this.#redis.call(["XREADGROUP", "GROUP", OUTBOX_GROUP, consumer, "COUNT", String(n), "STREAMS", key, ">"]),
+      );
+      return replies.readEntries(shard, reply);
+    });
+  }
+
+  async claimStaleOutbox(consumer: string, idleMs: number, count: number): Promise<OutboxEntry[]> {
+    // One round: claiming again from the start could re-claim what this call just took.
+    return readAcrossShards(this.#shards, this.#rotate(), count, 1, async (shard, n) => {
+      const key = outboxKey(this.#prefix, shard);
+      const reply = await this.#withGroup(shard, () =>
+        this.#redis.call(["XAUTOCLAIM", key, OUTBOX_GROUP, consumer, String(idleMs), "0-0", "COUNT", String(n)]),
+      );
+      return replies.claimedEntries(shard, reply);
+    });
+  }
+
+  async ackOutbox(entries: { shard: number; id: string }[]): Promise<void> {
+    const byShard = new Map<number, string[]>();
+    for (const { shard, id } of entries) {
+      const ids = byShard.get(shard);
+      if (ids) ids.push(id);
+      else byShard.set(shard, [id]);
+    }
+    // Sent together, so node-redis pipelines them: one round trip for the batch.
+    await Promise.all(
+      [...byShard].flatMap(([shard, ids]) => {
+        const key = outboxKey(this.#prefix, shard);
+        return [
+          this.#withGroup(shard, () => this.#redis.call(["XACK", key, OUTBOX_GROUP, ...ids])),
+          this.#redis.call(["XDEL", key, ...ids]),
+        ];
+      }),
+    );
+  }
+
+  async outboxBacklog(): Promise<number> {
+    const lengths = await Promise.all(
+      Array.from({ length: this.#shards }, (_, shard) => this.#redis.call(["XLEN", outboxKey(this.#prefix, shard)])),
+    );
+    return lengths.reduce<number>((sum, n) => sum + (typeof n === "number" ? n : 0), 0);
+  }
+
+  async ping(): Promise<boolean> {
+    try {
+      return (await this.#redis.call(["PING"])) === "PONG";
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#redis.close();
+  }
+
+  #rotate(): number {
+    this.#nextShard = (this.#nextShard + 1) % this.#shards;
+    return this.#nextShard;
+  }
+
+  // From "0", not "$": entries are deleted once acknowledged, so everything in
+  // the stream is undelivered, including what scripts wrote before the group
+  // existed (e.g. after Redis lost its data and came back empty).
+  async #createGroup(shard: number): Promise<void> {
+    try {
+      await this.#redis.call(["XGROUP", "CREATE", outboxKey(this.#prefix, shard), OUTBOX_GROUP, "0", "MKSTREAM"]);
+    } catch (err) {
+      if (!isReplyError(err, "BUSYGROUP")) throw err;
+    }
+  }
+
+  async #withGroup<T>(shard: number, command: () => Promise<T>): Promise<T> {
+    try {
+      return await command();
+    } catch (err) {
+      if (!isReplyError(err, "NOGROUP")) throw err;
+      await this.#createGroup(shard);
+      return command();
+    }
+  }
+}

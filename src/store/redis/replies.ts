@@ -1,0 +1,160 @@
+import type {
+  IssueOutcome,
+  LimitState,
+  OutboxEntry,
+  Refusal,
+  ResendOutcome,
+  StorePolicy,
+  VerificationSummary,
+  VerificationTimes,
+  VerifyOutcome,
+  VerifyResultKind,
+} from "../store.js";
+import type { RedisReply } from "./client.js";
+
+// The one place that reads raw replies (the Lua scripts' small arrays and the
+// stream commands' nested arrays) and turns them into the contract's types.
+// A reply of the wrong shape is a bug in a script, so it throws.
+
+class UnexpectedReplyError extends Error {
+  constructor(what: string) {
+    super(`unexpected Redis reply: ${what}`);
+  }
+}
+
+function list(reply: RedisReply, what: string): RedisReply[] {
+  if (!Array.isArray(reply)) throw new UnexpectedReplyError(what);
+  return reply;
+}
+
+function str(reply: RedisReply[], i: number): string {
+  const value = reply[i];
+  if (typeof value !== "string") throw new UnexpectedReplyError(`string at ${i}`);
+  return value;
+}
+
+function num(reply: RedisReply[], i: number): number {
+  const value = reply[i];
+  if (typeof value !== "number") throw new UnexpectedReplyError(`integer at ${i}`);
+  return value;
+}
+
+const REFUSALS: ReadonlySet<string> = new Set<Refusal>([
+  "RESEND_COOLDOWN",
+  "SEND_LIMIT_DESTINATION",
+  "MAX_RESENDS",
+  "DESTINATION_LOCKED",
+]);
+
+const VERIFY_RESULTS: ReadonlySet<string> = new Set<VerifyResultKind>([
+  "VERIFIED",
+  "INVALID_CODE",
+  "EXPIRED",
+  "TOO_MANY_ATTEMPTS",
+  "NOT_FOUND",
+  "DELIVERY_FAILED",
+]);
+
+function refusal(r: RedisReply[]): { kind: "refused"; reason: Refusal; retryAfterMs: number } {
+  const reason = str(r, 1);
+  if (!REFUSALS.has(reason)) throw new UnexpectedReplyError(`refusal ${reason}`);
+  return { kind: "refused", reason: reason as Refusal, retryAfterMs: num(r, 2) };
+}
+
+/** {kind, vid, channel, masked, expires, resendAt, max attempts, attempts left, resends left, code length} */
+function times(r: RedisReply[]): VerificationTimes {
+  return {
+    verificationId: str(r, 1),
+    channel: num(r, 2),
+    maskedDestination: str(r, 3),
+    expiresAtMs: num(r, 4),
+    resendAvailableAtMs: num(r, 5),
+    maxAttempts: num(r, 6),
+    attemptsRemaining: num(r, 7),
+    resendsRemaining: num(r, 8),
+    codeLength: num(r, 9),
+  };
+}
+
+export function issueOutcome(reply: RedisReply): IssueOutcome {
+  const r = list(reply, "issue");
+  const kind = str(r, 0);
+  if (kind === "issued" || kind === "replayed") return { kind, ...times(r) };
+  if (kind === "refused") return refusal(r);
+  throw new UnexpectedReplyError(`issue ${kind}`);
+}
+
+export function verifyOutcome(reply: RedisReply): VerifyOutcome {
+  const r = list(reply, "verify");
+  const result = str(r, 0);
+  if (!VERIFY_RESULTS.has(result)) throw new UnexpectedReplyError(`verify ${result}`);
+  const outcome: VerifyOutcome = { result: result as VerifyResultKind, attemptsRemaining: num(r, 1) };
+  if (result !== "VERIFIED") return outcome;
+  return { ...outcome, purpose: str(r, 2), destinationDigest: str(r, 3), verifiedAtMs: num(r, 4) };
+}
+
+export function resendOutcome(reply: RedisReply): ResendOutcome {
+  const r = list(reply, "resend");
+  const kind = str(r, 0);
+  if (kind === "resent") return { kind, ...times(r) };
+  if (kind === "not_found" || kind === "finished") return { kind };
+  if (kind === "refused") return refusal(r);
+  throw new UnexpectedReplyError(`resend ${kind}`);
+}
+
+export function limitStates(reply: RedisReply, policy: StorePolicy): LimitState[] {
+  const r = list(reply, "limits");
+  return [
+    {
+      name: "SEND_LIMIT_DESTINATION",
+      limit: policy.sendsPerDestination.count,
+      remaining: num(r, 0),
+      resetAfterMs: num(r, 1),
+      retryAfterMs: num(r, 2),
+    },
+    { name: "RESEND_COOLDOWN", limit: 1, remaining: num(r, 3), resetAfterMs: num(r, 4), retryAfterMs: num(r, 4) },
+    {
+      name: "DESTINATION_LOCKED",
+      limit: policy.failuresPerDestination.count,
+      remaining: num(r, 5),
+      resetAfterMs: num(r, 6),
+      retryAfterMs: num(r, 7),
+    },
+  ];
+}
+
+export function markedFailed(reply: RedisReply): boolean {
+  return reply === 1;
+}
+
+export function foundId(reply: RedisReply): string | null {
+  return typeof reply === "string" ? reply : null;
+}
+
+export function summary(reply: RedisReply): VerificationSummary | null {
+  if (reply === null) return null;
+  const r = list(reply, "describe");
+  return { purpose: str(r, 0), channel: num(r, 1), context: str(r, 2) };
+}
+
+function entry(shard: number, raw: RedisReply): OutboxEntry {
+  const e = list(raw, "stream entry");
+  const flat = list(e[1] ?? null, "stream entry fields");
+  const fields: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) fields[str(flat, i)] = str(flat, i + 1);
+  return { id: str(e, 0), shard, fields };
+}
+
+/** XREADGROUP on one stream: null, or [[key, [[id, [field, value, ...]], ...]]]. */
+export function readEntries(shard: number, reply: RedisReply): OutboxEntry[] {
+  if (reply === null) return [];
+  const stream = list(list(reply, "XREADGROUP")[0] ?? null, "XREADGROUP stream");
+  return list(stream[1] ?? null, "XREADGROUP entries").map((raw) => entry(shard, raw));
+}
+
+/** XAUTOCLAIM: [next cursor, [[id, [field, value, ...]], ...], [deleted ids]]. */
+export function claimedEntries(shard: number, reply: RedisReply): OutboxEntry[] {
+  const claimed = list(list(reply, "XAUTOCLAIM")[1] ?? null, "XAUTOCLAIM entries");
+  // An entry deleted while pending comes back as nil on older servers: nothing to deliver.
+  return claimed.filter((raw) => raw !== null).map((raw) => entry(shard, raw));
+}

@@ -1,0 +1,547 @@
+// One behavioural suite for every VerificationStore implementation, so the
+// Redis and memory stores cannot drift (src/store/README.md is the spec).
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { OutboxEntry, VerificationStore, VerifyResultKind } from '../../src/store/store.js';
+import {
+  EMAIL,
+  EVENT,
+  issueCommand,
+  newCode,
+  newDestination,
+  OTHER_TENANT,
+  policy,
+  PURPOSE,
+  resendCommand,
+  SMS,
+  TENANT,
+  verifyCommand,
+  wrong,
+  type Destination,
+  type IssueOptions,
+} from './commands.js';
+
+export interface StoreFixture {
+  store: VerificationStore;
+  shards: number;
+  /** Let `ms` of store time pass; without it the suite sleeps. */
+  advance?(ms: number): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+const COMMON_FIELDS = ['type', 'vid', 'tn', 'p', 'ch', 'md', 'dd', 'ts', 'tr', 'cl'];
+const EXTRA_FIELDS: Record<string, string[]> = {
+  delivery: ['sd', 'sc', 'lc', 'mt', 'exp', 'rc'],
+  sent: [],
+  resent: ['rc'],
+  verified: [],
+  expired: [],
+  locked: [],
+  verify_failed: ['left'],
+  rate_limited: ['reason'],
+  delivery_failed: ['reason'],
+};
+
+function tally(results: VerifyResultKind[]): Partial<Record<VerifyResultKind, number>> {
+  const counts: Partial<Record<VerifyResultKind, number>> = {};
+  for (const r of results) counts[r] = (counts[r] ?? 0) + 1;
+  return counts;
+}
+
+export function describeStoreBehaviour(name: string, makeStore: () => Promise<StoreFixture>): void {
+  describe(`${name} store`, () => {
+    let f: StoreFixture;
+    let store: VerificationStore;
+
+    beforeEach(async () => {
+      f = await makeStore();
+      store = f.store;
+    });
+    afterEach(async () => {
+      await f.cleanup();
+    });
+
+    const advance = (ms: number) => (f.advance ? f.advance(ms) : new Promise<void>((r) => setTimeout(r, ms)));
+
+    async function send(o: IssueOptions & { dest?: Destination } = {}) {
+      const dest = o.dest ?? newDestination(f.shards);
+      const { cmd, code } = issueCommand(dest, o);
+      const outcome = await store.issue(cmd);
+      return { dest, cmd, ref: cmd.ref, code, outcome };
+    }
+
+    /** Every new outbox entry (read as consumer "test"), optionally of one verification. */
+    async function events(vid?: string): Promise<OutboxEntry[]> {
+      const all: OutboxEntry[] = [];
+      for (let batch = await store.readOutbox('test', 100); batch.length > 0; batch = await store.readOutbox('test', 100)) {
+        all.push(...batch);
+      }
+      return vid === undefined ? all : all.filter((e) => e.fields.vid === vid);
+    }
+    const types = (entries: OutboxEntry[]) => entries.map((e) => e.fields.type);
+
+    describe('issue', () => {
+      it('issues a verification with its times and makes it findable', async () => {
+        const { dest, ref, cmd, outcome } = await send({ policy: policy({ resendCooldownSeconds: 30 }) });
+        expect(outcome).toMatchObject({
+          kind: 'issued',
+          verificationId: ref.verificationId,
+          channel: SMS,
+          maskedDestination: dest.masked,
+          maxAttempts: 5,
+          attemptsRemaining: 5,
+          resendsRemaining: 3,
+          codeLength: 6,
+        });
+        if (outcome.kind !== 'issued') throw new Error('not issued');
+        expect(outcome.expiresAtMs - outcome.resendAvailableAtMs).toBe(30_000);
+        expect(await store.findByDestination(TENANT, PURPOSE, dest.ref)).toBe(ref.verificationId);
+        expect(await store.findByDestination(TENANT, 'signup', dest.ref)).toBeNull();
+        expect(await store.describe(TENANT, ref)).toEqual({ purpose: PURPOSE, channel: cmd.channel, context: '' });
+        expect(await store.describe(OTHER_TENANT, ref)).toBeNull();
+      });
+
+      it('replaces the live verification: the old id is NOT_FOUND', async () => {
+        const first = await send();
+        const second = await send({ dest: first.dest });
+        expect(second.outcome.kind).toBe('issued');
+        expect((await store.verify(verifyCommand(first.ref, first.code))).result).toBe('NOT_FOUND');
+        expect((await store.verify(verifyCommand(second.ref, second.code))).result).toBe('VERIFIED');
+      });
+
+      it('keeps purposes apart at one destination', async () => {
+        const login = await send();
+        const reset = await send({ dest: login.dest, purpose: 'password_reset' });
+        expect((await store.verify(verifyCommand(login.ref, login.code))).result).toBe('VERIFIED');
+        expect((await store.verify(verifyCommand(reset.ref, reset.code))).result).toBe('VERIFIED');
+      });
+
+      it('refuses during the resend cooldown with retryAfter, then allows', async () => {
+        const p = policy({ resendCooldownSeconds: 1 });
+        const first = await send({ policy: p });
+        const again = await send({ dest: first.dest, policy: p });
+        expect(again.outcome).toMatchObject({ kind: 'refused', reason: 'RESEND_COOLDOWN' });
+        if (again.outcome.kind !== 'refused') throw new Error('not refused');
+        expect(again.outcome.retryAfterMs).toBeGreaterThan(0);
+        expect(again.outcome.retryAfterMs).toBeLessThanOrEqual(1000);
+        await advance(again.outcome.retryAfterMs + 20);
+        expect((await send({ dest: first.dest, policy: p })).outcome.kind).toBe('issued');
+      });
+
+      it('spends the send budget (GCRA): refuses with retryAfter, allows after waiting it out', async () => {
+        const p = policy({ sendsPerDestination: { count: 2, windowSeconds: 1 } });
+        const dest = newDestination(f.shards);
+        expect((await send({ dest, policy: p })).outcome.kind).toBe('issued');
+        expect((await send({ dest, policy: p })).outcome.kind).toBe('issued');
+        const third = await send({ dest, policy: p });
+        expect(third.outcome).toMatchObject({ kind: 'refused', reason: 'SEND_LIMIT_DESTINATION' });
+        if (third.outcome.kind !== 'refused') throw new Error('not refused');
+        // Two per second: one more fits every 500 ms.
+        expect(third.outcome.retryAfterMs).toBeGreaterThan(0);
+        expect(third.outcome.retryAfterMs).toBeLessThanOrEqual(500);
+        await advance(third.outcome.retryAfterMs + 20);
+        expect((await send({ dest, policy: p })).outcome.kind).toBe('issued');
+      });
+
+      it('answers a repeated Send with the same idempotency key as replayed, sending nothing new', async () => {
+        const p = policy({ resendCooldownSeconds: 30 });
+        const first = await send({ idempotencyKey: 'send-1', policy: p });
+        const before = await events();
+        const again = await send({ dest: first.dest, idempotencyKey: 'send-1', policy: p });
+        expect(again.outcome).toMatchObject({ kind: 'replayed', verificationId: first.ref.verificationId });
+        if (first.outcome.kind !== 'issued' || again.outcome.kind !== 'replayed') throw new Error('unexpected');
+        expect(again.outcome.expiresAtMs).toBe(first.outcome.expiresAtMs);
+        expect(types(before)).toEqual(['delivery', 'sent']);
+        expect(await events()).toEqual([]);
+        // The first code still works: nothing was replaced.
+        expect((await store.verify(verifyCommand(first.ref, first.code))).result).toBe('VERIFIED');
+      });
+
+      it('does not replay a different idempotency key', async () => {
+        const first = await send({ idempotencyKey: 'send-1' });
+        const other = await send({ dest: first.dest, idempotencyKey: 'send-2' });
+        expect(other.outcome).toMatchObject({ kind: 'issued', verificationId: other.ref.verificationId });
+      });
+    });
+
+    describe('verify', () => {
+      it('VERIFIED consumes the verification: a second try is NOT_FOUND', async () => {
+        const { dest, ref, code } = await send();
+        const outcome = await store.verify(verifyCommand(ref, code));
+        expect(outcome).toMatchObject({
+          result: 'VERIFIED',
+          attemptsRemaining: 4,
+          purpose: PURPOSE,
+          destinationDigest: dest.digest,
+        });
+        expect(outcome.verifiedAtMs).toBeGreaterThan(0);
+        expect((await store.verify(verifyCommand(ref, code))).result).toBe('NOT_FOUND');
+        expect(await store.findByDestination(TENANT, PURPOSE, dest.ref)).toBeNull();
+      });
+
+      it('INVALID_CODE counts attempts down, then TOO_MANY_ATTEMPTS even for the right code', async () => {
+        const { ref, code } = await send({ policy: policy({ maxAttempts: 3 }) });
+        const remaining = [];
+        for (let i = 0; i < 3; i++) {
+          const outcome = await store.verify(verifyCommand(ref, wrong(code)));
+          expect(outcome.result).toBe('INVALID_CODE');
+          remaining.push(outcome.attemptsRemaining);
+        }
+        expect(remaining).toEqual([2, 1, 0]);
+        expect(await store.verify(verifyCommand(ref, code))).toEqual({ result: 'TOO_MANY_ATTEMPTS', attemptsRemaining: 0 });
+      });
+
+      it('counts a wrong guess against the right code that follows', async () => {
+        const { ref, code } = await send({ policy: policy({ maxAttempts: 3 }) });
+        await store.verify(verifyCommand(ref, wrong(code)));
+        expect(await store.verify(verifyCommand(ref, code))).toMatchObject({ result: 'VERIFIED', attemptsRemaining: 1 });
+      });
+
+      it('EXPIRED after the ttl, recorded once', async () => {
+        const { dest, ref, code } = await send({ policy: policy({ ttlSeconds: 1 }) });
+        await events();
+        await advance(1100);
+        expect(await store.verify(verifyCommand(ref, code))).toEqual({ result: 'EXPIRED', attemptsRemaining: 0 });
+        expect((await store.verify(verifyCommand(ref, code))).result).toBe('EXPIRED');
+        expect(types(await events(ref.verificationId))).toEqual(['expired']);
+        expect(await store.findByDestination(TENANT, PURPOSE, dest.ref)).toBeNull();
+        expect(await store.resend(resendCommand(ref, newCode()))).toEqual({ kind: 'finished' });
+      });
+
+      it('forgets a destination once everything in it has ended', async () => {
+        // ttl 1 s, budget refills in 100 ms: the record goes a ttl after the code expires.
+        const p = policy({ ttlSeconds: 1, sendsPerDestination: { count: 10, windowSeconds: 1 } });
+        const { ref, code } = await send({ policy: p });
+        await advance(2100);
+        expect((await store.verify(verifyCommand(ref, code))).result).toBe('NOT_FOUND');
+        expect(await store.describe(TENANT, ref)).toBeNull();
+      });
+
+      it('NOT_FOUND for an unknown id and for another tenant', async () => {
+        const { dest, ref, code } = await send();
+        const unknown = issueCommand(dest).cmd.ref;
+        expect(await store.verify(verifyCommand(unknown, code))).toEqual({ result: 'NOT_FOUND', attemptsRemaining: 0 });
+        expect((await store.verify(verifyCommand(ref, code, { tenant: OTHER_TENANT }))).result).toBe('NOT_FOUND');
+        // The other tenant's attempt touched nothing.
+        expect(await store.verify(verifyCommand(ref, code))).toMatchObject({ result: 'VERIFIED', attemptsRemaining: 4 });
+      });
+
+      it('DELIVERY_FAILED once the delivery of the live code failed', async () => {
+        const { ref, code } = await send();
+        expect(await store.markDeliveryFailed(TENANT, ref, 1, 'bounced', EVENT)).toBe(false);
+        expect(await store.markDeliveryFailed(TENANT, ref, 0, 'bounced', EVENT)).toBe(true);
+        expect(await store.markDeliveryFailed(TENANT, ref, 0, 'bounced', EVENT)).toBe(false);
+        expect(await store.verify(verifyCommand(ref, code))).toEqual({ result: 'DELIVERY_FAILED', attemptsRemaining: 0 });
+        expect(await store.resend(resendCommand(ref, newCode()))).toEqual({ kind: 'finished' });
+      });
+
+      it('an older delivery failing does not void a resent code', async () => {
+        const { ref } = await send();
+        const code = newCode();
+        expect((await store.resend(resendCommand(ref, code))).kind).toBe('resent');
+        expect(await store.markDeliveryFailed(TENANT, ref, 0, 'bounced', EVENT)).toBe(false);
+        expect((await store.verify(verifyCommand(ref, code))).result).toBe('VERIFIED');
+      });
+
+      it('50 concurrent verifies with the right code: exactly one VERIFIED', async () => {
+        const { ref, code } = await send();
+        const outcomes = await Promise.all(Array.from({ length: 50 }, () => store.verify(verifyCommand(ref, code))));
+        expect(tally(outcomes.map((o) => o.result))).toEqual({ VERIFIED: 1, NOT_FOUND: 49 });
+      });
+
+      it('50 concurrent wrong guesses never use more than max attempts', async () => {
+        const { ref, code } = await send({ policy: policy({ maxAttempts: 5 }) });
+        const outcomes = await Promise.all(
+          Array.from({ length: 50 }, () => store.verify(verifyCommand(ref, wrong(code)))),
+        );
+        expect(tally(outcomes.map((o) => o.result))).toEqual({ INVALID_CODE: 5, TOO_MANY_ATTEMPTS: 45 });
+        const remaining = outcomes.filter((o) => o.result === 'INVALID_CODE').map((o) => o.attemptsRemaining);
+        expect(remaining.sort()).toEqual([0, 1, 2, 3, 4]);
+        expect((await store.verify(verifyCommand(ref, code))).result).toBe('TOO_MANY_ATTEMPTS');
+      });
+
+      it('replays VERIFIED for a repeat with the same idempotency key only', async () => {
+        const { ref, code } = await send();
+        const first = await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-1' }));
+        expect(first.result).toBe('VERIFIED');
+        const again = await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-1' }));
+        expect(again).toEqual(first);
+        expect((await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-2' }))).result).toBe('NOT_FOUND');
+        expect((await store.verify(verifyCommand(ref, code))).result).toBe('NOT_FOUND');
+        expect((await store.verify(verifyCommand(ref, wrong(code), { idempotencyKey: 'verify-1' }))).result).toBe(
+          'NOT_FOUND',
+        );
+        expect(await store.resend(resendCommand(ref, newCode()))).toEqual({ kind: 'finished' });
+      });
+
+      it('keyring rotation: compares only the digest of the key the code was issued under', async () => {
+        const rotated = await send({ keyId: 'k1' });
+        const both = await store.verify(verifyCommand(rotated.ref, rotated.code, { keyIds: ['k2', 'k1'] }));
+        expect(both.result).toBe('VERIFIED');
+        const retired = await send({ keyId: 'k1' });
+        const onlyNew = await store.verify(verifyCommand(retired.ref, retired.code, { keyIds: ['k2'] }));
+        expect(onlyNew.result).toBe('INVALID_CODE');
+      });
+
+      it('the failures budget locks the destination, across fresh Sends and purposes', async () => {
+        const failures = { count: 3, windowSeconds: 60 };
+        const p = policy({ maxAttempts: 10, failuresPerDestination: failures });
+        const { dest, ref, code } = await send({ policy: p });
+        const remaining = [];
+        for (let i = 0; i < 3; i++) {
+          const outcome = await store.verify(verifyCommand(ref, wrong(code), { failures }));
+          expect(outcome.result).toBe('INVALID_CODE');
+          remaining.push(outcome.attemptsRemaining);
+        }
+        expect(remaining).toEqual([9, 8, 7]);
+        expect(await store.verify(verifyCommand(ref, code, { failures }))).toEqual({
+          result: 'TOO_MANY_ATTEMPTS',
+          attemptsRemaining: 0,
+        });
+        for (const purpose of [PURPOSE, 'signup']) {
+          const fresh = await send({ dest, purpose, policy: p });
+          expect(fresh.outcome).toMatchObject({ kind: 'refused', reason: 'DESTINATION_LOCKED' });
+          if (fresh.outcome.kind !== 'refused') throw new Error('not refused');
+          expect(fresh.outcome.retryAfterMs).toBeGreaterThan(55_000);
+          expect(fresh.outcome.retryAfterMs).toBeLessThanOrEqual(60_000);
+        }
+        expect(await store.resend(resendCommand(ref, newCode(), { policy: p }))).toMatchObject({
+          kind: 'refused',
+          reason: 'DESTINATION_LOCKED',
+        });
+        const locked = (await store.limits({ tenant: TENANT, purpose: PURPOSE, destination: dest.ref, policy: p })).find(
+          (l) => l.name === 'DESTINATION_LOCKED',
+        );
+        expect(locked).toMatchObject({ limit: 3, remaining: 0 });
+        expect(locked?.retryAfterMs).toBeGreaterThan(55_000);
+      });
+    });
+
+    describe('resend', () => {
+      it('a new code replaces the old one; attempts carry over', async () => {
+        const { ref, code } = await send({ policy: policy({ maxAttempts: 5, maxResends: 3 }) });
+        expect((await store.verify(verifyCommand(ref, wrong(code)))).attemptsRemaining).toBe(4);
+        const newer = newCode();
+        const outcome = await store.resend(resendCommand(ref, newer, { channel: EMAIL }));
+        expect(outcome).toMatchObject({
+          kind: 'resent',
+          verificationId: ref.verificationId,
+          channel: EMAIL,
+          attemptsRemaining: 4,
+          resendsRemaining: 2,
+        });
+        if (newer !== code) {
+          expect(await store.verify(verifyCommand(ref, code))).toMatchObject({ result: 'INVALID_CODE', attemptsRemaining: 3 });
+        }
+        expect((await store.verify(verifyCommand(ref, newer))).result).toBe('VERIFIED');
+      });
+
+      it('refuses past max resends, retry when the verification expires', async () => {
+        const p = policy({ maxResends: 1 });
+        const { ref } = await send({ policy: p });
+        expect((await store.resend(resendCommand(ref, newCode(), { policy: p }))).kind).toBe('resent');
+        const refused = await store.resend(resendCommand(ref, newCode(), { policy: p }));
+        expect(refused).toMatchObject({ kind: 'refused', reason: 'MAX_RESENDS' });
+        if (refused.kind !== 'refused') throw new Error('not refused');
+        expect(refused.retryAfterMs).toBeGreaterThan(55_000);
+        expect(refused.retryAfterMs).toBeLessThanOrEqual(60_000);
+      });
+
+      it('refuses during the cooldown', async () => {
+        const p = policy({ resendCooldownSeconds: 30 });
+        const { ref } = await send({ policy: p });
+        const refused = await store.resend(resendCommand(ref, newCode(), { policy: p }));
+        expect(refused).toMatchObject({ kind: 'refused', reason: 'RESEND_COOLDOWN' });
+        if (refused.kind !== 'refused') throw new Error('not refused');
+        expect(refused.retryAfterMs).toBeGreaterThan(25_000);
+        expect(refused.retryAfterMs).toBeLessThanOrEqual(30_000);
+      });
+
+      it('spends the send budget', async () => {
+        const p = policy({ sendsPerDestination: { count: 1, windowSeconds: 60 } });
+        const { ref } = await send({ policy: p });
+        expect(await store.resend(resendCommand(ref, newCode(), { policy: p }))).toMatchObject({
+          kind: 'refused',
+          reason: 'SEND_LIMIT_DESTINATION',
+        });
+      });
+
+      it('finished for a locked verification; not_found for an unknown id', async () => {
+        const p = policy({ maxAttempts: 1 });
+        const { dest, ref, code } = await send({ policy: p });
+        await store.verify(verifyCommand(ref, wrong(code)));
+        expect(await store.resend(resendCommand(ref, newCode(), { policy: p }))).toEqual({ kind: 'finished' });
+        const unknown = issueCommand(dest).cmd.ref;
+        expect(await store.resend(resendCommand(unknown, newCode()))).toEqual({ kind: 'not_found' });
+      });
+    });
+
+    describe('limits', () => {
+      it('reports every Send limit and spends nothing', async () => {
+        const p = policy({ resendCooldownSeconds: 30, sendsPerDestination: { count: 5, windowSeconds: 60 } });
+        const { dest } = await send({ policy: p });
+        const query = { tenant: TENANT, purpose: PURPOSE, destination: dest.ref, policy: p };
+        const first = await store.limits(query);
+        for (let i = 0; i < 50; i++) await store.limits(query);
+        const last = await store.limits(query);
+        expect(last.map((l) => [l.name, l.limit, l.remaining])).toEqual([
+          ['SEND_LIMIT_DESTINATION', 5, 4],
+          ['RESEND_COOLDOWN', 1, 0],
+          ['DESTINATION_LOCKED', p.failuresPerDestination.count, p.failuresPerDestination.count],
+        ]);
+        expect(last.map((l) => l.remaining)).toEqual(first.map((l) => l.remaining));
+        const send0 = last[0]!;
+        expect(send0.retryAfterMs).toBe(0);
+        expect(send0.resetAfterMs).toBeGreaterThan(0);
+        expect(send0.resetAfterMs).toBeLessThanOrEqual(12_000);
+        expect(last[1]!.retryAfterMs).toBeGreaterThan(25_000);
+      });
+
+      it('a fresh destination has every budget whole', async () => {
+        const p = policy();
+        const dest = newDestination(f.shards);
+        const limits = await store.limits({ tenant: TENANT, purpose: PURPOSE, destination: dest.ref, policy: p });
+        expect(limits).toEqual([
+          { name: 'SEND_LIMIT_DESTINATION', limit: 100, remaining: 100, resetAfterMs: 0, retryAfterMs: 0 },
+          { name: 'RESEND_COOLDOWN', limit: 1, remaining: 1, resetAfterMs: 0, retryAfterMs: 0 },
+          { name: 'DESTINATION_LOCKED', limit: 100, remaining: 100, resetAfterMs: 0, retryAfterMs: 0 },
+        ]);
+      });
+    });
+
+    describe('outbox', () => {
+      function expectShape(entry: OutboxEntry) {
+        const extra = EXTRA_FIELDS[entry.fields.type ?? ''];
+        expect(extra, `type ${entry.fields.type}`).toBeDefined();
+        expect(Object.keys(entry.fields).sort()).toEqual([...COMMON_FIELDS, ...(extra ?? [])].sort());
+        expect(entry.id).toMatch(/^\d+-\d+$/);
+      }
+
+      it('writes the README entries for every state change', async () => {
+        const p = policy({ maxAttempts: 2, maxResends: 2 });
+        const { dest, ref, code, cmd } = await send({ policy: p });
+        const [delivery, sent] = await events(ref.verificationId);
+        expect(types([delivery!, sent!])).toEqual(['delivery', 'sent']);
+        expect(delivery!.shard).toBe(dest.ref.shard);
+        expect(delivery!.fields).toMatchObject({
+          vid: ref.verificationId,
+          tn: TENANT,
+          p: PURPOSE,
+          ch: String(SMS),
+          md: dest.masked,
+          dd: dest.digest,
+          tr: EVENT.traceId,
+          cl: EVENT.clientId,
+          sd: cmd.sealedDestination,
+          sc: cmd.sealedCode,
+          lc: cmd.locale,
+          mt: cmd.metadataJson,
+          rc: '0',
+        });
+        expect(Number(delivery!.fields.exp) - Number(delivery!.fields.ts)).toBe(60_000);
+
+        // A wrong guess, a resend, a resend refused by its cooldown, then the right code.
+        await store.verify(verifyCommand(ref, wrong(code)));
+        const newer = newCode();
+        const withCooldown = policy({ ...p, resendCooldownSeconds: 30 });
+        const resend = resendCommand(ref, newer, { policy: withCooldown });
+        await store.resend(resend);
+        await store.resend(resendCommand(ref, newCode(), { policy: withCooldown }));
+        await store.verify(verifyCommand(ref, newer));
+        // Another purpose locked by wrong guesses, and a third whose delivery failed.
+        const lockedOut = await send({ dest, purpose: 'signup', policy: p });
+        await store.verify(verifyCommand(lockedOut.ref, wrong(lockedOut.code)));
+        await store.verify(verifyCommand(lockedOut.ref, wrong(lockedOut.code)));
+        const failed = await send({ dest, purpose: 'payment', policy: p });
+        await store.markDeliveryFailed(TENANT, failed.ref, 0, 'bounced', EVENT);
+
+        const all = await events();
+        all.forEach(expectShape);
+        const of = (vid: string) => all.filter((e) => e.fields.vid === vid);
+        const field = (vid: string, type: string) => of(vid).find((e) => e.fields.type === type)!.fields;
+        expect(types(of(ref.verificationId))).toEqual(['verify_failed', 'delivery', 'resent', 'rate_limited', 'verified']);
+        expect(field(ref.verificationId, 'verify_failed').left).toBe('1');
+        expect(field(ref.verificationId, 'delivery')).toMatchObject({
+          rc: '1',
+          sc: resend.sealedCode,
+          sd: cmd.sealedDestination,
+          lc: cmd.locale,
+          mt: cmd.metadataJson,
+        });
+        expect(field(ref.verificationId, 'resent').rc).toBe('1');
+        expect(field(ref.verificationId, 'rate_limited').reason).toBe('RESEND_COOLDOWN');
+        expect(types(of(lockedOut.ref.verificationId))).toEqual([
+          'delivery',
+          'sent',
+          'verify_failed',
+          'verify_failed',
+          'locked',
+        ]);
+        expect(of(lockedOut.ref.verificationId).map((e) => e.fields.left)).toEqual([undefined, undefined, '1', '0', undefined]);
+        expect(types(of(failed.ref.verificationId))).toEqual(['delivery', 'sent', 'delivery_failed']);
+        expect(field(failed.ref.verificationId, 'delivery_failed').reason).toBe('bounced');
+        for (const e of all) expect(e.shard).toBe(dest.ref.shard);
+      });
+
+      it('a refused Send writes rate_limited with its reason', async () => {
+        const p = policy({ resendCooldownSeconds: 30 });
+        const first = await send({ policy: p });
+        await events();
+        const refused = await send({ dest: first.dest, policy: p });
+        const [entry, ...rest] = await events();
+        expect(rest).toEqual([]);
+        expectShape(entry!);
+        expect(entry!.fields).toMatchObject({
+          type: 'rate_limited',
+          reason: 'RESEND_COOLDOWN',
+          vid: first.ref.verificationId,
+          dd: first.dest.digest,
+        });
+        expect(refused.outcome.kind).toBe('refused');
+      });
+
+      it('ack removes entries; the backlog counts what is not acknowledged', async () => {
+        await send();
+        await send();
+        expect(await store.outboxBacklog()).toBe(4);
+        const read = await events();
+        expect(read).toHaveLength(4);
+        expect(await store.outboxBacklog()).toBe(4);
+        await store.ackOutbox(read.slice(0, 1));
+        expect(await store.outboxBacklog()).toBe(3);
+        await store.ackOutbox(read.slice(1));
+        expect(await store.outboxBacklog()).toBe(0);
+        expect(await store.claimStaleOutbox('other', 0, 10)).toEqual([]);
+      });
+
+      it('reads at most count entries across shards, each once', async () => {
+        for (let i = 0; i < 6; i++) await send();
+        const seen = new Set<string>();
+        for (let batch = await store.readOutbox('a', 5); batch.length > 0; batch = await store.readOutbox('a', 5)) {
+          expect(batch.length).toBeLessThanOrEqual(5);
+          for (const e of batch) seen.add(`${e.shard}/${e.id}`);
+        }
+        expect(seen.size).toBe(12);
+      });
+
+      it('claimStaleOutbox hands idle pending entries to another consumer', async () => {
+        await send();
+        const read = await store.readOutbox('crashed', 10);
+        expect(read).toHaveLength(2);
+        expect(await store.claimStaleOutbox('rescuer', 60_000, 10)).toEqual([]);
+        await advance(150);
+        const claimed = await store.claimStaleOutbox('rescuer', 100, 10);
+        expect(claimed.map((e) => e.id).sort()).toEqual(read.map((e) => e.id).sort());
+        expect(claimed.map((e) => e.fields)).toEqual(expect.arrayContaining(read.map((e) => e.fields)));
+        // Claimed, not new: nobody reads them as new again, and the claim reset their idle time.
+        expect(await store.readOutbox('third', 10)).toEqual([]);
+        expect(await store.claimStaleOutbox('third', 100, 10)).toEqual([]);
+        await store.ackOutbox(claimed);
+        expect(await store.outboxBacklog()).toBe(0);
+      });
+    });
+
+    it('answers ping', async () => {
+      expect(await store.ping()).toBe(true);
+    });
+  });
+}

@@ -1,0 +1,136 @@
+// Builders for store commands in tests. Codes and destinations here are fake,
+// and the store only ever sees their digests. Never print a code.
+import { createHmac, randomBytes, randomInt } from 'node:crypto';
+import { destinationRef, newVerificationRef } from '../../src/otp/verification-id.js';
+import type {
+  DestinationRef,
+  IssueCommand,
+  ResendCommand,
+  StorePolicy,
+  VerificationRef,
+  VerifyCommand,
+} from '../../src/store/store.js';
+
+export const TENANT = 'tenant-a';
+export const OTHER_TENANT = 'tenant-b';
+export const PURPOSE = 'login';
+export const SMS = 1;
+export const EMAIL = 2;
+export const EVENT = { traceId: 'trace-1', clientId: 'client-1' };
+
+export function policy(overrides: Partial<StorePolicy> = {}): StorePolicy {
+  return {
+    ttlSeconds: 60,
+    maxAttempts: 5,
+    resendCooldownSeconds: 0,
+    maxResends: 3,
+    sendsPerDestination: { count: 100, windowSeconds: 3600 },
+    failuresPerDestination: { count: 100, windowSeconds: 3600 },
+    ...overrides,
+  };
+}
+
+export interface Destination {
+  /** The plaintext the store must never see. */
+  raw: string;
+  digest: string;
+  masked: string;
+  ref: DestinationRef;
+}
+
+export function newDestination(shards: number, tenant = TENANT): Destination {
+  const raw = `+1555${randomInt(1_000_000, 10_000_000)}`;
+  const digest = createHmac('sha256', 'destination-key').update(`${tenant}\0${raw}`).digest('base64url');
+  return { raw, digest, masked: `+1*******${raw.slice(-2)}`, ref: destinationRef(digest, shards) };
+}
+
+export function newCode(): string {
+  return String(randomInt(0, 1_000_000)).padStart(6, '0');
+}
+
+/** A fake keyring: the digest of `code` for one verification under key `keyId`. */
+export function codeDigest(keyId: string, verificationId: string, code: string): string {
+  return createHmac('sha256', `secret-${keyId}`)
+    .update(`${verificationId}\0${code}`)
+    .digest()
+    .subarray(0, 16)
+    .toString('base64url');
+}
+
+const sealed = () => randomBytes(24).toString('base64');
+
+export interface IssueOptions {
+  tenant?: string;
+  purpose?: string;
+  code?: string;
+  keyId?: string;
+  idempotencyKey?: string;
+  policy?: StorePolicy;
+}
+
+export function issueCommand(dest: Destination, o: IssueOptions = {}): { cmd: IssueCommand; code: string } {
+  const ref = newVerificationRef(dest.ref);
+  const code = o.code ?? newCode();
+  const keyId = o.keyId ?? 'k1';
+  const cmd: IssueCommand = {
+    tenant: o.tenant ?? TENANT,
+    purpose: o.purpose ?? PURPOSE,
+    channel: SMS,
+    destinationDigest: dest.digest,
+    maskedDestination: dest.masked,
+    ref,
+    codeDigest: codeDigest(keyId, ref.verificationId, code),
+    keyId,
+    codeLength: code.length,
+    sealedDestination: sealed(),
+    sealedCode: sealed(),
+    locale: 'en-GB',
+    metadataJson: '{"order":"42"}',
+    idempotencyKey: o.idempotencyKey ?? '',
+    context: '',
+    policy: o.policy ?? policy(),
+    event: EVENT,
+  };
+  return { cmd, code };
+}
+
+export interface VerifyOptions {
+  tenant?: string;
+  keyIds?: string[];
+  idempotencyKey?: string;
+  failures?: StorePolicy['failuresPerDestination'];
+}
+
+export function verifyCommand(ref: VerificationRef, code: string, o: VerifyOptions = {}): VerifyCommand {
+  return {
+    tenant: o.tenant ?? TENANT,
+    ref,
+    candidates: (o.keyIds ?? ['k1']).map((keyId) => ({ keyId, digest: codeDigest(keyId, ref.verificationId, code) })),
+    idempotencyKey: o.idempotencyKey ?? '',
+    failuresPerDestination: o.failures ?? policy().failuresPerDestination,
+    event: EVENT,
+  };
+}
+
+export function resendCommand(
+  ref: VerificationRef,
+  code: string,
+  o: { policy?: StorePolicy; channel?: number; keyId?: string } = {},
+): ResendCommand {
+  const keyId = o.keyId ?? 'k1';
+  return {
+    tenant: TENANT,
+    ref,
+    channel: o.channel ?? 0,
+    codeDigest: codeDigest(keyId, ref.verificationId, code),
+    keyId,
+    sealedCode: sealed(),
+    policy: o.policy ?? policy(),
+    event: EVENT,
+  };
+}
+
+/** A code that is not `code`. */
+export function wrong(code: string): string {
+  return code === '000000' ? '000001' : '000000';
+}

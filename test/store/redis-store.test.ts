@@ -1,0 +1,208 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { StoreUnavailableError } from '../../src/store/errors.js';
+import { connectRedis, type RedisConnection, type RedisReply } from '../../src/store/redis/client.js';
+import { RedisStore } from '../../src/store/redis/redis-store.js';
+import { freePort } from '../support/free-port.js';
+import { redisForTests, type RedisServer } from '../support/redis.js';
+import { describeStoreBehaviour } from './behaviour.js';
+import {
+  EVENT,
+  issueCommand,
+  newCode,
+  newDestination,
+  policy,
+  PURPOSE,
+  resendCommand,
+  TENANT,
+  verifyCommand,
+  wrong,
+} from './commands.js';
+
+const SHARDS = 4;
+let url: string;
+let server: RedisServer | undefined;
+
+beforeAll(async () => {
+  ({ url, server } = await redisForTests());
+});
+afterAll(async () => {
+  await server?.stop();
+});
+
+// A fresh key prefix per store, so tests never see each other's keys or outbox.
+const freshPrefix = () => `test-${randomBytes(6).toString('hex')}`;
+
+describeStoreBehaviour('redis', async () => {
+  const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: freshPrefix() });
+  return { store, shards: SHARDS, cleanup: () => store.close() };
+});
+
+describe('redis store: what Redis holds', () => {
+  let raw: RedisConnection;
+  beforeAll(async () => {
+    raw = await connectRedis({ url });
+  });
+  afterAll(async () => {
+    await raw.close();
+  });
+
+  async function keysOf(prefix: string): Promise<string[]> {
+    const keys: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, batch] = (await raw.call(['SCAN', cursor, 'MATCH', `${prefix}:*`, 'COUNT', '1000'])) as [string, string[]];
+      keys.push(...batch);
+      cursor = next;
+    } while (cursor !== '0');
+    return keys;
+  }
+
+  const flat = (reply: RedisReply): string =>
+    Array.isArray(reply) ? reply.map(flat).join('\n') : String(reply ?? '');
+
+  /** A prefix with a bit of everything: issue, wrong guesses, lock, resend, idempotent verify, refusal. */
+  async function populate(prefix: string, code: string) {
+    const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });
+    const dest = newDestination(SHARDS);
+    const p = policy({ maxAttempts: 2, failuresPerDestination: { count: 10, windowSeconds: 600 } });
+    const a = issueCommand(dest, { code, policy: p });
+    await store.issue(a.cmd);
+    await store.verify(verifyCommand(a.cmd.ref, wrong(code)));
+    await store.resend(resendCommand(a.cmd.ref, code, { policy: p }));
+    await store.verify(verifyCommand(a.cmd.ref, code, { idempotencyKey: 'verify-1' }));
+    const b = issueCommand(dest, { purpose: 'signup', code, policy: p });
+    await store.issue(b.cmd);
+    await store.verify(verifyCommand(b.cmd.ref, wrong(code)));
+    await store.verify(verifyCommand(b.cmd.ref, wrong(code)));
+    await store.issue(issueCommand(newDestination(SHARDS), { code }).cmd);
+    return { store, dest };
+  }
+
+  it('holds no plaintext code or destination; keys and fields are as the README says', async () => {
+    const prefix = freshPrefix();
+    // Letters, so it cannot turn up by chance inside a timestamp or an entry id.
+    const code = 'QZXKVW';
+    const { store, dest } = await populate(prefix, code);
+    const keys = await keysOf(prefix);
+    expect(keys.length).toBeGreaterThan(0);
+
+    let everything = keys.join('\n');
+    for (const key of keys) {
+      const type = await raw.call(['TYPE', key]);
+      everything += flat(await raw.call(['DUMP', key]));
+      if (type === 'hash') {
+        expect(key).toMatch(new RegExp(`^${prefix}:\\{\\d+\\}:d:${TENANT}:[A-Za-z0-9_-]{12}$`));
+        const hash = (await raw.call(['HGETALL', key])) as string[];
+        everything += flat(hash);
+        const fields = hash.filter((_, i) => i % 2 === 0);
+        for (const field of fields) {
+          expect(field).toMatch(/^(dd|md|sd|ls|lf|lk|id:[A-Za-z0-9_-]{34}|[a-z_]+:(id|h|k|n|ch|a|m|r|mr|e|ra|st|ik|vk|vt|lc|mt|cx))$/);
+        }
+      } else {
+        expect(type).toBe('stream');
+        expect(key).toMatch(new RegExp(`^${prefix}:\\{\\d+\\}:outbox$`));
+        everything += flat(await raw.call(['XRANGE', key, '-', '+']));
+      }
+    }
+    expect(everything.includes(dest.digest)).toBe(true); // the check can see what is there
+    expect(everything.includes(dest.raw)).toBe(false);
+    expect(everything.includes(dest.raw.slice(1))).toBe(false);
+    expect(everything.includes(code)).toBe(false);
+    await store.close();
+  });
+
+  it('every non-stream key has a TTL', async () => {
+    const prefix = freshPrefix();
+    const { store } = await populate(prefix, newCode());
+    for (const key of await keysOf(prefix)) {
+      if ((await raw.call(['TYPE', key])) === 'stream') continue;
+      expect(await raw.call(['PTTL', key]), key).toBeGreaterThan(0);
+    }
+    await store.close();
+  });
+
+  it('a destination lock outlives a shorter verification (expiry only moves later)', async () => {
+    const prefix = freshPrefix();
+    const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });
+    const dest = newDestination(SHARDS);
+    const failures = { count: 1, windowSeconds: 600 };
+    const { cmd, code } = issueCommand(dest, { policy: policy({ ttlSeconds: 5, failuresPerDestination: failures }) });
+    await store.issue(cmd);
+    await store.verify(verifyCommand(cmd.ref, wrong(code), { failures }));
+    const [key] = (await keysOf(prefix)).filter((k) => !k.endsWith(':outbox'));
+    expect(await raw.call(['PTTL', key!])).toBeGreaterThan(590_000);
+    await store.close();
+  });
+});
+
+describe.skipIf(process.env.REDIS_URL)('redis store: outage', () => {
+  it('rejects every method with StoreUnavailableError while Redis is down, and recovers', { timeout: 30_000 }, async () => {
+    const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: freshPrefix(), commandTimeoutMs: 1000 });
+    const dest = newDestination(SHARDS);
+    const { cmd, code } = issueCommand(dest);
+    expect((await store.issue(cmd)).kind).toBe('issued');
+
+    await server!.stop();
+    const calls: [string, () => Promise<unknown>][] = [
+      ['issue', () => store.issue(issueCommand(dest).cmd)],
+      ['verify', () => store.verify(verifyCommand(cmd.ref, code))],
+      ['resend', () => store.resend(resendCommand(cmd.ref, newCode()))],
+      ['limits', () => store.limits({ tenant: TENANT, purpose: PURPOSE, destination: dest.ref, policy: policy() })],
+      ['findByDestination', () => store.findByDestination(TENANT, PURPOSE, dest.ref)],
+      ['describe', () => store.describe(TENANT, cmd.ref)],
+      ['markDeliveryFailed', () => store.markDeliveryFailed(TENANT, cmd.ref, 0, 'bounced', EVENT)],
+      ['readOutbox', () => store.readOutbox('relay-1', 10)],
+      ['claimStaleOutbox', () => store.claimStaleOutbox('relay-1', 1000, 10)],
+      ['ackOutbox', () => store.ackOutbox([{ shard: dest.ref.shard, id: '1-0' }])],
+      ['outboxBacklog', () => store.outboxBacklog()],
+    ];
+    for (const [name, call] of calls) {
+      const started = Date.now();
+      const error = await call().then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(error, name).toBeInstanceOf(StoreUnavailableError);
+      expect(Date.now() - started, name).toBeLessThan(2000);
+    }
+    expect(await store.ping()).toBe(false);
+
+    // Same store object: it reconnects, reloads its scripts and recreates its consumer groups.
+    await server!.restart();
+    const deadline = Date.now() + 10_000;
+    while (!(await store.ping()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const again = issueCommand(dest);
+    expect((await store.issue(again.cmd)).kind).toBe('issued');
+    expect((await store.verify(verifyCommand(again.cmd.ref, again.code))).result).toBe('VERIFIED');
+    expect((await store.readOutbox('relay-1', 10)).map((e) => e.fields.type)).toEqual(['delivery', 'sent', 'verified']);
+    await store.close();
+  });
+
+  it('a call to a Redis that stopped answering times out with StoreUnavailableError', async () => {
+    const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: freshPrefix(), commandTimeoutMs: 300 });
+    const { cmd, code } = issueCommand(newDestination(SHARDS));
+    expect((await store.issue(cmd)).kind).toBe('issued');
+    server!.pause();
+    try {
+      const started = Date.now();
+      await expect(store.verify(verifyCommand(cmd.ref, code))).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(Date.now() - started).toBeLessThan(1000);
+    } finally {
+      server!.resume();
+    }
+    // The timed-out call may have run once Redis woke up; the store answers again either way.
+    expect(['VERIFIED', 'NOT_FOUND']).toContain((await store.verify(verifyCommand(cmd.ref, code))).result);
+    await store.close();
+  });
+});
+
+describe('redis store: start-up', () => {
+  it('fails with StoreUnavailableError when nothing listens', async () => {
+    const port = await freePort();
+    const started = Date.now();
+    const connecting = RedisStore.connect({ url: `redis://127.0.0.1:${port}`, shards: SHARDS, connectTimeoutMs: 500 });
+    await expect(connecting).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(Date.now() - started).toBeLessThan(1500);
+  });
+});

@@ -1,0 +1,168 @@
+// Builds delivery events the way the OTP service does (Sealer + the real
+// outbox encoder), and reads topics back, for the notifier tests. Kafka goes
+// through src/events/kafka/client.ts, like the code under test.
+import { randomBytes } from 'node:crypto';
+import { fromBinary } from '@bufbuild/protobuf';
+import pino from 'pino';
+import { encodeEntry } from '../../src/events/encode.js';
+import { ensureTopics, groupConsumer, headersOf, idempotentProducer, kafkaClient, produce, type Consumer, type OutgoingRecord, type Producer } from '../../src/events/kafka/client.js';
+import { Sealer } from '../../src/events/seal.js';
+import { DeliveryStatusSchema, type DeliveryStatus } from '../../src/gen/otp/events/v1/events_pb.js';
+import { Channel } from '../../src/gen/otp/v1/otp_pb.js';
+
+const quiet = pino({ level: 'silent' });
+
+/** A fresh keyring in the OTP_SEAL_KEYS format, and a Sealer over it. */
+export function testKeyring(): { env: string; sealer: Sealer } {
+  const key = randomBytes(32);
+  return { env: `test-seal:${key.toString('base64')}`, sealer: new Sealer([{ id: 'test-seal', key }]) };
+}
+
+/** A well-formed verification id (12-char handle + 22 random base64url). */
+export function verificationId(): string {
+  return randomBytes(9).toString('base64url') + randomBytes(16).toString('base64url');
+}
+
+export interface DeliveryInput {
+  sealer: Sealer;
+  topic: string;
+  destination: string;
+  code: string;
+  channel?: Channel;
+  tenant?: string;
+  purpose?: string;
+  locale?: string;
+  resendCount?: number;
+  /** Default 5 minutes from now. */
+  expiresInMs?: number;
+  verificationId?: string;
+  traceId?: string;
+}
+
+export interface BuiltDelivery {
+  record: OutgoingRecord;
+  eventId: string;
+  verificationId: string;
+  tenant: string;
+}
+
+let seq = 0;
+
+/** A DeliveryRequested record as the relay would publish it. */
+export function deliveryEvent(input: DeliveryInput): BuiltDelivery {
+  const vid = input.verificationId ?? verificationId();
+  const tenant = input.tenant ?? 'acme';
+  const now = Date.now();
+  const id = `${now}-${seq++}`;
+  const shard = 7;
+  const record = encodeEntry({
+    shard,
+    id,
+    fields: {
+      type: 'delivery',
+      vid,
+      tn: tenant,
+      p: input.purpose ?? 'login',
+      ch: String(input.channel ?? Channel.SMS),
+      ts: String(now),
+      tr: input.traceId ?? randomBytes(16).toString('hex'),
+      md: 'masked',
+      sd: input.sealer.seal('destination', tenant, input.destination),
+      sc: input.sealer.seal('code', vid, input.code),
+      lc: input.locale ?? 'en',
+      exp: String(now + (input.expiresInMs ?? 300_000)),
+      mt: '',
+      rc: String(input.resendCount ?? 0),
+    },
+  });
+  return { record: { ...record, topic: input.topic }, eventId: `${shard}-${id}`, verificationId: vid, tenant };
+}
+
+/** Per-case topic names, so cases sharing one broker never see each other's records. */
+export function caseTopics(name: string): { delivery: string; status: string; deadLetter: string } {
+  return { delivery: `${name}.otp.delivery.v1`, status: `${name}.otp.delivery.status.v1`, deadLetter: `${name}.otp.delivery.dlq.v1` };
+}
+
+export interface Seen {
+  topic: string;
+  key: string;
+  value: Buffer;
+  headers: Record<string, string>;
+}
+
+/** Reads topics from the beginning into memory; waitFor polls what arrived. */
+export class TopicReader {
+  readonly seen: Seen[] = [];
+  /** Consumer crashes (kafkajs restarts it): shown when a wait times out. */
+  readonly crashes: string[] = [];
+  private readonly consumer: Consumer;
+
+  private constructor(private readonly kafka: ReturnType<typeof kafkaClient>, private readonly topics: string[]) {
+    this.consumer = groupConsumer(kafka, `test-reader-${randomBytes(4).toString('hex')}`);
+  }
+
+  static async start(brokers: string, topics: string[]): Promise<TopicReader> {
+    const reader = new TopicReader(kafkaClient({ brokers: brokers.split(','), clientId: 'test-reader', logger: quiet }), topics);
+    await ensureTopics(reader.kafka, topics);
+    reader.consumer.on(reader.consumer.events.CRASH, (e) => reader.crashes.push(e.payload.error.message));
+    // Assigned before the cases start, so a slow first join never eats into a case's timeout.
+    const joined = new Promise<void>((res) => reader.consumer.on(reader.consumer.events.GROUP_JOIN, () => res()));
+    await reader.consumer.connect();
+    await reader.consumer.subscribe({ topics, fromBeginning: true });
+    await reader.consumer.run({
+      eachMessage: async ({ topic, message }) => {
+        reader.seen.push({ topic, key: message.key?.toString() ?? '', value: message.value ?? Buffer.alloc(0), headers: headersOf(message) });
+      },
+    });
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([joined, new Promise((_, rej) => (timer = setTimeout(() => rej(new Error('test reader did not join its group in 60 s')), 60_000)))]);
+    clearTimeout(timer);
+    return reader;
+  }
+
+  async waitFor(topic: string, match: (s: Seen) => boolean, timeoutMs = 30_000): Promise<Seen> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = this.seen.find((s) => s.topic === topic && match(s));
+      if (hit) return hit;
+      if (Date.now() > deadline) throw new Error(`nothing matching on ${topic} within ${timeoutMs} ms (saw ${this.seen.filter((s) => s.topic === topic).length} records there, ${this.seen.length} in all; crashes: ${this.crashes.join('; ') || 'none'})`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** The DeliveryStatus reporting on `deliveryEventId`. */
+  async status(topic: string, deliveryEventId: string, timeoutMs?: number): Promise<DeliveryStatus> {
+    const seen = await this.waitFor(topic, (s) => fromBinary(DeliveryStatusSchema, s.value).deliveryEventId === deliveryEventId, timeoutMs);
+    return fromBinary(DeliveryStatusSchema, seen.value);
+  }
+
+  statuses(topic: string, deliveryEventId: string): DeliveryStatus[] {
+    return this.seen
+      .filter((s) => s.topic === topic)
+      .map((s) => fromBinary(DeliveryStatusSchema, s.value))
+      .filter((s) => s.deliveryEventId === deliveryEventId);
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer.disconnect();
+  }
+}
+
+/** A producer for test records (including garbage ones). */
+export class TestProducer {
+  private constructor(private readonly producer: Producer) {}
+
+  static async start(brokers: string): Promise<TestProducer> {
+    const producer = idempotentProducer(kafkaClient({ brokers: brokers.split(','), clientId: 'test-producer', logger: quiet }));
+    await producer.connect();
+    return new TestProducer(producer);
+  }
+
+  send(...records: OutgoingRecord[]): Promise<void> {
+    return produce(this.producer, records);
+  }
+
+  async stop(): Promise<void> {
+    await this.producer.disconnect();
+  }
+}
