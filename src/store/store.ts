@@ -95,6 +95,18 @@ export type Refusal =
   | "MAX_RESENDS"
   | "DESTINATION_LOCKED";
 
+/** Budgets of the caller rather than the destination; their names are ErrorInfo reasons. */
+export type CallerBudgetName = "SEND_LIMIT_IP" | "SEND_LIMIT_TENANT" | "SEND_LIMIT_COUNTRY" | "VERIFY_LIMIT_IP";
+
+export interface CallerBudget {
+  name: CallerBudgetName;
+  /** What it counts: an IP address, "all" for the tenant, a country code. */
+  subject: string;
+  budget: Budget;
+}
+
+export type CallerBudgetOutcome = { allowed: true } | { allowed: false; name: CallerBudgetName; retryAfterMs: number };
+
 export type IssueOutcome =
   | ({ kind: "issued" } & VerificationTimes)
   /** Same idempotency key seen before: nothing was changed or delivered. */
@@ -161,7 +173,7 @@ export interface LimitQuery {
 }
 
 export interface LimitState {
-  name: Refusal;
+  name: Refusal | CallerBudgetName;
   limit: number;
   remaining: number;
   /** Time until the budget is whole again (0 when it is). */
@@ -196,6 +208,15 @@ export interface VerificationStore {
   resend(cmd: ResendCommand): Promise<ResendOutcome>;
   /** Every limit that applies to a Send; spends nothing. */
   limits(query: LimitQuery): Promise<LimitState[]>;
+  /** Spend one from every budget, all or nothing (a refusal spends none). */
+  spendCallerBudgets(tenant: string, budgets: CallerBudget[]): Promise<CallerBudgetOutcome>;
+  /** The state of caller budgets; spends nothing. */
+  callerBudgetStates(tenant: string, budgets: CallerBudget[]): Promise<LimitState[]>;
+  /**
+   * Append an audit event that goes with no state change (e.g. a caller refused
+   * before any verification was touched). `fields` as in README "Outbox entries".
+   */
+  appendAudit(shard: number, fields: Record<string, string>): Promise<void>;
   /** The live (not finished) verification id for (tenant, purpose, destination), or null. */
   findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null>;
   /** Purpose, channel and destination kind of a verification owned by `tenant`, or null. */

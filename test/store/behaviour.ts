@@ -408,6 +408,45 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
       });
     });
 
+    describe('caller budgets', () => {
+      const ip = (count: number, subject = '203.0.113.7') =>
+        ({ name: 'SEND_LIMIT_IP' as const, subject, budget: { count, windowSeconds: 60 } });
+      const tenantWide = (count: number) =>
+        ({ name: 'SEND_LIMIT_TENANT' as const, subject: 'all', budget: { count, windowSeconds: 60 } });
+
+      it('spends every budget together and refuses, naming the budget, when one is empty', async () => {
+        const budgets = [tenantWide(10), ip(2)];
+        expect(await store.spendCallerBudgets(TENANT, budgets)).toEqual({ allowed: true });
+        expect(await store.spendCallerBudgets(TENANT, budgets)).toEqual({ allowed: true });
+        const refused = await store.spendCallerBudgets(TENANT, budgets);
+        expect(refused).toMatchObject({ allowed: false, name: 'SEND_LIMIT_IP' });
+        expect(refused.allowed === false && refused.retryAfterMs).toBeGreaterThan(25_000);
+        // All or nothing: the refusal spent nothing from the tenant budget.
+        const [tenantState] = await store.callerBudgetStates(TENANT, [tenantWide(10)]);
+        expect(tenantState).toMatchObject({ name: 'SEND_LIMIT_TENANT', limit: 10, remaining: 8 });
+        // Other IPs and other tenants have budgets of their own.
+        expect(await store.spendCallerBudgets(TENANT, [ip(2, '198.51.100.1')])).toEqual({ allowed: true });
+        expect(await store.spendCallerBudgets(OTHER_TENANT, budgets)).toEqual({ allowed: true });
+      });
+
+      it('reports states without spending', async () => {
+        await store.spendCallerBudgets(TENANT, [ip(5)]);
+        for (let i = 0; i < 20; i++) await store.callerBudgetStates(TENANT, [ip(5)]);
+        const [state] = await store.callerBudgetStates(TENANT, [ip(5)]);
+        expect(state).toMatchObject({ name: 'SEND_LIMIT_IP', limit: 5, remaining: 4, retryAfterMs: 0 });
+        expect(state!.resetAfterMs).toBeGreaterThan(10_000);
+      });
+
+      it('appends an audit event with no state change to the outbox', async () => {
+        await store.appendAudit(0, { type: 'refused', vid: '', tn: TENANT, reason: 'UNAUTHENTICATED' });
+        const entries = await store.readOutbox('auditor', 10);
+        expect(entries).toHaveLength(1);
+        expect(entries[0]!.shard).toBe(0);
+        expect(entries[0]!.fields).toMatchObject({ type: 'refused', tn: TENANT, reason: 'UNAUTHENTICATED' });
+        expect(Number(entries[0]!.fields.ts)).toBeGreaterThan(0);
+      });
+    });
+
     describe('outbox', () => {
       function expectShape(entry: OutboxEntry) {
         const extra = EXTRA_FIELDS[entry.fields.type ?? ''];

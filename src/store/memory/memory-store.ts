@@ -1,4 +1,6 @@
 import type {
+  CallerBudget,
+  CallerBudgetOutcome,
   EventContext,
   IssueCommand,
   IssueOutcome,
@@ -64,6 +66,7 @@ export class MemoryStore implements VerificationStore {
   readonly #shards: number;
   readonly #now: () => number;
   readonly #destinations = new Map<string, Destination>();
+  readonly #callerBudgets = new Map<string, number>();
   readonly #outbox: OutboxShard[];
   readonly #sweeper: NodeJS.Timeout;
   #nextShard = 0;
@@ -318,6 +321,39 @@ export class MemoryStore implements VerificationStore {
     for (const { shard, id } of entries) this.#outbox[shard]?.delete(id);
   }
 
+  async spendCallerBudgets(tenant: string, budgets: CallerBudget[]): Promise<CallerBudgetOutcome> {
+    const now = this.#now();
+    const tats: number[] = [];
+    for (const b of budgets) {
+      const spent = gcra.spend(this.#budgetTat(tenant, b, now), now, b.budget.count, ms(b.budget.windowSeconds));
+      if (!spent.allowed) return { allowed: false, name: b.name, retryAfterMs: spent.retryAfterMs };
+      tats.push(spent.tat);
+    }
+    budgets.forEach((b, i) => this.#callerBudgets.set(budgetKey(tenant, b), tats[i]!));
+    return { allowed: true };
+  }
+
+  async callerBudgetStates(tenant: string, budgets: CallerBudget[]): Promise<LimitState[]> {
+    const now = this.#now();
+    return budgets.map((b) => ({
+      name: b.name,
+      limit: b.budget.count,
+      ...gcra.state(this.#budgetTat(tenant, b, now), now, b.budget.count, ms(b.budget.windowSeconds)),
+    }));
+  }
+
+  async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {
+    this.#outbox[shard]!.add(this.#now(), { ts: String(this.#now()), ...fields });
+  }
+
+  /** A budget whose tat has passed is whole again: dropped, as its Redis key would have expired. */
+  #budgetTat(tenant: string, b: CallerBudget, now: number): number | undefined {
+    const key = budgetKey(tenant, b);
+    const tat = this.#callerBudgets.get(key);
+    if (tat !== undefined && tat < now) this.#callerBudgets.delete(key);
+    return tat !== undefined && tat >= now ? tat : undefined;
+  }
+
   async outboxBacklog(): Promise<number> {
     return this.#outbox.reduce((sum, shard) => sum + shard.size, 0);
   }
@@ -348,6 +384,7 @@ export class MemoryStore implements VerificationStore {
   #sweep(): void {
     const now = this.#now();
     for (const [key, d] of this.#destinations) if (now > d.expiresAt) this.#destinations.delete(key);
+    for (const [key, tat] of this.#callerBudgets) if (tat < now) this.#callerBudgets.delete(key);
   }
 
   #emit(shard: number, now: number, b: EventBase, type: string, extra: Record<string, string> = {}): void {
@@ -366,4 +403,8 @@ export class MemoryStore implements VerificationStore {
     }
     return out;
   }
+}
+
+function budgetKey(tenant: string, b: CallerBudget): string {
+  return JSON.stringify([tenant, b.name, b.subject]);
 }

@@ -9,6 +9,11 @@ export function destinationKey(prefix: string, tenant: string, ref: DestinationR
   return `${prefix}:{${ref.shard}}:d:${tenant}:${ref.handle}`;
 }
 
+/** Caller budgets share the tenant's hash tag, so one script can spend them together. */
+export function callerBudgetKey(prefix: string, tenant: string, name: string, subject: string): string {
+  return `${prefix}:{t:${tenant}}:b:${name}:${subject}`;
+}
+
 export function outboxKey(prefix: string, shard: number): string {
   return `${prefix}:{${shard}}:outbox`;
 }

@@ -1,5 +1,7 @@
 import type {
   Budget,
+  CallerBudget,
+  CallerBudgetOutcome,
   DestinationRef,
   EventContext,
   IssueCommand,
@@ -16,7 +18,7 @@ import type {
   VerifyOutcome,
 } from "../store.js";
 import { connectRedis, isReplyError, type ConnectionLogger, type RedisConnection } from "./client.js";
-import { destinationKey, OUTBOX_GROUP, outboxKey } from "./keys.js";
+import { callerBudgetKey, destinationKey, OUTBOX_GROUP, outboxKey } from "./keys.js";
 import * as replies from "./replies.js";
 import { scripts } from "./scripts.js";
 import { readAcrossShards } from "./shard-reads.js";
@@ -108,6 +110,30 @@ export class RedisStore implements VerificationStore {
       query.purpose, ...budget(policy.sendsPerDestination), ...budget(policy.failuresPerDestination),
     ]);
     return replies.limitStates(reply, policy);
+  }
+
+  async spendCallerBudgets(tenant: string, budgets: CallerBudget[]): Promise<CallerBudgetOutcome> {
+    if (budgets.length === 0) return { allowed: true };
+    const reply = await this.#redis.run(scripts.callerBudgets, this.#budgetKeys(tenant, budgets), [
+      "spend", ...budgets.flatMap((b) => budget(b.budget)),
+    ]);
+    return replies.callerBudgetOutcome(reply, budgets);
+  }
+
+  async callerBudgetStates(tenant: string, budgets: CallerBudget[]): Promise<LimitState[]> {
+    if (budgets.length === 0) return [];
+    const reply = await this.#redis.run(scripts.callerBudgets, this.#budgetKeys(tenant, budgets), [
+      "peek", ...budgets.flatMap((b) => budget(b.budget)),
+    ]);
+    return replies.callerBudgetStates(reply, budgets);
+  }
+
+  async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {
+    await this.#redis.run(scripts.audit, [outboxKey(this.#prefix, shard)], Object.entries(fields).flat());
+  }
+
+  #budgetKeys(tenant: string, budgets: CallerBudget[]): string[] {
+    return budgets.map((b) => callerBudgetKey(this.#prefix, tenant, b.name, b.subject));
   }
 
   async findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null> {

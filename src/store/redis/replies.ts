@@ -1,4 +1,6 @@
 import type {
+  CallerBudget,
+  CallerBudgetOutcome,
   IssueOutcome,
   LimitState,
   OutboxEntry,
@@ -121,6 +123,25 @@ export function limitStates(reply: RedisReply, policy: StorePolicy): LimitState[
       retryAfterMs: num(r, 7),
     },
   ];
+}
+
+export function callerBudgetOutcome(reply: RedisReply, budgets: CallerBudget[]): CallerBudgetOutcome {
+  const r = list(reply, "caller budgets");
+  if (str(r, 0) === "ok") return { allowed: true };
+  const refused = budgets[num(r, 1) - 1];
+  if (!refused) throw new Error("caller budgets: refusal names no budget");
+  return { allowed: false, name: refused.name, retryAfterMs: num(r, 2) };
+}
+
+export function callerBudgetStates(reply: RedisReply, budgets: CallerBudget[]): LimitState[] {
+  const r = list(reply, "caller budget states");
+  return budgets.map((b, i) => ({
+    name: b.name,
+    limit: b.budget.count,
+    remaining: num(r, 3 * i),
+    resetAfterMs: num(r, 3 * i + 1),
+    retryAfterMs: num(r, 3 * i + 2),
+  }));
 }
 
 export function markedFailed(reply: RedisReply): boolean {
