@@ -18,9 +18,9 @@ export const file_otp_events_v1_events: GenFile = /*@__PURE__*/
 
 /**
  * AES-256-GCM ciphertext. The plaintext is the UTF-8 secret; the additional
- * authenticated data is "otp-seal:v1:" + verification_id + ":" + purpose of the seal
- * ("destination" or "code"), so a sealed value cannot be moved to another
- * verification or swapped between fields.
+ * authenticated data is "otp-seal:v1:code:" + verification_id for a code and
+ * "otp-seal:v1:destination:" + tenant for a destination, so a sealed code
+ * cannot be moved to another verification, nor a value between fields or tenants.
  *
  * @generated from message otp.events.v1.Sealed
  */
