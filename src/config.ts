@@ -56,6 +56,8 @@ export interface Config {
   /** Whether the dev log sink may print codes (never in production). */
   devDeliveryLog: boolean;
   maxOutboxBacklog: number;
+  /** An outbox entry pending this long on a relay is taken over by another. */
+  relayClaimIdleMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -132,6 +134,7 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     devDeliveryLog: !production,
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
+    relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
   };
 }
 

@@ -1,0 +1,147 @@
+import type { Config } from "./config.js";
+import { KafkaSink } from "./events/kafka-sink.js";
+import { LogSink } from "./events/log-sink.js";
+import { OutboxRelay } from "./events/relay.js";
+import { Sealer } from "./events/seal.js";
+import type { EventSink } from "./events/sink.js";
+import { createLogger, type Logger } from "./log.js";
+import { OtpService, type DeliveryAdmission } from "./otp/service.js";
+import { ReceiptSigner } from "./receipts/receipts.js";
+import { MemoryStore } from "./store/memory/memory-store.js";
+import { RedisStore } from "./store/redis/redis-store.js";
+import type { VerificationStore } from "./store/store.js";
+import { allowedOrigins } from "./transport/connect/cors.js";
+import { httpHandler } from "./transport/connect/http-handler.js";
+import { listenHttp, type HttpListener } from "./transport/connect/listener.js";
+import { GrpcHealth } from "./transport/grpc/health.js";
+import { listenGrpc, type GrpcListener } from "./transport/grpc/server.js";
+
+// Builds the whole service from a validated Config: store, core, both
+// listeners, and the readiness that drives /readyz and grpc.health.v1.
+// main.ts adds process concerns (signals, exit codes); tests call this
+// in-process with port 0.
+
+export interface AppOverrides {
+  /** Use this store instead of building one from config (it is then not closed by stop()). */
+  store?: VerificationStore;
+  logger?: Logger;
+  /** Where the dev log sink writes delivery lines (default: stdout). Tests read codes here instead of printing them. */
+  deliveryLog?: (line: string) => void;
+}
+
+export interface App {
+  /** Ports as bound (config may say 0). */
+  grpcPort: number;
+  httpPort: number;
+  logger: Logger;
+  /** Graceful: stop accepting, drain within config.shutdownGraceMs, close the store. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** How often readiness (a store ping) is re-checked for the gRPC health service. */
+const READINESS_INTERVAL_MS = 2_000;
+const PING_TIMEOUT_MS = 1_000;
+
+export async function startApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
+  const log = overrides.logger ?? createLogger({ level: config.logLevel });
+  const store = overrides.store ?? (await buildStore(config, log));
+  const ownsStore = overrides.store === undefined;
+  const cleanups: (() => Promise<void>)[] = [];
+  if (ownsStore) cleanups.push(() => store.close());
+
+  try {
+    const sealer = new Sealer(config.sealKeys);
+    const receipts = await ReceiptSigner.create(config.receiptKeys, config.receiptIssuer, config.receiptTtlSeconds);
+
+    // The outbox relay starts before the listeners and stops after they have
+    // drained (cleanups run in reverse), so no event written by a call is left
+    // behind by a clean shutdown. Kafka when configured; otherwise (dev mode
+    // only: production requires KAFKA_BROKERS) the log sink prints deliveries.
+    const sink: EventSink = config.kafkaBrokers
+      ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log })
+      : new LogSink(sealer, log, overrides.deliveryLog);
+    const relay = new OutboxRelay(store, sink, log, { maxBacklog: config.maxOutboxBacklog, claimIdleMs: config.relayClaimIdleMs });
+    relay.start();
+    cleanups.push(async () => {
+      await relay.stop();
+      await sink.close();
+    });
+    const admission: DeliveryAdmission = relay;
+
+    const core = new OtpService({ config, store, sealer, receipts, admission });
+
+    let draining = false;
+    const ready = async (): Promise<boolean> => !draining && (await pingWithin(store, PING_TIMEOUT_MS));
+    const health = new GrpcHealth();
+    health.set(await ready());
+    const watch = setInterval(() => void ready().then((ok) => health.set(ok && !draining)), READINESS_INTERVAL_MS);
+    watch.unref();
+    cleanups.push(async () => clearInterval(watch));
+
+    const grpc: GrpcListener = await listenGrpc({ host: config.host, port: config.grpcPort, tls: config.tls, core, health, log });
+    let http: HttpListener;
+    try {
+      const handler = httpHandler({ core, log, origins: allowedOrigins(config), ready });
+      http = await listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log });
+    } catch (err) {
+      await grpc.stop(0);
+      throw err;
+    }
+
+    log.info(
+      { grpcPort: grpc.port, httpPort: http.port, store: config.redisUrl ? "redis" : "memory", tls: config.tls !== undefined },
+      "otp-service listening",
+    );
+
+    let stopping: Promise<void> | undefined;
+    return {
+      grpcPort: grpc.port,
+      httpPort: http.port,
+      logger: log,
+      stop() {
+        stopping ??= (async () => {
+          // Unready first, so probes and health watchers route new traffic elsewhere.
+          draining = true;
+          health.set(false);
+          await Promise.all([grpc.stop(config.shutdownGraceMs), http.stop(config.shutdownGraceMs)]);
+          await runCleanups(cleanups, log);
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await runCleanups(cleanups, log);
+    throw err;
+  }
+}
+
+async function buildStore(config: Config, log: Logger): Promise<VerificationStore> {
+  if (!config.redisUrl) {
+    log.info("no REDIS_URL: using the in-memory store (one process, state lost on exit)");
+    return new MemoryStore({ shards: config.redisShards });
+  }
+  return RedisStore.connect({
+    url: config.redisUrl,
+    shards: config.redisShards,
+    commandTimeoutMs: config.redisCommandTimeoutMs,
+    logger: log,
+  });
+}
+
+async function pingWithin(store: VerificationStore, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([store.ping().catch(() => false), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Last started, first stopped; one failing cleanup does not skip the others. */
+async function runCleanups(cleanups: (() => Promise<void>)[], log: Logger): Promise<void> {
+  for (const cleanup of cleanups.reverse()) {
+    await cleanup().catch((err: unknown) => log.error({ err }, "shutdown step failed"));
+  }
+  cleanups.length = 0;
+}

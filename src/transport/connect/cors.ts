@@ -1,0 +1,58 @@
+import type { IncomingHttpHeaders } from "node:http";
+import { cors } from "@connectrpc/connect";
+
+// CORS for browser clients (connect-web, gRPC-Web). The method and header
+// lists are connect's own (`cors` from @connectrpc/connect, which tracks what
+// its protocols need), plus the trace header our caller resolution reads and
+// Authorization for the authentication that src/transport/caller.ts will add.
+
+const ALLOW_METHODS = cors.allowedMethods.join(", ");
+const ALLOW_HEADERS = [...cors.allowedHeaders, "Traceparent", "Tracestate", "Authorization"].join(", ");
+const EXPOSE_HEADERS = cors.exposedHeaders.join(", ");
+const PREFLIGHT_MAX_AGE_SECONDS = "7200";
+
+// Outside production a developer's page on any local port may call us.
+const LOCAL_ORIGIN = /^http:\/\/(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$/;
+
+export type OriginCheck = (origin: string) => boolean;
+
+export function allowedOrigins(config: { corsOrigins: string[]; production: boolean }): OriginCheck {
+  const exact = new Set(config.corsOrigins.map((o) => o.replace(/\/+$/, "").toLowerCase()));
+  return (origin) => exact.has(origin.toLowerCase()) || (!config.production && LOCAL_ORIGIN.test(origin));
+}
+
+interface CorsRequest {
+  method?: string | undefined;
+  headers: IncomingHttpHeaders;
+}
+
+interface CorsResponse {
+  setHeader(name: string, value: string): unknown;
+  writeHead(status: number): unknown;
+  end(): unknown;
+}
+
+/**
+ * Adds CORS headers for an allowed origin. Returns true when the request was a
+ * preflight and has been answered (204 when granted, 403 when not).
+ */
+export function applyCors(req: CorsRequest, res: CorsResponse, allowed: OriginCheck): boolean {
+  const origin = req.headers.origin;
+  if (typeof origin !== "string") return false;
+  const ok = allowed(origin);
+  res.setHeader("Vary", "Origin");
+  const preflight = req.method === "OPTIONS" && req.headers["access-control-request-method"] !== undefined;
+  if (ok) res.setHeader("Access-Control-Allow-Origin", origin);
+  if (!preflight) {
+    if (ok) res.setHeader("Access-Control-Expose-Headers", EXPOSE_HEADERS);
+    return false;
+  }
+  if (ok) {
+    res.setHeader("Access-Control-Allow-Methods", ALLOW_METHODS);
+    res.setHeader("Access-Control-Allow-Headers", ALLOW_HEADERS);
+    res.setHeader("Access-Control-Max-Age", PREFLIGHT_MAX_AGE_SECONDS);
+  }
+  res.writeHead(ok ? 204 : 403);
+  res.end();
+  return true;
+}

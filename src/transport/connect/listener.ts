@@ -1,0 +1,176 @@
+import { readFileSync } from "node:fs";
+import http from "node:http";
+import http2 from "node:http2";
+import https from "node:https";
+import type { AddressInfo, Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import type { Config } from "../../config.js";
+import type { Logger } from "../../log.js";
+import type { NodeRequest, NodeResponse } from "./http-handler.js";
+
+// One port, HTTP/1.1 and HTTP/2. An http (or https) server listens and owns
+// every connection, so its slow-client protections apply (headersTimeout and
+// requestTimeout are only enforced by a *listening* http server; http2's
+// HTTP/1 fallback has neither). Connections that speak HTTP/2 are handed to an
+// http2 server that never listens itself: in cleartext those that open with
+// the HTTP/2 preface (h2c with prior knowledge, as gRPC clients do), with TLS
+// those that negotiated "h2" by ALPN.
+
+const HEADERS_TIMEOUT_MS = 10_000;
+/** Whole request, body included. Our calls are small and unary. */
+const REQUEST_TIMEOUT_MS = 30_000;
+const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+const H2_IDLE_SESSION_MS = 120_000;
+const MAX_HEADER_BYTES = 16 * 1024;
+const H2_MAX_CONCURRENT_STREAMS = 256;
+const IDLE_SWEEP_MS = 100;
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+type Handler = (req: NodeRequest, res: NodeResponse) => void;
+
+export interface HttpListener {
+  /** The port actually bound (the config may say 0). */
+  port: number;
+  /** Stop accepting, let in-flight requests finish within graceMs, then cut the rest. */
+  stop(graceMs: number): Promise<void>;
+}
+
+export async function listenHttp(options: {
+  host: string;
+  port: number;
+  tls: Config["tls"];
+  handler: Handler;
+  log: Logger;
+}): Promise<HttpListener> {
+  const { handler, log } = options;
+  const h2 = http2.createServer(
+    { settings: { maxConcurrentStreams: H2_MAX_CONCURRENT_STREAMS, maxHeaderListSize: MAX_HEADER_BYTES } },
+    handler,
+  );
+  h2.setTimeout(H2_IDLE_SESSION_MS); // an idle session gets GOAWAY
+  // http2 has no headers/request timeout: a stream that goes quiet this long is cancelled.
+  h2.on("stream", (stream) => stream.setTimeout(REQUEST_TIMEOUT_MS, () => stream.close(http2.constants.NGHTTP2_CANCEL)));
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+  h2.on("sessionError", (err) => log.debug({ err }, "http2 session error"));
+
+  const limits: http.ServerOptions = {
+    headersTimeout: HEADERS_TIMEOUT_MS,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    maxHeaderSize: MAX_HEADER_BYTES,
+    // How often the two timeouts above are checked (default 30 s would make them coarse).
+    connectionsCheckingInterval: 1_000,
+  };
+  const h1 = options.tls ? https.createServer({ ...limits, ...tlsOptions(options.tls) }, handler) : http.createServer(limits, handler);
+
+  if (options.tls) {
+    divert(h1, "secureConnection", (socket: TLSSocket, toHttp1) => {
+      if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
+      else toHttp1(socket);
+    });
+  } else {
+    divert(h1, "connection", (socket: Socket, toHttp1) => routeByPreface(socket, (isH2) => {
+      if (isH2) {
+        h2.emit("connection", socket);
+      } else {
+        toHttp1(socket);
+        socket.resume(); // paused for the peek; http's listener does not resume it (http2's does)
+      }
+    }));
+  }
+  // Every accepted socket (whichever protocol gets it), to cut what is left at the drain deadline.
+  const sockets = new Set<Socket>();
+  h1.prependListener("connection", (socket: Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    h1.once("error", reject);
+    h1.listen(options.port, options.host, () => {
+      h1.off("error", reject);
+      resolve();
+    });
+  });
+  h1.on("error", (err) => log.error({ err }, "HTTP listener error"));
+
+  return {
+    port: (h1.address() as AddressInfo).port,
+    async stop(graceMs) {
+      const closed = new Promise<void>((resolve) => h1.close(() => resolve()));
+      for (const session of sessions) session.close(); // GOAWAY: in-flight streams finish
+      // A keep-alive HTTP/1 connection becomes idle once its in-flight response is done.
+      const sweep = setInterval(() => h1.closeIdleConnections(), IDLE_SWEEP_MS);
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<"deadline">((resolve) => (timer = setTimeout(() => resolve("deadline"), graceMs)));
+      const outcome = await Promise.race([closed, deadline]);
+      clearInterval(sweep);
+      clearTimeout(timer);
+      if (outcome === "deadline") {
+        log.warn({ connections: sockets.size }, "HTTP drain deadline passed; closing remaining connections");
+        h1.closeAllConnections();
+        for (const session of sessions) session.destroy();
+        for (const socket of sockets) socket.destroy();
+        await closed;
+      }
+    },
+  };
+}
+
+function tlsOptions(tls: NonNullable<Config["tls"]>): https.ServerOptions {
+  const ca = tls.caFile ? readFileSync(tls.caFile) : undefined;
+  return {
+    key: readFileSync(tls.keyFile),
+    cert: readFileSync(tls.certFile),
+    ALPNProtocols: ["h2", "http/1.1"],
+    // mTLS when a client CA is configured: no valid client certificate, no connection.
+    ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
+  };
+}
+
+/**
+ * Replaces the http server's own listener for `event` by `route`, which gets
+ * the original listener to hand HTTP/1 connections back to it.
+ */
+function divert<S extends Socket>(
+  server: http.Server,
+  event: "connection" | "secureConnection",
+  route: (socket: S, toHttp1: (socket: S) => void) => void,
+): void {
+  const original = server.listeners(event).at(-1) as ((socket: S) => void) | undefined;
+  if (!original) throw new Error(`http server has no ${event} listener to divert`);
+  server.removeListener(event, original);
+  server.on(event, (socket: S) => route(socket, (s) => original.call(server, s)));
+}
+
+/**
+ * Reads until the bytes either are the HTTP/2 preface or cannot be, then puts
+ * them back and decides. A client that sends nothing is dropped after the
+ * headers timeout.
+ */
+function routeByPreface(socket: Socket, decide: (isH2: boolean) => void): void {
+  let seen = Buffer.alloc(0);
+  const drop = (): void => void socket.destroy();
+  const onData = (chunk: Buffer): void => {
+    seen = Buffer.concat([seen, chunk]);
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    const isH2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    if (isH2 && seen.length < H2_PREFACE.length) return;
+    socket.off("data", onData);
+    socket.off("error", drop);
+    socket.setTimeout(0);
+    socket.off("timeout", drop);
+    socket.pause();
+    socket.unshift(seen);
+    decide(isH2);
+  };
+  socket.on("data", onData);
+  socket.on("error", drop);
+  socket.setTimeout(HEADERS_TIMEOUT_MS);
+  socket.on("timeout", drop);
+}

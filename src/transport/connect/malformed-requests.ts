@@ -1,0 +1,104 @@
+import { Code } from "@connectrpc/connect";
+import { encodeEnvelope, type UniversalHandler, type UniversalHandlerFn, type UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
+import type { Logger } from "../../log.js";
+import { malformedRequest, toConnectError } from "../status.js";
+
+// connect-es decodes a binary request body before any interceptor runs, and
+// reports a body that is not valid protobuf as INTERNAL "parse binary: ..."
+// (protocol/serialization.ts). A malformed body is the caller's fault, and we
+// never answer INTERNAL for what a caller did, so this wrapper rewrites exactly
+// those errors to INVALID_ARGUMENT in each protocol's encoding: the Connect
+// unary JSON error body, the gRPC trailers and the gRPC-Web trailer frame.
+// (Malformed JSON is already INVALID_ARGUMENT in connect-es.)
+// test/e2e covers all three, so a connect-es change in this area shows up there.
+
+const PARSE_FAILURE = "parse binary:";
+const STATUS_INTERNAL = String(Code.Internal);
+
+export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logger): UniversalHandlerFn {
+  const replacement = toConnectError(malformedRequest(handler.method.input.typeName), log, handler.requestPath);
+
+  /** Fixes a gRPC / gRPC-Web trailer block in place; true when it was a parse failure. */
+  const fixTrailer = (trailer: Headers): boolean => {
+    const message = trailer.get("grpc-message");
+    if (trailer.get("grpc-status") !== STATUS_INTERNAL || message === null) return false;
+    if (!safeDecode(message).startsWith(PARSE_FAILURE)) return false;
+    trailer.delete("grpc-message");
+    setTrailerStatus(trailer, replacement);
+    return true;
+  };
+
+  return async (req) => {
+    const res = await handler(req);
+    const contentType = res.header?.get("content-type") ?? "";
+    if (res.trailer && res.body) {
+      // gRPC: trailers are written after the body ends, so fix them then.
+      const trailer = res.trailer;
+      return { ...res, body: afterEnd(res.body, () => fixTrailer(trailer)) };
+    }
+    if (contentType.startsWith("application/grpc-web") && res.body) {
+      return { ...res, body: mapChunks(res.body, (chunk) => fixGrpcWebTrailerFrame(chunk, fixTrailer)) };
+    }
+    if (res.status === 500 && contentType.startsWith("application/json") && res.body) {
+      return fixConnectUnary(res, res.body, replacement);
+    }
+    return res;
+  };
+}
+
+/** Connect unary errors are one JSON body: {"code": "internal", "message": "parse binary: ..."}. */
+async function fixConnectUnary(
+  res: UniversalServerResponse,
+  body: AsyncIterable<Uint8Array>,
+  replacement: ReturnType<typeof toConnectError>,
+): Promise<UniversalServerResponse> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of body) chunks.push(chunk);
+  const original = Buffer.concat(chunks);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(original.toString("utf8"));
+  } catch {
+    parsed = undefined; // compressed or not ours: leave it alone
+  }
+  const isParseFailure =
+    typeof parsed === "object" && parsed !== null &&
+    (parsed as { code?: unknown }).code === "internal" &&
+    String((parsed as { message?: unknown }).message ?? "").startsWith(PARSE_FAILURE);
+  if (!isParseFailure) return { ...res, body: once(original) };
+  const fixed = errorToJsonBytes(replacement, {});
+  const header = new Headers(res.header);
+  header.set("content-length", String(fixed.byteLength));
+  return { ...res, status: codeToHttpStatus(replacement.code), header, body: once(fixed) };
+}
+
+/** gRPC-Web sends trailers as the last envelope of the body, flagged 0x80 (uncompressed). */
+function fixGrpcWebTrailerFrame(chunk: Uint8Array, fixTrailer: (t: Headers) => boolean): Uint8Array {
+  if (chunk.byteLength < 5 || chunk[0] !== trailerFlag) return chunk;
+  const trailer = trailerParse(chunk.subarray(5));
+  return fixTrailer(trailer) ? encodeEnvelope(trailerFlag, trailerSerialize(trailer)) : chunk;
+}
+
+async function* afterEnd(body: AsyncIterable<Uint8Array>, onEnd: () => void): AsyncIterable<Uint8Array> {
+  yield* body;
+  onEnd();
+}
+
+async function* mapChunks(body: AsyncIterable<Uint8Array>, map: (c: Uint8Array) => Uint8Array): AsyncIterable<Uint8Array> {
+  for await (const chunk of body) yield map(chunk);
+}
+
+async function* once(bytes: Uint8Array): AsyncIterable<Uint8Array> {
+  yield bytes;
+}
+
+function safeDecode(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}

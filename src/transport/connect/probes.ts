@@ -1,0 +1,37 @@
+// Kubernetes-style probes on the HTTP port. /healthz: the process is alive
+// and its event loop answers (no dependency checks, so a Redis outage never
+// gets the pod restarted). /readyz: this replica can serve calls now (the
+// store answers and we are not draining), so traffic is routed elsewhere
+// while it cannot.
+
+export type Readiness = () => Promise<boolean>;
+
+/** What both http.ServerResponse and http2's compat response offer for a plain answer. */
+export interface PlainResponse {
+  writeHead(status: number, headers?: Record<string, string>): unknown;
+  end(): unknown;
+  end(body: string): unknown;
+}
+
+const PLAIN = { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" };
+
+/** Answers GET/HEAD /healthz and /readyz; returns false for any other request. */
+export function serveProbe(method: string | undefined, path: string, res: PlainResponse, ready: Readiness): boolean {
+  if (method !== "GET" && method !== "HEAD") return false;
+  if (path === "/healthz") {
+    answer(res, method, 200, "ok\n");
+    return true;
+  }
+  if (path !== "/readyz") return false;
+  ready().then(
+    (ok) => answer(res, method, ok ? 200 : 503, ok ? "ready\n" : "not ready\n"),
+    () => answer(res, method, 503, "not ready\n"),
+  );
+  return true;
+}
+
+function answer(res: PlainResponse, method: string, status: number, body: string): void {
+  res.writeHead(status, PLAIN);
+  if (method === "HEAD") res.end();
+  else res.end(body);
+}

@@ -1,0 +1,79 @@
+import { fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import type { MethodDefinition, Metadata, sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
+import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
+import type { Logger } from "../../log.js";
+import type { Caller, OtpService } from "../../otp/service.js";
+import { callerOf } from "../caller.js";
+import { malformedRequest, toGrpcStatus } from "../status.js";
+
+// otp.v1.OtpService for grpc-js, built from the protobuf-es descriptors (one
+// set of types for both listeners). Requests are deserialized as an identity:
+// grpc-js answers INTERNAL when its deserializer throws, but a body that is not
+// valid protobuf is the caller's fault, so the handler parses it and answers
+// INVALID_ARGUMENT itself.
+
+type Run<I extends DescMessage, O extends DescMessage> = (req: MessageShape<I>, caller: Caller) => Promise<MessageShape<O>>;
+
+interface UnaryMethod {
+  definition: MethodDefinition<Buffer, unknown>;
+  handler: (call: ServerUnaryCall<Buffer, unknown>, callback: sendUnaryData<unknown>) => void;
+}
+
+function unary<I extends DescMessage, O extends DescMessage>(
+  method: { name: string; input: I; output: O },
+  run: Run<I, O>,
+  log: Logger,
+): UnaryMethod {
+  const path = `/${OtpServiceDesc.typeName}/${method.name}`;
+  const identity = (bytes: Buffer): Buffer => bytes;
+  return {
+    definition: {
+      path,
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: identity,
+      requestDeserialize: identity,
+      responseSerialize: (message) => Buffer.from(toBinary(method.output, message as MessageShape<O>)),
+      responseDeserialize: (bytes) => fromBinary(method.output, bytes),
+    },
+    handler: (call, callback) => {
+      void answer(call.request, call.metadata).then(
+        (response) => callback(null, response),
+        (err: unknown) => callback(toGrpcStatus(err, log, path)),
+      );
+    },
+  };
+
+  async function answer(body: Buffer, metadata: Metadata): Promise<MessageShape<O>> {
+    const caller = await callerOf({ header: (name) => firstString(metadata.get(name)) });
+    let request: MessageShape<I>;
+    try {
+      request = fromBinary(method.input, body);
+    } catch {
+      throw malformedRequest(method.input.typeName);
+    }
+    return run(request, caller);
+  }
+}
+
+function firstString(values: (string | Buffer)[]): string | undefined {
+  const value = values[0];
+  return typeof value === "string" ? value : undefined;
+}
+
+/** The service definition and its implementation, ready for `server.addService`. */
+export function otpServiceForGrpc(core: OtpService, log: Logger): { definition: ServiceDefinition; implementation: UntypedServiceImplementation } {
+  const m = OtpServiceDesc.method;
+  // Keyed by the descriptor's method names: a method added to the proto and not here fails to compile.
+  const methods: Record<keyof typeof m, UnaryMethod> = {
+    send: unary(m.send, (req, caller) => core.send(req, caller), log),
+    verify: unary(m.verify, (req, caller) => core.verify(req, caller), log),
+    resend: unary(m.resend, (req, caller) => core.resend(req, caller), log),
+    checkRateLimit: unary(m.checkRateLimit, (req, caller) => core.checkRateLimit(req, caller), log),
+  };
+  const entries = Object.entries(methods);
+  return {
+    definition: Object.fromEntries(entries.map(([name, e]) => [name, e.definition])),
+    implementation: Object.fromEntries(entries.map(([name, e]) => [name, e.handler])),
+  };
+}

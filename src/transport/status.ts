@@ -1,0 +1,103 @@
+import { create, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { anyPack, durationFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { Metadata, status as GrpcStatus, type StatusObject } from "@grpc/grpc-js";
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { StatusSchema } from "../gen/google/rpc/status_pb.js";
+import type { Logger } from "../log.js";
+import { OtpError, type OtpErrorCode } from "../otp/errors.js";
+
+// The one place an error becomes a wire error, for both listeners. OtpError
+// carries what the caller may know (code, message, field violations, reason,
+// retry delay); it becomes the google.rpc rich error model. Anything else is a
+// bug or an outage we did not classify: it is logged here and the caller gets
+// a fixed INTERNAL message, never a stack or an internal error text.
+
+export const ERROR_DOMAIN = "otp.v1";
+const INTERNAL_MESSAGE = "internal error";
+
+const GRPC_CODES: Record<OtpErrorCode, GrpcStatus> = {
+  INVALID_ARGUMENT: GrpcStatus.INVALID_ARGUMENT,
+  RESOURCE_EXHAUSTED: GrpcStatus.RESOURCE_EXHAUSTED,
+  FAILED_PRECONDITION: GrpcStatus.FAILED_PRECONDITION,
+  NOT_FOUND: GrpcStatus.NOT_FOUND,
+  UNAVAILABLE: GrpcStatus.UNAVAILABLE,
+  UNAUTHENTICATED: GrpcStatus.UNAUTHENTICATED,
+  PERMISSION_DENIED: GrpcStatus.PERMISSION_DENIED,
+};
+
+const CONNECT_CODES: Record<OtpErrorCode, Code> = {
+  INVALID_ARGUMENT: Code.InvalidArgument,
+  RESOURCE_EXHAUSTED: Code.ResourceExhausted,
+  FAILED_PRECONDITION: Code.FailedPrecondition,
+  NOT_FOUND: Code.NotFound,
+  UNAVAILABLE: Code.Unavailable,
+  UNAUTHENTICATED: Code.Unauthenticated,
+  PERMISSION_DENIED: Code.PermissionDenied,
+};
+
+interface Detail<Desc extends DescMessage = DescMessage> {
+  desc: Desc;
+  value: MessageShape<Desc>;
+}
+
+function detail<Desc extends DescMessage>(desc: Desc, value: MessageShape<Desc>): Detail {
+  return { desc, value };
+}
+
+/** BadRequest / RetryInfo / ErrorInfo, in that order, for the parts the error has. */
+function detailsOf(err: OtpError): Detail[] {
+  const { violations, retryAfterMs, reason } = err.details;
+  const details: Detail[] = [];
+  if (violations && violations.length > 0) {
+    details.push(detail(BadRequestSchema, create(BadRequestSchema, { fieldViolations: violations })));
+  }
+  if (retryAfterMs !== undefined) {
+    details.push(detail(RetryInfoSchema, create(RetryInfoSchema, { retryDelay: durationFromMs(Math.max(0, retryAfterMs)) })));
+  }
+  if (reason !== undefined) {
+    details.push(detail(ErrorInfoSchema, create(ErrorInfoSchema, { reason, domain: ERROR_DOMAIN })));
+  }
+  return details;
+}
+
+/** Logs what the caller must not see; outages at warn, everything unclassified at error. */
+function logFailure(err: unknown, log: Logger, method: string): void {
+  if (err instanceof OtpError) {
+    if (err.code === "UNAVAILABLE") log.warn({ method, reason: err.message }, "call refused: dependency unavailable");
+    return;
+  }
+  log.error({ err, method }, "unhandled error; answered INTERNAL");
+}
+
+/** For grpc-js: pass to the unary callback. Details travel in `grpc-status-details-bin`. */
+export function toGrpcStatus(err: unknown, log: Logger, method: string): Partial<StatusObject> {
+  logFailure(err, log, method);
+  const metadata = new Metadata();
+  if (!(err instanceof OtpError)) return { code: GrpcStatus.INTERNAL, details: INTERNAL_MESSAGE, metadata };
+  const code = GRPC_CODES[err.code];
+  const details = detailsOf(err);
+  if (details.length > 0) {
+    const status = create(StatusSchema, {
+      code,
+      message: err.message,
+      details: details.map((d) => anyPack(d.desc, d.value)),
+    });
+    metadata.set("grpc-status-details-bin", Buffer.from(toBinary(StatusSchema, status)));
+  }
+  return { code, details: err.message, metadata };
+}
+
+/** For connect-node: throw from a handler or interceptor. */
+export function toConnectError(err: unknown, log: Logger, method: string): ConnectError {
+  // Connect's own errors (cancelled by the client, deadline exceeded) already say the right thing.
+  if (err instanceof ConnectError) return err;
+  logFailure(err, log, method);
+  if (!(err instanceof OtpError)) return new ConnectError(INTERNAL_MESSAGE, Code.Internal);
+  return new ConnectError(err.message, CONNECT_CODES[err.code], undefined, detailsOf(err));
+}
+
+/** A request body that is not the protobuf it claims to be: the caller's fault, no field to name. */
+export function malformedRequest(typeName: string): OtpError {
+  return new OtpError("INVALID_ARGUMENT", `request body is not a valid ${typeName}`);
+}

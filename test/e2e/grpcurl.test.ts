@@ -1,0 +1,77 @@
+// What an operator does with grpcurl, with no proto files: everything it
+// knows comes from server reflection.
+import { existsSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GRPCURL, grpcurl } from '../support/cli.js';
+import { freshEmail, startTestApp, wrongCode, type TestApp } from '../support/otp-app.js';
+
+let app: TestApp;
+
+beforeAll(async () => {
+  if (!existsSync(GRPCURL)) throw new Error(`grpcurl not found at ${GRPCURL} (set GRPCURL_BIN)`);
+  app = await startTestApp();
+});
+
+afterAll(async () => {
+  await app?.stop();
+});
+
+describe('grpcurl against the gRPC port', () => {
+  it('lists the services', async () => {
+    const out = await grpcurl([], app.grpcTarget, 'list');
+    expect(out.code).toBe(0);
+    expect(out.stdout.split('\n')).toEqual(expect.arrayContaining(['otp.v1.OtpService', 'grpc.health.v1.Health']));
+  });
+
+  it('describes otp.v1.OtpService with all four methods', async () => {
+    const out = await grpcurl([], app.grpcTarget, 'describe', 'otp.v1.OtpService');
+    expect(out.code).toBe(0);
+    for (const rpc of ['Send', 'Verify', 'Resend', 'CheckRateLimit']) expect(out.stdout).toContain(`rpc ${rpc} (`);
+  });
+
+  it('describes a request message, validation options and all', async () => {
+    const out = await grpcurl([], app.grpcTarget, 'describe', 'otp.v1.VerifyRequest');
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain('string code = 3');
+  });
+
+  it('sends with -d JSON, then a wrong code is VERIFY_RESULT_INVALID_CODE', async () => {
+    const send = await grpcurl(
+      ['-d', JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: freshEmail('ops') })],
+      app.grpcTarget,
+      'otp.v1.OtpService/Send',
+    );
+    expect(send.code).toBe(0);
+    const sent = JSON.parse(send.stdout) as { verificationId: string; codeLength: number; maskedDestination: string };
+    expect(sent.verificationId).not.toBe('');
+    expect(sent.maskedDestination).toMatch(/^o\*+@example\.com$/);
+
+    const verify = await grpcurl(
+      ['-d', JSON.stringify({ verificationId: sent.verificationId, code: wrongCode(sent.codeLength) })],
+      app.grpcTarget,
+      'otp.v1.OtpService/Verify',
+    );
+    expect(verify.code).toBe(0);
+    expect(JSON.parse(verify.stdout)).toMatchObject({ result: 'VERIFY_RESULT_INVALID_CODE', attemptsRemaining: 4 });
+  });
+
+  it('shows INVALID_ARGUMENT with the BadRequest details for bad input', async () => {
+    const out = await grpcurl(
+      ['-d', JSON.stringify({ purpose: 'login', channel: 'CHANNEL_SMS', destination: 'not-a-phone@example.com' })],
+      app.grpcTarget,
+      'otp.v1.OtpService/Send',
+    );
+    expect(out.code).not.toBe(0);
+    expect(out.stderr).toContain('Code: InvalidArgument');
+    expect(out.stderr).toContain('google.rpc.BadRequest');
+    expect(out.stderr).toContain('"field": "destination"');
+  });
+
+  it('checks health: SERVING', async () => {
+    const all = await grpcurl([], app.grpcTarget, 'grpc.health.v1.Health/Check');
+    expect(all.code).toBe(0);
+    expect(JSON.parse(all.stdout)).toEqual({ status: 'SERVING' });
+    const otp = await grpcurl(['-d', '{"service":"otp.v1.OtpService"}'], app.grpcTarget, 'grpc.health.v1.Health/Check');
+    expect(JSON.parse(otp.stdout)).toEqual({ status: 'SERVING' });
+  });
+});

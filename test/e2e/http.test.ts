@@ -1,0 +1,224 @@
+// The HTTP port as browsers and tools see it: Connect (HTTP/1.1 and h2c),
+// gRPC-Web and gRPC through connect-node's own clients, curl, raw bytes,
+// CORS and the probes.
+import { create, toBinary } from '@bufbuild/protobuf';
+import { Code, ConnectError, createClient, type Client, type Transport } from '@connectrpc/connect';
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from '@connectrpc/connect-node';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from '../../src/gen/google/rpc/error_details_pb.js';
+import { Channel, OtpService, SendRequestSchema, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
+import { run } from '../support/cli.js';
+import { grpcClient, grpcError, grpcRaw } from '../support/grpc-client.js';
+import { freshEmail, startTestApp, TEST_ORIGIN, wrongCode, type TestApp } from '../support/otp-app.js';
+import { envelope, grpcWebTrailers, rawRequest } from '../support/raw-http.js';
+
+let app: TestApp;
+
+beforeAll(async () => {
+  app = await startTestApp();
+});
+
+afterAll(async () => {
+  await app?.stop();
+});
+
+const transports: [string, () => Transport][] = [
+  ['Connect over HTTP/1.1', () => createConnectTransport({ baseUrl: app.httpBase, httpVersion: '1.1' })],
+  ['Connect (binary) over h2c', () => createConnectTransport({ baseUrl: app.httpBase, httpVersion: '2', useBinaryFormat: true })],
+  ['gRPC-Web over HTTP/1.1', () => createGrpcWebTransport({ baseUrl: app.httpBase, httpVersion: '1.1' })],
+  ['gRPC over h2c', () => createGrpcTransport({ baseUrl: app.httpBase })],
+];
+
+async function connectError(call: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await call;
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  throw new Error('expected the call to fail, it succeeded');
+}
+
+describe.each(transports)('%s', (_name, transport) => {
+  let client: Client<typeof OtpService>;
+  beforeAll(() => {
+    client = createClient(OtpService, transport());
+  });
+
+  it('Send, then a wrong code is INVALID_CODE with attempts counting down', async () => {
+    const sent = await client.send({ purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('web') });
+    expect(sent.maskedDestination).toMatch(/^w\*+@example\.com$/);
+    expect(sent.codeLength).toBe(8);
+    const code = wrongCode(sent.codeLength);
+    const first = await client.verify({ target: { case: 'verificationId', value: sent.verificationId }, code });
+    const second = await client.verify({ target: { case: 'verificationId', value: sent.verificationId }, code });
+    expect([first.result, second.result]).toEqual([VerifyResult.INVALID_CODE, VerifyResult.INVALID_CODE]);
+    expect([first.attemptsRemaining, second.attemptsRemaining]).toEqual([4, 3]);
+  });
+
+  it('bad input is InvalidArgument with the field in BadRequest', async () => {
+    const err = await connectError(client.send({ purpose: 'login', channel: Channel.SMS, destination: freshEmail() }));
+    expect(err.code).toBe(Code.InvalidArgument);
+    const [badRequest] = err.findDetails(BadRequestSchema);
+    expect(badRequest?.fieldViolations.map((v) => v.field)).toContain('destination');
+  });
+
+  it('a non-digit code is InvalidArgument naming code', async () => {
+    const err = await connectError(client.verify({ target: { case: 'verificationId', value: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' }, code: 'abcdefgh' }));
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(err.findDetails(BadRequestSchema)[0]?.fieldViolations.map((v) => v.field)).toContain('code');
+  });
+
+  it('a Send inside the cooldown is ResourceExhausted with RetryInfo and ErrorInfo', async () => {
+    const req = { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail() };
+    await client.send(req);
+    const err = await connectError(client.send(req));
+    expect(err.code).toBe(Code.ResourceExhausted);
+    expect(err.findDetails(ErrorInfoSchema)[0]).toMatchObject({ reason: 'RESEND_COOLDOWN', domain: 'otp.v1' });
+    expect(Number(err.findDetails(RetryInfoSchema)[0]?.retryDelay?.seconds ?? 0)).toBeGreaterThan(0);
+  });
+});
+
+describe('curl, Connect protocol', () => {
+  const url = () => `${app.httpBase}/otp.v1.OtpService/Send`;
+  const curlPost = (body: string, contentType = 'application/json') =>
+    run('curl', ['-sS', '--max-time', '10', '-o', '-', '-w', '\n%{http_code}', '-X', 'POST', '-H', `content-type: ${contentType}`, '--data-binary', body, url()]);
+  const split = (out: string) => {
+    const i = out.lastIndexOf('\n');
+    return { body: out.slice(0, i), status: Number(out.slice(i + 1)) };
+  };
+
+  it('Send with a JSON body', async () => {
+    const { body, status } = split((await curlPost(JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: freshEmail('curl') }))).stdout);
+    expect(status).toBe(200);
+    expect(JSON.parse(body)).toMatchObject({ channel: 'CHANNEL_EMAIL', maxAttempts: 5, codeLength: 8 });
+  });
+
+  it('malformed JSON is invalid_argument (400), not internal', async () => {
+    const { body, status } = split((await curlPost('{"purpose": "login", "channel":')).stdout);
+    expect(status).toBe(400);
+    expect(JSON.parse(body)).toMatchObject({ code: 'invalid_argument' });
+  });
+
+  it('JSON of the wrong shape is invalid_argument', async () => {
+    const { body, status } = split((await curlPost('{"purpose": 42, "channel": "CHANNEL_NOPE"}')).stdout);
+    expect(status).toBe(400);
+    expect(JSON.parse(body)).toMatchObject({ code: 'invalid_argument' });
+  });
+
+  it('an empty destination names the field', async () => {
+    const { body, status } = split((await curlPost(JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: '' }))).stdout);
+    expect(status).toBe(400);
+    const error = JSON.parse(body) as { code: string; details?: { type: string; debug?: { fieldViolations?: { field: string }[] } }[] };
+    expect(error.code).toBe('invalid_argument');
+    const badRequest = error.details?.find((d) => d.type === 'google.rpc.BadRequest');
+    expect(badRequest?.debug?.fieldViolations?.map((v) => v.field)).toContain('destination');
+  });
+});
+
+describe('malformed protobuf bodies on the HTTP port are invalid_argument in every protocol', () => {
+  const garbage = Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x12, 0x80]);
+
+  it('Connect (application/proto)', async () => {
+    const res = await rawRequest(`${app.httpBase}/otp.v1.OtpService/Send`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/proto', 'connect-protocol-version': '1' },
+      body: garbage,
+    });
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body.toString())).toMatchObject({ code: 'invalid_argument', message: expect.stringContaining('otp.v1.SendRequest') });
+  });
+
+  it('gRPC-Web', async () => {
+    const res = await rawRequest(`${app.httpBase}/otp.v1.OtpService/Send`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1' },
+      body: envelope(0, garbage),
+    });
+    expect(res.status).toBe(200);
+    expect(grpcWebTrailers(res.body)['grpc-status']).toBe(String(grpcStatus.INVALID_ARGUMENT));
+  });
+
+  it('gRPC (a grpc-js client on the HTTP port)', async () => {
+    const client = grpcClient(`127.0.0.1:${app.httpPort}`);
+    try {
+      const err = await grpcError(grpcRaw(client, '/otp.v1.OtpService/Send', garbage));
+      expect(err.code).toBe(grpcStatus.INVALID_ARGUMENT);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a body over the size limit is resource_exhausted', async () => {
+    const big = toBinary(SendRequestSchema, create(SendRequestSchema, { purpose: 'login', metadata: { big: 'x'.repeat(70 * 1024) } }));
+    const res = await rawRequest(`${app.httpBase}/otp.v1.OtpService/Send`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/proto', 'connect-protocol-version': '1' },
+      body: Buffer.from(big),
+    });
+    expect(JSON.parse(res.body.toString())).toMatchObject({ code: 'resource_exhausted' });
+  });
+
+  it('the server still serves afterwards', async () => {
+    const client = createClient(OtpService, createConnectTransport({ baseUrl: app.httpBase, httpVersion: '1.1' }));
+    const sent = await client.send({ purpose: 'login', channel: Channel.EMAIL, destination: freshEmail() });
+    expect(sent.verificationId).not.toBe('');
+    expect((await rawRequest(`${app.httpBase}/readyz`)).status).toBe(200);
+  });
+});
+
+describe('CORS', () => {
+  const preflight = (origin: string) =>
+    rawRequest(`${app.httpBase}/otp.v1.OtpService/Send`, {
+      method: 'OPTIONS',
+      headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,connect-protocol-version' },
+    });
+
+  it('grants a preflight for a configured origin', async () => {
+    const res = await preflight(TEST_ORIGIN);
+    expect(res.status).toBe(204);
+    expect(res.headers['access-control-allow-origin']).toBe(TEST_ORIGIN);
+    expect(String(res.headers['access-control-allow-methods'])).toContain('POST');
+    const allowed = String(res.headers['access-control-allow-headers']).toLowerCase();
+    expect(allowed).toContain('content-type');
+    expect(allowed).toContain('connect-protocol-version');
+  });
+
+  it('grants a local development origin outside production', async () => {
+    const res = await preflight('http://localhost:5173');
+    expect(res.headers['access-control-allow-origin']).toBe('http://localhost:5173');
+  });
+
+  it('does not grant any other origin', async () => {
+    const res = await preflight('https://evil.example.net');
+    expect(res.status).toBe(403);
+    expect(res.headers['access-control-allow-origin']).toBeUndefined();
+  });
+
+  it('an actual call from an allowed origin may read the response and the gRPC status headers', async () => {
+    const res = await rawRequest(`${app.httpBase}/otp.v1.OtpService/Send`, {
+      method: 'POST',
+      headers: { origin: TEST_ORIGIN, 'content-type': 'application/json' },
+      body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: freshEmail() }),
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers['access-control-allow-origin']).toBe(TEST_ORIGIN);
+    expect(String(res.headers['access-control-expose-headers']).toLowerCase()).toContain('grpc-status-details-bin');
+  });
+});
+
+describe('probes', () => {
+  it('/healthz is 200', async () => {
+    const res = await rawRequest(`${app.httpBase}/healthz`);
+    expect(res.status).toBe(200);
+  });
+
+  it('/readyz is 200 while the store answers', async () => {
+    const res = await rawRequest(`${app.httpBase}/readyz`);
+    expect(res.status).toBe(200);
+  });
+
+  it('anything else is 404', async () => {
+    expect((await rawRequest(`${app.httpBase}/nope`)).status).toBe(404);
+  });
+});
