@@ -257,7 +257,7 @@ describe('what Redis holds after real traffic', () => {
           const type = await redis.type(key);
           if (type === 'hash') dump.push(...Object.entries(await redis.hGetAll(key)).flat());
           else if (type === 'stream') {
-            for (const e of await redis.xRange(key, "-", "+")) dump.push(...Object.entries(e?.message ?? {}).flat());
+            for (const e of (await redis.xRange(key, "-", "+")) ?? []) dump.push(...Object.entries(e?.message ?? {}).flat());
           } else if (type === 'string') dump.push(String(await redis.get(key)));
           if (type !== 'stream') expect(await redis.pTTL(key), key).toBeGreaterThan(0);
         }
