@@ -195,7 +195,7 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaBroker> {
     // KRaft refuses to start on an unformatted log dir; the cluster id is any
     // random 16 bytes in Kafka's url-safe base64 form.
     const clusterId = randomBytes(16).toString('base64url');
-    execFileSync('java', [logProp, '-cp', cp, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', props, '--ignore-formatted'], {
+    execFileSync('java', [logProp, '-cp', cp, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', props, '--ignore-formatted'], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     await launch();

@@ -1,0 +1,59 @@
+// Reads a topic with Debian's kcat: a Kafka client that is not ours, so what
+// the tests see is plain Kafka + protobuf on the wire. Binary-safe: each record
+// is printed as key, headers and value size on their own lines, then the value.
+import { execFile } from 'node:child_process';
+
+export interface KafkaRecord {
+  key: string;
+  headers: Record<string, string>;
+  value: Buffer;
+}
+
+export async function kcatRead(brokers: string, topic: string): Promise<KafkaRecord[]> {
+  const out = await new Promise<Buffer>((resolve, reject) => {
+    execFile(
+      'kcat',
+      ['-C', '-b', brokers, '-t', topic, '-o', 'beginning', '-e', '-q', '-f', '%k\n%h\n%S\n%s'],
+      { encoding: 'buffer', maxBuffer: 64 * 1024 * 1024, timeout: 30_000 },
+      (err, stdout) => (err ? reject(err) : resolve(stdout)),
+    );
+  });
+  const records: KafkaRecord[] = [];
+  let at = 0;
+  const line = () => {
+    const end = out.indexOf(0x0a, at);
+    const text = out.subarray(at, end).toString('utf8');
+    at = end + 1;
+    return text;
+  };
+  while (at < out.length) {
+    const key = line();
+    const headerText = line();
+    const size = Number(line());
+    const value = out.subarray(at, at + size);
+    at += size;
+    const headers: Record<string, string> = {};
+    for (const pair of headerText.split(',').filter(Boolean)) {
+      const eq = pair.indexOf('=');
+      headers[pair.slice(0, eq)] = pair.slice(eq + 1);
+    }
+    records.push({ key, headers, value });
+  }
+  return records;
+}
+
+/** Polls until `predicate` holds for the topic's records (or the deadline passes). */
+export async function kcatUntil(
+  brokers: string,
+  topic: string,
+  predicate: (records: KafkaRecord[]) => boolean,
+  timeoutMs = 30_000,
+): Promise<KafkaRecord[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const records = await kcatRead(brokers, topic).catch(() => [] as KafkaRecord[]);
+    if (predicate(records)) return records;
+    if (Date.now() > deadline) return records;
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
