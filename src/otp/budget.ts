@@ -8,7 +8,7 @@ const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3_600, d: 86_400 
 
 /** "5/15m" → { count: 5, windowSeconds: 900 }; null when malformed. */
 export function parseBudget(text: string): Budget | null {
-  const match = /^(\d{1,6})\/(\d{1,6})([smhd])$/.exec(text.trim());
+  const match = /^(\d{1,9})\/(\d{1,6})([smhd])$/.exec(text.trim());
   if (!match) return null;
   const count = Number(match[1]);
   const windowSeconds = Number(match[2]) * UNIT_SECONDS[match[3]!]!;
