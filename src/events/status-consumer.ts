@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { DeliveryOutcome, DeliveryStatusSchema, type DeliveryStatus } from "../gen/otp/events/v1/events_pb.js";
 import { parseVerificationId } from "../otp/verification-id.js";
 import type { VerificationStore } from "../store/store.js";
-import { ensureTopics, groupConsumer, kafkaClient, type Consumer, type EachMessagePayload } from "./kafka/client.js";
+import { CONSUMER_RETRY, ensureTopics, groupConsumer, kafkaClient, type Consumer, type EachMessagePayload } from "./kafka/client.js";
 import { TOPICS } from "./topics.js";
 
 // Runs inside the OTP service: reads the notifiers' DeliveryStatus reports.
@@ -25,6 +25,7 @@ export interface StatusConsumerOptions {
 }
 
 const BACKOFF_MAX_MS = 5_000;
+const RESTART_DELAY_MS = 5_000;
 
 export class DeliveryStatusConsumer {
   private readonly consumer: Consumer;
@@ -32,15 +33,39 @@ export class DeliveryStatusConsumer {
   private readonly topic: string;
   private readonly abort = new AbortController();
   private running = false;
+  private restartTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: StatusConsumerOptions) {
     this.topic = options.topic ?? TOPICS.deliveryStatus;
-    this.kafka = kafkaClient({ brokers: options.brokers, clientId: "otp-service-status", logger: options.logger });
+    this.kafka = kafkaClient({ brokers: options.brokers, clientId: "otp-service-status", logger: options.logger, retry: CONSUMER_RETRY });
     this.consumer = groupConsumer(this.kafka, options.groupId ?? "otp-service-status");
   }
 
+  /** Resolves once consuming; when Kafka is not there yet, keeps retrying in the background. */
   async start(): Promise<void> {
     this.running = true;
+    this.consumer.on(this.consumer.events.CRASH, (e) => {
+      this.options.logger.error({ err: e.payload.error.message, restart: e.payload.restart }, "delivery status consumer crashed");
+      // kafkajs gives up for good on errors it deems fatal: keep trying instead
+      // of silently no longer voiding failed deliveries.
+      if (!e.payload.restart) this.restartLater();
+    });
+    try {
+      await this.runConsumer();
+    } catch (err) {
+      this.options.logger.warn({ err: (err as Error).message }, "delivery status consumer cannot start yet; retrying");
+      this.restartLater();
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    clearTimeout(this.restartTimer);
+    this.abort.abort();
+    await this.consumer.disconnect();
+  }
+
+  private async runConsumer(): Promise<void> {
     await ensureTopics(this.kafka, [this.topic]);
     await this.consumer.connect();
     // A new group starts at the beginning: reports written before the first
@@ -49,10 +74,14 @@ export class DeliveryStatusConsumer {
     await this.consumer.run({ eachMessage: (p) => this.handle(p) });
   }
 
-  async stop(): Promise<void> {
-    this.running = false;
-    this.abort.abort();
-    await this.consumer.disconnect();
+  private restartLater(): void {
+    if (!this.running) return;
+    this.restartTimer = setTimeout(() => {
+      this.runConsumer().catch((err: unknown) => {
+        this.options.logger.error({ err: (err as Error).message }, "delivery status consumer restart failed; trying again");
+        this.restartLater();
+      });
+    }, RESTART_DELAY_MS);
   }
 
   private async handle({ message, partition }: EachMessagePayload): Promise<void> {

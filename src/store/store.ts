@@ -217,7 +217,7 @@ export interface VerificationStore {
    * before any verification was touched). `fields` as in README "Outbox entries".
    */
   appendAudit(shard: number, fields: Record<string, string>): Promise<void>;
-  /** The live (not finished) verification id for (tenant, purpose, destination), or null. */
+  /** The current verification id for (tenant, purpose, destination), live or finished but not consumed; else null. */
   findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null>;
   /** Purpose, channel and destination kind of a verification owned by `tenant`, or null. */
   describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null>;

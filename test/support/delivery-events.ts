@@ -5,12 +5,14 @@ import { randomBytes } from 'node:crypto';
 import { fromBinary } from '@bufbuild/protobuf';
 import pino from 'pino';
 import { encodeEntry } from '../../src/events/encode.js';
-import { ensureTopics, groupConsumer, headersOf, idempotentProducer, kafkaClient, produce, type Consumer, type OutgoingRecord, type Producer } from '../../src/events/kafka/client.js';
+import { CONSUMER_RETRY, ensureTopics, groupConsumer, headersOf, idempotentProducer, kafkaClient, produce, type Consumer, type OutgoingRecord, type Producer } from '../../src/events/kafka/client.js';
 import { Sealer } from '../../src/events/seal.js';
 import { DeliveryStatusSchema, type DeliveryStatus } from '../../src/gen/otp/events/v1/events_pb.js';
 import { Channel } from '../../src/gen/otp/v1/otp_pb.js';
+import { createTopics } from './kafka.js';
 
-const quiet = pino({ level: 'silent' });
+// NOTIFIER_TEST_LOG=debug also shows the test clients' Kafka warnings.
+const quiet = pino({ level: process.env.NOTIFIER_TEST_LOG ?? 'silent' });
 
 /** A fresh keyring in the OTP_SEAL_KEYS format, and a Sealer over it. */
 export function testKeyring(): { env: string; sealer: Sealer } {
@@ -78,6 +80,34 @@ export function deliveryEvent(input: DeliveryInput): BuiltDelivery {
   return { record: { ...record, topic: input.topic }, eventId: `${shard}-${id}`, verificationId: vid, tenant };
 }
 
+/**
+ * createTopics, then wait until the broker's metadata shows every topic with
+ * its leaders: right after a create, KRaft may still answer metadata requests
+ * with UNKNOWN_TOPIC_OR_PARTITION, which kafkajs's waitForLeaders does not
+ * wait out, and a consumer subscribing then fails. Creating again is harmless
+ * (existing topics are left alone).
+ */
+export async function createTopicsPatiently(brokers: string, topics: string[], partitions = 3): Promise<void> {
+  const admin = kafkaClient({ brokers: brokers.split(','), clientId: 'test-topics', logger: quiet, retry: CONSUMER_RETRY }).admin();
+  await admin.connect();
+  try {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      try {
+        await createTopics(brokers, topics, partitions);
+        const { topics: meta } = await admin.fetchTopicMetadata({ topics });
+        if (meta.length === topics.length && meta.every((t) => t.partitions.length === partitions && t.partitions.every((p) => p.leader >= 0))) return;
+      } catch (err) {
+        if (!String((err as Error).message).includes('does not host this topic-partition')) throw err;
+      }
+      if (Date.now() > deadline) throw new Error(`topics not ready after 60 s: ${topics.join(', ')}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 /** Per-case topic names, so cases sharing one broker never see each other's records. */
 export function caseTopics(name: string): { delivery: string; status: string; deadLetter: string } {
   return { delivery: `${name}.otp.delivery.v1`, status: `${name}.otp.delivery.status.v1`, deadLetter: `${name}.otp.delivery.dlq.v1` };
@@ -102,7 +132,7 @@ export class TopicReader {
   }
 
   static async start(brokers: string, topics: string[]): Promise<TopicReader> {
-    const reader = new TopicReader(kafkaClient({ brokers: brokers.split(','), clientId: 'test-reader', logger: quiet }), topics);
+    const reader = new TopicReader(kafkaClient({ brokers: brokers.split(','), clientId: 'test-reader', logger: quiet, retry: CONSUMER_RETRY }), topics);
     await ensureTopics(reader.kafka, topics);
     reader.consumer.on(reader.consumer.events.CRASH, (e) => reader.crashes.push(e.payload.error.message));
     // Assigned before the cases start, so a slow first join never eats into a case's timeout.
@@ -115,7 +145,7 @@ export class TopicReader {
       },
     });
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([joined, new Promise((_, rej) => (timer = setTimeout(() => rej(new Error('test reader did not join its group in 60 s')), 60_000)))]);
+    await Promise.race([joined, new Promise((_, rej) => (timer = setTimeout(() => rej(new Error(`test reader did not join its group in 60 s; crashes: ${reader.crashes.join('; ') || 'none'}`)), 60_000)))]);
     clearTimeout(timer);
     return reader;
   }

@@ -1,5 +1,6 @@
 // A local HTTP endpoint standing in for an SMS gateway: records each POST and
-// answers with whatever status `respond` picks for the n-th request (1-based).
+// answers with whatever status `respond` picks for the n-th request (1-based),
+// possibly after a while (return a promise) to play a slow gateway.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -14,7 +15,7 @@ export interface WebhookServer {
   close(): Promise<void>;
 }
 
-export async function startWebhook(respond: (n: number, hit: WebhookHit) => number): Promise<WebhookServer> {
+export async function startWebhook(respond: (n: number, hit: WebhookHit) => number | Promise<number>): Promise<WebhookServer> {
   const hits: WebhookHit[] = [];
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -22,7 +23,9 @@ export async function startWebhook(respond: (n: number, hit: WebhookHit) => numb
     req.on('end', () => {
       const hit = { headers: req.headers, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown> };
       hits.push(hit);
-      res.writeHead(respond(hits.length, hit), { 'content-type': 'application/json' }).end('{}');
+      void Promise.resolve(respond(hits.length, hit)).then((status) => {
+        if (!res.destroyed) res.writeHead(status, { 'content-type': 'application/json' }).end('{}');
+      });
     });
   });
   // Port 0: the OS picks a free one, no race with other tests.

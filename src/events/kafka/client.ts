@@ -10,7 +10,16 @@ export interface KafkaSettings {
   brokers: string[];
   clientId: string;
   logger: Logger;
+  /** Defaults to failing fast (the relay owns retrying); consumers pass CONSUMER_RETRY. */
+  retry?: { retries: number; initialRetryTime: number; maxRetryTime: number };
 }
+
+/**
+ * For consumer clients: kafkajs gives up on a consumer for good (a crash
+ * without restart) when it cannot find the group coordinator within these
+ * retries, which on a broker that is just starting takes a few seconds.
+ */
+export const CONSUMER_RETRY = { retries: 8, initialRetryTime: 300, maxRetryTime: 10_000 };
 
 export function kafkaClient(s: KafkaSettings): Kafka {
   return new Kafka({
@@ -19,7 +28,7 @@ export function kafkaClient(s: KafkaSettings): Kafka {
     connectionTimeout: 3_000,
     requestTimeout: 10_000,
     // The relay owns retrying (it keeps events in the outbox); fail fast here.
-    retry: { retries: 2, initialRetryTime: 200, maxRetryTime: 2_000 },
+    retry: s.retry ?? { retries: 2, initialRetryTime: 200, maxRetryTime: 2_000 },
     logLevel: logLevel.NOTHING,
     logCreator: () => ({ level, log }) => {
       if (level <= logLevel.WARN) s.logger.warn({ kafka: log.message, broker: log.broker }, "kafka client");

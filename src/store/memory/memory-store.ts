@@ -280,8 +280,7 @@ export class MemoryStore implements VerificationStore {
 
   async findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null> {
     const now = this.#now();
-    const v = this.#get(this.#key(tenant, destination), now)?.verifications.get(purpose);
-    return v && isLive(v, now) ? v.id : null;
+    return this.#get(this.#key(tenant, destination), now)?.verifications.get(purpose)?.id ?? null;
   }
 
   async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {

@@ -1,6 +1,7 @@
 --[[
-find: the live (not finished, not expired) verification id of one purpose at
-one destination. Reads only; a script so "expired" uses the store's clock.
+find: the current verification id of one purpose at one destination, live or
+finished (so Verify by destination can answer EXPIRED, TOO_MANY_ATTEMPTS or
+DELIVERY_FAILED rather than NOT_FOUND). A consumed one is gone. Reads only.
 
 KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
 
@@ -9,9 +10,4 @@ ARGV[1]   purpose
 Returns the verification id, or nil.
 ]]
 
---- @include "clock"
-
-local p = ARGV[1]
-local v = redis.call('HMGET', KEYS[1], p .. ':id', p .. ':st', p .. ':e')
-if not v[1] or v[2] ~= '' or now_ms() >= tonumber(v[3]) then return false end
-return v[1]
+return redis.call('HGET', KEYS[1], ARGV[1] .. ':id')

@@ -1,0 +1,66 @@
+import { DeliveryError, type ChannelAdapter, type OutgoingMessage } from "./types.js";
+
+// POSTs each message as JSON to one URL: the shape most SMS gateways (or a
+// small bridge in front of one) accept. A 2xx is success; anything else, a
+// network error or no answer within the timeout is a failure. The event id
+// goes in Idempotency-Key so a gateway can drop our at-least-once repeats.
+
+export interface WebhookSettings {
+  url: string;
+  /** Sent as "Authorization: Bearer <token>" when set. */
+  token: string | undefined;
+  timeoutMs: number;
+}
+
+// 4xx means "this request is wrong" and will be refused again, except these.
+const RETRYABLE_4XX = new Set([408, 425, 429]);
+
+export class WebhookAdapter implements ChannelAdapter {
+  readonly name = "webhook" as const;
+
+  constructor(private readonly settings: WebhookSettings) {}
+
+  async send(m: OutgoingMessage, signal: AbortSignal): Promise<void> {
+    const headers: Record<string, string> = { "content-type": "application/json", "idempotency-key": m.eventId };
+    if (this.settings.token) headers.authorization = `Bearer ${this.settings.token}`;
+    let response: Response;
+    try {
+      response = await fetch(this.settings.url, {
+        method: "POST",
+        headers,
+        body: JSON.stringify(payload(m)),
+        signal: AbortSignal.any([signal, AbortSignal.timeout(this.settings.timeoutMs)]),
+        redirect: "error",
+      });
+      // Read the body so the connection can be reused; its content is not ours to log.
+      await response.arrayBuffer();
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      if ((err as Error).name === "TimeoutError") throw new DeliveryError("webhook timeout");
+      const code = ((err as { cause?: { code?: unknown } }).cause?.code as string | undefined) ?? "network error";
+      throw new DeliveryError(`webhook ${code}`);
+    }
+    if (response.status >= 200 && response.status < 300) return;
+    const permanent = response.status >= 400 && response.status < 500 && !RETRYABLE_4XX.has(response.status);
+    throw new DeliveryError(`webhook ${response.status}`, permanent);
+  }
+
+  async close(): Promise<void> {}
+}
+
+function payload(m: OutgoingMessage): Record<string, unknown> {
+  return {
+    event_id: m.eventId,
+    verification_id: m.verificationId,
+    tenant: m.tenant,
+    purpose: m.purpose,
+    channel: m.channel,
+    destination: m.destination,
+    code: m.code,
+    subject: m.subject,
+    text: m.text,
+    locale: m.locale,
+    expires_at: m.expiresAtMs ? new Date(m.expiresAtMs).toISOString() : undefined,
+    metadata: m.metadata,
+  };
+}

@@ -1,0 +1,150 @@
+import { ConfigError, DEV_SEAL_KEYS, type Secret } from "../config.js";
+
+// The reference notifier's settings, read once from the environment and
+// validated. A bad value throws ConfigError naming the variable; main.ts
+// prints it and exits. Outside production everything has a default so that
+// `npm run notifier` works next to a dev OTP service with no configuration.
+
+export type AdapterName = "console" | "smtp" | "webhook";
+
+export interface RetrySettings {
+  /** Delivery attempts per message, the first included. */
+  attempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+
+export interface NotifierConfig {
+  production: boolean;
+  brokers: string[];
+  groupId: string;
+  /** AES-256-GCM keys shared with the OTP service: all of them open. */
+  sealKeys: Secret[];
+  adapters: { sms: AdapterName; email: AdapterName };
+  smtp: { url: string; from: string; timeoutMs: number } | undefined;
+  webhook: { url: string; token: string | undefined; timeoutMs: number } | undefined;
+  retry: RetrySettings;
+  /** Messages being delivered at once (across partitions); fetching waits beyond it. */
+  maxInFlight: number;
+  /** Event ids remembered for dedupe (in memory, least recently used dropped first). */
+  dedupeSize: number;
+  commitIntervalMs: number;
+  /** On SIGTERM, how long deliveries in flight may finish before they are abandoned (and redelivered later). */
+  shutdownGraceMs: number;
+  logLevel: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+const ADAPTERS = ["console", "smtp", "webhook"] as const;
+
+export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
+  const production = env.NODE_ENV === "production";
+  const missing: string[] = [];
+  const required = (name: string, dev: string | undefined): string | undefined => {
+    const value = optional(env, name);
+    if (value !== undefined) return value;
+    if (production || dev === undefined) missing.push(name);
+    return dev;
+  };
+
+  const brokers = required("KAFKA_BROKERS", "127.0.0.1:9092");
+  const sealKeys = required("OTP_SEAL_KEYS", DEV_SEAL_KEYS);
+  // No default adapter in production: the only default (console) prints codes.
+  const sms = adapterOf(env, "NOTIFIER_SMS_ADAPTER", production ? undefined : "console", missing);
+  const email = adapterOf(env, "NOTIFIER_EMAIL_ADAPTER", production ? undefined : "console", missing);
+  if (sms === "smtp") throw new ConfigError("NOTIFIER_SMS_ADAPTER cannot be smtp (SMS goes through console or webhook)");
+  const uses = (a: AdapterName): boolean => sms === a || email === a;
+  const smtpUrl = uses("smtp") ? required("NOTIFIER_SMTP_URL", undefined) : undefined;
+  const webhookUrl = uses("webhook") ? required("NOTIFIER_WEBHOOK_URL", undefined) : undefined;
+  const smtpFrom = uses("smtp") ? required("NOTIFIER_SMTP_FROM", "OTP <otp@localhost>") : undefined;
+  // Checked first: it is a wrong choice, not a missing setting.
+  if (production && uses("console")) {
+    const name = sms === "console" ? "NOTIFIER_SMS_ADAPTER" : "NOTIFIER_EMAIL_ADAPTER";
+    throw new ConfigError(`${name}=console prints codes to stdout and is refused when NODE_ENV=production`);
+  }
+  if (missing.length > 0) {
+    const why = production ? "NODE_ENV=production requires" : "the notifier requires";
+    throw new ConfigError(`${why} ${missing.join(", ")}`);
+  }
+  if (webhookUrl !== undefined) url("NOTIFIER_WEBHOOK_URL", webhookUrl, ["http:", "https:"]);
+  if (smtpUrl !== undefined) url("NOTIFIER_SMTP_URL", smtpUrl, ["smtp:", "smtps:"]);
+
+  const attempts = int(env, "NOTIFIER_MAX_ATTEMPTS", 5, 1, 50);
+  const baseDelayMs = int(env, "NOTIFIER_RETRY_BASE_MS", 500, 1, 600_000);
+  const maxDelayMs = int(env, "NOTIFIER_RETRY_MAX_MS", 30_000, 1, 3_600_000);
+  if (maxDelayMs < baseDelayMs) throw new ConfigError("NOTIFIER_RETRY_MAX_MS must not be below NOTIFIER_RETRY_BASE_MS");
+
+  return {
+    production,
+    brokers: brokers!.split(",").map((b) => b.trim()).filter(Boolean),
+    groupId: optional(env, "NOTIFIER_GROUP_ID") ?? "otp-notifier",
+    sealKeys: parseKeyring("OTP_SEAL_KEYS", sealKeys!),
+    adapters: { sms: sms!, email: email! },
+    smtp: smtpUrl ? { url: smtpUrl, from: smtpFrom!, timeoutMs: int(env, "NOTIFIER_SMTP_TIMEOUT_MS", 10_000, 100, 300_000) } : undefined,
+    webhook: webhookUrl
+      ? { url: webhookUrl, token: optional(env, "NOTIFIER_WEBHOOK_TOKEN"), timeoutMs: int(env, "NOTIFIER_WEBHOOK_TIMEOUT_MS", 5_000, 100, 300_000) }
+      : undefined,
+    retry: { attempts, baseDelayMs, maxDelayMs },
+    maxInFlight: int(env, "NOTIFIER_MAX_IN_FLIGHT", 64, 1, 10_000),
+    dedupeSize: int(env, "NOTIFIER_DEDUPE_SIZE", 100_000, 1, 10_000_000),
+    commitIntervalMs: int(env, "NOTIFIER_COMMIT_INTERVAL_MS", 1_000, 10, 60_000),
+    shutdownGraceMs: int(env, "NOTIFIER_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
+  };
+}
+
+function adapterOf(env: Env, name: string, fallback: AdapterName | undefined, missing: string[]): AdapterName | undefined {
+  if (optional(env, name) === undefined && fallback === undefined) {
+    missing.push(name);
+    return undefined;
+  }
+  return oneOf(env, name, ADAPTERS, fallback ?? "console");
+}
+
+function optional(env: Env, name: string): string | undefined {
+  const value = env[name]?.trim();
+  return value === "" ? undefined : value;
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) throw new ConfigError(`${name} must be one of ${allowed.join(", ")}, got "${raw}"`);
+  return raw as T;
+}
+
+function url(name: string, value: string, protocols: string[]): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(value);
+  } catch {
+    // Not echoed: the URL may carry credentials.
+    throw new ConfigError(`${name} is not a valid URL`);
+  }
+  if (!protocols.includes(parsed.protocol)) throw new ConfigError(`${name} must use ${protocols.join(" or ")}`);
+}
+
+/** "kid:base64,kid:base64" of 32-byte keys, the format of src/config.ts (which does not export its parser). */
+function parseKeyring(name: string, value: string): Secret[] {
+  const keys = value.split(",").map((entry, i) => {
+    const [id, b64, ...rest] = entry.trim().split(":");
+    if (!id || !b64 || rest.length > 0 || !/^[A-Za-z0-9._-]{1,32}$/.test(id)) {
+      throw new ConfigError(`${name} entry ${i + 1} must be "<key id>:<base64 key>"`);
+    }
+    const key = Buffer.from(b64, "base64");
+    if (key.length !== 32) throw new ConfigError(`${name} (key "${id}") must be base64 of exactly 32 bytes`);
+    return { id, key };
+  });
+  if (new Set(keys.map((k) => k.id)).size !== keys.length) throw new ConfigError(`${name} has a repeated key id`);
+  return keys;
+}

@@ -1,0 +1,60 @@
+import type { Logger } from "pino";
+import { Channel } from "../gen/otp/v1/otp_pb.js";
+import type { AdapterSet } from "./adapters/index.js";
+import { DeliveryError } from "./adapters/types.js";
+import type { RetrySettings } from "./config.js";
+import type { Delivery } from "./delivery.js";
+import { render, type MessageChannel } from "./render.js";
+import { backoffDelay, sleep } from "./retry.js";
+
+// One delivery, start to end: pick the channel's adapter, render, send, and
+// retry transient failures with backoff until the attempts run out, the
+// failure is permanent, or the code expires (a late code is useless).
+// Bounded in time by attempts × (adapter timeout + backoff).
+
+export type Attempted =
+  | { kind: "delivered"; adapter: string; attempts: number }
+  | { kind: "failed"; adapter: string; attempts: number; reason: string; deadLetter: boolean };
+
+const CHANNELS: Partial<Record<Channel, MessageChannel>> = { [Channel.SMS]: "sms", [Channel.EMAIL]: "email" };
+
+export class Deliverer {
+  constructor(
+    private readonly adapters: AdapterSet,
+    private readonly retry: RetrySettings,
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Throws the signal's reason if `signal` aborts (shutdown): that message is left for redelivery. */
+  async deliver(d: Delivery, signal: AbortSignal): Promise<Attempted> {
+    const channel = CHANNELS[d.channel];
+    if (!channel) return { kind: "failed", adapter: "", attempts: 0, reason: `unsupported channel ${Channel[d.channel] ?? d.channel}`, deadLetter: true };
+    const adapter = this.adapters[channel];
+    const expired = (): boolean => d.expiresAtMs !== undefined && this.now() >= d.expiresAtMs;
+    // Not dead-lettered: replaying an expired code can never help.
+    if (expired()) return { kind: "failed", adapter: adapter.name, attempts: 0, reason: "expired before delivery", deadLetter: false };
+
+    const log = this.logger.child({ event_id: d.eventId, verification_id: d.verificationId, channel, adapter: adapter.name });
+    for (let attempt = 1; ; attempt++) {
+      const { subject, text } = render({ channel, purpose: d.purpose, code: d.code, locale: d.locale, expiresAtMs: d.expiresAtMs, nowMs: this.now() });
+      try {
+        await adapter.send(
+          { eventId: d.eventId, verificationId: d.verificationId, tenant: d.tenant, purpose: d.purpose, channel, destination: d.destination, code: d.code, subject, text, locale: d.locale, expiresAtMs: d.expiresAtMs, metadata: d.metadata },
+          signal,
+        );
+        log.info({ attempts: attempt }, "delivered");
+        return { kind: "delivered", adapter: adapter.name, attempts: attempt };
+      } catch (err) {
+        if (signal.aborted) throw signal.reason;
+        // An adapter bug is reported without its message, which might quote secrets.
+        const failure = err instanceof DeliveryError ? err : new DeliveryError("adapter error");
+        const delay = backoffDelay(this.retry, attempt);
+        const last = failure.permanent || attempt >= this.retry.attempts || (d.expiresAtMs !== undefined && this.now() + delay >= d.expiresAtMs);
+        log.warn({ attempt, reason: failure.reason, permanent: failure.permanent, retry_in_ms: last ? undefined : delay }, "delivery attempt failed");
+        if (last) return { kind: "failed", adapter: adapter.name, attempts: attempt, reason: failure.reason, deadLetter: true };
+        await sleep(delay, signal);
+      }
+    }
+  }
+}

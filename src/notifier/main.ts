@@ -1,0 +1,49 @@
+import { ConfigError } from "../config.js";
+import { buildAdapters } from "./adapters/index.js";
+import { loadNotifierConfig, type NotifierConfig } from "./config.js";
+import { notifierLogger } from "./logger.js";
+import { Notifier } from "./notifier.js";
+
+// The reference notifier: `npm run notifier`. Consumes otp.delivery.v1,
+// delivers through the configured adapters, reports on otp.delivery.status.v1.
+// Exit codes: 2 bad configuration, 1 failed to start or to stop cleanly.
+
+let config: NotifierConfig;
+try {
+  config = loadNotifierConfig();
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`otp-notifier: ${err.message}\n`);
+  process.exit(2);
+}
+
+const logger = notifierLogger(config.logLevel);
+const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger) });
+
+let stopping = false;
+const shutdown = (signal: string): void => {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ signal }, "notifier stopping");
+  notifier.stop().then(
+    () => {
+      logger.info("notifier stopped");
+      process.exit(0);
+    },
+    (err: unknown) => {
+      logger.error({ err: (err as Error).message }, "notifier did not stop cleanly");
+      process.exit(1);
+    },
+  );
+};
+process.on("SIGTERM", () => shutdown("SIGTERM"));
+process.on("SIGINT", () => shutdown("SIGINT"));
+
+try {
+  await notifier.start();
+  logger.info({ group: config.groupId, adapters: config.adapters, brokers: config.brokers }, "notifier started");
+} catch (err) {
+  logger.error({ err: (err as Error).message }, "notifier failed to start");
+  await notifier.stop().catch(() => undefined);
+  process.exit(1);
+}

@@ -1,0 +1,302 @@
+import type { Logger } from "pino";
+import type { DeliveryRequested } from "../gen/otp/events/v1/events_pb.js";
+import { DeliveryOutcome } from "../gen/otp/events/v1/events_pb.js";
+import { KafkaSink } from "../events/kafka-sink.js";
+import {
+  CONSUMER_RETRY,
+  ensureTopics,
+  groupConsumer,
+  headersOf,
+  kafkaClient,
+  type Consumer,
+  type EachMessagePayload,
+  type OutgoingRecord,
+} from "../events/kafka/client.js";
+import { Sealer } from "../events/seal.js";
+import { TOPICS } from "../events/topics.js";
+import { closeAdapters, type AdapterSet } from "./adapters/index.js";
+import type { NotifierConfig } from "./config.js";
+import { Lru } from "./dedupe.js";
+import { decodeDelivery, openDelivery, PoisonError } from "./delivery.js";
+import { Deliverer, type Attempted } from "./deliverer.js";
+import { KeyedLanes, Slots } from "./lanes.js";
+import { PartitionTracker } from "./offsets.js";
+import { deadLetterRecord, statusRecord, type Original } from "./records.js";
+import { sleep } from "./retry.js";
+
+// The Kafka side of the notifier. Each record is handed off as it arrives
+// (eachMessage returns at once), delivered with retries in its own task, and
+// its offset is committed only once it is finished: delivered, or given up on
+// and dead-lettered, with its DeliveryStatus written. So a slow or failing
+// message never holds up the ones behind it, except those of the same
+// verification (same key), which wait to keep their order. At least once: a
+// crash or rebalance redelivers unfinished work; the event-id dedupe keeps
+// this process from sending the same code twice.
+
+export interface NotifierTopics {
+  delivery: string;
+  status: string;
+  deadLetter: string;
+}
+
+export interface NotifierOptions {
+  config: NotifierConfig;
+  logger: Logger;
+  adapters: AdapterSet;
+  /** Defaults to the real topic names; tests give each case its own. */
+  topics?: NotifierTopics;
+}
+
+/** What was decided for an event id; the records are kept only until Kafka has them. */
+interface Handled {
+  unpublished: OutgoingRecord[] | undefined;
+}
+
+// How long eachMessage waits for a free slot before heartbeating again.
+const SLOT_WAIT_MS = 3_000;
+const PUBLISH_BACKOFF_MAX_MS = 5_000;
+const RESTART_DELAY_MS = 5_000;
+
+export class Notifier {
+  private readonly topics: NotifierTopics;
+  private readonly consumer: Consumer;
+  private readonly kafka: ReturnType<typeof kafkaClient>;
+  private readonly sink: KafkaSink;
+  private readonly sealer: Sealer;
+  private readonly deliverer: Deliverer;
+  private readonly dedupe: Lru<Handled>;
+  private readonly lanes = new KeyedLanes();
+  private readonly slots: Slots;
+  private trackers = new Map<string, { topic: string; partition: number; tracker: PartitionTracker }>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly abort = new AbortController();
+  private stopping: Promise<void> | undefined;
+  private commitTimer: NodeJS.Timeout | undefined;
+  private committing: Promise<void> | undefined;
+  private restartTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: NotifierOptions) {
+    const { config, logger } = options;
+    this.topics = options.topics ?? { delivery: TOPICS.delivery, status: TOPICS.deliveryStatus, deadLetter: TOPICS.deadLetter };
+    this.kafka = kafkaClient({ brokers: config.brokers, clientId: "otp-notifier", logger, retry: CONSUMER_RETRY });
+    this.consumer = groupConsumer(this.kafka, config.groupId);
+    this.sink = new KafkaSink({ brokers: config.brokers, logger });
+    this.sealer = new Sealer(config.sealKeys);
+    this.deliverer = new Deliverer(options.adapters, config.retry, logger);
+    this.dedupe = new Lru(config.dedupeSize);
+    this.slots = new Slots(config.maxInFlight);
+  }
+
+  async start(): Promise<void> {
+    const { config, logger } = this.options;
+    await ensureTopics(this.kafka, [this.topics.delivery, this.topics.status, this.topics.deadLetter]);
+    // A new generation re-reads from the committed offsets, so progress
+    // tracked under the old one must not be committed over it.
+    this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
+      this.trackers = new Map();
+    });
+    this.consumer.on(this.consumer.events.CRASH, (e) => {
+      logger.error({ err: e.payload.error.message, restart: e.payload.restart }, "kafka consumer crashed");
+      // kafkajs gives up for good on errors it deems fatal; a notifier that
+      // silently stopped consuming would be worse than one that keeps trying.
+      if (!e.payload.restart) this.restartLater();
+    });
+    await this.runConsumer();
+    this.commitTimer = setInterval(() => void this.commit(), config.commitIntervalMs);
+  }
+
+  private async runConsumer(): Promise<void> {
+    await this.consumer.connect();
+    // From the beginning for a new group: deliveries queued before the first
+    // notifier ran are still sent (expired ones are reported, not sent).
+    await this.consumer.subscribe({ topics: [this.topics.delivery], fromBeginning: true });
+    await this.consumer.run({ autoCommit: false, eachMessage: (payload) => this.accept(payload) });
+  }
+
+  private restartLater(): void {
+    if (this.stopping) return;
+    this.restartTimer = setTimeout(() => {
+      this.runConsumer().then(
+        () => this.options.logger.info("kafka consumer restarted"),
+        (err: unknown) => {
+          this.options.logger.error({ err: (err as Error).message }, "kafka consumer restart failed; trying again");
+          this.restartLater();
+        },
+      );
+    }, RESTART_DELAY_MS);
+  }
+
+  /**
+   * Fetch no more, let deliveries in flight finish within the grace period,
+   * abandon the rest (uncommitted: the next owner redelivers them), commit,
+   * leave the group.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      clearInterval(this.commitTimer);
+      clearTimeout(this.restartTimer);
+      try {
+        this.consumer.pause([{ topic: this.topics.delivery }]);
+      } catch {
+        // Not running (start failed): nothing to pause.
+      }
+      const grace = new AbortController();
+      await Promise.race([Promise.allSettled([...this.inFlight]), sleep(this.options.config.shutdownGraceMs, grace.signal).catch(() => undefined)]);
+      grace.abort();
+      this.abort.abort(new Error("notifier stopping"));
+      await Promise.allSettled([...this.inFlight]);
+      // A commit already running may predate the last finished messages: commit again after it.
+      await this.committing;
+      await this.commit();
+      await this.consumer.disconnect();
+      await this.sink.close();
+      await closeAdapters(this.options.adapters);
+    })();
+    return this.stopping;
+  }
+
+  private async accept({ topic, partition, message, heartbeat }: EachMessagePayload): Promise<void> {
+    // A slot first: bounds what is held in memory. Waiting for one still
+    // heartbeats, so a long wait does not cost the group membership.
+    while (!(await this.slots.acquire(SLOT_WAIT_MS))) {
+      if (this.stopping) return;
+      await heartbeat();
+    }
+    if (this.stopping) {
+      // Not tracked, so never committed: redelivered after the restart.
+      this.slots.release();
+      return;
+    }
+    const done = this.tracker(topic, partition).begin(message.offset);
+    const original: Original = {
+      topic,
+      partition,
+      offset: message.offset,
+      key: message.key?.toString() ?? "",
+      value: message.value ?? new Uint8Array(),
+      headers: headersOf(message),
+    };
+    // No key: no order to keep, a lane of its own.
+    const lane = original.key ? `${partition}/${original.key}` : `${partition}@${message.offset}`;
+    const work: Promise<void> = this.lanes
+      .run(lane, () => this.handle(original))
+      .then((finished) => {
+        if (finished) done();
+      })
+      .finally(() => {
+        this.slots.release();
+        this.inFlight.delete(work);
+      });
+    this.inFlight.add(work);
+  }
+
+  /** True once the record is finished (its offset may be committed); false when abandoned on shutdown. */
+  private async handle(o: Original): Promise<boolean> {
+    const signal = this.abort.signal;
+    try {
+      let event: DeliveryRequested;
+      try {
+        event = decodeDelivery(o.value);
+      } catch (err) {
+        await this.publish(this.poison(o, err));
+        return true;
+      }
+      const seen = this.dedupe.get(event.eventId);
+      if (seen) {
+        // Finished before: only make sure its records went out.
+        if (seen.unpublished) await this.publish(seen.unpublished);
+        seen.unpublished = undefined;
+        this.options.logger.info({ event_id: event.eventId, offset: o.offset }, "duplicate delivery event skipped");
+        return true;
+      }
+      let records: OutgoingRecord[];
+      try {
+        const delivery = openDelivery(event, this.sealer);
+        records = this.recordsFor(o, event, await this.deliverer.deliver(delivery, signal));
+      } catch (err) {
+        if (signal.aborted) throw err;
+        records = this.poison(o, err);
+      }
+      const handled: Handled = { unpublished: records };
+      this.dedupe.set(event.eventId, handled);
+      await this.publish(records);
+      handled.unpublished = undefined;
+      return true;
+    } catch (err) {
+      if (signal.aborted) return false;
+      // publish retries until it succeeds or we stop, so only a bug lands here.
+      this.options.logger.error({ err: (err as Error).name, topic: o.topic, partition: o.partition, offset: o.offset }, "delivery handling failed; left uncommitted");
+      return false;
+    }
+  }
+
+  private recordsFor(o: Original, e: DeliveryRequested, result: Attempted): OutgoingRecord[] {
+    const delivered = result.kind === "delivered";
+    const status = statusRecord(this.topics.status, {
+      deliveryEventId: e.eventId,
+      verificationId: e.verificationId,
+      tenant: e.tenant,
+      traceId: e.traceId,
+      resendCount: e.resendCount,
+      outcome: delivered ? DeliveryOutcome.DELIVERED : DeliveryOutcome.FAILED,
+      reason: delivered ? "" : result.reason,
+      adapter: result.adapter,
+      nowMs: Date.now(),
+    });
+    if (result.kind === "failed" && result.deadLetter) {
+      return [deadLetterRecord(this.topics.deadLetter, o, result.reason, result.attempts), status];
+    }
+    return [status];
+  }
+
+  /** Dead-letter a record no retry can fix; report FAILED when it names a verification. */
+  private poison(o: Original, err: unknown): OutgoingRecord[] {
+    const p = err instanceof PoisonError ? err : new PoisonError("internal error");
+    if (!(err instanceof PoisonError)) this.options.logger.error({ err: (err as Error)?.name }, "unexpected error opening a delivery");
+    this.options.logger.warn({ topic: o.topic, partition: o.partition, offset: o.offset, reason: p.reason, event_id: p.event?.eventId }, "poison delivery record dead-lettered");
+    const records = [deadLetterRecord(this.topics.deadLetter, o, p.reason, 0)];
+    if (p.event) records.push(...this.recordsFor(o, p.event, { kind: "failed", adapter: "", attempts: 0, reason: p.reason, deadLetter: false }));
+    return records;
+  }
+
+  /** Kafka being down must not lose a result: retry until it is written or we stop. */
+  private async publish(records: OutgoingRecord[]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.sink.publish(records);
+        return;
+      } catch (err) {
+        if (this.abort.signal.aborted) throw err;
+        if (attempt === 1) this.options.logger.warn({ err: (err as Error).message }, "cannot write delivery results to Kafka; retrying");
+        await sleep(Math.min(100 * 2 ** attempt, PUBLISH_BACKOFF_MAX_MS), this.abort.signal);
+      }
+    }
+  }
+
+  private tracker(topic: string, partition: number): PartitionTracker {
+    const id = `${topic}\u0000${partition}`;
+    let entry = this.trackers.get(id);
+    if (!entry) this.trackers.set(id, (entry = { topic, partition, tracker: new PartitionTracker() }));
+    return entry.tracker;
+  }
+
+  /** Commit each partition up to its lowest unfinished offset. One commit at a time. */
+  private commit(): Promise<void> {
+    this.committing ??= (async () => {
+      const due = [...this.trackers.values()]
+        .map((e) => ({ ...e, next: e.tracker.committable() }))
+        .filter((e): e is typeof e & { next: bigint } => e.next !== undefined);
+      if (due.length === 0) return;
+      try {
+        await this.consumer.commitOffsets(due.map((e) => ({ topic: e.topic, partition: e.partition, offset: e.next.toString() })));
+        for (const e of due) e.tracker.committed = e.next;
+      } catch (err) {
+        // A rebalance in progress, or Kafka away: the next round commits it.
+        this.options.logger.warn({ err: (err as Error).message }, "offset commit failed; retrying");
+      }
+    })().finally(() => {
+      this.committing = undefined;
+    });
+    return this.committing;
+  }
+}

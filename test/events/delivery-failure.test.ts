@@ -1,0 +1,87 @@
+// The whole loop with real parts: the service (real Redis, real Kafka) queues a
+// delivery; the reference notifier cannot deliver it (its SMS gateway answers
+// 503) and reports FAILED; the service voids the code, so Verify of that code
+// answers DELIVERY_FAILED instead of letting a code nobody received be guessed.
+import type { Client } from '@grpc/grpc-js';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
+import { buildAdapters } from '../../src/notifier/adapters/index.js';
+import { loadNotifierConfig } from '../../src/notifier/config.js';
+import { notifierLogger } from '../../src/notifier/logger.js';
+import { Notifier } from '../../src/notifier/notifier.js';
+import { grpcCall, grpcClient } from '../support/grpc-client.js';
+import { kafkaForTests, type KafkaBroker } from '../support/kafka.js';
+import { startTestApp, type TestApp } from '../support/otp-app.js';
+import { redisForTests, type RedisServer } from '../support/redis.js';
+import { startWebhook, type WebhookServer } from '../support/webhook-server.js';
+
+const { send, verify } = OtpService.method;
+let broker: KafkaBroker | undefined;
+let redis: { url: string; server?: RedisServer };
+let app: TestApp;
+let client: Client;
+let gateway: WebhookServer;
+let notifier: Notifier;
+
+beforeAll(async () => {
+  let brokers: string;
+  ({ brokers, broker } = await kafkaForTests());
+  redis = await redisForTests();
+  gateway = await startWebhook(() => 503);
+  app = await startTestApp({
+    REDIS_URL: redis.url, KAFKA_BROKERS: brokers, OTP_CODE_LENGTH: '6', OTP_MAX_ATTEMPTS: '100', OTP_LIMIT_FAILURES_PER_DESTINATION: '1000/1h',
+  });
+  client = grpcClient(app.grpcTarget);
+  // The reference notifier with its defaults (the development seal key), an SMS webhook that always fails.
+  const config = loadNotifierConfig({
+    KAFKA_BROKERS: brokers,
+    NOTIFIER_SMS_ADAPTER: 'webhook',
+    NOTIFIER_WEBHOOK_URL: gateway.url,
+    NOTIFIER_MAX_ATTEMPTS: '2',
+    NOTIFIER_RETRY_BASE_MS: '20',
+    NOTIFIER_COMMIT_INTERVAL_MS: '100',
+  });
+  const logger = notifierLogger('silent');
+  notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger, () => {}) });
+  await notifier.start();
+}, 180_000);
+
+afterAll(async () => {
+  await notifier?.stop();
+  client?.close();
+  await app?.stop();
+  await gateway?.close();
+  await redis?.server?.stop();
+  await broker?.stop();
+}, 60_000);
+
+it('a failed delivery makes Verify of that code answer DELIVERY_FAILED', async () => {
+  const destination = '+14155550199';
+  const sent = await grpcCall(client, send, { purpose: 'login', channel: Channel.SMS, destination });
+  const vid = sent.verificationId;
+  // The gateway is where the code went (and failed): the test takes it from there, never printing it.
+  const until = Date.now() + 60_000;
+  while (gateway.hits.length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+  expect(gateway.hits.length).toBeGreaterThanOrEqual(2);
+  const hit = gateway.hits[0]!.body;
+  expect(hit.verification_id).toBe(vid);
+  expect(hit.destination).toBe(destination);
+  const code = String(hit.code);
+
+  // The notifier gave up and reported FAILED. Wait for the service to have it, probing with a
+  // wrong code (counted while the code is live: the policy allows plenty), never the right one.
+  const wrong = code === '000000' ? '111111' : '000000';
+  const deadline = Date.now() + 60_000;
+  let result = VerifyResult.UNSPECIFIED;
+  while (Date.now() < deadline && result !== VerifyResult.DELIVERY_FAILED) {
+    result = (await grpcCall(client, verify, { target: { case: 'verificationId', value: vid }, code: wrong })).result;
+    if (result !== VerifyResult.DELIVERY_FAILED) await new Promise((r) => setTimeout(r, 300));
+  }
+  expect(result).toBe(VerifyResult.DELIVERY_FAILED);
+  // And the real code, which would have verified, no longer does.
+  result = (await grpcCall(client, verify, { target: { case: 'verificationId', value: vid }, code })).result;
+  expect(result).toBe(VerifyResult.DELIVERY_FAILED);
+  // By destination too, rather than NOT_FOUND.
+  const byDestination = await grpcCall(client, verify, { target: { case: 'destination', value: { purpose: 'login', destination } }, code });
+  expect(byDestination.result).toBe(VerifyResult.DELIVERY_FAILED);
+}, 120_000);
