@@ -1,15 +1,21 @@
+import { ClientDirectory } from "./auth/authenticate.js";
+import { TrustedProxies } from "./auth/client-ip.js";
+import { readClientsFile } from "./auth/clients.js";
 import type { Config } from "./config.js";
 import { KafkaSink } from "./events/kafka-sink.js";
 import { LogSink } from "./events/log-sink.js";
 import { OutboxRelay } from "./events/relay.js";
+import { DeliveryStatusConsumer } from "./events/status-consumer.js";
 import { Sealer } from "./events/seal.js";
 import type { EventSink } from "./events/sink.js";
 import { createLogger, type Logger } from "./log.js";
+import { Refusals } from "./otp/refusals.js";
 import { OtpService, type DeliveryAdmission } from "./otp/service.js";
 import { ReceiptSigner } from "./receipts/receipts.js";
 import { MemoryStore } from "./store/memory/memory-store.js";
 import { RedisStore } from "./store/redis/redis-store.js";
 import type { VerificationStore } from "./store/store.js";
+import { callerResolver } from "./transport/caller.js";
 import { allowedOrigins } from "./transport/connect/cors.js";
 import { httpHandler } from "./transport/connect/http-handler.js";
 import { listenHttp, type HttpListener } from "./transport/connect/listener.js";
@@ -34,6 +40,12 @@ export interface App {
   grpcPort: number;
   httpPort: number;
   logger: Logger;
+  /**
+   * Re-reads OTP_CLIENTS_FILE (main.ts: on SIGHUP), so a revoked or added key
+   * takes effect without a restart. A file that does not validate is refused
+   * and the clients in force stay; the error is thrown.
+   */
+  reloadClients(): void;
   /** Graceful: stop accepting, drain within config.shutdownGraceMs, close the store. Idempotent. */
   stop(): Promise<void>;
 }
@@ -67,8 +79,19 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       await sink.close();
     });
     const admission: DeliveryAdmission = relay;
+    // Notifiers report failed deliveries; a failed code is voided (Verify answers DELIVERY_FAILED).
+    if (config.kafkaBrokers) {
+      const statuses = new DeliveryStatusConsumer({ brokers: config.kafkaBrokers, logger: log, store, shards: config.redisShards });
+      // Not awaited: the service serves Send/Verify while Kafka is away; the consumer retries by itself.
+      void statuses.start().catch((err: unknown) => log.warn({ err: (err as Error).message }, "delivery status consumer did not start"));
+      cleanups.push(() => statuses.stop());
+    }
 
-    const core = new OtpService({ config, store, sealer, receipts, admission });
+    const refusals = new Refusals(store, log, config.redisShards);
+    const core = new OtpService({ config, store, sealer, receipts, admission, refusals });
+    let directory = config.clients ? new ClientDirectory(config.clients) : null;
+    if (!directory) log.warn("no OTP_CLIENTS_FILE: every caller is accepted as tenant \"default\" (dev mode only)");
+    const callerOf = callerResolver({ directory: () => directory, proxies: new TrustedProxies(config.trustedProxies), refusals });
 
     let draining = false;
     const ready = async (): Promise<boolean> => !draining && (await pingWithin(store, PING_TIMEOUT_MS));
@@ -78,11 +101,15 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     watch.unref();
     cleanups.push(async () => clearInterval(watch));
 
-    const grpc: GrpcListener = await listenGrpc({ host: config.host, port: config.grpcPort, tls: config.tls, core, health, log });
+    const { requestTimeoutMs } = config;
+    const grpc: GrpcListener = await listenGrpc({
+      host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs,
+    });
     let http: HttpListener;
     try {
-      const handler = httpHandler({ core, log, origins: allowedOrigins(config), ready });
-      http = await listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log });
+      const origins = allowedOrigins(config, () => directory);
+      const handler = httpHandler({ core, callerOf, log, origins, ready, jwks: () => receipts.jwks(), refusals });
+      http = await listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs });
     } catch (err) {
       await grpc.stop(0);
       throw err;
@@ -98,6 +125,12 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       grpcPort: grpc.port,
       httpPort: http.port,
       logger: log,
+      reloadClients() {
+        if (!config.clientsFile) throw new Error("no OTP_CLIENTS_FILE to reload");
+        const clients = readClientsFile(config.clientsFile, config.production);
+        directory = new ClientDirectory(clients);
+        log.info({ clients: clients.length }, "clients file reloaded");
+      },
       stop() {
         stopping ??= (async () => {
           // Unready first, so probes and health watchers route new traffic elsewhere.

@@ -1,4 +1,6 @@
 import { readFileSync } from "node:fs";
+import { ClientsFileError, readClientsFile, type Client } from "./auth/clients.js";
+import { parseProxies } from "./auth/client-ip.js";
 import { parseBudget, type Budget } from "./otp/budget.js";
 import type { CodeAlphabet } from "./otp/code.js";
 
@@ -19,6 +21,15 @@ export interface PurposePolicy {
   maxResends: number;
   sendsPerDestination: Budget;
   failuresPerDestination: Budget;
+}
+
+/** Budgets of whoever calls, across destinations (src/otp/caller-budgets.ts). */
+export interface CallerLimits {
+  sendPerIp: Budget;
+  sendPerTenant: Budget;
+  /** Per tenant and country, phone channels: a fallback and per-country overrides (ISO code or "+<calling code>"). */
+  smsPerCountry: { fallback: Budget; countries: Record<string, Budget> };
+  verifyPerIp: Budget;
 }
 
 export interface Secret {
@@ -51,6 +62,14 @@ export interface Config {
   receiptIssuer: string;
   receiptTtlSeconds: number;
   corsOrigins: string[];
+  /** OTP_CLIENTS_FILE: who may call. Unset (dev mode only): open, every caller is tenant "default". */
+  clientsFile: string | undefined;
+  clients: Client[] | undefined;
+  /** Proxies whose X-Forwarded-For is believed (addresses / CIDR blocks). */
+  trustedProxies: string[];
+  callerLimits: CallerLimits;
+  /** Slow clients: a request (headers and body) must have arrived within this. */
+  requestTimeoutMs: number;
   tls: { certFile: string; keyFile: string; caFile: string | undefined } | undefined;
   shutdownGraceMs: number;
   /** Whether the dev log sink may print codes (never in production). */
@@ -83,6 +102,9 @@ export function loadConfig(env: Env = process.env): Config {
   const kafka = optional(env, "KAFKA_BROKERS");
   if (production && !redisUrl) missing.push("REDIS_URL");
   if (production && !kafka) missing.push("KAFKA_BROKERS");
+  const clientsFile = optional(env, "OTP_CLIENTS_FILE");
+  // Without a clients file anyone who reaches the port may call: a developer's laptop, never production.
+  if (production && !clientsFile) missing.push("OTP_CLIENTS_FILE");
   const hmacKeys = parseKeyring("OTP_HMAC_KEYS", secret("OTP_HMAC_KEYS", DEV_HMAC_KEY), 32);
   const destinationKey = parseKey("OTP_DESTINATION_KEY", secret("OTP_DESTINATION_KEY", DEV_DESTINATION_KEY), 32);
   const sealKeys = parseKeyring("OTP_SEAL_KEYS", secret("OTP_SEAL_KEYS", DEV_SEAL_KEYS), 32, 32);
@@ -103,6 +125,14 @@ export function loadConfig(env: Env = process.env): Config {
   };
   const policyFile = optional(env, "OTP_POLICY_FILE");
   const { purposes, restrict } = policyFile ? readPolicyFile(policyFile, defaults) : { purposes: {}, restrict: false };
+
+  const clients = clientsFile ? readClients(clientsFile, production) : undefined;
+  const corsOrigins = (env.OTP_CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean);
+  if (clients && corsOrigins.length > 0) {
+    throw new ConfigError("OTP_CORS_ORIGINS cannot be combined with OTP_CLIENTS_FILE: browser origins belong to the public clients in the file");
+  }
+  const proxies = parseProxies(env.OTP_TRUSTED_PROXIES ?? "");
+  if (typeof proxies === "string") throw new ConfigError(`OTP_TRUSTED_PROXIES: ${proxies}`);
 
   const certFile = optional(env, "TLS_CERT_FILE");
   const keyFile = optional(env, "TLS_KEY_FILE");
@@ -129,7 +159,17 @@ export function loadConfig(env: Env = process.env): Config {
     receiptKeys,
     receiptIssuer: env.OTP_RECEIPT_ISSUER ?? "otp-service",
     receiptTtlSeconds: int(env, "OTP_RECEIPT_TTL_SECONDS", 300, 10, 86_400),
-    corsOrigins: (env.OTP_CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean),
+    corsOrigins,
+    clientsFile,
+    clients,
+    trustedProxies: proxies,
+    callerLimits: {
+      sendPerIp: budget(env, "OTP_LIMIT_SEND_PER_IP", "20/1h"),
+      sendPerTenant: budget(env, "OTP_LIMIT_SEND_PER_TENANT", "10000/1h"),
+      smsPerCountry: countryBudgets(env, "OTP_LIMIT_SMS_PER_COUNTRY", "1000/1h"),
+      verifyPerIp: budget(env, "OTP_LIMIT_VERIFY_PER_IP", "100/1h"),
+    },
+    requestTimeoutMs: int(env, "OTP_REQUEST_TIMEOUT_MS", 30_000, 100, 600_000),
     tls: certFile && keyFile ? { certFile, keyFile, caFile: optional(env, "TLS_CA_FILE") } : undefined,
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     devDeliveryLog: !production,
@@ -168,6 +208,30 @@ function budget(env: Env, name: string, fallback: string): Budget {
   return parsed;
 }
 
+/** "1000/1h" or "1000/1h,US=20000/1h,+882=10/1d": a fallback, then per-country overrides. */
+function countryBudgets(env: Env, name: string, fallback: string): CallerLimits["smsPerCountry"] {
+  const [first = "", ...rest] = (optional(env, name) ?? fallback).split(",").map((p) => p.trim());
+  const fallbackBudget = parseBudget(first);
+  if (!fallbackBudget) throw new ConfigError(`${name} must start with a budget like "1000/1h", got "${first}"`);
+  const countries: Record<string, Budget> = {};
+  for (const part of rest) {
+    const match = /^([A-Z]{2}|\+\d{1,3})=(.+)$/.exec(part);
+    const parsed = match ? parseBudget(match[2]!) : null;
+    if (!match || !parsed) throw new ConfigError(`${name}: "${part}" must look like "US=20000/1h" (ISO country or +calling code)`);
+    countries[match[1]!] = parsed;
+  }
+  return { fallback: fallbackBudget, countries };
+}
+
+function readClients(path: string, production: boolean): Client[] {
+  try {
+    return readClientsFile(path, production);
+  } catch (err) {
+    if (err instanceof ClientsFileError) throw new ConfigError(`OTP_CLIENTS_FILE (${path}) ${err.message}`);
+    throw err;
+  }
+}
+
 function parseKey(name: string, value: string, minBytes: number, exactBytes?: number): Buffer {
   const key = Buffer.from(value, "base64");
   if (key.length < minBytes || (exactBytes !== undefined && key.length !== exactBytes)) {
@@ -177,8 +241,8 @@ function parseKey(name: string, value: string, minBytes: number, exactBytes?: nu
   return key;
 }
 
-/** "kid1:base64,kid2:base64": the last one is the newest. */
-function parseKeyring(name: string, value: string, minBytes: number, exactBytes?: number): Secret[] {
+/** "kid1:base64,kid2:base64": the last one is the newest. Shared with the notifier's config. */
+export function parseKeyring(name: string, value: string, minBytes: number, exactBytes?: number): Secret[] {
   const keys = value.split(",").map((entry, i) => {
     const [id, key, ...rest] = entry.trim().split(":");
     if (!id || !key || rest.length > 0 || !/^[A-Za-z0-9._-]{1,32}$/.test(id)) {

@@ -49,6 +49,15 @@ function onSignals(app: App, config: Config, log: Logger): void {
   };
   process.on("SIGTERM", shutdown);
   process.on("SIGINT", shutdown);
+  // SIGHUP re-reads OTP_CLIENTS_FILE: revoke a leaked key without a restart.
+  process.on("SIGHUP", () => {
+    if (!config.clientsFile) return;
+    try {
+      app.reloadClients();
+    } catch (err) {
+      log.error({ err: (err as Error).message }, "clients file not reloaded; the clients in force stay");
+    }
+  });
 }
 
 async function main(): Promise<void> {

@@ -1,4 +1,4 @@
-import { ConfigError, DEV_SEAL_KEYS, type Secret } from "../config.js";
+import { ConfigError, DEV_SEAL_KEYS, parseKeyring, type Secret } from "../config.js";
 
 // The reference notifier's settings, read once from the environment and
 // validated. A bad value throws ConfigError naming the variable; main.ts
@@ -79,7 +79,7 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
     production,
     brokers: brokers!.split(",").map((b) => b.trim()).filter(Boolean),
     groupId: optional(env, "NOTIFIER_GROUP_ID") ?? "otp-notifier",
-    sealKeys: parseKeyring("OTP_SEAL_KEYS", sealKeys!),
+    sealKeys: parseKeyring("OTP_SEAL_KEYS", sealKeys!, 32, 32),
     adapters: { sms: sms!, email: email! },
     smtp: smtpUrl ? { url: smtpUrl, from: smtpFrom!, timeoutMs: int(env, "NOTIFIER_SMTP_TIMEOUT_MS", 10_000, 100, 300_000) } : undefined,
     webhook: webhookUrl
@@ -134,17 +134,3 @@ function url(name: string, value: string, protocols: string[]): void {
   if (!protocols.includes(parsed.protocol)) throw new ConfigError(`${name} must use ${protocols.join(" or ")}`);
 }
 
-/** "kid:base64,kid:base64" of 32-byte keys, the format of src/config.ts (which does not export its parser). */
-function parseKeyring(name: string, value: string): Secret[] {
-  const keys = value.split(",").map((entry, i) => {
-    const [id, b64, ...rest] = entry.trim().split(":");
-    if (!id || !b64 || rest.length > 0 || !/^[A-Za-z0-9._-]{1,32}$/.test(id)) {
-      throw new ConfigError(`${name} entry ${i + 1} must be "<key id>:<base64 key>"`);
-    }
-    const key = Buffer.from(b64, "base64");
-    if (key.length !== 32) throw new ConfigError(`${name} (key "${id}") must be base64 of exactly 32 bytes`);
-    return { id, key };
-  });
-  if (new Set(keys.map((k) => k.id)).size !== keys.length) throw new ConfigError(`${name} has a repeated key id`);
-  return keys;
-}

@@ -16,6 +16,8 @@ export interface Destination {
   masked: string;
   /** ISO country of a phone number, for per-country budgets. */
   country?: string;
+  /** Country calling code of a phone number ("1", "44", "882"); non-geographic numbers have no ISO country. */
+  callingCode?: string;
 }
 
 export function kindFor(channel: Channel): DestinationKind | null {
@@ -45,7 +47,7 @@ function parsePhone(raw: string): Destination | string {
   const phone = parsePhoneNumberFromString(text);
   if (!phone || !phone.isValid()) return "is not a valid phone number for this channel";
   const normalised = phone.number;
-  return { kind: "phone", normalised, masked: maskPhone(normalised), country: phone.country };
+  return { kind: "phone", normalised, masked: maskPhone(normalised), country: phone.country, callingCode: phone.countryCallingCode };
 }
 
 // Deliberately simple: the notifier's provider is the final judge of

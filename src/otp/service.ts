@@ -19,23 +19,34 @@ import {
   VerifyResponseSchema,
   VerifyResult,
 } from "../gen/otp/v1/otp_pb.js";
+import { requirePurpose, type Grantee, type MethodName } from "../auth/grants.js";
 import type { Config, PurposePolicy } from "../config.js";
 import type { Sealer } from "../events/seal.js";
 import { StoreUnavailableError } from "../store/errors.js";
-import type { EventContext, VerificationRef, VerificationStore, VerificationTimes } from "../store/store.js";
+import type { CallerBudget, EventContext, VerificationRef, VerificationStore, VerificationTimes } from "../store/store.js";
+import { resendBudgets, sendBudgets, verifyBudgets } from "./caller-budgets.js";
 import { canonicalCode, generateCode } from "./code.js";
 import { DestinationDigester, kindFor, parseDestination, type Destination } from "./destination.js";
 import { OtpError } from "./errors.js";
 import { CodeKeyring } from "./keyring.js";
 import { policyFor, storePolicy } from "./policy.js";
+import type { Refusal, Refusals } from "./refusals.js";
 import { assertValid, violation } from "./validation.js";
 import { destinationRef, newVerificationRef, parseVerificationId } from "./verification-id.js";
 
-/** Who is calling, as established by the transport (authentication lives there). */
-export interface Caller {
+/**
+ * Who is calling, as established by the transport (src/transport/caller.ts,
+ * authentication in src/auth/). The method grant is checked there; purposes
+ * are checked here, where the purpose is known.
+ */
+export interface Caller extends Grantee {
   tenant: string;
   clientId: string;
   traceId: string;
+  /** A browser client: Verify/Resend by verification id only, limited by the connection's IP. */
+  isPublic: boolean;
+  /** The end user's IP as the connection shows it (public clients); backends pass client_ip instead. */
+  connectionIp: string | undefined;
 }
 
 /** Signs receipts for VERIFIED results (see src/receipts/). */
@@ -54,6 +65,8 @@ export interface OtpServiceDeps {
   sealer: Sealer;
   receipts?: ReceiptIssuer;
   admission?: DeliveryAdmission;
+  /** Logs and audits refusals (absent: they are only answered). */
+  refusals?: Refusals;
 }
 
 const VERIFY_RESULTS: Record<string, VerifyResult> = {
@@ -77,6 +90,7 @@ export class OtpService {
   private readonly digester: DestinationDigester;
   private readonly receipts: ReceiptIssuer | undefined;
   private readonly admission: DeliveryAdmission | undefined;
+  private readonly refusals: Refusals | undefined;
   private readonly lettersPossible: boolean;
 
   constructor(deps: OtpServiceDeps) {
@@ -87,17 +101,22 @@ export class OtpService {
     this.digester = new DestinationDigester(deps.config.destinationKey);
     this.receipts = deps.receipts;
     this.admission = deps.admission;
+    this.refusals = deps.refusals;
     this.lettersPossible = [deps.config.defaults, ...Object.values(deps.config.purposes)].some((p) => p.alphabet === "alphanumeric");
   }
 
   async send(req: SendRequest, caller: Caller): Promise<SendResponse> {
     assertValid(SendRequestSchema, req);
+    this.permitPurpose(caller, "Send", req.purpose);
     const policy = this.policy(req.purpose, "purpose");
     const destination = this.destination(req.channel, req.destination, "destination");
     this.admit();
 
     const digest = this.digester.digest(caller.tenant, destination.normalised);
-    const ref = newVerificationRef(destinationRef(digest, this.config.redisShards));
+    const at = destinationRef(digest, this.config.redisShards);
+    const about = { purpose: req.purpose, channel: req.channel, maskedDestination: destination.masked, destinationDigest: digest, shard: at.shard };
+    await this.spend(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about);
+    const ref = newVerificationRef(at);
     const code = generateCode(policy.codeLength, policy.alphabet);
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, req.context, code);
     const outcome = await this.guard(() =>
@@ -121,14 +140,30 @@ export class OtpService {
         event: eventContext(caller),
       }),
     );
-    if (outcome.kind === "refused") throw OtpError.exhausted(outcome.reason, outcome.retryAfterMs);
+    if (outcome.kind === "refused") {
+      // The issue script has written its own rate_limited event.
+      this.record(caller, "Send", { type: "rate_limited", reason: outcome.reason, ...about, audit: false });
+      throw OtpError.exhausted(outcome.reason, outcome.retryAfterMs);
+    }
     return create(SendResponseSchema, timesMessage(outcome));
   }
 
   async verify(req: VerifyRequest, caller: Caller): Promise<VerifyResponse> {
     assertValid(VerifyRequestSchema, req);
+    if (caller.isPublic && req.target.case !== "verificationId") {
+      // By destination, a browser could probe which addresses have a live code.
+      throw this.refuse(caller, "Verify", new OtpError("PERMISSION_DENIED", "public clients verify by verification_id only", { reason: "PUBLIC_CLIENT_BY_ID_ONLY" }));
+    }
+    if (req.target.case === "destination") this.permitPurpose(caller, "Verify", req.target.value.purpose);
+    await this.spend(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {});
     const ref = await this.verificationTarget(req, caller);
     if (!ref) return notFound(req.target.case === "verificationId" ? req.target.value : "");
+    if (req.target.case === "verificationId" && caller.purposes) {
+      // A purpose-restricted client verifies only its purposes; the id alone does not say which.
+      const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
+      if (!summary) return notFound(ref.verificationId);
+      this.permitPurpose(caller, "Verify", summary.purpose, ref.verificationId);
+    }
 
     const policy = req.target.case === "destination" ? this.policy(req.target.value.purpose, "destination.purpose") : null;
     // A code outside the alphabet is a caller mistake, not a guess. By id the
@@ -170,8 +205,10 @@ export class OtpService {
     assertValid(ResendRequestSchema, req);
     const ref = parseVerificationId(req.verificationId, this.config.redisShards);
     if (!ref) throw new OtpError("NOT_FOUND", "no such verification");
+    await this.spend(caller, "Resend", resendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), { verificationId: ref.verificationId });
     const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
     if (!summary) throw new OtpError("NOT_FOUND", "no such verification");
+    this.permitPurpose(caller, "Resend", summary.purpose, ref.verificationId);
     if (req.channel !== 0 && kindFor(req.channel) !== kindFor(summary.channel)) {
       throw OtpError.invalidArgument([violation("channel", "does not suit the verification's destination")]);
     }
@@ -205,23 +242,33 @@ export class OtpService {
       case "finished":
         throw new OtpError("FAILED_PRECONDITION", "the verification is finished; Send a new one", { reason: "VERIFICATION_FINISHED" });
       case "refused":
+        this.record(caller, "Resend", {
+          type: "rate_limited", reason: outcome.reason, purpose: summary.purpose, verificationId: ref.verificationId, audit: false,
+        });
         throw OtpError.exhausted(outcome.reason, outcome.retryAfterMs);
     }
   }
 
   async checkRateLimit(req: CheckRateLimitRequest, caller: Caller): Promise<CheckRateLimitResponse> {
     assertValid(CheckRateLimitRequestSchema, req);
+    this.permitPurpose(caller, "CheckRateLimit", req.purpose);
     const policy = this.policy(req.purpose, "purpose");
     const destination = this.destination(req.channel, req.destination, "destination");
     const digest = this.digester.digest(caller.tenant, destination.normalised);
-    const limits = await this.guard(() =>
-      this.store.limits({
-        tenant: caller.tenant,
-        purpose: req.purpose,
-        destination: destinationRef(digest, this.config.redisShards),
-        policy: storePolicy(policy),
-      }),
+    const budgets = sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination);
+    // Both only read: asking spends nothing.
+    const [destinationLimits, callerLimits] = await this.guard(() =>
+      Promise.all([
+        this.store.limits({
+          tenant: caller.tenant,
+          purpose: req.purpose,
+          destination: destinationRef(digest, this.config.redisShards),
+          policy: storePolicy(policy),
+        }),
+        this.store.callerBudgetStates(caller.tenant, budgets),
+      ]),
     );
+    const limits = [...destinationLimits, ...callerLimits];
     const retryAfterMs = Math.max(0, ...limits.map((l) => l.retryAfterMs));
     return create(CheckRateLimitResponseSchema, {
       allowed: retryAfterMs === 0,
@@ -244,6 +291,37 @@ export class OtpService {
     const at = destinationRef(this.digester.digest(caller.tenant, destination.normalised), this.config.redisShards);
     const id = await this.guard(() => this.store.findByDestination(caller.tenant, purpose, at));
     return id === null ? null : { ...at, verificationId: id };
+  }
+
+  /** The end user's IP: the connection's for a browser (it cannot be trusted to say), client_ip from a backend. */
+  private ipOf(caller: Caller, clientIp: string): string | undefined {
+    return caller.isPublic ? caller.connectionIp : clientIp || undefined;
+  }
+
+  /** Spends the caller budgets, all or nothing; a refusal is audited and answered RESOURCE_EXHAUSTED. */
+  private async spend(caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>): Promise<void> {
+    const outcome = await this.guard(() => this.store.spendCallerBudgets(caller.tenant, budgets));
+    if (outcome.allowed) return;
+    this.record(caller, method, { type: "rate_limited", reason: outcome.name, ...about });
+    throw OtpError.exhausted(outcome.name, outcome.retryAfterMs);
+  }
+
+  private permitPurpose(caller: Caller, method: MethodName, purpose: string, verificationId?: string): void {
+    try {
+      requirePurpose(caller, purpose);
+    } catch (err) {
+      throw err instanceof OtpError ? this.refuse(caller, method, err, { purpose, verificationId }) : err;
+    }
+  }
+
+  /** Records a permission refusal and returns the error to throw. */
+  private refuse(caller: Caller, method: MethodName, err: OtpError, about: Partial<Refusal> = {}): OtpError {
+    this.record(caller, method, { type: "refused", reason: err.details.reason ?? err.code, ...about });
+    return err;
+  }
+
+  private record(caller: Caller, method: MethodName, r: Partial<Refusal> & Pick<Refusal, "type" | "reason">): void {
+    this.refusals?.record({ ...r, method, tenant: caller.tenant, clientId: caller.clientId, traceId: caller.traceId });
   }
 
   private policy(purpose: string, field: string): PurposePolicy {

@@ -1,10 +1,29 @@
 import { randomBytes } from "node:crypto";
+import type { PeerCertificate } from "node:tls";
+import type { AuthenticationFailure, ClientDirectory } from "../auth/authenticate.js";
+import { identityOf } from "../auth/certificate.js";
+import type { TrustedProxies } from "../auth/client-ip.js";
+import { requireMethod, type MethodName } from "../auth/grants.js";
+import { OtpError } from "../otp/errors.js";
+import type { Refusals } from "../otp/refusals.js";
 import type { Caller } from "../otp/service.js";
 
 /** What a transport knows about an inbound call, in transport-neutral form. */
 export interface InboundCall {
+  method: MethodName;
   /** A request header / metadata value (lower-case name), undefined when absent. */
   header(name: string): string | undefined;
+  /** The connection's remote address, as the socket reports it. */
+  peerAddress: string | undefined;
+  /** The client certificate of an mTLS connection (already verified against TLS_CA_FILE). */
+  peerCertificate: PeerCertificate | undefined;
+}
+
+export interface CallerResolverOptions {
+  /** The clients file as it stands now (it can be reloaded); null: open dev mode. */
+  directory: () => ClientDirectory | null;
+  proxies: TrustedProxies;
+  refusals: Refusals | undefined;
 }
 
 // W3C trace context: version-traceid-parentid-flags. The trace id travels
@@ -12,13 +31,58 @@ export interface InboundCall {
 const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
 /**
- * Who is calling. Both listeners build their Caller here and nowhere else, so
- * authentication (API keys, mTLS identities, tenants) is added in one place.
- * Async because authentication will be (e.g. a key lookup); it throws OtpError
- * UNAUTHENTICATED / PERMISSION_DENIED when it refuses.
+ * Who is calling. Both listeners build their Caller here and nowhere else:
+ * authenticate (src/auth/authenticate.ts), then check the method grant, so a
+ * caller that may not call a method is turned away before the core sees its
+ * request (on the gRPC port, before its body is even parsed). Throws OtpError
+ * UNAUTHENTICATED / PERMISSION_DENIED, having logged and audited the refusal.
  */
-export async function callerOf(call: InboundCall): Promise<Caller> {
-  return { tenant: "default", clientId: "", traceId: traceIdOf(call.header("traceparent")) };
+export type CallerResolver = (call: InboundCall) => Promise<Caller>;
+
+export function callerResolver(options: CallerResolverOptions): CallerResolver {
+  return async (call) => {
+    const traceId = traceIdOf(call.header("traceparent"));
+    const directory = options.directory();
+    if (!directory) {
+      return { tenant: "default", clientId: "", traceId, methods: null, purposes: null, isPublic: false, connectionIp: undefined };
+    }
+    const auth = directory.authenticate({
+      authorization: call.header("authorization"),
+      certificate: identityOf(call.peerCertificate),
+      origin: call.header("origin"),
+    });
+    if (!auth.ok) {
+      options.refusals?.record({
+        type: "refused", reason: auth.failure, method: call.method, tenant: auth.client?.tenant ?? "", clientId: auth.client?.id ?? "", traceId,
+      });
+      throw unauthenticated(auth.failure);
+    }
+    const client = auth.client;
+    const caller: Caller = {
+      tenant: client.tenant,
+      clientId: client.id,
+      traceId,
+      methods: client.methods,
+      purposes: client.purposes,
+      isPublic: client.public,
+      // A backend's own address says nothing about its end user; a browser's does.
+      connectionIp: client.public ? options.proxies.clientIp(call.peerAddress, call.header("x-forwarded-for")) : undefined,
+    };
+    try {
+      requireMethod(caller, call.method);
+    } catch (err) {
+      const reason = err instanceof OtpError ? (err.details.reason ?? err.code) : "METHOD_NOT_GRANTED";
+      options.refusals?.record({ type: "refused", reason, method: call.method, tenant: caller.tenant, clientId: caller.clientId, traceId });
+      throw err;
+    }
+    return caller;
+  };
+}
+
+/** The caller learns only that its credentials did not do; the audit event says which way. */
+function unauthenticated(failure: AuthenticationFailure): OtpError {
+  const message = failure === "NO_CREDENTIALS" ? "credentials required (authorization: Bearer <key>, or a client certificate)" : "invalid credentials";
+  return new OtpError("UNAUTHENTICATED", message);
 }
 
 function traceIdOf(traceparent: string | undefined): string {

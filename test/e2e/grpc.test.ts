@@ -66,7 +66,9 @@ describe('gRPC: Send and Verify', () => {
     const b = await grpcCall(client, checkRateLimit, req);
     expect(a.allowed).toBe(true);
     expect(a.limits.map((l) => l.name)).toContain('SEND_LIMIT_DESTINATION');
-    expect(b.limits).toEqual(a.limits);
+    // Same budgets left; reset times only run down (the tenant budget is partly spent by earlier tests).
+    const left = (r: typeof a) => r.limits.map((l) => [l.name, l.limit, l.remaining]);
+    expect(left(b)).toEqual(left(a));
   });
 });
 

@@ -1,5 +1,6 @@
-// A throwaway CA with a server certificate (for 127.0.0.1 / localhost) and a
-// client certificate, made with the openssl CLI in a temp dir.
+// A throwaway CA with a server certificate (for 127.0.0.1 / localhost) and
+// client certificates (CN=client; a SPIFFE SVID-like one with URI SAN
+// spiffe://acme.test/billing; CN=stranger), made with the openssl CLI in a temp dir.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,10 @@ export interface TestCerts {
   serverKey: string;
   clientCert: string;
   clientKey: string;
+  spiffeCert: string;
+  spiffeKey: string;
+  strangerCert: string;
+  strangerKey: string;
   read(file: string): Buffer;
   remove(): void;
 }
@@ -31,6 +36,8 @@ export function makeTestCerts(): TestCerts {
   };
   issue('server', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
   issue('client', 'extendedKeyUsage=clientAuth\n');
+  issue('spiffe', 'subjectAltName=URI:spiffe://acme.test/billing\nextendedKeyUsage=clientAuth\n');
+  issue('stranger', 'extendedKeyUsage=clientAuth\n');
 
   return {
     dir,
@@ -39,6 +46,10 @@ export function makeTestCerts(): TestCerts {
     serverKey: f('server.key'),
     clientCert: f('client.pem'),
     clientKey: f('client.key'),
+    spiffeCert: f('spiffe.pem'),
+    spiffeKey: f('spiffe.key'),
+    strangerCert: f('stranger.pem'),
+    strangerKey: f('stranger.key'),
     read: (file) => readFileSync(file),
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };

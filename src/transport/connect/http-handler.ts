@@ -9,14 +9,19 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import type { Logger } from "../../log.js";
+import type { Refusals } from "../../otp/refusals.js";
 import type { OtpService } from "../../otp/service.js";
+import type { CallerResolver } from "../caller.js";
 import { applyCors, type OriginCheck } from "./cors.js";
+import { serveJwks, type JwksSource } from "./jwks.js";
 import { malformedAsInvalidArgument } from "./malformed-requests.js";
+import { peerContext } from "./peer.js";
 import { serveProbe, type PlainResponse, type Readiness } from "./probes.js";
 import { otpRoutes } from "./routes.js";
 
 // The request handler of the HTTP port, for HTTP/1.1 and HTTP/2 alike: CORS,
-// then the RPC routes (Connect, gRPC-Web, gRPC), then the probes, else 404.
+// then the RPC routes (Connect, gRPC-Web, gRPC), then the probes and the
+// receipt keys (JWKS), else 404.
 // It is connectNodeAdapter's dispatch with one addition: every RPC handler is
 // wrapped so malformed protobuf bodies answer INVALID_ARGUMENT.
 
@@ -28,9 +33,12 @@ export const READ_MAX_BYTES = 64 * 1024;
 
 export interface HttpHandlerOptions {
   core: OtpService;
+  callerOf: CallerResolver;
   log: Logger;
   origins: OriginCheck;
   ready: Readiness;
+  jwks: JwksSource;
+  refusals?: Refusals;
 }
 
 export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res: NodeResponse) => void {
@@ -39,13 +47,13 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
     readMaxBytes: READ_MAX_BYTES,
     acceptCompression: [compressionGzip, compressionBrotli],
   });
-  otpRoutes(options.core, log)(router);
+  otpRoutes(options.core, options.callerOf, log)(router);
   const rpcs = new Map<string, UniversalHandlerFn>(
     router.handlers.map((handler) => [handler.requestPath, malformedAsInvalidArgument(handler, log)]),
   );
 
   return (req, res) => {
-    if (applyCors(req, res, options.origins)) return;
+    if (applyCors(req, res, options.origins, (path) => refusedOrigin(options.refusals, path))) return;
     const path = (req.url ?? "").split("?", 1)[0] ?? "";
     const rpc = rpcs.get(path);
     if (rpc) {
@@ -54,13 +62,14 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
     }
     const plain: PlainResponse = res;
     if (serveProbe(req.method, path, plain, options.ready)) return;
+    if (serveJwks(req.method, path, plain, options.jwks)) return;
     plain.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
     plain.end("not found\n");
   };
 }
 
 function serveRpc(rpc: UniversalHandlerFn, req: NodeRequest, res: NodeResponse, log: Logger, path: string): void {
-  rpc(universalRequestFromNodeRequest(req, res, undefined, undefined))
+  rpc(universalRequestFromNodeRequest(req, res, undefined, peerContext(req)))
     .then((uRes) => universalResponseToNodeResponse(uRes, res))
     .catch((reason: unknown) => {
       // The caller went away mid-call: nothing to answer.
@@ -74,4 +83,9 @@ function serveRpc(rpc: UniversalHandlerFn, req: NodeRequest, res: NodeResponse, 
         res.destroy();
       }
     });
+}
+
+/** A preflight from an origin no public client declared (or for a method it is not granted). */
+function refusedOrigin(refusals: Refusals | undefined, path: string): void {
+  refusals?.record({ type: "refused", reason: "ORIGIN_NOT_ALLOWED", method: path, tenant: "", clientId: "", traceId: "" });
 }

@@ -17,8 +17,6 @@ import type { NodeRequest, NodeResponse } from "./http-handler.js";
 // those that negotiated "h2" by ALPN.
 
 const HEADERS_TIMEOUT_MS = 10_000;
-/** Whole request, body included. Our calls are small and unary. */
-const REQUEST_TIMEOUT_MS = 30_000;
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 const H2_IDLE_SESSION_MS = 120_000;
 const MAX_HEADER_BYTES = 16 * 1024;
@@ -42,15 +40,28 @@ export async function listenHttp(options: {
   tls: Config["tls"];
   handler: Handler;
   log: Logger;
+  /** Whole request, body included (OTP_REQUEST_TIMEOUT_MS). Our calls are small and unary. */
+  requestTimeoutMs: number;
 }): Promise<HttpListener> {
-  const { handler, log } = options;
+  const { handler, log, requestTimeoutMs } = options;
+  // http requires headersTimeout <= requestTimeout.
+  const headersTimeoutMs = Math.min(HEADERS_TIMEOUT_MS, requestTimeoutMs);
   const h2 = http2.createServer(
     { settings: { maxConcurrentStreams: H2_MAX_CONCURRENT_STREAMS, maxHeaderListSize: MAX_HEADER_BYTES } },
     handler,
   );
   h2.setTimeout(H2_IDLE_SESSION_MS); // an idle session gets GOAWAY
-  // http2 has no headers/request timeout: a stream that goes quiet this long is cancelled.
-  h2.on("stream", (stream) => stream.setTimeout(REQUEST_TIMEOUT_MS, () => stream.close(http2.constants.NGHTTP2_CANCEL)));
+  // http2 has no headers/request timeout: a stream whose request has not fully
+  // arrived in time (a slow trickle too, not only silence) is cancelled, as is
+  // one that goes quiet this long.
+  h2.on("stream", (stream) => {
+    const cancel = (): void => stream.close(http2.constants.NGHTTP2_CANCEL);
+    const cutoff = setTimeout(cancel, requestTimeoutMs);
+    const arrived = (): void => clearTimeout(cutoff);
+    stream.once("end", arrived);
+    stream.once("close", arrived);
+    stream.setTimeout(requestTimeoutMs, cancel);
+  });
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {
     sessions.add(session);
@@ -59,8 +70,8 @@ export async function listenHttp(options: {
   h2.on("sessionError", (err) => log.debug({ err }, "http2 session error"));
 
   const limits: http.ServerOptions = {
-    headersTimeout: HEADERS_TIMEOUT_MS,
-    requestTimeout: REQUEST_TIMEOUT_MS,
+    headersTimeout: headersTimeoutMs,
+    requestTimeout: requestTimeoutMs,
     keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     maxHeaderSize: MAX_HEADER_BYTES,
     // How often the two timeouts above are checked (default 30 s would make them coarse).

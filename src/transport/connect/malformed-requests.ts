@@ -8,14 +8,17 @@ import { malformedRequest, toConnectError } from "../status.js";
 
 // connect-es decodes a binary request body before any interceptor runs, and
 // reports a body that is not valid protobuf as INTERNAL "parse binary: ..."
-// (protocol/serialization.ts). A malformed body is the caller's fault, and we
-// never answer INTERNAL for what a caller did, so this wrapper rewrites exactly
+// (protocol/serialization.ts), and an envelope flagged compressed without a
+// declared encoding as INTERNAL too (protocol/envelope.ts, whose own comment
+// says InvalidArgument). A malformed body is the caller's fault, and we never
+// answer INTERNAL for what a caller did, so this wrapper rewrites exactly
 // those errors to INVALID_ARGUMENT in each protocol's encoding: the Connect
 // unary JSON error body, the gRPC trailers and the gRPC-Web trailer frame.
 // (Malformed JSON is already INVALID_ARGUMENT in connect-es.)
-// test/e2e covers all three, so a connect-es change in this area shows up there.
+// test/e2e and test/security/fuzz.test.ts cover them, so a connect-es change in this area shows up there.
 
-const PARSE_FAILURE = "parse binary:";
+const CALLER_FAULTS = ["parse binary:", "received compressed envelope, but do not know how to decompress"];
+const isCallerFault = (message: string): boolean => CALLER_FAULTS.some((prefix) => message.startsWith(prefix));
 const STATUS_INTERNAL = String(Code.Internal);
 
 export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logger): UniversalHandlerFn {
@@ -25,7 +28,7 @@ export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logge
   const fixTrailer = (trailer: Headers): boolean => {
     const message = trailer.get("grpc-message");
     if (trailer.get("grpc-status") !== STATUS_INTERNAL || message === null) return false;
-    if (!safeDecode(message).startsWith(PARSE_FAILURE)) return false;
+    if (!isCallerFault(safeDecode(message))) return false;
     trailer.delete("grpc-message");
     setTrailerStatus(trailer, replacement);
     return true;
@@ -67,7 +70,7 @@ async function fixConnectUnary(
   const isParseFailure =
     typeof parsed === "object" && parsed !== null &&
     (parsed as { code?: unknown }).code === "internal" &&
-    String((parsed as { message?: unknown }).message ?? "").startsWith(PARSE_FAILURE);
+    isCallerFault(String((parsed as { message?: unknown }).message ?? ""));
   if (!isParseFailure) return { ...res, body: once(original) };
   const fixed = errorToJsonBytes(replacement, {});
   const header = new Headers(res.header);

@@ -1,25 +1,33 @@
 import type { ConnectRouter, HandlerContext, Interceptor, ServiceImpl } from "@connectrpc/connect";
+import type { MethodName } from "../../auth/grants.js";
 import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
-import { callerOf } from "../caller.js";
+import type { CallerResolver } from "../caller.js";
 import { toConnectError } from "../status.js";
+import { peerKey } from "./peer.js";
 
 // otp.v1.OtpService for connect-node (Connect, gRPC-Web and gRPC). The impl
 // only establishes the caller and calls the core; errors become wire errors in
 // an interceptor, so no handler can leak one by accident.
 
-function caller(ctx: HandlerContext): Promise<Caller> {
-  return callerOf({ header: (name) => ctx.requestHeader.get(name) ?? undefined });
+function caller(callerOf: CallerResolver, method: MethodName, ctx: HandlerContext): Promise<Caller> {
+  const peer = ctx.values.get(peerKey);
+  return callerOf({
+    method,
+    header: (name) => ctx.requestHeader.get(name) ?? undefined,
+    peerAddress: peer.address,
+    peerCertificate: peer.certificate,
+  });
 }
 
 /** A plain ServiceImpl, so tests can also serve it in memory (createRouterTransport). */
-export function otpServiceImpl(core: OtpService): ServiceImpl<typeof OtpServiceDesc> {
+export function otpServiceImpl(core: OtpService, callerOf: CallerResolver): ServiceImpl<typeof OtpServiceDesc> {
   return {
-    send: async (req, ctx) => core.send(req, await caller(ctx)),
-    verify: async (req, ctx) => core.verify(req, await caller(ctx)),
-    resend: async (req, ctx) => core.resend(req, await caller(ctx)),
-    checkRateLimit: async (req, ctx) => core.checkRateLimit(req, await caller(ctx)),
+    send: async (req, ctx) => core.send(req, await caller(callerOf, "Send", ctx)),
+    verify: async (req, ctx) => core.verify(req, await caller(callerOf, "Verify", ctx)),
+    resend: async (req, ctx) => core.resend(req, await caller(callerOf, "Resend", ctx)),
+    checkRateLimit: async (req, ctx) => core.checkRateLimit(req, await caller(callerOf, "CheckRateLimit", ctx)),
   };
 }
 
@@ -33,8 +41,8 @@ function wireErrors(log: Logger): Interceptor {
   };
 }
 
-export function otpRoutes(core: OtpService, log: Logger): (router: ConnectRouter) => void {
+export function otpRoutes(core: OtpService, callerOf: CallerResolver, log: Logger): (router: ConnectRouter) => void {
   return (router) => {
-    router.service(OtpServiceDesc, otpServiceImpl(core), { interceptors: [wireErrors(log)] });
+    router.service(OtpServiceDesc, otpServiceImpl(core, callerOf), { interceptors: [wireErrors(log)] });
   };
 }

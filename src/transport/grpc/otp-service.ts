@@ -1,9 +1,11 @@
 import { fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import type { MethodDefinition, Metadata, sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
+import type { MethodDefinition, sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
 import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
-import { callerOf } from "../caller.js";
+import { hostOfPeer } from "../../auth/client-ip.js";
+import type { MethodName } from "../../auth/grants.js";
+import type { CallerResolver } from "../caller.js";
 import { malformedRequest, toGrpcStatus } from "../status.js";
 
 // otp.v1.OtpService for grpc-js, built from the protobuf-es descriptors (one
@@ -22,6 +24,7 @@ interface UnaryMethod {
 function unary<I extends DescMessage, O extends DescMessage>(
   method: { name: string; input: I; output: O },
   run: Run<I, O>,
+  callerOf: CallerResolver,
   log: Logger,
 ): UnaryMethod {
   const path = `/${OtpServiceDesc.typeName}/${method.name}`;
@@ -37,18 +40,24 @@ function unary<I extends DescMessage, O extends DescMessage>(
       responseDeserialize: (bytes) => fromBinary(method.output, bytes),
     },
     handler: (call, callback) => {
-      void answer(call.request, call.metadata).then(
+      void answer(call).then(
         (response) => callback(null, response),
         (err: unknown) => callback(toGrpcStatus(err, log, path)),
       );
     },
   };
 
-  async function answer(body: Buffer, metadata: Metadata): Promise<MessageShape<O>> {
-    const caller = await callerOf({ header: (name) => firstString(metadata.get(name)) });
+  async function answer(call: ServerUnaryCall<Buffer, unknown>): Promise<MessageShape<O>> {
+    const peer = call.getPeer();
+    const caller = await callerOf({
+      method: method.name as MethodName,
+      header: (name) => firstString(call.metadata.get(name)),
+      peerAddress: peer === "unknown" ? undefined : hostOfPeer(peer),
+      peerCertificate: call.getAuthContext().sslPeerCertificate,
+    });
     let request: MessageShape<I>;
     try {
-      request = fromBinary(method.input, body);
+      request = fromBinary(method.input, call.request);
     } catch {
       throw malformedRequest(method.input.typeName);
     }
@@ -62,14 +71,14 @@ function firstString(values: (string | Buffer)[]): string | undefined {
 }
 
 /** The service definition and its implementation, ready for `server.addService`. */
-export function otpServiceForGrpc(core: OtpService, log: Logger): { definition: ServiceDefinition; implementation: UntypedServiceImplementation } {
+export function otpServiceForGrpc(core: OtpService, callerOf: CallerResolver, log: Logger): { definition: ServiceDefinition; implementation: UntypedServiceImplementation } {
   const m = OtpServiceDesc.method;
   // Keyed by the descriptor's method names: a method added to the proto and not here fails to compile.
   const methods: Record<keyof typeof m, UnaryMethod> = {
-    send: unary(m.send, (req, caller) => core.send(req, caller), log),
-    verify: unary(m.verify, (req, caller) => core.verify(req, caller), log),
-    resend: unary(m.resend, (req, caller) => core.resend(req, caller), log),
-    checkRateLimit: unary(m.checkRateLimit, (req, caller) => core.checkRateLimit(req, caller), log),
+    send: unary(m.send, (req, caller) => core.send(req, caller), callerOf, log),
+    verify: unary(m.verify, (req, caller) => core.verify(req, caller), callerOf, log),
+    resend: unary(m.resend, (req, caller) => core.resend(req, caller), callerOf, log),
+    checkRateLimit: unary(m.checkRateLimit, (req, caller) => core.checkRateLimit(req, caller), callerOf, log),
   };
   const entries = Object.entries(methods);
   return {

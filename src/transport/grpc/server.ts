@@ -3,9 +3,11 @@ import { Server, ServerCredentials, type ServerOptions } from "@grpc/grpc-js";
 import type { Config } from "../../config.js";
 import type { Logger } from "../../log.js";
 import type { OtpService } from "../../otp/service.js";
+import type { CallerResolver } from "../caller.js";
 import type { GrpcHealth } from "./health.js";
 import { otpServiceForGrpc } from "./otp-service.js";
 import { addReflection } from "./reflection.js";
+import { streamGuards } from "./stream-guards.js";
 
 // The gRPC listener for backend callers: otp.v1.OtpService, grpc.health.v1
 // and server reflection on one grpc-js server.
@@ -43,11 +45,13 @@ export async function listenGrpc(options: {
   port: number;
   tls: Config["tls"];
   core: OtpService;
+  callerOf: CallerResolver;
   health: GrpcHealth;
   log: Logger;
+  requestTimeoutMs: number;
 }): Promise<GrpcListener> {
-  const server = new Server(SERVER_OPTIONS);
-  const otp = otpServiceForGrpc(options.core, options.log);
+  const server = new Server({ ...SERVER_OPTIONS, interceptors: [streamGuards(options.requestTimeoutMs)] });
+  const otp = otpServiceForGrpc(options.core, options.callerOf, options.log);
   server.addService(otp.definition, otp.implementation);
   options.health.addTo(server);
   addReflection(server);

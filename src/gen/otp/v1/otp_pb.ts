@@ -544,7 +544,9 @@ export const VerifyResultSchema: GenEnum<VerifyResult> = /*@__PURE__*/
  *                         finished (verified, locked or expired); reason VERIFICATION_FINISHED
  *   NOT_FOUND            Resend of an unknown verification
  *   UNAVAILABLE          the store (Redis) or the event backlog cannot take the call; retry
- *   UNAUTHENTICATED / PERMISSION_DENIED for callers
+ *   UNAUTHENTICATED      no credentials, or credentials that are not (or no longer) valid
+ *   PERMISSION_DENIED   + google.rpc.ErrorInfo: the caller may not do this; reasons:
+ *                         METHOD_NOT_GRANTED, PURPOSE_NOT_GRANTED, PUBLIC_CLIENT_BY_ID_ONLY
  *
  * @generated from service otp.v1.OtpService
  */

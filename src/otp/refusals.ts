@@ -1,0 +1,88 @@
+import { randomInt } from "node:crypto";
+import type { Logger } from "../log.js";
+import type { VerificationStore } from "../store/store.js";
+
+// Every security-relevant refusal (authentication, permission, origin, caller
+// rate limits) is logged and becomes an audit event (src/store/README.md,
+// "Outbox entries"), carrying who was refused and why, never a key or a code.
+// Refusals the store makes itself (destination limits, locks) write their
+// own event inside the same Lua script; those are only logged here.
+//
+// Refusals cost an attacker nothing, so recording them is capped: past
+// CAP_PER_SECOND per replica they are counted, and the count is logged,
+// rather than letting a flood of bad calls become a flood of Redis writes.
+
+const CAP_PER_SECOND = 100;
+const CAP_BURST = 200;
+const DROPPED_REPORT_MS = 10_000;
+
+export interface Refusal {
+  type: "refused" | "rate_limited";
+  /** The ErrorInfo reason or authentication failure, e.g. "UNKNOWN_KEY", "SEND_LIMIT_IP". */
+  reason: string;
+  method: string;
+  /** "" when the caller was not authenticated. */
+  tenant: string;
+  clientId: string;
+  traceId: string;
+  purpose?: string;
+  channel?: number;
+  maskedDestination?: string;
+  destinationDigest?: string;
+  verificationId?: string;
+  /** The outbox shard (the destination's when known; otherwise any). */
+  shard?: number;
+  /** False when the store already wrote the audit event. */
+  audit?: boolean;
+}
+
+export class Refusals {
+  private tokens = CAP_BURST;
+  private refilledAt = Date.now();
+  private dropped = 0;
+  private droppedReportedAt = 0;
+
+  constructor(
+    private readonly store: VerificationStore,
+    private readonly log: Logger,
+    private readonly shards: number,
+  ) {}
+
+  /** Never throws and never waits: a refusal is answered whether or not it could be recorded. */
+  record(r: Refusal): void {
+    if (!this.take()) {
+      this.dropped++;
+      this.reportDropped();
+      return;
+    }
+    this.log.info(
+      { event: r.type, reason: r.reason, method: r.method, tenant: r.tenant, clientId: r.clientId, traceId: r.traceId,
+        purpose: r.purpose, maskedDestination: r.maskedDestination, verificationId: r.verificationId },
+      "call refused",
+    );
+    if (r.audit === false) return;
+    const fields: Record<string, string> = {
+      type: r.type, reason: r.reason, vid: r.verificationId ?? "", tn: r.tenant, p: r.purpose ?? "", ch: String(r.channel ?? 0),
+      md: r.maskedDestination ?? "", dd: r.destinationDigest ?? "", tr: r.traceId, cl: r.clientId,
+    };
+    this.store.appendAudit(r.shard ?? randomInt(this.shards), fields).catch((err: unknown) => {
+      this.log.warn({ err, reason: r.reason }, "could not write the audit event for a refusal");
+    });
+  }
+
+  private take(): boolean {
+    const now = Date.now();
+    this.tokens = Math.min(CAP_BURST, this.tokens + ((now - this.refilledAt) / 1000) * CAP_PER_SECOND);
+    this.refilledAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  private reportDropped(): void {
+    const now = Date.now();
+    if (now - this.droppedReportedAt < DROPPED_REPORT_MS) return;
+    this.droppedReportedAt = now;
+    this.log.warn({ droppedTotal: this.dropped, capPerSecond: CAP_PER_SECOND }, "refusals over the recording cap were counted, not recorded");
+  }
+}

@@ -1,0 +1,30 @@
+import type { ServerHttp2Stream } from "node:http2";
+import type { ServerInterceptor } from "@grpc/grpc-js";
+import { rewriteFramingErrors } from "./malformed-frames.js";
+import { cutOffSlowClient } from "./slow-clients.js";
+
+// The gRPC listener's one interceptor: the two protections that need the
+// call's HTTP/2 stream (malformed-frames.ts, slow-clients.ts). grpc-js gives
+// interceptors no handle on it, but its base call, which the first
+// interceptor receives, keeps the stream in a field named `stream`; this is
+// the one place that relies on that, so this interceptor must come first. If
+// a grpc-js release renames the field, both protections degrade (statuses are
+// still sent, streams are not reset, framing errors stay INTERNAL) and
+// test/security (hardening, fuzz) fails to say so.
+
+export function streamGuards(requestTimeoutMs: number): ServerInterceptor {
+  return (method, call) => {
+    const stream = streamOf(call);
+    if (stream) rewriteFramingErrors(stream);
+    return cutOffSlowClient(method, call, stream, requestTimeoutMs);
+  };
+}
+
+function streamOf(call: object): ServerHttp2Stream | undefined {
+  const stream = (call as { stream?: unknown }).stream;
+  if (typeof stream !== "object" || stream === null) return undefined;
+  const s = stream as Partial<ServerHttp2Stream>;
+  return typeof s.respond === "function" && typeof s.sendTrailers === "function" && typeof s.close === "function"
+    ? (stream as ServerHttp2Stream)
+    : undefined;
+}

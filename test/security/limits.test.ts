@@ -1,0 +1,263 @@
+// Rate limits measured from outside, on a real Redis over a real gRPC client:
+// per destination (GCRA, with a retry time that is honoured), per IP, per
+// tenant, per country, failures per destination (brute force across fresh
+// Sends), concurrency (100 Sends at once), and CheckRateLimit spending nothing.
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { createConnectTransport } from '@connectrpc/connect-node';
+import { Metadata, status, type Client, type ServiceError } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorInfoSchema } from '../../src/gen/google/rpc/error_details_pb.js';
+import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
+import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
+import { grpcCall, grpcClient, grpcError, richDetails } from '../support/grpc-client.js';
+import { freshEmail } from '../support/otp-app.js';
+import { redisForTests, type RedisServer } from '../support/redis.js';
+import { startSecuredApp, type SecuredApp } from '../support/secured-app.js';
+
+const { send, verify, checkRateLimit } = OtpService.method;
+const ALL = ['Send', 'Verify', 'Resend', 'CheckRateLimit'];
+const WEB_ORIGIN = 'https://app.example.com';
+const UNKNOWN_ID = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
+const keys = { acme: newKey(), globex: newKey() };
+
+let redis: { url: string; server?: RedisServer };
+let file: ClientsFile;
+
+beforeAll(async () => {
+  redis = await redisForTests();
+  file = clientsFile([
+    { id: 'backend', tenant: 'acme', key_sha256: sha256(keys.acme), methods: ALL },
+    { id: 'globex-backend', tenant: 'globex', key_sha256: sha256(keys.globex), methods: ALL },
+    { id: 'web', tenant: 'acme', public: true, origins: [WEB_ORIGIN], methods: ['Verify', 'Resend'] },
+  ]);
+});
+
+afterAll(async () => {
+  file?.remove();
+  await redis?.server?.stop();
+});
+
+/** One app per configuration, with its own Redis key prefix; a gRPC client as tenant acme or globex. */
+function appWith(env: Record<string, string>) {
+  const ctx = {} as { app: SecuredApp; grpc: Client };
+  beforeAll(async () => {
+    ctx.app = await startSecuredApp(redis.url, { OTP_CLIENTS_FILE: file.path, OTP_RESEND_COOLDOWN_SECONDS: '0', ...env });
+    ctx.grpc = grpcClient(ctx.app.grpcTarget);
+  });
+  afterAll(async () => {
+    ctx.grpc?.close();
+    await ctx.app?.stop();
+  });
+  return ctx;
+}
+
+function as(tenant: keyof typeof keys = 'acme'): Metadata {
+  const md = new Metadata();
+  md.set('authorization', bearer(keys[tenant]));
+  return md;
+}
+
+const emailTo = (destination: string, extra: object = {}) => ({ purpose: 'login', channel: Channel.EMAIL, destination, ...extra });
+const smsTo = (destination: string, extra: object = {}) => ({ purpose: 'login', channel: Channel.SMS, destination, ...extra });
+const reasonOf = (err: ServiceError) => richDetails(err).errorInfo?.reason;
+const retryMsOf = (err: ServiceError) => {
+  const d = richDetails(err).retryInfo?.retryDelay;
+  return d ? Number(d.seconds) * 1000 + d.nanos / 1e6 : NaN;
+};
+
+describe('per destination, IP and failures (OTP_LIMIT_SEND_PER_DESTINATION=5/6s, OTP_MAX_ATTEMPTS=3)', () => {
+  const ctx = appWith({ OTP_LIMIT_SEND_PER_DESTINATION: '5/6s', OTP_LIMIT_FAILURES_PER_DESTINATION: '10/1h', OTP_MAX_ATTEMPTS: '3' });
+
+  it('the 6th Send to one destination inside the window is refused with a retry time, and a Send after it succeeds', async () => {
+    const destination = freshEmail('six');
+    for (let i = 0; i < 5; i++) await grpcCall(ctx.grpc, send, emailTo(destination), as());
+    const err = await grpcError(grpcCall(ctx.grpc, send, emailTo(destination), as()));
+    expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(reasonOf(err)).toBe('SEND_LIMIT_DESTINATION');
+    const retryMs = retryMsOf(err);
+    // GCRA: one Send per 6 s / 5 = 1.2 s comes back, not the whole window at its edge.
+    expect(retryMs).toBeGreaterThan(0);
+    expect(retryMs).toBeLessThanOrEqual(1_200);
+    await new Promise((r) => setTimeout(r, retryMs + 20));
+    expect((await grpcCall(ctx.grpc, send, emailTo(destination), as())).verificationId).not.toBe('');
+    // ...and only one: the budget came back one Send at a time.
+    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, emailTo(destination), as())))).toBe('SEND_LIMIT_DESTINATION');
+    // The refusal is logged with the client and the masked destination, never the address itself.
+    const logged = ctx.app.logs.filter((l) => l.msg === 'call refused' && l.reason === 'SEND_LIMIT_DESTINATION');
+    expect(logged.some((l) => l.clientId === 'backend' && l.tenant === 'acme' && l.maskedDestination === 's***@example.com')).toBe(true);
+    expect(JSON.stringify(ctx.app.logs).includes(destination)).toBe(false);
+  });
+
+  it('100 concurrent Sends to one destination never let more than the limit through', async () => {
+    const destination = freshEmail('crowd');
+    const outcomes = await Promise.allSettled(Array.from({ length: 100 }, () => grpcCall(ctx.grpc, send, emailTo(destination), as())));
+    const sent = outcomes.filter((o) => o.status === 'fulfilled');
+    const refused = outcomes.flatMap((o) => (o.status === 'rejected' ? [o.reason as ServiceError] : []));
+    expect(sent).toHaveLength(5);
+    expect(refused.every((e) => e.code === status.RESOURCE_EXHAUSTED && reasonOf(e) === 'SEND_LIMIT_DESTINATION')).toBe(true);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(ctx.app.deliveries.lines.filter((l) => l.destination === destination)).toHaveLength(5);
+  });
+
+  it('many destinations from one IP hit the IP limit (20/1h); another IP is unaffected', async () => {
+    const ip = '198.51.100.23';
+    for (let i = 0; i < 20; i++) await grpcCall(ctx.grpc, send, emailTo(freshEmail('spray'), { clientIp: ip }), as());
+    const err = await grpcError(grpcCall(ctx.grpc, send, emailTo(freshEmail('spray'), { clientIp: ip }), as()));
+    expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(reasonOf(err)).toBe('SEND_LIMIT_IP');
+    expect(retryMsOf(err)).toBeGreaterThan(0);
+    expect((await grpcCall(ctx.grpc, send, emailTo(freshEmail('spray'), { clientIp: '198.51.100.24' }), as())).verificationId).not.toBe('');
+    expect(await ctx.app.audits.find({ type: 'rate_limited', reason: 'SEND_LIMIT_IP', cl: 'backend', tn: 'acme' })).toBeDefined();
+  });
+
+  it('an IPv6 client is counted by its /64, so rotating addresses inside it does not help', async () => {
+    for (let i = 1; i <= 20; i++) {
+      await grpcCall(ctx.grpc, send, emailTo(freshEmail('v6'), { clientIp: `2001:db8:1:2::${i.toString(16)}` }), as());
+    }
+    const err = await grpcError(grpcCall(ctx.grpc, send, emailTo(freshEmail('v6'), { clientIp: '2001:db8:1:2:ffff:ffff:ffff:fffe' }), as()));
+    expect(reasonOf(err)).toBe('SEND_LIMIT_IP');
+    expect((await grpcCall(ctx.grpc, send, emailTo(freshEmail('v6'), { clientIp: '2001:db8:1:3::1' }), as())).verificationId).not.toBe('');
+  });
+
+  it('brute force across fresh Sends to one destination stops at OTP_LIMIT_FAILURES_PER_DESTINATION wrong guesses', async () => {
+    const destination = freshEmail('brute');
+    let counted = 0;
+    let sends = 0;
+    let last: { verificationId: string; code: string } | undefined;
+    for (;;) {
+      const outcome = await grpcCall(ctx.grpc, send, emailTo(destination), as()).catch((e: ServiceError) => e);
+      if (outcome instanceof Error) {
+        // The destination is locked: no fresh Send buys fresh guesses.
+        expect(outcome.code).toBe(status.RESOURCE_EXHAUSTED);
+        expect(reasonOf(outcome)).toBe('DESTINATION_LOCKED');
+        expect(retryMsOf(outcome)).toBeGreaterThan(50 * 60_000);
+        break;
+      }
+      const sent = outcome;
+      sends++;
+      expect(sends).toBeLessThanOrEqual(5);
+      const code = await ctx.app.deliveries.codeFor(sent.verificationId);
+      last = { verificationId: sent.verificationId, code };
+      const wrong = code === '11111111' ? '22222222' : '11111111';
+      for (;;) {
+        const res = await grpcCall(ctx.grpc, verify, { target: { case: 'verificationId', value: sent.verificationId }, code: wrong }, as());
+        if (res.result !== VerifyResult.INVALID_CODE) {
+          expect(res.result).toBe(VerifyResult.TOO_MANY_ATTEMPTS);
+          break;
+        }
+        counted++;
+        if (res.attemptsRemaining === 0) break;
+      }
+    }
+    expect(counted).toBe(10);
+    // Locked means locked: even the right code of the live verification no longer passes.
+    const right = await grpcCall(ctx.grpc, verify, { target: { case: 'verificationId', value: last!.verificationId }, code: last!.code }, as());
+    expect(right.result).toBe(VerifyResult.TOO_MANY_ATTEMPTS);
+  });
+});
+
+describe('CheckRateLimit (long windows, so nothing refills while the test runs)', () => {
+  const ctx = appWith({
+    OTP_LIMIT_SEND_PER_DESTINATION: '5/1d', OTP_LIMIT_SEND_PER_IP: '20/1d', OTP_LIMIT_SEND_PER_TENANT: '10000/1d', OTP_LIMIT_SMS_PER_COUNTRY: '1000/1d',
+  });
+
+  it('reports every applicable limit; 50 calls leave every budget unchanged; a Send then spends exactly one of each', async () => {
+    const req = smsTo('+14155550' + String(100 + Math.floor(Math.random() * 800)), { clientIp: '192.0.2.77' });
+    for (let i = 0; i < 2; i++) await grpcCall(ctx.grpc, send, req, as());
+    const left = async () => Object.fromEntries((await grpcCall(ctx.grpc, checkRateLimit, req, as())).limits.map((l) => [l.name, [l.limit, l.remaining]]));
+
+    const before = await left();
+    expect(Object.keys(before).sort()).toEqual(
+      ['DESTINATION_LOCKED', 'RESEND_COOLDOWN', 'SEND_LIMIT_COUNTRY', 'SEND_LIMIT_DESTINATION', 'SEND_LIMIT_IP', 'SEND_LIMIT_TENANT'],
+    );
+    expect(before.SEND_LIMIT_DESTINATION).toEqual([5, 3]);
+    const answers = await Promise.all(Array.from({ length: 50 }, () => grpcCall(ctx.grpc, checkRateLimit, req, as())));
+    expect(answers.every((a) => a.allowed)).toBe(true);
+    expect(await left()).toEqual(before);
+
+    await grpcCall(ctx.grpc, send, req, as());
+    const after = await left();
+    for (const name of ['SEND_LIMIT_DESTINATION', 'SEND_LIMIT_IP', 'SEND_LIMIT_TENANT', 'SEND_LIMIT_COUNTRY']) {
+      expect([name, after[name]![1]]).toEqual([name, before[name]![1]! - 1]);
+    }
+  });
+
+  it('says not allowed, with the retry time, once a budget is empty', async () => {
+    const req = emailTo(freshEmail('full'));
+    for (let i = 0; i < 5; i++) await grpcCall(ctx.grpc, send, req, as());
+    const res = await grpcCall(ctx.grpc, checkRateLimit, req, as());
+    expect(res.allowed).toBe(false);
+    expect(Number(res.retryAfter?.seconds ?? 0)).toBeGreaterThan(0);
+    expect(res.limits.find((l) => l.name === 'SEND_LIMIT_DESTINATION')?.remaining).toBe(0);
+  });
+});
+
+describe('per tenant and per country (OTP_LIMIT_SEND_PER_TENANT=6/1h, OTP_LIMIT_SMS_PER_COUNTRY=2/1h,FR=3/1h)', () => {
+  const ctx = appWith({ OTP_LIMIT_SEND_PER_TENANT: '6/1h', OTP_LIMIT_SMS_PER_COUNTRY: '2/1h,FR=3/1h' });
+  const us = (n: number) => `+141555501${String(10 + n)}`;
+  const fr = (n: number) => `+336123456${String(10 + n)}`;
+
+  it('the country budget stops SMS pumping to one country; a refusal spends nothing; the tenant budget caps the rest', async () => {
+    await grpcCall(ctx.grpc, send, smsTo(us(1)), as());
+    await grpcCall(ctx.grpc, send, smsTo(us(2)), as());
+    const pumped = await grpcError(grpcCall(ctx.grpc, send, smsTo(us(3)), as()));
+    expect(reasonOf(pumped)).toBe('SEND_LIMIT_COUNTRY');
+    expect(await ctx.app.audits.find({ type: 'rate_limited', reason: 'SEND_LIMIT_COUNTRY', cl: 'backend' })).toBeDefined();
+
+    // By ISO country, not calling code: Jamaica (+1 876) is not the United States (+1).
+    await grpcCall(ctx.grpc, send, smsTo('+18765550123'), as());
+    // FR has its own, larger budget.
+    for (let i = 0; i < 3; i++) await grpcCall(ctx.grpc, send, smsTo(fr(i)), as());
+    // Six Sends so far: the refused one did not spend the tenant budget (all or nothing).
+    const capped = await grpcError(grpcCall(ctx.grpc, send, emailTo(freshEmail('tenant')), as()));
+    expect(reasonOf(capped)).toBe('SEND_LIMIT_TENANT');
+
+    // Another tenant has budgets of its own.
+    expect((await grpcCall(ctx.grpc, send, emailTo(freshEmail('globex')), as('globex'))).verificationId).not.toBe('');
+    expect((await grpcCall(ctx.grpc, send, smsTo(us(4)), as('globex'))).verificationId).not.toBe('');
+  });
+});
+
+describe('public clients are limited by the IP of their connection (OTP_LIMIT_VERIFY_PER_IP=3/1h)', () => {
+  const verifyFrom = (ctx: { app: SecuredApp }, forwardedFor?: string) =>
+    createClient(OtpService, createConnectTransport({
+      baseUrl: ctx.app.httpBase,
+      httpVersion: '1.1',
+      interceptors: [(next) => async (req) => {
+        req.header.set('origin', WEB_ORIGIN);
+        if (forwardedFor) req.header.set('x-forwarded-for', forwardedFor);
+        return next(req);
+      }],
+    })).verify({ target: { case: 'verificationId', value: UNKNOWN_ID }, code: '12345678' });
+  const refusal = async (call: Promise<unknown>) => {
+    const err = await call.then(() => undefined, (e: unknown) => ConnectError.from(e));
+    return err ? [err.code, err.findDetails(ErrorInfoSchema)[0]?.reason] : undefined;
+  };
+
+  describe('without trusted proxies', () => {
+    const ctx = appWith({ OTP_LIMIT_VERIFY_PER_IP: '3/1h' });
+
+    it('X-Forwarded-For is ignored: a browser cannot buy a fresh budget by writing one', async () => {
+      for (let i = 0; i < 3; i++) expect(await refusal(verifyFrom(ctx, `203.0.113.${i}`))).toBeUndefined();
+      expect(await refusal(verifyFrom(ctx, '203.0.113.99'))).toEqual([Code.ResourceExhausted, 'VERIFY_LIMIT_IP']);
+    });
+
+    it('a backend that passes client_ip gets the same per-IP Verify limit', async () => {
+      const req = { target: { case: 'verificationId' as const, value: UNKNOWN_ID }, code: '12345678', clientIp: '192.0.2.50' };
+      for (let i = 0; i < 3; i++) expect((await grpcCall(ctx.grpc, verify, req, as())).result).toBe(VerifyResult.NOT_FOUND);
+      expect(reasonOf(await grpcError(grpcCall(ctx.grpc, verify, req, as())))).toBe('VERIFY_LIMIT_IP');
+    });
+  });
+
+  describe('behind a trusted proxy (OTP_TRUSTED_PROXIES=127.0.0.1/32)', () => {
+    const ctx = appWith({ OTP_LIMIT_VERIFY_PER_IP: '3/1h', OTP_TRUSTED_PROXIES: '127.0.0.1/32' });
+
+    it('the address the proxy reports is the one counted, and only the hop the proxy appended is believed', async () => {
+      for (let i = 0; i < 3; i++) expect(await refusal(verifyFrom(ctx, '203.0.113.7'))).toBeUndefined();
+      expect(await refusal(verifyFrom(ctx, '203.0.113.7'))).toEqual([Code.ResourceExhausted, 'VERIFY_LIMIT_IP']);
+      // What the client wrote in front of the proxy's entry changes nothing.
+      expect(await refusal(verifyFrom(ctx, '198.51.100.1, 203.0.113.7'))).toEqual([Code.ResourceExhausted, 'VERIFY_LIMIT_IP']);
+      expect(await refusal(verifyFrom(ctx, '203.0.113.8'))).toBeUndefined();
+    });
+  });
+});
