@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { ClientsFileError, readClientsFile, type Client } from "./auth/clients.js";
 import { parseProxies } from "./auth/client-ip.js";
 import { parseBudget, type Budget } from "./otp/budget.js";
@@ -77,6 +78,8 @@ export interface Config {
   maxOutboxBacklog: number;
   /** An outbox entry pending this long on a relay is taken over by another. */
   relayClaimIdleMs: number;
+  /** Processes sharing the ports (node:cluster); 1 = no cluster. */
+  workers: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -175,7 +178,15 @@ export function loadConfig(env: Env = process.env): Config {
     devDeliveryLog: !production,
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
+    workers: workers(env, redisUrl),
   };
+}
+
+/** Default: one per core with Redis; the in-memory store lives in one process, so dev mode has one. */
+function workers(env: Env, redisUrl: string | undefined): number {
+  const count = int(env, "OTP_WORKERS", redisUrl ? availableParallelism() : 1, 1, 256);
+  if (count > 1 && !redisUrl) throw new ConfigError("OTP_WORKERS above 1 needs REDIS_URL: the in-memory store lives in one process");
+  return count;
 }
 
 function optional(env: Env, name: string): string | undefined {

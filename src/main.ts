@@ -2,6 +2,7 @@ import { pino } from "pino";
 import { startApp, type App } from "./app.js";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
+import { isPrimary, superviseWorkers } from "./workers.js";
 
 // The process: read config, start, and on SIGTERM/SIGINT shut down cleanly
 // (stop accepting, drain in-flight calls within OTP_SHUTDOWN_GRACE_MS, close
@@ -63,6 +64,10 @@ function onSignals(app: App, config: Config, log: Logger): void {
 async function main(): Promise<void> {
   const config = readConfig();
   const log = createLogger({ level: config.logLevel });
+  if (config.workers > 1 && isPrimary()) {
+    superviseWorkers(config.workers, config.shutdownGraceMs, log);
+    return;
+  }
   process.on("uncaughtException", (err) => {
     log.fatal({ err }, "uncaught exception");
     process.exit(1);

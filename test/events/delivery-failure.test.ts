@@ -9,6 +9,8 @@ import { buildAdapters } from '../../src/notifier/adapters/index.js';
 import { loadNotifierConfig } from '../../src/notifier/config.js';
 import { notifierLogger } from '../../src/notifier/logger.js';
 import { Notifier } from '../../src/notifier/notifier.js';
+import { TOPICS } from '../../src/events/topics.js';
+import { createTopicsPatiently } from '../support/delivery-events.js';
 import { grpcCall, grpcClient } from '../support/grpc-client.js';
 import { kafkaForTests, type KafkaBroker } from '../support/kafka.js';
 import { startTestApp, type TestApp } from '../support/otp-app.js';
@@ -27,6 +29,7 @@ beforeAll(async () => {
   let brokers: string;
   ({ brokers, broker } = await kafkaForTests());
   redis = await redisForTests();
+  await createTopicsPatiently(brokers, Object.values(TOPICS));
   gateway = await startWebhook(() => 503);
   app = await startTestApp({
     REDIS_URL: redis.url, KAFKA_BROKERS: brokers, OTP_CODE_LENGTH: '6', OTP_MAX_ATTEMPTS: '100', OTP_LIMIT_FAILURES_PER_DESTINATION: '1000/1h',

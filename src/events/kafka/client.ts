@@ -73,8 +73,26 @@ export async function ensureTopics(kafka: Kafka, topics: string[], partitions = 
     if (missing.length > 0) {
       await admin.createTopics({ waitForLeaders: true, topics: missing.map((topic) => ({ topic, numPartitions: partitions })) });
     }
+    await untilServed(admin, topics);
   } finally {
     await admin.disconnect();
+  }
+}
+
+// Right after creation, KRaft can still answer "does not host this
+// topic-partition" for a moment, and kafkajs consumers give up on that: wait
+// until every partition of every topic has a leader (bounded).
+async function untilServed(admin: Admin, topics: string[], timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const { topics: meta } = await admin.fetchTopicMetadata({ topics });
+      if (meta.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+    if (Date.now() > deadline) return;
+    await new Promise((r) => setTimeout(r, 200));
   }
 }
 

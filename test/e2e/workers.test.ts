@@ -1,0 +1,39 @@
+// OTP_WORKERS: several processes share the ports and the Redis state; a
+// verification sent through one worker verifies through another.
+import { describe, expect, it } from 'vitest';
+import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
+import { grpcCall, grpcClient } from '../support/grpc-client.js';
+import { redisForTests } from '../support/redis.js';
+import { exitWithin, spawnService, untilServing } from '../support/service-process.js';
+
+describe('OTP_WORKERS=2', () => {
+  it('two workers serve one port and share state; SIGTERM stops them all with exit 0', { timeout: 60_000 }, async () => {
+    const redis = await redisForTests();
+    const service = await spawnService({ REDIS_URL: redis.url, OTP_WORKERS: '2', OTP_RESEND_COOLDOWN_SECONDS: '0' });
+    try {
+      await untilServing(service);
+      const listening = () => service.logs().filter((l) => l.msg === 'otp-service listening').length;
+      const deadline = Date.now() + 20_000;
+      while (listening() < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(listening()).toBe(2);
+      // Separate connections are handed to workers in turn: Send on some, Verify on others.
+      const outcomes: VerifyResult[] = [];
+      for (let i = 0; i < 4; i++) {
+        const a = grpcClient(`127.0.0.1:${service.grpcPort}`);
+        const sent = await grpcCall(a, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: `w${i}@example.com` });
+        a.close();
+        const b = grpcClient(`127.0.0.1:${service.grpcPort}`);
+        const res = await grpcCall(b, OtpService.method.verify, { target: { case: 'verificationId', value: sent.verificationId }, code: '000000' });
+        b.close();
+        outcomes.push(res.result);
+      }
+      // Every worker found every verification (a wrong code, not NOT_FOUND).
+      expect(outcomes.every((r) => r === VerifyResult.INVALID_CODE)).toBe(true);
+      service.child.kill('SIGTERM');
+      expect(await exitWithin(service, 20_000)).toBe(0);
+    } finally {
+      service.child.kill('SIGKILL');
+      await redis.server?.stop();
+    }
+  });
+});
