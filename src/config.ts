@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
+import { ConfigError, int, oneOf, optional, type Env } from "./env.js";
 import { ClientsFileError, readClientsFile, type Client } from "./auth/clients.js";
 import { parseProxies } from "./auth/client-ip.js";
 import { parseBudget, type Budget } from "./otp/budget.js";
@@ -9,9 +10,7 @@ import type { CodeAlphabet } from "./otp/code.js";
 // turned into a typed object at start-up. A bad value throws ConfigError
 // naming the variable; main.ts prints it and exits.
 
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
+export { ConfigError };
 
 export interface PurposePolicy {
   codeLength: number;
@@ -82,7 +81,6 @@ export interface Config {
   workers: number;
 }
 
-type Env = Record<string, string | undefined>;
 
 // Development secrets: public by design, refused in production. They let the
 // service and the reference notifier run together with no configuration.
@@ -187,29 +185,6 @@ function workers(env: Env, redisUrl: string | undefined): number {
   const count = int(env, "OTP_WORKERS", redisUrl ? availableParallelism() : 1, 1, 256);
   if (count > 1 && !redisUrl) throw new ConfigError("OTP_WORKERS above 1 needs REDIS_URL: the in-memory store lives in one process");
   return count;
-}
-
-function optional(env: Env, name: string): string | undefined {
-  const value = env[name]?.trim();
-  return value === "" ? undefined : value;
-}
-
-function int(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = optional(env, name);
-  if (raw === undefined) return fallback;
-  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
-  const value = Number(raw);
-  if (value < min || value > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
-  return value;
-}
-
-function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
-  const raw = optional(env, name);
-  if (raw === undefined) return fallback;
-  if (!(allowed as readonly string[]).includes(raw)) {
-    throw new ConfigError(`${name} must be one of ${allowed.join(", ")}, got "${raw}"`);
-  }
-  return raw as T;
 }
 
 function budget(env: Env, name: string, fallback: string): Budget {

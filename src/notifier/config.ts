@@ -1,4 +1,5 @@
-import { ConfigError, DEV_SEAL_KEYS, parseKeyring, type Secret } from "../config.js";
+import { DEV_SEAL_KEYS, parseKeyring, type Secret } from "../config.js";
+import { ConfigError, int, oneOf, optional, type Env } from "../env.js";
 
 // The reference notifier's settings, read once from the environment and
 // validated. A bad value throws ConfigError naming the variable; main.ts
@@ -34,7 +35,6 @@ export interface NotifierConfig {
   logLevel: string;
 }
 
-type Env = Record<string, string | undefined>;
 
 const ADAPTERS = ["console", "smtp", "webhook"] as const;
 
@@ -100,27 +100,6 @@ function adapterOf(env: Env, name: string, fallback: AdapterName | undefined, mi
     return undefined;
   }
   return oneOf(env, name, ADAPTERS, fallback ?? "console");
-}
-
-function optional(env: Env, name: string): string | undefined {
-  const value = env[name]?.trim();
-  return value === "" ? undefined : value;
-}
-
-function int(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = optional(env, name);
-  if (raw === undefined) return fallback;
-  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
-  const value = Number(raw);
-  if (value < min || value > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
-  return value;
-}
-
-function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
-  const raw = optional(env, name);
-  if (raw === undefined) return fallback;
-  if (!(allowed as readonly string[]).includes(raw)) throw new ConfigError(`${name} must be one of ${allowed.join(", ")}, got "${raw}"`);
-  return raw as T;
 }
 
 function url(name: string, value: string, protocols: string[]): void {

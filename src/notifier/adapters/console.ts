@@ -1,3 +1,4 @@
+import { messageJson } from "./message-json.js";
 import type { ChannelAdapter, OutgoingMessage } from "./types.js";
 
 /**
@@ -18,16 +19,7 @@ export class ConsoleAdapter implements ChannelAdapter {
         time: Date.now(),
         msg: "delivery (console adapter; not for production)",
         adapter: "console",
-        event_id: m.eventId,
-        verification_id: m.verificationId,
-        tenant: m.tenant,
-        purpose: m.purpose,
-        channel: m.channel,
-        destination: m.destination,
-        code: m.code,
-        locale: m.locale,
-        subject: m.subject,
-        text: m.text,
+        ...messageJson(m),
       }),
     );
   }

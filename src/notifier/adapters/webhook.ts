@@ -1,3 +1,4 @@
+import { messageJson } from "./message-json.js";
 import { DeliveryError, type ChannelAdapter, type OutgoingMessage } from "./types.js";
 
 // POSTs each message as JSON to one URL: the shape most SMS gateways (or a
@@ -28,7 +29,7 @@ export class WebhookAdapter implements ChannelAdapter {
       response = await fetch(this.settings.url, {
         method: "POST",
         headers,
-        body: JSON.stringify(payload(m)),
+        body: JSON.stringify(messageJson(m)),
         signal: AbortSignal.any([signal, AbortSignal.timeout(this.settings.timeoutMs)]),
         redirect: "error",
       });
@@ -46,21 +47,4 @@ export class WebhookAdapter implements ChannelAdapter {
   }
 
   async close(): Promise<void> {}
-}
-
-function payload(m: OutgoingMessage): Record<string, unknown> {
-  return {
-    event_id: m.eventId,
-    verification_id: m.verificationId,
-    tenant: m.tenant,
-    purpose: m.purpose,
-    channel: m.channel,
-    destination: m.destination,
-    code: m.code,
-    subject: m.subject,
-    text: m.text,
-    locale: m.locale,
-    expires_at: m.expiresAtMs ? new Date(m.expiresAtMs).toISOString() : undefined,
-    metadata: m.metadata,
-  };
 }
