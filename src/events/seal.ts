@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from "node:crypto";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { SealedSchema, type Sealed } from "../gen/otp/events/v1/events_pb.js";
 import type { Secret } from "../config.js";
@@ -15,13 +15,15 @@ export function sealAad(field: SealedField, owner: string): Buffer {
 }
 
 export class Sealer {
-  private readonly byId: Map<string, Buffer>;
-  private readonly newest: Secret;
+  // KeyObjects made once: a Buffer key is imported again on every cipher.
+  private readonly byId: Map<string, KeyObject>;
+  private readonly newest: { id: string; key: KeyObject };
 
   constructor(keys: readonly Secret[]) {
     if (keys.length === 0) throw new Error("the seal keyring needs at least one key");
-    this.byId = new Map(keys.map((k) => [k.id, k.key]));
-    this.newest = keys[keys.length - 1]!;
+    this.byId = new Map(keys.map((k) => [k.id, createSecretKey(k.key)]));
+    const newest = keys[keys.length - 1]!;
+    this.newest = { id: newest.id, key: this.byId.get(newest.id)! };
   }
 
   /**

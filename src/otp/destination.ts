@@ -1,4 +1,4 @@
-import { createHmac, hkdfSync } from "node:crypto";
+import { createHmac, createSecretKey, hkdfSync, type KeyObject } from "node:crypto";
 import { parsePhoneNumberFromString } from "libphonenumber-js/max";
 import { Channel } from "../gen/otp/v1/otp_pb.js";
 
@@ -74,7 +74,7 @@ export function maskEmail(address: string): string {
 
 /** Keyed digests of destinations, one derived key per tenant. */
 export class DestinationDigester {
-  private readonly tenantKeys = new Map<string, Buffer>();
+  private readonly tenantKeys = new Map<string, KeyObject>();
 
   constructor(private readonly rootKey: Buffer) {}
 
@@ -83,10 +83,10 @@ export class DestinationDigester {
     return createHmac("sha256", this.keyFor(tenant)).update(normalised).digest().subarray(0, 16).toString("base64url");
   }
 
-  private keyFor(tenant: string): Buffer {
+  private keyFor(tenant: string): KeyObject {
     let key = this.tenantKeys.get(tenant);
     if (!key) {
-      key = Buffer.from(hkdfSync("sha256", this.rootKey, "otp-destination-digest", tenant, 32));
+      key = createSecretKey(Buffer.from(hkdfSync("sha256", this.rootKey, "otp-destination-digest", tenant, 32)));
       this.tenantKeys.set(tenant, key);
     }
     return key;
