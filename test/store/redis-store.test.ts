@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Sealer } from '../../src/events/seal.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StoreUnavailableError } from '../../src/store/errors.js';
 import { connectRedis, type RedisConnection, type RedisReply } from '../../src/store/redis/client.js';
@@ -7,6 +8,7 @@ import { freePort } from '../support/free-port.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
 import { describeStoreBehaviour } from './behaviour.js';
 import {
+  EMAIL,
   EVENT,
   issueCommand,
   newCode,
@@ -14,6 +16,7 @@ import {
   policy,
   PURPOSE,
   resendCommand,
+  SMS,
   TENANT,
   verifyCommand,
   wrong,
@@ -96,8 +99,10 @@ describe('redis store: what Redis holds', () => {
         const hash = (await raw.call(['HGETALL', key])) as string[];
         everything += flat(hash);
         const fields = hash.filter((_, i) => i % 2 === 0);
+        // Empty values are not stored: a missing field reads as ''.
+        expect(hash.filter((v, i) => i % 2 === 1 && v === '').length, key).toBe(0);
         for (const field of fields) {
-          expect(field).toMatch(/^(dd|md|sd|ls|lf|lk|id:[A-Za-z0-9_-]{34}|[a-z_]+:(id|h|k|n|ch|a|m|r|mr|e|ra|st|ik|vk|vt|lc|mt|cx))$/);
+          expect(field).toMatch(/^(dd|md|sd|sb|sb2|ls|lf|lk|id:[A-Za-z0-9_-]{34}|[a-z_]+:(id|h|k|n|ch|a|m|r|mr|e|ra|st|ik|vk|vt|lc|mt|cx))$/);
         }
       } else {
         expect(type).toBe('stream');
@@ -109,6 +114,86 @@ describe('redis store: what Redis holds', () => {
     expect(everything.includes(dest.raw)).toBe(false);
     expect(everything.includes(dest.raw.slice(1))).toBe(false);
     expect(everything.includes(code)).toBe(false);
+    await store.close();
+  });
+
+  it('a typical destination hash (email or phone, no metadata) is a listpack; the outbox still gets base64', async () => {
+    const prefix = freshPrefix();
+    const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });
+    // The dev seal key's id: a sealed email of 22 characters is 88 base64 characters.
+    const sealer = new Sealer([{ id: 'dev-seal', key: randomBytes(32) }]);
+    const destinations: [number, string, string][] = [
+      [EMAIL, 'jane.doe.1984@example.com', 'j***@example.com'],
+      [SMS, '+447700900123', '+44*********23'],
+    ];
+    for (const [channel, address, masked] of destinations) {
+      const dest = newDestination(SHARDS);
+      const { cmd, code } = issueCommand(dest);
+      Object.assign(cmd, {
+        channel,
+        maskedDestination: masked,
+        sealedDestination: sealer.seal('destination', TENANT, address),
+        metadataJson: '',
+      });
+      expect(cmd.sealedDestination.length).toBeGreaterThan(64);
+      expect((await store.issue(cmd)).kind).toBe('issued');
+      const [key] = (await keysOf(prefix)).filter((k) => k.endsWith(`:${dest.ref.handle}`));
+      expect(await raw.call(['OBJECT', 'ENCODING', key!]), address).toBe('listpack');
+      // Resend reads it back from the hash: the delivery event carries the same base64.
+      expect((await store.resend(resendCommand(cmd.ref, code))).kind).toBe('resent');
+      const sealed = (await store.readOutbox('relay-1', 100))
+        .filter((e) => e.fields.type === 'delivery' && e.fields.vid === cmd.ref.verificationId)
+        .map((e) => e.fields.sd);
+      expect(sealed).toEqual([cmd.sealedDestination, cmd.sealedDestination]);
+      expect(sealer.openBase64('destination', TENANT, sealed[1]!)).toBe(address);
+    }
+    // Anything that is not canonical base64 is kept as it is, and comes back unchanged.
+    for (const odd of ['no+padding', 'base64url_-', 'QR==', '']) {
+      const { cmd, code } = issueCommand(newDestination(SHARDS));
+      cmd.sealedDestination = odd;
+      await store.issue(cmd);
+      await store.resend(resendCommand(cmd.ref, code));
+      const sealed = (await store.readOutbox('relay-1', 100))
+        .filter((e) => e.fields.type === 'delivery' && e.fields.vid === cmd.ref.verificationId)
+        .map((e) => e.fields.sd);
+      expect(sealed).toEqual([odd, odd]);
+    }
+    await store.close();
+  });
+
+  it('a Send replaces every field of the older verification, empty ones included', async () => {
+    const prefix = freshPrefix();
+    const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });
+    const dest = newDestination(SHARDS);
+    const first = issueCommand(dest, { idempotencyKey: 'send-1' });
+    first.cmd.context = 'ctx-1';
+    expect((await store.issue(first.cmd)).kind).toBe('issued');
+    expect((await store.verify(verifyCommand(first.cmd.ref, first.code, { idempotencyKey: 'verify-1' }))).result).toBe('VERIFIED');
+    const second = issueCommand(dest, { policy: policy({ resendCooldownSeconds: 60 }) });
+    Object.assign(second.cmd, { locale: '', metadataJson: '', context: '' });
+    expect((await store.issue(second.cmd)).kind).toBe('issued');
+
+    const [key] = (await keysOf(prefix)).filter((k) => !k.endsWith(':outbox'));
+    const fields = ((await raw.call(['HGETALL', key!])) as string[]).filter((_, i) => i % 2 === 0);
+    for (const gone of ['st', 'ik', 'lc', 'mt', 'cx', 'vk', 'vt']) expect(fields).not.toContain(`${PURPOSE}:${gone}`);
+    expect(await store.describe(TENANT, second.cmd.ref)).toEqual({ purpose: PURPOSE, channel: SMS, context: '' });
+    expect(await store.describe(TENANT, first.cmd.ref)).toBeNull();
+    // Live though `st` is missing: the cooldown applies, and a failed delivery voids it.
+    const [, cooldown] = await store.limits({ tenant: TENANT, purpose: PURPOSE, destination: dest.ref, policy: policy() });
+    expect(cooldown!.remaining).toBe(0);
+    expect(await store.resend(resendCommand(second.cmd.ref, second.code))).toMatchObject({ kind: 'refused', reason: 'RESEND_COOLDOWN' });
+    expect(await store.markDeliveryFailed(TENANT, second.cmd.ref, 0, 'bounced', EVENT)).toBe(true);
+    expect((await store.verify(verifyCommand(second.cmd.ref, second.code))).result).toBe('DELIVERY_FAILED');
+
+    // Resend's delivery event carries '' for a locale and metadata that were not stored.
+    const third = issueCommand(newDestination(SHARDS));
+    Object.assign(third.cmd, { locale: '', metadataJson: '' });
+    await store.issue(third.cmd);
+    expect((await store.resend(resendCommand(third.cmd.ref, third.code))).kind).toBe('resent');
+    const deliveries = (await store.readOutbox('relay-1', 100)).filter(
+      (e) => e.fields.type === 'delivery' && e.fields.vid === third.cmd.ref.verificationId,
+    );
+    expect(deliveries.map((e) => [e.fields.lc, e.fields.mt])).toEqual([['', ''], ['', '']]);
     await store.close();
   });
 

@@ -11,7 +11,7 @@ ARGV[3]   new verification id
 ARGV[4]   channel number
 ARGV[5]   destination digest
 ARGV[6]   masked destination
-ARGV[7]   sealed destination (base64)
+ARGV[7]   sealed destination (base64; kept as raw bytes)
 ARGV[8]   code digest
 ARGV[9]   key id of the code digest
 ARGV[10]  code length
@@ -40,6 +40,7 @@ Returns
 --- @include "gcra"
 --- @include "expiry"
 --- @include "outbox"
+--- @include "base64"
 
 local dest = KEYS[1]
 local p, vid, ch, md, ik = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[6], ARGV[14]
@@ -49,7 +50,8 @@ local now = now_ms()
 local cur = redis.call('HMGET', dest, p .. ':id', p .. ':st', p .. ':e', p .. ':ra', p .. ':ik',
   p .. ':ch', p .. ':m', p .. ':a', p .. ':mr', p .. ':r', p .. ':n', 'md', 'lk', 'ls')
 local cur_id, cur_e, cur_ra = cur[1], tonumber(cur[3]), tonumber(cur[4])
-local live = cur_id and cur[2] == '' and now < cur_e
+-- An empty field is not stored: a missing `st` is '' (live).
+local live = cur_id and (cur[2] or '') == '' and now < cur_e
 
 -- 1. A repeated Send answers with the verification it created; nothing changes.
 if live and ik ~= '' and cur[5] == ik then
@@ -76,11 +78,28 @@ if not allowed then return refuse('SEND_LIMIT_DESTINATION', retry) end
 -- 5. Overwrite the purpose's fields; the old id's reverse lookup goes, so its code dies here.
 local ttl = tonumber(ARGV[15])
 local e, ra = now + ttl, now + tonumber(ARGV[17])
-if cur_id then redis.call('HDEL', dest, 'id:' .. cur_id, p .. ':vk', p .. ':vt') end
-redis.call('HSET', dest, 'dd', ARGV[5], 'md', md, 'sd', ARGV[7], 'ls', ls, 'id:' .. vid, p,
+-- The sealed destination is kept as raw bytes (base64.lua), so the hash stays a listpack.
+local sealed, gone = sealed_fields(ARGV[7])
+local set = {'dd', ARGV[5], 'md', md, 'ls', ls, 'id:' .. vid, p,
   p .. ':id', vid, p .. ':h', ARGV[8], p .. ':k', ARGV[9], p .. ':n', n, p .. ':ch', ch,
-  p .. ':a', 0, p .. ':m', m, p .. ':r', 0, p .. ':mr', mr, p .. ':e', e, p .. ':ra', ra,
-  p .. ':st', '', p .. ':ik', ik, p .. ':lc', ARGV[12], p .. ':mt', ARGV[13], p .. ':cx', ARGV[23])
+  p .. ':a', 0, p .. ':m', m, p .. ':r', 0, p .. ':mr', mr, p .. ':e', e, p .. ':ra', ra}
+for i = 1, #sealed do set[#set + 1] = sealed[i] end
+-- Empty fields are not stored (a reader takes a missing one as ''), so the older
+-- verification's go; `st` is always '' (live) here.
+gone[#gone + 1] = p .. ':st'
+gone[#gone + 1] = p .. ':vk'
+gone[#gone + 1] = p .. ':vt'
+for _, f in ipairs({{':ik', ik}, {':lc', ARGV[12]}, {':mt', ARGV[13]}, {':cx', ARGV[23]}}) do
+  if f[2] == '' then
+    gone[#gone + 1] = p .. f[1]
+  else
+    set[#set + 1] = p .. f[1]
+    set[#set + 1] = f[2]
+  end
+end
+if cur_id then gone[#gone + 1] = 'id:' .. cur_id end
+redis.call('HDEL', dest, unpack(gone))
+redis.call('HSET', dest, unpack(set))
 -- Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.
 extend_expiry(dest, math.max(e + ttl, ls))
 

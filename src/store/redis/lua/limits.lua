@@ -26,7 +26,8 @@ local send_left, send_reset, send_retry = gcra_state(v[1], now, tonumber(ARGV[2]
 
 -- The cooldown applies only while the purpose's verification is live.
 local cooldown = 0
-if v[4] == '' and now < tonumber(v[5]) then cooldown = math.max(0, tonumber(v[6]) - now) end
+-- (A missing `st` is '', live; a missing `e` means there is no verification.)
+if (v[4] or '') == '' and v[5] and now < tonumber(v[5]) then cooldown = math.max(0, tonumber(v[6]) - now) end
 
 local fail_left, fail_reset = gcra_state(v[2], now, tonumber(ARGV[4]), tonumber(ARGV[5]))
 local locked_for = math.max(0, (tonumber(v[3]) or 0) - now)

@@ -26,7 +26,7 @@ if not p then return 0 end
 local v = redis.call('HMGET', dest, p .. ':st', p .. ':e', p .. ':r', p .. ':ch', 'dd', 'md')
 local now = now_ms()
 -- A later resend's code is not voided by an older delivery's failure.
-if v[1] ~= '' or now >= tonumber(v[2]) or tonumber(v[3]) ~= tonumber(ARGV[3]) then return 0 end
+if (v[1] or '') ~= '' or now >= tonumber(v[2]) or tonumber(v[3]) ~= tonumber(ARGV[3]) then return 0 end
 
 redis.call('HSET', dest, p .. ':st', 'f')
 emit({ stream = KEYS[2], vid = vid, tn = ARGV[1], p = p, ch = v[4], md = v[6], dd = v[5],

@@ -29,6 +29,7 @@ Returns
 --- @include "gcra"
 --- @include "expiry"
 --- @include "outbox"
+--- @include "base64"
 
 local dest, vid = KEYS[1], ARGV[2]
 
@@ -36,10 +37,11 @@ local p = redis.call('HGET', dest, 'id:' .. vid)
 if not p then return {'not_found'} end
 
 local v = redis.call('HMGET', dest, p .. ':st', p .. ':e', p .. ':ra', p .. ':r', p .. ':mr',
-  p .. ':a', p .. ':m', p .. ':n', p .. ':ch', p .. ':lc', p .. ':mt', 'lk', 'ls', 'dd', 'md', 'sd')
+  p .. ':a', p .. ':m', p .. ':n', p .. ':ch', p .. ':lc', p .. ':mt', 'lk', 'ls', 'dd', 'md', 'sb', 'sb2', 'sd')
 local e, ra, r, mr = tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
 local now = now_ms()
-if v[1] ~= '' or now >= e then return {'finished'} end
+-- Empty fields are not stored: a missing `st` is '' (live), a missing `lc` / `mt` is ''.
+if (v[1] or '') ~= '' or now >= e then return {'finished'} end
 
 local ev = { stream = KEYS[2], vid = vid, tn = ARGV[1], p = p, ch = tonumber(v[9]), md = v[15],
   dd = v[14], ts = now, tr = ARGV[11], cl = ARGV[12] }
@@ -67,7 +69,7 @@ redis.call('HSET', dest, 'ls', ls, p .. ':h', ARGV[4], p .. ':k', ARGV[5], p .. 
 extend_expiry(dest, math.max(e + ttl, ls))
 
 ev.ch = ch
-emit(ev, 'delivery', 'sd', v[16], 'sc', ARGV[6], 'lc', v[10], 'mt', v[11], 'exp', e, 'rc', r)
+emit(ev, 'delivery', 'sd', sealed_text(v[16], v[17], v[18]), 'sc', ARGV[6], 'lc', v[10] or '', 'mt', v[11] or '', 'exp', e, 'rc', r)
 emit(ev, 'resent', 'rc', r)
 local m = tonumber(v[7])
 return {'resent', vid, ch, v[15], e, ra, m, m - tonumber(v[6]), mr - r, tonumber(v[8])}

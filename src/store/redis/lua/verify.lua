@@ -34,7 +34,7 @@ if not p then return {'NOT_FOUND', 0} end
 
 local v = redis.call('HMGET', dest, p .. ':h', p .. ':k', p .. ':a', p .. ':m', p .. ':e',
   p .. ':st', p .. ':vk', p .. ':vt', p .. ':ch', 'lk', 'lf', 'dd', 'md')
-local a, m, st = tonumber(v[3]), tonumber(v[4]), v[6]
+local a, m, st = tonumber(v[3]), tonumber(v[4]), v[6] or '' -- empty fields are not stored
 
 -- Only the digest made with the key this code was issued under counts.
 local digest
@@ -75,7 +75,7 @@ if match then
   else
     redis.call('HDEL', dest, 'id:' .. vid, p .. ':id', p .. ':h', p .. ':k', p .. ':n', p .. ':ch',
       p .. ':a', p .. ':m', p .. ':r', p .. ':mr', p .. ':e', p .. ':ra', p .. ':st', p .. ':ik',
-      p .. ':vk', p .. ':vt', p .. ':lc', p .. ':mt')
+      p .. ':vk', p .. ':vt', p .. ':lc', p .. ':mt', p .. ':cx')
   end
   emit(ev, 'verified')
   return {'VERIFIED', m - a, p, v[12], now}
