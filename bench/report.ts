@@ -1,0 +1,249 @@
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { join } from "node:path";
+import type { GhzResult } from "./ghz.js";
+import type { FloorResult } from "./redis-floor.js";
+import type { KeySample } from "./memory.js";
+
+// One run's results: the JSON document (bench/results/<timestamp>.json), the
+// table printed at the end, and the generated block of BENCHMARKS.md (the
+// text around the markers is written by hand and kept).
+
+export interface Scenario {
+  /** As fast as it goes. */
+  saturation: GhzResult;
+  /** At half the saturation rate: the latency a service sees with headroom. */
+  moderate?: GhzResult;
+  /** RSS peak of the service during the saturation run, bytes. */
+  peakRss?: number;
+}
+
+export interface MultiCoreRow {
+  workers: number;
+  cores: string;
+  verify?: GhzResult;
+  error?: string;
+}
+
+export interface BenchRun {
+  startedAt: string;
+  command: string;
+  machine: Machine;
+  settings: { seconds: number; warmupSeconds: number; concurrency: number; connections: number; pinning: string };
+  floors: { transport?: Scenario; verifyScript?: FloorResult; limitsScript?: FloorResult };
+  scenarios: { verify?: Scenario; verifySuccess?: Scenario; send?: Scenario; checkRateLimit?: Scenario };
+  /** Sends OK vs delivery events (end offsets) and distinct verifications among them. */
+  send?: { ok: number; deliveryEvents: number; verifications: number; lost: number; duplicates: number; drainMs: number };
+  memory?: {
+    verifications: number;
+    usedMemoryDelta: number;
+    outboxDelta: number;
+    bytesPerVerification: number;
+    sample: KeySample;
+    drainMs: number;
+    createRps: number;
+  };
+  /** Service RSS right after start-up, bytes. */
+  idleRss?: number;
+  multiCore: MultiCoreRow[] | string;
+  checks: string[];
+  targets: Target[];
+  /** BENCH_PROFILE: CPU profile summaries by load, one line per entry. */
+  profile?: Record<string, string[]>;
+  /** Set when the run failed part-way; what was measured before is kept. */
+  error?: string;
+}
+
+export interface Target {
+  name: string;
+  target: string;
+  value: string;
+  met: boolean | undefined;
+}
+
+export interface Machine {
+  nproc: number;
+  cpu: string;
+  node: string;
+  redis: string;
+  kafka: string;
+  ghz: string;
+  kernel: string;
+}
+
+function quiet(argv: string[]): string {
+  try {
+    return execFileSync(argv[0]!, argv.slice(1), { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
+  } catch {
+    return "unknown";
+  }
+}
+
+export function machine(ghzPath: string): Machine {
+  const cpuinfo = existsSync("/proc/cpuinfo") ? readFileSync("/proc/cpuinfo", "utf8") : "";
+  const ghzVersion = quiet(["go", "version", "-m", ghzPath]).match(/mod\s+github\.com\/bojand\/ghz\s+(\S+)/)?.[1];
+  return {
+    nproc: Number(quiet(["nproc"])) || cpus().length,
+    cpu: /model name\s*:\s*(.+)/.exec(cpuinfo)?.[1]?.trim() ?? cpus()[0]?.model ?? "unknown",
+    node: process.version,
+    redis: quiet(["redis-server", "--version"]).match(/v=(\S+)/)?.[1] ?? "unknown",
+    // The broker comes from test/support/kafka.ts, which pins this version.
+    kafka: "3.9.1 (KRaft, single node, test/support/kafka.ts)",
+    ghz: ghzVersion ?? quiet([ghzPath, "--version"]),
+    kernel: quiet(["uname", "-r"]),
+  };
+}
+
+const f0 = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "—" : Math.round(n).toLocaleString("en-US"));
+const f2 = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "—" : n.toFixed(2));
+const ratio = (n: number | undefined, floor: number | undefined) => (n !== undefined && floor ? `${((100 * n) / floor).toFixed(0)}%` : "—");
+const lat = (r: GhzResult | undefined) => (r ? `${f2(r.p50)} / ${f2(r.p95)} / ${f2(r.p99)}` : "—");
+const mb = (b: number | undefined) => (b === undefined ? "—" : `${(b / 1024 / 1024).toFixed(0)} MiB`);
+const yes = (met: boolean | undefined) => (met === undefined ? "—" : met ? "yes" : "NO");
+const errs = (r: GhzResult | undefined) => {
+  const e = Object.entries(r?.errors ?? {});
+  return e.length ? ` (errors: ${e.map(([k, v]) => `${k} ${v}`).join(", ")})` : "";
+};
+
+export const HEADER = [
+  "scenario",
+  "rps (saturation)",
+  "p50 / p95 / p99 ms at 50%",
+  "ratio to floor",
+  "target",
+  "met?",
+  "CPU % of a core at saturation: service / redis / kafka / load gen",
+  "others' CPU % (sat / 50%)",
+];
+
+type Measured = { otherCpuPct: number; cpu: Record<string, number> } | undefined;
+
+/**
+ * Two columns: where the CPU went at saturation (is the service's core full?
+ * is the load generator?), and how much CPU processes not ours used during
+ * the runs (above a few % of the machine the row is noisy).
+ */
+const other = (sat: Measured, mod?: Measured): string[] => {
+  const c = sat?.cpu ?? {};
+  const pct = (k: string) => (c[k] === undefined ? "—" : String(c[k]));
+  return [
+    sat ? `${pct("service")} / ${pct("redis")} / ${pct("kafka")} / ${pct("loadgen")}` : "",
+    [sat, mod].filter((r) => r !== undefined).map((r) => r!.otherCpuPct.toFixed(0)).join(" / "),
+  ];
+};
+
+/** The table rows: every result with its floor, target and verdict. */
+export function rows(run: BenchRun): string[][] {
+  const t = run.floors.transport?.saturation.rps;
+  const vs = run.floors.verifyScript;
+  const ls = run.floors.limitsScript;
+  const target = (name: string) => run.targets.find((x) => x.name === name);
+  const out: string[][] = [];
+  if (run.floors.transport) out.push(["floor: transport (grpc.health.v1.Health/Check)", f0(t), lat(run.floors.transport.moderate), "= floor T", "", "", ...other(run.floors.transport.saturation, run.floors.transport.moderate)]);
+  if (vs) out.push([`floor: storage (verify.lua EVALSHA, redis-benchmark -c 50)`, f0(vs.rps), `${f2(vs.p50)} / ${f2(vs.p95)} / ${f2(vs.p99)} (at saturation)`, "= floor S", "", "", ...other(vs)]);
+  if (ls) out.push([`floor: storage (limits.lua EVALSHA, redis-benchmark -c 50)`, f0(ls.rps), `${f2(ls.p50)} / ${f2(ls.p95)} / ${f2(ls.p99)} (at saturation)`, "= floor L", "", "", ...other(ls)]);
+  const { verify, verifySuccess, send, checkRateLimit } = run.scenarios;
+  if (verify) {
+    const a = target("verify-rps");
+    const b = target("verify-p99");
+    out.push([
+      `Verify, wrong code${errs(verify.saturation)}`,
+      f0(verify.saturation.rps),
+      lat(verify.moderate),
+      `${ratio(verify.saturation.rps, t)} of T, ${ratio(verify.saturation.rps, vs?.rps)} of S`,
+      `≥ 10,000/s and ≥ 50% of T; p99 ≤ 5 ms`,
+      `${yes(a?.met)}; ${yes(b?.met)}`,
+      ...other(verify.saturation, verify.moderate),
+    ]);
+  }
+  if (verifySuccess) {
+    out.push([`Verify, right code (consumes; signs a receipt)${errs(verifySuccess.saturation)}`, f0(verifySuccess.saturation.rps), lat(verifySuccess.moderate), `${ratio(verifySuccess.saturation.rps, t)} of T`, "", "", ...other(verifySuccess.saturation, verifySuccess.moderate)]);
+  }
+  if (send) {
+    const a = target("send-rps");
+    const b = target("send-p99");
+    const c = target("send-lost");
+    out.push([
+      `Send, unique destinations${errs(send.saturation)}`,
+      f0(send.saturation.rps),
+      lat(send.moderate),
+      `${ratio(send.saturation.rps, t)} of T`,
+      `≥ 5,000/s, 0 lost (lost: ${run.send?.lost ?? "—"}); p99 ≤ 10 ms`,
+      `${yes(a?.met)}, ${yes(c?.met)}; ${yes(b?.met)}`,
+      ...other(send.saturation, send.moderate),
+    ]);
+  }
+  if (checkRateLimit) {
+    out.push([`CheckRateLimit${errs(checkRateLimit.saturation)}`, f0(checkRateLimit.saturation.rps), lat(checkRateLimit.moderate), `${ratio(checkRateLimit.saturation.rps, t)} of T, ${ratio(checkRateLimit.saturation.rps, ls?.rps)} of L`, "", "", ...other(checkRateLimit.saturation, checkRateLimit.moderate)]);
+  }
+  if (run.memory) {
+    const m = run.memory;
+    out.push([
+      `Redis memory per live verification (used_memory Δ over ${f0(m.verifications)})`,
+      "",
+      `MEMORY USAGE of one: ${f0(m.sample.avgBytes)} B (${Object.keys(m.sample.encodings).join("/")}); as listpack ${f0(m.sample.avgBytesAsListpack)} B`,
+      `${f0(m.bytesPerVerification)} B`,
+      "≤ 512 B",
+      yes(target("memory")?.met),
+    ]);
+  }
+  if (run.idleRss !== undefined) out.push(["service RSS after start-up (idle)", "", "", mb(run.idleRss), "", ""]);
+  if (verify?.peakRss !== undefined) out.push(["service RSS, peak during Verify saturation", "", "", mb(verify.peakRss), "", ""]);
+  if (send?.peakRss !== undefined) out.push(["service RSS, peak during Send saturation", "", "", mb(send.peakRss), "", ""]);
+  if (typeof run.multiCore === "string") out.push(["Verify saturation, OTP_WORKERS=1 / 2", run.multiCore, "", "", "", ""]);
+  else {
+    for (const m of run.multiCore) {
+      out.push([`Verify saturation, OTP_WORKERS=${m.workers} (cores ${m.cores})`, m.verify ? f0(m.verify.rps) : `failed: ${m.error}`, m.verify ? `${lat(m.verify)} (at saturation)` : "", m.verify ? `${ratio(m.verify.rps, t)} of T` : "", "", "", ...other(m.verify)]);
+    }
+  }
+  return out.map((r) => [...r, ...Array<string>(Math.max(0, HEADER.length - r.length)).fill("")]);
+}
+
+export function textTable(header: string[], body: string[][]): string {
+  const all = [header, ...body];
+  const widths = header.map((_, i) => Math.min(70, Math.max(...all.map((r) => (r[i] ?? "").length))));
+  const line = (r: string[]) => r.map((c, i) => (c ?? "").padEnd(widths[i]!)).join("  ").trimEnd();
+  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
+}
+
+export function markdownTable(header: string[], body: string[][]): string {
+  const esc = (c: string) => c.replaceAll("|", "\\|");
+  return [`| ${header.join(" | ")} |`, `|${header.map(() => "---").join("|")}|`, ...body.map((r) => `| ${r.map(esc).join(" | ")} |`)].join("\n");
+}
+
+export function writeJson(root: string, run: BenchRun): string {
+  const dir = join(root, "bench/results");
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${run.startedAt.replaceAll(":", "-")}.json`);
+  writeFileSync(file, `${JSON.stringify(run, null, 2)}\n`);
+  return file;
+}
+
+const BEGIN = "<!-- bench:begin (generated by npm run bench; edit outside these markers) -->";
+const END = "<!-- bench:end -->";
+
+/** Replace the generated block of BENCHMARKS.md with this run (creating the file if needed). */
+export function updateBenchmarksMd(root: string, run: BenchRun, jsonFile: string): void {
+  const path = join(root, "BENCHMARKS.md");
+  const m = run.machine;
+  const block = [
+    BEGIN,
+    `Latest run: ${run.startedAt} (\`${jsonFile.slice(root.length + 1)}\`, not committed).`,
+    "",
+    `- Machine: ${m.nproc} cores, ${m.cpu}, Linux ${m.kernel}`,
+    `- Versions: Node ${m.node}, Redis ${m.redis}, Kafka ${m.kafka}, ghz ${m.ghz}`,
+    `- Command: \`${run.command}\``,
+    `- Settings: ${run.settings.seconds} s per measurement after ${run.settings.warmupSeconds} s warm-up; ghz -c ${run.settings.concurrency} --connections ${run.settings.connections}; ${run.settings.pinning}`,
+    "",
+    markdownTable(HEADER, rows(run)),
+    "",
+    ...run.checks.map((c) => `- ${c}`),
+    END,
+  ].join("\n");
+  let text = existsSync(path) ? readFileSync(path, "utf8") : `# Benchmarks\n\n${BEGIN}\n${END}\n`;
+  const a = text.indexOf(BEGIN);
+  const b = text.indexOf(END);
+  text = a >= 0 && b > a ? text.slice(0, a) + block + text.slice(b + END.length) : `${text.trimEnd()}\n\n${block}\n`;
+  writeFileSync(path, text);
+}

@@ -1,0 +1,362 @@
+import { existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { TOPICS } from "../src/events/topics.js";
+import { destinationKey } from "../src/store/redis/keys.js";
+import { parseVerificationId } from "../src/otp/verification-id.js";
+import type { RedisConnection } from "../src/store/redis/client.js";
+import { createTopics, startKafka } from "../test/support/kafka.js";
+import { GHZ, describe, ghz, type GhzLoad, type GhzResult } from "./ghz.js";
+import { countBetween, countDeliveries, endOffsets, readDeliveries, type Delivered } from "./kafka-events.js";
+import { outboxMemory, sampleKeys, usedMemory, waitForDrain } from "./memory.js";
+import { cleanup, installSignalHandlers, onCleanup, pinning, sleep, stopping, which } from "./procs.js";
+import { probeNoise, watch, watchDescendant } from "./noise.js";
+import { limitsFloor, verifyFloor } from "./redis-floor.js";
+import { startRedis } from "./redis-server.js";
+import { machine, rows, HEADER, textTable, updateBenchmarksMd, writeJson, type BenchRun, type MultiCoreRow, type Scenario } from "./report.js";
+import { writeSecretJson } from "./secrets.js";
+import { build, PURPOSE, rssBytes, startService, supportsWorkers, withRssSampling, type Service } from "./service.js";
+import { profileUnder } from "./profile.js";
+
+// npm run bench: the service on one core against real Redis and Kafka, ghz as
+// the load, every result next to the floor it cannot beat. See BENCHMARKS.md.
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number, got "${raw}"`);
+  return n;
+}
+
+const SECONDS = envInt("BENCH_SECONDS", 10);
+const WARMUP = envInt("BENCH_WARMUP_SECONDS", 3);
+const CONCURRENCY = envInt("BENCH_CONCURRENCY", 50);
+const CONNECTIONS = envInt("BENCH_CONNECTIONS", 2);
+/** Live verifications created for the memory measurement, then used by the Verify scenarios. */
+const POOL = envInt("BENCH_VERIFICATIONS", 100_000);
+/** How many of them take the wrong-code load (100 attempts each, so a run can never lock them). */
+const WRONG_SET = Math.min(40_000, Math.floor(POOL * 0.4));
+const TIMEOUT_S = envInt("BENCH_TIMEOUT_SECONDS", 900);
+/** On a shared machine: wait up to this long for other processes to use < 10% CPU before starting. */
+const QUIET_WAIT_S = envInt("BENCH_QUIET_WAIT_SECONDS", 0);
+/** BENCH_PROFILE=1 (= verify), or a list: verify,send. */
+const PROFILE = (process.env.BENCH_PROFILE ?? "")
+  .split(",")
+  .map((w) => (w.trim() === "1" ? "verify" : w.trim()))
+  .filter((w): w is "verify" | "send" => w === "verify" || w === "send");
+/** The service's default (OTP_REDIS_SHARDS unset). */
+const SHARDS = 16;
+
+const t0 = Date.now();
+const log = (msg: string) => console.error(`[bench ${((Date.now() - t0) / 1000).toFixed(0).padStart(3)}s] ${msg}`);
+
+const SEND_DATA = (destination: string) => ({ purpose: PURPOSE, channel: "CHANNEL_EMAIL", destination });
+
+type Phase = "warm" | "sat" | "mod";
+
+interface Measured extends Scenario {
+  warm?: GhzResult;
+}
+
+/** Warm-up, saturation (RSS sampled), then a constant rate of half the saturation rate. */
+async function measure(service: Service, name: string, load: (phase: Phase) => Omit<GhzLoad, "port" | "seconds" | "rps" | "total">): Promise<Measured> {
+  const base = { port: service.grpcPort, concurrency: CONCURRENCY, connections: CONNECTIONS };
+  let warm: GhzResult | undefined;
+  if (WARMUP > 0) warm = await ghz({ ...base, ...load("warm"), seconds: WARMUP });
+  const { result: saturation, peakRss } = await withRssSampling(service.pid, () => ghz({ ...base, ...load("sat"), seconds: SECONDS }));
+  log(`${name} saturation: ${describe(saturation)}`);
+  if (saturation.ok === 0) throw new Error(`${name}: no call succeeded (${JSON.stringify(saturation.errors)})`);
+  const moderate = await ghz({ ...base, ...load("mod"), seconds: SECONDS, rps: saturation.rps / 2 });
+  log(`${name} at ${Math.round(saturation.rps / 2)}/s: ${describe(moderate)}`);
+  return { warm, saturation, moderate, peakRss };
+}
+
+/** Sample 5 s windows until other processes use under 10% of the CPU, or give up after `seconds`. */
+async function waitForQuiet(seconds: number): Promise<void> {
+  const deadline = Date.now() + seconds * 1000;
+  for (;;) {
+    const probe = probeNoise();
+    await sleep(5_000);
+    const others = probe.stop().otherPct;
+    if (others < 10) return log(`machine quiet (others ${others.toFixed(0)}% CPU)`);
+    if (Date.now() > deadline) return log(`machine still busy (others ${others.toFixed(0)}% CPU); starting anyway`);
+    log(`waiting for a quiet machine: others use ${others.toFixed(0)}% CPU`);
+  }
+}
+
+/** Changes the last character, so the code is certainly wrong and still in the alphabet. */
+function wrongCode(code: string): string {
+  return code.slice(0, -1) + (code.endsWith("0") ? "1" : "0");
+}
+
+/** Fields of a verification's purpose, read straight from Redis (for sanity checks). */
+async function verificationFields(redis: RedisConnection, vid: string, fields: string[]): Promise<(string | null)[] | null> {
+  const ref = parseVerificationId(vid, SHARDS);
+  if (!ref) return null;
+  const key = destinationKey("otp", "default", ref);
+  const purpose = await redis.call(["HGET", key, `id:${vid}`]);
+  if (typeof purpose !== "string") return null;
+  return (await redis.call(["HMGET", key, ...fields.map((f) => (f.startsWith(":") ? purpose + f : f))])) as (string | null)[];
+}
+
+async function main(): Promise<void> {
+  installSignalHandlers();
+  const watchdog = setTimeout(() => {
+    console.error(`bench: over BENCH_TIMEOUT_SECONDS=${TIMEOUT_S}; stopping`);
+    void cleanup().finally(() => process.exit(2));
+  }, TIMEOUT_S * 1000);
+  watchdog.unref();
+
+  for (const tool of ["redis-server", "redis-benchmark", "java"]) if (!which(tool)) throw new Error(`${tool} not found on PATH`);
+  if (!existsSync(GHZ)) throw new Error(`ghz not found at ${GHZ} (set GHZ=/path/to/ghz)`);
+  const overrides = Object.entries(process.env).filter(([k]) => k.startsWith("BENCH_") || k === "GHZ").map(([k, v]) => `${k}=${v} `).join("");
+  const run: BenchRun = {
+    startedAt: new Date().toISOString(),
+    command: `${overrides}npm run bench`,
+    machine: machine(GHZ),
+    settings: {
+      seconds: SECONDS,
+      warmupSeconds: WARMUP,
+      concurrency: CONCURRENCY,
+      connections: CONNECTIONS,
+      pinning: pinning
+        ? `service pinned to core ${pinning.service}, ghz and redis-benchmark to core ${pinning.load} (taskset); Redis and Kafka float`
+        : "no pinning (taskset unavailable, one core, or BENCH_NO_PIN=1)",
+    },
+    floors: {},
+    scenarios: {},
+    multiCore: [],
+    checks: [],
+    targets: [],
+  };
+  log(`${run.settings.pinning}`);
+  if (QUIET_WAIT_S > 0) await waitForQuiet(QUIET_WAIT_S);
+  try {
+    await scenarios(run);
+  } catch (err) {
+    // Keep what was measured: a partial report is still worth reading.
+    run.error = err instanceof Error ? err.message : String(err);
+    finish(run);
+    throw err;
+  }
+  finish(run);
+}
+
+async function scenarios(run: BenchRun): Promise<void> {
+  log("starting Kafka and Redis, building the service");
+  // Registered as soon as it is up, so a failed build still stops the broker.
+  const kafkaUp = startKafka().then((k) => (onCleanup(() => k.stop()), k));
+  const [kafka, redisServer] = await Promise.all([kafkaUp, startRedis(), build(root)]).then(([k, r]) => [k, r] as const);
+  const { redis } = redisServer;
+  watch("redis", redisServer.pid);
+  watchDescendant("kafka", "kafka.Kafka");
+  // Topics first: offsets are read before the service has published anything.
+  await createTopics(kafka.brokers, [TOPICS.delivery, TOPICS.audit], 3);
+  const serviceOptions = { root, redisUrl: redisServer.url, kafkaBrokers: kafka.brokers };
+  let service = await startService(serviceOptions);
+  watch("service", service.pid);
+  run.idleRss = rssBytes(service.pid);
+  log(`service pid ${service.pid} on gRPC ${service.grpcPort}; Redis ${redisServer.port}; Kafka ${kafka.brokers}`);
+
+  // 1. Transport floor: the cheapest call the same process serves.
+  run.floors.transport = await measure(service, "Health/Check (transport floor)", () => ({ call: "grpc.health.v1.Health/Check", data: {} }));
+
+  // 2. Send, unique destinations; then count what reached Kafka.
+  {
+    const before = await endOffsets(kafka.brokers);
+    const send = await measure(service, "Send", (phase) => ({ call: "otp.v1.OtpService/Send", data: SEND_DATA(`s-${phase}-{{.RequestNumber}}@example.com`) }));
+    run.scenarios.send = send;
+    const ok = (send.warm?.ok ?? 0) + send.saturation.ok + (send.moderate?.ok ?? 0);
+    const drainMs = await waitForDrain(redis, SHARDS);
+    const after = await endOffsets(kafka.brokers);
+    const deliveryEvents = countBetween(before, after);
+    // Offsets alone would let a duplicate hide a loss; count verifications too.
+    const { verifications } = await countDeliveries(kafka.brokers, before, after);
+    run.send = { ok, deliveryEvents, verifications, lost: ok - verifications, duplicates: deliveryEvents - verifications, drainMs };
+    log(`Send: ${ok} OK; ${deliveryEvents} delivery events in Kafka for ${verifications} verifications: lost ${ok - verifications}, duplicates ${deliveryEvents - verifications}; outbox drained ${drainMs} ms after the load stopped`);
+  }
+
+  // 3. Memory: create POOL live verifications as fast as Send goes, drain the
+  // outbox, and read the delta. Their delivery events give the Verify codes.
+  let pool: Delivered[] = [];
+  {
+    await waitForDrain(redis, SHARDS); // so the baseline holds no queued events
+    const [mem0, out0, offsets0] = [await usedMemory(redis), await outboxMemory(redis, SHARDS), await endOffsets(kafka.brokers)];
+    const create = await ghz({ port: service.grpcPort, call: "otp.v1.OtpService/Send", data: SEND_DATA("m{{.RequestNumber}}@example.com"), total: POOL, concurrency: CONCURRENCY, connections: CONNECTIONS });
+    log(`created ${create.ok} verifications: ${describe(create)}`);
+    const drainMs = await waitForDrain(redis, SHARDS);
+    const [mem1, out1, offsets1] = [await usedMemory(redis), await outboxMemory(redis, SHARDS), await endOffsets(kafka.brokers)];
+    const sample = await sampleKeys(redis, "otp:*:d:*", 200);
+    const usedMemoryDelta = mem1 - mem0;
+    const outboxDelta = out1 - out0;
+    run.memory = {
+      verifications: create.ok,
+      usedMemoryDelta,
+      outboxDelta,
+      bytesPerVerification: (usedMemoryDelta - outboxDelta) / Math.max(1, create.ok),
+      sample,
+      drainMs,
+      createRps: create.rps,
+    };
+    log(`memory: ${Math.round(run.memory.bytesPerVerification)} B per verification (used_memory Δ ${usedMemoryDelta}, outbox Δ ${outboxDelta}); MEMORY USAGE ${Math.round(sample.avgBytes)} B/key, ${sample.avgFields.toFixed(1)} fields, ${JSON.stringify(sample.encodings)}; as listpack ${Math.round(sample.avgBytesAsListpack)} B/key`);
+    if (sample.longestField.bytes > sample.hashMaxListpackValue) {
+      run.checks.push(
+        `memory: destination hashes are stored as ${Object.keys(sample.encodings).join("/")}: field "${sample.longestField.name}" holds ${sample.longestField.bytes} bytes, over hash-max-listpack-value (${sample.hashMaxListpackValue}); as listpack the same hash takes ${Math.round(sample.avgBytesAsListpack)} B instead of ${Math.round(sample.avgBytes)} B`,
+      );
+    }
+    pool = await readDeliveries(kafka.brokers, offsets0, offsets1);
+    log(`read ${pool.length} delivery events (codes unsealed in memory only)`);
+    if (pool.length !== create.ok) run.checks.push(`memory pool: ${create.ok} Sends OK but ${pool.length} delivery events read`);
+    if (pool.length < 1000) throw new Error(`too few verifications for the Verify scenarios (${pool.length}); Send errors: ${create.errorMessages.join("; ") || "none"}`);
+  }
+
+  // 4. Storage floors, on one pool verification reserved for them.
+  const floorTarget = { redis, port: redisServer.port, verificationId: pool[0]!.verificationId, shards: SHARDS, purpose: PURPOSE, seconds: SECONDS };
+  run.floors.verifyScript = await verifyFloor(floorTarget);
+  log(`verify.lua floor: ${Math.round(run.floors.verifyScript.rps)}/s p50 ${run.floors.verifyScript.p50} p99 ${run.floors.verifyScript.p99} ms, reply ${run.floors.verifyScript.reply}; CPU ${JSON.stringify(run.floors.verifyScript.cpu)}`);
+  run.floors.limitsScript = await limitsFloor(floorTarget);
+  log(`limits.lua floor: ${Math.round(run.floors.limitsScript.rps)}/s p50 ${run.floors.limitsScript.p50} p99 ${run.floors.limitsScript.p99} ms; CPU ${JSON.stringify(run.floors.limitsScript.cpu)}`);
+
+  // 5. Verify with a wrong code against live verifications (the common failure path).
+  const wrongSet = pool.slice(1, 1 + Math.min(WRONG_SET, Math.floor((pool.length - 1) / 2)));
+  const wrongFile = writeSecretJson("verify-wrong.json", wrongSet.map((d) => ({ verification_id: d.verificationId, code: wrongCode(d.code) })));
+  run.scenarios.verify = await measure(service, "Verify (wrong code)", () => ({ call: "otp.v1.OtpService/Verify", dataFile: wrongFile }));
+  {
+    const attempts: number[] = [];
+    let locked = 0;
+    for (const d of wrongSet.slice(0, 100)) {
+      const f = await verificationFields(redis, d.verificationId, [":a", ":st", "lk"]);
+      if (!f) continue;
+      attempts.push(Number(f[0]));
+      if (f[1] === "l" || f[2]) locked++;
+    }
+    run.checks.push(`Verify (wrong code): ${wrongSet.length} verifications in rotation; a sample of ${attempts.length} had used ${Math.min(...attempts)}–${Math.max(...attempts)} of 100 attempts, ${locked} locked (must be 0: a locked one answers without comparing)`);
+  }
+
+  // 6. Verify with the right code: each verification once (-n), consumed on success.
+  {
+    const rest = pool.slice(1 + wrongSet.length);
+    const warmN = Math.min(2_000, Math.floor(rest.length * 0.05));
+    const satN = Math.min(Math.floor((rest.length - warmN) * 0.6), Math.max(1_000, Math.round(run.scenarios.verify.saturation.rps * SECONDS)));
+    const slices = { warm: rest.slice(0, warmN), sat: rest.slice(warmN, warmN + satN), mod: rest.slice(warmN + satN) };
+    const file = (phase: keyof typeof slices, list: Delivered[]) =>
+      writeSecretJson(`verify-right-${phase}.json`, list.map((d) => ({ verification_id: d.verificationId, code: d.code })));
+    const base = { port: service.grpcPort, call: "otp.v1.OtpService/Verify", concurrency: CONCURRENCY, connections: CONNECTIONS };
+    if (warmN > 0) await ghz({ ...base, dataFile: file("warm", slices.warm), total: warmN });
+    const { result: saturation, peakRss } = await withRssSampling(service.pid, () => ghz({ ...base, dataFile: file("sat", slices.sat), total: satN }));
+    log(`Verify (right code) saturation: ${describe(saturation)}`);
+    const modRps = saturation.rps / 2;
+    const modList = slices.mod.slice(0, Math.round(modRps * SECONDS));
+    const moderate = await ghz({ ...base, dataFile: file("mod", modList), total: modList.length, rps: modRps });
+    log(`Verify (right code) at ${Math.round(modRps)}/s: ${describe(moderate)}${modList.length < modRps * SECONDS ? ` (only ${modList.length} codes left)` : ""}`);
+    run.scenarios.verifySuccess = { saturation, moderate, peakRss };
+    let consumed = 0;
+    const sample = slices.sat.slice(0, 100);
+    for (const d of sample) if ((await verificationFields(redis, d.verificationId, [":a"])) === null) consumed++;
+    run.checks.push(`Verify (right code): ${consumed} of a sample of ${sample.length} verifications are consumed afterwards (must be all)`);
+  }
+
+  // 7. CheckRateLimit against the pool's destinations (read-only).
+  run.scenarios.checkRateLimit = await measure(service, "CheckRateLimit", () => ({ call: "otp.v1.OtpService/CheckRateLimit", data: SEND_DATA("m{{.RequestNumber}}@example.com") }));
+
+  // 8. More cores, when the service can use them.
+  if (!supportsWorkers(root)) {
+    run.multiCore = "OTP_WORKERS not supported";
+  } else {
+    const rowsOut: MultiCoreRow[] = [];
+    for (const workers of [1, 2]) {
+      const cores = pinning ? (workers === 1 ? pinning.service : `${pinning.service},${pinning.load}`) : "any";
+      await service.stop();
+      try {
+        service = await startService({ ...serviceOptions, workers, cores: pinning ? cores : undefined });
+        watch("service", service.pid);
+        const base = { port: service.grpcPort, call: "otp.v1.OtpService/Verify", dataFile: wrongFile, concurrency: CONCURRENCY, connections: CONNECTIONS };
+        if (WARMUP > 0) await ghz({ ...base, seconds: WARMUP });
+        const verify = await ghz({ ...base, seconds: SECONDS });
+        log(`Verify saturation with OTP_WORKERS=${workers} (cores ${cores}): ${describe(verify)}`);
+        rowsOut.push({ workers, cores, verify });
+      } catch (err) {
+        rowsOut.push({ workers, cores, error: (err as Error).message.split("\n")[0]! });
+      }
+    }
+    run.multiCore = rowsOut;
+  }
+
+  if (PROFILE.length > 0) {
+    await service.stop();
+    const loads = {
+      verify: { call: "otp.v1.OtpService/Verify", dataFile: wrongFile },
+      send: { call: "otp.v1.OtpService/Send", data: SEND_DATA("p{{.RequestNumber}}@example.com") },
+    } as const;
+    run.profile = {};
+    for (const what of PROFILE) {
+      const keepAs = join(root, "bench/results", `${run.startedAt.replaceAll(":", "-")}-${what}.cpuprofile`);
+      const load = { ...loads[what], concurrency: CONCURRENCY, connections: CONNECTIONS };
+      const top = await profileUnder({ ...serviceOptions, load, seconds: SECONDS, keepAs });
+      log(`CPU profile under ${what} load:\n${top.long}`);
+      run.checks.push(`CPU profile of the service under ${what} saturation, top self time: ${top.short}`);
+      run.profile[what] = top.long.split("\n");
+    }
+  }
+
+}
+
+/** Targets, noise warnings, the JSON file, the table and (for a complete run) BENCHMARKS.md. */
+function finish(run: BenchRun): void {
+  // Interrupted (Ctrl-C, timeout): child processes are gone and whatever failed after that is noise.
+  if (stopping()) return;
+  // Targets from the issue.
+  const v = run.scenarios.verify;
+  const s = run.scenarios.send;
+  const T = run.floors.transport?.saturation.rps ?? NaN;
+  run.targets = [
+    ...(v
+      ? [
+          { name: "verify-rps", target: "Verify ≥ 10,000/s and ≥ 50% of the transport floor", value: `${Math.round(v.saturation.rps)}/s, ${((100 * v.saturation.rps) / T).toFixed(0)}%`, met: v.saturation.rps >= 10_000 && v.saturation.rps >= T / 2 },
+          { name: "verify-p99", target: "Verify p99 ≤ 5 ms at 50% of saturation", value: `${v.moderate?.p99.toFixed(2)} ms`, met: (v.moderate?.p99 ?? Infinity) <= 5 },
+        ]
+      : []),
+    ...(s && run.send
+      ? [
+          { name: "send-rps", target: "Send ≥ 5,000/s", value: `${Math.round(s.saturation.rps)}/s`, met: s.saturation.rps >= 5_000 },
+          { name: "send-lost", target: "Send: 0 delivery events lost", value: String(run.send.lost), met: run.send.lost === 0 },
+          { name: "send-p99", target: "Send p99 ≤ 10 ms at 50% of saturation", value: `${s.moderate?.p99.toFixed(2)} ms`, met: (s.moderate?.p99 ?? Infinity) <= 10 },
+        ]
+      : []),
+    ...(run.memory ? [{ name: "memory", target: "Redis ≤ 512 B per live verification", value: `${Math.round(run.memory.bytesPerVerification)} B`, met: run.memory.bytesPerVerification <= 512 }] : []),
+  ];
+  const named = { transport: run.floors.transport, ...run.scenarios };
+  let noisiest = 0;
+  for (const [name, sc] of Object.entries(named)) {
+    for (const r of [sc?.saturation, sc?.moderate]) {
+      if (!r) continue;
+      noisiest = Math.max(noisiest, r.otherCpuPct);
+      if (r.errorMessages.length) run.checks.push(`${name}: non-OK calls: ${r.errorMessages.join("; ")}`);
+    }
+  }
+  if (noisiest >= 10) {
+    run.checks.push(`NOISY: other processes used up to ${noisiest.toFixed(0)}% of the machine's CPU during a measurement (column "others' CPU %"); rerun on a quiet machine before comparing`);
+  }
+  if (run.error) run.checks.push(`INCOMPLETE: the run failed: ${run.error.split("\n")[0]}`);
+
+  const jsonFile = writeJson(root, run);
+  // Only a complete run replaces the published numbers.
+  if (!run.error) updateBenchmarksMd(root, run, jsonFile);
+  console.log(`\n${textTable(HEADER, rows(run))}\n`);
+  for (const c of run.checks) console.log(`- ${c}`);
+  console.log(`\n${run.targets.filter((t) => t.met).length} of ${run.targets.length} targets met. Results: ${jsonFile}${run.error ? " (partial; BENCHMARKS.md left as it was)" : "; BENCHMARKS.md updated"}.`);
+}
+
+main()
+  .then(() => cleanup())
+  .then(() => process.exit(0))
+  .catch(async (err: unknown) => {
+    // After Ctrl-C the signal handler owns the exit; the error is its echo.
+    if (stopping()) return;
+    console.error(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    await cleanup();
+    process.exit(1);
+  });
