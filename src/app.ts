@@ -108,7 +108,11 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     let http: HttpListener;
     try {
       const origins = allowedOrigins(config, () => directory);
-      const handler = httpHandler({ core, callerOf, log, origins, ready, jwks: () => receipts.jwks(), refusals });
+      const readyDetails = () => {
+        const { backlog, lagMs, lastError } = relay.status();
+        return { event_backlog: backlog, event_lag_ms: lagMs, event_relay_error: lastError ?? null };
+      };
+      const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals });
       http = await listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs });
     } catch (err) {
       await grpc.stop(0);

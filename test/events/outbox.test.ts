@@ -191,6 +191,12 @@ describe('Kafka down: calls keep working, events wait and then flow', () => {
       }
       expect(outcomes.slice(0, 3)).toEqual(['ok', 'ok', 'ok']);
       expect(outcomes.slice(-3)).toEqual(['unavailable', 'unavailable', 'unavailable']);
+      // The backlog and the relay's trouble are visible to operators on /readyz (still ready: Verify works).
+      const probe = await fetch(`${app.httpBase}/readyz`);
+      expect(probe.status).toBe(200);
+      const details = JSON.parse((await probe.text()).split('\n')[1]!) as { event_backlog: number; event_relay_error: string | null };
+      expect(details.event_backlog).toBeGreaterThanOrEqual(6);
+      expect(details.event_relay_error).not.toBeNull();
       // Verify is unaffected: it queues no delivery.
       const err = await grpcError(grpcCall(client, resend, { verificationId: 'x'.repeat(34) }));
       expect(err.code).toBe(5); // NOT_FOUND: resend of an unknown id is served normally

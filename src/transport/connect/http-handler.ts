@@ -16,7 +16,7 @@ import { applyCors, type OriginCheck } from "./cors.js";
 import { serveJwks, type JwksSource } from "./jwks.js";
 import { malformedAsInvalidArgument } from "./malformed-requests.js";
 import { peerContext } from "./peer.js";
-import { serveProbe, type PlainResponse, type Readiness } from "./probes.js";
+import { serveProbe, type PlainResponse, type Readiness, type ReadinessDetails } from "./probes.js";
 import { otpRoutes } from "./routes.js";
 
 // The request handler of the HTTP port, for HTTP/1.1 and HTTP/2 alike: CORS,
@@ -37,6 +37,7 @@ export interface HttpHandlerOptions {
   log: Logger;
   origins: OriginCheck;
   ready: Readiness;
+  readyDetails?: ReadinessDetails;
   jwks: JwksSource;
   refusals?: Refusals;
 }
@@ -61,7 +62,7 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
       return;
     }
     const plain: PlainResponse = res;
-    if (serveProbe(req.method, path, plain, options.ready)) return;
+    if (serveProbe(req.method, path, plain, options.ready, options.readyDetails)) return;
     if (serveJwks(req.method, path, plain, options.jwks)) return;
     plain.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
     plain.end("not found\n");

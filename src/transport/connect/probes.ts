@@ -6,6 +6,9 @@
 
 export type Readiness = () => Promise<boolean>;
 
+/** Figures worth seeing next to readiness (e.g. the event backlog and relay lag). */
+export type ReadinessDetails = () => Record<string, unknown>;
+
 /** What both http.ServerResponse and http2's compat response offer for a plain answer. */
 export interface PlainResponse {
   writeHead(status: number, headers?: Record<string, string>): unknown;
@@ -16,16 +19,24 @@ export interface PlainResponse {
 const PLAIN = { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" };
 
 /** Answers GET/HEAD /healthz and /readyz; returns false for any other request. */
-export function serveProbe(method: string | undefined, path: string, res: PlainResponse, ready: Readiness): boolean {
+export function serveProbe(
+  method: string | undefined,
+  path: string,
+  res: PlainResponse,
+  ready: Readiness,
+  details?: ReadinessDetails,
+): boolean {
   if (method !== "GET" && method !== "HEAD") return false;
   if (path === "/healthz") {
     answer(res, method, 200, "ok\n");
     return true;
   }
   if (path !== "/readyz") return false;
+  // The details ride along as one JSON line; readiness itself is the status code.
+  const extra = (): string => (details ? JSON.stringify(details()) + "\n" : "");
   ready().then(
-    (ok) => answer(res, method, ok ? 200 : 503, ok ? "ready\n" : "not ready\n"),
-    () => answer(res, method, 503, "not ready\n"),
+    (ok) => answer(res, method, ok ? 200 : 503, (ok ? "ready\n" : "not ready\n") + extra()),
+    () => answer(res, method, 503, "not ready\n" + extra()),
   );
   return true;
 }
