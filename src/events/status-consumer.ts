@@ -17,7 +17,7 @@ import { TOPICS } from "./topics.js";
 export interface StatusConsumerOptions {
   brokers: string[];
   logger: Logger;
-  store: Pick<VerificationStore, "markDeliveryFailed">;
+  store: Pick<VerificationStore, "markDeliveryFailed" | "appendAudit">;
   /** OTP_REDIS_SHARDS: needed to locate a verification from its id. */
   shards: number;
   groupId?: string;
@@ -94,14 +94,21 @@ export class DeliveryStatusConsumer {
       return;
     }
     const log = { verification_id: status.verificationId, delivery_event_id: status.deliveryEventId, adapter: status.adapter, resend_count: status.resendCount };
-    if (status.outcome === DeliveryOutcome.DELIVERED) {
-      this.options.logger.debug(log, "delivery reported delivered");
-      return;
-    }
-    if (status.outcome !== DeliveryOutcome.FAILED) return;
+    if (status.outcome !== DeliveryOutcome.FAILED && status.outcome !== DeliveryOutcome.DELIVERED) return;
     const ref = parseVerificationId(status.verificationId, this.options.shards);
     if (!ref || !status.tenant) {
       this.options.logger.warn({ ...log, partition, offset: message.offset }, "delivery status names no verification of ours; skipped");
+      return;
+    }
+    if (status.outcome === DeliveryOutcome.DELIVERED) {
+      // The outcome joins the verification's audit trail (on its shard's outbox, so in order after its `sent`).
+      await this.untilApplied(() =>
+        this.options.store.appendAudit(ref.shard, {
+          type: "delivered", vid: status.verificationId, tn: status.tenant, p: "", ch: "0", md: "", dd: "",
+          tr: status.traceId, cl: "", reason: status.adapter,
+        }),
+      );
+      this.options.logger.debug(log, "delivery reported delivered");
       return;
     }
     const voided = await this.untilApplied(() =>

@@ -260,6 +260,7 @@ describe('notifier with a real Kafka broker', () => {
           marked.push({ tenant, ref, resendCount, reason, event });
           return true;
         },
+        appendAudit: async () => {},
       },
       shards: 16,
       groupId: `test-status-${randomBytes(4).toString('hex')}`,
