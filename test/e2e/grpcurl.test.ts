@@ -35,7 +35,7 @@ describe('grpcurl against the gRPC port', () => {
     expect(out.stdout).toContain('string code = 3');
   });
 
-  it('sends with -d JSON, then a wrong code is VERIFY_RESULT_INVALID_CODE', async () => {
+  it('sends with -d JSON; a wrong code is VERIFY_RESULT_INVALID_CODE, the delivered one VERIFIED', async () => {
     const send = await grpcurl(
       ['-d', JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: freshEmail('ops') })],
       app.grpcTarget,
@@ -53,6 +53,16 @@ describe('grpcurl against the gRPC port', () => {
     );
     expect(verify.code).toBe(0);
     expect(JSON.parse(verify.stdout)).toMatchObject({ result: 'VERIFY_RESULT_INVALID_CODE', attemptsRemaining: 4 });
+
+    // The round trip an operator makes: the code from the dev delivery log, typed into grpcurl.
+    const code = await app.deliveries.codeFor(sent.verificationId);
+    const right = await grpcurl(
+      ['-d', JSON.stringify({ verification_id: sent.verificationId, code })],
+      app.grpcTarget,
+      'otp.v1.OtpService/Verify',
+    );
+    expect(right.code).toBe(0);
+    expect(JSON.parse(right.stdout)).toMatchObject({ result: 'VERIFY_RESULT_VERIFIED', verificationId: sent.verificationId });
   });
 
   it('shows INVALID_ARGUMENT with the BadRequest details for bad input', async () => {

@@ -28,6 +28,8 @@ let app: TestApp;
 let client: Client;
 let gateway: WebhookServer;
 let notifier: Notifier;
+/** The console adapter's output (what a developer would read), kept in memory, never printed. */
+const consoleLines: string[] = [];
 
 beforeAll(async () => {
   ({ brokers, broker } = await kafkaForTests());
@@ -48,7 +50,7 @@ beforeAll(async () => {
     NOTIFIER_COMMIT_INTERVAL_MS: '100',
   });
   const logger = notifierLogger('silent');
-  notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger, () => {}) });
+  notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger, (line) => consoleLines.push(line)) });
   await notifier.start();
 }, 180_000);
 
@@ -92,12 +94,23 @@ it('a failed delivery makes Verify of that code answer DELIVERY_FAILED', async (
   expect(byDestination.result).toBe(VerifyResult.DELIVERY_FAILED);
 }, 120_000);
 
-it('a delivered code is audited as DELIVERED on the verification trail', async () => {
+it('the notifier turns the delivery event into the right code; the outcome is audited as DELIVERED', async () => {
   // Email goes through the notifier's console adapter here (captured, not printed), which succeeds.
   const sent = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: 'delivered@example.com' });
+  const until = Date.now() + 60_000;
+  let line: { verification_id?: string; destination?: string; code?: string } | undefined;
+  while (!line && Date.now() < until) {
+    line = consoleLines.map((l) => JSON.parse(l) as typeof line).find((l) => l?.verification_id === sent.verificationId);
+    if (!line) await new Promise((r) => setTimeout(r, 100));
+  }
+  expect(line?.destination).toBe('delivered@example.com');
+  const verified = await grpcCall(client, verify, { target: { case: 'verificationId', value: sent.verificationId }, code: String(line?.code) });
+  expect(verified.result).toBe(VerifyResult.VERIFIED);
   const records = await kcatUntil(brokers, TOPICS.audit, (rs) =>
-    rs.some((r) => r.key === sent.verificationId && fromBinary(AuditEventSchema, r.value).type === AuditEventType.DELIVERED), 60_000);
+    rs.filter((r) => r.key === sent.verificationId).map((r) => fromBinary(AuditEventSchema, r.value).type)
+      .filter((t) => t === AuditEventType.DELIVERED || t === AuditEventType.VERIFIED).length === 2, 60_000);
   const trail = records.filter((r) => r.key === sent.verificationId).map((r) => fromBinary(AuditEventSchema, r.value));
-  expect(trail.map((e) => e.type)).toEqual([AuditEventType.SENT, AuditEventType.DELIVERED]);
-  expect(trail[1]).toMatchObject({ verificationId: sent.verificationId, tenant: 'default', reason: 'console' });
+  expect(trail.map((e) => e.type)).toEqual(expect.arrayContaining([AuditEventType.SENT, AuditEventType.DELIVERED, AuditEventType.VERIFIED]));
+  expect(trail[0]!.type).toBe(AuditEventType.SENT);
+  expect(trail.find((e) => e.type === AuditEventType.DELIVERED)).toMatchObject({ verificationId: sent.verificationId, tenant: 'default', reason: 'console' });
 }, 90_000);
