@@ -97,7 +97,8 @@ async function verificationFields(redis: RedisConnection, vid: string, fields: s
   const ref = parseVerificationId(vid, SHARDS);
   if (!ref) return null;
   const key = destinationKey("otp", "default", ref);
-  const purpose = await redis.call(["HGET", key, `id:${vid}`]);
+  // The hash keeps ids without their handle (src/store/README.md, "Keys").
+  const purpose = await redis.call(["HGET", key, `id:${vid.slice(ref.handle.length)}`]);
   if (typeof purpose !== "string") return null;
   return (await redis.call(["HMGET", key, ...fields.map((f) => (f.startsWith(":") ? purpose + f : f))])) as (string | null)[];
 }
@@ -228,9 +229,9 @@ async function scenarios(run: BenchRun): Promise<void> {
     const attempts: number[] = [];
     let locked = 0;
     for (const d of wrongSet.slice(0, 100)) {
-      const f = await verificationFields(redis, d.verificationId, [":a", ":st", "lk"]);
+      const f = await verificationFields(redis, d.verificationId, [":c", ":st", "lk"]);
       if (!f) continue;
-      attempts.push(Number(f[0]));
+      attempts.push(Number(f[0]?.split(",")[0])); // `<p>:c` starts with attempts used
       if (f[1] === "l" || f[2]) locked++;
     }
     run.checks.push(`Verify (wrong code): ${wrongSet.length} verifications in rotation; a sample of ${attempts.length} had used ${Math.min(...attempts)}–${Math.max(...attempts)} of 100 attempts, ${locked} locked (must be 0: a locked one answers without comparing)`);
@@ -255,7 +256,7 @@ async function scenarios(run: BenchRun): Promise<void> {
     run.scenarios.verifySuccess = { saturation, moderate, peakRss };
     let consumed = 0;
     const sample = slices.sat.slice(0, 100);
-    for (const d of sample) if ((await verificationFields(redis, d.verificationId, [":a"])) === null) consumed++;
+    for (const d of sample) if ((await verificationFields(redis, d.verificationId, [":c"])) === null) consumed++;
     run.checks.push(`Verify (right code): ${consumed} of a sample of ${sample.length} verifications are consumed afterwards (must be all)`);
   }
 

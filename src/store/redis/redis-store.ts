@@ -138,7 +138,7 @@ export class RedisStore implements VerificationStore {
 
   async findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null> {
     const key = destinationKey(this.#prefix, tenant, destination);
-    return replies.foundId(await this.#redis.run(scripts.find, [key], [purpose]));
+    return replies.foundId(await this.#redis.run(scripts.find, [key], [purpose, destination.handle]));
   }
 
   async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {

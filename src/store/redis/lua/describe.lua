@@ -8,7 +8,9 @@ ARGV[1]   verification id
 Returns {purpose, channel, context}, or nil when the id is unknown at this destination.
 ]]
 
-local p = redis.call('HGET', KEYS[1], 'id:' .. ARGV[1])
+--- @include "fields"
+
+local p = redis.call('HGET', KEYS[1], id_field(ARGV[1]))
 if not p then return false end
-local f = redis.call('HMGET', KEYS[1], p .. ':ch', p .. ':cx')
-return {p, tonumber(f[1]), f[2] or ''}
+local f = redis.call('HMGET', KEYS[1], p .. ':c', p .. ':cx')
+return {p, counters_read(f[1]).ch, f[2] or ''}

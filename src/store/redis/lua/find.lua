@@ -6,8 +6,13 @@ DELIVERY_FAILED rather than NOT_FOUND). A consumed one is gone. Reads only.
 KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
 
 ARGV[1]   purpose
+ARGV[2]   destination handle (the hash keeps ids without it)
 
 Returns the verification id, or nil.
 ]]
 
-return redis.call('HGET', KEYS[1], ARGV[1] .. ':id')
+--- @include "fields"
+
+local v = redis.call('HGET', KEYS[1], ARGV[1] .. ':id')
+if not v then return false end
+return code_id(v, ARGV[2])

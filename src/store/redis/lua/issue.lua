@@ -9,7 +9,7 @@ ARGV[1]   tenant
 ARGV[2]   purpose
 ARGV[3]   new verification id
 ARGV[4]   channel number
-ARGV[5]   destination digest
+ARGV[5]   destination digest (starts with the id's 12-character handle)
 ARGV[6]   masked destination
 ARGV[7]   sealed destination (base64; kept as raw bytes)
 ARGV[8]   code digest
@@ -41,23 +41,28 @@ Returns
 --- @include "expiry"
 --- @include "outbox"
 --- @include "base64"
+--- @include "fields"
 
 local dest = KEYS[1]
 local p, vid, ch, md, ik = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[6], ARGV[14]
+-- The hash keeps the destination digest without the handle (fields.lua), so they must agree.
+if id_handle(ARGV[5]) ~= id_handle(vid) then
+  return redis.error_reply('issue: the destination digest does not start with the id\'s handle')
+end
 local m, mr, n = tonumber(ARGV[16]), tonumber(ARGV[18]), tonumber(ARGV[10])
 local now = now_ms()
 
-local cur = redis.call('HMGET', dest, p .. ':id', p .. ':st', p .. ':e', p .. ':ra', p .. ':ik',
-  p .. ':ch', p .. ':m', p .. ':a', p .. ':mr', p .. ':r', p .. ':n', 'md', 'lk', 'ls')
-local cur_id, cur_e, cur_ra = cur[1], tonumber(cur[3]), tonumber(cur[4])
+local cur = redis.call('HMGET', dest, p .. ':id', p .. ':st', p .. ':c', p .. ':ik', 'md', 'lk', 'ls')
+-- `<p>:id` holds the current id without its handle (the new id's: same destination), then the code digest.
+-- One without `<p>:c` was written before this layout: no verification (its fields expire with the key).
+local cc = counters_read(cur[3])
+local cur_id = cc and cur[1] and code_id(cur[1], id_handle(vid))
 -- An empty field is not stored: a missing `st` is '' (live).
-local live = cur_id and (cur[2] or '') == '' and now < cur_e
+local live = cur_id and (cur[2] or '') == '' and now < cc.e
 
 -- 1. A repeated Send answers with the verification it created; nothing changes.
-if live and ik ~= '' and cur[5] == ik then
-  local cur_m, cur_mr = tonumber(cur[7]), tonumber(cur[9])
-  return {'replayed', cur_id, tonumber(cur[6]), cur[12], cur_e, cur_ra,
-    cur_m, cur_m - tonumber(cur[8]), cur_mr - tonumber(cur[10]), tonumber(cur[11])}
+if live and ik ~= '' and cur[4] == ik then
+  return {'replayed', cur_id, cc.ch, cur[5], cc.e, cc.ra, cc.m, cc.m - cc.a, cc.mr - cc.r, cc.n}
 end
 
 local ev = { stream = KEYS[2], vid = cur_id or '', tn = ARGV[1], p = p, ch = ch, md = md,
@@ -69,10 +74,10 @@ local function refuse(reason, retry)
 end
 
 -- 2-4. Refusals, cheapest first; only the send budget spends anything.
-local lk = tonumber(cur[13]) or 0
+local lk = tonumber(cur[6]) or 0
 if lk > now then return refuse('DESTINATION_LOCKED', lk - now) end
-if live and now < cur_ra then return refuse('RESEND_COOLDOWN', cur_ra - now) end
-local allowed, ls, retry = gcra_spend(cur[14], now, tonumber(ARGV[19]), tonumber(ARGV[20]))
+if live and now < cc.ra then return refuse('RESEND_COOLDOWN', cc.ra - now) end
+local allowed, ls, retry = gcra_spend(cur[7], now, tonumber(ARGV[19]), tonumber(ARGV[20]))
 if not allowed then return refuse('SEND_LIMIT_DESTINATION', retry) end
 
 -- 5. Overwrite the purpose's fields; the old id's reverse lookup goes, so its code dies here.
@@ -80,9 +85,9 @@ local ttl = tonumber(ARGV[15])
 local e, ra = now + ttl, now + tonumber(ARGV[17])
 -- The sealed destination is kept as raw bytes (base64.lua), so the hash stays a listpack.
 local sealed, gone = sealed_fields(ARGV[7])
-local set = {'dd', ARGV[5], 'md', md, 'ls', ls, 'id:' .. vid, p,
-  p .. ':id', vid, p .. ':h', ARGV[8], p .. ':k', ARGV[9], p .. ':n', n, p .. ':ch', ch,
-  p .. ':a', 0, p .. ':m', m, p .. ':r', 0, p .. ':mr', mr, p .. ':e', e, p .. ':ra', ra}
+local set = {'dd', digest_value(ARGV[5]), 'md', md, 'ls', ls, id_field(vid), p,
+  p .. ':id', code_value(vid, ARGV[8]), p .. ':k', ARGV[9],
+  p .. ':c', counters_text({ a = 0, m = m, r = 0, mr = mr, n = n, ch = ch, e = e, ra = ra })}
 for i = 1, #sealed do set[#set + 1] = sealed[i] end
 -- Empty fields are not stored (a reader takes a missing one as ''), so the older
 -- verification's go; `st` is always '' (live) here.
@@ -97,7 +102,7 @@ for _, f in ipairs({{':ik', ik}, {':lc', ARGV[12]}, {':mt', ARGV[13]}, {':cx', A
     set[#set + 1] = f[2]
   end
 end
-if cur_id then gone[#gone + 1] = 'id:' .. cur_id end
+if cur_id then gone[#gone + 1] = id_field(cur_id) end
 redis.call('HDEL', dest, unpack(gone))
 redis.call('HSET', dest, unpack(set))
 -- Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.

@@ -17,17 +17,19 @@ Returns {send remaining, send reset after ms, send retry after ms,
 
 --- @include "clock"
 --- @include "gcra"
+--- @include "fields"
 
 local p = ARGV[1]
-local v = redis.call('HMGET', KEYS[1], 'ls', 'lf', 'lk', p .. ':st', p .. ':e', p .. ':ra')
+local v = redis.call('HMGET', KEYS[1], 'ls', 'lf', 'lk', p .. ':st', p .. ':c')
+local c = counters_read(v[5])
 local now = now_ms()
 
 local send_left, send_reset, send_retry = gcra_state(v[1], now, tonumber(ARGV[2]), tonumber(ARGV[3]))
 
 -- The cooldown applies only while the purpose's verification is live.
 local cooldown = 0
--- (A missing `st` is '', live; a missing `e` means there is no verification.)
-if (v[4] or '') == '' and v[5] and now < tonumber(v[5]) then cooldown = math.max(0, tonumber(v[6]) - now) end
+-- (A missing `st` is '', live; a missing `c` means there is no verification.)
+if (v[4] or '') == '' and c and now < c.e then cooldown = math.max(0, c.ra - now) end
 
 local fail_left, fail_reset = gcra_state(v[2], now, tonumber(ARGV[4]), tonumber(ARGV[5]))
 local locked_for = math.max(0, (tonumber(v[3]) or 0) - now)

@@ -17,18 +17,20 @@ Returns 1 when a live code was voided, else 0.
 
 --- @include "clock"
 --- @include "outbox"
+--- @include "fields"
 
 local dest, vid = KEYS[1], ARGV[2]
 
-local p = redis.call('HGET', dest, 'id:' .. vid)
+local p = redis.call('HGET', dest, id_field(vid))
 if not p then return 0 end
 
-local v = redis.call('HMGET', dest, p .. ':st', p .. ':e', p .. ':r', p .. ':ch', 'dd', 'md')
+local v = redis.call('HMGET', dest, p .. ':st', p .. ':c', 'dd', 'md')
+local c = counters_read(v[2])
 local now = now_ms()
 -- A later resend's code is not voided by an older delivery's failure.
-if (v[1] or '') ~= '' or now >= tonumber(v[2]) or tonumber(v[3]) ~= tonumber(ARGV[3]) then return 0 end
+if (v[1] or '') ~= '' or now >= c.e or c.r ~= tonumber(ARGV[3]) then return 0 end
 
 redis.call('HSET', dest, p .. ':st', 'f')
-emit({ stream = KEYS[2], vid = vid, tn = ARGV[1], p = p, ch = v[4], md = v[6], dd = v[5],
+emit({ stream = KEYS[2], vid = vid, tn = ARGV[1], p = p, ch = c.ch, md = v[4], dd = digest_text(v[3], vid),
   ts = now, tr = ARGV[5], cl = ARGV[6] }, 'delivery_failed', 'reason', ARGV[4])
 return 1

@@ -30,32 +30,34 @@ Returns
 --- @include "expiry"
 --- @include "outbox"
 --- @include "base64"
+--- @include "fields"
 
 local dest, vid = KEYS[1], ARGV[2]
 
-local p = redis.call('HGET', dest, 'id:' .. vid)
+local p = redis.call('HGET', dest, id_field(vid))
 if not p then return {'not_found'} end
 
-local v = redis.call('HMGET', dest, p .. ':st', p .. ':e', p .. ':ra', p .. ':r', p .. ':mr',
-  p .. ':a', p .. ':m', p .. ':n', p .. ':ch', p .. ':lc', p .. ':mt', 'lk', 'ls', 'dd', 'md', 'sb', 'sb2', 'sd')
-local e, ra, r, mr = tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
+local v = redis.call('HMGET', dest, p .. ':st', p .. ':c', p .. ':lc', p .. ':mt', 'lk', 'ls', 'dd', 'md',
+  'sb', 'sb2', 'sd')
+local c = counters_read(v[2])
+local e, ra, r, mr = c.e, c.ra, c.r, c.mr
 local now = now_ms()
 -- Empty fields are not stored: a missing `st` is '' (live), a missing `lc` / `mt` is ''.
 if (v[1] or '') ~= '' or now >= e then return {'finished'} end
 
-local ev = { stream = KEYS[2], vid = vid, tn = ARGV[1], p = p, ch = tonumber(v[9]), md = v[15],
-  dd = v[14], ts = now, tr = ARGV[11], cl = ARGV[12] }
+local ev = { stream = KEYS[2], vid = vid, tn = ARGV[1], p = p, ch = c.ch, md = v[8],
+  dd = digest_text(v[7], vid), ts = now, tr = ARGV[11], cl = ARGV[12] }
 
 local function refuse(reason, retry)
   emit(ev, 'rate_limited', 'reason', reason)
   return {'refused', reason, retry}
 end
 
-local lk = tonumber(v[12]) or 0
+local lk = tonumber(v[5]) or 0
 if lk > now then return refuse('DESTINATION_LOCKED', lk - now) end
 if now < ra then return refuse('RESEND_COOLDOWN', ra - now) end
 if r >= mr then return refuse('MAX_RESENDS', e - now) end
-local allowed, ls, retry = gcra_spend(v[13], now, tonumber(ARGV[9]), tonumber(ARGV[10]))
+local allowed, ls, retry = gcra_spend(v[6], now, tonumber(ARGV[9]), tonumber(ARGV[10]))
 if not allowed then return refuse('SEND_LIMIT_DESTINATION', retry) end
 
 -- The new digest replaces the old one, so the previous code dies here.
@@ -64,12 +66,11 @@ if ch == 0 then ch = ev.ch end
 r = r + 1
 local ttl = tonumber(ARGV[7])
 e, ra = now + ttl, now + tonumber(ARGV[8])
-redis.call('HSET', dest, 'ls', ls, p .. ':h', ARGV[4], p .. ':k', ARGV[5], p .. ':r', r,
-  p .. ':ch', ch, p .. ':e', e, p .. ':ra', ra)
+c.r, c.ch, c.e, c.ra = r, ch, e, ra
+redis.call('HSET', dest, 'ls', ls, p .. ':id', code_value(vid, ARGV[4]), p .. ':k', ARGV[5], p .. ':c', counters_text(c))
 extend_expiry(dest, math.max(e + ttl, ls))
 
 ev.ch = ch
-emit(ev, 'delivery', 'sd', sealed_text(v[16], v[17], v[18]), 'sc', ARGV[6], 'lc', v[10] or '', 'mt', v[11] or '', 'exp', e, 'rc', r)
+emit(ev, 'delivery', 'sd', sealed_text(v[9], v[10], v[11]), 'sc', ARGV[6], 'lc', v[3] or '', 'mt', v[4] or '', 'exp', e, 'rc', r)
 emit(ev, 'resent', 'rc', r)
-local m = tonumber(v[7])
-return {'resent', vid, ch, v[15], e, ra, m, m - tonumber(v[6]), mr - r, tonumber(v[8])}
+return {'resent', vid, ch, v[8], e, ra, c.m, c.m - c.a, mr - r, c.n}

@@ -25,41 +25,44 @@ Returns
 --- @include "gcra"
 --- @include "expiry"
 --- @include "outbox"
+--- @include "fields"
 
 local dest, vid, ik = KEYS[1], ARGV[2], ARGV[3]
 
 -- 1. Ids live only in their own tenant's hash, so another tenant's id is simply absent.
-local p = redis.call('HGET', dest, 'id:' .. vid)
+local p = redis.call('HGET', dest, id_field(vid))
 if not p then return {'NOT_FOUND', 0} end
 
-local v = redis.call('HMGET', dest, p .. ':h', p .. ':k', p .. ':a', p .. ':m', p .. ':e',
-  p .. ':st', p .. ':vk', p .. ':vt', p .. ':ch', 'lk', 'lf', 'dd', 'md')
-local a, m, st = tonumber(v[3]), tonumber(v[4]), v[6] or '' -- empty fields are not stored
+local v = redis.call('HMGET', dest, p .. ':id', p .. ':k', p .. ':c',
+  p .. ':st', p .. ':vk', p .. ':vt', 'lk', 'lf', 'dd', 'md')
+local c, st = counters_read(v[3]), v[4] or '' -- empty fields are not stored
+local dd = digest_text(v[9], vid)
+local a, m = c.a, c.m
 
 -- Only the digest made with the key this code was issued under counts.
 local digest
 for i = 8, #ARGV, 2 do
   if ARGV[i] == v[2] then digest = ARGV[i + 1] break end
 end
-local match = digest == v[1]
+local match = digest == code_digest(v[1])
 
 -- 2. Already verified: only a repeat of that same call answers VERIFIED again.
 if st == 'v' then
-  if ik ~= '' and ik == v[7] and match then return {'VERIFIED', m - a, p, v[12], tonumber(v[8])} end
+  if ik ~= '' and ik == v[5] and match then return {'VERIFIED', m - a, p, dd, tonumber(v[6])} end
   return {'NOT_FOUND', 0}
 end
 -- 3-4. Finished or locked: nothing is counted.
 if st == 'f' then return {'DELIVERY_FAILED', 0} end
 if st == 'l' or a >= m then return {'TOO_MANY_ATTEMPTS', 0} end
 local now = now_ms()
-if (tonumber(v[10]) or 0) > now then return {'TOO_MANY_ATTEMPTS', 0} end
+if (tonumber(v[7]) or 0) > now then return {'TOO_MANY_ATTEMPTS', 0} end
 
-local ev = { stream = KEYS[2], vid = vid, tn = ARGV[1], p = p, ch = v[9], md = v[13], dd = v[12],
+local ev = { stream = KEYS[2], vid = vid, tn = ARGV[1], p = p, ch = c.ch, md = v[10], dd = dd,
   ts = now, tr = ARGV[6], cl = ARGV[7] }
 
 -- 5. Expired: the first observation records it once.
 if st == 'x' then return {'EXPIRED', 0} end
-if now >= tonumber(v[5]) then
+if now >= c.e then
   redis.call('HSET', dest, p .. ':st', 'x')
   emit(ev, 'expired')
   return {'EXPIRED', 0}
@@ -67,24 +70,24 @@ end
 
 -- 7. Count before comparing, so concurrent guesses cannot pass the limit.
 a = a + 1
+c.a = a
 
 -- 8. Match: consume. With an idempotency key the fields stay (until e) to answer a repeat.
 if match then
   if ik ~= '' then
-    redis.call('HSET', dest, p .. ':a', a, p .. ':st', 'v', p .. ':vk', ik, p .. ':vt', now)
+    redis.call('HSET', dest, p .. ':c', counters_text(c), p .. ':st', 'v', p .. ':vk', ik, p .. ':vt', now)
   else
-    redis.call('HDEL', dest, 'id:' .. vid, p .. ':id', p .. ':h', p .. ':k', p .. ':n', p .. ':ch',
-      p .. ':a', p .. ':m', p .. ':r', p .. ':mr', p .. ':e', p .. ':ra', p .. ':st', p .. ':ik',
-      p .. ':vk', p .. ':vt', p .. ':lc', p .. ':mt', p .. ':cx')
+    redis.call('HDEL', dest, id_field(vid), p .. ':id', p .. ':k', p .. ':c', p .. ':st',
+      p .. ':ik', p .. ':vk', p .. ':vt', p .. ':lc', p .. ':mt', p .. ':cx')
   end
   emit(ev, 'verified')
-  return {'VERIFIED', m - a, p, v[12], now}
+  return {'VERIFIED', m - a, p, dd, now}
 end
 
 -- No match: spend the destination's failure budget; lock the destination when it is used up.
 local fail_count, fail_window = tonumber(ARGV[4]), tonumber(ARGV[5])
-local allowed, lf = gcra_spend(v[11], now, fail_count, fail_window)
-local writes = {p .. ':a', a}
+local allowed, lf = gcra_spend(v[8], now, fail_count, fail_window)
+local writes = {p .. ':c', counters_text(c)}
 local keep_until = now
 if allowed then
   writes[#writes + 1] = 'lf'
