@@ -43,11 +43,11 @@ async function keyOf(redis: RedisConnection, vid: string, shards: number): Promi
   const ref = parseVerificationId(vid, shards);
   if (!ref) throw new Error(`not a verification id: ${vid}`);
   const key = destinationKey(PREFIX, TENANT, ref);
-  if ((await redis.call(["HEXISTS", key, `id:${vid}`])) === 1) return { key, shard: ref.shard };
+  if ((await redis.call(["HEXISTS", key, `id:${vid.slice(ref.handle.length)}`])) === 1) return { key, shard: ref.shard };
   let cursor = "0";
   do {
     const [next, keys] = (await redis.call(["SCAN", cursor, "MATCH", `*:d:*${ref.handle}`, "COUNT", "1000"])) as [string, string[]];
-    for (const k of keys) if ((await redis.call(["HEXISTS", k, `id:${vid}`])) === 1) return { key: k, shard: ref.shard };
+    for (const k of keys) if ((await redis.call(["HEXISTS", k, `id:${vid.slice(ref.handle.length)}`])) === 1) return { key: k, shard: ref.shard };
     cursor = next;
   } while (cursor !== "0");
   throw new Error(`verification ${vid} not found in Redis`);
