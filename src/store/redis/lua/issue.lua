@@ -68,17 +68,12 @@ end
 local ev = { stream = KEYS[2], vid = cur_id or '', tn = ARGV[1], p = p, ch = ch, md = md,
   dd = ARGV[5], ts = now, tr = ARGV[21], cl = ARGV[22] }
 
-local function refuse(reason, retry)
-  emit(ev, 'rate_limited', 'reason', reason)
-  return {'refused', reason, retry}
-end
-
 -- 2-4. Refusals, cheapest first; only the send budget spends anything.
 local lk = tonumber(cur[6]) or 0
-if lk > now then return refuse('DESTINATION_LOCKED', lk - now) end
-if live and now < cc.ra then return refuse('RESEND_COOLDOWN', cc.ra - now) end
+if lk > now then return refuse(ev, 'DESTINATION_LOCKED', lk - now) end
+if live and now < cc.ra then return refuse(ev, 'RESEND_COOLDOWN', cc.ra - now) end
 local allowed, ls, retry = gcra_spend(cur[7], now, tonumber(ARGV[19]), tonumber(ARGV[20]))
-if not allowed then return refuse('SEND_LIMIT_DESTINATION', retry) end
+if not allowed then return refuse(ev, 'SEND_LIMIT_DESTINATION', retry) end
 
 -- 5. Overwrite the purpose's fields; the old id's reverse lookup goes, so its code dies here.
 local ttl = tonumber(ARGV[15])

@@ -48,17 +48,12 @@ if (v[1] or '') ~= '' or now >= e then return {'finished'} end
 local ev = { stream = KEYS[2], vid = vid, tn = ARGV[1], p = p, ch = c.ch, md = v[8],
   dd = digest_text(v[7], vid), ts = now, tr = ARGV[11], cl = ARGV[12] }
 
-local function refuse(reason, retry)
-  emit(ev, 'rate_limited', 'reason', reason)
-  return {'refused', reason, retry}
-end
-
 local lk = tonumber(v[5]) or 0
-if lk > now then return refuse('DESTINATION_LOCKED', lk - now) end
-if now < ra then return refuse('RESEND_COOLDOWN', ra - now) end
-if r >= mr then return refuse('MAX_RESENDS', e - now) end
+if lk > now then return refuse(ev, 'DESTINATION_LOCKED', lk - now) end
+if now < ra then return refuse(ev, 'RESEND_COOLDOWN', ra - now) end
+if r >= mr then return refuse(ev, 'MAX_RESENDS', e - now) end
 local allowed, ls, retry = gcra_spend(v[6], now, tonumber(ARGV[9]), tonumber(ARGV[10]))
-if not allowed then return refuse('SEND_LIMIT_DESTINATION', retry) end
+if not allowed then return refuse(ev, 'SEND_LIMIT_DESTINATION', retry) end
 
 -- The new digest replaces the old one, so the previous code dies here.
 local ch = tonumber(ARGV[3])

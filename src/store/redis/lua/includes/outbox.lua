@@ -5,3 +5,9 @@ local function emit(ev, kind, ...)
   redis.call('XADD', ev.stream, '*', 'type', kind, 'vid', ev.vid, 'tn', ev.tn, 'p', ev.p,
     'ch', ev.ch, 'md', ev.md, 'dd', ev.dd, 'ts', ev.ts, 'tr', ev.tr, 'cl', ev.cl, ...)
 end
+
+-- A Send or Resend refused by a limit: audited as rate_limited in the same atomic step.
+local function refuse(ev, reason, retry)
+  emit(ev, 'rate_limited', 'reason', reason)
+  return {'refused', reason, retry}
+end
