@@ -72,8 +72,6 @@ export interface Config {
   requestTimeoutMs: number;
   tls: { certFile: string; keyFile: string; caFile: string | undefined } | undefined;
   shutdownGraceMs: number;
-  /** Whether the dev log sink may print codes (never in production). */
-  devDeliveryLog: boolean;
   maxOutboxBacklog: number;
   /** An outbox entry pending this long on a relay is taken over by another. */
   relayClaimIdleMs: number;
@@ -173,7 +171,6 @@ export function loadConfig(env: Env = process.env): Config {
     requestTimeoutMs: int(env, "OTP_REQUEST_TIMEOUT_MS", 30_000, 100, 600_000),
     tls: certFile && keyFile ? { certFile, keyFile, caFile: optional(env, "TLS_CA_FILE") } : undefined,
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
-    devDeliveryLog: !production,
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
     workers: workers(env, redisUrl),

@@ -11,7 +11,7 @@ import { TOPICS } from "./topics.js";
  * Dev mode's stand-in for Kafka + a notifier: prints each delivery to stdout
  * as one JSON line with `destination` and `code`, so a developer with only
  * Node can log in. It opens the seals, so it is refused in production
- * (main/app only build it when config.devDeliveryLog is true).
+ * (app.ts builds it only without KAFKA_BROKERS, which production requires).
  * It writes with process.stdout directly: the logger redacts these fields by design.
  */
 export class LogSink implements EventSink {

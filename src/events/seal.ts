@@ -10,7 +10,7 @@ import type { Secret } from "../config.js";
 
 export type SealedField = "destination" | "code";
 
-export function sealAad(field: SealedField, owner: string): Buffer {
+function sealAad(field: SealedField, owner: string): Buffer {
   return Buffer.from(`otp-seal:v1:${field}:${owner}`);
 }
 

@@ -17,9 +17,7 @@ export function ipSubject(ip: string): string {
 
 /** Send: per IP (when known), per tenant, and per country for phone channels. */
 export function sendBudgets(limits: CallerLimits, ip: string | undefined, destination: Destination): CallerBudget[] {
-  const budgets: CallerBudget[] = [];
-  if (ip) budgets.push({ name: "SEND_LIMIT_IP", subject: ipSubject(ip), budget: limits.sendPerIp });
-  budgets.push({ name: "SEND_LIMIT_TENANT", subject: "all", budget: limits.sendPerTenant });
+  const budgets = resendBudgets(limits, ip);
   const country = countryOf(destination);
   if (country) {
     budgets.push({ name: "SEND_LIMIT_COUNTRY", subject: country, budget: limits.smsPerCountry.countries[country] ?? limits.smsPerCountry.fallback });

@@ -13,10 +13,12 @@ export interface InboundCall {
   method: MethodName;
   /** A request header / metadata value (lower-case name), undefined when absent. */
   header(name: string): string | undefined;
+  // Looked up only when a check needs them (most calls need neither), so the
+  // hot path does not pay for reading the peer and the TLS context.
   /** The connection's remote address, as the socket reports it. */
-  peerAddress: string | undefined;
+  peerAddress(): string | undefined;
   /** The client certificate of an mTLS connection (already verified against TLS_CA_FILE). */
-  peerCertificate: PeerCertificate | undefined;
+  peerCertificate(): PeerCertificate | undefined;
 }
 
 export interface CallerResolverOptions {
@@ -48,7 +50,7 @@ export function callerResolver(options: CallerResolverOptions): CallerResolver {
     }
     const auth = directory.authenticate({
       authorization: call.header("authorization"),
-      certificate: identityOf(call.peerCertificate),
+      certificate: identityOf(call.peerCertificate()),
       origin: call.header("origin"),
     });
     if (!auth.ok) {
@@ -66,7 +68,7 @@ export function callerResolver(options: CallerResolverOptions): CallerResolver {
       purposes: client.purposes,
       isPublic: client.public,
       // A backend's own address says nothing about its end user; a browser's does.
-      connectionIp: client.public ? options.proxies.clientIp(call.peerAddress, call.header("x-forwarded-for")) : undefined,
+      connectionIp: client.public ? options.proxies.clientIp(call.peerAddress(), call.header("x-forwarded-for")) : undefined,
     };
     try {
       requireMethod(caller, call.method);

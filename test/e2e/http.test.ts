@@ -2,7 +2,7 @@
 // gRPC-Web and gRPC through connect-node's own clients, curl, raw bytes,
 // CORS and the probes.
 import { create, toBinary } from '@bufbuild/protobuf';
-import { Code, ConnectError, createClient, type Client, type Transport } from '@connectrpc/connect';
+import { Code, createClient, type Client, type Transport } from '@connectrpc/connect';
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from '@connectrpc/connect-node';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +12,7 @@ import { run } from '../support/cli.js';
 import { grpcClient, grpcError, grpcRaw } from '../support/grpc-client.js';
 import { freshEmail, startTestApp, TEST_ORIGIN, wrongCode, type TestApp } from '../support/otp-app.js';
 import { envelope, grpcWebTrailers, rawRequest } from '../support/raw-http.js';
+import { connectError } from '../support/connect-error.js';
 
 let app: TestApp;
 
@@ -29,15 +30,6 @@ const transports: [string, () => Transport][] = [
   ['gRPC-Web over HTTP/1.1', () => createGrpcWebTransport({ baseUrl: app.httpBase, httpVersion: '1.1' })],
   ['gRPC over h2c', () => createGrpcTransport({ baseUrl: app.httpBase })],
 ];
-
-async function connectError(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-  throw new Error('expected the call to fail, it succeeded');
-}
 
 describe.each(transports)('%s', (_name, transport) => {
   let client: Client<typeof OtpService>;

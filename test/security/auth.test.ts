@@ -3,7 +3,7 @@
 // CORS preflights) with a clients file and a real Redis: who may call, what
 // they may call, what one tenant can learn about another's verifications,
 // and that every refusal is audited and logged without a key or a code.
-import { Code, ConnectError, createClient, type Client as ConnectClient } from '@connectrpc/connect';
+import { Code, createClient, type Client as ConnectClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { Metadata, status, type Client } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +16,7 @@ import { freshEmail } from '../support/otp-app.js';
 import { rawRequest } from '../support/raw-http.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
 import { startSecuredApp, type SecuredApp } from '../support/secured-app.js';
+import { connectError } from '../support/connect-error.js';
 
 const { send, verify, resend, checkRateLimit } = OtpService.method;
 const ALL = ['Send', 'Verify', 'Resend', 'CheckRateLimit'];
@@ -84,15 +85,6 @@ function connectAs(headers: Record<string, string>): ConnectClient<typeof OtpSer
       }],
     }),
   );
-}
-
-async function connectError(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-  throw new Error('expected the call to fail, it succeeded');
 }
 
 const email = (label = 'sec') => ({ purpose: 'login', channel: Channel.EMAIL, destination: freshEmail(label) });

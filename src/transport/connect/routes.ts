@@ -12,12 +12,11 @@ import { peerKey } from "./peer.js";
 // an interceptor, so no handler can leak one by accident.
 
 function caller(callerOf: CallerResolver, method: MethodName, ctx: HandlerContext): Promise<Caller> {
-  const peer = ctx.values.get(peerKey);
   return callerOf({
     method,
     header: (name) => ctx.requestHeader.get(name) ?? undefined,
-    peerAddress: peer.address,
-    peerCertificate: peer.certificate,
+    peerAddress: () => ctx.values.get(peerKey).address,
+    peerCertificate: () => ctx.values.get(peerKey).certificate,
   });
 }
 

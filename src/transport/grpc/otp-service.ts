@@ -48,12 +48,14 @@ function unary<I extends DescMessage, O extends DescMessage>(
   };
 
   async function answer(call: ServerUnaryCall<Buffer, unknown>): Promise<MessageShape<O>> {
-    const peer = call.getPeer();
     const caller = await callerOf({
       method: method.name as MethodName,
       header: (name) => firstString(call.metadata.get(name)),
-      peerAddress: peer === "unknown" ? undefined : hostOfPeer(peer),
-      peerCertificate: call.getAuthContext().sslPeerCertificate,
+      peerAddress: () => {
+        const peer = call.getPeer();
+        return peer === "unknown" ? undefined : hostOfPeer(peer);
+      },
+      peerCertificate: () => call.getAuthContext().sslPeerCertificate,
     });
     let request: MessageShape<I>;
     try {
