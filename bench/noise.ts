@@ -110,16 +110,17 @@ function ncpu(): number {
 }
 
 /** Watch our descendant whose command line contains `needle` (e.g. the Kafka JVM, which the harness does not expose). */
-export function watchDescendant(name: string, needle: string): boolean {
+/** Watch the first descendant of the bench whose command line holds `needle`; its pid, if found. */
+export function watchDescendant(name: string, needle: string): number | undefined {
   for (const pid of descendants(processTable(), process.pid)) {
     try {
       if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(needle)) {
         watch(name, pid);
-        return true;
+        return pid;
       }
     } catch {
       // exited meanwhile
     }
   }
-  return false;
+  return undefined;
 }

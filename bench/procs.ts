@@ -57,12 +57,20 @@ export const pinning: { service: string; load: string } | undefined = (() => {
   } catch {
     return undefined;
   }
+  // Core 0 is the service's alone; everything else (ghz, redis-benchmark,
+  // Redis, the Kafka broker) shares core 1.
   return { service: "0", load: "1" };
 })();
 
 /** argv prefixed with `taskset -c <cores>` when pinning is available (taskset execs, so the pid stays the program's). */
 export function pinned(cores: string | undefined, argv: string[]): string[] {
   return cores !== undefined && pinning ? ["taskset", "-c", cores, ...argv] : argv;
+}
+
+/** Move a running process, all its threads, onto `cores` (when pinning is available). */
+export function pinPid(pid: number, cores: string | undefined): void {
+  if (cores === undefined || !pinning) return;
+  execFileSync("taskset", ["-a", "-cp", cores, String(pid)], { stdio: "ignore" });
 }
 
 /** Spawn a long-lived child that cleanup() stops (SIGTERM, then SIGKILL after `graceMs`). */

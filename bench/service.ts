@@ -63,6 +63,15 @@ export function supportsWorkers(root: string): boolean {
   return false;
 }
 
+/** The node flags of `npm start` (package.json), so the bench runs the service with production's V8 settings. */
+export function startFlags(root: string): string[] {
+  const start = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { scripts?: { start?: string } }).scripts?.start ?? "";
+  const words = start.trim().split(/\s+/);
+  const [node, main] = [words.indexOf("node"), words.indexOf("dist/main.js")];
+  if (node < 0 || main < node) throw new Error(`package.json scripts.start is not "node [flags] dist/main.js": ${start}`);
+  return words.slice(node + 1, main);
+}
+
 let started = 0;
 
 export async function startService(opts: ServiceOptions): Promise<Service> {
@@ -94,7 +103,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
     OTP_LIMIT_SMS_PER_COUNTRY: "999999/1m",
     ...(opts.workers !== undefined ? { OTP_WORKERS: String(opts.workers) } : {}),
   };
-  const argv = pinned(opts.cores ?? pinning?.service, ["node", ...(opts.nodeArgs ?? []), "dist/main.js"]);
+  const argv = pinned(opts.cores ?? pinning?.service, ["node", ...startFlags(opts.root), ...(opts.nodeArgs ?? []), "dist/main.js"]);
   // Output to a file, not a pipe: a chatty service must never block on us.
   const child = startChild(argv, { cwd: opts.root, env, stdio: ["ignore", fd, fd] }, 15_000);
   closeSync(fd);

@@ -72,7 +72,11 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     const sink: EventSink = config.kafkaBrokers
       ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log })
       : new LogSink(sealer, log, overrides.deliveryLog);
-    const relay = new OutboxRelay(store, sink, log, { maxBacklog: config.maxOutboxBacklog, claimIdleMs: config.relayClaimIdleMs });
+    const relay = new OutboxRelay(store, sink, log, {
+      maxBacklog: config.maxOutboxBacklog,
+      claimIdleMs: config.relayClaimIdleMs,
+      lingerMs: config.relayLingerMs,
+    });
     relay.start();
     cleanups.push(async () => {
       await relay.stop();

@@ -75,6 +75,8 @@ export interface Config {
   maxOutboxBacklog: number;
   /** An outbox entry pending this long on a relay is taken over by another. */
   relayClaimIdleMs: number;
+  /** After a batch that did not fill, the relay waits this long so the next one is bigger. */
+  relayLingerMs: number;
   /** Processes sharing the ports (node:cluster); 1 = no cluster. */
   workers: number;
 }
@@ -173,6 +175,7 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
+    relayLingerMs: int(env, "OTP_RELAY_LINGER_MS", 10, 0, 1_000),
     workers: workers(env, redisUrl),
   };
 }

@@ -1,10 +1,11 @@
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { createValidator } from "@bufbuild/protovalidate";
 import { OtpError, type FieldViolation } from "./errors.js";
+import { patternMatcher } from "./validation-patterns.js";
 
 // The rules live in the proto (buf.validate options); this enforces them on
 // every call, whichever transport it came from.
-const validator = createValidator();
+const validator = createValidator({ regexMatch: patternMatcher });
 
 export function assertValid<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): void {
   const result = validator.validate(schema, message);
