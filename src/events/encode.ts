@@ -1,4 +1,5 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
   AuditEventSchema,
@@ -26,6 +27,9 @@ const AUDIT_TYPES: Record<string, AuditEventType> = {
   refused: AuditEventType.REFUSED,
 };
 
+const DESTINATION_FIELD = DeliveryRequestedSchema.field.destination.number;
+const CODE_FIELD = DeliveryRequestedSchema.field.code.number;
+
 /** Stable across redeliveries of the same entry, so consumers can dedupe. */
 export function eventIdOf(entry: Pick<OutboxEntry, "shard" | "id">): string {
   return `${entry.shard}-${entry.id}`;
@@ -45,18 +49,26 @@ export function encodeEntry(entry: OutboxEntry): EventRecord {
     maskedDestination: f.md ?? "",
   };
   if (f.type === "delivery") {
-    const code = fromBinary(SealedSchema, Buffer.from(f.sc ?? "", "base64"));
+    const sealedCode = Buffer.from(f.sc ?? "", "base64");
     const message = create(DeliveryRequestedSchema, {
       ...common,
-      destination: fromBinary(SealedSchema, Buffer.from(f.sd ?? "", "base64")),
-      code,
       locale: f.lc ?? "",
       expiresAt: timestampFromMs(Number(f.exp ?? 0)),
       metadata: f.mt ? (JSON.parse(f.mt) as Record<string, string>) : {},
       resendCount: Number(f.rc ?? 0),
     });
-    return record(TOPICS.delivery, "delivery.requested", "otp.events.v1.DeliveryRequested", eventId, common, toBinary(DeliveryRequestedSchema, message), {
-      [HEADERS.sealKeyId]: code.keyId,
+    // The sealed destination and code are already encoded Sealed messages:
+    // appended as they are (the wire format allows fields in any order), not
+    // decoded only to be encoded again.
+    const value = new BinaryWriter()
+      .raw(toBinary(DeliveryRequestedSchema, message))
+      .tag(DESTINATION_FIELD, WireType.LengthDelimited)
+      .bytes(Buffer.from(f.sd ?? "", "base64"))
+      .tag(CODE_FIELD, WireType.LengthDelimited)
+      .bytes(sealedCode)
+      .finish();
+    return record(TOPICS.delivery, "delivery.requested", "otp.events.v1.DeliveryRequested", eventId, common, value, {
+      [HEADERS.sealKeyId]: fromBinary(SealedSchema, sealedCode).keyId,
     });
   }
   const type = AUDIT_TYPES[f.type ?? ""] ?? AuditEventType.UNSPECIFIED;

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StoreUnavailableError } from '../../src/store/errors.js';
 import { connectRedis, type RedisConnection, type RedisReply } from '../../src/store/redis/client.js';
 import { RedisStore } from '../../src/store/redis/redis-store.js';
+import { scripts } from '../../src/store/redis/scripts.js';
 import { freePort } from '../support/free-port.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
 import { describeStoreBehaviour } from './behaviour.js';
@@ -195,6 +196,22 @@ describe('redis store: what Redis holds', () => {
     );
     expect(deliveries.map((e) => [e.fields.lc, e.fields.mt])).toEqual([['', ''], ['', '']]);
     await store.close();
+  });
+
+  it('after Redis loses its script cache (restart, failover), calls reload the scripts and go on', async () => {
+    const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: freshPrefix() });
+    try {
+      const a = issueCommand(newDestination(SHARDS));
+      await store.issue(a.cmd);
+      expect(await store.verify(verifyCommand(a.cmd.ref, wrong(a.code)))).toMatchObject({ result: 'INVALID_CODE' });
+      await raw.call(['SCRIPT', 'FLUSH']);
+      expect(await raw.call(['SCRIPT', 'EXISTS', scripts.verify.sha1])).toEqual([0]);
+      // EVALSHA answers NOSCRIPT; the same call is sent again as EVAL, which also caches the script.
+      expect(await store.verify(verifyCommand(a.cmd.ref, a.code))).toMatchObject({ result: 'VERIFIED' });
+      expect(await raw.call(['SCRIPT', 'EXISTS', scripts.verify.sha1])).toEqual([1]);
+    } finally {
+      await store.close();
+    }
   });
 
   it('every non-stream key has a TTL', async () => {

@@ -1,5 +1,6 @@
 import { CompressionTypes, Kafka, logLevel, type Consumer, type Producer, type Admin, type IHeaders, type KafkaMessage, type EachMessagePayload } from "kafkajs";
 import type { Logger } from "pino";
+import { keyPartitioner } from "./partitioner.js";
 
 // The only module that imports kafkajs (unmaintained since 2023): everything
 // else speaks in EventRecords, so the client can be swapped here alone.
@@ -38,7 +39,7 @@ export function kafkaClient(s: KafkaSettings): Kafka {
 
 /** Idempotent producer with acks=all: a retried send never duplicates within a session. */
 export function idempotentProducer(kafka: Kafka): Producer {
-  return kafka.producer({ idempotent: true, maxInFlightRequests: 5, allowAutoTopicCreation: false });
+  return kafka.producer({ idempotent: true, maxInFlightRequests: 5, allowAutoTopicCreation: false, createPartitioner: keyPartitioner });
 }
 
 export interface OutgoingRecord {

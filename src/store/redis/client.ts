@@ -158,13 +158,16 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
       }
     },
     async run(script, keys, args) {
-      const rest = [String(keys.length), ...keys, ...args];
+      // One array, reused for the fallback: this is on every call's path.
+      const command = ["EVALSHA", script.sha1, String(keys.length)].concat(keys, args);
       try {
         try {
-          return await send(["EVALSHA", script.sha1, ...rest]);
+          return await send(command);
         } catch (err) {
           if (!isReplyError(err, "NOSCRIPT")) throw err;
-          return await send(["EVAL", script.source, ...rest]);
+          command[0] = "EVAL";
+          command[1] = script.source;
+          return await send(command);
         }
       } catch (err) {
         throw unavailableOr(err);

@@ -1,0 +1,42 @@
+import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { encodeEntry } from "../../src/events/encode.js";
+import { HEADERS, TOPICS } from "../../src/events/topics.js";
+import { DeliveryRequestedSchema, SealedSchema } from "../../src/gen/otp/events/v1/events_pb.js";
+
+// A delivery event carries the sealed destination and code exactly as the
+// store scripts kept them (already-encoded Sealed messages, appended to the
+// event's bytes rather than decoded and encoded again).
+
+const sealed = (keyId: string, fill: number) =>
+  create(SealedSchema, { keyId, nonce: new Uint8Array(12).fill(fill), ciphertext: new Uint8Array(40).fill(fill + 1) });
+
+describe("delivery event encoding", () => {
+  it("decodes to every field of the outbox entry, sealed parts byte for byte", () => {
+    const destination = sealed("seal-1", 7);
+    const code = sealed("seal-2", 9);
+    const record = encodeEntry({
+      id: "1700000000000-3",
+      shard: 5,
+      fields: {
+        type: "delivery", vid: "handle-and-random-id", tn: "acme", p: "login", ch: "2", ts: "1700000000000",
+        tr: "trace-1", md: "j***@example.com", lc: "de", exp: "1700000300000", mt: '{"app":"web"}', rc: "1",
+        sd: Buffer.from(toBinary(SealedSchema, destination)).toString("base64"),
+        sc: Buffer.from(toBinary(SealedSchema, code)).toString("base64"),
+      },
+    });
+    expect(record.topic).toBe(TOPICS.delivery);
+    expect(record.key).toBe("handle-and-random-id");
+    expect(record.headers[HEADERS.sealKeyId]).toBe("seal-2");
+    expect(record.headers[HEADERS.eventId]).toBe("5-1700000000000-3");
+    const event = fromBinary(DeliveryRequestedSchema, record.value);
+    expect(equals(SealedSchema, event.destination!, destination)).toBe(true);
+    expect(equals(SealedSchema, event.code!, code)).toBe(true);
+    expect(event).toMatchObject({
+      eventId: "5-1700000000000-3", verificationId: "handle-and-random-id", tenant: "acme", purpose: "login", channel: 2,
+      traceId: "trace-1", maskedDestination: "j***@example.com", locale: "de", metadata: { app: "web" }, resendCount: 1,
+    });
+    expect(Number(event.expiresAt!.seconds)).toBe(1700000300);
+    expect(Number(event.occurredAt!.seconds)).toBe(1700000000);
+  });
+});
