@@ -2,12 +2,8 @@ import { ClientDirectory } from "./auth/authenticate.js";
 import { TrustedProxies } from "./auth/client-ip.js";
 import { readClientsFile } from "./auth/clients.js";
 import type { Config } from "./config.js";
-import { KafkaSink } from "./events/kafka-sink.js";
-import { LogSink } from "./events/log-sink.js";
-import { OutboxRelay } from "./events/relay.js";
-import { DeliveryStatusConsumer } from "./events/status-consumer.js";
 import { Sealer } from "./events/seal.js";
-import type { EventSink } from "./events/sink.js";
+import { startEventWorker } from "./events/worker.js";
 import { createLogger, type Logger } from "./log.js";
 import { Refusals } from "./otp/refusals.js";
 import { OtpService, type DeliveryAdmission } from "./otp/service.js";
@@ -67,29 +63,15 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
 
     // The outbox relay starts before the listeners and stops after they have
     // drained (cleanups run in reverse), so no event written by a call is left
-    // behind by a clean shutdown. Kafka when configured; otherwise (dev mode
-    // only: production requires KAFKA_BROKERS) the log sink prints deliveries.
-    const sink: EventSink = config.kafkaBrokers
-      ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log })
-      : new LogSink(sealer, log, overrides.deliveryLog);
-    const relay = new OutboxRelay(store, sink, log, {
-      maxBacklog: config.maxOutboxBacklog,
-      claimIdleMs: config.relayClaimIdleMs,
-      lingerMs: config.relayLingerMs,
+    // behind by a clean shutdown.
+    const events = startEventWorker(config, store, log, {
+      sealer,
+      relaying: config.relay === "in-process",
+      deliveryLog: overrides.deliveryLog,
     });
-    relay.start();
-    cleanups.push(async () => {
-      await relay.stop();
-      await sink.close();
-    });
+    cleanups.push(() => events.stop());
+    const { relay } = events;
     const admission: DeliveryAdmission = relay;
-    // Notifiers report failed deliveries; a failed code is voided (Verify answers DELIVERY_FAILED).
-    if (config.kafkaBrokers) {
-      const statuses = new DeliveryStatusConsumer({ brokers: config.kafkaBrokers, logger: log, store, shards: config.redisShards });
-      // Not awaited: the service serves Send/Verify while Kafka is away; the consumer retries by itself.
-      void statuses.start().catch((err: unknown) => log.warn({ err: (err as Error).message }, "delivery status consumer did not start"));
-      cleanups.push(() => statuses.stop());
-    }
 
     const refusals = new Refusals(store, log, config.redisShards);
     const core = new OtpService({ config, store, sealer, receipts, admission, refusals });
@@ -114,7 +96,9 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       const origins = allowedOrigins(config, () => directory);
       const readyDetails = () => {
         const { backlog, lagMs, lastError } = relay.status();
-        return { event_backlog: backlog, event_lag_ms: lagMs, event_relay_error: lastError ?? null };
+        // With OTP_RELAY=off the lag and errors are the relay process's to report.
+        const relaying = config.relay === "in-process";
+        return { event_backlog: backlog, event_lag_ms: relaying ? lagMs : null, event_relay_error: relaying ? (lastError ?? null) : null };
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals });
       http = await listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs });
@@ -156,7 +140,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
   }
 }
 
-async function buildStore(config: Config, log: Logger): Promise<VerificationStore> {
+export async function buildStore(config: Config, log: Logger): Promise<VerificationStore> {
   if (!config.redisUrl) {
     log.info("no REDIS_URL: using the in-memory store (one process, state lost on exit)");
     return new MemoryStore({ shards: config.redisShards });

@@ -72,7 +72,16 @@ export class OutboxRelay {
     if (this.running) return;
     this.running = true;
     this.loop = this.run();
-    // The backlog bound is checked on every Send; keep it a cached number.
+    this.watchBacklog();
+  }
+
+  /**
+   * Only keep the backlog number fresh (Send's bound, /readyz): for a process
+   * whose outbox another process relays (OTP_RELAY=off). The bound is checked
+   * on every Send, so it is a cached number.
+   */
+  watchBacklog(): void {
+    if (this.backlogTimer) return;
     this.backlogTimer = setInterval(() => void this.refreshBacklog(), 500);
     this.backlogTimer.unref();
     void this.refreshBacklog();
@@ -82,6 +91,7 @@ export class OutboxRelay {
   async stop(): Promise<void> {
     this.running = false;
     clearInterval(this.backlogTimer);
+    this.backlogTimer = undefined;
     this.wake?.();
     await this.loop;
   }

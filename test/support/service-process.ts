@@ -26,10 +26,11 @@ function baseEnv(): Record<string, string> {
   return { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', HOST: '127.0.0.1', LOG_LEVEL: 'info' };
 }
 
-export async function spawnService(env: Record<string, string> = {}): Promise<ServiceProcess> {
+/** `entry`: src/main.ts (the service) or src/relay-main.ts (`npm run relay`, which binds no port). */
+export async function spawnService(env: Record<string, string> = {}, entry = 'src/main.ts'): Promise<ServiceProcess> {
   const grpcPort = await freePort();
   const httpPort = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
     cwd: repoRoot,
     env: { ...baseEnv(), GRPC_PORT: String(grpcPort), HTTP_PORT: String(httpPort), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

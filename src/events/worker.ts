@@ -1,0 +1,60 @@
+import type { Config } from "../config.js";
+import type { Logger } from "../log.js";
+import type { VerificationStore } from "../store/store.js";
+import { KafkaSink } from "./kafka-sink.js";
+import { LogSink } from "./log-sink.js";
+import { OutboxRelay } from "./relay.js";
+import type { Sealer } from "./seal.js";
+import type { EventSink } from "./sink.js";
+import { DeliveryStatusConsumer } from "./status-consumer.js";
+
+// Everything of the service that talks to Kafka: the outbox relay and the
+// delivery-status consumer. It runs in every service process by default
+// (OTP_RELAY=in-process), or alone in its own (`npm run relay`, with
+// OTP_RELAY=off on the service): the Kafka client then takes no CPU from the
+// calls, and relays scale apart from the listeners. The outbox is a consumer
+// group, so any number of relays may run, anywhere.
+
+export interface EventWorker {
+  /** Its backlog (always) and its relay state (when relaying). */
+  relay: OutboxRelay;
+  stop(): Promise<void>;
+}
+
+export function startEventWorker(
+  config: Config,
+  store: VerificationStore,
+  log: Logger,
+  options: { sealer: Sealer; relaying: boolean; deliveryLog?: (line: string) => void },
+): EventWorker {
+  // Kafka when configured; otherwise (dev mode only: production requires
+  // KAFKA_BROKERS) the log sink prints deliveries.
+  const sink: EventSink = config.kafkaBrokers
+    ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log })
+    : new LogSink(options.sealer, log, options.deliveryLog);
+  const relay = new OutboxRelay(store, sink, log, {
+    maxBacklog: config.maxOutboxBacklog,
+    claimIdleMs: config.relayClaimIdleMs,
+    lingerMs: config.relayLingerMs,
+  });
+  if (!options.relaying) {
+    relay.watchBacklog();
+    return { relay, stop: () => relay.stop() };
+  }
+  relay.start();
+  // Notifiers report failed deliveries; a failed code is voided (Verify answers DELIVERY_FAILED).
+  let statuses: DeliveryStatusConsumer | undefined;
+  if (config.kafkaBrokers) {
+    statuses = new DeliveryStatusConsumer({ brokers: config.kafkaBrokers, logger: log, store, shards: config.redisShards });
+    // Not awaited: calls are served while Kafka is away; the consumer retries by itself.
+    void statuses.start().catch((err: unknown) => log.warn({ err: (err as Error).message }, "delivery status consumer did not start"));
+  }
+  return {
+    relay,
+    async stop() {
+      await statuses?.stop();
+      await relay.stop();
+      await sink.close();
+    },
+  };
+}

@@ -1,0 +1,74 @@
+// OTP_RELAY=off and `npm run relay`: the service only writes the outbox; a
+// relay of its own process (src/relay-main.ts, spawned as production runs it)
+// publishes to Kafka. Real Redis, real Kafka, kcat reading the topic.
+import type { Client } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TOPICS } from '../../src/events/topics.js';
+import { Channel, OtpService } from '../../src/gen/otp/v1/otp_pb.js';
+import { grpcCall, grpcClient } from '../support/grpc-client.js';
+import { createTopics, kafkaForTests, type KafkaBroker } from '../support/kafka.js';
+import { kcatRead, kcatUntil } from '../support/kcat.js';
+import { freshEmail, startTestApp, type TestApp } from '../support/otp-app.js';
+import { redisForTests, type RedisServer } from '../support/redis.js';
+import { spawnService, type ServiceProcess } from '../support/service-process.js';
+
+let brokers: string;
+let broker: KafkaBroker | undefined;
+let redis: { url: string; server?: RedisServer };
+beforeAll(async () => {
+  ({ brokers, broker } = await kafkaForTests());
+  redis = await redisForTests();
+  // The topics exist before anything is published, so reading them proves the event is not there yet.
+  await createTopics(brokers, [TOPICS.delivery, TOPICS.audit], 3);
+});
+afterAll(async () => {
+  await broker?.stop();
+  await redis?.server?.stop();
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function readyz(app: TestApp): Promise<{ event_backlog: number; event_lag_ms: number | null }> {
+  const res = await fetch(`${app.httpBase}/readyz`);
+  return JSON.parse((await res.text()).split('\n')[1]!) as { event_backlog: number; event_lag_ms: number | null };
+}
+
+describe('the relay in its own process', () => {
+  let app: TestApp;
+  let client: Client;
+  let relay: ServiceProcess | undefined;
+
+  beforeAll(async () => {
+    // A key prefix of its own is not configurable; a fresh Redis keeps other files' outboxes out of this one.
+    app = await startTestApp({ REDIS_URL: redis.url, KAFKA_BROKERS: brokers, OTP_RELAY: 'off' });
+    client = grpcClient(app.grpcTarget);
+  });
+  afterAll(async () => {
+    client?.close();
+    relay?.child.kill('SIGKILL');
+    await app?.stop();
+  });
+
+  it('with OTP_RELAY=off the service keeps events in the outbox; npm run relay publishes them and stops cleanly', async () => {
+    const { verificationId } = await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('relay') });
+    // The service still watches the backlog (Send's bound, /readyz): delivery + audit events wait.
+    const deadline = Date.now() + 10_000;
+    while ((await readyz(app)).event_backlog < 2 && Date.now() < deadline) await sleep(100);
+    const waiting = await readyz(app);
+    expect(waiting.event_backlog).toBeGreaterThanOrEqual(2);
+    expect(waiting.event_lag_ms).toBeNull();
+    expect((await kcatRead(brokers, TOPICS.delivery)).some((r) => r.key === verificationId)).toBe(false);
+
+    relay = await spawnService({ NODE_ENV: 'development', REDIS_URL: redis.url, KAFKA_BROKERS: brokers }, 'src/relay-main.ts');
+    const records = await kcatUntil(brokers, TOPICS.delivery, (all) => all.some((r) => r.key === verificationId), 60_000);
+    expect(records.filter((r) => r.key === verificationId)).toHaveLength(1);
+    await kcatUntil(brokers, TOPICS.audit, (all) => all.some((r) => r.key === verificationId), 30_000);
+    const drained = Date.now() + 10_000;
+    while ((await readyz(app)).event_backlog > 0 && Date.now() < drained) await sleep(100);
+    expect((await readyz(app)).event_backlog).toBe(0);
+
+    relay.child.kill('SIGTERM');
+    expect(await relay.exited).toBe(0);
+    expect(relay.logs().some((l) => l.msg === 'otp-service relay started')).toBe(true);
+  }, 120_000);
+});
