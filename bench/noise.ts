@@ -61,6 +61,10 @@ export function watch(name: string, pid: number): void {
   watched.set(name, pid);
 }
 
+export function unwatch(name: string): void {
+  watched.delete(name);
+}
+
 export interface CpuReport {
   /** CPU used by processes that are not the bench's, % of the whole machine. */
   otherPct: number;

@@ -32,9 +32,11 @@ export interface BenchRun {
   machine: Machine;
   settings: { seconds: number; warmupSeconds: number; concurrency: number; connections: number; pinning: string };
   floors: { transport?: Scenario; verifyScript?: FloorResult; limitsScript?: FloorResult };
-  scenarios: { verify?: Scenario; verifySuccess?: Scenario; send?: Scenario; checkRateLimit?: Scenario };
+  scenarios: { verify?: Scenario; verifySuccess?: Scenario; send?: Scenario; checkRateLimit?: Scenario; sendOwnRelay?: Scenario };
   /** Sends OK vs delivery events (end offsets) and distinct verifications among them. */
-  send?: { ok: number; deliveryEvents: number; verifications: number; lost: number; duplicates: number; drainMs: number };
+  send?: SendCount;
+  /** The same, for Send with the relay in its own process (OTP_RELAY=off + npm run relay). */
+  sendOwnRelay?: SendCount;
   memory?: {
     verifications: number;
     usedMemoryDelta: number;
@@ -53,6 +55,15 @@ export interface BenchRun {
   profile?: Record<string, string[]>;
   /** Set when the run failed part-way; what was measured before is kept. */
   error?: string;
+}
+
+export interface SendCount {
+  ok: number;
+  deliveryEvents: number;
+  verifications: number;
+  lost: number;
+  duplicates: number;
+  drainMs: number;
 }
 
 export interface Target {
@@ -129,7 +140,7 @@ const other = (sat: Measured, mod?: Measured): string[] => {
   const c = sat?.cpu ?? {};
   const pct = (k: string) => (c[k] === undefined ? "—" : String(c[k]));
   return [
-    sat ? `${pct("service")} / ${pct("redis")} / ${pct("kafka")} / ${pct("loadgen")}` : "",
+    sat ? `${pct("service")} / ${pct("redis")} / ${pct("kafka")} / ${pct("loadgen")}${c.relay !== undefined ? ` (relay process ${pct("relay")})` : ""}` : "",
     [sat, mod].filter((r) => r !== undefined).map((r) => r!.otherCpuPct.toFixed(0)).join(" / "),
   ];
 };
@@ -192,6 +203,19 @@ export function rows(run: BenchRun): string[][] {
       `≥ 5,000/s, 0 lost (lost: ${run.send?.lost ?? "—"}); p99 ≤ 10 ms`,
       `${yes(a?.met)}, ${yes(c?.met)}; ${yes(b?.met)}`,
       ...other(send.saturation, send.moderate),
+    ]);
+  }
+  const own = run.scenarios.sendOwnRelay;
+  if (own) {
+    out.push([
+      `Send, relay in its own process on core 1 (OTP_RELAY=off + npm run relay)${errs(own.saturation)}`,
+      f0(own.saturation.rps),
+      f0(perCore(own.saturation)),
+      lat(own.moderate),
+      vsT(own.saturation),
+      `lost: ${run.sendOwnRelay?.lost ?? "—"}, duplicates: ${run.sendOwnRelay?.duplicates ?? "—"}`,
+      "",
+      ...other(own.saturation, own.moderate),
     ]);
   }
   if (checkRateLimit) {

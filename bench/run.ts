@@ -10,12 +10,12 @@ import { GHZ, describe, ghz, type GhzLoad, type GhzResult } from "./ghz.js";
 import { countBetween, countDeliveries, endOffsets, readDeliveries, type Delivered } from "./kafka-events.js";
 import { outboxMemory, sampleKeys, usedMemory, waitForDrain } from "./memory.js";
 import { cleanup, installSignalHandlers, onCleanup, pinPid, pinning, sleep, stopping, which } from "./procs.js";
-import { probeNoise, watch, watchDescendant } from "./noise.js";
+import { probeNoise, unwatch, watch, watchDescendant } from "./noise.js";
 import { limitsFloor, verifyFloor } from "./redis-floor.js";
 import { startRedis } from "./redis-server.js";
-import { machine, rows, HEADER, textTable, updateBenchmarksMd, writeJson, type BenchRun, type MultiCoreRow, type Scenario } from "./report.js";
+import { machine, rows, HEADER, textTable, updateBenchmarksMd, writeJson, type BenchRun, type MultiCoreRow, type Scenario, type SendCount } from "./report.js";
 import { writeSecretJson } from "./secrets.js";
-import { build, PURPOSE, rssBytes, startService, supportsWorkers, withRssSampling, type Service } from "./service.js";
+import { build, PURPOSE, rssBytes, startRelayProcess, startService, supportsWorkers, withRssSampling, type Service } from "./service.js";
 import { profileUnder } from "./profile.js";
 
 // npm run bench: the service on one core against real Redis and Kafka, ghz as
@@ -169,20 +169,23 @@ async function scenarios(run: BenchRun): Promise<void> {
   // 1. Transport floor: the cheapest call the same process serves.
   run.floors.transport = await measure(service, "Health/Check (transport floor)", () => ({ call: "grpc.health.v1.Health/Check", data: {} }));
 
-  // 2. Send, unique destinations; then count what reached Kafka.
-  {
+  /** Send with unique destinations, then count what reached Kafka. */
+  const measureSend = async (name: string, tag: string): Promise<{ send: Measured; count: SendCount }> => {
     const before = await endOffsets(kafka.brokers);
-    const send = await measure(service, "Send", (phase) => ({ call: "otp.v1.OtpService/Send", data: SEND_DATA(`s-${phase}-{{.RequestNumber}}@example.com`) }));
-    run.scenarios.send = send;
+    const send = await measure(service, name, (phase) => ({ call: "otp.v1.OtpService/Send", data: SEND_DATA(`${tag}-${phase}-{{.RequestNumber}}@example.com`) }));
     const ok = (send.warm?.ok ?? 0) + send.saturation.ok + (send.moderate?.ok ?? 0);
     const drainMs = await waitForDrain(redis, SHARDS);
     const after = await endOffsets(kafka.brokers);
     const deliveryEvents = countBetween(before, after);
     // Offsets alone would let a duplicate hide a loss; count verifications too.
     const { verifications } = await countDeliveries(kafka.brokers, before, after);
-    run.send = { ok, deliveryEvents, verifications, lost: ok - verifications, duplicates: deliveryEvents - verifications, drainMs };
-    log(`Send: ${ok} OK; ${deliveryEvents} delivery events in Kafka for ${verifications} verifications: lost ${ok - verifications}, duplicates ${deliveryEvents - verifications}; outbox drained ${drainMs} ms after the load stopped`);
-  }
+    const count = { ok, deliveryEvents, verifications, lost: ok - verifications, duplicates: deliveryEvents - verifications, drainMs };
+    log(`${name}: ${ok} OK; ${deliveryEvents} delivery events in Kafka for ${verifications} verifications: lost ${count.lost}, duplicates ${count.duplicates}; outbox drained ${drainMs} ms after the load stopped`);
+    return { send, count };
+  };
+
+  // 2. Send, unique destinations; then count what reached Kafka.
+  ({ send: run.scenarios.send, count: run.send } = await measureSend("Send", "s"));
 
   // 3. Memory: create POOL live verifications as fast as Send goes, drain the
   // outbox, and read the delta. Their delivery events give the Verify codes.
@@ -267,7 +270,24 @@ async function scenarios(run: BenchRun): Promise<void> {
   // 7. CheckRateLimit against the pool's destinations (read-only).
   run.scenarios.checkRateLimit = await measure(service, "CheckRateLimit", () => ({ call: "otp.v1.OtpService/CheckRateLimit", data: SEND_DATA("m{{.RequestNumber}}@example.com") }));
 
-  // 8. More cores, when the service can use them.
+  // 8. Send again with the relay in its own process on the load core
+  // (OTP_RELAY=off + npm run relay): what the service's core does without
+  // the Kafka client, and still no loss.
+  {
+    await service.stop();
+    service = await startService({ ...serviceOptions, env: { OTP_RELAY: "off" } });
+    watch("service", service.pid);
+    const relayProcess = await startRelayProcess(serviceOptions);
+    watch("relay", relayProcess.pid);
+    try {
+      ({ send: run.scenarios.sendOwnRelay, count: run.sendOwnRelay } = await measureSend("Send (relay in its own process)", "r"));
+    } finally {
+      await relayProcess.stop();
+      unwatch("relay");
+    }
+  }
+
+  // 9. More cores, when the service can use them.
   if (!supportsWorkers(root)) {
     run.multiCore = "OTP_WORKERS not supported";
   } else {

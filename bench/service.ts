@@ -47,6 +47,8 @@ export interface ServiceOptions {
   cores?: string;
   /** Extra node flags (e.g. --cpu-prof). */
   nodeArgs?: string[];
+  /** Extra environment (e.g. OTP_RELAY=off). */
+  env?: Record<string, string>;
 }
 
 export async function build(root: string): Promise<void> {
@@ -74,19 +76,15 @@ export function startFlags(root: string): string[] {
 
 let started = 0;
 
-export async function startService(opts: ServiceOptions): Promise<Service> {
+/** The service's configuration for the bench (the relay process gets the same). */
+function serviceEnv(opts: ServiceOptions): NodeJS.ProcessEnv {
   const policyFile = join(secretDir(), "policy.json");
   if (!existsSync(policyFile)) writeFileSync(policyFile, JSON.stringify(POLICY), { mode: 0o600 });
-  const [grpcPort, httpPort] = [await freePort(), await freePort()];
-  const logFile = join(secretDir(), `service-${++started}.log`);
-  const fd = openSync(logFile, "a", 0o600);
-  const env: NodeJS.ProcessEnv = {
+  return {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
     NODE_ENV: "development",
     HOST: "127.0.0.1",
-    GRPC_PORT: String(grpcPort),
-    HTTP_PORT: String(httpPort),
     REDIS_URL: opts.redisUrl,
     KAFKA_BROKERS: opts.kafkaBrokers,
     LOG_LEVEL: "warn",
@@ -102,7 +100,35 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
     OTP_LIMIT_VERIFY_PER_IP: "999999/1m",
     OTP_LIMIT_SMS_PER_COUNTRY: "999999/1m",
     ...(opts.workers !== undefined ? { OTP_WORKERS: String(opts.workers) } : {}),
+    ...opts.env,
   };
+}
+
+export interface RelayProcess {
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** `npm run relay` (dist/relay-main.js), for a service started with OTP_RELAY=off; pinned to the load core. */
+export async function startRelayProcess(opts: ServiceOptions): Promise<RelayProcess> {
+  const logFile = join(secretDir(), `relay-${++started}.log`);
+  const fd = openSync(logFile, "a", 0o600);
+  const argv = pinned(pinning?.load, ["node", ...startFlags(opts.root), "dist/relay-main.js"]);
+  // Info level for its one start-up line; it logs nothing per event.
+  const child = startChild(argv, { cwd: opts.root, env: { ...serviceEnv(opts), LOG_LEVEL: "info" }, stdio: ["ignore", fd, fd] }, 15_000);
+  closeSync(fd);
+  await waitFor("the relay process to start", 30_000, async () => {
+    if (child.exitCode !== null) throw new Error(`relay exited: ${readFileSync(logFile, "utf8").slice(-2000)}`);
+    return readFileSync(logFile, "utf8").includes("otp-service relay started") ? true : undefined;
+  }, 200);
+  return { pid: child.pid!, stop: () => stopChild(child, 15_000) };
+}
+
+export async function startService(opts: ServiceOptions): Promise<Service> {
+  const [grpcPort, httpPort] = [await freePort(), await freePort()];
+  const logFile = join(secretDir(), `service-${++started}.log`);
+  const fd = openSync(logFile, "a", 0o600);
+  const env: NodeJS.ProcessEnv = { ...serviceEnv(opts), GRPC_PORT: String(grpcPort), HTTP_PORT: String(httpPort) };
   const argv = pinned(opts.cores ?? pinning?.service, ["node", ...startFlags(opts.root), ...(opts.nodeArgs ?? []), "dist/main.js"]);
   // Output to a file, not a pipe: a chatty service must never block on us.
   const child = startChild(argv, { cwd: opts.root, env, stdio: ["ignore", fd, fd] }, 15_000);
