@@ -6,24 +6,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TOPICS } from '../../src/events/topics.js';
 import { Channel, OtpService } from '../../src/gen/otp/v1/otp_pb.js';
 import { grpcCall, grpcClient } from '../support/grpc-client.js';
-import { createTopics, kafkaForTests, type KafkaBroker } from '../support/kafka.js';
+import { createTopics } from '../support/kafka.js';
+import { kafkaAndRedisForFile } from '../support/kafka-and-redis.js';
 import { kcatRead, kcatUntil } from '../support/kcat.js';
 import { freshEmail, startTestApp, type TestApp } from '../support/otp-app.js';
-import { redisForTests, type RedisServer } from '../support/redis.js';
 import { spawnService, type ServiceProcess } from '../support/service-process.js';
 
-let brokers: string;
-let broker: KafkaBroker | undefined;
-let redis: { url: string; server?: RedisServer };
+const env = kafkaAndRedisForFile();
 beforeAll(async () => {
-  ({ brokers, broker } = await kafkaForTests());
-  redis = await redisForTests();
   // The topics exist before anything is published, so reading them proves the event is not there yet.
-  await createTopics(brokers, [TOPICS.delivery, TOPICS.audit], 3);
-});
-afterAll(async () => {
-  await broker?.stop();
-  await redis?.server?.stop();
+  await createTopics(env.brokers, [TOPICS.delivery, TOPICS.audit], 3);
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -39,8 +31,8 @@ describe('the relay in its own process', () => {
   let relay: ServiceProcess | undefined;
 
   beforeAll(async () => {
-    // A key prefix of its own is not configurable; a fresh Redis keeps other files' outboxes out of this one.
-    app = await startTestApp({ REDIS_URL: redis.url, KAFKA_BROKERS: brokers, OTP_RELAY: 'off' });
+    // This file's own Redis: no other file's relay drains this outbox.
+    app = await startTestApp({ REDIS_URL: env.redisUrl, KAFKA_BROKERS: env.brokers, OTP_RELAY: 'off' });
     client = grpcClient(app.grpcTarget);
   });
   afterAll(async () => {
@@ -57,12 +49,12 @@ describe('the relay in its own process', () => {
     const waiting = await readyz(app);
     expect(waiting.event_backlog).toBeGreaterThanOrEqual(2);
     expect(waiting.event_lag_ms).toBeNull();
-    expect((await kcatRead(brokers, TOPICS.delivery)).some((r) => r.key === verificationId)).toBe(false);
+    expect((await kcatRead(env.brokers, TOPICS.delivery)).some((r) => r.key === verificationId)).toBe(false);
 
-    relay = await spawnService({ NODE_ENV: 'development', REDIS_URL: redis.url, KAFKA_BROKERS: brokers }, 'src/relay-main.ts');
-    const records = await kcatUntil(brokers, TOPICS.delivery, (all) => all.some((r) => r.key === verificationId), 60_000);
+    relay = await spawnService({ NODE_ENV: 'development', REDIS_URL: env.redisUrl, KAFKA_BROKERS: env.brokers }, 'src/relay-main.ts');
+    const records = await kcatUntil(env.brokers, TOPICS.delivery, (all) => all.some((r) => r.key === verificationId), 60_000);
     expect(records.filter((r) => r.key === verificationId)).toHaveLength(1);
-    await kcatUntil(brokers, TOPICS.audit, (all) => all.some((r) => r.key === verificationId), 30_000);
+    await kcatUntil(env.brokers, TOPICS.audit, (all) => all.some((r) => r.key === verificationId), 30_000);
     const drained = Date.now() + 10_000;
     while ((await readyz(app)).event_backlog > 0 && Date.now() < drained) await sleep(100);
     expect((await readyz(app)).event_backlog).toBe(0);
