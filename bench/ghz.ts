@@ -47,6 +47,8 @@ export interface GhzResult {
   otherCpuPct: number;
   /** % of one core used by the service, Redis, Kafka and the load generator during the run. */
   cpu: Record<string, number>;
+  /** The service's own histogram over the run (bench/server-latency.ts), when it has one for the method. */
+  server?: { calls: number; p50: number; p99: number };
 }
 
 interface GhzJson {

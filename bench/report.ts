@@ -109,7 +109,8 @@ export function machine(ghzPath: string): Machine {
 const f0 = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "—" : Math.round(n).toLocaleString("en-US"));
 const f2 = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "—" : n.toFixed(2));
 const ratio = (n: number | undefined, floor: number | undefined) => (n !== undefined && floor ? `${((100 * n) / floor).toFixed(0)}%` : "—");
-const lat = (r: GhzResult | undefined) => (r ? `${f2(r.p50)} / ${f2(r.p95)} / ${f2(r.p99)}` : "—");
+const lat = (r: GhzResult | undefined) =>
+  r ? `${f2(r.p50)} / ${f2(r.p95)} / ${f2(r.p99)}${r.server ? ` (in the service: p50 ≤ ${r.server.p50}, p99 ≤ ${r.server.p99})` : ""}` : "—";
 const mb = (b: number | undefined) => (b === undefined ? "—" : `${(b / 1024 / 1024).toFixed(0)} MiB`);
 const yes = (met: boolean | undefined) => (met === undefined ? "—" : met ? "yes" : "NO");
 const errs = (r: GhzResult | undefined) => {
@@ -121,7 +122,7 @@ export const HEADER = [
   "scenario",
   "rps (saturation)",
   "rps per core (÷ CPU share of the process under test)",
-  "p50 / p95 / p99 ms at 50%",
+  "p50 / p95 / p99 ms at 50% (ghz; in the service: histogram bucket bounds)",
   "ratio to floor",
   "target",
   "met?",

@@ -17,6 +17,7 @@ import { machine, rows, HEADER, textTable, updateBenchmarksMd, writeJson, type B
 import { writeSecretJson } from "./secrets.js";
 import { build, PURPOSE, rssBytes, startRelayProcess, startService, supportsWorkers, withRssSampling, type Service } from "./service.js";
 import { profileUnder } from "./profile.js";
+import { serverLatency } from "./server-latency.js";
 
 // npm run bench: the service on one core against real Redis and Kafka, ghz as
 // the load, every result next to the floor it cannot beat. See BENCHMARKS.md.
@@ -70,9 +71,12 @@ async function measure(service: Service, name: string, load: (phase: Phase) => O
   const { result: saturation, peakRss } = await withRssSampling(service.pid, () => ghz({ ...base, ...load("sat"), seconds: SECONDS }));
   log(`${name} saturation: ${describe(saturation)}`);
   if (saturation.ok === 0) throw new Error(`${name}: no call succeeded (${JSON.stringify(saturation.errors)})`);
-  const moderate = await ghz({ ...base, ...load("mod"), seconds: SECONDS, rps: saturation.rps / 2 });
-  log(`${name} at ${Math.round(saturation.rps / 2)}/s: ${describe(moderate)}`);
-  return { warm, saturation, moderate, peakRss };
+  const mod = load("mod");
+  const { result: moderate, server } = await serverLatency(service.httpPort, mod.call.split("/")[1] ?? "", () =>
+    ghz({ ...base, ...mod, seconds: SECONDS, rps: saturation.rps / 2 }),
+  );
+  log(`${name} at ${Math.round(saturation.rps / 2)}/s: ${describe(moderate)}${server ? `; in the service: p50 ≤ ${server.p50} ms, p99 ≤ ${server.p99} ms` : ""}`);
+  return { warm, saturation, moderate: { ...moderate, server }, peakRss };
 }
 
 /** Sample 5 s windows until other processes use under 10% of the CPU, or give up after `seconds`. */
@@ -341,14 +345,14 @@ function finish(run: BenchRun): void {
     ...(v
       ? [
           { name: "verify-rps", target: "Verify ≥ 10,000/s and ≥ 50% of the transport floor", value: `${Math.round(v.saturation.rps)}/s, ${((100 * v.saturation.rps) / T).toFixed(0)}%`, met: v.saturation.rps >= 10_000 && v.saturation.rps >= T / 2 },
-          { name: "verify-p99", target: "Verify p99 ≤ 5 ms at 50% of saturation", value: `${v.moderate?.p99.toFixed(2)} ms`, met: (v.moderate?.p99 ?? Infinity) <= 5 },
+          { name: "verify-p99", target: "Verify p99 ≤ 5 ms at 50% of saturation", value: `${v.moderate?.p99.toFixed(2)} ms (in the service ≤ ${v.moderate?.server?.p99 ?? "?"} ms)`, met: (v.moderate?.p99 ?? Infinity) <= 5 },
         ]
       : []),
     ...(s && run.send
       ? [
           { name: "send-rps", target: "Send ≥ 5,000/s", value: `${Math.round(s.saturation.rps)}/s`, met: s.saturation.rps >= 5_000 },
           { name: "send-lost", target: "Send: 0 delivery events lost", value: String(run.send.lost), met: run.send.lost === 0 },
-          { name: "send-p99", target: "Send p99 ≤ 10 ms at 50% of saturation", value: `${s.moderate?.p99.toFixed(2)} ms`, met: (s.moderate?.p99 ?? Infinity) <= 10 },
+          { name: "send-p99", target: "Send p99 ≤ 10 ms at 50% of saturation", value: `${s.moderate?.p99.toFixed(2)} ms (in the service ≤ ${s.moderate?.server?.p99 ?? "?"} ms)`, met: (s.moderate?.p99 ?? Infinity) <= 10 },
         ]
       : []),
     ...(run.memory ? [{ name: "memory", target: "Redis ≤ 512 B per live verification", value: `${Math.round(run.memory.bytesPerVerification)} B`, met: run.memory.bytesPerVerification <= 512 }] : []),

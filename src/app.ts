@@ -5,6 +5,7 @@ import type { Config } from "./config.js";
 import { Sealer } from "./events/seal.js";
 import { startEventWorker } from "./events/worker.js";
 import { createLogger, type Logger } from "./log.js";
+import { Metrics } from "./metrics.js";
 import { Refusals } from "./otp/refusals.js";
 import { OtpService, type DeliveryAdmission } from "./otp/service.js";
 import { ReceiptSigner } from "./receipts/receipts.js";
@@ -72,6 +73,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     cleanups.push(() => events.stop());
     const { relay } = events;
     const admission: DeliveryAdmission = relay;
+    const metrics = new Metrics(() => relay.status().backlog);
 
     const refusals = new Refusals(store, log, config.redisShards);
     const core = new OtpService({ config, store, sealer, receipts, admission, refusals });
@@ -89,7 +91,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
 
     const { requestTimeoutMs } = config;
     const grpc: GrpcListener = await listenGrpc({
-      host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs,
+      host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, metrics,
     });
     let http: HttpListener;
     try {
@@ -100,7 +102,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         const relaying = config.relay === "in-process";
         return { event_backlog: backlog, event_lag_ms: relaying ? lagMs : null, event_relay_error: relaying ? (lastError ?? null) : null };
       };
-      const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals });
+      const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });
       http = await listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs });
     } catch (err) {
       await grpc.stop(0);

@@ -97,6 +97,13 @@ export function toConnectError(err: unknown, log: Logger, method: string): Conne
   return new ConnectError(err.message, CONNECT_CODES[err.code], undefined, detailsOf(err));
 }
 
+/** The canonical status name an error answers with (OK is the caller's to say), for metrics. */
+export function statusName(err: unknown): string {
+  if (err instanceof OtpError) return err.code;
+  if (err instanceof ConnectError) return Code[err.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+  return "INTERNAL";
+}
+
 /** A request body that is not the protobuf it claims to be: the caller's fault, no field to name. */
 export function malformedRequest(typeName: string): OtpError {
   return new OtpError("INVALID_ARGUMENT", `request body is not a valid ${typeName}`);

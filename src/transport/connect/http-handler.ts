@@ -14,6 +14,7 @@ import type { OtpService } from "../../otp/service.js";
 import type { CallerResolver } from "../caller.js";
 import { applyCors, type OriginCheck } from "./cors.js";
 import { serveJwks, type JwksSource } from "./jwks.js";
+import type { Metrics } from "../../metrics.js";
 import { malformedAsInvalidArgument } from "./malformed-requests.js";
 import { peerContext } from "./peer.js";
 import { serveProbe, type PlainResponse, type Readiness, type ReadinessDetails } from "./probes.js";
@@ -40,6 +41,7 @@ export interface HttpHandlerOptions {
   readyDetails?: ReadinessDetails;
   jwks: JwksSource;
   refusals?: Refusals;
+  metrics?: Metrics;
 }
 
 export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res: NodeResponse) => void {
@@ -48,7 +50,7 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
     readMaxBytes: READ_MAX_BYTES,
     acceptCompression: [compressionGzip, compressionBrotli],
   });
-  otpRoutes(options.core, options.callerOf, log)(router);
+  otpRoutes(options.core, options.callerOf, log, options.metrics)(router);
   const rpcs = new Map<string, UniversalHandlerFn>(
     router.handlers.map((handler) => [handler.requestPath, malformedAsInvalidArgument(handler, log)]),
   );
@@ -64,6 +66,7 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
     const plain: PlainResponse = res;
     if (serveProbe(req.method, path, plain, options.ready, options.readyDetails)) return;
     if (serveJwks(req.method, path, plain, options.jwks)) return;
+    if (options.metrics && serveMetrics(req.method, path, plain, options.metrics, log)) return;
     plain.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
     plain.end("not found\n");
   };
@@ -84,6 +87,24 @@ function serveRpc(rpc: UniversalHandlerFn, req: NodeRequest, res: NodeResponse, 
         res.destroy();
       }
     });
+}
+
+/** GET /metrics: the Prometheus text format. */
+function serveMetrics(method: string | undefined, path: string, res: PlainResponse, metrics: Metrics, log: Logger): boolean {
+  if (path !== "/metrics" || (method !== "GET" && method !== "HEAD")) return false;
+  metrics.text().then(
+    ({ contentType, body }) => {
+      res.writeHead(200, { "content-type": contentType, "cache-control": "no-store" });
+      if (method === "HEAD") res.end();
+      else res.end(body);
+    },
+    (err: unknown) => {
+      log.warn({ err }, "metrics could not be collected");
+      res.writeHead(500);
+      res.end();
+    },
+  );
+  return true;
 }
 
 /** A preflight from an origin no public client declared (or for a method it is not granted). */

@@ -4,7 +4,8 @@ import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
 import type { CallerResolver } from "../caller.js";
-import { toConnectError } from "../status.js";
+import type { Metrics } from "../../metrics.js";
+import { statusName, toConnectError } from "../status.js";
 import { peerKey } from "./peer.js";
 
 // otp.v1.OtpService for connect-node (Connect, gRPC-Web and gRPC). The impl
@@ -30,18 +31,22 @@ export function otpServiceImpl(core: OtpService, callerOf: CallerResolver): Serv
   };
 }
 
-function wireErrors(log: Logger): Interceptor {
+function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
   return (next) => async (req) => {
+    const startedAt = performance.now();
     try {
-      return await next(req);
+      const res = await next(req);
+      metrics?.observe(req.method.name, "http", "OK", startedAt);
+      return res;
     } catch (err) {
+      metrics?.observe(req.method.name, "http", statusName(err), startedAt);
       throw toConnectError(err, log, `/${req.service.typeName}/${req.method.name}`);
     }
   };
 }
 
-export function otpRoutes(core: OtpService, callerOf: CallerResolver, log: Logger): (router: ConnectRouter) => void {
+export function otpRoutes(core: OtpService, callerOf: CallerResolver, log: Logger, metrics?: Metrics): (router: ConnectRouter) => void {
   return (router) => {
-    router.service(OtpServiceDesc, otpServiceImpl(core, callerOf), { interceptors: [wireErrors(log)] });
+    router.service(OtpServiceDesc, otpServiceImpl(core, callerOf), { interceptors: [wireErrors(log, metrics)] });
   };
 }

@@ -6,7 +6,8 @@ import type { Caller, OtpService } from "../../otp/service.js";
 import { hostOfPeer } from "../../auth/client-ip.js";
 import type { MethodName } from "../../auth/grants.js";
 import type { CallerResolver } from "../caller.js";
-import { malformedRequest, toGrpcStatus } from "../status.js";
+import { malformedRequest, statusName, toGrpcStatus } from "../status.js";
+import type { Metrics } from "../../metrics.js";
 
 // otp.v1.OtpService for grpc-js, built from the protobuf-es descriptors (one
 // set of types for both listeners). Requests are deserialized as an identity:
@@ -26,6 +27,7 @@ function unary<I extends DescMessage, O extends DescMessage>(
   run: Run<I, O>,
   callerOf: CallerResolver,
   log: Logger,
+  metrics: Metrics | undefined,
 ): UnaryMethod {
   const path = `/${OtpServiceDesc.typeName}/${method.name}`;
   const identity = (bytes: Buffer): Buffer => bytes;
@@ -40,9 +42,16 @@ function unary<I extends DescMessage, O extends DescMessage>(
       responseDeserialize: (bytes) => fromBinary(method.output, bytes),
     },
     handler: (call, callback) => {
+      const startedAt = performance.now();
       void answer(call).then(
-        (response) => callback(null, response),
-        (err: unknown) => callback(toGrpcStatus(err, log, path)),
+        (response) => {
+          metrics?.observe(method.name, "grpc", "OK", startedAt);
+          callback(null, response);
+        },
+        (err: unknown) => {
+          metrics?.observe(method.name, "grpc", statusName(err), startedAt);
+          callback(toGrpcStatus(err, log, path));
+        },
       );
     },
   };
@@ -73,14 +82,14 @@ function firstString(values: (string | Buffer)[]): string | undefined {
 }
 
 /** The service definition and its implementation, ready for `server.addService`. */
-export function otpServiceForGrpc(core: OtpService, callerOf: CallerResolver, log: Logger): { definition: ServiceDefinition; implementation: UntypedServiceImplementation } {
+export function otpServiceForGrpc(core: OtpService, callerOf: CallerResolver, log: Logger, metrics?: Metrics): { definition: ServiceDefinition; implementation: UntypedServiceImplementation } {
   const m = OtpServiceDesc.method;
   // Keyed by the descriptor's method names: a method added to the proto and not here fails to compile.
   const methods: Record<keyof typeof m, UnaryMethod> = {
-    send: unary(m.send, (req, caller) => core.send(req, caller), callerOf, log),
-    verify: unary(m.verify, (req, caller) => core.verify(req, caller), callerOf, log),
-    resend: unary(m.resend, (req, caller) => core.resend(req, caller), callerOf, log),
-    checkRateLimit: unary(m.checkRateLimit, (req, caller) => core.checkRateLimit(req, caller), callerOf, log),
+    send: unary(m.send, (req, caller) => core.send(req, caller), callerOf, log, metrics),
+    verify: unary(m.verify, (req, caller) => core.verify(req, caller), callerOf, log, metrics),
+    resend: unary(m.resend, (req, caller) => core.resend(req, caller), callerOf, log, metrics),
+    checkRateLimit: unary(m.checkRateLimit, (req, caller) => core.checkRateLimit(req, caller), callerOf, log, metrics),
   };
   const entries = Object.entries(methods);
   return {

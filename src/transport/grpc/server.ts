@@ -6,6 +6,7 @@ import type { OtpService } from "../../otp/service.js";
 import type { CallerResolver } from "../caller.js";
 import type { GrpcHealth } from "./health.js";
 import { otpServiceForGrpc } from "./otp-service.js";
+import type { Metrics } from "../../metrics.js";
 import { addReflection } from "./reflection.js";
 import { streamGuards } from "./stream-guards.js";
 
@@ -49,9 +50,10 @@ export async function listenGrpc(options: {
   health: GrpcHealth;
   log: Logger;
   requestTimeoutMs: number;
+  metrics?: Metrics;
 }): Promise<GrpcListener> {
   const server = new Server({ ...SERVER_OPTIONS, interceptors: [streamGuards(options.requestTimeoutMs)] });
-  const otp = otpServiceForGrpc(options.core, options.callerOf, options.log);
+  const otp = otpServiceForGrpc(options.core, options.callerOf, options.log, options.metrics);
   server.addService(otp.definition, otp.implementation);
   options.health.addTo(server);
   addReflection(server);
