@@ -173,54 +173,33 @@ export function rows(run: BenchRun): string[][] {
   if (run.floors.transport) out.push(["floor: transport (grpc.health.v1.Health/Check)", f0(t), f0(tCore), lat(run.floors.transport.moderate), "= floor T", "", "", ...other(run.floors.transport.saturation, run.floors.transport.moderate)]);
   if (vs) out.push([`floor: storage (verify.lua EVALSHA, redis-benchmark -c 50)`, f0(vs.rps), `${f0(vsCore)} (Redis)`, `${f2(vs.p50)} / ${f2(vs.p95)} / ${f2(vs.p99)} (at saturation)`, "= floor S", "", "", ...other(vs)]);
   if (ls) out.push([`floor: storage (limits.lua EVALSHA, redis-benchmark -c 50)`, f0(ls.rps), `${f0(lsCore)} (Redis)`, `${f2(ls.p50)} / ${f2(ls.p95)} / ${f2(ls.p99)} (at saturation)`, "= floor L", "", "", ...other(ls)]);
-  const { verify, verifySuccess, send, checkRateLimit } = run.scenarios;
+  const { verify, verifySuccess, send, sendOwnRelay, checkRateLimit } = run.scenarios;
+  /** One measured scenario: rates, latency at half load, its ratio, target and verdict, where the CPU went. */
+  const scenario = (name: string, sc: Scenario, vsFloor: string, goal = "", met = ""): string[] => [
+    `${name}${errs(sc.saturation)}`,
+    f0(sc.saturation.rps),
+    f0(perCore(sc.saturation)),
+    lat(sc.moderate),
+    vsFloor,
+    goal,
+    met,
+    ...other(sc.saturation, sc.moderate),
+  ];
   if (verify) {
-    const a = target("verify-rps");
-    const b = target("verify-p99");
-    out.push([
-      `Verify, wrong code${errs(verify.saturation)}`,
-      f0(verify.saturation.rps),
-      f0(perCore(verify.saturation)),
-      lat(verify.moderate),
-      `${vsT(verify.saturation)}, ${ratio(verify.saturation.rps, vs?.rps)} of S`,
-      `≥ 10,000/s and ≥ 50% of T; p99 ≤ 5 ms`,
-      `${yes(a?.met)}; ${yes(b?.met)}`,
-      ...other(verify.saturation, verify.moderate),
-    ]);
+    const [a, b] = [target("verify-rps"), target("verify-p99")];
+    out.push(scenario("Verify, wrong code", verify, `${vsT(verify.saturation)}, ${ratio(verify.saturation.rps, vs?.rps)} of S`, "≥ 10,000/s and ≥ 50% of T; p99 ≤ 5 ms", `${yes(a?.met)}; ${yes(b?.met)}`));
   }
-  if (verifySuccess) {
-    out.push([`Verify, right code (consumes; signs a receipt)${errs(verifySuccess.saturation)}`, f0(verifySuccess.saturation.rps), f0(perCore(verifySuccess.saturation)), lat(verifySuccess.moderate), vsT(verifySuccess.saturation), "", "", ...other(verifySuccess.saturation, verifySuccess.moderate)]);
-  }
+  if (verifySuccess) out.push(scenario("Verify, right code (consumes; signs a receipt)", verifySuccess, vsT(verifySuccess.saturation)));
   if (send) {
-    const a = target("send-rps");
-    const b = target("send-p99");
-    const c = target("send-lost");
-    out.push([
-      `Send, unique destinations${errs(send.saturation)}`,
-      f0(send.saturation.rps),
-      f0(perCore(send.saturation)),
-      lat(send.moderate),
-      vsT(send.saturation),
-      `≥ 5,000/s, 0 lost (lost: ${run.send?.lost ?? "—"}); p99 ≤ 10 ms`,
-      `${yes(a?.met)}, ${yes(c?.met)}; ${yes(b?.met)}`,
-      ...other(send.saturation, send.moderate),
-    ]);
+    const [a, b, c] = [target("send-rps"), target("send-p99"), target("send-lost")];
+    out.push(scenario("Send, unique destinations", send, vsT(send.saturation), `≥ 5,000/s, 0 lost (lost: ${run.send?.lost ?? "—"}); p99 ≤ 10 ms`, `${yes(a?.met)}, ${yes(c?.met)}; ${yes(b?.met)}`));
   }
-  const own = run.scenarios.sendOwnRelay;
-  if (own) {
-    out.push([
-      `Send, relay in its own process on core 1 (OTP_RELAY=off + npm run relay)${errs(own.saturation)}`,
-      f0(own.saturation.rps),
-      f0(perCore(own.saturation)),
-      lat(own.moderate),
-      vsT(own.saturation),
-      `lost: ${run.sendOwnRelay?.lost ?? "—"}, duplicates: ${run.sendOwnRelay?.duplicates ?? "—"}`,
-      "",
-      ...other(own.saturation, own.moderate),
-    ]);
+  if (sendOwnRelay) {
+    const lost = `lost: ${run.sendOwnRelay?.lost ?? "—"}, duplicates: ${run.sendOwnRelay?.duplicates ?? "—"}`;
+    out.push(scenario("Send, relay in its own process on core 1 (OTP_RELAY=off + npm run relay)", sendOwnRelay, vsT(sendOwnRelay.saturation), lost));
   }
   if (checkRateLimit) {
-    out.push([`CheckRateLimit${errs(checkRateLimit.saturation)}`, f0(checkRateLimit.saturation.rps), f0(perCore(checkRateLimit.saturation)), lat(checkRateLimit.moderate), `${vsT(checkRateLimit.saturation)}, ${ratio(checkRateLimit.saturation.rps, ls?.rps)} of L`, "", "", ...other(checkRateLimit.saturation, checkRateLimit.moderate)]);
+    out.push(scenario("CheckRateLimit", checkRateLimit, `${vsT(checkRateLimit.saturation)}, ${ratio(checkRateLimit.saturation.rps, ls?.rps)} of L`));
   }
   if (run.memory) {
     const m = run.memory;

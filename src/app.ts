@@ -2,6 +2,7 @@ import { ClientDirectory } from "./auth/authenticate.js";
 import { TrustedProxies } from "./auth/client-ip.js";
 import { readClientsFile } from "./auth/clients.js";
 import type { Config } from "./config.js";
+import { OutboxBacklog } from "./events/backlog.js";
 import { Sealer } from "./events/seal.js";
 import { startEventWorker } from "./events/worker.js";
 import { createLogger, type Logger } from "./log.js";
@@ -64,16 +65,14 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
 
     // The outbox relay starts before the listeners and stops after they have
     // drained (cleanups run in reverse), so no event written by a call is left
-    // behind by a clean shutdown.
-    const events = startEventWorker(config, store, log, {
-      sealer,
-      relaying: config.relay === "in-process",
-      deliveryLog: overrides.deliveryLog,
-    });
-    cleanups.push(() => events.stop());
-    const { relay } = events;
-    const admission: DeliveryAdmission = relay;
-    const metrics = new Metrics(() => relay.status().backlog);
+    // behind by a clean shutdown. With OTP_RELAY=off another process relays.
+    const events = config.relay === "in-process" ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog }) : undefined;
+    if (events) cleanups.push(() => events.stop());
+    const backlog = new OutboxBacklog(store, log, config.maxOutboxBacklog);
+    backlog.start();
+    cleanups.push(async () => backlog.stop());
+    const admission: DeliveryAdmission = backlog;
+    const metrics = new Metrics(() => backlog.count);
 
     const refusals = new Refusals(store, log, config.redisShards);
     const core = new OtpService({ config, store, sealer, receipts, admission, refusals });
@@ -97,10 +96,9 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     try {
       const origins = allowedOrigins(config, () => directory);
       const readyDetails = () => {
-        const { backlog, lagMs, lastError } = relay.status();
         // With OTP_RELAY=off the lag and errors are the relay process's to report.
-        const relaying = config.relay === "in-process";
-        return { event_backlog: backlog, event_lag_ms: relaying ? lagMs : null, event_relay_error: relaying ? (lastError ?? null) : null };
+        const relay = events?.relay.status();
+        return { event_backlog: backlog.count, event_lag_ms: relay?.lagMs ?? null, event_relay_error: relay?.lastError ?? null };
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });
       http = await listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs });

@@ -21,7 +21,7 @@ async function main(): Promise<void> {
   let stop: () => Promise<void>;
   try {
     const store = await buildStore(config, log);
-    const worker = startEventWorker(config, store, log, { sealer: new Sealer(config.sealKeys), relaying: true });
+    const worker = startEventWorker(config, store, log, { sealer: new Sealer(config.sealKeys) });
     stop = async () => {
       await worker.stop();
       await store.close();

@@ -25,12 +25,9 @@ export interface RelayOptions {
   /** A pending entry idle this long belongs to a dead relay and is claimed. */
   claimIdleMs?: number;
   maxBackoffMs?: number;
-  /** Send/Resend answer UNAVAILABLE while the backlog is at or above this. */
-  maxBacklog: number;
 }
 
 export interface RelayStatus {
-  backlog: number;
   /** Age of the oldest entry seen in the last batch (0 when idle). */
   lagMs: number;
   lastError: string | undefined;
@@ -44,18 +41,16 @@ export class OutboxRelay {
   private readonly lingerMs: number;
   private readonly claimIdleMs: number;
   private readonly maxBackoffMs: number;
-  private readonly maxBacklog: number;
   private running = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
-  private readonly state: RelayStatus = { backlog: 0, lagMs: 0, lastError: undefined, published: 0 };
-  private backlogTimer: NodeJS.Timeout | undefined;
+  private readonly state: RelayStatus = { lagMs: 0, lastError: undefined, published: 0 };
 
   constructor(
     private readonly store: VerificationStore,
     private readonly sink: EventSink,
     private readonly logger: Logger,
-    options: RelayOptions,
+    options: RelayOptions = {},
   ) {
     this.batchSize = options.batchSize ?? 500;
     this.idleDelayMs = options.idleDelayMs ?? 20;
@@ -65,44 +60,23 @@ export class OutboxRelay {
     this.lingerMs = options.lingerMs ?? 10;
     this.claimIdleMs = options.claimIdleMs ?? 30_000;
     this.maxBackoffMs = options.maxBackoffMs ?? 5_000;
-    this.maxBacklog = options.maxBacklog;
   }
 
   start(): void {
     if (this.running) return;
     this.running = true;
     this.loop = this.run();
-    this.watchBacklog();
-  }
-
-  /**
-   * Only keep the backlog number fresh (Send's bound, /readyz): for a process
-   * whose outbox another process relays (OTP_RELAY=off). The bound is checked
-   * on every Send, so it is a cached number.
-   */
-  watchBacklog(): void {
-    if (this.backlogTimer) return;
-    this.backlogTimer = setInterval(() => void this.refreshBacklog(), 500);
-    this.backlogTimer.unref();
-    void this.refreshBacklog();
   }
 
   /** Stop after the batch in flight (published batches are acknowledged first). */
   async stop(): Promise<void> {
     this.running = false;
-    clearInterval(this.backlogTimer);
-    this.backlogTimer = undefined;
     this.wake?.();
     await this.loop;
   }
 
   status(): RelayStatus {
     return { ...this.state };
-  }
-
-  /** For Send/Resend: false while the backlog is over its bound. */
-  accepting(): boolean {
-    return this.state.backlog < this.maxBacklog;
   }
 
   private async run(): Promise<void> {
@@ -164,26 +138,15 @@ export class OutboxRelay {
     await this.store.ackOutbox(done);
     this.state.published += records.length;
     if (this.state.lastError) {
-      this.logger.info({ backlog: this.state.backlog }, "event relay recovered");
+      this.logger.info("event relay recovered");
       this.state.lastError = undefined;
-    }
-  }
-
-  private async refreshBacklog(): Promise<void> {
-    try {
-      this.state.backlog = await this.store.outboxBacklog();
-      if (this.state.backlog >= this.maxBacklog) {
-        this.logger.warn({ backlog: this.state.backlog, max: this.maxBacklog }, "event backlog over its bound: refusing Send");
-      }
-    } catch {
-      // The store being down is reported by the calls themselves.
     }
   }
 
   private noteError(err: unknown): void {
     const message = (err as Error)?.message ?? String(err);
     if (this.state.lastError !== message) {
-      this.logger.warn({ err: message, backlog: this.state.backlog }, "event relay cannot publish; events wait in the outbox");
+      this.logger.warn({ err: message }, "event relay cannot publish; events wait in the outbox");
     }
     this.state.lastError = message;
   }

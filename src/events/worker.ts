@@ -16,7 +16,6 @@ import { DeliveryStatusConsumer } from "./status-consumer.js";
 // group, so any number of relays may run, anywhere.
 
 export interface EventWorker {
-  /** Its backlog (always) and its relay state (when relaying). */
   relay: OutboxRelay;
   stop(): Promise<void>;
 }
@@ -25,22 +24,14 @@ export function startEventWorker(
   config: Config,
   store: VerificationStore,
   log: Logger,
-  options: { sealer: Sealer; relaying: boolean; deliveryLog?: (line: string) => void },
+  options: { sealer: Sealer; deliveryLog?: (line: string) => void },
 ): EventWorker {
   // Kafka when configured; otherwise (dev mode only: production requires
   // KAFKA_BROKERS) the log sink prints deliveries.
   const sink: EventSink = config.kafkaBrokers
     ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log })
     : new LogSink(options.sealer, log, options.deliveryLog);
-  const relay = new OutboxRelay(store, sink, log, {
-    maxBacklog: config.maxOutboxBacklog,
-    claimIdleMs: config.relayClaimIdleMs,
-    lingerMs: config.relayLingerMs,
-  });
-  if (!options.relaying) {
-    relay.watchBacklog();
-    return { relay, stop: () => relay.stop() };
-  }
+  const relay = new OutboxRelay(store, sink, log, { claimIdleMs: config.relayClaimIdleMs, lingerMs: config.relayLingerMs });
   relay.start();
   // Notifiers report failed deliveries; a failed code is voided (Verify answers DELIVERY_FAILED).
   let statuses: DeliveryStatusConsumer | undefined;

@@ -225,7 +225,7 @@ describe('a relay killed between produce and acknowledge', () => {
       },
       close: async () => {},
     };
-    const first = new OutboxRelay(store, dying, log, { maxBacklog: 1000, claimIdleMs: 500, idleDelayMs: 10 });
+    const first = new OutboxRelay(store, dying, log, { claimIdleMs: 500, idleDelayMs: 10 });
     let second: OutboxRelay | undefined;
     try {
       // Sends through a service whose own relay cannot reach Kafka, so the entries stay in the outbox.
@@ -244,7 +244,7 @@ describe('a relay killed between produce and acknowledge', () => {
       expect(produced).toBeGreaterThan(0);
       expect(await store.outboxBacklog()).toBe(10); // delivery + sent for each of the 5
 
-      second = new OutboxRelay(store, kafka, log, { maxBacklog: 1000, claimIdleMs: 500, idleDelayMs: 10 });
+      second = new OutboxRelay(store, kafka, log, { claimIdleMs: 500, idleDelayMs: 10 });
       second.start();
       const deadline = Date.now() + 20_000;
       while ((await store.outboxBacklog()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));

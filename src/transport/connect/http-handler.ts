@@ -15,6 +15,7 @@ import type { CallerResolver } from "../caller.js";
 import { applyCors, type OriginCheck } from "./cors.js";
 import { serveJwks, type JwksSource } from "./jwks.js";
 import type { Metrics } from "../../metrics.js";
+import { serveMetrics } from "./metrics-route.js";
 import { malformedAsInvalidArgument } from "./malformed-requests.js";
 import { peerContext } from "./peer.js";
 import { serveProbe, type PlainResponse, type Readiness, type ReadinessDetails } from "./probes.js";
@@ -87,24 +88,6 @@ function serveRpc(rpc: UniversalHandlerFn, req: NodeRequest, res: NodeResponse, 
         res.destroy();
       }
     });
-}
-
-/** GET /metrics: the Prometheus text format. */
-function serveMetrics(method: string | undefined, path: string, res: PlainResponse, metrics: Metrics, log: Logger): boolean {
-  if (path !== "/metrics" || (method !== "GET" && method !== "HEAD")) return false;
-  metrics.text().then(
-    ({ contentType, body }) => {
-      res.writeHead(200, { "content-type": contentType, "cache-control": "no-store" });
-      if (method === "HEAD") res.end();
-      else res.end(body);
-    },
-    (err: unknown) => {
-      log.warn({ err }, "metrics could not be collected");
-      res.writeHead(500);
-      res.end();
-    },
-  );
-  return true;
 }
 
 /** A preflight from an origin no public client declared (or for a method it is not granted). */

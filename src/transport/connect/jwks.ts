@@ -1,4 +1,4 @@
-import type { PlainResponse } from "./probes.js";
+import { answer, type PlainResponse } from "./probes.js";
 
 // The receipt signing keys' public halves (src/receipts/receipts.ts) at
 // /.well-known/jwks.json, so a backend can verify a receipt a browser hands
@@ -13,8 +13,6 @@ export type JwksSource = () => { keys: object[] };
 /** Answers GET/HEAD of the JWKS path; false for any other request. */
 export function serveJwks(method: string | undefined, path: string, res: PlainResponse, jwks: JwksSource): boolean {
   if (path !== JWKS_PATH || (method !== "GET" && method !== "HEAD")) return false;
-  res.writeHead(200, { "content-type": "application/jwk-set+json", "cache-control": `public, max-age=${CACHE_SECONDS}` });
-  if (method === "HEAD") res.end();
-  else res.end(JSON.stringify(jwks()));
+  answer(res, method, 200, { "content-type": "application/jwk-set+json", "cache-control": `public, max-age=${CACHE_SECONDS}` }, JSON.stringify(jwks()));
   return true;
 }

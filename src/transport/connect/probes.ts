@@ -28,21 +28,22 @@ export function serveProbe(
 ): boolean {
   if (method !== "GET" && method !== "HEAD") return false;
   if (path === "/healthz") {
-    answer(res, method, 200, "ok\n");
+    answer(res, method, 200, PLAIN, "ok\n");
     return true;
   }
   if (path !== "/readyz") return false;
   // The details ride along as one JSON line; readiness itself is the status code.
   const extra = (): string => (details ? JSON.stringify(details()) + "\n" : "");
   ready().then(
-    (ok) => answer(res, method, ok ? 200 : 503, (ok ? "ready\n" : "not ready\n") + extra()),
-    () => answer(res, method, 503, "not ready\n" + extra()),
+    (ok) => answer(res, method, ok ? 200 : 503, PLAIN, (ok ? "ready\n" : "not ready\n") + extra()),
+    () => answer(res, method, 503, PLAIN, "not ready\n" + extra()),
   );
   return true;
 }
 
-function answer(res: PlainResponse, method: string, status: number, body: string): void {
-  res.writeHead(status, PLAIN);
+/** The answer to a GET, or to a HEAD (the same without its body). */
+export function answer(res: PlainResponse, method: string, status: number, headers: Record<string, string>, body: string): void {
+  res.writeHead(status, headers);
   if (method === "HEAD") res.end();
   else res.end(body);
 }
