@@ -86,6 +86,7 @@ function serviceEnv(opts: ServiceOptions): NodeJS.ProcessEnv {
     NODE_ENV: "development",
     HOST: "127.0.0.1",
     REDIS_URL: opts.redisUrl,
+    // "" = unset: the dev log sink (bench "send-log").
     KAFKA_BROKERS: opts.kafkaBrokers,
     LOG_LEVEL: "warn",
     OTP_POLICY_FILE: policyFile,
