@@ -191,7 +191,8 @@ async function scenarios(run: BenchRun): Promise<void> {
   if (kafkaPid !== undefined) pinPid(kafkaPid, pinning?.load);
   // Topics first: offsets are read before the service has published anything.
   await createTopics(kafka.brokers, [TOPICS.delivery, TOPICS.audit], 3);
-  const serviceOptions = { root, redisUrl: redisServer.url, kafkaBrokers: kafka.brokers, env: SERVICE_ENV };
+  // OTP_WORKERS=1: one process on its core (the setting; pinned, the default would be 1 too).
+  const serviceOptions = { root, redisUrl: redisServer.url, kafkaBrokers: kafka.brokers, env: SERVICE_ENV, workers: 1 };
   let service = await startService(serviceOptions);
   watch("service", service.pid);
   run.idleRss = rssBytes(service.pid);
