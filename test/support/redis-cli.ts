@@ -25,7 +25,7 @@ export async function info(port: number, section: string): Promise<Record<string
 export async function until(what: string, ms: number, check: () => Promise<boolean> | boolean, everyMs = 100): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
-    if (await check().catch(() => false)) return;
+    if (await Promise.resolve().then(check).catch(() => false)) return;
     if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
     await new Promise((r) => setTimeout(r, everyMs));
   }

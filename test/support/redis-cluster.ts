@@ -68,7 +68,7 @@ export async function startRedisCluster(opts: { masters?: number; replicasPerMas
       const text = await redisCli(node.port, ['--json', 'CLUSTER', 'SLOTS'], 2_000).catch(() => '');
       if (!text) continue;
       const rows = JSON.parse(text) as [number, number, ...[string, number, string][]][];
-      return rows.map(([start, end, master, ...rest]) => ({ start, end, master: master[1], replicas: rest.map((r) => r[1]) }));
+      return rows.map(([start, end, master, ...rest]) => ({ start, end, master: master![1], replicas: rest.map((r) => r[1]) }));
     }
     throw new Error('no cluster node answers');
   }
