@@ -20,6 +20,7 @@ import type {
 import { connectRedis, isReplyError, type ConnectionLogger, type RedisConnection } from "./client.js";
 import { callerBudgetKey, destinationKey, OUTBOX_GROUP, outboxKey } from "./keys.js";
 import * as replies from "./replies.js";
+import { withScriptSpans } from "./script-spans.js";
 import { scripts } from "./scripts.js";
 import { readAcrossShards } from "./shard-reads.js";
 
@@ -51,7 +52,7 @@ export class RedisStore implements VerificationStore {
   #nextShard = 0;
 
   private constructor(redis: RedisConnection, shards: number, prefix: string) {
-    this.#redis = redis;
+    this.#redis = withScriptSpans(redis);
     this.#shards = shards;
     this.#prefix = prefix;
   }
