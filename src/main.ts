@@ -1,6 +1,6 @@
 import { startApp, type App } from "./app.js";
 import { createLogger } from "./log.js";
-import { exitOnCrash, readConfig, stopOnSignals } from "./process.js";
+import { exitOnCrash, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
 import { isPrimary, superviseWorkers } from "./workers.js";
 
 // The service process: read config, start, and on SIGTERM/SIGINT shut down
@@ -16,6 +16,7 @@ async function main(): Promise<void> {
     return;
   }
   exitOnCrash(log);
+  const tracing = await startTracingOrExit("otp-service", log);
   let app: App;
   try {
     app = await startApp(config, { logger: log });
@@ -23,7 +24,11 @@ async function main(): Promise<void> {
     log.fatal({ err }, "start-up failed");
     process.exit(1);
   }
-  stopOnSignals(() => app.stop(), config.shutdownGraceMs, log);
+  // Spans of the last calls are exported after the drain.
+  stopOnSignals(async () => {
+    await app.stop();
+    await tracing?.stop();
+  }, config.shutdownGraceMs, log);
   // Revoke a leaked key without a restart.
   process.on("SIGHUP", () => {
     if (!config.clientsFile) return;

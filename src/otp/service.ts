@@ -42,6 +42,7 @@ import { destinationRef, newVerificationRef, parseVerificationId } from "./verif
 export interface Caller extends Grantee {
   tenant: string;
   clientId: string;
+  /** The call's W3C traceparent, or a bare 32-hex trace id when it has none (src/transport/caller.ts). */
   traceId: string;
   /** A browser client: Verify/Resend by verification id only, limited by the connection's IP. */
   isPublic: boolean;
