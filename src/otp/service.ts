@@ -153,7 +153,7 @@ export class OtpService {
     const destination = this.destination(req.channel, req.destination, "destination");
     this.admit();
 
-    const digest = this.digester.digest(caller.tenant, destination.normalised);
+    const digest = this.digester.digest(caller.tenant, destination.canonical);
     const at = destinationRef(digest, this.config.redisShards);
     const about = { purpose: req.purpose, channel: req.channel, maskedDestination: destination.masked, destinationDigest: digest, shard: at.shard };
     await this.spend(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about);
@@ -171,7 +171,7 @@ export class OtpService {
         codeDigest: signed.digest,
         keyId: signed.keyId,
         codeLength: policy.codeLength,
-        sealedDestination: this.sealer.seal("destination", caller.tenant, destination.normalised),
+        sealedDestination: this.sealer.seal("destination", caller.tenant, destination.address),
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
         locale: req.locale,
         metadataJson: Object.keys(req.metadata).length > 0 ? JSON.stringify(req.metadata) : "",
@@ -303,7 +303,7 @@ export class OtpService {
     this.permitPurpose(caller, "CheckRateLimit", req.purpose);
     const policy = this.policy(req.purpose, "purpose");
     const destination = this.destination(req.channel, req.destination, "destination");
-    const digest = this.digester.digest(caller.tenant, destination.normalised);
+    const digest = this.digester.digest(caller.tenant, destination.canonical);
     const budgets = sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination);
     // Both only read: asking spends nothing.
     const [destinationLimits, callerLimits] = await this.guard(() =>
@@ -379,7 +379,7 @@ export class OtpService {
     const { purpose, destination: raw } = req.target.value;
     // Verify by destination cannot know the channel; the form of the address decides.
     const destination = this.destination(raw.includes("@") ? 2 : 1, raw, "destination.destination");
-    const at = destinationRef(this.digester.digest(caller.tenant, destination.normalised), this.config.redisShards);
+    const at = destinationRef(this.digester.digest(caller.tenant, destination.canonical), this.config.redisShards);
     const id = await this.guard(() => this.store.findByDestination(caller.tenant, purpose, at));
     return id === null ? null : { ...at, verificationId: id };
   }
@@ -422,7 +422,7 @@ export class OtpService {
   }
 
   private destination(channel: number, raw: string, field: string): Destination {
-    const parsed = parseDestination(channel, raw);
+    const parsed = parseDestination(channel, raw, this.config);
     if (typeof parsed === "string") throw OtpError.invalidArgument([violation(field, parsed)]);
     return parsed;
   }
