@@ -5,7 +5,7 @@ import { createLogger } from "./log.js";
 import { int, optional } from "./env.js";
 import { Metrics } from "./metrics.js";
 import { serveMetricsEndpoint } from "./metrics-endpoint.js";
-import { exitOnCrash, readConfig, stopOnSignals } from "./process.js";
+import { exitOnCrash, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
 
 // `npm run relay`: the event worker (outbox relay and delivery-status
 // consumer, src/events/worker.ts) as a process of its own, for deployments
@@ -23,6 +23,7 @@ async function main(): Promise<void> {
     log.fatal("the relay process needs REDIS_URL: the in-memory store lives inside the service");
     process.exit(1);
   }
+  const tracing = await startTracingOrExit("otp-relay", log);
   let stop: () => Promise<void>;
   try {
     const metricsPort = optional(process.env, "OTP_RELAY_METRICS_PORT") === "off" ? undefined : int(process.env, "OTP_RELAY_METRICS_PORT", 9465, 0, 65535);
@@ -35,6 +36,7 @@ async function main(): Promise<void> {
       await worker.stop();
       await store.close();
       await endpoint?.close();
+      await tracing?.stop();
     };
   } catch (err) {
     log.fatal({ err }, "start-up failed");

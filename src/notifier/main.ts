@@ -1,4 +1,5 @@
 import { ConfigError } from "../config.js";
+import { startTracing, type Tracing } from "../telemetry/tracing.js";
 import { buildAdapters } from "./adapters/index.js";
 import { serveMetricsEndpoint, type MetricsEndpoint } from "../metrics-endpoint.js";
 import { loadNotifierConfig, type NotifierConfig } from "./config.js";
@@ -20,6 +21,14 @@ try {
 }
 
 const logger = notifierLogger(config.logLevel);
+let tracing: Tracing | undefined;
+try {
+  tracing = await startTracing(process.env, "otp-notifier", logger);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`otp-notifier: ${err.message}\n`);
+  process.exit(2);
+}
 const metrics = new NotifierMetrics();
 const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger), metrics });
 let endpoint: MetricsEndpoint | undefined;
@@ -32,6 +41,7 @@ const shutdown = (signal: string): void => {
   notifier.stop().then(
     async () => {
       await endpoint?.close();
+      await tracing?.stop();
       logger.info("notifier stopped");
       process.exit(0);
     },

@@ -25,6 +25,8 @@ import { PartitionTracker } from "./offsets.js";
 import { deadLetterRecord, statusRecord, type Original } from "./records.js";
 import type { NotifierMetrics } from "./metrics.js";
 import { sleep } from "./retry.js";
+import { consumeSpan, type ConsumeSpan } from "../telemetry/spans.js";
+import { telemetry } from "../telemetry/tracing.js";
 
 // The Kafka side of the notifier. Each record is handed off as it arrives
 // (eachMessage returns at once), delivered with retries in its own task, and
@@ -202,7 +204,7 @@ export class Notifier {
     // No key: no order to keep, a lane of its own.
     const lane = original.key ? `${partition}/${original.key}` : `${partition}@${message.offset}`;
     const work: Promise<void> = this.lanes
-      .run(lane, () => this.handle(original))
+      .run(lane, () => (telemetry.on ? this.traced(original) : this.handle(original)))
       .then((finished) => {
         if (finished) done();
       })
@@ -213,8 +215,21 @@ export class Notifier {
     this.inFlight.add(work);
   }
 
+  /** handle() in a consumer span, child of the record's traceparent: the caller's trace reaches the delivery. */
+  private async traced(o: Original): Promise<boolean> {
+    const span = consumeSpan(o.topic, o.partition, o.offset, o.headers);
+    try {
+      const finished = await this.handle(o, span);
+      span.end(finished ? undefined : "abandoned");
+      return finished;
+    } catch (err) {
+      span.end((err as Error)?.name ?? "error");
+      throw err;
+    }
+  }
+
   /** True once the record is finished (its offset may be committed); false when abandoned on shutdown. */
-  private async handle(o: Original): Promise<boolean> {
+  private async handle(o: Original, span?: ConsumeSpan): Promise<boolean> {
     const signal = this.abort.signal;
     try {
       let event: DeliveryRequested;
@@ -236,11 +251,14 @@ export class Notifier {
       try {
         const delivery = openDelivery(event, this.sealer);
         const canceled = (): boolean => this.canceled.get(event.verificationId) !== undefined;
-        const result = await this.deliverer.deliver(delivery, signal, canceled);
-        this.options.metrics?.finished(delivery, result);
-        records = this.recordsFor(o, event, result);
+        const attempted = await this.deliverer.deliver(delivery, signal, canceled);
+        this.options.metrics?.finished(delivery, attempted);
+        span?.setAttribute("otp.delivery.outcome", attempted.kind);
+        span?.setAttribute("otp.delivery.adapter", attempted.adapter);
+        records = this.recordsFor(o, event, attempted);
       } catch (err) {
         if (signal.aborted) throw err;
+        span?.setAttribute("otp.delivery.outcome", "dead_lettered");
         records = this.poison(o, err);
       }
       const handled: Handled = { unpublished: records };

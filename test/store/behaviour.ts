@@ -166,7 +166,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
     });
 
     describe('verify', () => {
-      it('VERIFIED consumes the verification: a second try is NOT_FOUND', async () => {
+      it('VERIFIED consumes the verification: a second try is NOT_FOUND, by id or by destination; a Resend finds it finished', async () => {
         const { dest, ref, code } = await send();
         const outcome = await store.verify(verifyCommand(ref, code));
         expect(outcome).toMatchObject({

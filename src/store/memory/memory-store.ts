@@ -178,12 +178,12 @@ export class MemoryStore implements VerificationStore {
     // 7. Count before comparing.
     v.attempts += 1;
 
-    // 8. Match: consume. It stays (as verified) so GetVerification shows it, and
-    // with an idempotency key a repeat of this call answers VERIFIED again.
+    // 8. Match: consume. It stays, verified, while its hash lives: a repeat with the
+    // idempotency key answers VERIFIED again, and Resend answers "finished", not "not found".
     if (match) {
       v.status = "v";
+      v.verifiedKey = cmd.idempotencyKey;
       v.verifiedAt = now;
-      if (cmd.idempotencyKey !== "") v.verifiedKey = cmd.idempotencyKey;
       this.#emit(cmd.ref.shard, now, base, "verified");
       return verified(now);
     }

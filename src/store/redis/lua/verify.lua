@@ -77,9 +77,9 @@ end
 a = a + 1
 c.a = a
 
--- 8. Match: consume. The fields stay (as verified, until the hash expires) so
--- GetVerification shows it; with an idempotency key a repeat of this call
--- answers VERIFIED again. What only a Resend needs goes.
+-- 8. Match: consume. The fields stay, verified, while the hash lives: a repeat with the
+-- idempotency key answers VERIFIED again, Resend answers 'finished', not 'not_found',
+-- and GetVerification shows it VERIFIED. What only a Resend needs goes.
 if match then
   if ik ~= '' then
     redis.call('HSET', dest, p .. ':c', counters_text(c), p .. ':st', 'v', p .. ':vk', ik, p .. ':vt', now)
