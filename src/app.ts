@@ -110,7 +110,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     }
 
     log.info(
-      { grpcPort: grpc.port, httpPort: http.port, store: config.redisUrl ? "redis" : "memory", tls: config.tls !== undefined },
+      { grpcPort: grpc.port, httpPort: http.port, store: config.redis ? config.redis.topology.kind : "memory", tls: config.tls !== undefined },
       "otp-service listening",
     );
 
@@ -143,12 +143,16 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
 }
 
 export async function buildStore(config: Config, log: Logger): Promise<VerificationStore> {
-  if (!config.redisUrl) {
+  if (!config.redis) {
     log.info("no REDIS_URL: using the in-memory store (one process, state lost on exit)");
     return new MemoryStore({ shards: config.redisShards });
   }
+  const { topology, access, waitReplicas, waitTimeoutMs } = config.redis;
   return RedisStore.connect({
-    url: config.redisUrl,
+    topology,
+    access,
+    waitReplicas,
+    waitTimeoutMs,
     shards: config.redisShards,
     commandTimeoutMs: config.redisCommandTimeoutMs,
     logger: log,

@@ -1,6 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { Channel } from "./gen/otp/v1/otp_pb.js";
 import type { Outcomes } from "./otp/service.js";
+import { redisObservations } from "./store/redis/client.js";
 
 // Prometheus metrics, served at GET /metrics on the HTTP port: how long each
 // call took in the service (from the handler being called to its answer, on
@@ -124,6 +125,7 @@ export class Metrics implements Outcomes, RelayObserver {
       registers,
     });
     const metrics = this;
+    this.redisCounters();
     new Gauge({
       name: "otp_relay_lag_seconds",
       help: "Age of the oldest event in the relay's last batch (0 when it has caught up): how late deliveries reach Kafka",
@@ -166,6 +168,32 @@ export class Metrics implements Outcomes, RelayObserver {
 
   failed(): void {
     this.relayErrors.inc();
+  }
+
+  /** What this process's Redis connections saw (src/store/redis/client/observations.ts). */
+  private redisCounters(): void {
+    const registers = [this.registry];
+    new Counter({
+      name: "otp_redis_unavailable_total",
+      help: "Redis calls that failed as UNAVAILABLE, by reason (connection, timeout, moved, wait, clusterdown, readonly, masterdown, tryagain, loading, ...)",
+      labelNames: ["reason"],
+      registers,
+      collect() {
+        this.reset();
+        for (const [reason, n] of redisObservations.unavailable) this.inc({ reason }, n);
+      },
+    });
+    const counter = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name, help, registers,
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    counter("otp_redis_wait_timeouts_total", "Changes not acknowledged by OTP_REDIS_WAIT_REPLICAS replicas within OTP_REDIS_WAIT_TIMEOUT_MS (answered UNAVAILABLE)", () => redisObservations.waitTimeouts);
+    counter("otp_redis_topology_changes_total", "Redis master changes seen: Sentinel failovers, cluster slot maps with other masters", () => redisObservations.topologyChanges);
+    counter("otp_redis_connections_lost_total", "Connections to a Redis node (or to the Sentinel-watched master) lost", () => redisObservations.connectionsLost);
   }
 
   /** `code`: the canonical status name (OK, INVALID_ARGUMENT, ...). */

@@ -19,8 +19,8 @@ async function main(): Promise<void> {
   const config = readConfig();
   const log = createLogger({ level: config.logLevel });
   exitOnCrash(log);
-  if (!config.redisUrl) {
-    log.fatal("the relay process needs REDIS_URL: the in-memory store lives inside the service");
+  if (!config.redis) {
+    log.fatal("the relay process needs Redis (REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS): the in-memory store lives inside the service");
     process.exit(1);
   }
   const tracing = await startTracingOrExit("otp-relay", log);
