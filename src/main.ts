@@ -1,7 +1,7 @@
 import { startApp, type App } from "./app.js";
 import { createLogger } from "./log.js";
 import { exitOnCrash, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
-import { isPrimary, superviseWorkers } from "./workers.js";
+import { isPrimary, reportStart, superviseWorkers } from "./workers.js";
 
 // The service process: read config, start, and on SIGTERM/SIGINT shut down
 // cleanly (stop accepting, drain in-flight calls within
@@ -21,9 +21,11 @@ async function main(): Promise<void> {
   try {
     app = await startApp(config, { logger: log });
   } catch (err) {
-    log.fatal({ err }, "start-up failed");
+    log.fatal({ err }, `start-up failed: ${(err as Error).message}`);
+    await reportStart(err as Error);
     process.exit(1);
   }
+  await reportStart();
   // Spans of the last calls are exported after the drain.
   stopOnSignals(async () => {
     await app.stop();
