@@ -2,6 +2,7 @@ import type {
   Budget,
   CallerBudget,
   CallerBudgetOutcome,
+  CancelOutcome,
   DestinationRef,
   EventContext,
   IssueCommand,
@@ -12,6 +13,7 @@ import type {
   ResendCommand,
   ResendOutcome,
   VerificationRef,
+  VerificationState,
   VerificationStore,
   VerificationSummary,
   VerifyCommand,
@@ -198,6 +200,16 @@ export class RedisStore implements VerificationStore {
   async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {
     const key = destinationKey(this.#prefix, tenant, ref);
     return replies.summary(await this.#run("describe", [key], { id: ref.verificationId }));
+  }
+
+  async inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null> {
+    const key = destinationKey(this.#prefix, tenant, ref);
+    return replies.verificationState(await this.#run("inspect", [key], { id: ref.verificationId }), ref.verificationId);
+  }
+
+  async cancel(tenant: string, ref: VerificationRef, event: EventContext): Promise<CancelOutcome> {
+    const reply = await this.#run("cancel", this.#keys(tenant, ref), { tenant, id: ref.verificationId, ...eventArgs(event) });
+    return replies.cancelOutcome(reply, ref.verificationId);
   }
 
   async markDeliveryFailed(
