@@ -66,13 +66,15 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     // The outbox relay starts before the listeners and stops after they have
     // drained (cleanups run in reverse), so no event written by a call is left
     // behind by a clean shutdown. With OTP_RELAY=off another process relays.
-    const events = config.relay === "in-process" ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog }) : undefined;
+    const metrics = new Metrics(() => backlog.count);
+    const events = config.relay === "in-process"
+      ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog, kafkaObserver: metrics.kafka })
+      : undefined;
     if (events) cleanups.push(() => events.stop());
     const backlog = new OutboxBacklog(store, log, config.maxOutboxBacklog);
     backlog.start();
     cleanups.push(async () => backlog.stop());
     const admission: DeliveryAdmission = backlog;
-    const metrics = new Metrics(() => backlog.count);
 
     const refusals = new Refusals(store, log, config.redisShards);
     const core = new OtpService({ config, store, sealer, receipts, admission, refusals });

@@ -5,6 +5,7 @@ import { ClientsFileError, readClientsFile, type Client } from "./auth/clients.j
 import { parseProxies } from "./auth/client-ip.js";
 import { parseBudget, type Budget } from "./otp/budget.js";
 import type { CodeAlphabet } from "./otp/code.js";
+import { readTopicReplication, type TopicReplication } from "./events/topic-replication.js";
 
 // One validated reading of the environment (and the optional policy file),
 // turned into a typed object at start-up. A bad value throws ConfigError
@@ -46,6 +47,8 @@ export interface Config {
   redisShards: number;
   redisCommandTimeoutMs: number;
   kafkaBrokers: string[] | undefined;
+  /** OTP_KAFKA_REPLICATION_FACTOR / OTP_KAFKA_MIN_INSYNC_REPLICAS of the topics the service creates. */
+  kafkaReplication: TopicReplication;
   logLevel: string;
   defaults: PurposePolicy;
   purposes: Record<string, PurposePolicy>;
@@ -152,6 +155,7 @@ export function loadConfig(env: Env = process.env): Config {
     redisShards: int(env, "OTP_REDIS_SHARDS", 16, 1, 1024),
     redisCommandTimeoutMs: int(env, "OTP_REDIS_TIMEOUT_MS", 1000, 50, 60_000),
     kafkaBrokers: kafka?.split(",").map((b) => b.trim()).filter(Boolean),
+    kafkaReplication: readTopicReplication(env, production),
     logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
     defaults,
     purposes,

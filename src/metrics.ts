@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 
 // Prometheus metrics, served at GET /metrics on the HTTP port: how long each
 // call took in the service (from the handler being called to its answer, on
@@ -16,9 +16,12 @@ const BUCKETS = [0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 export class Metrics {
   readonly registry = new Registry();
   private readonly calls: Histogram<"method" | "port" | "code">;
+  /** Kafka trouble seen by the relay and the delivery-status consumer (a KafkaObserver). */
+  readonly kafka: KafkaTroubleCounter;
 
   constructor(eventBacklog: () => number) {
     collectDefaultMetrics({ register: this.registry });
+    this.kafka = new KafkaTroubleCounter(this.registry);
     this.calls = new Histogram({
       name: "otp_rpc_duration_seconds",
       help: "Time from the handler being called to its answer, by method, port and status code",
@@ -43,5 +46,28 @@ export class Metrics {
 
   async text(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
+
+/**
+ * otp_kafka_errors_total{client, kind}: kinds as KafkaTrouble in
+ * src/events/kafka/client.ts. A steady rise of publish_failed means events are
+ * waiting in the outbox (otp_event_backlog grows); connection alone, a broker
+ * going away that the client worked around.
+ */
+export class KafkaTroubleCounter {
+  private readonly counter: Counter<"client" | "kind">;
+
+  constructor(registry: Registry) {
+    this.counter = new Counter({
+      name: "otp_kafka_errors_total",
+      help: "Kafka trouble by client id and kind (connection, request_timeout, produce_retry, publish_failed, consumer_crash, other)",
+      labelNames: ["client", "kind"],
+      registers: [registry],
+    });
+  }
+
+  trouble(kind: string, client: string): void {
+    this.counter.inc({ client, kind });
   }
 }
