@@ -6,11 +6,12 @@
 //
 // Three JVMs on a shared 2-core machine start slowly: heaps are small, the
 // JIT stays at C1, thread pools are minimal, and the ready timeout generous.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { Kafka, logLevel, type ConfigResourceTypes } from 'kafkajs';
 import { freePort } from './free-port.js';
 import { ensureJars, exited, libDir, LOG4J, logSummary, PORT_TAKEN, READY_LINE } from './kafka.js';
@@ -125,12 +126,13 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaCluster> {
   (watchdog.stdin as unknown as { unref(): void }).unref();
   const notePids = () => writeFileSync(join(work, 'pids'), [...children.values()].map((c) => c.pid).join(' '));
 
-  for (const id of NODE_IDS) {
-    writeFileSync(files(id).props, nodeProperties(id, ports, join(work, `data-${id}`)));
-    execFileSync('java', [logProp, '-cp', cp, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', files(id).props, '--ignore-formatted'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-  }
+  // One cluster id for all three; not execFileSync: the test's event loop keeps running meanwhile.
+  await Promise.all(
+    NODE_IDS.map((id) => {
+      writeFileSync(files(id).props, nodeProperties(id, ports, join(work, `data-${id}`)));
+      return promisify(execFile)('java', [logProp, '-cp', cp, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', files(id).props, '--ignore-formatted']);
+    }),
+  );
 
   /** Start one node's JVM; resolves when its log says it serves. */
   async function launch(id: number): Promise<void> {
@@ -173,7 +175,21 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaCluster> {
 
   const admin = new Kafka({ clientId: 'otp-test-cluster', brokers: brokers.split(','), logLevel: logLevel.NOTHING, retry: { retries: 3 } }).admin();
 
-  async function describe(topic: string): Promise<TopicDescription> {
+  // Brokers apply the metadata log each at its own pace: one may not know a
+  // new topic for a moment after another reported it led. Ask again.
+  async function describe(topic: string, timeoutMs = 30_000): Promise<TopicDescription> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        return await describeOnce(topic);
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
+  async function describeOnce(topic: string): Promise<TopicDescription> {
     const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
     const configs = await admin.describeConfigs({
       includeSynonyms: false,
@@ -219,7 +235,7 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaCluster> {
     await admin.connect();
     // Ready means a replicated topic gets leaders and a full ISR.
     const probe = `cluster-probe-${randomBytes(3).toString('hex')}`;
-    await admin.createTopics({ waitForLeaders: true, topics: [{ topic: probe, numPartitions: 1, replicationFactor: 3 }] });
+    await admin.createTopics({ waitForLeaders: false, topics: [{ topic: probe, numPartitions: 1, replicationFactor: 3 }] });
     await untilLed([probe], 3);
   } catch (err) {
     await stop();
