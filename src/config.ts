@@ -54,6 +54,8 @@ export interface Config {
   purposes: Record<string, PurposePolicy>;
   /** Only these purposes are accepted when set (from the policy file's "only" flag). */
   restrictPurposes: boolean;
+  /** OTP_EMAIL_PROVIDER_RULES=on: Gmail dots and known providers' "+tag" fold into one destination (src/otp/destination.ts). */
+  emailProviderRules: boolean;
   /** Code HMAC keyring: the last one signs, all verify. */
   hmacKeys: Secret[];
   /** Key for destination digests (per-tenant keys are derived from it). Never rotates: digests are lookups. */
@@ -160,6 +162,7 @@ export function loadConfig(env: Env = process.env): Config {
     defaults,
     purposes,
     restrictPurposes: restrict,
+    emailProviderRules: oneOf(env, "OTP_EMAIL_PROVIDER_RULES", ["off", "on"] as const, "off") === "on",
     hmacKeys,
     destinationKey,
     sealKeys,

@@ -42,6 +42,7 @@ import { destinationRef, newVerificationRef, parseVerificationId } from "./verif
 export interface Caller extends Grantee {
   tenant: string;
   clientId: string;
+  /** The call's W3C traceparent, or a bare 32-hex trace id when it has none (src/transport/caller.ts). */
   traceId: string;
   /** A browser client: Verify/Resend by verification id only, limited by the connection's IP. */
   isPublic: boolean;
@@ -107,12 +108,13 @@ export class OtpService {
 
   async send(req: SendRequest, caller: Caller): Promise<SendResponse> {
     assertValid(SendRequestSchema, req);
-    this.permitPurpose(caller, "Send", req.purpose);
+    // A purpose that does not exist is a bad argument, whoever asks (before grants and budgets).
     const policy = this.policy(req.purpose, "purpose");
+    this.permitPurpose(caller, "Send", req.purpose);
     const destination = this.destination(req.channel, req.destination, "destination");
     this.admit();
 
-    const digest = this.digester.digest(caller.tenant, destination.normalised);
+    const digest = this.digester.digest(caller.tenant, destination.canonical);
     const at = destinationRef(digest, this.config.redisShards);
     const about = { purpose: req.purpose, channel: req.channel, maskedDestination: destination.masked, destinationDigest: digest, shard: at.shard };
     await this.spend(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about);
@@ -130,7 +132,7 @@ export class OtpService {
         codeDigest: signed.digest,
         keyId: signed.keyId,
         codeLength: policy.codeLength,
-        sealedDestination: this.sealer.seal("destination", caller.tenant, destination.normalised),
+        sealedDestination: this.sealer.seal("destination", caller.tenant, destination.address),
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
         locale: req.locale,
         metadataJson: Object.keys(req.metadata).length > 0 ? JSON.stringify(req.metadata) : "",
@@ -154,6 +156,7 @@ export class OtpService {
       // By destination, a browser could probe which addresses have a live code.
       throw this.refuse(caller, "Verify", new OtpError("PERMISSION_DENIED", "public clients verify by verification_id only", { reason: "PUBLIC_CLIENT_BY_ID_ONLY" }));
     }
+    const policy = req.target.case === "destination" ? this.policy(req.target.value.purpose, "destination.purpose") : null;
     if (req.target.case === "destination") this.permitPurpose(caller, "Verify", req.target.value.purpose);
     await this.spend(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {});
     const ref = await this.verificationTarget(req, caller);
@@ -165,7 +168,6 @@ export class OtpService {
       this.permitPurpose(caller, "Verify", summary.purpose, ref.verificationId);
     }
 
-    const policy = req.target.case === "destination" ? this.policy(req.target.value.purpose, "destination.purpose") : null;
     // A code outside the alphabet is a caller mistake, not a guess. By id the
     // purpose is not known here: unless some purpose uses letters, only digits
     // can be a code; otherwise the store simply finds no match.
@@ -251,10 +253,10 @@ export class OtpService {
 
   async checkRateLimit(req: CheckRateLimitRequest, caller: Caller): Promise<CheckRateLimitResponse> {
     assertValid(CheckRateLimitRequestSchema, req);
-    this.permitPurpose(caller, "CheckRateLimit", req.purpose);
     const policy = this.policy(req.purpose, "purpose");
+    this.permitPurpose(caller, "CheckRateLimit", req.purpose);
     const destination = this.destination(req.channel, req.destination, "destination");
-    const digest = this.digester.digest(caller.tenant, destination.normalised);
+    const digest = this.digester.digest(caller.tenant, destination.canonical);
     const budgets = sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination);
     // Both only read: asking spends nothing.
     const [destinationLimits, callerLimits] = await this.guard(() =>
@@ -288,7 +290,7 @@ export class OtpService {
     const { purpose, destination: raw } = req.target.value;
     // Verify by destination cannot know the channel; the form of the address decides.
     const destination = this.destination(raw.includes("@") ? 2 : 1, raw, "destination.destination");
-    const at = destinationRef(this.digester.digest(caller.tenant, destination.normalised), this.config.redisShards);
+    const at = destinationRef(this.digester.digest(caller.tenant, destination.canonical), this.config.redisShards);
     const id = await this.guard(() => this.store.findByDestination(caller.tenant, purpose, at));
     return id === null ? null : { ...at, verificationId: id };
   }
@@ -331,7 +333,7 @@ export class OtpService {
   }
 
   private destination(channel: number, raw: string, field: string): Destination {
-    const parsed = parseDestination(channel, raw);
+    const parsed = parseDestination(channel, raw, this.config);
     if (typeof parsed === "string") throw OtpError.invalidArgument([violation(field, parsed)]);
     return parsed;
   }
