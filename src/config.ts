@@ -78,6 +78,8 @@ export interface Config {
   callerLimits: CallerLimits;
   /** Slow clients: a request (headers and body) must have arrived within this. */
   requestTimeoutMs: number;
+  /** Idle and stalled connections: TLS handshake, HTTP/2 preface, request headers, and gaps between requests (both ports). */
+  connectionIdleMs: number;
   tls: { certFile: string; keyFile: string; caFile: string | undefined } | undefined;
   shutdownGraceMs: number;
   maxOutboxBacklog: number;
@@ -185,6 +187,7 @@ export function loadConfig(env: Env = process.env): Config {
       verifyPerIp: budget(env, "OTP_LIMIT_VERIFY_PER_IP", "100/1h"),
     },
     requestTimeoutMs: int(env, "OTP_REQUEST_TIMEOUT_MS", 30_000, 100, 600_000),
+    connectionIdleMs: int(env, "OTP_CONNECTION_IDLE_MS", 5_000, 100, 600_000),
     tls: certFile && keyFile ? { certFile, keyFile, caFile: optional(env, "TLS_CA_FILE") } : undefined,
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
