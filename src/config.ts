@@ -9,6 +9,7 @@ import type { CodeAlphabet } from "./otp/code.js";
 import { DEFAULT_DENIED_NUMBER_TYPES, NUMBER_TYPES } from "./otp/phone-rules.js";
 import type { PrefixGuardConfig } from "./otp/prefix-guard.js";
 import { parseTestDestinations, type TestDestination } from "./otp/test-destinations.js";
+import type { DestinationRules } from "./otp/destination.js";
 
 // One validated reading of the environment (and the optional policy file),
 // turned into a typed object at start-up. A bad value throws ConfigError
@@ -59,6 +60,8 @@ export interface Config {
   purposes: Record<string, PurposePolicy>;
   /** Only these purposes are accepted when set (from the policy file's "only" flag). */
   restrictPurposes: boolean;
+  /** OTP_EMAIL_PROVIDER_RULES=on: Gmail dots and known providers' "+tag" fold into one destination (src/otp/destination.ts). */
+  emailProviderRules: boolean;
   /** Code HMAC keyring: the last one signs, all verify. */
   hmacKeys: Secret[];
   /** Key for destination digests (per-tenant keys are derived from it). Never rotates: digests are lookups. */
@@ -148,7 +151,9 @@ export function loadConfig(env: Env = process.env): Config {
     ? readPolicyFile(policyFile, defaults)
     : { purposes: {}, restrict: false, tenantSmsCountries: {} };
   const smsCountriesRaw = optional(env, "OTP_SMS_COUNTRIES");
-  const testDestinations = readTestDestinations(env, production);
+  const testDestinations = readTestDestinations(env, production, {
+    emailProviderRules: oneOf(env, "OTP_EMAIL_PROVIDER_RULES", ["off", "on"] as const, "off") === "on",
+  });
 
   const clients = clientsFile ? readClients(clientsFile, production) : undefined;
   const corsOrigins = (env.OTP_CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean);
@@ -177,6 +182,7 @@ export function loadConfig(env: Env = process.env): Config {
     defaults,
     purposes,
     restrictPurposes: restrict,
+    emailProviderRules: oneOf(env, "OTP_EMAIL_PROVIDER_RULES", ["off", "on"] as const, "off") === "on",
     hmacKeys,
     destinationKey,
     sealKeys,
@@ -270,14 +276,14 @@ function prefixGuard(env: Env): PrefixGuardConfig | null {
 }
 
 /** Refused in production unless OTP_ALLOW_TEST_DESTINATIONS_IN_PRODUCTION=true (app-store review needs them there). */
-function readTestDestinations(env: Env, production: boolean): TestDestination[] {
+function readTestDestinations(env: Env, production: boolean, rules: DestinationRules): TestDestination[] {
   const raw = optional(env, "OTP_TEST_DESTINATIONS");
   if (raw === undefined) return [];
   const allowed = oneOf(env, "OTP_ALLOW_TEST_DESTINATIONS_IN_PRODUCTION", ["true", "false"] as const, "false") === "true";
   if (production && !allowed) {
     throw new ConfigError("OTP_TEST_DESTINATIONS is refused with NODE_ENV=production unless OTP_ALLOW_TEST_DESTINATIONS_IN_PRODUCTION=true");
   }
-  const parsed = parseTestDestinations(raw);
+  const parsed = parseTestDestinations(raw, rules);
   // The message never carries the value: it holds codes.
   if (typeof parsed === "string") throw new ConfigError(`OTP_TEST_DESTINATIONS ${parsed}`);
   return parsed;

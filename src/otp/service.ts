@@ -125,8 +125,8 @@ export class OtpService {
     const policy = this.policy(req.purpose, "purpose");
     const destination = this.destination(req.channel, req.destination, "destination");
     // A test destination (fixed code, no delivery) costs nothing to reach, so only the budgets apply to it.
-    const testCode = this.testDestinations.codeFor(destination.normalised);
-    const digest = this.digester.digest(caller.tenant, destination.normalised);
+    const testCode = this.testDestinations.codeFor(destination.canonical);
+    const digest = this.digester.digest(caller.tenant, destination.canonical);
     const at = destinationRef(digest, this.config.redisShards);
     const about = { purpose: req.purpose, channel: req.channel, maskedDestination: destination.masked, destinationDigest: digest, shard: at.shard };
     if (testCode === undefined) this.permitPhone(caller, "Send", destination, policy, about);
@@ -148,7 +148,7 @@ export class OtpService {
         codeDigest: signed.digest,
         keyId: signed.keyId,
         codeLength: code.length,
-        sealedDestination: this.sealer.seal("destination", caller.tenant, destination.normalised),
+        sealedDestination: this.sealer.seal("destination", caller.tenant, destination.address),
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
         locale: req.locale,
         metadataJson: Object.keys(req.metadata).length > 0 ? JSON.stringify(req.metadata) : "",
@@ -292,9 +292,9 @@ export class OtpService {
     this.permitPurpose(caller, "CheckRateLimit", req.purpose);
     const policy = this.policy(req.purpose, "purpose");
     const destination = this.destination(req.channel, req.destination, "destination");
-    const test = this.testDestinations.codeFor(destination.normalised) !== undefined;
+    const test = this.testDestinations.codeFor(destination.canonical) !== undefined;
     if (!test) this.permitPhone(caller, "CheckRateLimit", destination, policy, { purpose: req.purpose, channel: req.channel, maskedDestination: destination.masked });
-    const digest = this.digester.digest(caller.tenant, destination.normalised);
+    const digest = this.digester.digest(caller.tenant, destination.canonical);
     const budgets = sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination);
     const guard = test ? undefined : this.prefixesOf(caller, destination)?.check;
     // Both only read: asking spends nothing.
@@ -329,7 +329,7 @@ export class OtpService {
     const { purpose, destination: raw } = req.target.value;
     // Verify by destination cannot know the channel; the form of the address decides.
     const destination = this.destination(raw.includes("@") ? 2 : 1, raw, "destination.destination");
-    const at = destinationRef(this.digester.digest(caller.tenant, destination.normalised), this.config.redisShards);
+    const at = destinationRef(this.digester.digest(caller.tenant, destination.canonical), this.config.redisShards);
     const id = await this.guard(() => this.store.findByDestination(caller.tenant, purpose, at));
     return id === null ? null : { ...at, verificationId: id };
   }
@@ -365,7 +365,7 @@ export class OtpService {
   private prefixesOf(caller: Caller, destination: Destination): NumberPrefixes | null {
     const config = this.config.prefixGuard;
     if (!config || destination.kind !== "phone") return null;
-    return numberPrefixes(config, this.digester, caller.tenant, destination.normalised);
+    return numberPrefixes(config, this.digester, caller.tenant, destination.canonical);
   }
 
   /** Number types and regions (src/otp/phone-rules.ts): FAILED_PRECONDITION, audited. */
@@ -412,7 +412,7 @@ export class OtpService {
   }
 
   private destination(channel: number, raw: string, field: string): Destination {
-    const parsed = parseDestination(channel, raw);
+    const parsed = parseDestination(channel, raw, this.config);
     if (typeof parsed === "string") throw OtpError.invalidArgument([violation(field, parsed)]);
     return parsed;
   }

@@ -20,6 +20,7 @@ import type {
 import { connectRedis, isReplyError, type ConnectionLogger, type RedisConnection } from "./client.js";
 import { callerBudgetKey, destinationKey, OUTBOX_GROUP, outboxKey } from "./keys.js";
 import * as replies from "./replies.js";
+import { scriptArgv, type ScriptArgs, type ScriptName } from "./script-args.js";
 import { scripts } from "./scripts.js";
 import { readAcrossShards } from "./shard-reads.js";
 
@@ -40,9 +41,10 @@ export interface RedisStoreOptions {
   logger?: ConnectionLogger;
 }
 
-const ms = (seconds: number) => String(Math.round(seconds * 1000));
-const budget = (b: Budget) => [String(b.count), ms(b.windowSeconds)];
-const event = (e: EventContext) => [e.traceId, e.clientId];
+const ms = (seconds: number) => Math.round(seconds * 1000);
+const eventArgs = (e: EventContext) => ({ trace_id: e.traceId, client_id: e.clientId });
+const sends = (b: Budget) => ({ sends_count: b.count, sends_window_ms: ms(b.windowSeconds) });
+const failures = (b: Budget) => ({ failures_count: b.count, failures_window_ms: ms(b.windowSeconds) });
 
 export class RedisStore implements VerificationStore {
   readonly #redis: RedisConnection;
@@ -72,64 +74,98 @@ export class RedisStore implements VerificationStore {
     return [destinationKey(this.#prefix, tenant, ref), outboxKey(this.#prefix, ref.shard)];
   }
 
+  /** One script call: its keys, and its arguments by name (script-args.ts). */
+  #run<S extends ScriptName>(script: S, keys: string[], args: ScriptArgs[S]) {
+    return this.#redis.run(scripts[script], keys, scriptArgv<S>(args));
+  }
+
   async issue(cmd: IssueCommand): Promise<IssueOutcome> {
     const { policy } = cmd;
-    const reply = await this.#redis.run(scripts.issue, this.#keys(cmd.tenant, cmd.ref), [
-      cmd.tenant, cmd.purpose, cmd.ref.verificationId, String(cmd.channel),
-      cmd.destinationDigest, cmd.maskedDestination, cmd.sealedDestination,
-      cmd.codeDigest, cmd.keyId, String(cmd.codeLength), cmd.sealedCode,
-      cmd.locale, cmd.metadataJson, cmd.idempotencyKey,
-      ms(policy.ttlSeconds), String(policy.maxAttempts), ms(policy.resendCooldownSeconds), String(policy.maxResends),
-      ...budget(policy.sendsPerDestination), ...event(cmd.event), cmd.context,
-    ]);
+    const reply = await this.#run("issue", this.#keys(cmd.tenant, cmd.ref), {
+      tenant: cmd.tenant,
+      purpose: cmd.purpose,
+      id: cmd.ref.verificationId,
+      channel: cmd.channel,
+      digest: cmd.destinationDigest,
+      masked: cmd.maskedDestination,
+      sealed_dest: cmd.sealedDestination,
+      code_digest: cmd.codeDigest,
+      key_id: cmd.keyId,
+      code_length: cmd.codeLength,
+      sealed_code: cmd.sealedCode,
+      locale: cmd.locale,
+      metadata: cmd.metadataJson,
+      idempotency_key: cmd.idempotencyKey,
+      ttl_ms: ms(policy.ttlSeconds),
+      max_attempts: policy.maxAttempts,
+      cooldown_ms: ms(policy.resendCooldownSeconds),
+      max_resends: policy.maxResends,
+      ...sends(policy.sendsPerDestination),
+      ...eventArgs(cmd.event),
+      context: cmd.context,
+    });
     return replies.issueOutcome(reply);
   }
 
   async verify(cmd: VerifyCommand): Promise<VerifyOutcome> {
-    const reply = await this.#redis.run(scripts.verify, this.#keys(cmd.tenant, cmd.ref), [
-      cmd.tenant, cmd.ref.verificationId, cmd.idempotencyKey,
-      ...budget(cmd.failuresPerDestination), ...event(cmd.event),
-      ...cmd.candidates.flatMap((c) => [c.keyId, c.digest]),
-    ]);
+    const reply = await this.#run("verify", this.#keys(cmd.tenant, cmd.ref), {
+      tenant: cmd.tenant,
+      id: cmd.ref.verificationId,
+      idempotency_key: cmd.idempotencyKey,
+      ...failures(cmd.failuresPerDestination),
+      ...eventArgs(cmd.event),
+      candidates: Object.fromEntries(cmd.candidates.map((c) => [c.keyId, c.digest])),
+    });
     return replies.verifyOutcome(reply);
   }
 
   async resend(cmd: ResendCommand): Promise<ResendOutcome> {
     const { policy } = cmd;
-    const reply = await this.#redis.run(scripts.resend, this.#keys(cmd.tenant, cmd.ref), [
-      cmd.tenant, cmd.ref.verificationId, String(cmd.channel), cmd.codeDigest, cmd.keyId, cmd.sealedCode,
-      ms(policy.ttlSeconds), ms(policy.resendCooldownSeconds), ...budget(policy.sendsPerDestination),
-      ...event(cmd.event),
-    ]);
+    const reply = await this.#run("resend", this.#keys(cmd.tenant, cmd.ref), {
+      tenant: cmd.tenant,
+      id: cmd.ref.verificationId,
+      channel: cmd.channel,
+      code_digest: cmd.codeDigest,
+      key_id: cmd.keyId,
+      sealed_code: cmd.sealedCode,
+      ttl_ms: ms(policy.ttlSeconds),
+      cooldown_ms: ms(policy.resendCooldownSeconds),
+      ...sends(policy.sendsPerDestination),
+      ...eventArgs(cmd.event),
+    });
     return replies.resendOutcome(reply);
   }
 
   async limits(query: LimitQuery): Promise<LimitState[]> {
     const { policy } = query;
-    const reply = await this.#redis.run(scripts.limits, [destinationKey(this.#prefix, query.tenant, query.destination)], [
-      query.purpose, ...budget(policy.sendsPerDestination), ...budget(policy.failuresPerDestination),
-    ]);
+    const reply = await this.#run("limits", [destinationKey(this.#prefix, query.tenant, query.destination)], {
+      purpose: query.purpose,
+      ...sends(policy.sendsPerDestination),
+      ...failures(policy.failuresPerDestination),
+    });
     return replies.limitStates(reply, policy);
   }
 
   async spendCallerBudgets(tenant: string, budgets: CallerBudget[]): Promise<CallerBudgetOutcome> {
     if (budgets.length === 0) return { allowed: true };
-    const reply = await this.#redis.run(scripts.callerBudgets, this.#budgetKeys(tenant, budgets), [
-      "spend", ...budgets.flatMap((b) => budget(b.budget)),
-    ]);
+    const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets), {
+      mode: "spend",
+      budgets: budgets.map((b) => [b.budget.count, ms(b.budget.windowSeconds)]),
+    });
     return replies.callerBudgetOutcome(reply, budgets);
   }
 
   async callerBudgetStates(tenant: string, budgets: CallerBudget[]): Promise<LimitState[]> {
     if (budgets.length === 0) return [];
-    const reply = await this.#redis.run(scripts.callerBudgets, this.#budgetKeys(tenant, budgets), [
-      "peek", ...budgets.flatMap((b) => budget(b.budget)),
-    ]);
+    const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets), {
+      mode: "peek",
+      budgets: budgets.map((b) => [b.budget.count, ms(b.budget.windowSeconds)]),
+    });
     return replies.callerBudgetStates(reply, budgets);
   }
 
   async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {
-    await this.#redis.run(scripts.audit, [outboxKey(this.#prefix, shard)], Object.entries(fields).flat());
+    await this.#run("audit", [outboxKey(this.#prefix, shard)], { fields });
   }
 
   #budgetKeys(tenant: string, budgets: CallerBudget[]): string[] {
@@ -138,20 +174,20 @@ export class RedisStore implements VerificationStore {
 
   async findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null> {
     const key = destinationKey(this.#prefix, tenant, destination);
-    return replies.foundId(await this.#redis.run(scripts.find, [key], [purpose, destination.handle]));
+    return replies.foundId(await this.#run("find", [key], { purpose, handle: destination.handle }));
   }
 
   async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {
     const key = destinationKey(this.#prefix, tenant, ref);
-    return replies.summary(await this.#redis.run(scripts.describe, [key], [ref.verificationId]));
+    return replies.summary(await this.#run("describe", [key], { id: ref.verificationId }));
   }
 
   async markDeliveryFailed(
     tenant: string, ref: VerificationRef, resendCount: number, reason: string, event: EventContext,
   ): Promise<boolean> {
-    const reply = await this.#redis.run(scripts.markDeliveryFailed, this.#keys(tenant, ref), [
-      tenant, ref.verificationId, String(resendCount), reason, event.traceId, event.clientId,
-    ]);
+    const reply = await this.#run("markDeliveryFailed", this.#keys(tenant, ref), {
+      tenant, id: ref.verificationId, resend_count: resendCount, reason, ...eventArgs(event),
+    });
     return replies.markedFailed(reply);
   }
 
