@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 
 // Prometheus metrics, served at GET /metrics on the HTTP port: how long each
 // call took in the service (from the handler being called to its answer, on
@@ -16,6 +16,7 @@ const BUCKETS = [0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 export class Metrics {
   readonly registry = new Registry();
   private readonly calls: Histogram<"method" | "port" | "code">;
+  private readonly prefixTransitions: Counter<"kind" | "reason" | "digits">;
 
   constructor(eventBacklog: () => number) {
     collectDefaultMetrics({ register: this.registry });
@@ -26,6 +27,12 @@ export class Metrics {
       buckets: BUCKETS,
       registers: [this.registry],
     });
+    this.prefixTransitions = new Counter({
+      name: "otp_prefix_guard_transitions_total",
+      help: "Number prefixes the SMS-pumping guard suspended or released, by kind, reason and prefix length (digits)",
+      labelNames: ["kind", "reason", "digits"],
+      registers: [this.registry],
+    });
     new Gauge({
       name: "otp_event_backlog",
       help: "Events in the outbox waiting for Kafka (as last read, every 0.5 s)",
@@ -34,6 +41,11 @@ export class Metrics {
         this.set(eventBacklog());
       },
     });
+  }
+
+  /** The prefix guard suspended or released a number prefix (src/otp/prefix-events.ts); never the prefix itself. */
+  prefixTransition(kind: string, reason: string, digits: number): void {
+    this.prefixTransitions.inc({ kind, reason, digits: String(digits) });
   }
 
   /** `code`: the canonical status name (OK, INVALID_ARGUMENT, ...). */

@@ -156,7 +156,7 @@ export class MemoryStore implements VerificationStore {
     const match = digest === v.codeDigest;
     const verified = (at: number): VerifyOutcome => ({
       result: "VERIFIED", attemptsRemaining: v.maxAttempts - v.attempts,
-      purpose: v.purpose, destinationDigest: d.digest, verifiedAtMs: at, prefixRefs: v.prefixRefs,
+      purpose: v.purpose, destinationDigest: d.digest, verifiedAtMs: at,
     });
 
     // 2. Already verified: only a repeat of that same call answers VERIFIED again.
@@ -193,7 +193,8 @@ export class MemoryStore implements VerificationStore {
         v.verifiedAt = now;
       }
       this.#emit(cmd.ref.shard, now, base, "verified");
-      return verified(now);
+      // The prefixes to credit, this once (a repeat above does not return them).
+      return v.prefixRefs ? { ...verified(now), prefixRefs: v.prefixRefs } : verified(now);
     }
 
     // No match: spend the destination's failure budget; lock the destination when it is used up.
@@ -347,7 +348,7 @@ export class MemoryStore implements VerificationStore {
     }
     budgets.forEach((b, i) => this.#callerBudgets.set(budgetKey(tenant, b), tats[i]!));
     if (guard && guard.prefixes.length > 0) this.#prefixes.countSent(tenant, guard, now, transitions);
-    return { allowed: true, transitions };
+    return guard ? { allowed: true, transitions } : { allowed: true };
   }
 
   async callerBudgetStates(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<LimitState[]> {

@@ -93,7 +93,11 @@ export class PrefixGuardRecords {
     let retry = 0;
     for (let i = judged.length - 1; i >= 0; i--) {
       const j = judged[i]!;
-      if (healthy(j, rule)) break;
+      // A healthy prefix can still collapse itself, but shields the number from coarser ones.
+      if (healthy(j, rule)) {
+        remaining = Math.min(remaining, sendsBeforeCollapse(j, rule));
+        break;
+      }
       if (j.record.until > now) {
         retry = j.record.until - now;
         break;
@@ -137,9 +141,12 @@ export class PrefixGuardRecords {
     transitions.push({ prefix: j.prefix, kind: "released", reason, sent: j.sent, verified: j.verified });
   }
 
-  /** A record lives a window past its last change, and at least until its suspension ends. */
+  /**
+   * A record lives a window past its last change, and a window past its
+   * suspension's end (so the next Send in that time records the release).
+   */
   #keep(r: PrefixRecord, now: number, rule: PrefixGuardRule): void {
-    r.expiresAt = Math.max(r.expiresAt, now + rule.windowMs, r.until);
+    r.expiresAt = Math.max(r.expiresAt, now + rule.windowMs, r.until + rule.windowMs);
   }
 }
 

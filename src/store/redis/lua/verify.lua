@@ -41,7 +41,7 @@ local p = redis.call('HGET', dest, id_field(vid))
 if not p then return {'NOT_FOUND', 0} end
 
 local v = redis.call('HMGET', dest, p .. ':id', p .. ':k', p .. ':c',
-  p .. ':st', p .. ':vk', p .. ':vt', 'lk', 'lf', 'dd', 'md')
+  p .. ':st', p .. ':vk', p .. ':vt', 'lk', 'lf', 'dd', 'md', p .. ':pg')
 local c, st = counters_read(v[3]), v[4] or '' -- empty fields are not stored
 local dd = digest_text(v[9], vid)
 local a, m = c.a, c.m
@@ -81,10 +81,11 @@ if match then
     redis.call('HSET', dest, p .. ':c', counters_text(c), p .. ':st', 'v', p .. ':vk', ik, p .. ':vt', now)
   else
     redis.call('HDEL', dest, id_field(vid), p .. ':id', p .. ':k', p .. ':c', p .. ':st',
-      p .. ':ik', p .. ':vk', p .. ':vt', p .. ':lc', p .. ':mt', p .. ':cx')
+      p .. ':ik', p .. ':vk', p .. ':vt', p .. ':lc', p .. ':mt', p .. ':cx', p .. ':pg', p .. ':td')
   end
   emit(ev, 'verified')
-  return {'VERIFIED', m - a, p, dd, now}
+  -- The prefixes to credit, this once (a repeat above does not return them).
+  return {'VERIFIED', m - a, p, dd, now, v[11] or ''}
 end
 
 -- No match: spend the destination's failure budget; lock the destination when it is used up.
