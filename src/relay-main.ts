@@ -2,7 +2,7 @@ import { buildStore } from "./app.js";
 import { Sealer } from "./events/seal.js";
 import { startEventWorker } from "./events/worker.js";
 import { createLogger } from "./log.js";
-import { exitOnCrash, readConfig, stopOnSignals } from "./process.js";
+import { exitOnCrash, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
 
 // `npm run relay`: the event worker (outbox relay and delivery-status
 // consumer, src/events/worker.ts) as a process of its own, for deployments
@@ -18,6 +18,7 @@ async function main(): Promise<void> {
     log.fatal("the relay process needs REDIS_URL: the in-memory store lives inside the service");
     process.exit(1);
   }
+  const tracing = await startTracingOrExit("otp-relay", log);
   let stop: () => Promise<void>;
   try {
     const store = await buildStore(config, log);
@@ -25,6 +26,7 @@ async function main(): Promise<void> {
     stop = async () => {
       await worker.stop();
       await store.close();
+      await tracing?.stop();
     };
   } catch (err) {
     log.fatal({ err }, "start-up failed");

@@ -2,8 +2,11 @@ import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import type { OutboxEntry, VerificationStore } from "../store/store.js";
+import { produceSpans, type ProduceSpans } from "../telemetry/spans.js";
+import { telemetry } from "../telemetry/tracing.js";
 import { encodeEntry } from "./encode.js";
 import type { EventRecord, EventSink } from "./sink.js";
+import { HEADERS } from "./topics.js";
 
 // The outbox relay: moves events that the store scripts appended (in the same
 // atomic step as the state change) to the sink, and acknowledges them only
@@ -121,16 +124,22 @@ export class OutboxRelay {
       }
       done.push({ shard: entry.shard, id: entry.id });
     }
+    // One produce span per event that carries its call's trace context, for as long as publishing it takes.
+    const spans: ProduceSpans | undefined = telemetry.on ? produceSpans(records, HEADERS.eventType) : undefined;
     let backoffMs = 100;
     for (;;) {
       try {
         if (records.length > 0) await this.sink.publish(records);
+        spans?.end();
         break;
       } catch (err) {
         this.noteError(err);
         // Stopping with the batch unpublished leaves it pending: another
         // relay (or this one after a restart) claims it.
-        if (!this.running) return;
+        if (!this.running) {
+          spans?.end((err as Error)?.name ?? "error");
+          return;
+        }
         await this.sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, this.maxBackoffMs);
       }

@@ -1,4 +1,5 @@
 import { ConfigError } from "../config.js";
+import { startTracing, type Tracing } from "../telemetry/tracing.js";
 import { buildAdapters } from "./adapters/index.js";
 import { loadNotifierConfig, type NotifierConfig } from "./config.js";
 import { notifierLogger } from "./logger.js";
@@ -18,6 +19,14 @@ try {
 }
 
 const logger = notifierLogger(config.logLevel);
+let tracing: Tracing | undefined;
+try {
+  tracing = await startTracing(process.env, "otp-notifier", logger);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`otp-notifier: ${err.message}\n`);
+  process.exit(2);
+}
 const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger) });
 
 let stopping = false;
@@ -26,7 +35,8 @@ const shutdown = (signal: string): void => {
   stopping = true;
   logger.info({ signal }, "notifier stopping");
   notifier.stop().then(
-    () => {
+    async () => {
+      await tracing?.stop();
       logger.info("notifier stopped");
       process.exit(0);
     },

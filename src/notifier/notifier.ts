@@ -23,6 +23,8 @@ import { KeyedLanes, Slots } from "./lanes.js";
 import { PartitionTracker } from "./offsets.js";
 import { deadLetterRecord, statusRecord, type Original } from "./records.js";
 import { sleep } from "./retry.js";
+import { consumeSpan, type ConsumeSpan } from "../telemetry/spans.js";
+import { telemetry } from "../telemetry/tracing.js";
 
 // The Kafka side of the notifier. Each record is handed off as it arrives
 // (eachMessage returns at once), delivered with retries in its own task, and
@@ -179,7 +181,7 @@ export class Notifier {
     // No key: no order to keep, a lane of its own.
     const lane = original.key ? `${partition}/${original.key}` : `${partition}@${message.offset}`;
     const work: Promise<void> = this.lanes
-      .run(lane, () => this.handle(original))
+      .run(lane, () => (telemetry.on ? this.traced(original) : this.handle(original)))
       .then((finished) => {
         if (finished) done();
       })
@@ -190,8 +192,21 @@ export class Notifier {
     this.inFlight.add(work);
   }
 
+  /** handle() in a consumer span, child of the record's traceparent: the caller's trace reaches the delivery. */
+  private async traced(o: Original): Promise<boolean> {
+    const span = consumeSpan(o.topic, o.partition, o.offset, o.headers);
+    try {
+      const finished = await this.handle(o, span);
+      span.end(finished ? undefined : "abandoned");
+      return finished;
+    } catch (err) {
+      span.end((err as Error)?.name ?? "error");
+      throw err;
+    }
+  }
+
   /** True once the record is finished (its offset may be committed); false when abandoned on shutdown. */
-  private async handle(o: Original): Promise<boolean> {
+  private async handle(o: Original, span?: ConsumeSpan): Promise<boolean> {
     const signal = this.abort.signal;
     try {
       let event: DeliveryRequested;
@@ -212,9 +227,13 @@ export class Notifier {
       let records: OutgoingRecord[];
       try {
         const delivery = openDelivery(event, this.sealer);
-        records = this.recordsFor(o, event, await this.deliverer.deliver(delivery, signal));
+        const attempted = await this.deliverer.deliver(delivery, signal);
+        span?.setAttribute("otp.delivery.outcome", attempted.kind);
+        span?.setAttribute("otp.delivery.adapter", attempted.adapter);
+        records = this.recordsFor(o, event, attempted);
       } catch (err) {
         if (signal.aborted) throw err;
+        span?.setAttribute("otp.delivery.outcome", "dead_lettered");
         records = this.poison(o, err);
       }
       const handled: Handled = { unpublished: records };

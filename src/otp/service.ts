@@ -47,6 +47,7 @@ import { destinationRef, newVerificationRef, parseVerificationId } from "./verif
 export interface Caller extends Grantee {
   tenant: string;
   clientId: string;
+  /** The call's W3C traceparent, or a bare 32-hex trace id when it has none (src/transport/caller.ts). */
   traceId: string;
   /** A browser client: Verify/Resend by verification id only, limited by the connection's IP. */
   isPublic: boolean;
@@ -121,8 +122,9 @@ export class OtpService {
 
   async send(req: SendRequest, caller: Caller): Promise<SendResponse> {
     assertValid(SendRequestSchema, req);
-    this.permitPurpose(caller, "Send", req.purpose);
+    // A purpose that does not exist is a bad argument, whoever asks (before grants and budgets).
     const policy = this.policy(req.purpose, "purpose");
+    this.permitPurpose(caller, "Send", req.purpose);
     const destination = this.destination(req.channel, req.destination, "destination");
     // A test destination (fixed code, no delivery) costs nothing to reach, so only the budgets apply to it.
     const testCode = this.testDestinations.codeFor(destination.canonical);
@@ -179,6 +181,7 @@ export class OtpService {
       // By destination, a browser could probe which addresses have a live code.
       throw this.refuse(caller, "Verify", new OtpError("PERMISSION_DENIED", "public clients verify by verification_id only", { reason: "PUBLIC_CLIENT_BY_ID_ONLY" }));
     }
+    const policy = req.target.case === "destination" ? this.policy(req.target.value.purpose, "destination.purpose") : null;
     if (req.target.case === "destination") this.permitPurpose(caller, "Verify", req.target.value.purpose);
     await this.spend(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {});
     const ref = await this.verificationTarget(req, caller);
@@ -190,7 +193,6 @@ export class OtpService {
       this.permitPurpose(caller, "Verify", summary.purpose, ref.verificationId);
     }
 
-    const policy = req.target.case === "destination" ? this.policy(req.target.value.purpose, "destination.purpose") : null;
     // A code outside the alphabet is a caller mistake, not a guess. By id the
     // purpose is not known here: unless some purpose uses letters, only digits
     // can be a code; otherwise the store simply finds no match.
@@ -289,8 +291,8 @@ export class OtpService {
 
   async checkRateLimit(req: CheckRateLimitRequest, caller: Caller): Promise<CheckRateLimitResponse> {
     assertValid(CheckRateLimitRequestSchema, req);
-    this.permitPurpose(caller, "CheckRateLimit", req.purpose);
     const policy = this.policy(req.purpose, "purpose");
+    this.permitPurpose(caller, "CheckRateLimit", req.purpose);
     const destination = this.destination(req.channel, req.destination, "destination");
     const test = this.testDestinations.codeFor(destination.canonical) !== undefined;
     if (!test) this.permitPhone(caller, "CheckRateLimit", destination, policy, { purpose: req.purpose, channel: req.channel, maskedDestination: destination.masked });

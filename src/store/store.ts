@@ -27,6 +27,7 @@ export interface StorePolicy {
 
 /** Fields every outbox event copies; the store adds type, time and event-specific fields. */
 export interface EventContext {
+  /** Stored as the outbox's `tr`: a W3C traceparent, or a bare 32-hex trace id. */
   traceId: string;
   /** Authenticated caller id, "" when unknown. */
   clientId: string;

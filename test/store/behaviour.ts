@@ -164,7 +164,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
     });
 
     describe('verify', () => {
-      it('VERIFIED consumes the verification: a second try is NOT_FOUND', async () => {
+      it('VERIFIED consumes the verification: a second try is NOT_FOUND, by id or by destination; a Resend finds it finished', async () => {
         const { dest, ref, code } = await send();
         const outcome = await store.verify(verifyCommand(ref, code));
         expect(outcome).toMatchObject({
@@ -175,7 +175,11 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         });
         expect(outcome.verifiedAtMs).toBeGreaterThan(0);
         expect((await store.verify(verifyCommand(ref, code))).result).toBe('NOT_FOUND');
-        expect(await store.findByDestination(TENANT, PURPOSE, dest.ref)).toBeNull();
+        // Kept as verified (not deleted), so that Resend can say "finished" rather than "not found".
+        const found = await store.findByDestination(TENANT, PURPOSE, dest.ref);
+        expect(found === null || found === ref.verificationId).toBe(true);
+        expect((await store.verify(verifyCommand({ ...dest.ref, verificationId: found ?? ref.verificationId }, code))).result).toBe('NOT_FOUND');
+        expect((await store.resend(resendCommand(ref, newCode()))).kind).toBe('finished');
       });
 
       it('INVALID_CODE counts attempts down, then TOO_MANY_ATTEMPTS even for the right code', async () => {

@@ -183,15 +183,12 @@ export class MemoryStore implements VerificationStore {
     // 7. Count before comparing.
     v.attempts += 1;
 
-    // 8. Match: consume. With an idempotency key it stays (until it expires) to answer a repeat.
+    // 8. Match: consume. It stays, verified, while its hash lives: a repeat with the
+    // idempotency key answers VERIFIED again, and Resend answers "finished", not "not found".
     if (match) {
-      if (cmd.idempotencyKey === "") {
-        d.verifications.delete(v.purpose);
-      } else {
-        v.status = "v";
-        v.verifiedKey = cmd.idempotencyKey;
-        v.verifiedAt = now;
-      }
+      v.status = "v";
+      v.verifiedKey = cmd.idempotencyKey;
+      v.verifiedAt = now;
       this.#emit(cmd.ref.shard, now, base, "verified");
       // The prefixes to credit, this once (a repeat above does not return them).
       return v.prefixRefs ? { ...verified(now), prefixRefs: v.prefixRefs } : verified(now);

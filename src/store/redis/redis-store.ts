@@ -24,6 +24,7 @@ import { connectRedis, isReplyError, type ConnectionLogger, type RedisConnection
 import { callerBudgetKey, destinationKey, OUTBOX_GROUP, outboxKey, prefixGuardKey } from "./keys.js";
 import * as replies from "./replies.js";
 import { scriptArgv, type PrefixRuleArg, type ScriptArgs, type ScriptName } from "./script-args.js";
+import { withScriptSpans } from "./script-spans.js";
 import { scripts } from "./scripts.js";
 import { readAcrossShards } from "./shard-reads.js";
 
@@ -57,7 +58,7 @@ export class RedisStore implements VerificationStore {
   #nextShard = 0;
 
   private constructor(redis: RedisConnection, shards: number, prefix: string) {
-    this.#redis = redis;
+    this.#redis = withScriptSpans(redis);
     this.#shards = shards;
     this.#prefix = prefix;
   }

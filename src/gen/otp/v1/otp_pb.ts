@@ -535,13 +535,19 @@ export const VerifyResultSchema: GenEnum<VerifyResult> = /*@__PURE__*/
  *
  * Outcomes of Verify are results, never errors. Errors use the google.rpc
  * rich error model:
- *   INVALID_ARGUMENT    + google.rpc.BadRequest (one violation per bad field)
+ *   INVALID_ARGUMENT    + google.rpc.BadRequest (one violation per bad field). Besides each
+ *                         field's rules: any string field holding a control, format (bidi,
+ *                         zero-width), line/paragraph separator, surrogate, private-use or
+ *                         unassigned character; an enum value (name or number) that does not
+ *                         exist; a purpose the policy file does not list when it says "only"
  *   RESOURCE_EXHAUSTED  + google.rpc.RetryInfo + google.rpc.ErrorInfo{domain: "otp.v1", reason}
  *                         reasons: RESEND_COOLDOWN, SEND_LIMIT_DESTINATION, MAX_RESENDS,
  *                         SEND_LIMIT_IP, SEND_LIMIT_TENANT, SEND_LIMIT_COUNTRY,
- *                         DESTINATION_LOCKED, VERIFY_LIMIT_IP
+ *                         DESTINATION_LOCKED, VERIFY_LIMIT_IP. MAX_RESENDS carries no
+ *                         RetryInfo: no wait lifts it (Send a new verification)
  *   FAILED_PRECONDITION + google.rpc.ErrorInfo: Resend of a verification that is
- *                         finished (verified, locked or expired); reason VERIFICATION_FINISHED
+ *                         finished (verified, locked, expired or delivery failed);
+ *                         reason VERIFICATION_FINISHED
  *   NOT_FOUND            Resend of an unknown verification
  *   UNAVAILABLE          the store (Redis) or the event backlog cannot take the call; retry
  *   UNAUTHENTICATED      no credentials, or credentials that are not (or no longer) valid

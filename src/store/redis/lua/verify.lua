@@ -75,13 +75,13 @@ end
 a = a + 1
 c.a = a
 
--- 8. Match: consume. With an idempotency key the fields stay (until e) to answer a repeat.
+-- 8. Match: consume. The fields stay, verified, while the hash lives: a repeat with the
+-- idempotency key answers VERIFIED again, and Resend answers 'finished', not 'not_found'.
 if match then
   if ik ~= '' then
     redis.call('HSET', dest, p .. ':c', counters_text(c), p .. ':st', 'v', p .. ':vk', ik, p .. ':vt', now)
   else
-    redis.call('HDEL', dest, id_field(vid), p .. ':id', p .. ':k', p .. ':c', p .. ':st',
-      p .. ':ik', p .. ':vk', p .. ':vt', p .. ':lc', p .. ':mt', p .. ':cx', p .. ':pg', p .. ':td')
+    redis.call('HSET', dest, p .. ':c', counters_text(c), p .. ':st', 'v', p .. ':vt', now)
   end
   emit(ev, 'verified')
   -- The prefixes to credit, this once (a repeat above does not return them).
