@@ -67,17 +67,19 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     // The outbox relay starts before the listeners and stops after they have
     // drained (cleanups run in reverse), so no event written by a call is left
     // behind by a clean shutdown. With OTP_RELAY=off another process relays.
-    const events = config.relay === "in-process" ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog }) : undefined;
-    if (events) cleanups.push(() => events.stop());
     const backlog = new OutboxBacklog(store, log, config.maxOutboxBacklog);
+    const metrics = new Metrics(() => backlog.count);
+    const events = config.relay === "in-process"
+      ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog, observer: metrics })
+      : undefined;
+    if (events) cleanups.push(() => events.stop());
     backlog.start();
     cleanups.push(async () => backlog.stop());
     const admission: DeliveryAdmission = backlog;
-    const metrics = new Metrics(() => backlog.count);
 
-    const refusals = new Refusals(store, log, config.redisShards);
+    const refusals = new Refusals(store, log, config.redisShards, metrics);
     const prefixEvents = new PrefixEvents(store, log, config.redisShards, metrics);
-    const core = new OtpService({ config, store, sealer, receipts, admission, refusals, prefixEvents, logger: log });
+    const core = new OtpService({ config, store, sealer, receipts, admission, refusals, outcomes: metrics, prefixEvents, logger: log });
     if (config.testDestinations.length > 0) {
       log.warn({ testDestinations: config.testDestinations.length, production: config.production }, "OTP_TEST_DESTINATIONS: these destinations get a fixed code and no delivery");
     }
@@ -113,7 +115,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     }
 
     log.info(
-      { grpcPort: grpc.port, httpPort: http.port, store: config.redisUrl ? "redis" : "memory", tls: config.tls !== undefined },
+      { grpcPort: grpc.port, httpPort: http.port, store: config.redis ? config.redis.topology.kind : "memory", tls: config.tls !== undefined },
       "otp-service listening",
     );
 
@@ -146,12 +148,16 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
 }
 
 export async function buildStore(config: Config, log: Logger): Promise<VerificationStore> {
-  if (!config.redisUrl) {
+  if (!config.redis) {
     log.info("no REDIS_URL: using the in-memory store (one process, state lost on exit)");
     return new MemoryStore({ shards: config.redisShards });
   }
+  const { topology, access, waitReplicas, waitTimeoutMs } = config.redis;
   return RedisStore.connect({
-    url: config.redisUrl,
+    topology,
+    access,
+    waitReplicas,
+    waitTimeoutMs,
     shards: config.redisShards,
     commandTimeoutMs: config.redisCommandTimeoutMs,
     logger: log,

@@ -10,6 +10,7 @@ import { DEFAULT_DENIED_NUMBER_TYPES, NUMBER_TYPES } from "./otp/phone-rules.js"
 import type { PrefixGuardConfig } from "./otp/prefix-guard.js";
 import { parseTestDestinations, type TestDestination } from "./otp/test-destinations.js";
 import type { DestinationRules } from "./otp/destination.js";
+import { readRedisSettings, type RedisSettings } from "./redis-config.js";
 
 // One validated reading of the environment (and the optional policy file),
 // turned into a typed object at start-up. A bad value throws ConfigError
@@ -52,6 +53,8 @@ export interface Config {
   grpcPort: number;
   httpPort: number;
   redisUrl: string | undefined;
+  /** The Redis deployment (one node, a cluster, Sentinel); undefined: the in-memory store. */
+  redis: RedisSettings | undefined;
   redisShards: number;
   redisCommandTimeoutMs: number;
   kafkaBrokers: string[] | undefined;
@@ -121,8 +124,9 @@ export function loadConfig(env: Env = process.env): Config {
   };
 
   const redisUrl = optional(env, "REDIS_URL");
+  const redis = readRedisSettings(env);
   const kafka = optional(env, "KAFKA_BROKERS");
-  if (production && !redisUrl) missing.push("REDIS_URL");
+  if (production && !redis) missing.push("REDIS_URL (or REDIS_CLUSTER_NODES, or REDIS_SENTINELS)");
   if (production && !kafka) missing.push("KAFKA_BROKERS");
   const clientsFile = optional(env, "OTP_CLIENTS_FILE");
   // Without a clients file anyone who reaches the port may call: a developer's laptop, never production.
@@ -175,6 +179,7 @@ export function loadConfig(env: Env = process.env): Config {
     grpcPort: int(env, "GRPC_PORT", 50051, 0, 65_535),
     httpPort: int(env, "HTTP_PORT", 8080, 0, 65_535),
     redisUrl,
+    redis,
     redisShards: int(env, "OTP_REDIS_SHARDS", 16, 1, 1024),
     redisCommandTimeoutMs: int(env, "OTP_REDIS_TIMEOUT_MS", 1000, 50, 60_000),
     kafkaBrokers: kafka?.split(",").map((b) => b.trim()).filter(Boolean),
@@ -206,7 +211,7 @@ export function loadConfig(env: Env = process.env): Config {
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
     relayLingerMs: int(env, "OTP_RELAY_LINGER_MS", 10, 0, 1_000),
     relay: oneOf(env, "OTP_RELAY", ["in-process", "off"] as const, "in-process"),
-    workers: workers(env, redisUrl),
+    workers: workers(env, redis !== undefined),
     smsCountries: smsCountriesRaw === undefined || smsCountriesRaw === "*" ? null : regions("OTP_SMS_COUNTRIES", smsCountriesRaw.split(",")),
     tenantSmsCountries,
     prefixGuard: prefixGuard(env),
@@ -290,9 +295,9 @@ function readTestDestinations(env: Env, production: boolean, rules: DestinationR
 }
 
 /** Default: one per core with Redis; the in-memory store lives in one process, so dev mode has one. */
-function workers(env: Env, redisUrl: string | undefined): number {
-  const count = int(env, "OTP_WORKERS", redisUrl ? availableParallelism() : 1, 1, 256);
-  if (count > 1 && !redisUrl) throw new ConfigError("OTP_WORKERS above 1 needs REDIS_URL: the in-memory store lives in one process");
+function workers(env: Env, redis: boolean): number {
+  const count = int(env, "OTP_WORKERS", redis ? availableParallelism() : 1, 1, 256);
+  if (count > 1 && !redis) throw new ConfigError("OTP_WORKERS above 1 needs Redis (REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS): the in-memory store lives in one process");
   return count;
 }
 

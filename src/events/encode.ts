@@ -4,6 +4,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
   AuditEventSchema,
   AuditEventType,
+  DeliveryCanceledSchema,
   DeliveryRequestedSchema,
   SealedSchema,
 } from "../gen/otp/events/v1/events_pb.js";
@@ -25,6 +26,7 @@ const AUDIT_TYPES: Record<string, AuditEventType> = {
   delivery_failed: AuditEventType.DELIVERY_FAILED,
   delivered: AuditEventType.DELIVERED,
   refused: AuditEventType.REFUSED,
+  canceled: AuditEventType.CANCELED,
   prefix_suspended: AuditEventType.PREFIX_SUSPENDED,
   prefix_released: AuditEventType.PREFIX_RELEASED,
 };
@@ -78,6 +80,14 @@ export function encodeEntry(entry: OutboxEntry): EventRecord {
     return record(TOPICS.delivery, "delivery.requested", "otp.events.v1.DeliveryRequested", eventId, common, value, {
       [HEADERS.sealKeyId]: fromBinary(SealedSchema, sealedCode).keyId,
     }, traceparent);
+  }
+  if (f.type === "delivery_canceled") {
+    // On the delivery topic, keyed by the verification id: it reaches the
+    // notifier holding that verification's deliveries, after them.
+    const message = create(DeliveryCanceledSchema, {
+      eventId, verificationId: common.verificationId, tenant: common.tenant, occurredAt: common.occurredAt, traceId: common.traceId,
+    });
+    return record(TOPICS.delivery, "delivery.canceled", "otp.events.v1.DeliveryCanceled", eventId, common, toBinary(DeliveryCanceledSchema, message));
   }
   const type = AUDIT_TYPES[f.type ?? ""] ?? AuditEventType.UNSPECIFIED;
   const message = create(AuditEventSchema, {

@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
+import type { RelayObserver } from "../metrics.js";
 import type { OutboxEntry, VerificationStore } from "../store/store.js";
 import { produceSpans, type ProduceSpans } from "../telemetry/spans.js";
 import { telemetry } from "../telemetry/tracing.js";
@@ -28,6 +29,8 @@ export interface RelayOptions {
   /** A pending entry idle this long belongs to a dead relay and is claimed. */
   claimIdleMs?: number;
   maxBackoffMs?: number;
+  /** Counts what is published and what fails (src/metrics.ts). */
+  observer?: RelayObserver;
 }
 
 export interface RelayStatus {
@@ -44,6 +47,7 @@ export class OutboxRelay {
   private readonly lingerMs: number;
   private readonly claimIdleMs: number;
   private readonly maxBackoffMs: number;
+  private readonly observer: RelayObserver | undefined;
   private running = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
@@ -63,6 +67,7 @@ export class OutboxRelay {
     this.lingerMs = options.lingerMs ?? 10;
     this.claimIdleMs = options.claimIdleMs ?? 30_000;
     this.maxBackoffMs = options.maxBackoffMs ?? 5_000;
+    this.observer = options.observer;
   }
 
   start(): void {
@@ -95,6 +100,7 @@ export class OutboxRelay {
         if (batch.length === 0) batch = await this.store.readOutbox(this.consumer, this.batchSize);
         if (batch.length === 0) {
           this.state.lagMs = 0;
+          this.observer?.idle();
           await this.sleep(this.idleDelayMs);
           continue;
         }
@@ -146,6 +152,7 @@ export class OutboxRelay {
     }
     await this.store.ackOutbox(done);
     this.state.published += records.length;
+    this.observer?.published(batch.map((e) => e.fields.type ?? "unknown"), this.state.lagMs);
     if (this.state.lastError) {
       this.logger.info("event relay recovered");
       this.state.lastError = undefined;
@@ -153,6 +160,7 @@ export class OutboxRelay {
   }
 
   private noteError(err: unknown): void {
+    this.observer?.failed();
     const message = (err as Error)?.message ?? String(err);
     if (this.state.lastError !== message) {
       this.logger.warn({ err: message }, "event relay cannot publish; events wait in the outbox");

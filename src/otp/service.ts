@@ -1,6 +1,15 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
+  type CancelVerificationRequest,
+  CancelVerificationRequestSchema,
+  type CancelVerificationResponse,
+  CancelVerificationResponseSchema,
+  type GetVerificationRequest,
+  GetVerificationRequestSchema,
+  type GetVerificationResponse,
+  GetVerificationResponseSchema,
+  VerificationStatus,
   type CheckRateLimitRequest,
   CheckRateLimitRequestSchema,
   type CheckRateLimitResponse,
@@ -24,7 +33,16 @@ import type { Config, PurposePolicy } from "../config.js";
 import type { Sealer } from "../events/seal.js";
 import type { Logger } from "../log.js";
 import { StoreUnavailableError } from "../store/errors.js";
-import type { CallerBudget, EventContext, PrefixGuardCheck, VerificationRef, VerificationStore, VerificationTimes } from "../store/store.js";
+import type {
+  CallerBudget,
+  EventContext,
+  PrefixGuardCheck,
+  VerificationRef,
+  VerificationState,
+  VerificationStatusKind,
+  VerificationStore,
+  VerificationTimes,
+} from "../store/store.js";
 import { resendBudgets, sendBudgets, verifyBudgets } from "./caller-budgets.js";
 import { canonicalCode, generateCode } from "./code.js";
 import { DestinationDigester, kindFor, parseDestination, type Destination } from "./destination.js";
@@ -76,6 +94,17 @@ export interface OtpServiceDeps {
   /** Audits, logs and counts prefix suspensions and releases (absent: they only take effect). */
   prefixEvents?: PrefixEvents;
   logger?: Logger;
+  /** Counts outcomes for /metrics (absent: not counted). */
+  outcomes?: Outcomes;
+}
+
+/** Outcome counters (src/metrics.ts implements them). Labels are bounded: no caller-sent text. */
+export interface Outcomes {
+  verified(tenant: string, result: string): void;
+  /** A Send that queued a delivery; country: ISO region of a phone number, "" when none. */
+  sent(tenant: string, channel: number, country: string): void;
+  resent(tenant: string, channel: number): void;
+  canceled(tenant: string): void;
 }
 
 const VERIFY_RESULTS: Record<string, VerifyResult> = {
@@ -86,6 +115,17 @@ const VERIFY_RESULTS: Record<string, VerifyResult> = {
   NOT_FOUND: VerifyResult.NOT_FOUND,
   DELIVERY_FAILED: VerifyResult.DELIVERY_FAILED,
 };
+
+const STATUSES: Record<VerificationStatusKind, VerificationStatus> = {
+  PENDING: VerificationStatus.PENDING,
+  VERIFIED: VerificationStatus.VERIFIED,
+  EXPIRED: VerificationStatus.EXPIRED,
+  LOCKED: VerificationStatus.LOCKED,
+  CANCELED: VerificationStatus.CANCELED,
+  DELIVERY_FAILED: VerificationStatus.DELIVERY_FAILED,
+};
+
+const VERIFY_RESULT_NAMES = Object.fromEntries(Object.entries(VERIFY_RESULTS).map(([name, value]) => [value, name])) as Record<VerifyResult, string>;
 
 /**
  * The transport-neutral core: validates, normalises, digests and seals, then
@@ -103,6 +143,7 @@ export class OtpService {
   private readonly prefixEvents: PrefixEvents | undefined;
   private readonly logger: Logger | undefined;
   private readonly testDestinations: TestDestinations;
+  private readonly outcomes: Outcomes | undefined;
   private readonly lettersPossible: boolean;
 
   constructor(deps: OtpServiceDeps) {
@@ -117,6 +158,7 @@ export class OtpService {
     this.prefixEvents = deps.prefixEvents;
     this.logger = deps.logger;
     this.testDestinations = new TestDestinations(deps.config.testDestinations);
+    this.outcomes = deps.outcomes;
     this.lettersPossible = [deps.config.defaults, ...Object.values(deps.config.purposes)].some((p) => p.alphabet === "alphanumeric");
   }
 
@@ -172,10 +214,18 @@ export class OtpService {
       this.record(caller, "Send", { type: "rate_limited", reason: outcome.reason, ...about, audit: false });
       throw OtpError.exhausted(outcome.reason, outcome.retryAfterMs);
     }
+    // A test destination's Send queued no delivery: not counted as one.
+    if (outcome.kind === "issued" && testCode === undefined) this.outcomes?.sent(caller.tenant, req.channel, destination.country ?? "");
     return create(SendResponseSchema, timesMessage(outcome));
   }
 
   async verify(req: VerifyRequest, caller: Caller): Promise<VerifyResponse> {
+    const response = await this.verifyOnce(req, caller);
+    this.outcomes?.verified(caller.tenant, VERIFY_RESULT_NAMES[response.result] ?? "UNSPECIFIED");
+    return response;
+  }
+
+  private async verifyOnce(req: VerifyRequest, caller: Caller): Promise<VerifyResponse> {
     assertValid(VerifyRequestSchema, req);
     if (caller.isPublic && req.target.case !== "verificationId") {
       // By destination, a browser could probe which addresses have a live code.
@@ -272,6 +322,7 @@ export class OtpService {
     if (guard && outcome.kind !== "resent") await this.recordPrefix(caller, guard, "unsent");
     switch (outcome.kind) {
       case "resent":
+        if (!summary.test) this.outcomes?.resent(caller.tenant, outcome.channel);
         return create(ResendResponseSchema, {
           ...timesMessage(outcome),
           attemptsRemaining: outcome.attemptsRemaining,
@@ -323,6 +374,48 @@ export class OtpService {
         resetAfter: durationFromMs(l.resetAfterMs),
       })),
     });
+  }
+
+  async getVerification(req: GetVerificationRequest, caller: Caller): Promise<GetVerificationResponse> {
+    assertValid(GetVerificationRequestSchema, req);
+    const ref = parseVerificationId(req.verificationId, this.config.redisShards);
+    const state = ref && (await this.guard(() => this.store.inspect(caller.tenant, ref)));
+    if (!state || !this.mayUse(caller, "GetVerification", state.purpose, state.verificationId)) throw noSuchVerification();
+    return create(GetVerificationResponseSchema, { verification: verificationMessage(state) });
+  }
+
+  async cancelVerification(req: CancelVerificationRequest, caller: Caller): Promise<CancelVerificationResponse> {
+    assertValid(CancelVerificationRequestSchema, req);
+    const ref = parseVerificationId(req.verificationId, this.config.redisShards);
+    // The purpose decides whether this caller may touch it: read it first.
+    const summary = ref && (await this.guard(() => this.store.describe(caller.tenant, ref)));
+    if (!ref || !summary || !this.mayUse(caller, "CancelVerification", summary.purpose, ref.verificationId)) throw noSuchVerification();
+    const outcome = await this.guard(() => this.store.cancel(caller.tenant, ref, eventContext(caller)));
+    switch (outcome.kind) {
+      case "not_found":
+        throw noSuchVerification();
+      case "finished":
+        throw new OtpError("FAILED_PRECONDITION", `the verification is already ${outcome.state.status.toLowerCase()}`, { reason: "VERIFICATION_FINISHED" });
+      case "canceled":
+        this.outcomes?.canceled(caller.tenant);
+        return create(CancelVerificationResponseSchema, { verification: verificationMessage(outcome.state) });
+    }
+  }
+
+  /**
+   * Whether the caller is granted this verification's purpose. A caller that is
+   * not learns nothing (the same NOT_FOUND as an unknown id), but the refusal
+   * is recorded.
+   */
+  private mayUse(caller: Caller, method: MethodName, purpose: string, verificationId: string): boolean {
+    try {
+      requirePurpose(caller, purpose);
+      return true;
+    } catch (err) {
+      if (!(err instanceof OtpError)) throw err;
+      this.refuse(caller, method, err, { purpose, verificationId });
+      return false;
+    }
   }
 
   private async verificationTarget(req: VerifyRequest, caller: Caller): Promise<VerificationRef | null> {
@@ -442,6 +535,30 @@ function eventContext(caller: Caller): EventContext {
 
 function notFound(verificationId: string): VerifyResponse {
   return create(VerifyResponseSchema, { result: VerifyResult.NOT_FOUND, attemptsRemaining: 0, verificationId });
+}
+
+function noSuchVerification(): OtpError {
+  return new OtpError("NOT_FOUND", "no such verification");
+}
+
+function verificationMessage(s: VerificationState) {
+  const time = (ms: number | undefined) => (ms === undefined ? undefined : timestampFromMs(ms));
+  return {
+    verificationId: s.verificationId,
+    status: STATUSES[s.status],
+    purpose: s.purpose,
+    channel: s.channel,
+    maskedDestination: s.maskedDestination,
+    attemptsRemaining: s.attemptsRemaining,
+    maxAttempts: s.maxAttempts,
+    resendsRemaining: s.resendsRemaining,
+    codeLength: s.codeLength,
+    createTime: time(s.createdAtMs),
+    expireTime: time(s.expiresAtMs),
+    resendAvailableTime: time(s.resendAvailableAtMs),
+    verifyTime: time(s.verifiedAtMs),
+    cancelTime: time(s.canceledAtMs),
+  };
 }
 
 function timesMessage(t: VerificationTimes) {

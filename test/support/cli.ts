@@ -1,8 +1,12 @@
 // Runs the command-line clients an operator would use (grpcurl, curl), with
 // a time limit, and returns what they printed.
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
 
 export const GRPCURL = process.env.GRPCURL_BIN ?? '/root/go/bin/grpcurl';
+/** helm (go install helm.sh/helm/v3/cmd/helm: the preflight installs it into the Go bin directory). */
+export const HELM = process.env.HELM_BIN ?? (existsSync(`${homedir()}/go/bin/helm`) ? `${homedir()}/go/bin/helm` : 'helm');
 
 export interface CliResult {
   code: number;

@@ -1,6 +1,7 @@
 import type {
   CallerBudget,
   CallerBudgetOutcome,
+  CancelOutcome,
   EventContext,
   IssueCommand,
   IssueOutcome,
@@ -13,6 +14,7 @@ import type {
   ResendCommand,
   ResendOutcome,
   VerificationRef,
+  VerificationState,
   VerificationStore,
   VerificationSummary,
   VerificationTimes,
@@ -20,7 +22,7 @@ import type {
   VerifyOutcome,
   DestinationRef,
 } from "../store.js";
-import { extendExpiry, isLive, verificationById, type Destination, type Verification } from "./destination.js";
+import { extendExpiry, isLive, stateOf, verificationById, type Destination, type Verification } from "./destination.js";
 import * as gcra from "./gcra.js";
 import { OutboxShard } from "./outbox.js";
 import { PrefixGuardRecords } from "./prefix-guard.js";
@@ -122,7 +124,7 @@ export class MemoryStore implements VerificationStore {
       id: cmd.ref.verificationId, purpose: cmd.purpose, codeDigest: cmd.codeDigest, keyId: cmd.keyId,
       codeLength: cmd.codeLength, channel: cmd.channel, attempts: 0, maxAttempts: policy.maxAttempts,
       resends: 0, maxResends: policy.maxResends, expiresAt: now + ms(policy.ttlSeconds),
-      resendAt: now + ms(policy.resendCooldownSeconds), status: "", idempotencyKey: cmd.idempotencyKey,
+      resendAt: now + ms(policy.resendCooldownSeconds), status: "", createdAt: now, idempotencyKey: cmd.idempotencyKey,
       locale: cmd.locale, metadataJson: cmd.metadataJson, context: cmd.context,
       prefixRefs: cmd.prefixRefs, test: !cmd.deliver,
     };
@@ -164,6 +166,8 @@ export class MemoryStore implements VerificationStore {
       const repeat = cmd.idempotencyKey !== "" && cmd.idempotencyKey === v.verifiedKey && match;
       return repeat ? verified(v.verifiedAt ?? now) : { result: "NOT_FOUND", attemptsRemaining: 0 };
     }
+    // Canceled: as gone as a consumed code; nothing is counted.
+    if (v.status === "c") return { result: "NOT_FOUND", attemptsRemaining: 0 };
     // 3-4. Finished or locked: nothing is counted.
     if (v.status === "f") return { result: "DELIVERY_FAILED", attemptsRemaining: 0 };
     if (v.status === "l" || v.attempts >= v.maxAttempts) return { result: "TOO_MANY_ATTEMPTS", attemptsRemaining: 0 };
@@ -296,6 +300,30 @@ export class MemoryStore implements VerificationStore {
     const d = this.#get(this.#key(tenant, ref), this.#now());
     const v = d && verificationById(d, ref.verificationId);
     return v ? { purpose: v.purpose, channel: v.channel, context: v.context, prefixRefs: v.prefixRefs, test: v.test } : null;
+  }
+
+  async inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null> {
+    const now = this.#now();
+    const d = this.#get(this.#key(tenant, ref), now);
+    const v = d && verificationById(d, ref.verificationId);
+    return d && v ? stateOf(v, d, now) : null;
+  }
+
+  async cancel(tenant: string, ref: VerificationRef, event: EventContext): Promise<CancelOutcome> {
+    const now = this.#now();
+    const d = this.#get(this.#key(tenant, ref), now);
+    const v = d && verificationById(d, ref.verificationId);
+    if (!d || !v) return { kind: "not_found" };
+    if (v.status === "c") return { kind: "canceled", state: stateOf(v, d, now) };
+    if (!isLive(v, now)) return { kind: "finished", state: stateOf(v, d, now) };
+    v.status = "c";
+    v.canceledAt = now;
+    // No attempts left: a canceled code is as spent as a locked one.
+    v.attempts = v.maxAttempts;
+    const base: EventBase = { vid: v.id, tn: tenant, p: v.purpose, ch: v.channel, md: d.masked, dd: d.digest, event };
+    this.#emit(ref.shard, now, base, "delivery_canceled");
+    this.#emit(ref.shard, now, base, "canceled");
+    return { kind: "canceled", state: stateOf(v, d, now) };
   }
 
   async markDeliveryFailed(

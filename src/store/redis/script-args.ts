@@ -79,6 +79,8 @@ export interface ScriptArgs {
   };
   find: { purpose: string; handle: string };
   describe: { id: string };
+  inspect: { id: string };
+  cancel: { tenant: string; id: string; trace_id: string; client_id: string };
   callerBudgets: { mode: "spend" | "peek"; budgets: [count: number, windowMs: number][]; prefixes: number; rule: PrefixRuleArg | [] };
   prefixOutcome: { outcome: "verified" | "unsent"; rule: PrefixRuleArg };
   audit: { fields: Record<string, string> };

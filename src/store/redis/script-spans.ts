@@ -8,8 +8,9 @@ import type { RedisConnection } from "./client.js";
 export function withScriptSpans(redis: RedisConnection): RedisConnection {
   if (!telemetry.on) return redis;
   return {
-    call: (args) => redis.call(args),
-    run: (script, keys, args) => scriptSpan(script.name, () => redis.run(script, keys, args)),
+    call: (args, key) => redis.call(args, key),
+    run: (script, keys, args, options) => scriptSpan(script.name, () => redis.run(script, keys, args, options)),
+    ping: () => redis.ping(),
     close: () => redis.close(),
   };
 }

@@ -19,6 +19,7 @@ import { serveMetrics } from "./metrics-route.js";
 import { unknownEnumsRefused } from "./json-enums.js";
 import { malformedAsInvalidArgument } from "./malformed-requests.js";
 import { peerContext } from "./peer.js";
+import { plainRefusals } from "./plain-refusals.js";
 import { serveProbe, type PlainResponse, type Readiness, type ReadinessDetails } from "./probes.js";
 import { otpRoutes } from "./routes.js";
 
@@ -59,7 +60,7 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
   const rpcs = new Map<string, UniversalHandlerFn>(
     router.handlers.map((handler) => [
       handler.requestPath,
-      unknownEnumsRefused(handler, malformedAsInvalidArgument(handler, log), READ_MAX_BYTES, log),
+      plainRefusals(handler, unknownEnumsRefused(handler, malformedAsInvalidArgument(handler, log), READ_MAX_BYTES, log)),
     ]),
   );
 

@@ -30,6 +30,8 @@ export function otpServiceImpl(core: OtpService, callerOf: CallerResolver): Serv
     verify: async (req, ctx) => core.verify(req, await caller(callerOf, "Verify", ctx)),
     resend: async (req, ctx) => core.resend(req, await caller(callerOf, "Resend", ctx)),
     checkRateLimit: async (req, ctx) => core.checkRateLimit(req, await caller(callerOf, "CheckRateLimit", ctx)),
+    getVerification: async (req, ctx) => core.getVerification(req, await caller(callerOf, "GetVerification", ctx)),
+    cancelVerification: async (req, ctx) => core.cancelVerification(req, await caller(callerOf, "CancelVerification", ctx)),
   };
 }
 

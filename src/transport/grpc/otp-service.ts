@@ -97,6 +97,8 @@ export function otpServiceForGrpc(core: OtpService, callerOf: CallerResolver, lo
     verify: unary(m.verify, (req, caller) => core.verify(req, caller), callerOf, log, metrics),
     resend: unary(m.resend, (req, caller) => core.resend(req, caller), callerOf, log, metrics),
     checkRateLimit: unary(m.checkRateLimit, (req, caller) => core.checkRateLimit(req, caller), callerOf, log, metrics),
+    getVerification: unary(m.getVerification, (req, caller) => core.getVerification(req, caller), callerOf, log, metrics),
+    cancelVerification: unary(m.cancelVerification, (req, caller) => core.cancelVerification(req, caller), callerOf, log, metrics),
   };
   const entries = Object.entries(methods);
   return {
