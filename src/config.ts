@@ -10,6 +10,7 @@ import { DEFAULT_DENIED_NUMBER_TYPES, NUMBER_TYPES } from "./otp/phone-rules.js"
 import type { PrefixGuardConfig } from "./otp/prefix-guard.js";
 import { parseTestDestinations, type TestDestination } from "./otp/test-destinations.js";
 import type { DestinationRules } from "./otp/destination.js";
+import { readTopicReplication, type TopicReplication } from "./events/topic-replication.js";
 import { readRedisSettings, type RedisSettings } from "./redis-config.js";
 
 // One validated reading of the environment (and the optional policy file),
@@ -58,6 +59,8 @@ export interface Config {
   redisShards: number;
   redisCommandTimeoutMs: number;
   kafkaBrokers: string[] | undefined;
+  /** OTP_KAFKA_REPLICATION_FACTOR / OTP_KAFKA_MIN_INSYNC_REPLICAS of the topics the service creates. */
+  kafkaReplication: TopicReplication;
   logLevel: string;
   defaults: PurposePolicy;
   purposes: Record<string, PurposePolicy>;
@@ -84,6 +87,8 @@ export interface Config {
   callerLimits: CallerLimits;
   /** Slow clients: a request (headers and body) must have arrived within this. */
   requestTimeoutMs: number;
+  /** Idle and stalled connections: TLS handshake, HTTP/2 preface, request headers, and gaps between requests (both ports). */
+  connectionIdleMs: number;
   tls: { certFile: string; keyFile: string; caFile: string | undefined } | undefined;
   shutdownGraceMs: number;
   maxOutboxBacklog: number;
@@ -183,6 +188,7 @@ export function loadConfig(env: Env = process.env): Config {
     redisShards: int(env, "OTP_REDIS_SHARDS", 16, 1, 1024),
     redisCommandTimeoutMs: int(env, "OTP_REDIS_TIMEOUT_MS", 1000, 50, 60_000),
     kafkaBrokers: kafka?.split(",").map((b) => b.trim()).filter(Boolean),
+    kafkaReplication: readTopicReplication(env, production),
     logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
     defaults,
     purposes,
@@ -205,6 +211,7 @@ export function loadConfig(env: Env = process.env): Config {
       verifyPerIp: budget(env, "OTP_LIMIT_VERIFY_PER_IP", "100/1h"),
     },
     requestTimeoutMs: int(env, "OTP_REQUEST_TIMEOUT_MS", 30_000, 100, 600_000),
+    connectionIdleMs: int(env, "OTP_CONNECTION_IDLE_MS", 5_000, 100, 600_000),
     tls: certFile && keyFile ? { certFile, keyFile, caFile: optional(env, "TLS_CA_FILE") } : undefined,
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),

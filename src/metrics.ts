@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { KafkaTroubleCounter } from "./kafka-metrics.js";
 import { Channel } from "./gen/otp/v1/otp_pb.js";
 import type { Outcomes } from "./otp/service.js";
 import { redisObservations } from "./store/redis/client.js";
@@ -53,6 +54,8 @@ const tenantLabel = (tenant: string): string => tenant || "none";
 export class Metrics implements Outcomes, RelayObserver {
   readonly registry = new Registry();
   private readonly calls: Histogram<"method" | "port" | "code">;
+  /** Kafka trouble seen by the relay and the delivery-status consumer (a KafkaObserver). */
+  readonly kafka: KafkaTroubleCounter;
   private readonly verifications: Children<"tenant" | "result">;
   private readonly sends: Children<"tenant" | "channel" | "country">;
   private readonly resends: Children<"tenant" | "channel">;
@@ -65,6 +68,7 @@ export class Metrics implements Outcomes, RelayObserver {
 
   constructor(eventBacklog?: () => number) {
     collectDefaultMetrics({ register: this.registry });
+    this.kafka = new KafkaTroubleCounter(this.registry);
     this.calls = new Histogram({
       name: "otp_rpc_duration_seconds",
       help: "Time from the handler being called to its answer, by method, port and status code",

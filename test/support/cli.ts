@@ -4,9 +4,16 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 
-export const GRPCURL = process.env.GRPCURL_BIN ?? '/root/go/bin/grpcurl';
-/** helm (go install helm.sh/helm/v3/cmd/helm: the preflight installs it into the Go bin directory). */
-export const HELM = process.env.HELM_BIN ?? (existsSync(`${homedir()}/go/bin/helm`) ? `${homedir()}/go/bin/helm` : 'helm');
+/** A go-installed tool: on PATH, else in Go's default bin directory (where scripts/preflight.sh installs it). */
+function goTool(name: string): string {
+  for (const dir of [...(process.env.PATH ?? '').split(':'), `${homedir()}/go/bin`]) {
+    if (dir && existsSync(`${dir}/${name}`)) return `${dir}/${name}`;
+  }
+  return `${homedir()}/go/bin/${name}`;
+}
+
+export const GRPCURL = process.env.GRPCURL_BIN ?? goTool('grpcurl');
+export const HELM = process.env.HELM_BIN ?? goTool('helm');
 
 export interface CliResult {
   code: number;
