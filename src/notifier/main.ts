@@ -38,7 +38,7 @@ try {
   logger.error({ err: (err as Error).message }, "notifier cannot reach NOTIFIER_REDIS_URL");
   process.exit(1);
 }
-const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger), metrics, claims });
+const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger), metrics, kafkaObserver: metrics.kafka, claims });
 let endpoint: MetricsEndpoint | undefined;
 
 let stopping = false;
