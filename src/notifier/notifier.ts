@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
+import { fromBinary } from "@bufbuild/protobuf";
 import type { DeliveryRequested } from "../gen/otp/events/v1/events_pb.js";
-import { DeliveryOutcome } from "../gen/otp/events/v1/events_pb.js";
+import { DeliveryCanceledSchema, DeliveryOutcome } from "../gen/otp/events/v1/events_pb.js";
 import { KafkaSink } from "../events/kafka-sink.js";
 import {
   CONSUMER_RETRY,
@@ -10,19 +11,24 @@ import {
   kafkaClient,
   type Consumer,
   type EachMessagePayload,
+  type KafkaObserver,
   type OutgoingRecord,
 } from "../events/kafka/client.js";
 import { Sealer } from "../events/seal.js";
-import { TOPICS } from "../events/topics.js";
+import { HEADERS, TOPICS } from "../events/topics.js";
 import { closeAdapters, type AdapterSet } from "./adapters/index.js";
 import type { NotifierConfig } from "./config.js";
+import { MemoryClaims, type DeliveryClaims } from "./claims.js";
 import { Lru } from "./dedupe.js";
 import { decodeDelivery, openDelivery, PoisonError } from "./delivery.js";
 import { Deliverer, type Attempted } from "./deliverer.js";
 import { KeyedLanes, Slots } from "./lanes.js";
 import { PartitionTracker } from "./offsets.js";
 import { deadLetterRecord, statusRecord, type Original } from "./records.js";
+import type { NotifierMetrics } from "./metrics.js";
 import { sleep } from "./retry.js";
+import { consumeSpan, type ConsumeSpan } from "../telemetry/spans.js";
+import { telemetry } from "../telemetry/tracing.js";
 
 // The Kafka side of the notifier. Each record is handed off as it arrives
 // (eachMessage returns at once), delivered with retries in its own task, and
@@ -30,8 +36,9 @@ import { sleep } from "./retry.js";
 // and dead-lettered, with its DeliveryStatus written. So a slow or failing
 // message never holds up the ones behind it, except those of the same
 // verification (same key), which wait to keep their order. At least once: a
-// crash or rebalance redelivers unfinished work; the event-id dedupe keeps
-// this process from sending the same code twice.
+// crash or rebalance redelivers unfinished work; claims on the event id
+// (./claims.ts, in Redis with NOTIFIER_REDIS_URL) keep every notifier
+// replica, restarted or not, from sending the same code twice.
 
 export interface NotifierTopics {
   delivery: string;
@@ -45,12 +52,23 @@ export interface NotifierOptions {
   adapters: AdapterSet;
   /** Defaults to the real topic names; tests give each case its own. */
   topics?: NotifierTopics;
+  /** Counts Kafka trouble (the notifier's /metrics). */
+  kafkaObserver?: KafkaObserver;
+  /** Outcome counters for /metrics (src/notifier/metrics.ts); absent: not counted. */
+  metrics?: NotifierMetrics;
+  /** Who has delivered what, across replicas (RedisClaims); absent: this process only. Closed by stop(). */
+  claims?: DeliveryClaims;
 }
 
 /** What was decided for an event id; the records are kept only until Kafka has them. */
 interface Handled {
   unpublished: OutgoingRecord[] | undefined;
 }
+
+// otp-event-type values on the delivery topic (events.proto). A record
+// without the header is a delivery (written before the header existed).
+const DELIVERY_REQUESTED = "delivery.requested";
+const DELIVERY_CANCELED = "delivery.canceled";
 
 // How long eachMessage waits for a free slot before heartbeating again.
 const SLOT_WAIT_MS = 3_000;
@@ -65,6 +83,9 @@ export class Notifier {
   private readonly sealer: Sealer;
   private readonly deliverer: Deliverer;
   private readonly dedupe: Lru<Handled>;
+  private readonly claims: DeliveryClaims;
+  /** Verification ids a DeliveryCanceled named: their deliveries not yet made are dropped. */
+  private readonly canceled: Lru<true>;
   private readonly lanes = new KeyedLanes();
   private readonly slots: Slots;
   private trackers = new Map<string, { topic: string; partition: number; tracker: PartitionTracker }>();
@@ -78,18 +99,21 @@ export class Notifier {
   constructor(private readonly options: NotifierOptions) {
     const { config, logger } = options;
     this.topics = options.topics ?? { delivery: TOPICS.delivery, status: TOPICS.deliveryStatus, deadLetter: TOPICS.deadLetter };
-    this.kafka = kafkaClient({ brokers: config.brokers, clientId: "otp-notifier", logger, retry: CONSUMER_RETRY });
+    const observer = options.kafkaObserver;
+    this.kafka = kafkaClient({ brokers: config.brokers, clientId: "otp-notifier", logger, retry: CONSUMER_RETRY, observer });
     this.consumer = groupConsumer(this.kafka, config.groupId);
-    this.sink = new KafkaSink({ brokers: config.brokers, logger });
+    this.sink = new KafkaSink({ brokers: config.brokers, logger, clientId: "otp-notifier-results", replication: config.replication, observer });
     this.sealer = new Sealer(config.sealKeys);
-    this.deliverer = new Deliverer(options.adapters, config.retry, logger);
+    this.deliverer = new Deliverer(options.adapters, config.retry, logger, Date.now, options.metrics);
     this.dedupe = new Lru(config.dedupeSize);
+    this.claims = options.claims ?? new MemoryClaims(config.dedupeSize);
+    this.canceled = new Lru(config.dedupeSize);
     this.slots = new Slots(config.maxInFlight);
   }
 
   async start(): Promise<void> {
     const { config, logger } = this.options;
-    await ensureTopics(this.kafka, [this.topics.delivery, this.topics.status, this.topics.deadLetter]);
+    await ensureTopics(this.kafka, [this.topics.delivery, this.topics.status, this.topics.deadLetter], { replication: config.replication, logger });
     // A new generation re-reads from the committed offsets, so progress
     // tracked under the old one must not be committed over it.
     this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
@@ -97,6 +121,7 @@ export class Notifier {
     });
     this.consumer.on(this.consumer.events.CRASH, (e) => {
       logger.error({ err: e.payload.error.message, restart: e.payload.restart }, "kafka consumer crashed");
+      this.options.kafkaObserver?.trouble("consumer_crash", "otp-notifier");
       // kafkajs gives up for good on errors it deems fatal; a notifier that
       // silently stopped consuming would be worse than one that keeps trying.
       if (!e.payload.restart) this.restartLater();
@@ -150,6 +175,7 @@ export class Notifier {
       await this.commit();
       await this.consumer.disconnect();
       await this.sink.close();
+      await this.claims.close();
       await closeAdapters(this.options.adapters);
     })();
     return this.stopping;
@@ -168,18 +194,29 @@ export class Notifier {
       return;
     }
     const done = this.tracker(topic, partition).begin(message.offset);
+    const headers = headersOf(message);
+    const type = headers[HEADERS.eventType];
+    if (type !== undefined && type !== DELIVERY_REQUESTED) {
+      // Not in the verification's lane: a cancel must reach a delivery that
+      // is waiting to retry, which holds that lane.
+      if (type === DELIVERY_CANCELED) this.noteCanceled(message.value);
+      // Other types are for other consumers (or newer notifiers): skipped.
+      done();
+      this.slots.release();
+      return;
+    }
     const original: Original = {
       topic,
       partition,
       offset: message.offset,
       key: message.key?.toString() ?? "",
       value: message.value ?? new Uint8Array(),
-      headers: headersOf(message),
+      headers,
     };
     // No key: no order to keep, a lane of its own.
     const lane = original.key ? `${partition}/${original.key}` : `${partition}@${message.offset}`;
     const work: Promise<void> = this.lanes
-      .run(lane, () => this.handle(original))
+      .run(lane, () => (telemetry.on ? this.traced(original) : this.handle(original)))
       .then((finished) => {
         if (finished) done();
       })
@@ -190,8 +227,21 @@ export class Notifier {
     this.inFlight.add(work);
   }
 
+  /** handle() in a consumer span, child of the record's traceparent: the caller's trace reaches the delivery. */
+  private async traced(o: Original): Promise<boolean> {
+    const span = consumeSpan(o.topic, o.partition, o.offset, o.headers);
+    try {
+      const finished = await this.handle(o, span);
+      span.end(finished ? undefined : "abandoned");
+      return finished;
+    } catch (err) {
+      span.end((err as Error)?.name ?? "error");
+      throw err;
+    }
+  }
+
   /** True once the record is finished (its offset may be committed); false when abandoned on shutdown. */
-  private async handle(o: Original): Promise<boolean> {
+  private async handle(o: Original, span?: ConsumeSpan): Promise<boolean> {
     const signal = this.abort.signal;
     try {
       let event: DeliveryRequested;
@@ -209,14 +259,33 @@ export class Notifier {
         this.options.logger.info({ event_id: event.eventId, offset: o.offset }, "duplicate delivery event skipped");
         return true;
       }
+      const claim = await this.claim(event.eventId, signal);
+      if (!claim) {
+        this.options.logger.info({ event_id: event.eventId, offset: o.offset }, "delivery event already handled by a notifier; skipped");
+        return true;
+      }
+      const renewal = this.keepClaim(event.eventId, claim.token);
       let records: OutgoingRecord[];
       try {
         const delivery = openDelivery(event, this.sealer);
-        records = this.recordsFor(o, event, await this.deliverer.deliver(delivery, signal));
+        const canceled = (): boolean => this.canceled.get(event.verificationId) !== undefined;
+        const attempted = await this.deliverer.deliver(delivery, signal, canceled).finally(() => clearInterval(renewal));
+        this.options.metrics?.finished(delivery, attempted);
+        span?.setAttribute("otp.delivery.outcome", attempted.kind);
+        span?.setAttribute("otp.delivery.adapter", attempted.adapter);
+        records = this.recordsFor(o, event, attempted);
       } catch (err) {
-        if (signal.aborted) throw err;
+        clearInterval(renewal);
+        if (signal.aborted) {
+          // Abandoned unfinished: the next owner may deliver at once, not after the lease.
+          await this.claims.release(event.eventId, claim.token).catch(() => undefined);
+          throw err;
+        }
+        span?.setAttribute("otp.delivery.outcome", "dead_lettered");
         records = this.poison(o, err);
       }
+      // Finished before it is reported: a crash after this point loses a status, never sends twice.
+      await this.untilDone(() => this.claims.finish(event.eventId, claim.token), "cannot mark the delivery finished in Redis; retrying");
       const handled: Handled = { unpublished: records };
       this.dedupe.set(event.eventId, handled);
       await this.publish(records);
@@ -230,16 +299,25 @@ export class Notifier {
     }
   }
 
+  private noteCanceled(value: Buffer | null): void {
+    try {
+      const e = fromBinary(DeliveryCanceledSchema, value ?? new Uint8Array());
+      if (e.verificationId) this.canceled.set(e.verificationId, true);
+    } catch {
+      this.options.logger.warn("undecodable delivery.canceled record skipped");
+    }
+  }
+
   private recordsFor(o: Original, e: DeliveryRequested, result: Attempted): OutgoingRecord[] {
-    const delivered = result.kind === "delivered";
+    const outcome = result.kind === "delivered" ? DeliveryOutcome.DELIVERED : result.kind === "canceled" ? DeliveryOutcome.CANCELED : DeliveryOutcome.FAILED;
     const status = statusRecord(this.topics.status, {
       deliveryEventId: e.eventId,
       verificationId: e.verificationId,
       tenant: e.tenant,
       traceId: e.traceId,
       resendCount: e.resendCount,
-      outcome: delivered ? DeliveryOutcome.DELIVERED : DeliveryOutcome.FAILED,
-      reason: delivered ? "" : result.reason,
+      outcome,
+      reason: result.kind === "failed" ? result.reason : result.kind === "canceled" ? "canceled" : "",
       adapter: result.adapter,
       nowMs: Date.now(),
     });
@@ -252,11 +330,51 @@ export class Notifier {
   /** Dead-letter a record no retry can fix; report FAILED when it names a verification. */
   private poison(o: Original, err: unknown): OutgoingRecord[] {
     const p = err instanceof PoisonError ? err : new PoisonError("internal error");
+    this.options.metrics?.poisoned();
     if (!(err instanceof PoisonError)) this.options.logger.error({ err: (err as Error)?.name }, "unexpected error opening a delivery");
     this.options.logger.warn({ topic: o.topic, partition: o.partition, offset: o.offset, reason: p.reason, event_id: p.event?.eventId }, "poison delivery record dead-lettered");
     const records = [deadLetterRecord(this.topics.deadLetter, o, p.reason, 0)];
     if (p.event) records.push(...this.recordsFor(o, p.event, { kind: "failed", adapter: "", attempts: 0, reason: p.reason, deadLetter: false }));
     return records;
+  }
+
+  /**
+   * The event's claim, waiting while another notifier holds it; null when some
+   * notifier already finished it. Redis being away delays delivery rather than
+   * risking a second one.
+   */
+  private async claim(eventId: string, signal: AbortSignal): Promise<{ token: string } | null> {
+    for (;;) {
+      const claim = await this.untilDone(() => this.claims.claim(eventId), "cannot claim a delivery in Redis; retrying");
+      if (claim.kind === "claimed") return { token: claim.token };
+      if (claim.kind === "done") return null;
+      await sleep(claim.retryInMs, signal);
+    }
+  }
+
+  /** Renews the claim while a delivery and its retries run. */
+  private keepClaim(eventId: string, token: string): NodeJS.Timeout {
+    const every = Math.max(50, Math.floor(this.options.config.claimLeaseMs / 3));
+    return setInterval(() => {
+      this.claims.renew(eventId, token).then(
+        (held) => {
+          if (!held) this.options.logger.warn({ event_id: eventId }, "delivery claim lost while delivering (lease expired)");
+        },
+        (err: unknown) => this.options.logger.warn({ err: (err as Error).message }, "cannot renew a delivery claim"),
+      );
+    }, every);
+  }
+
+  private async untilDone<T>(op: () => Promise<T>, warning: string): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await op();
+      } catch (err) {
+        if (this.abort.signal.aborted) throw err;
+        if (attempt === 1) this.options.logger.warn({ err: (err as Error).message }, warning);
+        await sleep(Math.min(100 * 2 ** attempt, PUBLISH_BACKOFF_MAX_MS), this.abort.signal);
+      }
+    }
   }
 
   /** Kafka being down must not lose a result: retry until it is written or we stop. */

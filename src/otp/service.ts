@@ -1,6 +1,15 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
+  type CancelVerificationRequest,
+  CancelVerificationRequestSchema,
+  type CancelVerificationResponse,
+  CancelVerificationResponseSchema,
+  type GetVerificationRequest,
+  GetVerificationRequestSchema,
+  type GetVerificationResponse,
+  GetVerificationResponseSchema,
+  VerificationStatus,
   type CheckRateLimitRequest,
   CheckRateLimitRequestSchema,
   type CheckRateLimitResponse,
@@ -22,16 +31,30 @@ import {
 import { requirePurpose, type Grantee, type MethodName } from "../auth/grants.js";
 import type { Config, PurposePolicy } from "../config.js";
 import type { Sealer } from "../events/seal.js";
+import type { Logger } from "../log.js";
 import { StoreUnavailableError } from "../store/errors.js";
-import type { CallerBudget, EventContext, VerificationRef, VerificationStore, VerificationTimes } from "../store/store.js";
+import type {
+  CallerBudget,
+  EventContext,
+  PrefixGuardCheck,
+  VerificationRef,
+  VerificationState,
+  VerificationStatusKind,
+  VerificationStore,
+  VerificationTimes,
+} from "../store/store.js";
 import { resendBudgets, sendBudgets, verifyBudgets } from "./caller-budgets.js";
 import { canonicalCode, generateCode } from "./code.js";
 import { DestinationDigester, kindFor, parseDestination, type Destination } from "./destination.js";
 import { OtpError } from "./errors.js";
 import { CodeKeyring } from "./keyring.js";
+import { phoneRefusal } from "./phone-rules.js";
+import type { PrefixEvents } from "./prefix-events.js";
+import { decodePrefixRefs, encodePrefixRefs, numberPrefixes, type NumberPrefixes } from "./prefix-guard.js";
 import { policyFor, storePolicy } from "./policy.js";
 import type { Refusal, Refusals } from "./refusals.js";
 import { assertValid, violation } from "./validation.js";
+import { TestDestinations } from "./test-destinations.js";
 import { destinationRef, newVerificationRef, parseVerificationId } from "./verification-id.js";
 
 /**
@@ -42,6 +65,7 @@ import { destinationRef, newVerificationRef, parseVerificationId } from "./verif
 export interface Caller extends Grantee {
   tenant: string;
   clientId: string;
+  /** The call's W3C traceparent, or a bare 32-hex trace id when it has none (src/transport/caller.ts). */
   traceId: string;
   /** A browser client: Verify/Resend by verification id only, limited by the connection's IP. */
   isPublic: boolean;
@@ -67,6 +91,20 @@ export interface OtpServiceDeps {
   admission?: DeliveryAdmission;
   /** Logs and audits refusals (absent: they are only answered). */
   refusals?: Refusals;
+  /** Audits, logs and counts prefix suspensions and releases (absent: they only take effect). */
+  prefixEvents?: PrefixEvents;
+  logger?: Logger;
+  /** Counts outcomes for /metrics (absent: not counted). */
+  outcomes?: Outcomes;
+}
+
+/** Outcome counters (src/metrics.ts implements them). Labels are bounded: no caller-sent text. */
+export interface Outcomes {
+  verified(tenant: string, result: string): void;
+  /** A Send that queued a delivery; country: ISO region of a phone number, "" when none. */
+  sent(tenant: string, channel: number, country: string): void;
+  resent(tenant: string, channel: number): void;
+  canceled(tenant: string): void;
 }
 
 const VERIFY_RESULTS: Record<string, VerifyResult> = {
@@ -77,6 +115,17 @@ const VERIFY_RESULTS: Record<string, VerifyResult> = {
   NOT_FOUND: VerifyResult.NOT_FOUND,
   DELIVERY_FAILED: VerifyResult.DELIVERY_FAILED,
 };
+
+const STATUSES: Record<VerificationStatusKind, VerificationStatus> = {
+  PENDING: VerificationStatus.PENDING,
+  VERIFIED: VerificationStatus.VERIFIED,
+  EXPIRED: VerificationStatus.EXPIRED,
+  LOCKED: VerificationStatus.LOCKED,
+  CANCELED: VerificationStatus.CANCELED,
+  DELIVERY_FAILED: VerificationStatus.DELIVERY_FAILED,
+};
+
+const VERIFY_RESULT_NAMES = Object.fromEntries(Object.entries(VERIFY_RESULTS).map(([name, value]) => [value, name])) as Record<VerifyResult, string>;
 
 /**
  * The transport-neutral core: validates, normalises, digests and seals, then
@@ -91,6 +140,10 @@ export class OtpService {
   private readonly receipts: ReceiptIssuer | undefined;
   private readonly admission: DeliveryAdmission | undefined;
   private readonly refusals: Refusals | undefined;
+  private readonly prefixEvents: PrefixEvents | undefined;
+  private readonly logger: Logger | undefined;
+  private readonly testDestinations: TestDestinations;
+  private readonly outcomes: Outcomes | undefined;
   private readonly lettersPossible: boolean;
 
   constructor(deps: OtpServiceDeps) {
@@ -102,22 +155,31 @@ export class OtpService {
     this.receipts = deps.receipts;
     this.admission = deps.admission;
     this.refusals = deps.refusals;
+    this.prefixEvents = deps.prefixEvents;
+    this.logger = deps.logger;
+    this.testDestinations = new TestDestinations(deps.config.testDestinations);
+    this.outcomes = deps.outcomes;
     this.lettersPossible = [deps.config.defaults, ...Object.values(deps.config.purposes)].some((p) => p.alphabet === "alphanumeric");
   }
 
   async send(req: SendRequest, caller: Caller): Promise<SendResponse> {
     assertValid(SendRequestSchema, req);
-    this.permitPurpose(caller, "Send", req.purpose);
+    // A purpose that does not exist is a bad argument, whoever asks (before grants and budgets).
     const policy = this.policy(req.purpose, "purpose");
+    this.permitPurpose(caller, "Send", req.purpose);
     const destination = this.destination(req.channel, req.destination, "destination");
-    this.admit();
-
-    const digest = this.digester.digest(caller.tenant, destination.normalised);
+    // A test destination (fixed code, no delivery) costs nothing to reach, so only the budgets apply to it.
+    const testCode = this.testDestinations.codeFor(destination.canonical);
+    const digest = this.digester.digest(caller.tenant, destination.canonical);
     const at = destinationRef(digest, this.config.redisShards);
     const about = { purpose: req.purpose, channel: req.channel, maskedDestination: destination.masked, destinationDigest: digest, shard: at.shard };
-    await this.spend(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about);
+    if (testCode === undefined) this.permitPhone(caller, "Send", destination, policy, about);
+    this.admit();
+
+    const prefixes = testCode === undefined ? this.prefixesOf(caller, destination) : null;
+    await this.spend(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about, prefixes);
     const ref = newVerificationRef(at);
-    const code = generateCode(policy.codeLength, policy.alphabet);
+    const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, req.context, code);
     const outcome = await this.guard(() =>
       this.store.issue({
@@ -129,31 +191,47 @@ export class OtpService {
         ref,
         codeDigest: signed.digest,
         keyId: signed.keyId,
-        codeLength: policy.codeLength,
-        sealedDestination: this.sealer.seal("destination", caller.tenant, destination.normalised),
+        codeLength: code.length,
+        sealedDestination: this.sealer.seal("destination", caller.tenant, destination.address),
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
         locale: req.locale,
         metadataJson: Object.keys(req.metadata).length > 0 ? JSON.stringify(req.metadata) : "",
         idempotencyKey: req.idempotencyKey,
         context: req.context,
+        prefixRefs: prefixes ? encodePrefixRefs(prefixes.check) : "",
+        deliver: testCode === undefined,
         policy: storePolicy(policy),
         event: eventContext(caller),
       }),
     );
+    // Counted as sent by the budgets call; nothing went out after all.
+    if (prefixes && outcome.kind !== "issued") await this.recordPrefix(caller, prefixes.check, "unsent");
+    if (testCode !== undefined && outcome.kind === "issued") {
+      this.log("info", { event: "test_destination", tenant: caller.tenant, clientId: caller.clientId, purpose: req.purpose, maskedDestination: destination.masked }, "test destination used: fixed code, nothing delivered");
+    }
     if (outcome.kind === "refused") {
       // The issue script has written its own rate_limited event.
       this.record(caller, "Send", { type: "rate_limited", reason: outcome.reason, ...about, audit: false });
       throw OtpError.exhausted(outcome.reason, outcome.retryAfterMs);
     }
+    // A test destination's Send queued no delivery: not counted as one.
+    if (outcome.kind === "issued" && testCode === undefined) this.outcomes?.sent(caller.tenant, req.channel, destination.country ?? "");
     return create(SendResponseSchema, timesMessage(outcome));
   }
 
   async verify(req: VerifyRequest, caller: Caller): Promise<VerifyResponse> {
+    const response = await this.verifyOnce(req, caller);
+    this.outcomes?.verified(caller.tenant, VERIFY_RESULT_NAMES[response.result] ?? "UNSPECIFIED");
+    return response;
+  }
+
+  private async verifyOnce(req: VerifyRequest, caller: Caller): Promise<VerifyResponse> {
     assertValid(VerifyRequestSchema, req);
     if (caller.isPublic && req.target.case !== "verificationId") {
       // By destination, a browser could probe which addresses have a live code.
       throw this.refuse(caller, "Verify", new OtpError("PERMISSION_DENIED", "public clients verify by verification_id only", { reason: "PUBLIC_CLIENT_BY_ID_ONLY" }));
     }
+    const policy = req.target.case === "destination" ? this.policy(req.target.value.purpose, "destination.purpose") : null;
     if (req.target.case === "destination") this.permitPurpose(caller, "Verify", req.target.value.purpose);
     await this.spend(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {});
     const ref = await this.verificationTarget(req, caller);
@@ -165,7 +243,6 @@ export class OtpService {
       this.permitPurpose(caller, "Verify", summary.purpose, ref.verificationId);
     }
 
-    const policy = req.target.case === "destination" ? this.policy(req.target.value.purpose, "destination.purpose") : null;
     // A code outside the alphabet is a caller mistake, not a guess. By id the
     // purpose is not known here: unless some purpose uses letters, only digits
     // can be a code; otherwise the store simply finds no match.
@@ -184,6 +261,11 @@ export class OtpService {
         event: eventContext(caller),
       }),
     );
+    // A verified code is what keeps its prefixes out of the guard's reach.
+    if (outcome.prefixRefs && this.config.prefixGuard) {
+      const check = decodePrefixRefs(this.config.prefixGuard.rule, outcome.prefixRefs);
+      if (check) await this.recordPrefix(caller, check, "verified");
+    }
     const response = create(VerifyResponseSchema, {
       result: VERIFY_RESULTS[outcome.result] ?? VerifyResult.UNSPECIFIED,
       attemptsRemaining: outcome.attemptsRemaining,
@@ -215,7 +297,13 @@ export class OtpService {
     const policy = this.policy(summary.purpose, "verification_id");
     this.admit();
 
-    const code = generateCode(policy.codeLength, policy.alphabet);
+    // A test destination's code stays its fixed one (found by the handle its id starts with); otherwise a
+    // resend is one more code to the number's prefixes, and the guard may refuse it.
+    const testCode = summary.test ? this.testDestinations.codeForHandle(caller.tenant, ref.handle, this.digester) : undefined;
+    if (summary.test && testCode === undefined) throw new OtpError("FAILED_PRECONDITION", "the test destination is no longer configured; Send a new one", { reason: "VERIFICATION_FINISHED" });
+    const guard = !summary.test && this.config.prefixGuard ? decodePrefixRefs(this.config.prefixGuard.rule, summary.prefixRefs) : null;
+    if (guard) await this.spend(caller, "Resend", [], { purpose: summary.purpose, verificationId: ref.verificationId }, { check: guard, clear: new Map() });
+    const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     // The new code is bound to the same context as the first.
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, summary.context, code);
     const outcome = await this.guard(() =>
@@ -226,12 +314,15 @@ export class OtpService {
         codeDigest: signed.digest,
         keyId: signed.keyId,
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
+        deliver: !summary.test,
         policy: storePolicy(policy),
         event: eventContext(caller),
       }),
     );
+    if (guard && outcome.kind !== "resent") await this.recordPrefix(caller, guard, "unsent");
     switch (outcome.kind) {
       case "resent":
+        if (!summary.test) this.outcomes?.resent(caller.tenant, outcome.channel);
         return create(ResendResponseSchema, {
           ...timesMessage(outcome),
           attemptsRemaining: outcome.attemptsRemaining,
@@ -251,11 +342,14 @@ export class OtpService {
 
   async checkRateLimit(req: CheckRateLimitRequest, caller: Caller): Promise<CheckRateLimitResponse> {
     assertValid(CheckRateLimitRequestSchema, req);
-    this.permitPurpose(caller, "CheckRateLimit", req.purpose);
     const policy = this.policy(req.purpose, "purpose");
+    this.permitPurpose(caller, "CheckRateLimit", req.purpose);
     const destination = this.destination(req.channel, req.destination, "destination");
-    const digest = this.digester.digest(caller.tenant, destination.normalised);
+    const test = this.testDestinations.codeFor(destination.canonical) !== undefined;
+    if (!test) this.permitPhone(caller, "CheckRateLimit", destination, policy, { purpose: req.purpose, channel: req.channel, maskedDestination: destination.masked });
+    const digest = this.digester.digest(caller.tenant, destination.canonical);
     const budgets = sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination);
+    const guard = test ? undefined : this.prefixesOf(caller, destination)?.check;
     // Both only read: asking spends nothing.
     const [destinationLimits, callerLimits] = await this.guard(() =>
       Promise.all([
@@ -265,7 +359,7 @@ export class OtpService {
           destination: destinationRef(digest, this.config.redisShards),
           policy: storePolicy(policy),
         }),
-        this.store.callerBudgetStates(caller.tenant, budgets),
+        this.store.callerBudgetStates(caller.tenant, budgets, guard),
       ]),
     );
     const limits = [...destinationLimits, ...callerLimits];
@@ -282,13 +376,55 @@ export class OtpService {
     });
   }
 
+  async getVerification(req: GetVerificationRequest, caller: Caller): Promise<GetVerificationResponse> {
+    assertValid(GetVerificationRequestSchema, req);
+    const ref = parseVerificationId(req.verificationId, this.config.redisShards);
+    const state = ref && (await this.guard(() => this.store.inspect(caller.tenant, ref)));
+    if (!state || !this.mayUse(caller, "GetVerification", state.purpose, state.verificationId)) throw noSuchVerification();
+    return create(GetVerificationResponseSchema, { verification: verificationMessage(state) });
+  }
+
+  async cancelVerification(req: CancelVerificationRequest, caller: Caller): Promise<CancelVerificationResponse> {
+    assertValid(CancelVerificationRequestSchema, req);
+    const ref = parseVerificationId(req.verificationId, this.config.redisShards);
+    // The purpose decides whether this caller may touch it: read it first.
+    const summary = ref && (await this.guard(() => this.store.describe(caller.tenant, ref)));
+    if (!ref || !summary || !this.mayUse(caller, "CancelVerification", summary.purpose, ref.verificationId)) throw noSuchVerification();
+    const outcome = await this.guard(() => this.store.cancel(caller.tenant, ref, eventContext(caller)));
+    switch (outcome.kind) {
+      case "not_found":
+        throw noSuchVerification();
+      case "finished":
+        throw new OtpError("FAILED_PRECONDITION", `the verification is already ${outcome.state.status.toLowerCase()}`, { reason: "VERIFICATION_FINISHED" });
+      case "canceled":
+        this.outcomes?.canceled(caller.tenant);
+        return create(CancelVerificationResponseSchema, { verification: verificationMessage(outcome.state) });
+    }
+  }
+
+  /**
+   * Whether the caller is granted this verification's purpose. A caller that is
+   * not learns nothing (the same NOT_FOUND as an unknown id), but the refusal
+   * is recorded.
+   */
+  private mayUse(caller: Caller, method: MethodName, purpose: string, verificationId: string): boolean {
+    try {
+      requirePurpose(caller, purpose);
+      return true;
+    } catch (err) {
+      if (!(err instanceof OtpError)) throw err;
+      this.refuse(caller, method, err, { purpose, verificationId });
+      return false;
+    }
+  }
+
   private async verificationTarget(req: VerifyRequest, caller: Caller): Promise<VerificationRef | null> {
     if (req.target.case === "verificationId") return parseVerificationId(req.target.value, this.config.redisShards);
     if (req.target.case !== "destination") return null;
     const { purpose, destination: raw } = req.target.value;
     // Verify by destination cannot know the channel; the form of the address decides.
     const destination = this.destination(raw.includes("@") ? 2 : 1, raw, "destination.destination");
-    const at = destinationRef(this.digester.digest(caller.tenant, destination.normalised), this.config.redisShards);
+    const at = destinationRef(this.digester.digest(caller.tenant, destination.canonical), this.config.redisShards);
     const id = await this.guard(() => this.store.findByDestination(caller.tenant, purpose, at));
     return id === null ? null : { ...at, verificationId: id };
   }
@@ -298,12 +434,52 @@ export class OtpService {
     return caller.isPublic ? caller.connectionIp : clientIp || undefined;
   }
 
-  /** Spends the caller budgets, all or nothing; a refusal is audited and answered RESOURCE_EXHAUSTED. */
-  private async spend(caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>): Promise<void> {
-    const outcome = await this.guard(() => this.store.spendCallerBudgets(caller.tenant, budgets));
+  /**
+   * Spends the caller budgets, all or nothing, with the prefix guard in the same call when given;
+   * a refusal is audited and answered RESOURCE_EXHAUSTED.
+   */
+  private async spend(caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>, prefixes?: NumberPrefixes | null): Promise<void> {
+    if (budgets.length === 0 && !prefixes) return;
+    const outcome = await this.guard(() => this.store.spendCallerBudgets(caller.tenant, budgets, prefixes?.check));
+    if (prefixes) this.prefixEvents?.record(outcome.transitions, caller, prefixes.clear);
     if (outcome.allowed) return;
     this.record(caller, method, { type: "rate_limited", reason: outcome.name, ...about });
     throw OtpError.exhausted(outcome.name, outcome.retryAfterMs);
+  }
+
+  /** Counts a verification or takes back a send; a failure here never fails the call it follows. */
+  private async recordPrefix(caller: Caller, check: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<void> {
+    try {
+      this.prefixEvents?.record(await this.store.recordPrefixOutcome(caller.tenant, check, outcome), caller);
+    } catch (err) {
+      this.log("warn", { err, outcome }, "could not record a prefix guard outcome");
+    }
+  }
+
+  /** The number's guarded prefixes (phones, with the guard on). */
+  private prefixesOf(caller: Caller, destination: Destination): NumberPrefixes | null {
+    const config = this.config.prefixGuard;
+    if (!config || destination.kind !== "phone") return null;
+    return numberPrefixes(config, this.digester, caller.tenant, destination.canonical);
+  }
+
+  /** Number types and regions (src/otp/phone-rules.ts): FAILED_PRECONDITION, audited. */
+  private permitPhone(caller: Caller, method: MethodName, destination: Destination, policy: PurposePolicy, about: Partial<Refusal>): void {
+    const reason = phoneRefusal(destination, {
+      deniedNumberTypes: policy.deniedNumberTypes,
+      smsCountries: this.config.smsCountries,
+      purposeCountries: policy.smsCountries,
+      tenantCountries: this.config.tenantSmsCountries[caller.tenant],
+    });
+    if (reason === null) return;
+    const message = reason === "NUMBER_TYPE_NOT_ALLOWED"
+      ? "codes are not sent to this type of number (e.g. premium-rate or shared-cost)"
+      : "codes are not sent to numbers in this region";
+    throw this.refuse(caller, method, new OtpError("FAILED_PRECONDITION", message, { reason }), about);
+  }
+
+  private log(level: "info" | "warn", fields: Record<string, unknown>, msg: string): void {
+    this.logger?.[level](fields, msg);
   }
 
   private permitPurpose(caller: Caller, method: MethodName, purpose: string, verificationId?: string): void {
@@ -331,7 +507,7 @@ export class OtpService {
   }
 
   private destination(channel: number, raw: string, field: string): Destination {
-    const parsed = parseDestination(channel, raw);
+    const parsed = parseDestination(channel, raw, this.config);
     if (typeof parsed === "string") throw OtpError.invalidArgument([violation(field, parsed)]);
     return parsed;
   }
@@ -359,6 +535,30 @@ function eventContext(caller: Caller): EventContext {
 
 function notFound(verificationId: string): VerifyResponse {
   return create(VerifyResponseSchema, { result: VerifyResult.NOT_FOUND, attemptsRemaining: 0, verificationId });
+}
+
+function noSuchVerification(): OtpError {
+  return new OtpError("NOT_FOUND", "no such verification");
+}
+
+function verificationMessage(s: VerificationState) {
+  const time = (ms: number | undefined) => (ms === undefined ? undefined : timestampFromMs(ms));
+  return {
+    verificationId: s.verificationId,
+    status: STATUSES[s.status],
+    purpose: s.purpose,
+    channel: s.channel,
+    maskedDestination: s.maskedDestination,
+    attemptsRemaining: s.attemptsRemaining,
+    maxAttempts: s.maxAttempts,
+    resendsRemaining: s.resendsRemaining,
+    codeLength: s.codeLength,
+    createTime: time(s.createdAtMs),
+    expireTime: time(s.expiresAtMs),
+    resendAvailableTime: time(s.resendAvailableAtMs),
+    verifyTime: time(s.verifiedAtMs),
+    cancelTime: time(s.canceledAtMs),
+  };
 }
 
 function timesMessage(t: VerificationTimes) {

@@ -1,16 +1,20 @@
 import type {
   CallerBudget,
   CallerBudgetOutcome,
+  CancelOutcome,
   EventContext,
   IssueCommand,
   IssueOutcome,
   LimitQuery,
   LimitState,
   OutboxEntry,
+  PrefixGuardCheck,
+  PrefixTransition,
   Refusal,
   ResendCommand,
   ResendOutcome,
   VerificationRef,
+  VerificationState,
   VerificationStore,
   VerificationSummary,
   VerificationTimes,
@@ -18,9 +22,10 @@ import type {
   VerifyOutcome,
   DestinationRef,
 } from "../store.js";
-import { extendExpiry, isLive, verificationById, type Destination, type Verification } from "./destination.js";
+import { extendExpiry, isLive, stateOf, verificationById, type Destination, type Verification } from "./destination.js";
 import * as gcra from "./gcra.js";
 import { OutboxShard } from "./outbox.js";
+import { PrefixGuardRecords } from "./prefix-guard.js";
 
 // Dev mode's store: the semantics of redis/lua/*.lua (src/store/README.md) in
 // plain JS for one process. Every method runs synchronously before its first
@@ -67,6 +72,7 @@ export class MemoryStore implements VerificationStore {
   readonly #now: () => number;
   readonly #destinations = new Map<string, Destination>();
   readonly #callerBudgets = new Map<string, number>();
+  readonly #prefixes = new PrefixGuardRecords();
   readonly #outbox: OutboxShard[];
   readonly #sweeper: NodeJS.Timeout;
   #nextShard = 0;
@@ -118,20 +124,25 @@ export class MemoryStore implements VerificationStore {
       id: cmd.ref.verificationId, purpose: cmd.purpose, codeDigest: cmd.codeDigest, keyId: cmd.keyId,
       codeLength: cmd.codeLength, channel: cmd.channel, attempts: 0, maxAttempts: policy.maxAttempts,
       resends: 0, maxResends: policy.maxResends, expiresAt: now + ms(policy.ttlSeconds),
-      resendAt: now + ms(policy.resendCooldownSeconds), status: "", idempotencyKey: cmd.idempotencyKey,
+      resendAt: now + ms(policy.resendCooldownSeconds), status: "", createdAt: now, idempotencyKey: cmd.idempotencyKey,
       locale: cmd.locale, metadataJson: cmd.metadataJson, context: cmd.context,
+      prefixRefs: cmd.prefixRefs, test: !cmd.deliver,
     };
     d.verifications.set(cmd.purpose, v);
     // Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.
     extendExpiry(d, Math.max(v.expiresAt + ms(policy.ttlSeconds), sent.tat));
 
-    // 6. Delivery first: the relay publishes in stream order.
+    // 6. Delivery first: the relay publishes in stream order. A test destination gets none.
     base.vid = v.id;
-    this.#emit(cmd.ref.shard, now, base, "delivery", {
-      sd: cmd.sealedDestination, sc: cmd.sealedCode, lc: cmd.locale, mt: cmd.metadataJson,
-      exp: String(v.expiresAt), rc: "0",
-    });
-    this.#emit(cmd.ref.shard, now, base, "sent");
+    if (cmd.deliver) {
+      this.#emit(cmd.ref.shard, now, base, "delivery", {
+        sd: cmd.sealedDestination, sc: cmd.sealedCode, lc: cmd.locale, mt: cmd.metadataJson,
+        exp: String(v.expiresAt), rc: "0",
+      });
+      this.#emit(cmd.ref.shard, now, base, "sent");
+    } else {
+      this.#emit(cmd.ref.shard, now, base, "sent", { reason: "TEST_DESTINATION" });
+    }
     return { kind: "issued", ...times(v, cmd.maskedDestination) };
   }
 
@@ -155,6 +166,8 @@ export class MemoryStore implements VerificationStore {
       const repeat = cmd.idempotencyKey !== "" && cmd.idempotencyKey === v.verifiedKey && match;
       return repeat ? verified(v.verifiedAt ?? now) : { result: "NOT_FOUND", attemptsRemaining: 0 };
     }
+    // Canceled: as gone as a consumed code; nothing is counted.
+    if (v.status === "c") return { result: "NOT_FOUND", attemptsRemaining: 0 };
     // 3-4. Finished or locked: nothing is counted.
     if (v.status === "f") return { result: "DELIVERY_FAILED", attemptsRemaining: 0 };
     if (v.status === "l" || v.attempts >= v.maxAttempts) return { result: "TOO_MANY_ATTEMPTS", attemptsRemaining: 0 };
@@ -174,17 +187,15 @@ export class MemoryStore implements VerificationStore {
     // 7. Count before comparing.
     v.attempts += 1;
 
-    // 8. Match: consume. With an idempotency key it stays (until it expires) to answer a repeat.
+    // 8. Match: consume. It stays, verified, while its hash lives: a repeat with the
+    // idempotency key answers VERIFIED again, and Resend answers "finished", not "not found".
     if (match) {
-      if (cmd.idempotencyKey === "") {
-        d.verifications.delete(v.purpose);
-      } else {
-        v.status = "v";
-        v.verifiedKey = cmd.idempotencyKey;
-        v.verifiedAt = now;
-      }
+      v.status = "v";
+      v.verifiedKey = cmd.idempotencyKey;
+      v.verifiedAt = now;
       this.#emit(cmd.ref.shard, now, base, "verified");
-      return verified(now);
+      // The prefixes to credit, this once (a repeat above does not return them).
+      return v.prefixRefs ? { ...verified(now), prefixRefs: v.prefixRefs } : verified(now);
     }
 
     // No match: spend the destination's failure budget; lock the destination when it is used up.
@@ -245,9 +256,11 @@ export class MemoryStore implements VerificationStore {
 
     base.ch = v.channel;
     const rc = String(v.resends);
-    this.#emit(cmd.ref.shard, now, base, "delivery", {
-      sd: d.sealed, sc: cmd.sealedCode, lc: v.locale, mt: v.metadataJson, exp: String(v.expiresAt), rc,
-    });
+    if (cmd.deliver) {
+      this.#emit(cmd.ref.shard, now, base, "delivery", {
+        sd: d.sealed, sc: cmd.sealedCode, lc: v.locale, mt: v.metadataJson, exp: String(v.expiresAt), rc,
+      });
+    }
     this.#emit(cmd.ref.shard, now, base, "resent", { rc });
     return { kind: "resent", ...times(v, d.masked) };
   }
@@ -286,7 +299,31 @@ export class MemoryStore implements VerificationStore {
   async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {
     const d = this.#get(this.#key(tenant, ref), this.#now());
     const v = d && verificationById(d, ref.verificationId);
-    return v ? { purpose: v.purpose, channel: v.channel, context: v.context } : null;
+    return v ? { purpose: v.purpose, channel: v.channel, context: v.context, prefixRefs: v.prefixRefs, test: v.test } : null;
+  }
+
+  async inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null> {
+    const now = this.#now();
+    const d = this.#get(this.#key(tenant, ref), now);
+    const v = d && verificationById(d, ref.verificationId);
+    return d && v ? stateOf(v, d, now) : null;
+  }
+
+  async cancel(tenant: string, ref: VerificationRef, event: EventContext): Promise<CancelOutcome> {
+    const now = this.#now();
+    const d = this.#get(this.#key(tenant, ref), now);
+    const v = d && verificationById(d, ref.verificationId);
+    if (!d || !v) return { kind: "not_found" };
+    if (v.status === "c") return { kind: "canceled", state: stateOf(v, d, now) };
+    if (!isLive(v, now)) return { kind: "finished", state: stateOf(v, d, now) };
+    v.status = "c";
+    v.canceledAt = now;
+    // No attempts left: a canceled code is as spent as a locked one.
+    v.attempts = v.maxAttempts;
+    const base: EventBase = { vid: v.id, tn: tenant, p: v.purpose, ch: v.channel, md: d.masked, dd: d.digest, event };
+    this.#emit(ref.shard, now, base, "delivery_canceled");
+    this.#emit(ref.shard, now, base, "canceled");
+    return { kind: "canceled", state: stateOf(v, d, now) };
   }
 
   async markDeliveryFailed(
@@ -320,7 +357,7 @@ export class MemoryStore implements VerificationStore {
     for (const { shard, id } of entries) this.#outbox[shard]?.delete(id);
   }
 
-  async spendCallerBudgets(tenant: string, budgets: CallerBudget[]): Promise<CallerBudgetOutcome> {
+  async spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<CallerBudgetOutcome> {
     const now = this.#now();
     const tats: number[] = [];
     for (const b of budgets) {
@@ -328,17 +365,30 @@ export class MemoryStore implements VerificationStore {
       if (!spent.allowed) return { allowed: false, name: b.name, retryAfterMs: spent.retryAfterMs };
       tats.push(spent.tat);
     }
+    // The prefix guard last: a refusal by it spends no budget, and is not counted as a send.
+    const transitions: PrefixTransition[] = [];
+    if (guard && guard.prefixes.length > 0) {
+      const decision = this.#prefixes.decide(tenant, guard, now, transitions);
+      if (!decision.allowed) return { allowed: false, name: "PREFIX_SUSPENDED", retryAfterMs: decision.retryAfterMs, transitions };
+    }
     budgets.forEach((b, i) => this.#callerBudgets.set(budgetKey(tenant, b), tats[i]!));
-    return { allowed: true };
+    if (guard && guard.prefixes.length > 0) this.#prefixes.countSent(tenant, guard, now, transitions);
+    return guard ? { allowed: true, transitions } : { allowed: true };
   }
 
-  async callerBudgetStates(tenant: string, budgets: CallerBudget[]): Promise<LimitState[]> {
+  async callerBudgetStates(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<LimitState[]> {
     const now = this.#now();
-    return budgets.map((b) => ({
+    const states: LimitState[] = budgets.map((b) => ({
       name: b.name,
       limit: b.budget.count,
       ...gcra.state(this.#budgetTat(tenant, b, now), now, b.budget.count, ms(b.budget.windowSeconds)),
     }));
+    if (guard && guard.prefixes.length > 0) states.push(this.#prefixes.state(tenant, guard, now));
+    return states;
+  }
+
+  async recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<PrefixTransition[]> {
+    return this.#prefixes.record(tenant, guard, outcome, this.#now());
   }
 
   async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {
@@ -384,6 +434,7 @@ export class MemoryStore implements VerificationStore {
     const now = this.#now();
     for (const [key, d] of this.#destinations) if (now > d.expiresAt) this.#destinations.delete(key);
     for (const [key, tat] of this.#callerBudgets) if (tat < now) this.#callerBudgets.delete(key);
+    this.#prefixes.sweep(now);
   }
 
   #emit(shard: number, now: number, b: EventBase, type: string, extra: Record<string, string> = {}): void {

@@ -2,6 +2,7 @@ import type {
   Budget,
   CallerBudget,
   CallerBudgetOutcome,
+  CancelOutcome,
   DestinationRef,
   EventContext,
   IssueCommand,
@@ -9,17 +10,25 @@ import type {
   LimitQuery,
   LimitState,
   OutboxEntry,
+  PrefixGuardCheck,
+  PrefixGuardRule,
+  PrefixTransition,
   ResendCommand,
   ResendOutcome,
   VerificationRef,
+  VerificationState,
   VerificationStore,
   VerificationSummary,
   VerifyCommand,
   VerifyOutcome,
 } from "../store.js";
-import { connectRedis, isReplyError, type ConnectionLogger, type RedisConnection } from "./client.js";
-import { callerBudgetKey, destinationKey, OUTBOX_GROUP, outboxKey } from "./keys.js";
+import {
+  connectRedis, isReplyError, type ConnectionLogger, type RedisAccess, type RedisConnection, type RedisTopology,
+} from "./client.js";
+import { callerBudgetKey, destinationKey, OUTBOX_GROUP, outboxKey, prefixGuardKey } from "./keys.js";
 import * as replies from "./replies.js";
+import { scriptArgv, type PrefixRuleArg, type ScriptArgs, type ScriptName } from "./script-args.js";
+import { withScriptSpans } from "./script-spans.js";
 import { scripts } from "./scripts.js";
 import { readAcrossShards } from "./shard-reads.js";
 
@@ -29,8 +38,14 @@ import { readAcrossShards } from "./shard-reads.js";
 // the answers.
 
 export interface RedisStoreOptions {
-  url: string;
+  /** One node; or `topology` (a cluster, a Sentinel-watched master). */
+  url?: string;
+  topology?: RedisTopology;
+  access?: RedisAccess;
   shards: number;
+  /** Replicas that acknowledge every change an answer depends on before it is given (default 0). */
+  waitReplicas?: number;
+  waitTimeoutMs?: number;
   /** Per Redis call (default 1000): an unreachable Redis fails a call within this. */
   commandTimeoutMs?: number;
   /** Default 3000: start-up fails with StoreUnavailableError when Redis is not reachable by then. */
@@ -40,9 +55,16 @@ export interface RedisStoreOptions {
   logger?: ConnectionLogger;
 }
 
-const ms = (seconds: number) => String(Math.round(seconds * 1000));
-const budget = (b: Budget) => [String(b.count), ms(b.windowSeconds)];
-const event = (e: EventContext) => [e.traceId, e.clientId];
+const ms = (seconds: number) => Math.round(seconds * 1000);
+const eventArgs = (e: EventContext) => ({ trace_id: e.traceId, client_id: e.clientId });
+const sends = (b: Budget) => ({ sends_count: b.count, sends_window_ms: ms(b.windowSeconds) });
+const ruleArg = (r: PrefixGuardRule): PrefixRuleArg => [r.minSends, r.minVerifiedPercent, r.windowMs, r.buckets, r.coolOffMs];
+const failures = (b: Budget) => ({ failures_count: b.count, failures_window_ms: ms(b.windowSeconds) });
+
+// Scripts that change nothing (or only append an audit event): no replica
+// acknowledgement to wait for. Every other script (and any new one) waits.
+// A prefix-guard credit changes no answer either (the Verify it follows is already acknowledged).
+const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "audit", "prefixOutcome"]);
 
 export class RedisStore implements VerificationStore {
   readonly #redis: RedisConnection;
@@ -51,7 +73,7 @@ export class RedisStore implements VerificationStore {
   #nextShard = 0;
 
   private constructor(redis: RedisConnection, shards: number, prefix: string) {
-    this.#redis = redis;
+    this.#redis = withScriptSpans(redis);
     this.#shards = shards;
     this.#prefix = prefix;
   }
@@ -72,86 +94,155 @@ export class RedisStore implements VerificationStore {
     return [destinationKey(this.#prefix, tenant, ref), outboxKey(this.#prefix, ref.shard)];
   }
 
+  /**
+   * One script call: its keys (routed by the first, on a cluster), and its
+   * arguments by name (script-args.ts). With waitReplicas, the answer waits
+   * for replicas to have the script's writes, unless the script only reads or
+   * writes nothing an answer depends on (NO_ACK).
+   */
+  #run<S extends ScriptName>(script: S, keys: string[], args: ScriptArgs[S], readOnly = NO_ACK.has(script)) {
+    return this.#redis.run(scripts[script], keys, scriptArgv<S>(args), { readOnly });
+  }
+
   async issue(cmd: IssueCommand): Promise<IssueOutcome> {
     const { policy } = cmd;
-    const reply = await this.#redis.run(scripts.issue, this.#keys(cmd.tenant, cmd.ref), [
-      cmd.tenant, cmd.purpose, cmd.ref.verificationId, String(cmd.channel),
-      cmd.destinationDigest, cmd.maskedDestination, cmd.sealedDestination,
-      cmd.codeDigest, cmd.keyId, String(cmd.codeLength), cmd.sealedCode,
-      cmd.locale, cmd.metadataJson, cmd.idempotencyKey,
-      ms(policy.ttlSeconds), String(policy.maxAttempts), ms(policy.resendCooldownSeconds), String(policy.maxResends),
-      ...budget(policy.sendsPerDestination), ...event(cmd.event), cmd.context,
-    ]);
+    const reply = await this.#run("issue", this.#keys(cmd.tenant, cmd.ref), {
+      tenant: cmd.tenant,
+      purpose: cmd.purpose,
+      id: cmd.ref.verificationId,
+      channel: cmd.channel,
+      digest: cmd.destinationDigest,
+      masked: cmd.maskedDestination,
+      sealed_dest: cmd.sealedDestination,
+      code_digest: cmd.codeDigest,
+      key_id: cmd.keyId,
+      code_length: cmd.codeLength,
+      sealed_code: cmd.sealedCode,
+      locale: cmd.locale,
+      metadata: cmd.metadataJson,
+      idempotency_key: cmd.idempotencyKey,
+      ttl_ms: ms(policy.ttlSeconds),
+      max_attempts: policy.maxAttempts,
+      cooldown_ms: ms(policy.resendCooldownSeconds),
+      max_resends: policy.maxResends,
+      ...sends(policy.sendsPerDestination),
+      ...eventArgs(cmd.event),
+      context: cmd.context,
+      prefix_refs: cmd.prefixRefs,
+      deliver: cmd.deliver,
+    });
     return replies.issueOutcome(reply);
   }
 
   async verify(cmd: VerifyCommand): Promise<VerifyOutcome> {
-    const reply = await this.#redis.run(scripts.verify, this.#keys(cmd.tenant, cmd.ref), [
-      cmd.tenant, cmd.ref.verificationId, cmd.idempotencyKey,
-      ...budget(cmd.failuresPerDestination), ...event(cmd.event),
-      ...cmd.candidates.flatMap((c) => [c.keyId, c.digest]),
-    ]);
+    const reply = await this.#run("verify", this.#keys(cmd.tenant, cmd.ref), {
+      tenant: cmd.tenant,
+      id: cmd.ref.verificationId,
+      idempotency_key: cmd.idempotencyKey,
+      ...failures(cmd.failuresPerDestination),
+      ...eventArgs(cmd.event),
+      candidates: Object.fromEntries(cmd.candidates.map((c) => [c.keyId, c.digest])),
+    });
     return replies.verifyOutcome(reply);
   }
 
   async resend(cmd: ResendCommand): Promise<ResendOutcome> {
     const { policy } = cmd;
-    const reply = await this.#redis.run(scripts.resend, this.#keys(cmd.tenant, cmd.ref), [
-      cmd.tenant, cmd.ref.verificationId, String(cmd.channel), cmd.codeDigest, cmd.keyId, cmd.sealedCode,
-      ms(policy.ttlSeconds), ms(policy.resendCooldownSeconds), ...budget(policy.sendsPerDestination),
-      ...event(cmd.event),
-    ]);
+    const reply = await this.#run("resend", this.#keys(cmd.tenant, cmd.ref), {
+      tenant: cmd.tenant,
+      id: cmd.ref.verificationId,
+      channel: cmd.channel,
+      code_digest: cmd.codeDigest,
+      key_id: cmd.keyId,
+      sealed_code: cmd.sealedCode,
+      ttl_ms: ms(policy.ttlSeconds),
+      cooldown_ms: ms(policy.resendCooldownSeconds),
+      ...sends(policy.sendsPerDestination),
+      ...eventArgs(cmd.event),
+      deliver: cmd.deliver,
+    });
     return replies.resendOutcome(reply);
   }
 
   async limits(query: LimitQuery): Promise<LimitState[]> {
     const { policy } = query;
-    const reply = await this.#redis.run(scripts.limits, [destinationKey(this.#prefix, query.tenant, query.destination)], [
-      query.purpose, ...budget(policy.sendsPerDestination), ...budget(policy.failuresPerDestination),
-    ]);
+    const reply = await this.#run("limits", [destinationKey(this.#prefix, query.tenant, query.destination)], {
+      purpose: query.purpose,
+      ...sends(policy.sendsPerDestination),
+      ...failures(policy.failuresPerDestination),
+    });
     return replies.limitStates(reply, policy);
   }
 
-  async spendCallerBudgets(tenant: string, budgets: CallerBudget[]): Promise<CallerBudgetOutcome> {
-    if (budgets.length === 0) return { allowed: true };
-    const reply = await this.#redis.run(scripts.callerBudgets, this.#budgetKeys(tenant, budgets), [
-      "spend", ...budgets.flatMap((b) => budget(b.budget)),
-    ]);
-    return replies.callerBudgetOutcome(reply, budgets);
+  async spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<CallerBudgetOutcome> {
+    const prefixes = guard?.prefixes ?? [];
+    if (budgets.length === 0 && prefixes.length === 0) return { allowed: true };
+    const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets, guard), {
+      mode: "spend",
+      budgets: budgets.map((b) => [b.budget.count, ms(b.budget.windowSeconds)]),
+      prefixes: prefixes.length,
+      rule: guard && prefixes.length > 0 ? ruleArg(guard.rule) : [],
+    });
+    return replies.callerBudgetOutcome(reply, budgets, prefixes);
   }
 
-  async callerBudgetStates(tenant: string, budgets: CallerBudget[]): Promise<LimitState[]> {
-    if (budgets.length === 0) return [];
-    const reply = await this.#redis.run(scripts.callerBudgets, this.#budgetKeys(tenant, budgets), [
-      "peek", ...budgets.flatMap((b) => budget(b.budget)),
-    ]);
-    return replies.callerBudgetStates(reply, budgets);
+  async callerBudgetStates(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<LimitState[]> {
+    const prefixes = guard?.prefixes ?? [];
+    if (budgets.length === 0 && prefixes.length === 0) return [];
+    const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets, guard), {
+      mode: "peek",
+      budgets: budgets.map((b) => [b.budget.count, ms(b.budget.windowSeconds)]),
+      prefixes: prefixes.length,
+      rule: guard && prefixes.length > 0 ? ruleArg(guard.rule) : [],
+    }, true);
+    return replies.callerBudgetStates(reply, budgets, guard && prefixes.length > 0 ? guard.rule : undefined);
+  }
+
+  async recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<PrefixTransition[]> {
+    if (guard.prefixes.length === 0) return [];
+    const reply = await this.#run("prefixOutcome", this.#prefixKeys(tenant, guard), { outcome, rule: ruleArg(guard.rule) });
+    return replies.prefixTransitions(reply, 0, guard.prefixes);
   }
 
   async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {
-    await this.#redis.run(scripts.audit, [outboxKey(this.#prefix, shard)], Object.entries(fields).flat());
+    await this.#run("audit", [outboxKey(this.#prefix, shard)], { fields });
   }
 
-  #budgetKeys(tenant: string, budgets: CallerBudget[]): string[] {
-    return budgets.map((b) => callerBudgetKey(this.#prefix, tenant, b.name, b.subject));
+  /** The budgets' keys, then the prefix guard's: one hash tag, the tenant's. */
+  #budgetKeys(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): string[] {
+    return [...budgets.map((b) => callerBudgetKey(this.#prefix, tenant, b.name, b.subject)), ...this.#prefixKeys(tenant, guard)];
+  }
+
+  #prefixKeys(tenant: string, guard?: PrefixGuardCheck): string[] {
+    return (guard?.prefixes ?? []).map((p) => prefixGuardKey(this.#prefix, tenant, p.digits, p.digest));
   }
 
   async findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null> {
     const key = destinationKey(this.#prefix, tenant, destination);
-    return replies.foundId(await this.#redis.run(scripts.find, [key], [purpose, destination.handle]));
+    return replies.foundId(await this.#run("find", [key], { purpose, handle: destination.handle }));
   }
 
   async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {
     const key = destinationKey(this.#prefix, tenant, ref);
-    return replies.summary(await this.#redis.run(scripts.describe, [key], [ref.verificationId]));
+    return replies.summary(await this.#run("describe", [key], { id: ref.verificationId }));
+  }
+
+  async inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null> {
+    const key = destinationKey(this.#prefix, tenant, ref);
+    return replies.verificationState(await this.#run("inspect", [key], { id: ref.verificationId }), ref.verificationId);
+  }
+
+  async cancel(tenant: string, ref: VerificationRef, event: EventContext): Promise<CancelOutcome> {
+    const reply = await this.#run("cancel", this.#keys(tenant, ref), { tenant, id: ref.verificationId, ...eventArgs(event) });
+    return replies.cancelOutcome(reply, ref.verificationId);
   }
 
   async markDeliveryFailed(
     tenant: string, ref: VerificationRef, resendCount: number, reason: string, event: EventContext,
   ): Promise<boolean> {
-    const reply = await this.#redis.run(scripts.markDeliveryFailed, this.#keys(tenant, ref), [
-      tenant, ref.verificationId, String(resendCount), reason, event.traceId, event.clientId,
-    ]);
+    const reply = await this.#run("markDeliveryFailed", this.#keys(tenant, ref), {
+      tenant, id: ref.verificationId, resend_count: resendCount, reason, ...eventArgs(event),
+    });
     return replies.markedFailed(reply);
   }
 
@@ -161,18 +252,18 @@ export class RedisStore implements VerificationStore {
     return readAcrossShards(this.#shards, this.#rotate(), count, 3, async (shard, n) => {
       const key = outboxKey(this.#prefix, shard);
       const reply = await this.#withGroup(shard, () =>
-        this.#redis.call(["XREADGROUP", "GROUP", OUTBOX_GROUP, consumer, "COUNT", String(n), "STREAMS", key, ">"]),
+        this.#redis.call(["XREADGROUP", "GROUP", OUTBOX_GROUP, consumer, "COUNT", String(n), "STREAMS", key, ">"], key),
       );
       return replies.readEntries(shard, reply);
     });
   }
 
   async claimStaleOutbox(consumer: string, idleMs: number, count: number): Promise<OutboxEntry[]> {
-    // One round: claiming again from the start could re-claim what this call just took.
-    return readAcrossShards(this.#shards, this.#rotate(), count, 1, async (shard, n) => {
+    // Claiming again from the start may re-claim what this call just took: readAcrossShards keeps each entry once.
+    return readAcrossShards(this.#shards, this.#rotate(), count, 3, async (shard, n) => {
       const key = outboxKey(this.#prefix, shard);
       const reply = await this.#withGroup(shard, () =>
-        this.#redis.call(["XAUTOCLAIM", key, OUTBOX_GROUP, consumer, String(idleMs), "0-0", "COUNT", String(n)]),
+        this.#redis.call(["XAUTOCLAIM", key, OUTBOX_GROUP, consumer, String(idleMs), "0-0", "COUNT", String(n)], key),
       );
       return replies.claimedEntries(shard, reply);
     });
@@ -190,8 +281,8 @@ export class RedisStore implements VerificationStore {
       [...byShard].flatMap(([shard, ids]) => {
         const key = outboxKey(this.#prefix, shard);
         return [
-          this.#withGroup(shard, () => this.#redis.call(["XACK", key, OUTBOX_GROUP, ...ids])),
-          this.#redis.call(["XDEL", key, ...ids]),
+          this.#withGroup(shard, () => this.#redis.call(["XACK", key, OUTBOX_GROUP, ...ids], key)),
+          this.#redis.call(["XDEL", key, ...ids], key),
         ];
       }),
     );
@@ -199,17 +290,17 @@ export class RedisStore implements VerificationStore {
 
   async outboxBacklog(): Promise<number> {
     const lengths = await Promise.all(
-      Array.from({ length: this.#shards }, (_, shard) => this.#redis.call(["XLEN", outboxKey(this.#prefix, shard)])),
+      Array.from({ length: this.#shards }, (_, shard) => {
+        const key = outboxKey(this.#prefix, shard);
+        return this.#redis.call(["XLEN", key], key);
+      }),
     );
     return lengths.reduce<number>((sum, n) => sum + (typeof n === "number" ? n : 0), 0);
   }
 
+  /** Every master answers (on a cluster, each serves some of the shards). */
   async ping(): Promise<boolean> {
-    try {
-      return (await this.#redis.call(["PING"])) === "PONG";
-    } catch {
-      return false;
-    }
+    return this.#redis.ping();
   }
 
   async close(): Promise<void> {
@@ -226,7 +317,8 @@ export class RedisStore implements VerificationStore {
   // existed (e.g. after Redis lost its data and came back empty).
   async #createGroup(shard: number): Promise<void> {
     try {
-      await this.#redis.call(["XGROUP", "CREATE", outboxKey(this.#prefix, shard), OUTBOX_GROUP, "0", "MKSTREAM"]);
+      const key = outboxKey(this.#prefix, shard);
+      await this.#redis.call(["XGROUP", "CREATE", key, OUTBOX_GROUP, "0", "MKSTREAM"], key);
     } catch (err) {
       if (!isReplyError(err, "BUSYGROUP")) throw err;
     }

@@ -4,13 +4,23 @@ refused before any verification was touched) to a shard's outbox.
 
 KEYS[1]   outbox stream      <prefix>:{<shard>}:outbox
 
-ARGV[1..] field, value, ... (src/store/README.md, "Outbox entries"); `ts` is added here
+ARGV[1]   JSON object, read by name (includes/args.lua):
+  fields    map  the entry's fields (src/store/README.md, "Outbox entries"); `ts` is added here
 
 Returns the stream entry id.
 ]]
 
+--- @include "args"
 --- @include "clock"
 
+local A, bad = script_args('audit', { fields = 'map' })
+if not A then return bad end
+
 local fields = {'ts', now_ms()}
-for i = 1, #ARGV do fields[#fields + 1] = ARGV[i] end
+for name, value in pairs(A.fields) do
+  if name ~= 'ts' then
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
+  end
+end
 return redis.call('XADD', KEYS[1], '*', unpack(fields))

@@ -5,14 +5,19 @@ DELIVERY_FAILED rather than NOT_FOUND). A consumed one is gone. Reads only.
 
 KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
 
-ARGV[1]   purpose
-ARGV[2]   destination handle (the hash keeps ids without it)
+ARGV[1]   JSON object, read by name (includes/args.lua):
+  purpose   str
+  handle    str  destination handle (the hash keeps ids without it)
 
 Returns the verification id, or nil.
 ]]
 
+--- @include "args"
 --- @include "fields"
 
-local v = redis.call('HGET', KEYS[1], ARGV[1] .. ':id')
+local A, bad = script_args('find', { purpose = 'str', handle = 'str' })
+if not A then return bad end
+
+local v = redis.call('HGET', KEYS[1], A.purpose .. ':id')
 if not v then return false end
-return code_id(v, ARGV[2])
+return code_id(v, A.handle)

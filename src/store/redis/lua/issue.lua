@@ -5,29 +5,32 @@ its delivery (src/store/README.md, "Issue (Send)").
 KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
 KEYS[2]   outbox stream      <prefix>:{<shard>}:outbox
 
-ARGV[1]   tenant
-ARGV[2]   purpose
-ARGV[3]   new verification id
-ARGV[4]   channel number
-ARGV[5]   destination digest (starts with the id's 12-character handle)
-ARGV[6]   masked destination
-ARGV[7]   sealed destination (base64; kept as raw bytes)
-ARGV[8]   code digest
-ARGV[9]   key id of the code digest
-ARGV[10]  code length
-ARGV[11]  sealed code (base64; goes into the delivery event only)
-ARGV[12]  locale
-ARGV[13]  metadata JSON ("" when none)
-ARGV[14]  idempotency key ("" when none)
-ARGV[15]  ttl ms
-ARGV[16]  max attempts
-ARGV[17]  resend cooldown ms
-ARGV[18]  max resends
-ARGV[19]  send budget count
-ARGV[20]  send budget window ms
-ARGV[21]  trace id
-ARGV[22]  client id
-ARGV[23]  context bound into the code ("" when none), kept for Resend
+ARGV[1]   JSON object, read by name (includes/args.lua):
+  tenant            str
+  purpose           str
+  id                str  the new verification id
+  channel           pos  channel number
+  digest            str  destination digest (starts with the id's 12-character handle)
+  masked            str  masked destination
+  sealed_dest       str  sealed destination (canonical base64; kept as raw bytes)
+  code_digest       str
+  key_id            str  key id of the code digest
+  code_length       pos
+  sealed_code       str  (base64; goes into the delivery event only)
+  locale            str
+  metadata          str  metadata JSON ("" when none)
+  idempotency_key   str  ("" when none)
+  ttl_ms            pos
+  max_attempts      pos
+  cooldown_ms       int  resend cooldown
+  max_resends       int
+  sends_count       pos  send budget per destination
+  sends_window_ms   pos
+  trace_id          str
+  client_id         str
+  context           str  bound into the code ("" when none), kept for Resend
+  prefix_refs       str  the number's guarded prefixes ("" when none), kept as `<p>:pg` for Verify and Resend
+  deliver           bool false for a test destination: no delivery event, `<p>:td` set, `sent` with reason TEST_DESTINATION
 
 Returns
   {'issued' | 'replayed', verification id, channel, masked destination,
@@ -36,6 +39,7 @@ Returns
   {'refused', 'DESTINATION_LOCKED' | 'RESEND_COOLDOWN' | 'SEND_LIMIT_DESTINATION', retry after ms}
 ]]
 
+--- @include "args"
 --- @include "clock"
 --- @include "gcra"
 --- @include "expiry"
@@ -43,18 +47,28 @@ Returns
 --- @include "base64"
 --- @include "fields"
 
+local A, bad = script_args('issue', {
+  tenant = 'str', purpose = 'str', id = 'str', channel = 'pos', digest = 'str', masked = 'str',
+  sealed_dest = 'str', code_digest = 'str', key_id = 'str', code_length = 'pos', sealed_code = 'str',
+  locale = 'str', metadata = 'str', idempotency_key = 'str', ttl_ms = 'pos', max_attempts = 'pos',
+  cooldown_ms = 'int', max_resends = 'int', sends_count = 'pos', sends_window_ms = 'pos',
+  trace_id = 'str', client_id = 'str', context = 'str', prefix_refs = 'str', deliver = 'bool' })
+if not A then return bad end
+
 local dest = KEYS[1]
-local p, vid, ch, md, ik = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[6], ARGV[14]
+local p, vid, ch, md, ik = A.purpose, A.id, A.channel, A.masked, A.idempotency_key
 -- The hash keeps the destination digest without the handle (fields.lua), so they must agree.
-if id_handle(ARGV[5]) ~= id_handle(vid) then
-  return redis.error_reply('issue: the destination digest does not start with the id\'s handle')
+if id_handle(A.digest) ~= id_handle(vid) then
+  return redis.error_reply('ARGS issue: the destination digest does not start with the id\'s handle')
 end
-local m, mr, n = tonumber(ARGV[16]), tonumber(ARGV[18]), tonumber(ARGV[10])
+-- The sealed destination is kept as raw bytes (base64.lua), so the hash stays a listpack.
+local sealed = sealed_fields(A.sealed_dest)
+if not sealed then return redis.error_reply('ARGS issue: sealed_dest is not canonical base64') end
+local m, mr, n = A.max_attempts, A.max_resends, A.code_length
 local now = now_ms()
 
 local cur = redis.call('HMGET', dest, p .. ':id', p .. ':st', p .. ':c', p .. ':ik', 'md', 'lk', 'ls')
 -- `<p>:id` holds the current id without its handle (the new id's: same destination), then the code digest.
--- One without `<p>:c` was written before this layout: no verification (its fields expire with the key).
 local cc = counters_read(cur[3])
 local cur_id = cc and cur[1] and code_id(cur[1], id_handle(vid))
 -- An empty field is not stored: a missing `st` is '' (live).
@@ -65,31 +79,29 @@ if live and ik ~= '' and cur[4] == ik then
   return {'replayed', cur_id, cc.ch, cur[5], cc.e, cc.ra, cc.m, cc.m - cc.a, cc.mr - cc.r, cc.n}
 end
 
-local ev = { stream = KEYS[2], vid = cur_id or '', tn = ARGV[1], p = p, ch = ch, md = md,
-  dd = ARGV[5], ts = now, tr = ARGV[21], cl = ARGV[22] }
+local ev = { stream = KEYS[2], vid = cur_id or '', tn = A.tenant, p = p, ch = ch, md = md,
+  dd = A.digest, ts = now, tr = A.trace_id, cl = A.client_id }
 
 -- 2-4. Refusals, cheapest first; only the send budget spends anything.
 local lk = tonumber(cur[6]) or 0
 if lk > now then return refuse(ev, 'DESTINATION_LOCKED', lk - now) end
 if live and now < cc.ra then return refuse(ev, 'RESEND_COOLDOWN', cc.ra - now) end
-local allowed, ls, retry = gcra_spend(cur[7], now, tonumber(ARGV[19]), tonumber(ARGV[20]))
+local allowed, ls, retry = gcra_spend(cur[7], now, A.sends_count, A.sends_window_ms)
 if not allowed then return refuse(ev, 'SEND_LIMIT_DESTINATION', retry) end
 
 -- 5. Overwrite the purpose's fields; the old id's reverse lookup goes, so its code dies here.
-local ttl = tonumber(ARGV[15])
-local e, ra = now + ttl, now + tonumber(ARGV[17])
--- The sealed destination is kept as raw bytes (base64.lua), so the hash stays a listpack.
-local sealed, gone = sealed_fields(ARGV[7])
-local set = {'dd', digest_value(ARGV[5]), 'md', md, 'ls', ls, id_field(vid), p,
-  p .. ':id', code_value(vid, ARGV[8]), p .. ':k', ARGV[9],
-  p .. ':c', counters_text({ a = 0, m = m, r = 0, mr = mr, n = n, ch = ch, e = e, ra = ra })}
+local ttl = A.ttl_ms
+local e, ra = now + ttl, now + A.cooldown_ms
+local set = {'dd', digest_value(A.digest), 'md', md, 'ls', ls, id_field(vid), p,
+  p .. ':id', code_value(vid, A.code_digest), p .. ':k', A.key_id,
+  p .. ':c', counters_text({ a = 0, m = m, r = 0, mr = mr, n = n, ch = ch, e = e, ra = ra }), p .. ':t', now}
 for i = 1, #sealed do set[#set + 1] = sealed[i] end
 -- Empty fields are not stored (a reader takes a missing one as ''), so the older
--- verification's go; `st` is always '' (live) here.
-gone[#gone + 1] = p .. ':st'
-gone[#gone + 1] = p .. ':vk'
-gone[#gone + 1] = p .. ':vt'
-for _, f in ipairs({{':ik', ik}, {':lc', ARGV[12]}, {':mt', ARGV[13]}, {':cx', ARGV[23]}}) do
+-- verification's go; `st` is always '' (live) here. A short sealed destination has no `sb2`.
+local gone = {p .. ':st', p .. ':vk', p .. ':vt', p .. ':ct'}
+if #sealed == 2 then gone[#gone + 1] = 'sb2' end
+for _, f in ipairs({{':ik', ik}, {':lc', A.locale}, {':mt', A.metadata}, {':cx', A.context},
+    {':pg', A.prefix_refs}, {':td', A.deliver and '' or '1'}}) do
   if f[2] == '' then
     gone[#gone + 1] = p .. f[1]
   else
@@ -103,8 +115,12 @@ redis.call('HSET', dest, unpack(set))
 -- Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.
 extend_expiry(dest, math.max(e + ttl, ls))
 
--- 6. Delivery first: the relay publishes in stream order.
+-- 6. Delivery first: the relay publishes in stream order. A test destination gets none.
 ev.vid = vid
-emit(ev, 'delivery', 'sd', ARGV[7], 'sc', ARGV[11], 'lc', ARGV[12], 'mt', ARGV[13], 'exp', e, 'rc', 0)
-emit(ev, 'sent')
+if A.deliver then
+  emit(ev, 'delivery', 'sd', A.sealed_dest, 'sc', A.sealed_code, 'lc', A.locale, 'mt', A.metadata, 'exp', e, 'rc', 0)
+  emit(ev, 'sent')
+else
+  emit(ev, 'sent', 'reason', 'TEST_DESTINATION')
+end
 return {'issued', vid, ch, md, e, ra, m, m, mr, n}

@@ -6,14 +6,15 @@ one HGET + one HMGET, then one write and one XADD.
 KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
 KEYS[2]   outbox stream      <prefix>:{<shard>}:outbox
 
-ARGV[1]   tenant
-ARGV[2]   verification id
-ARGV[3]   idempotency key ("" when none)
-ARGV[4]   failure budget count (per destination)
-ARGV[5]   failure budget window ms
-ARGV[6]   trace id
-ARGV[7]   client id
-ARGV[8..] candidates: key id, digest, key id, digest, ...
+ARGV[1]   JSON object, read by name (includes/args.lua):
+  tenant              str
+  id                  str  verification id
+  idempotency_key     str  ("" when none)
+  failures_count      pos  failure budget per destination
+  failures_window_ms  pos
+  trace_id            str
+  client_id           str
+  candidates          map  key id -> code digest under that key
 
 Returns
   {'VERIFIED', attempts remaining, purpose, destination digest, verified at ms}
@@ -21,44 +22,48 @@ Returns
   {'EXPIRED' | 'TOO_MANY_ATTEMPTS' | 'NOT_FOUND' | 'DELIVERY_FAILED', 0}
 ]]
 
+--- @include "args"
 --- @include "clock"
 --- @include "gcra"
 --- @include "expiry"
 --- @include "outbox"
 --- @include "fields"
 
-local dest, vid, ik = KEYS[1], ARGV[2], ARGV[3]
+local A, bad = script_args('verify', {
+  tenant = 'str', id = 'str', idempotency_key = 'str', failures_count = 'pos', failures_window_ms = 'pos',
+  trace_id = 'str', client_id = 'str', candidates = 'map' })
+if not A then return bad end
+
+local dest, vid, ik = KEYS[1], A.id, A.idempotency_key
 
 -- 1. Ids live only in their own tenant's hash, so another tenant's id is simply absent.
 local p = redis.call('HGET', dest, id_field(vid))
 if not p then return {'NOT_FOUND', 0} end
 
 local v = redis.call('HMGET', dest, p .. ':id', p .. ':k', p .. ':c',
-  p .. ':st', p .. ':vk', p .. ':vt', 'lk', 'lf', 'dd', 'md')
+  p .. ':st', p .. ':vk', p .. ':vt', 'lk', 'lf', 'dd', 'md', p .. ':pg')
 local c, st = counters_read(v[3]), v[4] or '' -- empty fields are not stored
 local dd = digest_text(v[9], vid)
 local a, m = c.a, c.m
 
 -- Only the digest made with the key this code was issued under counts.
-local digest
-for i = 8, #ARGV, 2 do
-  if ARGV[i] == v[2] then digest = ARGV[i + 1] break end
-end
-local match = digest == code_digest(v[1])
+local match = A.candidates[v[2]] == code_digest(v[1])
 
 -- 2. Already verified: only a repeat of that same call answers VERIFIED again.
 if st == 'v' then
   if ik ~= '' and ik == v[5] and match then return {'VERIFIED', m - a, p, dd, tonumber(v[6])} end
   return {'NOT_FOUND', 0}
 end
+-- Canceled: as gone as a consumed code; nothing is counted.
+if st == 'c' then return {'NOT_FOUND', 0} end
 -- 3-4. Finished or locked: nothing is counted.
 if st == 'f' then return {'DELIVERY_FAILED', 0} end
 if st == 'l' or a >= m then return {'TOO_MANY_ATTEMPTS', 0} end
 local now = now_ms()
 if (tonumber(v[7]) or 0) > now then return {'TOO_MANY_ATTEMPTS', 0} end
 
-local ev = { stream = KEYS[2], vid = vid, tn = ARGV[1], p = p, ch = c.ch, md = v[10], dd = dd,
-  ts = now, tr = ARGV[6], cl = ARGV[7] }
+local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[10], dd = dd,
+  ts = now, tr = A.trace_id, cl = A.client_id }
 
 -- 5. Expired: the first observation records it once.
 if st == 'x' then return {'EXPIRED', 0} end
@@ -72,20 +77,23 @@ end
 a = a + 1
 c.a = a
 
--- 8. Match: consume. With an idempotency key the fields stay (until e) to answer a repeat.
+-- 8. Match: consume. The fields stay, verified, while the hash lives: a repeat with the
+-- idempotency key answers VERIFIED again, Resend answers 'finished', not 'not_found',
+-- and GetVerification shows it VERIFIED. What only a Resend needs goes.
 if match then
   if ik ~= '' then
     redis.call('HSET', dest, p .. ':c', counters_text(c), p .. ':st', 'v', p .. ':vk', ik, p .. ':vt', now)
   else
-    redis.call('HDEL', dest, id_field(vid), p .. ':id', p .. ':k', p .. ':c', p .. ':st',
-      p .. ':ik', p .. ':vk', p .. ':vt', p .. ':lc', p .. ':mt', p .. ':cx')
+    redis.call('HSET', dest, p .. ':c', counters_text(c), p .. ':st', 'v', p .. ':vt', now)
   end
+  redis.call('HDEL', dest, p .. ':lc', p .. ':mt')
   emit(ev, 'verified')
-  return {'VERIFIED', m - a, p, dd, now}
+  -- The prefixes to credit, this once (a repeat above does not return them).
+  return {'VERIFIED', m - a, p, dd, now, v[11] or ''}
 end
 
 -- No match: spend the destination's failure budget; lock the destination when it is used up.
-local fail_count, fail_window = tonumber(ARGV[4]), tonumber(ARGV[5])
+local fail_count, fail_window = A.failures_count, A.failures_window_ms
 local allowed, lf = gcra_spend(v[8], now, fail_count, fail_window)
 local writes = {p .. ':c', counters_text(c)}
 local keep_until = now

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file otp/events/v1/events.proto.
  */
 export const file_otp_events_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChpvdHAvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxINb3RwLmV2ZW50cy52MSI7CgZTZWFsZWQSDgoGa2V5X2lkGAEgASgJEg0KBW5vbmNlGAIgASgMEhIKCmNpcGhlcnRleHQYAyABKAwi+gMKEURlbGl2ZXJ5UmVxdWVzdGVkEhAKCGV2ZW50X2lkGAEgASgJEhcKD3ZlcmlmaWNhdGlvbl9pZBgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSDwoHcHVycG9zZRgEIAEoCRIgCgdjaGFubmVsGAUgASgOMg8ub3RwLnYxLkNoYW5uZWwSLwoLb2NjdXJyZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRyYWNlX2lkGAcgASgJEioKC2Rlc3RpbmF0aW9uGAggASgLMhUub3RwLmV2ZW50cy52MS5TZWFsZWQSIwoEY29kZRgJIAEoCzIVLm90cC5ldmVudHMudjEuU2VhbGVkEg4KBmxvY2FsZRgKIAEoCRIuCgpleHBpcmVzX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJACghtZXRhZGF0YRgMIAMoCzIuLm90cC5ldmVudHMudjEuRGVsaXZlcnlSZXF1ZXN0ZWQuTWV0YWRhdGFFbnRyeRIaChJtYXNrZWRfZGVzdGluYXRpb24YDSABKAkSFAoMcmVzZW5kX2NvdW50GA4gASgNGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLhAgoKQXVkaXRFdmVudBIQCghldmVudF9pZBgBIAEoCRIrCgR0eXBlGAIgASgOMh0ub3RwLmV2ZW50cy52MS5BdWRpdEV2ZW50VHlwZRIXCg92ZXJpZmljYXRpb25faWQYAyABKAkSDgoGdGVuYW50GAQgASgJEg8KB3B1cnBvc2UYBSABKAkSIAoHY2hhbm5lbBgGIAEoDjIPLm90cC52MS5DaGFubmVsEi8KC29jY3VycmVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgIIAEoCRIaChJtYXNrZWRfZGVzdGluYXRpb24YCSABKAkSGgoSZGVzdGluYXRpb25fZGlnZXN0GAogASgJEhoKEmF0dGVtcHRzX3JlbWFpbmluZxgLIAEoDRIOCgZyZWFzb24YDCABKAkSEQoJY2xpZW50X2lkGA0gASgJIpECCg5EZWxpdmVyeVN0YXR1cxIQCghldmVudF9pZBgBIAEoCRIZChFkZWxpdmVyeV9ldmVudF9pZBgCIAEoCRIXCg92ZXJpZmljYXRpb25faWQYAyABKAkSDgoGdGVuYW50GAQgASgJEi8KB291dGNvbWUYBSABKA4yHi5vdHAuZXZlbnRzLnYxLkRlbGl2ZXJ5T3V0Y29tZRIOCgZyZWFzb24YBiABKAkSLwoLb2NjdXJyZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRyYWNlX2lkGAggASgJEg8KB2FkYXB0ZXIYCSABKAkSFAoMcmVzZW5kX2NvdW50GAogASgNKu8CCg5BdWRpdEV2ZW50VHlwZRIgChxBVURJVF9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGQoVQVVESVRfRVZFTlRfVFlQRV9TRU5UEAESGwoXQVVESVRfRVZFTlRfVFlQRV9SRVNFTlQQAhIiCh5BVURJVF9FVkVOVF9UWVBFX1ZFUklGWV9GQUlMRUQQAxIdChlBVURJVF9FVkVOVF9UWVBFX1ZFUklGSUVEEAQSGwoXQVVESVRfRVZFTlRfVFlQRV9MT0NLRUQQBRIcChhBVURJVF9FVkVOVF9UWVBFX0VYUElSRUQQBhIhCh1BVURJVF9FVkVOVF9UWVBFX1JBVEVfTElNSVRFRBAHEiQKIEFVRElUX0VWRU5UX1RZUEVfREVMSVZFUllfRkFJTEVEEAgSHgoaQVVESVRfRVZFTlRfVFlQRV9ERUxJVkVSRUQQCRIcChhBVURJVF9FVkVOVF9UWVBFX1JFRlVTRUQQCipwCg9EZWxpdmVyeU91dGNvbWUSIAocREVMSVZFUllfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh4KGkRFTElWRVJZX09VVENPTUVfREVMSVZFUkVEEAESGwoXREVMSVZFUllfT1VUQ09NRV9GQUlMRUQQAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_otp_v1_otp]);
+  fileDesc("ChpvdHAvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxINb3RwLmV2ZW50cy52MSI7CgZTZWFsZWQSDgoGa2V5X2lkGAEgASgJEg0KBW5vbmNlGAIgASgMEhIKCmNpcGhlcnRleHQYAyABKAwi+gMKEURlbGl2ZXJ5UmVxdWVzdGVkEhAKCGV2ZW50X2lkGAEgASgJEhcKD3ZlcmlmaWNhdGlvbl9pZBgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSDwoHcHVycG9zZRgEIAEoCRIgCgdjaGFubmVsGAUgASgOMg8ub3RwLnYxLkNoYW5uZWwSLwoLb2NjdXJyZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRyYWNlX2lkGAcgASgJEioKC2Rlc3RpbmF0aW9uGAggASgLMhUub3RwLmV2ZW50cy52MS5TZWFsZWQSIwoEY29kZRgJIAEoCzIVLm90cC5ldmVudHMudjEuU2VhbGVkEg4KBmxvY2FsZRgKIAEoCRIuCgpleHBpcmVzX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJACghtZXRhZGF0YRgMIAMoCzIuLm90cC5ldmVudHMudjEuRGVsaXZlcnlSZXF1ZXN0ZWQuTWV0YWRhdGFFbnRyeRIaChJtYXNrZWRfZGVzdGluYXRpb24YDSABKAkSFAoMcmVzZW5kX2NvdW50GA4gASgNGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKQAQoQRGVsaXZlcnlDYW5jZWxlZBIQCghldmVudF9pZBgBIAEoCRIXCg92ZXJpZmljYXRpb25faWQYAiABKAkSDgoGdGVuYW50GAMgASgJEi8KC29jY3VycmVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgFIAEoCSK9AwoKQXVkaXRFdmVudBIQCghldmVudF9pZBgBIAEoCRIrCgR0eXBlGAIgASgOMh0ub3RwLmV2ZW50cy52MS5BdWRpdEV2ZW50VHlwZRIXCg92ZXJpZmljYXRpb25faWQYAyABKAkSDgoGdGVuYW50GAQgASgJEg8KB3B1cnBvc2UYBSABKAkSIAoHY2hhbm5lbBgGIAEoDjIPLm90cC52MS5DaGFubmVsEi8KC29jY3VycmVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgIIAEoCRIaChJtYXNrZWRfZGVzdGluYXRpb24YCSABKAkSGgoSZGVzdGluYXRpb25fZGlnZXN0GAogASgJEhoKEmF0dGVtcHRzX3JlbWFpbmluZxgLIAEoDRIOCgZyZWFzb24YDCABKAkSEQoJY2xpZW50X2lkGA0gASgJEhUKDW51bWJlcl9wcmVmaXgYFCABKAkSFQoNcHJlZml4X2RpZ2VzdBgVIAEoCRITCgtwcmVmaXhfc2VudBgWIAEoDRIXCg9wcmVmaXhfdmVyaWZpZWQYFyABKA0ikQIKDkRlbGl2ZXJ5U3RhdHVzEhAKCGV2ZW50X2lkGAEgASgJEhkKEWRlbGl2ZXJ5X2V2ZW50X2lkGAIgASgJEhcKD3ZlcmlmaWNhdGlvbl9pZBgDIAEoCRIOCgZ0ZW5hbnQYBCABKAkSLwoHb3V0Y29tZRgFIAEoDjIeLm90cC5ldmVudHMudjEuRGVsaXZlcnlPdXRjb21lEg4KBnJlYXNvbhgGIAEoCRIvCgtvY2N1cnJlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIdHJhY2VfaWQYCCABKAkSDwoHYWRhcHRlchgJIAEoCRIUCgxyZXNlbmRfY291bnQYCiABKA0q2wMKDkF1ZGl0RXZlbnRUeXBlEiAKHEFVRElUX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIZChVBVURJVF9FVkVOVF9UWVBFX1NFTlQQARIbChdBVURJVF9FVkVOVF9UWVBFX1JFU0VOVBACEiIKHkFVRElUX0VWRU5UX1RZUEVfVkVSSUZZX0ZBSUxFRBADEh0KGUFVRElUX0VWRU5UX1RZUEVfVkVSSUZJRUQQBBIbChdBVURJVF9FVkVOVF9UWVBFX0xPQ0tFRBAFEhwKGEFVRElUX0VWRU5UX1RZUEVfRVhQSVJFRBAGEiEKHUFVRElUX0VWRU5UX1RZUEVfUkFURV9MSU1JVEVEEAcSJAogQVVESVRfRVZFTlRfVFlQRV9ERUxJVkVSWV9GQUlMRUQQCBIeChpBVURJVF9FVkVOVF9UWVBFX0RFTElWRVJFRBAJEhwKGEFVRElUX0VWRU5UX1RZUEVfUkVGVVNFRBAKEh0KGUFVRElUX0VWRU5UX1RZUEVfQ0FOQ0VMRUQQCxIlCiFBVURJVF9FVkVOVF9UWVBFX1BSRUZJWF9TVVNQRU5ERUQQFBIkCiBBVURJVF9FVkVOVF9UWVBFX1BSRUZJWF9SRUxFQVNFRBAVKo8BCg9EZWxpdmVyeU91dGNvbWUSIAocREVMSVZFUllfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh4KGkRFTElWRVJZX09VVENPTUVfREVMSVZFUkVEEAESGwoXREVMSVZFUllfT1VUQ09NRV9GQUlMRUQQAhIdChlERUxJVkVSWV9PVVRDT01FX0NBTkNFTEVEEANiBnByb3RvMw", [file_google_protobuf_timestamp, file_otp_v1_otp]);
 
 /**
  * AES-256-GCM ciphertext. The plaintext is the UTF-8 secret; the additional
@@ -143,6 +143,47 @@ export const DeliveryRequestedSchema: GenMessage<DeliveryRequested> = /*@__PURE_
   messageDesc(file_otp_events_v1_events, 1);
 
 /**
+ * The verification was canceled: a notifier drops any delivery of it that it
+ * has not made yet (queued, or waiting to retry), whatever its resend_count.
+ * Header "otp-event-type: delivery.canceled"; key: verification_id.
+ *
+ * @generated from message otp.events.v1.DeliveryCanceled
+ */
+export type DeliveryCanceled = Message<"otp.events.v1.DeliveryCanceled"> & {
+  /**
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * @generated from field: string verification_id = 2;
+   */
+  verificationId: string;
+
+  /**
+   * @generated from field: string tenant = 3;
+   */
+  tenant: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occurred_at = 4;
+   */
+  occurredAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string trace_id = 5;
+   */
+  traceId: string;
+};
+
+/**
+ * Describes the message otp.events.v1.DeliveryCanceled.
+ * Use `create(DeliveryCanceledSchema)` to create a new message.
+ */
+export const DeliveryCanceledSchema: GenMessage<DeliveryCanceled> = /*@__PURE__*/
+  messageDesc(file_otp_events_v1_events, 2);
+
+/**
  * Never carries a code or a raw destination.
  *
  * @generated from message otp.events.v1.AuditEvent
@@ -218,6 +259,31 @@ export type AuditEvent = Message<"otp.events.v1.AuditEvent"> & {
    * @generated from field: string client_id = 13;
    */
   clientId: string;
+
+  /**
+   * PREFIX_* events: the prefix in E.164 ("+447911"; empty when the event came
+   * from a Verify, which knows only the digest), its per-tenant keyed digest
+   * as "<digits>:<digest>" (the same for a prefix's suspension and release),
+   * and the codes sent and verified in the guard's window when it happened.
+   *
+   * @generated from field: string number_prefix = 20;
+   */
+  numberPrefix: string;
+
+  /**
+   * @generated from field: string prefix_digest = 21;
+   */
+  prefixDigest: string;
+
+  /**
+   * @generated from field: uint32 prefix_sent = 22;
+   */
+  prefixSent: number;
+
+  /**
+   * @generated from field: uint32 prefix_verified = 23;
+   */
+  prefixVerified: number;
 };
 
 /**
@@ -225,7 +291,7 @@ export type AuditEvent = Message<"otp.events.v1.AuditEvent"> & {
  * Use `create(AuditEventSchema)` to create a new message.
  */
 export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
-  messageDesc(file_otp_events_v1_events, 2);
+  messageDesc(file_otp_events_v1_events, 3);
 
 /**
  * Written by a notifier after it delivered a DeliveryRequested or gave up on it.
@@ -298,7 +364,7 @@ export type DeliveryStatus = Message<"otp.events.v1.DeliveryStatus"> & {
  * Use `create(DeliveryStatusSchema)` to create a new message.
  */
 export const DeliveryStatusSchema: GenMessage<DeliveryStatus> = /*@__PURE__*/
-  messageDesc(file_otp_events_v1_events, 3);
+  messageDesc(file_otp_events_v1_events, 4);
 
 /**
  * @generated from enum otp.events.v1.AuditEventType
@@ -360,6 +426,28 @@ export enum AuditEventType {
    * @generated from enum value: AUDIT_EVENT_TYPE_REFUSED = 10;
    */
   REFUSED = 10,
+
+  /**
+   * CancelVerification ended a pending verification.
+   *
+   * @generated from enum value: AUDIT_EVENT_TYPE_CANCELED = 11;
+   */
+  CANCELED = 11,
+
+  /**
+   * SMS pumping guard (20+): a number prefix stopped receiving codes because
+   * its codes were not being verified (reason CONVERSION_COLLAPSED), or
+   * receives them again (reason VERIFIED or COOLED_OFF). Carries
+   * number_prefix, prefix_digest, prefix_sent, prefix_verified; no verification.
+   *
+   * @generated from enum value: AUDIT_EVENT_TYPE_PREFIX_SUSPENDED = 20;
+   */
+  PREFIX_SUSPENDED = 20,
+
+  /**
+   * @generated from enum value: AUDIT_EVENT_TYPE_PREFIX_RELEASED = 21;
+   */
+  PREFIX_RELEASED = 21,
 }
 
 /**
@@ -386,6 +474,13 @@ export enum DeliveryOutcome {
    * @generated from enum value: DELIVERY_OUTCOME_FAILED = 2;
    */
   FAILED = 2,
+
+  /**
+   * Not delivered: the verification was canceled first (DeliveryCanceled).
+   *
+   * @generated from enum value: DELIVERY_OUTCOME_CANCELED = 3;
+   */
+  CANCELED = 3,
 }
 
 /**

@@ -54,19 +54,18 @@ local function base64_decode(text)
 end
 
 -- The sealed destination as hash fields: raw bytes split at 64 (`sb`, and `sb2`
--- for the rest); `sd` (base64 text) only for input that is not canonical
--- base64, and in hashes written before raw bytes were stored. Returns the
--- HSET pairs and the fields to HDEL.
+-- for the rest). Returns the HSET pairs, or nil when `text` is not canonical
+-- base64 (the service only ever sends canonical base64; anything else is a bug
+-- the script refuses rather than stores).
 local SEALED_CHUNK = 64
 local function sealed_fields(text)
   local bytes = base64_decode(text)
-  if not bytes or base64_encode(bytes) ~= text then return {'sd', text}, {'sb', 'sb2'} end
-  if #bytes <= SEALED_CHUNK then return {'sb', bytes}, {'sd', 'sb2'} end
-  return {'sb', string.sub(bytes, 1, SEALED_CHUNK), 'sb2', string.sub(bytes, SEALED_CHUNK + 1)}, {'sd'}
+  if not bytes or base64_encode(bytes) ~= text or #bytes == 0 then return nil end
+  if #bytes <= SEALED_CHUNK then return {'sb', bytes} end
+  return {'sb', string.sub(bytes, 1, SEALED_CHUNK), 'sb2', string.sub(bytes, SEALED_CHUNK + 1)}
 end
 
--- The sealed destination (base64) from HMGET of 'sb', 'sb2', 'sd'.
-local function sealed_text(sb, sb2, sd)
-  if sb then return base64_encode(sb .. (sb2 or '')) end
-  return sd or ''
+-- The sealed destination (base64) from HMGET of 'sb', 'sb2'.
+local function sealed_text(sb, sb2)
+  return base64_encode((sb or '') .. (sb2 or ''))
 end

@@ -1,0 +1,97 @@
+// The argument contract of the Lua scripts (lua/includes/args.lua; each
+// script's header lists its fields). A script takes one ARGV: a JSON object it
+// reads by name and checks by type, answering an `ARGS` error before touching
+// anything when a field is missing, mistyped or unknown. Named fields (checked
+// here by the compiler, there by the script) mean two swapped values cannot
+// pass as each other the way they could in a long positional list.
+//
+// JSON rather than msgpack: cjson is as built into Redis' Lua as cmsgpack, and
+// every value here is text or a whole number, so nothing needs binary framing.
+
+export interface ScriptArgs {
+  issue: {
+    tenant: string;
+    purpose: string;
+    id: string;
+    channel: number;
+    digest: string;
+    masked: string;
+    sealed_dest: string;
+    code_digest: string;
+    key_id: string;
+    code_length: number;
+    sealed_code: string;
+    locale: string;
+    metadata: string;
+    idempotency_key: string;
+    ttl_ms: number;
+    max_attempts: number;
+    cooldown_ms: number;
+    max_resends: number;
+    sends_count: number;
+    sends_window_ms: number;
+    trace_id: string;
+    client_id: string;
+    context: string;
+    prefix_refs: string;
+    deliver: boolean;
+  };
+  verify: {
+    tenant: string;
+    id: string;
+    idempotency_key: string;
+    failures_count: number;
+    failures_window_ms: number;
+    trace_id: string;
+    client_id: string;
+    /** key id -> code digest under that key */
+    candidates: Record<string, string>;
+  };
+  resend: {
+    tenant: string;
+    id: string;
+    channel: number;
+    code_digest: string;
+    key_id: string;
+    sealed_code: string;
+    ttl_ms: number;
+    cooldown_ms: number;
+    sends_count: number;
+    sends_window_ms: number;
+    trace_id: string;
+    client_id: string;
+    deliver: boolean;
+  };
+  limits: {
+    purpose: string;
+    sends_count: number;
+    sends_window_ms: number;
+    failures_count: number;
+    failures_window_ms: number;
+  };
+  markDeliveryFailed: {
+    tenant: string;
+    id: string;
+    resend_count: number;
+    reason: string;
+    trace_id: string;
+    client_id: string;
+  };
+  find: { purpose: string; handle: string };
+  describe: { id: string };
+  inspect: { id: string };
+  cancel: { tenant: string; id: string; trace_id: string; client_id: string };
+  callerBudgets: { mode: "spend" | "peek"; budgets: [count: number, windowMs: number][]; prefixes: number; rule: PrefixRuleArg | [] };
+  prefixOutcome: { outcome: "verified" | "unsent"; rule: PrefixRuleArg };
+  audit: { fields: Record<string, string> };
+}
+
+/** [min sends, min verified percent, window ms, buckets, cool-off ms] */
+export type PrefixRuleArg = [minSends: number, minVerifiedPercent: number, windowMs: number, buckets: number, coolOffMs: number];
+
+export type ScriptName = keyof ScriptArgs;
+
+/** The one ARGV a script takes. */
+export function scriptArgv<S extends ScriptName>(args: ScriptArgs[S]): string[] {
+  return [JSON.stringify(args)];
+}
