@@ -64,6 +64,7 @@ export class Metrics implements Outcomes, RelayObserver {
   private readonly relayEvents: Children<"type">;
   private readonly relayErrors: Counter;
   private relayLagSeconds = 0;
+  private readonly prefixTransitions: Children<"kind" | "reason" | "digits">;
 
   constructor(eventBacklog?: () => number) {
     collectDefaultMetrics({ register: this.registry });
@@ -123,6 +124,12 @@ export class Metrics implements Outcomes, RelayObserver {
       labelNames: ["type"],
       registers,
     }));
+    this.prefixTransitions = new Children(new Counter({
+      name: "otp_prefix_guard_transitions_total",
+      help: "Number prefixes the SMS-pumping guard suspended or released, by kind, reason and prefix length (digits); never the prefix itself",
+      labelNames: ["kind", "reason", "digits"],
+      registers,
+    }));
     this.relayErrors = new Counter({
       name: "otp_relay_errors_total",
       help: "Failed attempts of the relay in this process to read the outbox or publish to Kafka (it retries; events wait in Redis)",
@@ -150,6 +157,11 @@ export class Metrics implements Outcomes, RelayObserver {
 
   resent(tenant: string, channel: number): void {
     this.resends.inc(tenantLabel(tenant), channelLabel(channel));
+  }
+
+  /** The prefix guard suspended or released a number prefix (src/otp/prefix-events.ts). */
+  prefixTransition(kind: string, reason: string, digits: number): void {
+    this.prefixTransitions.inc(kind, reason, String(digits));
   }
 
   canceled(tenant: string): void {
