@@ -5,6 +5,7 @@ import type { VerificationStore } from "../store/store.js";
 import { KafkaSink } from "./kafka-sink.js";
 import { LogSink } from "./log-sink.js";
 import { OutboxRelay } from "./relay.js";
+import type { KafkaObserver } from "./kafka/client.js";
 import type { Sealer } from "./seal.js";
 import type { EventSink } from "./sink.js";
 import { DeliveryStatusConsumer } from "./status-consumer.js";
@@ -25,12 +26,12 @@ export function startEventWorker(
   config: Config,
   store: VerificationStore,
   log: Logger,
-  options: { sealer: Sealer; deliveryLog?: (line: string) => void; observer?: RelayObserver },
+  options: { sealer: Sealer; deliveryLog?: (line: string) => void; observer?: RelayObserver; kafkaObserver?: KafkaObserver },
 ): EventWorker {
   // Kafka when configured; otherwise (dev mode only: production requires
   // KAFKA_BROKERS) the log sink prints deliveries.
   const sink: EventSink = config.kafkaBrokers
-    ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log })
+    ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log, replication: config.kafkaReplication, observer: options.kafkaObserver })
     : new LogSink(options.sealer, log, options.deliveryLog);
   const relay = new OutboxRelay(store, sink, log, {
     claimIdleMs: config.relayClaimIdleMs, lingerMs: config.relayLingerMs, observer: options.observer,
@@ -39,7 +40,10 @@ export function startEventWorker(
   // Notifiers report failed deliveries; a failed code is voided (Verify answers DELIVERY_FAILED).
   let statuses: DeliveryStatusConsumer | undefined;
   if (config.kafkaBrokers) {
-    statuses = new DeliveryStatusConsumer({ brokers: config.kafkaBrokers, logger: log, store, shards: config.redisShards });
+    statuses = new DeliveryStatusConsumer({
+      brokers: config.kafkaBrokers, logger: log, store, shards: config.redisShards,
+      replication: config.kafkaReplication, observer: options.kafkaObserver,
+    });
     // Not awaited: calls are served while Kafka is away; the consumer retries by itself.
     void statuses.start().catch((err: unknown) => log.warn({ err: (err as Error).message }, "delivery status consumer did not start"));
   }

@@ -1,5 +1,6 @@
 import { DEV_SEAL_KEYS, parseKeyring, type Secret } from "../config.js";
 import { ConfigError, int, oneOf, optional, type Env } from "../env.js";
+import { readTopicReplication, type TopicReplication } from "../events/topic-replication.js";
 
 // The reference notifier's settings, read once from the environment and
 // validated. A bad value throws ConfigError naming the variable; main.ts
@@ -18,6 +19,8 @@ export interface RetrySettings {
 export interface NotifierConfig {
   production: boolean;
   brokers: string[];
+  /** Of the topics the notifier creates (the same variables as the service's). */
+  replication: TopicReplication;
   groupId: string;
   /** AES-256-GCM keys shared with the OTP service: all of them open. */
   sealKeys: Secret[];
@@ -29,6 +32,12 @@ export interface NotifierConfig {
   maxInFlight: number;
   /** Event ids remembered for dedupe (in memory, least recently used dropped first). */
   dedupeSize: number;
+  /** NOTIFIER_REDIS_URL: delivery claims shared by every replica (required in production); undefined: in memory. */
+  redisUrl: string | undefined;
+  /** A claim not renewed for this long is free again (a crashed notifier blocks an event at most this long). */
+  claimLeaseMs: number;
+  /** How long a finished event id is remembered in Redis. */
+  claimDoneTtlMs: number;
   commitIntervalMs: number;
   /** On SIGTERM, how long deliveries in flight may finish before they are abandoned (and redelivered later). */
   shutdownGraceMs: number;
@@ -65,6 +74,8 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
     const name = sms === "console" ? "NOTIFIER_SMS_ADAPTER" : "NOTIFIER_EMAIL_ADAPTER";
     throw new ConfigError(`${name}=console prints codes to stdout and is refused when NODE_ENV=production`);
   }
+  // In memory, a restarted or second notifier would send the same code again.
+  const redisUrl = production ? required("NOTIFIER_REDIS_URL", undefined) : optional(env, "NOTIFIER_REDIS_URL");
   if (missing.length > 0) {
     const why = production ? "NODE_ENV=production requires" : "the notifier requires";
     throw new ConfigError(`${why} ${missing.join(", ")}`);
@@ -80,6 +91,7 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
   return {
     production,
     brokers: brokers!.split(",").map((b) => b.trim()).filter(Boolean),
+    replication: readTopicReplication(env, production),
     groupId: optional(env, "NOTIFIER_GROUP_ID") ?? "otp-notifier",
     sealKeys: parseKeyring("OTP_SEAL_KEYS", sealKeys!, 32, 32),
     adapters: { sms: sms!, email: email! },
@@ -90,6 +102,9 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
     retry: { attempts, baseDelayMs, maxDelayMs },
     maxInFlight: int(env, "NOTIFIER_MAX_IN_FLIGHT", 64, 1, 10_000),
     dedupeSize: int(env, "NOTIFIER_DEDUPE_SIZE", 100_000, 1, 10_000_000),
+    redisUrl,
+    claimLeaseMs: int(env, "NOTIFIER_CLAIM_LEASE_MS", 30_000, 100, 600_000),
+    claimDoneTtlMs: int(env, "NOTIFIER_CLAIM_DONE_TTL_MS", 86_400_000, 60_000, 30 * 86_400_000),
     commitIntervalMs: int(env, "NOTIFIER_COMMIT_INTERVAL_MS", 1_000, 10, 60_000),
     shutdownGraceMs: int(env, "NOTIFIER_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     metricsPort: optional(env, "NOTIFIER_METRICS_PORT") === "off" ? undefined : int(env, "NOTIFIER_METRICS_PORT", 9464, 0, 65535),

@@ -66,6 +66,8 @@ export interface IssueOptions {
   keyId?: string;
   idempotencyKey?: string;
   policy?: StorePolicy;
+  prefixRefs?: string;
+  deliver?: boolean;
 }
 
 export function issueCommand(dest: Destination, o: IssueOptions = {}): { cmd: IssueCommand; code: string } {
@@ -88,6 +90,8 @@ export function issueCommand(dest: Destination, o: IssueOptions = {}): { cmd: Is
     metadataJson: '{"order":"42"}',
     idempotencyKey: o.idempotencyKey ?? '',
     context: '',
+    prefixRefs: o.prefixRefs ?? '',
+    deliver: o.deliver ?? true,
     policy: o.policy ?? policy(),
     event: EVENT,
   };
@@ -115,7 +119,7 @@ export function verifyCommand(ref: VerificationRef, code: string, o: VerifyOptio
 export function resendCommand(
   ref: VerificationRef,
   code: string,
-  o: { policy?: StorePolicy; channel?: number; keyId?: string } = {},
+  o: { policy?: StorePolicy; channel?: number; keyId?: string; deliver?: boolean } = {},
 ): ResendCommand {
   const keyId = o.keyId ?? 'k1';
   return {
@@ -125,6 +129,7 @@ export function resendCommand(
     codeDigest: codeDigest(keyId, ref.verificationId, code),
     keyId,
     sealedCode: sealed(),
+    deliver: o.deliver ?? true,
     policy: o.policy ?? policy(),
     event: EVENT,
   };

@@ -33,6 +33,8 @@ export interface ScriptArgs {
     trace_id: string;
     client_id: string;
     context: string;
+    prefix_refs: string;
+    deliver: boolean;
   };
   verify: {
     tenant: string;
@@ -58,6 +60,7 @@ export interface ScriptArgs {
     sends_window_ms: number;
     trace_id: string;
     client_id: string;
+    deliver: boolean;
   };
   limits: {
     purpose: string;
@@ -78,9 +81,13 @@ export interface ScriptArgs {
   describe: { id: string };
   inspect: { id: string };
   cancel: { tenant: string; id: string; trace_id: string; client_id: string };
-  callerBudgets: { mode: "spend" | "peek"; budgets: [count: number, windowMs: number][] };
+  callerBudgets: { mode: "spend" | "peek"; budgets: [count: number, windowMs: number][]; prefixes: number; rule: PrefixRuleArg | [] };
+  prefixOutcome: { outcome: "verified" | "unsent"; rule: PrefixRuleArg };
   audit: { fields: Record<string, string> };
 }
+
+/** [min sends, min verified percent, window ms, buckets, cool-off ms] */
+export type PrefixRuleArg = [minSends: number, minVerifiedPercent: number, windowMs: number, buckets: number, coolOffMs: number];
 
 export type ScriptName = keyof ScriptArgs;
 

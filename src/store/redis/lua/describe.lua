@@ -6,7 +6,7 @@ KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
 ARGV[1]   JSON object, read by name (includes/args.lua):
   id        str  verification id
 
-Returns {purpose, channel, context}, or nil when the id is unknown at this destination.
+Returns {purpose, channel, context, prefix refs, test (0|1)}, or nil when the id is unknown at this destination.
 ]]
 
 --- @include "args"
@@ -17,5 +17,5 @@ if not A then return bad end
 
 local p = redis.call('HGET', KEYS[1], id_field(A.id))
 if not p then return false end
-local f = redis.call('HMGET', KEYS[1], p .. ':c', p .. ':cx')
-return {p, counters_read(f[1]).ch, f[2] or ''}
+local f = redis.call('HMGET', KEYS[1], p .. ':c', p .. ':cx', p .. ':pg', p .. ':td')
+return {p, counters_read(f[1]).ch, f[2] or '', f[3] or '', f[4] and 1 or 0}

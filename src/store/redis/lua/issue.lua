@@ -29,6 +29,8 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   trace_id          str
   client_id         str
   context           str  bound into the code ("" when none), kept for Resend
+  prefix_refs       str  the number's guarded prefixes ("" when none), kept as `<p>:pg` for Verify and Resend
+  deliver           bool false for a test destination: no delivery event, `<p>:td` set, `sent` with reason TEST_DESTINATION
 
 Returns
   {'issued' | 'replayed', verification id, channel, masked destination,
@@ -50,7 +52,7 @@ local A, bad = script_args('issue', {
   sealed_dest = 'str', code_digest = 'str', key_id = 'str', code_length = 'pos', sealed_code = 'str',
   locale = 'str', metadata = 'str', idempotency_key = 'str', ttl_ms = 'pos', max_attempts = 'pos',
   cooldown_ms = 'int', max_resends = 'int', sends_count = 'pos', sends_window_ms = 'pos',
-  trace_id = 'str', client_id = 'str', context = 'str' })
+  trace_id = 'str', client_id = 'str', context = 'str', prefix_refs = 'str', deliver = 'bool' })
 if not A then return bad end
 
 local dest = KEYS[1]
@@ -98,7 +100,8 @@ for i = 1, #sealed do set[#set + 1] = sealed[i] end
 -- verification's go; `st` is always '' (live) here. A short sealed destination has no `sb2`.
 local gone = {p .. ':st', p .. ':vk', p .. ':vt', p .. ':ct'}
 if #sealed == 2 then gone[#gone + 1] = 'sb2' end
-for _, f in ipairs({{':ik', ik}, {':lc', A.locale}, {':mt', A.metadata}, {':cx', A.context}}) do
+for _, f in ipairs({{':ik', ik}, {':lc', A.locale}, {':mt', A.metadata}, {':cx', A.context},
+    {':pg', A.prefix_refs}, {':td', A.deliver and '' or '1'}}) do
   if f[2] == '' then
     gone[#gone + 1] = p .. f[1]
   else
@@ -112,8 +115,12 @@ redis.call('HSET', dest, unpack(set))
 -- Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.
 extend_expiry(dest, math.max(e + ttl, ls))
 
--- 6. Delivery first: the relay publishes in stream order.
+-- 6. Delivery first: the relay publishes in stream order. A test destination gets none.
 ev.vid = vid
-emit(ev, 'delivery', 'sd', A.sealed_dest, 'sc', A.sealed_code, 'lc', A.locale, 'mt', A.metadata, 'exp', e, 'rc', 0)
-emit(ev, 'sent')
+if A.deliver then
+  emit(ev, 'delivery', 'sd', A.sealed_dest, 'sc', A.sealed_code, 'lc', A.locale, 'mt', A.metadata, 'exp', e, 'rc', 0)
+  emit(ev, 'sent')
+else
+  emit(ev, 'sent', 'reason', 'TEST_DESTINATION')
+end
 return {'issued', vid, ch, md, e, ra, m, m, mr, n}
