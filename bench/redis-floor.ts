@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { loadConfig } from "../src/config.js";
 import { destinationKey } from "../src/store/redis/keys.js";
+import { scriptArgv } from "../src/store/redis/script-args.js";
 import { scripts, type StoreScript } from "../src/store/redis/scripts.js";
 import { parseVerificationId } from "../src/otp/verification-id.js";
 import type { RedisConnection } from "../src/store/redis/client.js";
@@ -99,7 +100,10 @@ export async function verifyFloor(target: FloorTarget): Promise<FloorResult> {
   const kid = config.hmacKeys[config.hmacKeys.length - 1]!.id;
   // A random 128-bit digest never matches (2^-128), so no code is needed.
   const wrong = randomBytes(16).toString("base64url");
-  const args = [TENANT, target.verificationId, "", "999999", "3600000", randomBytes(16).toString("hex"), "", kid, wrong];
+  const args = scriptArgv<"verify">({
+    tenant: TENANT, id: target.verificationId, idempotency_key: "", failures_count: 999999, failures_window_ms: 3600000,
+    trace_id: randomBytes(16).toString("hex"), client_id: "", candidates: { [kid]: wrong },
+  });
   try {
     return await floor(target, scripts.verify, [key, scratch], args);
   } finally {
@@ -110,5 +114,7 @@ export async function verifyFloor(target: FloorTarget): Promise<FloorResult> {
 /** limits.lua (CheckRateLimit's script): read-only, one HMGET and arithmetic. */
 export async function limitsFloor(target: FloorTarget): Promise<FloorResult> {
   const { key } = await keyOf(target.redis, target.verificationId, target.shards);
-  return floor(target, scripts.limits, [key], [target.purpose, "999999", "3600000", "999999", "3600000"]);
+  return floor(target, scripts.limits, [key], scriptArgv<"limits">({
+    purpose: target.purpose, sends_count: 999999, sends_window_ms: 3600000, failures_count: 999999, failures_window_ms: 3600000,
+  }));
 }
