@@ -6,7 +6,9 @@ import { LogSink } from "./log-sink.js";
 import { OutboxRelay } from "./relay.js";
 import type { Sealer } from "./seal.js";
 import type { EventSink } from "./sink.js";
+import { VerificationIds } from "../otp/verification-id.js";
 import { DeliveryStatusConsumer } from "./status-consumer.js";
+import { StatusMac } from "./status-mac.js";
 
 // Everything of the service that talks to Kafka: the outbox relay and the
 // delivery-status consumer. It runs in every service process by default
@@ -36,7 +38,11 @@ export function startEventWorker(
   // Notifiers report failed deliveries; a failed code is voided (Verify answers DELIVERY_FAILED).
   let statuses: DeliveryStatusConsumer | undefined;
   if (config.kafkaBrokers) {
-    statuses = new DeliveryStatusConsumer({ brokers: config.kafkaBrokers, logger: log, store, shards: config.redisShards });
+    statuses = new DeliveryStatusConsumer({
+      brokers: config.kafkaBrokers, logger: log, store,
+      ids: new VerificationIds(config.destinationKey, config.redisShards),
+      mac: new StatusMac(config.sealKeys),
+    });
     // Not awaited: calls are served while Kafka is away; the consumer retries by itself.
     void statuses.start().catch((err: unknown) => log.warn({ err: (err as Error).message }, "delivery status consumer did not start"));
   }

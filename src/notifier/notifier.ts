@@ -13,6 +13,7 @@ import {
   type OutgoingRecord,
 } from "../events/kafka/client.js";
 import { Sealer } from "../events/seal.js";
+import { StatusMac } from "../events/status-mac.js";
 import { TOPICS } from "../events/topics.js";
 import { closeAdapters, type AdapterSet } from "./adapters/index.js";
 import type { NotifierConfig } from "./config.js";
@@ -63,6 +64,7 @@ export class Notifier {
   private readonly kafka: ReturnType<typeof kafkaClient>;
   private readonly sink: KafkaSink;
   private readonly sealer: Sealer;
+  private readonly statusMac: StatusMac;
   private readonly deliverer: Deliverer;
   private readonly dedupe: Lru<Handled>;
   private readonly lanes = new KeyedLanes();
@@ -82,6 +84,7 @@ export class Notifier {
     this.consumer = groupConsumer(this.kafka, config.groupId);
     this.sink = new KafkaSink({ brokers: config.brokers, logger });
     this.sealer = new Sealer(config.sealKeys);
+    this.statusMac = new StatusMac(config.sealKeys);
     this.deliverer = new Deliverer(options.adapters, config.retry, logger);
     this.dedupe = new Lru(config.dedupeSize);
     this.slots = new Slots(config.maxInFlight);
@@ -242,7 +245,7 @@ export class Notifier {
       reason: delivered ? "" : result.reason,
       adapter: result.adapter,
       nowMs: Date.now(),
-    });
+    }, this.statusMac);
     if (result.kind === "failed" && result.deadLetter) {
       return [deadLetterRecord(this.topics.deadLetter, o, result.reason, result.attempts), status];
     }

@@ -23,7 +23,9 @@ import { requirePurpose, type Grantee, type MethodName } from "../auth/grants.js
 import type { Config, PurposePolicy } from "../config.js";
 import type { Sealer } from "../events/seal.js";
 import { StoreUnavailableError } from "../store/errors.js";
-import type { CallerBudget, EventContext, VerificationRef, VerificationStore, VerificationTimes } from "../store/store.js";
+import type {
+  CallerBudget, DestinationRef, EventContext, IdempotencyClaim, VerificationRef, VerificationStore, VerificationTimes,
+} from "../store/store.js";
 import { resendBudgets, sendBudgets, verifyBudgets } from "./caller-budgets.js";
 import { canonicalCode, generateCode } from "./code.js";
 import { DestinationDigester, kindFor, parseDestination, type Destination } from "./destination.js";
@@ -32,7 +34,8 @@ import { CodeKeyring } from "./keyring.js";
 import { policyFor, storePolicy } from "./policy.js";
 import type { Refusal, Refusals } from "./refusals.js";
 import { assertValid, violation } from "./validation.js";
-import { destinationRef, newVerificationRef, parseVerificationId } from "./verification-id.js";
+import { IdempotencyKeys } from "./idempotency.js";
+import { destinationRef, VerificationIds } from "./verification-id.js";
 
 /**
  * Who is calling, as established by the transport (src/transport/caller.ts,
@@ -92,6 +95,10 @@ export class OtpService {
   private readonly admission: DeliveryAdmission | undefined;
   private readonly refusals: Refusals | undefined;
   private readonly lettersPossible: boolean;
+  private readonly ids: VerificationIds;
+  private readonly idempotency: IdempotencyKeys;
+  /** How long a Verify's idempotency key stays bound: the longest a verification of any purpose lives. */
+  private readonly verifyKeyRetainMs: number;
 
   constructor(deps: OtpServiceDeps) {
     this.config = deps.config;
@@ -102,7 +109,11 @@ export class OtpService {
     this.receipts = deps.receipts;
     this.admission = deps.admission;
     this.refusals = deps.refusals;
-    this.lettersPossible = [deps.config.defaults, ...Object.values(deps.config.purposes)].some((p) => p.alphabet === "alphanumeric");
+    const policies = [deps.config.defaults, ...Object.values(deps.config.purposes)];
+    this.lettersPossible = policies.some((p) => p.alphabet === "alphanumeric");
+    this.ids = new VerificationIds(deps.config.destinationKey, deps.config.redisShards);
+    this.idempotency = new IdempotencyKeys(deps.config.destinationKey);
+    this.verifyKeyRetainMs = Math.max(...policies.map((p) => p.ttlSeconds)) * 1000;
   }
 
   async send(req: SendRequest, caller: Caller): Promise<SendResponse> {
@@ -115,8 +126,12 @@ export class OtpService {
     const digest = this.digester.digest(caller.tenant, destination.normalised);
     const at = destinationRef(digest, this.config.redisShards);
     const about = { purpose: req.purpose, channel: req.channel, maskedDestination: destination.masked, destinationDigest: digest, shard: at.shard };
-    await this.spend(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about);
-    const ref = newVerificationRef(at);
+    const metadataJson = Object.keys(req.metadata).length > 0 ? JSON.stringify(req.metadata) : "";
+    const claim = req.idempotencyKey === "" ? null : this.idempotency.send(caller.tenant, req.idempotencyKey, {
+      destinationDigest: digest, purpose: req.purpose, channel: req.channel, context: req.context, locale: req.locale, metadataJson,
+    }, policy.ttlSeconds * 1000);
+    await this.spendAndClaim(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about, claim);
+    const ref = this.ids.newRef(at);
     const code = generateCode(policy.codeLength, policy.alphabet);
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, req.context, code);
     const outcome = await this.guard(() =>
@@ -133,8 +148,9 @@ export class OtpService {
         sealedDestination: this.sealer.seal("destination", caller.tenant, destination.normalised),
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
         locale: req.locale,
-        metadataJson: Object.keys(req.metadata).length > 0 ? JSON.stringify(req.metadata) : "",
-        idempotencyKey: req.idempotencyKey,
+        metadataJson,
+        idempotencyKey: claim?.keyDigest ?? "",
+        requestFingerprint: claim?.fingerprint ?? "",
         context: req.context,
         policy: storePolicy(policy),
         event: eventContext(caller),
@@ -145,6 +161,8 @@ export class OtpService {
       this.record(caller, "Send", { type: "rate_limited", reason: outcome.reason, ...about, audit: false });
       throw OtpError.exhausted(outcome.reason, outcome.retryAfterMs);
     }
+    // The key's binding (above) expired while its verification lived on (a Resend extends it).
+    if (outcome.kind === "conflict") throw idempotencyKeyReused([]);
     return create(SendResponseSchema, timesMessage(outcome));
   }
 
@@ -155,14 +173,18 @@ export class OtpService {
       throw this.refuse(caller, "Verify", new OtpError("PERMISSION_DENIED", "public clients verify by verification_id only", { reason: "PUBLIC_CLIENT_BY_ID_ONLY" }));
     }
     if (req.target.case === "destination") this.permitPurpose(caller, "Verify", req.target.value.purpose);
-    await this.spend(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {});
-    const ref = await this.verificationTarget(req, caller);
+    const target = this.verifyTarget(req, caller);
+    const claim = req.idempotencyKey === "" ? null : this.idempotency.verify(caller.tenant, req.idempotencyKey, {
+      target: target.fingerprint, code: req.code, context: req.context,
+    }, this.verifyKeyRetainMs);
+    await this.spendAndClaim(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {}, claim);
+    const ref = await this.verificationTarget(target, caller);
     if (!ref) return notFound(req.target.case === "verificationId" ? req.target.value : "");
     if (req.target.case === "verificationId" && caller.purposes) {
       // A purpose-restricted client verifies only its purposes; the id alone does not say which.
+      // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
       const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
-      if (!summary) return notFound(ref.verificationId);
-      this.permitPurpose(caller, "Verify", summary.purpose, ref.verificationId);
+      if (!summary || !this.purposeGranted(caller, "Verify", summary.purpose, ref.verificationId)) return notFound(ref.verificationId);
     }
 
     const policy = req.target.case === "destination" ? this.policy(req.target.value.purpose, "destination.purpose") : null;
@@ -179,8 +201,7 @@ export class OtpService {
         tenant: caller.tenant,
         ref,
         candidates: this.keyring.candidates(ref.verificationId, caller.tenant, req.context, code),
-        idempotencyKey: req.idempotencyKey,
-        failuresPerDestination: (policy ?? this.config.defaults).failuresPerDestination,
+        idempotencyKey: claim?.keyDigest ?? "",
         event: eventContext(caller),
       }),
     );
@@ -203,12 +224,12 @@ export class OtpService {
 
   async resend(req: ResendRequest, caller: Caller): Promise<ResendResponse> {
     assertValid(ResendRequestSchema, req);
-    const ref = parseVerificationId(req.verificationId, this.config.redisShards);
-    if (!ref) throw new OtpError("NOT_FOUND", "no such verification");
+    const ref = this.ids.parse(req.verificationId);
+    if (!ref) throw noSuchVerification();
     await this.spend(caller, "Resend", resendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), { verificationId: ref.verificationId });
     const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
-    if (!summary) throw new OtpError("NOT_FOUND", "no such verification");
-    this.permitPurpose(caller, "Resend", summary.purpose, ref.verificationId);
+    // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
+    if (!summary || !this.purposeGranted(caller, "Resend", summary.purpose, ref.verificationId)) throw noSuchVerification();
     if (req.channel !== 0 && kindFor(req.channel) !== kindFor(summary.channel)) {
       throw OtpError.invalidArgument([violation("channel", "does not suit the verification's destination")]);
     }
@@ -238,7 +259,7 @@ export class OtpService {
           resendsRemaining: outcome.resendsRemaining,
         });
       case "not_found":
-        throw new OtpError("NOT_FOUND", "no such verification");
+        throw noSuchVerification();
       case "finished":
         throw new OtpError("FAILED_PRECONDITION", "the verification is finished; Send a new one", { reason: "VERIFICATION_FINISHED" });
       case "refused":
@@ -282,14 +303,23 @@ export class OtpService {
     });
   }
 
-  private async verificationTarget(req: VerifyRequest, caller: Caller): Promise<VerificationRef | null> {
-    if (req.target.case === "verificationId") return parseVerificationId(req.target.value, this.config.redisShards);
-    if (req.target.case !== "destination") return null;
-    const { purpose, destination: raw } = req.target.value;
-    // Verify by destination cannot know the channel; the form of the address decides.
-    const destination = this.destination(raw.includes("@") ? 2 : 1, raw, "destination.destination");
-    const at = destinationRef(this.digester.digest(caller.tenant, destination.normalised), this.config.redisShards);
-    const id = await this.guard(() => this.store.findByDestination(caller.tenant, purpose, at));
+  /** What a Verify names, checked and canonical, before anything is spent. */
+  private verifyTarget(req: VerifyRequest, caller: Caller): VerifyTarget {
+    if (req.target.case === "destination") {
+      const { purpose, destination: raw } = req.target.value;
+      // Verify by destination cannot know the channel; the form of the address decides.
+      const destination = this.destination(raw.includes("@") ? 2 : 1, raw, "destination.destination");
+      const digest = this.digester.digest(caller.tenant, destination.normalised);
+      return { purpose, at: destinationRef(digest, this.config.redisShards), fingerprint: `destination:${purpose}:${digest}` };
+    }
+    const id = req.target.case === "verificationId" ? req.target.value : "";
+    return { ref: this.ids.parse(id), fingerprint: `verification_id:${id}` };
+  }
+
+  private async verificationTarget(target: VerifyTarget, caller: Caller): Promise<VerificationRef | null> {
+    if (!target.at) return target.ref ?? null;
+    const { at, purpose } = target;
+    const id = await this.guard(() => this.store.findByDestination(caller.tenant, purpose!, at));
     return id === null ? null : { ...at, verificationId: id };
   }
 
@@ -298,12 +328,44 @@ export class OtpService {
     return caller.isPublic ? caller.connectionIp : clientIp || undefined;
   }
 
+  /**
+   * Spends the caller budgets and binds the idempotency key (both on the tenant's hash tag,
+   * sent together). A key first used with other parameters is refused, naming them, before
+   * a budget refusal: it is a mistake the caller must fix, not wait out.
+   */
+  private async spendAndClaim(
+    caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>, claim: IdempotencyClaim | null,
+  ): Promise<void> {
+    const [spent, claimed] = await Promise.allSettled([
+      this.spend(caller, method, budgets, about),
+      claim ? this.guard(() => this.store.claimIdempotencyKey(caller.tenant, claim)) : Promise.resolve(null),
+    ]);
+    if (claimed.status === "rejected") throw claimed.reason;
+    if (claimed.value?.kind === "reused") {
+      const err = idempotencyKeyReused(claimed.value.fields);
+      this.record(caller, method, { type: "refused", reason: "IDEMPOTENCY_KEY_REUSED", ...about });
+      throw err;
+    }
+    if (spent.status === "rejected") throw spent.reason;
+  }
+
   /** Spends the caller budgets, all or nothing; a refusal is audited and answered RESOURCE_EXHAUSTED. */
   private async spend(caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>): Promise<void> {
     const outcome = await this.guard(() => this.store.spendCallerBudgets(caller.tenant, budgets));
     if (outcome.allowed) return;
     this.record(caller, method, { type: "rate_limited", reason: outcome.name, ...about });
     throw OtpError.exhausted(outcome.name, outcome.retryAfterMs);
+  }
+
+  /** Whether the caller may use this purpose; a refusal is recorded (not answered: the caller sees NOT_FOUND). */
+  private purposeGranted(caller: Caller, method: MethodName, purpose: string, verificationId: string): boolean {
+    try {
+      this.permitPurpose(caller, method, purpose, verificationId);
+      return true;
+    } catch (err) {
+      if (err instanceof OtpError) return false;
+      throw err;
+    }
   }
 
   private permitPurpose(caller: Caller, method: MethodName, purpose: string, verificationId?: string): void {
@@ -351,6 +413,29 @@ export class OtpService {
       throw err;
     }
   }
+}
+
+interface VerifyTarget {
+  /** By id: the ref it points at (null when it cannot be one of ours). */
+  ref?: VerificationRef | null;
+  /** By destination: */
+  purpose?: string;
+  at?: DestinationRef;
+  /** What the idempotency key binds to. */
+  fingerprint: string;
+}
+
+function noSuchVerification(): OtpError {
+  return new OtpError("NOT_FOUND", "no such verification");
+}
+
+/** An idempotency key first used for a request with other parameters (README "Idempotency keys"). */
+function idempotencyKeyReused(fields: string[]): OtpError {
+  const which = fields.length > 0 ? `a different ${fields.join(", ")}` : "different parameters";
+  return new OtpError("INVALID_ARGUMENT", `idempotency_key was first used for a request with ${which}; use a new key for a new request`, {
+    reason: "IDEMPOTENCY_KEY_REUSED",
+    violations: [{ field: "idempotency_key", description: `was first used with ${which}` }],
+  });
 }
 
 function eventContext(caller: Caller): EventContext {

@@ -21,7 +21,10 @@ export interface Verification {
   expiresAt: number;
   resendAt: number;
   status: Status;
+  /** The purpose's failure budget as of the Send (count, window ms), spent by every Verify of it. */
+  failures: { count: number; windowMs: number };
   idempotencyKey: string;
+  requestFingerprint: string;
   /** Set on VERIFIED with an idempotency key, to answer a repeat. */
   verifiedKey?: string;
   verifiedAt?: number;

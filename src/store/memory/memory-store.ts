@@ -2,6 +2,8 @@ import type {
   CallerBudget,
   CallerBudgetOutcome,
   EventContext,
+  IdempotencyClaim,
+  IdempotencyClaimOutcome,
   IssueCommand,
   IssueOutcome,
   LimitQuery,
@@ -67,6 +69,7 @@ export class MemoryStore implements VerificationStore {
   readonly #now: () => number;
   readonly #destinations = new Map<string, Destination>();
   readonly #callerBudgets = new Map<string, number>();
+  readonly #idempotency = new Map<string, { fields: Record<string, string>; expiresAt: number }>();
   readonly #outbox: OutboxShard[];
   readonly #sweeper: NodeJS.Timeout;
   #nextShard = 0;
@@ -88,7 +91,9 @@ export class MemoryStore implements VerificationStore {
     const live = cur !== undefined && isLive(cur, now);
 
     // 1. A repeated Send answers with the verification it created; nothing changes.
+    // The same key with other parameters is another request: refused, never answered with this one.
     if (d && live && cmd.idempotencyKey !== "" && cur.idempotencyKey === cmd.idempotencyKey) {
+      if (cur.requestFingerprint !== cmd.requestFingerprint) return { kind: "conflict" };
       return { kind: "replayed", ...times(cur, d.masked) };
     }
 
@@ -118,7 +123,9 @@ export class MemoryStore implements VerificationStore {
       id: cmd.ref.verificationId, purpose: cmd.purpose, codeDigest: cmd.codeDigest, keyId: cmd.keyId,
       codeLength: cmd.codeLength, channel: cmd.channel, attempts: 0, maxAttempts: policy.maxAttempts,
       resends: 0, maxResends: policy.maxResends, expiresAt: now + ms(policy.ttlSeconds),
-      resendAt: now + ms(policy.resendCooldownSeconds), status: "", idempotencyKey: cmd.idempotencyKey,
+      resendAt: now + ms(policy.resendCooldownSeconds), status: "",
+      failures: { count: policy.failuresPerDestination.count, windowMs: ms(policy.failuresPerDestination.windowSeconds) },
+      idempotencyKey: cmd.idempotencyKey, requestFingerprint: cmd.idempotencyKey === "" ? "" : cmd.requestFingerprint,
       locale: cmd.locale, metadataJson: cmd.metadataJson, context: cmd.context,
     };
     d.verifications.set(cmd.purpose, v);
@@ -150,9 +157,10 @@ export class MemoryStore implements VerificationStore {
       purpose: v.purpose, destinationDigest: d.digest, verifiedAtMs: at,
     });
 
-    // 2. Already verified: only a repeat of that same call answers VERIFIED again.
+    // 2. Already verified: only a repeat of that same call, before the verification's expiry,
+    // answers VERIFIED again.
     if (v.status === "v") {
-      const repeat = cmd.idempotencyKey !== "" && cmd.idempotencyKey === v.verifiedKey && match;
+      const repeat = cmd.idempotencyKey !== "" && cmd.idempotencyKey === v.verifiedKey && match && now < v.expiresAt;
       return repeat ? verified(v.verifiedAt ?? now) : { result: "NOT_FOUND", attemptsRemaining: 0 };
     }
     // 3-4. Finished or locked: nothing is counted.
@@ -187,9 +195,9 @@ export class MemoryStore implements VerificationStore {
       return verified(now);
     }
 
-    // No match: spend the destination's failure budget; lock the destination when it is used up.
-    const { count, windowSeconds } = cmd.failuresPerDestination;
-    const windowMs = ms(windowSeconds);
+    // No match: spend the destination's failure budget, as the verification's purpose sets it
+    // (kept with the verification at Send); lock the destination when it is used up.
+    const { count, windowMs } = v.failures;
     const failed = gcra.spend(d.failTat, now, count, windowMs);
     let keepUntil = now;
     if (failed.allowed) {
@@ -332,6 +340,19 @@ export class MemoryStore implements VerificationStore {
     return { allowed: true };
   }
 
+  async claimIdempotencyKey(tenant: string, claim: IdempotencyClaim): Promise<IdempotencyClaimOutcome> {
+    const now = this.#now();
+    const key = JSON.stringify([tenant, claim.method, claim.keyDigest]);
+    const was = this.#idempotency.get(key);
+    if (!was || was.expiresAt <= now) {
+      this.#idempotency.set(key, { fields: { ...claim.fields }, expiresAt: now + claim.retainMs });
+      return { kind: "new" };
+    }
+    const names = new Set([...Object.keys(was.fields), ...Object.keys(claim.fields)]);
+    const differ = [...names].filter((n) => was.fields[n] !== claim.fields[n]).sort();
+    return differ.length === 0 ? { kind: "same" } : { kind: "reused", fields: differ };
+  }
+
   async callerBudgetStates(tenant: string, budgets: CallerBudget[]): Promise<LimitState[]> {
     const now = this.#now();
     return budgets.map((b) => ({
@@ -384,6 +405,7 @@ export class MemoryStore implements VerificationStore {
     const now = this.#now();
     for (const [key, d] of this.#destinations) if (now > d.expiresAt) this.#destinations.delete(key);
     for (const [key, tat] of this.#callerBudgets) if (tat < now) this.#callerBudgets.delete(key);
+    for (const [key, r] of this.#idempotency) if (r.expiresAt <= now) this.#idempotency.delete(key);
   }
 
   #emit(shard: number, now: number, b: EventBase, type: string, extra: Record<string, string> = {}): void {

@@ -4,6 +4,8 @@ import type {
   CallerBudgetOutcome,
   DestinationRef,
   EventContext,
+  IdempotencyClaim,
+  IdempotencyClaimOutcome,
   IssueCommand,
   IssueOutcome,
   LimitQuery,
@@ -18,7 +20,7 @@ import type {
   VerifyOutcome,
 } from "../store.js";
 import { connectRedis, isReplyError, type ConnectionLogger, type RedisConnection } from "./client.js";
-import { callerBudgetKey, destinationKey, OUTBOX_GROUP, outboxKey } from "./keys.js";
+import { callerBudgetKey, destinationKey, idempotencyRecordKey, OUTBOX_GROUP, outboxKey } from "./keys.js";
 import * as replies from "./replies.js";
 import { scriptArgv, type ScriptArgs, type ScriptName } from "./script-args.js";
 import { scripts } from "./scripts.js";
@@ -96,10 +98,12 @@ export class RedisStore implements VerificationStore {
       locale: cmd.locale,
       metadata: cmd.metadataJson,
       idempotency_key: cmd.idempotencyKey,
+      fingerprint: cmd.requestFingerprint,
       ttl_ms: ms(policy.ttlSeconds),
       max_attempts: policy.maxAttempts,
       cooldown_ms: ms(policy.resendCooldownSeconds),
       max_resends: policy.maxResends,
+      ...failures(policy.failuresPerDestination),
       ...sends(policy.sendsPerDestination),
       ...eventArgs(cmd.event),
       context: cmd.context,
@@ -112,7 +116,6 @@ export class RedisStore implements VerificationStore {
       tenant: cmd.tenant,
       id: cmd.ref.verificationId,
       idempotency_key: cmd.idempotencyKey,
-      ...failures(cmd.failuresPerDestination),
       ...eventArgs(cmd.event),
       candidates: Object.fromEntries(cmd.candidates.map((c) => [c.keyId, c.digest])),
     });
@@ -164,6 +167,11 @@ export class RedisStore implements VerificationStore {
     return replies.callerBudgetStates(reply, budgets);
   }
 
+  async claimIdempotencyKey(tenant: string, claim: IdempotencyClaim): Promise<IdempotencyClaimOutcome> {
+    const key = idempotencyRecordKey(this.#prefix, tenant, claim.method, claim.keyDigest);
+    return replies.idempotencyOutcome(await this.#run("idempotency", [key], { fields: claim.fields, retain_ms: claim.retainMs }));
+  }
+
   async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {
     await this.#run("audit", [outboxKey(this.#prefix, shard)], { fields });
   }
@@ -174,7 +182,7 @@ export class RedisStore implements VerificationStore {
 
   async findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null> {
     const key = destinationKey(this.#prefix, tenant, destination);
-    return replies.foundId(await this.#run("find", [key], { purpose, handle: destination.handle }));
+    return replies.foundId(await this.#run("find", [key], { purpose }));
   }
 
   async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {

@@ -1,6 +1,7 @@
 import type {
   CallerBudget,
   CallerBudgetOutcome,
+  IdempotencyClaimOutcome,
   IssueOutcome,
   LimitState,
   OutboxEntry,
@@ -82,6 +83,7 @@ export function issueOutcome(reply: RedisReply): IssueOutcome {
   const r = list(reply, "issue");
   const kind = str(r, 0);
   if (kind === "issued" || kind === "replayed") return { kind, ...times(r) };
+  if (kind === "conflict") return { kind };
   if (kind === "refused") return refusal(r);
   throw new UnexpectedReplyError(`issue ${kind}`);
 }
@@ -142,6 +144,14 @@ export function callerBudgetStates(reply: RedisReply, budgets: CallerBudget[]): 
     resetAfterMs: num(r, 3 * i + 1),
     retryAfterMs: num(r, 3 * i + 2),
   }));
+}
+
+export function idempotencyOutcome(reply: RedisReply): IdempotencyClaimOutcome {
+  const r = list(reply, "idempotency");
+  const kind = str(r, 0);
+  if (kind === "new" || kind === "same") return { kind };
+  if (kind === "reused") return { kind, fields: r.slice(1).map((_, i) => str(r, i + 1)) };
+  throw new UnexpectedReplyError(`idempotency ${kind}`);
 }
 
 export function markedFailed(reply: RedisReply): boolean {

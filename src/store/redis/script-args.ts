@@ -24,10 +24,13 @@ export interface ScriptArgs {
     locale: string;
     metadata: string;
     idempotency_key: string;
+    fingerprint: string;
     ttl_ms: number;
     max_attempts: number;
     cooldown_ms: number;
     max_resends: number;
+    failures_count: number;
+    failures_window_ms: number;
     sends_count: number;
     sends_window_ms: number;
     trace_id: string;
@@ -38,8 +41,6 @@ export interface ScriptArgs {
     tenant: string;
     id: string;
     idempotency_key: string;
-    failures_count: number;
-    failures_window_ms: number;
     trace_id: string;
     client_id: string;
     /** key id -> code digest under that key */
@@ -74,10 +75,11 @@ export interface ScriptArgs {
     trace_id: string;
     client_id: string;
   };
-  find: { purpose: string; handle: string };
+  find: { purpose: string };
   describe: { id: string };
   callerBudgets: { mode: "spend" | "peek"; budgets: [count: number, windowMs: number][] };
   audit: { fields: Record<string, string> };
+  idempotency: { fields: Record<string, string>; retain_ms: number };
 }
 
 export type ScriptName = keyof ScriptArgs;

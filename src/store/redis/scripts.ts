@@ -49,6 +49,7 @@ function loadAll() {
     describe: load(dir, "describe", 1),
     callerBudgets: load(dir, "caller-budgets", 0),
     audit: load(dir, "audit", 1),
+    idempotency: load(dir, "idempotency", 1),
   };
 }
 
