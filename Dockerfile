@@ -17,8 +17,9 @@ COPY --from=build --chown=node:node /app/dist ./dist
 COPY --chown=node:node package.json ./
 USER node
 EXPOSE 50051 8080
+# /readyz on the HTTP port, over TLS (pinned to TLS_CERT_FILE) when TLS is on: src/bin/healthcheck.ts.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD node -e "fetch('http://127.0.0.1:'+process.env.HTTP_PORT+'/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+  CMD ["node", "dist/bin/healthcheck.js"]
 # SIGTERM reaches node directly (exec form), which drains calls before exiting.
 # The V8 flags are npm start's (package.json; why: BENCHMARKS.md, "Node flags").
-CMD ["node", "--enable-source-maps", "--single-threaded-gc", "--max-semi-space-size=32", "--no-allocation-site-pretenuring", "dist/main.js"]
+CMD ["node", "--enable-source-maps", "--single-threaded-gc", "--max-semi-space-size=32", "--no-allocation-site-pretenuring", "dist/bin/service.js"]

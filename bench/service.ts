@@ -69,8 +69,9 @@ export function supportsWorkers(root: string): boolean {
 export function startFlags(root: string): string[] {
   const start = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { scripts?: { start?: string } }).scripts?.start ?? "";
   const words = start.trim().split(/\s+/);
-  const [node, main] = [words.indexOf("node"), words.indexOf("dist/main.js")];
-  if (node < 0 || main < node) throw new Error(`package.json scripts.start is not "node [flags] dist/main.js": ${start}`);
+  // The entry is dist/main.js behind dist/bin/service.js (which only checks the Node version first).
+  const [node, main] = [words.indexOf("node"), words.findIndex((w) => w === "dist/main.js" || w === "dist/bin/service.js")];
+  if (node < 0 || main < node) throw new Error(`package.json scripts.start is not "node [flags] dist/bin/service.js": ${start}`);
   return words.slice(node + 1, main);
 }
 

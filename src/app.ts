@@ -66,16 +66,18 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     // The outbox relay starts before the listeners and stops after they have
     // drained (cleanups run in reverse), so no event written by a call is left
     // behind by a clean shutdown. With OTP_RELAY=off another process relays.
-    const events = config.relay === "in-process" ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog }) : undefined;
-    if (events) cleanups.push(() => events.stop());
     const backlog = new OutboxBacklog(store, log, config.maxOutboxBacklog);
+    const metrics = new Metrics(() => backlog.count);
+    const events = config.relay === "in-process"
+      ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog, observer: metrics })
+      : undefined;
+    if (events) cleanups.push(() => events.stop());
     backlog.start();
     cleanups.push(async () => backlog.stop());
     const admission: DeliveryAdmission = backlog;
-    const metrics = new Metrics(() => backlog.count);
 
-    const refusals = new Refusals(store, log, config.redisShards);
-    const core = new OtpService({ config, store, sealer, receipts, admission, refusals });
+    const refusals = new Refusals(store, log, config.redisShards, metrics);
+    const core = new OtpService({ config, store, sealer, receipts, admission, refusals, outcomes: metrics });
     let directory = config.clients ? new ClientDirectory(config.clients) : null;
     if (!directory) log.warn("no OTP_CLIENTS_FILE: every caller is accepted as tenant \"default\" (dev mode only)");
     const callerOf = callerResolver({ directory: () => directory, proxies: new TrustedProxies(config.trustedProxies), refusals });
@@ -88,9 +90,9 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     watch.unref();
     cleanups.push(async () => clearInterval(watch));
 
-    const { requestTimeoutMs } = config;
+    const { requestTimeoutMs, connectionIdleMs: idleMs } = config;
     const grpc: GrpcListener = await listenGrpc({
-      host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, metrics,
+      host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, idleMs, metrics,
     });
     let http: HttpListener;
     try {
@@ -101,14 +103,14 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         return { event_backlog: backlog.count, event_lag_ms: relay?.lagMs ?? null, event_relay_error: relay?.lastError ?? null };
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });
-      http = await listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs });
+      http = await listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs, idleMs });
     } catch (err) {
       await grpc.stop(0);
       throw err;
     }
 
     log.info(
-      { grpcPort: grpc.port, httpPort: http.port, store: config.redisUrl ? "redis" : "memory", tls: config.tls !== undefined },
+      { grpcPort: grpc.port, httpPort: http.port, store: config.redis ? config.redis.topology.kind : "memory", tls: config.tls !== undefined },
       "otp-service listening",
     );
 
@@ -141,12 +143,16 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
 }
 
 export async function buildStore(config: Config, log: Logger): Promise<VerificationStore> {
-  if (!config.redisUrl) {
+  if (!config.redis) {
     log.info("no REDIS_URL: using the in-memory store (one process, state lost on exit)");
     return new MemoryStore({ shards: config.redisShards });
   }
+  const { topology, access, waitReplicas, waitTimeoutMs } = config.redis;
   return RedisStore.connect({
-    url: config.redisUrl,
+    topology,
+    access,
+    waitReplicas,
+    waitTimeoutMs,
     shards: config.redisShards,
     commandTimeoutMs: config.redisCommandTimeoutMs,
     logger: log,

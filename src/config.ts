@@ -5,6 +5,7 @@ import { ClientsFileError, readClientsFile, type Client } from "./auth/clients.j
 import { parseProxies } from "./auth/client-ip.js";
 import { parseBudget, type Budget } from "./otp/budget.js";
 import type { CodeAlphabet } from "./otp/code.js";
+import { readRedisSettings, type RedisSettings } from "./redis-config.js";
 
 // One validated reading of the environment (and the optional policy file),
 // turned into a typed object at start-up. A bad value throws ConfigError
@@ -43,6 +44,8 @@ export interface Config {
   grpcPort: number;
   httpPort: number;
   redisUrl: string | undefined;
+  /** The Redis deployment (one node, a cluster, Sentinel); undefined: the in-memory store. */
+  redis: RedisSettings | undefined;
   redisShards: number;
   redisCommandTimeoutMs: number;
   kafkaBrokers: string[] | undefined;
@@ -51,6 +54,8 @@ export interface Config {
   purposes: Record<string, PurposePolicy>;
   /** Only these purposes are accepted when set (from the policy file's "only" flag). */
   restrictPurposes: boolean;
+  /** OTP_EMAIL_PROVIDER_RULES=on: Gmail dots and known providers' "+tag" fold into one destination (src/otp/destination.ts). */
+  emailProviderRules: boolean;
   /** Code HMAC keyring: the last one signs, all verify. */
   hmacKeys: Secret[];
   /** Key for destination digests (per-tenant keys are derived from it). Never rotates: digests are lookups. */
@@ -70,6 +75,8 @@ export interface Config {
   callerLimits: CallerLimits;
   /** Slow clients: a request (headers and body) must have arrived within this. */
   requestTimeoutMs: number;
+  /** Idle and stalled connections: TLS handshake, HTTP/2 preface, request headers, and gaps between requests (both ports). */
+  connectionIdleMs: number;
   tls: { certFile: string; keyFile: string; caFile: string | undefined } | undefined;
   shutdownGraceMs: number;
   maxOutboxBacklog: number;
@@ -102,8 +109,9 @@ export function loadConfig(env: Env = process.env): Config {
   };
 
   const redisUrl = optional(env, "REDIS_URL");
+  const redis = readRedisSettings(env);
   const kafka = optional(env, "KAFKA_BROKERS");
-  if (production && !redisUrl) missing.push("REDIS_URL");
+  if (production && !redis) missing.push("REDIS_URL (or REDIS_CLUSTER_NODES, or REDIS_SENTINELS)");
   if (production && !kafka) missing.push("KAFKA_BROKERS");
   const clientsFile = optional(env, "OTP_CLIENTS_FILE");
   // Without a clients file anyone who reaches the port may call: a developer's laptop, never production.
@@ -149,6 +157,7 @@ export function loadConfig(env: Env = process.env): Config {
     grpcPort: int(env, "GRPC_PORT", 50051, 0, 65_535),
     httpPort: int(env, "HTTP_PORT", 8080, 0, 65_535),
     redisUrl,
+    redis,
     redisShards: int(env, "OTP_REDIS_SHARDS", 16, 1, 1024),
     redisCommandTimeoutMs: int(env, "OTP_REDIS_TIMEOUT_MS", 1000, 50, 60_000),
     kafkaBrokers: kafka?.split(",").map((b) => b.trim()).filter(Boolean),
@@ -156,6 +165,7 @@ export function loadConfig(env: Env = process.env): Config {
     defaults,
     purposes,
     restrictPurposes: restrict,
+    emailProviderRules: oneOf(env, "OTP_EMAIL_PROVIDER_RULES", ["off", "on"] as const, "off") === "on",
     hmacKeys,
     destinationKey,
     sealKeys,
@@ -173,20 +183,21 @@ export function loadConfig(env: Env = process.env): Config {
       verifyPerIp: budget(env, "OTP_LIMIT_VERIFY_PER_IP", "100/1h"),
     },
     requestTimeoutMs: int(env, "OTP_REQUEST_TIMEOUT_MS", 30_000, 100, 600_000),
+    connectionIdleMs: int(env, "OTP_CONNECTION_IDLE_MS", 5_000, 100, 600_000),
     tls: certFile && keyFile ? { certFile, keyFile, caFile: optional(env, "TLS_CA_FILE") } : undefined,
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
     relayLingerMs: int(env, "OTP_RELAY_LINGER_MS", 10, 0, 1_000),
     relay: oneOf(env, "OTP_RELAY", ["in-process", "off"] as const, "in-process"),
-    workers: workers(env, redisUrl),
+    workers: workers(env, redis !== undefined),
   };
 }
 
 /** Default: one per core with Redis; the in-memory store lives in one process, so dev mode has one. */
-function workers(env: Env, redisUrl: string | undefined): number {
-  const count = int(env, "OTP_WORKERS", redisUrl ? availableParallelism() : 1, 1, 256);
-  if (count > 1 && !redisUrl) throw new ConfigError("OTP_WORKERS above 1 needs REDIS_URL: the in-memory store lives in one process");
+function workers(env: Env, redis: boolean): number {
+  const count = int(env, "OTP_WORKERS", redis ? availableParallelism() : 1, 1, 256);
+  if (count > 1 && !redis) throw new ConfigError("OTP_WORKERS above 1 needs Redis (REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS): the in-memory store lives in one process");
   return count;
 }
 

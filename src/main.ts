@@ -1,7 +1,7 @@
 import { startApp, type App } from "./app.js";
 import { createLogger } from "./log.js";
-import { exitOnCrash, readConfig, stopOnSignals } from "./process.js";
-import { isPrimary, superviseWorkers } from "./workers.js";
+import { exitOnCrash, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
+import { isPrimary, reportStart, superviseWorkers } from "./workers.js";
 
 // The service process: read config, start, and on SIGTERM/SIGINT shut down
 // cleanly (stop accepting, drain in-flight calls within
@@ -16,14 +16,21 @@ async function main(): Promise<void> {
     return;
   }
   exitOnCrash(log);
+  const tracing = await startTracingOrExit("otp-service", log);
   let app: App;
   try {
     app = await startApp(config, { logger: log });
   } catch (err) {
-    log.fatal({ err }, "start-up failed");
+    log.fatal({ err }, `start-up failed: ${(err as Error).message}`);
+    await reportStart(err as Error);
     process.exit(1);
   }
-  stopOnSignals(() => app.stop(), config.shutdownGraceMs, log);
+  await reportStart();
+  // Spans of the last calls are exported after the drain.
+  stopOnSignals(async () => {
+    await app.stop();
+    await tracing?.stop();
+  }, config.shutdownGraceMs, log);
   // Revoke a leaked key without a restart.
   process.on("SIGHUP", () => {
     if (!config.clientsFile) return;

@@ -1,10 +1,16 @@
-import { collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Channel } from "./gen/otp/v1/otp_pb.js";
+import type { Outcomes } from "./otp/service.js";
+import { redisObservations } from "./store/redis/client.js";
 
 // Prometheus metrics, served at GET /metrics on the HTTP port: how long each
 // call took in the service (from the handler being called to its answer, on
 // either port) by method and status, the event backlog, and Node's own
-// process metrics (CPU, memory, event-loop delay, GC). Names, codes and
-// counts only: nothing a caller sent.
+// process metrics (CPU, memory, event-loop delay, GC); outcome counters:
+// Verify results, Sends by channel and country, refusals by reason, the
+// relay's publishing (README "Metrics"). Names, codes and counts only:
+// nothing a caller sent. Labels are bounded: tenant (from the clients file),
+// result / reason (fixed sets), channel, country (ISO region or "unknown").
 
 /** Which listener served the call. */
 export type Port = "grpc" | "http";
@@ -13,11 +19,50 @@ export type Port = "grpc" | "http";
 // targets (5 ms, 10 ms) must fall on bucket bounds.
 const BUCKETS = [0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
-export class Metrics {
+/** What the outbox relay reports (src/events/relay.ts). */
+export interface RelayObserver {
+  /** A batch went to Kafka: its events by type, and the age of its oldest event. */
+  published(types: readonly string[], lagMs: number): void;
+  /** The relay caught up: nothing waiting. */
+  idle(): void;
+  /** Publishing (or reading the outbox) failed; the relay retries. */
+  failed(): void;
+}
+
+/** Counter children by label values, created once: an increment is a Map lookup and an add. */
+class Children<L extends string> {
+  private readonly cache = new Map<string, { inc(): void }>();
+  constructor(private readonly counter: Counter<L>) {}
+  inc(...values: string[]): void {
+    const key = values.join("\u0000");
+    let child = this.cache.get(key);
+    if (!child) {
+      child = this.counter.labels(...values);
+      this.cache.set(key, child);
+    }
+    child.inc();
+  }
+}
+
+const CHANNELS: Record<number, string> = {
+  [Channel.SMS]: "sms", [Channel.EMAIL]: "email", [Channel.VOICE]: "voice", [Channel.WHATSAPP]: "whatsapp",
+};
+const channelLabel = (channel: number): string => CHANNELS[channel] ?? "unknown";
+const tenantLabel = (tenant: string): string => tenant || "none";
+
+export class Metrics implements Outcomes, RelayObserver {
   readonly registry = new Registry();
   private readonly calls: Histogram<"method" | "port" | "code">;
+  private readonly verifications: Children<"tenant" | "result">;
+  private readonly sends: Children<"tenant" | "channel" | "country">;
+  private readonly resends: Children<"tenant" | "channel">;
+  private readonly cancellations: Children<"tenant">;
+  private readonly refusals: Children<"reason">;
+  private readonly relayEvents: Children<"type">;
+  private readonly relayErrors: Counter;
+  private relayLagSeconds = 0;
 
-  constructor(eventBacklog: () => number) {
+  constructor(eventBacklog?: () => number) {
     collectDefaultMetrics({ register: this.registry });
     this.calls = new Histogram({
       name: "otp_rpc_duration_seconds",
@@ -26,14 +71,129 @@ export class Metrics {
       buckets: BUCKETS,
       registers: [this.registry],
     });
+    // Not in the relay process (`npm run relay`), which has no backlog watch of its own.
+    if (eventBacklog) {
+      new Gauge({
+        name: "otp_event_backlog",
+        help: "Events in the outbox waiting for Kafka (as last read, every 0.5 s)",
+        registers: [this.registry],
+        collect() {
+          this.set(eventBacklog());
+        },
+      });
+    }
+    const registers = [this.registry];
+    this.verifications = new Children(new Counter({
+      name: "otp_verifications_total",
+      help: "Verify calls answered, by tenant and result (VERIFIED, INVALID_CODE, EXPIRED, TOO_MANY_ATTEMPTS, NOT_FOUND, DELIVERY_FAILED)",
+      labelNames: ["tenant", "result"],
+      registers,
+    }));
+    this.sends = new Children(new Counter({
+      name: "otp_sends_total",
+      help: "Sends that queued a delivery, by tenant, channel and destination country (ISO region; unknown for email and non-geographic numbers)",
+      labelNames: ["tenant", "channel", "country"],
+      registers,
+    }));
+    this.resends = new Children(new Counter({
+      name: "otp_resends_total",
+      help: "Resends that queued a delivery, by tenant and channel",
+      labelNames: ["tenant", "channel"],
+      registers,
+    }));
+    this.cancellations = new Children(new Counter({
+      name: "otp_cancellations_total",
+      help: "Verifications ended by CancelVerification, by tenant",
+      labelNames: ["tenant"],
+      registers,
+    }));
+    this.refusals = new Children(new Counter({
+      name: "otp_refusals_total",
+      help: "Calls refused, by reason: limits (RESOURCE_EXHAUSTED reasons such as SEND_LIMIT_IP), permissions and authentication",
+      labelNames: ["reason"],
+      registers,
+    }));
+    this.relayEvents = new Children(new Counter({
+      name: "otp_relay_events_published_total",
+      help: "Outbox events the relay in this process published to Kafka (or the dev log sink), by outbox type (delivery, sent, verified, ...)",
+      labelNames: ["type"],
+      registers,
+    }));
+    this.relayErrors = new Counter({
+      name: "otp_relay_errors_total",
+      help: "Failed attempts of the relay in this process to read the outbox or publish to Kafka (it retries; events wait in Redis)",
+      registers,
+    });
+    const metrics = this;
+    this.redisCounters();
     new Gauge({
-      name: "otp_event_backlog",
-      help: "Events in the outbox waiting for Kafka (as last read, every 0.5 s)",
-      registers: [this.registry],
+      name: "otp_relay_lag_seconds",
+      help: "Age of the oldest event in the relay's last batch (0 when it has caught up): how late deliveries reach Kafka",
+      registers,
       collect() {
-        this.set(eventBacklog());
+        this.set(metrics.relayLagSeconds);
       },
     });
+  }
+
+  verified(tenant: string, result: string): void {
+    this.verifications.inc(tenantLabel(tenant), result);
+  }
+
+  sent(tenant: string, channel: number, country: string): void {
+    this.sends.inc(tenantLabel(tenant), channelLabel(channel), /^[A-Z]{2}$/.test(country) ? country : "unknown");
+  }
+
+  resent(tenant: string, channel: number): void {
+    this.resends.inc(tenantLabel(tenant), channelLabel(channel));
+  }
+
+  canceled(tenant: string): void {
+    this.cancellations.inc(tenantLabel(tenant));
+  }
+
+  /** Every refusal, before the audit cap (src/otp/refusals.ts); `reason` is an ErrorInfo reason or failure name. */
+  refused(reason: string): void {
+    this.refusals.inc(reason);
+  }
+
+  published(types: readonly string[], lagMs: number): void {
+    for (const type of types) this.relayEvents.inc(type);
+    this.relayLagSeconds = lagMs / 1000;
+  }
+
+  idle(): void {
+    this.relayLagSeconds = 0;
+  }
+
+  failed(): void {
+    this.relayErrors.inc();
+  }
+
+  /** What this process's Redis connections saw (src/store/redis/client/observations.ts). */
+  private redisCounters(): void {
+    const registers = [this.registry];
+    new Counter({
+      name: "otp_redis_unavailable_total",
+      help: "Redis calls that failed as UNAVAILABLE, by reason (connection, timeout, moved, wait, clusterdown, readonly, masterdown, tryagain, loading, ...)",
+      labelNames: ["reason"],
+      registers,
+      collect() {
+        this.reset();
+        for (const [reason, n] of redisObservations.unavailable) this.inc({ reason }, n);
+      },
+    });
+    const counter = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name, help, registers,
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    counter("otp_redis_wait_timeouts_total", "Changes not acknowledged by OTP_REDIS_WAIT_REPLICAS replicas within OTP_REDIS_WAIT_TIMEOUT_MS (answered UNAVAILABLE)", () => redisObservations.waitTimeouts);
+    counter("otp_redis_topology_changes_total", "Redis master changes seen: Sentinel failovers, cluster slot maps with other masters", () => redisObservations.topologyChanges);
+    counter("otp_redis_connections_lost_total", "Connections to a Redis node (or to the Sentinel-watched master) lost", () => redisObservations.connectionsLost);
   }
 
   /** `code`: the canonical status name (OK, INVALID_ARGUMENT, ...). */

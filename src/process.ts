@@ -1,6 +1,7 @@
 import { pino } from "pino";
 import { ConfigError, loadConfig, type Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
+import { startTracing, type Tracing } from "./telemetry/tracing.js";
 
 // What every otp-service process does around its work (main.ts: the service;
 // relay-main.ts: the event worker alone): read the configuration or exit 1,
@@ -18,6 +19,17 @@ export function readConfig(): Config {
     createLogger({ level: "info", destination: pino.destination({ fd: 2, sync: true }) }).fatal(
       `invalid configuration: ${err.message}`,
     );
+    process.exit(1);
+  }
+}
+
+/** Tracing per the OTEL_* variables (off when they name no endpoint); exit 1 on a value it cannot honour. */
+export async function startTracingOrExit(serviceName: string, log: Logger): Promise<Tracing | undefined> {
+  try {
+    return await startTracing(process.env, serviceName, log);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    log.fatal(`invalid configuration: ${err.message}`);
     process.exit(1);
   }
 }

@@ -2,29 +2,41 @@ import { buildStore } from "./app.js";
 import { Sealer } from "./events/seal.js";
 import { startEventWorker } from "./events/worker.js";
 import { createLogger } from "./log.js";
-import { exitOnCrash, readConfig, stopOnSignals } from "./process.js";
+import { int, optional } from "./env.js";
+import { Metrics } from "./metrics.js";
+import { serveMetricsEndpoint } from "./metrics-endpoint.js";
+import { exitOnCrash, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
 
 // `npm run relay`: the event worker (outbox relay and delivery-status
 // consumer, src/events/worker.ts) as a process of its own, for deployments
 // that run the service with OTP_RELAY=off. Same configuration as the service
 // (REDIS_URL, KAFKA_BROKERS, OTP_REDIS_SHARDS, OTP_RELAY_* ...); no ports.
-// Run one or more: they share the outbox as a consumer group.
+// Run one or more: they share the outbox as a consumer group. Its metrics
+// (published events, errors, lag) are served at GET /metrics on
+// OTP_RELAY_METRICS_PORT (default 9465; "off": none).
 
 async function main(): Promise<void> {
   const config = readConfig();
   const log = createLogger({ level: config.logLevel });
   exitOnCrash(log);
-  if (!config.redisUrl) {
-    log.fatal("the relay process needs REDIS_URL: the in-memory store lives inside the service");
+  if (!config.redis) {
+    log.fatal("the relay process needs Redis (REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS): the in-memory store lives inside the service");
     process.exit(1);
   }
+  const tracing = await startTracingOrExit("otp-relay", log);
   let stop: () => Promise<void>;
   try {
+    const metricsPort = optional(process.env, "OTP_RELAY_METRICS_PORT") === "off" ? undefined : int(process.env, "OTP_RELAY_METRICS_PORT", 9465, 0, 65535);
+    const metrics = new Metrics();
+    // First, so a port that cannot be bound stops the relay before it takes any events.
+    const endpoint = metricsPort === undefined ? undefined : await serveMetricsEndpoint(metrics.registry, config.host, metricsPort, log);
     const store = await buildStore(config, log);
-    const worker = startEventWorker(config, store, log, { sealer: new Sealer(config.sealKeys) });
+    const worker = startEventWorker(config, store, log, { sealer: new Sealer(config.sealKeys), observer: metrics });
     stop = async () => {
       await worker.stop();
       await store.close();
+      await endpoint?.close();
+      await tracing?.stop();
     };
   } catch (err) {
     log.fatal({ err }, "start-up failed");

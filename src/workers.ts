@@ -6,34 +6,55 @@ import type { Logger } from "./log.js";
 // turn) and each run the whole service: listeners, outbox relay, status
 // consumer. All state is in Redis, so any worker can serve any call. The
 // primary only supervises: it restarts a worker that dies and, on SIGTERM,
-// passes the signal on and waits for every worker to drain.
+// passes the signal on and waits for every worker to drain. A worker that
+// cannot start before any worker has served (a port taken, a bad TLS file,
+// Redis unreachable at start-up) stops the whole service with exit 1 and the
+// reason: restarting it would fail the same way, forever.
 
 const RESTART_DELAY_MS = 1_000;
 
+/** What a worker tells the primary about its start-up (workers.ts is both ends). */
+type StartReport = { otp: "started" } | { otp: "start-failed"; reason: string };
+
 export function superviseWorkers(count: number, graceMs: number, log: Logger): void {
   let stopping = false;
+  let exitCode = 0;
+  let served = false;
+  const failures = new Map<number, string>();
   const fork = (): Worker => cluster.fork();
+  cluster.on("message", (worker, message: StartReport | undefined) => {
+    if (message?.otp === "started") served = true;
+    else if (message?.otp === "start-failed") failures.set(worker.id, message.reason);
+  });
   cluster.on("exit", (worker, code, signal) => {
     if (stopping) {
       if (Object.keys(cluster.workers ?? {}).length === 0) {
         log.info("all workers stopped");
-        process.exit(0);
+        process.exit(exitCode);
       }
+      return;
+    }
+    if (!served) {
+      const reason = failures.get(worker.id) ?? `worker exited with ${signal ?? code} before serving`;
+      log.fatal({ reason }, `otp-service cannot start: ${reason}`);
+      exitCode = 1;
+      stop("SIGTERM");
       return;
     }
     log.error({ worker: worker.process.pid, code, signal }, "worker died; starting another");
     setTimeout(fork, RESTART_DELAY_MS).unref();
   });
-  const stop = (signal: NodeJS.Signals): void => {
+  function stop(signal: NodeJS.Signals): void {
     if (stopping) return;
     stopping = true;
     log.info({ signal, workers: count }, "shutting down workers");
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
+    if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(exitCode);
     setTimeout(() => {
       log.error("workers did not stop in time: exiting");
       process.exit(1);
     }, graceMs + 10_000).unref();
-  };
+  }
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
   // Pass SIGHUP (reload the clients file) on to every worker.
@@ -45,3 +66,10 @@ export function superviseWorkers(count: number, graceMs: number, log: Logger): v
 }
 
 export const isPrimary = (): boolean => cluster.isPrimary;
+
+/** In a worker: tell the primary whether start-up worked (then exit on failure). No-op in a single process. */
+export function reportStart(failure?: Error): Promise<void> {
+  if (!cluster.isWorker || !process.send) return Promise.resolve();
+  const report: StartReport = failure ? { otp: "start-failed", reason: failure.message } : { otp: "started" };
+  return new Promise((resolve) => process.send!(report, undefined, {}, () => resolve()));
+}

@@ -1,4 +1,5 @@
 import { BlockList, isIP } from "node:net";
+import { canonicalIp } from "../otp/ip-address.js";
 
 // The end user's IP for a public (browser) client: the connection's peer, or,
 // when that peer is one of our own proxies (OTP_TRUSTED_PROXIES), the address
@@ -16,7 +17,13 @@ export class TrustedProxies {
   /** `cidrs`: addresses or CIDR blocks, IPv4 or IPv6 (validated by parseProxies). */
   constructor(cidrs: readonly string[]) {
     for (const entry of cidrs) {
-      const [address, prefix] = entry.split("/") as [string, string | undefined];
+      let [address, prefix] = entry.split("/") as [string, string | undefined];
+      // Addresses are compared canonical (mapped IPv6 as IPv4), so a mapped proxy entry is written as IPv4 too.
+      const canonical = canonicalIp(address);
+      if (canonical !== undefined && isIP(canonical) === 4 && isIP(address) === 6 && (prefix === undefined || Number(prefix) >= 96)) {
+        address = canonical;
+        prefix = prefix === undefined ? undefined : String(Number(prefix) - 96);
+      }
       const family = isIP(address) === 6 ? "ipv6" : "ipv4";
       if (prefix === undefined) this.list.addAddress(address, family);
       else this.list.addSubnet(address, Number(prefix), family);
@@ -57,13 +64,8 @@ export function parseProxies(text: string): string[] | string {
   return entries;
 }
 
-/** An IP address in canonical form (IPv4-mapped IPv6 as IPv4), or undefined when it is not one. */
-export function normaliseIp(text: string): string | undefined {
-  const bare = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(bare);
-  const ip = mapped ? mapped[1]! : bare.toLowerCase();
-  return isIP(ip) === 0 ? undefined : ip;
-}
+/** An IP address in canonical form (src/otp/ip-address.ts), or undefined when it is not one. */
+export const normaliseIp = canonicalIp;
 
 /** grpc-js reports a peer as "host:port" (IPv6 unbracketed); the host part. */
 export function hostOfPeer(peer: string): string {

@@ -4,7 +4,7 @@ import { OtpError } from "../otp/errors.js";
 // is resolved, src/transport/caller.ts, before the core sees the request) and
 // which purposes (checked by the core, which is where the purpose is known).
 
-export const METHODS = ["Send", "Verify", "Resend", "CheckRateLimit"] as const;
+export const METHODS = ["Send", "Verify", "Resend", "CheckRateLimit", "GetVerification", "CancelVerification"] as const;
 export type MethodName = (typeof METHODS)[number];
 
 /** A browser can be anyone: it may only finish a verification a backend started. */

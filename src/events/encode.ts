@@ -4,6 +4,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
   AuditEventSchema,
   AuditEventType,
+  DeliveryCanceledSchema,
   DeliveryRequestedSchema,
   SealedSchema,
 } from "../gen/otp/events/v1/events_pb.js";
@@ -25,6 +26,7 @@ const AUDIT_TYPES: Record<string, AuditEventType> = {
   delivery_failed: AuditEventType.DELIVERY_FAILED,
   delivered: AuditEventType.DELIVERED,
   refused: AuditEventType.REFUSED,
+  canceled: AuditEventType.CANCELED,
 };
 
 const DESTINATION_FIELD = DeliveryRequestedSchema.field.destination.number;
@@ -35,9 +37,15 @@ export function eventIdOf(entry: Pick<OutboxEntry, "shard" | "id">): string {
   return `${entry.shard}-${entry.id}`;
 }
 
+// `tr` is the call's W3C traceparent (00-<trace id>-<span id>-<flags>, 55
+// characters), or a bare 32-hex trace id for a call that had none.
+const TRACEPARENT_LENGTH = 55;
+
 export function encodeEntry(entry: OutboxEntry): EventRecord {
   const f = entry.fields;
   const eventId = eventIdOf(entry);
+  const tr = f.tr ?? "";
+  const traceparent = tr.length === TRACEPARENT_LENGTH ? tr : undefined;
   const common = {
     eventId,
     verificationId: f.vid ?? "",
@@ -45,7 +53,7 @@ export function encodeEntry(entry: OutboxEntry): EventRecord {
     purpose: f.p ?? "",
     channel: Number(f.ch ?? 0),
     occurredAt: timestampFromMs(Number(f.ts ?? 0)),
-    traceId: f.tr ?? "",
+    traceId: traceparent ? tr.slice(3, 35) : tr,
     maskedDestination: f.md ?? "",
   };
   if (f.type === "delivery") {
@@ -69,7 +77,15 @@ export function encodeEntry(entry: OutboxEntry): EventRecord {
       .finish();
     return record(TOPICS.delivery, "delivery.requested", "otp.events.v1.DeliveryRequested", eventId, common, value, {
       [HEADERS.sealKeyId]: fromBinary(SealedSchema, sealedCode).keyId,
+    }, traceparent);
+  }
+  if (f.type === "delivery_canceled") {
+    // On the delivery topic, keyed by the verification id: it reaches the
+    // notifier holding that verification's deliveries, after them.
+    const message = create(DeliveryCanceledSchema, {
+      eventId, verificationId: common.verificationId, tenant: common.tenant, occurredAt: common.occurredAt, traceId: common.traceId,
     });
+    return record(TOPICS.delivery, "delivery.canceled", "otp.events.v1.DeliveryCanceled", eventId, common, toBinary(DeliveryCanceledSchema, message));
   }
   const type = AUDIT_TYPES[f.type ?? ""] ?? AuditEventType.UNSPECIFIED;
   const message = create(AuditEventSchema, {
@@ -80,7 +96,7 @@ export function encodeEntry(entry: OutboxEntry): EventRecord {
     reason: f.reason ?? "",
     clientId: f.cl ?? "",
   });
-  return record(TOPICS.audit, `audit.${f.type}`, "otp.events.v1.AuditEvent", eventId, common, toBinary(AuditEventSchema, message));
+  return record(TOPICS.audit, `audit.${f.type}`, "otp.events.v1.AuditEvent", eventId, common, toBinary(AuditEventSchema, message), {}, traceparent);
 }
 
 function record(
@@ -91,17 +107,21 @@ function record(
   common: { verificationId: string; traceId: string },
   value: Uint8Array,
   extra: Record<string, string> = {},
+  traceparent: string | undefined = undefined,
 ): EventRecord {
+  const headers: Record<string, string> = {
+    [HEADERS.eventType]: eventType,
+    [HEADERS.eventId]: eventId,
+    [HEADERS.contentType]: `application/x-protobuf; messageType=${messageType}`,
+    [HEADERS.traceId]: common.traceId,
+    ...extra,
+  };
+  // W3C trace context for Kafka consumers (the relay's produce span replaces it with its own when tracing is on).
+  if (traceparent) headers[HEADERS.traceparent] = traceparent;
   return {
     topic,
     key: common.verificationId,
     value,
-    headers: {
-      [HEADERS.eventType]: eventType,
-      [HEADERS.eventId]: eventId,
-      [HEADERS.contentType]: `application/x-protobuf; messageType=${messageType}`,
-      [HEADERS.traceId]: common.traceId,
-      ...extra,
-    },
+    headers,
   };
 }

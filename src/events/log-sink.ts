@@ -5,7 +5,7 @@ import { AuditEventSchema, AuditEventType, DeliveryRequestedSchema } from "../ge
 import { Channel } from "../gen/otp/v1/otp_pb.js";
 import type { Sealer } from "./seal.js";
 import type { EventRecord, EventSink } from "./sink.js";
-import { TOPICS } from "./topics.js";
+import { HEADERS, TOPICS } from "./topics.js";
 
 /**
  * Dev mode's stand-in for Kafka + a notifier: prints each delivery to stdout
@@ -23,7 +23,10 @@ export class LogSink implements EventSink {
 
   async publish(records: EventRecord[]): Promise<void> {
     for (const r of records) {
-      if (r.topic === TOPICS.delivery) this.printDelivery(r.value);
+      if (r.topic === TOPICS.delivery) {
+        if (r.headers[HEADERS.eventType] === "delivery.requested") this.printDelivery(r.value);
+        else this.logger.info({ event: r.headers[HEADERS.eventType], verification_id: r.key }, "delivery event (dev log sink)");
+      }
       else if (r.topic === TOPICS.audit) {
         const e = fromBinary(AuditEventSchema, r.value);
         this.logger.debug({ event: AuditEventType[e.type], verification_id: e.verificationId, purpose: e.purpose }, "audit event");

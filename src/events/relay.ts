@@ -1,9 +1,13 @@
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
+import type { RelayObserver } from "../metrics.js";
 import type { OutboxEntry, VerificationStore } from "../store/store.js";
+import { produceSpans, type ProduceSpans } from "../telemetry/spans.js";
+import { telemetry } from "../telemetry/tracing.js";
 import { encodeEntry } from "./encode.js";
 import type { EventRecord, EventSink } from "./sink.js";
+import { HEADERS } from "./topics.js";
 
 // The outbox relay: moves events that the store scripts appended (in the same
 // atomic step as the state change) to the sink, and acknowledges them only
@@ -25,6 +29,8 @@ export interface RelayOptions {
   /** A pending entry idle this long belongs to a dead relay and is claimed. */
   claimIdleMs?: number;
   maxBackoffMs?: number;
+  /** Counts what is published and what fails (src/metrics.ts). */
+  observer?: RelayObserver;
 }
 
 export interface RelayStatus {
@@ -41,6 +47,7 @@ export class OutboxRelay {
   private readonly lingerMs: number;
   private readonly claimIdleMs: number;
   private readonly maxBackoffMs: number;
+  private readonly observer: RelayObserver | undefined;
   private running = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
@@ -60,6 +67,7 @@ export class OutboxRelay {
     this.lingerMs = options.lingerMs ?? 10;
     this.claimIdleMs = options.claimIdleMs ?? 30_000;
     this.maxBackoffMs = options.maxBackoffMs ?? 5_000;
+    this.observer = options.observer;
   }
 
   start(): void {
@@ -92,6 +100,7 @@ export class OutboxRelay {
         if (batch.length === 0) batch = await this.store.readOutbox(this.consumer, this.batchSize);
         if (batch.length === 0) {
           this.state.lagMs = 0;
+          this.observer?.idle();
           await this.sleep(this.idleDelayMs);
           continue;
         }
@@ -121,22 +130,29 @@ export class OutboxRelay {
       }
       done.push({ shard: entry.shard, id: entry.id });
     }
+    // One produce span per event that carries its call's trace context, for as long as publishing it takes.
+    const spans: ProduceSpans | undefined = telemetry.on ? produceSpans(records, HEADERS.eventType) : undefined;
     let backoffMs = 100;
     for (;;) {
       try {
         if (records.length > 0) await this.sink.publish(records);
+        spans?.end();
         break;
       } catch (err) {
         this.noteError(err);
         // Stopping with the batch unpublished leaves it pending: another
         // relay (or this one after a restart) claims it.
-        if (!this.running) return;
+        if (!this.running) {
+          spans?.end((err as Error)?.name ?? "error");
+          return;
+        }
         await this.sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, this.maxBackoffMs);
       }
     }
     await this.store.ackOutbox(done);
     this.state.published += records.length;
+    this.observer?.published(batch.map((e) => e.fields.type ?? "unknown"), this.state.lagMs);
     if (this.state.lastError) {
       this.logger.info("event relay recovered");
       this.state.lastError = undefined;
@@ -144,6 +160,7 @@ export class OutboxRelay {
   }
 
   private noteError(err: unknown): void {
+    this.observer?.failed();
     const message = (err as Error)?.message ?? String(err);
     if (this.state.lastError !== message) {
       this.logger.warn({ err: message }, "event relay cannot publish; events wait in the outbox");

@@ -12,4 +12,5 @@ export const HEADERS = {
   contentType: "content-type",
   sealKeyId: "otp-seal-key-id",
   traceId: "otp-trace-id",
+  traceparent: "traceparent",
 } as const;

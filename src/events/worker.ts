@@ -1,5 +1,6 @@
 import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
+import type { RelayObserver } from "../metrics.js";
 import type { VerificationStore } from "../store/store.js";
 import { KafkaSink } from "./kafka-sink.js";
 import { LogSink } from "./log-sink.js";
@@ -26,14 +27,16 @@ export function startEventWorker(
   config: Config,
   store: VerificationStore,
   log: Logger,
-  options: { sealer: Sealer; deliveryLog?: (line: string) => void },
+  options: { sealer: Sealer; deliveryLog?: (line: string) => void; observer?: RelayObserver },
 ): EventWorker {
   // Kafka when configured; otherwise (dev mode only: production requires
   // KAFKA_BROKERS) the log sink prints deliveries.
   const sink: EventSink = config.kafkaBrokers
     ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log })
     : new LogSink(options.sealer, log, options.deliveryLog);
-  const relay = new OutboxRelay(store, sink, log, { claimIdleMs: config.relayClaimIdleMs, lingerMs: config.relayLingerMs });
+  const relay = new OutboxRelay(store, sink, log, {
+    claimIdleMs: config.relayClaimIdleMs, lingerMs: config.relayLingerMs, observer: options.observer,
+  });
   relay.start();
   // Notifiers report failed deliveries; a failed code is voided (Verify answers DELIVERY_FAILED).
   let statuses: DeliveryStatusConsumer | undefined;

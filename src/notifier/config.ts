@@ -33,6 +33,8 @@ export interface NotifierConfig {
   /** On SIGTERM, how long deliveries in flight may finish before they are abandoned (and redelivered later). */
   shutdownGraceMs: number;
   logLevel: string;
+  /** Where GET /metrics is served (NOTIFIER_METRICS_PORT; 0: any free port); undefined: "off". */
+  metricsPort: number | undefined;
 }
 
 
@@ -90,6 +92,7 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
     dedupeSize: int(env, "NOTIFIER_DEDUPE_SIZE", 100_000, 1, 10_000_000),
     commitIntervalMs: int(env, "NOTIFIER_COMMIT_INTERVAL_MS", 1_000, 10, 60_000),
     shutdownGraceMs: int(env, "NOTIFIER_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    metricsPort: optional(env, "NOTIFIER_METRICS_PORT") === "off" ? undefined : int(env, "NOTIFIER_METRICS_PORT", 9464, 0, 65535),
     logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
   };
 }

@@ -14,7 +14,14 @@ import { backoffDelay, sleep } from "./retry.js";
 
 export type Attempted =
   | { kind: "delivered"; adapter: string; attempts: number }
+  /** The verification was canceled before (another) attempt: nothing more is sent. */
+  | { kind: "canceled"; adapter: string; attempts: number }
   | { kind: "failed"; adapter: string; attempts: number; reason: string; deadLetter: boolean };
+
+/** Told of every attempt (src/notifier/metrics.ts counts them). */
+export interface AttemptObserver {
+  attempted(channel: string, adapter: string, ok: boolean, attempt: number): void;
+}
 
 const CHANNELS: Partial<Record<Channel, MessageChannel>> = { [Channel.SMS]: "sms", [Channel.EMAIL]: "email" };
 
@@ -24,10 +31,14 @@ export class Deliverer {
     private readonly retry: RetrySettings,
     private readonly logger: Logger,
     private readonly now: () => number = Date.now,
+    private readonly observer?: AttemptObserver,
   ) {}
 
-  /** Throws the signal's reason if `signal` aborts (shutdown): that message is left for redelivery. */
-  async deliver(d: Delivery, signal: AbortSignal): Promise<Attempted> {
+  /**
+   * Throws the signal's reason if `signal` aborts (shutdown): that message is left for redelivery.
+   * `canceled` is asked before every attempt: a canceled verification gets no (further) message.
+   */
+  async deliver(d: Delivery, signal: AbortSignal, canceled: () => boolean = () => false): Promise<Attempted> {
     const channel = CHANNELS[d.channel];
     if (!channel) return { kind: "failed", adapter: "", attempts: 0, reason: `unsupported channel ${Channel[d.channel] ?? d.channel}`, deadLetter: true };
     const adapter = this.adapters[channel];
@@ -37,16 +48,22 @@ export class Deliverer {
 
     const log = this.logger.child({ event_id: d.eventId, verification_id: d.verificationId, channel, adapter: adapter.name });
     for (let attempt = 1; ; attempt++) {
+      if (canceled()) {
+        log.info({ attempts: attempt - 1 }, "verification canceled: delivery dropped");
+        return { kind: "canceled", adapter: adapter.name, attempts: attempt - 1 };
+      }
       const { subject, text } = render({ channel, purpose: d.purpose, code: d.code, locale: d.locale, expiresAtMs: d.expiresAtMs, nowMs: this.now() });
       try {
         await adapter.send(
           { eventId: d.eventId, verificationId: d.verificationId, tenant: d.tenant, purpose: d.purpose, channel, destination: d.destination, code: d.code, subject, text, locale: d.locale, expiresAtMs: d.expiresAtMs, metadata: d.metadata },
           signal,
         );
+        this.observer?.attempted(channel, adapter.name, true, attempt);
         log.info({ attempts: attempt }, "delivered");
         return { kind: "delivered", adapter: adapter.name, attempts: attempt };
       } catch (err) {
         if (signal.aborted) throw signal.reason;
+        this.observer?.attempted(channel, adapter.name, false, attempt);
         // An adapter bug is reported without its message, which might quote secrets.
         const failure = err instanceof DeliveryError ? err : new DeliveryError("adapter error");
         const delay = backoffDelay(this.retry, attempt);

@@ -17,6 +17,8 @@ export interface Delivery {
   channel: Channel;
   locale: string;
   expiresAtMs: number | undefined;
+  /** When the service wrote the event (the Send or Resend); undefined when absent. */
+  occurredAtMs: number | undefined;
   traceId: string;
   resendCount: number;
   metadata: Record<string, string>;
@@ -70,6 +72,7 @@ export function openDelivery(event: DeliveryRequested, sealer: Sealer): Delivery
     channel: event.channel,
     locale: event.locale,
     expiresAtMs: expiresAtMs > 0 ? expiresAtMs : undefined,
+    occurredAtMs: event.occurredAt ? Number(timestampMs(event.occurredAt)) : undefined,
     traceId: event.traceId,
     resendCount: event.resendCount,
     metadata: { ...event.metadata },

@@ -1,7 +1,10 @@
 import { ConfigError } from "../config.js";
+import { startTracing, type Tracing } from "../telemetry/tracing.js";
 import { buildAdapters } from "./adapters/index.js";
+import { serveMetricsEndpoint, type MetricsEndpoint } from "../metrics-endpoint.js";
 import { loadNotifierConfig, type NotifierConfig } from "./config.js";
 import { notifierLogger } from "./logger.js";
+import { NotifierMetrics } from "./metrics.js";
 import { Notifier } from "./notifier.js";
 
 // The reference notifier: `npm run notifier`. Consumes otp.delivery.v1,
@@ -18,7 +21,17 @@ try {
 }
 
 const logger = notifierLogger(config.logLevel);
-const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger) });
+let tracing: Tracing | undefined;
+try {
+  tracing = await startTracing(process.env, "otp-notifier", logger);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`otp-notifier: ${err.message}\n`);
+  process.exit(2);
+}
+const metrics = new NotifierMetrics();
+const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger), metrics });
+let endpoint: MetricsEndpoint | undefined;
 
 let stopping = false;
 const shutdown = (signal: string): void => {
@@ -26,7 +39,9 @@ const shutdown = (signal: string): void => {
   stopping = true;
   logger.info({ signal }, "notifier stopping");
   notifier.stop().then(
-    () => {
+    async () => {
+      await endpoint?.close();
+      await tracing?.stop();
       logger.info("notifier stopped");
       process.exit(0);
     },
@@ -40,6 +55,8 @@ process.on("SIGTERM", () => shutdown("SIGTERM"));
 process.on("SIGINT", () => shutdown("SIGINT"));
 
 try {
+  // First, so a port that cannot be bound stops the notifier before it consumes anything.
+  if (config.metricsPort !== undefined) endpoint = await serveMetricsEndpoint(metrics.registry, "0.0.0.0", config.metricsPort, logger);
   await notifier.start();
   logger.info({ group: config.groupId, adapters: config.adapters, brokers: config.brokers }, "notifier started");
 } catch (err) {

@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
+import { fromBinary } from "@bufbuild/protobuf";
 import type { DeliveryRequested } from "../gen/otp/events/v1/events_pb.js";
-import { DeliveryOutcome } from "../gen/otp/events/v1/events_pb.js";
+import { DeliveryCanceledSchema, DeliveryOutcome } from "../gen/otp/events/v1/events_pb.js";
 import { KafkaSink } from "../events/kafka-sink.js";
 import {
   CONSUMER_RETRY,
@@ -14,7 +15,7 @@ import {
 } from "../events/kafka/client.js";
 import { Sealer } from "../events/seal.js";
 import { StatusMac } from "../events/status-mac.js";
-import { TOPICS } from "../events/topics.js";
+import { HEADERS, TOPICS } from "../events/topics.js";
 import { closeAdapters, type AdapterSet } from "./adapters/index.js";
 import type { NotifierConfig } from "./config.js";
 import { Lru } from "./dedupe.js";
@@ -23,7 +24,10 @@ import { Deliverer, type Attempted } from "./deliverer.js";
 import { KeyedLanes, Slots } from "./lanes.js";
 import { PartitionTracker } from "./offsets.js";
 import { deadLetterRecord, statusRecord, type Original } from "./records.js";
+import type { NotifierMetrics } from "./metrics.js";
 import { sleep } from "./retry.js";
+import { consumeSpan, type ConsumeSpan } from "../telemetry/spans.js";
+import { telemetry } from "../telemetry/tracing.js";
 
 // The Kafka side of the notifier. Each record is handed off as it arrives
 // (eachMessage returns at once), delivered with retries in its own task, and
@@ -46,12 +50,19 @@ export interface NotifierOptions {
   adapters: AdapterSet;
   /** Defaults to the real topic names; tests give each case its own. */
   topics?: NotifierTopics;
+  /** Outcome counters for /metrics (src/notifier/metrics.ts); absent: not counted. */
+  metrics?: NotifierMetrics;
 }
 
 /** What was decided for an event id; the records are kept only until Kafka has them. */
 interface Handled {
   unpublished: OutgoingRecord[] | undefined;
 }
+
+// otp-event-type values on the delivery topic (events.proto). A record
+// without the header is a delivery (written before the header existed).
+const DELIVERY_REQUESTED = "delivery.requested";
+const DELIVERY_CANCELED = "delivery.canceled";
 
 // How long eachMessage waits for a free slot before heartbeating again.
 const SLOT_WAIT_MS = 3_000;
@@ -67,6 +78,8 @@ export class Notifier {
   private readonly statusMac: StatusMac;
   private readonly deliverer: Deliverer;
   private readonly dedupe: Lru<Handled>;
+  /** Verification ids a DeliveryCanceled named: their deliveries not yet made are dropped. */
+  private readonly canceled: Lru<true>;
   private readonly lanes = new KeyedLanes();
   private readonly slots: Slots;
   private trackers = new Map<string, { topic: string; partition: number; tracker: PartitionTracker }>();
@@ -85,8 +98,9 @@ export class Notifier {
     this.sink = new KafkaSink({ brokers: config.brokers, logger });
     this.sealer = new Sealer(config.sealKeys);
     this.statusMac = new StatusMac(config.sealKeys);
-    this.deliverer = new Deliverer(options.adapters, config.retry, logger);
+    this.deliverer = new Deliverer(options.adapters, config.retry, logger, Date.now, options.metrics);
     this.dedupe = new Lru(config.dedupeSize);
+    this.canceled = new Lru(config.dedupeSize);
     this.slots = new Slots(config.maxInFlight);
   }
 
@@ -171,18 +185,29 @@ export class Notifier {
       return;
     }
     const done = this.tracker(topic, partition).begin(message.offset);
+    const headers = headersOf(message);
+    const type = headers[HEADERS.eventType];
+    if (type !== undefined && type !== DELIVERY_REQUESTED) {
+      // Not in the verification's lane: a cancel must reach a delivery that
+      // is waiting to retry, which holds that lane.
+      if (type === DELIVERY_CANCELED) this.noteCanceled(message.value);
+      // Other types are for other consumers (or newer notifiers): skipped.
+      done();
+      this.slots.release();
+      return;
+    }
     const original: Original = {
       topic,
       partition,
       offset: message.offset,
       key: message.key?.toString() ?? "",
       value: message.value ?? new Uint8Array(),
-      headers: headersOf(message),
+      headers,
     };
     // No key: no order to keep, a lane of its own.
     const lane = original.key ? `${partition}/${original.key}` : `${partition}@${message.offset}`;
     const work: Promise<void> = this.lanes
-      .run(lane, () => this.handle(original))
+      .run(lane, () => (telemetry.on ? this.traced(original) : this.handle(original)))
       .then((finished) => {
         if (finished) done();
       })
@@ -193,8 +218,21 @@ export class Notifier {
     this.inFlight.add(work);
   }
 
+  /** handle() in a consumer span, child of the record's traceparent: the caller's trace reaches the delivery. */
+  private async traced(o: Original): Promise<boolean> {
+    const span = consumeSpan(o.topic, o.partition, o.offset, o.headers);
+    try {
+      const finished = await this.handle(o, span);
+      span.end(finished ? undefined : "abandoned");
+      return finished;
+    } catch (err) {
+      span.end((err as Error)?.name ?? "error");
+      throw err;
+    }
+  }
+
   /** True once the record is finished (its offset may be committed); false when abandoned on shutdown. */
-  private async handle(o: Original): Promise<boolean> {
+  private async handle(o: Original, span?: ConsumeSpan): Promise<boolean> {
     const signal = this.abort.signal;
     try {
       let event: DeliveryRequested;
@@ -215,9 +253,15 @@ export class Notifier {
       let records: OutgoingRecord[];
       try {
         const delivery = openDelivery(event, this.sealer);
-        records = this.recordsFor(o, event, await this.deliverer.deliver(delivery, signal));
+        const canceled = (): boolean => this.canceled.get(event.verificationId) !== undefined;
+        const attempted = await this.deliverer.deliver(delivery, signal, canceled);
+        this.options.metrics?.finished(delivery, attempted);
+        span?.setAttribute("otp.delivery.outcome", attempted.kind);
+        span?.setAttribute("otp.delivery.adapter", attempted.adapter);
+        records = this.recordsFor(o, event, attempted);
       } catch (err) {
         if (signal.aborted) throw err;
+        span?.setAttribute("otp.delivery.outcome", "dead_lettered");
         records = this.poison(o, err);
       }
       const handled: Handled = { unpublished: records };
@@ -233,16 +277,25 @@ export class Notifier {
     }
   }
 
+  private noteCanceled(value: Buffer | null): void {
+    try {
+      const e = fromBinary(DeliveryCanceledSchema, value ?? new Uint8Array());
+      if (e.verificationId) this.canceled.set(e.verificationId, true);
+    } catch {
+      this.options.logger.warn("undecodable delivery.canceled record skipped");
+    }
+  }
+
   private recordsFor(o: Original, e: DeliveryRequested, result: Attempted): OutgoingRecord[] {
-    const delivered = result.kind === "delivered";
+    const outcome = result.kind === "delivered" ? DeliveryOutcome.DELIVERED : result.kind === "canceled" ? DeliveryOutcome.CANCELED : DeliveryOutcome.FAILED;
     const status = statusRecord(this.topics.status, {
       deliveryEventId: e.eventId,
       verificationId: e.verificationId,
       tenant: e.tenant,
       traceId: e.traceId,
       resendCount: e.resendCount,
-      outcome: delivered ? DeliveryOutcome.DELIVERED : DeliveryOutcome.FAILED,
-      reason: delivered ? "" : result.reason,
+      outcome,
+      reason: result.kind === "failed" ? result.reason : result.kind === "canceled" ? "canceled" : "",
       adapter: result.adapter,
       nowMs: Date.now(),
     }, this.statusMac);
@@ -255,6 +308,7 @@ export class Notifier {
   /** Dead-letter a record no retry can fix; report FAILED when it names a verification. */
   private poison(o: Original, err: unknown): OutgoingRecord[] {
     const p = err instanceof PoisonError ? err : new PoisonError("internal error");
+    this.options.metrics?.poisoned();
     if (!(err instanceof PoisonError)) this.options.logger.error({ err: (err as Error)?.name }, "unexpected error opening a delivery");
     this.options.logger.warn({ topic: o.topic, partition: o.partition, offset: o.offset, reason: p.reason, event_id: p.event?.eventId }, "poison delivery record dead-lettered");
     const records = [deadLetterRecord(this.topics.deadLetter, o, p.reason, 0)];

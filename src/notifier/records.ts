@@ -21,18 +21,24 @@ export interface StatusFacts {
   tenant: string;
   traceId: string;
   resendCount: number;
-  outcome: DeliveryOutcome.DELIVERED | DeliveryOutcome.FAILED;
+  outcome: DeliveryOutcome.DELIVERED | DeliveryOutcome.FAILED | DeliveryOutcome.CANCELED;
   /** Short, non-secret; "" when delivered. */
   reason: string;
   adapter: string;
   nowMs: number;
 }
 
+const OUTCOME_NAMES = {
+  [DeliveryOutcome.DELIVERED]: "delivered",
+  [DeliveryOutcome.FAILED]: "failed",
+  [DeliveryOutcome.CANCELED]: "canceled",
+} as const;
+
 /** A DeliveryStatus record, signed (events/status-mac.ts): the service ignores unsigned ones. */
 export function statusRecord(topic: string, f: StatusFacts, mac: StatusMac): OutgoingRecord {
   // Derived, not random: a redelivered delivery reporting the same outcome
   // repeats the same status event id, so status consumers can dedupe it.
-  const eventId = `${f.deliveryEventId}:${f.outcome === DeliveryOutcome.DELIVERED ? "delivered" : "failed"}`;
+  const eventId = `${f.deliveryEventId}:${OUTCOME_NAMES[f.outcome]}`;
   const status = create(DeliveryStatusSchema, {
     eventId,
     deliveryEventId: f.deliveryEventId,

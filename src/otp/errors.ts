@@ -17,6 +17,9 @@ export type OtpErrorCode =
   | "UNAUTHENTICATED"
   | "PERMISSION_DENIED";
 
+/** Refusals that waiting cannot lift (the verification expires first): they carry no RetryInfo. */
+const NO_RETRY_REASONS = new Set(["MAX_RESENDS"]);
+
 export class OtpError extends Error {
   override name = "OtpError";
 
@@ -39,6 +42,10 @@ export class OtpError extends Error {
   }
 
   static exhausted(reason: string, retryAfterMs: number): OtpError {
+    // No wait lets this verification resend again: no RetryInfo, which would say otherwise.
+    if (NO_RETRY_REASONS.has(reason)) {
+      return new OtpError("RESOURCE_EXHAUSTED", `${reason}: no more resends for this verification; Send a new one`, { reason });
+    }
     const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
     return new OtpError("RESOURCE_EXHAUSTED", `${reason}: retry in ${seconds}s`, { reason, retryAfterMs });
   }

@@ -46,10 +46,13 @@ export class Refusals {
     private readonly store: VerificationStore,
     private readonly log: Logger,
     private readonly shards: number,
+    /** Counts every refusal, including those over the recording cap (src/metrics.ts). */
+    private readonly counter?: { refused(reason: string): void },
   ) {}
 
   /** Never throws and never waits: a refusal is answered whether or not it could be recorded. */
   record(r: Refusal): void {
+    this.counter?.refused(r.reason);
     if (!this.take()) {
       this.dropped++;
       this.reportDropped();

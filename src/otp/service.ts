@@ -1,6 +1,15 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
+  type CancelVerificationRequest,
+  CancelVerificationRequestSchema,
+  type CancelVerificationResponse,
+  CancelVerificationResponseSchema,
+  type GetVerificationRequest,
+  GetVerificationRequestSchema,
+  type GetVerificationResponse,
+  GetVerificationResponseSchema,
+  VerificationStatus,
   type CheckRateLimitRequest,
   CheckRateLimitRequestSchema,
   type CheckRateLimitResponse,
@@ -24,7 +33,15 @@ import type { Config, PurposePolicy } from "../config.js";
 import type { Sealer } from "../events/seal.js";
 import { StoreUnavailableError } from "../store/errors.js";
 import type {
-  CallerBudget, DestinationRef, EventContext, IdempotencyClaim, VerificationRef, VerificationStore, VerificationTimes,
+  CallerBudget,
+  DestinationRef,
+  EventContext,
+  IdempotencyClaim,
+  VerificationRef,
+  VerificationState,
+  VerificationStatusKind,
+  VerificationStore,
+  VerificationTimes,
 } from "../store/store.js";
 import { resendBudgets, sendBudgets, verifyBudgets } from "./caller-budgets.js";
 import { canonicalCode, generateCode } from "./code.js";
@@ -45,6 +62,7 @@ import { destinationRef, VerificationIds } from "./verification-id.js";
 export interface Caller extends Grantee {
   tenant: string;
   clientId: string;
+  /** The call's W3C traceparent, or a bare 32-hex trace id when it has none (src/transport/caller.ts). */
   traceId: string;
   /** A browser client: Verify/Resend by verification id only, limited by the connection's IP. */
   isPublic: boolean;
@@ -70,6 +88,17 @@ export interface OtpServiceDeps {
   admission?: DeliveryAdmission;
   /** Logs and audits refusals (absent: they are only answered). */
   refusals?: Refusals;
+  /** Counts outcomes for /metrics (absent: not counted). */
+  outcomes?: Outcomes;
+}
+
+/** Outcome counters (src/metrics.ts implements them). Labels are bounded: no caller-sent text. */
+export interface Outcomes {
+  verified(tenant: string, result: string): void;
+  /** A Send that queued a delivery; country: ISO region of a phone number, "" when none. */
+  sent(tenant: string, channel: number, country: string): void;
+  resent(tenant: string, channel: number): void;
+  canceled(tenant: string): void;
 }
 
 const VERIFY_RESULTS: Record<string, VerifyResult> = {
@@ -80,6 +109,17 @@ const VERIFY_RESULTS: Record<string, VerifyResult> = {
   NOT_FOUND: VerifyResult.NOT_FOUND,
   DELIVERY_FAILED: VerifyResult.DELIVERY_FAILED,
 };
+
+const STATUSES: Record<VerificationStatusKind, VerificationStatus> = {
+  PENDING: VerificationStatus.PENDING,
+  VERIFIED: VerificationStatus.VERIFIED,
+  EXPIRED: VerificationStatus.EXPIRED,
+  LOCKED: VerificationStatus.LOCKED,
+  CANCELED: VerificationStatus.CANCELED,
+  DELIVERY_FAILED: VerificationStatus.DELIVERY_FAILED,
+};
+
+const VERIFY_RESULT_NAMES = Object.fromEntries(Object.entries(VERIFY_RESULTS).map(([name, value]) => [value, name])) as Record<VerifyResult, string>;
 
 /**
  * The transport-neutral core: validates, normalises, digests and seals, then
@@ -94,6 +134,7 @@ export class OtpService {
   private readonly receipts: ReceiptIssuer | undefined;
   private readonly admission: DeliveryAdmission | undefined;
   private readonly refusals: Refusals | undefined;
+  private readonly outcomes: Outcomes | undefined;
   private readonly lettersPossible: boolean;
   private readonly ids: VerificationIds;
   private readonly idempotency: IdempotencyKeys;
@@ -109,6 +150,7 @@ export class OtpService {
     this.receipts = deps.receipts;
     this.admission = deps.admission;
     this.refusals = deps.refusals;
+    this.outcomes = deps.outcomes;
     const policies = [deps.config.defaults, ...Object.values(deps.config.purposes)];
     this.lettersPossible = policies.some((p) => p.alphabet === "alphanumeric");
     this.ids = new VerificationIds(deps.config.destinationKey, deps.config.redisShards);
@@ -118,12 +160,13 @@ export class OtpService {
 
   async send(req: SendRequest, caller: Caller): Promise<SendResponse> {
     assertValid(SendRequestSchema, req);
-    this.permitPurpose(caller, "Send", req.purpose);
+    // A purpose that does not exist is a bad argument, whoever asks (before grants and budgets).
     const policy = this.policy(req.purpose, "purpose");
+    this.permitPurpose(caller, "Send", req.purpose);
     const destination = this.destination(req.channel, req.destination, "destination");
     this.admit();
 
-    const digest = this.digester.digest(caller.tenant, destination.normalised);
+    const digest = this.digester.digest(caller.tenant, destination.canonical);
     const at = destinationRef(digest, this.config.redisShards);
     const about = { purpose: req.purpose, channel: req.channel, maskedDestination: destination.masked, destinationDigest: digest, shard: at.shard };
     const metadataJson = Object.keys(req.metadata).length > 0 ? JSON.stringify(req.metadata) : "";
@@ -145,7 +188,7 @@ export class OtpService {
         codeDigest: signed.digest,
         keyId: signed.keyId,
         codeLength: policy.codeLength,
-        sealedDestination: this.sealer.seal("destination", caller.tenant, destination.normalised),
+        sealedDestination: this.sealer.seal("destination", caller.tenant, destination.address),
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
         locale: req.locale,
         metadataJson,
@@ -163,15 +206,23 @@ export class OtpService {
     }
     // The key's binding (above) expired while its verification lived on (a Resend extends it).
     if (outcome.kind === "conflict") throw idempotencyKeyReused([]);
+    if (outcome.kind === "issued") this.outcomes?.sent(caller.tenant, req.channel, destination.country ?? "");
     return create(SendResponseSchema, timesMessage(outcome));
   }
 
   async verify(req: VerifyRequest, caller: Caller): Promise<VerifyResponse> {
+    const response = await this.verifyOnce(req, caller);
+    this.outcomes?.verified(caller.tenant, VERIFY_RESULT_NAMES[response.result] ?? "UNSPECIFIED");
+    return response;
+  }
+
+  private async verifyOnce(req: VerifyRequest, caller: Caller): Promise<VerifyResponse> {
     assertValid(VerifyRequestSchema, req);
     if (caller.isPublic && req.target.case !== "verificationId") {
       // By destination, a browser could probe which addresses have a live code.
       throw this.refuse(caller, "Verify", new OtpError("PERMISSION_DENIED", "public clients verify by verification_id only", { reason: "PUBLIC_CLIENT_BY_ID_ONLY" }));
     }
+    const policy = req.target.case === "destination" ? this.policy(req.target.value.purpose, "destination.purpose") : null;
     if (req.target.case === "destination") this.permitPurpose(caller, "Verify", req.target.value.purpose);
     const target = this.verifyTarget(req, caller);
     const claim = req.idempotencyKey === "" ? null : this.idempotency.verify(caller.tenant, req.idempotencyKey, {
@@ -184,10 +235,9 @@ export class OtpService {
       // A purpose-restricted client verifies only its purposes; the id alone does not say which.
       // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
       const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
-      if (!summary || !this.purposeGranted(caller, "Verify", summary.purpose, ref.verificationId)) return notFound(ref.verificationId);
+      if (!summary || !this.mayUse(caller, "Verify", summary.purpose, ref.verificationId)) return notFound(ref.verificationId);
     }
 
-    const policy = req.target.case === "destination" ? this.policy(req.target.value.purpose, "destination.purpose") : null;
     // A code outside the alphabet is a caller mistake, not a guess. By id the
     // purpose is not known here: unless some purpose uses letters, only digits
     // can be a code; otherwise the store simply finds no match.
@@ -229,7 +279,7 @@ export class OtpService {
     await this.spend(caller, "Resend", resendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), { verificationId: ref.verificationId });
     const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
     // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
-    if (!summary || !this.purposeGranted(caller, "Resend", summary.purpose, ref.verificationId)) throw noSuchVerification();
+    if (!summary || !this.mayUse(caller, "Resend", summary.purpose, ref.verificationId)) throw noSuchVerification();
     if (req.channel !== 0 && kindFor(req.channel) !== kindFor(summary.channel)) {
       throw OtpError.invalidArgument([violation("channel", "does not suit the verification's destination")]);
     }
@@ -253,6 +303,7 @@ export class OtpService {
     );
     switch (outcome.kind) {
       case "resent":
+        this.outcomes?.resent(caller.tenant, outcome.channel);
         return create(ResendResponseSchema, {
           ...timesMessage(outcome),
           attemptsRemaining: outcome.attemptsRemaining,
@@ -272,10 +323,10 @@ export class OtpService {
 
   async checkRateLimit(req: CheckRateLimitRequest, caller: Caller): Promise<CheckRateLimitResponse> {
     assertValid(CheckRateLimitRequestSchema, req);
-    this.permitPurpose(caller, "CheckRateLimit", req.purpose);
     const policy = this.policy(req.purpose, "purpose");
+    this.permitPurpose(caller, "CheckRateLimit", req.purpose);
     const destination = this.destination(req.channel, req.destination, "destination");
-    const digest = this.digester.digest(caller.tenant, destination.normalised);
+    const digest = this.digester.digest(caller.tenant, destination.canonical);
     const budgets = sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination);
     // Both only read: asking spends nothing.
     const [destinationLimits, callerLimits] = await this.guard(() =>
@@ -303,13 +354,55 @@ export class OtpService {
     });
   }
 
+  async getVerification(req: GetVerificationRequest, caller: Caller): Promise<GetVerificationResponse> {
+    assertValid(GetVerificationRequestSchema, req);
+    const ref = this.ids.parse(req.verificationId);
+    const state = ref && (await this.guard(() => this.store.inspect(caller.tenant, ref)));
+    if (!state || !this.mayUse(caller, "GetVerification", state.purpose, state.verificationId)) throw noSuchVerification();
+    return create(GetVerificationResponseSchema, { verification: verificationMessage(state) });
+  }
+
+  async cancelVerification(req: CancelVerificationRequest, caller: Caller): Promise<CancelVerificationResponse> {
+    assertValid(CancelVerificationRequestSchema, req);
+    const ref = this.ids.parse(req.verificationId);
+    // The purpose decides whether this caller may touch it: read it first.
+    const summary = ref && (await this.guard(() => this.store.describe(caller.tenant, ref)));
+    if (!ref || !summary || !this.mayUse(caller, "CancelVerification", summary.purpose, ref.verificationId)) throw noSuchVerification();
+    const outcome = await this.guard(() => this.store.cancel(caller.tenant, ref, eventContext(caller)));
+    switch (outcome.kind) {
+      case "not_found":
+        throw noSuchVerification();
+      case "finished":
+        throw new OtpError("FAILED_PRECONDITION", `the verification is already ${outcome.state.status.toLowerCase()}`, { reason: "VERIFICATION_FINISHED" });
+      case "canceled":
+        this.outcomes?.canceled(caller.tenant);
+        return create(CancelVerificationResponseSchema, { verification: verificationMessage(outcome.state) });
+    }
+  }
+
+  /**
+   * Whether the caller is granted this verification's purpose. A caller that is
+   * not learns nothing (the same NOT_FOUND as an unknown id), but the refusal
+   * is recorded.
+   */
+  private mayUse(caller: Caller, method: MethodName, purpose: string, verificationId: string): boolean {
+    try {
+      requirePurpose(caller, purpose);
+      return true;
+    } catch (err) {
+      if (!(err instanceof OtpError)) throw err;
+      this.refuse(caller, method, err, { purpose, verificationId });
+      return false;
+    }
+  }
+
   /** What a Verify names, checked and canonical, before anything is spent. */
   private verifyTarget(req: VerifyRequest, caller: Caller): VerifyTarget {
     if (req.target.case === "destination") {
       const { purpose, destination: raw } = req.target.value;
       // Verify by destination cannot know the channel; the form of the address decides.
       const destination = this.destination(raw.includes("@") ? 2 : 1, raw, "destination.destination");
-      const digest = this.digester.digest(caller.tenant, destination.normalised);
+      const digest = this.digester.digest(caller.tenant, destination.canonical);
       return { purpose, at: destinationRef(digest, this.config.redisShards), fingerprint: `destination:${purpose}:${digest}` };
     }
     const id = req.target.case === "verificationId" ? req.target.value : "";
@@ -357,17 +450,6 @@ export class OtpService {
     throw OtpError.exhausted(outcome.name, outcome.retryAfterMs);
   }
 
-  /** Whether the caller may use this purpose; a refusal is recorded (not answered: the caller sees NOT_FOUND). */
-  private purposeGranted(caller: Caller, method: MethodName, purpose: string, verificationId: string): boolean {
-    try {
-      this.permitPurpose(caller, method, purpose, verificationId);
-      return true;
-    } catch (err) {
-      if (err instanceof OtpError) return false;
-      throw err;
-    }
-  }
-
   private permitPurpose(caller: Caller, method: MethodName, purpose: string, verificationId?: string): void {
     try {
       requirePurpose(caller, purpose);
@@ -393,7 +475,7 @@ export class OtpService {
   }
 
   private destination(channel: number, raw: string, field: string): Destination {
-    const parsed = parseDestination(channel, raw);
+    const parsed = parseDestination(channel, raw, this.config);
     if (typeof parsed === "string") throw OtpError.invalidArgument([violation(field, parsed)]);
     return parsed;
   }
@@ -425,10 +507,6 @@ interface VerifyTarget {
   fingerprint: string;
 }
 
-function noSuchVerification(): OtpError {
-  return new OtpError("NOT_FOUND", "no such verification");
-}
-
 /** An idempotency key first used for a request with other parameters (README "Idempotency keys"). */
 function idempotencyKeyReused(fields: string[]): OtpError {
   const which = fields.length > 0 ? `a different ${fields.join(", ")}` : "different parameters";
@@ -444,6 +522,30 @@ function eventContext(caller: Caller): EventContext {
 
 function notFound(verificationId: string): VerifyResponse {
   return create(VerifyResponseSchema, { result: VerifyResult.NOT_FOUND, attemptsRemaining: 0, verificationId });
+}
+
+function noSuchVerification(): OtpError {
+  return new OtpError("NOT_FOUND", "no such verification");
+}
+
+function verificationMessage(s: VerificationState) {
+  const time = (ms: number | undefined) => (ms === undefined ? undefined : timestampFromMs(ms));
+  return {
+    verificationId: s.verificationId,
+    status: STATUSES[s.status],
+    purpose: s.purpose,
+    channel: s.channel,
+    maskedDestination: s.maskedDestination,
+    attemptsRemaining: s.attemptsRemaining,
+    maxAttempts: s.maxAttempts,
+    resendsRemaining: s.resendsRemaining,
+    codeLength: s.codeLength,
+    createTime: time(s.createdAtMs),
+    expireTime: time(s.expiresAtMs),
+    resendAvailableTime: time(s.resendAvailableAtMs),
+    verifyTime: time(s.verifiedAtMs),
+    cancelTime: time(s.canceledAtMs),
+  };
 }
 
 function timesMessage(t: VerificationTimes) {

@@ -1,15 +1,21 @@
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { createValidator } from "@bufbuild/protovalidate";
+import { uncleanFields } from "./clean-text.js";
 import { OtpError, type FieldViolation } from "./errors.js";
 import { patternMatcher } from "./validation-patterns.js";
 
 // The rules live in the proto (buf.validate options); this enforces them on
-// every call, whichever transport it came from.
+// every call, whichever transport it came from, and then refuses invisible
+// characters in every string field (src/otp/clean-text.ts).
 const validator = createValidator({ regexMatch: patternMatcher });
 
 export function assertValid<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): void {
   const result = validator.validate(schema, message);
-  if (result.kind === "valid") return;
+  if (result.kind === "valid") {
+    const unclean = uncleanFields(schema, message);
+    if (unclean.length > 0) throw OtpError.invalidArgument(unclean);
+    return;
+  }
   if (result.kind === "error") throw new Error(`validation could not run: ${result.error.message}`);
   throw OtpError.invalidArgument(
     result.violations.map((v) => ({ field: fieldPath(v.field), description: v.message })),

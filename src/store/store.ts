@@ -32,6 +32,7 @@ export interface StorePolicy {
 
 /** Fields every outbox event copies; the store adds type, time and event-specific fields. */
 export interface EventContext {
+  /** Stored as the outbox's `tr`: a W3C traceparent, or a bare 32-hex trace id. */
   traceId: string;
   /** Authenticated caller id, "" when unknown. */
   clientId: string;
@@ -221,6 +222,40 @@ export interface VerificationSummary {
   context: string;
 }
 
+/** Where a verification stands (GetVerification): what Verify with the right code would answer now. */
+export type VerificationStatusKind = "PENDING" | "VERIFIED" | "EXPIRED" | "LOCKED" | "CANCELED" | "DELIVERY_FAILED";
+
+/** A verification as GetVerification shows it. Never a code or a destination. */
+export interface VerificationState {
+  verificationId: string;
+  status: VerificationStatusKind;
+  purpose: string;
+  channel: ChannelNumber;
+  maskedDestination: string;
+  /** 0 unless PENDING. */
+  attemptsRemaining: number;
+  maxAttempts: number;
+  /** 0 unless PENDING. */
+  resendsRemaining: number;
+  codeLength: number;
+  /** Unknown (undefined) for verifications written before it was stored. */
+  createdAtMs: number | undefined;
+  expiresAtMs: number;
+  /** Only while PENDING. */
+  resendAvailableAtMs: number | undefined;
+  /** Only when VERIFIED. */
+  verifiedAtMs: number | undefined;
+  /** Only when CANCELED. */
+  canceledAtMs: number | undefined;
+}
+
+export type CancelOutcome =
+  /** Canceled now, or already canceled before (nothing changed, no event). */
+  | { kind: "canceled"; state: VerificationState }
+  | { kind: "not_found" }
+  /** Verified, locked, expired or failed delivery: nothing to cancel. */
+  | { kind: "finished"; state: VerificationState };
+
 /** One event as the state change wrote it. Encoded to protobuf by src/events/. */
 export interface OutboxEntry {
   /** Stream entry id ("<ms>-<seq>"), unique within its shard. */
@@ -254,6 +289,10 @@ export interface VerificationStore {
   findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null>;
   /** Purpose, channel and destination kind of a verification owned by `tenant`, or null. */
   describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null>;
+  /** The state of a verification owned by `tenant`, or null (unknown, another tenant's, or gone). Changes nothing. */
+  inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null>;
+  /** End a pending verification: its code never verifies, notifiers drop its delivery (audit `canceled`, `delivery_canceled`). */
+  cancel(tenant: string, ref: VerificationRef, event: EventContext): Promise<CancelOutcome>;
   /**
    * A notifier reported the delivery of resend number `resendCount` failed: if
    * that is still the live code, void it (Verify answers DELIVERY_FAILED).

@@ -7,6 +7,8 @@ import { requireMethod, type MethodName } from "../auth/grants.js";
 import { OtpError } from "../otp/errors.js";
 import type { Refusals } from "../otp/refusals.js";
 import type { Caller } from "../otp/service.js";
+import { activeTraceparent } from "../telemetry/spans.js";
+import { telemetry } from "../telemetry/tracing.js";
 
 /** What a transport knows about an inbound call, in transport-neutral form. */
 export interface InboundCall {
@@ -28,9 +30,11 @@ export interface CallerResolverOptions {
   refusals: Refusals | undefined;
 }
 
-// W3C trace context: version-traceid-parentid-flags. The trace id travels
-// into events so a delivery can be followed back to the call that caused it.
-const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
+// W3C trace context: version-traceid-parentid-flags. It travels with the
+// call's events (the outbox's `tr`, then a Kafka `traceparent` header), so a
+// delivery can be followed back to the call that caused it.
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})/;
+const ZEROS = /^0+$/;
 
 /**
  * Who is calling. Both listeners build their Caller here and nowhere else:
@@ -43,7 +47,7 @@ export type CallerResolver = (call: InboundCall) => Promise<Caller>;
 
 export function callerResolver(options: CallerResolverOptions): CallerResolver {
   return async (call) => {
-    const traceId = traceIdOf(call.header("traceparent"));
+    const traceId = traceContextOf(call.header("traceparent"));
     const directory = options.directory();
     if (!directory) {
       return { tenant: "default", clientId: "", traceId, methods: null, purposes: null, isPublic: false, connectionIp: undefined };
@@ -87,9 +91,24 @@ function unauthenticated(failure: AuthenticationFailure): OtpError {
   return new OtpError("UNAUTHENTICATED", message);
 }
 
-function traceIdOf(traceparent: string | undefined): string {
-  const id = TRACEPARENT.exec(traceparent?.trim().toLowerCase() ?? "")?.[1];
-  // An all-zero trace id is invalid by the spec; start a fresh trace instead.
+/**
+ * The trace context stored with the call's events (Caller.traceId): with
+ * tracing on, the call's server span as a traceparent; else the caller's
+ * traceparent (so a notifier still joins the caller's trace); else a fresh
+ * 32-hex trace id, which only names the call in logs and audit events.
+ */
+function traceContextOf(traceparent: string | undefined): string {
+  if (telemetry.on) {
+    const active = activeTraceparent();
+    if (active) return active;
+  }
+  const header = traceparent?.trim().toLowerCase() ?? "";
+  const m = TRACEPARENT.exec(header);
+  // Invalid by the spec: version ff, an all-zero trace or parent id. A version
+  // above 00 may add fields after ours: we keep the ones we know, as 00.
+  if (m && m[1] !== "ff" && !ZEROS.test(m[2]!) && !ZEROS.test(m[3]!) && (m[1] !== "00" || header.length === 55)) {
+    return header.length === 55 && m[1] === "00" ? header : `00-${m[2]}-${m[3]}-${m[4]}`;
+  }
   // randomUUID draws from a buffered pool: ~10x cheaper than randomBytes(16) per call.
-  return id !== undefined && !/^0+$/.test(id) ? id : randomUUID().replaceAll("-", "");
+  return randomUUID().replaceAll("-", "");
 }

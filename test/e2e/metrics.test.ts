@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { Client } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Channel, OtpService } from '../../src/gen/otp/v1/otp_pb.js';
+import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { grpcCall, grpcClient, grpcError } from '../support/grpc-client.js';
 import { freshEmail, startTestApp, type TestApp } from '../support/otp-app.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
@@ -66,5 +66,51 @@ describe('metrics', () => {
     expect(samples(text, 'process_cpu_user_seconds_total')).toHaveLength(1);
     expect(text).not.toContain(destination);
     expect(text).not.toContain(verificationId);
+  });
+
+  it('counts outcomes: Verify results (a wrong code is not OK), Sends by channel and country, refusals by reason, cancellations, relayed events', async () => {
+    const scrape = async () => (await promisify(execFile)('curl', ['-sS', '--fail', `${app.httpBase}/metrics`], { encoding: 'utf8', timeout: 10_000 })).stdout;
+    const value = (text: string, name: string, labels: Record<string, string>) =>
+      samples(text, name).find((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value ?? 0;
+    const before = await scrape();
+    const delta = (after: string, name: string, labels: Record<string, string>) => value(after, name, labels) - value(before, name, labels);
+
+    const n = (digits: number) => String(Math.floor(Math.random() * 10 ** digits)).padStart(digits, '0');
+    const us = await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.SMS, destination: `+141555501${n(2)}` });
+    await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.SMS, destination: `+4420794600${n(2)}` });
+    const email = freshEmail('outcomes');
+    const mail = await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: email });
+    // Inside the cooldown: refused.
+    expect((await grpcError(grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: email }))).code).toBe(8);
+    const byId = (id: string, code: string) => ({ target: { case: 'verificationId' as const, value: id }, code });
+    expect((await grpcCall(client, OtpService.method.verify, byId(us.verificationId, '00000000'))).result).toBe(VerifyResult.INVALID_CODE);
+    expect((await grpcCall(client, OtpService.method.verify, byId(us.verificationId, '00000001'))).result).toBe(VerifyResult.INVALID_CODE);
+    const right = await app.deliveries.codeFor(us.verificationId);
+    expect((await grpcCall(client, OtpService.method.verify, byId(us.verificationId, right))).result).toBe(VerifyResult.VERIFIED);
+    expect((await grpcCall(client, OtpService.method.verify, byId(us.verificationId, right))).result).toBe(VerifyResult.NOT_FOUND);
+    await grpcCall(client, OtpService.method.cancelVerification, { verificationId: mail.verificationId });
+
+    // The relay publishes in the background: wait until it has the three deliveries.
+    let after = await scrape();
+    for (let i = 0; i < 100 && delta(after, 'otp_relay_events_published_total', { type: 'delivery' }) < 3; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      after = await scrape();
+    }
+    const tenant = 'default';
+    expect(delta(after, 'otp_verifications_total', { tenant, result: 'INVALID_CODE' })).toBe(2);
+    expect(delta(after, 'otp_verifications_total', { tenant, result: 'VERIFIED' })).toBe(1);
+    expect(delta(after, 'otp_verifications_total', { tenant, result: 'NOT_FOUND' })).toBe(1);
+    expect(delta(after, 'otp_sends_total', { tenant, channel: 'sms', country: 'US' })).toBe(1);
+    expect(delta(after, 'otp_sends_total', { tenant, channel: 'sms', country: 'GB' })).toBe(1);
+    expect(delta(after, 'otp_sends_total', { tenant, channel: 'email', country: 'unknown' })).toBe(1);
+    expect(delta(after, 'otp_refusals_total', { reason: 'RESEND_COOLDOWN' })).toBe(1);
+    expect(delta(after, 'otp_cancellations_total', { tenant })).toBe(1);
+    expect(delta(after, 'otp_relay_events_published_total', { type: 'delivery' })).toBe(3);
+    expect(delta(after, 'otp_relay_events_published_total', { type: 'delivery_canceled' })).toBe(1);
+    expect(delta(after, 'otp_relay_events_published_total', { type: 'verified' })).toBe(1);
+    expect(samples(after, 'otp_relay_lag_seconds')).toHaveLength(1);
+    expect(samples(after, 'otp_relay_errors_total')).toHaveLength(1);
+    expect(after).not.toContain(email);
+    expect(after).not.toContain(right);
   });
 });

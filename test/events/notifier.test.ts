@@ -22,7 +22,10 @@ import { Notifier, type NotifierTopics } from '../../src/notifier/notifier.js';
 import { PartitionTracker } from '../../src/notifier/offsets.js';
 import { render } from '../../src/notifier/render.js';
 import type { EventContext, VerificationRef } from '../../src/store/store.js';
-import { caseTopics, createTopicsPatiently, deliveryEvent, testKeyring, TestProducer, TopicReader } from '../support/delivery-events.js';
+import { run } from '../support/cli.js';
+import { serveMetricsEndpoint } from '../../src/metrics-endpoint.js';
+import { NotifierMetrics } from '../../src/notifier/metrics.js';
+import { canceledEvent, caseTopics, createTopicsPatiently, deliveryEvent, testKeyring, TestProducer, TopicReader } from '../support/delivery-events.js';
 import { kafkaForTests, type KafkaBroker } from '../support/kafka.js';
 import { startSmtpSink } from '../support/smtp-sink.js';
 import { startWebhook } from '../support/webhook-server.js';
@@ -112,6 +115,7 @@ describe('notifier with a real Kafka broker', () => {
     failing: caseTopics('failing'),
     poison: caseTopics('poison'),
     dedupe: caseTopics('dedupe'),
+    cancel: caseTopics('cancel'),
     smtp: caseTopics('smtp'),
   };
   // One partition each: these cases are about records queued behind one another.
@@ -140,7 +144,7 @@ describe('notifier with a real Kafka broker', () => {
   }, 60_000);
 
   /** An in-process notifier on its own topics and group; console lines are captured, not printed. */
-  async function startNotifier(topics: NotifierTopics, env: Record<string, string> = {}): Promise<{ lines: string[]; notifier: Notifier }> {
+  async function startNotifier(topics: NotifierTopics, env: Record<string, string> = {}, metrics?: NotifierMetrics): Promise<{ lines: string[]; notifier: Notifier }> {
     const config = loadNotifierConfig({
       KAFKA_BROKERS: brokers,
       OTP_SEAL_KEYS: keyring.env,
@@ -155,7 +159,7 @@ describe('notifier with a real Kafka broker', () => {
     // NOTIFIER_TEST_LOG=debug shows the notifier's (redacted) logs when a case fails.
     const logger = notifierLogger(process.env.NOTIFIER_TEST_LOG ?? 'silent');
     const lines: string[] = [];
-    const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger, (l) => lines.push(l)), topics });
+    const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger, (l) => lines.push(l)), topics, metrics });
     running.push(notifier);
     await notifier.start();
     return { lines, notifier };
@@ -383,6 +387,41 @@ describe('notifier with a real Kafka broker', () => {
     const failed = await reader.status(cases.poison.status, stranger.eventId);
     expect([failed.outcome, failed.reason]).toEqual([DeliveryOutcome.FAILED, 'undecryptable']);
     expect(lines.map(tryJson).filter((l) => l?.event_id === stranger.eventId).length).toBe(0);
+  }, 90_000);
+
+  test('a DeliveryCanceled drops the delivery waiting to retry and the one queued behind it; /metrics counts them', async () => {
+    const hook = await startWebhook(() => 503);
+    const metrics = new NotifierMetrics();
+    const endpoint = await serveMetricsEndpoint(metrics.registry, '127.0.0.1', 0, notifierLogger('silent'));
+    try {
+      await startNotifier(cases.cancel, { NOTIFIER_SMS_ADAPTER: 'webhook', NOTIFIER_WEBHOOK_URL: hook.url, NOTIFIER_MAX_ATTEMPTS: '50', NOTIFIER_RETRY_BASE_MS: '200', NOTIFIER_RETRY_MAX_MS: '200' }, metrics);
+      const first = deliveryEvent({ sealer: keyring.sealer, topic: cases.cancel.delivery, destination: phone(), code: testCode() });
+      // A resend of the same verification: same key, so it waits in the first one's lane.
+      const queued = deliveryEvent({ sealer: keyring.sealer, topic: cases.cancel.delivery, destination: phone(), code: testCode(), verificationId: first.verificationId, resendCount: 1 });
+      await producer.send(first.record, queued.record);
+      const deadline = Date.now() + 30_000;
+      while (hook.hits.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(hook.hits.length).toBeGreaterThanOrEqual(2); // failing and retrying
+
+      await producer.send(canceledEvent({ topic: cases.cancel.delivery, verificationId: first.verificationId }));
+      const dropped = await reader.status(cases.cancel.status, first.eventId);
+      expect(dropped).toMatchObject({ outcome: DeliveryOutcome.CANCELED, reason: 'canceled', verificationId: first.verificationId });
+      expect((await reader.status(cases.cancel.status, queued.eventId)).outcome).toBe(DeliveryOutcome.CANCELED);
+      const hits = hook.hits.length;
+      // Every attempt was the first delivery's; the queued one was never tried, and nothing follows.
+      expect(hook.hits.every((h) => h.headers['idempotency-key'] === first.eventId)).toBe(true);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(hook.hits.length).toBe(hits);
+      expect(reader.seen.some((s) => s.topic === cases.cancel.deadLetter)).toBe(false);
+
+      const text = (await run('curl', ['-sS', '--fail', `http://127.0.0.1:${endpoint.port}/metrics`])).stdout;
+      expect(text).toContain('otp_notifier_deliveries_total{channel="sms",outcome="canceled"} 2');
+      expect(text).toContain(`otp_notifier_delivery_attempts_total{channel="sms",adapter="webhook",result="error"} ${hits}`);
+      expect(text).toContain(`otp_notifier_retries_total{channel="sms",adapter="webhook"} ${hits - 1}`);
+    } finally {
+      await endpoint.close();
+      await hook.close();
+    }
   }, 90_000);
 
   test('the same event_id twice is sent once', async () => {

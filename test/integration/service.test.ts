@@ -8,6 +8,7 @@ import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.j
 import { grpcCall, grpcClient, grpcError, richDetails } from '../support/grpc-client.js';
 import { freshEmail, startTestApp, type TestApp } from '../support/otp-app.js';
 import { redisForTests } from '../support/redis.js';
+import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
 
 const { send, verify, resend } = OtpService.method;
 const KEY_A = 'a:' + Buffer.alloc(32, 1).toString('base64');
@@ -33,6 +34,17 @@ const targets: Target[] = [
   { name: 'memory', env: async () => ({}), stop: async () => {} },
 ];
 
+// A Redis Cluster of 3 masters + 3 replicas: the 16 shards live on all three.
+let cluster: RedisCluster | undefined;
+targets.splice(1, 0, {
+  name: 'redis cluster',
+  env: async () => {
+    cluster ??= await startRedisCluster();
+    return { REDIS_CLUSTER_NODES: cluster.seeds };
+  },
+  stop: async () => cluster?.stop(),
+});
+
 describe.each(targets)('service on the $name store', (target) => {
   let app: TestApp;
   let client: Client;
@@ -50,7 +62,7 @@ describe.each(targets)('service on the $name store', (target) => {
   beforeAll(async () => {
     baseEnv = await target.env();
     await start();
-  });
+  }, 90_000);
   afterAll(async () => {
     await stop();
     await target.stop();

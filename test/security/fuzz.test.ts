@@ -30,7 +30,7 @@ let service: ServiceProcess;
 
 beforeAll(async () => {
   file = clientsFile([
-    { id: 'backend', tenant: 'acme', key_sha256: sha256(key), methods: ['Send', 'Verify', 'Resend', 'CheckRateLimit'] },
+    { id: 'backend', tenant: 'acme', key_sha256: sha256(key), methods: ['Send', 'Verify', 'Resend', 'CheckRateLimit', 'GetVerification', 'CancelVerification'] },
     { id: 'web', tenant: 'acme', public: true, origins: [WEB_ORIGIN], methods: ['Verify', 'Resend'] },
   ]);
   service = await spawnService({
@@ -50,7 +50,7 @@ afterAll(async () => {
   file?.remove();
 });
 
-const METHODS = ['Send', 'Verify', 'Resend', 'CheckRateLimit'] as const;
+const METHODS = ['Send', 'Verify', 'Resend', 'CheckRateLimit', 'GetVerification', 'CancelVerification'] as const;
 type Method = (typeof METHODS)[number];
 
 /** A valid request per method, binary and JSON, to mutate from. */
@@ -67,7 +67,10 @@ function validRequest(r: Rng, method: Method): { binary: Buffer; json: Record<st
       const m = create(VerifyRequestSchema, { target: { case: 'verificationId', value: id }, code: '12345678' });
       return { binary: Buffer.from(toBinary(VerifyRequestSchema, m)), json: { verificationId: id, code: '12345678' } };
     }
-    case 'Resend': {
+    // GetVerificationRequest and CancelVerificationRequest have Resend's field 1 (verification_id).
+    case 'Resend':
+    case 'GetVerification':
+    case 'CancelVerification': {
       const m = create(ResendRequestSchema, { verificationId: id });
       return { binary: Buffer.from(toBinary(ResendRequestSchema, m)), json: { verificationId: id } };
     }

@@ -39,6 +39,8 @@ const EXTRA_FIELDS: Record<string, string[]> = {
   verify_failed: ['left'],
   rate_limited: ['reason'],
   delivery_failed: ['reason'],
+  delivery_canceled: [],
+  canceled: [],
 };
 
 function tally(results: VerifyResultKind[]): Partial<Record<VerifyResultKind, number>> {
@@ -190,7 +192,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
     });
 
     describe('verify', () => {
-      it('VERIFIED consumes the verification: a second try is NOT_FOUND', async () => {
+      it('VERIFIED consumes the verification: a second try is NOT_FOUND, by id or by destination; a Resend finds it finished', async () => {
         const { dest, ref, code } = await send();
         const outcome = await store.verify(verifyCommand(ref, code));
         expect(outcome).toMatchObject({
@@ -201,7 +203,11 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         });
         expect(outcome.verifiedAtMs).toBeGreaterThan(0);
         expect((await store.verify(verifyCommand(ref, code))).result).toBe('NOT_FOUND');
-        expect(await store.findByDestination(TENANT, PURPOSE, dest.ref)).toBeNull();
+        // Still found (GetVerification shows it VERIFIED), but it verifies no more.
+        const found = await store.findByDestination(TENANT, PURPOSE, dest.ref);
+        expect(found).toBe(ref.verificationId);
+        expect((await store.verify(verifyCommand({ ...dest.ref, verificationId: found! }, code))).result).toBe('NOT_FOUND');
+        expect(await store.resend(resendCommand(ref, newCode()))).toEqual({ kind: 'finished' });
       });
 
       it('INVALID_CODE counts attempts down, then TOO_MANY_ATTEMPTS even for the right code', async () => {
@@ -367,6 +373,91 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         );
         expect(locked).toMatchObject({ limit: 3, remaining: 0 });
         expect(locked?.retryAfterMs).toBeGreaterThan(55_000);
+      });
+    });
+
+    describe('inspect and cancel', () => {
+      it('inspect shows a pending verification and changes nothing', async () => {
+        const before = Date.now();
+        const { dest, ref, cmd } = await send({ policy: policy({ ttlSeconds: 60, resendCooldownSeconds: 30, maxAttempts: 4, maxResends: 2 }) });
+        await events();
+        const state = await store.inspect(TENANT, ref);
+        expect(state).toMatchObject({
+          verificationId: ref.verificationId, status: 'PENDING', purpose: PURPOSE, channel: cmd.channel,
+          maskedDestination: dest.masked, attemptsRemaining: 4, maxAttempts: 4, resendsRemaining: 2, codeLength: 6,
+          verifiedAtMs: undefined, canceledAtMs: undefined,
+        });
+        expect(state!.createdAtMs).toBeGreaterThanOrEqual(before - 1000);
+        expect(state!.expiresAtMs - state!.createdAtMs!).toBe(60_000);
+        expect(state!.resendAvailableAtMs! - state!.createdAtMs!).toBe(30_000);
+        expect(await store.inspect(TENANT, ref)).toEqual(state);
+        expect(await events()).toEqual([]);
+        expect(await store.inspect(OTHER_TENANT, ref)).toBeNull();
+        expect(await store.inspect(TENANT, issueCommand(dest).cmd.ref)).toBeNull();
+      });
+
+      it('inspect follows attempts, locking, verifying, expiry and failed delivery', async () => {
+        const locked = await send({ policy: policy({ maxAttempts: 2 }) });
+        await store.verify(verifyCommand(locked.ref, wrong(locked.code)));
+        expect(await store.inspect(TENANT, locked.ref)).toMatchObject({ status: 'PENDING', attemptsRemaining: 1 });
+        await store.verify(verifyCommand(locked.ref, wrong(locked.code)));
+        expect(await store.inspect(TENANT, locked.ref)).toMatchObject({ status: 'LOCKED', attemptsRemaining: 0, resendsRemaining: 0, resendAvailableAtMs: undefined });
+
+        const verified = await send();
+        const outcome = await store.verify(verifyCommand(verified.ref, verified.code));
+        expect(await store.inspect(TENANT, verified.ref)).toMatchObject({ status: 'VERIFIED', verifiedAtMs: outcome.verifiedAtMs, attemptsRemaining: 0 });
+
+        const failed = await send();
+        await store.markDeliveryFailed(TENANT, failed.ref, 0, 'bounced', EVENT);
+        expect(await store.inspect(TENANT, failed.ref)).toMatchObject({ status: 'DELIVERY_FAILED' });
+
+        const expiring = await send({ policy: policy({ ttlSeconds: 1 }) });
+        await advance(1100);
+        expect(await store.inspect(TENANT, expiring.ref)).toMatchObject({ status: 'EXPIRED', attemptsRemaining: 0 });
+      });
+
+      it('cancel: the right code no longer verifies, Resend finds it finished, notifiers are told', async () => {
+        const { ref, code } = await send();
+        await events();
+        const outcome = await store.cancel(TENANT, ref, EVENT);
+        expect(outcome).toMatchObject({ kind: 'canceled', state: { status: 'CANCELED', attemptsRemaining: 0, resendsRemaining: 0 } });
+        if (outcome.kind !== 'canceled') throw new Error('not canceled');
+        expect(outcome.state.canceledAtMs).toBeGreaterThan(0);
+        expect(outcome.state.createdAtMs).toBeGreaterThan(0);
+        const written = await events(ref.verificationId);
+        expect(types(written)).toEqual(['delivery_canceled', 'canceled']);
+        expect(written[1]!.fields).toMatchObject({ vid: ref.verificationId, tn: TENANT, p: PURPOSE, tr: EVENT.traceId, cl: EVENT.clientId });
+
+        expect(await store.verify(verifyCommand(ref, code))).toEqual({ result: 'NOT_FOUND', attemptsRemaining: 0 });
+        expect(await store.resend(resendCommand(ref, newCode()))).toEqual({ kind: 'finished' });
+        expect(await store.markDeliveryFailed(TENANT, ref, 0, 'bounced', EVENT)).toBe(false);
+        expect(await store.inspect(TENANT, ref)).toEqual(outcome.state);
+        // Again: the same answer, nothing new written.
+        expect(await store.cancel(TENANT, ref, EVENT)).toEqual(outcome);
+        expect(await events()).toEqual([]);
+      });
+
+      it('cancel: finished verifications stay as they are; unknown ids and other tenants are not found', async () => {
+        const verified = await send();
+        await store.verify(verifyCommand(verified.ref, verified.code));
+        await events();
+        expect(await store.cancel(TENANT, verified.ref, EVENT)).toMatchObject({ kind: 'finished', state: { status: 'VERIFIED' } });
+        expect(await events()).toEqual([]);
+
+        const other = await send();
+        expect(await store.cancel(OTHER_TENANT, other.ref, EVENT)).toEqual({ kind: 'not_found' });
+        expect(await store.cancel(TENANT, issueCommand(other.dest).cmd.ref, EVENT)).toEqual({ kind: 'not_found' });
+        expect((await store.verify(verifyCommand(other.ref, other.code))).result).toBe('VERIFIED');
+      });
+
+      it('a new Send replaces a canceled verification', async () => {
+        const first = await send({ policy: policy({ resendCooldownSeconds: 30 }) });
+        await store.cancel(TENANT, first.ref, EVENT);
+        const second = await send({ dest: first.dest, policy: policy({ resendCooldownSeconds: 30 }) });
+        expect(second.outcome.kind).toBe('issued');
+        expect(await store.inspect(TENANT, first.ref)).toBeNull();
+        expect(await store.inspect(TENANT, second.ref)).toMatchObject({ status: 'PENDING', canceledAtMs: undefined });
+        expect((await store.verify(verifyCommand(second.ref, second.code))).result).toBe('VERIFIED');
       });
     });
 

@@ -104,7 +104,7 @@ describe('redis store: what Redis holds', () => {
         // Empty values are not stored: a missing field reads as ''.
         expect(hash.filter((v, i) => i % 2 === 1 && v === '').length, key).toBe(0);
         for (const field of fields) {
-          expect(field).toMatch(/^(dd|md|sb|sb2|ls|lf|lk|id:[A-Za-z0-9_-]{34}|[a-z_]+:(id|k|c|st|ik|if|vk|vt|lc|mt|cx))$/);
+          expect(field).toMatch(/^(dd|md|sb|sb2|ls|lf|lk|id:[A-Za-z0-9_-]{34}|[a-z_]+:(id|k|c|t|st|ik|if|vk|vt|ct|lc|mt|cx))$/);
         }
       } else {
         expect(type).toBe('stream');
@@ -175,6 +175,8 @@ describe('redis store: what Redis holds', () => {
     expect(await store.describe(TENANT, forged)).toBeNull();
     expect(await store.resend(resendCommand(forged, newCode()))).toEqual({ kind: 'not_found' });
     expect(await store.markDeliveryFailed(TENANT, forged, 0, 'bounced', EVENT)).toBe(false);
+    expect(await store.inspect(TENANT, forged)).toBeNull();
+    expect(await store.cancel(TENANT, forged, EVENT)).toEqual({ kind: 'not_found' });
     expect((await store.verify(verifyCommand(cmd.ref, code))).result).toBe('VERIFIED');
     await store.close();
   });

@@ -65,6 +65,8 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
   },
   find: { keys: [destKeys[0]!], args: { purpose: 'login' } },
   describe: { keys: [destKeys[0]!], args: { id: cmd.ref.verificationId } },
+  inspect: { keys: [destKeys[0]!], args: { id: cmd.ref.verificationId } },
+  cancel: { keys: destKeys, args: { tenant: TENANT, id: cmd.ref.verificationId, ...event } },
   callerBudgets: {
     keys: [callerBudgetKey(prefix, TENANT, 'SEND_LIMIT_IP', '192.0.2.1')],
     args: { mode: 'spend', budgets: [[10, 60_000]] },

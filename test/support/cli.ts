@@ -1,8 +1,19 @@
 // Runs the command-line clients an operator would use (grpcurl, curl), with
 // a time limit, and returns what they printed.
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
 
-export const GRPCURL = process.env.GRPCURL_BIN ?? '/root/go/bin/grpcurl';
+/** A go-installed tool: on PATH, else in Go's default bin directory (where scripts/preflight.sh installs it). */
+function goTool(name: string): string {
+  for (const dir of [...(process.env.PATH ?? '').split(':'), `${homedir()}/go/bin`]) {
+    if (dir && existsSync(`${dir}/${name}`)) return `${dir}/${name}`;
+  }
+  return `${homedir()}/go/bin/${name}`;
+}
+
+export const GRPCURL = process.env.GRPCURL_BIN ?? goTool('grpcurl');
+export const HELM = process.env.HELM_BIN ?? goTool('helm');
 
 export interface CliResult {
   code: number;

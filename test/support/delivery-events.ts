@@ -81,6 +81,20 @@ export function deliveryEvent(input: DeliveryInput): BuiltDelivery {
   return { record: { ...record, topic: input.topic }, eventId: `${shard}-${id}`, verificationId: vid, tenant };
 }
 
+/** A DeliveryCanceled record as the relay publishes it for a CancelVerification. */
+export function canceledEvent(input: { topic: string; verificationId: string; tenant?: string }): OutgoingRecord {
+  const now = Date.now();
+  const record = encodeEntry({
+    shard: 7,
+    id: `${now}-${seq++}`,
+    fields: {
+      type: 'delivery_canceled', vid: input.verificationId, tn: input.tenant ?? 'acme', p: 'login', ch: String(Channel.SMS),
+      ts: String(now), tr: randomBytes(16).toString('hex'), md: 'masked', dd: 'digest', cl: '',
+    },
+  });
+  return { ...record, topic: input.topic };
+}
+
 /**
  * createTopics, then wait until the broker's metadata shows every topic with
  * its leaders: right after a create, KRaft may still answer metadata requests

@@ -50,3 +50,42 @@ export function grpcWebTrailers(body: Buffer): Record<string, string> {
   }
   return trailers;
 }
+
+/** The HTTP/2 client connection preface. */
+export const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+
+/** One HTTP/2 frame: 9-byte header (length, type, flags, stream id) and payload. */
+export function h2Frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head.writeUInt8(type, 3);
+  head.writeUInt8(flags, 4);
+  head.writeUInt32BE(streamId & 0x7fffffff, 5);
+  return Buffer.concat([head, payload]);
+}
+
+/** Preface, empty SETTINGS, then a HEADERS frame without END_HEADERS: a request whose headers never complete. */
+export function h2IncompleteHeaders(): Buffer {
+  // HPACK indexed fields: :method POST (3), :scheme http (6), :path / (4).
+  return Buffer.concat([H2_PREFACE, h2Frame(0x4, 0, 0), h2Frame(0x1, 0x0, 1, Buffer.from([0x83, 0x86, 0x84]))]);
+}
+
+/**
+ * Waits for the server to close `socket` (reading and discarding what it
+ * sends); resolves with the ms it took, or rejects after `limitMs`.
+ */
+export function serverCloses(socket: import('node:stream').Duplex, limitMs: number): Promise<number> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const giveUp = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`the server kept the connection open for ${limitMs} ms`));
+    }, limitMs);
+    socket.on('data', () => {});
+    socket.on('error', () => {});
+    socket.once('close', () => {
+      clearTimeout(giveUp);
+      resolve(Date.now() - started);
+    });
+  });
+}

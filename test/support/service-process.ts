@@ -26,11 +26,14 @@ function baseEnv(): Record<string, string> {
   return { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', HOST: '127.0.0.1', LOG_LEVEL: 'info' };
 }
 
-/** `entry`: src/main.ts (the service) or src/relay-main.ts (`npm run relay`, which binds no port). */
+/**
+ * `entry`: src/main.ts (the service) or src/relay-main.ts (`npm run relay`, which binds no port),
+ * run with tsx; or a built `.js` entry (test/support/built-dist.ts), run by plain node as `npm start` does.
+ */
 export async function spawnService(env: Record<string, string> = {}, entry = 'src/main.ts'): Promise<ServiceProcess> {
   const grpcPort = await freePort();
   const httpPort = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+  const child = spawn(process.execPath, entry.endsWith('.js') ? ['--enable-source-maps', entry] : ['--import', 'tsx', entry], {
     cwd: repoRoot,
     env: { ...baseEnv(), GRPC_PORT: String(grpcPort), HTTP_PORT: String(httpPort), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

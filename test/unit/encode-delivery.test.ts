@@ -2,7 +2,7 @@ import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { encodeEntry } from "../../src/events/encode.js";
 import { HEADERS, TOPICS } from "../../src/events/topics.js";
-import { DeliveryRequestedSchema, SealedSchema } from "../../src/gen/otp/events/v1/events_pb.js";
+import { AuditEventSchema, AuditEventType, DeliveryCanceledSchema, DeliveryRequestedSchema, SealedSchema } from "../../src/gen/otp/events/v1/events_pb.js";
 
 // A delivery event carries the sealed destination and code exactly as the
 // store scripts kept them (already-encoded Sealed messages, appended to the
@@ -38,5 +38,18 @@ describe("delivery event encoding", () => {
     });
     expect(Number(event.expiresAt!.seconds)).toBe(1700000300);
     expect(Number(event.occurredAt!.seconds)).toBe(1700000000);
+  });
+
+  it("a cancel becomes a DeliveryCanceled on the delivery topic (keyed by the verification) and a CANCELED audit event", () => {
+    const fields = { vid: "vid-1", tn: "acme", p: "login", ch: "1", ts: "1700000000000", tr: "trace-1", md: "+1*******23", dd: "dd-1", cl: "backend" };
+    const drop = encodeEntry({ id: "1700000000000-4", shard: 2, fields: { type: "delivery_canceled", ...fields } });
+    expect(drop.topic).toBe(TOPICS.delivery);
+    expect(drop.key).toBe("vid-1");
+    expect(drop.headers[HEADERS.eventType]).toBe("delivery.canceled");
+    expect(fromBinary(DeliveryCanceledSchema, drop.value)).toMatchObject({ eventId: "2-1700000000000-4", verificationId: "vid-1", tenant: "acme", traceId: "trace-1" });
+    const audit = encodeEntry({ id: "1700000000000-5", shard: 2, fields: { type: "canceled", ...fields } });
+    expect(audit.topic).toBe(TOPICS.audit);
+    expect(audit.headers[HEADERS.eventType]).toBe("audit.canceled");
+    expect(fromBinary(AuditEventSchema, audit.value)).toMatchObject({ type: AuditEventType.CANCELED, verificationId: "vid-1", clientId: "backend", maskedDestination: "+1*******23" });
   });
 });

@@ -18,6 +18,6 @@ describe("start command", () => {
   });
 
   it("runs node with the GC settings for one core per process", () => {
-    expect(start).toMatch(/^node .*--single-threaded-gc .*dist\/main\.js$/);
+    expect(start).toMatch(/^node .*--single-threaded-gc .*dist\/bin\/service\.js$/);
   });
 });

@@ -1,11 +1,11 @@
-import type { ChannelNumber } from "../store.js";
+import type { ChannelNumber, VerificationState, VerificationStatusKind } from "../store.js";
 
 // The memory store's twin of the Redis destination hash (src/store/README.md,
 // "Keys"): one record per (tenant, destination handle) holding each purpose's
 // verification and the destination's limits, expiring as a whole.
 
-/** `<p>:st`: "" live, v verified, l locked, f delivery failed, x expiry observed. */
-export type Status = "" | "v" | "l" | "f" | "x";
+/** `<p>:st`: "" live, v verified, l locked, f delivery failed, x expiry observed, c canceled. */
+export type Status = "" | "v" | "l" | "f" | "x" | "c";
 
 export interface Verification {
   id: string;
@@ -23,10 +23,15 @@ export interface Verification {
   status: Status;
   /** The purpose's failure budget as of the Send (count, window ms), spent by every Verify of it. */
   failures: { count: number; windowMs: number };
+  /** When Send created it (ms). */
+  createdAt: number;
+  /** When CancelVerification ended it (ms). */
+  canceledAt?: number;
   idempotencyKey: string;
   requestFingerprint: string;
   /** Set on VERIFIED with an idempotency key, to answer a repeat. */
   verifiedKey?: string;
+  /** Set on VERIFIED. */
   verifiedAt?: number;
   locale: string;
   metadataJson: string;
@@ -58,4 +63,35 @@ export function verificationById(d: Destination, id: string): Verification | und
 
 export function extendExpiry(d: Destination, atMs: number): void {
   d.expiresAt = Math.max(d.expiresAt, Math.ceil(atMs));
+}
+
+/** What Verify with the right code would answer now (src/store/README.md, "Inspect"). */
+export function statusOf(v: Verification, d: Destination, now: number): VerificationStatusKind {
+  if (v.status === "v") return "VERIFIED";
+  if (v.status === "c") return "CANCELED";
+  if (v.status === "f") return "DELIVERY_FAILED";
+  if (v.status === "l" || v.attempts >= v.maxAttempts || (d.lockedUntil ?? 0) > now) return "LOCKED";
+  if (v.status === "x" || now >= v.expiresAt) return "EXPIRED";
+  return "PENDING";
+}
+
+export function stateOf(v: Verification, d: Destination, now: number): VerificationState {
+  const status = statusOf(v, d, now);
+  const pending = status === "PENDING";
+  return {
+    verificationId: v.id,
+    status,
+    purpose: v.purpose,
+    channel: v.channel,
+    maskedDestination: d.masked,
+    attemptsRemaining: pending ? v.maxAttempts - v.attempts : 0,
+    maxAttempts: v.maxAttempts,
+    resendsRemaining: pending ? v.maxResends - v.resends : 0,
+    codeLength: v.codeLength,
+    createdAtMs: v.createdAt,
+    expiresAtMs: v.expiresAt,
+    resendAvailableAtMs: pending ? v.resendAt : undefined,
+    verifiedAtMs: status === "VERIFIED" ? v.verifiedAt : undefined,
+    canceledAtMs: status === "CANCELED" ? v.canceledAt : undefined,
+  };
 }

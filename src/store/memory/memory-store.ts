@@ -1,6 +1,7 @@
 import type {
   CallerBudget,
   CallerBudgetOutcome,
+  CancelOutcome,
   EventContext,
   IdempotencyClaim,
   IdempotencyClaimOutcome,
@@ -13,6 +14,7 @@ import type {
   ResendCommand,
   ResendOutcome,
   VerificationRef,
+  VerificationState,
   VerificationStore,
   VerificationSummary,
   VerificationTimes,
@@ -20,7 +22,7 @@ import type {
   VerifyOutcome,
   DestinationRef,
 } from "../store.js";
-import { extendExpiry, isLive, verificationById, type Destination, type Verification } from "./destination.js";
+import { extendExpiry, isLive, stateOf, verificationById, type Destination, type Verification } from "./destination.js";
 import * as gcra from "./gcra.js";
 import { OutboxShard } from "./outbox.js";
 
@@ -123,7 +125,7 @@ export class MemoryStore implements VerificationStore {
       id: cmd.ref.verificationId, purpose: cmd.purpose, codeDigest: cmd.codeDigest, keyId: cmd.keyId,
       codeLength: cmd.codeLength, channel: cmd.channel, attempts: 0, maxAttempts: policy.maxAttempts,
       resends: 0, maxResends: policy.maxResends, expiresAt: now + ms(policy.ttlSeconds),
-      resendAt: now + ms(policy.resendCooldownSeconds), status: "",
+      resendAt: now + ms(policy.resendCooldownSeconds), status: "", createdAt: now,
       failures: { count: policy.failuresPerDestination.count, windowMs: ms(policy.failuresPerDestination.windowSeconds) },
       idempotencyKey: cmd.idempotencyKey, requestFingerprint: cmd.idempotencyKey === "" ? "" : cmd.requestFingerprint,
       locale: cmd.locale, metadataJson: cmd.metadataJson, context: cmd.context,
@@ -163,6 +165,8 @@ export class MemoryStore implements VerificationStore {
       const repeat = cmd.idempotencyKey !== "" && cmd.idempotencyKey === v.verifiedKey && match && now < v.expiresAt;
       return repeat ? verified(v.verifiedAt ?? now) : { result: "NOT_FOUND", attemptsRemaining: 0 };
     }
+    // Canceled: as gone as a consumed code; nothing is counted.
+    if (v.status === "c") return { result: "NOT_FOUND", attemptsRemaining: 0 };
     // 3-4. Finished or locked: nothing is counted.
     if (v.status === "f") return { result: "DELIVERY_FAILED", attemptsRemaining: 0 };
     if (v.status === "l" || v.attempts >= v.maxAttempts) return { result: "TOO_MANY_ATTEMPTS", attemptsRemaining: 0 };
@@ -182,15 +186,12 @@ export class MemoryStore implements VerificationStore {
     // 7. Count before comparing.
     v.attempts += 1;
 
-    // 8. Match: consume. With an idempotency key it stays (until it expires) to answer a repeat.
+    // 8. Match: consume. It stays, verified, while its hash lives: a repeat with the
+    // idempotency key answers VERIFIED again, and Resend answers "finished", not "not found".
     if (match) {
-      if (cmd.idempotencyKey === "") {
-        d.verifications.delete(v.purpose);
-      } else {
-        v.status = "v";
-        v.verifiedKey = cmd.idempotencyKey;
-        v.verifiedAt = now;
-      }
+      v.status = "v";
+      v.verifiedKey = cmd.idempotencyKey;
+      v.verifiedAt = now;
       this.#emit(cmd.ref.shard, now, base, "verified");
       return verified(now);
     }
@@ -295,6 +296,30 @@ export class MemoryStore implements VerificationStore {
     const d = this.#get(this.#key(tenant, ref), this.#now());
     const v = d && verificationById(d, ref.verificationId);
     return v ? { purpose: v.purpose, channel: v.channel, context: v.context } : null;
+  }
+
+  async inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null> {
+    const now = this.#now();
+    const d = this.#get(this.#key(tenant, ref), now);
+    const v = d && verificationById(d, ref.verificationId);
+    return d && v ? stateOf(v, d, now) : null;
+  }
+
+  async cancel(tenant: string, ref: VerificationRef, event: EventContext): Promise<CancelOutcome> {
+    const now = this.#now();
+    const d = this.#get(this.#key(tenant, ref), now);
+    const v = d && verificationById(d, ref.verificationId);
+    if (!d || !v) return { kind: "not_found" };
+    if (v.status === "c") return { kind: "canceled", state: stateOf(v, d, now) };
+    if (!isLive(v, now)) return { kind: "finished", state: stateOf(v, d, now) };
+    v.status = "c";
+    v.canceledAt = now;
+    // No attempts left: a canceled code is as spent as a locked one.
+    v.attempts = v.maxAttempts;
+    const base: EventBase = { vid: v.id, tn: tenant, p: v.purpose, ch: v.channel, md: d.masked, dd: d.digest, event };
+    this.#emit(ref.shard, now, base, "delivery_canceled");
+    this.#emit(ref.shard, now, base, "canceled");
+    return { kind: "canceled", state: stateOf(v, d, now) };
   }
 
   async markDeliveryFailed(

@@ -1,10 +1,22 @@
-import { createClient, ErrorReply } from "redis";
 import { StoreUnavailableError } from "../errors.js";
+import { connectCluster } from "./client/cluster.js";
+import { Deadlines, within } from "./client/deadlines.js";
+import { failureReason, isReplyError, unavailableOr } from "./client/failures.js";
+import { connectNode } from "./client/node.js";
+import { countUnavailable, redisObservations } from "./client/observations.js";
+import { connectSentinel } from "./client/sentinel.js";
+import { describeTopology, type RedisAccess, type RedisTopology } from "./client/topology.js";
+import type { RedisReply, Transport, TransportOptions } from "./client/transport.js";
 import type { StoreScript } from "./scripts.js";
 
-// The only module that imports the Redis client library. Everything else sees
-// RedisConnection: raw commands and scripts in, raw replies out, and
-// StoreUnavailableError whenever Redis cannot answer in time.
+// The only module (with its folder client/) that imports the Redis client
+// library. Everything else sees RedisConnection: raw commands and scripts in,
+// raw replies out, and StoreUnavailableError whenever Redis cannot answer in
+// time (or, with waitReplicas, cannot confirm that replicas have a change).
+
+export { isReplyError, redisObservations };
+export type { RedisAccess, RedisReply, RedisTopology };
+export type { HostPort } from "./client/topology.js";
 
 export interface ConnectionLogger {
   warn(details: object, message: string): void;
@@ -12,179 +24,201 @@ export interface ConnectionLogger {
 }
 
 export interface RedisConnectionOptions {
-  url: string;
+  /** One node: shorthand for topology {kind: "node", url}. */
+  url?: string;
+  topology?: RedisTopology;
+  access?: RedisAccess;
   /** Per command; a call never waits longer than this for Redis (default 1000). */
   commandTimeoutMs?: number;
   /** Per connection attempt, and for the first connection at start-up (default 3000). */
   connectTimeoutMs?: number;
+  /**
+   * Replicas that must acknowledge a script's writes before its answer is
+   * returned (WAIT on the connection that ran it; default 0: no waiting).
+   */
+  waitReplicas?: number;
+  /** How long WAIT waits for them (default 500); past it the call is StoreUnavailableError. */
+  waitTimeoutMs?: number;
   logger?: ConnectionLogger;
 }
 
-export type RedisReply = string | number | null | RedisReply[];
+export interface RunOptions {
+  /** The script changes nothing: no replica acknowledgement to wait for. */
+  readOnly?: boolean;
+}
 
 export interface RedisConnection {
-  call(args: readonly string[]): Promise<RedisReply>;
-  /** EVALSHA, falling back to EVAL when Redis lost its script cache (restart, failover). */
-  run(script: StoreScript, keys: readonly string[], args: readonly string[]): Promise<RedisReply>;
+  /** One command, routed by `key` on a cluster (the first key it touches). */
+  call(args: readonly string[], key?: string): Promise<RedisReply>;
+  /**
+   * EVALSHA on the master of keys[0] (every key shares its hash tag), falling
+   * back to EVAL when Redis lost its script cache (restart, failover); with
+   * waitReplicas, followed by WAIT on the same connection.
+   */
+  run(script: StoreScript, keys: readonly string[], args: readonly string[], options?: RunOptions): Promise<RedisReply>;
+  /** Every master answers. */
+  ping(): Promise<boolean>;
   close(): Promise<void>;
 }
 
-// Server replies that mean "cannot serve now", not "your command is wrong".
-const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS)\b/;
-
-/** True when `err` is a Redis error reply with this code (e.g. "NOGROUP"). */
-export function isReplyError(err: unknown, code: string): boolean {
-  return err instanceof ErrorReply && err.message.startsWith(code);
+/** Replicas did not acknowledge a write in time: its outcome may not survive a failover. */
+class ReplicationError extends Error {
+  override readonly name = "ReplicationError";
 }
 
-function unavailableOr(err: unknown): unknown {
-  if (err instanceof StoreUnavailableError) return err;
-  if (err instanceof ErrorReply && !UNAVAILABLE_REPLY.test(err.message)) return err;
-  return new StoreUnavailableError({ cause: err });
+const LOG_EVERY_MS = 5_000;
+
+export async function connectRedis(options: RedisConnectionOptions): Promise<RedisConnection> {
+  const topology: RedisTopology = options.topology ?? { kind: "node", url: options.url ?? "" };
+  const connectTimeoutMs = options.connectTimeoutMs ?? 3000;
+  const commandTimeoutMs = options.commandTimeoutMs ?? 1000;
+  const waitReplicas = options.waitReplicas ?? 0;
+  const waitTimeoutMs = options.waitTimeoutMs ?? 500;
+  const log = options.logger;
+  const where = describeTopology(topology);
+
+  // Never a URL or address with credentials in logs: addresses of cluster nodes are host:port only.
+  const transportOptions: TransportOptions = {
+    access: options.access ?? {},
+    connectTimeoutMs,
+    events: {
+      lost(node, err) {
+        redisObservations.connectionsLost++;
+        log?.warn({ redis: where, node, error: err instanceof Error ? err.name : "unknown" }, "redis connection lost");
+      },
+      ready(node) {
+        log?.info({ redis: where, node }, "redis connection ready");
+      },
+      topologyChanged(detail) {
+        redisObservations.topologyChanges++;
+        log?.warn({ redis: where, ...detail }, "redis topology changed (failover or resharding)");
+      },
+    },
+  };
+
+  const { transport, connecting } =
+    topology.kind === "cluster"
+      ? await connectCluster(topology.seeds, transportOptions)
+      : topology.kind === "sentinel"
+        ? await connectSentinel(topology.sentinels, topology.masterName, transportOptions)
+        : await connectNode(topology.url, transportOptions);
+
+  // The first connection retries until it succeeds; start-up waits a bounded time for it.
+  try {
+    await within(connecting, connectTimeoutMs, "connecting");
+  } catch (err) {
+    connecting.catch(() => {});
+    transport.destroy();
+    throw unavailableOr(err);
+  }
+  log?.info({ redis: where, waitReplicas }, "redis connected");
+  return new Connection(transport, commandTimeoutMs, waitReplicas, waitTimeoutMs, log);
 }
 
-// node-redis's own command timeout stops counting once a command is written,
-// so a Redis that accepted the bytes and then hung would keep callers waiting.
-// This deadline covers the whole call.
-function within<T>(pending: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new StoreUnavailableError({ cause: new Error(`${what} took over ${ms} ms`) })), ms);
-  });
-  return Promise.race([pending, deadline]).finally(() => clearTimeout(timer));
-}
+class Connection implements RedisConnection {
+  readonly #transport: Transport;
+  readonly #deadlines: Deadlines;
+  /** A script and its WAIT: the command's time plus WAIT's own. */
+  readonly #waitDeadlines: Deadlines;
+  readonly #commandTimeoutMs: number;
+  readonly #wait: string[];
+  readonly #waitReplicas: number;
+  readonly #log: ConnectionLogger | undefined;
+  #lastLog = new Map<string, number>();
 
-/**
- * The per-command deadline on the hot path. A timer per command (ours or
- * node-redis's AbortSignal.timeout) showed up at 5-6% of a Verify in the
- * profile; one sweep over the calls in flight does the same job: a call is
- * failed at most one sweep interval after its deadline.
- */
-class Deadlines {
-  private readonly pending = new Set<{ due: number; fail: (err: Error) => void }>();
-  private readonly sweep: NodeJS.Timeout;
-
-  constructor(private readonly ms: number) {
-    this.sweep = setInterval(() => this.expire(), Math.max(10, Math.floor(ms / 5)));
-    this.sweep.unref();
+  constructor(transport: Transport, commandTimeoutMs: number, waitReplicas: number, waitTimeoutMs: number, log?: ConnectionLogger) {
+    this.#transport = transport;
+    this.#deadlines = new Deadlines(commandTimeoutMs);
+    this.#waitDeadlines = new Deadlines(commandTimeoutMs + waitTimeoutMs);
+    this.#commandTimeoutMs = commandTimeoutMs;
+    this.#waitReplicas = waitReplicas;
+    this.#wait = ["WAIT", String(waitReplicas), String(waitTimeoutMs)];
+    this.#log = log;
   }
 
-  run<T>(pending: Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const entry = { due: Date.now() + this.ms, fail: reject };
-      this.pending.add(entry);
-      pending.then(
-        (value) => {
-          this.pending.delete(entry);
-          resolve(value);
-        },
-        (err: unknown) => {
-          this.pending.delete(entry);
-          reject(err);
-        },
-      );
-    });
-  }
-
-  private expire(): void {
-    const now = Date.now();
-    for (const entry of this.pending) {
-      if (entry.due > now) continue;
-      this.pending.delete(entry);
-      entry.fail(new StoreUnavailableError({ cause: new Error(`a command took over ${this.ms} ms`) }));
+  async call(args: readonly string[], key?: string): Promise<RedisReply> {
+    try {
+      return await this.#deadlines.run(this.#transport.send(key, args));
+    } catch (err) {
+      throw this.#failed(err);
     }
   }
 
-  close(): void {
-    clearInterval(this.sweep);
-  }
-}
-
-// Reconnect fast: an outage should end for callers as soon as Redis is back.
-function reconnectDelay(retries: number): number {
-  return Math.min(50 * 2 ** retries, 1000) + Math.floor(Math.random() * 100);
-}
-
-export async function connectRedis(options: RedisConnectionOptions): Promise<RedisConnection> {
-  const connectTimeoutMs = options.connectTimeoutMs ?? 3000;
-  const commandTimeoutMs = options.commandTimeoutMs ?? 1000;
-  const client = createClient({
-    url: options.url,
-    RESP: 2,
-    maintNotifications: "disabled",
-    // Fail fast while disconnected instead of queueing calls until Redis returns.
-    disableOfflineQueue: true,
-    // No per-command timer from node-redis (its default is 5 s): Deadlines
-    // below covers every call. Its timers (AbortSignal.timeout: a Timeout, a
-    // WeakRef and a finalizer per command) lived 5 s, so under load they were
-    // promoted out of the young generation and made every scavenge ~20 ms:
-    // the 30-40 ms p99 tails of the first benchmarks.
-    commandOptions: { timeout: 0 },
-    socket: { connectTimeout: connectTimeoutMs, reconnectStrategy: reconnectDelay },
-  });
-
-  // Log transitions only (not every failed retry), and never the URL: it may hold a password.
-  let connected = false;
-  client.on("error", (err: Error) => {
-    if (!connected) return;
-    connected = false;
-    options.logger?.warn({ error: err.name }, "redis connection lost");
-  });
-  client.on("ready", () => {
-    if (connected) return;
-    connected = true;
-    options.logger?.info({}, "redis connection ready");
-  });
-
-  // The first connection retries until it succeeds; start-up waits a bounded time for it.
-  const first = client.connect();
-  try {
-    await within(first, connectTimeoutMs, "connecting");
-  } catch (err) {
-    first.catch(() => {});
-    client.destroy();
-    throw unavailableOr(err);
+  async run(script: StoreScript, keys: readonly string[], args: readonly string[], options?: RunOptions): Promise<RedisReply> {
+    // One array, reused for the fallback: this is on every call's path.
+    const command = ["EVALSHA", script.sha1, String(keys.length)].concat(keys, args);
+    const key = keys[0];
+    try {
+      if (this.#waitReplicas > 0 && !options?.readOnly && key !== undefined) return await this.#runAcknowledged(script, command, key);
+      try {
+        return await this.#deadlines.run(this.#transport.send(key, command));
+      } catch (err) {
+        if (!isReplyError(err, "NOSCRIPT")) throw err;
+        command[0] = "EVAL";
+        command[1] = script.source;
+        return await this.#deadlines.run(this.#transport.send(key, command));
+      }
+    } catch (err) {
+      throw this.#failed(err);
+    }
   }
 
-  const deadlines = new Deadlines(commandTimeoutMs);
-  const send = (args: readonly string[]) => deadlines.run(client.sendCommand<RedisReply>(args));
+  /**
+   * The script, then WAIT, written together on the connection to the key's
+   * master: WAIT counts the replicas that have everything this connection
+   * wrote, so an answer is returned only once its change would survive a
+   * failover to one of them.
+   */
+  async #runAcknowledged(script: StoreScript, command: string[], key: string): Promise<RedisReply> {
+    const pipelined = () => this.#waitDeadlines.run(this.#transport.pipeline(key, [command, this.#wait]));
+    let replies: RedisReply[];
+    try {
+      replies = await pipelined();
+    } catch (err) {
+      if (!isReplyError(err, "NOSCRIPT")) throw err;
+      command[0] = "EVAL";
+      command[1] = script.source;
+      replies = await pipelined();
+    }
+    const [reply, acked] = replies as [RedisReply, RedisReply];
+    if (typeof acked !== "number" || acked < this.#waitReplicas) {
+      redisObservations.waitTimeouts++;
+      throw new StoreUnavailableError({ cause: new ReplicationError(`${String(acked)} of ${this.#waitReplicas} replicas acknowledged in time`) });
+    }
+    return reply;
+  }
 
-  return {
-    async call(args) {
-      try {
-        return await send(args);
-      } catch (err) {
-        throw unavailableOr(err);
+  async ping(): Promise<boolean> {
+    try {
+      return await this.#deadlines.run(this.#transport.pingAll());
+    } catch {
+      return false;
+    }
+  }
+
+  #failed(err: unknown): unknown {
+    const out = unavailableOr(err);
+    if (out instanceof StoreUnavailableError) {
+      const reason = failureReason(out);
+      countUnavailable(reason);
+      // A failing Redis fails every call: one line per reason every few seconds is enough.
+      const now = Date.now();
+      if (now - (this.#lastLog.get(reason) ?? 0) > LOG_EVERY_MS) {
+        this.#lastLog.set(reason, now);
+        this.#log?.warn({ reason }, reason === "wait" ? "redis replicas did not acknowledge in time: answering UNAVAILABLE" : "redis call failed: answering UNAVAILABLE");
       }
-    },
-    async run(script, keys, args) {
-      // One array, reused for the fallback: this is on every call's path.
-      const command = ["EVALSHA", script.sha1, String(keys.length)].concat(keys, args);
-      try {
-        try {
-          return await send(command);
-        } catch (err) {
-          if (!isReplyError(err, "NOSCRIPT")) throw err;
-          command[0] = "EVAL";
-          command[1] = script.source;
-          return await send(command);
-        }
-      } catch (err) {
-        throw unavailableOr(err);
-      }
-    },
-    // Graceful when Redis answers (pending replies arrive first), never stuck when it does not.
-    async close() {
-      deadlines.close();
-      if (!client.isOpen) return;
-      if (client.isReady) {
-        try {
-          return await within(client.close(), commandTimeoutMs, "closing");
-        } catch {
-          // fall through
-        }
-      }
-      client.destroy();
-    },
-  };
+    }
+    return out;
+  }
+
+  // Graceful when Redis answers (pending replies arrive first), never stuck when it does not.
+  async close(): Promise<void> {
+    this.#deadlines.close();
+    this.#waitDeadlines.close();
+    try {
+      await within(this.#transport.close(), this.#commandTimeoutMs, "closing");
+    } catch {
+      this.#transport.destroy();
+    }
+  }
 }

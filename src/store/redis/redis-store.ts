@@ -2,6 +2,7 @@ import type {
   Budget,
   CallerBudget,
   CallerBudgetOutcome,
+  CancelOutcome,
   DestinationRef,
   EventContext,
   IdempotencyClaim,
@@ -14,15 +15,19 @@ import type {
   ResendCommand,
   ResendOutcome,
   VerificationRef,
+  VerificationState,
   VerificationStore,
   VerificationSummary,
   VerifyCommand,
   VerifyOutcome,
 } from "../store.js";
-import { connectRedis, isReplyError, type ConnectionLogger, type RedisConnection } from "./client.js";
+import {
+  connectRedis, isReplyError, type ConnectionLogger, type RedisAccess, type RedisConnection, type RedisTopology,
+} from "./client.js";
 import { callerBudgetKey, destinationKey, idempotencyRecordKey, OUTBOX_GROUP, outboxKey } from "./keys.js";
 import * as replies from "./replies.js";
 import { scriptArgv, type ScriptArgs, type ScriptName } from "./script-args.js";
+import { withScriptSpans } from "./script-spans.js";
 import { scripts } from "./scripts.js";
 import { readAcrossShards } from "./shard-reads.js";
 
@@ -32,8 +37,14 @@ import { readAcrossShards } from "./shard-reads.js";
 // the answers.
 
 export interface RedisStoreOptions {
-  url: string;
+  /** One node; or `topology` (a cluster, a Sentinel-watched master). */
+  url?: string;
+  topology?: RedisTopology;
+  access?: RedisAccess;
   shards: number;
+  /** Replicas that acknowledge every change an answer depends on before it is given (default 0). */
+  waitReplicas?: number;
+  waitTimeoutMs?: number;
   /** Per Redis call (default 1000): an unreachable Redis fails a call within this. */
   commandTimeoutMs?: number;
   /** Default 3000: start-up fails with StoreUnavailableError when Redis is not reachable by then. */
@@ -48,6 +59,10 @@ const eventArgs = (e: EventContext) => ({ trace_id: e.traceId, client_id: e.clie
 const sends = (b: Budget) => ({ sends_count: b.count, sends_window_ms: ms(b.windowSeconds) });
 const failures = (b: Budget) => ({ failures_count: b.count, failures_window_ms: ms(b.windowSeconds) });
 
+// Scripts that change nothing (or only append an audit event): no replica
+// acknowledgement to wait for. Every other script (and any new one) waits.
+const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "audit"]);
+
 export class RedisStore implements VerificationStore {
   readonly #redis: RedisConnection;
   readonly #shards: number;
@@ -55,7 +70,7 @@ export class RedisStore implements VerificationStore {
   #nextShard = 0;
 
   private constructor(redis: RedisConnection, shards: number, prefix: string) {
-    this.#redis = redis;
+    this.#redis = withScriptSpans(redis);
     this.#shards = shards;
     this.#prefix = prefix;
   }
@@ -76,9 +91,14 @@ export class RedisStore implements VerificationStore {
     return [destinationKey(this.#prefix, tenant, ref), outboxKey(this.#prefix, ref.shard)];
   }
 
-  /** One script call: its keys, and its arguments by name (script-args.ts). */
-  #run<S extends ScriptName>(script: S, keys: string[], args: ScriptArgs[S]) {
-    return this.#redis.run(scripts[script], keys, scriptArgv<S>(args));
+  /**
+   * One script call: its keys (routed by the first, on a cluster), and its
+   * arguments by name (script-args.ts). With waitReplicas, the answer waits
+   * for replicas to have the script's writes, unless the script only reads or
+   * writes nothing an answer depends on (NO_ACK).
+   */
+  #run<S extends ScriptName>(script: S, keys: string[], args: ScriptArgs[S], readOnly = NO_ACK.has(script)) {
+    return this.#redis.run(scripts[script], keys, scriptArgv<S>(args), { readOnly });
   }
 
   async issue(cmd: IssueCommand): Promise<IssueOutcome> {
@@ -163,7 +183,7 @@ export class RedisStore implements VerificationStore {
     const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets), {
       mode: "peek",
       budgets: budgets.map((b) => [b.budget.count, ms(b.budget.windowSeconds)]),
-    });
+    }, true);
     return replies.callerBudgetStates(reply, budgets);
   }
 
@@ -190,6 +210,16 @@ export class RedisStore implements VerificationStore {
     return replies.summary(await this.#run("describe", [key], { id: ref.verificationId }));
   }
 
+  async inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null> {
+    const key = destinationKey(this.#prefix, tenant, ref);
+    return replies.verificationState(await this.#run("inspect", [key], { id: ref.verificationId }), ref.verificationId);
+  }
+
+  async cancel(tenant: string, ref: VerificationRef, event: EventContext): Promise<CancelOutcome> {
+    const reply = await this.#run("cancel", this.#keys(tenant, ref), { tenant, id: ref.verificationId, ...eventArgs(event) });
+    return replies.cancelOutcome(reply, ref.verificationId);
+  }
+
   async markDeliveryFailed(
     tenant: string, ref: VerificationRef, resendCount: number, reason: string, event: EventContext,
   ): Promise<boolean> {
@@ -205,18 +235,18 @@ export class RedisStore implements VerificationStore {
     return readAcrossShards(this.#shards, this.#rotate(), count, 3, async (shard, n) => {
       const key = outboxKey(this.#prefix, shard);
       const reply = await this.#withGroup(shard, () =>
-        this.#redis.call(["XREADGROUP", "GROUP", OUTBOX_GROUP, consumer, "COUNT", String(n), "STREAMS", key, ">"]),
+        this.#redis.call(["XREADGROUP", "GROUP", OUTBOX_GROUP, consumer, "COUNT", String(n), "STREAMS", key, ">"], key),
       );
       return replies.readEntries(shard, reply);
     });
   }
 
   async claimStaleOutbox(consumer: string, idleMs: number, count: number): Promise<OutboxEntry[]> {
-    // One round: claiming again from the start could re-claim what this call just took.
-    return readAcrossShards(this.#shards, this.#rotate(), count, 1, async (shard, n) => {
+    // Claiming again from the start may re-claim what this call just took: readAcrossShards keeps each entry once.
+    return readAcrossShards(this.#shards, this.#rotate(), count, 3, async (shard, n) => {
       const key = outboxKey(this.#prefix, shard);
       const reply = await this.#withGroup(shard, () =>
-        this.#redis.call(["XAUTOCLAIM", key, OUTBOX_GROUP, consumer, String(idleMs), "0-0", "COUNT", String(n)]),
+        this.#redis.call(["XAUTOCLAIM", key, OUTBOX_GROUP, consumer, String(idleMs), "0-0", "COUNT", String(n)], key),
       );
       return replies.claimedEntries(shard, reply);
     });
@@ -234,8 +264,8 @@ export class RedisStore implements VerificationStore {
       [...byShard].flatMap(([shard, ids]) => {
         const key = outboxKey(this.#prefix, shard);
         return [
-          this.#withGroup(shard, () => this.#redis.call(["XACK", key, OUTBOX_GROUP, ...ids])),
-          this.#redis.call(["XDEL", key, ...ids]),
+          this.#withGroup(shard, () => this.#redis.call(["XACK", key, OUTBOX_GROUP, ...ids], key)),
+          this.#redis.call(["XDEL", key, ...ids], key),
         ];
       }),
     );
@@ -243,17 +273,17 @@ export class RedisStore implements VerificationStore {
 
   async outboxBacklog(): Promise<number> {
     const lengths = await Promise.all(
-      Array.from({ length: this.#shards }, (_, shard) => this.#redis.call(["XLEN", outboxKey(this.#prefix, shard)])),
+      Array.from({ length: this.#shards }, (_, shard) => {
+        const key = outboxKey(this.#prefix, shard);
+        return this.#redis.call(["XLEN", key], key);
+      }),
     );
     return lengths.reduce<number>((sum, n) => sum + (typeof n === "number" ? n : 0), 0);
   }
 
+  /** Every master answers (on a cluster, each serves some of the shards). */
   async ping(): Promise<boolean> {
-    try {
-      return (await this.#redis.call(["PING"])) === "PONG";
-    } catch {
-      return false;
-    }
+    return this.#redis.ping();
   }
 
   async close(): Promise<void> {
@@ -270,7 +300,8 @@ export class RedisStore implements VerificationStore {
   // existed (e.g. after Redis lost its data and came back empty).
   async #createGroup(shard: number): Promise<void> {
     try {
-      await this.#redis.call(["XGROUP", "CREATE", outboxKey(this.#prefix, shard), OUTBOX_GROUP, "0", "MKSTREAM"]);
+      const key = outboxKey(this.#prefix, shard);
+      await this.#redis.call(["XGROUP", "CREATE", key, OUTBOX_GROUP, "0", "MKSTREAM"], key);
     } catch (err) {
       if (!isReplyError(err, "BUSYGROUP")) throw err;
     }

@@ -1,6 +1,7 @@
 import type {
   CallerBudget,
   CallerBudgetOutcome,
+  CancelOutcome,
   IdempotencyClaimOutcome,
   IssueOutcome,
   LimitState,
@@ -8,6 +9,8 @@ import type {
   Refusal,
   ResendOutcome,
   StorePolicy,
+  VerificationState,
+  VerificationStatusKind,
   VerificationSummary,
   VerificationTimes,
   VerifyOutcome,
@@ -188,4 +191,48 @@ export function claimedEntries(shard: number, reply: RedisReply): OutboxEntry[] 
   const claimed = list(list(reply, "XAUTOCLAIM")[1] ?? null, "XAUTOCLAIM entries");
   // An entry deleted while pending comes back as nil on older servers: nothing to deliver.
   return claimed.filter((raw) => raw !== null).map((raw) => entry(shard, raw));
+}
+
+const STATUSES: ReadonlySet<string> = new Set<VerificationStatusKind>([
+  "PENDING", "VERIFIED", "EXPIRED", "LOCKED", "CANCELED", "DELIVERY_FAILED",
+]);
+
+/** A time that may not apply: '' → undefined. */
+function optionalTime(r: RedisReply[], i: number): number | undefined {
+  return r[i] === "" ? undefined : num(r, i);
+}
+
+/** includes/state.lua's tuple, from index `at`. */
+function state(r: RedisReply[], at: number, verificationId: string): VerificationState {
+  const status = str(r, at);
+  if (!STATUSES.has(status)) throw new UnexpectedReplyError(`status ${status}`);
+  return {
+    verificationId,
+    status: status as VerificationStatusKind,
+    purpose: str(r, at + 1),
+    channel: num(r, at + 2),
+    maskedDestination: str(r, at + 3),
+    attemptsRemaining: num(r, at + 4),
+    maxAttempts: num(r, at + 5),
+    resendsRemaining: num(r, at + 6),
+    codeLength: num(r, at + 7),
+    createdAtMs: optionalTime(r, at + 8),
+    expiresAtMs: num(r, at + 9),
+    resendAvailableAtMs: optionalTime(r, at + 10),
+    verifiedAtMs: optionalTime(r, at + 11),
+    canceledAtMs: optionalTime(r, at + 12),
+  };
+}
+
+export function verificationState(reply: RedisReply, verificationId: string): VerificationState | null {
+  if (reply === null) return null;
+  return state(list(reply, "inspect"), 0, verificationId);
+}
+
+export function cancelOutcome(reply: RedisReply, verificationId: string): CancelOutcome {
+  const r = list(reply, "cancel");
+  const kind = str(r, 0);
+  if (kind === "not_found") return { kind };
+  if (kind === "canceled" || kind === "finished") return { kind, state: state(r, 1, verificationId) };
+  throw new UnexpectedReplyError(`cancel ${kind}`);
 }

@@ -77,6 +77,8 @@ export interface ScriptArgs {
   };
   find: { purpose: string };
   describe: { id: string };
+  inspect: { id: string };
+  cancel: { tenant: string; id: string; trace_id: string; client_id: string };
   callerBudgets: { mode: "spend" | "peek"; budgets: [count: number, windowMs: number][] };
   audit: { fields: Record<string, string> };
   idempotency: { fields: Record<string, string>; retain_ms: number };

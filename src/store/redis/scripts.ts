@@ -47,6 +47,8 @@ function loadAll() {
     markDeliveryFailed: load(dir, "mark-delivery-failed", 2),
     find: load(dir, "find", 1),
     describe: load(dir, "describe", 1),
+    inspect: load(dir, "inspect", 1),
+    cancel: load(dir, "cancel", 2),
     callerBudgets: load(dir, "caller-budgets", 0),
     audit: load(dir, "audit", 1),
     idempotency: load(dir, "idempotency", 1),

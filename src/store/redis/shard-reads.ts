@@ -4,7 +4,7 @@ import type { OutboxEntry } from "../store.js";
 // command cannot span hash tags on Redis Cluster), all sent at once so a read
 // costs one round trip. `count` is split evenly, starting at a rotating shard
 // so a busy shard cannot starve the others; later rounds hand what is left to
-// the shards that filled their share.
+// the shards that filled their share, and to shards not asked yet.
 
 type ShardRead = (shard: number, count: number) => Promise<OutboxEntry[]>;
 
@@ -22,15 +22,30 @@ export async function readAcrossShards(
   read: ShardRead,
 ): Promise<OutboxEntry[]> {
   const out: OutboxEntry[] = [];
-  let candidates = Array.from({ length: shards }, (_, i) => (start + i) % shards);
-  for (let round = 0; round < rounds && candidates.length > 0 && out.length < count; round++) {
+  // A claim asked again can hand back what it just took (an idle time of 0): each entry once.
+  const seen = new Set<string>();
+  // With fewer entries wanted than there are shards, a round asks only some
+  // shards; the others are asked in later rounds before the read gives up,
+  // so an empty answer means every shard is empty.
+  let unasked = Array.from({ length: shards }, (_, i) => (start + i) % shards);
+  let full: number[] = [];
+  for (let round = 0; out.length < count; round++) {
+    const candidates = round < rounds ? [...unasked, ...full] : unasked;
+    if (candidates.length === 0) break;
     const shares = split(count - out.length, candidates);
+    const asked = new Set(shares.map(([shard]) => shard));
+    unasked = unasked.filter((shard) => !asked.has(shard));
     const results = await Promise.all(shares.map(([shard, n]) => read(shard, n)));
-    candidates = [];
+    full = [];
     results.forEach((entries, i) => {
       const [shard, n] = shares[i]!;
-      out.push(...entries);
-      if (entries.length === n) candidates.push(shard);
+      for (const entry of entries) {
+        const id = `${entry.shard}/${entry.id}`;
+        if (seen.has(id)) continue;
+        seen.add(id);
+        out.push(entry);
+      }
+      if (entries.length === n) full.push(shard);
     });
   }
   return out;

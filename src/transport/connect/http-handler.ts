@@ -16,8 +16,10 @@ import { applyCors, type OriginCheck } from "./cors.js";
 import { serveJwks, type JwksSource } from "./jwks.js";
 import type { Metrics } from "../../metrics.js";
 import { serveMetrics } from "./metrics-route.js";
+import { unknownEnumsRefused } from "./json-enums.js";
 import { malformedAsInvalidArgument } from "./malformed-requests.js";
 import { peerContext } from "./peer.js";
+import { plainRefusals } from "./plain-refusals.js";
 import { serveProbe, type PlainResponse, type Readiness, type ReadinessDetails } from "./probes.js";
 import { otpRoutes } from "./routes.js";
 
@@ -49,11 +51,17 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
   const { log } = options;
   const router = createConnectRouter({
     readMaxBytes: READ_MAX_BYTES,
+    // Proto3 JSON as the spec parses it: a field or enum value this server does not know is refused
+    // (connect-es would ignore both, reading an unknown channel name as CHANNEL_UNSPECIFIED).
+    jsonOptions: { ignoreUnknownFields: false },
     acceptCompression: [compressionGzip, compressionBrotli],
   });
   otpRoutes(options.core, options.callerOf, log, options.metrics)(router);
   const rpcs = new Map<string, UniversalHandlerFn>(
-    router.handlers.map((handler) => [handler.requestPath, malformedAsInvalidArgument(handler, log)]),
+    router.handlers.map((handler) => [
+      handler.requestPath,
+      plainRefusals(handler, unknownEnumsRefused(handler, malformedAsInvalidArgument(handler, log), READ_MAX_BYTES, log)),
+    ]),
   );
 
   return (req, res) => {

@@ -6,6 +6,7 @@ import type { AddressInfo, Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Config } from "../../config.js";
 import type { Logger } from "../../log.js";
+import { awaitPreface, closeWhenIdle } from "../idle-connections.js";
 import type { NodeRequest, NodeResponse } from "./http-handler.js";
 
 // One port, HTTP/1.1 and HTTP/2. An http (or https) server listens and owns
@@ -14,16 +15,12 @@ import type { NodeRequest, NodeResponse } from "./http-handler.js";
 // HTTP/1 fallback has neither). Connections that speak HTTP/2 are handed to an
 // http2 server that never listens itself: in cleartext those that open with
 // the HTTP/2 preface (h2c with prior knowledge, as gRPC clients do), with TLS
-// those that negotiated "h2" by ALPN.
+// those that negotiated "h2" by ALPN. Connections that do not get to a request
+// are cut within idleMs (../idle-connections.ts).
 
-const HEADERS_TIMEOUT_MS = 10_000;
-const KEEP_ALIVE_TIMEOUT_MS = 5_000;
-const H2_IDLE_SESSION_MS = 120_000;
 const MAX_HEADER_BYTES = 16 * 1024;
 const H2_MAX_CONCURRENT_STREAMS = 256;
 const IDLE_SWEEP_MS = 100;
-
-const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 type Handler = (req: NodeRequest, res: NodeResponse) => void;
 
@@ -42,15 +39,16 @@ export async function listenHttp(options: {
   log: Logger;
   /** Whole request, body included (OTP_REQUEST_TIMEOUT_MS). Our calls are small and unary. */
   requestTimeoutMs: number;
+  /** OTP_CONNECTION_IDLE_MS: TLS handshake, HTTP/2 preface, request headers, and the gaps between requests. */
+  idleMs: number;
 }): Promise<HttpListener> {
-  const { handler, log, requestTimeoutMs } = options;
+  const { handler, log, requestTimeoutMs, idleMs } = options;
   // http requires headersTimeout <= requestTimeout.
-  const headersTimeoutMs = Math.min(HEADERS_TIMEOUT_MS, requestTimeoutMs);
+  const headersTimeoutMs = Math.min(idleMs, requestTimeoutMs);
   const h2 = http2.createServer(
     { settings: { maxConcurrentStreams: H2_MAX_CONCURRENT_STREAMS, maxHeaderListSize: MAX_HEADER_BYTES } },
     handler,
   );
-  h2.setTimeout(H2_IDLE_SESSION_MS); // an idle session gets GOAWAY
   // http2 has no headers/request timeout: a stream whose request has not fully
   // arrived in time (a slow trickle too, not only silence) is cancelled, as is
   // one that goes quiet this long.
@@ -64,6 +62,7 @@ export async function listenHttp(options: {
   });
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {
+    closeWhenIdle(session, idleMs);
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
   });
@@ -72,20 +71,20 @@ export async function listenHttp(options: {
   const limits: http.ServerOptions = {
     headersTimeout: headersTimeoutMs,
     requestTimeout: requestTimeoutMs,
-    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    keepAliveTimeout: idleMs,
     maxHeaderSize: MAX_HEADER_BYTES,
     // How often the two timeouts above are checked (default 30 s would make them coarse).
     connectionsCheckingInterval: 1_000,
   };
-  const h1 = options.tls ? https.createServer({ ...limits, ...tlsOptions(options.tls) }, handler) : http.createServer(limits, handler);
+  const h1 = options.tls ? https.createServer({ ...limits, ...tlsOptions(options.tls), handshakeTimeout: idleMs }, handler) : http.createServer(limits, handler);
 
   if (options.tls) {
     divert(h1, "secureConnection", (socket: TLSSocket, toHttp1) => {
-      if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
+      if (socket.alpnProtocol === "h2") awaitPreface(socket, idleMs, () => h2.emit("connection", socket));
       else toHttp1(socket);
     });
   } else {
-    divert(h1, "connection", (socket: Socket, toHttp1) => routeByPreface(socket, (isH2) => {
+    divert(h1, "connection", (socket: Socket, toHttp1) => awaitPreface(socket, idleMs, (isH2) => {
       if (isH2) {
         h2.emit("connection", socket);
       } else {
@@ -157,31 +156,4 @@ function divert<S extends Socket>(
   if (!original) throw new Error(`http server has no ${event} listener to divert`);
   server.removeListener(event, original);
   server.on(event, (socket: S) => route(socket, (s) => original.call(server, s)));
-}
-
-/**
- * Reads until the bytes either are the HTTP/2 preface or cannot be, then puts
- * them back and decides. A client that sends nothing is dropped after the
- * headers timeout.
- */
-function routeByPreface(socket: Socket, decide: (isH2: boolean) => void): void {
-  let seen = Buffer.alloc(0);
-  const drop = (): void => void socket.destroy();
-  const onData = (chunk: Buffer): void => {
-    seen = Buffer.concat([seen, chunk]);
-    const n = Math.min(seen.length, H2_PREFACE.length);
-    const isH2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-    if (isH2 && seen.length < H2_PREFACE.length) return;
-    socket.off("data", onData);
-    socket.off("error", drop);
-    socket.setTimeout(0);
-    socket.off("timeout", drop);
-    socket.pause();
-    socket.unshift(seen);
-    decide(isH2);
-  };
-  socket.on("data", onData);
-  socket.on("error", drop);
-  socket.setTimeout(HEADERS_TIMEOUT_MS);
-  socket.on("timeout", drop);
 }

@@ -6,6 +6,8 @@ import type { Caller, OtpService } from "../../otp/service.js";
 import type { CallerResolver } from "../caller.js";
 import type { Metrics } from "../../metrics.js";
 import { statusName, toConnectError } from "../status.js";
+import { callSpan, inContext } from "../../telemetry/spans.js";
+import { telemetry } from "../../telemetry/tracing.js";
 import { peerKey } from "./peer.js";
 
 // otp.v1.OtpService for connect-node (Connect, gRPC-Web and gRPC). The impl
@@ -28,6 +30,8 @@ export function otpServiceImpl(core: OtpService, callerOf: CallerResolver): Serv
     verify: async (req, ctx) => core.verify(req, await caller(callerOf, "Verify", ctx)),
     resend: async (req, ctx) => core.resend(req, await caller(callerOf, "Resend", ctx)),
     checkRateLimit: async (req, ctx) => core.checkRateLimit(req, await caller(callerOf, "CheckRateLimit", ctx)),
+    getVerification: async (req, ctx) => core.getVerification(req, await caller(callerOf, "GetVerification", ctx)),
+    cancelVerification: async (req, ctx) => core.cancelVerification(req, await caller(callerOf, "CancelVerification", ctx)),
   };
 }
 
@@ -45,8 +49,25 @@ function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
   };
 }
 
+/** With tracing on: each call runs in its server span (child of the caller's traceparent). Inside wireErrors, so it sees our own errors. */
+function traced(): Interceptor {
+  return (next) => async (req) => {
+    const span = callSpan(req.service.typeName, req.method.name, "http", (name) => req.header.get(name) ?? undefined);
+    try {
+      const res = await inContext(span.context, () => next(req));
+      span.end("OK");
+      return res;
+    } catch (err) {
+      span.end(statusName(err));
+      throw err;
+    }
+  };
+}
+
 export function otpRoutes(core: OtpService, callerOf: CallerResolver, log: Logger, metrics?: Metrics): (router: ConnectRouter) => void {
+  // Decided once, when the routes are built (after tracing started): no interceptor at all when it is off.
+  const interceptors = telemetry.on ? [wireErrors(log, metrics), traced()] : [wireErrors(log, metrics)];
   return (router) => {
-    router.service(OtpServiceDesc, otpServiceImpl(core, callerOf), { interceptors: [wireErrors(log, metrics)] });
+    router.service(OtpServiceDesc, otpServiceImpl(core, callerOf), { interceptors });
   };
 }

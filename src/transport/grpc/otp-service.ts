@@ -8,6 +8,8 @@ import type { MethodName } from "../../auth/grants.js";
 import type { CallerResolver } from "../caller.js";
 import { malformedRequest, statusName, toGrpcStatus } from "../status.js";
 import type { Metrics } from "../../metrics.js";
+import { callSpan, inContext } from "../../telemetry/spans.js";
+import { telemetry } from "../../telemetry/tracing.js";
 
 // otp.v1.OtpService for grpc-js, built from the protobuf-es descriptors (one
 // set of types for both listeners). Requests are deserialized as an identity:
@@ -43,13 +45,18 @@ function unary<I extends DescMessage, O extends DescMessage>(
     },
     handler: (call, callback) => {
       const startedAt = performance.now();
-      void answer(call).then(
+      // With tracing on, the call runs in its server span (child of the caller's traceparent).
+      const span = telemetry.on ? callSpan(OtpServiceDesc.typeName, method.name, "grpc", (name) => firstString(call.metadata.get(name))) : undefined;
+      void (span ? inContext(span.context, () => answer(call)) : answer(call)).then(
         (response) => {
           metrics?.observe(method.name, "grpc", "OK", startedAt);
+          span?.end("OK");
           callback(null, response);
         },
         (err: unknown) => {
-          metrics?.observe(method.name, "grpc", statusName(err), startedAt);
+          const status = statusName(err);
+          metrics?.observe(method.name, "grpc", status, startedAt);
+          span?.end(status);
           callback(toGrpcStatus(err, log, path));
         },
       );
@@ -90,6 +97,8 @@ export function otpServiceForGrpc(core: OtpService, callerOf: CallerResolver, lo
     verify: unary(m.verify, (req, caller) => core.verify(req, caller), callerOf, log, metrics),
     resend: unary(m.resend, (req, caller) => core.resend(req, caller), callerOf, log, metrics),
     checkRateLimit: unary(m.checkRateLimit, (req, caller) => core.checkRateLimit(req, caller), callerOf, log, metrics),
+    getVerification: unary(m.getVerification, (req, caller) => core.getVerification(req, caller), callerOf, log, metrics),
+    cancelVerification: unary(m.cancelVerification, (req, caller) => core.cancelVerification(req, caller), callerOf, log, metrics),
   };
   const entries = Object.entries(methods);
   return {

@@ -1,4 +1,6 @@
 import { readFileSync } from "node:fs";
+import net, { type AddressInfo, type Socket } from "node:net";
+import tls from "node:tls";
 import { Server, ServerCredentials, type ServerOptions } from "@grpc/grpc-js";
 import type { Config } from "../../config.js";
 import type { Logger } from "../../log.js";
@@ -8,10 +10,21 @@ import type { GrpcHealth } from "./health.js";
 import { otpServiceForGrpc } from "./otp-service.js";
 import type { Metrics } from "../../metrics.js";
 import { addReflection } from "./reflection.js";
+import { awaitPreface, closeWhenIdle } from "../idle-connections.js";
+import { onSessions } from "./sessions.js";
 import { streamGuards } from "./stream-guards.js";
 
 // The gRPC listener for backend callers: otp.v1.OtpService, grpc.health.v1
 // and server reflection on one grpc-js server.
+//
+// We own the listening socket (and TLS, when configured) and hand each
+// connection to grpc-js through its public connection injector only once the
+// TLS handshake and the HTTP/2 client preface have arrived within
+// OTP_CONNECTION_IDLE_MS; grpc-js's own listener has no such bound (a silent
+// connection lived until an unanswered keepalive ping, ~80 s). After that, a
+// connection with no call open for as long, counted from its start, gets
+// GOAWAY and is then destroyed, so a call whose headers never complete does
+// not hold it either (../idle-connections.ts, ./sessions.ts).
 
 const SERVER_OPTIONS: ServerOptions = {
   // Our requests are a few hundred bytes; anything near this is abuse. Bigger: RESOURCE_EXHAUSTED.
@@ -19,7 +32,6 @@ const SERVER_OPTIONS: ServerOptions = {
   // Ping idle connections so dead peers (and half-open NAT entries) are noticed.
   "grpc.keepalive_time_ms": 60_000,
   "grpc.keepalive_timeout_ms": 20_000,
-  "grpc.max_connection_idle_ms": 5 * 60_000,
   // Long-lived client channels get re-balanced across replicas now and then.
   "grpc.max_connection_age_ms": 30 * 60_000,
   "grpc.max_connection_age_grace_ms": 30_000,
@@ -33,12 +45,17 @@ export interface GrpcListener {
   stop(graceMs: number): Promise<void>;
 }
 
-function credentials(tls: Config["tls"]): ServerCredentials {
-  if (!tls) return ServerCredentials.createInsecure();
-  const ca = tls.caFile ? readFileSync(tls.caFile) : null;
-  const keyPair = { private_key: readFileSync(tls.keyFile), cert_chain: readFileSync(tls.certFile) };
-  // With a client CA, a client certificate signed by it is required (mTLS).
-  return ServerCredentials.createSsl(ca, [keyPair], ca !== null);
+/** The TLS side of the port: grpc-js sees TLS sockets (and their peer certificates) already established. */
+function tlsServer(config: NonNullable<Config["tls"]>, handshakeTimeout: number): tls.Server {
+  const ca = config.caFile ? readFileSync(config.caFile) : undefined;
+  return tls.createServer({
+    key: readFileSync(config.keyFile),
+    cert: readFileSync(config.certFile),
+    ALPNProtocols: ["h2"],
+    handshakeTimeout,
+    // With a client CA, a client certificate signed by it is required (mTLS).
+    ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
+  });
 }
 
 export async function listenGrpc(options: {
@@ -50,23 +67,52 @@ export async function listenGrpc(options: {
   health: GrpcHealth;
   log: Logger;
   requestTimeoutMs: number;
+  /** OTP_CONNECTION_IDLE_MS: TLS handshake + preface, and time with no call open. */
+  idleMs: number;
   metrics?: Metrics;
 }): Promise<GrpcListener> {
-  const server = new Server({ ...SERVER_OPTIONS, interceptors: [streamGuards(options.requestTimeoutMs)] });
+  const server = new Server({
+    ...SERVER_OPTIONS,
+    interceptors: [streamGuards(options.requestTimeoutMs)],
+  });
   const otp = otpServiceForGrpc(options.core, options.callerOf, options.log, options.metrics);
   server.addService(otp.definition, otp.implementation);
   options.health.addTo(server);
   addReflection(server);
 
-  const address = `${options.host.includes(":") ? `[${options.host}]` : options.host}:${options.port}`;
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(address, credentials(options.tls), (err, bound) => (err ? reject(err) : resolve(bound))),
-  );
+  // TLS, when configured, is ours: grpc-js gets plain (already decrypted) HTTP/2.
+  const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
+  onSessions(server, (session) => closeWhenIdle(session, options.idleMs));
+  const listener = options.tls ? tlsServer(options.tls, options.idleMs) : net.createServer();
+  const waiting = new Set<Socket>();
+  listener.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => {
+    waiting.add(socket);
+    socket.once("close", () => waiting.delete(socket));
+    awaitPreface(socket, options.idleMs, () => {
+      waiting.delete(socket);
+      injector.injectConnection(socket);
+    });
+  });
+  // A failed TLS handshake (or one that timed out) is the client's problem; the socket is already gone.
+  listener.on("tlsClientError", (err: Error, socket: Socket) => {
+    socket.destroy();
+    options.log.debug({ err }, "gRPC TLS handshake failed");
+  });
+  await new Promise<void>((resolve, reject) => {
+    listener.once("error", reject);
+    listener.listen(options.port, options.host, () => {
+      listener.off("error", reject);
+      resolve();
+    });
+  });
+  listener.on("error", (err) => options.log.error({ err }, "gRPC listener error"));
 
   return {
-    port,
+    port: (listener.address() as AddressInfo).port,
     stop: (graceMs) =>
       new Promise<void>((resolve) => {
+        listener.close();
+        for (const socket of waiting) socket.destroy();
         const timer = setTimeout(() => {
           options.log.warn("gRPC drain deadline passed; cancelling remaining calls");
           server.forceShutdown();

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file otp/v1/otp.proto.
  */
 export const file_otp_v1_otp: GenFile = /*@__PURE__*/
-  fileDesc("ChBvdHAvdjEvb3RwLnByb3RvEgZvdHAudjEiqgMKC1NlbmRSZXF1ZXN0Ei8KB3B1cnBvc2UYASABKAlCHrpIG3IZEAEYQDITXlthLXpdW2EtejAtOV8uLV0qJBIsCgdjaGFubmVsGAIgASgOMg8ub3RwLnYxLkNoYW5uZWxCCrpIB4IBBBABIAASHwoLZGVzdGluYXRpb24YAyABKAlCCrpIB3IFEAEY/gESHQoJY2xpZW50X2lwGAQgASgJQgq6SAfYAQFyAnABEj8KBmxvY2FsZRgFIAEoCUIvukgscioYIzImXihbQS1aYS16XXsyLDh9KC1bQS1aYS16MC05XXsxLDh9KSopPyQSIQoPaWRlbXBvdGVuY3lfa2V5GAYgASgJQgi6SAVyAxiAARJMCghtZXRhZGF0YRgHIAMoCzIhLm90cC52MS5TZW5kUmVxdWVzdC5NZXRhZGF0YUVudHJ5Qhe6SBSaAREQECIGcgQQARhAKgVyAxiABBIZCgdjb250ZXh0GAggASgJQgi6SAVyAxiAAhovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi+QEKDFNlbmRSZXNwb25zZRIXCg92ZXJpZmljYXRpb25faWQYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNwoTcmVzZW5kX2F2YWlsYWJsZV9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSbWFza2VkX2Rlc3RpbmF0aW9uGAQgASgJEiAKB2NoYW5uZWwYBSABKA4yDy5vdHAudjEuQ2hhbm5lbBIUCgxtYXhfYXR0ZW1wdHMYBiABKA0SEwoLY29kZV9sZW5ndGgYByABKA0ijQIKDVZlcmlmeVJlcXVlc3QSNgoPdmVyaWZpY2F0aW9uX2lkGAEgASgJQhu6SBhyFhABGEAyEF5bQS1aYS16MC05Xy1dKyRIABItCgtkZXN0aW5hdGlvbhgCIAEoCzIWLm90cC52MS5EZXN0aW5hdGlvblJlZkgAEicKBGNvZGUYAyABKAlCGbpIFnIUEAQYCjIOXlswLTlBLVphLXpdKyQSHQoJY2xpZW50X2lwGAQgASgJQgq6SAfYAQFyAnABEhkKB2NvbnRleHQYBSABKAlCCLpIBXIDGIACEiEKD2lkZW1wb3RlbmN5X2tleRgGIAEoCUIIukgFcgMYgAFCDwoGdGFyZ2V0EgW6SAIIASJiCg5EZXN0aW5hdGlvblJlZhIvCgdwdXJwb3NlGAEgASgJQh66SBtyGRABGEAyE15bYS16XVthLXowLTlfLi1dKiQSHwoLZGVzdGluYXRpb24YAiABKAlCCrpIB3IFEAEY/gEifAoOVmVyaWZ5UmVzcG9uc2USJAoGcmVzdWx0GAEgASgOMhQub3RwLnYxLlZlcmlmeVJlc3VsdBIaChJhdHRlbXB0c19yZW1haW5pbmcYAiABKA0SFwoPdmVyaWZpY2F0aW9uX2lkGAMgASgJEg8KB3JlY2VpcHQYBCABKAkikAEKDVJlc2VuZFJlcXVlc3QSNAoPdmVyaWZpY2F0aW9uX2lkGAEgASgJQhu6SBhyFhABGEAyEF5bQS1aYS16MC05Xy1dKyQSKgoHY2hhbm5lbBgCIAEoDjIPLm90cC52MS5DaGFubmVsQgi6SAWCAQIQARIdCgljbGllbnRfaXAYAyABKAlCCrpIB9gBAXICcAEisgIKDlJlc2VuZFJlc3BvbnNlEhcKD3ZlcmlmaWNhdGlvbl9pZBgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI3ChNyZXNlbmRfYXZhaWxhYmxlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJtYXNrZWRfZGVzdGluYXRpb24YBCABKAkSIAoHY2hhbm5lbBgFIAEoDjIPLm90cC52MS5DaGFubmVsEhQKDG1heF9hdHRlbXB0cxgGIAEoDRITCgtjb2RlX2xlbmd0aBgHIAEoDRIaChJhdHRlbXB0c19yZW1haW5pbmcYCCABKA0SGQoRcmVzZW5kc19yZW1haW5pbmcYCSABKA0itgEKFUNoZWNrUmF0ZUxpbWl0UmVxdWVzdBIvCgdwdXJwb3NlGAEgASgJQh66SBtyGRABGEAyE15bYS16XVthLXowLTlfLi1dKiQSLAoHY2hhbm5lbBgCIAEoDjIPLm90cC52MS5DaGFubmVsQgq6SAeCAQQQASAAEh8KC2Rlc3RpbmF0aW9uGAMgASgJQgq6SAdyBRABGP4BEh0KCWNsaWVudF9pcBgEIAEoCUIKukgH2AEBcgJwASJ+ChZDaGVja1JhdGVMaW1pdFJlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSLgoLcmV0cnlfYWZ0ZXIYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SIwoGbGltaXRzGAMgAygLMhMub3RwLnYxLkxpbWl0U3RhdHVzIm0KC0xpbWl0U3RhdHVzEgwKBG5hbWUYASABKAkSDQoFbGltaXQYAiABKA0SEQoJcmVtYWluaW5nGAMgASgNEi4KC3Jlc2V0X2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uKm8KB0NoYW5uZWwSFwoTQ0hBTk5FTF9VTlNQRUNJRklFRBAAEg8KC0NIQU5ORUxfU01TEAESEQoNQ0hBTk5FTF9FTUFJTBACEhEKDUNIQU5ORUxfVk9JQ0UQAxIUChBDSEFOTkVMX1dIQVRTQVBQEAQq6QEKDFZlcmlmeVJlc3VsdBIdChlWRVJJRllfUkVTVUxUX1VOU1BFQ0lGSUVEEAASGgoWVkVSSUZZX1JFU1VMVF9WRVJJRklFRBABEh4KGlZFUklGWV9SRVNVTFRfSU5WQUxJRF9DT0RFEAISGQoVVkVSSUZZX1JFU1VMVF9FWFBJUkVEEAMSIwofVkVSSUZZX1JFU1VMVF9UT09fTUFOWV9BVFRFTVBUUxAEEhsKF1ZFUklGWV9SRVNVTFRfTk9UX0ZPVU5EEAUSIQodVkVSSUZZX1JFU1VMVF9ERUxJVkVSWV9GQUlMRUQQBjKCAgoKT3RwU2VydmljZRIxCgRTZW5kEhMub3RwLnYxLlNlbmRSZXF1ZXN0GhQub3RwLnYxLlNlbmRSZXNwb25zZRI3CgZWZXJpZnkSFS5vdHAudjEuVmVyaWZ5UmVxdWVzdBoWLm90cC52MS5WZXJpZnlSZXNwb25zZRI3CgZSZXNlbmQSFS5vdHAudjEuUmVzZW5kUmVxdWVzdBoWLm90cC52MS5SZXNlbmRSZXNwb25zZRJPCg5DaGVja1JhdGVMaW1pdBIdLm90cC52MS5DaGVja1JhdGVMaW1pdFJlcXVlc3QaHi5vdHAudjEuQ2hlY2tSYXRlTGltaXRSZXNwb25zZWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChBvdHAvdjEvb3RwLnByb3RvEgZvdHAudjEiqgMKC1NlbmRSZXF1ZXN0Ei8KB3B1cnBvc2UYASABKAlCHrpIG3IZEAEYQDITXlthLXpdW2EtejAtOV8uLV0qJBIsCgdjaGFubmVsGAIgASgOMg8ub3RwLnYxLkNoYW5uZWxCCrpIB4IBBBABIAASHwoLZGVzdGluYXRpb24YAyABKAlCCrpIB3IFEAEY/gESHQoJY2xpZW50X2lwGAQgASgJQgq6SAfYAQFyAnABEj8KBmxvY2FsZRgFIAEoCUIvukgscioYIzImXihbQS1aYS16XXsyLDh9KC1bQS1aYS16MC05XXsxLDh9KSopPyQSIQoPaWRlbXBvdGVuY3lfa2V5GAYgASgJQgi6SAVyAxiAARJMCghtZXRhZGF0YRgHIAMoCzIhLm90cC52MS5TZW5kUmVxdWVzdC5NZXRhZGF0YUVudHJ5Qhe6SBSaAREQECIGcgQQARhAKgVyAxiABBIZCgdjb250ZXh0GAggASgJQgi6SAVyAxiAAhovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi+QEKDFNlbmRSZXNwb25zZRIXCg92ZXJpZmljYXRpb25faWQYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNwoTcmVzZW5kX2F2YWlsYWJsZV9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSbWFza2VkX2Rlc3RpbmF0aW9uGAQgASgJEiAKB2NoYW5uZWwYBSABKA4yDy5vdHAudjEuQ2hhbm5lbBIUCgxtYXhfYXR0ZW1wdHMYBiABKA0SEwoLY29kZV9sZW5ndGgYByABKA0ijQIKDVZlcmlmeVJlcXVlc3QSNgoPdmVyaWZpY2F0aW9uX2lkGAEgASgJQhu6SBhyFhABGEAyEF5bQS1aYS16MC05Xy1dKyRIABItCgtkZXN0aW5hdGlvbhgCIAEoCzIWLm90cC52MS5EZXN0aW5hdGlvblJlZkgAEicKBGNvZGUYAyABKAlCGbpIFnIUEAQYCjIOXlswLTlBLVphLXpdKyQSHQoJY2xpZW50X2lwGAQgASgJQgq6SAfYAQFyAnABEhkKB2NvbnRleHQYBSABKAlCCLpIBXIDGIACEiEKD2lkZW1wb3RlbmN5X2tleRgGIAEoCUIIukgFcgMYgAFCDwoGdGFyZ2V0EgW6SAIIASJiCg5EZXN0aW5hdGlvblJlZhIvCgdwdXJwb3NlGAEgASgJQh66SBtyGRABGEAyE15bYS16XVthLXowLTlfLi1dKiQSHwoLZGVzdGluYXRpb24YAiABKAlCCrpIB3IFEAEY/gEifAoOVmVyaWZ5UmVzcG9uc2USJAoGcmVzdWx0GAEgASgOMhQub3RwLnYxLlZlcmlmeVJlc3VsdBIaChJhdHRlbXB0c19yZW1haW5pbmcYAiABKA0SFwoPdmVyaWZpY2F0aW9uX2lkGAMgASgJEg8KB3JlY2VpcHQYBCABKAkikAEKDVJlc2VuZFJlcXVlc3QSNAoPdmVyaWZpY2F0aW9uX2lkGAEgASgJQhu6SBhyFhABGEAyEF5bQS1aYS16MC05Xy1dKyQSKgoHY2hhbm5lbBgCIAEoDjIPLm90cC52MS5DaGFubmVsQgi6SAWCAQIQARIdCgljbGllbnRfaXAYAyABKAlCCrpIB9gBAXICcAEisgIKDlJlc2VuZFJlc3BvbnNlEhcKD3ZlcmlmaWNhdGlvbl9pZBgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI3ChNyZXNlbmRfYXZhaWxhYmxlX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJtYXNrZWRfZGVzdGluYXRpb24YBCABKAkSIAoHY2hhbm5lbBgFIAEoDjIPLm90cC52MS5DaGFubmVsEhQKDG1heF9hdHRlbXB0cxgGIAEoDRITCgtjb2RlX2xlbmd0aBgHIAEoDRIaChJhdHRlbXB0c19yZW1haW5pbmcYCCABKA0SGQoRcmVzZW5kc19yZW1haW5pbmcYCSABKA0itgEKFUNoZWNrUmF0ZUxpbWl0UmVxdWVzdBIvCgdwdXJwb3NlGAEgASgJQh66SBtyGRABGEAyE15bYS16XVthLXowLTlfLi1dKiQSLAoHY2hhbm5lbBgCIAEoDjIPLm90cC52MS5DaGFubmVsQgq6SAeCAQQQASAAEh8KC2Rlc3RpbmF0aW9uGAMgASgJQgq6SAdyBRABGP4BEh0KCWNsaWVudF9pcBgEIAEoCUIKukgH2AEBcgJwASJ+ChZDaGVja1JhdGVMaW1pdFJlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSLgoLcmV0cnlfYWZ0ZXIYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SIwoGbGltaXRzGAMgAygLMhMub3RwLnYxLkxpbWl0U3RhdHVzIm0KC0xpbWl0U3RhdHVzEgwKBG5hbWUYASABKAkSDQoFbGltaXQYAiABKA0SEQoJcmVtYWluaW5nGAMgASgNEi4KC3Jlc2V0X2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIk4KFkdldFZlcmlmaWNhdGlvblJlcXVlc3QSNAoPdmVyaWZpY2F0aW9uX2lkGAEgASgJQhu6SBhyFhABGEAyEF5bQS1aYS16MC05Xy1dKyQiRQoXR2V0VmVyaWZpY2F0aW9uUmVzcG9uc2USKgoMdmVyaWZpY2F0aW9uGAEgASgLMhQub3RwLnYxLlZlcmlmaWNhdGlvbiJRChlDYW5jZWxWZXJpZmljYXRpb25SZXF1ZXN0EjQKD3ZlcmlmaWNhdGlvbl9pZBgBIAEoCUIbukgYchYQARhAMhBeW0EtWmEtejAtOV8tXSskIkgKGkNhbmNlbFZlcmlmaWNhdGlvblJlc3BvbnNlEioKDHZlcmlmaWNhdGlvbhgBIAEoCzIULm90cC52MS5WZXJpZmljYXRpb24igwQKDFZlcmlmaWNhdGlvbhIXCg92ZXJpZmljYXRpb25faWQYASABKAkSKgoGc3RhdHVzGAIgASgOMhoub3RwLnYxLlZlcmlmaWNhdGlvblN0YXR1cxIPCgdwdXJwb3NlGAMgASgJEiAKB2NoYW5uZWwYBCABKA4yDy5vdHAudjEuQ2hhbm5lbBIaChJtYXNrZWRfZGVzdGluYXRpb24YBSABKAkSGgoSYXR0ZW1wdHNfcmVtYWluaW5nGAYgASgFEhQKDG1heF9hdHRlbXB0cxgHIAEoBRIZChFyZXNlbmRzX3JlbWFpbmluZxgIIAEoBRITCgtjb2RlX2xlbmd0aBgJIAEoBRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjkKFXJlc2VuZF9hdmFpbGFibGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdmVyaWZ5X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NhbmNlbF90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCpvCgdDaGFubmVsEhcKE0NIQU5ORUxfVU5TUEVDSUZJRUQQABIPCgtDSEFOTkVMX1NNUxABEhEKDUNIQU5ORUxfRU1BSUwQAhIRCg1DSEFOTkVMX1ZPSUNFEAMSFAoQQ0hBTk5FTF9XSEFUU0FQUBAEKukBCgxWZXJpZnlSZXN1bHQSHQoZVkVSSUZZX1JFU1VMVF9VTlNQRUNJRklFRBAAEhoKFlZFUklGWV9SRVNVTFRfVkVSSUZJRUQQARIeChpWRVJJRllfUkVTVUxUX0lOVkFMSURfQ09ERRACEhkKFVZFUklGWV9SRVNVTFRfRVhQSVJFRBADEiMKH1ZFUklGWV9SRVNVTFRfVE9PX01BTllfQVRURU1QVFMQBBIbChdWRVJJRllfUkVTVUxUX05PVF9GT1VORBAFEiEKHVZFUklGWV9SRVNVTFRfREVMSVZFUllfRkFJTEVEEAYqiAIKElZlcmlmaWNhdGlvblN0YXR1cxIjCh9WRVJJRklDQVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASHwobVkVSSUZJQ0FUSU9OX1NUQVRVU19QRU5ESU5HEAESIAocVkVSSUZJQ0FUSU9OX1NUQVRVU19WRVJJRklFRBACEh8KG1ZFUklGSUNBVElPTl9TVEFUVVNfRVhQSVJFRBADEh4KGlZFUklGSUNBVElPTl9TVEFUVVNfTE9DS0VEEAQSIAocVkVSSUZJQ0FUSU9OX1NUQVRVU19DQU5DRUxFRBAFEicKI1ZFUklGSUNBVElPTl9TVEFUVVNfREVMSVZFUllfRkFJTEVEEAYywgMKCk90cFNlcnZpY2USMQoEU2VuZBITLm90cC52MS5TZW5kUmVxdWVzdBoULm90cC52MS5TZW5kUmVzcG9uc2USNwoGVmVyaWZ5EhUub3RwLnYxLlZlcmlmeVJlcXVlc3QaFi5vdHAudjEuVmVyaWZ5UmVzcG9uc2USNwoGUmVzZW5kEhUub3RwLnYxLlJlc2VuZFJlcXVlc3QaFi5vdHAudjEuUmVzZW5kUmVzcG9uc2USVAoOQ2hlY2tSYXRlTGltaXQSHS5vdHAudjEuQ2hlY2tSYXRlTGltaXRSZXF1ZXN0Gh4ub3RwLnYxLkNoZWNrUmF0ZUxpbWl0UmVzcG9uc2UiA5ACARJXCg9HZXRWZXJpZmljYXRpb24SHi5vdHAudjEuR2V0VmVyaWZpY2F0aW9uUmVxdWVzdBofLm90cC52MS5HZXRWZXJpZmljYXRpb25SZXNwb25zZSIDkAIBEmAKEkNhbmNlbFZlcmlmaWNhdGlvbhIhLm90cC52MS5DYW5jZWxWZXJpZmljYXRpb25SZXF1ZXN0GiIub3RwLnYxLkNhbmNlbFZlcmlmaWNhdGlvblJlc3BvbnNlIgOQAgJiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message otp.v1.SendRequest
@@ -437,6 +437,179 @@ export const LimitStatusSchema: GenMessage<LimitStatus> = /*@__PURE__*/
   messageDesc(file_otp_v1_otp, 9);
 
 /**
+ * @generated from message otp.v1.GetVerificationRequest
+ */
+export type GetVerificationRequest = Message<"otp.v1.GetVerificationRequest"> & {
+  /**
+   * @generated from field: string verification_id = 1;
+   */
+  verificationId: string;
+};
+
+/**
+ * Describes the message otp.v1.GetVerificationRequest.
+ * Use `create(GetVerificationRequestSchema)` to create a new message.
+ */
+export const GetVerificationRequestSchema: GenMessage<GetVerificationRequest> = /*@__PURE__*/
+  messageDesc(file_otp_v1_otp, 10);
+
+/**
+ * @generated from message otp.v1.GetVerificationResponse
+ */
+export type GetVerificationResponse = Message<"otp.v1.GetVerificationResponse"> & {
+  /**
+   * @generated from field: otp.v1.Verification verification = 1;
+   */
+  verification?: Verification | undefined;
+};
+
+/**
+ * Describes the message otp.v1.GetVerificationResponse.
+ * Use `create(GetVerificationResponseSchema)` to create a new message.
+ */
+export const GetVerificationResponseSchema: GenMessage<GetVerificationResponse> = /*@__PURE__*/
+  messageDesc(file_otp_v1_otp, 11);
+
+/**
+ * @generated from message otp.v1.CancelVerificationRequest
+ */
+export type CancelVerificationRequest = Message<"otp.v1.CancelVerificationRequest"> & {
+  /**
+   * @generated from field: string verification_id = 1;
+   */
+  verificationId: string;
+};
+
+/**
+ * Describes the message otp.v1.CancelVerificationRequest.
+ * Use `create(CancelVerificationRequestSchema)` to create a new message.
+ */
+export const CancelVerificationRequestSchema: GenMessage<CancelVerificationRequest> = /*@__PURE__*/
+  messageDesc(file_otp_v1_otp, 12);
+
+/**
+ * @generated from message otp.v1.CancelVerificationResponse
+ */
+export type CancelVerificationResponse = Message<"otp.v1.CancelVerificationResponse"> & {
+  /**
+   * The verification after the call: status CANCELED.
+   *
+   * @generated from field: otp.v1.Verification verification = 1;
+   */
+  verification?: Verification | undefined;
+};
+
+/**
+ * Describes the message otp.v1.CancelVerificationResponse.
+ * Use `create(CancelVerificationResponseSchema)` to create a new message.
+ */
+export const CancelVerificationResponseSchema: GenMessage<CancelVerificationResponse> = /*@__PURE__*/
+  messageDesc(file_otp_v1_otp, 13);
+
+/**
+ * A verification as GetVerification and CancelVerification show it. Never
+ * the code, nor the destination (only its masked form).
+ *
+ * @generated from message otp.v1.Verification
+ */
+export type Verification = Message<"otp.v1.Verification"> & {
+  /**
+   * @generated from field: string verification_id = 1;
+   */
+  verificationId: string;
+
+  /**
+   * @generated from field: otp.v1.VerificationStatus status = 2;
+   */
+  status: VerificationStatus;
+
+  /**
+   * @generated from field: string purpose = 3;
+   */
+  purpose: string;
+
+  /**
+   * @generated from field: otp.v1.Channel channel = 4;
+   */
+  channel: Channel;
+
+  /**
+   * "+1*******34", "j***@example.com"
+   *
+   * @generated from field: string masked_destination = 5;
+   */
+  maskedDestination: string;
+
+  /**
+   * Wrong codes still allowed (0 once it is not PENDING).
+   *
+   * @generated from field: int32 attempts_remaining = 6;
+   */
+  attemptsRemaining: number;
+
+  /**
+   * @generated from field: int32 max_attempts = 7;
+   */
+  maxAttempts: number;
+
+  /**
+   * Resends still allowed (0 once it is not PENDING).
+   *
+   * @generated from field: int32 resends_remaining = 8;
+   */
+  resendsRemaining: number;
+
+  /**
+   * Number of characters in the code.
+   *
+   * @generated from field: int32 code_length = 9;
+   */
+  codeLength: number;
+
+  /**
+   * When Send created it. Unset for verifications created before this field existed.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 10;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When its current code expires (a Resend moves it).
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 11;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * When Resend becomes allowed; set only while PENDING.
+   *
+   * @generated from field: google.protobuf.Timestamp resend_available_time = 12;
+   */
+  resendAvailableTime?: Timestamp | undefined;
+
+  /**
+   * When it was verified; set only when VERIFIED.
+   *
+   * @generated from field: google.protobuf.Timestamp verify_time = 13;
+   */
+  verifyTime?: Timestamp | undefined;
+
+  /**
+   * When it was canceled; set only when CANCELED.
+   *
+   * @generated from field: google.protobuf.Timestamp cancel_time = 14;
+   */
+  cancelTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message otp.v1.Verification.
+ * Use `create(VerificationSchema)` to create a new message.
+ */
+export const VerificationSchema: GenMessage<Verification> = /*@__PURE__*/
+  messageDesc(file_otp_v1_otp, 14);
+
+/**
  * @generated from enum otp.v1.Channel
  */
 export enum Channel {
@@ -531,18 +704,88 @@ export const VerifyResultSchema: GenEnum<VerifyResult> = /*@__PURE__*/
   enumDesc(file_otp_v1_otp, 1);
 
 /**
+ * Where a verification stands. The status is what Verify with the right code
+ * would answer now.
+ *
+ * @generated from enum otp.v1.VerificationStatus
+ */
+export enum VerificationStatus {
+  /**
+   * @generated from enum value: VERIFICATION_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Waiting for its code: the right code would verify.
+   *
+   * @generated from enum value: VERIFICATION_STATUS_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * Verified (consumed).
+   *
+   * @generated from enum value: VERIFICATION_STATUS_VERIFIED = 2;
+   */
+  VERIFIED = 2,
+
+  /**
+   * Its code's time is up.
+   *
+   * @generated from enum value: VERIFICATION_STATUS_EXPIRED = 3;
+   */
+  EXPIRED = 3,
+
+  /**
+   * Too many wrong codes, for this verification or (until the lock ends) for
+   * its destination: no code passes.
+   *
+   * @generated from enum value: VERIFICATION_STATUS_LOCKED = 4;
+   */
+  LOCKED = 4,
+
+  /**
+   * Canceled by CancelVerification.
+   *
+   * @generated from enum value: VERIFICATION_STATUS_CANCELED = 5;
+   */
+  CANCELED = 5,
+
+  /**
+   * A notifier reported that its code could not be delivered; the code is void.
+   *
+   * @generated from enum value: VERIFICATION_STATUS_DELIVERY_FAILED = 6;
+   */
+  DELIVERY_FAILED = 6,
+}
+
+/**
+ * Describes the enum otp.v1.VerificationStatus.
+ */
+export const VerificationStatusSchema: GenEnum<VerificationStatus> = /*@__PURE__*/
+  enumDesc(file_otp_v1_otp, 2);
+
+/**
  * OtpService sends one-time passcodes and verifies the codes people type.
  *
  * Outcomes of Verify are results, never errors. Errors use the google.rpc
  * rich error model:
- *   INVALID_ARGUMENT    + google.rpc.BadRequest (one violation per bad field)
+ *   INVALID_ARGUMENT    + google.rpc.BadRequest (one violation per bad field). Besides each
+ *                         field's rules: any string field holding a control, format (bidi,
+ *                         zero-width), line/paragraph separator, surrogate, private-use or
+ *                         unassigned character; an enum value (name or number) that does not
+ *                         exist; a purpose the policy file does not list when it says "only"
  *   RESOURCE_EXHAUSTED  + google.rpc.RetryInfo + google.rpc.ErrorInfo{domain: "otp.v1", reason}
  *                         reasons: RESEND_COOLDOWN, SEND_LIMIT_DESTINATION, MAX_RESENDS,
  *                         SEND_LIMIT_IP, SEND_LIMIT_TENANT, SEND_LIMIT_COUNTRY,
- *                         DESTINATION_LOCKED, VERIFY_LIMIT_IP
- *   FAILED_PRECONDITION + google.rpc.ErrorInfo: Resend of a verification that is
- *                         finished (verified, locked or expired); reason VERIFICATION_FINISHED
- *   NOT_FOUND            Resend of an unknown verification
+ *                         DESTINATION_LOCKED, VERIFY_LIMIT_IP. MAX_RESENDS carries no
+ *                         RetryInfo: no wait lifts it (Send a new verification)
+ *   FAILED_PRECONDITION + google.rpc.ErrorInfo: Resend or CancelVerification of a
+ *                         verification that is finished (verified, locked, expired,
+ *                         canceled, delivery failed); reason VERIFICATION_FINISHED
+ *   NOT_FOUND            Resend, GetVerification or CancelVerification of an unknown
+ *                         verification, of another tenant's, or of one whose purpose
+ *                         the caller is not granted (the same answer for all three)
  *   UNAVAILABLE          the store (Redis) or the event backlog cannot take the call; retry
  *   UNAUTHENTICATED      no credentials, or credentials that are not (or no longer) valid
  *   PERMISSION_DENIED   + google.rpc.ErrorInfo: the caller may not do this; reasons:
@@ -585,6 +828,7 @@ export const OtpService: GenService<{
   },
   /**
    * CheckRateLimit reports whether a Send would be allowed, spending nothing.
+   * No side effects: Connect clients may call it with HTTP GET.
    *
    * @generated from rpc otp.v1.OtpService.CheckRateLimit
    */
@@ -592,6 +836,33 @@ export const OtpService: GenService<{
     methodKind: "unary";
     input: typeof CheckRateLimitRequestSchema;
     output: typeof CheckRateLimitResponseSchema;
+  },
+  /**
+   * GetVerification shows a verification's state, changing nothing (no
+   * attempt is counted). Connect clients may call it with HTTP GET.
+   * A verification stays visible until a while (one ttl) after it expires,
+   * and after it was verified or canceled until then.
+   *
+   * @generated from rpc otp.v1.OtpService.GetVerification
+   */
+  getVerification: {
+    methodKind: "unary";
+    input: typeof GetVerificationRequestSchema;
+    output: typeof GetVerificationResponseSchema;
+  },
+  /**
+   * CancelVerification ends a pending verification: its code never verifies
+   * (Verify answers NOT_FOUND, as for a consumed code), Resend answers
+   * FAILED_PRECONDITION, and notifiers are told to drop a delivery they have
+   * not made yet (DeliveryCanceled on otp.delivery.v1). Idempotent: canceling
+   * a canceled verification answers its state again.
+   *
+   * @generated from rpc otp.v1.OtpService.CancelVerification
+   */
+  cancelVerification: {
+    methodKind: "unary";
+    input: typeof CancelVerificationRequestSchema;
+    output: typeof CancelVerificationResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_otp_v1_otp, 0);

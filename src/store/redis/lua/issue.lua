@@ -100,11 +100,11 @@ local e, ra = now + ttl, now + A.cooldown_ms
 local set = {'dd', A.digest, 'md', md, 'ls', ls, id_field(vid), p,
   p .. ':id', code_value(vid, A.code_digest), p .. ':k', A.key_id,
   p .. ':c', counters_text({ a = 0, m = m, r = 0, mr = mr, n = n, ch = ch, e = e, ra = ra,
-    fc = A.failures_count, fw = A.failures_window_ms })}
+    fc = A.failures_count, fw = A.failures_window_ms }), p .. ':t', now}
 for i = 1, #sealed do set[#set + 1] = sealed[i] end
 -- Empty fields are not stored (a reader takes a missing one as ''), so the older
 -- verification's go; `st` is always '' (live) here. A short sealed destination has no `sb2`.
-local gone = {p .. ':st', p .. ':vk', p .. ':vt'}
+local gone = {p .. ':st', p .. ':vk', p .. ':vt', p .. ':ct'}
 if #sealed == 2 then gone[#gone + 1] = 'sb2' end
 local fp = ik ~= '' and A.fingerprint or ''
 for _, f in ipairs({{':ik', ik}, {':if', fp}, {':lc', A.locale}, {':mt', A.metadata}, {':cx', A.context}}) do

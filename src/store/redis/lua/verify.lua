@@ -55,6 +55,8 @@ if st == 'v' then
   if ik ~= '' and ik == v[5] and match and now < c.e then return {'VERIFIED', m - a, p, dd, tonumber(v[6])} end
   return {'NOT_FOUND', 0}
 end
+-- Canceled: as gone as a consumed code; nothing is counted.
+if st == 'c' then return {'NOT_FOUND', 0} end
 -- 3-4. Finished or locked: nothing is counted.
 if st == 'f' then return {'DELIVERY_FAILED', 0} end
 if st == 'l' or a >= m then return {'TOO_MANY_ATTEMPTS', 0} end
@@ -75,14 +77,16 @@ end
 a = a + 1
 c.a = a
 
--- 8. Match: consume. With an idempotency key the fields stay (until e) to answer a repeat.
+-- 8. Match: consume. The fields stay, verified, while the hash lives: a repeat with the
+-- idempotency key answers VERIFIED again, Resend answers 'finished', not 'not_found',
+-- and GetVerification shows it VERIFIED. What only a Resend needs goes.
 if match then
   if ik ~= '' then
     redis.call('HSET', dest, p .. ':c', counters_text(c), p .. ':st', 'v', p .. ':vk', ik, p .. ':vt', now)
   else
-    redis.call('HDEL', dest, id_field(vid), p .. ':id', p .. ':k', p .. ':c', p .. ':st',
-      p .. ':ik', p .. ':vk', p .. ':vt', p .. ':lc', p .. ':mt', p .. ':cx')
+    redis.call('HSET', dest, p .. ':c', counters_text(c), p .. ':st', 'v', p .. ':vt', now)
   end
+  redis.call('HDEL', dest, p .. ':lc', p .. ':mt')
   emit(ev, 'verified')
   return {'VERIFIED', m - a, p, dd, now}
 end

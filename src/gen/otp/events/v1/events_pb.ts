@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file otp/events/v1/events.proto.
  */
 export const file_otp_events_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChpvdHAvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxINb3RwLmV2ZW50cy52MSI7CgZTZWFsZWQSDgoGa2V5X2lkGAEgASgJEg0KBW5vbmNlGAIgASgMEhIKCmNpcGhlcnRleHQYAyABKAwi+gMKEURlbGl2ZXJ5UmVxdWVzdGVkEhAKCGV2ZW50X2lkGAEgASgJEhcKD3ZlcmlmaWNhdGlvbl9pZBgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSDwoHcHVycG9zZRgEIAEoCRIgCgdjaGFubmVsGAUgASgOMg8ub3RwLnYxLkNoYW5uZWwSLwoLb2NjdXJyZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRyYWNlX2lkGAcgASgJEioKC2Rlc3RpbmF0aW9uGAggASgLMhUub3RwLmV2ZW50cy52MS5TZWFsZWQSIwoEY29kZRgJIAEoCzIVLm90cC5ldmVudHMudjEuU2VhbGVkEg4KBmxvY2FsZRgKIAEoCRIuCgpleHBpcmVzX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJACghtZXRhZGF0YRgMIAMoCzIuLm90cC5ldmVudHMudjEuRGVsaXZlcnlSZXF1ZXN0ZWQuTWV0YWRhdGFFbnRyeRIaChJtYXNrZWRfZGVzdGluYXRpb24YDSABKAkSFAoMcmVzZW5kX2NvdW50GA4gASgNGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLhAgoKQXVkaXRFdmVudBIQCghldmVudF9pZBgBIAEoCRIrCgR0eXBlGAIgASgOMh0ub3RwLmV2ZW50cy52MS5BdWRpdEV2ZW50VHlwZRIXCg92ZXJpZmljYXRpb25faWQYAyABKAkSDgoGdGVuYW50GAQgASgJEg8KB3B1cnBvc2UYBSABKAkSIAoHY2hhbm5lbBgGIAEoDjIPLm90cC52MS5DaGFubmVsEi8KC29jY3VycmVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgIIAEoCRIaChJtYXNrZWRfZGVzdGluYXRpb24YCSABKAkSGgoSZGVzdGluYXRpb25fZGlnZXN0GAogASgJEhoKEmF0dGVtcHRzX3JlbWFpbmluZxgLIAEoDRIOCgZyZWFzb24YDCABKAkSEQoJY2xpZW50X2lkGA0gASgJIpECCg5EZWxpdmVyeVN0YXR1cxIQCghldmVudF9pZBgBIAEoCRIZChFkZWxpdmVyeV9ldmVudF9pZBgCIAEoCRIXCg92ZXJpZmljYXRpb25faWQYAyABKAkSDgoGdGVuYW50GAQgASgJEi8KB291dGNvbWUYBSABKA4yHi5vdHAuZXZlbnRzLnYxLkRlbGl2ZXJ5T3V0Y29tZRIOCgZyZWFzb24YBiABKAkSLwoLb2NjdXJyZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRyYWNlX2lkGAggASgJEg8KB2FkYXB0ZXIYCSABKAkSFAoMcmVzZW5kX2NvdW50GAogASgNKu8CCg5BdWRpdEV2ZW50VHlwZRIgChxBVURJVF9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGQoVQVVESVRfRVZFTlRfVFlQRV9TRU5UEAESGwoXQVVESVRfRVZFTlRfVFlQRV9SRVNFTlQQAhIiCh5BVURJVF9FVkVOVF9UWVBFX1ZFUklGWV9GQUlMRUQQAxIdChlBVURJVF9FVkVOVF9UWVBFX1ZFUklGSUVEEAQSGwoXQVVESVRfRVZFTlRfVFlQRV9MT0NLRUQQBRIcChhBVURJVF9FVkVOVF9UWVBFX0VYUElSRUQQBhIhCh1BVURJVF9FVkVOVF9UWVBFX1JBVEVfTElNSVRFRBAHEiQKIEFVRElUX0VWRU5UX1RZUEVfREVMSVZFUllfRkFJTEVEEAgSHgoaQVVESVRfRVZFTlRfVFlQRV9ERUxJVkVSRUQQCRIcChhBVURJVF9FVkVOVF9UWVBFX1JFRlVTRUQQCipwCg9EZWxpdmVyeU91dGNvbWUSIAocREVMSVZFUllfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh4KGkRFTElWRVJZX09VVENPTUVfREVMSVZFUkVEEAESGwoXREVMSVZFUllfT1VUQ09NRV9GQUlMRUQQAmIGcHJvdG8z", [file_google_protobuf_timestamp, file_otp_v1_otp]);
+  fileDesc("ChpvdHAvZXZlbnRzL3YxL2V2ZW50cy5wcm90bxINb3RwLmV2ZW50cy52MSI7CgZTZWFsZWQSDgoGa2V5X2lkGAEgASgJEg0KBW5vbmNlGAIgASgMEhIKCmNpcGhlcnRleHQYAyABKAwi+gMKEURlbGl2ZXJ5UmVxdWVzdGVkEhAKCGV2ZW50X2lkGAEgASgJEhcKD3ZlcmlmaWNhdGlvbl9pZBgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSDwoHcHVycG9zZRgEIAEoCRIgCgdjaGFubmVsGAUgASgOMg8ub3RwLnYxLkNoYW5uZWwSLwoLb2NjdXJyZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRyYWNlX2lkGAcgASgJEioKC2Rlc3RpbmF0aW9uGAggASgLMhUub3RwLmV2ZW50cy52MS5TZWFsZWQSIwoEY29kZRgJIAEoCzIVLm90cC5ldmVudHMudjEuU2VhbGVkEg4KBmxvY2FsZRgKIAEoCRIuCgpleHBpcmVzX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJACghtZXRhZGF0YRgMIAMoCzIuLm90cC5ldmVudHMudjEuRGVsaXZlcnlSZXF1ZXN0ZWQuTWV0YWRhdGFFbnRyeRIaChJtYXNrZWRfZGVzdGluYXRpb24YDSABKAkSFAoMcmVzZW5kX2NvdW50GA4gASgNGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKQAQoQRGVsaXZlcnlDYW5jZWxlZBIQCghldmVudF9pZBgBIAEoCRIXCg92ZXJpZmljYXRpb25faWQYAiABKAkSDgoGdGVuYW50GAMgASgJEi8KC29jY3VycmVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgFIAEoCSLhAgoKQXVkaXRFdmVudBIQCghldmVudF9pZBgBIAEoCRIrCgR0eXBlGAIgASgOMh0ub3RwLmV2ZW50cy52MS5BdWRpdEV2ZW50VHlwZRIXCg92ZXJpZmljYXRpb25faWQYAyABKAkSDgoGdGVuYW50GAQgASgJEg8KB3B1cnBvc2UYBSABKAkSIAoHY2hhbm5lbBgGIAEoDjIPLm90cC52MS5DaGFubmVsEi8KC29jY3VycmVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgIIAEoCRIaChJtYXNrZWRfZGVzdGluYXRpb24YCSABKAkSGgoSZGVzdGluYXRpb25fZGlnZXN0GAogASgJEhoKEmF0dGVtcHRzX3JlbWFpbmluZxgLIAEoDRIOCgZyZWFzb24YDCABKAkSEQoJY2xpZW50X2lkGA0gASgJIpECCg5EZWxpdmVyeVN0YXR1cxIQCghldmVudF9pZBgBIAEoCRIZChFkZWxpdmVyeV9ldmVudF9pZBgCIAEoCRIXCg92ZXJpZmljYXRpb25faWQYAyABKAkSDgoGdGVuYW50GAQgASgJEi8KB291dGNvbWUYBSABKA4yHi5vdHAuZXZlbnRzLnYxLkRlbGl2ZXJ5T3V0Y29tZRIOCgZyZWFzb24YBiABKAkSLwoLb2NjdXJyZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRyYWNlX2lkGAggASgJEg8KB2FkYXB0ZXIYCSABKAkSFAoMcmVzZW5kX2NvdW50GAogASgNKo4DCg5BdWRpdEV2ZW50VHlwZRIgChxBVURJVF9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGQoVQVVESVRfRVZFTlRfVFlQRV9TRU5UEAESGwoXQVVESVRfRVZFTlRfVFlQRV9SRVNFTlQQAhIiCh5BVURJVF9FVkVOVF9UWVBFX1ZFUklGWV9GQUlMRUQQAxIdChlBVURJVF9FVkVOVF9UWVBFX1ZFUklGSUVEEAQSGwoXQVVESVRfRVZFTlRfVFlQRV9MT0NLRUQQBRIcChhBVURJVF9FVkVOVF9UWVBFX0VYUElSRUQQBhIhCh1BVURJVF9FVkVOVF9UWVBFX1JBVEVfTElNSVRFRBAHEiQKIEFVRElUX0VWRU5UX1RZUEVfREVMSVZFUllfRkFJTEVEEAgSHgoaQVVESVRfRVZFTlRfVFlQRV9ERUxJVkVSRUQQCRIcChhBVURJVF9FVkVOVF9UWVBFX1JFRlVTRUQQChIdChlBVURJVF9FVkVOVF9UWVBFX0NBTkNFTEVEEAsqjwEKD0RlbGl2ZXJ5T3V0Y29tZRIgChxERUxJVkVSWV9PVVRDT01FX1VOU1BFQ0lGSUVEEAASHgoaREVMSVZFUllfT1VUQ09NRV9ERUxJVkVSRUQQARIbChdERUxJVkVSWV9PVVRDT01FX0ZBSUxFRBACEh0KGURFTElWRVJZX09VVENPTUVfQ0FOQ0VMRUQQA2IGcHJvdG8z", [file_google_protobuf_timestamp, file_otp_v1_otp]);
 
 /**
  * AES-256-GCM ciphertext. The plaintext is the UTF-8 secret; the additional
@@ -143,6 +143,47 @@ export const DeliveryRequestedSchema: GenMessage<DeliveryRequested> = /*@__PURE_
   messageDesc(file_otp_events_v1_events, 1);
 
 /**
+ * The verification was canceled: a notifier drops any delivery of it that it
+ * has not made yet (queued, or waiting to retry), whatever its resend_count.
+ * Header "otp-event-type: delivery.canceled"; key: verification_id.
+ *
+ * @generated from message otp.events.v1.DeliveryCanceled
+ */
+export type DeliveryCanceled = Message<"otp.events.v1.DeliveryCanceled"> & {
+  /**
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * @generated from field: string verification_id = 2;
+   */
+  verificationId: string;
+
+  /**
+   * @generated from field: string tenant = 3;
+   */
+  tenant: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occurred_at = 4;
+   */
+  occurredAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string trace_id = 5;
+   */
+  traceId: string;
+};
+
+/**
+ * Describes the message otp.events.v1.DeliveryCanceled.
+ * Use `create(DeliveryCanceledSchema)` to create a new message.
+ */
+export const DeliveryCanceledSchema: GenMessage<DeliveryCanceled> = /*@__PURE__*/
+  messageDesc(file_otp_events_v1_events, 2);
+
+/**
  * Never carries a code or a raw destination.
  *
  * @generated from message otp.events.v1.AuditEvent
@@ -225,7 +266,7 @@ export type AuditEvent = Message<"otp.events.v1.AuditEvent"> & {
  * Use `create(AuditEventSchema)` to create a new message.
  */
 export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
-  messageDesc(file_otp_events_v1_events, 2);
+  messageDesc(file_otp_events_v1_events, 3);
 
 /**
  * Written by a notifier after it delivered a DeliveryRequested or gave up on it.
@@ -298,7 +339,7 @@ export type DeliveryStatus = Message<"otp.events.v1.DeliveryStatus"> & {
  * Use `create(DeliveryStatusSchema)` to create a new message.
  */
 export const DeliveryStatusSchema: GenMessage<DeliveryStatus> = /*@__PURE__*/
-  messageDesc(file_otp_events_v1_events, 3);
+  messageDesc(file_otp_events_v1_events, 4);
 
 /**
  * @generated from enum otp.events.v1.AuditEventType
@@ -360,6 +401,13 @@ export enum AuditEventType {
    * @generated from enum value: AUDIT_EVENT_TYPE_REFUSED = 10;
    */
   REFUSED = 10,
+
+  /**
+   * CancelVerification ended a pending verification.
+   *
+   * @generated from enum value: AUDIT_EVENT_TYPE_CANCELED = 11;
+   */
+  CANCELED = 11,
 }
 
 /**
@@ -386,6 +434,13 @@ export enum DeliveryOutcome {
    * @generated from enum value: DELIVERY_OUTCOME_FAILED = 2;
    */
   FAILED = 2,
+
+  /**
+   * Not delivered: the verification was canceled first (DeliveryCanceled).
+   *
+   * @generated from enum value: DELIVERY_OUTCOME_CANCELED = 3;
+   */
+  CANCELED = 3,
 }
 
 /**

@@ -1,0 +1,57 @@
+{{/* Files the service and the relay read: the clients file and, with TLS, the certificates. */}}
+{{- define "otp.fileEnv" -}}
+- name: OTP_CLIENTS_FILE
+  value: /etc/otp/clients/{{ .Values.clients.key }}
+{{- if .Values.tls.enabled }}
+- name: TLS_CERT_FILE
+  value: /etc/otp/tls/tls.crt
+- name: TLS_KEY_FILE
+  value: /etc/otp/tls/tls.key
+{{- if .Values.tls.mtls }}
+- name: TLS_CA_FILE
+  value: /etc/otp/tls/ca.crt
+{{- if .Values.tls.probeClientSecret }}
+- name: OTP_HEALTHCHECK_CERT_FILE
+  value: /etc/otp/probe/tls.crt
+- name: OTP_HEALTHCHECK_KEY_FILE
+  value: /etc/otp/probe/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "otp.volumeMounts" -}}
+- name: clients
+  mountPath: /etc/otp/clients
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/otp/tls
+  readOnly: true
+{{- if and .Values.tls.mtls .Values.tls.probeClientSecret }}
+- name: probe-tls
+  mountPath: /etc/otp/probe
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "otp.volumes" -}}
+- name: clients
+  secret:
+    secretName: {{ required "clients.existingSecret is required (production refuses to start without OTP_CLIENTS_FILE)" .Values.clients.existingSecret | quote }}
+- name: tmp
+  emptyDir: {}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ required "tls.existingSecret is required when tls.enabled" .Values.tls.existingSecret | quote }}
+{{- if and .Values.tls.mtls .Values.tls.probeClientSecret }}
+- name: probe-tls
+  secret:
+    secretName: {{ .Values.tls.probeClientSecret | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,69 @@
+// The container health check (Dockerfile HEALTHCHECK, and the Helm chart's
+// exec probes when mTLS is on): GET /readyz (or the path given as the first
+// argument) on this container's HTTP port, over TLS when TLS_CERT_FILE is
+// set. Exit 0 when it answers 200, else 1 with one line saying why.
+//
+// With TLS the server is identified by pinning: the certificate it presents
+// must be the one in TLS_CERT_FILE (no CA or host name involved: the probe
+// talks to 127.0.0.1, which the certificate need not name). With mTLS
+// (TLS_CA_FILE) the probe presents OTP_HEALTHCHECK_CERT_FILE /
+// OTP_HEALTHCHECK_KEY_FILE, a client certificate issued by that CA (default:
+// the server's own pair, which works when it may be used for client auth).
+// Node built-ins only, so it starts fast and needs nothing else.
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import http from "node:http";
+import https from "node:https";
+import type { TLSSocket } from "node:tls";
+
+const TIMEOUT_MS = 2_500;
+
+function fail(why: string): never {
+  process.stderr.write(`healthcheck: ${why}\n`);
+  process.exit(1);
+}
+
+const env = process.env;
+const path = process.argv[2] ?? "/readyz";
+const port = Number(env.HTTP_PORT || 8080);
+const wildcard = !env.HOST || env.HOST === "0.0.0.0" || env.HOST === "::";
+const host = wildcard ? "127.0.0.1" : env.HOST!;
+const certFile = env.TLS_CERT_FILE?.trim();
+
+let request: http.ClientRequest;
+try {
+  if (certFile) {
+    const ours = new X509Certificate(readFileSync(certFile)).raw;
+    const mtls = Boolean(env.TLS_CA_FILE?.trim());
+    const clientCert = env.OTP_HEALTHCHECK_CERT_FILE?.trim() || certFile;
+    const clientKey = env.OTP_HEALTHCHECK_KEY_FILE?.trim() || env.TLS_KEY_FILE?.trim();
+    request = https.request({
+      host, port, path, method: "GET", timeout: TIMEOUT_MS,
+      // Checked by pinning below instead of by CA and name.
+      rejectUnauthorized: false,
+      ...(mtls && clientKey ? { cert: readFileSync(clientCert), key: readFileSync(clientKey) } : {}),
+    });
+    request.once("socket", (socket) => {
+      socket.once("secureConnect", () => {
+        const presented = (socket as TLSSocket).getPeerCertificate().raw;
+        if (!presented || !presented.equals(ours)) fail(`the server on ${host}:${port} does not present the certificate in TLS_CERT_FILE`);
+      });
+    });
+  } else {
+    request = http.request({ host, port, path, method: "GET", timeout: TIMEOUT_MS });
+  }
+} catch (err) {
+  fail(`cannot read the TLS files: ${(err as Error).message}`);
+}
+
+request.once("timeout", () => {
+  request.destroy();
+  fail(`no answer from ${host}:${port}${path} within ${TIMEOUT_MS} ms`);
+});
+request.once("error", (err) => fail(`${host}:${port}${path}: ${err.message}`));
+request.once("response", (res) => {
+  res.resume();
+  if (res.statusCode === 200) process.exit(0);
+  fail(`${path} answered ${res.statusCode}`);
+});
+request.end();

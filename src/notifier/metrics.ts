@@ -1,0 +1,89 @@
+import { collectDefaultMetrics, Counter, Histogram, Registry } from "prom-client";
+import { Channel } from "../gen/otp/v1/otp_pb.js";
+import type { Attempted, AttemptObserver } from "./deliverer.js";
+import type { Delivery } from "./delivery.js";
+
+// The reference notifier's Prometheus metrics (served on NOTIFIER_METRICS_PORT
+// by main.ts): what happened to each delivery, every attempt (so retries show),
+// dead letters, and how long a code took from Send to delivered. Labels are
+// bounded: channel, adapter name, outcome. Never a destination or a code.
+
+export type DeliveryOutcomeLabel = "delivered" | "failed" | "canceled" | "expired";
+
+// From 50 ms (a console or webhook delivery right after Send) to minutes (retries).
+const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+export class NotifierMetrics implements AttemptObserver {
+  readonly registry = new Registry();
+  private readonly deliveries: Counter<"channel" | "outcome">;
+  private readonly attempts: Counter<"channel" | "adapter" | "result">;
+  private readonly retries: Counter<"channel" | "adapter">;
+  private readonly deadLetters: Counter;
+  private readonly latency: Histogram<"channel">;
+
+  constructor(private readonly now: () => number = Date.now) {
+    collectDefaultMetrics({ register: this.registry });
+    const registers = [this.registry];
+    this.deliveries = new Counter({
+      name: "otp_notifier_deliveries_total",
+      help: "Deliveries finished, by channel and outcome (delivered, failed, canceled, expired)",
+      labelNames: ["channel", "outcome"],
+      registers,
+    });
+    this.attempts = new Counter({
+      name: "otp_notifier_delivery_attempts_total",
+      help: "Attempts to hand a message to a provider, by channel, adapter and result (ok, error)",
+      labelNames: ["channel", "adapter", "result"],
+      registers,
+    });
+    this.retries = new Counter({
+      name: "otp_notifier_retries_total",
+      help: "Attempts after the first for one delivery (retries after a transient failure)",
+      labelNames: ["channel", "adapter"],
+      registers,
+    });
+    this.deadLetters = new Counter({
+      name: "otp_notifier_dead_letters_total",
+      help: "Records written to the dead-letter topic (failed after retries, or undecodable / unopenable)",
+      registers,
+    });
+    this.latency = new Histogram({
+      name: "otp_notifier_delivery_latency_seconds",
+      help: "From the Send (the event's occurred_at) to the provider accepting the message, for delivered messages",
+      labelNames: ["channel"],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+  }
+
+  attempted(channel: string, adapter: string, ok: boolean, attempt: number): void {
+    this.attempts.inc({ channel, adapter, result: ok ? "ok" : "error" });
+    if (attempt > 1) this.retries.inc({ channel, adapter });
+  }
+
+  /** One delivery finished (occurredAtMs: when the service wrote its event). */
+  finished(d: Delivery, result: Attempted): void {
+    const channel = channelLabel(d.channel);
+    if (result.kind === "delivered") {
+      this.deliveries.inc({ channel, outcome: "delivered" });
+      if (d.occurredAtMs) this.latency.observe({ channel }, Math.max(0, this.now() - d.occurredAtMs) / 1000);
+      return;
+    }
+    if (result.kind === "canceled") {
+      this.deliveries.inc({ channel, outcome: "canceled" });
+      return;
+    }
+    this.deliveries.inc({ channel, outcome: result.attempts === 0 && !result.deadLetter ? "expired" : "failed" });
+    if (result.deadLetter) this.deadLetters.inc();
+  }
+
+  /** A record no retry can fix went to the dead-letter topic. */
+  poisoned(): void {
+    this.deliveries.inc({ channel: "unknown", outcome: "failed" });
+    this.deadLetters.inc();
+  }
+}
+
+function channelLabel(channel: Channel): string {
+  return channel === Channel.SMS ? "sms" : channel === Channel.EMAIL ? "email" : channel === Channel.VOICE ? "voice" : channel === Channel.WHATSAPP ? "whatsapp" : "unknown";
+}

@@ -1,0 +1,43 @@
+import { ErrorReply, MaxCommandRedirectionsError, MultiErrorReply } from "redis";
+import { StoreUnavailableError } from "../../errors.js";
+import { DeadlineError } from "./deadlines.js";
+
+// Which failures mean "Redis cannot serve now" (UNAVAILABLE, safe to retry)
+// rather than "this command is wrong" (a bug: INTERNAL).
+
+// Server replies that mean "cannot serve now": loading, busy, a failover or a
+// resharding in progress (MOVED/ASK that outlived the client's redirects), a
+// replica that cannot take writes, not enough replicas.
+const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS|MOVED|ASK)\b/;
+
+/** The first error reply of a pipeline's MultiErrorReply, or `err` itself. */
+export function firstError(err: unknown): unknown {
+  if (err instanceof MultiErrorReply) return err.replies[err.errorIndexes[0]!] ?? err;
+  return err;
+}
+
+/** True when `err` is a Redis error reply with this code (e.g. "NOGROUP"). */
+export function isReplyError(err: unknown, code: string): boolean {
+  const e = firstError(err);
+  return e instanceof ErrorReply && e.message.startsWith(code);
+}
+
+/** Replies and client errors that mean "not now" become StoreUnavailableError; a wrong command stays as it is. */
+export function unavailableOr(err: unknown): unknown {
+  const e = firstError(err);
+  if (e instanceof StoreUnavailableError) return e;
+  if (e instanceof ErrorReply && !UNAVAILABLE_REPLY.test(e.message)) return e;
+  // Connection lost, client offline or closed, too many redirects, no node for
+  // a slot, a deadline: all mean the same to a caller.
+  return new StoreUnavailableError({ cause: e });
+}
+
+/** A short, secret-free label for an unavailable failure, for metrics and logs. */
+export function failureReason(err: StoreUnavailableError): string {
+  const cause = err.cause;
+  if (cause instanceof DeadlineError) return "timeout";
+  if (cause instanceof ErrorReply) return /^\w+/.exec(cause.message)?.[0]?.toLowerCase() ?? "reply";
+  if (cause instanceof MaxCommandRedirectionsError) return "moved";
+  if (cause instanceof Error && cause.name === "ReplicationError") return "wait";
+  return "connection";
+}

@@ -1,0 +1,59 @@
+import { createSentinel } from "redis";
+import type { HostPort } from "./topology.js";
+import { nodeClientOptions, type RedisReply, type Transport, type TransportOptions } from "./transport.js";
+
+// Redis Sentinel (REDIS_SENTINELS + REDIS_SENTINEL_MASTER): node-redis asks the
+// Sentinels for the master, follows their switch-master notices, and retries a
+// command that met a demoted master (READONLY) on the new one.
+
+export async function connectSentinel(
+  sentinels: HostPort[], masterName: string, options: TransportOptions,
+): Promise<{ transport: Transport; connecting: Promise<unknown> }> {
+  const { commandOptions, RESP, ...node } = nodeClientOptions(options);
+  const { access } = options;
+  const sentinelAuth = {
+    ...(access.sentinelUsername !== undefined ? { username: access.sentinelUsername } : {}),
+    ...(access.sentinelPassword !== undefined ? { password: access.sentinelPassword } : {}),
+  };
+  const sentinel = createSentinel({
+    name: masterName,
+    sentinelRootNodes: sentinels,
+    nodeClientOptions: node,
+    sentinelClientOptions: { socket: node.socket, ...sentinelAuth },
+    RESP,
+    commandOptions,
+    // One multiplexed connection to the master, shared by every call (as with one node).
+    masterPoolSize: 1,
+  });
+  let ready = false;
+  sentinel.on("error", (err: unknown) => {
+    if (!ready) return;
+    ready = false;
+    options.events.lost(masterName, err);
+  });
+  sentinel.on("ready", () => {
+    if (ready) return;
+    ready = true;
+    options.events.ready(masterName);
+  });
+  sentinel.on("topology-change", (event: { type: string; node?: HostPort }) => {
+    if (event.type === "MASTER_CHANGE") options.events.topologyChanged({ master: event.node ? `${event.node.host}:${event.node.port}` : undefined });
+  });
+
+  const send = (args: readonly string[]) => sentinel.sendCommand<RedisReply>(false, args as string[]);
+  const transport: Transport = {
+    send: (_key, args) => send(args),
+    // One batch on the master connection: both commands are written together, in order.
+    pipeline: async (_key, commands) => {
+      const batch = sentinel.multi();
+      for (const c of commands) batch.addCommand(false, c);
+      return (await batch.execAsPipeline()) as unknown as RedisReply[];
+    },
+    pingAll: async () => (await send(["PING"])) === "PONG",
+    close: async () => {
+      if (sentinel.isOpen) await sentinel.close();
+    },
+    destroy: () => void sentinel.destroy(),
+  };
+  return { transport, connecting: sentinel.connect() };
+}

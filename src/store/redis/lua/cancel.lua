@@ -1,0 +1,59 @@
+--[[
+cancel: end a pending verification (src/store/README.md, "Cancel"). Its code
+never verifies after this, Resend finds it finished, and notifiers are told to
+drop a delivery they have not made (`delivery_canceled`, then audit `canceled`).
+Canceling a canceled verification changes nothing and writes no event.
+
+KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
+KEYS[2]   outbox stream      <prefix>:{<shard>}:outbox
+
+ARGV[1]   JSON object, read by name (includes/args.lua):
+  tenant      str
+  id          str  verification id
+  trace_id    str
+  client_id   str
+
+Returns
+  {'canceled', <state tuple of includes/state.lua>}   canceled now, or before
+  {'finished', <state tuple>}                          verified, locked, expired or delivery failed
+  {'not_found'}
+]]
+
+--- @include "args"
+--- @include "clock"
+--- @include "outbox"
+--- @include "fields"
+--- @include "state"
+
+local A, bad = script_args('cancel', { tenant = 'str', id = 'str', trace_id = 'str', client_id = 'str' })
+if not A then return bad end
+
+local dest, vid = KEYS[1], A.id
+local p = redis.call('HGET', dest, id_field(vid))
+if not p then return {'not_found'} end
+
+local v = redis.call('HMGET', dest, p .. ':st', p .. ':c', 'dd', 'md', p .. ':id')
+-- The purpose's current verification must be the one asked about.
+if not v[5] or code_id(v[5]) ~= vid or not v[2] then return {'not_found'} end
+local st, c = v[1] or '', counters_read(v[2])
+local now = now_ms()
+local function answer(kind)
+  local reply = state_reply(dest, p, now)
+  table.insert(reply, 1, kind)
+  return reply
+end
+if st == 'c' then return answer('canceled') end
+if st ~= '' or now >= c.e then return answer('finished') end
+
+-- No attempts left as well: a script that predates `c` (during a rolling
+-- upgrade) then answers TOO_MANY_ATTEMPTS rather than compare a code.
+c.a = c.m
+redis.call('HSET', dest, p .. ':st', 'c', p .. ':ct', now, p .. ':c', counters_text(c))
+-- Only a Resend would need them.
+redis.call('HDEL', dest, p .. ':lc', p .. ':mt')
+
+local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[4], dd = v[3],
+  ts = now, tr = A.trace_id, cl = A.client_id }
+emit(ev, 'delivery_canceled')
+emit(ev, 'canceled')
+return answer('canceled')

@@ -1,0 +1,16 @@
+import { scriptSpan } from "../../telemetry/spans.js";
+import { telemetry } from "../../telemetry/tracing.js";
+import type { RedisConnection } from "./client.js";
+
+// With tracing on, every Lua script call is a span of its own (named after the
+// script; never its keys or arguments, which name tenants and destinations).
+// With tracing off the connection is returned as it is: no cost per call.
+export function withScriptSpans(redis: RedisConnection): RedisConnection {
+  if (!telemetry.on) return redis;
+  return {
+    call: (args, key) => redis.call(args, key),
+    run: (script, keys, args, options) => scriptSpan(script.name, () => redis.run(script, keys, args, options)),
+    ping: () => redis.ping(),
+    close: () => redis.close(),
+  };
+}

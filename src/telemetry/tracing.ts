@@ -1,0 +1,109 @@
+import { context, diag, DiagLogLevel, propagation, trace, type Tracer } from "@opentelemetry/api";
+import { ConfigError, optional, type Env } from "../env.js";
+import type { Logger } from "../log.js";
+
+// OpenTelemetry traces, configured by the standard OTEL_* variables and
+// nothing else. With no OTLP endpoint set (or OTEL_SDK_DISABLED=true,
+// OTEL_TRACES_EXPORTER=none) nothing is loaded: the SDK is imported only when
+// tracing is on, and every span site checks `telemetry.on` first, so the hot
+// path pays one property read when it is off. No auto-instrumentation (it
+// patches modules, which ESM does not allow reliably): the spans come from
+// the project's own seams (interceptors, the Redis script runner, the relay,
+// the notifier), see spans.ts.
+//
+// OTLP over HTTP only: OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL `http/protobuf`
+// (the default) or `http/json`; the exporter itself reads the endpoint,
+// headers, timeout and compression variables.
+
+/** Read on every call's path: one property, nothing else, when tracing is off. */
+export const telemetry: { on: boolean; tracer: Tracer } = { on: false, tracer: trace.getTracer("otp-service") };
+
+export interface Tracing {
+  /** Export what is still buffered (bounded), then stop. */
+  stop(): Promise<void>;
+}
+
+const SAMPLERS = ["always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"] as const;
+type SamplerName = (typeof SAMPLERS)[number];
+
+export interface TracingSettings {
+  protocol: "http/protobuf" | "http/json";
+  sampler: SamplerName;
+  ratio: number;
+  /** BatchSpanProcessor: how long spans wait to be exported together. */
+  scheduleDelayMs: number;
+}
+
+/** undefined: tracing is off. Throws ConfigError for a value we cannot honour. */
+export function tracingSettings(env: Env): TracingSettings | undefined {
+  if (optional(env, "OTEL_SDK_DISABLED")?.toLowerCase() === "true") return undefined;
+  const exporter = optional(env, "OTEL_TRACES_EXPORTER") ?? "otlp";
+  if (exporter === "none") return undefined;
+  if (exporter !== "otlp") throw new ConfigError(`OTEL_TRACES_EXPORTER must be otlp or none, got "${exporter}"`);
+  if (!optional(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") && !optional(env, "OTEL_EXPORTER_OTLP_ENDPOINT")) return undefined;
+  const protocolVar = optional(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") ? "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" : "OTEL_EXPORTER_OTLP_PROTOCOL";
+  const protocol = optional(env, protocolVar) ?? "http/protobuf";
+  if (protocol !== "http/protobuf" && protocol !== "http/json") {
+    throw new ConfigError(`${protocolVar} must be http/protobuf or http/json (OTLP over gRPC is not built in), got "${protocol}"`);
+  }
+  const sampler = (optional(env, "OTEL_TRACES_SAMPLER") ?? "parentbased_always_on") as SamplerName;
+  if (!SAMPLERS.includes(sampler)) throw new ConfigError(`OTEL_TRACES_SAMPLER must be one of ${SAMPLERS.join(", ")}, got "${sampler}"`);
+  const arg = optional(env, "OTEL_TRACES_SAMPLER_ARG");
+  const ratio = arg === undefined ? 1 : Number(arg);
+  if (!(ratio >= 0 && ratio <= 1)) throw new ConfigError(`OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1, got "${arg}"`);
+  const delay = optional(env, "OTEL_BSP_SCHEDULE_DELAY");
+  const scheduleDelayMs = delay === undefined ? 5_000 : Number(delay);
+  if (!(Number.isInteger(scheduleDelayMs) && scheduleDelayMs >= 0)) throw new ConfigError(`OTEL_BSP_SCHEDULE_DELAY must be whole milliseconds, got "${delay}"`);
+  return { protocol, sampler, ratio, scheduleDelayMs };
+}
+
+/**
+ * Turns tracing on when the environment asks for it. `serviceName` is the
+ * default of OTEL_SERVICE_NAME (otp-service, otp-relay, otp-notifier).
+ * Throws ConfigError on a bad OTEL_* value (call it where config errors exit).
+ */
+export async function startTracing(env: Env, serviceName: string, log: Logger): Promise<Tracing | undefined> {
+  const settings = tracingSettings(env);
+  if (!settings) return undefined;
+  const [{ TracerProvider, BatchSpanProcessor, ParentBasedSampler, AlwaysOnSampler, AlwaysOffSampler, TraceIdRatioBasedSampler }, core, resources, hooks, exporterModule] =
+    await Promise.all([
+      import("@opentelemetry/sdk-trace"),
+      import("@opentelemetry/core"),
+      import("@opentelemetry/resources"),
+      import("@opentelemetry/context-async-hooks"),
+      settings.protocol === "http/json" ? import("@opentelemetry/exporter-trace-otlp-http") : import("@opentelemetry/exporter-trace-otlp-proto"),
+    ]);
+  // The SDK's own complaints (an unreachable collector) go to our log, once each, not to the console.
+  diag.setLogger(
+    { error: (m) => log.warn({ otel: m }, "tracing"), warn: (m) => log.warn({ otel: m }, "tracing"), info: () => {}, debug: () => {}, verbose: () => {} },
+    DiagLogLevel.WARN,
+  );
+  const base = { always_on: new AlwaysOnSampler(), always_off: new AlwaysOffSampler(), ratio: new TraceIdRatioBasedSampler(settings.ratio) };
+  const root = settings.sampler.endsWith("always_on") ? base.always_on : settings.sampler.endsWith("always_off") ? base.always_off : base.ratio;
+  const sampler = settings.sampler.startsWith("parentbased_") ? new ParentBasedSampler({ root }) : root;
+
+  const detected = resources.detectResources({ detectors: [resources.envDetector] });
+  const resource = resources
+    .defaultResource()
+    .merge(resources.resourceFromAttributes({ "service.name": serviceName }))
+    .merge(detected); // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win
+
+  const exporter = new exporterModule.OTLPTraceExporter();
+  const provider = new TracerProvider({
+    resource,
+    sampler,
+    spanProcessors: [new BatchSpanProcessor({ exporter, scheduledDelayMillis: settings.scheduleDelayMs })],
+  });
+  context.setGlobalContextManager(new hooks.AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(new core.W3CTraceContextPropagator());
+  trace.setGlobalTracerProvider(provider);
+  telemetry.tracer = trace.getTracer("otp-service");
+  telemetry.on = true;
+  log.info({ protocol: settings.protocol, sampler: settings.sampler }, "tracing on: spans exported over OTLP/HTTP");
+  return {
+    async stop() {
+      telemetry.on = false;
+      await provider.shutdown().catch((err: unknown) => log.warn({ err: (err as Error).message }, "tracing: spans not flushed at shutdown"));
+    },
+  };
+}

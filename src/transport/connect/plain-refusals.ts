@@ -1,0 +1,37 @@
+import type { UniversalHandler, UniversalHandlerFn, UniversalServerResponse } from "@connectrpc/connect/protocol";
+
+// connect-es answers a request no protocol accepts (wrong HTTP method, or a
+// content type none of Connect, gRPC-Web and gRPC speaks) with a bare 405 or
+// 415 and no body, which leaves a curl user guessing. This wrapper gives
+// those two answers one plain line saying what would have worked (and 405 its
+// Allow header). Every other answer passes through untouched.
+
+const ACCEPTED = "application/json or application/proto (Connect), application/grpc-web(+proto), application/grpc(+proto)";
+
+function plain(status: number, text: string, header: Record<string, string> = {}): UniversalServerResponse {
+  const body = new TextEncoder().encode(`${text}\n`);
+  return {
+    status,
+    header: new Headers({ "content-type": "text/plain; charset=utf-8", "content-length": String(body.byteLength), ...header }),
+    body: (async function* () {
+      yield body;
+    })(),
+  };
+}
+
+export function plainRefusals(handler: UniversalHandler, inner: UniversalHandlerFn): UniversalHandlerFn {
+  const allowed = [...new Set(handler.allowedMethods)].sort();
+  return async (req) => {
+    const res = await inner(req);
+    if (res.body !== undefined) return res;
+    if (res.status === 405) {
+      return plain(405, `method ${req.method} not allowed for ${handler.requestPath}: use ${allowed.join(" or ")}`, { allow: allowed.join(", ") });
+    }
+    if (res.status === 415) {
+      const sent = req.header.get("content-type");
+      const what = sent ? `content type "${sent}" is not supported` : "no content type";
+      return plain(415, `${what} for ${handler.requestPath}: send ${ACCEPTED}`);
+    }
+    return res;
+  };
+}

@@ -1,0 +1,71 @@
+import type { ServerHttp2Session } from "node:http2";
+import type { Duplex } from "node:stream";
+
+// Connections that do not get to a request are cut within OTP_CONNECTION_IDLE_MS
+// on both ports, whatever the protocol: a TLS handshake, the HTTP/2 client
+// preface, HTTP/1.1 request headers, and, once an HTTP/2 connection is up, the
+// gaps between its requests. Without this an idle or stalled connection cost
+// memory for as long as the defaults allowed (Node's TLS handshake: 120 s;
+// grpc-js: until its keepalive ping went unanswered, ~80 s; an HTTP/2 session
+// whose request headers never completed: its 120 s idle timeout), so a few
+// thousand sockets held tens of MiB. Every bound here is a public hook: a
+// socket deadline, tls handshakeTimeout, http's headersTimeout and
+// keepAliveTimeout, http2 session events, grpc-js's max_connection_idle_ms.
+
+export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/**
+ * Reads until the bytes either are the HTTP/2 client preface or cannot be,
+ * then puts them back (the socket is left paused) and decides. A client that
+ * has not got that far within `deadlineMs` is dropped.
+ */
+export function awaitPreface<S extends Duplex>(socket: S, deadlineMs: number, decide: (isH2: boolean) => void): void {
+  let seen = Buffer.alloc(0);
+  const drop = (): void => void socket.destroy();
+  const timer = setTimeout(drop, deadlineMs);
+  const onData = (chunk: Buffer): void => {
+    seen = Buffer.concat([seen, chunk]);
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    const isH2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    if (isH2 && seen.length < H2_PREFACE.length) return;
+    clearTimeout(timer);
+    socket.off("data", onData);
+    socket.off("error", drop);
+    socket.off("close", stop);
+    socket.pause();
+    socket.unshift(seen);
+    decide(isH2);
+  };
+  const stop = (): void => clearTimeout(timer);
+  socket.on("data", onData);
+  socket.on("error", drop);
+  socket.once("close", stop);
+}
+
+/**
+ * Closes an HTTP/2 session (GOAWAY, then destroy) once it has had no open
+ * stream for `idleMs`, counted from its start too. A request whose headers
+ * never complete is not a stream yet, so it does not keep the session alive;
+ * nor do pings or settings frames.
+ */
+export function closeWhenIdle(session: ServerHttp2Session, idleMs: number): void {
+  let open = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (): void => {
+    timer = setTimeout(() => {
+      session.close();
+      // A peer that does not read our GOAWAY does not get to keep the socket.
+      setTimeout(() => session.destroy(), idleMs).unref();
+    }, idleMs);
+    timer.unref();
+  };
+  session.on("stream", (stream) => {
+    open++;
+    clearTimeout(timer);
+    stream.once("close", () => {
+      if (--open === 0 && !session.closed && !session.destroyed) arm();
+    });
+  });
+  session.once("close", () => clearTimeout(timer));
+  arm();
+}

@@ -1,0 +1,58 @@
+// What a curl user sees when a request reaches an RPC path in a form no
+// protocol accepts: a wrong HTTP method, a content type none of Connect,
+// gRPC-Web and gRPC speaks, or none at all. One plain line saying what would
+// work, never an empty body.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run } from '../support/cli.js';
+import { startTestApp, type TestApp } from '../support/otp-app.js';
+
+let app: TestApp;
+beforeAll(async () => {
+  app = await startTestApp();
+});
+afterAll(async () => {
+  await app?.stop();
+});
+
+/** curl -i, split into status, headers (lower-case names) and body. */
+async function curl(...args: string[]): Promise<{ status: number; headers: Record<string, string>; body: string }> {
+  const out = await run('curl', ['-sS', '-i', ...args]);
+  expect(out.code).toBe(0);
+  const [head, ...rest] = out.stdout.split('\r\n\r\n');
+  const [statusLine, ...lines] = head!.split('\r\n');
+  const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+  return { status: Number(statusLine!.split(' ')[1]), headers, body: rest.join('\r\n\r\n') };
+}
+
+describe('refusals a curl user can read', () => {
+  const send = () => `${app.httpBase}/otp.v1.OtpService/Send`;
+
+  it.each([
+    ['text/plain', 'x'],
+    ['application/xml', '<a/>'],
+    ['application/x-www-form-urlencoded', 'purpose=login'],
+  ])('POST with content type %s: 415 and one line naming what is accepted', async (type, data) => {
+    const res = await curl('-X', 'POST', '-H', `content-type: ${type}`, '--data', data, send());
+    expect(res.status).toBe(415);
+    expect(res.headers['content-type']).toMatch(/^text\/plain/);
+    expect(res.body.trimEnd().split('\n')).toHaveLength(1);
+    expect(res.body).toContain(`content type "${type}" is not supported`);
+    expect(res.body).toContain('application/json');
+  });
+
+  it('PUT (or DELETE) on an RPC: 405, an Allow header and one line saying which methods work', async () => {
+    for (const method of ['PUT', 'DELETE']) {
+      const res = await curl('-X', method, '-H', 'content-type: application/json', '--data', '{}', send());
+      expect(res.status).toBe(405);
+      expect(res.headers.allow).toContain('POST');
+      expect(res.body.trimEnd().split('\n')).toHaveLength(1);
+      expect(res.body).toMatch(new RegExp(`^method ${method} not allowed for /otp\\.v1\\.OtpService/Send: use .*POST`));
+    }
+  });
+
+  it('a well-formed call still answers as before (the wrapper touches only empty refusals)', async () => {
+    const res = await curl('-X', 'POST', '-H', 'content-type: application/json', '--data', '{"purpose":"login","channel":"CHANNEL_EMAIL","destination":"curl@example.com"}', send());
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body)).toHaveProperty('verificationId');
+  });
+});

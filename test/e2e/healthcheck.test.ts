@@ -1,0 +1,78 @@
+// The container health check (Dockerfile HEALTHCHECK: src/bin/healthcheck.ts)
+// run as the image runs it, with the service's own environment, against a
+// service process: plain HTTP, TLS, and mTLS. It must pass on a healthy
+// service whatever the TLS settings, and fail with one line otherwise.
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../support/free-port.js';
+import { exitWithin, spawnService, untilServing, type ServiceProcess } from '../support/service-process.js';
+import { makeTestCerts, type TestCerts } from '../support/tls-certs.js';
+
+let certs: TestCerts;
+const started: ServiceProcess[] = [];
+
+beforeAll(() => {
+  certs = makeTestCerts();
+});
+afterAll(async () => {
+  for (const s of started) {
+    s.child.kill('SIGTERM');
+    await exitWithin(s, 15_000).catch(() => undefined);
+  }
+  certs?.remove();
+});
+
+/** Runs the health check with the service's environment (as the container does); exit code and stderr. */
+function healthcheck(env: Record<string, string>, ...args: string[]): { status: number | null; stderr: string } {
+  const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/bin/healthcheck.ts', ...args], {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    timeout: 20_000,
+  });
+  return { status: run.status, stderr: run.stderr.toString() };
+}
+
+/** A service process with `env`, served (its /healthz checked over plain HTTP or TLS as configured). */
+async function service(env: Record<string, string>): Promise<{ env: Record<string, string> }> {
+  const proc = await spawnService(env);
+  started.push(proc);
+  // untilServing speaks plain HTTP: wait on the log line instead when TLS is on.
+  if (!env.TLS_CERT_FILE) await untilServing(proc);
+  else {
+    const deadline = Date.now() + 20_000;
+    while (!proc.logs().some((l) => l.msg === 'otp-service listening') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  }
+  return { env: { HTTP_PORT: String(proc.httpPort), ...env } };
+}
+
+describe('container health check', () => {
+  it('plain HTTP: healthy service passes; nothing listening fails with one line', async () => {
+    const s = await service({});
+    expect(healthcheck(s.env)).toEqual({ status: 0, stderr: '' });
+    expect(healthcheck(s.env, '/healthz').status).toBe(0);
+    const nobody = healthcheck({ HTTP_PORT: String(await freePort()) });
+    expect(nobody.status).toBe(1);
+    expect(nobody.stderr.trim().split('\n')).toHaveLength(1);
+    expect(nobody.stderr).toMatch(/^healthcheck: .*ECONNREFUSED/);
+  });
+
+  it('TLS on: passes over https, the server pinned to TLS_CERT_FILE', async () => {
+    const tls = { TLS_CERT_FILE: certs.serverCert, TLS_KEY_FILE: certs.serverKey };
+    const s = await service(tls);
+    expect(healthcheck(s.env)).toEqual({ status: 0, stderr: '' });
+    // A server presenting another certificate than ours is not ours: fail.
+    const impostor = healthcheck({ ...s.env, TLS_CERT_FILE: certs.clientCert });
+    expect(impostor.status).toBe(1);
+    expect(impostor.stderr).toContain('does not present the certificate in TLS_CERT_FILE');
+  });
+
+  it('mTLS on: passes with the probe client certificate, fails with one line without one the CA issued', async () => {
+    const mtls = { TLS_CERT_FILE: certs.serverCert, TLS_KEY_FILE: certs.serverKey, TLS_CA_FILE: certs.caFile };
+    const s = await service(mtls);
+    const probe = { OTP_HEALTHCHECK_CERT_FILE: certs.clientCert, OTP_HEALTHCHECK_KEY_FILE: certs.clientKey };
+    expect(healthcheck({ ...s.env, ...probe })).toEqual({ status: 0, stderr: '' });
+    // The test server certificate is for server auth only, so it cannot stand in as the client's.
+    const refused = healthcheck(s.env);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+  });
+});

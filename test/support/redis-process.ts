@@ -1,0 +1,74 @@
+// One redis-server (or redis-sentinel) process for the HA harnesses: its own
+// port and directory, killed with the test process, restartable on the same
+// port with the same directory (so a cluster node keeps its nodes.conf and
+// rejoins).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { connect } from 'node:net';
+
+export interface RedisProcess {
+  port: number;
+  dir: string;
+  /** SIGKILL: no shutdown, no last words to replicas or the cluster bus. */
+  kill(): Promise<void>;
+  /** SIGTERM (SIGKILL after 3 s). */
+  stop(): Promise<void>;
+  start(): Promise<void>;
+  running(): boolean;
+}
+
+const READY_TIMEOUT_MS = 10_000;
+
+export function ping(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(500, () => done(false));
+    socket.on('error', () => done(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (data) => done(data.toString().startsWith('+PONG')));
+  });
+}
+
+function ended(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/** `args(port, dir)`: the command line after the binary. */
+export function redisProcess(binary: string, port: number, dir: string, args: () => string[]): RedisProcess {
+  let child: ChildProcess | undefined;
+  process.once('exit', () => child?.kill('SIGKILL'));
+  const running = () => child !== undefined && child.exitCode === null && child.signalCode === null;
+  return {
+    port,
+    dir,
+    running,
+    async start() {
+      child = spawn(binary, args(), { stdio: 'ignore', cwd: dir });
+      const deadline = Date.now() + READY_TIMEOUT_MS;
+      while (!(await ping(port))) {
+        if (!running()) throw new Error(`${binary} on port ${port} exited`);
+        if (Date.now() > deadline) throw new Error(`${binary} on port ${port} not answering after ${READY_TIMEOUT_MS} ms`);
+        await new Promise((r) => setTimeout(r, 30));
+      }
+    },
+    async kill() {
+      if (!child || !running()) return;
+      const c = child;
+      c.kill('SIGKILL');
+      await ended(c);
+    },
+    async stop() {
+      if (!child || !running()) return;
+      const c = child;
+      const timer = setTimeout(() => c.kill('SIGKILL'), 3_000);
+      c.kill('SIGCONT');
+      c.kill('SIGTERM');
+      await ended(c);
+      clearTimeout(timer);
+    },
+  };
+}

@@ -1,0 +1,167 @@
+// One trace from a caller to the delivery: a Send over gRPC carrying a W3C
+// traceparent → the service's server span → its Redis script span → the
+// relay's produce span → Kafka (a real broker) → the reference notifier's
+// delivery span, all under the caller's trace id, exported over OTLP/HTTP by
+// the built service and notifier (`npm run build` output, run by plain node:
+// the ESM build is what ships) to a receiver in this test. And nothing secret
+// in any of it: no code, no destination, no API key.
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as grpc from '@grpc/grpc-js';
+import { createClient } from '@connectrpc/connect';
+import { createConnectTransport } from '@connectrpc/connect-node';
+import { Channel, OtpService } from '../../src/gen/otp/v1/otp_pb.js';
+import { buildDist, type BuiltDist } from '../support/built-dist.js';
+import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
+import { grpcCall, grpcClient } from '../support/grpc-client.js';
+import { kafkaAndRedisForFile } from '../support/kafka-and-redis.js';
+import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.js';
+import { spawnService, untilServing, exitWithin, type ServiceProcess } from '../support/service-process.js';
+
+const SERVER = 2;
+const CLIENT = 3;
+const PRODUCER = 4;
+const CONSUMER = 5;
+
+const env = kafkaAndRedisForFile();
+let dist: BuiltDist;
+let receiver: OtlpReceiver;
+let file: ClientsFile;
+let service: ServiceProcess;
+let notifier: ServiceProcess;
+const key = newKey();
+
+const hex = (bytes: number) => randomBytes(bytes).toString('hex');
+
+beforeAll(async () => {
+  dist = buildDist();
+  receiver = await startOtlpReceiver();
+  file = clientsFile([{ id: 'backend', tenant: 'acme', key_sha256: sha256(key), methods: ['Send', 'Verify', 'Resend', 'CheckRateLimit'] }]);
+  const otel = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY: '100' };
+  service = await spawnService(
+    { REDIS_URL: env.redisUrl, KAFKA_BROKERS: env.brokers, OTP_CLIENTS_FILE: file.path, OTP_WORKERS: '1', ...otel },
+    dist.entry('main.js'),
+  );
+  notifier = await spawnService(
+    { KAFKA_BROKERS: env.brokers, NOTIFIER_GROUP_ID: `traces-${hex(4)}`, ...otel },
+    dist.entry('notifier/main.js'),
+  );
+  await untilServing(service);
+}, 180_000);
+
+afterAll(async () => {
+  for (const p of [service, notifier]) {
+    if (p && p.child.exitCode === null) {
+      p.child.kill('SIGTERM');
+      await exitWithin(p, 20_000).catch(() => undefined);
+    }
+  }
+  await receiver?.close();
+  file?.remove();
+  dist?.remove();
+});
+
+/** The console adapter's line for `destination` (it carries the code), from the notifier's stdout. */
+async function deliveredTo(destination: string): Promise<{ code: string }> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const line = (notifier.logs() as { destination?: string; code?: string }[]).find((l) => l.destination === destination && l.code);
+    if (line) return { code: line.code! };
+    if (Date.now() > deadline) throw new Error('the notifier did not deliver within 60 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function noSecretIn(spans: ReceivedSpan[], secrets: string[]): void {
+  for (const span of spans) {
+    for (const s of span.strings) {
+      // Booleans only: a failing assertion must not print a code or a key.
+      expect(secrets.some((secret) => s.includes(secret)), `a secret in span "${span.name}"`).toBe(false);
+    }
+  }
+}
+
+describe('traces (OTLP/HTTP, protobuf)', () => {
+  it('one trace from a gRPC Send through Redis, the relay and Kafka to the notifier, with no secret in it', async () => {
+    const traceId = hex(16);
+    const callerSpanId = hex(8);
+    const destination = `trace-${hex(4)}@example.com`;
+    const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
+    try {
+      const metadata = new grpc.Metadata();
+      metadata.set('authorization', bearer(key));
+      metadata.set('traceparent', `00-${traceId}-${callerSpanId}-01`);
+      const sent = await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination }, metadata);
+      expect(sent.verificationId).not.toBe('');
+      const { code } = await deliveredTo(destination);
+
+      const [delivery] = await receiver.waitFor((s) => s.traceId === traceId && s.service === 'otp-notifier' && s.kind === CONSUMER);
+      const [server] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === SERVER);
+      const scripts = await receiver.waitFor((s) => s.traceId === traceId && s.kind === CLIENT && s.name === 'EVALSHA issue');
+      const produced = await receiver.waitFor((s) => s.traceId === traceId && s.kind === PRODUCER && s.name === 'send otp.delivery.v1');
+
+      // The service's server span continues the caller's trace.
+      expect(server!.service).toBe('otp-service');
+      expect(server!.name).toBe('otp.v1.OtpService/Send');
+      expect(server!.parentSpanId).toBe(callerSpanId);
+      expect(server!.attributes['rpc.system']).toBe('grpc');
+      expect(server!.attributes['rpc.response.status_code']).toBe('OK');
+      // The Lua script ran inside the call.
+      expect(scripts).toHaveLength(1);
+      expect(scripts[0]!.parentSpanId).toBe(server!.spanId);
+      expect(scripts[0]!.attributes['db.system.name']).toBe('redis');
+      // The relay published the delivery event under the call that wrote it.
+      expect(produced).toHaveLength(1);
+      expect(produced[0]!.parentSpanId).toBe(server!.spanId);
+      expect(produced[0]!.attributes['messaging.destination.name']).toBe('otp.delivery.v1');
+      // The notifier's delivery joined the trace under the produce span (Kafka header `traceparent`).
+      expect(delivery!.name).toBe('process otp.delivery.v1');
+      expect(delivery!.parentSpanId).toBe(produced[0]!.spanId);
+      expect(delivery!.attributes['otp.delivery.outcome']).toBe('delivered');
+      // The audit event of the same Send is in the trace too.
+      await receiver.waitFor((s) => s.traceId === traceId && s.kind === PRODUCER && s.name === 'send otp.audit.v1');
+
+      // Nothing secret in any span of any process, decoded or raw.
+      const secrets = [code, destination, destination.split('@')[0]!, key];
+      noSecretIn(receiver.spans, secrets);
+      const raw = Buffer.concat(receiver.bodies);
+      expect(secrets.some((s) => s.length >= 8 && raw.includes(s))).toBe(false);
+      expect(receiver.contentTypes.every((t) => t.startsWith('application/x-protobuf'))).toBe(true);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a Connect call on the HTTP port gets its server span, child of its traceparent header', async () => {
+    const traceId = hex(16);
+    const callerSpanId = hex(8);
+    const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${service.httpPort}`, httpVersion: '1.1' });
+    const client = createClient(OtpService, transport);
+    await client.checkRateLimit(
+      { purpose: 'login', channel: Channel.EMAIL, destination: `limits-${hex(4)}@example.com` },
+      { headers: { authorization: bearer(key), traceparent: `00-${traceId}-${callerSpanId}-01` } },
+    );
+    const [server] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === SERVER);
+    expect(server!.name).toBe('otp.v1.OtpService/CheckRateLimit');
+    expect(server!.parentSpanId).toBe(callerSpanId);
+    expect(server!.attributes['otp.listener']).toBe('http');
+    const [script] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === CLIENT);
+    expect(script!.parentSpanId).toBe(server!.spanId);
+  });
+
+  it('a call without a traceparent starts a trace of its own; a refused call is still one span, not an error of ours', async () => {
+    const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
+    try {
+      const metadata = new grpc.Metadata();
+      metadata.set('authorization', bearer(key));
+      const before = receiver.spans.length;
+      await expect(grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: 'not an address' }, metadata)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+      const [server] = await receiver.waitFor((s) => receiver.spans.indexOf(s) >= before && s.kind === SERVER && s.attributes['rpc.response.status_code'] === 'INVALID_ARGUMENT');
+      expect(server!.parentSpanId).toBe('');
+      expect(server!.statusCode).not.toBe(2); // STATUS_CODE_ERROR is for faults of the server
+      noSecretIn([server!], ['not an address']);
+    } finally {
+      client.close();
+    }
+  });
+});

@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { TrustedProxies } from '../../src/auth/client-ip.js';
+import { canonicalIp, ipBudgetSubject } from '../../src/otp/ip-address.js';
+
+// One host, one spelling (src/otp/ip-address.ts): what every per-IP budget
+// counts, whether the address came from client_ip, the peer or X-Forwarded-For.
+
+describe('canonicalIp', () => {
+  it('IPv4-mapped IPv6, dotted or hex, any case or expansion, is the IPv4 address', () => {
+    for (const form of [
+      '192.0.2.33', '::ffff:192.0.2.33', '::FFFF:192.0.2.33', '::ffff:c000:221', '::FFFF:C000:0221',
+      '0:0:0:0:0:ffff:c000:221', '0000:0000:0000:0000:0000:ffff:192.0.2.33', '[::ffff:192.0.2.33]', '64:ff9b::192.0.2.33',
+    ]) {
+      expect(canonicalIp(form), form).toBe('192.0.2.33');
+    }
+  });
+
+  it('IPv6 in RFC 5952 form: lower case, zeros compressed, brackets and zone id dropped', () => {
+    for (const form of ['2001:db8::1', '2001:DB8::1', '2001:0db8:0000:0000:0000:0000:0000:0001', '[2001:db8::1]', '2001:db8:0:0::1']) {
+      expect(canonicalIp(form), form).toBe('2001:db8::1');
+    }
+    expect(canonicalIp('fe80::1%eth0')).toBe('fe80::1');
+    expect(canonicalIp('FE80::1%25eth0')).toBe('fe80::1');
+  });
+
+  it('is undefined for what is not an address', () => {
+    for (const bad of ['', 'localhost', '1.2.3', '1.2.3.4.5', '01.2.3.4', '%eth0', '2001:db8::g', '[1.2.3.4]x', '1.2.3.4:80']) {
+      expect(canonicalIp(bad), bad).toBeUndefined();
+    }
+  });
+});
+
+describe('ipBudgetSubject', () => {
+  it('mapped addresses of different hosts are different budgets (not one shared ::/64)', () => {
+    expect(ipBudgetSubject('::ffff:192.0.2.33')).toBe('192.0.2.33');
+    expect(ipBudgetSubject('::ffff:198.51.100.7')).toBe('198.51.100.7');
+    expect(ipBudgetSubject('::ffff:c000:221')).toBe(ipBudgetSubject('192.0.2.33'));
+  });
+
+  it('IPv6 is counted by its /64 whatever the spelling', () => {
+    const subject = ipBudgetSubject('2001:db8:1:2::1');
+    expect(subject).toBe('2001:db8:1:2::/64');
+    for (const form of ['2001:DB8:1:2:ffff:ffff:ffff:fffe', '2001:0db8:0001:0002:0:0:0:9', '[2001:db8:1:2::abcd]']) {
+      expect(ipBudgetSubject(form), form).toBe(subject);
+    }
+    expect(ipBudgetSubject('2001:db8:1:3::1')).not.toBe(subject);
+    expect(ipBudgetSubject('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
+  });
+});
+
+describe('TrustedProxies', () => {
+  it('the peer and every X-Forwarded-For hop are canonical; a mapped proxy entry trusts the IPv4 peer', () => {
+    const proxies = new TrustedProxies(['::ffff:10.0.0.0/104']);
+    expect(proxies.clientIp('::ffff:10.1.2.3', '::FFFF:C000:0221')).toBe('192.0.2.33');
+    expect(proxies.clientIp('10.1.2.3', '2001:DB8::1')).toBe('2001:db8::1');
+    expect(new TrustedProxies([]).clientIp('::ffff:192.0.2.33', '10.0.0.1')).toBe('192.0.2.33');
+  });
+});

@@ -1,0 +1,65 @@
+// The Redis deployment is chosen by configuration and checked at start-up:
+// exactly one of REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS (+ master),
+// with errors that name the variable.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.js';
+
+const load = (env: Record<string, string>) => loadConfig(env);
+const refusal = (env: Record<string, string>) => {
+  try {
+    load(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error('config was accepted');
+};
+
+describe('Redis deployment from the environment', () => {
+  it('none: the in-memory store; one node; a cluster; Sentinel', () => {
+    expect(load({}).redis).toBeUndefined();
+    expect(load({ REDIS_URL: 'redis://127.0.0.1:6379' }).redis).toMatchObject({
+      topology: { kind: 'node', url: 'redis://127.0.0.1:6379' }, waitReplicas: 0, waitTimeoutMs: 500,
+    });
+    expect(load({ REDIS_CLUSTER_NODES: 'redis-0:7000, 10.0.0.2:7001,[::1]:7002' }).redis!.topology).toEqual({
+      kind: 'cluster', seeds: [{ host: 'redis-0', port: 7000 }, { host: '10.0.0.2', port: 7001 }, { host: '::1', port: 7002 }],
+    });
+    expect(load({ REDIS_SENTINELS: 's1:26379,s2:26379', REDIS_SENTINEL_MASTER: 'otp' }).redis!.topology).toEqual({
+      kind: 'sentinel', masterName: 'otp', sentinels: [{ host: 's1', port: 26379 }, { host: 's2', port: 26379 }],
+    });
+  });
+
+  it('refuses two deployments, a half-configured Sentinel, bad seeds, and Redis settings with no Redis', () => {
+    expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_CLUSTER_NODES: 'b:2' })).toMatch(/REDIS_URL and REDIS_CLUSTER_NODES are both set: choose one/);
+    expect(refusal({ REDIS_SENTINELS: 's:26379' })).toMatch(/REDIS_SENTINELS needs REDIS_SENTINEL_MASTER/);
+    expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_SENTINEL_MASTER: 'm' })).toMatch(/REDIS_SENTINEL_MASTER is only for REDIS_SENTINELS/);
+    expect(refusal({ REDIS_CLUSTER_NODES: 'a:1,b' })).toMatch(/REDIS_CLUSTER_NODES entry 2 must be host:port/);
+    expect(refusal({ REDIS_CLUSTER_NODES: 'a:70000' })).toMatch(/REDIS_CLUSTER_NODES entry 1/);
+    expect(refusal({ REDIS_URL: 'localhost:6379' })).toMatch(/REDIS_URL must look like redis:\/\//);
+    expect(refusal({ REDIS_PASSWORD: 'x' })).toMatch(/REDIS_PASSWORD is set but no Redis deployment is/);
+    expect(refusal({ OTP_REDIS_WAIT_REPLICAS: '1' })).toMatch(/OTP_REDIS_WAIT_REPLICAS is set but no Redis deployment/);
+    expect(refusal({ REDIS_URL: 'redis://a:1', OTP_REDIS_WAIT_REPLICAS: 'one' })).toMatch(/OTP_REDIS_WAIT_REPLICAS must be a whole number/);
+    expect(refusal({ REDIS_URL: 'redis://a:1', OTP_REDIS_WAIT_TIMEOUT_MS: '0' })).toMatch(/OTP_REDIS_WAIT_TIMEOUT_MS must be between 1/);
+    expect(refusal({ NODE_ENV: 'production' })).toMatch(/REDIS_URL \(or REDIS_CLUSTER_NODES, or REDIS_SENTINELS\)/);
+  });
+
+  it('auth and TLS apply to every deployment; TLS files are read at start-up', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'otp-redis-tls-'));
+    writeFileSync(join(dir, 'ca.pem'), '-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n');
+    const settings = load({
+      REDIS_CLUSTER_NODES: 'a:1', REDIS_USERNAME: 'otp', REDIS_PASSWORD: 'secret', REDIS_TLS_CA_FILE: join(dir, 'ca.pem'),
+      OTP_REDIS_WAIT_REPLICAS: '1', OTP_REDIS_WAIT_TIMEOUT_MS: '250',
+    }).redis!;
+    expect(settings.access).toEqual({ username: 'otp', password: 'secret', tls: { ca: expect.stringContaining('CA') } });
+    expect([settings.waitReplicas, settings.waitTimeoutMs]).toEqual([1, 250]);
+    expect(load({ REDIS_URL: 'rediss://a:1' }).redis!.access.tls).toEqual({});
+    expect(load({ REDIS_SENTINELS: 's:1', REDIS_SENTINEL_MASTER: 'm', REDIS_TLS: 'true', REDIS_SENTINEL_PASSWORD: 'p' }).redis!.access)
+      .toEqual({ sentinelPassword: 'p', tls: {} });
+    expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS_CA_FILE: join(dir, 'missing.pem') })).toMatch(/REDIS_TLS_CA_FILE \(.*\) cannot be read: ENOENT/);
+    expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS: 'false', REDIS_TLS_CA_FILE: join(dir, 'ca.pem') })).toMatch(/REDIS_TLS=false cannot be combined/);
+    expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS: 'yes' })).toMatch(/REDIS_TLS must be one of true, false/);
+  });
+});

@@ -1,0 +1,73 @@
+import { describe, expect, it } from "vitest";
+import { TrustedProxies } from "../../src/auth/client-ip.js";
+import { ConfigError } from "../../src/env.js";
+import { encodeEntry } from "../../src/events/encode.js";
+import { HEADERS } from "../../src/events/topics.js";
+import { AuditEventSchema } from "../../src/gen/otp/events/v1/events_pb.js";
+import { fromBinary } from "@bufbuild/protobuf";
+import { callerResolver } from "../../src/transport/caller.js";
+import { telemetry, tracingSettings } from "../../src/telemetry/tracing.js";
+
+// W3C trace context without the SDK: what a call's traceparent becomes in the
+// outbox (`tr`) and in the Kafka record, and when tracing turns on at all.
+
+const TRACE = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT = "00f067aa0ba902b7";
+
+async function traceContextOf(header: string | undefined): Promise<string> {
+  const resolve = callerResolver({ directory: () => null, proxies: new TrustedProxies([]), refusals: undefined });
+  const caller = await resolve({
+    method: "Send",
+    header: (name) => (name === "traceparent" ? header : undefined),
+    peerAddress: () => undefined,
+    peerCertificate: () => undefined,
+  });
+  return caller.traceId;
+}
+
+describe("a call's trace context (tracing off)", () => {
+  it("is off by default: nothing started, nothing exported", () => {
+    expect(telemetry.on).toBe(false);
+    expect(tracingSettings({})).toBeUndefined();
+  });
+
+  it("keeps the caller's traceparent, normalised; anything invalid starts a fresh trace id", async () => {
+    expect(await traceContextOf(`00-${TRACE}-${PARENT}-01`)).toBe(`00-${TRACE}-${PARENT}-01`);
+    expect(await traceContextOf(` 00-${TRACE.toUpperCase()}-${PARENT}-00 `)).toBe(`00-${TRACE}-${PARENT}-00`);
+    // A later version may append fields: the known ones are kept, as version 00.
+    expect(await traceContextOf(`01-${TRACE}-${PARENT}-01-extra`)).toBe(`00-${TRACE}-${PARENT}-01`);
+    for (const bad of [undefined, "", "garbage", `ff-${TRACE}-${PARENT}-01`, `00-${"0".repeat(32)}-${PARENT}-01`, `00-${TRACE}-${"0".repeat(16)}-01`, `00-${TRACE}-${PARENT}-01-extra`]) {
+      expect(await traceContextOf(bad)).toMatch(/^[0-9a-f]{32}$/);
+    }
+  });
+
+  it("an outbox entry's traceparent becomes the record's `traceparent` header and the event's trace id", () => {
+    const fields = { type: "sent", vid: "v", tn: "acme", p: "login", ch: "2", ts: "1700000000000", md: "", dd: "", cl: "" };
+    const withParent = encodeEntry({ id: "1-0", shard: 0, fields: { ...fields, tr: `00-${TRACE}-${PARENT}-01` } });
+    expect(withParent.headers[HEADERS.traceparent]).toBe(`00-${TRACE}-${PARENT}-01`);
+    expect(withParent.headers[HEADERS.traceId]).toBe(TRACE);
+    expect(fromBinary(AuditEventSchema, withParent.value).traceId).toBe(TRACE);
+    const bare = encodeEntry({ id: "1-0", shard: 0, fields: { ...fields, tr: TRACE } });
+    expect(bare.headers[HEADERS.traceparent]).toBeUndefined();
+    expect(bare.headers[HEADERS.traceId]).toBe(TRACE);
+  });
+});
+
+describe("OTEL_* settings", () => {
+  const endpoint = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318" };
+  it("turn tracing on only with an endpoint, and not when disabled", () => {
+    expect(tracingSettings(endpoint)).toMatchObject({ protocol: "http/protobuf", sampler: "parentbased_always_on", ratio: 1 });
+    expect(tracingSettings({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://127.0.0.1:4318/v1/traces" })).toBeDefined();
+    expect(tracingSettings({ ...endpoint, OTEL_SDK_DISABLED: "true" })).toBeUndefined();
+    expect(tracingSettings({ ...endpoint, OTEL_TRACES_EXPORTER: "none" })).toBeUndefined();
+    expect(tracingSettings({ ...endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" })).toMatchObject({ protocol: "http/json" });
+    expect(tracingSettings({ ...endpoint, OTEL_TRACES_SAMPLER: "parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG: "0.25" })).toMatchObject({ ratio: 0.25 });
+  });
+
+  it("refuse what they cannot honour, naming the variable", () => {
+    expect(() => tracingSettings({ ...endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" })).toThrow(/OTEL_EXPORTER_OTLP_PROTOCOL/);
+    expect(() => tracingSettings({ ...endpoint, OTEL_TRACES_EXPORTER: "zipkin" })).toThrow(ConfigError);
+    expect(() => tracingSettings({ ...endpoint, OTEL_TRACES_SAMPLER: "sometimes" })).toThrow(/OTEL_TRACES_SAMPLER/);
+    expect(() => tracingSettings({ ...endpoint, OTEL_TRACES_SAMPLER_ARG: "2" })).toThrow(/OTEL_TRACES_SAMPLER_ARG/);
+  });
+});
