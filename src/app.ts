@@ -7,6 +7,7 @@ import { Sealer } from "./events/seal.js";
 import { startEventWorker } from "./events/worker.js";
 import { createLogger, type Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
+import { PrefixEvents } from "./otp/prefix-events.js";
 import { Refusals } from "./otp/refusals.js";
 import { OtpService, type DeliveryAdmission } from "./otp/service.js";
 import { ReceiptSigner } from "./receipts/receipts.js";
@@ -69,7 +70,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     const backlog = new OutboxBacklog(store, log, config.maxOutboxBacklog);
     const metrics = new Metrics(() => backlog.count);
     const events = config.relay === "in-process"
-      ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog, observer: metrics })
+      ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog, observer: metrics, kafkaObserver: metrics.kafka })
       : undefined;
     if (events) cleanups.push(() => events.stop());
     backlog.start();
@@ -77,7 +78,11 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     const admission: DeliveryAdmission = backlog;
 
     const refusals = new Refusals(store, log, config.redisShards, metrics);
-    const core = new OtpService({ config, store, sealer, receipts, admission, refusals, outcomes: metrics });
+    const prefixEvents = new PrefixEvents(store, log, config.redisShards, metrics);
+    const core = new OtpService({ config, store, sealer, receipts, admission, refusals, outcomes: metrics, prefixEvents, logger: log });
+    if (config.testDestinations.length > 0) {
+      log.warn({ testDestinations: config.testDestinations.length, production: config.production }, "OTP_TEST_DESTINATIONS: these destinations get a fixed code and no delivery");
+    }
     let directory = config.clients ? new ClientDirectory(config.clients) : null;
     if (!directory) log.warn("no OTP_CLIENTS_FILE: every caller is accepted as tenant \"default\" (dev mode only)");
     const callerOf = callerResolver({ directory: () => directory, proxies: new TrustedProxies(config.trustedProxies), refusals });

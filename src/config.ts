@@ -1,10 +1,16 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
+import { isSupportedCountry, type CountryCode } from "libphonenumber-js/max";
 import { ConfigError, int, oneOf, optional, type Env } from "./env.js";
 import { ClientsFileError, readClientsFile, type Client } from "./auth/clients.js";
 import { parseProxies } from "./auth/client-ip.js";
 import { parseBudget, type Budget } from "./otp/budget.js";
 import type { CodeAlphabet } from "./otp/code.js";
+import { DEFAULT_DENIED_NUMBER_TYPES, NUMBER_TYPES } from "./otp/phone-rules.js";
+import type { PrefixGuardConfig } from "./otp/prefix-guard.js";
+import { parseTestDestinations, type TestDestination } from "./otp/test-destinations.js";
+import type { DestinationRules } from "./otp/destination.js";
+import { readTopicReplication, type TopicReplication } from "./events/topic-replication.js";
 import { readRedisSettings, type RedisSettings } from "./redis-config.js";
 
 // One validated reading of the environment (and the optional policy file),
@@ -22,6 +28,10 @@ export interface PurposePolicy {
   maxResends: number;
   sendsPerDestination: Budget;
   failuresPerDestination: Budget;
+  /** Phone number types refused (src/otp/phone-rules.ts); the policy file may set it per purpose. */
+  deniedNumberTypes: ReadonlySet<string>;
+  /** A purpose's own OTP_SMS_COUNTRIES (policy file "smsCountries"); undefined: not overridden. */
+  smsCountries?: ReadonlySet<string>;
 }
 
 /** Budgets of whoever calls, across destinations (src/otp/caller-budgets.ts). */
@@ -49,6 +59,8 @@ export interface Config {
   redisShards: number;
   redisCommandTimeoutMs: number;
   kafkaBrokers: string[] | undefined;
+  /** OTP_KAFKA_REPLICATION_FACTOR / OTP_KAFKA_MIN_INSYNC_REPLICAS of the topics the service creates. */
+  kafkaReplication: TopicReplication;
   logLevel: string;
   defaults: PurposePolicy;
   purposes: Record<string, PurposePolicy>;
@@ -88,6 +100,14 @@ export interface Config {
   relay: "in-process" | "off";
   /** Processes sharing the ports (node:cluster); 1 = no cluster. */
   workers: number;
+  /** OTP_SMS_COUNTRIES: regions phone channels may reach; null: every region. */
+  smsCountries: ReadonlySet<string> | null;
+  /** Per-tenant OTP_SMS_COUNTRIES (policy file "tenants"). */
+  tenantSmsCountries: Record<string, ReadonlySet<string>>;
+  /** The automatic prefix guard; null when OTP_PREFIX_GUARD=off. */
+  prefixGuard: PrefixGuardConfig | null;
+  /** OTP_TEST_DESTINATIONS: fixed codes, no delivery. */
+  testDestinations: TestDestination[];
 }
 
 
@@ -133,9 +153,16 @@ export function loadConfig(env: Env = process.env): Config {
     maxResends: int(env, "OTP_MAX_RESENDS", 3, 0, 100),
     sendsPerDestination: budget(env, "OTP_LIMIT_SEND_PER_DESTINATION", "5/15m"),
     failuresPerDestination: budget(env, "OTP_LIMIT_FAILURES_PER_DESTINATION", "10/1h"),
+    deniedNumberTypes: numberTypes("OTP_SMS_DENIED_NUMBER_TYPES", optional(env, "OTP_SMS_DENIED_NUMBER_TYPES") ?? DEFAULT_DENIED_NUMBER_TYPES.join(",")),
   };
   const policyFile = optional(env, "OTP_POLICY_FILE");
-  const { purposes, restrict } = policyFile ? readPolicyFile(policyFile, defaults) : { purposes: {}, restrict: false };
+  const { purposes, restrict, tenantSmsCountries } = policyFile
+    ? readPolicyFile(policyFile, defaults)
+    : { purposes: {}, restrict: false, tenantSmsCountries: {} };
+  const smsCountriesRaw = optional(env, "OTP_SMS_COUNTRIES");
+  const testDestinations = readTestDestinations(env, production, {
+    emailProviderRules: oneOf(env, "OTP_EMAIL_PROVIDER_RULES", ["off", "on"] as const, "off") === "on",
+  });
 
   const clients = clientsFile ? readClients(clientsFile, production) : undefined;
   const corsOrigins = (env.OTP_CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean);
@@ -161,6 +188,7 @@ export function loadConfig(env: Env = process.env): Config {
     redisShards: int(env, "OTP_REDIS_SHARDS", 16, 1, 1024),
     redisCommandTimeoutMs: int(env, "OTP_REDIS_TIMEOUT_MS", 1000, 50, 60_000),
     kafkaBrokers: kafka?.split(",").map((b) => b.trim()).filter(Boolean),
+    kafkaReplication: readTopicReplication(env, production),
     logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
     defaults,
     purposes,
@@ -191,7 +219,86 @@ export function loadConfig(env: Env = process.env): Config {
     relayLingerMs: int(env, "OTP_RELAY_LINGER_MS", 10, 0, 1_000),
     relay: oneOf(env, "OTP_RELAY", ["in-process", "off"] as const, "in-process"),
     workers: workers(env, redis !== undefined),
+    smsCountries: smsCountriesRaw === undefined || smsCountriesRaw === "*" ? null : regions("OTP_SMS_COUNTRIES", smsCountriesRaw.split(",")),
+    tenantSmsCountries,
+    prefixGuard: prefixGuard(env),
+    testDestinations,
   };
+}
+
+/** "US,CA,+882": ISO 3166 regions libphonenumber knows, or "+<calling code>" for non-geographic numbers. */
+function regions(name: string, list: unknown[]): ReadonlySet<string> {
+  const out = new Set<string>();
+  for (const item of list) {
+    const text = typeof item === "string" ? item.trim().toUpperCase() : "";
+    if (text === "") continue;
+    if (!/^\+\d{1,3}$/.test(text) && !(/^[A-Z]{2}$/.test(text) && isSupportedCountry(text as CountryCode))) {
+      throw new ConfigError(`${name}: "${text}" is not an ISO 3166 region code (e.g. GB, not UK) or "+<calling code>"`);
+    }
+    out.add(text);
+  }
+  if (out.size === 0) throw new ConfigError(`${name} lists no region (leave it unset, or "*", for every region)`);
+  return out;
+}
+
+/** "PREMIUM_RATE,SHARED_COST" (libphonenumber type names), or "none". */
+function numberTypes(name: string, text: string | unknown[]): ReadonlySet<string> {
+  const items = typeof text === "string" ? (text.trim().toLowerCase() === "none" ? [] : text.split(",")) : text;
+  const out = new Set<string>();
+  for (const item of items) {
+    const type = typeof item === "string" ? item.trim().toUpperCase() : "";
+    if (!(NUMBER_TYPES as readonly string[]).includes(type)) {
+      throw new ConfigError(`${name}: "${String(item)}" is not a number type (one of ${NUMBER_TYPES.join(", ")}, or "none")`);
+    }
+    out.add(type);
+  }
+  return out;
+}
+
+/** "1h", "90s", "15m", "1d". */
+function duration(env: Env, name: string, fallback: string, minSeconds: number, maxSeconds: number): number {
+  const raw = optional(env, name) ?? fallback;
+  const match = /^(\d{1,6})([smhd])$/.exec(raw);
+  const seconds = match ? Number(match[1]) * { s: 1, m: 60, h: 3_600, d: 86_400 }[match[2] as "s" | "m" | "h" | "d"] : NaN;
+  if (!(seconds >= minSeconds && seconds <= maxSeconds)) {
+    throw new ConfigError(`${name} must be a duration like "15m" (s, m, h or d) between ${minSeconds}s and ${maxSeconds}s, got "${raw}"`);
+  }
+  return seconds;
+}
+
+/** The prefix guard (src/otp/prefix-guard.ts): on unless OTP_PREFIX_GUARD=off. */
+function prefixGuard(env: Env): PrefixGuardConfig | null {
+  if (oneOf(env, "OTP_PREFIX_GUARD", ["on", "off"] as const, "on") === "off") return null;
+  const raw = optional(env, "OTP_PREFIX_GUARD_DIGITS") ?? "6,7,8";
+  const digits = [...new Set(raw.split(",").map((d) => Number(d.trim())))].sort((a, b) => a - b);
+  if (digits.length === 0 || digits.length > 4 || digits.some((d) => !Number.isInteger(d) || d < 2 || d > 12)) {
+    throw new ConfigError(`OTP_PREFIX_GUARD_DIGITS must list 1 to 4 prefix lengths between 2 and 12 (E.164 digits with the country code), got "${raw}"`);
+  }
+  const windowMs = duration(env, "OTP_PREFIX_GUARD_WINDOW", "1h", 60, 7 * 86_400) * 1000;
+  return {
+    digits,
+    rule: {
+      minSends: int(env, "OTP_PREFIX_GUARD_MIN_SENDS", 20, 1, 100_000),
+      minVerifiedPercent: int(env, "OTP_PREFIX_GUARD_MIN_VERIFIED_PERCENT", 20, 0, 100),
+      windowMs,
+      buckets: 6,
+      coolOffMs: duration(env, "OTP_PREFIX_GUARD_COOL_OFF", "15m", 1, 7 * 86_400) * 1000,
+    },
+  };
+}
+
+/** Refused in production unless OTP_ALLOW_TEST_DESTINATIONS_IN_PRODUCTION=true (app-store review needs them there). */
+function readTestDestinations(env: Env, production: boolean, rules: DestinationRules): TestDestination[] {
+  const raw = optional(env, "OTP_TEST_DESTINATIONS");
+  if (raw === undefined) return [];
+  const allowed = oneOf(env, "OTP_ALLOW_TEST_DESTINATIONS_IN_PRODUCTION", ["true", "false"] as const, "false") === "true";
+  if (production && !allowed) {
+    throw new ConfigError("OTP_TEST_DESTINATIONS is refused with NODE_ENV=production unless OTP_ALLOW_TEST_DESTINATIONS_IN_PRODUCTION=true");
+  }
+  const parsed = parseTestDestinations(raw, rules);
+  // The message never carries the value: it holds codes.
+  if (typeof parsed === "string") throw new ConfigError(`OTP_TEST_DESTINATIONS ${parsed}`);
+  return parsed;
 }
 
 /** Default: one per core with Redis; the in-memory store lives in one process, so dev mode has one. */
@@ -266,6 +373,14 @@ const POLICY_FIELDS: Record<string, (v: unknown, name: string) => Partial<Purpos
   maxResends: (v, n) => ({ maxResends: rangeOf(v, n, 0, 100) }),
   sendsPerDestination: (v, n) => ({ sendsPerDestination: budgetOf(v, n) }),
   failuresPerDestination: (v, n) => ({ failuresPerDestination: budgetOf(v, n) }),
+  deniedNumberTypes: (v, n) => {
+    if (!Array.isArray(v)) throw new ConfigError(`${n} must be a list of number types`);
+    return { deniedNumberTypes: numberTypes(n, v) };
+  },
+  smsCountries: (v, n) => {
+    if (!Array.isArray(v)) throw new ConfigError(`${n} must be a list of regions`);
+    return { smsCountries: regions(n, v) };
+  },
 };
 
 /**
@@ -273,7 +388,10 @@ const POLICY_FIELDS: Record<string, (v: unknown, name: string) => Partial<Purpos
  * Each purpose overrides the env defaults field by field. With "only": true,
  * purposes not listed are refused.
  */
-function readPolicyFile(path: string, defaults: PurposePolicy): { purposes: Record<string, PurposePolicy>; restrict: boolean } {
+function readPolicyFile(
+  path: string,
+  defaults: PurposePolicy,
+): { purposes: Record<string, PurposePolicy>; restrict: boolean; tenantSmsCountries: Record<string, ReadonlySet<string>> } {
   let doc: unknown;
   try {
     doc = JSON.parse(readFileSync(path, "utf8"));
@@ -293,7 +411,21 @@ function readPolicyFile(path: string, defaults: PurposePolicy): { purposes: Reco
     }
     purposes[purpose] = policy;
   }
-  return { purposes, restrict: doc.only === true };
+  // {"tenants": {"acme": {"smsCountries": ["US", "CA"]}}}: a tenant's own OTP_SMS_COUNTRIES.
+  const tenantSmsCountries: Record<string, ReadonlySet<string>> = {};
+  if (doc.tenants !== undefined) {
+    if (!isObject(doc.tenants)) throw new ConfigError(`OTP_POLICY_FILE tenants must be an object`);
+    for (const [tenant, rules] of Object.entries(doc.tenants)) {
+      if (!isObject(rules)) throw new ConfigError(`OTP_POLICY_FILE tenants.${tenant} must be an object`);
+      for (const [field, value] of Object.entries(rules)) {
+        const name = `OTP_POLICY_FILE tenants.${tenant}.${field}`;
+        if (field !== "smsCountries") throw new ConfigError(`${name} is not a tenant field (only smsCountries)`);
+        if (!Array.isArray(value)) throw new ConfigError(`${name} must be a list of regions`);
+        tenantSmsCountries[tenant] = regions(name, value);
+      }
+    }
+  }
+  return { purposes, restrict: doc.only === true, tenantSmsCountries };
 }
 
 function rangeOf(v: unknown, name: string, min: number, max: number): number {

@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { KafkaTroubleCounter } from "./kafka-metrics.js";
 import { Channel } from "./gen/otp/v1/otp_pb.js";
 import type { Outcomes } from "./otp/service.js";
 import { redisObservations } from "./store/redis/client.js";
@@ -53,6 +54,8 @@ const tenantLabel = (tenant: string): string => tenant || "none";
 export class Metrics implements Outcomes, RelayObserver {
   readonly registry = new Registry();
   private readonly calls: Histogram<"method" | "port" | "code">;
+  /** Kafka trouble seen by the relay and the delivery-status consumer (a KafkaObserver). */
+  readonly kafka: KafkaTroubleCounter;
   private readonly verifications: Children<"tenant" | "result">;
   private readonly sends: Children<"tenant" | "channel" | "country">;
   private readonly resends: Children<"tenant" | "channel">;
@@ -61,9 +64,11 @@ export class Metrics implements Outcomes, RelayObserver {
   private readonly relayEvents: Children<"type">;
   private readonly relayErrors: Counter;
   private relayLagSeconds = 0;
+  private readonly prefixTransitions: Children<"kind" | "reason" | "digits">;
 
   constructor(eventBacklog?: () => number) {
     collectDefaultMetrics({ register: this.registry });
+    this.kafka = new KafkaTroubleCounter(this.registry);
     this.calls = new Histogram({
       name: "otp_rpc_duration_seconds",
       help: "Time from the handler being called to its answer, by method, port and status code",
@@ -119,6 +124,12 @@ export class Metrics implements Outcomes, RelayObserver {
       labelNames: ["type"],
       registers,
     }));
+    this.prefixTransitions = new Children(new Counter({
+      name: "otp_prefix_guard_transitions_total",
+      help: "Number prefixes the SMS-pumping guard suspended or released, by kind, reason and prefix length (digits); never the prefix itself",
+      labelNames: ["kind", "reason", "digits"],
+      registers,
+    }));
     this.relayErrors = new Counter({
       name: "otp_relay_errors_total",
       help: "Failed attempts of the relay in this process to read the outbox or publish to Kafka (it retries; events wait in Redis)",
@@ -146,6 +157,11 @@ export class Metrics implements Outcomes, RelayObserver {
 
   resent(tenant: string, channel: number): void {
     this.resends.inc(tenantLabel(tenant), channelLabel(channel));
+  }
+
+  /** The prefix guard suspended or released a number prefix (src/otp/prefix-events.ts). */
+  prefixTransition(kind: string, reason: string, digits: number): void {
+    this.prefixTransitions.inc(kind, reason, String(digits));
   }
 
   canceled(tenant: string): void {

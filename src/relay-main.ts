@@ -31,7 +31,7 @@ async function main(): Promise<void> {
     // First, so a port that cannot be bound stops the relay before it takes any events.
     const endpoint = metricsPort === undefined ? undefined : await serveMetricsEndpoint(metrics.registry, config.host, metricsPort, log);
     const store = await buildStore(config, log);
-    const worker = startEventWorker(config, store, log, { sealer: new Sealer(config.sealKeys), observer: metrics });
+    const worker = startEventWorker(config, store, log, { sealer: new Sealer(config.sealKeys), observer: metrics, kafkaObserver: metrics.kafka });
     stop = async () => {
       await worker.stop();
       await store.close();

@@ -27,6 +27,8 @@ const AUDIT_TYPES: Record<string, AuditEventType> = {
   delivered: AuditEventType.DELIVERED,
   refused: AuditEventType.REFUSED,
   canceled: AuditEventType.CANCELED,
+  prefix_suspended: AuditEventType.PREFIX_SUSPENDED,
+  prefix_released: AuditEventType.PREFIX_RELEASED,
 };
 
 const DESTINATION_FIELD = DeliveryRequestedSchema.field.destination.number;
@@ -95,6 +97,10 @@ export function encodeEntry(entry: OutboxEntry): EventRecord {
     attemptsRemaining: Number(f.left ?? 0),
     reason: f.reason ?? "",
     clientId: f.cl ?? "",
+    numberPrefix: f.px ?? "",
+    prefixDigest: f.pr ?? "",
+    prefixSent: Number(f.ps ?? 0),
+    prefixVerified: Number(f.pv ?? 0),
   });
   return record(TOPICS.audit, `audit.${f.type}`, "otp.events.v1.AuditEvent", eventId, common, toBinary(AuditEventSchema, message), {}, traceparent);
 }

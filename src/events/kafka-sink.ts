@@ -1,21 +1,59 @@
 import type { Logger } from "pino";
-import { idempotentProducer, kafkaClient, produce, ensureTopics, type Producer } from "./kafka/client.js";
+import { idempotentProducer, kafkaClient, produce, ensureTopics, type KafkaObserver, type Producer } from "./kafka/client.js";
 import type { EventRecord, EventSink } from "./sink.js";
+import type { TopicReplication } from "./topic-replication.js";
 import { TOPICS } from "./topics.js";
+
+export interface KafkaSinkSettings {
+  brokers: string[];
+  logger: Logger;
+  clientId?: string;
+  /** Of the topics it creates; the brokers' defaults when left out. */
+  replication?: TopicReplication;
+  observer?: KafkaObserver;
+}
 
 /** Publishes outbox events to Kafka; resolves only when the brokers acknowledged (acks=all). */
 export class KafkaSink implements EventSink {
   private producer: Producer | undefined;
   private connecting: Promise<Producer> | undefined;
+  // One send at a time: a send that fails discards its producer, and a send
+  // queued behind it on that producer could reuse the sequence numbers the
+  // failed one rewound (see produce in kafka/client.ts). Publishes that arrive
+  // meanwhile (the notifier's, from many deliveries) go out together next.
+  private waiting: { records: EventRecord[]; done: (err?: unknown) => void }[] = [];
+  private sending: Promise<void> | undefined;
 
-  constructor(private readonly settings: { brokers: string[]; logger: Logger }) {}
+  constructor(private readonly settings: KafkaSinkSettings) {}
 
-  async publish(records: EventRecord[]): Promise<void> {
+  publish(records: EventRecord[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ records, done: (err) => (err === undefined ? resolve() : reject(err)) });
+      this.sending ??= this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.waiting.length > 0) {
+      const group = this.waiting.splice(0);
+      try {
+        await this.send(group.flatMap((g) => g.records));
+        for (const g of group) g.done();
+      } catch (err) {
+        for (const g of group) g.done(err ?? new Error("publish failed"));
+      }
+    }
+    this.sending = undefined;
+  }
+
+  private async send(records: EventRecord[]): Promise<void> {
     const producer = await this.connected();
     try {
       await produce(producer, records);
     } catch (err) {
-      // Drop the producer so the next attempt reconnects from scratch (after an outage).
+      this.settings.observer?.trouble("publish_failed", this.settings.clientId ?? "otp-service");
+      // A new producer (new producer id) for the next attempt: after an outage
+      // it reconnects from scratch, and no sequence number is ever reused.
       this.producer = undefined;
       await producer.disconnect().catch(() => undefined);
       throw err;
@@ -26,9 +64,10 @@ export class KafkaSink implements EventSink {
     if (this.producer) return Promise.resolve(this.producer);
     this.connecting ??= (async () => {
       try {
-        const kafka = kafkaClient({ brokers: this.settings.brokers, clientId: "otp-service", logger: this.settings.logger });
-        await ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit]);
-        const producer = idempotentProducer(kafka);
+        const { brokers, logger, clientId = "otp-service", replication, observer } = this.settings;
+        const kafka = kafkaClient({ brokers, clientId, logger, observer });
+        await ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger });
+        const producer = idempotentProducer(kafka, observer, clientId);
         await producer.connect();
         this.producer = producer;
         return producer;
@@ -40,6 +79,7 @@ export class KafkaSink implements EventSink {
   }
 
   async close(): Promise<void> {
+    await this.sending;
     await this.producer?.disconnect();
     this.producer = undefined;
   }

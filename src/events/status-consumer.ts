@@ -4,9 +4,10 @@ import { DeliveryOutcome, DeliveryStatusSchema, type DeliveryStatus } from "../g
 import type { VerificationIds } from "../otp/verification-id.js";
 import type { VerificationStore } from "../store/store.js";
 import {
-  CONSUMER_RETRY, ensureTopics, groupConsumer, headersOf, kafkaClient, type Consumer, type EachMessagePayload,
+  CONSUMER_RETRY, ensureTopics, groupConsumer, headersOf, kafkaClient, type Consumer, type EachMessagePayload, type KafkaObserver,
 } from "./kafka/client.js";
 import { STATUS_MAC_HEADER, type StatusMac } from "./status-mac.js";
+import type { TopicReplication } from "./topic-replication.js";
 import { TOPICS } from "./topics.js";
 
 // Runs inside the OTP service: reads the notifiers' DeliveryStatus reports.
@@ -33,6 +34,9 @@ export interface StatusConsumerOptions {
   mac: StatusMac;
   groupId?: string;
   topic?: string;
+  /** Of the topic, when it has to be created. */
+  replication?: TopicReplication;
+  observer?: KafkaObserver;
 }
 
 const BACKOFF_MAX_MS = 5_000;
@@ -50,7 +54,7 @@ export class DeliveryStatusConsumer {
 
   constructor(private readonly options: StatusConsumerOptions) {
     this.topic = options.topic ?? TOPICS.deliveryStatus;
-    this.kafka = kafkaClient({ brokers: options.brokers, clientId: "otp-service-status", logger: options.logger, retry: CONSUMER_RETRY });
+    this.kafka = kafkaClient({ brokers: options.brokers, clientId: "otp-service-status", logger: options.logger, retry: CONSUMER_RETRY, observer: options.observer });
     this.consumer = groupConsumer(this.kafka, options.groupId ?? "otp-service-status");
   }
 
@@ -59,6 +63,7 @@ export class DeliveryStatusConsumer {
     this.running = true;
     this.consumer.on(this.consumer.events.CRASH, (e) => {
       this.options.logger.error({ err: e.payload.error.message, restart: e.payload.restart }, "delivery status consumer crashed");
+      this.options.observer?.trouble("consumer_crash", "otp-service-status");
       // kafkajs gives up for good on errors it deems fatal: keep trying instead
       // of silently no longer voiding failed deliveries.
       if (!e.payload.restart) this.restartLater();
@@ -79,7 +84,7 @@ export class DeliveryStatusConsumer {
   }
 
   private async runConsumer(): Promise<void> {
-    await ensureTopics(this.kafka, [this.topic]);
+    await ensureTopics(this.kafka, [this.topic], { replication: this.options.replication, logger: this.options.logger });
     await this.consumer.connect();
     // A new group starts at the beginning: reports written before the first
     // start still count (old ones find nothing live to void).

@@ -5,6 +5,7 @@ import type { VerificationStore } from "../store/store.js";
 import { KafkaSink } from "./kafka-sink.js";
 import { LogSink } from "./log-sink.js";
 import { OutboxRelay } from "./relay.js";
+import type { KafkaObserver } from "./kafka/client.js";
 import type { Sealer } from "./seal.js";
 import type { EventSink } from "./sink.js";
 import { VerificationIds } from "../otp/verification-id.js";
@@ -27,12 +28,12 @@ export function startEventWorker(
   config: Config,
   store: VerificationStore,
   log: Logger,
-  options: { sealer: Sealer; deliveryLog?: (line: string) => void; observer?: RelayObserver },
+  options: { sealer: Sealer; deliveryLog?: (line: string) => void; observer?: RelayObserver; kafkaObserver?: KafkaObserver },
 ): EventWorker {
   // Kafka when configured; otherwise (dev mode only: production requires
   // KAFKA_BROKERS) the log sink prints deliveries.
   const sink: EventSink = config.kafkaBrokers
-    ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log })
+    ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log, replication: config.kafkaReplication, observer: options.kafkaObserver })
     : new LogSink(options.sealer, log, options.deliveryLog);
   const relay = new OutboxRelay(store, sink, log, {
     claimIdleMs: config.relayClaimIdleMs, lingerMs: config.relayLingerMs, observer: options.observer,
@@ -45,6 +46,7 @@ export function startEventWorker(
       brokers: config.kafkaBrokers, logger: log, store,
       ids: new VerificationIds(config.destinationKey, config.redisShards),
       mac: new StatusMac(config.sealKeys),
+      replication: config.kafkaReplication, observer: options.kafkaObserver,
     });
     // Not awaited: calls are served while Kafka is away; the consumer retries by itself.
     void statuses.start().catch((err: unknown) => log.warn({ err: (err as Error).message }, "delivery status consumer did not start"));

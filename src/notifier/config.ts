@@ -1,5 +1,6 @@
 import { DEV_SEAL_KEYS, parseKeyring, type Secret } from "../config.js";
 import { ConfigError, int, oneOf, optional, type Env } from "../env.js";
+import { readTopicReplication, type TopicReplication } from "../events/topic-replication.js";
 
 // The reference notifier's settings, read once from the environment and
 // validated. A bad value throws ConfigError naming the variable; main.ts
@@ -18,6 +19,8 @@ export interface RetrySettings {
 export interface NotifierConfig {
   production: boolean;
   brokers: string[];
+  /** Of the topics the notifier creates (the same variables as the service's). */
+  replication: TopicReplication;
   groupId: string;
   /** AES-256-GCM keys shared with the OTP service: all of them open. */
   sealKeys: Secret[];
@@ -80,6 +83,7 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
   return {
     production,
     brokers: brokers!.split(",").map((b) => b.trim()).filter(Boolean),
+    replication: readTopicReplication(env, production),
     groupId: optional(env, "NOTIFIER_GROUP_ID") ?? "otp-notifier",
     sealKeys: parseKeyring("OTP_SEAL_KEYS", sealKeys!, 32, 32),
     adapters: { sms: sms!, email: email! },

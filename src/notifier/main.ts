@@ -30,7 +30,7 @@ try {
   process.exit(2);
 }
 const metrics = new NotifierMetrics();
-const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger), metrics });
+const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger), metrics, kafkaObserver: metrics.kafka });
 let endpoint: MetricsEndpoint | undefined;
 
 let stopping = false;

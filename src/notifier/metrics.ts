@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Histogram, Registry } from "prom-client";
+import { KafkaTroubleCounter } from "../kafka-metrics.js";
 import { Channel } from "../gen/otp/v1/otp_pb.js";
 import type { Attempted, AttemptObserver } from "./deliverer.js";
 import type { Delivery } from "./delivery.js";
@@ -20,9 +21,12 @@ export class NotifierMetrics implements AttemptObserver {
   private readonly retries: Counter<"channel" | "adapter">;
   private readonly deadLetters: Counter;
   private readonly latency: Histogram<"channel">;
+  /** otp_kafka_errors_total, as the service's: clients otp-notifier (consumer) and otp-notifier-results (producer). */
+  readonly kafka: KafkaTroubleCounter;
 
   constructor(private readonly now: () => number = Date.now) {
     collectDefaultMetrics({ register: this.registry });
+    this.kafka = new KafkaTroubleCounter(this.registry);
     const registers = [this.registry];
     this.deliveries = new Counter({
       name: "otp_notifier_deliveries_total",

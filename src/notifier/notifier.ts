@@ -11,6 +11,7 @@ import {
   kafkaClient,
   type Consumer,
   type EachMessagePayload,
+  type KafkaObserver,
   type OutgoingRecord,
 } from "../events/kafka/client.js";
 import { Sealer } from "../events/seal.js";
@@ -50,6 +51,8 @@ export interface NotifierOptions {
   adapters: AdapterSet;
   /** Defaults to the real topic names; tests give each case its own. */
   topics?: NotifierTopics;
+  /** Counts Kafka trouble (the notifier's /metrics). */
+  kafkaObserver?: KafkaObserver;
   /** Outcome counters for /metrics (src/notifier/metrics.ts); absent: not counted. */
   metrics?: NotifierMetrics;
 }
@@ -93,9 +96,10 @@ export class Notifier {
   constructor(private readonly options: NotifierOptions) {
     const { config, logger } = options;
     this.topics = options.topics ?? { delivery: TOPICS.delivery, status: TOPICS.deliveryStatus, deadLetter: TOPICS.deadLetter };
-    this.kafka = kafkaClient({ brokers: config.brokers, clientId: "otp-notifier", logger, retry: CONSUMER_RETRY });
+    const observer = options.kafkaObserver;
+    this.kafka = kafkaClient({ brokers: config.brokers, clientId: "otp-notifier", logger, retry: CONSUMER_RETRY, observer });
     this.consumer = groupConsumer(this.kafka, config.groupId);
-    this.sink = new KafkaSink({ brokers: config.brokers, logger });
+    this.sink = new KafkaSink({ brokers: config.brokers, logger, clientId: "otp-notifier-results", replication: config.replication, observer });
     this.sealer = new Sealer(config.sealKeys);
     this.statusMac = new StatusMac(config.sealKeys);
     this.deliverer = new Deliverer(options.adapters, config.retry, logger, Date.now, options.metrics);
@@ -106,7 +110,7 @@ export class Notifier {
 
   async start(): Promise<void> {
     const { config, logger } = this.options;
-    await ensureTopics(this.kafka, [this.topics.delivery, this.topics.status, this.topics.deadLetter]);
+    await ensureTopics(this.kafka, [this.topics.delivery, this.topics.status, this.topics.deadLetter], { replication: config.replication, logger });
     // A new generation re-reads from the committed offsets, so progress
     // tracked under the old one must not be committed over it.
     this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
@@ -114,6 +118,7 @@ export class Notifier {
     });
     this.consumer.on(this.consumer.events.CRASH, (e) => {
       logger.error({ err: e.payload.error.message, restart: e.payload.restart }, "kafka consumer crashed");
+      this.options.kafkaObserver?.trouble("consumer_crash", "otp-notifier");
       // kafkajs gives up for good on errors it deems fatal; a notifier that
       // silently stopped consuming would be worse than one that keeps trying.
       if (!e.payload.restart) this.restartLater();

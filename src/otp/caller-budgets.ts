@@ -2,6 +2,7 @@ import type { CallerLimits } from "../config.js";
 import type { CallerBudget } from "../store/store.js";
 import type { Destination } from "./destination.js";
 import { ipBudgetSubject } from "./ip-address.js";
+import { regionOf } from "./phone-rules.js";
 
 // Which caller budgets a call spends (src/store/README.md, "Caller budgets").
 // They sit beside the destination's own limits, against abuse no single
@@ -12,7 +13,7 @@ import { ipBudgetSubject } from "./ip-address.js";
 /** Send: per IP (when known), per tenant, and per country for phone channels. */
 export function sendBudgets(limits: CallerLimits, ip: string | undefined, destination: Destination): CallerBudget[] {
   const budgets = resendBudgets(limits, ip);
-  const country = countryOf(destination);
+  const country = regionOf(destination);
   if (country) {
     budgets.push({ name: "SEND_LIMIT_COUNTRY", subject: country, budget: limits.smsPerCountry.countries[country] ?? limits.smsPerCountry.fallback });
   }
@@ -38,8 +39,3 @@ export function verifyBudgets(limits: CallerLimits, ip: string | undefined): Cal
   return subject ? [{ name: "VERIFY_LIMIT_IP", subject, budget: limits.verifyPerIp }] : [];
 }
 
-/** Phone destinations only: ISO country, or "+<calling code>" for non-geographic numbers (+800, +882, ...). */
-function countryOf(destination: Destination): string | undefined {
-  if (destination.kind !== "phone") return undefined;
-  return destination.country ?? (destination.callingCode ? `+${destination.callingCode}` : undefined);
-}

@@ -31,12 +31,14 @@ import {
 import { requirePurpose, type Grantee, type MethodName } from "../auth/grants.js";
 import type { Config, PurposePolicy } from "../config.js";
 import type { Sealer } from "../events/seal.js";
+import type { Logger } from "../log.js";
 import { StoreUnavailableError } from "../store/errors.js";
 import type {
   CallerBudget,
   DestinationRef,
   EventContext,
   IdempotencyClaim,
+  PrefixGuardCheck,
   VerificationRef,
   VerificationState,
   VerificationStatusKind,
@@ -48,10 +50,14 @@ import { canonicalCode, generateCode } from "./code.js";
 import { DestinationDigester, kindFor, parseDestination, type Destination } from "./destination.js";
 import { OtpError } from "./errors.js";
 import { CodeKeyring } from "./keyring.js";
+import { phoneRefusal } from "./phone-rules.js";
+import type { PrefixEvents } from "./prefix-events.js";
+import { decodePrefixRefs, encodePrefixRefs, numberPrefixes, type NumberPrefixes } from "./prefix-guard.js";
 import { policyFor, storePolicy } from "./policy.js";
 import type { Refusal, Refusals } from "./refusals.js";
 import { assertValid, violation } from "./validation.js";
 import { IdempotencyKeys } from "./idempotency.js";
+import { TestDestinations } from "./test-destinations.js";
 import { destinationRef, VerificationIds } from "./verification-id.js";
 
 /**
@@ -88,6 +94,9 @@ export interface OtpServiceDeps {
   admission?: DeliveryAdmission;
   /** Logs and audits refusals (absent: they are only answered). */
   refusals?: Refusals;
+  /** Audits, logs and counts prefix suspensions and releases (absent: they only take effect). */
+  prefixEvents?: PrefixEvents;
+  logger?: Logger;
   /** Counts outcomes for /metrics (absent: not counted). */
   outcomes?: Outcomes;
 }
@@ -134,6 +143,9 @@ export class OtpService {
   private readonly receipts: ReceiptIssuer | undefined;
   private readonly admission: DeliveryAdmission | undefined;
   private readonly refusals: Refusals | undefined;
+  private readonly prefixEvents: PrefixEvents | undefined;
+  private readonly logger: Logger | undefined;
+  private readonly testDestinations: TestDestinations;
   private readonly outcomes: Outcomes | undefined;
   private readonly lettersPossible: boolean;
   private readonly ids: VerificationIds;
@@ -150,6 +162,9 @@ export class OtpService {
     this.receipts = deps.receipts;
     this.admission = deps.admission;
     this.refusals = deps.refusals;
+    this.prefixEvents = deps.prefixEvents;
+    this.logger = deps.logger;
+    this.testDestinations = new TestDestinations(deps.config.testDestinations);
     this.outcomes = deps.outcomes;
     const policies = [deps.config.defaults, ...Object.values(deps.config.purposes)];
     this.lettersPossible = policies.some((p) => p.alphabet === "alphanumeric");
@@ -164,18 +179,22 @@ export class OtpService {
     const policy = this.policy(req.purpose, "purpose");
     this.permitPurpose(caller, "Send", req.purpose);
     const destination = this.destination(req.channel, req.destination, "destination");
-    this.admit();
-
+    // A test destination (fixed code, no delivery) costs nothing to reach, so only the budgets apply to it.
+    const testCode = this.testDestinations.codeFor(destination.canonical);
     const digest = this.digester.digest(caller.tenant, destination.canonical);
     const at = destinationRef(digest, this.config.redisShards);
     const about = { purpose: req.purpose, channel: req.channel, maskedDestination: destination.masked, destinationDigest: digest, shard: at.shard };
+    if (testCode === undefined) this.permitPhone(caller, "Send", destination, policy, about);
+    this.admit();
+
     const metadataJson = Object.keys(req.metadata).length > 0 ? JSON.stringify(req.metadata) : "";
     const claim = req.idempotencyKey === "" ? null : this.idempotency.send(caller.tenant, req.idempotencyKey, {
       destinationDigest: digest, purpose: req.purpose, channel: req.channel, context: req.context, locale: req.locale, metadataJson,
     }, policy.ttlSeconds * 1000);
-    await this.spendAndClaim(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about, claim);
+    const prefixes = testCode === undefined ? this.prefixesOf(caller, destination) : null;
+    await this.spendAndClaim(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about, claim, prefixes);
     const ref = this.ids.newRef(at);
-    const code = generateCode(policy.codeLength, policy.alphabet);
+    const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, req.context, code);
     const outcome = await this.guard(() =>
       this.store.issue({
@@ -187,7 +206,7 @@ export class OtpService {
         ref,
         codeDigest: signed.digest,
         keyId: signed.keyId,
-        codeLength: policy.codeLength,
+        codeLength: code.length,
         sealedDestination: this.sealer.seal("destination", caller.tenant, destination.address),
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
         locale: req.locale,
@@ -195,10 +214,17 @@ export class OtpService {
         idempotencyKey: claim?.keyDigest ?? "",
         requestFingerprint: claim?.fingerprint ?? "",
         context: req.context,
+        prefixRefs: prefixes ? encodePrefixRefs(prefixes.check) : "",
+        deliver: testCode === undefined,
         policy: storePolicy(policy),
         event: eventContext(caller),
       }),
     );
+    // Counted as sent by the budgets call; nothing went out after all.
+    if (prefixes && outcome.kind !== "issued") await this.recordPrefix(caller, prefixes.check, "unsent");
+    if (testCode !== undefined && outcome.kind === "issued") {
+      this.log("info", { event: "test_destination", tenant: caller.tenant, clientId: caller.clientId, purpose: req.purpose, maskedDestination: destination.masked }, "test destination used: fixed code, nothing delivered");
+    }
     if (outcome.kind === "refused") {
       // The issue script has written its own rate_limited event.
       this.record(caller, "Send", { type: "rate_limited", reason: outcome.reason, ...about, audit: false });
@@ -206,7 +232,8 @@ export class OtpService {
     }
     // The key's binding (above) expired while its verification lived on (a Resend extends it).
     if (outcome.kind === "conflict") throw idempotencyKeyReused([]);
-    if (outcome.kind === "issued") this.outcomes?.sent(caller.tenant, req.channel, destination.country ?? "");
+    // A test destination's Send queued no delivery: not counted as one.
+    if (outcome.kind === "issued" && testCode === undefined) this.outcomes?.sent(caller.tenant, req.channel, destination.country ?? "");
     return create(SendResponseSchema, timesMessage(outcome));
   }
 
@@ -255,6 +282,11 @@ export class OtpService {
         event: eventContext(caller),
       }),
     );
+    // A verified code is what keeps its prefixes out of the guard's reach.
+    if (outcome.prefixRefs && this.config.prefixGuard) {
+      const check = decodePrefixRefs(this.config.prefixGuard.rule, outcome.prefixRefs);
+      if (check) await this.recordPrefix(caller, check, "verified");
+    }
     const response = create(VerifyResponseSchema, {
       result: VERIFY_RESULTS[outcome.result] ?? VerifyResult.UNSPECIFIED,
       attemptsRemaining: outcome.attemptsRemaining,
@@ -286,7 +318,13 @@ export class OtpService {
     const policy = this.policy(summary.purpose, "verification_id");
     this.admit();
 
-    const code = generateCode(policy.codeLength, policy.alphabet);
+    // A test destination's code stays its fixed one (found by the handle its id starts with); otherwise a
+    // resend is one more code to the number's prefixes, and the guard may refuse it.
+    const testCode = summary.test ? this.testDestinations.codeForHandle(caller.tenant, ref.handle, this.digester) : undefined;
+    if (summary.test && testCode === undefined) throw new OtpError("FAILED_PRECONDITION", "the test destination is no longer configured; Send a new one", { reason: "VERIFICATION_FINISHED" });
+    const guard = !summary.test && this.config.prefixGuard ? decodePrefixRefs(this.config.prefixGuard.rule, summary.prefixRefs) : null;
+    if (guard) await this.spend(caller, "Resend", [], { purpose: summary.purpose, verificationId: ref.verificationId }, { check: guard, clear: new Map() });
+    const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     // The new code is bound to the same context as the first.
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, summary.context, code);
     const outcome = await this.guard(() =>
@@ -297,13 +335,15 @@ export class OtpService {
         codeDigest: signed.digest,
         keyId: signed.keyId,
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
+        deliver: !summary.test,
         policy: storePolicy(policy),
         event: eventContext(caller),
       }),
     );
+    if (guard && outcome.kind !== "resent") await this.recordPrefix(caller, guard, "unsent");
     switch (outcome.kind) {
       case "resent":
-        this.outcomes?.resent(caller.tenant, outcome.channel);
+        if (!summary.test) this.outcomes?.resent(caller.tenant, outcome.channel);
         return create(ResendResponseSchema, {
           ...timesMessage(outcome),
           attemptsRemaining: outcome.attemptsRemaining,
@@ -326,8 +366,11 @@ export class OtpService {
     const policy = this.policy(req.purpose, "purpose");
     this.permitPurpose(caller, "CheckRateLimit", req.purpose);
     const destination = this.destination(req.channel, req.destination, "destination");
+    const test = this.testDestinations.codeFor(destination.canonical) !== undefined;
+    if (!test) this.permitPhone(caller, "CheckRateLimit", destination, policy, { purpose: req.purpose, channel: req.channel, maskedDestination: destination.masked });
     const digest = this.digester.digest(caller.tenant, destination.canonical);
     const budgets = sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination);
+    const guard = test ? undefined : this.prefixesOf(caller, destination)?.check;
     // Both only read: asking spends nothing.
     const [destinationLimits, callerLimits] = await this.guard(() =>
       Promise.all([
@@ -337,7 +380,7 @@ export class OtpService {
           destination: destinationRef(digest, this.config.redisShards),
           policy: storePolicy(policy),
         }),
-        this.store.callerBudgetStates(caller.tenant, budgets),
+        this.store.callerBudgetStates(caller.tenant, budgets, guard),
       ]),
     );
     const limits = [...destinationLimits, ...callerLimits];
@@ -422,19 +465,22 @@ export class OtpService {
   }
 
   /**
-   * Spends the caller budgets and binds the idempotency key (both on the tenant's hash tag,
-   * sent together). A key first used with other parameters is refused, naming them, before
-   * a budget refusal: it is a mistake the caller must fix, not wait out.
+   * Spends the caller budgets (see spend) and binds the idempotency key (both on the tenant's
+   * hash tag, sent together). A key first used with other parameters is refused, naming them,
+   * before a budget refusal: it is a mistake the caller must fix, not wait out.
    */
   private async spendAndClaim(
     caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>, claim: IdempotencyClaim | null,
+    prefixes?: NumberPrefixes | null,
   ): Promise<void> {
     const [spent, claimed] = await Promise.allSettled([
-      this.spend(caller, method, budgets, about),
+      this.spend(caller, method, budgets, about, prefixes),
       claim ? this.guard(() => this.store.claimIdempotencyKey(caller.tenant, claim)) : Promise.resolve(null),
     ]);
     if (claimed.status === "rejected") throw claimed.reason;
     if (claimed.value?.kind === "reused") {
+      // Counted as sent by the budgets call; nothing will go out.
+      if (prefixes && spent.status === "fulfilled") await this.recordPrefix(caller, prefixes.check, "unsent");
       const err = idempotencyKeyReused(claimed.value.fields);
       this.record(caller, method, { type: "refused", reason: "IDEMPOTENCY_KEY_REUSED", ...about });
       throw err;
@@ -442,12 +488,52 @@ export class OtpService {
     if (spent.status === "rejected") throw spent.reason;
   }
 
-  /** Spends the caller budgets, all or nothing; a refusal is audited and answered RESOURCE_EXHAUSTED. */
-  private async spend(caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>): Promise<void> {
-    const outcome = await this.guard(() => this.store.spendCallerBudgets(caller.tenant, budgets));
+  /**
+   * Spends the caller budgets, all or nothing, with the prefix guard in the same call when given;
+   * a refusal is audited and answered RESOURCE_EXHAUSTED.
+   */
+  private async spend(caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>, prefixes?: NumberPrefixes | null): Promise<void> {
+    if (budgets.length === 0 && !prefixes) return;
+    const outcome = await this.guard(() => this.store.spendCallerBudgets(caller.tenant, budgets, prefixes?.check));
+    if (prefixes) this.prefixEvents?.record(outcome.transitions, caller, prefixes.clear);
     if (outcome.allowed) return;
     this.record(caller, method, { type: "rate_limited", reason: outcome.name, ...about });
     throw OtpError.exhausted(outcome.name, outcome.retryAfterMs);
+  }
+
+  /** Counts a verification or takes back a send; a failure here never fails the call it follows. */
+  private async recordPrefix(caller: Caller, check: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<void> {
+    try {
+      this.prefixEvents?.record(await this.store.recordPrefixOutcome(caller.tenant, check, outcome), caller);
+    } catch (err) {
+      this.log("warn", { err, outcome }, "could not record a prefix guard outcome");
+    }
+  }
+
+  /** The number's guarded prefixes (phones, with the guard on). */
+  private prefixesOf(caller: Caller, destination: Destination): NumberPrefixes | null {
+    const config = this.config.prefixGuard;
+    if (!config || destination.kind !== "phone") return null;
+    return numberPrefixes(config, this.digester, caller.tenant, destination.canonical);
+  }
+
+  /** Number types and regions (src/otp/phone-rules.ts): FAILED_PRECONDITION, audited. */
+  private permitPhone(caller: Caller, method: MethodName, destination: Destination, policy: PurposePolicy, about: Partial<Refusal>): void {
+    const reason = phoneRefusal(destination, {
+      deniedNumberTypes: policy.deniedNumberTypes,
+      smsCountries: this.config.smsCountries,
+      purposeCountries: policy.smsCountries,
+      tenantCountries: this.config.tenantSmsCountries[caller.tenant],
+    });
+    if (reason === null) return;
+    const message = reason === "NUMBER_TYPE_NOT_ALLOWED"
+      ? "codes are not sent to this type of number (e.g. premium-rate or shared-cost)"
+      : "codes are not sent to numbers in this region";
+    throw this.refuse(caller, method, new OtpError("FAILED_PRECONDITION", message, { reason }), about);
+  }
+
+  private log(level: "info" | "warn", fields: Record<string, unknown>, msg: string): void {
+    this.logger?.[level](fields, msg);
   }
 
   private permitPurpose(caller: Caller, method: MethodName, purpose: string, verificationId?: string): void {

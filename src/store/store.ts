@@ -85,6 +85,14 @@ export interface IssueCommand {
   requestFingerprint: string;
   /** The context bound into the code ("" when none); kept so Resend can bind the new code to it. */
   context: string;
+  /**
+   * The number's guarded prefixes, as src/otp/prefix-guard.ts encodes them
+   * (opaque here, "" when none): kept so a VERIFIED can credit them and a
+   * Resend count against them.
+   */
+  prefixRefs: string;
+  /** False for a test destination: no delivery event, and the `sent` event says TEST_DESTINATION. */
+  deliver: boolean;
   policy: StorePolicy;
   event: EventContext;
 }
@@ -117,7 +125,50 @@ export interface CallerBudget {
   budget: Budget;
 }
 
-export type CallerBudgetOutcome = { allowed: true } | { allowed: false; name: CallerBudgetName; retryAfterMs: number };
+/**
+ * The prefix guard (src/store/README.md, "Prefix guard"): per tenant and number
+ * prefix, codes sent against codes verified over a sliding window of buckets.
+ * A prefix whose conversion collapses is suspended for a cool-off; a
+ * verification that brings it back above the floor lifts it.
+ */
+export interface PrefixGuardRule {
+  /** Sends in the window before a prefix can be judged. */
+  minSends: number;
+  /** The floor: a prefix with fewer of its codes verified (percent) is suspended. */
+  minVerifiedPercent: number;
+  windowMs: number;
+  /** The window is this many buckets; it slides a bucket at a time. */
+  buckets: number;
+  coolOffMs: number;
+}
+
+/** One prefix of a number: its length in E.164 digits and a per-tenant keyed digest (its Redis key). */
+export interface GuardedPrefix {
+  digits: number;
+  digest: string;
+}
+
+export interface PrefixGuardCheck {
+  rule: PrefixGuardRule;
+  /** Coarsest first. The finest prefix with verified codes above the floor overrides a suspension of a coarser one. */
+  prefixes: GuardedPrefix[];
+}
+
+export type PrefixTransitionReason = "CONVERSION_COLLAPSED" | "VERIFIED" | "COOLED_OFF";
+
+/** A prefix suspended or released by this call: the service audits it and counts it. */
+export interface PrefixTransition {
+  prefix: GuardedPrefix;
+  kind: "suspended" | "released";
+  reason: PrefixTransitionReason;
+  /** Codes sent and verified in the window when it happened. */
+  sent: number;
+  verified: number;
+}
+
+export type CallerBudgetOutcome =
+  | { allowed: true; transitions?: PrefixTransition[] }
+  | { allowed: false; name: CallerBudgetName | "PREFIX_SUSPENDED"; retryAfterMs: number; transitions?: PrefixTransition[] };
 
 export type IssueOutcome =
   | ({ kind: "issued" } & VerificationTimes)
@@ -159,6 +210,8 @@ export interface VerifyOutcome {
   purpose?: string;
   destinationDigest?: string;
   verifiedAtMs?: number;
+  /** For VERIFIED: the prefixes the code was counted against (IssueCommand.prefixRefs). */
+  prefixRefs?: string;
 }
 
 /**
@@ -185,6 +238,8 @@ export interface ResendCommand {
   codeDigest: string;
   keyId: string;
   sealedCode: string;
+  /** False for a test destination's verification: no delivery event. */
+  deliver: boolean;
   /** Policy of the verification's purpose (the service looks the purpose up first). */
   policy: StorePolicy;
   event: EventContext;
@@ -205,7 +260,7 @@ export interface LimitQuery {
 }
 
 export interface LimitState {
-  name: Refusal | CallerBudgetName;
+  name: Refusal | CallerBudgetName | "PREFIX_SUSPENDED";
   limit: number;
   remaining: number;
   /** Time until the budget is whole again (0 when it is). */
@@ -220,6 +275,10 @@ export interface VerificationSummary {
   channel: ChannelNumber;
   /** The context its code is bound to. */
   context: string;
+  /** IssueCommand.prefixRefs ("" when none). */
+  prefixRefs: string;
+  /** Issued to a test destination (IssueCommand.deliver false). */
+  test: boolean;
 }
 
 /** Where a verification stands (GetVerification): what Verify with the right code would answer now. */
@@ -274,12 +333,24 @@ export interface VerificationStore {
   resend(cmd: ResendCommand): Promise<ResendOutcome>;
   /** Every limit that applies to a Send; spends nothing. */
   limits(query: LimitQuery): Promise<LimitState[]>;
-  /** Spend one from every budget, all or nothing (a refusal spends none). */
-  spendCallerBudgets(tenant: string, budgets: CallerBudget[]): Promise<CallerBudgetOutcome>;
+  /**
+   * Spend one from every budget, all or nothing (a refusal spends none). With
+   * `guard` (a Send or Resend to a phone), the prefix guard is checked in the
+   * same step, and when everything allows, the code is counted as sent to
+   * each prefix (which may suspend one).
+   */
+  spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<CallerBudgetOutcome>;
+  /** The state of caller budgets (and the prefix guard: one PREFIX_SUSPENDED entry); spends nothing. */
+  callerBudgetStates(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<LimitState[]>;
+  /**
+   * After the fact, for the prefixes of one code: "verified" counts a
+   * verification (and lifts a suspension the prefix has verified its way out
+   * of); "unsent" takes back a send counted by spendCallerBudgets that was then
+   * refused or replayed (nothing delivered).
+   */
+  recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<PrefixTransition[]>;
   /** Bind an idempotency key to this request, or say which parameters differ from the request that first used it. */
   claimIdempotencyKey(tenant: string, claim: IdempotencyClaim): Promise<IdempotencyClaimOutcome>;
-  /** The state of caller budgets; spends nothing. */
-  callerBudgetStates(tenant: string, budgets: CallerBudget[]): Promise<LimitState[]>;
   /**
    * Append an audit event that goes with no state change (e.g. a caller refused
    * before any verification was touched). `fields` as in README "Outbox entries".

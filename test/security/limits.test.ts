@@ -168,7 +168,7 @@ describe('CheckRateLimit (long windows, so nothing refills while the test runs)'
 
     const before = await left();
     expect(Object.keys(before).sort()).toEqual(
-      ['DESTINATION_LOCKED', 'RESEND_COOLDOWN', 'SEND_LIMIT_COUNTRY', 'SEND_LIMIT_DESTINATION', 'SEND_LIMIT_IP', 'SEND_LIMIT_TENANT'],
+      ['DESTINATION_LOCKED', 'PREFIX_SUSPENDED', 'RESEND_COOLDOWN', 'SEND_LIMIT_COUNTRY', 'SEND_LIMIT_DESTINATION', 'SEND_LIMIT_IP', 'SEND_LIMIT_TENANT'],
     );
     expect(before.SEND_LIMIT_DESTINATION).toEqual([5, 3]);
     const answers = await Promise.all(Array.from({ length: 50 }, () => grpcCall(ctx.grpc, checkRateLimit, req, as())));
@@ -177,7 +177,7 @@ describe('CheckRateLimit (long windows, so nothing refills while the test runs)'
 
     await grpcCall(ctx.grpc, send, req, as());
     const after = await left();
-    for (const name of ['SEND_LIMIT_DESTINATION', 'SEND_LIMIT_IP', 'SEND_LIMIT_TENANT', 'SEND_LIMIT_COUNTRY']) {
+    for (const name of ['SEND_LIMIT_DESTINATION', 'SEND_LIMIT_IP', 'SEND_LIMIT_TENANT', 'SEND_LIMIT_COUNTRY', 'PREFIX_SUSPENDED']) {
       expect([name, after[name]![1]]).toEqual([name, before[name]![1]! - 1]);
     }
   });

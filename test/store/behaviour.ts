@@ -1,7 +1,7 @@
 // One behavioural suite for every VerificationStore implementation, so the
 // Redis and memory stores cannot drift (src/store/README.md is the spec).
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { OutboxEntry, VerificationStore, VerifyResultKind } from '../../src/store/store.js';
+import type { OutboxEntry, PrefixGuardCheck, PrefixGuardRule, VerificationStore, VerifyResultKind } from '../../src/store/store.js';
 import {
   EMAIL,
   EVENT,
@@ -98,7 +98,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(outcome.expiresAtMs - outcome.resendAvailableAtMs).toBe(30_000);
         expect(await store.findByDestination(TENANT, PURPOSE, dest.ref)).toBe(ref.verificationId);
         expect(await store.findByDestination(TENANT, 'signup', dest.ref)).toBeNull();
-        expect(await store.describe(TENANT, ref)).toEqual({ purpose: PURPOSE, channel: cmd.channel, context: '' });
+        expect(await store.describe(TENANT, ref)).toEqual({ purpose: PURPOSE, channel: cmd.channel, context: '', prefixRefs: '', test: false });
         expect(await store.describe(OTHER_TENANT, ref)).toBeNull();
       });
 
@@ -589,6 +589,133 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(entries[0]!.shard).toBe(0);
         expect(entries[0]!.fields).toMatchObject({ type: 'refused', tn: TENANT, reason: 'UNAUTHENTICATED' });
         expect(Number(entries[0]!.fields.ts)).toBeGreaterThan(0);
+      });
+    });
+
+    describe('prefix guard', () => {
+      // Five sends judge a prefix; under half verified collapses it; a minute's window of six buckets.
+      const rule = (o: Partial<PrefixGuardRule> = {}): PrefixGuardRule =>
+        ({ minSends: 5, minVerifiedPercent: 50, windowMs: 60_000, buckets: 6, coolOffMs: 60_000, ...o });
+      const coarse = { digits: 6, digest: 'coarse000000' };
+      const fine = (name: string) => ({ digits: 8, digest: `fine-${name}`.padEnd(12, '0') });
+      const check = (f = fine('a'), r = rule()): PrefixGuardCheck => ({ rule: r, prefixes: [coarse, f] });
+      const perIp = { name: 'SEND_LIMIT_IP' as const, subject: '203.0.113.9', budget: { count: 100, windowSeconds: 60 } };
+
+      it('suspends a prefix at the send that makes its conversion collapse; then refuses, spending and counting nothing', async () => {
+        for (let i = 1; i <= 4; i++) expect(await store.spendCallerBudgets(TENANT, [perIp], check())).toEqual({ allowed: true, transitions: [] });
+        const fifth = await store.spendCallerBudgets(TENANT, [perIp], check());
+        // The fifth code still goes out; both prefixes it belongs to collapse with it.
+        expect(fifth).toEqual({
+          allowed: true,
+          transitions: [
+            { prefix: coarse, kind: 'suspended', reason: 'CONVERSION_COLLAPSED', sent: 5, verified: 0 },
+            { prefix: fine('a'), kind: 'suspended', reason: 'CONVERSION_COLLAPSED', sent: 5, verified: 0 },
+          ],
+        });
+        const refused = await store.spendCallerBudgets(TENANT, [perIp], check());
+        expect(refused).toMatchObject({ allowed: false, name: 'PREFIX_SUSPENDED', transitions: [] });
+        expect(refused.allowed === false && refused.retryAfterMs).toBeGreaterThan(55_000);
+        // Another number under the same coarse prefix is held back too; another tenant is not.
+        expect(await store.spendCallerBudgets(TENANT, [], check(fine('b')))).toMatchObject({ allowed: false, name: 'PREFIX_SUSPENDED' });
+        expect(await store.spendCallerBudgets(OTHER_TENANT, [perIp], check())).toMatchObject({ allowed: true });
+        // The refusals spent no IP budget.
+        const [ipState, guard] = await store.callerBudgetStates(TENANT, [perIp], check());
+        expect(ipState).toMatchObject({ remaining: 95 });
+        expect(guard).toMatchObject({ name: 'PREFIX_SUSPENDED', limit: 5, remaining: 0 });
+        expect(guard!.retryAfterMs).toBeGreaterThan(55_000);
+      });
+
+      it('verifications lift a suspension once the prefix is back at the floor', async () => {
+        for (let i = 0; i < 5; i++) await store.spendCallerBudgets(TENANT, [], check());
+        expect(await store.recordPrefixOutcome(TENANT, check(), 'verified')).toEqual([]);
+        expect(await store.recordPrefixOutcome(TENANT, check(), 'verified')).toEqual([]);
+        // 3 of 5 verified: 60% >= 50%.
+        expect(await store.recordPrefixOutcome(TENANT, check(), 'verified')).toEqual([
+          { prefix: coarse, kind: 'released', reason: 'VERIFIED', sent: 5, verified: 3 },
+          { prefix: fine('a'), kind: 'released', reason: 'VERIFIED', sent: 5, verified: 3 },
+        ]);
+        expect(await store.spendCallerBudgets(TENANT, [], check())).toEqual({ allowed: true, transitions: [] });
+      });
+
+      it('never slows a prefix that verifies half its codes, each a send behind (the floor at 20%)', async () => {
+        const r = rule({ minVerifiedPercent: 20 });
+        for (let i = 0; i < 40; i++) {
+          expect(await store.spendCallerBudgets(TENANT, [], check(fine('a'), r))).toEqual({ allowed: true, transitions: [] });
+          if (i % 2 === 1) await store.recordPrefixOutcome(TENANT, check(fine('a'), r), 'verified');
+        }
+      });
+
+      it('a finer prefix with its own verified codes is not held back by a suspended coarser one', async () => {
+        await store.spendCallerBudgets(TENANT, [], check(fine('good')));
+        await store.recordPrefixOutcome(TENANT, check(fine('good')), 'verified');
+        // An attack on a sibling: the coarse prefix collapses (5 sent, 1 verified: 20% < 50%).
+        const transitions = [];
+        for (let i = 0; i < 4; i++) transitions.push(...((await store.spendCallerBudgets(TENANT, [], check(fine('bad')))).transitions ?? []));
+        expect(transitions).toEqual([{ prefix: coarse, kind: 'suspended', reason: 'CONVERSION_COLLAPSED', sent: 5, verified: 1 }]);
+        expect(await store.spendCallerBudgets(TENANT, [], check(fine('bad')))).toMatchObject({ allowed: false, name: 'PREFIX_SUSPENDED' });
+        expect(await store.spendCallerBudgets(TENANT, [], check(fine('new')))).toMatchObject({ allowed: false, name: 'PREFIX_SUSPENDED' });
+        expect(await store.spendCallerBudgets(TENANT, [], check(fine('good')))).toMatchObject({ allowed: true });
+      });
+
+      it('a send taken back (refused or replayed after counting) does not count', async () => {
+        for (let i = 0; i < 10; i++) {
+          await store.spendCallerBudgets(TENANT, [], check());
+          expect(await store.recordPrefixOutcome(TENANT, check(), 'unsent')).toEqual([]);
+        }
+        const [guard] = await store.callerBudgetStates(TENANT, [], check());
+        expect(guard).toEqual({ name: 'PREFIX_SUSPENDED', limit: 5, remaining: 5, resetAfterMs: 0, retryAfterMs: 0 });
+      });
+
+      it('reports the sends left before a suspension, spending nothing', async () => {
+        await store.spendCallerBudgets(TENANT, [], check());
+        await store.spendCallerBudgets(TENANT, [], check());
+        await store.recordPrefixOutcome(TENANT, check(), 'verified');
+        // 2 sent, 1 verified: the 5th send collapses it by volume (1 of 5 is 20%): 3 more go out.
+        for (let i = 0; i < 5; i++) await store.callerBudgetStates(TENANT, [], check());
+        expect(await store.callerBudgetStates(TENANT, [], check())).toEqual([
+          { name: 'PREFIX_SUSPENDED', limit: 5, remaining: 3, resetAfterMs: 0, retryAfterMs: 0 },
+        ]);
+      });
+
+      it('after the cool-off: still collapsed is suspended again without a code going out; once the window slid, released', async () => {
+        // A 1.2 s window of 200 ms buckets, a 600 ms cool-off.
+        const quick = check(fine('a'), rule({ windowMs: 1_200, coolOffMs: 600 }));
+        for (let i = 0; i < 5; i++) await store.spendCallerBudgets(TENANT, [], quick);
+        await advance(700);
+        const again = await store.spendCallerBudgets(TENANT, [], quick);
+        expect(again).toMatchObject({ allowed: false, name: 'PREFIX_SUSPENDED', retryAfterMs: 600, transitions: [] });
+        await advance(700);
+        expect(await store.spendCallerBudgets(TENANT, [], quick)).toEqual({
+          allowed: true,
+          transitions: [
+            { prefix: fine('a'), kind: 'released', reason: 'COOLED_OFF', sent: 0, verified: 0 },
+            { prefix: coarse, kind: 'released', reason: 'COOLED_OFF', sent: 0, verified: 0 },
+          ],
+        });
+      });
+
+      it('keeps the prefixes with the verification: VERIFIED returns them once, describe always', async () => {
+        const refs = '6:coarse000000,8:fine-a000000';
+        const { ref, code } = await send({ prefixRefs: refs });
+        expect(await store.describe(TENANT, ref)).toMatchObject({ prefixRefs: refs, test: false });
+        const first = await store.verify(verifyCommand(ref, code, { idempotencyKey: 'v1' }));
+        expect(first).toMatchObject({ result: 'VERIFIED', prefixRefs: refs });
+        const repeat = await store.verify(verifyCommand(ref, code, { idempotencyKey: 'v1' }));
+        expect(repeat.result).toBe('VERIFIED');
+        expect(repeat.prefixRefs).toBeUndefined();
+      });
+
+      it('a test destination: no delivery on Send or Resend, `sent` says TEST_DESTINATION, and the code is single use', async () => {
+        const { ref, code, outcome } = await send({ deliver: false });
+        expect(outcome.kind).toBe('issued');
+        expect(await store.describe(TENANT, ref)).toMatchObject({ test: true });
+        const resent = await store.resend(resendCommand(ref, code, { deliver: false }));
+        expect(resent.kind).toBe('resent');
+        const written = await events(ref.verificationId);
+        expect(types(written)).toEqual(['sent', 'resent']);
+        expect(written[0]!.fields.reason).toBe('TEST_DESTINATION');
+        expect((await store.verify(verifyCommand(ref, code))).result).toBe('VERIFIED');
+        expect((await store.verify(verifyCommand(ref, code))).result).toBe('NOT_FOUND');
       });
     });
 

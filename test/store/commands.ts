@@ -72,6 +72,8 @@ export interface IssueOptions {
   /** Stands for the Send's other parameters (the service digests them). */
   fingerprint?: string;
   policy?: StorePolicy;
+  prefixRefs?: string;
+  deliver?: boolean;
 }
 
 export function issueCommand(dest: Destination, o: IssueOptions = {}): { cmd: IssueCommand; code: string } {
@@ -95,6 +97,8 @@ export function issueCommand(dest: Destination, o: IssueOptions = {}): { cmd: Is
     idempotencyKey: o.idempotencyKey ?? '',
     requestFingerprint: o.idempotencyKey ? (o.fingerprint ?? 'fp-1') : '',
     context: '',
+    prefixRefs: o.prefixRefs ?? '',
+    deliver: o.deliver ?? true,
     policy: o.policy ?? policy(),
     event: EVENT,
   };
@@ -120,7 +124,7 @@ export function verifyCommand(ref: VerificationRef, code: string, o: VerifyOptio
 export function resendCommand(
   ref: VerificationRef,
   code: string,
-  o: { policy?: StorePolicy; channel?: number; keyId?: string } = {},
+  o: { policy?: StorePolicy; channel?: number; keyId?: string; deliver?: boolean } = {},
 ): ResendCommand {
   const keyId = o.keyId ?? 'k1';
   return {
@@ -130,6 +134,7 @@ export function resendCommand(
     codeDigest: codeDigest(keyId, ref.verificationId, code),
     keyId,
     sealedCode: sealed(),
+    deliver: o.deliver ?? true,
     policy: o.policy ?? policy(),
     event: EVENT,
   };

@@ -185,7 +185,7 @@ describe('redis store: what Redis holds', () => {
     const prefix = freshPrefix();
     const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });
     const dest = newDestination(SHARDS);
-    const first = issueCommand(dest, { idempotencyKey: 'send-1' });
+    const first = issueCommand(dest, { idempotencyKey: 'send-1', prefixRefs: '6:abcdefghijkl,8:mnopqrstuvwx', deliver: false });
     first.cmd.context = 'ctx-1';
     expect((await store.issue(first.cmd)).kind).toBe('issued');
     expect((await store.verify(verifyCommand(first.cmd.ref, first.code, { idempotencyKey: 'verify-1' }))).result).toBe('VERIFIED');
@@ -195,8 +195,8 @@ describe('redis store: what Redis holds', () => {
 
     const [key] = (await keysOf(prefix)).filter((k) => !k.endsWith(':outbox'));
     const fields = ((await raw.call(['HGETALL', key!])) as string[]).filter((_, i) => i % 2 === 0);
-    for (const gone of ['st', 'ik', 'lc', 'mt', 'cx', 'vk', 'vt']) expect(fields).not.toContain(`${PURPOSE}:${gone}`);
-    expect(await store.describe(TENANT, second.cmd.ref)).toEqual({ purpose: PURPOSE, channel: SMS, context: '' });
+    for (const gone of ['st', 'ik', 'lc', 'mt', 'cx', 'vk', 'vt', 'pg', 'td']) expect(fields).not.toContain(`${PURPOSE}:${gone}`);
+    expect(await store.describe(TENANT, second.cmd.ref)).toEqual({ purpose: PURPOSE, channel: SMS, context: '', prefixRefs: '', test: false });
     expect(await store.describe(TENANT, first.cmd.ref)).toBeNull();
     // Live though `st` is missing: the cooldown applies, and a failed delivery voids it.
     const [, cooldown] = await store.limits({ tenant: TENANT, purpose: PURPOSE, destination: dest.ref, policy: policy() });

@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectRedis, type RedisConnection } from '../../src/store/redis/client.js';
-import { callerBudgetKey, destinationKey, idempotencyRecordKey, outboxKey } from '../../src/store/redis/keys.js';
+import { callerBudgetKey, destinationKey, idempotencyRecordKey, outboxKey, prefixGuardKey } from '../../src/store/redis/keys.js';
 import { scriptArgv, type ScriptArgs, type ScriptName } from '../../src/store/redis/script-args.js';
 import { scripts } from '../../src/store/redis/scripts.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
@@ -39,7 +39,7 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
       code_length: 6, sealed_code: cmd.sealedCode, locale: 'en', metadata: '', idempotency_key: '', fingerprint: '',
       ttl_ms: 60_000, max_attempts: 5, cooldown_ms: 0, max_resends: 3, failures_count: 5, failures_window_ms: 600_000,
       sends_count: 10, sends_window_ms: 3_600_000,
-      ...event, context: '',
+      ...event, context: '', prefix_refs: '8:abcdefghijkl', deliver: true,
     },
   },
   verify: {
@@ -53,6 +53,7 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
     args: {
       tenant: TENANT, id: cmd.ref.verificationId, channel: 0, code_digest: cmd.codeDigest, key_id: 'k1',
       sealed_code: cmd.sealedCode, ttl_ms: 60_000, cooldown_ms: 0, sends_count: 10, sends_window_ms: 3_600_000, ...event,
+      deliver: true,
     },
   },
   limits: {
@@ -69,7 +70,11 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
   cancel: { keys: destKeys, args: { tenant: TENANT, id: cmd.ref.verificationId, ...event } },
   callerBudgets: {
     keys: [callerBudgetKey(prefix, TENANT, 'SEND_LIMIT_IP', '192.0.2.1')],
-    args: { mode: 'spend', budgets: [[10, 60_000]] },
+    args: { mode: 'spend', budgets: [[10, 60_000]], prefixes: 0, rule: [] },
+  },
+  prefixOutcome: {
+    keys: [prefixGuardKey(prefix, TENANT, 8, 'abcdefghijkl')],
+    args: { outcome: 'verified', rule: [20, 20, 3_600_000, 6, 900_000] },
   },
   audit: { keys: [outboxKey(prefix, 0)], args: { fields: { type: 'refused', tn: TENANT, reason: 'X' } } },
   idempotency: {
@@ -96,7 +101,8 @@ function expectArgsError(reply: unknown, script: string, field?: string) {
   if (field) expect(message).toContain(field);
 }
 
-const scriptFile = (name: ScriptName) => (name === 'markDeliveryFailed' ? 'mark-delivery-failed' : name === 'callerBudgets' ? 'caller-budgets' : name);
+const FILES: Partial<Record<ScriptName, string>> = { markDeliveryFailed: 'mark-delivery-failed', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome' };
+const scriptFile = (name: ScriptName) => FILES[name] ?? name;
 
 describe('script argument contract', () => {
   it('every script refuses a missing, mistyped or unknown field, or positional arguments, and writes nothing', async () => {
@@ -125,12 +131,12 @@ describe('script argument contract', () => {
     expectArgsError(await run('issue', scriptArgv<'issue'>({ ...issue, sends_count: 0 })), 'issue', 'sends_count');
     expectArgsError(await run('issue', scriptArgv<'issue'>({ ...issue, sealed_dest: 'not base64!' })), 'issue', 'sealed_dest');
     expectArgsError(
-      await run('callerBudgets', scriptArgv<'callerBudgets'>({ mode: 'spend', budgets: [[10, 0]] })),
+      await run('callerBudgets', scriptArgv<'callerBudgets'>({ mode: 'spend', budgets: [[10, 0]], prefixes: 0, rule: [] })),
       'caller-budgets',
       'budgets[1]',
     );
     expectArgsError(
-      await run('callerBudgets', scriptArgv<'callerBudgets'>({ mode: 'spend', budgets: [] })),
+      await run('callerBudgets', scriptArgv<'callerBudgets'>({ mode: 'spend', budgets: [], prefixes: 0, rule: [] })),
       'caller-budgets',
       'budgets',
     );
@@ -138,7 +144,7 @@ describe('script argument contract', () => {
   });
 
   it('the valid calls above are accepted (so the refusals are about the one field changed)', async () => {
-    for (const name of ['describe', 'find', 'limits', 'issue', 'verify', 'audit', 'callerBudgets', 'idempotency'] as ScriptName[]) {
+    for (const name of ['describe', 'find', 'limits', 'issue', 'verify', 'audit', 'callerBudgets', 'idempotency', 'prefixOutcome'] as ScriptName[]) {
       const reply = await run(name, scriptArgv(valid[name].args as never));
       expect(reply, name).not.toBeInstanceOf(Error);
     }

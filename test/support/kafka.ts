@@ -22,16 +22,16 @@ export interface KafkaBroker {
   restart(): Promise<void>;
 }
 
-const READY_LINE = 'Kafka Server started';
+export const READY_LINE = 'Kafka Server started';
 const READY_TIMEOUT_MS = 120_000;
 const KILL_AFTER_MS = 10_000;
-const PORT_TAKEN = 'Address already in use';
+export const PORT_TAKEN = 'Address already in use';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const kafkaHome = process.env.OTP_KAFKA_HOME ?? join(homedir(), '.cache/otp-service/kafka-3.9.1');
-const libDir = join(kafkaHome, 'lib');
+export const libDir = join(kafkaHome, 'lib');
 
-function ensureJars(): void {
+export function ensureJars(): void {
   if (existsSync(join(libDir, 'kafka_2.13-3.9.1.jar'))) return;
   // First run only: Maven downloads ~46 MB of jars (tens of seconds).
   execFileSync('bash', [join(repoRoot, 'kafka/fetch.sh')], { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -72,7 +72,7 @@ function serverProperties(port: number, cport: number, dataDir: string): string 
 }
 
 // stdout only: the harness redirects it into a file it reads for readiness.
-const LOG4J = `log4j.rootLogger=INFO, stdout
+export const LOG4J = `log4j.rootLogger=INFO, stdout
 log4j.appender.stdout=org.apache.log4j.ConsoleAppender
 log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
 log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
@@ -83,7 +83,7 @@ log4j.logger.org.apache.kafka.common.utils.AppInfoParser=WARN
 `;
 
 // The real cause (ERROR lines) is usually far above the shutdown noise at the end.
-function logSummary(file: string): string {
+export function logSummary(file: string): string {
   let lines: string[];
   try {
     lines = readFileSync(file, 'utf8').trimEnd().split('\n');
@@ -94,7 +94,7 @@ function logSummary(file: string): string {
   return `${errors.length ? `first errors:\n${errors.join('\n')}\n` : ''}last 40 lines:\n${lines.slice(-40).join('\n')}`;
 }
 
-function exited(child: ChildProcess): Promise<void> {
+export function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((res) => child.once('exit', () => res()));
 }

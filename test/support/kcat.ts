@@ -57,3 +57,19 @@ export async function kcatUntil(
     await new Promise((r) => setTimeout(r, 300));
   }
 }
+
+export interface KcatPartition {
+  partition: number;
+  leader: number;
+  replicas: { id: number }[];
+  isrs: { id: number }[];
+}
+
+/** A topic's partitions as `kcat -L -J` reports them: leader, replicas, in-sync replicas. */
+export async function kcatMetadata(brokers: string, topic: string): Promise<KcatPartition[]> {
+  const out = await new Promise<string>((resolve, reject) => {
+    execFile('kcat', ['-L', '-J', '-b', brokers, '-t', topic, '-m', '10'], { timeout: 30_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
+  });
+  const meta = JSON.parse(out) as { topics: { topic: string; partitions: KcatPartition[] }[] };
+  return meta.topics.find((t) => t.topic === topic)?.partitions ?? [];
+}

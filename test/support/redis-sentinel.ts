@@ -17,8 +17,13 @@ export interface RedisSentinelSet {
   primary: RedisProcess;
   replica: RedisProcess;
   sentinels: RedisProcess[];
-  /** Between replica and primary, when started with `laggingLink`. */
+  /**
+   * With `laggingLink`: in front of the primary, for everyone (clients, Sentinels,
+   * the replica); only the replica's link is held back.
+   */
   link?: TcpProxy;
+  /** Where the primary is reached (the proxy's port with `laggingLink`). */
+  primaryPort: number;
   /** The master's port as the Sentinels report it. */
   masterPort(): Promise<number>;
   /** Until every replica has everything the primary has (offsets equal, link up). */
@@ -63,7 +68,7 @@ export async function startRedisSentinel(opts: { laggingLink?: boolean; masterNa
       const conf = join(dir, 'sentinel.conf');
       writeFileSync(conf, [
         `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`,
-        `sentinel monitor ${masterName} 127.0.0.1 ${primary.port} 2`,
+        `sentinel monitor ${masterName} 127.0.0.1 ${upstream} 2`,
         `sentinel down-after-milliseconds ${masterName} ${DOWN_AFTER_MS}`,
         `sentinel failover-timeout ${masterName} 6000`,
         `sentinel parallel-syncs ${masterName} 1`,
@@ -112,6 +117,7 @@ export async function startRedisSentinel(opts: { laggingLink?: boolean; masterNa
       replica,
       sentinels,
       link,
+      primaryPort: upstream,
       masterPort,
       inSync,
       async failedOver(oldPort, ms = 30_000) {

@@ -1,8 +1,11 @@
 // A TCP proxy of our own on a free loopback port, for a link whose bytes can
-// be held back: put it between a replica and its primary and `hold()` the
-// primary → replica direction, and the replica lags (its link stays up, it just
-// receives nothing). `release()` lets what was held through; `cut()` drops
-// every connection and discards what was held, as a dead primary would.
+// be held back: put it in front of a primary and `hold()` the primary → replica
+// direction of replication connections (those that sent REPLCONF), and the
+// replica lags: its link stays up, it just receives nothing. Other
+// connections (clients, Sentinels) pass freely, so everyone can use the same
+// address and Sentinel never "fixes" the replica's master address.
+// `release()` lets what was held through; `cut()` drops every connection and
+// discards what was held, as a dead primary would.
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { freePort } from './free-port.js';
 
@@ -22,6 +25,7 @@ interface Link {
   client: Socket;
   upstream: Socket;
   queue: Buffer[];
+  replication: boolean;
 }
 
 export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
@@ -31,7 +35,7 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
 
   const server: Server = createServer((client) => {
     const upstream = connect({ host: '127.0.0.1', port: targetPort });
-    const link: Link = { client, upstream, queue: [] };
+    const link: Link = { client, upstream, queue: [], replication: false };
     links.add(link);
     const drop = () => {
       links.delete(link);
@@ -39,9 +43,12 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
       client.destroy();
       upstream.destroy();
     };
-    client.on('data', (data) => upstream.write(data));
+    client.on('data', (data) => {
+      if (!link.replication && /REPLCONF|PSYNC/i.test(data.toString('latin1'))) link.replication = true;
+      upstream.write(data);
+    });
     upstream.on('data', (data) => {
-      if (holding) link.queue.push(data);
+      if (holding && link.replication) link.queue.push(data);
       else client.write(data);
     });
     client.on('error', drop).on('close', drop);

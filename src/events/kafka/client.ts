@@ -1,11 +1,25 @@
-import { CompressionTypes, Kafka, logLevel, type Consumer, type Producer, type Admin, type IHeaders, type KafkaMessage, type EachMessagePayload } from "kafkajs";
+import { CompressionTypes, Kafka, logLevel, type ConfigResourceTypes, type Consumer, type Producer, type Admin, type IHeaders, type KafkaMessage, type EachMessagePayload, type RecordMetadata } from "kafkajs";
 import type { Logger } from "pino";
-import { keyPartitioner } from "./partitioner.js";
+import type { TopicReplication } from "../topic-replication.js";
+import { keyPartitioner, partitionOf } from "./partitioner.js";
 
 // The only module that imports kafkajs (unmaintained since 2023): everything
 // else speaks in EventRecords, so the client can be swapped here alone.
 
 export type { Consumer, Producer, Admin, KafkaMessage, EachMessagePayload };
+
+/**
+ * What went wrong talking to Kafka (src/metrics.ts counts them): a broker
+ * connection failed or was lost, a request timed out, a produce request was
+ * retried inside the client, a send failed past those retries (the caller
+ * sends again), a consumer crashed, anything else kafkajs logged.
+ */
+export type KafkaTrouble = "connection" | "request_timeout" | "produce_retry" | "publish_failed" | "consumer_crash" | "other";
+
+export interface KafkaObserver {
+  /** `client`: the Kafka client id (otp-service, otp-service-status, otp-notifier, ...). */
+  trouble(kind: KafkaTrouble, client: string): void;
+}
 
 export interface KafkaSettings {
   brokers: string[];
@@ -13,6 +27,7 @@ export interface KafkaSettings {
   logger: Logger;
   /** Defaults to failing fast (the relay owns retrying); consumers pass CONSUMER_RETRY. */
   retry?: { retries: number; initialRetryTime: number; maxRetryTime: number };
+  observer?: KafkaObserver;
 }
 
 /**
@@ -22,7 +37,22 @@ export interface KafkaSettings {
  */
 export const CONSUMER_RETRY = { retries: 8, initialRetryTime: 300, maxRetryTime: 10_000 };
 
+/**
+ * For producers: long enough to ride out a partition leader's loss inside one
+ * send (KRaft fences a dead broker after broker.session.timeout.ms, 9 s by
+ * default, then elects a new leader from the in-sync replicas): ~20 s in all.
+ * The retried request keeps its producer id and sequence numbers, so the
+ * broker drops what the dead leader had already replicated: no duplicate.
+ * Past that the send fails and the caller retries with a new producer.
+ */
+export const PRODUCER_RETRY = { retries: 10, initialRetryTime: 250, maxRetryTime: 3_000 };
+
+// The same trouble repeats on every retry while a broker is away: log each
+// distinct message at most this often (metrics still count every one).
+const LOG_EVERY_MS = 10_000;
+
 export function kafkaClient(s: KafkaSettings): Kafka {
+  const lastLogged = new Map<string, number>();
   return new Kafka({
     clientId: s.clientId,
     brokers: s.brokers,
@@ -30,16 +60,64 @@ export function kafkaClient(s: KafkaSettings): Kafka {
     requestTimeout: 10_000,
     // The relay owns retrying (it keeps events in the outbox); fail fast here.
     retry: s.retry ?? { retries: 2, initialRetryTime: 200, maxRetryTime: 2_000 },
-    logLevel: logLevel.NOTHING,
-    logCreator: () => ({ level, log }) => {
-      if (level <= logLevel.WARN) s.logger.warn({ kafka: log.message, broker: log.broker }, "kafka client");
+    logLevel: logLevel.WARN,
+    logCreator: () => ({ namespace, log }) => {
+      const { message, broker, retryCount } = log as { message: string; broker?: string; retryCount?: number };
+      // We bound the idempotent producer's retries on purpose (PRODUCER_RETRY):
+      // a producer whose send failed is discarded, never reused (see produce).
+      if (message.startsWith("Limiting retries for the idempotent producer")) return;
+      s.observer?.trouble(troubleOf(namespace, retryCount), s.clientId);
+      const key = `${namespace}:${message}`;
+      const now = Date.now();
+      if (now - (lastLogged.get(key) ?? 0) < LOG_EVERY_MS) return;
+      lastLogged.set(key, now);
+      if (lastLogged.size > 1_000) lastLogged.clear();
+      s.logger.warn({ kafka: message, namespace, broker, retry: retryCount, client: s.clientId }, "kafka client");
     },
   });
 }
 
-/** Idempotent producer with acks=all: a retried send never duplicates within a session. */
-export function idempotentProducer(kafka: Kafka): Producer {
-  return kafka.producer({ idempotent: true, maxInFlightRequests: 5, allowAutoTopicCreation: false, createPartitioner: keyPartitioner });
+function troubleOf(namespace: string, retryCount: number | undefined): KafkaTrouble {
+  if (namespace === "Connection" || namespace === "BrokerPool") return "connection";
+  if (namespace === "Producer" && retryCount !== undefined) return "produce_retry";
+  return "other";
+}
+
+// kafkajs's ConfigResourceTypes.TOPIC: Node's ESM loader does not see that
+// named export of the CommonJS module (it follows a spread), so the value is here.
+const TOPIC_RESOURCE = 2 as ConfigResourceTypes;
+
+// Partition counts each producer's partitioner last saw, per topic: what
+// produce() checks the broker's acknowledgements against.
+const partitionCounts = new WeakMap<Producer, Map<string, number>>();
+
+/**
+ * Idempotent producer with acks=all. kafkajs 2.2.4 does not implement the
+ * client side of KAFKA-5494 (reassigning sequence numbers when a request
+ * fails while later ones are in flight; tulios/kafkajs#980, #1005), so more
+ * than one request in flight per connection can reorder or, worse, reuse a
+ * sequence number the broker then drops as a "duplicate": maxInFlightRequests
+ * is 1 (it already serialises produce requests per broker when idempotent).
+ * Records are sent in batches, so this costs little.
+ */
+export function idempotentProducer(kafka: Kafka, observer?: KafkaObserver, clientId = ""): Producer {
+  const counts = new Map<string, number>();
+  const producer = kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    retry: PRODUCER_RETRY,
+    allowAutoTopicCreation: false,
+    createPartitioner: () => {
+      const choose = keyPartitioner();
+      return (args) => {
+        counts.set(args.topic, args.partitionMetadata.length);
+        return choose(args);
+      };
+    },
+  });
+  partitionCounts.set(producer, counts);
+  if (observer) producer.on(producer.events.REQUEST_TIMEOUT, () => observer.trouble("request_timeout", clientId));
+  return producer;
 }
 
 export interface OutgoingRecord {
@@ -49,7 +127,13 @@ export interface OutgoingRecord {
   headers: Record<string, string>;
 }
 
-/** Send records grouped by topic in one request; resolves once the broker acknowledged all of them. */
+/**
+ * Send records grouped by topic in one request; resolves once the brokers
+ * acknowledged every partition written to (acks=all). After a rejection the
+ * producer must be discarded: kafkajs rewinds its sequence numbers on a failed
+ * request that the broker may have written, so records sent next on the same
+ * producer could reuse them and be dropped as duplicates.
+ */
 export async function produce(producer: Producer, records: OutgoingRecord[]): Promise<void> {
   const byTopic = new Map<string, { key: string; value: Buffer; headers: IHeaders }[]>();
   for (const r of records) {
@@ -57,27 +141,106 @@ export async function produce(producer: Producer, records: OutgoingRecord[]): Pr
     if (!list) byTopic.set(r.topic, (list = []));
     list.push({ key: r.key, value: Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength), headers: r.headers });
   }
-  await producer.sendBatch({
+  const acknowledged = await producer.sendBatch({
     acks: -1,
     compression: CompressionTypes.None,
     topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
   });
+  const missing = unacknowledged(records, acknowledged, partitionCounts.get(producer));
+  if (missing.length > 0) throw new Error(`kafka acknowledged only part of the batch (no acknowledgement for ${missing.join(", ")})`);
 }
 
-/** Create topics that do not exist yet (a consumer subscribing to a missing topic errors under KRaft). */
-export async function ensureTopics(kafka: Kafka, topics: string[], partitions = 3): Promise<void> {
+/**
+ * Partitions written to that no acknowledgement covers. kafkajs 2.2.4 keeps
+ * the answers of brokers that succeeded while it retries a failed one; when
+ * the failed broker's partitions move to a broker that has already answered,
+ * it resolves without sending them again (producer/sendMessages.js,
+ * responsePerBroker): a silent loss exactly when a leader dies. Checking the
+ * acknowledgements turns that into an error, and the relay sends again.
+ */
+export function unacknowledged(records: OutgoingRecord[], acknowledged: RecordMetadata[], counts: Map<string, number> | undefined): string[] {
+  const acked = new Set(acknowledged.filter((m) => m.errorCode === 0).map((m) => `${m.topicName}/${m.partition}`));
+  const missing = new Set<string>();
+  for (const r of records) {
+    const count = counts?.get(r.topic);
+    if (!count) continue;
+    const id = `${r.topic}/${partitionOf(r.key, count)}`;
+    if (!acked.has(id)) missing.add(id);
+  }
+  return [...missing];
+}
+
+export interface TopicOptions {
+  /** Leave out to take the brokers' defaults (test harness topics). */
+  replication?: TopicReplication;
+  partitions?: number;
+  /** Where a topic that exists with less replication than asked is reported. */
+  logger?: Logger;
+}
+
+/**
+ * Create topics that do not exist yet (a consumer subscribing to a missing
+ * topic errors under KRaft), with the configured replication. Existing topics
+ * are never altered: one with a lower replication factor or min.insync.replicas
+ * than configured is logged (changing it is a partition reassignment, an
+ * operator's decision), and returned.
+ */
+export async function ensureTopics(kafka: Kafka, topics: string[], options: TopicOptions = {}): Promise<string[]> {
+  const { replication, partitions = 3, logger } = options;
   const admin = kafka.admin();
   await admin.connect();
   try {
     const existing = new Set(await admin.listTopics());
     const missing = topics.filter((t) => !existing.has(t));
     if (missing.length > 0) {
-      await admin.createTopics({ waitForLeaders: true, topics: missing.map((topic) => ({ topic, numPartitions: partitions })) });
+      // Not kafkajs's waitForLeaders: on a multi-broker KRaft cluster its
+      // metadata poll can meet "does not host this topic-partition" on a broker
+      // that has not caught up, and gives up; untilServed waits instead.
+      await admin.createTopics({
+        waitForLeaders: false,
+        topics: missing.map((topic) => ({
+          topic,
+          numPartitions: partitions,
+          ...(replication && {
+            replicationFactor: replication.replicationFactor,
+            configEntries: [{ name: "min.insync.replicas", value: String(replication.minInsyncReplicas) }],
+          }),
+        })),
+      });
     }
     await untilServed(admin, topics);
+    const present = topics.filter((t) => existing.has(t));
+    if (!replication || present.length === 0) return [];
+    // A check, not a condition to run: a broker that does not answer it yet must not stop the start.
+    return await reportWeakTopics(admin, present, replication, logger).catch((err: unknown) => {
+      logger?.warn({ err: (err as Error).message, topics: present }, "could not check the replication of existing kafka topics");
+      return [];
+    });
   } finally {
     await admin.disconnect();
   }
+}
+
+async function reportWeakTopics(admin: Admin, topics: string[], want: TopicReplication, logger: Logger | undefined): Promise<string[]> {
+  const { topics: meta } = await admin.fetchTopicMetadata({ topics });
+  const configs = await admin.describeConfigs({
+    includeSynonyms: false,
+    resources: topics.map((name) => ({ type: TOPIC_RESOURCE, name, configNames: ["min.insync.replicas"] })),
+  });
+  const weak: string[] = [];
+  for (const t of meta) {
+    const replicationFactor = Math.min(...t.partitions.map((p) => p.replicas.length));
+    const entry = configs.resources.find((r) => r.resourceName === t.name)?.configEntries.find((c) => c.configName === "min.insync.replicas");
+    const minInsyncReplicas = Number(entry?.configValue ?? 1);
+    if (replicationFactor < want.replicationFactor || minInsyncReplicas < want.minInsyncReplicas) {
+      weak.push(t.name);
+      logger?.warn(
+        { topic: t.name, replication_factor: replicationFactor, min_insync_replicas: minInsyncReplicas, wanted: want },
+        "kafka topic exists with less replication than OTP_KAFKA_REPLICATION_FACTOR / OTP_KAFKA_MIN_INSYNC_REPLICAS; left as it is (reassign its partitions to change it)",
+      );
+    }
+  }
+  return weak;
 }
 
 // Right after creation, KRaft can still answer "does not host this

@@ -36,6 +36,10 @@ export interface Verification {
   locale: string;
   metadataJson: string;
   context: string;
+  /** `<p>:pg`: the guarded prefixes the code was counted against ("" when none). */
+  prefixRefs: string;
+  /** `<p>:td`: issued to a test destination (no deliveries). */
+  test: boolean;
 }
 
 export interface Destination {

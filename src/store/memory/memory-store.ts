@@ -10,6 +10,8 @@ import type {
   LimitQuery,
   LimitState,
   OutboxEntry,
+  PrefixGuardCheck,
+  PrefixTransition,
   Refusal,
   ResendCommand,
   ResendOutcome,
@@ -25,6 +27,7 @@ import type {
 import { extendExpiry, isLive, stateOf, verificationById, type Destination, type Verification } from "./destination.js";
 import * as gcra from "./gcra.js";
 import { OutboxShard } from "./outbox.js";
+import { PrefixGuardRecords } from "./prefix-guard.js";
 
 // Dev mode's store: the semantics of redis/lua/*.lua (src/store/README.md) in
 // plain JS for one process. Every method runs synchronously before its first
@@ -72,6 +75,7 @@ export class MemoryStore implements VerificationStore {
   readonly #destinations = new Map<string, Destination>();
   readonly #callerBudgets = new Map<string, number>();
   readonly #idempotency = new Map<string, { fields: Record<string, string>; expiresAt: number }>();
+  readonly #prefixes = new PrefixGuardRecords();
   readonly #outbox: OutboxShard[];
   readonly #sweeper: NodeJS.Timeout;
   #nextShard = 0;
@@ -129,18 +133,23 @@ export class MemoryStore implements VerificationStore {
       failures: { count: policy.failuresPerDestination.count, windowMs: ms(policy.failuresPerDestination.windowSeconds) },
       idempotencyKey: cmd.idempotencyKey, requestFingerprint: cmd.idempotencyKey === "" ? "" : cmd.requestFingerprint,
       locale: cmd.locale, metadataJson: cmd.metadataJson, context: cmd.context,
+      prefixRefs: cmd.prefixRefs, test: !cmd.deliver,
     };
     d.verifications.set(cmd.purpose, v);
     // Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.
     extendExpiry(d, Math.max(v.expiresAt + ms(policy.ttlSeconds), sent.tat));
 
-    // 6. Delivery first: the relay publishes in stream order.
+    // 6. Delivery first: the relay publishes in stream order. A test destination gets none.
     base.vid = v.id;
-    this.#emit(cmd.ref.shard, now, base, "delivery", {
-      sd: cmd.sealedDestination, sc: cmd.sealedCode, lc: cmd.locale, mt: cmd.metadataJson,
-      exp: String(v.expiresAt), rc: "0",
-    });
-    this.#emit(cmd.ref.shard, now, base, "sent");
+    if (cmd.deliver) {
+      this.#emit(cmd.ref.shard, now, base, "delivery", {
+        sd: cmd.sealedDestination, sc: cmd.sealedCode, lc: cmd.locale, mt: cmd.metadataJson,
+        exp: String(v.expiresAt), rc: "0",
+      });
+      this.#emit(cmd.ref.shard, now, base, "sent");
+    } else {
+      this.#emit(cmd.ref.shard, now, base, "sent", { reason: "TEST_DESTINATION" });
+    }
     return { kind: "issued", ...times(v, cmd.maskedDestination) };
   }
 
@@ -193,7 +202,8 @@ export class MemoryStore implements VerificationStore {
       v.verifiedKey = cmd.idempotencyKey;
       v.verifiedAt = now;
       this.#emit(cmd.ref.shard, now, base, "verified");
-      return verified(now);
+      // The prefixes to credit, this once (a repeat above does not return them).
+      return v.prefixRefs ? { ...verified(now), prefixRefs: v.prefixRefs } : verified(now);
     }
 
     // No match: spend the destination's failure budget, as the verification's purpose sets it
@@ -254,9 +264,11 @@ export class MemoryStore implements VerificationStore {
 
     base.ch = v.channel;
     const rc = String(v.resends);
-    this.#emit(cmd.ref.shard, now, base, "delivery", {
-      sd: d.sealed, sc: cmd.sealedCode, lc: v.locale, mt: v.metadataJson, exp: String(v.expiresAt), rc,
-    });
+    if (cmd.deliver) {
+      this.#emit(cmd.ref.shard, now, base, "delivery", {
+        sd: d.sealed, sc: cmd.sealedCode, lc: v.locale, mt: v.metadataJson, exp: String(v.expiresAt), rc,
+      });
+    }
     this.#emit(cmd.ref.shard, now, base, "resent", { rc });
     return { kind: "resent", ...times(v, d.masked) };
   }
@@ -295,7 +307,7 @@ export class MemoryStore implements VerificationStore {
   async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {
     const d = this.#get(this.#key(tenant, ref), this.#now());
     const v = d && verificationById(d, ref.verificationId);
-    return v ? { purpose: v.purpose, channel: v.channel, context: v.context } : null;
+    return v ? { purpose: v.purpose, channel: v.channel, context: v.context, prefixRefs: v.prefixRefs, test: v.test } : null;
   }
 
   async inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null> {
@@ -353,7 +365,7 @@ export class MemoryStore implements VerificationStore {
     for (const { shard, id } of entries) this.#outbox[shard]?.delete(id);
   }
 
-  async spendCallerBudgets(tenant: string, budgets: CallerBudget[]): Promise<CallerBudgetOutcome> {
+  async spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<CallerBudgetOutcome> {
     const now = this.#now();
     const tats: number[] = [];
     for (const b of budgets) {
@@ -361,8 +373,15 @@ export class MemoryStore implements VerificationStore {
       if (!spent.allowed) return { allowed: false, name: b.name, retryAfterMs: spent.retryAfterMs };
       tats.push(spent.tat);
     }
+    // The prefix guard last: a refusal by it spends no budget, and is not counted as a send.
+    const transitions: PrefixTransition[] = [];
+    if (guard && guard.prefixes.length > 0) {
+      const decision = this.#prefixes.decide(tenant, guard, now, transitions);
+      if (!decision.allowed) return { allowed: false, name: "PREFIX_SUSPENDED", retryAfterMs: decision.retryAfterMs, transitions };
+    }
     budgets.forEach((b, i) => this.#callerBudgets.set(budgetKey(tenant, b), tats[i]!));
-    return { allowed: true };
+    if (guard && guard.prefixes.length > 0) this.#prefixes.countSent(tenant, guard, now, transitions);
+    return guard ? { allowed: true, transitions } : { allowed: true };
   }
 
   async claimIdempotencyKey(tenant: string, claim: IdempotencyClaim): Promise<IdempotencyClaimOutcome> {
@@ -378,13 +397,19 @@ export class MemoryStore implements VerificationStore {
     return differ.length === 0 ? { kind: "same" } : { kind: "reused", fields: differ };
   }
 
-  async callerBudgetStates(tenant: string, budgets: CallerBudget[]): Promise<LimitState[]> {
+  async callerBudgetStates(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<LimitState[]> {
     const now = this.#now();
-    return budgets.map((b) => ({
+    const states: LimitState[] = budgets.map((b) => ({
       name: b.name,
       limit: b.budget.count,
       ...gcra.state(this.#budgetTat(tenant, b, now), now, b.budget.count, ms(b.budget.windowSeconds)),
     }));
+    if (guard && guard.prefixes.length > 0) states.push(this.#prefixes.state(tenant, guard, now));
+    return states;
+  }
+
+  async recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<PrefixTransition[]> {
+    return this.#prefixes.record(tenant, guard, outcome, this.#now());
   }
 
   async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {
@@ -431,6 +456,7 @@ export class MemoryStore implements VerificationStore {
     for (const [key, d] of this.#destinations) if (now > d.expiresAt) this.#destinations.delete(key);
     for (const [key, tat] of this.#callerBudgets) if (tat < now) this.#callerBudgets.delete(key);
     for (const [key, r] of this.#idempotency) if (r.expiresAt <= now) this.#idempotency.delete(key);
+    this.#prefixes.sweep(now);
   }
 
   #emit(shard: number, now: number, b: EventBase, type: string, extra: Record<string, string> = {}): void {

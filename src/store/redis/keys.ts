@@ -14,6 +14,11 @@ export function callerBudgetKey(prefix: string, tenant: string, name: string, su
   return `${prefix}:{t:${tenant}}:b:${name}:${subject}`;
 }
 
+/** A number prefix's guard counters (README "Prefix guard"), under the tenant's hash tag like its caller budgets. */
+export function prefixGuardKey(prefix: string, tenant: string, digits: number, digest: string): string {
+  return `${prefix}:{t:${tenant}}:pg:${digits}:${digest}`;
+}
+
 export function outboxKey(prefix: string, shard: number): string {
   return `${prefix}:{${shard}}:outbox`;
 }

@@ -12,6 +12,9 @@ import type {
   LimitQuery,
   LimitState,
   OutboxEntry,
+  PrefixGuardCheck,
+  PrefixGuardRule,
+  PrefixTransition,
   ResendCommand,
   ResendOutcome,
   VerificationRef,
@@ -24,9 +27,9 @@ import type {
 import {
   connectRedis, isReplyError, type ConnectionLogger, type RedisAccess, type RedisConnection, type RedisTopology,
 } from "./client.js";
-import { callerBudgetKey, destinationKey, idempotencyRecordKey, OUTBOX_GROUP, outboxKey } from "./keys.js";
+import { callerBudgetKey, destinationKey, idempotencyRecordKey, OUTBOX_GROUP, outboxKey, prefixGuardKey } from "./keys.js";
 import * as replies from "./replies.js";
-import { scriptArgv, type ScriptArgs, type ScriptName } from "./script-args.js";
+import { scriptArgv, type PrefixRuleArg, type ScriptArgs, type ScriptName } from "./script-args.js";
 import { withScriptSpans } from "./script-spans.js";
 import { scripts } from "./scripts.js";
 import { readAcrossShards } from "./shard-reads.js";
@@ -57,11 +60,13 @@ export interface RedisStoreOptions {
 const ms = (seconds: number) => Math.round(seconds * 1000);
 const eventArgs = (e: EventContext) => ({ trace_id: e.traceId, client_id: e.clientId });
 const sends = (b: Budget) => ({ sends_count: b.count, sends_window_ms: ms(b.windowSeconds) });
+const ruleArg = (r: PrefixGuardRule): PrefixRuleArg => [r.minSends, r.minVerifiedPercent, r.windowMs, r.buckets, r.coolOffMs];
 const failures = (b: Budget) => ({ failures_count: b.count, failures_window_ms: ms(b.windowSeconds) });
 
 // Scripts that change nothing (or only append an audit event): no replica
 // acknowledgement to wait for. Every other script (and any new one) waits.
-const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "audit"]);
+// A prefix-guard credit changes no answer either (the Verify it follows is already acknowledged).
+const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "audit", "prefixOutcome"]);
 
 export class RedisStore implements VerificationStore {
   readonly #redis: RedisConnection;
@@ -127,6 +132,8 @@ export class RedisStore implements VerificationStore {
       ...sends(policy.sendsPerDestination),
       ...eventArgs(cmd.event),
       context: cmd.context,
+      prefix_refs: cmd.prefixRefs,
+      deliver: cmd.deliver,
     });
     return replies.issueOutcome(reply);
   }
@@ -155,6 +162,7 @@ export class RedisStore implements VerificationStore {
       cooldown_ms: ms(policy.resendCooldownSeconds),
       ...sends(policy.sendsPerDestination),
       ...eventArgs(cmd.event),
+      deliver: cmd.deliver,
     });
     return replies.resendOutcome(reply);
   }
@@ -169,22 +177,34 @@ export class RedisStore implements VerificationStore {
     return replies.limitStates(reply, policy);
   }
 
-  async spendCallerBudgets(tenant: string, budgets: CallerBudget[]): Promise<CallerBudgetOutcome> {
-    if (budgets.length === 0) return { allowed: true };
-    const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets), {
+  async spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<CallerBudgetOutcome> {
+    const prefixes = guard?.prefixes ?? [];
+    if (budgets.length === 0 && prefixes.length === 0) return { allowed: true };
+    const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets, guard), {
       mode: "spend",
       budgets: budgets.map((b) => [b.budget.count, ms(b.budget.windowSeconds)]),
+      prefixes: prefixes.length,
+      rule: guard && prefixes.length > 0 ? ruleArg(guard.rule) : [],
     });
-    return replies.callerBudgetOutcome(reply, budgets);
+    return replies.callerBudgetOutcome(reply, budgets, prefixes);
   }
 
-  async callerBudgetStates(tenant: string, budgets: CallerBudget[]): Promise<LimitState[]> {
-    if (budgets.length === 0) return [];
-    const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets), {
+  async callerBudgetStates(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<LimitState[]> {
+    const prefixes = guard?.prefixes ?? [];
+    if (budgets.length === 0 && prefixes.length === 0) return [];
+    const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets, guard), {
       mode: "peek",
       budgets: budgets.map((b) => [b.budget.count, ms(b.budget.windowSeconds)]),
+      prefixes: prefixes.length,
+      rule: guard && prefixes.length > 0 ? ruleArg(guard.rule) : [],
     }, true);
-    return replies.callerBudgetStates(reply, budgets);
+    return replies.callerBudgetStates(reply, budgets, guard && prefixes.length > 0 ? guard.rule : undefined);
+  }
+
+  async recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<PrefixTransition[]> {
+    if (guard.prefixes.length === 0) return [];
+    const reply = await this.#run("prefixOutcome", this.#prefixKeys(tenant, guard), { outcome, rule: ruleArg(guard.rule) });
+    return replies.prefixTransitions(reply, 0, guard.prefixes);
   }
 
   async claimIdempotencyKey(tenant: string, claim: IdempotencyClaim): Promise<IdempotencyClaimOutcome> {
@@ -196,8 +216,13 @@ export class RedisStore implements VerificationStore {
     await this.#run("audit", [outboxKey(this.#prefix, shard)], { fields });
   }
 
-  #budgetKeys(tenant: string, budgets: CallerBudget[]): string[] {
-    return budgets.map((b) => callerBudgetKey(this.#prefix, tenant, b.name, b.subject));
+  /** The budgets' keys, then the prefix guard's: one hash tag, the tenant's. */
+  #budgetKeys(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): string[] {
+    return [...budgets.map((b) => callerBudgetKey(this.#prefix, tenant, b.name, b.subject)), ...this.#prefixKeys(tenant, guard)];
+  }
+
+  #prefixKeys(tenant: string, guard?: PrefixGuardCheck): string[] {
+    return (guard?.prefixes ?? []).map((p) => prefixGuardKey(this.#prefix, tenant, p.digits, p.digest));
   }
 
   async findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null> {

@@ -2,7 +2,11 @@ import type {
   CallerBudget,
   CallerBudgetOutcome,
   CancelOutcome,
+  GuardedPrefix,
   IdempotencyClaimOutcome,
+  PrefixGuardRule,
+  PrefixTransition,
+  PrefixTransitionReason,
   IssueOutcome,
   LimitState,
   OutboxEntry,
@@ -97,7 +101,9 @@ export function verifyOutcome(reply: RedisReply): VerifyOutcome {
   if (!VERIFY_RESULTS.has(result)) throw new UnexpectedReplyError(`verify ${result}`);
   const outcome: VerifyOutcome = { result: result as VerifyResultKind, attemptsRemaining: num(r, 1) };
   if (result !== "VERIFIED") return outcome;
-  return { ...outcome, purpose: str(r, 2), destinationDigest: str(r, 3), verifiedAtMs: num(r, 4) };
+  // The prefixes come only with the call that consumed the code (not with a replayed VERIFIED).
+  const prefixRefs = typeof r[5] === "string" && r[5] !== "" ? r[5] : undefined;
+  return { ...outcome, purpose: str(r, 2), destinationDigest: str(r, 3), verifiedAtMs: num(r, 4), ...(prefixRefs ? { prefixRefs } : {}) };
 }
 
 export function resendOutcome(reply: RedisReply): ResendOutcome {
@@ -130,23 +136,49 @@ export function limitStates(reply: RedisReply, policy: StorePolicy): LimitState[
   ];
 }
 
-export function callerBudgetOutcome(reply: RedisReply, budgets: CallerBudget[]): CallerBudgetOutcome {
+/** {status, i, retry, transitions...}: i names the refusing budget, 0 the prefix guard. */
+export function callerBudgetOutcome(reply: RedisReply, budgets: CallerBudget[], prefixes: GuardedPrefix[]): CallerBudgetOutcome {
   const r = list(reply, "caller budgets");
-  if (str(r, 0) === "ok") return { allowed: true };
-  const refused = budgets[num(r, 1) - 1];
+  const guarded = prefixes.length > 0 ? { transitions: prefixTransitions(r, 3, prefixes) } : {};
+  if (str(r, 0) === "ok") return { allowed: true, ...guarded };
+  const i = num(r, 1);
+  if (i === 0) return { allowed: false, name: "PREFIX_SUSPENDED", retryAfterMs: num(r, 2), ...guarded };
+  const refused = budgets[i - 1];
   if (!refused) throw new Error("caller budgets: refusal names no budget");
-  return { allowed: false, name: refused.name, retryAfterMs: num(r, 2) };
+  return { allowed: false, name: refused.name, retryAfterMs: num(r, 2), ...guarded };
 }
 
-export function callerBudgetStates(reply: RedisReply, budgets: CallerBudget[]): LimitState[] {
+export function callerBudgetStates(reply: RedisReply, budgets: CallerBudget[], rule?: PrefixGuardRule): LimitState[] {
   const r = list(reply, "caller budget states");
-  return budgets.map((b, i) => ({
+  const states: LimitState[] = budgets.map((b, i) => ({
     name: b.name,
     limit: b.budget.count,
     remaining: num(r, 3 * i),
     resetAfterMs: num(r, 3 * i + 1),
     retryAfterMs: num(r, 3 * i + 2),
   }));
+  if (rule) {
+    const at = 3 * budgets.length;
+    states.push({ name: "PREFIX_SUSPENDED", limit: rule.minSends, remaining: num(r, at), resetAfterMs: num(r, at + 1), retryAfterMs: num(r, at + 2) });
+  }
+  return states;
+}
+
+const TRANSITION_KINDS: ReadonlySet<string> = new Set(["suspended", "released"]);
+const TRANSITION_REASONS: ReadonlySet<string> = new Set<PrefixTransitionReason>(["CONVERSION_COLLAPSED", "VERIFIED", "COOLED_OFF"]);
+
+/** From index `from`: {prefix j, kind, reason, sent, verified} repeated (prefix-guard.lua). */
+export function prefixTransitions(reply: RedisReply, from: number, prefixes: GuardedPrefix[]): PrefixTransition[] {
+  const r = list(reply, "prefix transitions");
+  const out: PrefixTransition[] = [];
+  for (let i = from; i + 4 < r.length; i += 5) {
+    const prefix = prefixes[num(r, i) - 1];
+    const kind = str(r, i + 1);
+    const reason = str(r, i + 2);
+    if (!prefix || !TRANSITION_KINDS.has(kind) || !TRANSITION_REASONS.has(reason)) throw new UnexpectedReplyError(`prefix transition at ${i}`);
+    out.push({ prefix, kind: kind as PrefixTransition["kind"], reason: reason as PrefixTransitionReason, sent: num(r, i + 3), verified: num(r, i + 4) });
+  }
+  return out;
 }
 
 export function idempotencyOutcome(reply: RedisReply): IdempotencyClaimOutcome {
@@ -168,7 +200,7 @@ export function foundId(reply: RedisReply): string | null {
 export function summary(reply: RedisReply): VerificationSummary | null {
   if (reply === null) return null;
   const r = list(reply, "describe");
-  return { purpose: str(r, 0), channel: num(r, 1), context: str(r, 2) };
+  return { purpose: str(r, 0), channel: num(r, 1), context: str(r, 2), prefixRefs: str(r, 3), test: num(r, 4) === 1 };
 }
 
 function entry(shard: number, raw: RedisReply): OutboxEntry {

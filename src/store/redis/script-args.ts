@@ -36,6 +36,8 @@ export interface ScriptArgs {
     trace_id: string;
     client_id: string;
     context: string;
+    prefix_refs: string;
+    deliver: boolean;
   };
   verify: {
     tenant: string;
@@ -59,6 +61,7 @@ export interface ScriptArgs {
     sends_window_ms: number;
     trace_id: string;
     client_id: string;
+    deliver: boolean;
   };
   limits: {
     purpose: string;
@@ -79,10 +82,14 @@ export interface ScriptArgs {
   describe: { id: string };
   inspect: { id: string };
   cancel: { tenant: string; id: string; trace_id: string; client_id: string };
-  callerBudgets: { mode: "spend" | "peek"; budgets: [count: number, windowMs: number][] };
+  callerBudgets: { mode: "spend" | "peek"; budgets: [count: number, windowMs: number][]; prefixes: number; rule: PrefixRuleArg | [] };
+  prefixOutcome: { outcome: "verified" | "unsent"; rule: PrefixRuleArg };
   audit: { fields: Record<string, string> };
   idempotency: { fields: Record<string, string>; retain_ms: number };
 }
+
+/** [min sends, min verified percent, window ms, buckets, cool-off ms] */
+export type PrefixRuleArg = [minSends: number, minVerifiedPercent: number, windowMs: number, buckets: number, coolOffMs: number];
 
 export type ScriptName = keyof ScriptArgs;
 

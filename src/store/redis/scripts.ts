@@ -52,6 +52,7 @@ function loadAll() {
     callerBudgets: load(dir, "caller-budgets", 0),
     audit: load(dir, "audit", 1),
     idempotency: load(dir, "idempotency", 1),
+    prefixOutcome: load(dir, "prefix-outcome", 0),
   };
 }
 

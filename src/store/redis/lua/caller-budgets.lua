@@ -4,25 +4,39 @@ per country prefix), checked together and spent together or not at all
 (src/store/README.md, "Caller budgets"). They live under the tenant's hash
 tag, apart from destinations, so a Send runs this script and then `issue`;
 a Send refused by `issue` has still spent its caller budgets, as an attempt.
+A Send or Resend to a phone also brings the number's prefix-guard hashes
+(README "Prefix guard"), checked after the budgets and counted with them.
 
 KEYS[i]     budget i           <prefix>:{t:<tenant>}:b:<name>:<subject>   (i = 1..n)
+KEYS[n+j]   prefix j           <prefix>:{t:<tenant>}:pg:<digits>:<digest>   (j = 1..prefixes, coarsest first)
 
 ARGV[1]     JSON object, read by name (includes/args.lua):
   mode      str   "spend" | "peek"
-  budgets   list  one [count, window ms] per key, in KEYS order
+  budgets   list  one [count, window ms] per budget key, in KEYS order
+  prefixes  int   prefix-guard keys after the budgets (0: none)
+  rule      list  with prefixes: [min sends, min verified percent, window ms, buckets, cool-off ms]; else []
 
 Returns
-  spend: {'ok'} | {'refused', i, retry after ms}   (i: the first budget with nothing left; nothing spent)
-  peek:  {remaining_1, reset after ms_1, retry after ms_1, ..., remaining_n, ...}
+  spend: {'ok', 0, 0, transitions...}
+         {'refused', i, retry after ms, transitions...}   (i: the first budget with nothing left, 0: the prefix
+                                                          guard; nothing spent or counted)
+         transitions: {prefix j, 'suspended' | 'released', reason, sent, verified} flattened
+  peek:  {remaining_1, reset after ms_1, retry after ms_1, ..., remaining_n, ...}, then with prefixes the
+         guard's {remaining, reset after ms, retry after ms}
 ]]
 
 --- @include "args"
 --- @include "clock"
 --- @include "gcra"
+--- @include "prefix-guard"
 
-local A, bad = script_args('caller-budgets', { mode = 'str', budgets = 'list' })
+local A, bad = script_args('caller-budgets', { mode = 'str', budgets = 'list', prefixes = 'int', rule = 'list' })
 if not A then return bad end
-local n = #KEYS
+local n = #KEYS - A.prefixes
+if n < 0 then return redis.error_reply('ARGS caller-budgets: prefixes is more than KEYS') end
+if A.prefixes > 0 and not pg_rule_ok(A.rule) then
+  return redis.error_reply('ARGS caller-budgets: rule is not [min sends, percent, window ms, buckets, cool-off ms]')
+end
 if A.mode ~= 'spend' and A.mode ~= 'peek' then return redis.error_reply('ARGS caller-budgets: mode is not spend or peek') end
 if #A.budgets ~= n then return redis.error_reply('ARGS caller-budgets: budgets does not match KEYS') end
 for i = 1, n do
@@ -33,12 +47,21 @@ for i = 1, n do
 end
 
 local now = now_ms()
-local stored = redis.call('MGET', unpack(KEYS))
+local stored = {}
+if n > 0 then stored = redis.call('MGET', unpack(KEYS, 1, n)) end
+local rule, prefixes = A.rule, {}
+for j = 1, A.prefixes do prefixes[j] = pg_read(j, KEYS[n + j], now, rule) end
 
 if A.mode == 'peek' then
   local out = {}
   for i = 1, n do
     local left, reset, retry = gcra_state(stored[i], now, A.budgets[i][1], A.budgets[i][2])
+    out[#out + 1] = left
+    out[#out + 1] = reset
+    out[#out + 1] = retry
+  end
+  if A.prefixes > 0 then
+    local left, reset, retry = pg_state(prefixes, now, rule)
     out[#out + 1] = left
     out[#out + 1] = reset
     out[#out + 1] = retry
@@ -52,8 +75,18 @@ for i = 1, n do
   if not allowed then return {'refused', i, retry} end
   tats[i] = tat
 end
+-- The prefix guard last: its refusal spends no budget and counts no send (releases it found stay).
+local transitions = {}
+if A.prefixes > 0 then
+  local allowed, retry = pg_decide(prefixes, now, rule, transitions)
+  if not allowed then
+    for _, st in ipairs(prefixes) do pg_save(st, now, rule, nil, nil) end
+    return pg_flatten({'refused', 0, retry}, transitions)
+  end
+end
 for i = 1, n do
   -- A budget key is worthless once its tat has passed: it expires then.
   redis.call('SET', KEYS[i], tats[i], 'PXAT', math.ceil(tats[i]))
 end
-return {'ok'}
+if A.prefixes > 0 then pg_count_sent(prefixes, now, rule, transitions) end
+return pg_flatten({'ok', 0, 0}, transitions)

@@ -6,7 +6,7 @@ KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
 ARGV[1]   JSON object, read by name (includes/args.lua):
   id        str  verification id
 
-Returns {purpose, channel, context}, or nil when the id is unknown at this destination.
+Returns {purpose, channel, context, prefix refs, test (0|1)}, or nil when the id is unknown at this destination.
 ]]
 
 --- @include "args"
@@ -17,7 +17,7 @@ if not A then return bad end
 
 local p = redis.call('HGET', KEYS[1], id_field(A.id))
 if not p then return false end
-local f = redis.call('HMGET', KEYS[1], p .. ':c', p .. ':cx', p .. ':id')
+local f = redis.call('HMGET', KEYS[1], p .. ':c', p .. ':cx', p .. ':pg', p .. ':td', p .. ':id')
 -- The purpose's current verification must be the one asked about.
-if not f[3] or code_id(f[3]) ~= A.id or not f[1] then return false end
-return {p, counters_read(f[1]).ch, f[2] or ''}
+if not f[5] or code_id(f[5]) ~= A.id or not f[1] then return false end
+return {p, counters_read(f[1]).ch, f[2] or '', f[3] or '', f[4] and 1 or 0}

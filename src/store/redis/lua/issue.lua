@@ -32,6 +32,8 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   trace_id          str
   client_id         str
   context           str  bound into the code ("" when none), kept for Resend
+  prefix_refs       str  the number's guarded prefixes ("" when none), kept as `<p>:pg` for Verify and Resend
+  deliver           bool false for a test destination: no delivery event, `<p>:td` set, `sent` with reason TEST_DESTINATION
 
 Returns
   {'conflict'}   the idempotency key created this live verification with other parameters
@@ -55,7 +57,7 @@ local A, bad = script_args('issue', {
   locale = 'str', metadata = 'str', idempotency_key = 'str', fingerprint = 'str', ttl_ms = 'pos',
   max_attempts = 'pos', cooldown_ms = 'int', max_resends = 'int', failures_count = 'pos',
   failures_window_ms = 'pos', sends_count = 'pos', sends_window_ms = 'pos',
-  trace_id = 'str', client_id = 'str', context = 'str' })
+  trace_id = 'str', client_id = 'str', context = 'str', prefix_refs = 'str', deliver = 'bool' })
 if not A then return bad end
 
 local dest = KEYS[1]
@@ -107,7 +109,8 @@ for i = 1, #sealed do set[#set + 1] = sealed[i] end
 local gone = {p .. ':st', p .. ':vk', p .. ':vt', p .. ':ct'}
 if #sealed == 2 then gone[#gone + 1] = 'sb2' end
 local fp = ik ~= '' and A.fingerprint or ''
-for _, f in ipairs({{':ik', ik}, {':if', fp}, {':lc', A.locale}, {':mt', A.metadata}, {':cx', A.context}}) do
+for _, f in ipairs({{':ik', ik}, {':if', fp}, {':lc', A.locale}, {':mt', A.metadata}, {':cx', A.context},
+    {':pg', A.prefix_refs}, {':td', A.deliver and '' or '1'}}) do
   if f[2] == '' then
     gone[#gone + 1] = p .. f[1]
   else
@@ -121,8 +124,12 @@ redis.call('HSET', dest, unpack(set))
 -- Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.
 extend_expiry(dest, math.max(e + ttl, ls))
 
--- 6. Delivery first: the relay publishes in stream order.
+-- 6. Delivery first: the relay publishes in stream order. A test destination gets none.
 ev.vid = vid
-emit(ev, 'delivery', 'sd', A.sealed_dest, 'sc', A.sealed_code, 'lc', A.locale, 'mt', A.metadata, 'exp', e, 'rc', 0)
-emit(ev, 'sent')
+if A.deliver then
+  emit(ev, 'delivery', 'sd', A.sealed_dest, 'sc', A.sealed_code, 'lc', A.locale, 'mt', A.metadata, 'exp', e, 'rc', 0)
+  emit(ev, 'sent')
+else
+  emit(ev, 'sent', 'reason', 'TEST_DESTINATION')
+end
 return {'issued', vid, ch, md, e, ra, m, m, mr, n}

@@ -18,6 +18,7 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   sends_window_ms   pos
   trace_id          str
   client_id         str
+  deliver           bool false for a test destination's verification: no delivery event
 
 Returns
   {'resent', verification id, channel, masked destination, expires at ms,
@@ -37,7 +38,7 @@ Returns
 local A, bad = script_args('resend', {
   tenant = 'str', id = 'str', channel = 'int', code_digest = 'str', key_id = 'str', sealed_code = 'str',
   ttl_ms = 'pos', cooldown_ms = 'int', sends_count = 'pos', sends_window_ms = 'pos',
-  trace_id = 'str', client_id = 'str' })
+  trace_id = 'str', client_id = 'str', deliver = 'bool' })
 if not A then return bad end
 
 local dest, vid = KEYS[1], A.id
@@ -76,6 +77,8 @@ redis.call('HSET', dest, 'ls', ls, p .. ':id', code_value(vid, A.code_digest), p
 extend_expiry(dest, math.max(e + ttl, ls))
 
 ev.ch = ch
-emit(ev, 'delivery', 'sd', sealed_text(v[9], v[10]), 'sc', A.sealed_code, 'lc', v[3] or '', 'mt', v[4] or '', 'exp', e, 'rc', r)
+if A.deliver then
+  emit(ev, 'delivery', 'sd', sealed_text(v[9], v[10]), 'sc', A.sealed_code, 'lc', v[3] or '', 'mt', v[4] or '', 'exp', e, 'rc', r)
+end
 emit(ev, 'resent', 'rc', r)
 return {'resent', vid, ch, v[8], e, ra, c.m, c.m - c.a, mr - r, c.n}

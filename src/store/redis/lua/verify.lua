@@ -38,7 +38,7 @@ local p = redis.call('HGET', dest, id_field(vid))
 if not p then return {'NOT_FOUND', 0} end
 
 local v = redis.call('HMGET', dest, p .. ':id', p .. ':k', p .. ':c',
-  p .. ':st', p .. ':vk', p .. ':vt', 'lk', 'lf', 'dd', 'md')
+  p .. ':st', p .. ':vk', p .. ':vt', 'lk', 'lf', 'dd', 'md', p .. ':pg')
 -- The purpose's current verification must be the one asked about, not only its code digest.
 if not v[1] or code_id(v[1]) ~= vid or not v[3] then return {'NOT_FOUND', 0} end
 local c, st = counters_read(v[3]), v[4] or '' -- empty fields are not stored
@@ -88,7 +88,8 @@ if match then
   end
   redis.call('HDEL', dest, p .. ':lc', p .. ':mt')
   emit(ev, 'verified')
-  return {'VERIFIED', m - a, p, dd, now}
+  -- The prefixes to credit, this once (a repeat above does not return them).
+  return {'VERIFIED', m - a, p, dd, now, v[11] or ''}
 end
 
 -- No match: spend the destination's failure budget, as the verification's purpose sets it

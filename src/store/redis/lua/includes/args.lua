@@ -5,7 +5,7 @@
 -- writes anything, so a mistake in the caller can never be stored silently.
 --
 -- Kinds: 'str' string; 'int' whole number >= 0; 'pos' whole number >= 1;
--- 'map' object of string values; 'list' array.
+-- 'map' object of string values; 'list' array; 'bool' true or false.
 local ARG_KINDS = {
   str = function(v) return type(v) == 'string' end,
   int = function(v) return type(v) == 'number' and v >= 0 and v == math.floor(v) and v < 9007199254740992 end,
@@ -18,6 +18,7 @@ local ARG_KINDS = {
     return true
   end,
   list = function(v) return type(v) == 'table' and (next(v) == nil or v[1] ~= nil) end,
+  bool = function(v) return type(v) == 'boolean' end,
 }
 
 -- Returns the arguments, or nil and the error reply to return.

@@ -1,0 +1,171 @@
+// The service on a real three-broker Kafka cluster (RF 3, min ISR 2): the
+// topics it creates are replicated as configured, and SIGKILLing the broker
+// that leads the delivery/audit partitions during a 30-second Send stream
+// loses no event. Counted with kcat (not our client) by event id; duplicates
+// are allowed (at least once) and reported.
+import { Writable } from 'node:stream';
+import type { Client } from '@grpc/grpc-js';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureTopics, kafkaClient } from '../../src/events/kafka/client.js';
+import { HEADERS, TOPICS } from '../../src/events/topics.js';
+import { Channel, OtpService } from '../../src/gen/otp/v1/otp_pb.js';
+import { grpcCall, grpcClient } from '../support/grpc-client.js';
+import { startKafkaCluster, type KafkaCluster } from '../support/kafka-cluster.js';
+import { kcatMetadata, kcatRead, type KafkaRecord } from '../support/kcat.js';
+import { freshEmail, startTestApp, type TestApp } from '../support/otp-app.js';
+import { startRedis, type RedisServer } from '../support/redis.js';
+
+const { send } = OtpService.method;
+const STREAM_MS = 30_000;
+const SENDS_PER_SECOND = 8;
+const MAX_SENDS = (STREAM_MS / 1000) * SENDS_PER_SECOND;
+const KILL_AFTER_MS = 8_000;
+
+let cluster: KafkaCluster;
+let redis: RedisServer;
+let app: TestApp;
+let client: Client;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  cluster = await startKafkaCluster();
+  app = await startTestApp({
+    REDIS_URL: redis.url,
+    KAFKA_BROKERS: cluster.brokers,
+    OTP_KAFKA_REPLICATION_FACTOR: '3',
+    OTP_KAFKA_MIN_INSYNC_REPLICAS: '2',
+    // One test client sends them all: no caller budget in the way.
+    OTP_LIMIT_SEND_PER_IP: '100000/1h',
+    OTP_LIMIT_SEND_PER_TENANT: '100000/1h',
+  });
+  client = grpcClient(app.grpcTarget);
+}, 300_000);
+
+afterAll(async () => {
+  client?.close();
+  await app?.stop();
+  await cluster?.stop();
+  await redis?.stop();
+}, 60_000);
+
+/** Event ids per verification id, and how many records carried each id. */
+function byVerification(records: KafkaRecord[]): { ids: Map<string, Set<string>>; copies: Map<string, number> } {
+  const ids = new Map<string, Set<string>>();
+  const copies = new Map<string, number>();
+  for (const r of records) {
+    const id = r.headers[HEADERS.eventId]!;
+    copies.set(id, (copies.get(id) ?? 0) + 1);
+    let set = ids.get(r.key);
+    if (!set) ids.set(r.key, (set = new Set()));
+    set.add(id);
+  }
+  return { ids, copies };
+}
+
+async function readyDetails(): Promise<{ event_backlog: number; event_relay_error: string | null }> {
+  const text = await (await fetch(`${app.httpBase}/readyz`)).text();
+  return JSON.parse(text.split('\n')[1]!) as { event_backlog: number; event_relay_error: string | null };
+}
+
+describe('Kafka replicated over three brokers', () => {
+  it('the service creates its topics with RF 3 and min.insync.replicas=2', async () => {
+    // The relay creates the topics on its first publish; the status consumer at start.
+    const first = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('replicated') });
+    expect(first.verificationId).not.toBe('');
+    await cluster.untilLed([TOPICS.delivery, TOPICS.audit, TOPICS.deliveryStatus], 3);
+    for (const topic of [TOPICS.delivery, TOPICS.audit, TOPICS.deliveryStatus]) {
+      // As an outside client sees it (kcat -L): three replicas, all in sync.
+      const partitions = await kcatMetadata(cluster.brokers, topic);
+      expect(partitions.length, topic).toBe(3);
+      for (const p of partitions) {
+        expect(p.replicas.map((r) => r.id).sort(), `${topic}/${p.partition} replicas`).toEqual([1, 2, 3]);
+        expect(p.isrs.length, `${topic}/${p.partition} ISR`).toBe(3);
+      }
+      // The topic's own min.insync.replicas (admin DescribeConfigs).
+      expect((await cluster.describe(topic)).minInsyncReplicas, topic).toBe(2);
+    }
+  }, 120_000);
+
+  it('a topic that exists with less replication is reported and left as it is', async () => {
+    const lines: { msg: string; topic?: string; replication_factor?: number }[] = [];
+    const logger = pino({ level: 'warn' }, new Writable({ write: (chunk, _e, done) => (lines.push(JSON.parse(String(chunk))), done()) }));
+    const kafka = kafkaClient({ brokers: cluster.brokers.split(','), clientId: 'weak-topic-test', logger });
+    const weak = `weak-${Date.now().toString(36)}`;
+    // Created by someone else, with one replica and the broker default min ISR.
+    await ensureTopics(kafka, [weak], { replication: { replicationFactor: 1, minInsyncReplicas: 1 }, logger });
+    const reported = await ensureTopics(kafka, [weak], { replication: { replicationFactor: 3, minInsyncReplicas: 2 }, logger });
+    expect(reported).toEqual([weak]);
+    expect(lines.some((l) => l.topic === weak && l.replication_factor === 1 && /less replication/.test(l.msg))).toBe(true);
+    const after = await cluster.describe(weak);
+    expect(after.partitions.every((p) => p.replicas.length === 1)).toBe(true);
+    expect(after.minInsyncReplicas).toBe(1);
+  }, 60_000);
+
+  it('SIGKILL of the broker leading the delivery/audit partitions during a 30 s Send stream: 0 events lost', async () => {
+    const sent: string[] = [];
+    const failures: string[] = [];
+    let killed: { nodeId: number; led: string[] } | undefined;
+    const started = Date.now();
+    for (let i = 0; i < MAX_SENDS && Date.now() - started < STREAM_MS; i++) {
+      const due = started + (i * 1000) / SENDS_PER_SECOND;
+      if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()));
+      if (!killed && Date.now() - started >= KILL_AFTER_MS) {
+        // The broker leading the most delivery/audit partitions right now (leaders spread over the three).
+        const led = new Map<number, string[]>();
+        for (const topic of [TOPICS.delivery, TOPICS.audit]) {
+          for (const p of await kcatMetadata(cluster.brokers, topic)) led.set(p.leader, [...(led.get(p.leader) ?? []), `${topic}/${p.partition}`]);
+        }
+        const [nodeId, partitions] = [...led].sort((a, b) => b[1].length - a[1].length)[0]!;
+        await cluster.kill(nodeId);
+        killed = { nodeId, led: partitions };
+      }
+      try {
+        const res = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('stream') });
+        sent.push(res.verificationId);
+      } catch (err) {
+        failures.push((err as Error).message);
+      }
+    }
+    // Sends never wait on Kafka: the outbox takes the events in the same Redis step.
+    expect(failures).toEqual([]);
+    expect(killed, 'a broker was killed mid-stream').toBeDefined();
+    expect(sent.length).toBeGreaterThan(MAX_SENDS / 2);
+
+    // Everything written to the outbox reaches Kafka: each Send's delivery
+    // event and its audit "sent" event, and the outbox drains to empty.
+    const deadline = Date.now() + 120_000;
+    let deliveries = byVerification([]);
+    let audits = byVerification([]);
+    let missing: { delivery: number; audit: number } = { delivery: sent.length, audit: sent.length };
+    for (;;) {
+      deliveries = byVerification(await kcatRead(cluster.brokers, TOPICS.delivery));
+      audits = byVerification(await kcatRead(cluster.brokers, TOPICS.audit));
+      missing = { delivery: sent.filter((v) => !deliveries.ids.has(v)).length, audit: sent.filter((v) => !audits.ids.has(v)).length };
+      if ((missing.delivery === 0 && missing.audit === 0 && (await readyDetails()).event_backlog === 0) || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+    const duplicates = (copies: Map<string, number>) => [...copies.values()].reduce((n, c) => n + c - 1, 0);
+    const report = {
+      sends: sent.length,
+      killed_node: killed!.nodeId,
+      partitions_it_led: killed!.led,
+      delivery: { records: [...deliveries.copies.values()].reduce((a, b) => a + b, 0), event_ids: deliveries.copies.size, duplicates: duplicates(deliveries.copies), lost: missing.delivery },
+      audit: { records: [...audits.copies.values()].reduce((a, b) => a + b, 0), event_ids: audits.copies.size, duplicates: duplicates(audits.copies), lost: missing.audit },
+    };
+    // What the relay's client went through (otp_kafka_errors_total on /metrics).
+    const metrics = await (await fetch(`${app.httpBase}/metrics`)).text();
+    const kafkaErrors: Record<string, number> = {};
+    for (const m of metrics.matchAll(/^otp_kafka_errors_total\{client="otp-service",kind="(\w+)"\} (\d+)/gm)) kafkaErrors[m[1]!] = Number(m[2]);
+    console.info(`kafka broker kill: ${JSON.stringify({ ...report, relay_kafka_errors: kafkaErrors })}`);
+    expect(missing).toEqual({ delivery: 0, audit: 0 });
+    expect((await readyDetails()).event_backlog).toBe(0);
+    // Every Send's delivery event is one event (one id), whatever the copies.
+    for (const vid of sent) expect(deliveries.ids.get(vid)!.size, vid).toBe(1);
+    expect(killed!.led.length).toBeGreaterThan(0);
+    // The cluster still serves the topics on the two brokers left.
+    await cluster.untilLed([TOPICS.delivery, TOPICS.audit], 2);
+    // Operators saw it: the lost broker shows in the relay's Kafka error counts.
+    expect((kafkaErrors.connection ?? 0) + (kafkaErrors.produce_retry ?? 0) + (kafkaErrors.publish_failed ?? 0)).toBeGreaterThan(0);
+  }, 300_000);
+});
