@@ -185,6 +185,7 @@ describe('notifier with a real Kafka broker', () => {
         KAFKA_BROKERS: brokers,
         OTP_SEAL_KEYS: keyring.env,
         NOTIFIER_GROUP_ID: `test-child-${randomBytes(4).toString('hex')}`,
+        NOTIFIER_METRICS_PORT: '0',
         LOG_LEVEL: 'info',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -218,6 +219,13 @@ describe('notifier with a real Kafka broker', () => {
       expect(status.verificationId).toBe(d.verificationId);
       expect(status.resendCount).toBe(2);
       expect(status.adapter).toBe('console');
+
+      // Its /metrics (NOTIFIER_METRICS_PORT; 0 here: a free port, logged) counts the delivery.
+      const port = stdout.split('\n').map(tryJson).find((l) => l?.msg === 'metrics at /metrics')?.port;
+      expect(port).toBeGreaterThan(0);
+      const metrics = (await run('curl', ['-sS', '--fail', `http://127.0.0.1:${String(port)}/metrics`])).stdout;
+      expect(metrics).toContain('otp_notifier_deliveries_total{channel="sms",outcome="delivered"} 1');
+      expect(metrics).toMatch(/^otp_notifier_delivery_latency_seconds_count\{channel="sms"\} 1$/m);
 
       child.kill('SIGTERM');
       expect(await withTimeout(exited, 30_000, 'notifier did not exit after SIGTERM')).toBe(0);
