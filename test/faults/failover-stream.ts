@@ -1,0 +1,154 @@
+// One fault scenario for every Redis deployment: a Send/Verify stream through
+// one in-process service (gRPC), a Redis master SIGKILLed in the middle, its
+// replica promoted, the dead node started again (it rejoins as a replica, so
+// OTP_REDIS_WAIT_REPLICAS=1 has a replica to count again). What must hold:
+// the same service serves again within seconds, no restart; calls in between
+// answer UNAVAILABLE, never INTERNAL; no code is VERIFIED twice; every event
+// of an answered call reaches Kafka (counted with kcat).
+import { fromBinary } from '@bufbuild/protobuf';
+import { status, type Client } from '@grpc/grpc-js';
+import { expect } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { Sealer } from '../../src/events/seal.js';
+import { TOPICS } from '../../src/events/topics.js';
+import { AuditEventSchema, AuditEventType, DeliveryRequestedSchema } from '../../src/gen/otp/events/v1/events_pb.js';
+import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
+import { grpcCall, grpcClient } from '../support/grpc-client.js';
+import { kcatUntil } from '../support/kcat.js';
+import { freshEmail, startTestApp, type TestApp } from '../support/otp-app.js';
+
+const { send, verify } = OtpService.method;
+const sealer = new Sealer(loadConfig({}).sealKeys); // the development seal key, as a dev notifier has it
+
+export interface Fault {
+  /** SIGKILL a master; resolves once it is dead. */
+  kill(): Promise<void>;
+  /** Waits for the replica's promotion, starts the dead node again and waits until it is a replica in sync. */
+  recover(): Promise<void>;
+}
+
+type Outcome = 'ok' | 'unavailable' | string;
+
+const PRE_SENT = 30;
+const STREAM_MS_AFTER_RECOVERY = 3_000;
+const SERVES_AGAIN_WITHIN_MS = 15_000;
+
+export interface FailoverSummary {
+  calls: number;
+  unavailable: number;
+  /** From the kill to the last UNAVAILABLE answer. */
+  unavailableForMs: number;
+}
+
+export async function failoverUnderStream(redisEnv: Record<string, string>, brokers: string, fault: Fault): Promise<FailoverSummary> {
+  const app: TestApp = await startTestApp({
+    ...redisEnv,
+    KAFKA_BROKERS: brokers,
+    OTP_REDIS_WAIT_REPLICAS: '1',
+    OTP_REDIS_WAIT_TIMEOUT_MS: '500',
+    OTP_REDIS_TIMEOUT_MS: '1000',
+    // Entries a relay read but could not acknowledge (its master died) are taken over soon.
+    OTP_RELAY_CLAIM_IDLE_MS: '1000',
+    OTP_LIMIT_VERIFY_PER_IP: '100000/1h',
+    OTP_LIMIT_SEND_PER_IP: '100000/1h',
+    OTP_LIMIT_SEND_PER_TENANT: '100000/1h',
+  });
+  const client: Client = grpcClient(app.grpcTarget);
+  try {
+    // Verifications to verify during the fault: their codes as a notifier reads them from Kafka.
+    const pre: string[] = [];
+    for (let i = 0; i < PRE_SENT; i++) pre.push((await sendOne(client)).verificationId);
+    const codes = await codesFromKafka(brokers, pre);
+
+    const outcomes: { at: number; call: 'send' | 'verify'; outcome: Outcome }[] = [];
+    const sentIds: string[] = [];
+    const verifiedCount = new Map<string, number>();
+    const verifyRound = async (id: string): Promise<Outcome> => {
+      try {
+        const res = await grpcCall(client, verify, { target: { case: 'verificationId', value: id }, code: codes.get(id)! });
+        if (res.result === VerifyResult.VERIFIED) verifiedCount.set(id, (verifiedCount.get(id) ?? 0) + 1);
+        return 'ok';
+      } catch (err) {
+        return outcomeOf(err);
+      }
+    };
+
+    // The stream: Send, then Verify of a pre-sent code, over and over, until some time after recovery.
+    let recoveredAt = 0;
+    let killedAt = 0;
+    let stop = false;
+    const stream = (async () => {
+      for (let i = 0; !stop; i++) {
+        const sent = await sendOne(client).then((r) => (sentIds.push(r.verificationId), 'ok'), outcomeOf);
+        outcomes.push({ at: Date.now(), call: 'send', outcome: sent });
+        outcomes.push({ at: Date.now(), call: 'verify', outcome: await verifyRound(pre[i % PRE_SENT]!) });
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 1_000));
+    killedAt = Date.now();
+    await fault.kill();
+    await fault.recover();
+    recoveredAt = Date.now();
+    await new Promise((r) => setTimeout(r, STREAM_MS_AFTER_RECOVERY));
+    stop = true;
+    await stream;
+
+    // Never anything but an answer or UNAVAILABLE.
+    const failures = outcomes.filter((o) => o.outcome !== 'ok');
+    expect(failures.filter((o) => o.outcome !== 'unavailable')).toEqual([]);
+    // The same process serves again: every call after recovery (plus a grace) was answered.
+    const late = outcomes.filter((o) => o.at > Math.max(recoveredAt, killedAt + SERVES_AGAIN_WITHIN_MS));
+    expect(late.filter((o) => o.outcome !== 'ok')).toEqual([]);
+    const lastFailure = failures.at(-1)?.at ?? killedAt;
+    expect(lastFailure - killedAt, 'UNAVAILABLE for at most this long after the kill').toBeLessThan(SERVES_AGAIN_WITHIN_MS + (recoveredAt - killedAt));
+    expect(outcomes.filter((o) => o.at > recoveredAt && o.outcome === 'ok').length).toBeGreaterThan(5);
+    // The fault was felt: some calls met the dead master.
+    expect(failures.length).toBeGreaterThan(0);
+
+    // Every pre-sent code, tried again now: VERIFIED at most once in all.
+    for (const id of pre) await verifyRound(id);
+    for (const id of pre) await verifyRound(id);
+    expect([...verifiedCount.entries()].filter(([, n]) => n > 1)).toEqual([]);
+    expect(verifiedCount.size).toBe(PRE_SENT);
+
+    // Every answered Send's delivery event and every VERIFIED's audit event reach Kafka.
+    const deliveries = await kcatUntil(brokers, TOPICS.delivery, (rs) => sentIds.every((id) => rs.some((r) => r.key === id)), 30_000);
+    expect(sentIds.filter((id) => !deliveries.some((r) => r.key === id))).toEqual([]);
+    const audits = await kcatUntil(brokers, TOPICS.audit, (rs) => verifiedOf(rs).size >= PRE_SENT, 30_000);
+    expect(pre.filter((id) => !verifiedOf(audits).has(id))).toEqual([]);
+    return { calls: outcomes.length, unavailable: failures.length, unavailableForMs: lastFailure - killedAt };
+  } finally {
+    client.close();
+    await app.stop();
+  }
+}
+
+function sendOne(client: Client) {
+  return grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('failover') });
+}
+
+function outcomeOf(err: unknown): Outcome {
+  const code = (err as { code?: number }).code;
+  return code === status.UNAVAILABLE ? 'unavailable' : `status ${code}: ${(err as Error).message}`;
+}
+
+function verifiedOf(records: { key: string; value: Buffer }[]): Set<string> {
+  const ids = new Set<string>();
+  for (const r of records) {
+    const event = fromBinary(AuditEventSchema, r.value);
+    if (event.type === AuditEventType.VERIFIED) ids.add(event.verificationId);
+  }
+  return ids;
+}
+
+async function codesFromKafka(brokers: string, ids: string[]): Promise<Map<string, string>> {
+  const records = await kcatUntil(brokers, TOPICS.delivery, (rs) => ids.every((id) => rs.some((r) => r.key === id)), 30_000);
+  const codes = new Map<string, string>();
+  for (const r of records) {
+    if (!ids.includes(r.key)) continue;
+    const delivery = fromBinary(DeliveryRequestedSchema, r.value);
+    codes.set(r.key, sealer.open('code', r.key, delivery.code!));
+  }
+  expect(codes.size).toBe(ids.length);
+  return codes;
+}
