@@ -12,7 +12,8 @@ import { DeliveryStatusConsumer } from '../../src/events/status-consumer.js';
 import { TOPICS } from '../../src/events/topics.js';
 import { DeliveryOutcome } from '../../src/gen/otp/events/v1/events_pb.js';
 import { Channel } from '../../src/gen/otp/v1/otp_pb.js';
-import { parseVerificationId } from '../../src/otp/verification-id.js';
+import { VerificationIds } from '../../src/otp/verification-id.js';
+import { StatusMac } from '../../src/events/status-mac.js';
 import { buildAdapters } from '../../src/notifier/adapters/index.js';
 import { loadNotifierConfig } from '../../src/notifier/config.js';
 import { Lru } from '../../src/notifier/dedupe.js';
@@ -274,7 +275,8 @@ describe('notifier with a real Kafka broker', () => {
         },
         appendAudit: async () => {},
       },
-      shards: 16,
+      ids: new VerificationIds(Buffer.alloc(32, 1), 16),
+      mac: new StatusMac(keyring.keys),
       groupId: `test-status-${randomBytes(4).toString('hex')}`,
       topic: cases.failing.status,
     });
@@ -305,7 +307,7 @@ describe('notifier with a real Kafka broker', () => {
       // The OTP service's side: the FAILED report reaches markDeliveryFailed.
       await until(() => marked.some((m) => m.ref.verificationId === d.verificationId), 30_000, 'status consumer did not apply the FAILED report');
       const call = marked.find((m) => m.ref.verificationId === d.verificationId)!;
-      expect(call).toEqual({ tenant: d.tenant, ref: parseVerificationId(d.verificationId, 16), resendCount: 1, reason: 'webhook 503', event: { traceId: 'trace-failing', clientId: '' } });
+      expect(call).toEqual({ tenant: d.tenant, ref: new VerificationIds(Buffer.alloc(32, 1), 16).parse(d.verificationId), resendCount: 1, reason: 'webhook 503', event: { traceId: 'trace-failing', clientId: '' } });
     } finally {
       await statusConsumer.stop();
       await hook.close();
