@@ -43,7 +43,7 @@ beforeAll(async () => {
     dist.entry('main.js'),
   );
   notifier = await spawnService(
-    { KAFKA_BROKERS: env.brokers, NOTIFIER_GROUP_ID: `traces-${hex(4)}`, ...otel },
+    { KAFKA_BROKERS: env.brokers, NOTIFIER_GROUP_ID: `traces-${hex(4)}`, NOTIFIER_METRICS_PORT: '0', ...otel },
     dist.entry('notifier/main.js'),
   );
   await untilServing(service);
