@@ -42,9 +42,9 @@ beforeAll(async () => {
   const otel = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY: '100' };
   const shared = { REDIS_URL: env.redisUrl, KAFKA_BROKERS: env.brokers, OTP_CLIENTS_FILE: file.path, OTP_RELAY: 'off', ...otel };
   service = await spawnService({ ...shared, OTP_WORKERS: '1' }, dist.entry('bin/service.js'));
-  relay = await spawnService(shared, dist.entry('bin/relay.js'));
+  relay = await spawnService({ ...shared, OTP_RELAY_METRICS_PORT: '0' }, dist.entry('bin/relay.js'));
   notifier = await spawnService(
-    { KAFKA_BROKERS: env.brokers, NOTIFIER_GROUP_ID: `traces-${hex(4)}`, ...otel },
+    { KAFKA_BROKERS: env.brokers, NOTIFIER_GROUP_ID: `traces-${hex(4)}`, NOTIFIER_METRICS_PORT: '0', ...otel },
     dist.entry('bin/notifier.js'),
   );
   await untilServing(service);
