@@ -230,6 +230,25 @@ describe('the prefix guard under a simulated pumping run (default settings; call
     expect(await ctx.app.audits.find({ type: 'rate_limited', reason: 'PREFIX_SUSPENDED', vid: delivered!.verification_id })).toBeDefined();
   });
 
+  it('an attack spread at random over a block of a million numbers (+44 7401 xxxxxx) is caught by the 6-digit prefix', async () => {
+    const numbers = new Set<string>();
+    while (numbers.size < 60) numbers.add(`+447401${String(randomBytes(4).readUInt32BE() % 1_000_000).padStart(6, '0')}`);
+    let accepted = 0;
+    let suspended = 0;
+    let i = 0;
+    for (const destination of numbers) {
+      const clientIp = `192.0.2.${i++ % 250}`;
+      // As tenant globex: acme's counts are its own.
+      await grpcCall(ctx.grpc, send, { ...sms(destination), clientIp }, as('globex')).then(
+        () => accepted++,
+        (err: ServiceError) => { if (reasonOf(err) === 'PREFIX_SUSPENDED') suspended++; },
+      );
+    }
+    expect(accepted).toBe(20);
+    expect(suspended).toBe(40);
+    expect(await ctx.app.audits.find({ type: 'prefix_suspended', px: '+447401', tn: 'globex' })).toBeDefined();
+  });
+
   it('each suspended prefix (6, 7 and 8 digits) is audited, logged and counted', async () => {
     for (const px of ['+447400', '+4474001', '+44740010']) {
       const event = await ctx.app.audits.find({ type: 'prefix_suspended', px, tn: 'acme', reason: 'CONVERSION_COLLAPSED' });
