@@ -101,9 +101,10 @@ export function probeNoise(): NoiseProbe {
       const perCore = (ticks: number) => (100 * ticks * ncpu()) / total;
       const report: Record<string, number> = {};
       const cpuSeconds: Record<string, number> = {};
+      // One decimal: in the cluster scenario a Redis master's whole share is 1-2% of a core.
       for (const [name, pid] of watched) {
         const ticks = treeTicks(all1, pid) - (start.get(name) ?? treeTicks(all1, pid));
-        report[name] = Math.round(perCore(ticks));
+        report[name] = Math.round(10 * perCore(ticks)) / 10;
         cpuSeconds[name] = ticks / CLK_TCK;
       }
       // Short-lived children (ghz, redis-benchmark) are reaped by us: their time lands in our cutime.

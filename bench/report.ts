@@ -6,6 +6,7 @@ import type { GhzResult } from "./ghz.js";
 import type { FloorResult } from "./redis-floor.js";
 import type { KeySample } from "./memory.js";
 import type { RatioRow } from "./ratios.js";
+import type { ClusterRun, Deployment } from "./cluster.js";
 
 // One run's results: the JSON document (bench/results/<timestamp>.json), the
 // table printed at the end, and the generated block of BENCHMARKS.md (the
@@ -56,6 +57,10 @@ export interface BenchRun {
   multiCore: MultiCoreRow[] | string;
   checks: string[];
   targets: Target[];
+  /** The cluster scenario (bench/cluster.ts): single node vs Redis Cluster vs Cluster with WAIT. */
+  cluster?: ClusterRun;
+  /** `--only <scenario>`: a partial run by design (BENCHMARKS.md's generated block is left alone). */
+  only?: string;
   /** BENCH_PROFILE: CPU profile summaries by load, one line per entry. */
   profile?: Record<string, string[]>;
   /** Set when the run failed part-way; what was measured before is kept. */
@@ -275,6 +280,51 @@ export function rows(run: BenchRun): string[][] {
   return out.map((r) => [...r, ...Array<string>(Math.max(0, HEADER.length - r.length)).fill("")]);
 }
 
+export const CLUSTER_HEADER = [
+  "call",
+  "Redis deployment",
+  "rps (saturation)",
+  "p50 / p99 ms (saturation)",
+  "service CPU µs per call",
+  "Redis CPU µs per call: masters (replicas)",
+  "service CPU per call ÷ single node",
+  "Redis CPU per call ÷ single node",
+  "÷ cluster without WAIT (service; Redis masters; p50)",
+];
+
+const DEPLOYMENT_NAMES: Record<Deployment, string> = {
+  single: "single node",
+  cluster: "Cluster, 3 masters",
+  clusterWait: "Cluster, OTP_REDIS_WAIT_REPLICAS=1",
+};
+
+/** Rows of the cluster scenario: every deployment with its CPU per call, as ratios to the single node (and WAIT's to no WAIT). */
+export function clusterRows(c: ClusterRun): string[][] {
+  const out: string[][] = [];
+  const x = (a: number | undefined, b: number | undefined) => (a !== undefined && b ? `${(a / b).toFixed(2)}×` : "—");
+  for (const [call, byDeployment] of [["Verify, wrong code", c.verify], ["Send", c.send]] as const) {
+    const single = byDeployment.single;
+    const noWait = byDeployment.cluster;
+    for (const d of ["single", "cluster", "clusterWait"] as const) {
+      const m = byDeployment[d];
+      if (!m) continue;
+      const r = m.saturation;
+      out.push([
+        `${call}${errs(r)}`,
+        DEPLOYMENT_NAMES[d],
+        f0(r.rps),
+        `${f2(r.p50)} / ${f2(r.p99)}`,
+        f0(m.serviceCpuUs),
+        `${f0(m.redisCpuUs)}${m.replicaCpuUs ? ` (${f0(m.replicaCpuUs)})` : ""}`,
+        d === "single" ? "1" : x(m.serviceCpuUs, single?.serviceCpuUs),
+        d === "single" ? "1" : x(m.redisCpuUs, single?.redisCpuUs),
+        d === "clusterWait" ? `${x(m.serviceCpuUs, noWait?.serviceCpuUs)}; ${x(m.redisCpuUs, noWait?.redisCpuUs)}; ${x(r.p50, noWait?.saturation.p50)}` : "",
+      ]);
+    }
+  }
+  return out;
+}
+
 export function textTable(header: string[], body: string[][]): string {
   const all = [header, ...body];
   const widths = header.map((_, i) => Math.min(70, Math.max(...all.map((r) => (r[i] ?? "").length))));
@@ -314,6 +364,7 @@ export function updateBenchmarksMd(root: string, run: BenchRun, jsonFile: string
     ...(run.ratios?.length || run.rss ? ["CPU per successful call of the service's processes (all threads), against `grpc.health.v1.Health/Check` on the same process, floor and call alternated; the lowest of each is trusted (noise only adds). Service pinned to its own core, `OTP_WORKERS=1`, default configuration (relay in-process), real Redis and Kafka.", "", markdownTable(RATIO_HEADER, ratioRows(run)), ""] : []),
     ...(hasLegacy(run) ? [markdownTable(HEADER, rows(run))] : []),
     "",
+    ...(run.cluster ? [`Redis Cluster scenario (\`npm run bench -- --only cluster\` alone; ${run.cluster.seconds} s per measurement after ${run.cluster.warmupSeconds} s warm-up):`, "", markdownTable(CLUSTER_HEADER, clusterRows(run.cluster)), ""] : []),
     ...run.checks.map((c) => `- ${c}`),
     END,
   ].join("\n");

@@ -3,7 +3,8 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { TOPICS } from "../src/events/topics.js";
 import { destinationKey } from "../src/store/redis/keys.js";
-import { parseVerificationId } from "../src/otp/verification-id.js";
+import { loadConfig } from "../src/config.js";
+import { VerificationIds } from "../src/otp/verification-id.js";
 import type { RedisConnection } from "../src/store/redis/client.js";
 import { createTopics, startKafka } from "../test/support/kafka.js";
 import { GHZ, describe, ghz, type GhzLoad, type GhzResult } from "./ghz.js";
@@ -14,7 +15,8 @@ import { probeNoise, unwatch, watch, watchDescendant } from "./noise.js";
 import { connectLoads, loads, ratioOf, type Load, type RatioContext, type RatioRow, type VerifyPool } from "./ratios.js";
 import { limitsFloor, verifyFloor } from "./redis-floor.js";
 import { startRedis } from "./redis-server.js";
-import { DEFAULT_CONFIG, hasLegacy, machine, ratioRows, rows, HEADER, RATIO_HEADER, textTable, updateBenchmarksMd, writeJson, type BenchRun, type MultiCoreRow, type Scenario, type SendCount } from "./report.js";
+import { clusterScenario } from "./cluster.js";
+import { CLUSTER_HEADER, clusterRows, DEFAULT_CONFIG, hasLegacy, machine, ratioRows, rows, HEADER, RATIO_HEADER, textTable, updateBenchmarksMd, writeJson, type BenchRun, type MultiCoreRow, type Scenario, type SendCount } from "./report.js";
 import { writeSecretJson } from "./secrets.js";
 import { build, PURPOSE, rssBytes, startRelayProcess, startService, supportsWorkers, withRssSampling, type Service, type ServiceOptions } from "./service.js";
 import { profileUnder } from "./profile.js";
@@ -33,9 +35,31 @@ function envInt(name: string, fallback: number): number {
   return n;
 }
 
-const SECONDS = envInt("BENCH_SECONDS", 10);
+/**
+ * Which parts run: `npm run bench -- --only <list>` or BENCH_ONLY=<list>
+ * (default: the headline and the cluster scenario). verify, verify-ok,
+ * ratelimit, send, send-log, connect, rss: the headline ratios (issue 12);
+ * cluster: Redis Cluster beside the single node; legacy: the earlier table
+ * (saturation rps, latency at half load, storage floors, relay process,
+ * OTP_WORKERS); all: everything. A partial run leaves BENCHMARKS.md alone.
+ */
+const HEADLINE = ["verify", "verify-ok", "ratelimit", "send", "send-log", "connect", "rss"] as const;
+const PARTS: readonly string[] = [...HEADLINE, "cluster", "legacy"];
+const ONLY_ARG = (() => {
+  const i = process.argv.indexOf("--only");
+  return i >= 0 ? process.argv[i + 1] : process.env.BENCH_ONLY || undefined;
+})();
+const ONLY = new Set(
+  (ONLY_ARG ?? [...HEADLINE, "cluster"].join(","))
+    .split(",")
+    .map((w) => w.trim())
+    .flatMap((w) => (w === "all" ? PARTS : [w])),
+);
+for (const w of ONLY) if (!PARTS.includes(w)) throw new Error(`--only / BENCH_ONLY: unknown part "${w}" (known: ${PARTS.join(", ")}, all)`);
+// Alone, the cluster scenario is a quick check of its ratios: shorter rounds unless set.
+const SECONDS = envInt("BENCH_SECONDS", ONLY_ARG ? 5 : 10);
 // V8 keeps optimising a Verify for ~10 s of load: the first 5 s ran at 5,800/s, the next ones at 7,500-9,000/s.
-const WARMUP = envInt("BENCH_WARMUP_SECONDS", 8);
+const WARMUP = envInt("BENCH_WARMUP_SECONDS", ONLY_ARG ? 3 : 8);
 const CONCURRENCY = envInt("BENCH_CONCURRENCY", 50);
 const CONNECTIONS = envInt("BENCH_CONNECTIONS", 2);
 /** Live verifications created for the memory measurement, then used by the Verify scenarios. */
@@ -50,20 +74,6 @@ const PROFILE = (process.env.BENCH_PROFILE ?? "")
   .split(",")
   .map((w) => (w.trim() === "1" ? "verify" : w.trim()))
   .filter((w): w is "verify" | "send" => w === "verify" || w === "send");
-/**
- * BENCH_ONLY: which parts run (default: the headline, every ratio and RSS).
- * verify, verify-ok, ratelimit, send, send-log, connect, rss: the headline
- * ratios (issue 12); legacy: the earlier table (saturation rps, latency at
- * half load, storage floors, relay process, OTP_WORKERS); all: everything.
- */
-const HEADLINE = ["verify", "verify-ok", "ratelimit", "send", "send-log", "connect", "rss"] as const;
-const ONLY = new Set(
-  (process.env.BENCH_ONLY || HEADLINE.join(","))
-    .split(",")
-    .map((w) => w.trim())
-    .flatMap((w) => (w === "all" ? [...HEADLINE, "legacy"] : [w])),
-);
-for (const w of ONLY) if (![...HEADLINE, "legacy"].includes(w)) throw new Error(`BENCH_ONLY: unknown part "${w}" (known: ${[...HEADLINE, "legacy", "all"].join(", ")})`);
 /** Floor/call pairs per headline ratio; the lowest CPU per call of each is kept. */
 const ROUNDS = Math.max(1, envInt("BENCH_ROUNDS", 3));
 /** The steady rate and duration of the RSS measurement. */
@@ -125,11 +135,11 @@ function wrongCode(code: string): string {
 
 /** Fields of a verification's purpose, read straight from Redis (for sanity checks). */
 async function verificationFields(redis: RedisConnection, vid: string, fields: string[]): Promise<(string | null)[] | null> {
-  const ref = parseVerificationId(vid, SHARDS);
+  // The service runs with the dev destination key, which also masks the handle in ids.
+  const ref = new VerificationIds(loadConfig({}).destinationKey, SHARDS).parse(vid);
   if (!ref) return null;
   const key = destinationKey("otp", "default", ref);
-  // The hash keeps ids without their handle (src/store/README.md, "Keys").
-  const purpose = await redis.call(["HGET", key, `id:${vid.slice(ref.handle.length)}`]);
+  const purpose = await redis.call(["HGET", key, `id:${vid}`]);
   if (typeof purpose !== "string") return null;
   return (await redis.call(["HMGET", key, ...fields.map((f) => (f.startsWith(":") ? purpose + f : f))])) as (string | null)[];
 }
@@ -147,7 +157,8 @@ async function main(): Promise<void> {
   const overrides = Object.entries(process.env).filter(([k]) => k.startsWith("BENCH_") || k === "GHZ").map(([k, v]) => `${k}=${v} `).join("");
   const run: BenchRun = {
     startedAt: new Date().toISOString(),
-    command: `${overrides}npm run bench`,
+    command: `${overrides}npm run bench${process.argv.includes("--only") ? ` -- --only ${ONLY_ARG}` : ""}`,
+    only: ONLY_ARG,
     machine: machine(GHZ),
     settings: {
       seconds: SECONDS,
@@ -168,7 +179,7 @@ async function main(): Promise<void> {
   log(`${run.settings.pinning}`);
   if (QUIET_WAIT_S > 0) await waitForQuiet(QUIET_WAIT_S);
   try {
-    await scenarios(run);
+    await (ONLY.size === 1 && ONLY.has("cluster") ? clusterOnly(run) : scenarios(run));
   } catch (err) {
     // Keep what was measured: a partial report is still worth reading.
     run.error = err instanceof Error ? err.message : String(err);
@@ -176,6 +187,20 @@ async function main(): Promise<void> {
     throw err;
   }
   finish(run);
+}
+
+/** The cluster scenario alone (the single node, a 3+3 Redis Cluster, one Kafka broker). */
+async function clusterOnly(run: BenchRun): Promise<void> {
+  log("starting Kafka and Redis, building the service");
+  const kafkaUp = startKafka().then((k) => (onCleanup(() => k.stop()), k));
+  const [kafka, redisServer] = await Promise.all([kafkaUp, startRedis(), build(root)]).then(([k, r]) => [k, r] as const);
+  const kafkaPid = watchDescendant("kafka", "kafka.Kafka");
+  pinPid(redisServer.pid, pinning?.load);
+  if (kafkaPid !== undefined) pinPid(kafkaPid, pinning?.load);
+  await createTopics(kafka.brokers, [TOPICS.delivery, TOPICS.audit], 3);
+  run.cluster = await clusterScenario({
+    root, kafkaBrokers: kafka.brokers, single: redisServer, seconds: SECONDS, warmupSeconds: WARMUP, concurrency: CONCURRENCY, connections: CONNECTIONS, log,
+  });
 }
 
 async function scenarios(run: BenchRun): Promise<void> {
@@ -198,8 +223,19 @@ async function scenarios(run: BenchRun): Promise<void> {
   run.idleRss = rssBytes(service.pid);
   log(`service pid ${service.pid} on gRPC ${service.grpcPort}; Redis ${redisServer.port}; Kafka ${kafka.brokers}`);
 
+  // Redis Cluster (3 masters + replicas) beside the single node, and the cost of WAIT: last, it stops the service.
+  const cluster = async () => {
+    if (!ONLY.has("cluster")) return;
+    await service.stop();
+    unwatch("service");
+    unwatch("redis");
+    run.cluster = await clusterScenario({
+      root, kafkaBrokers: kafka.brokers, single: redisServer, seconds: SECONDS, warmupSeconds: WARMUP, concurrency: CONCURRENCY, connections: CONNECTIONS, log,
+    });
+  };
+
   if (HEADLINE.some((w) => ONLY.has(w))) service = await headline(run, { redis, kafkaBrokers: kafka.brokers, serviceOptions, service });
-  if (!ONLY.has("legacy")) return;
+  if (!ONLY.has("legacy")) return cluster();
 
   // 1. Transport floor: the cheapest call the same process serves.
   run.floors.transport = await measure(service, "Health/Check (transport floor)", () => ({ call: "grpc.health.v1.Health/Check", data: {} }));
@@ -344,6 +380,8 @@ async function scenarios(run: BenchRun): Promise<void> {
     }
     run.multiCore = rowsOut;
   }
+
+  await cluster();
 
   if (PROFILE.length > 0 && !HEADLINE.some((w) => ONLY.has(w))) {
     await service.stop();
@@ -569,12 +607,14 @@ function finish(run: BenchRun): void {
   if (run.error) run.checks.push(`INCOMPLETE: the run failed: ${run.error.split("\n")[0]}`);
 
   const jsonFile = writeJson(root, run);
-  // Only a complete run replaces the published numbers.
-  if (!run.error) updateBenchmarksMd(root, run, jsonFile);
+  // Only a complete run replaces the published numbers (--only is partial by design).
+  const publish = !run.error && !run.only;
+  if (publish) updateBenchmarksMd(root, run, jsonFile);
   if (run.ratios?.length || run.rss) console.log(`\n${textTable(RATIO_HEADER, ratioRows(run))}\n`);
   if (hasLegacy(run)) console.log(`\n${textTable(HEADER, rows(run))}\n`);
+  if (run.cluster) console.log(`\nRedis Cluster scenario:\n${textTable(CLUSTER_HEADER, clusterRows(run.cluster))}\n`);
   for (const c of run.checks) console.log(`- ${c}`);
-  console.log(`\n${run.targets.filter((t) => t.met).length} of ${run.targets.length} targets met. Results: ${jsonFile}${run.error ? " (partial; BENCHMARKS.md left as it was)" : "; BENCHMARKS.md updated"}.`);
+  console.log(`\n${run.targets.filter((t) => t.met).length} of ${run.targets.length} targets met. Results: ${jsonFile}${publish ? "; BENCHMARKS.md updated" : " (partial; BENCHMARKS.md left as it was)"}.`);
 }
 
 main()

@@ -119,7 +119,7 @@ export async function startRelayProcess(opts: ServiceOptions): Promise<RelayProc
   const fd = openSync(logFile, "a", 0o600);
   const argv = pinned(pinning?.load, ["node", ...startFlags(opts.root), "dist/relay-main.js"]);
   // Info level for its one start-up line; it logs nothing per event.
-  const child = startChild(argv, { cwd: opts.root, env: { ...serviceEnv(opts), LOG_LEVEL: "info" }, stdio: ["ignore", fd, fd] }, 15_000);
+  const child = startChild(argv, { cwd: opts.root, env: { ...serviceEnv(opts), LOG_LEVEL: "info", OTP_RELAY_METRICS_PORT: "0" }, stdio: ["ignore", fd, fd] }, 15_000);
   closeSync(fd);
   await waitFor("the relay process to start", 30_000, async () => {
     if (child.exitCode !== null) throw new Error(`relay exited: ${readFileSync(logFile, "utf8").slice(-2000)}`);

@@ -1,6 +1,7 @@
 import { ConfigError } from "../config.js";
 import { startTracing, type Tracing } from "../telemetry/tracing.js";
 import { buildAdapters } from "./adapters/index.js";
+import { noBrokerAnswers } from "./broker-probe.js";
 import { serveMetricsEndpoint, type MetricsEndpoint } from "../metrics-endpoint.js";
 import { loadNotifierConfig, type NotifierConfig } from "./config.js";
 import { notifierLogger } from "./logger.js";
@@ -19,6 +20,14 @@ try {
   if (!(err instanceof ConfigError)) throw err;
   process.stderr.write(`otp-notifier: ${err.message}\n`);
   process.exit(2);
+}
+
+if (!config.production) {
+  const none = await noBrokerAnswers(config.brokers, !process.env.KAFKA_BROKERS?.trim());
+  if (none) {
+    process.stderr.write(`otp-notifier: ${none}\n`);
+    process.exit(1);
+  }
 }
 
 const logger = notifierLogger(config.logLevel);

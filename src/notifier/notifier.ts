@@ -15,6 +15,7 @@ import {
   type OutgoingRecord,
 } from "../events/kafka/client.js";
 import { Sealer } from "../events/seal.js";
+import { StatusMac } from "../events/status-mac.js";
 import { HEADERS, TOPICS } from "../events/topics.js";
 import { closeAdapters, type AdapterSet } from "./adapters/index.js";
 import type { NotifierConfig } from "./config.js";
@@ -81,6 +82,7 @@ export class Notifier {
   private readonly kafka: ReturnType<typeof kafkaClient>;
   private readonly sink: KafkaSink;
   private readonly sealer: Sealer;
+  private readonly statusMac: StatusMac;
   private readonly deliverer: Deliverer;
   private readonly dedupe: Lru<Handled>;
   private readonly claims: DeliveryClaims;
@@ -104,6 +106,7 @@ export class Notifier {
     this.consumer = groupConsumer(this.kafka, config.groupId);
     this.sink = new KafkaSink({ brokers: config.brokers, logger, clientId: "otp-notifier-results", replication: config.replication, observer });
     this.sealer = new Sealer(config.sealKeys);
+    this.statusMac = new StatusMac(config.sealKeys);
     this.deliverer = new Deliverer(options.adapters, config.retry, logger, Date.now, options.metrics);
     this.dedupe = new Lru(config.dedupeSize);
     this.claims = options.claims ?? new MemoryClaims(config.dedupeSize);
@@ -320,7 +323,7 @@ export class Notifier {
       reason: result.kind === "failed" ? result.reason : result.kind === "canceled" ? "canceled" : "",
       adapter: result.adapter,
       nowMs: Date.now(),
-    });
+    }, this.statusMac);
     if (result.kind === "failed" && result.deadLetter) {
       return [deadLetterRecord(this.topics.deadLetter, o, result.reason, result.attempts), status];
     }

@@ -12,7 +12,8 @@ import { DeliveryStatusConsumer } from '../../src/events/status-consumer.js';
 import { TOPICS } from '../../src/events/topics.js';
 import { DeliveryOutcome } from '../../src/gen/otp/events/v1/events_pb.js';
 import { Channel } from '../../src/gen/otp/v1/otp_pb.js';
-import { parseVerificationId } from '../../src/otp/verification-id.js';
+import { VerificationIds } from '../../src/otp/verification-id.js';
+import { StatusMac } from '../../src/events/status-mac.js';
 import { buildAdapters } from '../../src/notifier/adapters/index.js';
 import { loadNotifierConfig } from '../../src/notifier/config.js';
 import { Lru } from '../../src/notifier/dedupe.js';
@@ -184,6 +185,7 @@ describe('notifier with a real Kafka broker', () => {
         KAFKA_BROKERS: brokers,
         OTP_SEAL_KEYS: keyring.env,
         NOTIFIER_GROUP_ID: `test-child-${randomBytes(4).toString('hex')}`,
+        NOTIFIER_METRICS_PORT: '0',
         LOG_LEVEL: 'info',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -217,6 +219,13 @@ describe('notifier with a real Kafka broker', () => {
       expect(status.verificationId).toBe(d.verificationId);
       expect(status.resendCount).toBe(2);
       expect(status.adapter).toBe('console');
+
+      // Its /metrics (NOTIFIER_METRICS_PORT; 0 here: a free port, logged) counts the delivery.
+      const port = stdout.split('\n').map(tryJson).find((l) => l?.msg === 'metrics at /metrics')?.port;
+      expect(port).toBeGreaterThan(0);
+      const metrics = (await run('curl', ['-sS', '--fail', `http://127.0.0.1:${String(port)}/metrics`])).stdout;
+      expect(metrics).toContain('otp_notifier_deliveries_total{channel="sms",outcome="delivered"} 1');
+      expect(metrics).toMatch(/^otp_notifier_delivery_latency_seconds_count\{channel="sms"\} 1$/m);
 
       child.kill('SIGTERM');
       expect(await withTimeout(exited, 30_000, 'notifier did not exit after SIGTERM')).toBe(0);
@@ -266,7 +275,8 @@ describe('notifier with a real Kafka broker', () => {
         },
         appendAudit: async () => {},
       },
-      shards: 16,
+      ids: new VerificationIds(Buffer.alloc(32, 1), 16),
+      mac: new StatusMac(keyring.keys),
       groupId: `test-status-${randomBytes(4).toString('hex')}`,
       topic: cases.failing.status,
     });
@@ -297,7 +307,7 @@ describe('notifier with a real Kafka broker', () => {
       // The OTP service's side: the FAILED report reaches markDeliveryFailed.
       await until(() => marked.some((m) => m.ref.verificationId === d.verificationId), 30_000, 'status consumer did not apply the FAILED report');
       const call = marked.find((m) => m.ref.verificationId === d.verificationId)!;
-      expect(call).toEqual({ tenant: d.tenant, ref: parseVerificationId(d.verificationId, 16), resendCount: 1, reason: 'webhook 503', event: { traceId: 'trace-failing', clientId: '' } });
+      expect(call).toEqual({ tenant: d.tenant, ref: new VerificationIds(Buffer.alloc(32, 1), 16).parse(d.verificationId), resendCount: 1, reason: 'webhook 503', event: { traceId: 'trace-failing', clientId: '' } });
     } finally {
       await statusConsumer.stop();
       await hook.close();

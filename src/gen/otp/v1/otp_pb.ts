@@ -683,7 +683,7 @@ export enum VerifyResult {
   TOO_MANY_ATTEMPTS = 4,
 
   /**
-   * Unknown, already used, or long gone.
+   * Unknown, already used, canceled, or long gone.
    *
    * @generated from enum value: VERIFY_RESULT_NOT_FOUND = 5;
    */
@@ -778,11 +778,16 @@ export const VerificationStatusSchema: GenEnum<VerificationStatus> = /*@__PURE__
  *   RESOURCE_EXHAUSTED  + google.rpc.RetryInfo + google.rpc.ErrorInfo{domain: "otp.v1", reason}
  *                         reasons: RESEND_COOLDOWN, SEND_LIMIT_DESTINATION, MAX_RESENDS,
  *                         SEND_LIMIT_IP, SEND_LIMIT_TENANT, SEND_LIMIT_COUNTRY,
- *                         DESTINATION_LOCKED, VERIFY_LIMIT_IP. MAX_RESENDS carries no
+ *                         DESTINATION_LOCKED, VERIFY_LIMIT_IP, PREFIX_SUSPENDED (the
+ *                         number's prefix is not verifying its codes: SMS pumping guard;
+ *                         Send and Resend to phones). MAX_RESENDS carries no
  *                         RetryInfo: no wait lifts it (Send a new verification)
  *   FAILED_PRECONDITION + google.rpc.ErrorInfo: Resend or CancelVerification of a
  *                         verification that is finished (verified, locked, expired,
- *                         canceled, delivery failed); reason VERIFICATION_FINISHED
+ *                         canceled, delivery failed); reason VERIFICATION_FINISHED.
+ *                         Send or CheckRateLimit to a phone number codes are not sent to:
+ *                         reason NUMBER_TYPE_NOT_ALLOWED (premium-rate, shared-cost, ...:
+ *                         OTP_SMS_DENIED_NUMBER_TYPES) or COUNTRY_NOT_ALLOWED (OTP_SMS_COUNTRIES)
  *   NOT_FOUND            Resend, GetVerification or CancelVerification of an unknown
  *                         verification, of another tenant's, or of one whose purpose
  *                         the caller is not granted (the same answer for all three)

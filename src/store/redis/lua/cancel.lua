@@ -32,7 +32,9 @@ local dest, vid = KEYS[1], A.id
 local p = redis.call('HGET', dest, id_field(vid))
 if not p then return {'not_found'} end
 
-local v = redis.call('HMGET', dest, p .. ':st', p .. ':c', 'dd', 'md')
+local v = redis.call('HMGET', dest, p .. ':st', p .. ':c', 'dd', 'md', p .. ':id')
+-- The purpose's current verification must be the one asked about.
+if not v[5] or code_id(v[5]) ~= vid or not v[2] then return {'not_found'} end
 local st, c = v[1] or '', counters_read(v[2])
 local now = now_ms()
 local function answer(kind)
@@ -50,7 +52,7 @@ redis.call('HSET', dest, p .. ':st', 'c', p .. ':ct', now, p .. ':c', counters_t
 -- Only a Resend would need them.
 redis.call('HDEL', dest, p .. ':lc', p .. ':mt')
 
-local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[4], dd = digest_text(v[3], vid),
+local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[4], dd = v[3],
   ts = now, tr = A.trace_id, cl = A.client_id }
 emit(ev, 'delivery_canceled')
 emit(ev, 'canceled')
