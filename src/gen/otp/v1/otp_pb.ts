@@ -689,7 +689,7 @@ export enum VerifyResult {
   TOO_MANY_ATTEMPTS = 4,
 
   /**
-   * Unknown, already used, or long gone.
+   * Unknown, already used, canceled, or long gone.
    *
    * @generated from enum value: VERIFY_RESULT_NOT_FOUND = 5;
    */
