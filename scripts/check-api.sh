@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 npx buf lint
 bash api/check-breaking.sh
+bash api/check-breaking.sh
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   npx buf generate
   git diff --exit-code --stat -- src/gen || { echo "src/gen is stale: run npm run generate and commit" >&2; exit 1; }

@@ -12,6 +12,8 @@ import type { Duplex } from "node:stream";
 // socket deadline, tls handshakeTimeout, http's headersTimeout and
 // keepAliveTimeout, http2 session events, grpc-js's max_connection_idle_ms.
 
+const GOAWAY_GRACE_MS = 1_000;
+
 export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 /**
@@ -54,8 +56,10 @@ export function closeWhenIdle(session: ServerHttp2Session, idleMs: number): void
   const arm = (): void => {
     timer = setTimeout(() => {
       session.close();
-      // A peer that does not read our GOAWAY does not get to keep the socket.
-      setTimeout(() => session.destroy(), idleMs).unref();
+      // With no stream open, close() completes at once; it does not while a
+      // request's header block is pending (Node waits for that stream), so
+      // such a session is destroyed shortly after its GOAWAY.
+      setTimeout(() => session.destroy(), Math.min(idleMs, GOAWAY_GRACE_MS)).unref();
     }, idleMs);
     timer.unref();
   };

@@ -643,6 +643,10 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
           expect(await store.spendCallerBudgets(TENANT, [], check(fine('a'), r))).toEqual({ allowed: true, transitions: [] });
           if (i % 2 === 1) await store.recordPrefixOutcome(TENANT, check(fine('a'), r), 'verified');
         }
+        // 40 sent, 20 verified: 61 more unverified sends would still pass, reported against the limit of 5.
+        expect(await store.callerBudgetStates(TENANT, [], check(fine('a'), r))).toEqual([
+          { name: 'PREFIX_SUSPENDED', limit: 5, remaining: 5, resetAfterMs: 0, retryAfterMs: 0 },
+        ]);
       });
 
       it('a finer prefix with its own verified codes is not held back by a suspended coarser one', async () => {

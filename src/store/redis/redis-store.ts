@@ -66,7 +66,8 @@ const failures = (b: Budget) => ({ failures_count: b.count, failures_window_ms: 
 // Scripts that change nothing (or only append an audit event): no replica
 // acknowledgement to wait for. Every other script (and any new one) waits.
 // A prefix-guard credit changes no answer either (the Verify it follows is already acknowledged).
-const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "audit", "prefixOutcome"]);
+// Cancel waits: a canceled code brought back by a failover would verify again.
+const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "inspect", "audit", "prefixOutcome"]);
 
 export class RedisStore implements VerificationStore {
   readonly #redis: RedisConnection;
