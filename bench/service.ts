@@ -67,6 +67,8 @@ export function supportsWorkers(root: string): boolean {
 
 /** The node flags of `npm start` (package.json), so the bench runs the service with production's V8 settings. */
 export function startFlags(root: string): string[] {
+  // BENCH_NODE_FLAGS: other V8/Node flags instead of npm start's, for experiments (e.g. a semi-space size).
+  if (process.env.BENCH_NODE_FLAGS !== undefined) return process.env.BENCH_NODE_FLAGS.split(/\s+/).filter(Boolean);
   const start = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { scripts?: { start?: string } }).scripts?.start ?? "";
   const words = start.trim().split(/\s+/);
   // The entry is dist/main.js behind dist/bin/service.js (which only checks the Node version first).
@@ -87,6 +89,7 @@ function serviceEnv(opts: ServiceOptions): NodeJS.ProcessEnv {
     NODE_ENV: "development",
     HOST: "127.0.0.1",
     REDIS_URL: opts.redisUrl,
+    // "" = unset: the dev log sink (bench "send-log").
     KAFKA_BROKERS: opts.kafkaBrokers,
     LOG_LEVEL: "warn",
     OTP_POLICY_FILE: policyFile,

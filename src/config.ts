@@ -216,7 +216,7 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
-    relayLingerMs: int(env, "OTP_RELAY_LINGER_MS", 10, 0, 1_000),
+    relayLingerMs: int(env, "OTP_RELAY_LINGER_MS", 50, 0, 1_000),
     relay: oneOf(env, "OTP_RELAY", ["in-process", "off"] as const, "in-process"),
     workers: workers(env, redis !== undefined),
     smsCountries: smsCountriesRaw === undefined || smsCountriesRaw === "*" ? null : regions("OTP_SMS_COUNTRIES", smsCountriesRaw.split(",")),

@@ -75,6 +75,15 @@ describe('config', () => {
     expect(() => loadNotifierConfig(prod)).toThrow(/NOTIFIER_SMS_ADAPTER, NOTIFIER_EMAIL_ADAPTER/);
   });
 
+  test('metrics on 9464 by default; another port, any free port (0) or off', () => {
+    expect(loadNotifierConfig({}).metricsPort).toBe(9464);
+    expect(loadNotifierConfig({ NOTIFIER_METRICS_PORT: '9100' }).metricsPort).toBe(9100);
+    expect(loadNotifierConfig({ NOTIFIER_METRICS_PORT: '0' }).metricsPort).toBe(0);
+    expect(loadNotifierConfig({ NOTIFIER_METRICS_PORT: 'off' }).metricsPort).toBeUndefined();
+    expect(() => loadNotifierConfig({ NOTIFIER_METRICS_PORT: 'metrics' })).toThrow(/NOTIFIER_METRICS_PORT must be a whole number/);
+    expect(() => loadNotifierConfig({ NOTIFIER_METRICS_PORT: '70000' })).toThrow(/NOTIFIER_METRICS_PORT must be between 0 and 65535/);
+  });
+
   test('a chosen adapter needs its settings; bad values name their variable', () => {
     expect(() => loadNotifierConfig({ NOTIFIER_SMS_ADAPTER: 'webhook' })).toThrow(/NOTIFIER_WEBHOOK_URL/);
     expect(() => loadNotifierConfig({ NOTIFIER_EMAIL_ADAPTER: 'smtp', NOTIFIER_SMTP_URL: 'http://x' })).toThrow(/NOTIFIER_SMTP_URL must use/);
