@@ -14,7 +14,9 @@ export type { Consumer, Producer, Admin, KafkaMessage, EachMessagePayload };
  * retried inside the client, a send failed past those retries (the caller
  * sends again), a consumer crashed, anything else kafkajs logged.
  */
-export type KafkaTrouble = "connection" | "request_timeout" | "produce_retry" | "publish_failed" | "consumer_crash" | "other";
+/** `unauthenticated_status`: a delivery status whose MAC did not verify, ignored (events/status-mac.ts). */
+export type KafkaTrouble =
+  | "connection" | "request_timeout" | "produce_retry" | "publish_failed" | "consumer_crash" | "unauthenticated_status" | "other";
 
 export interface KafkaObserver {
   /** `client`: the Kafka client id (otp-service, otp-service-status, otp-notifier, ...). */
