@@ -107,6 +107,7 @@ export class DeliveryStatusConsumer {
     if (!this.options.mac.verify(topic, value, headersOf(message)[STATUS_MAC_HEADER])) {
       // Not from a notifier holding a seal key: nothing in it is believed, not even its ids.
       this.rejected += 1;
+      this.options.observer?.trouble("unauthenticated_status", "otp-service-status");
       this.options.logger.warn({ partition, offset: message.offset, rejected_total: this.rejected }, "unauthenticated delivery status ignored");
       return;
     }

@@ -54,8 +54,8 @@ export function startEventWorker(
   return {
     relay,
     async stop() {
-      await statuses?.stop();
-      await relay.stop();
+      // Side by side: with Kafka away each may spend its few seconds of grace.
+      await Promise.all([statuses?.stop(), relay.stop()]);
       await sink.close();
     },
   };

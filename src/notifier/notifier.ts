@@ -21,7 +21,7 @@ import { closeAdapters, type AdapterSet } from "./adapters/index.js";
 import type { NotifierConfig } from "./config.js";
 import { MemoryClaims, type DeliveryClaims } from "./claims.js";
 import { Lru } from "./dedupe.js";
-import { decodeDelivery, openDelivery, PoisonError } from "./delivery.js";
+import { decodeDelivery, openDelivery, PoisonError, type Delivery } from "./delivery.js";
 import { Deliverer, type Attempted } from "./deliverer.js";
 import { KeyedLanes, Slots } from "./lanes.js";
 import { PartitionTracker } from "./offsets.js";
@@ -88,6 +88,8 @@ export class Notifier {
   private readonly claims: DeliveryClaims;
   /** Verification ids a DeliveryCanceled named: their deliveries not yet made are dropped. */
   private readonly canceled: Lru<true>;
+  /** Deliveries under way, by verification id: a cancel aborts their wait for a retry. */
+  private readonly underway = new Map<string, Set<AbortController>>();
   private readonly lanes = new KeyedLanes();
   private readonly slots: Slots;
   private trackers = new Map<string, { topic: string; partition: number; tracker: PartitionTracker }>();
@@ -271,8 +273,7 @@ export class Notifier {
       let records: OutgoingRecord[];
       try {
         const delivery = openDelivery(event, this.sealer);
-        const canceled = (): boolean => this.canceled.get(event.verificationId) !== undefined;
-        const attempted = await this.deliverer.deliver(delivery, signal, canceled).finally(() => clearInterval(renewal));
+        const attempted = await this.deliverCancelably(delivery, signal).finally(() => clearInterval(renewal));
         this.options.metrics?.finished(delivery, attempted);
         span?.setAttribute("otp.delivery.outcome", attempted.kind);
         span?.setAttribute("otp.delivery.adapter", attempted.adapter);
@@ -302,10 +303,28 @@ export class Notifier {
     }
   }
 
+  /** Delivers, unless (or until) the verification is canceled. */
+  private async deliverCancelably(delivery: Delivery, signal: AbortSignal): Promise<Attempted> {
+    const vid = delivery.verificationId;
+    const cancel = new AbortController();
+    if (this.canceled.get(vid)) cancel.abort();
+    let set = this.underway.get(vid);
+    if (!set) this.underway.set(vid, (set = new Set()));
+    set.add(cancel);
+    try {
+      return await this.deliverer.deliver(delivery, signal, cancel.signal);
+    } finally {
+      set.delete(cancel);
+      if (set.size === 0) this.underway.delete(vid);
+    }
+  }
+
   private noteCanceled(value: Buffer | null): void {
     try {
       const e = fromBinary(DeliveryCanceledSchema, value ?? new Uint8Array());
-      if (e.verificationId) this.canceled.set(e.verificationId, true);
+      if (!e.verificationId) return;
+      this.canceled.set(e.verificationId, true);
+      for (const cancel of this.underway.get(e.verificationId) ?? []) cancel.abort();
     } catch {
       this.options.logger.warn("undecodable delivery.canceled record skipped");
     }

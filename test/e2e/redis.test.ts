@@ -105,7 +105,9 @@ describe('a Redis stall (SIGSTOP past the Redis deadline): UNAVAILABLE, and the 
         return (value as (...a: unknown[]) => unknown).bind(target);
       },
     });
-    const stalled = await startTestApp({ REDIS_URL: redisUrl, OTP_REDIS_SHARDS: '4' }, { store: stalling });
+    // A relay read sent during the stall runs when Redis wakes and its reply is lost: those entries wait
+    // for a claim (OTP_RELAY_CLAIM_IDLE_MS), kept short here so the delivery shows up within the test.
+    const stalled = await startTestApp({ REDIS_URL: redisUrl, OTP_REDIS_SHARDS: '4', OTP_RELAY_CLAIM_IDLE_MS: '1000' }, { store: stalling });
     const c = grpcClient(stalled.grpcTarget);
     // One Send and one Verify first, so their scripts are in Redis' script cache (a stalled
     // EVALSHA of an unknown script would only answer NOSCRIPT once Redis wakes).

@@ -169,4 +169,8 @@ it('a status no notifier signed is ignored: forged FAILED reports do not void a 
   expect(result).toBe(VerifyResult.DELIVERY_FAILED);
   const verified = await grpcCall(client, verify, { target: { case: 'verificationId', value: target.verificationId }, code: targetCode });
   expect(verified.result).toBe(VerifyResult.VERIFIED);
+  // Counted where operators look.
+  const metrics = await (await fetch(`${app.httpBase}/metrics`)).text();
+  const ignored = /^otp_kafka_errors_total\{client="otp-service-status",kind="unauthenticated_status"\} (\d+)/m.exec(metrics);
+  expect(Number(ignored?.[1])).toBeGreaterThanOrEqual(4); // 4, or more if a rebalance re-reads them
 }, 120_000);

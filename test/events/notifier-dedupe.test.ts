@@ -80,6 +80,18 @@ async function until(what: string, condition: () => boolean, timeoutMs = 30_000)
   }
 }
 
+describe('configuration', () => {
+  test('production refuses to start without NOTIFIER_REDIS_URL: in memory, a restart would send codes again', () => {
+    const prod = {
+      NODE_ENV: 'production', KAFKA_BROKERS: 'k:9092', OTP_SEAL_KEYS: keyring.env,
+      NOTIFIER_SMS_ADAPTER: 'webhook', NOTIFIER_EMAIL_ADAPTER: 'webhook', NOTIFIER_WEBHOOK_URL: 'https://gw.example/send',
+    };
+    expect(() => loadNotifierConfig(prod)).toThrow(/requires NOTIFIER_REDIS_URL/);
+    expect(loadNotifierConfig({ ...prod, NOTIFIER_REDIS_URL: 'redis://r:6379' }).redisUrl).toBe('redis://r:6379');
+    expect(loadNotifierConfig({}).redisUrl).toBeUndefined();
+  });
+});
+
 describe('delivery claims in Redis', () => {
   test('two notifiers given the same delivery event: one delivery, the other skips it', async () => {
     const prefix = `twins-${randomBytes(3).toString('hex')}`;

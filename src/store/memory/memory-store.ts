@@ -326,8 +326,6 @@ export class MemoryStore implements VerificationStore {
     if (!isLive(v, now)) return { kind: "finished", state: stateOf(v, d, now) };
     v.status = "c";
     v.canceledAt = now;
-    // No attempts left: a canceled code is as spent as a locked one.
-    v.attempts = v.maxAttempts;
     const base: EventBase = { vid: v.id, tn: tenant, p: v.purpose, ch: v.channel, md: d.masked, dd: d.digest, event };
     this.#emit(ref.shard, now, base, "delivery_canceled");
     this.#emit(ref.shard, now, base, "canceled");

@@ -45,10 +45,7 @@ end
 if st == 'c' then return answer('canceled') end
 if st ~= '' or now >= c.e then return answer('finished') end
 
--- No attempts left as well: a script that predates `c` (during a rolling
--- upgrade) then answers TOO_MANY_ATTEMPTS rather than compare a code.
-c.a = c.m
-redis.call('HSET', dest, p .. ':st', 'c', p .. ':ct', now, p .. ':c', counters_text(c))
+redis.call('HSET', dest, p .. ':st', 'c', p .. ':ct', now)
 -- Only a Resend would need them.
 redis.call('HDEL', dest, p .. ':lc', p .. ':mt')
 
