@@ -48,7 +48,7 @@ export async function connectLoad<S extends DescMessage>(load: ConnectLoad<S>): 
     rps: load.rps ?? 0,
   };
   const noise = probeNoise();
-  const out = await run(pinned(pinning?.load, ["node", "--no-warnings", join(here, "http1-load.ts"), JSON.stringify(job)]), { timeoutMs: (load.seconds + 60) * 1000 });
+  const out = await run(pinned(pinning?.load, [process.execPath, "--no-warnings", join(here, "http1-load.ts"), JSON.stringify(job)]), { timeoutMs: (load.seconds + 60) * 1000 });
   const { otherPct: otherCpuPct, cores: cpu, cpuSeconds } = noise.stop();
   const r = JSON.parse(out.trim().split("\n").pop()!) as { ok: number; failed: number; statuses: Record<string, number>; seconds: number; p50: number; p95: number; p99: number };
   const errors = Object.fromEntries(Object.entries(r.statuses).map(([k, v]) => [`HTTP ${k}`, v]));

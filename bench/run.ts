@@ -426,7 +426,7 @@ async function headline(
   // memory per verification), their codes read back from Kafka like a notifier.
   let pool: VerifyPool | undefined;
   if (ONLY.has("verify") || ONLY.has("verify-ok") || ONLY.has("connect") || ONLY.has("rss")) {
-    const perRound = Math.max(2_000, SECONDS * 2_500);
+    const perRound = Math.max(2_000, SECONDS * 1_500);
     const wrongN = Math.min(20_000, POOL);
     const rightN = ONLY.has("verify-ok") ? perRound * (ROUNDS + 1) : 0;
     const created = await createPool(run, service, serviceOptions, redis, kafkaBrokers, wrongN + rightN);

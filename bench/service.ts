@@ -117,7 +117,7 @@ export interface RelayProcess {
 export async function startRelayProcess(opts: ServiceOptions): Promise<RelayProcess> {
   const logFile = join(secretDir(), `relay-${++started}.log`);
   const fd = openSync(logFile, "a", 0o600);
-  const argv = pinned(pinning?.load, ["node", ...startFlags(opts.root), "dist/relay-main.js"]);
+  const argv = pinned(pinning?.load, [process.execPath, ...startFlags(opts.root), "dist/relay-main.js"]);
   // Info level for its one start-up line; it logs nothing per event.
   const child = startChild(argv, { cwd: opts.root, env: { ...serviceEnv(opts), LOG_LEVEL: "info", OTP_RELAY_METRICS_PORT: "0" }, stdio: ["ignore", fd, fd] }, 15_000);
   closeSync(fd);
@@ -133,7 +133,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
   const logFile = join(secretDir(), `service-${++started}.log`);
   const fd = openSync(logFile, "a", 0o600);
   const env: NodeJS.ProcessEnv = { ...serviceEnv(opts), GRPC_PORT: String(grpcPort), HTTP_PORT: String(httpPort) };
-  const argv = pinned(opts.cores ?? pinning?.service, ["node", ...startFlags(opts.root), ...(opts.nodeArgs ?? []), "dist/main.js"]);
+  const argv = pinned(opts.cores ?? pinning?.service, [process.execPath, ...startFlags(opts.root), ...(opts.nodeArgs ?? []), "dist/main.js"]);
   // Output to a file, not a pipe: a chatty service must never block on us.
   const child = startChild(argv, { cwd: opts.root, env, stdio: ["ignore", fd, fd] }, 15_000);
   closeSync(fd);
