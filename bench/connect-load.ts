@@ -1,7 +1,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeFileSync } from "node:fs";
-import { toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import type { GhzResult } from "./ghz.js";
 import { probeNoise } from "./noise.js";
 import { pinned, pinning, run } from "./procs.js";
@@ -35,7 +35,7 @@ let files = 0;
 
 export async function connectLoad<S extends DescMessage>(load: ConnectLoad<S>): Promise<GhzResult> {
   const bodiesFile = join(secretDir(), `connect-${++files}.txt`);
-  const lines = load.encoding === "json" ? load.json.map((m) => JSON.stringify(m)) : load.messages.map((m) => Buffer.from(toBinary(load.schema, m as never)).toString("base64"));
+  const lines = load.encoding === "json" ? load.json.map((m) => JSON.stringify(m)) : load.messages.map((m) => Buffer.from(toBinary(load.schema, create(load.schema, m))).toString("base64"));
   writeFileSync(bodiesFile, lines.join("\n") + "\n", { mode: 0o600, flag: "wx" });
   const job = {
     port: load.port,
