@@ -47,6 +47,8 @@ export interface GhzResult {
   otherCpuPct: number;
   /** % of one core used by the service, Redis, Kafka and the load generator during the run. */
   cpu: Record<string, number>;
+  /** CPU seconds used by each watched process during the run. */
+  cpuSeconds: Record<string, number>;
   /** The service's own histogram over the run (bench/server-latency.ts), when it has one for the method. */
   server?: { calls: number; p50: number; p99: number };
 }
@@ -98,15 +100,15 @@ export async function ghz(load: GhzLoad): Promise<GhzResult> {
   const budgetMs = ((load.seconds ?? Math.max(120, (load.total ?? 0) / 200)) + 60) * 1000;
   const noise = probeNoise();
   await run(pinned(pinning?.load, args), { timeoutMs: budgetMs });
-  const { otherPct: otherCpuPct, cores: cpu } = noise.stop();
+  const { otherPct: otherCpuPct, cores: cpu, cpuSeconds } = noise.stop();
   try {
-    return { ...summarise(JSON.parse(readFileSync(out, "utf8")) as GhzJson), otherCpuPct, cpu };
+    return { ...summarise(JSON.parse(readFileSync(out, "utf8")) as GhzJson), otherCpuPct, cpu, cpuSeconds };
   } finally {
     rmSync(out, { force: true });
   }
 }
 
-function summarise(j: GhzJson): Omit<GhzResult, "otherCpuPct" | "cpu"> {
+function summarise(j: GhzJson): Omit<GhzResult, "otherCpuPct" | "cpu" | "cpuSeconds"> {
   const codes = j.statusCodeDistribution ?? {};
   const ok = codes.OK ?? 0;
   const errors: Record<string, number> = {};

@@ -70,6 +70,8 @@ export interface CpuReport {
   otherPct: number;
   /** % of one core, per watched process; "loadgen" is what this process reaped meanwhile (ghz, redis-benchmark). */
   cores: Record<string, number>;
+  /** CPU seconds per watched process (all its threads and live descendants), for CPU per call. */
+  cpuSeconds: Record<string, number>;
 }
 
 export interface NoiseProbe {
@@ -98,14 +100,23 @@ export function probeNoise(): NoiseProbe {
       const total = Math.max(1, m1.total - m0.total);
       const perCore = (ticks: number) => (100 * ticks * ncpu()) / total;
       const report: Record<string, number> = {};
-      for (const [name, pid] of watched) report[name] = Math.round(perCore(treeTicks(all1, pid) - (start.get(name) ?? treeTicks(all1, pid))));
+      const cpuSeconds: Record<string, number> = {};
+      // One decimal: in the cluster scenario a Redis master's whole share is 1-2% of a core.
+      for (const [name, pid] of watched) {
+        const ticks = treeTicks(all1, pid) - (start.get(name) ?? treeTicks(all1, pid));
+        report[name] = Math.round(10 * perCore(ticks)) / 10;
+        cpuSeconds[name] = ticks / CLK_TCK;
+      }
       // Short-lived children (ghz, redis-benchmark) are reaped by us: their time lands in our cutime.
       report.loadgen = Math.round(perCore((all1.get(process.pid)?.children ?? 0) - reaped0));
       const others = m1.busy - m0.busy - (ours1 - ours0);
-      return { otherPct: Math.max(0, Math.min(100, (100 * others) / total)), cores: report };
+      return { otherPct: Math.max(0, Math.min(100, (100 * others) / total)), cores: report, cpuSeconds };
     },
   };
 }
+
+/** /proc times are in clock ticks: 100 per second on Linux (getconf CLK_TCK). */
+const CLK_TCK = 100;
 
 let cpuCount: number | undefined;
 function ncpu(): number {

@@ -18,6 +18,7 @@ interface ProfileNode {
 interface CpuProfile {
   nodes: ProfileNode[];
   samples: number[];
+  timeDeltas?: number[];
   startTime: number;
   endTime: number;
 }
@@ -37,14 +38,19 @@ export async function profileUnder(opts: ProfileOptions): Promise<{ short: strin
   const dir = join(secretDir(), `cpu-prof-${++profiles}`);
   mkdirSync(dir, { recursive: true });
   const service = await startService({ ...opts, nodeArgs: ["--cpu-prof", "--cpu-prof-dir", dir] });
+  // Warm up first, and count only the samples of the measured load (not start-up, compilation or shutdown).
+  await ghz({ ...opts.load, port: service.grpcPort, seconds: Math.min(5, opts.seconds) });
+  const t1 = Date.now();
   await ghz({ ...opts.load, port: service.grpcPort, seconds: opts.seconds });
+  const t2 = Date.now();
   // The profile is written when the process exits on its own (graceful SIGTERM).
   await service.stop();
+  const t3 = Date.now();
   const files = readdirSync(dir).filter((f) => f.endsWith(".cpuprofile"));
   if (files.length === 0) return { short: "no profile written (the service did not exit cleanly on SIGTERM)", long: "" };
   mkdirSync(dirname(opts.keepAs), { recursive: true });
   copyFileSync(join(dir, files[0]!), opts.keepAs);
-  const summary = summarise(JSON.parse(readFileSync(join(dir, files[0]!), "utf8")) as CpuProfile);
+  const summary = summarise(JSON.parse(readFileSync(join(dir, files[0]!), "utf8")) as CpuProfile, { fromEndMs: [t3 - t1, t3 - t2] });
   return { short: `${summary.short} (profile: ${opts.keepAs.replace(`${process.cwd()}/`, "")})`, long: summary.long };
 }
 
@@ -63,7 +69,8 @@ const NOT_WORK = new Set(["(idle)", "(program)"]);
 /** Node internals and natives are where time is spent; the first frame above them that is ours or a package's is who asked. */
 const isCaller = (origin: string) => !origin.startsWith("node:") && !origin.startsWith("(");
 
-export function summarise(p: CpuProfile): { short: string; long: string } {
+/** `window.fromEndMs`: only samples between these many ms before the profile's end (the measured load). */
+export function summarise(p: CpuProfile, window?: { fromEndMs: [number, number] }): { short: string; long: string } {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
@@ -78,7 +85,14 @@ export function summarise(p: CpuProfile): { short: string; long: string } {
   const inclusiveOurs = new Map<string, number>();
   let work = 0;
   let idle = 0;
-  for (const id of p.samples) {
+  // Sample times (µs), from the deltas; the window is counted back from the end.
+  const times: number[] = [];
+  let t = p.startTime;
+  for (const d of p.timeDeltas ?? []) times.push((t += d));
+  const [from, to] = window && times.length === p.samples.length ? [p.endTime - window.fromEndMs[0] * 1000, p.endTime - window.fromEndMs[1] * 1000] : [-Infinity, Infinity];
+  for (const [i, id] of p.samples.entries()) {
+    const at = times[i] ?? 0;
+    if (at < from || at > to) continue;
     const leaf = byId.get(id);
     if (!leaf) continue;
     const leafOrigin = origin(leaf.callFrame.url, leaf.callFrame.functionName);

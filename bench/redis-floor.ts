@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { loadConfig } from "../src/config.js";
 import { destinationKey } from "../src/store/redis/keys.js";
+import { scriptArgv } from "../src/store/redis/script-args.js";
 import { scripts, type StoreScript } from "../src/store/redis/scripts.js";
-import { parseVerificationId } from "../src/otp/verification-id.js";
+import { VerificationIds } from "../src/otp/verification-id.js";
 import type { RedisConnection } from "../src/store/redis/client.js";
 import { probeNoise } from "./noise.js";
 import { pinned, pinning, run } from "./procs.js";
@@ -40,14 +41,15 @@ export interface FloorTarget {
 
 /** Where a verification's destination hash is; also finds it when the store uses another key prefix. */
 async function keyOf(redis: RedisConnection, vid: string, shards: number): Promise<{ key: string; shard: number }> {
-  const ref = parseVerificationId(vid, shards);
+  // The service runs with the dev destination key, which also masks the handle in ids.
+  const ref = new VerificationIds(loadConfig({}).destinationKey, shards).parse(vid);
   if (!ref) throw new Error(`not a verification id: ${vid}`);
   const key = destinationKey(PREFIX, TENANT, ref);
-  if ((await redis.call(["HEXISTS", key, `id:${vid.slice(ref.handle.length)}`])) === 1) return { key, shard: ref.shard };
+  if ((await redis.call(["HEXISTS", key, `id:${vid}`])) === 1) return { key, shard: ref.shard };
   let cursor = "0";
   do {
     const [next, keys] = (await redis.call(["SCAN", cursor, "MATCH", `*:d:*${ref.handle}`, "COUNT", "1000"])) as [string, string[]];
-    for (const k of keys) if ((await redis.call(["HEXISTS", k, `id:${vid.slice(ref.handle.length)}`])) === 1) return { key: k, shard: ref.shard };
+    for (const k of keys) if ((await redis.call(["HEXISTS", k, `id:${vid}`])) === 1) return { key: k, shard: ref.shard };
     cursor = next;
   } while (cursor !== "0");
   throw new Error(`verification ${vid} not found in Redis`);
@@ -89,8 +91,8 @@ async function floor(target: FloorTarget, script: StoreScript, keys: string[], a
 export async function verifyFloor(target: FloorTarget): Promise<FloorResult> {
   const { redis } = target;
   const { key, shard } = await keyOf(redis, target.verificationId, target.shards);
-  // Ids are kept without their 12-character handle; `<p>:c` is "a,m,r,mr,n,ch,e,d" (src/store/README.md).
-  const purpose = String(await redis.call(["HGET", key, `id:${target.verificationId.slice(12)}`]));
+  // `<p>:c` is "a,m,r,mr,n,ch,e,d,fc,fw" (src/store/README.md).
+  const purpose = String(await redis.call(["HGET", key, `id:${target.verificationId}`]));
   const counters = String(await redis.call(["HGET", key, `${purpose}:c`])).split(",");
   counters[1] = "1000000000";
   await redis.call(["HSET", key, `${purpose}:c`, counters.join(",")]);
@@ -99,7 +101,10 @@ export async function verifyFloor(target: FloorTarget): Promise<FloorResult> {
   const kid = config.hmacKeys[config.hmacKeys.length - 1]!.id;
   // A random 128-bit digest never matches (2^-128), so no code is needed.
   const wrong = randomBytes(16).toString("base64url");
-  const args = [TENANT, target.verificationId, "", "999999", "3600000", randomBytes(16).toString("hex"), "", kid, wrong];
+  const args = scriptArgv<"verify">({
+    tenant: TENANT, id: target.verificationId, idempotency_key: "",
+    trace_id: randomBytes(16).toString("hex"), client_id: "", candidates: { [kid]: wrong },
+  });
   try {
     return await floor(target, scripts.verify, [key, scratch], args);
   } finally {
@@ -110,5 +115,7 @@ export async function verifyFloor(target: FloorTarget): Promise<FloorResult> {
 /** limits.lua (CheckRateLimit's script): read-only, one HMGET and arithmetic. */
 export async function limitsFloor(target: FloorTarget): Promise<FloorResult> {
   const { key } = await keyOf(target.redis, target.verificationId, target.shards);
-  return floor(target, scripts.limits, [key], [target.purpose, "999999", "3600000", "999999", "3600000"]);
+  return floor(target, scripts.limits, [key], scriptArgv<"limits">({
+    purpose: target.purpose, sends_count: 999999, sends_window_ms: 3600000, failures_count: 999999, failures_window_ms: 3600000,
+  }));
 }

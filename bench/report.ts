@@ -5,6 +5,8 @@ import { join } from "node:path";
 import type { GhzResult } from "./ghz.js";
 import type { FloorResult } from "./redis-floor.js";
 import type { KeySample } from "./memory.js";
+import type { RatioRow } from "./ratios.js";
+import type { ClusterRun, Deployment } from "./cluster.js";
 
 // One run's results: the JSON document (bench/results/<timestamp>.json), the
 // table printed at the end, and the generated block of BENCHMARKS.md (the
@@ -30,7 +32,7 @@ export interface BenchRun {
   startedAt: string;
   command: string;
   machine: Machine;
-  settings: { seconds: number; warmupSeconds: number; concurrency: number; connections: number; pinning: string };
+  settings: { seconds: number; warmupSeconds: number; rounds?: number; concurrency: number; connections: number; pinning: string };
   floors: { transport?: Scenario; verifyScript?: FloorResult; limitsScript?: FloorResult };
   scenarios: { verify?: Scenario; verifySuccess?: Scenario; send?: Scenario; checkRateLimit?: Scenario; sendOwnRelay?: Scenario };
   /** Sends OK vs delivery events (end offsets) and distinct verifications among them. */
@@ -46,11 +48,19 @@ export interface BenchRun {
     drainMs: number;
     createRps: number;
   };
+  /** The headline: CPU per call against Health/Check on the same process (bench/ratios.ts). */
+  ratios?: RatioRow[];
+  /** Service RSS under a steady load (half Verify, half Send). */
+  rss?: { rate: number; seconds: number; ok: number; peak: number; end: number; cpuUs: number; othersPct: number };
   /** Service RSS right after start-up, bytes. */
   idleRss?: number;
   multiCore: MultiCoreRow[] | string;
   checks: string[];
   targets: Target[];
+  /** The cluster scenario (bench/cluster.ts): single node vs Redis Cluster vs Cluster with WAIT. */
+  cluster?: ClusterRun;
+  /** `--only <scenario>`: a partial run by design (BENCHMARKS.md's generated block is left alone). */
+  only?: string;
   /** BENCH_PROFILE: CPU profile summaries by load, one line per entry. */
   profile?: Record<string, string[]>;
   /** Set when the run failed part-way; what was measured before is kept. */
@@ -117,6 +127,51 @@ const errs = (r: GhzResult | undefined) => {
   const e = Object.entries(r?.errors ?? {});
   return e.length ? ` (errors: ${e.map(([k, v]) => `${k} ${v}`).join(", ")})` : "";
 };
+
+/** The configuration label of headline rows measured on the default service. */
+export const DEFAULT_CONFIG = "default (relay in-process, Kafka sink)";
+
+export const RATIO_HEADER = [
+  "call",
+  "transport",
+  "service CPU µs per OK call (lowest of the rounds; every round @ others' CPU %)",
+  "floor: Health/Check µs per call, same process (lowest; every round @ others' CPU %)",
+  "ratio to floor",
+  "target",
+  "met?",
+  "Connect ÷ gRPC (target ≤ 1.3)",
+  "calls/s (best round)",
+  "others' CPU % (max over the rounds)",
+];
+
+/** The headline rows (issue 12). */
+export function ratioRows(run: BenchRun): string[][] {
+  const us = (n: number) => n.toFixed(0);
+  // Every round with its noise meter: "63 @1%" = 63 µs while others used 1% of the machine.
+  const all = (ms: { cpuUs: number; othersPct: number }[]) => ms.map((m) => `${us(m.cpuUs)} @${m.othersPct.toFixed(0)}%`).join(", ");
+  const out = (run.ratios ?? []).map((r) => [
+    `${r.call}${r.config === DEFAULT_CONFIG ? "" : ` [${r.config}]`}`,
+    r.transport,
+    `${us(r.callUs)} (${all(r.runs)})`,
+    `${us(r.floorUs)} (${all(r.floor)})`,
+    `${r.ratio.toFixed(2)}x`,
+    r.target ? `≤ ${r.target.toFixed(1)}x` : "",
+    r.target ? yes(r.ratio <= r.target) : "",
+    r.vsGrpc !== undefined ? `${r.vsGrpc.toFixed(2)}x ${yes(r.vsGrpc <= 1.3)}` : "",
+    f0(Math.max(...r.runs.map((m) => m.rps))),
+    Math.max(...[...r.runs, ...r.floor].map((m) => m.othersPct)).toFixed(0),
+  ]);
+  if (run.rss) {
+    const x = run.rss;
+    out.push([`service RSS at a steady ${f0(x.rate)} calls/s (half Verify, half Send) for ${x.seconds} s`, "gRPC", `${us(x.cpuUs)}`, "", `peak ${mb(x.peak)}, end ${mb(x.end)}`, "≤ 300 MiB", yes(x.peak <= 300 * 2 ** 20), "", f0(x.ok / x.seconds), x.othersPct.toFixed(0)]);
+  }
+  if (run.memory) out.push([`Redis memory per live verification (used_memory Δ over ${f0(run.memory.verifications)})`, "", "", "", `${f0(run.memory.bytesPerVerification)} B`, "≤ 512 B", yes(run.memory.bytesPerVerification <= 512), "", "", ""]);
+  if (run.idleRss !== undefined) out.push(["service RSS after start-up (idle)", "", "", "", mb(run.idleRss), "", "", "", "", ""]);
+  return out;
+}
+
+/** Whether the run measured the earlier table (BENCH_ONLY=legacy or all). */
+export const hasLegacy = (run: BenchRun) => run.floors.transport !== undefined || Object.keys(run.scenarios).length > 0;
 
 export const HEADER = [
   "scenario",
@@ -225,6 +280,51 @@ export function rows(run: BenchRun): string[][] {
   return out.map((r) => [...r, ...Array<string>(Math.max(0, HEADER.length - r.length)).fill("")]);
 }
 
+export const CLUSTER_HEADER = [
+  "call",
+  "Redis deployment",
+  "rps (saturation)",
+  "p50 / p99 ms (saturation)",
+  "service CPU µs per call",
+  "Redis CPU µs per call: masters (replicas)",
+  "service CPU per call ÷ single node",
+  "Redis CPU per call ÷ single node",
+  "÷ cluster without WAIT (service; Redis masters; p50)",
+];
+
+const DEPLOYMENT_NAMES: Record<Deployment, string> = {
+  single: "single node",
+  cluster: "Cluster, 3 masters",
+  clusterWait: "Cluster, OTP_REDIS_WAIT_REPLICAS=1",
+};
+
+/** Rows of the cluster scenario: every deployment with its CPU per call, as ratios to the single node (and WAIT's to no WAIT). */
+export function clusterRows(c: ClusterRun): string[][] {
+  const out: string[][] = [];
+  const x = (a: number | undefined, b: number | undefined) => (a !== undefined && b ? `${(a / b).toFixed(2)}×` : "—");
+  for (const [call, byDeployment] of [["Verify, wrong code", c.verify], ["Send", c.send]] as const) {
+    const single = byDeployment.single;
+    const noWait = byDeployment.cluster;
+    for (const d of ["single", "cluster", "clusterWait"] as const) {
+      const m = byDeployment[d];
+      if (!m) continue;
+      const r = m.saturation;
+      out.push([
+        `${call}${errs(r)}`,
+        DEPLOYMENT_NAMES[d],
+        f0(r.rps),
+        `${f2(r.p50)} / ${f2(r.p99)}`,
+        f0(m.serviceCpuUs),
+        `${f0(m.redisCpuUs)}${m.replicaCpuUs ? ` (${f0(m.replicaCpuUs)})` : ""}`,
+        d === "single" ? "1" : x(m.serviceCpuUs, single?.serviceCpuUs),
+        d === "single" ? "1" : x(m.redisCpuUs, single?.redisCpuUs),
+        d === "clusterWait" ? `${x(m.serviceCpuUs, noWait?.serviceCpuUs)}; ${x(m.redisCpuUs, noWait?.redisCpuUs)}; ${x(r.p50, noWait?.saturation.p50)}` : "",
+      ]);
+    }
+  }
+  return out;
+}
+
 export function textTable(header: string[], body: string[][]): string {
   const all = [header, ...body];
   const widths = header.map((_, i) => Math.min(70, Math.max(...all.map((r) => (r[i] ?? "").length))));
@@ -259,10 +359,12 @@ export function updateBenchmarksMd(root: string, run: BenchRun, jsonFile: string
     `- Machine: ${m.nproc} cores, ${m.cpu}, Linux ${m.kernel}`,
     `- Versions: Node ${m.node}, Redis ${m.redis}, Kafka ${m.kafka}, ghz ${m.ghz}`,
     `- Command: \`${run.command}\``,
-    `- Settings: ${run.settings.seconds} s per measurement after ${run.settings.warmupSeconds} s warm-up; ghz -c ${run.settings.concurrency} --connections ${run.settings.connections}; ${run.settings.pinning}`,
+    `- Settings: ${run.settings.seconds} s per measurement after ${run.settings.warmupSeconds} s warm-up; ${run.settings.rounds ?? 1} rounds; ghz -c ${run.settings.concurrency} --connections ${run.settings.connections}; ${run.settings.pinning}`,
     "",
-    markdownTable(HEADER, rows(run)),
+    ...(run.ratios?.length || run.rss ? ["CPU per successful call of the service's processes (all threads), against `grpc.health.v1.Health/Check` on the same process, floor and call alternated; the lowest of each is trusted (noise only adds). Service pinned to its own core, `OTP_WORKERS=1`, default configuration (relay in-process), real Redis and Kafka.", "", markdownTable(RATIO_HEADER, ratioRows(run)), ""] : []),
+    ...(hasLegacy(run) ? [markdownTable(HEADER, rows(run))] : []),
     "",
+    ...(run.cluster ? [`Redis Cluster scenario (\`npm run bench -- --only cluster\` alone; ${run.cluster.seconds} s per measurement after ${run.cluster.warmupSeconds} s warm-up):`, "", markdownTable(CLUSTER_HEADER, clusterRows(run.cluster)), ""] : []),
     ...run.checks.map((c) => `- ${c}`),
     END,
   ].join("\n");

@@ -3,7 +3,8 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { TOPICS } from "../src/events/topics.js";
 import { destinationKey } from "../src/store/redis/keys.js";
-import { parseVerificationId } from "../src/otp/verification-id.js";
+import { loadConfig } from "../src/config.js";
+import { VerificationIds } from "../src/otp/verification-id.js";
 import type { RedisConnection } from "../src/store/redis/client.js";
 import { createTopics, startKafka } from "../test/support/kafka.js";
 import { GHZ, describe, ghz, type GhzLoad, type GhzResult } from "./ghz.js";
@@ -11,11 +12,13 @@ import { countBetween, countDeliveries, endOffsets, readDeliveries, type Deliver
 import { outboxMemory, sampleKeys, usedMemory, waitForDrain } from "./memory.js";
 import { cleanup, installSignalHandlers, onCleanup, pinPid, pinning, sleep, stopping, which } from "./procs.js";
 import { probeNoise, unwatch, watch, watchDescendant } from "./noise.js";
+import { connectLoads, loads, ratioOf, type Load, type RatioContext, type RatioRow, type VerifyPool } from "./ratios.js";
 import { limitsFloor, verifyFloor } from "./redis-floor.js";
 import { startRedis } from "./redis-server.js";
-import { machine, rows, HEADER, textTable, updateBenchmarksMd, writeJson, type BenchRun, type MultiCoreRow, type Scenario, type SendCount } from "./report.js";
+import { clusterScenario } from "./cluster.js";
+import { CLUSTER_HEADER, clusterRows, DEFAULT_CONFIG, hasLegacy, machine, ratioRows, rows, HEADER, RATIO_HEADER, textTable, updateBenchmarksMd, writeJson, type BenchRun, type MultiCoreRow, type Scenario, type SendCount } from "./report.js";
 import { writeSecretJson } from "./secrets.js";
-import { build, PURPOSE, rssBytes, startRelayProcess, startService, supportsWorkers, withRssSampling, type Service } from "./service.js";
+import { build, PURPOSE, rssBytes, startRelayProcess, startService, supportsWorkers, withRssSampling, type Service, type ServiceOptions } from "./service.js";
 import { profileUnder } from "./profile.js";
 import { serverLatency } from "./server-latency.js";
 
@@ -32,9 +35,32 @@ function envInt(name: string, fallback: number): number {
   return n;
 }
 
-const SECONDS = envInt("BENCH_SECONDS", 10);
+/**
+ * Which parts run: `npm run bench -- --only <list>` or BENCH_ONLY=<list>
+ * (default: the headline and the cluster scenario). verify, verify-ok,
+ * ratelimit, send, send-log, connect, rss: the headline ratios (issue 12);
+ * cluster: Redis Cluster beside the single node; legacy: the earlier table
+ * (saturation rps, latency at half load, storage floors, relay process,
+ * OTP_WORKERS); all: everything. A run without every headline part leaves
+ * BENCHMARKS.md alone.
+ */
+const HEADLINE = ["verify", "verify-ok", "ratelimit", "send", "send-log", "connect", "rss"] as const;
+const PARTS: readonly string[] = [...HEADLINE, "cluster", "legacy"];
+const ONLY_ARG = (() => {
+  const i = process.argv.indexOf("--only");
+  return i >= 0 ? process.argv[i + 1] : process.env.BENCH_ONLY || undefined;
+})();
+const ONLY = new Set(
+  (ONLY_ARG ?? [...HEADLINE, "cluster"].join(","))
+    .split(",")
+    .map((w) => w.trim())
+    .flatMap((w) => (w === "all" ? PARTS : [w])),
+);
+for (const w of ONLY) if (!PARTS.includes(w)) throw new Error(`--only / BENCH_ONLY: unknown part "${w}" (known: ${PARTS.join(", ")}, all)`);
+// Alone, the cluster scenario is a quick check of its ratios: shorter rounds unless set.
+const SECONDS = envInt("BENCH_SECONDS", ONLY_ARG ? 5 : 10);
 // V8 keeps optimising a Verify for ~10 s of load: the first 5 s ran at 5,800/s, the next ones at 7,500-9,000/s.
-const WARMUP = envInt("BENCH_WARMUP_SECONDS", 8);
+const WARMUP = envInt("BENCH_WARMUP_SECONDS", ONLY_ARG ? 3 : 8);
 const CONCURRENCY = envInt("BENCH_CONCURRENCY", 50);
 const CONNECTIONS = envInt("BENCH_CONNECTIONS", 2);
 /** Live verifications created for the memory measurement, then used by the Verify scenarios. */
@@ -49,6 +75,17 @@ const PROFILE = (process.env.BENCH_PROFILE ?? "")
   .split(",")
   .map((w) => (w.trim() === "1" ? "verify" : w.trim()))
   .filter((w): w is "verify" | "send" => w === "verify" || w === "send");
+/** Floor/call pairs per headline ratio; the lowest CPU per call of each is kept. */
+const ROUNDS = Math.max(1, envInt("BENCH_ROUNDS", 3));
+/** The steady rate and duration of the RSS measurement. */
+const RSS_RATE = envInt("BENCH_RSS_RATE", 1000);
+const RSS_SECONDS = envInt("BENCH_RSS_SECONDS", 30);
+/**
+ * BENCH_SERVICE_ENV='{"OTP_RELAY":"off"}': extra service environment, for
+ * experiments (what a part costs). With the relay off nothing drains the
+ * outbox, so the headline then does not wait for it.
+ */
+const SERVICE_ENV = JSON.parse(process.env.BENCH_SERVICE_ENV || "{}") as Record<string, string>;
 /** The service's default (OTP_REDIS_SHARDS unset). */
 const SHARDS = 16;
 
@@ -99,11 +136,11 @@ function wrongCode(code: string): string {
 
 /** Fields of a verification's purpose, read straight from Redis (for sanity checks). */
 async function verificationFields(redis: RedisConnection, vid: string, fields: string[]): Promise<(string | null)[] | null> {
-  const ref = parseVerificationId(vid, SHARDS);
+  // The service runs with the dev destination key, which also masks the handle in ids.
+  const ref = new VerificationIds(loadConfig({}).destinationKey, SHARDS).parse(vid);
   if (!ref) return null;
   const key = destinationKey("otp", "default", ref);
-  // The hash keeps ids without their handle (src/store/README.md, "Keys").
-  const purpose = await redis.call(["HGET", key, `id:${vid.slice(ref.handle.length)}`]);
+  const purpose = await redis.call(["HGET", key, `id:${vid}`]);
   if (typeof purpose !== "string") return null;
   return (await redis.call(["HMGET", key, ...fields.map((f) => (f.startsWith(":") ? purpose + f : f))])) as (string | null)[];
 }
@@ -121,11 +158,13 @@ async function main(): Promise<void> {
   const overrides = Object.entries(process.env).filter(([k]) => k.startsWith("BENCH_") || k === "GHZ").map(([k, v]) => `${k}=${v} `).join("");
   const run: BenchRun = {
     startedAt: new Date().toISOString(),
-    command: `${overrides}npm run bench`,
+    command: `${overrides}npm run bench${process.argv.includes("--only") ? ` -- --only ${ONLY_ARG}` : ""}`,
+    only: ONLY_ARG,
     machine: machine(GHZ),
     settings: {
       seconds: SECONDS,
       warmupSeconds: WARMUP,
+      rounds: ROUNDS,
       concurrency: CONCURRENCY,
       connections: CONNECTIONS,
       pinning: pinning
@@ -141,7 +180,7 @@ async function main(): Promise<void> {
   log(`${run.settings.pinning}`);
   if (QUIET_WAIT_S > 0) await waitForQuiet(QUIET_WAIT_S);
   try {
-    await scenarios(run);
+    await (ONLY.size === 1 && ONLY.has("cluster") ? clusterOnly(run) : scenarios(run));
   } catch (err) {
     // Keep what was measured: a partial report is still worth reading.
     run.error = err instanceof Error ? err.message : String(err);
@@ -149,6 +188,20 @@ async function main(): Promise<void> {
     throw err;
   }
   finish(run);
+}
+
+/** The cluster scenario alone (the single node, a 3+3 Redis Cluster, one Kafka broker). */
+async function clusterOnly(run: BenchRun): Promise<void> {
+  log("starting Kafka and Redis, building the service");
+  const kafkaUp = startKafka().then((k) => (onCleanup(() => k.stop()), k));
+  const [kafka, redisServer] = await Promise.all([kafkaUp, startRedis(), build(root)]).then(([k, r]) => [k, r] as const);
+  const kafkaPid = watchDescendant("kafka", "kafka.Kafka");
+  pinPid(redisServer.pid, pinning?.load);
+  if (kafkaPid !== undefined) pinPid(kafkaPid, pinning?.load);
+  await createTopics(kafka.brokers, [TOPICS.delivery, TOPICS.audit], 3);
+  run.cluster = await clusterScenario({
+    root, kafkaBrokers: kafka.brokers, single: redisServer, seconds: SECONDS, warmupSeconds: WARMUP, concurrency: CONCURRENCY, connections: CONNECTIONS, log,
+  });
 }
 
 async function scenarios(run: BenchRun): Promise<void> {
@@ -164,11 +217,26 @@ async function scenarios(run: BenchRun): Promise<void> {
   if (kafkaPid !== undefined) pinPid(kafkaPid, pinning?.load);
   // Topics first: offsets are read before the service has published anything.
   await createTopics(kafka.brokers, [TOPICS.delivery, TOPICS.audit], 3);
-  const serviceOptions = { root, redisUrl: redisServer.url, kafkaBrokers: kafka.brokers };
+  // OTP_WORKERS=1: one process on its core (the issue's setting; pinned, the default would be 1 too).
+  const serviceOptions = { root, redisUrl: redisServer.url, kafkaBrokers: kafka.brokers, env: SERVICE_ENV, workers: 1 };
   let service = await startService(serviceOptions);
   watch("service", service.pid);
   run.idleRss = rssBytes(service.pid);
   log(`service pid ${service.pid} on gRPC ${service.grpcPort}; Redis ${redisServer.port}; Kafka ${kafka.brokers}`);
+
+  // Redis Cluster (3 masters + replicas) beside the single node, and the cost of WAIT: last, it stops the service.
+  const cluster = async () => {
+    if (!ONLY.has("cluster")) return;
+    await service.stop();
+    unwatch("service");
+    unwatch("redis");
+    run.cluster = await clusterScenario({
+      root, kafkaBrokers: kafka.brokers, single: redisServer, seconds: SECONDS, warmupSeconds: WARMUP, concurrency: CONCURRENCY, connections: CONNECTIONS, log,
+    });
+  };
+
+  if (HEADLINE.some((w) => ONLY.has(w))) service = await headline(run, { redis, kafkaBrokers: kafka.brokers, serviceOptions, service });
+  if (!ONLY.has("legacy")) return cluster();
 
   // 1. Transport floor: the cheapest call the same process serves.
   run.floors.transport = await measure(service, "Health/Check (transport floor)", () => ({ call: "grpc.health.v1.Health/Check", data: {} }));
@@ -314,7 +382,9 @@ async function scenarios(run: BenchRun): Promise<void> {
     run.multiCore = rowsOut;
   }
 
-  if (PROFILE.length > 0) {
+  await cluster();
+
+  if (PROFILE.length > 0 && !HEADLINE.some((w) => ONLY.has(w))) {
     await service.stop();
     const loads = {
       verify: { call: "otp.v1.OtpService/Verify", dataFile: wrongFile },
@@ -331,6 +401,167 @@ async function scenarios(run: BenchRun): Promise<void> {
     }
   }
 
+}
+
+/**
+ * The headline (issue 12): CPU per successful call against Health/Check on
+ * the same process, alternating, several rounds; then RSS at a steady rate.
+ */
+async function headline(
+  run: BenchRun,
+  env: { redis: RedisConnection; kafkaBrokers: string; serviceOptions: ServiceOptions; service: Service },
+): Promise<Service> {
+  const { redis, kafkaBrokers, serviceOptions } = env;
+  let service = env.service;
+  const drain = () => (SERVICE_ENV.OTP_RELAY === "off" ? Promise.resolve() : waitForDrain(redis, SHARDS));
+  const config = Object.keys(SERVICE_ENV).length ? `default + ${Object.entries(SERVICE_ENV).map(([k, v]) => `${k}=${v}`).join(" ")}` : DEFAULT_CONFIG;
+  const ctx: RatioContext = { service, config, seconds: SECONDS, warmupSeconds: WARMUP, rounds: ROUNDS, concurrency: CONCURRENCY, connections: CONNECTIONS, drain, log };
+  run.ratios = [];
+  const add = (row: RatioRow) => {
+    run.ratios!.push(row);
+    log(`=> ${row.call} (${row.transport}): ${row.callUs.toFixed(1)} µs vs floor ${row.floorUs.toFixed(1)} µs = ${row.ratio.toFixed(2)}x${row.target ? ` (target ≤ ${row.target}x)` : ""}${row.vsGrpc ? `; ${row.vsGrpc.toFixed(2)}x its gRPC cost` : ""}`);
+  };
+
+  // Live verifications for Verify: created by Send (which also measures Redis
+  // memory per verification), their codes read back from Kafka like a notifier.
+  let pool: VerifyPool | undefined;
+  if (ONLY.has("verify") || ONLY.has("verify-ok") || ONLY.has("connect") || ONLY.has("rss")) {
+    const perRound = Math.max(2_000, SECONDS * 2_500);
+    const wrongN = Math.min(20_000, POOL);
+    const rightN = ONLY.has("verify-ok") ? perRound * (ROUNDS + 1) : 0;
+    const created = await createPool(run, service, serviceOptions, redis, kafkaBrokers, wrongN + rightN);
+    const wrong = created.slice(0, wrongN).map((d) => ({ verification_id: d.verificationId, code: wrongCode(d.code) }));
+    const right = (round: number) =>
+      created.slice(wrongN + (round + 1) * perRound, wrongN + (round + 2) * perRound).map((d) => ({ verification_id: d.verificationId, code: d.code }));
+    const rightFiles = new Map<number, string>();
+    pool = {
+      wrong,
+      wrongFile: writeSecretJson("ratio-verify-wrong.json", wrong),
+      right,
+      rightFile: (round) => {
+        if (!rightFiles.has(round)) rightFiles.set(round, writeSecretJson(`ratio-verify-right-${round + 1}.json`, right(round)));
+        return rightFiles.get(round)!;
+      },
+    };
+  }
+
+  const byCall = new Map<string, RatioRow>();
+  const grpcRow = async (key: string, call: string, target: number, load: Load) => {
+    const row = { ...(await ratioOf(ctx, { call, transport: "gRPC", target }, load)) };
+    byCall.set(key, row);
+    add(row);
+  };
+  if (ONLY.has("verify") && pool) await grpcRow("verify", "Verify, wrong code", 1.5, loads.verifyWrong(pool));
+  if (ONLY.has("verify-ok") && pool) await grpcRow("verify-ok", "Verify, right code (consumes, signs a receipt)", 2.0, loads.verifyRight(pool));
+  if (ONLY.has("ratelimit")) await grpcRow("ratelimit", "CheckRateLimit", 1.3, loads.checkRateLimit());
+  if (ONLY.has("send")) await grpcRow("send", "Send (Kafka sink)", 2.0, loads.send("k"));
+  if (ONLY.has("connect") && pool) {
+    for (const encoding of ["json", "binary"] as const) {
+      const transport = encoding === "json" ? "Connect JSON" : "Connect binary";
+      const connectRows: [string, string, Load][] = [
+        ["verify", "Verify, wrong code", connectLoads.verifyWrong(pool, encoding)],
+        ["ratelimit", "CheckRateLimit", connectLoads.checkRateLimit(encoding)],
+        ["send", "Send (Kafka sink)", connectLoads.send("c", encoding, 8_000)],
+      ];
+      for (const [key, call, load] of connectRows) {
+        const row: RatioRow = await ratioOf(ctx, { call, transport }, load);
+        const grpcCost = byCall.get(key)?.callUs;
+        if (grpcCost) row.vsGrpc = row.callUs / grpcCost;
+        add(row);
+      }
+    }
+  }
+
+  if (ONLY.has("rss") && pool) {
+    // A steady load, half Verify half Send, for RSS_SECONDS: where RSS settles.
+    const rate = RSS_RATE / 2;
+    const base = { port: service.grpcPort, concurrency: CONCURRENCY, connections: CONNECTIONS, seconds: RSS_SECONDS, rps: rate };
+    const probe = probeNoise();
+    const samples: number[] = [];
+    const { result, peakRss } = await withRssSampling(service.pid, async () => {
+      const timer = setInterval(() => samples.push(rssBytes(service.pid)), 1_000);
+      try {
+        return await Promise.all([
+          ghz({ ...base, call: "otp.v1.OtpService/Verify", dataFile: pool.wrongFile }),
+          ghz({ ...base, call: "otp.v1.OtpService/Send", data: SEND_DATA("rss-{{.RequestNumber}}@example.com") }),
+        ]);
+      } finally {
+        clearInterval(timer);
+      }
+    });
+    await drain();
+    const cpu = probe.stop();
+    const ok = result[0].ok + result[1].ok;
+    run.rss = {
+      rate: RSS_RATE,
+      seconds: RSS_SECONDS,
+      ok,
+      peak: peakRss,
+      end: samples.at(-1) ?? rssBytes(service.pid),
+      cpuUs: ((cpu.cpuSeconds.service ?? NaN) * 1e6) / Math.max(1, ok),
+      othersPct: cpu.otherPct,
+    };
+    log(`RSS at ${RSS_RATE} calls/s (Verify + Send) for ${RSS_SECONDS} s: peak ${(peakRss / 2 ** 20).toFixed(0)} MiB, end ${(run.rss.end / 2 ** 20).toFixed(0)} MiB; ${run.rss.cpuUs.toFixed(0)} µs CPU per call; others ${cpu.otherPct.toFixed(0)}%`);
+  }
+
+  if (ONLY.has("send-log")) {
+    // The default without KAFKA_BROKERS (dev): the relay prints deliveries
+    // through the log sink. The Kafka-sink service is stopped meanwhile: its
+    // relay (same Redis, same consumer group) would take part of the events.
+    await service.stop();
+    const devService = await startService({ ...serviceOptions, kafkaBrokers: "" });
+    watch("service", devService.pid);
+    try {
+      add(await ratioOf({ ...ctx, service: devService, config: "relay in-process, dev log sink (no KAFKA_BROKERS)" }, { call: "Send (dev log sink)", transport: "gRPC", target: 2.0 }, loads.send("l")));
+    } finally {
+      await devService.stop();
+    }
+    service = await startService(serviceOptions);
+    watch("service", service.pid);
+  }
+  if (PROFILE.length > 0) {
+    // Where the CPU goes (BENCH_PROFILE=verify,send), with the main service stopped so no other relay shares the outbox.
+    await service.stop();
+    run.profile = {};
+    for (const what of PROFILE) {
+      if (what === "verify" && !pool) continue;
+      const load = what === "verify" ? { call: "otp.v1.OtpService/Verify", dataFile: pool!.wrongFile } : { call: "otp.v1.OtpService/Send", data: SEND_DATA("q{{.RequestNumber}}@example.com") };
+      const keepAs = join(root, "bench/results", `${run.startedAt.replaceAll(":", "-")}-${what}.cpuprofile`);
+      const top = await profileUnder({ ...serviceOptions, load: { ...load, concurrency: CONCURRENCY, connections: CONNECTIONS }, seconds: SECONDS, keepAs });
+      log(`CPU profile under ${what} load:\n${top.long}`);
+      run.checks.push(`CPU profile of the service under ${what} saturation, top self time: ${top.short}`);
+      run.profile[what] = top.long.split("\n");
+    }
+    service = await startService(serviceOptions);
+    watch("service", service.pid);
+  }
+  return service;
+}
+
+/** Sends `n` unique destinations, measures Redis memory per verification, and returns their codes (from Kafka). */
+async function createPool(run: BenchRun, service: Service, serviceOptions: ServiceOptions, redis: RedisConnection, kafkaBrokers: string, n: number): Promise<Delivered[]> {
+  await waitForDrain(redis, SHARDS);
+  const [mem0, out0, offsets0] = [await usedMemory(redis), await outboxMemory(redis, SHARDS), await endOffsets(kafkaBrokers)];
+  const create = await ghz({ port: service.grpcPort, call: "otp.v1.OtpService/Send", data: SEND_DATA("p{{.RequestNumber}}@example.com"), total: n, concurrency: CONCURRENCY, connections: CONNECTIONS });
+  log(`created ${create.ok} verifications: ${describe(create)}`);
+  // BENCH_SERVICE_ENV with OTP_RELAY=off: a relay process delivers the pool's codes.
+  const relay = SERVICE_ENV.OTP_RELAY === "off" ? await startRelayProcess({ ...serviceOptions, env: {} }) : undefined;
+  const drainMs = await waitForDrain(redis, SHARDS).finally(() => relay?.stop());
+  const [mem1, out1, offsets1] = [await usedMemory(redis), await outboxMemory(redis, SHARDS), await endOffsets(kafkaBrokers)];
+  const sample = await sampleKeys(redis, "otp:*:d:*", 200);
+  run.memory = {
+    verifications: create.ok,
+    usedMemoryDelta: mem1 - mem0,
+    outboxDelta: out1 - out0,
+    bytesPerVerification: (mem1 - mem0 - (out1 - out0)) / Math.max(1, create.ok),
+    sample,
+    drainMs,
+    createRps: create.rps,
+  };
+  log(`memory: ${Math.round(run.memory.bytesPerVerification)} B per verification`);
+  const pool = await readDeliveries(kafkaBrokers, offsets0, offsets1);
+  if (pool.length < n * 0.99) throw new Error(`only ${pool.length} of ${n} delivery events read back`);
+  return pool;
 }
 
 /** Targets, noise warnings, the JSON file, the table and (for a complete run) BENCHMARKS.md. */
@@ -357,8 +588,13 @@ function finish(run: BenchRun): void {
       : []),
     ...(run.memory ? [{ name: "memory", target: "Redis ≤ 512 B per live verification", value: `${Math.round(run.memory.bytesPerVerification)} B`, met: run.memory.bytesPerVerification <= 512 }] : []),
   ];
+  for (const r of run.ratios ?? []) {
+    if (r.target) run.targets.push({ name: `ratio ${r.call} ${r.transport}`, target: `${r.call} (${r.transport}) ≤ ${r.target}x the floor`, value: `${r.ratio.toFixed(2)}x`, met: r.ratio <= r.target });
+    if (r.vsGrpc !== undefined) run.targets.push({ name: `connect ${r.call} ${r.transport}`, target: `${r.call} over ${r.transport} ≤ 1.3x gRPC`, value: `${r.vsGrpc.toFixed(2)}x`, met: r.vsGrpc <= 1.3 });
+  }
+  if (run.rss) run.targets.push({ name: "rss", target: `service RSS ≤ 300 MiB at ${run.rss.rate} calls/s`, value: `${(run.rss.peak / 2 ** 20).toFixed(0)} MiB`, met: run.rss.peak <= 300 * 2 ** 20 });
   const named = { transport: run.floors.transport, ...run.scenarios };
-  let noisiest = 0;
+  let noisiest = Math.max(0, ...(run.ratios ?? []).flatMap((r) => [...r.runs, ...r.floor].map((m) => m.othersPct)));
   for (const [name, sc] of Object.entries(named)) {
     for (const r of [sc?.saturation, sc?.moderate]) {
       if (!r) continue;
@@ -372,11 +608,14 @@ function finish(run: BenchRun): void {
   if (run.error) run.checks.push(`INCOMPLETE: the run failed: ${run.error.split("\n")[0]}`);
 
   const jsonFile = writeJson(root, run);
-  // Only a complete run replaces the published numbers.
-  if (!run.error) updateBenchmarksMd(root, run, jsonFile);
-  console.log(`\n${textTable(HEADER, rows(run))}\n`);
+  // Only a complete run replaces the published numbers (--only is partial by design).
+  const publish = !run.error && (!run.only || HEADLINE.every((w) => ONLY.has(w)));
+  if (publish) updateBenchmarksMd(root, run, jsonFile);
+  if (run.ratios?.length || run.rss) console.log(`\n${textTable(RATIO_HEADER, ratioRows(run))}\n`);
+  if (hasLegacy(run)) console.log(`\n${textTable(HEADER, rows(run))}\n`);
+  if (run.cluster) console.log(`\nRedis Cluster scenario:\n${textTable(CLUSTER_HEADER, clusterRows(run.cluster))}\n`);
   for (const c of run.checks) console.log(`- ${c}`);
-  console.log(`\n${run.targets.filter((t) => t.met).length} of ${run.targets.length} targets met. Results: ${jsonFile}${run.error ? " (partial; BENCHMARKS.md left as it was)" : "; BENCHMARKS.md updated"}.`);
+  console.log(`\n${run.targets.filter((t) => t.met).length} of ${run.targets.length} targets met. Results: ${jsonFile}${publish ? "; BENCHMARKS.md updated" : " (partial; BENCHMARKS.md left as it was)"}.`);
 }
 
 main()

@@ -67,6 +67,8 @@ export function supportsWorkers(root: string): boolean {
 
 /** The node flags of `npm start` (package.json), so the bench runs the service with production's V8 settings. */
 export function startFlags(root: string): string[] {
+  // BENCH_NODE_FLAGS: other V8/Node flags instead of npm start's, for experiments (e.g. a semi-space size).
+  if (process.env.BENCH_NODE_FLAGS !== undefined) return process.env.BENCH_NODE_FLAGS.split(/\s+/).filter(Boolean);
   const start = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { scripts?: { start?: string } }).scripts?.start ?? "";
   const words = start.trim().split(/\s+/);
   // The entry is dist/main.js behind dist/bin/service.js (which only checks the Node version first).
@@ -87,6 +89,7 @@ function serviceEnv(opts: ServiceOptions): NodeJS.ProcessEnv {
     NODE_ENV: "development",
     HOST: "127.0.0.1",
     REDIS_URL: opts.redisUrl,
+    // "" = unset: the dev log sink (bench "send-log").
     KAFKA_BROKERS: opts.kafkaBrokers,
     LOG_LEVEL: "warn",
     OTP_POLICY_FILE: policyFile,
@@ -116,7 +119,7 @@ export async function startRelayProcess(opts: ServiceOptions): Promise<RelayProc
   const fd = openSync(logFile, "a", 0o600);
   const argv = pinned(pinning?.load, ["node", ...startFlags(opts.root), "dist/relay-main.js"]);
   // Info level for its one start-up line; it logs nothing per event.
-  const child = startChild(argv, { cwd: opts.root, env: { ...serviceEnv(opts), LOG_LEVEL: "info" }, stdio: ["ignore", fd, fd] }, 15_000);
+  const child = startChild(argv, { cwd: opts.root, env: { ...serviceEnv(opts), LOG_LEVEL: "info", OTP_RELAY_METRICS_PORT: "0" }, stdio: ["ignore", fd, fd] }, 15_000);
   closeSync(fd);
   await waitFor("the relay process to start", 30_000, async () => {
     if (child.exitCode !== null) throw new Error(`relay exited: ${readFileSync(logFile, "utf8").slice(-2000)}`);

@@ -3,7 +3,8 @@
 # the types, checked before any test runs. buf lint; buf breaking against the
 # API as last released (api/check-breaking.sh, api/README.md); the committed
 # generated code must be what `buf generate` makes from the protos; tsc over
-# src, test and bench.
+# src, test, bench and scripts. (promtool's checks of the alert rules are a
+# test: test/observability/.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npx buf lint

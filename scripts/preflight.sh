@@ -11,9 +11,9 @@ cd "$(dirname "$0")/.."
 
 # apt package for each command the tests run.
 declare -A APT=(
-  [redis-server]=redis-server [redis-cli]=redis-tools [redis-benchmark]=redis-tools [redis-sentinel]=redis-sentinel
+  [redis-server]=redis-server [redis-cli]=redis-tools [redis-sentinel]=redis-sentinel
   [kcat]=kcat [java]=openjdk-17-jre-headless [mvn]=maven [openssl]=openssl [curl]=curl
-  [chromium]=chromium [promtool]=prometheus [taskset]=util-linux [git]=git
+  [chromium]=chromium [promtool]=prometheus
 )
 # Go-installed tools (Debian has none of these at usable versions).
 declare -A GO=(

@@ -95,9 +95,9 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     watch.unref();
     cleanups.push(async () => clearInterval(watch));
 
-    const { requestTimeoutMs, connectionIdleMs: idleMs } = config;
+    const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs } = config;
     const grpc: GrpcListener = await listenGrpc({
-      host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, idleMs, metrics,
+      host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, metrics,
     });
     let http: HttpListener;
     try {
@@ -108,7 +108,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         return { event_backlog: backlog.count, event_lag_ms: relay?.lagMs ?? null, event_relay_error: relay?.lastError ?? null };
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });
-      http = await listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs, idleMs });
+      http = await listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs });
     } catch (err) {
       await grpc.stop(0);
       throw err;

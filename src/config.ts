@@ -89,6 +89,8 @@ export interface Config {
   requestTimeoutMs: number;
   /** Idle and stalled connections: TLS handshake, HTTP/2 preface, request headers, and gaps between requests (both ports). */
   connectionIdleMs: number;
+  /** OTP_SESSION_IDLE_MS: an HTTP/2 connection that has served a request is closed after this long with none open. */
+  sessionIdleMs: number;
   tls: { certFile: string; keyFile: string; caFile: string | undefined } | undefined;
   shutdownGraceMs: number;
   maxOutboxBacklog: number;
@@ -212,11 +214,12 @@ export function loadConfig(env: Env = process.env): Config {
     },
     requestTimeoutMs: int(env, "OTP_REQUEST_TIMEOUT_MS", 30_000, 100, 600_000),
     connectionIdleMs: int(env, "OTP_CONNECTION_IDLE_MS", 5_000, 100, 600_000),
+    sessionIdleMs: int(env, "OTP_SESSION_IDLE_MS", 300_000, 100, 3_600_000),
     tls: certFile && keyFile ? { certFile, keyFile, caFile: optional(env, "TLS_CA_FILE") } : undefined,
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
-    relayLingerMs: int(env, "OTP_RELAY_LINGER_MS", 10, 0, 1_000),
+    relayLingerMs: int(env, "OTP_RELAY_LINGER_MS", 50, 0, 1_000),
     relay: oneOf(env, "OTP_RELAY", ["in-process", "off"] as const, "in-process"),
     workers: workers(env, redis !== undefined),
     smsCountries: smsCountriesRaw === undefined || smsCountriesRaw === "*" ? null : regions("OTP_SMS_COUNTRIES", smsCountriesRaw.split(",")),

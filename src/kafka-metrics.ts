@@ -7,7 +7,8 @@ import { Counter, type Registry } from "prom-client";
  * otp_kafka_errors_total{client, kind}: kinds as KafkaTrouble in
  * src/events/kafka/client.ts. A steady rise of publish_failed means events are
  * waiting in the outbox (otp_event_backlog grows); connection alone, a broker
- * going away that the client worked around.
+ * going away that the client worked around; unauthenticated_status, delivery
+ * statuses ignored because no notifier signed them (someone else writes to the topic).
  */
 export class KafkaTroubleCounter {
   private readonly counter: Counter<"client" | "kind">;
@@ -15,7 +16,7 @@ export class KafkaTroubleCounter {
   constructor(registry: Registry) {
     this.counter = new Counter({
       name: "otp_kafka_errors_total",
-      help: "Kafka trouble by client id and kind (connection, request_timeout, produce_retry, publish_failed, consumer_crash, other)",
+      help: "Kafka trouble by client id and kind (connection, request_timeout, produce_retry, publish_failed, consumer_crash, unauthenticated_status, other)",
       labelNames: ["client", "kind"],
       registers: [registry],
     });

@@ -13,6 +13,8 @@ export interface KafkaSinkSettings {
   observer?: KafkaObserver;
 }
 
+const CLOSE_WAIT_MS = 3_000;
+
 /** Publishes outbox events to Kafka; resolves only when the brokers acknowledged (acks=all). */
 export class KafkaSink implements EventSink {
   private producer: Producer | undefined;
@@ -23,10 +25,12 @@ export class KafkaSink implements EventSink {
   // meanwhile (the notifier's, from many deliveries) go out together next.
   private waiting: { records: EventRecord[]; done: (err?: unknown) => void }[] = [];
   private sending: Promise<void> | undefined;
+  private closed = false;
 
   constructor(private readonly settings: KafkaSinkSettings) {}
 
   publish(records: EventRecord[]): Promise<void> {
+    if (this.closed) return Promise.reject(new Error("kafka sink closed"));
     return new Promise((resolve, reject) => {
       this.waiting.push({ records, done: (err) => (err === undefined ? resolve() : reject(err)) });
       this.sending ??= this.drain();
@@ -34,7 +38,7 @@ export class KafkaSink implements EventSink {
   }
 
   private async drain(): Promise<void> {
-    while (this.waiting.length > 0) {
+    while (this.waiting.length > 0 && !this.closed) {
       const group = this.waiting.splice(0);
       try {
         await this.send(group.flatMap((g) => g.records));
@@ -43,6 +47,7 @@ export class KafkaSink implements EventSink {
         for (const g of group) g.done(err ?? new Error("publish failed"));
       }
     }
+    for (const g of this.waiting.splice(0)) g.done(new Error("kafka sink closed"));
     this.sending = undefined;
   }
 
@@ -69,6 +74,10 @@ export class KafkaSink implements EventSink {
         await ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger });
         const producer = idempotentProducer(kafka, observer, clientId);
         await producer.connect();
+        if (this.closed) {
+          await producer.disconnect();
+          throw new Error("kafka sink closed");
+        }
         this.producer = producer;
         return producer;
       } finally {
@@ -78,9 +87,14 @@ export class KafkaSink implements EventSink {
     return this.connecting;
   }
 
+  /** Waits a little for a send in flight (it may be retrying through an outage), then disconnects. */
   async close(): Promise<void> {
-    await this.sending;
-    await this.producer?.disconnect();
+    this.closed = true;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.sending, new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))]);
+    clearTimeout(timer);
+    const producer = this.producer;
     this.producer = undefined;
+    await producer?.disconnect();
   }
 }

@@ -1,9 +1,12 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { DeliveryOutcome, DeliveryStatusSchema, type DeliveryStatus } from "../gen/otp/events/v1/events_pb.js";
-import { parseVerificationId } from "../otp/verification-id.js";
+import type { VerificationIds } from "../otp/verification-id.js";
 import type { VerificationStore } from "../store/store.js";
-import { CONSUMER_RETRY, ensureTopics, groupConsumer, kafkaClient, type Consumer, type EachMessagePayload, type KafkaObserver } from "./kafka/client.js";
+import {
+  CONSUMER_RETRY, ensureTopics, groupConsumer, headersOf, kafkaClient, type Consumer, type EachMessagePayload, type KafkaObserver,
+} from "./kafka/client.js";
+import { STATUS_MAC_HEADER, type StatusMac } from "./status-mac.js";
 import type { TopicReplication } from "./topic-replication.js";
 import { TOPICS } from "./topics.js";
 
@@ -14,13 +17,21 @@ import { TOPICS } from "./topics.js";
 // committed after a report is applied, and applying one twice is harmless
 // (markDeliveryFailed on an already voided or newer code changes nothing),
 // so there is no dedupe here.
+//
+// Trust boundary (SECURITY.md, "Delivery statuses"): anyone who can write to
+// the topic could otherwise name any tenant and verification and void its
+// code. A status is acted on only when its MAC (status-mac.ts, under a key
+// derived from the seal keys notifiers hold) verifies; others are skipped,
+// logged and counted.
 
 export interface StatusConsumerOptions {
   brokers: string[];
   logger: Logger;
   store: Pick<VerificationStore, "markDeliveryFailed" | "appendAudit">;
-  /** OTP_REDIS_SHARDS: needed to locate a verification from its id. */
-  shards: number;
+  /** Locates a verification from its id. */
+  ids: VerificationIds;
+  /** Checks the notifier's signature on each status. */
+  mac: StatusMac;
   groupId?: string;
   topic?: string;
   /** Of the topic, when it has to be created. */
@@ -38,6 +49,8 @@ export class DeliveryStatusConsumer {
   private readonly abort = new AbortController();
   private running = false;
   private restartTimer: NodeJS.Timeout | undefined;
+  /** Statuses skipped because their MAC was missing or wrong. */
+  rejected = 0;
 
   constructor(private readonly options: StatusConsumerOptions) {
     this.topic = options.topic ?? TOPICS.deliveryStatus;
@@ -89,10 +102,18 @@ export class DeliveryStatusConsumer {
     }, RESTART_DELAY_MS);
   }
 
-  private async handle({ message, partition }: EachMessagePayload): Promise<void> {
+  private async handle({ topic, message, partition }: EachMessagePayload): Promise<void> {
+    const value = message.value ?? new Uint8Array();
+    if (!this.options.mac.verify(topic, value, headersOf(message)[STATUS_MAC_HEADER])) {
+      // Not from a notifier holding a seal key: nothing in it is believed, not even its ids.
+      this.rejected += 1;
+      this.options.observer?.trouble("unauthenticated_status", "otp-service-status");
+      this.options.logger.warn({ partition, offset: message.offset, rejected_total: this.rejected }, "unauthenticated delivery status ignored");
+      return;
+    }
     let status: DeliveryStatus;
     try {
-      status = fromBinary(DeliveryStatusSchema, message.value ?? new Uint8Array());
+      status = fromBinary(DeliveryStatusSchema, value);
     } catch {
       // Nothing to apply and nothing a retry would fix: skip it rather than stall the partition.
       this.options.logger.warn({ partition, offset: message.offset }, "undecodable delivery status skipped");
@@ -100,7 +121,7 @@ export class DeliveryStatusConsumer {
     }
     const log = { verification_id: status.verificationId, delivery_event_id: status.deliveryEventId, adapter: status.adapter, resend_count: status.resendCount };
     if (status.outcome !== DeliveryOutcome.FAILED && status.outcome !== DeliveryOutcome.DELIVERED) return;
-    const ref = parseVerificationId(status.verificationId, this.options.shards);
+    const ref = this.options.ids.parse(status.verificationId);
     if (!ref || !status.tenant) {
       this.options.logger.warn({ ...log, partition, offset: message.offset }, "delivery status names no verification of ours; skipped");
       return;

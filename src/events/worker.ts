@@ -8,7 +8,9 @@ import { OutboxRelay } from "./relay.js";
 import type { KafkaObserver } from "./kafka/client.js";
 import type { Sealer } from "./seal.js";
 import type { EventSink } from "./sink.js";
+import { VerificationIds } from "../otp/verification-id.js";
 import { DeliveryStatusConsumer } from "./status-consumer.js";
+import { StatusMac } from "./status-mac.js";
 
 // Everything of the service that talks to Kafka: the outbox relay and the
 // delivery-status consumer. It runs in every service process by default
@@ -41,7 +43,9 @@ export function startEventWorker(
   let statuses: DeliveryStatusConsumer | undefined;
   if (config.kafkaBrokers) {
     statuses = new DeliveryStatusConsumer({
-      brokers: config.kafkaBrokers, logger: log, store, shards: config.redisShards,
+      brokers: config.kafkaBrokers, logger: log, store,
+      ids: new VerificationIds(config.destinationKey, config.redisShards),
+      mac: new StatusMac(config.sealKeys),
       replication: config.kafkaReplication, observer: options.kafkaObserver,
     });
     // Not awaited: calls are served while Kafka is away; the consumer retries by itself.
@@ -50,8 +54,8 @@ export function startEventWorker(
   return {
     relay,
     async stop() {
-      await statuses?.stop();
-      await relay.stop();
+      // Side by side: with Kafka away each may spend its few seconds of grace.
+      await Promise.all([statuses?.stop(), relay.stop()]);
       await sink.close();
     },
   };

@@ -32,6 +32,12 @@ export interface NotifierConfig {
   maxInFlight: number;
   /** Event ids remembered for dedupe (in memory, least recently used dropped first). */
   dedupeSize: number;
+  /** NOTIFIER_REDIS_URL: delivery claims shared by every replica (required in production); undefined: in memory. */
+  redisUrl: string | undefined;
+  /** A claim not renewed for this long is free again (a crashed notifier blocks an event at most this long). */
+  claimLeaseMs: number;
+  /** How long a finished event id is remembered in Redis. */
+  claimDoneTtlMs: number;
   commitIntervalMs: number;
   /** On SIGTERM, how long deliveries in flight may finish before they are abandoned (and redelivered later). */
   shutdownGraceMs: number;
@@ -68,6 +74,8 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
     const name = sms === "console" ? "NOTIFIER_SMS_ADAPTER" : "NOTIFIER_EMAIL_ADAPTER";
     throw new ConfigError(`${name}=console prints codes to stdout and is refused when NODE_ENV=production`);
   }
+  // In memory, a restarted or second notifier would send the same code again.
+  const redisUrl = production ? required("NOTIFIER_REDIS_URL", undefined) : optional(env, "NOTIFIER_REDIS_URL");
   if (missing.length > 0) {
     const why = production ? "NODE_ENV=production requires" : "the notifier requires";
     throw new ConfigError(`${why} ${missing.join(", ")}`);
@@ -94,6 +102,9 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
     retry: { attempts, baseDelayMs, maxDelayMs },
     maxInFlight: int(env, "NOTIFIER_MAX_IN_FLIGHT", 64, 1, 10_000),
     dedupeSize: int(env, "NOTIFIER_DEDUPE_SIZE", 100_000, 1, 10_000_000),
+    redisUrl,
+    claimLeaseMs: int(env, "NOTIFIER_CLAIM_LEASE_MS", 30_000, 100, 600_000),
+    claimDoneTtlMs: int(env, "NOTIFIER_CLAIM_DONE_TTL_MS", 86_400_000, 60_000, 30 * 86_400_000),
     commitIntervalMs: int(env, "NOTIFIER_COMMIT_INTERVAL_MS", 1_000, 10, 60_000),
     shutdownGraceMs: int(env, "NOTIFIER_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     metricsPort: optional(env, "NOTIFIER_METRICS_PORT") === "off" ? undefined : int(env, "NOTIFIER_METRICS_PORT", 9464, 0, 65535),

@@ -2,8 +2,7 @@
 // (a rebalance, a restart of the consumer inside this process, a duplicate
 // produce) does not send the same code twice. Bounded and in memory: a Map in
 // insertion order is the LRU list. It does not survive a restart and is not
-// shared between notifier replicas; a provider-side Idempotency-Key (webhook)
-// covers those cases where the provider supports it.
+// shared between notifier replicas: claims in Redis (claims.ts) are.
 
 export class Lru<V> {
   private readonly map = new Map<string, V>();

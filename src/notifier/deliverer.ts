@@ -36,9 +36,10 @@ export class Deliverer {
 
   /**
    * Throws the signal's reason if `signal` aborts (shutdown): that message is left for redelivery.
-   * `canceled` is asked before every attempt: a canceled verification gets no (further) message.
+   * `canceled` aborts when the verification is canceled: no (further) attempt is made, and a
+   * wait for the next retry ends at once.
    */
-  async deliver(d: Delivery, signal: AbortSignal, canceled: () => boolean = () => false): Promise<Attempted> {
+  async deliver(d: Delivery, signal: AbortSignal, canceled: AbortSignal = new AbortController().signal): Promise<Attempted> {
     const channel = CHANNELS[d.channel];
     if (!channel) return { kind: "failed", adapter: "", attempts: 0, reason: `unsupported channel ${Channel[d.channel] ?? d.channel}`, deadLetter: true };
     const adapter = this.adapters[channel];
@@ -48,7 +49,7 @@ export class Deliverer {
 
     const log = this.logger.child({ event_id: d.eventId, verification_id: d.verificationId, channel, adapter: adapter.name });
     for (let attempt = 1; ; attempt++) {
-      if (canceled()) {
+      if (canceled.aborted) {
         log.info({ attempts: attempt - 1 }, "verification canceled: delivery dropped");
         return { kind: "canceled", adapter: adapter.name, attempts: attempt - 1 };
       }
@@ -70,7 +71,12 @@ export class Deliverer {
         const last = failure.permanent || attempt >= this.retry.attempts || (d.expiresAtMs !== undefined && this.now() + delay >= d.expiresAtMs);
         log.warn({ attempt, reason: failure.reason, permanent: failure.permanent, retry_in_ms: last ? undefined : delay }, "delivery attempt failed");
         if (last) return { kind: "failed", adapter: adapter.name, attempts: attempt, reason: failure.reason, deadLetter: true };
-        await sleep(delay, signal);
+        try {
+          await sleep(delay, AbortSignal.any([signal, canceled]));
+        } catch (err) {
+          if (signal.aborted) throw err;
+          // Canceled while waiting: the next turn of the loop says so.
+        }
       }
     }
   }

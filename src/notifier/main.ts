@@ -1,10 +1,12 @@
 import { ConfigError } from "../config.js";
 import { startTracing, type Tracing } from "../telemetry/tracing.js";
 import { buildAdapters } from "./adapters/index.js";
+import { noBrokerAnswers } from "./broker-probe.js";
 import { serveMetricsEndpoint, type MetricsEndpoint } from "../metrics-endpoint.js";
 import { loadNotifierConfig, type NotifierConfig } from "./config.js";
 import { notifierLogger } from "./logger.js";
 import { NotifierMetrics } from "./metrics.js";
+import { RedisClaims, type DeliveryClaims } from "./claims.js";
 import { Notifier } from "./notifier.js";
 
 // The reference notifier: `npm run notifier`. Consumes otp.delivery.v1,
@@ -20,6 +22,14 @@ try {
   process.exit(2);
 }
 
+if (!config.production) {
+  const none = await noBrokerAnswers(config.brokers, !process.env.KAFKA_BROKERS?.trim());
+  if (none) {
+    process.stderr.write(`otp-notifier: ${none}\n`);
+    process.exit(1);
+  }
+}
+
 const logger = notifierLogger(config.logLevel);
 let tracing: Tracing | undefined;
 try {
@@ -30,7 +40,14 @@ try {
   process.exit(2);
 }
 const metrics = new NotifierMetrics();
-const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger), metrics, kafkaObserver: metrics.kafka });
+let claims: DeliveryClaims | undefined;
+try {
+  claims = config.redisUrl ? await RedisClaims.connect(config.redisUrl, { leaseMs: config.claimLeaseMs, doneTtlMs: config.claimDoneTtlMs }) : undefined;
+} catch (err) {
+  logger.error({ err: (err as Error).message }, "notifier cannot reach NOTIFIER_REDIS_URL");
+  process.exit(1);
+}
+const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger), metrics, kafkaObserver: metrics.kafka, claims });
 let endpoint: MetricsEndpoint | undefined;
 
 let stopping = false;

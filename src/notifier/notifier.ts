@@ -15,11 +15,13 @@ import {
   type OutgoingRecord,
 } from "../events/kafka/client.js";
 import { Sealer } from "../events/seal.js";
+import { StatusMac } from "../events/status-mac.js";
 import { HEADERS, TOPICS } from "../events/topics.js";
 import { closeAdapters, type AdapterSet } from "./adapters/index.js";
 import type { NotifierConfig } from "./config.js";
+import { MemoryClaims, type DeliveryClaims } from "./claims.js";
 import { Lru } from "./dedupe.js";
-import { decodeDelivery, openDelivery, PoisonError } from "./delivery.js";
+import { decodeDelivery, openDelivery, PoisonError, type Delivery } from "./delivery.js";
 import { Deliverer, type Attempted } from "./deliverer.js";
 import { KeyedLanes, Slots } from "./lanes.js";
 import { PartitionTracker } from "./offsets.js";
@@ -35,8 +37,9 @@ import { telemetry } from "../telemetry/tracing.js";
 // and dead-lettered, with its DeliveryStatus written. So a slow or failing
 // message never holds up the ones behind it, except those of the same
 // verification (same key), which wait to keep their order. At least once: a
-// crash or rebalance redelivers unfinished work; the event-id dedupe keeps
-// this process from sending the same code twice.
+// crash or rebalance redelivers unfinished work; claims on the event id
+// (./claims.ts, in Redis with NOTIFIER_REDIS_URL) keep every notifier
+// replica, restarted or not, from sending the same code twice.
 
 export interface NotifierTopics {
   delivery: string;
@@ -54,6 +57,8 @@ export interface NotifierOptions {
   kafkaObserver?: KafkaObserver;
   /** Outcome counters for /metrics (src/notifier/metrics.ts); absent: not counted. */
   metrics?: NotifierMetrics;
+  /** Who has delivered what, across replicas (RedisClaims); absent: this process only. Closed by stop(). */
+  claims?: DeliveryClaims;
 }
 
 /** What was decided for an event id; the records are kept only until Kafka has them. */
@@ -77,10 +82,14 @@ export class Notifier {
   private readonly kafka: ReturnType<typeof kafkaClient>;
   private readonly sink: KafkaSink;
   private readonly sealer: Sealer;
+  private readonly statusMac: StatusMac;
   private readonly deliverer: Deliverer;
   private readonly dedupe: Lru<Handled>;
+  private readonly claims: DeliveryClaims;
   /** Verification ids a DeliveryCanceled named: their deliveries not yet made are dropped. */
   private readonly canceled: Lru<true>;
+  /** Deliveries under way, by verification id: a cancel aborts their wait for a retry. */
+  private readonly underway = new Map<string, Set<AbortController>>();
   private readonly lanes = new KeyedLanes();
   private readonly slots: Slots;
   private trackers = new Map<string, { topic: string; partition: number; tracker: PartitionTracker }>();
@@ -99,8 +108,10 @@ export class Notifier {
     this.consumer = groupConsumer(this.kafka, config.groupId);
     this.sink = new KafkaSink({ brokers: config.brokers, logger, clientId: "otp-notifier-results", replication: config.replication, observer });
     this.sealer = new Sealer(config.sealKeys);
+    this.statusMac = new StatusMac(config.sealKeys);
     this.deliverer = new Deliverer(options.adapters, config.retry, logger, Date.now, options.metrics);
     this.dedupe = new Lru(config.dedupeSize);
+    this.claims = options.claims ?? new MemoryClaims(config.dedupeSize);
     this.canceled = new Lru(config.dedupeSize);
     this.slots = new Slots(config.maxInFlight);
   }
@@ -169,6 +180,7 @@ export class Notifier {
       await this.commit();
       await this.consumer.disconnect();
       await this.sink.close();
+      await this.claims.close();
       await closeAdapters(this.options.adapters);
     })();
     return this.stopping;
@@ -252,20 +264,32 @@ export class Notifier {
         this.options.logger.info({ event_id: event.eventId, offset: o.offset }, "duplicate delivery event skipped");
         return true;
       }
+      const claim = await this.claim(event.eventId, signal);
+      if (!claim) {
+        this.options.logger.info({ event_id: event.eventId, offset: o.offset }, "delivery event already handled by a notifier; skipped");
+        return true;
+      }
+      const renewal = this.keepClaim(event.eventId, claim.token);
       let records: OutgoingRecord[];
       try {
         const delivery = openDelivery(event, this.sealer);
-        const canceled = (): boolean => this.canceled.get(event.verificationId) !== undefined;
-        const attempted = await this.deliverer.deliver(delivery, signal, canceled);
+        const attempted = await this.deliverCancelably(delivery, signal).finally(() => clearInterval(renewal));
         this.options.metrics?.finished(delivery, attempted);
         span?.setAttribute("otp.delivery.outcome", attempted.kind);
         span?.setAttribute("otp.delivery.adapter", attempted.adapter);
         records = this.recordsFor(o, event, attempted);
       } catch (err) {
-        if (signal.aborted) throw err;
+        clearInterval(renewal);
+        if (signal.aborted) {
+          // Abandoned unfinished: the next owner may deliver at once, not after the lease.
+          await this.claims.release(event.eventId, claim.token).catch(() => undefined);
+          throw err;
+        }
         span?.setAttribute("otp.delivery.outcome", "dead_lettered");
         records = this.poison(o, err);
       }
+      // Finished before it is reported: a crash after this point loses a status, never sends twice.
+      await this.untilDone(() => this.claims.finish(event.eventId, claim.token), "cannot mark the delivery finished in Redis; retrying");
       const handled: Handled = { unpublished: records };
       this.dedupe.set(event.eventId, handled);
       await this.publish(records);
@@ -279,10 +303,28 @@ export class Notifier {
     }
   }
 
+  /** Delivers, unless (or until) the verification is canceled. */
+  private async deliverCancelably(delivery: Delivery, signal: AbortSignal): Promise<Attempted> {
+    const vid = delivery.verificationId;
+    const cancel = new AbortController();
+    if (this.canceled.get(vid)) cancel.abort();
+    let set = this.underway.get(vid);
+    if (!set) this.underway.set(vid, (set = new Set()));
+    set.add(cancel);
+    try {
+      return await this.deliverer.deliver(delivery, signal, cancel.signal);
+    } finally {
+      set.delete(cancel);
+      if (set.size === 0) this.underway.delete(vid);
+    }
+  }
+
   private noteCanceled(value: Buffer | null): void {
     try {
       const e = fromBinary(DeliveryCanceledSchema, value ?? new Uint8Array());
-      if (e.verificationId) this.canceled.set(e.verificationId, true);
+      if (!e.verificationId) return;
+      this.canceled.set(e.verificationId, true);
+      for (const cancel of this.underway.get(e.verificationId) ?? []) cancel.abort();
     } catch {
       this.options.logger.warn("undecodable delivery.canceled record skipped");
     }
@@ -300,7 +342,7 @@ export class Notifier {
       reason: result.kind === "failed" ? result.reason : result.kind === "canceled" ? "canceled" : "",
       adapter: result.adapter,
       nowMs: Date.now(),
-    });
+    }, this.statusMac);
     if (result.kind === "failed" && result.deadLetter) {
       return [deadLetterRecord(this.topics.deadLetter, o, result.reason, result.attempts), status];
     }
@@ -316,6 +358,45 @@ export class Notifier {
     const records = [deadLetterRecord(this.topics.deadLetter, o, p.reason, 0)];
     if (p.event) records.push(...this.recordsFor(o, p.event, { kind: "failed", adapter: "", attempts: 0, reason: p.reason, deadLetter: false }));
     return records;
+  }
+
+  /**
+   * The event's claim, waiting while another notifier holds it; null when some
+   * notifier already finished it. Redis being away delays delivery rather than
+   * risking a second one.
+   */
+  private async claim(eventId: string, signal: AbortSignal): Promise<{ token: string } | null> {
+    for (;;) {
+      const claim = await this.untilDone(() => this.claims.claim(eventId), "cannot claim a delivery in Redis; retrying");
+      if (claim.kind === "claimed") return { token: claim.token };
+      if (claim.kind === "done") return null;
+      await sleep(claim.retryInMs, signal);
+    }
+  }
+
+  /** Renews the claim while a delivery and its retries run. */
+  private keepClaim(eventId: string, token: string): NodeJS.Timeout {
+    const every = Math.max(50, Math.floor(this.options.config.claimLeaseMs / 3));
+    return setInterval(() => {
+      this.claims.renew(eventId, token).then(
+        (held) => {
+          if (!held) this.options.logger.warn({ event_id: eventId }, "delivery claim lost while delivering (lease expired)");
+        },
+        (err: unknown) => this.options.logger.warn({ err: (err as Error).message }, "cannot renew a delivery claim"),
+      );
+    }, every);
+  }
+
+  private async untilDone<T>(op: () => Promise<T>, warning: string): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await op();
+      } catch (err) {
+        if (this.abort.signal.aborted) throw err;
+        if (attempt === 1) this.options.logger.warn({ err: (err as Error).message }, warning);
+        await sleep(Math.min(100 * 2 ** attempt, PUBLISH_BACKOFF_MAX_MS), this.abort.signal);
+      }
+    }
   }
 
   /** Kafka being down must not lose a result: retry until it is written or we stop. */

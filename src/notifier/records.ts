@@ -2,6 +2,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { DeliveryOutcome, DeliveryStatusSchema } from "../gen/otp/events/v1/events_pb.js";
 import type { OutgoingRecord } from "../events/kafka/client.js";
+import { STATUS_MAC_HEADER, type StatusMac } from "../events/status-mac.js";
 import { HEADERS } from "../events/topics.js";
 
 // The two kinds of records the notifier writes: a DeliveryStatus per handled
@@ -33,7 +34,8 @@ const OUTCOME_NAMES = {
   [DeliveryOutcome.CANCELED]: "canceled",
 } as const;
 
-export function statusRecord(topic: string, f: StatusFacts): OutgoingRecord {
+/** A DeliveryStatus record, signed (events/status-mac.ts): the service ignores unsigned ones. */
+export function statusRecord(topic: string, f: StatusFacts, mac: StatusMac): OutgoingRecord {
   // Derived, not random: a redelivered delivery reporting the same outcome
   // repeats the same status event id, so status consumers can dedupe it.
   const eventId = `${f.deliveryEventId}:${OUTCOME_NAMES[f.outcome]}`;
@@ -49,11 +51,13 @@ export function statusRecord(topic: string, f: StatusFacts): OutgoingRecord {
     adapter: f.adapter,
     resendCount: f.resendCount,
   });
+  const value = toBinary(DeliveryStatusSchema, status);
   return {
     topic,
     key: f.verificationId,
-    value: toBinary(DeliveryStatusSchema, status),
+    value,
     headers: {
+      [STATUS_MAC_HEADER]: mac.sign(topic, value),
       [HEADERS.eventType]: "delivery.status",
       [HEADERS.eventId]: eventId,
       [HEADERS.contentType]: "application/x-protobuf; messageType=otp.events.v1.DeliveryStatus",

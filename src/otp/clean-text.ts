@@ -11,7 +11,9 @@ import type { FieldViolation } from "./errors.js";
 // unassigned code points. So a request carrying one in any string field,
 // nested messages and map keys and values included, is refused as a whole
 // with INVALID_ARGUMENT naming the field, whatever the field's own rules.
-// Checked generically (not per field) so a field added later is covered.
+// Checked generically (not per field) so a field added later is covered; so
+// is an enum number the schema does not define (binary requests can carry
+// any), whether or not the field declares defined_only.
 
 const UNCLEAN = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/u;
 const DESCRIPTION = "must not contain control, format (bidi, zero-width), separator, surrogate, private-use or unassigned characters";
@@ -34,6 +36,10 @@ function visit(message: ReflectMessage, prefix: string, out: FieldViolation[]): 
     switch (field.fieldKind) {
       case "scalar":
         if (field.scalar === ScalarType.STRING && !isCleanText(message.get(field) as string)) out.push({ field: path, description: DESCRIPTION });
+        break;
+      case "enum":
+        // Open enums keep numbers they do not know; a request must not carry one (read as what?).
+        if (!field.enum.values.some((v) => v.number === message.get(field))) out.push({ field: path, description: "is not a value of this enum" });
         break;
       case "message":
         visit(message.get(field), `${path}.`, out);

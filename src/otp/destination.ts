@@ -3,7 +3,7 @@ import { domainToASCII } from "node:url";
 import { parsePhoneNumberFromString } from "libphonenumber-js/max";
 import { Channel } from "../gen/otp/v1/otp_pb.js";
 
-// A destination has two forms (src/store/README.md, "Canonical forms"):
+// A destination has two forms (README.md, "Canonical forms"):
 //  - `address`, where the notifier delivers: the phone number in E.164, or
 //    the email address with its local part as the person typed it and its
 //    domain in lower-case A-labels (punycode), the form every mail server takes;

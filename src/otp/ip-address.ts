@@ -10,8 +10,13 @@ import { isIP } from "node:net";
 // spelling never buys a second budget and mapped addresses are not lumped
 // together into one IPv6 /64.
 
-/** IPv6 prefixes (96 bits) that embed an IPv4 address in their last 32 bits: IPv4-mapped and the NAT64 well-known prefix (RFC 6052). */
-const EMBEDS_IPV4 = ["0:0:0:0:0:ffff:", "64:ff9b:0:0:0:0:"];
+/**
+ * IPv6 prefixes (96 bits) that embed an IPv4 address in their last 32 bits:
+ * IPv4-mapped, the NAT64 well-known prefix (RFC 6052) and the deprecated
+ * IPv4-compatible form ("::1.2.3.4"; not "::" and "::1"). Counted by /64 they
+ * would all share one budget.
+ */
+const EMBEDS_IPV4 = ["0:0:0:0:0:ffff:", "64:ff9b:0:0:0:0:", "0:0:0:0:0:0:"];
 
 /** The canonical form of an IP address (IPv4 dotted quad, or RFC 5952 IPv6 without zone), or undefined when it is not one. */
 export function canonicalIp(text: string): string | undefined {
@@ -24,10 +29,9 @@ export function canonicalIp(text: string): string | undefined {
   if (family !== 6) return undefined;
   const groups = ipv6Groups(bare);
   const head = groups.slice(0, 6).join(":") + ":";
-  if (EMBEDS_IPV4.includes(head)) {
-    const [hi, lo] = [parseInt(groups[6]!, 16), parseInt(groups[7]!, 16)];
-    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
-  }
+  const [hi, lo] = [parseInt(groups[6]!, 16), parseInt(groups[7]!, 16)];
+  const unspecifiedOrLoopback = head === "0:0:0:0:0:0:" && hi === 0 && lo <= 1;
+  if (EMBEDS_IPV4.includes(head) && !unspecifiedOrLoopback) return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
   // The WHATWG URL serialiser writes RFC 5952's form: lower case, longest zero run compressed.
   return new URL(`http://[${bare}]`).hostname.slice(1, -1);
 }

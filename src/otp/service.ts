@@ -35,7 +35,9 @@ import type { Logger } from "../log.js";
 import { StoreUnavailableError } from "../store/errors.js";
 import type {
   CallerBudget,
+  DestinationRef,
   EventContext,
+  IdempotencyClaim,
   PrefixGuardCheck,
   VerificationRef,
   VerificationState,
@@ -54,8 +56,9 @@ import { decodePrefixRefs, encodePrefixRefs, numberPrefixes, type NumberPrefixes
 import { policyFor, storePolicy } from "./policy.js";
 import type { Refusal, Refusals } from "./refusals.js";
 import { assertValid, violation } from "./validation.js";
+import { IdempotencyKeys } from "./idempotency.js";
 import { TestDestinations } from "./test-destinations.js";
-import { destinationRef, newVerificationRef, parseVerificationId } from "./verification-id.js";
+import { destinationRef, VerificationIds } from "./verification-id.js";
 
 /**
  * Who is calling, as established by the transport (src/transport/caller.ts,
@@ -145,6 +148,10 @@ export class OtpService {
   private readonly testDestinations: TestDestinations;
   private readonly outcomes: Outcomes | undefined;
   private readonly lettersPossible: boolean;
+  private readonly ids: VerificationIds;
+  private readonly idempotency: IdempotencyKeys;
+  /** How long a Verify's idempotency key stays bound: the longest a verification of any purpose lives. */
+  private readonly verifyKeyRetainMs: number;
 
   constructor(deps: OtpServiceDeps) {
     this.config = deps.config;
@@ -159,7 +166,11 @@ export class OtpService {
     this.logger = deps.logger;
     this.testDestinations = new TestDestinations(deps.config.testDestinations);
     this.outcomes = deps.outcomes;
-    this.lettersPossible = [deps.config.defaults, ...Object.values(deps.config.purposes)].some((p) => p.alphabet === "alphanumeric");
+    const policies = [deps.config.defaults, ...Object.values(deps.config.purposes)];
+    this.lettersPossible = policies.some((p) => p.alphabet === "alphanumeric");
+    this.ids = new VerificationIds(deps.config.destinationKey, deps.config.redisShards);
+    this.idempotency = new IdempotencyKeys(deps.config.destinationKey);
+    this.verifyKeyRetainMs = Math.max(...policies.map((p) => p.ttlSeconds)) * 1000;
   }
 
   async send(req: SendRequest, caller: Caller): Promise<SendResponse> {
@@ -176,9 +187,13 @@ export class OtpService {
     if (testCode === undefined) this.permitPhone(caller, "Send", destination, policy, about);
     this.admit();
 
+    const metadataJson = Object.keys(req.metadata).length > 0 ? JSON.stringify(req.metadata) : "";
+    const claim = req.idempotencyKey === "" ? null : this.idempotency.send(caller.tenant, req.idempotencyKey, {
+      destinationDigest: digest, purpose: req.purpose, channel: req.channel, context: req.context, locale: req.locale, metadataJson,
+    }, policy.ttlSeconds * 1000);
     const prefixes = testCode === undefined ? this.prefixesOf(caller, destination) : null;
-    await this.spend(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about, prefixes);
-    const ref = newVerificationRef(at);
+    await this.spendAndClaim(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about, claim, prefixes);
+    const ref = this.ids.newRef(at);
     const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, req.context, code);
     const outcome = await this.guard(() =>
@@ -195,8 +210,9 @@ export class OtpService {
         sealedDestination: this.sealer.seal("destination", caller.tenant, destination.address),
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
         locale: req.locale,
-        metadataJson: Object.keys(req.metadata).length > 0 ? JSON.stringify(req.metadata) : "",
-        idempotencyKey: req.idempotencyKey,
+        metadataJson,
+        idempotencyKey: claim?.keyDigest ?? "",
+        requestFingerprint: claim?.fingerprint ?? "",
         context: req.context,
         prefixRefs: prefixes ? encodePrefixRefs(prefixes.check) : "",
         deliver: testCode === undefined,
@@ -214,6 +230,8 @@ export class OtpService {
       this.record(caller, "Send", { type: "rate_limited", reason: outcome.reason, ...about, audit: false });
       throw OtpError.exhausted(outcome.reason, outcome.retryAfterMs);
     }
+    // The key's binding (above) expired while its verification lived on (a Resend extends it).
+    if (outcome.kind === "conflict") throw idempotencyKeyReused([]);
     // A test destination's Send queued no delivery: not counted as one.
     if (outcome.kind === "issued" && testCode === undefined) this.outcomes?.sent(caller.tenant, req.channel, destination.country ?? "");
     return create(SendResponseSchema, timesMessage(outcome));
@@ -233,14 +251,18 @@ export class OtpService {
     }
     const policy = req.target.case === "destination" ? this.policy(req.target.value.purpose, "destination.purpose") : null;
     if (req.target.case === "destination") this.permitPurpose(caller, "Verify", req.target.value.purpose);
-    await this.spend(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {});
-    const ref = await this.verificationTarget(req, caller);
+    const target = this.verifyTarget(req, caller);
+    const claim = req.idempotencyKey === "" ? null : this.idempotency.verify(caller.tenant, req.idempotencyKey, {
+      target: target.fingerprint, code: req.code.toUpperCase(), context: req.context, // codes compare upper-cased
+    }, this.verifyKeyRetainMs);
+    await this.spendAndClaim(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {}, claim);
+    const ref = await this.verificationTarget(target, caller);
     if (!ref) return notFound(req.target.case === "verificationId" ? req.target.value : "");
     if (req.target.case === "verificationId" && caller.purposes) {
       // A purpose-restricted client verifies only its purposes; the id alone does not say which.
+      // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
       const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
-      if (!summary) return notFound(ref.verificationId);
-      this.permitPurpose(caller, "Verify", summary.purpose, ref.verificationId);
+      if (!summary || !this.mayUse(caller, "Verify", summary.purpose, ref.verificationId)) return notFound(ref.verificationId);
     }
 
     // A code outside the alphabet is a caller mistake, not a guess. By id the
@@ -256,8 +278,7 @@ export class OtpService {
         tenant: caller.tenant,
         ref,
         candidates: this.keyring.candidates(ref.verificationId, caller.tenant, req.context, code),
-        idempotencyKey: req.idempotencyKey,
-        failuresPerDestination: (policy ?? this.config.defaults).failuresPerDestination,
+        idempotencyKey: claim?.keyDigest ?? "",
         event: eventContext(caller),
       }),
     );
@@ -285,12 +306,12 @@ export class OtpService {
 
   async resend(req: ResendRequest, caller: Caller): Promise<ResendResponse> {
     assertValid(ResendRequestSchema, req);
-    const ref = parseVerificationId(req.verificationId, this.config.redisShards);
-    if (!ref) throw new OtpError("NOT_FOUND", "no such verification");
+    const ref = this.ids.parse(req.verificationId);
+    if (!ref) throw noSuchVerification();
     await this.spend(caller, "Resend", resendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), { verificationId: ref.verificationId });
     const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
-    if (!summary) throw new OtpError("NOT_FOUND", "no such verification");
-    this.permitPurpose(caller, "Resend", summary.purpose, ref.verificationId);
+    // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
+    if (!summary || !this.mayUse(caller, "Resend", summary.purpose, ref.verificationId)) throw noSuchVerification();
     if (req.channel !== 0 && kindFor(req.channel) !== kindFor(summary.channel)) {
       throw OtpError.invalidArgument([violation("channel", "does not suit the verification's destination")]);
     }
@@ -329,7 +350,7 @@ export class OtpService {
           resendsRemaining: outcome.resendsRemaining,
         });
       case "not_found":
-        throw new OtpError("NOT_FOUND", "no such verification");
+        throw noSuchVerification();
       case "finished":
         throw new OtpError("FAILED_PRECONDITION", "the verification is finished; Send a new one", { reason: "VERIFICATION_FINISHED" });
       case "refused":
@@ -378,7 +399,7 @@ export class OtpService {
 
   async getVerification(req: GetVerificationRequest, caller: Caller): Promise<GetVerificationResponse> {
     assertValid(GetVerificationRequestSchema, req);
-    const ref = parseVerificationId(req.verificationId, this.config.redisShards);
+    const ref = this.ids.parse(req.verificationId);
     const state = ref && (await this.guard(() => this.store.inspect(caller.tenant, ref)));
     if (!state || !this.mayUse(caller, "GetVerification", state.purpose, state.verificationId)) throw noSuchVerification();
     return create(GetVerificationResponseSchema, { verification: verificationMessage(state) });
@@ -386,7 +407,7 @@ export class OtpService {
 
   async cancelVerification(req: CancelVerificationRequest, caller: Caller): Promise<CancelVerificationResponse> {
     assertValid(CancelVerificationRequestSchema, req);
-    const ref = parseVerificationId(req.verificationId, this.config.redisShards);
+    const ref = this.ids.parse(req.verificationId);
     // The purpose decides whether this caller may touch it: read it first.
     const summary = ref && (await this.guard(() => this.store.describe(caller.tenant, ref)));
     if (!ref || !summary || !this.mayUse(caller, "CancelVerification", summary.purpose, ref.verificationId)) throw noSuchVerification();
@@ -418,20 +439,53 @@ export class OtpService {
     }
   }
 
-  private async verificationTarget(req: VerifyRequest, caller: Caller): Promise<VerificationRef | null> {
-    if (req.target.case === "verificationId") return parseVerificationId(req.target.value, this.config.redisShards);
-    if (req.target.case !== "destination") return null;
-    const { purpose, destination: raw } = req.target.value;
-    // Verify by destination cannot know the channel; the form of the address decides.
-    const destination = this.destination(raw.includes("@") ? 2 : 1, raw, "destination.destination");
-    const at = destinationRef(this.digester.digest(caller.tenant, destination.canonical), this.config.redisShards);
-    const id = await this.guard(() => this.store.findByDestination(caller.tenant, purpose, at));
+  /** What a Verify names, checked and canonical, before anything is spent. */
+  private verifyTarget(req: VerifyRequest, caller: Caller): VerifyTarget {
+    if (req.target.case === "destination") {
+      const { purpose, destination: raw } = req.target.value;
+      // Verify by destination cannot know the channel; the form of the address decides.
+      const destination = this.destination(raw.includes("@") ? 2 : 1, raw, "destination.destination");
+      const digest = this.digester.digest(caller.tenant, destination.canonical);
+      return { purpose, at: destinationRef(digest, this.config.redisShards), fingerprint: `destination:${purpose}:${digest}` };
+    }
+    const id = req.target.case === "verificationId" ? req.target.value : "";
+    return { ref: this.ids.parse(id), fingerprint: `verification_id:${id}` };
+  }
+
+  private async verificationTarget(target: VerifyTarget, caller: Caller): Promise<VerificationRef | null> {
+    if (!target.at) return target.ref ?? null;
+    const { at, purpose } = target;
+    const id = await this.guard(() => this.store.findByDestination(caller.tenant, purpose!, at));
     return id === null ? null : { ...at, verificationId: id };
   }
 
   /** The end user's IP: the connection's for a browser (it cannot be trusted to say), client_ip from a backend. */
   private ipOf(caller: Caller, clientIp: string): string | undefined {
     return caller.isPublic ? caller.connectionIp : clientIp || undefined;
+  }
+
+  /**
+   * Spends the caller budgets (see spend) and binds the idempotency key (both on the tenant's
+   * hash tag, sent together). A key first used with other parameters is refused, naming them,
+   * before a budget refusal: it is a mistake the caller must fix, not wait out.
+   */
+  private async spendAndClaim(
+    caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>, claim: IdempotencyClaim | null,
+    prefixes?: NumberPrefixes | null,
+  ): Promise<void> {
+    const [spent, claimed] = await Promise.allSettled([
+      this.spend(caller, method, budgets, about, prefixes),
+      claim ? this.guard(() => this.store.claimIdempotencyKey(caller.tenant, claim)) : Promise.resolve(null),
+    ]);
+    if (claimed.status === "rejected") throw claimed.reason;
+    if (claimed.value?.kind === "reused") {
+      // Counted as sent by the budgets call; nothing will go out.
+      if (prefixes && spent.status === "fulfilled") await this.recordPrefix(caller, prefixes.check, "unsent");
+      const err = idempotencyKeyReused(claimed.value.fields);
+      this.record(caller, method, { type: "refused", reason: "IDEMPOTENCY_KEY_REUSED", ...about });
+      throw err;
+    }
+    if (spent.status === "rejected") throw spent.reason;
   }
 
   /**
@@ -527,6 +581,25 @@ export class OtpService {
       throw err;
     }
   }
+}
+
+interface VerifyTarget {
+  /** By id: the ref it points at (null when it cannot be one of ours). */
+  ref?: VerificationRef | null;
+  /** By destination: */
+  purpose?: string;
+  at?: DestinationRef;
+  /** What the idempotency key binds to. */
+  fingerprint: string;
+}
+
+/** An idempotency key first used for a request with other parameters (README "Idempotency keys"). */
+function idempotencyKeyReused(fields: string[]): OtpError {
+  const which = fields.length > 0 ? `a different ${fields.join(", ")}` : "different parameters";
+  return new OtpError("INVALID_ARGUMENT", `idempotency_key was first used for a request with ${which}; use a new key for a new request`, {
+    reason: "IDEMPOTENCY_KEY_REUSED",
+    violations: [{ field: "idempotency_key", description: `was first used with ${which}` }],
+  });
 }
 
 function eventContext(caller: Caller): EventContext {

@@ -1,15 +1,31 @@
-import { randomBytes } from "node:crypto";
+import { createHmac, hkdfSync, randomBytes } from "node:crypto";
 import type { DestinationRef, VerificationRef } from "../store/store.js";
 
-// A verification id is `<handle><random>`: the destination handle (first 12
-// characters of the tenant's keyed destination digest, so it reveals nothing
-// about the destination) followed by 128 random bits. Embedding the handle
-// lets Verify and Resend by id name the destination's keys without a lookup.
+// A verification id is base64url(random ‖ handle XOR PRF_k(random)): 16 random
+// bytes, then the destination handle (the first 12 characters, 9 bytes, of
+// the tenant's keyed destination digest) masked with the first 9 bytes of
+// HMAC-SHA256(k, random). 25 bytes, 34 characters.
+//
+// * Verify and Resend by id still name the destination's keys without a
+//   lookup: unmasking needs only the id and k.
+// * Ids do not link: two ids of one destination share no visible part (the
+//   mask differs with every random part), and without k nobody can tell that
+//   they lead to one destination.
+// * An id someone altered unmasks to a handle nobody has, so it is simply not
+//   found (the store also checks the id it finds is the one asked for).
+//
+// k = HKDF-SHA256(OTP_DESTINATION_KEY, info "otp-verification-id-mask:v1"):
+// the destination key already decides where a destination's state lives, so
+// rotating it strands live verifications either way.
+//
 // The shard (Redis Cluster hash tag) is a function of the handle: changing
 // OTP_REDIS_SHARDS strands live verifications, so change it only when empty.
+// Ids of the pre-release format (handle in clear as the first 12 characters)
+// are not read: they unmask to nothing and answer NOT_FOUND.
 
-const HANDLE_LENGTH = 12;
-const RANDOM_LENGTH = 22; // 16 bytes, base64url
+const HANDLE_LENGTH = 12; // characters of the destination digest; 9 bytes
+const HANDLE_BYTES = 9;
+const RANDOM_BYTES = 16;
 const ID_PATTERN = /^[A-Za-z0-9_-]{34}$/;
 
 export function destinationRef(destinationDigest: string, shards: number): DestinationRef {
@@ -17,16 +33,40 @@ export function destinationRef(destinationDigest: string, shards: number): Desti
   return { handle, shard: shardOf(handle, shards) };
 }
 
-export function newVerificationRef(destination: DestinationRef): VerificationRef {
-  const verificationId = destination.handle + randomBytes(16).toString("base64url");
-  return { ...destination, verificationId };
-}
+export class VerificationIds {
+  private readonly maskKey: Buffer;
 
-/** The ref a verification id points at, or null when it cannot be one of ours. */
-export function parseVerificationId(verificationId: string, shards: number): VerificationRef | null {
-  if (verificationId.length !== HANDLE_LENGTH + RANDOM_LENGTH || !ID_PATTERN.test(verificationId)) return null;
-  const handle = verificationId.slice(0, HANDLE_LENGTH);
-  return { handle, shard: shardOf(handle, shards), verificationId };
+  constructor(
+    destinationKey: Buffer,
+    private readonly shards: number,
+  ) {
+    this.maskKey = Buffer.from(hkdfSync("sha256", destinationKey, Buffer.alloc(0), "otp-verification-id-mask:v1", 32));
+  }
+
+  /** A fresh id for a verification at `destination`. */
+  newRef(destination: DestinationRef): VerificationRef {
+    const random = randomBytes(RANDOM_BYTES);
+    const handle = Buffer.from(destination.handle, "base64url");
+    const masked = this.xorMask(random, handle);
+    return { ...destination, verificationId: Buffer.concat([random, masked]).toString("base64url") };
+  }
+
+  /** The ref a verification id points at, or null when it cannot be one of ours. */
+  parse(verificationId: string): VerificationRef | null {
+    if (!ID_PATTERN.test(verificationId)) return null;
+    const bytes = Buffer.from(verificationId, "base64url");
+    // 34 characters carry 204 bits: the last 4 must be zero, or two spellings would name one id.
+    if (bytes.length !== RANDOM_BYTES + HANDLE_BYTES || bytes.toString("base64url") !== verificationId) return null;
+    const handle = this.xorMask(bytes.subarray(0, RANDOM_BYTES), bytes.subarray(RANDOM_BYTES)).toString("base64url");
+    return { handle, shard: shardOf(handle, this.shards), verificationId };
+  }
+
+  private xorMask(random: Buffer, value: Buffer): Buffer {
+    const pad = createHmac("sha256", this.maskKey).update(random).digest();
+    const out = Buffer.alloc(HANDLE_BYTES);
+    for (let i = 0; i < HANDLE_BYTES; i++) out[i] = value[i]! ^ pad[i]!;
+    return out;
+  }
 }
 
 function shardOf(handle: string, shards: number): number {

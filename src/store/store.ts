@@ -13,7 +13,12 @@ import type { Budget } from "../otp/budget.js";
 
 export type { Budget };
 
-/** The per-purpose rules a store enforces. Resolved by src/otp/policy.ts. */
+/**
+ * The per-purpose rules a store enforces. Resolved by src/otp/policy.ts. Send
+ * keeps every rule Verify needs with the verification (max attempts, expiry,
+ * the failure budget), so Verify applies the purpose's rules however the
+ * verification is addressed.
+ */
 export interface StorePolicy {
   ttlSeconds: number;
   maxAttempts: number;
@@ -42,7 +47,7 @@ export interface EventContext {
  */
 export interface DestinationRef {
   shard: number;
-  /** First 12 characters of the destination digest. */
+  /** First 12 characters of the destination digest (masked inside verification ids). */
   handle: string;
 }
 
@@ -70,8 +75,14 @@ export interface IssueCommand {
   locale: string;
   /** JSON object of string metadata, "" when none. */
   metadataJson: string;
-  /** "" when none. A repeat within the verification's lifetime returns the first result. */
+  /**
+   * Keyed digest of the Send's idempotency key, "" when none. A repeat while the
+   * verification it created is live returns that verification (`replayed`) when
+   * `requestFingerprint` is the same, and `conflict` when it is not.
+   */
   idempotencyKey: string;
+  /** Keyed digest of the Send's parameters ("" when there is no idempotency key). */
+  requestFingerprint: string;
   /** The context bound into the code ("" when none); kept so Resend can bind the new code to it. */
   context: string;
   /**
@@ -163,6 +174,8 @@ export type IssueOutcome =
   | ({ kind: "issued" } & VerificationTimes)
   /** Same idempotency key seen before: nothing was changed or delivered. */
   | ({ kind: "replayed" } & VerificationTimes)
+  /** Same idempotency key, other parameters: nothing was changed or delivered. */
+  | { kind: "conflict" }
   | { kind: "refused"; reason: Refusal; retryAfterMs: number };
 
 export interface VerifyCommand {
@@ -173,10 +186,12 @@ export interface VerifyCommand {
    * The store compares only the one whose key id the verification was issued under.
    */
   candidates: { keyId: string; digest: string }[];
-  /** "" when none: a repeat after VERIFIED with the same key answers VERIFIED again. */
+  /**
+   * Keyed digest of the Verify's idempotency key, "" when none: a repeat after
+   * VERIFIED with the same key and code answers VERIFIED again (same time)
+   * until the verification's expiry, and NOT_FOUND after it.
+   */
   idempotencyKey: string;
-  /** Applies to the destination lock; the verification keeps its own max attempts. */
-  failuresPerDestination: Budget;
   event: EventContext;
 }
 
@@ -198,6 +213,22 @@ export interface VerifyOutcome {
   /** For VERIFIED: the prefixes the code was counted against (IssueCommand.prefixRefs). */
   prefixRefs?: string;
 }
+
+/**
+ * An idempotency key bound to the first request that used it, per tenant and
+ * method, whatever destination or purpose that request named.
+ */
+export interface IdempotencyClaim {
+  method: "Send" | "Verify";
+  /** Keyed digest of the idempotency key. */
+  keyDigest: string;
+  /** Parameter name (as in the proto) -> keyed digest of its value. */
+  fields: Record<string, string>;
+  /** How long the binding is kept after first use. */
+  retainMs: number;
+}
+
+export type IdempotencyClaimOutcome = { kind: "new" } | { kind: "same" } | { kind: "reused"; fields: string[] };
 
 export interface ResendCommand {
   tenant: string;
@@ -318,6 +349,8 @@ export interface VerificationStore {
    * refused or replayed (nothing delivered).
    */
   recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<PrefixTransition[]>;
+  /** Bind an idempotency key to this request, or say which parameters differ from the request that first used it. */
+  claimIdempotencyKey(tenant: string, claim: IdempotencyClaim): Promise<IdempotencyClaimOutcome>;
   /**
    * Append an audit event that goes with no state change (e.g. a caller refused
    * before any verification was touched). `fields` as in README "Outbox entries".

@@ -3,14 +3,17 @@ import type { Duplex } from "node:stream";
 
 // Connections that do not get to a request are cut within OTP_CONNECTION_IDLE_MS
 // on both ports, whatever the protocol: a TLS handshake, the HTTP/2 client
-// preface, HTTP/1.1 request headers, and, once an HTTP/2 connection is up, the
-// gaps between its requests. Without this an idle or stalled connection cost
+// preface, HTTP/1.1 request headers, and an HTTP/2 connection's first request;
+// after that, an HTTP/2 connection with no request open for
+// OTP_SESSION_IDLE_MS is closed with a GOAWAY. Without this an idle or stalled connection cost
 // memory for as long as the defaults allowed (Node's TLS handshake: 120 s;
 // grpc-js: until its keepalive ping went unanswered, ~80 s; an HTTP/2 session
 // whose request headers never completed: its 120 s idle timeout), so a few
 // thousand sockets held tens of MiB. Every bound here is a public hook: a
 // socket deadline, tls handshakeTimeout, http's headersTimeout and
 // keepAliveTimeout, http2 session events, grpc-js's max_connection_idle_ms.
+
+const GOAWAY_GRACE_MS = 1_000;
 
 export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -44,23 +47,32 @@ export function awaitPreface<S extends Duplex>(socket: S, deadlineMs: number, de
 
 /**
  * Closes an HTTP/2 session (GOAWAY, then destroy) once it has had no open
- * stream for `idleMs`, counted from its start too. A request whose headers
- * never complete is not a stream yet, so it does not keep the session alive;
- * nor do pings or settings frames.
+ * stream for a while: `firstRequestMs` from its start until its first request
+ * (a request whose headers never complete is not a stream yet, so it does not
+ * keep the session alive; nor do pings or settings frames), then
+ * `betweenRequestsMs` after each request. The two differ on purpose: a
+ * connection that never got to a request is a stalled or hostile client and
+ * goes within seconds, while a backend's gRPC channel that has served calls is
+ * the normal case and must not pay a reconnect (and, with TLS, a handshake)
+ * after every short pause in login traffic.
  */
-export function closeWhenIdle(session: ServerHttp2Session, idleMs: number): void {
+export function closeWhenIdle(session: ServerHttp2Session, firstRequestMs: number, betweenRequestsMs: number): void {
   let open = 0;
+  let idleMs = firstRequestMs;
   let timer: NodeJS.Timeout | undefined;
   const arm = (): void => {
     timer = setTimeout(() => {
       session.close();
-      // A peer that does not read our GOAWAY does not get to keep the socket.
-      setTimeout(() => session.destroy(), idleMs).unref();
+      // With no stream open, close() completes at once; it does not while a
+      // request's header block is pending (Node waits for that stream), so
+      // such a session is destroyed shortly after its GOAWAY.
+      setTimeout(() => session.destroy(), Math.min(idleMs, GOAWAY_GRACE_MS)).unref();
     }, idleMs);
     timer.unref();
   };
   session.on("stream", (stream) => {
     open++;
+    idleMs = betweenRequestsMs;
     clearTimeout(timer);
     stream.once("close", () => {
       if (--open === 0 && !session.closed && !session.destroyed) arm();

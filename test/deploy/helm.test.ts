@@ -85,7 +85,7 @@ describe('helm chart', () => {
     expect(env.REDIS_URL!.valueFrom!.secretKeyRef).toEqual({ name: 'otp-redis', key: 'REDIS_URL' });
   });
 
-  it('PodDisruptionBudgets for all three, an HPA on the service Deployment, a ServiceMonitor only when asked', async () => {
+  it('PodDisruptionBudgets for all three, an HPA on the service Deployment, a ServiceMonitor and a PodMonitor only when asked', async () => {
     const ms = await template('-f', valuesFile('plain'));
     expect(ofKind(ms, 'PodDisruptionBudget').map((p) => p.spec.selector.matchLabels['app.kubernetes.io/component']).sort()).toEqual(['notifier', 'relay', 'service']);
     const [hpa] = ofKind(ms, 'HorizontalPodAutoscaler');
@@ -95,6 +95,14 @@ describe('helm chart', () => {
     expect(monitor!.spec.endpoints[0]).toMatchObject({ port: 'http', path: '/metrics' });
     const off = await template('-f', valuesFile('plain'), '--set', 'serviceMonitor.enabled=false');
     expect(ofKind(off, 'ServiceMonitor')).toHaveLength(0);
+    // The relay and the notifier serve /metrics on their own port, scraped by a PodMonitor.
+    expect(container(deployment(ms, '-relay')).ports).toEqual([{ name: 'metrics', containerPort: 9465 }]);
+    expect(container(deployment(ms, '-notifier')).ports).toEqual([{ name: 'metrics', containerPort: 9464 }]);
+    expect(container(deployment(ms, '-notifier')).livenessProbe!.httpGet).toMatchObject({ path: '/healthz', port: 'metrics' });
+    const [pods] = ofKind(ms, 'PodMonitor');
+    expect(pods!.spec.podMetricsEndpoints[0]).toMatchObject({ port: 'metrics', path: '/metrics' });
+    expect(pods!.spec.selector.matchExpressions[0].values).toEqual(['relay', 'notifier']);
+    expect(ofKind(off, 'PodMonitor')).toHaveLength(0);
     const service = ofKind(ms, 'Service')[0]!;
     expect(service.spec.ports.map((p: { name: string }) => p.name)).toEqual(['grpc', 'http']);
   });

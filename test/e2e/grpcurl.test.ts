@@ -23,10 +23,10 @@ describe('grpcurl against the gRPC port', () => {
     expect(out.stdout.split('\n')).toEqual(expect.arrayContaining(['otp.v1.OtpService', 'grpc.health.v1.Health']));
   });
 
-  it('describes otp.v1.OtpService with all four methods', async () => {
+  it('describes otp.v1.OtpService with all its methods', async () => {
     const out = await grpcurl([], app.grpcTarget, 'describe', 'otp.v1.OtpService');
     expect(out.code).toBe(0);
-    for (const rpc of ['Send', 'Verify', 'Resend', 'CheckRateLimit']) expect(out.stdout).toContain(`rpc ${rpc} (`);
+    for (const rpc of ['Send', 'Verify', 'Resend', 'CheckRateLimit', 'GetVerification', 'CancelVerification']) expect(out.stdout).toContain(`rpc ${rpc} (`);
   });
 
   it('describes a request message, validation options and all', async () => {

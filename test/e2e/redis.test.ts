@@ -1,26 +1,30 @@
 // The same listeners over a real Redis: calls work, and when Redis goes away
 // readiness (/readyz, grpc.health.v1) follows and calls are UNAVAILABLE,
 // never INTERNAL; when it is back, so is the service.
+import { randomUUID } from 'node:crypto';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { status, type Client } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
+import { Channel, OtpService, VerificationStatus, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { grpcCall, grpcClient, grpcError, grpcHealth, SERVING } from '../support/grpc-client.js';
 import { freshEmail, startTestApp, wrongCode, type TestApp } from '../support/otp-app.js';
 import { rawRequest } from '../support/raw-http.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
+import { RedisStore } from '../../src/store/redis/redis-store.js';
 
-const { send, verify } = OtpService.method;
+const { send, verify, getVerification } = OtpService.method;
 const NOT_SERVING = 2;
 
 let app: TestApp;
 let client: Client;
 let server: RedisServer | undefined;
+let redisUrl: string;
 
 beforeAll(async () => {
   const redis = await redisForTests();
   server = redis.server;
+  redisUrl = redis.url;
   app = await startTestApp({ REDIS_URL: redis.url, OTP_REDIS_SHARDS: '4' });
   client = grpcClient(app.grpcTarget);
 });
@@ -74,5 +78,106 @@ describe('over a real Redis', () => {
       const sent = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail() });
       return sent.verificationId !== '';
     });
+  });
+});
+
+describe('a Redis stall (SIGSTOP past the Redis deadline): UNAVAILABLE, and the retry with the same idempotency key is safe', () => {
+  /**
+   * An app over a real RedisStore whose next `verify` / `issue` script call starts a
+   * stall: Redis is frozen just as that script is sent, so it is that script (not an
+   * earlier call of the same request) whose outcome the caller cannot know.
+   */
+  async function stallingApp(): Promise<{ app: TestApp; client: Client; stallNext(method: 'verify' | 'issue'): void; close(): Promise<void> }> {
+    // Its own key prefix, so the other app's relay does not take its deliveries.
+    const store = await RedisStore.connect({ url: redisUrl, shards: 4, commandTimeoutMs: 300, keyPrefix: `stall-${randomUUID()}` });
+    let armed: 'verify' | 'issue' | undefined;
+    const stalling = new Proxy(store, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target) as unknown;
+        if (typeof value !== 'function') return value;
+        if (prop === armed) {
+          return (...args: unknown[]) => {
+            armed = undefined;
+            server!.pause();
+            return (value as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        }
+        return (value as (...a: unknown[]) => unknown).bind(target);
+      },
+    });
+    // A relay read sent during the stall runs when Redis wakes and its reply is lost: those entries wait
+    // for a claim (OTP_RELAY_CLAIM_IDLE_MS), kept short here so the delivery shows up within the test.
+    const stalled = await startTestApp({ REDIS_URL: redisUrl, OTP_REDIS_SHARDS: '4', OTP_RELAY_CLAIM_IDLE_MS: '1000' }, { store: stalling });
+    const c = grpcClient(stalled.grpcTarget);
+    // One Send and one Verify first, so their scripts are in Redis' script cache (a stalled
+    // EVALSHA of an unknown script would only answer NOSCRIPT once Redis wakes).
+    const warm = await grpcCall(c, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('warm'), idempotencyKey: randomUUID() });
+    await grpcCall(c, verify, { target: { case: 'verificationId', value: warm.verificationId }, code: wrongCode(warm.codeLength) });
+    return {
+      app: stalled,
+      client: c,
+      stallNext: (method) => (armed = method),
+      async close() {
+        c.close();
+        await stalled.stop();
+        await store.close();
+      },
+    };
+  }
+
+  it('Verify: the stalled call consumed the code when Redis woke; the retry with its key answers VERIFIED (a new key: NOT_FOUND)', { timeout: 60_000 }, async (ctx) => {
+    if (!server) ctx.skip();
+    const { app: stalled, client: c, stallNext, close } = await stallingApp();
+    try {
+      const sent = await grpcCall(c, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('stall'), idempotencyKey: randomUUID() });
+      const code = await stalled.deliveries.codeFor(sent.verificationId);
+      const req = { target: { case: 'verificationId' as const, value: sent.verificationId }, code, idempotencyKey: randomUUID() };
+      stallNext('verify');
+      try {
+        expect((await grpcError(grpcCall(c, verify, req))).code).toBe(status.UNAVAILABLE);
+      } finally {
+        server!.resume();
+      }
+      // The outcome was unknown to the caller, but Redis ran the script once it woke: the code is spent.
+      await eventually(async () =>
+        (await grpcCall(c, getVerification, { verificationId: sent.verificationId })).verification?.status === VerificationStatus.VERIFIED);
+      const retried = await grpcCall(c, verify, req);
+      expect(retried.result).toBe(VerifyResult.VERIFIED);
+      expect(retried.receipt).not.toBe('');
+      // A plain retry (no key, or a new one) is what fails: a code is never accepted twice for two requests.
+      expect((await grpcCall(c, verify, { ...req, idempotencyKey: '' })).result).toBe(VerifyResult.NOT_FOUND);
+      expect((await grpcCall(c, verify, { ...req, idempotencyKey: randomUUID() })).result).toBe(VerifyResult.NOT_FOUND);
+    } finally {
+      server?.resume();
+      await close();
+    }
+  });
+
+  it('Send: the stalled call issued and queued a delivery; the retry with its key answers that verification and sends nothing more', { timeout: 60_000 }, async (ctx) => {
+    if (!server) ctx.skip();
+    const { app: stalled, client: c, stallNext, close } = await stallingApp();
+    try {
+      const destination = freshEmail('stall-send');
+      const req = { purpose: 'login', channel: Channel.EMAIL, destination, idempotencyKey: randomUUID() };
+      stallNext('issue');
+      try {
+        expect((await grpcError(grpcCall(c, send, req))).code).toBe(status.UNAVAILABLE);
+      } finally {
+        server!.resume();
+      }
+      // The code went out although the caller was told UNAVAILABLE.
+      await eventually(async () => stalled.deliveries.lines.some((l) => l.destination === destination));
+      const delivered = stalled.deliveries.lines.find((l) => l.destination === destination)!;
+      const retried = await grpcCall(c, send, req);
+      expect(retried.verificationId).toBe(delivered.verification_id);
+      // The code that arrived verifies under the id the retry returned; a Send without the key would have met the cooldown.
+      const code = await stalled.deliveries.codeFor(retried.verificationId);
+      const ok = await grpcCall(c, verify, { target: { case: 'verificationId', value: retried.verificationId }, code, idempotencyKey: randomUUID() });
+      expect(ok.result).toBe(VerifyResult.VERIFIED);
+      expect(stalled.deliveries.lines.filter((l) => l.destination === destination)).toHaveLength(1);
+    } finally {
+      server?.resume();
+      await close();
+    }
   });
 });

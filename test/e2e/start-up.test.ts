@@ -67,10 +67,14 @@ describe('a port that cannot be bound', () => {
     return { server, port: (server.address() as { port: number }).port };
   }
 
-  it.each([['1'], ['2']])('OTP_WORKERS=%s: the service exits 1 at once, saying which address is taken', async (workers) => {
+  it.each([
+    ['1', 'HTTP_PORT'],
+    ['2', 'HTTP_PORT'],
+    ['2', 'GRPC_PORT'],
+  ])('OTP_WORKERS=%s, %s taken: the service exits 1 at once, saying which address is taken', async (workers, port) => {
     const taken = await occupy();
     try {
-      const service = await spawnService({ REDIS_URL: redis.url, OTP_WORKERS: workers, HTTP_PORT: String(taken.port) }, dist.entry('bin/service.js'));
+      const service = await spawnService({ REDIS_URL: redis.url, OTP_WORKERS: workers, [port]: String(taken.port) }, dist.entry('bin/service.js'));
       expect(await exitWithin(service, 30_000)).toBe(1);
       const fatal = service.logs().filter((l) => (l.level ?? 0) >= 60).map((l) => l.msg ?? '');
       expect(fatal.some((m) => m.includes('EADDRINUSE') && m.includes(String(taken.port)))).toBe(true);

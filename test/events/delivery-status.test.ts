@@ -2,7 +2,8 @@
 // delivery; the reference notifier cannot deliver it (its SMS gateway answers
 // 503) and reports FAILED; the service voids the code, so Verify of that code
 // answers DELIVERY_FAILED instead of letting a code nobody received be guessed.
-import { fromBinary } from '@bufbuild/protobuf';
+import { randomBytes } from 'node:crypto';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import type { Client } from '@grpc/grpc-js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
@@ -11,8 +12,10 @@ import { loadNotifierConfig } from '../../src/notifier/config.js';
 import { notifierLogger } from '../../src/notifier/logger.js';
 import { Notifier } from '../../src/notifier/notifier.js';
 import { TOPICS } from '../../src/events/topics.js';
-import { AuditEventSchema, AuditEventType } from '../../src/gen/otp/events/v1/events_pb.js';
-import { createTopicsPatiently } from '../support/delivery-events.js';
+import { AuditEventSchema, AuditEventType, DeliveryOutcome, DeliveryStatusSchema } from '../../src/gen/otp/events/v1/events_pb.js';
+import { loadConfig } from '../../src/config.js';
+import { STATUS_MAC_HEADER, StatusMac } from '../../src/events/status-mac.js';
+import { createTopicsPatiently, TestProducer } from '../support/delivery-events.js';
 import { grpcCall, grpcClient } from '../support/grpc-client.js';
 import { kafkaForTests, type KafkaBroker } from '../support/kafka.js';
 import { kcatUntil } from '../support/kcat.js';
@@ -114,3 +117,60 @@ it('the notifier turns the delivery event into the right code; the outcome is au
   expect(trail[0]!.type).toBe(AuditEventType.SENT);
   expect(trail.find((e) => e.type === AuditEventType.DELIVERED)).toMatchObject({ verificationId: sent.verificationId, tenant: 'default', reason: 'console' });
 }, 90_000);
+
+it('a status no notifier signed is ignored: forged FAILED reports do not void a live code', async () => {
+  // Email goes through the console adapter, which delivers: no real FAILED report comes for these.
+  const target = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: 'forged-target@example.com' });
+  const sentinel = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: 'sentinel@example.com' });
+  const codeOf = async (vid: string): Promise<string> => {
+    const until = Date.now() + 60_000;
+    for (;;) {
+      const line = consoleLines.map((l) => JSON.parse(l) as { verification_id?: string; code?: string }).find((l) => l.verification_id === vid);
+      if (line) return String(line.code);
+      if (Date.now() > until) throw new Error('no delivery');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const targetCode = await codeOf(target.verificationId);
+  await codeOf(sentinel.verificationId);
+
+  const failed = (vid: string) =>
+    toBinary(DeliveryStatusSchema, create(DeliveryStatusSchema, {
+      eventId: `forged-${vid}`, deliveryEventId: `forged-${vid}`, verificationId: vid, tenant: 'default',
+      outcome: DeliveryOutcome.FAILED, reason: 'forged', adapter: 'webhook', resendCount: 0,
+    }));
+  const serviceKeys = new StatusMac(loadConfig({}).sealKeys);
+  const keyId = loadConfig({}).sealKeys.at(-1)!.id;
+  const otherKey = new StatusMac([{ id: keyId, key: randomBytes(32) }]);
+  const topic = TOPICS.deliveryStatus;
+  const record = (value: Uint8Array, mac: string | undefined) => {
+    const headers: Record<string, string> = mac === undefined ? {} : { [STATUS_MAC_HEADER]: mac };
+    return { topic, key: target.verificationId, value, headers };
+  };
+  const producer = await TestProducer.start(brokers);
+  try {
+    await producer.send(
+      record(failed(target.verificationId), undefined), // unsigned
+      record(failed(target.verificationId), otherKey.sign(topic, failed(target.verificationId))), // signed with a key the service lacks
+      record(failed(target.verificationId), serviceKeys.sign(topic, failed(sentinel.verificationId))), // a real MAC of another status
+      record(failed(target.verificationId), 'garbage'),
+      // Then a genuine one, on the same partition (same record key): once it is applied, the forged ones were read.
+      record(failed(sentinel.verificationId), serviceKeys.sign(topic, failed(sentinel.verificationId))),
+    );
+  } finally {
+    await producer.stop();
+  }
+  const deadline = Date.now() + 60_000;
+  let result = VerifyResult.UNSPECIFIED;
+  while (Date.now() < deadline && result !== VerifyResult.DELIVERY_FAILED) {
+    result = (await grpcCall(client, verify, { target: { case: 'verificationId', value: sentinel.verificationId }, code: '000000' })).result;
+    if (result !== VerifyResult.DELIVERY_FAILED) await new Promise((r) => setTimeout(r, 300));
+  }
+  expect(result).toBe(VerifyResult.DELIVERY_FAILED);
+  const verified = await grpcCall(client, verify, { target: { case: 'verificationId', value: target.verificationId }, code: targetCode });
+  expect(verified.result).toBe(VerifyResult.VERIFIED);
+  // Counted where operators look.
+  const metrics = await (await fetch(`${app.httpBase}/metrics`)).text();
+  const ignored = /^otp_kafka_errors_total\{client="otp-service-status",kind="unauthenticated_status"\} (\d+)/m.exec(metrics);
+  expect(Number(ignored?.[1])).toBeGreaterThanOrEqual(4); // 4, or more if a rebalance re-reads them
+}, 120_000);

@@ -175,6 +175,38 @@ describe('Kafka down: calls keep working, events wait and then flow', () => {
     }
   }, 180_000);
 
+  it('a replica stopped during an outage leaves its events in the outbox, and the next relay publishes them', async () => {
+    if (!broker) throw new Error('this test stops the broker: run it without KAFKA_BROKERS');
+    const fresh = await redisForTests();
+    const env = { REDIS_URL: fresh.url, KAFKA_BROKERS: brokers };
+    let app = await startTestApp(env);
+    let client = grpcClient(app.grpcTarget);
+    let halted = false;
+    try {
+      const warm = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail() });
+      await kcatUntil(brokers, TOPICS.delivery, (rs) => rs.some((r) => r.key === warm.verificationId));
+      await broker.halt();
+      halted = true;
+      const stranded = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('stranded') });
+      // Let the relay take it and fail on it at least once.
+      await new Promise((r) => setTimeout(r, 1_500));
+      client.close();
+      await app.stop();
+      await broker.restart();
+      halted = false;
+      // A new relay (a restarted replica) claims what the stopped one held.
+      app = await startTestApp({ ...env, OTP_RELAY_CLAIM_IDLE_MS: '500' });
+      client = grpcClient(app.grpcTarget);
+      const records = await kcatUntil(brokers, TOPICS.delivery, (rs) => rs.some((r) => r.key === stranded.verificationId), 60_000);
+      expect(records.some((r) => r.key === stranded.verificationId)).toBe(true);
+    } finally {
+      if (halted) await broker.restart();
+      client.close();
+      await app.stop();
+      await fresh.server?.stop();
+    }
+  }, 150_000);
+
   it('with the backlog over its bound, Send answers UNAVAILABLE instead of accepting undeliverable work', async () => {
     if (!broker) throw new Error('this test stops the broker: run it without KAFKA_BROKERS');
     const fresh = await redisForTests();

@@ -5,6 +5,7 @@ import type { Client } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TOPICS } from '../../src/events/topics.js';
 import { Channel, OtpService } from '../../src/gen/otp/v1/otp_pb.js';
+import { run } from '../support/cli.js';
 import { grpcCall, grpcClient } from '../support/grpc-client.js';
 import { createTopics } from '../support/kafka.js';
 import { kafkaAndRedisForFile } from '../support/kafka-and-redis.js';
@@ -51,13 +52,21 @@ describe('the relay in its own process', () => {
     expect(waiting.event_lag_ms).toBeNull();
     expect((await kcatRead(env.brokers, TOPICS.delivery)).some((r) => r.key === verificationId)).toBe(false);
 
-    relay = await spawnService({ NODE_ENV: 'development', REDIS_URL: env.redisUrl, KAFKA_BROKERS: env.brokers }, 'src/relay-main.ts');
+    relay = await spawnService({ NODE_ENV: 'development', REDIS_URL: env.redisUrl, KAFKA_BROKERS: env.brokers, OTP_RELAY_METRICS_PORT: '0' }, 'src/relay-main.ts');
     const records = await kcatUntil(env.brokers, TOPICS.delivery, (all) => all.some((r) => r.key === verificationId), 60_000);
     expect(records.filter((r) => r.key === verificationId)).toHaveLength(1);
     await kcatUntil(env.brokers, TOPICS.audit, (all) => all.some((r) => r.key === verificationId), 30_000);
     const drained = Date.now() + 10_000;
     while ((await readyz(app)).event_backlog > 0 && Date.now() < drained) await sleep(100);
     expect((await readyz(app)).event_backlog).toBe(0);
+
+    // Its own /metrics (OTP_RELAY_METRICS_PORT; 0 here: a free port, logged) counts what it published.
+    const port = (relay.logs().find((l) => l.msg === 'metrics at /metrics') as { port?: number } | undefined)?.port;
+    expect(port).toBeGreaterThan(0);
+    const metrics = (await run('curl', ['-sS', '--fail', `http://127.0.0.1:${port}/metrics`])).stdout;
+    expect(metrics).toMatch(/^otp_relay_events_published_total\{type="delivery"\} [1-9]/m);
+    expect(metrics).toMatch(/^otp_relay_errors_total \d+/m);
+    expect(metrics).toContain('otp_relay_lag_seconds');
 
     relay.child.kill('SIGTERM');
     expect(await relay.exited).toBe(0);

@@ -255,10 +255,13 @@ describe('what Redis holds after real traffic', () => {
       const codes: string[] = [];
       for (const destination of destinations) {
         const sent = await grpcCall(client, send, {
-          purpose: 'login', channel: destination.startsWith('+') ? Channel.SMS : Channel.EMAIL, destination, idempotencyKey: 'k1',
+          purpose: 'login', channel: destination.startsWith('+') ? Channel.SMS : Channel.EMAIL, destination,
+          idempotencyKey: `send-key-${destination}`,
         });
         codes.push(await app.deliveries.codeFor(sent.verificationId));
-        await grpcCall(client, verify, { target: { case: 'verificationId', value: sent.verificationId }, code: '99999999' });
+        await grpcCall(client, verify, {
+          target: { case: 'verificationId', value: sent.verificationId }, code: '99999999', idempotencyKey: `verify-key-${destination}`,
+        });
       }
       // Stop the relay first so the outbox keeps its entries for inspection.
       await app.stop();
@@ -278,6 +281,8 @@ describe('what Redis holds after real traffic', () => {
       expect(dump.length).toBeGreaterThan(4);
       for (const d of destinations) expect(text.includes(d), 'a raw destination is in Redis').toBe(false);
       expect(text.includes('secret-person'), 'part of a destination is in Redis').toBe(false);
+      // Idempotency keys are kept as keyed digests only.
+      expect(text.includes('send-key-') || text.includes('verify-key-'), 'an idempotency key is in Redis').toBe(false);
       for (const c of codes) {
         const inValues = dump.some((v) => v === c || v.includes(`"${c}"`));
         expect(inValues, 'a raw code is in Redis').toBe(false);

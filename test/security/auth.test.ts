@@ -141,18 +141,35 @@ describe('grants', () => {
     expect(await app.audits.find({ type: 'refused', reason: 'METHOD_NOT_GRANTED', cl: 'reports', tn: 'acme' })).toBeDefined();
   });
 
-  it('a key without the purpose: PERMISSION_DENIED for Send, and for Verify/Resend of that purpose by id', async () => {
+  it('a key without the purpose: PERMISSION_DENIED for Send; Verify/Resend of that purpose by id answer exactly as for an unknown id', async () => {
     const err = await grpcError(grpcCall(grpc, send, { ...email(), purpose: 'payment' }, as(keys.loginOnly)));
     expect(err.code).toBe(status.PERMISSION_DENIED);
     expect(richDetails(err).errorInfo?.reason).toBe('PURPOSE_NOT_GRANTED');
 
     const payment = await sendAs(keys.billing, { ...email(), purpose: 'payment' });
     const byId = { target: { case: 'verificationId' as const, value: payment.verificationId }, code: payment.code };
-    expect((await grpcError(grpcCall(grpc, verify, byId, as(keys.loginOnly)))).code).toBe(status.PERMISSION_DENIED);
-    expect((await grpcError(grpcCall(grpc, resend, { verificationId: payment.verificationId }, as(keys.loginOnly)))).code).toBe(status.PERMISSION_DENIED);
-    // Its own purpose works, and the refused attempts cost the verification nothing.
+    const unknownId = { target: { case: 'verificationId' as const, value: UNKNOWN_ID }, code: payment.code };
+    // No oracle: a real id of a purpose the caller may not use is indistinguishable from an unknown one.
+    for (const transport of ['grpc', 'connect'] as const) {
+      const call = (req: typeof byId) =>
+        transport === 'grpc' ? grpcCall(grpc, verify, req, as(keys.loginOnly)) : connectAs({ authorization: bearer(keys.loginOnly) }).verify(req);
+      const probe = await call(byId);
+      const unknown = await call(unknownId);
+      expect(probe.result).toBe(VerifyResult.NOT_FOUND);
+      expect({ ...probe, verificationId: '' }).toEqual({ ...unknown, verificationId: '' });
+    }
+    const probed = await grpcError(grpcCall(grpc, resend, { verificationId: payment.verificationId }, as(keys.loginOnly)));
+    const unknown = await grpcError(grpcCall(grpc, resend, { verificationId: UNKNOWN_ID }, as(keys.loginOnly)));
+    expect(probed.code).toBe(status.NOT_FOUND);
+    expect([probed.code, probed.details, richDetails(probed)]).toEqual([unknown.code, unknown.details, richDetails(unknown)]);
+    const connectProbed = await connectError(connectAs({ authorization: bearer(keys.loginOnly) }).resend({ verificationId: payment.verificationId }));
+    const connectUnknown = await connectError(connectAs({ authorization: bearer(keys.loginOnly) }).resend({ verificationId: UNKNOWN_ID }));
+    expect([connectProbed.code, connectProbed.rawMessage]).toEqual([connectUnknown.code, connectUnknown.rawMessage]);
+    // Its own purpose works, and the refused attempts cost the verification nothing (and delivered nothing).
     expect((await sendAs(keys.loginOnly)).verificationId).not.toBe('');
     expect((await grpcCall(grpc, verify, byId, as(keys.billing))).result).toBe(VerifyResult.VERIFIED);
+    expect(app.deliveries.lines.filter((l) => l.verification_id === payment.verificationId)).toHaveLength(1);
+    // The operator still sees what happened.
     expect(await app.audits.find({ type: 'refused', reason: 'PURPOSE_NOT_GRANTED', cl: 'login-only', p: 'payment' })).toBeDefined();
   });
 });

@@ -3,8 +3,10 @@
 // TLS handshake, never sends the HTTP/2 preface, or never completes a
 // request's headers (HTTP/1.1 or HTTP/2) is closed by the server within
 // OTP_CONNECTION_IDLE_MS (1 s here, plus the server's check interval), on
-// the gRPC port and the HTTP port, in cleartext and with TLS. Real clients
-// still work across idle gaps longer than the bound.
+// the gRPC port and the HTTP port, in cleartext and with TLS. A connection that
+// has served a request gets OTP_SESSION_IDLE_MS instead (4 s here), and real
+// clients still work across idle gaps longer than that (they reconnect).
+import * as http2 from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { Metadata } from '@grpc/grpc-js';
@@ -21,6 +23,8 @@ import { makeTestCerts, type TestCerts } from '../support/tls-certs.js';
 const IDLE_MS = 1_000;
 // The bound plus slack for a loaded two-core machine; before the fix these lived 80-120 s.
 const LIMIT_MS = IDLE_MS + 3_000;
+// Once a connection has served a request it gets the longer session bound.
+const SESSION_IDLE_MS = 4_000;
 
 const tcp = (port: number): Promise<Socket> =>
   new Promise((resolve, reject) => {
@@ -56,7 +60,7 @@ describe.each([
   beforeAll(async () => {
     certs = makeTestCerts();
     const tlsEnv: Record<string, string> = withTls ? { TLS_CERT_FILE: certs.serverCert, TLS_KEY_FILE: certs.serverKey, TLS_CA_FILE: certs.caFile } : {};
-    app = await startTestApp({ OTP_CONNECTION_IDLE_MS: String(IDLE_MS), ...tlsEnv });
+    app = await startTestApp({ OTP_CONNECTION_IDLE_MS: String(IDLE_MS), OTP_SESSION_IDLE_MS: String(SESSION_IDLE_MS), ...tlsEnv });
   });
   afterAll(async () => {
     await app?.stop();
@@ -112,6 +116,35 @@ describe.each([
     await closed;
   });
 
+  it('an HTTP/2 connection that has served a request outlives the first-request bound, then closes after the session bound, on both ports', async () => {
+    for (const [, port] of ports()) {
+      const session = http2.connect(`${withTls ? 'https' : 'http'}://localhost:${port}`, withTls
+        ? { ca: certs.read(certs.caFile), cert: certs.read(certs.clientCert), key: certs.read(certs.clientKey) }
+        : {});
+      session.on('error', () => {});
+      const closed = new Promise<number>((resolve) => session.once('close', () => resolve(Date.now())));
+      // grpc.health.v1 over gRPC framing answers on both ports.
+      const stream = session.request({
+        ':method': 'POST', ':path': '/grpc.health.v1.Health/Check', 'content-type': 'application/grpc', te: 'trailers',
+      });
+      stream.end(Buffer.alloc(5));
+      await new Promise<void>((resolve, reject) => {
+        stream.on('data', () => {});
+        stream.once('close', resolve);
+        stream.once('error', reject);
+      });
+      const served = Date.now();
+      // Past the first-request bound (with room), the connection is still up.
+      await new Promise((r) => setTimeout(r, IDLE_MS * 2));
+      expect(session.closed || session.destroyed).toBe(false);
+      // ... and it goes once the session bound has passed.
+      const at = await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(-1), SESSION_IDLE_MS + 4_000))]);
+      session.destroy();
+      expect(at).toBeGreaterThan(0);
+      expect(at - served).toBeGreaterThanOrEqual(SESSION_IDLE_MS - 200);
+    }
+  });
+
   it('real clients keep working across idle gaps longer than the bound (they reconnect after the GOAWAY)', async () => {
     const credentials = withTls
       ? grpc.credentials.createSsl(certs.read(certs.caFile), certs.read(certs.clientKey), certs.read(certs.clientCert))
@@ -124,7 +157,7 @@ describe.each([
         const sent = await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('idle') }, new Metadata());
         expect(sent.verificationId).not.toBe('');
         expect((await connect.send({ purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('idle') })).verificationId).not.toBe('');
-        await new Promise((r) => setTimeout(r, IDLE_MS * 1.5));
+        await new Promise((r) => setTimeout(r, SESSION_IDLE_MS * 1.5));
       }
     } finally {
       client.close();

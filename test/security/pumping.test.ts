@@ -16,7 +16,7 @@ import { ErrorInfoSchema } from '../../src/gen/google/rpc/error_details_pb.js';
 import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
 import { grpcCall, grpcClient, grpcError, richDetails } from '../support/grpc-client.js';
-import { runPumping, type PumpingFigures } from '../support/pumping-run.js';
+import { ATTACK_PREFIX, runPumping, type PumpingFigures } from '../support/pumping-run.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
 import { startSecuredApp, type SecuredApp } from '../support/secured-app.js';
 import { exitWithin, spawnService } from '../support/service-process.js';
@@ -220,6 +220,33 @@ describe('the prefix guard under a simulated pumping run (default settings; call
     expect(Number(guard!.resetAfter?.seconds ?? 0)).toBeGreaterThan(0);
     // Another tenant's traffic to the same block is judged on its own.
     expect((await grpcCall(ctx.grpc, send, sms('+447400100998'), as('globex'))).verificationId).not.toBe('');
+  });
+
+  it('a Resend of a code the attack did get is one more SMS to the block: refused too', async () => {
+    const delivered = ctx.app.deliveries.lines.find((l) => l.destination.startsWith(ATTACK_PREFIX));
+    const err = await grpcError(grpcCall(ctx.grpc, resend, { verificationId: delivered!.verification_id }, as()));
+    expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(reasonOf(err)).toBe('PREFIX_SUSPENDED');
+    expect(await ctx.app.audits.find({ type: 'rate_limited', reason: 'PREFIX_SUSPENDED', vid: delivered!.verification_id })).toBeDefined();
+  });
+
+  it('an attack spread at random over a block of a million numbers (+44 7401 xxxxxx) is caught by the 6-digit prefix', async () => {
+    const numbers = new Set<string>();
+    while (numbers.size < 60) numbers.add(`+447401${String(randomBytes(4).readUInt32BE() % 1_000_000).padStart(6, '0')}`);
+    let accepted = 0;
+    let suspended = 0;
+    let i = 0;
+    for (const destination of numbers) {
+      const clientIp = `192.0.2.${i++ % 250}`;
+      // As tenant globex: acme's counts are its own.
+      await grpcCall(ctx.grpc, send, { ...sms(destination), clientIp }, as('globex')).then(
+        () => accepted++,
+        (err: ServiceError) => { if (reasonOf(err) === 'PREFIX_SUSPENDED') suspended++; },
+      );
+    }
+    expect(accepted).toBe(20);
+    expect(suspended).toBe(40);
+    expect(await ctx.app.audits.find({ type: 'prefix_suspended', px: '+447401', tn: 'globex' })).toBeDefined();
   });
 
   it('each suspended prefix (6, 7 and 8 digits) is audited, logged and counted', async () => {

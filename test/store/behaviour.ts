@@ -158,6 +158,32 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect((await store.verify(verifyCommand(first.ref, first.code))).result).toBe('VERIFIED');
       });
 
+      it('the same idempotency key with other parameters is a conflict: nothing changes, nothing is sent', async () => {
+        const p = policy({ resendCooldownSeconds: 30 });
+        const first = await send({ idempotencyKey: 'send-1', fingerprint: 'fp-a', policy: p });
+        await events();
+        const other = await send({ dest: first.dest, idempotencyKey: 'send-1', fingerprint: 'fp-b', policy: p });
+        expect(other.outcome).toEqual({ kind: 'conflict' });
+        expect(await events()).toEqual([]);
+        expect(await store.findByDestination(TENANT, PURPOSE, first.dest.ref)).toBe(first.ref.verificationId);
+        expect((await store.verify(verifyCommand(first.ref, first.code))).result).toBe('VERIFIED');
+      });
+
+      it('binds an idempotency key to the parameters of its first request, per tenant and method, for its retention', async () => {
+        const claim = { method: 'Send' as const, keyDigest: 'key-1', fields: { destination: 'd1', purpose: 'p1', context: 'c1' }, retainMs: 1000 };
+        expect(await store.claimIdempotencyKey(TENANT, claim)).toEqual({ kind: 'new' });
+        expect(await store.claimIdempotencyKey(TENANT, claim)).toEqual({ kind: 'same' });
+        expect(await store.claimIdempotencyKey(TENANT, { ...claim, fields: { destination: 'd2', purpose: 'p1', context: 'c2' } })).toEqual({
+          kind: 'reused',
+          fields: ['context', 'destination'],
+        });
+        // Another tenant's or method's key of the same digest is another key.
+        expect(await store.claimIdempotencyKey(OTHER_TENANT, { ...claim, fields: { destination: 'd2', purpose: 'p1', context: 'c1' } })).toEqual({ kind: 'new' });
+        expect(await store.claimIdempotencyKey(TENANT, { ...claim, method: 'Verify', fields: { target: 't' } })).toEqual({ kind: 'new' });
+        await advance(1100);
+        expect(await store.claimIdempotencyKey(TENANT, { ...claim, fields: { destination: 'd3', purpose: 'p1', context: 'c1' } })).toEqual({ kind: 'new' });
+      });
+
       it('does not replay a different idempotency key', async () => {
         const first = await send({ idempotencyKey: 'send-1' });
         const other = await send({ dest: first.dest, idempotencyKey: 'send-2' });
@@ -280,6 +306,33 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(await store.resend(resendCommand(ref, newCode()))).toEqual({ kind: 'finished' });
       });
 
+      it('replays VERIFIED only until the verification expires, then NOT_FOUND', async () => {
+        const { ref, code } = await send({ policy: policy({ ttlSeconds: 1 }) });
+        const first = await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-1' }));
+        expect(first.result).toBe('VERIFIED');
+        expect(await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-1' }))).toEqual(first);
+        await advance(1100);
+        expect(await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-1' }))).toEqual({ result: 'NOT_FOUND', attemptsRemaining: 0 });
+      });
+
+      it("spends the verification's own purpose's failure budget, kept from its Send", async () => {
+        // A strict purpose (2 failures lock for 10 minutes) and a lenient one at the same destination.
+        const strict = policy({ maxAttempts: 10, failuresPerDestination: { count: 2, windowSeconds: 600 } });
+        const lenient = policy({ maxAttempts: 10, failuresPerDestination: { count: 100, windowSeconds: 60 } });
+        const loose = await send({ purpose: 'signup', policy: lenient });
+        for (let i = 0; i < 2; i++) expect((await store.verify(verifyCommand(loose.ref, wrong(loose.code)))).result).toBe('INVALID_CODE');
+        expect((await store.verify(verifyCommand(loose.ref, loose.code))).result).toBe('VERIFIED');
+
+        const payment = await send({ dest: newDestination(f.shards), purpose: 'payment', policy: strict });
+        for (let i = 0; i < 2; i++) expect((await store.verify(verifyCommand(payment.ref, wrong(payment.code)))).result).toBe('INVALID_CODE');
+        expect((await store.verify(verifyCommand(payment.ref, payment.code))).result).toBe('TOO_MANY_ATTEMPTS');
+        const locked = (await store.limits({ tenant: TENANT, purpose: 'payment', destination: payment.dest.ref, policy: strict })).find(
+          (l) => l.name === 'DESTINATION_LOCKED',
+        );
+        expect(locked).toMatchObject({ limit: 2, remaining: 0 });
+        expect(locked!.retryAfterMs).toBeGreaterThan(590_000);
+      });
+
       it('keyring rotation: compares only the digest of the key the code was issued under', async () => {
         const rotated = await send({ keyId: 'k1' });
         const both = await store.verify(verifyCommand(rotated.ref, rotated.code, { keyIds: ['k2', 'k1'] }));
@@ -295,12 +348,12 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         const { dest, ref, code } = await send({ policy: p });
         const remaining = [];
         for (let i = 0; i < 3; i++) {
-          const outcome = await store.verify(verifyCommand(ref, wrong(code), { failures }));
+          const outcome = await store.verify(verifyCommand(ref, wrong(code)));
           expect(outcome.result).toBe('INVALID_CODE');
           remaining.push(outcome.attemptsRemaining);
         }
         expect(remaining).toEqual([9, 8, 7]);
-        expect(await store.verify(verifyCommand(ref, code, { failures }))).toEqual({
+        expect(await store.verify(verifyCommand(ref, code))).toEqual({
           result: 'TOO_MANY_ATTEMPTS',
           attemptsRemaining: 0,
         });
@@ -590,6 +643,10 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
           expect(await store.spendCallerBudgets(TENANT, [], check(fine('a'), r))).toEqual({ allowed: true, transitions: [] });
           if (i % 2 === 1) await store.recordPrefixOutcome(TENANT, check(fine('a'), r), 'verified');
         }
+        // 40 sent, 20 verified: 61 more unverified sends would still pass, reported against the limit of 5.
+        expect(await store.callerBudgetStates(TENANT, [], check(fine('a'), r))).toEqual([
+          { name: 'PREFIX_SUSPENDED', limit: 5, remaining: 5, resetAfterMs: 0, retryAfterMs: 0 },
+        ]);
       });
 
       it('a finer prefix with its own verified codes is not held back by a suspended coarser one', async () => {

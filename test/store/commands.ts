@@ -1,7 +1,7 @@
 // Builders for store commands in tests. Codes and destinations here are fake,
 // and the store only ever sees their digests. Never print a code.
 import { createHmac, randomBytes, randomInt } from 'node:crypto';
-import { destinationRef, newVerificationRef } from '../../src/otp/verification-id.js';
+import { destinationRef, VerificationIds } from '../../src/otp/verification-id.js';
 import type {
   DestinationRef,
   IssueCommand,
@@ -59,19 +59,25 @@ export function codeDigest(keyId: string, verificationId: string, code: string):
 
 const sealed = () => randomBytes(24).toString('base64');
 
+/** Verification ids as the service makes them (masked handle), under a test key. */
+export const ID_KEY = Buffer.alloc(32, 7);
+export const verificationIds = (shards: number) => new VerificationIds(ID_KEY, shards);
+
 export interface IssueOptions {
   tenant?: string;
   purpose?: string;
   code?: string;
   keyId?: string;
   idempotencyKey?: string;
+  /** Stands for the Send's other parameters (the service digests them). */
+  fingerprint?: string;
   policy?: StorePolicy;
   prefixRefs?: string;
   deliver?: boolean;
 }
 
 export function issueCommand(dest: Destination, o: IssueOptions = {}): { cmd: IssueCommand; code: string } {
-  const ref = newVerificationRef(dest.ref);
+  const ref = new VerificationIds(ID_KEY, 1).newRef(dest.ref);
   const code = o.code ?? newCode();
   const keyId = o.keyId ?? 'k1';
   const cmd: IssueCommand = {
@@ -89,6 +95,7 @@ export function issueCommand(dest: Destination, o: IssueOptions = {}): { cmd: Is
     locale: 'en-GB',
     metadataJson: '{"order":"42"}',
     idempotencyKey: o.idempotencyKey ?? '',
+    requestFingerprint: o.idempotencyKey ? (o.fingerprint ?? 'fp-1') : '',
     context: '',
     prefixRefs: o.prefixRefs ?? '',
     deliver: o.deliver ?? true,
@@ -102,7 +109,6 @@ export interface VerifyOptions {
   tenant?: string;
   keyIds?: string[];
   idempotencyKey?: string;
-  failures?: StorePolicy['failuresPerDestination'];
 }
 
 export function verifyCommand(ref: VerificationRef, code: string, o: VerifyOptions = {}): VerifyCommand {
@@ -111,7 +117,6 @@ export function verifyCommand(ref: VerificationRef, code: string, o: VerifyOptio
     ref,
     candidates: (o.keyIds ?? ['k1']).map((keyId) => ({ keyId, digest: codeDigest(keyId, ref.verificationId, code) })),
     idempotencyKey: o.idempotencyKey ?? '',
-    failuresPerDestination: o.failures ?? policy().failuresPerDestination,
     event: EVENT,
   };
 }

@@ -19,6 +19,7 @@ import {
   resendCommand,
   SMS,
   TENANT,
+  verificationIds,
   verifyCommand,
   wrong,
 } from './commands.js';
@@ -103,7 +104,7 @@ describe('redis store: what Redis holds', () => {
         // Empty values are not stored: a missing field reads as ''.
         expect(hash.filter((v, i) => i % 2 === 1 && v === '').length, key).toBe(0);
         for (const field of fields) {
-          expect(field).toMatch(/^(dd|md|sb|sb2|ls|lf|lk|id:[A-Za-z0-9_-]{22}|[a-z_]+:(id|k|c|t|st|ik|vk|vt|ct|lc|mt|cx))$/);
+          expect(field).toMatch(/^(dd|md|sb|sb2|ls|lf|lk|id:[A-Za-z0-9_-]{34}|[a-z_]+:(id|k|c|t|st|ik|if|vk|vt|ct|lc|mt|cx))$/);
         }
       } else {
         expect(type).toBe('stream');
@@ -155,6 +156,28 @@ describe('redis store: what Redis holds', () => {
       await expect(store.issue(cmd)).rejects.toThrow(/^ARGS issue: sealed_dest/);
       expect((await keysOf(prefix)).filter((k) => k.endsWith(`:${cmd.ref.handle}`))).toEqual([]);
     }
+    await store.close();
+  });
+
+  it('verify, resend, describe and markDeliveryFailed act only on the id the purpose holds, not on any id leading to it', async () => {
+    const prefix = freshPrefix();
+    const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });
+    const dest = newDestination(SHARDS);
+    const { cmd, code } = issueCommand(dest);
+    expect((await store.issue(cmd)).kind).toBe('issued');
+    const [key] = (await keysOf(prefix)).filter((k) => k.endsWith(`:${dest.ref.handle}`));
+    // A reverse lookup for an id the purpose does not hold (as a stale or tampered hash would have).
+    const forged = verificationIds(SHARDS).newRef(dest.ref);
+    await raw.call(['HSET', key!, `id:${forged.verificationId}`, PURPOSE]);
+    // Even offered the real code's digest, only the stored-id check stops it.
+    const offered = { ...verifyCommand(forged, code), candidates: [{ keyId: 'k1', digest: cmd.codeDigest }] };
+    expect(await store.verify(offered)).toEqual({ result: 'NOT_FOUND', attemptsRemaining: 0 });
+    expect(await store.describe(TENANT, forged)).toBeNull();
+    expect(await store.resend(resendCommand(forged, newCode()))).toEqual({ kind: 'not_found' });
+    expect(await store.markDeliveryFailed(TENANT, forged, 0, 'bounced', EVENT)).toBe(false);
+    expect(await store.inspect(TENANT, forged)).toBeNull();
+    expect(await store.cancel(TENANT, forged, EVENT)).toEqual({ kind: 'not_found' });
+    expect((await store.verify(verifyCommand(cmd.ref, code))).result).toBe('VERIFIED');
     await store.close();
   });
 
@@ -227,7 +250,7 @@ describe('redis store: what Redis holds', () => {
     const failures = { count: 1, windowSeconds: 600 };
     const { cmd, code } = issueCommand(dest, { policy: policy({ ttlSeconds: 5, failuresPerDestination: failures }) });
     await store.issue(cmd);
-    await store.verify(verifyCommand(cmd.ref, wrong(code), { failures }));
+    await store.verify(verifyCommand(cmd.ref, wrong(code)));
     const [key] = (await keysOf(prefix)).filter((k) => !k.endsWith(':outbox'));
     expect(await raw.call(['PTTL', key!])).toBeGreaterThan(590_000);
     await store.close();

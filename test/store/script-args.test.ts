@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectRedis, type RedisConnection } from '../../src/store/redis/client.js';
-import { callerBudgetKey, destinationKey, outboxKey, prefixGuardKey } from '../../src/store/redis/keys.js';
+import { callerBudgetKey, destinationKey, idempotencyRecordKey, outboxKey, prefixGuardKey } from '../../src/store/redis/keys.js';
 import { scriptArgv, type ScriptArgs, type ScriptName } from '../../src/store/redis/script-args.js';
 import { scripts } from '../../src/store/redis/scripts.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
@@ -36,16 +36,16 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
     args: {
       tenant: TENANT, purpose: 'login', id: cmd.ref.verificationId, channel: 1, digest: dest.digest,
       masked: dest.masked, sealed_dest: cmd.sealedDestination, code_digest: cmd.codeDigest, key_id: 'k1',
-      code_length: 6, sealed_code: cmd.sealedCode, locale: 'en', metadata: '', idempotency_key: '',
-      ttl_ms: 60_000, max_attempts: 5, cooldown_ms: 0, max_resends: 3, sends_count: 10, sends_window_ms: 3_600_000,
+      code_length: 6, sealed_code: cmd.sealedCode, locale: 'en', metadata: '', idempotency_key: '', fingerprint: '',
+      ttl_ms: 60_000, max_attempts: 5, cooldown_ms: 0, max_resends: 3, failures_count: 5, failures_window_ms: 600_000,
+      sends_count: 10, sends_window_ms: 3_600_000,
       ...event, context: '', prefix_refs: '8:abcdefghijkl', deliver: true,
     },
   },
   verify: {
     keys: destKeys,
     args: {
-      tenant: TENANT, id: cmd.ref.verificationId, idempotency_key: '', failures_count: 10,
-      failures_window_ms: 3_600_000, ...event, candidates: { k1: cmd.codeDigest },
+      tenant: TENANT, id: cmd.ref.verificationId, idempotency_key: '', ...event, candidates: { k1: cmd.codeDigest },
     },
   },
   resend: {
@@ -64,7 +64,7 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
     keys: destKeys,
     args: { tenant: TENANT, id: cmd.ref.verificationId, resend_count: 0, reason: 'bounced', ...event },
   },
-  find: { keys: [destKeys[0]!], args: { purpose: 'login', handle: dest.ref.handle } },
+  find: { keys: [destKeys[0]!], args: { purpose: 'login' } },
   describe: { keys: [destKeys[0]!], args: { id: cmd.ref.verificationId } },
   inspect: { keys: [destKeys[0]!], args: { id: cmd.ref.verificationId } },
   cancel: { keys: destKeys, args: { tenant: TENANT, id: cmd.ref.verificationId, ...event } },
@@ -77,6 +77,10 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
     args: { outcome: 'verified', rule: [20, 20, 3_600_000, 6, 900_000] },
   },
   audit: { keys: [outboxKey(prefix, 0)], args: { fields: { type: 'refused', tn: TENANT, reason: 'X' } } },
+  idempotency: {
+    keys: [idempotencyRecordKey(prefix, TENANT, 'Send', 'key-digest')],
+    args: { fields: { destination: 'd1', purpose: 'p1' }, retain_ms: 60_000 },
+  },
 };
 
 async function keysUnderPrefix(): Promise<string[]> {
@@ -140,7 +144,7 @@ describe('script argument contract', () => {
   });
 
   it('the valid calls above are accepted (so the refusals are about the one field changed)', async () => {
-    for (const name of ['describe', 'find', 'limits', 'issue', 'verify', 'audit', 'callerBudgets', 'prefixOutcome'] as ScriptName[]) {
+    for (const name of ['describe', 'find', 'limits', 'issue', 'verify', 'audit', 'callerBudgets', 'idempotency', 'prefixOutcome'] as ScriptName[]) {
       const reply = await run(name, scriptArgv(valid[name].args as never));
       expect(reply, name).not.toBeInstanceOf(Error);
     }

@@ -15,14 +15,15 @@ import { createTopics } from './kafka.js';
 const quiet = pino({ level: process.env.NOTIFIER_TEST_LOG ?? 'silent' });
 
 /** A fresh keyring in the OTP_SEAL_KEYS format, and a Sealer over it. */
-export function testKeyring(): { env: string; sealer: Sealer } {
+export function testKeyring(): { env: string; sealer: Sealer; keys: { id: string; key: Buffer }[] } {
   const key = randomBytes(32);
-  return { env: `test-seal:${key.toString('base64')}`, sealer: new Sealer([{ id: 'test-seal', key }]) };
+  const keys = [{ id: 'test-seal', key }];
+  return { env: `test-seal:${key.toString('base64')}`, sealer: new Sealer(keys), keys };
 }
 
-/** A well-formed verification id (12-char handle + 22 random base64url). */
+/** A well-formed verification id (25 random bytes, base64url: it parses under any id key). */
 export function verificationId(): string {
-  return randomBytes(9).toString('base64url') + randomBytes(16).toString('base64url');
+  return randomBytes(25).toString('base64url');
 }
 
 export interface DeliveryInput {

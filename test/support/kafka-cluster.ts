@@ -126,13 +126,6 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaCluster> {
   (watchdog.stdin as unknown as { unref(): void }).unref();
   const notePids = () => writeFileSync(join(work, 'pids'), [...children.values()].map((c) => c.pid).join(' '));
 
-  // One cluster id for all three; not execFileSync: the test's event loop keeps running meanwhile.
-  await Promise.all(
-    NODE_IDS.map((id) => {
-      writeFileSync(files(id).props, nodeProperties(id, ports, join(work, `data-${id}`)));
-      return promisify(execFile)('java', [logProp, '-cp', cp, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', files(id).props, '--ignore-formatted']);
-    }),
-  );
 
   /** Start one node's JVM; resolves when its log says it serves. */
   async function launch(id: number): Promise<void> {
@@ -193,7 +186,7 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaCluster> {
     const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
     const configs = await admin.describeConfigs({
       includeSynonyms: false,
-      resources: [{ type: 2 as ConfigResourceTypes /* TOPIC (not a named ESM export) */, name: topic, configNames: ['min.insync.replicas'] }],
+      resources: [{ type: 2 as ConfigResourceTypes /* TOPIC (not detected as a named ESM export) */, name: topic, configNames: ['min.insync.replicas'] }],
     });
     const entry = configs.resources[0]?.configEntries.find((c) => c.configName === 'min.insync.replicas');
     return {
@@ -230,6 +223,13 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaCluster> {
   }
 
   try {
+    // One cluster id for all three; not execFileSync: the test's event loop keeps running meanwhile.
+    await Promise.all(
+      NODE_IDS.map((id) => {
+        writeFileSync(files(id).props, nodeProperties(id, ports, join(work, `data-${id}`)));
+        return promisify(execFile)('java', [logProp, '-cp', cp, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', files(id).props, '--ignore-formatted']);
+      }),
+    );
     // Together: each waits for a quorum of controllers before it serves.
     await Promise.all(NODE_IDS.map((id) => launch(id)));
     await admin.connect();

@@ -83,7 +83,12 @@ export async function startRedis(): Promise<RedisServer> {
       ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
       { stdio: 'ignore' },
     );
-    await waitUntilReady(port, child);
+    await waitUntilReady(port, child).catch((err: unknown) => {
+      // Not ready in time (a crowded machine): never leave it running behind the failed test.
+      child?.kill('SIGKILL');
+      cleanUp();
+      throw err;
+    });
   };
   const stop = async () => {
     if (child) await stopProcess(child);

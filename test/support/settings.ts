@@ -33,14 +33,19 @@ export function settingsReadByCode(): Map<string, string[]> {
   return found;
 }
 
-/** Every `NAME` written in backticks on a row of the README's tables. */
-export function settingsInReadmeTables(): Set<string> {
+/**
+ * Every `NAME` (or `NAME=value`) written in backticks on a row of the README's tables: `rows` the
+ * names a row is about (its first cell), `mentioned` those anywhere on a row.
+ */
+export function settingsInReadmeTables(): { rows: Set<string>; mentioned: Set<string> } {
   const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
-  const names = new Set<string>();
+  const rows = new Set<string>();
+  const mentioned = new Set<string>();
+  const names = (text: string) => [...text.matchAll(/`([A-Z][A-Z0-9_]+)(?:=[^`]*)?`/g)].map((m) => m[1]!);
   for (const line of readme.split('\n')) {
     if (!line.startsWith('|')) continue;
-    const firstCell = line.split('|')[1] ?? '';
-    for (const m of firstCell.matchAll(/`([A-Z][A-Z0-9_]+)`/g)) names.add(m[1]!);
+    for (const name of names(line.split('|')[1] ?? '')) rows.add(name);
+    for (const name of names(line)) mentioned.add(name);
   }
-  return names;
+  return { rows, mentioned };
 }

@@ -1,10 +1,11 @@
 // One trace from a caller to the delivery: a Send over gRPC carrying a W3C
 // traceparent → the service's server span → its Redis script span → the
-// relay's produce span → Kafka (a real broker) → the reference notifier's
-// delivery span, all under the caller's trace id, exported over OTLP/HTTP by
-// the built service and notifier (`npm run build` output, run by plain node:
-// the ESM build is what ships) to a receiver in this test. And nothing secret
-// in any of it: no code, no destination, no API key.
+// relay's produce span (in a relay process of its own: the trace context
+// crosses in the outbox entry) → Kafka (a real broker) → the reference
+// notifier's delivery span, all under the caller's trace id, exported over
+// OTLP/HTTP by the built service, relay and notifier (`npm run build` output,
+// run by plain node: the ESM build is what ships) to a receiver in this test.
+// And nothing secret in any of it: no code, no destination, no API key.
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
@@ -28,6 +29,7 @@ let dist: BuiltDist;
 let receiver: OtlpReceiver;
 let file: ClientsFile;
 let service: ServiceProcess;
+let relay: ServiceProcess;
 let notifier: ServiceProcess;
 const key = newKey();
 
@@ -38,19 +40,18 @@ beforeAll(async () => {
   receiver = await startOtlpReceiver();
   file = clientsFile([{ id: 'backend', tenant: 'acme', key_sha256: sha256(key), methods: ['Send', 'Verify', 'Resend', 'CheckRateLimit'] }]);
   const otel = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY: '100' };
-  service = await spawnService(
-    { REDIS_URL: env.redisUrl, KAFKA_BROKERS: env.brokers, OTP_CLIENTS_FILE: file.path, OTP_WORKERS: '1', ...otel },
-    dist.entry('main.js'),
-  );
+  const shared = { REDIS_URL: env.redisUrl, KAFKA_BROKERS: env.brokers, OTP_CLIENTS_FILE: file.path, OTP_RELAY: 'off', ...otel };
+  service = await spawnService({ ...shared, OTP_WORKERS: '1' }, dist.entry('bin/service.js'));
+  relay = await spawnService({ ...shared, OTP_RELAY_METRICS_PORT: '0' }, dist.entry('bin/relay.js'));
   notifier = await spawnService(
-    { KAFKA_BROKERS: env.brokers, NOTIFIER_GROUP_ID: `traces-${hex(4)}`, ...otel },
-    dist.entry('notifier/main.js'),
+    { KAFKA_BROKERS: env.brokers, NOTIFIER_GROUP_ID: `traces-${hex(4)}`, NOTIFIER_METRICS_PORT: '0', ...otel },
+    dist.entry('bin/notifier.js'),
   );
   await untilServing(service);
 }, 180_000);
 
 afterAll(async () => {
-  for (const p of [service, notifier]) {
+  for (const p of [service, relay, notifier]) {
     if (p && p.child.exitCode === null) {
       p.child.kill('SIGTERM');
       await exitWithin(p, 20_000).catch(() => undefined);
@@ -110,8 +111,9 @@ describe('traces (OTLP/HTTP, protobuf)', () => {
       expect(scripts).toHaveLength(1);
       expect(scripts[0]!.parentSpanId).toBe(server!.spanId);
       expect(scripts[0]!.attributes['db.system.name']).toBe('redis');
-      // The relay published the delivery event under the call that wrote it.
+      // The relay process published the delivery event under the call that wrote it.
       expect(produced).toHaveLength(1);
+      expect(produced[0]!.service).toBe('otp-relay');
       expect(produced[0]!.parentSpanId).toBe(server!.spanId);
       expect(produced[0]!.attributes['messaging.destination.name']).toBe('otp.delivery.v1');
       // The notifier's delivery joined the trace under the produce span (Kafka header `traceparent`).
@@ -121,12 +123,12 @@ describe('traces (OTLP/HTTP, protobuf)', () => {
       // The audit event of the same Send is in the trace too.
       await receiver.waitFor((s) => s.traceId === traceId && s.kind === PRODUCER && s.name === 'send otp.audit.v1');
 
-      // Nothing secret in any span of any process, decoded or raw.
+      // Nothing secret in any span of any of the three processes, decoded or raw.
       const secrets = [code, destination, destination.split('@')[0]!, key];
       noSecretIn(receiver.spans, secrets);
       const raw = Buffer.concat(receiver.bodies);
       expect(secrets.some((s) => s.length >= 8 && raw.includes(s))).toBe(false);
-      expect(receiver.contentTypes.every((t) => t.startsWith('application/x-protobuf'))).toBe(true);
+      expect(receiver.contentTypes.length > 0 && receiver.contentTypes.every((t) => t.startsWith('application/x-protobuf'))).toBe(true);
     } finally {
       client.close();
     }
@@ -162,6 +164,32 @@ describe('traces (OTLP/HTTP, protobuf)', () => {
       noSecretIn([server!], ['not an address']);
     } finally {
       client.close();
+    }
+  });
+});
+
+describe('traces (OTLP/HTTP, JSON)', () => {
+  it('OTEL_EXPORTER_OTLP_PROTOCOL=http/json exports the same spans as JSON', async () => {
+    const json = await spawnService(
+      { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '100', OTEL_SERVICE_NAME: 'otp-json' },
+      dist.entry('bin/service.js'),
+    );
+    const client = grpcClient(`127.0.0.1:${json.grpcPort}`);
+    try {
+      await untilServing(json);
+      const traceId = hex(16);
+      const callerSpanId = hex(8);
+      const metadata = new grpc.Metadata();
+      metadata.set('traceparent', `00-${traceId}-${callerSpanId}-01`);
+      await grpcCall(client, OtpService.method.checkRateLimit, { purpose: 'login', channel: Channel.EMAIL, destination: 'json@example.com' }, metadata);
+      const [server] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === SERVER);
+      expect(server!.service).toBe('otp-json');
+      expect(server!.parentSpanId).toBe(callerSpanId);
+      expect(receiver.contentTypes.some((t) => t.startsWith('application/json'))).toBe(true);
+    } finally {
+      client.close();
+      json.child.kill('SIGTERM');
+      await exitWithin(json, 20_000).catch(() => undefined);
     }
   });
 });

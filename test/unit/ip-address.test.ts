@@ -9,7 +9,7 @@ describe('canonicalIp', () => {
   it('IPv4-mapped IPv6, dotted or hex, any case or expansion, is the IPv4 address', () => {
     for (const form of [
       '192.0.2.33', '::ffff:192.0.2.33', '::FFFF:192.0.2.33', '::ffff:c000:221', '::FFFF:C000:0221',
-      '0:0:0:0:0:ffff:c000:221', '0000:0000:0000:0000:0000:ffff:192.0.2.33', '[::ffff:192.0.2.33]', '64:ff9b::192.0.2.33',
+      '0:0:0:0:0:ffff:c000:221', '0000:0000:0000:0000:0000:ffff:192.0.2.33', '[::ffff:192.0.2.33]', '64:ff9b::192.0.2.33', '::192.0.2.33', '::c000:221',
     ]) {
       expect(canonicalIp(form), form).toBe('192.0.2.33');
     }
@@ -20,6 +20,9 @@ describe('canonicalIp', () => {
       expect(canonicalIp(form), form).toBe('2001:db8::1');
     }
     expect(canonicalIp('fe80::1%eth0')).toBe('fe80::1');
+    // Not IPv4-compatible addresses: the unspecified address and loopback stay IPv6.
+    expect(canonicalIp('0:0:0:0:0:0:0:1')).toBe('::1');
+    expect(canonicalIp('::')).toBe('::');
     expect(canonicalIp('FE80::1%25eth0')).toBe('fe80::1');
   });
 

@@ -7,6 +7,8 @@ import { AuditEventSchema } from "../../src/gen/otp/events/v1/events_pb.js";
 import { fromBinary } from "@bufbuild/protobuf";
 import { callerResolver } from "../../src/transport/caller.js";
 import { telemetry, tracingSettings } from "../../src/telemetry/tracing.js";
+import { withScriptSpans } from "../../src/store/redis/script-spans.js";
+import type { RedisConnection } from "../../src/store/redis/client.js";
 
 // W3C trace context without the SDK: what a call's traceparent becomes in the
 // outbox (`tr`) and in the Kafka record, and when tracing turns on at all.
@@ -29,6 +31,11 @@ describe("a call's trace context (tracing off)", () => {
   it("is off by default: nothing started, nothing exported", () => {
     expect(telemetry.on).toBe(false);
     expect(tracingSettings({})).toBeUndefined();
+  });
+
+  it("costs the hot path nothing when off: the Redis connection is not even wrapped", () => {
+    const connection = { run: async () => null, call: async () => null, close: async () => {} } as unknown as RedisConnection;
+    expect(withScriptSpans(connection)).toBe(connection);
   });
 
   it("keeps the caller's traceparent, normalised; anything invalid starts a fresh trace id", async () => {

@@ -9,12 +9,14 @@ import { keyPartitioner, partitionOf } from "./partitioner.js";
 export type { Consumer, Producer, Admin, KafkaMessage, EachMessagePayload };
 
 /**
- * What went wrong talking to Kafka (src/metrics.ts counts them): a broker
+ * What went wrong talking to Kafka (src/kafka-metrics.ts counts them): a broker
  * connection failed or was lost, a request timed out, a produce request was
  * retried inside the client, a send failed past those retries (the caller
  * sends again), a consumer crashed, anything else kafkajs logged.
  */
-export type KafkaTrouble = "connection" | "request_timeout" | "produce_retry" | "publish_failed" | "consumer_crash" | "other";
+/** `unauthenticated_status`: a delivery status whose MAC did not verify, ignored (events/status-mac.ts). */
+export type KafkaTrouble =
+  | "connection" | "request_timeout" | "produce_retry" | "publish_failed" | "consumer_crash" | "unauthenticated_status" | "other";
 
 export interface KafkaObserver {
   /** `client`: the Kafka client id (otp-service, otp-service-status, otp-notifier, ...). */
@@ -83,8 +85,8 @@ function troubleOf(namespace: string, retryCount: number | undefined): KafkaTrou
   return "other";
 }
 
-// kafkajs's ConfigResourceTypes.TOPIC: Node's ESM loader does not see that
-// named export of the CommonJS module (it follows a spread), so the value is here.
+// kafkajs's ConfigResourceTypes.TOPIC: Node's ESM loader does not detect that
+// named export of the CommonJS module (importing it fails at load), so the value is here.
 const TOPIC_RESOURCE = 2 as ConfigResourceTypes;
 
 // Partition counts each producer's partitioner last saw, per topic: what

@@ -21,11 +21,14 @@ export interface Verification {
   expiresAt: number;
   resendAt: number;
   status: Status;
+  /** The purpose's failure budget as of the Send (count, window ms), spent by every Verify of it. */
+  failures: { count: number; windowMs: number };
   /** When Send created it (ms). */
   createdAt: number;
   /** When CancelVerification ended it (ms). */
   canceledAt?: number;
   idempotencyKey: string;
+  requestFingerprint: string;
   /** Set on VERIFIED with an idempotency key, to answer a repeat. */
   verifiedKey?: string;
   /** Set on VERIFIED. */

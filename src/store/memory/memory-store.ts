@@ -3,6 +3,8 @@ import type {
   CallerBudgetOutcome,
   CancelOutcome,
   EventContext,
+  IdempotencyClaim,
+  IdempotencyClaimOutcome,
   IssueCommand,
   IssueOutcome,
   LimitQuery,
@@ -72,6 +74,7 @@ export class MemoryStore implements VerificationStore {
   readonly #now: () => number;
   readonly #destinations = new Map<string, Destination>();
   readonly #callerBudgets = new Map<string, number>();
+  readonly #idempotency = new Map<string, { fields: Record<string, string>; expiresAt: number }>();
   readonly #prefixes = new PrefixGuardRecords();
   readonly #outbox: OutboxShard[];
   readonly #sweeper: NodeJS.Timeout;
@@ -94,7 +97,9 @@ export class MemoryStore implements VerificationStore {
     const live = cur !== undefined && isLive(cur, now);
 
     // 1. A repeated Send answers with the verification it created; nothing changes.
+    // The same key with other parameters is another request: refused, never answered with this one.
     if (d && live && cmd.idempotencyKey !== "" && cur.idempotencyKey === cmd.idempotencyKey) {
+      if (cur.requestFingerprint !== cmd.requestFingerprint) return { kind: "conflict" };
       return { kind: "replayed", ...times(cur, d.masked) };
     }
 
@@ -124,7 +129,9 @@ export class MemoryStore implements VerificationStore {
       id: cmd.ref.verificationId, purpose: cmd.purpose, codeDigest: cmd.codeDigest, keyId: cmd.keyId,
       codeLength: cmd.codeLength, channel: cmd.channel, attempts: 0, maxAttempts: policy.maxAttempts,
       resends: 0, maxResends: policy.maxResends, expiresAt: now + ms(policy.ttlSeconds),
-      resendAt: now + ms(policy.resendCooldownSeconds), status: "", createdAt: now, idempotencyKey: cmd.idempotencyKey,
+      resendAt: now + ms(policy.resendCooldownSeconds), status: "", createdAt: now,
+      failures: { count: policy.failuresPerDestination.count, windowMs: ms(policy.failuresPerDestination.windowSeconds) },
+      idempotencyKey: cmd.idempotencyKey, requestFingerprint: cmd.idempotencyKey === "" ? "" : cmd.requestFingerprint,
       locale: cmd.locale, metadataJson: cmd.metadataJson, context: cmd.context,
       prefixRefs: cmd.prefixRefs, test: !cmd.deliver,
     };
@@ -161,9 +168,10 @@ export class MemoryStore implements VerificationStore {
       purpose: v.purpose, destinationDigest: d.digest, verifiedAtMs: at,
     });
 
-    // 2. Already verified: only a repeat of that same call answers VERIFIED again.
+    // 2. Already verified: only a repeat of that same call, before the verification's expiry,
+    // answers VERIFIED again.
     if (v.status === "v") {
-      const repeat = cmd.idempotencyKey !== "" && cmd.idempotencyKey === v.verifiedKey && match;
+      const repeat = cmd.idempotencyKey !== "" && cmd.idempotencyKey === v.verifiedKey && match && now < v.expiresAt;
       return repeat ? verified(v.verifiedAt ?? now) : { result: "NOT_FOUND", attemptsRemaining: 0 };
     }
     // Canceled: as gone as a consumed code; nothing is counted.
@@ -198,9 +206,9 @@ export class MemoryStore implements VerificationStore {
       return v.prefixRefs ? { ...verified(now), prefixRefs: v.prefixRefs } : verified(now);
     }
 
-    // No match: spend the destination's failure budget; lock the destination when it is used up.
-    const { count, windowSeconds } = cmd.failuresPerDestination;
-    const windowMs = ms(windowSeconds);
+    // No match: spend the destination's failure budget, as the verification's purpose sets it
+    // (kept with the verification at Send); lock the destination when it is used up.
+    const { count, windowMs } = v.failures;
     const failed = gcra.spend(d.failTat, now, count, windowMs);
     let keepUntil = now;
     if (failed.allowed) {
@@ -318,8 +326,6 @@ export class MemoryStore implements VerificationStore {
     if (!isLive(v, now)) return { kind: "finished", state: stateOf(v, d, now) };
     v.status = "c";
     v.canceledAt = now;
-    // No attempts left: a canceled code is as spent as a locked one.
-    v.attempts = v.maxAttempts;
     const base: EventBase = { vid: v.id, tn: tenant, p: v.purpose, ch: v.channel, md: d.masked, dd: d.digest, event };
     this.#emit(ref.shard, now, base, "delivery_canceled");
     this.#emit(ref.shard, now, base, "canceled");
@@ -374,6 +380,19 @@ export class MemoryStore implements VerificationStore {
     budgets.forEach((b, i) => this.#callerBudgets.set(budgetKey(tenant, b), tats[i]!));
     if (guard && guard.prefixes.length > 0) this.#prefixes.countSent(tenant, guard, now, transitions);
     return guard ? { allowed: true, transitions } : { allowed: true };
+  }
+
+  async claimIdempotencyKey(tenant: string, claim: IdempotencyClaim): Promise<IdempotencyClaimOutcome> {
+    const now = this.#now();
+    const key = JSON.stringify([tenant, claim.method, claim.keyDigest]);
+    const was = this.#idempotency.get(key);
+    if (!was || was.expiresAt <= now) {
+      this.#idempotency.set(key, { fields: { ...claim.fields }, expiresAt: now + claim.retainMs });
+      return { kind: "new" };
+    }
+    const names = new Set([...Object.keys(was.fields), ...Object.keys(claim.fields)]);
+    const differ = [...names].filter((n) => was.fields[n] !== claim.fields[n]).sort();
+    return differ.length === 0 ? { kind: "same" } : { kind: "reused", fields: differ };
   }
 
   async callerBudgetStates(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<LimitState[]> {
@@ -434,6 +453,7 @@ export class MemoryStore implements VerificationStore {
     const now = this.#now();
     for (const [key, d] of this.#destinations) if (now > d.expiresAt) this.#destinations.delete(key);
     for (const [key, tat] of this.#callerBudgets) if (tat < now) this.#callerBudgets.delete(key);
+    for (const [key, r] of this.#idempotency) if (r.expiresAt <= now) this.#idempotency.delete(key);
     this.#prefixes.sweep(now);
   }
 

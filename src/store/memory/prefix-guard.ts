@@ -108,8 +108,8 @@ export class PrefixGuardRecords {
       }
       remaining = Math.min(remaining, sendsBeforeCollapse(j, rule));
     }
-    if (retry > 0) remaining = 0;
-    if (remaining === Infinity) remaining = rule.minSends;
+    // Reported against a limit of minSends, so never above it (a well-verified prefix could take more).
+    remaining = retry > 0 ? 0 : Math.min(remaining, rule.minSends);
     return { name: "PREFIX_SUSPENDED", limit: rule.minSends, remaining, resetAfterMs: retry, retryAfterMs: retry };
   }
 

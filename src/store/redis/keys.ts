@@ -22,3 +22,8 @@ export function prefixGuardKey(prefix: string, tenant: string, digits: number, d
 export function outboxKey(prefix: string, shard: number): string {
   return `${prefix}:{${shard}}:outbox`;
 }
+
+/** An idempotency key's binding: under the tenant's hash tag, so it is one record whatever the request named. */
+export function idempotencyRecordKey(prefix: string, tenant: string, method: string, keyDigest: string): string {
+  return `${prefix}:{t:${tenant}}:ik:${method}:${keyDigest}`;
+}

@@ -5,6 +5,8 @@ import type {
   CancelOutcome,
   DestinationRef,
   EventContext,
+  IdempotencyClaim,
+  IdempotencyClaimOutcome,
   IssueCommand,
   IssueOutcome,
   LimitQuery,
@@ -25,7 +27,7 @@ import type {
 import {
   connectRedis, isReplyError, type ConnectionLogger, type RedisAccess, type RedisConnection, type RedisTopology,
 } from "./client.js";
-import { callerBudgetKey, destinationKey, OUTBOX_GROUP, outboxKey, prefixGuardKey } from "./keys.js";
+import { callerBudgetKey, destinationKey, idempotencyRecordKey, OUTBOX_GROUP, outboxKey, prefixGuardKey } from "./keys.js";
 import * as replies from "./replies.js";
 import { scriptArgv, type PrefixRuleArg, type ScriptArgs, type ScriptName } from "./script-args.js";
 import { withScriptSpans } from "./script-spans.js";
@@ -64,7 +66,8 @@ const failures = (b: Budget) => ({ failures_count: b.count, failures_window_ms: 
 // Scripts that change nothing (or only append an audit event): no replica
 // acknowledgement to wait for. Every other script (and any new one) waits.
 // A prefix-guard credit changes no answer either (the Verify it follows is already acknowledged).
-const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "audit", "prefixOutcome"]);
+// Cancel waits: a canceled code brought back by a failover would verify again.
+const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "inspect", "audit", "prefixOutcome"]);
 
 export class RedisStore implements VerificationStore {
   readonly #redis: RedisConnection;
@@ -121,10 +124,12 @@ export class RedisStore implements VerificationStore {
       locale: cmd.locale,
       metadata: cmd.metadataJson,
       idempotency_key: cmd.idempotencyKey,
+      fingerprint: cmd.requestFingerprint,
       ttl_ms: ms(policy.ttlSeconds),
       max_attempts: policy.maxAttempts,
       cooldown_ms: ms(policy.resendCooldownSeconds),
       max_resends: policy.maxResends,
+      ...failures(policy.failuresPerDestination),
       ...sends(policy.sendsPerDestination),
       ...eventArgs(cmd.event),
       context: cmd.context,
@@ -139,7 +144,6 @@ export class RedisStore implements VerificationStore {
       tenant: cmd.tenant,
       id: cmd.ref.verificationId,
       idempotency_key: cmd.idempotencyKey,
-      ...failures(cmd.failuresPerDestination),
       ...eventArgs(cmd.event),
       candidates: Object.fromEntries(cmd.candidates.map((c) => [c.keyId, c.digest])),
     });
@@ -204,6 +208,11 @@ export class RedisStore implements VerificationStore {
     return replies.prefixTransitions(reply, 0, guard.prefixes);
   }
 
+  async claimIdempotencyKey(tenant: string, claim: IdempotencyClaim): Promise<IdempotencyClaimOutcome> {
+    const key = idempotencyRecordKey(this.#prefix, tenant, claim.method, claim.keyDigest);
+    return replies.idempotencyOutcome(await this.#run("idempotency", [key], { fields: claim.fields, retain_ms: claim.retainMs }));
+  }
+
   async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {
     await this.#run("audit", [outboxKey(this.#prefix, shard)], { fields });
   }
@@ -219,7 +228,7 @@ export class RedisStore implements VerificationStore {
 
   async findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null> {
     const key = destinationKey(this.#prefix, tenant, destination);
-    return replies.foundId(await this.#run("find", [key], { purpose, handle: destination.handle }));
+    return replies.foundId(await this.#run("find", [key], { purpose }));
   }
 
   async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {

@@ -3,6 +3,7 @@ import type {
   CallerBudgetOutcome,
   CancelOutcome,
   GuardedPrefix,
+  IdempotencyClaimOutcome,
   PrefixGuardRule,
   PrefixTransition,
   PrefixTransitionReason,
@@ -89,6 +90,7 @@ export function issueOutcome(reply: RedisReply): IssueOutcome {
   const r = list(reply, "issue");
   const kind = str(r, 0);
   if (kind === "issued" || kind === "replayed") return { kind, ...times(r) };
+  if (kind === "conflict") return { kind };
   if (kind === "refused") return refusal(r);
   throw new UnexpectedReplyError(`issue ${kind}`);
 }
@@ -177,6 +179,14 @@ export function prefixTransitions(reply: RedisReply, from: number, prefixes: Gua
     out.push({ prefix, kind: kind as PrefixTransition["kind"], reason: reason as PrefixTransitionReason, sent: num(r, i + 3), verified: num(r, i + 4) });
   }
   return out;
+}
+
+export function idempotencyOutcome(reply: RedisReply): IdempotencyClaimOutcome {
+  const r = list(reply, "idempotency");
+  const kind = str(r, 0);
+  if (kind === "new" || kind === "same") return { kind };
+  if (kind === "reused") return { kind, fields: r.slice(1).map((_, i) => str(r, i + 1)) };
+  throw new UnexpectedReplyError(`idempotency ${kind}`);
 }
 
 export function markedFailed(reply: RedisReply): boolean {

@@ -24,10 +24,13 @@ export interface ScriptArgs {
     locale: string;
     metadata: string;
     idempotency_key: string;
+    fingerprint: string;
     ttl_ms: number;
     max_attempts: number;
     cooldown_ms: number;
     max_resends: number;
+    failures_count: number;
+    failures_window_ms: number;
     sends_count: number;
     sends_window_ms: number;
     trace_id: string;
@@ -40,8 +43,6 @@ export interface ScriptArgs {
     tenant: string;
     id: string;
     idempotency_key: string;
-    failures_count: number;
-    failures_window_ms: number;
     trace_id: string;
     client_id: string;
     /** key id -> code digest under that key */
@@ -77,13 +78,14 @@ export interface ScriptArgs {
     trace_id: string;
     client_id: string;
   };
-  find: { purpose: string; handle: string };
+  find: { purpose: string };
   describe: { id: string };
   inspect: { id: string };
   cancel: { tenant: string; id: string; trace_id: string; client_id: string };
   callerBudgets: { mode: "spend" | "peek"; budgets: [count: number, windowMs: number][]; prefixes: number; rule: PrefixRuleArg | [] };
   prefixOutcome: { outcome: "verified" | "unsent"; rule: PrefixRuleArg };
   audit: { fields: Record<string, string> };
+  idempotency: { fields: Record<string, string>; retain_ms: number };
 }
 
 /** [min sends, min verified percent, window ms, buckets, cool-off ms] */

@@ -39,10 +39,12 @@ export async function listenHttp(options: {
   log: Logger;
   /** Whole request, body included (OTP_REQUEST_TIMEOUT_MS). Our calls are small and unary. */
   requestTimeoutMs: number;
-  /** OTP_CONNECTION_IDLE_MS: TLS handshake, HTTP/2 preface, request headers, and the gaps between requests. */
+  /** OTP_CONNECTION_IDLE_MS: TLS handshake, HTTP/2 preface, request headers, an HTTP/2 connection's first request, HTTP/1.1 keep-alive. */
   idleMs: number;
+  /** OTP_SESSION_IDLE_MS: an HTTP/2 connection's time with no request open once it has served one. */
+  sessionIdleMs: number;
 }): Promise<HttpListener> {
-  const { handler, log, requestTimeoutMs, idleMs } = options;
+  const { handler, log, requestTimeoutMs, idleMs, sessionIdleMs } = options;
   // http requires headersTimeout <= requestTimeout.
   const headersTimeoutMs = Math.min(idleMs, requestTimeoutMs);
   const h2 = http2.createServer(
@@ -62,7 +64,7 @@ export async function listenHttp(options: {
   });
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {
-    closeWhenIdle(session, idleMs);
+    closeWhenIdle(session, idleMs, sessionIdleMs);
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
   });

@@ -67,8 +67,10 @@ export async function listenGrpc(options: {
   health: GrpcHealth;
   log: Logger;
   requestTimeoutMs: number;
-  /** OTP_CONNECTION_IDLE_MS: TLS handshake + preface, and time with no call open. */
+  /** OTP_CONNECTION_IDLE_MS: TLS handshake + preface + first call. */
   idleMs: number;
+  /** OTP_SESSION_IDLE_MS: time with no call open once a connection has served one. */
+  sessionIdleMs: number;
   metrics?: Metrics;
 }): Promise<GrpcListener> {
   const server = new Server({
@@ -82,7 +84,7 @@ export async function listenGrpc(options: {
 
   // TLS, when configured, is ours: grpc-js gets plain (already decrypted) HTTP/2.
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
-  onSessions(server, (session) => closeWhenIdle(session, options.idleMs));
+  onSessions(server, (session) => closeWhenIdle(session, options.idleMs, options.sessionIdleMs));
   const listener = options.tls ? tlsServer(options.tls, options.idleMs) : net.createServer();
   const waiting = new Set<Socket>();
   listener.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => {

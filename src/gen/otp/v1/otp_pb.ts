@@ -53,8 +53,11 @@ export type SendRequest = Message<"otp.v1.SendRequest"> & {
   locale: string;
 
   /**
-   * A repeat with the same key within the verification's lifetime returns the
-   * same verification and delivers nothing new.
+   * One key per request (e.g. a UUID); send one, always. A repeat with the same
+   * key while the verification is live returns the same verification and
+   * delivers nothing new. The same key with another destination (canonical),
+   * purpose, channel, context, locale or metadata is INVALID_ARGUMENT
+   * (IDEMPOTENCY_KEY_REUSED), for the purpose's ttl after first use.
    *
    * @generated from field: string idempotency_key = 6;
    */
@@ -179,8 +182,11 @@ export type VerifyRequest = Message<"otp.v1.VerifyRequest"> & {
   context: string;
 
   /**
-   * A repeat with the same key after a success returns the same result and
-   * receipt (a client retry after a timeout).
+   * One key per submitted code; send one, always. A repeat with the same key
+   * after a success returns the same result and receipt (a client retry after
+   * a timeout or UNAVAILABLE) until the verification's expires_at. The same
+   * key with another target, code or context is INVALID_ARGUMENT
+   * (IDEMPOTENCY_KEY_REUSED).
    *
    * @generated from field: string idempotency_key = 6;
    */
@@ -683,7 +689,7 @@ export enum VerifyResult {
   TOO_MANY_ATTEMPTS = 4,
 
   /**
-   * Unknown, already used, or long gone.
+   * Unknown, already used, canceled, or long gone.
    *
    * @generated from enum value: VERIFY_RESULT_NOT_FOUND = 5;
    */
@@ -774,19 +780,29 @@ export const VerificationStatusSchema: GenEnum<VerificationStatus> = /*@__PURE__
  *                         field's rules: any string field holding a control, format (bidi,
  *                         zero-width), line/paragraph separator, surrogate, private-use or
  *                         unassigned character; an enum value (name or number) that does not
- *                         exist; a purpose the policy file does not list when it says "only"
+ *                         exist; a purpose the policy file does not list when it says "only".
+ *                         An idempotency_key first used for a request with other parameters:
+ *                         + google.rpc.ErrorInfo reason IDEMPOTENCY_KEY_REUSED, the violation on
+ *                         idempotency_key naming what differs
  *   RESOURCE_EXHAUSTED  + google.rpc.RetryInfo + google.rpc.ErrorInfo{domain: "otp.v1", reason}
  *                         reasons: RESEND_COOLDOWN, SEND_LIMIT_DESTINATION, MAX_RESENDS,
  *                         SEND_LIMIT_IP, SEND_LIMIT_TENANT, SEND_LIMIT_COUNTRY,
- *                         DESTINATION_LOCKED, VERIFY_LIMIT_IP. MAX_RESENDS carries no
+ *                         DESTINATION_LOCKED, VERIFY_LIMIT_IP, PREFIX_SUSPENDED (the
+ *                         number's prefix is not verifying its codes: SMS pumping guard;
+ *                         Send and Resend to phones). MAX_RESENDS carries no
  *                         RetryInfo: no wait lifts it (Send a new verification)
  *   FAILED_PRECONDITION + google.rpc.ErrorInfo: Resend or CancelVerification of a
  *                         verification that is finished (verified, locked, expired,
- *                         canceled, delivery failed); reason VERIFICATION_FINISHED
+ *                         canceled, delivery failed); reason VERIFICATION_FINISHED.
+ *                         Send or CheckRateLimit to a phone number codes are not sent to:
+ *                         reason NUMBER_TYPE_NOT_ALLOWED (premium-rate, shared-cost, ...:
+ *                         OTP_SMS_DENIED_NUMBER_TYPES) or COUNTRY_NOT_ALLOWED (OTP_SMS_COUNTRIES)
  *   NOT_FOUND            Resend, GetVerification or CancelVerification of an unknown
  *                         verification, of another tenant's, or of one whose purpose
  *                         the caller is not granted (the same answer for all three)
- *   UNAVAILABLE          the store (Redis) or the event backlog cannot take the call; retry
+ *   UNAVAILABLE          the store (Redis) or the event backlog cannot take the call; the
+ *                         outcome is unknown (it may have taken effect): retry the same
+ *                         request with the same idempotency_key
  *   UNAUTHENTICATED      no credentials, or credentials that are not (or no longer) valid
  *   PERMISSION_DENIED   + google.rpc.ErrorInfo: the caller may not do this; reasons:
  *                         METHOD_NOT_GRANTED, PURPOSE_NOT_GRANTED, PUBLIC_CLIENT_BY_ID_ONLY

@@ -32,7 +32,9 @@ local dest, vid = KEYS[1], A.id
 local p = redis.call('HGET', dest, id_field(vid))
 if not p then return {'not_found'} end
 
-local v = redis.call('HMGET', dest, p .. ':st', p .. ':c', 'dd', 'md')
+local v = redis.call('HMGET', dest, p .. ':st', p .. ':c', 'dd', 'md', p .. ':id')
+-- The purpose's current verification must be the one asked about.
+if not v[5] or code_id(v[5]) ~= vid or not v[2] then return {'not_found'} end
 local st, c = v[1] or '', counters_read(v[2])
 local now = now_ms()
 local function answer(kind)
@@ -43,14 +45,11 @@ end
 if st == 'c' then return answer('canceled') end
 if st ~= '' or now >= c.e then return answer('finished') end
 
--- No attempts left as well: a script that predates `c` (during a rolling
--- upgrade) then answers TOO_MANY_ATTEMPTS rather than compare a code.
-c.a = c.m
-redis.call('HSET', dest, p .. ':st', 'c', p .. ':ct', now, p .. ':c', counters_text(c))
+redis.call('HSET', dest, p .. ':st', 'c', p .. ':ct', now)
 -- Only a Resend would need them.
 redis.call('HDEL', dest, p .. ':lc', p .. ':mt')
 
-local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[4], dd = digest_text(v[3], vid),
+local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[4], dd = v[3],
   ts = now, tr = A.trace_id, cl = A.client_id }
 emit(ev, 'delivery_canceled')
 emit(ev, 'canceled')

@@ -17,5 +17,7 @@ if not A then return bad end
 
 local p = redis.call('HGET', KEYS[1], id_field(A.id))
 if not p then return false end
-local f = redis.call('HMGET', KEYS[1], p .. ':c', p .. ':cx', p .. ':pg', p .. ':td')
+local f = redis.call('HMGET', KEYS[1], p .. ':c', p .. ':cx', p .. ':pg', p .. ':td', p .. ':id')
+-- The purpose's current verification must be the one asked about.
+if not f[5] or code_id(f[5]) ~= A.id or not f[1] then return false end
 return {p, counters_read(f[1]).ch, f[2] or '', f[3] or '', f[4] and 1 or 0}

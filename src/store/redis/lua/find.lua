@@ -7,7 +7,6 @@ KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
 
 ARGV[1]   JSON object, read by name (includes/args.lua):
   purpose   str
-  handle    str  destination handle (the hash keeps ids without it)
 
 Returns the verification id, or nil.
 ]]
@@ -15,9 +14,9 @@ Returns the verification id, or nil.
 --- @include "args"
 --- @include "fields"
 
-local A, bad = script_args('find', { purpose = 'str', handle = 'str' })
+local A, bad = script_args('find', { purpose = 'str' })
 if not A then return bad end
 
 local v = redis.call('HGET', KEYS[1], A.purpose .. ':id')
 if not v then return false end
-return code_id(v, A.handle)
+return code_id(v)

@@ -21,4 +21,7 @@ if not A then return bad end
 
 local p = redis.call('HGET', KEYS[1], id_field(A.id))
 if not p then return false end
+-- The purpose's current verification must be the one asked about.
+local cur = redis.call('HGET', KEYS[1], p .. ':id')
+if not cur or code_id(cur) ~= A.id then return false end
 return state_reply(KEYS[1], p, now_ms())

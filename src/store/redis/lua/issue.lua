@@ -10,7 +10,7 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   purpose           str
   id                str  the new verification id
   channel           pos  channel number
-  digest            str  destination digest (starts with the id's 12-character handle)
+  digest            str  destination digest (its first 12 characters are the handle the key ends with)
   masked            str  masked destination
   sealed_dest       str  sealed destination (canonical base64; kept as raw bytes)
   code_digest       str
@@ -19,11 +19,14 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   sealed_code       str  (base64; goes into the delivery event only)
   locale            str
   metadata          str  metadata JSON ("" when none)
-  idempotency_key   str  ("" when none)
+  idempotency_key   str  keyed digest of the Send's idempotency key ("" when none)
+  fingerprint       str  keyed digest of the Send's parameters ("" when no key)
   ttl_ms            pos
   max_attempts      pos
   cooldown_ms       int  resend cooldown
   max_resends       int
+  failures_count    pos  the purpose's failure budget per destination, kept for Verify
+  failures_window_ms pos
   sends_count       pos  send budget per destination
   sends_window_ms   pos
   trace_id          str
@@ -33,6 +36,7 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   deliver           bool false for a test destination: no delivery event, `<p>:td` set, `sent` with reason TEST_DESTINATION
 
 Returns
+  {'conflict'}   the idempotency key created this live verification with other parameters
   {'issued' | 'replayed', verification id, channel, masked destination,
    expires at ms, resend available at ms, max attempts, attempts remaining,
    resends remaining, code length}
@@ -50,16 +54,17 @@ Returns
 local A, bad = script_args('issue', {
   tenant = 'str', purpose = 'str', id = 'str', channel = 'pos', digest = 'str', masked = 'str',
   sealed_dest = 'str', code_digest = 'str', key_id = 'str', code_length = 'pos', sealed_code = 'str',
-  locale = 'str', metadata = 'str', idempotency_key = 'str', ttl_ms = 'pos', max_attempts = 'pos',
-  cooldown_ms = 'int', max_resends = 'int', sends_count = 'pos', sends_window_ms = 'pos',
+  locale = 'str', metadata = 'str', idempotency_key = 'str', fingerprint = 'str', ttl_ms = 'pos',
+  max_attempts = 'pos', cooldown_ms = 'int', max_resends = 'int', failures_count = 'pos',
+  failures_window_ms = 'pos', sends_count = 'pos', sends_window_ms = 'pos',
   trace_id = 'str', client_id = 'str', context = 'str', prefix_refs = 'str', deliver = 'bool' })
 if not A then return bad end
 
 local dest = KEYS[1]
 local p, vid, ch, md, ik = A.purpose, A.id, A.channel, A.masked, A.idempotency_key
--- The hash keeps the destination digest without the handle (fields.lua), so they must agree.
-if id_handle(A.digest) ~= id_handle(vid) then
-  return redis.error_reply('ARGS issue: the destination digest does not start with the id\'s handle')
+-- The key ends with the destination's handle: a digest of another destination would mix two.
+if string.sub(A.digest, 1, 12) ~= string.sub(dest, -12) then
+  return redis.error_reply('ARGS issue: digest is not the destination\'s the key names')
 end
 -- The sealed destination is kept as raw bytes (base64.lua), so the hash stays a listpack.
 local sealed = sealed_fields(A.sealed_dest)
@@ -67,15 +72,17 @@ if not sealed then return redis.error_reply('ARGS issue: sealed_dest is not cano
 local m, mr, n = A.max_attempts, A.max_resends, A.code_length
 local now = now_ms()
 
-local cur = redis.call('HMGET', dest, p .. ':id', p .. ':st', p .. ':c', p .. ':ik', 'md', 'lk', 'ls')
--- `<p>:id` holds the current id without its handle (the new id's: same destination), then the code digest.
+local cur = redis.call('HMGET', dest, p .. ':id', p .. ':st', p .. ':c', p .. ':ik', 'md', 'lk', 'ls', p .. ':if')
+-- `<p>:id` holds the current id, then the code digest.
 local cc = counters_read(cur[3])
-local cur_id = cc and cur[1] and code_id(cur[1], id_handle(vid))
+local cur_id = cc and cur[1] and code_id(cur[1])
 -- An empty field is not stored: a missing `st` is '' (live).
 local live = cur_id and (cur[2] or '') == '' and now < cc.e
 
 -- 1. A repeated Send answers with the verification it created; nothing changes.
+-- The same key with other parameters is another request: refused, never answered with this one.
 if live and ik ~= '' and cur[4] == ik then
+  if cur[8] ~= A.fingerprint then return {'conflict'} end
   return {'replayed', cur_id, cc.ch, cur[5], cc.e, cc.ra, cc.m, cc.m - cc.a, cc.mr - cc.r, cc.n}
 end
 
@@ -92,15 +99,17 @@ if not allowed then return refuse(ev, 'SEND_LIMIT_DESTINATION', retry) end
 -- 5. Overwrite the purpose's fields; the old id's reverse lookup goes, so its code dies here.
 local ttl = A.ttl_ms
 local e, ra = now + ttl, now + A.cooldown_ms
-local set = {'dd', digest_value(A.digest), 'md', md, 'ls', ls, id_field(vid), p,
+local set = {'dd', A.digest, 'md', md, 'ls', ls, id_field(vid), p,
   p .. ':id', code_value(vid, A.code_digest), p .. ':k', A.key_id,
-  p .. ':c', counters_text({ a = 0, m = m, r = 0, mr = mr, n = n, ch = ch, e = e, ra = ra }), p .. ':t', now}
+  p .. ':c', counters_text({ a = 0, m = m, r = 0, mr = mr, n = n, ch = ch, e = e, ra = ra,
+    fc = A.failures_count, fw = A.failures_window_ms }), p .. ':t', now}
 for i = 1, #sealed do set[#set + 1] = sealed[i] end
 -- Empty fields are not stored (a reader takes a missing one as ''), so the older
 -- verification's go; `st` is always '' (live) here. A short sealed destination has no `sb2`.
 local gone = {p .. ':st', p .. ':vk', p .. ':vt', p .. ':ct'}
 if #sealed == 2 then gone[#gone + 1] = 'sb2' end
-for _, f in ipairs({{':ik', ik}, {':lc', A.locale}, {':mt', A.metadata}, {':cx', A.context},
+local fp = ik ~= '' and A.fingerprint or ''
+for _, f in ipairs({{':ik', ik}, {':if', fp}, {':lc', A.locale}, {':mt', A.metadata}, {':cx', A.context},
     {':pg', A.prefix_refs}, {':td', A.deliver and '' or '1'}}) do
   if f[2] == '' then
     gone[#gone + 1] = p .. f[1]

@@ -47,7 +47,9 @@ local p = redis.call('HGET', dest, id_field(vid))
 if not p then return {'not_found'} end
 
 local v = redis.call('HMGET', dest, p .. ':st', p .. ':c', p .. ':lc', p .. ':mt', 'lk', 'ls', 'dd', 'md',
-  'sb', 'sb2')
+  'sb', 'sb2', p .. ':id')
+-- The purpose's current verification must be the one asked about.
+if not v[11] or code_id(v[11]) ~= vid or not v[2] then return {'not_found'} end
 local c = counters_read(v[2])
 local e, ra, r, mr = c.e, c.ra, c.r, c.mr
 local now = now_ms()
@@ -55,7 +57,7 @@ local now = now_ms()
 if (v[1] or '') ~= '' or now >= e then return {'finished'} end
 
 local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[8],
-  dd = digest_text(v[7], vid), ts = now, tr = A.trace_id, cl = A.client_id }
+  dd = v[7], ts = now, tr = A.trace_id, cl = A.client_id }
 
 local lk = tonumber(v[5]) or 0
 if lk > now then return refuse(ev, 'DESTINATION_LOCKED', lk - now) end

@@ -9,9 +9,7 @@ KEYS[2]   outbox stream      <prefix>:{<shard>}:outbox
 ARGV[1]   JSON object, read by name (includes/args.lua):
   tenant              str
   id                  str  verification id
-  idempotency_key     str  ("" when none)
-  failures_count      pos  failure budget per destination
-  failures_window_ms  pos
+  idempotency_key     str  keyed digest of the Verify's idempotency key ("" when none)
   trace_id            str
   client_id           str
   candidates          map  key id -> code digest under that key
@@ -30,8 +28,7 @@ Returns
 --- @include "fields"
 
 local A, bad = script_args('verify', {
-  tenant = 'str', id = 'str', idempotency_key = 'str', failures_count = 'pos', failures_window_ms = 'pos',
-  trace_id = 'str', client_id = 'str', candidates = 'map' })
+  tenant = 'str', id = 'str', idempotency_key = 'str', trace_id = 'str', client_id = 'str', candidates = 'map' })
 if not A then return bad end
 
 local dest, vid, ik = KEYS[1], A.id, A.idempotency_key
@@ -42,16 +39,20 @@ if not p then return {'NOT_FOUND', 0} end
 
 local v = redis.call('HMGET', dest, p .. ':id', p .. ':k', p .. ':c',
   p .. ':st', p .. ':vk', p .. ':vt', 'lk', 'lf', 'dd', 'md', p .. ':pg')
+-- The purpose's current verification must be the one asked about, not only its code digest.
+if not v[1] or code_id(v[1]) ~= vid or not v[3] then return {'NOT_FOUND', 0} end
 local c, st = counters_read(v[3]), v[4] or '' -- empty fields are not stored
-local dd = digest_text(v[9], vid)
+local dd = v[9]
 local a, m = c.a, c.m
+local now = now_ms()
 
 -- Only the digest made with the key this code was issued under counts.
 local match = A.candidates[v[2]] == code_digest(v[1])
 
--- 2. Already verified: only a repeat of that same call answers VERIFIED again.
+-- 2. Already verified: only a repeat of that same call, before the verification's expiry,
+-- answers VERIFIED again.
 if st == 'v' then
-  if ik ~= '' and ik == v[5] and match then return {'VERIFIED', m - a, p, dd, tonumber(v[6])} end
+  if ik ~= '' and ik == v[5] and match and now < c.e then return {'VERIFIED', m - a, p, dd, tonumber(v[6])} end
   return {'NOT_FOUND', 0}
 end
 -- Canceled: as gone as a consumed code; nothing is counted.
@@ -59,7 +60,6 @@ if st == 'c' then return {'NOT_FOUND', 0} end
 -- 3-4. Finished or locked: nothing is counted.
 if st == 'f' then return {'DELIVERY_FAILED', 0} end
 if st == 'l' or a >= m then return {'TOO_MANY_ATTEMPTS', 0} end
-local now = now_ms()
 if (tonumber(v[7]) or 0) > now then return {'TOO_MANY_ATTEMPTS', 0} end
 
 local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[10], dd = dd,
@@ -92,8 +92,9 @@ if match then
   return {'VERIFIED', m - a, p, dd, now, v[11] or ''}
 end
 
--- No match: spend the destination's failure budget; lock the destination when it is used up.
-local fail_count, fail_window = A.failures_count, A.failures_window_ms
+-- No match: spend the destination's failure budget, as the verification's purpose sets it
+-- (kept with the verification at Send); lock the destination when it is used up.
+local fail_count, fail_window = c.fc, c.fw
 local allowed, lf = gcra_spend(v[8], now, fail_count, fail_window)
 local writes = {p .. ':c', counters_text(c)}
 local keep_until = now

@@ -124,8 +124,8 @@ local function pg_state(states, now, rule)
     end
     remaining = math.min(remaining, pg_sends_before_collapse(st, rule))
   end
-  if retry > 0 then remaining = 0 end
-  if remaining == math.huge then remaining = rule[1] end
+  -- Reported against a limit of min sends, so never above it (a well-verified prefix could take more).
+  if retry > 0 then remaining = 0 else remaining = math.min(remaining, rule[1]) end
   return remaining, retry, retry
 end
 

@@ -1,0 +1,81 @@
+// `npm run dev:stack`: everything needed to try the service and the reference
+// notifier on one machine, with no Docker: a redis-server and a single-node
+// Kafka broker (KRaft, the jars kafka/fetch.sh caches) on free loopback ports,
+// the service (gRPC :50051, HTTP :8080 unless GRPC_PORT / HTTP_PORT say
+// otherwise; its relay in-process) and the notifier with the console adapter,
+// which prints each delivery (destination and code) here. Development keys and
+// no clients file: never production. Ctrl-C stops everything.
+//
+// Needs redis-server, Java 17 and Maven (or the cached jars): `npm test`'s
+// preflight (scripts/preflight.sh) names or installs them.
+import { spawn, type ChildProcess } from "node:child_process";
+import { startKafka, type KafkaBroker } from "../test/support/kafka.js";
+import { startRedis, type RedisServer } from "../test/support/redis.js";
+
+const grpcPort = process.env.GRPC_PORT ?? "50051";
+const httpPort = process.env.HTTP_PORT ?? "8080";
+const children: ChildProcess[] = [];
+let redis: RedisServer | undefined;
+let kafka: KafkaBroker | undefined;
+let stopping = false;
+
+function say(line: string): void {
+  process.stdout.write(`[dev-stack] ${line}\n`);
+}
+
+/** A child whose output lines are prefixed with its name. */
+function start(name: string, entry: string, env: Record<string, string>): ChildProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", entry], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  for (const stream of [child.stdout!, child.stderr!]) {
+    let rest = "";
+    stream.on("data", (chunk: Buffer) => {
+      const lines = (rest + chunk.toString()).split("\n");
+      rest = lines.pop() ?? "";
+      for (const line of lines) process.stdout.write(`[${name}] ${line}\n`);
+    });
+  }
+  child.once("exit", (code, signal) => {
+    if (stopping) return;
+    say(`${name} exited (${signal ?? code}); stopping the stack`);
+    void stop(1);
+  });
+  children.push(child);
+  return child;
+}
+
+async function stop(code: number): Promise<never> {
+  stopping = true;
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once("exit", () => resolve());
+          child.kill("SIGTERM");
+          setTimeout(() => child.kill("SIGKILL"), 15_000).unref();
+        }),
+    ),
+  );
+  await kafka?.stop().catch(() => undefined);
+  await redis?.stop().catch(() => undefined);
+  process.exit(code);
+}
+
+process.on("SIGINT", () => void stop(0));
+process.on("SIGTERM", () => void stop(0));
+
+try {
+  say("starting redis-server and a Kafka broker (the first run fetches the broker's jars from Maven Central)");
+  [redis, kafka] = await Promise.all([startRedis(), startKafka()]);
+  say(`redis ${redis.url}, kafka ${kafka.brokers}`);
+} catch (err) {
+  say(`could not start Redis and Kafka: ${(err as Error).message}`);
+  say("needs redis-server, java and mvn: run `npm test` once (its preflight names or installs them)");
+  await stop(1);
+}
+
+const shared = { NODE_ENV: "development", KAFKA_BROKERS: kafka!.brokers, LOG_LEVEL: process.env.LOG_LEVEL ?? "info" };
+start("otp-service", "src/bin/service.ts", { ...shared, REDIS_URL: redis!.url, GRPC_PORT: grpcPort, HTTP_PORT: httpPort, OTP_WORKERS: "1", HOST: "127.0.0.1" });
+start("notifier", "src/bin/notifier.ts", { ...shared, NOTIFIER_SMS_ADAPTER: "console", NOTIFIER_EMAIL_ADAPTER: "console" });
+say(`ready soon: grpcurl -plaintext -d '{"purpose":"login","channel":"CHANNEL_EMAIL","destination":"jane@example.com"}' localhost:${grpcPort} otp.v1.OtpService/Send`);
+say("the code appears in a [notifier] line; Ctrl-C stops everything");

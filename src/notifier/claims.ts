@@ -1,0 +1,141 @@
+import { createHash, randomUUID } from "node:crypto";
+import { connectRedis, type RedisConnection } from "../store/redis/client.js";
+import type { StoreScript } from "../store/redis/scripts.js";
+import { Lru } from "./dedupe.js";
+
+// Exactly one delivery per delivery event, across notifier replicas and
+// restarts. Kafka (and the relay before it) deliver at least once, so the
+// same event can reach this notifier after a restart, or a second replica
+// after a rebalance. Before sending, a notifier claims the event id; once the
+// provider has answered it marks the id done. A claim is a lease: a notifier
+// that crashes mid-delivery holds it only for `leaseMs`, then another may take
+// over (the one case that can still send twice: a crash between the
+// provider's acceptance and the mark; the webhook adapter's Idempotency-Key
+// covers it where the provider honours one).
+//
+// With NOTIFIER_REDIS_URL (required in production) the claims live in Redis,
+// shared by every replica; without it (development) in this process's memory.
+
+export type Claim =
+  /** Ours: deliver, then finish() (or release() when abandoning). */
+  | { kind: "claimed"; token: string }
+  /** Some notifier finished this event already: skip it. */
+  | { kind: "done" }
+  /** Another notifier holds a live claim: wait and ask again. */
+  | { kind: "busy"; retryInMs: number };
+
+export interface DeliveryClaims {
+  claim(eventId: string): Promise<Claim>;
+  /** Keeps a claim alive while a delivery (with its retries) runs; false when it was lost. */
+  renew(eventId: string, token: string): Promise<boolean>;
+  /** The event is finished (delivered, or given up on and reported): every notifier skips it from now on. */
+  finish(eventId: string, token: string): Promise<void>;
+  /** Gives a claim back unfinished (shutdown), so the next owner can deliver at once. */
+  release(eventId: string, token: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface ClaimTimes {
+  /** How long a claim lasts without renewal (a crashed claimer blocks the event this long). */
+  leaseMs: number;
+  /** How long a finished event is remembered (longer than any code lives, and any redelivery comes). */
+  doneTtlMs: number;
+}
+
+const DONE = "done";
+
+/** One process: the LRU of finished ids plus the claims in progress. */
+export class MemoryClaims implements DeliveryClaims {
+  private readonly done: Lru<true>;
+  private readonly held = new Map<string, string>();
+
+  constructor(capacity: number) {
+    this.done = new Lru(capacity);
+  }
+
+  async claim(eventId: string): Promise<Claim> {
+    if (this.done.get(eventId)) return { kind: "done" };
+    if (this.held.has(eventId)) return { kind: "busy", retryInMs: 100 };
+    const token = randomUUID();
+    this.held.set(eventId, token);
+    return { kind: "claimed", token };
+  }
+
+  async renew(eventId: string, token: string): Promise<boolean> {
+    return this.held.get(eventId) === token;
+  }
+
+  async finish(eventId: string, token: string): Promise<void> {
+    if (this.held.get(eventId) === token) this.held.delete(eventId);
+    this.done.set(eventId, true);
+  }
+
+  async release(eventId: string, token: string): Promise<void> {
+    if (this.held.get(eventId) === token) this.held.delete(eventId);
+  }
+
+  async close(): Promise<void> {}
+}
+
+function script(name: string, source: string): StoreScript {
+  return { name, source, numberOfKeys: 1, sha1: createHash("sha1").update(source).digest("hex") };
+}
+
+// KEYS[1] the event's claim key; ARGV[1] the claimer's token; ARGV[2] ms.
+// Returns 1 when the key still held the token (and was changed), else 0.
+const RENEW = script("notifier-claim-renew", `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`);
+// KEYS[1]; ARGV[1] token. Deletes the claim only if it is still ours.
+const RELEASE = script("notifier-claim-release", `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`);
+
+/** Claims shared by every notifier replica, in Redis (through the project's one Redis module). */
+export class RedisClaims implements DeliveryClaims {
+  private constructor(
+    private readonly redis: RedisConnection,
+    private readonly times: ClaimTimes,
+    private readonly prefix: string,
+  ) {}
+
+  static async connect(url: string, times: ClaimTimes, prefix = "otp-notifier"): Promise<RedisClaims> {
+    return new RedisClaims(await connectRedis({ url, commandTimeoutMs: 2_000 }), times, prefix);
+  }
+
+  private key(eventId: string): string {
+    return `${this.prefix}:delivery:{${eventId}}`;
+  }
+
+  async claim(eventId: string): Promise<Claim> {
+    const key = this.key(eventId);
+    const token = randomUUID();
+    const set = await this.redis.call(["SET", key, token, "NX", "PX", String(this.times.leaseMs)], key);
+    if (set === "OK") return { kind: "claimed", token };
+    const [value, ttl] = await Promise.all([this.redis.call(["GET", key], key), this.redis.call(["PTTL", key], key)]);
+    if (value === DONE) return { kind: "done" };
+    // Gone in between (released or expired): ask again soon.
+    const left = typeof ttl === "number" && ttl > 0 ? ttl : 0;
+    return { kind: "busy", retryInMs: Math.min(Math.max(left, 50), 1_000) };
+  }
+
+  async renew(eventId: string, token: string): Promise<boolean> {
+    const key = this.key(eventId);
+    return (await this.redis.run(RENEW, [key], [token, String(this.times.leaseMs)])) === 1;
+  }
+
+  async finish(eventId: string, _token: string): Promise<void> {
+    // Whoever holds the key now: the delivery happened, so no one may send it again.
+    const key = this.key(eventId);
+    await this.redis.call(["SET", key, DONE, "PX", String(this.times.doneTtlMs)], key);
+  }
+
+  async release(eventId: string, token: string): Promise<void> {
+    const key = this.key(eventId);
+    await this.redis.run(RELEASE, [key], [token]);
+  }
+
+  async close(): Promise<void> {
+    await this.redis.close();
+  }
+}

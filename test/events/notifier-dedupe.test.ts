@@ -1,0 +1,140 @@
+// A crash does not double-send (issue 10, item 11): delivery claims in a real
+// Redis, shared by notifier instances, against a real Kafka broker. The same
+// delivery event reaching two notifiers (two groups, as after a rebalance or a
+// second deployment), or reaching a notifier again after a restart (a relay
+// redelivery), is delivered once; a claim left by a notifier that crashed
+// mid-delivery expires, and the event is then delivered by another.
+// Codes are never printed: assertions count console lines by event id.
+import { randomBytes, randomInt } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { buildAdapters } from '../../src/notifier/adapters/index.js';
+import { RedisClaims } from '../../src/notifier/claims.js';
+import { loadNotifierConfig } from '../../src/notifier/config.js';
+import { notifierLogger } from '../../src/notifier/logger.js';
+import { Notifier, type NotifierTopics } from '../../src/notifier/notifier.js';
+import { caseTopics, createTopicsPatiently, deliveryEvent, testKeyring, TestProducer, TopicReader } from '../support/delivery-events.js';
+import { kafkaAndRedisForFile } from '../support/kafka-and-redis.js';
+
+const env = kafkaAndRedisForFile();
+const keyring = testKeyring();
+const topics = { twins: caseTopics('claims-twins'), restart: caseTopics('claims-restart'), crash: caseTopics('claims-crash') };
+const testCode = (): string => String(randomInt(100_000, 1_000_000));
+const phone = (): string => `+1555${randomInt(1_000_000, 10_000_000)}`;
+const LEASE_MS = 1_500;
+
+let reader: TopicReader;
+let producer: TestProducer;
+const running: Notifier[] = [];
+
+beforeAll(async () => {
+  const all = Object.values(topics);
+  await createTopicsPatiently(env.brokers, all.flatMap((t) => [t.delivery, t.status, t.deadLetter]));
+  reader = await TopicReader.start(env.brokers, all.map((t) => t.status));
+  producer = await TestProducer.start(env.brokers);
+}, 180_000);
+
+afterAll(async () => {
+  await Promise.allSettled(running.map((n) => n.stop()));
+  await reader?.stop();
+  await producer?.stop();
+}, 60_000);
+
+interface Running {
+  notifier: Notifier;
+  /** Console adapter lines (destination and code: only ever counted). */
+  deliveries: string[];
+  logs: Record<string, unknown>[];
+}
+
+/** A notifier in its own consumer group (so it reads every event), with claims in the file's Redis. */
+async function startNotifier(t: NotifierTopics, prefix: string): Promise<Running> {
+  const config = loadNotifierConfig({
+    KAFKA_BROKERS: env.brokers,
+    OTP_SEAL_KEYS: keyring.env,
+    NOTIFIER_GROUP_ID: `claims-${randomBytes(4).toString('hex')}`,
+    NOTIFIER_REDIS_URL: env.redisUrl,
+    NOTIFIER_CLAIM_LEASE_MS: String(LEASE_MS),
+    NOTIFIER_COMMIT_INTERVAL_MS: '100',
+    NOTIFIER_SHUTDOWN_GRACE_MS: '2000',
+  });
+  const logs: Record<string, unknown>[] = [];
+  const sink = new Writable({ write: (chunk, _enc, done) => (logs.push(JSON.parse(String(chunk))), done()) });
+  const logger = notifierLogger('info', sink);
+  const deliveries: string[] = [];
+  const claims = await RedisClaims.connect(config.redisUrl!, { leaseMs: config.claimLeaseMs, doneTtlMs: config.claimDoneTtlMs }, prefix);
+  const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger, (l) => deliveries.push(l)), topics: t, claims });
+  running.push(notifier);
+  await notifier.start();
+  return { notifier, deliveries, logs };
+}
+
+const deliveredCount = (r: Running, eventId: string) => r.deliveries.filter((l) => (JSON.parse(l) as { event_id?: string }).event_id === eventId).length;
+const skipped = (r: Running, eventId: string) => r.logs.filter((l) => l.event_id === eventId && String(l.msg).includes('skipped')).length;
+
+async function until(what: string, condition: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('configuration', () => {
+  test('production refuses to start without NOTIFIER_REDIS_URL: in memory, a restart would send codes again', () => {
+    const prod = {
+      NODE_ENV: 'production', KAFKA_BROKERS: 'k:9092', OTP_SEAL_KEYS: keyring.env,
+      NOTIFIER_SMS_ADAPTER: 'webhook', NOTIFIER_EMAIL_ADAPTER: 'webhook', NOTIFIER_WEBHOOK_URL: 'https://gw.example/send',
+    };
+    expect(() => loadNotifierConfig(prod)).toThrow(/requires NOTIFIER_REDIS_URL/);
+    expect(loadNotifierConfig({ ...prod, NOTIFIER_REDIS_URL: 'redis://r:6379' }).redisUrl).toBe('redis://r:6379');
+    expect(loadNotifierConfig({}).redisUrl).toBeUndefined();
+  });
+});
+
+describe('delivery claims in Redis', () => {
+  test('two notifiers given the same delivery event: one delivery, the other skips it', async () => {
+    const prefix = `twins-${randomBytes(3).toString('hex')}`;
+    const [a, b] = [await startNotifier(topics.twins, prefix), await startNotifier(topics.twins, prefix)];
+    const d = deliveryEvent({ sealer: keyring.sealer, topic: topics.twins.delivery, destination: phone(), code: testCode() });
+    await producer.send(d.record);
+    await until('both notifiers to handle the event', () => deliveredCount(a, d.eventId) + skipped(a, d.eventId) > 0 && deliveredCount(b, d.eventId) + skipped(b, d.eventId) > 0);
+    expect(deliveredCount(a, d.eventId) + deliveredCount(b, d.eventId)).toBe(1);
+    expect(reader.statuses(topics.twins.status, d.eventId).length).toBeLessThanOrEqual(1);
+    await reader.status(topics.twins.status, d.eventId);
+  }, 120_000);
+
+  test('a restarted notifier given the event again (a relay redelivery) does not send it again', async () => {
+    const prefix = `restart-${randomBytes(3).toString('hex')}`;
+    const first = await startNotifier(topics.restart, prefix);
+    const d = deliveryEvent({ sealer: keyring.sealer, topic: topics.restart.delivery, destination: phone(), code: testCode() });
+    await producer.send(d.record);
+    await until('the first delivery', () => deliveredCount(first, d.eventId) === 1);
+    await first.notifier.stop();
+    // The relay died with the batch in flight: the same record reaches Kafka again.
+    await producer.send(d.record);
+    // A new process (fresh memory, new group: it reads both copies from the beginning).
+    const second = await startNotifier(topics.restart, prefix);
+    await until('the restarted notifier to skip both copies', () => skipped(second, d.eventId) === 2);
+    expect(deliveredCount(second, d.eventId)).toBe(0);
+    expect(deliveredCount(first, d.eventId)).toBe(1);
+  }, 120_000);
+
+  test('a claim left by a notifier that crashed mid-delivery expires, then another delivers (once)', async () => {
+    const prefix = `crash-${randomBytes(3).toString('hex')}`;
+    const d = deliveryEvent({ sealer: keyring.sealer, topic: topics.crash.delivery, destination: phone(), code: testCode() });
+    // The crashed notifier's claim: taken, never renewed, finished or released.
+    const crashed = await RedisClaims.connect(env.redisUrl, { leaseMs: LEASE_MS, doneTtlMs: 60_000 }, prefix);
+    expect((await crashed.claim(d.eventId)).kind).toBe('claimed');
+    const claimedAt = Date.now();
+    await crashed.close();
+    const survivor = await startNotifier(topics.crash, prefix);
+    await producer.send(d.record);
+    await until('the delivery after the lease', () => deliveredCount(survivor, d.eventId) === 1, 30_000);
+    expect(Date.now() - claimedAt).toBeGreaterThanOrEqual(LEASE_MS - 100);
+    // And it is finished for everyone now.
+    const late = await RedisClaims.connect(env.redisUrl, { leaseMs: LEASE_MS, doneTtlMs: 60_000 }, prefix);
+    expect((await late.claim(d.eventId)).kind).toBe('done');
+    await late.close();
+  }, 120_000);
+});

@@ -1,0 +1,167 @@
+// One request, one policy (issue 10, items 3 and 5), through the real
+// listeners on both stores:
+// - a purpose's policy applies whichever way its verification is addressed:
+//   Verify by id spends the purpose's failure budget (not the default), and
+//   CheckRateLimit reports the lock it set;
+// - an idempotency key means one request: reused with other parameters it is
+//   refused (INVALID_ARGUMENT, IDEMPOTENCY_KEY_REUSED, naming what differs),
+//   never answered with the first request's verification or VERIFIED.
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { createConnectTransport } from '@connectrpc/connect-node';
+import { status, type Client, type ServiceError } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
+import { grpcCall, grpcClient, grpcError, richDetails } from '../support/grpc-client.js';
+import { freshEmail, startTestApp, wrongCode, type TestApp } from '../support/otp-app.js';
+import { redisForTests, type RedisServer } from '../support/redis.js';
+import { startSecuredApp } from '../support/secured-app.js';
+
+const { send, verify, checkRateLimit } = OtpService.method;
+
+let redis: { url: string; server?: RedisServer };
+let dir: string;
+let policyFile: string;
+
+beforeAll(async () => {
+  redis = await redisForTests();
+  dir = mkdtempSync(join(tmpdir(), 'otp-requests-'));
+  policyFile = join(dir, 'policy.json');
+  // The default lets 100 wrong codes through an hour; payments lock after 2, for 10 minutes.
+  writeFileSync(policyFile, JSON.stringify({
+    purposes: { login: {}, payment: { maxAttempts: 10, failuresPerDestination: '2/10m' } },
+  }));
+});
+
+afterAll(async () => {
+  rmSync(dir, { recursive: true, force: true });
+  await redis?.server?.stop();
+});
+
+const stores: [string, (env: Record<string, string>) => Promise<TestApp>][] = [
+  ['memory store', (env) => startTestApp(env)],
+  ['Redis store', (env) => startSecuredApp(redis.url, { OTP_CORS_ORIGINS: 'https://app.example.com', ...env })],
+];
+
+const reuse = (err: ServiceError) => ({
+  code: err.code,
+  reason: richDetails(err).errorInfo?.reason,
+  violations: richDetails(err).badRequest?.fieldViolations.map((v) => `${v.field}: ${v.description}`),
+});
+
+describe.each(stores)('%s', (_name, start) => {
+  let app: TestApp;
+  let grpc: Client;
+
+  beforeAll(async () => {
+    app = await start({
+      OTP_POLICY_FILE: policyFile, OTP_RESEND_COOLDOWN_SECONDS: '0', OTP_MAX_ATTEMPTS: '10', OTP_LIMIT_FAILURES_PER_DESTINATION: '100/1h',
+    });
+    grpc = grpcClient(app.grpcTarget);
+  });
+  afterAll(async () => {
+    grpc?.close();
+    await app?.stop();
+  });
+
+  describe("a purpose's policy applies on every path", () => {
+    for (const path of ['verification_id', 'destination'] as const) {
+      it(`Verify by ${path} spends the purpose's failure budget; the lock shows in CheckRateLimit and refuses Send`, async () => {
+        const destination = freshEmail(`pay-${path}`);
+        const sent = await grpcCall(grpc, send, { purpose: 'payment', channel: Channel.EMAIL, destination });
+        const code = await app.deliveries.codeFor(sent.verificationId);
+        const target = path === 'verification_id'
+          ? { case: 'verificationId' as const, value: sent.verificationId }
+          : { case: 'destination' as const, value: { purpose: 'payment', destination } };
+        const wrong = wrongCode(sent.codeLength) === code ? wrongCode(sent.codeLength).replace(/.$/, '9') : wrongCode(sent.codeLength);
+        for (let i = 0; i < 2; i++) expect((await grpcCall(grpc, verify, { target, code: wrong })).result).toBe(VerifyResult.INVALID_CODE);
+        // Two failures used the purpose's budget: the destination is locked, even for the right code.
+        expect((await grpcCall(grpc, verify, { target, code })).result).toBe(VerifyResult.TOO_MANY_ATTEMPTS);
+
+        const limits = await grpcCall(grpc, checkRateLimit, { purpose: 'payment', channel: Channel.EMAIL, destination });
+        expect(limits.allowed).toBe(false);
+        const lock = limits.limits.find((l) => l.name === 'DESTINATION_LOCKED');
+        expect(lock).toMatchObject({ limit: 2, remaining: 0 });
+        expect(Number(limits.retryAfter?.seconds)).toBeGreaterThan(590);
+        const refused = await grpcError(grpcCall(grpc, send, { purpose: 'payment', channel: Channel.EMAIL, destination }));
+        expect([refused.code, richDetails(refused).errorInfo?.reason]).toEqual([status.RESOURCE_EXHAUSTED, 'DESTINATION_LOCKED']);
+      });
+    }
+
+    it('a lenient purpose is not locked by the same number of failures (the budget is per purpose)', async () => {
+      const destination = freshEmail('login-lenient');
+      const sent = await grpcCall(grpc, send, { purpose: 'login', channel: Channel.EMAIL, destination });
+      const code = await app.deliveries.codeFor(sent.verificationId);
+      const target = { case: 'verificationId' as const, value: sent.verificationId };
+      const wrong = code === '00000000'.slice(0, code.length) ? '1'.repeat(code.length) : '0'.repeat(code.length);
+      for (let i = 0; i < 2; i++) expect((await grpcCall(grpc, verify, { target, code: wrong })).result).toBe(VerifyResult.INVALID_CODE);
+      expect((await grpcCall(grpc, verify, { target, code })).result).toBe(VerifyResult.VERIFIED);
+    });
+  });
+
+  describe('an idempotency key means one request', () => {
+    it('Send: the same key for another destination, purpose, channel or context is refused, naming what differs; nothing is sent', async () => {
+      const key = randomUUID();
+      const first = { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('ik'), idempotencyKey: key, context: 'ctx-1' };
+      const sent = await grpcCall(grpc, send, first);
+      // The same request again is the same verification.
+      expect((await grpcCall(grpc, send, first)).verificationId).toBe(sent.verificationId);
+
+      const other = freshEmail('ik-other');
+      const cases: [object, string][] = [
+        [{ destination: other }, 'destination'],
+        [{ purpose: 'payment' }, 'purpose'],
+        [{ context: 'ctx-2' }, 'context'],
+        [{ locale: 'de' }, 'locale'],
+        [{ metadata: { order: '43' } }, 'metadata'],
+        [{ destination: other, context: 'ctx-2' }, 'context, destination'],
+      ];
+      for (const [change, fields] of cases) {
+        const err = await grpcError(grpcCall(grpc, send, { ...first, ...change }));
+        expect(reuse(err), fields).toEqual({
+          code: status.INVALID_ARGUMENT,
+          reason: 'IDEMPOTENCY_KEY_REUSED',
+          violations: [`idempotency_key: was first used with a different ${fields}`],
+        });
+      }
+      // Canonical forms are the same request: the address in other letter case is the same destination.
+      expect((await grpcCall(grpc, send, { ...first, destination: first.destination.toUpperCase() })).verificationId).toBe(sent.verificationId);
+      // The first request's delivery has been relayed (codeFor waits for it); the refused ones queued none.
+      await app.deliveries.codeFor(sent.verificationId);
+      expect(app.deliveries.lines.filter((l) => l.destination === other)).toHaveLength(0);
+      expect(app.deliveries.lines.filter((l) => l.verification_id === sent.verificationId)).toHaveLength(1);
+
+      // Over Connect the same.
+      const web = createClient(OtpService, createConnectTransport({ baseUrl: app.httpBase, httpVersion: '1.1' }));
+      const connectErr = await web.send({ ...first, destination: other }).then(() => undefined, (e: unknown) => ConnectError.from(e));
+      expect(connectErr?.code).toBe(Code.InvalidArgument);
+      expect(connectErr?.rawMessage).toContain('different destination');
+    });
+
+    it('Verify: the same key for another code or another verification is refused, never answered VERIFIED', async () => {
+      const a = await grpcCall(grpc, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('ik-a') });
+      const b = await grpcCall(grpc, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('ik-b') });
+      const codeA = await app.deliveries.codeFor(a.verificationId);
+      const codeB = await app.deliveries.codeFor(b.verificationId);
+      const key = randomUUID();
+      const req = { target: { case: 'verificationId' as const, value: a.verificationId }, code: codeA, idempotencyKey: key };
+      const first = await grpcCall(grpc, verify, req);
+      expect(first.result).toBe(VerifyResult.VERIFIED);
+      // A retry of that request: the same VERIFIED and receipt.
+      expect(await grpcCall(grpc, verify, req)).toEqual(first);
+
+      const otherTarget = await grpcError(grpcCall(grpc, verify, { ...req, target: { case: 'verificationId', value: b.verificationId }, code: codeB }));
+      expect(reuse(otherTarget)).toEqual({
+        code: status.INVALID_ARGUMENT, reason: 'IDEMPOTENCY_KEY_REUSED', violations: ['idempotency_key: was first used with a different code, target'],
+      });
+      const otherCode = await grpcError(grpcCall(grpc, verify, { ...req, code: wrongCode(codeA.length) === codeA ? '1'.repeat(codeA.length) : wrongCode(codeA.length) }));
+      expect(reuse(otherCode).violations).toEqual(['idempotency_key: was first used with a different code']);
+      // B was not touched by the refused request: its code still verifies with a key of its own.
+      expect((await grpcCall(grpc, verify, { target: { case: 'verificationId', value: b.verificationId }, code: codeB, idempotencyKey: randomUUID() })).result)
+        .toBe(VerifyResult.VERIFIED);
+    });
+  });
+});
