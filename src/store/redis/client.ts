@@ -61,6 +61,11 @@ export interface RedisConnection {
   close(): Promise<void>;
 }
 
+/** Redis refused the credentials (REDIS_USERNAME / REDIS_PASSWORD, or the URL's): a configuration error, not an outage. */
+export class RedisAccessError extends Error {
+  override readonly name = "RedisAccessError";
+}
+
 /** Replicas did not acknowledge a write in time: its outcome may not survive a failover. */
 class ReplicationError extends Error {
   override readonly name = "ReplicationError";
@@ -86,10 +91,16 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
   const where = describeTopology(topology);
 
   // Never a URL or address with credentials in logs: addresses of cluster nodes are host:port only.
+  let refused: string | undefined;
   const transportOptions: TransportOptions = {
     access: options.access ?? {},
     connectTimeoutMs,
     events: {
+      error(err) {
+        // Redis's own words for refused credentials or permissions (they never echo the password).
+        const message = err instanceof Error ? err.message : String(err);
+        if (/^(WRONGPASS|NOAUTH|NOPERM)\b/.test(message)) refused = message;
+      },
       lost(node, err) {
         redisObservations.connectionsLost++;
         log?.warn({ redis: where, node, error: err instanceof Error ? err.name : "unknown" }, "redis connection lost");
@@ -117,6 +128,8 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
   } catch (err) {
     connecting.catch(() => {});
     transport.destroy();
+    // The client retries a refused login like a lost connection; say why start-up gave up.
+    if (refused) throw new RedisAccessError(`Redis refused the connection (${where}): ${refused}`);
     throw unavailableOr(err);
   }
   log?.info({ redis: where, waitReplicas }, "redis connected");

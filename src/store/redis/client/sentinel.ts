@@ -27,6 +27,7 @@ export async function connectSentinel(
   });
   let ready = false;
   sentinel.on("error", (err: unknown) => {
+    options.events.error(err);
     if (!ready) return;
     ready = false;
     options.events.lost(masterName, err);
