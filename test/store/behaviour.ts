@@ -843,13 +843,15 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         const read = await store.readOutbox('crashed', 10);
         expect(read).toHaveLength(2);
         expect(await store.claimStaleOutbox('rescuer', 60_000, 10)).toEqual([]);
-        await advance(150);
-        const claimed = await store.claimStaleOutbox('rescuer', 100, 10);
+        // Idle times are real milliseconds on Redis: a second of margin keeps this
+        // true on a loaded machine (the claim below must not go stale before 'third' asks).
+        await advance(1_100);
+        const claimed = await store.claimStaleOutbox('rescuer', 1_000, 10);
         expect(claimed.map((e) => e.id).sort()).toEqual(read.map((e) => e.id).sort());
         expect(claimed.map((e) => e.fields)).toEqual(expect.arrayContaining(read.map((e) => e.fields)));
         // Claimed, not new: nobody reads them as new again, and the claim reset their idle time.
         expect(await store.readOutbox('third', 10)).toEqual([]);
-        expect(await store.claimStaleOutbox('third', 100, 10)).toEqual([]);
+        expect(await store.claimStaleOutbox('third', 1_000, 10)).toEqual([]);
         await store.ackOutbox(claimed);
         expect(await store.outboxBacklog()).toBe(0);
       });
