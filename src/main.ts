@@ -1,4 +1,4 @@
-import { startApp, type App } from "./app.js";
+import type { App } from "./app.js";
 import { createLogger } from "./log.js";
 import { exitOnCrash, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
 import { isPrimary, reportStart, superviseWorkers } from "./workers.js";
@@ -16,6 +16,9 @@ async function main(): Promise<void> {
     return;
   }
   exitOnCrash(log);
+  // Loaded here, not at the top: with OTP_WORKERS > 1 the primary only
+  // supervises, and the service's modules would cost it ~90 MiB of RSS.
+  const { startApp } = await import("./app.js");
   const tracing = await startTracingOrExit("otp-service", log);
   let app: App;
   try {

@@ -60,7 +60,7 @@ export class Metrics implements Outcomes, RelayObserver {
   private readonly sends: Children<"tenant" | "channel" | "country">;
   private readonly resends: Children<"tenant" | "channel">;
   private readonly cancellations: Children<"tenant">;
-  private readonly refusals: Children<"reason">;
+  private readonly refusals: Children<"tenant" | "reason">;
   private readonly relayEvents: Children<"type">;
   private readonly relayErrors: Counter;
   private relayLagSeconds = 0;
@@ -114,8 +114,8 @@ export class Metrics implements Outcomes, RelayObserver {
     }));
     this.refusals = new Children(new Counter({
       name: "otp_refusals_total",
-      help: "Calls refused, by reason: limits (RESOURCE_EXHAUSTED reasons such as SEND_LIMIT_IP), permissions and authentication",
-      labelNames: ["reason"],
+      help: "Calls refused, by tenant (none before authentication) and reason: limits (RESOURCE_EXHAUSTED reasons such as SEND_LIMIT_IP), permissions and authentication",
+      labelNames: ["tenant", "reason"],
       registers,
     }));
     this.relayEvents = new Children(new Counter({
@@ -169,8 +169,8 @@ export class Metrics implements Outcomes, RelayObserver {
   }
 
   /** Every refusal, before the audit cap (src/otp/refusals.ts); `reason` is an ErrorInfo reason or failure name. */
-  refused(reason: string): void {
-    this.refusals.inc(reason);
+  refused(tenant: string, reason: string): void {
+    this.refusals.inc(tenantLabel(tenant), reason);
   }
 
   published(types: readonly string[], lagMs: number): void {

@@ -47,12 +47,12 @@ export class Refusals {
     private readonly log: Logger,
     private readonly shards: number,
     /** Counts every refusal, including those over the recording cap (src/metrics.ts). */
-    private readonly counter?: { refused(reason: string): void },
+    private readonly counter?: { refused(tenant: string, reason: string): void },
   ) {}
 
   /** Never throws and never waits: a refusal is answered whether or not it could be recorded. */
   record(r: Refusal): void {
-    this.counter?.refused(r.reason);
+    this.counter?.refused(r.tenant, r.reason);
     if (!this.take()) {
       this.dropped++;
       this.reportDropped();

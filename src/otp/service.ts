@@ -253,7 +253,7 @@ export class OtpService {
     if (req.target.case === "destination") this.permitPurpose(caller, "Verify", req.target.value.purpose);
     const target = this.verifyTarget(req, caller);
     const claim = req.idempotencyKey === "" ? null : this.idempotency.verify(caller.tenant, req.idempotencyKey, {
-      target: target.fingerprint, code: req.code, context: req.context,
+      target: target.fingerprint, code: req.code.toUpperCase(), context: req.context, // codes compare upper-cased
     }, this.verifyKeyRetainMs);
     await this.spendAndClaim(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {}, claim);
     const ref = await this.verificationTarget(target, caller);

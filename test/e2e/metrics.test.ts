@@ -103,7 +103,7 @@ describe('metrics', () => {
     expect(delta(after, 'otp_sends_total', { tenant, channel: 'sms', country: 'US' })).toBe(1);
     expect(delta(after, 'otp_sends_total', { tenant, channel: 'sms', country: 'GB' })).toBe(1);
     expect(delta(after, 'otp_sends_total', { tenant, channel: 'email', country: 'unknown' })).toBe(1);
-    expect(delta(after, 'otp_refusals_total', { reason: 'RESEND_COOLDOWN' })).toBe(1);
+    expect(delta(after, 'otp_refusals_total', { tenant, reason: 'RESEND_COOLDOWN' })).toBe(1);
     expect(delta(after, 'otp_cancellations_total', { tenant })).toBe(1);
     expect(delta(after, 'otp_relay_events_published_total', { type: 'delivery' })).toBe(3);
     expect(delta(after, 'otp_relay_events_published_total', { type: 'delivery_canceled' })).toBe(1);
