@@ -26,6 +26,7 @@ export class KafkaSink implements EventSink {
   private waiting: { records: EventRecord[]; done: (err?: unknown) => void }[] = [];
   private sending: Promise<void> | undefined;
   private closed = false;
+  private topicsEnsured = false;
 
   constructor(private readonly settings: KafkaSinkSettings) {}
 
@@ -71,7 +72,12 @@ export class KafkaSink implements EventSink {
       try {
         const { brokers, logger, clientId = "otp-service", replication, observer } = this.settings;
         const kafka = kafkaClient({ brokers, clientId, logger, observer });
-        await ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger });
+        // Once per sink: a reconnect after a failed send (a broker lost) needs no
+        // admin round, and should not depend on the rest of the cluster's topics.
+        if (!this.topicsEnsured) {
+          await ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger });
+          this.topicsEnsured = true;
+        }
         const producer = idempotentProducer(kafka, observer, clientId);
         await producer.connect();
         if (this.closed) {

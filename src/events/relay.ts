@@ -52,6 +52,8 @@ export class OutboxRelay {
   private readonly maxBackoffMs: number;
   private readonly observer: RelayObserver | undefined;
   private running = false;
+  /** Set by a failed pass: a read may have taken entries whose reply never came back. */
+  private recover = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private readonly state: RelayStatus = { lagMs: 0, lastError: undefined, published: 0 };
@@ -106,7 +108,14 @@ export class OutboxRelay {
     while (this.running) {
       try {
         let batch: OutboxEntry[] = [];
-        if (Date.now() - lastClaim >= this.claimIdleMs / 2) {
+        if (this.recover) {
+          // A read that timed out may still have run on Redis: what it took is
+          // pending on this consumer and nobody else would touch it before
+          // claimIdleMs. Take it back first.
+          batch = await this.store.rereadOutbox(this.consumer, this.batchSize);
+          this.recover = batch.length === this.batchSize;
+        }
+        if (batch.length === 0 && Date.now() - lastClaim >= this.claimIdleMs / 2) {
           lastClaim = Date.now();
           batch = await this.store.claimStaleOutbox(this.consumer, this.claimIdleMs, this.batchSize);
         }
@@ -122,6 +131,7 @@ export class OutboxRelay {
         if (batch.length < this.batchSize && this.lingerMs > 0) await this.sleep(this.lingerMs);
       } catch (err) {
         this.noteError(err);
+        this.recover = true;
         await this.sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, this.maxBackoffMs);
       }

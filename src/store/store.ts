@@ -374,6 +374,12 @@ export interface VerificationStore {
   // --- outbox (consumer-group semantics, per shard) ---
   /** New entries for `consumer` (at most `count` across shards). */
   readOutbox(consumer: string, count: number): Promise<OutboxEntry[]>;
+  /**
+   * Entries already handed to `consumer` and not acknowledged: what a read whose
+   * reply was lost (a timeout while Redis stalled) took, so the same relay picks
+   * them up at once instead of after `claimStaleOutbox`'s idle time.
+   */
+  rereadOutbox(consumer: string, count: number): Promise<OutboxEntry[]>;
   /** Entries pending on another consumer for longer than `idleMs`, now owned by `consumer`. */
   claimStaleOutbox(consumer: string, idleMs: number, count: number): Promise<OutboxEntry[]>;
   /** Acknowledge and delete delivered entries. */

@@ -35,7 +35,8 @@ afterAll(async () => {
   await server?.stop();
 });
 
-async function eventually(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+// 20 s: generous on a loaded machine, and still well short of the relay's 30 s claim idle time.
+async function eventually(check: () => Promise<boolean>, ms = 20_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     if (await check().catch(() => false)) return;
@@ -105,9 +106,10 @@ describe('a Redis stall (SIGSTOP past the Redis deadline): UNAVAILABLE, and the 
         return (value as (...a: unknown[]) => unknown).bind(target);
       },
     });
-    // A relay read sent during the stall runs when Redis wakes and its reply is lost: those entries wait
-    // for a claim (OTP_RELAY_CLAIM_IDLE_MS), kept short here so the delivery shows up within the test.
-    const stalled = await startTestApp({ REDIS_URL: redisUrl, OTP_REDIS_SHARDS: '4', OTP_RELAY_CLAIM_IDLE_MS: '1000' }, { store: stalling });
+    // A relay read sent during the stall runs when Redis wakes and its reply is lost: the relay takes
+    // those entries back itself (rereadOutbox) rather than waiting OTP_RELAY_CLAIM_IDLE_MS (30 s, the
+    // default, kept here: the delivery must show up well before that).
+    const stalled = await startTestApp({ REDIS_URL: redisUrl, OTP_REDIS_SHARDS: '4' }, { store: stalling });
     const c = grpcClient(stalled.grpcTarget);
     // One Send and one Verify first, so their scripts are in Redis' script cache (a stalled
     // EVALSHA of an unknown script would only answer NOSCRIPT once Redis wakes).

@@ -54,6 +54,8 @@ export async function failoverUnderStream(redisEnv: Record<string, string>, brok
     OTP_LIMIT_SEND_PER_TENANT: '100000/1h',
   });
   const client: Client = grpcClient(app.grpcTarget);
+  let stop = false;
+  let probe: NodeJS.Timeout | undefined;
   try {
     // Verifications to verify during the fault: their codes as a notifier reads them from Kafka.
     const pre: string[] = [];
@@ -76,14 +78,24 @@ export async function failoverUnderStream(redisEnv: Record<string, string>, brok
     // The stream: Send, then Verify of a pre-sent code, over and over, until some time after recovery.
     let recoveredAt = 0;
     let killedAt = 0;
-    let stop = false;
     const stream = (async () => {
       for (let i = 0; !stop; i++) {
         const sent = await sendOne(client).then((r) => (sentIds.push(r.verificationId), 'ok'), outcomeOf);
         outcomes.push({ at: Date.now(), call: 'send', outcome: sent });
-        outcomes.push({ at: Date.now(), call: 'verify', outcome: await verifyRound(pre[i % PRE_SENT]!) });
+        const verified = await verifyRound(pre[i % PRE_SENT]!);
+        outcomes.push({ at: Date.now(), call: 'verify', outcome: verified });
+        // A caller backs off after UNAVAILABLE; and the two shared cores are not spent on a spin.
+        if (sent !== 'ok' || verified !== 'ok') await new Promise((r) => setTimeout(r, 20));
       }
     })();
+    // Readiness as a load balancer sees it, every 250 ms.
+    const readiness: { at: number; status: number }[] = [];
+    probe = setInterval(() => {
+      void fetch(`${app.httpBase}/readyz`, { signal: AbortSignal.timeout(2_000) }).then(
+        (res) => readiness.push({ at: Date.now(), status: res.status }),
+        () => readiness.push({ at: Date.now(), status: 0 }),
+      );
+    }, 250);
     await new Promise((r) => setTimeout(r, 1_000));
     killedAt = Date.now();
     await fault.kill();
@@ -92,6 +104,7 @@ export async function failoverUnderStream(redisEnv: Record<string, string>, brok
     await new Promise((r) => setTimeout(r, STREAM_MS_AFTER_RECOVERY));
     stop = true;
     await stream;
+    clearInterval(probe);
 
     // Never anything but an answer or UNAVAILABLE.
     const failures = outcomes.filter((o) => o.outcome !== 'ok');
@@ -104,6 +117,14 @@ export async function failoverUnderStream(redisEnv: Record<string, string>, brok
     expect(outcomes.filter((o) => o.at > recoveredAt && o.outcome === 'ok').length).toBeGreaterThan(5);
     // The fault was felt: some calls met the dead master.
     expect(failures.length).toBeGreaterThan(0);
+    // /readyz said so (503 while a master was gone), and says ready again.
+    expect(readiness.some((r) => r.at > killedAt && r.status === 503)).toBe(true);
+    expect(readiness.filter((r) => r.at > recoveredAt + 2_500).every((r) => r.status === 200)).toBe(true);
+    // /metrics counted it: calls that met the failover, the replica not acknowledging, the new master.
+    const metrics = await (await fetch(`${app.httpBase}/metrics`)).text();
+    const value = (line: RegExp) => Number(line.exec(metrics)?.[1] ?? 0);
+    expect(value(/^otp_redis_unavailable_total\{reason="[a-z]+"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^otp_redis_topology_changes_total (\d+)/m)).toBeGreaterThan(0);
 
     // Every pre-sent code, tried again now: VERIFIED at most once in all.
     for (const id of pre) await verifyRound(id);
@@ -118,6 +139,9 @@ export async function failoverUnderStream(redisEnv: Record<string, string>, brok
     expect(pre.filter((id) => !verifiedOf(audits).has(id))).toEqual([]);
     return { calls: outcomes.length, unavailable: failures.length, unavailableForMs: lastFailure - killedAt };
   } finally {
+    // Also when a step above failed: the stream and the probe end before the service does.
+    stop = true;
+    clearInterval(probe);
     client.close();
     await app.stop();
   }

@@ -26,14 +26,14 @@ describe('Redis Cluster failover', () => {
       kill: () => victim!.kill(),
       async recover() {
         // Its replica takes over its slots (cluster-node-timeout 2 s, then an election).
-        await cluster.healthy(30_000);
+        await cluster.healthy(45_000);
         // The dead node comes back and rejoins as the new master's replica.
         await victim!.start();
         await until('the old master rejoined as a replica', 30_000, async () => {
           const repl = await info(victim!.port, 'replication');
           return repl.role === 'slave' && repl.master_link_status === 'up';
         }, 200);
-        await cluster.healthy(30_000);
+        await cluster.healthy(45_000);
       },
     });
     console.log('cluster failover:', JSON.stringify(summary));

@@ -112,6 +112,32 @@ describe('a failover to a lagging replica', () => {
     expect(verified.size).toBe(CODES);
   });
 
+  it('OTP_REDIS_WAIT_REPLICAS=1: a repeat on another process (another connection) is UNAVAILABLE too until the replica has the consumption', { timeout: 60_000 }, async () => {
+    const sent = await setUp(1);
+    const [{ id, code }] = sent as [{ id: string; code: string }];
+    const other = await startTestApp({
+      REDIS_SENTINELS: sentinel!.sentinelList,
+      REDIS_SENTINEL_MASTER: sentinel!.masterName,
+      OTP_REDIS_WAIT_REPLICAS: '1',
+      OTP_REDIS_WAIT_TIMEOUT_MS: '300',
+      OTP_LIMIT_VERIFY_PER_IP: '100000/1h',
+      // No relay here: its outbox reads would be writes on this connection, which hide the case.
+      OTP_RELAY: 'off',
+    });
+    const otherClient = grpcClient(other.grpcTarget);
+    try {
+      expect((await grpcError(verifyOnce(id, code, 'retry-2'))).code).toBe(status.UNAVAILABLE);
+      // The other process's repeat writes nothing itself; it still waits for the consumption to reach the replica.
+      const repeat = () => grpcCall(otherClient, verify, { target: { case: 'verificationId', value: id }, code, idempotencyKey: 'retry-2' });
+      expect((await grpcError(repeat())).code).toBe(status.UNAVAILABLE);
+      sentinel!.link!.release();
+      expect((await repeat()).result).toBe(VerifyResult.VERIFIED);
+    } finally {
+      otherClient.close();
+      await other.stop();
+    }
+  });
+
   it('OTP_REDIS_WAIT_REPLICAS=1: once the link catches up, the retry with the same idempotency key is VERIFIED, once', { timeout: 60_000 }, async () => {
     const sent = await setUp(1);
     const [{ id, code }] = sent as [{ id: string; code: string }];

@@ -27,10 +27,10 @@ describe('Redis Sentinel failover', () => {
       {
         kill: () => sentinel.primary.kill(),
         async recover() {
-          await sentinel.failedOver(sentinel.primaryPort, 30_000);
+          await sentinel.failedOver(sentinel.primaryPort, 45_000);
           // The old primary comes back (empty) and Sentinel makes it the new master's replica.
           await sentinel.primary.start();
-          await sentinel.inSync(30_000);
+          await sentinel.replicaOnline(45_000);
         },
       },
     );

@@ -30,8 +30,12 @@ export interface KafkaCluster {
   nodes: KafkaNode[];
   /** SIGKILL one broker (no clean shutdown: its leadership is lost, not handed over). */
   kill(nodeId: number): Promise<void>;
+  /** SIGSTOP one broker: its connections stay open and nothing answers (a request to it stays in flight). */
+  pause(nodeId: number): void;
   /** Start a killed broker again on its ports and data; resolves once it serves. */
   start(nodeId: number): Promise<void>;
+  /** Create a topic whose partition i is on `replicas[i]` (the first one leads), with min.insync.replicas. */
+  createTopic(topic: string, replicas: number[][], minInsyncReplicas: number): Promise<void>;
   /** Replication as the brokers see it: per partition, leader, replicas and ISR; and the topic's min.insync.replicas. */
   describe(topic: string): Promise<TopicDescription>;
   /** Waits until every partition of the topics has a live leader and at least `isr` in-sync replicas. */
@@ -245,7 +249,18 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaCluster> {
   return {
     brokers,
     nodes,
+    async createTopic(topic, replicas, minInsyncReplicas) {
+      await admin.createTopics({
+        waitForLeaders: false,
+        topics: [{
+          topic,
+          replicaAssignment: replicas.map((r, partition) => ({ partition, replicas: r })),
+          configEntries: [{ name: 'min.insync.replicas', value: String(minInsyncReplicas) }],
+        }],
+      });
+    },
     kill: (id) => halt(id, 'SIGKILL'),
+    pause: (id) => void children.get(id)?.kill('SIGSTOP'),
     start: launch,
     describe,
     untilLed,

@@ -26,8 +26,10 @@ export interface RedisSentinelSet {
   primaryPort: number;
   /** The master's port as the Sentinels report it. */
   masterPort(): Promise<number>;
-  /** Until every replica has everything the primary has (offsets equal, link up). */
+  /** Until every replica has everything the primary has (offsets equal, link up): only when nothing writes. */
   inSync(ms?: number): Promise<void>;
+  /** Until the master has a replica online (it may still lag a little behind a stream of writes). */
+  replicaOnline(ms?: number): Promise<void>;
   /** Until the Sentinels agree on a master other than `oldPort`, and it says it is one. */
   failedOver(oldPort: number, ms?: number): Promise<number>;
   stop(): Promise<void>;
@@ -120,6 +122,12 @@ export async function startRedisSentinel(opts: { laggingLink?: boolean; masterNa
       primaryPort: upstream,
       masterPort,
       inSync,
+      async replicaOnline(ms = 20_000) {
+        await until('a replica online', ms, async () => {
+          const m = await info(await masterPort(), 'replication');
+          return m.role === 'master' && Object.entries(m).some(([k, v]) => /^slave\d+$/.test(k) && /state=online/.test(v));
+        }, 200);
+      },
       async failedOver(oldPort, ms = 30_000) {
         let now = oldPort;
         await until('sentinel failover', ms, async () => {

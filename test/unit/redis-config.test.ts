@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
+import { freePort } from '../support/free-port.js';
+import { exitWithin, spawnService } from '../support/service-process.js';
 
 const load = (env: Record<string, string>) => loadConfig(env);
 const refusal = (env: Record<string, string>) => {
@@ -61,5 +63,20 @@ describe('Redis deployment from the environment', () => {
     expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS_CA_FILE: join(dir, 'missing.pem') })).toMatch(/REDIS_TLS_CA_FILE \(.*\) cannot be read: ENOENT/);
     expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS: 'false', REDIS_TLS_CA_FILE: join(dir, 'ca.pem') })).toMatch(/REDIS_TLS=false cannot be combined/);
     expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS: 'yes' })).toMatch(/REDIS_TLS must be one of true, false/);
+  });
+});
+
+describe('the service process at start-up', () => {
+  it('two Redis deployments: exits 1 saying to choose one', { timeout: 30_000 }, async () => {
+    const service = await spawnService({ REDIS_URL: 'redis://127.0.0.1:1', REDIS_CLUSTER_NODES: '127.0.0.1:2' });
+    expect(await exitWithin(service, 15_000)).toBe(1);
+    expect(service.stderr()).toContain('REDIS_URL and REDIS_CLUSTER_NODES are both set: choose one Redis deployment');
+  });
+
+  it('a cluster that cannot be reached: exits 1 (the store is unavailable), without hanging', { timeout: 30_000 }, async () => {
+    const port = await freePort();
+    const service = await spawnService({ REDIS_CLUSTER_NODES: `127.0.0.1:${port}` });
+    expect(await exitWithin(service, 15_000)).toBe(1);
+    expect(service.stderr() + JSON.stringify(service.logs())).toContain('start-up failed');
   });
 });

@@ -192,7 +192,7 @@ export async function ensureTopics(kafka: Kafka, topics: string[], options: Topi
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const existing = new Set(await admin.listTopics());
+    const existing = new Set(await topicNames(kafka, admin, topics));
     const missing = topics.filter((t) => !existing.has(t));
     if (missing.length > 0) {
       // Not kafkajs's waitForLeaders: on a multi-broker KRaft cluster its
@@ -220,6 +220,35 @@ export async function ensureTopics(kafka: Kafka, topics: string[], options: Topi
     });
   } finally {
     await admin.disconnect();
+  }
+}
+
+/**
+ * The cluster's topic names. kafkajs fails a whole metadata answer when any
+ * partition of any topic has no leader (an unrelated topic whose only replica
+ * is on a dead broker): then ask about ours alone, one at a time.
+ */
+async function topicNames(kafka: Kafka, admin: Admin, ours: string[]): Promise<string[]> {
+  try {
+    return await admin.listTopics();
+  } catch {
+    // A probe admin each: kafkajs keeps asking about a topic once asked, and
+    // a missing one would then fail the creation that follows.
+    const found: string[] = [];
+    for (const topic of ours) {
+      const probe = kafka.admin();
+      await probe.connect();
+      try {
+        const known = await probe.fetchTopicMetadata({ topics: [topic] }).then(
+          () => true,
+          (err: { type?: string }) => err.type !== "UNKNOWN_TOPIC_OR_PARTITION",
+        );
+        if (known) found.push(topic);
+      } finally {
+        await probe.disconnect();
+      }
+    }
+    return found;
   }
 }
 

@@ -354,6 +354,11 @@ export class MemoryStore implements VerificationStore {
     return this.#acrossShards(count, (shard, n) => shard.read(consumer, n, now));
   }
 
+  async rereadOutbox(consumer: string, count: number): Promise<OutboxEntry[]> {
+    const now = this.#now();
+    return this.#acrossShards(count, (shard, n) => shard.reread(consumer, n, now));
+  }
+
   async claimStaleOutbox(consumer: string, idleMs: number, count: number): Promise<OutboxEntry[]> {
     const now = this.#now();
     return this.#acrossShards(count, (shard, n) => shard.claim(consumer, idleMs, n, now));

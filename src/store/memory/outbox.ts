@@ -59,6 +59,18 @@ export class OutboxShard {
     return out;
   }
 
+  /** Entries pending on `consumer` (XREADGROUP ... 0): the read is counted as a delivery again. */
+  reread(consumer: string, count: number, now: number): OutboxEntry[] {
+    const out: OutboxEntry[] = [];
+    for (const [id, stored] of this.#entries) {
+      if (out.length >= count) break;
+      if (stored.pending?.consumer !== consumer) continue;
+      stored.pending.deliveredAt = now;
+      out.push(this.#entry(id, stored));
+    }
+    return out;
+  }
+
   claim(consumer: string, idleMs: number, count: number, now: number): OutboxEntry[] {
     const out: OutboxEntry[] = [];
     for (const [id, stored] of this.#entries) {

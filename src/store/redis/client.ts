@@ -61,12 +61,25 @@ export interface RedisConnection {
   close(): Promise<void>;
 }
 
+/** Redis refused the credentials (REDIS_USERNAME / REDIS_PASSWORD, or the URL's): a configuration error, not an outage. */
+export class RedisAccessError extends Error {
+  override readonly name = "RedisAccessError";
+}
+
 /** Replicas did not acknowledge a write in time: its outcome may not survive a failover. */
 class ReplicationError extends Error {
   override readonly name = "ReplicationError";
 }
 
 const LOG_EVERY_MS = 5_000;
+const BARRIER_TTL_MS = "10000";
+
+/** `<prefix>:{<tag>}:ack`: the barrier shares the routing key's hash tag, so it lands on the same master. */
+function barrierKey(key: string): string {
+  const open = key.indexOf("{");
+  const close = key.indexOf("}", open + 1);
+  return open >= 0 && close > open + 1 ? `${key.slice(0, close + 1)}:ack` : `{${key}}:ack`;
+}
 
 export async function connectRedis(options: RedisConnectionOptions): Promise<RedisConnection> {
   const topology: RedisTopology = options.topology ?? { kind: "node", url: options.url ?? "" };
@@ -78,10 +91,16 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
   const where = describeTopology(topology);
 
   // Never a URL or address with credentials in logs: addresses of cluster nodes are host:port only.
+  let refused: string | undefined;
   const transportOptions: TransportOptions = {
     access: options.access ?? {},
     connectTimeoutMs,
     events: {
+      error(err) {
+        // Redis's own words for refused credentials or permissions (they never echo the password).
+        const message = err instanceof Error ? err.message : String(err);
+        if (/^(WRONGPASS|NOAUTH|NOPERM)\b/.test(message)) refused = message;
+      },
       lost(node, err) {
         redisObservations.connectionsLost++;
         log?.warn({ redis: where, node, error: err instanceof Error ? err.name : "unknown" }, "redis connection lost");
@@ -109,6 +128,8 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
   } catch (err) {
     connecting.catch(() => {});
     transport.destroy();
+    // The client retries a refused login like a lost connection; say why start-up gave up.
+    if (refused) throw new RedisAccessError(`Redis refused the connection (${where}): ${refused}`);
     throw unavailableOr(err);
   }
   log?.info({ redis: where, waitReplicas }, "redis connected");
@@ -164,13 +185,21 @@ class Connection implements RedisConnection {
   }
 
   /**
-   * The script, then WAIT, written together on the connection to the key's
-   * master: WAIT counts the replicas that have everything this connection
-   * wrote, so an answer is returned only once its change would survive a
-   * failover to one of them.
+   * The script, a barrier, then WAIT, written together on the connection to
+   * the key's master: WAIT counts the replicas that have everything this
+   * connection wrote, so an answer is returned only once its change would
+   * survive a failover to one of them.
+   *
+   * The barrier is a tiny write under the same hash tag. A script that writes
+   * nothing (a repeat with an idempotency key answering what another call
+   * stored) would leave WAIT waiting only for this connection's older writes,
+   * not for the change the answer reports, which another connection made and
+   * a replica may not have yet. After the barrier, this connection's writes
+   * reach past everything the master had done, that change included.
    */
   async #runAcknowledged(script: StoreScript, command: string[], key: string): Promise<RedisReply> {
-    const pipelined = () => this.#waitDeadlines.run(this.#transport.pipeline(key, [command, this.#wait]));
+    const barrier = ["SET", barrierKey(key), "", "PX", BARRIER_TTL_MS];
+    const pipelined = () => this.#waitDeadlines.run(this.#transport.pipeline(key, [command, barrier, this.#wait]));
     let replies: RedisReply[];
     try {
       replies = await pipelined();
@@ -180,7 +209,7 @@ class Connection implements RedisConnection {
       command[1] = script.source;
       replies = await pipelined();
     }
-    const [reply, acked] = replies as [RedisReply, RedisReply];
+    const [reply, , acked] = replies as [RedisReply, RedisReply, RedisReply];
     if (typeof acked !== "number" || acked < this.#waitReplicas) {
       redisObservations.waitTimeouts++;
       throw new StoreUnavailableError({ cause: new ReplicationError(`${String(acked)} of ${this.#waitReplicas} replicas acknowledged in time`) });

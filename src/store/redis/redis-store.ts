@@ -267,6 +267,23 @@ export class RedisStore implements VerificationStore {
     });
   }
 
+  async rereadOutbox(consumer: string, count: number): Promise<OutboxEntry[]> {
+    // Each stream's history for this consumer ("0", not ">": only entries it
+    // already holds, never new ones). Reading a history twice returns the same
+    // entries, so this is not split into rounds like the other reads: every
+    // shard is asked for up to `count` (this runs only after a failed pass),
+    // and what does not fit stays pending for the next call.
+    const shards = Array.from({ length: this.#shards }, (_, shard) => shard);
+    const read = await Promise.all(shards.map(async (shard) => {
+      const key = outboxKey(this.#prefix, shard);
+      const reply = await this.#withGroup(shard, () =>
+        this.#redis.call(["XREADGROUP", "GROUP", OUTBOX_GROUP, consumer, "COUNT", String(count), "STREAMS", key, "0"], key),
+      );
+      return replies.pendingEntries(shard, reply);
+    }));
+    return read.flat().slice(0, count);
+  }
+
   async claimStaleOutbox(consumer: string, idleMs: number, count: number): Promise<OutboxEntry[]> {
     // Claiming again from the start may re-claim what this call just took: readAcrossShards keeps each entry once.
     return readAcrossShards(this.#shards, this.#rotate(), count, 3, async (shard, n) => {

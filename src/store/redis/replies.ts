@@ -218,6 +218,19 @@ export function readEntries(shard: number, reply: RedisReply): OutboxEntry[] {
   return list(stream[1] ?? null, "XREADGROUP entries").map((raw) => entry(shard, raw));
 }
 
+/**
+ * XREADGROUP of a consumer's own history ("0"): like readEntries, but an entry
+ * deleted while pending comes back with nil fields: nothing to deliver (XAUTOCLAIM
+ * drops it from the pending list).
+ */
+export function pendingEntries(shard: number, reply: RedisReply): OutboxEntry[] {
+  if (reply === null) return [];
+  const stream = list(list(reply, "XREADGROUP")[0] ?? null, "XREADGROUP stream");
+  return list(stream[1] ?? null, "XREADGROUP entries")
+    .filter((raw) => Array.isArray(raw) && raw[1] !== null)
+    .map((raw) => entry(shard, raw));
+}
+
 /** XAUTOCLAIM: [next cursor, [[id, [field, value, ...]], ...], [deleted ids]]. */
 export function claimedEntries(shard: number, reply: RedisReply): OutboxEntry[] {
   const claimed = list(list(reply, "XAUTOCLAIM")[1] ?? null, "XAUTOCLAIM entries");

@@ -23,6 +23,7 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
   });
   const down = new Set<string>();
   cluster.on("node-error", (err: unknown, node: HostPort) => {
+    options.events.error(err);
     const address = `${node.host}:${node.port}`;
     if (down.has(address)) return;
     down.add(address);
@@ -33,7 +34,7 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
     if (down.delete(address)) options.events.ready(address);
   });
   // Errors with no node (e.g. a failed topology refresh) are retried by the client; they must not crash the process.
-  cluster.on("error", () => {});
+  cluster.on("error", (err: unknown) => options.events.error(err));
 
   let masters: string | undefined;
   const send = (key: string | undefined, args: readonly string[]) => cluster.sendCommand<RedisReply>(key, false, args as string[]);

@@ -8,6 +8,7 @@ export async function connectNode(url: string, options: TransportOptions): Promi
   // Log transitions only (not every failed retry), and never the URL: it may hold a password.
   let connected = false;
   client.on("error", (err: Error) => {
+    options.events.error(err);
     if (!connected) return;
     connected = false;
     options.events.lost("node", err);

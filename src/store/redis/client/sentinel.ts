@@ -27,6 +27,7 @@ export async function connectSentinel(
   });
   let ready = false;
   sentinel.on("error", (err: unknown) => {
+    options.events.error(err);
     if (!ready) return;
     ready = false;
     options.events.lost(masterName, err);
@@ -36,8 +37,13 @@ export async function connectSentinel(
     ready = true;
     options.events.ready(masterName);
   });
+  // The first MASTER_CHANGE is the master found at start-up; later ones are failovers.
+  let master: string | undefined;
   sentinel.on("topology-change", (event: { type: string; node?: HostPort }) => {
-    if (event.type === "MASTER_CHANGE") options.events.topologyChanged({ master: event.node ? `${event.node.host}:${event.node.port}` : undefined });
+    if (event.type !== "MASTER_CHANGE" || !event.node) return;
+    const now = `${event.node.host}:${event.node.port}`;
+    if (master !== undefined && now !== master) options.events.topologyChanged({ master: now });
+    master = now;
   });
 
   const send = (args: readonly string[]) => sentinel.sendCommand<RedisReply>(false, args as string[]);

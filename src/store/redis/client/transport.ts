@@ -24,6 +24,8 @@ export interface Transport {
 
 /** Transitions a transport reports (logged and counted by the connection). */
 export interface TransportEvents {
+  /** Any connection error, also before the first connection (start-up explains a timeout with it). */
+  error(err: unknown): void;
   lost(node: string, err: unknown): void;
   ready(node: string): void;
   /** The master for some keys changed (a failover, a resharding) or the Sentinels said so. */
