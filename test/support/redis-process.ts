@@ -3,7 +3,7 @@
 // port with the same directory (so a cluster node keeps its nodes.conf and
 // rejoins).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { connect } from 'node:net';
+import { ping } from './redis-ping.js';
 
 export interface RedisProcess {
   port: number;
@@ -17,21 +17,6 @@ export interface RedisProcess {
 }
 
 const READY_TIMEOUT_MS = 10_000;
-
-export function ping(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(500, () => done(false));
-    socket.on('error', () => done(false));
-    socket.on('connect', () => socket.write('PING\r\n'));
-    // A server that wants a password answers NOAUTH: it is up all the same.
-    socket.on('data', (data) => done(/^(\+PONG|-NOAUTH)/.test(data.toString())));
-  });
-}
 
 function ended(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();

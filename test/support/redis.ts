@@ -3,10 +3,10 @@
 // need to stop it, are skipped).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './free-port.js';
+import { ping } from './redis-ping.js';
 
 export interface RedisServer {
   url: string;
@@ -24,20 +24,6 @@ export interface RedisServer {
 const BINARY = process.env.REDIS_SERVER_BIN ?? 'redis-server';
 const READY_TIMEOUT_MS = 5_000;
 const KILL_AFTER_MS = 3_000;
-
-function ping(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(500, () => done(false));
-    socket.on('error', () => done(false));
-    socket.on('connect', () => socket.write('PING\r\n'));
-    socket.on('data', (data) => done(data.toString().startsWith('+PONG')));
-  });
-}
 
 async function waitUntilReady(port: number, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
