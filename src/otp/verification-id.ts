@@ -1,4 +1,4 @@
-import { createHmac, hkdfSync, randomBytes } from "node:crypto";
+import { createHmac, createSecretKey, hkdfSync, randomBytes, type KeyObject } from "node:crypto";
 import type { DestinationRef, VerificationRef } from "../store/store.js";
 
 // A verification id is base64url(random ‖ handle XOR PRF_k(random)): 16 random
@@ -34,13 +34,15 @@ export function destinationRef(destinationDigest: string, shards: number): Desti
 }
 
 export class VerificationIds {
-  private readonly maskKey: Buffer;
+  // A KeyObject made once: createHmac with a Buffer imports the key on every
+  // call (every Verify and Send masks or unmasks an id; ~6% less per HMAC).
+  private readonly maskKey: KeyObject;
 
   constructor(
     destinationKey: Buffer,
     private readonly shards: number,
   ) {
-    this.maskKey = Buffer.from(hkdfSync("sha256", destinationKey, Buffer.alloc(0), "otp-verification-id-mask:v1", 32));
+    this.maskKey = createSecretKey(Buffer.from(hkdfSync("sha256", destinationKey, Buffer.alloc(0), "otp-verification-id-mask:v1", 32)));
   }
 
   /** A fresh id for a verification at `destination`. */
