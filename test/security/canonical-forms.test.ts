@@ -3,12 +3,11 @@
 // a phone number or an IP address lands in the same limits, lock,
 // idempotency key and Verify-by-destination lookup, while the notifier
 // delivers to the address as it was given.
-import { Code, ConnectError, createClient } from '@connectrpc/connect';
-import { createConnectTransport } from '@connectrpc/connect-node';
+import { Code } from '@connectrpc/connect';
 import { Metadata, status, type Client, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorInfoSchema } from '../../src/gen/google/rpc/error_details_pb.js';
 import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
+import { refusal, verifyFromBrowser } from '../support/browser-verify.js';
 import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
 import { grpcCall, grpcClient, grpcError, richDetails } from '../support/grpc-client.js';
 import { startTestApp, type TestApp } from '../support/otp-app.js';
@@ -164,20 +163,7 @@ describe.each(stores)('%s', (_name, start) => {
   });
 
   it("a browser's mapped peer, a backend's client_ip and a trusted proxy's X-Forwarded-For count one host once", async () => {
-    const browserVerify = (forwardedFor?: string) =>
-      createClient(OtpService, createConnectTransport({
-        baseUrl: `http://127.0.0.1:${app.httpPort}`,
-        httpVersion: '1.1',
-        interceptors: [(next) => async (req) => {
-          req.header.set('origin', WEB_ORIGIN);
-          if (forwardedFor) req.header.set('x-forwarded-for', forwardedFor);
-          return next(req);
-        }],
-      })).verify({ target: { case: 'verificationId', value: UNKNOWN_ID }, code: '12345678' });
-    const refusal = async (call: Promise<unknown>) => {
-      const err = await call.then(() => undefined, (e: unknown) => ConnectError.from(e));
-      return err ? [err.code, err.findDetails(ErrorInfoSchema)[0]?.reason] : undefined;
-    };
+    const browserVerify = (forwardedFor?: string) => verifyFromBrowser(app.httpBase, WEB_ORIGIN, forwardedFor);
     // The proxy (127.0.0.1, seen as ::ffff:127.0.0.1 on this dual-stack port) vouches for a client in hex-mapped form...
     const z = 1 + Math.floor(Math.random() * 250);
     const client = `198.51.100.${z}`;

@@ -2,17 +2,17 @@
 // per destination (GCRA, with a retry time that is honoured), per IP, per
 // tenant, per country, failures per destination (brute force across fresh
 // Sends), concurrency (100 Sends at once), and CheckRateLimit spending nothing.
-import { Code, ConnectError, createClient } from '@connectrpc/connect';
-import { createConnectTransport } from '@connectrpc/connect-node';
-import { Metadata, status, type Client, type ServiceError } from '@grpc/grpc-js';
+import { Code } from '@connectrpc/connect';
+import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorInfoSchema } from '../../src/gen/google/rpc/error_details_pb.js';
 import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
+import { refusal, verifyFromBrowser } from '../support/browser-verify.js';
 import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
-import { grpcCall, grpcClient, grpcError, richDetails } from '../support/grpc-client.js';
+import { grpcCall, grpcError, richDetails } from '../support/grpc-client.js';
 import { freshEmail } from '../support/otp-app.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
-import { startSecuredApp, type SecuredApp } from '../support/secured-app.js';
+import type { SecuredApp } from '../support/secured-app.js';
+import { securedAppPerSuite } from '../support/secured-app-per-suite.js';
 
 const { send, verify, checkRateLimit } = OtpService.method;
 const ALL = ['Send', 'Verify', 'Resend', 'CheckRateLimit'];
@@ -39,16 +39,7 @@ afterAll(async () => {
 
 /** One app per configuration, with its own Redis key prefix; a gRPC client as tenant acme or globex. */
 function appWith(env: Record<string, string>) {
-  const ctx = {} as { app: SecuredApp; grpc: Client };
-  beforeAll(async () => {
-    ctx.app = await startSecuredApp(redis.url, { OTP_CLIENTS_FILE: file.path, OTP_RESEND_COOLDOWN_SECONDS: '0', ...env });
-    ctx.grpc = grpcClient(ctx.app.grpcTarget);
-  });
-  afterAll(async () => {
-    ctx.grpc?.close();
-    await ctx.app?.stop();
-  });
-  return ctx;
+  return securedAppPerSuite(() => ({ redisUrl: redis.url, env: { OTP_CLIENTS_FILE: file.path, OTP_RESEND_COOLDOWN_SECONDS: '0', ...env } }));
 }
 
 function as(tenant: keyof typeof keys = 'acme'): Metadata {
@@ -219,20 +210,7 @@ describe('per tenant and per country (OTP_LIMIT_SEND_PER_TENANT=6/1h, OTP_LIMIT_
 });
 
 describe('public clients are limited by the IP of their connection (OTP_LIMIT_VERIFY_PER_IP=3/1h)', () => {
-  const verifyFrom = (ctx: { app: SecuredApp }, forwardedFor?: string) =>
-    createClient(OtpService, createConnectTransport({
-      baseUrl: ctx.app.httpBase,
-      httpVersion: '1.1',
-      interceptors: [(next) => async (req) => {
-        req.header.set('origin', WEB_ORIGIN);
-        if (forwardedFor) req.header.set('x-forwarded-for', forwardedFor);
-        return next(req);
-      }],
-    })).verify({ target: { case: 'verificationId', value: UNKNOWN_ID }, code: '12345678' });
-  const refusal = async (call: Promise<unknown>) => {
-    const err = await call.then(() => undefined, (e: unknown) => ConnectError.from(e));
-    return err ? [err.code, err.findDetails(ErrorInfoSchema)[0]?.reason] : undefined;
-  };
+  const verifyFrom = (ctx: { app: SecuredApp }, forwardedFor?: string) => verifyFromBrowser(ctx.app.httpBase, WEB_ORIGIN, forwardedFor);
 
   describe('without trusted proxies', () => {
     const ctx = appWith({ OTP_LIMIT_VERIFY_PER_IP: '3/1h' });

@@ -9,16 +9,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
-import { Metadata, status, type Client, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, ConfigError } from '../../src/config.js';
 import { ErrorInfoSchema } from '../../src/gen/google/rpc/error_details_pb.js';
 import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
-import { grpcCall, grpcClient, grpcError, richDetails } from '../support/grpc-client.js';
+import { grpcCall, grpcError, richDetails } from '../support/grpc-client.js';
 import { ATTACK_PREFIX, runPumping, type PumpingFigures } from '../support/pumping-run.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
-import { startSecuredApp, type SecuredApp } from '../support/secured-app.js';
+import { securedAppPerSuite } from '../support/secured-app-per-suite.js';
 import { exitWithin, spawnService } from '../support/service-process.js';
 
 const { send, verify, resend, checkRateLimit } = OtpService.method;
@@ -56,16 +56,7 @@ afterAll(async () => {
 });
 
 function appWith(env: Record<string, string>) {
-  const ctx = {} as { app: SecuredApp; grpc: Client };
-  beforeAll(async () => {
-    ctx.app = await startSecuredApp(redis.url, { OTP_CLIENTS_FILE: file.path, OTP_POLICY_FILE: policyFile, OTP_RESEND_COOLDOWN_SECONDS: '0', ...env });
-    ctx.grpc = grpcClient(ctx.app.grpcTarget);
-  });
-  afterAll(async () => {
-    ctx.grpc?.close();
-    await ctx.app?.stop();
-  });
-  return ctx;
+  return securedAppPerSuite(() => ({ redisUrl: redis.url, env: { OTP_CLIENTS_FILE: file.path, OTP_POLICY_FILE: policyFile, OTP_RESEND_COOLDOWN_SECONDS: '0', ...env } }));
 }
 
 function as(tenant: keyof typeof keys = 'acme'): Metadata {
