@@ -49,7 +49,7 @@ redis.call('HSET', dest, p .. ':st', 'c', p .. ':ct', now)
 -- Only a Resend would need them.
 redis.call('HDEL', dest, p .. ':lc', p .. ':mt')
 
-local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[4], dd = v[3],
+local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[4], dd = digest_of(dest, v[3]),
   ts = now, tr = A.trace_id, cl = A.client_id }
 emit(ev, 'delivery_canceled')
 emit(ev, 'canceled')

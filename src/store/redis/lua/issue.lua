@@ -99,10 +99,10 @@ if not allowed then return refuse(ev, 'SEND_LIMIT_DESTINATION', retry) end
 -- 5. Overwrite the purpose's fields; the old id's reverse lookup goes, so its code dies here.
 local ttl = A.ttl_ms
 local e, ra = now + ttl, now + A.cooldown_ms
-local set = {'dd', A.digest, 'md', md, 'ls', ls, id_field(vid), p,
+local set = {'dd', dd_value(A.digest), 'md', md, 'ls', ls, id_field(vid), p,
   p .. ':id', code_value(vid, A.code_digest), p .. ':k', A.key_id,
   p .. ':c', counters_text({ a = 0, m = m, r = 0, mr = mr, n = n, ch = ch, e = e, ra = ra,
-    fc = A.failures_count, fw = A.failures_window_ms }), p .. ':t', now}
+    fc = A.failures_count, fw = A.failures_window_ms, t = now })}
 for i = 1, #sealed do set[#set + 1] = sealed[i] end
 -- Empty fields are not stored (a reader takes a missing one as ''), so the older
 -- verification's go; `st` is always '' (live) here. A short sealed destination has no `sb2`.

@@ -39,6 +39,6 @@ local now = now_ms()
 if (v[1] or '') ~= '' or now >= c.e or c.r ~= A.resend_count then return 0 end
 
 redis.call('HSET', dest, p .. ':st', 'f')
-emit({ stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[4], dd = v[3],
+emit({ stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[4], dd = digest_of(dest, v[3]),
   ts = now, tr = A.trace_id, cl = A.client_id }, 'delivery_failed', 'reason', A.reason)
 return 1

@@ -57,7 +57,7 @@ local now = now_ms()
 if (v[1] or '') ~= '' or now >= e then return {'finished'} end
 
 local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[8],
-  dd = v[7], ts = now, tr = A.trace_id, cl = A.client_id }
+  dd = digest_of(dest, v[7]), ts = now, tr = A.trace_id, cl = A.client_id }
 
 local lk = tonumber(v[5]) or 0
 if lk > now then return refuse(ev, 'DESTINATION_LOCKED', lk - now) end

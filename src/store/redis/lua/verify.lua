@@ -42,7 +42,7 @@ local v = redis.call('HMGET', dest, p .. ':id', p .. ':k', p .. ':c',
 -- The purpose's current verification must be the one asked about, not only its code digest.
 if not v[1] or code_id(v[1]) ~= vid or not v[3] then return {'NOT_FOUND', 0} end
 local c, st = counters_read(v[3]), v[4] or '' -- empty fields are not stored
-local dd = v[9]
+local dd = digest_of(dest, v[9])
 local a, m = c.a, c.m
 local now = now_ms()
 

@@ -16,11 +16,11 @@ end
 --  resend available at ms, verified at ms, canceled at ms}
 -- Times that do not apply (or were not stored) are ''. Counts left are 0 unless PENDING.
 local function state_reply(dest, p, now)
-  local v = redis.call('HMGET', dest, p .. ':c', p .. ':st', p .. ':t', p .. ':vt', p .. ':ct', 'lk', 'md')
+  local v = redis.call('HMGET', dest, p .. ':c', p .. ':st', p .. ':vt', p .. ':ct', 'lk', 'md')
   local c, st = counters_read(v[1]), v[2] or ''
-  local status = status_of(st, c, tonumber(v[6]) or 0, now)
+  local status = status_of(st, c, tonumber(v[5]) or 0, now)
   local pending = status == 'PENDING'
   local function time(value, applies) return (applies and tonumber(value)) or '' end
-  return {status, p, c.ch, v[7] or '', pending and c.m - c.a or 0, c.m, pending and c.mr - c.r or 0, c.n,
-    time(v[3], true), c.e, time(c.ra, pending), time(v[4], status == 'VERIFIED'), time(v[5], status == 'CANCELED')}
+  return {status, p, c.ch, v[6] or '', pending and c.m - c.a or 0, c.m, pending and c.mr - c.r or 0, c.n,
+    c.t, c.e, time(c.ra, pending), time(v[3], status == 'VERIFIED'), time(v[4], status == 'CANCELED')}
 end
