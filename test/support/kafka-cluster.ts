@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Kafka, logLevel, type ConfigResourceTypes } from 'kafkajs';
 import { freePort } from './free-port.js';
-import { ensureJars, exited, libDir, LOG4J, logSummary, retryWhilePortTaken, untilServing } from './kafka.js';
+import { ensureJars, exited, libDir, LOG4J, logSummary, retryWhilePortTaken, SMALL_BOX, untilServing } from './kafka.js';
 
 export interface KafkaNode {
   nodeId: number;
@@ -78,14 +78,8 @@ function nodeProperties(nodeId: number, ports: Map<number, { port: number; cport
     'num.partitions': 3,
     // Sized for a shared 2-core box (see kafka.ts).
     'offsets.topic.num.partitions': 3,
-    'transaction.state.log.num.partitions': 1,
-    'num.io.threads': 2,
-    'num.network.threads': 2,
     'num.replica.fetchers': 1,
-    'num.recovery.threads.per.data.dir': 1,
-    'log.cleaner.threads': 1,
-    'background.threads': 2,
-    'log.segment.bytes': 16 * 1024 * 1024,
+    ...SMALL_BOX,
   })
     .map(([k, v]) => `${k}=${v}`)
     .join('\n')}\n`;

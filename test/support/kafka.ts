@@ -37,6 +37,20 @@ export function ensureJars(): void {
   execFileSync('bash', [join(repoRoot, 'kafka/fetch.sh')], { stdio: ['ignore', 'ignore', 'inherit'] });
 }
 
+// Sized for a 2-core box. With the defaults the first consumer group (or
+// idempotent producer) makes the broker create 50 internal partitions, and
+// 8 I/O threads only add contention. (The offsets topic's partitions are each
+// harness's own: one here, one per broker in the cluster.)
+export const SMALL_BOX = {
+  'transaction.state.log.num.partitions': 1,
+  'num.io.threads': 2,
+  'num.network.threads': 2,
+  'num.recovery.threads.per.data.dir': 1,
+  'log.cleaner.threads': 1,
+  'background.threads': 2,
+  'log.segment.bytes': 16 * 1024 * 1024,
+};
+
 function serverProperties(port: number, cport: number, dataDir: string): string {
   return `${Object.entries({
     'process.roles': 'broker,controller',
@@ -55,17 +69,8 @@ function serverProperties(port: number, cport: number, dataDir: string): string 
     'group.initial.rebalance.delay.ms': 0,
     'auto.create.topics.enable': true,
     'num.partitions': 1,
-    // Sized for a 2-core box. With the defaults the first consumer group (or
-    // idempotent producer) makes the broker create 50 internal partitions, and
-    // 8 I/O threads only add contention.
     'offsets.topic.num.partitions': 1,
-    'transaction.state.log.num.partitions': 1,
-    'num.io.threads': 2,
-    'num.network.threads': 2,
-    'num.recovery.threads.per.data.dir': 1,
-    'log.cleaner.threads': 1,
-    'background.threads': 2,
-    'log.segment.bytes': 16 * 1024 * 1024,
+    ...SMALL_BOX,
   })
     .map(([k, v]) => `${k}=${v}`)
     .join('\n')}\n`;
