@@ -4,9 +4,6 @@
 // simulated pumping run (and its release by verifications), and test
 // destinations. Codes are read from the dev delivery log and never printed.
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
@@ -16,6 +13,7 @@ import { ErrorInfoSchema } from '../../src/gen/google/rpc/error_details_pb.js';
 import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
 import { grpcCall, grpcError, richDetails } from '../support/grpc-client.js';
+import { policyFile, type PolicyFile } from '../support/policy-file.js';
 import { ATTACK_PREFIX, runPumping, type PumpingFigures } from '../support/pumping-run.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
 import { securedAppPerSuite } from '../support/secured-app-per-suite.js';
@@ -27,8 +25,7 @@ const keys = { acme: newKey(), globex: newKey() };
 
 let redis: { url: string; server?: RedisServer };
 let file: ClientsFile;
-let policyDir: string;
-let policyFile: string;
+let policy: PolicyFile;
 
 beforeAll(async () => {
   redis = await redisForTests();
@@ -36,9 +33,7 @@ beforeAll(async () => {
     { id: 'backend', tenant: 'acme', key_sha256: sha256(keys.acme), methods: ALL },
     { id: 'globex-backend', tenant: 'globex', key_sha256: sha256(keys.globex), methods: ALL },
   ]);
-  policyDir = mkdtempSync(join(tmpdir(), 'otp-policy-'));
-  policyFile = join(policyDir, 'policy.json');
-  writeFileSync(policyFile, JSON.stringify({
+  policy = policyFile({
     purposes: {
       login: {},
       // Payments only to British numbers; support may reach shared-cost lines, never premium ones.
@@ -46,17 +41,17 @@ beforeAll(async () => {
       support: { deniedNumberTypes: ['PREMIUM_RATE'] },
     },
     tenants: { globex: { smsCountries: ['DE', 'GB'] } },
-  }));
+  });
 });
 
 afterAll(async () => {
   file?.remove();
-  rmSync(policyDir, { recursive: true, force: true });
+  policy?.remove();
   await redis?.server?.stop();
 });
 
 function appWith(env: Record<string, string>) {
-  return securedAppPerSuite(() => ({ redisUrl: redis.url, env: { OTP_CLIENTS_FILE: file.path, OTP_POLICY_FILE: policyFile, OTP_RESEND_COOLDOWN_SECONDS: '0', ...env } }));
+  return securedAppPerSuite(() => ({ redisUrl: redis.url, env: { OTP_CLIENTS_FILE: file.path, OTP_POLICY_FILE: policy.path, OTP_RESEND_COOLDOWN_SECONDS: '0', ...env } }));
 }
 
 function as(tenant: keyof typeof keys = 'acme'): Metadata {

@@ -8,41 +8,33 @@
 //   INVALID_ARGUMENT on every method that names one;
 // - NUL, control, bidi and zero-width characters in any string field, and
 //   enum values that do not exist, are INVALID_ARGUMENT naming the field.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { Metadata, status, type Client, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Channel, OtpService, ResendRequestSchema, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { grpcCall, grpcClient, grpcError, grpcRaw, richDetails } from '../support/grpc-client.js';
-import { freshEmail, startTestApp, type TestApp } from '../support/otp-app.js';
+import { freshEmail, type TestApp } from '../support/otp-app.js';
+import { policyFile, type PolicyFile } from '../support/policy-file.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
-import { startSecuredApp } from '../support/secured-app.js';
+import { memoryAndRedisStores } from '../support/store-variants.js';
 
 const { send, verify, resend, checkRateLimit } = OtpService.method;
 const UNKNOWN_ID = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
 
 let redis: { url: string; server?: RedisServer };
-let dir: string;
-let policyFile: string;
+let policy: PolicyFile;
 
 beforeAll(async () => {
   redis = await redisForTests();
-  dir = mkdtempSync(join(tmpdir(), 'otp-refusals-'));
-  policyFile = join(dir, 'policy.json');
-  writeFileSync(policyFile, JSON.stringify({ only: true, purposes: { login: {}, quick: { ttlSeconds: 1 } } }));
+  policy = policyFile({ only: true, purposes: { login: {}, quick: { ttlSeconds: 1 } } });
 });
 
 afterAll(async () => {
-  rmSync(dir, { recursive: true, force: true });
+  policy?.remove();
   await redis?.server?.stop();
 });
 
-const stores: [string, (env: Record<string, string>) => Promise<TestApp>][] = [
-  ['memory store', (env) => startTestApp(env)],
-  ['Redis store', (env) => startSecuredApp(redis.url, { OTP_CORS_ORIGINS: 'https://app.example.com', ...env })],
-];
+const stores = memoryAndRedisStores(() => redis.url);
 
 const emailTo = (destination: string, extra: object = {}) => ({ purpose: 'login', channel: Channel.EMAIL, destination, ...extra });
 const violationsOf = (err: ServiceError) => richDetails(err).badRequest?.fieldViolations.map((v) => v.field) ?? [];
@@ -52,7 +44,7 @@ describe.each(stores)('%s', (_name, start) => {
   let grpc: Client;
 
   beforeAll(async () => {
-    app = await start({ OTP_POLICY_FILE: policyFile, OTP_RESEND_COOLDOWN_SECONDS: '0', OTP_MAX_RESENDS: '1', OTP_MAX_ATTEMPTS: '2' });
+    app = await start({ OTP_POLICY_FILE: policy.path, OTP_RESEND_COOLDOWN_SECONDS: '0', OTP_MAX_RESENDS: '1', OTP_MAX_ATTEMPTS: '2' });
     grpc = grpcClient(app.grpcTarget);
   });
   afterAll(async () => {

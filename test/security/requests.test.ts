@@ -7,44 +7,36 @@
 //   refused (INVALID_ARGUMENT, IDEMPOTENCY_KEY_REUSED, naming what differs),
 //   never answered with the first request's verification or VERIFIED.
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { status, type Client, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { grpcCall, grpcClient, grpcError, richDetails } from '../support/grpc-client.js';
-import { freshEmail, startTestApp, wrongCode, type TestApp } from '../support/otp-app.js';
+import { freshEmail, wrongCode, type TestApp } from '../support/otp-app.js';
+import { policyFile, type PolicyFile } from '../support/policy-file.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
-import { startSecuredApp } from '../support/secured-app.js';
+import { memoryAndRedisStores } from '../support/store-variants.js';
 
 const { send, verify, checkRateLimit } = OtpService.method;
 
 let redis: { url: string; server?: RedisServer };
-let dir: string;
-let policyFile: string;
+let policy: PolicyFile;
 
 beforeAll(async () => {
   redis = await redisForTests();
-  dir = mkdtempSync(join(tmpdir(), 'otp-requests-'));
-  policyFile = join(dir, 'policy.json');
   // The default lets 100 wrong codes through an hour; payments lock after 2, for 10 minutes.
-  writeFileSync(policyFile, JSON.stringify({
+  policy = policyFile({
     purposes: { login: {}, payment: { maxAttempts: 10, failuresPerDestination: '2/10m' } },
-  }));
+  });
 });
 
 afterAll(async () => {
-  rmSync(dir, { recursive: true, force: true });
+  policy?.remove();
   await redis?.server?.stop();
 });
 
-const stores: [string, (env: Record<string, string>) => Promise<TestApp>][] = [
-  ['memory store', (env) => startTestApp(env)],
-  ['Redis store', (env) => startSecuredApp(redis.url, { OTP_CORS_ORIGINS: 'https://app.example.com', ...env })],
-];
+const stores = memoryAndRedisStores(() => redis.url);
 
 const reuse = (err: ServiceError) => ({
   code: err.code,
@@ -58,7 +50,7 @@ describe.each(stores)('%s', (_name, start) => {
 
   beforeAll(async () => {
     app = await start({
-      OTP_POLICY_FILE: policyFile, OTP_RESEND_COOLDOWN_SECONDS: '0', OTP_MAX_ATTEMPTS: '10', OTP_LIMIT_FAILURES_PER_DESTINATION: '100/1h',
+      OTP_POLICY_FILE: policy.path, OTP_RESEND_COOLDOWN_SECONDS: '0', OTP_MAX_ATTEMPTS: '10', OTP_LIMIT_FAILURES_PER_DESTINATION: '100/1h',
     });
     grpc = grpcClient(app.grpcTarget);
   });

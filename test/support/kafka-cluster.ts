@@ -8,13 +8,13 @@
 // JIT stays at C1, thread pools are minimal, and the ready timeout generous.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Kafka, logLevel, type ConfigResourceTypes } from 'kafkajs';
 import { freePort } from './free-port.js';
-import { ensureJars, exited, libDir, LOG4J, logSummary, PORT_TAKEN, READY_LINE } from './kafka.js';
+import { ensureJars, exited, libDir, LOG4J, logSummary, retryWhilePortTaken, SMALL_BOX, untilServing } from './kafka.js';
 
 export interface KafkaNode {
   nodeId: number;
@@ -78,14 +78,8 @@ function nodeProperties(nodeId: number, ports: Map<number, { port: number; cport
     'num.partitions': 3,
     // Sized for a shared 2-core box (see kafka.ts).
     'offsets.topic.num.partitions': 3,
-    'transaction.state.log.num.partitions': 1,
-    'num.io.threads': 2,
-    'num.network.threads': 2,
     'num.replica.fetchers': 1,
-    'num.recovery.threads.per.data.dir': 1,
-    'log.cleaner.threads': 1,
-    'background.threads': 2,
-    'log.segment.bytes': 16 * 1024 * 1024,
+    ...SMALL_BOX,
   })
     .map(([k, v]) => `${k}=${v}`)
     .join('\n')}\n`;
@@ -93,13 +87,7 @@ function nodeProperties(nodeId: number, ports: Map<number, { port: number; cport
 
 export async function startKafkaCluster(opts: { logDir?: string } = {}): Promise<KafkaCluster> {
   ensureJars();
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await startOnce(opts);
-    } catch (err) {
-      if (attempt >= 3 || !String(err).includes(PORT_TAKEN)) throw err;
-    }
-  }
+  return retryWhilePortTaken(() => startOnce(opts));
 }
 
 async function startOnce(opts: { logDir?: string }): Promise<KafkaCluster> {
@@ -144,17 +132,8 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaCluster> {
     closeSync(fd);
     children.set(id, proc);
     notePids();
-    const deadline = Date.now() + READY_TIMEOUT_MS;
-    for (;;) {
-      const text = readFileSync(log, 'utf8').slice(from);
-      if (text.includes(READY_LINE)) break;
-      const died = proc.exitCode !== null || proc.signalCode !== null;
-      if (died || Date.now() > deadline) {
-        const why = text.includes(PORT_TAKEN) ? PORT_TAKEN : died ? `exited (${proc.exitCode ?? proc.signalCode})` : `not ready after ${READY_TIMEOUT_MS / 1000}s`;
-        throw new Error(`Kafka node ${id} (127.0.0.1:${ports.get(id)!.port}): ${why}\n${logSummary(log)}`);
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    const why = await untilServing(proc, log, from, READY_TIMEOUT_MS, 200);
+    if (why !== undefined) throw new Error(`Kafka node ${id} (127.0.0.1:${ports.get(id)!.port}): ${why}\n${logSummary(log)}`);
     nodes.find((n) => n.nodeId === id)!.running = true;
   }
 

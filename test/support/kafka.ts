@@ -22,10 +22,10 @@ export interface KafkaBroker {
   restart(): Promise<void>;
 }
 
-export const READY_LINE = 'Kafka Server started';
+const READY_LINE = 'Kafka Server started';
 const READY_TIMEOUT_MS = 120_000;
 const KILL_AFTER_MS = 10_000;
-export const PORT_TAKEN = 'Address already in use';
+const PORT_TAKEN = 'Address already in use';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const kafkaHome = process.env.OTP_KAFKA_HOME ?? join(homedir(), '.cache/otp-service/kafka-3.9.1');
@@ -36,6 +36,20 @@ export function ensureJars(): void {
   // First run only: Maven downloads ~46 MB of jars (tens of seconds).
   execFileSync('bash', [join(repoRoot, 'kafka/fetch.sh')], { stdio: ['ignore', 'ignore', 'inherit'] });
 }
+
+// Sized for a 2-core box. With the defaults the first consumer group (or
+// idempotent producer) makes the broker create 50 internal partitions, and
+// 8 I/O threads only add contention. (The offsets topic's partitions are each
+// harness's own: one here, one per broker in the cluster.)
+export const SMALL_BOX = {
+  'transaction.state.log.num.partitions': 1,
+  'num.io.threads': 2,
+  'num.network.threads': 2,
+  'num.recovery.threads.per.data.dir': 1,
+  'log.cleaner.threads': 1,
+  'background.threads': 2,
+  'log.segment.bytes': 16 * 1024 * 1024,
+};
 
 function serverProperties(port: number, cport: number, dataDir: string): string {
   return `${Object.entries({
@@ -55,17 +69,8 @@ function serverProperties(port: number, cport: number, dataDir: string): string 
     'group.initial.rebalance.delay.ms': 0,
     'auto.create.topics.enable': true,
     'num.partitions': 1,
-    // Sized for a 2-core box. With the defaults the first consumer group (or
-    // idempotent producer) makes the broker create 50 internal partitions, and
-    // 8 I/O threads only add contention.
     'offsets.topic.num.partitions': 1,
-    'transaction.state.log.num.partitions': 1,
-    'num.io.threads': 2,
-    'num.network.threads': 2,
-    'num.recovery.threads.per.data.dir': 1,
-    'log.cleaner.threads': 1,
-    'background.threads': 2,
-    'log.segment.bytes': 16 * 1024 * 1024,
+    ...SMALL_BOX,
   })
     .map(([k, v]) => `${k}=${v}`)
     .join('\n')}\n`;
@@ -99,17 +104,45 @@ export function exited(child: ChildProcess): Promise<void> {
   return new Promise((res) => child.once('exit', () => res()));
 }
 
-export async function startKafka(opts: { logDir?: string } = {}): Promise<KafkaBroker> {
-  ensureJars();
-  // freePort() closes its probe before Java binds, so a parallel test can grab
-  // the port in between; retry with fresh ports rather than fail the suite.
+/**
+ * freePort() closes its probe before Java binds, so a parallel test can grab
+ * the port in between; start again with fresh ports rather than fail the suite.
+ */
+export async function retryWhilePortTaken<T>(start: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startOnce(opts);
+      return await start();
     } catch (err) {
       if (attempt >= 3 || !String(err).includes(PORT_TAKEN)) throw err;
     }
   }
+}
+
+/**
+ * Wait until a broker JVM says it serves in its log (read from byte `from`,
+ * so a restart is not fooled by the last run's line). Resolves with why not
+ * (died, port taken, timed out) for the caller to report with its own context.
+ */
+export async function untilServing(proc: ChildProcess, logFile: string, from: number, timeoutMs: number, pollMs: number): Promise<string | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = readFileSync(logFile, 'utf8').slice(from);
+    if (text.includes(READY_LINE)) return undefined;
+    const died = proc.exitCode !== null || proc.signalCode !== null;
+    if (died || Date.now() > deadline) {
+      return text.includes(PORT_TAKEN)
+        ? PORT_TAKEN
+        : died
+          ? `exited (code ${proc.exitCode}, signal ${proc.signalCode})`
+          : `not ready after ${timeoutMs / 1000}s`;
+    }
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+export async function startKafka(opts: { logDir?: string } = {}): Promise<KafkaBroker> {
+  ensureJars();
+  return retryWhilePortTaken(() => startOnce(opts));
 }
 
 async function startOnce(opts: { logDir?: string }): Promise<KafkaBroker> {
@@ -153,23 +186,11 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaBroker> {
     watchdog.unref();
     (watchdog.stdin as unknown as { unref(): void }).unref();
 
-    const deadline = Date.now() + READY_TIMEOUT_MS;
-    for (;;) {
-      const text = readFileSync(logFile, 'utf8').slice(from);
-      if (text.includes(READY_LINE)) return;
-      const died = proc.exitCode !== null || proc.signalCode !== null;
-      if (died || Date.now() > deadline) {
-        await halt();
-        const why = text.includes(PORT_TAKEN)
-          ? PORT_TAKEN
-          : died
-            ? `exited (code ${proc.exitCode}, signal ${proc.signalCode})`
-            : `not ready after ${READY_TIMEOUT_MS / 1000}s`;
-        const where = opts.logDir ? ` (full log: ${logFile})` : '';
-        throw new Error(`Kafka broker on 127.0.0.1:${port}/${cport}: ${why}${where}\n${logSummary(logFile)}`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const why = await untilServing(proc, logFile, from, READY_TIMEOUT_MS, 100);
+    if (why === undefined) return;
+    await halt();
+    const where = opts.logDir ? ` (full log: ${logFile})` : '';
+    throw new Error(`Kafka broker on 127.0.0.1:${port}/${cport}: ${why}${where}\n${logSummary(logFile)}`);
   }
 
   async function halt(): Promise<void> {
