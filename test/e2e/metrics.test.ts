@@ -90,9 +90,14 @@ describe('metrics', () => {
     expect((await grpcCall(client, OtpService.method.verify, byId(us.verificationId, right))).result).toBe(VerifyResult.NOT_FOUND);
     await grpcCall(client, OtpService.method.cancelVerification, { verificationId: mail.verificationId });
 
-    // The relay publishes in the background: wait until it has the three deliveries.
+    // The relay publishes in the background (batches linger): wait until it has published
+    // every event counted below, the cancel's (written last) included.
+    const published = (text: string) =>
+      delta(text, 'otp_relay_events_published_total', { type: 'delivery' }) >= 3 &&
+      delta(text, 'otp_relay_events_published_total', { type: 'delivery_canceled' }) >= 1 &&
+      delta(text, 'otp_relay_events_published_total', { type: 'verified' }) >= 1;
     let after = await scrape();
-    for (let i = 0; i < 100 && delta(after, 'otp_relay_events_published_total', { type: 'delivery' }) < 3; i++) {
+    for (let i = 0; i < 200 && !published(after); i++) {
       await new Promise((r) => setTimeout(r, 50));
       after = await scrape();
     }
