@@ -45,11 +45,11 @@ async function keyOf(redis: RedisConnection, vid: string, shards: number): Promi
   const ref = new VerificationIds(loadConfig({}).destinationKey, shards).parse(vid);
   if (!ref) throw new Error(`not a verification id: ${vid}`);
   const key = destinationKey(PREFIX, TENANT, ref);
-  if ((await redis.call(["HEXISTS", key, `id:${vid}`])) === 1) return { key, shard: ref.shard };
+  if ((await redis.call(["HEXISTS", key, `id:${vid.slice(0, 22)}`])) === 1) return { key, shard: ref.shard };
   let cursor = "0";
   do {
     const [next, keys] = (await redis.call(["SCAN", cursor, "MATCH", `*:d:*${ref.handle}`, "COUNT", "1000"])) as [string, string[]];
-    for (const k of keys) if ((await redis.call(["HEXISTS", k, `id:${vid}`])) === 1) return { key: k, shard: ref.shard };
+    for (const k of keys) if ((await redis.call(["HEXISTS", k, `id:${vid.slice(0, 22)}`])) === 1) return { key: k, shard: ref.shard };
     cursor = next;
   } while (cursor !== "0");
   throw new Error(`verification ${vid} not found in Redis`);
@@ -92,7 +92,7 @@ export async function verifyFloor(target: FloorTarget): Promise<FloorResult> {
   const { redis } = target;
   const { key, shard } = await keyOf(redis, target.verificationId, target.shards);
   // `<p>:c` is "a,m,r,mr,n,ch,e,d,fc,fw" (src/store/README.md).
-  const purpose = String(await redis.call(["HGET", key, `id:${target.verificationId}`]));
+  const purpose = String(await redis.call(["HGET", key, `id:${target.verificationId.slice(0, 22)}`]));
   const counters = String(await redis.call(["HGET", key, `${purpose}:c`])).split(",");
   counters[1] = "1000000000";
   await redis.call(["HSET", key, `${purpose}:c`, counters.join(",")]);

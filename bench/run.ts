@@ -140,7 +140,8 @@ async function verificationFields(redis: RedisConnection, vid: string, fields: s
   const ref = new VerificationIds(loadConfig({}).destinationKey, SHARDS).parse(vid);
   if (!ref) return null;
   const key = destinationKey("otp", "default", ref);
-  const purpose = await redis.call(["HGET", key, `id:${vid}`]);
+  // The reverse lookup names the id's 22 random characters (src/store/README.md).
+  const purpose = await redis.call(["HGET", key, `id:${vid.slice(0, 22)}`]);
   if (typeof purpose !== "string") return null;
   return (await redis.call(["HMGET", key, ...fields.map((f) => (f.startsWith(":") ? purpose + f : f))])) as (string | null)[];
 }

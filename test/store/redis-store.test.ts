@@ -168,7 +168,8 @@ describe('redis store: what Redis holds', () => {
     const [key] = (await keysOf(prefix)).filter((k) => k.endsWith(`:${dest.ref.handle}`));
     // A reverse lookup for an id the purpose does not hold (as a stale or tampered hash would have).
     const forged = verificationIds(SHARDS).newRef(dest.ref);
-    await raw.call(['HSET', key!, `id:${forged.verificationId}`, PURPOSE]);
+    // The lookup field names the id's 22 random characters.
+    await raw.call(['HSET', key!, `id:${forged.verificationId.slice(0, 22)}`, PURPOSE]);
     // Even offered the real code's digest, only the stored-id check stops it.
     const offered = { ...verifyCommand(forged, code), candidates: [{ keyId: 'k1', digest: cmd.codeDigest }] };
     expect(await store.verify(offered)).toEqual({ result: 'NOT_FOUND', attemptsRemaining: 0 });
