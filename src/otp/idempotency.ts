@@ -1,4 +1,4 @@
-import { createHmac, hkdfSync } from "node:crypto";
+import { createHmac, createSecretKey, hkdfSync, type KeyObject } from "node:crypto";
 import type { IdempotencyClaim } from "../store/store.js";
 
 // An idempotency key means one request (README "Idempotency keys"). The store
@@ -29,10 +29,12 @@ export interface VerifyParameters {
 const SEP = "\x1f";
 
 export class IdempotencyKeys {
-  private readonly key: Buffer;
+  // A KeyObject made once (as in keyring.ts): createHmac with a Buffer imports the
+  // key on every call, and a Send with a key computes eight of these digests.
+  private readonly key: KeyObject;
 
   constructor(destinationKey: Buffer) {
-    this.key = Buffer.from(hkdfSync("sha256", destinationKey, Buffer.alloc(0), "otp-idempotency:v1", 32));
+    this.key = createSecretKey(Buffer.from(hkdfSync("sha256", destinationKey, Buffer.alloc(0), "otp-idempotency:v1", 32)));
   }
 
   /** The claim for a Send, and the one digest of all its parameters that the verification keeps. */

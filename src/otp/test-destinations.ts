@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHmac, createSecretKey, randomBytes, timingSafeEqual } from "node:crypto";
 import { Channel } from "../gen/otp/v1/otp_pb.js";
 import { parseDestination, type DestinationDigester, type DestinationRules } from "./destination.js";
 
@@ -34,7 +34,7 @@ export function parseTestDestinations(text: string, rules: DestinationRules): Te
 }
 
 export class TestDestinations {
-  readonly #key = randomBytes(32);
+  readonly #key = createSecretKey(randomBytes(32)); // a KeyObject once, not a key import per Send
   readonly #entries: { mac: Buffer; code: string; destination: string }[];
 
   constructor(entries: TestDestination[]) {
