@@ -62,6 +62,16 @@ const eventArgs = (e: EventContext) => ({ trace_id: e.traceId, client_id: e.clie
 const sends = (b: Budget) => ({ sends_count: b.count, sends_window_ms: ms(b.windowSeconds) });
 const ruleArg = (r: PrefixGuardRule): PrefixRuleArg => [r.minSends, r.minVerifiedPercent, r.windowMs, r.buckets, r.coolOffMs];
 const failures = (b: Budget) => ({ failures_count: b.count, failures_window_ms: ms(b.windowSeconds) });
+/** The callerBudgets script's arguments, one builder for spend and peek. */
+const budgetArgs = (mode: "spend" | "peek", budgets: CallerBudget[], guard?: PrefixGuardCheck): ScriptArgs["callerBudgets"] => {
+  const prefixes = guard?.prefixes.length ?? 0;
+  return {
+    mode,
+    budgets: budgets.map((b) => [b.budget.count, ms(b.budget.windowSeconds)]),
+    prefixes,
+    rule: guard && prefixes > 0 ? ruleArg(guard.rule) : [],
+  };
+};
 
 // Scripts that change nothing (or only append an audit event): no replica
 // acknowledgement to wait for. Every other script (and any new one) waits.
@@ -181,24 +191,14 @@ export class RedisStore implements VerificationStore {
   async spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<CallerBudgetOutcome> {
     const prefixes = guard?.prefixes ?? [];
     if (budgets.length === 0 && prefixes.length === 0) return { allowed: true };
-    const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets, guard), {
-      mode: "spend",
-      budgets: budgets.map((b) => [b.budget.count, ms(b.budget.windowSeconds)]),
-      prefixes: prefixes.length,
-      rule: guard && prefixes.length > 0 ? ruleArg(guard.rule) : [],
-    });
+    const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets, guard), budgetArgs("spend", budgets, guard));
     return replies.callerBudgetOutcome(reply, budgets, prefixes);
   }
 
   async callerBudgetStates(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<LimitState[]> {
     const prefixes = guard?.prefixes ?? [];
     if (budgets.length === 0 && prefixes.length === 0) return [];
-    const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets, guard), {
-      mode: "peek",
-      budgets: budgets.map((b) => [b.budget.count, ms(b.budget.windowSeconds)]),
-      prefixes: prefixes.length,
-      rule: guard && prefixes.length > 0 ? ruleArg(guard.rule) : [],
-    }, true);
+    const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets, guard), budgetArgs("peek", budgets, guard), true);
     return replies.callerBudgetStates(reply, budgets, guard && prefixes.length > 0 ? guard.rule : undefined);
   }
 
