@@ -1,4 +1,6 @@
 import { fromBinary } from "@bufbuild/protobuf";
+// Before kafkajs, as the service loads it (src/events/kafka/encoding.ts substitutes parts of it).
+import "../src/events/kafka/encoding.js";
 import { Kafka, logLevel } from "kafkajs";
 import { loadConfig } from "../src/config.js";
 import { Sealer } from "../src/events/seal.js";

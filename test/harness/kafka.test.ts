@@ -3,6 +3,8 @@
 // halt()/restart() cycle with the same producer instance still usable.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+// kafkajs as the app loads it: with src/events/kafka/encoding.ts's substitutions, which must come first.
+import '../../src/events/kafka/encoding.js';
 import { Kafka, logLevel, type Producer } from 'kafkajs';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { createTopics, kafkaForTests, type KafkaBroker } from '../support/kafka.js';

@@ -12,6 +12,8 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, statSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+// Before kafkajs: the service's Kafka client substitutes parts of it, which must load first (src/events/kafka/encoding.ts).
+import '../../src/events/kafka/encoding.js';
 import { Kafka, logLevel, type ConfigResourceTypes } from 'kafkajs';
 import { freePort } from './free-port.js';
 import { ensureJars, exited, libDir, LOG4J, logSummary, retryWhilePortTaken, SMALL_BOX, untilServing } from './kafka.js';

@@ -8,6 +8,8 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+// Before kafkajs: the service's Kafka client substitutes parts of it, which must load first (src/events/kafka/encoding.ts).
+import '../../src/events/kafka/encoding.js';
 import { Kafka, logLevel } from 'kafkajs';
 import { freePort } from './free-port.js';
 

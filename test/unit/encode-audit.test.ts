@@ -44,6 +44,11 @@ describe("audit event encoding", () => {
       { type: "sent", vid: "v", tn: "t", ts: "1700000000000" },
       { type: "verify_failed", ts: "0", left: "0", ch: "0" },
       { type: "unknown-type", tn: "ünïcødé ✓", ts: "999" },
+      // A two-byte length, a lone surrogate (UTF-8 as TextEncoder writes it), a big count.
+      { ...full, md: "m".repeat(200), p: "a\udc00b", left: "2147483647", ts: "1799999999999" },
+      // What the field writer leaves to the library: a negative time, a negative channel.
+      { ...full, ts: "-1500" },
+      { ...full, ch: "-3" },
     ];
     for (const fields of cases) {
       const record = encodeEntry({ id: "1-2", shard: 0, fields });

@@ -1,6 +1,7 @@
 import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { encodeEntry } from "../../src/events/encode.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { deliveryRequestedByLibrary, encodeEntry } from "../../src/events/encode.js";
 import { HEADERS, TOPICS } from "../../src/events/topics.js";
 import { AuditEventSchema, AuditEventType, DeliveryCanceledSchema, DeliveryRequestedSchema, SealedSchema } from "../../src/gen/otp/events/v1/events_pb.js";
 
@@ -51,5 +52,47 @@ describe("delivery event encoding", () => {
     expect(audit.topic).toBe(TOPICS.audit);
     expect(audit.headers[HEADERS.eventType]).toBe("audit.canceled");
     expect(fromBinary(AuditEventSchema, audit.value)).toMatchObject({ type: AuditEventType.CANCELED, verificationId: "vid-1", clientId: "backend", maskedDestination: "+1*******23" });
+  });
+
+  it("gives exactly the library's bytes (create + toBinary, the sealed parts appended), for full, sparse and unusual entries", () => {
+    const sd = Buffer.from(toBinary(SealedSchema, sealed("seal-1", 7))).toString("base64");
+    const sc = Buffer.from(toBinary(SealedSchema, sealed("seal-2", 9))).toString("base64");
+    const full = {
+      type: "delivery", vid: "handle-and-random-id", tn: "acme", p: "login", ch: "2", ts: "1700000000123",
+      tr: "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01", md: "j***@example.com", lc: "de", exp: "1700000300456",
+      mt: '{"app":"web","2":"second","ünï":"cødé ✓","empty":""}', rc: "3", sd, sc,
+    };
+    const cases: Record<string, string>[] = [
+      full,
+      { type: "delivery", vid: "v", sd, sc },
+      { ...full, ts: "0", exp: "1000", ch: "0", rc: "0", mt: "" },
+      // A long value (a two-byte length), a lone surrogate, a negative time and an odd channel (the library's path).
+      { ...full, md: "x".repeat(300), p: "a\ud800b" },
+      { ...full, ts: "-5" },
+      { ...full, ch: "-1" },
+      { ...full, mt: '{"n":"1","long":"' + "y".repeat(200) + '"}' },
+    ];
+    for (const fields of cases) {
+      const record = encodeEntry({ id: "1700000000000-3", shard: 5, fields });
+      const tr = fields.tr ?? "";
+      const common = {
+        eventId: "5-1700000000000-3", verificationId: fields.vid ?? "", tenant: fields.tn ?? "", purpose: fields.p ?? "",
+        channel: Number(fields.ch ?? 0), occurredAt: timestampFromMs(Number(fields.ts ?? 0)),
+        traceId: tr.length === 55 ? tr.slice(3, 35) : tr, maskedDestination: fields.md ?? "",
+      };
+      const reference = deliveryRequestedByLibrary(fields, common, Buffer.from(fields.sd ?? "", "base64"), Buffer.from(fields.sc ?? "", "base64"));
+      expect(Buffer.from(record.value).toString("hex")).toBe(Buffer.from(reference).toString("hex"));
+      expect(record.headers[HEADERS.sealKeyId]).toBe("seal-2");
+    }
+  });
+
+  it("reads the seal key id of any Sealed encoding", () => {
+    const entry = (code: Uint8Array) => encodeEntry({ id: "1-0", shard: 0, fields: { type: "delivery", vid: "v", sc: Buffer.from(code).toString("base64") } });
+    const long = "k".repeat(200);
+    expect(entry(toBinary(SealedSchema, sealed(long, 1))).headers[HEADERS.sealKeyId]).toBe(long);
+    expect(entry(toBinary(SealedSchema, sealed("", 1))).headers[HEADERS.sealKeyId]).toBe("");
+    // key_id written twice: the last one counts (protobuf's rule).
+    const twice = Buffer.concat([toBinary(SealedSchema, create(SealedSchema, { keyId: "first" })), toBinary(SealedSchema, sealed("second", 2))]);
+    expect(entry(twice).headers[HEADERS.sealKeyId]).toBe("second");
   });
 });

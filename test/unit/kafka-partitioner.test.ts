@@ -34,6 +34,11 @@ describe("Kafka partitioner", () => {
       expect(ours(args)).toBe(theirs(args));
       expect(partitionOf(key, partitions)).toBe(theirs(args));
     }
+    // Non-ASCII and longer keys take the TextEncoder path.
+    for (const key of ["ünïcødé-✓", "a".repeat(300), "x".repeat(255) + "é"]) {
+      const args = { topic: "t", partitionMetadata: metadata(7), message: { key, value: null } } as PartitionerArgs;
+      expect(partitionOf(key, 7)).toBe(theirs(args));
+    }
   });
 
   it("an explicit partition wins; keyless records still get a valid partition", () => {

@@ -14,8 +14,7 @@ const SEED = 0x9747b28c;
 const encoder = new TextEncoder();
 
 /** Kafka's murmur2 (Utils.murmur2), as a signed 32-bit integer. */
-export function murmur2(key: Uint8Array): number {
-  const length = key.length;
+export function murmur2(key: Uint8Array, length = key.length): number {
   let h = SEED ^ length;
   const whole = length & ~3;
   for (let i = 0; i < whole; i += 4) {
@@ -42,9 +41,24 @@ export function murmur2(key: Uint8Array): number {
   return h | 0;
 }
 
+// A key's UTF-8 bytes for hashing. Keys are verification ids (ASCII): copied
+// here a character at a time, not through a new array from TextEncoder each
+// (twice per record: the partitioner, then the acknowledgement check).
+const scratch = new Uint8Array(256);
+
 export function partitionOf(key: string | Uint8Array, partitions: number): number {
-  const bytes = typeof key === "string" ? encoder.encode(key) : key;
-  return (murmur2(bytes) & 0x7fffffff) % partitions;
+  if (typeof key !== "string") return (murmur2(key) & 0x7fffffff) % partitions;
+  const n = key.length;
+  if (n <= scratch.length) {
+    let i = 0;
+    for (; i < n; i++) {
+      const c = key.charCodeAt(i);
+      if (c > 0x7f) break;
+      scratch[i] = c;
+    }
+    if (i === n) return (murmur2(scratch, n) & 0x7fffffff) % partitions;
+  }
+  return (murmur2(encoder.encode(key)) & 0x7fffffff) % partitions;
 }
 
 /** For kafkajs's `createPartitioner`: keyed records as above; a keyless one (none of ours) in turn. */
