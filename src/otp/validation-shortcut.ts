@@ -138,9 +138,14 @@ function stringCheck(r: StringRules): ((s: string) => boolean) | null {
   };
 }
 
-/** Names (proto) of the fields set in a rules message. */
+/**
+ * Names (proto) of the fields set in a rules message. Extensions (predefined
+ * rules) are kept as unknown fields: any of those counts as a rule not understood.
+ */
 function setFields(message: object, schema: DescMessage): string[] {
-  return schema.fields.filter((f) => isFieldSet(message as never, f)).map((f) => f.name);
+  const unknown = (message as { $unknown?: unknown[] }).$unknown;
+  const names = schema.fields.filter((f) => isFieldSet(message as never, f)).map((f) => f.name);
+  return unknown?.length ? [...names, "(extension)"] : names;
 }
 
 function isEmpty(v: object): boolean {
