@@ -147,22 +147,28 @@ interface RecordEncoderClass extends EncoderClass {
   sizeOfVarIntBytes(value: unknown): number;
 }
 
+/** A string's UTF-8 length: its length when it is ASCII (our headers are), Buffer.byteLength otherwise. */
+function utf8Length(value: string): number {
+  for (let i = 0; i < value.length; i++) if (value.charCodeAt(i) > 0x7f) return Buffer.byteLength(value);
+  return value.length;
+}
+
+/** Write an ASCII string at the encoder's offset (room made by the caller). */
+function writeAscii(encoder: EncoderInstance, value: string): void {
+  const buf = encoder.buf;
+  let offset = encoder.offset;
+  for (let i = 0; i < value.length; i++) buf[offset++] = value.charCodeAt(i);
+  encoder.offset = offset;
+}
+
 /**
  * kafkajs's Record (record/v0), writing the headers straight into the
- * record's encoder rather than through an Encoder each (header/v0) copied in
- * afterwards; the size, the fields and their order are kafkajs's own.
+ * record's encoder (sized for the whole record) rather than through an
+ * Encoder each (header/v0) copied in afterwards, and ASCII header names and
+ * values a character at a time rather than through Buffer.byteLength and
+ * Buffer.write twice each; the size, the fields and their order are kafkajs's own.
  */
 function recordModule(Encoder: RecordEncoderClass) {
-  const sizeOfHeaders = (headersArray: Header[]): number => {
-    let size = Encoder.sizeOfVarInt(headersArray.length);
-    for (const header of headersArray) {
-      const keySize = Buffer.byteLength(header.key);
-      const valueSize = Buffer.byteLength(header.value as string);
-      size += Encoder.sizeOfVarInt(keySize) + keySize;
-      size += header.value === null ? Encoder.sizeOfVarInt(-1) : Encoder.sizeOfVarInt(valueSize) + valueSize;
-    }
-    return size;
-  };
   return ({ offsetDelta = 0, timestampDelta = 0, key, value, headers = {} }: {
     offsetDelta?: number; timestampDelta?: unknown; key: unknown; value: unknown; headers?: Record<string, Header["value"] | Header["value"][]>;
   }): unknown => {
@@ -172,14 +178,28 @@ function recordModule(Encoder: RecordEncoderClass) {
       if (!Array.isArray(headerValue)) headersArray.push({ key: headerKey, value: headerValue });
       else for (const v of headerValue) headersArray.push({ key: headerKey, value: v });
     }
+    // kafkajs's sizeOfHeaders, with the UTF-8 lengths kept for writing.
+    const keySizes: number[] = [];
+    const valueSizes: number[] = [];
+    let sizeOfHeaders = Encoder.sizeOfVarInt(headersArray.length);
+    for (const header of headersArray) {
+      const keySize = utf8Length(header.key);
+      // As kafkajs: Buffer.byteLength of anything but a string (a Buffer's length; throws for null).
+      const valueSize = typeof header.value === "string" ? utf8Length(header.value) : Buffer.byteLength(header.value as Buffer);
+      keySizes.push(keySize);
+      valueSizes.push(valueSize);
+      sizeOfHeaders += Encoder.sizeOfVarInt(keySize) + keySize;
+      sizeOfHeaders += header.value === null ? Encoder.sizeOfVarInt(-1) : Encoder.sizeOfVarInt(valueSize) + valueSize;
+    }
     const sizeOfBody =
       1 + // always one byte for attributes
       Encoder.sizeOfVarLong(timestampDelta) +
       Encoder.sizeOfVarInt(offsetDelta) +
       Encoder.sizeOfVarIntBytes(key) +
       Encoder.sizeOfVarIntBytes(value) +
-      sizeOfHeaders(headersArray);
-    const encoder = (new Encoder(sizeOfBody + 5) as unknown as Writer)
+      sizeOfHeaders;
+    const encoder = new Encoder(sizeOfBody + 5);
+    const writer = (encoder as unknown as Writer)
       .writeVarInt(sizeOfBody)
       .writeInt8(0) // no used record attributes at the moment
       .writeVarLong(timestampDelta)
@@ -187,7 +207,20 @@ function recordModule(Encoder: RecordEncoderClass) {
       .writeVarIntBytes(key)
       .writeVarIntBytes(value)
       .writeVarInt(headersArray.length);
-    for (const header of headersArray) encoder.writeVarIntString(header.key).writeVarIntBytes(header.value);
+    for (let i = 0; i < headersArray.length; i++) {
+      const header = headersArray[i]!;
+      // writeVarIntString(key), then writeVarIntBytes(value): ASCII strings written here.
+      if (keySizes[i] === header.key.length) {
+        writer.writeVarInt(keySizes[i]!);
+        encoder.ensureAvailable(keySizes[i]!);
+        writeAscii(encoder, header.key);
+      } else writer.writeVarIntString(header.key);
+      if (typeof header.value === "string" && valueSizes[i] === header.value.length) {
+        writer.writeVarInt(valueSizes[i]!);
+        encoder.ensureAvailable(valueSizes[i]!);
+        writeAscii(encoder, header.value);
+      } else writer.writeVarIntBytes(header.value);
+    }
     return encoder;
   };
 }
