@@ -54,6 +54,7 @@ const tenantLabel = (tenant: string): string => tenant || "none";
 export class Metrics implements Outcomes, RelayObserver {
   readonly registry = new Registry();
   private readonly calls: Histogram<"method" | "port" | "code">;
+  private readonly callChildren = new Map<string, { observe(seconds: number): void }>();
   /** Kafka trouble seen by the relay and the delivery-status consumer (a KafkaObserver). */
   readonly kafka: KafkaTroubleCounter;
   private readonly verifications: Children<"tenant" | "result">;
@@ -214,7 +215,15 @@ export class Metrics implements Outcomes, RelayObserver {
 
   /** `code`: the canonical status name (OK, INVALID_ARGUMENT, ...). */
   observe(method: string, port: Port, code: string, startedAt: number): void {
-    this.calls.observe({ method, port, code }, (performance.now() - startedAt) / 1000);
+    // A child per label set, made once: observe() with a label object hashes
+    // (sorts, joins) the labels on every call.
+    const key = `${method} ${port} ${code}`;
+    let child = this.callChildren.get(key);
+    if (!child) {
+      child = this.calls.labels(method, port, code);
+      this.callChildren.set(key, child);
+    }
+    child.observe((performance.now() - startedAt) / 1000);
   }
 
   async text(): Promise<{ contentType: string; body: string }> {

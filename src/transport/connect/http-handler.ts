@@ -2,12 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { Code, ConnectError, createConnectRouter } from "@connectrpc/connect";
 import type { UniversalHandlerFn } from "@connectrpc/connect/protocol";
-import {
-  compressionBrotli,
-  compressionGzip,
-  universalRequestFromNodeRequest,
-  universalResponseToNodeResponse,
-} from "@connectrpc/connect-node";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import type { Logger } from "../../log.js";
 import type { Refusals } from "../../otp/refusals.js";
 import type { OtpService } from "../../otp/service.js";
@@ -18,6 +13,7 @@ import type { Metrics } from "../../metrics.js";
 import { serveMetrics } from "./metrics-route.js";
 import { unknownEnumsRefused } from "./json-enums.js";
 import { malformedAsInvalidArgument } from "./malformed-requests.js";
+import { universalRequest, writeUniversalResponse } from "./node-exchange.js";
 import { peerContext } from "./peer.js";
 import { plainRefusals } from "./plain-refusals.js";
 import { serveProbe, type PlainResponse, type Readiness, type ReadinessDetails } from "./probes.js";
@@ -26,8 +22,9 @@ import { otpRoutes } from "./routes.js";
 // The request handler of the HTTP port, for HTTP/1.1 and HTTP/2 alike: CORS,
 // then the RPC routes (Connect, gRPC-Web, gRPC), then the probes and the
 // receipt keys (JWKS), else 404.
-// It is connectNodeAdapter's dispatch with one addition: every RPC handler is
-// wrapped so malformed protobuf bodies answer INVALID_ARGUMENT.
+// It is connectNodeAdapter's dispatch with two changes: every RPC handler is
+// wrapped so malformed protobuf bodies answer INVALID_ARGUMENT, and the node
+// request and response are converted by ./node-exchange.ts (cheaper per call).
 
 export type NodeRequest = IncomingMessage | Http2ServerRequest;
 export type NodeResponse = ServerResponse | Http2ServerResponse;
@@ -82,8 +79,9 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
 }
 
 function serveRpc(rpc: UniversalHandlerFn, req: NodeRequest, res: NodeResponse, log: Logger, path: string): void {
-  rpc(universalRequestFromNodeRequest(req, res, undefined, peerContext(req)))
-    .then((uRes) => universalResponseToNodeResponse(uRes, res))
+  universalRequest(req, res, READ_MAX_BYTES, peerContext(req))
+    .then(rpc)
+    .then((uRes) => writeUniversalResponse(uRes, res))
     .catch((reason: unknown) => {
       // The caller went away mid-call: nothing to answer.
       if (ConnectError.from(reason).code === Code.Aborted) return;

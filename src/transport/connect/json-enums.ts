@@ -1,9 +1,10 @@
-import type { DescField, DescMessage } from "@bufbuild/protobuf";
+import type { DescField, DescMessage, JsonValue } from "@bufbuild/protobuf";
 import type { UniversalHandler, UniversalHandlerFn, UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import type { Logger } from "../../log.js";
 import { OtpError, type FieldViolation } from "../../otp/errors.js";
 import { toConnectError } from "../status.js";
+import { BufferedBody } from "./node-exchange.js";
 
 // An enum value this server does not know (a channel name from a newer
 // proto, a typo) must be refused, never read as the enum's default: over
@@ -83,9 +84,14 @@ function hasEnumFields(schema: DescMessage, seen: Set<string>): boolean {
   return schema.fields.some((f) => f.enum !== undefined || (f.message !== undefined && hasEnumFields(f.message, seen)));
 }
 
-/** The body parsed as JSON (undefined when it is not, or too big: the router then answers), and a replay of its bytes. */
+/**
+ * The body parsed as JSON (undefined when it is not, or too big: the router then answers), and the body to hand on:
+ * the parsed value when it parsed (connect then reads it as it would have read the bytes, with fromJson: one parse),
+ * else the bytes.
+ */
 async function readJson(req: UniversalServerRequest, max: number): Promise<{ json: unknown; replay: UniversalServerRequest["body"] }> {
   if (!isByteStream(req.body)) return { json: req.body, replay: req.body };
+  if (req.body instanceof BufferedBody) return parsed(req.body.bytes, req.body);
   const chunks: Uint8Array[] = [];
   let size = 0;
   const iterator = req.body[Symbol.asyncIterator]();
@@ -98,13 +104,19 @@ async function readJson(req: UniversalServerRequest, max: number): Promise<{ jso
     if (size > max) return { json: undefined, replay: concat(chunks, iterator) };
   }
   const bytes = Buffer.concat(chunks);
+  return parsed(bytes, once(bytes));
+}
+
+function parsed(bytes: Buffer, asBytes: UniversalServerRequest["body"]): { json: unknown; replay: UniversalServerRequest["body"] } {
   let json: unknown;
   try {
     json = JSON.parse(bytes.toString("utf8"));
   } catch {
-    json = undefined;
+    // Not JSON: the router answers it (INVALID_ARGUMENT) from the bytes, as before.
+    return { json: undefined, replay: asBytes };
   }
-  return { json, replay: once(bytes) };
+  // A JSON null is not a message: leave it to the router too, from the bytes.
+  return { json, replay: json === null ? asBytes : (json as JsonValue) };
 }
 
 function isByteStream(body: UniversalServerRequest["body"]): body is AsyncIterable<Uint8Array> {

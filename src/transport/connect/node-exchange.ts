@@ -1,0 +1,132 @@
+import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
+import type { UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import type { NodeRequest, NodeResponse } from "./http-handler.js";
+
+// The node request as connect's universal request, and connect's answer
+// written back: what connect-node's universalRequestFromNodeRequest and
+// universalResponseToNodeResponse do, without their fixed cost per call on
+// unary calls (every method of ours is unary). Measured on Connect HTTP/1.1
+// CheckRateLimit (BENCHMARKS.md, issue 12): an async generator over the node
+// stream and connect's readAllBytes over it, a URL parsed to build one, a
+// DOMException for an AbortController aborted on every normal close, and a
+// promise and two listeners per written chunk.
+//
+// Here the body is read with plain 'data' events into one buffer (so the
+// JSON check and connect share it), the signal aborts only when the caller
+// goes away before the answer is written, and a unary answer is written with
+// one writeHead and one end. A body over `maxBytes` is handed on as a stream
+// from where it stopped, so connect's readMaxBytes refuses it as it always did;
+// gRPC answers (trailers) are still written by connect-node.
+
+/** A request body read whole: connect reads it as a one-chunk stream, our JSON check reads `bytes`. */
+export class BufferedBody implements AsyncIterable<Uint8Array> {
+  constructor(readonly bytes: Buffer) {}
+
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    let done = false;
+    return {
+      next: () => {
+        if (done) return Promise.resolve({ done: true, value: undefined });
+        done = true;
+        return Promise.resolve({ done: false, value: this.bytes });
+      },
+    };
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Reads the body (up to `maxBytes`; beyond, the rest stays a stream), then builds the universal request. */
+export function universalRequest(req: NodeRequest, res: NodeResponse, maxBytes: number, contextValues: ContextValues): Promise<UniversalServerRequest> {
+  return readBody(req, maxBytes).then((body) => ({
+    httpVersion: req.httpVersion,
+    method: req.method ?? "",
+    // Only connect reads it (query parameters, the handler context); the route was matched on the path already.
+    url: `${"encrypted" in req.socket && req.socket.encrypted ? "https" : "http"}://${("authority" in req ? req.authority : req.headers.host) ?? "localhost"}${req.url ?? ""}`,
+    header: webHeaders(req.headers),
+    body,
+    signal: abortOnEarlyClose(req, res),
+    contextValues,
+  }));
+}
+
+function readBody(req: NodeRequest, maxBytes: number): Promise<AsyncIterable<Uint8Array>> {
+  // GET (Connect's query-encoded calls) and bodies already read: nothing to wait for.
+  if (req.readableEnded) return Promise.resolve(new BufferedBody(EMPTY));
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      size += chunk.byteLength;
+      if (size <= maxBytes) return;
+      // Too big: stop buffering; connect reads on from here and refuses it (readMaxBytes).
+      off();
+      req.pause();
+      resolve(concat(chunks, req));
+    };
+    const onEnd = (): void => {
+      off();
+      resolve(new BufferedBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
+    };
+    // A reset or broken body: connect reads the error from the stream and answers as it would.
+    const onError = (): void => {
+      off();
+      resolve(concat(chunks, req));
+    };
+    const off = (): void => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+    };
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", onError);
+  });
+}
+
+async function* concat(head: Buffer[], rest: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
+  yield* head;
+  yield* rest;
+}
+
+function webHeaders(node: NodeRequest["headers"]): Headers {
+  const header = new Headers();
+  for (const key in node) {
+    if (key.charCodeAt(0) === 58 /* ":" HTTP/2 pseudo-headers */) continue;
+    const value = node[key];
+    if (value === undefined) continue;
+    if (typeof value === "string") header.append(key, value);
+    else for (const v of value) header.append(key, v);
+  }
+  return header;
+}
+
+const GONE = new ConnectError("the client closed the connection before the answer", Code.Aborted);
+
+/** Aborted when the response closes before it was written whole (the caller went away), never on a normal end. */
+function abortOnEarlyClose(req: NodeRequest, res: NodeResponse): AbortSignal {
+  const controller = new AbortController();
+  const target: NodeJS.EventEmitter = "stream" in req ? req : res;
+  target.once("close", () => {
+    if (!res.writableFinished) controller.abort(GONE);
+  });
+  return controller.signal;
+}
+
+/** Writes connect's answer: a unary answer (no trailers) in one writeHead and one end; gRPC by connect-node. */
+export async function writeUniversalResponse(answer: UniversalServerResponse, res: NodeResponse): Promise<void> {
+  if (answer.trailer) return universalResponseToNodeResponse(answer, res);
+  const chunks: Uint8Array[] = [];
+  if (answer.body) for await (const chunk of answer.body) chunks.push(chunk);
+  const headers: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
+  answer.header?.forEach((value, key) => {
+    const existing = headers[key];
+    headers[key] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value];
+  });
+  if (res.destroyed) throw GONE;
+  const out = res as { writeHead(status: number, headers: Record<string, string | string[]>): unknown; end(body: Uint8Array): unknown };
+  out.writeHead(answer.status, headers);
+  out.end(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+}
