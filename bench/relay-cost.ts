@@ -51,8 +51,9 @@ async function fill(store: RedisStore, n: number): Promise<void> {
   for (let i = 0; i < n; i += 500) await Promise.all(Array.from({ length: Math.min(500, n - i) }, (_, j) => store.appendAudit((i + j) % SHARDS, fields(i + j))));
 }
 
-/** RELAY_COST_PROFILE=file.cpuprofile: a CPU profile of the relaying alone (Kafka sink, batches of 500). */
+/** RELAY_COST_PROFILE=file.cpuprofile: a CPU profile of the relaying alone (Kafka sink, batches of RELAY_COST_PROFILE_BATCH, 500 by default). */
 const PROFILE = process.env.RELAY_COST_PROFILE;
+const PROFILE_BATCH = Number(process.env.RELAY_COST_PROFILE_BATCH ?? 500);
 
 async function measure(store: RedisStore, sink: EventSink, batchSize: number, profile = false): Promise<number> {
   await fill(store, EVENTS);
@@ -78,7 +79,7 @@ async function main(): Promise<void> {
   onCleanup(() => kafkaSink.close());
   await measure(store, kafkaSink, 500); // warm-up: JIT, connections
   if (PROFILE) {
-    console.log(`profiled: ${(await measure(store, kafkaSink, 500, true)).toFixed(1)} µs per event; profile in ${PROFILE}`);
+    console.log(`profiled: ${(await measure(store, kafkaSink, PROFILE_BATCH, true)).toFixed(1)} µs per event; profile in ${PROFILE}`);
     return;
   }
   for (const batch of [8, 32, 128, 500, 2000]) {
