@@ -169,27 +169,33 @@ function writeAscii(encoder: EncoderInstance, value: string): void {
  * Buffer.write twice each; the size, the fields and their order are kafkajs's own.
  */
 function recordModule(Encoder: RecordEncoderClass) {
+  // A record's headers, flattened (a repeated header's values one by one),
+  // with their UTF-8 sizes: reused from record to record (Record is
+  // synchronous), not four objects and three arrays per record.
+  const names: string[] = [];
+  const values: Header["value"][] = [];
+  const nameSizes: number[] = [];
+  const valueSizes: number[] = [];
   return ({ offsetDelta = 0, timestampDelta = 0, key, value, headers = {} }: {
     offsetDelta?: number; timestampDelta?: unknown; key: unknown; value: unknown; headers?: Record<string, Header["value"] | Header["value"][]>;
   }): unknown => {
-    const headersArray: Header[] = [];
+    let count = 0;
     for (const headerKey of Object.keys(headers)) {
       const headerValue = headers[headerKey];
-      if (!Array.isArray(headerValue)) headersArray.push({ key: headerKey, value: headerValue });
-      else for (const v of headerValue) headersArray.push({ key: headerKey, value: v });
+      if (!Array.isArray(headerValue)) (names[count] = headerKey), (values[count++] = headerValue);
+      else for (const v of headerValue) (names[count] = headerKey), (values[count++] = v);
     }
-    // kafkajs's sizeOfHeaders, with the UTF-8 lengths kept for writing.
-    const keySizes: number[] = [];
-    const valueSizes: number[] = [];
-    let sizeOfHeaders = Encoder.sizeOfVarInt(headersArray.length);
-    for (const header of headersArray) {
-      const keySize = utf8Length(header.key);
+    // kafkajs's sizeOfHeaders, with the UTF-8 sizes kept for writing.
+    let sizeOfHeaders = Encoder.sizeOfVarInt(count);
+    for (let i = 0; i < count; i++) {
+      const headerValue = values[i];
+      const nameSize = utf8Length(names[i]!);
       // As kafkajs: Buffer.byteLength of anything but a string (a Buffer's length; throws for null).
-      const valueSize = typeof header.value === "string" ? utf8Length(header.value) : Buffer.byteLength(header.value as Buffer);
-      keySizes.push(keySize);
-      valueSizes.push(valueSize);
-      sizeOfHeaders += Encoder.sizeOfVarInt(keySize) + keySize;
-      sizeOfHeaders += header.value === null ? Encoder.sizeOfVarInt(-1) : Encoder.sizeOfVarInt(valueSize) + valueSize;
+      const valueSize = typeof headerValue === "string" ? utf8Length(headerValue) : Buffer.byteLength(headerValue as Buffer);
+      nameSizes[i] = nameSize;
+      valueSizes[i] = valueSize;
+      sizeOfHeaders += Encoder.sizeOfVarInt(nameSize) + nameSize;
+      sizeOfHeaders += headerValue === null ? Encoder.sizeOfVarInt(-1) : Encoder.sizeOfVarInt(valueSize) + valueSize;
     }
     const sizeOfBody =
       1 + // always one byte for attributes
@@ -206,21 +212,24 @@ function recordModule(Encoder: RecordEncoderClass) {
       .writeVarInt(offsetDelta)
       .writeVarIntBytes(key)
       .writeVarIntBytes(value)
-      .writeVarInt(headersArray.length);
-    for (let i = 0; i < headersArray.length; i++) {
-      const header = headersArray[i]!;
-      // writeVarIntString(key), then writeVarIntBytes(value): ASCII strings written here.
-      if (keySizes[i] === header.key.length) {
-        writer.writeVarInt(keySizes[i]!);
-        encoder.ensureAvailable(keySizes[i]!);
-        writeAscii(encoder, header.key);
-      } else writer.writeVarIntString(header.key);
-      if (typeof header.value === "string" && valueSizes[i] === header.value.length) {
-        writer.writeVarInt(valueSizes[i]!);
-        encoder.ensureAvailable(valueSizes[i]!);
-        writeAscii(encoder, header.value);
-      } else writer.writeVarIntBytes(header.value);
+      .writeVarInt(count);
+    for (let i = 0; i < count; i++) {
+      const name = names[i]!;
+      const headerValue = values[i];
+      // writeVarIntString(name), then writeVarIntBytes(value): ASCII strings written here.
+      if (nameSizes[i] === name.length) {
+        writer.writeVarInt(name.length);
+        encoder.ensureAvailable(name.length);
+        writeAscii(encoder, name);
+      } else writer.writeVarIntString(name);
+      if (typeof headerValue === "string" && valueSizes[i] === headerValue.length) {
+        writer.writeVarInt(headerValue.length);
+        encoder.ensureAvailable(headerValue.length);
+        writeAscii(encoder, headerValue);
+      } else writer.writeVarIntBytes(headerValue);
     }
+    // Not kept past the record (a Buffer value would otherwise stay referenced).
+    values.fill(undefined, 0, count);
     return encoder;
   };
 }
