@@ -4,9 +4,9 @@ import { ghz, type GhzLoad } from "./ghz.js";
 import { secretDir } from "./secrets.js";
 import { startService, type ServiceOptions } from "./service.js";
 
-// BENCH_PROFILE=verify,send: run Verify / Send at saturation once more under
-// `node --cpu-prof` and name where the service's CPU goes (self time by function and by
-// package), so the table's gap to the floors has names attached.
+// BENCH_PROFILE=verify,verify-ok,ratelimit,send: run that call at saturation
+// once more under `node --cpu-prof` and name where the service's CPU goes (self
+// time by function and by package), so the table's gap to the floors has names attached.
 
 interface ProfileNode {
   id: number;
@@ -26,6 +26,11 @@ interface CpuProfile {
 export interface ProfileOptions extends Omit<ServiceOptions, "nodeArgs"> {
   /** The ghz load to profile under (port and duration are filled in). */
   load: Omit<GhzLoad, "port" | "seconds" | "total" | "rps">;
+  /**
+   * Calls that succeed only once (a right code is consumed): each phase its
+   * own data file and a call count instead of a duration.
+   */
+  once?: { warm: { dataFile: string; total: number }; measured: { dataFile: string; total: number } };
   seconds: number;
   /** Where to keep the .cpuprofile. */
   keepAs: string;
@@ -39,9 +44,11 @@ export async function profileUnder(opts: ProfileOptions): Promise<{ short: strin
   mkdirSync(dir, { recursive: true });
   const service = await startService({ ...opts, nodeArgs: ["--cpu-prof", "--cpu-prof-dir", dir] });
   // Warm up first, and count only the samples of the measured load (not start-up, compilation or shutdown).
-  await ghz({ ...opts.load, port: service.grpcPort, seconds: Math.min(5, opts.seconds) });
+  const phase = (which: "warm" | "measured", seconds: number) =>
+    opts.once ? { ...opts.load, ...opts.once[which], port: service.grpcPort } : { ...opts.load, port: service.grpcPort, seconds };
+  await ghz(phase("warm", Math.min(5, opts.seconds)));
   const t1 = Date.now();
-  await ghz({ ...opts.load, port: service.grpcPort, seconds: opts.seconds });
+  await ghz(phase("measured", opts.seconds));
   const t2 = Date.now();
   // The profile is written when the process exits on its own (graceful SIGTERM).
   await service.stop();

@@ -110,6 +110,8 @@ export interface VerifyPool {
   /** Per round (and one warm-up) a fresh list of [id, right code], each used once. */
   right: (round: number) => { verification_id: string; code: string }[];
   rightFile: (round: number) => string;
+  /** Right codes kept for a verify-ok profile (BENCH_PROFILE=verify-ok). */
+  profileOnce?: { warm: { dataFile: string; total: number }; measured: { dataFile: string; total: number } };
 }
 
 const grpc = (call: string, data: Pick<GhzLoad, "data" | "dataFile">): Load => (service, seconds) =>

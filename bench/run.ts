@@ -70,11 +70,14 @@ const WRONG_SET = Math.min(40_000, Math.floor(POOL * 0.4));
 const TIMEOUT_S = envInt("BENCH_TIMEOUT_SECONDS", 900);
 /** On a shared machine: wait up to this long for other processes to use < 10% CPU before starting. */
 const QUIET_WAIT_S = envInt("BENCH_QUIET_WAIT_SECONDS", 0);
-/** BENCH_PROFILE=1 (= verify), or a list: verify,send. */
+/** BENCH_PROFILE=1 (= verify), or a list: verify,verify-ok,ratelimit,send (verify-ok with the headline's verify pool). */
+const PROFILED = ["verify", "verify-ok", "ratelimit", "send"] as const;
 const PROFILE = (process.env.BENCH_PROFILE ?? "")
   .split(",")
   .map((w) => (w.trim() === "1" ? "verify" : w.trim()))
-  .filter((w): w is "verify" | "send" => w === "verify" || w === "send");
+  .filter((w): w is (typeof PROFILED)[number] => (PROFILED as readonly string[]).includes(w));
+/** Right codes for a verify-ok profile: a warm-up's and the measured load's (each succeeds once). */
+const PROFILE_RIGHT = { warm: 3_000, measured: Math.max(5_000, SECONDS * 4_000) };
 /** Floor/call pairs per headline ratio; the lowest CPU per call of each is kept. */
 const ROUNDS = Math.max(1, envInt("BENCH_ROUNDS", 3));
 /** The steady rate and duration of the RSS measurement. */
@@ -389,10 +392,12 @@ async function scenarios(run: BenchRun): Promise<void> {
     await service.stop();
     const loads = {
       verify: { call: "otp.v1.OtpService/Verify", dataFile: wrongFile },
+      ratelimit: { call: "otp.v1.OtpService/CheckRateLimit", data: SEND_DATA("m{{.RequestNumber}}@example.com") },
       send: { call: "otp.v1.OtpService/Send", data: SEND_DATA("p{{.RequestNumber}}@example.com") },
     } as const;
     run.profile = {};
     for (const what of PROFILE) {
+      if (what === "verify-ok") continue; // the headline's pool only
       const keepAs = join(root, "bench/results", `${run.startedAt.replaceAll(":", "-")}-${what}.cpuprofile`);
       const load = { ...loads[what], concurrency: CONCURRENCY, connections: CONNECTIONS };
       const top = await profileUnder({ ...serviceOptions, load, seconds: SECONDS, keepAs });
@@ -430,12 +435,18 @@ async function headline(
     const perRound = Math.max(2_000, SECONDS * 1_500);
     const wrongN = Math.min(20_000, POOL);
     const rightN = ONLY.has("verify-ok") ? perRound * (ROUNDS + 1) : 0;
-    const created = await createPool(run, service, serviceOptions, redis, kafkaBrokers, wrongN + rightN);
+    const profileN = PROFILE.includes("verify-ok") ? PROFILE_RIGHT.warm + PROFILE_RIGHT.measured : 0;
+    const created = await createPool(run, service, serviceOptions, redis, kafkaBrokers, wrongN + rightN + profileN);
     const wrong = created.slice(0, wrongN).map((d) => ({ verification_id: d.verificationId, code: wrongCode(d.code) }));
     const right = (round: number) =>
       created.slice(wrongN + (round + 1) * perRound, wrongN + (round + 2) * perRound).map((d) => ({ verification_id: d.verificationId, code: d.code }));
     const rightFiles = new Map<number, string>();
+    const forProfile = created.slice(wrongN + rightN).map((d) => ({ verification_id: d.verificationId, code: d.code }));
     pool = {
+      profileOnce: profileN > 0 ? {
+        warm: { dataFile: writeSecretJson("profile-verify-right-warm.json", forProfile.slice(0, PROFILE_RIGHT.warm)), total: PROFILE_RIGHT.warm },
+        measured: { dataFile: writeSecretJson("profile-verify-right.json", forProfile.slice(PROFILE_RIGHT.warm)), total: forProfile.length - PROFILE_RIGHT.warm },
+      } : undefined,
       wrong,
       wrongFile: writeSecretJson("ratio-verify-wrong.json", wrong),
       right,
@@ -525,10 +536,17 @@ async function headline(
     await service.stop();
     run.profile = {};
     for (const what of PROFILE) {
-      if (what === "verify" && !pool) continue;
-      const load = what === "verify" ? { call: "otp.v1.OtpService/Verify", dataFile: pool!.wrongFile } : { call: "otp.v1.OtpService/Send", data: SEND_DATA("q{{.RequestNumber}}@example.com") };
+      if ((what === "verify" || what === "verify-ok") && !pool) continue;
+      const load = {
+        verify: () => ({ call: "otp.v1.OtpService/Verify", dataFile: pool!.wrongFile }),
+        "verify-ok": () => ({ call: "otp.v1.OtpService/Verify" }),
+        ratelimit: () => ({ call: "otp.v1.OtpService/CheckRateLimit", data: SEND_DATA("m{{.RequestNumber}}@example.com") }),
+        send: () => ({ call: "otp.v1.OtpService/Send", data: SEND_DATA("q{{.RequestNumber}}@example.com") }),
+      }[what]();
+      const once = what === "verify-ok" ? pool?.profileOnce : undefined;
+      if (what === "verify-ok" && !once) continue;
       const keepAs = join(root, "bench/results", `${run.startedAt.replaceAll(":", "-")}-${what}.cpuprofile`);
-      const top = await profileUnder({ ...serviceOptions, load: { ...load, concurrency: CONCURRENCY, connections: CONNECTIONS }, seconds: SECONDS, keepAs });
+      const top = await profileUnder({ ...serviceOptions, load: { ...load, concurrency: CONCURRENCY, connections: CONNECTIONS }, once, seconds: SECONDS, keepAs });
       log(`CPU profile under ${what} load:\n${top.long}`);
       run.checks.push(`CPU profile of the service under ${what} saturation, top self time: ${top.short}`);
       run.profile[what] = top.long.split("\n");

@@ -32,16 +32,23 @@ export interface RelayObserver {
 
 /** Counter children by label values, created once: an increment is a Map lookup and an add. */
 class Children<L extends string> {
-  private readonly cache = new Map<string, { inc(): void }>();
+  private readonly cache = new Map<string, { inc(amount?: number): void }>();
   constructor(private readonly counter: Counter<L>) {}
   inc(...values: string[]): void {
+    this.child(values).inc();
+  }
+  /** Add `amount` at once (a relay batch's events of one type). */
+  add(amount: number, ...values: string[]): void {
+    this.child(values).inc(amount);
+  }
+  private child(values: string[]): { inc(amount?: number): void } {
     const key = values.join("\u0000");
     let child = this.cache.get(key);
     if (!child) {
       child = this.counter.labels(...values);
       this.cache.set(key, child);
     }
-    child.inc();
+    return child;
   }
 }
 
@@ -54,6 +61,7 @@ const tenantLabel = (tenant: string): string => tenant || "none";
 export class Metrics implements Outcomes, RelayObserver {
   readonly registry = new Registry();
   private readonly calls: Histogram<"method" | "port" | "code">;
+  private readonly callChildren = new Map<string, { observe(seconds: number): void }>();
   /** Kafka trouble seen by the relay and the delivery-status consumer (a KafkaObserver). */
   readonly kafka: KafkaTroubleCounter;
   private readonly verifications: Children<"tenant" | "result">;
@@ -174,7 +182,10 @@ export class Metrics implements Outcomes, RelayObserver {
   }
 
   published(types: readonly string[], lagMs: number): void {
-    for (const type of types) this.relayEvents.inc(type);
+    // Counted by type first: one counter update per type in the batch, not one per event.
+    const counts = new Map<string, number>();
+    for (const type of types) counts.set(type, (counts.get(type) ?? 0) + 1);
+    for (const [type, n] of counts) this.relayEvents.add(n, type);
     this.relayLagSeconds = lagMs / 1000;
   }
 
@@ -214,7 +225,15 @@ export class Metrics implements Outcomes, RelayObserver {
 
   /** `code`: the canonical status name (OK, INVALID_ARGUMENT, ...). */
   observe(method: string, port: Port, code: string, startedAt: number): void {
-    this.calls.observe({ method, port, code }, (performance.now() - startedAt) / 1000);
+    // A child per label set, made once: observe() with a label object hashes
+    // (sorts, joins) the labels on every call.
+    const key = `${method} ${port} ${code}`;
+    let child = this.callChildren.get(key);
+    if (!child) {
+      child = this.calls.labels(method, port, code);
+      this.callChildren.set(key, child);
+    }
+    child.observe((performance.now() - startedAt) / 1000);
   }
 
   async text(): Promise<{ contentType: string; body: string }> {

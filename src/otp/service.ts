@@ -473,6 +473,8 @@ export class OtpService {
     caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>, claim: IdempotencyClaim | null,
     prefixes?: NumberPrefixes | null,
   ): Promise<void> {
+    // Most calls have nothing to spend or claim (a Verify from a backend without client_ip or key).
+    if (!claim && budgets.length === 0 && !prefixes) return;
     const [spent, claimed] = await Promise.allSettled([
       this.spend(caller, method, budgets, about, prefixes),
       claim ? this.guard(() => this.store.claimIdempotencyKey(caller.tenant, claim)) : Promise.resolve(null),
@@ -573,14 +575,24 @@ export class OtpService {
   }
 
   /** Store outages become UNAVAILABLE; everything else propagates unchanged. */
-  private async guard<T>(op: () => Promise<T>): Promise<T> {
+  private guard<T>(op: () => Promise<T>): Promise<T> {
+    // Not an async function: one promise per store call instead of three on every call's path.
+    let pending: Promise<T>;
     try {
-      return await op();
+      pending = op();
     } catch (err) {
-      if (err instanceof StoreUnavailableError) throw OtpError.unavailable("the store");
-      throw err;
+      return Promise.reject(storeFailure(err));
     }
+    return pending.catch(rethrowStoreFailure);
   }
+}
+
+function storeFailure(err: unknown): unknown {
+  return err instanceof StoreUnavailableError ? OtpError.unavailable("the store") : err;
+}
+
+function rethrowStoreFailure(err: unknown): never {
+  throw storeFailure(err);
 }
 
 interface VerifyTarget {

@@ -3,6 +3,7 @@ import { createValidator } from "@bufbuild/protovalidate";
 import { uncleanFields } from "./clean-text.js";
 import { OtpError, type FieldViolation } from "./errors.js";
 import { patternMatcher } from "./validation-patterns.js";
+import { provenValid } from "./validation-shortcut.js";
 
 // The rules live in the proto (buf.validate options); this enforces them on
 // every call, whichever transport it came from, and then refuses invisible
@@ -10,7 +11,8 @@ import { patternMatcher } from "./validation-patterns.js";
 const validator = createValidator({ regexMatch: patternMatcher });
 
 export function assertValid<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): void {
-  const result = validator.validate(schema, message);
+  // A plainly valid request is proven so without the evaluator (validation-shortcut.ts); anything else goes to it.
+  const result = provenValid(schema, message) ? VALID : validator.validate(schema, message);
   if (result.kind === "valid") {
     const unclean = uncleanFields(schema, message);
     if (unclean.length > 0) throw OtpError.invalidArgument(unclean);
@@ -32,6 +34,8 @@ function fieldPath(path: readonly { kind: string; name?: string; localName?: str
     .join("")
     .replace(/^\./, "");
 }
+
+const VALID = { kind: "valid" } as const;
 
 export function violation(field: string, description: string): FieldViolation {
   return { field, description };

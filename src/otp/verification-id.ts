@@ -1,4 +1,5 @@
-import { createHmac, createSecretKey, hkdfSync, randomBytes, type KeyObject } from "node:crypto";
+import { createHmac, createSecretKey, hkdfSync, type KeyObject } from "node:crypto";
+import { randomBytesFromPool } from "../random-pool.js";
 import type { DestinationRef, VerificationRef } from "../store/store.js";
 
 // A verification id is base64url(random ‖ handle XOR PRF_k(random)): 16 random
@@ -27,6 +28,7 @@ const HANDLE_LENGTH = 12; // characters of the destination digest; 9 bytes
 const HANDLE_BYTES = 9;
 const RANDOM_BYTES = 16;
 const ID_PATTERN = /^[A-Za-z0-9_-]{34}$/;
+const CANONICAL_LAST: ReadonlySet<number> = new Set([..."AQgw"].map((c) => c.charCodeAt(0)));
 
 export function destinationRef(destinationDigest: string, shards: number): DestinationRef {
   const handle = destinationDigest.slice(0, HANDLE_LENGTH);
@@ -47,7 +49,7 @@ export class VerificationIds {
 
   /** A fresh id for a verification at `destination`. */
   newRef(destination: DestinationRef): VerificationRef {
-    const random = randomBytes(RANDOM_BYTES);
+    const random = randomBytesFromPool(RANDOM_BYTES);
     const handle = Buffer.from(destination.handle, "base64url");
     const masked = this.xorMask(random, handle);
     return { ...destination, verificationId: Buffer.concat([random, masked]).toString("base64url") };
@@ -56,18 +58,20 @@ export class VerificationIds {
   /** The ref a verification id points at, or null when it cannot be one of ours. */
   parse(verificationId: string): VerificationRef | null {
     if (!ID_PATTERN.test(verificationId)) return null;
+    // 34 characters carry 204 bits: the last 4 must be zero (the last character
+    // one of A, Q, g, w), or two spellings would name one id.
+    if (!CANONICAL_LAST.has(verificationId.charCodeAt(33))) return null;
     const bytes = Buffer.from(verificationId, "base64url");
-    // 34 characters carry 204 bits: the last 4 must be zero, or two spellings would name one id.
-    if (bytes.length !== RANDOM_BYTES + HANDLE_BYTES || bytes.toString("base64url") !== verificationId) return null;
-    const handle = this.xorMask(bytes.subarray(0, RANDOM_BYTES), bytes.subarray(RANDOM_BYTES)).toString("base64url");
-    return { handle, shard: shardOf(handle, this.shards), verificationId };
+    if (bytes.length !== RANDOM_BYTES + HANDLE_BYTES) return null;
+    const handle = this.xorMask(bytes.subarray(0, RANDOM_BYTES), bytes.subarray(RANDOM_BYTES));
+    // The shard from the handle's first 3 bytes, as shardOf reads them from its first 4 characters.
+    return { handle: handle.toString("base64url"), shard: ((handle[0]! << 16) | (handle[1]! << 8) | handle[2]!) % this.shards, verificationId };
   }
 
   private xorMask(random: Buffer, value: Buffer): Buffer {
     const pad = createHmac("sha256", this.maskKey).update(random).digest();
-    const out = Buffer.alloc(HANDLE_BYTES);
-    for (let i = 0; i < HANDLE_BYTES; i++) out[i] = value[i]! ^ pad[i]!;
-    return out;
+    for (let i = 0; i < HANDLE_BYTES; i++) pad[i] = value[i]! ^ pad[i]!;
+    return pad.subarray(0, HANDLE_BYTES);
   }
 }
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Channel } from '../../src/gen/otp/v1/otp_pb.js';
-import { DestinationDigester, maskEmail, parseDestination, type Destination, type DestinationRules } from '../../src/otp/destination.js';
+import { domainToASCII } from 'node:url';
+import { asciiDomain, DestinationDigester, maskEmail, parseDestination, type Destination, type DestinationRules } from '../../src/otp/destination.js';
 
 // Canonical destinations (src/otp/destination.ts): every spelling of one
 // mailbox or one phone number is one destination for limits, locks, digests
@@ -73,6 +74,25 @@ describe('email addresses', () => {
     expect(maskEmail('😀x@example.com')).toBe('😀***@example.com');
     expect(maskEmail('👩‍👩‍👧x@example.com')).toBe('👩‍👩‍👧***@example.com');
     expect(maskEmail('e\u0301x@example.com')).toBe('e\u0301***@example.com');
+    expect(maskEmail('j@example.com')).toBe('j***@example.com');
+    expect(maskEmail('\r\nx@example.com')).toBe('\r\n***@example.com');
+  });
+
+  it('takes the short way only where it gives what the grapheme segmenter and UTS 46 give', () => {
+    const segmenter = new Intl.Segmenter('und', { granularity: 'grapheme' });
+    const slowMask = (a: string) => {
+      const at = a.lastIndexOf('@');
+      return (segmenter.segment(a.slice(0, at)).containing(0)?.segment ?? '') + '***' + a.slice(at);
+    };
+    for (const a of ['jane@example.com', 'j@x.io', 'ab@c.de', 'e\u0301x@example.com', '\r\nx@e.com', '😀x@e.com', 'a\u200db@e.com', '@e.com']) {
+      expect(maskEmail(a), JSON.stringify(a)).toBe(slowMask(a));
+    }
+    for (const d of [
+      'example.com', 'Example.COM', 'EXAMPLE.com', 'a-b.example.co.uk', 'xn--bcher-kva.de', 'XN--BCHER-KVA.DE', 'xn--zz.de', 'a.xn--bcher-kva.de',
+      'bücher.de', 'Bücher.DE', '1.2.3.4', '0x7f.1', 'example.com.', '-x.com', 'a--b.com', 'ab--c.com', 'x.123', 'x.0x7f', 'a.b.0XFF', '08.09', 'a.b', 'ſ.com', 'K.com', 'ß.de', '',
+    ]) {
+      expect(asciiDomain(d), JSON.stringify(d)).toBe(domainToASCII(d));
+    }
   });
 });
 

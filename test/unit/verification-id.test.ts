@@ -56,4 +56,20 @@ describe('verification ids', () => {
     const sibling = twin[(twin.indexOf(last) & ~15) | ((twin.indexOf(last) + 1) & 15)]!;
     expect(ids.parse(id.slice(0, 33) + sibling)).toBeNull();
   });
+
+  it('accepts exactly the canonical spellings, and reads the shard its handle names', () => {
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    for (let i = 0; i < 50; i++) {
+      const at = destinationRef(digest(), SHARDS);
+      const id = ids.newRef(at).verificationId;
+      for (const last of alphabet) {
+        const spelled = id.slice(0, 33) + last;
+        const canonical = Buffer.from(spelled, 'base64url').toString('base64url') === spelled;
+        const ref = ids.parse(spelled);
+        expect(ref !== null, spelled).toBe(canonical);
+        if (ref) expect(ref.shard).toBe(destinationRef(ref.handle, SHARDS).shard);
+      }
+      expect(ids.parse(id)).toEqual({ ...at, verificationId: id });
+    }
+  });
 });

@@ -1,4 +1,4 @@
-import { fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import type { MethodDefinition, sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
 import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
@@ -9,6 +9,7 @@ import type { CallerResolver } from "../caller.js";
 import { malformedRequest, statusName, toGrpcStatus } from "../status.js";
 import type { Metrics } from "../../metrics.js";
 import { callSpan, inContext } from "../../telemetry/spans.js";
+import { responseBytes } from "./response-bytes.js";
 import { telemetry } from "../../telemetry/tracing.js";
 
 // otp.v1.OtpService for grpc-js, built from the protobuf-es descriptors (one
@@ -40,7 +41,7 @@ function unary<I extends DescMessage, O extends DescMessage>(
       responseStream: false,
       requestSerialize: identity,
       requestDeserialize: identity,
-      responseSerialize: (message) => Buffer.from(toBinary(method.output, message as MessageShape<O>)),
+      responseSerialize: (message) => responseBytes(method.output, message as MessageShape<O>),
       responseDeserialize: (bytes) => fromBinary(method.output, bytes),
     },
     handler: (call, callback) => {
