@@ -32,16 +32,23 @@ export interface RelayObserver {
 
 /** Counter children by label values, created once: an increment is a Map lookup and an add. */
 class Children<L extends string> {
-  private readonly cache = new Map<string, { inc(): void }>();
+  private readonly cache = new Map<string, { inc(amount?: number): void }>();
   constructor(private readonly counter: Counter<L>) {}
   inc(...values: string[]): void {
+    this.child(values).inc();
+  }
+  /** Add `amount` at once (a relay batch's events of one type). */
+  add(amount: number, ...values: string[]): void {
+    this.child(values).inc(amount);
+  }
+  private child(values: string[]): { inc(amount?: number): void } {
     const key = values.join("\u0000");
     let child = this.cache.get(key);
     if (!child) {
       child = this.counter.labels(...values);
       this.cache.set(key, child);
     }
-    child.inc();
+    return child;
   }
 }
 
@@ -175,7 +182,10 @@ export class Metrics implements Outcomes, RelayObserver {
   }
 
   published(types: readonly string[], lagMs: number): void {
-    for (const type of types) this.relayEvents.inc(type);
+    // Counted by type first: one counter update per type in the batch, not one per event.
+    const counts = new Map<string, number>();
+    for (const type of types) counts.set(type, (counts.get(type) ?? 0) + 1);
+    for (const [type, n] of counts) this.relayEvents.add(n, type);
     this.relayLagSeconds = lagMs / 1000;
   }
 

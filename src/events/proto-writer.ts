@@ -60,21 +60,21 @@ export function string(field: number, value: string, always = false): void {
   const n = value.length;
   ensure(10 + n * 3);
   tag(field, LENGTH_DELIMITED);
-  let ascii = true;
+  // Written as ASCII in one pass, its length first; the first character past
+  // ASCII rewinds to the length and writes the string as UTF-8 instead.
+  const start = pos;
+  varint(n);
   for (let i = 0; i < n; i++) {
-    if (value.charCodeAt(i) > 0x7f) {
-      ascii = false;
-      break;
+    const c = value.charCodeAt(i);
+    if (c > 0x7f) {
+      // UTF-8 as TextEncoder (what the library uses) writes it, lone surrogates as U+FFFD.
+      pos = start;
+      const length = Buffer.byteLength(value, "utf8");
+      varint(length);
+      pos += buf.write(value, pos, length, "utf8");
+      return;
     }
-  }
-  if (ascii) {
-    varint(n);
-    for (let i = 0; i < n; i++) buf[pos++] = value.charCodeAt(i);
-  } else {
-    // UTF-8 as TextEncoder (what the library uses) writes it, lone surrogates as U+FFFD.
-    const length = Buffer.byteLength(value, "utf8");
-    varint(length);
-    pos += buf.write(value, pos, length, "utf8");
+    buf[pos++] = c;
   }
 }
 

@@ -142,7 +142,6 @@ export class OutboxRelay {
   private async deliver(batch: OutboxEntry[]): Promise<void> {
     this.state.lagMs = Math.max(0, Date.now() - Number(batch[0]!.id.split("-")[0]));
     const records: EventRecord[] = [];
-    const done: { shard: number; id: string }[] = [];
     for (const entry of batch) {
       try {
         records.push(encodeEntry(entry));
@@ -151,7 +150,6 @@ export class OutboxRelay {
         // entry must not stall the rest: log it (without its fields) and drop it.
         this.logger.error({ entry: entry.id, shard: entry.shard, type: entry.fields.type, err: (err as Error).message }, "outbox entry cannot be encoded; dropped");
       }
-      done.push({ shard: entry.shard, id: entry.id });
     }
     // One produce span per event that carries its call's trace context, for as long as publishing it takes.
     const spans: ProduceSpans | undefined = telemetry.on ? produceSpans(records, HEADERS.eventType) : undefined;
@@ -173,7 +171,8 @@ export class OutboxRelay {
         backoffMs = Math.min(backoffMs * 2, this.maxBackoffMs);
       }
     }
-    await this.store.ackOutbox(done);
+    // Every entry of the batch, the dropped ones too.
+    await this.store.ackOutbox(batch);
     this.state.published += records.length;
     this.observer?.published(batch.map((e) => e.fields.type ?? "unknown"), this.state.lagMs);
     if (this.state.lastError) {

@@ -5,6 +5,8 @@ import { create, toBinary } from '@bufbuild/protobuf';
 import { Code, createClient, type Client, type Transport } from '@connectrpc/connect';
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from '@connectrpc/connect-node';
 import { status as grpcStatus } from '@grpc/grpc-js';
+import { request as httpRequest } from 'node:http';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from '../../src/gen/google/rpc/error_details_pb.js';
 import { Channel, OtpService, SendRequestSchema, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
@@ -105,6 +107,76 @@ describe('curl, Connect protocol', () => {
     expect(error.code).toBe('invalid_argument');
     const badRequest = error.details?.find((d) => d.type === 'google.rpc.BadRequest');
     expect(badRequest?.debug?.fieldViolations?.map((v) => v.field)).toContain('destination');
+  });
+});
+
+// src/transport/connect/node-exchange.ts reads request bodies itself (one
+// buffer shared by the JSON enum check and connect, which gets the parsed
+// value): bodies in pieces, compressed bodies and oversized streamed bodies
+// must still be read and answered as connect-node's own adapter answered them.
+describe('Connect request bodies as the HTTP port reads them', () => {
+  /** A POST whose body is written in pieces (chunked transfer, no content-length), with a pause between them. */
+  function postInPieces(pieces: Buffer[], headers: Record<string, string>): Promise<{ status: number; body: string }> {
+    return new Promise((resolve, reject) => {
+      const req = httpRequest(`${app.httpBase}/otp.v1.OtpService/Send`, { method: 'POST', headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.flushHeaders();
+      const next = (i: number): void => {
+        if (i === pieces.length) return void req.end();
+        req.write(pieces[i], () => setTimeout(() => next(i + 1), 20));
+      };
+      next(0);
+    });
+  }
+  const json = { 'content-type': 'application/json' };
+
+  it('a JSON body that arrives in pieces is read whole', async () => {
+    const text = JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: freshEmail('pieces') });
+    const pieces = [text.slice(0, 5), text.slice(5, 30), text.slice(30)].map((t) => Buffer.from(t));
+    const res = await postInPieces(pieces, json);
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body)).toMatchObject({ channel: 'CHANNEL_EMAIL', verificationId: expect.any(String) });
+  });
+
+  it('an unknown enum name in pieces still names its field', async () => {
+    const text = JSON.stringify({ purpose: 'login', channel: 'CHANNEL_PIGEON', destination: freshEmail('pieces') });
+    const res = await postInPieces([Buffer.from(text.slice(0, 20)), Buffer.from(text.slice(20))], json);
+    expect(res.status).toBe(400);
+    expect(res.body).toContain('"channel"');
+  });
+
+  it('an unknown JSON field is refused (strict JSON), one parse or not', async () => {
+    const res = await rawRequest(`${app.httpBase}/otp.v1.OtpService/Send`, {
+      method: 'POST',
+      headers: json,
+      body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: freshEmail('strict'), surprise: 1 }),
+    });
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body.toString())).toMatchObject({ code: 'invalid_argument', message: expect.stringContaining('surprise') });
+  });
+
+  it('a gzip-compressed JSON body is decompressed and served', async () => {
+    const body = gzipSync(JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: freshEmail('gzip') }));
+    const res = await rawRequest(`${app.httpBase}/otp.v1.OtpService/Send`, { method: 'POST', headers: { ...json, 'content-encoding': 'gzip' }, body });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body.toString())).toMatchObject({ channel: 'CHANNEL_EMAIL' });
+  });
+
+  it('a streamed body over the size limit (no content-length) is resource_exhausted, and the server serves afterwards', async () => {
+    const piece = Buffer.from(`{"purpose": "login", "metadata": {"big": "${'x'.repeat(40 * 1024)}`);
+    const res = await postInPieces([piece, Buffer.from('x'.repeat(40 * 1024)), Buffer.from('"}}')], json);
+    expect(JSON.parse(res.body)).toMatchObject({ code: 'resource_exhausted' });
+    const ok = await rawRequest(`${app.httpBase}/otp.v1.OtpService/Send`, {
+      method: 'POST',
+      headers: json,
+      body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: freshEmail('after') }),
+    });
+    expect(ok.status).toBe(200);
   });
 });
 

@@ -143,7 +143,8 @@ export async function produce(producer: Producer, records: OutgoingRecord[]): Pr
   for (const r of records) {
     let list = byTopic.get(r.topic);
     if (!list) byTopic.set(r.topic, (list = []));
-    list.push({ key: r.key, value: Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength), headers: r.headers });
+    const value = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
+    list.push({ key: r.key, value, headers: r.headers });
   }
   const acknowledged = await producer.sendBatch({
     acks: -1,
@@ -163,13 +164,20 @@ export async function produce(producer: Producer, records: OutgoingRecord[]): Pr
  * acknowledgements turns that into an error, and the relay sends again.
  */
 export function unacknowledged(records: OutgoingRecord[], acknowledged: RecordMetadata[], counts: Map<string, number> | undefined): string[] {
-  const acked = new Set(acknowledged.filter((m) => m.errorCode === 0).map((m) => `${m.topicName}/${m.partition}`));
+  // Acknowledged partitions by topic (per record: a hash and an array lookup, no string made).
+  const acked = new Map<string, boolean[]>();
+  for (const m of acknowledged) {
+    if (m.errorCode !== 0) continue;
+    let partitions = acked.get(m.topicName);
+    if (!partitions) acked.set(m.topicName, (partitions = []));
+    partitions[m.partition] = true;
+  }
   const missing = new Set<string>();
   for (const r of records) {
     const count = counts?.get(r.topic);
     if (!count) continue;
-    const id = `${r.topic}/${partitionOf(r.key, count)}`;
-    if (!acked.has(id)) missing.add(id);
+    const partition = partitionOf(r.key, count);
+    if (acked.get(r.topic)?.[partition] !== true) missing.add(`${r.topic}/${partition}`);
   }
   return [...missing];
 }

@@ -147,30 +147,55 @@ interface RecordEncoderClass extends EncoderClass {
   sizeOfVarIntBytes(value: unknown): number;
 }
 
+/** A string's UTF-8 length: its length when it is ASCII (our headers are), Buffer.byteLength otherwise. */
+function utf8Length(value: string): number {
+  for (let i = 0; i < value.length; i++) if (value.charCodeAt(i) > 0x7f) return Buffer.byteLength(value);
+  return value.length;
+}
+
+/** Write an ASCII string at the encoder's offset (room made by the caller). */
+function writeAscii(encoder: EncoderInstance, value: string): void {
+  const buf = encoder.buf;
+  let offset = encoder.offset;
+  for (let i = 0; i < value.length; i++) buf[offset++] = value.charCodeAt(i);
+  encoder.offset = offset;
+}
+
 /**
  * kafkajs's Record (record/v0), writing the headers straight into the
- * record's encoder rather than through an Encoder each (header/v0) copied in
- * afterwards; the size, the fields and their order are kafkajs's own.
+ * record's encoder (sized for the whole record) rather than through an
+ * Encoder each (header/v0) copied in afterwards, and ASCII header names and
+ * values a character at a time rather than through Buffer.byteLength and
+ * Buffer.write twice each; the size, the fields and their order are kafkajs's own.
  */
 function recordModule(Encoder: RecordEncoderClass) {
-  const sizeOfHeaders = (headersArray: Header[]): number => {
-    let size = Encoder.sizeOfVarInt(headersArray.length);
-    for (const header of headersArray) {
-      const keySize = Buffer.byteLength(header.key);
-      const valueSize = Buffer.byteLength(header.value as string);
-      size += Encoder.sizeOfVarInt(keySize) + keySize;
-      size += header.value === null ? Encoder.sizeOfVarInt(-1) : Encoder.sizeOfVarInt(valueSize) + valueSize;
-    }
-    return size;
-  };
+  // A record's headers, flattened (a repeated header's values one by one),
+  // with their UTF-8 sizes: reused from record to record (Record is
+  // synchronous), not four objects and three arrays per record.
+  const names: string[] = [];
+  const values: Header["value"][] = [];
+  const nameSizes: number[] = [];
+  const valueSizes: number[] = [];
   return ({ offsetDelta = 0, timestampDelta = 0, key, value, headers = {} }: {
     offsetDelta?: number; timestampDelta?: unknown; key: unknown; value: unknown; headers?: Record<string, Header["value"] | Header["value"][]>;
   }): unknown => {
-    const headersArray: Header[] = [];
+    let count = 0;
     for (const headerKey of Object.keys(headers)) {
       const headerValue = headers[headerKey];
-      if (!Array.isArray(headerValue)) headersArray.push({ key: headerKey, value: headerValue });
-      else for (const v of headerValue) headersArray.push({ key: headerKey, value: v });
+      if (!Array.isArray(headerValue)) (names[count] = headerKey), (values[count++] = headerValue);
+      else for (const v of headerValue) (names[count] = headerKey), (values[count++] = v);
+    }
+    // kafkajs's sizeOfHeaders, with the UTF-8 sizes kept for writing.
+    let sizeOfHeaders = Encoder.sizeOfVarInt(count);
+    for (let i = 0; i < count; i++) {
+      const headerValue = values[i];
+      const nameSize = utf8Length(names[i]!);
+      // As kafkajs: Buffer.byteLength of anything but a string (a Buffer's length; throws for null).
+      const valueSize = typeof headerValue === "string" ? utf8Length(headerValue) : Buffer.byteLength(headerValue as Buffer);
+      nameSizes[i] = nameSize;
+      valueSizes[i] = valueSize;
+      sizeOfHeaders += Encoder.sizeOfVarInt(nameSize) + nameSize;
+      sizeOfHeaders += headerValue === null ? Encoder.sizeOfVarInt(-1) : Encoder.sizeOfVarInt(valueSize) + valueSize;
     }
     const sizeOfBody =
       1 + // always one byte for attributes
@@ -178,16 +203,33 @@ function recordModule(Encoder: RecordEncoderClass) {
       Encoder.sizeOfVarInt(offsetDelta) +
       Encoder.sizeOfVarIntBytes(key) +
       Encoder.sizeOfVarIntBytes(value) +
-      sizeOfHeaders(headersArray);
-    const encoder = (new Encoder(sizeOfBody + 5) as unknown as Writer)
+      sizeOfHeaders;
+    const encoder = new Encoder(sizeOfBody + 5);
+    const writer = (encoder as unknown as Writer)
       .writeVarInt(sizeOfBody)
       .writeInt8(0) // no used record attributes at the moment
       .writeVarLong(timestampDelta)
       .writeVarInt(offsetDelta)
       .writeVarIntBytes(key)
       .writeVarIntBytes(value)
-      .writeVarInt(headersArray.length);
-    for (const header of headersArray) encoder.writeVarIntString(header.key).writeVarIntBytes(header.value);
+      .writeVarInt(count);
+    for (let i = 0; i < count; i++) {
+      const name = names[i]!;
+      const headerValue = values[i];
+      // writeVarIntString(name), then writeVarIntBytes(value): ASCII strings written here.
+      if (nameSizes[i] === name.length) {
+        writer.writeVarInt(name.length);
+        encoder.ensureAvailable(name.length);
+        writeAscii(encoder, name);
+      } else writer.writeVarIntString(name);
+      if (typeof headerValue === "string" && valueSizes[i] === headerValue.length) {
+        writer.writeVarInt(headerValue.length);
+        encoder.ensureAvailable(headerValue.length);
+        writeAscii(encoder, headerValue);
+      } else writer.writeVarIntBytes(headerValue);
+    }
+    // Not kept past the record (a Buffer value would otherwise stay referenced).
+    values.fill(undefined, 0, count);
     return encoder;
   };
 }

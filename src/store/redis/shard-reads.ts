@@ -22,8 +22,10 @@ export async function readAcrossShards(
   read: ShardRead,
 ): Promise<OutboxEntry[]> {
   const out: OutboxEntry[] = [];
-  // A claim asked again can hand back what it just took (an idle time of 0): each entry once.
-  const seen = new Set<string>();
+  // A claim asked again can hand back what it just took (an idle time of 0):
+  // each entry once. The first round asks each shard once, so it cannot
+  // repeat an entry: the set is made only when a second round is needed.
+  let seen: Set<string> | undefined;
   // With fewer entries wanted than there are shards, a round asks only some
   // shards; the others are asked in later rounds before the read gives up,
   // so an empty answer means every shard is empty.
@@ -36,13 +38,16 @@ export async function readAcrossShards(
     const asked = new Set(shares.map(([shard]) => shard));
     unasked = unasked.filter((shard) => !asked.has(shard));
     const results = await Promise.all(shares.map(([shard, n]) => read(shard, n)));
+    if (round > 0) seen ??= new Set(out.map((entry) => `${entry.shard}/${entry.id}`));
     full = [];
     results.forEach((entries, i) => {
       const [shard, n] = shares[i]!;
       for (const entry of entries) {
-        const id = `${entry.shard}/${entry.id}`;
-        if (seen.has(id)) continue;
-        seen.add(id);
+        if (seen) {
+          const id = `${entry.shard}/${entry.id}`;
+          if (seen.has(id)) continue;
+          seen.add(id);
+        }
         out.push(entry);
       }
       if (entries.length === n) full.push(shard);

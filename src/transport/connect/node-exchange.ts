@@ -70,7 +70,8 @@ function readBody(req: NodeRequest, maxBytes: number): Promise<AsyncIterable<Uin
       off();
       resolve(new BufferedBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
     };
-    // A reset or broken body: connect reads the error from the stream and answers as it would.
+    // A reset, broken or cut-off body (the caller went away, a request timeout):
+    // connect reads the error from the stream and answers as it would.
     const onError = (): void => {
       off();
       resolve(concat(chunks, req));
@@ -79,10 +80,12 @@ function readBody(req: NodeRequest, maxBytes: number): Promise<AsyncIterable<Uin
       req.off("data", onData);
       req.off("end", onEnd);
       req.off("error", onError);
+      req.off("close", onError);
     };
     req.on("data", onData);
     req.on("end", onEnd);
     req.on("error", onError);
+    req.on("close", onError);
   });
 }
 

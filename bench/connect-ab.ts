@@ -1,0 +1,73 @@
+import { readdirSync, readFileSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { Channel, CheckRateLimitRequestSchema } from "../src/gen/otp/v1/otp_pb.js";
+import { connectLoad, type ConnectEncoding } from "./connect-load.js";
+import { ghz } from "./ghz.js";
+import { cleanup, installSignalHandlers } from "./procs.js";
+import { startRedis } from "./redis-server.js";
+import { secretDir } from "./secrets.js";
+import { PURPOSE, startService } from "./service.js";
+import { summarise } from "./profile.js";
+
+// CheckRateLimit's service CPU per call over gRPC and over Connect HTTP/1.1
+// (JSON, binary) on one service, rounds alternated, the lowest kept: a quick
+// check of the Connect ÷ gRPC target (issue 12) without the whole bench, and
+// a CPU profile of one of them (AB_PROFILE=json|binary|grpc: the summary of
+// bench/profile.ts, measured load only). Run under the bench lock:
+//   flock /tmp/bench.lock npx tsx bench/connect-ab.ts
+// AB_ROOT: another checkout's root (built) to compare with; AB_LOADS=grpc,json,binary;
+// AB_SECONDS (4), AB_ROUNDS (3); BENCH_NODE_FLAGS as in the bench. No Kafka (dev log sink).
+const root = process.env.AB_ROOT ?? join(import.meta.dirname, "..");
+const SECONDS = Number(process.env.AB_SECONDS ?? 4);
+const ROUNDS = Number(process.env.AB_ROUNDS ?? 3);
+const PROFILE = process.env.AB_PROFILE; // json | binary
+
+function cpuTicks(pid: number): number {
+  const t = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = t.slice(t.lastIndexOf(")") + 2).split(" ");
+  return Number(f[11]) + Number(f[12]);
+}
+
+async function main() {
+  installSignalHandlers();
+  const redis = await startRedis();
+  const profDir = join(secretDir(), "prof");
+  mkdirSync(profDir);
+  const service = await startService({ root, redisUrl: redis.url, kafkaBrokers: "", workers: 1, nodeArgs: PROFILE ? ["--cpu-prof", "--cpu-prof-dir", profDir] : [] });
+  const destinations = Array.from({ length: 20_000 }, (_, i) => `m${i}@example.com`);
+  const connect = (encoding: ConnectEncoding, seconds: number) =>
+    connectLoad({
+      port: service.httpPort, call: "otp.v1.OtpService/CheckRateLimit", schema: CheckRateLimitRequestSchema, encoding, seconds, concurrency: 50,
+      messages: destinations.map((destination) => ({ purpose: PURPOSE, channel: Channel.EMAIL, destination })),
+      json: destinations.map((destination) => ({ purpose: PURPOSE, channel: "CHANNEL_EMAIL", destination })),
+    });
+  const grpc = (seconds: number) => ghz({ port: service.grpcPort, call: "otp.v1.OtpService/CheckRateLimit", data: { purpose: PURPOSE, channel: "CHANNEL_EMAIL", destination: "m{{.RequestNumber}}@example.com" }, seconds, concurrency: 50, connections: 2 });
+  const loads: Record<string, (s: number) => Promise<{ ok: number; rps: number }>> = {
+    grpc, json: (s) => connect("json", s), binary: (s) => connect("binary", s),
+  };
+  if (PROFILE) {
+    await loads[PROFILE]!(3);
+    const t1 = Date.now();
+    await loads[PROFILE]!(SECONDS);
+    const t2 = Date.now();
+    await service.stop();
+    const t3 = Date.now();
+    const f = readdirSync(profDir).find((x) => x.endsWith(".cpuprofile"))!;
+    console.log(summarise(JSON.parse(readFileSync(join(profDir, f), "utf8")), { fromEndMs: [t3 - t1, t3 - t2] }).long);
+    return;
+  }
+  const which = (process.env.AB_LOADS ?? "grpc,json,binary").split(",");
+  for (const w of which) await loads[w]!(4);
+  const best: Record<string, number[]> = {};
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const w of which) {
+      const c0 = cpuTicks(service.pid);
+      const res = await loads[w]!(SECONDS);
+      const us = ((cpuTicks(service.pid) - c0) * 10_000) / Math.max(1, res.ok);
+      (best[w] ??= []).push(us);
+    }
+  }
+  for (const w of which) console.log(`${w}: ${best[w]!.map((x) => x.toFixed(0)).join(" ")} µs/call; min ${Math.min(...best[w]!).toFixed(0)}${w !== "grpc" && best.grpc ? ` = ${(Math.min(...best[w]!) / Math.min(...best.grpc)).toFixed(2)}x gRPC` : ""}`);
+  await service.stop();
+}
+main().catch((e) => { console.error(e); process.exitCode = 1; }).finally(() => cleanup());
