@@ -81,6 +81,20 @@ function barrierKey(key: string): string {
   return open >= 0 && close > open + 1 ? `${key.slice(0, close + 1)}:ack` : `{${key}}:ack`;
 }
 
+const KEY_COUNTS = ["0", "1", "2", "3", "4", "5", "6", "7", "8"];
+
+/** EVALSHA sha numkeys key... arg...: one array, filled in place (no concat, no number-to-string on the usual counts). */
+function scriptCommand(script: StoreScript, keys: readonly string[], args: readonly string[]): string[] {
+  const command = new Array<string>(3 + keys.length + args.length);
+  command[0] = "EVALSHA";
+  command[1] = script.sha1;
+  command[2] = KEY_COUNTS[keys.length] ?? String(keys.length);
+  let i = 3;
+  for (const key of keys) command[i++] = key;
+  for (const arg of args) command[i++] = arg;
+  return command;
+}
+
 export async function connectRedis(options: RedisConnectionOptions): Promise<RedisConnection> {
   const topology: RedisTopology = options.topology ?? { kind: "node", url: options.url ?? "" };
   const connectTimeoutMs = options.connectTimeoutMs ?? 3000;
@@ -167,7 +181,7 @@ class Connection implements RedisConnection {
 
   async run(script: StoreScript, keys: readonly string[], args: readonly string[], options?: RunOptions): Promise<RedisReply> {
     // One array, reused for the fallback: this is on every call's path.
-    const command = ["EVALSHA", script.sha1, String(keys.length)].concat(keys, args);
+    const command = scriptCommand(script, keys, args);
     const key = keys[0];
     try {
       if (this.#waitReplicas > 0 && !options?.readOnly && key !== undefined) return await this.#runAcknowledged(script, command, key);

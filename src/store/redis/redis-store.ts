@@ -25,7 +25,7 @@ import type {
   VerifyOutcome,
 } from "../store.js";
 import {
-  connectRedis, isReplyError, type ConnectionLogger, type RedisAccess, type RedisConnection, type RedisTopology,
+  connectRedis, isReplyError, type ConnectionLogger, type RedisAccess, type RedisConnection, type RedisTopology, type RunOptions,
 } from "./client.js";
 import { callerBudgetKey, destinationKey, idempotencyRecordKey, OUTBOX_GROUP, outboxKey, prefixGuardKey } from "./keys.js";
 import * as replies from "./replies.js";
@@ -62,6 +62,16 @@ const eventArgs = (e: EventContext) => ({ trace_id: e.traceId, client_id: e.clie
 const sends = (b: Budget) => ({ sends_count: b.count, sends_window_ms: ms(b.windowSeconds) });
 const ruleArg = (r: PrefixGuardRule): PrefixRuleArg => [r.minSends, r.minVerifiedPercent, r.windowMs, r.buckets, r.coolOffMs];
 const failures = (b: Budget) => ({ failures_count: b.count, failures_window_ms: ms(b.windowSeconds) });
+/** key id -> code digest under that key (verify's `candidates`). */
+function candidateDigests(candidates: VerifyCommand["candidates"]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const c of candidates) {
+    // A key id may be "__proto__" (config allows [A-Za-z0-9._-]): assignment would drop it, fromEntries keeps it.
+    if (c.keyId === "__proto__") return Object.fromEntries(candidates.map((k) => [k.keyId, k.digest]));
+    out[c.keyId] = c.digest;
+  }
+  return out;
+}
 /** The callerBudgets script's arguments, one builder for spend and peek. */
 const budgetArgs = (mode: "spend" | "peek", budgets: CallerBudget[], guard?: PrefixGuardCheck): ScriptArgs["callerBudgets"] => {
   const prefixes = guard?.prefixes.length ?? 0;
@@ -78,17 +88,23 @@ const budgetArgs = (mode: "spend" | "peek", budgets: CallerBudget[], guard?: Pre
 // A prefix-guard credit changes no answer either (the Verify it follows is already acknowledged).
 // Cancel waits: a canceled code brought back by a failover would verify again.
 const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "inspect", "audit", "prefixOutcome"]);
+// Shared, never changed: no options object per call.
+const READ_ONLY: RunOptions = Object.freeze({ readOnly: true });
+const ACKNOWLEDGED: RunOptions = Object.freeze({ readOnly: false });
 
 export class RedisStore implements VerificationStore {
   readonly #redis: RedisConnection;
   readonly #shards: number;
   readonly #prefix: string;
+  /** outboxKey of every shard, built once (they are in every Issue, Verify and Resend). */
+  readonly #outboxKeys: string[];
   #nextShard = 0;
 
   private constructor(redis: RedisConnection, shards: number, prefix: string) {
     this.#redis = withScriptSpans(redis);
     this.#shards = shards;
     this.#prefix = prefix;
+    this.#outboxKeys = Array.from({ length: shards }, (_, shard) => outboxKey(prefix, shard));
   }
 
   static async connect(options: RedisStoreOptions): Promise<RedisStore> {
@@ -104,7 +120,7 @@ export class RedisStore implements VerificationStore {
   }
 
   #keys(tenant: string, ref: DestinationRef): string[] {
-    return [destinationKey(this.#prefix, tenant, ref), outboxKey(this.#prefix, ref.shard)];
+    return [destinationKey(this.#prefix, tenant, ref), this.#outboxKeys[ref.shard] ?? outboxKey(this.#prefix, ref.shard)];
   }
 
   /**
@@ -114,7 +130,7 @@ export class RedisStore implements VerificationStore {
    * writes nothing an answer depends on (NO_ACK).
    */
   #run<S extends ScriptName>(script: S, keys: string[], args: ScriptArgs[S], readOnly = NO_ACK.has(script)) {
-    return this.#redis.run(scripts[script], keys, scriptArgv<S>(args), { readOnly });
+    return this.#redis.run(scripts[script], keys, scriptArgv<S>(args), readOnly ? READ_ONLY : ACKNOWLEDGED);
   }
 
   async issue(cmd: IssueCommand): Promise<IssueOutcome> {
@@ -154,8 +170,10 @@ export class RedisStore implements VerificationStore {
       tenant: cmd.tenant,
       id: cmd.ref.verificationId,
       idempotency_key: cmd.idempotencyKey,
-      ...eventArgs(cmd.event),
-      candidates: Object.fromEntries(cmd.candidates.map((c) => [c.keyId, c.digest])),
+      // Written out, not spread, and the candidates without map/fromEntries: no throwaway objects on every Verify.
+      trace_id: cmd.event.traceId,
+      client_id: cmd.event.clientId,
+      candidates: candidateDigests(cmd.candidates),
     });
     return replies.verifyOutcome(reply);
   }
