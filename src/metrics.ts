@@ -32,7 +32,8 @@ export interface RelayObserver {
 
 /** Counter children by label values, created once: an increment is a Map lookup and an add. */
 class Children<L extends string> {
-  private readonly cache = new Map<string, { inc(amount?: number): void }>();
+  /** values[0] -> values[1] -> ... -> the child for those values. */
+  private readonly cache = new Map<string, unknown>();
   constructor(private readonly counter: Counter<L>) {}
   inc(...values: string[]): void {
     this.child(values).inc();
@@ -42,11 +43,18 @@ class Children<L extends string> {
     this.child(values).inc(amount);
   }
   private child(values: string[]): { inc(amount?: number): void } {
-    const key = values.join("\u0000");
-    let child = this.cache.get(key);
+    // A map per label, nested: no key string joined (and hashed) on every call.
+    let node: Map<string, unknown> = this.cache;
+    const last = values.length - 1;
+    for (let i = 0; i < last; i++) {
+      let next = node.get(values[i]!) as Map<string, unknown> | undefined;
+      if (!next) node.set(values[i]!, (next = new Map()));
+      node = next;
+    }
+    let child = node.get(values[last]!) as { inc(amount?: number): void } | undefined;
     if (!child) {
       child = this.counter.labels(...values);
-      this.cache.set(key, child);
+      node.set(values[last]!, child);
     }
     return child;
   }
@@ -61,7 +69,7 @@ const tenantLabel = (tenant: string): string => tenant || "none";
 export class Metrics implements Outcomes, RelayObserver {
   readonly registry = new Registry();
   private readonly calls: Histogram<"method" | "port" | "code">;
-  private readonly callChildren = new Map<string, { observe(seconds: number): void }>();
+  private readonly callChildren = new Map<string, Map<Port, Map<string, { observe(seconds: number): void }>>>();
   /** Kafka trouble seen by the relay and the delivery-status consumer (a KafkaObserver). */
   readonly kafka: KafkaTroubleCounter;
   private readonly verifications: Children<"tenant" | "result">;
@@ -227,12 +235,13 @@ export class Metrics implements Outcomes, RelayObserver {
   observe(method: string, port: Port, code: string, startedAt: number): void {
     // A child per label set, made once: observe() with a label object hashes
     // (sorts, joins) the labels on every call.
-    const key = `${method} ${port} ${code}`;
-    let child = this.callChildren.get(key);
-    if (!child) {
-      child = this.calls.labels(method, port, code);
-      this.callChildren.set(key, child);
-    }
+    // Nested by method, port, code: no key string built on every call.
+    let byPort = this.callChildren.get(method);
+    if (!byPort) this.callChildren.set(method, (byPort = new Map()));
+    let byCode = byPort.get(port);
+    if (!byCode) byPort.set(port, (byCode = new Map()));
+    let child = byCode.get(code);
+    if (!child) byCode.set(code, (child = this.calls.labels(method, port, code)));
     child.observe((performance.now() - startedAt) / 1000);
   }
 

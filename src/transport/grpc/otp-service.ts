@@ -1,3 +1,4 @@
+import type { PeerCertificate } from "node:tls";
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import type { MethodDefinition, sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
 import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
@@ -5,7 +6,7 @@ import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
 import { hostOfPeer } from "../../auth/client-ip.js";
 import type { MethodName } from "../../auth/grants.js";
-import type { CallerResolver } from "../caller.js";
+import type { CallerResolver, InboundCall } from "../caller.js";
 import { malformedRequest, statusName, toGrpcStatus } from "../status.js";
 import type { Metrics } from "../../metrics.js";
 import { callSpan, inContext } from "../../telemetry/spans.js";
@@ -65,15 +66,7 @@ function unary<I extends DescMessage, O extends DescMessage>(
   };
 
   async function answer(call: ServerUnaryCall<Buffer, unknown>): Promise<MessageShape<O>> {
-    const caller = await callerOf({
-      method: method.name as MethodName,
-      header: (name) => firstString(call.metadata.get(name)),
-      peerAddress: () => {
-        const peer = call.getPeer();
-        return peer === "unknown" ? undefined : hostOfPeer(peer);
-      },
-      peerCertificate: () => call.getAuthContext().sslPeerCertificate,
-    });
+    const caller = await callerOf(new GrpcInboundCall(method.name as MethodName, call));
     let request: MessageShape<I>;
     try {
       request = fromBinary(method.input, call.request);
@@ -81,6 +74,27 @@ function unary<I extends DescMessage, O extends DescMessage>(
       throw malformedRequest(method.input.typeName);
     }
     return run(request, caller);
+  }
+}
+
+/** A call as the caller resolver sees it: one object per call, its methods shared (no closures per call). */
+class GrpcInboundCall implements InboundCall {
+  constructor(
+    readonly method: MethodName,
+    private readonly call: ServerUnaryCall<Buffer, unknown>,
+  ) {}
+
+  header(name: string): string | undefined {
+    return firstString(this.call.metadata.get(name));
+  }
+
+  peerAddress(): string | undefined {
+    const peer = this.call.getPeer();
+    return peer === "unknown" ? undefined : hostOfPeer(peer);
+  }
+
+  peerCertificate(): PeerCertificate | undefined {
+    return this.call.getAuthContext().sslPeerCertificate;
   }
 }
 
