@@ -41,6 +41,5 @@ function digest(key: KeyObject, verificationId: string, tenant: string, context:
   return createHmac("sha256", key)
     .update(verificationId + SEP + tenant + SEP + context + SEP + code)
     .digest()
-    .subarray(0, 16)
-    .toString("base64url");
+    .toString("base64url", 0, 16); // the first 16 bytes, without a subarray view per call
 }

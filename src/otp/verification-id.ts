@@ -63,15 +63,21 @@ export class VerificationIds {
     if (!CANONICAL_LAST.has(verificationId.charCodeAt(33))) return null;
     const bytes = Buffer.from(verificationId, "base64url");
     if (bytes.length !== RANDOM_BYTES + HANDLE_BYTES) return null;
-    const handle = this.xorMask(bytes.subarray(0, RANDOM_BYTES), bytes.subarray(RANDOM_BYTES));
+    // The handle is the pad's first HANDLE_BYTES bytes (no subarray views on every Verify).
+    const handle = this.unmask(bytes.subarray(0, RANDOM_BYTES), bytes, RANDOM_BYTES);
     // The shard from the handle's first 3 bytes, as shardOf reads them from its first 4 characters.
-    return { handle: handle.toString("base64url"), shard: ((handle[0]! << 16) | (handle[1]! << 8) | handle[2]!) % this.shards, verificationId };
+    return { handle: handle.toString("base64url", 0, HANDLE_BYTES), shard: ((handle[0]! << 16) | (handle[1]! << 8) | handle[2]!) % this.shards, verificationId };
   }
 
   private xorMask(random: Buffer, value: Buffer): Buffer {
+    return this.unmask(random, value, 0).subarray(0, HANDLE_BYTES);
+  }
+
+  /** HMAC(k, random) with its first HANDLE_BYTES bytes XORed with value[offset..]: the whole pad, the result at its start. */
+  private unmask(random: Buffer, value: Buffer, offset: number): Buffer {
     const pad = createHmac("sha256", this.maskKey).update(random).digest();
-    for (let i = 0; i < HANDLE_BYTES; i++) pad[i] = value[i]! ^ pad[i]!;
-    return pad.subarray(0, HANDLE_BYTES);
+    for (let i = 0; i < HANDLE_BYTES; i++) pad[i] = value[offset + i]! ^ pad[i]!;
+    return pad;
   }
 }
 
