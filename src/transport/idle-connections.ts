@@ -70,13 +70,16 @@ export function closeWhenIdle(session: ServerHttp2Session, firstRequestMs: numbe
     }, idleMs);
     timer.unref();
   };
+  // One listener per session, shared by its streams (a stream closes once):
+  // no closure and no once-wrapper per call.
+  const streamClosed = (): void => {
+    if (--open === 0 && !session.closed && !session.destroyed) arm();
+  };
   session.on("stream", (stream) => {
     open++;
     idleMs = betweenRequestsMs;
     clearTimeout(timer);
-    stream.once("close", () => {
-      if (--open === 0 && !session.closed && !session.destroyed) arm();
-    });
+    stream.on("close", streamClosed);
   });
   session.once("close", () => clearTimeout(timer));
   arm();
