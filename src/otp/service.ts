@@ -255,8 +255,11 @@ export class OtpService {
     const claim = req.idempotencyKey === "" ? null : this.idempotency.verify(caller.tenant, req.idempotencyKey, {
       target: target.fingerprint, code: req.code.toUpperCase(), context: req.context, // codes compare upper-cased
     }, this.verifyKeyRetainMs);
-    await this.spendAndClaim(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {}, claim);
-    const ref = await this.verificationTarget(target, caller);
+    const budgets = verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp));
+    // Awaited only when there is something to do: most Verifies (a backend without
+    // client_ip or key, by id) skip two async calls and their promises.
+    if (claim || budgets.length > 0) await this.spendAndClaim(caller, "Verify", budgets, {}, claim);
+    const ref = target.at ? await this.verificationTarget(target, caller) : (target.ref ?? null);
     if (!ref) return notFound(req.target.case === "verificationId" ? req.target.value : "");
     if (req.target.case === "verificationId" && caller.purposes) {
       // A purpose-restricted client verifies only its purposes; the id alone does not say which.
