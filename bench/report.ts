@@ -51,7 +51,7 @@ export interface BenchRun {
   /** The headline: CPU per call against Health/Check on the same process (bench/ratios.ts). */
   ratios?: RatioRow[];
   /** Service RSS under a steady load (half Verify, half Send). */
-  rss?: { rate: number; seconds: number; ok: number; peak: number; end: number; cpuUs: number; othersPct: number };
+  rss?: { rate: number; seconds: number; ok: number; peak: number; end: number; cpuUs: number; othersPct: number; heap?: HeapAtEnd };
   /** Service RSS right after start-up, bytes. */
   idleRss?: number;
   multiCore: MultiCoreRow[] | string;
@@ -163,11 +163,18 @@ export function ratioRows(run: BenchRun): string[][] {
   ]);
   if (run.rss) {
     const x = run.rss;
-    out.push([`service RSS at a steady ${f0(x.rate)} calls/s (half Verify, half Send) for ${x.seconds} s`, "gRPC", `${us(x.cpuUs)}`, "", `peak ${mb(x.peak)}, end ${mb(x.end)}`, "≤ 300 MiB", yes(x.peak <= 300 * 2 ** 20), "", f0(x.ok / x.seconds), x.othersPct.toFixed(0)]);
+    out.push([`service RSS at a steady ${f0(x.rate)} calls/s (half Verify, half Send) for ${x.seconds} s`, "gRPC", `${us(x.cpuUs)}`, "", `peak ${mb(x.peak)}, end ${mb(x.end)}${x.heap ? ` (V8 heap ${mb(x.heap.heapTotal)}, of it used ${mb(x.heap.heapUsed)}; external ${mb(x.heap.external)})` : ""}`, "≤ 300 MiB", yes(x.peak <= 300 * 2 ** 20), "", f0(x.ok / x.seconds), x.othersPct.toFixed(0)]);
   }
   if (run.memory) out.push([`Redis memory per live verification (used_memory Δ over ${f0(run.memory.verifications)})`, "", "", "", `${f0(run.memory.bytesPerVerification)} B`, "≤ 512 B", yes(run.memory.bytesPerVerification <= 512), "", "", ""]);
   if (run.idleRss !== undefined) out.push(["service RSS after start-up (idle)", "", "", "", mb(run.idleRss), "", "", "", "", ""]);
   return out;
+}
+
+/** Where the service's memory sat when the steady load ended, from its own /metrics (prom-client's nodejs_* gauges). */
+export interface HeapAtEnd {
+  heapTotal: number;
+  heapUsed: number;
+  external: number;
 }
 
 /** Whether the run measured the earlier table (BENCH_ONLY=legacy or all). */
