@@ -30,20 +30,15 @@ export interface RelayObserver {
   failed(): void;
 }
 
-/** Counter children by label values, created once: an increment is a Map lookup and an add. */
-class Children<L extends string> {
+/**
+ * A metric's children by label values, each made once: an update is a few Map
+ * lookups (a map per label, nested: no key string joined and hashed per call).
+ */
+class LabelChildren<C> {
   /** values[0] -> values[1] -> ... -> the child for those values. */
   private readonly cache = new Map<string, unknown>();
-  constructor(private readonly counter: Counter<L>) {}
-  inc(...values: string[]): void {
-    this.child(values).inc();
-  }
-  /** Add `amount` at once (a relay batch's events of one type). */
-  add(amount: number, ...values: string[]): void {
-    this.child(values).inc(amount);
-  }
-  private child(values: string[]): { inc(amount?: number): void } {
-    // A map per label, nested: no key string joined (and hashed) on every call.
+  constructor(private readonly make: (values: string[]) => C) {}
+  get(values: string[]): C {
     let node: Map<string, unknown> = this.cache;
     const last = values.length - 1;
     for (let i = 0; i < last; i++) {
@@ -51,12 +46,24 @@ class Children<L extends string> {
       if (!next) node.set(values[i]!, (next = new Map()));
       node = next;
     }
-    let child = node.get(values[last]!) as { inc(amount?: number): void } | undefined;
-    if (!child) {
-      child = this.counter.labels(...values);
-      node.set(values[last]!, child);
-    }
+    let child = node.get(values[last]!) as C | undefined;
+    if (child === undefined) node.set(values[last]!, (child = this.make(values)));
     return child;
+  }
+}
+
+/** Counter children by label values (LabelChildren). */
+class Children<L extends string> {
+  private readonly children: LabelChildren<{ inc(amount?: number): void }>;
+  constructor(counter: Counter<L>) {
+    this.children = new LabelChildren((values) => counter.labels(...values));
+  }
+  inc(...values: string[]): void {
+    this.children.get(values).inc();
+  }
+  /** Add `amount` at once (a relay batch's events of one type). */
+  add(amount: number, ...values: string[]): void {
+    this.children.get(values).inc(amount);
   }
 }
 
@@ -69,7 +76,7 @@ const tenantLabel = (tenant: string): string => tenant || "none";
 export class Metrics implements Outcomes, RelayObserver {
   readonly registry = new Registry();
   private readonly calls: Histogram<"method" | "port" | "code">;
-  private readonly callChildren = new Map<string, Map<Port, Map<string, { observe(seconds: number): void }>>>();
+  private readonly callChildren: LabelChildren<{ observe(seconds: number): void }>;
   /** Kafka trouble seen by the relay and the delivery-status consumer (a KafkaObserver). */
   readonly kafka: KafkaTroubleCounter;
   private readonly verifications: Children<"tenant" | "result">;
@@ -92,6 +99,8 @@ export class Metrics implements Outcomes, RelayObserver {
       buckets: BUCKETS,
       registers: [this.registry],
     });
+    const calls = this.calls;
+    this.callChildren = new LabelChildren((values) => calls.labels(...values));
     // Not in the relay process (`npm run relay`), which has no backlog watch of its own.
     if (eventBacklog) {
       new Gauge({
@@ -233,15 +242,8 @@ export class Metrics implements Outcomes, RelayObserver {
 
   /** `code`: the canonical status name (OK, INVALID_ARGUMENT, ...). */
   observe(method: string, port: Port, code: string, startedAt: number): void {
-    // A child per label set, made once: observe() with a label object hashes
-    // (sorts, joins) the labels on every call.
-    // Nested by method, port, code: no key string built on every call.
-    let byPort = this.callChildren.get(method);
-    if (!byPort) this.callChildren.set(method, (byPort = new Map()));
-    let byCode = byPort.get(port);
-    if (!byCode) byPort.set(port, (byCode = new Map()));
-    let child = byCode.get(code);
-    if (!child) byCode.set(code, (child = this.calls.labels(method, port, code)));
+    // A child per label set (observe() with a label object sorts and joins the labels on every call).
+    const child = this.callChildren.get([method, port, code]);
     child.observe((performance.now() - startedAt) / 1000);
   }
 

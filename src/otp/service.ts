@@ -255,11 +255,8 @@ export class OtpService {
     const claim = req.idempotencyKey === "" ? null : this.idempotency.verify(caller.tenant, req.idempotencyKey, {
       target: target.fingerprint, code: req.code.toUpperCase(), context: req.context, // codes compare upper-cased
     }, this.verifyKeyRetainMs);
-    const budgets = verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp));
-    // Awaited only when there is something to do: most Verifies (a backend without
-    // client_ip or key, by id) skip two async calls and their promises.
-    if (claim || budgets.length > 0) await this.spendAndClaim(caller, "Verify", budgets, {}, claim);
-    const ref = target.at ? await this.verificationTarget(target, caller) : (target.ref ?? null);
+    await this.spendAndClaim(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {}, claim);
+    const ref = target.at ? await this.refAtDestination(caller, target.purpose!, target.at) : (target.ref ?? null);
     if (!ref) return notFound(req.target.case === "verificationId" ? req.target.value : "");
     if (req.target.case === "verificationId" && caller.purposes) {
       // A purpose-restricted client verifies only its purposes; the id alone does not say which.
@@ -455,10 +452,9 @@ export class OtpService {
     return { ref: this.ids.parse(id), fingerprint: `verification_id:${id}` };
   }
 
-  private async verificationTarget(target: VerifyTarget, caller: Caller): Promise<VerificationRef | null> {
-    if (!target.at) return target.ref ?? null;
-    const { at, purpose } = target;
-    const id = await this.guard(() => this.store.findByDestination(caller.tenant, purpose!, at));
+  /** The live verification of `purpose` at a destination (Verify by destination). */
+  private async refAtDestination(caller: Caller, purpose: string, at: DestinationRef): Promise<VerificationRef | null> {
+    const id = await this.guard(() => this.store.findByDestination(caller.tenant, purpose, at));
     return id === null ? null : { ...at, verificationId: id };
   }
 

@@ -64,12 +64,9 @@ const ruleArg = (r: PrefixGuardRule): PrefixRuleArg => [r.minSends, r.minVerifie
 const failures = (b: Budget) => ({ failures_count: b.count, failures_window_ms: ms(b.windowSeconds) });
 /** key id -> code digest under that key (verify's `candidates`). */
 function candidateDigests(candidates: VerifyCommand["candidates"]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const c of candidates) {
-    // A key id may be "__proto__" (config allows [A-Za-z0-9._-]): assignment would drop it, fromEntries keeps it.
-    if (c.keyId === "__proto__") return Object.fromEntries(candidates.map((k) => [k.keyId, k.digest]));
-    out[c.keyId] = c.digest;
-  }
+  // Without a prototype, so any key id the config allows ("__proto__" too) is an own field.
+  const out: Record<string, string> = Object.create(null);
+  for (const c of candidates) out[c.keyId] = c.digest;
   return out;
 }
 /** The callerBudgets script's arguments, one builder for spend and peek. */
@@ -170,9 +167,7 @@ export class RedisStore implements VerificationStore {
       tenant: cmd.tenant,
       id: cmd.ref.verificationId,
       idempotency_key: cmd.idempotencyKey,
-      // Written out, not spread, and the candidates without map/fromEntries: no throwaway objects on every Verify.
-      trace_id: cmd.event.traceId,
-      client_id: cmd.event.clientId,
+      ...eventArgs(cmd.event),
       candidates: candidateDigests(cmd.candidates),
     });
     return replies.verifyOutcome(reply);
