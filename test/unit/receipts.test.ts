@@ -66,8 +66,13 @@ describe('receipts (node:crypto JWS)', () => {
       tenant: c.tenant, purpose: c.purpose, destination_digest: c.destinationDigest, verified_at_ms: c.verifiedAtMs,
       iss: 'https://otp.example', sub: c.verificationId, aud: c.tenant, jti: c.verificationId, iat, exp: iat + 600,
     });
-    // A changed byte anywhere fails.
-    const tampered = receipt.slice(0, -2) + (receipt.endsWith('A') ? 'BA' : 'AA');
+    // A changed signature byte fails. The byte is flipped after decoding: swapping base64url
+    // characters could leave the bytes as they were (a last character's spare bits, or the
+    // replacement equal to what was there), which once made this test pass a genuine receipt.
+    const [protectedHeader, body, signature] = receipt.split('.') as [string, string, string];
+    const flipped = Buffer.from(signature, 'base64url');
+    flipped[flipped.length - 1]! ^= 0x01;
+    const tampered = `${protectedHeader}.${body}.${flipped.toString('base64url')}`;
     await expect(jwtVerify(tampered, createLocalJWKSet(signer.jwks() as never))).rejects.toThrow();
   });
 
