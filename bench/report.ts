@@ -163,7 +163,7 @@ export function ratioRows(run: BenchRun): string[][] {
   ]);
   if (run.rss) {
     const x = run.rss;
-    out.push([`service RSS at a steady ${f0(x.rate)} calls/s (half Verify, half Send) for ${x.seconds} s`, "gRPC", `${us(x.cpuUs)}`, "", `peak ${mb(x.peak)}, end ${mb(x.end)}${x.heap ? ` (V8 heap ${mb(x.heap.heapTotal)}, of it used ${mb(x.heap.heapUsed)}; external ${mb(x.heap.external)})` : ""}`, "≤ 300 MiB", yes(x.peak <= 300 * 2 ** 20), "", f0(x.ok / x.seconds), x.othersPct.toFixed(0)]);
+    out.push([`service RSS at a steady ${f0(x.rate)} calls/s (half Verify, half Send) for ${x.seconds} s`, "gRPC", `${us(x.cpuUs)}`, "", `peak ${mb(x.peak)}, end ${mb(x.end)}${x.heap ? ` (V8 heap ${mb(x.heap.heapTotal)}, of it used ${mb(x.heap.heapUsed)}; external ${mb(x.heap.external)}${x.heap.resident ? `; resident in malloc's brk heap ${mb(x.heap.resident.brk)}, anonymous mappings ${mb(x.heap.resident.anonymous)}, files ${mb(x.heap.resident.files)}` : ""})` : ""}`, "≤ 300 MiB", yes(x.peak <= 300 * 2 ** 20), "", f0(x.ok / x.seconds), x.othersPct.toFixed(0)]);
   }
   if (run.memory) out.push([`Redis memory per live verification (used_memory Δ over ${f0(run.memory.verifications)})`, "", "", "", `${f0(run.memory.bytesPerVerification)} B`, "≤ 512 B", yes(run.memory.bytesPerVerification <= 512), "", "", ""]);
   if (run.idleRss !== undefined) out.push(["service RSS after start-up (idle)", "", "", "", mb(run.idleRss), "", "", "", "", ""]);
@@ -175,6 +175,16 @@ export interface HeapAtEnd {
   heapTotal: number;
   heapUsed: number;
   external: number;
+  /** Resident bytes by kind of mapping, from /proc/<pid>/smaps (bench/service.ts residentByMapping). */
+  resident?: ResidentByMapping;
+}
+
+/** Resident memory by mapping: glibc's brk heap, anonymous mappings (V8's pages, malloc's arenas and large blocks), files (the node binary, libraries), the rest (stacks, vdso). */
+export interface ResidentByMapping {
+  brk: number;
+  anonymous: number;
+  files: number;
+  other: number;
 }
 
 /** Whether the run measured the earlier table (BENCH_ONLY=legacy or all). */

@@ -19,7 +19,7 @@ import { clusterScenario } from "./cluster.js";
 import { CLUSTER_HEADER, clusterRows, DEFAULT_CONFIG, hasLegacy, machine, ratioRows, rows, HEADER, RATIO_HEADER, textTable, updateBenchmarksMd, writeJson, type BenchRun, type MultiCoreRow, type Scenario, type SendCount } from "./report.js";
 import { writeSecretJson } from "./secrets.js";
 import type { HeapAtEnd } from "./report.js";
-import { build, PURPOSE, rssBytes, startRelayProcess, startService, supportsWorkers, withRssSampling, type Service, type ServiceOptions } from "./service.js";
+import { build, PURPOSE, residentByMapping, rssBytes, startRelayProcess, startService, supportsWorkers, withRssSampling, type Service, type ServiceOptions } from "./service.js";
 import { profileUnder } from "./profile.js";
 import { serverLatency } from "./server-latency.js";
 
@@ -502,7 +502,7 @@ async function headline(
         clearInterval(timer);
       }
     });
-    const heap = await heapAtEnd(service.httpPort);
+    const heap = await heapAtEnd(service.httpPort, service.pid);
     await drain();
     const cpu = probe.stop();
     const ok = result[0].ok + result[1].ok;
@@ -516,7 +516,7 @@ async function headline(
       cpuUs: ((cpu.cpuSeconds.service ?? NaN) * 1e6) / Math.max(1, ok),
       othersPct: cpu.otherPct,
     };
-    log(`RSS at ${RSS_RATE} calls/s (Verify + Send) for ${RSS_SECONDS} s: peak ${(peakRss / 2 ** 20).toFixed(0)} MiB, end ${(run.rss.end / 2 ** 20).toFixed(0)} MiB${heap ? ` (V8 heap ${(heap.heapTotal / 2 ** 20).toFixed(0)} MiB, used ${(heap.heapUsed / 2 ** 20).toFixed(0)}; external ${(heap.external / 2 ** 20).toFixed(0)})` : ""}; ${run.rss.cpuUs.toFixed(0)} µs CPU per call; others ${cpu.otherPct.toFixed(0)}%`);
+    log(`RSS at ${RSS_RATE} calls/s (Verify + Send) for ${RSS_SECONDS} s: peak ${(peakRss / 2 ** 20).toFixed(0)} MiB, end ${(run.rss.end / 2 ** 20).toFixed(0)} MiB${heap ? ` (V8 heap ${(heap.heapTotal / 2 ** 20).toFixed(0)} MiB, used ${(heap.heapUsed / 2 ** 20).toFixed(0)}; external ${(heap.external / 2 ** 20).toFixed(0)}${heap.resident ? `; resident: brk heap ${(heap.resident.brk / 2 ** 20).toFixed(0)}, anonymous ${(heap.resident.anonymous / 2 ** 20).toFixed(0)}, files ${(heap.resident.files / 2 ** 20).toFixed(0)}` : ""})` : ""}; ${run.rss.cpuUs.toFixed(0)} µs CPU per call; others ${cpu.otherPct.toFixed(0)}%`);
   }
 
   if (ONLY.has("send-log")) {
@@ -652,9 +652,9 @@ main()
   });
 
 /** The V8 heap and external memory the service reports on /metrics right now; undefined when it cannot be read. */
-async function heapAtEnd(httpPort: number): Promise<HeapAtEnd | undefined> {
+async function heapAtEnd(httpPort: number, pid: number): Promise<HeapAtEnd | undefined> {
   const text = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text()).catch(() => "");
   const gauge = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
   const heap = { heapTotal: gauge("nodejs_heap_size_total_bytes"), heapUsed: gauge("nodejs_heap_size_used_bytes"), external: gauge("nodejs_external_memory_bytes") };
-  return Object.values(heap).every(Number.isFinite) ? heap : undefined;
+  return Object.values(heap).every(Number.isFinite) ? { ...heap, resident: residentByMapping(pid) } : undefined;
 }

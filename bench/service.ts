@@ -5,6 +5,7 @@ import type { ChildProcess } from "node:child_process";
 import { freePort } from "../test/support/free-port.js";
 import { pinned, pinning, run, startChild, stopChild, waitFor } from "./procs.js";
 import { secretDir } from "./secrets.js";
+import type { ResidentByMapping } from "./report.js";
 
 // The service under test, started exactly as production starts it
 // (`node dist/main.js`, configured by environment), pinned to its own core.
@@ -203,4 +204,32 @@ export async function withRssSampling<T>(pid: number, during: () => Promise<T>):
   } finally {
     clearInterval(timer);
   }
+}
+
+/**
+ * Resident bytes of one process by kind of mapping (/proc/<pid>/smaps): what
+ * the V8 heap figures leave out. `[heap]` is glibc's brk heap (small mallocs
+ * of the main arena); unnamed mappings hold V8's pages and malloc's other
+ * arenas and large blocks; file mappings are the binary and its libraries.
+ */
+export function residentByMapping(pid: number): ResidentByMapping | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/smaps`, "utf8");
+  } catch {
+    return undefined;
+  }
+  const out: ResidentByMapping = { brk: 0, anonymous: 0, files: 0, other: 0 };
+  let kind: keyof ResidentByMapping = "other";
+  for (const line of text.split("\n")) {
+    const header = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (header) {
+      const name = header[1]!;
+      kind = name === "" ? "anonymous" : name === "[heap]" ? "brk" : name.startsWith("/") ? "files" : "other";
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) out[kind] += Number(rss[1]) * 1024;
+  }
+  return out;
 }
