@@ -50,8 +50,10 @@ export interface BenchRun {
   };
   /** The headline: CPU per call against Health/Check on the same process (bench/ratios.ts). */
   ratios?: RatioRow[];
-  /** Service RSS under a steady load (half Verify, half Send). */
-  rss?: { rate: number; seconds: number; ok: number; peak: number; end: number; cpuUs: number; othersPct: number; heap?: HeapAtEnd };
+  /** Service RSS under a steady load (half Verify, half Send), on the service the saturation rounds ran on. */
+  rss?: SteadyRss;
+  /** The same steady load on a fresh service process. */
+  rssFresh?: SteadyRss;
   /** Service RSS right after start-up, bytes. */
   idleRss?: number;
   multiCore: MultiCoreRow[] | string;
@@ -161,13 +163,31 @@ export function ratioRows(run: BenchRun): string[][] {
     f0(Math.max(...r.runs.map((m) => m.rps))),
     Math.max(...[...r.runs, ...r.floor].map((m) => m.othersPct)).toFixed(0),
   ]);
-  if (run.rss) {
-    const x = run.rss;
-    out.push([`service RSS at a steady ${f0(x.rate)} calls/s (half Verify, half Send) for ${x.seconds} s`, "gRPC", `${us(x.cpuUs)}`, "", `peak ${mb(x.peak)}, end ${mb(x.end)}${x.heap ? ` (V8 heap ${mb(x.heap.heapTotal)}, of it used ${mb(x.heap.heapUsed)}; external ${mb(x.heap.external)}${x.heap.resident ? `; resident in malloc's brk heap ${mb(x.heap.resident.brk)}, anonymous mappings ${mb(x.heap.resident.anonymous)}, files ${mb(x.heap.resident.files)}` : ""})` : ""}`, "≤ 300 MiB", yes(x.peak <= 300 * 2 ** 20), "", f0(x.ok / x.seconds), x.othersPct.toFixed(0)]);
+  for (const x of [run.rss, run.rssFresh]) {
+    if (!x) continue;
+    const heap = x.heap
+      ? ` (V8 heap ${mb(x.heap.heapTotal)}, of it used ${mb(x.heap.heapUsed)}; external ${mb(x.heap.external)}${x.heap.resident ? `; resident in malloc's brk heap ${mb(x.heap.resident.brk)}, anonymous mappings ${mb(x.heap.resident.anonymous)}, files ${mb(x.heap.resident.files)}` : ""})`
+      : "";
+    const p99 = x.p99Ms ? `; p99 Verify ${x.p99Ms.verify.toFixed(1)} ms, Send ${x.p99Ms.send.toFixed(1)} ms` : "";
+    out.push([`service RSS at a steady ${f0(x.rate)} calls/s (half Verify, half Send) for ${x.seconds} s${x.when ? `, ${x.when}` : ""}`, "gRPC", `${us(x.cpuUs)}`, "", `peak ${mb(x.peak)}, end ${mb(x.end)}${p99}${heap}`, "≤ 300 MiB", yes(x.peak <= 300 * 2 ** 20), "", f0(x.ok / x.seconds), x.othersPct.toFixed(0)]);
   }
   if (run.memory) out.push([`Redis memory per live verification (used_memory Δ over ${f0(run.memory.verifications)})`, "", "", "", `${f0(run.memory.bytesPerVerification)} B`, "≤ 512 B", yes(run.memory.bytesPerVerification <= 512), "", "", ""]);
   if (run.idleRss !== undefined) out.push(["service RSS after start-up (idle)", "", "", "", mb(run.idleRss), "", "", "", "", ""]);
   return out;
+}
+
+export interface SteadyRss {
+  /** "after the saturation rounds" or "on a fresh process". */
+  when?: string;
+  rate: number;
+  seconds: number;
+  ok: number;
+  peak: number;
+  end: number;
+  cpuUs: number;
+  othersPct: number;
+  heap?: HeapAtEnd;
+  p99Ms?: { verify: number; send: number };
 }
 
 /** Where the service's memory sat when the steady load ended, from its own /metrics (prom-client's nodejs_* gauges). */
@@ -378,7 +398,7 @@ export function updateBenchmarksMd(root: string, run: BenchRun, jsonFile: string
     `- Command: \`${run.command}\``,
     `- Settings: ${run.settings.seconds} s per measurement after ${run.settings.warmupSeconds} s warm-up; ${run.settings.rounds ?? 1} rounds; ghz -c ${run.settings.concurrency} --connections ${run.settings.connections}; ${run.settings.pinning}`,
     "",
-    ...(run.ratios?.length || run.rss ? ["CPU per successful call of the service's processes (all threads), against `grpc.health.v1.Health/Check` on the same process, floor and call alternated; the lowest of each is trusted (noise only adds). Service pinned to its own core, `OTP_WORKERS=1`, default configuration (relay in-process), real Redis and Kafka.", "", markdownTable(RATIO_HEADER, ratioRows(run)), ""] : []),
+    ...(run.ratios?.length || run.rss || run.rssFresh ? ["CPU per successful call of the service's processes (all threads), against `grpc.health.v1.Health/Check` on the same process, floor and call alternated; the lowest of each is trusted (noise only adds). Service pinned to its own core, `OTP_WORKERS=1`, default configuration (relay in-process), real Redis and Kafka.", "", markdownTable(RATIO_HEADER, ratioRows(run)), ""] : []),
     ...(hasLegacy(run) ? [markdownTable(HEADER, rows(run))] : []),
     "",
     ...(run.cluster ? [`Redis Cluster scenario (\`npm run bench -- --only cluster\` alone; ${run.cluster.seconds} s per measurement after ${run.cluster.warmupSeconds} s warm-up):`, "", markdownTable(CLUSTER_HEADER, clusterRows(run.cluster)), ""] : []),
