@@ -27,5 +27,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
 # for a ~35-45 MiB live heap. --max-old-space-size=256 (~6x the live heap, and
 # under the chart's 512Mi limit) also makes V8 grow it by ~1.3x, and 16 MiB
 # semi-spaces (32 MiB of young generation instead of 64) cost no measurable CPU
-# per call: ~250 MiB at a steady 1,000 calls/s after saturation, 160 MiB idle.
+# per call: ~180 MiB at a steady 1,000 calls/s, 320-370 MiB right after minutes
+# of saturation, 155 MiB idle. To trade CPU for memory instead, see README,
+# "Memory and CPU per process" (--no-parallel-scavenge for --single-threaded-gc).
 CMD ["node", "--enable-source-maps", "--single-threaded-gc", "--max-semi-space-size=16", "--max-old-space-size=256", "--no-allocation-site-pretenuring", "dist/bin/service.js"]
