@@ -12,7 +12,7 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { ghz } from "./ghz.js";
 import { startRedis } from "./redis-server.js";
-import { build, PURPOSE, startService } from "./service.js";
+import { build, heapAtEnd, PURPOSE, startService } from "./service.js";
 import { cleanup } from "./procs.js";
 
 const root = resolve(import.meta.dirname, "..");
@@ -58,9 +58,10 @@ function report(pid: number, label: string): void {
   }
 }
 
-async function heapGauges(httpPort: number): Promise<string> {
-  const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
-  return text.split("\n").filter((l) => /^nodejs_(heap_size_total|heap_size_used|external_memory)_bytes /.test(l)).join(", ");
+async function heapGauges(service: { httpPort: number; pid: number }): Promise<string> {
+  const heap = await heapAtEnd(service.httpPort, service.pid);
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  return heap ? `V8 heap ${mib(heap.heapTotal)}, used ${mib(heap.heapUsed)}, external ${mib(heap.external)}` : "no heap gauges on /metrics";
 }
 
 const send = (prefix: string, rps?: number) =>
@@ -73,10 +74,10 @@ try {
   report(service.pid, "idle");
   await send("saturation");
   report(service.pid, `after ${SECONDS} s of Send at saturation`);
-  console.log(`  ${await heapGauges(service.httpPort)}`);
+  console.log(`  ${await heapGauges(service)}`);
   await send("steady", 500);
   report(service.pid, `after ${SECONDS} s of Send at 500/s`);
-  console.log(`  ${await heapGauges(service.httpPort)}`);
+  console.log(`  ${await heapGauges(service)}`);
   const fullGcs = readFileSync(service.logFile, "utf8").split("\n").filter((l) => l.includes("Mark-Compact"));
   if (fullGcs.length > 0) console.log(`full GCs: ${fullGcs.length}; the last:\n${fullGcs.slice(-3).join("\n")}`);
 } finally {

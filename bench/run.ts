@@ -18,8 +18,8 @@ import { startRedis } from "./redis-server.js";
 import { clusterScenario } from "./cluster.js";
 import { CLUSTER_HEADER, clusterRows, DEFAULT_CONFIG, hasLegacy, machine, ratioRows, rows, HEADER, RATIO_HEADER, textTable, updateBenchmarksMd, writeJson, type BenchRun, type MultiCoreRow, type Scenario, type SendCount } from "./report.js";
 import { writeSecretJson } from "./secrets.js";
-import type { HeapAtEnd, SteadyRss } from "./report.js";
-import { build, PURPOSE, residentByMapping, rssBytes, startRelayProcess, startService, supportsWorkers, withRssSampling, type Service, type ServiceOptions } from "./service.js";
+import type { SteadyRss } from "./report.js";
+import { build, heapAtEnd, PURPOSE, rssBytes, startRelayProcess, startService, supportsWorkers, withRssSampling, type Service, type ServiceOptions } from "./service.js";
 import { profileUnder } from "./profile.js";
 import { serverLatency } from "./server-latency.js";
 
@@ -679,9 +679,3 @@ async function steadyRss(service: Service, pool: VerifyPool, drain: () => Promis
   return rss;
 }
 
-async function heapAtEnd(httpPort: number, pid: number): Promise<HeapAtEnd | undefined> {
-  const text = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text()).catch(() => "");
-  const gauge = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
-  const heap = { heapTotal: gauge("nodejs_heap_size_total_bytes"), heapUsed: gauge("nodejs_heap_size_used_bytes"), external: gauge("nodejs_external_memory_bytes") };
-  return Object.values(heap).every(Number.isFinite) ? { ...heap, resident: residentByMapping(pid) } : undefined;
-}

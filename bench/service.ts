@@ -5,7 +5,7 @@ import type { ChildProcess } from "node:child_process";
 import { freePort } from "../test/support/free-port.js";
 import { pinned, pinning, run, startChild, stopChild, waitFor } from "./procs.js";
 import { secretDir } from "./secrets.js";
-import type { ResidentByMapping } from "./report.js";
+import type { HeapAtEnd, ResidentByMapping } from "./report.js";
 
 // The service under test, started exactly as production starts it
 // (`node dist/main.js`, configured by environment), pinned to its own core.
@@ -232,4 +232,12 @@ export function residentByMapping(pid: number): ResidentByMapping | undefined {
     if (rss) out[kind] += Number(rss[1]) * 1024;
   }
   return out;
+}
+
+/** The V8 heap as the service's own /metrics reports it (prom-client's nodejs_* gauges), with the resident memory by mapping. */
+export async function heapAtEnd(httpPort: number, pid: number): Promise<HeapAtEnd | undefined> {
+  const text = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text()).catch(() => "");
+  const gauge = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
+  const heap = { heapTotal: gauge("nodejs_heap_size_total_bytes"), heapUsed: gauge("nodejs_heap_size_used_bytes"), external: gauge("nodejs_external_memory_bytes") };
+  return Object.values(heap).every(Number.isFinite) ? { ...heap, resident: residentByMapping(pid) } : undefined;
 }

@@ -8,16 +8,22 @@ import { randomFillSync } from "node:crypto";
 const POOL = Buffer.allocUnsafe(4096);
 let offset = POOL.length;
 
-/** Writes `n` (≤ 256) fresh random bytes into `target` at `at`. */
-export function copyRandom(target: Buffer, at: number, n: number): void {
-  if (n > 256) throw new RangeError("copyRandom: at most 256 bytes at a time");
+/** Where the next `n` (≤ 256) unused bytes start, refilling first when fewer are left; they count as handed out. */
+function take(n: number): number {
+  if (n > 256) throw new RangeError("random-pool: at most 256 bytes at a time");
   if (offset + n > POOL.length) {
     randomFillSync(POOL);
     offset = 0;
   }
-  POOL.copy(target, at, offset, offset + n);
-  // Handed out once: a later refill overwrites them anyway, but nobody reads them again.
+  const start = offset;
   offset += n;
+  return start;
+}
+
+/** Writes `n` (≤ 256) fresh random bytes into `target` at `at`. */
+export function copyRandom(target: Buffer, at: number, n: number): void {
+  const start = take(n);
+  POOL.copy(target, at, start, start + n);
 }
 
 /** `n` fresh random bytes in a buffer of their own. */
@@ -29,12 +35,6 @@ export function randomBytesFromPool(n: number): Buffer {
 
 /** `n` fresh random bytes as lower-case hex. */
 export function randomHex(n: number): string {
-  if (n > 256) throw new RangeError("randomHex: at most 256 bytes at a time");
-  if (offset + n > POOL.length) {
-    randomFillSync(POOL);
-    offset = 0;
-  }
-  const hex = POOL.toString("hex", offset, offset + n);
-  offset += n;
-  return hex;
+  const start = take(n);
+  return POOL.toString("hex", start, start + n);
 }

@@ -8,6 +8,8 @@
 //
 // Not reentrant: a message is begun, written and finished synchronously.
 
+import { varintSize, writeVarint } from "../varint.js";
+
 const LENGTH_DELIMITED = 2;
 const VARINT = 0;
 
@@ -23,20 +25,7 @@ function ensure(n: number): void {
 
 /** An unsigned varint of a non-negative safe integer. */
 function varint(value: number): void {
-  while (value > 0x7f) {
-    buf[pos++] = (value % 0x80) | 0x80;
-    value = Math.floor(value / 0x80);
-  }
-  buf[pos++] = value;
-}
-
-function varintSize(value: number): number {
-  let size = 1;
-  while (value > 0x7f) {
-    value = Math.floor(value / 0x80);
-    size++;
-  }
-  return size;
+  pos = writeVarint(buf, pos, value);
 }
 
 function tag(field: number, wireType: number): void {

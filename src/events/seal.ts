@@ -3,6 +3,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { SealedSchema, type Sealed } from "../gen/otp/events/v1/events_pb.js";
 import type { Secret } from "../config.js";
 import { copyRandom } from "../random-pool.js";
+import { varintSize, writeVarint } from "../varint.js";
 
 // Secrets bound for notifiers (the destination and the code) travel sealed
 // with AES-256-GCM under a key shared only with notifiers. The additional
@@ -77,22 +78,4 @@ export class Sealer {
   openBase64(field: SealedField, owner: string, base64: string): string {
     return this.open(field, owner, fromBinary(SealedSchema, Buffer.from(base64, "base64")));
   }
-}
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n >>>= 7;
-    size++;
-  }
-  return size;
-}
-
-function writeVarint(out: Buffer, at: number, n: number): number {
-  while (n >= 0x80) {
-    out[at++] = (n & 0x7f) | 0x80;
-    n >>>= 7;
-  }
-  out[at++] = n;
-  return at;
 }

@@ -32,7 +32,7 @@ const CANONICAL_LAST: ReadonlySet<number> = new Set([..."AQgw"].map((c) => c.cha
 
 export function destinationRef(destinationDigest: string, shards: number): DestinationRef {
   const handle = destinationDigest.slice(0, HANDLE_LENGTH);
-  return { handle, shard: shardOf(handle, shards) };
+  return { handle, shard: shardOf(Buffer.from(handle.slice(0, 4), "base64url"), shards) };
 }
 
 export class VerificationIds {
@@ -65,8 +65,7 @@ export class VerificationIds {
     if (bytes.length !== RANDOM_BYTES + HANDLE_BYTES) return null;
     // The handle is the pad's first HANDLE_BYTES bytes (no subarray views on every Verify).
     const handle = this.unmask(bytes.subarray(0, RANDOM_BYTES), bytes, RANDOM_BYTES);
-    // The shard from the handle's first 3 bytes, as shardOf reads them from its first 4 characters.
-    return { handle: handle.toString("base64url", 0, HANDLE_BYTES), shard: ((handle[0]! << 16) | (handle[1]! << 8) | handle[2]!) % this.shards, verificationId };
+    return { handle: handle.toString("base64url", 0, HANDLE_BYTES), shard: shardOf(handle, this.shards), verificationId };
   }
 
   private xorMask(random: Buffer, value: Buffer): Buffer {
@@ -81,7 +80,8 @@ export class VerificationIds {
   }
 }
 
-function shardOf(handle: string, shards: number): number {
+/** The shard of a handle, from its bytes (the first 3 are read; 4 base64url characters carry them). */
+function shardOf(handle: Buffer, shards: number): number {
   // The handle is already uniform (a digest), so its first 3 bytes spread evenly.
-  return Buffer.from(handle.slice(0, 4), "base64url").readUIntBE(0, 3) % shards;
+  return ((handle[0]! << 16) | (handle[1]! << 8) | handle[2]!) % shards;
 }

@@ -153,12 +153,20 @@ function utf8Length(value: string): number {
   return value.length;
 }
 
-/** Write an ASCII string at the encoder's offset (room made by the caller). */
-function writeAscii(encoder: EncoderInstance, value: string): void {
+/**
+ * A header name or string value of `size` UTF-8 bytes, as kafkajs writes it
+ * (its length as a varint, then its bytes), when it is ASCII (`size` is its
+ * length): a character at a time. False, with nothing written, otherwise.
+ */
+function writeAsciiText(writer: Writer, encoder: EncoderInstance, text: string, size: number): boolean {
+  if (size !== text.length) return false;
+  writer.writeVarInt(size);
+  encoder.ensureAvailable(size);
   const buf = encoder.buf;
   let offset = encoder.offset;
-  for (let i = 0; i < value.length; i++) buf[offset++] = value.charCodeAt(i);
+  for (let i = 0; i < size; i++) buf[offset++] = text.charCodeAt(i);
   encoder.offset = offset;
+  return true;
 }
 
 /**
@@ -214,19 +222,11 @@ function recordModule(Encoder: RecordEncoderClass) {
       .writeVarIntBytes(value)
       .writeVarInt(count);
     for (let i = 0; i < count; i++) {
+      // writeVarIntString(name), then writeVarIntBytes(value): ASCII strings written here.
       const name = names[i]!;
       const headerValue = values[i];
-      // writeVarIntString(name), then writeVarIntBytes(value): ASCII strings written here.
-      if (nameSizes[i] === name.length) {
-        writer.writeVarInt(name.length);
-        encoder.ensureAvailable(name.length);
-        writeAscii(encoder, name);
-      } else writer.writeVarIntString(name);
-      if (typeof headerValue === "string" && valueSizes[i] === headerValue.length) {
-        writer.writeVarInt(headerValue.length);
-        encoder.ensureAvailable(headerValue.length);
-        writeAscii(encoder, headerValue);
-      } else writer.writeVarIntBytes(headerValue);
+      if (!writeAsciiText(writer, encoder, name, nameSizes[i]!)) writer.writeVarIntString(name);
+      if (typeof headerValue !== "string" || !writeAsciiText(writer, encoder, headerValue, valueSizes[i]!)) writer.writeVarIntBytes(headerValue);
     }
     // Not kept past the record (a Buffer value would otherwise stay referenced).
     values.fill(undefined, 0, count);

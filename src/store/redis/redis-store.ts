@@ -93,7 +93,7 @@ export class RedisStore implements VerificationStore {
   readonly #redis: RedisConnection;
   readonly #shards: number;
   readonly #prefix: string;
-  /** outboxKey of every shard, built once (they are in every Issue, Verify and Resend). */
+  /** outboxKey of every shard, built once (one is in every Issue, Verify and Resend, and the relay reads them all). */
   readonly #outboxKeys: string[];
   #nextShard = 0;
 
@@ -116,8 +116,13 @@ export class RedisStore implements VerificationStore {
     return store;
   }
 
+  /** A shard's outbox stream (built once per shard; a shard past the configured ones, as an old entry may name, is built here). */
+  #outboxKey(shard: number): string {
+    return this.#outboxKeys[shard] ?? outboxKey(this.#prefix, shard);
+  }
+
   #keys(tenant: string, ref: DestinationRef): string[] {
-    return [destinationKey(this.#prefix, tenant, ref), this.#outboxKeys[ref.shard] ?? outboxKey(this.#prefix, ref.shard)];
+    return [destinationKey(this.#prefix, tenant, ref), this.#outboxKey(ref.shard)];
   }
 
   /**
@@ -227,7 +232,7 @@ export class RedisStore implements VerificationStore {
   }
 
   async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {
-    await this.#run("audit", [outboxKey(this.#prefix, shard)], { fields });
+    await this.#run("audit", [this.#outboxKey(shard)], { fields });
   }
 
   /** The budgets' keys, then the prefix guard's: one hash tag, the tenant's. */
@@ -272,7 +277,7 @@ export class RedisStore implements VerificationStore {
 
   async readOutbox(consumer: string, count: number): Promise<OutboxEntry[]> {
     return readAcrossShards(this.#shards, this.#rotate(), count, 3, async (shard, n) => {
-      const key = outboxKey(this.#prefix, shard);
+      const key = this.#outboxKey(shard);
       const reply = await this.#withGroup(shard, () =>
         this.#redis.call(["XREADGROUP", "GROUP", OUTBOX_GROUP, consumer, "COUNT", String(n), "STREAMS", key, ">"], key),
       );
@@ -288,7 +293,7 @@ export class RedisStore implements VerificationStore {
     // and what does not fit stays pending for the next call.
     const shards = Array.from({ length: this.#shards }, (_, shard) => shard);
     const read = await Promise.all(shards.map(async (shard) => {
-      const key = outboxKey(this.#prefix, shard);
+      const key = this.#outboxKey(shard);
       const reply = await this.#withGroup(shard, () =>
         this.#redis.call(["XREADGROUP", "GROUP", OUTBOX_GROUP, consumer, "COUNT", String(count), "STREAMS", key, "0"], key),
       );
@@ -300,7 +305,7 @@ export class RedisStore implements VerificationStore {
   async claimStaleOutbox(consumer: string, idleMs: number, count: number): Promise<OutboxEntry[]> {
     // Claiming again from the start may re-claim what this call just took: readAcrossShards keeps each entry once.
     return readAcrossShards(this.#shards, this.#rotate(), count, 3, async (shard, n) => {
-      const key = outboxKey(this.#prefix, shard);
+      const key = this.#outboxKey(shard);
       const reply = await this.#withGroup(shard, () =>
         this.#redis.call(["XAUTOCLAIM", key, OUTBOX_GROUP, consumer, String(idleMs), "0-0", "COUNT", String(n)], key),
       );
@@ -318,7 +323,7 @@ export class RedisStore implements VerificationStore {
     // Sent together, so node-redis pipelines them: one round trip for the batch.
     await Promise.all(
       [...byShard].flatMap(([shard, ids]) => {
-        const key = outboxKey(this.#prefix, shard);
+        const key = this.#outboxKey(shard);
         return [
           this.#withGroup(shard, () => this.#redis.call(["XACK", key, OUTBOX_GROUP, ...ids], key)),
           this.#redis.call(["XDEL", key, ...ids], key),
@@ -330,7 +335,7 @@ export class RedisStore implements VerificationStore {
   async outboxBacklog(): Promise<number> {
     const lengths = await Promise.all(
       Array.from({ length: this.#shards }, (_, shard) => {
-        const key = outboxKey(this.#prefix, shard);
+        const key = this.#outboxKey(shard);
         return this.#redis.call(["XLEN", key], key);
       }),
     );
@@ -356,7 +361,7 @@ export class RedisStore implements VerificationStore {
   // existed (e.g. after Redis lost its data and came back empty).
   async #createGroup(shard: number): Promise<void> {
     try {
-      const key = outboxKey(this.#prefix, shard);
+      const key = this.#outboxKey(shard);
       await this.#redis.call(["XGROUP", "CREATE", key, OUTBOX_GROUP, "0", "MKSTREAM"], key);
     } catch (err) {
       if (!isReplyError(err, "BUSYGROUP")) throw err;

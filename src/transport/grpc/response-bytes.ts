@@ -8,6 +8,7 @@ import {
   type SendResponse,
   type VerifyResponse,
 } from "../../gen/otp/v1/otp_pb.js";
+import { writeVarint } from "../../varint.js";
 
 // The wire bytes of the three answers on the hot path (Send, Verify,
 // CheckRateLimit), written field by field: protobuf-es's toBinary walks the
@@ -34,11 +35,7 @@ class Writer {
   /** A non-negative integer below 2^53. */
   varint(n: number): void {
     if (!(n >= 0 && n <= Number.MAX_SAFE_INTEGER) || !Number.isInteger(n) || this.at + 10 > SCRATCH.length) throw UNUSUAL;
-    while (n > 0x7f) {
-      SCRATCH[this.at++] = (n % 0x80) | 0x80;
-      n = Math.floor(n / 0x80);
-    }
-    SCRATCH[this.at++] = n;
+    this.at = writeVarint(SCRATCH, this.at, n);
   }
 
   uint(field: number, n: number): void {
