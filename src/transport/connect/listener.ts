@@ -6,6 +6,7 @@ import type { AddressInfo, Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Config } from "../../config.js";
 import type { Logger } from "../../log.js";
+import { useChainFreeStreamTables } from "../http2-stream-tables.js";
 import { awaitPreface, closeWhenIdle } from "../idle-connections.js";
 import type { NodeRequest, NodeResponse } from "./http-handler.js";
 
@@ -64,6 +65,7 @@ export async function listenHttp(options: {
   });
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {
+    useChainFreeStreamTables(session);
     closeWhenIdle(session, idleMs, sessionIdleMs);
     sessions.add(session);
     session.once("close", () => sessions.delete(session));

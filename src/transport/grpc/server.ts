@@ -12,6 +12,7 @@ import type { Metrics } from "../../metrics.js";
 import { addReflection } from "./reflection.js";
 import { awaitPreface, closeWhenIdle } from "../idle-connections.js";
 import { onSessions } from "./sessions.js";
+import { useChainFreeStreamTables } from "../http2-stream-tables.js";
 import { streamGuards } from "./stream-guards.js";
 
 // The gRPC listener for backend callers: otp.v1.OtpService, grpc.health.v1
@@ -84,7 +85,10 @@ export async function listenGrpc(options: {
 
   // TLS, when configured, is ours: grpc-js gets plain (already decrypted) HTTP/2.
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
-  onSessions(server, (session) => closeWhenIdle(session, options.idleMs, options.sessionIdleMs));
+  onSessions(server, (session) => {
+    useChainFreeStreamTables(session);
+    closeWhenIdle(session, options.idleMs, options.sessionIdleMs);
+  });
   const listener = options.tls ? tlsServer(options.tls, options.idleMs) : net.createServer();
   const waiting = new Set<Socket>();
   listener.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => {

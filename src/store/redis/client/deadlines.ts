@@ -22,9 +22,17 @@ export class DeadlineError extends Error {
  * node-redis's AbortSignal.timeout) showed up at 5-6% of a Verify in the
  * profile; one sweep over the calls in flight does the same job: a call is
  * failed at most one sweep interval after its deadline.
+ *
+ * The calls in flight are a queue, not a Set: every call has the same
+ * deadline, so they expire in the order they started, and a Set that gains
+ * and loses an entry per command is the kind of V8 hash table that chains
+ * its old tables, and every call they held, into the old generation
+ * (../../../transport/http2-stream-tables.ts says how). A call that settles
+ * drops its reject at once, so what the queue still holds is a few bytes.
  */
 export class Deadlines {
-  private readonly pending = new Set<{ due: number; fail: (err: Error) => void }>();
+  private queue: ({ due: number; fail: ((err: Error) => void) | undefined } | undefined)[] = [];
+  private head = 0;
   private readonly sweep: NodeJS.Timeout;
 
   constructor(private readonly ms: number) {
@@ -33,16 +41,17 @@ export class Deadlines {
   }
 
   run<T>(pending: Promise<T>): Promise<T> {
+    this.dropSettled();
     return new Promise<T>((resolve, reject) => {
-      const entry = { due: Date.now() + this.ms, fail: reject };
-      this.pending.add(entry);
+      const entry: { due: number; fail: ((err: Error) => void) | undefined } = { due: Date.now() + this.ms, fail: reject };
+      this.queue.push(entry);
       pending.then(
         (value) => {
-          this.pending.delete(entry);
+          entry.fail = undefined;
           resolve(value);
         },
         (err: unknown) => {
-          this.pending.delete(entry);
+          entry.fail = undefined;
           reject(err);
         },
       );
@@ -51,10 +60,30 @@ export class Deadlines {
 
   private expire(): void {
     const now = Date.now();
-    for (const entry of this.pending) {
-      if (entry.due > now) continue;
-      this.pending.delete(entry);
-      entry.fail(new StoreUnavailableError({ cause: new DeadlineError(`a command took over ${this.ms} ms`) }));
+    while (this.head < this.queue.length) {
+      const entry = this.queue[this.head]!;
+      if (entry.fail !== undefined && entry.due > now) break;
+      this.queue[this.head++] = undefined;
+      const fail = entry.fail;
+      entry.fail = undefined;
+      fail?.(new StoreUnavailableError({ cause: new DeadlineError(`a command took over ${this.ms} ms`) }));
+    }
+    this.compact();
+  }
+
+  /** Settled calls at the front leave at once (calls mostly finish in the order they started). */
+  private dropSettled(): void {
+    while (this.head < this.queue.length && this.queue[this.head]!.fail === undefined) this.queue[this.head++] = undefined;
+    this.compact();
+  }
+
+  private compact(): void {
+    if (this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
     }
   }
 
