@@ -23,12 +23,13 @@ describe('Deadlines', () => {
     const took = Date.now() - started;
     expect(err).toBeInstanceOf(StoreUnavailableError);
     expect(took).toBeGreaterThanOrEqual(95);
-    expect(took).toBeLessThan(1_000);
+    expect(took).toBeLessThan(5_000); // generous: CI runs suites side by side
     d.close();
   });
 
   it('calls settled out of order: the quick ones answer, only the hung one fails, and later calls are unaffected', async () => {
-    const d = new Deadlines(150);
+    // The quick calls settle within 30 ms; a deadline far above that keeps a stalled CI machine from failing them.
+    const d = new Deadlines(1_000);
     const hung = d.run(never()).catch((e: unknown) => e);
     const quick = Array.from({ length: 2_000 }, (_, i) => d.run(later(i, i % 30)));
     expect(await Promise.all(quick)).toEqual(Array.from({ length: 2_000 }, (_, i) => i));
