@@ -114,10 +114,11 @@ describe('on a node:http2 server', () => {
   });
 
   it('refuses a session that already has streams, and leaves it as it was', async () => {
+    hanging.length = 0;
     const client = http2.connect(`http://127.0.0.1:${port()}`);
     const pending = client.request({ ':path': '/hang' });
     pending.on('error', () => {});
-    await new Promise((r) => setTimeout(r, 100));
+    while (hanging.length < 1) await new Promise((r) => setTimeout(r, 10));
     const session = sessions.at(-1)!;
     // The swap ran when the session began; a second one finds a stream and declines.
     expect(useChainFreeStreamTables(session)).toBe(false);
