@@ -30,8 +30,14 @@ export class DeadlineError extends Error {
  * (../../../transport/http2-stream-tables.ts says how). A call that settles
  * drops its reject at once, so what the queue still holds is a few bytes.
  */
+/** A call in flight: when it is due, and how to fail it (gone once it settled). */
+interface Waiting {
+  due: number;
+  fail: ((err: Error) => void) | undefined;
+}
+
 export class Deadlines {
-  private queue: ({ due: number; fail: ((err: Error) => void) | undefined } | undefined)[] = [];
+  private queue: (Waiting | undefined)[] = [];
   private head = 0;
   private readonly sweep: NodeJS.Timeout;
 
@@ -43,7 +49,7 @@ export class Deadlines {
   run<T>(pending: Promise<T>): Promise<T> {
     this.dropSettled();
     return new Promise<T>((resolve, reject) => {
-      const entry: { due: number; fail: ((err: Error) => void) | undefined } = { due: Date.now() + this.ms, fail: reject };
+      const entry: Waiting = { due: Date.now() + this.ms, fail: reject };
       this.queue.push(entry);
       pending.then(
         (value) => {
