@@ -165,9 +165,7 @@ export function ratioRows(run: BenchRun): string[][] {
   ]);
   for (const x of [run.rss, run.rssFresh]) {
     if (!x) continue;
-    const heap = x.heap
-      ? ` (V8 heap ${mb(x.heap.heapTotal)}, of it used ${mb(x.heap.heapUsed)}; external ${mb(x.heap.external)}${x.heap.resident ? `; resident in malloc's brk heap ${mb(x.heap.resident.brk)}, anonymous mappings ${mb(x.heap.resident.anonymous)}, files ${mb(x.heap.resident.files)}` : ""})`
-      : "";
+    const heap = x.heap ? ` (${describeHeap(x.heap)})` : "";
     const p99 = x.p99Ms ? `; p99 Verify ${x.p99Ms.verify.toFixed(1)} ms, Send ${x.p99Ms.send.toFixed(1)} ms` : "";
     out.push([`service RSS at a steady ${f0(x.rate)} calls/s (half Verify, half Send) for ${x.seconds} s${x.when ? `, ${x.when}` : ""}`, "gRPC", `${us(x.cpuUs)}`, "", `peak ${mb(x.peak)}, end ${mb(x.end)}${p99}${heap}`, "≤ 300 MiB", yes(x.peak <= 300 * 2 ** 20), "", f0(x.ok / x.seconds), x.othersPct.toFixed(0)]);
   }
@@ -188,6 +186,14 @@ export interface SteadyRss {
   othersPct: number;
   heap?: HeapAtEnd;
   p99Ms?: { verify: number; send: number };
+}
+
+/** Where the memory sat, in words: the V8 heap, external memory, and resident memory by mapping when known. */
+export function describeHeap(heap: HeapAtEnd): string {
+  const resident = heap.resident
+    ? `; resident in malloc's brk heap ${mb(heap.resident.brk)}, anonymous mappings ${mb(heap.resident.anonymous)}, files ${mb(heap.resident.files)}`
+    : "";
+  return `V8 heap ${mb(heap.heapTotal)}, of it used ${mb(heap.heapUsed)}; external ${mb(heap.external)}${resident}`;
 }
 
 /** Where the service's memory sat when the steady load ended, from its own /metrics (prom-client's nodejs_* gauges). */

@@ -12,32 +12,12 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { ghz } from "./ghz.js";
 import { startRedis } from "./redis-server.js";
-import { build, heapAtEnd, PURPOSE, startService } from "./service.js";
+import { describeHeap } from "./report.js";
+import { build, heapAtEnd, mappings, PURPOSE, startService } from "./service.js";
 import { cleanup } from "./procs.js";
 
 const root = resolve(import.meta.dirname, "..");
 const SECONDS = Number(process.env.PROBE_SECONDS ?? 10);
-
-interface Mapping {
-  name: string;
-  sizeKb: number;
-  rssKb: number;
-}
-
-function mappings(pid: number): Mapping[] {
-  const out: Mapping[] = [];
-  for (const line of readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
-    const header = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
-    if (header) {
-      out.push({ name: header[1]!, sizeKb: 0, rssKb: 0 });
-      continue;
-    }
-    const field = /^(Size|Rss):\s+(\d+) kB/.exec(line);
-    const current = out.at(-1);
-    if (field && current) current[field[1] === "Size" ? "sizeKb" : "rssKb"] = Number(field[2]);
-  }
-  return out;
-}
 
 /** Anonymous and brk-heap mappings, grouped by size (V8's pages are the 256 kB group). */
 function report(pid: number, label: string): void {
@@ -60,8 +40,7 @@ function report(pid: number, label: string): void {
 
 async function heapGauges(service: { httpPort: number; pid: number }): Promise<string> {
   const heap = await heapAtEnd(service.httpPort, service.pid);
-  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
-  return heap ? `V8 heap ${mib(heap.heapTotal)}, used ${mib(heap.heapUsed)}, external ${mib(heap.external)}` : "no heap gauges on /metrics";
+  return heap ? describeHeap(heap) : "no heap gauges on /metrics";
 }
 
 const send = (prefix: string, rps?: number) =>

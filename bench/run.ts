@@ -18,7 +18,7 @@ import { startRedis } from "./redis-server.js";
 import { clusterScenario } from "./cluster.js";
 import { CLUSTER_HEADER, clusterRows, DEFAULT_CONFIG, hasLegacy, machine, ratioRows, rows, HEADER, RATIO_HEADER, textTable, updateBenchmarksMd, writeJson, type BenchRun, type MultiCoreRow, type Scenario, type SendCount } from "./report.js";
 import { writeSecretJson } from "./secrets.js";
-import type { SteadyRss } from "./report.js";
+import { describeHeap, type SteadyRss } from "./report.js";
 import { build, heapAtEnd, PURPOSE, rssBytes, startRelayProcess, startService, supportsWorkers, withRssSampling, type Service, type ServiceOptions } from "./service.js";
 import { profileUnder } from "./profile.js";
 import { serverLatency } from "./server-latency.js";
@@ -637,7 +637,6 @@ main()
     process.exit(1);
   });
 
-/** The V8 heap and external memory the service reports on /metrics right now; undefined when it cannot be read. */
 /** A steady load, half Verify (wrong codes) half Send, for RSS_SECONDS on `service`: its RSS, heap, CPU per call and p99. */
 async function steadyRss(service: Service, pool: VerifyPool, drain: () => Promise<unknown>, when: string): Promise<SteadyRss> {
   const base = { port: service.grpcPort, concurrency: CONCURRENCY, connections: CONNECTIONS, seconds: RSS_SECONDS, rps: RSS_RATE / 2 };
@@ -672,9 +671,7 @@ async function steadyRss(service: Service, pool: VerifyPool, drain: () => Promis
     p99Ms: { verify: result[0].p99, send: result[1].p99 },
   };
   const mib = (b: number) => (b / 2 ** 20).toFixed(0);
-  const where = heap
-    ? ` (V8 heap ${mib(heap.heapTotal)} MiB, used ${mib(heap.heapUsed)}; external ${mib(heap.external)}${heap.resident ? `; resident: brk heap ${mib(heap.resident.brk)}, anonymous ${mib(heap.resident.anonymous)}, files ${mib(heap.resident.files)}` : ""})`
-    : "";
+  const where = heap ? ` (${describeHeap(heap)})` : "";
   log(`RSS at ${RSS_RATE} calls/s (Verify + Send) for ${RSS_SECONDS} s ${when}: peak ${mib(peakRss)} MiB, end ${mib(rss.end)} MiB${where}; ${rss.cpuUs.toFixed(0)} µs CPU per call; p99 Verify ${result[0].p99.toFixed(1)} ms, Send ${result[1].p99.toFixed(1)} ms; others ${cpu.otherPct.toFixed(0)}%`);
   return rss;
 }

@@ -206,30 +206,48 @@ export async function withRssSampling<T>(pid: number, during: () => Promise<T>):
   }
 }
 
-/**
- * Resident bytes of one process by kind of mapping (/proc/<pid>/smaps): what
- * the V8 heap figures leave out. `[heap]` is glibc's brk heap (small mallocs
- * of the main arena); unnamed mappings hold V8's pages and malloc's other
- * arenas and large blocks; file mappings are the binary and its libraries.
- */
-export function residentByMapping(pid: number): ResidentByMapping | undefined {
+/** One mapping of /proc/<pid>/smaps: its name (a path, "[heap]", "" when anonymous) and its size and resident kB. */
+export interface Mapping {
+  name: string;
+  sizeKb: number;
+  rssKb: number;
+}
+
+/** The process's mappings; empty when /proc cannot be read (it exited). */
+export function mappings(pid: number): Mapping[] {
   let text: string;
   try {
     text = readFileSync(`/proc/${pid}/smaps`, "utf8");
   } catch {
-    return undefined;
+    return [];
   }
-  const out: ResidentByMapping = { brk: 0, anonymous: 0, files: 0, other: 0 };
-  let kind: keyof ResidentByMapping = "other";
+  const out: Mapping[] = [];
   for (const line of text.split("\n")) {
     const header = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
     if (header) {
-      const name = header[1]!;
-      kind = name === "" ? "anonymous" : name === "[heap]" ? "brk" : name.startsWith("/") ? "files" : "other";
+      out.push({ name: header[1]!, sizeKb: 0, rssKb: 0 });
       continue;
     }
-    const rss = /^Rss:\s+(\d+) kB/.exec(line);
-    if (rss) out[kind] += Number(rss[1]) * 1024;
+    const field = /^(Size|Rss):\s+(\d+) kB/.exec(line);
+    const current = out.at(-1);
+    if (field && current) current[field[1] === "Size" ? "sizeKb" : "rssKb"] = Number(field[2]);
+  }
+  return out;
+}
+
+/**
+ * Resident bytes of one process by kind of mapping: what the V8 heap figures
+ * leave out. `[heap]` is glibc's brk heap (small mallocs of the main arena);
+ * unnamed mappings hold V8's pages and malloc's other arenas and large blocks;
+ * file mappings are the binary and its libraries.
+ */
+export function residentByMapping(pid: number): ResidentByMapping | undefined {
+  const all = mappings(pid);
+  if (all.length === 0) return undefined;
+  const out: ResidentByMapping = { brk: 0, anonymous: 0, files: 0, other: 0 };
+  for (const { name, rssKb } of all) {
+    const kind = name === "" ? "anonymous" : name === "[heap]" ? "brk" : name.startsWith("/") ? "files" : "other";
+    out[kind] += rssKb * 1024;
   }
   return out;
 }

@@ -19,7 +19,7 @@ import type { Http2Session } from "node:http2";
 // and before it has any stream, with equivalents that do not chain: a
 // dictionary object keyed by stream id, and an array. Only the members node's
 // http2 core uses are needed (get/set/delete/size/forEach; add/delete/size/
-// forEach); the usual Map and Set members are there too. If a Node release
+// forEach); has and the iterators too, for a Node that reads them. If a Node release
 // keeps this state elsewhere, nothing is replaced (the service works as
 // before, with the GC cost), and test/unit/http2-stream-tables.test.ts fails
 // to say so.
@@ -54,11 +54,6 @@ export class StreamsById {
     delete this.#byId[id];
     this.#size--;
     return true;
-  }
-
-  clear(): void {
-    this.#byId = Object.create(null) as Record<number, Stream>;
-    this.#size = 0;
   }
 
   // Deleting during the walk is safe (closing streams delete themselves), as with a Map.
@@ -113,10 +108,6 @@ export class PendingStreams {
     return true;
   }
 
-  clear(): void {
-    this.#items = [];
-  }
-
   forEach(fn: (stream: Stream, same: Stream, set: this) => void): void {
     for (const stream of [...this.#items]) fn(stream, stream, this);
   }
@@ -135,16 +126,16 @@ export class PendingStreams {
 }
 
 interface SessionState {
-  streams: unknown;
-  pendingStreams: unknown;
+  streams: { size: number };
+  pendingStreams: { size: number };
 }
 
-/** The session's internal state object (node:http2 core's `kState`), when it has the expected shape. */
+/** The session's internal state object (node:http2 core's `kState`), when it holds the two collections (node's or ours). */
 function stateOf(session: Http2Session): SessionState | undefined {
   const key = Object.getOwnPropertySymbols(session).find((s) => s.description === "state");
   const state = key === undefined ? undefined : (session as unknown as Record<symbol, unknown>)[key];
   if (typeof state !== "object" || state === null) return undefined;
-  const { streams, pendingStreams } = state as SessionState;
+  const { streams, pendingStreams } = state as Record<string, unknown>;
   // node's own Map and Set (primordials) are not this realm's, so instanceof cannot tell.
   return isCollection(streams, ["get", "set", "delete", "forEach"]) && isCollection(pendingStreams, ["add", "delete", "forEach"])
     ? (state as SessionState)
@@ -164,7 +155,7 @@ function isCollection(value: unknown, methods: string[]): value is { size: numbe
  */
 export function useChainFreeStreamTables(session: Http2Session): boolean {
   const state = stateOf(session);
-  if (!state || (state.streams as { size: number }).size > 0 || (state.pendingStreams as { size: number }).size > 0) return false;
+  if (!state || state.streams.size > 0 || state.pendingStreams.size > 0) return false;
   state.streams = new StreamsById();
   state.pendingStreams = new PendingStreams();
   return true;
@@ -172,7 +163,6 @@ export function useChainFreeStreamTables(session: Http2Session): boolean {
 
 /** Whether the session uses them (for the test that watches Node's internals). */
 export function usesChainFreeStreamTables(session: Http2Session): boolean {
-  const key = Object.getOwnPropertySymbols(session).find((s) => s.description === "state");
-  const state = key === undefined ? undefined : ((session as unknown as Record<symbol, unknown>)[key] as SessionState | undefined);
+  const state = stateOf(session);
   return state?.streams instanceof StreamsById && state.pendingStreams instanceof PendingStreams;
 }

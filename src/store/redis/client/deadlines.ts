@@ -17,6 +17,12 @@ export class DeadlineError extends Error {
   override readonly name = "DeadlineError";
 }
 
+/** A call in flight: when it is due, and how to fail it (gone once it settled). */
+interface Waiting {
+  due: number;
+  fail: ((err: Error) => void) | undefined;
+}
+
 /**
  * The per-command deadline on the hot path. A timer per command (ours or
  * node-redis's AbortSignal.timeout) showed up at 5-6% of a Verify in the
@@ -30,24 +36,19 @@ export class DeadlineError extends Error {
  * (../../../transport/http2-stream-tables.ts says how). A call that settles
  * drops its reject at once, so what the queue still holds is a few bytes.
  */
-/** A call in flight: when it is due, and how to fail it (gone once it settled). */
-interface Waiting {
-  due: number;
-  fail: ((err: Error) => void) | undefined;
-}
-
 export class Deadlines {
   private queue: (Waiting | undefined)[] = [];
   private head = 0;
   private readonly sweep: NodeJS.Timeout;
 
   constructor(private readonly ms: number) {
-    this.sweep = setInterval(() => this.expire(), Math.max(10, Math.floor(ms / 5)));
+    this.sweep = setInterval(() => this.advance(Date.now()), Math.max(10, Math.floor(ms / 5)));
     this.sweep.unref();
   }
 
   run<T>(pending: Promise<T>): Promise<T> {
-    this.dropSettled();
+    // Settled calls at the front leave at once (calls mostly finish in the order they started).
+    this.advance(undefined);
     return new Promise<T>((resolve, reject) => {
       const entry: Waiting = { due: Date.now() + this.ms, fail: reject };
       this.queue.push(entry);
@@ -64,26 +65,16 @@ export class Deadlines {
     });
   }
 
-  private expire(): void {
-    const now = Date.now();
+  /** Takes settled calls off the front, and with `now`, fails and takes off those due by then. */
+  private advance(now: number | undefined): void {
     while (this.head < this.queue.length) {
       const entry = this.queue[this.head]!;
-      if (entry.fail !== undefined && entry.due > now) break;
-      this.queue[this.head++] = undefined;
       const fail = entry.fail;
+      if (fail !== undefined && (now === undefined || entry.due > now)) break;
+      this.queue[this.head++] = undefined;
       entry.fail = undefined;
       fail?.(new StoreUnavailableError({ cause: new DeadlineError(`a command took over ${this.ms} ms`) }));
     }
-    this.compact();
-  }
-
-  /** Settled calls at the front leave at once (calls mostly finish in the order they started). */
-  private dropSettled(): void {
-    while (this.head < this.queue.length && this.queue[this.head]!.fail === undefined) this.queue[this.head++] = undefined;
-    this.compact();
-  }
-
-  private compact(): void {
     if (this.head === this.queue.length) {
       this.queue.length = 0;
       this.head = 0;
