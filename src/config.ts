@@ -11,7 +11,7 @@ import type { PrefixGuardConfig } from "./otp/prefix-guard.js";
 import { parseTestDestinations, type TestDestination } from "./otp/test-destinations.js";
 import type { DestinationRules } from "./otp/destination.js";
 import { readTopicReplication, type TopicReplication } from "./events/topic-replication.js";
-import { readRedisSettings, type RedisSettings } from "./redis-config.js";
+import { oneRedisDeployment, readRedisSettings, SERVICE_REDIS, type RedisSettings } from "./redis-config.js";
 
 // One validated reading of the environment (and the optional policy file),
 // turned into a typed object at start-up. A bad value throws ConfigError
@@ -133,7 +133,7 @@ export function loadConfig(env: Env = process.env): Config {
   const redisUrl = optional(env, "REDIS_URL");
   const redis = readRedisSettings(env);
   const kafka = optional(env, "KAFKA_BROKERS");
-  if (production && !redis) missing.push("REDIS_URL (or REDIS_CLUSTER_NODES, or REDIS_SENTINELS)");
+  if (production && !redis) missing.push(oneRedisDeployment(SERVICE_REDIS));
   if (production && !kafka) missing.push("KAFKA_BROKERS");
   const clientsFile = optional(env, "OTP_CLIENTS_FILE");
   // Without a clients file anyone who reaches the port may call: a developer's laptop, never production.

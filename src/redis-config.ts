@@ -6,7 +6,10 @@ import type { HostPort, RedisAccess, RedisTopology } from "./store/redis/client.
 // node), REDIS_CLUSTER_NODES (a Redis Cluster's seeds) or REDIS_SENTINELS +
 // REDIS_SENTINEL_MASTER (a master watched by Sentinels); how to authenticate
 // and whether to use TLS; and how many replicas must acknowledge a change
-// before an answer is given (README, "Running in production").
+// before an answer is given (README, "Running in production"). The notifier
+// reads the same settings under its own names (NOTIFIER_REDIS_*): its
+// delivery claims may live in the service's Redis or another, and need the
+// same failover as the codes do.
 
 export interface RedisSettings {
   topology: RedisTopology;
@@ -16,47 +19,106 @@ export interface RedisSettings {
   waitTimeoutMs: number;
 }
 
-const DEPLOYMENTS = ["REDIS_URL", "REDIS_CLUSTER_NODES", "REDIS_SENTINELS"] as const;
-const SETTINGS_NEEDING_REDIS = [
-  "REDIS_SENTINEL_MASTER", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_SENTINEL_USERNAME", "REDIS_SENTINEL_PASSWORD",
-  "REDIS_TLS", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE", "REDIS_TLS_SERVERNAME", "OTP_REDIS_WAIT_REPLICAS",
-];
+/** The variable behind each setting (literal names, so the README check finds every one). */
+export interface RedisVariables {
+  url: string;
+  clusterNodes: string;
+  sentinels: string;
+  sentinelMaster: string;
+  username: string;
+  password: string;
+  sentinelUsername: string;
+  sentinelPassword: string;
+  tls: string;
+  tlsCaFile: string;
+  tlsCertFile: string;
+  tlsKeyFile: string;
+  tlsServername: string;
+  waitReplicas: string;
+  waitTimeoutMs: string;
+}
 
-/** Undefined when no Redis deployment is configured (the in-memory store, dev mode only). */
-export function readRedisSettings(env: Env): RedisSettings | undefined {
-  const chosen = DEPLOYMENTS.filter((name) => optional(env, name) !== undefined);
+export const SERVICE_REDIS: RedisVariables = {
+  url: "REDIS_URL",
+  clusterNodes: "REDIS_CLUSTER_NODES",
+  sentinels: "REDIS_SENTINELS",
+  sentinelMaster: "REDIS_SENTINEL_MASTER",
+  username: "REDIS_USERNAME",
+  password: "REDIS_PASSWORD",
+  sentinelUsername: "REDIS_SENTINEL_USERNAME",
+  sentinelPassword: "REDIS_SENTINEL_PASSWORD",
+  tls: "REDIS_TLS",
+  tlsCaFile: "REDIS_TLS_CA_FILE",
+  tlsCertFile: "REDIS_TLS_CERT_FILE",
+  tlsKeyFile: "REDIS_TLS_KEY_FILE",
+  tlsServername: "REDIS_TLS_SERVERNAME",
+  waitReplicas: "OTP_REDIS_WAIT_REPLICAS",
+  waitTimeoutMs: "OTP_REDIS_WAIT_TIMEOUT_MS",
+};
+
+export const NOTIFIER_REDIS: RedisVariables = {
+  url: "NOTIFIER_REDIS_URL",
+  clusterNodes: "NOTIFIER_REDIS_CLUSTER_NODES",
+  sentinels: "NOTIFIER_REDIS_SENTINELS",
+  sentinelMaster: "NOTIFIER_REDIS_SENTINEL_MASTER",
+  username: "NOTIFIER_REDIS_USERNAME",
+  password: "NOTIFIER_REDIS_PASSWORD",
+  sentinelUsername: "NOTIFIER_REDIS_SENTINEL_USERNAME",
+  sentinelPassword: "NOTIFIER_REDIS_SENTINEL_PASSWORD",
+  tls: "NOTIFIER_REDIS_TLS",
+  tlsCaFile: "NOTIFIER_REDIS_TLS_CA_FILE",
+  tlsCertFile: "NOTIFIER_REDIS_TLS_CERT_FILE",
+  tlsKeyFile: "NOTIFIER_REDIS_TLS_KEY_FILE",
+  tlsServername: "NOTIFIER_REDIS_TLS_SERVERNAME",
+  waitReplicas: "NOTIFIER_REDIS_WAIT_REPLICAS",
+  waitTimeoutMs: "NOTIFIER_REDIS_WAIT_TIMEOUT_MS",
+};
+
+/** "REDIS_URL (or REDIS_CLUSTER_NODES, or REDIS_SENTINELS)": what to set, for a "missing" message. */
+export function oneRedisDeployment(names: RedisVariables): string {
+  return `${names.url} (or ${names.clusterNodes}, or ${names.sentinels})`;
+}
+
+/** Undefined when no Redis deployment is configured (the in-memory store or claims, dev mode only). */
+export function readRedisSettings(env: Env, names: RedisVariables = SERVICE_REDIS): RedisSettings | undefined {
+  const deployments = [names.url, names.clusterNodes, names.sentinels];
+  const chosen = deployments.filter((name) => optional(env, name) !== undefined);
   if (chosen.length > 1) {
     throw new ConfigError(
-      `${chosen.join(" and ")} are both set: choose one Redis deployment (REDIS_URL: one node; REDIS_CLUSTER_NODES: a Redis Cluster; REDIS_SENTINELS + REDIS_SENTINEL_MASTER: Sentinel)`,
+      `${chosen.join(" and ")} are both set: choose one Redis deployment (${names.url}: one node; ${names.clusterNodes}: a Redis Cluster; ${names.sentinels} + ${names.sentinelMaster}: Sentinel)`,
     );
   }
   if (chosen.length === 0) {
-    const stray = SETTINGS_NEEDING_REDIS.find((name) => optional(env, name) !== undefined);
-    if (stray) throw new ConfigError(`${stray} is set but no Redis deployment is: set REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS`);
+    const needingRedis = [
+      names.sentinelMaster, names.username, names.password, names.sentinelUsername, names.sentinelPassword,
+      names.tls, names.tlsCaFile, names.tlsCertFile, names.tlsKeyFile, names.tlsServername, names.waitReplicas,
+    ];
+    const stray = needingRedis.find((name) => optional(env, name) !== undefined);
+    if (stray) throw new ConfigError(`${stray} is set but no Redis deployment is: set ${names.url}, ${names.clusterNodes} or ${names.sentinels}`);
     return undefined;
   }
-  const master = optional(env, "REDIS_SENTINEL_MASTER");
-  if (chosen[0] !== "REDIS_SENTINELS" && master !== undefined) {
-    throw new ConfigError("REDIS_SENTINEL_MASTER is only for REDIS_SENTINELS");
+  const master = optional(env, names.sentinelMaster);
+  if (chosen[0] !== names.sentinels && master !== undefined) {
+    throw new ConfigError(`${names.sentinelMaster} is only for ${names.sentinels}`);
   }
   return {
-    topology: topology(env, chosen[0]!, master),
-    access: access(env),
-    waitReplicas: int(env, "OTP_REDIS_WAIT_REPLICAS", 0, 0, 16),
-    waitTimeoutMs: int(env, "OTP_REDIS_WAIT_TIMEOUT_MS", 500, 1, 60_000),
+    topology: topology(env, names, chosen[0]!, master),
+    access: access(env, names),
+    waitReplicas: int(env, names.waitReplicas, 0, 0, 16),
+    waitTimeoutMs: int(env, names.waitTimeoutMs, 500, 1, 60_000),
   };
 }
 
-function topology(env: Env, name: (typeof DEPLOYMENTS)[number], master: string | undefined): RedisTopology {
+function topology(env: Env, names: RedisVariables, name: string, master: string | undefined): RedisTopology {
   const value = optional(env, name)!;
   switch (name) {
-    case "REDIS_URL":
-      if (!/^rediss?:\/\/[^/]/.test(value)) throw new ConfigError("REDIS_URL must look like redis://host:port (or rediss:// for TLS)");
+    case names.url:
+      if (!/^rediss?:\/\/[^/]/.test(value)) throw new ConfigError(`${name} must look like redis://host:port (or rediss:// for TLS)`);
       return { kind: "node", url: value };
-    case "REDIS_CLUSTER_NODES":
+    case names.clusterNodes:
       return { kind: "cluster", seeds: hostPorts(name, value) };
-    case "REDIS_SENTINELS":
-      if (master === undefined) throw new ConfigError("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER (the master name the Sentinels monitor)");
+    default:
+      if (master === undefined) throw new ConfigError(`${name} needs ${names.sentinelMaster} (the master name the Sentinels monitor)`);
       return { kind: "sentinel", sentinels: hostPorts(name, value), masterName: master };
   }
 }
@@ -73,24 +135,24 @@ function hostPorts(name: string, value: string): HostPort[] {
   });
 }
 
-function access(env: Env): RedisAccess {
+function access(env: Env, names: RedisVariables): RedisAccess {
   const out: RedisAccess = {};
   for (const [name, field] of [
-    ["REDIS_USERNAME", "username"],
-    ["REDIS_PASSWORD", "password"],
-    ["REDIS_SENTINEL_USERNAME", "sentinelUsername"],
-    ["REDIS_SENTINEL_PASSWORD", "sentinelPassword"],
+    [names.username, "username"],
+    [names.password, "password"],
+    [names.sentinelUsername, "sentinelUsername"],
+    [names.sentinelPassword, "sentinelPassword"],
   ] as const) {
     const value = env[name];
     if (value !== undefined && value !== "") out[field] = value;
   }
-  const files = { ca: "REDIS_TLS_CA_FILE", cert: "REDIS_TLS_CERT_FILE", key: "REDIS_TLS_KEY_FILE" } as const;
+  const files = { ca: names.tlsCaFile, cert: names.tlsCertFile, key: names.tlsKeyFile };
   const anyFile = Object.values(files).some((name) => optional(env, name) !== undefined);
-  const url = optional(env, "REDIS_URL");
-  const tls = oneOf(env, "REDIS_TLS", ["true", "false"] as const, anyFile || url?.startsWith("rediss://") ? "true" : "false");
-  if (tls === "false" && anyFile) throw new ConfigError("REDIS_TLS=false cannot be combined with REDIS_TLS_*_FILE");
+  const url = optional(env, names.url);
+  const tls = oneOf(env, names.tls, ["true", "false"] as const, anyFile || url?.startsWith("rediss://") ? "true" : "false");
+  if (tls === "false" && anyFile) throw new ConfigError(`${names.tls}=false cannot be combined with ${names.tls}_*_FILE`);
   if ((optional(env, files.cert) === undefined) !== (optional(env, files.key) === undefined)) {
-    throw new ConfigError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE must be set together");
+    throw new ConfigError(`${files.cert} and ${files.key} must be set together`);
   }
   if (tls === "true") {
     out.tls = {};
@@ -98,7 +160,7 @@ function access(env: Env): RedisAccess {
       const path = optional(env, name);
       if (path !== undefined) out.tls[field] = readPem(name, path);
     }
-    const servername = optional(env, "REDIS_TLS_SERVERNAME");
+    const servername = optional(env, names.tlsServername);
     if (servername !== undefined) out.tls.servername = servername;
   }
   return out;

@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from "node:crypto";
+import type { RedisSettings } from "../redis-config.js";
 import { connectRedis, type RedisConnection } from "../store/redis/client.js";
 import type { StoreScript } from "../store/redis/scripts.js";
 import { Lru } from "./dedupe.js";
@@ -13,8 +14,13 @@ import { Lru } from "./dedupe.js";
 // provider's acceptance and the mark; the webhook adapter's Idempotency-Key
 // covers it where the provider honours one).
 //
-// With NOTIFIER_REDIS_URL (required in production) the claims live in Redis,
-// shared by every replica; without it (development) in this process's memory.
+// With a Redis deployment (NOTIFIER_REDIS_URL, _CLUSTER_NODES or _SENTINELS;
+// required in production) the claims live in Redis, shared by every replica;
+// without one (development) in this process's memory. Every claim key has its
+// own hash tag, so claims spread over a cluster's masters. With
+// NOTIFIER_REDIS_WAIT_REPLICAS, a claim and a done mark count only once that
+// many replicas have them: a failover then cannot forget a delivery, and the
+// notifier retries (never sends) while they do not answer.
 
 export type Claim =
   /** Ours: deliver, then finish() (or release() when abandoning). */
@@ -25,7 +31,11 @@ export type Claim =
   | { kind: "busy"; retryInMs: number };
 
 export interface DeliveryClaims {
-  claim(eventId: string): Promise<Claim>;
+  /**
+   * Claims the event under `token` (one per delivery, kept across retries: a
+   * claim whose answer was lost is found to be the caller's own on the next try).
+   */
+  claim(eventId: string, token?: string): Promise<Claim>;
   /** Keeps a claim alive while a delivery (with its retries) runs; false when it was lost. */
   renew(eventId: string, token: string): Promise<boolean>;
   /** The event is finished (delivered, or given up on and reported): every notifier skips it from now on. */
@@ -53,10 +63,10 @@ export class MemoryClaims implements DeliveryClaims {
     this.done = new Lru(capacity);
   }
 
-  async claim(eventId: string): Promise<Claim> {
+  async claim(eventId: string, token: string = randomUUID()): Promise<Claim> {
     if (this.done.get(eventId)) return { kind: "done" };
-    if (this.held.has(eventId)) return { kind: "busy", retryInMs: 100 };
-    const token = randomUUID();
+    const held = this.held.get(eventId);
+    if (held !== undefined && held !== token) return { kind: "busy", retryInMs: 100 };
     this.held.set(eventId, token);
     return { kind: "claimed", token };
   }
@@ -81,11 +91,25 @@ function script(name: string, source: string): StoreScript {
   return { name, source, numberOfKeys: 1, sha1: createHash("sha1").update(source).digest("hex") };
 }
 
-// KEYS[1] the event's claim key; ARGV[1] the claimer's token; ARGV[2] ms.
-// Returns 1 when the key still held the token (and was changed), else 0.
+// Each is a script, not a bare command, so that with waitReplicas its write is
+// followed by WAIT on the connection that ran it (RedisConnection.run).
+// KEYS[1] the event's claim key; ARGV[1] the claimer's token; ARGV[2] the lease in ms.
+// Returns {1} when the claim is the caller's, else {0, what the key holds, its PTTL}.
+// The key already holding this token is the caller's own earlier try, whose answer
+// was lost (a timeout, a WAIT not acknowledged): it is theirs, not someone else's.
+const CLAIM = script("notifier-claim", `
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return {1} end
+if not held then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return {1} end
+return {0, held, redis.call('PTTL', KEYS[1])}`);
+// KEYS[1]; ARGV[1] token; ARGV[2] ms. 1 when the key still held the token (and was extended), else 0.
 const RENEW = script("notifier-claim-renew", `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`);
+// KEYS[1]; ARGV[1] how long the done mark is kept, in ms. Whoever holds the key now:
+// the delivery happened, so no one may send it again.
+const FINISH = script("notifier-claim-finish", `
+return redis.call('SET', KEYS[1], '${DONE}', 'PX', ARGV[1])`);
 // KEYS[1]; ARGV[1] token. Deletes the claim only if it is still ours.
 const RELEASE = script("notifier-claim-release", `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -99,20 +123,26 @@ export class RedisClaims implements DeliveryClaims {
     private readonly prefix: string,
   ) {}
 
-  static async connect(url: string, times: ClaimTimes, prefix = "otp-notifier"): Promise<RedisClaims> {
-    return new RedisClaims(await connectRedis({ url, commandTimeoutMs: 2_000 }), times, prefix);
+  static async connect(redis: RedisSettings, times: ClaimTimes, prefix = "otp-notifier"): Promise<RedisClaims> {
+    const connection = await connectRedis({
+      topology: redis.topology,
+      access: redis.access,
+      waitReplicas: redis.waitReplicas,
+      waitTimeoutMs: redis.waitTimeoutMs,
+      commandTimeoutMs: 2_000,
+    });
+    return new RedisClaims(connection, times, prefix);
   }
 
   private key(eventId: string): string {
     return `${this.prefix}:delivery:{${eventId}}`;
   }
 
-  async claim(eventId: string): Promise<Claim> {
+  async claim(eventId: string, token: string = randomUUID()): Promise<Claim> {
     const key = this.key(eventId);
-    const token = randomUUID();
-    const set = await this.redis.call(["SET", key, token, "NX", "PX", String(this.times.leaseMs)], key);
-    if (set === "OK") return { kind: "claimed", token };
-    const [value, ttl] = await Promise.all([this.redis.call(["GET", key], key), this.redis.call(["PTTL", key], key)]);
+    const reply = await this.redis.run(CLAIM, [key], [token, String(this.times.leaseMs)]);
+    const [won, value, ttl] = Array.isArray(reply) ? reply : [];
+    if (won === 1) return { kind: "claimed", token };
     if (value === DONE) return { kind: "done" };
     // Gone in between (released or expired): ask again soon.
     const left = typeof ttl === "number" && ttl > 0 ? ttl : 0;
@@ -125,9 +155,7 @@ export class RedisClaims implements DeliveryClaims {
   }
 
   async finish(eventId: string, _token: string): Promise<void> {
-    // Whoever holds the key now: the delivery happened, so no one may send it again.
-    const key = this.key(eventId);
-    await this.redis.call(["SET", key, DONE, "PX", String(this.times.doneTtlMs)], key);
+    await this.redis.run(FINISH, [this.key(eventId)], [String(this.times.doneTtlMs)]);
   }
 
   async release(eventId: string, token: string): Promise<void> {

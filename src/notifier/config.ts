@@ -1,6 +1,7 @@
 import { DEV_SEAL_KEYS, parseKeyring, type Secret } from "../config.js";
 import { ConfigError, int, oneOf, optional, type Env } from "../env.js";
 import { readTopicReplication, type TopicReplication } from "../events/topic-replication.js";
+import { NOTIFIER_REDIS, oneRedisDeployment, readRedisSettings, type RedisSettings } from "../redis-config.js";
 
 // The reference notifier's settings, read once from the environment and
 // validated. A bad value throws ConfigError naming the variable; main.ts
@@ -32,8 +33,13 @@ export interface NotifierConfig {
   maxInFlight: number;
   /** Event ids remembered for dedupe (in memory, least recently used dropped first). */
   dedupeSize: number;
-  /** NOTIFIER_REDIS_URL: delivery claims shared by every replica (required in production); undefined: in memory. */
-  redisUrl: string | undefined;
+  /**
+   * Where the delivery claims shared by every replica live (required in
+   * production): NOTIFIER_REDIS_URL, NOTIFIER_REDIS_CLUSTER_NODES or
+   * NOTIFIER_REDIS_SENTINELS, with the same access and WAIT settings as the
+   * service's Redis (NOTIFIER_REDIS_*). Undefined: in this process's memory.
+   */
+  redis: RedisSettings | undefined;
   /** A claim not renewed for this long is free again (a crashed notifier blocks an event at most this long). */
   claimLeaseMs: number;
   /** How long a finished event id is remembered in Redis. */
@@ -75,7 +81,8 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
     throw new ConfigError(`${name}=console prints codes to stdout and is refused when NODE_ENV=production`);
   }
   // In memory, a restarted or second notifier would send the same code again.
-  const redisUrl = production ? required("NOTIFIER_REDIS_URL", undefined) : optional(env, "NOTIFIER_REDIS_URL");
+  const redis = readRedisSettings(env, NOTIFIER_REDIS);
+  if (production && !redis) missing.push(oneRedisDeployment(NOTIFIER_REDIS));
   if (missing.length > 0) {
     const why = production ? "NODE_ENV=production requires" : "the notifier requires";
     throw new ConfigError(`${why} ${missing.join(", ")}`);
@@ -102,7 +109,7 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
     retry: { attempts, baseDelayMs, maxDelayMs },
     maxInFlight: int(env, "NOTIFIER_MAX_IN_FLIGHT", 64, 1, 10_000),
     dedupeSize: int(env, "NOTIFIER_DEDUPE_SIZE", 100_000, 1, 10_000_000),
-    redisUrl,
+    redis,
     claimLeaseMs: int(env, "NOTIFIER_CLAIM_LEASE_MS", 30_000, 100, 600_000),
     claimDoneTtlMs: int(env, "NOTIFIER_CLAIM_DONE_TTL_MS", 86_400_000, 60_000, 30 * 86_400_000),
     commitIntervalMs: int(env, "NOTIFIER_COMMIT_INTERVAL_MS", 1_000, 10, 60_000),

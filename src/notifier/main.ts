@@ -42,9 +42,9 @@ try {
 const metrics = new NotifierMetrics();
 let claims: DeliveryClaims | undefined;
 try {
-  claims = config.redisUrl ? await RedisClaims.connect(config.redisUrl, { leaseMs: config.claimLeaseMs, doneTtlMs: config.claimDoneTtlMs }) : undefined;
+  claims = config.redis ? await RedisClaims.connect(config.redis, { leaseMs: config.claimLeaseMs, doneTtlMs: config.claimDoneTtlMs }) : undefined;
 } catch (err) {
-  logger.error({ err: (err as Error).message }, "notifier cannot reach NOTIFIER_REDIS_URL");
+  logger.error({ err: (err as Error).message }, "notifier cannot reach its Redis (NOTIFIER_REDIS_*)");
   process.exit(1);
 }
 const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger), metrics, kafkaObserver: metrics.kafka, claims });

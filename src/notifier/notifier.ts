@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { fromBinary } from "@bufbuild/protobuf";
 import type { DeliveryRequested } from "../gen/otp/events/v1/events_pb.js";
@@ -38,7 +39,7 @@ import { telemetry } from "../telemetry/tracing.js";
 // message never holds up the ones behind it, except those of the same
 // verification (same key), which wait to keep their order. At least once: a
 // crash or rebalance redelivers unfinished work; claims on the event id
-// (./claims.ts, in Redis with NOTIFIER_REDIS_URL) keep every notifier
+// (./claims.ts, in Redis with NOTIFIER_REDIS_*) keep every notifier
 // replica, restarted or not, from sending the same code twice.
 
 export interface NotifierTopics {
@@ -366,8 +367,10 @@ export class Notifier {
    * risking a second one.
    */
   private async claim(eventId: string, signal: AbortSignal): Promise<{ token: string } | null> {
+    // One token for every try: a try whose answer was lost may still have claimed it for us.
+    const token = randomUUID();
     for (;;) {
-      const claim = await this.untilDone(() => this.claims.claim(eventId), "cannot claim a delivery in Redis; retrying");
+      const claim = await this.untilDone(() => this.claims.claim(eventId, token), "cannot claim a delivery in Redis; retrying");
       if (claim.kind === "claimed") return { token: claim.token };
       if (claim.kind === "done") return null;
       await sleep(claim.retryInMs, signal);

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { HELM, run } from '../support/cli.js';
+import { NOTIFIER_REDIS, readRedisSettings, SERVICE_REDIS } from '../../src/redis-config.js';
 import { repoRoot, settingsReadByCode } from '../support/settings.js';
 
 const chart = join(repoRoot, 'deploy/helm/otp-service');
@@ -81,8 +82,31 @@ describe('helm chart', () => {
     const env = Object.fromEntries((c.env ?? []).map((e) => [e.name, e]));
     expect(env.TLS_CA_FILE!.value).toBe('/etc/otp/tls/ca.crt');
     expect(env.OTP_HEALTHCHECK_CERT_FILE!.value).toBe('/etc/otp/probe/tls.crt');
-    // The Redis URL (it holds a password) comes from an existing Secret.
-    expect(env.REDIS_URL!.valueFrom!.secretKeyRef).toEqual({ name: 'otp-redis', key: 'REDIS_URL' });
+    // Sentinel in these values: the password comes from an existing Secret, and there is no URL beside them.
+    expect(env.REDIS_PASSWORD!.valueFrom!.secretKeyRef).toEqual({ name: 'otp-redis', key: 'REDIS_PASSWORD' });
+    expect(env.REDIS_URL).toBeUndefined();
+  });
+
+  it.each([
+    ['plain', [], 'node'],
+    ['plain', ['--set', 'config.env.OTP_REDIS_WAIT_REPLICAS=1'], 'node'],
+    ['mtls', [], 'sentinel'],
+    ['plain', ['--set', 'config.redisUrl=', '--set', 'redis.existingSecret=otp-redis', '--set', 'config.env.REDIS_CLUSTER_NODES=r0:6379\\,r1:6379', '--set', 'config.env.OTP_REDIS_WAIT_REPLICAS=1'], 'cluster'],
+  ] as const)('%s values %j: every Deployment gets one Redis deployment the code accepts, the notifier the same one (%s)', async (values, extra, kind) => {
+    const ms = await template('-f', valuesFile(values), ...extra);
+    // What a Secret reference stands for at run time.
+    const resolved = (c: Container) =>
+      Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value ?? (e.valueFrom!.secretKeyRef.key === 'REDIS_URL' ? 'redis://:pw@otp-redis:6379' : 'pw')]));
+    const waits: number[] = [];
+    for (const d of ofKind(ms, 'Deployment')) {
+      const env = resolved(container(d));
+      const settings = readRedisSettings(env, d.metadata.name.endsWith('-notifier') ? NOTIFIER_REDIS : SERVICE_REDIS);
+      expect(settings?.topology.kind, d.metadata.name).toBe(kind);
+      if (kind !== 'node') expect(settings!.access.password, d.metadata.name).toBe('pw');
+      waits.push(settings!.waitReplicas);
+    }
+    expect(waits).toHaveLength(3);
+    expect(new Set(waits).size, 'the notifier waits for replicas exactly when the service does').toBe(1);
   });
 
   it('PodDisruptionBudgets for all three, an HPA on the service Deployment, a ServiceMonitor and a PodMonitor only when asked', async () => {

@@ -22,6 +22,8 @@ const topics = { twins: caseTopics('claims-twins'), restart: caseTopics('claims-
 const testCode = (): string => String(randomInt(100_000, 1_000_000));
 const phone = (): string => `+1555${randomInt(1_000_000, 10_000_000)}`;
 const LEASE_MS = 1_500;
+/** The file's Redis as the notifier's configuration reads it. */
+const oneNode = (url: string) => loadNotifierConfig({ NOTIFIER_REDIS_URL: url }).redis!;
 
 let reader: TopicReader;
 let producer: TestProducer;
@@ -62,7 +64,7 @@ async function startNotifier(t: NotifierTopics, prefix: string): Promise<Running
   const sink = new Writable({ write: (chunk, _enc, done) => (logs.push(JSON.parse(String(chunk))), done()) });
   const logger = notifierLogger('info', sink);
   const deliveries: string[] = [];
-  const claims = await RedisClaims.connect(config.redisUrl!, { leaseMs: config.claimLeaseMs, doneTtlMs: config.claimDoneTtlMs }, prefix);
+  const claims = await RedisClaims.connect(config.redis!, { leaseMs: config.claimLeaseMs, doneTtlMs: config.claimDoneTtlMs }, prefix);
   const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger, (l) => deliveries.push(l)), topics: t, claims });
   running.push(notifier);
   await notifier.start();
@@ -86,9 +88,25 @@ describe('configuration', () => {
       NODE_ENV: 'production', KAFKA_BROKERS: 'k:9092', OTP_SEAL_KEYS: keyring.env,
       NOTIFIER_SMS_ADAPTER: 'webhook', NOTIFIER_EMAIL_ADAPTER: 'webhook', NOTIFIER_WEBHOOK_URL: 'https://gw.example/send',
     };
-    expect(() => loadNotifierConfig(prod)).toThrow(/requires NOTIFIER_REDIS_URL/);
-    expect(loadNotifierConfig({ ...prod, NOTIFIER_REDIS_URL: 'redis://r:6379' }).redisUrl).toBe('redis://r:6379');
-    expect(loadNotifierConfig({}).redisUrl).toBeUndefined();
+    expect(() => loadNotifierConfig(prod)).toThrow(/requires NOTIFIER_REDIS_URL \(or NOTIFIER_REDIS_CLUSTER_NODES, or NOTIFIER_REDIS_SENTINELS\)/);
+    expect(loadNotifierConfig({ ...prod, NOTIFIER_REDIS_URL: 'redis://r:6379' }).redis?.topology).toEqual({ kind: 'node', url: 'redis://r:6379' });
+    expect(loadNotifierConfig({}).redis).toBeUndefined();
+  });
+
+  test('claims go to any Redis deployment the service can use, with its access and WAIT settings under NOTIFIER_REDIS_*', () => {
+    const cluster = loadNotifierConfig({ NOTIFIER_REDIS_CLUSTER_NODES: 'r0:7000,[::1]:7001', NOTIFIER_REDIS_PASSWORD: 'pw', NOTIFIER_REDIS_WAIT_REPLICAS: '1' }).redis!;
+    expect(cluster.topology).toEqual({ kind: 'cluster', seeds: [{ host: 'r0', port: 7000 }, { host: '::1', port: 7001 }] });
+    expect(cluster.access.password).toBe('pw');
+    expect(cluster.waitReplicas).toBe(1);
+    const sentinel = loadNotifierConfig({ NOTIFIER_REDIS_SENTINELS: 's0:26379,s1:26379', NOTIFIER_REDIS_SENTINEL_MASTER: 'otp' }).redis!;
+    expect(sentinel.topology).toEqual({ kind: 'sentinel', sentinels: [{ host: 's0', port: 26379 }, { host: 's1', port: 26379 }], masterName: 'otp' });
+    // The service's own variables are the service's: they never configure the notifier's claims.
+    expect(loadNotifierConfig({ REDIS_CLUSTER_NODES: 'r0:7000' }).redis).toBeUndefined();
+    // Each mistake named in the notifier's own words.
+    expect(() => loadNotifierConfig({ NOTIFIER_REDIS_URL: 'redis://r:6379', NOTIFIER_REDIS_SENTINELS: 's0:26379' })).toThrow(/NOTIFIER_REDIS_URL and NOTIFIER_REDIS_SENTINELS are both set/);
+    expect(() => loadNotifierConfig({ NOTIFIER_REDIS_SENTINELS: 's0:26379' })).toThrow(/NOTIFIER_REDIS_SENTINELS needs NOTIFIER_REDIS_SENTINEL_MASTER/);
+    expect(() => loadNotifierConfig({ NOTIFIER_REDIS_CLUSTER_NODES: 'r0' })).toThrow(/NOTIFIER_REDIS_CLUSTER_NODES entry 1 must be host:port/);
+    expect(() => loadNotifierConfig({ NOTIFIER_REDIS_WAIT_REPLICAS: '1' })).toThrow(/NOTIFIER_REDIS_WAIT_REPLICAS is set but no Redis deployment is/);
   });
 });
 
@@ -124,7 +142,7 @@ describe('delivery claims in Redis', () => {
     const prefix = `crash-${randomBytes(3).toString('hex')}`;
     const d = deliveryEvent({ sealer: keyring.sealer, topic: topics.crash.delivery, destination: phone(), code: testCode() });
     // The crashed notifier's claim: taken, never renewed, finished or released.
-    const crashed = await RedisClaims.connect(env.redisUrl, { leaseMs: LEASE_MS, doneTtlMs: 60_000 }, prefix);
+    const crashed = await RedisClaims.connect(oneNode(env.redisUrl), { leaseMs: LEASE_MS, doneTtlMs: 60_000 }, prefix);
     expect((await crashed.claim(d.eventId)).kind).toBe('claimed');
     const claimedAt = Date.now();
     await crashed.close();
@@ -133,7 +151,7 @@ describe('delivery claims in Redis', () => {
     await until('the delivery after the lease', () => deliveredCount(survivor, d.eventId) === 1, 30_000);
     expect(Date.now() - claimedAt).toBeGreaterThanOrEqual(LEASE_MS - 100);
     // And it is finished for everyone now.
-    const late = await RedisClaims.connect(env.redisUrl, { leaseMs: LEASE_MS, doneTtlMs: 60_000 }, prefix);
+    const late = await RedisClaims.connect(oneNode(env.redisUrl), { leaseMs: LEASE_MS, doneTtlMs: 60_000 }, prefix);
     expect((await late.claim(d.eventId)).kind).toBe('done');
     await late.close();
   }, 120_000);

@@ -31,22 +31,60 @@ app.kubernetes.io/component: {{ index . 1 }}
   value: production
 - name: LOG_LEVEL
   value: {{ .Values.config.logLevel | quote }}
-{{- if .Values.redis.existingSecret }}
-- name: REDIS_URL
-  valueFrom:
-    secretKeyRef: { name: {{ .Values.redis.existingSecret | quote }}, key: {{ .Values.redis.urlKey | quote }} }
-{{- else if .Values.config.redisUrl }}
-- name: REDIS_URL
-  value: {{ .Values.config.redisUrl | quote }}
-{{- else if not (or .Values.config.env.REDIS_CLUSTER_NODES .Values.config.env.REDIS_SENTINELS) }}
-{{- fail "config.redisUrl (or redis.existingSecret, or config.env.REDIS_CLUSTER_NODES / REDIS_SENTINELS) is required" }}
-{{- end }}
+{{- include "otp.redisEnv" (list . "") }}
 - name: KAFKA_BROKERS
   value: {{ required "config.kafkaBrokers is required" .Values.config.kafkaBrokers | quote }}
 {{- include "otp.tracingEnv" . }}
 {{- range $name, $value := .Values.config.env }}
 - name: {{ $name }}
   value: {{ $value | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Where Redis is, for the service and the relay (pass (list $ "")) or for the
+notifier's delivery claims (pass (list $ "NOTIFIER_")): the same deployment.
+One node: REDIS_URL from redis.existingSecret (it holds the password) or
+config.redisUrl. Cluster or Sentinel (config.env.REDIS_CLUSTER_NODES /
+REDIS_SENTINELS): those, and the password from redis.existingSecret's
+passwordKey. Never both a URL and a cluster or Sentinels: the code refuses
+that. The notifier gets the service's other Redis settings from config.env
+under its own names (NOTIFIER_REDIS_*, NOTIFIER_REDIS_WAIT_*), unless
+notifier.env sets them.
+*/}}
+{{- define "otp.redisEnv" -}}
+{{- $ := index . 0 -}}
+{{- $p := index . 1 -}}
+{{- $env := $.Values.config.env -}}
+{{- $mine := ternary $.Values.notifier.env (dict) (eq $p "NOTIFIER_") -}}
+{{- $many := or $env.REDIS_CLUSTER_NODES $env.REDIS_SENTINELS -}}
+{{- if and $many $.Values.config.redisUrl }}
+{{- fail "config.redisUrl and config.env.REDIS_CLUSTER_NODES / REDIS_SENTINELS are both set: choose one Redis deployment" }}
+{{- end }}
+{{- if $many }}
+{{- if $.Values.redis.existingSecret }}
+- name: {{ $p }}REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef: { name: {{ $.Values.redis.existingSecret | quote }}, key: {{ $.Values.redis.passwordKey | quote }} }
+{{- end }}
+{{- else if $.Values.redis.existingSecret }}
+- name: {{ $p }}REDIS_URL
+  valueFrom:
+    secretKeyRef: { name: {{ $.Values.redis.existingSecret | quote }}, key: {{ $.Values.redis.urlKey | quote }} }
+{{- else if $.Values.config.redisUrl }}
+- name: {{ $p }}REDIS_URL
+  value: {{ $.Values.config.redisUrl | quote }}
+{{- else }}
+{{- fail "config.redisUrl (or redis.existingSecret, or config.env.REDIS_CLUSTER_NODES / REDIS_SENTINELS) is required" }}
+{{- end }}
+{{- if $p }}
+{{- range $from := list "REDIS_CLUSTER_NODES" "REDIS_SENTINELS" "REDIS_SENTINEL_MASTER" "REDIS_USERNAME" "REDIS_SENTINEL_USERNAME" "REDIS_TLS" "REDIS_TLS_SERVERNAME" "OTP_REDIS_WAIT_REPLICAS" "OTP_REDIS_WAIT_TIMEOUT_MS" }}
+{{- $to := printf "%s%s" $p (trimPrefix "OTP_" $from) }}
+{{- if and (hasKey $env $from) (not (hasKey $mine $to)) }}
+- name: {{ $to }}
+  value: {{ index $env $from | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
