@@ -11,6 +11,8 @@ import type { Delivery } from "./delivery.js";
 
 export type DeliveryOutcomeLabel = "delivered" | "failed" | "canceled" | "expired";
 
+export type ClaimOperation = "claim" | "finish" | "renew" | "release";
+
 // From 50 ms (a console or webhook delivery right after Send) to minutes (retries).
 const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
@@ -21,6 +23,7 @@ export class NotifierMetrics implements AttemptObserver {
   private readonly retries: Counter<"channel" | "adapter">;
   private readonly deadLetters: Counter;
   private readonly latency: Histogram<"channel">;
+  private readonly claimErrors: Counter<"operation">;
   /** otp_kafka_errors_total, as the service's: clients otp-notifier (consumer) and otp-notifier-results (producer). */
   readonly kafka: KafkaTroubleCounter;
 
@@ -58,6 +61,17 @@ export class NotifierMetrics implements AttemptObserver {
       buckets: LATENCY_BUCKETS,
       registers,
     });
+    this.claimErrors = new Counter({
+      name: "otp_notifier_claim_errors_total",
+      help: "Delivery-claim operations in Redis that failed, by operation (claim, finish, renew, release): Redis unreachable, or replicas that did not acknowledge (NOTIFIER_REDIS_WAIT_REPLICAS). Deliveries wait while claim and finish fail",
+      labelNames: ["operation"],
+      registers,
+    });
+  }
+
+  /** A claim-store operation failed (it is retried, or for renew and release, given up). */
+  claimFailed(operation: ClaimOperation): void {
+    this.claimErrors.inc({ operation });
   }
 
   attempted(channel: string, adapter: string, ok: boolean, attempt: number): void {

@@ -27,7 +27,7 @@ import { Deliverer, type Attempted } from "./deliverer.js";
 import { KeyedLanes, Slots } from "./lanes.js";
 import { PartitionTracker } from "./offsets.js";
 import { deadLetterRecord, statusRecord, type Original } from "./records.js";
-import type { NotifierMetrics } from "./metrics.js";
+import type { ClaimOperation, NotifierMetrics } from "./metrics.js";
 import { sleep } from "./retry.js";
 import { consumeSpan, type ConsumeSpan } from "../telemetry/spans.js";
 import { telemetry } from "../telemetry/tracing.js";
@@ -283,14 +283,14 @@ export class Notifier {
         clearInterval(renewal);
         if (signal.aborted) {
           // Abandoned unfinished: the next owner may deliver at once, not after the lease.
-          await this.claims.release(event.eventId, claim.token).catch(() => undefined);
+          await this.claims.release(event.eventId, claim.token).catch(() => this.options.metrics?.claimFailed("release"));
           throw err;
         }
         span?.setAttribute("otp.delivery.outcome", "dead_lettered");
         records = this.poison(o, err);
       }
       // Finished before it is reported: a crash after this point loses a status, never sends twice.
-      await this.untilDone(() => this.claims.finish(event.eventId, claim.token), "cannot mark the delivery finished in Redis; retrying");
+      await this.untilDone(() => this.claims.finish(event.eventId, claim.token), "finish", "cannot mark the delivery finished in Redis; retrying");
       const handled: Handled = { unpublished: records };
       this.dedupe.set(event.eventId, handled);
       await this.publish(records);
@@ -370,7 +370,7 @@ export class Notifier {
     // One token for every try: a try whose answer was lost may still have claimed it for us.
     const token = randomUUID();
     for (;;) {
-      const claim = await this.untilDone(() => this.claims.claim(eventId, token), "cannot claim a delivery in Redis; retrying");
+      const claim = await this.untilDone(() => this.claims.claim(eventId, token), "claim", "cannot claim a delivery in Redis; retrying");
       if (claim.kind === "claimed") return { token: claim.token };
       if (claim.kind === "done") return null;
       await sleep(claim.retryInMs, signal);
@@ -385,17 +385,22 @@ export class Notifier {
         (held) => {
           if (!held) this.options.logger.warn({ event_id: eventId }, "delivery claim lost while delivering (lease expired)");
         },
-        (err: unknown) => this.options.logger.warn({ err: (err as Error).message }, "cannot renew a delivery claim"),
+        (err: unknown) => {
+          this.options.metrics?.claimFailed("renew");
+          this.options.logger.warn({ err: (err as Error).message }, "cannot renew a delivery claim");
+        },
       );
     }, every);
   }
 
-  private async untilDone<T>(op: () => Promise<T>, warning: string): Promise<T> {
+  /** A claim-store operation, retried until it succeeds or we stop (each failure counted). */
+  private async untilDone<T>(op: () => Promise<T>, operation: ClaimOperation, warning: string): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await op();
       } catch (err) {
         if (this.abort.signal.aborted) throw err;
+        this.options.metrics?.claimFailed(operation);
         if (attempt === 1) this.options.logger.warn({ err: (err as Error).message }, warning);
         await sleep(Math.min(100 * 2 ** attempt, PUBLISH_BACKOFF_MAX_MS), this.abort.signal);
       }

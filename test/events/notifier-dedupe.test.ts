@@ -6,19 +6,25 @@
 // mid-delivery expires, and the event is then delivered by another.
 // Codes are never printed: assertions count console lines by event id.
 import { randomBytes, randomInt } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { buildAdapters } from '../../src/notifier/adapters/index.js';
 import { RedisClaims } from '../../src/notifier/claims.js';
 import { loadNotifierConfig } from '../../src/notifier/config.js';
 import { notifierLogger } from '../../src/notifier/logger.js';
+import { NotifierMetrics } from '../../src/notifier/metrics.js';
 import { Notifier, type NotifierTopics } from '../../src/notifier/notifier.js';
 import { caseTopics, createTopicsPatiently, deliveryEvent, testKeyring, TestProducer, TopicReader } from '../support/delivery-events.js';
+import { freePort } from '../support/free-port.js';
 import { kafkaAndRedisForFile } from '../support/kafka-and-redis.js';
+import { redisProcess } from '../support/redis-process.js';
 
 const env = kafkaAndRedisForFile();
 const keyring = testKeyring();
-const topics = { twins: caseTopics('claims-twins'), restart: caseTopics('claims-restart'), crash: caseTopics('claims-crash') };
+const topics = { twins: caseTopics('claims-twins'), restart: caseTopics('claims-restart'), crash: caseTopics('claims-crash'), outage: caseTopics('claims-outage') };
 const testCode = (): string => String(randomInt(100_000, 1_000_000));
 const phone = (): string => `+1555${randomInt(1_000_000, 10_000_000)}`;
 const LEASE_MS = 1_500;
@@ -49,13 +55,13 @@ interface Running {
   logs: Record<string, unknown>[];
 }
 
-/** A notifier in its own consumer group (so it reads every event), with claims in the file's Redis. */
-async function startNotifier(t: NotifierTopics, prefix: string): Promise<Running> {
+/** A notifier in its own consumer group (so it reads every event), with claims in the file's Redis (or `redisUrl`'s). */
+async function startNotifier(t: NotifierTopics, prefix: string, options: { redisUrl?: string; metrics?: NotifierMetrics } = {}): Promise<Running> {
   const config = loadNotifierConfig({
     KAFKA_BROKERS: env.brokers,
     OTP_SEAL_KEYS: keyring.env,
     NOTIFIER_GROUP_ID: `claims-${randomBytes(4).toString('hex')}`,
-    NOTIFIER_REDIS_URL: env.redisUrl,
+    NOTIFIER_REDIS_URL: options.redisUrl ?? env.redisUrl,
     NOTIFIER_CLAIM_LEASE_MS: String(LEASE_MS),
     NOTIFIER_COMMIT_INTERVAL_MS: '100',
     NOTIFIER_SHUTDOWN_GRACE_MS: '2000',
@@ -65,7 +71,7 @@ async function startNotifier(t: NotifierTopics, prefix: string): Promise<Running
   const logger = notifierLogger('info', sink);
   const deliveries: string[] = [];
   const claims = await RedisClaims.connect(config.redis!, { leaseMs: config.claimLeaseMs, doneTtlMs: config.claimDoneTtlMs }, prefix);
-  const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger, (l) => deliveries.push(l)), topics: t, claims });
+  const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger, (l) => deliveries.push(l)), topics: t, claims, metrics: options.metrics });
   running.push(notifier);
   await notifier.start();
   return { notifier, deliveries, logs };
@@ -136,6 +142,36 @@ describe('delivery claims in Redis', () => {
     await until('the restarted notifier to skip both copies', () => skipped(second, d.eventId) === 2);
     expect(deliveredCount(second, d.eventId)).toBe(0);
     expect(deliveredCount(first, d.eventId)).toBe(1);
+  }, 120_000);
+
+  test('while the claims\' Redis is down nothing is delivered and every failed claim is counted; once it is back, the event is delivered once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'otp-claims-redis-'));
+    const port = await freePort();
+    const redis = redisProcess('redis-server', port, dir, () => ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no']);
+    await redis.start();
+    try {
+      const metrics = new NotifierMetrics();
+      const claimErrors = async () => {
+        const family = (await metrics.registry.getMetricsAsJSON()).find((m) => m.name === 'otp_notifier_claim_errors_total');
+        return family?.values.filter((v) => v.labels.operation === 'claim').reduce((sum, v) => sum + v.value, 0) ?? 0;
+      };
+      const r = await startNotifier(topics.outage, `outage-${randomBytes(3).toString('hex')}`, { redisUrl: `redis://127.0.0.1:${port}`, metrics });
+      await redis.kill();
+      const d = deliveryEvent({ sealer: keyring.sealer, topic: topics.outage.delivery, destination: phone(), code: testCode() });
+      await producer.send(d.record);
+      for (const deadline = Date.now() + 30_000; (await claimErrors()) < 2; await new Promise((ok) => setTimeout(ok, 100))) {
+        if (Date.now() > deadline) throw new Error('timed out waiting for failed claims to be counted');
+      }
+      // Unclaimed, so not sent: a Redis away delays a delivery, it never risks a second one.
+      expect(deliveredCount(r, d.eventId)).toBe(0);
+      await redis.start();
+      await until('the delivery once Redis is back', () => deliveredCount(r, d.eventId) === 1, 45_000);
+      await reader.status(topics.outage.status, d.eventId);
+      expect(deliveredCount(r, d.eventId)).toBe(1);
+    } finally {
+      await redis.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 120_000);
 
   test('a claim left by a notifier that crashed mid-delivery expires, then another delivers (once)', async () => {
