@@ -234,6 +234,26 @@ describe('redis store: what Redis holds', () => {
     }
   });
 
+  it('an outbox entry is one JSON field of strings; entries in the earlier flat layout are still read, with the same fields', async () => {
+    const prefix = freshPrefix();
+    const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });
+    const { cmd } = issueCommand(newDestination(SHARDS));
+    expect((await store.issue(cmd)).kind).toBe('issued');
+    const stream = `${prefix}:{${cmd.ref.shard}}:outbox`;
+    const written = (await raw.call(['XRANGE', stream, '-', '+'])) as [string, string[]][];
+    expect(written.map(([, flat]) => flat[0])).toEqual(['e', 'e']);
+    const [delivery, sent] = written.map(([, flat]) => JSON.parse(flat[1]!) as Record<string, unknown>);
+    for (const value of [...Object.values(delivery!), ...Object.values(sent!)]) expect(typeof value).toBe('string');
+    // Whole numbers as XADD wrote them: decimal digits, not a float's 14.
+    expect(delivery!.exp).toMatch(/^\d{13}$/);
+    expect(delivery!.ts).toMatch(/^\d{13}$/);
+    // A backlog entry an older release wrote as flat stream fields: the same fields come out.
+    await raw.call(['XADD', stream, '*', ...Object.entries(sent!).flatMap(([name, value]) => [name, String(value)])]);
+    const read = await store.readOutbox('relay-1', 10);
+    expect(read.map((e) => e.fields)).toEqual([delivery, sent, sent]);
+    await store.close();
+  });
+
   it('every non-stream key has a TTL', async () => {
     const prefix = freshPrefix();
     const { store } = await populate(prefix, newCode());

@@ -203,12 +203,36 @@ export function summary(reply: RedisReply): VerificationSummary | null {
   return { purpose: str(r, 0), channel: num(r, 1), context: str(r, 2), prefixRefs: str(r, 3), test: num(r, 4) === 1 };
 }
 
+/**
+ * A stream entry: its fields from the one JSON field `e` (includes/outbox.lua),
+ * or as flat name/value pairs, the layout entries had before it (still read, so
+ * a backlog written by an older release is relayed after an upgrade).
+ */
 function entry(shard: number, raw: RedisReply): OutboxEntry {
   const e = list(raw, "stream entry");
   const flat = list(e[1] ?? null, "stream entry fields");
+  return { id: str(e, 0), shard, fields: flat.length === 2 && flat[0] === "e" ? jsonFields(str(flat, 1)) : pairFields(flat) };
+}
+
+function jsonFields(text: string): Record<string, string> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new UnexpectedReplyError("stream entry JSON");
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new UnexpectedReplyError("stream entry JSON");
+  const fields = parsed as Record<string, unknown>;
+  for (const name in fields) {
+    if (typeof fields[name] !== "string") throw new UnexpectedReplyError(`stream entry field ${name}`);
+  }
+  return fields as Record<string, string>;
+}
+
+function pairFields(flat: RedisReply[]): Record<string, string> {
   const fields: Record<string, string> = {};
   for (let i = 0; i + 1 < flat.length; i += 2) fields[str(flat, i)] = str(flat, i + 1);
-  return { id: str(e, 0), shard, fields };
+  return fields;
 }
 
 /** XREADGROUP on one stream: null, or [[key, [[id, [field, value, ...]], ...]]]. */
