@@ -144,7 +144,7 @@ export class RedisClaims implements DeliveryClaims {
     const [won, value, ttl] = Array.isArray(reply) ? reply : [];
     if (won === 1) return { kind: "claimed", token };
     if (value === DONE) return { kind: "done" };
-    // Gone in between (released or expired): ask again soon.
+    // Another notifier's live claim: ask again when its lease may have run out (between 50 ms and 1 s).
     const left = typeof ttl === "number" && ttl > 0 ? ttl : 0;
     return { kind: "busy", retryInMs: Math.min(Math.max(left, 50), 1_000) };
   }

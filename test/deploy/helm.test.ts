@@ -109,6 +109,12 @@ describe('helm chart', () => {
     expect(new Set(waits).size, 'the notifier waits for replicas exactly when the service does').toBe(1);
   });
 
+  it('a notifier given a Redis of its own in notifier.env gets only that one (no second deployment beside it)', async () => {
+    const ms = await template('-f', valuesFile('mtls'), '--set', 'notifier.env.NOTIFIER_REDIS_URL=redis://claims:6379');
+    const names = (container(deployment(ms, '-notifier')).env ?? []).map((e) => e.name).filter((n) => n.startsWith('NOTIFIER_REDIS'));
+    expect(names).toEqual(['NOTIFIER_REDIS_URL']);
+  });
+
   it('PodDisruptionBudgets for all three, an HPA on the service Deployment, a ServiceMonitor and a PodMonitor only when asked', async () => {
     const ms = await template('-f', valuesFile('plain'));
     expect(ofKind(ms, 'PodDisruptionBudget').map((p) => p.spec.selector.matchLabels['app.kubernetes.io/component']).sort()).toEqual(['notifier', 'relay', 'service']);

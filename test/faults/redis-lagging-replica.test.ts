@@ -66,12 +66,16 @@ async function failOver(rejoin = false): Promise<void> {
   await sentinel!.inSync(30_000);
 }
 
-/** Verify, retried while the store is UNAVAILABLE (the failover is in progress); the result. */
+/**
+ * Verify, retried while the store is UNAVAILABLE (the failover is in progress); the result.
+ * Retried with one idempotency key, as a caller must: a try that consumed the code but
+ * answered UNAVAILABLE (its WAIT not acknowledged in time) then answers VERIFIED on the next.
+ */
 async function verifyAfterFailover(id: string, code: string): Promise<VerifyResult> {
   let result: VerifyResult | undefined;
   await until('verify served after the failover', 20_000, async () => {
     try {
-      result = (await verifyOnce(id, code)).result;
+      result = (await verifyOnce(id, code, `after-failover-${id}`)).result;
       return true;
     } catch (err) {
       expect((err as { code?: number }).code).toBe(status.UNAVAILABLE);

@@ -1,17 +1,21 @@
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
-// A port the OS hands out for bind(0) lies in its ephemeral range, the same
-// range every outgoing connection takes its local port from. With a suite's
-// worth of clients connecting (to Redis, Kafka, the service), such a port
-// could be taken by a connection between our probe and the server that was
-// to listen on it (a Redis Cluster node failing to start, now and then). So
-// ports are picked at random below that range, where no outgoing connection
-// lands, and checked free; never one of the well-known ports tests must
-// leave alone.
+// Ports for the servers a test starts, free when handed out and not handed
+// out to anyone else in the meantime:
+// - below the OS's ephemeral range, so no outgoing connection (the suite
+//   makes thousands) takes one as its local port before the server binds it;
+// - from a slice of its own for each vitest worker (VITEST_POOL_ID), walked
+//   in order, so two test files running side by side never pick the same
+//   port in the moment between checking it and binding it (a Redis Cluster
+//   node failed to start that way now and then: its port, or its bus port,
+//   had gone to another file's server);
+// - checked free, and never one of the well-known ports tests must leave alone.
+// Where the ephemeral range leaves no room below it, the OS picks (bind(0)).
 
 const AVOID = new Set([26379, 27017, 28017]);
 const LOWEST = 20_000;
+const SLICE = 1_000;
 
 function ephemeralStart(): number {
   try {
@@ -22,7 +26,10 @@ function ephemeralStart(): number {
   }
 }
 
-const below = ephemeralStart();
+const slices = Math.floor((ephemeralStart() - LOWEST) / SLICE);
+const worker = Number(process.env.VITEST_POOL_ID ?? process.env.VITEST_WORKER_ID ?? process.pid);
+const sliceStart = LOWEST + ((Number.isInteger(worker) ? worker : process.pid) % Math.max(1, slices)) * SLICE;
+let next = 0;
 
 function listensOn(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -33,14 +40,7 @@ function listensOn(port: number): Promise<boolean> {
   });
 }
 
-/** A loopback TCP port that was free a moment ago, outside the OS's ephemeral range when it leaves room for one. */
-export async function freePort(): Promise<number> {
-  if (below - LOWEST >= 1_000) {
-    for (let tries = 0; tries < 50; tries++) {
-      const port = LOWEST + Math.floor(Math.random() * (below - LOWEST));
-      if (!AVOID.has(port) && (await listensOn(port))) return port;
-    }
-  }
+function anyPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
@@ -50,4 +50,14 @@ export async function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
+}
+
+/** A loopback TCP port that is free and that no other test file is given. */
+export async function freePort(): Promise<number> {
+  if (slices < 1) return anyPort();
+  for (let tries = 0; tries < SLICE; tries++) {
+    const port = sliceStart + (next++ % SLICE);
+    if (!AVOID.has(port) && (await listensOn(port))) return port;
+  }
+  return anyPort();
 }

@@ -33,10 +33,16 @@ export function redisProcess(binary: string, port: number, dir: string, args: ()
     dir,
     running,
     async start() {
-      child = spawn(binary, args(), { stdio: 'ignore', cwd: dir });
+      // Its last words are kept, to say why when it does not come up.
+      let said = '';
+      child = spawn(binary, args(), { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir });
+      for (const out of [child.stdout!, child.stderr!]) out.on('data', (chunk: Buffer) => (said = (said + chunk.toString()).slice(-600)));
       const deadline = Date.now() + READY_TIMEOUT_MS;
       while (!(await ping(port))) {
-        if (!running()) throw new Error(`${binary} on port ${port} exited`);
+        if (!running()) {
+          await ended(child);
+          throw new Error(`${binary} on port ${port} exited: ${said.trim().split('\n').slice(-3).join(' | ')}`);
+        }
         if (Date.now() > deadline) throw new Error(`${binary} on port ${port} not answering after ${READY_TIMEOUT_MS} ms`);
         await new Promise((r) => setTimeout(r, 30));
       }

@@ -50,7 +50,8 @@ REDIS_SENTINELS): those, and the password from redis.existingSecret's
 passwordKey. Never both a URL and a cluster or Sentinels: the code refuses
 that. The notifier gets the service's other Redis settings from config.env
 under its own names (NOTIFIER_REDIS_*, NOTIFIER_REDIS_WAIT_*), unless
-notifier.env sets them.
+notifier.env sets them; when notifier.env names a deployment of its own
+(NOTIFIER_REDIS_URL, _CLUSTER_NODES or _SENTINELS), nothing is added.
 */}}
 {{- define "otp.redisEnv" -}}
 {{- $ := index . 0 -}}
@@ -58,6 +59,7 @@ notifier.env sets them.
 {{- $env := $.Values.config.env -}}
 {{- $mine := ternary $.Values.notifier.env (dict) (eq $p "NOTIFIER_") -}}
 {{- $many := or $env.REDIS_CLUSTER_NODES $env.REDIS_SENTINELS -}}
+{{- if not (or (hasKey $mine "NOTIFIER_REDIS_URL") (hasKey $mine "NOTIFIER_REDIS_CLUSTER_NODES") (hasKey $mine "NOTIFIER_REDIS_SENTINELS")) }}
 {{- if and $many $.Values.config.redisUrl }}
 {{- fail "config.redisUrl and config.env.REDIS_CLUSTER_NODES / REDIS_SENTINELS are both set: choose one Redis deployment" }}
 {{- end }}
@@ -83,6 +85,7 @@ notifier.env sets them.
 {{- if and (hasKey $env $from) (not (hasKey $mine $to)) }}
 - name: {{ $to }}
   value: {{ index $env $from | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
