@@ -81,6 +81,7 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
     keys: [idempotencyRecordKey(prefix, TENANT, 'Send', 'key-digest')],
     args: { fields: { destination: 'd1', purpose: 'p1' }, retain_ms: 60_000 },
   },
+  readOutbox: { keys: [outboxKey(prefix, 0)], args: { group: 'relay', consumer: 'relay-1', count: 10, from: '>' } },
 };
 
 async function keysUnderPrefix(): Promise<string[]> {
@@ -101,7 +102,7 @@ function expectArgsError(reply: unknown, script: string, field?: string) {
   if (field) expect(message).toContain(field);
 }
 
-const FILES: Partial<Record<ScriptName, string>> = { markDeliveryFailed: 'mark-delivery-failed', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome' };
+const FILES: Partial<Record<ScriptName, string>> = { markDeliveryFailed: 'mark-delivery-failed', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome', readOutbox: 'read-outbox' };
 const scriptFile = (name: ScriptName) => FILES[name] ?? name;
 
 describe('script argument contract', () => {

@@ -84,7 +84,8 @@ const budgetArgs = (mode: "spend" | "peek", budgets: CallerBudget[], guard?: Pre
 // acknowledgement to wait for. Every other script (and any new one) waits.
 // A prefix-guard credit changes no answer either (the Verify it follows is already acknowledged).
 // Cancel waits: a canceled code brought back by a failover would verify again.
-const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "inspect", "audit", "prefixOutcome"]);
+// The relay's read of the outbox changes only the consumer group's bookkeeping.
+const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "inspect", "audit", "prefixOutcome", "readOutbox"]);
 // Shared, never changed: no options object per call.
 const READ_ONLY: RunOptions = Object.freeze({ readOnly: true });
 const ACKNOWLEDGED: RunOptions = Object.freeze({ readOnly: false });
@@ -278,9 +279,7 @@ export class RedisStore implements VerificationStore {
   async readOutbox(consumer: string, count: number): Promise<OutboxEntry[]> {
     return readAcrossShards(this.#shards, this.#rotate(), count, 3, async (shard, n) => {
       const key = this.#outboxKey(shard);
-      const reply = await this.#withGroup(shard, () =>
-        this.#redis.call(["XREADGROUP", "GROUP", OUTBOX_GROUP, consumer, "COUNT", String(n), "STREAMS", key, ">"], key),
-      );
+      const reply = await this.#withGroup(shard, () => this.#run("readOutbox", [key], { group: OUTBOX_GROUP, consumer, count: n, from: ">" }));
       return replies.readEntries(shard, reply);
     });
   }
@@ -294,10 +293,8 @@ export class RedisStore implements VerificationStore {
     const shards = Array.from({ length: this.#shards }, (_, shard) => shard);
     const read = await Promise.all(shards.map(async (shard) => {
       const key = this.#outboxKey(shard);
-      const reply = await this.#withGroup(shard, () =>
-        this.#redis.call(["XREADGROUP", "GROUP", OUTBOX_GROUP, consumer, "COUNT", String(count), "STREAMS", key, "0"], key),
-      );
-      return replies.pendingEntries(shard, reply);
+      const reply = await this.#withGroup(shard, () => this.#run("readOutbox", [key], { group: OUTBOX_GROUP, consumer, count, from: "0" }));
+      return replies.readEntries(shard, reply);
     }));
     return read.flat().slice(0, count);
   }

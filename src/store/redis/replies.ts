@@ -203,15 +203,27 @@ export function summary(reply: RedisReply): VerificationSummary | null {
   return { purpose: str(r, 0), channel: num(r, 1), context: str(r, 2), prefixRefs: str(r, 3), test: num(r, 4) === 1 };
 }
 
-/**
- * A stream entry: its fields from the one JSON field `e` (includes/outbox.lua),
- * or as flat name/value pairs, the layout entries had before it (still read, so
- * a backlog written by an older release is relayed after an upgrade).
- */
+/** A stream entry as Redis stores it: [id, [field, value, ...]]. */
 function entry(shard: number, raw: RedisReply): OutboxEntry {
   const e = list(raw, "stream entry");
   const flat = list(e[1] ?? null, "stream entry fields");
-  return { id: str(e, 0), shard, fields: flat.length === 2 && flat[0] === "e" ? jsonFields(str(flat, 1)) : pairFields(flat) };
+  const fields: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) fields[str(flat, i)] = str(flat, i + 1);
+  return { id: str(e, 0), shard, fields };
+}
+
+/**
+ * read-outbox.lua: {id, fields as a JSON object, ...}; an entry deleted while
+ * pending has '' for its fields and is left out (nothing to deliver).
+ */
+export function readEntries(shard: number, reply: RedisReply): OutboxEntry[] {
+  const r = list(reply, "read-outbox");
+  const out: OutboxEntry[] = [];
+  for (let i = 0; i + 1 < r.length; i += 2) {
+    const fields = str(r, i + 1);
+    if (fields !== "") out.push({ id: str(r, i), shard, fields: jsonFields(fields) });
+  }
+  return out;
 }
 
 function jsonFields(text: string): Record<string, string> {
@@ -219,40 +231,14 @@ function jsonFields(text: string): Record<string, string> {
   try {
     parsed = JSON.parse(text);
   } catch {
-    throw new UnexpectedReplyError("stream entry JSON");
+    throw new UnexpectedReplyError("outbox entry JSON");
   }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new UnexpectedReplyError("stream entry JSON");
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new UnexpectedReplyError("outbox entry JSON");
   const fields = parsed as Record<string, unknown>;
   for (const name in fields) {
-    if (typeof fields[name] !== "string") throw new UnexpectedReplyError(`stream entry field ${name}`);
+    if (typeof fields[name] !== "string") throw new UnexpectedReplyError(`outbox entry field ${name}`);
   }
   return fields as Record<string, string>;
-}
-
-function pairFields(flat: RedisReply[]): Record<string, string> {
-  const fields: Record<string, string> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) fields[str(flat, i)] = str(flat, i + 1);
-  return fields;
-}
-
-/** XREADGROUP on one stream: null, or [[key, [[id, [field, value, ...]], ...]]]. */
-export function readEntries(shard: number, reply: RedisReply): OutboxEntry[] {
-  if (reply === null) return [];
-  const stream = list(list(reply, "XREADGROUP")[0] ?? null, "XREADGROUP stream");
-  return list(stream[1] ?? null, "XREADGROUP entries").map((raw) => entry(shard, raw));
-}
-
-/**
- * XREADGROUP of a consumer's own history ("0"): like readEntries, but an entry
- * deleted while pending comes back with nil fields: nothing to deliver (XAUTOCLAIM
- * drops it from the pending list).
- */
-export function pendingEntries(shard: number, reply: RedisReply): OutboxEntry[] {
-  if (reply === null) return [];
-  const stream = list(list(reply, "XREADGROUP")[0] ?? null, "XREADGROUP stream");
-  return list(stream[1] ?? null, "XREADGROUP entries")
-    .filter((raw) => Array.isArray(raw) && raw[1] !== null)
-    .map((raw) => entry(shard, raw));
 }
 
 /** XAUTOCLAIM: [next cursor, [[id, [field, value, ...]], ...], [deleted ids]]. */

@@ -86,6 +86,7 @@ export interface ScriptArgs {
   prefixOutcome: { outcome: "verified" | "unsent"; rule: PrefixRuleArg };
   audit: { fields: Record<string, string> };
   idempotency: { fields: Record<string, string>; retain_ms: number };
+  readOutbox: { group: string; consumer: string; count: number; from: ">" | "0" };
 }
 
 /** [min sends, min verified percent, window ms, buckets, cool-off ms] */

@@ -12,12 +12,15 @@ Returns the stream entry id.
 
 --- @include "args"
 --- @include "clock"
---- @include "outbox"
 
 local A, bad = script_args('audit', { fields = 'map' })
 if not A then return bad end
 
-local e = {}
-for name, value in pairs(A.fields) do e[name] = value end
-e.ts = now_ms()
-return outbox_add(KEYS[1], e)
+local fields = {'ts', now_ms()}
+for name, value in pairs(A.fields) do
+  if name ~= 'ts' then
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
+  end
+end
+return redis.call('XADD', KEYS[1], '*', unpack(fields))
