@@ -23,10 +23,16 @@ function ended(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
+// One exit handler for every server this process started (one each passed
+// Node's listener limit with a cluster and a Sentinel set in one file).
+const alive = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of alive) child.kill('SIGKILL');
+});
+
 /** `args(port, dir)`: the command line after the binary. */
 export function redisProcess(binary: string, port: number, dir: string, args: () => string[]): RedisProcess {
   let child: ChildProcess | undefined;
-  process.once('exit', () => child?.kill('SIGKILL'));
   const running = () => child !== undefined && child.exitCode === null && child.signalCode === null;
   return {
     port,
@@ -35,7 +41,10 @@ export function redisProcess(binary: string, port: number, dir: string, args: ()
     async start() {
       // Its last words are kept, to say why when it does not come up.
       let said = '';
-      child = spawn(binary, args(), { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir });
+      const started = spawn(binary, args(), { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir });
+      child = started;
+      alive.add(started);
+      started.once('exit', () => alive.delete(started));
       for (const out of [child.stdout!, child.stderr!]) out.on('data', (chunk: Buffer) => (said = (said + chunk.toString()).slice(-600)));
       const deadline = Date.now() + READY_TIMEOUT_MS;
       while (!(await ping(port))) {
