@@ -89,11 +89,8 @@ export function readRedisSettings(env: Env, names: RedisVariables = SERVICE_REDI
     );
   }
   if (chosen.length === 0) {
-    const needingRedis = [
-      names.sentinelMaster, names.username, names.password, names.sentinelUsername, names.sentinelPassword,
-      names.tls, names.tlsCaFile, names.tlsCertFile, names.tlsKeyFile, names.tlsServername, names.waitReplicas,
-    ];
-    const stray = needingRedis.find((name) => optional(env, name) !== undefined);
+    // Every other setting means nothing without a deployment (the WAIT timeout alone has a harmless default).
+    const stray = Object.values(names).find((name) => !deployments.includes(name) && name !== names.waitTimeoutMs && optional(env, name) !== undefined);
     if (stray) throw new ConfigError(`${stray} is set but no Redis deployment is: set ${names.url}, ${names.clusterNodes} or ${names.sentinels}`);
     return undefined;
   }

@@ -124,14 +124,7 @@ export class RedisClaims implements DeliveryClaims {
   ) {}
 
   static async connect(redis: RedisSettings, times: ClaimTimes, prefix = "otp-notifier"): Promise<RedisClaims> {
-    const connection = await connectRedis({
-      topology: redis.topology,
-      access: redis.access,
-      waitReplicas: redis.waitReplicas,
-      waitTimeoutMs: redis.waitTimeoutMs,
-      commandTimeoutMs: 2_000,
-    });
-    return new RedisClaims(connection, times, prefix);
+    return new RedisClaims(await connectRedis({ ...redis, commandTimeoutMs: 2_000 }), times, prefix);
   }
 
   private key(eventId: string): string {

@@ -278,10 +278,15 @@ export class RedisStore implements VerificationStore {
 
   async readOutbox(consumer: string, count: number): Promise<OutboxEntry[]> {
     return readAcrossShards(this.#shards, this.#rotate(), count, 3, async (shard, n) => {
-      const key = this.#outboxKey(shard);
-      const reply = await this.#withGroup(shard, () => this.#run("readOutbox", [key], { group: OUTBOX_GROUP, consumer, count: n, from: ">" }));
-      return replies.readEntries(shard, reply);
+      return this.#readShard(shard, consumer, n, ">");
     });
+  }
+
+  /** read-outbox.lua on one shard: entries no relay has read (">"), or this consumer's own pending ones ("0"). */
+  async #readShard(shard: number, consumer: string, count: number, from: ">" | "0"): Promise<OutboxEntry[]> {
+    const key = this.#outboxKey(shard);
+    const reply = await this.#withGroup(shard, () => this.#run("readOutbox", [key], { group: OUTBOX_GROUP, consumer, count, from }));
+    return replies.readEntries(shard, reply);
   }
 
   async rereadOutbox(consumer: string, count: number): Promise<OutboxEntry[]> {
@@ -291,11 +296,7 @@ export class RedisStore implements VerificationStore {
     // shard is asked for up to `count` (this runs only after a failed pass),
     // and what does not fit stays pending for the next call.
     const shards = Array.from({ length: this.#shards }, (_, shard) => shard);
-    const read = await Promise.all(shards.map(async (shard) => {
-      const key = this.#outboxKey(shard);
-      const reply = await this.#withGroup(shard, () => this.#run("readOutbox", [key], { group: OUTBOX_GROUP, consumer, count, from: "0" }));
-      return replies.readEntries(shard, reply);
-    }));
+    const read = await Promise.all(shards.map((shard) => this.#readShard(shard, consumer, count, "0")));
     return read.flat().slice(0, count);
   }
 
