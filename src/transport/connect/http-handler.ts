@@ -7,6 +7,7 @@ import type { Logger } from "../../log.js";
 import type { Refusals } from "../../otp/refusals.js";
 import type { OtpService } from "../../otp/service.js";
 import type { CallerResolver } from "../caller.js";
+import { endCallsWithSharedReason } from "./call-end.js";
 import { applyCors, type OriginCheck } from "./cors.js";
 import { serveJwks, type JwksSource } from "./jwks.js";
 import type { Metrics } from "../../metrics.js";
@@ -52,6 +53,7 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
     // (connect-es would ignore both, reading an unknown channel name as CHANNEL_UNSPECIFIED).
     jsonOptions: { ignoreUnknownFields: false },
     acceptCompression: [compressionGzip, compressionBrotli],
+    requestGate: endCallsWithSharedReason,
   });
   otpRoutes(options.core, options.callerOf, log, options.metrics)(router);
   const rpcs = new Map<string, UniversalHandlerFn>(
