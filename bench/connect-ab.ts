@@ -1,11 +1,13 @@
 import { readdirSync, readFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { Channel, CheckRateLimitRequestSchema } from "../src/gen/otp/v1/otp_pb.js";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { Channel, CheckRateLimitRequestSchema, OtpService, VerifyRequestSchema } from "../src/gen/otp/v1/otp_pb.js";
 import { connectLoad, type ConnectEncoding } from "./connect-load.js";
 import { ghz } from "./ghz.js";
 import { cleanup, installSignalHandlers } from "./procs.js";
 import { startRedis } from "./redis-server.js";
-import { secretDir } from "./secrets.js";
+import { secretDir, writeSecretJson } from "./secrets.js";
 import { PURPOSE, startService } from "./service.js";
 import { summarise } from "./profile.js";
 
@@ -17,10 +19,24 @@ import { summarise } from "./profile.js";
 //   flock /tmp/bench.lock npx tsx bench/connect-ab.ts
 // AB_ROOT: another checkout's root (built) to compare with; AB_LOADS=grpc,json,binary;
 // AB_SECONDS (4), AB_ROUNDS (3); BENCH_NODE_FLAGS as in the bench. No Kafka (dev log sink).
+// AB_CALL=verify: Verify instead, by id, on 2,000 verifications made first, with one fixed code that is
+// (all but surely) wrong for each of them: the full verify script, as the bench's wrong-code rows.
 const root = process.env.AB_ROOT ?? join(import.meta.dirname, "..");
 const SECONDS = Number(process.env.AB_SECONDS ?? 4);
 const ROUNDS = Number(process.env.AB_ROUNDS ?? 3);
 const PROFILE = process.env.AB_PROFILE; // json | binary
+const CALL = process.env.AB_CALL ?? "checkratelimit"; // or verify
+
+/** `n` new verifications (Send over Connect), their ids. */
+async function verificationIds(httpPort: number, n: number): Promise<string[]> {
+  const client = createClient(OtpService, createConnectTransport({ baseUrl: `http://127.0.0.1:${httpPort}`, httpVersion: "1.1" }));
+  const ids: string[] = [];
+  for (let i = 0; i < n; i += 50) {
+    const batch = Array.from({ length: Math.min(50, n - i) }, (_, j) => client.send({ purpose: PURPOSE, channel: Channel.EMAIL, destination: `ab${i + j}@example.com` }));
+    for (const r of await Promise.all(batch)) ids.push(r.verificationId);
+  }
+  return ids;
+}
 
 function cpuTicks(pid: number): number {
   const t = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -35,13 +51,25 @@ async function main() {
   mkdirSync(profDir);
   const service = await startService({ root, redisUrl: redis.url, kafkaBrokers: "", workers: 1, nodeArgs: PROFILE ? ["--cpu-prof", "--cpu-prof-dir", profDir] : [] });
   const destinations = Array.from({ length: 20_000 }, (_, i) => `m${i}@example.com`);
+  const ids = CALL === "verify" ? await verificationIds(service.httpPort, 2_000) : [];
+  const wrongCode = "000000";
   const connect = (encoding: ConnectEncoding, seconds: number) =>
-    connectLoad({
-      port: service.httpPort, call: "otp.v1.OtpService/CheckRateLimit", schema: CheckRateLimitRequestSchema, encoding, seconds, concurrency: 50,
-      messages: destinations.map((destination) => ({ purpose: PURPOSE, channel: Channel.EMAIL, destination })),
-      json: destinations.map((destination) => ({ purpose: PURPOSE, channel: "CHANNEL_EMAIL", destination })),
-    });
-  const grpc = (seconds: number) => ghz({ port: service.grpcPort, call: "otp.v1.OtpService/CheckRateLimit", data: { purpose: PURPOSE, channel: "CHANNEL_EMAIL", destination: "m{{.RequestNumber}}@example.com" }, seconds, concurrency: 50, connections: 2 });
+    CALL === "verify"
+      ? connectLoad({
+        port: service.httpPort, call: "otp.v1.OtpService/Verify", schema: VerifyRequestSchema, encoding, seconds, concurrency: 50,
+        messages: ids.map((id) => ({ target: { case: "verificationId" as const, value: id }, code: wrongCode })),
+        json: ids.map((id) => ({ verificationId: id, code: wrongCode })),
+      })
+      : connectLoad({
+        port: service.httpPort, call: "otp.v1.OtpService/CheckRateLimit", schema: CheckRateLimitRequestSchema, encoding, seconds, concurrency: 50,
+        messages: destinations.map((destination) => ({ purpose: PURPOSE, channel: Channel.EMAIL, destination })),
+        json: destinations.map((destination) => ({ purpose: PURPOSE, channel: "CHANNEL_EMAIL", destination })),
+      });
+  const verifyFile = CALL === "verify" ? writeSecretJson("ab-verify.json", ids.map((id) => ({ verification_id: id, code: wrongCode }))) : "";
+  const grpc = (seconds: number) =>
+    CALL === "verify"
+      ? ghz({ port: service.grpcPort, call: "otp.v1.OtpService/Verify", dataFile: verifyFile, seconds, concurrency: 50, connections: 2 })
+      : ghz({ port: service.grpcPort, call: "otp.v1.OtpService/CheckRateLimit", data: { purpose: PURPOSE, channel: "CHANNEL_EMAIL", destination: "m{{.RequestNumber}}@example.com" }, seconds, concurrency: 50, connections: 2 });
   const loads: Record<string, (s: number) => Promise<{ ok: number; rps: number }>> = {
     grpc, json: (s) => connect("json", s), binary: (s) => connect("binary", s),
   };

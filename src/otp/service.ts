@@ -187,7 +187,7 @@ export class OtpService {
     if (testCode === undefined) this.permitPhone(caller, "Send", destination, policy, about);
     this.admit();
 
-    const metadataJson = Object.keys(req.metadata).length > 0 ? JSON.stringify(req.metadata) : "";
+    const metadataJson = canonicalMetadata(req.metadata);
     const claim = req.idempotencyKey === "" ? null : this.idempotency.send(caller.tenant, req.idempotencyKey, {
       destinationDigest: digest, purpose: req.purpose, channel: req.channel, context: req.context, locale: req.locale, metadataJson,
     }, policy.ttlSeconds * 1000);
@@ -602,6 +602,19 @@ interface VerifyTarget {
   at?: DestinationRef;
   /** What the idempotency key binds to. */
   fingerprint: string;
+}
+
+/**
+ * A map's entries in key order: protobuf maps have no order, and clients write them in any (Go's
+ * runtime in a random one), so a retried Send must bind to the same idempotency parameters.
+ */
+function canonicalMetadata(metadata: Record<string, string>): string {
+  const keys = Object.keys(metadata);
+  if (keys.length === 0) return "";
+  keys.sort();
+  const sorted: Record<string, string> = {};
+  for (const key of keys) sorted[key] = metadata[key]!;
+  return JSON.stringify(sorted);
 }
 
 /** An idempotency key first used for a request with other parameters (README "Idempotency keys"). */

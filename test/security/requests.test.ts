@@ -121,6 +121,11 @@ describe.each(stores)('%s', (_name, start) => {
       }
       // Canonical forms are the same request: the address in other letter case is the same destination.
       expect((await grpcCall(grpc, send, { ...first, destination: first.destination.toUpperCase() })).verificationId).toBe(sent.verificationId);
+      // A map has no order: the same metadata written in another order (as Go's runtime may) is the same request.
+      const withMetadata = { ...first, idempotencyKey: randomUUID(), destination: freshEmail('ik-md'), metadata: { order: '42', cart: '7', a: '1' } };
+      const sentWithMetadata = await grpcCall(grpc, send, withMetadata);
+      const reordered = { ...withMetadata, metadata: { a: '1', cart: '7', order: '42' } };
+      expect((await grpcCall(grpc, send, reordered)).verificationId).toBe(sentWithMetadata.verificationId);
       // The first request's delivery has been relayed (codeFor waits for it); the refused ones queued none.
       await app.deliveries.codeFor(sent.verificationId);
       expect(app.deliveries.lines.filter((l) => l.destination === other)).toHaveLength(0);
