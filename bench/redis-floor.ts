@@ -102,7 +102,7 @@ export async function verifyFloor(target: FloorTarget): Promise<FloorResult> {
   // A random 128-bit digest never matches (2^-128), so no code is needed.
   const wrong = randomBytes(16).toString("base64url");
   const args = scriptArgv<"verify">({
-    tenant: TENANT, id: target.verificationId, idempotency_key: "",
+    tenant: TENANT, id: target.verificationId, idempotency_key: "", replay: "",
     trace_id: randomBytes(16).toString("hex"), client_id: "", candidates: { [kid]: wrong },
   });
   try {

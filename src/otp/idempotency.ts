@@ -51,10 +51,15 @@ export class IdempotencyKeys {
     return { method: "Send", keyDigest: this.keyDigest(tenant, "Send", idempotencyKey), fields, retainMs, fingerprint };
   }
 
-  verify(tenant: string, idempotencyKey: string, p: VerifyParameters, retainMs: number): IdempotencyClaim {
+  /**
+   * The claim for a Verify, and its replay key: the key and every parameter in one digest, under
+   * which the store keeps the call's answer for a repeat (VerifyCommand.replayKey).
+   */
+  verify(tenant: string, idempotencyKey: string, p: VerifyParameters, retainMs: number): IdempotencyClaim & { replayKey: string } {
     // The code's digest also covers the target, so it says nothing about codes elsewhere.
     const fields = this.fields(tenant, "Verify", { target: p.target, code: p.target + SEP + p.code, context: p.context });
-    return { method: "Verify", keyDigest: this.keyDigest(tenant, "Verify", idempotencyKey), fields, retainMs };
+    const replayKey = this.digest(tenant, "Verify", "request", idempotencyKey + SEP + Object.values(fields).join(SEP), 16);
+    return { method: "Verify", keyDigest: this.keyDigest(tenant, "Verify", idempotencyKey), fields, retainMs, replayKey };
   }
 
   /** What the store keeps in place of the key itself. */

@@ -279,9 +279,12 @@ export class OtpService {
         ref,
         candidates: this.keyring.candidates(ref.verificationId, caller.tenant, req.context, code),
         idempotencyKey: claim?.keyDigest ?? "",
+        replayKey: claim?.replayKey ?? "",
         event: eventContext(caller),
       }),
     );
+    // A repeat's kept answer names its verification: by destination, a newer one may be there now.
+    const verificationId = outcome.verificationId ?? ref.verificationId;
     // A verified code is what keeps its prefixes out of the guard's reach.
     if (outcome.prefixRefs && this.config.prefixGuard) {
       const check = decodePrefixRefs(this.config.prefixGuard.rule, outcome.prefixRefs);
@@ -290,13 +293,13 @@ export class OtpService {
     const response = create(VerifyResponseSchema, {
       result: VERIFY_RESULTS[outcome.result] ?? VerifyResult.UNSPECIFIED,
       attemptsRemaining: outcome.attemptsRemaining,
-      verificationId: ref.verificationId,
+      verificationId,
     });
     if (outcome.result === "VERIFIED" && this.receipts && outcome.purpose !== undefined) {
       response.receipt = await this.receipts.issue({
         tenant: caller.tenant,
         purpose: outcome.purpose,
-        verificationId: ref.verificationId,
+        verificationId,
         destinationDigest: outcome.destinationDigest ?? "",
         verifiedAtMs: outcome.verifiedAtMs ?? Date.now(),
       });

@@ -192,6 +192,13 @@ export interface VerifyCommand {
    * until the verification's expiry, and NOT_FOUND after it.
    */
   idempotencyKey: string;
+  /**
+   * Keyed digest of the idempotency key together with the request's target, code and context, "" when
+   * none. The answer of a Verify that counted an attempt (VERIFIED, INVALID_CODE) is kept under it until
+   * its verification's expiry, and a repeat gets that answer again, with nothing counted, whatever happened
+   * to the verification since (a new Send replaced it, another call verified or locked it).
+   */
+  replayKey: string;
   event: EventContext;
 }
 
@@ -212,6 +219,8 @@ export interface VerifyOutcome {
   verifiedAtMs?: number;
   /** For VERIFIED: the prefixes the code was counted against (IssueCommand.prefixRefs). */
   prefixRefs?: string;
+  /** A repeat's kept answer: the verification it was about (VerifyCommand.replayKey). */
+  verificationId?: string;
 }
 
 /**

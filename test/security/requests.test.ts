@@ -138,6 +138,37 @@ describe.each(stores)('%s', (_name, start) => {
       expect(connectErr?.rawMessage).toContain('different destination');
     });
 
+    it('Verify: a repeat gets its first answer and counts nothing, also after a new Send replaced the verification', async () => {
+      const destination = freshEmail('ik-replay');
+      const a = await grpcCall(grpc, send, { purpose: 'login', channel: Channel.EMAIL, destination });
+      const codeA = await app.deliveries.codeFor(a.verificationId);
+      const bad = wrongCode(codeA.length) === codeA ? '1'.repeat(codeA.length) : wrongCode(codeA.length);
+
+      // A wrong code retried with its key: the same INVALID_CODE, one attempt spent, not two.
+      const wrongReq = { target: { case: 'verificationId' as const, value: a.verificationId }, code: bad, idempotencyKey: randomUUID() };
+      const refused = await grpcCall(grpc, verify, wrongReq);
+      expect(refused.result).toBe(VerifyResult.INVALID_CODE);
+      expect(await grpcCall(grpc, verify, wrongReq)).toEqual(refused);
+
+      // The right code by destination, with a key: VERIFIED with a receipt.
+      const byDestination = { target: { case: 'destination' as const, value: { purpose: 'login', destination } }, code: codeA, idempotencyKey: randomUUID() };
+      const verified = await grpcCall(grpc, verify, byDestination);
+      expect(verified.result).toBe(VerifyResult.VERIFIED);
+      expect(verified.attemptsRemaining).toBe(refused.attemptsRemaining - 1);
+      expect(verified.receipt).not.toBe('');
+
+      // A new Send replaces it. The retries still get their first answers (the first id, the same receipt)...
+      const b = await grpcCall(grpc, send, { purpose: 'login', channel: Channel.EMAIL, destination });
+      expect(b.verificationId).not.toBe(a.verificationId);
+      expect(await grpcCall(grpc, verify, byDestination)).toEqual(verified);
+      expect(await grpcCall(grpc, verify, wrongReq)).toEqual(refused);
+      // ...and spent nothing on the new verification: its code passes with every attempt but the one it takes.
+      const codeB = await app.deliveries.codeFor(b.verificationId);
+      const passed = await grpcCall(grpc, verify, { target: { case: 'verificationId', value: b.verificationId }, code: codeB });
+      expect(passed.result).toBe(VerifyResult.VERIFIED);
+      expect(passed.attemptsRemaining).toBe(b.maxAttempts - 1);
+    });
+
     it('Verify: the same key for another code or another verification is refused, never answered VERIFIED', async () => {
       const a = await grpcCall(grpc, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('ik-a') });
       const b = await grpcCall(grpc, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('ik-b') });

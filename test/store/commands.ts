@@ -1,6 +1,6 @@
 // Builders for store commands in tests. Codes and destinations here are fake,
 // and the store only ever sees their digests. Never print a code.
-import { createHmac, randomBytes, randomInt } from 'node:crypto';
+import { createHash, createHmac, randomBytes, randomInt } from 'node:crypto';
 import { destinationRef, VerificationIds } from '../../src/otp/verification-id.js';
 import type {
   DestinationRef,
@@ -109,6 +109,13 @@ export interface VerifyOptions {
   tenant?: string;
   keyIds?: string[];
   idempotencyKey?: string;
+  /** As the service makes it: one digest of the key and the request (default: of the key, the id and the code). */
+  replayKey?: string;
+}
+
+/** A replay key as opaque as the service's (src/otp/idempotency.ts): one digest of the key and what the request names. */
+export function replayKeyOf(idempotencyKey: string, ...request: string[]): string {
+  return createHash('sha256').update([idempotencyKey, ...request].join('\x1f')).digest('base64url').slice(0, 22);
 }
 
 export function verifyCommand(ref: VerificationRef, code: string, o: VerifyOptions = {}): VerifyCommand {
@@ -117,6 +124,7 @@ export function verifyCommand(ref: VerificationRef, code: string, o: VerifyOptio
     ref,
     candidates: (o.keyIds ?? ['k1']).map((keyId) => ({ keyId, digest: codeDigest(keyId, ref.verificationId, code) })),
     idempotencyKey: o.idempotencyKey ?? '',
+    replayKey: o.replayKey ?? (o.idempotencyKey ? replayKeyOf(o.idempotencyKey, ref.verificationId, code) : ''),
     event: EVENT,
   };
 }

@@ -104,7 +104,7 @@ describe('redis store: what Redis holds', () => {
         // Empty values are not stored: a missing field reads as ''.
         expect(hash.filter((v, i) => i % 2 === 1 && v === '').length, key).toBe(0);
         for (const field of fields) {
-          expect(field).toMatch(/^(dd|md|sb|sb2|ls|lf|lk|id:[A-Za-z0-9_-]{22}|[a-z_]+:(id|k|c|st|ik|if|vk|vt|ct|lc|mt|cx))$/);
+          expect(field).toMatch(/^(dd|md|sb|sb2|ls|lf|lk|id:[A-Za-z0-9_-]{22}|rp?:[A-Za-z0-9_-]{22}|[a-z_]+:(id|k|c|st|ik|if|vk|vt|ct|lc|mt|cx))$/);
         }
       } else {
         expect(type).toBe('stream');
@@ -116,6 +116,34 @@ describe('redis store: what Redis holds', () => {
     expect(everything.includes(dest.raw)).toBe(false);
     expect(everything.includes(dest.raw.slice(1))).toBe(false);
     expect(everything.includes(code)).toBe(false);
+    await store.close();
+  });
+
+  it("kept Verify answers keep the hash a listpack, and pruning them leaves a purpose named \"r\" alone", async () => {
+    const prefix = freshPrefix();
+    const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });
+    const dest = newDestination(SHARDS);
+    const short = policy({ ttlSeconds: 1, maxAttempts: 5 });
+    // A purpose called "r" (its fields are r:id, r:c, ...) and a long one, at one destination.
+    const r = issueCommand(dest, { purpose: 'r', policy: policy({ ttlSeconds: 600, maxAttempts: 5 }) });
+    expect((await store.issue(r.cmd)).kind).toBe('issued');
+    const reset = issueCommand(dest, { purpose: 'password_reset.v2', policy: short });
+    expect((await store.issue(reset.cmd)).kind).toBe('issued');
+    for (let i = 0; i < 3; i++) {
+      expect((await store.verify(verifyCommand(reset.cmd.ref, wrong(reset.code), { idempotencyKey: `w-${i}` }))).result).toBe('INVALID_CODE');
+    }
+    expect((await store.verify(verifyCommand(reset.cmd.ref, reset.code, { idempotencyKey: 'v' }))).result).toBe('VERIFIED');
+    const [key] = (await keysOf(prefix)).filter((k) => k.endsWith(`:${dest.ref.handle}`));
+    const fieldsOf = async () => ((await raw.call(['HKEYS', key!])) as string[]);
+    expect((await fieldsOf()).filter((f) => f.startsWith('r:') && f.length === 24)).toHaveLength(4);
+    expect(await raw.call(['OBJECT', 'ENCODING', key!])).toBe('listpack');
+
+    // Past the reset's expiry, the next kept answer (on purpose "r") prunes its four; "r"'s own fields stay.
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    expect((await store.verify(verifyCommand(r.cmd.ref, wrong(r.code), { idempotencyKey: 'w-r' }))).result).toBe('INVALID_CODE');
+    const kept = (await fieldsOf()).filter((f) => /^rp?:.{22}$/.test(f));
+    expect(kept).toHaveLength(1);
+    expect(await store.verify(verifyCommand(r.cmd.ref, r.code))).toMatchObject({ result: 'VERIFIED', attemptsRemaining: 3 });
     await store.close();
   });
 

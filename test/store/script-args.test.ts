@@ -45,7 +45,7 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
   verify: {
     keys: destKeys,
     args: {
-      tenant: TENANT, id: cmd.ref.verificationId, idempotency_key: '', ...event, candidates: { k1: cmd.codeDigest },
+      tenant: TENANT, id: cmd.ref.verificationId, idempotency_key: '', replay: '', ...event, candidates: { k1: cmd.codeDigest },
     },
   },
   resend: {

@@ -52,7 +52,19 @@ export interface Destination {
   lockedUntil?: number;
   /** By purpose: at most one verification each, as in the hash's `<p>:*` fields. */
   verifications: Map<string, Verification>;
+  /** Kept answers of Verify calls that counted an attempt, by replay key (the hash's `r:` / `rp:` fields). */
+  replays?: Map<string, KeptAnswer>;
   /** The record disappears after this (ms); only ever moves later. */
+  expiresAt: number;
+}
+
+/** A Verify's answer kept for its repeats until its verification's expiry (VerifyCommand.replayKey). */
+export interface KeptAnswer {
+  result: "VERIFIED" | "INVALID_CODE";
+  attemptsRemaining: number;
+  verificationId: string;
+  purpose: string;
+  verifiedAt: number;
   expiresAt: number;
 }
 

@@ -24,7 +24,7 @@ import type {
   VerifyOutcome,
   DestinationRef,
 } from "../store.js";
-import { extendExpiry, isLive, stateOf, verificationById, type Destination, type Verification } from "./destination.js";
+import { extendExpiry, isLive, stateOf, verificationById, type Destination, type KeptAnswer, type Verification } from "./destination.js";
 import * as gcra from "./gcra.js";
 import { OutboxShard } from "./outbox.js";
 import { PrefixGuardRecords } from "./prefix-guard.js";
@@ -156,6 +156,13 @@ export class MemoryStore implements VerificationStore {
   async verify(cmd: VerifyCommand): Promise<VerifyOutcome> {
     const now = this.#now();
     const d = this.#get(this.#key(cmd.tenant, cmd.ref), now);
+    // 0. A repeat of a call that counted an attempt: the answer it had, nothing counted.
+    const kept = cmd.replayKey === "" ? undefined : d?.replays?.get(cmd.replayKey);
+    if (d && kept && now < kept.expiresAt) {
+      const { result, attemptsRemaining, verificationId } = kept;
+      if (result === "INVALID_CODE") return { result, attemptsRemaining, verificationId };
+      return { result, attemptsRemaining, verificationId, purpose: kept.purpose, destinationDigest: d.digest, verifiedAtMs: kept.verifiedAt };
+    }
     // 1. Ids live only in their own tenant's record, so another tenant's id is simply absent.
     const v = d && verificationById(d, cmd.ref.verificationId);
     if (!d || !v) return { result: "NOT_FOUND", attemptsRemaining: 0 };
@@ -201,6 +208,7 @@ export class MemoryStore implements VerificationStore {
       v.status = "v";
       v.verifiedKey = cmd.idempotencyKey;
       v.verifiedAt = now;
+      keepAnswer(d, cmd.replayKey, now, { result: "VERIFIED", attemptsRemaining: v.maxAttempts - v.attempts, verificationId: v.id, purpose: v.purpose, verifiedAt: now, expiresAt: v.expiresAt });
       this.#emit(cmd.ref.shard, now, base, "verified");
       // The prefixes to credit, this once (a repeat above does not return them).
       return v.prefixRefs ? { ...verified(now), prefixRefs: v.prefixRefs } : verified(now);
@@ -222,6 +230,7 @@ export class MemoryStore implements VerificationStore {
     const left = Math.max(0, v.maxAttempts - v.attempts);
     if (left === 0) v.status = "l";
     if (keepUntil > now) extendExpiry(d, keepUntil);
+    keepAnswer(d, cmd.replayKey, now, { result: "INVALID_CODE", attemptsRemaining: left, verificationId: v.id, purpose: v.purpose, verifiedAt: 0, expiresAt: v.expiresAt });
 
     this.#emit(cmd.ref.shard, now, base, "verify_failed", { left: String(left) });
     if (left === 0) this.#emit(cmd.ref.shard, now, base, "locked");
@@ -482,4 +491,12 @@ export class MemoryStore implements VerificationStore {
 
 function budgetKey(tenant: string, b: CallerBudget): string {
   return JSON.stringify([tenant, b.name, b.subject]);
+}
+
+/** Keeps a Verify's answer for its repeats; answers whose verification has expired go (as verify.lua does). */
+function keepAnswer(d: Destination, replayKey: string, now: number, answer: KeptAnswer): void {
+  if (replayKey === "") return;
+  d.replays ??= new Map();
+  for (const [key, old] of d.replays) if (old.expiresAt <= now) d.replays.delete(key);
+  d.replays.set(replayKey, answer);
 }

@@ -173,6 +173,7 @@ export class RedisStore implements VerificationStore {
       tenant: cmd.tenant,
       id: cmd.ref.verificationId,
       idempotency_key: cmd.idempotencyKey,
+      replay: cmd.replayKey,
       ...eventArgs(cmd.event),
       candidates: candidateDigests(cmd.candidates),
     });

@@ -43,6 +43,7 @@ export interface ScriptArgs {
     tenant: string;
     id: string;
     idempotency_key: string;
+    replay: string;
     trace_id: string;
     client_id: string;
     /** key id -> code digest under that key */

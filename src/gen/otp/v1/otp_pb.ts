@@ -183,9 +183,11 @@ export type VerifyRequest = Message<"otp.v1.VerifyRequest"> & {
 
   /**
    * One key per submitted code; send one, always. A repeat with the same key
-   * after a success returns the same result and receipt (a client retry after
-   * a timeout or UNAVAILABLE) until the verification's expires_at. The same
-   * key with another target, code or context is INVALID_ARGUMENT
+   * of a call that counted an attempt (VERIFIED or INVALID_CODE) returns the
+   * same answer, counting nothing (a client retry after a timeout or
+   * UNAVAILABLE), until that verification's expires_at, even if a newer Send
+   * replaced it since (verification_id then names the one it was about). The
+   * same key with another target, code or context is INVALID_ARGUMENT
    * (IDEMPOTENCY_KEY_REUSED).
    *
    * @generated from field: string idempotency_key = 6;

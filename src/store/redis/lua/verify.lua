@@ -10,14 +10,18 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   tenant              str
   id                  str  verification id
   idempotency_key     str  keyed digest of the Verify's idempotency key ("" when none)
+  replay              str  keyed digest of that key with the request's target, code and context ("" when none):
+                           the answer of a call that counted an attempt is kept under it (step 0)
   trace_id            str
   client_id           str
   candidates          map  key id -> code digest under that key
 
 Returns
-  {'VERIFIED', attempts remaining, purpose, destination digest, verified at ms}
+  {'VERIFIED', attempts remaining, purpose, destination digest, verified at ms, prefix refs}
   {'INVALID_CODE', attempts remaining}
   {'EXPIRED' | 'TOO_MANY_ATTEMPTS' | 'NOT_FOUND' | 'DELIVERY_FAILED', 0}
+  a repeat (step 0): {'VERIFIED', left, purpose, destination digest, verified at ms, '', verification id}
+                  or {'INVALID_CODE', left, '', '', 0, '', verification id}
 ]]
 
 --- @include "args"
@@ -28,10 +32,56 @@ Returns
 --- @include "fields"
 
 local A, bad = script_args('verify', {
-  tenant = 'str', id = 'str', idempotency_key = 'str', trace_id = 'str', client_id = 'str', candidates = 'map' })
+  tenant = 'str', id = 'str', idempotency_key = 'str', replay = 'str', trace_id = 'str', client_id = 'str',
+  candidates = 'map' })
 if not A then return bad end
 
-local dest, vid, ik = KEYS[1], A.id, A.idempotency_key
+local dest, vid, ik, rk = KEYS[1], A.id, A.idempotency_key, A.replay
+local now = now_ms()
+
+-- `r:<replay>` = "<v|i><attempts left>,<expires at, base 36>,<expires at - verified at, base 36>,<id>",
+-- and for v `rp:<replay>` = the purpose: the answer of a call that counted an attempt, kept until its
+-- verification's expiry. (Two fields, each under 64 bytes, so the hash stays a listpack.)
+local function replay_value(kind, left, e, vt)
+  return kind .. left .. ',' .. base36(e) .. ',' .. base36(e - vt) .. ',' .. vid
+end
+
+-- Kept answers whose verification has expired, gone: a destination that keeps being sent to keeps its
+-- hash, so they would pile up. Only calls that keep a new answer pay for the look. (A purpose named
+-- "r" has fields `r:id`, `r:c`, ...: a kept answer's name is told apart by its 22-character digest.)
+local function forget_expired_replays()
+  local all, drop = redis.call('HGETALL', dest), {}
+  for i = 1, #all, 2 do
+    local field = all[i]
+    if #field == 24 and string.sub(field, 1, 2) == 'r:' then
+      local e = string.match(all[i + 1], '^[vi]%d+,(%w+),')
+      if not e or tonumber(e, 36) <= now then
+        drop[#drop + 1] = field
+        drop[#drop + 1] = 'rp:' .. string.sub(field, 3)
+      end
+    end
+  end
+  if #drop > 0 then redis.call('HDEL', dest, unpack(drop)) end
+end
+
+-- 0. A repeat of a call that counted an attempt (the same idempotency key, target, code and context):
+-- the answer it had, nothing counted, whatever happened to its verification since (a new Send replaced
+-- it, another call verified or locked it), until that verification's expiry. The answer names its
+-- verification: a repeat by destination may find another one there now.
+if rk ~= '' then
+  local kept = redis.call('HGET', dest, 'r:' .. rk)
+  if kept then
+    local kind, left, e, dv, kept_id = string.match(kept, '^([vi])(%d+),(%w+),(%w+),(.+)$')
+    if kind and now < tonumber(e, 36) then
+      if kind == 'i' then return {'INVALID_CODE', tonumber(left), '', '', 0, '', kept_id} end
+      local kept_purpose = redis.call('HGET', dest, 'rp:' .. rk)
+      if kept_purpose then
+        return {'VERIFIED', tonumber(left), kept_purpose, digest_of(dest, redis.call('HGET', dest, 'dd')),
+          tonumber(e, 36) - tonumber(dv, 36), '', kept_id}
+      end
+    end
+  end
+end
 
 -- 1. Ids live only in their own tenant's hash, so another tenant's id is simply absent.
 local p = redis.call('HGET', dest, id_field(vid))
@@ -44,7 +94,6 @@ if not v[1] or code_id(v[1]) ~= vid or not v[3] then return {'NOT_FOUND', 0} end
 local c, st = counters_read(v[3]), v[4] or '' -- empty fields are not stored
 local dd = digest_of(dest, v[9])
 local a, m = c.a, c.m
-local now = now_ms()
 
 -- Only the digest made with the key this code was issued under counts.
 local match = A.candidates[v[2]] == code_digest(v[1])
@@ -81,11 +130,19 @@ c.a = a
 -- idempotency key answers VERIFIED again, Resend answers 'finished', not 'not_found',
 -- and GetVerification shows it VERIFIED. What only a Resend needs goes.
 if match then
+  local writes = {p .. ':c', counters_text(c), p .. ':st', 'v', p .. ':vt', now}
   if ik ~= '' then
-    redis.call('HSET', dest, p .. ':c', counters_text(c), p .. ':st', 'v', p .. ':vk', ik, p .. ':vt', now)
-  else
-    redis.call('HSET', dest, p .. ':c', counters_text(c), p .. ':st', 'v', p .. ':vt', now)
+    writes[#writes + 1] = p .. ':vk'
+    writes[#writes + 1] = ik
   end
+  if rk ~= '' then
+    forget_expired_replays()
+    writes[#writes + 1] = 'r:' .. rk
+    writes[#writes + 1] = replay_value('v', m - a, c.e, now)
+    writes[#writes + 1] = 'rp:' .. rk
+    writes[#writes + 1] = p
+  end
+  redis.call('HSET', dest, unpack(writes))
   redis.call('HDEL', dest, p .. ':lc', p .. ':mt')
   emit(ev, 'verified')
   -- The prefixes to credit, this once (a repeat above does not return them).
@@ -113,6 +170,11 @@ if left <= 0 then
   writes[#writes + 1] = p .. ':st'
   writes[#writes + 1] = 'l'
   left = 0
+end
+if rk ~= '' then
+  forget_expired_replays()
+  writes[#writes + 1] = 'r:' .. rk
+  writes[#writes + 1] = replay_value('i', left, c.e, c.e)
 end
 redis.call('HSET', dest, unpack(writes))
 if keep_until > now then extend_expiry(dest, keep_until) end
