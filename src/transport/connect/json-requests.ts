@@ -1,4 +1,5 @@
 import { isUtf8 } from "node:buffer";
+import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import type { DescMessage, JsonValue } from "@bufbuild/protobuf";
 import type { UniversalHandler, UniversalHandlerFn, UniversalServerRequest } from "@connectrpc/connect/protocol";
 import type { Logger } from "../../log.js";
@@ -22,7 +23,8 @@ import { refusalAnswer } from "./refusal.js";
 // - when connect's decoding then refuses the body (a wrong JSON type, an
 //   unknown key, a oneof set twice), the answer is rebuilt naming the fields
 //   (./json-faults.ts): failure path only.
-// Compressed bodies are connect's to read (the router's TextDecoder is fatal).
+// Compressed bodies are connect's to read (the router's TextDecoder is fatal);
+// when connect refuses one, it is decompressed here and judged the same way.
 
 const JSON_CONTENT_TYPE = /^application\/json(?:;|$)/i;
 const INVALID_ARGUMENT_STATUS = 400;
@@ -32,8 +34,13 @@ export function jsonRequestsChecked(handler: UniversalHandler, next: UniversalHa
   const path = handler.requestPath;
   const enums = hasEnumFields(input);
   return async (req) => {
-    if (req.method !== "POST" || !JSON_CONTENT_TYPE.test(req.header.get("content-type") ?? "") || req.header.has("content-encoding")) {
-      return next(req);
+    if (req.method !== "POST" || !JSON_CONTENT_TYPE.test(req.header.get("content-type") ?? "")) return next(req);
+    const encoding = req.header.get("content-encoding");
+    if (encoding !== null && encoding !== "identity") {
+      const res = await next(req);
+      if (res.status !== INVALID_ARGUMENT_STATUS || !(req.body instanceof BufferedBody)) return res;
+      const refusal = compressedBodyRefusal(input, req.body.bytes, encoding, readMaxBytes, enums);
+      return refusal ? refusalAnswer(refusal, log, path) : res;
     }
     const body = await readBody(req, readMaxBytes);
     // Too big to look at (or a body connect already holds parsed): the router answers.
@@ -67,6 +74,22 @@ export function jsonBodyRefusal(input: DescMessage, bytes: Uint8Array, enums: bo
     if (violations.length > 0) return OtpError.invalidArgument(violations);
   }
   return { json };
+}
+
+/** Failure path of a compressed body connect refused: what is wrong with it, if it is the JSON's fault. */
+function compressedBodyRefusal(input: DescMessage, bytes: Buffer, encoding: string, max: number, enums: boolean): OtpError | undefined {
+  let plain: Buffer;
+  try {
+    if (encoding === "gzip") plain = gunzipSync(bytes, { maxOutputLength: max });
+    else if (encoding === "br") plain = brotliDecompressSync(bytes, { maxOutputLength: max });
+    else return undefined;
+  } catch {
+    return undefined; // not decompressible, or too big: connect's answer says so
+  }
+  const read = jsonBodyRefusal(input, plain, enums);
+  if (read instanceof OtpError) return read;
+  const violations = jsonDecodeViolations(input, read.json);
+  return violations.length > 0 ? OtpError.invalidArgument(violations) : undefined;
 }
 
 function notUtf8(input: DescMessage, bytes: Uint8Array, what: string): OtpError {
