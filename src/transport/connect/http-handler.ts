@@ -12,7 +12,8 @@ import { applyCors, type OriginCheck } from "./cors.js";
 import { serveJwks, type JwksSource } from "./jwks.js";
 import type { Metrics } from "../../metrics.js";
 import { serveMetrics } from "./metrics-route.js";
-import { unknownEnumsRefused } from "./json-enums.js";
+import { getQueriesChecked } from "./get-requests.js";
+import { jsonRequestsChecked } from "./json-requests.js";
 import { malformedAsInvalidArgument } from "./malformed-requests.js";
 import { universalRequest, writeUniversalResponse } from "./node-exchange.js";
 import { peerContext } from "./peer.js";
@@ -24,7 +25,9 @@ import { otpRoutes } from "./routes.js";
 // then the RPC routes (Connect, gRPC-Web, gRPC), then the probes and the
 // receipt keys (JWKS), else 404.
 // It is connectNodeAdapter's dispatch with two changes: every RPC handler is
-// wrapped so malformed protobuf bodies answer INVALID_ARGUMENT, and the node
+// wrapped so malformed requests answer INVALID_ARGUMENT naming what is wrong
+// (protobuf bodies: ./malformed-requests.ts; JSON bodies: ./json-requests.ts;
+// GET queries: ./get-requests.ts), and the node
 // request and response are converted by ./node-exchange.ts (cheaper per call).
 
 export type NodeRequest = IncomingMessage | Http2ServerRequest;
@@ -32,6 +35,17 @@ export type NodeResponse = ServerResponse | Http2ServerResponse;
 
 /** Largest request message accepted (bigger: RESOURCE_EXHAUSTED). Our messages are < 4 KiB. */
 export const READ_MAX_BYTES = 64 * 1024;
+
+// Proto3 JSON as the spec parses it: a field or enum value this server does not know is refused
+// (connect-es would ignore both, reading an unknown channel name as CHANNEL_UNSPECIFIED). And fatal
+// UTF-8 decoding for the JSON connect reads itself (compressed bodies, base64 GET messages): its
+// default decoder turns invalid bytes into U+FFFD and accepts them. (textDecoder is an option of
+// connect's JSON serialization the router passes on but does not declare; test/security/decode-errors.test.ts
+// sends invalid UTF-8 in a gzip body, so an upgrade that drops it shows.)
+const JSON_OPTIONS: NonNullable<Parameters<typeof createConnectRouter>[0]>["jsonOptions"] & { textDecoder: TextDecoder } = {
+  ignoreUnknownFields: false,
+  textDecoder: new TextDecoder("utf-8", { fatal: true }),
+};
 
 export interface HttpHandlerOptions {
   core: OtpService;
@@ -49,9 +63,7 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
   const { log } = options;
   const router = createConnectRouter({
     readMaxBytes: READ_MAX_BYTES,
-    // Proto3 JSON as the spec parses it: a field or enum value this server does not know is refused
-    // (connect-es would ignore both, reading an unknown channel name as CHANNEL_UNSPECIFIED).
-    jsonOptions: { ignoreUnknownFields: false },
+    jsonOptions: JSON_OPTIONS,
     acceptCompression: [compressionGzip, compressionBrotli],
     requestGate: endCallsWithSharedReason,
   });
@@ -59,7 +71,10 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
   const rpcs = new Map<string, UniversalHandlerFn>(
     router.handlers.map((handler) => [
       handler.requestPath,
-      plainRefusals(handler, unknownEnumsRefused(handler, malformedAsInvalidArgument(handler, log), READ_MAX_BYTES, log)),
+      plainRefusals(
+        handler,
+        getQueriesChecked(handler, jsonRequestsChecked(handler, malformedAsInvalidArgument(handler, log), READ_MAX_BYTES, log), log),
+      ),
     ]),
   );
 

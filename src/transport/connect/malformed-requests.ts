@@ -1,10 +1,18 @@
 import { Code } from "@connectrpc/connect";
-import { encodeEnvelope, type UniversalHandler, type UniversalHandlerFn, type UniversalServerResponse } from "@connectrpc/connect/protocol";
+import {
+  encodeEnvelope,
+  type UniversalHandler,
+  type UniversalHandlerFn,
+  type UniversalServerRequest,
+  type UniversalServerResponse,
+} from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import type { Logger } from "../../log.js";
+import { binaryRequestRefusal } from "../binary-faults.js";
 import { malformedRequest, toConnectError } from "../status.js";
+import { BufferedBody } from "./node-exchange.js";
 
 // connect-es decodes a binary request body before any interceptor runs, and
 // reports a body that is not valid protobuf as INTERNAL "parse binary: ..."
@@ -14,6 +22,9 @@ import { malformedRequest, toConnectError } from "../status.js";
 // answer INTERNAL for what a caller did, so this wrapper rewrites exactly
 // those errors to INVALID_ARGUMENT in each protocol's encoding: the Connect
 // unary JSON error body, the gRPC trailers and the gRPC-Web trailer frame.
+// When the body was read whole and is not compressed, the answer names a
+// string field whose bytes are not UTF-8 (../binary-faults.ts), worked out
+// only once the parse has failed.
 // (Malformed JSON is already INVALID_ARGUMENT in connect-es.)
 // test/e2e and test/security/fuzz.test.ts cover them, so a connect-es change in this area shows up there.
 
@@ -22,15 +33,20 @@ const isCallerFault = (message: string): boolean => CALLER_FAULTS.some((prefix) 
 const STATUS_INTERNAL = String(Code.Internal);
 
 export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logger): UniversalHandlerFn {
-  const replacement = toConnectError(malformedRequest(handler.method.input.typeName), log, handler.requestPath);
+  const input = handler.method.input;
+  const generic = toConnectError(malformedRequest(input.typeName), log, handler.requestPath);
+  const replacementFor = (req: UniversalServerRequest): ReturnType<typeof toConnectError> => {
+    const message = binaryMessage(req);
+    return message === undefined ? generic : toConnectError(binaryRequestRefusal(input, message), log, handler.requestPath);
+  };
 
   /** Fixes a gRPC / gRPC-Web trailer block in place; true when it was a parse failure. */
-  const fixTrailer = (trailer: Headers): boolean => {
+  const fixTrailer = (trailer: Headers, req: UniversalServerRequest): boolean => {
     const message = trailer.get("grpc-message");
     if (trailer.get("grpc-status") !== STATUS_INTERNAL || message === null) return false;
     if (!isCallerFault(safeDecode(message))) return false;
     trailer.delete("grpc-message");
-    setTrailerStatus(trailer, replacement);
+    setTrailerStatus(trailer, replacementFor(req));
     return true;
   };
 
@@ -40,13 +56,13 @@ export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logge
     if (res.trailer && res.body) {
       // gRPC: trailers are written after the body ends, so fix them then.
       const trailer = res.trailer;
-      return { ...res, body: afterEnd(res.body, () => fixTrailer(trailer)) };
+      return { ...res, body: afterEnd(res.body, () => fixTrailer(trailer, req)) };
     }
     if (contentType.startsWith("application/grpc-web") && res.body) {
-      return { ...res, body: mapChunks(res.body, (chunk) => fixGrpcWebTrailerFrame(chunk, fixTrailer)) };
+      return { ...res, body: mapChunks(res.body, (chunk) => fixGrpcWebTrailerFrame(chunk, (t) => fixTrailer(t, req))) };
     }
     if (res.status === 500 && contentType.startsWith("application/json") && res.body) {
-      return fixConnectUnary(res, res.body, replacement);
+      return fixConnectUnary(res, res.body, () => replacementFor(req));
     }
     return res;
   };
@@ -56,7 +72,7 @@ export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logge
 async function fixConnectUnary(
   res: UniversalServerResponse,
   body: AsyncIterable<Uint8Array>,
-  replacement: ReturnType<typeof toConnectError>,
+  replacementFor: () => ReturnType<typeof toConnectError>,
 ): Promise<UniversalServerResponse> {
   const chunks: Uint8Array[] = [];
   for await (const chunk of body) chunks.push(chunk);
@@ -72,10 +88,24 @@ async function fixConnectUnary(
     (parsed as { code?: unknown }).code === "internal" &&
     isCallerFault(String((parsed as { message?: unknown }).message ?? ""));
   if (!isParseFailure) return { ...res, body: once(original) };
+  const replacement = replacementFor();
   const fixed = errorToJsonBytes(replacement, {});
   const header = new Headers(res.header);
   header.set("content-length", String(fixed.byteLength));
   return { ...res, status: codeToHttpStatus(replacement.code), header, body: once(fixed) };
+}
+
+/**
+ * The protobuf message of a request read whole and not compressed: the Connect unary body, or the one
+ * envelope of a gRPC / gRPC-Web body (flags 0). Undefined otherwise (the answer then names no field).
+ */
+function binaryMessage(req: UniversalServerRequest): Uint8Array | undefined {
+  if (!(req.body instanceof BufferedBody) || req.header.has("content-encoding")) return undefined;
+  const bytes = req.body.bytes;
+  if (/^application\/proto(?:;|$)/i.test(req.header.get("content-type") ?? "")) return bytes;
+  if (bytes.byteLength < 5 || bytes[0] !== 0) return undefined;
+  const length = bytes.readUInt32BE(1);
+  return bytes.byteLength >= 5 + length ? bytes.subarray(5, 5 + length) : undefined;
 }
 
 /** gRPC-Web sends trailers as the last envelope of the body, flagged 0x80 (uncompressed). */

@@ -27,6 +27,12 @@ export function plainRefusals(handler: UniversalHandler, inner: UniversalHandler
     if (res.status === 405) {
       return plain(405, `method ${req.method} not allowed for ${handler.requestPath}: use ${allowed.join(" or ")}`, { allow: allowed.join(", ") });
     }
+    if (res.status === 415 && req.method === "GET") {
+      // A Connect GET names its encoding in the query; it has no content type to blame.
+      const encoding = new URL(req.url).searchParams.get("encoding");
+      const what = encoding === null ? "no encoding query parameter" : `encoding ${JSON.stringify(encoding)} is not supported`;
+      return plain(415, `${what} for ${handler.requestPath}: send encoding=json or encoding=proto`);
+    }
     if (res.status === 415) {
       const sent = req.header.get("content-type");
       const what = sent ? `content type "${sent}" is not supported` : "no content type";

@@ -7,7 +7,8 @@ import type { Caller, OtpService } from "../../otp/service.js";
 import { hostOfPeer } from "../../auth/client-ip.js";
 import type { MethodName } from "../../auth/grants.js";
 import type { CallerResolver, InboundCall } from "../caller.js";
-import { malformedRequest, statusName, toGrpcStatus } from "../status.js";
+import { binaryRequestRefusal } from "../binary-faults.js";
+import { statusName, toGrpcStatus } from "../status.js";
 import type { Metrics } from "../../metrics.js";
 import { callSpan, inContext } from "../../telemetry/spans.js";
 import { responseBytes } from "./response-bytes.js";
@@ -17,7 +18,7 @@ import { telemetry } from "../../telemetry/tracing.js";
 // set of types for both listeners). Requests are deserialized as an identity:
 // grpc-js answers INTERNAL when its deserializer throws, but a body that is not
 // valid protobuf is the caller's fault, so the handler parses it and answers
-// INVALID_ARGUMENT itself.
+// INVALID_ARGUMENT itself (../binary-faults.ts).
 
 type Run<I extends DescMessage, O extends DescMessage> = (req: MessageShape<I>, caller: Caller) => Promise<MessageShape<O>>;
 
@@ -71,7 +72,8 @@ function unary<I extends DescMessage, O extends DescMessage>(
     try {
       request = fromBinary(method.input, call.request);
     } catch {
-      throw malformedRequest(method.input.typeName);
+      // Failure path only: names a string field whose bytes are not UTF-8, when that is the fault.
+      throw binaryRequestRefusal(method.input, call.request);
     }
     return run(request, caller);
   }
