@@ -131,7 +131,7 @@ describe('slow clients are cut off (OTP_REQUEST_TIMEOUT_MS=1000)', () => {
     expect(Date.now() - started).toBeLessThan(4_000);
   });
 
-  it('gRPC port: framing errors grpc-js itself would answer INTERNAL are INVALID_ARGUMENT', async () => {
+  it('gRPC port: framing errors grpc-js itself would answer INTERNAL or UNIMPLEMENTED are INVALID_ARGUMENT', async () => {
     const call = (headers: http2.OutgoingHttpHeaders, body: Buffer) =>
       new Promise<string | undefined>((resolve, reject) => {
         const session = http2.connect(`http://127.0.0.1:${app.grpcPort}`);
@@ -149,6 +149,27 @@ describe('slow clients are cut off (OTP_REQUEST_TIMEOUT_MS=1000)', () => {
       });
     expect(await call({ 'grpc-timeout': 'soon' }, envelope(0, Buffer.alloc(0)))).toBe('3');
     expect(await call({ 'grpc-encoding': 'gzip' }, envelope(1, Buffer.from('not gzip at all')))).toBe('3');
+    // A unary call with no whole message (no body, a frame cut short) or with two of them.
+    const message = envelope(0, Buffer.alloc(0));
+    expect(await call({}, Buffer.alloc(0))).toBe('3');
+    expect(await call({}, envelope(0, Buffer.from('abc')).subarray(0, 6))).toBe('3');
+    expect(await call({}, Buffer.concat([message, message]))).toBe('3');
+    // An unknown method is still UNIMPLEMENTED.
+    const unknown = await new Promise<string | undefined>((resolve, reject) => {
+      const session = http2.connect(`http://127.0.0.1:${app.grpcPort}`);
+      session.on('error', reject);
+      const stream = session.request({ ':method': 'POST', ':path': '/otp.v1.OtpService/Nope', 'content-type': 'application/grpc', te: 'trailers' });
+      let code: string | undefined;
+      stream.on('response', (h) => (code ??= h['grpc-status'] as string | undefined));
+      stream.on('trailers', (t) => (code = t['grpc-status'] as string | undefined));
+      stream.resume();
+      stream.on('close', () => {
+        session.close();
+        resolve(code);
+      });
+      stream.end(message);
+    });
+    expect(unknown).toBe('12');
   });
 
   it('the service still serves afterwards', async () => {

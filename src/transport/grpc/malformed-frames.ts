@@ -1,17 +1,23 @@
 import type { OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { status } from "@grpc/grpc-js";
 
-// grpc-js itself answers INTERNAL for two things only a caller can get wrong,
-// before any of our code runs: a grpc-timeout header it cannot read, and a
-// request frame flagged compressed that does not decompress. We never answer
-// INTERNAL for what a caller did, so this rewrites exactly those two statuses
-// to INVALID_ARGUMENT as they are written to the stream (grpc-js sends them
-// from its base call, past any interceptor's sendStatus; see stream-guards.ts).
-// Same idea as src/transport/connect/malformed-requests.ts on the HTTP port.
+// grpc-js itself answers for things only a caller can get wrong, before any
+// of our code runs: INTERNAL for a grpc-timeout header it cannot read and for
+// a request frame flagged compressed that does not decompress; UNIMPLEMENTED
+// ("... for server streaming method", whatever the method) for a unary call
+// whose body ends with no whole message (empty, or a frame cut short) or
+// carries two. We never answer INTERNAL for what a caller did, and
+// UNIMPLEMENTED says the method does not exist, so this rewrites exactly those
+// statuses to INVALID_ARGUMENT as they are written to the stream (grpc-js
+// sends them from its base call, past any interceptor's sendStatus; see
+// stream-guards.ts). Same idea as src/transport/connect/malformed-requests.ts
+// on the HTTP port.
 
-const REWRITES: [prefix: string, message: string][] = [
-  ["Invalid grpc-timeout value", "the grpc-timeout header is malformed"],
-  ["Failed to decompress message", "the request message could not be decompressed"],
+const REWRITES: [code: status, prefix: string, message: string][] = [
+  [status.INTERNAL, "Invalid grpc-timeout value", "the grpc-timeout header is malformed"],
+  [status.INTERNAL, "Failed to decompress message", "the request message could not be decompressed"],
+  [status.UNIMPLEMENTED, "Received no request message", "the request body holds no whole message: a unary call sends exactly one"],
+  [status.UNIMPLEMENTED, "Received a second request message", "the request body holds more than one message: a unary call sends exactly one"],
 ];
 
 /** Wraps the stream's two ways of sending a status (trailers-only headers, trailers). */
@@ -28,11 +34,12 @@ function isRaw(headers: OutgoingHttpHeaders | readonly string[] | undefined): he
 }
 
 function rewrite(headers: OutgoingHttpHeaders | undefined): OutgoingHttpHeaders | undefined {
-  if (!headers || Number(headers["grpc-status"]) !== status.INTERNAL) return headers;
+  const code = headers && Number(headers["grpc-status"]);
+  if (!headers || (code !== status.INTERNAL && code !== status.UNIMPLEMENTED)) return headers;
   const message = safeDecode(String(headers["grpc-message"] ?? ""));
-  const match = REWRITES.find(([prefix]) => message.startsWith(prefix));
+  const match = REWRITES.find(([from, prefix]) => code === from && message.startsWith(prefix));
   if (!match) return headers;
-  return { ...headers, "grpc-status": String(status.INVALID_ARGUMENT), "grpc-message": encodeURI(match[1]) };
+  return { ...headers, "grpc-status": String(status.INVALID_ARGUMENT), "grpc-message": encodeURI(match[2]) };
 }
 
 function safeDecode(value: string): string {
