@@ -132,9 +132,9 @@ describe('slow clients are cut off (OTP_REQUEST_TIMEOUT_MS=1000)', () => {
   });
 
   it('gRPC port: framing errors grpc-js itself would answer INTERNAL or UNIMPLEMENTED are INVALID_ARGUMENT', async () => {
-    const call = (headers: http2.OutgoingHttpHeaders, body: Buffer) =>
+    const call = (headers: http2.OutgoingHttpHeaders, body: Buffer, port = app.grpcPort) =>
       new Promise<string | undefined>((resolve, reject) => {
-        const session = http2.connect(`http://127.0.0.1:${app.grpcPort}`);
+        const session = http2.connect(`http://127.0.0.1:${port}`);
         session.on('error', reject);
         const stream = session.request({ ':method': 'POST', ':path': '/otp.v1.OtpService/Send', 'content-type': 'application/grpc', te: 'trailers', ...headers });
         let status: string | undefined;
@@ -154,6 +154,9 @@ describe('slow clients are cut off (OTP_REQUEST_TIMEOUT_MS=1000)', () => {
     expect(await call({}, Buffer.alloc(0))).toBe('3');
     expect(await call({}, envelope(0, Buffer.from('abc')).subarray(0, 6))).toBe('3');
     expect(await call({}, Buffer.concat([message, message]))).toBe('3');
+    // The same over gRPC on the HTTP port (connect-es also says UNIMPLEMENTED).
+    expect(await call({}, Buffer.alloc(0), app.httpPort)).toBe('3');
+    expect(await call({}, Buffer.concat([message, message]), app.httpPort)).toBe('3');
     // An unknown method is still UNIMPLEMENTED.
     const unknown = await new Promise<string | undefined>((resolve, reject) => {
       const session = http2.connect(`http://127.0.0.1:${app.grpcPort}`);

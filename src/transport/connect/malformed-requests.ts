@@ -1,4 +1,4 @@
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
   encodeEnvelope,
   type UniversalHandler,
@@ -31,6 +31,13 @@ import { BufferedBody } from "./node-exchange.js";
 const CALLER_FAULTS = ["parse binary:", "received compressed envelope, but do not know how to decompress"];
 const isCallerFault = (message: string): boolean => CALLER_FAULTS.some((prefix) => message.startsWith(prefix));
 const STATUS_INTERNAL = String(Code.Internal);
+// connect-es answers UNIMPLEMENTED (as if the method did not exist) for a gRPC / gRPC-Web unary call
+// whose body holds no whole message or two; the gRPC port says the same in these words (../grpc/malformed-frames.ts).
+const STATUS_UNIMPLEMENTED = String(Code.Unimplemented);
+const MESSAGE_COUNT_FAULTS: [prefix: string, message: string][] = [
+  ["protocol error: missing input message", "the request body holds no whole message: a unary call sends exactly one"],
+  ["protocol error: received extra input message", "the request body holds more than one message: a unary call sends exactly one"],
+];
 
 export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logger): UniversalHandlerFn {
   const input = handler.method.input;
@@ -43,6 +50,13 @@ export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logge
   /** Fixes a gRPC / gRPC-Web trailer block in place; true when it was a parse failure. */
   const fixTrailer = (trailer: Headers, req: UniversalServerRequest): boolean => {
     const message = trailer.get("grpc-message");
+    if (trailer.get("grpc-status") === STATUS_UNIMPLEMENTED && message !== null) {
+      const fault = MESSAGE_COUNT_FAULTS.find(([prefix]) => safeDecode(message).startsWith(prefix));
+      if (!fault) return false;
+      trailer.delete("grpc-message");
+      setTrailerStatus(trailer, new ConnectError(fault[1], Code.InvalidArgument));
+      return true;
+    }
     if (trailer.get("grpc-status") !== STATUS_INTERNAL || message === null) return false;
     if (!isCallerFault(safeDecode(message))) return false;
     trailer.delete("grpc-message");
