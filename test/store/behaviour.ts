@@ -185,6 +185,20 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(await store.claimIdempotencyKey(TENANT, { ...claim, fields: { destination: 'd3', purpose: 'p1', context: 'c1' } })).toEqual({ kind: 'new' });
       });
 
+      it('replays a repeated Send also after its verification was verified or canceled, until it expires', async () => {
+        const p = policy({ resendCooldownSeconds: 0, ttlSeconds: 1 });
+        const first = await send({ idempotencyKey: 'send-1', policy: p });
+        expect((await store.verify(verifyCommand(first.ref, first.code))).result).toBe('VERIFIED');
+        await events();
+        const again = await send({ dest: first.dest, idempotencyKey: 'send-1', policy: p });
+        expect(again.outcome).toMatchObject({ kind: 'replayed', verificationId: first.ref.verificationId });
+        expect(await events()).toEqual([]);
+        // Past its expiry the key's request is over: the same key issues anew.
+        await advance(1100);
+        const later = await send({ dest: first.dest, idempotencyKey: 'send-1', policy: p });
+        expect(later.outcome).toMatchObject({ kind: 'issued', verificationId: later.ref.verificationId });
+      });
+
       it('does not replay a different idempotency key', async () => {
         const first = await send({ idempotencyKey: 'send-1' });
         const other = await send({ dest: first.dest, idempotencyKey: 'send-2' });

@@ -96,9 +96,9 @@ export class MemoryStore implements VerificationStore {
     const cur = d?.verifications.get(cmd.purpose);
     const live = cur !== undefined && isLive(cur, now);
 
-    // 1. A repeated Send answers with the verification it created; nothing changes.
-    // The same key with other parameters is another request: refused, never answered with this one.
-    if (d && live && cmd.idempotencyKey !== "" && cur.idempotencyKey === cmd.idempotencyKey) {
+    // 1. A repeated Send answers with the verification it created, until its expiry, whatever became of it
+    // since (issue.lua). The same key with other parameters is another request: refused, never answered with this one.
+    if (d && cur !== undefined && now < cur.expiresAt && cmd.idempotencyKey !== "" && cur.idempotencyKey === cmd.idempotencyKey) {
       if (cur.requestFingerprint !== cmd.requestFingerprint) return { kind: "conflict" };
       return { kind: "replayed", ...times(cur, d.masked) };
     }

@@ -36,7 +36,7 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   deliver           bool false for a test destination: no delivery event, `<p>:td` set, `sent` with reason TEST_DESTINATION
 
 Returns
-  {'conflict'}   the idempotency key created this live verification with other parameters
+  {'conflict'}   the idempotency key created this (unexpired) verification with other parameters
   {'issued' | 'replayed', verification id, channel, masked destination,
    expires at ms, resend available at ms, max attempts, attempts remaining,
    resends remaining, code length}
@@ -79,9 +79,11 @@ local cur_id = cc and cur[1] and code_id(cur[1])
 -- An empty field is not stored: a missing `st` is '' (live).
 local live = cur_id and (cur[2] or '') == '' and now < cc.e
 
--- 1. A repeated Send answers with the verification it created; nothing changes.
--- The same key with other parameters is another request: refused, never answered with this one.
-if live and ik ~= '' and cur[4] == ik then
+-- 1. A repeated Send answers with the verification it created, until its expiry, whatever became of
+-- it since (verified, locked, canceled): the key names that one request, so nothing changes and
+-- nothing is sent again. The same key with other parameters is another request: refused, never
+-- answered with this one.
+if cur_id and now < cc.e and ik ~= '' and cur[4] == ik then
   if cur[8] ~= A.fingerprint then return {'conflict'} end
   return {'replayed', cur_id, cc.ch, cur[5], cc.e, cc.ra, cc.m, cc.m - cc.a, cc.mr - cc.r, cc.n}
 end
