@@ -131,7 +131,7 @@ describe('slow clients are cut off (OTP_REQUEST_TIMEOUT_MS=1000)', () => {
     expect(Date.now() - started).toBeLessThan(4_000);
   });
 
-  it('gRPC port: framing errors grpc-js itself would answer INTERNAL or UNIMPLEMENTED are INVALID_ARGUMENT', async () => {
+  it('framing errors grpc-js or connect-es would answer INTERNAL or UNIMPLEMENTED are INVALID_ARGUMENT, on either port', async () => {
     const call = (headers: http2.OutgoingHttpHeaders, body: Buffer, port = app.grpcPort) =>
       new Promise<string | undefined>((resolve, reject) => {
         const session = http2.connect(`http://127.0.0.1:${port}`);
