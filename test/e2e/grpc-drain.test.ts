@@ -36,10 +36,15 @@ afterAll(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function startService(env: Record<string, string>): Promise<ServiceProcess> {
+/** Runs `test` against a fresh service process, killed afterwards if a failed step left it running. */
+async function withService(env: Record<string, string>, test: (service: ServiceProcess) => Promise<void>): Promise<void> {
   const service = await spawnService({ OTP_SHUTDOWN_GRACE_MS: String(GRACE_MS), ...env }, dist.entry('bin/service.js'));
-  await untilServing(service);
-  return service;
+  try {
+    await untilServing(service);
+    await test(service);
+  } finally {
+    if (service.child.exitCode === null && service.child.signalCode === null) service.child.kill('SIGKILL');
+  }
 }
 
 interface Outcome {
@@ -105,14 +110,6 @@ function connectable(port: number): Promise<boolean> {
 
 /** SIGTERM, then the rest of the request `LATE_MS` later: the call must be answered and the process exit 0 within the grace period. */
 async function answeredAfterSigterm(service: ServiceProcess, head: number): Promise<void> {
-  try {
-    await answered(service, head);
-  } finally {
-    if (service.child.exitCode === null) service.child.kill('SIGKILL');
-  }
-}
-
-async function answered(service: ServiceProcess, head: number): Promise<void> {
   const call = slowSend(service.grpcPort, head);
   await call.opened;
   const signalled = Date.now();
@@ -131,51 +128,53 @@ async function answered(service: ServiceProcess, head: number): Promise<void> {
 
 describe('SIGTERM on the gRPC port', () => {
   it('answers a call whose request is still arriving (10 bytes before the signal, the rest after), then exits 0', { timeout: 60_000 }, async () => {
-    await answeredAfterSigterm(await startService({}), 10);
+    await withService({}, (service) => answeredAfterSigterm(service, 10));
   });
 
   it('answers a call that had sent only its headers, no body, before the signal', { timeout: 60_000 }, async () => {
-    await answeredAfterSigterm(await startService({}), 0);
+    await withService({}, (service) => answeredAfterSigterm(service, 0));
   });
 
   it('OTP_WORKERS=2: the worker holding the call, with nothing else in flight, answers it before it exits', { timeout: 60_000 }, async () => {
-    await answeredAfterSigterm(await startService({ REDIS_URL: redis.url, OTP_WORKERS: '2' }), 10);
+    await withService({ REDIS_URL: redis.url, OTP_WORKERS: '2' }, (service) => answeredAfterSigterm(service, 10));
   });
 
   it('a call that never completes is cancelled at the grace period, and the process still exits 0', { timeout: 60_000 }, async () => {
     const graceMs = 2_000;
-    const service = await startService({ OTP_SHUTDOWN_GRACE_MS: String(graceMs) });
-    const call = slowSend(service.grpcPort, 10);
-    await call.opened;
-    const signalled = Date.now();
-    service.child.kill('SIGTERM');
-    const outcome = await call.outcome;
-    expect(Date.now() - signalled).toBeGreaterThanOrEqual(graceMs - 100);
-    expect(outcome.grpcStatus).toBeUndefined();
-    expect(outcome.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
-    expect(await exitWithin(service, STEP_MS)).toBe(0);
+    await withService({ OTP_SHUTDOWN_GRACE_MS: String(graceMs) }, async (service) => {
+      const call = slowSend(service.grpcPort, 10);
+      await call.opened;
+      const signalled = Date.now();
+      service.child.kill('SIGTERM');
+      const outcome = await call.outcome;
+      expect(Date.now() - signalled).toBeGreaterThanOrEqual(graceMs - 100);
+      expect(outcome.grpcStatus).toBeUndefined();
+      expect(outcome.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
+      expect(await exitWithin(service, STEP_MS)).toBe(0);
+    });
   });
 
   it('a connection whose request headers never complete does not hold the shutdown to the grace period (either port)', { timeout: 60_000 }, async () => {
     // A long first-request bound, so that only the drain can end these connections.
-    const service = await startService({ OTP_CONNECTION_IDLE_MS: '60000' });
-    const sockets: Socket[] = [];
-    for (const port of [service.grpcPort, service.httpPort]) {
-      const socket = connect({ host: '127.0.0.1', port });
-      socket.on('error', () => {});
-      socket.resume();
-      await new Promise<void>((r) => socket.once('connect', () => r()));
-      socket.write(h2IncompleteHeaders());
-      sockets.push(socket);
-    }
-    await sleep(300); // the server has the half header block
-    const signalled = Date.now();
-    service.child.kill('SIGTERM');
-    try {
-      expect(await exitWithin(service, GRACE_MS + STEP_MS)).toBe(0);
-      expect(Date.now() - signalled).toBeLessThan(STEP_MS);
-    } finally {
-      for (const socket of sockets) socket.destroy();
-    }
+    await withService({ OTP_CONNECTION_IDLE_MS: '60000' }, async (service) => {
+      const sockets: Socket[] = [];
+      try {
+        for (const port of [service.grpcPort, service.httpPort]) {
+          const socket = connect({ host: '127.0.0.1', port });
+          socket.on('error', () => {});
+          socket.resume();
+          sockets.push(socket);
+          await new Promise<void>((r) => socket.once('connect', () => r()));
+          socket.write(h2IncompleteHeaders());
+        }
+        await sleep(300); // the server has the half header block
+        const signalled = Date.now();
+        service.child.kill('SIGTERM');
+        expect(await exitWithin(service, GRACE_MS + STEP_MS)).toBe(0);
+        expect(Date.now() - signalled).toBeLessThan(STEP_MS);
+      } finally {
+        for (const socket of sockets) socket.destroy();
+      }
+    });
   });
 });
