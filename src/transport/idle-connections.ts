@@ -45,6 +45,17 @@ export function awaitPreface<S extends Duplex>(socket: S, deadlineMs: number, de
   socket.once("close", stop);
 }
 
+/** A session watched by closeWhenIdle. */
+export interface IdleBound {
+  /**
+   * Shutdown: GOAWAY now (no new request), let every request already open
+   * finish, then close. A session left with no open request, one whose
+   * request headers never complete included, is destroyed shortly after its
+   * GOAWAY, so it does not hold the drain to its deadline.
+   */
+  drain(): void;
+}
+
 /**
  * Closes an HTTP/2 session (GOAWAY, then destroy) once it has had no open
  * stream for a while: `firstRequestMs` from its start until its first request
@@ -56,31 +67,49 @@ export function awaitPreface<S extends Duplex>(socket: S, deadlineMs: number, de
  * the normal case and must not pay a reconnect (and, with TLS, a handshake)
  * after every short pause in login traffic.
  */
-export function closeWhenIdle(session: ServerHttp2Session, firstRequestMs: number, betweenRequestsMs: number): void {
+export function closeWhenIdle(session: ServerHttp2Session, firstRequestMs: number, betweenRequestsMs: number): IdleBound {
   let open = 0;
   let idleMs = firstRequestMs;
   let timer: NodeJS.Timeout | undefined;
+  let destroyTimer: NodeJS.Timeout | undefined;
+  // After the GOAWAY: with no stream open, close() completes at once; it does
+  // not while a request's header block is pending (Node waits for that
+  // stream), so such a session is destroyed shortly after. A request that
+  // does become a stream meanwhile (its headers were on the way) is served.
+  const destroySoon = (): void => {
+    clearTimeout(destroyTimer);
+    destroyTimer = setTimeout(() => {
+      if (open === 0 && !session.destroyed) session.destroy();
+    }, Math.min(idleMs, GOAWAY_GRACE_MS));
+    destroyTimer.unref();
+  };
+  const close = (): void => {
+    clearTimeout(timer);
+    session.close();
+    if (open === 0) destroySoon();
+  };
   const arm = (): void => {
-    timer = setTimeout(() => {
-      session.close();
-      // With no stream open, close() completes at once; it does not while a
-      // request's header block is pending (Node waits for that stream), so
-      // such a session is destroyed shortly after its GOAWAY.
-      setTimeout(() => session.destroy(), Math.min(idleMs, GOAWAY_GRACE_MS)).unref();
-    }, idleMs);
+    timer = setTimeout(close, idleMs);
     timer.unref();
   };
   // One listener per session, shared by its streams (a stream closes once):
   // no closure and no once-wrapper per call.
   const streamClosed = (): void => {
-    if (--open === 0 && !session.closed && !session.destroyed) arm();
+    if (--open > 0 || session.destroyed) return;
+    if (session.closed) destroySoon();
+    else arm();
   };
   session.on("stream", (stream) => {
     open++;
     idleMs = betweenRequestsMs;
     clearTimeout(timer);
+    clearTimeout(destroyTimer);
     stream.on("close", streamClosed);
   });
-  session.once("close", () => clearTimeout(timer));
+  session.once("close", () => {
+    clearTimeout(timer);
+    clearTimeout(destroyTimer);
+  });
   arm();
+  return { drain: close };
 }

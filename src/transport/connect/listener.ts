@@ -7,7 +7,7 @@ import type { TLSSocket } from "node:tls";
 import type { Config } from "../../config.js";
 import type { Logger } from "../../log.js";
 import { useChainFreeStreamTables } from "../http2-stream-tables.js";
-import { awaitPreface, closeWhenIdle } from "../idle-connections.js";
+import { awaitPreface, closeWhenIdle, type IdleBound } from "../idle-connections.js";
 import type { NodeRequest, NodeResponse } from "./http-handler.js";
 
 // One port, HTTP/1.1 and HTTP/2. An http (or https) server listens and owns
@@ -63,11 +63,10 @@ export async function listenHttp(options: {
     stream.once("close", arrived);
     stream.setTimeout(requestTimeoutMs, cancel);
   });
-  const sessions = new Set<http2.ServerHttp2Session>();
+  const sessions = new Map<http2.ServerHttp2Session, IdleBound>();
   h2.on("session", (session) => {
     useChainFreeStreamTables(session);
-    closeWhenIdle(session, idleMs, sessionIdleMs);
-    sessions.add(session);
+    sessions.set(session, closeWhenIdle(session, idleMs, sessionIdleMs));
     session.once("close", () => sessions.delete(session));
   });
   h2.on("sessionError", (err) => log.debug({ err }, "http2 session error"));
@@ -117,7 +116,7 @@ export async function listenHttp(options: {
     port: (h1.address() as AddressInfo).port,
     async stop(graceMs) {
       const closed = new Promise<void>((resolve) => h1.close(() => resolve()));
-      for (const session of sessions) session.close(); // GOAWAY: in-flight streams finish
+      for (const idle of sessions.values()) idle.drain(); // GOAWAY: in-flight streams finish
       // A keep-alive HTTP/1 connection becomes idle once its in-flight response is done.
       const sweep = setInterval(() => h1.closeIdleConnections(), IDLE_SWEEP_MS);
       let timer: NodeJS.Timeout | undefined;
@@ -128,7 +127,7 @@ export async function listenHttp(options: {
       if (outcome === "deadline") {
         log.warn({ connections: sockets.size }, "HTTP drain deadline passed; closing remaining connections");
         h1.closeAllConnections();
-        for (const session of sessions) session.destroy();
+        for (const session of sessions.keys()) session.destroy();
         for (const socket of sockets) socket.destroy();
         await closed;
       }

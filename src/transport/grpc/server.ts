@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import type { ServerHttp2Session } from "node:http2";
 import net, { type AddressInfo, type Socket } from "node:net";
 import tls from "node:tls";
 import { Server, ServerCredentials, type ServerOptions } from "@grpc/grpc-js";
@@ -10,7 +11,7 @@ import type { GrpcHealth } from "./health.js";
 import { otpServiceForGrpc } from "./otp-service.js";
 import type { Metrics } from "../../metrics.js";
 import { addReflection } from "./reflection.js";
-import { awaitPreface, closeWhenIdle } from "../idle-connections.js";
+import { awaitPreface, closeWhenIdle, type IdleBound } from "../idle-connections.js";
 import { onSessions } from "./sessions.js";
 import { useChainFreeStreamTables } from "../http2-stream-tables.js";
 import { streamGuards } from "./stream-guards.js";
@@ -85,9 +86,12 @@ export async function listenGrpc(options: {
 
   // TLS, when configured, is ours: grpc-js gets plain (already decrypted) HTTP/2.
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
+  // Every session not yet closed, for stop() to drain and wait on (see there).
+  const sessions = new Map<ServerHttp2Session, IdleBound>();
   onSessions(server, (session) => {
     useChainFreeStreamTables(session);
-    closeWhenIdle(session, options.idleMs, options.sessionIdleMs);
+    sessions.set(session, closeWhenIdle(session, options.idleMs, options.sessionIdleMs));
+    session.once("close", () => sessions.delete(session));
   });
   const listener = options.tls ? tlsServer(options.tls, options.idleMs) : net.createServer();
   const waiting = new Set<Socket>();
@@ -124,7 +128,21 @@ export async function listenGrpc(options: {
           server.forceShutdown();
           resolve();
         }, graceMs);
-        server.tryShutdown(() => {
+        // tryShutdown sends each session a GOAWAY (open streams go on, new
+        // ones are refused), but its callback is no proof that they have
+        // finished: since Node 24, closing an http2 server closes its
+        // sessions too (Http2Server.close -> session.close()), and grpc-js,
+        // which closes the server first, then takes a session whose `closed`
+        // flag is set for one already gone. So the callback came at once and
+        // the process exited under calls still open (a request still
+        // arriving was reset with CANCEL). Node emits a session's "close"
+        // only once its last stream has ended: wait for that.
+        const closing = [...sessions.keys()].map((session) => new Promise<void>((done) => session.once("close", () => done())));
+        const shutDown = new Promise<void>((done) => server.tryShutdown(() => done()));
+        // A session left with no call open (a request's headers still
+        // incomplete) is closed shortly instead (../idle-connections.ts).
+        for (const idle of sessions.values()) idle.drain();
+        void Promise.all([shutDown, ...closing]).then(() => {
           clearTimeout(timer);
           resolve();
         });
