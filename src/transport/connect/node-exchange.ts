@@ -121,8 +121,7 @@ function abortOnEarlyClose(req: NodeRequest, res: NodeResponse): AbortSignal {
 /** Writes connect's answer: a unary answer (no trailers) in one writeHead and one end; gRPC by connect-node. */
 export async function writeUniversalResponse(answer: UniversalServerResponse, res: NodeResponse): Promise<void> {
   if (answer.trailer) return universalResponseToNodeResponse(answer, res);
-  const chunks: Uint8Array[] = [];
-  if (answer.body) for await (const chunk of answer.body) chunks.push(chunk);
+  const chunks = answer.body ? await readWhole(answer.body, answer.header?.get("content-length")) : [];
   const headers: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
   answer.header?.forEach((value, key) => {
     const existing = headers[key];
@@ -132,4 +131,26 @@ export async function writeUniversalResponse(answer: UniversalServerResponse, re
   const out = res as { writeHead(status: number, headers: Record<string, string | string[]>): unknown; end(body: Uint8Array): unknown };
   out.writeHead(answer.status, headers);
   out.end(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+}
+
+/**
+ * A unary answer's body. connect hands it as an async generator over one chunk
+ * with its content-length set: once that many bytes have come, the generator's
+ * second step (its "done": a promise and a queue turn in connect's downlevelled
+ * generator, per call) is not taken. The generator is left where it is: it only
+ * yields a list it holds (connect's createAsyncIterable, our refusals' once()),
+ * with nothing to release, and return() would cost the same step.
+ */
+async function readWhole(body: AsyncIterable<Uint8Array>, contentLength: string | null | undefined): Promise<Uint8Array[]> {
+  const expected = contentLength == null ? -1 : Number(contentLength);
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const iterator = body[Symbol.asyncIterator]();
+  for (;;) {
+    if (size === expected) return chunks;
+    const next = await iterator.next();
+    if (next.done) return chunks;
+    chunks.push(next.value);
+    size += next.value.byteLength;
+  }
 }
