@@ -17,7 +17,7 @@ import { summarise } from "./profile.js";
 // a CPU profile of one of them (AB_PROFILE=json|binary|grpc: the summary of
 // bench/profile.ts, measured load only). Run under the bench lock:
 //   flock /tmp/bench.lock npx tsx bench/connect-ab.ts
-// AB_ROOT: another checkout's root (built) to compare with; AB_LOADS=grpc,json,binary;
+// AB_ROOT: another checkout's root (built) to compare with; AB_LOADS=grpc,json,binary (and floor: Health/Check);
 // AB_SECONDS (4), AB_ROUNDS (3); BENCH_NODE_FLAGS as in the bench. No Kafka (dev log sink).
 // AB_CALL=verify: Verify instead, by id, on 2,000 verifications made first, with one fixed code that is
 // (all but surely) wrong for each of them: the full verify script, as the bench's wrong-code rows.
@@ -72,6 +72,7 @@ async function main() {
       : ghz({ port: service.grpcPort, call: "otp.v1.OtpService/CheckRateLimit", data: { purpose: PURPOSE, channel: "CHANNEL_EMAIL", destination: "m{{.RequestNumber}}@example.com" }, seconds, concurrency: 50, connections: 2 });
   const loads: Record<string, (s: number) => Promise<{ ok: number; rps: number }>> = {
     grpc, json: (s) => connect("json", s), binary: (s) => connect("binary", s),
+    floor: (s) => ghz({ port: service.grpcPort, call: "grpc.health.v1.Health/Check", data: {}, seconds: s, concurrency: 50, connections: 2 }),
   };
   if (PROFILE) {
     await loads[PROFILE]!(3);
