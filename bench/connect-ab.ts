@@ -25,7 +25,7 @@ const root = process.env.AB_ROOT ?? join(import.meta.dirname, "..");
 const SECONDS = Number(process.env.AB_SECONDS ?? 4);
 const ROUNDS = Number(process.env.AB_ROUNDS ?? 3);
 const PROFILE = process.env.AB_PROFILE; // json | binary
-const CALL = process.env.AB_CALL ?? "checkratelimit"; // or verify
+const CALL = process.env.AB_CALL ?? "checkratelimit"; // or verify, or send (gRPC and floor loads only)
 
 /** `n` new verifications (Send over Connect), their ids. */
 async function verificationIds(httpPort: number, n: number): Promise<string[]> {
@@ -66,8 +66,11 @@ async function main() {
         json: destinations.map((destination) => ({ purpose: PURPOSE, channel: "CHANNEL_EMAIL", destination })),
       });
   const verifyFile = CALL === "verify" ? writeSecretJson("ab-verify.json", ids.map((id) => ({ verification_id: id, code: wrongCode }))) : "";
+  let round = 0;
   const grpc = (seconds: number) =>
-    CALL === "verify"
+    CALL === "send"
+      ? ghz({ port: service.grpcPort, call: "otp.v1.OtpService/Send", data: { purpose: PURPOSE, channel: "CHANNEL_EMAIL", destination: `s${++round}-{{.RequestNumber}}@example.com` }, seconds, concurrency: 50, connections: 2 })
+      : CALL === "verify"
       ? ghz({ port: service.grpcPort, call: "otp.v1.OtpService/Verify", dataFile: verifyFile, seconds, concurrency: 50, connections: 2 })
       : ghz({ port: service.grpcPort, call: "otp.v1.OtpService/CheckRateLimit", data: { purpose: PURPOSE, channel: "CHANNEL_EMAIL", destination: "m{{.RequestNumber}}@example.com" }, seconds, concurrency: 50, connections: 2 });
   const loads: Record<string, (s: number) => Promise<{ ok: number; rps: number }>> = {
