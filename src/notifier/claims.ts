@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from "node:crypto";
 import type { RedisSettings } from "../redis-config.js";
-import { connectRedis, type RedisConnection } from "../store/redis/client.js";
+import { connectRedis, type ConnectionLogger, type RedisConnection } from "../store/redis/client.js";
 import type { StoreScript } from "../store/redis/scripts.js";
 import { Lru } from "./dedupe.js";
 
@@ -123,8 +123,9 @@ export class RedisClaims implements DeliveryClaims {
     private readonly prefix: string,
   ) {}
 
-  static async connect(redis: RedisSettings, times: ClaimTimes, prefix = "otp-notifier"): Promise<RedisClaims> {
-    return new RedisClaims(await connectRedis({ ...redis, commandTimeoutMs: 2_000 }), times, prefix);
+  /** `logger` hears the connection's losses and recoveries (as the service's store does), never its address's credentials. */
+  static async connect(redis: RedisSettings, times: ClaimTimes, prefix = "otp-notifier", logger?: ConnectionLogger): Promise<RedisClaims> {
+    return new RedisClaims(await connectRedis({ ...redis, commandTimeoutMs: 2_000, ...(logger ? { logger } : {}) }), times, prefix);
   }
 
   private key(eventId: string): string {

@@ -42,7 +42,9 @@ try {
 const metrics = new NotifierMetrics();
 let claims: DeliveryClaims | undefined;
 try {
-  claims = config.redis ? await RedisClaims.connect(config.redis, { leaseMs: config.claimLeaseMs, doneTtlMs: config.claimDoneTtlMs }) : undefined;
+  claims = config.redis
+    ? await RedisClaims.connect(config.redis, { leaseMs: config.claimLeaseMs, doneTtlMs: config.claimDoneTtlMs }, undefined, logger)
+    : undefined;
 } catch (err) {
   logger.error({ err: (err as Error).message }, "notifier cannot reach its Redis (NOTIFIER_REDIS_*)");
   process.exit(1);

@@ -70,7 +70,7 @@ async function startNotifier(t: NotifierTopics, prefix: string, options: { redis
   const sink = new Writable({ write: (chunk, _enc, done) => (logs.push(JSON.parse(String(chunk))), done()) });
   const logger = notifierLogger('info', sink);
   const deliveries: string[] = [];
-  const claims = await RedisClaims.connect(config.redis!, { leaseMs: config.claimLeaseMs, doneTtlMs: config.claimDoneTtlMs }, prefix);
+  const claims = await RedisClaims.connect(config.redis!, { leaseMs: config.claimLeaseMs, doneTtlMs: config.claimDoneTtlMs }, prefix, logger);
   const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger, (l) => deliveries.push(l)), topics: t, claims, metrics: options.metrics });
   running.push(notifier);
   await notifier.start();
@@ -168,6 +168,10 @@ describe('delivery claims in Redis', () => {
       await until('the delivery once Redis is back', () => deliveredCount(r, d.eventId) === 1, 45_000);
       await reader.status(topics.outage.status, d.eventId);
       expect(deliveredCount(r, d.eventId)).toBe(1);
+      // The operator heard of it: the claims' connection was lost, then ready again (its address, never a password).
+      const said = r.logs.map((l) => String(l.msg));
+      expect(said).toContain('redis connection lost');
+      expect(said).toContain('redis connection ready');
     } finally {
       await redis.kill();
       rmSync(dir, { recursive: true, force: true });
