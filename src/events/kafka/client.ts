@@ -1,5 +1,6 @@
 // First: kafkajs must load with the substituted Encoder and CRC-32C (encoding.ts).
 import "./encoding.js";
+import "./throttle-checks.js";
 import { CompressionTypes, Kafka, logLevel, type ConfigResourceTypes, type Consumer, type Producer, type Admin, type IHeaders, type KafkaMessage, type EachMessagePayload, type RecordMetadata } from "kafkajs";
 import type { Logger } from "pino";
 import type { TopicReplication } from "../topic-replication.js";

@@ -1,7 +1,5 @@
-import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import { crc32c } from "./crc32c.js";
+import { require, resolvePinned } from "./pinned.js";
 
 // kafkajs 2.2.4 (unmaintained) encodes every protocol structure with an
 // Encoder that starts from Buffer.alloc(512): a zero-filled, unpooled
@@ -30,7 +28,7 @@ import { crc32c } from "./crc32c.js";
 // (an upgrade, a patch), start-up fails here instead of silently running a
 // stale copy.
 
-const require = createRequire(import.meta.url);
+const BY = "src/events/kafka/encoding.ts";
 
 /** The kafkajs files replaced or wrapped, with the SHA-256 of the version whose internals this module knows. */
 const PINNED = {
@@ -63,19 +61,6 @@ interface EncoderClass {
   encodeZigZag(value: number): number;
 }
 
-function resolvePinned(entry: { file: string; sha256: string }): string {
-  let path: string;
-  try {
-    path = require.resolve(entry.file);
-  } catch {
-    throw new Error(`kafkajs internals changed: ${entry.file} is gone (src/events/kafka/encoding.ts substitutes it)`);
-  }
-  const sha256 = createHash("sha256").update(readFileSync(path)).digest("hex");
-  if (sha256 !== entry.sha256) {
-    throw new Error(`kafkajs internals changed: ${entry.file} is not the file src/events/kafka/encoding.ts was written for (sha256 ${sha256})`);
-  }
-  return path;
-}
 
 /** kafkajs's Encoder with pooled buffers and varints written in place (see above). */
 function pooledEncoder(Original: EncoderClass): EncoderClass {
@@ -265,10 +250,10 @@ let substituted: EncoderClass | undefined;
 export function substituteKafkajsEncoding(): void {
   if (substituted) return;
   const paths = {
-    encoder: resolvePinned(PINNED.encoder),
-    crc32C: resolvePinned(PINNED.crc32C),
-    record: resolvePinned(PINNED.record),
-    groupMessagesPerPartition: resolvePinned(PINNED.groupMessagesPerPartition),
+    encoder: resolvePinned(PINNED.encoder, BY),
+    crc32C: resolvePinned(PINNED.crc32C, BY),
+    record: resolvePinned(PINNED.record, BY),
+    groupMessagesPerPartition: resolvePinned(PINNED.groupMessagesPerPartition, BY),
   };
   const all = Object.values(paths);
   // A second copy of this module in the same process (a test runner that
