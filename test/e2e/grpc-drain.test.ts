@@ -9,13 +9,12 @@
 import http2 from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Channel, SendRequestSchema, SendResponseSchema } from '../../src/gen/otp/v1/otp_pb.js';
-import { buildDist, type BuiltDist } from '../support/built-dist.js';
+import { builtDistAndRedis } from '../support/built-dist.js';
 import { freshEmail } from '../support/otp-app.js';
 import { envelope, h2IncompleteHeaders } from '../support/raw-http.js';
-import { redisForTests, type RedisServer } from '../support/redis.js';
-import { exitWithin, spawnService, untilServing, type ServiceProcess } from '../support/service-process.js';
+import { connectable, exitWithin, spawnService, untilServing, type ServiceProcess } from '../support/service-process.js';
 
 const GRACE_MS = 10_000;
 /** How long after SIGTERM the rest of the request is sent: well inside the grace period. */
@@ -23,22 +22,13 @@ const LATE_MS = 500;
 /** Time for a call to be answered, or a test step to happen, before the test gives up. */
 const STEP_MS = 5_000;
 
-let dist: BuiltDist;
-let redis: { url: string; server?: RedisServer };
-beforeAll(async () => {
-  dist = buildDist();
-  redis = await redisForTests();
-}, 180_000);
-afterAll(async () => {
-  dist?.remove();
-  await redis?.server?.stop();
-});
+const built = builtDistAndRedis();
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Runs `test` against a fresh service process, killed afterwards if a failed step left it running. */
 async function withService(env: Record<string, string>, test: (service: ServiceProcess) => Promise<void>): Promise<void> {
-  const service = await spawnService({ OTP_SHUTDOWN_GRACE_MS: String(GRACE_MS), ...env }, dist.entry('bin/service.js'));
+  const service = await spawnService({ OTP_SHUTDOWN_GRACE_MS: String(GRACE_MS), ...env }, built.dist().entry('bin/service.js'));
   try {
     await untilServing(service);
     await test(service);
@@ -97,16 +87,6 @@ function slowSend(port: number, head: number) {
   return { opened, outcome, finish: () => stream.end(body.subarray(head)) };
 }
 
-function connectable(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 /** SIGTERM, then the rest of the request `LATE_MS` later: the call must be answered and the process exit 0 within the grace period. */
 async function answeredAfterSigterm(service: ServiceProcess, head: number): Promise<void> {
@@ -136,7 +116,7 @@ describe('SIGTERM on the gRPC port', () => {
   });
 
   it('OTP_WORKERS=2: the worker holding the call, with nothing else in flight, answers it before it exits', { timeout: 60_000 }, async () => {
-    await withService({ REDIS_URL: redis.url, OTP_WORKERS: '2' }, (service) => answeredAfterSigterm(service, 10));
+    await withService({ REDIS_URL: built.redisUrl(), OTP_WORKERS: '2' }, (service) => answeredAfterSigterm(service, 10));
   });
 
   it('a call that never completes is cancelled at the grace period, and the process still exits 0', { timeout: 60_000 }, async () => {

@@ -4,20 +4,10 @@
 import { connect, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { grpcClient, grpcHealth, SERVING } from '../support/grpc-client.js';
-import { exitWithin, spawnService, untilServing } from '../support/service-process.js';
+import { connectable, exitWithin, spawnService, untilServing } from '../support/service-process.js';
 
 const EXIT_PROMPTLY_MS = 5_000;
 
-function connectable(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 function readResponse(socket: Socket): Promise<string> {
   return new Promise((resolve, reject) => {

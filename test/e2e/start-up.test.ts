@@ -5,22 +5,12 @@
 import { createServer, type Server } from 'node:net';
 import { existsSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { nodeTooOld } from '../../src/bin/node-version.js';
-import { buildDist, type BuiltDist } from '../support/built-dist.js';
-import { redisForTests, type RedisServer } from '../support/redis.js';
+import { builtDistAndRedis } from '../support/built-dist.js';
 import { exitWithin, spawnService } from '../support/service-process.js';
 
-let dist: BuiltDist;
-let redis: { url: string; server?: RedisServer };
-beforeAll(async () => {
-  dist = buildDist();
-  redis = await redisForTests();
-}, 180_000);
-afterAll(async () => {
-  dist?.remove();
-  await redis?.server?.stop();
-});
+const built = builtDistAndRedis();
 
 /** A Node older than 22: the machine's own (Debian's is 20) when there is one, else this Node told it is 20. */
 function oldNode(): { argv: string[]; version: string } {
@@ -47,7 +37,7 @@ describe('Node older than 22', () => {
   ])('%s (the built %s) refuses at once with that one line and exit 1', (program, entry) => {
     const node = oldNode();
     const [bin, ...args] = node.argv;
-    const run = spawnSync(bin!, [...args, dist.entry(entry)], {
+    const run = spawnSync(bin!, [...args, built.dist().entry(entry)], {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', GRPC_PORT: '0', HTTP_PORT: '0' },
       timeout: 20_000,
     });
@@ -74,7 +64,7 @@ describe('a port that cannot be bound', () => {
   ])('OTP_WORKERS=%s, %s taken: the service exits 1 at once, saying which address is taken', async (workers, port) => {
     const taken = await occupy();
     try {
-      const service = await spawnService({ REDIS_URL: redis.url, OTP_WORKERS: workers, [port]: String(taken.port) }, dist.entry('bin/service.js'));
+      const service = await spawnService({ REDIS_URL: built.redisUrl(), OTP_WORKERS: workers, [port]: String(taken.port) }, built.dist().entry('bin/service.js'));
       expect(await exitWithin(service, 30_000)).toBe(1);
       const fatal = service.logs().filter((l) => (l.level ?? 0) >= 60).map((l) => l.msg ?? '');
       expect(fatal.some((m) => m.includes('EADDRINUSE') && m.includes(String(taken.port)))).toBe(true);

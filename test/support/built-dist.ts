@@ -7,6 +7,8 @@ import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll } from 'vitest';
+import { redisForTests, type RedisServer } from './redis.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -23,4 +25,19 @@ export function buildDist(): BuiltDist {
   // As the build script does: the Lua scripts ship next to the store.
   cpSync(join(repoRoot, 'src/store/redis/lua'), join(out, 'store/redis/lua'), { recursive: true });
   return { entry: (path) => join(out, path), remove: () => rmSync(out, { recursive: true, force: true }) };
+}
+
+/** For a test file that runs the built service on a Redis: both made before its tests, removed after. */
+export function builtDistAndRedis(): { dist: () => BuiltDist; redisUrl: () => string } {
+  let dist: BuiltDist | undefined;
+  let redis: { url: string; server?: RedisServer } | undefined;
+  beforeAll(async () => {
+    dist = buildDist();
+    redis = await redisForTests();
+  }, 180_000);
+  afterAll(async () => {
+    dist?.remove();
+    await redis?.server?.stop();
+  });
+  return { dist: () => dist!, redisUrl: () => redis!.url };
 }

@@ -3,6 +3,7 @@
 // Its stdout is kept in memory and never printed: in dev mode it may carry
 // delivery lines with codes.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { connect } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './free-port.js';
@@ -90,4 +91,16 @@ export async function exitWithin(service: ServiceProcess, ms: number): Promise<n
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Whether anything accepts a TCP connection on the port (a service still listening). */
+export function connectable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
 }
