@@ -311,7 +311,6 @@ export class OtpService {
     assertValid(ResendRequestSchema, req);
     const ref = this.ids.parse(req.verificationId);
     if (!ref) throw noSuchVerification();
-    await this.spend(caller, "Resend", resendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), { verificationId: ref.verificationId });
     const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
     // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
     if (!summary || !this.mayUse(caller, "Resend", summary.purpose, ref.verificationId)) throw noSuchVerification();
@@ -326,7 +325,12 @@ export class OtpService {
     const testCode = summary.test ? this.testDestinations.codeForHandle(caller.tenant, ref.handle, this.digester) : undefined;
     if (summary.test && testCode === undefined) throw new OtpError("FAILED_PRECONDITION", "the test destination is no longer configured; Send a new one", { reason: "VERIFICATION_FINISHED" });
     const guard = !summary.test && this.config.prefixGuard ? decodePrefixRefs(this.config.prefixGuard.rule, summary.prefixRefs) : null;
-    if (guard) await this.spend(caller, "Resend", [], { purpose: summary.purpose, verificationId: ref.verificationId }, { check: guard, clear: new Map() });
+    // The budgets (with the prefix guard, in the same call) are spent only once the verification is known
+    // to be one this caller may resend: an id made up, or another tenant's or purpose's (NOT_FOUND above),
+    // must not spend the caller's tenant budget. A public client holds no secret, so otherwise anyone
+    // could use up a tenant's Sends with Resends of random ids from many addresses.
+    await this.spend(caller, "Resend", resendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)),
+      { purpose: summary.purpose, verificationId: ref.verificationId }, guard ? { check: guard, clear: new Map() } : null);
     const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     // The new code is bound to the same context as the first.
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, summary.context, code);

@@ -6,7 +6,7 @@ import { Code } from '@connectrpc/connect';
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
-import { refusal, verifyFromBrowser } from '../support/browser-verify.js';
+import { browserClient, refusal, verifyFromBrowser } from '../support/browser-verify.js';
 import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
 import { grpcCall, grpcError, richDetails } from '../support/grpc-client.js';
 import { freshEmail } from '../support/otp-app.js';
@@ -14,7 +14,7 @@ import { redisForTests, type RedisServer } from '../support/redis.js';
 import type { SecuredApp } from '../support/secured-app.js';
 import { securedAppPerSuite } from '../support/secured-app-per-suite.js';
 
-const { send, verify, checkRateLimit } = OtpService.method;
+const { send, verify, resend, checkRateLimit } = OtpService.method;
 const ALL = ['Send', 'Verify', 'Resend', 'CheckRateLimit'];
 const WEB_ORIGIN = 'https://app.example.com';
 const UNKNOWN_ID = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
@@ -206,6 +206,25 @@ describe('per tenant and per country (OTP_LIMIT_SEND_PER_TENANT=6/1h, OTP_LIMIT_
     // Another tenant has budgets of its own.
     expect((await grpcCall(ctx.grpc, send, emailTo(freshEmail('globex')), as('globex'))).verificationId).not.toBe('');
     expect((await grpcCall(ctx.grpc, send, smsTo(us(4)), as('globex'))).verificationId).not.toBe('');
+  });
+});
+
+describe('Resends that name no verification of the caller spend nothing (OTP_LIMIT_SEND_PER_TENANT=3/1h)', () => {
+  const ctx = appWith({ OTP_LIMIT_SEND_PER_TENANT: '3/1h', OTP_TRUSTED_PROXIES: '127.0.0.1/32' });
+
+  it("made-up ids from a public client at many addresses, and another tenant's id, leave the tenant's Sends alone", async () => {
+    // Another tenant's real verification: acme may not resend it.
+    const globex = await grpcCall(ctx.grpc, send, emailTo(freshEmail('globex-resend')), as('globex'));
+    for (let i = 0; i < 10; i++) {
+      const web = browserClient(ctx.app.httpBase, WEB_ORIGIN, `2001:db8:${i.toString(16)}::1`);
+      const madeUp = Buffer.from(Array.from({ length: 25 }, () => Math.floor(Math.random() * 256))).toString('base64url').replace(/.$/, 'A');
+      expect(await refusal(web.resend({ verificationId: madeUp }))).toEqual([Code.NotFound, undefined]);
+      expect(await refusal(web.resend({ verificationId: globex.verificationId }))).toEqual([Code.NotFound, undefined]);
+      expect((await grpcError(grpcCall(ctx.grpc, resend, { verificationId: globex.verificationId }, as()))).code).toBe(status.NOT_FOUND);
+    }
+    // The tenant's three Sends are all still there; the fourth is the one refused.
+    for (let i = 0; i < 3; i++) await grpcCall(ctx.grpc, send, emailTo(freshEmail('after-resends')), as());
+    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, emailTo(freshEmail('after-resends')), as())))).toBe('SEND_LIMIT_TENANT');
   });
 });
 

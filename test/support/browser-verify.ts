@@ -10,6 +10,11 @@ import { OtpService } from '../../src/gen/otp/v1/otp_pb.js';
 const UNKNOWN_ID = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
 
 export function verifyFromBrowser(baseUrl: string, origin: string, forwardedFor?: string): Promise<unknown> {
+  return browserClient(baseUrl, origin, forwardedFor).verify({ target: { case: 'verificationId', value: UNKNOWN_ID }, code: '12345678' });
+}
+
+/** A Connect client as a page on `origin` is (a public client: no key), optionally behind a proxy that reports `forwardedFor`. */
+export function browserClient(baseUrl: string, origin: string, forwardedFor?: string) {
   return createClient(OtpService, createConnectTransport({
     baseUrl,
     httpVersion: '1.1',
@@ -18,7 +23,7 @@ export function verifyFromBrowser(baseUrl: string, origin: string, forwardedFor?
       if (forwardedFor) req.header.set('x-forwarded-for', forwardedFor);
       return next(req);
     }],
-  })).verify({ target: { case: 'verificationId', value: UNKNOWN_ID }, code: '12345678' });
+  }));
 }
 
 /** The code and ErrorInfo reason a call was refused with; undefined when it was let through. */
