@@ -425,7 +425,8 @@ export class OtpService {
       case "finished":
         throw new OtpError("FAILED_PRECONDITION", `the verification is already ${outcome.state.status.toLowerCase()}`, { reason: "VERIFICATION_FINISHED" });
       case "canceled":
-        this.outcomes?.canceled(caller.tenant);
+        // A repeat answers the same, and is not a second cancellation (the audit trail has one).
+        if (!outcome.before) this.outcomes?.canceled(caller.tenant);
         return create(CancelVerificationResponseSchema, { verification: verificationMessage(outcome.state) });
     }
   }

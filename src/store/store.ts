@@ -318,8 +318,8 @@ export interface VerificationState {
 }
 
 export type CancelOutcome =
-  /** Canceled now, or already canceled before (nothing changed, no event). */
-  | { kind: "canceled"; state: VerificationState }
+  /** Canceled now, or (`before`) by an earlier call: nothing changed, no event. */
+  | { kind: "canceled"; state: VerificationState; before?: true }
   | { kind: "not_found" }
   /** Verified, locked, expired or failed delivery: nothing to cancel. */
   | { kind: "finished"; state: VerificationState };

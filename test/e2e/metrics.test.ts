@@ -89,6 +89,8 @@ describe('metrics', () => {
     expect((await grpcCall(client, OtpService.method.verify, byId(us.verificationId, right))).result).toBe(VerifyResult.VERIFIED);
     expect((await grpcCall(client, OtpService.method.verify, byId(us.verificationId, right))).result).toBe(VerifyResult.NOT_FOUND);
     await grpcCall(client, OtpService.method.cancelVerification, { verificationId: mail.verificationId });
+    // A repeat answers the same and is not a second cancellation.
+    await grpcCall(client, OtpService.method.cancelVerification, { verificationId: mail.verificationId });
 
     // The relay publishes in the background (batches linger): wait until it has published
     // every event counted below, the cancel's (written last) included.

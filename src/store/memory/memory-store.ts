@@ -331,7 +331,7 @@ export class MemoryStore implements VerificationStore {
     const d = this.#get(this.#key(tenant, ref), now);
     const v = d && verificationById(d, ref.verificationId);
     if (!d || !v) return { kind: "not_found" };
-    if (v.status === "c") return { kind: "canceled", state: stateOf(v, d, now) };
+    if (v.status === "c") return { kind: "canceled", state: stateOf(v, d, now), before: true };
     if (!isLive(v, now)) return { kind: "finished", state: stateOf(v, d, now) };
     v.status = "c";
     v.canceledAt = now;

@@ -248,7 +248,7 @@ class Connection implements RedisConnection {
       const now = Date.now();
       if (now - (this.#lastLog.get(reason) ?? 0) > LOG_EVERY_MS) {
         this.#lastLog.set(reason, now);
-        this.#log?.warn({ reason }, reason === "wait" ? "redis replicas did not acknowledge in time: answering UNAVAILABLE" : "redis call failed: answering UNAVAILABLE");
+        this.#log?.warn({ reason }, reason === "wait" ? "redis replicas did not acknowledge in time: answering UNAVAILABLE" : "redis command failed (a call waiting on it answers UNAVAILABLE)");
       }
     }
     return out;

@@ -291,5 +291,6 @@ export function cancelOutcome(reply: RedisReply, verificationId: string): Cancel
   const kind = str(r, 0);
   if (kind === "not_found") return { kind };
   if (kind === "canceled" || kind === "finished") return { kind, state: state(r, 1, verificationId) };
+  if (kind === "canceled_before") return { kind: "canceled", state: state(r, 1, verificationId), before: true };
   throw new UnexpectedReplyError(`cancel ${kind}`);
 }

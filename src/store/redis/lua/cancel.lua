@@ -14,7 +14,8 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   client_id   str
 
 Returns
-  {'canceled', <state tuple of includes/state.lua>}   canceled now, or before
+  {'canceled', <state tuple of includes/state.lua>}   canceled now
+  {'canceled_before', <state tuple>}                   canceled by an earlier call (nothing changed)
   {'finished', <state tuple>}                          verified, locked, expired or delivery failed
   {'not_found'}
 ]]
@@ -42,7 +43,7 @@ local function answer(kind)
   table.insert(reply, 1, kind)
   return reply
 end
-if st == 'c' then return answer('canceled') end
+if st == 'c' then return answer('canceled_before') end
 if st ~= '' or now >= c.e then return answer('finished') end
 
 redis.call('HSET', dest, p .. ':st', 'c', p .. ':ct', now)
