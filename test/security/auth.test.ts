@@ -293,6 +293,18 @@ describe('CORS is answered per client', () => {
     expect(await app.audits.find({ type: 'refused', reason: 'ORIGIN_NOT_ALLOWED', tn: '' })).toBeDefined();
   });
 
+  it("a refused preflight's log line names our method, never a path the caller made up", async () => {
+    const junk = `otp.v1.OtpService/${'x'.repeat(4000)}`;
+    const res = await preflight('https://evil.example.net', junk.slice('otp.v1.OtpService/'.length));
+    expect(res.status).toBe(403);
+    const refused = app.logs.filter((l) => l.reason === 'ORIGIN_NOT_ALLOWED');
+    expect(refused.some((l) => l.method === '(not an RPC path)')).toBe(true);
+    expect(app.logs.some((l) => JSON.stringify(l).includes('x'.repeat(100)))).toBe(false);
+    // A refused preflight for one of our methods still names it.
+    await preflight('https://evil.example.net', 'Verify');
+    expect(app.logs.some((l) => l.reason === 'ORIGIN_NOT_ALLOWED' && l.method === '/otp.v1.OtpService/Verify')).toBe(true);
+  });
+
   it('an actual call from the declared origin may read the response', async () => {
     const a = await sendAs(keys.billing);
     const res = await rawRequest(`${app.httpBase}/otp.v1.OtpService/Verify`, {

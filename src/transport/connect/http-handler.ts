@@ -79,7 +79,9 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
   );
 
   return (req, res) => {
-    if (applyCors(req, res, options.origins, (path) => refusedOrigin(options.refusals, path))) return;
+    // The refusal names the method only when the path is one of ours: a caller's own path (any length,
+    // any text, no credentials needed for a preflight) never reaches a log line or an audit event.
+    if (applyCors(req, res, options.origins, (path) => refusedOrigin(options.refusals, rpcs.has(path) ? path : NOT_AN_RPC))) return;
     const path = (req.url ?? "").split("?", 1)[0] ?? "";
     const rpc = rpcs.get(path);
     if (rpc) {
@@ -112,6 +114,8 @@ function serveRpc(rpc: UniversalHandlerFn, req: NodeRequest, res: NodeResponse, 
       }
     });
 }
+
+const NOT_AN_RPC = "(not an RPC path)";
 
 /** A preflight from an origin no public client declared (or for a method it is not granted). */
 function refusedOrigin(refusals: Refusals | undefined, path: string): void {
