@@ -115,6 +115,28 @@ describe('authentication', () => {
     expect((await connectError(connectAs({ authorization: 'Bearer ' }).send(email()))).code).toBe(Code.Unauthenticated);
   });
 
+  it('two authorization values are one malformed credential on both ports, whichever comes first', async () => {
+    // grpcurl (Go) sends both header fields; node's own http2 client refuses to.
+    for (const pair of [[keys.billing, keys.revoked], [keys.billing, keys.globex], [keys.billing, keys.billing]]) {
+      const out = await run('grpcurl', [
+        '-plaintext', '-H', `authorization: ${bearer(pair[0]!)}`, '-H', `authorization: ${bearer(pair[1]!)}`,
+        '-d', JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: 'twice@example.com' }),
+        `127.0.0.1:${app.grpcPort}`, 'otp.v1.OtpService/Send',
+      ]);
+      expect(out.stdout + out.stderr).toContain('Code: Unauthenticated');
+    }
+    // One key in one header field still works.
+    expect((await sendAs(keys.billing)).verificationId).not.toBe('');
+    // The HTTP port's Headers join repeated values the same way.
+    const twice = await rawRequest(`${app.httpBase}/otp.v1.OtpService/Send`, {
+      method: 'POST',
+      // Two header lines (node's types allow one authorization value; node:http sends each array item).
+      headers: { 'content-type': 'application/json', authorization: [bearer(keys.billing), bearer(keys.globex)] as unknown as string },
+      body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: 'twice@example.com' }),
+    });
+    expect(twice.status).toBe(401);
+  });
+
   it('a revoked key: UNAUTHENTICATED, audited as REVOKED_KEY naming its client; the current key works', async () => {
     const err = await grpcError(grpcCall(grpc, send, email(), as(keys.revoked)));
     expect(err.code).toBe(status.UNAUTHENTICATED);

@@ -1,6 +1,6 @@
 // Raw HTTP/1.1 requests (node:http, not fetch, so Origin and friends are sent
 // as written), plus the gRPC-Web framing a browser client would produce.
-import { request } from 'node:http';
+import { request, type OutgoingHttpHeaders } from 'node:http';
 
 export interface RawResponse {
   status: number;
@@ -10,7 +10,7 @@ export interface RawResponse {
 
 export function rawRequest(
   url: string,
-  options: { method?: string; headers?: Record<string, string>; body?: Buffer | string; timeoutMs?: number } = {},
+  options: { method?: string; headers?: OutgoingHttpHeaders; body?: Buffer | string; timeoutMs?: number } = {},
 ): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method: options.method ?? 'GET', headers: options.headers, timeout: options.timeoutMs ?? 5_000 }, (res) => {

@@ -44,7 +44,7 @@ export function universalRequest(req: NodeRequest, res: NodeResponse, maxBytes: 
     method: req.method ?? "",
     // Only connect reads it (query parameters, the handler context); the route was matched on the path already.
     url: `${"encrypted" in req.socket && req.socket.encrypted ? "https" : "http"}://${("authority" in req ? req.authority : req.headers.host) ?? "localhost"}${req.url ?? ""}`,
-    header: webHeaders(req.headers),
+    header: webHeaders(req),
     body,
     signal: abortOnEarlyClose(req, res),
     contextValues,
@@ -94,7 +94,8 @@ async function* concat(head: Buffer[], rest: AsyncIterable<Uint8Array>): AsyncIt
   yield* rest;
 }
 
-function webHeaders(node: NodeRequest["headers"]): Headers {
+function webHeaders(req: NodeRequest): Headers {
+  const node = req.headers;
   const header = new Headers();
   for (const key in node) {
     if (key.charCodeAt(0) === 58 /* ":" HTTP/2 pseudo-headers */) continue;
@@ -103,7 +104,20 @@ function webHeaders(node: NodeRequest["headers"]): Headers {
     if (typeof value === "string") header.append(key, value);
     else for (const v of value) header.append(key, v);
   }
+  // Node keeps only the first of repeated authorization headers; two are one malformed credential
+  // (UNAUTHENTICATED), as on the gRPC port, never whichever came first.
+  if (node.authorization !== undefined) {
+    const all = repeated(req.rawHeaders, "authorization");
+    if (all.length > 1) header.set("authorization", all.join(", "));
+  }
   return header;
+}
+
+/** Every value of a header, from the raw name/value list. */
+function repeated(raw: string[], name: string): string[] {
+  const values: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) values.push(raw[i + 1]!);
+  return values;
 }
 
 const GONE = new ConnectError("the client closed the connection before the answer", Code.Aborted);

@@ -12,6 +12,7 @@ import { otpServiceForGrpc } from "./otp-service.js";
 import type { Metrics } from "../../metrics.js";
 import { addReflection } from "./reflection.js";
 import { awaitPreface, closeWhenIdle, type IdleBound } from "../idle-connections.js";
+import { watchRepeatedCredentials } from "./repeated-credentials.js";
 import { onSessions } from "./sessions.js";
 import { useChainFreeStreamTables } from "../http2-stream-tables.js";
 import { streamGuards } from "./stream-guards.js";
@@ -94,6 +95,7 @@ export async function listenGrpc(options: {
   const sessions = new Map<ServerHttp2Session, IdleBound>();
   onSessions(server, (session) => {
     useChainFreeStreamTables(session);
+    watchRepeatedCredentials(session);
     sessions.set(session, closeWhenIdle(session, options.idleMs, options.sessionIdleMs));
     session.once("close", () => sessions.delete(session));
   });

@@ -1,6 +1,7 @@
 import type { ServerHttp2Stream } from "node:http2";
 import type { ServerInterceptor } from "@grpc/grpc-js";
 import { rewriteFramingErrors } from "./malformed-frames.js";
+import { credentialsAsSent } from "./repeated-credentials.js";
 import { cutOffSlowClient } from "./slow-clients.js";
 
 // The gRPC listener's one interceptor: the two protections that need the
@@ -16,7 +17,7 @@ export function streamGuards(requestTimeoutMs: number): ServerInterceptor {
   return (method, call) => {
     const stream = streamOf(call);
     if (stream) rewriteFramingErrors(stream);
-    return cutOffSlowClient(method, call, stream, requestTimeoutMs);
+    return credentialsAsSent(cutOffSlowClient(method, call, stream, requestTimeoutMs), stream);
   };
 }
 

@@ -1,0 +1,37 @@
+import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from "node:http2";
+import { ServerInterceptingCall, ServerListenerBuilder, type ServerInterceptingCallInterface } from "@grpc/grpc-js";
+
+// node:http2 keeps only the first value of a repeated `authorization` header
+// (a "single value" header), so a request carrying two keys would be served
+// as whichever came first. Two credentials are one malformed credential:
+// this joins them as the HTTP port's Headers do ("a, b"), so authentication
+// refuses them (UNAUTHENTICATED) on both ports alike. The raw header list is
+// seen only in the session's "stream" event, before grpc-js reads the
+// headers; the interceptor (stream-guards.ts) puts the joined value in the
+// call's metadata.
+
+const joined = new WeakMap<ServerHttp2Stream, string>();
+
+/** Watches a session's requests for repeated credentials (before grpc-js's own stream handler runs). */
+export function watchRepeatedCredentials(session: ServerHttp2Session): void {
+  session.prependListener("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, raw: string[]) => {
+    if (headers.authorization === undefined) return;
+    const values: string[] = [];
+    for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i] === "authorization") values.push(raw[i + 1]!);
+    if (values.length > 1) joined.set(stream, values.join(", "));
+  });
+}
+
+/** The call as sent: with every authorization value it carried, when it carried more than one. */
+export function credentialsAsSent(call: ServerInterceptingCall, stream: ServerHttp2Stream | undefined): ServerInterceptingCall {
+  const all = stream && joined.get(stream);
+  if (all === undefined) return call;
+  return new ServerInterceptingCall(call as ServerInterceptingCallInterface, {
+    start(next) {
+      next(new ServerListenerBuilder().withOnReceiveMetadata((metadata, pass) => {
+        metadata.set("authorization", all);
+        pass(metadata);
+      }).build());
+    },
+  });
+}
