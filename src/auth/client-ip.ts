@@ -40,7 +40,7 @@ export class TrustedProxies {
     if (ip === undefined || forwardedFor === undefined || !this.trusts(ip)) return ip;
     const hops = forwardedFor.split(",").slice(-MAX_FORWARDED_HOPS).reverse();
     for (const hop of hops) {
-      const next = normaliseIp(hop.trim());
+      const next = normaliseIp(hopAddress(hop.trim()));
       // Garbage from a trusted proxy: the last address we can vouch for is all we know.
       if (next === undefined) return ip;
       ip = next;
@@ -48,6 +48,19 @@ export class TrustedProxies {
     }
     return ip;
   }
+}
+
+/**
+ * A forwarded-for entry without the port some proxies append ("203.0.113.7:1234",
+ * "[2001:db8::1]:1234"): read as garbage, it made the proxy's own address the one
+ * counted, so every user behind such a proxy shared one budget. A bare IPv6
+ * address (colons, no brackets) is left as it is.
+ */
+function hopAddress(hop: string): string {
+  const bracketed = /^\[([^\]]+)\]:\d{1,5}$/.exec(hop);
+  if (bracketed) return bracketed[1]!;
+  const v4 = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(hop);
+  return v4 ? v4[1]! : hop;
 }
 
 /** "a.b.c.d/n" or an address, per entry; an error message naming the bad entry, or the entries. */

@@ -58,4 +58,15 @@ describe('TrustedProxies', () => {
     expect(proxies.clientIp('10.1.2.3', '2001:DB8::1')).toBe('2001:db8::1');
     expect(new TrustedProxies([]).clientIp('::ffff:192.0.2.33', '10.0.0.1')).toBe('192.0.2.33');
   });
+
+  it('a hop with the port some proxies append is its address; a bare IPv6 address keeps its last group', () => {
+    const proxies = new TrustedProxies(['10.0.0.0/8']);
+    expect(proxies.clientIp('10.1.2.3', '203.0.113.7:1234')).toBe('203.0.113.7');
+    expect(proxies.clientIp('10.1.2.3', '[2001:DB8::1]:1234')).toBe('2001:db8::1');
+    expect(proxies.clientIp('10.1.2.3', '[2001:db8::1]')).toBe('2001:db8::1');
+    expect(proxies.clientIp('10.1.2.3', '2001:db8::1:1234')).toBe('2001:db8::1:1234');
+    // Still garbage: the proxy's own address is the last one known.
+    expect(proxies.clientIp('10.1.2.3', '203.0.113.7:99999x')).toBe('10.1.2.3');
+    expect(proxies.clientIp('10.1.2.3', 'host.example:80')).toBe('10.1.2.3');
+  });
 });
