@@ -78,7 +78,7 @@ export interface Caller extends Grantee {
 
 /** Signs receipts for VERIFIED results (see src/receipts/). */
 export interface ReceiptIssuer {
-  issue(claims: { tenant: string; purpose: string; verificationId: string; destinationDigest: string; verifiedAtMs: number }): Promise<string>;
+  issue(claims: { tenant: string; purpose: string; verificationId: string; destinationDigest: string; verifiedAtMs: number; context: string }): Promise<string>;
 }
 
 /** Whether Send/Resend may queue more deliveries (false while the outbox backlog is over its bound). */
@@ -302,6 +302,8 @@ export class OtpService {
         verificationId,
         destinationDigest: outcome.destinationDigest ?? "",
         verifiedAtMs: outcome.verifiedAtMs ?? Date.now(),
+        // The code matched under this context (its digest covers it), and a replay's key covers it too.
+        context: req.context,
       });
     }
     return response;

@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey, sign, type KeyObject } from "node:crypto";
+import { createHash, createPrivateKey, createPublicKey, sign, type KeyObject } from "node:crypto";
 import type { Secret } from "../config.js";
 
 // Signed receipts let a backend trust a verification that a browser completed:
@@ -24,6 +24,12 @@ export interface ReceiptClaims {
   verificationId: string;
   destinationDigest: string;
   verifiedAtMs: number;
+  /**
+   * The context the code was bound to (Send's and Verify's `context`, e.g. a payment's reference), "" when
+   * none. The receipt carries its SHA-256 (`context_sha256`, base64url), so a relying party can check which
+   * transaction was approved without the reference itself travelling in a token a browser holds.
+   */
+  context: string;
 }
 
 /** A public key as a JWK (RFC 8037: OKP, Ed25519). */
@@ -72,6 +78,7 @@ export class ReceiptSigner {
       purpose: c.purpose,
       destination_digest: c.destinationDigest,
       verified_at_ms: c.verifiedAtMs,
+      ...(c.context === "" ? {} : { context_sha256: createHash("sha256").update(c.context, "utf8").digest("base64url") }),
       iss: this.issuer,
       sub: c.verificationId,
       aud: c.tenant,

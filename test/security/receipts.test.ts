@@ -2,7 +2,7 @@
 // HTTP port publishes. A tampered receipt fails; the claims name the
 // verification; an idempotent Verify retry gets the very same receipt and
 // nothing else does; rotated keys stay published, so old receipts still verify.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Metadata, type Client } from '@grpc/grpc-js';
 import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -96,6 +96,20 @@ describe('receipts', () => {
     expect(payload.verified_at_ms).toBeGreaterThanOrEqual(before - 1_000);
     expect(payload.verified_at_ms).toBeLessThanOrEqual(Date.now() + 1_000);
     expect(payload.exp! - payload.iat!).toBe(300);
+    // No context at Send: no context claim.
+    expect(payload).not.toHaveProperty('context_sha256');
+  });
+
+  it("a verification bound to a context (a payment's reference): the receipt says which, as its SHA-256", async () => {
+    const destination = freshEmail('receipt-ctx');
+    const context = 'payment:tx-4711';
+    const sent = await grpcCall(grpc, send, { purpose: 'login', channel: Channel.EMAIL, destination, context }, as());
+    const code = await app.deliveries.codeFor(sent.verificationId);
+    const res = await grpcCall(grpc, verify, { target: { case: 'verificationId', value: sent.verificationId }, code, context }, as());
+    expect(res.result).toBe(VerifyResult.VERIFIED);
+    const { payload } = await jwtVerify(res.receipt, jwks(), options());
+    expect(payload.context_sha256).toBe(createHash('sha256').update(context).digest('base64url'));
+    expect(JSON.stringify(payload)).not.toContain('tx-4711');
   });
 
   it('a tampered receipt fails: changed claims, changed signature, or a receipt for another tenant', async () => {

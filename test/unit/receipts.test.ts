@@ -3,7 +3,7 @@
 // built with node:crypto directly (src/receipts/receipts.ts); these are the
 // bytes jose's SignJWT wrote for the same claims, and jose verifies them
 // against the JWKS the service publishes.
-import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { createLocalJWKSet, decodeProtectedHeader, exportJWK, jwtVerify, SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { ReceiptSigner, type ReceiptClaims } from '../../src/receipts/receipts.js';
@@ -14,7 +14,8 @@ const privateKeyOf = (seed: Buffer) => createPrivateKey({ key: Buffer.concat([PK
 /** What the service signed with before (jose's SignJWT), for the same claims. */
 function withJose(seed: Buffer, kid: string, issuer: string, ttl: number, c: ReceiptClaims): Promise<string> {
   const iat = Math.floor(c.verifiedAtMs / 1000);
-  return new SignJWT({ tenant: c.tenant, purpose: c.purpose, destination_digest: c.destinationDigest, verified_at_ms: c.verifiedAtMs })
+  const context = c.context === '' ? {} : { context_sha256: createHash('sha256').update(c.context).digest('base64url') };
+  return new SignJWT({ tenant: c.tenant, purpose: c.purpose, destination_digest: c.destinationDigest, verified_at_ms: c.verifiedAtMs, ...context })
     .setProtectedHeader({ alg: 'EdDSA', kid, typ: 'otp-receipt+jwt' })
     .setIssuer(issuer)
     .setSubject(c.verificationId)
@@ -31,6 +32,7 @@ const claims = (over: Partial<ReceiptClaims> = {}): ReceiptClaims => ({
   verificationId: randomBytes(25).toString('base64url'),
   destinationDigest: randomBytes(32).toString('base64url'),
   verifiedAtMs: 1_764_512_934_523,
+  context: '',
   ...over,
 });
 
@@ -45,6 +47,7 @@ describe('receipts (node:crypto JWS)', () => {
       claims({ tenant: 'globex', purpose: 'pay-ment_2', verifiedAtMs: 1 }),
       claims({ tenant: 'tenant "quoted" \\ é ü 漢', purpose: 'p', verifiedAtMs: Date.now() }),
       claims({ destinationDigest: '', verifiedAtMs: 999 }),
+      claims({ context: 'payment:tx-42 ✓' }),
     ];
     for (const c of cases) {
       const ours = await signer.issue(c);
@@ -54,7 +57,7 @@ describe('receipts (node:crypto JWS)', () => {
 
   it('verify with jose against the JWKS: alg, kid, typ and every claim', async () => {
     const signer = await ReceiptSigner.create([old, current], 'https://otp.example', 600);
-    const c = claims({ verifiedAtMs: Date.now() });
+    const c = claims({ verifiedAtMs: Date.now(), context: 'tx-1' });
     const receipt = await signer.issue(c);
     const header = decodeProtectedHeader(receipt);
     expect(header).toEqual({ alg: 'EdDSA', kid: current.id, typ: 'otp-receipt+jwt' });
@@ -64,6 +67,7 @@ describe('receipts (node:crypto JWS)', () => {
     const iat = Math.floor(c.verifiedAtMs / 1000);
     expect(payload).toEqual({
       tenant: c.tenant, purpose: c.purpose, destination_digest: c.destinationDigest, verified_at_ms: c.verifiedAtMs,
+      context_sha256: createHash('sha256').update('tx-1').digest('base64url'),
       iss: 'https://otp.example', sub: c.verificationId, aud: c.tenant, jti: c.verificationId, iat, exp: iat + 600,
     });
     // A changed signature byte fails. The byte is flipped after decoding: swapping base64url

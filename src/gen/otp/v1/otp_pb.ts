@@ -245,7 +245,9 @@ export type VerifyResponse = Message<"otp.v1.VerifyResponse"> & {
 
   /**
    * On VERIFIED: a short-lived signed receipt (compact JWS) naming tenant,
-   * purpose, verification id, destination digest and time.
+   * purpose, verification id, destination digest and time, and for a
+   * verification bound to a context, that context's SHA-256
+   * (context_sha256, base64url).
    *
    * @generated from field: string receipt = 4;
    */
