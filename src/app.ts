@@ -7,6 +7,7 @@ import { Sealer } from "./events/seal.js";
 import { startEventWorker } from "./events/worker.js";
 import { createLogger, type Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
+import { contributeMetrics } from "./metrics-across-workers.js";
 import { PrefixEvents } from "./otp/prefix-events.js";
 import { Refusals } from "./otp/refusals.js";
 import { OtpService, type DeliveryAdmission } from "./otp/service.js";
@@ -69,6 +70,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     // behind by a clean shutdown. With OTP_RELAY=off another process relays.
     const backlog = new OutboxBacklog(store, log, config.maxOutboxBacklog);
     const metrics = new Metrics(() => backlog.count);
+    await contributeMetrics([metrics.registry]);
     const events = config.relay === "in-process"
       ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog, observer: metrics, kafkaObserver: metrics.kafka })
       : undefined;

@@ -1,6 +1,7 @@
 import type { App } from "./app.js";
 import { createLogger } from "./log.js";
 import { exitOnCrash, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
+import { contributeMetrics } from "./metrics-across-workers.js";
 import { isPrimary, reportStart, superviseWorkers } from "./workers.js";
 
 // The service process: read config, start, and on SIGTERM/SIGINT shut down
@@ -16,6 +17,9 @@ async function main(): Promise<void> {
     return;
   }
   exitOnCrash(log);
+  // A worker answers the primary's metrics requests from now on (with nothing
+  // until its registry exists), so a worker starting up never stalls a scrape.
+  await contributeMetrics([]);
   // Loaded here, not at the top: with OTP_WORKERS > 1 the primary only
   // supervises, and the service's modules would cost it ~90 MiB of RSS.
   const { startApp } = await import("./app.js");

@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { KafkaTroubleCounter } from "./kafka-metrics.js";
+import { serviceMetricsText } from "./metrics-across-workers.js";
 import { Channel } from "./gen/otp/v1/otp_pb.js";
 import type { Outcomes } from "./otp/service.js";
 import { redisObservations } from "./store/redis/client.js";
@@ -12,6 +13,14 @@ import { redisObservations } from "./store/redis/client.js";
 // relay's publishing (README "Metrics"). Names, codes and counts only:
 // nothing a caller sent. Labels are bounded: tenant (from the clients file),
 // result / reason (fixed sets), channel, country (ISO region or "unknown").
+//
+// With OTP_WORKERS > 1 a scrape answers for the whole service
+// (metrics-across-workers.ts): each metric's per-worker values combine by its
+// `aggregator`. Counters and histograms are summed. Gauges: Node's process
+// metrics keep prom-client's choices: memory, heap, file descriptors and
+// handles summed (the service's total RSS is a fine reading), event-loop lag
+// averaged (its min and max as such), the version the first worker's, and
+// process_start_time_seconds left out. Ours say which reading is meant.
 
 /** Which listener served the call. */
 export type Port = "grpc" | "http";
@@ -107,6 +116,8 @@ export class Metrics implements Outcomes, RelayObserver {
         name: "otp_event_backlog",
         help: "Events in the outbox waiting for Kafka (as last read, every 0.5 s)",
         registers: [this.registry],
+        // Every worker reads the same outbox: a sum would count each event once per worker.
+        aggregator: "max",
         collect() {
           this.set(eventBacklog());
         },
@@ -166,6 +177,8 @@ export class Metrics implements Outcomes, RelayObserver {
       name: "otp_relay_lag_seconds",
       help: "Age of the oldest event in the relay's last batch (0 when it has caught up): how late deliveries reach Kafka",
       registers,
+      // Every worker runs a relay: the latest of them is how late deliveries are.
+      aggregator: "max",
       collect() {
         this.set(metrics.relayLagSeconds);
       },
@@ -247,7 +260,8 @@ export class Metrics implements Outcomes, RelayObserver {
     child.observe((performance.now() - startedAt) / 1000);
   }
 
+  /** The scrape's answer: the whole service's metrics (every worker's, with OTP_WORKERS > 1). */
   async text(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    return { contentType: this.registry.contentType, body: await serviceMetricsText(this.registry) };
   }
 }

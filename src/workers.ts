@@ -1,5 +1,6 @@
 import cluster, { type Worker } from "node:cluster";
 import type { Logger } from "./log.js";
+import { answerMetricsRequests } from "./metrics-across-workers.js";
 
 // OTP_WORKERS > 1: the primary process forks that many workers, which share
 // the listening ports (node:cluster hands each new connection to a worker in
@@ -9,7 +10,9 @@ import type { Logger } from "./log.js";
 // passes the signal on and waits for every worker to drain. A worker that
 // cannot start before any worker has served (a port taken, a bad TLS file,
 // Redis unreachable at start-up) stops the whole service with exit 1 and the
-// reason: restarting it would fail the same way, forever.
+// reason: restarting it would fail the same way, forever. A scrape of /metrics
+// in a worker is answered for every worker through the primary
+// (metrics-across-workers.ts).
 
 const RESTART_DELAY_MS = 1_000;
 
@@ -22,6 +25,7 @@ export function superviseWorkers(count: number, graceMs: number, log: Logger): v
   let served = false;
   const failures = new Map<number, string>();
   const fork = (): Worker => cluster.fork();
+  answerMetricsRequests(log);
   cluster.on("message", (worker, message: StartReport | undefined) => {
     if (message?.otp === "started") served = true;
     else if (message?.otp === "start-failed") failures.set(worker.id, message.reason);
