@@ -2,6 +2,8 @@ import { ClientDirectory } from "./auth/authenticate.js";
 import { TrustedProxies } from "./auth/client-ip.js";
 import { readClientsFile } from "./auth/clients.js";
 import type { Config } from "./config.js";
+import { StartupError } from "./env.js";
+import { describeRedisSetting } from "./redis-config.js";
 import { OutboxBacklog } from "./events/backlog.js";
 import { Sealer } from "./events/seal.js";
 import { startEventWorker } from "./events/worker.js";
@@ -14,6 +16,8 @@ import { OtpService, type DeliveryAdmission } from "./otp/service.js";
 import { ReceiptSigner } from "./receipts/receipts.js";
 import { MemoryStore } from "./store/memory/memory-store.js";
 import { RedisStore } from "./store/redis/redis-store.js";
+import { RedisAccessError } from "./store/redis/client.js";
+import { StoreUnavailableError } from "./store/errors.js";
 import type { VerificationStore } from "./store/store.js";
 import { callerResolver } from "./transport/caller.js";
 import { allowedOrigins } from "./transport/connect/cors.js";
@@ -98,9 +102,9 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     cleanups.push(async () => clearInterval(watch));
 
     const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs } = config;
-    const grpc: GrpcListener = await listenGrpc({
+    const grpc: GrpcListener = await binding("GRPC_PORT", listenGrpc({
       host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, metrics,
-    });
+    }));
     let http: HttpListener;
     try {
       const origins = allowedOrigins(config, () => directory);
@@ -110,7 +114,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         return { event_backlog: backlog.count, event_lag_ms: relay?.lagMs ?? null, event_relay_error: relay?.lastError ?? null };
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });
-      http = await listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs });
+      http = await binding("HTTP_PORT", listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs }));
     } catch (err) {
       await grpc.stop(0);
       throw err;
@@ -155,15 +159,38 @@ export async function buildStore(config: Config, log: Logger): Promise<Verificat
     return new MemoryStore({ shards: config.redisShards });
   }
   const { topology, access, waitReplicas, waitTimeoutMs } = config.redis;
-  return RedisStore.connect({
-    topology,
-    access,
-    waitReplicas,
-    waitTimeoutMs,
-    shards: config.redisShards,
-    commandTimeoutMs: config.redisCommandTimeoutMs,
-    logger: log,
-  });
+  try {
+    return await RedisStore.connect({
+      topology,
+      access,
+      waitReplicas,
+      waitTimeoutMs,
+      shards: config.redisShards,
+      commandTimeoutMs: config.redisCommandTimeoutMs,
+      logger: log,
+    });
+  } catch (err) {
+    // Which setting, which address (never credentials), and why: not a stack.
+    const setting = describeRedisSetting(topology);
+    if (err instanceof RedisAccessError) throw new StartupError(`${setting}: ${err.message}`);
+    if (err instanceof StoreUnavailableError) {
+      const why = err.cause instanceof Error ? `: ${err.cause.message}` : "";
+      throw new StartupError(`${setting}: Redis cannot be reached${why}`);
+    }
+    throw err;
+  }
+}
+
+/** A port that cannot be bound (EADDRINUSE, EACCES...) names its variable. */
+async function binding<T>(variable: string, listening: Promise<T>): Promise<T> {
+  try {
+    return await listening;
+  } catch (err) {
+    // "bind" in a cluster worker (the primary binds for it), "listen" otherwise.
+    const syscall = (err as NodeJS.ErrnoException).syscall;
+    if (syscall === "listen" || syscall === "bind") throw new StartupError(`${variable} cannot be bound: ${(err as Error).message}`);
+    throw err;
+  }
 }
 
 async function pingWithin(store: VerificationStore, ms: number): Promise<boolean> {

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { isSupportedCountry, type CountryCode } from "libphonenumber-js/max";
+import phoneMetadata from "libphonenumber-js/metadata.max.json";
 import { ConfigError, int, oneOf, optional, type Env } from "./env.js";
 import { ClientsFileError, readClientsFile, type Client } from "./auth/clients.js";
 import { parseProxies } from "./auth/client-ip.js";
@@ -12,6 +13,7 @@ import { parseTestDestinations, type TestDestination } from "./otp/test-destinat
 import type { DestinationRules } from "./otp/destination.js";
 import { readTopicReplication, type TopicReplication } from "./events/topic-replication.js";
 import { oneRedisDeployment, readRedisSettings, SERVICE_REDIS, type RedisSettings } from "./redis-config.js";
+import { checkKeyPair, readCertificates, readPrivateKey } from "./tls-material.js";
 
 // One validated reading of the environment (and the optional policy file),
 // turned into a typed object at start-up. A bad value throws ConfigError
@@ -179,6 +181,11 @@ export function loadConfig(env: Env = process.env): Config {
   if ((certFile === undefined) !== (keyFile === undefined)) {
     throw new ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together");
   }
+  const caFile = optional(env, "TLS_CA_FILE");
+  if (caFile !== undefined && certFile === undefined) {
+    throw new ConfigError("TLS_CA_FILE (client certificates, mTLS) needs TLS_CERT_FILE and TLS_KEY_FILE");
+  }
+  if (certFile !== undefined && keyFile !== undefined) checkServerTls(certFile, keyFile, caFile);
 
   return {
     production,
@@ -215,7 +222,7 @@ export function loadConfig(env: Env = process.env): Config {
     requestTimeoutMs: int(env, "OTP_REQUEST_TIMEOUT_MS", 30_000, 100, 600_000),
     connectionIdleMs: int(env, "OTP_CONNECTION_IDLE_MS", 5_000, 100, 600_000),
     sessionIdleMs: int(env, "OTP_SESSION_IDLE_MS", 300_000, 100, 3_600_000),
-    tls: certFile && keyFile ? { certFile, keyFile, caFile: optional(env, "TLS_CA_FILE") } : undefined,
+    tls: certFile && keyFile ? { certFile, keyFile, caFile } : undefined,
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
@@ -235,13 +242,30 @@ function regions(name: string, list: unknown[]): ReadonlySet<string> {
   for (const item of list) {
     const text = typeof item === "string" ? item.trim().toUpperCase() : "";
     if (text === "") continue;
-    if (!/^\+\d{1,3}$/.test(text) && !(/^[A-Z]{2}$/.test(text) && isSupportedCountry(text as CountryCode))) {
-      throw new ConfigError(`${name}: "${text}" is not an ISO 3166 region code (e.g. GB, not UK) or "+<calling code>"`);
-    }
-    out.add(text);
+    out.add(region(name, text));
   }
   if (out.size === 0) throw new ConfigError(`${name} lists no region (leave it unset, or "*", for every region)`);
   return out;
+}
+
+/**
+ * One region as phone-rules.ts's regionOf names a number's: an ISO 3166 code
+ * libphonenumber knows, or "+<calling code>" of non-geographic numbers (a
+ * geographic number is always counted under its region, so "+44" would never
+ * match anything).
+ */
+function region(name: string, text: string): string {
+  const calling = /^\+(\d{1,3})$/.exec(text)?.[1];
+  if (calling !== undefined) {
+    if (calling in phoneMetadata.nonGeographic) return text;
+    const geographic = (phoneMetadata.country_calling_codes as Record<string, string[] | undefined>)[calling];
+    if (!geographic) throw new ConfigError(`${name}: "${text}" is not a country calling code`);
+    throw new ConfigError(`${name}: "${text}" is the calling code of ${geographic.join(", ")}: name the region (its numbers are counted under it); "+<calling code>" is for non-geographic numbers`);
+  }
+  if (!(/^[A-Z]{2}$/.test(text) && isSupportedCountry(text as CountryCode))) {
+    throw new ConfigError(`${name}: "${text}" is not an ISO 3166 region code (e.g. GB, not UK) or "+<calling code>"`);
+  }
+  return text;
 }
 
 /** "PREMIUM_RATE,SHARED_COST" (libphonenumber type names), or "none". */
@@ -318,19 +342,30 @@ function budget(env: Env, name: string, fallback: string): Budget {
   return parsed;
 }
 
-/** "1000/1h" or "1000/1h,US=20000/1h,+882=10/1d": a fallback, then per-country overrides. */
+/** "1000/1h" or "1000/1h,US=20000/1h,+882=10/1d": a fallback, then per-country overrides, each region once. */
 function countryBudgets(env: Env, name: string, fallback: string): CallerLimits["smsPerCountry"] {
   const [first = "", ...rest] = (optional(env, name) ?? fallback).split(",").map((p) => p.trim());
   const fallbackBudget = parseBudget(first);
   if (!fallbackBudget) throw new ConfigError(`${name} must start with a budget like "1000/1h", got "${first}"`);
   const countries: Record<string, Budget> = {};
   for (const part of rest) {
-    const match = /^([A-Z]{2}|\+\d{1,3})=(.+)$/.exec(part);
+    const match = /^([A-Za-z]{2}|\+\d{1,3})=(.+)$/.exec(part);
     const parsed = match ? parseBudget(match[2]!) : null;
     if (!match || !parsed) throw new ConfigError(`${name}: "${part}" must look like "US=20000/1h" (ISO country or +calling code)`);
-    countries[match[1]!] = parsed;
+    const key = region(name, match[1]!.toUpperCase());
+    // Two budgets for one region: which one was meant cannot be known.
+    if (countries[key] !== undefined) throw new ConfigError(`${name}: "${key}" has more than one budget ("${part}")`);
+    countries[key] = parsed;
   }
   return { fallback: fallbackBudget, countries };
+}
+
+/** The listeners' TLS files, parsed and paired now rather than at the first handshake (src/tls-material.ts). */
+function checkServerTls(certFile: string, keyFile: string, caFile: string | undefined): void {
+  const cert = { name: "TLS_CERT_FILE", pem: readCertificates("TLS_CERT_FILE", certFile) };
+  const key = { name: "TLS_KEY_FILE", pem: readPrivateKey("TLS_KEY_FILE", keyFile) };
+  const ca = caFile === undefined ? undefined : { name: "TLS_CA_FILE", pem: readCertificates("TLS_CA_FILE", caFile) };
+  checkKeyPair(cert, key, ca);
 }
 
 function readClients(path: string, production: boolean): Client[] {

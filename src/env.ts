@@ -5,6 +5,15 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
+/**
+ * A well-formed setting whose target cannot be used at start-up (a Redis that
+ * does not answer, a port already taken). The message names the variable and
+ * says what is wrong; main.ts logs it as one line, with no stack.
+ */
+export class StartupError extends Error {
+  override name = "StartupError";
+}
+
 export type Env = Record<string, string | undefined>;
 
 export function optional(env: Env, name: string): string | undefined {

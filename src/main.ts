@@ -1,6 +1,6 @@
 import type { App } from "./app.js";
 import { createLogger } from "./log.js";
-import { exitOnCrash, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
+import { exitOnCrash, logStartFailure, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
 import { contributeMetrics } from "./metrics-across-workers.js";
 import { isPrimary, reportStart, superviseWorkers } from "./workers.js";
 
@@ -28,7 +28,7 @@ async function main(): Promise<void> {
   try {
     app = await startApp(config, { logger: log });
   } catch (err) {
-    log.fatal({ err }, `start-up failed: ${(err as Error).message}`);
+    logStartFailure(log, err);
     await reportStart(err as Error);
     process.exit(1);
   }

@@ -1,5 +1,6 @@
 import { pino } from "pino";
 import { ConfigError, loadConfig, type Config } from "./config.js";
+import { StartupError } from "./env.js";
 import { createLogger, type Logger } from "./log.js";
 import { startTracing, type Tracing } from "./telemetry/tracing.js";
 
@@ -21,6 +22,15 @@ export function readConfig(): Config {
     );
     process.exit(1);
   }
+}
+
+/**
+ * One fatal line. A setting's known failure (StartupError, ConfigError) names
+ * the variable and needs no stack; anything else is a bug, and keeps its stack.
+ */
+export function logStartFailure(log: Logger, err: unknown): void {
+  if (err instanceof StartupError || err instanceof ConfigError) log.fatal(`start-up failed: ${err.message}`);
+  else log.fatal({ err }, `start-up failed: ${(err as Error).message}`);
 }
 
 /** Tracing per the OTEL_* variables (off when they name no endpoint); exit 1 on a value it cannot honour. */

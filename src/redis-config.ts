@@ -1,6 +1,6 @@
-import { readFileSync } from "node:fs";
 import { ConfigError, int, oneOf, optional, type Env } from "./env.js";
 import type { HostPort, RedisAccess, RedisTopology } from "./store/redis/client.js";
+import { checkKeyPair, readCertificates, readPrivateKey } from "./tls-material.js";
 
 // The Redis deployment, from the environment: exactly one of REDIS_URL (one
 // node), REDIS_CLUSTER_NODES (a Redis Cluster's seeds) or REDIS_SENTINELS +
@@ -73,6 +73,28 @@ export const NOTIFIER_REDIS: RedisVariables = {
   waitReplicas: "NOTIFIER_REDIS_WAIT_REPLICAS",
   waitTimeoutMs: "NOTIFIER_REDIS_WAIT_TIMEOUT_MS",
 };
+
+/** The variable that names the deployment, and its addresses without credentials: "REDIS_URL (redis://10.0.0.5:6379)". */
+export function describeRedisSetting(topology: RedisTopology, names: RedisVariables = SERVICE_REDIS): string {
+  const hostPorts = (list: HostPort[]): string => list.map((h) => (h.host.includes(":") ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`)).join(",");
+  switch (topology.kind) {
+    case "node": {
+      // Only scheme, host and port: the URL may carry a user and password.
+      let address = "an unparsable URL";
+      try {
+        const url = new URL(topology.url);
+        address = `${url.protocol}//${url.host}`;
+      } catch {
+        // readRedisSettings checked the shape; new URL may still refuse it.
+      }
+      return `${names.url} (${address})`;
+    }
+    case "cluster":
+      return `${names.clusterNodes} (${hostPorts(topology.seeds)})`;
+    case "sentinel":
+      return `${names.sentinels} (${hostPorts(topology.sentinels)}, master "${topology.masterName}")`;
+  }
+}
 
 /** "REDIS_URL (or REDIS_CLUSTER_NODES, or REDIS_SENTINELS)": what to set, for a "missing" message. */
 export function oneRedisDeployment(names: RedisVariables): string {
@@ -152,21 +174,19 @@ function access(env: Env, names: RedisVariables): RedisAccess {
     throw new ConfigError(`${files.cert} and ${files.key} must be set together`);
   }
   if (tls === "true") {
+    // Parsed now (src/tls-material.ts): a wrong file names its variable at start-up, not as a failed handshake.
     out.tls = {};
-    for (const [field, name] of Object.entries(files) as [keyof typeof files, string][]) {
-      const path = optional(env, name);
-      if (path !== undefined) out.tls[field] = readPem(name, path);
+    const caPath = optional(env, files.ca);
+    const certPath = optional(env, files.cert);
+    const keyPath = optional(env, files.key);
+    if (caPath !== undefined) out.tls.ca = readCertificates(files.ca, caPath);
+    if (certPath !== undefined && keyPath !== undefined) {
+      out.tls.cert = readCertificates(files.cert, certPath);
+      out.tls.key = readPrivateKey(files.key, keyPath);
+      checkKeyPair({ name: files.cert, pem: out.tls.cert }, { name: files.key, pem: out.tls.key });
     }
     const servername = optional(env, names.tlsServername);
     if (servername !== undefined) out.tls.servername = servername;
   }
   return out;
-}
-
-function readPem(name: string, path: string): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch (err) {
-    throw new ConfigError(`${name} (${path}) cannot be read: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
-  }
 }

@@ -5,7 +5,7 @@ import { createLogger } from "./log.js";
 import { int, optional } from "./env.js";
 import { Metrics } from "./metrics.js";
 import { serveMetricsEndpoint } from "./metrics-endpoint.js";
-import { exitOnCrash, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
+import { exitOnCrash, logStartFailure, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
 
 // `npm run relay`: the event worker (outbox relay and delivery-status
 // consumer, src/events/worker.ts) as a process of its own, for deployments
@@ -39,7 +39,7 @@ async function main(): Promise<void> {
       await tracing?.stop();
     };
   } catch (err) {
-    log.fatal({ err }, "start-up failed");
+    logStartFailure(log, err);
     process.exit(1);
   }
   log.info({ kafka: config.kafkaBrokers !== undefined }, "otp-service relay started");

@@ -8,6 +8,7 @@ import { notifierLogger } from "./logger.js";
 import { NotifierMetrics } from "./metrics.js";
 import { RedisClaims, type DeliveryClaims } from "./claims.js";
 import { Notifier } from "./notifier.js";
+import { describeRedisSetting, NOTIFIER_REDIS } from "../redis-config.js";
 
 // The reference notifier: `npm run notifier`. Consumes otp.delivery.v1,
 // delivers through the configured adapters, reports on otp.delivery.status.v1.
@@ -46,7 +47,9 @@ try {
     ? await RedisClaims.connect(config.redis, { leaseMs: config.claimLeaseMs, doneTtlMs: config.claimDoneTtlMs }, undefined, logger)
     : undefined;
 } catch (err) {
-  logger.error({ err: (err as Error).message }, "notifier cannot reach its Redis (NOTIFIER_REDIS_*)");
+  // Which setting and address (never credentials), and why.
+  const why = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : "";
+  logger.error({ err: (err as Error).message }, `notifier cannot reach its Redis: ${describeRedisSetting(config.redis!.topology, NOTIFIER_REDIS)}${why}`);
   process.exit(1);
 }
 const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger), metrics, kafkaObserver: metrics.kafka, claims });

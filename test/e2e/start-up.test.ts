@@ -3,12 +3,16 @@
 // once with a non-zero exit and one line saying why (never a worker
 // restarted forever).
 import { createServer, type Server } from 'node:net';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { describe, expect, it } from 'vitest';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeTooOld } from '../../src/bin/node-version.js';
 import { builtDistAndRedis } from '../support/built-dist.js';
+import { freePort } from '../support/free-port.js';
 import { exitWithin, spawnService } from '../support/service-process.js';
+import { makeTestCerts, type TestCerts } from '../support/tls-certs.js';
 
 const built = builtDistAndRedis();
 
@@ -67,11 +71,118 @@ describe('a port that cannot be bound', () => {
       const service = await spawnService({ REDIS_URL: built.redisUrl(), OTP_WORKERS: workers, [port]: String(taken.port) }, built.dist().entry('bin/service.js'));
       expect(await exitWithin(service, 30_000)).toBe(1);
       const fatal = service.logs().filter((l) => (l.level ?? 0) >= 60).map((l) => l.msg ?? '');
-      expect(fatal.some((m) => m.includes('EADDRINUSE') && m.includes(String(taken.port)))).toBe(true);
+      expect(fatal.some((m) => m.includes('EADDRINUSE') && m.includes(String(taken.port)) && m.includes(port)), fatal.join(' | ')).toBe(true);
+      expect(service.stderr() + JSON.stringify(service.logs())).not.toContain('    at ');
       // Never a restart loop: no worker was started again.
       expect(service.logs().some((l) => l.msg === 'worker died; starting another')).toBe(false);
     } finally {
       taken.server.close();
     }
+  });
+});
+
+/**
+ * A setting that is wrong: the process exits non-zero within `ms`, and what it
+ * wrote names the variable (and `also`), in lines with no stack trace.
+ */
+async function refusedAtStart(env: Record<string, string>, variable: string, also: string[] = [], ms = 20_000): Promise<string> {
+  const service = await spawnService({ OTP_WORKERS: '1', ...env }, built.dist().entry('bin/service.js'));
+  const code = await exitWithin(service, ms);
+  expect(code).not.toBe(0);
+  const output = service.stderr() + service.logs().map((l) => JSON.stringify(l)).join('\n');
+  const fatal = service.logs().filter((l) => (l.level ?? 0) >= 50).map((l) => l.msg ?? '');
+  expect(fatal.some((m) => m.includes(variable) && also.every((a) => m.includes(a))), fatal.join(' | ')).toBe(true);
+  expect(output).not.toContain('    at ');
+  expect(output).not.toMatch(/"stack"/);
+  return output;
+}
+
+describe('per-country SMS budgets: every override names a region once', () => {
+  it.each([
+    ['an ISO code that is not one (UK)', '1000/1h,UK=5/1h', 'UK'],
+    ['a region given twice (the last would silently win)', '1000/1h,GB=5/1h,GB=7/1h', 'GB'],
+    ['a calling code no country has', '1000/1h,+999=5/1h', '+999'],
+    ['a geographic calling code (its numbers count under their region, never under it)', '1000/1h,+44=5/1h', '+44'],
+  ])('%s: the service exits at once naming OTP_LIMIT_SMS_PER_COUNTRY and the entry', async (_what, value, entry) => {
+    await refusedAtStart({ OTP_LIMIT_SMS_PER_COUNTRY: value }, 'OTP_LIMIT_SMS_PER_COUNTRY', [entry]);
+  });
+
+  it('OTP_SMS_COUNTRIES: a calling code no country has is refused too', async () => {
+    await refusedAtStart({ OTP_SMS_COUNTRIES: 'GB,+999' }, 'OTP_SMS_COUNTRIES', ['+999']);
+  });
+});
+
+describe('TLS files that cannot serve: refused at start-up, naming the variable', () => {
+  let certs: TestCerts;
+  let dir: string;
+  let csr: string;
+  let otherKey: string;
+  let notPem: string;
+  beforeAll(() => {
+    certs = makeTestCerts();
+    dir = mkdtempSync(join(tmpdir(), 'otp-bad-tls-'));
+    csr = join(certs.dir, 'server.csr'); // left by makeTestCerts: a request, not a certificate
+    otherKey = certs.clientKey; // a valid key, of another certificate
+    notPem = join(dir, 'garbage.pem');
+    writeFileSync(notPem, 'not a certificate\n');
+  });
+  afterAll(() => {
+    certs?.remove();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+  const server = () => ({ TLS_CERT_FILE: certs.serverCert, TLS_KEY_FILE: certs.serverKey });
+
+  it('TLS_KEY_FILE that does not match TLS_CERT_FILE', async () => {
+    await refusedAtStart({ ...server(), TLS_KEY_FILE: otherKey }, 'TLS_KEY_FILE', ['TLS_CERT_FILE']);
+  });
+  it('TLS_KEY_FILE that does not exist', async () => {
+    await refusedAtStart({ ...server(), TLS_KEY_FILE: '/nonexistent/otp.key' }, 'TLS_KEY_FILE', ['/nonexistent/otp.key', 'ENOENT']);
+  });
+  it('TLS_KEY_FILE holding a certificate', async () => {
+    await refusedAtStart({ ...server(), TLS_KEY_FILE: certs.serverCert }, 'TLS_KEY_FILE');
+  });
+  it('TLS_CERT_FILE holding a certificate request (CSR)', async () => {
+    await refusedAtStart({ ...server(), TLS_CERT_FILE: csr }, 'TLS_CERT_FILE');
+  });
+  it('TLS_CA_FILE holding no certificate (a private key), which would turn every client away', async () => {
+    await refusedAtStart({ ...server(), TLS_CA_FILE: certs.serverKey }, 'TLS_CA_FILE');
+  });
+  it('TLS_CA_FILE without a certificate and key to serve with', async () => {
+    await refusedAtStart({ TLS_CA_FILE: certs.caFile }, 'TLS_CA_FILE');
+  });
+  it.each([
+    ['REDIS_TLS_CA_FILE', () => ({ REDIS_TLS_CA_FILE: notPem })],
+    ['REDIS_TLS_CA_FILE', () => ({ REDIS_TLS_CA_FILE: certs.serverKey })],
+    ['REDIS_TLS_CERT_FILE', () => ({ REDIS_TLS_CERT_FILE: csr, REDIS_TLS_KEY_FILE: certs.clientKey })],
+    ['REDIS_TLS_KEY_FILE', () => ({ REDIS_TLS_CERT_FILE: certs.clientCert, REDIS_TLS_KEY_FILE: certs.serverKey })],
+  ])('%s (%#) that cannot be used', async (variable, files) => {
+    // Nothing listens there: without the check, the failure would be a connection's, not the file's.
+    await refusedAtStart({ REDIS_URL: `rediss://127.0.0.1:${await freePort()}`, ...files() }, variable);
+  });
+  it('NOTIFIER_REDIS_TLS_CA_FILE holding no certificate: the notifier refuses it in one line', () => {
+    const run = spawnSync(process.execPath, [built.dist().entry('bin/notifier.js')], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', NOTIFIER_REDIS_URL: 'rediss://127.0.0.1:1', NOTIFIER_REDIS_TLS_CA_FILE: certs.serverKey },
+      timeout: 20_000,
+    });
+    expect(run.status).not.toBe(0);
+    expect(run.status).not.toBeNull();
+    const stderr = run.stderr.toString();
+    expect(stderr).toContain('NOTIFIER_REDIS_TLS_CA_FILE');
+    expect(stderr).not.toContain('    at ');
+  });
+});
+
+describe('a Redis that cannot be reached at start-up', () => {
+  it('nothing listening: one line naming REDIS_URL and the address, never its password', async () => {
+    const port = await freePort();
+    const output = await refusedAtStart({ REDIS_URL: `redis://otp:not-a-real-secret@127.0.0.1:${port}` }, 'REDIS_URL', [`127.0.0.1:${port}`], 30_000);
+    expect(output).not.toContain('not-a-real-secret');
+  });
+  it('a host that does not resolve: one line naming REDIS_URL and the host', async () => {
+    await refusedAtStart({ REDIS_URL: 'redis://redis.invalid:6379' }, 'REDIS_URL', ['redis.invalid:6379'], 30_000);
+  });
+  it('REDIS_CLUSTER_NODES: names the variable and the seeds', async () => {
+    const port = await freePort();
+    await refusedAtStart({ REDIS_CLUSTER_NODES: `127.0.0.1:${port}` }, 'REDIS_CLUSTER_NODES', [`127.0.0.1:${port}`], 30_000);
   });
 });

@@ -36,6 +36,8 @@ describe('SMS pumping configuration', () => {
       OTP_PREFIX_GUARD_MIN_VERIFIED_PERCENT: '10',
     });
     expect([...c.smsCountries!]).toEqual(['US', 'GB', '+882']);
+    expect(loadConfig({ OTP_LIMIT_SMS_PER_COUNTRY: '1000/1h,US=20000/1h,gb=50/1h,+882=10/1d' }).callerLimits.smsPerCountry.countries)
+      .toEqual({ US: { count: 20000, windowSeconds: 3600 }, GB: { count: 50, windowSeconds: 3600 }, '+882': { count: 10, windowSeconds: 86400 } });
     expect(c.defaults.deniedNumberTypes.size).toBe(0);
     expect(c.prefixGuard).toEqual({ digits: [5, 8], rule: { minSends: 50, minVerifiedPercent: 10, windowMs: 1_800_000, buckets: 6, coolOffMs: 3_600_000 } });
     expect(loadConfig({ OTP_PREFIX_GUARD: 'off' }).prefixGuard).toBeNull();
@@ -44,6 +46,11 @@ describe('SMS pumping configuration', () => {
   it('refuses what is not a region, a number type or a guard setting, naming the variable', () => {
     expect(refusal({ OTP_SMS_COUNTRIES: 'UK' })).toContain('OTP_SMS_COUNTRIES: "UK" is not an ISO 3166 region code');
     expect(refusal({ OTP_SMS_COUNTRIES: ',' })).toContain('OTP_SMS_COUNTRIES lists no region');
+    expect(refusal({ OTP_SMS_COUNTRIES: '+999' })).toContain('OTP_SMS_COUNTRIES: "+999" is not a country calling code');
+    expect(refusal({ OTP_SMS_COUNTRIES: '+44' })).toContain('OTP_SMS_COUNTRIES: "+44" is the calling code of GB');
+    expect(refusal({ OTP_LIMIT_SMS_PER_COUNTRY: '1000/1h,UK=5/1h' })).toContain('OTP_LIMIT_SMS_PER_COUNTRY: "UK" is not an ISO 3166 region code');
+    expect(refusal({ OTP_LIMIT_SMS_PER_COUNTRY: '1000/1h,GB=5/1h,gb=7/1h' })).toContain('OTP_LIMIT_SMS_PER_COUNTRY: "GB" has more than one budget');
+    expect(refusal({ OTP_LIMIT_SMS_PER_COUNTRY: '1000/1h,+999=5/1h' })).toContain('OTP_LIMIT_SMS_PER_COUNTRY: "+999" is not a country calling code');
     expect(refusal({ OTP_SMS_DENIED_NUMBER_TYPES: 'PREMIUM' })).toContain('OTP_SMS_DENIED_NUMBER_TYPES: "PREMIUM" is not a number type');
     expect(refusal({ OTP_PREFIX_GUARD_DIGITS: '6,7,8,9,10' })).toContain('OTP_PREFIX_GUARD_DIGITS');
     expect(refusal({ OTP_PREFIX_GUARD_DIGITS: 'six' })).toContain('OTP_PREFIX_GUARD_DIGITS');

@@ -1,13 +1,14 @@
 // The Redis deployment is chosen by configuration and checked at start-up:
 // exactly one of REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS (+ master),
 // with errors that name the variable.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
 import { freePort } from '../support/free-port.js';
 import { exitWithin, spawnService } from '../support/service-process.js';
+import { makeTestCerts } from '../support/tls-certs.js';
 
 const load = (env: Record<string, string>) => loadConfig(env);
 const refusal = (env: Record<string, string>) => {
@@ -50,12 +51,15 @@ describe('Redis deployment from the environment', () => {
 
   it('auth and TLS apply to every deployment; TLS files are read at start-up', () => {
     const dir = mkdtempSync(join(tmpdir(), 'otp-redis-tls-'));
-    writeFileSync(join(dir, 'ca.pem'), '-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n');
+    // A real CA: the files are parsed at start-up, not only read.
+    const certs = makeTestCerts();
+    copyFileSync(certs.caFile, join(dir, 'ca.pem'));
+    certs.remove();
     const settings = load({
       REDIS_CLUSTER_NODES: 'a:1', REDIS_USERNAME: 'otp', REDIS_PASSWORD: 'secret', REDIS_TLS_CA_FILE: join(dir, 'ca.pem'),
       OTP_REDIS_WAIT_REPLICAS: '1', OTP_REDIS_WAIT_TIMEOUT_MS: '250',
     }).redis!;
-    expect(settings.access).toEqual({ username: 'otp', password: 'secret', tls: { ca: expect.stringContaining('CA') } });
+    expect(settings.access).toEqual({ username: 'otp', password: 'secret', tls: { ca: expect.stringContaining('-----BEGIN CERTIFICATE-----') } });
     expect([settings.waitReplicas, settings.waitTimeoutMs]).toEqual([1, 250]);
     expect(load({ REDIS_URL: 'rediss://a:1' }).redis!.access.tls).toEqual({});
     expect(load({ REDIS_SENTINELS: 's:1', REDIS_SENTINEL_MASTER: 'm', REDIS_TLS: 'true', REDIS_SENTINEL_PASSWORD: 'p' }).redis!.access)
@@ -63,6 +67,8 @@ describe('Redis deployment from the environment', () => {
     expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS_CA_FILE: join(dir, 'missing.pem') })).toMatch(/REDIS_TLS_CA_FILE \(.*\) cannot be read: ENOENT/);
     expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS: 'false', REDIS_TLS_CA_FILE: join(dir, 'ca.pem') })).toMatch(/REDIS_TLS=false cannot be combined/);
     expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS: 'yes' })).toMatch(/REDIS_TLS must be one of true, false/);
+    writeFileSync(join(dir, 'placeholder.pem'), '-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n');
+    expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS_CA_FILE: join(dir, 'placeholder.pem') })).toMatch(/REDIS_TLS_CA_FILE \(.*\): certificate 1 cannot be parsed/);
   });
 });
 

@@ -106,6 +106,8 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
 
   // Never a URL or address with credentials in logs: addresses of cluster nodes are host:port only.
   let refused: string | undefined;
+  // The last connection error's code (ECONNREFUSED, ENOTFOUND...), to say why start-up gave up waiting.
+  let lastCode: string | undefined;
   const transportOptions: TransportOptions = {
     access: options.access ?? {},
     connectTimeoutMs,
@@ -114,6 +116,8 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
         // Redis's own words for refused credentials or permissions (they never echo the password).
         const message = err instanceof Error ? err.message : String(err);
         if (/^(WRONGPASS|NOAUTH|NOPERM)\b/.test(message)) refused = message;
+        const code = (err as NodeJS.ErrnoException | undefined)?.code;
+        if (typeof code === "string" && /^[A-Z0-9_]+$/.test(code)) lastCode = code;
       },
       lost(node, err) {
         redisObservations.connectionsLost++;
@@ -144,6 +148,9 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
     transport.destroy();
     // The client retries a refused login like a lost connection; say why start-up gave up.
     if (refused) throw new RedisAccessError(`Redis refused the connection (${where}): ${refused}`);
+    if (lastCode !== undefined && err instanceof StoreUnavailableError) {
+      throw new StoreUnavailableError({ cause: new Error(`no connection within ${connectTimeoutMs} ms (last error: ${lastCode})`) });
+    }
     throw unavailableOr(err);
   }
   log?.info({ redis: where, waitReplicas }, "redis connected");

@@ -1,0 +1,62 @@
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createSecureContext } from "node:tls";
+import { ConfigError } from "./env.js";
+
+// TLS files named by settings (TLS_*_FILE, REDIS_TLS_*_FILE, NOTIFIER_REDIS_TLS_*_FILE),
+// read and parsed once at start-up: a file that is missing, holds the wrong
+// thing, or a key that does not match its certificate stops the process with
+// a message naming the variable, instead of failing later (or never: a CA
+// file with no certificate would refuse every client). Messages carry paths,
+// never the files' contents.
+
+const CERTIFICATE_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/** The file's text; a file that cannot be read names the variable, the path and why (ENOENT, EACCES...). */
+export function readSettingFile(name: string, path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(`${name} (${path}) cannot be read: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
+  }
+}
+
+/** PEM certificates (a chain or a CA bundle): at least one, and every one parses. */
+export function readCertificates(name: string, path: string): string {
+  const pem = readSettingFile(name, path);
+  const blocks = pem.match(CERTIFICATE_BLOCK) ?? [];
+  if (blocks.length === 0) throw new ConfigError(`${name} (${path}) holds no PEM certificate ("-----BEGIN CERTIFICATE-----")`);
+  blocks.forEach((block, i) => {
+    try {
+      new X509Certificate(block);
+    } catch {
+      throw new ConfigError(`${name} (${path}): certificate ${i + 1} cannot be parsed`);
+    }
+  });
+  return pem;
+}
+
+/** A PEM private key (PKCS#8, PKCS#1 or SEC1), unencrypted. */
+export function readPrivateKey(name: string, path: string): string {
+  const pem = readSettingFile(name, path);
+  try {
+    createPrivateKey(pem);
+  } catch {
+    throw new ConfigError(`${name} (${path}) holds no unencrypted PEM private key`);
+  }
+  return pem;
+}
+
+/** A certificate (its first one is the leaf) and the key that must go with it, as TLS will use them together. */
+export function checkKeyPair(cert: { name: string; pem: string }, key: { name: string; pem: string }, ca?: { name: string; pem: string }): void {
+  const leaf = new X509Certificate(cert.pem.match(CERTIFICATE_BLOCK)![0]!);
+  if (!leaf.checkPrivateKey(createPrivateKey(key.pem))) {
+    throw new ConfigError(`${key.name} does not hold the private key of the certificate in ${cert.name}`);
+  }
+  // Anything else TLS refuses (a key too weak for OpenSSL's security level, say), in its own words.
+  try {
+    createSecureContext({ cert: cert.pem, key: key.pem, ...(ca ? { ca: ca.pem } : {}) });
+  } catch (err) {
+    throw new ConfigError(`${cert.name} / ${key.name}${ca ? ` / ${ca.name}` : ""} refused by TLS: ${(err as Error).message}`);
+  }
+}
