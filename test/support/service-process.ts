@@ -27,6 +27,12 @@ function baseEnv(): Record<string, string> {
   return { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', HOST: '127.0.0.1', LOG_LEVEL: 'info' };
 }
 
+/** Every service this test process started and that still runs: killed when the test process exits (one handler for all). */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 /**
  * `entry`: src/main.ts (the service) or src/relay-main.ts (`npm run relay`, which binds no port),
  * run with tsx; or a built `.js` entry (test/support/built-dist.ts), run by plain node as `npm start` does.
@@ -44,7 +50,8 @@ export async function spawnService(env: Record<string, string> = {}, entry = 'sr
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
   const exited = new Promise<number | string>((done) => child.once('exit', (code, signal) => done(code ?? signal ?? -1)));
-  process.once('exit', () => child.kill('SIGKILL'));
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   const parse = (text: string) =>
     text
       .split('\n')
