@@ -93,7 +93,8 @@ export interface Config {
   connectionIdleMs: number;
   /** OTP_SESSION_IDLE_MS: an HTTP/2 connection that has served a request is closed after this long with none open. */
   sessionIdleMs: number;
-  tls: { certFile: string; keyFile: string; caFile: string | undefined } | undefined;
+  /** The listeners' TLS material (PEM), read and checked once at start-up (src/tls-material.ts). */
+  tls: ServerTls | undefined;
   shutdownGraceMs: number;
   maxOutboxBacklog: number;
   /** An outbox entry pending this long on a relay is taken over by another. */
@@ -185,7 +186,6 @@ export function loadConfig(env: Env = process.env): Config {
   if (caFile !== undefined && certFile === undefined) {
     throw new ConfigError("TLS_CA_FILE (client certificates, mTLS) needs TLS_CERT_FILE and TLS_KEY_FILE");
   }
-  if (certFile !== undefined && keyFile !== undefined) checkServerTls(certFile, keyFile, caFile);
 
   return {
     production,
@@ -222,7 +222,7 @@ export function loadConfig(env: Env = process.env): Config {
     requestTimeoutMs: int(env, "OTP_REQUEST_TIMEOUT_MS", 30_000, 100, 600_000),
     connectionIdleMs: int(env, "OTP_CONNECTION_IDLE_MS", 5_000, 100, 600_000),
     sessionIdleMs: int(env, "OTP_SESSION_IDLE_MS", 300_000, 100, 3_600_000),
-    tls: certFile && keyFile ? { certFile, keyFile, caFile } : undefined,
+    tls: certFile !== undefined && keyFile !== undefined ? serverTls(certFile, keyFile, caFile) : undefined,
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
@@ -360,12 +360,23 @@ function countryBudgets(env: Env, name: string, fallback: string): CallerLimits[
   return { fallback: fallbackBudget, countries };
 }
 
-/** The listeners' TLS files, parsed and paired now rather than at the first handshake (src/tls-material.ts). */
-function checkServerTls(certFile: string, keyFile: string, caFile: string | undefined): void {
+/** Certificate chain, key and (mTLS) client CA, as PEM. */
+export interface ServerTls {
+  cert: string;
+  key: string;
+  ca: string | undefined;
+}
+
+/**
+ * The listeners' TLS files, read, parsed and paired once, now rather than at the first handshake
+ * (src/tls-material.ts): both listeners use what was checked, never a file read again later.
+ */
+function serverTls(certFile: string, keyFile: string, caFile: string | undefined): ServerTls {
   const cert = { name: "TLS_CERT_FILE", pem: readCertificates("TLS_CERT_FILE", certFile) };
   const key = { name: "TLS_KEY_FILE", pem: readPrivateKey("TLS_KEY_FILE", keyFile) };
   const ca = caFile === undefined ? undefined : { name: "TLS_CA_FILE", pem: readCertificates("TLS_CA_FILE", caFile) };
   checkKeyPair(cert, key, ca);
+  return { cert: cert.pem, key: key.pem, ca: ca?.pem };
 }
 
 function readClients(path: string, production: boolean): Client[] {

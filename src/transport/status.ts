@@ -104,6 +104,12 @@ export function statusName(err: unknown): string {
   return "INTERNAL";
 }
 
+/** A unary call whose body holds no whole message, or more than one (both ports answer it INVALID_ARGUMENT). */
+export const MESSAGE_COUNT = {
+  none: "the request body holds no whole message: a unary call sends exactly one",
+  several: "the request body holds more than one message: a unary call sends exactly one",
+} as const;
+
 /** A request body that is not the protobuf it claims to be: the caller's fault, no field to name. */
 export function malformedRequest(typeName: string): OtpError {
   return new OtpError("INVALID_ARGUMENT", `request body is not a valid ${typeName}`);

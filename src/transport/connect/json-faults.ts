@@ -97,9 +97,9 @@ function fieldByKey(schema: DescMessage, key: string): DescField | undefined {
 function expected(field: DescField): string {
   switch (field.fieldKind) {
     case "scalar":
-      return `must be ${scalarJson(field.scalar)}`;
+      return valueOf("scalar", field.scalar, field);
     case "enum":
-      return `must be the name of a value of ${field.enum.typeName} (or its number)`;
+      return valueOf("enum", undefined, field);
     case "message":
       return isWellKnown(field.message) ? `must be the JSON form of ${field.message.typeName}` : "must be a JSON object";
     case "list":
@@ -109,18 +109,18 @@ function expected(field: DescField): string {
   }
 }
 
+/** What one list item or map value of the field takes. */
 function expectedEntry(field: DescField): string {
-  if (field.fieldKind === "list") {
-    if (field.listKind === "scalar") return `must be ${scalarJson(field.scalar)}`;
-    if (field.listKind === "enum") return `must be the name of a value of ${field.enum.typeName} (or its number)`;
-    return "must be a JSON object";
-  }
-  if (field.fieldKind === "map") {
-    if (field.mapKind === "scalar") return `must be ${scalarJson(field.scalar)}`;
-    if (field.mapKind === "enum") return `must be the name of a value of ${field.enum.typeName} (or its number)`;
-    return "must be a JSON object";
-  }
+  if (field.fieldKind === "list") return valueOf(field.listKind, field.scalar, field);
+  if (field.fieldKind === "map") return valueOf(field.mapKind, field.scalar, field);
   return expected(field);
+}
+
+/** A scalar or enum value (a field's own, or an entry's); a message entry is a JSON object. */
+function valueOf(kind: "scalar" | "enum" | "message", scalar: ScalarType | undefined, field: DescField): string {
+  if (kind === "scalar") return `must be ${scalarJson(scalar!)}`;
+  if (kind === "enum") return `must be the name of a value of ${field.enum!.typeName} (or its number)`;
+  return "must be a JSON object";
 }
 
 function scalarJson(scalar: ScalarType): string {

@@ -1,7 +1,7 @@
 import { isUtf8 } from "node:buffer";
 import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import type { DescMessage, JsonValue } from "@bufbuild/protobuf";
-import type { UniversalHandler, UniversalHandlerFn, UniversalServerRequest } from "@connectrpc/connect/protocol";
+import type { UniversalHandler, UniversalHandlerFn } from "@connectrpc/connect/protocol";
 import type { Logger } from "../../log.js";
 import { OtpError } from "../../otp/errors.js";
 import { hasEnumFields, unknownEnumValues } from "./json-enums.js";
@@ -10,8 +10,9 @@ import { BufferedBody } from "./node-exchange.js";
 import { refusalAnswer } from "./refusal.js";
 
 // Connect unary JSON bodies (POST application/json, not compressed), for
-// every method. The body is read here once and handed on parsed, so connect
-// decodes it with fromJson and no second JSON.parse. On the way:
+// every method. The body, read whole by ./node-exchange.ts, is parsed here
+// once and handed on parsed, so connect decodes it with fromJson and no
+// second JSON.parse. On the way:
 // - a body that is not UTF-8 is refused (connect would decode it with a
 //   non-fatal TextDecoder: the bytes become U+FFFD and a destination or a
 //   metadata value would be stored with it); isUtf8 is one native pass, the
@@ -42,10 +43,9 @@ export function jsonRequestsChecked(handler: UniversalHandler, next: UniversalHa
       const refusal = compressedBodyRefusal(input, req.body.bytes, encoding, readMaxBytes, enums);
       return refusal ? refusalAnswer(refusal, log, path) : res;
     }
-    const body = await readBody(req, readMaxBytes);
-    // Too big to look at (or a body connect already holds parsed): the router answers.
-    if (body.bytes === undefined) return next({ ...req, body: body.replay });
-    const refusal = jsonBodyRefusal(input, body.bytes, enums);
+    // node-exchange.ts has read the body whole, unless it is over readMaxBytes: then the router refuses it.
+    if (!(req.body instanceof BufferedBody)) return next(req);
+    const refusal = jsonBodyRefusal(input, req.body.bytes, enums);
     if (refusal instanceof OtpError) return refusalAnswer(refusal, log, path);
     const res = await next({ ...req, body: refusal.json });
     if (res.status !== INVALID_ARGUMENT_STATUS) return res;
@@ -107,34 +107,4 @@ function notUtf8(input: DescMessage, bytes: Uint8Array, what: string): OtpError 
 function position(err: unknown): string {
   const at = err instanceof Error ? /position (\d+)/.exec(err.message)?.[1] : undefined;
   return at === undefined ? "" : ` (at byte ${at})`;
-}
-
-/** The body read whole (undefined when too big: the rest is handed on unread, the router's readMaxBytes refuses it). */
-async function readBody(req: UniversalServerRequest, max: number): Promise<{ bytes?: Buffer; replay: UniversalServerRequest["body"] }> {
-  if (req.body instanceof BufferedBody) return { bytes: req.body.bytes, replay: req.body };
-  if (!isByteStream(req.body)) return { replay: req.body };
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const iterator = req.body[Symbol.asyncIterator]();
-  for (;;) {
-    const next = await iterator.next();
-    if (next.done) break;
-    chunks.push(next.value);
-    size += next.value.byteLength;
-    if (size > max) return { replay: concat(chunks, iterator) };
-  }
-  return { bytes: Buffer.concat(chunks), replay: req.body };
-}
-
-function isByteStream(body: UniversalServerRequest["body"]): body is AsyncIterable<Uint8Array> {
-  return typeof body === "object" && body !== null && Symbol.asyncIterator in body;
-}
-
-async function* concat(head: Uint8Array[], rest: AsyncIterator<Uint8Array>): AsyncIterable<Uint8Array> {
-  yield* head;
-  for (;;) {
-    const next = await rest.next();
-    if (next.done) return;
-    yield next.value;
-  }
 }

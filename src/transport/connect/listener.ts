@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
 import https from "node:https";
@@ -136,10 +135,10 @@ export async function listenHttp(options: {
 }
 
 function tlsOptions(tls: NonNullable<Config["tls"]>): https.ServerOptions {
-  const ca = tls.caFile ? readFileSync(tls.caFile) : undefined;
+  const { key, cert, ca } = tls;
   return {
-    key: readFileSync(tls.keyFile),
-    cert: readFileSync(tls.certFile),
+    key,
+    cert,
     ALPNProtocols: ["h2", "http/1.1"],
     // mTLS when a client CA is configured: no valid client certificate, no connection.
     ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),

@@ -1,18 +1,19 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  createAsyncIterable,
   encodeEnvelope,
   type UniversalHandler,
   type UniversalHandlerFn,
   type UniversalServerRequest,
   type UniversalServerResponse,
 } from "@connectrpc/connect/protocol";
-import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import type { Logger } from "../../log.js";
 import { binaryRequestRefusal } from "../binary-faults.js";
-import { malformedRequest, toConnectError } from "../status.js";
+import { MESSAGE_COUNT, malformedRequest, toConnectError } from "../status.js";
 import { BufferedBody } from "./node-exchange.js";
+import { connectErrorAnswer } from "./refusal.js";
 
 // connect-es decodes a binary request body before any interceptor runs, and
 // reports a body that is not valid protobuf as INTERNAL "parse binary: ..."
@@ -35,8 +36,8 @@ const STATUS_INTERNAL = String(Code.Internal);
 // whose body holds no whole message or two; the gRPC port says the same in these words (../grpc/malformed-frames.ts).
 const STATUS_UNIMPLEMENTED = String(Code.Unimplemented);
 const MESSAGE_COUNT_FAULTS: [prefix: string, message: string][] = [
-  ["protocol error: missing input message", "the request body holds no whole message: a unary call sends exactly one"],
-  ["protocol error: received extra input message", "the request body holds more than one message: a unary call sends exactly one"],
+  ["protocol error: missing input message", MESSAGE_COUNT.none],
+  ["protocol error: received extra input message", MESSAGE_COUNT.several],
 ];
 
 export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logger): UniversalHandlerFn {
@@ -101,12 +102,8 @@ async function fixConnectUnary(
     typeof parsed === "object" && parsed !== null &&
     (parsed as { code?: unknown }).code === "internal" &&
     isCallerFault(String((parsed as { message?: unknown }).message ?? ""));
-  if (!isParseFailure) return { ...res, body: once(original) };
-  const replacement = replacementFor();
-  const fixed = errorToJsonBytes(replacement, {});
-  const header = new Headers(res.header);
-  header.set("content-length", String(fixed.byteLength));
-  return { ...res, status: codeToHttpStatus(replacement.code), header, body: once(fixed) };
+  if (!isParseFailure) return { ...res, body: createAsyncIterable([original]) };
+  return connectErrorAnswer(replacementFor());
 }
 
 /**
@@ -136,10 +133,6 @@ async function* afterEnd(body: AsyncIterable<Uint8Array>, onEnd: () => void): As
 
 async function* mapChunks(body: AsyncIterable<Uint8Array>, map: (c: Uint8Array) => Uint8Array): AsyncIterable<Uint8Array> {
   for await (const chunk of body) yield map(chunk);
-}
-
-async function* once(bytes: Uint8Array): AsyncIterable<Uint8Array> {
-  yield bytes;
 }
 
 function safeDecode(value: string): string {

@@ -1,6 +1,7 @@
 import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import type { UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import { headerValues } from "../raw-headers.js";
 import type { NodeRequest, NodeResponse } from "./http-handler.js";
 
 // The node request as connect's universal request, and connect's answer
@@ -107,18 +108,12 @@ function webHeaders(req: NodeRequest): Headers {
   // Node keeps only the first of repeated authorization headers; two are one malformed credential
   // (UNAUTHENTICATED), as on the gRPC port, never whichever came first.
   if (node.authorization !== undefined) {
-    const all = repeated(req.rawHeaders, "authorization");
+    const all = headerValues(req.rawHeaders, "authorization");
     if (all.length > 1) header.set("authorization", all.join(", "));
   }
   return header;
 }
 
-/** Every value of a header, from the raw name/value list. */
-function repeated(raw: string[], name: string): string[] {
-  const values: string[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) values.push(raw[i + 1]!);
-  return values;
-}
 
 const GONE = new ConnectError("the client closed the connection before the answer", Code.Aborted);
 

@@ -1,4 +1,4 @@
-import type { UniversalHandler, UniversalHandlerFn, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { createAsyncIterable, type UniversalHandler, type UniversalHandlerFn, type UniversalServerResponse } from "@connectrpc/connect/protocol";
 
 // connect-es answers a request no protocol accepts (wrong HTTP method, or a
 // content type none of Connect, gRPC-Web and gRPC speaks) with a bare 405 or
@@ -13,9 +13,7 @@ function plain(status: number, text: string, header: Record<string, string> = {}
   return {
     status,
     header: new Headers({ "content-type": "text/plain; charset=utf-8", "content-length": String(body.byteLength), ...header }),
-    body: (async function* () {
-      yield body;
-    })(),
+    body: createAsyncIterable([body]),
   };
 }
 

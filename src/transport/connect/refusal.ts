@@ -1,4 +1,5 @@
-import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
+import type { ConnectError } from "@connectrpc/connect";
+import { createAsyncIterable, type UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import type { Logger } from "../../log.js";
 import type { OtpError } from "../../otp/errors.js";
@@ -11,15 +12,15 @@ import { toConnectError } from "../status.js";
 // model, in the Connect unary JSON error body).
 
 export function refusalAnswer(err: OtpError, log: Logger, path: string): UniversalServerResponse {
-  const error = toConnectError(err, log, path);
+  return connectErrorAnswer(toConnectError(err, log, path));
+}
+
+/** A Connect unary error answer: the error's JSON body, its HTTP status. */
+export function connectErrorAnswer(error: ConnectError): UniversalServerResponse {
   const bytes = errorToJsonBytes(error, {});
   return {
     status: codeToHttpStatus(error.code),
     header: new Headers({ "content-type": "application/json", "content-length": String(bytes.byteLength) }),
-    body: once(bytes),
+    body: createAsyncIterable([bytes]),
   };
-}
-
-async function* once(bytes: Uint8Array): AsyncIterable<Uint8Array> {
-  yield bytes;
 }

@@ -1,5 +1,6 @@
 import type { OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { status } from "@grpc/grpc-js";
+import { MESSAGE_COUNT } from "../status.js";
 
 // grpc-js itself answers for things only a caller can get wrong, before any
 // of our code runs: INTERNAL for a grpc-timeout header it cannot read and for
@@ -16,8 +17,8 @@ import { status } from "@grpc/grpc-js";
 const REWRITES: [code: status, prefix: string, message: string][] = [
   [status.INTERNAL, "Invalid grpc-timeout value", "the grpc-timeout header is malformed"],
   [status.INTERNAL, "Failed to decompress message", "the request message could not be decompressed"],
-  [status.UNIMPLEMENTED, "Received no request message", "the request body holds no whole message: a unary call sends exactly one"],
-  [status.UNIMPLEMENTED, "Received a second request message", "the request body holds more than one message: a unary call sends exactly one"],
+  [status.UNIMPLEMENTED, "Received no request message", MESSAGE_COUNT.none],
+  [status.UNIMPLEMENTED, "Received a second request message", MESSAGE_COUNT.several],
 ];
 
 /** Wraps the stream's two ways of sending a status (trailers-only headers, trailers). */

@@ -49,7 +49,7 @@ function unary<I extends DescMessage, O extends DescMessage>(
     handler: (call, callback) => {
       const startedAt = performance.now();
       // With tracing on, the call runs in its server span (child of the caller's traceparent).
-      const span = telemetry.on ? callSpan(OtpServiceDesc.typeName, method.name, "grpc", (name) => headerValue(call.metadata.get(name))) : undefined;
+      const span = telemetry.on ? callSpan(OtpServiceDesc.typeName, method.name, "grpc", (name) => firstString(call.metadata.get(name))) : undefined;
       void (span ? inContext(span.context, () => answer(call)) : answer(call)).then(
         (response) => {
           metrics?.observe(method.name, "grpc", "OK", startedAt);
@@ -87,7 +87,7 @@ class GrpcInboundCall implements InboundCall {
   ) {}
 
   header(name: string): string | undefined {
-    return headerValue(this.call.metadata.get(name));
+    return firstString(this.call.metadata.get(name));
   }
 
   peerAddress(): string | undefined {
@@ -100,16 +100,9 @@ class GrpcInboundCall implements InboundCall {
   }
 }
 
-/**
- * A header as the HTTP port reads it: repeated values joined with ", " (the
- * Fetch API's Headers.get). So two `authorization` values are one malformed
- * credential (UNAUTHENTICATED), not whichever came first, and repeated
- * x-forwarded-for headers are one list, on both ports alike.
- */
-function headerValue(values: (string | Buffer)[]): string | undefined {
-  if (values.length === 1) return typeof values[0] === "string" ? values[0] : undefined;
-  const texts = values.filter((v): v is string => typeof v === "string");
-  return texts.length > 0 ? texts.join(", ") : undefined;
+function firstString(values: (string | Buffer)[]): string | undefined {
+  const value = values[0];
+  return typeof value === "string" ? value : undefined;
 }
 
 /** The service definition and its implementation, ready for `server.addService`. */

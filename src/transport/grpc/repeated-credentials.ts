@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from "node:http2";
 import { ServerInterceptingCall, ServerListenerBuilder, type ServerInterceptingCallInterface } from "@grpc/grpc-js";
+import { headerValues } from "../raw-headers.js";
 
 // node:http2 keeps only the first value of a repeated `authorization` header
 // (a "single value" header), so a request carrying two keys would be served
@@ -16,8 +17,7 @@ const joined = new WeakMap<ServerHttp2Stream, string>();
 export function watchRepeatedCredentials(session: ServerHttp2Session): void {
   session.prependListener("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, raw: string[]) => {
     if (headers.authorization === undefined) return;
-    const values: string[] = [];
-    for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i] === "authorization") values.push(raw[i + 1]!);
+    const values = headerValues(raw, "authorization");
     if (values.length > 1) joined.set(stream, values.join(", "));
   });
 }

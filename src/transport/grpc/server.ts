@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import type { ServerHttp2Session } from "node:http2";
 import net, { type AddressInfo, type Socket } from "node:net";
 import tls from "node:tls";
@@ -54,10 +53,10 @@ export interface GrpcListener {
 
 /** The TLS side of the port: grpc-js sees TLS sockets (and their peer certificates) already established. */
 function tlsServer(config: NonNullable<Config["tls"]>, handshakeTimeout: number): tls.Server {
-  const ca = config.caFile ? readFileSync(config.caFile) : undefined;
+  const { key, cert, ca } = config;
   return tls.createServer({
-    key: readFileSync(config.keyFile),
-    cert: readFileSync(config.certFile),
+    key,
+    cert,
     ALPNProtocols: ["h2"],
     handshakeTimeout,
     // With a client CA, a client certificate signed by it is required (mTLS).
