@@ -238,12 +238,13 @@ export class OtpService {
   }
 
   async verify(req: VerifyRequest, caller: Caller): Promise<VerifyResponse> {
-    const response = await this.verifyOnce(req, caller);
-    this.outcomes?.verified(caller.tenant, VERIFY_RESULT_NAMES[response.result] ?? "UNSPECIFIED");
+    const { response, repeat } = await this.verifyOnce(req, caller);
+    // A repeat answered from its first call's kept answer is not another outcome (nor another audit event).
+    if (!repeat) this.outcomes?.verified(caller.tenant, VERIFY_RESULT_NAMES[response.result] ?? "UNSPECIFIED");
     return response;
   }
 
-  private async verifyOnce(req: VerifyRequest, caller: Caller): Promise<VerifyResponse> {
+  private async verifyOnce(req: VerifyRequest, caller: Caller): Promise<{ response: VerifyResponse; repeat: boolean }> {
     assertValid(VerifyRequestSchema, req);
     if (caller.isPublic && req.target.case !== "verificationId") {
       // By destination, a browser could probe which addresses have a live code.
@@ -257,12 +258,12 @@ export class OtpService {
     }, this.verifyKeyRetainMs);
     await this.spendAndClaim(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {}, claim);
     const ref = target.at ? await this.refAtDestination(caller, target.purpose!, target.at) : (target.ref ?? null);
-    if (!ref) return notFound(req.target.case === "verificationId" ? req.target.value : "");
+    if (!ref) return { response: notFound(req.target.case === "verificationId" ? req.target.value : ""), repeat: false };
     if (req.target.case === "verificationId" && caller.purposes) {
       // A purpose-restricted client verifies only its purposes; the id alone does not say which.
       // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
       const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
-      if (!summary || !this.mayUse(caller, "Verify", summary.purpose, ref.verificationId)) return notFound(ref.verificationId);
+      if (!summary || !this.mayUse(caller, "Verify", summary.purpose, ref.verificationId)) return { response: notFound(ref.verificationId), repeat: false };
     }
 
     // A code outside the alphabet is a caller mistake, not a guess. By id the
@@ -306,7 +307,7 @@ export class OtpService {
         context: req.context,
       });
     }
-    return response;
+    return { response, repeat: outcome.repeat === true };
   }
 
   async resend(req: ResendRequest, caller: Caller): Promise<ResendResponse> {

@@ -219,7 +219,11 @@ export interface VerifyOutcome {
   verifiedAtMs?: number;
   /** For VERIFIED: the prefixes the code was counted against (IssueCommand.prefixRefs). */
   prefixRefs?: string;
-  /** A repeat's kept answer: the verification it was about (VerifyCommand.replayKey). */
+  /**
+   * A repeat answered from its first call's answer (VerifyCommand.replayKey, or an older release's VERIFIED
+   * record): nothing was counted, and the answer names the verification it was about.
+   */
+  repeat?: true;
   verificationId?: string;
 }
 

@@ -312,7 +312,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         const first = await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-1' }));
         expect(first.result).toBe('VERIFIED');
         const again = await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-1' }));
-        expect(again).toEqual({ ...first, verificationId: ref.verificationId });
+        expect(again).toEqual({ ...first, repeat: true, verificationId: ref.verificationId });
         expect((await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-2' }))).result).toBe('NOT_FOUND');
         expect((await store.verify(verifyCommand(ref, code))).result).toBe('NOT_FOUND');
         expect((await store.verify(verifyCommand(ref, wrong(code), { idempotencyKey: 'verify-1' }))).result).toBe(
@@ -325,7 +325,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         const { ref, code } = await send({ policy: policy({ ttlSeconds: 1 }) });
         const first = await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-1' }));
         expect(first.result).toBe('VERIFIED');
-        expect(await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-1' }))).toEqual({ ...first, verificationId: ref.verificationId });
+        expect(await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-1' }))).toEqual({ ...first, repeat: true, verificationId: ref.verificationId });
         await advance(1100);
         expect(await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-1' }))).toEqual({ result: 'NOT_FOUND', attemptsRemaining: 0 });
       });
@@ -336,7 +336,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         const first = await store.verify(verifyCommand(ref, bad, { idempotencyKey: 'w-1' }));
         expect(first).toEqual({ result: 'INVALID_CODE', attemptsRemaining: 4 });
         for (let i = 0; i < 3; i++) {
-          expect(await store.verify(verifyCommand(ref, bad, { idempotencyKey: 'w-1' }))).toEqual({ ...first, verificationId: ref.verificationId });
+          expect(await store.verify(verifyCommand(ref, bad, { idempotencyKey: 'w-1' }))).toEqual({ ...first, repeat: true, verificationId: ref.verificationId });
         }
         // Another request (another key) is counted, and so is the same code without a key.
         expect((await store.verify(verifyCommand(ref, bad, { idempotencyKey: 'w-2' }))).attemptsRemaining).toBe(3);
@@ -344,7 +344,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         // The repeats spent nothing: the right code passes with the two attempts still left after it.
         expect(await store.verify(verifyCommand(ref, code))).toMatchObject({ result: 'VERIFIED', attemptsRemaining: 1 });
         // And the first wrong answer is still the answer to its repeat.
-        expect(await store.verify(verifyCommand(ref, bad, { idempotencyKey: 'w-1' }))).toEqual({ ...first, verificationId: ref.verificationId });
+        expect(await store.verify(verifyCommand(ref, bad, { idempotencyKey: 'w-1' }))).toEqual({ ...first, repeat: true, verificationId: ref.verificationId });
       });
 
       it('a repeat still gets its answer after a new Send replaced the verification, and counts nothing on the new one', async () => {
@@ -362,7 +362,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(second.ref.verificationId).not.toBe(first.ref.verificationId);
         // The repeat by destination now finds the new verification there: it gets the first answer, naming the first id.
         const again = await store.verify(verifyCommand(second.ref, first.code, { idempotencyKey: 'v-dest', replayKey: byDestination }));
-        expect(again).toEqual({ ...verified, verificationId: first.ref.verificationId });
+        expect(again).toEqual({ ...verified, repeat: true, verificationId: first.ref.verificationId });
         // A new request by destination with a wrong code is counted on the new one; its repeat is not.
         const wrongByDestination = replayKeyOf('w-dest', 'destination', wrong(second.code));
         expect(await store.verify(verifyCommand(second.ref, wrong(second.code), { idempotencyKey: 'w-dest', replayKey: wrongByDestination })))
@@ -373,7 +373,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         // By id, after a new Send replaced it: the kept answer, not NOT_FOUND.
         await send({ dest: firstWrong.dest, policy: policy({ maxAttempts: 5 }) });
         expect(await store.verify(verifyCommand(firstWrong.ref, wrong(firstWrong.code), { idempotencyKey: 'w-id' })))
-          .toEqual({ ...refused, verificationId: firstWrong.ref.verificationId });
+          .toEqual({ ...refused, repeat: true, verificationId: firstWrong.ref.verificationId });
       });
 
       it('kept answers last until their verification expires, then the call is answered as any other', async () => {

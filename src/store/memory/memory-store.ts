@@ -160,8 +160,8 @@ export class MemoryStore implements VerificationStore {
     const kept = cmd.replayKey === "" ? undefined : d?.replays?.get(cmd.replayKey);
     if (d && kept && now < kept.expiresAt) {
       const { result, attemptsRemaining, verificationId } = kept;
-      if (result === "INVALID_CODE") return { result, attemptsRemaining, verificationId };
-      return { result, attemptsRemaining, verificationId, purpose: kept.purpose, destinationDigest: d.digest, verifiedAtMs: kept.verifiedAt };
+      if (result === "INVALID_CODE") return { result, attemptsRemaining, repeat: true, verificationId };
+      return { result, attemptsRemaining, repeat: true, verificationId, purpose: kept.purpose, destinationDigest: d.digest, verifiedAtMs: kept.verifiedAt };
     }
     // 1. Ids live only in their own tenant's record, so another tenant's id is simply absent.
     const v = d && verificationById(d, cmd.ref.verificationId);
@@ -179,7 +179,7 @@ export class MemoryStore implements VerificationStore {
     // answers VERIFIED again.
     if (v.status === "v") {
       const repeat = cmd.idempotencyKey !== "" && cmd.idempotencyKey === v.verifiedKey && match && now < v.expiresAt;
-      return repeat ? verified(v.verifiedAt ?? now) : { result: "NOT_FOUND", attemptsRemaining: 0 };
+      return repeat ? { ...verified(v.verifiedAt ?? now), repeat: true, verificationId: v.id } : { result: "NOT_FOUND", attemptsRemaining: 0 };
     }
     // Canceled: as gone as a consumed code; nothing is counted.
     if (v.status === "c") return { result: "NOT_FOUND", attemptsRemaining: 0 };

@@ -101,7 +101,10 @@ export function verifyOutcome(reply: RedisReply): VerifyOutcome {
   if (!VERIFY_RESULTS.has(result)) throw new UnexpectedReplyError(`verify ${result}`);
   const outcome: VerifyOutcome = { result: result as VerifyResultKind, attemptsRemaining: num(r, 1) };
   // A repeat answered from a kept answer names its verification (by destination it may not be the one there now).
-  if (r.length > 6) outcome.verificationId = str(r, 6);
+  if (r.length > 6) {
+    outcome.repeat = true;
+    outcome.verificationId = str(r, 6);
+  }
   if (result !== "VERIFIED") return outcome;
   // The prefixes come only with the call that consumed the code (not with a replayed VERIFIED).
   const prefixRefs = typeof r[5] === "string" && r[5] !== "" ? r[5] : undefined;

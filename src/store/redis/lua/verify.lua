@@ -20,8 +20,8 @@ Returns
   {'VERIFIED', attempts remaining, purpose, destination digest, verified at ms, prefix refs}
   {'INVALID_CODE', attempts remaining}
   {'EXPIRED' | 'TOO_MANY_ATTEMPTS' | 'NOT_FOUND' | 'DELIVERY_FAILED', 0}
-  a repeat (step 0): {'VERIFIED', left, purpose, destination digest, verified at ms, '', verification id}
-                  or {'INVALID_CODE', left, '', '', 0, '', verification id}
+  a repeat (step 0 or 2): {'VERIFIED', left, purpose, destination digest, verified at ms, '', verification id}
+                       or {'INVALID_CODE', left, '', '', 0, '', verification id}
 ]]
 
 --- @include "args"
@@ -101,7 +101,7 @@ local match = A.candidates[v[2]] == code_digest(v[1])
 -- 2. Already verified: only a repeat of that same call, before the verification's expiry,
 -- answers VERIFIED again.
 if st == 'v' then
-  if ik ~= '' and ik == v[5] and match and now < c.e then return {'VERIFIED', m - a, p, dd, tonumber(v[6])} end
+  if ik ~= '' and ik == v[5] and match and now < c.e then return {'VERIFIED', m - a, p, dd, tonumber(v[6]), '', vid} end
   return {'NOT_FOUND', 0}
 end
 -- Canceled: as gone as a consumed code; nothing is counted.
