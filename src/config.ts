@@ -2,9 +2,10 @@ import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { isSupportedCountry, type CountryCode } from "libphonenumber-js/max";
 import phoneMetadata from "libphonenumber-js/metadata.max.json";
-import { ConfigError, int, oneOf, optional, type Env } from "./env.js";
+import { ConfigError, int, kafkaBrokers, oneOf, optional, type Env } from "./env.js";
 import { ClientsFileError, readClientsFile, type Client } from "./auth/clients.js";
 import { parseProxies } from "./auth/client-ip.js";
+import { ORIGIN_EXAMPLE, parseOrigin } from "./auth/origin.js";
 import { parseBudget, type Budget } from "./otp/budget.js";
 import type { CodeAlphabet } from "./otp/code.js";
 import { DEFAULT_DENIED_NUMBER_TYPES, NUMBER_TYPES } from "./otp/phone-rules.js";
@@ -170,7 +171,11 @@ export function loadConfig(env: Env = process.env): Config {
   });
 
   const clients = clientsFile ? readClients(clientsFile, production) : undefined;
-  const corsOrigins = (env.OTP_CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean);
+  const corsOrigins = (env.OTP_CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean).map((o, i) => {
+    const parsed = parseOrigin(o);
+    if (!parsed) throw new ConfigError(`OTP_CORS_ORIGINS entry ${i + 1} must be ${ORIGIN_EXAMPLE}, got "${o}"`);
+    return parsed.origin;
+  });
   if (clients && corsOrigins.length > 0) {
     throw new ConfigError("OTP_CORS_ORIGINS cannot be combined with OTP_CLIENTS_FILE: browser origins belong to the public clients in the file");
   }
@@ -196,7 +201,7 @@ export function loadConfig(env: Env = process.env): Config {
     redis,
     redisShards: int(env, "OTP_REDIS_SHARDS", 16, 1, 1024),
     redisCommandTimeoutMs: int(env, "OTP_REDIS_TIMEOUT_MS", 1000, 50, 60_000),
-    kafkaBrokers: kafka?.split(",").map((b) => b.trim()).filter(Boolean),
+    kafkaBrokers: kafka === undefined ? undefined : kafkaBrokers("KAFKA_BROKERS", kafka),
     kafkaReplication: readTopicReplication(env, production),
     logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
     defaults,

@@ -38,3 +38,25 @@ export function oneOf<T extends string>(env: Env, name: string, allowed: readonl
   }
   return raw as T;
 }
+
+/** "host:port,host:port" (an IPv6 host in brackets: "[::1]:6379"); `example` shows one entry in the error. */
+export function hostPorts(name: string, value: string, example: string): { host: string; port: number }[] {
+  return value.split(",").map((entry, i) => {
+    const match = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(entry.trim());
+    const port = Number(match?.[3]);
+    if (!match || port < 1 || port > 65_535) {
+      throw new ConfigError(`${name} entry ${i + 1} must be host:port (e.g. ${example}), got "${entry.trim()}"`);
+    }
+    return { host: match[1] ?? match[2]!, port };
+  });
+}
+
+/** KAFKA_BROKERS as kafkajs takes it ("host:port" strings), each entry checked. */
+export function kafkaBrokers(name: string, value: string): string[] {
+  return hostPorts(name, value, "kafka-0.kafka:9092").map(hostPort);
+}
+
+/** One address as written in settings: an IPv6 host in brackets. */
+export function hostPort(h: { host: string; port: number }): string {
+  return h.host.includes(":") ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`;
+}

@@ -1,4 +1,4 @@
-import { ConfigError, int, oneOf, optional, type Env } from "./env.js";
+import { ConfigError, hostPort, hostPorts, int, oneOf, optional, type Env } from "./env.js";
 import type { HostPort, RedisAccess, RedisTopology } from "./store/redis/client.js";
 import { checkKeyPair, readCertificates, readPrivateKey } from "./tls-material.js";
 
@@ -76,7 +76,7 @@ export const NOTIFIER_REDIS: RedisVariables = {
 
 /** The variable that names the deployment, and its addresses without credentials: "REDIS_URL (redis://10.0.0.5:6379)". */
 export function describeRedisSetting(topology: RedisTopology, names: RedisVariables = SERVICE_REDIS): string {
-  const hostPorts = (list: HostPort[]): string => list.map((h) => (h.host.includes(":") ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`)).join(",");
+  const listed = (list: HostPort[]): string => list.map(hostPort).join(",");
   switch (topology.kind) {
     case "node": {
       // Only scheme, host and port: the URL may carry a user and password.
@@ -90,9 +90,9 @@ export function describeRedisSetting(topology: RedisTopology, names: RedisVariab
       return `${names.url} (${address})`;
     }
     case "cluster":
-      return `${names.clusterNodes} (${hostPorts(topology.seeds)})`;
+      return `${names.clusterNodes} (${listed(topology.seeds)})`;
     case "sentinel":
-      return `${names.sentinels} (${hostPorts(topology.sentinels)}, master "${topology.masterName}")`;
+      return `${names.sentinels} (${listed(topology.sentinels)}, master "${topology.masterName}")`;
   }
 }
 
@@ -135,23 +135,11 @@ function topology(env: Env, names: RedisVariables, name: string, master: string 
       if (!/^rediss?:\/\/[^/]/.test(value)) throw new ConfigError(`${name} must look like redis://host:port (or rediss:// for TLS)`);
       return { kind: "node", url: value };
     case names.clusterNodes:
-      return { kind: "cluster", seeds: hostPorts(name, value) };
+      return { kind: "cluster", seeds: hostPorts(name, value, "redis-0.redis:6379") };
     default:
       if (master === undefined) throw new ConfigError(`${name} needs ${names.sentinelMaster} (the master name the Sentinels monitor)`);
-      return { kind: "sentinel", sentinels: hostPorts(name, value), masterName: master };
+      return { kind: "sentinel", sentinels: hostPorts(name, value, "sentinel-0.sentinel:26379"), masterName: master };
   }
-}
-
-/** "host:port,host:port" (an IPv6 host in brackets: "[::1]:6379"). */
-function hostPorts(name: string, value: string): HostPort[] {
-  return value.split(",").map((entry, i) => {
-    const match = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(entry.trim());
-    const port = Number(match?.[3]);
-    if (!match || port < 1 || port > 65_535) {
-      throw new ConfigError(`${name} entry ${i + 1} must be host:port (e.g. redis-0.redis:6379), got "${entry.trim()}"`);
-    }
-    return { host: match[1] ?? match[2]!, port };
-  });
 }
 
 function access(env: Env, names: RedisVariables): RedisAccess {

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { METHODS, PUBLIC_METHODS, type MethodName } from "./grants.js";
+import { ORIGIN_EXAMPLE, parseOrigin } from "./origin.js";
 
 // The clients file (OTP_CLIENTS_FILE): who may call, as which tenant, with
 // which credentials, for which methods and purposes. Read at start-up and on
@@ -46,7 +47,6 @@ const TENANT = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 const PURPOSE = /^[a-z][a-z0-9_.-]{0,63}$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const SPIFFE_ID = /^spiffe:\/\/[a-z0-9._-]+(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$/;
-const ORIGIN = /^(https?):\/\/([a-z0-9.-]+|\[[0-9a-f:.]+\])(:\d{1,5})?$/;
 
 export function readClientsFile(path: string, production: boolean): Client[] {
   let text: string;
@@ -144,14 +144,13 @@ function digest(v: unknown, name: string): Buffer {
 }
 
 function origin(v: unknown, name: string, production: boolean): string {
-  const normalised = typeof v === "string" ? v.trim().replace(/\/+$/, "").toLowerCase() : "";
-  const match = ORIGIN.exec(normalised);
-  if (!match) throw new ClientsFileError(`${name} must be an origin like "https://app.example.com" (scheme, host, optional port; no path)`);
+  const parsed = parseOrigin(v);
+  if (!parsed) throw new ClientsFileError(`${name} must be ${ORIGIN_EXAMPLE}`);
   // A page served over http can be rewritten by anyone on the path to it.
-  if (production && match[1] === "http") {
-    throw new ClientsFileError(`${name} "${normalised}" must be https in production`);
+  if (production && parsed.scheme === "http") {
+    throw new ClientsFileError(`${name} "${parsed.origin}" must be https in production`);
   }
-  return normalised;
+  return parsed.origin;
 }
 
 function assertUnique(values: string[], what: string): void {

@@ -1,5 +1,5 @@
 import { DEV_SEAL_KEYS, parseKeyring, type Secret } from "../config.js";
-import { ConfigError, int, oneOf, optional, type Env } from "../env.js";
+import { ConfigError, int, kafkaBrokers, oneOf, optional, type Env } from "../env.js";
 import { readTopicReplication, type TopicReplication } from "../events/topic-replication.js";
 import { NOTIFIER_REDIS, oneRedisDeployment, readRedisSettings, type RedisSettings } from "../redis-config.js";
 
@@ -97,7 +97,7 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
 
   return {
     production,
-    brokers: brokers!.split(",").map((b) => b.trim()).filter(Boolean),
+    brokers: kafkaBrokers("KAFKA_BROKERS", brokers!),
     replication: readTopicReplication(env, production),
     groupId: optional(env, "NOTIFIER_GROUP_ID") ?? "otp-notifier",
     sealKeys: parseKeyring("OTP_SEAL_KEYS", sealKeys!, 32, 32),

@@ -112,6 +112,35 @@ describe('per-country SMS budgets: every override names a region once', () => {
   });
 });
 
+describe('address lists: every entry is checked at start-up, never first at the first request', () => {
+  it.each([
+    ['a path after the origin (a page never sends one)', 'https://app.example.com/login', 'entry 1'],
+    ['a bare host with no scheme', 'https://a.example.com,app.example.com', 'entry 2'],
+    ['a port out of range', 'https://app.example.com:70000', 'entry 1'],
+  ])('OTP_CORS_ORIGINS with %s: the service exits naming the variable and the entry', async (_what, value, entry) => {
+    await refusedAtStart({ OTP_CORS_ORIGINS: value }, 'OTP_CORS_ORIGINS', [entry]);
+  });
+
+  it.each([
+    ['no port', 'kafka-0.kafka', 'entry 1'],
+    ['a URL instead of host:port', '127.0.0.1:9092,kafka://127.0.0.1:9093', 'entry 2'],
+  ])('KAFKA_BROKERS with %s: the service exits naming the variable and the entry', async (_what, value, entry) => {
+    await refusedAtStart({ KAFKA_BROKERS: value }, 'KAFKA_BROKERS', [entry]);
+  });
+
+  it('KAFKA_BROKERS malformed: the notifier refuses it in one line too', () => {
+    const run = spawnSync(process.execPath, [built.dist().entry('bin/notifier.js')], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', KAFKA_BROKERS: '127.0.0.1' },
+      timeout: 20_000,
+    });
+    expect(run.status).not.toBe(0);
+    expect(run.status).not.toBeNull();
+    const stderr = run.stderr.toString();
+    expect(stderr).toContain('KAFKA_BROKERS entry 1 must be host:port');
+    expect(stderr).not.toContain('    at ');
+  });
+});
+
 describe('TLS files that cannot serve: refused at start-up, naming the variable', () => {
   let certs: TestCerts;
   let dir: string;
