@@ -1,6 +1,7 @@
 import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import type { UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import { serveDeadlines } from "../deadline-headers.js";
 import { headerValues } from "../raw-headers.js";
 import type { NodeRequest, NodeResponse } from "./http-handler.js";
 
@@ -97,6 +98,7 @@ async function* concat(head: Buffer[], rest: AsyncIterable<Uint8Array>): AsyncIt
 
 function webHeaders(req: NodeRequest): Headers {
   const node = req.headers;
+  serveDeadlines(node);
   const header = new Headers();
   for (const key in node) {
     if (key.charCodeAt(0) === 58 /* ":" HTTP/2 pseudo-headers */) continue;

@@ -1,4 +1,4 @@
-import type { ServerHttp2Session } from "node:http2";
+import type { IncomingHttpHeaders, ServerHttp2Session } from "node:http2";
 import net, { type AddressInfo, type Socket } from "node:net";
 import tls from "node:tls";
 import { Server, ServerCredentials, type ServerOptions } from "@grpc/grpc-js";
@@ -11,6 +11,7 @@ import { otpServiceForGrpc } from "./otp-service.js";
 import type { Metrics } from "../../metrics.js";
 import { addReflection } from "./reflection.js";
 import { awaitPreface, closeWhenIdle, type IdleBound } from "../idle-connections.js";
+import { serveDeadlines } from "../deadline-headers.js";
 import { watchRepeatedCredentials } from "./repeated-credentials.js";
 import { onSessions } from "./sessions.js";
 import { useChainFreeStreamTables } from "../http2-stream-tables.js";
@@ -95,6 +96,8 @@ export async function listenGrpc(options: {
   onSessions(server, (session) => {
     useChainFreeStreamTables(session);
     watchRepeatedCredentials(session);
+    // Before grpc-js's own stream handler reads the deadline (../deadline-headers.ts).
+    session.prependListener("stream", (_stream: unknown, headers: IncomingHttpHeaders) => serveDeadlines(headers));
     sessions.set(session, closeWhenIdle(session, options.idleMs, options.sessionIdleMs));
     session.once("close", () => sessions.delete(session));
   });

@@ -1,0 +1,136 @@
+// A caller's deadline header on both ports: a deadline too long for a Node
+// timer is served as the longest one (never as 1 ms, which is what Node does
+// with a negative delay, and grpc-js's 32-bit wrap makes a 25-day deadline
+// negative, ending a call that had plenty of time with DEADLINE_EXCEEDED), and
+// a header the protocols do not allow is INVALID_ARGUMENT without quoting it.
+// The calls are made slow on purpose: Redis is stopped for a moment under them.
+import http2 from 'node:http2';
+import { create, toBinary } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Channel, CheckRateLimitRequestSchema } from '../../src/gen/otp/v1/otp_pb.js';
+import { envelope } from '../support/raw-http.js';
+import { startRedis, type RedisServer } from '../support/redis.js';
+import { startTestApp, type TestApp } from '../support/otp-app.js';
+
+const THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000;
+const request = () =>
+  Buffer.from(toBinary(CheckRateLimitRequestSchema, create(CheckRateLimitRequestSchema, { purpose: 'login', channel: Channel.EMAIL, destination: 'deadline@example.com' })));
+const PATH = '/otp.v1.OtpService/CheckRateLimit';
+
+let redis: RedisServer;
+let app: TestApp;
+const timerWarnings: string[] = [];
+const onWarning = (w: Error) => {
+  if (w.name.startsWith('Timeout')) timerWarnings.push(w.name);
+};
+
+beforeAll(async () => {
+  redis = await startRedis();
+  app = await startTestApp({ REDIS_URL: redis.url });
+  process.on('warning', onWarning);
+}, 60_000);
+
+afterAll(async () => {
+  process.off('warning', onWarning);
+  await app?.stop();
+  await redis?.stop();
+});
+
+/** Runs `call` while Redis is stopped for `ms`, so the call takes at least that long. */
+async function whileRedisStalls<T>(ms: number, call: () => Promise<T>): Promise<T> {
+  redis.pause();
+  const resume = setTimeout(() => redis.resume(), ms);
+  try {
+    return await call();
+  } finally {
+    clearTimeout(resume);
+    redis.resume();
+  }
+}
+
+/** A raw HTTP/2 gRPC call: the grpc-status and grpc-message it ended with. */
+function rawGrpc(port: number, headers: http2.OutgoingHttpHeaders): Promise<{ status?: string; message: string }> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    session.on('error', reject);
+    const stream = session.request({ ':method': 'POST', ':path': PATH, 'content-type': 'application/grpc', te: 'trailers', ...headers });
+    const seen: { status?: string; message: string } = { message: '' };
+    const read = (h: http2.IncomingHttpHeaders) => {
+      if (h['grpc-status'] !== undefined) seen.status = String(h['grpc-status']);
+      if (h['grpc-message'] !== undefined) seen.message = decodeURIComponent(String(h['grpc-message']));
+    };
+    stream.on('response', read);
+    stream.on('trailers', read);
+    stream.resume();
+    stream.on('close', () => {
+      session.close();
+      resolve(seen);
+    });
+    stream.end(envelope(0, request()));
+  });
+}
+
+describe('a deadline longer than a timer holds', () => {
+  it('gRPC port: a grpc-js client with a deadline 30 days away (it sends "2592000S") is answered, not DEADLINE_EXCEEDED', async () => {
+    const client = new grpc.Client(app.grpcTarget, grpc.credentials.createInsecure());
+    try {
+      const answer = await whileRedisStalls(300, () =>
+        new Promise<Buffer>((resolve, reject) => {
+          const same = (b: Buffer) => b;
+          client.makeUnaryRequest(PATH, same, same, request(), new grpc.Metadata(), { deadline: Date.now() + THIRTY_DAYS_MS }, (err, out) =>
+            err ? reject(err) : resolve(out!),
+          );
+        }),
+      );
+      expect(answer.length).toBeGreaterThan(0);
+    } finally {
+      client.close();
+    }
+  });
+
+  // grpc-js wraps these to 32 bits: 600H (25 days) and 3000000S come out negative, 99999999H as 1.5 days.
+  it.each([['600H'], ['3000000S'], ['99999999H']])('gRPC port, raw grpc-timeout %s: answered OK', async (timeout) => {
+    const ended = await whileRedisStalls(300, () => rawGrpc(app.grpcPort, { 'grpc-timeout': timeout }));
+    expect(ended.status).toBe('0');
+  });
+
+  it('HTTP port: gRPC with grpc-timeout 99999999H and Connect with connect-timeout-ms 9999999999 are answered', async () => {
+    const grpcWay = await whileRedisStalls(300, () => rawGrpc(app.httpPort, { 'grpc-timeout': '99999999H' }));
+    expect(grpcWay.status).toBe('0');
+    const connectWay = await whileRedisStalls(300, () =>
+      fetch(`${app.httpBase}${PATH}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'connect-timeout-ms': '9999999999' },
+        body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: 'deadline@example.com' }),
+      }),
+    );
+    expect(connectWay.status).toBe(200);
+  });
+
+  it('no timer warning was written by any of these calls', () => {
+    expect(timerWarnings).toEqual([]);
+  });
+});
+
+describe('a deadline header the protocols do not allow', () => {
+  // grpc-js alone would read each of these as some deadline (a unit anywhere in the value, nine digits cut to eight).
+  it.each([['5 S'], ['x5Sx'], ['123456789S'], ['-5S'], ['5s']])('grpc-timeout "%s": INVALID_ARGUMENT on both ports, the value not quoted', async (timeout) => {
+    for (const port of [app.grpcPort, app.httpPort]) {
+      const ended = await rawGrpc(port, { 'grpc-timeout': timeout });
+      expect(ended.status, `port ${port === app.grpcPort ? 'gRPC' : 'HTTP'}`).toBe('3');
+      expect(ended.message).not.toContain(timeout);
+    }
+  });
+
+  it('connect-timeout-ms "12x": INVALID_ARGUMENT, the value not quoted', async () => {
+    const res = await fetch(`${app.httpBase}${PATH}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'connect-timeout-ms': '12x' },
+      body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: 'deadline@example.com' }),
+    });
+    const body = (await res.json()) as { code: string; message: string };
+    expect(body.code).toBe('invalid_argument');
+    expect(body.message).not.toContain('12x');
+  });
+});
