@@ -259,11 +259,16 @@ export class OtpService {
     await this.spendAndClaim(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {}, claim);
     const ref = target.at ? await this.refAtDestination(caller, target.purpose!, target.at) : (target.ref ?? null);
     if (!ref) return { response: notFound(req.target.case === "verificationId" ? req.target.value : ""), repeat: false };
+    // A purpose-restricted client verifies only its purposes; the id alone does not say which.
+    // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
+    // An id no longer live (a newer Send replaced it) can still have a keyed repeat's kept
+    // answer; that answer is given only when it says its purpose, and the purpose is granted.
+    let purposeFromAnswer = false;
     if (req.target.case === "verificationId" && caller.purposes) {
-      // A purpose-restricted client verifies only its purposes; the id alone does not say which.
-      // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
       const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
-      if (!summary || !this.mayUse(caller, "Verify", summary.purpose, ref.verificationId)) return { response: notFound(ref.verificationId), repeat: false };
+      if (summary && !this.mayUse(caller, "Verify", summary.purpose, ref.verificationId)) return { response: notFound(ref.verificationId), repeat: false };
+      if (!summary && !claim) return { response: notFound(ref.verificationId), repeat: false };
+      purposeFromAnswer = !summary;
     }
 
     // A code outside the alphabet is a caller mistake, not a guess. By id the
@@ -286,6 +291,9 @@ export class OtpService {
     );
     // A repeat's kept answer names its verification: by destination, a newer one may be there now.
     const verificationId = outcome.verificationId ?? ref.verificationId;
+    if (purposeFromAnswer && !(outcome.repeat && outcome.purpose !== undefined && this.mayUse(caller, "Verify", outcome.purpose, verificationId))) {
+      return { response: notFound(ref.verificationId), repeat: false };
+    }
     // A verified code is what keeps its prefixes out of the guard's reach.
     if (outcome.prefixRefs && this.config.prefixGuard) {
       const check = decodePrefixRefs(this.config.prefixGuard.rule, outcome.prefixRefs);

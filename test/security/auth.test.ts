@@ -3,6 +3,7 @@
 // CORS preflights) with a clients file and a real Redis: who may call, what
 // they may call, what one tenant can learn about another's verifications,
 // and that every refusal is audited and logged without a key or a code.
+import { randomUUID } from 'node:crypto';
 import { Code, createClient, type Client as ConnectClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { Metadata, status, type Client } from '@grpc/grpc-js';
@@ -193,6 +194,30 @@ describe('grants', () => {
     expect(app.deliveries.lines.filter((l) => l.verification_id === payment.verificationId)).toHaveLength(1);
     // The operator still sees what happened.
     expect(await app.audits.find({ type: 'refused', reason: 'PURPOSE_NOT_GRANTED', cl: 'login-only', p: 'payment' })).toBeDefined();
+  });
+});
+
+describe('a purpose-restricted client retrying a Verify by id', () => {
+  it('gets its first answer after a newer Send replaced the verification; another purpose\'s kept answer stays NOT_FOUND', async () => {
+    // Its own purpose: VERIFIED, then a newer Send to the same destination, then the retry with the same key.
+    const login = await sendAs(keys.loginOnly);
+    const req = { target: { case: 'verificationId' as const, value: login.verificationId }, code: login.code, idempotencyKey: randomUUID() };
+    const first = await grpcCall(grpc, verify, req, as(keys.loginOnly));
+    expect(first.result).toBe(VerifyResult.VERIFIED);
+    await sendAs(keys.loginOnly, { purpose: 'login', channel: Channel.EMAIL, destination: login.destination });
+    expect(await grpcCall(grpc, verify, req, as(keys.loginOnly))).toEqual(first);
+
+    // A payment verified by billing with a key: the same request from login-only learns nothing, before or after a newer Send.
+    const payment = await sendAs(keys.billing, { ...email(), purpose: 'payment' });
+    const paid = { target: { case: 'verificationId' as const, value: payment.verificationId }, code: payment.code, idempotencyKey: randomUUID() };
+    expect((await grpcCall(grpc, verify, paid, as(keys.billing))).result).toBe(VerifyResult.VERIFIED);
+    await sendAs(keys.billing, { purpose: 'payment', channel: Channel.EMAIL, destination: payment.destination });
+    const probe = await grpcCall(grpc, verify, paid, as(keys.loginOnly));
+    expect(probe.result).toBe(VerifyResult.NOT_FOUND);
+    expect(probe.receipt).toBe('');
+    // A made-up id with a key is NOT_FOUND too.
+    expect((await grpcCall(grpc, verify, { ...paid, target: { case: 'verificationId', value: UNKNOWN_ID }, idempotencyKey: randomUUID() }, as(keys.loginOnly))).result)
+      .toBe(VerifyResult.NOT_FOUND);
   });
 });
 
