@@ -97,6 +97,19 @@ async function refusedAtStart(env: Record<string, string>, variable: string, als
   return output;
 }
 
+/** The notifier, given `env`, exits non-zero at once with `says` on stderr and no stack. */
+function notifierRefuses(env: Record<string, string>, says: string): void {
+  const run = spawnSync(process.execPath, [built.dist().entry('bin/notifier.js')], {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    timeout: 20_000,
+  });
+  expect(run.status).not.toBe(0);
+  expect(run.status).not.toBeNull();
+  const stderr = run.stderr.toString();
+  expect(stderr).toContain(says);
+  expect(stderr).not.toContain('    at ');
+}
+
 describe('per-country SMS budgets: every override names a region once', () => {
   it.each([
     ['an ISO code that is not one (UK)', '1000/1h,UK=5/1h', 'UK'],
@@ -129,15 +142,7 @@ describe('address lists: every entry is checked at start-up, never first at the 
   });
 
   it('KAFKA_BROKERS malformed: the notifier refuses it in one line too', () => {
-    const run = spawnSync(process.execPath, [built.dist().entry('bin/notifier.js')], {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', KAFKA_BROKERS: '127.0.0.1' },
-      timeout: 20_000,
-    });
-    expect(run.status).not.toBe(0);
-    expect(run.status).not.toBeNull();
-    const stderr = run.stderr.toString();
-    expect(stderr).toContain('KAFKA_BROKERS entry 1 must be host:port');
-    expect(stderr).not.toContain('    at ');
+    notifierRefuses({ KAFKA_BROKERS: '127.0.0.1' }, 'KAFKA_BROKERS entry 1 must be host:port');
   });
 });
 
@@ -189,15 +194,7 @@ describe('TLS files that cannot serve: refused at start-up, naming the variable'
     await refusedAtStart({ REDIS_URL: `rediss://127.0.0.1:${await freePort()}`, ...files() }, variable);
   });
   it('NOTIFIER_REDIS_TLS_CA_FILE holding no certificate: the notifier refuses it in one line', () => {
-    const run = spawnSync(process.execPath, [built.dist().entry('bin/notifier.js')], {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', NOTIFIER_REDIS_URL: 'rediss://127.0.0.1:1', NOTIFIER_REDIS_TLS_CA_FILE: certs.serverKey },
-      timeout: 20_000,
-    });
-    expect(run.status).not.toBe(0);
-    expect(run.status).not.toBeNull();
-    const stderr = run.stderr.toString();
-    expect(stderr).toContain('NOTIFIER_REDIS_TLS_CA_FILE');
-    expect(stderr).not.toContain('    at ');
+    notifierRefuses({ NOTIFIER_REDIS_URL: 'rediss://127.0.0.1:1', NOTIFIER_REDIS_TLS_CA_FILE: certs.serverKey }, 'NOTIFIER_REDIS_TLS_CA_FILE');
   });
 });
 
