@@ -192,7 +192,7 @@ export class OtpService {
       destinationDigest: digest, purpose: req.purpose, channel: req.channel, context: req.context, locale: req.locale, metadataJson,
     }, policy.ttlSeconds * 1000);
     const prefixes = testCode === undefined ? this.prefixesOf(caller, destination) : null;
-    await this.spendAndClaim(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about, claim, prefixes);
+    await this.spend(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about, prefixes, claim);
     const ref = this.ids.newRef(at);
     const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, req.context, code);
@@ -256,7 +256,7 @@ export class OtpService {
     const claim = req.idempotencyKey === "" ? null : this.idempotency.verify(caller.tenant, req.idempotencyKey, {
       target: target.fingerprint, code: req.code.toUpperCase(), context: req.context, // codes compare upper-cased
     }, this.verifyKeyRetainMs);
-    await this.spendAndClaim(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {}, claim);
+    await this.spend(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {}, null, claim);
     const ref = target.at ? await this.refAtDestination(caller, target.purpose!, target.at) : (target.ref ?? null);
     if (!ref) return { response: notFound(req.target.case === "verificationId" ? req.target.value : ""), repeat: false };
     // A purpose-restricted client verifies only its purposes; the id alone does not say which.
@@ -483,43 +483,29 @@ export class OtpService {
   }
 
   /**
-   * Spends the caller budgets (see spend) and binds the idempotency key (both on the tenant's
-   * hash tag, sent together). A key first used with other parameters is refused, naming them,
-   * before a budget refusal: it is a mistake the caller must fix, not wait out.
+   * Spends the caller budgets, all or nothing, with the prefix guard and the idempotency key in the
+   * same call when given (one script, on the tenant's hash tag). A key first used with other
+   * parameters is refused first, naming them: a mistake the caller must fix, not wait out. A budget
+   * refusal is audited and answered RESOURCE_EXHAUSTED, and binds no key, so refused calls write
+   * nothing a caller could pile up.
    */
-  private async spendAndClaim(
-    caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>, claim: IdempotencyClaim | null,
-    prefixes?: NumberPrefixes | null,
+  private async spend(
+    caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>,
+    prefixes?: NumberPrefixes | null, claim?: IdempotencyClaim | null,
   ): Promise<void> {
     // Most calls have nothing to spend or claim (a Verify from a backend without client_ip or key).
-    if (!claim && budgets.length === 0 && !prefixes) return;
-    const [spent, claimed] = await Promise.allSettled([
-      this.spend(caller, method, budgets, about, prefixes),
-      claim ? this.guard(() => this.store.claimIdempotencyKey(caller.tenant, claim)) : Promise.resolve(null),
-    ]);
-    if (claimed.status === "rejected") throw claimed.reason;
-    if (claimed.value?.kind === "reused") {
-      // Counted as sent by the budgets call; nothing will go out.
-      if (prefixes && spent.status === "fulfilled") await this.recordPrefix(caller, prefixes.check, "unsent");
-      const err = idempotencyKeyReused(claimed.value.fields);
+    if (budgets.length === 0 && !prefixes && !claim) return;
+    const outcome = await this.guard(() => this.store.spendCallerBudgets(caller.tenant, budgets, prefixes?.check, claim ?? undefined));
+    if (outcome.allowed === false && outcome.name === "IDEMPOTENCY_KEY_REUSED") {
       this.record(caller, method, { type: "refused", reason: "IDEMPOTENCY_KEY_REUSED", ...about });
-      throw err;
+      throw idempotencyKeyReused(outcome.fields);
     }
-    if (spent.status === "rejected") throw spent.reason;
-  }
-
-  /**
-   * Spends the caller budgets, all or nothing, with the prefix guard in the same call when given;
-   * a refusal is audited and answered RESOURCE_EXHAUSTED.
-   */
-  private async spend(caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>, prefixes?: NumberPrefixes | null): Promise<void> {
-    if (budgets.length === 0 && !prefixes) return;
-    const outcome = await this.guard(() => this.store.spendCallerBudgets(caller.tenant, budgets, prefixes?.check));
     if (prefixes) this.prefixEvents?.record(outcome.transitions, caller, prefixes.clear);
     if (outcome.allowed) return;
     this.record(caller, method, { type: "rate_limited", reason: outcome.name, ...about });
     throw OtpError.exhausted(outcome.name, outcome.retryAfterMs);
   }
+
 
   /** Counts a verification or takes back a send; a failure here never fails the call it follows. */
   private async recordPrefix(caller: Caller, check: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<void> {

@@ -168,7 +168,9 @@ export interface PrefixTransition {
 
 export type CallerBudgetOutcome =
   | { allowed: true; transitions?: PrefixTransition[] }
-  | { allowed: false; name: CallerBudgetName | "PREFIX_SUSPENDED"; retryAfterMs: number; transitions?: PrefixTransition[] };
+  | { allowed: false; name: CallerBudgetName | "PREFIX_SUSPENDED"; retryAfterMs: number; transitions?: PrefixTransition[] }
+  /** The idempotency key was first used with other parameters (their names, sorted): nothing was spent or bound. */
+  | { allowed: false; name: "IDEMPOTENCY_KEY_REUSED"; fields: string[] };
 
 export type IssueOutcome =
   | ({ kind: "issued" } & VerificationTimes)
@@ -241,7 +243,6 @@ export interface IdempotencyClaim {
   retainMs: number;
 }
 
-export type IdempotencyClaimOutcome = { kind: "new" } | { kind: "same" } | { kind: "reused"; fields: string[] };
 
 export interface ResendCommand {
   tenant: string;
@@ -350,9 +351,12 @@ export interface VerificationStore {
    * Spend one from every budget, all or nothing (a refusal spends none). With
    * `guard` (a Send or Resend to a phone), the prefix guard is checked in the
    * same step, and when everything allows, the code is counted as sent to
-   * each prefix (which may suspend one).
+   * each prefix (which may suspend one). With `claim`, the call's idempotency
+   * key is checked first (first used with other parameters: IDEMPOTENCY_KEY_REUSED,
+   * nothing spent) and bound only when everything allows: a refused call binds
+   * nothing.
    */
-  spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<CallerBudgetOutcome>;
+  spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck, claim?: IdempotencyClaim): Promise<CallerBudgetOutcome>;
   /** The state of caller budgets (and the prefix guard: one PREFIX_SUSPENDED entry); spends nothing. */
   callerBudgetStates(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<LimitState[]>;
   /**
@@ -362,8 +366,6 @@ export interface VerificationStore {
    * refused or replayed (nothing delivered).
    */
   recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<PrefixTransition[]>;
-  /** Bind an idempotency key to this request, or say which parameters differ from the request that first used it. */
-  claimIdempotencyKey(tenant: string, claim: IdempotencyClaim): Promise<IdempotencyClaimOutcome>;
   /**
    * Append an audit event that goes with no state change (e.g. a caller refused
    * before any verification was touched). `fields` as in README "Outbox entries".

@@ -2,6 +2,7 @@
 // per destination (GCRA, with a retry time that is honoured), per IP, per
 // tenant, per country, failures per destination (brute force across fresh
 // Sends), concurrency (100 Sends at once), and CheckRateLimit spending nothing.
+import { randomUUID } from 'node:crypto';
 import { Code } from '@connectrpc/connect';
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +12,7 @@ import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../suppor
 import { grpcCall, grpcError, richDetails } from '../support/grpc-client.js';
 import { freshEmail } from '../support/otp-app.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
+import { redisCli } from '../support/redis-cli.js';
 import type { SecuredApp } from '../support/secured-app.js';
 import { securedAppPerSuite } from '../support/secured-app-per-suite.js';
 
@@ -237,6 +239,18 @@ describe('public clients are limited by the IP of their connection (OTP_LIMIT_VE
     it('X-Forwarded-For is ignored: a browser cannot buy a fresh budget by writing one', async () => {
       for (let i = 0; i < 3; i++) expect(await refusal(verifyFrom(ctx, `203.0.113.${i}`))).toBeUndefined();
       expect(await refusal(verifyFrom(ctx, '203.0.113.99'))).toEqual([Code.ResourceExhausted, 'VERIFY_LIMIT_IP']);
+    });
+
+    it('a refused Verify writes nothing: a fresh idempotency key on each refused call binds no key in Redis', async () => {
+      const idempotencyRecords = async () => (await redisCli(Number(new URL(redis.url).port), ['--scan', '--pattern', '*:ik:Verify:*'])).split('\n').filter(Boolean).length;
+      // The budget of this connection's IP is spent (three calls above, or now).
+      for (let i = 0; i < 3; i++) await refusal(verifyFrom(ctx));
+      expect(await refusal(verifyFrom(ctx))).toEqual([Code.ResourceExhausted, 'VERIFY_LIMIT_IP']);
+      const before = await idempotencyRecords();
+      for (let i = 0; i < 20; i++) {
+        expect(await refusal(verifyFromBrowser(ctx.app.httpBase, WEB_ORIGIN, undefined, randomUUID()))).toEqual([Code.ResourceExhausted, 'VERIFY_LIMIT_IP']);
+      }
+      expect(await idempotencyRecords()).toBe(before);
     });
 
     it('a backend that passes client_ip gets the same per-IP Verify limit', async () => {

@@ -1,7 +1,7 @@
 // One behavioural suite for every VerificationStore implementation, so the
 // Redis and memory stores cannot drift (src/store/README.md is the spec).
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { OutboxEntry, PrefixGuardCheck, PrefixGuardRule, VerificationStore, VerifyResultKind } from '../../src/store/store.js';
+import type { OutboxEntry, PrefixGuardCheck, PrefixGuardRule, PrefixTransition, VerificationStore, VerifyResultKind } from '../../src/store/store.js';
 import {
   EMAIL,
   EVENT,
@@ -168,21 +168,6 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(await events()).toEqual([]);
         expect(await store.findByDestination(TENANT, PURPOSE, first.dest.ref)).toBe(first.ref.verificationId);
         expect((await store.verify(verifyCommand(first.ref, first.code))).result).toBe('VERIFIED');
-      });
-
-      it('binds an idempotency key to the parameters of its first request, per tenant and method, for its retention', async () => {
-        const claim = { method: 'Send' as const, keyDigest: 'key-1', fields: { destination: 'd1', purpose: 'p1', context: 'c1' }, retainMs: 1000 };
-        expect(await store.claimIdempotencyKey(TENANT, claim)).toEqual({ kind: 'new' });
-        expect(await store.claimIdempotencyKey(TENANT, claim)).toEqual({ kind: 'same' });
-        expect(await store.claimIdempotencyKey(TENANT, { ...claim, fields: { destination: 'd2', purpose: 'p1', context: 'c2' } })).toEqual({
-          kind: 'reused',
-          fields: ['context', 'destination'],
-        });
-        // Another tenant's or method's key of the same digest is another key.
-        expect(await store.claimIdempotencyKey(OTHER_TENANT, { ...claim, fields: { destination: 'd2', purpose: 'p1', context: 'c1' } })).toEqual({ kind: 'new' });
-        expect(await store.claimIdempotencyKey(TENANT, { ...claim, method: 'Verify', fields: { target: 't' } })).toEqual({ kind: 'new' });
-        await advance(1100);
-        expect(await store.claimIdempotencyKey(TENANT, { ...claim, fields: { destination: 'd3', purpose: 'p1', context: 'c1' } })).toEqual({ kind: 'new' });
       });
 
       it('replays a repeated Send also after its verification was verified or canceled, until it expires', async () => {
@@ -628,13 +613,43 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
       const tenantWide = (count: number) =>
         ({ name: 'SEND_LIMIT_TENANT' as const, subject: 'all', budget: { count, windowSeconds: 60 } });
 
+      const claim = { method: 'Send' as const, keyDigest: 'key-1', fields: { destination: 'd1', purpose: 'p1', context: 'c1' }, retainMs: 1000 };
+      const reused = (fields: string[]) => ({ allowed: false, name: 'IDEMPOTENCY_KEY_REUSED', fields });
+
+      it('binds an idempotency key to the parameters of its first request, per tenant and method, for its retention', async () => {
+        expect(await store.spendCallerBudgets(TENANT, [], undefined, claim)).toEqual({ allowed: true });
+        expect(await store.spendCallerBudgets(TENANT, [], undefined, claim)).toEqual({ allowed: true });
+        const other = { ...claim, fields: { destination: 'd2', purpose: 'p1', context: 'c2' } };
+        expect(await store.spendCallerBudgets(TENANT, [], undefined, other)).toEqual(reused(['context', 'destination']));
+        // Another tenant's or method's key of the same digest is another key (bound there now).
+        expect(await store.spendCallerBudgets(OTHER_TENANT, [], undefined, other)).toEqual({ allowed: true });
+        expect(await store.spendCallerBudgets(OTHER_TENANT, [], undefined, claim)).toEqual(reused(['context', 'destination']));
+        expect(await store.spendCallerBudgets(TENANT, [], undefined, { ...claim, method: 'Verify', fields: { target: 't' } })).toEqual({ allowed: true });
+        await advance(1100);
+        expect(await store.spendCallerBudgets(TENANT, [], undefined, other)).toEqual({ allowed: true });
+      });
+
+      it('a key first used with other parameters is refused before any budget is spent; a budget refusal binds no key', async () => {
+        // Bound to d1; then the budget runs out.
+        expect(await store.spendCallerBudgets(TENANT, [ip(1)], undefined, claim)).toEqual({ allowed: true });
+        // Reused with other parameters while the budget is empty: named as reused, and nothing spent.
+        const other = { ...claim, fields: { destination: 'd2', purpose: 'p1', context: 'c1' } };
+        expect(await store.spendCallerBudgets(TENANT, [ip(1)], undefined, other)).toEqual(reused(['destination']));
+        expect(await store.spendCallerBudgets(TENANT, [tenantWide(1)], undefined, other)).toEqual(reused(['destination']));
+        expect((await store.callerBudgetStates(TENANT, [tenantWide(1)]))[0]).toMatchObject({ remaining: 1 });
+        // A new key on a call the budget refuses: refused, and the key stays unbound (other parameters are not "reused" later).
+        const fresh = { ...claim, keyDigest: 'key-2' };
+        expect(await store.spendCallerBudgets(TENANT, [ip(1)], undefined, fresh)).toMatchObject({ allowed: false, name: 'SEND_LIMIT_IP' });
+        expect(await store.spendCallerBudgets(TENANT, [], undefined, { ...fresh, fields: { destination: 'd3', purpose: 'p1', context: 'c1' } })).toEqual({ allowed: true });
+      });
+
       it('spends every budget together and refuses, naming the budget, when one is empty', async () => {
         const budgets = [tenantWide(10), ip(2)];
         expect(await store.spendCallerBudgets(TENANT, budgets)).toEqual({ allowed: true });
         expect(await store.spendCallerBudgets(TENANT, budgets)).toEqual({ allowed: true });
         const refused = await store.spendCallerBudgets(TENANT, budgets);
         expect(refused).toMatchObject({ allowed: false, name: 'SEND_LIMIT_IP' });
-        expect(refused.allowed === false && refused.retryAfterMs).toBeGreaterThan(25_000);
+        expect((refused as { retryAfterMs?: number }).retryAfterMs).toBeGreaterThan(25_000);
         // All or nothing: the refusal spent nothing from the tenant budget.
         const [tenantState] = await store.callerBudgetStates(TENANT, [tenantWide(10)]);
         expect(tenantState).toMatchObject({ name: 'SEND_LIMIT_TENANT', limit: 10, remaining: 8 });
@@ -683,7 +698,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         });
         const refused = await store.spendCallerBudgets(TENANT, [perIp], check());
         expect(refused).toMatchObject({ allowed: false, name: 'PREFIX_SUSPENDED', transitions: [] });
-        expect(refused.allowed === false && refused.retryAfterMs).toBeGreaterThan(55_000);
+        expect((refused as { retryAfterMs?: number }).retryAfterMs).toBeGreaterThan(55_000);
         // Another number under the same coarse prefix is held back too; another tenant is not.
         expect(await store.spendCallerBudgets(TENANT, [], check(fine('b')))).toMatchObject({ allowed: false, name: 'PREFIX_SUSPENDED' });
         expect(await store.spendCallerBudgets(OTHER_TENANT, [perIp], check())).toMatchObject({ allowed: true });
@@ -723,7 +738,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         await store.recordPrefixOutcome(TENANT, check(fine('good')), 'verified');
         // An attack on a sibling: the coarse prefix collapses (5 sent, 1 verified: 20% < 50%).
         const transitions = [];
-        for (let i = 0; i < 4; i++) transitions.push(...((await store.spendCallerBudgets(TENANT, [], check(fine('bad')))).transitions ?? []));
+        for (let i = 0; i < 4; i++) transitions.push(...(((await store.spendCallerBudgets(TENANT, [], check(fine('bad')))) as { transitions?: PrefixTransition[] }).transitions ?? []));
         expect(transitions).toEqual([{ prefix: coarse, kind: 'suspended', reason: 'CONVERSION_COLLAPSED', sent: 5, verified: 1 }]);
         expect(await store.spendCallerBudgets(TENANT, [], check(fine('bad')))).toMatchObject({ allowed: false, name: 'PREFIX_SUSPENDED' });
         expect(await store.spendCallerBudgets(TENANT, [], check(fine('new')))).toMatchObject({ allowed: false, name: 'PREFIX_SUSPENDED' });

@@ -70,17 +70,13 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
   cancel: { keys: destKeys, args: { tenant: TENANT, id: cmd.ref.verificationId, ...event } },
   callerBudgets: {
     keys: [callerBudgetKey(prefix, TENANT, 'SEND_LIMIT_IP', '192.0.2.1')],
-    args: { mode: 'spend', budgets: [[10, 60_000]], prefixes: 0, rule: [] },
+    args: { mode: 'spend', budgets: [[10, 60_000]], prefixes: 0, rule: [], claim: {}, retain_ms: 0 },
   },
   prefixOutcome: {
     keys: [prefixGuardKey(prefix, TENANT, 8, 'abcdefghijkl')],
     args: { outcome: 'verified', rule: [20, 20, 3_600_000, 6, 900_000] },
   },
   audit: { keys: [outboxKey(prefix, 0)], args: { fields: { type: 'refused', tn: TENANT, reason: 'X' } } },
-  idempotency: {
-    keys: [idempotencyRecordKey(prefix, TENANT, 'Send', 'key-digest')],
-    args: { fields: { destination: 'd1', purpose: 'p1' }, retain_ms: 60_000 },
-  },
   readOutbox: { keys: [outboxKey(prefix, 0)], args: { group: 'relay', consumer: 'relay-1', count: 10, from: '>' } },
 };
 
@@ -89,7 +85,11 @@ async function keysUnderPrefix(): Promise<string[]> {
 }
 
 async function run(name: ScriptName, argv: string[]): Promise<unknown> {
-  return raw.run(scripts[name], valid[name].keys, argv).then(
+  return runWithKeys(name, valid[name].keys, argv);
+}
+
+async function runWithKeys(name: ScriptName, keys: string[], argv: string[]): Promise<unknown> {
+  return raw.run(scripts[name], keys, argv).then(
     (reply) => reply,
     (err: unknown) => err,
   );
@@ -132,20 +132,28 @@ describe('script argument contract', () => {
     expectArgsError(await run('issue', scriptArgv<'issue'>({ ...issue, sends_count: 0 })), 'issue', 'sends_count');
     expectArgsError(await run('issue', scriptArgv<'issue'>({ ...issue, sealed_dest: 'not base64!' })), 'issue', 'sealed_dest');
     expectArgsError(
-      await run('callerBudgets', scriptArgv<'callerBudgets'>({ mode: 'spend', budgets: [[10, 0]], prefixes: 0, rule: [] })),
+      await run('callerBudgets', scriptArgv<'callerBudgets'>({ mode: 'spend', budgets: [[10, 0]], prefixes: 0, rule: [], claim: {}, retain_ms: 0 })),
       'caller-budgets',
       'budgets[1]',
     );
     expectArgsError(
-      await run('callerBudgets', scriptArgv<'callerBudgets'>({ mode: 'spend', budgets: [], prefixes: 0, rule: [] })),
+      await run('callerBudgets', scriptArgv<'callerBudgets'>({ mode: 'spend', budgets: [], prefixes: 0, rule: [], claim: {}, retain_ms: 0 })),
       'caller-budgets',
       'budgets',
     );
+    // A claim without a retention, or with a peek: refused before the record is read or written.
+    const claimKey = idempotencyRecordKey(prefix, TENANT, 'Send', 'key-digest');
+    for (const args of [
+      { mode: 'spend' as const, budgets: [], prefixes: 0, rule: [] as [], claim: { destination: 'd1' }, retain_ms: 0 },
+      { mode: 'peek' as const, budgets: [], prefixes: 0, rule: [] as [], claim: { destination: 'd1' }, retain_ms: 60_000 },
+    ]) {
+      expectArgsError(await runWithKeys('callerBudgets', [claimKey], scriptArgv<'callerBudgets'>(args)), 'caller-budgets', 'claim');
+    }
     expect(await keysUnderPrefix()).toEqual([]);
   });
 
   it('the valid calls above are accepted (so the refusals are about the one field changed)', async () => {
-    for (const name of ['describe', 'find', 'limits', 'issue', 'verify', 'audit', 'callerBudgets', 'idempotency', 'prefixOutcome'] as ScriptName[]) {
+    for (const name of ['describe', 'find', 'limits', 'issue', 'verify', 'audit', 'callerBudgets', 'prefixOutcome'] as ScriptName[]) {
       const reply = await run(name, scriptArgv(valid[name].args as never));
       expect(reply, name).not.toBeInstanceOf(Error);
     }

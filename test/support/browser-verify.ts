@@ -9,8 +9,8 @@ import { OtpService } from '../../src/gen/otp/v1/otp_pb.js';
 
 const UNKNOWN_ID = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
 
-export function verifyFromBrowser(baseUrl: string, origin: string, forwardedFor?: string): Promise<unknown> {
-  return browserClient(baseUrl, origin, forwardedFor).verify({ target: { case: 'verificationId', value: UNKNOWN_ID }, code: '12345678' });
+export function verifyFromBrowser(baseUrl: string, origin: string, forwardedFor?: string, idempotencyKey = ''): Promise<unknown> {
+  return browserClient(baseUrl, origin, forwardedFor).verify({ target: { case: 'verificationId', value: UNKNOWN_ID }, code: '12345678', idempotencyKey });
 }
 
 /** A Connect client as a page on `origin` is (a public client: no key), optionally behind a proxy that reports `forwardedFor`. */

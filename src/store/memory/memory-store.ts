@@ -4,7 +4,6 @@ import type {
   CancelOutcome,
   EventContext,
   IdempotencyClaim,
-  IdempotencyClaimOutcome,
   IssueCommand,
   IssueOutcome,
   LimitQuery,
@@ -377,8 +376,17 @@ export class MemoryStore implements VerificationStore {
     for (const { shard, id } of entries) this.#outbox[shard]?.delete(id);
   }
 
-  async spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<CallerBudgetOutcome> {
+  async spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck, claim?: IdempotencyClaim): Promise<CallerBudgetOutcome> {
     const now = this.#now();
+    // The idempotency key first: a key first used with other parameters is refused before anything is spent.
+    const claimKey = claim && JSON.stringify([tenant, claim.method, claim.keyDigest]);
+    const bound = claimKey === undefined ? undefined : this.#idempotency.get(claimKey);
+    const live = bound !== undefined && bound.expiresAt > now;
+    if (claim && live) {
+      const names = new Set([...Object.keys(bound.fields), ...Object.keys(claim.fields)]);
+      const differ = [...names].filter((n) => bound.fields[n] !== claim.fields[n]).sort();
+      if (differ.length > 0) return { allowed: false, name: "IDEMPOTENCY_KEY_REUSED", fields: differ };
+    }
     const tats: number[] = [];
     for (const b of budgets) {
       const spent = gcra.spend(this.#budgetTat(tenant, b, now), now, b.budget.count, ms(b.budget.windowSeconds));
@@ -393,20 +401,9 @@ export class MemoryStore implements VerificationStore {
     }
     budgets.forEach((b, i) => this.#callerBudgets.set(budgetKey(tenant, b), tats[i]!));
     if (guard && guard.prefixes.length > 0) this.#prefixes.countSent(tenant, guard, now, transitions);
+    // Bound only now that everything allowed the call.
+    if (claim && claimKey !== undefined && !live) this.#idempotency.set(claimKey, { fields: { ...claim.fields }, expiresAt: now + claim.retainMs });
     return guard ? { allowed: true, transitions } : { allowed: true };
-  }
-
-  async claimIdempotencyKey(tenant: string, claim: IdempotencyClaim): Promise<IdempotencyClaimOutcome> {
-    const now = this.#now();
-    const key = JSON.stringify([tenant, claim.method, claim.keyDigest]);
-    const was = this.#idempotency.get(key);
-    if (!was || was.expiresAt <= now) {
-      this.#idempotency.set(key, { fields: { ...claim.fields }, expiresAt: now + claim.retainMs });
-      return { kind: "new" };
-    }
-    const names = new Set([...Object.keys(was.fields), ...Object.keys(claim.fields)]);
-    const differ = [...names].filter((n) => was.fields[n] !== claim.fields[n]).sort();
-    return differ.length === 0 ? { kind: "same" } : { kind: "reused", fields: differ };
   }
 
   async callerBudgetStates(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<LimitState[]> {

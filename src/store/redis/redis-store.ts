@@ -6,7 +6,6 @@ import type {
   DestinationRef,
   EventContext,
   IdempotencyClaim,
-  IdempotencyClaimOutcome,
   IssueCommand,
   IssueOutcome,
   LimitQuery,
@@ -70,13 +69,15 @@ function candidateDigests(candidates: VerifyCommand["candidates"]): Record<strin
   return out;
 }
 /** The callerBudgets script's arguments, one builder for spend and peek. */
-const budgetArgs = (mode: "spend" | "peek", budgets: CallerBudget[], guard?: PrefixGuardCheck): ScriptArgs["callerBudgets"] => {
+const budgetArgs = (mode: "spend" | "peek", budgets: CallerBudget[], guard?: PrefixGuardCheck, claim?: IdempotencyClaim): ScriptArgs["callerBudgets"] => {
   const prefixes = guard?.prefixes.length ?? 0;
   return {
     mode,
     budgets: budgets.map((b) => [b.budget.count, ms(b.budget.windowSeconds)]),
     prefixes,
     rule: guard && prefixes > 0 ? ruleArg(guard.rule) : [],
+    claim: claim?.fields ?? {},
+    retain_ms: claim?.retainMs ?? 0,
   };
 };
 
@@ -208,10 +209,12 @@ export class RedisStore implements VerificationStore {
     return replies.limitStates(reply, policy);
   }
 
-  async spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<CallerBudgetOutcome> {
+  async spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck, claim?: IdempotencyClaim): Promise<CallerBudgetOutcome> {
     const prefixes = guard?.prefixes ?? [];
-    if (budgets.length === 0 && prefixes.length === 0) return { allowed: true };
-    const reply = await this.#run("callerBudgets", this.#budgetKeys(tenant, budgets, guard), budgetArgs("spend", budgets, guard));
+    if (budgets.length === 0 && prefixes.length === 0 && !claim) return { allowed: true };
+    const keys = this.#budgetKeys(tenant, budgets, guard);
+    if (claim) keys.push(idempotencyRecordKey(this.#prefix, tenant, claim.method, claim.keyDigest));
+    const reply = await this.#run("callerBudgets", keys, budgetArgs("spend", budgets, guard, claim));
     return replies.callerBudgetOutcome(reply, budgets, prefixes);
   }
 
@@ -226,11 +229,6 @@ export class RedisStore implements VerificationStore {
     if (guard.prefixes.length === 0) return [];
     const reply = await this.#run("prefixOutcome", this.#prefixKeys(tenant, guard), { outcome, rule: ruleArg(guard.rule) });
     return replies.prefixTransitions(reply, 0, guard.prefixes);
-  }
-
-  async claimIdempotencyKey(tenant: string, claim: IdempotencyClaim): Promise<IdempotencyClaimOutcome> {
-    const key = idempotencyRecordKey(this.#prefix, tenant, claim.method, claim.keyDigest);
-    return replies.idempotencyOutcome(await this.#run("idempotency", [key], { fields: claim.fields, retain_ms: claim.retainMs }));
   }
 
   async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {

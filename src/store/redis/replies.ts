@@ -3,7 +3,6 @@ import type {
   CallerBudgetOutcome,
   CancelOutcome,
   GuardedPrefix,
-  IdempotencyClaimOutcome,
   PrefixGuardRule,
   PrefixTransition,
   PrefixTransitionReason,
@@ -144,6 +143,7 @@ export function limitStates(reply: RedisReply, policy: StorePolicy): LimitState[
 /** {status, i, retry, transitions...}: i names the refusing budget, 0 the prefix guard. */
 export function callerBudgetOutcome(reply: RedisReply, budgets: CallerBudget[], prefixes: GuardedPrefix[]): CallerBudgetOutcome {
   const r = list(reply, "caller budgets");
+  if (str(r, 0) === "reused") return { allowed: false, name: "IDEMPOTENCY_KEY_REUSED", fields: r.slice(1).map((_, i) => str(r, i + 1)) };
   const guarded = prefixes.length > 0 ? { transitions: prefixTransitions(r, 3, prefixes) } : {};
   if (str(r, 0) === "ok") return { allowed: true, ...guarded };
   const i = num(r, 1);
@@ -184,14 +184,6 @@ export function prefixTransitions(reply: RedisReply, from: number, prefixes: Gua
     out.push({ prefix, kind: kind as PrefixTransition["kind"], reason: reason as PrefixTransitionReason, sent: num(r, i + 3), verified: num(r, i + 4) });
   }
   return out;
-}
-
-export function idempotencyOutcome(reply: RedisReply): IdempotencyClaimOutcome {
-  const r = list(reply, "idempotency");
-  const kind = str(r, 0);
-  if (kind === "new" || kind === "same") return { kind };
-  if (kind === "reused") return { kind, fields: r.slice(1).map((_, i) => str(r, i + 1)) };
-  throw new UnexpectedReplyError(`idempotency ${kind}`);
 }
 
 export function markedFailed(reply: RedisReply): boolean {

@@ -83,10 +83,16 @@ export interface ScriptArgs {
   describe: { id: string };
   inspect: { id: string };
   cancel: { tenant: string; id: string; trace_id: string; client_id: string };
-  callerBudgets: { mode: "spend" | "peek"; budgets: [count: number, windowMs: number][]; prefixes: number; rule: PrefixRuleArg | [] };
+  callerBudgets: {
+    mode: "spend" | "peek";
+    budgets: [count: number, windowMs: number][];
+    prefixes: number;
+    rule: PrefixRuleArg | [];
+    claim: Record<string, string>;
+    retain_ms: number;
+  };
   prefixOutcome: { outcome: "verified" | "unsent"; rule: PrefixRuleArg };
   audit: { fields: Record<string, string> };
-  idempotency: { fields: Record<string, string>; retain_ms: number };
   readOutbox: { group: string; consumer: string; count: number; from: ">" | "0" };
 }
 

@@ -51,7 +51,6 @@ function loadAll() {
     cancel: load(dir, "cancel", 2),
     callerBudgets: load(dir, "caller-budgets", 0),
     audit: load(dir, "audit", 1),
-    idempotency: load(dir, "idempotency", 1),
     prefixOutcome: load(dir, "prefix-outcome", 0),
     readOutbox: load(dir, "read-outbox", 1),
   };

@@ -1,25 +1,34 @@
 --[[
 caller-budgets: the budgets of whoever is asking (per client IP, per tenant,
 per country prefix), checked together and spent together or not at all
-(src/store/README.md, "Caller budgets"). They live under the tenant's hash
+(src/store/README.md, "Caller budgets"), and the call's idempotency key bound
+with them (README "Idempotency keys"). They live under the tenant's hash
 tag, apart from destinations, so a Send runs this script and then `issue`;
 a Send refused by `issue` has still spent its caller budgets, as an attempt.
 A Send or Resend to a phone also brings the number's prefix-guard hashes
 (README "Prefix guard"), checked after the budgets and counted with them.
+The key is bound only when the budgets allow the call: a refused call writes
+nothing, so refusals cannot fill Redis with keys.
 
 KEYS[i]     budget i           <prefix>:{t:<tenant>}:b:<name>:<subject>   (i = 1..n)
 KEYS[n+j]   prefix j           <prefix>:{t:<tenant>}:pg:<digits>:<digest>   (j = 1..prefixes, coarsest first)
+KEYS[last]  with a claim: the idempotency record   <prefix>:{t:<tenant>}:ik:<method>:<key digest>
 
 ARGV[1]     JSON object, read by name (includes/args.lua):
-  mode      str   "spend" | "peek"
-  budgets   list  one [count, window ms] per budget key, in KEYS order
-  prefixes  int   prefix-guard keys after the budgets (0: none)
-  rule      list  with prefixes: [min sends, min verified percent, window ms, buckets, cool-off ms]; else []
+  mode       str   "spend" | "peek"
+  budgets    list  one [count, window ms] per budget key, in KEYS order
+  prefixes   int   prefix-guard keys after the budgets (0: none)
+  rule       list  with prefixes: [min sends, min verified percent, window ms, buckets, cool-off ms]; else []
+  claim      map   spend only: parameter name -> keyed digest of its value, for the idempotency record
+                   (the last key); {} for a call without a key
+  retain_ms  int   with a claim: how long the record is kept after its first use; else 0
 
 Returns
-  spend: {'ok', 0, 0, transitions...}
+  spend: {'reused', name, ...}                           (the key was first used with other parameters: the
+                                                          names that differ, sorted; nothing spent or written)
+         {'ok', 0, 0, transitions...}                    (the key, if any, is bound now or was already)
          {'refused', i, retry after ms, transitions...}   (i: the first budget with nothing left, 0: the prefix
-                                                          guard; nothing spent or counted)
+                                                          guard; nothing spent, counted or bound)
          transitions: {prefix j, 'suspended' | 'released', reason, sent, verified} flattened
   peek:  {remaining_1, reset after ms_1, retry after ms_1, ..., remaining_n, ...}, then with prefixes the
          guard's {remaining, reset after ms, retry after ms}
@@ -30,10 +39,16 @@ Returns
 --- @include "gcra"
 --- @include "prefix-guard"
 
-local A, bad = script_args('caller-budgets', { mode = 'str', budgets = 'list', prefixes = 'int', rule = 'list' })
+local A, bad = script_args('caller-budgets', {
+  mode = 'str', budgets = 'list', prefixes = 'int', rule = 'list', claim = 'map', retain_ms = 'int',
+})
 if not A then return bad end
-local n = #KEYS - A.prefixes
-if n < 0 then return redis.error_reply('ARGS caller-budgets: prefixes is more than KEYS') end
+local claiming = next(A.claim) ~= nil
+if claiming and (A.mode ~= 'spend' or A.retain_ms < 1) then
+  return redis.error_reply('ARGS caller-budgets: a claim needs mode spend and retain_ms')
+end
+local n = #KEYS - A.prefixes - (claiming and 1 or 0)
+if n < 0 then return redis.error_reply('ARGS caller-budgets: prefixes (and the claim) are more than KEYS') end
 if A.prefixes > 0 and not pg_rule_ok(A.rule) then
   return redis.error_reply('ARGS caller-budgets: rule is not [min sends, percent, window ms, buckets, cool-off ms]')
 end
@@ -69,6 +84,32 @@ if A.mode == 'peek' then
   return out
 end
 
+-- The idempotency key first: a key first used with other parameters is the
+-- caller's mistake to fix, answered before any budget is spent or refused.
+local claim_key = claiming and KEYS[#KEYS] or nil
+local bind = false
+if claiming then
+  local was = redis.call('HGETALL', claim_key)
+  if #was == 0 then
+    bind = true
+  else
+    local bound, differ = {}, {}
+    for i = 1, #was, 2 do bound[was[i]] = was[i + 1] end
+    for name, value in pairs(A.claim) do
+      if bound[name] ~= value then differ[#differ + 1] = name end
+    end
+    for name in pairs(bound) do
+      if A.claim[name] == nil then differ[#differ + 1] = name end
+    end
+    if #differ > 0 then
+      table.sort(differ)
+      local out = {'reused'}
+      for i = 1, #differ do out[#out + 1] = differ[i] end
+      return out
+    end
+  end
+end
+
 local tats = {}
 for i = 1, n do
   local allowed, tat, retry = gcra_spend(stored[i], now, A.budgets[i][1], A.budgets[i][2])
@@ -89,4 +130,13 @@ for i = 1, n do
   redis.call('SET', KEYS[i], tats[i], 'PXAT', math.ceil(tats[i]))
 end
 if A.prefixes > 0 then pg_count_sent(prefixes, now, rule, transitions) end
+if bind then
+  local set = {}
+  for name, value in pairs(A.claim) do
+    set[#set + 1] = name
+    set[#set + 1] = value
+  end
+  redis.call('HSET', claim_key, unpack(set))
+  redis.call('PEXPIRE', claim_key, A.retain_ms)
+end
 return pg_flatten({'ok', 0, 0}, transitions)
