@@ -3,7 +3,8 @@ import { TrustedProxies } from "./auth/client-ip.js";
 import { readClientsFile } from "./auth/clients.js";
 import type { Config } from "./config.js";
 import { StartupError } from "./env.js";
-import { describeRedisSetting } from "./redis-config.js";
+import { listenFailure } from "./listen-failure.js";
+import { redisStartupProblem } from "./redis-config.js";
 import { OutboxBacklog } from "./events/backlog.js";
 import { Sealer } from "./events/seal.js";
 import { startEventWorker } from "./events/worker.js";
@@ -16,8 +17,6 @@ import { OtpService, type DeliveryAdmission } from "./otp/service.js";
 import { ReceiptSigner } from "./receipts/receipts.js";
 import { MemoryStore } from "./store/memory/memory-store.js";
 import { RedisStore } from "./store/redis/redis-store.js";
-import { RedisAccessError } from "./store/redis/client.js";
-import { StoreUnavailableError } from "./store/errors.js";
 import type { VerificationStore } from "./store/store.js";
 import { callerResolver } from "./transport/caller.js";
 import { allowedOrigins } from "./transport/connect/cors.js";
@@ -102,7 +101,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     cleanups.push(async () => clearInterval(watch));
 
     const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs } = config;
-    const grpc: GrpcListener = await binding("GRPC_PORT", listenGrpc({
+    const grpc: GrpcListener = await binding("GRPC_PORT", config.host, listenGrpc({
       host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, metrics,
     }));
     let http: HttpListener;
@@ -114,7 +113,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         return { event_backlog: backlog.count, event_lag_ms: relay?.lagMs ?? null, event_relay_error: relay?.lastError ?? null };
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });
-      http = await binding("HTTP_PORT", listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs }));
+      http = await binding("HTTP_PORT", config.host, listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs }));
     } catch (err) {
       await grpc.stop(0);
       throw err;
@@ -171,25 +170,17 @@ export async function buildStore(config: Config, log: Logger): Promise<Verificat
     });
   } catch (err) {
     // Which setting, which address (never credentials), and why: not a stack.
-    const setting = describeRedisSetting(topology);
-    if (err instanceof RedisAccessError) throw new StartupError(`${setting}: ${err.message}`);
-    if (err instanceof StoreUnavailableError) {
-      const why = err.cause instanceof Error ? `: ${err.cause.message}` : "";
-      throw new StartupError(`${setting}: Redis cannot be reached${why}`);
-    }
-    throw err;
+    const problem = redisStartupProblem(err, topology);
+    throw problem === undefined ? err : new StartupError(problem);
   }
 }
 
-/** A port that cannot be bound (EADDRINUSE, EACCES...) names its variable. */
-async function binding<T>(variable: string, listening: Promise<T>): Promise<T> {
+/** A port that cannot be bound (EADDRINUSE, EACCES...) names its variable; an address that cannot be listened on, HOST. */
+async function binding<T>(variable: string, host: string, listening: Promise<T>): Promise<T> {
   try {
     return await listening;
   } catch (err) {
-    // "bind" in a cluster worker (the primary binds for it), "listen" otherwise.
-    const syscall = (err as NodeJS.ErrnoException).syscall;
-    if (syscall === "listen" || syscall === "bind") throw new StartupError(`${variable} cannot be bound: ${(err as Error).message}`);
-    throw err;
+    throw listenFailure(err, variable, host);
   }
 }
 

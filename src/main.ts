@@ -3,6 +3,7 @@ import { createLogger } from "./log.js";
 import { exitOnCrash, logStartFailure, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
 import { contributeMetrics } from "./metrics-across-workers.js";
 import { isPrimary, reportStart, superviseWorkers } from "./workers.js";
+import { warnUnknownSettings } from "./unknown-settings.js";
 
 // The service process: read config, start, and on SIGTERM/SIGINT shut down
 // cleanly (stop accepting, drain in-flight calls within
@@ -12,6 +13,8 @@ import { isPrimary, reportStart, superviseWorkers } from "./workers.js";
 async function main(): Promise<void> {
   const config = readConfig();
   const log = createLogger({ level: config.logLevel });
+  // Once per service (workers have the same environment).
+  if (isPrimary()) warnUnknownSettings(process.env, log);
   if (config.workers > 1 && isPrimary()) {
     superviseWorkers(config.workers, config.shutdownGraceMs, log);
     return;

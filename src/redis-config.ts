@@ -1,5 +1,6 @@
 import { ConfigError, hostPort, hostPorts, int, oneOf, optional, type Env } from "./env.js";
-import type { HostPort, RedisAccess, RedisTopology } from "./store/redis/client.js";
+import { StoreUnavailableError } from "./store/errors.js";
+import { RedisAccessError, type HostPort, type RedisAccess, type RedisTopology } from "./store/redis/client.js";
 import { checkKeyPair, readCertificates, readPrivateKey } from "./tls-material.js";
 
 // The Redis deployment, from the environment: exactly one of REDIS_URL (one
@@ -93,6 +94,41 @@ export function describeRedisSetting(topology: RedisTopology, names: RedisVariab
       return `${names.clusterNodes} (${listed(topology.seeds)})`;
     case "sentinel":
       return `${names.sentinels} (${listed(topology.sentinels)}, master "${topology.masterName}")`;
+  }
+}
+
+/**
+ * One line for a Redis that cannot be used at start-up, naming the variables
+ * to look at (never a value that may hold a password); undefined for any other
+ * failure (a bug, which keeps its stack).
+ */
+export function redisStartupProblem(err: unknown, topology: RedisTopology, names: RedisVariables = SERVICE_REDIS): string | undefined {
+  const setting = describeRedisSetting(topology, names);
+  if (err instanceof StoreUnavailableError) {
+    const why = err.cause instanceof Error ? `: ${err.cause.message}` : "";
+    return `${setting}: Redis cannot be reached${why}`;
+  }
+  if (!(err instanceof RedisAccessError)) return undefined;
+  const inUrl = topology.kind === "node" ? `, or user:password in ${names.url}` : "";
+  switch (err.refusal) {
+    case "credentials": {
+      // During the login to a Sentinel deployment the Sentinels' own password may be the one refused.
+      const sentinels = topology.kind === "sentinel" && err.during === "connecting"
+        ? `; for the Sentinels themselves, ${names.sentinelUsername} / ${names.sentinelPassword}`
+        : "";
+      return `${setting}: ${err.message} (check ${names.password} and, for an ACL user, ${names.username}${inUrl}${sentinels})`;
+    }
+    case "permission":
+      return `${setting}: ${err.message} (the ACL user, ${names.username}, needs that command and the key pattern of every key)`;
+    case "unknown-master": {
+      const sentinels = topology.kind === "sentinel" ? ` at ${topology.sentinels.map(hostPort).join(",")}` : "";
+      const master = topology.kind === "sentinel" ? ` ("${topology.masterName}")` : "";
+      return `${names.sentinelMaster}${master}: the Sentinels (${names.sentinels}${sentinels}) monitor no master by that name (${err.message})`;
+    }
+    case "not-a-cluster":
+      return `${setting}: ${err.message} (one node is ${names.url})`;
+    case "replica":
+      return `${setting}: ${err.message}; name the master (or use ${names.sentinels} to follow failovers)`;
   }
 }
 

@@ -3,6 +3,8 @@ import { Sealer } from "./events/seal.js";
 import { startEventWorker } from "./events/worker.js";
 import { createLogger } from "./log.js";
 import { int, optional } from "./env.js";
+import { listenFailure } from "./listen-failure.js";
+import { warnUnknownSettings } from "./unknown-settings.js";
 import { Metrics } from "./metrics.js";
 import { serveMetricsEndpoint } from "./metrics-endpoint.js";
 import { exitOnCrash, logStartFailure, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
@@ -19,6 +21,7 @@ async function main(): Promise<void> {
   const config = readConfig();
   const log = createLogger({ level: config.logLevel });
   exitOnCrash(log);
+  warnUnknownSettings(process.env, log);
   if (!config.redis) {
     log.fatal("the relay process needs Redis (REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS): the in-memory store lives inside the service");
     process.exit(1);
@@ -29,7 +32,11 @@ async function main(): Promise<void> {
     const metricsPort = optional(process.env, "OTP_RELAY_METRICS_PORT") === "off" ? undefined : int(process.env, "OTP_RELAY_METRICS_PORT", 9465, 0, 65535);
     const metrics = new Metrics();
     // First, so a port that cannot be bound stops the relay before it takes any events.
-    const endpoint = metricsPort === undefined ? undefined : await serveMetricsEndpoint(metrics.registry, config.host, metricsPort, log);
+    const endpoint = metricsPort === undefined
+      ? undefined
+      : await serveMetricsEndpoint(metrics.registry, config.host, metricsPort, log).catch((err: unknown) => {
+        throw listenFailure(err, "OTP_RELAY_METRICS_PORT", config.host);
+      });
     const store = await buildStore(config, log);
     const worker = startEventWorker(config, store, log, { sealer: new Sealer(config.sealKeys), observer: metrics, kafkaObserver: metrics.kafka });
     stop = async () => {

@@ -8,7 +8,8 @@ import { notifierLogger } from "./logger.js";
 import { NotifierMetrics } from "./metrics.js";
 import { RedisClaims, type DeliveryClaims } from "./claims.js";
 import { Notifier } from "./notifier.js";
-import { describeRedisSetting, NOTIFIER_REDIS } from "../redis-config.js";
+import { warnUnknownSettings } from "../unknown-settings.js";
+import { describeRedisSetting, NOTIFIER_REDIS, redisStartupProblem } from "../redis-config.js";
 
 // The reference notifier: `npm run notifier`. Consumes otp.delivery.v1,
 // delivers through the configured adapters, reports on otp.delivery.status.v1.
@@ -32,6 +33,7 @@ if (!config.production) {
 }
 
 const logger = notifierLogger(config.logLevel);
+warnUnknownSettings(process.env, logger);
 let tracing: Tracing | undefined;
 try {
   tracing = await startTracing(process.env, "otp-notifier", logger);
@@ -47,9 +49,10 @@ try {
     ? await RedisClaims.connect(config.redis, { leaseMs: config.claimLeaseMs, doneTtlMs: config.claimDoneTtlMs }, undefined, logger)
     : undefined;
 } catch (err) {
-  // Which setting and address (never credentials), and why.
-  const why = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : "";
-  logger.error({ err: (err as Error).message }, `notifier cannot reach its Redis: ${describeRedisSetting(config.redis!.topology, NOTIFIER_REDIS)}${why}`);
+  // Which setting and address (never credentials), and why; which variables to check when Redis refused.
+  const topology = config.redis!.topology;
+  const problem = redisStartupProblem(err, topology, NOTIFIER_REDIS) ?? `${describeRedisSetting(topology, NOTIFIER_REDIS)}: ${(err as Error).message}`;
+  logger.error(`notifier cannot use its Redis: ${problem}`);
   process.exit(1);
 }
 const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger), metrics, kafkaObserver: metrics.kafka, claims });

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { repoRoot, settingsInReadmeTables, settingsReadByCode } from '../support/settings.js';
+import { KNOWN_SETTINGS_FILE, knownSettingsSource, repoRoot, settingsInReadmeTables, settingsReadByCode } from '../support/settings.js';
 
 describe('README configuration tables', () => {
   const read = settingsReadByCode();
@@ -27,6 +27,10 @@ describe('README configuration tables', () => {
     // OTEL_* are partly read by OpenTelemetry itself (exporter, resource), so only our own prefixes count.
     const stale = [...rows].filter((name) => /^(OTP|NOTIFIER|REDIS|KAFKA|TLS|GRPC|HTTP|LOG)_/.test(name) && !read.has(name));
     expect(stale).toEqual([]);
+  });
+
+  it(`${KNOWN_SETTINGS_FILE} (the names start-up does not warn about) lists exactly the settings the code reads: \`npm run settings:known\` rewrites it`, () => {
+    expect(readFileSync(join(repoRoot, KNOWN_SETTINGS_FILE), 'utf8')).toBe(knownSettingsSource());
   });
 
   it('state the shortest API key the service accepts', () => {

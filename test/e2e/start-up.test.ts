@@ -3,6 +3,7 @@
 // once with a non-zero exit and one line saying why (never a worker
 // restarted forever).
 import { createServer, type Server } from 'node:net';
+import { writeFile } from 'node:fs/promises';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,7 @@ import { builtDistAndRedis } from '../support/built-dist.js';
 import { freePort } from '../support/free-port.js';
 import { exitWithin, spawnService } from '../support/service-process.js';
 import { makeTestCerts, type TestCerts } from '../support/tls-certs.js';
+import { redisProcess, type RedisProcess } from '../support/redis-process.js';
 
 const built = builtDistAndRedis();
 
@@ -85,8 +87,8 @@ describe('a port that cannot be bound', () => {
  * A setting that is wrong: the process exits non-zero within `ms`, and what it
  * wrote names the variable (and `also`), in lines with no stack trace.
  */
-async function refusedAtStart(env: Record<string, string>, variable: string, also: string[] = [], ms = 20_000): Promise<string> {
-  const service = await spawnService({ OTP_WORKERS: '1', ...env }, built.dist().entry('bin/service.js'));
+async function refusedAtStart(env: Record<string, string>, variable: string, also: string[] = [], ms = 20_000, entry = 'bin/service.js'): Promise<string> {
+  const service = await spawnService({ OTP_WORKERS: '1', ...env }, built.dist().entry(entry));
   const code = await exitWithin(service, ms);
   expect(code).not.toBe(0);
   const output = service.stderr() + service.logs().map((l) => JSON.stringify(l)).join('\n');
@@ -210,5 +212,156 @@ describe('a Redis that cannot be reached at start-up', () => {
   it('REDIS_CLUSTER_NODES: names the variable and the seeds', async () => {
     const port = await freePort();
     await refusedAtStart({ REDIS_CLUSTER_NODES: `127.0.0.1:${port}` }, 'REDIS_CLUSTER_NODES', [`127.0.0.1:${port}`], 30_000);
+  });
+});
+
+/**
+ * A Redis that answers but will not serve this client as configured: it needs
+ * a password none was given for (node-redis then connects without logging in,
+ * and only the first command meets NOAUTH), an ACL user lacks a command the
+ * store runs, the URL names a replica, the Sentinels monitor another name, the
+ * cluster seeds are no cluster's. Each stops start-up at once with one line
+ * naming what to set, never the password.
+ */
+describe('a Redis that refuses this client at start-up', () => {
+  const PASSWORD = 'right-password-for-the-test';
+  const SENTINEL_PASSWORD = 'sentinel-password-for-the-test';
+  const started: RedisProcess[] = [];
+  let root: string;
+  let master: RedisProcess;
+  let replica: RedisProcess;
+  let sentinel: RedisProcess;
+  const url = (port: number, auth = '') => `redis://${auth}127.0.0.1:${port}`;
+
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), 'otp-redis-refuses-'));
+    const dir = (name: string) => mkdtempSync(join(root, `${name}-`));
+    const server = async (name: string, extra: string[]) => {
+      const port = await freePort();
+      const d = dir(name);
+      const p = redisProcess('redis-server', port, d, () => ['--port', String(port), '--bind', '127.0.0.1', '--dir', d, '--save', '', '--appendonly', 'no', ...extra]);
+      await p.start();
+      started.push(p);
+      return p;
+    };
+    master = await server('master', [
+      '--requirepass', PASSWORD,
+      // ACL users that log in but lack one command the store runs: EVALSHA (every call), XGROUP (start-up).
+      '--user', 'no-scripts', 'on', `>${PASSWORD}`, '~*', '&*', '+@all', '-evalsha',
+      '--user', 'no-groups', 'on', `>${PASSWORD}`, '~*', '&*', '+@all', '-xgroup',
+    ]);
+    replica = await server('replica', ['--requirepass', PASSWORD, '--masterauth', PASSWORD, '--replicaof', '127.0.0.1', String(master.port)]);
+    const sentinelPort = await freePort();
+    const sentinelDir = dir('sentinel');
+    const conf = join(sentinelDir, 'sentinel.conf');
+    await writeFile(conf, [
+      `port ${sentinelPort}`, 'bind 127.0.0.1', `dir ${sentinelDir}`, `requirepass ${SENTINEL_PASSWORD}`,
+      `sentinel monitor otp-primary 127.0.0.1 ${master.port} 1`, `sentinel auth-pass otp-primary ${PASSWORD}`, '',
+    ].join('\n'));
+    sentinel = redisProcess('redis-sentinel', sentinelPort, sentinelDir, () => [conf]);
+    await sentinel.start();
+    started.push(sentinel);
+  }, 60_000);
+  afterAll(async () => {
+    await Promise.all(started.map((p) => p.kill()));
+    if (root) rmSync(root, { recursive: true, force: true });
+  });
+
+  it('REDIS_URL with no password for a Redis that needs one: names REDIS_URL and REDIS_PASSWORD at once, and never says "redis connected"', async () => {
+    const output = await refusedAtStart({ REDIS_URL: url(master.port) }, 'REDIS_URL', ['REDIS_PASSWORD', 'NOAUTH', `127.0.0.1:${master.port}`]);
+    expect(output).not.toContain('"redis connected"');
+  });
+
+  it('a wrong password in REDIS_URL: names REDIS_URL and REDIS_PASSWORD, never the password given', async () => {
+    const output = await refusedAtStart({ REDIS_URL: url(master.port, ':a-wrong-password-given@') }, 'REDIS_URL', ['REDIS_PASSWORD', 'WRONGPASS']);
+    expect(output).not.toContain('a-wrong-password-given');
+  });
+
+  it.each([
+    ['no-scripts', 'evalsha'],
+    ['no-groups', 'xgroup'],
+  ])('an ACL user (%s) without %s: names REDIS_USERNAME and the command, before any call fails on it', async (user, command) => {
+    const output = await refusedAtStart(
+      { REDIS_URL: url(master.port), REDIS_USERNAME: user, REDIS_PASSWORD: PASSWORD }, 'REDIS_URL', ['REDIS_USERNAME', 'NOPERM', command],
+    );
+    expect(output).not.toContain(PASSWORD);
+  });
+
+  it('REDIS_URL naming a replica: refused, saying so (its writes would all fail)', async () => {
+    await refusedAtStart({ REDIS_URL: url(replica.port), REDIS_PASSWORD: PASSWORD }, 'REDIS_URL', ['read-only replica', 'name the master', `127.0.0.1:${replica.port}`]);
+  });
+
+  it('REDIS_CLUSTER_NODES with no password: names it and REDIS_PASSWORD', async () => {
+    await refusedAtStart({ REDIS_CLUSTER_NODES: `127.0.0.1:${master.port}` }, 'REDIS_CLUSTER_NODES', ['REDIS_PASSWORD', 'NOAUTH']);
+  });
+
+  it('REDIS_CLUSTER_NODES naming a Redis that is no cluster node: says so, and that one node is REDIS_URL', async () => {
+    await refusedAtStart({ REDIS_CLUSTER_NODES: `127.0.0.1:${master.port}`, REDIS_PASSWORD: PASSWORD }, 'REDIS_CLUSTER_NODES', ['cluster support disabled', 'REDIS_URL']);
+  });
+
+  describe('Sentinel', () => {
+    const sentinels = () => ({ REDIS_SENTINELS: `127.0.0.1:${sentinel.port}`, REDIS_SENTINEL_MASTER: 'otp-primary' });
+    it("the Sentinels' own password missing: names REDIS_SENTINEL_PASSWORD", async () => {
+      await refusedAtStart({ ...sentinels(), REDIS_PASSWORD: PASSWORD }, 'REDIS_SENTINELS', ['REDIS_SENTINEL_PASSWORD', 'NOAUTH']);
+    });
+    it("the master's password missing (the Sentinels accept ours): names REDIS_PASSWORD", async () => {
+      await refusedAtStart({ ...sentinels(), REDIS_SENTINEL_PASSWORD: SENTINEL_PASSWORD }, 'REDIS_SENTINELS', ['REDIS_PASSWORD', 'NOAUTH']);
+    });
+    it('a master name the Sentinels do not monitor: names REDIS_SENTINEL_MASTER and the name, at once', async () => {
+      const started = Date.now();
+      await refusedAtStart(
+        { ...sentinels(), REDIS_SENTINEL_MASTER: 'otp-primray', REDIS_SENTINEL_PASSWORD: SENTINEL_PASSWORD, REDIS_PASSWORD: PASSWORD },
+        'REDIS_SENTINEL_MASTER', ['"otp-primray"', 'no master by that name'],
+      );
+      // Not the 3 s connect timeout it used to wait out, saying only "cannot be reached".
+      expect(Date.now() - started).toBeLessThan(15_000);
+    });
+  });
+
+  it('the relay process (npm run relay) with no password: the same one line', async () => {
+    await refusedAtStart({ REDIS_URL: url(master.port), OTP_RELAY_METRICS_PORT: '0' }, 'REDIS_URL', ['REDIS_PASSWORD', 'NOAUTH'], 20_000, 'bin/relay.js');
+  });
+
+  it('the notifier with no NOTIFIER_REDIS_PASSWORD: one line naming NOTIFIER_REDIS_URL and NOTIFIER_REDIS_PASSWORD, at start-up (not at the first delivery)', async () => {
+    // Any port that accepts TCP passes the notifier's dev-mode broker probe; Redis is refused before Kafka is used.
+    const broker = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => broker.listen(0, '127.0.0.1', resolve));
+    try {
+      const brokerPort = (broker.address() as { port: number }).port;
+      const run = spawnSync(process.execPath, [built.dist().entry('bin/notifier.js')], {
+        env: {
+          PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', NOTIFIER_METRICS_PORT: '0',
+          KAFKA_BROKERS: `127.0.0.1:${brokerPort}`, NOTIFIER_REDIS_URL: url(master.port),
+        },
+        timeout: 20_000,
+        // Without the check it would run on (until its first delivery): never left behind.
+        killSignal: 'SIGKILL',
+      });
+      expect(run.status).toBe(1);
+      const output = run.stdout.toString() + run.stderr.toString();
+      const refusal = output.split('\n').filter((l) => l.includes('NOTIFIER_REDIS_URL'));
+      expect(refusal, output).toHaveLength(1);
+      expect(refusal[0]).toContain('NOTIFIER_REDIS_PASSWORD');
+      expect(refusal[0]).toContain('NOAUTH');
+      expect(output).not.toContain('    at ');
+      expect(output).not.toContain('"stack"');
+    } finally {
+      broker.close();
+    }
+  });
+});
+
+describe('HOST that cannot be listened on: names HOST, not a port, with no stack', () => {
+  it.each([
+    ['a name that does not resolve', 'not-an-ip.invalid'],
+    ['an address this machine does not have (TEST-NET-1)', '192.0.2.1'],
+  ])('%s', async (_what, host) => {
+    await refusedAtStart({ HOST: host }, 'HOST', [host]);
+  });
+
+  it('the relay process: the same for its metrics port', async () => {
+    const port = await freePort();
+    // The relay needs a Redis to start at all; nothing listens there, but the metrics port is bound first.
+    await refusedAtStart({ HOST: '192.0.2.1', REDIS_URL: `redis://127.0.0.1:${port}`, OTP_RELAY_METRICS_PORT: '0' }, 'HOST', ['192.0.2.1'], 20_000, 'bin/relay.js');
   });
 });

@@ -1,7 +1,7 @@
 import { StoreUnavailableError } from "../errors.js";
 import { connectCluster } from "./client/cluster.js";
 import { Deadlines, within } from "./client/deadlines.js";
-import { failureReason, isReplyError, unavailableOr } from "./client/failures.js";
+import { failureReason, isReplyError, refusalOf, unavailableOr, type RedisRefusal } from "./client/failures.js";
 import { connectNode } from "./client/node.js";
 import { countUnavailable, redisObservations } from "./client/observations.js";
 import { connectSentinel } from "./client/sentinel.js";
@@ -15,7 +15,7 @@ import type { StoreScript } from "./scripts.js";
 // time (or, with waitReplicas, cannot confirm that replicas have a change).
 
 export { isReplyError, redisObservations };
-export type { RedisAccess, RedisReply, RedisTopology };
+export type { RedisAccess, RedisRefusal, RedisReply, RedisTopology };
 export type { HostPort } from "./client/topology.js";
 
 export interface ConnectionLogger {
@@ -61,9 +61,58 @@ export interface RedisConnection {
   close(): Promise<void>;
 }
 
-/** Redis refused the credentials (REDIS_USERNAME / REDIS_PASSWORD, or the URL's): a configuration error, not an outage. */
+/**
+ * Redis will not serve this client as configured: refused credentials (REDIS_USERNAME /
+ * REDIS_PASSWORD, or the URL's), a command or key the ACL user lacks, a master
+ * name the Sentinels do not monitor, a replica given as the node. A
+ * configuration error, not an outage: start-up stops naming the setting
+ * (src/redis-config.ts, redisStartupProblem).
+ */
 export class RedisAccessError extends Error {
   override readonly name = "RedisAccessError";
+  constructor(
+    message: string,
+    readonly refusal: RedisRefusal,
+    /** "connecting": while logging in (with Sentinel, to the Sentinels or the master); "serving": a command once connected. */
+    readonly during: "connecting" | "serving",
+  ) {
+    super(message);
+  }
+}
+
+/** `err` as a RedisAccessError when it is a refusal (a start-up step that met NOPERM...), else unchanged. */
+export function accessErrorOr(err: unknown, where: string): unknown {
+  if (err instanceof RedisAccessError) return err;
+  const refusal = refusalOf(err);
+  return refusal ? new RedisAccessError(`Redis refused (${where}): ${refusal.message}`, refusal.kind, "serving") : err;
+}
+
+// A script sha no Redis holds: EVALSHA answers NOSCRIPT when the user may run it, NOPERM when not.
+const NO_SUCH_SCRIPT = "0".repeat(40);
+
+/**
+ * What every caller of the store needs, checked once connected, so a missing
+ * password or permission stops start-up instead of failing every call: every
+ * master answers (NOAUTH when a password is needed and none was given: node-redis
+ * logs in only when given one), EVALSHA and EVAL are allowed (every store call
+ * is one; EVAL after a Redis restart), and one node named by URL is a master.
+ */
+async function checkAccess(transport: Transport, topology: RedisTopology, where: string): Promise<void> {
+  await transport.pingAll();
+  for (const probe of [["EVALSHA", NO_SUCH_SCRIPT, "0"], ["EVAL", "return 0", "0"]]) {
+    try {
+      await transport.send(undefined, probe);
+    } catch (err) {
+      if (!isReplyError(err, "NOSCRIPT")) throw err;
+    }
+  }
+  if (topology.kind === "node") {
+    // ROLE may be refused to a restricted ACL user (it is @dangerous): then it is not checked.
+    const role = await transport.send(undefined, ["ROLE"]).catch(() => undefined);
+    if (Array.isArray(role) && role[0] === "slave") {
+      throw new RedisAccessError(`Redis refused (${where}): this node is a read-only replica`, "replica", "serving");
+    }
+  }
 }
 
 /** Replicas did not acknowledge a write in time: its outcome may not survive a failover. */
@@ -105,17 +154,20 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
   const where = describeTopology(topology);
 
   // Never a URL or address with credentials in logs: addresses of cluster nodes are host:port only.
-  let refused: string | undefined;
   // The last connection error's code (ECONNREFUSED, ENOTFOUND...), to say why start-up gave up waiting.
   let lastCode: string | undefined;
+  // The client retries a refused login like a lost connection: start-up stops at the first refusal instead.
+  let refuse!: (err: RedisAccessError) => void;
+  const refused = new Promise<never>((_, reject) => (refuse = reject));
+  refused.catch(() => {});
   const transportOptions: TransportOptions = {
     access: options.access ?? {},
     connectTimeoutMs,
     events: {
       error(err) {
         // Redis's own words for refused credentials or permissions (they never echo the password).
-        const message = err instanceof Error ? err.message : String(err);
-        if (/^(WRONGPASS|NOAUTH|NOPERM)\b/.test(message)) refused = message;
+        const refusal = refusalOf(err);
+        if (refusal) refuse(new RedisAccessError(`Redis refused the connection (${where}): ${refusal.message}`, refusal.kind, "connecting"));
         const code = (err as NodeJS.ErrnoException | undefined)?.code;
         if (typeof code === "string" && /^[A-Z0-9_]+$/.test(code)) lastCode = code;
       },
@@ -142,16 +194,25 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
 
   // The first connection retries until it succeeds; start-up waits a bounded time for it.
   try {
-    await within(connecting, connectTimeoutMs, "connecting");
+    await within(Promise.race([connecting, refused]), connectTimeoutMs, "connecting");
   } catch (err) {
     connecting.catch(() => {});
     transport.destroy();
-    // The client retries a refused login like a lost connection; say why start-up gave up.
-    if (refused) throw new RedisAccessError(`Redis refused the connection (${where}): ${refused}`);
+    if (err instanceof RedisAccessError) throw err;
+    // A refusal the client rejected with (a cluster's discovery meeting NOAUTH) rather than emitted.
+    const refusal = refusalOf(err);
+    if (refusal) throw new RedisAccessError(`Redis refused the connection (${where}): ${refusal.message}`, refusal.kind, "connecting");
     if (lastCode !== undefined && err instanceof StoreUnavailableError) {
       throw new StoreUnavailableError({ cause: new Error(`no connection within ${connectTimeoutMs} ms (last error: ${lastCode})`) });
     }
     throw unavailableOr(err);
+  }
+  try {
+    await within(checkAccess(transport, topology, where), connectTimeoutMs, "checking access");
+  } catch (err) {
+    transport.destroy();
+    const refusal = accessErrorOr(err, where);
+    throw refusal instanceof RedisAccessError ? refusal : unavailableOr(err);
   }
   log?.info({ redis: where, waitReplicas }, "redis connected");
   return new Connection(transport, commandTimeoutMs, waitReplicas, waitTimeoutMs, log);

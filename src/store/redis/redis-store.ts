@@ -24,7 +24,7 @@ import type {
   VerifyOutcome,
 } from "../store.js";
 import {
-  connectRedis, isReplyError, type ConnectionLogger, type RedisAccess, type RedisConnection, type RedisTopology, type RunOptions,
+  accessErrorOr, connectRedis, isReplyError, type ConnectionLogger, type RedisAccess, type RedisConnection, type RedisTopology, type RunOptions,
 } from "./client.js";
 import { callerBudgetKey, destinationKey, idempotencyRecordKey, OUTBOX_GROUP, outboxKey, prefixGuardKey } from "./keys.js";
 import * as replies from "./replies.js";
@@ -113,7 +113,8 @@ export class RedisStore implements VerificationStore {
       await Promise.all(Array.from({ length: options.shards }, (_, shard) => store.#createGroup(shard)));
     } catch (err) {
       await redis.close();
-      throw err;
+      // An ACL user without XGROUP, or without the key pattern: a setting to fix, not an outage.
+      throw accessErrorOr(err, "creating the outbox consumer groups");
     }
     return store;
   }

@@ -32,6 +32,30 @@ export function unavailableOr(err: unknown): unknown {
   return new StoreUnavailableError({ cause: e });
 }
 
+/**
+ * Why Redis refused to serve this client at all (a setting is wrong, not an
+ * outage): a login refused (WRONGPASS, or NOAUTH: a password is needed and
+ * none was given), a command or key the ACL user may not use (NOPERM), a
+ * master name no Sentinel monitors, cluster seeds that are no cluster's; a node that is a replica (found by
+ * connectRedis's start-up check, not by a reply).
+ */
+export type RedisRefusal = "credentials" | "permission" | "unknown-master" | "replica" | "not-a-cluster";
+
+const REFUSALS: readonly [RegExp, RedisRefusal][] = [
+  [/^(WRONGPASS|NOAUTH)\b/, "credentials"],
+  [/^NOPERM\b/, "permission"],
+  [/^ERR No such master with that name\b/, "unknown-master"],
+  [/^ERR This instance has cluster support disabled\b/, "not-a-cluster"],
+];
+
+/** The refusal `err` is (Redis's own words, which never echo a password), or undefined. */
+export function refusalOf(err: unknown): { kind: RedisRefusal; message: string } | undefined {
+  const e = firstError(err);
+  const message = e instanceof Error ? e.message : typeof e === "string" ? e : "";
+  for (const [pattern, kind] of REFUSALS) if (pattern.test(message)) return { kind, message };
+  return undefined;
+}
+
 /** A short, secret-free label for an unavailable failure, for metrics and logs. */
 export function failureReason(err: StoreUnavailableError): string {
   const cause = err.cause;

@@ -1,0 +1,55 @@
+// Which variables the start-up warning names: ours that nothing reads (with the
+// closest known name), never another program's, never Kubernetes' service links.
+import { describe, expect, it } from 'vitest';
+import { describeUnknownSettings, unknownSettings, warnUnknownSettings } from '../../src/unknown-settings.js';
+
+describe('settings that nothing reads', () => {
+  it('a misspelt one is named with the setting it likely meant', () => {
+    expect(unknownSettings({ OTP_TTL_SECOND: '60', OTP_TTL_SECONDS: '300' })).toEqual([{ name: 'OTP_TTL_SECOND', didYouMean: 'OTP_TTL_SECONDS' }]);
+    expect(unknownSettings({ REDIS_PASWORD: 'x' })).toEqual([{ name: 'REDIS_PASWORD', didYouMean: 'REDIS_PASSWORD' }]);
+    // Two letters swapped is one edit.
+    expect(unknownSettings({ OTP_MAX_ATTMEPTS: '3' })).toEqual([{ name: 'OTP_MAX_ATTMEPTS', didYouMean: 'OTP_MAX_ATTEMPTS' }]);
+    expect(unknownSettings({ NOTIFIER_SMS_ADAPTR: 'webhook' })).toEqual([{ name: 'NOTIFIER_SMS_ADAPTR', didYouMean: 'NOTIFIER_SMS_ADAPTER' }]);
+  });
+
+  it('one far from every known name is named without a guess', () => {
+    expect(unknownSettings({ OTP_FROBNICATE: '1' })).toEqual([{ name: 'OTP_FROBNICATE' }]);
+  });
+
+  it('every prefix of ours is checked (OTP_, REDIS_, KAFKA_, NOTIFIER_, TLS_), sorted', () => {
+    const names = unknownSettings({ TLS_CERT: 'a', KAFKA_BROKER: 'b', NOTIFIER_X: 'c', REDIS_HOST: 'd', OTP_Y: 'e' }).map((u) => u.name);
+    expect(names).toEqual(['KAFKA_BROKER', 'NOTIFIER_X', 'OTP_Y', 'REDIS_HOST', 'TLS_CERT']);
+  });
+
+  it('known settings, other programs\' variables and Kubernetes service links are not named', () => {
+    expect(unknownSettings({
+      OTP_TTL_SECONDS: '300', REDIS_URL: 'redis://r:6379', KAFKA_BROKERS: 'k:9092', NOTIFIER_SMTP_URL: 'smtp://m', TLS_CA_FILE: '/ca',
+      GRPC_TRACE: 'all', GRPC_VERBOSITY: 'debug', HTTP_PROXY: 'http://proxy:3128', LOG_FORMAT: 'json', OTEL_SERVICE_NAME: 'otp', PATH: '/bin',
+      // A Service "redis" and a Service "otp-service" in the namespace.
+      REDIS_SERVICE_HOST: '10.0.0.5', REDIS_SERVICE_PORT: '6379', REDIS_SERVICE_PORT_REDIS: '6379', REDIS_PORT: 'tcp://10.0.0.5:6379',
+      REDIS_PORT_6379_TCP: 'tcp://10.0.0.5:6379', REDIS_PORT_6379_TCP_ADDR: '10.0.0.5', REDIS_PORT_6379_TCP_PORT: '6379', REDIS_PORT_6379_TCP_PROTO: 'tcp',
+      OTP_SERVICE_SERVICE_HOST: '10.0.0.6', OTP_SERVICE_PORT: 'tcp://10.0.0.6:50051',
+    })).toEqual([]);
+  });
+
+  it('a _PORT setting that is not a service link (no tcp:// value) is still named', () => {
+    expect(unknownSettings({ OTP_METRICS_PORT: '9464' }).map((u) => u.name)).toEqual(['OTP_METRICS_PORT']);
+  });
+
+  it('one warning line, with names and never values', () => {
+    const lines: { details: object; message: string }[] = [];
+    const secret = 'a-secret-value-never-logged';
+    warnUnknownSettings({ OTP_HMAC_KEY: secret, OTP_TTL_SECOND: '60' }, { warn: (details, message) => lines.push({ details, message }) });
+    expect(lines).toHaveLength(1);
+    expect(lines[0]!.message).toContain('OTP_HMAC_KEY (did you mean OTP_HMAC_KEYS?)');
+    expect(lines[0]!.message).toContain('OTP_TTL_SECOND (did you mean OTP_TTL_SECONDS?)');
+    expect(JSON.stringify(lines)).not.toContain(secret);
+    expect(JSON.stringify(lines)).not.toContain('"60"');
+    warnUnknownSettings({ OTP_TTL_SECONDS: '60' }, { warn: (details, message) => lines.push({ details, message }) });
+    expect(lines).toHaveLength(1);
+  });
+
+  it('describeUnknownSettings joins them', () => {
+    expect(describeUnknownSettings([{ name: 'A_B', didYouMean: 'A_BC' }, { name: 'X' }])).toBe('A_B (did you mean A_BC?), X');
+  });
+});
