@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeTooOld } from '../../src/bin/node-version.js';
 import { builtDistAndRedis } from '../support/built-dist.js';
 import { freePort } from '../support/free-port.js';
-import { exitWithin, spawnService } from '../support/service-process.js';
+import { exitWithin, spawnService, untilServing } from '../support/service-process.js';
 import { makeTestCerts, type TestCerts } from '../support/tls-certs.js';
 import { redisProcess, type RedisProcess } from '../support/redis-process.js';
 
@@ -363,5 +363,35 @@ describe('HOST that cannot be listened on: names HOST, not a port, with no stack
     const port = await freePort();
     // The relay needs a Redis to start at all; nothing listens there, but the metrics port is bound first.
     await refusedAtStart({ HOST: '192.0.2.1', REDIS_URL: `redis://127.0.0.1:${port}`, OTP_RELAY_METRICS_PORT: '0' }, 'HOST', ['192.0.2.1'], 20_000, 'bin/relay.js');
+  });
+});
+
+describe('a setting that nothing reads (a typo) is named at start-up', () => {
+  it('OTP_TTL_SECOND=60 (two workers): the service starts and warns once, naming it and OTP_TTL_SECONDS, never the value', async () => {
+    const service = await spawnService({ REDIS_URL: built.redisUrl(), OTP_WORKERS: '2', OTP_TTL_SECOND: '60', REDIS_PASWORD: 'typo-secret-never-logged' }, built.dist().entry('bin/service.js'));
+    try {
+      await untilServing(service);
+      const warnings = service.logs().filter((l) => (l.msg ?? '').includes('OTP_TTL_SECOND'));
+      expect(warnings, JSON.stringify(service.logs())).toHaveLength(1);
+      expect(warnings[0]!.level).toBe(40);
+      expect(warnings[0]!.msg).toContain('OTP_TTL_SECOND (did you mean OTP_TTL_SECONDS?)');
+      expect(warnings[0]!.msg).toContain('REDIS_PASWORD (did you mean REDIS_PASSWORD?)');
+      expect(JSON.stringify(service.logs()) + service.stderr()).not.toContain('typo-secret-never-logged');
+    } finally {
+      service.child.kill('SIGKILL');
+      await service.exited;
+    }
+  });
+
+  it('the relay names it too', async () => {
+    const service = await spawnService({ REDIS_URL: built.redisUrl(), OTP_RELAY_METRICS_PORT: '0', OTP_RELAY_LINGER: '5' }, built.dist().entry('bin/relay.js'));
+    try {
+      const deadline = Date.now() + 20_000;
+      while (Date.now() < deadline && !service.logs().some((l) => l.msg === 'otp-service relay started')) await new Promise((r) => setTimeout(r, 100));
+      expect(service.logs().filter((l) => (l.msg ?? '').includes('OTP_RELAY_LINGER (did you mean OTP_RELAY_LINGER_MS?)'))).toHaveLength(1);
+    } finally {
+      service.child.kill('SIGKILL');
+      await service.exited;
+    }
   });
 });
