@@ -282,6 +282,23 @@ describe('release: verifications lift a suspension', () => {
   });
 });
 
+describe('a suspension tripped by a Resend (default settings; caller budgets raised out of the way)', () => {
+  const ctx = appWith({ ...RAISED_BUDGETS });
+
+  it('names the prefixes it suspends, as one tripped by a Send does (19 Sends, then the 20th code is a Resend)', async () => {
+    const number = (i: number) => `+4479111234${String(i).padStart(2, '0')}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 19; i++) ids.push((await grpcCall(ctx.grpc, send, sms(number(i)), as())).verificationId);
+    await grpcCall(ctx.grpc, resend, { verificationId: ids[0]! }, as());
+    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, sms(number(19)), as())))).toBe('PREFIX_SUSPENDED');
+    for (const px of ['+447911', '+4479111', '+44791112']) {
+      const event = await ctx.app.audits.find({ type: 'prefix_suspended', px, tn: 'acme', reason: 'CONVERSION_COLLAPSED' });
+      expect(event, px).toBeDefined();
+    }
+    expect(await ctx.app.audits.find({ type: 'prefix_suspended', px: '', tn: 'acme' })).toBeUndefined();
+  });
+});
+
 describe('test destinations (OTP_TEST_DESTINATIONS)', () => {
   // Test-only fixed codes; compared with boolean checks, never printed.
   const SMS_CODE = '246810';
