@@ -329,6 +329,11 @@ export class OtpService {
     if (req.channel !== 0 && kindFor(req.channel) !== kindFor(summary.channel)) {
       throw OtpError.invalidArgument([violation("channel", "does not suit the verification's destination")]);
     }
+    if (caller.isPublic && req.channel !== 0 && req.channel !== summary.channel) {
+      // Voice or WhatsApp to a number cost more and are pumped as SMS is: a backend's decision, not a page's.
+      throw this.refuse(caller, "Resend", new OtpError("PERMISSION_DENIED", "public clients resend on the verification's own channel", { reason: "PUBLIC_CLIENT_SAME_CHANNEL" }),
+        { purpose: summary.purpose, verificationId: ref.verificationId });
+    }
     const policy = this.policy(summary.purpose, "verification_id");
     this.admit();
 
