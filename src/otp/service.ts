@@ -547,6 +547,7 @@ export class OtpService {
     const reason = phoneRefusal(destination, {
       deniedNumberTypes: policy.deniedNumberTypes,
       smsCountries: this.config.smsCountries,
+      nonGeographic: this.config.smsNonGeographic,
       purposeCountries: policy.smsCountries,
       tenantCountries: this.config.tenantSmsCountries[caller.tenant],
     });

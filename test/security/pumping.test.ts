@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
-import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status, type Client, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, ConfigError } from '../../src/config.js';
 import { ErrorInfoSchema } from '../../src/gen/google/rpc/error_details_pb.js';
@@ -118,6 +118,30 @@ describe('number types (default OTP_SMS_DENIED_NUMBER_TYPES)', () => {
     expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, sms(PREMIUM['DE 0900'], 'support'), as())))).toBe('NUMBER_TYPE_NOT_ALLOWED');
     expect((await grpcCall(ctx.grpc, send, sms('+4915112345678'), as())).verificationId).not.toBe('');
     expect((await grpcCall(ctx.grpc, send, { purpose: 'login', channel: Channel.EMAIL, destination: 'jane@example.com' }, as())).verificationId).not.toBe('');
+  });
+});
+
+describe('non-geographic numbers (satellite, international networks): refused unless named', () => {
+  const INMARSAT = '+870773111632';
+  const GMSS = '+881612345678';
+  const NETWORK = '+8823451234567';
+  const reason = async (ctx: { grpc: Client }, destination: string) =>
+    reasonOf(await grpcError(grpcCall(ctx.grpc, send, sms(destination), as())));
+
+  describe('OTP_SMS_COUNTRIES unset (every geographic region)', () => {
+    const ctx = appWith({});
+    it('+870, +881 and +882 numbers are COUNTRY_NOT_ALLOWED; a US number reaches', async () => {
+      for (const n of [INMARSAT, GMSS, NETWORK]) expect(await reason(ctx, n), n).toBe('COUNTRY_NOT_ALLOWED');
+      expect((await grpcCall(ctx.grpc, send, sms('+14155552671'), as())).verificationId).not.toBe('');
+    });
+  });
+
+  describe('OTP_SMS_COUNTRIES=*,+870', () => {
+    const ctx = appWith({ OTP_SMS_COUNTRIES: '*,+870' });
+    it('the named code reaches; the others are still refused', async () => {
+      expect((await grpcCall(ctx.grpc, send, sms(INMARSAT), as())).verificationId).not.toBe('');
+      expect(await reason(ctx, GMSS)).toBe('COUNTRY_NOT_ALLOWED');
+    });
   });
 });
 
