@@ -352,4 +352,21 @@ describe('helm chart', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('the relay container runs node with the V8 flags of `npm run relay`', async () => {
+    const scripts = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+    const npmRelay = scripts.relay!.split('&&').at(-1)!.trim().split(/\s+/);
+    expect(container(deployment(await template('-f', valuesFile('plain')), '-relay')).command).toEqual(npmRelay);
+  });
+
+  it.each([
+    [['--set', 'relay.replicas=1'], 'relay: 1 replicas'],
+    [['--set', 'notifier.replicas=1'], 'notifier: 1 replicas'],
+    [['--set', 'service.autoscaling.minReplicas=1'], 'service: 1 replicas'],
+    [['--set', 'service.autoscaling.enabled=false', '--set', 'service.replicas=1'], 'service: 1 replicas'],
+  ])('refuses a PodDisruptionBudget that would block every node drain (%j)', async (set, named) => {
+    expect(await refused('-f', valuesFile('plain'), ...set)).toContain(named);
+    const ms = await template('-f', valuesFile('plain'), ...set, '--set', `${named.split(':')[0]}.podDisruptionBudget.enabled=false`);
+    expect(ofKind(ms, 'PodDisruptionBudget')).toHaveLength(2);
+  });
 });
