@@ -108,8 +108,10 @@ export interface Config {
   relay: "in-process" | "off";
   /** Processes sharing the ports (node:cluster); 1 = no cluster. */
   workers: number;
-  /** OTP_SMS_COUNTRIES: regions phone channels may reach; null: every region. */
+  /** OTP_SMS_COUNTRIES: regions phone channels may reach; null: every geographic region (and smsNonGeographic). */
   smsCountries: ReadonlySet<string> | null;
+  /** With smsCountries null: the non-geographic calling codes listed beside "*" ("+870"); none by default. */
+  smsNonGeographic: ReadonlySet<string>;
   /** Per-tenant OTP_SMS_COUNTRIES (policy file "tenants"). */
   tenantSmsCountries: Record<string, ReadonlySet<string>>;
   /** The automatic prefix guard; null when OTP_PREFIX_GUARD=off. */
@@ -237,11 +239,29 @@ export function loadConfig(env: Env = process.env): Config {
     relayMaxIdleMs: int(env, "OTP_RELAY_MAX_IDLE_MS", 250, 20, 5_000),
     relay: oneOf(env, "OTP_RELAY", ["in-process", "off"] as const, "in-process"),
     workers: workers(env, redis !== undefined),
-    smsCountries: smsCountriesRaw === undefined || smsCountriesRaw === "*" ? null : regions("OTP_SMS_COUNTRIES", smsCountriesRaw.split(",")),
+    ...globalSmsRegions("OTP_SMS_COUNTRIES", smsCountriesRaw),
     tenantSmsCountries,
     prefixGuard: prefixGuard(env),
     testDestinations,
   };
+}
+
+/**
+ * OTP_SMS_COUNTRIES: unset or "*" is every geographic region, never a
+ * non-geographic calling code (satellite phones, international networks,
+ * freephone: +870, +881, +882, +883, +800 ...), classic toll-fraud ranges
+ * that few deployments mean to reach; "*,+870" adds those listed. Otherwise
+ * the list itself ("US,GB,+882").
+ */
+function globalSmsRegions(name: string, raw: string | undefined): Pick<Config, "smsCountries" | "smsNonGeographic"> {
+  const entries = (raw ?? "*").split(",").map((e) => e.trim()).filter(Boolean);
+  if (!entries.includes("*")) return { smsCountries: regions(name, entries), smsNonGeographic: new Set() };
+  const rest = entries.filter((e) => e !== "*");
+  const listed = rest.length > 0 ? regions(name, rest) : new Set<string>();
+  for (const r of listed) {
+    if (!r.startsWith("+")) throw new ConfigError(`${name}: "*" already allows ${r}; beside "*" list only non-geographic "+<calling code>" entries`);
+  }
+  return { smsCountries: null, smsNonGeographic: listed };
 }
 
 /** "US,CA,+882": ISO 3166 regions libphonenumber knows, or "+<calling code>" for non-geographic numbers. */

@@ -329,11 +329,17 @@ export class OtpService {
     assertValid(ResendRequestSchema, req);
     const ref = this.ids.parse(req.verificationId);
     if (!ref) throw noSuchVerification();
-    const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
+    // With the prefix guard on, the sealed number too: a suspension this Resend trips names its prefix.
+    const summary = await this.guard(() => this.store.describe(caller.tenant, ref, this.config.prefixGuard != null));
     // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
     if (!summary || !this.mayUse(caller, "Resend", summary.purpose, ref.verificationId)) throw noSuchVerification();
     if (req.channel !== 0 && kindFor(req.channel) !== kindFor(summary.channel)) {
       throw OtpError.invalidArgument([violation("channel", "does not suit the verification's destination")]);
+    }
+    if (caller.isPublic && req.channel !== 0 && req.channel !== summary.channel) {
+      // Voice or WhatsApp to a number cost more and are pumped as SMS is: a backend's decision, not a page's.
+      throw this.refuse(caller, "Resend", new OtpError("PERMISSION_DENIED", "public clients resend on the verification's own channel", { reason: "PUBLIC_CLIENT_SAME_CHANNEL" }),
+        { purpose: summary.purpose, verificationId: ref.verificationId });
     }
     const policy = this.policy(summary.purpose, "verification_id");
     this.admit();
@@ -348,7 +354,7 @@ export class OtpService {
     // must not spend the caller's tenant budget. A public client holds no secret, so otherwise anyone
     // could use up a tenant's Sends with Resends of random ids from many addresses.
     await this.spend(caller, "Resend", resendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)),
-      { purpose: summary.purpose, verificationId: ref.verificationId }, guard ? { check: guard, clear: new Map() } : null);
+      { purpose: summary.purpose, verificationId: ref.verificationId }, guard ? { check: guard, clear: () => this.prefixTexts(caller, summary.sealedDestination) } : null);
     const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     // The new code is bound to the same context as the first.
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, summary.context, code);
@@ -526,6 +532,19 @@ export class OtpService {
     }
   }
 
+  /** The clear prefixes of a sealed number (a Resend's suspension event); undefined when it cannot be opened. */
+  private prefixTexts(caller: Caller, sealedDestination: string | undefined): Map<string, string> | undefined {
+    const config = this.config.prefixGuard;
+    if (!config || !sealedDestination) return undefined;
+    try {
+      return numberPrefixes(config, this.digester, caller.tenant, this.sealer.openBase64("destination", caller.tenant, sealedDestination)).clear;
+    } catch (err) {
+      // Sealed under a key since removed from OTP_SEAL_KEYS: the event names the prefix by its ref only.
+      this.log("warn", { err }, "could not open a sealed destination for a prefix guard event");
+      return undefined;
+    }
+  }
+
   /** The number's guarded prefixes (phones, with the guard on). */
   private prefixesOf(caller: Caller, destination: Destination): NumberPrefixes | null {
     const config = this.config.prefixGuard;
@@ -538,6 +557,7 @@ export class OtpService {
     const reason = phoneRefusal(destination, {
       deniedNumberTypes: policy.deniedNumberTypes,
       smsCountries: this.config.smsCountries,
+      nonGeographic: this.config.smsNonGeographic,
       purposeCountries: policy.smsCountries,
       tenantCountries: this.config.tenantSmsCountries[caller.tenant],
     });

@@ -293,6 +293,8 @@ export interface VerificationSummary {
   prefixRefs: string;
   /** Issued to a test destination (IssueCommand.deliver false). */
   test: boolean;
+  /** Only when asked for: IssueCommand.sealedDestination. */
+  sealedDestination?: string;
 }
 
 /** Where a verification stands (GetVerification): what Verify with the right code would answer now. */
@@ -381,7 +383,7 @@ export interface VerificationStore {
   /** The current verification id for (tenant, purpose, destination), live or finished but not consumed; else null. */
   findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null>;
   /** Purpose, channel and destination kind of a verification owned by `tenant`, or null. */
-  describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null>;
+  describe(tenant: string, ref: VerificationRef, withDestination?: boolean): Promise<VerificationSummary | null>;
   /** The state of a verification owned by `tenant`, or null (unknown, another tenant's, or gone). Changes nothing. */
   inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null>;
   /** End a pending verification: its code never verifies, notifiers drop its delivery (audit `canceled`, `delivery_canceled`). */

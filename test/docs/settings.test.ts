@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
 import { repoRoot, settingsInReadmeTables, settingsReadByCode } from '../support/settings.js';
 
 describe('README configuration tables', () => {
@@ -27,6 +28,17 @@ describe('README configuration tables', () => {
     // OTEL_* are partly read by OpenTelemetry itself (exporter, resource), so only our own prefixes count.
     const stale = [...rows].filter((name) => /^(OTP|NOTIFIER|REDIS|KAFKA|TLS|GRPC|HTTP|LOG)_/.test(name) && !read.has(name));
     expect(stale).toEqual([]);
+  });
+
+  // The examples an operator copies: each is accepted by the service's own reader.
+  it.each(['OTP_TEST_DESTINATIONS', 'OTP_LIMIT_SMS_PER_COUNTRY', 'OTP_SMS_COUNTRIES'])('the example lists on the %s row load', (name) => {
+    const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+    const row = readme.split('\n').find((l) => l.startsWith(`| \`${name}\``));
+    expect(row, `the README row of ${name}`).toBeDefined();
+    const cells = row!.split('|').slice(2).join('|');
+    const examples = [...cells.matchAll(/`([^`]+)`/g)].map((m) => m[1]!).filter((v) => v.includes(',') && !v.includes(' '));
+    expect(examples.length, `examples on the ${name} row`).toBeGreaterThan(0);
+    for (const value of examples) expect(() => loadConfig({ [name]: value }), `${name}=${value}`).not.toThrow();
   });
 
   it('state the shortest API key the service accepts', () => {

@@ -313,10 +313,13 @@ export class MemoryStore implements VerificationStore {
     return this.#get(this.#key(tenant, destination), now)?.verifications.get(purpose)?.id ?? null;
   }
 
-  async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {
+  async describe(tenant: string, ref: VerificationRef, withDestination = false): Promise<VerificationSummary | null> {
     const d = this.#get(this.#key(tenant, ref), this.#now());
     const v = d && verificationById(d, ref.verificationId);
-    return v ? { purpose: v.purpose, channel: v.channel, context: v.context, prefixRefs: v.prefixRefs, test: v.test } : null;
+    if (!v) return null;
+    const summary: VerificationSummary = { purpose: v.purpose, channel: v.channel, context: v.context, prefixRefs: v.prefixRefs, test: v.test };
+    if (withDestination) summary.sealedDestination = d.sealed;
+    return summary;
   }
 
   async inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null> {

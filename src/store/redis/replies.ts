@@ -197,7 +197,9 @@ export function foundId(reply: RedisReply): string | null {
 export function summary(reply: RedisReply): VerificationSummary | null {
   if (reply === null) return null;
   const r = list(reply, "describe");
-  return { purpose: str(r, 0), channel: num(r, 1), context: str(r, 2), prefixRefs: str(r, 3), test: num(r, 4) === 1 };
+  const summary: VerificationSummary = { purpose: str(r, 0), channel: num(r, 1), context: str(r, 2), prefixRefs: str(r, 3), test: num(r, 4) === 1 };
+  if (r.length > 5) summary.sealedDestination = str(r, 5);
+  return summary;
 }
 
 /** A stream entry as Redis stores it: [id, [field, value, ...]]. */

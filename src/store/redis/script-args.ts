@@ -80,7 +80,7 @@ export interface ScriptArgs {
     client_id: string;
   };
   find: { purpose: string };
-  describe: { id: string };
+  describe: { id: string; destination: boolean };
   inspect: { id: string };
   cancel: { tenant: string; id: string; trace_id: string; client_id: string };
   callerBudgets: {
