@@ -326,6 +326,7 @@ describe.skipIf(process.env.REDIS_URL)('redis store: outage', () => {
       ['claimStaleOutbox', () => store.claimStaleOutbox('relay-1', 1000, 10)],
       ['ackOutbox', () => store.ackOutbox([{ shard: dest.ref.shard, id: '1-0' }])],
       ['outboxBacklog', () => store.outboxBacklog()],
+      ['outboxWaiting', () => store.outboxWaiting()],
     ];
     for (const [name, call] of calls) {
       const started = Date.now();
