@@ -102,6 +102,8 @@ export interface Config {
   relayClaimIdleMs: number;
   /** After a batch that did not fill, the relay waits this long so the next one is bigger. */
   relayLingerMs: number;
+  /** Longest sleep of the relay between reads of an empty outbox (it backs off from 20 ms to this). */
+  relayMaxIdleMs: number;
   /** "in-process": every service process relays the outbox; "off": a separate `npm run relay` does. */
   relay: "in-process" | "off";
   /** Processes sharing the ports (node:cluster); 1 = no cluster. */
@@ -234,6 +236,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
     relayLingerMs: int(env, "OTP_RELAY_LINGER_MS", 50, 0, 1_000),
+    relayMaxIdleMs: int(env, "OTP_RELAY_MAX_IDLE_MS", 250, 20, 5_000),
     relay: oneOf(env, "OTP_RELAY", ["in-process", "off"] as const, "in-process"),
     workers: workers(env, redis !== undefined),
     ...globalSmsRegions("OTP_SMS_COUNTRIES", smsCountriesRaw),

@@ -36,7 +36,7 @@ export function startEventWorker(
     ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log, replication: config.kafkaReplication, observer: options.kafkaObserver })
     : new LogSink(options.sealer, log, options.deliveryLog);
   const relay = new OutboxRelay(store, sink, log, {
-    claimIdleMs: config.relayClaimIdleMs, lingerMs: config.relayLingerMs, observer: options.observer,
+    claimIdleMs: config.relayClaimIdleMs, lingerMs: config.relayLingerMs, maxIdleDelayMs: config.relayMaxIdleMs, observer: options.observer,
   });
   relay.start();
   // Notifiers report failed deliveries; a failed code is voided (Verify answers DELIVERY_FAILED).

@@ -92,6 +92,8 @@ export interface OtpServiceDeps {
   sealer: Sealer;
   receipts?: ReceiptIssuer;
   admission?: DeliveryAdmission;
+  /** Called after a Send or Resend queued a delivery in the outbox: the in-process relay reads it at once (OutboxRelay.nudge). */
+  deliveryQueued?: () => void;
   /** Logs and audits refusals (absent: they are only answered). */
   refusals?: Refusals;
   /** Audits, logs and counts prefix suspensions and releases (absent: they only take effect). */
@@ -142,6 +144,7 @@ export class OtpService {
   private readonly digester: DestinationDigester;
   private readonly receipts: ReceiptIssuer | undefined;
   private readonly admission: DeliveryAdmission | undefined;
+  private readonly deliveryQueued: (() => void) | undefined;
   private readonly refusals: Refusals | undefined;
   private readonly prefixEvents: PrefixEvents | undefined;
   private readonly logger: Logger | undefined;
@@ -161,6 +164,7 @@ export class OtpService {
     this.digester = new DestinationDigester(deps.config.destinationKey);
     this.receipts = deps.receipts;
     this.admission = deps.admission;
+    this.deliveryQueued = deps.deliveryQueued;
     this.refusals = deps.refusals;
     this.prefixEvents = deps.prefixEvents;
     this.logger = deps.logger;
@@ -233,7 +237,10 @@ export class OtpService {
     // The key's binding (above) expired while its verification lived on (a Resend extends it).
     if (outcome.kind === "conflict") throw idempotencyKeyReused([]);
     // A test destination's Send queued no delivery: not counted as one.
-    if (outcome.kind === "issued" && testCode === undefined) this.outcomes?.sent(caller.tenant, req.channel, destination.country ?? "");
+    if (outcome.kind === "issued" && testCode === undefined) {
+      this.deliveryQueued?.();
+      this.outcomes?.sent(caller.tenant, req.channel, destination.country ?? "");
+    }
     return create(SendResponseSchema, timesMessage(outcome));
   }
 
@@ -368,7 +375,10 @@ export class OtpService {
     if (guard && outcome.kind !== "resent") await this.recordPrefix(caller, guard, "unsent");
     switch (outcome.kind) {
       case "resent":
-        if (!summary.test) this.outcomes?.resent(caller.tenant, outcome.channel);
+        if (!summary.test) {
+          this.deliveryQueued?.();
+          this.outcomes?.resent(caller.tenant, outcome.channel);
+        }
         return create(ResendResponseSchema, {
           ...timesMessage(outcome),
           attemptsRemaining: outcome.attemptsRemaining,

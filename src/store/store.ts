@@ -363,6 +363,13 @@ export interface OutboxEntry {
   fields: Record<string, string>;
 }
 
+/** What waits in the outbox: acknowledged entries are deleted, so the oldest entry is the oldest event Kafka has not taken. */
+export interface OutboxWaiting {
+  events: number;
+  /** Epoch ms of the oldest entry across shards; undefined when none waits. */
+  oldestMs: number | undefined;
+}
+
 export interface VerificationStore {
   /** Send: replace the live verification for (tenant, purpose, destination) and queue its delivery. */
   issue(cmd: IssueCommand): Promise<IssueOutcome>;
@@ -426,6 +433,8 @@ export interface VerificationStore {
   ackOutbox(entries: { shard: number; id: string }[]): Promise<void>;
   /** Entries not yet acknowledged, across shards. */
   outboxBacklog(): Promise<number>;
+  /** The same count, and the time of the oldest of those entries (its stream id's milliseconds). */
+  outboxWaiting(): Promise<OutboxWaiting>;
 
   /** True when the store answers. */
   ping(): Promise<boolean>;

@@ -1061,6 +1061,22 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(await store.claimStaleOutbox('other', 0, 10)).toEqual([]);
       });
 
+      it('outboxWaiting: the count, and the time of the oldest entry not acknowledged, whoever holds it', async () => {
+        expect(await store.outboxWaiting()).toEqual({ events: 0, oldestMs: undefined });
+        await send();
+        await send();
+        const read = await events();
+        expect(read).toHaveLength(4);
+        const times = read.map((e) => Number(e.id.split('-')[0])).sort((a, b) => a - b);
+        // Read (pending on a relay, as while Kafka is down) is still waiting.
+        expect(await store.outboxWaiting()).toEqual({ events: 4, oldestMs: times[0] });
+        const byAge = [...read].sort((a, b) => Number(a.id.split('-')[0]) - Number(b.id.split('-')[0]));
+        await store.ackOutbox(byAge.slice(0, 3));
+        expect(await store.outboxWaiting()).toEqual({ events: 1, oldestMs: Number(byAge[3]!.id.split('-')[0]) });
+        await store.ackOutbox(byAge.slice(3));
+        expect(await store.outboxWaiting()).toEqual({ events: 0, oldestMs: undefined });
+      });
+
       it('reads at most count entries across shards, each once', async () => {
         for (let i = 0; i < 6; i++) await send();
         const seen = new Set<string>();

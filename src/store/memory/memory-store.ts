@@ -10,6 +10,7 @@ import type {
   LimitQuery,
   LimitState,
   OutboxEntry,
+  OutboxWaiting,
   PrefixGuardCheck,
   PrefixTransition,
   Refusal,
@@ -479,6 +480,11 @@ export class MemoryStore implements VerificationStore {
 
   async outboxBacklog(): Promise<number> {
     return this.#outbox.reduce((sum, shard) => sum + shard.size, 0);
+  }
+
+  async outboxWaiting(): Promise<OutboxWaiting> {
+    const times = this.#outbox.map((shard) => shard.oldestMs).filter((ms): ms is number => ms !== undefined);
+    return { events: await this.outboxBacklog(), oldestMs: times.length > 0 ? Math.min(...times) : undefined };
   }
 
   async ping(): Promise<boolean> {

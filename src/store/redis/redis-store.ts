@@ -11,6 +11,7 @@ import type {
   LimitQuery,
   LimitState,
   OutboxEntry,
+  OutboxWaiting,
   PrefixGuardCheck,
   PrefixGuardRule,
   PrefixTransition,
@@ -338,13 +339,33 @@ export class RedisStore implements VerificationStore {
   }
 
   async outboxBacklog(): Promise<number> {
-    const lengths = await Promise.all(
-      Array.from({ length: this.#shards }, (_, shard) => {
+    return (await this.#outboxLengths()).reduce((sum, n) => sum + n, 0);
+  }
+
+  async outboxWaiting(): Promise<OutboxWaiting> {
+    const lengths = await this.#outboxLengths();
+    // The first entry of each stream that has any (a second round trip, only
+    // while events wait: an idle outbox costs its 16 XLEN as before).
+    // Entries are deleted once Kafka took them, so it is the oldest waiting.
+    const firsts = await Promise.all(
+      lengths.flatMap((n, shard) => {
+        if (n === 0) return [];
         const key = this.#outboxKey(shard);
-        return this.#redis.call(["XLEN", key], key);
+        return [this.#redis.call(["XRANGE", key, "-", "+", "COUNT", "1"], key).then(replies.firstEntryMs)];
       }),
     );
-    return lengths.reduce<number>((sum, n) => sum + (typeof n === "number" ? n : 0), 0);
+    const times = firsts.filter((ms): ms is number => ms !== undefined);
+    return { events: lengths.reduce((sum, n) => sum + n, 0), oldestMs: times.length > 0 ? Math.min(...times) : undefined };
+  }
+
+  #outboxLengths(): Promise<number[]> {
+    return Promise.all(
+      Array.from({ length: this.#shards }, async (_, shard) => {
+        const key = this.#outboxKey(shard);
+        const n = await this.#redis.call(["XLEN", key], key);
+        return typeof n === "number" ? n : 0;
+      }),
+    );
   }
 
   /** Every master answers (on a cluster, each serves some of the shards). */

@@ -211,6 +211,15 @@ function entry(shard: number, raw: RedisReply): OutboxEntry {
   return { id: str(e, 0), shard, fields };
 }
 
+/** XRANGE <stream> - + COUNT 1: the time of the stream's first entry (its id's milliseconds); undefined when empty. */
+export function firstEntryMs(reply: RedisReply): number | undefined {
+  const r = list(reply, "XRANGE");
+  if (r.length === 0) return undefined;
+  const ms = Number(str(list(r[0] ?? null, "stream entry"), 0).split("-")[0]);
+  if (!Number.isSafeInteger(ms)) throw new UnexpectedReplyError("stream entry id");
+  return ms;
+}
+
 /**
  * read-outbox.lua: {id, fields as a JSON object, ...}; an entry deleted while
  * pending has '' for its fields and is left out (nothing to deliver).

@@ -53,6 +53,9 @@ that. The notifier gets the service's other Redis settings from config.env
 under its own names (NOTIFIER_REDIS_*, NOTIFIER_REDIS_WAIT_*), unless
 notifier.env sets them; when notifier.env names a deployment of its own
 (NOTIFIER_REDIS_URL, _CLUSTER_NODES or _SENTINELS), nothing is added.
+Both also get the Sentinels' own password (redis.sentinelPasswordKey) and TLS
+to Redis (redis.tls: the files are in the redis-tls volume, mounted by
+otp.volumes and by the notifier when it uses this deployment).
 */}}
 {{- define "otp.redisEnv" -}}
 {{- $ := index . 0 -}}
@@ -88,7 +91,6 @@ notifier.env sets them; when notifier.env names a deployment of its own
   valueFrom:
     secretKeyRef: { name: {{ $.Values.redis.existingSecret | quote }}, key: {{ $.Values.redis.sentinelPasswordKey | quote }} }
 {{- end }}
-{{- /* redis.tls: the files are in the redis-tls volume (otp.volumes, the notifier's volumes). */}}
 {{- $tls := dict }}
 {{- with $.Values.redis.tls }}
 {{- if .enabled }}
