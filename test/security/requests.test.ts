@@ -3,6 +3,9 @@
 // - a purpose's policy applies whichever way its verification is addressed:
 //   Verify by id spends the purpose's failure budget (not the default), and
 //   CheckRateLimit reports the lock it set;
+// - a purpose's own send / failure budget is a second budget beside the
+//   destination-wide one, never mixed into it: 4 login codes leave the 5th
+//   for payment (3/15m of its own), payment's own limit or lock leaves login alone;
 // - an idempotency key means one request: reused with other parameters it is
 //   refused (INVALID_ARGUMENT, IDEMPOTENCY_KEY_REUSED, naming what differs),
 //   never answered with the first request's verification or VERIFIED.
