@@ -91,3 +91,39 @@ describe('Redis Cluster: a master that hangs', () => {
     await cluster.healthy(45_000);
   });
 });
+
+describe('Redis Cluster: a shard down for good (cluster-require-full-coverage no)', () => {
+  it('/readyz stays 200; the other shards serve, the down shard answers UNAVAILABLE; whole again once it is back', { timeout: 180_000 }, async () => {
+    await cluster.healthy(45_000);
+    for (const n of cluster.nodes) await redisCli(n.port, ['CONFIG', 'SET', 'cluster-require-full-coverage', 'no']);
+    const app = await startTestApp({ REDIS_CLUSTER_NODES: cluster.seeds, OTP_REDIS_TIMEOUT_MS: '1000', OTP_LIMIT_SEND_PER_IP: '100000/1h', OTP_LIMIT_SEND_PER_TENANT: '100000/1h' });
+    const client = grpcClient(app.grpcTarget);
+    const [victim] = await cluster.masters();
+    const id = await redisCli(victim!.port, ['CLUSTER', 'MYID']);
+    const replicaPorts = (await redisCli(victim!.port, ['CLUSTER', 'REPLICAS', id])).split('\n').filter(Boolean).map((l) => Number(/:(\d+)@/.exec(l)![1]));
+    const shard = [victim!, ...cluster.nodes.filter((n) => replicaPorts.includes(n.port))];
+    try {
+      await Promise.all(shard.map((n) => n.kill()));
+      const other = cluster.nodes.find((n) => !shard.includes(n))!;
+      await until('the cluster marked the shard\'s master failed', 45_000, async () =>
+        (await redisCli(other.port, ['CLUSTER', 'NODES'])).split('\n').some((l) => l.startsWith(id) && /\bfail\b/.test(l) && !l.includes('fail?')), 200);
+      await until('/readyz 200 with one shard down', 20_000, async () => (await rawRequest(`${app.httpBase}/readyz`)).status === 200, 200);
+      // Sends to many destinations: most are served, those on the down shard answer UNAVAILABLE, none anything else.
+      const outcomes: string[] = [];
+      for (let i = 0; i < 30; i++) {
+        outcomes.push(await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('shard') })
+          .then(() => 'ok', (err: { code?: number }) => (err.code === 14 ? 'unavailable' : `code ${err.code}`)));
+      }
+      expect(outcomes.filter((o) => o !== 'ok' && o !== 'unavailable')).toEqual([]);
+      expect(outcomes.filter((o) => o === 'ok').length).toBeGreaterThan(10);
+      expect(outcomes).toContain('unavailable');
+      expect((await rawRequest(`${app.httpBase}/readyz`)).status).toBe(200);
+    } finally {
+      client.close();
+      await app.stop();
+      await Promise.all(shard.map((n) => n.start()));
+      for (const n of cluster.nodes) await redisCli(n.port, ['CONFIG', 'SET', 'cluster-require-full-coverage', 'yes']).catch(() => undefined);
+    }
+    await cluster.healthy(60_000);
+  });
+});

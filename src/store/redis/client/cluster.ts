@@ -123,12 +123,18 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
       const replies = await Promise.all(cluster.masters.map(async (m) => {
         try {
           return await within((async () => (await cluster.nodeClient(m)).sendCommand<RedisReply>(["PING"]))(), options.commandTimeoutMs, `PING ${m.address}`);
-        } catch (err) {
+        } catch {
           lookAgain(m.address);
-          throw err;
+          return "unanswered";
         }
       }));
-      return replies.length > 0 && replies.every((r) => r === "PONG");
+      // Ready while at least half the masters answer. A shard that stays down
+      // (with cluster-require-full-coverage no, the README's advice) leaves the
+      // rest servable, and every pod sees it alike: taking them all out of
+      // rotation would turn a partial outage into a whole one. A pod cut off
+      // from most masters (its own network) still leaves rotation.
+      const answered = replies.filter((r) => r === "PONG").length;
+      return answered > 0 && answered * 2 >= replies.length;
     },
     stalled(key) {
       if (key === undefined) return lookAgain(undefined);

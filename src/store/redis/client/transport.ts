@@ -15,7 +15,10 @@ export interface Transport {
    * connection's writes). Rejects with the first error reply.
    */
   pipeline(key: string, commands: string[][]): Promise<RedisReply[]>;
-  /** Every master answers PING: the store can serve every key. */
+  /**
+   * The store can serve: its master answers PING (one node, Sentinel); with a
+   * Cluster, at least half its masters do (keys on the others answer UNAVAILABLE).
+   */
   pingAll(): Promise<boolean>;
   /**
    * A command for `key` got no answer within its deadline: the node serving
