@@ -220,7 +220,7 @@ export class OtpService {
         context: req.context,
         prefixRefs: prefixes ? encodePrefixRefs(prefixes.check) : "",
         deliver: testCode === undefined,
-        policy: storePolicy(policy),
+        policy: storePolicy(policy, this.config.defaults),
         event: eventContext(caller),
       }),
     );
@@ -293,6 +293,7 @@ export class OtpService {
         candidates: this.keyring.candidates(ref.verificationId, caller.tenant, req.context, code),
         idempotencyKey: claim?.keyDigest ?? "",
         replayKey: claim?.replayKey ?? "",
+        failuresPerDestination: this.config.defaults.failuresPerDestination,
         event: eventContext(caller),
       }),
     );
@@ -367,7 +368,7 @@ export class OtpService {
         keyId: signed.keyId,
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
         deliver: !summary.test,
-        policy: storePolicy(policy),
+        policy: storePolicy(policy, this.config.defaults),
         event: eventContext(caller),
       }),
     );
@@ -412,7 +413,7 @@ export class OtpService {
           tenant: caller.tenant,
           purpose: req.purpose,
           destination: destinationRef(digest, this.config.redisShards),
-          policy: storePolicy(policy),
+          policy: storePolicy(policy, this.config.defaults),
         }),
         this.store.callerBudgetStates(caller.tenant, budgets, guard),
       ]),

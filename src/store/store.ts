@@ -24,10 +24,28 @@ export interface StorePolicy {
   maxAttempts: number;
   resendCooldownSeconds: number;
   maxResends: number;
-  /** Sends (Send + Resend) per (tenant, destination), across purposes. */
+  /**
+   * Sends (Send + Resend) per (tenant, destination), across purposes: OTP_LIMIT_SEND_PER_DESTINATION,
+   * always spent at its own rate (one GCRA state, `ls`), whatever the purpose.
+   */
   sendsPerDestination: Budget;
-  /** Wrong codes per (tenant, destination) across all its verifications; reaching it locks the destination. */
+  /**
+   * Wrong codes per (tenant, destination) across all its verifications (OTP_LIMIT_FAILURES_PER_DESTINATION,
+   * state `lf`); using it up locks the destination for every purpose (`lk`).
+   */
   failuresPerDestination: Budget;
+  /**
+   * Only when the purpose's policy sets its own sendsPerDestination (other than the global): that
+   * purpose's own budget at this destination (`<p>:ls`), spent together with the global one (a send
+   * must fit both; a refusal spends neither). A GCRA state is only meaningful at one rate, so the two
+   * are never mixed.
+   */
+  purposeSendsPerDestination?: Budget;
+  /**
+   * Only when the purpose's policy sets its own failuresPerDestination: that purpose's own failure
+   * budget (`<p>:lf`), spent with the global one; using it up locks this purpose only (`<p>:lk`).
+   */
+  purposeFailuresPerDestination?: Budget;
 }
 
 /** Fields every outbox event copies; the store adds type, time and event-specific fields. */
@@ -201,6 +219,11 @@ export interface VerifyCommand {
    * to the verification since (a new Send replaced it, another call verified or locked it).
    */
   replayKey: string;
+  /**
+   * The destination-wide failure budget (OTP_LIMIT_FAILURES_PER_DESTINATION): every wrong code spends
+   * it at this rate. (A purpose's own budget was kept with the verification at Send.)
+   */
+  failuresPerDestination: Budget;
   event: EventContext;
 }
 

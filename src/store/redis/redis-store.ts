@@ -29,7 +29,7 @@ import {
 } from "./client.js";
 import { callerBudgetKey, destinationKey, idempotencyRecordKey, OUTBOX_GROUP, outboxKey, prefixGuardKey } from "./keys.js";
 import * as replies from "./replies.js";
-import { scriptArgv, type PrefixRuleArg, type ScriptArgs, type ScriptName } from "./script-args.js";
+import { scriptArgv, type BudgetArg, type PrefixRuleArg, type ScriptArgs, type ScriptName } from "./script-args.js";
 import { withScriptSpans } from "./script-spans.js";
 import { scripts } from "./scripts.js";
 import { readAcrossShards } from "./shard-reads.js";
@@ -62,6 +62,8 @@ const eventArgs = (e: EventContext) => ({ trace_id: e.traceId, client_id: e.clie
 const sends = (b: Budget) => ({ sends_count: b.count, sends_window_ms: ms(b.windowSeconds) });
 const ruleArg = (r: PrefixGuardRule): PrefixRuleArg => [r.minSends, r.minVerifiedPercent, r.windowMs, r.buckets, r.coolOffMs];
 const failures = (b: Budget) => ({ failures_count: b.count, failures_window_ms: ms(b.windowSeconds) });
+/** A purpose's own budget ([] when it has none): the scripts' `budget` kind. */
+const own = (b: Budget | undefined): BudgetArg => (b ? [b.count, ms(b.windowSeconds)] : []);
 /** key id -> code digest under that key (verify's `candidates`). */
 function candidateDigests(candidates: VerifyCommand["candidates"]): Record<string, string> {
   // Without a prototype, so any key id the config allows ("__proto__" too) is an own field.
@@ -160,8 +162,10 @@ export class RedisStore implements VerificationStore {
       max_attempts: policy.maxAttempts,
       cooldown_ms: ms(policy.resendCooldownSeconds),
       max_resends: policy.maxResends,
-      ...failures(policy.failuresPerDestination),
+      // Kept for Verify: the purpose's own failure budget, else the global one.
+      ...failures(policy.purposeFailuresPerDestination ?? policy.failuresPerDestination),
       ...sends(policy.sendsPerDestination),
+      purpose_sends: own(policy.purposeSendsPerDestination),
       ...eventArgs(cmd.event),
       context: cmd.context,
       prefix_refs: cmd.prefixRefs,
@@ -178,6 +182,7 @@ export class RedisStore implements VerificationStore {
       replay: cmd.replayKey,
       ...eventArgs(cmd.event),
       candidates: candidateDigests(cmd.candidates),
+      ...failures(cmd.failuresPerDestination),
     });
     return replies.verifyOutcome(reply);
   }
@@ -194,6 +199,7 @@ export class RedisStore implements VerificationStore {
       ttl_ms: ms(policy.ttlSeconds),
       cooldown_ms: ms(policy.resendCooldownSeconds),
       ...sends(policy.sendsPerDestination),
+      purpose_sends: own(policy.purposeSendsPerDestination),
       ...eventArgs(cmd.event),
       deliver: cmd.deliver,
     });
@@ -205,9 +211,11 @@ export class RedisStore implements VerificationStore {
     const reply = await this.#run("limits", [destinationKey(this.#prefix, query.tenant, query.destination)], {
       purpose: query.purpose,
       ...sends(policy.sendsPerDestination),
+      purpose_sends: own(policy.purposeSendsPerDestination),
       ...failures(policy.failuresPerDestination),
+      purpose_failures: own(policy.purposeFailuresPerDestination),
     });
-    return replies.limitStates(reply, policy);
+    return replies.limitStates(reply);
   }
 
   async spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck, claim?: IdempotencyClaim): Promise<CallerBudgetOutcome> {

@@ -11,7 +11,6 @@ import type {
   OutboxEntry,
   Refusal,
   ResendOutcome,
-  StorePolicy,
   VerificationState,
   VerificationStatusKind,
   VerificationSummary,
@@ -119,12 +118,13 @@ export function resendOutcome(reply: RedisReply): ResendOutcome {
   throw new UnexpectedReplyError(`resend ${kind}`);
 }
 
-export function limitStates(reply: RedisReply, policy: StorePolicy): LimitState[] {
+/** The binding budget of each (the global or the purpose's own): its limit comes with the reply. */
+export function limitStates(reply: RedisReply): LimitState[] {
   const r = list(reply, "limits");
   return [
     {
       name: "SEND_LIMIT_DESTINATION",
-      limit: policy.sendsPerDestination.count,
+      limit: num(r, 8),
       remaining: num(r, 0),
       resetAfterMs: num(r, 1),
       retryAfterMs: num(r, 2),
@@ -132,7 +132,7 @@ export function limitStates(reply: RedisReply, policy: StorePolicy): LimitState[
     { name: "RESEND_COOLDOWN", limit: 1, remaining: num(r, 3), resetAfterMs: num(r, 4), retryAfterMs: num(r, 4) },
     {
       name: "DESTINATION_LOCKED",
-      limit: policy.failuresPerDestination.count,
+      limit: num(r, 9),
       remaining: num(r, 5),
       resetAfterMs: num(r, 6),
       retryAfterMs: num(r, 7),
