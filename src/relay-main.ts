@@ -28,22 +28,21 @@ async function main(): Promise<void> {
   let stop: () => Promise<void>;
   try {
     const metricsPort = optional(process.env, "OTP_RELAY_METRICS_PORT") === "off" ? undefined : int(process.env, "OTP_RELAY_METRICS_PORT", 9465, 0, 65535);
+    // The backlog and lag gauges, read from the outbox as the service does (it refuses no calls here);
+    // 0 until the store is connected.
+    let backlog: OutboxBacklog | undefined;
+    const metrics = new Metrics({
+      get count() { return backlog?.count ?? 0; },
+      get lagMs() { return backlog?.lagMs ?? 0; },
+    });
+    // First, so a port that cannot be bound stops the relay before it takes any events.
+    const endpoint = metricsPort === undefined ? undefined : await serveMetricsEndpoint(metrics.registry, config.host, metricsPort, log);
     const store = await buildStore(config, log);
-    // The backlog and lag gauges: read from the outbox, as the service does (it refuses no calls here).
-    const backlog = new OutboxBacklog(store, log, Number.POSITIVE_INFINITY);
-    const metrics = new Metrics(backlog);
-    // Before the relay starts, so a port that cannot be bound stops it before it takes any events.
-    let endpoint: Awaited<ReturnType<typeof serveMetricsEndpoint>> | undefined;
-    try {
-      endpoint = metricsPort === undefined ? undefined : await serveMetricsEndpoint(metrics.registry, config.host, metricsPort, log);
-    } catch (err) {
-      await store.close();
-      throw err;
-    }
+    backlog = new OutboxBacklog(store, log, Number.POSITIVE_INFINITY);
     backlog.start();
     const worker = startEventWorker(config, store, log, { sealer: new Sealer(config.sealKeys), observer: metrics, kafkaObserver: metrics.kafka });
     stop = async () => {
-      backlog.stop();
+      backlog?.stop();
       await worker.stop();
       await store.close();
       await endpoint?.close();
