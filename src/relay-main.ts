@@ -40,7 +40,11 @@ async function main(): Promise<void> {
     const store = await buildStore(config, log);
     backlog = new OutboxBacklog(store, log, Number.POSITIVE_INFINITY);
     backlog.start();
-    const worker = startEventWorker(config, store, log, { sealer: new Sealer(config.sealKeys), observer: metrics, kafkaObserver: metrics.kafka });
+    // No Send in this process wakes its relay: it stays at the fast pace for a second after each event it
+    // read, so while Sends keep coming they do not wait out the idle back-off (README "Events").
+    const worker = startEventWorker(config, store, log, {
+      sealer: new Sealer(config.sealKeys), observer: metrics, kafkaObserver: metrics.kafka, fastAfterReadMs: 1_000,
+    });
     stop = async () => {
       backlog?.stop();
       await worker.stop();

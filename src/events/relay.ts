@@ -19,10 +19,9 @@ import { HEADERS } from "./topics.js";
 // An empty outbox is polled less and less often (every shard is one script
 // call per poll: 16 on each poll by default, so polling every 20 ms was ~750
 // Redis calls a second from each idle process), up to `maxIdleDelayMs`, and
-// once backed off a poll asks each stream's length before reading it; any
-// entry read brings the fast pace back, and it is kept for a while after the
-// last entry read (a relay of its own process, which no Send can wake, then
-// adds nothing to deliveries while traffic goes on). A Send or Resend in this process
+// a poll after an empty one asks each stream's length before reading it; any
+// entry read brings the fast pace back (a relay of its own process, which no
+// Send can wake, keeps it for a while after: fastAfterReadMs). A Send or Resend in this process
 // wakes the relay at once (nudge), so its delivery does not wait out the
 // back-off. How late events reach Kafka is the backlog watch's to report
 // (src/events/backlog.ts: the age of the oldest entry in the outbox).
@@ -33,6 +32,12 @@ export interface RelayOptions {
   idleDelayMs?: number;
   /** The longest sleep between reads of an empty outbox (OTP_RELAY_MAX_IDLE_MS). */
   maxIdleDelayMs?: number;
+  /**
+   * Keep the fast pace this long after an entry was read (default 0). For a
+   * relay no Send can wake (`npm run relay`): while Sends keep coming it
+   * stays fast, so the back-off delays only the first event after a lull.
+   */
+  fastAfterReadMs?: number;
   /**
    * After a batch that did not fill, wait this long before reading again, so
    * that events arriving meanwhile go out together (Kafka's linger.ms, one
@@ -45,9 +50,6 @@ export interface RelayOptions {
   /** Counts what is published and what fails (src/metrics.ts). */
   observer?: RelayObserver;
 }
-
-/** The fast pace is kept this long after an entry was read: while Sends keep coming, a relay no Send can wake (`npm run relay`) polls at it. */
-const FAST_AFTER_READ_MS = 1_000;
 
 /** How long stop() waits for the batch in flight. */
 const STOP_WAIT_MS = 3_000;
@@ -62,6 +64,7 @@ export class OutboxRelay {
   private readonly batchSize: number;
   private readonly idleDelayMs: number;
   private readonly maxIdleDelayMs: number;
+  private readonly fastAfterReadMs: number;
   private readonly lingerMs: number;
   private readonly claimIdleMs: number;
   private readonly maxBackoffMs: number;
@@ -86,6 +89,7 @@ export class OutboxRelay {
     this.batchSize = options.batchSize ?? 500;
     this.idleDelayMs = options.idleDelayMs ?? 20;
     this.maxIdleDelayMs = Math.max(this.idleDelayMs, options.maxIdleDelayMs ?? 250);
+    this.fastAfterReadMs = options.fastAfterReadMs ?? 0;
     // Every batch costs 16 stream reads, up to 32 acknowledgements and a
     // produce request, whatever its size: measured (bench/relay-cost.ts) 96 µs
     // of CPU per event in batches of 32, 62 in batches of 128, 51 in batches
@@ -138,10 +142,12 @@ export class OutboxRelay {
     let idleMs = this.idleDelayMs;
     let lastClaim = 0;
     let lastRead = Date.now();
+    let lastEmpty = false;
     while (this.running) {
       try {
         // Cleared before the read: an append after this point is either in
         // this read or nudges again, so the sleep below cannot strand it.
+        const woken = this.nudged;
         this.nudged = false;
         let batch: OutboxEntry[] = [];
         if (this.recover) {
@@ -156,20 +162,23 @@ export class OutboxRelay {
           batch = await this.store.claimStaleOutbox(this.consumer, this.claimIdleMs, this.batchSize);
         }
         if (batch.length === 0) {
-          // Backed off and not nudged: most likely still empty. Asked first
-          // with XLEN (under a µs of Redis CPU per shard; the read script
-          // costs ~12 µs even on an empty stream); read only if something is there.
-          const probe = idleMs > this.idleDelayMs && !this.nudged;
+          // Empty last time and not nudged: most likely still empty. Asked
+          // first with XLEN (under a µs of Redis CPU per shard; the read
+          // script costs ~12 µs even on an empty stream); read only if
+          // something is there.
+          const probe = lastEmpty && !woken;
           if (!probe || (await this.store.outboxBacklog()) > 0) batch = await this.store.readOutbox(this.consumer, this.batchSize);
         }
         if (batch.length === 0) {
           await this.idle(idleMs);
-          const recent = Date.now() - lastRead < FAST_AFTER_READ_MS;
+          lastEmpty = true;
+          const recent = Date.now() - lastRead < this.fastAfterReadMs;
           idleMs = this.nudged || recent ? this.idleDelayMs : Math.min(idleMs * 2, this.maxIdleDelayMs);
           continue;
         }
         idleMs = this.idleDelayMs;
         lastRead = Date.now();
+        lastEmpty = false;
         await this.deliver(batch);
         backoffMs = 100;
         if (batch.length < this.batchSize && this.lingerMs > 0) await this.sleep(this.lingerMs);

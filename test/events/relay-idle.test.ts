@@ -102,6 +102,41 @@ describe('the outbox relay when the outbox is empty', () => {
     }
   }, 60_000);
 
+  it('a relay no Send wakes (fastAfterReadMs, as `npm run relay` runs it) keeps polling fast after an event, and finds the next one', async () => {
+    const log = pino({ level: 'silent' });
+    const store = await RedisStore.connect({ url: `redis://127.0.0.1:${redis.port}`, shards: 4 });
+    let polls = 0;
+    const counted = new Proxy(store, {
+      get(target, name) {
+        const value = Reflect.get(target, name, target) as unknown;
+        if (typeof value !== 'function') return value;
+        const bound = (value as (...a: unknown[]) => unknown).bind(target);
+        // A poll is a read, or the length probe that stands for one.
+        return name === 'readOutbox' || name === 'outboxBacklog' ? (...a: unknown[]) => { polls++; return bound(...a); } : bound;
+      },
+    });
+    const published: EventRecord[] = [];
+    const sink: EventSink = { publish: async (records) => void published.push(...records), close: async () => {} };
+    // Backing off without bound: 12 empty polls in a row would take over a minute (20 ms doubling).
+    const relay = new OutboxRelay(counted, sink, log, { idleDelayMs: 20, maxIdleDelayMs: 60_000, fastAfterReadMs: 60_000, lingerMs: 0 });
+    const app = await startTestApp({ REDIS_URL: `redis://127.0.0.1:${redis.port}`, OTP_REDIS_SHARDS: '4', OTP_RELAY: 'off' });
+    const client = grpcClient(app.grpcTarget);
+    try {
+      relay.start();
+      const first = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('fast') });
+      await until('the relay published the first delivery', 20_000, () => published.some((r) => r.key === first.verificationId));
+      const after = polls;
+      await until('the relay keeps polling at the fast pace', 20_000, () => polls >= after + 12);
+      const second = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('fast') });
+      await until('the relay published the second delivery', 20_000, () => published.some((r) => r.key === second.verificationId));
+    } finally {
+      client.close();
+      await app.stop();
+      await relay.stop();
+      await store.close();
+    }
+  }, 90_000);
+
   it('the service nudges its own relay on each Send and Resend that queued a delivery (not for a test destination)', async () => {
     const nudges = vi.spyOn(OutboxRelay.prototype, 'nudge');
     const app = await startTestApp({
