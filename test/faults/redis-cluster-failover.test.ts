@@ -31,6 +31,7 @@ describe('Redis Cluster failover', () => {
     const [victim] = await cluster.masters();
     const summary = await failoverUnderStream({ REDIS_CLUSTER_NODES: cluster.seeds }, brokers, {
       kill: () => victim!.kill(),
+      partial: true,
       async recover() {
         // Its replica takes over its slots (cluster-node-timeout 2 s, then an election).
         await cluster.healthy(45_000);
