@@ -104,6 +104,9 @@ export async function verifyFloor(target: FloorTarget): Promise<FloorResult> {
   const args = scriptArgv<"verify">({
     tenant: TENANT, id: target.verificationId, idempotency_key: "", replay: "",
     trace_id: randomBytes(16).toString("hex"), client_id: "", candidates: { [kid]: wrong },
+    // The service's global failure budget: the verification's purpose has none of its own, as by default.
+    failures_count: config.defaults.failuresPerDestination.count,
+    failures_window_ms: config.defaults.failuresPerDestination.windowSeconds * 1000,
   });
   try {
     return await floor(target, scripts.verify, [key, scratch], args);
@@ -116,6 +119,7 @@ export async function verifyFloor(target: FloorTarget): Promise<FloorResult> {
 export async function limitsFloor(target: FloorTarget): Promise<FloorResult> {
   const { key } = await keyOf(target.redis, target.verificationId, target.shards);
   return floor(target, scripts.limits, [key], scriptArgv<"limits">({
-    purpose: target.purpose, sends_count: 999999, sends_window_ms: 3600000, failures_count: 999999, failures_window_ms: 3600000,
+    purpose: target.purpose, sends_count: 999999, sends_window_ms: 3600000, purpose_sends: [], failures_count: 999999, failures_window_ms: 3600000,
+    purpose_failures: [],
   }));
 }

@@ -72,7 +72,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     // drained (cleanups run in reverse), so no event written by a call is left
     // behind by a clean shutdown. With OTP_RELAY=off another process relays.
     const backlog = new OutboxBacklog(store, log, config.maxOutboxBacklog);
-    const metrics = new Metrics(() => backlog.count);
+    const metrics = new Metrics(backlog);
     await contributeMetrics([metrics.registry]);
     const events = config.relay === "in-process"
       ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog, observer: metrics, kafkaObserver: metrics.kafka })
@@ -84,7 +84,9 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
 
     const refusals = new Refusals(store, log, config.redisShards, metrics);
     const prefixEvents = new PrefixEvents(store, log, config.redisShards, metrics);
-    const core = new OtpService({ config, store, sealer, receipts, admission, refusals, outcomes: metrics, prefixEvents, logger: log });
+    // A delivery this process queued wakes its own relay (with OTP_RELAY=off the relay process polls).
+    const deliveryQueued = events ? () => events.relay.nudge() : undefined;
+    const core = new OtpService({ config, store, sealer, receipts, admission, deliveryQueued, refusals, outcomes: metrics, prefixEvents, logger: log });
     if (config.testDestinations.length > 0) {
       log.warn({ testDestinations: config.testDestinations.length, production: config.production }, "OTP_TEST_DESTINATIONS: these destinations get a fixed code and no delivery");
     }
@@ -108,9 +110,10 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     try {
       const origins = allowedOrigins(config, () => directory);
       const readyDetails = () => {
-        // With OTP_RELAY=off the lag and errors are the relay process's to report.
+        // The lag is read from the outbox, so every process reports it; with
+        // OTP_RELAY=off publishing errors are the relay process's to report.
         const relay = events?.relay.status();
-        return { event_backlog: backlog.count, event_lag_ms: relay?.lagMs ?? null, event_relay_error: relay?.lastError ?? null };
+        return { event_backlog: backlog.count, event_lag_ms: backlog.lagMs, event_relay_error: relay?.lastError ?? null };
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });
       http = await binding("HTTP_PORT", config.host, listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs }));

@@ -102,12 +102,16 @@ export interface Config {
   relayClaimIdleMs: number;
   /** After a batch that did not fill, the relay waits this long so the next one is bigger. */
   relayLingerMs: number;
+  /** Longest sleep of the relay between reads of an empty outbox (it backs off from 20 ms to this). */
+  relayMaxIdleMs: number;
   /** "in-process": every service process relays the outbox; "off": a separate `npm run relay` does. */
   relay: "in-process" | "off";
   /** Processes sharing the ports (node:cluster); 1 = no cluster. */
   workers: number;
-  /** OTP_SMS_COUNTRIES: regions phone channels may reach; null: every region. */
+  /** OTP_SMS_COUNTRIES: regions phone channels may reach; null: every geographic region (and smsNonGeographic). */
   smsCountries: ReadonlySet<string> | null;
+  /** With smsCountries null: the non-geographic calling codes listed beside "*" ("+870"); none by default. */
+  smsNonGeographic: ReadonlySet<string>;
   /** Per-tenant OTP_SMS_COUNTRIES (policy file "tenants"). */
   tenantSmsCountries: Record<string, ReadonlySet<string>>;
   /** The automatic prefix guard; null when OTP_PREFIX_GUARD=off. */
@@ -232,13 +236,32 @@ export function loadConfig(env: Env = process.env): Config {
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
     relayLingerMs: int(env, "OTP_RELAY_LINGER_MS", 50, 0, 1_000),
+    relayMaxIdleMs: int(env, "OTP_RELAY_MAX_IDLE_MS", 250, 20, 5_000),
     relay: oneOf(env, "OTP_RELAY", ["in-process", "off"] as const, "in-process"),
     workers: workers(env, redis !== undefined),
-    smsCountries: smsCountriesRaw === undefined || smsCountriesRaw === "*" ? null : regions("OTP_SMS_COUNTRIES", smsCountriesRaw.split(",")),
+    ...globalSmsRegions("OTP_SMS_COUNTRIES", smsCountriesRaw),
     tenantSmsCountries,
     prefixGuard: prefixGuard(env),
     testDestinations,
   };
+}
+
+/**
+ * OTP_SMS_COUNTRIES: unset or "*" is every geographic region, never a
+ * non-geographic calling code (satellite phones, international networks,
+ * freephone: +870, +881, +882, +883, +800 ...), classic toll-fraud ranges
+ * that few deployments mean to reach; "*,+870" adds those listed. Otherwise
+ * the list itself ("US,GB,+882").
+ */
+function globalSmsRegions(name: string, raw: string | undefined): Pick<Config, "smsCountries" | "smsNonGeographic"> {
+  const entries = (raw ?? "*").split(",").map((e) => e.trim()).filter(Boolean);
+  if (!entries.includes("*")) return { smsCountries: regions(name, entries), smsNonGeographic: new Set() };
+  const rest = entries.filter((e) => e !== "*");
+  const listed = rest.length > 0 ? regions(name, rest) : new Set<string>();
+  for (const r of listed) {
+    if (!r.startsWith("+")) throw new ConfigError(`${name}: "*" already allows ${r}; beside "*" list only non-geographic "+<calling code>" entries`);
+  }
+  return { smsCountries: null, smsNonGeographic: listed };
 }
 
 /** "US,CA,+882": ISO 3166 regions libphonenumber knows, or "+<calling code>" for non-geographic numbers. */

@@ -29,12 +29,18 @@ export type Port = "grpc" | "http";
 // targets (5 ms, 10 ms) must fall on bucket bounds.
 const BUCKETS = [0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
+/** What the backlog watch reads (src/events/backlog.ts), as last read. */
+export interface OutboxWatch {
+  /** Events in the outbox. */
+  readonly count: number;
+  /** Age of the oldest of them when read; 0 when none. */
+  readonly lagMs: number;
+}
+
 /** What the outbox relay reports (src/events/relay.ts). */
 export interface RelayObserver {
-  /** A batch went to Kafka: its events by type, and the age of its oldest event. */
-  published(types: readonly string[], lagMs: number): void;
-  /** The relay caught up: nothing waiting. */
-  idle(): void;
+  /** A batch went to Kafka: its events by type. */
+  published(types: readonly string[]): void;
   /** Publishing (or reading the outbox) failed; the relay retries. */
   failed(): void;
 }
@@ -95,10 +101,10 @@ export class Metrics implements Outcomes, RelayObserver {
   private readonly refusals: Children<"tenant" | "reason">;
   private readonly relayEvents: Children<"type">;
   private readonly relayErrors: Counter;
-  private relayLagSeconds = 0;
   private readonly prefixTransitions: Children<"kind" | "reason" | "digits">;
 
-  constructor(eventBacklog?: () => number) {
+  /** `outbox`: the backlog watch (src/events/backlog.ts) of this process, for the backlog and lag gauges. */
+  constructor(outbox: OutboxWatch) {
     collectDefaultMetrics({ register: this.registry });
     this.kafka = new KafkaTroubleCounter(this.registry);
     this.calls = new Histogram({
@@ -110,19 +116,16 @@ export class Metrics implements Outcomes, RelayObserver {
     });
     const calls = this.calls;
     this.callChildren = new LabelChildren((values) => calls.labels(...values));
-    // Not in the relay process (`npm run relay`), which has no backlog watch of its own.
-    if (eventBacklog) {
-      new Gauge({
-        name: "otp_event_backlog",
-        help: "Events in the outbox waiting for Kafka (as last read, every 0.5 s)",
-        registers: [this.registry],
-        // Every worker reads the same outbox: a sum would count each event once per worker.
-        aggregator: "max",
-        collect() {
-          this.set(eventBacklog());
-        },
-      });
-    }
+    new Gauge({
+      name: "otp_event_backlog",
+      help: "Events in the outbox waiting for Kafka (as last read, every 0.5 s)",
+      registers: [this.registry],
+      // Every worker reads the same outbox: a sum would count each event once per worker.
+      aggregator: "max",
+      collect() {
+        this.set(outbox.count);
+      },
+    });
     const registers = [this.registry];
     this.verifications = new Children(new Counter({
       name: "otp_verifications_total",
@@ -171,16 +174,15 @@ export class Metrics implements Outcomes, RelayObserver {
       help: "Failed attempts of the relay in this process to read the outbox or publish to Kafka (it retries; events wait in Redis)",
       registers,
     });
-    const metrics = this;
     this.redisCounters();
     new Gauge({
       name: "otp_relay_lag_seconds",
-      help: "Age of the oldest event in the relay's last batch (0 when it has caught up): how late deliveries reach Kafka",
+      help: "Age of the oldest event in the outbox not yet acknowledged by Kafka, across shards (as last read, every 0.5 s; 0 when none waits): how late deliveries reach Kafka, growing while Kafka is down",
       registers,
-      // Every worker runs a relay: the latest of them is how late deliveries are.
+      // Every worker reads the same outbox: the same age, or a fresher read of it.
       aggregator: "max",
       collect() {
-        this.set(metrics.relayLagSeconds);
+        this.set(outbox.lagMs / 1000);
       },
     });
   }
@@ -211,16 +213,11 @@ export class Metrics implements Outcomes, RelayObserver {
     this.refusals.inc(tenantLabel(tenant), reason);
   }
 
-  published(types: readonly string[], lagMs: number): void {
+  published(types: readonly string[]): void {
     // Counted by type first: one counter update per type in the batch, not one per event.
     const counts = new Map<string, number>();
     for (const type of types) counts.set(type, (counts.get(type) ?? 0) + 1);
     for (const [type, n] of counts) this.relayEvents.add(n, type);
-    this.relayLagSeconds = lagMs / 1000;
-  }
-
-  idle(): void {
-    this.relayLagSeconds = 0;
   }
 
   failed(): void {

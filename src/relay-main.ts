@@ -1,4 +1,5 @@
 import { buildStore } from "./app.js";
+import { OutboxBacklog } from "./events/backlog.js";
 import { Sealer } from "./events/seal.js";
 import { startEventWorker } from "./events/worker.js";
 import { createLogger } from "./log.js";
@@ -30,7 +31,13 @@ async function main(): Promise<void> {
   let stop: () => Promise<void>;
   try {
     const metricsPort = optional(process.env, "OTP_RELAY_METRICS_PORT") === "off" ? undefined : int(process.env, "OTP_RELAY_METRICS_PORT", 9465, 0, 65535);
-    const metrics = new Metrics();
+    // The backlog and lag gauges, read from the outbox as the service does (it refuses no calls here);
+    // 0 until the store is connected.
+    let backlog: OutboxBacklog | undefined;
+    const metrics = new Metrics({
+      get count() { return backlog?.count ?? 0; },
+      get lagMs() { return backlog?.lagMs ?? 0; },
+    });
     // First, so a port that cannot be bound stops the relay before it takes any events.
     const endpoint = metricsPort === undefined
       ? undefined
@@ -38,8 +45,15 @@ async function main(): Promise<void> {
         throw listenFailure(err, "OTP_RELAY_METRICS_PORT", config.host);
       });
     const store = await buildStore(config, log);
-    const worker = startEventWorker(config, store, log, { sealer: new Sealer(config.sealKeys), observer: metrics, kafkaObserver: metrics.kafka });
+    backlog = new OutboxBacklog(store, log, Number.POSITIVE_INFINITY);
+    backlog.start();
+    // No Send in this process wakes its relay: it stays at the fast pace for a second after each event it
+    // read, so while Sends keep coming they do not wait out the idle back-off (README "Events").
+    const worker = startEventWorker(config, store, log, {
+      sealer: new Sealer(config.sealKeys), observer: metrics, kafkaObserver: metrics.kafka, fastAfterReadMs: 1_000,
+    });
     stop = async () => {
+      backlog?.stop();
       await worker.stop();
       await store.close();
       await endpoint?.close();

@@ -1,18 +1,28 @@
 import type { Logger } from "pino";
+import type { OutboxWatch } from "../metrics.js";
 import type { VerificationStore } from "../store/store.js";
 
-// How many events wait in the outbox for Kafka, read every half second: Send
-// and Resend check it on every call (a cached number, not a Redis call), and
-// /readyz and /metrics show it. Every service process watches it, whether it
-// relays the outbox itself or another process does (OTP_RELAY=off).
+// How many events wait in the outbox for Kafka, and how long the oldest of
+// them has waited, read every half second: Send and Resend check the count on
+// every call (a cached number, not a Redis call), and /readyz and /metrics
+// show both. Every service process watches it, whether it relays the outbox
+// itself or another process does (OTP_RELAY=off), and so does `npm run relay`.
+//
+// The age is read from Redis, not from what a relay holds: an entry is deleted
+// only once Kafka acknowledged it, so the oldest entry is the oldest event
+// Kafka has not taken, whichever relay holds it, including one being retried
+// through a Kafka outage or pending on a relay that died. (The relay's own
+// view, the age of its last batch, read 0 between batches and stood still
+// while a batch was retried: a Kafka outage showed as no lag at all.)
 
 const REFRESH_MS = 500;
 
-export class OutboxBacklog {
+export class OutboxBacklog implements OutboxWatch {
   private value = 0;
+  private lag = 0;
   private timer: NodeJS.Timeout | undefined;
 
-  /** `max`: Send/Resend answer UNAVAILABLE while the backlog is at or above it. */
+  /** `max`: Send/Resend answer UNAVAILABLE while the backlog is at or above it (the relay process: Infinity, it answers no calls). */
   constructor(
     private readonly store: VerificationStore,
     private readonly logger: Logger,
@@ -35,6 +45,11 @@ export class OutboxBacklog {
     return this.value;
   }
 
+  /** Age of the oldest waiting event when last read (ms); 0 when none waits. */
+  get lagMs(): number {
+    return this.lag;
+  }
+
   /** For Send/Resend: false while the backlog is over its bound. */
   accepting(): boolean {
     return this.value < this.max;
@@ -42,7 +57,10 @@ export class OutboxBacklog {
 
   private async refresh(): Promise<void> {
     try {
-      this.value = await this.store.outboxBacklog();
+      const waiting = await this.store.outboxWaiting();
+      this.value = waiting.events;
+      // Redis's clock stamped the id: a few ms ahead of ours reads as 0.
+      this.lag = waiting.oldestMs === undefined ? 0 : Math.max(0, Date.now() - waiting.oldestMs);
       if (this.value >= this.max) {
         this.logger.warn({ backlog: this.value, max: this.max }, "event backlog over its bound: refusing Send");
       }

@@ -15,11 +15,29 @@ import { HEADERS } from "./topics.js";
 // republishes the same entries (same event ids); entries pending on a dead
 // relay are claimed by a live one after `claimIdleMs`. Safe to run in every
 // replica: the consumer group hands each entry to one of them.
+//
+// An empty outbox is polled less and less often (every shard is one script
+// call per poll: 16 on each poll by default, so polling every 20 ms was ~750
+// Redis calls a second from each idle process), up to `maxIdleDelayMs`, and
+// a poll after an empty one asks each stream's length before reading it; any
+// entry read brings the fast pace back (a relay of its own process, which no
+// Send can wake, keeps it for a while after: fastAfterReadMs). A Send or Resend in this process
+// wakes the relay at once (nudge), so its delivery does not wait out the
+// back-off. How late events reach Kafka is the backlog watch's to report
+// (src/events/backlog.ts: the age of the oldest entry in the outbox).
 
 export interface RelayOptions {
   batchSize?: number;
-  /** Sleep when the outbox is empty. */
+  /** Sleep after the first empty read; doubled on each further empty read. */
   idleDelayMs?: number;
+  /** The longest sleep between reads of an empty outbox (OTP_RELAY_MAX_IDLE_MS). */
+  maxIdleDelayMs?: number;
+  /**
+   * Keep the fast pace this long after an entry was read (default 0). For a
+   * relay no Send can wake (`npm run relay`): while Sends keep coming it
+   * stays fast, so the back-off delays only the first event after a lull.
+   */
+  fastAfterReadMs?: number;
   /**
    * After a batch that did not fill, wait this long before reading again, so
    * that events arriving meanwhile go out together (Kafka's linger.ms, one
@@ -37,8 +55,6 @@ export interface RelayOptions {
 const STOP_WAIT_MS = 3_000;
 
 export interface RelayStatus {
-  /** Age of the oldest entry seen in the last batch (0 when idle). */
-  lagMs: number;
   lastError: string | undefined;
   published: number;
 }
@@ -47,6 +63,8 @@ export class OutboxRelay {
   readonly consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   private readonly batchSize: number;
   private readonly idleDelayMs: number;
+  private readonly maxIdleDelayMs: number;
+  private readonly fastAfterReadMs: number;
   private readonly lingerMs: number;
   private readonly claimIdleMs: number;
   private readonly maxBackoffMs: number;
@@ -56,7 +74,11 @@ export class OutboxRelay {
   private recover = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
-  private readonly state: RelayStatus = { lagMs: 0, lastError: undefined, published: 0 };
+  /** This process appended to the outbox since the last read began (nudge). */
+  private nudged = false;
+  /** In the sleep between reads of an empty outbox (a nudge ends it). */
+  private idling = false;
+  private readonly state: RelayStatus = { lastError: undefined, published: 0 };
 
   constructor(
     private readonly store: VerificationStore,
@@ -66,6 +88,8 @@ export class OutboxRelay {
   ) {
     this.batchSize = options.batchSize ?? 500;
     this.idleDelayMs = options.idleDelayMs ?? 20;
+    this.maxIdleDelayMs = Math.max(this.idleDelayMs, options.maxIdleDelayMs ?? 250);
+    this.fastAfterReadMs = options.fastAfterReadMs ?? 0;
     // Every batch costs 16 stream reads, up to 32 acknowledgements and a
     // produce request, whatever its size: measured (bench/relay-cost.ts) 96 µs
     // of CPU per event in batches of 32, 62 in batches of 128, 51 in batches
@@ -98,15 +122,33 @@ export class OutboxRelay {
     if (finished === false) this.logger.warn("event relay stopped with a batch still being published; it stays pending in the outbox for another relay");
   }
 
+  /**
+   * This process has just appended to the outbox (a Send or Resend queued a
+   * delivery): read it now instead of after the idle sleep. Cheap enough for
+   * every call: under load the relay is reading or lingering, and this only
+   * sets a flag.
+   */
+  nudge(): void {
+    this.nudged = true;
+    if (this.idling) this.wake?.();
+  }
+
   status(): RelayStatus {
     return { ...this.state };
   }
 
   private async run(): Promise<void> {
     let backoffMs = 100;
+    let idleMs = this.idleDelayMs;
     let lastClaim = 0;
+    let lastRead = Date.now();
+    let lastEmpty = false;
     while (this.running) {
       try {
+        // Cleared before the read: an append after this point is either in
+        // this read or nudges again, so the sleep below cannot strand it.
+        const woken = this.nudged;
+        this.nudged = false;
         let batch: OutboxEntry[] = [];
         if (this.recover) {
           // A read that timed out may still have run on Redis: what it took is
@@ -119,13 +161,24 @@ export class OutboxRelay {
           lastClaim = Date.now();
           batch = await this.store.claimStaleOutbox(this.consumer, this.claimIdleMs, this.batchSize);
         }
-        if (batch.length === 0) batch = await this.store.readOutbox(this.consumer, this.batchSize);
         if (batch.length === 0) {
-          this.state.lagMs = 0;
-          this.observer?.idle();
-          await this.sleep(this.idleDelayMs);
+          // Empty last time and not nudged: most likely still empty. Asked
+          // first with XLEN (under a µs of Redis CPU per shard; the read
+          // script costs ~12 µs even on an empty stream); read only if
+          // something is there.
+          const probe = lastEmpty && !woken;
+          if (!probe || (await this.store.outboxBacklog()) > 0) batch = await this.store.readOutbox(this.consumer, this.batchSize);
+        }
+        if (batch.length === 0) {
+          await this.idle(idleMs);
+          lastEmpty = true;
+          const recent = Date.now() - lastRead < this.fastAfterReadMs;
+          idleMs = this.nudged || recent ? this.idleDelayMs : Math.min(idleMs * 2, this.maxIdleDelayMs);
           continue;
         }
+        idleMs = this.idleDelayMs;
+        lastRead = Date.now();
+        lastEmpty = false;
         await this.deliver(batch);
         backoffMs = 100;
         if (batch.length < this.batchSize && this.lingerMs > 0) await this.sleep(this.lingerMs);
@@ -140,7 +193,6 @@ export class OutboxRelay {
 
   /** Publish a batch, retrying it until the sink takes it or the relay stops; then acknowledge. */
   private async deliver(batch: OutboxEntry[]): Promise<void> {
-    this.state.lagMs = Math.max(0, Date.now() - Number(batch[0]!.id.split("-")[0]));
     const records: EventRecord[] = [];
     for (const entry of batch) {
       try {
@@ -174,7 +226,7 @@ export class OutboxRelay {
     // Every entry of the batch, the dropped ones too.
     await this.store.ackOutbox(batch);
     this.state.published += records.length;
-    this.observer?.published(batch.map((e) => e.fields.type ?? "unknown"), this.state.lagMs);
+    this.observer?.published(batch.map((e) => e.fields.type ?? "unknown"));
     if (this.state.lastError) {
       this.logger.info("event relay recovered");
       this.state.lastError = undefined;
@@ -188,6 +240,17 @@ export class OutboxRelay {
       this.logger.warn({ err: message }, "event relay cannot publish; events wait in the outbox");
     }
     this.state.lastError = message;
+  }
+
+  /** The sleep between reads of an empty outbox; none when a nudge came during the read. */
+  private async idle(ms: number): Promise<void> {
+    if (this.nudged) return;
+    this.idling = true;
+    try {
+      await this.sleep(ms);
+    } finally {
+      this.idling = false;
+    }
   }
 
   private sleep(ms: number): Promise<void> {

@@ -28,7 +28,11 @@ export function startEventWorker(
   config: Config,
   store: VerificationStore,
   log: Logger,
-  options: { sealer: Sealer; deliveryLog?: (line: string) => void; observer?: RelayObserver; kafkaObserver?: KafkaObserver },
+  options: {
+    sealer: Sealer; deliveryLog?: (line: string) => void; observer?: RelayObserver; kafkaObserver?: KafkaObserver;
+    /** The relay's RelayOptions.fastAfterReadMs: for a relay no Send in its process wakes. */
+    fastAfterReadMs?: number;
+  },
 ): EventWorker {
   // Kafka when configured; otherwise (dev mode only: production requires
   // KAFKA_BROKERS) the log sink prints deliveries.
@@ -36,7 +40,7 @@ export function startEventWorker(
     ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log, replication: config.kafkaReplication, observer: options.kafkaObserver })
     : new LogSink(options.sealer, log, options.deliveryLog);
   const relay = new OutboxRelay(store, sink, log, {
-    claimIdleMs: config.relayClaimIdleMs, lingerMs: config.relayLingerMs, observer: options.observer,
+    claimIdleMs: config.relayClaimIdleMs, lingerMs: config.relayLingerMs, maxIdleDelayMs: config.relayMaxIdleMs, fastAfterReadMs: options.fastAfterReadMs, observer: options.observer,
   });
   relay.start();
   // Notifiers report failed deliveries; a failed code is voided (Verify answers DELIVERY_FAILED).

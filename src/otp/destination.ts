@@ -139,7 +139,7 @@ function canonicalMailbox(local: string, domain: string, rules: DestinationRules
   let mailbox = local.toLowerCase();
   let host = domain;
   if (rules.emailProviderRules) {
-    const provider = PROVIDERS.get(host);
+    const provider = providerOf(host);
     if (provider) {
       const plus = mailbox.indexOf("+");
       if (plus > 0) mailbox = mailbox.slice(0, plus);
@@ -162,8 +162,19 @@ const PROVIDERS = new Map<string, { domain: string; ignoresDots: boolean }>([
   ["mac.com", { domain: "icloud.com", ignoresDots: false }],
   ["proton.me", { domain: "proton.me", ignoresDots: false }],
   ["protonmail.com", { domain: "proton.me", ignoresDots: false }],
+  ["protonmail.ch", { domain: "proton.me", ignoresDots: false }],
+  ["pm.me", { domain: "proton.me", ignoresDots: false }],
   ["fastmail.com", { domain: "fastmail.com", ignoresDots: false }],
+  ["msn.com", { domain: "msn.com", ignoresDots: false }],
 ]);
+
+// Microsoft's consumer domains in every country (hotmail.co.uk, outlook.de, live.fr, ...) all take a
+// "+tag"; each is its own mailbox namespace, so only the tag is folded.
+const MICROSOFT = /^(?:outlook|hotmail|live)\.(?:[a-z]{2,3}|co\.[a-z]{2}|com\.[a-z]{2})$/;
+
+function providerOf(host: string): { domain: string; ignoresDots: boolean } | undefined {
+  return PROVIDERS.get(host) ?? (MICROSOFT.test(host) ? { domain: host, ignoresDots: false } : undefined);
+}
 
 export function maskPhone(e164: string): string {
   return e164.slice(0, 2) + "*".repeat(Math.max(0, e164.length - 4)) + e164.slice(-2);

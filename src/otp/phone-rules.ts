@@ -29,8 +29,10 @@ export type PhoneRefusal = "NUMBER_TYPE_NOT_ALLOWED" | "COUNTRY_NOT_ALLOWED";
 
 export interface PhoneRules {
   deniedNumberTypes: ReadonlySet<string>;
-  /** Regions allowed by the global OTP_SMS_COUNTRIES; null: every region. */
+  /** Regions allowed by the global OTP_SMS_COUNTRIES; null: every geographic region, and nonGeographic. */
   smsCountries: ReadonlySet<string> | null;
+  /** With smsCountries null: the non-geographic calling codes allowed ("+870"). */
+  nonGeographic?: ReadonlySet<string>;
   /** Overrides (null/undefined: not set). When both are set, a region must be in both. */
   purposeCountries?: ReadonlySet<string> | null;
   tenantCountries?: ReadonlySet<string> | null;
@@ -49,5 +51,7 @@ export function phoneRefusal(destination: Destination, rules: PhoneRules): Phone
   const region = regionOf(destination) ?? "";
   const overrides = [rules.purposeCountries, rules.tenantCountries].filter((s): s is ReadonlySet<string> => !!s);
   const lists = overrides.length > 0 ? overrides : rules.smsCountries ? [rules.smsCountries] : [];
+  // No list: every geographic region; a non-geographic calling code only when named.
+  if (lists.length === 0) return !region.startsWith("+") || rules.nonGeographic?.has(region) ? null : "COUNTRY_NOT_ALLOWED";
   return lists.every((allowed) => allowed.has(region)) ? null : "COUNTRY_NOT_ALLOWED";
 }

@@ -1,7 +1,7 @@
 import { randomInt } from "node:crypto";
 import type { Logger } from "../log.js";
 import type { PrefixTransition, VerificationStore } from "../store/store.js";
-import { refOf } from "./prefix-guard.js";
+import { refOf, type PrefixTexts } from "./prefix-guard.js";
 
 // Suspensions and releases of a number prefix (src/otp/prefix-guard.ts) are
 // audited, logged and counted. The store decides them under the tenant's
@@ -22,11 +22,13 @@ export class PrefixEvents {
     private readonly counter?: PrefixTransitionCounter,
   ) {}
 
-  /** `clear`: the prefixes' text by ref when the number is known (Send); a Verify knows only digests. */
-  record(transitions: PrefixTransition[] | undefined, who: { tenant: string; clientId: string }, clear?: Map<string, string>): void {
-    for (const t of transitions ?? []) {
+  /** `clear`: the prefixes' text when the number is known (Send, Resend); a Verify knows only digests. */
+  record(transitions: PrefixTransition[] | undefined, who: { tenant: string; clientId: string }, clear?: PrefixTexts): void {
+    if (!transitions || transitions.length === 0) return;
+    const texts = typeof clear === "function" ? clear() : clear;
+    for (const t of transitions) {
       const ref = refOf(t.prefix);
-      const prefix = clear?.get(ref) ?? "";
+      const prefix = texts?.get(ref) ?? "";
       this.counter?.prefixTransition(t.kind, t.reason, t.prefix.digits);
       const fields = {
         type: `prefix_${t.kind}`, reason: t.reason, tn: who.tenant, cl: who.clientId, vid: "", p: "", ch: "0", md: "", dd: "", tr: "",

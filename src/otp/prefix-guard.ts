@@ -26,14 +26,20 @@ const HIDDEN_DIGITS = 3;
 /** Digest characters kept per prefix (72 bits): `<p>:pg` stays under 64 bytes, a listpack value. */
 const DIGEST_CHARS = 12;
 
+/**
+ * The prefixes' clear text by `digits:digest` ("+447911"), for the suspension
+ * events an operator reads; or how to find it, when it costs something
+ * (Resend opens the sealed number) and is needed only if an event is written.
+ */
+export type PrefixTexts = Map<string, string> | (() => Map<string, string> | undefined);
+
 /** A number's guarded prefixes, coarsest first, with their clear text (for audit events only). */
 export interface NumberPrefixes {
   check: PrefixGuardCheck;
-  /** By `digits:digest`: "+447911", for the suspension events an operator reads. */
-  clear: Map<string, string>;
+  clear: PrefixTexts;
 }
 
-export function numberPrefixes(config: PrefixGuardConfig, digester: DestinationDigester, tenant: string, e164: string): NumberPrefixes {
+export function numberPrefixes(config: PrefixGuardConfig, digester: DestinationDigester, tenant: string, e164: string): NumberPrefixes & { clear: Map<string, string> } {
   const all = e164.slice(1);
   const prefixes: GuardedPrefix[] = [];
   const clear = new Map<string, string>();

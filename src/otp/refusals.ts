@@ -11,6 +11,15 @@ import type { VerificationStore } from "../store/store.js";
 // Refusals cost an attacker nothing, so recording them is capped: past
 // CAP_PER_SECOND per replica they are counted, and the count is logged,
 // rather than letting a flood of bad calls become a flood of Redis writes.
+// The cap is per client, and callers that did not authenticate share one of
+// their own, so a flood from nobody in particular (or from a browser client,
+// which holds no secret) cannot silence the record of what a tenant's other
+// clients were refused. (Clients come from the clients file: the buckets are
+// bounded.)
+//
+// A refusal is recorded after its answer is on its way (setImmediate): a
+// refusal the caller cannot see (another purpose's id answers as an unknown
+// one does) must not be told apart by how long the answer took.
 
 const CAP_PER_SECOND = 100;
 const CAP_BURST = 200;
@@ -36,9 +45,13 @@ export interface Refusal {
   audit?: boolean;
 }
 
+interface Bucket {
+  tokens: number;
+  refilledAt: number;
+}
+
 export class Refusals {
-  private tokens = CAP_BURST;
-  private refilledAt = Date.now();
+  private readonly buckets = new Map<string, Bucket>();
   private dropped = 0;
   private droppedReportedAt = 0;
 
@@ -53,11 +66,15 @@ export class Refusals {
   /** Never throws and never waits: a refusal is answered whether or not it could be recorded. */
   record(r: Refusal): void {
     this.counter?.refused(r.tenant, r.reason);
-    if (!this.take()) {
+    if (!this.take(`${r.tenant} ${r.clientId}`)) {
       this.dropped++;
       this.reportDropped();
       return;
     }
+    setImmediate(() => this.write(r));
+  }
+
+  private write(r: Refusal): void {
     this.log.info(
       { event: r.type, reason: r.reason, method: r.method, tenant: r.tenant, clientId: r.clientId, traceId: r.traceId,
         purpose: r.purpose, maskedDestination: r.maskedDestination, verificationId: r.verificationId },
@@ -73,12 +90,15 @@ export class Refusals {
     });
   }
 
-  private take(): boolean {
+  /** One bucket per client (tenant and client id; "" for callers that did not authenticate). */
+  private take(who: string): boolean {
     const now = Date.now();
-    this.tokens = Math.min(CAP_BURST, this.tokens + ((now - this.refilledAt) / 1000) * CAP_PER_SECOND);
-    this.refilledAt = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
+    let bucket = this.buckets.get(who);
+    if (!bucket) this.buckets.set(who, (bucket = { tokens: CAP_BURST, refilledAt: now }));
+    bucket.tokens = Math.min(CAP_BURST, bucket.tokens + ((now - bucket.refilledAt) / 1000) * CAP_PER_SECOND);
+    bucket.refilledAt = now;
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
     return true;
   }
 

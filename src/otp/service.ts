@@ -92,6 +92,8 @@ export interface OtpServiceDeps {
   sealer: Sealer;
   receipts?: ReceiptIssuer;
   admission?: DeliveryAdmission;
+  /** Called after a Send or Resend queued a delivery in the outbox: the in-process relay reads it at once (OutboxRelay.nudge). */
+  deliveryQueued?: () => void;
   /** Logs and audits refusals (absent: they are only answered). */
   refusals?: Refusals;
   /** Audits, logs and counts prefix suspensions and releases (absent: they only take effect). */
@@ -142,6 +144,7 @@ export class OtpService {
   private readonly digester: DestinationDigester;
   private readonly receipts: ReceiptIssuer | undefined;
   private readonly admission: DeliveryAdmission | undefined;
+  private readonly deliveryQueued: (() => void) | undefined;
   private readonly refusals: Refusals | undefined;
   private readonly prefixEvents: PrefixEvents | undefined;
   private readonly logger: Logger | undefined;
@@ -161,6 +164,7 @@ export class OtpService {
     this.digester = new DestinationDigester(deps.config.destinationKey);
     this.receipts = deps.receipts;
     this.admission = deps.admission;
+    this.deliveryQueued = deps.deliveryQueued;
     this.refusals = deps.refusals;
     this.prefixEvents = deps.prefixEvents;
     this.logger = deps.logger;
@@ -216,7 +220,7 @@ export class OtpService {
         context: req.context,
         prefixRefs: prefixes ? encodePrefixRefs(prefixes.check) : "",
         deliver: testCode === undefined,
-        policy: storePolicy(policy),
+        policy: storePolicy(policy, this.config.defaults),
         event: eventContext(caller),
       }),
     );
@@ -233,7 +237,10 @@ export class OtpService {
     // The key's binding (above) expired while its verification lived on (a Resend extends it).
     if (outcome.kind === "conflict") throw idempotencyKeyReused([]);
     // A test destination's Send queued no delivery: not counted as one.
-    if (outcome.kind === "issued" && testCode === undefined) this.outcomes?.sent(caller.tenant, req.channel, destination.country ?? "");
+    if (outcome.kind === "issued" && testCode === undefined) {
+      this.deliveryQueued?.();
+      this.outcomes?.sent(caller.tenant, req.channel, destination.country ?? "");
+    }
     return create(SendResponseSchema, timesMessage(outcome));
   }
 
@@ -286,6 +293,7 @@ export class OtpService {
         candidates: this.keyring.candidates(ref.verificationId, caller.tenant, req.context, code),
         idempotencyKey: claim?.keyDigest ?? "",
         replayKey: claim?.replayKey ?? "",
+        failuresPerDestination: this.config.defaults.failuresPerDestination,
         event: eventContext(caller),
       }),
     );
@@ -322,11 +330,17 @@ export class OtpService {
     assertValid(ResendRequestSchema, req);
     const ref = this.ids.parse(req.verificationId);
     if (!ref) throw noSuchVerification();
-    const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
+    // With the prefix guard on, the sealed number too: a suspension this Resend trips names its prefix.
+    const summary = await this.guard(() => this.store.describe(caller.tenant, ref, this.config.prefixGuard != null));
     // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
     if (!summary || !this.mayUse(caller, "Resend", summary.purpose, ref.verificationId)) throw noSuchVerification();
     if (req.channel !== 0 && kindFor(req.channel) !== kindFor(summary.channel)) {
       throw OtpError.invalidArgument([violation("channel", "does not suit the verification's destination")]);
+    }
+    if (caller.isPublic && req.channel !== 0 && req.channel !== summary.channel) {
+      // Voice or WhatsApp to a number cost more and are pumped as SMS is: a backend's decision, not a page's.
+      throw this.refuse(caller, "Resend", new OtpError("PERMISSION_DENIED", "public clients resend on the verification's own channel", { reason: "PUBLIC_CLIENT_SAME_CHANNEL" }),
+        { purpose: summary.purpose, verificationId: ref.verificationId });
     }
     const policy = this.policy(summary.purpose, "verification_id");
     this.admit();
@@ -341,7 +355,7 @@ export class OtpService {
     // must not spend the caller's tenant budget. A public client holds no secret, so otherwise anyone
     // could use up a tenant's Sends with Resends of random ids from many addresses.
     await this.spend(caller, "Resend", resendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)),
-      { purpose: summary.purpose, verificationId: ref.verificationId }, guard ? { check: guard, clear: new Map() } : null);
+      { purpose: summary.purpose, verificationId: ref.verificationId }, guard ? { check: guard, clear: () => this.prefixTexts(caller, summary.sealedDestination) } : null);
     const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     // The new code is bound to the same context as the first.
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, summary.context, code);
@@ -354,14 +368,17 @@ export class OtpService {
         keyId: signed.keyId,
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
         deliver: !summary.test,
-        policy: storePolicy(policy),
+        policy: storePolicy(policy, this.config.defaults),
         event: eventContext(caller),
       }),
     );
     if (guard && outcome.kind !== "resent") await this.recordPrefix(caller, guard, "unsent");
     switch (outcome.kind) {
       case "resent":
-        if (!summary.test) this.outcomes?.resent(caller.tenant, outcome.channel);
+        if (!summary.test) {
+          this.deliveryQueued?.();
+          this.outcomes?.resent(caller.tenant, outcome.channel);
+        }
         return create(ResendResponseSchema, {
           ...timesMessage(outcome),
           attemptsRemaining: outcome.attemptsRemaining,
@@ -396,7 +413,7 @@ export class OtpService {
           tenant: caller.tenant,
           purpose: req.purpose,
           destination: destinationRef(digest, this.config.redisShards),
-          policy: storePolicy(policy),
+          policy: storePolicy(policy, this.config.defaults),
         }),
         this.store.callerBudgetStates(caller.tenant, budgets, guard),
       ]),
@@ -516,6 +533,19 @@ export class OtpService {
     }
   }
 
+  /** The clear prefixes of a sealed number (a Resend's suspension event); undefined when it cannot be opened. */
+  private prefixTexts(caller: Caller, sealedDestination: string | undefined): Map<string, string> | undefined {
+    const config = this.config.prefixGuard;
+    if (!config || !sealedDestination) return undefined;
+    try {
+      return numberPrefixes(config, this.digester, caller.tenant, this.sealer.openBase64("destination", caller.tenant, sealedDestination)).clear;
+    } catch (err) {
+      // Sealed under a key since removed from OTP_SEAL_KEYS: the event names the prefix by its ref only.
+      this.log("warn", { err }, "could not open a sealed destination for a prefix guard event");
+      return undefined;
+    }
+  }
+
   /** The number's guarded prefixes (phones, with the guard on). */
   private prefixesOf(caller: Caller, destination: Destination): NumberPrefixes | null {
     const config = this.config.prefixGuard;
@@ -528,6 +558,7 @@ export class OtpService {
     const reason = phoneRefusal(destination, {
       deniedNumberTypes: policy.deniedNumberTypes,
       smsCountries: this.config.smsCountries,
+      nonGeographic: this.config.smsNonGeographic,
       purposeCountries: policy.smsCountries,
       tenantCountries: this.config.tenantSmsCountries[caller.tenant],
     });

@@ -24,10 +24,28 @@ export interface StorePolicy {
   maxAttempts: number;
   resendCooldownSeconds: number;
   maxResends: number;
-  /** Sends (Send + Resend) per (tenant, destination), across purposes. */
+  /**
+   * Sends (Send + Resend) per (tenant, destination), across purposes: OTP_LIMIT_SEND_PER_DESTINATION,
+   * always spent at its own rate (one GCRA state, `ls`), whatever the purpose.
+   */
   sendsPerDestination: Budget;
-  /** Wrong codes per (tenant, destination) across all its verifications; reaching it locks the destination. */
+  /**
+   * Wrong codes per (tenant, destination) across all its verifications (OTP_LIMIT_FAILURES_PER_DESTINATION,
+   * state `lf`); using it up locks the destination for every purpose (`lk`).
+   */
   failuresPerDestination: Budget;
+  /**
+   * Only when the purpose's policy sets its own sendsPerDestination (other than the global): that
+   * purpose's own budget at this destination (`<p>:ls`), spent together with the global one (a send
+   * must fit both; a refusal spends neither). A GCRA state is only meaningful at one rate, so the two
+   * are never mixed.
+   */
+  purposeSendsPerDestination?: Budget;
+  /**
+   * Only when the purpose's policy sets its own failuresPerDestination: that purpose's own failure
+   * budget (`<p>:lf`), spent with the global one; using it up locks this purpose only (`<p>:lk`).
+   */
+  purposeFailuresPerDestination?: Budget;
 }
 
 /** Fields every outbox event copies; the store adds type, time and event-specific fields. */
@@ -201,6 +219,11 @@ export interface VerifyCommand {
    * to the verification since (a new Send replaced it, another call verified or locked it).
    */
   replayKey: string;
+  /**
+   * The destination-wide failure budget (OTP_LIMIT_FAILURES_PER_DESTINATION): every wrong code spends
+   * it at this rate. (A purpose's own budget was kept with the verification at Send.)
+   */
+  failuresPerDestination: Budget;
   event: EventContext;
 }
 
@@ -293,6 +316,8 @@ export interface VerificationSummary {
   prefixRefs: string;
   /** Issued to a test destination (IssueCommand.deliver false). */
   test: boolean;
+  /** Only when asked for: IssueCommand.sealedDestination. */
+  sealedDestination?: string;
 }
 
 /** Where a verification stands (GetVerification): what Verify with the right code would answer now. */
@@ -338,6 +363,13 @@ export interface OutboxEntry {
   fields: Record<string, string>;
 }
 
+/** What waits in the outbox: acknowledged entries are deleted, so the oldest entry is the oldest event Kafka has not taken. */
+export interface OutboxWaiting {
+  events: number;
+  /** Epoch ms of the oldest entry across shards; undefined when none waits. */
+  oldestMs: number | undefined;
+}
+
 export interface VerificationStore {
   /** Send: replace the live verification for (tenant, purpose, destination) and queue its delivery. */
   issue(cmd: IssueCommand): Promise<IssueOutcome>;
@@ -374,7 +406,7 @@ export interface VerificationStore {
   /** The current verification id for (tenant, purpose, destination), live or finished but not consumed; else null. */
   findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null>;
   /** Purpose, channel and destination kind of a verification owned by `tenant`, or null. */
-  describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null>;
+  describe(tenant: string, ref: VerificationRef, withDestination?: boolean): Promise<VerificationSummary | null>;
   /** The state of a verification owned by `tenant`, or null (unknown, another tenant's, or gone). Changes nothing. */
   inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null>;
   /** End a pending verification: its code never verifies, notifiers drop its delivery (audit `canceled`, `delivery_canceled`). */
@@ -401,6 +433,8 @@ export interface VerificationStore {
   ackOutbox(entries: { shard: number; id: string }[]): Promise<void>;
   /** Entries not yet acknowledged, across shards. */
   outboxBacklog(): Promise<number>;
+  /** The same count, and the time of the oldest of those entries (its stream id's milliseconds). */
+  outboxWaiting(): Promise<OutboxWaiting>;
 
   /** True when the store answers. */
   ping(): Promise<boolean>;

@@ -77,8 +77,16 @@ export function activeTraceparent(): string | undefined {
   return span && span.spanContext().traceId !== "00000000000000000000000000000000" ? traceparentOfSpan(span) : undefined;
 }
 
-/** A CLIENT span around one Lua script call (`name`: issue, verify, ...). Never its keys or arguments. */
+/**
+ * A CLIENT span around one Lua script call (`name`: issue, verify, ...), as a
+ * child of the span active when it runs (a call's). Never its keys or
+ * arguments. A script run outside any span is background work (the relay's
+ * outbox polls, 16 shards several times a second in every process): it gets
+ * no span, since each would be a trace of its own that says nothing, and
+ * hundreds a second of them fill the exporter's queue so call spans are dropped.
+ */
 export async function scriptSpan<T>(name: string, run: () => Promise<T>): Promise<T> {
+  if (trace.getSpan(context.active()) === undefined) return run();
   const span = telemetry.tracer.startSpan(`EVALSHA ${name}`, {
     kind: SpanKind.CLIENT,
     attributes: { "db.system.name": "redis", "db.operation.name": "EVALSHA", "db.stored_procedure.name": name },

@@ -100,8 +100,21 @@ export function toConnectError(err: unknown, log: Logger, method: string): Conne
 /** The canonical status name an error answers with (OK is the caller's to say), for metrics. */
 export function statusName(err: unknown): string {
   if (err instanceof OtpError) return err.code;
-  if (err instanceof ConnectError) return Code[err.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+  if (err instanceof ConnectError) {
+    // gRPC spells it with two Ls; connect's enum with one.
+    return err.code === Code.Canceled ? "CANCELLED" : Code[err.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+  }
   return "INTERNAL";
+}
+
+/**
+ * What the caller was answered when the call's signal was aborted before our
+ * answer (the deadline passed: DEADLINE_EXCEEDED; the caller went away:
+ * CANCELLED), or undefined when it was not: metrics and spans record what the
+ * caller saw, not what we would have said.
+ */
+export function abortedAs(signal: AbortSignal): string | undefined {
+  return signal.aborted ? statusName(ConnectError.from(signal.reason)) : undefined;
 }
 
 /** A unary call whose body holds no whole message, or more than one (both ports answer it INVALID_ARGUMENT). */

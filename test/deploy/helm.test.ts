@@ -4,15 +4,19 @@
 // checks where kubelet cannot speak TLS/mTLS), PodDisruptionBudgets, the
 // HorizontalPodAutoscaler, the ServiceMonitor behind its flag, secrets only
 // by reference to existing Secrets, and only settings the code reads.
-import { readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { HELM, run } from '../support/cli.js';
 import { NOTIFIER_REDIS, readRedisSettings, SERVICE_REDIS } from '../../src/redis-config.js';
 import { repoRoot, settingsReadByCode } from '../support/settings.js';
+import { makeTestCerts } from '../support/tls-certs.js';
 
 const chart = join(repoRoot, 'deploy/helm/otp-service');
+const VALUE_SETS = ['plain', 'mtls', 'secured'];
 const valuesFile = (name: string) => join(chart, 'ci', `${name}-values.yaml`);
 
 interface Probe { grpc?: { port: number }; httpGet?: { path: string; port: string; scheme?: string }; exec?: { command: string[] } }
@@ -20,6 +24,8 @@ interface Container {
   name: string;
   command?: string[];
   env?: { name: string; value?: string; valueFrom?: { secretKeyRef: { name: string; key: string } } }[];
+  volumeMounts?: { name: string; mountPath: string }[];
+  lifecycle?: { preStop?: { exec?: { command: string[] } } };
   envFrom?: { secretRef: { name: string } }[];
   ports?: { name: string; containerPort: number }[];
   startupProbe?: Probe;
@@ -39,12 +45,20 @@ async function template(...args: string[]): Promise<Manifest[]> {
   return parseAllDocuments(out.stdout).map((d) => d.toJS() as Manifest).filter(Boolean);
 }
 
+/** `helm template` that must fail: its error message. */
+async function refused(...args: string[]): Promise<string> {
+  const out = await run(HELM, ['template', 'otp-service', chart, ...args], 60_000);
+  expect(out.code, out.stdout.slice(0, 200)).not.toBe(0);
+  return out.stderr;
+}
+
 const ofKind = (ms: Manifest[], kind: string) => ms.filter((m) => m.kind === kind);
 const deployment = (ms: Manifest[], suffix: string) => ofKind(ms, 'Deployment').find((d) => d.metadata.name === `otp-service${suffix}`)!;
 const container = (d: Manifest): Container => d.spec.template.spec.containers[0];
+const envOf = (c: Container) => Object.fromEntries((c.env ?? []).map((e) => [e.name, e]));
 
 describe('helm chart', () => {
-  it.each(['plain', 'mtls'])('helm lint passes with the %s values', async (values) => {
+  it.each(VALUE_SETS)('helm lint passes with the %s values', async (values) => {
     const out = await run(HELM, ['lint', chart, '--strict', '-f', valuesFile(values)], 60_000);
     expect(out.code).toBe(0);
     expect(out.stdout).toContain('1 chart(s) linted, 0 chart(s) failed');
@@ -138,13 +152,14 @@ describe('helm chart', () => {
   });
 
   it('secrets only by reference to existing Secrets: no Secret rendered, no key material in values or env', async () => {
-    for (const values of ['plain', 'mtls']) {
+    for (const values of VALUE_SETS) {
       const ms = await template('-f', valuesFile(values));
       expect(ofKind(ms, 'Secret')).toHaveLength(0);
+      expect(ofKind(ms, 'ConfigMap')).toHaveLength(0);
       for (const d of ofKind(ms, 'Deployment')) {
         const c = container(d);
         expect(c.envFrom!.map((e) => e.secretRef.name).every((n) => n.length > 0)).toBe(true);
-        for (const e of c.env ?? []) expect(/KEYS?$|PASSWORD|TOKEN/.test(e.name) && e.value !== undefined, `${d.metadata.name}: ${e.name}`).toBe(false);
+        for (const e of c.env ?? []) expect(/KEYS?$|PASSWORD|TOKEN|HEADERS$/.test(e.name) && e.value !== undefined, `${d.metadata.name}: ${e.name}`).toBe(false);
       }
     }
     const values = readFileSync(join(chart, 'values.yaml'), 'utf8');
@@ -153,14 +168,205 @@ describe('helm chart', () => {
 
   it('every environment variable it sets is a setting the code reads', async () => {
     const settings = settingsReadByCode();
-    for (const values of ['plain', 'mtls']) {
+    for (const values of VALUE_SETS) {
       for (const d of ofKind(await template('-f', valuesFile(values)), 'Deployment')) {
         for (const e of container(d).env ?? []) {
-          // OTEL_SERVICE_NAME is read by OpenTelemetry's resource detector.
-          if (e.name === 'OTEL_SERVICE_NAME') continue;
+          // Read by OpenTelemetry itself: the resource detector, the OTLP exporter.
+          if (e.name === 'OTEL_SERVICE_NAME' || e.name === 'OTEL_EXPORTER_OTLP_HEADERS') continue;
           expect(settings.has(e.name), `${d.metadata.name}: ${e.name}`).toBe(true);
         }
       }
     }
+  });
+
+  it.each([
+    ['config.env.REDIS_PASSWORD=pw', 'config.env.REDIS_PASSWORD'],
+    ['notifier.env.NOTIFIER_WEBHOOK_TOKEN=t', 'notifier.env.NOTIFIER_WEBHOOK_TOKEN'],
+    ['service.env.OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer t', 'service.env.OTEL_EXPORTER_OTLP_HEADERS'],
+    ['relay.env.OTP_HMAC_KEYS=k', 'relay.env.OTP_HMAC_KEYS'],
+    ['notifier.env.NOTIFIER_SMTP_URL=smtp://u:pw@mail:587', 'notifier.env.NOTIFIER_SMTP_URL'],
+    ['config.redisUrl=redis://:pw@otp-redis:6379', 'config.redisUrl'],
+  ])('refuses a secret written into the values (%s), naming where it is', async (set, named) => {
+    const stderr = await refused('-f', valuesFile('plain'), '--set-string', set);
+    expect(stderr).toContain(named);
+    expect(stderr).toContain('Secret');
+  });
+
+  it('refuses a release where nothing publishes the outbox; the service relays in-process when asked', async () => {
+    const stderr = await refused('-f', valuesFile('plain'), '--set', 'relay.enabled=false');
+    expect(stderr).toContain('relay.enabled=false');
+    expect(stderr).toContain('service.relayInProcess');
+    const ms = await template('-f', valuesFile('plain'), '--set', 'relay.enabled=false', '--set', 'service.relayInProcess=true');
+    expect(ofKind(ms, 'Deployment').map((d) => d.metadata.name).sort()).toEqual(['otp-service', 'otp-service-notifier']);
+    expect(ofKind(ms, 'PodDisruptionBudget').map((p) => p.metadata.name).sort()).toEqual(['otp-service', 'otp-service-notifier']);
+    expect(envOf(container(deployment(ms, ''))).OTP_RELAY!.value).toBe('in-process');
+  });
+
+  it('every file a setting names is on a volume the container mounts', async () => {
+    for (const values of VALUE_SETS) {
+      for (const d of ofKind(await template('-f', valuesFile(values)), 'Deployment')) {
+        const c = container(d);
+        const volumes = new Set((d.spec.template.spec.volumes as { name: string }[]).map((v) => v.name));
+        for (const e of c.env ?? []) {
+          if (!e.value?.startsWith('/')) continue;
+          const mount = (c.volumeMounts ?? []).find((m) => e.value!.startsWith(`${m.mountPath}/`));
+          expect(mount, `${values} ${d.metadata.name}: ${e.name}=${e.value} is on no mounted volume`).toBeDefined();
+          expect(volumes.has(mount!.name)).toBe(true);
+        }
+      }
+    }
+  });
+
+  it('secured values: Redis TLS (CA, client certificate), the Sentinel password and the collector headers reach all three Deployments from Secrets, and the code accepts them', async () => {
+    const certs = makeTestCerts();
+    try {
+      // The Secrets the values name, as the files their keys become once mounted.
+      const secretFiles: Record<string, Record<string, string>> = {
+        'otp-redis-tls': { 'ca.crt': certs.caFile, 'tls.crt': certs.clientCert, 'tls.key': certs.clientKey },
+      };
+      const ms = await template('-f', valuesFile('secured'));
+      expect(ofKind(ms, 'Deployment')).toHaveLength(3);
+      for (const d of ofKind(ms, 'Deployment')) {
+        const c = container(d);
+        const volumes = d.spec.template.spec.volumes as { name: string; secret?: { secretName: string } }[];
+        const fileOf = (path: string): string => {
+          const mount = (c.volumeMounts ?? []).find((m) => path.startsWith(`${m.mountPath}/`))!;
+          const secret = volumes.find((v) => v.name === mount.name)!.secret!.secretName;
+          return secretFiles[secret]?.[path.slice(mount.mountPath.length + 1)] ?? `${path} (not in ${secret})`;
+        };
+        const env = Object.fromEntries((c.env ?? []).map((e) => [
+          e.name,
+          e.valueFrom ? `<${e.valueFrom.secretKeyRef.name}/${e.valueFrom.secretKeyRef.key}>` : /REDIS_TLS_\w+_FILE$/.test(e.name) ? fileOf(e.value!) : e.value!,
+        ]));
+        const notifier = d.metadata.name.endsWith('-notifier');
+        const settings = readRedisSettings(env, notifier ? NOTIFIER_REDIS : SERVICE_REDIS)!;
+        expect(settings.topology.kind, d.metadata.name).toBe('sentinel');
+        expect(settings.access.password).toBe('<otp-redis/REDIS_PASSWORD>');
+        expect(settings.access.sentinelPassword, d.metadata.name).toBe('<otp-redis/REDIS_SENTINEL_PASSWORD>');
+        expect(settings.access.tls!.ca, d.metadata.name).toBeDefined();
+        expect(settings.access.tls!.cert, d.metadata.name).toBeDefined();
+        expect(settings.access.tls!.key, d.metadata.name).toBeDefined();
+        expect(settings.access.tls!.servername).toBe('redis.otp.svc');
+        expect(env.OTEL_EXPORTER_OTLP_HEADERS, d.metadata.name).toBe('<otp-otel/OTEL_EXPORTER_OTLP_HEADERS>');
+      }
+      // A notifier with a Redis of its own gets none of the service's Redis files.
+      const own = deployment(await template('-f', valuesFile('secured'), '--set', 'notifier.env.NOTIFIER_REDIS_URL=redis://claims:6379'), '-notifier');
+      expect((container(own).env ?? []).map((e) => e.name).filter((n) => n.startsWith('NOTIFIER_REDIS'))).toEqual(['NOTIFIER_REDIS_URL']);
+      expect((own.spec.template.spec.volumes as { name: string }[]).map((v) => v.name)).toEqual(['tmp']);
+    } finally {
+      certs.remove();
+    }
+  });
+
+  it.each([
+    [['--set', 'redis.tls.clientCertificate=true'], 'redis.tls.clientCertificate'],
+    [['--set', 'redis.tls.enabled=true', '--set', 'config.env.REDIS_TLS_CA_FILE=/etc/x/ca.crt'], 'config.env.REDIS_TLS_CA_FILE'],
+    [['--set', 'redis.sentinelPasswordKey=SENTINEL'], 'redis.sentinelPasswordKey'],
+  ])('refuses Redis TLS and Sentinel settings that cannot work (%j)', async (set, named) => {
+    expect(await refused('-f', valuesFile('plain'), ...set)).toContain(named);
+  });
+
+  it('shutdown: a preStop sleep keeps serving while the endpoints go, then the drain and the exit fit the grace period', async () => {
+    // The preStop runs `sleep` from the image: the runtime stage is Debian's node slim image (coreutils).
+    const stages = [...readFileSync(join(repoRoot, 'Dockerfile'), 'utf8').matchAll(/^FROM (\S+)/gm)].map((m) => m[1]!);
+    expect(stages.at(-1)).toMatch(/^node:\d+-slim$/);
+    const grace = (d: Manifest) => Number(envOf(container(d)).OTP_SHUTDOWN_GRACE_MS!.value);
+    const d = deployment(await template('-f', valuesFile('plain')), '');
+    expect(container(d).lifecycle!.preStop!.exec!.command).toEqual(['sleep', '5']);
+    const period = d.spec.template.spec.terminationGracePeriodSeconds as number;
+    // After the sleep, SIGTERM: the process takes the drain plus its 5 s exit margin (src/process.ts).
+    expect(5 + grace(d) / 1000 + 5).toBeLessThan(period);
+    expect(grace(d)).toBe(19_000);
+    const noSleep = deployment(await template('-f', valuesFile('plain'), '--set', 'service.preStopSleepSeconds=0'), '');
+    expect(container(noSleep).lifecycle).toBeUndefined();
+    expect(grace(noSleep)).toBe(24_000);
+    const shortest = deployment(await template('-f', valuesFile('plain'), '--set', 'service.terminationGracePeriodSeconds=12'), '');
+    expect(grace(shortest)).toBe(1_000);
+    for (const seconds of ['3', '11']) {
+      const stderr = await refused('-f', valuesFile('plain'), '--set', `service.terminationGracePeriodSeconds=${seconds}`);
+      expect(stderr).toContain(`service.terminationGracePeriodSeconds (${seconds}) must be at least`);
+    }
+  });
+
+  it('ServiceMonitor with mTLS: Prometheus presents a client certificate from a Secret; refused without one', async () => {
+    const endpoint = async (...args: string[]) => ofKind(await template(...args), 'ServiceMonitor')[0]!.spec.endpoints[0];
+    const own = await endpoint('-f', valuesFile('secured'));
+    expect(own).toMatchObject({ port: 'http', path: '/metrics', scheme: 'https' });
+    expect(own.tlsConfig).toEqual({
+      insecureSkipVerify: true,
+      cert: { secret: { name: 'otp-prometheus-tls', key: 'tls.crt' } },
+      keySecret: { name: 'otp-prometheus-tls', key: 'tls.key' },
+    });
+    const probes = await endpoint('-f', valuesFile('mtls'), '--set', 'serviceMonitor.enabled=true');
+    expect(probes.tlsConfig.cert).toEqual({ secret: { name: 'otp-service-probe-tls', key: 'tls.crt' } });
+    // Verifying the service's certificate instead: merged over the defaults.
+    const verified = await endpoint('-f', valuesFile('secured'), '--set', 'serviceMonitor.tlsConfig.insecureSkipVerify=false', '--set', 'serviceMonitor.tlsConfig.serverName=otp-service.otp.svc');
+    expect(verified.tlsConfig).toMatchObject({ insecureSkipVerify: false, serverName: 'otp-service.otp.svc', keySecret: { name: 'otp-prometheus-tls' } });
+    const stderr = await refused('-f', valuesFile('mtls'), '--set', 'serviceMonitor.enabled=true', '--set', 'tls.probeClientSecret=');
+    expect(stderr).toContain('serviceMonitor.tlsClientSecret');
+    // TLS without mTLS needs no client certificate.
+    const tlsOnly = await endpoint('-f', valuesFile('plain'), '--set', 'tls.enabled=true', '--set', 'tls.existingSecret=t');
+    expect(tlsOnly.tlsConfig).toEqual({ insecureSkipVerify: true });
+  });
+
+  it("the ServiceMonitor's targets get the job the alert rules select the service by", async () => {
+    const ms = await template('-f', valuesFile('plain'));
+    const [monitor] = ofKind(ms, 'ServiceMonitor');
+    const service = ofKind(ms, 'Service')[0]! as Manifest & { metadata: { labels: Record<string, string> } };
+    const job = service.metadata.labels[monitor!.spec.jobLabel as string];
+    const rules = readFileSync(join(repoRoot, 'deploy/observability/rules.yaml'), 'utf8');
+    const selected = [...rules.matchAll(/up\{job="([^"]+)"\}/g)].map((m) => m[1]);
+    expect(selected.length).toBeGreaterThan(0);
+    for (const name of selected) expect(name).toBe(job);
+  });
+
+  it.each([
+    ['plain', [], '-plaintext'],
+    ['plain', ['--set', 'tls.enabled=true', '--set', 'tls.existingSecret=t'], '-cacert'],
+    ['mtls', [], '-cert'],
+  ] as const)('NOTES (%s %j): the port-forward goes to the background, so the grpcurl after it runs', async (values, extra, flag) => {
+    // NOTES.txt is not part of `helm template`'s output: a copy of the chart renders it as a template.
+    const dir = mkdtempSync(join(tmpdir(), 'otp-notes-'));
+    try {
+      cpSync(chart, join(dir, 'otp-service'), { recursive: true });
+      writeFileSync(join(dir, 'otp-service/templates/notes-as-manifest.yaml'), 'notes: {{ include "otp-service/templates/NOTES.txt" . | quote }}\n');
+      const out = await run(HELM, ['template', 'otp-service', join(dir, 'otp-service'), '-f', valuesFile(values), ...extra, '--show-only', 'templates/notes-as-manifest.yaml'], 60_000);
+      expect(out.stderr).toBe('');
+      const notes = (parseAllDocuments(out.stdout)[0]!.toJS() as { notes: string }).notes;
+      const commands = notes.split('\n').filter((l) => /^\s+(kubectl|sleep|grpcurl|kill)\b/.test(l)).map((l) => l.trim());
+      expect(commands[0]).toMatch(/^kubectl -n \S+ port-forward svc\/otp-service 50051:50051 .*&$/);
+      expect(commands.find((l) => l.startsWith('grpcurl'))).toContain(` ${flag} `);
+      // Run them as written, with a kubectl that blocks the way port-forward does and a grpcurl that says it ran.
+      const bin = join(dir, 'bin');
+      mkdirSync(bin);
+      writeFileSync(join(bin, 'kubectl'), '#!/bin/sh\nexec sleep 600\n', { mode: 0o755 });
+      writeFileSync(join(bin, 'grpcurl'), `#!/bin/sh\necho "$*" > ${join(dir, 'grpcurl.out')}\n`, { mode: 0o755 });
+      const script = ['set -e', ...commands.map((c) => c.replace(/^sleep \d+$/, 'sleep 0.1'))].join('\n');
+      const ran = await new Promise<{ code: number }>((resolve) => {
+        execFile('bash', ['-c', script], { timeout: 20_000, env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } }, (err) =>
+          resolve({ code: err ? Number(err.code ?? 1) : 0 }));
+      });
+      expect(ran.code).toBe(0);
+      expect(readFileSync(join(dir, 'grpcurl.out'), 'utf8')).toContain('localhost:50051 list');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the relay container runs node with the V8 flags of `npm run relay`', async () => {
+    const scripts = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+    const npmRelay = scripts.relay!.split('&&').at(-1)!.trim().split(/\s+/);
+    expect(container(deployment(await template('-f', valuesFile('plain')), '-relay')).command).toEqual(npmRelay);
+  });
+
+  it.each([
+    [['--set', 'relay.replicas=1'], 'relay: 1 replicas'],
+    [['--set', 'notifier.replicas=1'], 'notifier: 1 replicas'],
+    [['--set', 'service.autoscaling.minReplicas=1'], 'service: 1 replicas'],
+    [['--set', 'service.autoscaling.enabled=false', '--set', 'service.replicas=1'], 'service: 1 replicas'],
+  ])('refuses a PodDisruptionBudget that would block every node drain (%j)', async (set, named) => {
+    expect(await refused('-f', valuesFile('plain'), ...set)).toContain(named);
+    const ms = await template('-f', valuesFile('plain'), ...set, '--set', `${named.split(':')[0]}.podDisruptionBudget.enabled=false`);
+    expect(ofKind(ms, 'PodDisruptionBudget')).toHaveLength(2);
   });
 });

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
 import { KNOWN_SETTINGS_FILE, knownSettingsSource, repoRoot, settingsInReadmeTables, settingsReadByCode } from '../support/settings.js';
 
 describe('README configuration tables', () => {
@@ -31,6 +32,17 @@ describe('README configuration tables', () => {
 
   it(`${KNOWN_SETTINGS_FILE} (the names start-up does not warn about) lists exactly the settings the code reads: \`npm run settings:known\` rewrites it`, () => {
     expect(readFileSync(join(repoRoot, KNOWN_SETTINGS_FILE), 'utf8')).toBe(knownSettingsSource());
+  });
+
+  // The examples an operator copies: each is accepted by the service's own reader.
+  it.each(['OTP_TEST_DESTINATIONS', 'OTP_LIMIT_SMS_PER_COUNTRY', 'OTP_SMS_COUNTRIES'])('the example lists on the %s row load', (name) => {
+    const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+    const row = readme.split('\n').find((l) => l.startsWith(`| \`${name}\``));
+    expect(row, `the README row of ${name}`).toBeDefined();
+    const cells = row!.split('|').slice(2).join('|');
+    const examples = [...cells.matchAll(/`([^`]+)`/g)].map((m) => m[1]!).filter((v) => v.includes(',') && !v.includes(' '));
+    expect(examples.length, `examples on the ${name} row`).toBeGreaterThan(0);
+    for (const value of examples) expect(() => loadConfig({ [name]: value }), `${name}=${value}`).not.toThrow();
   });
 
   it('state the shortest API key the service accepts', () => {

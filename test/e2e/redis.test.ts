@@ -11,6 +11,7 @@ import { grpcCall, grpcClient, grpcError, grpcHealth, SERVING } from '../support
 import { freshEmail, startTestApp, wrongCode, type TestApp } from '../support/otp-app.js';
 import { rawRequest } from '../support/raw-http.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
+import { redisCli } from '../support/redis-cli.js';
 import { RedisStore } from '../../src/store/redis/redis-store.js';
 
 const { send, verify, getVerification } = OtpService.method;
@@ -79,6 +80,28 @@ describe('over a real Redis', () => {
       const sent = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail() });
       return sent.verificationId !== '';
     });
+  });
+});
+
+describe('Redis out of memory (maxmemory with noeviction)', () => {
+  it('Send and Verify answer UNAVAILABLE, never INTERNAL, and change nothing; with memory back, the code verifies with every attempt left', { timeout: 60_000 }, async (ctx) => {
+    if (!server) ctx.skip(); // REDIS_URL points at a server we must not reconfigure
+    const port = server!.port;
+    const sent = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('oom') });
+    const code = await app.deliveries.codeFor(sent.verificationId);
+    await redisCli(port, ['CONFIG', 'SET', 'maxmemory-policy', 'noeviction']);
+    await redisCli(port, ['CONFIG', 'SET', 'maxmemory', '1']);
+    try {
+      const sendErr = await grpcError(grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('oom') }));
+      expect(sendErr.code).toBe(status.UNAVAILABLE);
+      const verifyErr = await grpcError(grpcCall(client, verify, { target: { case: 'verificationId', value: sent.verificationId }, code: wrongCode(sent.codeLength) }));
+      expect(verifyErr.code).toBe(status.UNAVAILABLE);
+    } finally {
+      await redisCli(port, ['CONFIG', 'SET', 'maxmemory', '0']);
+    }
+    const res = await grpcCall(client, verify, { target: { case: 'verificationId', value: sent.verificationId }, code });
+    expect(res.result).toBe(VerifyResult.VERIFIED);
+    expect(res.attemptsRemaining).toBe(sent.maxAttempts - 1);
   });
 });
 

@@ -207,6 +207,65 @@ describe('Kafka down: calls keep working, events wait and then flow', () => {
     }
   }, 150_000);
 
+  it('while Kafka is down the relay lag is the age of the oldest waiting event (metric and /readyz), growing; 0 once all are published', async () => {
+    if (!broker) throw new Error('this test stops the broker: run it without KAFKA_BROKERS');
+    const fresh = await redisForTests();
+    const app = await startTestApp({ REDIS_URL: fresh.url, KAFKA_BROKERS: brokers });
+    const client = grpcClient(app.grpcTarget);
+    const lag = async () => {
+      const metrics = await (await fetch(`${app.httpBase}/metrics`)).text();
+      const seconds = Number(/^otp_relay_lag_seconds (\S+)$/m.exec(metrics)?.[1]);
+      const backlog = Number(/^otp_event_backlog (\S+)$/m.exec(metrics)?.[1]);
+      const ready = JSON.parse((await (await fetch(`${app.httpBase}/readyz`)).text()).split('\n')[1]!) as { event_lag_ms: number; event_backlog: number };
+      return { seconds, backlog, readyMs: ready.event_lag_ms, readyBacklog: ready.event_backlog };
+    };
+    let halted = false;
+    try {
+      const warm = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail() });
+      await kcatUntil(brokers, TOPICS.delivery, (rs) => rs.some((r) => r.key === warm.verificationId));
+      await broker.halt();
+      halted = true;
+      const firstSentAt = Date.now();
+      for (let i = 0; i < 5; i++) await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('lag') });
+      // The relay holds a batch it cannot publish (or it waits unread): either way its age shows and grows.
+      let seen = await lag();
+      const deadline = Date.now() + 60_000;
+      while ((seen.seconds < 3 || seen.readyMs < 3_000) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 250));
+        seen = await lag();
+      }
+      expect(seen.seconds).toBeGreaterThanOrEqual(3);
+      expect(seen.readyMs).toBeGreaterThanOrEqual(3_000);
+      // Not more than the oldest of them has waited (plus the watch's half second).
+      expect(seen.seconds).toBeLessThanOrEqual((Date.now() - firstSentAt) / 1000 + 1);
+      expect(seen.backlog).toBeGreaterThanOrEqual(10);
+      expect(seen.readyBacklog).toBeGreaterThanOrEqual(10);
+      // It keeps growing for as long as the outage lasts: a scrape at any time sees it.
+      const later = Date.now() + 30_000;
+      let grown = await lag();
+      while (grown.seconds < seen.seconds + 2 && Date.now() < later) {
+        await new Promise((r) => setTimeout(r, 250));
+        grown = await lag();
+      }
+      expect(grown.seconds).toBeGreaterThanOrEqual(seen.seconds + 2);
+
+      await broker.restart();
+      halted = false;
+      const drained = Date.now() + 90_000;
+      let after = await lag();
+      while ((after.backlog > 0 || after.seconds > 0 || after.readyMs > 0) && Date.now() < drained) {
+        await new Promise((r) => setTimeout(r, 250));
+        after = await lag();
+      }
+      expect(after).toEqual({ seconds: 0, backlog: 0, readyMs: 0, readyBacklog: 0 });
+    } finally {
+      if (halted) await broker.restart();
+      client.close();
+      await app.stop();
+      await fresh.server?.stop();
+    }
+  }, 240_000);
+
   it('with the backlog over its bound, Send answers UNAVAILABLE instead of accepting undeliverable work', async () => {
     if (!broker) throw new Error('this test stops the broker: run it without KAFKA_BROKERS');
     const fresh = await redisForTests();

@@ -289,6 +289,24 @@ describe('public (browser) clients', () => {
     expect(err.findDetails(ErrorInfoSchema)[0]?.reason).toBe('PUBLIC_CLIENT_BY_ID_ONLY');
   });
 
+  it('resends on the verification\'s own channel only (PUBLIC_CLIENT_SAME_CHANNEL); a backend may switch it', async () => {
+    const a = await sendAs(keys.billing, { purpose: 'login', channel: Channel.SMS, destination: '+14155550142' });
+    for (const channel of [Channel.VOICE, Channel.WHATSAPP]) {
+      const err = await connectError(web().resend({ verificationId: a.verificationId, channel }));
+      expect(err.code).toBe(Code.PermissionDenied);
+      expect(err.findDetails(ErrorInfoSchema)[0]?.reason).toBe('PUBLIC_CLIENT_SAME_CHANNEL');
+    }
+    expect(await app.audits.find({ type: 'refused', reason: 'PUBLIC_CLIENT_SAME_CHANNEL', cl: 'web', vid: a.verificationId })).toBeDefined();
+    // Nothing was sent by the refusals; the same channel, named or not, is a Resend as usual.
+    expect(app.deliveries.lines.filter((l) => l.verification_id === a.verificationId)).toHaveLength(1);
+    expect((await web().resend({ verificationId: a.verificationId, channel: Channel.SMS })).resendsRemaining).toBeGreaterThanOrEqual(0);
+    codes.push(await app.deliveries.codeFor(a.verificationId, 1));
+    const switched = await grpcCall(grpc, resend, { verificationId: a.verificationId, channel: Channel.VOICE }, as(keys.billing));
+    expect(switched.verificationId).toBe(a.verificationId);
+    expect((await app.deliveries.latest(a.verificationId, 2)).channel).toMatch(/VOICE/);
+    codes.push(await app.deliveries.codeFor(a.verificationId, 2));
+  });
+
   it("cannot reach another tenant's verification", async () => {
     const b = await sendAs(keys.globex);
     const res = await web().verify({ target: { case: 'verificationId', value: b.verificationId }, code: b.code });

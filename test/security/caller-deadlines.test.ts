@@ -4,6 +4,7 @@
 // negative, ending a call that had plenty of time with DEADLINE_EXCEEDED), and
 // a header the protocols do not allow is INVALID_ARGUMENT without quoting it.
 // The calls are made slow on purpose: Redis is stopped for a moment under them.
+// A call whose deadline passes is recorded (metrics) as the caller saw it.
 import http2 from 'node:http2';
 import { create, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
@@ -132,5 +133,41 @@ describe('a deadline header the protocols do not allow', () => {
     const body = (await res.json()) as { code: string; message: string };
     expect(body.code).toBe('invalid_argument');
     expect(body.message).not.toContain('12x');
+  });
+});
+
+describe('a call whose deadline passes while it waits on Redis', () => {
+  const count = async (port: 'grpc' | 'http', code: string) => {
+    const text = await (await fetch(`${app.httpBase}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`otp_rpc_duration_seconds_count{method="CheckRateLimit",port="${port}",code="${code}"}`));
+    return line ? Number(line.split(' ').at(-1)) : 0;
+  };
+  /** The count for `code` once it has moved past `before` (our handler finishes after Redis is back), within 5 s. */
+  const settled = async (port: 'grpc' | 'http', code: string, before: number) => {
+    const until = Date.now() + 5_000;
+    while ((await count(port, code)) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    return (await count(port, code)) - before;
+  };
+
+  it('gRPC port: the caller gets DEADLINE_EXCEEDED and the metric says DEADLINE_EXCEEDED, not OK', async () => {
+    const [exceeded, ok] = [await count('grpc', 'DEADLINE_EXCEEDED'), await count('grpc', 'OK')];
+    const ended = await whileRedisStalls(1_000, () => rawGrpc(app.grpcPort, { 'grpc-timeout': '200m' }));
+    expect(ended.status).toBe(String(grpc.status.DEADLINE_EXCEEDED));
+    expect(await settled('grpc', 'DEADLINE_EXCEEDED', exceeded)).toBe(1);
+    expect(await count('grpc', 'OK')).toBe(ok);
+  });
+
+  it('HTTP port (Connect): the caller gets deadline_exceeded and the metric says DEADLINE_EXCEEDED, not OK', async () => {
+    const [exceeded, ok] = [await count('http', 'DEADLINE_EXCEEDED'), await count('http', 'OK')];
+    const res = await whileRedisStalls(1_000, () =>
+      fetch(`${app.httpBase}${PATH}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'connect-timeout-ms': '200' },
+        body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: 'deadline@example.com' }),
+      }),
+    );
+    expect(((await res.json()) as { code: string }).code).toBe('deadline_exceeded');
+    expect(await settled('http', 'DEADLINE_EXCEEDED', exceeded)).toBe(1);
+    expect(await count('http', 'OK')).toBe(ok);
   });
 });

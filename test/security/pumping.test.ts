@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
-import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status, type Client, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, ConfigError } from '../../src/config.js';
 import { ErrorInfoSchema } from '../../src/gen/google/rpc/error_details_pb.js';
@@ -118,6 +118,30 @@ describe('number types (default OTP_SMS_DENIED_NUMBER_TYPES)', () => {
     expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, sms(PREMIUM['DE 0900'], 'support'), as())))).toBe('NUMBER_TYPE_NOT_ALLOWED');
     expect((await grpcCall(ctx.grpc, send, sms('+4915112345678'), as())).verificationId).not.toBe('');
     expect((await grpcCall(ctx.grpc, send, { purpose: 'login', channel: Channel.EMAIL, destination: 'jane@example.com' }, as())).verificationId).not.toBe('');
+  });
+});
+
+describe('non-geographic numbers (satellite, international networks): refused unless named', () => {
+  const INMARSAT = '+870773111632';
+  const GMSS = '+881612345678';
+  const NETWORK = '+8823451234567';
+  const reason = async (ctx: { grpc: Client }, destination: string) =>
+    reasonOf(await grpcError(grpcCall(ctx.grpc, send, sms(destination), as())));
+
+  describe('OTP_SMS_COUNTRIES unset (every geographic region)', () => {
+    const ctx = appWith({});
+    it('+870, +881 and +882 numbers are COUNTRY_NOT_ALLOWED; a US number reaches', async () => {
+      for (const n of [INMARSAT, GMSS, NETWORK]) expect(await reason(ctx, n), n).toBe('COUNTRY_NOT_ALLOWED');
+      expect((await grpcCall(ctx.grpc, send, sms('+14155552671'), as())).verificationId).not.toBe('');
+    });
+  });
+
+  describe('OTP_SMS_COUNTRIES=*,+870', () => {
+    const ctx = appWith({ OTP_SMS_COUNTRIES: '*,+870' });
+    it('the named code reaches; the others are still refused', async () => {
+      expect((await grpcCall(ctx.grpc, send, sms(INMARSAT), as())).verificationId).not.toBe('');
+      expect(await reason(ctx, GMSS)).toBe('COUNTRY_NOT_ALLOWED');
+    });
   });
 });
 
@@ -279,6 +303,23 @@ describe('release: verifications lift a suspension', () => {
     expect(check.allowed).toBe(true);
     // 21 sent, 6 verified: 9 more unverified codes would still be at the floor (6 of 30), the 10th collapses it.
     expect(check.limits.find((l) => l.name === 'PREFIX_SUSPENDED')).toMatchObject({ limit: 20, remaining: 10 });
+  });
+});
+
+describe('a suspension tripped by a Resend (default settings; caller budgets raised out of the way)', () => {
+  const ctx = appWith({ ...RAISED_BUDGETS });
+
+  it('names the prefixes it suspends, as one tripped by a Send does (19 Sends, then the 20th code is a Resend)', async () => {
+    const number = (i: number) => `+4479111234${String(i).padStart(2, '0')}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 19; i++) ids.push((await grpcCall(ctx.grpc, send, sms(number(i)), as())).verificationId);
+    await grpcCall(ctx.grpc, resend, { verificationId: ids[0]! }, as());
+    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, sms(number(19)), as())))).toBe('PREFIX_SUSPENDED');
+    for (const px of ['+447911', '+4479111', '+44791112']) {
+      const event = await ctx.app.audits.find({ type: 'prefix_suspended', px, tn: 'acme', reason: 'CONVERSION_COLLAPSED' });
+      expect(event, px).toBeDefined();
+    }
+    expect(await ctx.app.audits.find({ type: 'prefix_suspended', px: '', tn: 'acme' })).toBeUndefined();
   });
 });
 

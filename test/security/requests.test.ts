@@ -3,6 +3,9 @@
 // - a purpose's policy applies whichever way its verification is addressed:
 //   Verify by id spends the purpose's failure budget (not the default), and
 //   CheckRateLimit reports the lock it set;
+// - a purpose's own send / failure budget is a second budget beside the
+//   destination-wide one, never mixed into it: 4 login codes leave the 5th
+//   for payment (3/15m of its own), payment's own limit or lock leaves login alone;
 // - an idempotency key means one request: reused with other parameters it is
 //   refused (INVALID_ARGUMENT, IDEMPOTENCY_KEY_REUSED, naming what differs),
 //   never answered with the first request's verification or VERIFIED.
@@ -25,9 +28,10 @@ let policy: PolicyFile;
 
 beforeAll(async () => {
   redis = await redisForTests();
-  // The default lets 100 wrong codes through an hour; payments lock after 2, for 10 minutes.
+  // The default lets 100 wrong codes through an hour; payments lock after 2, for 10 minutes. Sends: the
+  // global 5/15m (OTP_LIMIT_SEND_PER_DESTINATION's default) for every purpose together, payment 3/15m of its own.
   policy = policyFile({
-    purposes: { login: {}, payment: { maxAttempts: 10, failuresPerDestination: '2/10m' } },
+    purposes: { login: {}, payment: { maxAttempts: 10, failuresPerDestination: '2/10m', sendsPerDestination: '3/15m' } },
   });
 });
 
@@ -91,6 +95,49 @@ describe.each(stores)('%s', (_name, start) => {
       const wrong = code === '00000000'.slice(0, code.length) ? '1'.repeat(code.length) : '0'.repeat(code.length);
       for (let i = 0; i < 2; i++) expect((await grpcCall(grpc, verify, { target, code: wrong })).result).toBe(VerifyResult.INVALID_CODE);
       expect((await grpcCall(grpc, verify, { target, code })).result).toBe(VerifyResult.VERIFIED);
+    });
+  });
+
+  describe("a purpose's own budgets add to the destination's, never mix with them", () => {
+    const sendTo = (purpose: string, destination: string) => grpcCall(grpc, send, { purpose, channel: Channel.EMAIL, destination });
+
+    it('4 login codes leave the 5th Send of the destination to payment (its 3/15m is its own), then the global cap holds', async () => {
+      const destination = freshEmail('pay-after-login');
+      for (let i = 0; i < 4; i++) await sendTo('login', destination);
+      const before = await grpcCall(grpc, checkRateLimit, { purpose: 'payment', channel: Channel.EMAIL, destination });
+      expect(before.limits.find((l) => l.name === 'SEND_LIMIT_DESTINATION')).toMatchObject({ limit: 5, remaining: 1 });
+      await sendTo('payment', destination);
+      const refused = await grpcError(sendTo('payment', destination));
+      expect([refused.code, richDetails(refused).errorInfo?.reason]).toEqual([status.RESOURCE_EXHAUSTED, 'SEND_LIMIT_DESTINATION']);
+    });
+
+    it("payment's own 3/15m refuses the 4th payment code but not a login code; CheckRateLimit shows the binding budget", async () => {
+      const destination = freshEmail('pay-own');
+      for (let i = 0; i < 3; i++) await sendTo('payment', destination);
+      const limits = await grpcCall(grpc, checkRateLimit, { purpose: 'payment', channel: Channel.EMAIL, destination });
+      expect(limits.allowed).toBe(false);
+      expect(limits.limits.find((l) => l.name === 'SEND_LIMIT_DESTINATION')).toMatchObject({ limit: 3, remaining: 0 });
+      const refused = await grpcError(sendTo('payment', destination));
+      expect(richDetails(refused).errorInfo?.reason).toBe('SEND_LIMIT_DESTINATION');
+      expect(Number(richDetails(refused).retryInfo?.retryDelay?.seconds)).toBeGreaterThan(280);
+      const login = await grpcCall(grpc, checkRateLimit, { purpose: 'login', channel: Channel.EMAIL, destination });
+      expect(login.limits.find((l) => l.name === 'SEND_LIMIT_DESTINATION')).toMatchObject({ limit: 5, remaining: 2 });
+      await sendTo('login', destination);
+    });
+
+    it("payment's failures lock payment, not login at the same destination", async () => {
+      const destination = freshEmail('pay-lock-only');
+      const sent = await sendTo('payment', destination);
+      const code = await app.deliveries.codeFor(sent.verificationId);
+      const wrong = wrongCode(sent.codeLength) === code ? wrongCode(sent.codeLength).replace(/.$/, '9') : wrongCode(sent.codeLength);
+      const target = { case: 'verificationId' as const, value: sent.verificationId };
+      for (let i = 0; i < 2; i++) expect((await grpcCall(grpc, verify, { target, code: wrong })).result).toBe(VerifyResult.INVALID_CODE);
+      expect((await grpcCall(grpc, verify, { target, code })).result).toBe(VerifyResult.TOO_MANY_ATTEMPTS);
+      const login = await sendTo('login', destination);
+      const loginCode = await app.deliveries.codeFor(login.verificationId);
+      expect((await grpcCall(grpc, verify, { target: { case: 'verificationId', value: login.verificationId }, code: loginCode })).result).toBe(VerifyResult.VERIFIED);
+      const lock = (await grpcCall(grpc, checkRateLimit, { purpose: 'login', channel: Channel.EMAIL, destination })).limits.find((l) => l.name === 'DESTINATION_LOCKED');
+      expect(lock).toMatchObject({ limit: 100, remaining: 98 });
     });
   });
 

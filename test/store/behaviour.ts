@@ -370,9 +370,9 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
       });
 
       it("spends the verification's own purpose's failure budget, kept from its Send", async () => {
-        // A strict purpose (2 failures lock for 10 minutes) and a lenient one at the same destination.
-        const strict = policy({ maxAttempts: 10, failuresPerDestination: { count: 2, windowSeconds: 600 } });
-        const lenient = policy({ maxAttempts: 10, failuresPerDestination: { count: 100, windowSeconds: 60 } });
+        // A strict purpose (2 failures lock it for 10 minutes) and a lenient one, beside the global 100/1h.
+        const strict = policy({ maxAttempts: 10, purposeFailuresPerDestination: { count: 2, windowSeconds: 600 } });
+        const lenient = policy({ maxAttempts: 10, purposeFailuresPerDestination: { count: 100, windowSeconds: 60 } });
         const loose = await send({ purpose: 'signup', policy: lenient });
         for (let i = 0; i < 2; i++) expect((await store.verify(verifyCommand(loose.ref, wrong(loose.code)))).result).toBe('INVALID_CODE');
         expect((await store.verify(verifyCommand(loose.ref, loose.code))).result).toBe('VERIFIED');
@@ -402,12 +402,12 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         const { dest, ref, code } = await send({ policy: p });
         const remaining = [];
         for (let i = 0; i < 3; i++) {
-          const outcome = await store.verify(verifyCommand(ref, wrong(code)));
+          const outcome = await store.verify(verifyCommand(ref, wrong(code), { failures }));
           expect(outcome.result).toBe('INVALID_CODE');
           remaining.push(outcome.attemptsRemaining);
         }
         expect(remaining).toEqual([9, 8, 7]);
-        expect(await store.verify(verifyCommand(ref, code))).toEqual({
+        expect(await store.verify(verifyCommand(ref, code, { failures }))).toEqual({
           result: 'TOO_MANY_ATTEMPTS',
           attemptsRemaining: 0,
         });
@@ -427,6 +427,155 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         );
         expect(locked).toMatchObject({ limit: 3, remaining: 0 });
         expect(locked?.retryAfterMs).toBeGreaterThan(55_000);
+      });
+    });
+
+    describe("a purpose's own budgets beside the destination's", () => {
+      // The README's example: the global OTP_LIMIT_SEND_PER_DESTINATION 5/15m, payment 3/15m of its own.
+      const global = { count: 5, windowSeconds: 900 };
+      const defaults = policy({ sendsPerDestination: global });
+      const payment = policy({ sendsPerDestination: global, purposeSendsPerDestination: { count: 3, windowSeconds: 900 } });
+      const sendLimit = async (dest: Destination, purpose: string, p = defaults) =>
+        (await store.limits({ tenant: TENANT, purpose, destination: dest.ref, policy: p })).find((l) => l.name === 'SEND_LIMIT_DESTINATION')!;
+      const refusal = (outcome: { kind: string; retryAfterMs?: number }) => {
+        expect(outcome).toMatchObject({ kind: 'refused', reason: 'SEND_LIMIT_DESTINATION' });
+        return outcome.retryAfterMs!;
+      };
+
+      it('another purpose\'s sends spend only the destination-wide budget: 4 login codes leave one for payment', async () => {
+        const dest = newDestination(f.shards);
+        for (let i = 0; i < 4; i++) expect((await send({ dest, policy: defaults })).outcome.kind).toBe('issued');
+        expect(await sendLimit(dest, 'payment', payment)).toMatchObject({ limit: 5, remaining: 1 });
+        expect((await send({ dest, purpose: 'payment', policy: payment })).outcome.kind).toBe('issued');
+        // Now the destination-wide cap binds every purpose, payment's own budget notwithstanding.
+        const retry = refusal((await send({ dest, purpose: 'payment', policy: payment })).outcome);
+        expect(retry).toBeGreaterThan(170_000);
+        expect(retry).toBeLessThanOrEqual(180_000);
+        refusal((await send({ dest, purpose: 'signup', policy: defaults })).outcome);
+      });
+
+      it("a purpose's own budget refuses only that purpose, at its own rate; a refusal spends neither budget", async () => {
+        const dest = newDestination(f.shards);
+        for (let i = 0; i < 3; i++) expect((await send({ dest, purpose: 'payment', policy: payment })).outcome.kind).toBe('issued');
+        // Payment's 3/15m: one more every 300 s.
+        const retry = refusal((await send({ dest, purpose: 'payment', policy: payment })).outcome);
+        expect(retry).toBeGreaterThan(290_000);
+        expect(retry).toBeLessThanOrEqual(300_000);
+        // The refused Send spent nothing: the destination-wide budget has exactly 2 left for the others.
+        expect((await send({ dest, policy: defaults })).outcome.kind).toBe('issued');
+        expect((await send({ dest, purpose: 'signup', policy: defaults })).outcome.kind).toBe('issued');
+        refusal((await send({ dest, policy: defaults })).outcome);
+      });
+
+      it('a purpose allowed more than the global is still held to the global cap (30 quick sends do not pass it)', async () => {
+        const lax = policy({ sendsPerDestination: global, purposeSendsPerDestination: { count: 100, windowSeconds: 60 } });
+        const dest = newDestination(f.shards);
+        let issued = 0;
+        for (let i = 0; i < 30; i++) if ((await send({ dest, purpose: 'lax', policy: lax })).outcome.kind === 'issued') issued++;
+        expect(issued).toBe(5);
+        const retry = refusal((await send({ dest, policy: defaults })).outcome);
+        expect(retry).toBeGreaterThan(170_000);
+        expect(await sendLimit(dest, 'lax', lax)).toMatchObject({ limit: 5, remaining: 0 });
+      });
+
+      it("retry is the larger of the refusing budgets, and a refusal by the global leaves the purpose's own unspent", async () => {
+        // Global 2/2s (one per second), payment's own 2/60s (one per 30 s).
+        const fast = { count: 2, windowSeconds: 2 };
+        const own = policy({ sendsPerDestination: fast, purposeSendsPerDestination: { count: 2, windowSeconds: 60 } });
+        const plain = policy({ sendsPerDestination: fast });
+        const dest = newDestination(f.shards);
+        for (let i = 0; i < 2; i++) expect((await send({ dest, policy: plain })).outcome.kind).toBe('issued');
+        for (let i = 0; i < 2; i++) {
+          const wait = refusal((await send({ dest, purpose: 'payment', policy: own })).outcome);
+          expect(wait).toBeLessThanOrEqual(1_000);
+          await advance(wait + 20);
+          expect((await send({ dest, purpose: 'payment', policy: own })).outcome.kind).toBe('issued');
+        }
+        // Both budgets refuse now: the answer waits for the later one (payment's, ~28 s), not the global's (< 1 s).
+        const wait = refusal((await send({ dest, purpose: 'payment', policy: own })).outcome);
+        expect(wait).toBeGreaterThan(20_000);
+        expect(wait).toBeLessThanOrEqual(30_000);
+        const limit = await sendLimit(dest, 'payment', own);
+        expect(limit).toMatchObject({ limit: 2, remaining: 0 });
+        expect(limit.retryAfterMs).toBeGreaterThan(20_000);
+        expect(limit.resetAfterMs).toBeGreaterThan(50_000);
+      });
+
+      it('Resend spends both, all or nothing', async () => {
+        const own = policy({ sendsPerDestination: global, purposeSendsPerDestination: { count: 2, windowSeconds: 900 } });
+        const dest = newDestination(f.shards);
+        const { ref } = await send({ dest, purpose: 'payment', policy: own });
+        expect((await store.resend(resendCommand(ref, newCode(), { policy: own }))).kind).toBe('resent');
+        const refused = await store.resend(resendCommand(ref, newCode(), { policy: own }));
+        const retry = refusal(refused);
+        expect(retry).toBeGreaterThan(440_000);
+        expect(retry).toBeLessThanOrEqual(450_000);
+        // The destination-wide budget kept the 3 the refused Resend did not take.
+        for (let i = 0; i < 3; i++) expect((await send({ dest, policy: defaults })).outcome.kind).toBe('issued');
+        refusal((await send({ dest, policy: defaults })).outcome);
+      });
+
+      it('CheckRateLimit reports the binding one: fewest remaining, its limit, the larger reset', async () => {
+        const dest = newDestination(f.shards);
+        for (let i = 0; i < 2; i++) expect((await send({ dest, purpose: 'payment', policy: payment })).outcome.kind).toBe('issued');
+        const own = await sendLimit(dest, 'payment', payment);
+        expect(own).toMatchObject({ limit: 3, remaining: 1, retryAfterMs: 0 });
+        expect(own.resetAfterMs).toBeGreaterThan(590_000); // payment's (600 s), not the global's (360 s)
+        const other = await sendLimit(dest, PURPOSE);
+        expect(other).toMatchObject({ limit: 5, remaining: 3, retryAfterMs: 0 });
+        expect(other.resetAfterMs).toBeLessThanOrEqual(360_000);
+        // A purpose that never sent, after 5 sends of another: the destination-wide budget, not "0 of its own".
+        const full = newDestination(f.shards);
+        for (let i = 0; i < 5; i++) expect((await send({ dest: full, policy: defaults })).outcome.kind).toBe('issued');
+        const lax = policy({ sendsPerDestination: global, purposeSendsPerDestination: { count: 100, windowSeconds: 60 } });
+        const binding = await sendLimit(full, 'lax', lax);
+        expect(binding).toMatchObject({ limit: 5, remaining: 0 });
+        expect(binding.retryAfterMs).toBeGreaterThan(170_000);
+        expect(binding.retryAfterMs).toBeLessThanOrEqual(180_000);
+      });
+
+      it("a purpose's own failure budget locks that purpose only; the destination-wide one locks every purpose", async () => {
+        const failures = { count: 4, windowSeconds: 60 };
+        const base = policy({ maxAttempts: 10, failuresPerDestination: failures });
+        const strict = { ...base, purposeFailuresPerDestination: { count: 2, windowSeconds: 600 } };
+        const lockOf = async (dest: Destination, purpose: string, p: typeof base) =>
+          (await store.limits({ tenant: TENANT, purpose, destination: dest.ref, policy: p })).find((l) => l.name === 'DESTINATION_LOCKED')!;
+        const dest = newDestination(f.shards);
+        const pay = await send({ dest, purpose: 'payment', policy: strict });
+        for (let i = 0; i < 2; i++) expect((await store.verify(verifyCommand(pay.ref, wrong(pay.code), { failures }))).result).toBe('INVALID_CODE');
+        // Payment is locked for its window (600 s)...
+        expect(await store.verify(verifyCommand(pay.ref, pay.code, { failures }))).toEqual({ result: 'TOO_MANY_ATTEMPTS', attemptsRemaining: 0 });
+        expect(await store.inspect(TENANT, pay.ref)).toMatchObject({ status: 'LOCKED' });
+        const again = await send({ dest, purpose: 'payment', policy: strict });
+        expect(again.outcome).toMatchObject({ kind: 'refused', reason: 'DESTINATION_LOCKED' });
+        expect((again.outcome as { retryAfterMs: number }).retryAfterMs).toBeGreaterThan(590_000);
+        const locked = await lockOf(dest, 'payment', strict);
+        expect(locked).toMatchObject({ limit: 2, remaining: 0 });
+        expect(locked.retryAfterMs).toBeGreaterThan(590_000);
+        // ...the others are not: they have the destination-wide budget's 2 left.
+        expect(await lockOf(dest, PURPOSE, base)).toMatchObject({ limit: 4, remaining: 2, retryAfterMs: 0 });
+        const login = await send({ dest, policy: base });
+        expect(login.outcome.kind).toBe('issued');
+        expect((await store.verify(verifyCommand(login.ref, login.code, { failures }))).result).toBe('VERIFIED');
+        // Two more wrong codes of any purpose use the destination-wide budget up: every purpose is locked.
+        const signup = await send({ dest, purpose: 'signup', policy: base });
+        for (let i = 0; i < 2; i++) expect((await store.verify(verifyCommand(signup.ref, wrong(signup.code), { failures }))).result).toBe('INVALID_CODE');
+        expect(await store.verify(verifyCommand(signup.ref, signup.code, { failures }))).toEqual({ result: 'TOO_MANY_ATTEMPTS', attemptsRemaining: 0 });
+        const all = await send({ dest, policy: base });
+        expect(all.outcome).toMatchObject({ kind: 'refused', reason: 'DESTINATION_LOCKED' });
+        expect((all.outcome as { retryAfterMs: number }).retryAfterMs).toBeLessThanOrEqual(60_000);
+        expect(await lockOf(dest, PURPOSE, base)).toMatchObject({ limit: 4, remaining: 0 });
+        // Payment reports its own lock, the longer of the two.
+        expect((await lockOf(dest, 'payment', strict)).retryAfterMs).toBeGreaterThan(590_000);
+      });
+
+      it('a purpose allowed more failures than the global is still locked by the global', async () => {
+        const failures = { count: 3, windowSeconds: 60 };
+        const lenient = policy({ maxAttempts: 10, failuresPerDestination: failures, purposeFailuresPerDestination: { count: 100, windowSeconds: 60 } });
+        const { dest, ref, code } = await send({ purpose: 'signup', policy: lenient });
+        for (let i = 0; i < 3; i++) expect((await store.verify(verifyCommand(ref, wrong(code), { failures }))).result).toBe('INVALID_CODE');
+        expect((await store.verify(verifyCommand(ref, code, { failures }))).result).toBe('TOO_MANY_ATTEMPTS');
+        expect((await send({ dest, policy: policy({ failuresPerDestination: failures }) })).outcome).toMatchObject({ kind: 'refused', reason: 'DESTINATION_LOCKED' });
       });
     });
 
@@ -910,6 +1059,22 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         await store.ackOutbox(read.slice(1));
         expect(await store.outboxBacklog()).toBe(0);
         expect(await store.claimStaleOutbox('other', 0, 10)).toEqual([]);
+      });
+
+      it('outboxWaiting: the count, and the time of the oldest entry not acknowledged, whoever holds it', async () => {
+        expect(await store.outboxWaiting()).toEqual({ events: 0, oldestMs: undefined });
+        await send();
+        await send();
+        const read = await events();
+        expect(read).toHaveLength(4);
+        const times = read.map((e) => Number(e.id.split('-')[0])).sort((a, b) => a - b);
+        // Read (pending on a relay, as while Kafka is down) is still waiting.
+        expect(await store.outboxWaiting()).toEqual({ events: 4, oldestMs: times[0] });
+        const byAge = [...read].sort((a, b) => Number(a.id.split('-')[0]) - Number(b.id.split('-')[0]));
+        await store.ackOutbox(byAge.slice(0, 3));
+        expect(await store.outboxWaiting()).toEqual({ events: 1, oldestMs: Number(byAge[3]!.id.split('-')[0]) });
+        await store.ackOutbox(byAge.slice(3));
+        expect(await store.outboxWaiting()).toEqual({ events: 0, oldestMs: undefined });
       });
 
       it('reads at most count entries across shards, each once', async () => {

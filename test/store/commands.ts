@@ -111,6 +111,8 @@ export interface VerifyOptions {
   idempotencyKey?: string;
   /** As the service makes it: one digest of the key and the request (default: of the key, the id and the code). */
   replayKey?: string;
+  /** The service's global failure budget (default: policy()'s). */
+  failures?: StorePolicy['failuresPerDestination'];
 }
 
 /** A replay key as opaque as the service's (src/otp/idempotency.ts): one digest of the key and what the request names. */
@@ -125,6 +127,7 @@ export function verifyCommand(ref: VerificationRef, code: string, o: VerifyOptio
     candidates: (o.keyIds ?? ['k1']).map((keyId) => ({ keyId, digest: codeDigest(keyId, ref.verificationId, code) })),
     idempotencyKey: o.idempotencyKey ?? '',
     replayKey: o.replayKey ?? (o.idempotencyKey ? replayKeyOf(o.idempotencyKey, ref.verificationId, code) : ''),
+    failuresPerDestination: o.failures ?? policy().failuresPerDestination,
     event: EVENT,
   };
 }

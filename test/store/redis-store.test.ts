@@ -70,16 +70,19 @@ describe('redis store: what Redis holds', () => {
   async function populate(prefix: string, code: string) {
     const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });
     const dest = newDestination(SHARDS);
-    const p = policy({ maxAttempts: 2, failuresPerDestination: { count: 10, windowSeconds: 600 } });
+    const failures = { count: 10, windowSeconds: 600 };
+    const p = policy({ maxAttempts: 2, failuresPerDestination: failures });
     const a = issueCommand(dest, { code, policy: p });
     await store.issue(a.cmd);
-    await store.verify(verifyCommand(a.cmd.ref, wrong(code)));
+    await store.verify(verifyCommand(a.cmd.ref, wrong(code), { failures }));
     await store.resend(resendCommand(a.cmd.ref, code, { policy: p }));
-    await store.verify(verifyCommand(a.cmd.ref, code, { idempotencyKey: 'verify-1' }));
-    const b = issueCommand(dest, { purpose: 'signup', code, policy: p });
+    await store.verify(verifyCommand(a.cmd.ref, code, { idempotencyKey: 'verify-1', failures }));
+    // A purpose with budgets of its own (`signup:ls`, `signup:lf`, `signup:lk`).
+    const own = { ...p, purposeSendsPerDestination: { count: 3, windowSeconds: 900 }, purposeFailuresPerDestination: { count: 2, windowSeconds: 600 } };
+    const b = issueCommand(dest, { purpose: 'signup', code, policy: own });
     await store.issue(b.cmd);
-    await store.verify(verifyCommand(b.cmd.ref, wrong(code)));
-    await store.verify(verifyCommand(b.cmd.ref, wrong(code)));
+    await store.verify(verifyCommand(b.cmd.ref, wrong(code), { failures }));
+    await store.verify(verifyCommand(b.cmd.ref, wrong(code), { failures }));
     await store.issue(issueCommand(newDestination(SHARDS), { code }).cmd);
     return { store, dest };
   }
@@ -104,7 +107,7 @@ describe('redis store: what Redis holds', () => {
         // Empty values are not stored: a missing field reads as ''.
         expect(hash.filter((v, i) => i % 2 === 1 && v === '').length, key).toBe(0);
         for (const field of fields) {
-          expect(field).toMatch(/^(dd|md|sb|sb2|ls|lf|lk|id:[A-Za-z0-9_-]{22}|rp?:[A-Za-z0-9_-]{22}|[a-z_]+:(id|k|c|st|ik|if|vk|vt|ct|lc|mt|cx))$/);
+          expect(field).toMatch(/^(dd|md|sb|sb2|ls|lf|lk|id:[A-Za-z0-9_-]{22}|rp?:[A-Za-z0-9_-]{22}|[a-z_]+:(id|k|c|st|ik|if|vk|vt|ct|lc|mt|cx|ls|lf|lk))$/);
         }
       } else {
         expect(type).toBe('stream');
@@ -184,6 +187,35 @@ describe('redis store: what Redis holds', () => {
       await expect(store.issue(cmd)).rejects.toThrow(/^ARGS issue: sealed_dest/);
       expect((await keysOf(prefix)).filter((k) => k.endsWith(`:${cmd.ref.handle}`))).toEqual([]);
     }
+    await store.close();
+  });
+
+  it('only a purpose with budgets of its own gets `<p>:ls` / `<p>:lf` / `<p>:lk`; the hash stays a listpack', async () => {
+    const prefix = freshPrefix();
+    const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });
+    const sealer = new Sealer([{ id: 'dev-seal', key: randomBytes(32) }]);
+    const dest = newDestination(SHARDS);
+    const defaults = policy();
+    const own = policy({ purposeSendsPerDestination: { count: 3, windowSeconds: 900 }, purposeFailuresPerDestination: { count: 1, windowSeconds: 600 } });
+    const issue = (purpose: string, p: typeof defaults) => {
+      const made = issueCommand(dest, { purpose, policy: p });
+      Object.assign(made.cmd, { channel: SMS, maskedDestination: '+44*********23', sealedDestination: sealer.seal('destination', TENANT, '+447700900123'), metadataJson: '' });
+      return made;
+    };
+    const login = issue('login', defaults);
+    expect((await store.issue(login.cmd)).kind).toBe('issued');
+    expect((await store.resend(resendCommand(login.cmd.ref, newCode(), { policy: defaults }))).kind).toBe('resent');
+    expect((await store.verify(verifyCommand(login.cmd.ref, wrong(login.code)))).result).toBe('INVALID_CODE');
+    const [key] = (await keysOf(prefix)).filter((k) => k.endsWith(`:${dest.ref.handle}`));
+    const fields = async () => ((await raw.call(['HKEYS', key!])) as string[]).filter((f) => /:(ls|lf|lk)$/.test(f) || /^(ls|lf|lk)$/.test(f)).sort();
+    // The default configuration: the destination-wide states only, nothing per purpose.
+    expect(await fields()).toEqual(['lf', 'ls']);
+    const payment = issue('payment', own);
+    expect((await store.issue(payment.cmd)).kind).toBe('issued');
+    expect(await fields()).toEqual(['lf', 'ls', 'payment:ls']);
+    expect((await store.verify(verifyCommand(payment.cmd.ref, wrong(payment.code)))).result).toBe('INVALID_CODE');
+    expect(await fields()).toEqual(['lf', 'ls', 'payment:lf', 'payment:lk', 'payment:ls']);
+    expect(await raw.call(['OBJECT', 'ENCODING', key!])).toBe('listpack');
     await store.close();
   });
 
@@ -299,7 +331,7 @@ describe('redis store: what Redis holds', () => {
     const failures = { count: 1, windowSeconds: 600 };
     const { cmd, code } = issueCommand(dest, { policy: policy({ ttlSeconds: 5, failuresPerDestination: failures }) });
     await store.issue(cmd);
-    await store.verify(verifyCommand(cmd.ref, wrong(code)));
+    await store.verify(verifyCommand(cmd.ref, wrong(code), { failures }));
     const [key] = (await keysOf(prefix)).filter((k) => !k.endsWith(':outbox'));
     expect(await raw.call(['PTTL', key!])).toBeGreaterThan(590_000);
     await store.close();
@@ -326,6 +358,7 @@ describe.skipIf(process.env.REDIS_URL)('redis store: outage', () => {
       ['claimStaleOutbox', () => store.claimStaleOutbox('relay-1', 1000, 10)],
       ['ackOutbox', () => store.ackOutbox([{ shard: dest.ref.shard, id: '1-0' }])],
       ['outboxBacklog', () => store.outboxBacklog()],
+      ['outboxWaiting', () => store.outboxWaiting()],
     ];
     for (const [name, call] of calls) {
       const started = Date.now();

@@ -38,7 +38,7 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
       masked: dest.masked, sealed_dest: cmd.sealedDestination, code_digest: cmd.codeDigest, key_id: 'k1',
       code_length: 6, sealed_code: cmd.sealedCode, locale: 'en', metadata: '', idempotency_key: '', fingerprint: '',
       ttl_ms: 60_000, max_attempts: 5, cooldown_ms: 0, max_resends: 3, failures_count: 5, failures_window_ms: 600_000,
-      sends_count: 10, sends_window_ms: 3_600_000,
+      sends_count: 10, sends_window_ms: 3_600_000, purpose_sends: [3, 900_000],
       ...event, context: '', prefix_refs: '8:abcdefghijkl', deliver: true,
     },
   },
@@ -46,26 +46,31 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
     keys: destKeys,
     args: {
       tenant: TENANT, id: cmd.ref.verificationId, idempotency_key: '', replay: '', ...event, candidates: { k1: cmd.codeDigest },
+      failures_count: 5, failures_window_ms: 600_000,
     },
   },
   resend: {
     keys: destKeys,
     args: {
       tenant: TENANT, id: cmd.ref.verificationId, channel: 0, code_digest: cmd.codeDigest, key_id: 'k1',
-      sealed_code: cmd.sealedCode, ttl_ms: 60_000, cooldown_ms: 0, sends_count: 10, sends_window_ms: 3_600_000, ...event,
+      sealed_code: cmd.sealedCode, ttl_ms: 60_000, cooldown_ms: 0, sends_count: 10, sends_window_ms: 3_600_000, purpose_sends: [],
+      ...event,
       deliver: true,
     },
   },
   limits: {
     keys: [destKeys[0]!],
-    args: { purpose: 'login', sends_count: 10, sends_window_ms: 60_000, failures_count: 5, failures_window_ms: 60_000 },
+    args: {
+      purpose: 'login', sends_count: 10, sends_window_ms: 60_000, purpose_sends: [3, 60_000], failures_count: 5,
+      failures_window_ms: 60_000, purpose_failures: [],
+    },
   },
   markDeliveryFailed: {
     keys: destKeys,
     args: { tenant: TENANT, id: cmd.ref.verificationId, resend_count: 0, reason: 'bounced', ...event },
   },
   find: { keys: [destKeys[0]!], args: { purpose: 'login' } },
-  describe: { keys: [destKeys[0]!], args: { id: cmd.ref.verificationId } },
+  describe: { keys: [destKeys[0]!], args: { id: cmd.ref.verificationId, destination: false } },
   inspect: { keys: [destKeys[0]!], args: { id: cmd.ref.verificationId } },
   cancel: { keys: destKeys, args: { tenant: TENANT, id: cmd.ref.verificationId, ...event } },
   callerBudgets: {
@@ -131,6 +136,11 @@ describe('script argument contract', () => {
     expectArgsError(await run('issue', scriptArgv<'issue'>({ ...issue, max_attempts: 2.5 })), 'issue', 'max_attempts');
     expectArgsError(await run('issue', scriptArgv<'issue'>({ ...issue, sends_count: 0 })), 'issue', 'sends_count');
     expectArgsError(await run('issue', scriptArgv<'issue'>({ ...issue, sealed_dest: 'not base64!' })), 'issue', 'sealed_dest');
+    // A purpose's own budget: [] or [count, window ms], both whole and at least 1.
+    for (const bad of [[0, 60_000], [3, 0], [3], [3, 60_000, 1], [1.5, 60_000], { count: 3, window: 60_000 }]) {
+      expectArgsError(await run('issue', [JSON.stringify({ ...issue, purpose_sends: bad })]), 'issue', 'purpose_sends');
+      expectArgsError(await run('limits', [JSON.stringify({ ...valid.limits.args, purpose_failures: bad })]), 'limits', 'purpose_failures');
+    }
     expectArgsError(
       await run('callerBudgets', scriptArgv<'callerBudgets'>({ mode: 'spend', budgets: [[10, 0]], prefixes: 0, rule: [], claim: {}, retain_ms: 0 })),
       'caller-budgets',

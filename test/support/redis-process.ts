@@ -14,6 +14,10 @@ export interface RedisProcess {
   stop(): Promise<void>;
   start(): Promise<void>;
   running(): boolean;
+  /** SIGSTOP: hung, not dead: its connections stay open and nothing answers (a frozen VM, a dropped network). */
+  pause(): void;
+  /** SIGCONT. */
+  resume(): void;
 }
 
 const READY_TIMEOUT_MS = 10_000;
@@ -61,6 +65,12 @@ export function redisProcess(binary: string, port: number, dir: string, args: ()
       const c = child;
       c.kill('SIGKILL');
       await ended(c);
+    },
+    pause() {
+      if (running()) child!.kill('SIGSTOP');
+    },
+    resume() {
+      if (running()) child!.kill('SIGCONT');
     },
     async stop() {
       if (!child || !running()) return;

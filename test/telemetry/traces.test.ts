@@ -168,6 +168,29 @@ describe('traces (OTLP/HTTP, protobuf)', () => {
   });
 });
 
+describe('traces of background work', () => {
+  it('the relay\'s outbox polls make no spans: every script span is a call\'s child, while the relay still exports its produce spans', async () => {
+    const traceId = hex(16);
+    const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
+    try {
+      const metadata = new grpc.Metadata();
+      metadata.set('authorization', bearer(key));
+      metadata.set('traceparent', `00-${traceId}-${hex(8)}-01`);
+      await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: `idle-${hex(4)}@example.com` }, metadata);
+    } finally {
+      client.close();
+    }
+    // The relay process read the outbox (many polls: it has run since the file started) and exported after that.
+    const [produced] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === PRODUCER);
+    expect(produced!.service).toBe('otp-relay');
+    // Polling every shard several times a second used to make each poll a root trace of its own (~750 a second).
+    const reads = receiver.spans.filter((s) => s.name === 'EVALSHA read-outbox');
+    expect(reads).toHaveLength(0);
+    const roots = receiver.spans.filter((s) => s.kind === CLIENT && s.parentSpanId === '');
+    expect(roots.map((s) => `${s.service} ${s.name}`)).toEqual([]);
+  });
+});
+
 describe('traces (OTLP/HTTP, JSON)', () => {
   it('OTEL_EXPORTER_OTLP_PROTOCOL=http/json exports the same spans as JSON', async () => {
     const json = await spawnService(

@@ -43,6 +43,14 @@ describe('email addresses', () => {
     expect(email('Jane+x@outlook.com', on).canonical).toBe('jane@outlook.com');
     expect(email('j.ane+x@outlook.com', on).canonical).toBe('j.ane@outlook.com');
     expect(email('jane+x@me.com', on).canonical).toBe('jane@icloud.com');
+    // Proton's short and Swiss domains are the same mailbox; Microsoft's country domains take +tags.
+    expect(email('jane+x@pm.me', on).canonical).toBe('jane@proton.me');
+    expect(email('jane@protonmail.ch', on).canonical).toBe('jane@proton.me');
+    expect(email('jane+x@hotmail.co.uk', on).canonical).toBe('jane@hotmail.co.uk');
+    expect(email('jane+x@outlook.de', on).canonical).toBe('jane@outlook.de');
+    expect(email('jane+x@live.com.au', on).canonical).toBe('jane@live.com.au');
+    // Not a Microsoft domain, though it looks like one.
+    expect(email('jane+x@outlook.example.com', on).canonical).toBe('jane+x@outlook.example.com');
     // Unknown domains: "+" and dots may be part of the mailbox name.
     expect(email('jane+x@example.com', on).canonical).toBe('jane+x@example.com');
     // Delivery is still to what was typed.

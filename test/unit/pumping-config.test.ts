@@ -14,15 +14,22 @@ function refusal(env: Record<string, string>): string {
 }
 
 describe('SMS pumping configuration', () => {
-  it('defaults: every region, the unsafe number types denied, the prefix guard on at 6/7/8 digits, 20 sends, 20%, 1h, 15m', () => {
+  it('defaults: every geographic region (no non-geographic code), the unsafe number types denied, the prefix guard on at 6/7/8 digits, 20 sends, 20%, 1h, 15m', () => {
     const c = loadConfig({});
     expect(c.smsCountries).toBeNull();
+    expect([...c.smsNonGeographic]).toEqual([]);
     expect([...c.defaults.deniedNumberTypes].sort()).toEqual(['PAGER', 'PERSONAL_NUMBER', 'PREMIUM_RATE', 'SHARED_COST', 'UAN', 'VOICEMAIL']);
     expect(c.prefixGuard).toEqual({
       digits: [6, 7, 8],
       rule: { minSends: 20, minVerifiedPercent: 20, windowMs: 3_600_000, buckets: 6, coolOffMs: 900_000 },
     });
     expect(c.testDestinations).toEqual([]);
+  });
+
+  it('"*" with non-geographic calling codes: every geographic region and those codes', () => {
+    const c = loadConfig({ OTP_SMS_COUNTRIES: '*, +870,+881' });
+    expect(c.smsCountries).toBeNull();
+    expect([...c.smsNonGeographic].sort()).toEqual(['+870', '+881']);
   });
 
   it('reads regions (ISO or +calling code), number types ("none" clears them) and the guard settings', () => {
@@ -48,6 +55,7 @@ describe('SMS pumping configuration', () => {
     expect(refusal({ OTP_SMS_COUNTRIES: ',' })).toContain('OTP_SMS_COUNTRIES lists no region');
     expect(refusal({ OTP_SMS_COUNTRIES: '+999' })).toContain('OTP_SMS_COUNTRIES: "+999" is not a country calling code');
     expect(refusal({ OTP_SMS_COUNTRIES: '+44' })).toContain('OTP_SMS_COUNTRIES: "+44" is the calling code of GB');
+    expect(refusal({ OTP_SMS_COUNTRIES: '*,GB' })).toContain('OTP_SMS_COUNTRIES: "*" already allows GB');
     expect(refusal({ OTP_LIMIT_SMS_PER_COUNTRY: '1000/1h,UK=5/1h' })).toContain('OTP_LIMIT_SMS_PER_COUNTRY: "UK" is not an ISO 3166 region code');
     expect(refusal({ OTP_LIMIT_SMS_PER_COUNTRY: '1000/1h,GB=5/1h,gb=7/1h' })).toContain('OTP_LIMIT_SMS_PER_COUNTRY: "GB" has more than one budget');
     expect(refusal({ OTP_LIMIT_SMS_PER_COUNTRY: '1000/1h,+999=5/1h' })).toContain('OTP_LIMIT_SMS_PER_COUNTRY: "+999" is not a country calling code');

@@ -21,7 +21,10 @@ export interface Verification {
   expiresAt: number;
   resendAt: number;
   status: Status;
-  /** The purpose's failure budget as of the Send (count, window ms), spent by every Verify of it. */
+  /**
+   * The purpose's failure budget as of the Send (count, window ms): its own, else the global one. Every
+   * Verify of it spends it as the purpose's own (`<p>:lf`) when it differs from the global.
+   */
   failures: { count: number; windowMs: number };
   /** When Send created it (ms). */
   createdAt: number;
@@ -50,12 +53,24 @@ export interface Destination {
   sendTat?: number;
   failTat?: number;
   lockedUntil?: number;
+  /**
+   * By purpose, only for a purpose with a budget of its own: `<p>:ls`, `<p>:lf`, `<p>:lk`. They outlive
+   * the purpose's verifications (a Send replaces those, not these).
+   */
+  purposeLimits?: Map<string, PurposeLimits>;
   /** By purpose: at most one verification each, as in the hash's `<p>:*` fields. */
   verifications: Map<string, Verification>;
   /** Kept answers of Verify calls that counted an attempt, by replay key (the hash's `r:` / `rp:` fields). */
   replays?: Map<string, KeptAnswer>;
   /** The record disappears after this (ms); only ever moves later. */
   expiresAt: number;
+}
+
+/** A purpose's own budget states at one destination (the hash's `<p>:ls`, `<p>:lf`, `<p>:lk`). */
+export interface PurposeLimits {
+  sendTat?: number;
+  failTat?: number;
+  lockedUntil?: number;
 }
 
 /** A Verify's answer kept for its repeats until its verification's expiry (VerifyCommand.replayKey). */
@@ -77,6 +92,19 @@ export function verificationById(d: Destination, id: string): Verification | und
   return undefined;
 }
 
+/** Locked until (ms) for `purpose`: the destination's lock (every purpose's) or the purpose's own. */
+export function lockedUntil(d: Destination, purpose: string): number {
+  return Math.max(d.lockedUntil ?? 0, d.purposeLimits?.get(purpose)?.lockedUntil ?? 0);
+}
+
+/** The purpose's own states, created on first use. */
+export function purposeLimits(d: Destination, purpose: string): PurposeLimits {
+  d.purposeLimits ??= new Map();
+  let own = d.purposeLimits.get(purpose);
+  if (!own) d.purposeLimits.set(purpose, (own = {}));
+  return own;
+}
+
 export function extendExpiry(d: Destination, atMs: number): void {
   d.expiresAt = Math.max(d.expiresAt, Math.ceil(atMs));
 }
@@ -86,7 +114,7 @@ export function statusOf(v: Verification, d: Destination, now: number): Verifica
   if (v.status === "v") return "VERIFIED";
   if (v.status === "c") return "CANCELED";
   if (v.status === "f") return "DELIVERY_FAILED";
-  if (v.status === "l" || v.attempts >= v.maxAttempts || (d.lockedUntil ?? 0) > now) return "LOCKED";
+  if (v.status === "l" || v.attempts >= v.maxAttempts || lockedUntil(d, v.purpose) > now) return "LOCKED";
   if (v.status === "x" || now >= v.expiresAt) return "EXPIRED";
   return "PENDING";
 }

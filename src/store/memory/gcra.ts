@@ -31,3 +31,23 @@ export function state(stored: number | undefined, now: number, count: number, wi
   const retryAfterMs = used + interval > windowMs + EPS ? Math.ceil(used + interval - windowMs) : 0;
   return { remaining, resetAfterMs: Math.ceil(used), retryAfterMs };
 }
+
+/** A budget as the store spends it: count per window (ms). */
+export interface Rate {
+  count: number;
+  windowMs: number;
+}
+
+export type SpendBoth = { allowed: true; tat: number; ownTat?: number } | { allowed: false; retryAfterMs: number };
+
+/**
+ * The global budget and, with `own`, a purpose's own one, each with its own state (gcra_spend_both):
+ * all or nothing; refused, the larger retry of the refusing ones.
+ */
+export function spendBoth(stored: number | undefined, rate: Rate, ownStored: number | undefined, own: Rate | undefined, now: number): SpendBoth {
+  const global = spend(stored, now, rate.count, rate.windowMs);
+  const mine = own ? spend(ownStored, now, own.count, own.windowMs) : undefined;
+  if (global.allowed && (!mine || mine.allowed)) return mine?.allowed ? { allowed: true, tat: global.tat, ownTat: mine.tat } : { allowed: true, tat: global.tat };
+  const retry = (s: Spend | undefined) => (s && !s.allowed ? s.retryAfterMs : 0);
+  return { allowed: false, retryAfterMs: Math.max(retry(global), retry(mine)) };
+}

@@ -1,4 +1,5 @@
 import type {
+  Budget,
   CallerBudget,
   CallerBudgetOutcome,
   CancelOutcome,
@@ -9,6 +10,7 @@ import type {
   LimitQuery,
   LimitState,
   OutboxEntry,
+  OutboxWaiting,
   PrefixGuardCheck,
   PrefixTransition,
   Refusal,
@@ -23,7 +25,10 @@ import type {
   VerifyOutcome,
   DestinationRef,
 } from "../store.js";
-import { extendExpiry, isLive, stateOf, verificationById, type Destination, type KeptAnswer, type Verification } from "./destination.js";
+import {
+  extendExpiry, isLive, lockedUntil, purposeLimits, stateOf, verificationById,
+  type Destination, type KeptAnswer, type Verification,
+} from "./destination.js";
 import * as gcra from "./gcra.js";
 import { OutboxShard } from "./outbox.js";
 import { PrefixGuardRecords } from "./prefix-guard.js";
@@ -53,6 +58,18 @@ interface EventBase {
 }
 
 const ms = (seconds: number) => Math.round(seconds * 1000);
+const rate = (b: Budget): gcra.Rate => ({ count: b.count, windowMs: ms(b.windowSeconds) });
+const ownRate = (b: Budget | undefined): gcra.Rate | undefined => (b ? rate(b) : undefined);
+
+/** {remaining, reset, retry, limit}: the binding one of a global state and the purpose's own (limits.lua). */
+function binding(global: LimitState, own: LimitState | undefined): LimitState {
+  if (!own) return global;
+  const pick = own.remaining < global.remaining || (own.remaining === global.remaining && own.limit < global.limit) ? own : global;
+  return {
+    name: global.name, limit: pick.limit, remaining: pick.remaining,
+    resetAfterMs: Math.max(global.resetAfterMs, own.resetAfterMs), retryAfterMs: Math.max(global.retryAfterMs, own.retryAfterMs),
+  };
+}
 
 function times(v: Verification, masked: string): VerificationTimes {
   return {
@@ -111,12 +128,13 @@ export class MemoryStore implements VerificationStore {
       return { kind: "refused", reason, retryAfterMs };
     };
 
-    // 2-4. Refusals, cheapest first; only the send budget spends anything.
-    const lockedUntil = d?.lockedUntil ?? 0;
-    if (lockedUntil > now) return refuse("DESTINATION_LOCKED", lockedUntil - now);
+    // 2-4. Refusals, cheapest first; only the send budgets spend anything. The destination's lock
+    // (every purpose's) or the purpose's own.
+    const locked = d ? lockedUntil(d, cmd.purpose) : 0;
+    if (locked > now) return refuse("DESTINATION_LOCKED", locked - now);
     if (live && now < cur.resendAt) return refuse("RESEND_COOLDOWN", cur.resendAt - now);
-    const budget = policy.sendsPerDestination;
-    const sent = gcra.spend(d?.sendTat, now, budget.count, ms(budget.windowSeconds));
+    const own = ownRate(policy.purposeSendsPerDestination);
+    const sent = gcra.spendBoth(d?.sendTat, rate(policy.sendsPerDestination), d?.purposeLimits?.get(cmd.purpose)?.sendTat, own, now);
     if (!sent.allowed) return refuse("SEND_LIMIT_DESTINATION", sent.retryAfterMs);
 
     // 5. Replace the purpose's verification: the old id stops resolving, so its code dies here.
@@ -124,19 +142,22 @@ export class MemoryStore implements VerificationStore {
     this.#destinations.set(key, d);
     Object.assign(d, { digest: cmd.destinationDigest, masked: cmd.maskedDestination, sealed: cmd.sealedDestination });
     d.sendTat = sent.tat;
+    if (sent.ownTat !== undefined) purposeLimits(d, cmd.purpose).sendTat = sent.ownTat;
+    // Kept for Verify: the purpose's own failure budget, else the global one.
+    const failures = policy.purposeFailuresPerDestination ?? policy.failuresPerDestination;
     const v: Verification = {
       id: cmd.ref.verificationId, purpose: cmd.purpose, codeDigest: cmd.codeDigest, keyId: cmd.keyId,
       codeLength: cmd.codeLength, channel: cmd.channel, attempts: 0, maxAttempts: policy.maxAttempts,
       resends: 0, maxResends: policy.maxResends, expiresAt: now + ms(policy.ttlSeconds),
       resendAt: now + ms(policy.resendCooldownSeconds), status: "", createdAt: now,
-      failures: { count: policy.failuresPerDestination.count, windowMs: ms(policy.failuresPerDestination.windowSeconds) },
+      failures: rate(failures),
       idempotencyKey: cmd.idempotencyKey, requestFingerprint: cmd.idempotencyKey === "" ? "" : cmd.requestFingerprint,
       locale: cmd.locale, metadataJson: cmd.metadataJson, context: cmd.context,
       prefixRefs: cmd.prefixRefs, test: !cmd.deliver,
     };
     d.verifications.set(cmd.purpose, v);
     // Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.
-    extendExpiry(d, Math.max(v.expiresAt + ms(policy.ttlSeconds), sent.tat));
+    extendExpiry(d, Math.max(v.expiresAt + ms(policy.ttlSeconds), sent.tat, sent.ownTat ?? 0));
 
     // 6. Delivery first: the relay publishes in stream order. A test destination gets none.
     base.vid = v.id;
@@ -185,7 +206,8 @@ export class MemoryStore implements VerificationStore {
     // 3-4. Finished or locked: nothing is counted.
     if (v.status === "f") return { result: "DELIVERY_FAILED", attemptsRemaining: 0 };
     if (v.status === "l" || v.attempts >= v.maxAttempts) return { result: "TOO_MANY_ATTEMPTS", attemptsRemaining: 0 };
-    if ((d.lockedUntil ?? 0) > now) return { result: "TOO_MANY_ATTEMPTS", attemptsRemaining: 0 };
+    // The destination's lock (every purpose's) or the purpose's own.
+    if (lockedUntil(d, v.purpose) > now) return { result: "TOO_MANY_ATTEMPTS", attemptsRemaining: 0 };
 
     const base: EventBase = {
       vid: v.id, tn: cmd.tenant, p: v.purpose, ch: v.channel, md: d.masked, dd: d.digest, event: cmd.event,
@@ -213,19 +235,25 @@ export class MemoryStore implements VerificationStore {
       return v.prefixRefs ? { ...verified(now), prefixRefs: v.prefixRefs } : verified(now);
     }
 
-    // No match: spend the destination's failure budget, as the verification's purpose sets it
-    // (kept with the verification at Send); lock the destination when it is used up.
-    const { count, windowMs } = v.failures;
-    const failed = gcra.spend(d.failTat, now, count, windowMs);
+    // No match: spend the destination's failure budget (the global one, always at its own rate);
+    // using it up locks the destination for every purpose. A verification whose purpose has a budget
+    // of its own (kept at Send, other than the global) spends that too; using it up locks that
+    // purpose only (verify.lua).
     let keepUntil = now;
-    if (failed.allowed) {
-      d.failTat = failed.tat;
-      keepUntil = failed.tat;
-    }
-    if (!failed.allowed || gcra.state(failed.tat, now, count, windowMs).remaining === 0) {
-      d.lockedUntil = now + windowMs;
-      keepUntil = Math.max(keepUntil, d.lockedUntil);
-    }
+    const spendFailure = (limits: { failTat?: number; lockedUntil?: number }, { count, windowMs }: gcra.Rate) => {
+      const failed = gcra.spend(limits.failTat, now, count, windowMs);
+      if (failed.allowed) {
+        limits.failTat = failed.tat;
+        keepUntil = Math.max(keepUntil, failed.tat);
+      }
+      if (!failed.allowed || gcra.state(failed.tat, now, count, windowMs).remaining === 0) {
+        limits.lockedUntil = now + windowMs;
+        keepUntil = Math.max(keepUntil, limits.lockedUntil);
+      }
+    };
+    const global = rate(cmd.failuresPerDestination);
+    spendFailure(d, global);
+    if (v.failures.count !== global.count || v.failures.windowMs !== global.windowMs) spendFailure(purposeLimits(d, v.purpose), v.failures);
     const left = Math.max(0, v.maxAttempts - v.attempts);
     if (left === 0) v.status = "l";
     if (keepUntil > now) extendExpiry(d, keepUntil);
@@ -252,23 +280,25 @@ export class MemoryStore implements VerificationStore {
       return { kind: "refused", reason, retryAfterMs };
     };
 
-    const lockedUntil = d.lockedUntil ?? 0;
-    if (lockedUntil > now) return refuse("DESTINATION_LOCKED", lockedUntil - now);
+    // The destination's lock (every purpose's) or the purpose's own.
+    const locked = lockedUntil(d, v.purpose);
+    if (locked > now) return refuse("DESTINATION_LOCKED", locked - now);
     if (now < v.resendAt) return refuse("RESEND_COOLDOWN", v.resendAt - now);
     if (v.resends >= v.maxResends) return refuse("MAX_RESENDS", v.expiresAt - now);
-    const budget = policy.sendsPerDestination;
-    const sent = gcra.spend(d.sendTat, now, budget.count, ms(budget.windowSeconds));
+    const own = ownRate(policy.purposeSendsPerDestination);
+    const sent = gcra.spendBoth(d.sendTat, rate(policy.sendsPerDestination), d.purposeLimits?.get(v.purpose)?.sendTat, own, now);
     if (!sent.allowed) return refuse("SEND_LIMIT_DESTINATION", sent.retryAfterMs);
 
     // The new digest replaces the old one, so the previous code dies here.
     d.sendTat = sent.tat;
+    if (sent.ownTat !== undefined) purposeLimits(d, v.purpose).sendTat = sent.ownTat;
     v.codeDigest = cmd.codeDigest;
     v.keyId = cmd.keyId;
     v.resends += 1;
     if (cmd.channel !== 0) v.channel = cmd.channel;
     v.expiresAt = now + ms(policy.ttlSeconds);
     v.resendAt = now + ms(policy.resendCooldownSeconds);
-    extendExpiry(d, Math.max(v.expiresAt + ms(policy.ttlSeconds), sent.tat));
+    extendExpiry(d, Math.max(v.expiresAt + ms(policy.ttlSeconds), sent.tat, sent.ownTat ?? 0));
 
     base.ch = v.channel;
     const rc = String(v.resends);
@@ -286,24 +316,36 @@ export class MemoryStore implements VerificationStore {
     const now = this.#now();
     const d = this.#get(this.#key(query.tenant, query.destination), now);
 
-    const sends = policy.sendsPerDestination;
-    const send = gcra.state(d?.sendTat, now, sends.count, ms(sends.windowSeconds));
+    const own = d?.purposeLimits?.get(query.purpose);
+    // Each of the two is the binding one of the global budget and the purpose's own (limits.lua).
+    const sendState = (tat: number | undefined, b: Budget): LimitState => ({
+      name: "SEND_LIMIT_DESTINATION", limit: b.count, ...gcra.state(tat, now, b.count, ms(b.windowSeconds)),
+    });
+    const purposeSends = policy.purposeSendsPerDestination;
+    const send = binding(sendState(d?.sendTat, policy.sendsPerDestination), purposeSends && sendState(own?.sendTat, purposeSends));
 
     // The cooldown applies only while the purpose's verification is live.
     const v = d?.verifications.get(query.purpose);
     const cooldown = v && isLive(v, now) ? Math.max(0, v.resendAt - now) : 0;
 
-    const failures = policy.failuresPerDestination;
-    const fail = gcra.state(d?.failTat, now, failures.count, ms(failures.windowSeconds));
-    const lockedFor = Math.max(0, (d?.lockedUntil ?? 0) - now);
+    const lockState = (tat: number | undefined, until: number | undefined, b: Budget): LimitState => {
+      const fail = gcra.state(tat, now, b.count, ms(b.windowSeconds));
+      const lockedFor = Math.max(0, (until ?? 0) - now);
+      return {
+        name: "DESTINATION_LOCKED", limit: b.count, remaining: lockedFor > 0 ? 0 : fail.remaining,
+        resetAfterMs: Math.max(fail.resetAfterMs, lockedFor), retryAfterMs: lockedFor,
+      };
+    };
+    const purposeFailures = policy.purposeFailuresPerDestination;
+    const lock = binding(
+      lockState(d?.failTat, d?.lockedUntil, policy.failuresPerDestination),
+      purposeFailures && lockState(own?.failTat, own?.lockedUntil, purposeFailures),
+    );
 
     return [
-      { name: "SEND_LIMIT_DESTINATION", limit: sends.count, ...send },
+      send,
       { name: "RESEND_COOLDOWN", limit: 1, remaining: cooldown === 0 ? 1 : 0, resetAfterMs: cooldown, retryAfterMs: cooldown },
-      {
-        name: "DESTINATION_LOCKED", limit: failures.count, remaining: lockedFor > 0 ? 0 : fail.remaining,
-        resetAfterMs: Math.max(fail.resetAfterMs, lockedFor), retryAfterMs: lockedFor,
-      },
+      lock,
     ];
   }
 
@@ -312,10 +354,13 @@ export class MemoryStore implements VerificationStore {
     return this.#get(this.#key(tenant, destination), now)?.verifications.get(purpose)?.id ?? null;
   }
 
-  async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {
+  async describe(tenant: string, ref: VerificationRef, withDestination = false): Promise<VerificationSummary | null> {
     const d = this.#get(this.#key(tenant, ref), this.#now());
     const v = d && verificationById(d, ref.verificationId);
-    return v ? { purpose: v.purpose, channel: v.channel, context: v.context, prefixRefs: v.prefixRefs, test: v.test } : null;
+    if (!v) return null;
+    const summary: VerificationSummary = { purpose: v.purpose, channel: v.channel, context: v.context, prefixRefs: v.prefixRefs, test: v.test };
+    if (withDestination) summary.sealedDestination = d.sealed;
+    return summary;
   }
 
   async inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null> {
@@ -435,6 +480,11 @@ export class MemoryStore implements VerificationStore {
 
   async outboxBacklog(): Promise<number> {
     return this.#outbox.reduce((sum, shard) => sum + shard.size, 0);
+  }
+
+  async outboxWaiting(): Promise<OutboxWaiting> {
+    const times = this.#outbox.map((shard) => shard.oldestMs).filter((ms): ms is number => ms !== undefined);
+    return { events: await this.outboxBacklog(), oldestMs: times.length > 0 ? Math.min(...times) : undefined };
   }
 
   async ping(): Promise<boolean> {

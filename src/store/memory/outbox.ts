@@ -90,6 +90,12 @@ export class OutboxShard {
     return this.#entries.size;
   }
 
+  /** The time in the oldest entry's id (entries are kept in id order); undefined when empty. */
+  get oldestMs(): number | undefined {
+    for (const id of this.#entries.keys()) return Number(id.split("-")[0]);
+    return undefined;
+  }
+
   #entry(id: string, stored: Stored): OutboxEntry {
     return { id, shard: this.#shard, fields: { ...stored.fields } };
   }

@@ -163,6 +163,7 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
   const transportOptions: TransportOptions = {
     access: options.access ?? {},
     connectTimeoutMs,
+    commandTimeoutMs,
     events: {
       error(err) {
         // Redis's own words for refused credentials or permissions (they never echo the password).
@@ -243,7 +244,7 @@ class Connection implements RedisConnection {
     try {
       return await this.#deadlines.run(this.#transport.send(key, args));
     } catch (err) {
-      throw this.#failed(err);
+      throw this.#failed(err, key);
     }
   }
 
@@ -262,7 +263,7 @@ class Connection implements RedisConnection {
         return await this.#deadlines.run(this.#transport.send(key, command));
       }
     } catch (err) {
-      throw this.#failed(err);
+      throw this.#failed(err, key);
     }
   }
 
@@ -307,10 +308,11 @@ class Connection implements RedisConnection {
     }
   }
 
-  #failed(err: unknown): unknown {
+  #failed(err: unknown, key: string | undefined): unknown {
     const out = unavailableOr(err);
     if (out instanceof StoreUnavailableError) {
       const reason = failureReason(out);
+      if (reason === "timeout") this.#transport.stalled?.(key);
       countUnavailable(reason);
       // A failing Redis fails every call: one line per reason every few seconds is enough.
       const now = Date.now();

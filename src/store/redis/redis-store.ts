@@ -11,6 +11,7 @@ import type {
   LimitQuery,
   LimitState,
   OutboxEntry,
+  OutboxWaiting,
   PrefixGuardCheck,
   PrefixGuardRule,
   PrefixTransition,
@@ -28,7 +29,7 @@ import {
 } from "./client.js";
 import { callerBudgetKey, destinationKey, idempotencyRecordKey, OUTBOX_GROUP, outboxKey, prefixGuardKey } from "./keys.js";
 import * as replies from "./replies.js";
-import { scriptArgv, type PrefixRuleArg, type ScriptArgs, type ScriptName } from "./script-args.js";
+import { scriptArgv, type BudgetArg, type PrefixRuleArg, type ScriptArgs, type ScriptName } from "./script-args.js";
 import { withScriptSpans } from "./script-spans.js";
 import { scripts } from "./scripts.js";
 import { readAcrossShards } from "./shard-reads.js";
@@ -61,6 +62,8 @@ const eventArgs = (e: EventContext) => ({ trace_id: e.traceId, client_id: e.clie
 const sends = (b: Budget) => ({ sends_count: b.count, sends_window_ms: ms(b.windowSeconds) });
 const ruleArg = (r: PrefixGuardRule): PrefixRuleArg => [r.minSends, r.minVerifiedPercent, r.windowMs, r.buckets, r.coolOffMs];
 const failures = (b: Budget) => ({ failures_count: b.count, failures_window_ms: ms(b.windowSeconds) });
+/** A purpose's own budget ([] when it has none): the scripts' `budget` kind. */
+const own = (b: Budget | undefined): BudgetArg => (b ? [b.count, ms(b.windowSeconds)] : []);
 /** key id -> code digest under that key (verify's `candidates`). */
 function candidateDigests(candidates: VerifyCommand["candidates"]): Record<string, string> {
   // Without a prototype, so any key id the config allows ("__proto__" too) is an own field.
@@ -160,8 +163,10 @@ export class RedisStore implements VerificationStore {
       max_attempts: policy.maxAttempts,
       cooldown_ms: ms(policy.resendCooldownSeconds),
       max_resends: policy.maxResends,
-      ...failures(policy.failuresPerDestination),
+      // Kept for Verify: the purpose's own failure budget, else the global one.
+      ...failures(policy.purposeFailuresPerDestination ?? policy.failuresPerDestination),
       ...sends(policy.sendsPerDestination),
+      purpose_sends: own(policy.purposeSendsPerDestination),
       ...eventArgs(cmd.event),
       context: cmd.context,
       prefix_refs: cmd.prefixRefs,
@@ -178,6 +183,7 @@ export class RedisStore implements VerificationStore {
       replay: cmd.replayKey,
       ...eventArgs(cmd.event),
       candidates: candidateDigests(cmd.candidates),
+      ...failures(cmd.failuresPerDestination),
     });
     return replies.verifyOutcome(reply);
   }
@@ -194,6 +200,7 @@ export class RedisStore implements VerificationStore {
       ttl_ms: ms(policy.ttlSeconds),
       cooldown_ms: ms(policy.resendCooldownSeconds),
       ...sends(policy.sendsPerDestination),
+      purpose_sends: own(policy.purposeSendsPerDestination),
       ...eventArgs(cmd.event),
       deliver: cmd.deliver,
     });
@@ -205,9 +212,11 @@ export class RedisStore implements VerificationStore {
     const reply = await this.#run("limits", [destinationKey(this.#prefix, query.tenant, query.destination)], {
       purpose: query.purpose,
       ...sends(policy.sendsPerDestination),
+      purpose_sends: own(policy.purposeSendsPerDestination),
       ...failures(policy.failuresPerDestination),
+      purpose_failures: own(policy.purposeFailuresPerDestination),
     });
-    return replies.limitStates(reply, policy);
+    return replies.limitStates(reply);
   }
 
   async spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck, claim?: IdempotencyClaim): Promise<CallerBudgetOutcome> {
@@ -250,9 +259,9 @@ export class RedisStore implements VerificationStore {
     return replies.foundId(await this.#run("find", [key], { purpose }));
   }
 
-  async describe(tenant: string, ref: VerificationRef): Promise<VerificationSummary | null> {
+  async describe(tenant: string, ref: VerificationRef, withDestination = false): Promise<VerificationSummary | null> {
     const key = destinationKey(this.#prefix, tenant, ref);
-    return replies.summary(await this.#run("describe", [key], { id: ref.verificationId }));
+    return replies.summary(await this.#run("describe", [key], { id: ref.verificationId, destination: withDestination }));
   }
 
   async inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null> {
@@ -331,13 +340,33 @@ export class RedisStore implements VerificationStore {
   }
 
   async outboxBacklog(): Promise<number> {
-    const lengths = await Promise.all(
-      Array.from({ length: this.#shards }, (_, shard) => {
+    return (await this.#outboxLengths()).reduce((sum, n) => sum + n, 0);
+  }
+
+  async outboxWaiting(): Promise<OutboxWaiting> {
+    const lengths = await this.#outboxLengths();
+    // The first entry of each stream that has any (a second round trip, only
+    // while events wait: an idle outbox costs its 16 XLEN as before).
+    // Entries are deleted once Kafka took them, so it is the oldest waiting.
+    const firsts = await Promise.all(
+      lengths.flatMap((n, shard) => {
+        if (n === 0) return [];
         const key = this.#outboxKey(shard);
-        return this.#redis.call(["XLEN", key], key);
+        return [this.#redis.call(["XRANGE", key, "-", "+", "COUNT", "1"], key).then(replies.firstEntryMs)];
       }),
     );
-    return lengths.reduce<number>((sum, n) => sum + (typeof n === "number" ? n : 0), 0);
+    const times = firsts.filter((ms): ms is number => ms !== undefined);
+    return { events: lengths.reduce((sum, n) => sum + n, 0), oldestMs: times.length > 0 ? Math.min(...times) : undefined };
+  }
+
+  #outboxLengths(): Promise<number[]> {
+    return Promise.all(
+      Array.from({ length: this.#shards }, async (_, shard) => {
+        const key = this.#outboxKey(shard);
+        const n = await this.#redis.call(["XLEN", key], key);
+        return typeof n === "number" ? n : 0;
+      }),
+    );
   }
 
   /** Every master answers (on a cluster, each serves some of the shards). */

@@ -11,7 +11,6 @@ import type {
   OutboxEntry,
   Refusal,
   ResendOutcome,
-  StorePolicy,
   VerificationState,
   VerificationStatusKind,
   VerificationSummary,
@@ -119,12 +118,13 @@ export function resendOutcome(reply: RedisReply): ResendOutcome {
   throw new UnexpectedReplyError(`resend ${kind}`);
 }
 
-export function limitStates(reply: RedisReply, policy: StorePolicy): LimitState[] {
+/** The binding budget of each (the global or the purpose's own): its limit comes with the reply. */
+export function limitStates(reply: RedisReply): LimitState[] {
   const r = list(reply, "limits");
   return [
     {
       name: "SEND_LIMIT_DESTINATION",
-      limit: policy.sendsPerDestination.count,
+      limit: num(r, 8),
       remaining: num(r, 0),
       resetAfterMs: num(r, 1),
       retryAfterMs: num(r, 2),
@@ -132,7 +132,7 @@ export function limitStates(reply: RedisReply, policy: StorePolicy): LimitState[
     { name: "RESEND_COOLDOWN", limit: 1, remaining: num(r, 3), resetAfterMs: num(r, 4), retryAfterMs: num(r, 4) },
     {
       name: "DESTINATION_LOCKED",
-      limit: policy.failuresPerDestination.count,
+      limit: num(r, 9),
       remaining: num(r, 5),
       resetAfterMs: num(r, 6),
       retryAfterMs: num(r, 7),
@@ -197,7 +197,9 @@ export function foundId(reply: RedisReply): string | null {
 export function summary(reply: RedisReply): VerificationSummary | null {
   if (reply === null) return null;
   const r = list(reply, "describe");
-  return { purpose: str(r, 0), channel: num(r, 1), context: str(r, 2), prefixRefs: str(r, 3), test: num(r, 4) === 1 };
+  const summary: VerificationSummary = { purpose: str(r, 0), channel: num(r, 1), context: str(r, 2), prefixRefs: str(r, 3), test: num(r, 4) === 1 };
+  if (r.length > 5) summary.sealedDestination = str(r, 5);
+  return summary;
 }
 
 /** A stream entry as Redis stores it: [id, [field, value, ...]]. */
@@ -207,6 +209,15 @@ function entry(shard: number, raw: RedisReply): OutboxEntry {
   const fields: Record<string, string> = {};
   for (let i = 0; i + 1 < flat.length; i += 2) fields[str(flat, i)] = str(flat, i + 1);
   return { id: str(e, 0), shard, fields };
+}
+
+/** XRANGE <stream> - + COUNT 1: the time of the stream's first entry (its id's milliseconds); undefined when empty. */
+export function firstEntryMs(reply: RedisReply): number | undefined {
+  const r = list(reply, "XRANGE");
+  if (r.length === 0) return undefined;
+  const ms = Number(str(list(r[0] ?? null, "stream entry"), 0).split("-")[0]);
+  if (!Number.isSafeInteger(ms)) throw new UnexpectedReplyError("stream entry id");
+  return ms;
 }
 
 /**

@@ -33,6 +33,7 @@ export interface ScriptArgs {
     failures_window_ms: number;
     sends_count: number;
     sends_window_ms: number;
+    purpose_sends: BudgetArg;
     trace_id: string;
     client_id: string;
     context: string;
@@ -48,6 +49,8 @@ export interface ScriptArgs {
     client_id: string;
     /** key id -> code digest under that key */
     candidates: Record<string, string>;
+    failures_count: number;
+    failures_window_ms: number;
   };
   resend: {
     tenant: string;
@@ -60,6 +63,7 @@ export interface ScriptArgs {
     cooldown_ms: number;
     sends_count: number;
     sends_window_ms: number;
+    purpose_sends: BudgetArg;
     trace_id: string;
     client_id: string;
     deliver: boolean;
@@ -68,8 +72,10 @@ export interface ScriptArgs {
     purpose: string;
     sends_count: number;
     sends_window_ms: number;
+    purpose_sends: BudgetArg;
     failures_count: number;
     failures_window_ms: number;
+    purpose_failures: BudgetArg;
   };
   markDeliveryFailed: {
     tenant: string;
@@ -80,7 +86,7 @@ export interface ScriptArgs {
     client_id: string;
   };
   find: { purpose: string };
-  describe: { id: string };
+  describe: { id: string; destination: boolean };
   inspect: { id: string };
   cancel: { tenant: string; id: string; trace_id: string; client_id: string };
   callerBudgets: {
@@ -95,6 +101,9 @@ export interface ScriptArgs {
   audit: { fields: Record<string, string> };
   readOutbox: { group: string; consumer: string; count: number; from: ">" | "0" };
 }
+
+/** A purpose's own budget at a destination, [] when it has none (args.lua kind `budget`). */
+export type BudgetArg = [count: number, windowMs: number] | [];
 
 /** [min sends, min verified percent, window ms, buckets, cool-off ms] */
 export type PrefixRuleArg = [minSends: number, minVerifiedPercent: number, windowMs: number, buckets: number, coolOffMs: number];

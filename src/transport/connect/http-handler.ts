@@ -103,7 +103,8 @@ function serveRpc(rpc: UniversalHandlerFn, req: NodeRequest, res: NodeResponse, 
     .then((uRes) => writeUniversalResponse(uRes, res))
     .catch((reason: unknown) => {
       // The caller went away mid-call: nothing to answer.
-      if (ConnectError.from(reason).code === Code.Aborted) return;
+      const code = ConnectError.from(reason).code;
+      if (code === Code.Canceled || code === Code.Aborted) return;
       log.warn({ err: reason, method: path }, "could not write RPC response");
       if (!res.headersSent) {
         const plain: PlainResponse = res;

@@ -117,7 +117,7 @@ function webHeaders(req: NodeRequest): Headers {
 }
 
 
-const GONE = new ConnectError("the client closed the connection before the answer", Code.Aborted);
+const GONE = new ConnectError("the client closed the connection before the answer", Code.Canceled);
 
 /** Aborted when the response closes before it was written whole (the caller went away), never on a normal end. */
 function abortOnEarlyClose(req: NodeRequest, res: NodeResponse): AbortSignal {

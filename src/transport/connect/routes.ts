@@ -1,11 +1,11 @@
-import type { ConnectRouter, HandlerContext, Interceptor, ServiceImpl } from "@connectrpc/connect";
+import { ConnectError, type ConnectRouter, type HandlerContext, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import type { MethodName } from "../../auth/grants.js";
 import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
 import type { CallerResolver } from "../caller.js";
 import type { Metrics } from "../../metrics.js";
-import { statusName, toConnectError } from "../status.js";
+import { abortedAs, statusName, toConnectError } from "../status.js";
 import { callSpan, inContext } from "../../telemetry/spans.js";
 import { telemetry } from "../../telemetry/tracing.js";
 import { peerKey } from "./peer.js";
@@ -39,14 +39,44 @@ function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
   return (next) => async (req) => {
     const startedAt = performance.now();
     try {
-      const res = await next(req);
-      metrics?.observe(req.method.name, "http", "OK", startedAt);
+      const res = await (hasDeadline(req.header) ? answeredByDeadline(next(req), req.signal) : next(req));
+      metrics?.observe(req.method.name, "http", abortedAs(req.signal) ?? "OK", startedAt);
       return res;
     } catch (err) {
-      metrics?.observe(req.method.name, "http", statusName(err), startedAt);
+      metrics?.observe(req.method.name, "http", abortedAs(req.signal) ?? statusName(err), startedAt);
       throw toConnectError(err, log, `/${req.service.typeName}/${req.method.name}`);
     }
   };
+}
+
+function hasDeadline(header: Headers): boolean {
+  return header.has("connect-timeout-ms") || header.has("grpc-timeout");
+}
+
+/**
+ * connect-es aborts a call's signal when its deadline passes, but still waits
+ * for the implementation's answer and sends that, late, as a success. As
+ * grpc-js does on the gRPC port, the caller is answered DEADLINE_EXCEEDED when
+ * the deadline passes; the work already started (a script in Redis) runs to
+ * its end either way, which is why a deadline's outcome is unknown to the
+ * caller and its retry must be safe (idempotency keys).
+ */
+function answeredByDeadline<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(ConnectError.from(signal.reason));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(ConnectError.from(signal.reason));
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
+    );
+  });
 }
 
 /** With tracing on: each call runs in its server span (child of the caller's traceparent). Inside wireErrors, so it sees our own errors. */
@@ -55,10 +85,10 @@ function traced(): Interceptor {
     const span = callSpan(req.service.typeName, req.method.name, "http", (name) => req.header.get(name) ?? undefined);
     try {
       const res = await inContext(span.context, () => next(req));
-      span.end("OK");
+      span.end(abortedAs(req.signal) ?? "OK");
       return res;
     } catch (err) {
-      span.end(statusName(err));
+      span.end(abortedAs(req.signal) ?? statusName(err));
       throw err;
     }
   };

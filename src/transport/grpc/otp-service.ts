@@ -52,12 +52,13 @@ function unary<I extends DescMessage, O extends DescMessage>(
       const span = telemetry.on ? callSpan(OtpServiceDesc.typeName, method.name, "grpc", (name) => firstString(call.metadata.get(name))) : undefined;
       void (span ? inContext(span.context, () => answer(call)) : answer(call)).then(
         (response) => {
-          metrics?.observe(method.name, "grpc", "OK", startedAt);
-          span?.end("OK");
+          const status = call.cancelled ? endedEarly(call) : "OK";
+          metrics?.observe(method.name, "grpc", status, startedAt);
+          span?.end(status);
           callback(null, response);
         },
         (err: unknown) => {
-          const status = statusName(err);
+          const status = call.cancelled ? endedEarly(call) : statusName(err);
           metrics?.observe(method.name, "grpc", status, startedAt);
           span?.end(status);
           callback(toGrpcStatus(err, log, path));
@@ -77,6 +78,15 @@ function unary<I extends DescMessage, O extends DescMessage>(
     }
     return run(request, caller);
   }
+}
+
+/**
+ * What grpc-js answered a call that ended before our answer: its deadline
+ * passed (it sent DEADLINE_EXCEEDED) or the caller cancelled. Metrics and
+ * spans record that, which is what the caller saw.
+ */
+function endedEarly(call: ServerUnaryCall<Buffer, unknown>): string {
+  return Number(call.getDeadline()) <= Date.now() ? "DEADLINE_EXCEEDED" : "CANCELLED";
 }
 
 /** A call as the caller resolver sees it: one object per call, its methods shared (no closures per call). */

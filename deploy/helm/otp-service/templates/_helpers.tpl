@@ -27,6 +27,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/* Environment shared by the service and the relay. */}}
 {{- define "otp.commonEnv" -}}
+{{- include "otp.checkValues" . }}
 - name: NODE_ENV
   value: production
 - name: LOG_LEVEL
@@ -52,6 +53,9 @@ that. The notifier gets the service's other Redis settings from config.env
 under its own names (NOTIFIER_REDIS_*, NOTIFIER_REDIS_WAIT_*), unless
 notifier.env sets them; when notifier.env names a deployment of its own
 (NOTIFIER_REDIS_URL, _CLUSTER_NODES or _SENTINELS), nothing is added.
+Both also get the Sentinels' own password (redis.sentinelPasswordKey) and TLS
+to Redis (redis.tls: the files are in the redis-tls volume, mounted by
+otp.volumes and by the notifier when it uses this deployment).
 */}}
 {{- define "otp.redisEnv" -}}
 {{- $ := index . 0 -}}
@@ -79,8 +83,38 @@ notifier.env sets them; when notifier.env names a deployment of its own
 {{- else }}
 {{- fail "config.redisUrl (or redis.existingSecret, or config.env.REDIS_CLUSTER_NODES / REDIS_SENTINELS) is required" }}
 {{- end }}
+{{- if $.Values.redis.sentinelPasswordKey }}
+{{- if not (and $env.REDIS_SENTINELS $.Values.redis.existingSecret) }}
+{{- fail "redis.sentinelPasswordKey needs config.env.REDIS_SENTINELS and redis.existingSecret (the Secret that holds it)" }}
+{{- end }}
+- name: {{ $p }}REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef: { name: {{ $.Values.redis.existingSecret | quote }}, key: {{ $.Values.redis.sentinelPasswordKey | quote }} }
+{{- end }}
+{{- $tls := dict }}
+{{- with $.Values.redis.tls }}
+{{- if .enabled }}
+{{- $_ := set $tls "REDIS_TLS" "true" }}
+{{- if .existingSecret }}
+{{- $_ := set $tls "REDIS_TLS_CA_FILE" "/etc/otp/redis-tls/ca.crt" }}
+{{- end }}
+{{- if .clientCertificate }}
+{{- $_ := set $tls "REDIS_TLS_CERT_FILE" "/etc/otp/redis-tls/tls.crt" }}
+{{- $_ := set $tls "REDIS_TLS_KEY_FILE" "/etc/otp/redis-tls/tls.key" }}
+{{- end }}
+{{- with .serverName }}
+{{- $_ := set $tls "REDIS_TLS_SERVERNAME" . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $name, $value := $tls }}
+{{- if not (hasKey $mine (printf "%s%s" $p $name)) }}
+- name: {{ $p }}{{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}
 {{- if $p }}
-{{- range $from := list "REDIS_CLUSTER_NODES" "REDIS_SENTINELS" "REDIS_SENTINEL_MASTER" "REDIS_USERNAME" "REDIS_SENTINEL_USERNAME" "REDIS_TLS" "REDIS_TLS_SERVERNAME" "OTP_REDIS_WAIT_REPLICAS" "OTP_REDIS_WAIT_TIMEOUT_MS" }}
+{{- range $from := list "REDIS_CLUSTER_NODES" "REDIS_SENTINELS" "REDIS_SENTINEL_MASTER" "REDIS_USERNAME" "REDIS_SENTINEL_USERNAME" "REDIS_TLS" "REDIS_TLS_CA_FILE" "REDIS_TLS_CERT_FILE" "REDIS_TLS_KEY_FILE" "REDIS_TLS_SERVERNAME" "OTP_REDIS_WAIT_REPLICAS" "OTP_REDIS_WAIT_TIMEOUT_MS" }}
 {{- $to := printf "%s%s" $p (trimPrefix "OTP_" $from) }}
 {{- if and (hasKey $env $from) (not (hasKey $mine $to)) }}
 - name: {{ $to }}
@@ -97,7 +131,60 @@ notifier.env sets them; when notifier.env names a deployment of its own
   value: {{ .Values.tracing.otlpEndpoint | quote }}
 - name: OTEL_EXPORTER_OTLP_PROTOCOL
   value: {{ .Values.tracing.protocol | quote }}
+{{- with .Values.tracing.headersSecret }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef: { name: {{ . | quote }}, key: {{ $.Values.tracing.headersKey | quote }} }
 {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Values the chart refuses, each with the setting to change: secrets written as
+literals (they would sit in the pod spec; they come from the Secrets the values
+name), a release where nothing publishes the outbox, and Redis TLS files named
+both by redis.tls and by hand.
+*/}}
+{{- define "otp.checkValues" -}}
+{{- range $where, $env := dict "config.env" .Values.config.env "service.env" .Values.service.env "relay.env" .Values.relay.env "notifier.env" .Values.notifier.env }}
+{{- range $name, $value := $env }}
+{{- if regexMatch "(PASSWORD|TOKEN|_KEYS?|HEADERS)$" $name }}
+{{- fail (printf "%s.%s is a secret: put it in a Secret (redis.existingSecret, keys.existingSecret, notifier.existingSecret, tracing.headersSecret), not in the values" $where $name) }}
+{{- end }}
+{{- if regexMatch "://[^/@]*:[^/@]*@" (toString $value) }}
+{{- fail (printf "%s.%s holds a password: put the URL in a Secret (redis.existingSecret, notifier.existingSecret)" $where $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if regexMatch "://[^/@]*:[^/@]*@" .Values.config.redisUrl }}
+{{- fail "config.redisUrl holds a password: put the URL in a Secret and name it in redis.existingSecret" }}
+{{- end }}
+{{- if not (or .Values.relay.enabled .Values.service.relayInProcess) }}
+{{- fail "relay.enabled=false with service.relayInProcess=false: nothing would publish the outbox and no code would be delivered; keep the relay Deployment or set service.relayInProcess=true" }}
+{{- end }}
+{{- with .Values.redis.tls }}
+{{- if and .clientCertificate (not (and .enabled .existingSecret)) }}
+{{- fail "redis.tls.clientCertificate needs redis.tls.enabled and redis.tls.existingSecret (the Secret with tls.crt and tls.key)" }}
+{{- end }}
+{{- if and .existingSecret (not .enabled) }}
+{{- fail "redis.tls.existingSecret is set but redis.tls.enabled is false" }}
+{{- end }}
+{{- if .enabled }}
+{{- range $name, $value := $.Values.config.env }}
+{{- if hasPrefix "REDIS_TLS" $name }}
+{{- fail (printf "config.env.%s and redis.tls are both set: use redis.tls" $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Whether the notifier uses the service's Redis deployment (notifier.env names none of its own). */}}
+{{- define "otp.notifierSharesRedis" -}}
+{{- $mine := .Values.notifier.env -}}
+{{- if not (or (hasKey $mine "NOTIFIER_REDIS_URL") (hasKey $mine "NOTIFIER_REDIS_CLUSTER_NODES") (hasKey $mine "NOTIFIER_REDIS_SENTINELS")) -}}
+true
+{{- end -}}
 {{- end -}}
 
 {{- define "otp.podSecurity" -}}

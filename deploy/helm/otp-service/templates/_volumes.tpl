@@ -36,6 +36,7 @@
   readOnly: true
 {{- end }}
 {{- end }}
+{{- include "otp.redisTlsMount" . }}
 {{- end -}}
 
 {{- define "otp.volumes" -}}
@@ -53,5 +54,23 @@
   secret:
     secretName: {{ .Values.tls.probeClientSecret | quote }}
 {{- end }}
+{{- end }}
+{{- include "otp.redisTlsVolume" . }}
+{{- end -}}
+
+{{/* redis.tls.existingSecret: the CA (and client certificate) for Redis, in every Deployment that uses the service's Redis. */}}
+{{- define "otp.redisTlsMount" -}}
+{{- if and .Values.redis.tls.enabled .Values.redis.tls.existingSecret }}
+- name: redis-tls
+  mountPath: /etc/otp/redis-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "otp.redisTlsVolume" -}}
+{{- if and .Values.redis.tls.enabled .Values.redis.tls.existingSecret }}
+- name: redis-tls
+  secret:
+    secretName: {{ .Values.redis.tls.existingSecret | quote }}
 {{- end }}
 {{- end -}}

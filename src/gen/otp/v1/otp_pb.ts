@@ -272,6 +272,10 @@ export type ResendRequest = Message<"otp.v1.ResendRequest"> & {
 
   /**
    * Optional: switch channel (e.g. SMS to voice); must suit the destination.
+   * A backend's decision: a public (browser) client resends on the
+   * verification's own channel (PERMISSION_DENIED, PUBLIC_CLIENT_SAME_CHANNEL),
+   * since another channel changes what each code costs and where it can be
+   * pumped (voice and WhatsApp to premium ranges).
    *
    * @generated from field: otp.v1.Channel channel = 2;
    */
@@ -809,7 +813,8 @@ export const VerificationStatusSchema: GenEnum<VerificationStatus> = /*@__PURE__
  *                         request with the same idempotency_key
  *   UNAUTHENTICATED      no credentials, or credentials that are not (or no longer) valid
  *   PERMISSION_DENIED   + google.rpc.ErrorInfo: the caller may not do this; reasons:
- *                         METHOD_NOT_GRANTED, PURPOSE_NOT_GRANTED, PUBLIC_CLIENT_BY_ID_ONLY
+ *                         METHOD_NOT_GRANTED, PURPOSE_NOT_GRANTED, PUBLIC_CLIENT_BY_ID_ONLY,
+ *                         PUBLIC_CLIENT_SAME_CHANNEL
  *
  * @generated from service otp.v1.OtpService
  */

@@ -1,4 +1,5 @@
 import { createCluster, ErrorReply } from "redis";
+import { within } from "./deadlines.js";
 import { firstError } from "./failures.js";
 import type { HostPort } from "./topology.js";
 import { nodeClientOptions, type RedisReply, type Transport, type TransportOptions } from "./transport.js";
@@ -10,6 +11,8 @@ import { nodeClientOptions, type RedisReply, type Transport, type TransportOptio
 // How soon after a node connection starts failing the client re-reads the slot
 // map (default 5 s): a promoted replica serves its slots within about this.
 const TOPOLOGY_REFRESH_MS = 300;
+// How long a node that stalled stays out of slot-map readings.
+const SUSPECT_MS = 30_000;
 const PIPELINE_REDIRECTS = 3;
 
 export async function connectCluster(seeds: HostPort[], options: TransportOptions): Promise<{ transport: Transport; connecting: Promise<unknown> }> {
@@ -38,6 +41,46 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
 
   let masters: string | undefined;
   const send = (key: string | undefined, args: readonly string[]) => cluster.sendCommand<RedisReply>(key, false, args as string[]);
+
+  // node-redis re-reads the slot map on MOVED and when a node's connection
+  // fails and reconnects; a master that hangs (SIGSTOP, a frozen VM, a network
+  // that drops packets) does neither: its connection stays open and every
+  // command to its slots times out, long after the cluster promoted a replica.
+  // So a stall makes the map be read again, from any node but the stalled
+  // one, at most every TOPOLOGY_REFRESH_MS; once the cluster has failed over,
+  // the slots go to the new master. The one hook for it is the slot map's own
+  // `rediscover` (behind `_slots`, node-redis 5 and 6): checked here, so an
+  // upgrade that moves it fails every cluster test at connect, saying where.
+  const slots = (cluster as unknown as { _slots?: { rediscover?: (startWith: undefined, excluded?: Set<string>) => Promise<void> } })._slots;
+  if (typeof slots?.rediscover !== "function") {
+    throw new Error("@redis/client internals changed: the cluster's _slots.rediscover is gone (src/store/redis/client/cluster.ts)");
+  }
+  const rediscover = slots.rediscover.bind(slots);
+  // Nodes that stalled lately are left out of every reading: node-redis asks
+  // one node at a time and shares one reading between callers, so a reading
+  // that asked a hung node would hold every later one (and its own MOVED
+  // handling) for as long as the node stays hung.
+  const suspects = new Map<string, number>();
+  let lookingAgain = false;
+  let lookedAt = 0;
+  const lookAgain = (suspect: string | undefined) => {
+    const now = Date.now();
+    if (suspect !== undefined) suspects.set(suspect, now);
+    for (const [address, at] of suspects) if (now - at > SUSPECT_MS) suspects.delete(address);
+    if (suspects.size === 0 || lookingAgain || now - lookedAt < TOPOLOGY_REFRESH_MS) return;
+    lookingAgain = true;
+    lookedAt = now;
+    // Bounded: a second hung node must not hold us forever.
+    void within(rediscover(undefined, new Set(suspects.keys())), options.commandTimeoutMs, "re-reading the cluster slot map")
+      .catch((err: unknown) => options.events.error(err))
+      .finally(() => {
+        lookingAgain = false;
+      });
+  };
+  const addressOf = async (key: string): Promise<string | undefined> => {
+    const socket = (await cluster.getNodeClientForKey(key)).options?.socket as { host?: string; port?: number } | undefined;
+    return socket?.host !== undefined && socket.port !== undefined ? `${socket.host}:${socket.port}` : undefined;
+  };
 
   const transport: Transport = {
     send,
@@ -76,8 +119,26 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
       const now = cluster.masters.map((m) => m.address).sort().join(",");
       if (masters !== undefined && now !== masters) options.events.topologyChanged({ masters: now.split(",") });
       masters = now;
-      const replies = await Promise.all(cluster.masters.map(async (m) => (await cluster.nodeClient(m)).sendCommand<RedisReply>(["PING"])));
-      return replies.length > 0 && replies.every((r) => r === "PONG");
+      // Each master on its own deadline, so a hung one is named (and the map read again without it).
+      const replies = await Promise.all(cluster.masters.map(async (m) => {
+        try {
+          return await within((async () => (await cluster.nodeClient(m)).sendCommand<RedisReply>(["PING"]))(), options.commandTimeoutMs, `PING ${m.address}`);
+        } catch {
+          lookAgain(m.address);
+          return "unanswered";
+        }
+      }));
+      // Ready while at least half the masters answer. A shard that stays down
+      // (with cluster-require-full-coverage no, the README's advice) leaves the
+      // rest servable, and every pod sees it alike: taking them all out of
+      // rotation would turn a partial outage into a whole one. A pod cut off
+      // from most masters (its own network) still leaves rotation.
+      const answered = replies.filter((r) => r === "PONG").length;
+      return answered > 0 && answered * 2 >= replies.length;
+    },
+    stalled(key) {
+      if (key === undefined) return lookAgain(undefined);
+      addressOf(key).then(lookAgain, () => lookAgain(undefined));
     },
     close: async () => {
       if (cluster.isOpen) await cluster.close();

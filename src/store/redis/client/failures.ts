@@ -7,8 +7,14 @@ import { DeadlineError } from "./deadlines.js";
 
 // Server replies that mean "cannot serve now": loading, busy, a failover or a
 // resharding in progress (MOVED/ASK that outlived the client's redirects), a
-// replica that cannot take writes, not enough replicas.
-const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS|MOVED|ASK)\b/;
+// replica that cannot take writes, not enough replicas, a replica
+// acknowledgement wait cut short because the master became a replica in a
+// failover (UNBLOCKED: the script ran, its outcome is unknown), out of memory
+// under maxmemory (OOM) or unable to persist (MISCONF), and credentials
+// refused after an ACL or password change (NOAUTH, WRONGPASS, NOPERM): none is
+// the request's fault, and every one answered INTERNAL would tell a caller
+// not to retry a call whose outcome is unknown.
+const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS|MOVED|ASK|UNBLOCKED|OOM|MISCONF|NOAUTH|WRONGPASS|NOPERM)\b/;
 
 /** The first error reply of a pipeline's MultiErrorReply, or `err` itself. */
 export function firstError(err: unknown): unknown {

@@ -37,12 +37,38 @@ export async function connectSentinel(
     ready = true;
     options.events.ready(masterName);
   });
+  // The master connection's own errors come as "client-error" (node-redis
+  // emits "error" for them only with passthroughClientErrorEvents): a master
+  // connection that fails is a lost connection, reported once, and ready again
+  // when a failover names another master or the master answers a readiness
+  // PING. A master that dies outright gives no error at all (node-redis holds
+  // the commands until the Sentinels name a new master), so a failover itself
+  // reports the old master's connection lost, then the new one ready.
+  let lostMaster: string | undefined;
+  sentinel.on("client-error", (event: { type?: string; node?: HostPort; error?: unknown }) => {
+    options.events.error(event.error);
+    if (event.type !== "MASTER" || !event.node) return;
+    const address = `${event.node.host}:${event.node.port}`;
+    if (lostMaster === address) return;
+    lostMaster = address;
+    options.events.lost(address, event.error);
+  });
+  const masterAnswers = (address: string) => {
+    if (lostMaster === undefined) return;
+    lostMaster = undefined;
+    options.events.ready(address);
+  };
   // The first MASTER_CHANGE is the master found at start-up; later ones are failovers.
   let master: string | undefined;
   sentinel.on("topology-change", (event: { type: string; node?: HostPort }) => {
     if (event.type !== "MASTER_CHANGE" || !event.node) return;
     const now = `${event.node.host}:${event.node.port}`;
-    if (master !== undefined && now !== master) options.events.topologyChanged({ master: now });
+    if (master !== undefined && now !== master) {
+      options.events.topologyChanged({ master: now });
+      if (lostMaster === undefined) options.events.lost(master, new Error(`failover: the Sentinels named ${now} master`));
+      lostMaster = master;
+      masterAnswers(now);
+    }
     master = now;
   });
 
@@ -55,7 +81,11 @@ export async function connectSentinel(
       for (const c of commands) batch.addCommand(false, c);
       return (await batch.execAsPipeline()) as unknown as RedisReply[];
     },
-    pingAll: async () => (await send(["PING"])) === "PONG",
+    pingAll: async () => {
+      const ok = (await send(["PING"])) === "PONG";
+      if (ok && master !== undefined) masterAnswers(master);
+      return ok;
+    },
     close: async () => {
       if (sentinel.isOpen) await sentinel.close();
     },

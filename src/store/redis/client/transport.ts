@@ -15,8 +15,18 @@ export interface Transport {
    * connection's writes). Rejects with the first error reply.
    */
   pipeline(key: string, commands: string[][]): Promise<RedisReply[]>;
-  /** Every master answers PING: the store can serve every key. */
+  /**
+   * The store can serve: its master answers PING (one node, Sentinel); with a
+   * Cluster, at least half its masters do (keys on the others answer UNAVAILABLE).
+   */
   pingAll(): Promise<boolean>;
+  /**
+   * A command for `key` got no answer within its deadline: the node serving
+   * it may be hung (a stopped process, a network that drops instead of
+   * refusing), which no connection error will ever report. A transport that
+   * routes by a map of the deployment (Cluster) looks again at who serves it.
+   */
+  stalled?(key: string | undefined): void;
   /** Graceful: pending replies arrive first. */
   close(): Promise<void>;
   destroy(): void;
@@ -35,6 +45,8 @@ export interface TransportEvents {
 export interface TransportOptions {
   access: RedisAccess;
   connectTimeoutMs: number;
+  /** OTP_REDIS_TIMEOUT_MS: how long a command may take before its node counts as stalled. */
+  commandTimeoutMs: number;
   events: TransportEvents;
 }
 

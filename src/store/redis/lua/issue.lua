@@ -25,10 +25,12 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   max_attempts      pos
   cooldown_ms       int  resend cooldown
   max_resends       int
-  failures_count    pos  the purpose's failure budget per destination, kept for Verify
+  failures_count    pos  the purpose's failure budget per destination (its own, else the global), kept for Verify
   failures_window_ms pos
-  sends_count       pos  send budget per destination
+  sends_count       pos  send budget per destination, across purposes (state `ls`)
   sends_window_ms   pos
+  purpose_sends     budget [] or [count, window ms]: the purpose's own send budget at the destination
+                           (state `<p>:ls`), only when its policy sets one; a send must fit both
   trace_id          str
   client_id         str
   context           str  bound into the code ("" when none), kept for Resend
@@ -56,7 +58,7 @@ local A, bad = script_args('issue', {
   sealed_dest = 'str', code_digest = 'str', key_id = 'str', code_length = 'pos', sealed_code = 'str',
   locale = 'str', metadata = 'str', idempotency_key = 'str', fingerprint = 'str', ttl_ms = 'pos',
   max_attempts = 'pos', cooldown_ms = 'int', max_resends = 'int', failures_count = 'pos',
-  failures_window_ms = 'pos', sends_count = 'pos', sends_window_ms = 'pos',
+  failures_window_ms = 'pos', sends_count = 'pos', sends_window_ms = 'pos', purpose_sends = 'budget',
   trace_id = 'str', client_id = 'str', context = 'str', prefix_refs = 'str', deliver = 'bool' })
 if not A then return bad end
 
@@ -72,7 +74,8 @@ if not sealed then return redis.error_reply('ARGS issue: sealed_dest is not cano
 local m, mr, n = A.max_attempts, A.max_resends, A.code_length
 local now = now_ms()
 
-local cur = redis.call('HMGET', dest, p .. ':id', p .. ':st', p .. ':c', p .. ':ik', 'md', 'lk', 'ls', p .. ':if')
+local cur = redis.call('HMGET', dest, p .. ':id', p .. ':st', p .. ':c', p .. ':ik', 'md', 'lk', 'ls', p .. ':if',
+  p .. ':ls', p .. ':lk')
 -- `<p>:id` holds the current id, then the code digest.
 local cc = counters_read(cur[3])
 local cur_id = cc and cur[1] and code_id(cur[1])
@@ -91,11 +94,12 @@ end
 local ev = { stream = KEYS[2], vid = cur_id or '', tn = A.tenant, p = p, ch = ch, md = md,
   dd = A.digest, ts = now, tr = A.trace_id, cl = A.client_id }
 
--- 2-4. Refusals, cheapest first; only the send budget spends anything.
-local lk = tonumber(cur[6]) or 0
+-- 2-4. Refusals, cheapest first; only the send budgets spend anything. The destination's lock
+-- (every purpose's) or the purpose's own (its failure budget, verify.lua).
+local lk = math.max(tonumber(cur[6]) or 0, tonumber(cur[10]) or 0)
 if lk > now then return refuse(ev, 'DESTINATION_LOCKED', lk - now) end
 if live and now < cc.ra then return refuse(ev, 'RESEND_COOLDOWN', cc.ra - now) end
-local allowed, ls, retry = gcra_spend(cur[7], now, A.sends_count, A.sends_window_ms)
+local allowed, ls, pls, retry = gcra_spend_both(cur[7], A.sends_count, A.sends_window_ms, cur[9], A.purpose_sends, now)
 if not allowed then return refuse(ev, 'SEND_LIMIT_DESTINATION', retry) end
 
 -- 5. Overwrite the purpose's fields; the old id's reverse lookup goes, so its code dies here.
@@ -106,6 +110,11 @@ local set = {'dd', dd_value(A.digest), 'md', md, 'ls', ls, id_field(vid), p,
   p .. ':c', counters_text({ a = 0, m = m, r = 0, mr = mr, n = n, ch = ch, e = e, ra = ra,
     fc = A.failures_count, fw = A.failures_window_ms, t = now })}
 for i = 1, #sealed do set[#set + 1] = sealed[i] end
+-- Only a purpose with a send budget of its own has the field (none in the default configuration).
+if pls then
+  set[#set + 1] = p .. ':ls'
+  set[#set + 1] = pls
+end
 -- Empty fields are not stored (a reader takes a missing one as ''), so the older
 -- verification's go; `st` is always '' (live) here. A short sealed destination has no `sb2`.
 local gone = {p .. ':st', p .. ':vk', p .. ':vt', p .. ':ct'}
@@ -124,7 +133,7 @@ if cur_id then gone[#gone + 1] = id_field(cur_id) end
 redis.call('HDEL', dest, unpack(gone))
 redis.call('HSET', dest, unpack(set))
 -- Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.
-extend_expiry(dest, math.max(e + ttl, ls))
+extend_expiry(dest, math.max(e + ttl, ls, pls or 0))
 
 -- 6. Delivery first: the relay publishes in stream order. A test destination gets none.
 ev.vid = vid

@@ -6,14 +6,19 @@ KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
 
 ARGV[1]   JSON object, read by name (includes/args.lua):
   purpose             str
-  sends_count         pos  send budget per destination
+  sends_count         pos  send budget per destination, across purposes (state `ls`)
   sends_window_ms     pos
-  failures_count      pos  failure budget per destination
+  purpose_sends       budget [] or [count, window ms]: the purpose's own send budget (`<p>:ls`)
+  failures_count      pos  failure budget per destination, across purposes (`lf`, lock `lk`)
   failures_window_ms  pos
+  purpose_failures    budget [] or [count, window ms]: the purpose's own failure budget (`<p>:lf`, lock `<p>:lk`)
 
 Returns {send remaining, send reset after ms, send retry after ms,
          cooldown remaining (0|1), cooldown retry after ms,
-         lock remaining, lock reset after ms, lock retry after ms}
+         lock remaining, lock reset after ms, lock retry after ms,
+         send limit, lock limit}
+  Where the purpose has a budget of its own, each of send and lock is the binding one of the two
+  (fewest remaining, on a tie the smaller limit; its limit) with the larger reset and retry of both.
 ]]
 
 --- @include "args"
@@ -22,25 +27,45 @@ Returns {send remaining, send reset after ms, send retry after ms,
 --- @include "fields"
 
 local A, bad = script_args('limits', {
-  purpose = 'str', sends_count = 'pos', sends_window_ms = 'pos', failures_count = 'pos', failures_window_ms = 'pos' })
+  purpose = 'str', sends_count = 'pos', sends_window_ms = 'pos', purpose_sends = 'budget',
+  failures_count = 'pos', failures_window_ms = 'pos', purpose_failures = 'budget' })
 if not A then return bad end
 
 local p = A.purpose
-local v = redis.call('HMGET', KEYS[1], 'ls', 'lf', 'lk', p .. ':st', p .. ':c')
+local v = redis.call('HMGET', KEYS[1], 'ls', 'lf', 'lk', p .. ':st', p .. ':c', p .. ':ls', p .. ':lf', p .. ':lk')
 local c = counters_read(v[5])
 local now = now_ms()
 
-local send_left, send_reset, send_retry = gcra_state(v[1], now, A.sends_count, A.sends_window_ms)
+-- {remaining, reset after, retry after, limit}: the binding one of a global state and the purpose's own.
+local function binding(global, own)
+  if not own then return global end
+  local pick = global
+  if own[1] < global[1] or (own[1] == global[1] and own[4] < global[4]) then pick = own end
+  return {pick[1], math.max(global[2], own[2]), math.max(global[3], own[3]), pick[4]}
+end
+
+local function send_state(stored, count, window)
+  local left, reset, retry = gcra_state(stored, now, count, window)
+  return {left, reset, retry, count}
+end
+local send = send_state(v[1], A.sends_count, A.sends_window_ms)
+if A.purpose_sends[1] then send = binding(send, send_state(v[6], A.purpose_sends[1], A.purpose_sends[2])) end
 
 -- The cooldown applies only while the purpose's verification is live.
 local cooldown = 0
 -- (A missing `st` is '', live; a missing `c` means there is no verification.)
 if (v[4] or '') == '' and c and now < c.e then cooldown = math.max(0, c.ra - now) end
 
-local fail_left, fail_reset = gcra_state(v[2], now, A.failures_count, A.failures_window_ms)
-local locked_for = math.max(0, (tonumber(v[3]) or 0) - now)
-if locked_for > 0 then fail_left = 0 end
+local function lock_state(stored, lock, count, window)
+  local left, reset = gcra_state(stored, now, count, window)
+  local locked_for = math.max(0, (tonumber(lock) or 0) - now)
+  if locked_for > 0 then left = 0 end
+  return {left, math.max(reset, locked_for), locked_for, count}
+end
+local lock = lock_state(v[2], v[3], A.failures_count, A.failures_window_ms)
+if A.purpose_failures[1] then lock = binding(lock, lock_state(v[7], v[8], A.purpose_failures[1], A.purpose_failures[2])) end
 
-return {send_left, send_reset, send_retry,
+return {send[1], send[2], send[3],
   cooldown == 0 and 1 or 0, cooldown,
-  fail_left, math.max(fail_reset, locked_for), locked_for}
+  lock[1], lock[2], lock[3],
+  send[4], lock[4]}

@@ -14,8 +14,10 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   sealed_code       str  (base64; goes into the delivery event only)
   ttl_ms            pos
   cooldown_ms       int  resend cooldown
-  sends_count       pos  send budget per destination
+  sends_count       pos  send budget per destination, across purposes (state `ls`)
   sends_window_ms   pos
+  purpose_sends     budget [] or [count, window ms]: the verification's purpose's own send budget
+                           (state `<p>:ls`), only when its policy sets one; a resend must fit both
   trace_id          str
   client_id         str
   deliver           bool false for a test destination's verification: no delivery event
@@ -37,7 +39,7 @@ Returns
 
 local A, bad = script_args('resend', {
   tenant = 'str', id = 'str', channel = 'int', code_digest = 'str', key_id = 'str', sealed_code = 'str',
-  ttl_ms = 'pos', cooldown_ms = 'int', sends_count = 'pos', sends_window_ms = 'pos',
+  ttl_ms = 'pos', cooldown_ms = 'int', sends_count = 'pos', sends_window_ms = 'pos', purpose_sends = 'budget',
   trace_id = 'str', client_id = 'str', deliver = 'bool' })
 if not A then return bad end
 
@@ -47,7 +49,7 @@ local p = redis.call('HGET', dest, id_field(vid))
 if not p then return {'not_found'} end
 
 local v = redis.call('HMGET', dest, p .. ':st', p .. ':c', p .. ':lc', p .. ':mt', 'lk', 'ls', 'dd', 'md',
-  'sb', 'sb2', p .. ':id')
+  'sb', 'sb2', p .. ':id', p .. ':ls', p .. ':lk')
 -- The purpose's current verification must be the one asked about.
 if not v[11] or code_id(v[11]) ~= vid or not v[2] then return {'not_found'} end
 local c = counters_read(v[2])
@@ -59,11 +61,12 @@ if (v[1] or '') ~= '' or now >= e then return {'finished'} end
 local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[8],
   dd = digest_of(dest, v[7]), ts = now, tr = A.trace_id, cl = A.client_id }
 
-local lk = tonumber(v[5]) or 0
+-- The destination's lock (every purpose's) or the purpose's own.
+local lk = math.max(tonumber(v[5]) or 0, tonumber(v[13]) or 0)
 if lk > now then return refuse(ev, 'DESTINATION_LOCKED', lk - now) end
 if now < ra then return refuse(ev, 'RESEND_COOLDOWN', ra - now) end
 if r >= mr then return refuse(ev, 'MAX_RESENDS', e - now) end
-local allowed, ls, retry = gcra_spend(v[6], now, A.sends_count, A.sends_window_ms)
+local allowed, ls, pls, retry = gcra_spend_both(v[6], A.sends_count, A.sends_window_ms, v[12], A.purpose_sends, now)
 if not allowed then return refuse(ev, 'SEND_LIMIT_DESTINATION', retry) end
 
 -- The new digest replaces the old one, so the previous code dies here.
@@ -73,8 +76,13 @@ r = r + 1
 local ttl = A.ttl_ms
 e, ra = now + ttl, now + A.cooldown_ms
 c.r, c.ch, c.e, c.ra = r, ch, e, ra
-redis.call('HSET', dest, 'ls', ls, p .. ':id', code_value(vid, A.code_digest), p .. ':k', A.key_id, p .. ':c', counters_text(c))
-extend_expiry(dest, math.max(e + ttl, ls))
+local set = {'ls', ls, p .. ':id', code_value(vid, A.code_digest), p .. ':k', A.key_id, p .. ':c', counters_text(c)}
+if pls then
+  set[#set + 1] = p .. ':ls'
+  set[#set + 1] = pls
+end
+redis.call('HSET', dest, unpack(set))
+extend_expiry(dest, math.max(e + ttl, ls, pls or 0))
 
 ev.ch = ch
 if A.deliver then

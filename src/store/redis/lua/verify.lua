@@ -15,6 +15,8 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   trace_id            str
   client_id           str
   candidates          map  key id -> code digest under that key
+  failures_count      pos  the failure budget per destination, across purposes (state `lf`; using it up sets `lk`)
+  failures_window_ms  pos  (a purpose's own budget, kept in `<p>:c` at Send, is spent as well: `<p>:lf`, `<p>:lk`)
 
 Returns
   {'VERIFIED', attempts remaining, purpose, destination digest, verified at ms, prefix refs}
@@ -33,7 +35,7 @@ Returns
 
 local A, bad = script_args('verify', {
   tenant = 'str', id = 'str', idempotency_key = 'str', replay = 'str', trace_id = 'str', client_id = 'str',
-  candidates = 'map' })
+  candidates = 'map', failures_count = 'pos', failures_window_ms = 'pos' })
 if not A then return bad end
 
 local dest, vid, ik, rk = KEYS[1], A.id, A.idempotency_key, A.replay
@@ -88,7 +90,7 @@ local p = redis.call('HGET', dest, id_field(vid))
 if not p then return {'NOT_FOUND', 0} end
 
 local v = redis.call('HMGET', dest, p .. ':id', p .. ':k', p .. ':c',
-  p .. ':st', p .. ':vk', p .. ':vt', 'lk', 'lf', 'dd', 'md', p .. ':pg')
+  p .. ':st', p .. ':vk', p .. ':vt', 'lk', 'lf', 'dd', 'md', p .. ':pg', p .. ':lf', p .. ':lk')
 -- The purpose's current verification must be the one asked about, not only its code digest.
 if not v[1] or code_id(v[1]) ~= vid or not v[3] then return {'NOT_FOUND', 0} end
 local c, st = counters_read(v[3]), v[4] or '' -- empty fields are not stored
@@ -109,7 +111,8 @@ if st == 'c' then return {'NOT_FOUND', 0} end
 -- 3-4. Finished or locked: nothing is counted.
 if st == 'f' then return {'DELIVERY_FAILED', 0} end
 if st == 'l' or a >= m then return {'TOO_MANY_ATTEMPTS', 0} end
-if (tonumber(v[7]) or 0) > now then return {'TOO_MANY_ATTEMPTS', 0} end
+-- The destination's lock (every purpose's) or the purpose's own.
+if math.max(tonumber(v[7]) or 0, tonumber(v[13]) or 0) > now then return {'TOO_MANY_ATTEMPTS', 0} end
 
 local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[10], dd = dd,
   ts = now, tr = A.trace_id, cl = A.client_id }
@@ -149,21 +152,29 @@ if match then
   return {'VERIFIED', m - a, p, dd, now, v[11] or ''}
 end
 
--- No match: spend the destination's failure budget, as the verification's purpose sets it
--- (kept with the verification at Send); lock the destination when it is used up.
-local fail_count, fail_window = c.fc, c.fw
-local allowed, lf = gcra_spend(v[8], now, fail_count, fail_window)
+-- No match: spend the destination's failure budget (the global one, always at its own rate);
+-- using it up locks the destination for every purpose (`lk`). A verification whose purpose has a
+-- budget of its own (kept in `<p>:c` at Send: `fc`/`fw` other than the global) spends that too
+-- (`<p>:lf`); using it up locks that purpose only (`<p>:lk`), so one purpose's guesses lock the
+-- others no sooner than the global budget does.
 local writes = {p .. ':c', counters_text(c)}
 local keep_until = now
-if allowed then
-  writes[#writes + 1] = 'lf'
-  writes[#writes + 1] = lf
-  keep_until = lf
+local function spend_failure(state_field, lock_field, stored, count, window)
+  local allowed, tat = gcra_spend(stored, now, count, window)
+  if allowed then
+    writes[#writes + 1] = state_field
+    writes[#writes + 1] = tat
+    keep_until = math.max(keep_until, tat)
+  end
+  if not allowed or gcra_state(tat, now, count, window) == 0 then
+    writes[#writes + 1] = lock_field
+    writes[#writes + 1] = now + window
+    keep_until = math.max(keep_until, now + window)
+  end
 end
-if not allowed or gcra_state(lf, now, fail_count, fail_window) == 0 then
-  writes[#writes + 1] = 'lk'
-  writes[#writes + 1] = now + fail_window
-  keep_until = math.max(keep_until, now + fail_window)
+spend_failure('lf', 'lk', v[8], A.failures_count, A.failures_window_ms)
+if c.fc ~= A.failures_count or c.fw ~= A.failures_window_ms then
+  spend_failure(p .. ':lf', p .. ':lk', v[12], c.fc, c.fw)
 end
 local left = m - a
 if left <= 0 then

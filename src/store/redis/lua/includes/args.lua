@@ -5,11 +5,19 @@
 -- writes anything, so a mistake in the caller can never be stored silently.
 --
 -- Kinds: 'str' string; 'int' whole number >= 0; 'pos' whole number >= 1;
--- 'map' object of string values; 'list' array; 'bool' true or false.
+-- 'map' object of string values; 'list' array; 'bool' true or false;
+-- 'budget' an optional budget: [] (none) or [count, window ms], both whole >= 1.
+local function arg_pos(v) return type(v) == 'number' and v >= 1 and v == math.floor(v) and v < 9007199254740992 end
 local ARG_KINDS = {
   str = function(v) return type(v) == 'string' end,
   int = function(v) return type(v) == 'number' and v >= 0 and v == math.floor(v) and v < 9007199254740992 end,
-  pos = function(v) return type(v) == 'number' and v >= 1 and v == math.floor(v) and v < 9007199254740992 end,
+  pos = arg_pos,
+  budget = function(v)
+    if type(v) ~= 'table' then return false end
+    local n = 0
+    for _ in pairs(v) do n = n + 1 end
+    return n == 0 or (n == 2 and arg_pos(v[1]) and arg_pos(v[2]))
+  end,
   map = function(v)
     if type(v) ~= 'table' then return false end
     for k, x in pairs(v) do

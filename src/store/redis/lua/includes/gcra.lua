@@ -28,3 +28,16 @@ local function gcra_state(stored, now, count, window)
   if used + interval > window + GCRA_EPS then retry = math.ceil(used + interval - window) end
   return remaining, math.ceil(used), retry
 end
+
+-- The send budgets of a destination (README "Budgets"): the global one (state `stored`, `count` per
+-- `window`) and, when `own` is a budget ({count, window ms}; {} for none), the purpose's own (state
+-- `own_stored`). A GCRA state is only meaningful at one rate, so each keeps its own. All or nothing:
+-- returns allowed, the two tats to store (the second nil without `own`), and when refused nothing to
+-- store and the larger retry of the refusing ones.
+local function gcra_spend_both(stored, count, window, own_stored, own, now)
+  local ok, tat, retry = gcra_spend(stored, now, count, window)
+  local own_ok, own_tat, own_retry = true, nil, 0
+  if own[1] then own_ok, own_tat, own_retry = gcra_spend(own_stored, now, own[1], own[2]) end
+  if ok and own_ok then return true, tat, own_tat, 0 end
+  return false, nil, nil, math.max(retry, own_retry)
+end

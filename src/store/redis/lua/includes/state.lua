@@ -16,9 +16,10 @@ end
 --  resend available at ms, verified at ms, canceled at ms}
 -- Times that do not apply (or were not stored) are ''. Counts left are 0 unless PENDING.
 local function state_reply(dest, p, now)
-  local v = redis.call('HMGET', dest, p .. ':c', p .. ':st', p .. ':vt', p .. ':ct', 'lk', 'md')
+  local v = redis.call('HMGET', dest, p .. ':c', p .. ':st', p .. ':vt', p .. ':ct', 'lk', 'md', p .. ':lk')
   local c, st = counters_read(v[1]), v[2] or ''
-  local status = status_of(st, c, tonumber(v[5]) or 0, now)
+  -- Locked: the destination (every purpose), or this purpose by its own failure budget.
+  local status = status_of(st, c, math.max(tonumber(v[5]) or 0, tonumber(v[7]) or 0), now)
   local pending = status == 'PENDING'
   local function time(value, applies) return (applies and tonumber(value)) or '' end
   return {status, p, c.ch, v[6] or '', pending and c.m - c.a or 0, c.m, pending and c.mr - c.r or 0, c.n,
