@@ -1,6 +1,7 @@
 import { randomInt } from "node:crypto";
 import type { Logger } from "../log.js";
 import type { VerificationStore } from "../store/store.js";
+import { traceIdOf } from "../telemetry/trace-id.js";
 
 // Every security-relevant refusal (authentication, permission, origin, caller
 // rate limits) is logged and becomes an audit event (src/store/README.md,
@@ -33,6 +34,7 @@ export interface Refusal {
   /** "" when the caller was not authenticated. */
   tenant: string;
   clientId: string;
+  /** The call's trace context (a traceparent, or a bare trace id): the audit event keeps it whole, the log line its trace id. */
   traceId: string;
   purpose?: string;
   channel?: number;
@@ -76,7 +78,7 @@ export class Refusals {
 
   private write(r: Refusal): void {
     this.log.info(
-      { event: r.type, reason: r.reason, method: r.method, tenant: r.tenant, clientId: r.clientId, traceId: r.traceId,
+      { event: r.type, reason: r.reason, method: r.method, tenant: r.tenant, clientId: r.clientId, traceId: traceIdOf(r.traceId),
         purpose: r.purpose, maskedDestination: r.maskedDestination, verificationId: r.verificationId },
       "call refused",
     );

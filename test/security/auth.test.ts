@@ -420,6 +420,19 @@ describe('what refusals leave behind', () => {
     expect(codes.some((c) => text.includes(c))).toBe(false);
   });
 
+  it("a refusal's log line carries the caller's trace id (32 hex, what a tracing backend searches by), not its whole traceparent", async () => {
+    const traceId = randomUUID().replaceAll('-', '');
+    const metadata = new Metadata();
+    metadata.set('authorization', bearer(newKey()));
+    metadata.set('traceparent', `00-${traceId}-00f067aa0ba902b7-01`);
+    await expect(grpcCall(grpc, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail() }, metadata))
+      .rejects.toMatchObject({ code: status.UNAUTHENTICATED });
+    const deadline = Date.now() + 5_000;
+    const mine = () => app.logs.filter((l) => l.msg === 'call refused' && String(l.traceId).includes(traceId));
+    while (mine().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(mine().map((l) => l.traceId)).toEqual([traceId]);
+  });
+
   it('log lines carry the client id and reason of each refusal, and never a key or a code', async () => {
     const refusals = app.logs.filter((l) => l.msg === 'call refused');
     expect(refusals.some((l) => l.clientId === 'reports' && l.reason === 'METHOD_NOT_GRANTED' && l.method === 'Send')).toBe(true);
