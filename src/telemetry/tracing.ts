@@ -15,11 +15,20 @@ import type { Logger } from "../log.js";
 // (the default) or `http/json`; the exporter itself reads the endpoint,
 // headers, timeout and compression variables.
 
+/**
+ * How long shutdown waits for the last spans to reach the collector. The
+ * exporter's own timeout (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s) would make a hung
+ * collector delay every exit by that much, past the orchestrator's grace
+ * (process.ts allows 5 s after the drain); losing the last batch of spans is
+ * the lesser harm.
+ */
+export const SHUTDOWN_FLUSH_MS = 2_000;
+
 /** Read on every call's path: one property, nothing else, when tracing is off. */
 export const telemetry: { on: boolean; tracer: Tracer } = { on: false, tracer: trace.getTracer("otp-service") };
 
 export interface Tracing {
-  /** Export what is still buffered (bounded), then stop. */
+  /** Export what is still buffered (within SHUTDOWN_FLUSH_MS), then stop. */
   stop(): Promise<void>;
 }
 
@@ -103,7 +112,19 @@ export async function startTracing(env: Env, serviceName: string, log: Logger): 
   return {
     async stop() {
       telemetry.on = false;
-      await provider.shutdown().catch((err: unknown) => log.warn({ err: (err as Error).message }, "tracing: spans not flushed at shutdown"));
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          log.warn({ waitedMs: SHUTDOWN_FLUSH_MS }, "tracing: the collector did not take the last spans in time; exiting without them");
+          resolve();
+        }, SHUTDOWN_FLUSH_MS);
+      });
+      const flushed = provider.shutdown().catch((err: unknown) => log.warn({ err: (err as Error).message }, "tracing: spans not flushed at shutdown"));
+      try {
+        await Promise.race([flushed, late]);
+      } finally {
+        clearTimeout(timer);
+      }
     },
   };
 }
