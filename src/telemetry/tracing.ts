@@ -50,6 +50,12 @@ export function tracingSettings(env: Env): TracingSettings | undefined {
   if (exporter === "none") return undefined;
   if (exporter !== "otlp") throw new ConfigError(`OTEL_TRACES_EXPORTER must be otlp or none, got "${exporter}"`);
   if (!optional(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") && !optional(env, "OTEL_EXPORTER_OTLP_ENDPOINT")) return undefined;
+  for (const name of ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]) {
+    const endpoint = optional(env, name);
+    // The exporter would warn and send to its default (localhost:4318) instead. Not echoed: it may carry a token.
+    if (endpoint !== undefined && !URL.canParse(endpoint)) throw new ConfigError(`${name} must be a URL (e.g. http://otel-collector:4318)`);
+    if (endpoint !== undefined && !/^https?:$/.test(new URL(endpoint).protocol)) throw new ConfigError(`${name} must be an http:// or https:// URL (OTLP/HTTP)`);
+  }
   const protocolVar = optional(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") ? "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" : "OTEL_EXPORTER_OTLP_PROTOCOL";
   const protocol = optional(env, protocolVar) ?? "http/protobuf";
   if (protocol !== "http/protobuf" && protocol !== "http/json") {

@@ -77,4 +77,12 @@ describe("OTEL_* settings", () => {
     expect(() => tracingSettings({ ...endpoint, OTEL_TRACES_SAMPLER: "sometimes" })).toThrow(/OTEL_TRACES_SAMPLER/);
     expect(() => tracingSettings({ ...endpoint, OTEL_TRACES_SAMPLER_ARG: "2" })).toThrow(/OTEL_TRACES_SAMPLER_ARG/);
   });
+
+  it("refuse an endpoint that is not an http(s) URL (the exporter would send to localhost:4318 instead), without echoing it", () => {
+    expect(() => tracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "otel-collector:4318-token" })).toThrow(/^OTEL_EXPORTER_OTLP_ENDPOINT must be an http/);
+    expect(() => tracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "not a url token" })).toThrow(/^OTEL_EXPORTER_OTLP_ENDPOINT must be a URL/);
+    expect(() => tracingSettings({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "grpc://collector:4317" })).toThrow(/OTEL_EXPORTER_OTLP_TRACES_ENDPOINT/);
+    expect(() => tracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "not a url token" })).not.toThrow(/token/);
+    expect(tracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "https://collector.example.com:4318" })).toBeDefined();
+  });
 });
