@@ -13,6 +13,7 @@ import type { PrefixGuardConfig } from "./otp/prefix-guard.js";
 import { parseTestDestinations, type TestDestination } from "./otp/test-destinations.js";
 import type { DestinationRules } from "./otp/destination.js";
 import { readTopicReplication, type TopicReplication } from "./events/topic-replication.js";
+import { PUBLISH_TIMEOUT_MS } from "./events/publish-timeout.js";
 import { oneRedisDeployment, readRedisSettings, SERVICE_REDIS, type RedisSettings } from "./redis-config.js";
 import { checkKeyPair, readCertificates, readPrivateKey } from "./tls-material.js";
 
@@ -64,6 +65,8 @@ export interface Config {
   kafkaBrokers: string[] | undefined;
   /** OTP_KAFKA_REPLICATION_FACTOR / OTP_KAFKA_MIN_INSYNC_REPLICAS of the topics the service creates. */
   kafkaReplication: TopicReplication;
+  /** OTP_KAFKA_PUBLISH_TIMEOUT_MS: the most one publish of the relay may take before it is given up and tried again. */
+  kafkaPublishTimeoutMs: number;
   logLevel: string;
   defaults: PurposePolicy;
   purposes: Record<string, PurposePolicy>;
@@ -207,6 +210,7 @@ export function loadConfig(env: Env = process.env): Config {
     redisCommandTimeoutMs: int(env, "OTP_REDIS_TIMEOUT_MS", 1000, 50, 60_000),
     kafkaBrokers: kafka === undefined ? undefined : kafkaBrokers("KAFKA_BROKERS", kafka),
     kafkaReplication: readTopicReplication(env, production),
+    kafkaPublishTimeoutMs: int(env, "OTP_KAFKA_PUBLISH_TIMEOUT_MS", PUBLISH_TIMEOUT_MS, 1_000, 300_000),
     logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
     defaults,
     purposes,

@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import { idempotentProducer, kafkaClient, produce, ensureTopics, type KafkaObserver, type Producer } from "./kafka/client.js";
 import type { EventRecord, EventSink } from "./sink.js";
 import type { TopicReplication } from "./topic-replication.js";
+import { PUBLISH_TIMEOUT_MS } from "./publish-timeout.js";
 import { TOPICS } from "./topics.js";
 
 export interface KafkaSinkSettings {
@@ -11,9 +12,15 @@ export interface KafkaSinkSettings {
   /** Of the topics it creates; the brokers' defaults when left out. */
   replication?: TopicReplication;
   observer?: KafkaObserver;
+  /** OTP_KAFKA_PUBLISH_TIMEOUT_MS: the most one publish (connect and send) may take. */
+  publishTimeoutMs?: number;
 }
 
 const CLOSE_WAIT_MS = 3_000;
+
+class PublishTimeout extends Error {
+  override readonly name = "PublishTimeout";
+}
 
 /** Publishes outbox events to Kafka; resolves only when the brokers acknowledged (acks=all). */
 export class KafkaSink implements EventSink {
@@ -27,6 +34,8 @@ export class KafkaSink implements EventSink {
   private sending: Promise<void> | undefined;
   private closed = false;
   private topicsEnsured = false;
+  /** Bumped when a publish is given up at its deadline: a connection attempt of an older one is not used. */
+  private generation = 0;
 
   constructor(private readonly settings: KafkaSinkSettings) {}
 
@@ -53,14 +62,40 @@ export class KafkaSink implements EventSink {
   }
 
   private async send(records: EventRecord[]): Promise<void> {
+    const ms = this.settings.publishTimeoutMs ?? PUBLISH_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new PublishTimeout(`kafka did not acknowledge the batch within ${ms} ms`)), ms);
+    });
+    try {
+      await Promise.race([this.sendNow(records), deadline]);
+    } catch (err) {
+      if (err instanceof PublishTimeout) {
+        this.settings.observer?.trouble("publish_failed", this.settings.clientId ?? "otp-service");
+        // The hung send goes on in kafkajs; its producer is dropped (never awaited: it may hang too).
+        const hung = this.producer;
+        this.producer = undefined;
+        this.connecting = undefined;
+        this.generation++;
+        hung?.disconnect().catch(() => undefined);
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async sendNow(records: EventRecord[]): Promise<void> {
     const producer = await this.connected();
     try {
       await produce(producer, records);
     } catch (err) {
       this.settings.observer?.trouble("publish_failed", this.settings.clientId ?? "otp-service");
       // A new producer (new producer id) for the next attempt: after an outage
-      // it reconnects from scratch, and no sequence number is ever reused.
-      this.producer = undefined;
+      // it reconnects from scratch, and no sequence number is ever reused. (Only
+      // this one: a send given up at its deadline may fail later, after a newer
+      // producer took its place.)
+      if (this.producer === producer) this.producer = undefined;
       await producer.disconnect().catch(() => undefined);
       throw err;
     }
@@ -68,28 +103,29 @@ export class KafkaSink implements EventSink {
 
   private connected(): Promise<Producer> {
     if (this.producer) return Promise.resolve(this.producer);
-    this.connecting ??= (async () => {
-      try {
-        const { brokers, logger, clientId = "otp-service", replication, observer } = this.settings;
-        const kafka = kafkaClient({ brokers, clientId, logger, observer });
-        // Once per sink: a reconnect after a failed send (a broker lost) needs no
-        // admin round, and should not depend on the rest of the cluster's topics.
-        if (!this.topicsEnsured) {
-          await ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger });
-          this.topicsEnsured = true;
-        }
-        const producer = idempotentProducer(kafka, observer, clientId);
-        await producer.connect();
-        if (this.closed) {
-          await producer.disconnect();
-          throw new Error("kafka sink closed");
-        }
-        this.producer = producer;
-        return producer;
-      } finally {
-        this.connecting = undefined;
+    if (this.connecting) return this.connecting;
+    const generation = this.generation;
+    this.connecting = (async () => {
+      const { brokers, logger, clientId = "otp-service", replication, observer } = this.settings;
+      const kafka = kafkaClient({ brokers, clientId, logger, observer });
+      // Once per sink: a reconnect after a failed send (a broker lost) needs no
+      // admin round, and should not depend on the rest of the cluster's topics.
+      if (!this.topicsEnsured) {
+        await ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger });
+        this.topicsEnsured = true;
       }
-    })();
+      const producer = idempotentProducer(kafka, observer, clientId);
+      await producer.connect();
+      // Closed meanwhile, or given up at a publish deadline (a newer attempt may be under way).
+      if (this.closed || this.generation !== generation) {
+        await producer.disconnect().catch(() => undefined);
+        throw new Error(this.closed ? "kafka sink closed" : "kafka connection attempt given up");
+      }
+      this.producer = producer;
+      return producer;
+    })().finally(() => {
+      if (this.generation === generation) this.connecting = undefined;
+    });
     return this.connecting;
   }
 

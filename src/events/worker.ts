@@ -37,7 +37,7 @@ export function startEventWorker(
   // Kafka when configured; otherwise (dev mode only: production requires
   // KAFKA_BROKERS) the log sink prints deliveries.
   const sink: EventSink = config.kafkaBrokers
-    ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log, replication: config.kafkaReplication, observer: options.kafkaObserver })
+    ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log, replication: config.kafkaReplication, observer: options.kafkaObserver, publishTimeoutMs: config.kafkaPublishTimeoutMs })
     : new LogSink(options.sealer, log, options.deliveryLog);
   const relay = new OutboxRelay(store, sink, log, {
     claimIdleMs: config.relayClaimIdleMs, lingerMs: config.relayLingerMs, maxIdleDelayMs: config.relayMaxIdleMs, fastAfterReadMs: options.fastAfterReadMs, observer: options.observer,

@@ -34,6 +34,8 @@ export interface KafkaCluster {
   kill(nodeId: number): Promise<void>;
   /** SIGSTOP one broker: its connections stay open and nothing answers (a request to it stays in flight). */
   pause(nodeId: number): void;
+  /** SIGCONT a paused broker. */
+  resume(nodeId: number): void;
   /** Start a killed broker again on its ports and data; resolves once it serves. */
   start(nodeId: number): Promise<void>;
   /** Create a topic whose partition i is on `replicas[i]` (the first one leads), with min.insync.replicas. */
@@ -242,6 +244,7 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaCluster> {
     },
     kill: (id) => halt(id, 'SIGKILL'),
     pause: (id) => void children.get(id)?.kill('SIGSTOP'),
+    resume: (id) => void children.get(id)?.kill('SIGCONT'),
     start: launch,
     describe,
     untilLed,
