@@ -56,7 +56,8 @@ const REFUSALS: readonly [RegExp, RedisRefusal][] = [
 
 /** The refusal `err` is (Redis's own words, which never echo a password), or undefined. */
 export function refusalOf(err: unknown): { kind: RedisRefusal; message: string } | undefined {
-  const e = firstError(err);
+  // A call answers a refusal as UNAVAILABLE (unavailableOr); at start-up it is the setting's fault.
+  const e = firstError(err instanceof StoreUnavailableError ? err.cause : err);
   const message = e instanceof Error ? e.message : typeof e === "string" ? e : "";
   for (const [pattern, kind] of REFUSALS) if (pattern.test(message)) return { kind, message };
   return undefined;
