@@ -9,6 +9,7 @@ import { NotifierMetrics } from "./metrics.js";
 import { RedisClaims, type DeliveryClaims } from "./claims.js";
 import { Notifier } from "./notifier.js";
 import { warnUnknownSettings } from "../unknown-settings.js";
+import { listenFailure } from "../listen-failure.js";
 import { describeRedisSetting, NOTIFIER_REDIS, redisStartupProblem } from "../redis-config.js";
 
 // The reference notifier: `npm run notifier`. Consumes otp.delivery.v1,
@@ -81,7 +82,11 @@ process.on("SIGINT", () => shutdown("SIGINT"));
 
 try {
   // First, so a port that cannot be bound stops the notifier before it consumes anything.
-  if (config.metricsPort !== undefined) endpoint = await serveMetricsEndpoint(metrics.registry, "0.0.0.0", config.metricsPort, logger);
+  if (config.metricsPort !== undefined) {
+    endpoint = await serveMetricsEndpoint(metrics.registry, "0.0.0.0", config.metricsPort, logger).catch((err: unknown) => {
+      throw listenFailure(err, "NOTIFIER_METRICS_PORT", "0.0.0.0");
+    });
+  }
   await notifier.start();
   logger.info({ group: config.groupId, adapters: config.adapters, brokers: config.brokers }, "notifier started");
 } catch (err) {

@@ -395,3 +395,27 @@ describe('a setting that nothing reads (a typo) is named at start-up', () => {
     }
   });
 });
+
+describe("the notifier's metrics port taken", () => {
+  it('one line naming NOTIFIER_METRICS_PORT and the address, exit 1, no stack', async () => {
+    // Taken by this server, which also accepts TCP for the notifier's dev-mode broker probe.
+    const taken = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => taken.listen(0, '0.0.0.0', resolve));
+    try {
+      const port = (taken.address() as { port: number }).port;
+      const run = spawnSync(process.execPath, [built.dist().entry('bin/notifier.js')], {
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', KAFKA_BROKERS: `127.0.0.1:${port}`, NOTIFIER_METRICS_PORT: String(port) },
+        timeout: 20_000,
+        killSignal: 'SIGKILL',
+      });
+      expect(run.status).toBe(1);
+      const output = run.stdout.toString() + run.stderr.toString();
+      const line = output.split('\n').find((l) => l.includes('NOTIFIER_METRICS_PORT'));
+      expect(line, output).toBeDefined();
+      expect(line).toContain('EADDRINUSE');
+      expect(output).not.toContain('    at ');
+    } finally {
+      taken.close();
+    }
+  });
+});
