@@ -419,3 +419,16 @@ describe("the notifier's metrics port taken", () => {
     }
   });
 });
+
+describe('a Redis that answers, but not as REDIS_URL expects: the line says what it answered', () => {
+  const plain = () => new URL(built.redisUrl());
+  it('a database index Redis does not have (/99): Redis\'s own answer, not only "took over 3000 ms"', async () => {
+    const url = plain();
+    url.pathname = '/99';
+    await refusedAtStart({ REDIS_URL: url.toString() }, 'REDIS_URL', ['DB index is out of range'], 30_000);
+  });
+  it('rediss:// to a port without TLS: says TLS is on', async () => {
+    const url = plain();
+    await refusedAtStart({ REDIS_URL: `rediss://${url.host}` }, 'REDIS_URL', ['TLS is on'], 30_000);
+  });
+});

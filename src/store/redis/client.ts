@@ -1,7 +1,7 @@
 import { StoreUnavailableError } from "../errors.js";
 import { connectCluster } from "./client/cluster.js";
 import { Deadlines, within } from "./client/deadlines.js";
-import { failureReason, isReplyError, refusalOf, unavailableOr, type RedisRefusal } from "./client/failures.js";
+import { failureReason, isReplyError, refusalOf, replyMessage, unavailableOr, type RedisRefusal } from "./client/failures.js";
 import { connectNode } from "./client/node.js";
 import { countUnavailable, redisObservations } from "./client/observations.js";
 import { connectSentinel } from "./client/sentinel.js";
@@ -156,6 +156,8 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
   // Never a URL or address with credentials in logs: addresses of cluster nodes are host:port only.
   // The last connection error's code (ECONNREFUSED, ENOTFOUND...), to say why start-up gave up waiting.
   let lastCode: string | undefined;
+  // The last error Redis itself answered while connecting (SELECT of a database it lacks...), said in its words.
+  let lastReply: string | undefined;
   // The client retries a refused login like a lost connection: start-up stops at the first refusal instead.
   let refuse!: (err: RedisAccessError) => void;
   const refused = new Promise<never>((_, reject) => (refuse = reject));
@@ -171,6 +173,7 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
         if (refusal) refuse(new RedisAccessError(`Redis refused the connection (${where}): ${refusal.message}`, refusal.kind, "connecting"));
         const code = (err as NodeJS.ErrnoException | undefined)?.code;
         if (typeof code === "string" && /^[A-Z0-9_]+$/.test(code)) lastCode = code;
+        lastReply = replyMessage(err) ?? lastReply;
       },
       lost(node, err) {
         redisObservations.connectionsLost++;
@@ -203,8 +206,16 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
     // A refusal the client rejected with (a cluster's discovery meeting NOAUTH) rather than emitted.
     const refusal = refusalOf(err);
     if (refusal) throw new RedisAccessError(`Redis refused the connection (${where}): ${refusal.message}`, refusal.kind, "connecting");
+    if (lastReply !== undefined && err instanceof StoreUnavailableError) {
+      throw new StoreUnavailableError({ cause: new Error(`no connection within ${connectTimeoutMs} ms (Redis answered: ${lastReply})`) });
+    }
     if (lastCode !== undefined && err instanceof StoreUnavailableError) {
       throw new StoreUnavailableError({ cause: new Error(`no connection within ${connectTimeoutMs} ms (last error: ${lastCode})`) });
+    }
+    // A plain Redis never answers a TLS handshake: the only trace is the silence.
+    const tls = options.access?.tls !== undefined || (topology.kind === "node" && topology.url.startsWith("rediss:"));
+    if (tls && err instanceof StoreUnavailableError) {
+      throw new StoreUnavailableError({ cause: new Error(`no TLS connection within ${connectTimeoutMs} ms (TLS is on: does this port speak TLS?)`) });
     }
     throw unavailableOr(err);
   }

@@ -63,6 +63,12 @@ export function refusalOf(err: unknown): { kind: RedisRefusal; message: string }
   return undefined;
 }
 
+/** Redis's own words when `err` is an error reply (they never echo a password), else undefined. */
+export function replyMessage(err: unknown): string | undefined {
+  const e = firstError(err);
+  return e instanceof ErrorReply ? e.message : undefined;
+}
+
 /** A short, secret-free label for an unavailable failure, for metrics and logs. */
 export function failureReason(err: StoreUnavailableError): string {
   const cause = err.cause;
