@@ -171,3 +171,25 @@ describe('a call whose deadline passes while it waits on Redis', () => {
     expect(await count('http', 'OK')).toBe(ok);
   });
 });
+
+describe('a deadline already passed when the call arrives (connect-timeout-ms: 0)', () => {
+  it('is answered deadline_exceeded, and the refused work behind it is no unhandled rejection (it once crashed the process)', async () => {
+    const settled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => settled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      for (const timeout of ['0', '1']) {
+        const res = await fetch(`${app.httpBase}/otp.v1.OtpService/Resend`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'connect-timeout-ms': timeout },
+          body: JSON.stringify({ verificationId: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', clientIp: 'not an address' }),
+        });
+        expect(['deadline_exceeded', 'invalid_argument']).toContain(((await res.json()) as { code: string }).code);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      expect(settled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+});

@@ -62,7 +62,11 @@ function hasDeadline(header: Headers): boolean {
  * caller and its retry must be safe (idempotency keys).
  */
 function answeredByDeadline<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(ConnectError.from(signal.reason));
+  if (signal.aborted) {
+    // The work goes on without a caller: its failure must not become an unhandled rejection.
+    work.catch(() => undefined);
+    return Promise.reject(ConnectError.from(signal.reason));
+  }
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(ConnectError.from(signal.reason));
     signal.addEventListener("abort", onAbort, { once: true });
