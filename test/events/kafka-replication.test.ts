@@ -1,7 +1,8 @@
 // The service on a real three-broker Kafka cluster (RF 3, min ISR 2): the
-// topics it creates are replicated as configured, and SIGKILLing the broker
+// topics it creates are replicated as configured, SIGKILLing the broker
 // that leads the delivery/audit partitions during a 30-second Send stream
-// loses no event. Counted with kcat (not our client) by event id; duplicates
+// loses no event, and a broker that hangs instead (SIGSTOP) does not stop
+// publishing through the other two. Counted with kcat (not our client) by event id; duplicates
 // are allowed (at least once) and reported.
 import { Writable } from 'node:stream';
 import type { Client } from '@grpc/grpc-js';
@@ -43,6 +44,8 @@ beforeAll(async () => {
     OTP_LIMIT_SEND_PER_TENANT: '100000/1h',
     // Three JVMs share two cores with everything else: Redis may answer slowly, which is not what this test is about.
     OTP_REDIS_TIMEOUT_MS: '5000',
+    // The hung-broker test waits this out once (the default is 25 s).
+    OTP_KAFKA_PUBLISH_TIMEOUT_MS: '8000',
   });
   client = grpcClient(app.grpcTarget);
 }, 300_000);
@@ -256,4 +259,50 @@ describe('Kafka replicated over three brokers', () => {
     // The kafkajs behaviour this guards against still exists: if this fails after a kafkajs upgrade, the check may have become unneeded.
     expect(partial).toBeGreaterThan(0);
   }, 180_000);
+
+  // A broker that hangs instead of dying (SIGSTOP: a GC storm, a stalled
+  // disk, a paused VM) keeps its connections open and answers nothing, so
+  // kafkajs's send stays pending after its last retry until the broker is
+  // back, though Kafka moved the partitions it led in seconds. The relay's
+  // publish deadline (OTP_KAFKA_PUBLISH_TIMEOUT_MS) gives the hung send up
+  // and sends again from fresh metadata.
+  it('a broker that hangs (SIGSTOP) leading the most delivery partitions: events reach Kafka through the other two while it is still hung', async () => {
+    for (const id of cluster.nodes.filter((n) => !n.running).map((n) => n.nodeId)) await cluster.start(id);
+    await cluster.untilLed([TOPICS.delivery, TOPICS.audit], 3);
+    const sendOne = async () => (await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('hung-broker') })).verificationId;
+    const delivered = async (brokers: string, ids: string[], ms: number): Promise<string[]> => {
+      const deadline = Date.now() + ms;
+      let missing = ids;
+      while (Date.now() < deadline) {
+        const records = await kcatRead(brokers, TOPICS.delivery).catch(() => []);
+        missing = ids.filter((id) => !records.some((r) => r.key === id));
+        if (missing.length === 0) break;
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
+      return missing;
+    };
+    expect(await delivered(cluster.brokers, [await sendOne()], 60_000)).toEqual([]);
+    const publishFailed = async () =>
+      Number(/^otp_kafka_errors_total\{client="otp-service",kind="publish_failed"\} (\d+)/m.exec(await (await fetch(`${app.httpBase}/metrics`)).text())?.[1] ?? 0);
+    const failedBefore = await publishFailed();
+
+    const led = new Map<number, number>();
+    for (const p of await kcatMetadata(cluster.brokers, TOPICS.delivery)) led.set(p.leader, (led.get(p.leader) ?? 0) + 1);
+    const hung = [...led].sort((a, b) => b[1] - a[1])[0]![0];
+    cluster.pause(hung);
+    try {
+      const others = cluster.nodes.filter((n) => n.nodeId !== hung).map((n) => n.address).join(',');
+      const during: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        during.push(await sendOne());
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      // Read from the two brokers still answering, the third still hung.
+      expect(await delivered(others, during, 120_000)).toEqual([]);
+      // The relay said it gave a send up.
+      expect(await publishFailed()).toBeGreaterThan(failedBefore);
+    } finally {
+      cluster.resume(hung);
+    }
+  }, 300_000);
 });

@@ -222,7 +222,17 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaCluster> {
     await admin.connect();
     // Ready means a replicated topic gets leaders and a full ISR.
     const probe = `cluster-probe-${randomBytes(3).toString('hex')}`;
-    await admin.createTopics({ waitForLeaders: false, topics: [{ topic: probe, numPartitions: 1, replicationFactor: 3 }] });
+    // A broker can serve before the metadata it hands out names the controller
+    // ("Broker -1 not found", seen on a loaded machine): ask again for a while.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await admin.createTopics({ waitForLeaders: false, topics: [{ topic: probe, numPartitions: 1, replicationFactor: 3 }] });
+        break;
+      } catch (err) {
+        if (attempt >= 20 || (err as Error).name !== 'KafkaJSBrokerNotFound') throw err;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
     await untilLed([probe], 3);
   } catch (err) {
     await stop();
