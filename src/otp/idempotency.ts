@@ -57,9 +57,14 @@ export class IdempotencyKeys {
    */
   verify(tenant: string, idempotencyKey: string, p: VerifyParameters, retainMs: number): IdempotencyClaim & { replayKey: string } {
     // The code's digest also covers the target, so it says nothing about codes elsewhere.
-    const fields = this.fields(tenant, "Verify", { target: p.target, code: p.target + SEP + p.code, context: p.context });
-    const replayKey = this.digest(tenant, "Verify", "request", idempotencyKey + SEP + Object.values(fields).join(SEP), 16);
-    return { method: "Verify", keyDigest: this.keyDigest(tenant, "Verify", idempotencyKey), fields, retainMs, replayKey };
+    const all = this.fields(tenant, "Verify", { target: p.target, code: p.target + SEP + p.code, context: p.context });
+    const replayKey = this.digest(tenant, "Verify", "request", idempotencyKey + SEP + Object.values(all).join(SEP), 16);
+    // The key is bound to its target only. Bound to the code too, a repeat with
+    // another code was refused as "a different code" and counted nothing, and the
+    // right one answered the kept VERIFIED: whoever had a key could try codes for
+    // free. With another code (or context) a repeat is now a Verify like any
+    // other, counted as an attempt; only the same code finds the kept answer.
+    return { method: "Verify", keyDigest: this.keyDigest(tenant, "Verify", idempotencyKey), fields: { target: all.target! }, retainMs, replayKey };
   }
 
   /** What the store keeps in place of the key itself. */

@@ -216,11 +216,13 @@ describe.each(stores)('%s', (_name, start) => {
       expect(passed.attemptsRemaining).toBe(b.maxAttempts - 1);
     });
 
-    it('Verify: the same key for another code or another verification is refused, never answered VERIFIED', async () => {
+    it('Verify: the same key for another verification is refused; for another code it is a Verify like any other, counted, never VERIFIED', async () => {
       const a = await grpcCall(grpc, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('ik-a') });
       const b = await grpcCall(grpc, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('ik-b') });
+      const c = await grpcCall(grpc, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('ik-c') });
       const codeA = await app.deliveries.codeFor(a.verificationId);
       const codeB = await app.deliveries.codeFor(b.verificationId);
+      const codeC = await app.deliveries.codeFor(c.verificationId);
       const key = randomUUID();
       const req = { target: { case: 'verificationId' as const, value: a.verificationId }, code: codeA, idempotencyKey: key };
       const first = await grpcCall(grpc, verify, req);
@@ -230,10 +232,24 @@ describe.each(stores)('%s', (_name, start) => {
 
       const otherTarget = await grpcError(grpcCall(grpc, verify, { ...req, target: { case: 'verificationId', value: b.verificationId }, code: codeB }));
       expect(reuse(otherTarget)).toEqual({
-        code: status.INVALID_ARGUMENT, reason: 'IDEMPOTENCY_KEY_REUSED', violations: ['idempotency_key: was first used with a different code, target'],
+        code: status.INVALID_ARGUMENT, reason: 'IDEMPOTENCY_KEY_REUSED', violations: ['idempotency_key: was first used with a different target'],
       });
-      const otherCode = await grpcError(grpcCall(grpc, verify, { ...req, code: wrongCode(codeA.length) === codeA ? '1'.repeat(codeA.length) : wrongCode(codeA.length) }));
-      expect(reuse(otherCode).violations).toEqual(['idempotency_key: was first used with a different code']);
+      // Another code with a verified verification's key: gone, as for any Verify of a consumed code.
+      const bad = (code: string) => (wrongCode(code.length) === code ? '1'.repeat(code.length) : wrongCode(code.length));
+      expect((await grpcCall(grpc, verify, { ...req, code: bad(codeA) })).result).toBe(VerifyResult.NOT_FOUND);
+
+      // A key first used with a wrong code, then tried with other codes: each is an attempt, as without a key
+      // (a key's refusal used to say "a different code" for free, and the right code answered VERIFIED).
+      const onC = { target: { case: 'verificationId' as const, value: c.verificationId }, code: bad(codeC), idempotencyKey: randomUUID() };
+      const wrong = await grpcCall(grpc, verify, onC);
+      expect(wrong.result).toBe(VerifyResult.INVALID_CODE);
+      const other = '2'.repeat(codeC.length) === codeC ? '3'.repeat(codeC.length) : '2'.repeat(codeC.length);
+      const again = await grpcCall(grpc, verify, { ...onC, code: other });
+      expect(again.result).toBe(VerifyResult.INVALID_CODE);
+      expect(again.attemptsRemaining).toBe(wrong.attemptsRemaining - 1);
+      const right = await grpcCall(grpc, verify, { ...onC, code: codeC });
+      expect(right.result).toBe(VerifyResult.VERIFIED);
+      expect(right.attemptsRemaining).toBe(again.attemptsRemaining - 1);
       // B was not touched by the refused request: its code still verifies with a key of its own.
       expect((await grpcCall(grpc, verify, { target: { case: 'verificationId', value: b.verificationId }, code: codeB, idempotencyKey: randomUUID() })).result)
         .toBe(VerifyResult.VERIFIED);
