@@ -20,6 +20,9 @@ const REFRESH_MS = 500;
 export class OutboxBacklog implements OutboxWatch {
   private value = 0;
   private lag = 0;
+  /** When every shard was last read, and the lag then. */
+  private readAt: number | undefined;
+  private lagAtRead = 0;
   private timer: NodeJS.Timeout | undefined;
 
   /** `max`: Send/Resend answer UNAVAILABLE while the backlog is at or above it (the relay process: Infinity, it answers no calls). */
@@ -61,11 +64,17 @@ export class OutboxBacklog implements OutboxWatch {
       this.value = waiting.events;
       // Redis's clock stamped the id: a few ms ahead of ours reads as 0.
       this.lag = waiting.oldestMs === undefined ? 0 : Math.max(0, Date.now() - waiting.oldestMs);
+      this.readAt = Date.now();
+      this.lagAtRead = this.lag;
       if (this.value >= this.max) {
         this.logger.warn({ backlog: this.value, max: this.max }, "event backlog over its bound: refusing Send");
       }
     } catch {
-      // The store being down is reported by the calls themselves.
+      // The store being down is reported by the calls themselves. While some
+      // shard cannot be read (a Cluster master down, the others serving), its
+      // events may be waiting unseen: the lag counts on from the last reading
+      // of every shard, so it never reads healthy for events it cannot see.
+      if (this.readAt !== undefined) this.lag = this.lagAtRead + (Date.now() - this.readAt);
     }
   }
 }

@@ -99,7 +99,9 @@ describe('Redis Cluster: a shard down for good (cluster-require-full-coverage no
     for (const n of cluster.nodes) await redisCli(n.port, ['CONFIG', 'SET', 'cluster-require-full-coverage', 'no']);
     const app = await startTestApp({ REDIS_CLUSTER_NODES: cluster.seeds, OTP_REDIS_TIMEOUT_MS: '1000', OTP_LIMIT_SEND_PER_IP: '100000/1h', OTP_LIMIT_SEND_PER_TENANT: '100000/1h' });
     const client = grpcClient(app.grpcTarget);
-    const [victim] = await cluster.masters();
+    // Not the master of the tenant's own hash tag: every Send spends caller budgets there.
+    const tenantMaster = await cluster.masterOf('{t:default}');
+    const victim = (await cluster.masters()).find((m) => m.port !== tenantMaster.port);
     const id = await redisCli(victim!.port, ['CLUSTER', 'MYID']);
     const replicaPorts = (await redisCli(victim!.port, ['CLUSTER', 'REPLICAS', id])).split('\n').filter(Boolean).map((l) => Number(/:(\d+)@/.exec(l)![1]));
     const shard = [victim!, ...cluster.nodes.filter((n) => replicaPorts.includes(n.port))];
@@ -111,14 +113,22 @@ describe('Redis Cluster: a shard down for good (cluster-require-full-coverage no
       await until('/readyz 200 with one shard down', 20_000, async () => (await rawRequest(`${app.httpBase}/readyz`)).status === 200, 200);
       // Sends to many destinations: most are served, those on the down shard answer UNAVAILABLE, none anything else.
       const outcomes: string[] = [];
+      const served: string[] = [];
       for (let i = 0; i < 30; i++) {
         outcomes.push(await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('shard') })
-          .then(() => 'ok', (err: { code?: number }) => (err.code === 14 ? 'unavailable' : `code ${err.code}`)));
+          .then((r) => (served.push(r.verificationId), 'ok'), (err: { code?: number }) => (err.code === 14 ? 'unavailable' : `code ${err.code}`)));
       }
       expect(outcomes.filter((o) => o !== 'ok' && o !== 'unavailable')).toEqual([]);
       expect(outcomes.filter((o) => o === 'ok').length).toBeGreaterThan(10);
       expect(outcomes).toContain('unavailable');
       expect((await rawRequest(`${app.httpBase}/readyz`)).status).toBe(200);
+      // The served shards' codes are delivered: the relay reads the shards that answer.
+      for (const v of served) await app.deliveries.latest(v);
+      // The down shard's outbox cannot be read: the lag counts on instead of reading healthy.
+      await until('the event lag grows past 3 s with a shard unreadable', 20_000, async () => {
+        const details = JSON.parse((await rawRequest(`${app.httpBase}/readyz`)).body.toString().split('\n')[1] ?? '{}') as { event_lag_ms?: number };
+        return (details.event_lag_ms ?? 0) > 3_000;
+      }, 500);
     } finally {
       client.close();
       await app.stop();

@@ -305,7 +305,10 @@ export class RedisStore implements VerificationStore {
     // shard is asked for up to `count` (this runs only after a failed pass),
     // and what does not fit stays pending for the next call.
     const shards = Array.from({ length: this.#shards }, (_, shard) => shard);
-    const read = await Promise.all(shards.map((shard) => this.#readShard(shard, consumer, count, "0")));
+    // As readAcrossShards: a shard that cannot be read is left out, unless none can be.
+    const settled = await Promise.allSettled(shards.map((shard) => this.#readShard(shard, consumer, count, "0")));
+    const read = settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    if (read.length === 0 && settled.length > 0) throw (settled[0] as PromiseRejectedResult).reason;
     return read.flat().slice(0, count);
   }
 

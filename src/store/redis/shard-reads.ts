@@ -4,7 +4,10 @@ import type { OutboxEntry } from "../store.js";
 // command cannot span hash tags on Redis Cluster), all sent at once so a read
 // costs one round trip. `count` is split evenly, starting at a rotating shard
 // so a busy shard cannot starve the others; later rounds hand what is left to
-// the shards that filled their share, and to shards not asked yet.
+// the shards that filled their share, and to shards not asked yet. A shard
+// that cannot be read (its master down, on a Cluster serving the rest) is
+// left out of this read: the others' events still go out. Only when no shard
+// answers does the read fail.
 
 type ShardRead = (shard: number, count: number) => Promise<OutboxEntry[]>;
 
@@ -37,10 +40,14 @@ export async function readAcrossShards(
     const shares = split(count - out.length, candidates);
     const asked = new Set(shares.map(([shard]) => shard));
     unasked = unasked.filter((shard) => !asked.has(shard));
-    const results = await Promise.all(shares.map(([shard, n]) => read(shard, n)));
+    const settled = await Promise.allSettled(shares.map(([shard, n]) => read(shard, n)));
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed && settled.every((r) => r.status === "rejected")) throw failed.reason;
     if (round > 0) seen ??= new Set(out.map((entry) => `${entry.shard}/${entry.id}`));
     full = [];
-    results.forEach((entries, i) => {
+    settled.forEach((result, i) => {
+      if (result.status === "rejected") return;
+      const entries = result.value;
       const [shard, n] = shares[i]!;
       for (const entry of entries) {
         if (seen) {
