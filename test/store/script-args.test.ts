@@ -83,6 +83,7 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
   },
   audit: { keys: [outboxKey(prefix, 0)], args: { fields: { type: 'refused', tn: TENANT, reason: 'X' } } },
   readOutbox: { keys: [outboxKey(prefix, 0)], args: { group: 'relay', consumer: 'relay-1', count: 10, from: '>' } },
+  ackOutbox: { keys: [outboxKey(prefix, 0)], args: { group: 'relay', ids: ['1-0'] } },
 };
 
 async function keysUnderPrefix(): Promise<string[]> {
@@ -107,7 +108,7 @@ function expectArgsError(reply: unknown, script: string, field?: string) {
   if (field) expect(message).toContain(field);
 }
 
-const FILES: Partial<Record<ScriptName, string>> = { markDeliveryFailed: 'mark-delivery-failed', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome', readOutbox: 'read-outbox' };
+const FILES: Partial<Record<ScriptName, string>> = { markDeliveryFailed: 'mark-delivery-failed', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome', readOutbox: 'read-outbox', ackOutbox: 'ack-outbox' };
 const scriptFile = (name: ScriptName) => FILES[name] ?? name;
 
 describe('script argument contract', () => {

@@ -89,7 +89,7 @@ const budgetArgs = (mode: "spend" | "peek", budgets: CallerBudget[], guard?: Pre
 // A prefix-guard credit changes no answer either (the Verify it follows is already acknowledged).
 // Cancel waits: a canceled code brought back by a failover would verify again.
 // The relay's read of the outbox changes only the consumer group's bookkeeping.
-const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "inspect", "audit", "prefixOutcome", "readOutbox"]);
+const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "inspect", "audit", "prefixOutcome", "readOutbox", "ackOutbox"]);
 // Shared, never changed: no options object per call.
 const READ_ONLY: RunOptions = Object.freeze({ readOnly: true });
 const ACKNOWLEDGED: RunOptions = Object.freeze({ readOnly: false });
@@ -330,14 +330,11 @@ export class RedisStore implements VerificationStore {
       if (ids) ids.push(id);
       else byShard.set(shard, [id]);
     }
-    // Sent together, so node-redis pipelines them: one round trip for the batch.
+    // One script per shard (acknowledged and deleted in one step: ack-outbox.lua), all sent together.
     await Promise.all(
-      [...byShard].flatMap(([shard, ids]) => {
+      [...byShard].map(([shard, ids]) => {
         const key = this.#outboxKey(shard);
-        return [
-          this.#withGroup(shard, () => this.#redis.call(["XACK", key, OUTBOX_GROUP, ...ids], key)),
-          this.#redis.call(["XDEL", key, ...ids], key),
-        ];
+        return this.#withGroup(shard, () => this.#run("ackOutbox", [key], { group: OUTBOX_GROUP, ids }));
       }),
     );
   }

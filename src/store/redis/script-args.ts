@@ -100,6 +100,7 @@ export interface ScriptArgs {
   prefixOutcome: { outcome: "verified" | "unsent"; rule: PrefixRuleArg };
   audit: { fields: Record<string, string> };
   readOutbox: { group: string; consumer: string; count: number; from: ">" | "0" };
+  ackOutbox: { group: string; ids: string[] };
 }
 
 /** A purpose's own budget at a destination, [] when it has none (args.lua kind `budget`). */

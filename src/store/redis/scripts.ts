@@ -53,6 +53,7 @@ function loadAll() {
     audit: load(dir, "audit", 1),
     prefixOutcome: load(dir, "prefix-outcome", 0),
     readOutbox: load(dir, "read-outbox", 1),
+    ackOutbox: load(dir, "ack-outbox", 1),
   };
 }
 
