@@ -14,5 +14,8 @@ export function parseOrigin(v: unknown): { origin: string; scheme: "http" | "htt
   if (!match) return undefined;
   const port = match[3] === undefined ? undefined : Number(match[3].slice(1));
   if (port !== undefined && (port < 1 || port > 65_535)) return undefined;
-  return { origin: normalised, scheme: match[1] as "http" | "https" };
+  const scheme = match[1] as "http" | "https";
+  // A browser never writes its scheme's default port in Origin: "https://a.example:443" is "https://a.example".
+  const defaultPort = (scheme === "https" && port === 443) || (scheme === "http" && port === 80);
+  return { origin: defaultPort ? normalised.slice(0, normalised.lastIndexOf(":")) : normalised, scheme };
 }
