@@ -103,7 +103,7 @@ export async function verifyFloor(target: FloorTarget): Promise<FloorResult> {
   const wrong = randomBytes(16).toString("base64url");
   const args = scriptArgv<"verify">({
     tenant: TENANT, id: target.verificationId, idempotency_key: "", replay: "",
-    trace_id: randomBytes(16).toString("hex"), client_id: "", candidates: { [kid]: wrong },
+    trace_id: randomBytes(16).toString("hex"), client_id: "", candidates: { [kid]: wrong }, replay_only: false,
     // The service's global failure budget: the verification's purpose has none of its own, as by default.
     failures_count: config.defaults.failuresPerDestination.count,
     failures_window_ms: config.defaults.failuresPerDestination.windowSeconds * 1000,

@@ -196,7 +196,8 @@ export class OtpService {
       destinationDigest: digest, purpose: req.purpose, channel: req.channel, context: req.context, locale: req.locale, metadataJson,
     }, policy.ttlSeconds * 1000);
     const prefixes = testCode === undefined ? this.prefixesOf(caller, destination) : null;
-    await this.spend(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about, prefixes, claim);
+    // A retry the budgets refused, of a Send that got through: only its replay may answer it.
+    const held = await this.spend(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about, prefixes, claim);
     const ref = this.ids.newRef(at);
     const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, req.context, code);
@@ -222,10 +223,12 @@ export class OtpService {
         deliver: testCode === undefined,
         policy: storePolicy(policy, this.config.defaults),
         event: eventContext(caller),
+        replayOnly: held !== undefined,
       }),
     );
-    // Counted as sent by the budgets call; nothing went out after all.
-    if (prefixes && outcome.kind !== "issued") await this.recordPrefix(caller, prefixes.check, "unsent");
+    if (outcome.kind === "not_replayed") throw held!();
+    // Counted as sent by the budgets call; nothing went out after all. (A held retry counted nothing.)
+    if (prefixes && !held && outcome.kind !== "issued") await this.recordPrefix(caller, prefixes.check, "unsent");
     if (testCode !== undefined && outcome.kind === "issued") {
       this.log("info", { event: "test_destination", tenant: caller.tenant, clientId: caller.clientId, purpose: req.purpose, maskedDestination: destination.masked }, "test destination used: fixed code, nothing delivered");
     }
@@ -263,15 +266,20 @@ export class OtpService {
     const claim = req.idempotencyKey === "" ? null : this.idempotency.verify(caller.tenant, req.idempotencyKey, {
       target: target.fingerprint, code: req.code.toUpperCase(), context: req.context, // codes compare upper-cased
     }, this.verifyKeyRetainMs);
-    await this.spend(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {}, null, claim);
-    const ref = target.at ? await this.refAtDestination(caller, target.purpose!, target.at) : (target.ref ?? null);
+    const held = await this.spend(caller, "Verify", verifyBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)), {}, null, claim);
+    // A retry the budgets refused, of a Verify that got through: only its kept answer may be given
+    // (the store looks it up in the destination's hash; no id is needed for that).
+    const ref = held
+      ? (target.ref ?? (target.at ? { ...target.at, verificationId: "" } : null))
+      : target.at ? await this.refAtDestination(caller, target.purpose!, target.at) : (target.ref ?? null);
+    if (!ref && held) throw held();
     if (!ref) return { response: notFound(req.target.case === "verificationId" ? req.target.value : ""), repeat: false };
     // A purpose-restricted client verifies only its purposes; the id alone does not say which.
     // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
     // An id no longer live (a newer Send replaced it) can still have a keyed repeat's kept
     // answer; that answer is given only when it says its purpose, and the purpose is granted.
-    let purposeFromAnswer = false;
-    if (req.target.case === "verificationId" && caller.purposes) {
+    let purposeFromAnswer = held !== undefined && caller.purposes !== null;
+    if (!held && req.target.case === "verificationId" && caller.purposes) {
       const summary = await this.guard(() => this.store.describe(caller.tenant, ref));
       if (summary && !this.mayUse(caller, "Verify", summary.purpose, ref.verificationId)) return { response: notFound(ref.verificationId), repeat: false };
       if (!summary && !claim) return { response: notFound(ref.verificationId), repeat: false };
@@ -295,11 +303,14 @@ export class OtpService {
         replayKey: claim?.replayKey ?? "",
         failuresPerDestination: this.config.defaults.failuresPerDestination,
         event: eventContext(caller),
+        replayOnly: held !== undefined,
       }),
     );
+    if (outcome.result === "NOT_REPLAYED") throw held!();
     // A repeat's kept answer names its verification: by destination, a newer one may be there now.
     const verificationId = outcome.verificationId ?? ref.verificationId;
     if (purposeFromAnswer && !(outcome.repeat && outcome.purpose !== undefined && this.mayUse(caller, "Verify", outcome.purpose, verificationId))) {
+      if (held) throw held();
       return { response: notFound(ref.verificationId), repeat: false };
     }
     // A verified code is what keeps its prefixes out of the guard's reach.
@@ -509,18 +520,24 @@ export class OtpService {
   private async spend(
     caller: Caller, method: MethodName, budgets: CallerBudget[], about: Partial<Refusal>,
     prefixes?: NumberPrefixes | null, claim?: IdempotencyClaim | null,
-  ): Promise<void> {
+  ): Promise<(() => OtpError) | undefined> {
     // Most calls have nothing to spend or claim (a Verify from a backend without client_ip or key).
-    if (budgets.length === 0 && !prefixes && !claim) return;
+    if (budgets.length === 0 && !prefixes && !claim) return undefined;
     const outcome = await this.guard(() => this.store.spendCallerBudgets(caller.tenant, budgets, prefixes?.check, claim ?? undefined));
     if (outcome.allowed === false && outcome.name === "IDEMPOTENCY_KEY_REUSED") {
       this.record(caller, method, { type: "refused", reason: "IDEMPOTENCY_KEY_REUSED", ...about });
       throw idempotencyKeyReused(outcome.fields);
     }
     if (prefixes) this.prefixEvents?.record(outcome.transitions, caller, prefixes.clear);
-    if (outcome.allowed) return;
-    this.record(caller, method, { type: "rate_limited", reason: outcome.name, ...about });
-    throw OtpError.exhausted(outcome.name, outcome.retryAfterMs);
+    if (outcome.allowed) return undefined;
+    const refusal = (): OtpError => {
+      this.record(caller, method, { type: "rate_limited", reason: outcome.name, ...about });
+      return OtpError.exhausted(outcome.name, outcome.retryAfterMs);
+    };
+    // A retry of a call that got through (its key bound to these same parameters) may have lost
+    // its answer on the way back: the caller gets that answer if the store kept it, else this refusal.
+    if (outcome.repeatOnly && claim) return refusal;
+    throw refusal();
   }
 
 

@@ -111,6 +111,11 @@ export interface IssueCommand {
   prefixRefs: string;
   /** False for a test destination: no delivery event, and the `sent` event says TEST_DESTINATION. */
   deliver: boolean;
+  /**
+   * The caller budgets refused this retry of a Send that got through (its key bound to the same
+   * parameters): only the replay of that Send may answer (else `not_replayed`, nothing changed).
+   */
+  replayOnly?: boolean;
   policy: StorePolicy;
   event: EventContext;
 }
@@ -186,7 +191,11 @@ export interface PrefixTransition {
 
 export type CallerBudgetOutcome =
   | { allowed: true; transitions?: PrefixTransition[] }
-  | { allowed: false; name: CallerBudgetName | "PREFIX_SUSPENDED"; retryAfterMs: number; transitions?: PrefixTransition[] }
+  | {
+    allowed: false; name: CallerBudgetName | "PREFIX_SUSPENDED"; retryAfterMs: number; transitions?: PrefixTransition[];
+    /** The key is bound to these same parameters: a retry of a call that got through, which may be replayed. */
+    repeatOnly?: true;
+  }
   /** The idempotency key was first used with other parameters (their names, sorted): nothing was spent or bound. */
   | { allowed: false; name: "IDEMPOTENCY_KEY_REUSED"; fields: string[] };
 
@@ -196,6 +205,8 @@ export type IssueOutcome =
   | ({ kind: "replayed" } & VerificationTimes)
   /** Same idempotency key, other parameters: nothing was changed or delivered. */
   | { kind: "conflict" }
+  /** IssueCommand.replayOnly, and no replay to give: nothing was changed or delivered. */
+  | { kind: "not_replayed" }
   | { kind: "refused"; reason: Refusal; retryAfterMs: number };
 
 export interface VerifyCommand {
@@ -219,6 +230,8 @@ export interface VerifyCommand {
    * to the verification since (a new Send replaced it, another call verified or locked it).
    */
   replayKey: string;
+  /** As IssueCommand.replayOnly: only a kept answer (step 0) may answer, else NOT_REPLAYED. */
+  replayOnly?: boolean;
   /**
    * The destination-wide failure budget (OTP_LIMIT_FAILURES_PER_DESTINATION): every wrong code spends
    * it at this rate. (A purpose's own budget was kept with the verification at Send.)
@@ -233,7 +246,9 @@ export type VerifyResultKind =
   | "EXPIRED"
   | "TOO_MANY_ATTEMPTS"
   | "NOT_FOUND"
-  | "DELIVERY_FAILED";
+  | "DELIVERY_FAILED"
+  /** VerifyCommand.replayOnly, and no kept answer: nothing counted or changed. */
+  | "NOT_REPLAYED";
 
 export interface VerifyOutcome {
   result: VerifyResultKind;

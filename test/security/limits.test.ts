@@ -230,6 +230,47 @@ describe('Resends that name no verification of the caller spend nothing (OTP_LIM
   });
 });
 
+describe('a keyed retry of a call that got through, once the caller budgets are empty (OTP_LIMIT_SEND_PER_IP=2/1h, OTP_LIMIT_VERIFY_PER_IP=2/1h)', () => {
+  const ctx = appWith({ OTP_LIMIT_SEND_PER_IP: '2/1h', OTP_LIMIT_VERIFY_PER_IP: '2/1h' });
+  const ip = '192.0.2.77';
+
+  it('Send: the retry gets its answer and sends nothing; another request, or the key of a Send replaced since, is refused', async () => {
+    const destination = freshEmail('held-send');
+    const first = { ...emailTo(destination, { clientIp: ip }), idempotencyKey: randomUUID() };
+    const a = await grpcCall(ctx.grpc, send, first, as());
+    const replacing = { ...first, idempotencyKey: randomUUID() };
+    const b = await grpcCall(ctx.grpc, send, replacing, as());
+    // The IP's budget is spent: a new request is refused.
+    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, { ...emailTo(freshEmail('held-other'), { clientIp: ip }), idempotencyKey: randomUUID() }, as())))).toBe('SEND_LIMIT_IP');
+    // The retry of the latest Send: its verification, nothing delivered again.
+    expect((await grpcCall(ctx.grpc, send, replacing, as())).verificationId).toBe(b.verificationId);
+    await ctx.app.deliveries.latest(b.verificationId);
+    // The retry of the first Send, replaced since: it cannot be replayed, and the budgets refuse a new one.
+    expect(a.verificationId).not.toBe(b.verificationId);
+    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, first, as())))).toBe('SEND_LIMIT_IP');
+    await ctx.app.deliveries.latest(a.verificationId);
+    // Once the relay has run: one delivery each, nothing sent again by the retries.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(ctx.app.deliveries.lines.filter((l) => l.verification_id === b.verificationId)).toHaveLength(1);
+    expect(ctx.app.deliveries.lines.filter((l) => l.verification_id === a.verificationId)).toHaveLength(1);
+  });
+
+  it('Verify: the retry gets its VERIFIED and receipt; another code with the same key is refused like any call', async () => {
+    const sent = await grpcCall(ctx.grpc, send, emailTo(freshEmail('held-verify')), as());
+    const code = await ctx.app.deliveries.codeFor(sent.verificationId);
+    const req = { target: { case: 'verificationId' as const, value: sent.verificationId }, code, clientIp: ip, idempotencyKey: randomUUID() };
+    const verified = await grpcCall(ctx.grpc, verify, req, as());
+    expect(verified.result).toBe(VerifyResult.VERIFIED);
+    // The IP's budget is spent by another call.
+    await grpcCall(ctx.grpc, verify, { target: { case: 'verificationId', value: UNKNOWN_ID }, code: '12345678', clientIp: ip }, as());
+    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, verify, { target: { case: 'verificationId', value: UNKNOWN_ID }, code: '12345678', clientIp: ip }, as())))).toBe('VERIFY_LIMIT_IP');
+    // The answer of the first call, lost on its way back, is given to its retry.
+    expect(await grpcCall(ctx.grpc, verify, req, as())).toEqual(verified);
+    // The same key with another code is a new guess: the budget refuses it.
+    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, verify, { ...req, code: code === '11111111' ? '22222222' : '11111111' }, as())))).toBe('VERIFY_LIMIT_IP');
+  });
+});
+
 describe('public clients are limited by the IP of their connection (OTP_LIMIT_VERIFY_PER_IP=3/1h)', () => {
   const verifyFrom = (ctx: { app: SecuredApp }, forwardedFor?: string) => verifyFromBrowser(ctx.app.httpBase, WEB_ORIGIN, forwardedFor);
 

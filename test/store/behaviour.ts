@@ -786,9 +786,14 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(await store.spendCallerBudgets(TENANT, [ip(1)], undefined, other)).toEqual(reused(['destination']));
         expect(await store.spendCallerBudgets(TENANT, [tenantWide(1)], undefined, other)).toEqual(reused(['destination']));
         expect((await store.callerBudgetStates(TENANT, [tenantWide(1)]))[0]).toMatchObject({ remaining: 1 });
+        // The same key with the same parameters (a retry of the call that got through): refused, and marked so,
+        // for the store to answer only with that call's kept answer (issue / verify with replayOnly).
+        expect(await store.spendCallerBudgets(TENANT, [ip(1)], undefined, claim)).toMatchObject({ allowed: false, name: 'SEND_LIMIT_IP', repeatOnly: true });
         // A new key on a call the budget refuses: refused, and the key stays unbound (other parameters are not "reused" later).
         const fresh = { ...claim, keyDigest: 'key-2' };
-        expect(await store.spendCallerBudgets(TENANT, [ip(1)], undefined, fresh)).toMatchObject({ allowed: false, name: 'SEND_LIMIT_IP' });
+        const freshRefusal = await store.spendCallerBudgets(TENANT, [ip(1)], undefined, fresh);
+        expect(freshRefusal).toMatchObject({ allowed: false, name: 'SEND_LIMIT_IP' });
+        expect(freshRefusal).not.toHaveProperty('repeatOnly');
         expect(await store.spendCallerBudgets(TENANT, [], undefined, { ...fresh, fields: { destination: 'd3', purpose: 'p1', context: 'c1' } })).toEqual({ allowed: true });
       });
 

@@ -118,6 +118,7 @@ export class MemoryStore implements VerificationStore {
       if (cur.requestFingerprint !== cmd.requestFingerprint) return { kind: "conflict" };
       return { kind: "replayed", ...times(cur, d.masked) };
     }
+    if (cmd.replayOnly) return { kind: "not_replayed" };
 
     const base: EventBase = {
       vid: cur?.id ?? "", tn: cmd.tenant, p: cmd.purpose, ch: cmd.channel,
@@ -183,6 +184,7 @@ export class MemoryStore implements VerificationStore {
       if (result === "INVALID_CODE") return { result, attemptsRemaining, repeat: true, verificationId };
       return { result, attemptsRemaining, repeat: true, verificationId, purpose: kept.purpose, destinationDigest: d.digest, verifiedAtMs: kept.verifiedAt };
     }
+    if (cmd.replayOnly) return { result: "NOT_REPLAYED", attemptsRemaining: 0 };
     // 1. Ids live only in their own tenant's record, so another tenant's id is simply absent.
     const v = d && verificationById(d, cmd.ref.verificationId);
     if (!d || !v) return { result: "NOT_FOUND", attemptsRemaining: 0 };
@@ -432,17 +434,19 @@ export class MemoryStore implements VerificationStore {
       const differ = [...names].filter((n) => bound.fields[n] !== claim.fields[n]).sort();
       if (differ.length > 0) return { allowed: false, name: "IDEMPOTENCY_KEY_REUSED", fields: differ };
     }
+    // A refusal of a retry (the key bound to these same parameters) says so (caller-budgets.lua).
+    const repeat = claim && live ? { repeatOnly: true as const } : {};
     const tats: number[] = [];
     for (const b of budgets) {
       const spent = gcra.spend(this.#budgetTat(tenant, b, now), now, b.budget.count, ms(b.budget.windowSeconds));
-      if (!spent.allowed) return { allowed: false, name: b.name, retryAfterMs: spent.retryAfterMs };
+      if (!spent.allowed) return { allowed: false, name: b.name, retryAfterMs: spent.retryAfterMs, ...repeat };
       tats.push(spent.tat);
     }
     // The prefix guard last: a refusal by it spends no budget, and is not counted as a send.
     const transitions: PrefixTransition[] = [];
     if (guard && guard.prefixes.length > 0) {
       const decision = this.#prefixes.decide(tenant, guard, now, transitions);
-      if (!decision.allowed) return { allowed: false, name: "PREFIX_SUSPENDED", retryAfterMs: decision.retryAfterMs, transitions };
+      if (!decision.allowed) return { allowed: false, name: "PREFIX_SUSPENDED", retryAfterMs: decision.retryAfterMs, ...repeat, transitions };
     }
     budgets.forEach((b, i) => this.#callerBudgets.set(budgetKey(tenant, b), tats[i]!));
     if (guard && guard.prefixes.length > 0) this.#prefixes.countSent(tenant, guard, now, transitions);

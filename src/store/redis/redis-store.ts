@@ -171,6 +171,7 @@ export class RedisStore implements VerificationStore {
       context: cmd.context,
       prefix_refs: cmd.prefixRefs,
       deliver: cmd.deliver,
+      replay_only: cmd.replayOnly === true,
     });
     return replies.issueOutcome(reply);
   }
@@ -184,6 +185,7 @@ export class RedisStore implements VerificationStore {
       ...eventArgs(cmd.event),
       candidates: candidateDigests(cmd.candidates),
       ...failures(cmd.failuresPerDestination),
+      replay_only: cmd.replayOnly === true,
     });
     return replies.verifyOutcome(reply);
   }

@@ -61,6 +61,7 @@ const VERIFY_RESULTS: ReadonlySet<string> = new Set<VerifyResultKind>([
   "TOO_MANY_ATTEMPTS",
   "NOT_FOUND",
   "DELIVERY_FAILED",
+  "NOT_REPLAYED",
 ]);
 
 function refusal(r: RedisReply[]): { kind: "refused"; reason: Refusal; retryAfterMs: number } {
@@ -88,7 +89,7 @@ export function issueOutcome(reply: RedisReply): IssueOutcome {
   const r = list(reply, "issue");
   const kind = str(r, 0);
   if (kind === "issued" || kind === "replayed") return { kind, ...times(r) };
-  if (kind === "conflict") return { kind };
+  if (kind === "conflict" || kind === "not_replayed") return { kind };
   if (kind === "refused") return refusal(r);
   throw new UnexpectedReplyError(`issue ${kind}`);
 }
@@ -146,11 +147,13 @@ export function callerBudgetOutcome(reply: RedisReply, budgets: CallerBudget[], 
   if (str(r, 0) === "reused") return { allowed: false, name: "IDEMPOTENCY_KEY_REUSED", fields: r.slice(1).map((_, i) => str(r, i + 1)) };
   const guarded = prefixes.length > 0 ? { transitions: prefixTransitions(r, 3, prefixes) } : {};
   if (str(r, 0) === "ok") return { allowed: true, ...guarded };
+  // A refused retry of a call that got through: only a replay of it may be answered.
+  const repeat = str(r, 0) === "repeat" ? { repeatOnly: true as const } : {};
   const i = num(r, 1);
-  if (i === 0) return { allowed: false, name: "PREFIX_SUSPENDED", retryAfterMs: num(r, 2), ...guarded };
+  if (i === 0) return { allowed: false, name: "PREFIX_SUSPENDED", retryAfterMs: num(r, 2), ...repeat, ...guarded };
   const refused = budgets[i - 1];
   if (!refused) throw new Error("caller budgets: refusal names no budget");
-  return { allowed: false, name: refused.name, retryAfterMs: num(r, 2), ...guarded };
+  return { allowed: false, name: refused.name, retryAfterMs: num(r, 2), ...repeat, ...guarded };
 }
 
 export function callerBudgetStates(reply: RedisReply, budgets: CallerBudget[], rule?: PrefixGuardRule): LimitState[] {

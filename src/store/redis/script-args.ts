@@ -39,6 +39,7 @@ export interface ScriptArgs {
     context: string;
     prefix_refs: string;
     deliver: boolean;
+    replay_only: boolean;
   };
   verify: {
     tenant: string;
@@ -51,6 +52,7 @@ export interface ScriptArgs {
     candidates: Record<string, string>;
     failures_count: number;
     failures_window_ms: number;
+    replay_only: boolean;
   };
   resend: {
     tenant: string;

@@ -29,6 +29,10 @@ Returns
          {'ok', 0, 0, transitions...}                    (the key, if any, is bound now or was already)
          {'refused', i, retry after ms, transitions...}   (i: the first budget with nothing left, 0: the prefix
                                                           guard; nothing spent, counted or bound)
+         {'repeat', i, retry after ms, transitions...}    (refused as above, but the key is already bound to these
+                                                          same parameters: a retry of a call that got through, whose
+                                                          answer may have been lost; only a replay of that call may
+                                                          be answered, by the script that keeps it)
          transitions: {prefix j, 'suspended' | 'released', reason, sent, verified} flattened
   peek:  {remaining_1, reset after ms_1, retry after ms_1, ..., remaining_n, ...}, then with prefixes the
          guard's {remaining, reset after ms, retry after ms}
@@ -110,10 +114,14 @@ if claiming then
   end
 end
 
+-- A refusal of a retry (the key bound to these same parameters) says so: the
+-- first call may have got through and lost its answer on the way back.
+local refused = (claiming and not bind) and 'repeat' or 'refused'
+
 local tats = {}
 for i = 1, n do
   local allowed, tat, retry = gcra_spend(stored[i], now, A.budgets[i][1], A.budgets[i][2])
-  if not allowed then return {'refused', i, retry} end
+  if not allowed then return {refused, i, retry} end
   tats[i] = tat
 end
 -- The prefix guard last: its refusal spends no budget and counts no send (releases it found stay).
@@ -122,7 +130,7 @@ if A.prefixes > 0 then
   local allowed, retry = pg_decide(prefixes, now, rule, transitions)
   if not allowed then
     for _, st in ipairs(prefixes) do pg_save(st, now, rule, nil, nil) end
-    return pg_flatten({'refused', 0, retry}, transitions)
+    return pg_flatten({refused, 0, retry}, transitions)
   end
 end
 for i = 1, n do

@@ -36,6 +36,7 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   context           str  bound into the code ("" when none), kept for Resend
   prefix_refs       str  the number's guarded prefixes ("" when none), kept as `<p>:pg` for Verify and Resend
   deliver           bool false for a test destination: no delivery event, `<p>:td` set, `sent` with reason TEST_DESTINATION
+  replay_only       bool the caller budgets refused this retry (caller-budgets' 'repeat'): only step 1 may answer
 
 Returns
   {'conflict'}   the idempotency key created this (unexpired) verification with other parameters
@@ -43,6 +44,7 @@ Returns
    expires at ms, resend available at ms, max attempts, attempts remaining,
    resends remaining, code length}
   {'refused', 'DESTINATION_LOCKED' | 'RESEND_COOLDOWN' | 'SEND_LIMIT_DESTINATION', retry after ms}
+  {'not_replayed'}   replay_only, and the key's verification is not there to answer: nothing changed
 ]]
 
 --- @include "args"
@@ -59,7 +61,7 @@ local A, bad = script_args('issue', {
   locale = 'str', metadata = 'str', idempotency_key = 'str', fingerprint = 'str', ttl_ms = 'pos',
   max_attempts = 'pos', cooldown_ms = 'int', max_resends = 'int', failures_count = 'pos',
   failures_window_ms = 'pos', sends_count = 'pos', sends_window_ms = 'pos', purpose_sends = 'budget',
-  trace_id = 'str', client_id = 'str', context = 'str', prefix_refs = 'str', deliver = 'bool' })
+  trace_id = 'str', client_id = 'str', context = 'str', prefix_refs = 'str', deliver = 'bool', replay_only = 'bool' })
 if not A then return bad end
 
 local dest = KEYS[1]
@@ -90,6 +92,7 @@ if cur_id and now < cc.e and ik ~= '' and cur[4] == ik then
   if cur[8] ~= A.fingerprint then return {'conflict'} end
   return {'replayed', cur_id, cc.ch, cur[5], cc.e, cc.ra, cc.m, cc.m - cc.a, cc.mr - cc.r, cc.n}
 end
+if A.replay_only then return {'not_replayed'} end
 
 local ev = { stream = KEYS[2], vid = cur_id or '', tn = A.tenant, p = p, ch = ch, md = md,
   dd = A.digest, ts = now, tr = A.trace_id, cl = A.client_id }

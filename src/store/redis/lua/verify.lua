@@ -17,6 +17,7 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   candidates          map  key id -> code digest under that key
   failures_count      pos  the failure budget per destination, across purposes (state `lf`; using it up sets `lk`)
   failures_window_ms  pos  (a purpose's own budget, kept in `<p>:c` at Send, is spent as well: `<p>:lf`, `<p>:lk`)
+  replay_only         bool the caller budgets refused this retry (caller-budgets' 'repeat'): only step 0 may answer
 
 Returns
   {'VERIFIED', attempts remaining, purpose, destination digest, verified at ms, prefix refs}
@@ -24,6 +25,7 @@ Returns
   {'EXPIRED' | 'TOO_MANY_ATTEMPTS' | 'NOT_FOUND' | 'DELIVERY_FAILED', 0}
   a repeat (step 0 or 2): {'VERIFIED', left, purpose, destination digest, verified at ms, '', verification id}
                        or {'INVALID_CODE', left, '', '', 0, '', verification id}
+  {'NOT_REPLAYED', 0}  replay_only, and no kept answer: nothing counted or changed
 ]]
 
 --- @include "args"
@@ -35,7 +37,7 @@ Returns
 
 local A, bad = script_args('verify', {
   tenant = 'str', id = 'str', idempotency_key = 'str', replay = 'str', trace_id = 'str', client_id = 'str',
-  candidates = 'map', failures_count = 'pos', failures_window_ms = 'pos' })
+  candidates = 'map', failures_count = 'pos', failures_window_ms = 'pos', replay_only = 'bool' })
 if not A then return bad end
 
 local dest, vid, ik, rk = KEYS[1], A.id, A.idempotency_key, A.replay
@@ -84,6 +86,8 @@ if rk ~= '' then
     end
   end
 end
+
+if A.replay_only then return {'NOT_REPLAYED', 0} end
 
 -- 1. Ids live only in their own tenant's hash, so another tenant's id is simply absent.
 local p = redis.call('HGET', dest, id_field(vid))
