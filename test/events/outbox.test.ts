@@ -147,16 +147,20 @@ describe('events through the outbox to Kafka', () => {
   });
 });
 
+/** The relay is connected before the outage, as in production: one event through Kafka, then Kafka stops. */
+async function warmThenHalt(client: Client): Promise<void> {
+  const warm = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail() });
+  await kcatUntil(brokers, TOPICS.delivery, (rs) => rs.some((r) => r.key === warm.verificationId));
+  await broker!.halt();
+}
+
 describe('Kafka down: calls keep working, events wait and then flow', () => {
   it('20 Sends while Kafka is stopped all succeed, and all 20 delivery events arrive once it is back', async () => {
     if (!broker) throw new Error('this test stops the broker: run it without KAFKA_BROKERS');
     const app = await startTestApp({ REDIS_URL: redis.url, KAFKA_BROKERS: brokers });
     const client = grpcClient(app.grpcTarget);
     try {
-      // The relay is connected before the outage, as in production.
-      const warm = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail() });
-      await kcatUntil(brokers, TOPICS.delivery, (rs) => rs.some((r) => r.key === warm.verificationId));
-      await broker.halt();
+      await warmThenHalt(client);
       const ids: string[] = [];
       for (let i = 0; i < 20; i++) {
         const res = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('outage') });
@@ -183,9 +187,7 @@ describe('Kafka down: calls keep working, events wait and then flow', () => {
     let client = grpcClient(app.grpcTarget);
     let halted = false;
     try {
-      const warm = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail() });
-      await kcatUntil(brokers, TOPICS.delivery, (rs) => rs.some((r) => r.key === warm.verificationId));
-      await broker.halt();
+      await warmThenHalt(client);
       halted = true;
       const stranded = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('stranded') });
       // Let the relay take it and fail on it at least once.
@@ -221,9 +223,7 @@ describe('Kafka down: calls keep working, events wait and then flow', () => {
     };
     let halted = false;
     try {
-      const warm = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail() });
-      await kcatUntil(brokers, TOPICS.delivery, (rs) => rs.some((r) => r.key === warm.verificationId));
-      await broker.halt();
+      await warmThenHalt(client);
       halted = true;
       const firstSentAt = Date.now();
       for (let i = 0; i < 5; i++) await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('lag') });
