@@ -63,18 +63,29 @@ export class OutboxBacklog implements OutboxWatch {
       const waiting = await this.store.outboxWaiting();
       this.value = waiting.events;
       // Redis's clock stamped the id: a few ms ahead of ours reads as 0.
-      this.lag = waiting.oldestMs === undefined ? 0 : Math.max(0, Date.now() - waiting.oldestMs);
-      this.readAt = Date.now();
-      this.lagAtRead = this.lag;
+      const seen = waiting.oldestMs === undefined ? 0 : Math.max(0, Date.now() - waiting.oldestMs);
+      if (waiting.unreadable === 0) {
+        this.lag = seen;
+        this.readAt = Date.now();
+        this.lagAtRead = seen;
+      } else {
+        this.lag = Math.max(seen, this.countedOn());
+      }
       if (this.value >= this.max) {
         this.logger.warn({ backlog: this.value, max: this.max }, "event backlog over its bound: refusing Send");
       }
     } catch {
-      // The store being down is reported by the calls themselves. While some
-      // shard cannot be read (a Cluster master down, the others serving), its
-      // events may be waiting unseen: the lag counts on from the last reading
-      // of every shard, so it never reads healthy for events it cannot see.
-      if (this.readAt !== undefined) this.lag = this.lagAtRead + (Date.now() - this.readAt);
+      // The store being down is reported by the calls themselves.
+      this.lag = this.countedOn();
     }
+  }
+
+  /**
+   * While some shard cannot be read, its events may be waiting unseen: the lag
+   * counts on from the last reading of every shard, so it never reads healthy
+   * for events it cannot see.
+   */
+  private countedOn(): number {
+    return this.readAt === undefined ? this.lag : this.lagAtRead + (Date.now() - this.readAt);
   }
 }

@@ -380,9 +380,12 @@ export interface OutboxEntry {
 
 /** What waits in the outbox: acknowledged entries are deleted, so the oldest entry is the oldest event Kafka has not taken. */
 export interface OutboxWaiting {
+  /** Entries in the shards that could be read. */
   events: number;
-  /** Epoch ms of the oldest entry across shards; undefined when none waits. */
+  /** Epoch ms of the oldest entry across the shards read; undefined when none waits there. */
   oldestMs: number | undefined;
+  /** Shards that could not be read (a Cluster master down, the others serving); their entries are not counted. */
+  unreadable: number;
 }
 
 export interface VerificationStore {

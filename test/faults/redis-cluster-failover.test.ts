@@ -8,6 +8,7 @@ import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.j
 import { grpcCall, grpcClient } from '../support/grpc-client.js';
 import { freshEmail, startTestApp } from '../support/otp-app.js';
 import { rawRequest } from '../support/raw-http.js';
+import { RedisStore } from '../../src/store/redis/redis-store.js';
 import { kafkaForTests, type KafkaBroker } from '../support/kafka.js';
 import { info, redisCli, until } from '../support/redis-cli.js';
 import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
@@ -97,7 +98,9 @@ describe('Redis Cluster: a shard down for good (cluster-require-full-coverage no
   it('/readyz stays 200; the other shards serve, the down shard answers UNAVAILABLE; whole again once it is back', { timeout: 180_000 }, async () => {
     await cluster.healthy(45_000);
     for (const n of cluster.nodes) await redisCli(n.port, ['CONFIG', 'SET', 'cluster-require-full-coverage', 'no']);
-    const app = await startTestApp({ REDIS_CLUSTER_NODES: cluster.seeds, OTP_REDIS_TIMEOUT_MS: '1000', OTP_LIMIT_SEND_PER_IP: '100000/1h', OTP_LIMIT_SEND_PER_TENANT: '100000/1h' });
+    // The app's store, to ask it what a relay process asks when idle (outboxBacklog).
+    const store = await RedisStore.connect({ topology: { kind: 'cluster', seeds: cluster.seeds.split(',').map((s) => ({ host: s.split(':')[0]!, port: Number(s.split(':')[1]) })) }, shards: 16, keyPrefix: `shard${Date.now().toString(36)}` });
+    const app = await startTestApp({ REDIS_CLUSTER_NODES: cluster.seeds, OTP_REDIS_TIMEOUT_MS: '1000', OTP_LIMIT_SEND_PER_IP: '100000/1h', OTP_LIMIT_SEND_PER_TENANT: '100000/1h' }, { store });
     const client = grpcClient(app.grpcTarget);
     // Not the master of the tenant's own hash tag: every Send spends caller budgets there.
     const tenantMaster = await cluster.masterOf('{t:default}');
@@ -124,6 +127,9 @@ describe('Redis Cluster: a shard down for good (cluster-require-full-coverage no
       expect((await rawRequest(`${app.httpBase}/readyz`)).status).toBe(200);
       // The served shards' codes are delivered: the relay reads the shards that answer.
       for (const v of served) await app.deliveries.latest(v);
+      // What an idle relay process asks before reading: the shards that answer, not a failure (it never read again).
+      expect(typeof (await store.outboxBacklog())).toBe('number');
+      expect((await store.outboxWaiting()).unreadable).toBeGreaterThan(0);
       // The down shard's outbox cannot be read: the lag counts on instead of reading healthy.
       await until('the event lag grows past 3 s with a shard unreadable', 20_000, async () => {
         const details = JSON.parse((await rawRequest(`${app.httpBase}/readyz`)).body.toString().split('\n')[1] ?? '{}') as { event_lag_ms?: number };
@@ -132,9 +138,33 @@ describe('Redis Cluster: a shard down for good (cluster-require-full-coverage no
     } finally {
       client.close();
       await app.stop();
+      await store.close();
       await Promise.all(shard.map((n) => n.start()));
       for (const n of cluster.nodes) await redisCli(n.port, ['CONFIG', 'SET', 'cluster-require-full-coverage', 'yes']).catch(() => undefined);
     }
     await cluster.healthy(60_000);
+  });
+});
+
+describe('Redis Cluster without replicas: a master that hangs and stays in the slot map', () => {
+  it('readiness stays 200 while the other masters answer (each master\'s PING has its own, shorter deadline)', { timeout: 120_000 }, async () => {
+    const bare = await startRedisCluster({ replicasPerMaster: 0 });
+    const app = await startTestApp({ REDIS_CLUSTER_NODES: bare.seeds });
+    const [victim] = await bare.masters();
+    try {
+      expect((await rawRequest(`${app.httpBase}/readyz`)).status).toBe(200);
+      victim!.pause();
+      // Several checks over a few seconds, each after the hung master's PING had time to time out.
+      const statuses: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        await new Promise((r) => setTimeout(r, 700));
+        statuses.push((await rawRequest(`${app.httpBase}/readyz`)).status);
+      }
+      expect(statuses.filter((st) => st !== 200)).toEqual([]);
+    } finally {
+      victim!.resume();
+      await app.stop();
+      await bare.stop();
+    }
   });
 });

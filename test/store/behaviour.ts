@@ -1067,19 +1067,19 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
       });
 
       it('outboxWaiting: the count, and the time of the oldest entry not acknowledged, whoever holds it', async () => {
-        expect(await store.outboxWaiting()).toEqual({ events: 0, oldestMs: undefined });
+        expect(await store.outboxWaiting()).toEqual({ events: 0, oldestMs: undefined, unreadable: 0 });
         await send();
         await send();
         const read = await events();
         expect(read).toHaveLength(4);
         const times = read.map((e) => Number(e.id.split('-')[0])).sort((a, b) => a - b);
         // Read (pending on a relay, as while Kafka is down) is still waiting.
-        expect(await store.outboxWaiting()).toEqual({ events: 4, oldestMs: times[0] });
+        expect(await store.outboxWaiting()).toEqual({ events: 4, oldestMs: times[0], unreadable: 0 });
         const byAge = [...read].sort((a, b) => Number(a.id.split('-')[0]) - Number(b.id.split('-')[0]));
         await store.ackOutbox(byAge.slice(0, 3));
-        expect(await store.outboxWaiting()).toEqual({ events: 1, oldestMs: Number(byAge[3]!.id.split('-')[0]) });
+        expect(await store.outboxWaiting()).toEqual({ events: 1, oldestMs: Number(byAge[3]!.id.split("-")[0]), unreadable: 0 });
         await store.ackOutbox(byAge.slice(3));
-        expect(await store.outboxWaiting()).toEqual({ events: 0, oldestMs: undefined });
+        expect(await store.outboxWaiting()).toEqual({ events: 0, oldestMs: undefined, unreadable: 0 });
       });
 
       it('reads at most count entries across shards, each once', async () => {

@@ -488,7 +488,7 @@ export class MemoryStore implements VerificationStore {
 
   async outboxWaiting(): Promise<OutboxWaiting> {
     const times = this.#outbox.map((shard) => shard.oldestMs).filter((ms): ms is number => ms !== undefined);
-    return { events: await this.outboxBacklog(), oldestMs: times.length > 0 ? Math.min(...times) : undefined };
+    return { events: await this.outboxBacklog(), oldestMs: times.length > 0 ? Math.min(...times) : undefined, unreadable: 0 };
   }
 
   async ping(): Promise<boolean> {

@@ -341,8 +341,9 @@ export class RedisStore implements VerificationStore {
     );
   }
 
+  /** Entries waiting in the shards that answer (a shard that cannot be read is left out, unless none can be). */
   async outboxBacklog(): Promise<number> {
-    return (await this.#outboxLengths()).reduce((sum, n) => sum + n, 0);
+    return (await this.#outboxLengths()).reduce((sum: number, n) => sum + (n ?? 0), 0);
   }
 
   async outboxWaiting(): Promise<OutboxWaiting> {
@@ -350,25 +351,33 @@ export class RedisStore implements VerificationStore {
     // The first entry of each stream that has any (a second round trip, only
     // while events wait: an idle outbox costs its 16 XLEN as before).
     // Entries are deleted once Kafka took them, so it is the oldest waiting.
-    const firsts = await Promise.all(
+    const firsts = await Promise.allSettled(
       lengths.flatMap((n, shard) => {
-        if (n === 0) return [];
+        if (!n) return [];
         const key = this.#outboxKey(shard);
         return [this.#redis.call(["XRANGE", key, "-", "+", "COUNT", "1"], key).then(replies.firstEntryMs)];
       }),
     );
-    const times = firsts.filter((ms): ms is number => ms !== undefined);
-    return { events: lengths.reduce((sum, n) => sum + n, 0), oldestMs: times.length > 0 ? Math.min(...times) : undefined };
+    const times = firsts.flatMap((r) => (r.status === "fulfilled" && r.value !== undefined ? [r.value] : []));
+    return {
+      events: lengths.reduce((sum: number, n) => sum + (n ?? 0), 0),
+      oldestMs: times.length > 0 ? Math.min(...times) : undefined,
+      unreadable: lengths.filter((n) => n === undefined).length + firsts.filter((r) => r.status === "rejected").length,
+    };
   }
 
-  #outboxLengths(): Promise<number[]> {
-    return Promise.all(
+  /** Each shard's stream length; undefined for a shard that did not answer. Fails only when none answers. */
+  async #outboxLengths(): Promise<(number | undefined)[]> {
+    const settled = await Promise.allSettled(
       Array.from({ length: this.#shards }, async (_, shard) => {
         const key = this.#outboxKey(shard);
         const n = await this.#redis.call(["XLEN", key], key);
         return typeof n === "number" ? n : 0;
       }),
     );
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed && settled.every((r) => r.status === "rejected")) throw failed.reason;
+    return settled.map((r) => (r.status === "fulfilled" ? r.value : undefined));
   }
 
   /** Every master answers (on a cluster, each serves some of the shards). */

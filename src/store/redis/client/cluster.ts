@@ -13,6 +13,11 @@ import { nodeClientOptions, type RedisReply, type Transport, type TransportOptio
 const TOPOLOGY_REFRESH_MS = 300;
 // How long a node that stalled stays out of slot-map readings.
 const SUSPECT_MS = 30_000;
+// A master's readiness PING: well inside the readiness check's own bound
+// (app.ts, 1 s) and the command deadline, so one hung master is counted as
+// not answering before the whole check times out. A live one answers in
+// well under a millisecond.
+const PING_MS = 400;
 const PIPELINE_REDIRECTS = 3;
 
 export async function connectCluster(seeds: HostPort[], options: TransportOptions): Promise<{ transport: Transport; connecting: Promise<unknown> }> {
@@ -56,6 +61,7 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
     throw new Error("@redis/client internals changed: the cluster's _slots.rediscover is gone (src/store/redis/client/cluster.ts)");
   }
   const rediscover = slots.rediscover.bind(slots);
+  const pingMs = Math.min(PING_MS, Math.floor(options.commandTimeoutMs / 2));
   // Nodes that stalled lately are left out of every reading: node-redis asks
   // one node at a time and shares one reading between callers, so a reading
   // that asked a hung node would hold every later one (and its own MOVED
@@ -122,7 +128,7 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
       // Each master on its own deadline, so a hung one is named (and the map read again without it).
       const replies = await Promise.all(cluster.masters.map(async (m) => {
         try {
-          return await within((async () => (await cluster.nodeClient(m)).sendCommand<RedisReply>(["PING"]))(), options.commandTimeoutMs, `PING ${m.address}`);
+          return await within((async () => (await cluster.nodeClient(m)).sendCommand<RedisReply>(["PING"]))(), pingMs, `PING ${m.address}`);
         } catch {
           lookAgain(m.address);
           return "unanswered";
