@@ -99,17 +99,25 @@ async function refusedAtStart(env: Record<string, string>, variable: string, als
   return output;
 }
 
-/** The notifier, given `env`, exits non-zero at once with `says` on stderr and no stack. */
-function notifierRefuses(env: Record<string, string>, says: string): void {
+/** The built notifier with `env` only (and PATH, HOME), killed if it outlives 20 s: its exit status and what it wrote. */
+function runNotifier(env: Record<string, string>): { status: number | null; stderr: string; output: string } {
   const run = spawnSync(process.execPath, [built.dist().entry('bin/notifier.js')], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     timeout: 20_000,
+    // A notifier that does not refuse runs on (until its first delivery): never left behind.
+    killSignal: 'SIGKILL',
   });
+  const stderr = run.stderr.toString();
+  return { status: run.status, stderr, output: run.stdout.toString() + stderr };
+}
+
+/** The notifier, given `env`, exits non-zero at once with `says` on stderr and no stack. */
+function notifierRefuses(env: Record<string, string>, says: string): void {
+  const run = runNotifier(env);
   expect(run.status).not.toBe(0);
   expect(run.status).not.toBeNull();
-  const stderr = run.stderr.toString();
-  expect(stderr).toContain(says);
-  expect(stderr).not.toContain('    at ');
+  expect(run.stderr).toContain(says);
+  expect(run.stderr).not.toContain('    at ');
 }
 
 describe('per-country SMS budgets: every override names a region once', () => {
@@ -328,17 +336,9 @@ describe('a Redis that refuses this client at start-up', () => {
     await new Promise<void>((resolve) => broker.listen(0, '127.0.0.1', resolve));
     try {
       const brokerPort = (broker.address() as { port: number }).port;
-      const run = spawnSync(process.execPath, [built.dist().entry('bin/notifier.js')], {
-        env: {
-          PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', NOTIFIER_METRICS_PORT: '0',
-          KAFKA_BROKERS: `127.0.0.1:${brokerPort}`, NOTIFIER_REDIS_URL: url(master.port),
-        },
-        timeout: 20_000,
-        // Without the check it would run on (until its first delivery): never left behind.
-        killSignal: 'SIGKILL',
-      });
+      const run = runNotifier({ NOTIFIER_METRICS_PORT: '0', KAFKA_BROKERS: `127.0.0.1:${brokerPort}`, NOTIFIER_REDIS_URL: url(master.port) });
       expect(run.status).toBe(1);
-      const output = run.stdout.toString() + run.stderr.toString();
+      const output = run.output;
       const refusal = output.split('\n').filter((l) => l.includes('NOTIFIER_REDIS_URL'));
       expect(refusal, output).toHaveLength(1);
       expect(refusal[0]).toContain('NOTIFIER_REDIS_PASSWORD');
@@ -403,13 +403,9 @@ describe("the notifier's metrics port taken", () => {
     await new Promise<void>((resolve) => taken.listen(0, '0.0.0.0', resolve));
     try {
       const port = (taken.address() as { port: number }).port;
-      const run = spawnSync(process.execPath, [built.dist().entry('bin/notifier.js')], {
-        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', KAFKA_BROKERS: `127.0.0.1:${port}`, NOTIFIER_METRICS_PORT: String(port) },
-        timeout: 20_000,
-        killSignal: 'SIGKILL',
-      });
+      const run = runNotifier({ KAFKA_BROKERS: `127.0.0.1:${port}`, NOTIFIER_METRICS_PORT: String(port) });
       expect(run.status).toBe(1);
-      const output = run.stdout.toString() + run.stderr.toString();
+      const output = run.output;
       const line = output.split('\n').find((l) => l.includes('NOTIFIER_METRICS_PORT'));
       expect(line, output).toBeDefined();
       expect(line).toContain('EADDRINUSE');

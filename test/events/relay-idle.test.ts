@@ -34,6 +34,30 @@ async function calls(): Promise<{ evalsha: number; xlen: number }> {
   return { evalsha: of('evalsha'), xlen: of('xlen') };
 }
 
+
+/** The store, with each call of the named methods counted once it has answered. */
+function counting(store: RedisStore, names: string[], count: () => void): RedisStore {
+  return new Proxy(store, {
+    get(target, name) {
+      const value = Reflect.get(target, name, target) as unknown;
+      if (typeof value !== 'function') return value;
+      const bound = (value as (...a: unknown[]) => unknown).bind(target);
+      if (!names.includes(String(name))) return bound;
+      return async (...a: unknown[]) => {
+        const answer = await bound(...a);
+        count();
+        return answer;
+      };
+    },
+  });
+}
+
+/** A sink that keeps what it is given. */
+function collected(): { published: EventRecord[]; sink: EventSink } {
+  const published: EventRecord[] = [];
+  return { published, sink: { publish: async (records) => void published.push(...records), close: async () => {} } };
+}
+
 describe('the outbox relay when the outbox is empty', () => {
   it('backs off to a few polls a second, a poll of an empty outbox asks only the streams\' lengths, and Sends still arrive', async () => {
     const app = await startTestApp({ REDIS_URL: `redis://127.0.0.1:${redis.port}`, OTP_REDIS_SHARDS: '16' });
@@ -68,19 +92,8 @@ describe('the outbox relay when the outbox is empty', () => {
     const log = pino({ level: 'silent' });
     const store = await RedisStore.connect({ url: `redis://127.0.0.1:${redis.port}`, shards: 4 });
     let reads = 0;
-    const counted = new Proxy(store, {
-      get(target, name) {
-        if (name === 'readOutbox') return async (consumer: string, count: number) => {
-          const read = await target.readOutbox(consumer, count);
-          reads++;
-          return read;
-        };
-        const value = Reflect.get(target, name, target) as unknown;
-        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-      },
-    });
-    const published: EventRecord[] = [];
-    const sink: EventSink = { publish: async (records) => void published.push(...records), close: async () => {} };
+    const counted = counting(store, ['readOutbox'], () => reads++);
+    const { published, sink } = collected();
     // Sleeps a minute between reads of an empty outbox: without the nudge nothing would go out in this test's time.
     const relay = new OutboxRelay(counted, sink, log, { idleDelayMs: 60_000, maxIdleDelayMs: 60_000, lingerMs: 0 });
     // The Send comes from a service that does not relay (OTP_RELAY=off) on the same Redis.
@@ -106,17 +119,9 @@ describe('the outbox relay when the outbox is empty', () => {
     const log = pino({ level: 'silent' });
     const store = await RedisStore.connect({ url: `redis://127.0.0.1:${redis.port}`, shards: 4 });
     let polls = 0;
-    const counted = new Proxy(store, {
-      get(target, name) {
-        const value = Reflect.get(target, name, target) as unknown;
-        if (typeof value !== 'function') return value;
-        const bound = (value as (...a: unknown[]) => unknown).bind(target);
-        // A poll is a read, or the length probe that stands for one.
-        return name === 'readOutbox' || name === 'outboxBacklog' ? (...a: unknown[]) => { polls++; return bound(...a); } : bound;
-      },
-    });
-    const published: EventRecord[] = [];
-    const sink: EventSink = { publish: async (records) => void published.push(...records), close: async () => {} };
+    // A poll is a read, or the length probe that stands for one.
+    const counted = counting(store, ['readOutbox', 'outboxBacklog'], () => polls++);
+    const { published, sink } = collected();
     // Backing off without bound: 12 empty polls in a row would take over a minute (20 ms doubling).
     const relay = new OutboxRelay(counted, sink, log, { idleDelayMs: 20, maxIdleDelayMs: 60_000, fastAfterReadMs: 60_000, lingerMs: 0 });
     const app = await startTestApp({ REDIS_URL: `redis://127.0.0.1:${redis.port}`, OTP_REDIS_SHARDS: '4', OTP_RELAY: 'off' });
