@@ -20,9 +20,8 @@ const REFRESH_MS = 500;
 export class OutboxBacklog implements OutboxWatch {
   private value = 0;
   private lag = 0;
-  /** When every shard was last read, and the lag then. */
-  private readAt: number | undefined;
-  private lagAtRead = 0;
+  /** When the oldest waiting event was written, as of the last reading of every shard. */
+  private oldestAt: number | undefined;
   private timer: NodeJS.Timeout | undefined;
 
   /** `max`: Send/Resend answer UNAVAILABLE while the backlog is at or above it (the relay process: Infinity, it answers no calls). */
@@ -66,8 +65,7 @@ export class OutboxBacklog implements OutboxWatch {
       const seen = waiting.oldestMs === undefined ? 0 : Math.max(0, Date.now() - waiting.oldestMs);
       if (waiting.unreadable === 0) {
         this.lag = seen;
-        this.readAt = Date.now();
-        this.lagAtRead = seen;
+        this.oldestAt = Date.now() - seen;
       } else {
         this.lag = Math.max(seen, this.countedOn());
       }
@@ -86,6 +84,6 @@ export class OutboxBacklog implements OutboxWatch {
    * for events it cannot see.
    */
   private countedOn(): number {
-    return this.readAt === undefined ? this.lag : this.lagAtRead + (Date.now() - this.readAt);
+    return this.oldestAt === undefined ? this.lag : Date.now() - this.oldestAt;
   }
 }

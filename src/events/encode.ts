@@ -12,6 +12,7 @@ import type { OutboxEntry } from "../store/store.js";
 import type { EventRecord } from "./sink.js";
 import * as w from "./proto-writer.js";
 import { HEADERS, TOPICS } from "./topics.js";
+import { isTraceparent, traceIdOf } from "../telemetry/trace-id.js";
 
 // Outbox entries (flat fields written by the store scripts, see
 // src/store/README.md) become Kafka records here, and only here.
@@ -55,16 +56,13 @@ export function eventIdOf(entry: Pick<OutboxEntry, "shard" | "id">): string {
   return `${entry.shard}-${entry.id}`;
 }
 
-// `tr` is the call's W3C traceparent (00-<trace id>-<span id>-<flags>, 55
-// characters), or a bare 32-hex trace id for a call that had none.
-const TRACEPARENT_LENGTH = 55;
-
 export function encodeEntry(entry: OutboxEntry): EventRecord {
   const f = entry.fields;
   const eventId = eventIdOf(entry);
   const tr = f.tr ?? "";
-  const traceparent = tr.length === TRACEPARENT_LENGTH ? tr : undefined;
-  const traceId = traceparent ? tr.slice(3, 35) : tr;
+  // `tr` is the call's W3C traceparent, or a bare trace id for a call that had none.
+  const traceparent = isTraceparent(tr) ? tr : undefined;
+  const traceId = traceIdOf(tr);
   const verificationId = f.vid ?? "";
   if (f.type === "delivery") {
     const sealedCode = Buffer.from(f.sc ?? "", "base64");

@@ -25,7 +25,7 @@ export class PrefixEvents {
   /** `clear`: the prefixes' text when the number is known (Send, Resend); a Verify knows only digests. */
   record(transitions: PrefixTransition[] | undefined, who: { tenant: string; clientId: string }, clear?: PrefixTexts): void {
     if (!transitions || transitions.length === 0) return;
-    const texts = typeof clear === "function" ? clear() : clear;
+    const texts = clear?.();
     for (const t of transitions) {
       const ref = refOf(t.prefix);
       const prefix = texts?.get(ref) ?? "";

@@ -28,10 +28,10 @@ const DIGEST_CHARS = 12;
 
 /**
  * The prefixes' clear text by `digits:digest` ("+447911"), for the suspension
- * events an operator reads; or how to find it, when it costs something
- * (Resend opens the sealed number) and is needed only if an event is written.
+ * events an operator reads; asked for only when an event is written (a Resend
+ * opens the sealed number for it).
  */
-export type PrefixTexts = Map<string, string> | (() => Map<string, string> | undefined);
+export type PrefixTexts = () => Map<string, string> | undefined;
 
 /** A number's guarded prefixes, coarsest first, with their clear text (for audit events only). */
 export interface NumberPrefixes {
@@ -39,7 +39,7 @@ export interface NumberPrefixes {
   clear: PrefixTexts;
 }
 
-export function numberPrefixes(config: PrefixGuardConfig, digester: DestinationDigester, tenant: string, e164: string): NumberPrefixes & { clear: Map<string, string> } {
+export function numberPrefixes(config: PrefixGuardConfig, digester: DestinationDigester, tenant: string, e164: string): NumberPrefixes {
   const all = e164.slice(1);
   const prefixes: GuardedPrefix[] = [];
   const clear = new Map<string, string>();
@@ -51,7 +51,7 @@ export function numberPrefixes(config: PrefixGuardConfig, digester: DestinationD
     prefixes.push(prefix);
     clear.set(refOf(prefix), text);
   }
-  return { check: { rule: config.rule, prefixes }, clear };
+  return { check: { rule: config.rule, prefixes }, clear: () => clear };
 }
 
 export function refOf(p: GuardedPrefix): string {

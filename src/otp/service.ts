@@ -39,6 +39,7 @@ import type {
   EventContext,
   IdempotencyClaim,
   PrefixGuardCheck,
+  StorePolicy,
   VerificationRef,
   VerificationState,
   VerificationStatusKind,
@@ -145,6 +146,7 @@ export class OtpService {
   private readonly receipts: ReceiptIssuer | undefined;
   private readonly admission: DeliveryAdmission | undefined;
   private readonly deliveryQueued: (() => void) | undefined;
+  private readonly storePolicies = new Map<PurposePolicy, StorePolicy>();
   private readonly refusals: Refusals | undefined;
   private readonly prefixEvents: PrefixEvents | undefined;
   private readonly logger: Logger | undefined;
@@ -221,7 +223,7 @@ export class OtpService {
         context: req.context,
         prefixRefs: prefixes ? encodePrefixRefs(prefixes.check) : "",
         deliver: testCode === undefined,
-        policy: storePolicy(policy, this.config.defaults),
+        policy: this.storePolicyOf(policy),
         event: eventContext(caller),
         replayOnly: held !== undefined,
       }),
@@ -379,7 +381,7 @@ export class OtpService {
         keyId: signed.keyId,
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
         deliver: !summary.test,
-        policy: storePolicy(policy, this.config.defaults),
+        policy: this.storePolicyOf(policy),
         event: eventContext(caller),
       }),
     );
@@ -424,7 +426,7 @@ export class OtpService {
           tenant: caller.tenant,
           purpose: req.purpose,
           destination: destinationRef(digest, this.config.redisShards),
-          policy: storePolicy(policy, this.config.defaults),
+          policy: this.storePolicyOf(policy),
         }),
         this.store.callerBudgetStates(caller.tenant, budgets, guard),
       ]),
@@ -536,10 +538,16 @@ export class OtpService {
     };
     // A retry of a call that got through (its key bound to these same parameters) may have lost
     // its answer on the way back: the caller gets that answer if the store kept it, else this refusal.
-    if (outcome.repeatOnly && claim) return refusal;
+    if (outcome.repeatOnly) return refusal;
     throw refusal();
   }
 
+  /** The store's view of a purpose's policy, made once per policy (it depends on the config alone). */
+  private storePolicyOf(policy: PurposePolicy): StorePolicy {
+    let made = this.storePolicies.get(policy);
+    if (!made) this.storePolicies.set(policy, (made = storePolicy(policy, this.config.defaults)));
+    return made;
+  }
 
   /** Counts a verification or takes back a send; a failure here never fails the call it follows. */
   private async recordPrefix(caller: Caller, check: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<void> {
@@ -555,7 +563,7 @@ export class OtpService {
     const config = this.config.prefixGuard;
     if (!config || !sealedDestination) return undefined;
     try {
-      return numberPrefixes(config, this.digester, caller.tenant, this.sealer.openBase64("destination", caller.tenant, sealedDestination)).clear;
+      return numberPrefixes(config, this.digester, caller.tenant, this.sealer.openBase64("destination", caller.tenant, sealedDestination)).clear();
     } catch (err) {
       // Sealed under a key since removed from OTP_SEAL_KEYS: the event names the prefix by its ref only.
       this.log("warn", { err }, "could not open a sealed destination for a prefix guard event");

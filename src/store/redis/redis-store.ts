@@ -32,7 +32,7 @@ import * as replies from "./replies.js";
 import { scriptArgv, type BudgetArg, type PrefixRuleArg, type ScriptArgs, type ScriptName } from "./script-args.js";
 import { withScriptSpans } from "./script-spans.js";
 import { scripts } from "./scripts.js";
-import { readAcrossShards } from "./shard-reads.js";
+import { answered, readAcrossShards } from "./shard-reads.js";
 
 // The production store: one Lua script per operation (lua/*.lua, each opening
 // with its KEYS/ARGV/return contract), so every check-and-change is atomic and
@@ -308,10 +308,8 @@ export class RedisStore implements VerificationStore {
     // and what does not fit stays pending for the next call.
     const shards = Array.from({ length: this.#shards }, (_, shard) => shard);
     // As readAcrossShards: a shard that cannot be read is left out, unless none can be.
-    const settled = await Promise.allSettled(shards.map((shard) => this.#readShard(shard, consumer, count, "0")));
-    const read = settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
-    if (read.length === 0 && settled.length > 0) throw (settled[0] as PromiseRejectedResult).reason;
-    return read.flat().slice(0, count);
+    const read = await answered(shards.map((shard) => this.#readShard(shard, consumer, count, "0")));
+    return read.flatMap((entries) => entries ?? []).slice(0, count);
   }
 
   async claimStaleOutbox(consumer: string, idleMs: number, count: number): Promise<OutboxEntry[]> {
@@ -367,17 +365,14 @@ export class RedisStore implements VerificationStore {
   }
 
   /** Each shard's stream length; undefined for a shard that did not answer. Fails only when none answers. */
-  async #outboxLengths(): Promise<(number | undefined)[]> {
-    const settled = await Promise.allSettled(
+  #outboxLengths(): Promise<(number | undefined)[]> {
+    return answered(
       Array.from({ length: this.#shards }, async (_, shard) => {
         const key = this.#outboxKey(shard);
         const n = await this.#redis.call(["XLEN", key], key);
         return typeof n === "number" ? n : 0;
       }),
     );
-    const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failed && settled.every((r) => r.status === "rejected")) throw failed.reason;
-    return settled.map((r) => (r.status === "fulfilled" ? r.value : undefined));
   }
 
   /** Every master answers (on a cluster, each serves some of the shards). */

@@ -11,6 +11,17 @@ import type { OutboxEntry } from "../store.js";
 
 type ShardRead = (shard: number, count: number) => Promise<OutboxEntry[]>;
 
+/**
+ * Each shard's answer, undefined for a shard that failed: one shard that
+ * cannot be read is left out, but when none answers the first failure is thrown.
+ */
+export async function answered<T>(reads: Promise<T>[]): Promise<(T | undefined)[]> {
+  const settled = await Promise.allSettled(reads);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed && settled.every((r) => r.status === "rejected")) throw failed.reason;
+  return settled.map((r) => (r.status === "fulfilled" ? r.value : undefined));
+}
+
 function split(total: number, shards: number[]): [shard: number, count: number][] {
   const base = Math.floor(total / shards.length);
   const extra = total % shards.length;
@@ -40,14 +51,11 @@ export async function readAcrossShards(
     const shares = split(count - out.length, candidates);
     const asked = new Set(shares.map(([shard]) => shard));
     unasked = unasked.filter((shard) => !asked.has(shard));
-    const settled = await Promise.allSettled(shares.map(([shard, n]) => read(shard, n)));
-    const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failed && settled.every((r) => r.status === "rejected")) throw failed.reason;
+    const results = await answered(shares.map(([shard, n]) => read(shard, n)));
     if (round > 0) seen ??= new Set(out.map((entry) => `${entry.shard}/${entry.id}`));
     full = [];
-    settled.forEach((result, i) => {
-      if (result.status === "rejected") return;
-      const entries = result.value;
+    results.forEach((entries, i) => {
+      if (entries === undefined) return;
       const [shard, n] = shares[i]!;
       for (const entry of entries) {
         if (seen) {
