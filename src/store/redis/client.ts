@@ -1,5 +1,5 @@
 import { StoreUnavailableError } from "../errors.js";
-import { connectCluster } from "./client/cluster.js";
+import { connectCluster, TooFewMastersError } from "./client/cluster.js";
 import { Deadlines, within } from "./client/deadlines.js";
 import { failureReason, isReplyError, refusalOf, replyMessage, unavailableOr, type RedisRefusal } from "./client/failures.js";
 import { connectNode } from "./client/node.js";
@@ -206,6 +206,8 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
     // A refusal the client rejected with (a cluster's discovery meeting NOAUTH) rather than emitted.
     const refusal = refusalOf(err);
     if (refusal) throw new RedisAccessError(`Redis refused the connection (${where}): ${refusal.message}`, refusal.kind, "connecting");
+    // Its own message names the masters that did not answer.
+    if (err instanceof StoreUnavailableError && err.cause instanceof TooFewMastersError) throw err;
     if (lastReply !== undefined && err instanceof StoreUnavailableError) {
       throw new StoreUnavailableError({ cause: new Error(`no connection within ${connectTimeoutMs} ms (Redis answered: ${lastReply})`) });
     }

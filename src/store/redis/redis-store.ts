@@ -28,6 +28,7 @@ import {
   accessErrorOr, connectRedis, isReplyError, type ConnectionLogger, type RedisAccess, type RedisConnection, type RedisTopology, type RunOptions,
 } from "./client.js";
 import { callerBudgetKey, destinationKey, idempotencyRecordKey, OUTBOX_GROUP, outboxKey, prefixGuardKey } from "./keys.js";
+import { StoreUnavailableError } from "../errors.js";
 import * as replies from "./replies.js";
 import { scriptArgv, type BudgetArg, type PrefixRuleArg, type ScriptArgs, type ScriptName } from "./script-args.js";
 import { withScriptSpans } from "./script-spans.js";
@@ -113,7 +114,15 @@ export class RedisStore implements VerificationStore {
     const redis = await connectRedis(options);
     const store = new RedisStore(redis, options.shards, options.keyPrefix ?? "otp");
     try {
-      await Promise.all(Array.from({ length: options.shards }, (_, shard) => store.#createGroup(shard)));
+      // The shards whose master answers; a shard on a master that is down
+      // (a Cluster started during a one-shard outage) gets its group when
+      // the relay first reads it (#withGroup: NOGROUP, then created from
+      // "0", so entries written before are delivered too).
+      const created = await Promise.allSettled(Array.from({ length: options.shards }, (_, shard) => store.#createGroup(shard)));
+      const failures = created.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
+      const refused = failures.find((err) => !(err instanceof StoreUnavailableError) || accessErrorOr(err, "") !== err);
+      if (refused !== undefined) throw refused;
+      if (failures.length === created.length) throw failures[0];
     } catch (err) {
       await redis.close();
       // An ACL user without XGROUP, or without the key pattern: a setting to fix, not an outage.

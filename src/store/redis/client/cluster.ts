@@ -1,4 +1,5 @@
 import { createCluster, ErrorReply } from "redis";
+import { StoreUnavailableError } from "../../errors.js";
 import { within } from "./deadlines.js";
 import { firstError } from "./failures.js";
 import type { HostPort } from "./topology.js";
@@ -19,15 +20,31 @@ const SUSPECT_MS = 30_000;
 // well under a millisecond.
 const PING_MS = 400;
 const PIPELINE_REDIRECTS = 3;
+// At start-up, how long a seed may stay silent while its slot map is read
+// before the next seed is asked (a hung seed accepts the connection and
+// never answers), and how long the masters get to answer once the map is
+// known: whoever has not answered by then is left for later (README, Redis
+// Cluster). Both are capped by the start-up bound (connectTimeoutMs).
+const SEED_SILENCE_MS = 750;
+const MASTERS_WAIT_MS = 1_000;
 
 export async function connectCluster(seeds: HostPort[], options: TransportOptions): Promise<{ transport: Transport; connecting: Promise<unknown> }> {
   const { commandOptions, RESP, ...defaults } = nodeClientOptions(options);
+  // The seeds are only asked for the slot map (the masters' clients get
+  // `defaults`): a seed that goes silent is given up after SEED_SILENCE_MS
+  // and the next one asked, rather than node-redis's 5 s command timeout.
+  const seedSilenceMs = Math.min(SEED_SILENCE_MS, Math.floor(options.connectTimeoutMs / 4));
   const cluster = createCluster({
-    rootNodes: seeds.map((s) => ({ socket: { ...defaults.socket, host: s.host, port: s.port } })),
+    rootNodes: seeds.map((s) => ({ socket: { ...defaults.socket, host: s.host, port: s.port, socketTimeout: seedSilenceMs } })),
     defaults,
     RESP,
     commandOptions,
     topologyRefreshOnReconnectionAttemptStrategy: TOPOLOGY_REFRESH_MS,
+    // Connecting reads the slot map and nothing more: node-redis would
+    // otherwise wait for every master's connection, forever for one that is
+    // down or hung, so no process could start during a one-shard outage.
+    // Each master is connected to below, and on first use.
+    minimizeConnections: true,
   });
   const down = new Set<string>();
   cluster.on("node-error", (err: unknown, node: HostPort) => {
@@ -37,15 +54,46 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
     down.add(address);
     options.events.lost(address, err);
   });
+  // Masters that did not answer at start-up: their first connection is
+  // still being retried (see notYet).
+  const silent = new Set<string>();
   cluster.on("node-ready", (node: HostPort) => {
     const address = `${node.host}:${node.port}`;
-    if (down.delete(address)) options.events.ready(address);
+    const wasSilent = silent.delete(address);
+    if (down.delete(address) || wasSilent) options.events.ready(address);
   });
   // Errors with no node (e.g. a failed topology refresh) are retried by the client; they must not crash the process.
   cluster.on("error", (err: unknown) => options.events.error(err));
 
   let masters: string | undefined;
-  const send = (key: string | undefined, args: readonly string[]) => cluster.sendCommand<RedisReply>(key, false, args as string[]);
+  /**
+   * A master whose first connection is still being retried (it was down or
+   * hung when the process started, and has not answered since) fails its
+   * keys' calls at once. node-redis would hold each one on that connection's
+   * promise until the master is back: the call's deadline answers the caller,
+   * but every call of a long outage would stay in memory until then.
+   * (A master that answered once is reconnected inside its client, which
+   * fails calls at once while offline: disableOfflineQueue.)
+   */
+  const notYet = (key: string): void => {
+    if (silent.size === 0 && down.size === 0) return;
+    const pending = cluster.getNodeClientForKey(key);
+    const node = cluster.masters.find((m) => m.connectPromise !== undefined && m.connectPromise === pending);
+    if (node === undefined || !(silent.has(node.address) || down.has(node.address))) return;
+    pending.catch(() => {});
+    throw new StoreUnavailableError({ cause: new Error(`no connection to the master ${node.address} yet`) });
+  };
+  const send = async (key: string | undefined, args: readonly string[]) => {
+    if (key === undefined) {
+      // A keyless command (start-up's access check) goes to a master that
+      // answers, not to a random node that may be the one down.
+      const node = cluster.masters.find((m) => m.client?.isReady);
+      if (node !== undefined) return (await cluster.nodeClient(node)).sendCommand<RedisReply>(args as string[]);
+    } else {
+      notYet(key);
+    }
+    return cluster.sendCommand<RedisReply>(key, false, args as string[]);
+  };
 
   // node-redis re-reads the slot map on MOVED and when a node's connection
   // fails and reconnects; a master that hangs (SIGSTOP, a frozen VM, a network
@@ -96,6 +144,7 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
       // slot map changed in between, and a WAIT on a connection that wrote
       // nothing acknowledges at once.
       for (let redirects = 0; ; redirects++) {
+        notYet(key);
         const client = await cluster.getNodeClientForKey(key);
         try {
           return await Promise.all(commands.map((c) => client.sendCommand<RedisReply>(c)));
@@ -127,6 +176,11 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
       masters = now;
       // Each master on its own deadline, so a hung one is named (and the map read again without it).
       const replies = await Promise.all(cluster.masters.map(async (m) => {
+        // Not connected since start-up: not answering (nothing held on its pending connection).
+        if (silent.has(m.address) && m.connectPromise !== undefined) {
+          lookAgain(m.address);
+          return "unanswered";
+        }
         try {
           return await within((async () => (await cluster.nodeClient(m)).sendCommand<RedisReply>(["PING"]))(), pingMs, `PING ${m.address}`);
         } catch {
@@ -151,5 +205,60 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
     },
     destroy: () => cluster.destroy(),
   };
-  return { transport, connecting: cluster.connect() };
+  const connecting = connectMasters(cluster, options.connectTimeoutMs).then((unanswered) => {
+    for (const address of unanswered) {
+      silent.add(address);
+      options.events.lost(address, new Error("no answer at start-up"));
+    }
+  });
+  return { transport, connecting };
+}
+
+/** What connectMasters uses of node-redis's cluster. */
+interface Masters<N extends { address: string }> {
+  connect(): Promise<unknown>;
+  readonly masters: N[];
+  nodeClient(node: N): Promise<unknown>;
+}
+
+/** Start-up found fewer than half the masters answering: its message names them (redis-config.ts says it in one line). */
+export class TooFewMastersError extends Error {
+  override readonly name = "TooFewMastersError";
+}
+
+/**
+ * The slot map from a seed, then a connection to every master, waiting for
+ * them at most MASTERS_WAIT_MS: started once at least half of them answer
+ * (the readiness rule: pingAll). A master that has not answered keeps being
+ * reconnected to in the background (node-redis's reconnect strategy), and
+ * its keys answer UNAVAILABLE until it does; the store does its shards'
+ * start-up work when they are first used (redis-store.ts, #withGroup).
+ */
+async function connectMasters<N extends { address: string }>(cluster: Masters<N>, connectTimeoutMs: number): Promise<string[]> {
+  const started = Date.now();
+  await cluster.connect();
+  const masters = cluster.masters;
+  const waitMs = Math.max(0, Math.min(MASTERS_WAIT_MS, connectTimeoutMs - (Date.now() - started) - 100));
+  const answered = await settledWithin(masters.map((m) => cluster.nodeClient(m)), waitMs);
+  const count = answered.filter(Boolean).length;
+  const silent = masters.filter((_, i) => !answered[i]).map((m) => m.address);
+  if (count > 0 && count * 2 >= masters.length) return silent;
+  throw new StoreUnavailableError({
+    cause: new TooFewMastersError(`${count} of ${masters.length} cluster masters answered within ${waitMs} ms (at least half must; not answering: ${silent.join(", ")})`),
+  });
+}
+
+/** Which of `pending` resolved within `ms` (the others keep going: their connections are still retried). */
+async function settledWithin(pending: Promise<unknown>[], ms: number): Promise<boolean[]> {
+  const done = pending.map(() => false);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  const all = Promise.allSettled(pending.map((p, i) => p.then(() => void (done[i] = true))));
+  try {
+    await Promise.race([all, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+  pending.forEach((p) => p.catch(() => {}));
+  return [...done];
 }
