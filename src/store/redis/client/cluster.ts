@@ -80,7 +80,7 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
     const pending = cluster.getNodeClientForKey(key);
     const node = cluster.masters.find((m) => m.connectPromise !== undefined && m.connectPromise === pending);
     if (node === undefined || !(silent.has(node.address) || down.has(node.address))) return;
-    pending.catch(() => {});
+    // Nothing attached to `pending` (its first waiter, connectMasters or node-redis, handles its outcome).
     throw new StoreUnavailableError({ cause: new Error(`no connection to the master ${node.address} yet`) });
   };
   const send = async (key: string | undefined, args: readonly string[]) => {
@@ -208,7 +208,8 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
   const connecting = connectMasters(cluster, options.connectTimeoutMs).then((unanswered) => {
     for (const address of unanswered) {
       silent.add(address);
-      options.events.lost(address, new Error("no answer at start-up"));
+      // Said once: a master that refused the connection was already reported (node-error).
+      if (!down.has(address)) options.events.lost(address, new Error("no answer at start-up"));
     }
   });
   return { transport, connecting };
