@@ -81,6 +81,9 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
     const node = cluster.masters.find((m) => m.connectPromise !== undefined && m.connectPromise === pending);
     if (node === undefined || !(silent.has(node.address) || down.has(node.address))) return;
     // Nothing attached to `pending` (its first waiter, connectMasters or node-redis, handles its outcome).
+    // The map is read again (at most every TOPOLOGY_REFRESH_MS): a replica
+    // promoted in its place is found there, as no MOVED will ever say.
+    lookAgain(node.address);
     throw new StoreUnavailableError({ cause: new Error(`no connection to the master ${node.address} yet`) });
   };
   const send = async (key: string | undefined, args: readonly string[]) => {
