@@ -10,26 +10,20 @@ import { regionOf } from "./phone-rules.js";
 // gone rogue, and SMS pumping, where fraudsters make us text premium
 // numbers in a few countries and collect the termination fees.
 
-/** Send: per IP (when known), per tenant, and per country for phone channels. */
-export function sendBudgets(limits: CallerLimits, ip: string | undefined, destination: Destination): CallerBudget[] {
-  const budgets = resendBudgets(limits, ip);
-  const country = regionOf(destination);
-  if (country) {
-    budgets.push({ name: "SEND_LIMIT_COUNTRY", subject: country, budget: limits.smsPerCountry.countries[country] ?? limits.smsPerCountry.fallback });
-  }
-  return budgets;
-}
-
 /**
- * Resend delivers a message too, so it spends the IP and tenant send budgets.
- * (Its destination's country is sealed away from the core; Resend's share of a
- * country is bounded by OTP_MAX_RESENDS per Send, and every Send spends it.)
+ * Send and Resend (each delivers a message): per IP (when known), per tenant, and per country for a phone
+ * number. A Resend passes the number it opened from the verification (none for an email, or when it cannot
+ * be opened).
  */
-export function resendBudgets(limits: CallerLimits, ip: string | undefined): CallerBudget[] {
+export function sendBudgets(limits: CallerLimits, ip: string | undefined, destination: Destination | undefined): CallerBudget[] {
   const budgets: CallerBudget[] = [];
   const subject = ip === undefined ? undefined : ipBudgetSubject(ip);
   if (subject) budgets.push({ name: "SEND_LIMIT_IP", subject, budget: limits.sendPerIp });
   budgets.push({ name: "SEND_LIMIT_TENANT", subject: "all", budget: limits.sendPerTenant });
+  const country = destination && regionOf(destination);
+  if (country) {
+    budgets.push({ name: "SEND_LIMIT_COUNTRY", subject: country, budget: limits.smsPerCountry.countries[country] ?? limits.smsPerCountry.fallback });
+  }
   return budgets;
 }
 

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
+  Channel,
   type CancelVerificationRequest,
   CancelVerificationRequestSchema,
   type CancelVerificationResponse,
@@ -46,7 +47,7 @@ import type {
   VerificationStore,
   VerificationTimes,
 } from "../store/store.js";
-import { resendBudgets, sendBudgets, verifyBudgets } from "./caller-budgets.js";
+import { sendBudgets, verifyBudgets } from "./caller-budgets.js";
 import { canonicalCode, generateCode } from "./code.js";
 import { DestinationDigester, kindFor, parseDestination, type Destination } from "./destination.js";
 import { OtpError } from "./errors.js";
@@ -343,8 +344,8 @@ export class OtpService {
     assertValid(ResendRequestSchema, req);
     const ref = this.ids.parse(req.verificationId);
     if (!ref) throw noSuchVerification();
-    // With the prefix guard on, the sealed number too: a suspension this Resend trips names its prefix.
-    const summary = await this.guard(() => this.store.describe(caller.tenant, ref, this.config.prefixGuard != null));
+    // The sealed destination too: a number is opened below (its country's budget, today's phone rules, the guard's prefixes).
+    const summary = await this.guard(() => this.store.describe(caller.tenant, ref, true));
     // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
     if (!summary || !this.mayUse(caller, "Resend", summary.purpose, ref.verificationId)) throw noSuchVerification();
     if (req.channel !== 0 && kindFor(req.channel) !== kindFor(summary.channel)) {
@@ -356,6 +357,11 @@ export class OtpService {
         { purpose: summary.purpose, verificationId: ref.verificationId });
     }
     const policy = this.policy(summary.purpose, "verification_id");
+    // A Resend is one more message to the number, so it answers to the same phone rules and country budget as a
+    // Send: otherwise each Send's country unit would buy 1 + OTP_MAX_RESENDS texts, and a country or number type
+    // refused since the Send would still be texted.
+    const number = summary.test || kindFor(summary.channel) !== "phone" ? undefined : this.sealedNumber(caller, summary.sealedDestination);
+    if (number) this.permitPhone(caller, "Resend", number, policy, { purpose: summary.purpose, channel: req.channel || summary.channel, verificationId: ref.verificationId, maskedDestination: number.masked });
     this.admit();
 
     // A test destination's code stays its fixed one (found by the handle its id starts with); otherwise a
@@ -367,8 +373,9 @@ export class OtpService {
     // to be one this caller may resend: an id made up, or another tenant's or purpose's (NOT_FOUND above),
     // must not spend the caller's tenant budget. A public client holds no secret, so otherwise anyone
     // could use up a tenant's Sends with Resends of random ids from many addresses.
-    await this.spend(caller, "Resend", resendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp)),
-      { purpose: summary.purpose, verificationId: ref.verificationId }, guard ? { check: guard, clear: () => this.prefixTexts(caller, summary.sealedDestination) } : null);
+    const ip = this.ipOf(caller, req.clientIp);
+    await this.spend(caller, "Resend", sendBudgets(this.config.callerLimits, ip, number),
+      { purpose: summary.purpose, verificationId: ref.verificationId }, guard ? { check: guard, clear: () => this.prefixTexts(caller, number) } : null);
     const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     // The new code is bound to the same context as the first.
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, summary.context, code);
@@ -558,17 +565,25 @@ export class OtpService {
     }
   }
 
-  /** The clear prefixes of a sealed number (a Resend's suspension event); undefined when it cannot be opened. */
-  private prefixTexts(caller: Caller, sealedDestination: string | undefined): Map<string, string> | undefined {
+  /** The clear prefixes of a verification's number (a Resend's suspension event); undefined when it could not be opened. */
+  private prefixTexts(caller: Caller, number: Destination | undefined): Map<string, string> | undefined {
     const config = this.config.prefixGuard;
-    if (!config || !sealedDestination) return undefined;
+    return config && number ? numberPrefixes(config, this.digester, caller.tenant, number.canonical).clear() : undefined;
+  }
+
+  /** A verification's number, opened from its sealed copy; undefined when that cannot be done. */
+  private sealedNumber(caller: Caller, sealedDestination: string | undefined): Destination | undefined {
+    if (!sealedDestination) return undefined;
+    let parsed: Destination | string;
     try {
-      return numberPrefixes(config, this.digester, caller.tenant, this.sealer.openBase64("destination", caller.tenant, sealedDestination)).clear();
+      parsed = parseDestination(Channel.SMS, this.sealer.openBase64("destination", caller.tenant, sealedDestination));
     } catch (err) {
-      // Sealed under a key since removed from OTP_SEAL_KEYS: the event names the prefix by its ref only.
-      this.log("warn", { err }, "could not open a sealed destination for a prefix guard event");
+      // Sealed under a key since removed from OTP_SEAL_KEYS (no notifier can open it either): the Resend spends
+      // the send budgets only, and a prefix guard event names the prefix by its ref only.
+      this.log("warn", { err }, "could not open a sealed destination");
       return undefined;
     }
+    return typeof parsed === "string" ? undefined : parsed;
   }
 
   /** The number's guarded prefixes (phones, with the guard on). */

@@ -9,11 +9,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { browserClient, refusal, verifyFromBrowser } from '../support/browser-verify.js';
 import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
-import { grpcCall, grpcError, richDetails } from '../support/grpc-client.js';
+import { grpcCall, grpcClient, grpcError, richDetails } from '../support/grpc-client.js';
 import { freshEmail } from '../support/otp-app.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
 import { redisCli } from '../support/redis-cli.js';
-import type { SecuredApp } from '../support/secured-app.js';
+import { startSecuredApp, type SecuredApp } from '../support/secured-app.js';
 import { securedAppPerSuite } from '../support/secured-app-per-suite.js';
 
 const { send, verify, resend, checkRateLimit } = OtpService.method;
@@ -208,6 +208,37 @@ describe('per tenant and per country (OTP_LIMIT_SEND_PER_TENANT=6/1h, OTP_LIMIT_
     // Another tenant has budgets of its own.
     expect((await grpcCall(ctx.grpc, send, emailTo(freshEmail('globex')), as('globex'))).verificationId).not.toBe('');
     expect((await grpcCall(ctx.grpc, send, smsTo(us(4)), as('globex'))).verificationId).not.toBe('');
+  });
+});
+
+describe('a Resend is one more text: it spends the country budget and answers to the phone rules in force (OTP_LIMIT_SMS_PER_COUNTRY=2/1h)', () => {
+  const ctx = appWith({ OTP_LIMIT_SMS_PER_COUNTRY: '2/1h' });
+
+  it("a Send's country unit buys one text, not 1 + OTP_MAX_RESENDS; an email's Resend spends no country budget", async () => {
+    const sent = await grpcCall(ctx.grpc, send, smsTo('+14155550181'), as());
+    await grpcCall(ctx.grpc, resend, { verificationId: sent.verificationId }, as());
+    const pumped = await grpcError(grpcCall(ctx.grpc, resend, { verificationId: sent.verificationId }, as()));
+    expect([pumped.code, reasonOf(pumped)]).toEqual([status.RESOURCE_EXHAUSTED, 'SEND_LIMIT_COUNTRY']);
+    expect(await ctx.app.audits.find({ type: 'rate_limited', reason: 'SEND_LIMIT_COUNTRY', vid: sent.verificationId })).toBeDefined();
+    // The same country's budget refuses a Send now; another country and email are untouched.
+    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, smsTo('+14155550182'), as())))).toBe('SEND_LIMIT_COUNTRY');
+    const mail = await grpcCall(ctx.grpc, send, emailTo(freshEmail('resend-country')), as());
+    for (let i = 0; i < 2; i++) await grpcCall(ctx.grpc, resend, { verificationId: mail.verificationId }, as());
+    await grpcCall(ctx.grpc, send, smsTo('+447400123481'), as());
+  });
+
+  it('a country refused since the Send (a restart with OTP_SMS_COUNTRIES=GB over the same Redis) is refused on Resend, audited', async () => {
+    const sent = await grpcCall(ctx.grpc, send, smsTo('+33612345681'), as());
+    const restarted = await startSecuredApp(redis.url, { OTP_CLIENTS_FILE: file.path, OTP_RESEND_COOLDOWN_SECONDS: '0', OTP_SMS_COUNTRIES: 'GB' }, ctx.app.keyPrefix);
+    const client = grpcClient(restarted.grpcTarget);
+    try {
+      const refused = await grpcError(grpcCall(client, resend, { verificationId: sent.verificationId }, as()));
+      expect([refused.code, reasonOf(refused)]).toEqual([status.FAILED_PRECONDITION, 'COUNTRY_NOT_ALLOWED']);
+      expect(await restarted.audits.find({ type: 'refused', reason: 'COUNTRY_NOT_ALLOWED', vid: sent.verificationId })).toBeDefined();
+    } finally {
+      client.close();
+      await restarted.stop();
+    }
   });
 });
 

@@ -8,12 +8,14 @@ import { auditSpy, type AuditSpy } from './audit-spy.js';
 import { startTestApp, type TestApp } from './otp-app.js';
 
 export interface SecuredApp extends TestApp {
+  keyPrefix: string;
   audits: AuditSpy;
   logs: Record<string, unknown>[];
 }
 
-export async function startSecuredApp(redisUrl: string, env: Record<string, string>): Promise<SecuredApp> {
-  const store = await RedisStore.connect({ url: redisUrl, shards: 16, keyPrefix: `sec${randomBytes(4).toString('hex')}` });
+/** keyPrefix: another app's (a restart with other settings over the same data); a fresh one by default. */
+export async function startSecuredApp(redisUrl: string, env: Record<string, string>, keyPrefix = `sec${randomBytes(4).toString('hex')}`): Promise<SecuredApp> {
+  const store = await RedisStore.connect({ url: redisUrl, shards: 16, keyPrefix });
   const audits = auditSpy(store);
   const logs: Record<string, unknown>[] = [];
   const logger = createLogger({ level: 'info', destination: { write: (line: string) => void logs.push(JSON.parse(line)) } });
@@ -21,6 +23,7 @@ export async function startSecuredApp(redisUrl: string, env: Record<string, stri
   const app = await startTestApp({ REDIS_URL: redisUrl, OTP_CORS_ORIGINS: '', ...env }, { store: audits.store, logger });
   return {
     ...app,
+    keyPrefix,
     audits,
     logs,
     async stop() {

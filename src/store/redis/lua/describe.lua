@@ -5,8 +5,8 @@ KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
 
 ARGV[1]   JSON object, read by name (includes/args.lua):
   id            str   verification id
-  destination   bool  also return the sealed destination (a Resend whose prefix-guard event must name
-                      the number's prefix: the service opens it then)
+  destination   bool  also return the sealed destination (a Resend opens a number: its country's budget,
+                      the phone rules in force, the prefixes a prefix-guard event names)
 
 Returns {purpose, channel, context, prefix refs, test (0|1)} (then the sealed destination, base64, when asked),
 or nil when the id is unknown at this destination.
