@@ -9,6 +9,7 @@ import {
   SealedSchema,
 } from "../gen/otp/events/v1/events_pb.js";
 import type { OutboxEntry } from "../store/store.js";
+import { DELIVERY_MAC_HEADER, type DeliveryMac } from "./delivery-mac.js";
 import type { EventRecord } from "./sink.js";
 import * as w from "./proto-writer.js";
 import { HEADERS, TOPICS } from "./topics.js";
@@ -56,7 +57,11 @@ export function eventIdOf(entry: Pick<OutboxEntry, "shard" | "id">): string {
   return `${entry.shard}-${entry.id}`;
 }
 
-export function encodeEntry(entry: OutboxEntry): EventRecord {
+/**
+ * The Kafka record for an outbox entry. With `mac` (the relay always gives it), records for the delivery
+ * topic are signed (delivery-mac.ts): notifiers act only on signed ones.
+ */
+export function encodeEntry(entry: OutboxEntry, mac?: DeliveryMac): EventRecord {
   const f = entry.fields;
   const eventId = eventIdOf(entry);
   const tr = f.tr ?? "";
@@ -69,7 +74,7 @@ export function encodeEntry(entry: OutboxEntry): EventRecord {
     const sealedDestination = Buffer.from(f.sd ?? "", "base64");
     const value = deliveryRequestedBytes(f, eventId, traceId, sealedDestination, sealedCode)
       ?? deliveryRequestedByLibrary(f, commonFields(f, eventId, traceId), sealedDestination, sealedCode);
-    return record(TOPICS.delivery, "delivery.requested", CONTENT_TYPES.deliveryRequested, eventId, verificationId, traceId, value, sealKeyIdOf(sealedCode), traceparent);
+    return signed(record(TOPICS.delivery, "delivery.requested", CONTENT_TYPES.deliveryRequested, eventId, verificationId, traceId, value, sealKeyIdOf(sealedCode), traceparent), mac);
   }
   if (f.type === "delivery_canceled") {
     // On the delivery topic, keyed by the verification id: it reaches the
@@ -78,11 +83,16 @@ export function encodeEntry(entry: OutboxEntry): EventRecord {
     const message = create(DeliveryCanceledSchema, {
       eventId, verificationId: common.verificationId, tenant: common.tenant, occurredAt: common.occurredAt, traceId: common.traceId,
     });
-    return record(TOPICS.delivery, "delivery.canceled", CONTENT_TYPES.deliveryCanceled, eventId, verificationId, traceId, toBinary(DeliveryCanceledSchema, message));
+    return signed(record(TOPICS.delivery, "delivery.canceled", CONTENT_TYPES.deliveryCanceled, eventId, verificationId, traceId, toBinary(DeliveryCanceledSchema, message)), mac);
   }
   const type = AUDIT_TYPES[f.type ?? ""] ?? AuditEventType.UNSPECIFIED;
   const value = auditEventBytesFast(f, eventId, traceId, type) ?? auditEventBytes(f, commonFields(f, eventId, traceId), type);
   return record(TOPICS.audit, AUDIT_EVENT_TYPES[f.type ?? ""] ?? `audit.${f.type}`, CONTENT_TYPES.audit, eventId, verificationId, traceId, value, undefined, traceparent);
+}
+
+function signed(r: EventRecord, mac: DeliveryMac | undefined): EventRecord {
+  if (mac) r.headers[DELIVERY_MAC_HEADER] = mac.sign(r.topic, r.headers[HEADERS.eventType]!, r.value);
+  return r;
 }
 
 function commonFields(f: Record<string, string>, eventId: string, traceId: string): CommonFields {

@@ -5,6 +5,7 @@ import type { RelayObserver } from "../metrics.js";
 import type { OutboxEntry, VerificationStore } from "../store/store.js";
 import { produceSpans, type ProduceSpans } from "../telemetry/spans.js";
 import { telemetry } from "../telemetry/tracing.js";
+import type { DeliveryMac } from "./delivery-mac.js";
 import { encodeEntry } from "./encode.js";
 import type { EventRecord, EventSink } from "./sink.js";
 import { HEADERS } from "./topics.js";
@@ -49,6 +50,8 @@ export interface RelayOptions {
   maxBackoffMs?: number;
   /** Counts what is published and what fails (src/metrics.ts). */
   observer?: RelayObserver;
+  /** Signs the delivery topic's records (delivery-mac.ts; the worker always gives it): notifiers ignore unsigned ones. */
+  deliveryMac?: DeliveryMac;
 }
 
 /** How long stop() waits for the batch in flight. */
@@ -69,6 +72,7 @@ export class OutboxRelay {
   private readonly claimIdleMs: number;
   private readonly maxBackoffMs: number;
   private readonly observer: RelayObserver | undefined;
+  private readonly deliveryMac: DeliveryMac | undefined;
   private running = false;
   /** Set by a failed pass: a read may have taken entries whose reply never came back. */
   private recover = false;
@@ -98,6 +102,7 @@ export class OutboxRelay {
     this.claimIdleMs = options.claimIdleMs ?? 30_000;
     this.maxBackoffMs = options.maxBackoffMs ?? 5_000;
     this.observer = options.observer;
+    this.deliveryMac = options.deliveryMac;
   }
 
   start(): void {
@@ -196,7 +201,7 @@ export class OutboxRelay {
     const records: EventRecord[] = [];
     for (const entry of batch) {
       try {
-        records.push(encodeEntry(entry));
+        records.push(encodeEntry(entry, this.deliveryMac));
       } catch (err) {
         // Only our own scripts write the outbox, so this is a bug, and one bad
         // entry must not stall the rest: log it (without its fields) and drop it.

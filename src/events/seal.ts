@@ -12,6 +12,11 @@ import { varintSize, writeVarint } from "../varint.js";
 
 export type SealedField = "destination" | "code";
 
+/** Sealed under a key id this keyring does not hold (a rotation not rolled out here yet): not a tampered value. */
+export class UnknownSealKeyError extends Error {
+  override name = "UnknownSealKeyError";
+}
+
 function sealAad(field: SealedField, owner: string): Buffer {
   return Buffer.from(`otp-seal:v1:${field}:${owner}`);
 }
@@ -66,7 +71,7 @@ export class Sealer {
   /** Open a sealed value; throws when the key is unknown or the value was tampered with. */
   open(field: SealedField, owner: string, sealed: Sealed): string {
     const key = this.byId.get(sealed.keyId);
-    if (!key) throw new Error(`no seal key "${sealed.keyId}"`);
+    if (!key) throw new UnknownSealKeyError(`no seal key "${sealed.keyId}"`);
     if (sealed.nonce.length !== 12 || sealed.ciphertext.length < 16) throw new Error("malformed sealed value");
     const decipher = createDecipheriv("aes-256-gcm", key, sealed.nonce);
     decipher.setAAD(sealAad(field, owner));

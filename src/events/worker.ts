@@ -2,6 +2,7 @@ import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
 import type { RelayObserver } from "../metrics.js";
 import type { VerificationStore } from "../store/store.js";
+import { DeliveryMac } from "./delivery-mac.js";
 import { KafkaSink } from "./kafka-sink.js";
 import { LogSink } from "./log-sink.js";
 import { OutboxRelay } from "./relay.js";
@@ -41,6 +42,8 @@ export function startEventWorker(
     : new LogSink(options.sealer, log, options.deliveryLog);
   const relay = new OutboxRelay(store, sink, log, {
     claimIdleMs: config.relayClaimIdleMs, lingerMs: config.relayLingerMs, maxIdleDelayMs: config.relayMaxIdleMs, fastAfterReadMs: options.fastAfterReadMs, observer: options.observer,
+    // Notifiers act only on delivery records signed under a seal key (delivery-mac.ts).
+    deliveryMac: new DeliveryMac(config.sealKeys),
   });
   relay.start();
   // Notifiers report failed deliveries; a failed code is voided (Verify answers DELIVERY_FAILED).

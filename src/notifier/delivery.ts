@@ -2,12 +2,17 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { DeliveryRequestedSchema, type DeliveryRequested } from "../gen/otp/events/v1/events_pb.js";
 import { Channel } from "../gen/otp/v1/otp_pb.js";
-import type { Sealer } from "../events/seal.js";
+import { UnknownSealKeyError, type Sealer } from "../events/seal.js";
 
-// A Kafka value becomes a Delivery (secrets opened) or a PoisonError. Poison
-// is anything no number of retries can fix: bytes that are not a
-// DeliveryRequested, a record missing what delivery needs, or a seal that
-// does not open (unknown key, tampered, moved to another verification).
+// A Kafka value becomes a Delivery (secrets opened), a PoisonError or a
+// KeyPendingError. Poison is anything no number of retries can fix: bytes that
+// are not a DeliveryRequested, a record missing what delivery needs, or a seal
+// that does not open (tampered, or moved to another verification or tenant:
+// the AAD binds the code to its verification id and the destination to its
+// tenant). None of these was written by the service, so none is reported
+// (SECURITY.md, "Delivery records"): a FAILED status for it would let anyone
+// who can write to the topic void a live code. A seal under a key id this
+// notifier lacks is a rotation not rolled out here yet (KeyPendingError).
 
 export interface Delivery {
   eventId: string;
@@ -31,13 +36,16 @@ export interface Delivery {
 export class PoisonError extends Error {
   override name = "PoisonError";
   constructor(
-    /** Short and non-secret: "undecodable", "incomplete", "undecryptable". */
+    /** Short and non-secret: "undecodable", "incomplete", "undecryptable", "unauthenticated", "unknown key". */
     readonly reason: string,
-    /** Set when the bytes decoded: enough to report a FAILED status. */
-    readonly event?: DeliveryRequested,
   ) {
     super(reason);
   }
+}
+
+/** Signed or sealed under a key id this notifier does not hold (yet): held for a while, never reported. */
+export class KeyPendingError extends Error {
+  override name = "KeyPendingError";
 }
 
 export function decodeDelivery(value: Uint8Array | null): DeliveryRequested {
@@ -53,15 +61,15 @@ export function decodeDelivery(value: Uint8Array | null): DeliveryRequested {
 }
 
 export function openDelivery(event: DeliveryRequested, sealer: Sealer): Delivery {
-  if (!event.destination || !event.code) throw new PoisonError("incomplete", event);
+  if (!event.destination || !event.code) throw new PoisonError("incomplete");
   let destination: string;
   let code: string;
   try {
     destination = sealer.open("destination", event.tenant, event.destination);
     code = sealer.open("code", event.verificationId, event.code);
-  } catch {
-    // The cause (unknown key id or failed tag) is not secret but says little more; keep the reason short.
-    throw new PoisonError("undecryptable", event);
+  } catch (err) {
+    if (err instanceof UnknownSealKeyError) throw new KeyPendingError("sealed under an unknown key id");
+    throw new PoisonError("undecryptable");
   }
   const expiresAtMs = event.expiresAt ? Number(timestampMs(event.expiresAt)) : 0;
   return {

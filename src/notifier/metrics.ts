@@ -24,6 +24,7 @@ export class NotifierMetrics implements AttemptObserver {
   private readonly deadLetters: Counter;
   private readonly latency: Histogram<"channel">;
   private readonly claimErrors: Counter<"operation">;
+  private readonly rejected: Counter<"type">;
   /** otp_kafka_errors_total, as the service's: clients otp-notifier (consumer) and otp-notifier-results (producer). */
   readonly kafka: KafkaTroubleCounter;
 
@@ -67,6 +68,17 @@ export class NotifierMetrics implements AttemptObserver {
       labelNames: ["operation"],
       registers,
     });
+    this.rejected = new Counter({
+      name: "otp_notifier_unauthenticated_records_total",
+      help: "Delivery-topic records not written by the service, by otp-event-type: a delivery.requested whose otp-delivery-mac or seals do not verify (dead-lettered, never reported), or a delivery.canceled whose MAC does not (ignored). Non-zero means something other than the service writes to the delivery topic, or a seal key is missing here",
+      labelNames: ["type"],
+      registers,
+    });
+  }
+
+  /** A record on the delivery topic that was not authenticated as the service's (never acted on, never reported). */
+  unauthenticated(type: "delivery.requested" | "delivery.canceled"): void {
+    this.rejected.inc({ type });
   }
 
   /** A claim-store operation failed (it is retried, or for renew and release, given up). */

@@ -15,6 +15,7 @@ import {
   type KafkaObserver,
   type OutgoingRecord,
 } from "../events/kafka/client.js";
+import { DELIVERY_MAC_HEADER, DeliveryMac } from "../events/delivery-mac.js";
 import { Sealer } from "../events/seal.js";
 import { StatusMac } from "../events/status-mac.js";
 import { HEADERS, TOPICS } from "../events/topics.js";
@@ -22,7 +23,7 @@ import { closeAdapters, type AdapterSet } from "./adapters/index.js";
 import type { NotifierConfig } from "./config.js";
 import { MemoryClaims, type DeliveryClaims } from "./claims.js";
 import { Lru } from "./dedupe.js";
-import { decodeDelivery, openDelivery, PoisonError, type Delivery } from "./delivery.js";
+import { decodeDelivery, KeyPendingError, openDelivery, PoisonError, type Delivery } from "./delivery.js";
 import { Deliverer, type Attempted } from "./deliverer.js";
 import { KeyedLanes, Slots } from "./lanes.js";
 import { PartitionTracker } from "./offsets.js";
@@ -41,6 +42,13 @@ import { telemetry } from "../telemetry/tracing.js";
 // crash or rebalance redelivers unfinished work; claims on the event id
 // (./claims.ts, in Redis with NOTIFIER_REDIS_*) keep every notifier
 // replica, restarted or not, from sending the same code twice.
+//
+// Only records the service wrote are acted on (SECURITY.md, "Delivery
+// records"): a delivery record's otp-delivery-mac must verify and its seals
+// must open before anything else (dedupe, claim, delivery) happens, and a
+// record that fails either is dead-lettered and counted, never reported: a
+// signed FAILED status for it would void a live code for anyone who can write
+// to the topic. A cancel acts only when its MAC verifies.
 
 export interface NotifierTopics {
   delivery: string;
@@ -61,6 +69,9 @@ export interface NotifierOptions {
   /** Who has delivered what, across replicas (RedisClaims); absent: this process only. Closed by stop(). */
   claims?: DeliveryClaims;
 }
+
+/** handle()'s answer: finished (commit it), abandoned on shutdown, or held for a key this notifier lacks. */
+type HandleOutcome = "finished" | "abandoned" | "park";
 
 /** What was decided for an event id; the records are kept only until Kafka has them. */
 interface Handled {
@@ -84,6 +95,10 @@ export class Notifier {
   private readonly sink: KafkaSink;
   private readonly sealer: Sealer;
   private readonly statusMac: StatusMac;
+  private readonly deliveryMac: DeliveryMac;
+  /** Records under a key id this notifier lacks, held uncommitted (park()); stop() ends their wait. */
+  private readonly parked = new Set<Promise<void>>();
+  private readonly parkAbort = new AbortController();
   private readonly deliverer: Deliverer;
   private readonly dedupe: Lru<Handled>;
   private readonly claims: DeliveryClaims;
@@ -110,6 +125,7 @@ export class Notifier {
     this.sink = new KafkaSink({ brokers: config.brokers, logger, clientId: "otp-notifier-results", replication: config.replication, observer });
     this.sealer = new Sealer(config.sealKeys);
     this.statusMac = new StatusMac(config.sealKeys);
+    this.deliveryMac = new DeliveryMac(config.sealKeys);
     this.deliverer = new Deliverer(options.adapters, config.retry, logger, Date.now, options.metrics);
     this.dedupe = new Lru(config.dedupeSize);
     this.claims = options.claims ?? new MemoryClaims(config.dedupeSize);
@@ -166,6 +182,8 @@ export class Notifier {
     this.stopping ??= (async () => {
       clearInterval(this.commitTimer);
       clearTimeout(this.restartTimer);
+      // Held records stay uncommitted: the next owner (with the key, one hopes) reads them again.
+      this.parkAbort.abort();
       try {
         this.consumer.pause([{ topic: this.topics.delivery }]);
       } catch {
@@ -175,7 +193,7 @@ export class Notifier {
       await Promise.race([Promise.allSettled([...this.inFlight]), sleep(this.options.config.shutdownGraceMs, grace.signal).catch(() => undefined)]);
       grace.abort();
       this.abort.abort(new Error("notifier stopping"));
-      await Promise.allSettled([...this.inFlight]);
+      await Promise.allSettled([...this.inFlight, ...this.parked]);
       // A commit already running may predate the last finished messages: commit again after it.
       await this.committing;
       await this.commit();
@@ -205,7 +223,7 @@ export class Notifier {
     if (type !== undefined && type !== DELIVERY_REQUESTED) {
       // Not in the verification's lane: a cancel must reach a delivery that
       // is waiting to retry, which holds that lane.
-      if (type === DELIVERY_CANCELED) this.noteCanceled(message.value);
+      if (type === DELIVERY_CANCELED) this.noteCanceled(topic, partition, message.offset, message.value, headers);
       // Other types are for other consumers (or newer notifiers): skipped.
       done();
       this.slots.release();
@@ -223,8 +241,9 @@ export class Notifier {
     const lane = original.key ? `${partition}/${original.key}` : `${partition}@${message.offset}`;
     const work: Promise<void> = this.lanes
       .run(lane, () => (telemetry.on ? this.traced(original) : this.handle(original)))
-      .then((finished) => {
-        if (finished) done();
+      .then((outcome) => {
+        if (outcome === "finished") done();
+        else if (outcome === "park") this.park(original, done);
       })
       .finally(() => {
         this.slots.release();
@@ -234,28 +253,39 @@ export class Notifier {
   }
 
   /** handle() in a consumer span, child of the record's traceparent: the caller's trace reaches the delivery. */
-  private async traced(o: Original): Promise<boolean> {
+  private async traced(o: Original): Promise<HandleOutcome> {
     const span = consumeSpan(o.topic, o.partition, o.offset, o.headers);
     try {
-      const finished = await this.handle(o, span);
-      span.end(finished ? undefined : "abandoned");
-      return finished;
+      const outcome = await this.handle(o, span);
+      span.end(outcome === "finished" ? undefined : outcome === "park" ? "held" : "abandoned");
+      return outcome;
     } catch (err) {
       span.end((err as Error)?.name ?? "error");
       throw err;
     }
   }
 
-  /** True once the record is finished (its offset may be committed); false when abandoned on shutdown. */
-  private async handle(o: Original, span?: ConsumeSpan): Promise<boolean> {
+  /**
+   * "finished" once the record is finished (its offset may be committed); "abandoned" on shutdown;
+   * "park" for a record under a key id this notifier lacks (nothing done yet: park() holds it).
+   */
+  private async handle(o: Original, span?: ConsumeSpan): Promise<HandleOutcome> {
     const signal = this.abort.signal;
     try {
+      // Authenticated before anything else, dedupe and claims included: a forged
+      // record must not even mark an event id (a later genuine one) as handled.
       let event: DeliveryRequested;
+      let delivery: Delivery;
+      let signed: boolean;
       try {
+        signed = this.authenticate(o);
         event = decodeDelivery(o.value);
+        delivery = openDelivery(event, this.sealer);
       } catch (err) {
+        if (err instanceof KeyPendingError) return "park";
+        span?.setAttribute("otp.delivery.outcome", "dead_lettered");
         await this.publish(this.poison(o, err));
-        return true;
+        return "finished";
       }
       const seen = this.dedupe.get(event.eventId);
       if (seen) {
@@ -263,22 +293,21 @@ export class Notifier {
         if (seen.unpublished) await this.publish(seen.unpublished);
         seen.unpublished = undefined;
         this.options.logger.info({ event_id: event.eventId, offset: o.offset }, "duplicate delivery event skipped");
-        return true;
+        return "finished";
       }
       const claim = await this.claim(event.eventId, signal);
       if (!claim) {
         this.options.logger.info({ event_id: event.eventId, offset: o.offset }, "delivery event already handled by a notifier; skipped");
-        return true;
+        return "finished";
       }
       const renewal = this.keepClaim(event.eventId, claim.token);
       let records: OutgoingRecord[];
       try {
-        const delivery = openDelivery(event, this.sealer);
         const attempted = await this.deliverCancelably(delivery, signal).finally(() => clearInterval(renewal));
         this.options.metrics?.finished(delivery, attempted);
         span?.setAttribute("otp.delivery.outcome", attempted.kind);
         span?.setAttribute("otp.delivery.adapter", attempted.adapter);
-        records = this.recordsFor(o, event, attempted);
+        records = this.recordsFor(o, event, attempted, signed);
       } catch (err) {
         clearInterval(renewal);
         if (signal.aborted) {
@@ -295,13 +324,58 @@ export class Notifier {
       this.dedupe.set(event.eventId, handled);
       await this.publish(records);
       handled.unpublished = undefined;
-      return true;
+      return "finished";
     } catch (err) {
-      if (signal.aborted) return false;
+      if (signal.aborted) return "abandoned";
       // publish retries until it succeeds or we stop, so only a bug lands here.
       this.options.logger.error({ err: (err as Error).name, topic: o.topic, partition: o.partition, offset: o.offset }, "delivery handling failed; left uncommitted");
-      return false;
+      return "abandoned";
     }
+  }
+
+  /**
+   * True when the record's otp-delivery-mac verifies; false for an unsigned record
+   * taken under NOTIFIER_ACCEPT_UNSIGNED (its seals still have to open, and it
+   * is never reported FAILED). Throws PoisonError("unauthenticated") for a
+   * missing or wrong MAC, KeyPendingError for a key id not held here.
+   */
+  private authenticate(o: Original): boolean {
+    const header = o.headers[DELIVERY_MAC_HEADER];
+    // A record without otp-event-type is a delivery (older relays): signed as one.
+    const check = this.deliveryMac.verify(o.topic, DELIVERY_REQUESTED, o.value, header);
+    if (check === "ok") return true;
+    if (check === "unknown-key") throw new KeyPendingError("signed under an unknown key id");
+    if (header === undefined && this.options.config.acceptUnsigned) return false;
+    throw new PoisonError("unauthenticated");
+  }
+
+  /**
+   * Hold a record signed or sealed under a key id this notifier lacks, off its
+   * lane and slot, uncommitted, for NOTIFIER_UNKNOWN_KEY_WAIT_MS: a seal-key
+   * rotation rolled out to the service before this notifier is repaired by
+   * restarting it with the key (the restarted notifier reads the record again).
+   * The keyring is read at start, so waiting here changes nothing by itself.
+   * Then dead-lettered, never reported: anyone can name an unknown key id.
+   */
+  private park(o: Original, done: () => void): void {
+    const { unknownKeyWaitMs, maxInFlight } = this.options.config;
+    // Bounded: beyond maxInFlight held records, forged ones would pin the committed offsets for nothing.
+    const waitMs = this.parked.size >= maxInFlight ? 0 : unknownKeyWaitMs;
+    this.options.logger.warn(
+      { topic: o.topic, partition: o.partition, offset: o.offset, event_id: o.headers[HEADERS.eventId], wait_ms: waitMs },
+      "delivery record under a seal key id this notifier lacks: held uncommitted, then dead-lettered (restart the notifier with the key)",
+    );
+    const task: Promise<void> = sleep(waitMs, this.parkAbort.signal)
+      .then(
+        async () => {
+          await this.publish(this.poison(o, new PoisonError("unknown key")));
+          done();
+        },
+        () => undefined, // stopping: left uncommitted for the next owner
+      )
+      .catch(() => undefined)
+      .finally(() => this.parked.delete(task));
+    this.parked.add(task);
   }
 
   /** Delivers, unless (or until) the verification is canceled. */
@@ -320,9 +394,17 @@ export class Notifier {
     }
   }
 
-  private noteCanceled(value: Buffer | null): void {
+  private noteCanceled(topic: string, partition: number, offset: string, value: Buffer | null, headers: Record<string, string>): void {
+    const bytes = value ?? new Uint8Array();
+    const check = this.deliveryMac.verify(topic, DELIVERY_CANCELED, bytes, headers[DELIVERY_MAC_HEADER]);
+    if (check !== "ok") {
+      // Not from the service: acting on it would drop every later delivery of that verification.
+      this.options.metrics?.unauthenticated(DELIVERY_CANCELED);
+      this.options.logger.warn({ topic, partition, offset, reason: check === "unknown-key" ? "unknown key" : "unauthenticated" }, "unauthenticated delivery.canceled record ignored");
+      return;
+    }
     try {
-      const e = fromBinary(DeliveryCanceledSchema, value ?? new Uint8Array());
+      const e = fromBinary(DeliveryCanceledSchema, bytes);
       if (!e.verificationId) return;
       this.canceled.set(e.verificationId, true);
       for (const cancel of this.underway.get(e.verificationId) ?? []) cancel.abort();
@@ -331,7 +413,12 @@ export class Notifier {
     }
   }
 
-  private recordsFor(o: Original, e: DeliveryRequested, result: Attempted): OutgoingRecord[] {
+  /** The status (and dead letter) for a delivery; no status for an unsigned one that failed (authenticate()). */
+  private recordsFor(o: Original, e: DeliveryRequested, result: Attempted, signed: boolean): OutgoingRecord[] {
+    if (!signed && result.kind === "failed") {
+      this.options.logger.info({ event_id: e.eventId, reason: result.reason }, "unsigned delivery failed: not reported (only signed records may void a code)");
+      return result.deadLetter ? [deadLetterRecord(this.topics.deadLetter, o, result.reason, result.attempts)] : [];
+    }
     const outcome = result.kind === "delivered" ? DeliveryOutcome.DELIVERED : result.kind === "canceled" ? DeliveryOutcome.CANCELED : DeliveryOutcome.FAILED;
     const status = statusRecord(this.topics.status, {
       deliveryEventId: e.eventId,
@@ -350,15 +437,18 @@ export class Notifier {
     return [status];
   }
 
-  /** Dead-letter a record no retry can fix; report FAILED when it names a verification. */
+  /**
+   * Dead-letter a record no retry can fix, and report nothing: it was not
+   * authenticated as the service's (or, for "internal error", not opened), and a
+   * signed FAILED status would void a live code on a forger's word.
+   */
   private poison(o: Original, err: unknown): OutgoingRecord[] {
     const p = err instanceof PoisonError ? err : new PoisonError("internal error");
     this.options.metrics?.poisoned();
+    if (p.reason !== "undecodable" && p.reason !== "empty value" && p.reason !== "internal error") this.options.metrics?.unauthenticated(DELIVERY_REQUESTED);
     if (!(err instanceof PoisonError)) this.options.logger.error({ err: (err as Error)?.name }, "unexpected error opening a delivery");
-    this.options.logger.warn({ topic: o.topic, partition: o.partition, offset: o.offset, reason: p.reason, event_id: p.event?.eventId }, "poison delivery record dead-lettered");
-    const records = [deadLetterRecord(this.topics.deadLetter, o, p.reason, 0)];
-    if (p.event) records.push(...this.recordsFor(o, p.event, { kind: "failed", adapter: "", attempts: 0, reason: p.reason, deadLetter: false }));
-    return records;
+    this.options.logger.warn({ topic: o.topic, partition: o.partition, offset: o.offset, reason: p.reason, event_id: o.headers[HEADERS.eventId] }, "poison delivery record dead-lettered; no status");
+    return [deadLetterRecord(this.topics.deadLetter, o, p.reason, 0)];
   }
 
   /**

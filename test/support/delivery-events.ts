@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { fromBinary } from '@bufbuild/protobuf';
 import pino from 'pino';
+import { DELIVERY_MAC_HEADER, DeliveryMac } from '../../src/events/delivery-mac.js';
 import { encodeEntry } from '../../src/events/encode.js';
 import { CONSUMER_RETRY, ensureTopics, groupConsumer, headersOf, idempotentProducer, kafkaClient, produce, type Consumer, type OutgoingRecord, type Producer } from '../../src/events/kafka/client.js';
 import { Sealer } from '../../src/events/seal.js';
@@ -14,11 +15,25 @@ import { createTopics } from './kafka.js';
 // NOTIFIER_TEST_LOG=debug also shows the test clients' Kafka warnings.
 const quiet = pino({ level: process.env.NOTIFIER_TEST_LOG ?? 'silent' });
 
-/** A fresh keyring in the OTP_SEAL_KEYS format, and a Sealer over it. */
-export function testKeyring(): { env: string; sealer: Sealer; keys: { id: string; key: Buffer }[] } {
+/** The delivery-record MAC of each test keyring's Sealer: deliveryEvent signs with it, as the relay does. */
+const MACS = new WeakMap<Sealer, DeliveryMac>();
+
+/** A fresh keyring in the OTP_SEAL_KEYS format, and a Sealer and a DeliveryMac over it. */
+export function testKeyring(id = 'test-seal'): { env: string; sealer: Sealer; mac: DeliveryMac; keys: { id: string; key: Buffer }[] } {
   const key = randomBytes(32);
-  const keys = [{ id: 'test-seal', key }];
-  return { env: `test-seal:${key.toString('base64')}`, sealer: new Sealer(keys), keys };
+  const keys = [{ id, key }];
+  const sealer = new Sealer(keys);
+  const mac = new DeliveryMac(keys);
+  MACS.set(sealer, mac);
+  return { env: `${id}:${key.toString('base64')}`, sealer, mac, keys };
+}
+
+/** The record moved to `topic`, signed for it by `mac` (the relay signs for the real topic); null: unsigned. */
+function onTopic(record: OutgoingRecord, topic: string, mac: DeliveryMac | null | undefined): OutgoingRecord {
+  const headers = { ...record.headers };
+  delete headers[DELIVERY_MAC_HEADER];
+  if (mac) headers[DELIVERY_MAC_HEADER] = mac.sign(topic, headers['otp-event-type']!, record.value);
+  return { ...record, topic, headers };
 }
 
 /** A well-formed verification id (25 random bytes, base64url: it parses under any id key). */
@@ -40,6 +55,8 @@ export interface DeliveryInput {
   expiresInMs?: number;
   verificationId?: string;
   traceId?: string;
+  /** Signs the record (otp-delivery-mac); default: the sealer's keyring's; null: unsigned (an older relay's record). */
+  mac?: DeliveryMac | null;
 }
 
 export interface BuiltDelivery {
@@ -78,11 +95,11 @@ export function deliveryEvent(input: DeliveryInput): BuiltDelivery {
       rc: String(input.resendCount ?? 0),
     },
   });
-  return { record: { ...record, topic: input.topic }, eventId: `${shard}-${id}`, verificationId: vid, tenant };
+  return { record: onTopic(record, input.topic, input.mac === undefined ? MACS.get(input.sealer) : input.mac), eventId: `${shard}-${id}`, verificationId: vid, tenant };
 }
 
 /** A DeliveryCanceled record as the relay publishes it for a CancelVerification. */
-export function canceledEvent(input: { topic: string; verificationId: string; tenant?: string }): OutgoingRecord {
+export function canceledEvent(input: { topic: string; verificationId: string; tenant?: string; mac: DeliveryMac | null }): OutgoingRecord {
   const now = Date.now();
   const record = encodeEntry({
     shard: 7,
@@ -92,7 +109,7 @@ export function canceledEvent(input: { topic: string; verificationId: string; te
       ts: String(now), tr: randomBytes(16).toString('hex'), md: 'masked', dd: 'digest', cl: '',
     },
   });
-  return { ...record, topic: input.topic };
+  return onTopic(record, input.topic, input.mac);
 }
 
 /**

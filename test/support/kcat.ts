@@ -73,3 +73,24 @@ export async function kcatMetadata(brokers: string, topic: string): Promise<Kcat
   const meta = JSON.parse(out) as { topics: { topic: string; partitions: KcatPartition[] }[] };
   return meta.topics.find((t) => t.topic === topic)?.partitions ?? [];
 }
+
+/**
+ * Produces one record with kcat, as an outside Kafka client (one holding no key of ours) would:
+ * the value from a file, so any bytes go through.
+ */
+export async function kcatProduce(brokers: string, topic: string, record: { key: string; headers: Record<string, string>; value: Uint8Array }): Promise<void> {
+  const { mkdtemp, rm, writeFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = await mkdtemp(join(tmpdir(), 'kcat-'));
+  try {
+    const file = join(dir, 'value');
+    await writeFile(file, record.value);
+    const headers = Object.entries(record.headers).flatMap(([k, v]) => ['-H', `${k}=${v}`]);
+    await new Promise<void>((resolve, reject) => {
+      execFile('kcat', ['-P', '-b', brokers, '-t', topic, '-k', record.key, ...headers, file], { timeout: 30_000 }, (err) => (err ? reject(err) : resolve()));
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

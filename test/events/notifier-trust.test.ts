@@ -1,0 +1,281 @@
+// The notifier acts only on delivery-topic records the service wrote
+// (SECURITY.md, "Delivery records"): records forged by someone who can only
+// write to the topic are dead-lettered and counted, never reported (a FAILED
+// status would void a live code), and forged cancels are ignored. Real Kafka;
+// the forged records are produced as an outside client would. Codes are
+// compared, never printed.
+import { randomBytes, randomInt } from 'node:crypto';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { DELIVERY_MAC_HEADER } from '../../src/events/delivery-mac.js';
+import { StatusMac } from '../../src/events/status-mac.js';
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { DeliveryOutcome, DeliveryRequestedSchema, DeliveryStatusSchema, SealedSchema, type DeliveryRequested } from '../../src/gen/otp/events/v1/events_pb.js';
+import { Channel } from '../../src/gen/otp/v1/otp_pb.js';
+import type { OutgoingRecord } from '../../src/events/kafka/client.js';
+import { buildAdapters } from '../../src/notifier/adapters/index.js';
+import { loadNotifierConfig } from '../../src/notifier/config.js';
+import { notifierLogger } from '../../src/notifier/logger.js';
+import { NotifierMetrics } from '../../src/notifier/metrics.js';
+import { Notifier, type NotifierTopics } from '../../src/notifier/notifier.js';
+import { canceledEvent, caseTopics, createTopicsPatiently, deliveryEvent, testKeyring, TestProducer, TopicReader, verificationId } from '../support/delivery-events.js';
+import { kafkaForTests, type KafkaBroker } from '../support/kafka.js';
+import { startWebhook } from '../support/webhook-server.js';
+
+const testCode = (): string => String(randomInt(100_000, 1_000_000));
+const phone = (): string => `+1555${randomInt(1_000_000, 10_000_000)}`;
+
+describe('notifier trust in delivery-topic records (real Kafka)', () => {
+  const keyring = testKeyring();
+  const cases = {
+    forged: caseTopics('forged'),
+    unsigned: caseTopics('unsigned'),
+    forgedCancel: caseTopics('forged-cancel'),
+    unknownKey: caseTopics('unknown-key'),
+    rotation: caseTopics('rotation'),
+  };
+  let brokers = '';
+  let broker: KafkaBroker | undefined;
+  let reader: TopicReader;
+  let producer: TestProducer;
+  const running: Notifier[] = [];
+
+  beforeAll(async () => {
+    ({ brokers, broker } = await kafkaForTests());
+    const all = Object.values(cases);
+    await createTopicsPatiently(brokers, all.flatMap((t) => [t.delivery, t.status, t.deadLetter]));
+    reader = await TopicReader.start(brokers, all.flatMap((t) => [t.status, t.deadLetter]));
+    producer = await TestProducer.start(brokers);
+  }, 180_000);
+
+  afterAll(async () => {
+    await Promise.allSettled(running.map((n) => n.stop()));
+    await reader?.stop();
+    await producer?.stop();
+    await broker?.stop();
+  }, 60_000);
+
+  async function startNotifier(topics: NotifierTopics, env: Record<string, string> = {}, metrics?: NotifierMetrics): Promise<{ lines: string[]; notifier: Notifier }> {
+    const config = loadNotifierConfig({
+      KAFKA_BROKERS: brokers,
+      OTP_SEAL_KEYS: keyring.env,
+      NOTIFIER_GROUP_ID: `test-notifier-${randomBytes(4).toString('hex')}`,
+      NOTIFIER_MAX_ATTEMPTS: '2',
+      NOTIFIER_RETRY_BASE_MS: '20',
+      NOTIFIER_RETRY_MAX_MS: '200',
+      NOTIFIER_COMMIT_INTERVAL_MS: '100',
+      NOTIFIER_SHUTDOWN_GRACE_MS: '2000',
+      ...env,
+    });
+    const logger = notifierLogger(process.env.NOTIFIER_TEST_LOG ?? 'silent');
+    const lines: string[] = [];
+    const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger, (l) => lines.push(l)), topics, metrics });
+    running.push(notifier);
+    await notifier.start();
+    return { lines, notifier };
+  }
+
+  async function consoleLine(lines: string[], eventId: string, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = lines.map(tryJson).find((l) => l?.event_id === eventId);
+      if (hit) return hit;
+      if (Date.now() > deadline) throw new Error(`no console delivery line for ${eventId}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Every status reported for a verification, in order (statuses are keyed by it: one partition). */
+  const outcomesOf = (topic: string, vid: string): DeliveryOutcome[] =>
+    reader.seen.filter((s) => s.topic === topic).map((s) => fromBinary(DeliveryStatusSchema, s.value)).filter((s) => s.verificationId === vid).map((s) => s.outcome);
+
+  const junkSealed = () => create(SealedSchema, { keyId: keyring.keys[0]!.id, nonce: randomBytes(12), ciphertext: randomBytes(24) });
+
+  /** A DeliveryRequested written with no key, as anyone who can write to the topic could. */
+  function forged(topic: string, vid: string, fields: MessageInitShape<typeof DeliveryRequestedSchema> & { eventId: string }, headers: Record<string, string> = {}): OutgoingRecord {
+    const value = toBinary(DeliveryRequestedSchema, create(DeliveryRequestedSchema, { verificationId: vid, tenant: 'acme', purpose: 'login', channel: Channel.SMS, ...fields }));
+    return { topic, key: vid, value, headers: { 'otp-event-type': 'delivery.requested', 'otp-event-id': fields.eventId, ...headers } };
+  }
+
+  /** A genuine record's value with some fields changed (its sealed parts kept), under its own headers, MAC included. */
+  function altered(record: OutgoingRecord, key: string, change: (e: DeliveryRequested) => void): OutgoingRecord {
+    const e = fromBinary(DeliveryRequestedSchema, record.value);
+    change(e);
+    return { ...record, key, value: toBinary(DeliveryRequestedSchema, e), headers: { ...record.headers, 'otp-event-id': e.eventId } };
+  }
+
+  test('forged delivery records are dead-lettered, counted and never reported; the genuine one behind them is delivered', async () => {
+    const metrics = new NotifierMetrics();
+    const { lines } = await startNotifier(cases.forged, {}, metrics);
+    const topic = cases.forged.delivery;
+    const vid = verificationId();
+    const code = testCode();
+    const genuine = deliveryEvent({ sealer: keyring.sealer, topic, destination: phone(), code, verificationId: vid });
+    const another = deliveryEvent({ sealer: keyring.sealer, topic, destination: phone(), code: testCode() });
+    // All keyed by the verification: one partition, one lane, in front of the genuine record.
+    await producer.send(
+      forged(topic, vid, { eventId: 'forged-junk', destination: junkSealed(), code: junkSealed() }),
+      forged(topic, vid, { eventId: 'forged-minimal' }), // event_id, verification_id and tenant only
+      // Another verification's genuine record moved onto this one, its MAC header and all.
+      altered(another.record, vid, (e) => {
+        e.verificationId = vid;
+        e.eventId = 'forged-moved';
+      }),
+      // The genuine record with its channel changed (the seals still open): the MAC covers every field.
+      altered(genuine.record, vid, (e) => {
+        e.channel = Channel.EMAIL;
+        e.eventId = 'forged-channel';
+      }),
+      // The genuine record's own event id, taken first by a forger: must not mark it handled.
+      forged(topic, vid, { eventId: genuine.eventId, destination: junkSealed(), code: junkSealed() }, { 'otp-forged': 'pre-empt' }),
+      genuine.record,
+    );
+
+    expect((await consoleLine(lines, genuine.eventId)).code === code).toBe(true);
+    expect((await reader.status(cases.forged.status, genuine.eventId)).outcome).toBe(DeliveryOutcome.DELIVERED);
+    for (const id of ['forged-junk', 'forged-minimal', 'forged-moved', 'forged-channel']) {
+      const dead = await reader.waitFor(cases.forged.deadLetter, (s) => s.headers['otp-event-id'] === id);
+      expect(dead.headers['otp-dlq-reason']).toBe('unauthenticated');
+    }
+    expect((await reader.waitFor(cases.forged.deadLetter, (s) => s.headers['otp-forged'] === 'pre-empt')).headers['otp-dlq-reason']).toBe('unauthenticated');
+    // The forged ones were handled (and published) before the genuine one's status: it is the only one.
+    expect(outcomesOf(cases.forged.status, vid)).toEqual([DeliveryOutcome.DELIVERED]);
+    expect(lines.length).toBe(1);
+    expect(await metrics.registry.getSingleMetricAsString('otp_notifier_unauthenticated_records_total')).toContain('otp_notifier_unauthenticated_records_total{type="delivery.requested"} 5');
+  }, 90_000);
+
+  test('NOTIFIER_ACCEPT_UNSIGNED (rolling upgrade): an unsigned record counts only when its seals open where they are bound, and is never reported FAILED', async () => {
+    const refused = phone();
+    const hook = await startWebhook((_n, hit) => (hit.body.destination === refused ? 422 : 200));
+    try {
+      await startNotifier(cases.unsigned, { NOTIFIER_ACCEPT_UNSIGNED: 'true', NOTIFIER_SMS_ADAPTER: 'webhook', NOTIFIER_WEBHOOK_URL: hook.url });
+      const topic = cases.unsigned.delivery;
+      const vid = verificationId();
+      const unsigned = { sealer: keyring.sealer, topic, mac: null };
+      const another = deliveryEvent({ ...unsigned, destination: phone(), code: testCode() }); // tenant acme
+      const own = deliveryEvent({ ...unsigned, destination: phone(), code: testCode(), verificationId: vid, tenant: 'globex' });
+      const failing = deliveryEvent({ ...unsigned, destination: refused, code: testCode(), verificationId: vid, tenant: 'globex', resendCount: 1 });
+      const good = deliveryEvent({ ...unsigned, destination: phone(), code: testCode(), verificationId: vid, tenant: 'globex', resendCount: 2 });
+      const anotherSealed = fromBinary(DeliveryRequestedSchema, another.record.value);
+      expect(another.record.headers[DELIVERY_MAC_HEADER]).toBeUndefined();
+      await producer.send(
+        forged(topic, vid, { eventId: 'unsigned-junk', tenant: 'globex', destination: junkSealed(), code: junkSealed() }),
+        forged(topic, vid, { eventId: 'unsigned-minimal', tenant: 'globex' }),
+        // Another verification's sealed code (bound to its verification id) moved onto this one.
+        altered(own.record, vid, (e) => {
+          e.code = anotherSealed.code;
+          e.eventId = 'unsigned-moved-code';
+        }),
+        // Another tenant's sealed destination (bound to tenant acme) moved into tenant globex.
+        altered(own.record, vid, (e) => {
+          e.destination = anotherSealed.destination;
+          e.eventId = 'unsigned-moved-destination';
+        }),
+        failing.record,
+        good.record,
+      );
+      expect((await reader.status(cases.unsigned.status, good.eventId)).outcome).toBe(DeliveryOutcome.DELIVERED);
+      const reasons: Record<string, string> = {
+        'unsigned-junk': 'undecryptable', 'unsigned-minimal': 'incomplete', 'unsigned-moved-code': 'undecryptable', 'unsigned-moved-destination': 'undecryptable', [failing.eventId]: 'webhook 422',
+      };
+      for (const [id, reason] of Object.entries(reasons)) {
+        expect((await reader.waitFor(cases.unsigned.deadLetter, (s) => s.headers['otp-event-id'] === id)).headers['otp-dlq-reason']).toBe(reason);
+      }
+      // Only the delivered one is reported: an unsigned failure may be a forger's replay with a field changed.
+      expect(outcomesOf(cases.unsigned.status, vid)).toEqual([DeliveryOutcome.DELIVERED]);
+      expect(hook.hits.map((h) => h.body.event_id)).toEqual([failing.eventId, good.eventId]);
+    } finally {
+      await hook.close();
+    }
+  }, 90_000);
+
+  test('forged DeliveryCanceled records are ignored and counted: the verification\'s resend is still delivered', async () => {
+    const metrics = new NotifierMetrics();
+    const { lines } = await startNotifier(cases.forgedCancel, {}, metrics);
+    const topic = cases.forgedCancel.delivery;
+    const first = deliveryEvent({ sealer: keyring.sealer, topic, destination: phone(), code: testCode() });
+    await producer.send(first.record);
+    await consoleLine(lines, first.eventId);
+
+    const vid = first.verificationId;
+    const bare = canceledEvent({ topic, verificationId: vid, mac: null });
+    const withMac = (mac: string): OutgoingRecord => ({ ...bare, headers: { ...bare.headers, [DELIVERY_MAC_HEADER]: mac } });
+    const resendCode = testCode();
+    const resend = deliveryEvent({ sealer: keyring.sealer, topic, destination: phone(), code: resendCode, verificationId: vid, resendCount: 1 });
+    await producer.send(
+      bare, // unsigned
+      canceledEvent({ topic, verificationId: vid, mac: testKeyring().mac }), // another key under the same key id
+      withMac(keyring.mac.sign(topic, 'delivery.requested', bare.value)), // a real key, signing another event type
+      withMac(new StatusMac(keyring.keys).sign(topic, bare.value)), // a real key, the status MAC's derivation
+      resend.record,
+    );
+    expect((await consoleLine(lines, resend.eventId)).code === resendCode).toBe(true);
+    expect((await reader.status(cases.forgedCancel.status, resend.eventId)).outcome).toBe(DeliveryOutcome.DELIVERED);
+    expect(await metrics.registry.getSingleMetricAsString('otp_notifier_unauthenticated_records_total')).toContain('otp_notifier_unauthenticated_records_total{type="delivery.canceled"} 4');
+
+    // The service's own cancel still acts: the next delivery of the verification is dropped.
+    await producer.send(canceledEvent({ topic, verificationId: vid, mac: keyring.mac }));
+    const after = deliveryEvent({ sealer: keyring.sealer, topic, destination: phone(), code: testCode(), verificationId: vid, resendCount: 2 });
+    await producer.send(after.record);
+    expect((await reader.status(cases.forgedCancel.status, after.eventId)).outcome).toBe(DeliveryOutcome.CANCELED);
+    expect(lines.filter((l) => tryJson(l)?.event_id === after.eventId).length).toBe(0);
+  }, 90_000);
+
+  test('a record under a key id this notifier lacks is held without a status, then dead-lettered unreported', async () => {
+    const next = testKeyring('next-seal');
+    const metrics = new NotifierMetrics();
+    const { lines } = await startNotifier(cases.unknownKey, { NOTIFIER_UNKNOWN_KEY_WAIT_MS: '3000' }, metrics);
+    const topic = cases.unknownKey.delivery;
+    const rotated = deliveryEvent({ sealer: next.sealer, topic, destination: phone(), code: testCode() });
+    // Signed with a key held here, sealed under one that is not: held the same way.
+    const sealedOnly = deliveryEvent({ sealer: next.sealer, topic, destination: phone(), code: testCode(), mac: keyring.mac });
+    const plain = deliveryEvent({ sealer: keyring.sealer, topic, destination: phone(), code: testCode(), verificationId: rotated.verificationId, resendCount: 1 });
+    const sentAt = Date.now();
+    // plain is behind rotated in its lane: held records wait off the lane.
+    await producer.send(rotated.record, sealedOnly.record, plain.record);
+    expect((await reader.status(cases.unknownKey.status, plain.eventId)).outcome).toBe(DeliveryOutcome.DELIVERED);
+    for (const d of [rotated, sealedOnly]) {
+      const dead = await reader.waitFor(cases.unknownKey.deadLetter, (s) => s.headers['otp-event-id'] === d.eventId);
+      expect(dead.headers['otp-dlq-reason']).toBe('unknown key');
+      expect(reader.statuses(cases.unknownKey.status, d.eventId).length).toBe(0);
+    }
+    // Held for the wait first (a lower bound: never faster than the setting).
+    expect(Date.now() - sentAt).toBeGreaterThanOrEqual(3_000);
+    expect(lines.map(tryJson).filter((l) => l?.event_id === rotated.eventId || l?.event_id === sealedOnly.eventId).length).toBe(0);
+    expect(await metrics.registry.getSingleMetricAsString('otp_notifier_unauthenticated_records_total')).toContain('otp_notifier_unauthenticated_records_total{type="delivery.requested"} 2');
+  }, 90_000);
+
+  test('seal-key rotation rolled out to the service first: the held record goes to the notifier restarted with the new key', async () => {
+    const next = testKeyring('next-seal');
+    const group = `test-rotation-${randomBytes(4).toString('hex')}`;
+    const topic = cases.rotation.delivery;
+    const one = await startNotifier(cases.rotation, { NOTIFIER_GROUP_ID: group, NOTIFIER_SHUTDOWN_GRACE_MS: '0' });
+    const code = testCode();
+    const rotated = deliveryEvent({ sealer: next.sealer, topic, destination: phone(), code });
+    const marker = deliveryEvent({ sealer: keyring.sealer, topic, destination: phone(), code: testCode(), verificationId: rotated.verificationId, resendCount: 1 });
+    await producer.send(rotated.record, marker.record);
+    // The record behind it was delivered, so the rotated one was read and is being held.
+    expect((await reader.status(cases.rotation.status, marker.eventId)).outcome).toBe(DeliveryOutcome.DELIVERED);
+    await one.notifier.stop();
+    expect(reader.statuses(cases.rotation.status, rotated.eventId).length).toBe(0);
+    expect(reader.seen.some((s) => s.topic === cases.rotation.deadLetter)).toBe(false);
+
+    // Restarted with the new key (not last: it still signs with the key the service knows).
+    const two = await startNotifier(cases.rotation, { NOTIFIER_GROUP_ID: group, OTP_SEAL_KEYS: `${next.env},${keyring.env}` });
+    expect((await consoleLine(two.lines, rotated.eventId)).code === code).toBe(true);
+    const status = reader.seen.find((s) => s.topic === cases.rotation.status && fromBinary(DeliveryStatusSchema, s.value).deliveryEventId === rotated.eventId)
+      ?? (await reader.waitFor(cases.rotation.status, (s) => fromBinary(DeliveryStatusSchema, s.value).deliveryEventId === rotated.eventId));
+    expect(fromBinary(DeliveryStatusSchema, status.value).outcome).toBe(DeliveryOutcome.DELIVERED);
+    // Signed with the key the service already has.
+    expect(status.headers['otp-status-mac']!.startsWith(`${keyring.keys[0]!.id}.`)).toBe(true);
+  }, 90_000);
+});
+
+function tryJson(line: string): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(line);
+    return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
