@@ -6,24 +6,25 @@ import { randomBytes } from 'node:crypto';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import type { Client } from '@grpc/grpc-js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
+import { Channel, OtpService, VerificationStatus, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { buildAdapters } from '../../src/notifier/adapters/index.js';
 import { loadNotifierConfig } from '../../src/notifier/config.js';
 import { notifierLogger } from '../../src/notifier/logger.js';
 import { Notifier } from '../../src/notifier/notifier.js';
 import { TOPICS } from '../../src/events/topics.js';
-import { AuditEventSchema, AuditEventType, DeliveryOutcome, DeliveryStatusSchema } from '../../src/gen/otp/events/v1/events_pb.js';
+import { AuditEventSchema, AuditEventType, DeliveryCanceledSchema, DeliveryOutcome, DeliveryRequestedSchema, DeliveryStatusSchema, SealedSchema } from '../../src/gen/otp/events/v1/events_pb.js';
+import { DELIVERY_MAC_HEADER, DeliveryMac } from '../../src/events/delivery-mac.js';
 import { loadConfig } from '../../src/config.js';
 import { STATUS_MAC_HEADER, StatusMac } from '../../src/events/status-mac.js';
 import { createTopicsPatiently, TestProducer } from '../support/delivery-events.js';
 import { grpcCall, grpcClient } from '../support/grpc-client.js';
 import { kafkaForTests, type KafkaBroker } from '../support/kafka.js';
-import { kcatUntil } from '../support/kcat.js';
+import { kcatProduce, kcatRead, kcatUntil } from '../support/kcat.js';
 import { startTestApp, type TestApp } from '../support/otp-app.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
 import { startWebhook, type WebhookServer } from '../support/webhook-server.js';
 
-const { send, verify } = OtpService.method;
+const { send, verify, resend, getVerification, cancelVerification } = OtpService.method;
 let brokers: string;
 let broker: KafkaBroker | undefined;
 let redis: { url: string; server?: RedisServer };
@@ -41,6 +42,7 @@ beforeAll(async () => {
   gateway = await startWebhook(() => 503);
   app = await startTestApp({
     REDIS_URL: redis.url, KAFKA_BROKERS: brokers, OTP_CODE_LENGTH: '6', OTP_MAX_ATTEMPTS: '100', OTP_LIMIT_FAILURES_PER_DESTINATION: '1000/1h',
+    OTP_RESEND_COOLDOWN_SECONDS: '0',
   });
   client = grpcClient(app.grpcTarget);
   // The reference notifier with its defaults (the development seal key), an SMS webhook that always fails.
@@ -173,4 +175,95 @@ it('a status no notifier signed is ignored: forged FAILED reports do not void a 
   const metrics = await (await fetch(`${app.httpBase}/metrics`)).text();
   const ignored = /^otp_kafka_errors_total\{client="otp-service-status",kind="unauthenticated_status"\} (\d+)/m.exec(metrics);
   expect(Number(ignored?.[1])).toBeGreaterThanOrEqual(4); // 4, or more if a rebalance re-reads them
+}, 120_000);
+
+/** The code of each console delivery of `vid`, in order (never printed). */
+function codesOf(vid: string): string[] {
+  return consoleLines.map((l) => JSON.parse(l) as { verification_id?: string; code?: string }).filter((l) => l.verification_id === vid).map((l) => String(l.code));
+}
+
+async function nthCode(vid: string, n: number): Promise<string> {
+  const until = Date.now() + 60_000;
+  for (;;) {
+    const codes = codesOf(vid);
+    if (codes.length >= n) return codes[n - 1]!;
+    if (Date.now() > until) throw new Error(`delivery ${n} of ${vid} never came`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Once this returns, every status the notifier wrote for `vid` so far has been applied: a signed FAILED status
+ * for a throwaway verification, on `vid`'s partition of the status topic, is applied after them.
+ */
+async function statusesApplied(vid: string): Promise<void> {
+  const sentinel = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: `sentinel-${randomBytes(4).toString('hex')}@example.com` });
+  await nthCode(sentinel.verificationId, 1);
+  const value = toBinary(DeliveryStatusSchema, create(DeliveryStatusSchema, {
+    eventId: `barrier-${sentinel.verificationId}`, deliveryEventId: `barrier-${sentinel.verificationId}`, verificationId: sentinel.verificationId, tenant: 'default',
+    outcome: DeliveryOutcome.FAILED, reason: 'barrier', adapter: 'test', resendCount: 0,
+  }));
+  const mac = new StatusMac(loadConfig({}).sealKeys).sign(TOPICS.deliveryStatus, value);
+  await kcatProduce(brokers, TOPICS.deliveryStatus, { key: vid, headers: { [STATUS_MAC_HEADER]: mac }, value });
+  const deadline = Date.now() + 60_000;
+  while ((await grpcCall(client, getVerification, { verificationId: sentinel.verificationId })).verification?.status !== VerificationStatus.DELIVERY_FAILED) {
+    if (Date.now() > deadline) throw new Error('the barrier status was never applied');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+it('forged delivery records produced with kcat (no key) are dead-lettered and never reported: the live code still verifies', async () => {
+  const target = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: 'forged-request-target@example.com' });
+  const other = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: 'forged-request-other@example.com' });
+  const vid = target.verificationId;
+  const code = await nthCode(vid, 1);
+  await nthCode(other.verificationId, 1);
+  // Another verification's genuine record, as read off the topic by anyone who can.
+  const genuine = (await kcatRead(brokers, TOPICS.delivery)).find((r) => r.key === other.verificationId && r.headers['otp-event-type'] === 'delivery.requested')!;
+  const moved = fromBinary(DeliveryRequestedSchema, genuine.value);
+  moved.verificationId = vid;
+  moved.eventId = `forged-moved-${vid}`;
+  const junk = () => create(SealedSchema, { keyId: loadConfig({}).sealKeys.at(-1)!.id, nonce: randomBytes(12), ciphertext: randomBytes(24) });
+  const records = [
+    { id: `forged-junk-${vid}`, headers: {} as Record<string, string>, value: toBinary(DeliveryRequestedSchema, create(DeliveryRequestedSchema, { eventId: `forged-junk-${vid}`, verificationId: vid, tenant: 'default', purpose: 'login', channel: Channel.EMAIL, destination: junk(), code: junk() })) },
+    { id: `forged-minimal-${vid}`, value: toBinary(DeliveryRequestedSchema, create(DeliveryRequestedSchema, { eventId: `forged-minimal-${vid}`, verificationId: vid, tenant: 'default' })), headers: {} },
+    { id: moved.eventId, value: toBinary(DeliveryRequestedSchema, moved), headers: { [DELIVERY_MAC_HEADER]: genuine.headers[DELIVERY_MAC_HEADER]! } },
+  ];
+  for (const r of records) {
+    await kcatProduce(brokers, TOPICS.delivery, { key: vid, headers: { 'otp-event-type': 'delivery.requested', 'otp-event-id': r.id, ...r.headers }, value: r.value });
+  }
+  const dead = await kcatUntil(brokers, TOPICS.deadLetter, (rs) => records.every((r) => rs.some((d) => d.headers['otp-event-id'] === r.id)), 60_000);
+  for (const r of records) expect(dead.find((d) => d.headers['otp-event-id'] === r.id)?.headers['otp-dlq-reason']).toBe('unauthenticated');
+  await statusesApplied(vid);
+
+  expect((await grpcCall(client, getVerification, { verificationId: vid })).verification?.status).toBe(VerificationStatus.PENDING);
+  expect((await grpcCall(client, verify, { target: { case: 'verificationId', value: vid }, code })).result).toBe(VerifyResult.VERIFIED);
+}, 180_000);
+
+it('a forged DeliveryCanceled produced with kcat does not stop a Resend from being delivered', async () => {
+  const sent = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: 'forged-cancel@example.com' });
+  const vid = sent.verificationId;
+  await nthCode(vid, 1);
+  const value = toBinary(DeliveryCanceledSchema, create(DeliveryCanceledSchema, { eventId: `forged-cancel-${vid}`, verificationId: vid, tenant: 'default' }));
+  await kcatProduce(brokers, TOPICS.delivery, { key: vid, headers: { 'otp-event-type': 'delivery.canceled', 'otp-event-id': `forged-cancel-${vid}` }, value });
+  await grpcCall(client, resend, { verificationId: vid });
+  const code = await nthCode(vid, 2);
+  expect((await grpcCall(client, getVerification, { verificationId: vid })).verification?.status).toBe(VerificationStatus.PENDING);
+  expect((await grpcCall(client, verify, { target: { case: 'verificationId', value: vid }, code })).result).toBe(VerifyResult.VERIFIED);
+}, 120_000);
+
+it('the relay signs the delivery topic\'s records, requests and cancels, under the seal keys (notifiers check it)', async () => {
+  const sent = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: 'signed@example.com' });
+  await grpcCall(client, cancelVerification, { verificationId: sent.verificationId });
+  const records = await kcatUntil(brokers, TOPICS.delivery, (rs) => rs.some((r) => r.key === sent.verificationId && r.headers['otp-event-type'] === 'delivery.canceled'), 60_000);
+  const mine = records.filter((r) => r.key === sent.verificationId);
+  expect(mine.map((r) => r.headers['otp-event-type'])).toEqual(['delivery.requested', 'delivery.canceled']);
+  const mac = new DeliveryMac(loadConfig({}).sealKeys);
+  for (const r of mine) {
+    expect(r.headers[DELIVERY_MAC_HEADER]!.startsWith(`${loadConfig({}).sealKeys.at(-1)!.id}.`)).toBe(true);
+    expect(mac.verify(TOPICS.delivery, r.headers['otp-event-type']!, r.value, r.headers[DELIVERY_MAC_HEADER])).toBe('ok');
+  }
+  // Not as the other type, nor under the status MAC's derivation.
+  expect(mac.verify(TOPICS.delivery, 'delivery.canceled', mine[0]!.value, mine[0]!.headers[DELIVERY_MAC_HEADER])).toBe('bad');
+  expect(new StatusMac(loadConfig({}).sealKeys).verify(TOPICS.delivery, mine[1]!.value, mine[1]!.headers[DELIVERY_MAC_HEADER])).toBe(false);
 }, 120_000);
