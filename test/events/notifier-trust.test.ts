@@ -236,8 +236,8 @@ describe('notifier trust in delivery-topic records (real Kafka)', () => {
     expect((await reader.status(cases.unknownKey.status, plain.eventId)).outcome).toBe(DeliveryOutcome.DELIVERED);
     for (const d of [rotated, sealedOnly]) {
       const dead = await reader.waitFor(cases.unknownKey.deadLetter, (s) => s.headers['otp-event-id'] === d.eventId);
-      expect(dead.headers['otp-dlq-reason']).toBe('unknown key');
       expect(reader.statuses(cases.unknownKey.status, d.eventId).length).toBe(0);
+      expect(dead.headers['otp-dlq-reason']).toBe('unknown key');
     }
     // Held for the wait first (a lower bound: never faster than the setting).
     expect(Date.now() - sentAt).toBeGreaterThanOrEqual(3_000);
