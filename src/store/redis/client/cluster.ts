@@ -216,7 +216,7 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
     for (const address of unanswered) {
       silent.add(address);
       // Said once: a master that refused the connection was already reported (node-error).
-      if (!down.has(address)) options.events.lost(address, new Error("no answer at start-up"));
+      if (!down.has(address)) options.events.lost(address, Object.assign(new Error("no answer at start-up"), { name: "NoAnswerAtStartup" }));
     }
   });
   return { transport, connecting };
