@@ -108,7 +108,8 @@ describe('Redis Cluster: starting while one master (no replica) is down', () => 
       expect(refused.length).toBeGreaterThan(0);
       // The down shard's calls fail at once (no connection yet), rather than each being held until its
       // deadline on the master's pending connection (which would keep every call of a long outage in memory).
-      expect((redisObservations.unavailable.get('timeout') ?? 0) - timeoutsBefore).toBeLessThan(refused.length);
+      // (Held, each refused Send alone times out once, and the relay's reads of that shard many times more.)
+      expect((redisObservations.unavailable.get('timeout') ?? 0) - timeoutsBefore).toBeLessThan(Math.max(3, refused.length));
       // A live shard's Send and Verify work.
       const live = served[0]!;
       const res = await grpcCall(client, OtpService.method.verify, { target: { case: 'verificationId', value: live.id! }, code: await app.deliveries.codeFor(live.id!) });
