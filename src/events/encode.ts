@@ -276,5 +276,7 @@ function record(
   if (sealKeyId !== undefined) headers[HEADERS.sealKeyId] = sealKeyId;
   // W3C trace context for Kafka consumers (the relay's produce span replaces it with its own when tracing is on).
   if (traceparent) headers[HEADERS.traceparent] = traceparent;
-  return { topic, key: verificationId, value, headers };
+  // An event about no verification (a prefix suspension, a refusal of a call naming none) is keyed by its own id:
+  // it has no order to keep, and one shared "" key would put all of them on one partition.
+  return { topic, key: verificationId || eventId, value, headers };
 }

@@ -4,7 +4,7 @@
 
 export interface EventRecord {
   topic: string;
-  /** The verification id: keeps one verification's events in order. */
+  /** The verification id: keeps one verification's events in order (the event id for an event about none). */
   key: string;
   value: Uint8Array;
   headers: Record<string, string>;

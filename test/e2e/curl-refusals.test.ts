@@ -2,6 +2,9 @@
 // protocol accepts: a wrong HTTP method, a content type none of Connect,
 // gRPC-Web and gRPC speaks, or none at all. One plain line saying what would
 // work, never an empty body.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../support/cli.js';
 import { startTestApp, type TestApp } from '../support/otp-app.js';
@@ -38,6 +41,23 @@ describe('refusals a curl user can read', () => {
     expect(res.body.trimEnd().split('\n')).toHaveLength(1);
     expect(res.body).toContain(`content type "${type}" is not supported`);
     expect(res.body).toContain('application/json');
+  });
+
+  it.each([
+    ['application/grpc-web+json', []],
+    ['application/grpc+json', ['--http2-prior-knowledge']],
+  ])('%s (JSON is the Connect protocol\'s only): 415 naming what is accepted, the body never quoted back', async (type, flags) => {
+    // An enveloped body that is not JSON, holding a made-up code: connect-es's answer quoted it (V8's parse error).
+    const text = Buffer.from('\n\x06abcdef\x1a\x06913275');
+    const file = join(mkdtempSync(join(tmpdir(), 'otp-curl-')), 'body');
+    writeFileSync(file, Buffer.concat([Buffer.from([0, 0, 0, 0, text.length]), text]));
+    for (const verify of [send().replace('Send', 'Verify'), send()]) {
+      const res = await curl(...flags, '-X', 'POST', '-H', `content-type: ${type}`, '-H', 'x-grpc-web: 1', '--data-binary', `@${file}`, verify);
+      expect(res.status).toBe(415);
+      expect(res.body).toContain(`content type "${type}" is not supported`);
+      expect(res.body).not.toContain('913275');
+      expect(JSON.stringify(res.headers)).not.toContain('913275');
+    }
   });
 
   it('PUT (or DELETE) on an RPC: 405, an Allow header and one line saying which methods work', async () => {

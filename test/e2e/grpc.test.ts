@@ -102,11 +102,11 @@ describe('gRPC: errors use the rich error model', () => {
     ['a Verify with no target', () => grpcCall(client, verify, { code: '12345678' }), 'target'],
   ];
 
-  it.each(badInput)('%s is INVALID_ARGUMENT naming the field in BadRequest', async (_what, call, field) => {
+  it.each(badInput)('%s is INVALID_ARGUMENT naming the field in BadRequest, once', async (_what, call, field) => {
     const err = await grpcError(call());
     expect(err.code).toBe(status.INVALID_ARGUMENT);
     const violations = richDetails(err).badRequest?.fieldViolations ?? [];
-    expect(violations.map((v) => v.field)).toContain(field);
+    expect(violations.map((v) => v.field)).toEqual([field]);
     expect(err.details).not.toMatch(/\bat .*\.(ts|js):\d+/); // no stack trace
   });
 

@@ -38,6 +38,12 @@ describe("audit event encoding", () => {
     expect(unset).toEqual([]);
   });
 
+  it("is keyed by its verification, or by its own event id when it is about none (not one shared \"\" key: one partition)", () => {
+    expect(encodeEntry({ id: "1700000000123-0", shard: 3, fields: full }).key).toBe("handle-and-random-id");
+    const keys = [0, 1, 2].map((n) => encodeEntry({ id: `1700000000123-${n}`, shard: 3, fields: { type: "prefix_suspended", tn: "acme", ts: "1700000000123", px: "+44740" } }).key);
+    expect(keys).toEqual(["3-1700000000123-0", "3-1700000000123-1", "3-1700000000123-2"]);
+  });
+
   it("gives exactly the library's bytes, for a full entry, a sparse one and a zero time", () => {
     const cases: Record<string, string>[] = [
       full,

@@ -5,8 +5,16 @@ import { createAsyncIterable, type UniversalHandler, type UniversalHandlerFn, ty
 // 415 and no body, which leaves a curl user guessing. This wrapper gives
 // those two answers one plain line saying what would have worked (and 405 its
 // Allow header). Every other answer passes through untouched.
+//
+// JSON is the Connect protocol's only: gRPC and gRPC-Web bodies in JSON
+// (`application/grpc+json`, `application/grpc-web+json`) are refused here as
+// unsupported. connect-es would parse them without the checks of
+// ./json-requests.ts, and its answer to a body that is not JSON quotes V8's
+// parse error, which quotes the body: a code.
 
 const ACCEPTED = "application/json or application/proto (Connect), application/grpc-web(+proto), application/grpc(+proto)";
+
+const JSON_OVER_GRPC = /^application\/grpc(?:-web)?\+json\b/i;
 
 function plain(status: number, text: string, header: Record<string, string> = {}): UniversalServerResponse {
   const body = new TextEncoder().encode(`${text}\n`);
@@ -20,7 +28,7 @@ function plain(status: number, text: string, header: Record<string, string> = {}
 export function plainRefusals(handler: UniversalHandler, inner: UniversalHandlerFn): UniversalHandlerFn {
   const allowed = [...new Set(handler.allowedMethods)].sort();
   return async (req) => {
-    const res = await inner(req);
+    const res = JSON_OVER_GRPC.test(req.header.get("content-type") ?? "") ? { status: 415 } : await inner(req);
     if (res.body !== undefined) return res;
     if (res.status === 405) {
       return plain(405, `method ${req.method} not allowed for ${handler.requestPath}: use ${allowed.join(" or ")}`, { allow: allowed.join(", ") });

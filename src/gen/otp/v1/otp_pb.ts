@@ -865,8 +865,10 @@ export const OtpService: GenService<{
   /**
    * GetVerification shows a verification's state, changing nothing (no
    * attempt is counted). Connect clients may call it with HTTP GET.
-   * A verification stays visible until a while (one ttl) after it expires,
-   * and after it was verified or canceled until then.
+   * A verification stays visible for at least one ttl after it expires (and
+   * after it was verified or canceled, until then); longer while its
+   * destination's send budget is still being refilled, and until a newer Send
+   * of the same purpose to the same destination replaces it.
    *
    * @generated from rpc otp.v1.OtpService.GetVerification
    */

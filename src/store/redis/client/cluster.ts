@@ -31,11 +31,15 @@ const MASTERS_WAIT_MS = 1_000;
 export async function connectCluster(seeds: HostPort[], options: TransportOptions): Promise<{ transport: Transport; connecting: Promise<unknown> }> {
   const { commandOptions, RESP, ...defaults } = nodeClientOptions(options);
   // The seeds are only asked for the slot map (the masters' clients get
-  // `defaults`): a seed that goes silent is given up after SEED_SILENCE_MS
-  // and the next one asked, rather than node-redis's 5 s command timeout.
+  // `defaults`): a seed that does not connect, or goes silent, within
+  // SEED_SILENCE_MS is given up and the next one asked, rather than waiting
+  // out the whole start-up bound (a dropped SYN) or node-redis's 5 s command
+  // timeout (a hung node, which accepts connections and never answers).
   const seedSilenceMs = Math.min(SEED_SILENCE_MS, Math.floor(options.connectTimeoutMs / 4));
   const cluster = createCluster({
-    rootNodes: seeds.map((s) => ({ socket: { ...defaults.socket, host: s.host, port: s.port, socketTimeout: seedSilenceMs } })),
+    rootNodes: seeds.map((s) => ({
+      socket: { ...defaults.socket, host: s.host, port: s.port, connectTimeout: seedSilenceMs, socketTimeout: seedSilenceMs },
+    })),
     defaults,
     RESP,
     commandOptions,
@@ -212,7 +216,7 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
     for (const address of unanswered) {
       silent.add(address);
       // Said once: a master that refused the connection was already reported (node-error).
-      if (!down.has(address)) options.events.lost(address, new Error("no answer at start-up"));
+      if (!down.has(address)) options.events.lost(address, Object.assign(new Error("no answer at start-up"), { name: "NoAnswerAtStartup" }));
     }
   });
   return { transport, connecting };
