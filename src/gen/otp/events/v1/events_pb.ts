@@ -144,7 +144,9 @@ export const DeliveryRequestedSchema: GenMessage<DeliveryRequested> = /*@__PURE_
 
 /**
  * The verification was canceled: a notifier drops any delivery of it that it
- * has not made yet (queued, or waiting to retry), whatever its resend_count.
+ * has not made yet (queued, or waiting to retry), whatever its resend_count,
+ * once its "otp-delivery-mac" verifies (a forged cancel would silence every
+ * later delivery of the verification, Resends included).
  * Header "otp-event-type: delivery.canceled"; key: verification_id.
  *
  * @generated from message otp.events.v1.DeliveryCanceled
