@@ -76,9 +76,14 @@ export class NotifierMetrics implements AttemptObserver {
     });
   }
 
-  /** A record on the delivery topic that was not authenticated as the service's (never acted on, never reported). */
+  /**
+   * A record on the delivery topic that was not authenticated as the service's (never acted on, never
+   * reported; a request is dead-lettered). Not a failed delivery: forged records must not page anyone
+   * through the delivery-failure alert.
+   */
   unauthenticated(type: "delivery.requested" | "delivery.canceled"): void {
     this.rejected.inc({ type });
+    if (type === "delivery.requested") this.deadLetters.inc();
   }
 
   /** A claim-store operation failed (it is retried, or for renew and release, given up). */

@@ -444,8 +444,9 @@ export class Notifier {
    */
   private poison(o: Original, err: unknown): OutgoingRecord[] {
     const p = err instanceof PoisonError ? err : new PoisonError("internal error");
-    this.options.metrics?.poisoned();
-    if (p.reason !== "undecodable" && p.reason !== "empty value" && p.reason !== "internal error") this.options.metrics?.unauthenticated(DELIVERY_REQUESTED);
+    // Undecodable bytes (taken unsigned) or a bug: a failed delivery; anything else: not the service's record.
+    if (p.reason === "undecodable" || p.reason === "empty value" || p.reason === "internal error") this.options.metrics?.poisoned();
+    else this.options.metrics?.unauthenticated(DELIVERY_REQUESTED);
     if (!(err instanceof PoisonError)) this.options.logger.error({ err: (err as Error)?.name }, "unexpected error opening a delivery");
     this.options.logger.warn({ topic: o.topic, partition: o.partition, offset: o.offset, reason: p.reason, event_id: o.headers[HEADERS.eventId] }, "poison delivery record dead-lettered; no status");
     return [deadLetterRecord(this.topics.deadLetter, o, p.reason, 0)];

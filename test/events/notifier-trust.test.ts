@@ -25,6 +25,16 @@ import { startWebhook } from '../support/webhook-server.js';
 const testCode = (): string => String(randomInt(100_000, 1_000_000));
 const phone = (): string => `+1555${randomInt(1_000_000, 10_000_000)}`;
 
+describe('settings', () => {
+  test('NOTIFIER_ACCEPT_UNSIGNED is off and NOTIFIER_UNKNOWN_KEY_WAIT_MS 10 minutes by default; bad values name their variable', () => {
+    const config = loadNotifierConfig({});
+    expect([config.acceptUnsigned, config.unknownKeyWaitMs]).toEqual([false, 600_000]);
+    expect(loadNotifierConfig({ NOTIFIER_ACCEPT_UNSIGNED: 'true', NOTIFIER_UNKNOWN_KEY_WAIT_MS: '0' })).toMatchObject({ acceptUnsigned: true, unknownKeyWaitMs: 0 });
+    expect(() => loadNotifierConfig({ NOTIFIER_ACCEPT_UNSIGNED: 'yes' })).toThrow(/NOTIFIER_ACCEPT_UNSIGNED/);
+    expect(() => loadNotifierConfig({ NOTIFIER_UNKNOWN_KEY_WAIT_MS: '-1' })).toThrow(/NOTIFIER_UNKNOWN_KEY_WAIT_MS/);
+  });
+});
+
 describe('notifier trust in delivery-topic records (real Kafka)', () => {
   const keyring = testKeyring();
   const cases = {
@@ -142,6 +152,9 @@ describe('notifier trust in delivery-topic records (real Kafka)', () => {
     expect(outcomesOf(cases.forged.status, vid)).toEqual([DeliveryOutcome.DELIVERED]);
     expect(lines.length).toBe(1);
     expect(await metrics.registry.getSingleMetricAsString('otp_notifier_unauthenticated_records_total')).toContain('otp_notifier_unauthenticated_records_total{type="delivery.requested"} 5');
+    expect(await metrics.registry.getSingleMetricAsString('otp_notifier_dead_letters_total')).toContain('otp_notifier_dead_letters_total 5');
+    // Not failed deliveries: forged records do not feed the delivery-failure alert.
+    expect(await metrics.registry.getSingleMetricAsString('otp_notifier_deliveries_total')).not.toContain('outcome="failed"');
   }, 90_000);
 
   test('NOTIFIER_ACCEPT_UNSIGNED (rolling upgrade): an unsigned record counts only when its seals open where they are bound, and is never reported FAILED', async () => {
