@@ -4,6 +4,7 @@ import pino from "pino";
 import { TOPICS } from "../src/events/topics.js";
 import { KafkaSink } from "../src/events/kafka-sink.js";
 import { LogSink } from "../src/events/log-sink.js";
+import { DeliveryMac } from "../src/events/delivery-mac.js";
 import { Sealer } from "../src/events/seal.js";
 import { OutboxRelay } from "../src/events/relay.js";
 import type { EventRecord, EventSink } from "../src/events/sink.js";
@@ -57,7 +58,9 @@ const PROFILE_BATCH = Number(process.env.RELAY_COST_PROFILE_BATCH ?? 500);
 
 async function measure(store: RedisStore, sink: EventSink, batchSize: number, profile = false): Promise<number> {
   await fill(store, EVENTS);
-  const relay = new OutboxRelay(store, sink, log, { batchSize, lingerMs: 0, idleDelayMs: 5, claimIdleMs: 3_600_000 });
+  // Signing the delivery topic's records as the production relay does (src/events/worker.ts).
+  const deliveryMac = new DeliveryMac([{ id: "bench", key: Buffer.alloc(32, 7) }]);
+  const relay = new OutboxRelay(store, sink, log, { batchSize, lingerMs: 0, idleDelayMs: 5, claimIdleMs: 3_600_000, deliveryMac });
   const session = profile ? new Session() : undefined;
   if (session) (session.connect(), await session.post("Profiler.enable"), await session.post("Profiler.start"));
   const t0 = process.cpuUsage();
