@@ -24,10 +24,12 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
 # The V8 flags are npm start's (package.json; why: BENCHMARKS.md, "Node flags").
 # Memory (issue 12): V8 grows the old generation up to 4x the live heap between
 # full GCs when its limit is the default (~4 GiB): 500-730 MiB RSS after bursts
-# for a ~35-45 MiB live heap. --max-old-space-size=256 (~6x the live heap, and
-# under the chart's 512Mi limit) also makes V8 grow it by ~1.3x, and 16 MiB
-# semi-spaces (32 MiB of young generation instead of 64) cost no measurable CPU
-# per call: ~180 MiB at a steady 1,000 calls/s, 320-370 MiB right after minutes
-# of saturation, 155 MiB idle. To trade CPU for memory instead, see README,
+# for a ~35-55 MiB live heap. --max-old-space-size=160 (~3x the live heap) is
+# where the old generation stops under bursts, and V8 keeps what it reached:
+# 256 let one burst of cheap calls (CheckRateLimit, ~9,000/s) leave 310-380 MiB
+# resident; 160 leaves ~250-280 MiB, with CPU per call unchanged within the noise
+# (BENCHMARKS.md, stop 20). 16 MiB semi-spaces (32 MiB of young generation
+# instead of 64) cost no measurable CPU per call: ~180 MiB at a steady 1,000
+# calls/s on a fresh process, 155 MiB idle. To trade CPU for memory instead, see README,
 # "Memory and CPU per process" (--no-parallel-scavenge for --single-threaded-gc).
-CMD ["node", "--enable-source-maps", "--single-threaded-gc", "--max-semi-space-size=16", "--max-old-space-size=256", "--no-allocation-site-pretenuring", "dist/bin/service.js"]
+CMD ["node", "--enable-source-maps", "--single-threaded-gc", "--max-semi-space-size=16", "--max-old-space-size=160", "--no-allocation-site-pretenuring", "dist/bin/service.js"]
