@@ -8,6 +8,7 @@ import { redisStartupProblem } from "./redis-config.js";
 import { OutboxBacklog } from "./events/backlog.js";
 import { Sealer } from "./events/seal.js";
 import { startEventWorker } from "./events/worker.js";
+import { kafkaAccessProblemAtStart } from "./events/kafka-access.js";
 import { createLogger, type Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import { contributeMetrics } from "./metrics-across-workers.js";
@@ -71,6 +72,11 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     // The outbox relay starts before the listeners and stops after they have
     // drained (cleanups run in reverse), so no event written by a call is left
     // behind by a clean shutdown. With OTP_RELAY=off another process relays.
+    // A login or TLS that Kafka refuses stops the start (one line); a Kafka away does not.
+    if (config.relay === "in-process" && config.kafkaBrokers) {
+      const problem = await kafkaAccessProblemAtStart(config.kafkaBrokers, config.kafkaAccess);
+      if (problem) throw new StartupError(problem);
+    }
     const backlog = new OutboxBacklog(store, log, config.maxOutboxBacklog);
     const metrics = new Metrics(backlog);
     await contributeMetrics([metrics.registry]);

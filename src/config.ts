@@ -16,6 +16,8 @@ import { readTopicReplication, type TopicReplication } from "./events/topic-repl
 import { PUBLISH_TIMEOUT_MS } from "./events/publish-timeout.js";
 import { oneRedisDeployment, readRedisSettings, SERVICE_REDIS, type RedisSettings } from "./redis-config.js";
 import { checkKeyPair, readCertificates, readPrivateKey } from "./tls-material.js";
+import { readKafkaAccess } from "./kafka-config.js";
+import type { KafkaAccess } from "./events/kafka/access.js";
 
 // One validated reading of the environment (and the optional policy file),
 // turned into a typed object at start-up. A bad value throws ConfigError
@@ -63,6 +65,8 @@ export interface Config {
   redisShards: number;
   redisCommandTimeoutMs: number;
   kafkaBrokers: string[] | undefined;
+  /** KAFKA_TLS* / KAFKA_SASL_* (src/kafka-config.ts): how every Kafka client reaches the brokers. */
+  kafkaAccess: KafkaAccess;
   /** OTP_KAFKA_REPLICATION_FACTOR / OTP_KAFKA_MIN_INSYNC_REPLICAS of the topics the service creates. */
   kafkaReplication: TopicReplication;
   /** OTP_KAFKA_PUBLISH_TIMEOUT_MS: the most one publish of the relay may take before it is given up and tried again. */
@@ -209,6 +213,7 @@ export function loadConfig(env: Env = process.env): Config {
     redisShards: int(env, "OTP_REDIS_SHARDS", 16, 1, 1024),
     redisCommandTimeoutMs: int(env, "OTP_REDIS_TIMEOUT_MS", 1000, 50, 60_000),
     kafkaBrokers: kafka === undefined ? undefined : kafkaBrokers("KAFKA_BROKERS", kafka),
+    kafkaAccess: readKafkaAccess(env),
     kafkaReplication: readTopicReplication(env, production),
     kafkaPublishTimeoutMs: int(env, "OTP_KAFKA_PUBLISH_TIMEOUT_MS", PUBLISH_TIMEOUT_MS, 1_000, 300_000),
     logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),

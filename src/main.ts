@@ -4,6 +4,7 @@ import { exitOnCrash, logStartFailure, readConfig, startTracingOrExit, stopOnSig
 import { contributeMetrics } from "./metrics-across-workers.js";
 import { isPrimary, reportStart, superviseWorkers } from "./workers.js";
 import { warnUnknownSettings } from "./unknown-settings.js";
+import { kafkaAccessWarnings } from "./kafka-config.js";
 
 // The service process: read config, start, and on SIGTERM/SIGINT shut down
 // cleanly (stop accepting, drain in-flight calls within
@@ -14,7 +15,10 @@ async function main(): Promise<void> {
   const config = readConfig();
   const log = createLogger({ level: config.logLevel });
   // Once per service (workers have the same environment).
-  if (isPrimary()) warnUnknownSettings(process.env, log);
+  if (isPrimary()) {
+    warnUnknownSettings(process.env, log);
+    for (const warning of kafkaAccessWarnings(config.production && config.kafkaBrokers !== undefined, config.kafkaAccess)) log.warn(warning);
+  }
   if (config.workers > 1 && isPrimary()) {
     superviseWorkers(config.workers, config.shutdownGraceMs, log);
     return;

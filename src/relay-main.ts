@@ -2,6 +2,9 @@ import { buildStore } from "./app.js";
 import { OutboxBacklog } from "./events/backlog.js";
 import { Sealer } from "./events/seal.js";
 import { startEventWorker } from "./events/worker.js";
+import { kafkaAccessProblemAtStart } from "./events/kafka-access.js";
+import { kafkaAccessWarnings } from "./kafka-config.js";
+import { StartupError } from "./env.js";
 import { createLogger } from "./log.js";
 import { int, optional } from "./env.js";
 import { listenFailure } from "./listen-failure.js";
@@ -23,6 +26,7 @@ async function main(): Promise<void> {
   const log = createLogger({ level: config.logLevel });
   exitOnCrash(log);
   warnUnknownSettings(process.env, log);
+  for (const warning of kafkaAccessWarnings(config.production && config.kafkaBrokers !== undefined, config.kafkaAccess)) log.warn(warning);
   if (!config.redis) {
     log.fatal("the relay process needs Redis (REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS): the in-memory store lives inside the service");
     process.exit(1);
@@ -44,6 +48,11 @@ async function main(): Promise<void> {
       : await serveMetricsEndpoint(metrics.registry, config.host, metricsPort, log).catch((err: unknown) => {
         throw listenFailure(err, "OTP_RELAY_METRICS_PORT", config.host);
       });
+    // A login or TLS that Kafka refuses stops the start (one line); a Kafka away does not.
+    if (config.kafkaBrokers) {
+      const problem = await kafkaAccessProblemAtStart(config.kafkaBrokers, config.kafkaAccess);
+      if (problem) throw new StartupError(problem);
+    }
     const store = await buildStore(config, log);
     backlog = new OutboxBacklog(store, log, Number.POSITIVE_INFINITY);
     backlog.start();

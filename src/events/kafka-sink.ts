@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import { idempotentProducer, kafkaClient, produce, ensureTopics, type KafkaObserver, type Producer } from "./kafka/client.js";
+import { idempotentProducer, kafkaClient, produce, ensureTopics, type KafkaAccess, type KafkaObserver, type Producer } from "./kafka/client.js";
 import type { EventRecord, EventSink } from "./sink.js";
 import type { TopicReplication } from "./topic-replication.js";
 import { PUBLISH_TIMEOUT_MS } from "./publish-timeout.js";
@@ -7,6 +7,8 @@ import { TOPICS } from "./topics.js";
 
 export interface KafkaSinkSettings {
   brokers: string[];
+  /** KAFKA_TLS* / KAFKA_SASL_*; undefined: plaintext, no login. */
+  access?: KafkaAccess;
   logger: Logger;
   clientId?: string;
   /** Of the topics it creates; the brokers' defaults when left out. */
@@ -106,8 +108,8 @@ export class KafkaSink implements EventSink {
     if (this.connecting) return this.connecting;
     const generation = this.generation;
     this.connecting = (async () => {
-      const { brokers, logger, clientId = "otp-service", replication, observer } = this.settings;
-      const kafka = kafkaClient({ brokers, clientId, logger, observer });
+      const { brokers, access, logger, clientId = "otp-service", replication, observer } = this.settings;
+      const kafka = kafkaClient({ brokers, access, clientId, logger, observer });
       // Once per sink: a reconnect after a failed send (a broker lost) needs no
       // admin round, and should not depend on the rest of the cluster's topics.
       if (!this.topicsEnsured) {

@@ -4,7 +4,7 @@ import { DeliveryOutcome, DeliveryStatusSchema, type DeliveryStatus } from "../g
 import type { VerificationIds } from "../otp/verification-id.js";
 import type { VerificationStore } from "../store/store.js";
 import {
-  CONSUMER_RETRY, ensureTopics, groupConsumer, headersOf, kafkaClient, type Consumer, type EachMessagePayload, type KafkaObserver,
+  CONSUMER_RETRY, ensureTopics, groupConsumer, headersOf, kafkaClient, type Consumer, type EachMessagePayload, type KafkaAccess, type KafkaObserver,
 } from "./kafka/client.js";
 import { STATUS_MAC_HEADER, type StatusMac } from "./status-mac.js";
 import type { TopicReplication } from "./topic-replication.js";
@@ -26,6 +26,8 @@ import { TOPICS } from "./topics.js";
 
 export interface StatusConsumerOptions {
   brokers: string[];
+  /** KAFKA_TLS* / KAFKA_SASL_*; undefined: plaintext, no login. */
+  access?: KafkaAccess;
   logger: Logger;
   store: Pick<VerificationStore, "markDeliveryFailed" | "appendAudit">;
   /** Locates a verification from its id. */
@@ -54,7 +56,7 @@ export class DeliveryStatusConsumer {
 
   constructor(private readonly options: StatusConsumerOptions) {
     this.topic = options.topic ?? TOPICS.deliveryStatus;
-    this.kafka = kafkaClient({ brokers: options.brokers, clientId: "otp-service-status", logger: options.logger, retry: CONSUMER_RETRY, observer: options.observer });
+    this.kafka = kafkaClient({ brokers: options.brokers, access: options.access, clientId: "otp-service-status", logger: options.logger, retry: CONSUMER_RETRY, observer: options.observer });
     this.consumer = groupConsumer(this.kafka, options.groupId ?? "otp-service-status");
   }
 

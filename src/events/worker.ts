@@ -38,7 +38,7 @@ export function startEventWorker(
   // Kafka when configured; otherwise (dev mode only: production requires
   // KAFKA_BROKERS) the log sink prints deliveries.
   const sink: EventSink = config.kafkaBrokers
-    ? new KafkaSink({ brokers: config.kafkaBrokers, logger: log, replication: config.kafkaReplication, observer: options.kafkaObserver, publishTimeoutMs: config.kafkaPublishTimeoutMs })
+    ? new KafkaSink({ brokers: config.kafkaBrokers, access: config.kafkaAccess, logger: log, replication: config.kafkaReplication, observer: options.kafkaObserver, publishTimeoutMs: config.kafkaPublishTimeoutMs })
     : new LogSink(options.sealer, log, options.deliveryLog);
   const relay = new OutboxRelay(store, sink, log, {
     claimIdleMs: config.relayClaimIdleMs, lingerMs: config.relayLingerMs, maxIdleDelayMs: config.relayMaxIdleMs, fastAfterReadMs: options.fastAfterReadMs, observer: options.observer,
@@ -50,7 +50,7 @@ export function startEventWorker(
   let statuses: DeliveryStatusConsumer | undefined;
   if (config.kafkaBrokers) {
     statuses = new DeliveryStatusConsumer({
-      brokers: config.kafkaBrokers, logger: log, store,
+      brokers: config.kafkaBrokers, access: config.kafkaAccess, logger: log, store,
       ids: new VerificationIds(config.destinationKey, config.redisShards),
       mac: new StatusMac(config.sealKeys),
       replication: config.kafkaReplication, observer: options.kafkaObserver,

@@ -1,6 +1,8 @@
 import { DEV_SEAL_KEYS, parseKeyring, type Secret } from "../config.js";
 import { ConfigError, int, kafkaBrokers, oneOf, optional, type Env } from "../env.js";
 import { readTopicReplication, type TopicReplication } from "../events/topic-replication.js";
+import { readKafkaAccess } from "../kafka-config.js";
+import type { KafkaAccess } from "../events/kafka/access.js";
 import { NOTIFIER_REDIS, oneRedisDeployment, readRedisSettings, type RedisSettings } from "../redis-config.js";
 
 // The reference notifier's settings, read once from the environment and
@@ -20,6 +22,8 @@ export interface RetrySettings {
 export interface NotifierConfig {
   production: boolean;
   brokers: string[];
+  /** KAFKA_TLS* / KAFKA_SASL_*, as the service's (src/kafka-config.ts). */
+  kafkaAccess: KafkaAccess;
   /** Of the topics the notifier creates (the same variables as the service's). */
   replication: TopicReplication;
   groupId: string;
@@ -106,6 +110,7 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
   return {
     production,
     brokers: kafkaBrokers("KAFKA_BROKERS", brokers!),
+    kafkaAccess: readKafkaAccess(env),
     replication: readTopicReplication(env, production),
     groupId: optional(env, "NOTIFIER_GROUP_ID") ?? "otp-notifier",
     sealKeys: parseKeyring("OTP_SEAL_KEYS", sealKeys!, 32, 32),

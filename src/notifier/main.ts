@@ -11,6 +11,8 @@ import { Notifier } from "./notifier.js";
 import { warnUnknownSettings } from "../unknown-settings.js";
 import { listenFailure } from "../listen-failure.js";
 import { describeRedisSetting, NOTIFIER_REDIS, redisStartupProblem } from "../redis-config.js";
+import { kafkaAccessWarnings } from "../kafka-config.js";
+import { kafkaAccessProblemAtStart } from "../events/kafka-access.js";
 
 // The reference notifier: `npm run notifier`. Consumes otp.delivery.v1,
 // delivers through the configured adapters, reports on otp.delivery.status.v1.
@@ -35,6 +37,7 @@ if (!config.production) {
 
 const logger = notifierLogger(config.logLevel);
 warnUnknownSettings(process.env, logger);
+for (const warning of kafkaAccessWarnings(config.production, config.kafkaAccess)) logger.warn(warning);
 let tracing: Tracing | undefined;
 try {
   tracing = await startTracing(process.env, "otp-notifier", logger);
@@ -54,6 +57,12 @@ try {
   const topology = config.redis!.topology;
   const problem = redisStartupProblem(err, topology, NOTIFIER_REDIS) ?? `${describeRedisSetting(topology, NOTIFIER_REDIS)}: ${(err as Error).message}`;
   logger.error(`notifier cannot use its Redis: ${problem}`);
+  process.exit(1);
+}
+// A login or TLS that Kafka refuses is one line and exit 1; a Kafka away is the consumer's to wait for.
+const kafkaProblem = await kafkaAccessProblemAtStart(config.brokers, config.kafkaAccess);
+if (kafkaProblem) {
+  logger.error(`notifier cannot use Kafka: ${kafkaProblem}`);
   process.exit(1);
 }
 const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger), metrics, kafkaObserver: metrics.kafka, claims });

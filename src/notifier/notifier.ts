@@ -120,9 +120,9 @@ export class Notifier {
     const { config, logger } = options;
     this.topics = options.topics ?? { delivery: TOPICS.delivery, status: TOPICS.deliveryStatus, deadLetter: TOPICS.deadLetter };
     const observer = options.kafkaObserver;
-    this.kafka = kafkaClient({ brokers: config.brokers, clientId: "otp-notifier", logger, retry: CONSUMER_RETRY, observer });
+    this.kafka = kafkaClient({ brokers: config.brokers, access: config.kafkaAccess, clientId: "otp-notifier", logger, retry: CONSUMER_RETRY, observer });
     this.consumer = groupConsumer(this.kafka, config.groupId);
-    this.sink = new KafkaSink({ brokers: config.brokers, logger, clientId: "otp-notifier-results", replication: config.replication, observer });
+    this.sink = new KafkaSink({ brokers: config.brokers, access: config.kafkaAccess, logger, clientId: "otp-notifier-results", replication: config.replication, observer });
     this.sealer = new Sealer(config.sealKeys);
     this.statusMac = new StatusMac(config.sealKeys);
     this.deliveryMac = new DeliveryMac(config.sealKeys);

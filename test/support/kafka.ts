@@ -16,6 +16,8 @@ import { freePort } from './free-port.js';
 export interface KafkaBroker {
   /** bootstrap list for clients, e.g. "127.0.0.1:40123" */
   brokers: string;
+  /** With `secure`: the SASL_SSL listener's bootstrap list (`brokers` stays plaintext, for the harness). */
+  secureBrokers?: string;
   /** Stop for good and delete the data dir. */
   stop(): Promise<void>;
   /** Simulate "Kafka down": stop the broker, keeping its ports and data. */
@@ -53,16 +55,56 @@ export const SMALL_BOX = {
   'log.segment.bytes': 16 * 1024 * 1024,
 };
 
-function serverProperties(port: number, cport: number, dataDir: string): string {
+/**
+ * A second listener, SASL_SSL, as a managed Kafka has: TLS from a PEM
+ * certificate and key (Kafka 3.9 reads PEM keystores), client certificates
+ * issued by `caPem` required when `clientAuth`, and SASL logins: SCRAM users
+ * (created in the metadata log by `kafka-storage format --add-scram`) and/or
+ * PLAIN users (from the JAAS config).
+ */
+export interface SecureListener {
+  certPem: string;
+  keyPem: string;
+  /** The CA client certificates must chain to. */
+  caPem: string;
+  clientAuth: boolean;
+  scram?: { mechanism: 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; username: string; password: string };
+  plain?: { username: string; password: string };
+}
+
+// A multi-line value in a .properties file: Java reads "\n" as a newline.
+const oneLine = (pem: string): string => pem.trim().replace(/\r?\n/g, '\\n');
+
+function secureProperties(s: SecureListener): Record<string, string> {
+  const mechanisms = [s.scram?.mechanism, s.plain && 'PLAIN'].filter(Boolean) as string[];
+  const at = 'listener.name.sasl_ssl';
+  return {
+    [`${at}.sasl.enabled.mechanisms`]: mechanisms.join(','),
+    ...(s.scram && { [`${at}.${s.scram.mechanism.toLowerCase()}.sasl.jaas.config`]: 'org.apache.kafka.common.security.scram.ScramLoginModule required;' }),
+    ...(s.plain && {
+      [`${at}.plain.sasl.jaas.config`]: `org.apache.kafka.common.security.plain.PlainLoginModule required user_${s.plain.username}="${s.plain.password}";`,
+    }),
+    [`${at}.ssl.keystore.type`]: 'PEM',
+    [`${at}.ssl.keystore.certificate.chain`]: oneLine(s.certPem),
+    [`${at}.ssl.keystore.key`]: oneLine(s.keyPem),
+    [`${at}.ssl.truststore.type`]: 'PEM',
+    [`${at}.ssl.truststore.certificates`]: oneLine(s.caPem),
+    [`${at}.ssl.client.auth`]: s.clientAuth ? 'required' : 'none',
+  };
+}
+
+function serverProperties(port: number, cport: number, dataDir: string, secure?: { port: number; listener: SecureListener }): string {
+  const extra = secure ? `,SASL_SSL://127.0.0.1:${secure.port}` : '';
   return `${Object.entries({
     'process.roles': 'broker,controller',
     'node.id': 1,
     'controller.quorum.voters': `1@127.0.0.1:${cport}`,
-    listeners: `PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${cport}`,
-    'advertised.listeners': `PLAINTEXT://127.0.0.1:${port}`,
+    listeners: `PLAINTEXT://127.0.0.1:${port}${extra},CONTROLLER://127.0.0.1:${cport}`,
+    'advertised.listeners': `PLAINTEXT://127.0.0.1:${port}${extra}`,
     'controller.listener.names': 'CONTROLLER',
     'inter.broker.listener.name': 'PLAINTEXT',
-    'listener.security.protocol.map': 'CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
+    'listener.security.protocol.map': `CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT${secure ? ',SASL_SSL:SASL_SSL' : ''}`,
+    ...(secure && secureProperties(secure.listener)),
     'log.dirs': dataDir,
     'offsets.topic.replication.factor': 1,
     'transaction.state.log.replication.factor': 1,
@@ -142,19 +184,20 @@ export async function untilServing(proc: ChildProcess, logFile: string, from: nu
   }
 }
 
-export async function startKafka(opts: { logDir?: string } = {}): Promise<KafkaBroker> {
+export async function startKafka(opts: { logDir?: string; secure?: SecureListener } = {}): Promise<KafkaBroker> {
   ensureJars();
   return retryWhilePortTaken(() => startOnce(opts));
 }
 
-async function startOnce(opts: { logDir?: string }): Promise<KafkaBroker> {
+async function startOnce(opts: { logDir?: string; secure?: SecureListener }): Promise<KafkaBroker> {
   const [port, cport] = [await freePort(), await freePort()];
+  const secure = opts.secure && { port: await freePort(), listener: opts.secure };
   const work = mkdtempSync(join(tmpdir(), 'otp-kafka-'));
   if (opts.logDir) mkdirSync(opts.logDir, { recursive: true });
   const logFile = join(opts.logDir ?? work, `kafka-${port}.log`);
   const props = join(work, 'server.properties');
   const log4j = join(work, 'log4j.properties');
-  writeFileSync(props, serverProperties(port, cport, join(work, 'data')));
+  writeFileSync(props, serverProperties(port, cport, join(work, 'data'), secure));
   writeFileSync(log4j, LOG4J);
   const cp = `${libDir}/*`;
   const logProp = `-Dlog4j.configuration=file:${log4j}`;
@@ -218,7 +261,9 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaBroker> {
     // KRaft refuses to start on an unformatted log dir; the cluster id is any
     // random 16 bytes in Kafka's url-safe base64 form.
     const clusterId = randomBytes(16).toString('base64url');
-    execFileSync('java', [logProp, '-cp', cp, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', props, '--ignore-formatted'], {
+    const scram = opts.secure?.scram;
+    const users = scram ? ['--add-scram', `${scram.mechanism}=[name=${scram.username},password=${scram.password}]`] : [];
+    execFileSync('java', [logProp, '-cp', cp, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', props, '--ignore-formatted', ...users], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     await launch();
@@ -229,6 +274,7 @@ async function startOnce(opts: { logDir?: string }): Promise<KafkaBroker> {
 
   return {
     brokers: `127.0.0.1:${port}`,
+    ...(secure && { secureBrokers: `127.0.0.1:${secure.port}` }),
     halt,
     async restart() {
       await halt();

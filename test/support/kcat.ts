@@ -9,11 +9,12 @@ export interface KafkaRecord {
   value: Buffer;
 }
 
-export async function kcatRead(brokers: string, topic: string): Promise<KafkaRecord[]> {
+/** `options`: more kcat arguments, e.g. `-X security.protocol=SASL_SSL ...` for a secured listener. */
+export async function kcatRead(brokers: string, topic: string, options: string[] = []): Promise<KafkaRecord[]> {
   const out = await new Promise<Buffer>((resolve, reject) => {
     execFile(
       'kcat',
-      ['-C', '-b', brokers, '-t', topic, '-o', 'beginning', '-e', '-q', '-f', '%k\n%h\n%S\n%s'],
+      ['-C', '-b', brokers, '-t', topic, '-o', 'beginning', '-e', '-q', '-f', '%k\n%h\n%S\n%s', ...options],
       { encoding: 'buffer', maxBuffer: 64 * 1024 * 1024, timeout: 30_000 },
       (err, stdout) => (err ? reject(err) : resolve(stdout)),
     );
@@ -48,10 +49,11 @@ export async function kcatUntil(
   topic: string,
   predicate: (records: KafkaRecord[]) => boolean,
   timeoutMs = 30_000,
+  options: string[] = [],
 ): Promise<KafkaRecord[]> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const records = await kcatRead(brokers, topic).catch(() => [] as KafkaRecord[]);
+    const records = await kcatRead(brokers, topic, options).catch(() => [] as KafkaRecord[]);
     if (predicate(records)) return records;
     if (Date.now() > deadline) return records;
     await new Promise((r) => setTimeout(r, 300));

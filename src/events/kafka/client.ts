@@ -5,11 +5,13 @@ import { CompressionTypes, Kafka, logLevel, type ConfigResourceTypes, type Consu
 import type { Logger } from "pino";
 import type { TopicReplication } from "../topic-replication.js";
 import { keyPartitioner, partitionOf } from "./partitioner.js";
+import { connectionOptions, type KafkaAccess } from "./access.js";
 
 // The only module that imports kafkajs (unmaintained since 2023): everything
 // else speaks in EventRecords, so the client can be swapped here alone.
 
 export type { Consumer, Producer, Admin, KafkaMessage, EachMessagePayload };
+export type { KafkaAccess };
 
 /**
  * What went wrong talking to Kafka (src/kafka-metrics.ts counts them): a broker
@@ -33,6 +35,8 @@ export interface KafkaSettings {
   /** Defaults to failing fast (the relay owns retrying); consumers pass CONSUMER_RETRY. */
   retry?: { retries: number; initialRetryTime: number; maxRetryTime: number };
   observer?: KafkaObserver;
+  /** KAFKA_TLS* / KAFKA_SASL_* (src/kafka-config.ts); undefined: plaintext, no login. */
+  access?: KafkaAccess;
 }
 
 /**
@@ -61,6 +65,7 @@ export function kafkaClient(s: KafkaSettings): Kafka {
   return new Kafka({
     clientId: s.clientId,
     brokers: s.brokers,
+    ...connectionOptions(s.access),
     connectionTimeout: 3_000,
     requestTimeout: 10_000,
     // The relay owns retrying (it keeps events in the outbox); fail fast here.
