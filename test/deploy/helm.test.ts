@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { HELM, run } from '../support/cli.js';
 import { NOTIFIER_REDIS, readRedisSettings, SERVICE_REDIS } from '../../src/redis-config.js';
+import { readKafkaAccess } from '../../src/kafka-config.js';
 import { repoRoot, settingsReadByCode } from '../support/settings.js';
 import { makeTestCerts } from '../support/tls-certs.js';
 
@@ -252,10 +253,64 @@ describe('helm chart', () => {
       // A notifier with a Redis of its own gets none of the service's Redis files.
       const own = deployment(await template('-f', valuesFile('secured'), '--set', 'notifier.env.NOTIFIER_REDIS_URL=redis://claims:6379'), '-notifier');
       expect((container(own).env ?? []).map((e) => e.name).filter((n) => n.startsWith('NOTIFIER_REDIS'))).toEqual(['NOTIFIER_REDIS_URL']);
-      expect((own.spec.template.spec.volumes as { name: string }[]).map((v) => v.name)).toEqual(['tmp']);
+      expect((own.spec.template.spec.volumes as { name: string }[]).map((v) => v.name)).toEqual(['tmp', 'kafka-tls']);
     } finally {
       certs.remove();
     }
+  });
+
+  it('secured values: Kafka TLS (CA, client certificate) and the SASL login reach all three Deployments, passwords from Secrets, and the code accepts them', async () => {
+    const certs = makeTestCerts();
+    try {
+      const secretFiles: Record<string, string> = { 'ca.crt': certs.caFile, 'tls.crt': certs.clientCert, 'tls.key': certs.clientKey };
+      const ms = await template('-f', valuesFile('secured'));
+      const users: Record<string, string> = {};
+      for (const d of ofKind(ms, 'Deployment')) {
+        const c = container(d);
+        const volumes = d.spec.template.spec.volumes as { name: string; secret?: { secretName: string } }[];
+        const fileOf = (path: string): string => {
+          const mount = (c.volumeMounts ?? []).find((m) => path.startsWith(`${m.mountPath}/`))!;
+          expect(volumes.find((v) => v.name === mount.name)!.secret!.secretName).toBe('otp-kafka-tls');
+          return secretFiles[path.slice(mount.mountPath.length + 1)]!;
+        };
+        const env = Object.fromEntries((c.env ?? []).map((e) => [
+          e.name,
+          e.valueFrom ? `<${e.valueFrom.secretKeyRef.name}/${e.valueFrom.secretKeyRef.key}>` : /^KAFKA_TLS_\w+_FILE$/.test(e.name) ? fileOf(e.value!) : e.value!,
+        ]));
+        const access = readKafkaAccess(env);
+        expect(access.tls?.ca, d.metadata.name).toContain('BEGIN CERTIFICATE');
+        expect(access.tls?.cert, d.metadata.name).toContain('BEGIN CERTIFICATE');
+        expect(access.tls?.key, d.metadata.name).toContain('PRIVATE KEY');
+        expect(access.sasl?.mechanism).toBe('scram-sha-512');
+        users[d.metadata.name] = `${access.sasl?.username} ${access.sasl?.password}`;
+      }
+      expect(users).toEqual({
+        'otp-service': 'otp-service <otp-kafka-service-user/password>',
+        'otp-service-relay': 'otp-service <otp-kafka-service-user/password>',
+        'otp-service-notifier': 'otp-notifier <otp-kafka-notifier-user/password>',
+      });
+      // Without a login of its own the notifier uses the service's.
+      const shared = deployment(await template('-f', valuesFile('secured'), '--set', 'kafka.sasl.notifier.username=', '--set', 'kafka.sasl.notifier.existingSecret='), '-notifier');
+      expect(envOf(container(shared)).KAFKA_SASL_USERNAME!.value).toBe('otp-service');
+      // Off by default: the plain values reach Kafka in plaintext with no login.
+      for (const d of ofKind(await template('-f', valuesFile('plain')), 'Deployment')) {
+        expect((container(d).env ?? []).filter((e) => /^KAFKA_(TLS|SASL)/.test(e.name))).toEqual([]);
+      }
+    } finally {
+      certs.remove();
+    }
+  });
+
+  it.each([
+    [['--set', 'kafka.tls.clientCertificate=true'], 'kafka.tls.clientCertificate'],
+    [['--set', 'kafka.tls.existingSecret=otp-kafka-tls'], 'kafka.tls.existingSecret'],
+    [['--set', 'kafka.sasl.mechanism=gssapi', '--set', 'kafka.sasl.username=u', '--set', 'kafka.sasl.existingSecret=s'], 'kafka.sasl.mechanism'],
+    [['--set', 'kafka.sasl.mechanism=plain', '--set', 'kafka.sasl.existingSecret=s'], 'kafka.sasl.username'],
+    [['--set', 'kafka.sasl.mechanism=plain', '--set', 'kafka.sasl.username=u'], 'kafka.sasl.existingSecret'],
+    [['--set', 'kafka.sasl.username=u'], 'kafka.sasl.mechanism'],
+    [['--set', 'config.env.KAFKA_TLS_CA_FILE=/etc/x/ca.crt'], 'config.env.KAFKA_TLS_CA_FILE'],
+  ])('refuses Kafka TLS and SASL values that cannot work (%j)', async (set, named) => {
+    expect(await refused('-f', valuesFile('plain'), ...set)).toContain(named);
   });
 
   it.each([

@@ -35,6 +35,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- include "otp.redisEnv" (list . "") }}
 - name: KAFKA_BROKERS
   value: {{ required "config.kafkaBrokers is required" .Values.config.kafkaBrokers | quote }}
+{{- include "otp.kafkaEnv" (list . "") }}
 {{- include "otp.tracingEnv" . }}
 {{- range $name, $value := .Values.config.env }}
 - name: {{ $name }}
@@ -125,6 +126,60 @@ otp.volumes and by the notifier when it uses this deployment).
 {{- end }}
 {{- end -}}
 
+{{/*
+TLS and SASL to Kafka (kafka.*), for the service and the relay (pass (list $ ""))
+or the notifier (pass (list $ "notifier"): its own login when kafka.sasl.notifier
+names one). The TLS files are in the kafka-tls volume (otp.kafkaTlsMount).
+*/}}
+{{- define "otp.kafkaEnv" -}}
+{{- $ := index . 0 -}}
+{{- $who := index . 1 -}}
+{{- with $.Values.kafka.tls }}
+{{- if .enabled }}
+- name: KAFKA_TLS
+  value: "on"
+{{- if .existingSecret }}
+- name: KAFKA_TLS_CA_FILE
+  value: /etc/otp/kafka-tls/ca.crt
+{{- end }}
+{{- if .clientCertificate }}
+- name: KAFKA_TLS_CERT_FILE
+  value: /etc/otp/kafka-tls/tls.crt
+- name: KAFKA_TLS_KEY_FILE
+  value: /etc/otp/kafka-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with $.Values.kafka.sasl }}
+{{- if .mechanism }}
+{{- $login := ternary .notifier (dict "username" .username "existingSecret" .existingSecret "passwordKey" .passwordKey) (and (eq $who "notifier") (not (empty .notifier.username))) }}
+- name: KAFKA_SASL_MECHANISM
+  value: {{ .mechanism | quote }}
+- name: KAFKA_SASL_USERNAME
+  value: {{ required "kafka.sasl.username is required with kafka.sasl.mechanism" $login.username | quote }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef: { name: {{ required "kafka.sasl.existingSecret (the Secret with the Kafka password) is required with kafka.sasl.mechanism" $login.existingSecret | quote }}, key: {{ $login.passwordKey | default "password" | quote }} }
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "otp.kafkaTlsMount" -}}
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.existingSecret }}
+- name: kafka-tls
+  mountPath: /etc/otp/kafka-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "otp.kafkaTlsVolume" -}}
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.existingSecret }}
+- name: kafka-tls
+  secret:
+    secretName: {{ .Values.kafka.tls.existingSecret | quote }}
+{{- end }}
+{{- end -}}
+
 {{- define "otp.tracingEnv" -}}
 {{- if .Values.tracing.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
@@ -161,6 +216,32 @@ both by redis.tls and by hand.
 {{- end }}
 {{- if not (or .Values.relay.enabled .Values.service.relayInProcess) }}
 {{- fail "relay.enabled=false with service.relayInProcess=false: nothing would publish the outbox and no code would be delivered; keep the relay Deployment or set service.relayInProcess=true" }}
+{{- end }}
+{{- with .Values.kafka.tls }}
+{{- if and .clientCertificate (not (and .enabled .existingSecret)) }}
+{{- fail "kafka.tls.clientCertificate needs kafka.tls.enabled and kafka.tls.existingSecret (the Secret with tls.crt and tls.key)" }}
+{{- end }}
+{{- if and .existingSecret (not .enabled) }}
+{{- fail "kafka.tls.existingSecret is set but kafka.tls.enabled is false" }}
+{{- end }}
+{{- end }}
+{{- with .Values.kafka.sasl }}
+{{- if and .mechanism (not (has (lower .mechanism) (list "plain" "scram-sha-256" "scram-sha-512"))) }}
+{{- fail (printf "kafka.sasl.mechanism must be plain, scram-sha-256 or scram-sha-512, got %q" .mechanism) }}
+{{- end }}
+{{- if and (not .mechanism) (or .username .existingSecret .notifier.username) }}
+{{- fail "kafka.sasl.username / existingSecret are set but kafka.sasl.mechanism is not" }}
+{{- end }}
+{{- if and .notifier.username (not .notifier.existingSecret) }}
+{{- fail "kafka.sasl.notifier.username needs kafka.sasl.notifier.existingSecret (the Secret with its password)" }}
+{{- end }}
+{{- end }}
+{{- range $where, $env := dict "config.env" .Values.config.env "notifier.env" .Values.notifier.env }}
+{{- range $name, $value := $env }}
+{{- if or (hasPrefix "KAFKA_TLS" $name) (hasPrefix "KAFKA_SASL" $name) }}
+{{- fail (printf "%s.%s: set Kafka TLS and SASL with kafka.tls and kafka.sasl" $where $name) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- with .Values.redis.tls }}
 {{- if and .clientCertificate (not (and .enabled .existingSecret)) }}

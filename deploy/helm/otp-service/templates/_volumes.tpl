@@ -37,6 +37,7 @@
 {{- end }}
 {{- end }}
 {{- include "otp.redisTlsMount" . }}
+{{- include "otp.kafkaTlsMount" . }}
 {{- end -}}
 
 {{- define "otp.volumes" -}}
@@ -56,6 +57,7 @@
 {{- end }}
 {{- end }}
 {{- include "otp.redisTlsVolume" . }}
+{{- include "otp.kafkaTlsVolume" . }}
 {{- end -}}
 
 {{/* redis.tls.existingSecret: the CA (and client certificate) for Redis, in every Deployment that uses the service's Redis. */}}
