@@ -20,6 +20,7 @@ import { kcatUntil } from '../support/kcat.js';
 import { freshEmail } from '../support/otp-app.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
 import { exitWithin, spawnService, untilServing, type ServiceProcess } from '../support/service-process.js';
+import { freePort } from '../support/free-port.js';
 import { makeTestCerts, type TestCerts } from '../support/tls-certs.js';
 
 const SCRAM_PASSWORD = `scram-${randomBytes(9).toString('base64url')}`;
@@ -153,5 +154,16 @@ describe('Kafka with TLS and SASL', () => {
   it('a CA that did not issue the broker certificate stops the start with one line naming KAFKA_TLS_CA_FILE', async () => {
     const p = await spawn({ REDIS_URL: redis.url, OTP_WORKERS: '1', ...scram(), KAFKA_TLS_CA_FILE: otherCa.caFile });
     await failsToStartWith(p, /the TLS handshake with Kafka failed: .*certificate.*\(check KAFKA_TLS_CA_FILE, KAFKA_TLS_CERT_FILE/);
+  }, 90_000);
+
+  it('a Kafka that does not answer at all does not stop the start (events wait in the outbox, as without TLS)', async () => {
+    const p = await spawn({ REDIS_URL: redis.url, OTP_WORKERS: '1', ...scram(), KAFKA_BROKERS: `127.0.0.1:${await freePort()}` });
+    await untilServing(p);
+    expect(p.logs().filter((l) => (l.level ?? 0) >= 50)).toEqual([]);
+  }, 90_000);
+
+  it('TLS to a listener that does not speak it (the plaintext port) stops the start with one line', async () => {
+    const p = await spawn({ REDIS_URL: redis.url, OTP_WORKERS: '1', ...scram(), KAFKA_BROKERS: broker.brokers });
+    await failsToStartWith(p, /the TLS handshake with Kafka failed: .*and that the listener speaks TLS/);
   }, 90_000);
 });

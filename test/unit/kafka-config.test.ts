@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
-import { connectionOptions } from '../../src/events/kafka/access.js';
+import { connectionOptions, refusalOf } from '../../src/events/kafka/access.js';
 import { kafkaAccessWarnings, readKafkaAccess } from '../../src/kafka-config.js';
 import { loadNotifierConfig } from '../../src/notifier/config.js';
 import { makeTestCerts } from '../support/tls-certs.js';
@@ -92,6 +92,18 @@ describe('KAFKA_TLS* and KAFKA_SASL_*', () => {
     expect(loadConfig(env).kafkaAccess).toEqual({ tls: {}, sasl: { mechanism: 'scram-sha-256', username: 'otp', password: PASSWORD } });
     expect(loadNotifierConfig(env).kafkaAccess).toEqual({ tls: {}, sasl: { mechanism: 'scram-sha-256', username: 'otp', password: PASSWORD } });
     expect(() => loadNotifierConfig({ KAFKA_SASL_MECHANISM: 'kerberos' })).toThrow(/^KAFKA_SASL_MECHANISM must be one of/);
+  });
+
+  it('tells a refused login or handshake (kafkajs wraps the cause after its retries) from a Kafka that is away', () => {
+    const wrapped = (cause: object) => ({ name: 'KafkaJSNumberOfRetriesExceeded', message: 'x', cause });
+    expect(refusalOf(wrapped({ name: 'KafkaJSSASLAuthenticationError', message: 'SASL PLAIN authentication failed' })))
+      .toEqual({ refusal: 'credentials', detail: 'SASL PLAIN authentication failed' });
+    expect(refusalOf({ name: 'KafkaJSProtocolError', message: 'Request is not valid given the current SASL state', type: 'ILLEGAL_SASL_STATE', code: 34 })?.refusal).toBe('credentials');
+    expect(refusalOf(wrapped({ name: 'KafkaJSConnectionError', message: 'Connection error: self-signed certificate in certificate chain', code: 'SELF_SIGNED_CERT_IN_CHAIN' })))
+      .toEqual({ refusal: 'tls', detail: 'self-signed certificate in certificate chain (SELF_SIGNED_CERT_IN_CHAIN)' });
+    expect(refusalOf(wrapped({ name: 'KafkaJSConnectionError', message: 'Connection error: connect ECONNREFUSED 127.0.0.1:1', code: 'ECONNREFUSED' }))).toBeUndefined();
+    expect(refusalOf(wrapped({ name: 'KafkaJSConnectionError', message: 'Connection error: read ECONNRESET', code: 'ECONNRESET' }))).toBeUndefined();
+    expect(refusalOf(new Error('Connection timeout'))).toBeUndefined();
   });
 
   it('production warns about plaintext Kafka (louder for a PLAIN login), never refuses it', () => {

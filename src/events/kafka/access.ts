@@ -78,8 +78,16 @@ const TLS_CODE = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|HOSTNAME/;
 
 /** The refusal an error of kafkajs stands for (it wraps the cause after its retries); undefined: not one. */
 export function refusalOf(err: unknown): KafkaRefusal | undefined {
-  for (let e = err as { name?: string; message?: string; code?: string; cause?: unknown; originalError?: unknown } | undefined, depth = 0; e && depth < 5; depth++) {
+  for (let e = err as { name?: string; message?: string; code?: unknown; type?: string; cause?: unknown; originalError?: unknown } | undefined, depth = 0; e && depth < 5; depth++) {
     if (e.name === "KafkaJSSASLAuthenticationError") return { refusal: "credentials", detail: e.message ?? "authentication failed" };
+    // A SASL login sent to a listener that takes none (or not this mechanism).
+    if (e.type === "ILLEGAL_SASL_STATE" || e.type === "UNSUPPORTED_SASL_MECHANISM") {
+      return { refusal: "credentials", detail: `${e.message ?? "SASL refused"} (${e.type}: does this listener take SASL logins?)` };
+    }
+    // Node's words when the peer drops the connection during the TLS handshake: a listener that does not speak TLS.
+    if (e.code === "ECONNRESET" && e.message?.includes("before secure TLS connection was established")) {
+      return { refusal: "tls", detail: `${e.message.replace(/^Connection error: /, "")} (${e.code})` };
+    }
     if (typeof e.code === "string" && TLS_CODE.test(e.code)) {
       // Without Node's hint about --use-system-ca: the setting to change is named by the caller.
       const message = (e.message ?? "").replace(/^Connection error: /, "").replace(/; if the root CA is installed locally.*$/, "");
