@@ -20,7 +20,7 @@ const REFRESH_MS = 500;
 export class OutboxBacklog implements OutboxWatch {
   private value = 0;
   private lag = 0;
-  /** When the oldest waiting event was written, as of the last reading of every shard. */
+  /** When the oldest waiting event was written, as of the last reading of every shard (before the first: start()). */
   private oldestAt: number | undefined;
   private timer: NodeJS.Timeout | undefined;
 
@@ -33,6 +33,9 @@ export class OutboxBacklog implements OutboxWatch {
 
   start(): void {
     if (this.timer) return;
+    // Until every shard has been read once, a shard never read may hold events from before this process
+    // started (a master down at start-up): the lag counts from here at least, not from 0.
+    this.oldestAt ??= Date.now();
     this.timer = setInterval(() => void this.refresh(), REFRESH_MS);
     this.timer.unref();
     void this.refresh();

@@ -45,6 +45,7 @@ import type {
   VerificationState,
   VerificationStatusKind,
   VerificationStore,
+  VerificationSummary,
   VerificationTimes,
 } from "../store/store.js";
 import { sendBudgets, verifyBudgets } from "./caller-budgets.js";
@@ -344,7 +345,8 @@ export class OtpService {
     assertValid(ResendRequestSchema, req);
     const ref = this.ids.parse(req.verificationId);
     if (!ref) throw noSuchVerification();
-    // The sealed destination too: a number is opened below (its country's budget, today's phone rules, the guard's prefixes).
+    // For a Resend: the sealed destination too (a number is opened below: its country's budget, today's phone rules,
+    // the guard's prefixes), and what the store would refuse from the verification's own state.
     const summary = await this.guard(() => this.store.describe(caller.tenant, ref, true));
     // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
     if (!summary || !this.mayUse(caller, "Resend", summary.purpose, ref.verificationId)) throw noSuchVerification();
@@ -357,6 +359,11 @@ export class OtpService {
         { purpose: summary.purpose, verificationId: ref.verificationId });
     }
     const policy = this.policy(summary.purpose, "verification_id");
+    // Refused by the verification's own state (finished, locked, cooling down, out of resends): answered before any
+    // caller budget is spent. Otherwise a public client (Resend needs no secret) could drain the tenant's, its IP's and
+    // a whole country's budgets with Resends of one finished verification. (Two Resends racing past this check are
+    // decided by the store, and the loser has spent its budgets: bounded by how many run at once.)
+    if (summary.resend) throw this.resendRefused(caller, summary.purpose, ref, summary.resend);
     // A Resend is one more message to the number, so it answers to the same phone rules and country budget as a
     // Send: otherwise each Send's country unit would buy 1 + OTP_MAX_RESENDS texts, and a country or number type
     // refused since the Send would still be texted.
@@ -394,6 +401,11 @@ export class OtpService {
     );
     if (guard && outcome.kind !== "resent") await this.recordPrefix(caller, guard, "unsent");
     switch (outcome.kind) {
+      case "not_found":
+        throw noSuchVerification();
+      case "finished":
+      case "refused":
+        throw this.resendRefused(caller, summary.purpose, ref, outcome, false);
       case "resent":
         if (!summary.test) {
           this.deliveryQueued?.();
@@ -404,16 +416,17 @@ export class OtpService {
           attemptsRemaining: outcome.attemptsRemaining,
           resendsRemaining: outcome.resendsRemaining,
         });
-      case "not_found":
-        throw noSuchVerification();
-      case "finished":
-        throw new OtpError("FAILED_PRECONDITION", "the verification is finished; Send a new one", { reason: "VERIFICATION_FINISHED" });
-      case "refused":
-        this.record(caller, "Resend", {
-          type: "rate_limited", reason: outcome.reason, purpose: summary.purpose, verificationId: ref.verificationId, audit: false,
-        });
-        throw OtpError.exhausted(outcome.reason, outcome.retryAfterMs);
     }
+  }
+
+  /**
+   * A Resend the verification's state refuses. `audit`: the refusal was found before the store was asked to
+   * resend (describe), so no script wrote its `rate_limited` event; resend.lua writes its own.
+   */
+  private resendRefused(caller: Caller, purpose: string, ref: VerificationRef, refusal: NonNullable<VerificationSummary["resend"]>, audit = true): OtpError {
+    if (refusal.kind === "finished") return new OtpError("FAILED_PRECONDITION", "the verification is finished; Send a new one", { reason: "VERIFICATION_FINISHED" });
+    this.record(caller, "Resend", { type: "rate_limited", reason: refusal.reason, purpose, verificationId: ref.verificationId, shard: ref.shard, audit });
+    return OtpError.exhausted(refusal.reason, refusal.retryAfterMs);
   }
 
   async checkRateLimit(req: CheckRateLimitRequest, caller: Caller): Promise<CheckRateLimitResponse> {
@@ -571,19 +584,22 @@ export class OtpService {
     return config && number ? numberPrefixes(config, this.digester, caller.tenant, number.canonical).clear() : undefined;
   }
 
-  /** A verification's number, opened from its sealed copy; undefined when that cannot be done. */
-  private sealedNumber(caller: Caller, sealedDestination: string | undefined): Destination | undefined {
-    if (!sealedDestination) return undefined;
-    let parsed: Destination | string;
+  /**
+   * A verification's number, opened from its sealed copy. One that cannot be opened (sealed under a key since
+   * removed from OTP_SEAL_KEYS) or read as a number any more is refused: its country's budget and the phone rules
+   * could not be applied, and a notifier still holding the old key would text it unchecked.
+   */
+  private sealedNumber(caller: Caller, sealedDestination: string | undefined): Destination {
+    let parsed: Destination | string = "missing";
     try {
-      parsed = parseDestination(Channel.SMS, this.sealer.openBase64("destination", caller.tenant, sealedDestination));
+      if (sealedDestination) parsed = parseDestination(Channel.SMS, this.sealer.openBase64("destination", caller.tenant, sealedDestination));
     } catch (err) {
-      // Sealed under a key since removed from OTP_SEAL_KEYS (no notifier can open it either): the Resend spends
-      // the send budgets only, and a prefix guard event names the prefix by its ref only.
-      this.log("warn", { err }, "could not open a sealed destination");
-      return undefined;
+      this.log("warn", { err }, "could not open a verification's sealed number for a Resend");
     }
-    return typeof parsed === "string" ? undefined : parsed;
+    if (typeof parsed === "string") {
+      throw new OtpError("FAILED_PRECONDITION", "the verification's number can no longer be read (its seal key was removed); Send a new one", { reason: "VERIFICATION_FINISHED" });
+    }
+    return parsed;
   }
 
   /** The number's guarded prefixes (phones, with the guard on). */

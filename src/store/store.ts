@@ -331,8 +331,14 @@ export interface VerificationSummary {
   prefixRefs: string;
   /** Issued to a test destination (IssueCommand.deliver false). */
   test: boolean;
-  /** Only when asked for: IssueCommand.sealedDestination. */
+  /** Only when asked for (a Resend): IssueCommand.sealedDestination. */
   sealedDestination?: string;
+  /**
+   * Only when asked for (a Resend): what `resend` would answer now from the verification's own state (finished,
+   * locked, cooling down, out of resends), or null when it would go on to the destination's send budget. Read
+   * before any caller budget is spent, so a Resend refused for these spends none; `resend` decides again.
+   */
+  resend?: Extract<ResendOutcome, { kind: "finished" | "refused" }> | null;
 }
 
 /** Where a verification stands (GetVerification): what Verify with the right code would answer now. */
@@ -423,8 +429,11 @@ export interface VerificationStore {
   appendAudit(shard: number, fields: Record<string, string>): Promise<void>;
   /** The current verification id for (tenant, purpose, destination), live or finished but not consumed; else null. */
   findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null>;
-  /** Purpose, channel and destination kind of a verification owned by `tenant`, or null. */
-  describe(tenant: string, ref: VerificationRef, withDestination?: boolean): Promise<VerificationSummary | null>;
+  /**
+   * Purpose, channel and destination kind of a verification owned by `tenant`, or null. `forResend`: also its
+   * sealed destination and what `resend` would refuse now from the verification's own state (VerificationSummary.resend).
+   */
+  describe(tenant: string, ref: VerificationRef, forResend?: boolean): Promise<VerificationSummary | null>;
   /** The state of a verification owned by `tenant`, or null (unknown, another tenant's, or gone). Changes nothing. */
   inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null>;
   /** End a pending verification: its code never verifies, notifiers drop its delivery (audit `canceled`, `delivery_canceled`). */

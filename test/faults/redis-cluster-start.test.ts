@@ -114,6 +114,12 @@ describe('Redis Cluster: starting while one master (no replica) is down', () => 
       const live = served[0]!;
       const res = await grpcCall(client, OtpService.method.verify, { target: { case: 'verificationId', value: live.id! }, code: await app.deliveries.codeFor(live.id!) });
       expect(res.result).toBe(VerifyResult.VERIFIED);
+      // The down shard was never read by this process: its events may be waiting unseen, so the lag counts from
+      // start-up (OtpRelayLagHigh must be able to fire even once every pod restarted during the outage).
+      await until('the event lag counts on from start-up while a shard was never read', 15_000, async () => {
+        const details = JSON.parse((await rawRequest(`${app.httpBase}/readyz`)).body.toString().split('\n')[1] ?? '{}') as { event_lag_ms?: number };
+        return (details.event_lag_ms ?? 0) > 2_000;
+      }, 250);
 
       if (how === 'dead') await bringBack(victim);
       else victim.resume();

@@ -227,6 +227,21 @@ describe('a Resend is one more text: it spends the country budget and answers to
     await grpcCall(ctx.grpc, send, smsTo('+447400123481'), as());
   });
 
+  it('a number whose seal key was removed since the Send (a restart over the same Redis) is refused on Resend: no country, no rules, no text', async () => {
+    const sent = await grpcCall(ctx.grpc, send, smsTo('+33612345682'), as());
+    const otherSealKey = `other-seal:${Buffer.alloc(32, 7).toString('base64')}`;
+    const restarted = await startSecuredApp(redis.url, { OTP_CLIENTS_FILE: file.path, OTP_RESEND_COOLDOWN_SECONDS: '0', OTP_SEAL_KEYS: otherSealKey }, ctx.app.keyPrefix);
+    const client = grpcClient(restarted.grpcTarget);
+    try {
+      const refused = await grpcError(grpcCall(client, resend, { verificationId: sent.verificationId }, as()));
+      expect([refused.code, reasonOf(refused)]).toEqual([status.FAILED_PRECONDITION, 'VERIFICATION_FINISHED']);
+      expect(refused.details).toContain('Send a new one');
+    } finally {
+      client.close();
+      await restarted.stop();
+    }
+  });
+
   it('a country refused since the Send (a restart with OTP_SMS_COUNTRIES=GB over the same Redis) is refused on Resend, audited', async () => {
     const sent = await grpcCall(ctx.grpc, send, smsTo('+33612345681'), as());
     const restarted = await startSecuredApp(redis.url, { OTP_CLIENTS_FILE: file.path, OTP_RESEND_COOLDOWN_SECONDS: '0', OTP_SMS_COUNTRIES: 'GB' }, ctx.app.keyPrefix);
@@ -239,6 +254,27 @@ describe('a Resend is one more text: it spends the country budget and answers to
       client.close();
       await restarted.stop();
     }
+  });
+});
+
+describe('a Resend its verification refuses spends no caller budget (OTP_LIMIT_SMS_PER_COUNTRY=1000/1h,NZ=6/1d, OTP_LIMIT_SEND_PER_IP=8/1h)', () => {
+  const ctx = appWith({ OTP_LIMIT_SMS_PER_COUNTRY: '1000/1h,NZ=6/1d', OTP_LIMIT_SEND_PER_IP: '8/1h', OTP_TRUSTED_PROXIES: '127.0.0.1/32' });
+  const nz = (n: number) => `+6421${String(1234560 + n)}`;
+
+  it("out of resends: refused from a browser and a backend, audited, and the country's and the IP's budgets are untouched", async () => {
+    const sent = await grpcCall(ctx.grpc, send, smsTo(nz(1)), as());
+    for (let i = 0; i < 3; i++) await grpcCall(ctx.grpc, resend, { verificationId: sent.verificationId }, as());
+    // Four NZ units spent. A public client (no secret needed) and a backend keep asking.
+    const web = browserClient(ctx.app.httpBase, WEB_ORIGIN, '198.51.100.23');
+    for (let i = 0; i < 6; i++) {
+      expect(await refusal(web.resend({ verificationId: sent.verificationId }))).toEqual([Code.ResourceExhausted, 'MAX_RESENDS']);
+      const refused = await grpcError(grpcCall(ctx.grpc, resend, { verificationId: sent.verificationId, clientIp: '198.51.100.23' }, as()));
+      expect(reasonOf(refused)).toBe('MAX_RESENDS');
+    }
+    expect(await ctx.app.audits.find({ type: 'rate_limited', reason: 'MAX_RESENDS', vid: sent.verificationId })).toBeDefined();
+    // The country's last two units and the IP's are still there for real Sends.
+    for (const n of [2, 3]) await grpcCall(ctx.grpc, send, smsTo(nz(n), { clientIp: '198.51.100.23' }), as());
+    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, smsTo(nz(4)), as())))).toBe('SEND_LIMIT_COUNTRY');
   });
 });
 

@@ -694,6 +694,31 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(refused.retryAfterMs).toBeLessThanOrEqual(60_000);
       });
 
+      it("describe for a Resend says what resend would refuse from the verification's own state, and agrees with it", async () => {
+        const cooling = policy({ resendCooldownSeconds: 30 });
+        const a = await send({ policy: cooling });
+        const atCooldown = await store.describe(TENANT, a.ref, true);
+        expect(atCooldown?.sealedDestination).toBe(a.cmd.sealedDestination);
+        expect(atCooldown?.resend).toMatchObject({ kind: 'refused', reason: 'RESEND_COOLDOWN' });
+        expect(await store.resend(resendCommand(a.ref, newCode(), { policy: cooling }))).toMatchObject({ kind: 'refused', reason: 'RESEND_COOLDOWN' });
+
+        const once = policy({ maxResends: 1 });
+        const b = await send({ policy: once });
+        expect((await store.describe(TENANT, b.ref, true))?.resend).toBeNull();
+        expect((await store.resend(resendCommand(b.ref, newCode(), { policy: once }))).kind).toBe('resent');
+        const spent = await store.describe(TENANT, b.ref, true);
+        expect(spent?.resend).toMatchObject({ kind: 'refused', reason: 'MAX_RESENDS' });
+        if (spent?.resend?.kind !== 'refused') throw new Error('not refused');
+        expect(spent.resend.retryAfterMs).toBeGreaterThan(55_000);
+
+        const c = await send();
+        expect((await store.verify(verifyCommand(c.ref, c.code))).result).toBe('VERIFIED');
+        expect((await store.describe(TENANT, c.ref, true))?.resend).toEqual({ kind: 'finished' });
+        expect((await store.resend(resendCommand(c.ref, newCode()))).kind).toBe('finished');
+        // Without asking, neither the number nor the verdict is read.
+        expect(await store.describe(TENANT, c.ref)).not.toHaveProperty('resend');
+      });
+
       it('refuses during the cooldown', async () => {
         const p = policy({ resendCooldownSeconds: 30 });
         const { ref } = await send({ policy: p });

@@ -87,6 +87,17 @@ export function isLive(v: Verification, now: number): boolean {
   return v.status === "" && now < v.expiresAt;
 }
 
+/** What a Resend meets in the verification's own state before its send budget (resend.lua's order), or null. */
+export function resendRefusal(v: Verification, d: Destination, now: number): { kind: "finished" } | { kind: "refused"; reason: "DESTINATION_LOCKED" | "RESEND_COOLDOWN" | "MAX_RESENDS"; retryAfterMs: number } | null {
+  if (!isLive(v, now)) return { kind: "finished" };
+  // The destination's lock (every purpose's) or the purpose's own.
+  const locked = lockedUntil(d, v.purpose);
+  if (locked > now) return { kind: "refused", reason: "DESTINATION_LOCKED", retryAfterMs: locked - now };
+  if (now < v.resendAt) return { kind: "refused", reason: "RESEND_COOLDOWN", retryAfterMs: v.resendAt - now };
+  if (v.resends >= v.maxResends) return { kind: "refused", reason: "MAX_RESENDS", retryAfterMs: v.expiresAt - now };
+  return null;
+}
+
 export function verificationById(d: Destination, id: string): Verification | undefined {
   for (const v of d.verifications.values()) if (v.id === id) return v;
   return undefined;

@@ -26,7 +26,7 @@ import type {
   DestinationRef,
 } from "../store.js";
 import {
-  extendExpiry, isLive, lockedUntil, purposeLimits, stateOf, verificationById,
+  extendExpiry, isLive, lockedUntil, purposeLimits, resendRefusal, stateOf, verificationById,
   type Destination, type KeptAnswer, type Verification,
 } from "./destination.js";
 import * as gcra from "./gcra.js";
@@ -272,7 +272,8 @@ export class MemoryStore implements VerificationStore {
     const d = this.#get(this.#key(cmd.tenant, cmd.ref), now);
     const v = d && verificationById(d, cmd.ref.verificationId);
     if (!d || !v) return { kind: "not_found" };
-    if (!isLive(v, now)) return { kind: "finished" };
+    const refusal = resendRefusal(v, d, now);
+    if (refusal?.kind === "finished") return refusal;
 
     const base: EventBase = {
       vid: v.id, tn: cmd.tenant, p: v.purpose, ch: v.channel, md: d.masked, dd: d.digest, event: cmd.event,
@@ -282,11 +283,7 @@ export class MemoryStore implements VerificationStore {
       return { kind: "refused", reason, retryAfterMs };
     };
 
-    // The destination's lock (every purpose's) or the purpose's own.
-    const locked = lockedUntil(d, v.purpose);
-    if (locked > now) return refuse("DESTINATION_LOCKED", locked - now);
-    if (now < v.resendAt) return refuse("RESEND_COOLDOWN", v.resendAt - now);
-    if (v.resends >= v.maxResends) return refuse("MAX_RESENDS", v.expiresAt - now);
+    if (refusal) return refuse(refusal.reason, refusal.retryAfterMs);
     const own = ownRate(policy.purposeSendsPerDestination);
     const sent = gcra.spendBoth(d.sendTat, rate(policy.sendsPerDestination), d.purposeLimits?.get(v.purpose)?.sendTat, own, now);
     if (!sent.allowed) return refuse("SEND_LIMIT_DESTINATION", sent.retryAfterMs);
@@ -356,12 +353,16 @@ export class MemoryStore implements VerificationStore {
     return this.#get(this.#key(tenant, destination), now)?.verifications.get(purpose)?.id ?? null;
   }
 
-  async describe(tenant: string, ref: VerificationRef, withDestination = false): Promise<VerificationSummary | null> {
-    const d = this.#get(this.#key(tenant, ref), this.#now());
+  async describe(tenant: string, ref: VerificationRef, forResend = false): Promise<VerificationSummary | null> {
+    const now = this.#now();
+    const d = this.#get(this.#key(tenant, ref), now);
     const v = d && verificationById(d, ref.verificationId);
     if (!v) return null;
     const summary: VerificationSummary = { purpose: v.purpose, channel: v.channel, context: v.context, prefixRefs: v.prefixRefs, test: v.test };
-    if (withDestination) summary.sealedDestination = d.sealed;
+    if (forResend) {
+      summary.sealedDestination = d.sealed;
+      summary.resend = resendRefusal(v, d, now);
+    }
     return summary;
   }
 

@@ -270,9 +270,9 @@ export class RedisStore implements VerificationStore {
     return replies.foundId(await this.#run("find", [key], { purpose }));
   }
 
-  async describe(tenant: string, ref: VerificationRef, withDestination = false): Promise<VerificationSummary | null> {
+  async describe(tenant: string, ref: VerificationRef, forResend = false): Promise<VerificationSummary | null> {
     const key = destinationKey(this.#prefix, tenant, ref);
-    return replies.summary(await this.#run("describe", [key], { id: ref.verificationId, destination: withDestination }));
+    return replies.summary(await this.#run("describe", [key], { id: ref.verificationId, resend: forResend }));
   }
 
   async inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null> {

@@ -201,7 +201,11 @@ export function summary(reply: RedisReply): VerificationSummary | null {
   if (reply === null) return null;
   const r = list(reply, "describe");
   const summary: VerificationSummary = { purpose: str(r, 0), channel: num(r, 1), context: str(r, 2), prefixRefs: str(r, 3), test: num(r, 4) === 1 };
-  if (r.length > 5) summary.sealedDestination = str(r, 5);
+  if (r.length > 5) {
+    summary.sealedDestination = str(r, 5);
+    const refusal = str(r, 6);
+    summary.resend = refusal === "" ? null : refusal === "finished" ? { kind: "finished" } : { kind: "refused", reason: refusal as Refusal, retryAfterMs: num(r, 7) };
+  }
   return summary;
 }
 
