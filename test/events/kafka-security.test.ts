@@ -125,7 +125,7 @@ describe('Kafka with TLS and SASL', () => {
     expect(output(service)).not.toContain(SCRAM_PASSWORD);
   }, 90_000);
 
-  it('the notifier consumes over TLS + PLAIN and reports the delivery', async () => {
+  it('the notifier consumes over TLS + PLAIN and reports the delivery; the service\'s status consumer reads the report', async () => {
     const { verificationId } = await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('sasl-notify') });
     const notifier = await spawn(
       { ...tls(), KAFKA_SASL_MECHANISM: 'plain', KAFKA_SASL_USERNAME: 'notifier', KAFKA_SASL_PASSWORD: PLAIN_PASSWORD, NOTIFIER_GROUP_ID: `sasl-${randomBytes(4).toString('hex')}`, NOTIFIER_METRICS_PORT: 'off' },
@@ -135,8 +135,11 @@ describe('Kafka with TLS and SASL', () => {
     const ours = statuses.filter((r) => r.key === verificationId);
     expect(ours.length).toBeGreaterThanOrEqual(1);
     expect(ours[0]!.headers[HEADERS.eventType]).toBe('delivery.status');
+    // The service's status consumer read the report through TLS + SCRAM too: the verification's audit trail has it.
+    const audit = await kcatUntil(broker.secureBrokers!, TOPICS.audit, (all) => all.some((r) => r.key === verificationId && r.headers[HEADERS.eventType] === 'audit.delivered'), 60_000, kcatOptions());
+    expect(audit.filter((r) => r.key === verificationId).map((r) => r.headers[HEADERS.eventType])).toContain('audit.delivered');
     expect(output(notifier)).not.toContain(PLAIN_PASSWORD);
-  }, 90_000);
+  }, 120_000);
 
   it('a wrong password stops the service, the relay and the notifier at start-up with one line naming KAFKA_SASL_PASSWORD', async () => {
     const wrong = { ...tls(), KAFKA_SASL_MECHANISM: 'scram-sha-512', KAFKA_SASL_USERNAME: 'otp', KAFKA_SASL_PASSWORD: WRONG_PASSWORD };
