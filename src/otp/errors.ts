@@ -36,9 +36,17 @@ export class OtpError extends Error {
     super(message);
   }
 
+  /** One violation per field, as the API promises (otp.proto): a field that breaks two rules gets one saying both. */
   static invalidArgument(violations: FieldViolation[]): OtpError {
-    const summary = violations.map((v) => `${v.field}: ${v.description}`).join("; ");
-    return new OtpError("INVALID_ARGUMENT", `invalid request: ${summary}`, { violations });
+    const byField = new Map<string, FieldViolation>();
+    for (const v of violations) {
+      const seen = byField.get(v.field);
+      if (seen?.description === v.description) continue;
+      byField.set(v.field, seen ? { field: v.field, description: `${seen.description}; ${v.description}` } : v);
+    }
+    const merged = byField.size === violations.length ? violations : [...byField.values()];
+    const summary = merged.map((v) => `${v.field}: ${v.description}`).join("; ");
+    return new OtpError("INVALID_ARGUMENT", `invalid request: ${summary}`, { violations: merged });
   }
 
   static exhausted(reason: string, retryAfterMs: number): OtpError {

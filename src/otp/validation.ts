@@ -19,17 +19,8 @@ export function assertValid<Desc extends DescMessage>(schema: Desc, message: Mes
     return;
   }
   if (result.kind === "error") throw new Error(`validation could not run: ${result.error.message}`);
-  throw OtpError.invalidArgument(onePerField(result.violations.map((v) => ({ field: fieldPath(v.field), description: v.message }))));
-}
-
-/** The API promises one violation per bad field (otp.proto): a field breaking two rules (an empty purpose: its length and its pattern) gets one, saying both. */
-function onePerField(violations: FieldViolation[]): FieldViolation[] {
-  const byField = new Map<string, FieldViolation>();
-  for (const v of violations) {
-    const seen = byField.get(v.field);
-    byField.set(v.field, seen ? { field: v.field, description: `${seen.description}; ${v.description}` } : v);
-  }
-  return [...byField.values()];
+  // A field breaking two rules (an empty purpose: its length and its pattern) is one violation (OtpError.invalidArgument).
+  throw OtpError.invalidArgument(result.violations.map((v) => ({ field: fieldPath(v.field), description: v.message })));
 }
 
 function fieldPath(path: readonly { kind: string; name?: string; localName?: string }[] | unknown): string {

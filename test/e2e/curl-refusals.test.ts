@@ -60,6 +60,14 @@ describe('refusals a curl user can read', () => {
     }
   });
 
+  it('a long content type is named back cut short (the answer does not grow with what the caller sent)', async () => {
+    const type = `application/${'x'.repeat(6000)}`;
+    const res = await curl('-X', 'POST', '-H', `content-type: ${type}`, '--data', 'x', send());
+    expect(res.status).toBe(415);
+    expect(res.body).toContain(`content type "${type.slice(0, 64)}…" is not supported`);
+    expect(res.body.length).toBeLessThan(400);
+  });
+
   it('PUT (or DELETE) on an RPC: 405, an Allow header and one line saying which methods work', async () => {
     for (const method of ['PUT', 'DELETE']) {
       const res = await curl('-X', method, '-H', 'content-type: application/json', '--data', '{}', send());

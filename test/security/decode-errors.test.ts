@@ -161,6 +161,9 @@ describe('Connect JSON bodies fromJson refuses', () => {
     ['a fractional enum number', 'Send', sendJson('').toString().replace('"CHANNEL_EMAIL"', '2.5'), ['channel: must be the name of a value of otp.v1.Channel (or its number)']],
     ['a nested field', 'Verify', '{"destination":{"purpose":1,"destination":"a@example.com"},"code":"12345678"}', ['destination.purpose: must be a JSON string']],
     ['a map value', 'Send', sendJson(',"metadata":{"k":1}').toString(), ['metadata["k"]: must be a JSON string']],
+    // One violation per bad field, saying everything wrong with it (otp.proto).
+    ['one field under both its names, one of them of the wrong type', 'Verify', '{"verificationId":1,"verification_id":"abc","code":"12345678"}',
+      ['verification_id: must be a JSON string; is set twice (as "verificationId" and "verification_id")']],
   ])('%s: a BadRequest naming the field', async (_what, method, body, violations) => {
     const res = await postJson(method, Buffer.from(body));
     expect(res.status).toBe(400);

@@ -177,7 +177,10 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
       },
       lost(node, err) {
         redisObservations.connectionsLost++;
-        log?.warn({ redis: where, node, error: err instanceof Error ? err.name : "unknown" }, "redis connection lost");
+        // The error's name and its system code (ECONNREFUSED, ETIMEDOUT, ...), never its message (it may hold a reply).
+        const code = (err as NodeJS.ErrnoException | undefined)?.code;
+        const why = typeof code === "string" && /^[A-Z0-9_]+$/.test(code) ? { code } : {};
+        log?.warn({ redis: where, node, error: err instanceof Error ? err.name : "unknown", ...why }, "redis connection lost");
       },
       ready(node) {
         log?.info({ redis: where, node }, "redis connection ready");

@@ -1,5 +1,6 @@
 import { fromJson, ScalarType, type DescField, type DescMessage, type JsonValue } from "@bufbuild/protobuf";
 import type { FieldViolation } from "../../otp/errors.js";
+import { shown } from "../caller-text.js";
 
 // Which fields of a JSON request protobuf-es refused, worked out only after
 // connect's decoding (fromJson) has refused a body that was valid JSON.
@@ -12,7 +13,6 @@ import type { FieldViolation } from "../../otp/errors.js";
 // protovalidate's violations do; descriptions never carry the value.
 
 const READ = { ignoreUnknownFields: false } as const;
-const MAX_KEY_SHOWN = 64;
 
 /** One violation per member of `json` that fromJson(schema, ...) refuses; [] when `json` decodes. */
 export function jsonDecodeViolations(schema: DescMessage, json: JsonValue, prefix = ""): FieldViolation[] {
@@ -182,7 +182,3 @@ function isWellKnown(schema: DescMessage): boolean {
   return schema.typeName.startsWith("google.protobuf.");
 }
 
-/** A key as the caller sent it, cut short: it is named back, and it is the caller's text. */
-function shown(key: string): string {
-  return key.length > MAX_KEY_SHOWN ? `${key.slice(0, MAX_KEY_SHOWN)}…` : key;
-}

@@ -1,4 +1,5 @@
 import { createAsyncIterable, type UniversalHandler, type UniversalHandlerFn, type UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { shown } from "../caller-text.js";
 
 // connect-es answers a request no protocol accepts (wrong HTTP method, or a
 // content type none of Connect, gRPC-Web and gRPC speaks) with a bare 405 or
@@ -36,12 +37,12 @@ export function plainRefusals(handler: UniversalHandler, inner: UniversalHandler
     if (res.status === 415 && req.method === "GET") {
       // A Connect GET names its encoding in the query; it has no content type to blame.
       const encoding = new URL(req.url).searchParams.get("encoding");
-      const what = encoding === null ? "no encoding query parameter" : `encoding ${JSON.stringify(encoding)} is not supported`;
+      const what = encoding === null ? "no encoding query parameter" : `encoding ${JSON.stringify(shown(encoding))} is not supported`;
       return plain(415, `${what} for ${handler.requestPath}: send encoding=json or encoding=proto`);
     }
     if (res.status === 415) {
       const sent = req.header.get("content-type");
-      const what = sent ? `content type "${sent}" is not supported` : "no content type";
+      const what = sent ? `content type "${shown(sent)}" is not supported` : "no content type";
       return plain(415, `${what} for ${handler.requestPath}: send ${ACCEPTED}`);
     }
     return res;
