@@ -4,8 +4,9 @@
 // kcat with the same settings reads what landed; a wrong password or a CA
 // that does not issue the broker's certificate stops the start with one line
 // naming the setting, and no secret. One broker for the file: a SASL_SSL
-// listener (SCRAM-SHA-512 user "otp", PLAIN user "notifier"); its plaintext
-// listener is never given to our processes.
+// listener requiring client certificates (SCRAM-SHA-512 user "otp",
+// SCRAM-SHA-256 user "relay", PLAIN user "notifier"); its plaintext listener
+// is given to our processes only to show TLS refused there.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +26,7 @@ import { makeTestCerts, type TestCerts } from '../support/tls-certs.js';
 
 const SCRAM_PASSWORD = `scram-${randomBytes(9).toString('base64url')}`;
 const PLAIN_PASSWORD = `plain-${randomBytes(9).toString('base64url')}`;
+const RELAY_PASSWORD = `relay-${randomBytes(9).toString('base64url')}`;
 const WRONG_PASSWORD = `wrong-${randomBytes(9).toString('base64url')}`;
 
 let certs: TestCerts;
@@ -48,7 +50,10 @@ beforeAll(async () => {
       keyPem: certs.read(certs.serverKey).toString(),
       caPem: certs.read(certs.caFile).toString(),
       clientAuth: true,
-      scram: { mechanism: 'SCRAM-SHA-512', username: 'otp', password: SCRAM_PASSWORD },
+      scram: [
+        { mechanism: 'SCRAM-SHA-512', username: 'otp', password: SCRAM_PASSWORD },
+        { mechanism: 'SCRAM-SHA-256', username: 'relay', password: RELAY_PASSWORD },
+      ],
       plain: { username: 'notifier', password: PLAIN_PASSWORD },
     },
   });
@@ -105,7 +110,7 @@ async function failsToStartWith(p: ServiceProcess, matches: RegExp): Promise<voi
   const all = output(p);
   expect(all).not.toMatch(/\n\s+at /);
   expect(all).not.toContain('"stack"');
-  for (const secret of [SCRAM_PASSWORD, PLAIN_PASSWORD, WRONG_PASSWORD, 'PRIVATE KEY']) expect(all).not.toContain(secret);
+  for (const secret of [SCRAM_PASSWORD, PLAIN_PASSWORD, RELAY_PASSWORD, WRONG_PASSWORD, 'PRIVATE KEY']) expect(all).not.toContain(secret);
 }
 
 describe('Kafka with TLS and SASL', () => {
@@ -139,6 +144,24 @@ describe('Kafka with TLS and SASL', () => {
     const audit = await kcatUntil(broker.secureBrokers!, TOPICS.audit, (all) => all.some((r) => r.key === verificationId && r.headers[HEADERS.eventType] === 'audit.delivered'), 60_000, kcatOptions());
     expect(audit.filter((r) => r.key === verificationId).map((r) => r.headers[HEADERS.eventType])).toContain('audit.delivered');
     expect(output(notifier)).not.toContain(PLAIN_PASSWORD);
+  }, 120_000);
+
+  it('npm run relay publishes through TLS + SCRAM-SHA-256 for a service with OTP_RELAY=off', async () => {
+    // The in-process relay of the first service would take this outbox's events: it stops first.
+    service.child.kill('SIGTERM');
+    expect(await exitWithin(service, 30_000)).toBe(0);
+    client.close();
+    const quiet = await spawn({ REDIS_URL: redis.url, OTP_WORKERS: '1', OTP_RELAY: 'off', ...tls() });
+    await untilServing(quiet);
+    client = grpcClient(`127.0.0.1:${quiet.grpcPort}`);
+    const { verificationId } = await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('sasl-relay') });
+    const relay = await spawn(
+      { REDIS_URL: redis.url, OTP_RELAY_METRICS_PORT: 'off', ...tls(), KAFKA_SASL_MECHANISM: 'scram-sha-256', KAFKA_SASL_USERNAME: 'relay', KAFKA_SASL_PASSWORD: RELAY_PASSWORD },
+      'src/relay-main.ts',
+    );
+    const records = await kcatUntil(broker.secureBrokers!, TOPICS.delivery, (all) => all.some((r) => r.key === verificationId), 60_000, kcatOptions());
+    expect(records.filter((r) => r.key === verificationId).map((r) => r.headers[HEADERS.eventType])).toEqual(['delivery.requested']);
+    expect(output(relay)).not.toContain(RELAY_PASSWORD);
   }, 120_000);
 
   it('a wrong password stops the service, the relay and the notifier at start-up with one line naming KAFKA_SASL_PASSWORD', async () => {

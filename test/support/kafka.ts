@@ -68,7 +68,7 @@ export interface SecureListener {
   /** The CA client certificates must chain to. */
   caPem: string;
   clientAuth: boolean;
-  scram?: { mechanism: 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; username: string; password: string };
+  scram?: { mechanism: 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; username: string; password: string }[];
   plain?: { username: string; password: string };
 }
 
@@ -76,11 +76,12 @@ export interface SecureListener {
 const oneLine = (pem: string): string => pem.trim().replace(/\r?\n/g, '\\n');
 
 function secureProperties(s: SecureListener): Record<string, string> {
-  const mechanisms = [s.scram?.mechanism, s.plain && 'PLAIN'].filter(Boolean) as string[];
+  const scram = [...new Set((s.scram ?? []).map((u) => u.mechanism))];
+  const mechanisms = [...scram, ...(s.plain ? ['PLAIN'] : [])];
   const at = 'listener.name.sasl_ssl';
   return {
     [`${at}.sasl.enabled.mechanisms`]: mechanisms.join(','),
-    ...(s.scram && { [`${at}.${s.scram.mechanism.toLowerCase()}.sasl.jaas.config`]: 'org.apache.kafka.common.security.scram.ScramLoginModule required;' }),
+    ...Object.fromEntries(scram.map((m) => [`${at}.${m.toLowerCase()}.sasl.jaas.config`, 'org.apache.kafka.common.security.scram.ScramLoginModule required;'])),
     ...(s.plain && {
       [`${at}.plain.sasl.jaas.config`]: `org.apache.kafka.common.security.plain.PlainLoginModule required user_${s.plain.username}="${s.plain.password}";`,
     }),
@@ -261,8 +262,7 @@ async function startOnce(opts: { logDir?: string; secure?: SecureListener }): Pr
     // KRaft refuses to start on an unformatted log dir; the cluster id is any
     // random 16 bytes in Kafka's url-safe base64 form.
     const clusterId = randomBytes(16).toString('base64url');
-    const scram = opts.secure?.scram;
-    const users = scram ? ['--add-scram', `${scram.mechanism}=[name=${scram.username},password=${scram.password}]`] : [];
+    const users = (opts.secure?.scram ?? []).flatMap((u) => ['--add-scram', `${u.mechanism}=[name=${u.username},password=${u.password}]`]);
     execFileSync('java', [logProp, '-cp', cp, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', props, '--ignore-formatted', ...users], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
