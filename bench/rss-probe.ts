@@ -8,6 +8,9 @@
 // leave out. With --trace-gc among the flags it also prints the last full
 // GCs (heap before and after, pooled pages). This is how the GC flags of
 // `npm start` were chosen (BENCHMARKS.md, issue 12, third pass).
+// PROBE_BURST=connect-ratelimit: the saturation phase is CheckRateLimit over
+// Connect (binary), the cheapest call and the burst that fills the old
+// generation fastest; how its bound was chosen (BENCHMARKS.md, stop 20).
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { ghz } from "./ghz.js";
@@ -15,6 +18,7 @@ import { startRedis } from "./redis-server.js";
 import { describeHeap } from "./report.js";
 import { build, heapAtEnd, mappings, PURPOSE, startService } from "./service.js";
 import { cleanup } from "./procs.js";
+import { connectLoads } from "./ratios.js";
 
 const root = resolve(import.meta.dirname, "..");
 const SECONDS = Number(process.env.PROBE_SECONDS ?? 10);
@@ -51,8 +55,10 @@ const redis = await startRedis();
 const service = await startService({ root, redisUrl: redis.url, kafkaBrokers: "" });
 try {
   report(service.pid, "idle");
-  await send("saturation");
-  report(service.pid, `after ${SECONDS} s of Send at saturation`);
+  const burst = process.env.PROBE_BURST === "connect-ratelimit" ? "CheckRateLimit over Connect (binary)" : "Send";
+  if (burst === "Send") await send("saturation");
+  else await connectLoads.checkRateLimit("binary")(service, SECONDS, 1);
+  report(service.pid, `after ${SECONDS} s of ${burst} at saturation`);
   console.log(`  ${await heapGauges(service)}`);
   await send("steady", 500);
   report(service.pid, `after ${SECONDS} s of Send at 500/s`);
