@@ -1,5 +1,5 @@
-import { createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
 import type { Secret } from "../config.js";
+import { RecordMac, type RecordMacCheck } from "./record-mac.js";
 
 // Records the service writes to the delivery topic (DeliveryRequested,
 // DeliveryCanceled) are authenticated (SECURITY.md, "Delivery records"), as
@@ -17,39 +17,23 @@ import type { Secret } from "../config.js";
 
 export const DELIVERY_MAC_HEADER = "otp-delivery-mac";
 
-const INFO = "otp-delivery-record-mac:v1";
-const SEP = Buffer.from([0x1f]);
-
 /** "ok"; "unknown-key": signed under a key id this ring lacks (a rotation not rolled out yet); "bad": absent, malformed or wrong. */
-export type DeliveryMacCheck = "ok" | "unknown-key" | "bad";
+export type DeliveryMacCheck = RecordMacCheck;
 
+/** Over the record's topic, event type and value (record-mac.ts), info "otp-delivery-record-mac:v1". */
 export class DeliveryMac {
-  private readonly keys: Map<string, Buffer>;
-  private readonly newest: string;
+  private readonly mac: RecordMac;
 
   constructor(sealKeys: readonly Secret[]) {
-    if (sealKeys.length === 0) throw new Error("delivery MAC: no seal keys");
-    this.keys = new Map(sealKeys.map((k) => [k.id, Buffer.from(hkdfSync("sha256", k.key, Buffer.alloc(0), INFO, 32))]));
-    this.newest = sealKeys[sealKeys.length - 1]!.id;
+    this.mac = new RecordMac(sealKeys, "otp-delivery-record-mac:v1");
   }
 
   /** The header value for a record of `eventType` on `topic`. */
   sign(topic: string, eventType: string, value: Uint8Array): string {
-    return `${this.newest}.${this.mac(this.keys.get(this.newest)!, topic, eventType, value).toString("base64url")}`;
+    return this.mac.sign([topic, eventType, value]);
   }
 
   verify(topic: string, eventType: string, value: Uint8Array, header: string | undefined): DeliveryMacCheck {
-    if (!header) return "bad";
-    const dot = header.lastIndexOf(".");
-    if (dot <= 0) return "bad";
-    const key = this.keys.get(header.slice(0, dot));
-    if (!key) return "unknown-key";
-    const given = Buffer.from(header.slice(dot + 1), "base64url");
-    const expected = this.mac(key, topic, eventType, value);
-    return given.length === expected.length && timingSafeEqual(given, expected) ? "ok" : "bad";
-  }
-
-  private mac(key: Buffer, topic: string, eventType: string, value: Uint8Array): Buffer {
-    return createHmac("sha256", key).update(topic).update(SEP).update(eventType).update(SEP).update(value).digest();
+    return this.mac.verify([topic, eventType, value], header);
   }
 }

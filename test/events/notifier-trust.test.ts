@@ -13,12 +13,11 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import { DeliveryOutcome, DeliveryRequestedSchema, DeliveryStatusSchema, SealedSchema, type DeliveryRequested } from '../../src/gen/otp/events/v1/events_pb.js';
 import { Channel } from '../../src/gen/otp/v1/otp_pb.js';
 import type { OutgoingRecord } from '../../src/events/kafka/client.js';
-import { buildAdapters } from '../../src/notifier/adapters/index.js';
 import { loadNotifierConfig } from '../../src/notifier/config.js';
-import { notifierLogger } from '../../src/notifier/logger.js';
 import { NotifierMetrics } from '../../src/notifier/metrics.js';
-import { Notifier, type NotifierTopics } from '../../src/notifier/notifier.js';
+import type { NotifierTopics } from '../../src/notifier/notifier.js';
 import { canceledEvent, caseTopics, createTopicsPatiently, deliveryEvent, testKeyring, TestProducer, TopicReader, verificationId } from '../support/delivery-events.js';
+import { consoleLine, InProcessNotifiers, tryJson } from '../support/in-process-notifiers.js';
 import { kafkaForTests, type KafkaBroker } from '../support/kafka.js';
 import { startWebhook } from '../support/webhook-server.js';
 
@@ -48,7 +47,6 @@ describe('notifier trust in delivery-topic records (real Kafka)', () => {
   let broker: KafkaBroker | undefined;
   let reader: TopicReader;
   let producer: TestProducer;
-  const running: Notifier[] = [];
 
   beforeAll(async () => {
     ({ brokers, broker } = await kafkaForTests());
@@ -59,41 +57,14 @@ describe('notifier trust in delivery-topic records (real Kafka)', () => {
   }, 180_000);
 
   afterAll(async () => {
-    await Promise.allSettled(running.map((n) => n.stop()));
+    await notifiers.stopAll();
     await reader?.stop();
     await producer?.stop();
     await broker?.stop();
   }, 60_000);
 
-  async function startNotifier(topics: NotifierTopics, env: Record<string, string> = {}, metrics?: NotifierMetrics): Promise<{ lines: string[]; notifier: Notifier }> {
-    const config = loadNotifierConfig({
-      KAFKA_BROKERS: brokers,
-      OTP_SEAL_KEYS: keyring.env,
-      NOTIFIER_GROUP_ID: `test-notifier-${randomBytes(4).toString('hex')}`,
-      NOTIFIER_MAX_ATTEMPTS: '2',
-      NOTIFIER_RETRY_BASE_MS: '20',
-      NOTIFIER_RETRY_MAX_MS: '200',
-      NOTIFIER_COMMIT_INTERVAL_MS: '100',
-      NOTIFIER_SHUTDOWN_GRACE_MS: '2000',
-      ...env,
-    });
-    const logger = notifierLogger(process.env.NOTIFIER_TEST_LOG ?? 'silent');
-    const lines: string[] = [];
-    const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger, (l) => lines.push(l)), topics, metrics });
-    running.push(notifier);
-    await notifier.start();
-    return { lines, notifier };
-  }
-
-  async function consoleLine(lines: string[], eventId: string, timeoutMs = 30_000): Promise<Record<string, unknown>> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const hit = lines.map(tryJson).find((l) => l?.event_id === eventId);
-      if (hit) return hit;
-      if (Date.now() > deadline) throw new Error(`no console delivery line for ${eventId}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  const notifiers = new InProcessNotifiers(() => ({ brokers, sealKeys: keyring.env }), { NOTIFIER_MAX_ATTEMPTS: '2' });
+  const startNotifier = (topics: NotifierTopics, env: Record<string, string> = {}, metrics?: NotifierMetrics) => notifiers.start(topics, env, metrics);
 
   /** Every status reported for a verification, in order (statuses are keyed by it: one partition). */
   const outcomesOf = (topic: string, vid: string): DeliveryOutcome[] =>
@@ -283,12 +254,3 @@ describe('notifier trust in delivery-topic records (real Kafka)', () => {
     expect(status.headers['otp-status-mac']!.startsWith(`${keyring.keys[0]!.id}.`)).toBe(true);
   }, 90_000);
 });
-
-function tryJson(line: string): Record<string, unknown> | undefined {
-  try {
-    const v: unknown = JSON.parse(line);
-    return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
-}

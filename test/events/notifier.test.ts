@@ -14,11 +14,10 @@ import { DeliveryOutcome } from '../../src/gen/otp/events/v1/events_pb.js';
 import { Channel } from '../../src/gen/otp/v1/otp_pb.js';
 import { VerificationIds } from '../../src/otp/verification-id.js';
 import { StatusMac } from '../../src/events/status-mac.js';
-import { buildAdapters } from '../../src/notifier/adapters/index.js';
 import { loadNotifierConfig } from '../../src/notifier/config.js';
 import { Lru } from '../../src/notifier/dedupe.js';
 import { notifierLogger } from '../../src/notifier/logger.js';
-import { Notifier, type NotifierTopics } from '../../src/notifier/notifier.js';
+import type { NotifierTopics } from '../../src/notifier/notifier.js';
 import { PartitionTracker } from '../../src/notifier/offsets.js';
 import { render } from '../../src/notifier/render.js';
 import type { EventContext, VerificationRef } from '../../src/store/store.js';
@@ -26,6 +25,7 @@ import { run } from '../support/cli.js';
 import { serveMetricsEndpoint } from '../../src/metrics-endpoint.js';
 import { NotifierMetrics } from '../../src/notifier/metrics.js';
 import { canceledEvent, caseTopics, createTopicsPatiently, deliveryEvent, testKeyring, TestProducer, TopicReader } from '../support/delivery-events.js';
+import { consoleLine, InProcessNotifiers, tryJson } from '../support/in-process-notifiers.js';
 import { kafkaForTests, type KafkaBroker } from '../support/kafka.js';
 import { startSmtpSink } from '../support/smtp-sink.js';
 import { startWebhook } from '../support/webhook-server.js';
@@ -134,7 +134,6 @@ describe('notifier with a real Kafka broker', () => {
   let broker: KafkaBroker | undefined;
   let reader: TopicReader;
   let producer: TestProducer;
-  const running: Notifier[] = [];
 
   beforeAll(async () => {
     ({ brokers, broker } = await kafkaForTests());
@@ -146,43 +145,14 @@ describe('notifier with a real Kafka broker', () => {
   }, 180_000);
 
   afterAll(async () => {
-    await Promise.allSettled(running.map((n) => n.stop()));
+    await notifiers.stopAll();
     await reader?.stop();
     await producer?.stop();
     await broker?.stop();
   }, 60_000);
 
-  /** An in-process notifier on its own topics and group; console lines are captured, not printed. */
-  async function startNotifier(topics: NotifierTopics, env: Record<string, string> = {}, metrics?: NotifierMetrics): Promise<{ lines: string[]; notifier: Notifier }> {
-    const config = loadNotifierConfig({
-      KAFKA_BROKERS: brokers,
-      OTP_SEAL_KEYS: keyring.env,
-      NOTIFIER_GROUP_ID: `test-notifier-${randomBytes(4).toString('hex')}`,
-      NOTIFIER_MAX_ATTEMPTS: '3',
-      NOTIFIER_RETRY_BASE_MS: '20',
-      NOTIFIER_RETRY_MAX_MS: '200',
-      NOTIFIER_COMMIT_INTERVAL_MS: '100',
-      NOTIFIER_SHUTDOWN_GRACE_MS: '2000',
-      ...env,
-    });
-    // NOTIFIER_TEST_LOG=debug shows the notifier's (redacted) logs when a case fails.
-    const logger = notifierLogger(process.env.NOTIFIER_TEST_LOG ?? 'silent');
-    const lines: string[] = [];
-    const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger, (l) => lines.push(l)), topics, metrics });
-    running.push(notifier);
-    await notifier.start();
-    return { lines, notifier };
-  }
-
-  async function consoleLine(lines: string[], eventId: string, timeoutMs = 30_000): Promise<Record<string, unknown>> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const hit = lines.map(tryJson).find((l) => l?.event_id === eventId);
-      if (hit) return hit;
-      if (Date.now() > deadline) throw new Error(`no console delivery line for ${eventId}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  const notifiers = new InProcessNotifiers(() => ({ brokers, sealKeys: keyring.env }), { NOTIFIER_MAX_ATTEMPTS: '3' });
+  const startNotifier = (topics: NotifierTopics, env: Record<string, string> = {}, metrics?: NotifierMetrics) => notifiers.start(topics, env, metrics);
 
   test('console adapter in a child process: prints destination and code, reports DELIVERED, stops on SIGTERM', async () => {
     const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/notifier/main.ts'], {
@@ -496,14 +466,6 @@ describe('notifier with a real Kafka broker', () => {
   }, 90_000);
 });
 
-function tryJson(line: string): Record<string, unknown> | undefined {
-  try {
-    const v: unknown = JSON.parse(line);
-    return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 async function until(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
