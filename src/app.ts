@@ -25,6 +25,7 @@ import { httpHandler } from "./transport/connect/http-handler.js";
 import { listenHttp, type HttpListener } from "./transport/connect/listener.js";
 import { GrpcHealth } from "./transport/grpc/health.js";
 import { listenGrpc, type GrpcListener } from "./transport/grpc/server.js";
+import { OpenCalls } from "./transport/open-calls.js";
 
 // Builds the whole service from a validated Config: store, core, both
 // listeners, and the readiness that drives /readyz and grpc.health.v1.
@@ -108,9 +109,10 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     watch.unref();
     cleanups.push(async () => clearInterval(watch));
 
-    const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs } = config;
+    const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs, maxConnections } = config;
+    const openCalls = new OpenCalls(config.maxOpenCalls, log, (reason) => metrics.refused("", reason));
     const grpc: GrpcListener = await binding("GRPC_PORT", config.host, listenGrpc({
-      host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, metrics,
+      host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, metrics,
     }));
     let http: HttpListener;
     try {
@@ -122,7 +124,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         return { event_backlog: backlog.count, event_lag_ms: backlog.lagMs, event_relay_error: relay?.lastError ?? null };
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });
-      http = await binding("HTTP_PORT", config.host, listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs }));
+      http = await binding("HTTP_PORT", config.host, listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections }));
     } catch (err) {
       await grpc.stop(0);
       throw err;

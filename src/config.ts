@@ -97,6 +97,10 @@ export interface Config {
   callerLimits: CallerLimits;
   /** Slow clients: a request (headers and body) must have arrived within this. */
   requestTimeoutMs: number;
+  /** OTP_MAX_OPEN_CALLS: calls open at once in one process, both ports (src/transport/open-calls.ts). */
+  maxOpenCalls: number;
+  /** OTP_MAX_CONNECTIONS: connections each port holds at once in one process. */
+  maxConnections: number;
   /** Idle and stalled connections: TLS handshake, HTTP/2 preface, request headers, and gaps between requests (both ports). */
   connectionIdleMs: number;
   /** OTP_SESSION_IDLE_MS: an HTTP/2 connection that has served a request is closed after this long with none open. */
@@ -239,6 +243,8 @@ export function loadConfig(env: Env = process.env): Config {
     },
     requestTimeoutMs: int(env, "OTP_REQUEST_TIMEOUT_MS", 30_000, 100, 600_000),
     connectionIdleMs: int(env, "OTP_CONNECTION_IDLE_MS", 5_000, 100, 600_000),
+    maxOpenCalls: int(env, "OTP_MAX_OPEN_CALLS", 4_000, 1, 1_000_000),
+    maxConnections: int(env, "OTP_MAX_CONNECTIONS", 2_000, 1, 1_000_000),
     sessionIdleMs: int(env, "OTP_SESSION_IDLE_MS", 300_000, 100, 3_600_000),
     tls: certFile !== undefined && keyFile !== undefined ? serverTls(certFile, keyFile, caFile) : undefined,
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),

@@ -8,6 +8,7 @@ import type { Logger } from "../../log.js";
 import { useChainFreeStreamTables } from "../http2-stream-tables.js";
 import { awaitPreface, closeWhenIdle, type IdleBound } from "../idle-connections.js";
 import type { NodeRequest, NodeResponse } from "./http-handler.js";
+import type { OpenCalls } from "../open-calls.js";
 
 // One port, HTTP/1.1 and HTTP/2. An http (or https) server listens and owns
 // every connection, so its slow-client protections apply (headersTimeout and
@@ -43,8 +44,12 @@ export async function listenHttp(options: {
   idleMs: number;
   /** OTP_SESSION_IDLE_MS: an HTTP/2 connection's time with no request open once it has served one. */
   sessionIdleMs: number;
+  /** The process-wide bound on open calls (OTP_MAX_OPEN_CALLS), shared with the gRPC port: HTTP/2 streams and HTTP/1.1 requests. */
+  openCalls: OpenCalls;
+  /** OTP_MAX_CONNECTIONS: connections this port holds at once (both protocols); more are closed on accept. */
+  maxConnections: number;
 }): Promise<HttpListener> {
-  const { handler, log, requestTimeoutMs, idleMs, sessionIdleMs } = options;
+  const { handler, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls } = options;
   // http requires headersTimeout <= requestTimeout.
   const headersTimeoutMs = Math.min(idleMs, requestTimeoutMs);
   const h2 = http2.createServer(
@@ -69,6 +74,8 @@ export async function listenHttp(options: {
     session.once("close", () => sessions.delete(session));
   });
   h2.on("sessionError", (err) => log.debug({ err }, "http2 session error"));
+  // In front of every stream listener above (the compat layer's and the timeouts).
+  openCalls.guardStreams(h2);
 
   const limits: http.ServerOptions = {
     headersTimeout: headersTimeoutMs,
@@ -78,7 +85,11 @@ export async function listenHttp(options: {
     // How often the two timeouts above are checked (default 30 s would make them coarse).
     connectionsCheckingInterval: 1_000,
   };
-  const h1 = options.tls ? https.createServer({ ...limits, ...tlsOptions(options.tls), handshakeTimeout: idleMs }, handler) : http.createServer(limits, handler);
+  const h1Handler = openCalls.guardRequests(handler);
+  const h1 = options.tls ? https.createServer({ ...limits, ...tlsOptions(options.tls), handshakeTimeout: idleMs }, h1Handler) : http.createServer(limits, h1Handler);
+  // h1 listens, so this counts every connection of the port, HTTP/2 ones too.
+  h1.maxConnections = options.maxConnections;
+  h1.on("drop", () => openCalls.connectionDropped());
 
   if (options.tls) {
     divert(h1, "secureConnection", (socket: TLSSocket, toHttp1) => {

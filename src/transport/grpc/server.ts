@@ -13,9 +13,10 @@ import { addReflection } from "./reflection.js";
 import { awaitPreface, closeWhenIdle, type IdleBound } from "../idle-connections.js";
 import { serveDeadlines } from "../deadline-headers.js";
 import { watchRepeatedCredentials } from "./repeated-credentials.js";
-import { onSessions } from "./sessions.js";
+import { http2ServersOf, onSessions } from "./sessions.js";
 import { useChainFreeStreamTables } from "../http2-stream-tables.js";
 import { streamGuards } from "./stream-guards.js";
+import type { OpenCalls } from "../open-calls.js";
 
 // The gRPC listener for backend callers: otp.v1.OtpService, grpc.health.v1
 // and server reflection on one grpc-js server.
@@ -38,7 +39,10 @@ const SERVER_OPTIONS: ServerOptions = {
   // Long-lived client channels get re-balanced across replicas now and then.
   "grpc.max_connection_age_ms": 30 * 60_000,
   "grpc.max_connection_age_grace_ms": 30_000,
-  "grpc.max_concurrent_streams": 1_000,
+  // Per connection; the process-wide bound is ../open-calls.ts. A backend's
+  // channel (or ghz -c 50 over 2 connections) needs far fewer; past this the
+  // client queues or opens another connection.
+  "grpc.max_concurrent_streams": 256,
   // Channelz (grpc-js's per-call and per-session counters, with a Date per call)
   // is on by default, but nothing here serves grpc.channelz.v1 or reads it: the
   // Prometheus metrics are ours. Off, every call skips that bookkeeping.
@@ -78,6 +82,10 @@ export async function listenGrpc(options: {
   idleMs: number;
   /** OTP_SESSION_IDLE_MS: time with no call open once a connection has served one. */
   sessionIdleMs: number;
+  /** The process-wide bound on open calls (OTP_MAX_OPEN_CALLS), shared with the HTTP port. */
+  openCalls: OpenCalls;
+  /** OTP_MAX_CONNECTIONS: connections this port holds at once; more are closed on accept. */
+  maxConnections: number;
   metrics?: Metrics;
 }): Promise<GrpcListener> {
   const server = new Server({
@@ -101,7 +109,11 @@ export async function listenGrpc(options: {
     sessions.set(session, closeWhenIdle(session, options.idleMs, options.sessionIdleMs));
     session.once("close", () => sessions.delete(session));
   });
+  // After grpc-js's stream handler is attached (by createConnectionInjector), in front of it.
+  for (const http2Server of http2ServersOf(server)) options.openCalls.guardStreams(http2Server);
   const listener = options.tls ? tlsServer(options.tls, options.idleMs) : net.createServer();
+  listener.maxConnections = options.maxConnections;
+  listener.on("drop", () => options.openCalls.connectionDropped());
   const waiting = new Set<Socket>();
   listener.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => {
     waiting.add(socket);

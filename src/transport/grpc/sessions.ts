@@ -12,12 +12,18 @@ import type { Server } from "@grpc/grpc-js";
 // that starts the service fails and says where.
 
 export function onSessions(server: Server, listener: (session: ServerHttp2Session) => void): void {
+  for (const http2Server of http2ServersOf(server)) http2Server.on("session", listener);
+}
+
+/** The http2 servers behind a grpc-js server (its connection injector's); also for ../open-calls.ts's stream bound. */
+export function http2ServersOf(server: Server): Http2Server[] {
   const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
   if (!(servers instanceof Map) || servers.size === 0) {
     throw new Error("@grpc/grpc-js internals changed: Server.http2Servers is not the map of its http2 servers (src/transport/grpc/sessions.ts)");
   }
-  for (const http2Server of servers.keys() as IterableIterator<Http2Server>) {
+  const found = [...(servers.keys() as IterableIterator<Http2Server>)];
+  for (const http2Server of found) {
     if (typeof http2Server?.on !== "function") throw new Error("@grpc/grpc-js internals changed: http2Servers keys are not http2 servers");
-    http2Server.on("session", listener);
   }
+  return found;
 }

@@ -1,0 +1,104 @@
+import http2 from "node:http2";
+import type { Http2Server, ServerHttp2Stream } from "node:http2";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Logger } from "../log.js";
+
+// The process-wide bound on calls open at once, across both ports and every
+// connection (OTP_MAX_OPEN_CALLS). Each open call holds ~5 KB of old-space
+// heap until it ends or OTP_REQUEST_TIMEOUT_MS cuts it, and nothing else
+// bounds how many a peer may open: connections x streams per connection.
+// Without this an outsider holding ~28,000 unfinished calls (40 gRPC
+// connections x 1,000 streams, or HTTP/1.1 slowloris) took the process to
+// V8's heap limit and it died. Past the bound a new HTTP/2 stream is reset
+// with REFUSED_STREAM before any handler sees it (nothing was processed: safe
+// for the client to retry; grpc-js retries it once transparently, then
+// reports UNAVAILABLE), an HTTP/1.1 request gets 503 and its connection is
+// closed. On the success path this is a counter and one shared "close"
+// listener per call.
+
+export type RefusalObserver = (reason: "OPEN_CALLS_LIMIT" | "CONNECTIONS_LIMIT") => void;
+
+const LOG_EVERY_MS = 5_000;
+const ignore = (): void => {};
+
+export class OpenCalls {
+  #open = 0;
+  #refusedSinceLog = 0;
+  #lastLog = 0;
+  /** Shared by every call: no closure per call. */
+  readonly #release = (): void => {
+    this.#open--;
+  };
+
+  constructor(
+    readonly max: number,
+    private readonly log: Logger,
+    private readonly observe?: RefusalObserver,
+  ) {}
+
+  get open(): number {
+    return this.#open;
+  }
+
+  /**
+   * Puts the bound in front of every "stream" listener of an http2 server
+   * (grpc-js's, node's compat layer, ours): a stream past the bound is reset
+   * and never reaches them. Call once all of them are attached.
+   */
+  guardStreams(server: Http2Server): void {
+    const listeners = server.listeners("stream") as ((...args: unknown[]) => void)[];
+    server.removeAllListeners("stream");
+    server.on("stream", (stream: ServerHttp2Stream, ...rest: unknown[]) => {
+      if (!this.#admit()) {
+        // Node reports a stream closed with an error code as an "error" on it; nothing is wrong here.
+        stream.on("error", ignore);
+        stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+        return;
+      }
+      stream.on("close", this.#release);
+      for (const listener of listeners) listener.call(server, stream, ...rest);
+    });
+  }
+
+  /** The HTTP/1.1 request handler behind the bound: past it, 503 and the connection closed. */
+  guardRequests<Req extends IncomingMessage, Res extends ServerResponse>(handler: (req: Req, res: Res) => void): (req: Req, res: Res) => void {
+    return (req, res) => {
+      if (!this.#admit()) {
+        res.shouldKeepAlive = false;
+        res.writeHead(503, { "content-type": "text/plain", "retry-after": "1", connection: "close" });
+        res.end("too many open calls\n");
+        return;
+      }
+      res.on("close", this.#release);
+      handler(req, res);
+    };
+  }
+
+  /** A connection a listener dropped at its OTP_MAX_CONNECTIONS bound (net.Server "drop"). */
+  connectionDropped(): void {
+    this.#refused("CONNECTIONS_LIMIT");
+  }
+
+  #admit(): boolean {
+    if (this.#open < this.max) {
+      this.#open++;
+      return true;
+    }
+    this.#refused("OPEN_CALLS_LIMIT");
+    return false;
+  }
+
+  #refused(reason: "OPEN_CALLS_LIMIT" | "CONNECTIONS_LIMIT"): void {
+    this.observe?.(reason);
+    this.#refusedSinceLog++;
+    const now = Date.now();
+    if (now - this.#lastLog >= LOG_EVERY_MS) {
+      this.log.warn(
+        { reason, refused: this.#refusedSinceLog, openCalls: this.#open, maxOpenCalls: this.max },
+        "refusing calls or connections: the process is at its bound (OTP_MAX_OPEN_CALLS / OTP_MAX_CONNECTIONS)",
+      );
+      this.#lastLog = now;
+      this.#refusedSinceLog = 0;
+    }
+  }
+}

@@ -1,0 +1,230 @@
+// One process holds at most OTP_MAX_OPEN_CALLS calls open at once, across
+// both ports and every protocol, and each port at most OTP_MAX_CONNECTIONS
+// connections (probe 8 reprobe 4, finding 1: 40 gRPC connections x 1,000
+// unfinished Sends, ~20,000 Connect HTTP/2 streams or ~19,600 HTTP/1.1
+// slowloris connections took a process to V8's heap limit and it died).
+// With the bound at 50, 50 unfinished calls are held on one transport; the
+// next is refused at once on every transport (HTTP/2 RST_STREAM
+// REFUSED_STREAM, which a grpc-js client reports as UNAVAILABLE; HTTP/1.1 503)
+// and counted; once they are released, calls succeed again.
+import * as http2 from 'node:http2';
+import { connect, type Socket } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { grpcClient, grpcError, grpcHealth, SERVING } from '../support/grpc-client.js';
+import { startTestApp, type TestApp } from '../support/otp-app.js';
+
+const MAX_CALLS = 50;
+const MAX_CONNECTIONS = 60;
+const SEND = '/otp.v1.OtpService/Send';
+const REFUSED_STREAM = http2.constants.NGHTTP2_REFUSED_STREAM;
+const WAIT_MS = 5_000;
+
+type Kind = 'grpc' | 'connect';
+
+let app: TestApp;
+let client: grpc.Client;
+const opened: { destroy(): void }[] = [];
+
+beforeAll(async () => {
+  app = await startTestApp({
+    OTP_MAX_OPEN_CALLS: String(MAX_CALLS),
+    OTP_MAX_CONNECTIONS: String(MAX_CONNECTIONS),
+    // Long enough that nothing held here is cut by the idle bounds during a test.
+    OTP_CONNECTION_IDLE_MS: '30000',
+    OTP_REQUEST_TIMEOUT_MS: '60000',
+  });
+  client = grpcClient(app.grpcTarget);
+});
+
+afterAll(async () => {
+  for (const o of opened.splice(0)) o.destroy();
+  client?.close();
+  await app?.stop();
+});
+
+function session(port: number): http2.ClientHttp2Session {
+  const s = http2.connect(`http://127.0.0.1:${port}`);
+  s.on('error', () => {});
+  opened.push(s);
+  return s;
+}
+
+/** An unfinished unary call: headers and the start of a message whose end never comes. */
+function unfinished(s: http2.ClientHttp2Session, kind: Kind): http2.ClientHttp2Stream {
+  const stream = s.request(
+    { ':method': 'POST', ':path': SEND, 'content-type': kind === 'grpc' ? 'application/grpc' : 'application/proto', te: 'trailers' },
+    { endStream: false },
+  );
+  stream.on('error', () => {});
+  const frame = Buffer.alloc(15);
+  frame.writeUInt32BE(60_000, 1); // a gRPC message header promising 60,000 bytes
+  stream.write(kind === 'grpc' ? frame : Buffer.alloc(10));
+  return stream;
+}
+
+/** The RST_STREAM code the stream was closed with, or "open" if it is still open after `ms`. */
+function closedWith(stream: http2.ClientHttp2Stream, ms = WAIT_MS): Promise<number | 'open'> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve('open'), ms);
+    stream.once('close', () => {
+      clearTimeout(timer);
+      resolve(stream.rstCode ?? -1);
+    });
+  });
+}
+
+function tcp(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => resolve(socket));
+    socket.once('error', reject);
+    opened.push(socket);
+  });
+}
+
+/** Waits until what the server has sent on `socket` contains `text`; false if it has not within WAIT_MS or the socket closed. */
+function seen(socket: Socket, text: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    let got = '';
+    const timer = setTimeout(() => done(false), WAIT_MS);
+    const onData = (c: Buffer): void => {
+      got += c.toString('latin1');
+      if (got.includes(text)) done(true);
+    };
+    const onClose = (): void => done(got.includes(text));
+    function done(ok: boolean): void {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      resolve(ok);
+    }
+    socket.on('data', onData);
+    socket.once('close', onClose);
+  });
+}
+
+/** An HTTP/1.1 request whose headers are complete and whose body never is. */
+async function h1Unfinished(expectContinue: boolean): Promise<Socket> {
+  const socket = await tcp(app.httpPort);
+  socket.on('error', () => {});
+  socket.write(
+    `POST ${SEND} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n` +
+      (expectContinue ? 'Expect: 100-continue\r\n' : '') +
+      '\r\n{',
+  );
+  return socket;
+}
+
+/** Holds MAX_CALLS unfinished calls on one transport, each known to be open at the server; the next on the same transport is refused. */
+async function fill(kind: Kind | 'http1'): Promise<void> {
+  if (kind === 'http1') {
+    // Node answers "100 Continue" as it hands the request to the handler: from then on it is counted.
+    const sockets = await Promise.all(Array.from({ length: MAX_CALLS }, () => h1Unfinished(true)));
+    const continued = await Promise.all(sockets.map((s) => seen(s, '100 Continue')));
+    expect(continued.every(Boolean)).toBe(true);
+    expect(await seen(await h1Unfinished(false), 'HTTP/1.1 503')).toBe(true);
+    return;
+  }
+  // One connection: the server takes its streams in order, so the one past the bound comes after the others are counted.
+  const s = session(kind === 'grpc' ? app.grpcPort : app.httpPort);
+  const held = Array.from({ length: MAX_CALLS }, () => unfinished(s, kind));
+  expect(await closedWith(unfinished(s, kind))).toBe(REFUSED_STREAM);
+  // The held ones were not refused.
+  expect(held.filter((st) => st.closed)).toHaveLength(0);
+}
+
+/** While the bound is reached, every transport is refused, on both ports. */
+async function everyTransportRefused(): Promise<void> {
+  expect(await closedWith(unfinished(session(app.grpcPort), 'grpc'))).toBe(REFUSED_STREAM);
+  expect(await closedWith(unfinished(session(app.httpPort), 'connect'))).toBe(REFUSED_STREAM);
+  expect(await seen(await h1Unfinished(false), 'HTTP/1.1 503')).toBe(true);
+  // A real gRPC client: REFUSED_STREAM is UNAVAILABLE (after grpc-js's one transparent retry).
+  expect((await grpcError(grpcHealth(client))).code).toBe(grpc.status.UNAVAILABLE);
+}
+
+function release(): void {
+  for (const o of opened.splice(0)) o.destroy();
+}
+
+/** The three ways in answer once the held calls and connections are released (the server sees them close soon after, not at once). */
+async function servingAgain(): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      await answersOnEveryTransport();
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  release();
+}
+
+async function answersOnEveryTransport(): Promise<void> {
+  expect(await grpcHealth(client)).toBe(SERVING);
+  const res = await fetch(`${app.httpBase}/healthz`, { signal: AbortSignal.timeout(WAIT_MS) });
+  expect(res.status).toBe(200);
+  const s = session(app.httpPort);
+  const answered = await new Promise<number>((resolve, reject) => {
+    const st = s.request({ ':method': 'GET', ':path': '/healthz' });
+    const timer = setTimeout(() => reject(new Error('no HTTP/2 answer')), WAIT_MS);
+    st.on('response', (h) => {
+      clearTimeout(timer);
+      resolve(Number(h[':status']));
+    });
+    st.on('error', reject);
+    st.on('close', () => reject(new Error('HTTP/2 stream closed without an answer')));
+    st.resume();
+  });
+  expect(answered).toBe(200);
+}
+
+async function refusals(reason: string): Promise<number> {
+  const text = await (await fetch(`${app.httpBase}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`otp_refusals_total{tenant="none",reason="${reason}"}`));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+}
+
+describe.each(['grpc', 'connect', 'http1'] as const)('calls held open over %s', (kind) => {
+  it(`the call past OTP_MAX_OPEN_CALLS is refused on both ports and counted; once released, calls succeed`, async () => {
+    const before = await refusals('OPEN_CALLS_LIMIT');
+    await fill(kind);
+    await everyTransportRefused();
+    release();
+    await servingAgain();
+    // The one past the bound in fill(), three raw ones, and grpc-js's call (twice: its transparent retry).
+    expect((await refusals('OPEN_CALLS_LIMIT')) - before).toBeGreaterThanOrEqual(5);
+  });
+});
+
+describe.each([['HTTP port', () => app.httpPort], ['gRPC port', () => app.grpcPort]] as const)('connections on the %s', (_name, port) => {
+  it('past OTP_MAX_CONNECTIONS a new connection is closed at once and counted; once others close, connections are taken again', async () => {
+    const before = await refusals('CONNECTIONS_LIMIT');
+    // HTTP/2 connections that hold no call (the server reads them, so it
+    // sees them close when released; a silent one is noticed only at
+    // OTP_CONNECTION_IDLE_MS). The port may hold a few already (the gRPC
+    // client's, ones the last test let go that the server has not yet seen
+    // close), so OVER more than the bound: at least OVER are closed by the
+    // server, and not many more.
+    const OVER = 10;
+    const sessions = Array.from({ length: MAX_CONNECTIONS + OVER }, () => session(port()));
+    let cut = 0;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, WAIT_MS);
+      for (const s of sessions) {
+        s.once('close', () => {
+          if (++cut >= OVER) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      }
+    });
+    expect(cut).toBeGreaterThanOrEqual(OVER);
+    expect(sessions.filter((s) => s.destroyed).length).toBeLessThanOrEqual(OVER + 3);
+    release();
+    await servingAgain();
+    expect((await refusals('CONNECTIONS_LIMIT')) - before).toBeGreaterThanOrEqual(1);
+  });
+});
