@@ -13,7 +13,7 @@ describe("kafkajs log lines", () => {
     const log = kafkaLog({
       clientId: "otp-test",
       logger: createLogger({ level: "warn", destination: { write: (l: string) => void lines.push(JSON.parse(l)) } }),
-      observer: { trouble: (kind) => void troubles.push(kind) } as never,
+      observer: { trouble: (kind: string) => void troubles.push(kind) } as never,
     });
     const refused = Object.assign(new Error("SASL SCRAM SHA512 authentication failed"), { name: "KafkaJSSASLAuthenticationError" });
     expect(() => log({ namespace: "BrokerPool", log: { message: refused, broker: "127.0.0.1:9" } })).not.toThrow();
