@@ -354,7 +354,7 @@ export class OtpService {
     const ref = this.ids.parse(req.verificationId);
     if (!ref) throw noSuchVerification();
     // For a Resend: the sealed destination too (a number is opened below: its country's budget, today's phone rules,
-    // the guard's prefixes), and what the store would refuse from the verification's own state.
+    // the guard's prefixes), and what the store's resend would refuse now (read, nothing spent).
     const summary = await this.guard(() => this.store.describe(caller.tenant, ref, this.resendBudgets));
     // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
     if (!summary || !this.mayUse(caller, "Resend", summary.purpose, ref.verificationId)) throw noSuchVerification();
@@ -368,9 +368,9 @@ export class OtpService {
     }
     const policy = this.policy(summary.purpose, "verification_id");
     // Refused by the verification's state (finished, locked, cooling down, out of resends) or by the destination's
-    // send budget: answered before any caller budget is spent. Otherwise a public client (Resend needs no secret) could drain the tenant's, its IP's and
-    // a whole country's budgets with Resends of one finished verification. (Two Resends racing past this check are
-    // decided by the store, and the loser has spent its budgets: bounded by how many run at once.)
+    // send budget: answered before any caller budget is spent. Otherwise a public client (Resend needs no secret)
+    // could drain the tenant's, its IP's and a whole country's budgets with Resends of one verification. (Resends
+    // racing past this read are decided by the store, and the losers have spent: as many as run at once.)
     if (summary.resend) throw this.resendRefused(caller, summary.purpose, ref, summary.resend);
     // A Resend is one more message to the number, so it answers to the same phone rules and country budget as a
     // Send: otherwise each Send's country unit would buy 1 + OTP_MAX_RESENDS texts, and a country or number type
