@@ -103,7 +103,7 @@ export function securedAccess(access: KafkaAccess): boolean {
 export function kafkaAccessProblem(refused: KafkaRefusal, brokers: string[], access: KafkaAccess): string {
   const where = `KAFKA_BROKERS (${brokers.join(",")})`;
   if (refused.refusal === "credentials") {
-    return `${where}: Kafka refused the SASL login: ${refused.detail} (check ${KAFKA_SASL_PASSWORD}, ${KAFKA_SASL_USERNAME} and ${KAFKA_SASL_MECHANISM}${access.sasl ? `=${access.sasl.mechanism}` : ""})`;
+    return `${where}: Kafka refused the SASL login: ${refused.detail} (check ${KAFKA_SASL_PASSWORD} (or ${KAFKA_SASL_PASSWORD_FILE}), ${KAFKA_SASL_USERNAME} and ${KAFKA_SASL_MECHANISM}${access.sasl ? `=${access.sasl.mechanism}` : ""})`;
   }
   const trust = access.tls?.ca ? KAFKA_TLS_CA_FILE : `${KAFKA_TLS_CA_FILE} (unset: only public CAs are trusted)`;
   const client = access.tls?.cert ? `, ${KAFKA_TLS_CERT_FILE} / ${KAFKA_TLS_KEY_FILE} (the client certificate)` : "";

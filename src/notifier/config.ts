@@ -52,12 +52,6 @@ export interface NotifierConfig {
   /** On SIGTERM, how long deliveries in flight may finish before they are abandoned (and redelivered later). */
   shutdownGraceMs: number;
   logLevel: string;
-  /**
-   * NOTIFIER_ACCEPT_UNSIGNED: also deliver delivery records without an otp-delivery-mac (published by a
-   * relay older than the MAC) when their seals open; such a record is never reported FAILED. For a rolling
-   * upgrade only: off, an unsigned record is dead-lettered unreported.
-   */
-  acceptUnsigned: boolean;
   /** How long a record under a seal key id this notifier lacks is held uncommitted before it is dead-lettered (NOTIFIER_UNKNOWN_KEY_WAIT_MS). */
   unknownKeyWaitMs: number;
   /** Where GET /metrics is served (NOTIFIER_METRICS_PORT; 0: any free port); undefined: "off". */
@@ -127,7 +121,6 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
     claimDoneTtlMs: int(env, "NOTIFIER_CLAIM_DONE_TTL_MS", 86_400_000, 60_000, 30 * 86_400_000),
     commitIntervalMs: int(env, "NOTIFIER_COMMIT_INTERVAL_MS", 1_000, 10, 60_000),
     shutdownGraceMs: int(env, "NOTIFIER_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
-    acceptUnsigned: oneOf(env, "NOTIFIER_ACCEPT_UNSIGNED", ["true", "false"] as const, "false") === "true",
     unknownKeyWaitMs: int(env, "NOTIFIER_UNKNOWN_KEY_WAIT_MS", 600_000, 0, 3_600_000),
     metricsPort: optional(env, "NOTIFIER_METRICS_PORT") === "off" ? undefined : int(env, "NOTIFIER_METRICS_PORT", 9464, 0, 65535),
     logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),

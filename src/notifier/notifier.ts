@@ -276,9 +276,8 @@ export class Notifier {
       // record must not even mark an event id (a later genuine one) as handled.
       let event: DeliveryRequested;
       let delivery: Delivery;
-      let signed: boolean;
       try {
-        signed = this.authenticate(o);
+        this.authenticate(o);
         event = decodeDelivery(o.value);
         delivery = openDelivery(event, this.sealer);
       } catch (err) {
@@ -307,7 +306,7 @@ export class Notifier {
         this.options.metrics?.finished(delivery, attempted);
         span?.setAttribute("otp.delivery.outcome", attempted.kind);
         span?.setAttribute("otp.delivery.adapter", attempted.adapter);
-        records = this.recordsFor(o, event, attempted, signed);
+        records = this.recordsFor(o, event, attempted);
       } catch (err) {
         clearInterval(renewal);
         if (signal.aborted) {
@@ -334,18 +333,18 @@ export class Notifier {
   }
 
   /**
-   * True when the record's otp-delivery-mac verifies; false for an unsigned record
-   * taken under NOTIFIER_ACCEPT_UNSIGNED (its seals still have to open, and it
-   * is never reported FAILED). Throws PoisonError("unauthenticated") for a
-   * missing or wrong MAC, KeyPendingError for a key id not held here.
+   * Returns when the record's otp-delivery-mac verifies. Throws PoisonError("unauthenticated") for a missing
+   * or wrong MAC, KeyPendingError for a key id not held here. There is no mode that takes unsigned records:
+   * a destination is sealed to its tenant, not to one verification, so in an unsigned record anyone able to
+   * read and write the topic could put their own sealed number beside another user's sealed code, and have
+   * that code sent to them.
    */
-  private authenticate(o: Original): boolean {
+  private authenticate(o: Original): void {
     const header = o.headers[DELIVERY_MAC_HEADER];
     // A record without otp-event-type is a delivery (older relays): signed as one.
     const check = this.deliveryMac.verify(o.topic, DELIVERY_REQUESTED, o.value, header);
-    if (check === "ok") return true;
+    if (check === "ok") return;
     if (check === "unknown-key") throw new KeyPendingError("signed under an unknown key id");
-    if (header === undefined && this.options.config.acceptUnsigned) return false;
     throw new PoisonError("unauthenticated");
   }
 
@@ -413,12 +412,8 @@ export class Notifier {
     }
   }
 
-  /** The status (and dead letter) for a delivery; no status for an unsigned one that failed (authenticate()). */
-  private recordsFor(o: Original, e: DeliveryRequested, result: Attempted, signed: boolean): OutgoingRecord[] {
-    if (!signed && result.kind === "failed") {
-      this.options.logger.info({ event_id: e.eventId, reason: result.reason }, "unsigned delivery failed: not reported (only signed records may void a code)");
-      return result.deadLetter ? [deadLetterRecord(this.topics.deadLetter, o, result.reason, result.attempts)] : [];
-    }
+  /** The status (and dead letter) for an authenticated delivery. */
+  private recordsFor(o: Original, e: DeliveryRequested, result: Attempted): OutgoingRecord[] {
     const outcome = result.kind === "delivered" ? DeliveryOutcome.DELIVERED : result.kind === "canceled" ? DeliveryOutcome.CANCELED : DeliveryOutcome.FAILED;
     const status = statusRecord(this.topics.status, {
       deliveryEventId: e.eventId,

@@ -47,6 +47,7 @@ import type {
   VerificationStore,
   VerificationSummary,
   VerificationTimes,
+  ResendBudgets,
 } from "../store/store.js";
 import { sendBudgets, verifyBudgets } from "./caller-budgets.js";
 import { canonicalCode, generateCode } from "./code.js";
@@ -149,6 +150,8 @@ export class OtpService {
   private readonly admission: DeliveryAdmission | undefined;
   private readonly deliveryQueued: (() => void) | undefined;
   private readonly storePolicies = new Map<PurposePolicy, StorePolicy>();
+  /** The send budgets a Resend's store check is given before its purpose is known: the global, and each purpose's own. */
+  private readonly resendBudgets: ResendBudgets;
   private readonly refusals: Refusals | undefined;
   private readonly prefixEvents: PrefixEvents | undefined;
   private readonly logger: Logger | undefined;
@@ -179,6 +182,11 @@ export class OtpService {
     this.ids = new VerificationIds(deps.config.destinationKey, deps.config.redisShards);
     this.idempotency = new IdempotencyKeys(deps.config.destinationKey);
     this.verifyKeyRetainMs = Math.max(...policies.map((p) => p.ttlSeconds)) * 1000;
+    const own = Object.entries(deps.config.purposes).flatMap(([purpose, p]) => {
+      const budget = this.storePolicyOf(p).purposeSendsPerDestination;
+      return budget ? [[purpose, budget] as const] : [];
+    });
+    this.resendBudgets = { sendsPerDestination: this.storePolicyOf(deps.config.defaults).sendsPerDestination, purposeSendsPerDestination: Object.fromEntries(own) };
   }
 
   async send(req: SendRequest, caller: Caller): Promise<SendResponse> {
@@ -346,8 +354,8 @@ export class OtpService {
     const ref = this.ids.parse(req.verificationId);
     if (!ref) throw noSuchVerification();
     // For a Resend: the sealed destination too (a number is opened below: its country's budget, today's phone rules,
-    // the guard's prefixes), and what the store would refuse from the verification's own state.
-    const summary = await this.guard(() => this.store.describe(caller.tenant, ref, true));
+    // the guard's prefixes), and what the store's resend would refuse now (read, nothing spent).
+    const summary = await this.guard(() => this.store.describe(caller.tenant, ref, this.resendBudgets));
     // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
     if (!summary || !this.mayUse(caller, "Resend", summary.purpose, ref.verificationId)) throw noSuchVerification();
     if (req.channel !== 0 && kindFor(req.channel) !== kindFor(summary.channel)) {
@@ -359,10 +367,10 @@ export class OtpService {
         { purpose: summary.purpose, verificationId: ref.verificationId });
     }
     const policy = this.policy(summary.purpose, "verification_id");
-    // Refused by the verification's own state (finished, locked, cooling down, out of resends): answered before any
-    // caller budget is spent. Otherwise a public client (Resend needs no secret) could drain the tenant's, its IP's and
-    // a whole country's budgets with Resends of one finished verification. (Two Resends racing past this check are
-    // decided by the store, and the loser has spent its budgets: bounded by how many run at once.)
+    // Refused by the verification's state (finished, locked, cooling down, out of resends) or by the destination's
+    // send budget: answered before any caller budget is spent. Otherwise a public client (Resend needs no secret)
+    // could drain the tenant's, its IP's and a whole country's budgets with Resends of one verification. (Resends
+    // racing past this read are decided by the store, and the losers have spent: as many as run at once.)
     if (summary.resend) throw this.resendRefused(caller, summary.purpose, ref, summary.resend);
     // A Resend is one more message to the number, so it answers to the same phone rules and country budget as a
     // Send: otherwise each Send's country unit would buy 1 + OTP_MAX_RESENDS texts, and a country or number type

@@ -322,6 +322,12 @@ export interface LimitState {
 }
 
 /** What a verification id leads to, without touching it. */
+/** What a Resend's send budgets are before its purpose is known: StorePolicy's, for every purpose that has its own. */
+export interface ResendBudgets {
+  sendsPerDestination: Budget;
+  purposeSendsPerDestination: Record<string, Budget>;
+}
+
 export interface VerificationSummary {
   purpose: string;
   channel: ChannelNumber;
@@ -334,9 +340,9 @@ export interface VerificationSummary {
   /** Only when asked for (a Resend): IssueCommand.sealedDestination. */
   sealedDestination?: string;
   /**
-   * Only when asked for (a Resend): what `resend` would answer now from the verification's own state (finished,
-   * locked, cooling down, out of resends), or null when it would go on to the destination's send budget. Read
-   * before any caller budget is spent, so a Resend refused for these spends none; `resend` decides again.
+   * Only when asked for (a Resend): what `resend` would answer now (finished, locked, cooling down, out of
+   * resends, the destination's send budget), or null when it would resend. Read before any caller budget is
+   * spent, so a Resend refused for these spends none; `resend` decides again.
    */
   resend?: Extract<ResendOutcome, { kind: "finished" | "refused" }> | null;
 }
@@ -430,10 +436,11 @@ export interface VerificationStore {
   /** The current verification id for (tenant, purpose, destination), live or finished but not consumed; else null. */
   findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null>;
   /**
-   * Purpose, channel and destination kind of a verification owned by `tenant`, or null. `forResend`: also its
-   * sealed destination and what `resend` would refuse now from the verification's own state (VerificationSummary.resend).
+   * Purpose, channel and destination kind of a verification owned by `tenant`, or null. `forResend` (the send
+   * budgets `resend` would be given): also its sealed destination and what `resend` would refuse now
+   * (VerificationSummary.resend).
    */
-  describe(tenant: string, ref: VerificationRef, forResend?: boolean): Promise<VerificationSummary | null>;
+  describe(tenant: string, ref: VerificationRef, forResend?: ResendBudgets): Promise<VerificationSummary | null>;
   /** The state of a verification owned by `tenant`, or null (unknown, another tenant's, or gone). Changes nothing. */
   inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null>;
   /** End a pending verification: its code never verifies, notifiers drop its delivery (audit `canceled`, `delivery_canceled`). */

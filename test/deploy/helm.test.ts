@@ -308,6 +308,8 @@ describe('helm chart', () => {
     [['--set', 'kafka.sasl.mechanism=plain', '--set', 'kafka.sasl.existingSecret=s'], 'kafka.sasl.username'],
     [['--set', 'kafka.sasl.mechanism=plain', '--set', 'kafka.sasl.username=u'], 'kafka.sasl.existingSecret'],
     [['--set', 'kafka.sasl.username=u'], 'kafka.sasl.mechanism'],
+    // The notifier's own Secret without its own username would be dropped silently (it would log in as the service).
+    [['--set', 'kafka.sasl.mechanism=plain', '--set', 'kafka.sasl.username=u', '--set', 'kafka.sasl.existingSecret=s', '--set', 'kafka.sasl.notifier.existingSecret=n'], 'kafka.sasl.notifier.username'],
     [['--set', 'config.env.KAFKA_TLS_CA_FILE=/etc/x/ca.crt'], 'config.env.KAFKA_TLS_CA_FILE'],
   ])('refuses Kafka TLS and SASL values that cannot work (%j)', async (set, named) => {
     expect(await refused('-f', valuesFile('plain'), ...set)).toContain(named);

@@ -171,7 +171,7 @@ describe('Kafka with TLS and SASL', () => {
       spawn({ REDIS_URL: redis.url, OTP_RELAY_METRICS_PORT: 'off', ...wrong }, 'src/relay-main.ts'),
       spawn({ ...wrong, NOTIFIER_METRICS_PORT: 'off' }, 'src/bin/notifier.ts'),
     ]);
-    const line = /Kafka refused the SASL login: .*authentication failed.*KAFKA_SASL_PASSWORD, KAFKA_SASL_USERNAME and KAFKA_SASL_MECHANISM=scram-sha-512/i;
+    const line = /Kafka refused the SASL login: .*authentication failed.*KAFKA_SASL_PASSWORD \(or KAFKA_SASL_PASSWORD_FILE\), KAFKA_SASL_USERNAME and KAFKA_SASL_MECHANISM=scram-sha-512/i;
     await failsToStartWith(svc!, line);
     await failsToStartWith(relay!, line);
     await failsToStartWith(notifier!, line);

@@ -278,6 +278,20 @@ describe('a Resend its verification refuses spends no caller budget (OTP_LIMIT_S
   });
 });
 
+describe("a Resend the destination's send budget refuses spends no caller budget (OTP_LIMIT_SEND_PER_DESTINATION=1/1h, NZ=3/1d)", () => {
+  const ctx = appWith({ OTP_LIMIT_SEND_PER_DESTINATION: '1/1h', OTP_LIMIT_SMS_PER_COUNTRY: '1000/1h,NZ=3/1d' });
+  const nz = (n: number) => `+6421${String(2234560 + n)}`;
+
+  it('five Resends refused as SEND_LIMIT_DESTINATION leave the country two units for real Sends', async () => {
+    const sent = await grpcCall(ctx.grpc, send, smsTo(nz(1)), as());
+    for (let i = 0; i < 5; i++) {
+      expect(reasonOf(await grpcError(grpcCall(ctx.grpc, resend, { verificationId: sent.verificationId }, as())))).toBe('SEND_LIMIT_DESTINATION');
+    }
+    for (const n of [2, 3]) await grpcCall(ctx.grpc, send, smsTo(nz(n)), as());
+    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, smsTo(nz(4)), as())))).toBe('SEND_LIMIT_COUNTRY');
+  });
+});
+
 describe('Resends that name no verification of the caller spend nothing (OTP_LIMIT_SEND_PER_TENANT=3/1h)', () => {
   const ctx = appWith({ OTP_LIMIT_SEND_PER_TENANT: '3/1h', OTP_TRUSTED_PROXIES: '127.0.0.1/32' });
 

@@ -1,7 +1,7 @@
 // One behavioural suite for every VerificationStore implementation, so the
 // Redis and memory stores cannot drift (src/store/README.md is the spec).
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { OutboxEntry, PrefixGuardCheck, PrefixGuardRule, PrefixTransition, VerificationStore, VerifyResultKind } from '../../src/store/store.js';
+import type { OutboxEntry, PrefixGuardCheck, PrefixGuardRule, PrefixTransition, ResendBudgets, StorePolicy, VerificationStore, VerifyResultKind } from '../../src/store/store.js';
 import {
   EMAIL,
   EVENT,
@@ -694,27 +694,40 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(refused.retryAfterMs).toBeLessThanOrEqual(60_000);
       });
 
-      it("describe for a Resend says what resend would refuse from the verification's own state, and agrees with it", async () => {
+      it("describe for a Resend says what resend would refuse (the verification's state, the send budgets), and agrees with it", async () => {
+        const budgetsOf = (p: StorePolicy): ResendBudgets => ({
+          sendsPerDestination: p.sendsPerDestination,
+          purposeSendsPerDestination: p.purposeSendsPerDestination ? { [PURPOSE]: p.purposeSendsPerDestination } : {},
+        });
         const cooling = policy({ resendCooldownSeconds: 30 });
         const a = await send({ policy: cooling });
-        const atCooldown = await store.describe(TENANT, a.ref, true);
+        const atCooldown = await store.describe(TENANT, a.ref, budgetsOf(cooling));
         expect(atCooldown?.sealedDestination).toBe(a.cmd.sealedDestination);
         expect(atCooldown?.resend).toMatchObject({ kind: 'refused', reason: 'RESEND_COOLDOWN' });
         expect(await store.resend(resendCommand(a.ref, newCode(), { policy: cooling }))).toMatchObject({ kind: 'refused', reason: 'RESEND_COOLDOWN' });
 
         const once = policy({ maxResends: 1 });
         const b = await send({ policy: once });
-        expect((await store.describe(TENANT, b.ref, true))?.resend).toBeNull();
+        expect((await store.describe(TENANT, b.ref, budgetsOf(once)))?.resend).toBeNull();
         expect((await store.resend(resendCommand(b.ref, newCode(), { policy: once }))).kind).toBe('resent');
-        const spent = await store.describe(TENANT, b.ref, true);
+        const spent = await store.describe(TENANT, b.ref, budgetsOf(once));
         expect(spent?.resend).toMatchObject({ kind: 'refused', reason: 'MAX_RESENDS' });
         if (spent?.resend?.kind !== 'refused') throw new Error('not refused');
         expect(spent.resend.retryAfterMs).toBeGreaterThan(55_000);
 
         const c = await send();
         expect((await store.verify(verifyCommand(c.ref, c.code))).result).toBe('VERIFIED');
-        expect((await store.describe(TENANT, c.ref, true))?.resend).toEqual({ kind: 'finished' });
+        expect((await store.describe(TENANT, c.ref, budgetsOf(policy())))?.resend).toEqual({ kind: 'finished' });
         expect((await store.resend(resendCommand(c.ref, newCode()))).kind).toBe('finished');
+
+        // The destination's send budget, the global one and a purpose's own: read, not spent.
+        for (const tight of [policy({ sendsPerDestination: { count: 1, windowSeconds: 60 } }), policy({ purposeSendsPerDestination: { count: 1, windowSeconds: 60 } })]) {
+          const d = await send({ policy: tight });
+          for (let i = 0; i < 2; i++) expect((await store.describe(TENANT, d.ref, budgetsOf(tight)))?.resend).toMatchObject({ kind: 'refused', reason: 'SEND_LIMIT_DESTINATION' });
+          expect(await store.resend(resendCommand(d.ref, newCode(), { policy: tight }))).toMatchObject({ kind: 'refused', reason: 'SEND_LIMIT_DESTINATION' });
+          // With room in the budgets it would resend.
+          expect((await store.describe(TENANT, d.ref, budgetsOf(policy())))?.resend).toBeNull();
+        }
         // Without asking, neither the number nor the verdict is read.
         expect(await store.describe(TENANT, c.ref)).not.toHaveProperty('resend');
       });

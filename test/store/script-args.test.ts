@@ -70,7 +70,7 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
     args: { tenant: TENANT, id: cmd.ref.verificationId, resend_count: 0, reason: 'bounced', ...event },
   },
   find: { keys: [destKeys[0]!], args: { purpose: 'login' } },
-  describe: { keys: [destKeys[0]!], args: { id: cmd.ref.verificationId, resend: false } },
+  describe: { keys: [destKeys[0]!], args: { id: cmd.ref.verificationId, resend: false, sends: [], purpose_sends: {} } },
   inspect: { keys: [destKeys[0]!], args: { id: cmd.ref.verificationId } },
   cancel: { keys: destKeys, args: { tenant: TENANT, id: cmd.ref.verificationId, ...event } },
   callerBudgets: {

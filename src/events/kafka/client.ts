@@ -61,7 +61,7 @@ export const PRODUCER_RETRY = { retries: 10, initialRetryTime: 250, maxRetryTime
 const LOG_EVERY_MS = 10_000;
 
 export function kafkaClient(s: KafkaSettings): Kafka {
-  const lastLogged = new Map<string, number>();
+  const log = kafkaLog(s);
   return new Kafka({
     clientId: s.clientId,
     brokers: s.brokers,
@@ -71,20 +71,31 @@ export function kafkaClient(s: KafkaSettings): Kafka {
     // The relay owns retrying (it keeps events in the outbox); fail fast here.
     retry: s.retry ?? { retries: 2, initialRetryTime: 200, maxRetryTime: 2_000 },
     logLevel: logLevel.WARN,
-    logCreator: () => ({ namespace, log }) => {
-      const { message, broker, retryCount } = log as { message: string; broker?: string; retryCount?: number };
-      // We bound the idempotent producer's retries on purpose (PRODUCER_RETRY):
-      // a producer whose send failed is discarded, never reused (see produce).
-      if (message.startsWith("Limiting retries for the idempotent producer")) return;
-      s.observer?.trouble(troubleOf(namespace, retryCount), s.clientId);
-      const key = `${namespace}:${message}`;
-      const now = Date.now();
-      if (now - (lastLogged.get(key) ?? 0) < LOG_EVERY_MS) return;
-      lastLogged.set(key, now);
-      if (lastLogged.size > 1_000) lastLogged.clear();
-      s.logger.warn({ kafka: message, namespace, broker, retry: retryCount, client: s.clientId }, "kafka client");
-    },
+    logCreator: () => log,
   });
+}
+
+/**
+ * kafkajs's log lines, as warnings at most every LOG_EVERY_MS per distinct message, and counted. Its `message`
+ * is not always a string: some paths hand over the Error itself (a SASL login refused on reconnect), and a
+ * hook that assumed a string threw a TypeError inside kafkajs, which then reported that instead of the cause.
+ */
+export function kafkaLog(s: Pick<KafkaSettings, "clientId" | "logger" | "observer">): (entry: { namespace: string; log: object }) => void {
+  const lastLogged = new Map<string, number>();
+  return ({ namespace, log }) => {
+    const { message: raw, broker, retryCount } = log as { message?: unknown; broker?: string; retryCount?: number };
+    const message = typeof raw === "string" ? raw : raw instanceof Error ? `${raw.name}: ${raw.message}` : String(raw);
+    // We bound the idempotent producer's retries on purpose (PRODUCER_RETRY):
+    // a producer whose send failed is discarded, never reused (see produce).
+    if (message.startsWith("Limiting retries for the idempotent producer")) return;
+    s.observer?.trouble(troubleOf(namespace, retryCount), s.clientId);
+    const key = `${namespace}:${message}`;
+    const now = Date.now();
+    if (now - (lastLogged.get(key) ?? 0) < LOG_EVERY_MS) return;
+    lastLogged.set(key, now);
+    if (lastLogged.size > 1_000) lastLogged.clear();
+    s.logger.warn({ kafka: message, namespace, broker, retry: retryCount, client: s.clientId }, "kafka client");
+  };
 }
 
 function troubleOf(namespace: string, retryCount: number | undefined): KafkaTrouble {

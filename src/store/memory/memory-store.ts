@@ -15,6 +15,7 @@ import type {
   PrefixTransition,
   Refusal,
   ResendCommand,
+  ResendBudgets,
   ResendOutcome,
   VerificationRef,
   VerificationState,
@@ -353,7 +354,7 @@ export class MemoryStore implements VerificationStore {
     return this.#get(this.#key(tenant, destination), now)?.verifications.get(purpose)?.id ?? null;
   }
 
-  async describe(tenant: string, ref: VerificationRef, forResend = false): Promise<VerificationSummary | null> {
+  async describe(tenant: string, ref: VerificationRef, forResend?: ResendBudgets): Promise<VerificationSummary | null> {
     const now = this.#now();
     const d = this.#get(this.#key(tenant, ref), now);
     const v = d && verificationById(d, ref.verificationId);
@@ -362,6 +363,12 @@ export class MemoryStore implements VerificationStore {
     if (forResend) {
       summary.sealedDestination = d.sealed;
       summary.resend = resendRefusal(v, d, now);
+      if (summary.resend === null) {
+        // The send budgets read, not spent (resend() spends them).
+        const own = ownRate(forResend.purposeSendsPerDestination[v.purpose]);
+        const sent = gcra.spendBoth(d.sendTat, rate(forResend.sendsPerDestination), d.purposeLimits?.get(v.purpose)?.sendTat, own, now);
+        if (!sent.allowed) summary.resend = { kind: "refused", reason: "SEND_LIMIT_DESTINATION", retryAfterMs: sent.retryAfterMs };
+      }
     }
     return summary;
   }

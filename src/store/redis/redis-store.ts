@@ -21,6 +21,7 @@ import type {
   VerificationState,
   VerificationStore,
   VerificationSummary,
+  ResendBudgets,
   VerifyCommand,
   VerifyOutcome,
 } from "../store.js";
@@ -270,9 +271,14 @@ export class RedisStore implements VerificationStore {
     return replies.foundId(await this.#run("find", [key], { purpose }));
   }
 
-  async describe(tenant: string, ref: VerificationRef, forResend = false): Promise<VerificationSummary | null> {
+  async describe(tenant: string, ref: VerificationRef, forResend?: ResendBudgets): Promise<VerificationSummary | null> {
     const key = destinationKey(this.#prefix, tenant, ref);
-    return replies.summary(await this.#run("describe", [key], { id: ref.verificationId, resend: forResend }));
+    return replies.summary(await this.#run("describe", [key], {
+      id: ref.verificationId,
+      resend: forResend !== undefined,
+      sends: forResend ? own(forResend.sendsPerDestination) : [],
+      purpose_sends: forResend ? Object.fromEntries(Object.entries(forResend.purposeSendsPerDestination).map(([p, b]) => [p, own(b).join(",")])) : {},
+    }));
   }
 
   async inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null> {

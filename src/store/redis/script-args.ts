@@ -88,7 +88,7 @@ export interface ScriptArgs {
     client_id: string;
   };
   find: { purpose: string };
-  describe: { id: string; resend: boolean };
+  describe: { id: string; resend: boolean; sends: BudgetArg; purpose_sends: Record<string, string> };
   inspect: { id: string };
   cancel: { tenant: string; id: string; trace_id: string; client_id: string };
   callerBudgets: {

@@ -235,6 +235,9 @@ both by redis.tls and by hand.
 {{- if and .notifier.username (not .notifier.existingSecret) }}
 {{- fail "kafka.sasl.notifier.username needs kafka.sasl.notifier.existingSecret (the Secret with its password)" }}
 {{- end }}
+{{- if and .notifier.existingSecret (not .notifier.username) }}
+{{- fail "kafka.sasl.notifier.existingSecret needs kafka.sasl.notifier.username (without it the notifier would log in as the service)" }}
+{{- end }}
 {{- end }}
 {{- range $where, $env := dict "config.env" .Values.config.env "notifier.env" .Values.notifier.env }}
 {{- range $name, $value := $env }}

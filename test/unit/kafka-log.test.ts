@@ -1,0 +1,32 @@
+import { describe, expect, it } from "vitest";
+import { kafkaLog } from "../../src/events/kafka/client.js";
+import { createLogger } from "../../src/log.js";
+
+// kafkajs's log hook: some paths hand over an Error as the message (a SASL
+// login refused on reconnect); the hook used to call message.startsWith on it
+// and throw inside kafkajs, which then reported that TypeError instead.
+
+describe("kafkajs log lines", () => {
+  it("an Error given as the message is logged by its name and message, and counted; nothing throws", () => {
+    const lines: Record<string, unknown>[] = [];
+    const troubles: string[] = [];
+    const log = kafkaLog({
+      clientId: "otp-test",
+      logger: createLogger({ level: "warn", destination: { write: (l: string) => void lines.push(JSON.parse(l)) } }),
+      observer: { trouble: (kind: string) => void troubles.push(kind) } as never,
+    });
+    const refused = Object.assign(new Error("SASL SCRAM SHA512 authentication failed"), { name: "KafkaJSSASLAuthenticationError" });
+    expect(() => log({ namespace: "BrokerPool", log: { message: refused, broker: "127.0.0.1:9" } })).not.toThrow();
+    expect(() => log({ namespace: "Connection", log: { message: undefined } })).not.toThrow();
+    expect(lines[0]).toMatchObject({ kafka: "KafkaJSSASLAuthenticationError: SASL SCRAM SHA512 authentication failed", namespace: "BrokerPool", client: "otp-test" });
+    expect(troubles).toEqual(["connection", "connection"]);
+  });
+
+  it("the idempotent producer's retry notice is dropped; a repeated message is logged once per interval", () => {
+    const lines: unknown[] = [];
+    const log = kafkaLog({ clientId: "otp-test", logger: createLogger({ level: "warn", destination: { write: (l: string) => void lines.push(l) } }) });
+    log({ namespace: "Producer", log: { message: "Limiting retries for the idempotent producer to 1" } });
+    for (let i = 0; i < 3; i++) log({ namespace: "Connection", log: { message: "Connection timeout" } });
+    expect(lines).toHaveLength(1);
+  });
+});
