@@ -1,5 +1,5 @@
 import http2 from "node:http2";
-import type { Http2Server, ServerHttp2Stream } from "node:http2";
+import type { Http2Server, IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "../log.js";
 
@@ -20,6 +20,7 @@ export type RefusalObserver = (reason: "OPEN_CALLS_LIMIT" | "CONNECTIONS_LIMIT")
 
 const LOG_EVERY_MS = 5_000;
 const ignore = (): void => {};
+const ALWAYS_ANSWERED = new Set(["/healthz", "/readyz", "/metrics"]);
 
 export class OpenCalls {
   #open = 0;
@@ -48,22 +49,22 @@ export class OpenCalls {
   guardStreams(server: Http2Server): void {
     const listeners = server.listeners("stream") as ((...args: unknown[]) => void)[];
     server.removeAllListeners("stream");
-    server.on("stream", (stream: ServerHttp2Stream, ...rest: unknown[]) => {
-      if (!this.#admit()) {
+    server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => {
+      if (!this.#admit(headers[":method"], headers[":path"])) {
         // Node reports a stream closed with an error code as an "error" on it; nothing is wrong here.
         stream.on("error", ignore);
         stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
         return;
       }
       stream.on("close", this.#release);
-      for (const listener of listeners) listener.call(server, stream, ...rest);
+      for (const listener of listeners) listener.call(server, stream, headers, ...rest);
     });
   }
 
   /** The HTTP/1.1 request handler behind the bound: past it, 503 and the connection closed. */
   guardRequests<Req extends IncomingMessage, Res extends ServerResponse>(handler: (req: Req, res: Res) => void): (req: Req, res: Res) => void {
     return (req, res) => {
-      if (!this.#admit()) {
+      if (!this.#admit(req.method, req.url)) {
         res.shouldKeepAlive = false;
         res.writeHead(503, { "content-type": "text/plain", "retry-after": "1", connection: "close" });
         res.end("too many open calls\n");
@@ -79,8 +80,12 @@ export class OpenCalls {
     this.#refused("CONNECTIONS_LIMIT");
   }
 
-  #admit(): boolean {
-    if (this.#open < this.max) {
+  #admit(method: string | undefined, path: string | undefined): boolean {
+    // The probes and /metrics are answered at once (no body to wait for), so
+    // they cannot be held open; an operator and the kubelet still see the
+    // process while it refuses calls (a failed liveness probe would restart
+    // it for nothing).
+    if (this.#open < this.max || (method === "GET" && path !== undefined && ALWAYS_ANSWERED.has(path))) {
       this.#open++;
       return true;
     }

@@ -6,7 +6,8 @@
 // With the bound at 50, 50 unfinished calls are held on one transport; the
 // next is refused at once on every transport (HTTP/2 RST_STREAM
 // REFUSED_STREAM, which a grpc-js client reports as UNAVAILABLE; HTTP/1.1 503)
-// and counted; once they are released, calls succeed again.
+// and counted; once they are released, calls succeed again. GET /healthz,
+// /readyz and /metrics are answered throughout.
 import * as http2 from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
@@ -140,6 +141,9 @@ async function everyTransportRefused(): Promise<void> {
   expect(await seen(await h1Unfinished(false), 'HTTP/1.1 503')).toBe(true);
   // A real gRPC client: REFUSED_STREAM is UNAVAILABLE (after grpc-js's one transparent retry).
   expect((await grpcError(grpcHealth(client))).code).toBe(grpc.status.UNAVAILABLE);
+  // The probes and /metrics, answered at once and never held, are still answered: the kubelet and Prometheus see the process.
+  expect((await fetch(`${app.httpBase}/healthz`, { signal: AbortSignal.timeout(WAIT_MS) })).status).toBe(200);
+  expect(await refusals('OPEN_CALLS_LIMIT')).toBeGreaterThan(0);
 }
 
 function release(): void {
