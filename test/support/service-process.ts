@@ -36,11 +36,12 @@ process.once('exit', () => {
 /**
  * `entry`: src/main.ts (the service) or src/relay-main.ts (`npm run relay`, which binds no port),
  * run with tsx; or a built `.js` entry (test/support/built-dist.ts), run by plain node as `npm start` does.
+ * `nodeFlags`: node's own options before the entry (e.g. `npm start`'s heap bounds).
  */
-export async function spawnService(env: Record<string, string> = {}, entry = 'src/main.ts'): Promise<ServiceProcess> {
+export async function spawnService(env: Record<string, string> = {}, entry = 'src/main.ts', nodeFlags: string[] = []): Promise<ServiceProcess> {
   const grpcPort = await freePort();
   const httpPort = await freePort();
-  const child = spawn(process.execPath, entry.endsWith('.js') ? ['--enable-source-maps', entry] : ['--import', 'tsx', entry], {
+  const child = spawn(process.execPath, [...nodeFlags, ...(entry.endsWith('.js') ? ['--enable-source-maps', entry] : ['--import', 'tsx', entry])], {
     cwd: repoRoot,
     env: { ...baseEnv(), GRPC_PORT: String(grpcPort), HTTP_PORT: String(httpPort), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

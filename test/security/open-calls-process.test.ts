@@ -1,0 +1,106 @@
+// The default OTP_MAX_OPEN_CALLS keeps a process started with `npm start`'s
+// heap bounds (--max-old-space-size=160 ...) alive against probe 8 reprobe 4's
+// attack, scaled down in time: ~30,000 unfinished gRPC Sends held on 120
+// connections and reopened as they are cut, for 6 s. Before the bound, the
+// process died of V8 out-of-memory at ~28,000 open calls (~8 s). With it, the
+// calls past 4,000 are refused (counted), old space stays well below the
+// bound, and once the attack stops Health/Check answers SERVING.
+import * as http2 from 'node:http2';
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { grpcClient, grpcHealth, SERVING } from '../support/grpc-client.js';
+import { spawnService, untilServing, type ServiceProcess } from '../support/service-process.js';
+
+const CONNECTIONS = 120;
+const STREAMS = 256; // the server's per-connection bound on both ports
+const ATTACK_MS = 6_000;
+// A refused stream is reopened after this (the probe used 10 ms; the held ones are what fill the heap, and a tighter loop only spends both sides' CPU).
+const REOPEN_MS = 250;
+const OLD_SPACE_BOUND_MIB = 160;
+
+/** `npm start`'s node options (package.json), so the heap bound is the one that ships. */
+function startFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { scripts: { start: string } };
+  return pkg.scripts.start.split(/\s+/).filter((word) => word.startsWith('--') && word !== '--enable-source-maps');
+}
+
+let service: ServiceProcess;
+
+beforeAll(async () => {
+  expect(startFlags()).toContain(`--max-old-space-size=${OLD_SPACE_BOUND_MIB}`);
+  service = await spawnService({ LOG_LEVEL: 'warn', OTP_WORKERS: '1' }, 'src/main.ts', startFlags());
+  await untilServing(service);
+}, 30_000);
+
+afterAll(() => {
+  service?.child.kill('SIGKILL');
+});
+
+async function metric(prefix: string): Promise<number | undefined> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${service.httpPort}/metrics`, { signal: AbortSignal.timeout(2_000) })).text();
+    const line = text.split('\n').find((l) => l.startsWith(prefix));
+    return line ? Number(line.split(' ').at(-1)) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+it('survives ~30,000 unfinished gRPC calls held open: the ones past the bound are refused and old space stays below the heap bound', async () => {
+  let exited = false;
+  void service.exited.then(() => (exited = true));
+  let attacking = true;
+  const sessions: http2.ClientHttp2Session[] = [];
+  const frame = Buffer.alloc(15);
+  frame.writeUInt32BE(60_000, 1); // a message header promising 60,000 bytes that never come
+  const hold = (s: http2.ClientHttp2Session): void => {
+    if (!attacking || s.destroyed || s.closed) return;
+    let stream: http2.ClientHttp2Stream;
+    try {
+      stream = s.request({ ':method': 'POST', ':path': '/otp.v1.OtpService/Send', 'content-type': 'application/grpc', te: 'trailers' }, { endStream: false });
+    } catch {
+      return;
+    }
+    stream.on('error', () => {});
+    stream.on('data', () => {});
+    stream.on('close', () => setTimeout(() => hold(s), REOPEN_MS));
+    stream.write(frame);
+  };
+  for (let i = 0; i < CONNECTIONS && !exited; i++) {
+    const s = http2.connect(`http://127.0.0.1:${service.grpcPort}`);
+    s.on('error', () => {});
+    sessions.push(s);
+    for (let j = 0; j < STREAMS; j++) hold(s);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  let oldSpacePeak = 0;
+  const until = Date.now() + ATTACK_MS;
+  while (Date.now() < until && !exited) {
+    const old = await metric('nodejs_heap_space_size_used_bytes{space="old"}');
+    if (old !== undefined) oldSpacePeak = Math.max(oldSpacePeak, old);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  attacking = false;
+  for (const s of sessions) s.destroy();
+
+  expect(exited, `the service died: ${service.stderr().slice(-300)}`).toBe(false);
+  const refused = await metric('otp_refusals_total{tenant="none",reason="OPEN_CALLS_LIMIT"}');
+  expect(refused).toBeGreaterThan(0);
+  expect(oldSpacePeak).toBeGreaterThan(0);
+  expect(oldSpacePeak / 2 ** 20).toBeLessThan(OLD_SPACE_BOUND_MIB - 20);
+  const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
+  try {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        expect(await grpcHealth(client)).toBe(SERVING);
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  } finally {
+    client.close();
+  }
+}, 60_000);
