@@ -1,6 +1,7 @@
 import http2 from "node:http2";
 import type { Http2Server, IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Server, Socket } from "node:net";
 import type { Logger } from "../log.js";
 
 // The process-wide bound on calls open at once, across both ports and every
@@ -75,9 +76,32 @@ export class OpenCalls {
     };
   }
 
-  /** A connection a listener dropped at its OTP_MAX_CONNECTIONS bound (net.Server "drop"). */
-  connectionDropped(): void {
-    this.#refused("CONNECTIONS_LIMIT");
+  /**
+   * Bounds the connections a listening server holds at once (OTP_MAX_CONNECTIONS,
+   * per port): past it a new connection is destroyed on accept, before TLS or
+   * any protocol reads it. Counted here rather than by net.Server's
+   * maxConnections, which a cluster worker (OTP_WORKERS > 1) does not apply to
+   * the connections the primary hands it. Call once all of the server's
+   * "connection" listeners are attached.
+   */
+  guardConnections(server: Server, max: number): void {
+    const listeners = server.listeners("connection") as ((socket: Socket) => void)[];
+    server.removeAllListeners("connection");
+    let open = 0;
+    const release = (): void => {
+      open--;
+    };
+    server.on("connection", (socket: Socket) => {
+      if (open >= max) {
+        socket.on("error", ignore);
+        socket.destroy();
+        this.#refused("CONNECTIONS_LIMIT");
+        return;
+      }
+      open++;
+      socket.once("close", release);
+      for (const listener of listeners) listener.call(server, socket);
+    });
   }
 
   #admit(method: string | undefined, path: string | undefined): boolean {

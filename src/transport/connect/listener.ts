@@ -87,9 +87,6 @@ export async function listenHttp(options: {
   };
   const h1Handler = openCalls.guardRequests(handler);
   const h1 = options.tls ? https.createServer({ ...limits, ...tlsOptions(options.tls), handshakeTimeout: idleMs }, h1Handler) : http.createServer(limits, h1Handler);
-  // h1 listens, so this counts every connection of the port, HTTP/2 ones too.
-  h1.maxConnections = options.maxConnections;
-  h1.on("drop", () => openCalls.connectionDropped());
 
   if (options.tls) {
     divert(h1, "secureConnection", (socket: TLSSocket, toHttp1) => {
@@ -112,6 +109,10 @@ export async function listenHttp(options: {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
   });
+
+  // h1 listens, so this counts every connection of the port, HTTP/2 ones too;
+  // in front of every "connection" listener above (TLS's, ours, http's).
+  openCalls.guardConnections(h1, options.maxConnections);
 
   await new Promise<void>((resolve, reject) => {
     h1.once("error", reject);

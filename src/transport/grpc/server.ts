@@ -112,8 +112,6 @@ export async function listenGrpc(options: {
   // After grpc-js's stream handler is attached (by createConnectionInjector), in front of it.
   for (const http2Server of http2ServersOf(server)) options.openCalls.guardStreams(http2Server);
   const listener = options.tls ? tlsServer(options.tls, options.idleMs) : net.createServer();
-  listener.maxConnections = options.maxConnections;
-  listener.on("drop", () => options.openCalls.connectionDropped());
   const waiting = new Set<Socket>();
   listener.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => {
     waiting.add(socket);
@@ -128,6 +126,8 @@ export async function listenGrpc(options: {
     socket.destroy();
     options.log.debug({ err }, "gRPC TLS handshake failed");
   });
+  // In front of TLS's own connection listener too: a connection past the bound costs no handshake.
+  options.openCalls.guardConnections(listener, options.maxConnections);
   await new Promise<void>((resolve, reject) => {
     listener.once("error", reject);
     listener.listen(options.port, options.host, () => {
