@@ -14,6 +14,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { grpcClient, grpcError, grpcHealth, SERVING } from '../support/grpc-client.js';
 import { startTestApp, type TestApp } from '../support/otp-app.js';
+import { makeTestCerts, type TestCerts } from '../support/tls-certs.js';
 
 const MAX_CALLS = 50;
 const MAX_CONNECTIONS = 60;
@@ -230,5 +231,78 @@ describe.each([['HTTP port', () => app.httpPort], ['gRPC port', () => app.grpcPo
     release();
     await servingAgain();
     expect((await refusals('CONNECTIONS_LIMIT')) - before).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('with TLS', () => {
+  // The connection bound sits in front of the TLS handshake: a connection past it costs no handshake and is closed on accept.
+  const TLS_MAX = 5;
+  const TLS_OVER = 3;
+  let tlsApp: TestApp;
+  let certs: TestCerts;
+  const clientTls = () => ({ ca: certs.read(certs.caFile), cert: certs.read(certs.clientCert), key: certs.read(certs.clientKey), servername: 'localhost' });
+
+  beforeAll(async () => {
+    certs = makeTestCerts();
+    tlsApp = await startTestApp({
+      TLS_CERT_FILE: certs.serverCert, TLS_KEY_FILE: certs.serverKey, TLS_CA_FILE: certs.caFile,
+      OTP_MAX_CONNECTIONS: String(TLS_MAX), OTP_CONNECTION_IDLE_MS: '30000',
+    });
+  });
+  afterAll(async () => {
+    await tlsApp?.stop();
+    certs?.remove();
+  });
+
+  it('past OTP_MAX_CONNECTIONS a TLS connection is closed on accept, on both ports; once others close, connections are taken again', async () => {
+    for (const port of [tlsApp.grpcPort, tlsApp.httpPort]) {
+      const sessions = Array.from({ length: TLS_MAX + TLS_OVER }, () => {
+        const s = http2.connect(`https://127.0.0.1:${port}`, clientTls());
+        s.on('error', () => {});
+        return s;
+      });
+      let cut = 0;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, WAIT_MS);
+        for (const s of sessions) s.once('close', () => ++cut >= TLS_OVER && (clearTimeout(timer), resolve()));
+      });
+      expect(cut).toBe(TLS_OVER);
+      for (const s of sessions) s.destroy();
+      // A new TLS connection is served once the server has seen those close.
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const status = await new Promise<number | string>((resolve) => {
+          const s = http2.connect(`https://127.0.0.1:${port}`, clientTls());
+          s.on('error', (e) => resolve(e.message));
+          const st = s.request({ ':method': 'GET', ':path': port === tlsApp.httpPort ? '/healthz' : '/no.Such/Method', 'content-type': 'application/grpc' });
+          st.on('response', (h) => {
+            resolve(Number(h[':status']));
+            s.destroy();
+          });
+          st.on('error', (e) => resolve(e.message));
+          st.on('close', () => resolve('closed'));
+          st.resume();
+        });
+        if (status === 200) break;
+        if (Date.now() > deadline) throw new Error(`no answer over TLS: ${status}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const metrics = await new Promise<string>((resolve, reject) => {
+      const s = http2.connect(`https://127.0.0.1:${tlsApp.httpPort}`, clientTls());
+      s.on('error', reject);
+      const st = s.request({ ':method': 'GET', ':path': '/metrics' });
+      let body = '';
+      st.setEncoding('utf8');
+      st.on('data', (c: string) => (body += c));
+      st.on('end', () => {
+        resolve(body);
+        s.destroy();
+      });
+      st.on('error', reject);
+    });
+    // At least those; a retry above may have come before the server saw the others close.
+    const line = metrics.split('\n').find((l) => l.startsWith('otp_refusals_total{tenant="none",reason="CONNECTIONS_LIMIT"}'));
+    expect(Number(line?.split(' ').at(-1))).toBeGreaterThanOrEqual(2 * TLS_OVER);
   });
 });
