@@ -16,9 +16,8 @@ import type { OutgoingRecord } from '../../src/events/kafka/client.js';
 import { loadNotifierConfig } from '../../src/notifier/config.js';
 import { NotifierMetrics } from '../../src/notifier/metrics.js';
 import type { NotifierTopics } from '../../src/notifier/notifier.js';
-import { canceledEvent, caseTopics, createTopicsPatiently, deliveryEvent, testKeyring, TestProducer, TopicReader, verificationId } from '../support/delivery-events.js';
-import { consoleLine, InProcessNotifiers, tryJson } from '../support/in-process-notifiers.js';
-import { kafkaForTests, type KafkaBroker } from '../support/kafka.js';
+import { canceledEvent, caseTopics, deliveryEvent, testKeyring, TestProducer, TopicReader, verificationId } from '../support/delivery-events.js';
+import { consoleLine, InProcessNotifiers, notifierKafka, tryJson } from '../support/in-process-notifiers.js';
 import { startWebhook } from '../support/webhook-server.js';
 
 const testCode = (): string => String(randomInt(100_000, 1_000_000));
@@ -42,23 +41,17 @@ describe('notifier trust in delivery-topic records (real Kafka)', () => {
     rotation: caseTopics('rotation'),
   };
   let brokers = '';
-  let broker: KafkaBroker | undefined;
   let reader: TopicReader;
   let producer: TestProducer;
+  let stopKafka: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
-    ({ brokers, broker } = await kafkaForTests());
-    const all = Object.values(cases);
-    await createTopicsPatiently(brokers, all.flatMap((t) => [t.delivery, t.status, t.deadLetter]));
-    reader = await TopicReader.start(brokers, all.flatMap((t) => [t.status, t.deadLetter]));
-    producer = await TestProducer.start(brokers);
+    ({ brokers, reader, producer, stop: stopKafka } = await notifierKafka(Object.values(cases)));
   }, 180_000);
 
   afterAll(async () => {
     await notifiers.stopAll();
-    await reader?.stop();
-    await producer?.stop();
-    await broker?.stop();
+    await stopKafka?.();
   }, 60_000);
 
   const notifiers = new InProcessNotifiers(() => ({ brokers, sealKeys: keyring.env }), { NOTIFIER_MAX_ATTEMPTS: '2' });

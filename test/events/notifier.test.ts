@@ -24,9 +24,8 @@ import type { EventContext, VerificationRef } from '../../src/store/store.js';
 import { run } from '../support/cli.js';
 import { serveMetricsEndpoint } from '../../src/metrics-endpoint.js';
 import { NotifierMetrics } from '../../src/notifier/metrics.js';
-import { canceledEvent, caseTopics, createTopicsPatiently, deliveryEvent, testKeyring, TestProducer, TopicReader } from '../support/delivery-events.js';
-import { consoleLine, InProcessNotifiers, tryJson } from '../support/in-process-notifiers.js';
-import { kafkaForTests, type KafkaBroker } from '../support/kafka.js';
+import { canceledEvent, caseTopics, deliveryEvent, testKeyring, TestProducer, TopicReader } from '../support/delivery-events.js';
+import { consoleLine, InProcessNotifiers, notifierKafka, tryJson } from '../support/in-process-notifiers.js';
 import { startSmtpSink } from '../support/smtp-sink.js';
 import { startWebhook } from '../support/webhook-server.js';
 
@@ -131,24 +130,17 @@ describe('notifier with a real Kafka broker', () => {
   const single = { stall: caseTopics('stall'), handover: caseTopics('handover') };
   const real: NotifierTopics = { delivery: TOPICS.delivery, status: TOPICS.deliveryStatus, deadLetter: TOPICS.deadLetter };
   let brokers = '';
-  let broker: KafkaBroker | undefined;
   let reader: TopicReader;
   let producer: TestProducer;
+  let stopKafka: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
-    ({ brokers, broker } = await kafkaForTests());
-    const all = [real, ...Object.values(cases)];
-    await createTopicsPatiently(brokers, all.flatMap((t) => [t.delivery, t.status, t.deadLetter]));
-    await createTopicsPatiently(brokers, Object.values(single).flatMap((t) => [t.delivery, t.status, t.deadLetter]), 1);
-    reader = await TopicReader.start(brokers, [...all, ...Object.values(single)].flatMap((t) => [t.status, t.deadLetter]));
-    producer = await TestProducer.start(brokers);
+    ({ brokers, reader, producer, stop: stopKafka } = await notifierKafka([real, ...Object.values(cases)], Object.values(single)));
   }, 180_000);
 
   afterAll(async () => {
     await notifiers.stopAll();
-    await reader?.stop();
-    await producer?.stop();
-    await broker?.stop();
+    await stopKafka?.();
   }, 60_000);
 
   const notifiers = new InProcessNotifiers(() => ({ brokers, sealKeys: keyring.env }), { NOTIFIER_MAX_ATTEMPTS: '3' });

@@ -7,6 +7,8 @@ import { loadNotifierConfig } from '../../src/notifier/config.js';
 import { notifierLogger } from '../../src/notifier/logger.js';
 import type { NotifierMetrics } from '../../src/notifier/metrics.js';
 import { Notifier, type NotifierTopics } from '../../src/notifier/notifier.js';
+import { createTopicsPatiently, TestProducer, TopicReader } from './delivery-events.js';
+import { kafkaForTests } from './kafka.js';
 
 export class InProcessNotifiers {
   private readonly running: Notifier[] = [];
@@ -62,4 +64,27 @@ export function tryJson(line: string): Record<string, unknown> | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * One broker for a notifier test file: the cases' delivery, status and dead-letter topics created (`single`: with
+ * one partition), a reader of their statuses and dead letters, a producer; stop() ends them all.
+ */
+export async function notifierKafka(topics: NotifierTopics[], single: NotifierTopics[] = []): Promise<{ brokers: string; reader: TopicReader; producer: TestProducer; stop(): Promise<void> }> {
+  const { brokers, broker } = await kafkaForTests();
+  const names = (list: NotifierTopics[]) => list.flatMap((t) => [t.delivery, t.status, t.deadLetter]);
+  await createTopicsPatiently(brokers, names(topics));
+  if (single.length > 0) await createTopicsPatiently(brokers, names(single), 1);
+  const reader = await TopicReader.start(brokers, [...topics, ...single].flatMap((t) => [t.status, t.deadLetter]));
+  const producer = await TestProducer.start(brokers);
+  return {
+    brokers,
+    reader,
+    producer,
+    async stop() {
+      await reader.stop();
+      await producer.stop();
+      await broker?.stop();
+    },
+  };
 }
