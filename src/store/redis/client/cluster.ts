@@ -90,14 +90,19 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
     lookAgain(node.address);
     throw new StoreUnavailableError({ cause: new Error(`no connection to the master ${node.address} yet`) });
   };
-  const send = async (key: string | undefined, args: readonly string[]) => {
+  // Not an async function: a keyed command (every call's) costs no promise of its own.
+  const send = (key: string | undefined, args: readonly string[]): Promise<RedisReply> => {
     if (key === undefined) {
       // A keyless command (start-up's access check) goes to a master that
       // answers, not to a random node that may be the one down.
       const node = cluster.masters.find((m) => m.client?.isReady);
-      if (node !== undefined) return (await cluster.nodeClient(node)).sendCommand<RedisReply>(args as string[]);
+      if (node !== undefined) return cluster.nodeClient(node).then((client) => client.sendCommand<RedisReply>(args as string[]));
     } else {
-      notYet(key);
+      try {
+        notYet(key);
+      } catch (err) {
+        return Promise.reject(err);
+      }
     }
     return cluster.sendCommand<RedisReply>(key, false, args as string[]);
   };
