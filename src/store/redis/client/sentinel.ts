@@ -105,14 +105,15 @@ export async function connectSentinel(
     master = now;
   });
 
-  // Once on the master's client: a failure comes back as a value, so node-redis never runs it again (above).
-  const once = async <T>(attempt: (master: MasterClient) => Promise<T>): Promise<T> => {
+  // Once on the master's client: a failure comes back as a value, so node-redis
+  // never runs it again (above), unless `refused` says nothing ran.
+  const once = async <T>(attempt: (master: MasterClient) => Promise<T>, refused: (error: unknown) => boolean): Promise<T> => {
     const outcome = await sentinel._execute(false, (master) => {
       watch(master);
       return attempt(master).then(
         (value): Outcome<T> => ({ ok: true, value }),
         (error: unknown): Outcome<T> => {
-          if (refusedByReplica(error)) throw error;
+          if (refused(error)) throw error;
           return { ok: false, error };
         },
       );
@@ -120,11 +121,23 @@ export async function connectSentinel(
     if (!outcome.ok) throw outcome.error;
     return outcome.value;
   };
-  const send = (args: readonly string[]) => once((master) => master.sendCommand<RedisReply>(args as string[], commandOptions));
+  const send = (args: readonly string[]) => once((master) => master.sendCommand<RedisReply>(args as string[], commandOptions), refusedByReplica);
   const transport: Transport = {
     send: (_key, args) => send(args),
-    // sendCommand queues synchronously: the commands go out together, in order, on the master's one connection.
-    pipeline: (_key, commands) => once((master) => Promise.all(commands.map((c) => master.sendCommand<RedisReply>(c, commandOptions)))),
+    // sendCommand queues synchronously: the commands go out together, in order,
+    // on the master's one connection. Only the first one's (the script's)
+    // READONLY says nothing ran: a later one's means the master was demoted
+    // after the script had run on it.
+    pipeline: (_key, commands) => {
+      let scriptRefused = false;
+      return once((master) => {
+        const sent = commands.map((c) => master.sendCommand<RedisReply>(c, commandOptions));
+        scriptRefused = false;
+        // Registered before Promise.all's own handlers: set before a rejection of it is seen.
+        sent[0]?.catch((err: unknown) => (scriptRefused = refusedByReplica(err)));
+        return Promise.all(sent);
+      }, () => scriptRefused);
+    },
     pingAll: async () => {
       const ok = (await send(["PING"])) === "PONG";
       if (ok && master !== undefined) masterAnswers(master);
