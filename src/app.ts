@@ -82,7 +82,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       if (problem) throw new StartupError(problem);
     }
     const backlog = new OutboxBacklog(store, log, config.maxOutboxBacklog);
-    const metrics = new Metrics(backlog);
+    const metrics = new Metrics(backlog, "service");
     await contributeMetrics([metrics.registry]);
     const events = config.relay === "in-process"
       ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog, observer: metrics, kafkaObserver: metrics.kafka })
