@@ -132,8 +132,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       // Last, so a probe that answers means both ports listen; closed last, so
       // the probes see the drain (/readyz 503) rather than a refused connection.
       if (config.healthPort !== undefined) {
-        const healthPort = config.healthPort;
-        const endpoint = await binding("OTP_HEALTH_PORT", config.host, serveHealthPort({ host: config.host, port: healthPort, ready, readyDetails, log })).catch(async (err: unknown) => {
+        const endpoint = await binding("OTP_HEALTH_PORT", config.host, serveHealthPort({ host: config.host, port: config.healthPort, ready, readyDetails, log })).catch(async (err: unknown) => {
           await http.stop(0);
           throw err;
         });
