@@ -1,7 +1,7 @@
 // The Helm chart (deploy/helm/otp-service) through helm itself: `helm lint`
 // and `helm template` with the CI value sets, and what the rendered manifests
-// must hold: the three Deployments, gRPC and HTTP probes (exec'd health
-// checks where kubelet cannot speak TLS/mTLS), PodDisruptionBudgets, the
+// must hold: the three Deployments, probes on the service's health port
+// (plain HTTP in every TLS layout), PodDisruptionBudgets, the
 // HorizontalPodAutoscaler, the ServiceMonitor behind its flag, secrets only
 // by reference to existing Secrets, and only settings the code reads; env maps
 // that would override a setting the chart computes are refused.
@@ -83,18 +83,42 @@ describe('helm chart', () => {
     expect(env(container(deployment(ms, ''))).OTEL_EXPORTER_OTLP_ENDPOINT).toBe('http://otel-collector:4318');
   });
 
-  it('plain: a gRPC probe on the gRPC port, HTTP probes on /healthz and /readyz', async () => {
-    const c = container(deployment(await template('-f', valuesFile('plain')), ''));
-    const grpcPort = c.ports!.find((p) => p.name === 'grpc')!.containerPort;
-    expect(c.startupProbe!.grpc).toEqual({ port: grpcPort });
-    expect(c.livenessProbe!.httpGet).toMatchObject({ path: '/healthz', port: 'http' });
-    expect(c.readinessProbe!.httpGet).toMatchObject({ path: '/readyz', port: 'http' });
+  // Probe 10, F4: callers holding the HTTP port's OTP_MAX_CONNECTIONS made the kubelet's probes there fail.
+  it.each([
+    ['plain', []],
+    ['plain', ['--set', 'tls.enabled=true', '--set', 'tls.existingSecret=otp-service-tls']],
+    ['mtls', []],
+    ['secured', []],
+  ] as const)('%s values %j: every probe is an HTTP GET on the health port (OTP_HEALTH_PORT), which the Service does not expose', async (values, extra) => {
+    const ms = await template('-f', valuesFile(values), ...extra);
+    const c = container(deployment(ms, ''));
+    const health = c.ports!.find((p) => p.name === 'health')!.containerPort;
+    expect(health).toBe(8081);
+    expect(envOf(c).OTP_HEALTH_PORT!.value).toBe(String(health));
+    expect(c.startupProbe).toMatchObject({ httpGet: { path: '/healthz', port: 'health' } });
+    expect(c.livenessProbe).toMatchObject({ httpGet: { path: '/healthz', port: 'health' } });
+    expect(c.readinessProbe).toMatchObject({ httpGet: { path: '/readyz', port: 'health' } });
+    // Plain HTTP whatever the listeners' TLS: no scheme, no exec'd health check, no gRPC probe.
+    for (const probe of [c.startupProbe!, c.livenessProbe!, c.readinessProbe!]) {
+      expect(probe.httpGet!.scheme).toBeUndefined();
+      expect(probe.exec).toBeUndefined();
+      expect(probe.grpc).toBeUndefined();
+    }
+    const service = ofKind(ms, 'Service')[0]!;
+    expect((service.spec.ports as { targetPort: string }[]).map((p) => p.targetPort).sort()).toEqual(['grpc', 'http']);
   });
 
-  it('mTLS: every probe runs the image health check (kubelet presents no client certificate)', async () => {
+  it('service.healthPort: a port of its own, or the chart refuses', async () => {
+    const moved = container(deployment(await template('-f', valuesFile('plain'), '--set', 'service.healthPort=9102'), ''));
+    expect(moved.ports!.find((p) => p.name === 'health')!.containerPort).toBe(9102);
+    expect(envOf(moved).OTP_HEALTH_PORT!.value).toBe('9102');
+    expect(await refused('-f', valuesFile('plain'), '--set', 'service.healthPort=8080')).toContain('must be three different ports');
+    expect(await refused('-f', valuesFile('plain'), '--set', 'service.healthPort=50051')).toContain('must be three different ports');
+    expect(await refused('-f', valuesFile('plain'), '--set', 'service.healthPort=0')).toContain('service.healthPort must be a port');
+  });
+
+  it('mTLS: the listeners ask for client certificates; the image health check has one for use by hand', async () => {
     const c = container(deployment(await template('-f', valuesFile('mtls')), ''));
-    for (const probe of [c.startupProbe!, c.livenessProbe!, c.readinessProbe!]) expect(probe.exec!.command.slice(0, 2)).toEqual(['node', 'dist/bin/healthcheck.js']);
-    expect(c.readinessProbe!.exec!.command[2]).toBe('/readyz');
     const env = Object.fromEntries((c.env ?? []).map((e) => [e.name, e]));
     expect(env.TLS_CA_FILE!.value).toBe('/etc/otp/tls/ca.crt');
     expect(env.OTP_HEALTHCHECK_CERT_FILE!.value).toBe('/etc/otp/probe/tls.crt');

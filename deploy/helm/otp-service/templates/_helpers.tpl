@@ -83,6 +83,8 @@ Pass (list $ chart maps).
   value: {{ $.Values.service.grpcPort | quote }}
 - name: HTTP_PORT
   value: {{ $.Values.service.httpPort | quote }}
+- name: OTP_HEALTH_PORT
+  value: {{ $.Values.service.healthPort | quote }}
 - name: OTP_WORKERS
   value: {{ $.Values.service.workers | quote }}
 - name: OTP_RELAY
@@ -141,8 +143,9 @@ Pass (list $ chart maps).
 {{/* What to set instead of an env entry naming a variable the chart sets (otp.env). */}}
 {{- define "otp.envInstead" -}}
 {{- $instead := dict
-  "GRPC_PORT" "set service.grpcPort (the container port, the probes and the Service follow it)"
-  "HTTP_PORT" "set service.httpPort (the container port, the probes, the Service and the ServiceMonitor follow it)"
+  "GRPC_PORT" "set service.grpcPort (the container port and the Service follow it)"
+  "HTTP_PORT" "set service.httpPort (the container port, the Service and the ServiceMonitor follow it)"
+  "OTP_HEALTH_PORT" "set service.healthPort (the container port and the probes follow it)"
   "OTP_WORKERS" "set service.workers (and service.resources: each worker needs its own memory)"
   "OTP_RELAY" "set service.relayInProcess (and relay.enabled)"
   "OTP_SHUTDOWN_GRACE_MS" "it is what service.terminationGracePeriodSeconds leaves after service.preStopSleepSeconds and 6 s: set those"
