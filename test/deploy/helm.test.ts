@@ -258,6 +258,7 @@ describe('helm chart', () => {
   it.each([
     [['--set', 'config.env.HTTP_PORT=9090'], 'config.env.HTTP_PORT', 'service.httpPort'],
     [['--set', 'service.env.GRPC_PORT=9091'], 'service.env.GRPC_PORT', 'service.grpcPort'],
+    [['--set', 'service.env.OTP_HEALTH_PORT=9092'], 'service.env.OTP_HEALTH_PORT', 'service.healthPort'],
     [['--set', 'config.env.OTP_SHUTDOWN_GRACE_MS=60000'], 'config.env.OTP_SHUTDOWN_GRACE_MS', 'service.terminationGracePeriodSeconds'],
     [['--set', 'service.env.OTP_WORKERS=4'], 'service.env.OTP_WORKERS', 'service.workers'],
     [['--set', 'service.env.OTP_RELAY=in-process'], 'service.env.OTP_RELAY', 'service.relayInProcess'],
