@@ -7,6 +7,7 @@ import { KafkaSink } from "../events/kafka-sink.js";
 import {
   CONSUMER_RETRY,
   ensureTopics,
+  disconnectWithin,
   groupConsumer,
   headersOf,
   kafkaClient,
@@ -197,7 +198,8 @@ export class Notifier {
       // A commit already running may predate the last finished messages: commit again after it.
       await this.committing;
       await this.commit();
-      await this.consumer.disconnect();
+      // Bounded: a join under way (a crashed notifier still listed in the group) would hold the shutdown.
+      if (!(await disconnectWithin(this.consumer, 2_000))) this.options.logger.warn("notifier stopped before leaving its group; the broker drops it when its session expires");
       await this.sink.close();
       await this.claims.close();
       await closeAdapters(this.options.adapters);

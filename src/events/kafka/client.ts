@@ -326,6 +326,22 @@ export function groupConsumer(kafka: Kafka, groupId: string): Consumer {
   return kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: 30_000, heartbeatInterval: 3_000 });
 }
 
+/**
+ * Disconnects, waiting `ms` at most; false when that ran out. kafkajs's consumer disconnect waits for a group
+ * join under way, and a join waits for every member the group still lists: after a member crashed, up to its
+ * session timeout (30 s), longer than a shutdown may take. Leaving it unfinished loses nothing: what was not
+ * committed is read again by whoever takes the partitions, once the broker drops this member.
+ */
+export async function disconnectWithin(client: { disconnect(): Promise<void> }, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([client.disconnect().then(() => true as const), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Record headers as strings (ours are all UTF-8); a repeated header keeps its last value. */
 export function headersOf(message: KafkaMessage): Record<string, string> {
   const out: Record<string, string> = {};
