@@ -208,3 +208,45 @@ describe('Sentinel, OTP_REDIS_WAIT_REPLICAS=0: the connection closes between the
     expect(await metric('otp_redis_connections_lost_total') - lostBefore).toBeGreaterThanOrEqual(3);
   });
 });
+
+// Last in this file: it moves the master.
+describe('Sentinel, a planned switchover (SENTINEL FAILOVER) under a stream of Verify calls without idempotency keys', () => {
+  it('the old master kills its clients and becomes a replica: every right code answers VERIFIED or UNAVAILABLE (never a second run\'s NOT_FOUND), and the new master serves within 10 s', { timeout: 90_000 }, async () => {
+    const { app: a, client: c } = await serve(0);
+    const codes: { id: string; code: string }[] = [];
+    for (let i = 0; i < 90; i++) codes.push(await sent(c, a));
+    const outcomes: { at: number; outcome: string }[] = [];
+    const verifyNext = async () => {
+      const v = codes.shift();
+      if (!v) throw new Error('out of codes');
+      const at = Date.now();
+      const r = await answer(verifyCall(c, v.id, v.code));
+      const outcome = 'error' in r ? (r.error.code === status.UNAVAILABLE ? 'UNAVAILABLE' : `error ${r.error.code}`) : VerifyResult[r.ok.result]!;
+      outcomes.push({ at, outcome });
+      return outcome;
+    };
+    // A call in flight whenever the Sentinels reconfigure the old master (CLIENT KILL TYPE normal, then REPLICAOF).
+    let switching = true;
+    const stream = (async () => {
+      // Paced (the switchover takes seconds), and 30 codes kept for after it.
+      while (switching && codes.length > 30) {
+        await verifyNext();
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    const old = set.primaryPort;
+    await redisCli(set.sentinels[0]!.port, ['SENTINEL', 'FAILOVER', set.masterName]);
+    await set.failedOver(old, 30_000);
+    const switchedAt = Date.now();
+    switching = false;
+    await stream;
+    // New calls reach the new master: the first VERIFIED within 10 s, then every call.
+    await until('a call served by the new master', 10_000, async () => (await verifyNext()) === 'VERIFIED', 50);
+    const servedAfterMs = Date.now() - switchedAt;
+    expect(servedAfterMs).toBeLessThan(10_000);
+    for (let i = 0; i < 5; i++) expect(await verifyNext()).toBe('VERIFIED');
+    console.log('planned switchover:', JSON.stringify({ calls: outcomes.length, unavailable: outcomes.filter((o) => o.outcome === 'UNAVAILABLE').length, servedAfterMs }));
+    expect(outcomes.filter((o) => o.outcome !== 'VERIFIED' && o.outcome !== 'UNAVAILABLE'), 'only VERIFIED or UNAVAILABLE').toEqual([]);
+    expect(outcomes.filter((o) => o.at < switchedAt).length).toBeGreaterThan(3);
+  });
+});
