@@ -66,6 +66,26 @@ describe('helm chart', () => {
     expect(out.stdout).toContain('1 chart(s) linted, 0 chart(s) failed');
   });
 
+  it('refuses a notifier whose adapters lack what they need to start (README\'s install command without them crash-looped every notifier pod)', async () => {
+    const base = ['--set', 'config.redisUrl=redis://redis:6379', '--set', 'config.kafkaBrokers=kafka:9092'];
+    expect(await refused(...base)).toContain('notifier.webhookUrl is required with the webhook adapter');
+    expect(await refused(...base, '--set', 'notifier.webhookUrl=https://gw.internal/send')).toContain('notifier.smtpFrom is required with the smtp adapter');
+    const rendered = await template(...base, '--set', 'notifier.webhookUrl=https://gw.internal/send', '--set', 'notifier.smtpFrom=otp@example.com');
+    const env = envOf(container(deployment(rendered, '-notifier')));
+    expect(env.NOTIFIER_WEBHOOK_URL?.value).toBe('https://gw.internal/send');
+    expect(env.NOTIFIER_SMTP_FROM?.value).toBe('otp@example.com');
+    // No notifier of ours, nothing to ask; and a notifier.env that names them is enough.
+    await template(...base, '--set', 'notifier.enabled=false');
+    await template(...base, '--set', 'notifier.env.NOTIFIER_WEBHOOK_URL=https://gw.internal/send', '--set', 'notifier.emailAdapter=webhook');
+  });
+
+  it.each(VALUE_SETS)('every pod meets the restricted Pod Security Standard\'s seccomp rule (%s values)', async (values) => {
+    for (const d of ofKind(await template('-f', valuesFile(values)), 'Deployment')) {
+      expect(d.spec.template.spec.securityContext?.seccompProfile, d.metadata.name).toEqual({ type: 'RuntimeDefault' });
+      expect(d.spec.template.spec.securityContext?.runAsNonRoot, d.metadata.name).toBe(true);
+    }
+  });
+
   it('refuses to render without the settings production needs, naming them', async () => {
     const out = await run(HELM, ['template', 'otp-service', chart], 60_000);
     expect(out.code).not.toBe(0);

@@ -419,3 +419,19 @@ imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/*
+The reference notifier's adapters, given what they need to start: without it
+every notifier pod would refuse to start and no code would be delivered.
+Checked where the notifier is rendered, after the settings every component needs.
+*/}}
+{{- define "otp.checkNotifierAdapters" -}}
+{{- $adapters := list .Values.notifier.smsAdapter .Values.notifier.emailAdapter }}
+{{- $notifierEnv := .Values.notifier.env | default dict }}
+{{- if and (has "webhook" $adapters) (not (or .Values.notifier.webhookUrl (hasKey $notifierEnv "NOTIFIER_WEBHOOK_URL"))) }}
+{{- fail "notifier.webhookUrl is required with the webhook adapter (notifier.smsAdapter or emailAdapter): where the notifier posts each message (its token goes in notifier.existingSecret); without it every notifier pod would refuse to start. Or set notifier.enabled=false and run a notifier of your own" }}
+{{- end }}
+{{- if and (has "smtp" $adapters) (not (or .Values.notifier.smtpFrom (hasKey $notifierEnv "NOTIFIER_SMTP_FROM"))) }}
+{{- fail "notifier.smtpFrom is required with the smtp adapter: the From address of the emails (NOTIFIER_SMTP_URL goes in notifier.existingSecret); without it every notifier pod would refuse to start. Or set notifier.enabled=false and run a notifier of your own" }}
+{{- end }}
+{{- end }}
