@@ -26,7 +26,7 @@ import { listenHttp, type HttpListener } from "./transport/connect/listener.js";
 import { serveHealthPort } from "./health-port.js";
 import { GrpcHealth } from "./transport/grpc/health.js";
 import { listenGrpc, type GrpcListener } from "./transport/grpc/server.js";
-import { OpenCalls } from "./transport/open-calls.js";
+import { lifetimesFor, OpenCalls } from "./transport/open-calls.js";
 
 // Builds the whole service from a validated Config: store, core, both
 // listeners, and the readiness that drives /readyz and grpc.health.v1.
@@ -113,7 +113,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     cleanups.push(async () => clearInterval(watch));
 
     const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs, maxConnections } = config;
-    const openCalls = new OpenCalls(config.maxOpenCalls, log, (reason) => metrics.refused("", reason));
+    const openCalls = new OpenCalls(config.maxOpenCalls, lifetimesFor(requestTimeoutMs, config.maxOpenCalls), log, (reason) => metrics.refused("", reason));
     const grpc: GrpcListener = await binding("GRPC_PORT", config.host, listenGrpc({
       host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, metrics,
     }));
