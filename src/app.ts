@@ -113,7 +113,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     cleanups.push(async () => clearInterval(watch));
 
     const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs, maxConnections } = config;
-    const openCalls = new OpenCalls(config.maxOpenCalls, lifetimesFor(requestTimeoutMs, config.maxOpenCalls), log, (reason) => metrics.refused("", reason));
+    const openCalls = new OpenCalls(config.maxOpenCalls, lifetimesFor(requestTimeoutMs, config.redisCommandTimeoutMs, config.maxOpenCalls), log, (reason) => metrics.refused("", reason));
     const grpc: GrpcListener = await binding("GRPC_PORT", config.host, listenGrpc({
       host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, metrics,
     }));

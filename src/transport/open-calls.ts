@@ -45,13 +45,19 @@ export interface CallLifetimes {
 
 /**
  * The lifetimes for a request timeout: a unary call gets the request timeout
- * for its request and as long again for its handler (whose store calls have
- * deadlines of a second or so) and its answer; a streaming call gets the
- * request timeout (grpcurl's reflection session lasts one command); at most
- * 1/16 of the bound (at least 1, at most 64) are streaming.
+ * for its request and as long again for its handler and its answer, but at
+ * least ten store deadlines (OTP_REDIS_TIMEOUT_MS: a handler's store calls
+ * each have one, so a handler that waits on a slow store is answered, not
+ * cut, however short the request timeout); a streaming call gets the request
+ * timeout (grpcurl's reflection session lasts one command); at most 1/16 of
+ * the bound (at least 1, at most 64) are streaming.
  */
-export function lifetimesFor(requestTimeoutMs: number, max: number): CallLifetimes {
-  return { callMs: 2 * requestTimeoutMs, streamingMs: requestTimeoutMs, maxStreaming: Math.max(1, Math.min(MAX_STREAMING, Math.floor(max / 16))) };
+export function lifetimesFor(requestTimeoutMs: number, storeTimeoutMs: number, max: number): CallLifetimes {
+  return {
+    callMs: requestTimeoutMs + Math.max(requestTimeoutMs, HANDLER_STORE_DEADLINES * storeTimeoutMs),
+    streamingMs: requestTimeoutMs,
+    maxStreaming: Math.max(1, Math.min(MAX_STREAMING, Math.floor(max / 16))),
+  };
 }
 
 export type Refusal = "OPEN_CALLS_LIMIT" | "STREAMING_CALLS_LIMIT" | "CONNECTIONS_LIMIT";
@@ -59,6 +65,7 @@ export type RefusalObserver = (reason: Refusal) => void;
 
 const LOG_EVERY_MS = 5_000;
 const MAX_STREAMING = 64;
+const HANDLER_STORE_DEADLINES = 10;
 const SWEEP_MS = 1_000;
 const ignore = (): void => {};
 const ALWAYS_ANSWERED = new Set(["/healthz", "/readyz", "/metrics"]);

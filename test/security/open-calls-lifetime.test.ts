@@ -23,6 +23,7 @@ const MAX_CALLS = 32;
 /** lifetimesFor(): 1/16 of the bound. */
 const MAX_STREAMING = 2;
 const REQUEST_TIMEOUT_MS = 1_500;
+const STORE_TIMEOUT_MS = 100;
 /** A unary call's lifetime: its request, then as long again for its handler and answer. */
 const CALL_LIFETIME_MS = 2 * REQUEST_TIMEOUT_MS;
 const STREAMING_LIFETIME_MS = REQUEST_TIMEOUT_MS;
@@ -42,7 +43,12 @@ const opened: http2.ClientHttp2Session[] = [];
 
 beforeAll(async () => {
   if (!existsSync(GRPCURL)) throw new Error(`grpcurl not found at ${GRPCURL} (set GRPCURL_BIN)`);
-  app = await startTestApp({ OTP_MAX_OPEN_CALLS: String(MAX_CALLS), OTP_REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS) });
+  app = await startTestApp({
+    OTP_MAX_OPEN_CALLS: String(MAX_CALLS),
+    OTP_REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS),
+    // A unary call's lifetime is at least ten of these (lifetimesFor); this keeps it at twice the request timeout.
+    OTP_REDIS_TIMEOUT_MS: String(STORE_TIMEOUT_MS),
+  });
   client = grpcClient(app.grpcTarget);
 });
 
