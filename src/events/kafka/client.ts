@@ -1,11 +1,12 @@
 // First: kafkajs must load with the substituted Encoder and CRC-32C (encoding.ts).
 import "./encoding.js";
 import "./throttle-checks.js";
-import { CompressionTypes, Kafka, logLevel, type ConfigResourceTypes, type Consumer, type Producer, type Admin, type IHeaders, type KafkaMessage, type EachMessagePayload, type RecordMetadata } from "kafkajs";
+import { CompressionTypes, Kafka, logLevel, type ConfigResourceTypes, type Consumer, type Producer, type Admin, type IHeaders, type KafkaMessage, type EachMessagePayload, type RecordMetadata, type RequestTimeoutEvent } from "kafkajs";
 import type { Logger } from "pino";
 import type { TopicReplication } from "../topic-replication.js";
 import { keyPartitioner, partitionOf } from "./partitioner.js";
 import { connectionOptions, type KafkaAccess } from "./access.js";
+import { CONNECT_TIMEOUT_MS, nextSeed, suspectBroker } from "./seeds.js";
 
 // The only module that imports kafkajs (unmaintained since 2023): everything
 // else speaks in EventRecords, so the client can be swapped here alone.
@@ -60,11 +61,21 @@ export const PRODUCER_RETRY = { retries: 10, initialRetryTime: 250, maxRetryTime
 // distinct message at most this often (metrics still count every one).
 const LOG_EVERY_MS = 10_000;
 
+// The seed each client (producer, consumer, admin) of a Kafka object was last given (seeds.ts).
+const lastSeed = new WeakMap<Kafka, string>();
+
 export function kafkaClient(s: KafkaSettings): Kafka {
   const log = kafkaLog(s);
-  return new Kafka({
+  const brokers = [...s.brokers];
+  const kafka: Kafka = new Kafka({
     clientId: s.clientId,
-    brokers: s.brokers,
+    // Called for each seed a client connects to; one broker at a time, chosen
+    // by seeds.ts (kafkajs would take the list's first entry every time).
+    brokers: () => {
+      const seed = nextSeed(brokers);
+      lastSeed.set(kafka, seed);
+      return [seed];
+    },
     ...connectionOptions(s.access),
     connectionTimeout: 3_000,
     requestTimeout: 10_000,
@@ -73,6 +84,52 @@ export function kafkaClient(s: KafkaSettings): Kafka {
     logLevel: logLevel.WARN,
     logCreator: () => log,
   });
+  return kafka;
+}
+
+/** A connect that took longer than CONNECT_TIMEOUT_MS: given up, its seed passed over for a while (seeds.ts). */
+export class KafkaConnectTimeout extends Error {
+  override readonly name = "KafkaConnectTimeout";
+}
+
+interface Connectable {
+  connect(): Promise<void>;
+  disconnect(): Promise<void>;
+}
+
+/**
+ * `member.connect()`, given up after `ms`: a seed that hangs (accepts the
+ * connection, answers nothing) would hold kafkajs's connect for its request
+ * timeout on every retry. The seed is then passed over by the next client
+ * (seeds.ts) and the member disconnected, also once kafkajs's own attempt
+ * ends (it may still succeed, and must not stay connected unused). The caller
+ * connects a new client.
+ */
+export async function connectWithin(kafka: Kafka, member: Connectable, ms = CONNECT_TIMEOUT_MS): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const connecting = member.connect();
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new KafkaConnectTimeout(`kafka connect did not complete within ${ms} ms`)), ms);
+  });
+  try {
+    await Promise.race([connecting, limit]);
+  } catch (err) {
+    if (err instanceof KafkaConnectTimeout) {
+      const seed = lastSeed.get(kafka);
+      if (seed) suspectBroker(seed);
+      const drop = (): Promise<void> => member.disconnect().catch(() => undefined);
+      void drop();
+      void connecting.then(drop, drop);
+    }
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A request that timed out marks its broker as one that may hang (seeds.ts); every member of ours listens. */
+function timedOut(e: RequestTimeoutEvent): void {
+  if (e.payload.broker) suspectBroker(e.payload.broker);
 }
 
 /**
@@ -137,6 +194,7 @@ export function idempotentProducer(kafka: Kafka, observer?: KafkaObserver, clien
     },
   });
   partitionCounts.set(producer, counts);
+  producer.on(producer.events.REQUEST_TIMEOUT, timedOut);
   if (observer) producer.on(producer.events.REQUEST_TIMEOUT, () => observer.trouble("request_timeout", clientId));
   return producer;
 }
@@ -217,7 +275,8 @@ export interface TopicOptions {
 export async function ensureTopics(kafka: Kafka, topics: string[], options: TopicOptions = {}): Promise<string[]> {
   const { replication, partitions = 3, logger } = options;
   const admin = kafka.admin();
-  await admin.connect();
+  admin.on(admin.events.REQUEST_TIMEOUT, timedOut);
+  await connectWithin(kafka, admin);
   try {
     const existing = new Set(await topicNames(kafka, admin, topics));
     const missing = topics.filter((t) => !existing.has(t));
@@ -264,7 +323,8 @@ async function topicNames(kafka: Kafka, admin: Admin, ours: string[]): Promise<s
     const found: string[] = [];
     for (const topic of ours) {
       const probe = kafka.admin();
-      await probe.connect();
+      probe.on(probe.events.REQUEST_TIMEOUT, timedOut);
+      await connectWithin(kafka, probe);
       try {
         const known = await probe.fetchTopicMetadata({ topics: [topic] }).then(
           () => true,
@@ -323,7 +383,9 @@ async function untilServed(admin: Admin, topics: string[], timeoutMs = 15_000): 
  * a typo in a topic name should fail, not create an empty topic.
  */
 export function groupConsumer(kafka: Kafka, groupId: string): Consumer {
-  return kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: 30_000, heartbeatInterval: 3_000 });
+  const consumer = kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: 30_000, heartbeatInterval: 3_000 });
+  consumer.on(consumer.events.REQUEST_TIMEOUT, timedOut);
+  return consumer;
 }
 
 /** Record headers as strings (ours are all UTF-8); a repeated header keeps its last value. */
