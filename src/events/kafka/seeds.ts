@@ -1,3 +1,5 @@
+import { randomInt } from "node:crypto";
+
 // Which broker a new Kafka client asks first (its seed), and how long it may
 // take to connect.
 //
@@ -15,7 +17,7 @@
 //
 // So each client's seed is chosen here: round robin over the configured
 // brokers, passing over those whose requests timed out lately (any client of
-// this process noticed it), and connects are bounded (connectWithin in
+// this process noticed it) and have not answered since, and connects are bounded (connectWithin in
 // client.ts) so a seed that does not answer costs seconds and is passed over
 // by the next attempt.
 
@@ -27,12 +29,18 @@ export const CONNECT_TIMEOUT_MS = 5_000;
 
 // Per process: every client of ours (relay, status consumer, notifier) talks to the same brokers.
 const suspectUntil = new Map<string, number>();
-let turn = 0;
+// From a random place: replicas restarted together should not all ask the same broker first.
+let turn = randomInt(1_000);
 
 /** A request to `address` ("host:port", as kafkajs names a connection) timed out. */
 export function suspectBroker(address: string, now = Date.now()): void {
   if (suspectUntil.size > 1_000) suspectUntil.clear();
   suspectUntil.set(address, now + SUSPECT_MS);
+}
+
+/** `address` answered a request: it is not hung (whatever timed out before). */
+export function brokerAnswered(address: string): void {
+  if (suspectUntil.size > 0) suspectUntil.delete(address);
 }
 
 /** The seed for the next client: the brokers in turn, those suspected of hanging only when all are. */
