@@ -23,6 +23,7 @@ import { callerResolver } from "./transport/caller.js";
 import { allowedOrigins } from "./transport/connect/cors.js";
 import { httpHandler } from "./transport/connect/http-handler.js";
 import { listenHttp, type HttpListener } from "./transport/connect/listener.js";
+import { serveHealthPort } from "./health-port.js";
 import { GrpcHealth } from "./transport/grpc/health.js";
 import { listenGrpc, type GrpcListener } from "./transport/grpc/server.js";
 import { OpenCalls } from "./transport/open-calls.js";
@@ -44,6 +45,8 @@ export interface App {
   /** Ports as bound (config may say 0). */
   grpcPort: number;
   httpPort: number;
+  /** OTP_HEALTH_PORT as bound; undefined when off. */
+  healthPort: number | undefined;
   logger: Logger;
   /**
    * Re-reads OTP_CLIENTS_FILE (main.ts: on SIGHUP), so a revoked or added key
@@ -79,7 +82,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       if (problem) throw new StartupError(problem);
     }
     const backlog = new OutboxBacklog(store, log, config.maxOutboxBacklog);
-    const metrics = new Metrics(backlog);
+    const metrics = new Metrics(backlog, "service");
     await contributeMetrics([metrics.registry]);
     const events = config.relay === "in-process"
       ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog, observer: metrics, kafkaObserver: metrics.kafka })
@@ -115,6 +118,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, metrics,
     }));
     let http: HttpListener;
+    let boundHealthPort: number | undefined;
     try {
       const origins = allowedOrigins(config, () => directory);
       const readyDetails = () => {
@@ -125,13 +129,23 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });
       http = await binding("HTTP_PORT", config.host, listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections }));
+      // Last, so a probe that answers means both ports listen; closed last, so
+      // the probes see the drain (/readyz 503) rather than a refused connection.
+      if (config.healthPort !== undefined) {
+        const endpoint = await binding("OTP_HEALTH_PORT", config.host, serveHealthPort({ host: config.host, port: config.healthPort, ready, readyDetails, log })).catch(async (err: unknown) => {
+          await http.stop(0);
+          throw err;
+        });
+        cleanups.unshift(() => endpoint.close());
+        boundHealthPort = endpoint.port;
+      }
     } catch (err) {
       await grpc.stop(0);
       throw err;
     }
 
     log.info(
-      { grpcPort: grpc.port, httpPort: http.port, store: config.redis ? config.redis.topology.kind : "memory", tls: config.tls !== undefined },
+      { grpcPort: grpc.port, httpPort: http.port, healthPort: boundHealthPort, store: config.redis ? config.redis.topology.kind : "memory", tls: config.tls !== undefined },
       "otp-service listening",
     );
 
@@ -139,6 +153,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     return {
       grpcPort: grpc.port,
       httpPort: http.port,
+      healthPort: boundHealthPort,
       logger: log,
       reloadClients() {
         if (!config.clientsFile) throw new Error("no OTP_CLIENTS_FILE to reload");

@@ -59,6 +59,8 @@ export interface Config {
   host: string;
   grpcPort: number;
   httpPort: number;
+  /** OTP_HEALTH_PORT: /healthz and /readyz alone, for the orchestrator (src/health-port.ts); undefined: "off" (the default). */
+  healthPort: number | undefined;
   redisUrl: string | undefined;
   /** The Redis deployment (one node, a cluster, Sentinel); undefined: the in-memory store. */
   redis: RedisSettings | undefined;
@@ -212,6 +214,8 @@ export function loadConfig(env: Env = process.env): Config {
     host: env.HOST ?? "0.0.0.0",
     grpcPort: int(env, "GRPC_PORT", 50051, 0, 65_535),
     httpPort: int(env, "HTTP_PORT", 8080, 0, 65_535),
+    // Off unless set: a port the operator did not ask for would surprise a container that already uses it.
+    healthPort: [undefined, "off"].includes(optional(env, "OTP_HEALTH_PORT")) ? undefined : int(env, "OTP_HEALTH_PORT", 0, 0, 65_535),
     redisUrl,
     redis,
     redisShards: int(env, "OTP_REDIS_SHARDS", 16, 1, 1024),

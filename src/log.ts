@@ -33,6 +33,8 @@ const SECRET_FIELDS = [
   "sealedDestination",
   "sealed_code",
   "sealed_destination",
+  // Node's ERR_INVALID_URL carries the URL it refused, credentials and all.
+  "input",
 ];
 
 // @pinojs/redact has no recursive wildcard, so every field is listed at each
@@ -58,6 +60,23 @@ export interface LoggerOptions {
   destination?: DestinationStream;
 }
 
+// A system or Node error code (ECONNRESET, EAI_AGAIN, ERR_STREAM_PREMATURE_CLOSE):
+// the one thing that tells an operator why a connection failed.
+const SYSTEM_CODE = /^(?:E[A-Z]+(?:_[A-Z]+)*|ERR_[A-Z0-9_]+)$/;
+
+/**
+ * `code` is redacted wherever it sits (it is what verification codes are called), so an error's system code
+ * is logged as `errorCode`; any other `code` on an error stays redacted.
+ */
+function serializeError(err: unknown): unknown {
+  const shown = pino.stdSerializers.err(err as Error) as Record<string, unknown>;
+  if (typeof shown?.code === "string" && SYSTEM_CODE.test(shown.code)) {
+    shown.errorCode = shown.code;
+    delete shown.code;
+  }
+  return shown;
+}
+
 /** JSON lines (one object per line), secrets redacted, ISO timestamps. */
 export function createLogger(options: LoggerOptions): Logger {
   return pino(
@@ -66,7 +85,7 @@ export function createLogger(options: LoggerOptions): Logger {
       base: { service: "otp-service" },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: redactPaths(), censor: "[redacted]" },
-      serializers: { err: pino.stdSerializers.err },
+      serializers: { err: serializeError },
     },
     options.destination ?? pino.destination({ fd: 1, sync: true }),
   );

@@ -2,6 +2,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import { KafkaTroubleCounter } from "./kafka-metrics.js";
 import { serviceMetricsText } from "./metrics-across-workers.js";
 import { Channel } from "./gen/otp/v1/otp_pb.js";
+import { OUTBOX_TYPES } from "./events/encode.js";
 import type { Outcomes } from "./otp/service.js";
 import { redisObservations } from "./store/redis/client.js";
 
@@ -24,6 +25,13 @@ import { redisObservations } from "./store/redis/client.js";
 
 /** Which listener served the call. */
 export type Port = "grpc" | "http";
+
+/**
+ * Which program the process runs: the service (the RPC ports) or the relay
+ * (`npm run relay`). Both export the outbox gauges and the relay's counters;
+ * otp_component_info tells their scrapes apart (the alerts find the service by it).
+ */
+export type Component = "service" | "relay";
 
 // From 0.25 ms: a Verify takes ~1 ms with headroom, and the issue's latency
 // targets (5 ms, 10 ms) must fall on bucket bounds.
@@ -103,10 +111,23 @@ export class Metrics implements Outcomes, RelayObserver {
   private readonly relayErrors: Counter;
   private readonly prefixTransitions: Children<"kind" | "reason" | "digits">;
 
-  /** `outbox`: the backlog watch (src/events/backlog.ts) of this process, for the backlog and lag gauges. */
-  constructor(outbox: OutboxWatch) {
+  /**
+   * `outbox`: the backlog watch (src/events/backlog.ts) of this process, for the backlog and lag gauges;
+   * `component`: which program this process is (otp_component_info).
+   */
+  constructor(outbox: OutboxWatch, component: Component) {
     collectDefaultMetrics({ register: this.registry });
     this.kafka = new KafkaTroubleCounter(this.registry);
+    // 1 for this process's component, from the start and whatever it has done: "no service scraped"
+    // is the absence of component="service" (the relay exports every other series the service's
+    // background work does, otp_event_backlog included). One series per scrape with OTP_WORKERS > 1.
+    new Gauge({
+      name: "otp_component_info",
+      help: "1, labelled by the program this process runs: service (the RPC ports, npm start) or relay (npm run relay); the notifier's is notifier",
+      labelNames: ["component"],
+      registers: [this.registry],
+      aggregator: "max",
+    }).set({ component }, 1);
     this.calls = new Histogram({
       name: "otp_rpc_duration_seconds",
       help: "Time from the handler being called to its answer, by method, port and status code",
@@ -157,12 +178,16 @@ export class Metrics implements Outcomes, RelayObserver {
       labelNames: ["tenant", "reason"],
       registers,
     }));
-    this.relayEvents = new Children(new Counter({
+    const relayEvents = new Counter({
       name: "otp_relay_events_published_total",
       help: "Outbox events the relay in this process published to Kafka (or the dev log sink), by outbox type (delivery, sent, verified, ...)",
       labelNames: ["type"],
       registers,
-    }));
+    });
+    // Every type at 0 from the start: a relay started while Kafka is away has published nothing, and
+    // OtpRelayFailing (rate of this == 0) must read that as 0, not as no series at all.
+    for (const type of OUTBOX_TYPES) relayEvents.inc({ type }, 0);
+    this.relayEvents = new Children(relayEvents);
     this.prefixTransitions = new Children(new Counter({
       name: "otp_prefix_guard_transitions_total",
       help: "Number prefixes the SMS-pumping guard suspended or released, by kind, reason and prefix length (digits); never the prefix itself",

@@ -41,7 +41,7 @@ async function main(): Promise<void> {
     const metrics = new Metrics({
       get count() { return backlog?.count ?? 0; },
       get lagMs() { return backlog?.lagMs ?? 0; },
-    });
+    }, "relay");
     // First, so a port that cannot be bound stops the relay before it takes any events.
     const endpoint = metricsPort === undefined
       ? undefined

@@ -45,7 +45,8 @@ export function superviseWorkers(count: number, graceMs: number, log: Logger): v
       stop("SIGTERM");
       return;
     }
-    log.error({ worker: worker.process.pid, code, signal }, "worker died; starting another");
+    // `exitCode`, not `code`: the logger redacts that name everywhere (src/log.ts).
+    log.error({ worker: worker.process.pid, exitCode: code, signal }, "worker died; starting another");
     setTimeout(fork, RESTART_DELAY_MS).unref();
   });
   function stop(signal: NodeJS.Signals): void {

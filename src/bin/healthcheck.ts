@@ -1,7 +1,8 @@
-// The container health check (Dockerfile HEALTHCHECK, and the Helm chart's
-// exec probes when mTLS is on): GET /readyz (or the path given as the first
-// argument) on this container's HTTP port, over TLS when TLS_CERT_FILE is
-// set. Exit 0 when it answers 200, else 1 with one line saying why.
+// The container health check (Dockerfile HEALTHCHECK): GET /readyz (or the
+// path given as the first argument) on OTP_HEALTH_PORT when it is set (plain
+// HTTP: the port callers cannot fill, src/health-port.ts), else on this
+// container's HTTP port, over TLS when TLS_CERT_FILE is set. Exit 0 when it
+// answers 200, else 1 with one line saying why.
 //
 // With TLS the server is identified by pinning: the certificate it presents
 // must be the one in TLS_CERT_FILE (no CA or host name involved: the probe
@@ -25,10 +26,12 @@ function fail(why: string): never {
 
 const env = process.env;
 const path = process.argv[2] ?? "/readyz";
-const port = Number(env.HTTP_PORT || 8080);
+const healthPort = env.OTP_HEALTH_PORT?.trim();
+const onHealthPort = Boolean(healthPort) && healthPort !== "off";
+const port = Number(onHealthPort ? healthPort : env.HTTP_PORT || 8080);
 const wildcard = !env.HOST || env.HOST === "0.0.0.0" || env.HOST === "::";
 const host = wildcard ? "127.0.0.1" : env.HOST!;
-const certFile = env.TLS_CERT_FILE?.trim();
+const certFile = onHealthPort ? undefined : env.TLS_CERT_FILE?.trim();
 
 let request: http.ClientRequest;
 try {

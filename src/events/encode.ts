@@ -34,6 +34,13 @@ const AUDIT_TYPES: Record<string, AuditEventType> = {
   prefix_released: AuditEventType.PREFIX_RELEASED,
 };
 
+/**
+ * Every outbox entry type the store scripts write: the relay's published
+ * counter has each at 0 from the start (src/metrics.ts), so a relay that has
+ * published nothing yet still reads as "published nothing".
+ */
+export const OUTBOX_TYPES: readonly string[] = ["delivery", "delivery_canceled", ...Object.keys(AUDIT_TYPES)];
+
 /** Each audit type's otp-event-type header, made once. */
 const AUDIT_EVENT_TYPES: Record<string, string> = Object.fromEntries(Object.keys(AUDIT_TYPES).map((t) => [t, `audit.${t}`]));
 

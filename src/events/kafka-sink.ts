@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import { connectWithin, idempotentProducer, kafkaClient, KafkaConnectTimeout, produce, ensureTopics, type KafkaAccess, type KafkaObserver, type Producer } from "./kafka/client.js";
+import { connectWithin, disconnectWithin, idempotentProducer, kafkaClient, KafkaConnectTimeout, produce, ensureTopics, type KafkaAccess, type KafkaObserver, type Producer } from "./kafka/client.js";
 import type { EventRecord, EventSink } from "./sink.js";
 import type { TopicReplication } from "./topic-replication.js";
 import { PUBLISH_TIMEOUT_MS } from "./publish-timeout.js";
@@ -18,7 +18,10 @@ export interface KafkaSinkSettings {
   publishTimeoutMs?: number;
 }
 
-const CLOSE_WAIT_MS = 3_000;
+// close(): a send in flight, then the disconnect. Together within the
+// shutdown's exit margin (5 s) after the relay's own wait for its batch.
+const CLOSE_WAIT_MS = 1_000;
+const DISCONNECT_WAIT_MS = 1_000;
 
 class PublishTimeout extends Error {
   override readonly name = "PublishTimeout";
@@ -153,6 +156,6 @@ export class KafkaSink implements EventSink {
     clearTimeout(timer);
     const producer = this.producer;
     this.producer = undefined;
-    await producer?.disconnect();
+    if (producer) await disconnectWithin(producer, DISCONNECT_WAIT_MS);
   }
 }

@@ -175,6 +175,8 @@ export class OutboxRelay {
           if (!probe || (await this.store.outboxBacklog()) > 0) batch = await this.store.readOutbox(this.consumer, this.batchSize);
         }
         if (batch.length === 0) {
+          // Read, and nothing waits: whatever failed before is not failing now.
+          this.recovered();
           await this.idle(idleMs);
           lastEmpty = true;
           const recent = Date.now() - lastRead < this.fastAfterReadMs;
@@ -232,10 +234,17 @@ export class OutboxRelay {
     await this.store.ackOutbox(batch);
     this.state.published += records.length;
     this.observer?.published(batch.map((e) => e.fields.type ?? "unknown"));
-    if (this.state.lastError) {
-      this.logger.info("event relay recovered");
-      this.state.lastError = undefined;
-    }
+    this.recovered();
+  }
+
+  /**
+   * After a batch published, or a read that found nothing to publish (the outage ended while nothing was
+   * sent, or another relay took the events): the error /readyz shows is history.
+   */
+  private recovered(): void {
+    if (this.state.lastError === undefined) return;
+    this.logger.info("event relay recovered");
+    this.state.lastError = undefined;
   }
 
   private noteError(err: unknown): void {

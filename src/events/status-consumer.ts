@@ -4,12 +4,15 @@ import { DeliveryOutcome, DeliveryStatusSchema, type DeliveryStatus } from "../g
 import type { VerificationIds } from "../otp/verification-id.js";
 import type { VerificationStore } from "../store/store.js";
 import {
-  CONSUMER_RETRY, connectedGroupConsumer, ensureTopics, headersOf, kafkaClient, type Consumer, type EachMessagePayload, type KafkaAccess, type KafkaObserver,
+  CONSUMER_RETRY, connectedGroupConsumer, disconnectWithin, ensureTopics, headersOf, kafkaClient, type Consumer, type EachMessagePayload, type KafkaAccess, type KafkaObserver,
 } from "./kafka/client.js";
 import { STATUS_MAC_HEADER, type StatusMac } from "./status-mac.js";
 import type { TopicReplication } from "./topic-replication.js";
 import { TOPICS } from "./topics.js";
 
+
+/** How long stop() waits for the consumer to leave its group (the shutdown's exit margin is 5 s). */
+const DISCONNECT_WAIT_MS = 2_000;
 // Runs inside the OTP service: reads the notifiers' DeliveryStatus reports.
 // A FAILED delivery voids that code (if it is still the live one), so Verify
 // answers DELIVERY_FAILED instead of letting the user guess at a code that
@@ -75,13 +78,16 @@ export class DeliveryStatusConsumer {
     this.running = false;
     clearTimeout(this.restartTimer);
     this.abort.abort();
-    await this.consumer?.disconnect();
+    // Bounded: a join under way (a crashed predecessor still listed in the group) would hold the shutdown.
+    if (this.consumer && !(await disconnectWithin(this.consumer, DISCONNECT_WAIT_MS))) {
+      this.options.logger.warn("delivery status consumer stopped before leaving its group; the broker drops it when its session expires");
+    }
   }
 
   private async runConsumer(): Promise<void> {
     await ensureTopics(this.kafka, [this.topic], { replication: this.options.replication, logger: this.options.logger });
-    // The one it replaces (crashed for good, or failed to start) leaves first.
-    await this.consumer?.disconnect().catch(() => undefined);
+    // The one it replaces (crashed for good, or failed to start) leaves first (bounded, as in stop()).
+    if (this.consumer) await disconnectWithin(this.consumer, DISCONNECT_WAIT_MS).catch(() => undefined);
     const consumer = await connectedGroupConsumer(this.kafka, this.options.groupId ?? "otp-service-status");
     this.consumer = consumer;
     if (!this.running) {

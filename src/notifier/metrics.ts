@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { KafkaTroubleCounter } from "../kafka-metrics.js";
 import { Channel } from "../gen/otp/v1/otp_pb.js";
 import type { Attempted, AttemptObserver } from "./deliverer.js";
@@ -12,6 +12,10 @@ import type { Delivery } from "./delivery.js";
 export type DeliveryOutcomeLabel = "delivered" | "failed" | "canceled" | "expired";
 
 export type ClaimOperation = "claim" | "finish" | "renew" | "release";
+
+const CLAIM_OPERATIONS: readonly ClaimOperation[] = ["claim", "finish", "renew", "release"];
+const OUTCOMES: readonly DeliveryOutcomeLabel[] = ["delivered", "failed", "canceled", "expired"];
+const CHANNELS = ["sms", "email", "voice", "whatsapp"] as const;
 
 // From 50 ms (a console or webhook delivery right after Send) to minutes (retries).
 const LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
@@ -32,6 +36,13 @@ export class NotifierMetrics implements AttemptObserver {
     collectDefaultMetrics({ register: this.registry });
     this.kafka = new KafkaTroubleCounter(this.registry);
     const registers = [this.registry];
+    // As the service's and the relay's (src/metrics.ts): which program this scrape is.
+    new Gauge({
+      name: "otp_component_info",
+      help: "1, labelled by the program this process runs: notifier (the service's and the relay's are service and relay)",
+      labelNames: ["component"],
+      registers,
+    }).set({ component: "notifier" }, 1);
     this.deliveries = new Counter({
       name: "otp_notifier_deliveries_total",
       help: "Deliveries finished, by channel and outcome (delivered, failed, canceled, expired)",
@@ -68,6 +79,10 @@ export class NotifierMetrics implements AttemptObserver {
       labelNames: ["operation"],
       registers,
     });
+    // The series the alerts read exist at 0 from the start: a notifier (re)started into an outage
+    // counts its first failures as a rise from 0 (rate() cannot see a series' first sample as one).
+    for (const operation of CLAIM_OPERATIONS) this.claimErrors.inc({ operation }, 0);
+    for (const channel of CHANNELS) for (const outcome of OUTCOMES) this.deliveries.inc({ channel, outcome }, 0);
     this.rejected = new Counter({
       name: "otp_notifier_unauthenticated_records_total",
       help: "Delivery-topic records not written by the service, by otp-event-type: a delivery.requested whose otp-delivery-mac or seals do not verify (dead-lettered, never reported), or a delivery.canceled whose MAC does not (ignored). Non-zero means something other than the service writes to the delivery topic, or a seal key is missing here",

@@ -8,6 +8,7 @@ import {
   CONSUMER_RETRY,
   connectedGroupConsumer,
   ensureTopics,
+  disconnectWithin,
   headersOf,
   kafkaClient,
   type Consumer,
@@ -142,8 +143,8 @@ export class Notifier {
 
   private async runConsumer(): Promise<void> {
     const { config, logger } = this.options;
-    // The one it replaces (crashed for good) leaves first.
-    await this.consumer?.disconnect().catch(() => undefined);
+    // The one it replaces (crashed for good) leaves first (bounded, as in stop()).
+    if (this.consumer) await disconnectWithin(this.consumer, 2_000).catch(() => undefined);
     const consumer = await connectedGroupConsumer(this.kafka, config.groupId);
     this.consumer = consumer;
     if (this.stopping) {
@@ -205,7 +206,8 @@ export class Notifier {
       // A commit already running may predate the last finished messages: commit again after it.
       await this.committing;
       await this.commit();
-      await this.consumer?.disconnect();
+      // Bounded: a join under way (a crashed notifier still listed in the group) would hold the shutdown.
+      if (this.consumer && !(await disconnectWithin(this.consumer, 2_000))) this.options.logger.warn("notifier stopped before leaving its group; the broker drops it when its session expires");
       await this.sink.close();
       await this.claims.close();
       await closeAdapters(this.options.adapters);

@@ -1,8 +1,9 @@
 import http2 from "node:http2";
 import type { Http2Server, IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Server, Socket } from "node:net";
+import type { Server } from "node:net";
 import type { Logger } from "../log.js";
+import { boundConnections } from "./connection-bound.js";
 
 // The process-wide bound on calls open at once, across both ports and every
 // connection (OTP_MAX_OPEN_CALLS). Each open call holds ~5 KB of old-space
@@ -78,30 +79,14 @@ export class OpenCalls {
 
   /**
    * Bounds the connections a listening server holds at once (OTP_MAX_CONNECTIONS,
-   * per port): past it a new connection is destroyed on accept, before TLS or
-   * any protocol reads it. Counted here rather than by net.Server's
-   * maxConnections, which a cluster worker (OTP_WORKERS > 1) does not apply to
-   * the connections the primary hands it. Call once all of the server's
-   * "connection" listeners are attached.
+   * per port; ./connection-bound.ts), counting each refusal here. The bound is
+   * on accept, before any path is read, so the probes cannot be exempted from
+   * it as they are from the open calls: the orchestrator's probes belong on
+   * OTP_HEALTH_PORT (../health-port.ts), which callers cannot fill. Call once
+   * all of the server's "connection" listeners are attached.
    */
   guardConnections(server: Server, max: number): void {
-    const listeners = server.listeners("connection") as ((socket: Socket) => void)[];
-    server.removeAllListeners("connection");
-    let open = 0;
-    const release = (): void => {
-      open--;
-    };
-    server.on("connection", (socket: Socket) => {
-      if (open >= max) {
-        socket.on("error", ignore);
-        socket.destroy();
-        this.#refused("CONNECTIONS_LIMIT");
-        return;
-      }
-      open++;
-      socket.once("close", release);
-      for (const listener of listeners) listener.call(server, socket);
-    });
+    boundConnections(server, max, () => this.#refused("CONNECTIONS_LIMIT"));
   }
 
   #admit(method: string | undefined, path: string | undefined): boolean {

@@ -1,6 +1,7 @@
 // The container health check (Dockerfile HEALTHCHECK: src/bin/healthcheck.ts)
 // run as the image runs it, with the service's own environment, against a
-// service process: plain HTTP, TLS, and mTLS. It must pass on a healthy
+// service process: plain HTTP, TLS, mTLS, and the health port
+// (OTP_HEALTH_PORT, plain whatever the TLS). It must pass on a healthy
 // service whatever the TLS settings, and fail with one line otherwise.
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -74,5 +75,21 @@ describe('container health check', () => {
     const refused = healthcheck(s.env);
     expect(refused.status).toBe(1);
     expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('OTP_HEALTH_PORT set: checks that port in plain HTTP, with mTLS on the listeners and no client certificate', async () => {
+    const health = await freePort();
+    const mtls = { TLS_CERT_FILE: certs.serverCert, TLS_KEY_FILE: certs.serverKey, TLS_CA_FILE: certs.caFile, OTP_HEALTH_PORT: String(health) };
+    const s = await service(mtls);
+    // Without the health port this fails (the server certificate cannot be a client's: the test above).
+    expect(healthcheck(s.env)).toEqual({ status: 0, stderr: '' });
+    expect(healthcheck(s.env, '/healthz')).toEqual({ status: 0, stderr: '' });
+    // The HTTP port is not asked at all.
+    expect(healthcheck({ ...s.env, HTTP_PORT: String(await freePort()) }).status).toBe(0);
+    // "off" is the HTTP port again (here: mTLS, no client certificate, refused).
+    expect(healthcheck({ ...s.env, OTP_HEALTH_PORT: 'off' }).status).toBe(1);
+    const nobody = healthcheck({ OTP_HEALTH_PORT: String(await freePort()) });
+    expect(nobody.status).toBe(1);
+    expect(nobody.stderr).toMatch(/^healthcheck: 127\.0\.0\.1:\d+\/readyz: .*ECONNREFUSED/);
   });
 });

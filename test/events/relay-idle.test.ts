@@ -13,7 +13,7 @@ import { Channel, OtpService } from '../../src/gen/otp/v1/otp_pb.js';
 import { RedisStore } from '../../src/store/redis/redis-store.js';
 import { grpcCall, grpcClient } from '../support/grpc-client.js';
 import { freshEmail, startTestApp } from '../support/otp-app.js';
-import { info, until } from '../support/redis-cli.js';
+import { info, redisCli, until } from '../support/redis-cli.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
 
 let redis: RedisServer;
@@ -84,6 +84,24 @@ describe('the outbox relay when the outbox is empty', () => {
       expect((await app.deliveries.latest(verificationId)).verification_id).toBe(verificationId);
     } finally {
       client?.close();
+      await app.stop();
+    }
+  }, 60_000);
+
+  it('an outage that ends while nothing is sent leaves no error on /readyz: the next read that finds nothing clears it', async () => {
+    const app = await startTestApp({ REDIS_URL: `redis://127.0.0.1:${redis.port}`, OTP_REDIS_SHARDS: '4', OTP_REDIS_TIMEOUT_MS: '300' });
+    const relayError = async () => {
+      const details = JSON.parse((await (await fetch(`${app.httpBase}/readyz`)).text()).split('\n')[1] ?? '{}') as { event_relay_error?: string | null };
+      return details.event_relay_error ?? null;
+    };
+    try {
+      await until('the relay reads the empty outbox without error', 10_000, async () => (await relayError()) === null);
+      // Redis stops answering for 2 s: the relay's reads time out.
+      await redisCli(redis.port, ['CLIENT', 'PAUSE', '2000', 'ALL']);
+      await until('the relay reports the outage', 10_000, async () => (await relayError()) !== null);
+      // Redis answers again; no Send, nothing to publish.
+      await until('the report is cleared by a read that finds nothing', 20_000, async () => (await relayError()) === null);
+    } finally {
       await app.stop();
     }
   }, 60_000);

@@ -54,7 +54,9 @@ describe('the metrics port of the relay and the notifier', () => {
     const drip = setInterval(() => trickle.writable && trickle.write(`x-${Date.now()}: 1\r\n`), 300);
     try {
       const [silentMs, trickleMs] = await Promise.all([serverCloses(silent, 6_000), serverCloses(trickle, 6_000)]);
-      expect(silentMs).toBeGreaterThanOrEqual(1_400);
+      // A silent connection meets both bounds: the request bound (checked every second, so
+      // cut between 1 and 2 s) or the idle one (1.5 s), whichever is checked first; never before 1 s.
+      expect(silentMs).toBeGreaterThanOrEqual(900);
       expect(trickleMs).toBeGreaterThanOrEqual(900);
     } finally {
       clearInterval(drip);

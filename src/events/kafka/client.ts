@@ -320,17 +320,21 @@ export async function ensureTopics(kafka: Kafka, topics: string[], options: Topi
       // Not kafkajs's waitForLeaders: on a multi-broker KRaft cluster its
       // metadata poll can meet "does not host this topic-partition" on a broker
       // that has not caught up, and gives up; untilServed waits instead.
-      await admin.createTopics({
-        waitForLeaders: false,
-        topics: missing.map((topic) => ({
-          topic,
-          numPartitions: partitions,
-          ...(replication && {
-            replicationFactor: replication.replicationFactor,
-            configEntries: [{ name: "min.insync.replicas", value: String(replication.minInsyncReplicas) }],
-          }),
-        })),
-      });
+      await admin
+        .createTopics({
+          waitForLeaders: false,
+          topics: missing.map((topic) => ({
+            topic,
+            numPartitions: partitions,
+            ...(replication && {
+              replicationFactor: replication.replicationFactor,
+              configEntries: [{ name: "min.insync.replicas", value: String(replication.minInsyncReplicas) }],
+            }),
+          })),
+        })
+        .catch((err: unknown) => {
+          throw creationRefused(err, replication);
+        });
     }
     await untilServed(admin, topics);
     const present = topics.filter((t) => existing.has(t));
@@ -343,6 +347,25 @@ export async function ensureTopics(kafka: Kafka, topics: string[], options: Topi
   } finally {
     await admin.disconnect();
   }
+}
+
+/** Replication settings the cluster cannot honour: Kafka's answer when a topic asks for more copies than it has brokers. */
+const REPLICATION_REFUSALS = new Set(["INVALID_REPLICATION_FACTOR", "POLICY_VIOLATION", "INVALID_CONFIG"]);
+
+/**
+ * kafkajs says only "Topic creation errors": name each topic with Kafka's reason and, when the reason is the
+ * replication asked for, the settings that asked for it. The service runs on (events wait in the outbox) and
+ * this is what the relay reports, on /readyz and in its log line, until the cluster can hold the topics.
+ */
+function creationRefused(err: unknown, replication: TopicReplication | undefined): unknown {
+  const errors = (err as { name?: string; errors?: unknown } | undefined)?.errors;
+  if ((err as Error | undefined)?.name !== "KafkaJSAggregateError" || !Array.isArray(errors)) return err;
+  const refusals = errors.map((e: { topic?: string; type?: string }) => `${e.topic ?? "?"} (${e.type ?? "refused"})`);
+  const replicationRefused = replication && errors.some((e: { type?: string }) => REPLICATION_REFUSALS.has(e.type ?? ""));
+  const hint = replicationRefused
+    ? `: OTP_KAFKA_REPLICATION_FACTOR is ${replication.replicationFactor} and OTP_KAFKA_MIN_INSYNC_REPLICAS ${replication.minInsyncReplicas}; the cluster needs at least as many brokers as the replication factor (lower both for a smaller cluster)`
+    : "";
+  return new Error(`Kafka refused to create topic ${refusals.join(", ")}${hint}`);
 }
 
 /**
@@ -426,6 +449,22 @@ export function groupConsumer(kafka: Kafka, groupId: string): Consumer {
  */
 export function connectedGroupConsumer(kafka: Kafka, groupId: string): Promise<Consumer> {
   return connected(kafka, () => groupConsumer(kafka, groupId));
+}
+
+/**
+ * Disconnects, waiting `ms` at most; false when that ran out. kafkajs's consumer disconnect waits for a group
+ * join under way, and a join waits for every member the group still lists: after a member crashed, up to its
+ * session timeout (30 s), longer than a shutdown may take. Leaving it unfinished loses nothing: what was not
+ * committed is read again by whoever takes the partitions, once the broker drops this member.
+ */
+export async function disconnectWithin(client: { disconnect(): Promise<void> }, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([client.disconnect().then(() => true as const), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Record headers as strings (ours are all UTF-8); a repeated header keeps its last value. */

@@ -179,7 +179,8 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
         redisObservations.connectionsLost++;
         // The error's name and its system code (ECONNREFUSED, ETIMEDOUT, ...), never its message (it may hold a reply).
         const code = (err as NodeJS.ErrnoException | undefined)?.code;
-        const why = typeof code === "string" && /^[A-Z0-9_]+$/.test(code) ? { code } : {};
+        // Not `code`: the logger redacts that name everywhere (src/log.ts).
+        const why = typeof code === "string" && /^[A-Z0-9_]+$/.test(code) ? { errorCode: code } : {};
         log?.warn({ redis: where, node, error: err instanceof Error ? err.name : "unknown", ...why }, "redis connection lost");
       },
       ready(node) {
