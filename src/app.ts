@@ -202,7 +202,7 @@ export async function buildStore(config: Config, log: Logger): Promise<Verificat
 }
 
 /** A port that cannot be bound (EADDRINUSE, EACCES...) names its variable; an address that cannot be listened on, HOST. */
-async function binding<T>(variable: string, host: string, listening: Promise<T>): Promise<T> {
+async function binding<T>(variable: string, host: string | undefined, listening: Promise<T>): Promise<T> {
   try {
     return await listening;
   } catch (err) {

@@ -33,6 +33,8 @@ const SECRET_FIELDS = [
   "sealedDestination",
   "sealed_code",
   "sealed_destination",
+  // Node's ERR_INVALID_URL carries the URL it refused, credentials and all.
+  "input",
 ];
 
 // @pinojs/redact has no recursive wildcard, so every field is listed at each

@@ -168,14 +168,31 @@ function topology(env: Env, names: RedisVariables, name: string, master: string 
   const value = optional(env, name)!;
   switch (name) {
     case names.url:
-      if (!/^rediss?:\/\/[^/]/.test(value)) throw new ConfigError(`${name} must look like redis://host:port (or rediss:// for TLS)`);
-      return { kind: "node", url: value };
+      return { kind: "node", url: redisUrl(name, value) };
     case names.clusterNodes:
       return { kind: "cluster", seeds: hostPorts(name, value, "redis-0.redis:6379") };
     default:
       if (master === undefined) throw new ConfigError(`${name} needs ${names.sentinelMaster} (the master name the Sentinels monitor)`);
       return { kind: "sentinel", sentinels: hostPorts(name, value, "sentinel-0.sentinel:26379"), masterName: master };
   }
+}
+
+/**
+ * The URL as the Redis client will read it, refused here with a line naming the setting: the client's own
+ * refusal is a TypeError with a stack, whose `input` is the URL, password and all. Never echoed.
+ */
+function redisUrl(name: string, value: string): string {
+  const shape = `${name} must look like redis://[user:password@]host:port[/db] (or rediss:// for TLS)`;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(`${shape}; it is not a valid URL (percent-encode any : / ? # @ [ ] % in the user name or password)`);
+  }
+  if (url.protocol !== "redis:" && url.protocol !== "rediss:") throw new ConfigError(shape);
+  if (url.hostname === "") throw new ConfigError(`${shape}; it names no host`);
+  if (url.pathname !== "" && url.pathname !== "/" && !/^\/\d+$/.test(url.pathname)) throw new ConfigError(`${shape}; the path may only be a database number`);
+  return value;
 }
 
 function access(env: Env, names: RedisVariables): RedisAccess {

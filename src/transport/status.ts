@@ -61,10 +61,29 @@ function detailsOf(err: OtpError): Detail[] {
   return details;
 }
 
-/** Logs what the caller must not see; outages at warn, everything unclassified at error. */
+// An outage fails every call, and clients retry: one line per method and
+// reason every few seconds, saying how many calls it stands for, keeps the
+// log readable when it is needed most (otp_rpc_duration_seconds counts each).
+const UNAVAILABLE_LOG_EVERY_MS = 5_000;
+const unavailableLines = new Map<string, { at: number; since: number }>();
+
+function logUnavailable(log: Logger, method: string, reason: string): void {
+  const key = `${method}\u0000${reason}`;
+  const now = Date.now();
+  const last = unavailableLines.get(key);
+  if (last && now - last.at < UNAVAILABLE_LOG_EVERY_MS) {
+    last.since++;
+    return;
+  }
+  // Methods are the service's own and reasons our own messages: the map stays small.
+  unavailableLines.set(key, { at: now, since: 0 });
+  log.warn({ method, reason, also_refused_since_last_line: last?.since ?? 0 }, "call refused: dependency unavailable");
+}
+
+/** Logs what the caller must not see; outages at warn (a line every few seconds), everything unclassified at error. */
 function logFailure(err: unknown, log: Logger, method: string): void {
   if (err instanceof OtpError) {
-    if (err.code === "UNAVAILABLE") log.warn({ method, reason: err.message }, "call refused: dependency unavailable");
+    if (err.code === "UNAVAILABLE") logUnavailable(log, method, err.message);
     return;
   }
   log.error({ err, method }, "unhandled error; answered INTERNAL");

@@ -3,13 +3,14 @@
 // must hold: the three Deployments, probes on the service's health port
 // (plain HTTP in every TLS layout), PodDisruptionBudgets, the
 // HorizontalPodAutoscaler, the ServiceMonitor behind its flag, secrets only
-// by reference to existing Secrets, and only settings the code reads.
+// by reference to existing Secrets, and only settings the code reads; env maps
+// that would override a setting the chart computes are refused.
 import { execFile } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
+import { parse, parseAllDocuments } from 'yaml';
 import { HELM, run } from '../support/cli.js';
 import { NOTIFIER_REDIS, readRedisSettings, SERVICE_REDIS } from '../../src/redis-config.js';
 import { readKafkaAccess } from '../../src/kafka-config.js';
@@ -63,6 +64,26 @@ describe('helm chart', () => {
     const out = await run(HELM, ['lint', chart, '--strict', '-f', valuesFile(values)], 60_000);
     expect(out.code).toBe(0);
     expect(out.stdout).toContain('1 chart(s) linted, 0 chart(s) failed');
+  });
+
+  it('refuses a notifier whose adapters lack what they need to start (README\'s install command without them crash-looped every notifier pod)', async () => {
+    const base = ['--set', 'config.redisUrl=redis://redis:6379', '--set', 'config.kafkaBrokers=kafka:9092'];
+    expect(await refused(...base)).toContain('notifier.webhookUrl is required with the webhook adapter');
+    expect(await refused(...base, '--set', 'notifier.webhookUrl=https://gw.internal/send')).toContain('notifier.smtpFrom is required with the smtp adapter');
+    const rendered = await template(...base, '--set', 'notifier.webhookUrl=https://gw.internal/send', '--set', 'notifier.smtpFrom=otp@example.com');
+    const env = envOf(container(deployment(rendered, '-notifier')));
+    expect(env.NOTIFIER_WEBHOOK_URL?.value).toBe('https://gw.internal/send');
+    expect(env.NOTIFIER_SMTP_FROM?.value).toBe('otp@example.com');
+    // No notifier of ours, nothing to ask; and a notifier.env that names them is enough.
+    await template(...base, '--set', 'notifier.enabled=false');
+    await template(...base, '--set', 'notifier.env.NOTIFIER_WEBHOOK_URL=https://gw.internal/send', '--set', 'notifier.emailAdapter=webhook');
+  });
+
+  it.each(VALUE_SETS)('every pod meets the restricted Pod Security Standard\'s seccomp rule (%s values)', async (values) => {
+    for (const d of ofKind(await template('-f', valuesFile(values)), 'Deployment')) {
+      expect(d.spec.template.spec.securityContext?.seccompProfile, d.metadata.name).toEqual({ type: 'RuntimeDefault' });
+      expect(d.spec.template.spec.securityContext?.runAsNonRoot, d.metadata.name).toBe(true);
+    }
   });
 
   it('refuses to render without the settings production needs, naming them', async () => {
@@ -215,6 +236,81 @@ describe('helm chart', () => {
     const stderr = await refused('-f', valuesFile('plain'), '--set-string', set);
     expect(stderr).toContain(named);
     expect(stderr).toContain('Secret');
+  });
+
+  it('each container gets each variable once; every variable the chart sets, named in an env map that reaches that container, is refused, naming where', async () => {
+    // Which env maps reach which Deployment's container (config.env: the service's and the relay's).
+    const mapsOf: Record<string, string[]> = { '': ['config.env', 'service.env'], '-relay': ['config.env', 'relay.env'], '-notifier': ['notifier.env'] };
+    const tried = new Set<string>();
+    const accepted: string[] = [];
+    for (const values of VALUE_SETS) {
+      // Not the chart's: what the values file itself sets in an env map (mtls: config.env.REDIS_SENTINELS), and
+      // the notifier's Redis settings it copies from config.env unless notifier.env names them (values.yaml).
+      // Named again, those render once, with the value given.
+      const file = parse(readFileSync(valuesFile(values), 'utf8')) as Record<string, { env?: Record<string, string> } | undefined>;
+      const users = new Set(Object.values(file).flatMap((v) => Object.keys(v?.env ?? {})));
+      const yields = (map: string, name: string) => users.has(name) || (map === 'notifier.env' && name.startsWith('NOTIFIER_REDIS_'));
+      const ms = await template('-f', valuesFile(values));
+      for (const [suffix, maps] of Object.entries(mapsOf)) {
+        const names = (container(deployment(ms, suffix)).env ?? []).map((e) => e.name);
+        expect(names.length, `${values} otp-service${suffix}`).toBeGreaterThan(5);
+        expect(new Set(names).size, `${values} otp-service${suffix}: ${names.join(' ')}`).toBe(names.length);
+        for (const map of maps) {
+          for (const name of names) {
+            if (tried.has(`${map}.${name}`)) continue;
+            tried.add(`${map}.${name}`);
+            const out = await run(HELM, ['template', 'otp-service', chart, '-f', valuesFile(values), '--set-string', `${map}.${name}=1`], 60_000);
+            if (out.code !== 0 && out.stderr.includes(`${map}.${name}`)) continue; // refused, naming it
+            if (!yields(map, name)) {
+              accepted.push(`${values}: ${map}.${name}`);
+              continue;
+            }
+            const [d] = parseAllDocuments(out.stdout).map((doc) => doc.toJS() as Manifest).filter((m) => m?.kind === 'Deployment' && m.metadata.name === `otp-service${suffix}`);
+            expect((container(d!).env ?? []).filter((e) => e.name === name).map((e) => e.value), `${values}: ${map}.${name}`).toEqual(['1']);
+          }
+        }
+      }
+    }
+    expect(accepted).toEqual([]);
+    expect(tried.size).toBeGreaterThan(60);
+  }, 180_000);
+
+  it.each([
+    [['--set', 'config.env.HTTP_PORT=9090'], 'config.env.HTTP_PORT', 'service.httpPort'],
+    [['--set', 'service.env.GRPC_PORT=9091'], 'service.env.GRPC_PORT', 'service.grpcPort'],
+    [['--set', 'service.env.OTP_HEALTH_PORT=9092'], 'service.env.OTP_HEALTH_PORT', 'service.healthPort'],
+    [['--set', 'config.env.OTP_SHUTDOWN_GRACE_MS=60000'], 'config.env.OTP_SHUTDOWN_GRACE_MS', 'service.terminationGracePeriodSeconds'],
+    [['--set', 'service.env.OTP_WORKERS=4'], 'service.env.OTP_WORKERS', 'service.workers'],
+    [['--set', 'service.env.OTP_RELAY=in-process'], 'service.env.OTP_RELAY', 'service.relayInProcess'],
+    [['--set', 'config.env.NODE_ENV=development'], 'config.env.NODE_ENV', 'production'],
+    [['--set', 'config.env.LOG_LEVEL=debug'], 'config.env.LOG_LEVEL', 'config.logLevel'],
+    [['--set', 'notifier.env.LOG_LEVEL=debug'], 'notifier.env.LOG_LEVEL', 'config.logLevel'],
+    [['--set', 'relay.env.OTP_CLIENTS_FILE=/etc/clients.json'], 'relay.env.OTP_CLIENTS_FILE', 'clients.existingSecret'],
+    [['--set', 'tls.enabled=true', '--set', 'tls.existingSecret=t', '--set', 'service.env.TLS_CERT_FILE=/x.crt'], 'service.env.TLS_CERT_FILE', 'tls.existingSecret'],
+    [['--set', 'relay.env.OTP_RELAY_METRICS_PORT=9000'], 'relay.env.OTP_RELAY_METRICS_PORT', '9465'],
+    [['--set', 'notifier.env.NOTIFIER_METRICS_PORT=9000'], 'notifier.env.NOTIFIER_METRICS_PORT', '9464'],
+    [['--set', 'notifier.env.NOTIFIER_GROUP_ID=mine'], 'notifier.env.NOTIFIER_GROUP_ID', 'notifier.groupId'],
+    [['--set', 'kafka.tls.enabled=true', '--set', 'relay.env.KAFKA_TLS=on'], 'relay.env.KAFKA_TLS', 'kafka.tls'],
+    [['--set', 'redis.tls.enabled=true', '--set', 'service.env.REDIS_TLS=true'], 'service.env.REDIS_TLS', 'redis.*'],
+    [['--set', 'service.env.OTEL_EXPORTER_OTLP_ENDPOINT=http://other:4318'], 'service.env.OTEL_EXPORTER_OTLP_ENDPOINT', 'tracing.otlpEndpoint'],
+  ])('refuses an env map overriding a setting the chart computes (%j), pointing at the value to set', async (set, named, instead) => {
+    const stderr = await refused('-f', valuesFile('plain'), ...set);
+    expect(stderr).toContain(`${named}: the chart sets ${named.split('.').at(-1)} itself`);
+    expect(stderr).toContain(instead);
+  });
+
+  it('env maps still add settings the chart does not set; a Deployment\'s own map overrides config.env for it, once', async () => {
+    const ms = await template('-f', valuesFile('plain'), '--set', 'config.env.OTP_TTL_SECONDS=300', '--set', 'service.env.OTP_TTL_SECONDS=120',
+      '--set', 'relay.env.OTP_RELAY_LINGER_MS=50', '--set', 'notifier.env.NOTIFIER_MAX_IN_FLIGHT=8');
+    const entries = (suffix: string, name: string) => (container(deployment(ms, suffix)).env ?? []).filter((e) => e.name === name).map((e) => e.value);
+    expect(entries('', 'OTP_TTL_SECONDS')).toEqual(['120']);
+    expect(entries('-relay', 'OTP_TTL_SECONDS')).toEqual(['300']);
+    expect(entries('-relay', 'OTP_RELAY_LINGER_MS')).toEqual(['50']);
+    expect(entries('', 'OTP_RELAY_LINGER_MS')).toEqual([]);
+    expect(entries('-notifier', 'NOTIFIER_MAX_IN_FLIGHT')).toEqual(['8']);
+    // Tracing left off, the collector may come from config.env (the chart sets none).
+    const own = await template('-f', valuesFile('plain'), '--set', 'tracing.otlpEndpoint=', '--set', 'config.env.OTEL_EXPORTER_OTLP_ENDPOINT=http://c:4318');
+    expect((container(deployment(own, '')).env ?? []).filter((e) => e.name === 'OTEL_EXPORTER_OTLP_ENDPOINT').map((e) => e.value)).toEqual(['http://c:4318']);
   });
 
   it('refuses a release where nothing publishes the outbox; the service relays in-process when asked', async () => {

@@ -208,6 +208,31 @@ describe('TLS files that cannot serve: refused at start-up, naming the variable'
   });
 });
 
+describe('a REDIS_URL the URL parser refuses (a password with # or / not percent-encoded, a bad port or path)', () => {
+  // Each carries a made-up password; the Redis client's own refusal was a TypeError with a stack whose
+  // `input` was the whole URL, and named no setting.
+  const secret = 'Xy7kQ2pLmNotReal';
+  it.each([
+    ['a # in the password', `redis://default:${secret.slice(0, 4)}#${secret.slice(4)}@127.0.0.1:6390`],
+    ['a port that is no number', `redis://u:${secret}@127.0.0.1:notaport`],
+    ['a space in the host', `redis://u:${secret}@exa mple:6390`],
+    ['an unclosed IPv6 bracket', `rediss://:${secret}@[::1:6390`],
+    ['a path that is no database number', `redis://u:${secret}@127.0.0.1:6390/abc`],
+  ])('%s: the service and the relay exit with one line naming REDIS_URL, never the password', async (_what, url) => {
+    for (const entry of ['bin/service.js', 'bin/relay.js']) {
+      const output = await refusedAtStart({ REDIS_URL: url, OTP_RELAY_METRICS_PORT: 'off' }, 'REDIS_URL', [], 20_000, entry);
+      expect(output).not.toContain(secret.slice(4));
+    }
+  });
+  it('NOTIFIER_REDIS_URL: the notifier refuses it in one line, never the password', () => {
+    const run = runNotifier({ NOTIFIER_REDIS_URL: `redis://default:${secret.slice(0, 4)}#${secret.slice(4)}@127.0.0.1:6390` });
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toContain('NOTIFIER_REDIS_URL');
+    expect(run.output).not.toContain(secret.slice(4));
+    expect(run.output).not.toContain('    at ');
+  });
+});
+
 describe('a Redis that cannot be reached at start-up', () => {
   it('nothing listening: one line naming REDIS_URL and the address, never its password', async () => {
     const port = await freePort();

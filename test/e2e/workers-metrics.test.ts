@@ -102,6 +102,8 @@ describe('OTP_WORKERS=2: /metrics', () => {
         // One sample per gauge, not one per worker.
         expect(body.split('\n').filter((l) => l.startsWith('process_resident_memory_bytes ')).length).toBe(1);
         expect(body.split('\n').filter((l) => l.startsWith('otp_event_backlog ')).length).toBe(1);
+        // The service is one service, whatever the workers: the alerts count service pods by this series.
+        expect(body.split('\n').filter((l) => l.startsWith('otp_component_info')).join('\n')).toBe('otp_component_info{component="service"} 1');
         expectValidPrometheusText(body);
       }
 

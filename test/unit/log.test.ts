@@ -28,6 +28,18 @@ describe('what the logger keeps of codes', () => {
     expect(line.err).toMatchObject({ code: '[redacted]' });
   });
 
+  it('an invalid URL error never logs the URL it refused (it may hold a password)', () => {
+    let refused: unknown;
+    try {
+      new URL('redis://u:NotRealSecret#x@h:1');
+    } catch (err) {
+      refused = err;
+    }
+    const line = logged((log) => log.fatal({ err: refused }, 'start-up failed'));
+    expect(JSON.stringify(line)).not.toContain('NotRealSecret');
+    expect(line.err).toMatchObject({ errorCode: 'ERR_INVALID_URL', input: '[redacted]' });
+  });
+
   it('a field called code is redacted at any depth', () => {
     const line = logged((log) => log.info({ code: '123456', call: { code: '654321', inner: { code: '111111' } } }, 'x'));
     expect(JSON.stringify(line)).not.toMatch(/123456|654321|111111/);

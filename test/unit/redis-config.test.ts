@@ -42,6 +42,13 @@ describe('Redis deployment from the environment', () => {
     expect(refusal({ REDIS_CLUSTER_NODES: 'a:1,b' })).toMatch(/REDIS_CLUSTER_NODES entry 2 must be host:port/);
     expect(refusal({ REDIS_CLUSTER_NODES: 'a:70000' })).toMatch(/REDIS_CLUSTER_NODES entry 1/);
     expect(refusal({ REDIS_URL: 'localhost:6379' })).toMatch(/REDIS_URL must look like redis:\/\//);
+    // What the Redis client's URL parser would refuse with a stack (and the URL in it), refused here by name.
+    for (const url of ['redis://u:Zq#Wv@h:6379', 'redis://u:ZqWv@h:port', 'redis://u:ZqWv@h h:6379', 'rediss://:ZqWv@[::1:6379', 'redis://u:ZqWv@h:6379/abc', 'http://u:ZqWv@h:6379']) {
+      const said = refusal({ REDIS_URL: url });
+      expect(said).toMatch(/^REDIS_URL must look like redis:\/\//);
+      expect(said).not.toMatch(/Zq|Wv/);
+    }
+    expect(load({ REDIS_URL: 'rediss://u:p%23ss@h:6379/2' }).redis?.topology).toEqual({ kind: 'node', url: 'rediss://u:p%23ss@h:6379/2' });
     expect(refusal({ REDIS_PASSWORD: 'x' })).toMatch(/REDIS_PASSWORD is set but no Redis deployment is/);
     expect(refusal({ OTP_REDIS_WAIT_REPLICAS: '1' })).toMatch(/OTP_REDIS_WAIT_REPLICAS is set but no Redis deployment/);
     expect(refusal({ REDIS_URL: 'redis://a:1', OTP_REDIS_WAIT_REPLICAS: 'one' })).toMatch(/OTP_REDIS_WAIT_REPLICAS must be a whole number/);

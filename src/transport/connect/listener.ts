@@ -33,7 +33,8 @@ export interface HttpListener {
 }
 
 export async function listenHttp(options: {
-  host: string;
+  /** undefined: every address. */
+  host: string | undefined;
   port: number;
   tls: Config["tls"];
   handler: Handler;

@@ -70,7 +70,8 @@ function tlsServer(config: NonNullable<Config["tls"]>, handshakeTimeout: number)
 }
 
 export async function listenGrpc(options: {
-  host: string;
+  /** undefined: every address. */
+  host: string | undefined;
   port: number;
   tls: Config["tls"];
   core: OtpService;

@@ -25,7 +25,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
-{{/* Environment shared by the service and the relay. */}}
+{{/* Environment the chart sets in the service and the relay (config.env comes after it, from otp.env). */}}
 {{- define "otp.commonEnv" -}}
 {{- include "otp.checkValues" . }}
 - name: NODE_ENV
@@ -37,9 +37,149 @@ app.kubernetes.io/component: {{ index . 1 }}
   value: {{ required "config.kafkaBrokers is required" .Values.config.kafkaBrokers | quote }}
 {{- include "otp.kafkaEnv" (list . "") }}
 {{- include "otp.tracingEnv" . }}
-{{- range $name, $value := .Values.config.env }}
+{{- end -}}
+
+{{/*
+A container's env: the chart's own entries (`chart`, rendered by the caller),
+then the env maps (`maps`: a list of (list "where" map), e.g. config.env then
+service.env; a later map's entry replaces an earlier one's, so each name comes
+once). An env map naming a variable the chart's entries set fails, naming the
+value to set instead: the container would get the name twice, the later entry
+would win, and what the chart built around the first (ports, probes, the
+drain inside the termination grace period, memory for the workers) would not
+hold; a later `helm upgrade` patch removing one duplicate removes both.
+Pass (list $ chart maps).
+*/}}
+{{- define "otp.env" -}}
+{{- $chart := trim (index . 1) -}}
+{{- $set := dict -}}
+{{- range $entry := fromYamlArray $chart }}
+{{- if not (kindIs "map" $entry) }}
+{{- fail (printf "otp.env: the chart's own env does not parse: %v" $entry) }}
+{{- end }}
+{{- $_ := set $set $entry.name true }}
+{{- end }}
+{{- $user := dict -}}
+{{- range $m := index . 2 }}
+{{- $where := index $m 0 }}
+{{- range $name, $value := index $m 1 }}
+{{- if hasKey $set $name }}
+{{- fail (printf "%s.%s: the chart sets %s itself; %s" $where $name $name (include "otp.envInstead" $name)) }}
+{{- end }}
+{{- $_ := set $user $name $value }}
+{{- end }}
+{{- end }}
+{{- $chart }}
+{{- range $name, $value := $user }}
 - name: {{ $name }}
   value: {{ $value | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The service container's env as the chart sets it. Pass (list $ drainMs). */}}
+{{- define "otp.serviceEnv" -}}
+{{- $ := index . 0 -}}
+- name: GRPC_PORT
+  value: {{ $.Values.service.grpcPort | quote }}
+- name: HTTP_PORT
+  value: {{ $.Values.service.httpPort | quote }}
+- name: OTP_HEALTH_PORT
+  value: {{ $.Values.service.healthPort | quote }}
+- name: OTP_WORKERS
+  value: {{ $.Values.service.workers | quote }}
+- name: OTP_RELAY
+  value: {{ ternary "in-process" "off" $.Values.service.relayInProcess | quote }}
+- name: OTP_SHUTDOWN_GRACE_MS
+  value: {{ index . 1 | quote }}
+- name: OTEL_SERVICE_NAME
+  value: otp-service
+{{ include "otp.commonEnv" $ }}
+{{ include "otp.fileEnv" $ }}
+{{- end -}}
+
+{{/* The relay container's env as the chart sets it. */}}
+{{- define "otp.relayEnv" -}}
+- name: OTEL_SERVICE_NAME
+  value: otp-relay
+- name: OTP_RELAY_METRICS_PORT
+  value: "9465"
+{{ include "otp.commonEnv" . }}
+{{ include "otp.fileEnv" . }}
+{{- end -}}
+
+{{/* The notifier container's env as the chart sets it. */}}
+{{- define "otp.notifierEnv" -}}
+- name: NODE_ENV
+  value: production
+- name: LOG_LEVEL
+  value: {{ .Values.config.logLevel | quote }}
+- name: NOTIFIER_METRICS_PORT
+  value: "9464"
+- name: KAFKA_BROKERS
+  value: {{ required "config.kafkaBrokers is required" .Values.config.kafkaBrokers | quote }}
+{{ include "otp.kafkaEnv" (list . "notifier") | trim }}
+- name: NOTIFIER_GROUP_ID
+  value: {{ .Values.notifier.groupId | quote }}
+# Delivery claims shared by the replicas, in the service's Redis deployment
+# (one node, Cluster or Sentinel), with its WAIT setting.
+{{ include "otp.redisEnv" (list . "NOTIFIER_") | trim }}
+- name: NOTIFIER_SMS_ADAPTER
+  value: {{ .Values.notifier.smsAdapter | quote }}
+- name: NOTIFIER_EMAIL_ADAPTER
+  value: {{ .Values.notifier.emailAdapter | quote }}
+{{- with .Values.notifier.webhookUrl }}
+- name: NOTIFIER_WEBHOOK_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.notifier.smtpFrom }}
+- name: NOTIFIER_SMTP_FROM
+  value: {{ . | quote }}
+{{- end }}
+- name: OTEL_SERVICE_NAME
+  value: otp-notifier
+{{ include "otp.tracingEnv" . | trim }}
+{{- end -}}
+
+{{/* What to set instead of an env entry naming a variable the chart sets (otp.env). */}}
+{{- define "otp.envInstead" -}}
+{{- $instead := dict
+  "GRPC_PORT" "set service.grpcPort (the container port and the Service follow it)"
+  "HTTP_PORT" "set service.httpPort (the container port, the Service and the ServiceMonitor follow it)"
+  "OTP_HEALTH_PORT" "set service.healthPort (the container port and the probes follow it)"
+  "OTP_WORKERS" "set service.workers (and service.resources: each worker needs its own memory)"
+  "OTP_RELAY" "set service.relayInProcess (and relay.enabled)"
+  "OTP_SHUTDOWN_GRACE_MS" "it is what service.terminationGracePeriodSeconds leaves after service.preStopSleepSeconds and 6 s: set those"
+  "OTP_RELAY_METRICS_PORT" "the relay serves its metrics and health on 9465, which its probe and the PodMonitor use"
+  "NOTIFIER_METRICS_PORT" "the notifier serves its metrics and health on 9464, which its probe and the PodMonitor use"
+  "OTP_CLIENTS_FILE" "the clients file is key clients.key of clients.existingSecret"
+  "TLS_CERT_FILE" "set tls.enabled and tls.existingSecret"
+  "TLS_KEY_FILE" "set tls.enabled and tls.existingSecret"
+  "TLS_CA_FILE" "set tls.mtls (the CA is ca.crt in tls.existingSecret)"
+  "OTP_HEALTHCHECK_CERT_FILE" "set tls.probeClientSecret"
+  "OTP_HEALTHCHECK_KEY_FILE" "set tls.probeClientSecret"
+  "NODE_ENV" "the chart runs production, always"
+  "LOG_LEVEL" "set config.logLevel"
+  "REDIS_URL" "set config.redisUrl (or redis.existingSecret)"
+  "KAFKA_BROKERS" "set config.kafkaBrokers"
+  "OTEL_SERVICE_NAME" "each Deployment's traces are otp-service, otp-relay or otp-notifier; add attributes with OTEL_RESOURCE_ATTRIBUTES"
+  "OTEL_EXPORTER_OTLP_ENDPOINT" "set tracing.otlpEndpoint"
+  "OTEL_EXPORTER_OTLP_PROTOCOL" "set tracing.protocol"
+  "NOTIFIER_GROUP_ID" "set notifier.groupId"
+  "NOTIFIER_SMS_ADAPTER" "set notifier.smsAdapter"
+  "NOTIFIER_EMAIL_ADAPTER" "set notifier.emailAdapter"
+  "NOTIFIER_WEBHOOK_URL" "set notifier.webhookUrl"
+  "NOTIFIER_SMTP_FROM" "set notifier.smtpFrom"
+-}}
+{{- if hasKey $instead . }}
+{{- get $instead . }}
+{{- else if hasPrefix "REDIS_" . }}
+{{- "set it with redis.* (redis.tls, redis.existingSecret)" }}
+{{- else if hasPrefix "NOTIFIER_REDIS_" . }}
+{{- "set it with redis.* (redis.tls, redis.existingSecret), or give the notifier a Redis of its own in notifier.env" }}
+{{- else if hasPrefix "KAFKA_" . }}
+{{- "set it with kafka.tls and kafka.sasl" }}
+{{- else }}
+{{- "remove it from the env map" }}
 {{- end }}
 {{- end -}}
 
@@ -279,3 +419,19 @@ imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/*
+The reference notifier's adapters, given what they need to start: without it
+every notifier pod would refuse to start and no code would be delivered.
+Checked where the notifier is rendered, after the settings every component needs.
+*/}}
+{{- define "otp.checkNotifierAdapters" -}}
+{{- $adapters := list .Values.notifier.smsAdapter .Values.notifier.emailAdapter }}
+{{- $notifierEnv := .Values.notifier.env | default dict }}
+{{- if and (has "webhook" $adapters) (not (or .Values.notifier.webhookUrl (hasKey $notifierEnv "NOTIFIER_WEBHOOK_URL"))) }}
+{{- fail "notifier.webhookUrl is required with the webhook adapter (notifier.smsAdapter or emailAdapter): where the notifier posts each message (its token goes in notifier.existingSecret); without it every notifier pod would refuse to start. Or set notifier.enabled=false and run a notifier of your own" }}
+{{- end }}
+{{- if and (has "smtp" $adapters) (not (or .Values.notifier.smtpFrom (hasKey $notifierEnv "NOTIFIER_SMTP_FROM"))) }}
+{{- fail "notifier.smtpFrom is required with the smtp adapter: the From address of the emails (NOTIFIER_SMTP_URL goes in notifier.existingSecret); without it every notifier pod would refuse to start. Or set notifier.enabled=false and run a notifier of your own" }}
+{{- end }}
+{{- end }}

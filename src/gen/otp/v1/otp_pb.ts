@@ -39,7 +39,9 @@ export type SendRequest = Message<"otp.v1.SendRequest"> & {
   destination: string;
 
   /**
-   * The end user's IP address, for per-IP limits (optional).
+   * The end user's IP address, for per-IP limits (SEND_LIMIT_IP). Optional,
+   * but without it a backend's Sends have no per-IP limit at all: pass it
+   * from any form the public can reach. (Public clients' IP is the peer's.)
    *
    * @generated from field: string client_ip = 4;
    */
@@ -187,8 +189,10 @@ export type VerifyRequest = Message<"otp.v1.VerifyRequest"> & {
    * same answer, counting nothing (a client retry after a timeout or
    * UNAVAILABLE), until that verification's expires_at, even if a newer Send
    * replaced it since (verification_id then names the one it was about). The
-   * same key with another target, code or context is INVALID_ARGUMENT
-   * (IDEMPOTENCY_KEY_REUSED).
+   * key is bound to its target: the same key with another target is
+   * INVALID_ARGUMENT (IDEMPOTENCY_KEY_REUSED). It is not bound to the code: the
+   * same key with another code or context is a new attempt, counted as any
+   * other (one key per submitted code keeps retries from counting twice).
    *
    * @generated from field: string idempotency_key = 6;
    */

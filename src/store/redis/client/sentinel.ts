@@ -1,10 +1,25 @@
-import { createSentinel } from "redis";
+import { createSentinel, ErrorReply } from "redis";
 import type { HostPort } from "./topology.js";
 import { nodeClientOptions, type RedisReply, type Transport, type TransportOptions } from "./transport.js";
 
 // Redis Sentinel (REDIS_SENTINELS + REDIS_SENTINEL_MASTER): node-redis asks the
 // Sentinels for the master, follows their switch-master notices, and retries a
 // command that met a demoted master (READONLY) on the new one.
+//
+// It would also run a command again, on a master it looks up anew, whenever the
+// command failed and the master connection is no longer ready (its execute():
+// "rediscover and retry"): a connection that closed after the command was
+// written, so a script that may well have run (a code consumed, an attempt
+// counted, a budget spent) would run a second time behind the caller's back and
+// answer NOT_FOUND for a right code, or count a wrong one twice. Such an
+// outcome is unknown, and unknown answers UNAVAILABLE (the caller retries,
+// safely with its idempotency key), as with one node and with Cluster, which
+// never resend a written command. So every command goes to the master's own
+// client through a function that never rejects: node-redis sees success, and
+// the failure is thrown here, outside its retry loop. READONLY alone is left to
+// node-redis: the master became a replica and refused the command's first
+// write, so nothing changed and running it on the new master is the failover
+// working.
 
 export async function connectSentinel(
   sentinels: HostPort[], masterName: string, options: TransportOptions,
@@ -37,26 +52,44 @@ export async function connectSentinel(
     ready = true;
     options.events.ready(masterName);
   });
-  // The master connection's own errors come as "client-error" (node-redis
-  // emits "error" for them only with passthroughClientErrorEvents): a master
-  // connection that fails is a lost connection, reported once, and ready again
-  // when a failover names another master or the master answers a readiness
-  // PING. A master that dies outright gives no error at all (node-redis holds
-  // the commands until the Sentinels name a new master), so a failover itself
-  // reports the old master's connection lost, then the new one ready.
+  // The master connection's own errors never reach these listeners:
+  // RedisSentinel keeps its master client's "client-error" events inside
+  // (it passes on only "error", its lifecycle and "topology-change"). So the
+  // master's client is watched here, from the first command sent on it (every
+  // call is one): a connection that closes (killed by the master, an idle
+  // timeout, a network error, the master dying) is a lost connection, reported
+  // once per connection, and ready again when the client reconnects (or
+  // node-redis replaces it), when a failover names
+  // another master, or when the master answers a readiness PING. A failover
+  // itself reports the old master's connection lost (if nothing did yet), then
+  // the new one ready.
   let lostMaster: string | undefined;
-  sentinel.on("client-error", (event: { type?: string; node?: HostPort; error?: unknown }) => {
-    options.events.error(event.error);
-    if (event.type !== "MASTER" || !event.node) return;
-    const address = `${event.node.host}:${event.node.port}`;
-    if (lostMaster === address) return;
-    lostMaster = address;
-    options.events.lost(address, event.error);
-  });
   const masterAnswers = (address: string) => {
     if (lostMaster === undefined) return;
     lostMaster = undefined;
     options.events.ready(address);
+  };
+  const watched = new WeakSet<MasterClient>();
+  const watch = (client: MasterClient) => {
+    if (watched.has(client)) return;
+    watched.add(client);
+    const address = addressOf(client.options?.socket);
+    // node-redis runs a command only on a ready client: a new one (node-redis
+    // replaced a lost one) serves, so a loss reported before is over.
+    let up = true;
+    masterAnswers(address);
+    client.on("error", (err: unknown) => {
+      options.events.error(err);
+      if (!up) return;
+      up = false;
+      lostMaster = address;
+      options.events.lost(address, err);
+    });
+    client.on("ready", () => {
+      if (up) return;
+      up = true;
+      masterAnswers(address);
+    });
   };
   // The first MASTER_CHANGE is the master found at start-up; later ones are failovers.
   let master: string | undefined;
@@ -72,14 +105,38 @@ export async function connectSentinel(
     master = now;
   });
 
-  const send = (args: readonly string[]) => sentinel.sendCommand<RedisReply>(false, args as string[]);
+  // Once on the master's client: a failure comes back as a value, so node-redis
+  // never runs it again (above), unless `refused` says nothing ran.
+  const once = async <T>(attempt: (master: MasterClient) => Promise<T>, refused: (error: unknown) => boolean): Promise<T> => {
+    const outcome = await sentinel._execute(false, (master) => {
+      watch(master);
+      return attempt(master).then(
+        (value): Outcome<T> => ({ ok: true, value }),
+        (error: unknown): Outcome<T> => {
+          if (refused(error)) throw error;
+          return { ok: false, error };
+        },
+      );
+    });
+    if (!outcome.ok) throw outcome.error;
+    return outcome.value;
+  };
+  const send = (args: readonly string[]) => once((master) => master.sendCommand<RedisReply>(args as string[], commandOptions), refusedByReplica);
   const transport: Transport = {
     send: (_key, args) => send(args),
-    // One batch on the master connection: both commands are written together, in order.
-    pipeline: async (_key, commands) => {
-      const batch = sentinel.multi();
-      for (const c of commands) batch.addCommand(false, c);
-      return (await batch.execAsPipeline()) as unknown as RedisReply[];
+    // sendCommand queues synchronously: the commands go out together, in order,
+    // on the master's one connection. Only the first one's (the script's)
+    // READONLY says nothing ran: a later one's means the master was demoted
+    // after the script had run on it.
+    pipeline: (_key, commands) => {
+      let scriptRefused = false;
+      return once((master) => {
+        const sent = commands.map((c) => master.sendCommand<RedisReply>(c, commandOptions));
+        scriptRefused = false;
+        // Registered before Promise.all's own handlers: set before a rejection of it is seen.
+        sent[0]?.catch((err: unknown) => (scriptRefused = refusedByReplica(err)));
+        return Promise.all(sent);
+      }, () => scriptRefused);
     },
     pingAll: async () => {
       const ok = (await send(["PING"])) === "PONG";
@@ -92,4 +149,23 @@ export async function connectSentinel(
     destroy: () => void sentinel.destroy(),
   };
   return { transport, connecting: sentinel.connect() };
+}
+
+/** What is used of the master's own client (node-redis's RedisClient). */
+interface MasterClient {
+  sendCommand<T>(args: string[], options?: { timeout?: number }): Promise<T>;
+  on(event: "error" | "ready", listener: (err: unknown) => void): unknown;
+  readonly options?: { socket?: unknown };
+}
+
+/** host:port of a node client's socket options (node-redis sets them from the master the Sentinels named). */
+function addressOf(socket: unknown): string {
+  const { host, port } = (socket ?? {}) as { host?: unknown; port?: unknown };
+  return `${String(host)}:${String(port)}`;
+}
+type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** A demoted master refused the write (READONLY): nothing ran, so node-redis may send it to the new master. */
+function refusedByReplica(err: unknown): boolean {
+  return err instanceof ErrorReply && err.message.startsWith("READONLY");
 }
