@@ -249,7 +249,7 @@ export class OpenCalls {
     if (now - this.#lastLog >= LOG_EVERY_MS) {
       this.log.warn(
         { reason, refused: this.#refusedSinceLog, openCalls: this.#open, maxOpenCalls: this.max, streamingCalls: this.#streaming, maxStreamingCalls: this.#lifetimes.maxStreaming },
-        "refusing calls or connections: the process is at its bound (OTP_MAX_OPEN_CALLS / OTP_MAX_CONNECTIONS)",
+        "refusing calls or connections: the process is at a bound (OTP_MAX_OPEN_CALLS, its streaming quota, or OTP_MAX_CONNECTIONS)",
       );
       this.#lastLog = now;
       this.#refusedSinceLog = 0;
