@@ -448,7 +448,12 @@ async function untilServed(admin: Admin, topics: string[], timeoutMs = 15_000): 
  * a typo in a topic name should fail, not create an empty topic.
  */
 export function groupConsumer(kafka: Kafka, groupId: string): Consumer {
-  return watchBrokers(kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: 30_000, heartbeatInterval: 3_000 }));
+  // A member that dies (SIGKILL, OOM, a lost node) keeps its partitions until
+  // the broker gives up on its heartbeats: with kafkajs's 30 s, a notifier's
+  // crash held a third of the codes for up to 35 s, past when users press
+  // "resend". 10 s (heartbeats every 2 s, the broker's minimum is 6 s);
+  // eachMessage handlers return quickly or heartbeat while they wait.
+  return watchBrokers(kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: 10_000, heartbeatInterval: 2_000 }));
 }
 
 /**
