@@ -27,7 +27,7 @@ import { serveHealthPort } from "./health-port.js";
 import { ServerCertificates } from "./server-certificates.js";
 import { GrpcHealth } from "./transport/grpc/health.js";
 import { listenGrpc, type GrpcListener } from "./transport/grpc/server.js";
-import { OpenCalls } from "./transport/open-calls.js";
+import { lifetimesFor, OpenCalls } from "./transport/open-calls.js";
 
 // Builds the whole service from a validated Config: store, core, both
 // listeners, and the readiness that drives /readyz and grpc.health.v1.
@@ -125,7 +125,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       tls.watch(config.tlsReloadCheckMs);
       cleanups.push(async () => tls.stop());
     }
-    const openCalls = new OpenCalls(config.maxOpenCalls, log, (reason) => metrics.refused("", reason));
+    const openCalls = new OpenCalls(config.maxOpenCalls, lifetimesFor(requestTimeoutMs, config.redisCommandTimeoutMs, config.maxOpenCalls), log, (reason) => metrics.refused("", reason));
     const grpc: GrpcListener = await binding("GRPC_PORT", config.host, listenGrpc({
       host: config.host, port: config.grpcPort, tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, metrics,
     }));
@@ -217,7 +217,7 @@ export async function buildStore(config: Config, log: Logger): Promise<Verificat
 }
 
 /** A port that cannot be bound (EADDRINUSE, EACCES...) names its variable; an address that cannot be listened on, HOST. */
-async function binding<T>(variable: string, host: string, listening: Promise<T>): Promise<T> {
+async function binding<T>(variable: string, host: string | undefined, listening: Promise<T>): Promise<T> {
   try {
     return await listening;
   } catch (err) {

@@ -56,7 +56,8 @@ export interface Secret {
 
 export interface Config {
   production: boolean;
-  host: string;
+  /** HOST; undefined: every address (Node's default: IPv6 and IPv4 where the machine has IPv6). */
+  host: string | undefined;
   grpcPort: number;
   httpPort: number;
   /** OTP_HEALTH_PORT: /healthz and /readyz alone, for the orchestrator (src/health-port.ts); undefined: "off" (the default). */
@@ -213,7 +214,9 @@ export function loadConfig(env: Env = process.env): Config {
 
   return {
     production,
-    host: env.HOST ?? "0.0.0.0",
+    // Unset: every address, IPv6 and IPv4 where the machine has IPv6 (Node's default), else IPv4's. A fixed
+    // 0.0.0.0 left an IPv6-only pod (EKS, GKE in IPv6 mode) unreachable with nothing in the log saying why.
+    host: optional(env, "HOST"),
     grpcPort: int(env, "GRPC_PORT", 50051, 0, 65_535),
     httpPort: int(env, "HTTP_PORT", 8080, 0, 65_535),
     // Off unless set: a port the operator did not ask for would surprise a container that already uses it.

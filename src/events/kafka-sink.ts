@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import { disconnectWithin, idempotentProducer, kafkaClient, produce, ensureTopics, type KafkaAccess, type KafkaObserver, type Producer } from "./kafka/client.js";
+import { connectWithin, disconnectWithin, idempotentProducer, kafkaClient, KafkaConnectTimeout, produce, ensureTopics, type KafkaAccess, type KafkaObserver, type Producer } from "./kafka/client.js";
 import type { EventRecord, EventSink } from "./sink.js";
 import type { TopicReplication } from "./topic-replication.js";
 import { PUBLISH_TIMEOUT_MS } from "./publish-timeout.js";
@@ -111,27 +111,41 @@ export class KafkaSink implements EventSink {
     if (this.connecting) return this.connecting;
     const generation = this.generation;
     this.connecting = (async () => {
-      const { brokers, access, logger, clientId = "otp-service", replication, observer } = this.settings;
-      const kafka = kafkaClient({ brokers, access, clientId, logger, observer });
-      // Once per sink: a reconnect after a failed send (a broker lost) needs no
-      // admin round, and should not depend on the rest of the cluster's topics.
-      if (!this.topicsEnsured) {
-        await ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger });
-        this.topicsEnsured = true;
+      // A seed that does not answer in time (a hung broker) is passed over: the
+      // next client starts from another one (kafka/seeds.ts). Until this
+      // publish's deadline gives the attempt up.
+      for (;;) {
+        try {
+          return await this.connectOnce(generation);
+        } catch (err) {
+          if (!(err instanceof KafkaConnectTimeout) || this.closed || this.generation !== generation) throw err;
+          this.settings.logger.warn({ err: err.message }, "kafka broker did not answer a connect in time; trying another");
+        }
       }
-      const producer = idempotentProducer(kafka, observer, clientId);
-      await producer.connect();
-      // Closed meanwhile, or given up at a publish deadline (a newer attempt may be under way).
-      if (this.closed || this.generation !== generation) {
-        await producer.disconnect().catch(() => undefined);
-        throw new Error(this.closed ? "kafka sink closed" : "kafka connection attempt given up");
-      }
-      this.producer = producer;
-      return producer;
     })().finally(() => {
       if (this.generation === generation) this.connecting = undefined;
     });
     return this.connecting;
+  }
+
+  private async connectOnce(generation: number): Promise<Producer> {
+    const { brokers, access, logger, clientId = "otp-service", replication, observer } = this.settings;
+    const kafka = kafkaClient({ brokers, access, clientId, logger, observer });
+    // Once per sink: a reconnect after a failed send (a broker lost) needs no
+    // admin round, and should not depend on the rest of the cluster's topics.
+    if (!this.topicsEnsured) {
+      await ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger });
+      this.topicsEnsured = true;
+    }
+    const producer = idempotentProducer(kafka, observer, clientId);
+    await connectWithin(kafka, producer);
+    // Closed meanwhile, or given up at a publish deadline (a newer attempt may be under way).
+    if (this.closed || this.generation !== generation) {
+      await producer.disconnect().catch(() => undefined);
+      throw new Error(this.closed ? "kafka sink closed" : "kafka connection attempt given up");
+    }
+    this.producer = producer;
+    return producer;
   }
 
   /** Waits a little for a send in flight (it may be retrying through an outage), then disconnects. */

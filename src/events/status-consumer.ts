@@ -4,7 +4,7 @@ import { DeliveryOutcome, DeliveryStatusSchema, type DeliveryStatus } from "../g
 import type { VerificationIds } from "../otp/verification-id.js";
 import type { VerificationStore } from "../store/store.js";
 import {
-  CONSUMER_RETRY, disconnectWithin, ensureTopics, groupConsumer, headersOf, kafkaClient, type Consumer, type EachMessagePayload, type KafkaAccess, type KafkaObserver,
+  CONSUMER_RETRY, connectedGroupConsumer, disconnectWithin, ensureTopics, headersOf, kafkaClient, type Consumer, type EachMessagePayload, type KafkaAccess, type KafkaObserver,
 } from "./kafka/client.js";
 import { STATUS_MAC_HEADER, type StatusMac } from "./status-mac.js";
 import type { TopicReplication } from "./topic-replication.js";
@@ -48,7 +48,8 @@ const BACKOFF_MAX_MS = 5_000;
 const RESTART_DELAY_MS = 5_000;
 
 export class DeliveryStatusConsumer {
-  private readonly consumer: Consumer;
+  /** A new one for each (re)start (kafka/client.ts connected). */
+  private consumer: Consumer | undefined;
   private readonly kafka: ReturnType<typeof kafkaClient>;
   private readonly topic: string;
   private readonly abort = new AbortController();
@@ -60,19 +61,11 @@ export class DeliveryStatusConsumer {
   constructor(private readonly options: StatusConsumerOptions) {
     this.topic = options.topic ?? TOPICS.deliveryStatus;
     this.kafka = kafkaClient({ brokers: options.brokers, access: options.access, clientId: "otp-service-status", logger: options.logger, retry: CONSUMER_RETRY, observer: options.observer });
-    this.consumer = groupConsumer(this.kafka, options.groupId ?? "otp-service-status");
   }
 
   /** Resolves once consuming; when Kafka is not there yet, keeps retrying in the background. */
   async start(): Promise<void> {
     this.running = true;
-    this.consumer.on(this.consumer.events.CRASH, (e) => {
-      this.options.logger.error({ err: e.payload.error.message, restart: e.payload.restart }, "delivery status consumer crashed");
-      this.options.observer?.trouble("consumer_crash", "otp-service-status");
-      // kafkajs gives up for good on errors it deems fatal: keep trying instead
-      // of silently no longer voiding failed deliveries.
-      if (!e.payload.restart) this.restartLater();
-    });
     try {
       await this.runConsumer();
     } catch (err) {
@@ -86,18 +79,32 @@ export class DeliveryStatusConsumer {
     clearTimeout(this.restartTimer);
     this.abort.abort();
     // Bounded: a join under way (a crashed predecessor still listed in the group) would hold the shutdown.
-    if (!(await disconnectWithin(this.consumer, DISCONNECT_WAIT_MS))) {
+    if (this.consumer && !(await disconnectWithin(this.consumer, DISCONNECT_WAIT_MS))) {
       this.options.logger.warn("delivery status consumer stopped before leaving its group; the broker drops it when its session expires");
     }
   }
 
   private async runConsumer(): Promise<void> {
     await ensureTopics(this.kafka, [this.topic], { replication: this.options.replication, logger: this.options.logger });
-    await this.consumer.connect();
+    // The one it replaces (crashed for good, or failed to start) leaves first (bounded, as in stop()).
+    if (this.consumer) await disconnectWithin(this.consumer, DISCONNECT_WAIT_MS).catch(() => undefined);
+    const consumer = await connectedGroupConsumer(this.kafka, this.options.groupId ?? "otp-service-status");
+    this.consumer = consumer;
+    if (!this.running) {
+      await consumer.disconnect();
+      return;
+    }
+    consumer.on(consumer.events.CRASH, (e) => {
+      this.options.logger.error({ err: e.payload.error.message, restart: e.payload.restart }, "delivery status consumer crashed");
+      this.options.observer?.trouble("consumer_crash", "otp-service-status");
+      // kafkajs gives up for good on errors it deems fatal: keep trying instead
+      // of silently no longer voiding failed deliveries.
+      if (!e.payload.restart && consumer === this.consumer) this.restartLater();
+    });
     // A new group starts at the beginning: reports written before the first
     // start still count (old ones find nothing live to void).
-    await this.consumer.subscribe({ topics: [this.topic], fromBeginning: true });
-    await this.consumer.run({ eachMessage: (p) => this.handle(p) });
+    await consumer.subscribe({ topics: [this.topic], fromBeginning: true });
+    await consumer.run({ eachMessage: (p) => this.handle(p) });
   }
 
   private restartLater(): void {

@@ -6,9 +6,9 @@ import { DeliveryCanceledSchema, DeliveryOutcome } from "../gen/otp/events/v1/ev
 import { KafkaSink } from "../events/kafka-sink.js";
 import {
   CONSUMER_RETRY,
+  connectedGroupConsumer,
   ensureTopics,
   disconnectWithin,
-  groupConsumer,
   headersOf,
   kafkaClient,
   type Consumer,
@@ -91,7 +91,8 @@ const RESTART_DELAY_MS = 5_000;
 
 export class Notifier {
   private readonly topics: NotifierTopics;
-  private readonly consumer: Consumer;
+  /** A new one for each (re)start (events/kafka/client.ts connected). */
+  private consumer: Consumer | undefined;
   private readonly kafka: ReturnType<typeof kafkaClient>;
   private readonly sink: KafkaSink;
   private readonly sealer: Sealer;
@@ -122,7 +123,6 @@ export class Notifier {
     this.topics = options.topics ?? { delivery: TOPICS.delivery, status: TOPICS.deliveryStatus, deadLetter: TOPICS.deadLetter };
     const observer = options.kafkaObserver;
     this.kafka = kafkaClient({ brokers: config.brokers, access: config.kafkaAccess, clientId: "otp-notifier", logger, retry: CONSUMER_RETRY, observer });
-    this.consumer = groupConsumer(this.kafka, config.groupId);
     this.sink = new KafkaSink({ brokers: config.brokers, access: config.kafkaAccess, logger, clientId: "otp-notifier-results", replication: config.replication, observer });
     this.sealer = new Sealer(config.sealKeys);
     this.statusMac = new StatusMac(config.sealKeys);
@@ -137,28 +137,36 @@ export class Notifier {
   async start(): Promise<void> {
     const { config, logger } = this.options;
     await ensureTopics(this.kafka, [this.topics.delivery, this.topics.status, this.topics.deadLetter], { replication: config.replication, logger });
-    // A new generation re-reads from the committed offsets, so progress
-    // tracked under the old one must not be committed over it.
-    this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
-      this.trackers = new Map();
-    });
-    this.consumer.on(this.consumer.events.CRASH, (e) => {
-      logger.error({ err: e.payload.error.message, restart: e.payload.restart }, "kafka consumer crashed");
-      this.options.kafkaObserver?.trouble("consumer_crash", "otp-notifier");
-      // kafkajs gives up for good on errors it deems fatal; a notifier that
-      // silently stopped consuming would be worse than one that keeps trying.
-      if (!e.payload.restart) this.restartLater();
-    });
     await this.runConsumer();
     this.commitTimer = setInterval(() => void this.commit(), config.commitIntervalMs);
   }
 
   private async runConsumer(): Promise<void> {
-    await this.consumer.connect();
+    const { config, logger } = this.options;
+    // The one it replaces (crashed for good) leaves first (bounded, as in stop()).
+    if (this.consumer) await disconnectWithin(this.consumer, 2_000).catch(() => undefined);
+    const consumer = await connectedGroupConsumer(this.kafka, config.groupId);
+    this.consumer = consumer;
+    if (this.stopping) {
+      await consumer.disconnect();
+      return;
+    }
+    // A new generation re-reads from the committed offsets, so progress
+    // tracked under the old one must not be committed over it.
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      this.trackers = new Map();
+    });
+    consumer.on(consumer.events.CRASH, (e) => {
+      logger.error({ err: e.payload.error.message, restart: e.payload.restart }, "kafka consumer crashed");
+      this.options.kafkaObserver?.trouble("consumer_crash", "otp-notifier");
+      // kafkajs gives up for good on errors it deems fatal; a notifier that
+      // silently stopped consuming would be worse than one that keeps trying.
+      if (!e.payload.restart && consumer === this.consumer) this.restartLater();
+    });
     // From the beginning for a new group: deliveries queued before the first
     // notifier ran are still sent (expired ones are reported, not sent).
-    await this.consumer.subscribe({ topics: [this.topics.delivery], fromBeginning: true });
-    await this.consumer.run({ autoCommit: false, eachMessage: (payload) => this.accept(payload) });
+    await consumer.subscribe({ topics: [this.topics.delivery], fromBeginning: true });
+    await consumer.run({ autoCommit: false, eachMessage: (payload) => this.accept(payload) });
   }
 
   private restartLater(): void {
@@ -186,7 +194,7 @@ export class Notifier {
       // Held records stay uncommitted: the next owner (with the key, one hopes) reads them again.
       this.parkAbort.abort();
       try {
-        this.consumer.pause([{ topic: this.topics.delivery }]);
+        this.consumer?.pause([{ topic: this.topics.delivery }]);
       } catch {
         // Not running (start failed): nothing to pause.
       }
@@ -199,7 +207,7 @@ export class Notifier {
       await this.committing;
       await this.commit();
       // Bounded: a join under way (a crashed notifier still listed in the group) would hold the shutdown.
-      if (!(await disconnectWithin(this.consumer, 2_000))) this.options.logger.warn("notifier stopped before leaving its group; the broker drops it when its session expires");
+      if (this.consumer && !(await disconnectWithin(this.consumer, 2_000))) this.options.logger.warn("notifier stopped before leaving its group; the broker drops it when its session expires");
       await this.sink.close();
       await this.claims.close();
       await closeAdapters(this.options.adapters);
@@ -522,7 +530,7 @@ export class Notifier {
       const due = [...this.trackers.values()]
         .map((e) => ({ ...e, next: e.tracker.committable() }))
         .filter((e): e is typeof e & { next: bigint } => e.next !== undefined);
-      if (due.length === 0) return;
+      if (due.length === 0 || !this.consumer) return;
       try {
         await this.consumer.commitOffsets(due.map((e) => ({ topic: e.topic, partition: e.partition, offset: e.next.toString() })));
         for (const e of due) e.tracker.committed = e.next;

@@ -1,11 +1,12 @@
 // First: kafkajs must load with the substituted Encoder and CRC-32C (encoding.ts).
 import "./encoding.js";
 import "./throttle-checks.js";
-import { CompressionTypes, Kafka, logLevel, type ConfigResourceTypes, type Consumer, type Producer, type Admin, type IHeaders, type KafkaMessage, type EachMessagePayload, type RecordMetadata } from "kafkajs";
+import { CompressionTypes, Kafka, logLevel, type ConfigResourceTypes, type Consumer, type Producer, type Admin, type IHeaders, type KafkaMessage, type EachMessagePayload, type RecordMetadata, type RequestEvent, type RequestTimeoutEvent } from "kafkajs";
 import type { Logger } from "pino";
 import type { TopicReplication } from "../topic-replication.js";
 import { keyPartitioner, partitionOf } from "./partitioner.js";
 import { connectionOptions, type KafkaAccess } from "./access.js";
+import { brokerAnswered, CONNECT_TIMEOUT_MS, nextSeed, suspectBroker } from "./seeds.js";
 
 // The only module that imports kafkajs (unmaintained since 2023): everything
 // else speaks in EventRecords, so the client can be swapped here alone.
@@ -60,11 +61,22 @@ export const PRODUCER_RETRY = { retries: 10, initialRetryTime: 250, maxRetryTime
 // distinct message at most this often (metrics still count every one).
 const LOG_EVERY_MS = 10_000;
 
+// The seed each client (producer, consumer, admin) of a Kafka object was last given (seeds.ts), and its broker list.
+const lastSeed = new WeakMap<Kafka, string>();
+const seedList = new WeakMap<Kafka, readonly string[]>();
+
 export function kafkaClient(s: KafkaSettings): Kafka {
   const log = kafkaLog(s);
-  return new Kafka({
+  const brokers = [...s.brokers];
+  const kafka: Kafka = new Kafka({
     clientId: s.clientId,
-    brokers: s.brokers,
+    // Called for each seed a client connects to; one broker at a time, chosen
+    // by seeds.ts (kafkajs would take the list's first entry every time).
+    brokers: () => {
+      const seed = nextSeed(brokers);
+      lastSeed.set(kafka, seed);
+      return [seed];
+    },
     ...connectionOptions(s.access),
     connectionTimeout: 3_000,
     requestTimeout: 10_000,
@@ -73,6 +85,87 @@ export function kafkaClient(s: KafkaSettings): Kafka {
     logLevel: logLevel.WARN,
     logCreator: () => log,
   });
+  seedList.set(kafka, brokers);
+  return kafka;
+}
+
+/** A connect that took longer than CONNECT_TIMEOUT_MS: given up, its seed passed over for a while (seeds.ts). */
+export class KafkaConnectTimeout extends Error {
+  override readonly name = "KafkaConnectTimeout";
+}
+
+/** What connectWithin and watchBrokers use of a producer, consumer or admin (kafkajs types each `on` by its own event names). */
+interface Member {
+  connect(): Promise<void>;
+  disconnect(): Promise<void>;
+  events: { REQUEST: string; REQUEST_TIMEOUT: string };
+  on(event: string, listener: (e: RequestEvent | RequestTimeoutEvent) => void): () => void;
+}
+
+/**
+ * `member.connect()`, given up after `ms`: a seed that hangs (accepts the
+ * connection, answers nothing) would hold kafkajs's connect for its request
+ * timeout on every retry. Its seed, unless it answered meanwhile (a connect
+ * can also wait on another broker: the producer id comes from any of them), is
+ * then passed over by the next client (seeds.ts), and the member disconnected,
+ * also once kafkajs's own attempt ends (it may still succeed, and must not
+ * stay connected unused). The caller connects a new client.
+ */
+export async function connectWithin(kafka: Kafka, client: Producer | Consumer | Admin, ms = CONNECT_TIMEOUT_MS): Promise<void> {
+  const member = client as unknown as Member;
+  const answered = new Set<string>();
+  const stopWatching = member.on(member.events.REQUEST, (e) => answered.add(e.payload.broker));
+  let timer: NodeJS.Timeout | undefined;
+  const connecting = member.connect();
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new KafkaConnectTimeout(`kafka connect did not complete within ${ms} ms`)), ms);
+  });
+  try {
+    await Promise.race([connecting, limit]);
+  } catch (err) {
+    if (err instanceof KafkaConnectTimeout) {
+      const seed = lastSeed.get(kafka);
+      if (seed && !answered.has(seed)) suspectBroker(seed);
+      const drop = (): Promise<void> => member.disconnect().catch(() => undefined);
+      void drop();
+      void connecting.then(drop, drop);
+    }
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    stopWatching();
+  }
+}
+
+/**
+ * A member made by `make`, connected: when a connect is given up
+ * (connectWithin), a new member tries the next seed, once per broker listed.
+ * kafkajs keeps a member's first seed for good (brokerPool.js: it is replaced
+ * only on a refused connection), so a member whose seed hung is not reused.
+ */
+export async function connected<T extends Producer | Consumer | Admin>(kafka: Kafka, make: () => T): Promise<T> {
+  const tries = Math.max(1, seedList.get(kafka)?.length ?? 1);
+  for (let attempt = 1; ; attempt++) {
+    const member = make();
+    try {
+      await connectWithin(kafka, member);
+      return member;
+    } catch (err) {
+      if (!(err instanceof KafkaConnectTimeout) || attempt >= tries) throw err;
+    }
+  }
+}
+
+/**
+ * Every producer, consumer and admin of ours reports to seeds.ts which
+ * brokers answer: a request that timed out marks its broker as one that may
+ * hang, an answer clears it.
+ */
+function watchBrokers<T extends Producer | Consumer | Admin>(client: T): T {
+  const member = client as unknown as Member;
+  member.on(member.events.REQUEST_TIMEOUT, (e) => suspectBroker(e.payload.broker));
+  member.on(member.events.REQUEST, (e) => brokerAnswered(e.payload.broker));
+  return client;
 }
 
 /**
@@ -83,20 +176,30 @@ export function kafkaClient(s: KafkaSettings): Kafka {
 export function kafkaLog(s: Pick<KafkaSettings, "clientId" | "logger" | "observer">): (entry: { namespace: string; log: object }) => void {
   const lastLogged = new Map<string, number>();
   return ({ namespace, log }) => {
-    const { message: raw, broker, retryCount } = log as { message?: unknown; broker?: string; retryCount?: number };
+    const { message: raw, broker, retryCount, error: cause } = log as { message?: unknown; broker?: string; retryCount?: number; error?: unknown };
     const message = typeof raw === "string" ? raw : raw instanceof Error ? `${raw.name}: ${raw.message}` : String(raw);
     // We bound the idempotent producer's retries on purpose (PRODUCER_RETRY):
     // a producer whose send failed is discarded, never reused (see produce).
     if (message.startsWith("Limiting retries for the idempotent producer")) return;
+    // A group or transaction coordinator still being chosen or loaded: what
+    // every client meets on its first requests to a fresh cluster, retried by
+    // kafkajs. Counted as trouble it put an error on every start-up's first
+    // scrape; if it lasts, what it stops (a publish, a consumer) fails and is counted.
+    if (namespace === "Connection" && typeof cause === "string" && COORDINATOR_STARTING.test(cause)) return;
     s.observer?.trouble(troubleOf(namespace, retryCount), s.clientId);
     const key = `${namespace}:${message}`;
     const now = Date.now();
     if (now - (lastLogged.get(key) ?? 0) < LOG_EVERY_MS) return;
     lastLogged.set(key, now);
     if (lastLogged.size > 1_000) lastLogged.clear();
-    s.logger.warn({ kafka: message, namespace, broker, retry: retryCount, client: s.clientId }, "kafka client");
+    // `error`: the broker's answer to a failed request ("Response InitProducerId" alone says nothing).
+    const error = typeof cause === "string" ? cause : undefined;
+    s.logger.warn({ kafka: message, error, namespace, broker, retry: retryCount, client: s.clientId }, "kafka client");
   };
 }
+
+// kafkajs's texts for GROUP_COORDINATOR_NOT_AVAILABLE, GROUP_LOAD_IN_PROGRESS and NOT_COORDINATOR_FOR_GROUP (src/protocol/error.js).
+const COORDINATOR_STARTING = /^(?:The group coordinator is not available|The coordinator is loading and hence can't process requests|This is not the correct coordinator for this group)/;
 
 function troubleOf(namespace: string, retryCount: number | undefined): KafkaTrouble {
   if (namespace === "Connection" || namespace === "BrokerPool") return "connection";
@@ -137,6 +240,7 @@ export function idempotentProducer(kafka: Kafka, observer?: KafkaObserver, clien
     },
   });
   partitionCounts.set(producer, counts);
+  watchBrokers(producer);
   if (observer) producer.on(producer.events.REQUEST_TIMEOUT, () => observer.trouble("request_timeout", clientId));
   return producer;
 }
@@ -216,8 +320,7 @@ export interface TopicOptions {
  */
 export async function ensureTopics(kafka: Kafka, topics: string[], options: TopicOptions = {}): Promise<string[]> {
   const { replication, partitions = 3, logger } = options;
-  const admin = kafka.admin();
-  await admin.connect();
+  const admin = await connected(kafka, () => watchBrokers(kafka.admin()));
   try {
     const existing = new Set(await topicNames(kafka, admin, topics));
     const missing = topics.filter((t) => !existing.has(t));
@@ -286,8 +389,7 @@ async function topicNames(kafka: Kafka, admin: Admin, ours: string[]): Promise<s
     // a missing one would then fail the creation that follows.
     const found: string[] = [];
     for (const topic of ours) {
-      const probe = kafka.admin();
-      await probe.connect();
+      const probe = await connected(kafka, () => watchBrokers(kafka.admin()));
       try {
         const known = await probe.fetchTopicMetadata({ topics: [topic] }).then(
           () => true,
@@ -346,7 +448,20 @@ async function untilServed(admin: Admin, topics: string[], timeoutMs = 15_000): 
  * a typo in a topic name should fail, not create an empty topic.
  */
 export function groupConsumer(kafka: Kafka, groupId: string): Consumer {
-  return kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: 30_000, heartbeatInterval: 3_000 });
+  // A member that dies (SIGKILL, OOM, a lost node) keeps its partitions until
+  // the broker gives up on its heartbeats: with kafkajs's 30 s, a notifier's
+  // crash held a third of the codes for up to 35 s, past when users press
+  // "resend". 10 s (heartbeats every 2 s, the broker's minimum is 6 s);
+  // eachMessage handlers return quickly or heartbeat while they wait.
+  return watchBrokers(kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: 10_000, heartbeatInterval: 2_000 }));
+}
+
+/**
+ * A group consumer, connected (`connected`): a new one for each start or
+ * restart, as a consumer whose seed hung would ask that broker again.
+ */
+export function connectedGroupConsumer(kafka: Kafka, groupId: string): Promise<Consumer> {
+  return connected(kafka, () => groupConsumer(kafka, groupId));
 }
 
 /**

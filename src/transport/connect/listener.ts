@@ -33,7 +33,8 @@ export interface HttpListener {
 }
 
 export async function listenHttp(options: {
-  host: string;
+  /** undefined: every address. */
+  host: string | undefined;
   port: number;
   /** TLS_*_FILE, when set: the certificate in force, reloaded without a restart. */
   tls: ServerCertificates | undefined;

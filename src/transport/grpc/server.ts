@@ -73,7 +73,8 @@ function tlsServer(certificates: ServerCertificates, handshakeTimeout: number): 
 }
 
 export async function listenGrpc(options: {
-  host: string;
+  /** undefined: every address. */
+  host: string | undefined;
   port: number;
   /** TLS_*_FILE, when set: the certificate in force, reloaded without a restart. */
   tls: ServerCertificates | undefined;
@@ -97,9 +98,18 @@ export async function listenGrpc(options: {
     interceptors: [streamGuards(options.requestTimeoutMs)],
   });
   const otp = otpServiceForGrpc(options.core, options.callerOf, options.log, options.metrics);
-  server.addService(otp.definition, otp.implementation);
-  options.health.addTo(server);
-  addReflection(server);
+  // Every service goes through `services`, which notes the streaming methods'
+  // paths: the open-calls bound gives those a lifetime and a quota of their own.
+  const streaming = new Set<string>();
+  const services: Pick<Server, "addService"> = {
+    addService(service, implementation) {
+      for (const method of Object.values(service)) if (method.requestStream || method.responseStream) streaming.add(method.path);
+      server.addService(service, implementation);
+    },
+  };
+  services.addService(otp.definition, otp.implementation);
+  options.health.addTo(services);
+  addReflection(services);
 
   // TLS, when configured, is ours: grpc-js gets plain (already decrypted) HTTP/2.
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
@@ -114,7 +124,7 @@ export async function listenGrpc(options: {
     session.once("close", () => sessions.delete(session));
   });
   // After grpc-js's stream handler is attached (by createConnectionInjector), in front of it.
-  for (const http2Server of http2ServersOf(server)) options.openCalls.guardStreams(http2Server);
+  for (const http2Server of http2ServersOf(server)) options.openCalls.guardStreams(http2Server, streaming);
   const listener = options.tls ? tlsServer(options.tls, options.idleMs) : net.createServer();
   const waiting = new Set<Socket>();
   listener.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => {
