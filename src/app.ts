@@ -113,7 +113,11 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     cleanups.push(async () => clearInterval(watch));
 
     const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs, maxConnections } = config;
-    const openCalls = new OpenCalls(config.maxOpenCalls, log, (reason) => metrics.refused("", reason));
+    const openCalls = new OpenCalls(config.maxOpenCalls, log, (reason, call) => {
+      metrics.refused("", reason);
+      // What the caller of a method of ours was answered, before any handler: it counts against the SLO.
+      if (call) metrics.observe(call.method, call.port, "UNAVAILABLE", performance.now());
+    });
     const grpc: GrpcListener = await binding("GRPC_PORT", config.host, listenGrpc({
       host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, metrics,
     }));

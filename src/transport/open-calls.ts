@@ -3,6 +3,8 @@ import type { Http2Server, IncomingHttpHeaders, ServerHttp2Stream } from "node:h
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Server } from "node:net";
 import type { Logger } from "../log.js";
+import { methodOfPath, type MethodName } from "../auth/grants.js";
+import type { Port } from "../metrics.js";
 import { boundConnections } from "./connection-bound.js";
 
 // The process-wide bound on calls open at once, across both ports and every
@@ -17,8 +19,19 @@ import { boundConnections } from "./connection-bound.js";
 // reports UNAVAILABLE), an HTTP/1.1 request gets 503 and its connection is
 // closed. On the success path this is a counter and one shared "close"
 // listener per call.
+// A refused call of a method of ours (its path one of otp.v1.OtpService's) is
+// an answer of that method like any other: UNAVAILABLE, observed with the
+// port it came to (otp_rpc_duration_seconds), so the SLO and its burn alerts
+// see a pod that refuses everyone. Connections refused on accept carry no
+// method: they are counted by reason only.
 
-export type RefusalObserver = (reason: "OPEN_CALLS_LIMIT" | "CONNECTIONS_LIMIT") => void;
+export type RefusalObserver = (reason: "OPEN_CALLS_LIMIT" | "CONNECTIONS_LIMIT", call?: RefusedCall) => void;
+
+/** A call refused at OTP_MAX_OPEN_CALLS: the method it asked for (when it is ours) and the port. */
+export interface RefusedCall {
+  method: MethodName;
+  port: Port;
+}
 
 const LOG_EVERY_MS = 5_000;
 const ignore = (): void => {};
@@ -48,11 +61,11 @@ export class OpenCalls {
    * (grpc-js's, node's compat layer, ours): a stream past the bound is reset
    * and never reaches them. Call once all of them are attached.
    */
-  guardStreams(server: Http2Server): void {
+  guardStreams(server: Http2Server, port: Port): void {
     const listeners = server.listeners("stream") as ((...args: unknown[]) => void)[];
     server.removeAllListeners("stream");
     server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => {
-      if (!this.#admit(headers[":method"], headers[":path"])) {
+      if (!this.#admit(headers[":method"], headers[":path"], port)) {
         // Node reports a stream closed with an error code as an "error" on it; nothing is wrong here.
         stream.on("error", ignore);
         stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
@@ -66,7 +79,7 @@ export class OpenCalls {
   /** The HTTP/1.1 request handler behind the bound: past it, 503 and the connection closed. */
   guardRequests<Req extends IncomingMessage, Res extends ServerResponse>(handler: (req: Req, res: Res) => void): (req: Req, res: Res) => void {
     return (req, res) => {
-      if (!this.#admit(req.method, req.url)) {
+      if (!this.#admit(req.method, req.url, "http")) {
         res.shouldKeepAlive = false;
         res.writeHead(503, { "content-type": "text/plain", "retry-after": "1", connection: "close" });
         res.end("too many open calls\n");
@@ -89,7 +102,7 @@ export class OpenCalls {
     boundConnections(server, max, () => this.#refused("CONNECTIONS_LIMIT"));
   }
 
-  #admit(method: string | undefined, path: string | undefined): boolean {
+  #admit(method: string | undefined, path: string | undefined, port: Port): boolean {
     // The probes and /metrics are answered at once (no body to wait for), so
     // they cannot be held open; an operator and the kubelet still see the
     // process while it refuses calls (a failed liveness probe would restart
@@ -98,12 +111,12 @@ export class OpenCalls {
       this.#open++;
       return true;
     }
-    this.#refused("OPEN_CALLS_LIMIT");
+    this.#refused("OPEN_CALLS_LIMIT", refusedCall(path, port));
     return false;
   }
 
-  #refused(reason: "OPEN_CALLS_LIMIT" | "CONNECTIONS_LIMIT"): void {
-    this.observe?.(reason);
+  #refused(reason: "OPEN_CALLS_LIMIT" | "CONNECTIONS_LIMIT", call?: RefusedCall): void {
+    this.observe?.(reason, call);
     this.#refusedSinceLog++;
     const now = Date.now();
     if (now - this.#lastLog >= LOG_EVERY_MS) {
@@ -115,4 +128,12 @@ export class OpenCalls {
       this.#refusedSinceLog = 0;
     }
   }
+}
+
+/** The refused call's method when the path (an HTTP/1.1 URL may carry a query: Connect GET) is one of ours. */
+function refusedCall(path: string | undefined, port: Port): RefusedCall | undefined {
+  if (path === undefined) return undefined;
+  const query = path.indexOf("?");
+  const method = methodOfPath(query < 0 ? path : path.slice(0, query));
+  return method ? { method, port } : undefined;
 }
