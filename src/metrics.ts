@@ -133,7 +133,7 @@ export class Metrics implements Outcomes, RelayObserver {
     }).set({ component }, 1);
     this.calls = new Histogram({
       name: "otp_rpc_duration_seconds",
-      help: "Time from the handler being called to its answer, by method, port and status code; answers given before a handler ran (a body that does not decode, a call refused at OTP_MAX_OPEN_CALLS) too, timed from when the request was read",
+      help: "Time from the handler being called to its answer, by method, port and status code; answers given before a handler ran too: a body that does not decode (timed from when it was read), a call refused at OTP_MAX_OPEN_CALLS (UNAVAILABLE, 0 s)",
       labelNames: ["method", "port", "code"],
       buckets: BUCKETS,
       registers: [this.registry],
