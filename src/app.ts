@@ -120,7 +120,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     cleanups.push(async () => clearInterval(watch));
 
     const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs, maxConnections } = config;
-    const tls = config.tls ? new ServerCertificates(config.tls, log) : undefined;
+    const tls = config.tls ? new ServerCertificates(config.tls, log, metrics.tls()) : undefined;
     if (tls) {
       tls.watch(config.tlsReloadCheckMs);
       cleanups.push(async () => tls.stop());

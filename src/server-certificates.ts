@@ -22,6 +22,13 @@ import { leafCertificate, readServerTls, type ServerTls } from "./tls-material.j
 
 export type ReloadTrigger = "SIGHUP" | "file change";
 
+/** What metrics see (src/metrics.ts): the certificate in force and each reload's outcome. */
+export interface TlsObserver {
+  /** The notAfter of the certificate new connections get, as Unix seconds. */
+  inForce(notAfterSeconds: number): void;
+  reload(outcome: "reloaded" | "refused"): void;
+}
+
 export class ServerCertificates {
   private inForce: ServerTls;
   private readonly servers = new Set<Server>();
@@ -31,9 +38,10 @@ export class ServerCertificates {
   private failedOnce: string | undefined;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(initial: ServerTls, private readonly log: Logger) {
+  constructor(initial: ServerTls, private readonly log: Logger, private readonly observer?: TlsObserver) {
     this.inForce = initial;
     this.seen = contents(initial);
+    observer?.inForce(notAfterOf(initial));
   }
 
   /** Client certificates are required (TLS_CA_FILE set at start-up; a reload keeps that choice). */
@@ -88,7 +96,7 @@ export class ServerCertificates {
       this.seen = read;
       this.failedOnce = undefined;
       // ConfigError messages name the setting and the path, never the contents.
-      this.log.error({ trigger, reason: (err as Error).message }, "TLS files not reloaded; the certificate in force stays");
+      this.refused(trigger, err);
       return;
     }
     this.failedOnce = undefined;
@@ -102,7 +110,7 @@ export class ServerCertificates {
       for (const server of this.servers) server.setSecureContext(options);
     } catch (err) {
       // Not expected: readServerTls built a secure context from the same options.
-      this.log.error({ trigger, reason: (err as Error).message }, "TLS files not reloaded; the certificate in force stays");
+      this.refused(trigger, err);
       for (const server of this.servers) server.setSecureContext(contextOf(this.inForce));
       return;
     }
@@ -112,7 +120,18 @@ export class ServerCertificates {
       { trigger, certificateSha256: leaf.fingerprint256, notAfter: new Date(leaf.validTo).toISOString() },
       "TLS certificate reloaded; new connections use it",
     );
+    this.observer?.inForce(notAfterOf(next));
+    this.observer?.reload("reloaded");
   }
+
+  private refused(trigger: ReloadTrigger, err: unknown): void {
+    this.log.error({ trigger, reason: (err as Error).message }, "TLS files not reloaded; the certificate in force stays");
+    this.observer?.reload("refused");
+  }
+}
+
+function notAfterOf(tls: ServerTls): number {
+  return Math.floor(Date.parse(leafCertificate(tls.cert).validTo) / 1000);
 }
 
 function contextOf(tls: ServerTls): SecureContextOptions {

@@ -139,6 +139,15 @@ function curlHealthz(port: number, http2: boolean, client?: { cert: string; key:
     `https://127.0.0.1:${port}/healthz`]).toString();
 }
 
+/** One sample of the service's /metrics (over HTTPS, trusting the test CA), or undefined. */
+function metric(port: number, series: string): number | undefined {
+  const text = execFileSync('curl', ['-s', '--max-time', '5', '--cacert', certs.caFile, `https://127.0.0.1:${port}/metrics`]).toString();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+const EXPIRY = 'otp_tls_certificate_expiry_timestamp_seconds';
+const notAfter = (file: string) => Math.floor(Date.parse(new X509Certificate(read(file)).validTo) / 1000);
+
 /** grpc.health.v1 over a new grpc-js channel that trusts the test CA (and presents `client`). */
 async function grpcServing(port: number, client?: { cert: string; key: string }): Promise<boolean> {
   const creds = grpc.credentials.createSsl(read(certs.caFile), client ? read(client.key) : null, client ? read(client.cert) : null);
@@ -173,6 +182,8 @@ describe('TLS certificate reload', () => {
 
     expect(await servedEverywhere(s)).toEqual([before]);
     expect(healthcheck(check)).toEqual({ status: 0, stderr: '' });
+    expect(metric(s.httpPort, EXPIRY)).toBe(notAfter(certs.serverCert));
+    expect(metric(s.httpPort, 'otp_tls_reloads_total{outcome="reloaded"}')).toBe(0);
 
     volume.swap({ 'tls.crt': read(renewed.cert), 'tls.key': read(renewed.key) });
     await until('the renewed certificate on both ports', async () =>
@@ -185,6 +196,9 @@ describe('TLS certificate reload', () => {
     expect(healthcheck(check)).toEqual({ status: 0, stderr: '' });
     expect(logsOf(s, RELOADED).map((l) => l.trigger)).toEqual(['file change']);
     expect(logsOf(s, REFUSED)).toEqual([]);
+    expect(metric(s.httpPort, EXPIRY)).toBe(notAfter(renewed.cert));
+    expect(metric(s.httpPort, 'otp_tls_reloads_total{outcome="reloaded"}')).toBe(1);
+    expect(metric(s.httpPort, 'otp_tls_reloads_total{outcome="refused"}')).toBe(0);
   });
 
   it('mTLS with polling off: SIGHUP puts the renewed certificate and a new client CA bundle in force; the health check passes throughout', { timeout: 90_000 }, async () => {
@@ -278,6 +292,8 @@ describe('TLS certificate reload', () => {
     expect(await servedEverywhere(s)).toEqual([before]);
     expect(healthcheck(check)).toEqual({ status: 0, stderr: '' });
     expect(logsOf(s, RELOADED)).toEqual([]);
+    expect(metric(s.httpPort, 'otp_tls_reloads_total{outcome="refused"}')).toBe(4);
+    expect(metric(s.httpPort, EXPIRY)).toBe(notAfter(certs.serverCert));
     // No line carries a key or a certificate (a line of their base64 bodies).
     const bodies = [renewed.key, renewed.cert, certs.serverKey].map((f) => read(f).toString().split('\n')[1]!);
     expect(s.logs().filter((l) => bodies.some((b) => JSON.stringify(l).includes(b)))).toEqual([]);
@@ -308,6 +324,9 @@ describe('TLS certificate reload', () => {
         seen.add(await served(s.grpcPort, 'h2'));
       }
       expect([...seen]).toEqual([fingerprint(read(renewed.cert))]);
+      // The scrape (summed over the workers by the primary): two reloads; the earliest expiry is the renewed one.
+      expect(metric(s.httpPort, 'otp_tls_reloads_total{outcome="reloaded"}')).toBe(2);
+      expect(metric(s.httpPort, EXPIRY)).toBe(notAfter(renewed.cert));
     } finally {
       await redis.server?.stop();
     }

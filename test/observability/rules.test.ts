@@ -23,7 +23,9 @@ async function promtool(...args: string[]) {
 /** Every series name a metric family exposes (histograms: _bucket, _count, _sum). */
 async function exported(): Promise<Set<string>> {
   const names = new Set<string>();
-  for (const registry of [new Metrics({ count: 0, lagMs: 0 }, "service").registry, new NotifierMetrics().registry]) {
+  const service = new Metrics({ count: 0, lagMs: 0 }, "service");
+  service.tls(); // registered only with TLS on
+  for (const registry of [service.registry, new NotifierMetrics().registry]) {
     for (const m of await registry.getMetricsAsJSON()) {
       names.add(m.name);
       if (String(m.type) === 'histogram') for (const s of ['_bucket', '_count', '_sum']) names.add(m.name + s);
