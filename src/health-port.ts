@@ -16,7 +16,7 @@ import { serveProbe, type Readiness, type ReadinessDetails } from "./transport/c
 const LIMITS: EndpointLimits = { maxConnections: 64, requestTimeoutMs: 5_000, idleMs: 5_000 };
 
 export async function serveHealthPort(options: {
-  host: string;
+  host: string | undefined;
   port: number;
   ready: Readiness;
   readyDetails?: ReadinessDetails;

@@ -7,10 +7,10 @@ import { StartupError } from "./env.js";
 const HOST_CODES = new Set(["EADDRNOTAVAIL", "ENOTFOUND", "EAI_AGAIN", "EAI_FAIL", "EAI_NONAME", "EAFNOSUPPORT"]);
 const PORT_CODES = new Set(["EADDRINUSE", "EACCES", "EPERM"]);
 
-export function listenFailure(err: unknown, portVariable: string, host: string): unknown {
+export function listenFailure(err: unknown, portVariable: string, host: string | undefined): unknown {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   const message = err instanceof Error ? err.message : String(err);
-  if (code !== undefined && HOST_CODES.has(code)) return new StartupError(`HOST (${host}) cannot be listened on: ${message}`);
+  if (code !== undefined && HOST_CODES.has(code)) return new StartupError(`HOST (${host ?? "every address"}) cannot be listened on: ${message}`);
   if (code !== undefined && PORT_CODES.has(code)) return new StartupError(`${portVariable} cannot be bound: ${message}`);
   // "bind" in a cluster worker (the primary binds for it), "listen" otherwise.
   const syscall = (err as NodeJS.ErrnoException | undefined)?.syscall;

@@ -56,6 +56,8 @@ function redactPaths(): string[] {
 
 export interface LoggerOptions {
   level: string;
+  /** The `service` field of every line: which process wrote it (otp-service, otp-relay). */
+  service?: string;
   /** Defaults to stdout. main.ts passes stderr for start-up failures. */
   destination?: DestinationStream;
 }
@@ -82,7 +84,7 @@ export function createLogger(options: LoggerOptions): Logger {
   return pino(
     {
       level: options.level,
-      base: { service: "otp-service" },
+      base: { service: options.service ?? "otp-service" },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: redactPaths(), censor: "[redacted]" },
       serializers: { err: serializeError },

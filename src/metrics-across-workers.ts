@@ -29,8 +29,25 @@ type MetricsAnswer = { otp: "metrics-answer"; id: number; text?: string; error?:
 /** The whole service's metrics could not be gathered: answer 503, never one worker's partial numbers. */
 export class ServiceMetricsUnavailable extends Error {}
 
+/**
+ * The primary's own count, added to every answer: a worker that keeps dying is restarted by the primary,
+ * so the pod's restart count stays 0 and nothing else would show it.
+ */
+export interface PrimaryCounts {
+  workerRestarts(): number;
+}
+
+function primaryText(counts: PrimaryCounts): string {
+  return [
+    "# HELP otp_worker_restarts_total Workers the primary restarted after one died (OTP_WORKERS > 1).",
+    "# TYPE otp_worker_restarts_total counter",
+    `otp_worker_restarts_total ${counts.workerRestarts()}`,
+    "",
+  ].join("\n");
+}
+
 /** In the primary: answer workers' requests for the whole service's metrics. */
-export function answerMetricsRequests(log: Logger): void {
+export function answerMetricsRequests(log: Logger, counts: PrimaryCounts): void {
   let aggregator: Promise<AggregatorRegistry<PrometheusContentType>> | undefined;
   cluster.on("message", (worker: Worker, message: MetricsRequest | undefined) => {
     if (message?.otp !== "metrics-request") return;
@@ -39,7 +56,7 @@ export function answerMetricsRequests(log: Logger): void {
     };
     aggregator ??= import("prom-client").then((prom) => new prom.AggregatorRegistry());
     aggregator.then((registry) => registry.clusterMetrics()).then(
-      (text) => reply({ text }),
+      (text) => reply({ text: `${text.endsWith("\n") ? text : `${text}\n`}${primaryText(counts)}` }),
       (err: unknown) => {
         const reason = err instanceof Error ? err.message : String(err);
         log.warn({ reason }, "metrics not gathered from every worker; the scrape is answered 503");

@@ -12,7 +12,7 @@ export type MetricsEndpoint = PlainEndpoint;
 
 const LIMITS: EndpointLimits = { maxConnections: 64, requestTimeoutMs: 10_000, idleMs: 30_000 };
 
-export async function serveMetricsEndpoint(registry: Registry, host: string, port: number, log: Logger, limits = LIMITS): Promise<MetricsEndpoint> {
+export async function serveMetricsEndpoint(registry: Registry, host: string | undefined, port: number, log: Logger, limits = LIMITS): Promise<MetricsEndpoint> {
   const endpoint = await servePlainEndpoint({
     name: "metrics", host, port, log, limits, notFound: "not found: try /metrics",
     routes: (method, path, res) => {

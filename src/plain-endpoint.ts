@@ -32,7 +32,8 @@ const REFUSAL_LOG_EVERY_MS = 5_000;
 export async function servePlainEndpoint(options: {
   /** What the port is, for log lines ("metrics", "health"). */
   name: string;
-  host: string;
+  /** undefined: every address. */
+  host: string | undefined;
   port: number;
   log: Logger;
   limits: EndpointLimits;

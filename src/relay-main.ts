@@ -23,7 +23,7 @@ import { exitOnCrash, logStartFailure, readConfig, startTracingOrExit, stopOnSig
 
 async function main(): Promise<void> {
   const config = readConfig();
-  const log = createLogger({ level: config.logLevel });
+  const log = createLogger({ level: config.logLevel, service: "otp-relay" });
   exitOnCrash(log);
   warnUnknownSettings(process.env, log);
   for (const warning of kafkaAccessWarnings(config.production && config.kafkaBrokers !== undefined, config.kafkaAccess)) log.warn(warning);

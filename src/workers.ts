@@ -24,8 +24,9 @@ export function superviseWorkers(count: number, graceMs: number, log: Logger): v
   let exitCode = 0;
   let served = false;
   const failures = new Map<number, string>();
+  let restarts = 0;
   const fork = (): Worker => cluster.fork();
-  answerMetricsRequests(log);
+  answerMetricsRequests(log, { workerRestarts: () => restarts });
   cluster.on("message", (worker, message: StartReport | undefined) => {
     if (message?.otp === "started") served = true;
     else if (message?.otp === "start-failed") failures.set(worker.id, message.reason);
@@ -46,7 +47,8 @@ export function superviseWorkers(count: number, graceMs: number, log: Logger): v
       return;
     }
     // `exitCode`, not `code`: the logger redacts that name everywhere (src/log.ts).
-    log.error({ worker: worker.process.pid, exitCode: code, signal }, "worker died; starting another");
+    restarts++;
+    log.error({ worker: worker.process.pid, exitCode: code, signal, restarts }, "worker died; starting another");
     setTimeout(fork, RESTART_DELAY_MS).unref();
   });
   function stop(signal: NodeJS.Signals): void {
@@ -62,7 +64,7 @@ export function superviseWorkers(count: number, graceMs: number, log: Logger): v
   }
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
-  // Pass SIGHUP (reload the clients file) on to every worker.
+  // Pass SIGHUP (reload the clients file and the TLS files) on to every worker.
   process.on("SIGHUP", () => {
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGHUP");
   });

@@ -92,8 +92,9 @@ process.on("SIGINT", () => shutdown("SIGINT"));
 try {
   // First, so a port that cannot be bound stops the notifier before it consumes anything.
   if (config.metricsPort !== undefined) {
-    endpoint = await serveMetricsEndpoint(metrics.registry, "0.0.0.0", config.metricsPort, logger).catch((err: unknown) => {
-      throw listenFailure(err, "NOTIFIER_METRICS_PORT", "0.0.0.0");
+    // Every address (IPv6 and IPv4 where the machine has IPv6), as the service without HOST.
+    endpoint = await serveMetricsEndpoint(metrics.registry, undefined, config.metricsPort, logger).catch((err: unknown) => {
+      throw listenFailure(err, "NOTIFIER_METRICS_PORT", undefined);
     });
   }
   await notifier.start();

@@ -3,62 +3,169 @@ import type { Http2Server, IncomingHttpHeaders, ServerHttp2Stream } from "node:h
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Server } from "node:net";
 import type { Logger } from "../log.js";
+import { methodOfPath, type MethodName } from "../auth/grants.js";
+import type { Port } from "../metrics.js";
 import { boundConnections } from "./connection-bound.js";
 
 // The process-wide bound on calls open at once, across both ports and every
 // connection (OTP_MAX_OPEN_CALLS). Each open call holds ~5 KB of old-space
-// heap until it ends or OTP_REQUEST_TIMEOUT_MS cuts it, and nothing else
-// bounds how many a peer may open: connections x streams per connection.
-// Without this an outsider holding ~28,000 unfinished calls (40 gRPC
-// connections x 1,000 streams, or HTTP/1.1 slowloris) took the process to
-// V8's heap limit and it died. Past the bound a new HTTP/2 stream is reset
-// with REFUSED_STREAM before any handler sees it (nothing was processed: safe
-// for the client to retry; grpc-js retries it once transparently, then
-// reports UNAVAILABLE), an HTTP/1.1 request gets 503 and its connection is
-// closed. On the success path this is a counter and one shared "close"
-// listener per call.
+// heap until it ends, and nothing else bounds how many a peer may open:
+// connections x streams per connection. Without this an outsider holding
+// ~28,000 unfinished calls (40 gRPC connections x 1,000 streams, or HTTP/1.1
+// slowloris) took the process to V8's heap limit and it died. Past the bound
+// a new HTTP/2 stream is reset with REFUSED_STREAM before any handler sees it
+// (nothing was processed: safe for the client to retry; grpc-js retries it
+// once transparently, then reports UNAVAILABLE), an HTTP/1.1 request gets 503
+// and its connection is closed.
+//
+// A bound on how many is worth only as much as the bound on how long: every
+// call admitted here is also cut here once it has been open for its lifetime,
+// whatever phase it is in (request arriving, handler running, answer waiting
+// for a client that never opens its flow-control window), with RST_STREAM
+// CANCEL (HTTP/2) or a closed connection (HTTP/1.1). The phase timers
+// elsewhere (the request timeouts of both ports) stop at half-close, so
+// before this a unary call whose answer the client never let through, and a
+// streaming call (reflection, Health/Watch), held its slot until the
+// connection aged out (30 min): 17 silent connections held all 4,000 slots
+// (probe 9, finding 1). Streaming calls, which only the gRPC port serves,
+// also have a small quota of their own within the bound, so however many
+// are held they never take the unary calls' slots.
+//
+// On the success path this is a counter, one shared "close" listener per
+// call and a slot in an array (~100 ns a call, measured); one sweep a second
+// (not a timer per call, nor a clock read) finds the calls past their lifetime.
 
-export type RefusalObserver = (reason: "OPEN_CALLS_LIMIT" | "CONNECTIONS_LIMIT") => void;
+/** How long an admitted call may hold its slot, and how many streaming calls may hold one. */
+export interface CallLifetimes {
+  /** A unary call: its request (OTP_REQUEST_TIMEOUT_MS), then its handler and answer. */
+  callMs: number;
+  /** A streaming call (server reflection): one session of a tool, not a channel's lifetime. */
+  streamingMs: number;
+  /** Streaming calls open at once, counted within the bound too. */
+  maxStreaming: number;
+}
+
+/**
+ * The lifetimes for a request timeout: a unary call gets the request timeout
+ * for its request and as long again for its handler and its answer, but at
+ * least ten store deadlines (OTP_REDIS_TIMEOUT_MS: a handler's store calls
+ * each have one, so a handler that waits on a slow store is answered, not
+ * cut, however short the request timeout); a streaming call gets the request
+ * timeout (grpcurl's reflection session lasts one command); at most 1/16 of
+ * the bound (at least 1, at most 64) are streaming.
+ */
+export function lifetimesFor(requestTimeoutMs: number, storeTimeoutMs: number, max: number): CallLifetimes {
+  return {
+    callMs: requestTimeoutMs + Math.max(requestTimeoutMs, HANDLER_STORE_DEADLINES * storeTimeoutMs),
+    streamingMs: requestTimeoutMs,
+    maxStreaming: Math.max(1, Math.min(MAX_STREAMING, Math.floor(max / 16))),
+  };
+}
+
+// A refused call of a method of ours (its path one of otp.v1.OtpService's) is
+// an answer of that method like any other: UNAVAILABLE, observed with the
+// port it came to (otp_rpc_duration_seconds), so the SLO and its burn alerts
+// see a pod that refuses everyone. Connections refused on accept carry no
+// method: they are counted by reason only.
+
+export type Refusal = "OPEN_CALLS_LIMIT" | "STREAMING_CALLS_LIMIT" | "CONNECTIONS_LIMIT";
+export type RefusalObserver = (reason: Refusal, call?: RefusedCall) => void;
+
+/** A call refused at OTP_MAX_OPEN_CALLS: the method it asked for (when it is ours) and the port. */
+export interface RefusedCall {
+  method: MethodName;
+  port: Port;
+}
 
 const LOG_EVERY_MS = 5_000;
+const MAX_STREAMING = 64;
+const HANDLER_STORE_DEADLINES = 10;
+const SWEEP_MS = 1_000;
 const ignore = (): void => {};
 const ALWAYS_ANSWERED = new Set(["/healthz", "/readyz", "/metrics"]);
 
+/** An admitted call as the bound sees it: an HTTP/2 stream or an HTTP/1.1 response. */
+type Call = (ServerHttp2Stream | ServerResponse) & { [SLOT]?: number; [STREAMING]?: true };
+/** The call's index in OpenCalls' arrays (-1 once it left them), so its "close" listener can be shared. */
+const SLOT = Symbol("open call slot");
+/** Set on streaming calls only: their quota is released with them. */
+const STREAMING = Symbol("streaming call");
+
 export class OpenCalls {
   #open = 0;
+  #streaming = 0;
   #refusedSinceLog = 0;
   #lastLog = 0;
-  /** Shared by every call: no closure per call. */
-  readonly #release = (): void => {
-    this.#open--;
-  };
+  /**
+   * The calls admitted since the last sweep or still open then, and when each
+   * is due; a call that closes leaves a hole (no reference to it is kept),
+   * which the next sweep drops. Arrays, not a Set: a Set that gains and loses
+   * an entry per call chains its old tables into the old generation
+   * (./http2-stream-tables.ts says how).
+   */
+  readonly #calls: (Call | undefined)[] = [];
+  readonly #due: number[] = [];
+  #sweep: NodeJS.Timeout | undefined;
+  /**
+   * The time of the last sweep (or of the first call since the sweep last
+   * stopped): a call's lifetime counts from there, so no clock is read per
+   * call (Date.now() was a third of this bound's cost per call). A call is
+   * cut within one sweep interval of its lifetime, either side.
+   */
+  #now = 0;
+  readonly #lifetimes: CallLifetimes;
+  /** Shared by every call (`this` is the call): no closure per call. */
+  readonly #release: (this: Call) => void;
 
   constructor(
     readonly max: number,
+    lifetimes: CallLifetimes,
     private readonly log: Logger,
     private readonly observe?: RefusalObserver,
-  ) {}
+  ) {
+    this.#lifetimes = lifetimes;
+    const calls = this.#calls;
+    const released = (streaming: boolean): void => {
+      this.#open--;
+      if (streaming) this.#streaming--;
+    };
+    this.#release = function (this: Call): void {
+      const slot = this[SLOT]!;
+      if (slot >= 0) calls[slot] = undefined;
+      released(this[STREAMING] === true);
+    };
+  }
 
   get open(): number {
     return this.#open;
   }
 
+  /** The lifetimes this bound enforces. */
+  get lifetimes(): CallLifetimes {
+    return this.#lifetimes;
+  }
+
   /**
    * Puts the bound in front of every "stream" listener of an http2 server
    * (grpc-js's, node's compat layer, ours): a stream past the bound is reset
-   * and never reaches them. Call once all of them are attached.
+   * and never reaches them. Call once all of them are attached. A stream
+   * whose path is in `streaming` (the server's streaming methods) counts
+   * against the streaming quota too and has the streaming lifetime.
    */
-  guardStreams(server: Http2Server): void {
+  guardStreams(server: Http2Server, port: Port, streaming?: ReadonlySet<string>): void {
     const listeners = server.listeners("stream") as ((...args: unknown[]) => void)[];
     server.removeAllListeners("stream");
+    const anyStreaming = streaming !== undefined && streaming.size > 0;
     server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => {
-      if (!this.#admit(headers[":method"], headers[":path"])) {
+      const path = headers[":path"];
+      const isStreaming = anyStreaming && path !== undefined && streaming.has(path);
+      if (!this.#admit(headers[":method"], path, isStreaming, port)) {
         // Node reports a stream closed with an error code as an "error" on it; nothing is wrong here.
         stream.on("error", ignore);
         stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
         return;
       }
-      stream.on("close", this.#release);
+      this.#hold(stream, isStreaming);
       for (const listener of listeners) listener.call(server, stream, headers, ...rest);
     });
   }
@@ -66,13 +173,13 @@ export class OpenCalls {
   /** The HTTP/1.1 request handler behind the bound: past it, 503 and the connection closed. */
   guardRequests<Req extends IncomingMessage, Res extends ServerResponse>(handler: (req: Req, res: Res) => void): (req: Req, res: Res) => void {
     return (req, res) => {
-      if (!this.#admit(req.method, req.url)) {
+      if (!this.#admit(req.method, req.url, false, "http")) {
         res.shouldKeepAlive = false;
         res.writeHead(503, { "content-type": "text/plain", "retry-after": "1", connection: "close" });
         res.end("too many open calls\n");
         return;
       }
-      res.on("close", this.#release);
+      this.#hold(res, false);
       handler(req, res);
     };
   }
@@ -89,30 +196,97 @@ export class OpenCalls {
     boundConnections(server, max, () => this.#refused("CONNECTIONS_LIMIT"));
   }
 
-  #admit(method: string | undefined, path: string | undefined): boolean {
+  #admit(method: string | undefined, path: string | undefined, streaming: boolean, port: Port): boolean {
+    if (streaming && this.#streaming >= this.#lifetimes.maxStreaming) {
+      this.#refused("STREAMING_CALLS_LIMIT");
+      return false;
+    }
     // The probes and /metrics are answered at once (no body to wait for), so
     // they cannot be held open; an operator and the kubelet still see the
     // process while it refuses calls (a failed liveness probe would restart
     // it for nothing).
     if (this.#open < this.max || (method === "GET" && path !== undefined && ALWAYS_ANSWERED.has(path))) {
       this.#open++;
+      if (streaming) this.#streaming++;
       return true;
     }
-    this.#refused("OPEN_CALLS_LIMIT");
+    this.#refused("OPEN_CALLS_LIMIT", refusedCall(path, port));
     return false;
   }
 
-  #refused(reason: "OPEN_CALLS_LIMIT" | "CONNECTIONS_LIMIT"): void {
-    this.observe?.(reason);
+  #hold(call: Call, streaming: boolean): void {
+    call[SLOT] = this.#calls.length;
+    if (streaming) call[STREAMING] = true;
+    this.#calls.push(call);
+    if (this.#sweep === undefined) {
+      this.#now = Date.now();
+      // Short lifetimes (tests) are swept more often.
+      const { callMs, streamingMs } = this.#lifetimes;
+      this.#sweep = setInterval(() => this.#cutOverdue(Date.now()), Math.min(SWEEP_MS, Math.max(10, Math.floor(Math.min(callMs, streamingMs) / 4))));
+      this.#sweep.unref();
+    }
+    this.#due.push(this.#now + (streaming ? this.#lifetimes.streamingMs : this.#lifetimes.callMs));
+    call.on("close", this.#release);
+  }
+
+  /** Cuts the calls past their lifetime and drops the holes the closed ones left; stops sweeping once none is open. */
+  #cutOverdue(now: number): void {
+    this.#now = now;
+    const calls = this.#calls;
+    const due = this.#due;
+    let kept = 0;
+    for (let i = 0; i < calls.length; i++) {
+      const call = calls[i];
+      if (call === undefined) continue;
+      if (due[i]! <= now) {
+        call[SLOT] = -1;
+        cut(call);
+        continue;
+      }
+      call[SLOT] = kept;
+      calls[kept] = call;
+      due[kept] = due[i]!;
+      kept++;
+    }
+    calls.length = kept;
+    due.length = kept;
+    if (kept === 0) {
+      clearInterval(this.#sweep);
+      this.#sweep = undefined;
+    }
+  }
+
+  #refused(reason: Refusal, call?: RefusedCall): void {
+    this.observe?.(reason, call);
     this.#refusedSinceLog++;
     const now = Date.now();
     if (now - this.#lastLog >= LOG_EVERY_MS) {
       this.log.warn(
-        { reason, refused: this.#refusedSinceLog, openCalls: this.#open, maxOpenCalls: this.max },
-        "refusing calls or connections: the process is at its bound (OTP_MAX_OPEN_CALLS / OTP_MAX_CONNECTIONS)",
+        { reason, refused: this.#refusedSinceLog, openCalls: this.#open, maxOpenCalls: this.max, streamingCalls: this.#streaming, maxStreamingCalls: this.#lifetimes.maxStreaming },
+        "refusing calls or connections: the process is at a bound (OTP_MAX_OPEN_CALLS, its streaming quota, or OTP_MAX_CONNECTIONS)",
       );
       this.#lastLog = now;
       this.#refusedSinceLog = 0;
     }
   }
+}
+
+/** Ends a call past its lifetime: its "close" then releases the slot. */
+function cut(call: Call): void {
+  if ("rstCode" in call) {
+    // RST_STREAM is not flow-controlled: it goes out even when the answer cannot.
+    call.on("error", ignore);
+    call.close(http2.constants.NGHTTP2_CANCEL);
+  } else {
+    // HTTP/1.1 has no per-request reset: the connection goes.
+    call.destroy();
+  }
+}
+
+/** The refused call's method when the path (an HTTP/1.1 URL may carry a query: Connect GET) is one of ours. */
+function refusedCall(path: string | undefined, port: Port): RefusedCall | undefined {
+  if (path === undefined) return undefined;
+  const query = path.indexOf("?");
+  const method = methodOfPath(query < 0 ? path : path.slice(0, query));
+  return method ? { method, port } : undefined;
 }

@@ -16,6 +16,7 @@ interface ComposeService {
   ports?: string[];
   depends_on?: Record<string, { condition: string }>;
   healthcheck?: { test?: string[]; disable?: boolean };
+  stop_grace_period?: string;
 }
 
 const compose = parse(readFileSync(join(repoRoot, 'compose.yaml'), 'utf8'), { merge: true }) as { services: Record<string, ComposeService> };
@@ -78,10 +79,18 @@ describe('compose.yaml', () => {
       expect(deps.kafka, name).toEqual({ condition: 'service_healthy' });
       for (const dep of Object.keys(deps)) expect(services[dep]!.healthcheck?.test, `${name} waits on ${dep}`).toBeDefined();
     }
-    // The service keeps the image's health check; the port-less processes turn it off.
+    // The service keeps the image's health check; the relay and the notifier ask their own /healthz.
     expect(services['otp-service']!.healthcheck).toBeUndefined();
-    expect(services.relay!.healthcheck!.disable).toBe(true);
-    expect(services.notifier!.healthcheck!.disable).toBe(true);
+    expect(services.relay!.healthcheck!.test!.join(' ')).toContain('http://127.0.0.1:9465/healthz');
+    expect(services.notifier!.healthcheck!.test!.join(' ')).toContain('http://127.0.0.1:9464/healthz');
+  });
+
+  it('runs the relay with npm run relay\'s node flags, and gives each process its drain and exit margin before killing it', () => {
+    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    const flags = (words: string[]) => words.filter((w) => w.startsWith('--'));
+    expect(flags(services.relay!.command!)).toEqual(flags(pkg.scripts.relay!.split('&&').pop()!.trim().split(/\s+/)));
+    // OTP_SHUTDOWN_GRACE_MS / NOTIFIER_SHUTDOWN_GRACE_MS (10 s by default) plus the 5 s exit margin: Docker's default stop (10 s) killed mid-drain.
+    for (const name of ['otp-service', 'relay', 'notifier']) expect(parseInt(services[name]!.stop_grace_period ?? '10s', 10), name).toBeGreaterThanOrEqual(15);
   });
 
   it('the image it builds runs the health check that works with TLS', () => {

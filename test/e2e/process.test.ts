@@ -40,6 +40,26 @@ describe('the service process', () => {
     expect(service.logs().map((l) => l.msg)).toContain('stopped');
   });
 
+  it('without HOST it serves IPv6 and IPv4 alike (an IPv6-only pod was unreachable on 0.0.0.0), on both ports', { timeout: 40_000 }, async () => {
+    // HOST left out altogether (the suite's processes otherwise get 127.0.0.1).
+    const service = await spawnService({ HOST: undefined as unknown as string });
+    await untilServing(service);
+    try {
+      for (const host of ['127.0.0.1', '[::1]']) {
+        expect((await fetch(`http://${host}:${service.httpPort}/healthz`)).status, host).toBe(200);
+        const client = grpcClient(`${host}:${service.grpcPort}`);
+        try {
+          expect(await grpcHealth(client), host).toBe(SERVING);
+        } finally {
+          client.close();
+        }
+      }
+    } finally {
+      service.child.kill('SIGTERM');
+      await exitWithin(service, EXIT_PROMPTLY_MS);
+    }
+  });
+
   it('exits 0 on SIGINT too', { timeout: 40_000 }, async () => {
     const service = await spawnService();
     await untilServing(service);

@@ -126,6 +126,18 @@ describe('OTP_WORKERS=2: /metrics', () => {
       const again = await scrape(service.httpPort);
       expect(again.status).toBe(200);
       expect(value(again.body, 'otp_rpc_duration_seconds_count', refusedSends)).toBe(CALLS);
+      expect(again.body).toMatch(/^otp_worker_restarts_total 0$/m);
+
+      // A worker that dies is restarted by the primary (the pod's restart count stays 0): counted, and said.
+      process.kill(workers()[1]!, 'SIGKILL');
+      const restarted = Date.now() + 20_000;
+      while (listening() < 3 && Date.now() < restarted) await new Promise((r) => setTimeout(r, 100));
+      expect(listening()).toBe(3);
+      let afterRestart = await scrape(service.httpPort);
+      for (let i = 0; i < 5 && afterRestart.status !== 200; i++) afterRestart = await scrape(service.httpPort);
+      expect(value(afterRestart.body, 'otp_worker_restarts_total', {})).toBe(1);
+      expectValidPrometheusText(afterRestart.body);
+      expect(logs().find((l) => l.msg === 'worker died; starting another')).toMatchObject({ signal: 'SIGKILL', restarts: 1 });
 
       service.child.kill('SIGTERM');
       expect(await exitWithin(service, 20_000)).toBe(0);

@@ -65,6 +65,8 @@ describe('the relay in its own process', () => {
     expect((await readyz(app)).event_backlog).toBe(0);
     expect((await readyz(app)).event_lag_ms).toBe(0);
 
+    // Its lines say which process wrote them.
+    expect(new Set(relay.logs().map((l) => (l as { service?: string }).service))).toEqual(new Set(['otp-relay']));
     // Its own /metrics (OTP_RELAY_METRICS_PORT; 0 here: a free port, logged) counts what it published.
     const port = (relay.logs().find((l) => l.msg === 'metrics at /metrics') as { port?: number } | undefined)?.port;
     expect(port).toBeGreaterThan(0);

@@ -7,8 +7,13 @@
 // the master and send it again: a right code then answered NOT_FOUND, a wrong
 // one was counted twice). The caller's retry with its idempotency key answers
 // what the one run did. With OTP_REDIS_WAIT_REPLICAS=1 the window is held open
-// by stopping the replica (WAIT blocks); with 0, by holding Redis's replies in
-// a proxy in front of the master until the script's change is seen.
+// by keeping the Verify script's writes from the replica (its WAIT blocks: the
+// probe's SIGSTOP of the replica, but from that script on, so the caller-budgets
+// script before it is still acknowledged); with 0, by holding Redis's replies in
+// a proxy in front of the master until the script is seen to have run
+// (MONITOR). Last, a planned switchover under Verify calls: the same kill
+// followed by READONLY from the demoted master, which node-redis may still
+// resend to the new master (nothing ran), so the new master serves.
 import type { Client, ServiceError } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
 import { spawn, type ChildProcess } from 'node:child_process';

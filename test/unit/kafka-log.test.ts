@@ -22,6 +22,24 @@ describe("kafkajs log lines", () => {
     expect(troubles).toEqual(["connection", "connection"]);
   });
 
+  it("a coordinator still being chosen or loaded (every client's first requests to a fresh cluster) is neither logged nor counted; a connection error still is", () => {
+    const lines: unknown[] = [];
+    const troubles: string[] = [];
+    const log = kafkaLog({
+      clientId: "otp-test",
+      logger: createLogger({ level: "warn", destination: { write: (l: string) => void lines.push(l) } }),
+      observer: { trouble: (kind: string) => void troubles.push(kind) } as never,
+    });
+    log({ namespace: "Connection", log: { message: "Response GroupCoordinator(key: 10, version: 2)", error: "The group coordinator is not available" } });
+    log({ namespace: "Connection", log: { message: "Response FindCoordinator(key: 10, version: 2)", error: "The coordinator is loading and hence can't process requests for this group" } });
+    log({ namespace: "Connection", log: { message: "Response JoinGroup(key: 11, version: 5)", error: "This is not the correct coordinator for this group" } });
+    expect(lines).toHaveLength(0);
+    expect(troubles).toEqual([]);
+    log({ namespace: "Connection", log: { message: "Connection error: connect ECONNREFUSED 127.0.0.1:9", broker: "127.0.0.1:9" } });
+    expect(troubles).toEqual(["connection"]);
+    expect(lines).toHaveLength(1);
+  });
+
   it("the idempotent producer's retry notice is dropped; a repeated message is logged once per interval", () => {
     const lines: unknown[] = [];
     const log = kafkaLog({ clientId: "otp-test", logger: createLogger({ level: "warn", destination: { write: (l: string) => void lines.push(l) } }) });

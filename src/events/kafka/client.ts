@@ -195,6 +195,11 @@ export function kafkaLog(s: Pick<KafkaSettings, "clientId" | "logger" | "observe
     // We bound the idempotent producer's retries on purpose (PRODUCER_RETRY):
     // a producer whose send failed is discarded, never reused (see produce).
     if (message.startsWith("Limiting retries for the idempotent producer")) return;
+    // A group or transaction coordinator still being chosen or loaded: what
+    // every client meets on its first requests to a fresh cluster, retried by
+    // kafkajs. Counted as trouble it put an error on every start-up's first
+    // scrape; if it lasts, what it stops (a publish, a consumer) fails and is counted.
+    if (namespace === "Connection" && typeof cause === "string" && COORDINATOR_STARTING.test(cause)) return;
     s.observer?.trouble(troubleOf(namespace, retryCount), s.clientId);
     const key = `${namespace}:${message}`;
     const now = Date.now();
@@ -206,6 +211,9 @@ export function kafkaLog(s: Pick<KafkaSettings, "clientId" | "logger" | "observe
     s.logger.warn({ kafka: message, error, namespace, broker, retry: retryCount, client: s.clientId }, "kafka client");
   };
 }
+
+// kafkajs's texts for GROUP_COORDINATOR_NOT_AVAILABLE, GROUP_LOAD_IN_PROGRESS and NOT_COORDINATOR_FOR_GROUP (src/protocol/error.js).
+const COORDINATOR_STARTING = /^(?:The group coordinator is not available|The coordinator is loading and hence can't process requests|This is not the correct coordinator for this group)/;
 
 function troubleOf(namespace: string, retryCount: number | undefined): KafkaTrouble {
   if (namespace === "Connection" || namespace === "BrokerPool") return "connection";
@@ -455,7 +463,12 @@ async function untilServed(admin: Admin, topics: string[], timeoutMs = 15_000): 
  * a typo in a topic name should fail, not create an empty topic.
  */
 export function groupConsumer(kafka: Kafka, groupId: string): Consumer {
-  return watchBrokers(kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: 30_000, heartbeatInterval: 3_000 }));
+  // A member that dies (SIGKILL, OOM, a lost node) keeps its partitions until
+  // the broker gives up on its heartbeats: with kafkajs's 30 s, a notifier's
+  // crash held a third of the codes for up to 35 s, past when users press
+  // "resend". 10 s (heartbeats every 2 s, the broker's minimum is 6 s);
+  // eachMessage handlers return quickly or heartbeat while they wait.
+  return watchBrokers(kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: 10_000, heartbeatInterval: 2_000 }));
 }
 
 /**

@@ -8,7 +8,9 @@ import {
 // connection ages out (minutes). For unary calls the whole request (one
 // message, then half-close) must arrive within `timeoutMs`, like the HTTP
 // port's requestTimeout; otherwise the call ends DEADLINE_EXCEEDED and its
-// stream is reset. Streaming requests (reflection) are left alone.
+// stream is reset. Streaming requests (reflection) are left alone here: the
+// open-calls bound gives every call, of any kind and in any phase, a lifetime
+// (../open-calls.ts).
 
 export function cutOffSlowClient(
   method: ServerMethodDefinition<unknown, unknown>,
