@@ -24,6 +24,7 @@ import { allowedOrigins } from "./transport/connect/cors.js";
 import { httpHandler } from "./transport/connect/http-handler.js";
 import { listenHttp, type HttpListener } from "./transport/connect/listener.js";
 import { serveHealthPort } from "./health-port.js";
+import { ServerCertificates } from "./server-certificates.js";
 import { GrpcHealth } from "./transport/grpc/health.js";
 import { listenGrpc, type GrpcListener } from "./transport/grpc/server.js";
 import { lifetimesFor, OpenCalls } from "./transport/open-calls.js";
@@ -54,6 +55,12 @@ export interface App {
    * and the clients in force stay; the error is thrown.
    */
   reloadClients(): void;
+  /**
+   * Re-reads TLS_CERT_FILE / TLS_KEY_FILE / TLS_CA_FILE (main.ts: on SIGHUP; the files are also
+   * polled, src/server-certificates.ts). A pair that does not check is refused and logged; the
+   * certificate in force stays. Nothing to do without TLS.
+   */
+  reloadTls(): void;
   /** Graceful: stop accepting, drain within config.shutdownGraceMs, close the store. Idempotent. */
   stop(): Promise<void>;
 }
@@ -113,9 +120,18 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     cleanups.push(async () => clearInterval(watch));
 
     const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs, maxConnections } = config;
-    const openCalls = new OpenCalls(config.maxOpenCalls, lifetimesFor(requestTimeoutMs, config.redisCommandTimeoutMs, config.maxOpenCalls), log, (reason) => metrics.refused("", reason));
+    const tls = config.tls ? new ServerCertificates(config.tls, log, metrics.tls()) : undefined;
+    if (tls) {
+      tls.watch(config.tlsReloadCheckMs);
+      cleanups.push(async () => tls.stop());
+    }
+    const openCalls = new OpenCalls(config.maxOpenCalls, lifetimesFor(requestTimeoutMs, config.redisCommandTimeoutMs, config.maxOpenCalls), log, (reason, call) => {
+      metrics.refused("", reason);
+      // What the caller of a method of ours was answered, before any handler: it counts against the SLO.
+      if (call) metrics.observe(call.method, call.port, "UNAVAILABLE", performance.now());
+    });
     const grpc: GrpcListener = await binding("GRPC_PORT", config.host, listenGrpc({
-      host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, metrics,
+      host: config.host, port: config.grpcPort, tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, metrics,
     }));
     let http: HttpListener;
     let boundHealthPort: number | undefined;
@@ -128,7 +144,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         return { event_backlog: backlog.count, event_lag_ms: backlog.lagMs, event_relay_error: relay?.lastError ?? null };
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });
-      http = await binding("HTTP_PORT", config.host, listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections }));
+      http = await binding("HTTP_PORT", config.host, listenHttp({ host: config.host, port: config.httpPort, tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections }));
       // Last, so a probe that answers means both ports listen; closed last, so
       // the probes see the drain (/readyz 503) rather than a refused connection.
       if (config.healthPort !== undefined) {
@@ -160,6 +176,9 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         const clients = readClientsFile(config.clientsFile, config.production);
         directory = new ClientDirectory(clients);
         log.info({ clients: clients.length }, "clients file reloaded");
+      },
+      reloadTls() {
+        tls?.reload();
       },
       stop() {
         stopping ??= (async () => {
