@@ -141,7 +141,11 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       tls.watch(config.reloadCheckMs);
       cleanups.push(async () => tls.stop());
     }
-    const openCalls = new OpenCalls(config.maxOpenCalls, lifetimesFor(requestTimeoutMs, config.redisCommandTimeoutMs, config.maxOpenCalls), log, (reason) => metrics.refused("", reason));
+    const openCalls = new OpenCalls(config.maxOpenCalls, lifetimesFor(requestTimeoutMs, config.redisCommandTimeoutMs, config.maxOpenCalls), log, (reason, call) => {
+      metrics.refused("", reason);
+      // What the caller of a method of ours was answered, before any handler: it counts against the SLO.
+      if (call) metrics.observe(call.method, call.port, "UNAVAILABLE", performance.now());
+    });
     const grpc: GrpcListener = await binding("GRPC_PORT", config.host, listenGrpc({
       host: config.host, port: config.grpcPort, tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, metrics,
     }));

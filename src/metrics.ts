@@ -91,6 +91,9 @@ class Children<L extends string> {
   }
 }
 
+/** Refusals at the process's bounds (src/transport/open-calls.ts), before any caller is known. */
+const BOUND_REFUSALS = ["OPEN_CALLS_LIMIT", "CONNECTIONS_LIMIT"] as const;
+
 const CHANNELS: Record<number, string> = {
   [Channel.SMS]: "sms", [Channel.EMAIL]: "email", [Channel.VOICE]: "voice", [Channel.WHATSAPP]: "whatsapp",
 };
@@ -131,7 +134,7 @@ export class Metrics implements Outcomes, RelayObserver {
     }).set({ component }, 1);
     this.calls = new Histogram({
       name: "otp_rpc_duration_seconds",
-      help: "Time from the handler being called to its answer, by method, port and status code",
+      help: "Time from the handler being called to its answer, by method, port and status code; answers given before a handler ran too: a body that does not decode (timed from when it was read), a call refused at OTP_MAX_OPEN_CALLS (UNAVAILABLE, 0 s)",
       labelNames: ["method", "port", "code"],
       buckets: BUCKETS,
       registers: [this.registry],
@@ -173,12 +176,16 @@ export class Metrics implements Outcomes, RelayObserver {
       labelNames: ["tenant"],
       registers,
     }));
-    this.refusals = new Children(new Counter({
+    const refusals = new Counter({
       name: "otp_refusals_total",
-      help: "Calls refused, by tenant (none before authentication) and reason: limits (RESOURCE_EXHAUSTED reasons such as SEND_LIMIT_IP), permissions and authentication",
+      help: "Calls refused, by tenant (none before authentication) and reason: limits (RESOURCE_EXHAUSTED reasons such as SEND_LIMIT_IP), permissions, authentication, and the process's bounds (OPEN_CALLS_LIMIT, CONNECTIONS_LIMIT)",
       labelNames: ["tenant", "reason"],
       registers,
-    }));
+    });
+    // The bounds' refusals at 0 from the start in the service (the process with the RPC ports): the SLO
+    // rules and OtpCallsRefusedAtBound take their rate, and a pod's first refusals must read as an increase.
+    if (component === "service") for (const reason of BOUND_REFUSALS) refusals.inc({ tenant: "none", reason }, 0);
+    this.refusals = new Children(refusals);
     const relayEvents = new Counter({
       name: "otp_relay_events_published_total",
       help: "Outbox events the relay in this process published to Kafka (or the dev log sink), by outbox type (delivery, sent, verified, ...)",

@@ -60,6 +60,15 @@ describe('Prometheus rules and Grafana dashboard', () => {
     const known = await exported();
     const unknown = [...names].filter((n) => !known.has(n) && !recorded.has(n));
     expect(unknown).toEqual([]);
+    // One namespace at a time, as the alerts see them: every series a query names is filtered by the
+    // dashboard's namespace variable (prod and staging in one Prometheus are not added up).
+    const templating = (dashboard as unknown as { templating: { list: { name: string }[] } }).templating.list;
+    expect(templating.map((v) => v.name)).toContain('namespace');
+    for (const expr of dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr))) {
+      for (const m of expr.matchAll(/\b(?:[a-z_]+:)?otp_[a-z_:0-9]+(\{[^}]*\})?/g)) {
+        expect(m[1] ?? '', `${m[0]} in ${expr}`).toContain('namespace=~"$namespace"');
+      }
+    }
     // The dashboard shows what the alerts are about.
     for (const name of ['otp_verifications_total', 'otp_sends_total', 'otp_refusals_total', 'otp_notifier_deliveries_total', 'otp_relay_lag_seconds']) {
       expect(dashboard.panels.some((p) => (p.targets ?? []).some((t) => t.expr.includes(name)))).toBe(true);

@@ -77,7 +77,7 @@ export async function listenHttp(options: {
   });
   h2.on("sessionError", (err) => log.debug({ err }, "http2 session error"));
   // In front of every stream listener above (the compat layer's and the timeouts).
-  openCalls.guardStreams(h2);
+  openCalls.guardStreams(h2, "http");
 
   const limits: http.ServerOptions = {
     headersTimeout: headersTimeoutMs,

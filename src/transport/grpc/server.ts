@@ -95,7 +95,7 @@ export async function listenGrpc(options: {
 }): Promise<GrpcListener> {
   const server = new Server({
     ...SERVER_OPTIONS,
-    interceptors: [streamGuards(options.requestTimeoutMs)],
+    interceptors: [streamGuards(options.requestTimeoutMs, options.metrics)],
   });
   const otp = otpServiceForGrpc(options.core, options.callerOf, options.log, options.metrics);
   // Every service goes through `services`, which notes the streaming methods'
@@ -124,7 +124,7 @@ export async function listenGrpc(options: {
     session.once("close", () => sessions.delete(session));
   });
   // After grpc-js's stream handler is attached (by createConnectionInjector), in front of it.
-  for (const http2Server of http2ServersOf(server)) options.openCalls.guardStreams(http2Server, streaming);
+  for (const http2Server of http2ServersOf(server)) options.openCalls.guardStreams(http2Server, "grpc", streaming);
   const listener = options.tls ? tlsServer(options.tls, options.idleMs) : net.createServer();
   const waiting = new Set<Socket>();
   listener.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => {
