@@ -72,8 +72,12 @@ export interface RelayOptions {
 
 /** How long stop() waits for the batch in flight. */
 const STOP_WAIT_MS = 3_000;
-/** How long stop() waits for its consumer to be deleted (left for the other relays to prune when Redis cannot answer in time). */
-const LEAVE_WAIT_MS = 2_000;
+/**
+ * How long stop() waits for its consumer to be deleted (one round trip; a Redis that cannot answer
+ * fails it within the store's command timeout anyway): past it, shutdown goes on and the deletion
+ * may still finish, or the other relays prune the consumer later.
+ */
+const LEAVE_WAIT_MS = 1_000;
 
 export interface RelayStatus {
   lastError: string | undefined;

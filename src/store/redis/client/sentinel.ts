@@ -1,4 +1,5 @@
 import { createSentinel, ErrorReply } from "redis";
+import { StoreUnavailableError } from "../../errors.js";
 import type { HostPort } from "./topology.js";
 import { nodeClientOptions, type RedisReply, type Transport, type TransportOptions } from "./transport.js";
 
@@ -155,8 +156,19 @@ export async function connectSentinel(
 
   // Once on the master's client: a failure comes back as a value, so node-redis
   // never runs it again (above), unless `refused` says nothing ran.
+  //
+  // Nor late: node-redis holds every command made while the master's
+  // connection is down (or a READONLY one it will resend) until it has found
+  // the master again, seconds later in a failover, and then sends them all.
+  // By then each call's deadline has answered its caller UNAVAILABLE, who
+  // retries; the held command would consume a code or count an attempt behind
+  // the caller's back (an unkeyed right code's retry answered NOT_FOUND). So a
+  // command still unsent when its call's command deadline has passed is
+  // dropped: nothing ran, and the caller already knows to retry.
   const once = async <T>(attempt: (master: MasterClient) => Promise<T>, refused: (error: unknown) => boolean): Promise<T> => {
+    const unsentBy = Date.now() + options.commandTimeoutMs;
     const outcome = await sentinel._execute(false, (master) => {
+      if (Date.now() > unsentBy) return Promise.resolve<Outcome<T>>({ ok: false, error: new StoreUnavailableError({ cause: new HeldTooLongError() }) });
       watch(master);
       return attempt(master).then(
         (value): Outcome<T> => ({ ok: true, value }),
@@ -212,6 +224,14 @@ function addressOf(socket: unknown): string {
   return `${String(host)}:${String(port)}`;
 }
 type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** A command node-redis held past its call's deadline while it looked for the master: never sent. */
+class HeldTooLongError extends Error {
+  override readonly name = "HeldTooLongError";
+  constructor() {
+    super("not sent: the master was being looked up past the call's deadline");
+  }
+}
 
 /** The list from a random place on, wrapping around: each process asks a different Sentinel first. */
 function fromRandomStart<T>(list: readonly T[]): T[] {
