@@ -25,6 +25,7 @@ import { httpHandler } from "./transport/connect/http-handler.js";
 import { listenHttp, type HttpListener } from "./transport/connect/listener.js";
 import { serveHealthPort } from "./health-port.js";
 import { ServerCertificates } from "./server-certificates.js";
+import { ChangedFiles } from "./changed-files.js";
 import { GrpcHealth } from "./transport/grpc/health.js";
 import { listenGrpc, type GrpcListener } from "./transport/grpc/server.js";
 import { lifetimesFor, OpenCalls } from "./transport/open-calls.js";
@@ -50,9 +51,10 @@ export interface App {
   healthPort: number | undefined;
   logger: Logger;
   /**
-   * Re-reads OTP_CLIENTS_FILE (main.ts: on SIGHUP), so a revoked or added key
-   * takes effect without a restart. A file that does not validate is refused
-   * and the clients in force stay; the error is thrown.
+   * Re-reads OTP_CLIENTS_FILE (main.ts: on SIGHUP; the file is also polled every
+   * OTP_RELOAD_CHECK_MS), so a revoked or added key takes effect without a
+   * restart. A file that does not validate is refused and the clients in force
+   * stay; the error is thrown.
    */
   reloadClients(): void;
   /**
@@ -110,6 +112,20 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     let directory = config.clients ? new ClientDirectory(config.clients) : null;
     if (!directory) log.warn("no OTP_CLIENTS_FILE: every caller is accepted as tenant \"default\" (dev mode only)");
     const callerOf = callerResolver({ directory: () => directory, proxies: new TrustedProxies(config.trustedProxies), refusals });
+    const loadClients = (): void => {
+      const clients = readClientsFile(config.clientsFile!, config.production);
+      directory = new ClientDirectory(clients);
+      log.info({ clients: clients.length }, "clients file reloaded");
+    };
+    // A key revoked in the Secret is refused in every pod within seconds, with no SIGHUP to send (./changed-files.ts).
+    const clientsFile = config.clientsFile
+      ? new ChangedFiles([config.clientsFile], loadClients, (trigger, err) =>
+        log.error({ trigger, err: err.message }, "clients file not reloaded; the clients in force stay"))
+      : undefined;
+    if (clientsFile) {
+      clientsFile.watch(config.reloadCheckMs);
+      cleanups.push(async () => clientsFile.stop());
+    }
 
     let draining = false;
     const ready = async (): Promise<boolean> => !draining && (await pingWithin(store, PING_TIMEOUT_MS));
@@ -122,7 +138,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs, maxConnections } = config;
     const tls = config.tls ? new ServerCertificates(config.tls, log, metrics.tls()) : undefined;
     if (tls) {
-      tls.watch(config.tlsReloadCheckMs);
+      tls.watch(config.reloadCheckMs);
       cleanups.push(async () => tls.stop());
     }
     const openCalls = new OpenCalls(config.maxOpenCalls, lifetimesFor(requestTimeoutMs, config.redisCommandTimeoutMs, config.maxOpenCalls), log, (reason, call) => {
@@ -173,9 +189,12 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       logger: log,
       reloadClients() {
         if (!config.clientsFile) throw new Error("no OTP_CLIENTS_FILE to reload");
-        const clients = readClientsFile(config.clientsFile, config.production);
-        directory = new ClientDirectory(clients);
-        log.info({ clients: clients.length }, "clients file reloaded");
+        try {
+          loadClients();
+        } finally {
+          // Acted on (main.ts logs a refusal): the next poll does not load or report the same file again.
+          clientsFile?.settled();
+        }
       },
       reloadTls() {
         tls?.reload();

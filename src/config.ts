@@ -110,8 +110,8 @@ export interface Config {
   sessionIdleMs: number;
   /** The listeners' TLS material (PEM) as read and checked at start-up (src/tls-material.ts); reloaded by src/server-certificates.ts. */
   tls: ServerTls | undefined;
-  /** OTP_TLS_RELOAD_CHECK_MS: how often the TLS files are re-read for a renewal; 0: only on SIGHUP. */
-  tlsReloadCheckMs: number;
+  /** OTP_RELOAD_CHECK_MS: how often the TLS files and OTP_CLIENTS_FILE are re-read for a change; 0: only on SIGHUP. */
+  reloadCheckMs: number;
   shutdownGraceMs: number;
   maxOutboxBacklog: number;
   /** An outbox entry pending this long on a relay is taken over by another. */
@@ -256,7 +256,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxConnections: int(env, "OTP_MAX_CONNECTIONS", 2_000, 1, 1_000_000),
     sessionIdleMs: int(env, "OTP_SESSION_IDLE_MS", 300_000, 100, 3_600_000),
     tls: certFile !== undefined && keyFile !== undefined ? readServerTls({ cert: certFile, key: keyFile, ca: caFile }) : undefined,
-    tlsReloadCheckMs: int(env, "OTP_TLS_RELOAD_CHECK_MS", 5_000, 0, 3_600_000),
+    reloadCheckMs: int(env, "OTP_RELOAD_CHECK_MS", 5_000, 0, 3_600_000),
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),

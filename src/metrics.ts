@@ -297,7 +297,7 @@ export class Metrics implements Outcomes, RelayObserver {
     });
     const reloads = new Counter({
       name: "otp_tls_reloads_total",
-      help: "Changed TLS files (polled every OTP_TLS_RELOAD_CHECK_MS, or SIGHUP) put in force (reloaded) or refused because they do not check (refused: the certificate in force stays)",
+      help: "Changed TLS files (polled every OTP_RELOAD_CHECK_MS, or SIGHUP) put in force (reloaded) or refused because they do not check (refused: the certificate in force stays)",
       labelNames: ["outcome"],
       registers,
     });

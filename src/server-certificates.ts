@@ -1,26 +1,18 @@
-import { readFileSync } from "node:fs";
 import type { SecureContextOptions, Server } from "node:tls";
+import { ChangedFiles, type ReloadTrigger } from "./changed-files.js";
 import type { Logger } from "./log.js";
 import { leafCertificate, readServerTls, type ServerTls } from "./tls-material.js";
 
 // The listeners' certificate, key and client CA, kept in step with their
 // files without a restart: cert-manager renews a certificate and kubelet
-// swaps the Secret volume's files in every pod within a minute (a new
-// directory, then an atomic rename of the `..data` symlink the file names
-// point through); a Docker secret or a hand-edited file changes in place.
-// Every OTP_TLS_RELOAD_CHECK_MS the three files are read again (by name, so a
-// symlink swap is followed; fs.watch would lose the files a swap replaces) and,
-// when their contents changed, checked as at start-up (src/tls-material.ts)
-// and put in force on every listener (tls.Server#setSecureContext): new
-// connections get the new certificate, open ones keep theirs. SIGHUP
-// (main.ts) does the same at once. A pair that does not check (a key that is
-// not the certificate's, a file unreadable or half-written) is refused with
-// one error line and what is in force stays: a pod serving a still-valid
-// certificate is better than one that cannot start. A poll seeing such a state
-// reports it only when the next poll sees it again (kubelet's swap and a `cp`
-// of two files each have a moment where the pair does not match).
-
-export type ReloadTrigger = "SIGHUP" | "file change";
+// swaps the Secret volume's files in every pod within a minute. When the files
+// change (polled, or SIGHUP: ./changed-files.ts) they are checked as at
+// start-up (src/tls-material.ts) and put in force on every listener
+// (tls.Server#setSecureContext): new connections get the new certificate,
+// open ones keep theirs. A set that does not check (a key that is not the
+// certificate's, a file unreadable or cut short) is refused with one error
+// line and what is in force stays: a pod serving a still-valid certificate is
+// better than one that cannot start.
 
 /** What metrics see (src/metrics.ts): the certificate in force and each reload's outcome. */
 export interface TlsObserver {
@@ -32,15 +24,20 @@ export interface TlsObserver {
 export class ServerCertificates {
   private inForce: ServerTls;
   private readonly servers = new Set<Server>();
-  /** The files' contents as last acted on (put in force or reported as refused). */
-  private seen: string;
-  /** Contents that failed once on a poll: reported if the next poll finds them again. */
-  private failedOnce: string | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private readonly files: ChangedFiles;
 
   constructor(initial: ServerTls, private readonly log: Logger, private readonly observer?: TlsObserver) {
     this.inForce = initial;
-    this.seen = contents(initial);
+    const { cert, key, ca } = initial.files;
+    this.files = new ChangedFiles(
+      ca === undefined ? [cert, key] : [cert, key, ca],
+      (trigger) => this.load(trigger),
+      (trigger, err) => {
+        // ConfigError messages name the setting and the path, never the contents.
+        this.log.error({ trigger, reason: err.message }, "TLS files not reloaded; the certificate in force stays");
+        this.observer?.reload("refused");
+      },
+    );
     observer?.inForce(notAfterOf(initial));
   }
 
@@ -62,57 +59,31 @@ export class ServerCertificates {
 
   /** Polls the files every `intervalMs` (0: never; SIGHUP only). */
   watch(intervalMs: number): void {
-    if (intervalMs <= 0 || this.timer) return;
-    this.timer = setInterval(() => this.poll(), intervalMs);
-    this.timer.unref();
+    this.files.watch(intervalMs);
   }
 
   stop(): void {
-    clearInterval(this.timer);
-    this.timer = undefined;
+    this.files.stop();
   }
 
   /** SIGHUP: read the files now; the outcome is logged whatever it is. */
   reload(): void {
-    this.failedOnce = undefined;
-    this.tryFiles("SIGHUP", snapshot(this.inForce.files), true);
+    this.files.now();
   }
 
-  private poll(): void {
-    const now = snapshot(this.inForce.files);
-    if (now === this.seen) return;
-    this.tryFiles("file change", now, now === this.failedOnce);
-  }
-
-  private tryFiles(trigger: ReloadTrigger, read: string, reportFailure: boolean): void {
-    let next: ServerTls;
-    try {
-      next = readServerTls(this.inForce.files);
-    } catch (err) {
-      if (!reportFailure) {
-        this.failedOnce = read;
-        return;
-      }
-      this.seen = read;
-      this.failedOnce = undefined;
-      // ConfigError messages name the setting and the path, never the contents.
-      this.refused(trigger, err);
-      return;
-    }
-    this.failedOnce = undefined;
-    this.seen = contents(next);
+  /** Reads and checks the files and puts them in force; throws (a ConfigError naming the setting) to refuse them. */
+  private load(trigger: ReloadTrigger): void {
+    const next = readServerTls(this.inForce.files);
     if (contents(next) === contents(this.inForce)) {
       if (trigger === "SIGHUP") this.log.info({ trigger }, "TLS files unchanged; the certificate in force stays");
       return;
     }
-    const options = contextOf(next);
     try {
-      for (const server of this.servers) server.setSecureContext(options);
+      for (const server of this.servers) server.setSecureContext(contextOf(next));
     } catch (err) {
       // Not expected: readServerTls built a secure context from the same options.
-      this.refused(trigger, err);
       for (const server of this.servers) server.setSecureContext(contextOf(this.inForce));
-      return;
+      throw err;
     }
     this.inForce = next;
     const leaf = leafCertificate(next.cert);
@@ -122,11 +93,6 @@ export class ServerCertificates {
     );
     this.observer?.inForce(notAfterOf(next));
     this.observer?.reload("reloaded");
-  }
-
-  private refused(trigger: ReloadTrigger, err: unknown): void {
-    this.log.error({ trigger, reason: (err as Error).message }, "TLS files not reloaded; the certificate in force stays");
-    this.observer?.reload("refused");
   }
 }
 
@@ -140,17 +106,4 @@ function contextOf(tls: ServerTls): SecureContextOptions {
 
 function contents(tls: { cert: string; key: string; ca: string | undefined }): string {
   return `${tls.cert}\0${tls.key}\0${tls.ca ?? ""}`;
-}
-
-/** The files' text as it is now; an unreadable file reads as its error (a state to compare, not to use). */
-function snapshot(files: ServerTls["files"]): string {
-  const read = (path: string | undefined): string => {
-    if (path === undefined) return "";
-    try {
-      return readFileSync(path, "utf8");
-    } catch (err) {
-      return `\0unreadable ${(err as NodeJS.ErrnoException).code ?? "error"}`;
-    }
-  };
-  return contents({ cert: read(files.cert), key: read(files.key), ca: files.ca === undefined ? undefined : read(files.ca) });
 }

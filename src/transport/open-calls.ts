@@ -140,11 +140,6 @@ export class OpenCalls {
     return this.#open;
   }
 
-  /** The lifetimes this bound enforces. */
-  get lifetimes(): CallLifetimes {
-    return this.#lifetimes;
-  }
-
   /**
    * Puts the bound in front of every "stream" listener of an http2 server
    * (grpc-js's, node's compat layer, ours): a stream past the bound is reset

@@ -8,6 +8,7 @@
 // status) is not an answer of the method. Sent with curl and grpc-js, as
 // callers would; read with curl, as Prometheus does.
 import http2 from 'node:http2';
+import { connect } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -118,6 +119,21 @@ describe('answers given before a handler ran are observed like the handler\'s', 
       'Send http RESOURCE_EXHAUSTED': 1,
       'Send http OK': 1,
     });
+  });
+
+  it('a caller that hangs up mid-body was answered nothing: not counted (it would spend the budget as INTERNAL)', async () => {
+    const before = await counts();
+    const socket = connect(app.httpPort, '127.0.0.1');
+    socket.on('error', () => {});
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    socket.write(`POST ${SEND} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"purpose":`);
+    // Node has handed the request to the handler once it answers 100 Continue to a sibling; here: once
+    // the server has the headers, which a later request on another connection being answered implies.
+    expect(await curlPost(SEND, 'application/json', '[1]')).toBe(400);
+    socket.destroy();
+    // The cut-off request is processed as the socket closes; a request after it is answered after it.
+    for (let i = 0; i < 3; i++) expect(await curlPost(SEND, 'application/json', '[1]')).toBe(400);
+    expect(delta(before, await counts())).toEqual({ 'Send http INVALID_ARGUMENT': 4 });
   });
 
   it('gRPC port: no message, two messages, an oversized message (grpc-js answers before the handler) counted; a bad protobuf the handler refuses counted once', async () => {

@@ -2,15 +2,14 @@
 // restart (src/server-certificates.ts): the files are swapped as kubelet
 // updates a Secret volume (a new directory, then the `..data` symlink renamed
 // over the old one; the file names point through it), and the service picks
-// them up by polling (OTP_TLS_RELOAD_CHECK_MS) or on SIGHUP, on both ports
+// them up by polling (OTP_RELOAD_CHECK_MS) or on SIGHUP, on both ports
 // (HTTP/1.1 and HTTP/2 on the HTTP port, gRPC), in every worker. A pair that
 // does not check is refused with one error line and the certificate in force
 // stays. The container health check (src/bin/healthcheck.ts) passes before,
 // during and after. Clients: openssl s_client, curl, grpc-js, node tls.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
@@ -19,6 +18,7 @@ import { grpcHealth, SERVING } from '../support/grpc-client.js';
 import { redisForTests } from '../support/redis.js';
 import { exitWithin, spawnService, type ServiceProcess } from '../support/service-process.js';
 import { makeTestCerts, type TestCerts } from '../support/tls-certs.js';
+import { secretVolume as mountSecret } from '../support/secret-volume.js';
 
 const WAIT_MS = 20_000;
 
@@ -27,6 +27,11 @@ let certs: TestCerts;
 let otherCa: TestCerts;
 const started: ServiceProcess[] = [];
 const volumes: string[] = [];
+const secretVolume = (first: Parameters<typeof mountSecret>[0]) => {
+  const volume = mountSecret(first);
+  volumes.push(volume.dir);
+  return volume;
+};
 
 beforeAll(() => {
   certs = makeTestCerts();
@@ -42,36 +47,6 @@ afterAll(async () => {
   otherCa?.remove();
 });
 
-type Files = { 'tls.crt': string | Buffer; 'tls.key'?: string | Buffer; 'ca.crt'?: string | Buffer };
-
-/** A Secret volume as kubelet lays it out: `<dir>/tls.crt -> ..data/tls.crt`, `..data -> ..<version>`. */
-function secretVolume(first: Files): { dir: string; swap(next: Files): void } {
-  const dir = mkdtempSync(join(tmpdir(), 'otp-secret-'));
-  volumes.push(dir);
-  let version = 0;
-  let current = '';
-  const project = (files: Files): string => {
-    const name = `..2026_12_01_${String(++version).padStart(2, '0')}`;
-    mkdirSync(join(dir, name));
-    for (const [file, content] of Object.entries(files)) writeFileSync(join(dir, name, file), content);
-    return name;
-  };
-  current = project(first);
-  symlinkSync(current, join(dir, '..data'));
-  for (const file of ['tls.crt', 'tls.key', 'ca.crt']) symlinkSync(join('..data', file), join(dir, file));
-  return {
-    dir,
-    swap(next) {
-      const old = current;
-      current = project(next);
-      // The atomic step: a new link renamed over `..data`; then the old version goes.
-      symlinkSync(current, join(dir, '..data_tmp'));
-      renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
-      rmSync(join(dir, old), { recursive: true, force: true });
-    },
-  };
-}
-
 const read = (file: string) => readFileSync(file);
 const fingerprint = (pem: string | Buffer) => new X509Certificate(pem).fingerprint256;
 
@@ -85,6 +60,32 @@ function served(port: number, alpn: 'h2' | 'http/1.1', client?: { cert: string; 
     socket.setTimeout(5_000, () => socket.destroy(new Error('timeout')));
     socket.once('secureConnect', () => {
       resolve(new X509Certificate(socket.getPeerCertificate().raw).fingerprint256);
+      socket.destroy();
+    });
+    socket.once('error', reject);
+  });
+}
+
+/** A TLS session ticket from a connection to the HTTP port, for a later connection to resume. */
+function sessionTicket(port: number, client: { cert: string; key: string }): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, ALPNProtocols: ['http/1.1'], rejectUnauthorized: false, cert: read(client.cert), key: read(client.key) });
+    socket.setTimeout(5_000, () => socket.destroy(new Error('timeout')));
+    socket.once('session', (session: Buffer) => {
+      resolve(session);
+      socket.destroy();
+    });
+    socket.once('error', reject);
+  });
+}
+
+/** Whether a connection offering `session` resumes it (no new handshake, no certificate checked). */
+function resumes(port: number, client: { cert: string; key: string }, session: Buffer): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, ALPNProtocols: ['http/1.1'], rejectUnauthorized: false, cert: read(client.cert), key: read(client.key), session });
+    socket.setTimeout(5_000, () => socket.destroy(new Error('timeout')));
+    socket.once('secureConnect', () => {
+      resolve(socket.isSessionReused());
       socket.destroy();
     });
     socket.once('error', reject);
@@ -174,7 +175,7 @@ describe('TLS certificate reload', () => {
   it('a renewal swapped into the Secret volume is served on both ports within seconds, with no signal', { timeout: 90_000 }, async () => {
     const renewed = certs.renewServer('renewed-1');
     const volume = secretVolume({ 'tls.crt': read(certs.serverCert), 'tls.key': read(certs.serverKey) });
-    const env = { TLS_CERT_FILE: join(volume.dir, 'tls.crt'), TLS_KEY_FILE: join(volume.dir, 'tls.key'), OTP_TLS_RELOAD_CHECK_MS: '200' };
+    const env = { TLS_CERT_FILE: join(volume.dir, 'tls.crt'), TLS_KEY_FILE: join(volume.dir, 'tls.key'), OTP_RELOAD_CHECK_MS: '200' };
     const s = await service(env);
     const check = { ...env, HTTP_PORT: String(s.httpPort) };
     const before = fingerprint(read(certs.serverCert));
@@ -206,7 +207,7 @@ describe('TLS certificate reload', () => {
     const volume = secretVolume({ 'tls.crt': read(certs.serverCert), 'tls.key': read(certs.serverKey), 'ca.crt': read(certs.caFile) });
     const env = {
       TLS_CERT_FILE: join(volume.dir, 'tls.crt'), TLS_KEY_FILE: join(volume.dir, 'tls.key'), TLS_CA_FILE: join(volume.dir, 'ca.crt'),
-      OTP_TLS_RELOAD_CHECK_MS: '0',
+      OTP_RELOAD_CHECK_MS: '0',
     };
     const s = await service(env);
     const client = { cert: certs.clientCert, key: certs.clientKey };
@@ -242,10 +243,15 @@ describe('TLS certificate reload', () => {
     }
     expect(healthcheck(check)).toEqual({ status: 0, stderr: '' });
 
-    // The CA bundle without the old CA: its clients are turned away from now on.
+    // The CA bundle without the old CA: its clients are turned away from now on, a session
+    // one of them made before included (a resumption would skip the certificate check; the new
+    // secure context does not resume sessions of the old one).
+    const ticket = await sessionTicket(s.httpPort, client);
+    expect(await resumes(s.httpPort, client, ticket)).toBe(true);
     volume.swap({ 'tls.crt': read(renewed.cert), 'tls.key': read(renewed.key), 'ca.crt': read(otherCa.caFile) });
     s.child.kill('SIGHUP');
     await until('the second reload line', () => logsOf(s, RELOADED).length === 2);
+    expect(await resumes(s.httpPort, client, ticket).catch(() => false)).toBe(false);
     expect(() => curlHealthz(s.httpPort, true, client)).toThrow();
     await expect(grpcServing(s.grpcPort, client)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
     expect(await grpcServing(s.grpcPort, newClient)).toBe(true);
@@ -255,7 +261,7 @@ describe('TLS certificate reload', () => {
   it('a new pair that does not check is refused with one error line; the certificate in force stays, and the health check passes', { timeout: 90_000 }, async () => {
     const renewed = certs.renewServer('renewed-3');
     const volume = secretVolume({ 'tls.crt': read(certs.serverCert), 'tls.key': read(certs.serverKey) });
-    const env = { TLS_CERT_FILE: join(volume.dir, 'tls.crt'), TLS_KEY_FILE: join(volume.dir, 'tls.key'), OTP_TLS_RELOAD_CHECK_MS: '200' };
+    const env = { TLS_CERT_FILE: join(volume.dir, 'tls.crt'), TLS_KEY_FILE: join(volume.dir, 'tls.key'), OTP_RELOAD_CHECK_MS: '200' };
     const s = await service(env);
     const check = { ...env, HTTP_PORT: String(s.httpPort) };
     const before = fingerprint(read(certs.serverCert));
@@ -311,7 +317,7 @@ describe('TLS certificate reload', () => {
       const renewed = certs.renewServer('renewed-4');
       const volume = secretVolume({ 'tls.crt': read(certs.serverCert), 'tls.key': read(certs.serverKey) });
       const env = {
-        TLS_CERT_FILE: join(volume.dir, 'tls.crt'), TLS_KEY_FILE: join(volume.dir, 'tls.key'), OTP_TLS_RELOAD_CHECK_MS: '200',
+        TLS_CERT_FILE: join(volume.dir, 'tls.crt'), TLS_KEY_FILE: join(volume.dir, 'tls.key'), OTP_RELOAD_CHECK_MS: '200',
         REDIS_URL: redis.url, OTP_WORKERS: '2',
       };
       const s = await service(env, 2);

@@ -22,7 +22,8 @@ import { codeName } from "../status.js";
 // frame. Not counted: 405 and 415 (./plain-refusals.ts), which are HTTP
 // answers to a request that speaks none of the protocols and carry no status
 // code; grpc-js answers a gRPC request with a wrong content type alike (415,
-// before any call exists).
+// before any call exists), nor a call whose caller went away before the
+// answer (none was given; on the gRPC port grpc-js writes no status then).
 
 const observedKey = createContextKey(false, { description: "answer observed by the handler's interceptor" });
 
@@ -44,7 +45,9 @@ export function answersBeforeHandlerObserved(handler: UniversalHandler, inner: U
     const res = await inner(values === req.contextValues ? req : { ...req, contextValues: values });
     const observed = (): boolean => values.get(observedKey);
     const observe = (code: number | undefined): void => {
-      if (code !== undefined && !observed()) metrics.observe(method, "http", codeName(code), startedAt);
+      // A caller gone before the answer (its body cut off: connect answers a broken body INTERNAL) saw
+      // none; counted, a client that hangs up mid-body would spend the SLO's budget.
+      if (code !== undefined && !observed() && !req.signal.aborted) metrics.observe(method, "http", codeName(code), startedAt);
     };
     // gRPC and gRPC-Web run the handler while the body is read: their status is known at its end.
     if (res.trailer && res.body) {
