@@ -115,6 +115,16 @@ async function checkAccess(transport: Transport, topology: RedisTopology, where:
   }
 }
 
+/**
+ * An error's name for logs. node-redis's own (SocketTimeoutError: a node that
+ * went silent, ConnectionTimeoutError...) keep Error's name "Error": their
+ * class says which.
+ */
+function errorName(err: unknown): string {
+  if (!(err instanceof Error)) return "unknown";
+  return err.name === "Error" && err.constructor.name !== "Error" ? err.constructor.name : err.name;
+}
+
 /** Replicas did not acknowledge a write in time: its outcome may not survive a failover. */
 class ReplicationError extends Error {
   override readonly name = "ReplicationError";
@@ -181,7 +191,7 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
         const code = (err as NodeJS.ErrnoException | undefined)?.code;
         // Not `code`: the logger redacts that name everywhere (src/log.ts).
         const why = typeof code === "string" && /^[A-Z0-9_]+$/.test(code) ? { errorCode: code } : {};
-        log?.warn({ redis: where, node, error: err instanceof Error ? err.name : "unknown", ...why }, "redis connection lost");
+        log?.warn({ redis: where, node, error: errorName(err), ...why }, "redis connection lost");
       },
       ready(node) {
         log?.info({ redis: where, node }, "redis connection ready");
