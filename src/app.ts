@@ -24,6 +24,8 @@ import { allowedOrigins } from "./transport/connect/cors.js";
 import { httpHandler } from "./transport/connect/http-handler.js";
 import { listenHttp, type HttpListener } from "./transport/connect/listener.js";
 import { serveHealthPort } from "./health-port.js";
+import { ServerCertificates } from "./server-certificates.js";
+import { ChangedFiles } from "./changed-files.js";
 import { GrpcHealth } from "./transport/grpc/health.js";
 import { listenGrpc, type GrpcListener } from "./transport/grpc/server.js";
 import { lifetimesFor, OpenCalls } from "./transport/open-calls.js";
@@ -49,11 +51,18 @@ export interface App {
   healthPort: number | undefined;
   logger: Logger;
   /**
-   * Re-reads OTP_CLIENTS_FILE (main.ts: on SIGHUP), so a revoked or added key
-   * takes effect without a restart. A file that does not validate is refused
-   * and the clients in force stay; the error is thrown.
+   * Re-reads OTP_CLIENTS_FILE (main.ts: on SIGHUP; the file is also polled every
+   * OTP_RELOAD_CHECK_MS), so a revoked or added key takes effect without a
+   * restart. A file that does not validate is refused and the clients in force
+   * stay; the error is thrown.
    */
   reloadClients(): void;
+  /**
+   * Re-reads TLS_CERT_FILE / TLS_KEY_FILE / TLS_CA_FILE (main.ts: on SIGHUP; the files are also
+   * polled, src/server-certificates.ts). A pair that does not check is refused and logged; the
+   * certificate in force stays. Nothing to do without TLS.
+   */
+  reloadTls(): void;
   /** Graceful: stop accepting, drain within config.shutdownGraceMs, close the store. Idempotent. */
   stop(): Promise<void>;
 }
@@ -103,6 +112,20 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     let directory = config.clients ? new ClientDirectory(config.clients) : null;
     if (!directory) log.warn("no OTP_CLIENTS_FILE: every caller is accepted as tenant \"default\" (dev mode only)");
     const callerOf = callerResolver({ directory: () => directory, proxies: new TrustedProxies(config.trustedProxies), refusals });
+    const loadClients = (): void => {
+      const clients = readClientsFile(config.clientsFile!, config.production);
+      directory = new ClientDirectory(clients);
+      log.info({ clients: clients.length }, "clients file reloaded");
+    };
+    // A key revoked in the Secret is refused in every pod within seconds, with no SIGHUP to send (./changed-files.ts).
+    const clientsFile = config.clientsFile
+      ? new ChangedFiles([config.clientsFile], loadClients, (trigger, err) =>
+        log.error({ trigger, err: err.message }, "clients file not reloaded; the clients in force stay"))
+      : undefined;
+    if (clientsFile) {
+      clientsFile.watch(config.reloadCheckMs);
+      cleanups.push(async () => clientsFile.stop());
+    }
 
     let draining = false;
     const ready = async (): Promise<boolean> => !draining && (await pingWithin(store, PING_TIMEOUT_MS));
@@ -113,9 +136,18 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     cleanups.push(async () => clearInterval(watch));
 
     const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs, maxConnections } = config;
-    const openCalls = new OpenCalls(config.maxOpenCalls, lifetimesFor(requestTimeoutMs, config.redisCommandTimeoutMs, config.maxOpenCalls), log, (reason) => metrics.refused("", reason));
+    const tls = config.tls ? new ServerCertificates(config.tls, log, metrics.tls()) : undefined;
+    if (tls) {
+      tls.watch(config.reloadCheckMs);
+      cleanups.push(async () => tls.stop());
+    }
+    const openCalls = new OpenCalls(config.maxOpenCalls, lifetimesFor(requestTimeoutMs, config.redisCommandTimeoutMs, config.maxOpenCalls), log, (reason, call) => {
+      metrics.refused("", reason);
+      // What the caller of a method of ours was answered, before any handler: it counts against the SLO.
+      if (call) metrics.observe(call.method, call.port, "UNAVAILABLE", performance.now());
+    });
     const grpc: GrpcListener = await binding("GRPC_PORT", config.host, listenGrpc({
-      host: config.host, port: config.grpcPort, tls: config.tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, metrics,
+      host: config.host, port: config.grpcPort, tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, metrics,
     }));
     let http: HttpListener;
     let boundHealthPort: number | undefined;
@@ -128,7 +160,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         return { event_backlog: backlog.count, event_lag_ms: backlog.lagMs, event_relay_error: relay?.lastError ?? null };
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });
-      http = await binding("HTTP_PORT", config.host, listenHttp({ host: config.host, port: config.httpPort, tls: config.tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections }));
+      http = await binding("HTTP_PORT", config.host, listenHttp({ host: config.host, port: config.httpPort, tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections }));
       // Last, so a probe that answers means both ports listen; closed last, so
       // the probes see the drain (/readyz 503) rather than a refused connection.
       if (config.healthPort !== undefined) {
@@ -157,9 +189,15 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       logger: log,
       reloadClients() {
         if (!config.clientsFile) throw new Error("no OTP_CLIENTS_FILE to reload");
-        const clients = readClientsFile(config.clientsFile, config.production);
-        directory = new ClientDirectory(clients);
-        log.info({ clients: clients.length }, "clients file reloaded");
+        try {
+          loadClients();
+        } finally {
+          // Acted on (main.ts logs a refusal): the next poll does not load or report the same file again.
+          clientsFile?.settled();
+        }
+      },
+      reloadTls() {
+        tls?.reload();
       },
       stop() {
         stopping ??= (async () => {

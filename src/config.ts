@@ -15,7 +15,7 @@ import type { DestinationRules } from "./otp/destination.js";
 import { readTopicReplication, type TopicReplication } from "./events/topic-replication.js";
 import { PUBLISH_TIMEOUT_MS } from "./events/publish-timeout.js";
 import { oneRedisDeployment, readRedisSettings, SERVICE_REDIS, type RedisSettings } from "./redis-config.js";
-import { checkKeyPair, readCertificates, readPrivateKey } from "./tls-material.js";
+import { readServerTls, type ServerTls } from "./tls-material.js";
 import { readKafkaAccess } from "./kafka-config.js";
 import type { KafkaAccess } from "./events/kafka/access.js";
 
@@ -108,8 +108,10 @@ export interface Config {
   connectionIdleMs: number;
   /** OTP_SESSION_IDLE_MS: an HTTP/2 connection that has served a request is closed after this long with none open. */
   sessionIdleMs: number;
-  /** The listeners' TLS material (PEM), read and checked once at start-up (src/tls-material.ts). */
+  /** The listeners' TLS material (PEM) as read and checked at start-up (src/tls-material.ts); reloaded by src/server-certificates.ts. */
   tls: ServerTls | undefined;
+  /** OTP_RELOAD_CHECK_MS: how often the TLS files and OTP_CLIENTS_FILE are re-read for a change; 0: only on SIGHUP. */
+  reloadCheckMs: number;
   shutdownGraceMs: number;
   maxOutboxBacklog: number;
   /** An outbox entry pending this long on a relay is taken over by another. */
@@ -253,7 +255,8 @@ export function loadConfig(env: Env = process.env): Config {
     maxOpenCalls: int(env, "OTP_MAX_OPEN_CALLS", 4_000, 1, 1_000_000),
     maxConnections: int(env, "OTP_MAX_CONNECTIONS", 2_000, 1, 1_000_000),
     sessionIdleMs: int(env, "OTP_SESSION_IDLE_MS", 300_000, 100, 3_600_000),
-    tls: certFile !== undefined && keyFile !== undefined ? serverTls(certFile, keyFile, caFile) : undefined,
+    tls: certFile !== undefined && keyFile !== undefined ? readServerTls({ cert: certFile, key: keyFile, ca: caFile }) : undefined,
+    reloadCheckMs: int(env, "OTP_RELOAD_CHECK_MS", 5_000, 0, 3_600_000),
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
@@ -408,25 +411,6 @@ function countryBudgets(env: Env, name: string, fallback: string): CallerLimits[
     countries[key] = parsed;
   }
   return { fallback: fallbackBudget, countries };
-}
-
-/** Certificate chain, key and (mTLS) client CA, as PEM. */
-export interface ServerTls {
-  cert: string;
-  key: string;
-  ca: string | undefined;
-}
-
-/**
- * The listeners' TLS files, read, parsed and paired once, now rather than at the first handshake
- * (src/tls-material.ts): both listeners use what was checked, never a file read again later.
- */
-function serverTls(certFile: string, keyFile: string, caFile: string | undefined): ServerTls {
-  const cert = { name: "TLS_CERT_FILE", pem: readCertificates("TLS_CERT_FILE", certFile) };
-  const key = { name: "TLS_KEY_FILE", pem: readPrivateKey("TLS_KEY_FILE", keyFile) };
-  const ca = caFile === undefined ? undefined : { name: "TLS_CA_FILE", pem: readCertificates("TLS_CA_FILE", caFile) };
-  checkKeyPair(cert, key, ca);
-  return { cert: cert.pem, key: key.pem, ca: ca?.pem };
 }
 
 function readClients(path: string, production: boolean): Client[] {

@@ -9,7 +9,8 @@ import { kafkaAccessWarnings } from "./kafka-config.js";
 // The service process: read config, start, and on SIGTERM/SIGINT shut down
 // cleanly (stop accepting, drain in-flight calls within
 // OTP_SHUTDOWN_GRACE_MS, close the store) and exit 0. Exit 1 for bad
-// configuration or a failed start. SIGHUP re-reads OTP_CLIENTS_FILE.
+// configuration or a failed start. SIGHUP re-reads OTP_CLIENTS_FILE and the
+// listeners' TLS files.
 
 async function main(): Promise<void> {
   const config = readConfig();
@@ -45,8 +46,9 @@ async function main(): Promise<void> {
     await app.stop();
     await tracing?.stop();
   }, config.shutdownGraceMs, log);
-  // Revoke a leaked key without a restart.
+  // Revoke a leaked key, or put a renewed certificate in force, without a restart.
   process.on("SIGHUP", () => {
+    app.reloadTls();
     if (!config.clientsFile) return;
     try {
       app.reloadClients();

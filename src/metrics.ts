@@ -5,6 +5,7 @@ import { Channel } from "./gen/otp/v1/otp_pb.js";
 import { OUTBOX_TYPES } from "./events/encode.js";
 import type { Outcomes } from "./otp/service.js";
 import { redisObservations } from "./store/redis/client.js";
+import type { TlsObserver } from "./server-certificates.js";
 
 // Prometheus metrics, served at GET /metrics on the HTTP port: how long each
 // call took in the service (from the handler being called to its answer, on
@@ -90,6 +91,9 @@ class Children<L extends string> {
   }
 }
 
+/** Refusals at the process's bounds (src/transport/open-calls.ts), before any caller is known. */
+const BOUND_REFUSALS = ["OPEN_CALLS_LIMIT", "CONNECTIONS_LIMIT"] as const;
+
 const CHANNELS: Record<number, string> = {
   [Channel.SMS]: "sms", [Channel.EMAIL]: "email", [Channel.VOICE]: "voice", [Channel.WHATSAPP]: "whatsapp",
 };
@@ -130,7 +134,7 @@ export class Metrics implements Outcomes, RelayObserver {
     }).set({ component }, 1);
     this.calls = new Histogram({
       name: "otp_rpc_duration_seconds",
-      help: "Time from the handler being called to its answer, by method, port and status code",
+      help: "Time from the handler being called to its answer, by method, port and status code; answers given before a handler ran too: a body that does not decode (timed from when it was read), a call refused at OTP_MAX_OPEN_CALLS (UNAVAILABLE, 0 s)",
       labelNames: ["method", "port", "code"],
       buckets: BUCKETS,
       registers: [this.registry],
@@ -172,12 +176,16 @@ export class Metrics implements Outcomes, RelayObserver {
       labelNames: ["tenant"],
       registers,
     }));
-    this.refusals = new Children(new Counter({
+    const refusals = new Counter({
       name: "otp_refusals_total",
-      help: "Calls refused, by tenant (none before authentication) and reason: limits (RESOURCE_EXHAUSTED reasons such as SEND_LIMIT_IP), permissions and authentication",
+      help: "Calls refused, by tenant (none before authentication) and reason: limits (RESOURCE_EXHAUSTED reasons such as SEND_LIMIT_IP), permissions, authentication, and the process's bounds (OPEN_CALLS_LIMIT, CONNECTIONS_LIMIT)",
       labelNames: ["tenant", "reason"],
       registers,
-    }));
+    });
+    // The bounds' refusals at 0 from the start in the service (the process with the RPC ports): the SLO
+    // rules and OtpCallsRefusedAtBound take their rate, and a pod's first refusals must read as an increase.
+    if (component === "service") for (const reason of BOUND_REFUSALS) refusals.inc({ tenant: "none", reason }, 0);
+    this.refusals = new Children(refusals);
     const relayEvents = new Counter({
       name: "otp_relay_events_published_total",
       help: "Outbox events the relay in this process published to Kafka (or the dev log sink), by outbox type (delivery, sent, verified, ...)",
@@ -273,6 +281,31 @@ export class Metrics implements Outcomes, RelayObserver {
     counter("otp_redis_wait_timeouts_total", "Changes not acknowledged by OTP_REDIS_WAIT_REPLICAS replicas within OTP_REDIS_WAIT_TIMEOUT_MS (answered UNAVAILABLE)", () => redisObservations.waitTimeouts);
     counter("otp_redis_topology_changes_total", "Redis master changes seen: Sentinel failovers, cluster slot maps with other masters", () => redisObservations.topologyChanges);
     counter("otp_redis_connections_lost_total", "Connections to a Redis node (or to the Sentinel-watched master) lost", () => redisObservations.connectionsLost);
+  }
+
+  /**
+   * The listeners' certificate (src/server-certificates.ts), with TLS on only: an expiry of 0 for a
+   * service without TLS would read as a certificate long expired.
+   */
+  tls(): TlsObserver {
+    const registers = [this.registry];
+    const expiry = new Gauge({
+      name: "otp_tls_certificate_expiry_timestamp_seconds",
+      help: "notAfter (Unix time) of the certificate the listeners present to new connections (TLS_CERT_FILE as last put in force); with OTP_WORKERS > 1 the earliest. Still the old one after a renewal: the reload was refused (log: TLS files not reloaded)",
+      registers,
+      aggregator: "min",
+    });
+    const reloads = new Counter({
+      name: "otp_tls_reloads_total",
+      help: "Changed TLS files (polled every OTP_RELOAD_CHECK_MS, or SIGHUP) put in force (reloaded) or refused because they do not check (refused: the certificate in force stays)",
+      labelNames: ["outcome"],
+      registers,
+    });
+    for (const outcome of ["reloaded", "refused"]) reloads.inc({ outcome }, 0);
+    return {
+      inForce: (notAfterSeconds) => expiry.set(notAfterSeconds),
+      reload: (outcome) => reloads.inc({ outcome }),
+    };
   }
 
   /** `code`: the canonical status name (OK, INVALID_ARGUMENT, ...). */

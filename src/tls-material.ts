@@ -60,3 +60,36 @@ export function checkKeyPair(cert: { name: string; pem: string }, key: { name: s
     throw new ConfigError(`${cert.name} / ${key.name}${ca ? ` / ${ca.name}` : ""} refused by TLS: ${(err as Error).message}`);
   }
 }
+
+/** The listeners' files (TLS_CERT_FILE, TLS_KEY_FILE and, for mTLS, TLS_CA_FILE). */
+export interface ServerTlsFiles {
+  cert: string;
+  key: string;
+  ca: string | undefined;
+}
+
+/** The listeners' certificate chain, key and (mTLS) client CA, as PEM, and the files they came from. */
+export interface ServerTls {
+  cert: string;
+  key: string;
+  ca: string | undefined;
+  files: ServerTlsFiles;
+}
+
+/**
+ * The listeners' TLS files, read, parsed and paired: at start-up (config.ts),
+ * and again for every reload (src/server-certificates.ts), which keeps what is
+ * in force when this throws.
+ */
+export function readServerTls(files: ServerTlsFiles): ServerTls {
+  const cert = { name: "TLS_CERT_FILE", pem: readCertificates("TLS_CERT_FILE", files.cert) };
+  const key = { name: "TLS_KEY_FILE", pem: readPrivateKey("TLS_KEY_FILE", files.key) };
+  const ca = files.ca === undefined ? undefined : { name: "TLS_CA_FILE", pem: readCertificates("TLS_CA_FILE", files.ca) };
+  checkKeyPair(cert, key, ca);
+  return { cert: cert.pem, key: key.pem, ca: ca?.pem, files };
+}
+
+/** The first certificate of a PEM chain (the leaf a server presents). */
+export function leafCertificate(pem: string): X509Certificate {
+  return new X509Certificate(pem.match(CERTIFICATE_BLOCK)![0]!);
+}

@@ -64,7 +64,7 @@ export function superviseWorkers(count: number, graceMs: number, log: Logger): v
   }
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
-  // Pass SIGHUP (reload the clients file) on to every worker.
+  // Pass SIGHUP (reload the clients file and the TLS files) on to every worker.
   process.on("SIGHUP", () => {
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGHUP");
   });

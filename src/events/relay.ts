@@ -26,6 +26,15 @@ import { HEADERS } from "./topics.js";
 // wakes the relay at once (nudge), so its delivery does not wait out the
 // back-off. How late events reach Kafka is the backlog watch's to report
 // (src/events/backlog.ts: the age of the oldest entry in the outbox).
+//
+// Each relay is a consumer of every shard's group (named host-pid-random, so a
+// restart is a new one), and Redis keeps a consumer until it is deleted. A
+// relay that stops deletes its own; after a claim of stale entries, every
+// consumerIdleMs / 2, each relay deletes the others idle for `consumerIdleMs`:
+// the ones that crashed or were killed. Only a consumer with no pending entries is ever deleted (the
+// check and the delete are one script, prune-consumers.lua): deleting one
+// drops its pending entries from the group, which would lose their events. A
+// dead relay's entries keep its consumer until the claim has moved them.
 
 export interface RelayOptions {
   batchSize?: number;
@@ -47,6 +56,13 @@ export interface RelayOptions {
   lingerMs?: number;
   /** A pending entry idle this long belongs to a dead relay and is claimed. */
   claimIdleMs?: number;
+  /**
+   * Another relay's consumer idle this long (Redis' XINFO CONSUMERS `idle`) with nothing pending is
+   * deleted from the groups (default 4 × claimIdleMs). Deleting a live relay's is harmless, only
+   * wasted (it holds nothing, and its next read or claim creates it again), so this only needs to be
+   * well past the claim interval (claimIdleMs / 2), after which a live relay has read or claimed again.
+   */
+  consumerIdleMs?: number;
   maxBackoffMs?: number;
   /** Counts what is published and what fails (src/metrics.ts). */
   observer?: RelayObserver;
@@ -56,6 +72,12 @@ export interface RelayOptions {
 
 /** How long stop() waits for the batch in flight. */
 const STOP_WAIT_MS = 3_000;
+/**
+ * How long stop() waits for its consumer to be deleted (one round trip; a Redis that cannot answer
+ * fails it within the store's command timeout anyway): past it, shutdown goes on and the deletion
+ * may still finish, or the other relays prune the consumer later.
+ */
+const LEAVE_WAIT_MS = 1_000;
 
 export interface RelayStatus {
   lastError: string | undefined;
@@ -70,6 +92,7 @@ export class OutboxRelay {
   private readonly fastAfterReadMs: number;
   private readonly lingerMs: number;
   private readonly claimIdleMs: number;
+  private readonly consumerIdleMs: number;
   private readonly maxBackoffMs: number;
   private readonly observer: RelayObserver | undefined;
   private readonly deliveryMac: DeliveryMac | undefined;
@@ -83,6 +106,8 @@ export class OutboxRelay {
   /** In the sleep between reads of an empty outbox (a nudge ends it). */
   private idling = false;
   private readonly state: RelayStatus = { lastError: undefined, published: 0 };
+  /** The last pruning failure logged (logged again only when it changes). */
+  private pruneError: string | undefined;
 
   constructor(
     private readonly store: VerificationStore,
@@ -100,6 +125,7 @@ export class OutboxRelay {
     // of 500. 50 ms adds at most that much to a delivery (an SMS takes seconds).
     this.lingerMs = options.lingerMs ?? 50;
     this.claimIdleMs = options.claimIdleMs ?? 30_000;
+    this.consumerIdleMs = options.consumerIdleMs ?? 4 * this.claimIdleMs;
     this.maxBackoffMs = options.maxBackoffMs ?? 5_000;
     this.observer = options.observer;
     this.deliveryMac = options.deliveryMac;
@@ -125,6 +151,9 @@ export class OutboxRelay {
     ]);
     clearTimeout(timer);
     if (finished === false) this.logger.warn("event relay stopped with a batch still being published; it stays pending in the outbox for another relay");
+    // Its consumer leaves every group where it holds nothing; where a batch is still pending (above), it
+    // stays until another relay has claimed the batch, and that relay's pruning deletes it.
+    if (this.loop !== undefined) await this.leave();
   }
 
   /**
@@ -146,6 +175,7 @@ export class OutboxRelay {
     let backoffMs = 100;
     let idleMs = this.idleDelayMs;
     let lastClaim = 0;
+    let lastPrune = 0;
     let lastRead = Date.now();
     let lastEmpty = false;
     while (this.running) {
@@ -165,6 +195,12 @@ export class OutboxRelay {
         if (batch.length === 0 && Date.now() - lastClaim >= this.claimIdleMs / 2) {
           lastClaim = Date.now();
           batch = await this.store.claimStaleOutbox(this.consumer, this.claimIdleMs, this.batchSize);
+          // After a claim (a dead relay's consumer whose entries it just moved holds nothing now), and no
+          // more often than every consumerIdleMs / 2: 16 script calls, each listing a group's consumers.
+          if (Date.now() - lastPrune >= this.consumerIdleMs / 2) {
+            lastPrune = Date.now();
+            await this.prune(false);
+          }
         }
         if (batch.length === 0) {
           // Empty last time and not nudged: most likely still empty. Asked
@@ -235,6 +271,28 @@ export class OutboxRelay {
     this.state.published += records.length;
     this.observer?.published(batch.map((e) => e.fields.type ?? "unknown"));
     this.recovered();
+  }
+
+  /** Deletes consumers that hold nothing (this one too when leaving). Housekeeping: a failure is logged, never the relay's error. */
+  private async prune(leaving: boolean): Promise<void> {
+    try {
+      const forgotten = await this.store.pruneOutboxConsumers(this.consumer, this.consumerIdleMs, leaving);
+      if (this.pruneError !== undefined) this.logger.info("event relay prunes consumers again");
+      this.pruneError = undefined;
+      // Counted per shard. Leaving, most are this relay's own: not worth a line.
+      if (forgotten > 0 && !leaving) this.logger.info({ consumers: forgotten }, "event relay deleted idle consumers of relays gone (nothing pending on them)");
+    } catch (err) {
+      const message = (err as Error)?.message ?? String(err);
+      if (this.pruneError !== message) this.logger.warn({ err: message }, "event relay cannot prune consumers of relays gone; they stay in the outbox groups for now");
+      this.pruneError = message;
+    }
+  }
+
+  /** stop(): this relay's consumer leaves the groups where it holds nothing, within LEAVE_WAIT_MS. */
+  private async leave(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.prune(true), new Promise<void>((resolve) => (timer = setTimeout(resolve, LEAVE_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 
   /**

@@ -465,6 +465,13 @@ export interface VerificationStore {
   claimStaleOutbox(consumer: string, idleMs: number, count: number): Promise<OutboxEntry[]>;
   /** Acknowledge and delete delivered entries. */
   ackOutbox(entries: { shard: number; id: string }[]): Promise<void>;
+  /**
+   * Forget relays that hold nothing, in every shard (a relay becomes a consumer of a shard when it
+   * reads or claims there): other consumers idle at least `idleMs`, and with `leaving` (a relay that
+   * stops) `consumer` itself. A consumer with pending entries is never forgotten (its entries would
+   * be lost with it): it stays until `claimStaleOutbox` has moved them. Returns how many were forgotten.
+   */
+  pruneOutboxConsumers(consumer: string, idleMs: number, leaving: boolean): Promise<number>;
   /** Entries not yet acknowledged, across shards. */
   outboxBacklog(): Promise<number>;
   /** The same count, and the time of the oldest of those entries (its stream id's milliseconds). */

@@ -3,6 +3,8 @@ import type { Http2Server, IncomingHttpHeaders, ServerHttp2Stream } from "node:h
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Server } from "node:net";
 import type { Logger } from "../log.js";
+import { methodOfPath, type MethodName } from "../auth/grants.js";
+import type { Port } from "../metrics.js";
 import { boundConnections } from "./connection-bound.js";
 
 // The process-wide bound on calls open at once, across both ports and every
@@ -60,8 +62,20 @@ export function lifetimesFor(requestTimeoutMs: number, storeTimeoutMs: number, m
   };
 }
 
+// A refused call of a method of ours (its path one of otp.v1.OtpService's) is
+// an answer of that method like any other: UNAVAILABLE, observed with the
+// port it came to (otp_rpc_duration_seconds), so the SLO and its burn alerts
+// see a pod that refuses everyone. Connections refused on accept carry no
+// method: they are counted by reason only.
+
 export type Refusal = "OPEN_CALLS_LIMIT" | "STREAMING_CALLS_LIMIT" | "CONNECTIONS_LIMIT";
-export type RefusalObserver = (reason: Refusal) => void;
+export type RefusalObserver = (reason: Refusal, call?: RefusedCall) => void;
+
+/** A call refused at OTP_MAX_OPEN_CALLS: the method it asked for (when it is ours) and the port. */
+export interface RefusedCall {
+  method: MethodName;
+  port: Port;
+}
 
 const LOG_EVERY_MS = 5_000;
 const MAX_STREAMING = 64;
@@ -126,11 +140,6 @@ export class OpenCalls {
     return this.#open;
   }
 
-  /** The lifetimes this bound enforces. */
-  get lifetimes(): CallLifetimes {
-    return this.#lifetimes;
-  }
-
   /**
    * Puts the bound in front of every "stream" listener of an http2 server
    * (grpc-js's, node's compat layer, ours): a stream past the bound is reset
@@ -138,14 +147,14 @@ export class OpenCalls {
    * whose path is in `streaming` (the server's streaming methods) counts
    * against the streaming quota too and has the streaming lifetime.
    */
-  guardStreams(server: Http2Server, streaming?: ReadonlySet<string>): void {
+  guardStreams(server: Http2Server, port: Port, streaming?: ReadonlySet<string>): void {
     const listeners = server.listeners("stream") as ((...args: unknown[]) => void)[];
     server.removeAllListeners("stream");
     const anyStreaming = streaming !== undefined && streaming.size > 0;
     server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => {
       const path = headers[":path"];
       const isStreaming = anyStreaming && path !== undefined && streaming.has(path);
-      if (!this.#admit(headers[":method"], path, isStreaming)) {
+      if (!this.#admit(headers[":method"], path, isStreaming, port)) {
         // Node reports a stream closed with an error code as an "error" on it; nothing is wrong here.
         stream.on("error", ignore);
         stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
@@ -159,7 +168,7 @@ export class OpenCalls {
   /** The HTTP/1.1 request handler behind the bound: past it, 503 and the connection closed. */
   guardRequests<Req extends IncomingMessage, Res extends ServerResponse>(handler: (req: Req, res: Res) => void): (req: Req, res: Res) => void {
     return (req, res) => {
-      if (!this.#admit(req.method, req.url, false)) {
+      if (!this.#admit(req.method, req.url, false, "http")) {
         res.shouldKeepAlive = false;
         res.writeHead(503, { "content-type": "text/plain", "retry-after": "1", connection: "close" });
         res.end("too many open calls\n");
@@ -182,7 +191,7 @@ export class OpenCalls {
     boundConnections(server, max, () => this.#refused("CONNECTIONS_LIMIT"));
   }
 
-  #admit(method: string | undefined, path: string | undefined, streaming: boolean): boolean {
+  #admit(method: string | undefined, path: string | undefined, streaming: boolean, port: Port): boolean {
     if (streaming && this.#streaming >= this.#lifetimes.maxStreaming) {
       this.#refused("STREAMING_CALLS_LIMIT");
       return false;
@@ -196,7 +205,7 @@ export class OpenCalls {
       if (streaming) this.#streaming++;
       return true;
     }
-    this.#refused("OPEN_CALLS_LIMIT");
+    this.#refused("OPEN_CALLS_LIMIT", refusedCall(path, port));
     return false;
   }
 
@@ -242,14 +251,14 @@ export class OpenCalls {
     }
   }
 
-  #refused(reason: Refusal): void {
-    this.observe?.(reason);
+  #refused(reason: Refusal, call?: RefusedCall): void {
+    this.observe?.(reason, call);
     this.#refusedSinceLog++;
     const now = Date.now();
     if (now - this.#lastLog >= LOG_EVERY_MS) {
       this.log.warn(
         { reason, refused: this.#refusedSinceLog, openCalls: this.#open, maxOpenCalls: this.max, streamingCalls: this.#streaming, maxStreamingCalls: this.#lifetimes.maxStreaming },
-        "refusing calls or connections: the process is at its bound (OTP_MAX_OPEN_CALLS / OTP_MAX_CONNECTIONS)",
+        "refusing calls or connections: the process is at a bound (OTP_MAX_OPEN_CALLS, its streaming quota, or OTP_MAX_CONNECTIONS)",
       );
       this.#lastLog = now;
       this.#refusedSinceLog = 0;
@@ -267,4 +276,12 @@ function cut(call: Call): void {
     // HTTP/1.1 has no per-request reset: the connection goes.
     call.destroy();
   }
+}
+
+/** The refused call's method when the path (an HTTP/1.1 URL may carry a query: Connect GET) is one of ours. */
+function refusedCall(path: string | undefined, port: Port): RefusedCall | undefined {
+  if (path === undefined) return undefined;
+  const query = path.indexOf("?");
+  const method = methodOfPath(query < 0 ? path : path.slice(0, query));
+  return method ? { method, port } : undefined;
 }

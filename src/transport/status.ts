@@ -119,11 +119,16 @@ export function toConnectError(err: unknown, log: Logger, method: string): Conne
 /** The canonical status name an error answers with (OK is the caller's to say), for metrics. */
 export function statusName(err: unknown): string {
   if (err instanceof OtpError) return err.code;
-  if (err instanceof ConnectError) {
-    // gRPC spells it with two Ls; connect's enum with one.
-    return err.code === Code.Canceled ? "CANCELLED" : Code[err.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
-  }
+  if (err instanceof ConnectError) return codeName(err.code);
   return "INTERNAL";
+}
+
+/** A status code's canonical name (connect's Code and grpc-js's status are the same numbers). */
+export function codeName(code: number): string {
+  // gRPC spells it with two Ls; connect's enum with one.
+  if (code === Code.Canceled) return "CANCELLED";
+  const name = Code[code] as string | undefined;
+  return name === undefined ? "UNKNOWN" : name.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
 }
 
 /**

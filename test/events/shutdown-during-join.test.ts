@@ -64,6 +64,32 @@ async function stopDuringJoin(
   return second;
 }
 
+describe('a notifier that crashes', () => {
+  it('loses its partitions to the other notifier within the session timeout (10 s; kafkajs\'s 30 s held a third of the codes)', async () => {
+    const groupId = `crash-${randomBytes(4).toString('hex')}`;
+    const start = () => spawnService({ NODE_ENV: 'development', KAFKA_BROKERS: broker.brokers, NOTIFIER_GROUP_ID: groupId, NOTIFIER_METRICS_PORT: 'off' }, 'src/bin/notifier.ts');
+    const started = (p: ServiceProcess) => until('the notifier started', 60_000, () => p.logs().some((l) => l.msg === 'notifier started'), 100);
+    const [first, second] = [await start(), await start()];
+    try {
+      await Promise.all([started(first), started(second)]);
+      await until('both notifiers are members', 60_000, async () => {
+        const g = await group(groupId);
+        return g.state === 'Stable' && g.members === 2;
+      }, 250);
+      first.child.kill('SIGKILL');
+      const crashed = Date.now();
+      await until('the group has settled on the one left', 60_000, async () => {
+        const g = await group(groupId);
+        return g.state === 'Stable' && g.members === 1;
+      }, 250);
+      expect(Date.now() - crashed).toBeLessThan(20_000);
+    } finally {
+      first.child.kill('SIGKILL');
+      second.child.kill('SIGKILL');
+    }
+  }, 180_000);
+});
+
 describe('stopping while the Kafka consumer joins a group with a crashed member', () => {
   it('the service exits 0 within its grace: the status consumer does not hold the shutdown', async () => {
     const start = () => spawnService({ NODE_ENV: 'development', REDIS_URL: `redis://127.0.0.1:${redis.port}`, KAFKA_BROKERS: broker.brokers, OTP_WORKERS: '1', OTP_SHUTDOWN_GRACE_MS: '10000' });

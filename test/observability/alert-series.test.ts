@@ -7,6 +7,8 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { connect, type Socket } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
 import type { Client } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -14,7 +16,7 @@ import { OUTBOX_TYPES } from '../../src/events/encode.js';
 import { Channel, OtpService } from '../../src/gen/otp/v1/otp_pb.js';
 import { run } from '../support/cli.js';
 import { freePort } from '../support/free-port.js';
-import { grpcCall, grpcClient } from '../support/grpc-client.js';
+import { grpcCall, grpcClient, grpcError } from '../support/grpc-client.js';
 import { freshEmail, startTestApp, type TestApp } from '../support/otp-app.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
 import { until } from '../support/redis-cli.js';
@@ -47,6 +49,20 @@ function inputSeries(samples: Sample[], instance: string): { series: string; val
   }));
 }
 
+/**
+ * promtool's input series for a scraped service held at a steady state: each counter (and histogram count)
+ * rises every minute by what the scrape counted so far, every other sample is held; histogram buckets
+ * and sums are left out (no rule reads them).
+ */
+function steadySeries(samples: Sample[], instance: string): { series: string; values: string }[] {
+  return samples
+    .filter((s) => !/_(bucket|sum)$/.test(s.name))
+    .map((s) => ({
+      series: `${s.name}{${s.labels ? `${s.labels},` : ''}instance="${instance}"}`,
+      values: /_(total|count)$/.test(s.name) ? `0+${s.value}x40` : `${s.value}x40`,
+    }));
+}
+
 /** An alert's labels and annotations as rules.yaml gives them (promtool compares both, exactly). */
 function declared(alertname: string): { exp_labels: Record<string, string>; exp_annotations: Record<string, string> } {
   const groups = (parse(readFileSync(rules, 'utf8')) as { groups: { rules: { alert?: string; labels: Record<string, string>; annotations: Record<string, string> }[] }[] }).groups;
@@ -54,8 +70,10 @@ function declared(alertname: string): { exp_labels: Record<string, string>; exp_
   return { exp_labels: rule.labels, exp_annotations: rule.annotations };
 }
 
-/** promtool's verdict on these series at 30 m: each named alert firing (with no labels of its own) or not. */
-async function promtoolExpects(series: { series: string; values: string }[], expectations: Record<string, boolean>): Promise<string> {
+type Expected = { exp_labels: Record<string, string>; exp_annotations: Record<string, string> }[];
+
+/** promtool's verdict on these series at 30 m: each named alert firing (with no labels of its own, or those given) or not. */
+async function promtoolExpects(series: { series: string; values: string }[], expectations: Record<string, boolean | Expected>): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'otp-alert-series-'));
   try {
     const test = {
@@ -65,7 +83,7 @@ async function promtoolExpects(series: { series: string; values: string }[], exp
         interval: '1m',
         input_series: series,
         alert_rule_test: Object.entries(expectations).map(([alertname, firing]) => ({
-          eval_time: '30m', alertname, exp_alerts: firing ? [declared(alertname)] : [],
+          eval_time: '30m', alertname, exp_alerts: Array.isArray(firing) ? firing : firing ? [declared(alertname)] : [],
         })),
       }],
     };
@@ -135,5 +153,50 @@ describe('the series the alerts read, from real processes', () => {
     // The service scraped beside them: it is up; the relays still fail.
     const beside = await promtoolExpects([...relays, ...inputSeries(serviceSamples, 'service-1')], { OtpServiceDown: false, OtpRelayFailing: true });
     expect(beside, beside).toContain('SUCCESS');
+  }, 120_000);
+
+  it('a service held at OTP_MAX_OPEN_CALLS: its refused Sends are UNAVAILABLE answers of Send, and the rules page for the burn and for the pod refusing', async () => {
+    const bound = await startTestApp({ REDIS_URL: redis.url, OTP_RELAY: 'off', OTP_MAX_OPEN_CALLS: '2', OTP_REQUEST_TIMEOUT_MS: '60000', OTP_CONNECTION_IDLE_MS: '30000' });
+    const boundClient = grpcClient(bound.grpcTarget);
+    const held: Socket[] = [];
+    try {
+      await grpcCall(boundClient, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('alert-series-bound') });
+      // Two HTTP/1.1 calls whose bodies never end hold the bound (as a slowloris does).
+      for (let i = 0; i < 2; i++) {
+        const socket = connect(bound.httpPort, '127.0.0.1');
+        socket.on('error', () => {});
+        held.push(socket);
+        socket.write(`POST /otp.v1.OtpService/Send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n{`);
+        await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+      }
+      for (let i = 0; i < 3; i++) {
+        const err = await grpcError(grpcCall(boundClient, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('alert-series-refused') }));
+        expect(err.code).toBe(grpc.status.UNAVAILABLE);
+      }
+      const samples = otpSamples((await run('curl', ['-sS', '--fail', `${bound.httpBase}/metrics`])).stdout);
+      // grpc-js retries a refused stream once: two refusals a call.
+      expect(valueOf(samples, 'otp_rpc_duration_seconds_count', 'method="Send",port="grpc",code="UNAVAILABLE"')).toBe(6);
+      expect(valueOf(samples, 'otp_refusals_total', 'tenant="none",reason="OPEN_CALLS_LIMIT"')).toBe(6);
+      expect(valueOf(samples, 'otp_refusals_total', 'tenant="none",reason="CONNECTIONS_LIMIT"')).toBe(0);
+
+      const burn = declared('OtpAvailabilityBudgetBurnFast');
+      const refusing = declared('OtpCallsRefusedAtBound');
+      const verdict = await promtoolExpects(steadySeries(samples, 'service-1'), {
+        OtpAvailabilityBudgetBurnFast: [{
+          exp_labels: { ...burn.exp_labels, method: 'Send' },
+          exp_annotations: Object.fromEntries(Object.entries(burn.exp_annotations).map(([k, v]) => [k, v.replaceAll('{{ $labels.method }}', 'Send')])),
+        }],
+        OtpCallsRefusedAtBound: [{
+          exp_labels: { ...refusing.exp_labels, instance: 'service-1' },
+          exp_annotations: Object.fromEntries(Object.entries(refusing.exp_annotations).map(([k, v]) => [k, v.replaceAll('{{ $labels.instance }}', 'service-1')])),
+        }],
+        OtpServiceDown: false,
+      });
+      expect(verdict, verdict).toContain('SUCCESS');
+    } finally {
+      for (const socket of held) socket.destroy();
+      boundClient.close();
+      await bound.stop();
+    }
   }, 120_000);
 });

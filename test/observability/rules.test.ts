@@ -23,7 +23,9 @@ async function promtool(...args: string[]) {
 /** Every series name a metric family exposes (histograms: _bucket, _count, _sum). */
 async function exported(): Promise<Set<string>> {
   const names = new Set<string>();
-  for (const registry of [new Metrics({ count: 0, lagMs: 0 }, "service").registry, new NotifierMetrics().registry]) {
+  const service = new Metrics({ count: 0, lagMs: 0 }, "service");
+  service.tls(); // registered only with TLS on
+  for (const registry of [service.registry, new NotifierMetrics().registry]) {
     for (const m of await registry.getMetricsAsJSON()) {
       names.add(m.name);
       if (String(m.type) === 'histogram') for (const s of ['_bucket', '_count', '_sum']) names.add(m.name + s);
@@ -58,6 +60,15 @@ describe('Prometheus rules and Grafana dashboard', () => {
     const known = await exported();
     const unknown = [...names].filter((n) => !known.has(n) && !recorded.has(n));
     expect(unknown).toEqual([]);
+    // One namespace at a time, as the alerts see them: every series a query names is filtered by the
+    // dashboard's namespace variable (prod and staging in one Prometheus are not added up).
+    const templating = (dashboard as unknown as { templating: { list: { name: string }[] } }).templating.list;
+    expect(templating.map((v) => v.name)).toContain('namespace');
+    for (const expr of dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr))) {
+      for (const m of expr.matchAll(/\b(?:[a-z_]+:)?otp_[a-z_:0-9]+(\{[^}]*\})?/g)) {
+        expect(m[1] ?? '', `${m[0]} in ${expr}`).toContain('namespace=~"$namespace"');
+      }
+    }
     // The dashboard shows what the alerts are about.
     for (const name of ['otp_verifications_total', 'otp_sends_total', 'otp_refusals_total', 'otp_notifier_deliveries_total', 'otp_relay_lag_seconds']) {
       expect(dashboard.panels.some((p) => (p.targets ?? []).some((t) => t.expr.includes(name)))).toBe(true);

@@ -185,6 +185,16 @@ async function answersOnEveryTransport(): Promise<void> {
   expect(answered).toBe(200);
 }
 
+/** otp_rpc_duration_seconds_count of Send answered UNAVAILABLE, by port. */
+async function sendUnavailable(): Promise<{ grpc: number; http: number }> {
+  const text = await (await fetch(`${app.httpBase}/metrics`)).text();
+  const value = (port: string) => {
+    const line = text.split('\n').find((l) => l.startsWith(`otp_rpc_duration_seconds_count{method="Send",port="${port}",code="UNAVAILABLE"}`));
+    return line ? Number(line.split(' ').at(-1)) : 0;
+  };
+  return { grpc: value('grpc'), http: value('http') };
+}
+
 async function refusals(reason: string): Promise<number> {
   const text = await (await fetch(`${app.httpBase}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`otp_refusals_total{tenant="none",reason="${reason}"}`));
@@ -194,12 +204,21 @@ async function refusals(reason: string): Promise<number> {
 describe.each(['grpc', 'connect', 'http1'] as const)('calls held open over %s', (kind) => {
   it(`the call past OTP_MAX_OPEN_CALLS is refused on both ports and counted; once released, calls succeed`, async () => {
     const before = await refusals('OPEN_CALLS_LIMIT');
+    const unavailableBefore = await sendUnavailable();
     await fill(kind);
     await everyTransportRefused();
     release();
     await servingAgain();
     // The one past the bound in fill(), three raw ones, and grpc-js's call (twice: its transparent retry).
     expect((await refusals('OPEN_CALLS_LIMIT')) - before).toBeGreaterThanOrEqual(5);
+    // Each refused Send is an answer of Send (UNAVAILABLE) on the port it came to, so the SLO sees a pod
+    // that refuses everyone: on the gRPC port the raw one (and fill's, over gRPC); on the HTTP port the
+    // HTTP/2 and HTTP/1.1 ones (and fill's). The health check refused is not a method of ours. (At least:
+    // a call held by the test before may not have ended at the server yet when fill() starts, and Node
+    // sends "100 Continue" before the bound answers 503, so fill cannot tell such a refusal.)
+    const unavailable = await sendUnavailable();
+    expect(unavailable.grpc - unavailableBefore.grpc).toBeGreaterThanOrEqual(kind === 'grpc' ? 2 : 1);
+    expect(unavailable.http - unavailableBefore.http).toBeGreaterThanOrEqual(kind === 'grpc' ? 2 : 3);
   });
 });
 

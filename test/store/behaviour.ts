@@ -1104,6 +1104,23 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(await store.claimStaleOutbox('other', 0, 10)).toEqual([]);
       });
 
+      it('pruning relay consumers never drops an entry pending on one: a dead relay\'s entries are still claimed', async () => {
+        await send();
+        await send();
+        // A relay read these and died before Kafka had them.
+        const taken = await store.readOutbox('dead-relay', 10);
+        expect(taken).toHaveLength(4);
+        await advance(5);
+        // As it would leave, and as any relay prunes others idle for 1 ms: it holds entries, so it stays with them.
+        await store.pruneOutboxConsumers('dead-relay', 1, true);
+        await store.pruneOutboxConsumers('live-relay', 1, false);
+        const byId = (entries: OutboxEntry[]) => entries.map((e) => `${e.shard}/${e.id}`).sort();
+        const claimed = await store.claimStaleOutbox('live-relay', 1, 10);
+        expect(byId(claimed)).toEqual(byId(taken));
+        await store.ackOutbox(claimed);
+        expect(await store.outboxBacklog()).toBe(0);
+      });
+
       it('outboxWaiting: the count, and the time of the oldest entry not acknowledged, whoever holds it', async () => {
         expect(await store.outboxWaiting()).toEqual({ events: 0, oldestMs: undefined, unreadable: 0 });
         await send();

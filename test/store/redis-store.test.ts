@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StoreUnavailableError } from '../../src/store/errors.js';
 import { connectRedis, type RedisConnection, type RedisReply } from '../../src/store/redis/client.js';
 import { RedisStore } from '../../src/store/redis/redis-store.js';
+import type { OutboxEntry } from '../../src/store/store.js';
 import { scripts } from '../../src/store/redis/scripts.js';
 import { freePort } from '../support/free-port.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
@@ -328,6 +329,77 @@ describe('redis store: what Redis holds', () => {
     await store.close();
   });
 
+  it('relay consumers: one leaving goes from every group where it holds nothing, others only once idle that long, and one holding entries stays until they are claimed', async () => {
+    const prefix = freshPrefix();
+    const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });
+    const stream = (shard: number) => `${prefix}:{${shard}}:outbox`;
+    /** Every shard's consumers as `<name>@<shard>:<pending>`, sorted; and the longest idle of one name. */
+    const groups = async () => {
+      const out: string[] = [];
+      const idle = new Map<string, number>();
+      for (let shard = 0; shard < SHARDS; shard++) {
+        for (const flat of (await raw.call(['XINFO', 'CONSUMERS', stream(shard), 'relay'])) as RedisReply[][]) {
+          const c = Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, i) => [String(flat[2 * i]), flat[2 * i + 1]]));
+          out.push(`${String(c.name)}@${shard}:${Number(c.pending)}`);
+          idle.set(String(c.name), Math.min(idle.get(String(c.name)) ?? Infinity, Number(c.idle)));
+        }
+      }
+      return { consumers: out.sort(), idle };
+    };
+    const names = async () => [...new Set((await groups()).consumers.map((c) => c.split('@')[0]))].sort();
+    const idleAtLeast = async (name: string, ms: number) => {
+      const deadline = Date.now() + 10_000;
+      while (((await groups()).idle.get(name) ?? 0) < ms) {
+        if (Date.now() > deadline) throw new Error(`${name} not idle ${ms} ms`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    try {
+      for (let shard = 0; shard < SHARDS; shard++) {
+        for (let i = 0; i < 2; i++) await store.appendAudit(shard, { type: 'refused', tn: TENANT, reason: 'X', vid: '', md: '', dd: '' });
+      }
+      // "stopping" publishes (acknowledges) what it read; "dead" read the rest and died; "old" is a relay
+      // of an earlier release, long gone, that holds nothing.
+      const published = await store.readOutbox('stopping', SHARDS);
+      await store.ackOutbox(published);
+      const taken = await store.readOutbox('dead', 100);
+      expect(published.length + taken.length).toBe(2 * SHARDS);
+      for (let shard = 0; shard < SHARDS; shard++) await raw.call(['XGROUP', 'CREATECONSUMER', stream(shard), 'relay', 'old']);
+      const shardsOf = (entries: OutboxEntry[]) => new Set(entries.map((e) => e.shard)).size;
+      const before = (await groups()).consumers;
+      expect(await names()).toEqual(['dead', 'old', 'stopping']);
+
+      // Nobody idle for a minute: nothing goes.
+      expect(await store.pruneOutboxConsumers('live', 60_000, false)).toBe(0);
+      expect((await groups()).consumers).toEqual(before);
+      // Leaving: "stopping" goes from every group (it holds nothing), the others stay.
+      expect(await store.pruneOutboxConsumers('stopping', 60_000, true)).toBe(shardsOf(published));
+      expect(await names()).toEqual(['dead', 'old']);
+      // Idle 50 ms with nothing pending: "old" goes; "dead", as idle, holds entries and stays with them,
+      // also when it is the one leaving.
+      await idleAtLeast('old', 50);
+      await idleAtLeast('dead', 50);
+      expect(await store.pruneOutboxConsumers('live', 50, false)).toBe(SHARDS);
+      expect(await store.pruneOutboxConsumers('dead', 50, true)).toBe(0);
+      expect((await groups()).consumers).toEqual(
+        [...new Set(taken.map((e) => e.shard))].map((shard) => `dead@${shard}:${taken.filter((e) => e.shard === shard).length}`).sort(),
+      );
+
+      // Claimed by a live relay and published: "dead" holds nothing, and goes; the live one stays.
+      const claimed = await store.claimStaleOutbox('live', 0, 100);
+      expect(claimed.map((e) => `${e.shard}/${e.id}`).sort()).toEqual(taken.map((e) => `${e.shard}/${e.id}`).sort());
+      await store.ackOutbox(claimed);
+      await idleAtLeast('dead', 50);
+      expect(await store.pruneOutboxConsumers('live', 50, false)).toBe(shardsOf(taken));
+      expect(await names()).toEqual(['live']);
+      expect(await store.pruneOutboxConsumers('live', 60_000, true)).toBe(shardsOf(claimed));
+      expect((await groups()).consumers).toEqual([]);
+      expect(await store.outboxBacklog()).toBe(0);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('every non-stream key has a TTL', async () => {
     const prefix = freshPrefix();
     const { store } = await populate(prefix, newCode());
@@ -371,6 +443,7 @@ describe.skipIf(process.env.REDIS_URL)('redis store: outage', () => {
       ['readOutbox', () => store.readOutbox('relay-1', 10)],
       ['claimStaleOutbox', () => store.claimStaleOutbox('relay-1', 1000, 10)],
       ['ackOutbox', () => store.ackOutbox([{ shard: dest.ref.shard, id: '1-0' }])],
+      ['pruneOutboxConsumers', () => store.pruneOutboxConsumers('relay-1', 1000, false)],
       ['outboxBacklog', () => store.outboxBacklog()],
       ['outboxWaiting', () => store.outboxWaiting()],
     ];

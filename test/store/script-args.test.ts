@@ -84,6 +84,7 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
   audit: { keys: [outboxKey(prefix, 0)], args: { fields: { type: 'refused', tn: TENANT, reason: 'X' } } },
   readOutbox: { keys: [outboxKey(prefix, 0)], args: { group: 'relay', consumer: 'relay-1', count: 10, from: '>' } },
   ackOutbox: { keys: [outboxKey(prefix, 0)], args: { group: 'relay', ids: ['1-0'] } },
+  pruneConsumers: { keys: [outboxKey(prefix, 0)], args: { group: 'relay', consumer: 'relay-1', leaving: true, idle_ms: 60_000 } },
 };
 
 async function keysUnderPrefix(): Promise<string[]> {
@@ -108,7 +109,7 @@ function expectArgsError(reply: unknown, script: string, field?: string) {
   if (field) expect(message).toContain(field);
 }
 
-const FILES: Partial<Record<ScriptName, string>> = { markDeliveryFailed: 'mark-delivery-failed', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome', readOutbox: 'read-outbox', ackOutbox: 'ack-outbox' };
+const FILES: Partial<Record<ScriptName, string>> = { markDeliveryFailed: 'mark-delivery-failed', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome', readOutbox: 'read-outbox', ackOutbox: 'ack-outbox', pruneConsumers: 'prune-consumers' };
 const scriptFile = (name: ScriptName) => FILES[name] ?? name;
 
 describe('script argument contract', () => {
@@ -164,7 +165,7 @@ describe('script argument contract', () => {
   });
 
   it('the valid calls above are accepted (so the refusals are about the one field changed)', async () => {
-    for (const name of ['describe', 'find', 'limits', 'issue', 'verify', 'audit', 'callerBudgets', 'prefixOutcome'] as ScriptName[]) {
+    for (const name of ['describe', 'find', 'limits', 'issue', 'verify', 'audit', 'callerBudgets', 'prefixOutcome', 'pruneConsumers'] as ScriptName[]) {
       const reply = await run(name, scriptArgv(valid[name].args as never));
       expect(reply, name).not.toBeInstanceOf(Error);
     }

@@ -18,6 +18,11 @@ export interface TestCerts {
   strangerCert: string;
   strangerKey: string;
   read(file: string): Buffer;
+  /**
+   * A renewal of the server certificate, as cert-manager makes one: a new key and certificate
+   * for the same subject and names from the same CA, in `<file>.pem` / `<file>.key`.
+   */
+  renewServer(file: string): { cert: string; key: string };
   remove(): void;
 }
 
@@ -28,13 +33,14 @@ export function makeTestCerts(): TestCerts {
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 
   openssl('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=otp-test-ca');
-  const issue = (name: string, ext: string) => {
+  const issue = (name: string, ext: string, cn = name) => {
     writeFileSync(f(`${name}.ext`), ext);
-    openssl('req', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=${name}`);
+    openssl('req', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=${cn}`);
     openssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
       '-out', f(`${name}.pem`), '-days', '1', '-extfile', f(`${name}.ext`));
   };
-  issue('server', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  const serverExt = 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n';
+  issue('server', serverExt);
   issue('client', 'extendedKeyUsage=clientAuth\n');
   issue('spiffe', 'subjectAltName=URI:spiffe://acme.test/billing\nextendedKeyUsage=clientAuth\n');
   issue('stranger', 'extendedKeyUsage=clientAuth\n');
@@ -51,6 +57,10 @@ export function makeTestCerts(): TestCerts {
     strangerCert: f('stranger.pem'),
     strangerKey: f('stranger.key'),
     read: (file) => readFileSync(file),
+    renewServer: (file) => {
+      issue(file, serverExt, 'server');
+      return { cert: f(`${file}.pem`), key: f(`${file}.key`) };
+    },
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
 }

@@ -59,7 +59,7 @@ describe('OpenCalls lifetimes', () => {
     const calls = bound();
     const server = http2.createServer();
     server.on('stream', () => {}); // admitted, never answered
-    calls.guardStreams(server);
+    calls.guardStreams(server, "grpc");
     const session = h2Client(await listening(server));
     const streams = Array.from({ length: 4 }, () => session.request({ ':method': 'POST', ':path': '/x' }, { endStream: true }));
     const results = await Promise.all(streams.map(ended));
@@ -90,7 +90,7 @@ describe('OpenCalls lifetimes', () => {
     const calls = bound();
     const server = http2.createServer();
     server.on('stream', () => {});
-    calls.guardStreams(server, new Set(['/stream']));
+    calls.guardStreams(server, "grpc", new Set(['/stream']));
     const session = h2Client(await listening(server));
     const first = ended(session.request({ ':method': 'POST', ':path': '/stream' }, { endStream: false }));
     const second = ended(session.request({ ':method': 'POST', ':path': '/stream' }, { endStream: false }));

@@ -57,6 +57,20 @@ export const CONSUMER_RETRY = { retries: 8, initialRetryTime: 300, maxRetryTime:
  */
 export const PRODUCER_RETRY = { retries: 10, initialRetryTime: 250, maxRetryTime: 3_000 };
 
+/**
+ * How old a producer's metadata (who leads which partition) may be when a
+ * send, or a send's retry, starts. kafkajs refreshes it after a refused or
+ * lost connection, not after a request that timed out (producer/sendMessages.js):
+ * with its default (5 minutes) a send to a leader that hangs (accepts, never
+ * answers) was retried to that same broker until the publish deadline, though
+ * Kafka had moved the partition within seconds. With this, the retry after a
+ * timed-out produce request (10 s) asks again and goes to the new leader,
+ * within the same send: same producer id and sequence numbers, so nothing the
+ * hung leader had replicated is written twice. One metadata request per this
+ * interval while sending.
+ */
+export const PRODUCER_METADATA_MAX_AGE_MS = 5_000;
+
 // The same trouble repeats on every retry while a broker is away: log each
 // distinct message at most this often (metrics still count every one).
 const LOG_EVERY_MS = 10_000;
@@ -230,6 +244,7 @@ export function idempotentProducer(kafka: Kafka, observer?: KafkaObserver, clien
     idempotent: true,
     maxInFlightRequests: 1,
     retry: PRODUCER_RETRY,
+    metadataMaxAge: PRODUCER_METADATA_MAX_AGE_MS,
     allowAutoTopicCreation: false,
     createPartitioner: () => {
       const choose = keyPartitioner();
@@ -448,7 +463,12 @@ async function untilServed(admin: Admin, topics: string[], timeoutMs = 15_000): 
  * a typo in a topic name should fail, not create an empty topic.
  */
 export function groupConsumer(kafka: Kafka, groupId: string): Consumer {
-  return watchBrokers(kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: 30_000, heartbeatInterval: 3_000 }));
+  // A member that dies (SIGKILL, OOM, a lost node) keeps its partitions until
+  // the broker gives up on its heartbeats: with kafkajs's 30 s, a notifier's
+  // crash held a third of the codes for up to 35 s, past when users press
+  // "resend". 10 s (heartbeats every 2 s, the broker's minimum is 6 s);
+  // eachMessage handlers return quickly or heartbeat while they wait.
+  return watchBrokers(kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: 10_000, heartbeatInterval: 2_000 }));
 }
 
 /**

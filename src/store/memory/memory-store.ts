@@ -431,6 +431,11 @@ export class MemoryStore implements VerificationStore {
     for (const { shard, id } of entries) this.#outbox[shard]?.delete(id);
   }
 
+  /** One process, one relay: no consumers are kept beyond the entries pending on them (outbox.ts), so none pile up. */
+  async pruneOutboxConsumers(): Promise<number> {
+    return 0;
+  }
+
   async spendCallerBudgets(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck, claim?: IdempotencyClaim): Promise<CallerBudgetOutcome> {
     const now = this.#now();
     // The idempotency key first: a key first used with other parameters is refused before anything is spent.

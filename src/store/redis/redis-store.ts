@@ -90,13 +90,13 @@ const budgetArgs = (mode: "spend" | "peek", budgets: CallerBudget[], guard?: Pre
 // acknowledgement to wait for. Every other script (and any new one) waits.
 // A prefix-guard credit changes no answer either (the Verify it follows is already acknowledged).
 // Cancel waits: a canceled code brought back by a failover would verify again.
-// The relay's read of the outbox changes only the consumer group's bookkeeping.
+// The relay's read of the outbox (and its pruning of consumers) changes only the consumer group's bookkeeping.
 // inspect is not here although it changes nothing: GetVerification's answer is
 // the state other calls made, so it waits as a write does (its barrier covers
 // everything the master did before it) and a status a failover could take back
 // is never shown. find, describe and the outbox reads wait only when their
 // answer is given as it is (#acknowledged), so the usual path pays nothing more.
-const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "audit", "prefixOutcome", "readOutbox", "ackOutbox"]);
+const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "audit", "prefixOutcome", "readOutbox", "ackOutbox", "pruneConsumers"]);
 // Shared, never changed: no options object per call.
 const READ_ONLY: RunOptions = Object.freeze({ readOnly: true });
 const ACKNOWLEDGED: RunOptions = Object.freeze({ readOnly: false });
@@ -399,6 +399,18 @@ export class RedisStore implements VerificationStore {
         return this.#withGroup(shard, () => this.#run("ackOutbox", [key], { group: OUTBOX_GROUP, ids }));
       }),
     );
+  }
+
+  async pruneOutboxConsumers(consumer: string, idleMs: number, leaving: boolean): Promise<number> {
+    // Every shard (the stream's group lists its consumers: prune-consumers.lua); a shard that cannot be
+    // answered now is pruned on a later pass (by another relay if this one is leaving), unless none can be.
+    const pruned = await answered(
+      this.#outboxKeys.map(async (key) => {
+        const args = { group: OUTBOX_GROUP, consumer, leaving, idle_ms: Math.max(1, Math.ceil(idleMs)) };
+        return replies.prunedConsumers(await this.#run("pruneConsumers", [key], args));
+      }),
+    );
+    return pruned.reduce((sum: number, n) => sum + (n ?? 0), 0);
   }
 
   /** Entries waiting in the shards that answer (a shard that cannot be read is left out, unless none can be). */

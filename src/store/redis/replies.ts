@@ -256,6 +256,12 @@ function jsonFields(text: string): Record<string, string> {
   return fields as Record<string, string>;
 }
 
+/** prune-consumers.lua: how many consumers it deleted. */
+export function prunedConsumers(reply: RedisReply): number {
+  if (typeof reply !== "number") throw new UnexpectedReplyError("prune-consumers");
+  return reply;
+}
+
 /** XAUTOCLAIM: [next cursor, [[id, [field, value, ...]], ...], [deleted ids]]. */
 export function claimedEntries(shard: number, reply: RedisReply): OutboxEntry[] {
   const claimed = list(list(reply, "XAUTOCLAIM")[1] ?? null, "XAUTOCLAIM entries");

@@ -103,6 +103,7 @@ export interface ScriptArgs {
   audit: { fields: Record<string, string> };
   readOutbox: { group: string; consumer: string; count: number; from: ">" | "0" };
   ackOutbox: { group: string; ids: string[] };
+  pruneConsumers: { group: string; consumer: string; leaving: boolean; idle_ms: number };
 }
 
 /** A purpose's own budget at a destination, [] when it has none (args.lua kind `budget`). */

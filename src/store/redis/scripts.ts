@@ -54,6 +54,7 @@ function loadAll() {
     prefixOutcome: load(dir, "prefix-outcome", 0),
     readOutbox: load(dir, "read-outbox", 1),
     ackOutbox: load(dir, "ack-outbox", 1),
+    pruneConsumers: load(dir, "prune-consumers", 1),
   };
 }
 

@@ -7,6 +7,7 @@ import type { Logger } from "../../log.js";
 import type { Refusals } from "../../otp/refusals.js";
 import type { OtpService } from "../../otp/service.js";
 import type { CallerResolver } from "../caller.js";
+import { answersBeforeHandlerObserved } from "./answers-before-handler.js";
 import { endCallsWithSharedReason } from "./call-end.js";
 import { applyCors, type OriginCheck } from "./cors.js";
 import { serveJwks, type JwksSource } from "./jwks.js";
@@ -27,7 +28,8 @@ import { otpRoutes } from "./routes.js";
 // It is connectNodeAdapter's dispatch with two changes: every RPC handler is
 // wrapped so malformed requests answer INVALID_ARGUMENT naming what is wrong
 // (protobuf bodies: ./malformed-requests.ts; JSON bodies: ./json-requests.ts;
-// GET queries: ./get-requests.ts), and the node
+// GET queries: ./get-requests.ts) and those answers are observed as the
+// handlers' are (./answers-before-handler.ts), and the node
 // request and response are converted by ./node-exchange.ts (cheaper per call).
 
 export type NodeRequest = IncomingMessage | Http2ServerRequest;
@@ -73,7 +75,11 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
       handler.requestPath,
       plainRefusals(
         handler,
-        getQueriesChecked(handler, jsonRequestsChecked(handler, malformedAsInvalidArgument(handler, log), READ_MAX_BYTES, log), log),
+        answersBeforeHandlerObserved(
+          handler,
+          getQueriesChecked(handler, jsonRequestsChecked(handler, malformedAsInvalidArgument(handler, log), READ_MAX_BYTES, log), log),
+          options.metrics,
+        ),
       ),
     ]),
   );

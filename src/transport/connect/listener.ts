@@ -3,7 +3,7 @@ import http2 from "node:http2";
 import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
-import type { Config } from "../../config.js";
+import type { ServerCertificates } from "../../server-certificates.js";
 import type { Logger } from "../../log.js";
 import { useChainFreeStreamTables } from "../http2-stream-tables.js";
 import { awaitPreface, closeWhenIdle, type IdleBound } from "../idle-connections.js";
@@ -36,7 +36,8 @@ export async function listenHttp(options: {
   /** undefined: every address. */
   host: string | undefined;
   port: number;
-  tls: Config["tls"];
+  /** TLS_*_FILE, when set: the certificate in force, reloaded without a restart. */
+  tls: ServerCertificates | undefined;
   handler: Handler;
   log: Logger;
   /** Whole request, body included (OTP_REQUEST_TIMEOUT_MS). Our calls are small and unary. */
@@ -76,7 +77,7 @@ export async function listenHttp(options: {
   });
   h2.on("sessionError", (err) => log.debug({ err }, "http2 session error"));
   // In front of every stream listener above (the compat layer's and the timeouts).
-  openCalls.guardStreams(h2);
+  openCalls.guardStreams(h2, "http");
 
   const limits: http.ServerOptions = {
     headersTimeout: headersTimeoutMs,
@@ -90,6 +91,8 @@ export async function listenHttp(options: {
   const h1 = options.tls ? https.createServer({ ...limits, ...tlsOptions(options.tls), handshakeTimeout: idleMs }, h1Handler) : http.createServer(limits, h1Handler);
 
   if (options.tls) {
+    // One server owns every connection of the port, HTTP/2 ones too: its context is the port's.
+    options.tls.follow(h1 as https.Server);
     divert(h1, "secureConnection", (socket: TLSSocket, toHttp1) => {
       if (socket.alpnProtocol === "h2") awaitPreface(socket, idleMs, () => h2.emit("connection", socket));
       else toHttp1(socket);
@@ -147,14 +150,12 @@ export async function listenHttp(options: {
   };
 }
 
-function tlsOptions(tls: NonNullable<Config["tls"]>): https.ServerOptions {
-  const { key, cert, ca } = tls;
+function tlsOptions(certificates: ServerCertificates): https.ServerOptions {
   return {
-    key,
-    cert,
+    ...certificates.contextOptions(),
     ALPNProtocols: ["h2", "http/1.1"],
     // mTLS when a client CA is configured: no valid client certificate, no connection.
-    ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
+    ...(certificates.mtls ? { requestCert: true, rejectUnauthorized: true } : {}),
   };
 }
 

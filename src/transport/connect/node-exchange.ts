@@ -41,19 +41,23 @@ const EMPTY = Buffer.alloc(0);
 
 /** Reads the body (up to `maxBytes`; beyond, the rest stays a stream), then builds the universal request. */
 export function universalRequest(req: NodeRequest, res: NodeResponse, maxBytes: number, contextValues: ContextValues): Promise<UniversalServerRequest> {
-  return readBody(req, maxBytes).then((body) => ({
+  const gone = abortOnEarlyClose(req, res);
+  // A body cut off (the caller reset the stream or closed the connection, or a request timeout did) is a
+  // caller gone too, whether or not the response's "close" has come yet: nobody will read the answer, and
+  // it is not one of the method's (./answers-before-handler.ts).
+  return readBody(req, maxBytes, () => gone.abort(GONE)).then((body) => ({
     httpVersion: req.httpVersion,
     method: req.method ?? "",
     // Only connect reads it (query parameters, the handler context); the route was matched on the path already.
     url: `${"encrypted" in req.socket && req.socket.encrypted ? "https" : "http"}://${("authority" in req ? req.authority : req.headers.host) ?? "localhost"}${req.url ?? ""}`,
     header: webHeaders(req),
     body,
-    signal: abortOnEarlyClose(req, res),
+    signal: gone.signal,
     contextValues,
   }));
 }
 
-function readBody(req: NodeRequest, maxBytes: number): Promise<AsyncIterable<Uint8Array>> {
+function readBody(req: NodeRequest, maxBytes: number, cutOff: () => void): Promise<AsyncIterable<Uint8Array>> {
   // GET (Connect's query-encoded calls) and bodies already read: nothing to wait for.
   if (req.readableEnded) return Promise.resolve(new BufferedBody(EMPTY));
   return new Promise((resolve) => {
@@ -76,6 +80,7 @@ function readBody(req: NodeRequest, maxBytes: number): Promise<AsyncIterable<Uin
     // connect reads the error from the stream and answers as it would.
     const onError = (): void => {
       off();
+      cutOff();
       resolve(concat(chunks, req));
     };
     const off = (): void => {
@@ -120,13 +125,13 @@ function webHeaders(req: NodeRequest): Headers {
 const GONE = new ConnectError("the client closed the connection before the answer", Code.Canceled);
 
 /** Aborted when the response closes before it was written whole (the caller went away), never on a normal end. */
-function abortOnEarlyClose(req: NodeRequest, res: NodeResponse): AbortSignal {
+function abortOnEarlyClose(req: NodeRequest, res: NodeResponse): AbortController {
   const controller = new AbortController();
   const target: NodeJS.EventEmitter = "stream" in req ? req : res;
   target.once("close", () => {
-    if (!res.writableFinished) controller.abort(GONE);
+    if (!res.writableFinished && !controller.signal.aborted) controller.abort(GONE);
   });
-  return controller.signal;
+  return controller;
 }
 
 /** Writes connect's answer: a unary answer (no trailers) in one writeHead and one end; gRPC by connect-node. */

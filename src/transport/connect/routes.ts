@@ -8,6 +8,7 @@ import type { Metrics } from "../../metrics.js";
 import { abortedAs, statusName, toConnectError } from "../status.js";
 import { callSpan, inContext } from "../../telemetry/spans.js";
 import { telemetry } from "../../telemetry/tracing.js";
+import { markObserved } from "./answers-before-handler.js";
 import { peerKey } from "./peer.js";
 
 // otp.v1.OtpService for connect-node (Connect, gRPC-Web and gRPC). The impl
@@ -38,6 +39,8 @@ export function otpServiceImpl(core: OtpService, callerOf: CallerResolver): Serv
 function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
   return (next) => async (req) => {
     const startedAt = performance.now();
+    // Answers given before this runs (the body did not decode) are observed by ./answers-before-handler.ts.
+    if (metrics) markObserved(req.contextValues);
     try {
       const res = await (hasDeadline(req.header) ? answeredByDeadline(next(req), req.signal) : next(req));
       metrics?.observe(req.method.name, "http", abortedAs(req.signal) ?? "OK", startedAt);

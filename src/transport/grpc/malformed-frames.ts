@@ -13,6 +13,14 @@ import { MESSAGE_COUNT } from "../status.js";
 // sends them from its base call, past any interceptor's sendStatus; see
 // stream-guards.ts). Same idea as src/transport/connect/malformed-requests.ts
 // on the HTTP port.
+// These answers, and grpc-js's other refusals of a request before any handler
+// (a message over the size limit, an unknown grpc-encoding), are answers of
+// the method like any other: `answered` hears their (rewritten) status, so
+// they are observed as the handler's are (otp_rpc_duration_seconds). They are
+// told from the handler's own answers by grpc-js's wording, which no answer of
+// ours uses. (A deadline that passes before the request has arrived whole is
+// not among them: grpc-js's "Deadline exceeded" is also what it sends when our
+// handler is late, and the handler observes that one.)
 
 const REWRITES: [code: status, prefix: string, message: string][] = [
   [status.INTERNAL, "Invalid grpc-timeout value", "the grpc-timeout header is malformed"],
@@ -21,12 +29,23 @@ const REWRITES: [code: status, prefix: string, message: string][] = [
   [status.UNIMPLEMENTED, "Received a second request message", MESSAGE_COUNT.several],
 ];
 
+/** grpc-js's own refusals that are not rewritten: [code, prefix of its message]. */
+const BEFORE_HANDLER: [code: status, prefix: string][] = [
+  [status.RESOURCE_EXHAUSTED, "Received message larger than max"],
+  [status.RESOURCE_EXHAUSTED, "Received message that decompresses to a size larger than"],
+  [status.RESOURCE_EXHAUSTED, "Unexpected read state"],
+  [status.UNIMPLEMENTED, "Received message compressed with unsupported encoding"],
+];
+
+/** Hears the status of an answer grpc-js gave before any handler ran (its canonical code number). */
+export type AnsweredBeforeHandler = (code: status) => void;
+
 /** Wraps the stream's two ways of sending a status (trailers-only headers, trailers). */
-export function rewriteFramingErrors(stream: ServerHttp2Stream): void {
+export function rewriteFramingErrors(stream: ServerHttp2Stream, answered?: AnsweredBeforeHandler): void {
   const respond = stream.respond.bind(stream);
   const sendTrailers = stream.sendTrailers.bind(stream);
-  stream.respond = (headers, options) => respond(isRaw(headers) ? headers : rewrite(headers), options);
-  stream.sendTrailers = (headers) => sendTrailers(rewrite(headers)!);
+  stream.respond = (headers, options) => respond(isRaw(headers) ? headers : rewrite(headers, answered), options);
+  stream.sendTrailers = (headers) => sendTrailers(rewrite(headers, answered)!);
 }
 
 /** Raw header lists (name, value, ...): grpc-js does not use them. */
@@ -34,13 +53,18 @@ function isRaw(headers: OutgoingHttpHeaders | readonly string[] | undefined): he
   return Array.isArray(headers);
 }
 
-function rewrite(headers: OutgoingHttpHeaders | undefined): OutgoingHttpHeaders | undefined {
+function rewrite(headers: OutgoingHttpHeaders | undefined, answered: AnsweredBeforeHandler | undefined): OutgoingHttpHeaders | undefined {
   const code = headers && Number(headers["grpc-status"]);
-  if (!headers || (code !== status.INTERNAL && code !== status.UNIMPLEMENTED)) return headers;
+  // OK and the statuses our handlers send most (a refusal, INVALID_ARGUMENT) cost one comparison.
+  if (!headers || (code !== status.INTERNAL && code !== status.UNIMPLEMENTED && code !== status.RESOURCE_EXHAUSTED)) return headers;
   const message = safeDecode(String(headers["grpc-message"] ?? ""));
   const match = REWRITES.find(([from, prefix]) => code === from && message.startsWith(prefix));
-  if (!match) return headers;
-  return { ...headers, "grpc-status": String(status.INVALID_ARGUMENT), "grpc-message": encodeURI(match[2]) };
+  if (match) {
+    answered?.(status.INVALID_ARGUMENT);
+    return { ...headers, "grpc-status": String(status.INVALID_ARGUMENT), "grpc-message": encodeURI(match[2]) };
+  }
+  if (answered && BEFORE_HANDLER.some(([from, prefix]) => code === from && message.startsWith(prefix))) answered(code);
+  return headers;
 }
 
 function safeDecode(value: string): string {

@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders, ServerHttp2Session } from "node:http2";
 import net, { type AddressInfo, type Socket } from "node:net";
 import tls from "node:tls";
 import { Server, ServerCredentials, type ServerOptions } from "@grpc/grpc-js";
-import type { Config } from "../../config.js";
+import type { ServerCertificates } from "../../server-certificates.js";
 import type { Logger } from "../../log.js";
 import type { OtpService } from "../../otp/service.js";
 import type { CallerResolver } from "../caller.js";
@@ -56,24 +56,28 @@ export interface GrpcListener {
   stop(graceMs: number): Promise<void>;
 }
 
-/** The TLS side of the port: grpc-js sees TLS sockets (and their peer certificates) already established. */
-function tlsServer(config: NonNullable<Config["tls"]>, handshakeTimeout: number): tls.Server {
-  const { key, cert, ca } = config;
-  return tls.createServer({
-    key,
-    cert,
+/**
+ * The TLS side of the port: grpc-js sees TLS sockets (and their peer certificates) already established,
+ * so this server's secure context is the port's, and it follows a certificate reload (../../server-certificates.ts).
+ */
+function tlsServer(certificates: ServerCertificates, handshakeTimeout: number): tls.Server {
+  const server = tls.createServer({
+    ...certificates.contextOptions(),
     ALPNProtocols: ["h2"],
     handshakeTimeout,
     // With a client CA, a client certificate signed by it is required (mTLS).
-    ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
+    ...(certificates.mtls ? { requestCert: true, rejectUnauthorized: true } : {}),
   });
+  certificates.follow(server);
+  return server;
 }
 
 export async function listenGrpc(options: {
   /** undefined: every address. */
   host: string | undefined;
   port: number;
-  tls: Config["tls"];
+  /** TLS_*_FILE, when set: the certificate in force, reloaded without a restart. */
+  tls: ServerCertificates | undefined;
   core: OtpService;
   callerOf: CallerResolver;
   health: GrpcHealth;
@@ -91,7 +95,7 @@ export async function listenGrpc(options: {
 }): Promise<GrpcListener> {
   const server = new Server({
     ...SERVER_OPTIONS,
-    interceptors: [streamGuards(options.requestTimeoutMs)],
+    interceptors: [streamGuards(options.requestTimeoutMs, options.metrics)],
   });
   const otp = otpServiceForGrpc(options.core, options.callerOf, options.log, options.metrics);
   // Every service goes through `services`, which notes the streaming methods'
@@ -120,7 +124,7 @@ export async function listenGrpc(options: {
     session.once("close", () => sessions.delete(session));
   });
   // After grpc-js's stream handler is attached (by createConnectionInjector), in front of it.
-  for (const http2Server of http2ServersOf(server)) options.openCalls.guardStreams(http2Server, streaming);
+  for (const http2Server of http2ServersOf(server)) options.openCalls.guardStreams(http2Server, "grpc", streaming);
   const listener = options.tls ? tlsServer(options.tls, options.idleMs) : net.createServer();
   const waiting = new Set<Socket>();
   listener.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => {

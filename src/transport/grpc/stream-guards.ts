@@ -1,6 +1,9 @@
 import type { ServerHttp2Stream } from "node:http2";
 import type { ServerInterceptor } from "@grpc/grpc-js";
-import { rewriteFramingErrors } from "./malformed-frames.js";
+import { methodOfPath } from "../../auth/grants.js";
+import type { Metrics } from "../../metrics.js";
+import { codeName } from "../status.js";
+import { rewriteFramingErrors, type AnsweredBeforeHandler } from "./malformed-frames.js";
 import { credentialsAsSent } from "./repeated-credentials.js";
 import { cutOffSlowClient } from "./slow-clients.js";
 
@@ -13,10 +16,10 @@ import { cutOffSlowClient } from "./slow-clients.js";
 // still sent, streams are not reset, framing errors stay INTERNAL) and
 // test/security (hardening, fuzz) fails to say so.
 
-export function streamGuards(requestTimeoutMs: number): ServerInterceptor {
+export function streamGuards(requestTimeoutMs: number, metrics?: Metrics): ServerInterceptor {
   return (method, call) => {
     const stream = streamOf(call);
-    if (stream) rewriteFramingErrors(stream);
+    if (stream) rewriteFramingErrors(stream, metrics && observer(method.path, metrics));
     return credentialsAsSent(cutOffSlowClient(method, call, stream, requestTimeoutMs), stream);
   };
 }
@@ -28,4 +31,12 @@ function streamOf(call: object): ServerHttp2Stream | undefined {
   return typeof s.respond === "function" && typeof s.sendTrailers === "function" && typeof s.close === "function"
     ? (stream as ServerHttp2Stream)
     : undefined;
+}
+
+/** Observes grpc-js's answers given before a handler of ours ran, as the handler observes its own (./otp-service.ts). */
+function observer(path: string, metrics: Metrics): AnsweredBeforeHandler | undefined {
+  const method = methodOfPath(path);
+  if (method === undefined) return undefined; // health, reflection, a path of nobody's: no method label for them
+  const startedAt = performance.now();
+  return (code) => metrics.observe(method, "grpc", codeName(code), startedAt);
 }

@@ -1,4 +1,5 @@
 import { createSentinel, ErrorReply } from "redis";
+import { StoreUnavailableError } from "../../errors.js";
 import type { HostPort } from "./topology.js";
 import { nodeClientOptions, type RedisReply, type Transport, type TransportOptions } from "./transport.js";
 
@@ -20,6 +21,26 @@ import { nodeClientOptions, type RedisReply, type Transport, type TransportOptio
 // node-redis: the master became a replica and refused the command's first
 // write, so nothing changed and running it on the new master is the failover
 // working.
+//
+// node-redis asks the Sentinels one at a time, in list order, at connect()
+// and on every rediscovery (the master lost, a Sentinel notice), and waits for
+// each: a Sentinel that hangs (a stopped process, a frozen VM, a network that
+// drops packets) accepts the connection and never answers, so, listed first,
+// it held start-up past its bound and every rediscovery forever (the master
+// lost and never found again, while the other two had already failed over).
+// So a Sentinel gets SENTINEL_SILENCE_MS to connect and to answer before the
+// next is asked (as cluster.ts does for silent seeds), each process starts at
+// a random one of the list (they do not all pay for the same one), and the
+// connection node-redis keeps to one Sentinel for its notices is PINGed, so
+// one that hangs later is left for another.
+
+// How long a Sentinel may stay silent (connecting, logging in, answering a
+// lookup or a PING) before it counts as not answering; capped by a quarter of
+// the start-up bound, so start-up passes over two silent ones.
+const SENTINEL_SILENCE_MS = 750;
+// The notices connection (subscribed, otherwise idle) is PINGed this often:
+// well inside SENTINEL_SILENCE_MS, which its socket must not go quiet for.
+const SENTINEL_PING_PART = 3;
 
 export async function connectSentinel(
   sentinels: HostPort[], masterName: string, options: TransportOptions,
@@ -30,23 +51,51 @@ export async function connectSentinel(
     ...(access.sentinelUsername !== undefined ? { username: access.sentinelUsername } : {}),
     ...(access.sentinelPassword !== undefined ? { password: access.sentinelPassword } : {}),
   };
+  const silenceMs = Math.max(1, Math.min(SENTINEL_SILENCE_MS, Math.floor(options.connectTimeoutMs / 4)));
+  // Which node node-redis opened its latest connection to, and whether it
+  // failed: node-redis says which Sentinel it asks only through the address
+  // map (consulted for every connection it opens), and reports a Sentinel
+  // that did not answer as a bare "error" right after, before it opens the
+  // next one. So a Sentinel that fails is reported lost once (logged, counted
+  // in otp_redis_connections_lost_total) and ready again once a lookup on it
+  // went through.
+  let asking: string | undefined;
+  let askingFailed = false;
+  const silent = new Set<string>();
+  const settleAsking = () => {
+    if (asking !== undefined && !askingFailed && silent.delete(asking)) options.events.ready(asking);
+  };
   const sentinel = createSentinel({
     name: masterName,
-    sentinelRootNodes: sentinels,
+    sentinelRootNodes: fromRandomStart(sentinels),
     nodeClientOptions: node,
-    sentinelClientOptions: { socket: node.socket, ...sentinelAuth },
+    sentinelClientOptions: {
+      // A socket quiet for silenceMs (nothing read or written: a lookup or a PING unanswered) is closed.
+      socket: { ...node.socket, connectTimeout: silenceMs, socketTimeout: silenceMs },
+      pingInterval: Math.max(1, Math.floor(silenceMs / SENTINEL_PING_PART)),
+      ...sentinelAuth,
+    },
+    nodeAddressMap: (address: string) => {
+      settleAsking();
+      asking = address;
+      askingFailed = false;
+      return undefined;
+    },
     RESP,
     commandOptions,
     // One multiplexed connection to the master, shared by every call (as with one node).
     masterPoolSize: 1,
   });
-  let ready = false;
   sentinel.on("error", (err: unknown) => {
     options.events.error(err);
-    if (!ready) return;
-    ready = false;
-    options.events.lost(masterName, err);
+    // node-redis also says each failure in words ("obseve client error: ..."): the Error is the one to count.
+    if (!(err instanceof Error) || asking === undefined || askingFailed) return;
+    askingFailed = true;
+    if (silent.has(asking)) return;
+    silent.add(asking);
+    options.events.lost(asking, err);
   });
+  let ready = false;
   sentinel.on("ready", () => {
     if (ready) return;
     ready = true;
@@ -107,8 +156,19 @@ export async function connectSentinel(
 
   // Once on the master's client: a failure comes back as a value, so node-redis
   // never runs it again (above), unless `refused` says nothing ran.
+  //
+  // Nor late: node-redis holds every command made while the master's
+  // connection is down (or a READONLY one it will resend) until it has found
+  // the master again, seconds later in a failover, and then sends them all.
+  // By then each call's deadline has answered its caller UNAVAILABLE, who
+  // retries; the held command would consume a code or count an attempt behind
+  // the caller's back (an unkeyed right code's retry answered NOT_FOUND). So a
+  // command still unsent when its call's command deadline has passed is
+  // dropped: nothing ran, and the caller already knows to retry.
   const once = async <T>(attempt: (master: MasterClient) => Promise<T>, refused: (error: unknown) => boolean): Promise<T> => {
+    const unsentBy = Date.now() + options.commandTimeoutMs;
     const outcome = await sentinel._execute(false, (master) => {
+      if (Date.now() > unsentBy) return Promise.resolve<Outcome<T>>({ ok: false, error: new StoreUnavailableError({ cause: new HeldTooLongError() }) });
       watch(master);
       return attempt(master).then(
         (value): Outcome<T> => ({ ok: true, value }),
@@ -164,6 +224,20 @@ function addressOf(socket: unknown): string {
   return `${String(host)}:${String(port)}`;
 }
 type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** A command node-redis held past its call's deadline while it looked for the master: never sent. */
+class HeldTooLongError extends Error {
+  override readonly name = "HeldTooLongError";
+  constructor() {
+    super("not sent: the master was being looked up past the call's deadline");
+  }
+}
+
+/** The list from a random place on, wrapping around: each process asks a different Sentinel first. */
+function fromRandomStart<T>(list: readonly T[]): T[] {
+  const start = Math.floor(Math.random() * list.length);
+  return [...list.slice(start), ...list.slice(0, start)];
+}
 
 /** A demoted master refused the write (READONLY): nothing ran, so node-redis may send it to the new master. */
 function refusedByReplica(err: unknown): boolean {

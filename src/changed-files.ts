@@ -1,0 +1,91 @@
+import { readFileSync } from "node:fs";
+
+// Files read at start-up that the service reloads without a restart (the
+// listeners' TLS files, OTP_CLIENTS_FILE): kubelet updates a Secret volume in
+// every pod within a minute (a new directory, then an atomic rename of the
+// `..data` symlink the file names point through), and an operator may edit a
+// file in place. Every OTP_RELOAD_CHECK_MS the files are read again by name
+// (so a symlink swap is followed; fs.watch loses the files a swap replaces)
+// and, when their contents differ from those last acted on, `load` runs; it
+// throws to refuse them (what is in force stays). A refusal found by polling
+// is reported only when the next poll finds the same contents again: kubelet's
+// swap and a `cp` of two files each pass through a moment where a pair does
+// not match or a file is cut short. SIGHUP loads and reports at once.
+
+export type ReloadTrigger = "SIGHUP" | "file change";
+
+export class ChangedFiles {
+  /** The files' contents as last acted on (loaded, or reported as refused). */
+  private seen: string;
+  /** Contents refused once by a poll: reported if the next poll finds them again. */
+  private failedOnce: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly paths: readonly string[],
+    private readonly load: (trigger: ReloadTrigger) => void,
+    private readonly refused: (trigger: ReloadTrigger, err: Error) => void,
+  ) {
+    this.seen = snapshot(paths);
+  }
+
+  /** Polls every `intervalMs` (0: never; SIGHUP only). */
+  watch(intervalMs: number): void {
+    if (intervalMs <= 0 || this.timer) return;
+    this.timer = setInterval(() => this.poll(), intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** SIGHUP: load now, and report a refusal at once. */
+  now(): void {
+    this.failedOnce = undefined;
+    this.attempt("SIGHUP", snapshot(this.paths), true);
+  }
+
+  /** The files as they are now were acted on elsewhere (a reload the caller did itself). */
+  settled(): void {
+    this.seen = snapshot(this.paths);
+    this.failedOnce = undefined;
+  }
+
+  private poll(): void {
+    const read = snapshot(this.paths);
+    if (read === this.seen) return;
+    this.attempt("file change", read, read === this.failedOnce);
+  }
+
+  private attempt(trigger: ReloadTrigger, read: string, report: boolean): void {
+    try {
+      this.load(trigger);
+    } catch (err) {
+      if (!report) {
+        this.failedOnce = read;
+        return;
+      }
+      this.seen = read;
+      this.failedOnce = undefined;
+      this.refused(trigger, err as Error);
+      return;
+    }
+    this.seen = read;
+    this.failedOnce = undefined;
+  }
+}
+
+/** The files' text as it is now; an unreadable file reads as its error (a state to compare, not to use). */
+function snapshot(paths: readonly string[]): string {
+  return paths
+    .map((path) => {
+      try {
+        return readFileSync(path, "utf8");
+      } catch (err) {
+        return `\0unreadable ${(err as NodeJS.ErrnoException).code ?? "error"}`;
+      }
+    })
+    .join("\0");
+}

@@ -1,0 +1,92 @@
+// OTP_CLIENTS_FILE mounted from a Secret: a key revoked in the Secret is
+// refused within seconds, with no SIGHUP sent (kubelet swaps the volume's
+// files; the service polls them every OTP_RELOAD_CHECK_MS: src/changed-files.ts).
+// A file that does not validate is refused with one error line and the
+// clients in force stay; SIGHUP still reloads at once. A real service
+// process, grpc-js callers.
+import { Metadata, status } from '@grpc/grpc-js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Channel, OtpService } from '../../src/gen/otp/v1/otp_pb.js';
+import { bearer, newKey, sha256 } from '../support/clients-file.js';
+import { grpcCall, grpcClient, grpcError } from '../support/grpc-client.js';
+import { secretVolume, type SecretVolume } from '../support/secret-volume.js';
+import { exitWithin, spawnService, untilServing, type ServiceProcess } from '../support/service-process.js';
+
+const ALL = ['Send', 'Verify', 'Resend', 'CheckRateLimit'];
+const keys = { billing: newKey(), rotating: newKey(), fresh: newKey() };
+const clients = (revokeRotating: boolean) => JSON.stringify({
+  clients: [
+    { id: 'billing', tenant: 'acme', key_sha256: sha256(keys.billing), methods: ALL },
+    revokeRotating
+      ? { id: 'rotating', tenant: 'acme', key_sha256: sha256(keys.fresh), revoked_key_sha256: [sha256(keys.rotating)], methods: ALL }
+      : { id: 'rotating', tenant: 'acme', key_sha256: sha256(keys.rotating), methods: ALL },
+  ],
+});
+
+let service: ServiceProcess | undefined;
+let volume: SecretVolume | undefined;
+afterAll(async () => {
+  if (service) {
+    service.child.kill('SIGTERM');
+    await exitWithin(service, 15_000).catch(() => undefined);
+  }
+  volume?.remove();
+});
+
+async function until(what: string, check: () => Promise<boolean> | boolean): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (await Promise.resolve().then(check).catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('clients file reload', () => {
+  it('a key revoked in the Secret volume is refused within seconds without SIGHUP; a bad file is refused in one line', { timeout: 60_000 }, async () => {
+    volume = secretVolume({ 'clients.json': clients(false) });
+    service = await spawnService({ OTP_CLIENTS_FILE: volume.path('clients.json'), OTP_RELOAD_CHECK_MS: '200' });
+    await untilServing(service);
+    const s = service;
+    const grpc = grpcClient(`127.0.0.1:${s.grpcPort}`);
+    const as = (key: string) => {
+      const md = new Metadata();
+      md.set('authorization', bearer(key));
+      return md;
+    };
+    const check = (key: string) => grpcCall(grpc, OtpService.method.checkRateLimit, { purpose: 'login', channel: Channel.EMAIL, destination: 'reload@example.com' }, as(key));
+    const lines = (msg: string) => s.logs().filter((l) => l.msg === msg) as { trigger?: string; err?: string }[];
+    try {
+      expect((await check(keys.rotating)).allowed).toBe(true);
+
+      volume.swap({ 'clients.json': clients(true) });
+      await until('the revoked key to be refused', async () => (await grpcError(check(keys.rotating))).code === status.UNAUTHENTICATED);
+      expect((await check(keys.fresh)).allowed).toBe(true);
+      expect((await check(keys.billing)).allowed).toBe(true);
+      expect(lines('clients file reloaded')).toHaveLength(1);
+
+      // Not valid JSON: refused once (however many polls see it), the clients in force stay.
+      volume.swap({ 'clients.json': '{"clients": [' });
+      await until('the refusal line', () => lines('clients file not reloaded; the clients in force stay').length === 1);
+      await new Promise((r) => setTimeout(r, 1_500));
+      expect(lines('clients file not reloaded; the clients in force stay')).toHaveLength(1);
+      expect(lines('clients file not reloaded; the clients in force stay')[0]!.trigger).toBe('file change');
+      expect((await check(keys.billing)).allowed).toBe(true);
+      expect((await grpcError(check(keys.rotating))).code).toBe(status.UNAUTHENTICATED);
+
+      // SIGHUP reloads too (a poll may get there first); once loaded, polls leave the file alone.
+      volume.swap({ 'clients.json': clients(false) });
+      s.child.kill('SIGHUP');
+      await until('the key back', async () => (await check(keys.rotating)).allowed);
+      await new Promise((r) => setTimeout(r, 500));
+      const reloads = lines('clients file reloaded').length;
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(lines('clients file reloaded')).toHaveLength(reloads);
+      // No key or digest in any line.
+      const all = JSON.stringify(s.logs());
+      expect([...Object.values(keys), ...Object.values(keys).map(sha256)].some((k) => all.includes(k))).toBe(false);
+    } finally {
+      grpc.close();
+    }
+  });
+});
