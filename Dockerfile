@@ -17,8 +17,8 @@ COPY --from=build --chown=node:node /app/dist ./dist
 COPY --chown=node:node package.json ./
 USER node
 EXPOSE 50051 8080
-# /readyz on OTP_HEALTH_PORT when set (plain HTTP), else on the HTTP port, over TLS (pinned to
-# TLS_CERT_FILE) when TLS is on: src/bin/healthcheck.ts.
+# /readyz on OTP_HEALTH_PORT when set (plain HTTP), else on the HTTP port, over TLS (the server
+# identified by TLS_CERT_FILE, across a renewal) when TLS is on: src/bin/healthcheck.ts.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "dist/bin/healthcheck.js"]
 # SIGTERM reaches node directly (exec form), which drains calls before exiting.

@@ -56,14 +56,26 @@ describe('container health check', () => {
     expect(nobody.stderr).toMatch(/^healthcheck: .*ECONNREFUSED/);
   });
 
-  it('TLS on: passes over https, the server pinned to TLS_CERT_FILE', async () => {
+  it('TLS on: passes over https, the server identified by TLS_CERT_FILE', async () => {
     const tls = { TLS_CERT_FILE: certs.serverCert, TLS_KEY_FILE: certs.serverKey };
     const s = await service(tls);
     expect(healthcheck(s.env)).toEqual({ status: 0, stderr: '' });
-    // A server presenting another certificate than ours is not ours: fail.
+    // A server presenting a certificate of another identity is not ours: fail.
     const impostor = healthcheck({ ...s.env, TLS_CERT_FILE: certs.clientCert });
     expect(impostor.status).toBe(1);
     expect(impostor.stderr).toContain('does not present the certificate in TLS_CERT_FILE');
+  });
+
+  it('TLS on, the file renewed but not yet reloaded: passes while the served certificate of the same identity is valid, fails once it has expired', async () => {
+    const renewed = certs.renewServer('hc-renewed');
+    const expired = certs.renewServer('hc-expired', -1);
+    // What the check sees in the seconds between kubelet's swap and the reload (or while a bad pair is refused).
+    const valid = await service({ TLS_CERT_FILE: certs.serverCert, TLS_KEY_FILE: certs.serverKey });
+    expect(healthcheck({ ...valid.env, TLS_CERT_FILE: renewed.cert })).toEqual({ status: 0, stderr: '' });
+    const stale = await service({ TLS_CERT_FILE: expired.cert, TLS_KEY_FILE: expired.key });
+    const check = healthcheck({ ...stale.env, TLS_CERT_FILE: renewed.cert });
+    expect(check.status).toBe(1);
+    expect(check.stderr).toMatch(/^healthcheck: the server on 127\.0\.0\.1:\d+ presents an earlier certificate of TLS_CERT_FILE's subject that is not valid now/);
   });
 
   it('mTLS on: passes with the probe client certificate, fails with one line without one the CA issued', async () => {

@@ -66,6 +66,32 @@ function served(port: number, alpn: 'h2' | 'http/1.1', client?: { cert: string; 
   });
 }
 
+/** A TLS session ticket from a connection to the HTTP port, for a later connection to resume. */
+function sessionTicket(port: number, client: { cert: string; key: string }): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, ALPNProtocols: ['http/1.1'], rejectUnauthorized: false, cert: read(client.cert), key: read(client.key) });
+    socket.setTimeout(5_000, () => socket.destroy(new Error('timeout')));
+    socket.once('session', (session: Buffer) => {
+      resolve(session);
+      socket.destroy();
+    });
+    socket.once('error', reject);
+  });
+}
+
+/** Whether a connection offering `session` resumes it (no new handshake, no certificate checked). */
+function resumes(port: number, client: { cert: string; key: string }, session: Buffer): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, ALPNProtocols: ['http/1.1'], rejectUnauthorized: false, cert: read(client.cert), key: read(client.key), session });
+    socket.setTimeout(5_000, () => socket.destroy(new Error('timeout')));
+    socket.once('secureConnect', () => {
+      resolve(socket.isSessionReused());
+      socket.destroy();
+    });
+    socket.once('error', reject);
+  });
+}
+
 /** The same, through openssl s_client: the server certificate it prints. */
 function opensslServed(port: number, alpn: 'h2' | 'http/1.1', client?: { cert: string; key: string }): string {
   const run = spawnSync('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-alpn', alpn, ...(client ? ['-cert', client.cert, '-key', client.key] : [])], {
@@ -217,10 +243,15 @@ describe('TLS certificate reload', () => {
     }
     expect(healthcheck(check)).toEqual({ status: 0, stderr: '' });
 
-    // The CA bundle without the old CA: its clients are turned away from now on.
+    // The CA bundle without the old CA: its clients are turned away from now on, a session
+    // one of them made before included (a resumption would skip the certificate check; the new
+    // secure context does not resume sessions of the old one).
+    const ticket = await sessionTicket(s.httpPort, client);
+    expect(await resumes(s.httpPort, client, ticket)).toBe(true);
     volume.swap({ 'tls.crt': read(renewed.cert), 'tls.key': read(renewed.key), 'ca.crt': read(otherCa.caFile) });
     s.child.kill('SIGHUP');
     await until('the second reload line', () => logsOf(s, RELOADED).length === 2);
+    expect(await resumes(s.httpPort, client, ticket).catch(() => false)).toBe(false);
     expect(() => curlHealthz(s.httpPort, true, client)).toThrow();
     await expect(grpcServing(s.grpcPort, client)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
     expect(await grpcServing(s.grpcPort, newClient)).toBe(true);

@@ -11,12 +11,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureTopics, kafkaClient } from '../../src/events/kafka/client.js';
 import { partitionOf } from '../../src/events/kafka/partitioner.js';
 import { KafkaSink } from '../../src/events/kafka-sink.js';
+import { PUBLISH_TIMEOUT_MS } from '../../src/events/publish-timeout.js';
 import type { EventRecord } from '../../src/events/sink.js';
 import { HEADERS, TOPICS } from '../../src/events/topics.js';
 import { Channel, OtpService } from '../../src/gen/otp/v1/otp_pb.js';
 import { grpcCall, grpcClient } from '../support/grpc-client.js';
 import { startKafkaCluster, type KafkaCluster } from '../support/kafka-cluster.js';
-import { kcatMetadata, kcatRead, type KafkaRecord } from '../support/kcat.js';
+import { kcatMetadata, kcatRead, kcatUntil, type KafkaRecord } from '../support/kcat.js';
 import { freshEmail, startTestApp, type TestApp } from '../support/otp-app.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
 
@@ -258,6 +259,64 @@ describe('Kafka replicated over three brokers', () => {
     expect(lost).toEqual([]);
     // The kafkajs behaviour this guards against still exists: if this fails after a kafkajs upgrade, the check may have become unneeded.
     expect(partial).toBeGreaterThan(0);
+  }, 180_000);
+
+  // The send under way when a leader hangs: kafkajs retries a produce request
+  // that timed out to the same broker, refreshing who leads only after a lost
+  // connection, so it waited for the publish deadline (25 s) though Kafka had
+  // moved the partition within ~10 s. With the producer's metadata kept fresh
+  // (PRODUCER_METADATA_MAX_AGE_MS) the retry goes to the new leader.
+  it('a leader that hangs mid-send: the send moves to the new leader without waiting for the publish deadline', async () => {
+    for (const id of cluster.nodes.filter((n) => !n.running).map((n) => n.nodeId)) await cluster.start(id);
+    const topic = `hang-${Date.now().toString(36)}`;
+    // Each broker leads one partition; RF 3, min ISR 2, as the service's topics.
+    await cluster.createTopic(topic, [[1, 2, 3], [2, 3, 1], [3, 1, 2]], 2);
+    await cluster.untilLed([topic], 3);
+    const keyOn = (partition: number, n: number): string => {
+      for (let j = 0; ; j++) if (partitionOf(`h${n}-${j}`, 3) === partition) return `h${n}-${j}`;
+    };
+    const batchOf = (n: number): EventRecord[] =>
+      [0, 1, 2].map((p) => ({ topic, key: keyOn(p, n), value: new TextEncoder().encode(`${n}/${p}`), headers: { [HEADERS.eventId]: `${n}/${p}` } }));
+    // The default deadline (OTP_KAFKA_PUBLISH_TIMEOUT_MS unset).
+    const sink = new KafkaSink({ brokers: cluster.brokers.split(','), logger: pino({ level: 'silent' }), clientId: 'hang-test' });
+    const confirmed: string[] = [];
+    const errors: string[] = [];
+    const publish = async (batch: EventRecord[]): Promise<void> => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await sink.publish(batch);
+          confirmed.push(...batch.map((r) => r.headers[HEADERS.eventId]!));
+          return;
+        } catch (err) {
+          errors.push((err as Error).message);
+          if (attempt > 20) throw err;
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
+    };
+    const hung = 1;
+    try {
+      for (let n = 0; n < 5; n++) await publish(batchOf(n));
+      cluster.pause(hung);
+      const pausedAt = Date.now();
+      // On the wire to the hung leader (partition 0) as it stops answering.
+      await publish(batchOf(5));
+      const seconds = (Date.now() - pausedAt) / 1000;
+      for (let n = 6; n < 10; n++) await publish(batchOf(n));
+      console.info(`leader hung mid-send: ${JSON.stringify({ seconds_to_confirm: seconds, send_errors: errors })}`);
+      // Confirmed while the broker is still hung, and not by giving the send up at its deadline.
+      expect(errors.filter((e) => e.includes('did not acknowledge the batch within'))).toEqual([]);
+      expect(seconds).toBeLessThan(PUBLISH_TIMEOUT_MS / 1000);
+      expect(confirmed.length).toBe(10 * 3);
+      // In Kafka, read from the two brokers still answering.
+      const others = cluster.nodes.filter((n) => n.nodeId !== hung).map((n) => n.address).join(',');
+      const ids = (records: KafkaRecord[]) => new Set(records.map((r) => r.headers[HEADERS.eventId]!));
+      const records = await kcatUntil(others, topic, (rs) => confirmed.every((id) => ids(rs).has(id)), 60_000).catch(() => []);
+      expect(confirmed.filter((id) => !ids(records).has(id))).toEqual([]);
+    } finally {
+      cluster.resume(hung);
+      await sink.close();
+    }
   }, 180_000);
 
   // A broker that hangs instead of dying (SIGSTOP: a GC storm, a stalled

@@ -20,9 +20,10 @@ export interface TestCerts {
   read(file: string): Buffer;
   /**
    * A renewal of the server certificate, as cert-manager makes one: a new key and certificate
-   * for the same subject and names from the same CA, in `<file>.pem` / `<file>.key`.
+   * for the same subject and names from the same CA, in `<file>.pem` / `<file>.key`; valid for
+   * `days` (-1: expired a day ago).
    */
-  renewServer(file: string): { cert: string; key: string };
+  renewServer(file: string, days?: number): { cert: string; key: string };
   remove(): void;
 }
 
@@ -33,11 +34,11 @@ export function makeTestCerts(): TestCerts {
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 
   openssl('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=otp-test-ca');
-  const issue = (name: string, ext: string, cn = name) => {
+  const issue = (name: string, ext: string, cn = name, days = 1) => {
     writeFileSync(f(`${name}.ext`), ext);
     openssl('req', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=${cn}`);
     openssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
-      '-out', f(`${name}.pem`), '-days', '1', '-extfile', f(`${name}.ext`));
+      '-out', f(`${name}.pem`), '-days', String(days), '-extfile', f(`${name}.ext`));
   };
   const serverExt = 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n';
   issue('server', serverExt);
@@ -57,8 +58,8 @@ export function makeTestCerts(): TestCerts {
     strangerCert: f('stranger.pem'),
     strangerKey: f('stranger.key'),
     read: (file) => readFileSync(file),
-    renewServer: (file) => {
-      issue(file, serverExt, 'server');
+    renewServer: (file, days = 1) => {
+      issue(file, serverExt, 'server', days);
       return { cert: f(`${file}.pem`), key: f(`${file}.key`) };
     },
     remove: () => rmSync(dir, { recursive: true, force: true }),

@@ -1,6 +1,7 @@
 // First: kafkajs must load with the substituted Encoder and CRC-32C (encoding.ts).
 import "./encoding.js";
 import "./throttle-checks.js";
+import "./broker-choice.js";
 import { CompressionTypes, Kafka, logLevel, type ConfigResourceTypes, type Consumer, type Producer, type Admin, type IHeaders, type KafkaMessage, type EachMessagePayload, type RecordMetadata, type RequestEvent, type RequestTimeoutEvent } from "kafkajs";
 import type { Logger } from "pino";
 import type { TopicReplication } from "../topic-replication.js";

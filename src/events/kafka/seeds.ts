@@ -52,6 +52,11 @@ export function nextSeed(brokers: readonly string[], now = Date.now()): string {
   return seed;
 }
 
+/** Whether a request to `address` timed out lately, with no answer since. */
+export function isSuspected(address: string, now = Date.now()): boolean {
+  return (suspectUntil.get(address) ?? 0) > now;
+}
+
 /** Brokers suspected now (for tests and logs). */
 export function suspectedBrokers(now = Date.now()): string[] {
   return [...suspectUntil].filter(([, until]) => until > now).map(([address]) => address);
