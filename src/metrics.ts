@@ -92,7 +92,7 @@ class Children<L extends string> {
 }
 
 /** Refusals at the process's bounds (src/transport/open-calls.ts), before any caller is known. */
-const BOUND_REFUSALS = ["OPEN_CALLS_LIMIT", "CONNECTIONS_LIMIT"] as const;
+const BOUND_REFUSALS = ["OPEN_CALLS_LIMIT", "CONNECTIONS_LIMIT", "HTTP2_PROTOCOL_ERROR"] as const;
 
 const CHANNELS: Record<number, string> = {
   [Channel.SMS]: "sms", [Channel.EMAIL]: "email", [Channel.VOICE]: "voice", [Channel.WHATSAPP]: "whatsapp",

@@ -68,7 +68,7 @@ export function lifetimesFor(requestTimeoutMs: number, storeTimeoutMs: number, m
 // see a pod that refuses everyone. Connections refused on accept carry no
 // method: they are counted by reason only.
 
-export type Refusal = "OPEN_CALLS_LIMIT" | "STREAMING_CALLS_LIMIT" | "CONNECTIONS_LIMIT";
+export type Refusal = "OPEN_CALLS_LIMIT" | "STREAMING_CALLS_LIMIT" | "CONNECTIONS_LIMIT" | "HTTP2_PROTOCOL_ERROR";
 export type RefusalObserver = (reason: Refusal, call?: RefusedCall) => void;
 
 /** A call refused at OTP_MAX_OPEN_CALLS: the method it asked for (when it is ours) and the port. */
@@ -163,6 +163,12 @@ export class OpenCalls {
       this.#hold(stream, isStreaming);
       for (const listener of listeners) listener.call(server, stream, headers, ...rest);
     });
+    // A connection node:http2 ended for breaking the protocol, its "rapid
+    // reset" protection included (CVE-2023-44487: streams opened and reset at
+    // once, which never count as open calls; the connection is ended after
+    // 1,000 resets in a burst, 33 a second after that). Counted and logged as a
+    // refusal, so an attack that costs CPU without holding anything is seen.
+    server.on("sessionError", () => this.#refused("HTTP2_PROTOCOL_ERROR"));
   }
 
   /** The HTTP/1.1 request handler behind the bound: past it, 503 and the connection closed. */
@@ -258,7 +264,7 @@ export class OpenCalls {
     if (now - this.#lastLog >= LOG_EVERY_MS) {
       this.log.warn(
         { reason, refused: this.#refusedSinceLog, openCalls: this.#open, maxOpenCalls: this.max, streamingCalls: this.#streaming, maxStreamingCalls: this.#lifetimes.maxStreaming },
-        "refusing calls or connections: the process is at a bound (OTP_MAX_OPEN_CALLS, its streaming quota, or OTP_MAX_CONNECTIONS)",
+        "refusing calls or connections: the process is at a bound (OTP_MAX_OPEN_CALLS, its streaming quota, or OTP_MAX_CONNECTIONS), or ended connections that broke HTTP/2 (HTTP2_PROTOCOL_ERROR: rapid reset among them)",
       );
       this.#lastLog = now;
       this.#refusedSinceLog = 0;

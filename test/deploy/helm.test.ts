@@ -190,6 +190,8 @@ describe('helm chart', () => {
     expect(container(deployment(ms, '-notifier')).ports).toEqual([{ name: 'metrics', containerPort: 9464 }]);
     expect(container(deployment(ms, '-notifier')).livenessProbe!.httpGet).toMatchObject({ path: '/healthz', port: 'metrics' });
     const [pods] = ofKind(ms, 'PodMonitor');
+    // Its targets carry the component, which OtpNotifiersDown selects the notifiers' `up` by.
+    expect(pods!.spec.podTargetLabels).toEqual(['app.kubernetes.io/component']);
     expect(pods!.spec.podMetricsEndpoints[0]).toMatchObject({ port: 'metrics', path: '/metrics' });
     expect(pods!.spec.selector.matchExpressions[0].values).toEqual(['relay', 'notifier']);
     expect(ofKind(off, 'PodMonitor')).toHaveLength(0);

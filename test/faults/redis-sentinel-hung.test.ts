@@ -14,6 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { RedisClaims } from '../../src/notifier/claims.js';
 import { loadNotifierConfig } from '../../src/notifier/config.js';
+import { connectRedis } from '../../src/store/redis/client.js';
 import { grpcCall, grpcClient } from '../support/grpc-client.js';
 import { freshEmail, startTestApp, type TestApp } from '../support/otp-app.js';
 import { info, redisCli, until } from '../support/redis-cli.js';
@@ -27,17 +28,12 @@ let set: RedisSentinelSet;
 const apps: TestApp[] = [];
 const clients: Client[] = [];
 
-beforeAll(async () => {
-  set = await startRedisSentinel();
-}, 60_000);
 afterEach(async () => {
   vi.restoreAllMocks();
-  set.sentinels[0]!.resume();
+  for (const s of set.sentinels) s.resume();
+  set.primary.resume();
   for (const c of clients.splice(0)) c.close();
   await Promise.allSettled(apps.splice(0).map((a) => a.stop()));
-});
-afterAll(async () => {
-  await set?.stop();
 });
 
 const env = () => ({ REDIS_SENTINELS: set.sentinelList, REDIS_SENTINEL_MASTER: set.masterName });
@@ -87,7 +83,14 @@ async function promotedByLiveSentinels(oldPort: number): Promise<number> {
 }
 
 describe('Sentinel: the first-listed of three Sentinels hung', () => {
-  it('a new service process starts within the start-up bound and serves; a notifier connects its claims; the hung Sentinel is counted lost', { timeout: 60_000 }, async () => {
+  beforeAll(async () => {
+    set = await startRedisSentinel();
+  }, 60_000);
+  afterAll(async () => {
+    await set?.stop();
+  });
+
+  it('a new service process starts within the start-up bound and serves; a notifier connects its claims; the hung Sentinel is counted lost and logged', { timeout: 60_000 }, async () => {
     set.sentinels[0]!.pause();
     const started = Date.now();
     const { app, client } = await inListOrder(serve);
@@ -105,6 +108,21 @@ describe('Sentinel: the first-listed of three Sentinels hung', () => {
       expect((await claims.claim(randomUUID())).kind).toBe('claimed');
     } finally {
       await claims.close();
+    }
+
+    // The log names the Sentinel that did not answer, and why.
+    const said: { msg: string; details: object }[] = [];
+    const connection = await inListOrder(() => connectRedis({
+      topology: { kind: 'sentinel', sentinels: set.sentinels.map((x) => ({ host: '127.0.0.1', port: x.port })), masterName: set.masterName },
+      logger: { warn: (details, msg) => said.push({ msg, details }), info: () => {} },
+    }));
+    try {
+      expect(said).toContainEqual({
+        msg: 'redis connection lost',
+        details: expect.objectContaining({ node: `127.0.0.1:${set.sentinels[0]!.port}`, error: 'SocketTimeoutError' }),
+      });
+    } finally {
+      await connection.close();
     }
   });
 
@@ -133,5 +151,37 @@ describe('Sentinel: the first-listed of three Sentinels hung', () => {
     expect(await metric(app, 'otp_redis_topology_changes_total') - changesBefore, 'the failover is a topology change').toBeGreaterThanOrEqual(1);
     // The old master's connection, and the hung Sentinel the rediscovery passed over.
     expect(await metric(app, 'otp_redis_connections_lost_total') - lostBefore).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('Sentinel: the Sentinel whose notices the service follows hangs', () => {
+  beforeAll(async () => {
+    set = await startRedisSentinel();
+  }, 60_000);
+  afterAll(async () => {
+    await set?.stop();
+  });
+
+  // A hung master keeps its connection open and never errors, so nothing but
+  // the Sentinels' +switch-master notice moves the service to the promoted
+  // replica; node-redis hears it on its one connection to a Sentinel. That
+  // connection is PINGed: when its Sentinel hangs, another one is followed.
+  it('then the master hangs (SIGSTOP): served again within seconds of the promotion by the other two', { timeout: 90_000 }, async () => {
+    // Asking in list order, the service follows Sentinel 0's notices.
+    const { app, client } = await inListOrder(serve);
+    await served(app, client);
+    const changesBefore = await metric(app, 'otp_redis_topology_changes_total');
+
+    set.sentinels[0]!.pause();
+    set.primary.pause();
+    await promotedByLiveSentinels(set.primaryPort);
+    const promotedAt = Date.now();
+    await until('served again after the promotion', 15_000, async () => {
+      await served(app, client);
+      return true;
+    }, 200);
+    console.log(`notices Sentinel hung + master hung: served again ${Date.now() - promotedAt} ms after the promotion`);
+    for (let i = 0; i < 3; i++) await served(app, client);
+    expect(await metric(app, 'otp_redis_topology_changes_total') - changesBefore, 'the failover is a topology change').toBeGreaterThanOrEqual(1);
   });
 });

@@ -123,6 +123,20 @@ describe('redis store: what Redis holds', () => {
     await store.close();
   });
 
+  it('without waitReplicas, the reads that wait when there are replicas (inspect, a find or describe finding nothing, outbox reads) write no barrier: nothing is added to the default path', async () => {
+    const prefix = freshPrefix();
+    const { store, dest } = await populate(prefix, '482913');
+    const ref = issueCommand(dest).cmd.ref;
+    expect(await store.inspect(TENANT, ref)).toBeNull();
+    expect(await store.findByDestination(TENANT, 'nobody-sent-this', dest.ref)).toBeNull();
+    expect(await store.describe(TENANT, ref)).toBeNull();
+    expect((await store.readOutbox('barrier-check', 100)).length).toBeGreaterThan(0);
+    expect((await store.rereadOutbox('barrier-check', 100)).length).toBeGreaterThan(0);
+    // The barrier is `<prefix>:{<shard>}:ack`, written only with waitReplicas (src/store/README.md).
+    expect((await keysOf(prefix)).filter((k) => k.endsWith(':ack'))).toEqual([]);
+    await store.close();
+  });
+
   it("kept Verify answers keep the hash a listpack, and pruning them leaves a purpose named \"r\" alone", async () => {
     const prefix = freshPrefix();
     const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });

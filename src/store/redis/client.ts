@@ -56,6 +56,15 @@ export interface RedisConnection {
    * waitReplicas, followed by WAIT on the same connection.
    */
   run(script: StoreScript, keys: readonly string[], args: readonly string[], options?: RunOptions): Promise<RedisReply>;
+  /**
+   * With waitReplicas, returns once that many replicas have everything the
+   * master of `key` did before this call (the barrier and WAIT that follow an
+   * acknowledged script, on their own); StoreUnavailableError when they do not
+   * in time. For a read whose answer shows a change another call made: it is
+   * given only once that change would survive a failover. Without waitReplicas:
+   * nothing is sent.
+   */
+  acknowledge(key: string): Promise<void>;
   /** Every master answers. */
   ping(): Promise<boolean>;
   close(): Promise<void>;
@@ -113,6 +122,16 @@ async function checkAccess(transport: Transport, topology: RedisTopology, where:
       throw new RedisAccessError(`Redis refused (${where}): this node is a read-only replica`, "replica", "serving");
     }
   }
+}
+
+/**
+ * An error's name for logs. node-redis's own (SocketTimeoutError: a node that
+ * went silent, ConnectionTimeoutError...) keep Error's name "Error": their
+ * class says which.
+ */
+function errorName(err: unknown): string {
+  if (!(err instanceof Error)) return "unknown";
+  return err.name === "Error" && err.constructor.name !== "Error" ? err.constructor.name : err.name;
 }
 
 /** Replicas did not acknowledge a write in time: its outcome may not survive a failover. */
@@ -181,7 +200,7 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
         const code = (err as NodeJS.ErrnoException | undefined)?.code;
         // Not `code`: the logger redacts that name everywhere (src/log.ts).
         const why = typeof code === "string" && /^[A-Z0-9_]+$/.test(code) ? { errorCode: code } : {};
-        log?.warn({ redis: where, node, error: err instanceof Error ? err.name : "unknown", ...why }, "redis connection lost");
+        log?.warn({ redis: where, node, error: errorName(err), ...why }, "redis connection lost");
       },
       ready(node) {
         log?.info({ redis: where, node }, "redis connection ready");
@@ -298,8 +317,7 @@ class Connection implements RedisConnection {
    * reach past everything the master had done, that change included.
    */
   async #runAcknowledged(script: StoreScript, command: string[], key: string): Promise<RedisReply> {
-    const barrier = ["SET", barrierKey(key), "", "PX", BARRIER_TTL_MS];
-    const pipelined = () => this.#waitDeadlines.run(this.#transport.pipeline(key, [command, barrier, this.#wait]));
+    const pipelined = () => this.#waitDeadlines.run(this.#transport.pipeline(key, [command, ...this.#barrierAndWait(key)]));
     let replies: RedisReply[];
     try {
       replies = await pipelined();
@@ -310,11 +328,31 @@ class Connection implements RedisConnection {
       replies = await pipelined();
     }
     const [reply, , acked] = replies as [RedisReply, RedisReply, RedisReply];
+    this.#checkAcknowledged(acked);
+    return reply;
+  }
+
+  async acknowledge(key: string): Promise<void> {
+    if (this.#waitReplicas === 0) return;
+    try {
+      const [, acked] = (await this.#waitDeadlines.run(this.#transport.pipeline(key, this.#barrierAndWait(key)))) as [RedisReply, RedisReply];
+      this.#checkAcknowledged(acked);
+    } catch (err) {
+      throw this.#failed(err, key);
+    }
+  }
+
+  /** The barrier, then WAIT: written after a script (or alone), on the connection to the key's master. */
+  #barrierAndWait(key: string): string[][] {
+    return [["SET", barrierKey(key), "", "PX", BARRIER_TTL_MS], this.#wait];
+  }
+
+  /** WAIT's reply: fewer replicas than waitReplicas (or no number) is an unknown outcome. */
+  #checkAcknowledged(acked: RedisReply): void {
     if (typeof acked !== "number" || acked < this.#waitReplicas) {
       redisObservations.waitTimeouts++;
       throw new StoreUnavailableError({ cause: new ReplicationError(`${String(acked)} of ${this.#waitReplicas} replicas acknowledged in time`) });
     }
-    return reply;
   }
 
   async ping(): Promise<boolean> {

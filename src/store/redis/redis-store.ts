@@ -91,7 +91,12 @@ const budgetArgs = (mode: "spend" | "peek", budgets: CallerBudget[], guard?: Pre
 // A prefix-guard credit changes no answer either (the Verify it follows is already acknowledged).
 // Cancel waits: a canceled code brought back by a failover would verify again.
 // The relay's read of the outbox (and its pruning of consumers) changes only the consumer group's bookkeeping.
-const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "inspect", "audit", "prefixOutcome", "readOutbox", "ackOutbox", "pruneConsumers"]);
+// inspect is not here although it changes nothing: GetVerification's answer is
+// the state other calls made, so it waits as a write does (its barrier covers
+// everything the master did before it) and a status a failover could take back
+// is never shown. find, describe and the outbox reads wait only when their
+// answer is given as it is (#acknowledged), so the usual path pays nothing more.
+const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "audit", "prefixOutcome", "readOutbox", "ackOutbox", "pruneConsumers"]);
 // Shared, never changed: no options object per call.
 const READ_ONLY: RunOptions = Object.freeze({ readOnly: true });
 const ACKNOWLEDGED: RunOptions = Object.freeze({ readOnly: false });
@@ -103,6 +108,12 @@ export class RedisStore implements VerificationStore {
   /** outboxKey of every shard, built once (one is in every Issue, Verify and Resend, and the relay reads them all). */
   readonly #outboxKeys: string[];
   #nextShard = 0;
+  /**
+   * Per relay consumer, the shards whose last read was not acknowledged by the replicas (waitReplicas):
+   * what it took waits pending on that consumer, so its next read of the shard takes those back ("0")
+   * instead of waiting for a claim.
+   */
+  readonly #unacknowledged = new Map<string, Set<number>>();
 
   private constructor(redis: RedisConnection, shards: number, prefix: string) {
     this.#redis = withScriptSpans(redis);
@@ -268,17 +279,26 @@ export class RedisStore implements VerificationStore {
 
   async findByDestination(tenant: string, purpose: string, destination: DestinationRef): Promise<string | null> {
     const key = destinationKey(this.#prefix, tenant, destination);
-    return replies.foundId(await this.#run("find", [key], { purpose }));
+    const id = replies.foundId(await this.#run("find", [key], { purpose }));
+    // An id is only used by the verify.lua that follows, which waits for everything before it. None is
+    // the call's answer (NOT_FOUND), and may come from a consumption no replica has yet.
+    if (id === null) await this.#redis.acknowledge(key);
+    return id;
   }
 
   async describe(tenant: string, ref: VerificationRef, forResend?: ResendBudgets): Promise<VerificationSummary | null> {
     const key = destinationKey(this.#prefix, tenant, ref);
-    return replies.summary(await this.#run("describe", [key], {
+    // For a Resend the summary's refusal (finished, locked...) is the call's answer: acknowledged in
+    // the same round trip. Otherwise only its purpose is used, before a script that waits; but none
+    // (NOT_FOUND) is an answer, and may come from a consumption or cancel no replica has yet.
+    const summary = replies.summary(await this.#run("describe", [key], {
       id: ref.verificationId,
       resend: forResend !== undefined,
       sends: forResend ? own(forResend.sendsPerDestination) : [],
       purpose_sends: forResend ? Object.fromEntries(Object.entries(forResend.purposeSendsPerDestination).map(([p, b]) => [p, own(b).join(",")])) : {},
-    }));
+    }, forResend === undefined));
+    if (summary === null && forResend === undefined) await this.#redis.acknowledge(key);
+    return summary;
   }
 
   async inspect(tenant: string, ref: VerificationRef): Promise<VerificationState | null> {
@@ -303,8 +323,9 @@ export class RedisStore implements VerificationStore {
   // --- outbox: one stream per shard, consumer group `relay` ---
 
   async readOutbox(consumer: string, count: number): Promise<OutboxEntry[]> {
+    const unacknowledged = this.#unacknowledged.get(consumer);
     return readAcrossShards(this.#shards, this.#rotate(), count, 3, async (shard, n) => {
-      return this.#readShard(shard, consumer, n, ">");
+      return this.#readShard(shard, consumer, n, unacknowledged?.has(shard) ? "0" : ">");
     });
   }
 
@@ -312,7 +333,10 @@ export class RedisStore implements VerificationStore {
   async #readShard(shard: number, consumer: string, count: number, from: ">" | "0"): Promise<OutboxEntry[]> {
     const key = this.#outboxKey(shard);
     const reply = await this.#withGroup(shard, () => this.#run("readOutbox", [key], { group: OUTBOX_GROUP, consumer, count, from }));
-    return replies.readEntries(shard, reply);
+    const entries = replies.readEntries(shard, reply);
+    // Taking back pending entries ("0"): a full answer may have left some, so the next read takes back again.
+    // Any other answer settles the shard for this consumer.
+    return this.#acknowledged(consumer, shard, entries, !(from === "0" && entries.length === count));
   }
 
   async rereadOutbox(consumer: string, count: number): Promise<OutboxEntry[]> {
@@ -334,8 +358,31 @@ export class RedisStore implements VerificationStore {
       const reply = await this.#withGroup(shard, () =>
         this.#redis.call(["XAUTOCLAIM", key, OUTBOX_GROUP, consumer, String(idleMs), "0-0", "COUNT", String(n)], key),
       );
-      return replies.claimedEntries(shard, reply);
+      return this.#acknowledged(consumer, shard, replies.claimedEntries(shard, reply), false);
     });
+  }
+
+  /**
+   * Entries read from a shard's outbox, once (with waitReplicas) replicas have everything its master did
+   * before: an event is published only for a change a failover keeps (a Verify or Cancel that answered
+   * UNAVAILABLE is not announced, nor a Send's delivery). One barrier and WAIT per shard that had
+   * entries (none for an empty read, nothing at all without waitReplicas). When not acknowledged the
+   * shard's read fails (left out, as a shard that cannot be read): its entries stay pending on this
+   * consumer, and its next read of the shard takes them back and waits again (until one `settles` it; a claim never does).
+   */
+  async #acknowledged(consumer: string, shard: number, entries: OutboxEntry[], settles: boolean): Promise<OutboxEntry[]> {
+    if (entries.length > 0) {
+      try {
+        await this.#redis.acknowledge(this.#outboxKey(shard));
+      } catch (err) {
+        const held = this.#unacknowledged.get(consumer);
+        if (held) held.add(shard);
+        else this.#unacknowledged.set(consumer, new Set([shard]));
+        throw err;
+      }
+    }
+    if (settles) this.#unacknowledged.get(consumer)?.delete(shard);
+    return entries;
   }
 
   async ackOutbox(entries: { shard: number; id: string }[]): Promise<void> {

@@ -12,6 +12,7 @@ export function withScriptSpans(redis: RedisConnection): RedisConnection {
   return {
     call: (args, key) => redis.call(args, key),
     run: (script, keys, args, options) => scriptSpan(script.name, () => redis.run(script, keys, args, options)),
+    acknowledge: (key) => redis.acknowledge(key),
     ping: () => redis.ping(),
     close: () => redis.close(),
   };

@@ -873,6 +873,10 @@ export const OtpService: GenService<{
    * after it was verified or canceled, until then); longer while its
    * destination's send budget is still being refilled, and until a newer Send
    * of the same purpose to the same destination replaces it.
+   * With OTP_REDIS_WAIT_REPLICAS >= 1 it shows only state the replicas have
+   * acknowledged: after a Verify or Cancel that answered UNAVAILABLE it answers
+   * UNAVAILABLE until the change would survive a failover, never a VERIFIED or
+   * CANCELED a failover could take back.
    *
    * @generated from rpc otp.v1.OtpService.GetVerification
    */
