@@ -74,6 +74,9 @@ async function main(): Promise<void> {
   }
   log.info({ kafka: config.kafkaBrokers !== undefined }, "otp-service relay started");
   stopOnSignals(stop, config.shutdownGraceMs, log);
+  // SIGHUP is the service's reload signal; unhandled it would end this process mid-batch. The
+  // relay's files (Redis and Kafka TLS) are read at start-up only (README "TLS and certificate renewal").
+  process.on("SIGHUP", () => log.warn("SIGHUP: the relay reloads nothing; restart it to pick up new Redis or Kafka TLS files"));
 }
 
 await main();

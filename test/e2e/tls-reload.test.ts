@@ -15,6 +15,7 @@ import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { grpcHealth, SERVING } from '../support/grpc-client.js';
+import { freePort } from '../support/free-port.js';
 import { redisForTests } from '../support/redis.js';
 import { exitWithin, spawnService, type ServiceProcess } from '../support/service-process.js';
 import { makeTestCerts, type TestCerts } from '../support/tls-certs.js';
@@ -333,6 +334,21 @@ describe('TLS certificate reload', () => {
       // The scrape (summed over the workers by the primary): two reloads; the earliest expiry is the renewed one.
       expect(metric(s.httpPort, 'otp_tls_reloads_total{outcome="reloaded"}')).toBe(2);
       expect(metric(s.httpPort, EXPIRY)).toBe(notAfter(renewed.cert));
+    } finally {
+      await redis.server?.stop();
+    }
+  });
+
+  it('the relay process (npm run relay) survives a SIGHUP meant for reloads, says it reloads nothing, and stops cleanly after', { timeout: 60_000 }, async () => {
+    const redis = await redisForTests();
+    try {
+      const relay = await spawnService({ REDIS_URL: redis.url, KAFKA_BROKERS: `127.0.0.1:${await freePort()}` }, 'src/relay-main.ts');
+      started.push(relay);
+      await until('the relay to start', () => relay.logs().some((l) => l.msg === 'otp-service relay started'));
+      relay.child.kill('SIGHUP');
+      await until('the SIGHUP line', () => relay.logs().some((l) => l.msg?.startsWith('SIGHUP: the relay reloads nothing')));
+      relay.child.kill('SIGTERM');
+      expect(await exitWithin(relay, 20_000)).toBe(0);
     } finally {
       await redis.server?.stop();
     }
