@@ -6,7 +6,7 @@
 // NOT_FOUND). A replica promoted with the scripts already in its cache (one
 // that was master before: a switchover back, a partition healed) runs such a
 // command as sent; here SCRIPT LOAD on the replica stands for that history.
-// Bounded: 20 codes, one failover.
+// Bounded: 30 codes, one failover.
 import type { Client, ServiceError } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,7 +18,7 @@ import { redisCli } from '../support/redis-cli.js';
 import { startRedisSentinel, type RedisSentinelSet } from '../support/redis-sentinel.js';
 
 const { send, verify } = OtpService.method;
-const CODES = 20;
+const CODES = 30;
 
 let set: RedisSentinelSet;
 let app: TestApp;

@@ -233,7 +233,7 @@ class HeldTooLongError extends Error {
   }
 }
 
-/** The list from a random place on, wrapping around: each process asks a different Sentinel first. */
+/** The list from a random place on, wrapping around: processes do not all ask the same Sentinel first. */
 function fromRandomStart<T>(list: readonly T[]): T[] {
   const start = Math.floor(Math.random() * list.length);
   return [...list.slice(start), ...list.slice(0, start)];
