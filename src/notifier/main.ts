@@ -88,6 +88,9 @@ const shutdown = (signal: string): void => {
 };
 process.on("SIGTERM", () => shutdown("SIGTERM"));
 process.on("SIGINT", () => shutdown("SIGINT"));
+// SIGHUP is the service's reload signal; unhandled it would end this process mid-delivery. The
+// notifier's files (Redis TLS, provider settings) are read at start-up only.
+process.on("SIGHUP", () => logger.warn("SIGHUP: the notifier reloads nothing; restart it to pick up new files or settings"));
 
 try {
   // First, so a port that cannot be bound stops the notifier before it consumes anything.

@@ -198,6 +198,13 @@ describe('notifier with a real Kafka broker', () => {
       expect(metrics).toContain('otp_notifier_deliveries_total{channel="sms",outcome="delivered"} 1');
       expect(metrics).toMatch(/^otp_notifier_delivery_latency_seconds_count\{channel="sms"\} 1$/m);
 
+      // SIGHUP (the service's reload signal) is logged and survived; SIGTERM still stops it cleanly.
+      child.kill('SIGHUP');
+      const hupLogged = () => (stdout + stderr).split('\n').map(tryJson).some((l) => String(l?.msg ?? '').startsWith('SIGHUP: the notifier reloads nothing'));
+      const hupDeadline = Date.now() + 10_000;
+      while (!hupLogged() && child.exitCode === null && Date.now() < hupDeadline) await new Promise((r) => setTimeout(r, 50));
+      expect(hupLogged()).toBe(true);
+      expect(child.exitCode).toBeNull();
       child.kill('SIGTERM');
       expect(await withTimeout(exited, 30_000, 'notifier did not exit after SIGTERM')).toBe(0);
       // Only the console line carries the secrets; the logs (stdout and stderr) never do.
