@@ -77,6 +77,27 @@ async function readyDetails(): Promise<{ event_backlog: number; event_relay_erro
   return JSON.parse(text.split('\n')[1]!) as { event_backlog: number; event_relay_error: string | null };
 }
 
+
+/** As the relay does: the same batch again (every 500 ms, `attempts` times at most) until the sink confirms it; what was confirmed and each failure. */
+function publisher(sink: KafkaSink, attempts: number): { confirmed: string[]; errors: string[]; publish: (batch: EventRecord[]) => Promise<void> } {
+  const confirmed: string[] = [];
+  const errors: string[] = [];
+  const publish = async (batch: EventRecord[]): Promise<void> => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await sink.publish(batch);
+        confirmed.push(...batch.map((r) => r.headers[HEADERS.eventId]!));
+        return;
+      } catch (err) {
+        errors.push((err as Error).message);
+        if (attempt > attempts) throw err;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  };
+  return { confirmed, errors, publish };
+}
+
 describe('Kafka replicated over three brokers', () => {
   it('the service creates its topics with RF 3 and min.insync.replicas=2', async () => {
     // The relay creates the topics on its first publish; the status consumer at start.
@@ -222,22 +243,7 @@ describe('Kafka replicated over three brokers', () => {
     const batchOf = (n: number): EventRecord[] =>
       [0, 1, 2].map((p) => ({ topic, key: keyOn(p, n), value: new TextEncoder().encode(`${n}/${p}`), headers: { [HEADERS.eventId]: `${n}/${p}` } }));
     const sink = new KafkaSink({ brokers: cluster.brokers.split(','), logger, clientId: 'acks-test' });
-    const confirmed: string[] = [];
-    const errors: string[] = [];
-    /** As the relay does: the same batch again until the sink confirms it. */
-    const publish = async (batch: EventRecord[]): Promise<void> => {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await sink.publish(batch);
-          confirmed.push(...batch.map((r) => r.headers[HEADERS.eventId]!));
-          return;
-        } catch (err) {
-          errors.push((err as Error).message);
-          if (attempt > 60) throw err;
-          await new Promise((r) => setTimeout(r, 500));
-        }
-      }
-    };
+    const { confirmed, errors, publish } = publisher(sink, 60);
     try {
       for (let n = 0; n < 20; n++) await publish(batchOf(n));
       // Frozen: its connections stay open, the request to it stays in flight.
@@ -279,21 +285,7 @@ describe('Kafka replicated over three brokers', () => {
       [0, 1, 2].map((p) => ({ topic, key: keyOn(p, n), value: new TextEncoder().encode(`${n}/${p}`), headers: { [HEADERS.eventId]: `${n}/${p}` } }));
     // The default deadline (OTP_KAFKA_PUBLISH_TIMEOUT_MS unset).
     const sink = new KafkaSink({ brokers: cluster.brokers.split(','), logger: pino({ level: 'silent' }), clientId: 'hang-test' });
-    const confirmed: string[] = [];
-    const errors: string[] = [];
-    const publish = async (batch: EventRecord[]): Promise<void> => {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await sink.publish(batch);
-          confirmed.push(...batch.map((r) => r.headers[HEADERS.eventId]!));
-          return;
-        } catch (err) {
-          errors.push((err as Error).message);
-          if (attempt > 20) throw err;
-          await new Promise((r) => setTimeout(r, 500));
-        }
-      }
-    };
+    const { confirmed, errors, publish } = publisher(sink, 20);
     const hung = 1;
     try {
       for (let n = 0; n < 5; n++) await publish(batchOf(n));

@@ -16,7 +16,7 @@ import { existsSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GRPCURL, grpcurl } from '../support/cli.js';
-import { grpcClient, grpcError, grpcHealth, SERVING } from '../support/grpc-client.js';
+import { grpcClient, grpcError, grpcHealth, SERVING, untilHealthy } from '../support/grpc-client.js';
 import { startTestApp, type TestApp } from '../support/otp-app.js';
 
 const MAX_CALLS = 32;
@@ -233,16 +233,7 @@ describe.each([
     await fill();
     release();
     // And calls are served again.
-    const deadline = Date.now() + CALL_LIFETIME_MS + SLACK_MS;
-    for (;;) {
-      try {
-        expect(await grpcHealth(client)).toBe(SERVING);
-        break;
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    await untilHealthy(client, CALL_LIFETIME_MS + SLACK_MS);
     expect(await connectAnswered()).toBe(200);
   });
 });

@@ -8,7 +8,7 @@
 import * as http2 from 'node:http2';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { grpcClient, grpcHealth, SERVING } from '../support/grpc-client.js';
+import { grpcClient, untilHealthy } from '../support/grpc-client.js';
 import { spawnService, untilServing, type ServiceProcess } from '../support/service-process.js';
 
 const CONNECTIONS = 120;
@@ -90,16 +90,7 @@ it('survives ~30,000 unfinished gRPC calls held open: the ones past the bound ar
   expect(oldSpacePeak / 2 ** 20).toBeLessThan(OLD_SPACE_BOUND_MIB - 20);
   const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
   try {
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      try {
-        expect(await grpcHealth(client)).toBe(SERVING);
-        break;
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
+    await untilHealthy(client, 10_000, 200);
   } finally {
     client.close();
   }

@@ -82,3 +82,17 @@ export async function grpcHealth(client: grpc.Client, service = ''): Promise<num
 }
 
 export const SERVING = 1;
+
+/** Health/Check until it answers SERVING, for `ms` at most (the last failure is thrown). */
+export async function untilHealthy(client: grpc.Client, ms: number, everyMs = 100): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      if ((await grpcHealth(client)) === SERVING) return;
+      throw new Error('not SERVING');
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  }
+}
