@@ -653,6 +653,19 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect((await store.verify(verifyCommand(other.ref, other.code))).result).toBe('VERIFIED');
       });
 
+      it("cancel: a verification locked by the destination's lock (another purpose's failures) is finished, as inspect shows it", async () => {
+        const failures = { count: 2, windowSeconds: 60 };
+        const p = policy({ maxAttempts: 10, failuresPerDestination: failures });
+        const held = await send({ purpose: 'signup', policy: p });
+        const other = await send({ dest: held.dest, policy: p });
+        for (let i = 0; i < 2; i++) expect((await store.verify(verifyCommand(other.ref, wrong(other.code), { failures }))).result).toBe('INVALID_CODE');
+        expect(await store.inspect(TENANT, held.ref)).toMatchObject({ status: 'LOCKED' });
+        await events();
+        expect(await store.cancel(TENANT, held.ref, EVENT)).toMatchObject({ kind: 'finished', state: { status: 'LOCKED' } });
+        expect(await events()).toEqual([]);
+        expect(await store.inspect(TENANT, held.ref)).toMatchObject({ status: 'LOCKED', canceledAtMs: undefined });
+      });
+
       it('a new Send replaces a canceled verification', async () => {
         const first = await send({ policy: policy({ resendCooldownSeconds: 30 }) });
         await store.cancel(TENANT, first.ref, EVENT);

@@ -16,7 +16,8 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
 Returns
   {'canceled', <state tuple of includes/state.lua>}   canceled now
   {'canceled_before', <state tuple>}                   canceled by an earlier call (nothing changed)
-  {'finished', <state tuple>}                          verified, locked, expired or delivery failed
+  {'finished', <state tuple>}                          verified, locked (its own attempts or the
+                                                       destination's lock), expired or delivery failed
   {'not_found'}
 ]]
 
@@ -44,7 +45,14 @@ local function answer(kind)
   return reply
 end
 if st == 'c' then return answer('canceled_before') end
+-- Anything GetVerification would not show as PENDING is finished: verified, delivery failed, expired, or
+-- locked, by its own attempts or by the destination's lock (another purpose's failures can set it).
 if st ~= '' or now >= c.e then return answer('finished') end
+local before = state_reply(dest, p, now)
+if before[1] ~= 'PENDING' then
+  table.insert(before, 1, 'finished')
+  return before
+end
 
 redis.call('HSET', dest, p .. ':st', 'c', p .. ':ct', now)
 -- Only a Resend would need them.
