@@ -94,12 +94,13 @@ export interface IssueCommand {
   /** JSON object of string metadata, "" when none. */
   metadataJson: string;
   /**
-   * Keyed digest of the Send's idempotency key, "" when none. A repeat while the
-   * verification it created is live returns that verification (`replayed`) when
+   * Keyed digest of the Send's idempotency key (22 characters), "" when none. A repeat
+   * until the verification it created expires (verified, locked, canceled or replaced
+   * by a newer Send since) returns that verification (`replayed`) when
    * `requestFingerprint` is the same, and `conflict` when it is not.
    */
   idempotencyKey: string;
-  /** Keyed digest of the Send's parameters ("" when there is no idempotency key). */
+  /** Keyed digest of the Send's parameters (22 characters; "" when there is no idempotency key). */
   requestFingerprint: string;
   /** The context bound into the code ("" when none); kept so Resend can bind the new code to it. */
   context: string;

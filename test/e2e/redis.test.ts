@@ -206,3 +206,35 @@ describe('a Redis stall (SIGSTOP past the Redis deadline): UNAVAILABLE, and the 
     }
   });
 });
+
+describe('a retried Send whose verification a newer Send replaced (outside probe 12)', () => {
+  it('answers the first verification again, delivers nothing, and the newer code still verifies', { timeout: 60_000 }, async () => {
+    // Its own key prefix (its own relay and deliveries), and a 1 s resend cooldown instead of the default 30 s.
+    const store = await RedisStore.connect({ url: redisUrl, shards: 4, keyPrefix: `replaced-${randomUUID()}` });
+    const own = await startTestApp({ REDIS_URL: redisUrl, OTP_REDIS_SHARDS: '4', OTP_RESEND_COOLDOWN_SECONDS: '1' }, { store });
+    const c = grpcClient(own.grpcTarget);
+    try {
+      const destination = freshEmail('replaced');
+      const first = { purpose: 'login', channel: Channel.EMAIL, destination, idempotencyKey: randomUUID() };
+      const a = await grpcCall(c, send, first);
+      await own.deliveries.latest(a.verificationId);
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      const b = await grpcCall(c, send, { ...first, idempotencyKey: randomUUID() });
+      const code = await own.deliveries.codeFor(b.verificationId);
+
+      // The retry of the first Send (its answer lost, say): that verification, as it was.
+      expect(await grpcCall(c, send, first)).toEqual(a);
+      // Nothing new was queued: once the relay has published everything, A's and B's are the only deliveries.
+      await eventually(async () => (await store.outboxBacklog()) === 0);
+      expect(own.deliveries.lines.filter((l) => l.destination === destination).map((l) => l.verification_id)).toEqual([a.verificationId, b.verificationId]);
+      // B, whose code the user holds, is untouched.
+      expect((await grpcCall(c, getVerification, { verificationId: b.verificationId })).verification?.status).toBe(VerificationStatus.PENDING);
+      const ok = await grpcCall(c, verify, { target: { case: 'verificationId', value: b.verificationId }, code, idempotencyKey: randomUUID() });
+      expect(ok.result).toBe(VerifyResult.VERIFIED);
+    } finally {
+      c.close();
+      await own.stop();
+      await store.close();
+    }
+  });
+});

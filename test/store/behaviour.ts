@@ -189,6 +189,76 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         const other = await send({ dest: first.dest, idempotencyKey: 'send-2' });
         expect(other.outcome).toMatchObject({ kind: 'issued', verificationId: other.ref.verificationId });
       });
+
+      it('a retried Send whose verification a newer Send replaced answers that one as it was: nothing sent, the newer one untouched', async () => {
+        const p = policy({ resendCooldownSeconds: 1 });
+        const first = await send({ idempotencyKey: 'send-1', policy: p });
+        // One wrong code first: the answer keeps the attempts left when it was replaced.
+        expect((await store.verify(verifyCommand(first.ref, wrong(first.code))))).toMatchObject({ result: 'INVALID_CODE', attemptsRemaining: 4 });
+        await advance(1_020);
+        const second = await send({ dest: first.dest, idempotencyKey: 'send-2', policy: p });
+        expect(second.outcome.kind).toBe('issued');
+        await events();
+
+        const again = await send({ dest: first.dest, idempotencyKey: 'send-1', policy: p });
+        expect(again.outcome).toEqual({ ...first.outcome, kind: 'replayed', attemptsRemaining: 4 });
+        // A retry the caller budgets held (replayOnly) gets the same answer.
+        const held = issueCommand(first.dest, { idempotencyKey: 'send-1', policy: p });
+        expect(await store.issue({ ...held.cmd, replayOnly: true })).toEqual(again.outcome);
+        // The same key with other parameters is still another request.
+        expect((await send({ dest: first.dest, idempotencyKey: 'send-1', fingerprint: 'fp-b', policy: p })).outcome).toEqual({ kind: 'conflict' });
+        expect(await events()).toEqual([]);
+
+        // The newer verification, whose code the user holds, is as it was.
+        expect(await store.findByDestination(TENANT, PURPOSE, first.dest.ref)).toBe(second.ref.verificationId);
+        expect(await store.inspect(TENANT, second.ref)).toMatchObject({ status: 'PENDING', attemptsRemaining: 5 });
+        expect((await send({ dest: first.dest, idempotencyKey: 'send-2', policy: p })).outcome).toMatchObject({ kind: 'replayed', verificationId: second.ref.verificationId });
+        expect((await store.verify(verifyCommand(first.ref, first.code))).result).toBe('NOT_FOUND');
+        expect((await store.verify(verifyCommand(second.ref, second.code))).result).toBe('VERIFIED');
+        // Verified since: the replaced one's key still answers it.
+        expect((await send({ dest: first.dest, idempotencyKey: 'send-1', policy: p })).outcome).toEqual(again.outcome);
+      });
+
+      it("a replaced verification's key answers it until its expiry, then issues anew", async () => {
+        const p = policy({ ttlSeconds: 1 });
+        const first = await send({ idempotencyKey: 'send-1', policy: p });
+        const second = await send({ dest: first.dest, idempotencyKey: 'send-2', policy: p });
+        expect((await send({ dest: first.dest, idempotencyKey: 'send-1', policy: p })).outcome).toMatchObject({ kind: 'replayed', verificationId: first.ref.verificationId });
+        await advance(1_100);
+        const later = await send({ dest: first.dest, idempotencyKey: 'send-1', policy: p });
+        expect(later.outcome).toMatchObject({ kind: 'issued', verificationId: later.ref.verificationId });
+        expect((await store.verify(verifyCommand(second.ref, second.code))).result).toBe('NOT_FOUND');
+        expect((await store.verify(verifyCommand(later.ref, later.code))).result).toBe('VERIFIED');
+      });
+
+      it('at most 8 replaced verifications answer their keys per destination: a Send that would replace one more waits, spending nothing', async () => {
+        const p = policy({ sendsPerDestination: { count: 20, windowSeconds: 3600 } });
+        const dest = newDestination(f.shards);
+        const sent = [];
+        for (let i = 0; i <= 8; i++) sent.push(await send({ dest, idempotencyKey: `send-${i}`, policy: p }));
+        expect(sent.map((s) => s.outcome.kind)).toEqual(Array(9).fill('issued'));
+        await events();
+        const remaining = async () => (await store.limits({ tenant: TENANT, purpose: PURPOSE, destination: dest.ref, policy: p }))[0]!.remaining;
+        const before = await remaining();
+
+        // The live one has a key too: replacing it would need a ninth answer. With or without a key, the Send waits.
+        for (const key of ['send-9', undefined]) {
+          const over = await send({ dest, idempotencyKey: key, policy: p });
+          expect(over.outcome).toMatchObject({ kind: 'refused', reason: 'SEND_LIMIT_DESTINATION' });
+          if (over.outcome.kind !== 'refused') throw new Error('not refused');
+          expect(over.outcome.retryAfterMs).toBeGreaterThan(0);
+          expect(over.outcome.retryAfterMs).toBeLessThanOrEqual(60_000);
+        }
+        expect(types(await events())).toEqual(['rate_limited', 'rate_limited']);
+        expect(await remaining()).toBe(before);
+        // Every key still answers its own verification, and the live code verifies.
+        for (const [i, s] of sent.entries()) {
+          expect((await send({ dest, idempotencyKey: `send-${i}`, policy: p })).outcome).toMatchObject({ kind: 'replayed', verificationId: s.ref.verificationId });
+        }
+        expect((await store.verify(verifyCommand(sent[8]!.ref, sent[8]!.code))).result).toBe('VERIFIED');
+        // A Send that replaces nothing keyed and unexpired is not held back: another purpose, a first Send.
+        expect((await send({ dest, purpose: 'signup', idempotencyKey: 'signup-1', policy: p })).outcome.kind).toBe('issued');
+      });
     });
 
     describe('verify', () => {

@@ -94,8 +94,9 @@ export function issueCommand(dest: Destination, o: IssueOptions = {}): { cmd: Is
     sealedCode: sealed(),
     locale: 'en-GB',
     metadataJson: '{"order":"42"}',
-    idempotencyKey: o.idempotencyKey ?? '',
-    requestFingerprint: o.idempotencyKey ? (o.fingerprint ?? 'fp-1') : '',
+    // 22-character digests, as the service passes them (issue.lua refuses anything else).
+    idempotencyKey: o.idempotencyKey ? sendKeyOf(o.idempotencyKey) : '',
+    requestFingerprint: o.idempotencyKey ? replayKeyOf('Send request', o.fingerprint ?? 'fp-1') : '',
     context: '',
     prefixRefs: o.prefixRefs ?? '',
     deliver: o.deliver ?? true,
@@ -118,6 +119,11 @@ export interface VerifyOptions {
 /** A replay key as opaque as the service's (src/otp/idempotency.ts): one digest of the key and what the request names. */
 export function replayKeyOf(idempotencyKey: string, ...request: string[]): string {
   return createHash('sha256').update([idempotencyKey, ...request].join('\x1f')).digest('base64url').slice(0, 22);
+}
+
+/** The key digest a Send with idempotency key `key` passes (IdempotencyKeys.keyDigest). */
+export function sendKeyOf(key: string): string {
+  return replayKeyOf('Send key', key);
 }
 
 export function verifyCommand(ref: VerificationRef, code: string, o: VerifyOptions = {}): VerifyCommand {

@@ -18,6 +18,7 @@ import {
   policy,
   PURPOSE,
   resendCommand,
+  sendKeyOf,
   SMS,
   TENANT,
   verificationIds,
@@ -85,6 +86,10 @@ describe('redis store: what Redis holds', () => {
     await store.verify(verifyCommand(b.cmd.ref, wrong(code), { failures }));
     await store.verify(verifyCommand(b.cmd.ref, wrong(code), { failures }));
     await store.issue(issueCommand(newDestination(SHARDS), { code }).cmd);
+    // A keyed Send replaced by another: its key's kept answer (`r:` / `rp:`).
+    const replaced = newDestination(SHARDS);
+    await store.issue(issueCommand(replaced, { code, idempotencyKey: 'send-a' }).cmd);
+    await store.issue(issueCommand(replaced, { code, idempotencyKey: 'send-b' }).cmd);
     return { store, dest };
   }
 
@@ -162,6 +167,47 @@ describe('redis store: what Redis holds', () => {
     const kept = (await fieldsOf()).filter((f) => /^rp?:.{22}$/.test(f));
     expect(kept).toHaveLength(1);
     expect(await store.verify(verifyCommand(r.cmd.ref, r.code))).toMatchObject({ result: 'VERIFIED', attemptsRemaining: 3 });
+    await store.close();
+  });
+
+  it("a replaced Send's kept answer is two short fields (~140 B): at the bound of 8 the hash is still a listpack; expired ones go at the next one kept", async () => {
+    const prefix = freshPrefix();
+    const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });
+    const sealer = new Sealer([{ id: 'dev-seal', key: randomBytes(32) }]);
+    const dest = newDestination(SHARDS);
+    const send = async (key: string, p = policy({ sendsPerDestination: { count: 20, windowSeconds: 3600 } })) => {
+      const { cmd } = issueCommand(dest, { idempotencyKey: key, policy: p });
+      Object.assign(cmd, { channel: EMAIL, maskedDestination: 'j***@example.com', sealedDestination: sealer.seal('destination', TENANT, 'jane.doe.1984@example.com'), metadataJson: '' });
+      return store.issue(cmd);
+    };
+    const kept = async () => ((await raw.call(['HGETALL', key!])) as string[]).flatMap((f, i, all): [string, string][] => (i % 2 === 0 && /^rp?:.{22}$/.test(f) ? [[f, all[i + 1]!]] : []));
+    const usage = async () => Number(await raw.call(['MEMORY', 'USAGE', key!, 'SAMPLES', '0']));
+
+    // Two kept answers whose verifications expire in a second: the next answer kept drops them.
+    const short = policy({ ttlSeconds: 1, sendsPerDestination: { count: 20, windowSeconds: 3600 } });
+    expect((await send('short-0', short)).kind).toBe('issued');
+    const [key] = (await keysOf(prefix)).filter((k) => k.endsWith(`:${dest.ref.handle}`));
+    expect((await send('short-1', short)).kind).toBe('issued');
+    expect((await send('short-2', short)).kind).toBe('issued');
+    expect(await kept()).toHaveLength(4);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    expect((await send('send-0')).kind).toBe('issued'); // replaces an expired one: nothing kept, nothing pruned
+    expect(await kept()).toHaveLength(4);
+    expect((await send('send-1')).kind).toBe('issued');
+    const [name, value] = (await kept())[0]!;
+    expect(await kept()).toEqual([[name, value], [`rp:${name.slice(2)}`, expect.any(String)]]);
+    expect(name).toBe(`r:${sendKeyOf('send-0')}`);
+
+    const one = await usage();
+    for (let i = 2; i <= 8; i++) expect((await send(`send-${i}`)).kind).toBe('issued');
+    expect(await kept()).toHaveLength(16);
+    for (const [field, v] of await kept()) {
+      expect(field.length, field).toBeLessThanOrEqual(64);
+      expect(v.length, field).toBeLessThanOrEqual(64);
+    }
+    expect(await raw.call(['OBJECT', 'ENCODING', key!])).toBe('listpack');
+    // MEMORY USAGE grows by allocator size classes: on average, well under a verification's 512 B each.
+    expect(((await usage()) - one) / 7).toBeLessThan(200);
     await store.close();
   });
 

@@ -138,6 +138,11 @@ describe('script argument contract', () => {
     expectArgsError(await run('issue', scriptArgv<'issue'>({ ...issue, max_attempts: 2.5 })), 'issue', 'max_attempts');
     expectArgsError(await run('issue', scriptArgv<'issue'>({ ...issue, sends_count: 0 })), 'issue', 'sends_count');
     expectArgsError(await run('issue', scriptArgv<'issue'>({ ...issue, sealed_dest: 'not base64!' })), 'issue', 'sealed_dest');
+    // An idempotency key names a kept answer (`r:<key>`): only the service's 22-character digests.
+    const digest = 'A'.repeat(22);
+    for (const [key, fingerprint] of [['send-1', digest], [digest, 'fp-1'], [digest, ''], [`${digest.slice(1)},`, digest]]) {
+      expectArgsError(await run('issue', scriptArgv<'issue'>({ ...issue, idempotency_key: key!, fingerprint: fingerprint! })), 'issue', 'idempotency_key');
+    }
     // A purpose's own budget: [] or [count, window ms], both whole and at least 1.
     for (const bad of [[0, 60_000], [3, 0], [3], [3, 60_000, 1], [1.5, 60_000], { count: 3, window: 60_000 }]) {
       expectArgsError(await run('issue', [JSON.stringify({ ...issue, purpose_sends: bad })]), 'issue', 'purpose_sends');

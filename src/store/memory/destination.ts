@@ -1,4 +1,4 @@
-import type { ChannelNumber, VerificationState, VerificationStatusKind } from "../store.js";
+import type { ChannelNumber, VerificationState, VerificationStatusKind, VerificationTimes } from "../store.js";
 
 // The memory store's twin of the Redis destination hash (src/store/README.md,
 // "Keys"): one record per (tenant, destination handle) holding each purpose's
@@ -62,6 +62,11 @@ export interface Destination {
   verifications: Map<string, Verification>;
   /** Kept answers of Verify calls that counted an attempt, by replay key (the hash's `r:` / `rp:` fields). */
   replays?: Map<string, KeptAnswer>;
+  /**
+   * Answers of Sends whose verification a newer Send replaced, by the Send's idempotency key, until that
+   * verification's expiry (the hash's `r:` / `rp:` fields of kind `s`).
+   */
+  replacedSends?: Map<string, ReplacedSend>;
   /** The record disappears after this (ms); only ever moves later. */
   expiresAt: number;
 }
@@ -82,6 +87,19 @@ export interface KeptAnswer {
   verifiedAt: number;
   expiresAt: number;
 }
+
+/** A replaced verification's answer for its Send's key, as it was when it was replaced (issue.lua step 1). */
+export interface ReplacedSend {
+  requestFingerprint: string;
+  times: Omit<VerificationTimes, "maskedDestination">;
+  expiresAt: number;
+}
+
+/**
+ * Replaced verifications whose Sends' keys still answer them, at most, per destination (issue.lua's
+ * MAX_REPLACED_SENDS): a Send that would replace one more waits (SEND_LIMIT_DESTINATION).
+ */
+export const MAX_REPLACED_SENDS = 8;
 
 export function isLive(v: Verification, now: number): boolean {
   return v.status === "" && now < v.expiresAt;

@@ -27,7 +27,7 @@ import type {
   DestinationRef,
 } from "../store.js";
 import {
-  extendExpiry, isLive, lockedUntil, purposeLimits, resendRefusal, stateOf, verificationById,
+  extendExpiry, isLive, lockedUntil, MAX_REPLACED_SENDS, purposeLimits, resendRefusal, stateOf, verificationById,
   type Destination, type KeptAnswer, type Verification,
 } from "./destination.js";
 import * as gcra from "./gcra.js";
@@ -114,10 +114,17 @@ export class MemoryStore implements VerificationStore {
     const live = cur !== undefined && isLive(cur, now);
 
     // 1. A repeated Send answers with the verification it created, until its expiry, whatever became of it
-    // since (issue.lua). The same key with other parameters is another request: refused, never answered with this one.
+    // since, a newer Send replacing it included (issue.lua). The same key with other parameters is another
+    // request: refused, never answered with this one.
     if (d && cur !== undefined && now < cur.expiresAt && cmd.idempotencyKey !== "" && cur.idempotencyKey === cmd.idempotencyKey) {
       if (cur.requestFingerprint !== cmd.requestFingerprint) return { kind: "conflict" };
       return { kind: "replayed", ...times(cur, d.masked) };
+    }
+    // Replaced since: the answer kept for its key then; the newer verification is left alone.
+    const replaced = cmd.idempotencyKey === "" ? undefined : d?.replacedSends?.get(cmd.idempotencyKey);
+    if (d && replaced && now < replaced.expiresAt) {
+      if (replaced.requestFingerprint !== cmd.requestFingerprint) return { kind: "conflict" };
+      return { kind: "replayed", ...replaced.times, maskedDestination: d.masked };
     }
     if (cmd.replayOnly) return { kind: "not_replayed" };
 
@@ -135,6 +142,13 @@ export class MemoryStore implements VerificationStore {
     const locked = d ? lockedUntil(d, cmd.purpose) : 0;
     if (locked > now) return refuse("DESTINATION_LOCKED", locked - now);
     if (live && now < cur.resendAt) return refuse("RESEND_COOLDOWN", cur.resendAt - now);
+    // The verification this Send replaces keeps answering its key until it expires; never forgotten
+    // early, so at the bound the Send waits, as for a send budget (nothing spent).
+    const keepReplaced = d !== undefined && cur !== undefined && now < cur.expiresAt && cur.idempotencyKey !== "";
+    if (keepReplaced) {
+      const answering = [...(d!.replacedSends?.values() ?? [])].filter((r) => now < r.expiresAt).map((r) => r.expiresAt);
+      if (answering.length >= MAX_REPLACED_SENDS) return refuse("SEND_LIMIT_DESTINATION", Math.min(...answering) - now);
+    }
     const own = ownRate(policy.purposeSendsPerDestination);
     const sent = gcra.spendBoth(d?.sendTat, rate(policy.sendsPerDestination), d?.purposeLimits?.get(cmd.purpose)?.sendTat, own, now);
     if (!sent.allowed) return refuse("SEND_LIMIT_DESTINATION", sent.retryAfterMs);
@@ -157,6 +171,7 @@ export class MemoryStore implements VerificationStore {
       locale: cmd.locale, metadataJson: cmd.metadataJson, context: cmd.context,
       prefixRefs: cmd.prefixRefs, test: !cmd.deliver,
     };
+    if (keepReplaced) keepReplacedSend(d, cur!, now);
     d.verifications.set(cmd.purpose, v);
     // Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.
     extendExpiry(d, Math.max(v.expiresAt + ms(policy.ttlSeconds), sent.tat, sent.ownTat ?? 0));
@@ -557,6 +572,14 @@ export class MemoryStore implements VerificationStore {
 
 function budgetKey(tenant: string, b: CallerBudget): string {
   return JSON.stringify([tenant, b.name, b.subject]);
+}
+
+/** Keeps the answer for the key of a verification a Send replaces, as it is now; expired ones go (issue.lua). */
+function keepReplacedSend(d: Destination, replaced: Verification, now: number): void {
+  d.replacedSends ??= new Map();
+  for (const [key, old] of d.replacedSends) if (old.expiresAt <= now) d.replacedSends.delete(key);
+  const { maskedDestination: _, ...answer } = times(replaced, "");
+  d.replacedSends.set(replaced.idempotencyKey, { requestFingerprint: replaced.requestFingerprint, times: answer, expiresAt: replaced.expiresAt });
 }
 
 /** Keeps a Verify's answer for its repeats; answers whose verification has expired go (as verify.lua does). */

@@ -56,8 +56,9 @@ export type SendRequest = Message<"otp.v1.SendRequest"> & {
 
   /**
    * One key per request (e.g. a UUID); send one, always. A repeat with the same
-   * key until the verification expires (verified or not) returns the same
-   * verification and delivers nothing new. The same key with another destination (canonical),
+   * key until the verification expires (verified or not, or replaced by a newer
+   * Send since) returns the same verification, as it was then, and delivers
+   * nothing new. The same key with another destination (canonical),
    * purpose, channel, context, locale or metadata is INVALID_ARGUMENT
    * (IDEMPOTENCY_KEY_REUSED), for the purpose's ttl after first use.
    *

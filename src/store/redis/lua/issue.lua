@@ -1,6 +1,7 @@
 --[[
 issue: Send. Replace the purpose's verification at one destination and queue
-its delivery (src/store/README.md, "Issue (Send)").
+its delivery (src/store/README.md, "Issue (Send)"). A replaced verification's
+key keeps answering it until its expiry (a kept answer, step 1).
 
 KEYS[1]   destination hash   <prefix>:{<shard>}:d:<tenant>:<handle>
 KEYS[2]   outbox stream      <prefix>:{<shard>}:outbox
@@ -19,8 +20,8 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   sealed_code       str  (base64; goes into the delivery event only)
   locale            str
   metadata          str  metadata JSON ("" when none)
-  idempotency_key   str  keyed digest of the Send's idempotency key ("" when none)
-  fingerprint       str  keyed digest of the Send's parameters ("" when no key)
+  idempotency_key   str  keyed digest of the Send's idempotency key, 22 characters ("" when none)
+  fingerprint       str  keyed digest of the Send's parameters, 22 characters ("" when no key)
   ttl_ms            pos
   max_attempts      pos
   cooldown_ms       int  resend cooldown
@@ -39,11 +40,14 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   replay_only       bool the caller budgets refused this retry (caller-budgets' 'repeat'): only step 1 may answer
 
 Returns
-  {'conflict'}   the idempotency key created this (unexpired) verification with other parameters
+  {'conflict'}   the idempotency key created an unexpired verification (the current one, or one a newer
+                 Send replaced) with other parameters
   {'issued' | 'replayed', verification id, channel, masked destination,
    expires at ms, resend available at ms, max attempts, attempts remaining,
    resends remaining, code length}
   {'refused', 'DESTINATION_LOCKED' | 'RESEND_COOLDOWN' | 'SEND_LIMIT_DESTINATION', retry after ms}
+                 (SEND_LIMIT_DESTINATION also when the Send would replace a keyed verification while
+                 MAX_REPLACED_SENDS replaced ones still answer their keys: retry when the first expires)
   {'not_replayed'}   replay_only, and the key's verification is not there to answer: nothing changed
 ]]
 
@@ -54,6 +58,12 @@ Returns
 --- @include "outbox"
 --- @include "base64"
 --- @include "fields"
+--- @include "kept-answers"
+
+-- Replaced verifications whose Sends' keys still answer them (step 1), at most, per destination hash:
+-- a bound on what a destination keeps (two fields, ~140 bytes of listpack each). Only a send budget
+-- above this within one ttl reaches it (the default, 5 per 15 minutes, cannot).
+local MAX_REPLACED_SENDS = 8
 
 local A, bad = script_args('issue', {
   tenant = 'str', purpose = 'str', id = 'str', channel = 'pos', digest = 'str', masked = 'str',
@@ -73,11 +83,20 @@ end
 -- The sealed destination is kept as raw bytes (base64.lua), so the hash stays a listpack.
 local sealed = sealed_fields(A.sealed_dest)
 if not sealed then return redis.error_reply('ARGS issue: sealed_dest is not canonical base64') end
+-- The key names a kept answer (`r:<key>`, includes/kept-answers.lua): a digest of fixed length.
+if ik ~= '' and not (#ik == KEPT_DIGEST_LENGTH and #A.fingerprint == KEPT_DIGEST_LENGTH
+    and not string.find(ik .. A.fingerprint, '[^%w_-]')) then
+  return redis.error_reply('ARGS issue: idempotency_key and fingerprint are not 22-character digests')
+end
 local m, mr, n = A.max_attempts, A.max_resends, A.code_length
 local now = now_ms()
 
-local cur = redis.call('HMGET', dest, p .. ':id', p .. ':st', p .. ':c', p .. ':ik', 'md', 'lk', 'ls', p .. ':if',
-  p .. ':ls', p .. ':lk')
+local read = {p .. ':id', p .. ':st', p .. ':c', p .. ':ik', 'md', 'lk', 'ls', p .. ':if', p .. ':ls', p .. ':lk'}
+if ik ~= '' then
+  read[#read + 1] = 'r:' .. ik
+  read[#read + 1] = 'rp:' .. ik
+end
+local cur = redis.call('HMGET', dest, unpack(read))
 -- `<p>:id` holds the current id, then the code digest.
 local cc = counters_read(cur[3])
 local cur_id = cc and cur[1] and code_id(cur[1])
@@ -86,11 +105,23 @@ local live = cur_id and (cur[2] or '') == '' and now < cc.e
 
 -- 1. A repeated Send answers with the verification it created, until its expiry, whatever became of
 -- it since (verified, locked, canceled): the key names that one request, so nothing changes and
--- nothing is sent again. The same key with other parameters is another request: refused, never
--- answered with this one.
+-- nothing is sent again, also when a newer Send has replaced it since. The same key with other
+-- parameters is another request: refused, never answered with this one.
 if cur_id and now < cc.e and ik ~= '' and cur[4] == ik then
   if cur[8] ~= A.fingerprint then return {'conflict'} end
   return {'replayed', cur_id, cc.ch, cur[5], cc.e, cc.ra, cc.m, cc.m - cc.a, cc.mr - cc.r, cc.n}
+end
+-- Replaced since: the answer step 5 kept for its key then, as it was then; the newer verification,
+-- whose code the user holds, is left alone (a new issue here would void it).
+if ik ~= '' and cur[11] then
+  local e, kept_id = string.match(cur[11], '^s(%w+),(.+)$')
+  local fp, ra, kch, kn, km, left, resends_left = string.match(cur[12] or '',
+    '^([^,]*),(%w+),(%d+),(%d+),(%d+),(%d+),(%d+)$')
+  if e and fp and now < tonumber(e, 36) then
+    if fp ~= A.fingerprint then return {'conflict'} end
+    return {'replayed', kept_id, tonumber(kch), cur[5], tonumber(e, 36), tonumber(ra, 36), tonumber(km),
+      tonumber(left), tonumber(resends_left), tonumber(kn)}
+  end
 end
 if A.replay_only then return {'not_replayed'} end
 
@@ -102,6 +133,17 @@ local ev = { stream = KEYS[2], vid = cur_id or '', tn = A.tenant, p = p, ch = ch
 local lk = math.max(tonumber(cur[6]) or 0, tonumber(cur[10]) or 0)
 if lk > now then return refuse(ev, 'DESTINATION_LOCKED', lk - now) end
 if live and now < cc.ra then return refuse(ev, 'RESEND_COOLDOWN', cc.ra - now) end
+-- The verification this Send replaces keeps answering its key (step 1) until it expires; never
+-- forgotten early, so at the bound the Send waits, as for a send budget (nothing spent).
+local replaced_key = cur_id and now < cc.e and cur[4]
+local expired_answers = {}
+if replaced_key then
+  local answering
+  expired_answers, answering = kept_answers(dest, now)
+  if #answering >= MAX_REPLACED_SENDS then
+    return refuse(ev, 'SEND_LIMIT_DESTINATION', math.min(unpack(answering)) - now)
+  end
+end
 local allowed, ls, pls, retry = gcra_spend_both(cur[7], A.sends_count, A.sends_window_ms, cur[9], A.purpose_sends, now)
 if not allowed then return refuse(ev, 'SEND_LIMIT_DESTINATION', retry) end
 
@@ -123,6 +165,13 @@ end
 local gone = {p .. ':st', p .. ':vk', p .. ':vt', p .. ':ct'}
 if #sealed == 2 then gone[#gone + 1] = 'sb2' end
 local fp = ik ~= '' and A.fingerprint or ''
+-- The replaced verification's answer for its key (includes/kept-answers.lua), as it is now.
+if replaced_key then
+  set[#set + 1] = 'r:' .. replaced_key
+  set[#set + 1] = 's' .. base36(cc.e) .. ',' .. cur_id
+  set[#set + 1] = 'rp:' .. replaced_key
+  set[#set + 1] = table.concat({cur[8] or '', base36(cc.ra), cc.ch, cc.n, cc.m, cc.m - cc.a, cc.mr - cc.r}, ',')
+end
 for _, f in ipairs({{':ik', ik}, {':if', fp}, {':lc', A.locale}, {':mt', A.metadata}, {':cx', A.context},
     {':pg', A.prefix_refs}, {':td', A.deliver and '' or '1'}}) do
   if f[2] == '' then
@@ -133,6 +182,7 @@ for _, f in ipairs({{':ik', ik}, {':if', fp}, {':lc', A.locale}, {':mt', A.metad
   end
 end
 if cur_id then gone[#gone + 1] = id_field(cur_id) end
+for _, f in ipairs(expired_answers) do gone[#gone + 1] = f end
 redis.call('HDEL', dest, unpack(gone))
 redis.call('HSET', dest, unpack(set))
 -- Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.

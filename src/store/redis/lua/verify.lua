@@ -34,6 +34,7 @@ Returns
 --- @include "expiry"
 --- @include "outbox"
 --- @include "fields"
+--- @include "kept-answers"
 
 local A, bad = script_args('verify', {
   tenant = 'str', id = 'str', idempotency_key = 'str', replay = 'str', trace_id = 'str', client_id = 'str',
@@ -43,29 +44,16 @@ if not A then return bad end
 local dest, vid, ik, rk = KEYS[1], A.id, A.idempotency_key, A.replay
 local now = now_ms()
 
--- `r:<replay>` = "<v|i><attempts left>,<expires at, base 36>,<expires at - verified at, base 36>,<id>",
--- and for v `rp:<replay>` = the purpose: the answer of a call that counted an attempt, kept until its
--- verification's expiry. (Two fields, each under 64 bytes, so the hash stays a listpack.)
+-- The answer of a call that counted an attempt, kept under `r:<replay>` (and for v `rp:<replay>` = the
+-- purpose) until its verification's expiry (includes/kept-answers.lua).
 local function replay_value(kind, left, e, vt)
   return kind .. left .. ',' .. base36(e) .. ',' .. base36(e - vt) .. ',' .. vid
 end
 
--- Kept answers whose verification has expired, gone: a destination that keeps being sent to keeps its
--- hash, so they would pile up. Only calls that keep a new answer pay for the look. (A purpose named
--- "r" has fields `r:id`, `r:c`, ...: a kept answer's name is told apart by its 22-character digest.)
+-- Kept answers whose verification has expired, gone: only calls that keep a new answer pay for the look.
 local function forget_expired_replays()
-  local all, drop = redis.call('HGETALL', dest), {}
-  for i = 1, #all, 2 do
-    local field = all[i]
-    if #field == 24 and string.sub(field, 1, 2) == 'r:' then
-      local e = string.match(all[i + 1], '^[vi]%d+,(%w+),')
-      if not e or tonumber(e, 36) <= now then
-        drop[#drop + 1] = field
-        drop[#drop + 1] = 'rp:' .. string.sub(field, 3)
-      end
-    end
-  end
-  if #drop > 0 then redis.call('HDEL', dest, unpack(drop)) end
+  local expired = kept_answers(dest, now)
+  if #expired > 0 then redis.call('HDEL', dest, unpack(expired)) end
 end
 
 -- 0. A repeat of a call that counted an attempt (the same idempotency key, target, code and context):
