@@ -315,7 +315,7 @@ describe('a keyed retry of a call that got through, once the caller budgets are 
   const ctx = appWith({ OTP_LIMIT_SEND_PER_IP: '2/1h', OTP_LIMIT_VERIFY_PER_IP: '2/1h' });
   const ip = '192.0.2.77';
 
-  it('Send: the retry gets its answer and sends nothing; another request, or the key of a Send replaced since, is refused', async () => {
+  it('Send: the retry, also of a Send replaced since, gets its answer and sends nothing; another request is refused', async () => {
     const destination = freshEmail('held-send');
     const first = { ...emailTo(destination, { clientIp: ip }), idempotencyKey: randomUUID() };
     const a = await grpcCall(ctx.grpc, send, first, as());
@@ -326,9 +326,10 @@ describe('a keyed retry of a call that got through, once the caller budgets are 
     // The retry of the latest Send: its verification, nothing delivered again.
     expect((await grpcCall(ctx.grpc, send, replacing, as())).verificationId).toBe(b.verificationId);
     await ctx.app.deliveries.latest(b.verificationId);
-    // The retry of the first Send, replaced since: it cannot be replayed, and the budgets refuse a new one.
+    // The retry of the first Send, replaced since: answered with its verification as it was, spending nothing
+    // and re-issuing nothing (the newer code stays the live one).
     expect(a.verificationId).not.toBe(b.verificationId);
-    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, first, as())))).toBe('SEND_LIMIT_IP');
+    expect((await grpcCall(ctx.grpc, send, first, as())).verificationId).toBe(a.verificationId);
     await ctx.app.deliveries.latest(a.verificationId);
     // Once the relay has run: one delivery each, nothing sent again by the retries.
     await new Promise((r) => setTimeout(r, 500));
