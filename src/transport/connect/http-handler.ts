@@ -1,14 +1,16 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
-import { Code, ConnectError, createConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, createConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import type { UniversalHandlerFn } from "@connectrpc/connect/protocol";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import { methodOfPath, type MethodName } from "../../auth/grants.js";
 import type { Logger } from "../../log.js";
 import type { Refusals } from "../../otp/refusals.js";
 import type { OtpService } from "../../otp/service.js";
 import type { CallerResolver } from "../caller.js";
 import { answersBeforeHandlerObserved } from "./answers-before-handler.js";
 import { endCallsWithSharedReason } from "./call-end.js";
+import { admit, refusedUnread, refuseUnadmitted } from "./caller-before-body.js";
 import { applyCors, type OriginCheck } from "./cors.js";
 import { serveJwks, type JwksSource } from "./jwks.js";
 import type { Metrics } from "../../metrics.js";
@@ -25,11 +27,13 @@ import { otpRoutes } from "./routes.js";
 // The request handler of the HTTP port, for HTTP/1.1 and HTTP/2 alike: CORS,
 // then the RPC routes (Connect, gRPC-Web, gRPC), then the probes and the
 // receipt keys (JWKS), else 404.
-// It is connectNodeAdapter's dispatch with two changes: every RPC handler is
-// wrapped so malformed requests answer INVALID_ARGUMENT naming what is wrong
+// It is connectNodeAdapter's dispatch with three changes: the caller is
+// resolved from the headers before the body is read, and a refused one is
+// answered without it being read (./caller-before-body.ts); every RPC handler
+// is wrapped so malformed requests answer INVALID_ARGUMENT naming what is wrong
 // (protobuf bodies: ./malformed-requests.ts; JSON bodies: ./json-requests.ts;
 // GET queries: ./get-requests.ts) and those answers are observed as the
-// handlers' are (./answers-before-handler.ts), and the node
+// handlers' are (./answers-before-handler.ts); and the node
 // request and response are converted by ./node-exchange.ts (cheaper per call).
 
 export type NodeRequest = IncomingMessage | Http2ServerRequest;
@@ -67,20 +71,26 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
     readMaxBytes: READ_MAX_BYTES,
     jsonOptions: JSON_OPTIONS,
     acceptCompression: [compressionGzip, compressionBrotli],
-    requestGate: endCallsWithSharedReason,
+    requestGate: callGate,
   });
-  otpRoutes(options.core, options.callerOf, log, options.metrics)(router);
-  const rpcs = new Map<string, UniversalHandlerFn>(
+  otpRoutes(options.core, log, options.metrics)(router);
+  const rpcs = new Map<string, Rpc>(
     router.handlers.map((handler) => [
       handler.requestPath,
-      plainRefusals(
-        handler,
-        answersBeforeHandlerObserved(
+      {
+        method: methodOf(handler.requestPath),
+        serve: plainRefusals(
           handler,
-          getQueriesChecked(handler, jsonRequestsChecked(handler, malformedAsInvalidArgument(handler, log), READ_MAX_BYTES, log), log),
-          options.metrics,
+          answersBeforeHandlerObserved(
+            handler,
+            refusedUnread(
+              handler,
+              getQueriesChecked(handler, jsonRequestsChecked(handler, malformedAsInvalidArgument(handler, log), READ_MAX_BYTES, log), log),
+            ),
+            options.metrics,
+          ),
         ),
-      ),
+      },
     ]),
   );
 
@@ -91,7 +101,7 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
     const path = (req.url ?? "").split("?", 1)[0] ?? "";
     const rpc = rpcs.get(path);
     if (rpc) {
-      serveRpc(rpc, req, res, log, path);
+      serveRpc(rpc, req, res, options.callerOf, log, path);
       return;
     }
     const plain: PlainResponse = res;
@@ -103,9 +113,27 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
   };
 }
 
-function serveRpc(rpc: UniversalHandlerFn, req: NodeRequest, res: NodeResponse, log: Logger, path: string): void {
-  universalRequest(req, res, READ_MAX_BYTES, peerContext(req))
-    .then(rpc)
+interface Rpc {
+  method: MethodName;
+  serve: UniversalHandlerFn;
+}
+
+/** The router's request gate, which connect runs before it reads a body. */
+function callGate(context: HandlerContext): void {
+  endCallsWithSharedReason(context);
+  refuseUnadmitted(context);
+}
+
+function methodOf(path: string): MethodName {
+  const method = methodOfPath(path);
+  if (method === undefined) throw new Error(`route ${path} is not an OtpService method`);
+  return method;
+}
+
+function serveRpc(rpc: Rpc, req: NodeRequest, res: NodeResponse, callerOf: CallerResolver, log: Logger, path: string): void {
+  const values = peerContext(req);
+  universalRequest(req, res, READ_MAX_BYTES, values, (header) => admit(callerOf, rpc.method, header, values, log, path))
+    .then(rpc.serve)
     .then((uRes) => writeUniversalResponse(uRes, res))
     .catch((reason: unknown) => {
       // The caller went away mid-call: nothing to answer.

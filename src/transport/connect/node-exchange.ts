@@ -39,23 +39,38 @@ export class BufferedBody implements AsyncIterable<Uint8Array> {
 
 const EMPTY = Buffer.alloc(0);
 
-/** Reads the body (up to `maxBytes`; beyond, the rest stays a stream), then builds the universal request. */
-export function universalRequest(req: NodeRequest, res: NodeResponse, maxBytes: number, contextValues: ContextValues): Promise<UniversalServerRequest> {
+/**
+ * Builds the universal request: its headers first, then, once `admitted` says yes to them (the caller,
+ * ./caller-before-body.ts), its body (up to `maxBytes`; beyond, the rest stays a stream). A refused
+ * call's body is never read: connect answers it without reading one.
+ */
+export function universalRequest(
+  req: NodeRequest,
+  res: NodeResponse,
+  maxBytes: number,
+  contextValues: ContextValues,
+  admitted: (header: Headers) => Promise<boolean>,
+): Promise<UniversalServerRequest> {
   const gone = abortOnEarlyClose(req, res);
-  // A body cut off (the caller reset the stream or closed the connection, or a request timeout did) is a
-  // caller gone too, whether or not the response's "close" has come yet: nobody will read the answer, and
-  // it is not one of the method's (./answers-before-handler.ts).
-  return readBody(req, maxBytes, () => gone.abort(GONE)).then((body) => ({
+  const header = webHeaders(req);
+  const request = (body: AsyncIterable<Uint8Array>): UniversalServerRequest => ({
     httpVersion: req.httpVersion,
     method: req.method ?? "",
     // Only connect reads it (query parameters, the handler context); the route was matched on the path already.
     url: `${"encrypted" in req.socket && req.socket.encrypted ? "https" : "http"}://${("authority" in req ? req.authority : req.headers.host) ?? "localhost"}${req.url ?? ""}`,
-    header: webHeaders(req),
+    header,
     body,
     signal: gone.signal,
     contextValues,
-  }));
+  });
+  // A body cut off (the caller reset the stream or closed the connection, or a request timeout did) is a
+  // caller gone too, whether or not the response's "close" has come yet: nobody will read the answer, and
+  // it is not one of the method's (./answers-before-handler.ts).
+  return admitted(header).then((ok) => (ok ? readBody(req, maxBytes, () => gone.abort(GONE)).then(request) : request(UNREAD)));
 }
+
+/** The body of a refused call: none read. */
+const UNREAD = new BufferedBody(EMPTY);
 
 function readBody(req: NodeRequest, maxBytes: number, cutOff: () => void): Promise<AsyncIterable<Uint8Array>> {
   // GET (Connect's query-encoded calls) and bodies already read: nothing to wait for.

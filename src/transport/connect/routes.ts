@@ -1,38 +1,36 @@
 import { ConnectError, type ConnectRouter, type HandlerContext, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
-import type { MethodName } from "../../auth/grants.js";
 import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
-import type { CallerResolver } from "../caller.js";
 import type { Metrics } from "../../metrics.js";
 import { abortedAs, statusName, toConnectError } from "../status.js";
-import { callSpan, inContext } from "../../telemetry/spans.js";
+import { activeTraceparent, callSpan, inContext } from "../../telemetry/spans.js";
 import { telemetry } from "../../telemetry/tracing.js";
 import { markObserved } from "./answers-before-handler.js";
-import { peerKey } from "./peer.js";
+import { admittedCaller } from "./caller-before-body.js";
 
 // otp.v1.OtpService for connect-node (Connect, gRPC-Web and gRPC). The impl
-// only establishes the caller and calls the core; errors become wire errors in
+// only takes the caller, resolved from the headers before the body was read
+// (./caller-before-body.ts), and calls the core; errors become wire errors in
 // an interceptor, so no handler can leak one by accident.
 
-function caller(callerOf: CallerResolver, method: MethodName, ctx: HandlerContext): Promise<Caller> {
-  return callerOf({
-    method,
-    header: (name) => ctx.requestHeader.get(name) ?? undefined,
-    peerAddress: () => ctx.values.get(peerKey).address,
-    peerCertificate: () => ctx.values.get(peerKey).certificate,
-  });
+function caller(ctx: HandlerContext): Caller {
+  const admitted = admittedCaller(ctx.values);
+  if (!telemetry.on) return admitted;
+  // Resolved before the call's span began: the events it writes carry the span's trace context, as on the gRPC port.
+  const traceId = activeTraceparent();
+  return traceId === undefined ? admitted : { ...admitted, traceId };
 }
 
-/** A plain ServiceImpl, so tests can also serve it in memory (createRouterTransport). */
-export function otpServiceImpl(core: OtpService, callerOf: CallerResolver): ServiceImpl<typeof OtpServiceDesc> {
+/** A plain ServiceImpl; the caller comes in the context values (admit, ./caller-before-body.ts). */
+export function otpServiceImpl(core: OtpService): ServiceImpl<typeof OtpServiceDesc> {
   return {
-    send: async (req, ctx) => core.send(req, await caller(callerOf, "Send", ctx)),
-    verify: async (req, ctx) => core.verify(req, await caller(callerOf, "Verify", ctx)),
-    resend: async (req, ctx) => core.resend(req, await caller(callerOf, "Resend", ctx)),
-    checkRateLimit: async (req, ctx) => core.checkRateLimit(req, await caller(callerOf, "CheckRateLimit", ctx)),
-    getVerification: async (req, ctx) => core.getVerification(req, await caller(callerOf, "GetVerification", ctx)),
-    cancelVerification: async (req, ctx) => core.cancelVerification(req, await caller(callerOf, "CancelVerification", ctx)),
+    send: (req, ctx) => core.send(req, caller(ctx)),
+    verify: (req, ctx) => core.verify(req, caller(ctx)),
+    resend: (req, ctx) => core.resend(req, caller(ctx)),
+    checkRateLimit: (req, ctx) => core.checkRateLimit(req, caller(ctx)),
+    getVerification: (req, ctx) => core.getVerification(req, caller(ctx)),
+    cancelVerification: (req, ctx) => core.cancelVerification(req, caller(ctx)),
   };
 }
 
@@ -101,10 +99,10 @@ function traced(): Interceptor {
   };
 }
 
-export function otpRoutes(core: OtpService, callerOf: CallerResolver, log: Logger, metrics?: Metrics): (router: ConnectRouter) => void {
+export function otpRoutes(core: OtpService, log: Logger, metrics?: Metrics): (router: ConnectRouter) => void {
   // Decided once, when the routes are built (after tracing started): no interceptor at all when it is off.
   const interceptors = telemetry.on ? [wireErrors(log, metrics), traced()] : [wireErrors(log, metrics)];
   return (router) => {
-    router.service(OtpServiceDesc, otpServiceImpl(core, callerOf), { interceptors });
+    router.service(OtpServiceDesc, otpServiceImpl(core), { interceptors });
   };
 }
