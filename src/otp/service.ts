@@ -275,6 +275,15 @@ export class OtpService {
     const policy = req.target.case === "destination" ? this.policy(req.target.value.purpose, "destination.purpose") : null;
     if (req.target.case === "destination") this.permitPurpose(caller, "Verify", req.target.value.purpose);
     const target = this.verifyTarget(req, caller);
+    // A code outside the alphabet is a caller mistake, not a guess: refused before
+    // it spends a budget or binds an idempotency key. By id the purpose is not
+    // known here: unless some purpose uses letters, only digits can be a code;
+    // otherwise the store simply finds no match.
+    const alphabet = policy?.alphabet ?? (this.lettersPossible ? "alphanumeric-or-numeric" : "numeric");
+    const code = alphabet === "alphanumeric-or-numeric" ? req.code.toUpperCase() : canonicalCode(req.code, alphabet);
+    if (code === null) {
+      throw OtpError.invalidArgument([violation("code", `must contain only the characters of a ${alphabet} code`)]);
+    }
     const claim = req.idempotencyKey === "" ? null : this.idempotency.verify(caller.tenant, req.idempotencyKey, {
       target: target.fingerprint, code: req.code.toUpperCase(), context: req.context, // codes compare upper-cased
     }, this.verifyKeyRetainMs);
@@ -298,14 +307,6 @@ export class OtpService {
       purposeFromAnswer = !summary;
     }
 
-    // A code outside the alphabet is a caller mistake, not a guess. By id the
-    // purpose is not known here: unless some purpose uses letters, only digits
-    // can be a code; otherwise the store simply finds no match.
-    const alphabet = policy?.alphabet ?? (this.lettersPossible ? "alphanumeric-or-numeric" : "numeric");
-    const code = alphabet === "alphanumeric-or-numeric" ? req.code.toUpperCase() : canonicalCode(req.code, alphabet);
-    if (code === null) {
-      throw OtpError.invalidArgument([violation("code", `must contain only the characters of a ${alphabet} code`)]);
-    }
     const outcome = await this.guard(() =>
       this.store.verify({
         tenant: caller.tenant,
@@ -712,7 +713,8 @@ function canonicalMetadata(metadata: Record<string, string>): string {
   const keys = Object.keys(metadata);
   if (keys.length === 0) return "";
   keys.sort();
-  const sorted: Record<string, string> = {};
+  // No prototype: a key named "__proto__" is a key like any other (on `{}` its assignment sets the prototype and vanishes).
+  const sorted: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const key of keys) sorted[key] = metadata[key]!;
   return JSON.stringify(sorted);
 }

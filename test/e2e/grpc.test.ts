@@ -21,6 +21,14 @@ afterAll(async () => {
 });
 
 describe('gRPC: Send and Verify', () => {
+  it('metadata travels to the delivery whole, a key named __proto__ included (no key is special)', async () => {
+    // (An object literal's "__proto__:" would set its prototype; fromEntries makes it a key.)
+    const metadata = Object.fromEntries([['__proto__', 'a value'], ['constructor', 'c'], ['z', 'last']]);
+    const sent = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('meta'), metadata });
+    const delivered = await app.deliveries.latest(sent.verificationId);
+    expect(Object.entries(delivered.metadata ?? {}).sort()).toEqual([['__proto__', 'a value'], ['constructor', 'c'], ['z', 'last']]);
+  });
+
   it('Send answers with an opaque id, masked destination, times and the policy', async () => {
     const before = Date.now();
     const res = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('jane') });

@@ -337,6 +337,22 @@ describe('a keyed retry of a call that got through, once the caller budgets are 
     expect(ctx.app.deliveries.lines.filter((l) => l.verification_id === a.verificationId)).toHaveLength(1);
   });
 
+  it('a code outside the alphabet is INVALID_ARGUMENT before it spends the IP budget or binds its idempotency key', async () => {
+    const freshIp = '192.0.2.78';
+    const key = randomUUID();
+    for (let i = 0; i < 3; i++) {
+      const err = await grpcError(grpcCall(ctx.grpc, verify, { target: { case: 'verificationId', value: UNKNOWN_ID }, code: 'ABCDEFGH', clientIp: freshIp, idempotencyKey: key }, as()));
+      expect(err.code).toBe(status.INVALID_ARGUMENT);
+      expect(richDetails(err).badRequest?.fieldViolations.map((v) => v.field)).toEqual(['code']);
+    }
+    // The key was never bound to the refused request: a code that reads is that key's first request.
+    const first = await grpcCall(ctx.grpc, verify, { target: { case: 'verificationId', value: UNKNOWN_ID }, code: '12345678', clientIp: freshIp, idempotencyKey: key }, as());
+    expect(first.result).toBe(VerifyResult.NOT_FOUND);
+    // The IP's two Verifies were all still there: one more, then the budget refuses.
+    await grpcCall(ctx.grpc, verify, { target: { case: 'verificationId', value: UNKNOWN_ID }, code: '12345678', clientIp: freshIp }, as());
+    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, verify, { target: { case: 'verificationId', value: UNKNOWN_ID }, code: '12345678', clientIp: freshIp }, as())))).toBe('VERIFY_LIMIT_IP');
+  });
+
   it('Verify: the retry gets its VERIFIED and receipt; another code with the same key is refused like any call', async () => {
     const sent = await grpcCall(ctx.grpc, send, emailTo(freshEmail('held-verify')), as());
     const code = await ctx.app.deliveries.codeFor(sent.verificationId);

@@ -19,6 +19,7 @@ interface DeliveryLine {
   code: string;
   channel: string;
   resend_count: number;
+  metadata?: Record<string, string>;
 }
 
 export class DeliveryInbox {
