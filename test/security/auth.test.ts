@@ -4,17 +4,19 @@
 // they may call, what one tenant can learn about another's verifications,
 // and that every refusal is audited and logged without a key or a code.
 import { randomUUID } from 'node:crypto';
+import http2 from 'node:http2';
+import { create, toBinary } from '@bufbuild/protobuf';
 import { Code, createClient, type Client as ConnectClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { Metadata, status, type Client } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorInfoSchema } from '../../src/gen/google/rpc/error_details_pb.js';
-import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
+import { Channel, OtpService, VerifyRequestSchema, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { run } from '../support/cli.js';
 import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
 import { grpcCall, grpcClient, grpcError, richDetails } from '../support/grpc-client.js';
 import { freshEmail } from '../support/otp-app.js';
-import { rawRequest } from '../support/raw-http.js';
+import { envelope, rawRequest } from '../support/raw-http.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
 import { startSecuredApp, type SecuredApp } from '../support/secured-app.js';
 import { connectError } from '../support/connect-error.js';
@@ -136,6 +138,39 @@ describe('authentication', () => {
       body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: 'twice@example.com' }),
     });
     expect(twice.status).toBe(401);
+  });
+
+  it('an authorization value that is not ASCII is a malformed credential on both ports, not an absent one', async () => {
+    // grpc-js drops such a metadata entry: the call would have come with no key, and a browser Origin
+    // would then have made it the public client's. node:http2 sends the bytes as given (latin-1).
+    const notAscii = `Bearer ${keys.billing.slice(0, 8)}é${keys.billing.slice(9)}`;
+    const verifyById = toBinary(VerifyRequestSchema, create(VerifyRequestSchema, { target: { case: 'verificationId', value: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' }, code: '12345678' }));
+    const session = http2.connect(`http://127.0.0.1:${app.grpcPort}`);
+    try {
+      const trailers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+        const req = session.request({
+          ':method': 'POST', ':path': '/otp.v1.OtpService/Verify', 'content-type': 'application/grpc', te: 'trailers',
+          origin: WEB_ORIGIN, authorization: notAscii,
+        });
+        let headers: http2.IncomingHttpHeaders = {};
+        req.on('response', (h) => (headers = h));
+        req.on('trailers', (t) => resolve({ ...headers, ...t }));
+        req.on('error', reject);
+        req.on('end', () => resolve(headers));
+        req.resume();
+        req.end(envelope(0, Buffer.from(verifyById)));
+      });
+      expect(trailers['grpc-status']).toBe(String(status.UNAUTHENTICATED));
+    } finally {
+      session.close();
+    }
+    expect(await app.audits.find({ type: 'refused', reason: 'MALFORMED_CREDENTIALS' })).toBeDefined();
+    const viaHttp = await rawRequest(`${app.httpBase}/otp.v1.OtpService/Verify`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: WEB_ORIGIN, authorization: notAscii },
+      body: JSON.stringify({ verificationId: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', code: '12345678' }),
+    });
+    expect(viaHttp.status).toBe(401);
   });
 
   it('a revoked key: UNAUTHENTICATED, audited as REVOKED_KEY naming its client; the current key works', async () => {

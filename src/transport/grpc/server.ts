@@ -12,7 +12,7 @@ import type { Metrics } from "../../metrics.js";
 import { addReflection } from "./reflection.js";
 import { awaitPreface, closeWhenIdle, type IdleBound } from "../idle-connections.js";
 import { serveDeadlines } from "../deadline-headers.js";
-import { watchRepeatedCredentials } from "./repeated-credentials.js";
+import { watchCredentialsAsSent } from "./credentials-as-sent.js";
 import { http2ServersOf, onSessions } from "./sessions.js";
 import { useChainFreeStreamTables } from "../http2-stream-tables.js";
 import { streamGuards } from "./stream-guards.js";
@@ -117,7 +117,7 @@ export async function listenGrpc(options: {
   const sessions = new Map<ServerHttp2Session, IdleBound>();
   onSessions(server, (session) => {
     useChainFreeStreamTables(session);
-    watchRepeatedCredentials(session);
+    watchCredentialsAsSent(session);
     // Before grpc-js's own stream handler reads the deadline (../deadline-headers.ts).
     session.prependListener("stream", (_stream: unknown, headers: IncomingHttpHeaders) => serveDeadlines(headers));
     sessions.set(session, closeWhenIdle(session, options.idleMs, options.sessionIdleMs));

@@ -4,7 +4,7 @@ import { methodOfPath } from "../../auth/grants.js";
 import type { Metrics } from "../../metrics.js";
 import { codeName } from "../status.js";
 import { rewriteFramingErrors, type AnsweredBeforeHandler } from "./malformed-frames.js";
-import { credentialsAsSent } from "./repeated-credentials.js";
+import { credentialsAsSent } from "./credentials-as-sent.js";
 import { cutOffSlowClient } from "./slow-clients.js";
 
 // The gRPC listener's one interceptor: the two protections that need the
