@@ -54,6 +54,12 @@ export interface NotifierConfig {
   logLevel: string;
   /** How long a record under a seal key id this notifier lacks is held uncommitted before it is dead-lettered (NOTIFIER_UNKNOWN_KEY_WAIT_MS). */
   unknownKeyWaitMs: number;
+  /**
+   * The purposes a message may name ("Your password reset code is ..."); any
+   * other is "Your verification code": a purpose is a caller's free word, and
+   * in an SMS it is text the receiver trusts (NOTIFIER_PURPOSE_NAMES).
+   */
+  namedPurposes: ReadonlySet<string>;
   /** Where GET /metrics is served (NOTIFIER_METRICS_PORT; 0: any free port); undefined: "off". */
   metricsPort: number | undefined;
 }
@@ -122,9 +128,24 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
     commitIntervalMs: int(env, "NOTIFIER_COMMIT_INTERVAL_MS", 1_000, 10, 60_000),
     shutdownGraceMs: int(env, "NOTIFIER_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     unknownKeyWaitMs: int(env, "NOTIFIER_UNKNOWN_KEY_WAIT_MS", 600_000, 0, 3_600_000),
+    namedPurposes: purposeNames(env, "NOTIFIER_PURPOSE_NAMES"),
     metricsPort: optional(env, "NOTIFIER_METRICS_PORT") === "off" ? undefined : int(env, "NOTIFIER_METRICS_PORT", 9464, 0, 65535),
     logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
   };
+}
+
+/** The purposes of the README and the proto's examples, unless the operator names others. */
+export const DEFAULT_NAMED_PURPOSES = ["login", "signup", "password_reset", "payment"];
+// SendRequest.purpose's pattern (proto/otp/v1/otp.proto).
+const PURPOSE = /^[a-z][a-z0-9_.-]{0,63}$/;
+
+function purposeNames(env: Env, name: string): ReadonlySet<string> {
+  const value = optional(env, name);
+  if (value === undefined) return new Set(DEFAULT_NAMED_PURPOSES);
+  const names = value.split(",").map((p) => p.trim()).filter((p) => p !== "");
+  const bad = names.find((p) => !PURPOSE.test(p));
+  if (bad !== undefined) throw new ConfigError(`${name}: "${bad}" is not a purpose (lower case, ^[a-z][a-z0-9_.-]*$, at most 64)`);
+  return new Set(names);
 }
 
 function adapterOf(env: Env, name: string, fallback: AdapterName | undefined, missing: string[]): AdapterName | undefined {

@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import { Channel } from "../gen/otp/v1/otp_pb.js";
 import type { AdapterSet } from "./adapters/index.js";
 import { DeliveryError } from "./adapters/types.js";
-import type { RetrySettings } from "./config.js";
+import { DEFAULT_NAMED_PURPOSES, type RetrySettings } from "./config.js";
 import type { Delivery } from "./delivery.js";
 import { render, type MessageChannel } from "./render.js";
 import { backoffDelay, sleep } from "./retry.js";
@@ -32,6 +32,8 @@ export class Deliverer {
     private readonly logger: Logger,
     private readonly now: () => number = Date.now,
     private readonly observer?: AttemptObserver,
+    /** Purposes a message may name; others read "verification" (NotifierConfig.namedPurposes). */
+    private readonly namedPurposes: ReadonlySet<string> = new Set(DEFAULT_NAMED_PURPOSES),
   ) {}
 
   /**
@@ -53,7 +55,8 @@ export class Deliverer {
         log.info({ attempts: attempt - 1 }, "verification canceled: delivery dropped");
         return { kind: "canceled", adapter: adapter.name, attempts: attempt - 1 };
       }
-      const { subject, text } = render({ channel, purpose: d.purpose, code: d.code, locale: d.locale, expiresAtMs: d.expiresAtMs, nowMs: this.now() });
+      const purpose = this.namedPurposes.has(d.purpose) ? d.purpose : "";
+      const { subject, text } = render({ channel, purpose, code: d.code, locale: d.locale, expiresAtMs: d.expiresAtMs, nowMs: this.now() });
       try {
         await adapter.send(
           { eventId: d.eventId, verificationId: d.verificationId, tenant: d.tenant, purpose: d.purpose, channel, destination: d.destination, code: d.code, subject, text, locale: d.locale, expiresAtMs: d.expiresAtMs, metadata: d.metadata },

@@ -127,7 +127,7 @@ export class Notifier {
     this.sealer = new Sealer(config.sealKeys);
     this.statusMac = new StatusMac(config.sealKeys);
     this.deliveryMac = new DeliveryMac(config.sealKeys);
-    this.deliverer = new Deliverer(options.adapters, config.retry, logger, Date.now, options.metrics);
+    this.deliverer = new Deliverer(options.adapters, config.retry, logger, Date.now, options.metrics, config.namedPurposes);
     this.dedupe = new Lru(config.dedupeSize);
     this.claims = options.claims ?? new MemoryClaims(config.dedupeSize);
     this.canceled = new Lru(config.dedupeSize);

@@ -83,6 +83,12 @@ describe('config', () => {
     expect(() => loadNotifierConfig({ NOTIFIER_METRICS_PORT: '70000' })).toThrow(/NOTIFIER_METRICS_PORT must be between 0 and 65535/);
   });
 
+  test('messages name the usual purposes, or those of NOTIFIER_PURPOSE_NAMES; a name that is no purpose is refused', () => {
+    expect([...loadNotifierConfig({}).namedPurposes].sort()).toEqual(['login', 'password_reset', 'payment', 'signup']);
+    expect([...loadNotifierConfig({ NOTIFIER_PURPOSE_NAMES: 'login, email_change' }).namedPurposes]).toEqual(['login', 'email_change']);
+    expect(() => loadNotifierConfig({ NOTIFIER_PURPOSE_NAMES: 'login,Win a prize' })).toThrow(/NOTIFIER_PURPOSE_NAMES/);
+  });
+
   test('a chosen adapter needs its settings; bad values name their variable', () => {
     expect(() => loadNotifierConfig({ NOTIFIER_SMS_ADAPTER: 'webhook' })).toThrow(/NOTIFIER_WEBHOOK_URL/);
     expect(() => loadNotifierConfig({ NOTIFIER_EMAIL_ADAPTER: 'smtp', NOTIFIER_SMTP_URL: 'http://x' })).toThrow(/NOTIFIER_SMTP_URL must use/);
@@ -442,18 +448,25 @@ describe('notifier with a real Kafka broker', () => {
       const code = testCode();
       const mail = deliveryEvent({ sealer: keyring.sealer, topic: cases.smtp.delivery, channel: Channel.EMAIL, destination: 'ada@example.test', code });
       const bounce = deliveryEvent({ sealer: keyring.sealer, topic: cases.smtp.delivery, channel: Channel.EMAIL, destination: refused, code: testCode() });
-      await producer.send(mail.record, bounce.record);
+      // A purpose no one named for messages (NOTIFIER_PURPOSE_NAMES): its words are a caller's, not ours to send.
+      const unnamed = deliveryEvent({ sealer: keyring.sealer, topic: cases.smtp.delivery, channel: Channel.EMAIL, destination: 'bob@example.test', code: testCode(), purpose: 'claim_your_prize.at.evil-example' });
+      await producer.send(mail.record, bounce.record, unnamed.record);
 
       const status = await reader.status(cases.smtp.status, mail.eventId);
       expect([status.outcome, status.adapter]).toEqual([DeliveryOutcome.DELIVERED, 'smtp']);
-      expect(sink.mails.length).toBe(1);
-      const received = sink.mails[0]!;
+      const received = sink.mails.find((m) => m.to.includes('ada@example.test'))!;
       expect(received.to).toEqual(['ada@example.test']);
       expect(received.from).toBe('otp@example.test');
       // Booleans only: the raw message holds the code.
       expect(/^Subject: Your login code\r?$/m.test(received.raw)).toBe(true);
       expect(new RegExp(`^X-OTP-Event-ID: ${mail.eventId}\\r?$`, 'im').test(received.raw)).toBe(true);
       expect(received.raw.includes(`Your login code is ${code}.`)).toBe(true);
+
+      const generic = await reader.status(cases.smtp.status, unnamed.eventId);
+      expect(generic.outcome).toBe(DeliveryOutcome.DELIVERED);
+      const toBob = sink.mails.find((m) => m.to.includes('bob@example.test'))!;
+      expect(/^Subject: Your verification code\r?$/m.test(toBob.raw)).toBe(true);
+      expect(/prize|evil/i.test(toBob.raw)).toBe(false);
 
       const failed = await reader.status(cases.smtp.status, bounce.eventId);
       expect([failed.outcome, failed.reason, failed.adapter]).toEqual([DeliveryOutcome.FAILED, 'smtp 550', 'smtp']);
