@@ -179,6 +179,14 @@ describe('Connect JSON bodies fromJson refuses', () => {
     expect(error.violations[0]).toContain('oneof target');
   });
 
+  it("a null member of Verify's oneof is an absent one (proto3 JSON): the other member is the target", async () => {
+    for (const body of ['{"verificationId":"abc","destination":null,"code":"12345678"}', '{"destination":null,"verification_id":"abc","code":"12345678"}']) {
+      const res = await postJson('Verify', Buffer.from(body));
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.body) as { result: string }).toMatchObject({ result: 'VERIFY_RESULT_NOT_FOUND' });
+    }
+  });
+
   it('a code or a destination sent with the wrong type is not echoed back', async () => {
     const res = await postJson('Verify', Buffer.from('{"verificationId":"abc","code":48213377}'));
     expect(connectError(res.body).violations).toEqual(['code: must be a JSON string']);

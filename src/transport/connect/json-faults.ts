@@ -32,8 +32,8 @@ export function jsonDecodeViolations(schema: DescMessage, json: JsonValue, prefi
       continue;
     }
     seen.set(field, key);
-    // A null scalar member of a oneof does not set it (fromJson skips it).
-    if (field.oneof && !(value === null && field.fieldKind === "scalar")) {
+    // A null member of a oneof does not set it (fromJson skips a scalar; ./json-requests.ts drops a message).
+    if (field.oneof && value !== null) {
       const other = oneofMembers.get(field.oneof.name);
       if (other !== undefined) {
         const members = `only one of ${other.name} and ${field.name} may be set (oneof ${field.oneof.name})`;

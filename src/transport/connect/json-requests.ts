@@ -73,7 +73,29 @@ export function jsonBodyRefusal(input: DescMessage, bytes: Uint8Array, enums: bo
     const violations = unknownEnumValues(input, json, "");
     if (violations.length > 0) return OtpError.invalidArgument(violations);
   }
+  for (const key of nullableOneofMessageKeys(input)) if (json[key] === null) delete json[key];
   return { json };
+}
+
+const nullableKeys = new WeakMap<DescMessage, string[]>();
+
+/**
+ * The JSON keys of the message-typed members of `input`'s oneofs. In proto3
+ * JSON a null field is an absent one; protobuf-es skips a null scalar member
+ * of a oneof, but counts a null message member as setting it, so
+ * {"verificationId": "...", "destination": null} (what some serializers write
+ * for the member not chosen) was refused as a oneof set twice. Such nulls are
+ * dropped before connect decodes the body.
+ */
+function nullableOneofMessageKeys(input: DescMessage): string[] {
+  let keys = nullableKeys.get(input);
+  if (keys === undefined) {
+    keys = input.fields
+      .filter((f) => f.oneof !== undefined && f.fieldKind === "message" && f.message.typeName !== "google.protobuf.Value")
+      .flatMap((f) => (f.jsonName === f.name ? [f.name] : [f.name, f.jsonName]));
+    nullableKeys.set(input, keys);
+  }
+  return keys;
 }
 
 /** Failure path of a compressed body connect refused: what is wrong with it, if it is the JSON's fault. */
