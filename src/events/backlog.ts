@@ -16,6 +16,9 @@ import type { VerificationStore } from "../store/store.js";
 // while a batch was retried: a Kafka outage showed as no lag at all.)
 
 const REFRESH_MS = 500;
+// A reading not finished for this long (each Redis command has its own,
+// shorter deadline) is a store that does not answer: the lag counts on.
+const STALLED_MS = 10_000;
 
 export class OutboxBacklog implements OutboxWatch {
   private value = 0;
@@ -23,6 +26,9 @@ export class OutboxBacklog implements OutboxWatch {
   /** When the oldest waiting event was written, as of the last reading of every shard (before the first: start()). */
   private oldestAt: number | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** When the last reading ended, answered or failed. */
+  private readAt = Date.now();
+  private reading = false;
 
   /** `max`: Send/Resend answer UNAVAILABLE while the backlog is at or above it (the relay process: Infinity, it answers no calls). */
   constructor(
@@ -50,9 +56,9 @@ export class OutboxBacklog implements OutboxWatch {
     return this.value;
   }
 
-  /** Age of the oldest waiting event when last read (ms); 0 when none waits. */
+  /** Age of the oldest waiting event when last read (ms); 0 when none waits. Counts on while readings stall. */
   get lagMs(): number {
-    return this.lag;
+    return Date.now() - this.readAt > STALLED_MS ? Math.max(this.lag, this.countedOn()) : this.lag;
   }
 
   /** For Send/Resend: false while the backlog is over its bound. */
@@ -61,6 +67,9 @@ export class OutboxBacklog implements OutboxWatch {
   }
 
   private async refresh(): Promise<void> {
+    // One reading at a time: a store that hangs gets one more call, not one every half second.
+    if (this.reading) return;
+    this.reading = true;
     try {
       const waiting = await this.store.outboxWaiting();
       this.value = waiting.events;
@@ -78,6 +87,9 @@ export class OutboxBacklog implements OutboxWatch {
     } catch {
       // The store being down is reported by the calls themselves.
       this.lag = this.countedOn();
+    } finally {
+      this.reading = false;
+      this.readAt = Date.now();
     }
   }
 
