@@ -97,7 +97,9 @@ describe('Redis Cluster: a master that hangs', () => {
 describe('Redis Cluster: a shard down for good (cluster-require-full-coverage no)', () => {
   it('/readyz stays 200; the other shards serve, the down shard answers UNAVAILABLE; whole again once it is back', { timeout: 180_000 }, async () => {
     await cluster.healthy(45_000);
-    for (const n of cluster.nodes) await redisCli(n.port, ['CONFIG', 'SET', 'cluster-require-full-coverage', 'no']);
+    // No replica may take the shard over: one the victim did not list yet (an earlier test's restarted node,
+    // still joining) would otherwise be left running, promote itself, and the shard would not stay down.
+    for (const n of cluster.nodes) await redisCli(n.port, ['CONFIG', 'SET', 'cluster-require-full-coverage', 'no', 'cluster-replica-no-failover', 'yes']);
     // The app's store, to ask it what a relay process asks when idle (outboxBacklog).
     const store = await RedisStore.connect({ topology: { kind: 'cluster', seeds: cluster.seeds.split(',').map((s) => ({ host: s.split(':')[0]!, port: Number(s.split(':')[1]) })) }, shards: 16, keyPrefix: `shard${Date.now().toString(36)}` });
     const app = await startTestApp({ REDIS_CLUSTER_NODES: cluster.seeds, OTP_REDIS_TIMEOUT_MS: '1000', OTP_LIMIT_SEND_PER_IP: '100000/1h', OTP_LIMIT_SEND_PER_TENANT: '100000/1h' }, { store });
@@ -144,7 +146,7 @@ describe('Redis Cluster: a shard down for good (cluster-require-full-coverage no
       await app.stop();
       await store.close();
       await Promise.all(shard.map((n) => n.start()));
-      for (const n of cluster.nodes) await redisCli(n.port, ['CONFIG', 'SET', 'cluster-require-full-coverage', 'yes']).catch(() => undefined);
+      for (const n of cluster.nodes) await redisCli(n.port, ['CONFIG', 'SET', 'cluster-require-full-coverage', 'yes', 'cluster-replica-no-failover', 'no']).catch(() => undefined);
     }
     await cluster.healthy(60_000);
   });
