@@ -149,6 +149,23 @@ function barrierKey(key: string): string {
   return open >= 0 && close > open + 1 ? `${key.slice(0, close + 1)}:ack` : `{${key}}:ack`;
 }
 
+/**
+ * The barrier on a slot's importing node (Cluster, the script's keys moved
+ * there while the slot migrates): a write replicated like the barrier, that
+ * leaves no key behind. The migrating node may still hold the barrier key, and
+ * a copy on the importing one would make its MIGRATE fail (BUSYKEY), stopping
+ * the resharding.
+ */
+const IMPORTING_BARRIER = "redis.call('SET', KEYS[1], '') redis.call('DEL', KEYS[1]) return 0";
+
+/** `commands` as written to an importing node: the barrier (second to last, see #barrierAndWait) is IMPORTING_BARRIER. */
+function onImportingNode(commands: string[][]): string[][] {
+  const out = commands.slice();
+  const at = out.length - 2;
+  out[at] = ["EVAL", IMPORTING_BARRIER, "1", out[at]![1]!];
+  return out;
+}
+
 const KEY_COUNTS = ["0", "1", "2", "3", "4", "5", "6", "7", "8"];
 
 /** EVALSHA sha numkeys key... arg...: one array, filled in place (no concat, no number-to-string on the usual counts). */
@@ -315,9 +332,13 @@ class Connection implements RedisConnection {
    * not for the change the answer reports, which another connection made and
    * a replica may not have yet. After the barrier, this connection's writes
    * reach past everything the master had done, that change included.
+   *
+   * The script runs once per call: the transport never sends it again once it
+   * may have run (a Cluster slot migrating: see Transport.pipeline), and
+   * NOSCRIPT, on which its source is sent instead, means it did not run.
    */
   async #runAcknowledged(script: StoreScript, command: string[], key: string): Promise<RedisReply> {
-    const pipelined = () => this.#waitDeadlines.run(this.#transport.pipeline(key, [command, ...this.#barrierAndWait(key)]));
+    const pipelined = () => this.#waitDeadlines.run(this.#transport.pipeline(key, [command, ...this.#barrierAndWait(key)], onImportingNode));
     let replies: RedisReply[];
     try {
       replies = await pipelined();
@@ -342,7 +363,11 @@ class Connection implements RedisConnection {
     }
   }
 
-  /** The barrier, then WAIT: written after a script (or alone), on the connection to the key's master. */
+  /**
+   * The barrier, then WAIT: written after a script (or alone), on the
+   * connection to the key's master. Alone (acknowledge), an ASK is not
+   * followed: the barrier's key has moved, and the read's may not have.
+   */
   #barrierAndWait(key: string): string[][] {
     return [["SET", barrierKey(key), "", "PX", BARRIER_TTL_MS], this.#wait];
   }

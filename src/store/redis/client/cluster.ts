@@ -148,9 +148,33 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
     return socket?.host !== undefined && socket.port !== undefined ? `${socket.host}:${socket.port}` : undefined;
   };
 
+  /**
+   * The slot is migrating and the first command's keys are on the importing
+   * node already (ASK): nothing ran on the migrating one. The commands go to
+   * the importing node, each behind its own ASKING: ASKING covers the next
+   * command only, and one that is not covered is answered MOVED. The first
+   * one's reply decides again: refused (NOSCRIPT, TRYAGAIN...), it did not
+   * run, and the error is the caller's (on NOSCRIPT the connection sends the
+   * script's source, routed again the same way); it ran and a later one
+   * failed, the outcome is unknown: StoreUnavailableError, nothing resent.
+   */
+  const onImporting = async (ask: ErrorReply, commands: string[][]): Promise<RedisReply[]> => {
+    const node = cluster.nodeByAddress.get(ask.message.slice(ask.message.lastIndexOf(" ") + 1));
+    if (!node) throw new StoreUnavailableError({ cause: ask });
+    const target = await cluster.nodeClient(node);
+    // Written in one go (no await in between), so no other call's command comes between an ASKING and its command.
+    const sent = commands.flatMap((c) => [target.sendCommand<RedisReply>(["ASKING"]), target.sendCommand<RedisReply>(c)]);
+    const settled = await Promise.allSettled(sent);
+    const replies = settled.filter((_, i) => i % 2 === 1);
+    if (replies[0]?.status === "rejected") throw replies[0].reason;
+    const failed = settled.find((r) => r.status === "rejected");
+    if (failed !== undefined) throw new StoreUnavailableError({ cause: firstError(failed.reason) });
+    return replies.map((r) => (r as PromiseFulfilledResult<RedisReply>).value);
+  };
+
   const transport: Transport = {
     send,
-    async pipeline(key, commands) {
+    async pipeline(key, commands, onImportingNode) {
       // On the node client of the key's master, not through the cluster's
       // router: the router could send the two commands to two nodes if the
       // slot map changed in between, and a WAIT on a connection that wrote
@@ -158,25 +182,26 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
       for (let redirects = 0; ; redirects++) {
         notYet(key);
         const client = await cluster.getNodeClientForKey(key);
+        const sent = commands.map((c) => client.sendCommand<RedisReply>(c));
         try {
-          return await Promise.all(commands.map((c) => client.sendCommand<RedisReply>(c)));
+          return await Promise.all(sent);
         } catch (err) {
-          const e = firstError(err);
-          if (!(e instanceof ErrorReply) || redirects >= PIPELINE_REDIRECTS) throw err;
-          if (e.message.startsWith("MOVED")) {
+          // Only the first command's (the script's) own reply says whether it
+          // ran here. A later one's MOVED or ASK (the barrier's key has moved
+          // while the script's have not) comes after the script ran: following
+          // it would run the script a second time, elsewhere.
+          const first = await sent[0]!.then(() => undefined, (e: unknown) => e);
+          if (first === undefined) throw new StoreUnavailableError({ cause: firstError(err) });
+          if (!(first instanceof ErrorReply) || redirects >= PIPELINE_REDIRECTS) throw err;
+          if (first.message.startsWith("MOVED")) {
             // The slot has a new master (failover, resharding). A keyed command through the
             // router follows the MOVED and refreshes the slot map; then try again there.
             await send(key, ["EXISTS", key]);
             continue;
           }
-          if (e.message.startsWith("ASK")) {
-            // The slot is migrating and this key is already on the target: ASKING, then the commands, on the target.
-            const address = e.message.slice(e.message.lastIndexOf(" ") + 1);
-            const node = cluster.nodeByAddress.get(address);
-            if (!node) throw err;
-            const target = await cluster.nodeClient(node);
-            const replies = await Promise.all([["ASKING"], ...commands].map((c) => target.sendCommand<RedisReply>(c)));
-            return replies.slice(1);
+          if (first.message.startsWith("ASK")) {
+            if (onImportingNode === undefined) throw new StoreUnavailableError({ cause: first });
+            return await onImporting(first, onImportingNode(commands));
           }
           throw err;
         }

@@ -13,8 +13,15 @@ export interface Transport {
    * Commands written together on ONE connection to the master serving `key`,
    * so Redis runs them in this order (a script, then WAIT for that
    * connection's writes). Rejects with the first error reply.
+   *
+   * Cluster, while the slot migrates: where the first command (the script)
+   * runs is decided on its own reply alone. Answered ASK (its keys are on the
+   * importing node already), `onImportingNode(commands)` is written there
+   * instead, each command behind its own ASKING; without `onImportingNode`,
+   * an ASK is StoreUnavailableError. Once the first command ran, any later
+   * failure is StoreUnavailableError, and nothing is sent again.
    */
-  pipeline(key: string, commands: string[][]): Promise<RedisReply[]>;
+  pipeline(key: string, commands: string[][], onImportingNode?: (commands: string[][]) => string[][]): Promise<RedisReply[]>;
   /**
    * The store can serve: its master answers PING (one node, Sentinel); with a
    * Cluster, at least half its masters do (keys on the others answer UNAVAILABLE).

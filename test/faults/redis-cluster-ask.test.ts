@@ -1,0 +1,147 @@
+// A slot caught half-migrated (CLUSTER SETSLOT IMPORTING / MIGRATING, some of
+// its keys MIGRATEd), with OTP_REDIS_WAIT_REPLICAS=1: each call's script, a
+// barrier and WAIT are pipelined to the slot's master, and the migrating master
+// answers ASK for whichever of them has its keys on the importing one already.
+// The script runs once per call, wherever it runs: a wrong code counts one
+// attempt, a right one is VERIFIED once, a budget is spent once; a call
+// answers its result or UNAVAILABLE; and the resharding can finish (no key
+// left on both masters, where MIGRATE would fail BUSYKEY).
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { StoreUnavailableError } from '../../src/store/errors.js';
+import { RedisStore } from '../../src/store/redis/redis-store.js';
+import type { CallerBudget } from '../../src/store/store.js';
+import { redisCli } from '../support/redis-cli.js';
+import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
+import { issueCommand, newCode, newDestination, TENANT, verifyCommand } from '../store/commands.js';
+
+const SHARDS = 16;
+let cluster: RedisCluster;
+let store: RedisStore;
+let prefix: string;
+
+beforeAll(async () => {
+  cluster = await startRedisCluster();
+  prefix = `ask-${randomBytes(4).toString('hex')}`;
+  const seeds = cluster.seeds.split(',').map((s) => ({ host: '127.0.0.1', port: Number(s.split(':')[1]) }));
+  store = await RedisStore.connect({ topology: { kind: 'cluster', seeds }, shards: SHARDS, keyPrefix: prefix, waitReplicas: 1, waitTimeoutMs: 2_000 });
+}, 90_000);
+afterAll(async () => {
+  await store?.close();
+  await cluster?.stop();
+});
+
+function onShard(shard: number) {
+  for (;;) {
+    const dest = newDestination(SHARDS);
+    if (dest.ref.shard === shard) return dest;
+  }
+}
+
+/** The slot of hash tag `{tag}` put half-way to another master: IMPORTING there, MIGRATING here, no key moved yet. */
+async function startMigrating(tag: string) {
+  const source = await cluster.masterOf(`{${tag}}`);
+  const target = (await cluster.masters()).find((m) => m.port !== source.port)!;
+  const slot = await redisCli(source.port, ['CLUSTER', 'KEYSLOT', `{${tag}}`]);
+  const sourceId = await redisCli(source.port, ['CLUSTER', 'MYID']);
+  const targetId = await redisCli(target.port, ['CLUSTER', 'MYID']);
+  await redisCli(target.port, ['CLUSTER', 'SETSLOT', slot, 'IMPORTING', sourceId]);
+  await redisCli(source.port, ['CLUSTER', 'SETSLOT', slot, 'MIGRATING', targetId]);
+  const keysOn = async (port: number) => (await redisCli(port, ['CLUSTER', 'GETKEYSINSLOT', slot, '1000'])).split('\n').filter(Boolean);
+  return {
+    keysOn,
+    source: () => keysOn(source.port),
+    async move(keys: string[]) {
+      expect(await redisCli(source.port, ['MIGRATE', '127.0.0.1', String(target.port), '', '0', '5000', 'KEYS', ...keys])).toBe('OK');
+    },
+    async onBoth() {
+      const there = new Set(await keysOn(target.port));
+      return (await keysOn(source.port)).filter((k) => there.has(k));
+    },
+    /** The rest of the keys moved (as redis-cli --cluster reshard does: a key on both masters stops it), then the slot assigned. */
+    async finish() {
+      const rest = await keysOn(source.port);
+      if (rest.length > 0) await this.move(rest);
+      for (const m of [target, source, ...(await cluster.masters()).filter((x) => x.port !== target.port && x.port !== source.port)]) {
+        await redisCli(m.port, ['CLUSTER', 'SETSLOT', slot, 'NODE', targetId]);
+      }
+    },
+  };
+}
+
+/** The call's result, or 'unavailable' (its outcome unknown to the caller, who retries). */
+async function outcome<T>(call: Promise<T>): Promise<T | 'unavailable'> {
+  try {
+    return await call;
+  } catch (err) {
+    if (err instanceof StoreUnavailableError) return 'unavailable';
+    throw err;
+  }
+}
+
+describe('Redis Cluster slot migrating, OTP_REDIS_WAIT_REPLICAS=1: every script runs once', () => {
+  it('the barrier moved first (the scripts\' keys still on the migrating master): nothing runs again on the importing one', { timeout: 40_000 }, async () => {
+    const budgets: CallerBudget[] = [{ name: 'VERIFY_LIMIT_IP', subject: '203.0.113.9', budget: { count: 10, windowSeconds: 600 } }];
+    expect((await store.spendCallerBudgets(TENANT, budgets)).allowed).toBe(true);
+    const shard = 5;
+    const { cmd, code } = issueCommand(onShard(shard));
+    expect((await store.issue(cmd)).kind).toBe('issued');
+    const before = (await store.inspect(TENANT, cmd.ref))!.attemptsRemaining;
+
+    for (const [tag, spend] of [
+      // One budget: a one-key script, which the importing node would run on a key it does not have.
+      [`t:${TENANT}`, async () => {
+        const spent = await outcome(store.spendCallerBudgets(TENANT, budgets));
+        expect(spent === 'unavailable' || spent.allowed).toBe(true);
+      }],
+      // A wrong code: answered or UNAVAILABLE, one attempt counted (checked once the slot has moved:
+      // until then, a read whose barrier cannot be written beside its keys is UNAVAILABLE too).
+      [String(shard), async () => {
+        const wrong = await outcome(store.verify(verifyCommand(cmd.ref, code === '000000' ? '111111' : '000000')));
+        expect(wrong === 'unavailable' || wrong.result === 'INVALID_CODE').toBe(true);
+      }],
+    ] as const) {
+      const slot = await startMigrating(tag);
+      await slot.move((await slot.source()).filter((k) => k.endsWith(':ack')));
+      await spend();
+      expect(await slot.onBoth()).toEqual([]);
+      await slot.finish();
+    }
+    // Spent twice in all (before and during the migration), one attempt counted: read on the new masters.
+    expect((await store.callerBudgetStates(TENANT, budgets))[0]!.remaining).toBe(8);
+    expect((await store.inspect(TENANT, cmd.ref))!.attemptsRemaining).toBe(before - 1);
+  });
+
+  it('the verifications\' keys moved, the barrier not yet: Verify runs once on the importing master and is answered', { timeout: 40_000 }, async () => {
+    const shard = 6;
+    const wrong = issueCommand(onShard(shard));
+    const right = issueCommand(onShard(shard));
+    for (const a of [wrong, right]) expect((await store.issue(a.cmd)).kind).toBe('issued');
+    const before = (await store.inspect(TENANT, wrong.cmd.ref))!.attemptsRemaining;
+
+    const slot = await startMigrating(String(shard));
+    await slot.move((await slot.source()).filter((k) => !k.endsWith(':ack')));
+    expect((await slot.source()).filter((k) => !k.endsWith(':ack'))).toEqual([]);
+
+    // ASKING before each command on the importing master: the script and the barrier both run there, WAIT counts them.
+    const guess = await store.verify(verifyCommand(wrong.cmd.ref, wrong.code === '000000' ? '111111' : '000000'));
+    expect(guess.result).toBe('INVALID_CODE');
+    expect((await store.inspect(TENANT, wrong.cmd.ref))!.attemptsRemaining).toBe(before - 1);
+    let verified = 0;
+    for (let i = 0; i < 3; i++) {
+      const answer = await outcome(store.verify(verifyCommand(right.cmd.ref, right.code)));
+      if (answer !== 'unavailable' && answer.result === 'VERIFIED') verified++;
+    }
+    expect(verified).toBe(1);
+    // A Send to a new destination there: its keys are split (the outbox moved, its hash is new), so TRYAGAIN: UNAVAILABLE, or issued.
+    const send = issueCommand(onShard(shard), { code: newCode() });
+    const sent = await outcome(store.issue(send.cmd));
+    expect(sent === 'unavailable' || sent.kind === 'issued').toBe(true);
+
+    // Nothing written on both masters: the migration finishes.
+    expect(await slot.onBoth()).toEqual([]);
+    await slot.finish();
+    expect((await store.inspect(TENANT, wrong.cmd.ref))!.attemptsRemaining).toBe(before - 1);
+    expect((await store.inspect(TENANT, right.cmd.ref))!.status).toBe('VERIFIED');
+  });
+});
