@@ -184,7 +184,7 @@ export function loadConfig(env: Env = process.env): Config {
   const policyFile = optional(env, "OTP_POLICY_FILE");
   const { purposes, restrict, tenantSmsCountries } = policyFile
     ? readPolicyFile(policyFile, defaults)
-    : { purposes: {}, restrict: false, tenantSmsCountries: {} };
+    : { purposes: noInherited<PurposePolicy>(), restrict: false, tenantSmsCountries: noInherited<ReadonlySet<string>>() };
   const smsCountriesRaw = optional(env, "OTP_SMS_COUNTRIES");
   const testDestinations = readTestDestinations(env, production, {
     emailProviderRules: oneOf(env, "OTP_EMAIL_PROVIDER_RULES", ["off", "on"] as const, "off") === "on",
@@ -400,7 +400,7 @@ function countryBudgets(env: Env, name: string, fallback: string): CallerLimits[
   const [first = "", ...rest] = (optional(env, name) ?? fallback).split(",").map((p) => p.trim());
   const fallbackBudget = parseBudget(first);
   if (!fallbackBudget) throw new ConfigError(`${name} must start with a budget like "1000/1h", got "${first}"`);
-  const countries: Record<string, Budget> = {};
+  const countries: Record<string, Budget> = noInherited();
   for (const part of rest) {
     const match = /^([A-Za-z]{2}|\+\d{1,3})=(.+)$/.exec(part);
     const parsed = match ? parseBudget(match[2]!) : null;
@@ -482,7 +482,7 @@ function readPolicyFile(
     throw new ConfigError(`OTP_POLICY_FILE (${path}) cannot be read as JSON: ${(err as Error).message}`);
   }
   if (!isObject(doc) || !isObject(doc.purposes)) throw new ConfigError(`OTP_POLICY_FILE must hold {"purposes": {...}}`);
-  const purposes: Record<string, PurposePolicy> = {};
+  const purposes: Record<string, PurposePolicy> = noInherited();
   for (const [purpose, overrides] of Object.entries(doc.purposes)) {
     if (!/^[a-z][a-z0-9_.-]{0,63}$/.test(purpose)) throw new ConfigError(`OTP_POLICY_FILE purpose "${purpose}" is not a valid purpose name`);
     if (!isObject(overrides)) throw new ConfigError(`OTP_POLICY_FILE purposes.${purpose} must be an object`);
@@ -495,7 +495,7 @@ function readPolicyFile(
     purposes[purpose] = policy;
   }
   // {"tenants": {"acme": {"smsCountries": ["US", "CA"]}}}: a tenant's own OTP_SMS_COUNTRIES.
-  const tenantSmsCountries: Record<string, ReadonlySet<string>> = {};
+  const tenantSmsCountries: Record<string, ReadonlySet<string>> = noInherited();
   if (doc.tenants !== undefined) {
     if (!isObject(doc.tenants)) throw new ConfigError(`OTP_POLICY_FILE tenants must be an object`);
     for (const [tenant, rules] of Object.entries(doc.tenants)) {
@@ -526,4 +526,12 @@ function budgetOf(v: unknown, name: string): Budget {
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * A record keyed by names callers choose (purposes, tenants): with no prototype, so a purpose
+ * "constructor" is a name like any other, not Object.prototype's member (it was an INTERNAL error).
+ */
+function noInherited<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
 }

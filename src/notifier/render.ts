@@ -48,7 +48,7 @@ export const LOCALES = Object.keys(WORDS);
 /** The language we have words for: "de-AT" → "de", anything unknown → "en". */
 export function languageOf(locale: string): string {
   const primary = locale.trim().toLowerCase().split(/[-_]/)[0] ?? "";
-  return primary in WORDS ? primary : "en";
+  return Object.hasOwn(WORDS, primary) ? primary : "en";
 }
 
 /** Purpose names are identifiers ("password_reset"); people read "password reset". */

@@ -4,7 +4,8 @@ import type { StorePolicy } from "../store/store.js";
 
 /** The policy for a purpose, or null when the policy file restricts purposes and this one is not listed. */
 export function policyFor(config: Config, purpose: string): PurposePolicy | null {
-  const own = config.purposes[purpose];
+  // Own entries only: a purpose named like an inherited member ("constructor") is not listed.
+  const own = Object.hasOwn(config.purposes, purpose) ? config.purposes[purpose] : undefined;
   if (own) return own;
   return config.restrictPurposes ? null : config.defaults;
 }

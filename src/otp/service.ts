@@ -186,7 +186,7 @@ export class OtpService {
       const budget = this.storePolicyOf(p).purposeSendsPerDestination;
       return budget ? [[purpose, budget] as const] : [];
     });
-    this.resendBudgets = { sendsPerDestination: this.storePolicyOf(deps.config.defaults).sendsPerDestination, purposeSendsPerDestination: Object.fromEntries(own) };
+    this.resendBudgets = { sendsPerDestination: this.storePolicyOf(deps.config.defaults).sendsPerDestination, purposeSendsPerDestination: Object.assign(Object.create(null) as ResendBudgets["purposeSendsPerDestination"], Object.fromEntries(own)) };
   }
 
   async send(req: SendRequest, caller: Caller): Promise<SendResponse> {
