@@ -11,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StoreUnavailableError } from '../../src/store/errors.js';
 import { RedisStore } from '../../src/store/redis/redis-store.js';
 import type { CallerBudget } from '../../src/store/store.js';
-import { redisCli } from '../support/redis-cli.js';
 import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
+import { startSlotMigration } from '../support/slot-migration.js';
 import { issueCommand, newCode, newDestination, TENANT, verifyCommand } from '../store/commands.js';
 
 const SHARDS = 16;
@@ -38,34 +38,19 @@ function onShard(shard: number) {
   }
 }
 
-/** The slot of hash tag `{tag}` put half-way to another master: IMPORTING there, MIGRATING here, no key moved yet. */
+/** The slot of hash tag `{tag}` put half-way to another master (../support/slot-migration.ts), and where its keys are. */
 async function startMigrating(tag: string) {
-  const source = await cluster.masterOf(`{${tag}}`);
-  const target = (await cluster.masters()).find((m) => m.port !== source.port)!;
-  const slot = await redisCli(source.port, ['CLUSTER', 'KEYSLOT', `{${tag}}`]);
-  const sourceId = await redisCli(source.port, ['CLUSTER', 'MYID']);
-  const targetId = await redisCli(target.port, ['CLUSTER', 'MYID']);
-  await redisCli(target.port, ['CLUSTER', 'SETSLOT', slot, 'IMPORTING', sourceId]);
-  await redisCli(source.port, ['CLUSTER', 'SETSLOT', slot, 'MIGRATING', targetId]);
-  const keysOn = async (port: number) => (await redisCli(port, ['CLUSTER', 'GETKEYSINSLOT', slot, '1000'])).split('\n').filter(Boolean);
+  const migration = await startSlotMigration(cluster, tag);
   return {
-    keysOn,
-    source: () => keysOn(source.port),
-    async move(keys: string[]) {
-      expect(await redisCli(source.port, ['MIGRATE', '127.0.0.1', String(target.port), '', '0', '5000', 'KEYS', ...keys])).toBe('OK');
-    },
+    keysOn: migration.keysOn,
+    source: () => migration.keysOn(migration.source.port),
+    move: migration.move,
     async onBoth() {
-      const there = new Set(await keysOn(target.port));
-      return (await keysOn(source.port)).filter((k) => there.has(k));
+      const there = new Set(await migration.keysOn(migration.target.port));
+      return (await migration.keysOn(migration.source.port)).filter((k) => there.has(k));
     },
-    /** The rest of the keys moved (as redis-cli --cluster reshard does: a key on both masters stops it), then the slot assigned. */
-    async finish() {
-      const rest = await keysOn(source.port);
-      if (rest.length > 0) await this.move(rest);
-      for (const m of [target, source, ...(await cluster.masters()).filter((x) => x.port !== target.port && x.port !== source.port)]) {
-        await redisCli(m.port, ['CLUSTER', 'SETSLOT', slot, 'NODE', targetId]);
-      }
-    },
+    /** As redis-cli --cluster reshard does (a key on both masters stops it). */
+    finish: migration.finish,
   };
 }
 

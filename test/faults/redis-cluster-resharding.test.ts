@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StoreUnavailableError } from '../../src/store/errors.js';
 import { RedisStore } from '../../src/store/redis/redis-store.js';
-import { redisCli } from '../support/redis-cli.js';
 import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
+import { startSlotMigration } from '../support/slot-migration.js';
 import { issueCommand, newDestination, verifyCommand } from '../store/commands.js';
 
 const SHARDS = 16;
@@ -31,23 +31,15 @@ function onShard(shard: number) {
 
 /** Moves the slot of hash tag `{tag}` to another master, one key at a time. */
 async function migrate(tag: string): Promise<void> {
-  const source = await cluster.masterOf(`{${tag}}`);
-  const target = (await cluster.masters()).find((m) => m.port !== source.port)!;
-  const slot = await redisCli(source.port, ['CLUSTER', 'KEYSLOT', `{${tag}}`]);
-  const sourceId = await redisCli(source.port, ['CLUSTER', 'MYID']);
-  const targetId = await redisCli(target.port, ['CLUSTER', 'MYID']);
-  await redisCli(target.port, ['CLUSTER', 'SETSLOT', slot, 'IMPORTING', sourceId]);
-  await redisCli(source.port, ['CLUSTER', 'SETSLOT', slot, 'MIGRATING', targetId]);
+  const migration = await startSlotMigration(cluster, tag);
   for (;;) {
-    const keys = (await redisCli(source.port, ['CLUSTER', 'GETKEYSINSLOT', slot, '1'])).split('\n').filter(Boolean);
+    const keys = (await migration.keysOn(migration.source.port)).slice(0, 1);
     if (keys.length === 0) break;
-    await redisCli(source.port, ['MIGRATE', '127.0.0.1', String(target.port), '', '0', '5000', 'KEYS', ...keys]);
+    await migration.move(keys);
     await new Promise((r) => setTimeout(r, 30));
   }
-  for (const m of [target, source, ...(await cluster.masters()).filter((x) => x !== target && x !== source)]) {
-    await redisCli(m.port, ['CLUSTER', 'SETSLOT', slot, 'NODE', targetId]);
-  }
-  expect((await cluster.masterOf(`{${tag}}`)).port).toBe(target.port);
+  await migration.finish();
+  expect((await cluster.masterOf(`{${tag}}`)).port).toBe(migration.target.port);
 }
 
 describe.each([0, 1])('Redis Cluster resharding (OTP_REDIS_WAIT_REPLICAS=%i)', (waitReplicas) => {

@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BadRequestSchema } from '../../src/gen/google/rpc/error_details_pb.js';
 import { StatusSchema } from '../../src/gen/google/rpc/status_pb.js';
 import { Channel, OtpService, SendRequestSchema } from '../../src/gen/otp/v1/otp_pb.js';
-import { run } from '../support/cli.js';
+import { curlAnswer, run } from '../support/cli.js';
 import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
 import { connectError } from '../support/connect-error.js';
 import { grpcClient, grpcError, grpcRaw, richDetails } from '../support/grpc-client.js';
@@ -65,13 +65,7 @@ afterAll(async () => {
 const rpc = (method: string) => `${app.httpBase}/otp.v1.OtpService/${method}`;
 const withKey = { authorization: bearer(KEY) };
 
-/** curl -sS; the status and the body. */
-async function curl(...args: string[]): Promise<{ status: number; body: string }> {
-  const out = await run('curl', ['-sS', '-o', '-', '-w', '\n%{http_code}', ...args]);
-  expect(out.code).toBe(0);
-  const at = out.stdout.lastIndexOf('\n');
-  return { status: Number(out.stdout.slice(at + 1)), body: out.stdout.slice(0, at) };
-}
+const curl = curlAnswer;
 
 let bodies = 0;
 /** POST exactly these bytes as a Connect JSON call, with curl. */

@@ -34,3 +34,11 @@ export function run(cmd: string, args: string[], timeoutMs = 15_000): Promise<Cl
 export function grpcurl(flags: string[], target: string, ...command: string[]): Promise<CliResult> {
   return run(GRPCURL, ['-plaintext', '-max-time', '10', ...flags, target, ...command]);
 }
+
+/** `curl -sS` with these arguments: the HTTP status and the body (curl failing to get an answer throws). */
+export async function curlAnswer(...args: string[]): Promise<{ status: number; body: string }> {
+  const out = await run('curl', ['-sS', '-o', '-', '-w', '\n%{http_code}', ...args]);
+  if (out.code !== 0) throw new Error(`curl exited ${out.code}: ${out.stderr.trim()}`);
+  const at = out.stdout.lastIndexOf('\n');
+  return { status: Number(out.stdout.slice(at + 1)), body: out.stdout.slice(0, at) };
+}
