@@ -40,7 +40,7 @@ const ZEROS = /^0+$/;
  * Who is calling. Both listeners build their Caller here and nowhere else:
  * authenticate (src/auth/authenticate.ts), then check the method grant, so a
  * caller that may not call a method is turned away before the core sees its
- * request (on the gRPC port, before its body is even parsed). Throws OtpError
+ * request (on both ports before its body is read: grpc/caller-before-body.ts, connect/caller-before-body.ts). Throws OtpError
  * UNAUTHENTICATED / PERMISSION_DENIED, having logged and audited the refusal.
  */
 export type CallerResolver = (call: InboundCall) => Promise<Caller>;

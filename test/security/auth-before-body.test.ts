@@ -9,6 +9,7 @@
 // curl for Connect, connect-node for gRPC-Web and gRPC, raw HTTP framing for
 // bytes no generated client sends, grpc-js for the gRPC port.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -115,6 +116,41 @@ async function httpSendCount(code: string): Promise<number> {
   return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
+/** A raw gRPC Send on `port` (node:http2): these bytes, ended or not; the grpc-status it is answered with within 3 s (the stream left open by the caller or not), else 'none'. */
+function rawGrpcSend(port: number, body: Buffer, headers: Record<string, string> = {}, end = true): Promise<string> {
+  return new Promise((resolve) => {
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    let answered = 'none';
+    const done = () => {
+      clearTimeout(timer);
+      session.destroy();
+      resolve(answered);
+    };
+    const timer = setTimeout(done, 3_000);
+    const stream = session.request({ ':method': 'POST', ':path': SEND, 'content-type': 'application/grpc', te: 'trailers', ...headers });
+    const status = (h: http2.IncomingHttpHeaders) => {
+      if (h['grpc-status'] === undefined) return;
+      answered = String(h['grpc-status']);
+      done();
+    };
+    stream.on('response', status);
+    stream.on('trailers', status);
+    stream.on('close', done);
+    stream.on('error', () => undefined);
+    stream.resume();
+    if (end) stream.end(body);
+    else stream.write(body);
+  });
+}
+
+/** A gRPC frame: flag, the length it announces (by default its own), the payload. */
+function frame(compressed: boolean, payload: Buffer, announced = payload.length): Buffer {
+  const head = Buffer.alloc(5);
+  head[0] = compressed ? 1 : 0;
+  head.writeUInt32BE(announced, 1);
+  return Buffer.concat([head, payload]);
+}
+
 describe('no credentials: UNAUTHENTICATED before the body is read, as on the gRPC port', () => {
   it('Connect JSON: a body that is not JSON, or has a wrong JSON type, is not looked at', async () => {
     for (const body of ['{"purpose":', '{"purpose":1}']) {
@@ -143,6 +179,20 @@ describe('no credentials: UNAUTHENTICATED before the body is read, as on the gRP
       const client = createClient(OtpService, transport({ baseUrl: app.httpBase, httpVersion: '2', sendCompression: compressionGzip }));
       expect((await connectError(client.send(bomb()))).code).toBe(Code.Unauthenticated);
     }
+  });
+
+  it('the gRPC port, as the HTTP port: a gzip message past the limit once inflated, one past it as sent, one never finished', async () => {
+    const context = Buffer.alloc(4 << 20, 0x61); // SendRequest.context (field 8), 4 MiB inflated
+    const inflated = Buffer.concat([Buffer.from([0x42, 0x80, 0x80, 0x80, 0x02]), context]);
+    const plain = Buffer.concat([Buffer.from([0x42, 0x80, 0xa0, 0x06]), Buffer.alloc(100 * 1024, 0x61)]);
+    for (const port of [app.grpcPort, app.httpPort]) {
+      expect(await rawGrpcSend(port, frame(true, gzipSync(inflated)), { 'grpc-encoding': 'gzip' })).toBe(String(status.UNAUTHENTICATED));
+      expect(await rawGrpcSend(port, frame(false, plain))).toBe(String(status.UNAUTHENTICATED));
+      // 50 kB announced, 100 bytes sent, the stream left open: answered at once, not held until the body comes.
+      expect(await rawGrpcSend(port, frame(false, Buffer.alloc(100, 0x61), 50_000), {}, false)).toBe(String(status.UNAUTHENTICATED));
+    }
+    // With a key, the same message past the limit is judged: RESOURCE_EXHAUSTED.
+    expect(await rawGrpcSend(app.grpcPort, frame(false, plain), withKey)).toBe(String(status.RESOURCE_EXHAUSTED));
   });
 
   it('Connect GET: a query that does not read', async () => {

@@ -1,16 +1,13 @@
-import type { PeerCertificate } from "node:tls";
 import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import type { MethodDefinition, sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
 import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
-import { hostOfPeer } from "../../auth/client-ip.js";
-import type { MethodName } from "../../auth/grants.js";
-import type { CallerResolver, InboundCall } from "../caller.js";
+import { admittedCaller } from "./caller-before-body.js";
 import { binaryRequestRefusal } from "../binary-faults.js";
 import { statusName, toGrpcStatus } from "../status.js";
 import type { Metrics } from "../../metrics.js";
-import { callSpan, inContext } from "../../telemetry/spans.js";
+import { activeTraceparent, callSpan, inContext } from "../../telemetry/spans.js";
 import { responseBytes } from "./response-bytes.js";
 import { telemetry } from "../../telemetry/tracing.js";
 
@@ -30,7 +27,6 @@ interface UnaryMethod {
 function unary<I extends DescMessage, O extends DescMessage>(
   method: { name: string; input: I; output: O },
   run: Run<I, O>,
-  callerOf: CallerResolver,
   log: Logger,
   metrics: Metrics | undefined,
 ): UnaryMethod {
@@ -68,7 +64,7 @@ function unary<I extends DescMessage, O extends DescMessage>(
   };
 
   async function answer(call: ServerUnaryCall<Buffer, unknown>): Promise<MessageShape<O>> {
-    const caller = await callerOf(new GrpcInboundCall(method.name as MethodName, call));
+    const caller = callerOfCall(call);
     let request: MessageShape<I>;
     try {
       request = fromBinary(method.input, call.request);
@@ -89,25 +85,16 @@ function endedEarly(call: ServerUnaryCall<Buffer, unknown>): string {
   return Number(call.getDeadline()) <= Date.now() ? "DEADLINE_EXCEEDED" : "CANCELLED";
 }
 
-/** A call as the caller resolver sees it: one object per call, its methods shared (no closures per call). */
-class GrpcInboundCall implements InboundCall {
-  constructor(
-    readonly method: MethodName,
-    private readonly call: ServerUnaryCall<Buffer, unknown>,
-  ) {}
-
-  header(name: string): string | undefined {
-    return firstString(this.call.metadata.get(name));
-  }
-
-  peerAddress(): string | undefined {
-    const peer = this.call.getPeer();
-    return peer === "unknown" ? undefined : hostOfPeer(peer);
-  }
-
-  peerCertificate(): PeerCertificate | undefined {
-    return this.call.getAuthContext().sslPeerCertificate;
-  }
+/**
+ * The caller ./caller-before-body.ts admitted before the message was read. With tracing on it was
+ * resolved before the call's span began: the events it writes carry the span's trace context.
+ */
+function callerOfCall(call: ServerUnaryCall<Buffer, unknown>): Caller {
+  const caller = admittedCaller(call.metadata);
+  if (caller === undefined) throw new Error("an OtpService call reached its handler without an admitted caller");
+  if (!telemetry.on) return caller;
+  const traceId = activeTraceparent();
+  return traceId === undefined ? caller : { ...caller, traceId };
 }
 
 function firstString(values: (string | Buffer)[]): string | undefined {
@@ -116,16 +103,16 @@ function firstString(values: (string | Buffer)[]): string | undefined {
 }
 
 /** The service definition and its implementation, ready for `server.addService`. */
-export function otpServiceForGrpc(core: OtpService, callerOf: CallerResolver, log: Logger, metrics?: Metrics): { definition: ServiceDefinition; implementation: UntypedServiceImplementation } {
+export function otpServiceForGrpc(core: OtpService, log: Logger, metrics?: Metrics): { definition: ServiceDefinition; implementation: UntypedServiceImplementation } {
   const m = OtpServiceDesc.method;
   // Keyed by the descriptor's method names: a method added to the proto and not here fails to compile.
   const methods: Record<keyof typeof m, UnaryMethod> = {
-    send: unary(m.send, (req, caller) => core.send(req, caller), callerOf, log, metrics),
-    verify: unary(m.verify, (req, caller) => core.verify(req, caller), callerOf, log, metrics),
-    resend: unary(m.resend, (req, caller) => core.resend(req, caller), callerOf, log, metrics),
-    checkRateLimit: unary(m.checkRateLimit, (req, caller) => core.checkRateLimit(req, caller), callerOf, log, metrics),
-    getVerification: unary(m.getVerification, (req, caller) => core.getVerification(req, caller), callerOf, log, metrics),
-    cancelVerification: unary(m.cancelVerification, (req, caller) => core.cancelVerification(req, caller), callerOf, log, metrics),
+    send: unary(m.send, (req, caller) => core.send(req, caller), log, metrics),
+    verify: unary(m.verify, (req, caller) => core.verify(req, caller), log, metrics),
+    resend: unary(m.resend, (req, caller) => core.resend(req, caller), log, metrics),
+    checkRateLimit: unary(m.checkRateLimit, (req, caller) => core.checkRateLimit(req, caller), log, metrics),
+    getVerification: unary(m.getVerification, (req, caller) => core.getVerification(req, caller), log, metrics),
+    cancelVerification: unary(m.cancelVerification, (req, caller) => core.cancelVerification(req, caller), log, metrics),
   };
   const entries = Object.entries(methods);
   return {

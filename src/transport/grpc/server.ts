@@ -95,9 +95,9 @@ export async function listenGrpc(options: {
 }): Promise<GrpcListener> {
   const server = new Server({
     ...SERVER_OPTIONS,
-    interceptors: [streamGuards(options.requestTimeoutMs, options.metrics)],
+    interceptors: [streamGuards(options.requestTimeoutMs, options.callerOf, options.log, options.metrics)],
   });
-  const otp = otpServiceForGrpc(options.core, options.callerOf, options.log, options.metrics);
+  const otp = otpServiceForGrpc(options.core, options.log, options.metrics);
   // Every service goes through `services`, which notes the streaming methods'
   // paths: the open-calls bound gives those a lifetime and a quota of their own.
   const streaming = new Set<string>();

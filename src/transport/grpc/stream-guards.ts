@@ -5,10 +5,14 @@ import type { Metrics } from "../../metrics.js";
 import { codeName } from "../status.js";
 import { rewriteFramingErrors, type AnsweredBeforeHandler } from "./malformed-frames.js";
 import { credentialsAsSent } from "./credentials-as-sent.js";
+import { callerBeforeBody } from "./caller-before-body.js";
+import type { CallerResolver } from "../caller.js";
+import type { Logger } from "../../log.js";
 import { cutOffSlowClient } from "./slow-clients.js";
 
 // The gRPC listener's one interceptor: the two protections that need the
-// call's HTTP/2 stream (malformed-frames.ts, slow-clients.ts). grpc-js gives
+// call's HTTP/2 stream (malformed-frames.ts, slow-clients.ts), and the caller
+// resolved before the message is read (caller-before-body.ts). grpc-js gives
 // interceptors no handle on it, but its base call, which the first
 // interceptor receives, keeps the stream in a field named `stream`; this is
 // the one place that relies on that, so this interceptor must come first. If
@@ -16,11 +20,12 @@ import { cutOffSlowClient } from "./slow-clients.js";
 // still sent, streams are not reset, framing errors stay INTERNAL) and
 // test/security (hardening, fuzz) fails to say so.
 
-export function streamGuards(requestTimeoutMs: number, metrics?: Metrics): ServerInterceptor {
+export function streamGuards(requestTimeoutMs: number, callerOf: CallerResolver, log: Logger, metrics?: Metrics): ServerInterceptor {
   return (method, call) => {
     const stream = streamOf(call);
     if (stream) rewriteFramingErrors(stream, metrics && observer(method.path, metrics));
-    return credentialsAsSent(cutOffSlowClient(method, call, stream, requestTimeoutMs), stream);
+    // Outermost: the caller is resolved from the metadata as sent (credentials-as-sent.ts), before the message is read.
+    return callerBeforeBody(method.path, credentialsAsSent(cutOffSlowClient(method, call, stream, requestTimeoutMs), stream), callerOf, log, metrics);
   };
 }
 
