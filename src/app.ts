@@ -101,7 +101,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     cleanups.push(async () => backlog.stop());
     const admission: DeliveryAdmission = backlog;
 
-    const refusals = new Refusals(store, log, config.redisShards, metrics);
+    const refusals = new Refusals(store, log, config.redisShards, metrics, backlog);
     const prefixEvents = new PrefixEvents(store, log, config.redisShards, metrics);
     // A delivery this process queued wakes its own relay (with OTP_RELAY=off the relay process polls).
     const deliveryQueued = events ? () => events.relay.nudge() : undefined;

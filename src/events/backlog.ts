@@ -66,6 +66,11 @@ export class OutboxBacklog implements OutboxWatch {
     return this.value < this.max;
   }
 
+  /** For refusals' audit events (../otp/refusals.ts): false past half the bound, the rest being the deliveries'. */
+  roomForAudits(): boolean {
+    return this.value < this.max / 2;
+  }
+
   private async refresh(): Promise<void> {
     // One reading at a time: a store that hangs gets one more call, not one every half second.
     if (this.reading) return;

@@ -18,6 +18,12 @@ import { traceIdOf } from "../telemetry/trace-id.js";
 // clients were refused. (Clients come from the clients file: the buckets are
 // bounded.)
 //
+// Audit events wait in the outbox with the deliveries, whose backlog bound
+// (OTP_MAX_OUTBOX_BACKLOG) turns Sends away: while Kafka is down, refusals
+// recorded without end would fill it and refuse every tenant's Sends. Past
+// half of the bound they are counted and logged, not recorded: the other half
+// is the deliveries'.
+//
 // A refusal is recorded after its answer is on its way (setImmediate): a
 // refusal the caller cannot see (another purpose's id answers as an unknown
 // one does) must not be told apart by how long the answer took.
@@ -63,12 +69,14 @@ export class Refusals {
     private readonly shards: number,
     /** Counts every refusal, including those over the recording cap (src/metrics.ts). */
     private readonly counter?: { refused(tenant: string, reason: string): void },
+    /** The outbox's room for audit events (../events/backlog.ts); none: always. */
+    private readonly outbox?: { roomForAudits(): boolean },
   ) {}
 
   /** Never throws and never waits: a refusal is answered whether or not it could be recorded. */
   record(r: Refusal): void {
     this.counter?.refused(r.tenant, r.reason);
-    if (!this.take(`${r.tenant} ${r.clientId}`)) {
+    if (!this.take(`${r.tenant} ${r.clientId}`) || (r.audit !== false && this.outbox?.roomForAudits() === false)) {
       this.dropped++;
       this.reportDropped();
       return;
@@ -108,6 +116,9 @@ export class Refusals {
     const now = Date.now();
     if (now - this.droppedReportedAt < DROPPED_REPORT_MS) return;
     this.droppedReportedAt = now;
-    this.log.warn({ droppedTotal: this.dropped, capPerSecond: CAP_PER_SECOND }, "refusals over the recording cap were counted, not recorded");
+    this.log.warn(
+      { droppedTotal: this.dropped, capPerSecond: CAP_PER_SECOND },
+      "refusals over the recording cap, or while the event backlog is over half its bound, were counted, not recorded",
+    );
   }
 }

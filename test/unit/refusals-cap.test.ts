@@ -9,10 +9,10 @@ import { createLogger } from '../../src/log.js';
 import { Refusals, type Refusal } from '../../src/otp/refusals.js';
 import type { VerificationStore } from '../../src/store/store.js';
 
-function recorder() {
+function recorder(outbox?: { roomForAudits(): boolean }) {
   const audits: Record<string, string>[] = [];
   const store = { appendAudit: async (_shard: number, fields: Record<string, string>) => void audits.push(fields) } as unknown as VerificationStore;
-  const refusals = new Refusals(store, createLogger({ level: 'silent' }), 4);
+  const refusals = new Refusals(store, createLogger({ level: 'silent' }), 4, undefined, outbox);
   return { audits, refusals };
 }
 
@@ -42,5 +42,20 @@ describe('refusal records', () => {
     expect(audits.filter((a) => a.reason === 'NO_CREDENTIALS').length).toBeLessThan(300);
     expect(audits.filter((a) => a.reason === 'VERIFY_LIMIT_IP').length).toBeLessThan(300);
     expect(audits.filter((a) => a.reason === 'COUNTRY_NOT_ALLOWED' && a.cl === 'billing')).toHaveLength(1);
+  });
+
+  it('past half the event backlog bound, refusals are counted, not recorded: the rest of the outbox is the deliveries\'', async () => {
+    let room = true;
+    const counted: string[] = [];
+    const audits: Record<string, string>[] = [];
+    const store = { appendAudit: async (_shard: number, fields: Record<string, string>) => void audits.push(fields) } as unknown as VerificationStore;
+    const refusals = new Refusals(store, createLogger({ level: 'silent' }), 4, { refused: (_t, reason) => void counted.push(reason) }, { roomForAudits: () => room });
+    refusals.record(refusal('', '', 'NO_CREDENTIALS'));
+    room = false;
+    refusals.record(refusal('', '', 'UNKNOWN_KEY'));
+    refusals.record(refusal('acme', 'billing', 'PURPOSE_NOT_GRANTED'));
+    await settle();
+    expect(audits.map((a) => a.reason)).toEqual(['NO_CREDENTIALS']);
+    expect(counted).toEqual(['NO_CREDENTIALS', 'UNKNOWN_KEY', 'PURPOSE_NOT_GRANTED']);
   });
 });
