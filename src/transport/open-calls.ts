@@ -35,6 +35,9 @@ import { boundConnections } from "./connection-bound.js";
 // call and a slot in an array (~100 ns a call, measured); one sweep a second
 // (not a timer per call, nor a clock read) finds the calls past their lifetime.
 
+/** Errors of the connection itself, not of what was sent on it. */
+const SOCKET_GONE = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED"]);
+
 /** How long an admitted call may hold its slot, and how many streaming calls may hold one. */
 export interface CallLifetimes {
   /** A unary call: its request (OTP_REQUEST_TIMEOUT_MS), then its handler and answer. */
@@ -168,7 +171,11 @@ export class OpenCalls {
     // once, which never count as open calls; the connection is ended after
     // 1,000 resets in a burst, 33 a second after that). Counted and logged as a
     // refusal, so an attack that costs CPU without holding anything is seen.
-    server.on("sessionError", () => this.#refused("HTTP2_PROTOCOL_ERROR"));
+    // A socket error (the peer reset the TCP connection: a client killed, a
+    // load balancer or NAT dropping it) is a caller gone, not a protocol broken.
+    server.on("sessionError", (err: NodeJS.ErrnoException) => {
+      if (!SOCKET_GONE.has(err?.code ?? "")) this.#refused("HTTP2_PROTOCOL_ERROR");
+    });
   }
 
   /** The HTTP/1.1 request handler behind the bound: past it, 503 and the connection closed. */

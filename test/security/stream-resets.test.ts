@@ -77,6 +77,26 @@ describe('clients that reset the streams they open', () => {
     expect(await grpcHealth(client)).toBe(SERVING);
   });
 
+  it('a client whose TCP connection is reset (a process killed, a NAT dropping it) broke no protocol: not counted', async () => {
+    const before = await refusedResets();
+    for (const port of [portOf(app.grpcTarget), Number(new URL(app.httpBase).port)]) {
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      session.on('error', () => {});
+      await new Promise<void>((resolve) => session.once('connect', () => resolve()));
+      // A call under way when the connection goes (its request not finished).
+      const stream = session.request({ ':method': 'POST', ':path': '/otp.v1.OtpService/Verify', 'content-type': 'application/grpc', te: 'trailers' });
+      stream.on('error', () => {});
+      stream.write(Buffer.alloc(5));
+      await new Promise((r) => setTimeout(r, 100));
+      const socket = session.socket as unknown as import('node:net').Socket;
+      const closed = new Promise((r) => socket.once('close', r));
+      socket.resetAndDestroy();
+      await closed;
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await refusedResets()).toBe(before);
+  });
+
   it('a client that cancels now and then (20 streams, 100 ms apart) keeps its connection', async () => {
     const before = await refusedResets();
     const { goaway, sent } = await resetStreams(portOf(app.grpcTarget), '/otp.v1.OtpService/Verify', 'application/grpc', 20, 1, 100);
