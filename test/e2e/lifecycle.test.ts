@@ -134,9 +134,11 @@ describe('GetVerification', () => {
 
     const message = encodeURIComponent(JSON.stringify({ verificationId: sent.verificationId }));
     const url = `${app.httpBase}/otp.v1.OtpService/GetVerification?connect=v1&encoding=json&message=${message}`;
-    const out = await run('curl', ['-sS', '-H', `authorization: ${bearer(keys.acme)}`, '-w', '\n%{http_code}', url]);
-    const [body, code] = out.stdout.trimEnd().split('\n');
+    const out = await run('curl', ['-sS', '-H', `authorization: ${bearer(keys.acme)}`, '-w', '\n%{http_code}\n%header{cache-control}', url]);
+    const [body, code, cacheControl] = out.stdout.trimEnd().split('\n');
     expect(code).toBe('200');
+    // A GET answer is one caller's, about one verification: no cache may keep it (or give it to another caller).
+    expect(cacheControl).toBe('no-store');
     expect(JSON.parse(body!)).toMatchObject({
       verification: { verificationId: sent.verificationId, status: 'VERIFICATION_STATUS_PENDING', attemptsRemaining: 4 },
     });

@@ -131,6 +131,8 @@ function methodOf(path: string): MethodName {
 }
 
 function serveRpc(rpc: Rpc, req: NodeRequest, res: NodeResponse, callerOf: CallerResolver, log: Logger, path: string): void {
+  // Connect's GET (the read-only methods) makes an answer cacheable by default; each is one caller's, now.
+  if (req.method === "GET") res.setHeader("cache-control", "no-store");
   const values = peerContext(req);
   universalRequest(req, res, READ_MAX_BYTES, values, (header) => admit(callerOf, rpc.method, header, values, log, path))
     .then(rpc.serve)
