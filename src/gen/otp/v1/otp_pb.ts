@@ -166,7 +166,10 @@ export type VerifyRequest = Message<"otp.v1.VerifyRequest"> & {
   } | { case: undefined; value?: undefined };
 
   /**
-   * The code as typed; surrounding spaces and dashes are not accepted.
+   * The code as typed; surrounding spaces and dashes are not accepted. One
+   * outside the purpose's alphabet (a letter where codes are digits) is
+   * INVALID_ARGUMENT and spends nothing; one of another length is a wrong code
+   * (INVALID_CODE, an attempt counted), as any other.
    *
    * @generated from field: string code = 3;
    */
