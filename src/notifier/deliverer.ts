@@ -52,7 +52,7 @@ export class Deliverer {
     const log = this.logger.child({ event_id: d.eventId, verification_id: d.verificationId, channel, adapter: adapter.name });
     for (let attempt = 1; ; attempt++) {
       if (canceled.aborted) {
-        log.info({ attempts: attempt - 1 }, "verification canceled: delivery dropped");
+        log.info({ attempts: attempt - 1 }, "verification canceled, or its code replaced by a resend: delivery dropped");
         return { kind: "canceled", adapter: adapter.name, attempts: attempt - 1 };
       }
       const purpose = this.namedPurposes.has(d.purpose) ? d.purpose : "";

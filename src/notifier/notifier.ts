@@ -106,8 +106,14 @@ export class Notifier {
   private readonly claims: DeliveryClaims;
   /** Verification ids a DeliveryCanceled named: their deliveries not yet made are dropped. */
   private readonly canceled: Lru<true>;
-  /** Deliveries under way, by verification id: a cancel aborts their wait for a retry. */
-  private readonly underway = new Map<string, Set<AbortController>>();
+  /**
+   * The newest resend of each verification this notifier has read: a Resend's
+   * new code kills the old one, so a delivery of an older code is dropped
+   * rather than retried in the lane ahead of the live code (or sent late).
+   */
+  private readonly newest: Lru<number>;
+  /** Deliveries under way, by verification id, with their resend count: a cancel or a newer resend aborts their wait for a retry. */
+  private readonly underway = new Map<string, Map<AbortController, number>>();
   private readonly lanes = new KeyedLanes();
   private readonly slots: Slots;
   private trackers = new Map<string, { topic: string; partition: number; tracker: PartitionTracker }>();
@@ -131,6 +137,7 @@ export class Notifier {
     this.dedupe = new Lru(config.dedupeSize);
     this.claims = options.claims ?? new MemoryClaims(config.dedupeSize);
     this.canceled = new Lru(config.dedupeSize);
+    this.newest = new Lru(config.dedupeSize);
     this.slots = new Slots(config.maxInFlight);
   }
 
@@ -247,6 +254,8 @@ export class Notifier {
       value: message.value ?? new Uint8Array(),
       headers,
     };
+    // Before its lane: a delivery of an older code may be waiting there to retry.
+    this.noteNewest(original);
     // No key: no order to keep, a lane of its own.
     const lane = original.key ? `${partition}/${original.key}` : `${partition}@${message.offset}`;
     const work: Promise<void> = this.lanes
@@ -391,16 +400,33 @@ export class Notifier {
   private async deliverCancelably(delivery: Delivery, signal: AbortSignal): Promise<Attempted> {
     const vid = delivery.verificationId;
     const cancel = new AbortController();
-    if (this.canceled.get(vid)) cancel.abort();
+    if (this.canceled.get(vid) || (this.newest.get(vid) ?? -1) > delivery.resendCount) cancel.abort();
     let set = this.underway.get(vid);
-    if (!set) this.underway.set(vid, (set = new Set()));
-    set.add(cancel);
+    if (!set) this.underway.set(vid, (set = new Map()));
+    set.set(cancel, delivery.resendCount);
     try {
       return await this.deliverer.deliver(delivery, signal, cancel.signal);
     } finally {
       set.delete(cancel);
       if (set.size === 0) this.underway.delete(vid);
     }
+  }
+
+  /** A delivery record just read: if it is a newer resend of its verification, older ones under way stop. */
+  private noteNewest(o: Original): void {
+    if (!o.key) return;
+    // Only the service's own records may stop a delivery (the record is authenticated again in handle()).
+    if (this.deliveryMac.verify(o.topic, DELIVERY_REQUESTED, o.value, o.headers[DELIVERY_MAC_HEADER]) !== "ok") return;
+    let event: DeliveryRequested;
+    try {
+      event = decodeDelivery(o.value);
+    } catch {
+      return;
+    }
+    const vid = event.verificationId;
+    if (!vid || (this.newest.get(vid) ?? -1) >= event.resendCount) return;
+    this.newest.set(vid, event.resendCount);
+    for (const [cancel, resendCount] of this.underway.get(vid) ?? []) if (resendCount < event.resendCount) cancel.abort();
   }
 
   private noteCanceled(topic: string, partition: number, offset: string, value: Buffer | null, headers: Record<string, string>): void {
@@ -416,7 +442,7 @@ export class Notifier {
       const e = fromBinary(DeliveryCanceledSchema, bytes);
       if (!e.verificationId) return;
       this.canceled.set(e.verificationId, true);
-      for (const cancel of this.underway.get(e.verificationId) ?? []) cancel.abort();
+      for (const cancel of this.underway.get(e.verificationId)?.keys() ?? []) cancel.abort();
     } catch {
       this.options.logger.warn("undecodable delivery.canceled record skipped");
     }

@@ -22,23 +22,24 @@ export interface Rendered {
 }
 
 interface Words {
-  codeIs(purpose: string, code: string): string;
+  /** `purpose` undefined: no purpose named (NOTIFIER_PURPOSE_NAMES), the language's own generic words. */
+  codeIs(purpose: string | undefined, code: string): string;
   expiresIn(minutes: number): string;
-  subject(purpose: string): string;
+  subject(purpose: string | undefined): string;
   ignore: string;
 }
 
 const WORDS: Record<string, Words> = {
   en: {
-    codeIs: (p, c) => `Your ${p} code is ${c}.`,
+    codeIs: (p, c) => `Your ${p ?? "verification"} code is ${c}.`,
     expiresIn: (m) => `It expires in ${m} ${m === 1 ? "minute" : "minutes"}.`,
-    subject: (p) => `Your ${p} code`,
+    subject: (p) => `Your ${p ?? "verification"} code`,
     ignore: "If you did not ask for this code, ignore this message. Never share it with anyone.",
   },
   de: {
-    codeIs: (p, c) => `Ihr Code für ${p} lautet ${c}.`,
+    codeIs: (p, c) => (p === undefined ? `Ihr Bestätigungscode lautet ${c}.` : `Ihr Code für ${p} lautet ${c}.`),
     expiresIn: (m) => `Er ist ${m} ${m === 1 ? "Minute" : "Minuten"} gültig.`,
-    subject: (p) => `Ihr Code für ${p}`,
+    subject: (p) => (p === undefined ? "Ihr Bestätigungscode" : `Ihr Code für ${p}`),
     ignore: "Wenn Sie diesen Code nicht angefordert haben, ignorieren Sie diese Nachricht. Geben Sie ihn niemals weiter.",
   },
 };
@@ -51,9 +52,9 @@ export function languageOf(locale: string): string {
   return Object.hasOwn(WORDS, primary) ? primary : "en";
 }
 
-/** Purpose names are identifiers ("password_reset"); people read "password reset". */
-export function purposeLabel(purpose: string): string {
-  return purpose.replace(/[_.-]+/g, " ").trim() || "verification";
+/** Purpose names are identifiers ("password_reset"); people read "password reset". Undefined: none to name. */
+export function purposeLabel(purpose: string): string | undefined {
+  return purpose.replace(/[_.-]+/g, " ").trim() || undefined;
 }
 
 export function render(input: RenderInput): Rendered {

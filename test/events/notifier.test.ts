@@ -49,6 +49,14 @@ describe('render', () => {
     expect(r.subject).toBe('Ihr Code für password reset');
     expect(r.text.startsWith('Ihr Code für password reset lautet 123456.\n\nEr ist 10 Minuten gültig.\n\n')).toBe(true);
   });
+
+  test('no purpose to name (not in NOTIFIER_PURPOSE_NAMES): each language says "verification code" in its own words', () => {
+    const base = { channel: 'email' as const, purpose: '', code: '123456', expiresAtMs: undefined, nowMs: now };
+    expect(render({ ...base, locale: 'en' })).toMatchObject({ subject: 'Your verification code' });
+    expect(render({ ...base, locale: 'en' }).text.startsWith('Your verification code is 123456.')).toBe(true);
+    expect(render({ ...base, locale: 'de' })).toMatchObject({ subject: 'Ihr Bestätigungscode' });
+    expect(render({ ...base, channel: 'sms', locale: 'de-CH' }).text).toBe('Ihr Bestätigungscode lautet 123456.');
+  });
 });
 
 describe('config', () => {
@@ -130,6 +138,7 @@ describe('notifier with a real Kafka broker', () => {
     poison: caseTopics('poison'),
     dedupe: caseTopics('dedupe'),
     cancel: caseTopics('cancel'),
+    resent: caseTopics('resent'),
     smtp: caseTopics('smtp'),
   };
   // One partition each: these cases are about records queued behind one another.
@@ -397,8 +406,8 @@ describe('notifier with a real Kafka broker', () => {
       // The first retry would come 30-60 s after the first failure: the cancel must not wait for it.
       await startNotifier(cases.cancel, { NOTIFIER_SMS_ADAPTER: 'webhook', NOTIFIER_WEBHOOK_URL: hook.url, NOTIFIER_MAX_ATTEMPTS: '5', NOTIFIER_RETRY_BASE_MS: '60000', NOTIFIER_RETRY_MAX_MS: '60000' }, metrics);
       const first = deliveryEvent({ sealer: keyring.sealer, topic: cases.cancel.delivery, destination: phone(), code: testCode() });
-      // A resend of the same verification: same key, so it waits in the first one's lane.
-      const queued = deliveryEvent({ sealer: keyring.sealer, topic: cases.cancel.delivery, destination: phone(), code: testCode(), verificationId: first.verificationId, resendCount: 1 });
+      // Another delivery of the same verification (same key, same code generation), so it waits in the first one's lane.
+      const queued = deliveryEvent({ sealer: keyring.sealer, topic: cases.cancel.delivery, destination: phone(), code: testCode(), verificationId: first.verificationId });
       await producer.send(first.record, queued.record);
       const deadline = Date.now() + 30_000;
       while (hook.hits.length < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -418,6 +427,29 @@ describe('notifier with a real Kafka broker', () => {
       expect(text).toContain('otp_notifier_delivery_attempts_total{channel="sms",adapter="webhook",result="error"} 1');
     } finally {
       await endpoint.close();
+      await hook.close();
+    }
+  }, 90_000);
+
+  test("a Resend's delivery stops the retries of the code it replaced: the live code goes out at once, the dead one never", async () => {
+    const hook = await startWebhook((n) => (n === 1 ? 503 : 200));
+    try {
+      // The first retry of the replaced code would come 30-60 s after its failure.
+      await startNotifier(cases.resent, { NOTIFIER_SMS_ADAPTER: 'webhook', NOTIFIER_WEBHOOK_URL: hook.url, NOTIFIER_MAX_ATTEMPTS: '5', NOTIFIER_RETRY_BASE_MS: '60000', NOTIFIER_RETRY_MAX_MS: '60000' });
+      const destination = phone();
+      const first = deliveryEvent({ sealer: keyring.sealer, topic: cases.resent.delivery, destination, code: testCode() });
+      await producer.send(first.record);
+      const deadline = Date.now() + 30_000;
+      while (hook.hits.length < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(hook.hits.length).toBe(1); // failed once, now waiting to retry in its lane
+      const resent = deliveryEvent({ sealer: keyring.sealer, topic: cases.resent.delivery, destination, code: testCode(), verificationId: first.verificationId, resendCount: 1 });
+      const at = Date.now();
+      await producer.send(resent.record);
+      expect((await reader.status(cases.resent.status, resent.eventId, 20_000)).outcome).toBe(DeliveryOutcome.DELIVERED);
+      expect(Date.now() - at).toBeLessThan(20_000);
+      expect((await reader.status(cases.resent.status, first.eventId)).outcome).toBe(DeliveryOutcome.CANCELED);
+      expect(hook.hits.map((h) => h.headers['idempotency-key'])).toEqual([first.eventId, resent.eventId]);
+    } finally {
       await hook.close();
     }
   }, 90_000);
