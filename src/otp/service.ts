@@ -764,7 +764,8 @@ function timesMessage(t: VerificationTimes) {
   return {
     verificationId: t.verificationId,
     expiresAt: timestampFromMs(t.expiresAtMs),
-    resendAvailableAt: timestampFromMs(t.resendAvailableAtMs),
+    // None once no Resend is left: no time would make one allowed (a UI would count down to a refusal).
+    resendAvailableAt: t.resendsRemaining > 0 ? timestampFromMs(t.resendAvailableAtMs) : undefined,
     maskedDestination: t.maskedDestination,
     channel: t.channel,
     maxAttempts: t.maxAttempts,

@@ -83,9 +83,14 @@ describe.each(stores)('%s', (_name, start) => {
     expect((await resendError(UNKNOWN_ID)).code).toBe(status.NOT_FOUND);
   });
 
-  it('MAX_RESENDS is RESOURCE_EXHAUSTED with its reason and no RetryInfo (no wait lifts it)', async () => {
-    const { verificationId } = await grpcCall(grpc, send, emailTo(freshEmail('resends')));
-    await grpcCall(grpc, resend, { verificationId });
+  it('after the last Resend no resend time is given; MAX_RESENDS is RESOURCE_EXHAUSTED with its reason and no RetryInfo (no wait lifts it)', async () => {
+    const sent = await grpcCall(grpc, send, emailTo(freshEmail('resends')));
+    const { verificationId } = sent;
+    expect(sent.resendAvailableAt).toBeDefined();
+    // The last Resend: no time is given for another, here or in GetVerification (none would be allowed).
+    expect((await grpcCall(grpc, resend, { verificationId })).resendAvailableAt).toBeUndefined();
+    const got = await grpcCall(grpc, OtpService.method.getVerification, { verificationId });
+    expect([got.verification?.resendsRemaining, got.verification?.resendAvailableTime]).toEqual([0, undefined]);
     const err = await resendError(verificationId);
     expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
     expect(richDetails(err).errorInfo?.reason).toBe('MAX_RESENDS');

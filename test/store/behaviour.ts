@@ -669,6 +669,14 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(await store.inspect(TENANT, issueCommand(dest).cmd.ref)).toBeNull();
       });
 
+      it('inspect gives no resend time once the last Resend is used: none would be allowed', async () => {
+        const p = policy({ resendCooldownSeconds: 0, maxResends: 1 });
+        const { ref } = await send({ policy: p });
+        expect((await store.inspect(TENANT, ref))!.resendAvailableAtMs).toBeGreaterThan(0);
+        expect((await store.resend(resendCommand(ref, newCode(), { policy: p }))).kind).toBe('resent');
+        expect(await store.inspect(TENANT, ref)).toMatchObject({ status: 'PENDING', resendsRemaining: 0, resendAvailableAtMs: undefined });
+      });
+
       it('inspect follows attempts, locking, verifying, expiry and failed delivery', async () => {
         const locked = await send({ policy: policy({ maxAttempts: 2 }) });
         await store.verify(verifyCommand(locked.ref, wrong(locked.code)));

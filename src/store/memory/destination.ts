@@ -163,7 +163,8 @@ export function stateOf(v: Verification, d: Destination, now: number): Verificat
     codeLength: v.codeLength,
     createdAtMs: v.createdAt,
     expiresAtMs: v.expiresAt,
-    resendAvailableAtMs: pending ? v.resendAt : undefined,
+    // Only while a Resend is left: after the last one, no time makes Resend allowed again.
+    resendAvailableAtMs: pending && v.resends < v.maxResends ? v.resendAt : undefined,
     verifiedAtMs: status === "VERIFIED" ? v.verifiedAt : undefined,
     canceledAtMs: status === "CANCELED" ? v.canceledAt : undefined,
   };

@@ -294,7 +294,8 @@ function state(r: RedisReply[], at: number, verificationId: string): Verificatio
     codeLength: num(r, at + 7),
     createdAtMs: optionalTime(r, at + 8),
     expiresAtMs: num(r, at + 9),
-    resendAvailableAtMs: optionalTime(r, at + 10),
+    // Only while a Resend is left (the script sends the time whenever the verification is pending).
+    resendAvailableAtMs: num(r, at + 6) > 0 ? optionalTime(r, at + 10) : undefined,
     verifiedAtMs: optionalTime(r, at + 11),
     canceledAtMs: optionalTime(r, at + 12),
   };

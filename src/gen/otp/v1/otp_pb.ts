@@ -603,7 +603,9 @@ export type Verification = Message<"otp.v1.Verification"> & {
   expireTime?: Timestamp | undefined;
 
   /**
-   * When Resend becomes allowed; set only while PENDING.
+   * When Resend becomes allowed; set only while PENDING with a Resend left
+   * (resends_remaining > 0), as is SendResponse's / ResendResponse's
+   * resend_available_at.
    *
    * @generated from field: google.protobuf.Timestamp resend_available_time = 12;
    */
