@@ -11,13 +11,13 @@ import { startTracing, type Tracing } from "./telemetry/tracing.js";
 /** Extra time after the drain deadline before we stop waiting for cleanup. */
 const EXIT_MARGIN_MS = 5_000;
 
-export function readConfig(): Config {
+export function readConfig(service?: string): Config {
   try {
     return loadConfig();
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     // Synchronous stderr so the line is written before we exit.
-    createLogger({ level: "info", destination: pino.destination({ fd: 2, sync: true }) }).fatal(
+    createLogger({ level: "info", service, destination: pino.destination({ fd: 2, sync: true }) }).fatal(
       `invalid configuration: ${err.message}`,
     );
     process.exit(1);

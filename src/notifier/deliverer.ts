@@ -43,7 +43,13 @@ export class Deliverer {
    */
   async deliver(d: Delivery, signal: AbortSignal, canceled: AbortSignal = new AbortController().signal): Promise<Attempted> {
     const channel = CHANNELS[d.channel];
-    if (!channel) return { kind: "failed", adapter: "", attempts: 0, reason: `unsupported channel ${Channel[d.channel] ?? d.channel}`, deadLetter: true };
+    if (!channel) {
+      // The service accepts voice and WhatsApp; this notifier only delivers SMS and email. Say so loudly:
+      // the code is voided (FAILED status) and an operator should route that channel to a notifier that has it.
+      const reason = `unsupported channel ${Channel[d.channel] ?? d.channel}`;
+      this.logger.warn({ event_id: d.eventId, verification_id: d.verificationId, channel: Channel[d.channel] ?? d.channel }, `${reason}: this notifier delivers SMS and email only; dead-lettered`);
+      return { kind: "failed", adapter: "", attempts: 0, reason, deadLetter: true };
+    }
     const adapter = this.adapters[channel];
     const expired = (): boolean => d.expiresAtMs !== undefined && this.now() >= d.expiresAtMs;
     // Not dead-lettered: replaying an expired code can never help.

@@ -809,9 +809,11 @@ export const VerificationStatusSchema: GenEnum<VerificationStatus> = /*@__PURE__
  *                         number's prefix is not verifying its codes: SMS pumping guard;
  *                         Send and Resend to phones). MAX_RESENDS carries no
  *                         RetryInfo: no wait lifts it (Send a new verification)
- *   FAILED_PRECONDITION + google.rpc.ErrorInfo: Resend or CancelVerification of a
- *                         verification that is finished (verified, locked, expired,
- *                         canceled, delivery failed); reason VERIFICATION_FINISHED.
+ *   FAILED_PRECONDITION + google.rpc.ErrorInfo: Resend of a verification that is
+ *                         finished (verified, locked, expired, canceled, delivery failed),
+ *                         or CancelVerification of one finished otherwise than canceled (a
+ *                         repeated cancel answers the CANCELED verification again); reason
+ *                         VERIFICATION_FINISHED.
  *                         Send or CheckRateLimit to a phone number codes are not sent to:
  *                         reason NUMBER_TYPE_NOT_ALLOWED (premium-rate, shared-cost, ...:
  *                         OTP_SMS_DENIED_NUMBER_TYPES) or COUNTRY_NOT_ALLOWED (OTP_SMS_COUNTRIES)
