@@ -359,13 +359,13 @@ export class OtpService {
     const summary = await this.guard(() => this.store.describe(caller.tenant, ref, this.resendBudgets));
     // Another purpose's id answers exactly as an unknown id does, so ids cannot be probed.
     if (!summary || !this.mayUse(caller, "Resend", summary.purpose, ref.verificationId)) throw noSuchVerification();
-    if (req.channel !== 0 && kindFor(req.channel) !== kindFor(summary.channel)) {
-      throw OtpError.invalidArgument([violation("channel", "does not suit the verification's destination")]);
-    }
     if (caller.isPublic && req.channel !== 0 && req.channel !== summary.channel) {
       // Voice or WhatsApp to a number cost more and are pumped as SMS is: a backend's decision, not a page's.
       throw this.refuse(caller, "Resend", new OtpError("PERMISSION_DENIED", "public clients resend on the verification's own channel", { reason: "PUBLIC_CLIENT_SAME_CHANNEL" }),
         { purpose: summary.purpose, verificationId: ref.verificationId });
+    }
+    if (req.channel !== 0 && kindFor(req.channel) !== kindFor(summary.channel)) {
+      throw OtpError.invalidArgument([violation("channel", "does not suit the verification's destination")]);
     }
     const policy = this.policy(summary.purpose, "verification_id");
     // Refused by the verification's state (finished, locked, cooling down, out of resends) or by the destination's

@@ -326,7 +326,8 @@ describe('public (browser) clients', () => {
 
   it('resends on the verification\'s own channel only (PUBLIC_CLIENT_SAME_CHANNEL); a backend may switch it', async () => {
     const a = await sendAs(keys.billing, { purpose: 'login', channel: Channel.SMS, destination: '+14155550142' });
-    for (const channel of [Channel.VOICE, Channel.WHATSAPP]) {
+    // EMAIL cannot suit a phone at all: a public client is still told it may not switch (the contract's answer).
+    for (const channel of [Channel.VOICE, Channel.WHATSAPP, Channel.EMAIL]) {
       const err = await connectError(web().resend({ verificationId: a.verificationId, channel }));
       expect(err.code).toBe(Code.PermissionDenied);
       expect(err.findDetails(ErrorInfoSchema)[0]?.reason).toBe('PUBLIC_CLIENT_SAME_CHANNEL');

@@ -410,7 +410,17 @@ export type CheckRateLimitResponse = Message<"otp.v1.CheckRateLimitResponse"> & 
   retryAfter?: Duration | undefined;
 
   /**
-   * Every rule that applies, with what is left.
+   * Every rule that applies, with what is left. Besides the send budgets
+   * (SEND_LIMIT_DESTINATION, SEND_LIMIT_IP, SEND_LIMIT_TENANT, SEND_LIMIT_COUNTRY):
+   *   RESEND_COOLDOWN     limit 1; remaining 0 while the purpose's live verification
+   *                       is in its cooldown (a Send now replaces it only after it)
+   *   DESTINATION_LOCKED  the failures budget (limit = failures per destination, and
+   *                       the purpose's own where it has one): remaining failed codes
+   *                       before the lock; 0 while locked
+   *   PREFIX_SUSPENDED    phones, with the prefix guard on: not a budget. limit is
+   *                       OTP_PREFIX_GUARD_MIN_SENDS, remaining the Sends left before the
+   *                       number's prefix is judged on its verification rate if none of
+   *                       them verifies (0 and a reset_after while it is suspended)
    *
    * @generated from field: repeated otp.v1.LimitStatus limits = 3;
    */
@@ -446,6 +456,8 @@ export type LimitStatus = Message<"otp.v1.LimitStatus"> & {
   remaining: number;
 
   /**
+   * When remaining is back to limit (or the refusal ends).
+   *
    * @generated from field: google.protobuf.Duration reset_after = 4;
    */
   resetAfter?: Duration | undefined;
