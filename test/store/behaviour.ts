@@ -376,6 +376,26 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(await store.resend(resendCommand(ref, newCode()))).toEqual({ kind: 'finished' });
       });
 
+      it('a key that verified is no way to try codes: another code under it ends its repeats, also after a new Send', async () => {
+        // By id: the wrong code is answered NOT_FOUND, and the right one no longer finds the kept VERIFIED.
+        const { ref, code } = await send();
+        const first = await store.verify(verifyCommand(ref, code, { idempotencyKey: 'oracle-1' }));
+        expect(first.result).toBe('VERIFIED');
+        expect(await store.verify(verifyCommand(ref, code, { idempotencyKey: 'oracle-1' }))).toEqual({ ...first, repeat: true, verificationId: ref.verificationId });
+        expect((await store.verify(verifyCommand(ref, wrong(code), { idempotencyKey: 'oracle-1' }))).result).toBe('NOT_FOUND');
+        expect(await store.verify(verifyCommand(ref, code, { idempotencyKey: 'oracle-1' }))).toEqual({ result: 'NOT_FOUND', attemptsRemaining: 0 });
+
+        // By destination, after a newer Send replaced the verification (step 1 finds no id to count on).
+        const older = await send();
+        const byDestination = (c: string) => replayKeyOf('oracle-2', 'destination', c);
+        const verified = await store.verify(verifyCommand(older.ref, older.code, { idempotencyKey: 'oracle-2', replayKey: byDestination(older.code) }));
+        expect(verified.result).toBe('VERIFIED');
+        const newer = await send({ dest: older.dest });
+        expect((await store.verify(verifyCommand(newer.ref, wrong(older.code), { idempotencyKey: 'oracle-2', replayKey: byDestination(wrong(older.code)) }))).result)
+          .not.toBe('VERIFIED');
+        expect((await store.verify(verifyCommand(newer.ref, older.code, { idempotencyKey: 'oracle-2', replayKey: byDestination(older.code) }))).repeat).toBeUndefined();
+      });
+
       it('replays VERIFIED only until the verification expires, then NOT_FOUND', async () => {
         const { ref, code } = await send({ policy: policy({ ttlSeconds: 1 }) });
         const first = await store.verify(verifyCommand(ref, code, { idempotencyKey: 'verify-1' }));

@@ -131,7 +131,8 @@ export function verifyCommand(ref: VerificationRef, code: string, o: VerifyOptio
     tenant: o.tenant ?? TENANT,
     ref,
     candidates: (o.keyIds ?? ['k1']).map((keyId) => ({ keyId, digest: codeDigest(keyId, ref.verificationId, code) })),
-    idempotencyKey: o.idempotencyKey ?? '',
+    // As the service passes it: the key's 22-character digest (IdempotencyKeys.keyDigest).
+    idempotencyKey: o.idempotencyKey ? replayKeyOf('Verify key', o.idempotencyKey) : '',
     replayKey: o.replayKey ?? (o.idempotencyKey ? replayKeyOf(o.idempotencyKey, ref.verificationId, code) : ''),
     failuresPerDestination: o.failures ?? policy().failuresPerDestination,
     event: EVENT,

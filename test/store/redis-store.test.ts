@@ -158,10 +158,11 @@ describe('redis store: what Redis holds', () => {
     expect((await store.verify(verifyCommand(reset.cmd.ref, reset.code, { idempotencyKey: 'v' }))).result).toBe('VERIFIED');
     const [key] = (await keysOf(prefix)).filter((k) => k.endsWith(`:${dest.ref.handle}`));
     const fieldsOf = async () => ((await raw.call(['HKEYS', key!])) as string[]);
-    expect((await fieldsOf()).filter((f) => f.startsWith('r:') && f.length === 24)).toHaveLength(4);
+    // Four answers, and which request the key 'v' verified with (verify.lua step 0b).
+    expect((await fieldsOf()).filter((f) => f.startsWith('r:') && f.length === 24)).toHaveLength(5);
     expect(await raw.call(['OBJECT', 'ENCODING', key!])).toBe('listpack');
 
-    // Past the reset's expiry, the next kept answer (on purpose "r") prunes its four; "r"'s own fields stay.
+    // Past the reset's expiry, the next kept answer (on purpose "r") prunes those five; "r"'s own fields stay.
     await new Promise((resolve) => setTimeout(resolve, 1_100));
     expect((await store.verify(verifyCommand(r.cmd.ref, wrong(r.code), { idempotencyKey: 'w-r' }))).result).toBe('INVALID_CODE');
     const kept = (await fieldsOf()).filter((f) => /^rp?:.{22}$/.test(f));

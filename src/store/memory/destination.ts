@@ -63,6 +63,11 @@ export interface Destination {
   /** Kept answers of Verify calls that counted an attempt, by replay key (the hash's `r:` / `rp:` fields). */
   replays?: Map<string, KeptAnswer>;
   /**
+   * A Verify key that verified a code: the replay key it verified with, until that verification's expiry,
+   * by the key's digest (the hash's `r:` fields of kind `k`; verify.lua step 0b).
+   */
+  verifiedWith?: Map<string, { replayKey: string; expiresAt: number }>;
+  /**
    * Answers of Sends whose verification a newer Send replaced, by the Send's idempotency key, until that
    * verification's expiry (the hash's `r:` / `rp:` fields of kind `s`).
    */

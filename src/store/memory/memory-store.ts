@@ -200,6 +200,14 @@ export class MemoryStore implements VerificationStore {
       if (result === "INVALID_CODE") return { result, attemptsRemaining, repeat: true, verificationId };
       return { result, attemptsRemaining, repeat: true, verificationId, purpose: kept.purpose, destinationDigest: d.digest, verifiedAtMs: kept.verifiedAt };
     }
+    // 0b. The key verified a code here with another request: that key's repeats end now (verify.lua).
+    let ended = false;
+    const verifiedWith = cmd.replayKey === "" || cmd.idempotencyKey === "" ? undefined : d?.verifiedWith?.get(cmd.idempotencyKey);
+    if (d && verifiedWith && now < verifiedWith.expiresAt && verifiedWith.replayKey !== cmd.replayKey) {
+      d.replays?.delete(verifiedWith.replayKey);
+      d.verifiedWith!.delete(cmd.idempotencyKey);
+      ended = true;
+    }
     if (cmd.replayOnly) return { result: "NOT_REPLAYED", attemptsRemaining: 0 };
     // 1. Ids live only in their own tenant's record, so another tenant's id is simply absent.
     const v = d && verificationById(d, cmd.ref.verificationId);
@@ -216,8 +224,12 @@ export class MemoryStore implements VerificationStore {
     // 2. Already verified: only a repeat of that same call, before the verification's expiry,
     // answers VERIFIED again.
     if (v.status === "v") {
-      const repeat = cmd.idempotencyKey !== "" && cmd.idempotencyKey === v.verifiedKey && match && now < v.expiresAt;
-      return repeat ? { ...verified(v.verifiedAt ?? now), repeat: true, verificationId: v.id } : { result: "NOT_FOUND", attemptsRemaining: 0 };
+      if (cmd.idempotencyKey !== "" && cmd.idempotencyKey === v.verifiedKey) {
+        if (match && !ended && now < v.expiresAt) return { ...verified(v.verifiedAt ?? now), repeat: true, verificationId: v.id };
+        // Another code under the key that verified: as in 0b, its repeats end.
+        v.verifiedKey = "";
+      }
+      return { result: "NOT_FOUND", attemptsRemaining: 0 };
     }
     // Canceled: as gone as a consumed code; nothing is counted.
     if (v.status === "c") return { result: "NOT_FOUND", attemptsRemaining: 0 };
@@ -248,6 +260,11 @@ export class MemoryStore implements VerificationStore {
       v.verifiedKey = cmd.idempotencyKey;
       v.verifiedAt = now;
       keepAnswer(d, cmd.replayKey, now, { result: "VERIFIED", attemptsRemaining: v.maxAttempts - v.attempts, verificationId: v.id, purpose: v.purpose, verifiedAt: now, expiresAt: v.expiresAt });
+      if (cmd.replayKey !== "" && cmd.idempotencyKey !== "") {
+        d.verifiedWith ??= new Map();
+        for (const [key, old] of d.verifiedWith) if (old.expiresAt <= now) d.verifiedWith.delete(key);
+        d.verifiedWith.set(cmd.idempotencyKey, { replayKey: cmd.replayKey, expiresAt: v.expiresAt });
+      }
       this.#emit(cmd.ref.shard, now, base, "verified");
       // The prefixes to credit, this once (a repeat above does not return them).
       return v.prefixRefs ? { ...verified(now), prefixRefs: v.prefixRefs } : verified(now);

@@ -197,6 +197,10 @@ export type VerifyRequest = Message<"otp.v1.VerifyRequest"> & {
    * INVALID_ARGUMENT (IDEMPOTENCY_KEY_REUSED). It is not bound to the code: the
    * same key with another code or context is a new attempt, counted as any
    * other (one key per submitted code keeps retries from counting twice).
+   * Once a key has VERIFIED a code, the same key with another code or context
+   * answers NOT_FOUND (the code is consumed) and ends that key's repeats: even
+   * the right code no longer finds the kept VERIFIED, so a key is never a way
+   * to try codes against a consumed verification.
    *
    * @generated from field: string idempotency_key = 6;
    */

@@ -60,6 +60,10 @@ end
 -- the answer it had, nothing counted, whatever happened to its verification since (a new Send replaced
 -- it, another call verified or locked it), until that verification's expiry. The answer names its
 -- verification: a repeat by destination may find another one there now.
+-- 0b. The key verified a code here with another request (another code, or context): that key's
+-- repeats end now. Else its holder could ask code after code, each answered NOT_FOUND and counted
+-- nowhere (the verification is consumed), until the right one found the kept VERIFIED and its receipt.
+local ended = false
 if rk ~= '' then
   local kept = redis.call('HGET', dest, 'r:' .. rk)
   if kept then
@@ -71,6 +75,13 @@ if rk ~= '' then
         return {'VERIFIED', tonumber(left), kept_purpose, digest_of(dest, redis.call('HGET', dest, 'dd')),
           tonumber(e, 36) - tonumber(dv, 36), '', kept_id}
       end
+    end
+  end
+  if ik ~= '' then
+    local verified_as = string.match(redis.call('HGET', dest, 'r:' .. ik) or '', '^k%w+,(.+)$')
+    if verified_as and verified_as ~= rk then
+      redis.call('HDEL', dest, 'r:' .. verified_as, 'rp:' .. verified_as, 'r:' .. ik)
+      ended = true
     end
   end
 end
@@ -95,7 +106,11 @@ local match = A.candidates[v[2]] == code_digest(v[1])
 -- 2. Already verified: only a repeat of that same call, before the verification's expiry,
 -- answers VERIFIED again.
 if st == 'v' then
-  if ik ~= '' and ik == v[5] and match and now < c.e then return {'VERIFIED', m - a, p, dd, tonumber(v[6]), '', vid} end
+  if ik ~= '' and ik == v[5] then
+    if match and not ended and now < c.e then return {'VERIFIED', m - a, p, dd, tonumber(v[6]), '', vid} end
+    -- Another code under the key that verified: as in 0b, its repeats end.
+    redis.call('HDEL', dest, p .. ':vk')
+  end
   return {'NOT_FOUND', 0}
 end
 -- Canceled: as gone as a consumed code; nothing is counted.
@@ -136,6 +151,11 @@ if match then
     writes[#writes + 1] = replay_value('v', m - a, c.e, now)
     writes[#writes + 1] = 'rp:' .. rk
     writes[#writes + 1] = p
+    if ik ~= '' then
+      -- Which request the key verified with (0b).
+      writes[#writes + 1] = 'r:' .. ik
+      writes[#writes + 1] = 'k' .. base36(c.e) .. ',' .. rk
+    end
   end
   redis.call('HSET', dest, unpack(writes))
   redis.call('HDEL', dest, p .. ':lc', p .. ':mt')

@@ -13,13 +13,15 @@
 --   `r:` = "s<e base 36>,<id>",
 --   `rp:` = "<fingerprint>,<ra base 36>,<ch>,<n>,<m>,<attempts left>,<resends left>",
 --   the verification's times and numbers as they were when it was replaced.
--- The two digests are keyed under different messages (src/otp/idempotency.ts),
--- so a Verify's name never meets a Send's.
+-- * A Verify's key that verified a code (verify.lua step 0b), under the key's
+--   digest: `r:` = "k<e base 36>,<the replay key it verified with>" (no `rp:`).
+-- The digests are keyed under different messages (src/otp/idempotency.ts),
+-- so a Verify's names never meet each other or a Send's.
 local KEPT_DIGEST_LENGTH = 22
 
 -- The expiry (ms) a kept answer lasts until, or nil when the value is not one.
 local function kept_expiry(value)
-  local e = string.match(value, '^[vi]%d+,(%w+),') or string.match(value, '^s(%w+),')
+  local e = string.match(value, '^[vi]%d+,(%w+),') or string.match(value, '^[sk](%w+),')
   return e and tonumber(e, 36)
 end
 
