@@ -201,7 +201,8 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         await events();
 
         const again = await send({ dest: first.dest, idempotencyKey: 'send-1', policy: p });
-        expect(again.outcome).toEqual({ ...first.outcome, kind: 'replayed', attemptsRemaining: 4 });
+        // Its numbers as they were, but no Resend left: a replaced verification is gone (no resend time to show).
+        expect(again.outcome).toEqual({ ...first.outcome, kind: 'replayed', attemptsRemaining: 4, resendsRemaining: 0 });
         // A retry the caller budgets held (replayOnly) gets the same answer.
         const held = issueCommand(first.dest, { idempotencyKey: 'send-1', policy: p });
         expect(await store.issue({ ...held.cmd, replayOnly: true })).toEqual(again.outcome);
@@ -217,6 +218,8 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect((await store.verify(verifyCommand(second.ref, second.code))).result).toBe('VERIFIED');
         // Verified since: the replaced one's key still answers it.
         expect((await send({ dest: first.dest, idempotencyKey: 'send-1', policy: p })).outcome).toEqual(again.outcome);
+        // The newer one's key answers it, verified now: no Resend left to offer a time for.
+        expect((await send({ dest: first.dest, idempotencyKey: 'send-2', policy: p })).outcome).toMatchObject({ kind: 'replayed', verificationId: second.ref.verificationId, resendsRemaining: 0 });
       });
 
       it("a replaced verification's key answers it until its expiry, then issues anew", async () => {

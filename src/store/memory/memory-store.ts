@@ -118,13 +118,16 @@ export class MemoryStore implements VerificationStore {
     // request: refused, never answered with this one.
     if (d && cur !== undefined && now < cur.expiresAt && cmd.idempotencyKey !== "" && cur.idempotencyKey === cmd.idempotencyKey) {
       if (cur.requestFingerprint !== cmd.requestFingerprint) return { kind: "conflict" };
-      return { kind: "replayed", ...times(cur, d.masked) };
+      // A finished one (verified, locked, canceled, failed) has no Resend left to offer a time for.
+      const answer = times(cur, d.masked);
+      return { kind: "replayed", ...answer, resendsRemaining: cur.status === "" ? answer.resendsRemaining : 0 };
     }
     // Replaced since: the answer kept for its key then; the newer verification is left alone.
     const replaced = cmd.idempotencyKey === "" ? undefined : d?.replacedSends?.get(cmd.idempotencyKey);
     if (d && replaced && now < replaced.expiresAt) {
       if (replaced.requestFingerprint !== cmd.requestFingerprint) return { kind: "conflict" };
-      return { kind: "replayed", ...replaced.times, maskedDestination: d.masked };
+      // Its times as they were; no Resend is left: a replaced verification is gone.
+      return { kind: "replayed", ...replaced.times, resendsRemaining: 0, maskedDestination: d.masked };
     }
     if (cmd.replayOnly) return { kind: "not_replayed" };
 

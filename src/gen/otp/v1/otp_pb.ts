@@ -106,6 +106,9 @@ export type SendResponse = Message<"otp.v1.SendResponse"> & {
   expiresAt?: Timestamp | undefined;
 
   /**
+   * When a Resend becomes allowed; unset once none is left, also in a repeat's
+   * answer about a verification finished or replaced since.
+   *
    * @generated from field: google.protobuf.Timestamp resend_available_at = 3;
    */
   resendAvailableAt?: Timestamp | undefined;

@@ -109,18 +109,21 @@ local live = cur_id and (cur[2] or '') == '' and now < cc.e
 -- parameters is another request: refused, never answered with this one.
 if cur_id and now < cc.e and ik ~= '' and cur[4] == ik then
   if cur[8] ~= A.fingerprint then return {'conflict'} end
-  return {'replayed', cur_id, cc.ch, cur[5], cc.e, cc.ra, cc.m, cc.m - cc.a, cc.mr - cc.r, cc.n}
+  -- A finished one (verified, locked, canceled, failed) has no Resend left to offer a time for.
+  local resends_left = (cur[2] or '') == '' and cc.mr - cc.r or 0
+  return {'replayed', cur_id, cc.ch, cur[5], cc.e, cc.ra, cc.m, cc.m - cc.a, resends_left, cc.n}
 end
 -- Replaced since: the answer step 5 kept for its key then, as it was then; the newer verification,
 -- whose code the user holds, is left alone (a new issue here would void it).
 if ik ~= '' and cur[11] then
   local e, kept_id = string.match(cur[11], '^s(%w+),(.+)$')
-  local fp, ra, kch, kn, km, left, resends_left = string.match(cur[12] or '',
+  local fp, ra, kch, kn, km, left = string.match(cur[12] or '',
     '^([^,]*),(%w+),(%d+),(%d+),(%d+),(%d+),(%d+)$')
   if e and fp and now < tonumber(e, 36) then
     if fp ~= A.fingerprint then return {'conflict'} end
+    -- No Resend is left: a replaced verification is gone (its other numbers as they were).
     return {'replayed', kept_id, tonumber(kch), cur[5], tonumber(e, 36), tonumber(ra, 36), tonumber(km),
-      tonumber(left), tonumber(resends_left), tonumber(kn)}
+      tonumber(left), 0, tonumber(kn)}
   end
 end
 if A.replay_only then return {'not_replayed'} end
