@@ -109,6 +109,15 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     if (config.testDestinations.length > 0) {
       log.warn({ testDestinations: config.testDestinations.length, production: config.production }, "OTP_TEST_DESTINATIONS: these destinations get a fixed code and no delivery");
     }
+    // Outside production nothing is refused, so say loudly what makes it unfit for real users: anyone with
+    // the repository can forge receipts signed with the development key and open its seals, and the dev
+    // log sink prints every code and raw destination. (A deployment that forgot NODE_ENV=production.)
+    if (!config.production && (config.developmentSecrets?.length || !config.kafkaBrokers)) {
+      log.warn(
+        { developmentSecrets: config.developmentSecrets ?? [], deliveriesToLog: !config.kafkaBrokers },
+        "NODE_ENV is not production: public development secrets and/or the dev log sink (codes and destinations in this log) are in use; never serve real users like this",
+      );
+    }
     let directory = config.clients ? new ClientDirectory(config.clients) : null;
     if (!directory) log.warn("no OTP_CLIENTS_FILE: every caller is accepted as tenant \"default\" (dev mode only)");
     const callerOf = callerResolver({ directory: () => directory, proxies: new TrustedProxies(config.trustedProxies), refusals });

@@ -134,6 +134,8 @@ export interface Config {
   prefixGuard: PrefixGuardConfig | null;
   /** OTP_TEST_DESTINATIONS: fixed codes, no delivery. */
   testDestinations: TestDestination[];
+  /** Secrets left at their public development values (never in production: refused there). */
+  developmentSecrets?: string[];
 }
 
 
@@ -147,10 +149,12 @@ export const DEV_SEAL_KEYS = "dev-seal:ZGV2ZWxvcG1lbnQtb25seS1zZWFsLWtleS0zMmJ5d
 export function loadConfig(env: Env = process.env): Config {
   const production = env.NODE_ENV === "production";
   const missing: string[] = [];
+  const developmentSecrets: string[] = [];
   const secret = (name: string, dev: string): string => {
     const value = env[name];
     if (value !== undefined && value !== "") return value;
     if (production) missing.push(name);
+    developmentSecrets.push(name);
     return dev;
   };
 
@@ -268,6 +272,7 @@ export function loadConfig(env: Env = process.env): Config {
     tenantSmsCountries,
     prefixGuard: prefixGuard(env),
     testDestinations,
+    developmentSecrets,
   };
 }
 

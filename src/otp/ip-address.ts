@@ -12,11 +12,11 @@ import { isIP } from "node:net";
 
 /**
  * IPv6 prefixes (96 bits) that embed an IPv4 address in their last 32 bits:
- * IPv4-mapped, the NAT64 well-known prefix (RFC 6052) and the deprecated
- * IPv4-compatible form ("::1.2.3.4"; not "::" and "::1"). Counted by /64 they
- * would all share one budget.
+ * IPv4-mapped, IPv4-translated (SIIT, RFC 2765: "::ffff:0:1.2.3.4"), the NAT64
+ * well-known prefix (RFC 6052) and the deprecated IPv4-compatible form
+ * ("::1.2.3.4"; not "::" and "::1"). Counted by /64 they would all share one budget.
  */
-const EMBEDS_IPV4 = ["0:0:0:0:0:ffff:", "64:ff9b:0:0:0:0:", "0:0:0:0:0:0:"];
+const EMBEDS_IPV4 = ["0:0:0:0:0:ffff:", "0:0:0:0:ffff:0:", "64:ff9b:0:0:0:0:", "0:0:0:0:0:0:"];
 
 /** The canonical form of an IP address (IPv4 dotted quad, or RFC 5952 IPv6 without zone), or undefined when it is not one. */
 export function canonicalIp(text: string): string | undefined {
