@@ -49,7 +49,11 @@ export function superviseWorkers(count: number, graceMs: number, log: Logger): v
     // `exitCode`, not `code`: the logger redacts that name everywhere (src/log.ts).
     restarts++;
     log.error({ worker: worker.process.pid, exitCode: code, signal, restarts }, "worker died; starting another");
-    setTimeout(fork, RESTART_DELAY_MS).unref();
+    // Not unref'd: with every worker gone this timer is all that keeps the primary alive (unref'd, the
+    // primary exited 0 right after saying it would restart them, and no supervisor restarts an exit 0).
+    setTimeout(() => {
+      if (!stopping) fork();
+    }, RESTART_DELAY_MS);
   });
   function stop(signal: NodeJS.Signals): void {
     if (stopping) return;

@@ -1,5 +1,6 @@
 // OTP_WORKERS: several processes share the ports and the Redis state; a
 // verification sent through one worker verifies through another.
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { grpcCall, grpcClient } from '../support/grpc-client.js';
@@ -29,6 +30,36 @@ describe('OTP_WORKERS=2', () => {
       }
       // Every worker found every verification (a wrong code, not NOT_FOUND).
       expect(outcomes.every((r) => r === VerifyResult.INVALID_CODE)).toBe(true);
+      service.child.kill('SIGTERM');
+      expect(await exitWithin(service, 20_000)).toBe(0);
+    } finally {
+      service.child.kill('SIGKILL');
+      await redis.server?.stop();
+    }
+  });
+
+  it('every worker killed at once: the primary starts new ones and serves again (it exited 0 instead)', { timeout: 60_000 }, async () => {
+    const redis = await redisForTests();
+    const service = await spawnService({ REDIS_URL: redis.url, OTP_WORKERS: '2' });
+    const listening = () => service.logs().filter((l) => l.msg === 'otp-service listening').length;
+    const until = async (n: number) => {
+      const deadline = Date.now() + 20_000;
+      while (listening() < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(listening()).toBe(n);
+    };
+    try {
+      await untilServing(service);
+      await until(2);
+      const pid = service.child.pid!;
+      const workers = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+      expect(workers).toHaveLength(2);
+      for (const worker of workers) process.kill(worker, 'SIGKILL');
+      await until(4);
+      expect(service.child.exitCode).toBeNull();
+      const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
+      const sent = await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: 'again@example.com' });
+      client.close();
+      expect(sent.verificationId).not.toBe('');
       service.child.kill('SIGTERM');
       expect(await exitWithin(service, 20_000)).toBe(0);
     } finally {
