@@ -24,6 +24,18 @@ function accepts(broker: string): Promise<boolean> {
   });
 }
 
+/** Kafka's errors for brokers that cannot be reached (or did not answer), anywhere in the cause chain. */
+const UNREACHABLE = /^(KafkaConnectTimeout|KafkaJSConnectionError|KafkaJSConnectionClosedError|KafkaJSBrokerNotFound|KafkaJSRequestTimeoutError|KafkaJSNumberOfRetriesExceeded)$/;
+
+/** Whether a start-up failure is Kafka not being there (yet), as opposed to a setting Kafka refused. */
+export function kafkaUnreachable(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; depth++) {
+    if (UNREACHABLE.test(e.name)) return true;
+    e = (e as { cause?: unknown; originalError?: unknown }).cause ?? (e as { originalError?: unknown }).originalError;
+  }
+  return false;
+}
+
 /** undefined when a broker answers; else the one line saying none does and what to do. */
 export async function noBrokerAnswers(brokers: string[], defaulted: boolean): Promise<string | undefined> {
   const answers = await Promise.all(brokers.map(accepts));

@@ -1,7 +1,7 @@
 import { ConfigError } from "../config.js";
 import { startTracing, type Tracing } from "../telemetry/tracing.js";
 import { buildAdapters } from "./adapters/index.js";
-import { noBrokerAnswers } from "./broker-probe.js";
+import { kafkaUnreachable, noBrokerAnswers } from "./broker-probe.js";
 import { serveMetricsEndpoint, type MetricsEndpoint } from "../metrics-endpoint.js";
 import { loadNotifierConfig, type NotifierConfig } from "./config.js";
 import { notifierLogger } from "./logger.js";
@@ -100,7 +100,20 @@ try {
       throw listenFailure(err, "NOTIFIER_METRICS_PORT", undefined);
     });
   }
-  await notifier.start();
+  // In production Kafka may come up after the notifier (orchestrators start things in any order): wait for it,
+  // saying so, rather than exit into a crash loop that delays every code by its back-off once Kafka is back.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await notifier.start();
+      break;
+    } catch (err) {
+      if (!config.production || stopping || !kafkaUnreachable(err)) throw err;
+      const waitMs = Math.min(30_000, 1_000 * 2 ** Math.min(attempt - 1, 5));
+      logger.warn({ err: (err as Error).message, brokers: config.brokers, attempt, retryInMs: waitMs }, "no Kafka broker reachable yet (KAFKA_BROKERS): the notifier waits for Kafka");
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+      if (stopping) await new Promise(() => undefined); // the shutdown handler exits
+    }
+  }
   logger.info({ group: config.groupId, adapters: config.adapters, brokers: config.brokers }, "notifier started");
 } catch (err) {
   logger.error({ err: (err as Error).message }, "notifier failed to start");
