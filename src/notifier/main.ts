@@ -65,7 +65,9 @@ if (kafkaProblem) {
   logger.error(`notifier cannot use Kafka: ${kafkaProblem}`);
   process.exit(1);
 }
-const notifier = new Notifier({ config, logger, adapters: buildAdapters(config, logger), metrics, kafkaObserver: metrics.kafka, claims });
+const adapters = buildAdapters(config, logger);
+metrics.expectAdapters(adapters);
+const notifier = new Notifier({ config, logger, adapters, metrics, kafkaObserver: metrics.kafka, claims });
 let endpoint: MetricsEndpoint | undefined;
 
 let stopping = false;

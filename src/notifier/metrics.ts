@@ -92,6 +92,17 @@ export class NotifierMetrics implements AttemptObserver {
   }
 
   /**
+   * The attempt and retry series of each channel's adapter at 0 from the start (OtpDeliveryRetriesHigh takes
+   * their rates; the adapters are known once the configuration is read).
+   */
+  expectAdapters(adapters: Record<string, { name: string }>): void {
+    for (const [channel, { name: adapter }] of Object.entries(adapters)) {
+      for (const result of ["ok", "error"]) this.attempts.inc({ channel, adapter, result }, 0);
+      this.retries.inc({ channel, adapter }, 0);
+    }
+  }
+
+  /**
    * A record on the delivery topic that was not authenticated as the service's (never acted on, never
    * reported; a request is dead-lettered). Not a failed delivery: forged records must not page anyone
    * through the delivery-failure alert.

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { startKafka, type KafkaBroker } from '../support/kafka.js';
 import { redisForTests } from '../support/redis.js';
+import { freePort } from '../support/free-port.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 let kafka: KafkaBroker;
@@ -24,6 +25,7 @@ afterAll(async () => {
 
 test('a production notifier started while Kafka is down waits for it, then consumes', { timeout: 150_000 }, async () => {
   await kafka.halt();
+  const metricsPort = await freePort();
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/notifier/main.ts'], {
     cwd: repoRoot,
     env: {
@@ -32,7 +34,7 @@ test('a production notifier started while Kafka is down waits for it, then consu
       OTP_SEAL_KEYS: `s1:${randomBytes(32).toString('base64')}`,
       NOTIFIER_SMS_ADAPTER: 'webhook', NOTIFIER_EMAIL_ADAPTER: 'webhook', NOTIFIER_WEBHOOK_URL: 'http://127.0.0.1:9/never-called',
       OTP_KAFKA_REPLICATION_FACTOR: '1', OTP_KAFKA_MIN_INSYNC_REPLICAS: '1',
-      NOTIFIER_GROUP_ID: `wait-${randomBytes(4).toString('hex')}`, NOTIFIER_METRICS_PORT: 'off',
+      NOTIFIER_GROUP_ID: `wait-${randomBytes(4).toString('hex')}`, NOTIFIER_METRICS_PORT: String(metricsPort),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -51,6 +53,13 @@ test('a production notifier started while Kafka is down waits for it, then consu
     await new Promise((r) => setTimeout(r, 8_000));
     expect(child.exitCode, out.slice(-1500)).toBeNull();
     expect(out).not.toContain('notifier failed to start');
+    // While it waits it is observable, and the series OtpDeliveryRetriesHigh takes rates of exist at 0
+    // for each channel's adapter (absent until a first attempt, a rise from nothing is not a rate).
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    for (const channel of ['sms', 'email']) {
+      expect(metrics).toContain(`otp_notifier_retries_total{channel="${channel}",adapter="webhook"} 0`);
+      expect(metrics).toContain(`otp_notifier_delivery_attempts_total{channel="${channel}",adapter="webhook",result="error"} 0`);
+    }
     await kafka.restart();
     expect(await seen('"notifier started"', 90_000), out.slice(-1500)).toBe(true);
     child.kill('SIGTERM');

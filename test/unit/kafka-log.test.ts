@@ -47,4 +47,18 @@ describe("kafkajs log lines", () => {
     for (let i = 0; i < 3; i++) log({ namespace: "Connection", log: { message: "Connection timeout" } });
     expect(lines).toHaveLength(1);
   });
+
+  it("one throttle for every client of the process, and a connection error names KAFKA_BROKERS", () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = createLogger({ level: "warn", destination: { write: (l: string) => void lines.push(JSON.parse(l)) } });
+    const producer = kafkaLog({ clientId: "otp-producer", logger });
+    const consumer = kafkaLog({ clientId: "otp-consumer", logger });
+    const refused = { namespace: "Connection", log: { message: "Connection error: connect ECONNREFUSED 127.0.0.1:7", broker: "127.0.0.1:7" } };
+    producer(refused);
+    consumer(refused);
+    producer(refused);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ setting: "KAFKA_BROKERS", client: "otp-producer" });
+  });
 });
+

@@ -184,12 +184,19 @@ function watchBrokers<T extends Producer | Consumer | Admin>(client: T): T {
 }
 
 /**
- * kafkajs's log lines, as warnings at most every LOG_EVERY_MS per distinct message, and counted. Its `message`
+ * When each distinct kafkajs message was last logged, and how many times it came since, across every
+ * client of the process: a service runs a producer, an admin and a status consumer (one of each per
+ * worker), and in an outage each used to repeat the same line on its own schedule (probe 19 D3).
+ */
+const lastLogged = new Map<string, { at: number; since: number }>();
+
+/**
+ * kafkajs's log lines, as warnings at most every LOG_EVERY_MS per distinct message in the process
+ * (with how many were not logged since the last one), and counted. Its `message`
  * is not always a string: some paths hand over the Error itself (a SASL login refused on reconnect), and a
  * hook that assumed a string threw a TypeError inside kafkajs, which then reported that instead of the cause.
  */
 export function kafkaLog(s: Pick<KafkaSettings, "clientId" | "logger" | "observer">): (entry: { namespace: string; log: object }) => void {
-  const lastLogged = new Map<string, number>();
   return ({ namespace, log }) => {
     const { message: raw, broker, retryCount, error: cause } = log as { message?: unknown; broker?: string; retryCount?: number; error?: unknown };
     const message = typeof raw === "string" ? raw : raw instanceof Error ? `${raw.name}: ${raw.message}` : String(raw);
@@ -201,15 +208,22 @@ export function kafkaLog(s: Pick<KafkaSettings, "clientId" | "logger" | "observe
     // kafkajs. Counted as trouble it put an error on every start-up's first
     // scrape; if it lasts, what it stops (a publish, a consumer) fails and is counted.
     if (namespace === "Connection" && typeof cause === "string" && COORDINATOR_STARTING.test(cause)) return;
-    s.observer?.trouble(troubleOf(namespace, retryCount), s.clientId);
+    const trouble = troubleOf(namespace, retryCount);
+    s.observer?.trouble(trouble, s.clientId);
     const key = `${namespace}:${message}`;
     const now = Date.now();
-    if (now - (lastLogged.get(key) ?? 0) < LOG_EVERY_MS) return;
-    lastLogged.set(key, now);
+    const last = lastLogged.get(key);
+    if (last && now - last.at < LOG_EVERY_MS) {
+      last.since++;
+      return;
+    }
     if (lastLogged.size > 1_000) lastLogged.clear();
+    lastLogged.set(key, { at: now, since: 0 });
     // `error`: the broker's answer to a failed request ("Response InitProducerId" alone says nothing).
     const error = typeof cause === "string" ? cause : undefined;
-    s.logger.warn({ kafka: message, error, namespace, broker, retry: retryCount, client: s.clientId }, "kafka client");
+    // A broker that cannot be reached: the setting that names the brokers is the first thing to check.
+    const setting = trouble === "connection" ? "KAFKA_BROKERS" : undefined;
+    s.logger.warn({ kafka: message, error, namespace, broker, retry: retryCount, client: s.clientId, setting, notLoggedSince: last?.since || undefined }, "kafka client");
   };
 }
 
