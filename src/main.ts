@@ -49,7 +49,11 @@ async function main(): Promise<void> {
   // Revoke a leaked key, or put a renewed certificate in force, without a restart.
   process.on("SIGHUP", () => {
     app.reloadTls();
-    if (!config.clientsFile) return;
+    if (!config.clientsFile) {
+      // Said, so an operator who sent it does not wonder whether it arrived.
+      if (!config.tls) log.info("SIGHUP: nothing to reload (no OTP_CLIENTS_FILE, no TLS files)");
+      return;
+    }
     try {
       app.reloadClients();
     } catch (err) {
