@@ -33,6 +33,7 @@ import type { ClaimOperation, NotifierMetrics } from "./metrics.js";
 import { sleep } from "./retry.js";
 import { consumeSpan, type ConsumeSpan } from "../telemetry/spans.js";
 import { telemetry } from "../telemetry/tracing.js";
+import { RepeatedLines } from "../repeated-lines.js";
 
 // The Kafka side of the notifier. Each record is handed off as it arrives
 // (eachMessage returns at once), delivered with retries in its own task, and
@@ -140,6 +141,9 @@ export class Notifier {
     this.newest = new Lru(config.dedupeSize);
     this.slots = new Slots(config.maxInFlight);
   }
+
+  /** Lines about records that come in floods (dead-lettered, held for a key): one per kind every 10 s. */
+  private readonly repeated = new RepeatedLines(10_000);
 
   async start(): Promise<void> {
     const { config, logger } = this.options;
@@ -379,10 +383,14 @@ export class Notifier {
     const { unknownKeyWaitMs, maxInFlight } = this.options.config;
     // Bounded: beyond maxInFlight held records, forged ones would pin the committed offsets for nothing.
     const waitMs = this.parked.size >= maxInFlight ? 0 : unknownKeyWaitMs;
-    this.options.logger.warn(
-      { topic: o.topic, partition: o.partition, offset: o.offset, event_id: o.headers[HEADERS.eventId], wait_ms: waitMs },
-      "delivery record under a seal key id this notifier lacks: held uncommitted, then dead-lettered (restart the notifier with the key)",
-    );
+    // A rotation this notifier missed puts every record under the new key here: a line every 10 s, with the count.
+    const since = this.repeated.due("unknown key");
+    if (since !== undefined) {
+      this.options.logger.warn(
+        { topic: o.topic, partition: o.partition, offset: o.offset, event_id: o.headers[HEADERS.eventId], wait_ms: waitMs, also_since_last_line: since },
+        "delivery record under a seal key id this notifier lacks: held uncommitted, then dead-lettered (restart the notifier with the key)",
+      );
+    }
     const task: Promise<void> = sleep(waitMs, this.parkAbort.signal)
       .then(
         async () => {
@@ -479,7 +487,10 @@ export class Notifier {
     if (p.reason === "undecodable" || p.reason === "empty value" || p.reason === "internal error") this.options.metrics?.poisoned();
     else this.options.metrics?.unauthenticated(DELIVERY_REQUESTED);
     if (!(err instanceof PoisonError)) this.options.logger.error({ err: (err as Error)?.name }, "unexpected error opening a delivery");
-    this.options.logger.warn({ topic: o.topic, partition: o.partition, offset: o.offset, reason: p.reason, event_id: o.headers[HEADERS.eventId] }, "poison delivery record dead-lettered; no status");
+    const since = this.repeated.due(`poison ${p.reason}`);
+    if (since !== undefined) {
+      this.options.logger.warn({ topic: o.topic, partition: o.partition, offset: o.offset, reason: p.reason, event_id: o.headers[HEADERS.eventId], also_since_last_line: since }, "poison delivery record dead-lettered; no status");
+    }
     return [deadLetterRecord(this.topics.deadLetter, o, p.reason, 0)];
   }
 

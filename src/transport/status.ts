@@ -6,6 +6,7 @@ import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "../gen/googl
 import { StatusSchema } from "../gen/google/rpc/status_pb.js";
 import type { Logger } from "../log.js";
 import { OtpError, type OtpErrorCode } from "../otp/errors.js";
+import { RepeatedLines } from "../repeated-lines.js";
 
 // The one place an error becomes a wire error, for both listeners. OtpError
 // carries what the caller may know (code, message, field violations, reason,
@@ -64,20 +65,12 @@ function detailsOf(err: OtpError): Detail[] {
 // An outage fails every call, and clients retry: one line per method and
 // reason every few seconds, saying how many calls it stands for, keeps the
 // log readable when it is needed most (otp_rpc_duration_seconds counts each).
-const UNAVAILABLE_LOG_EVERY_MS = 5_000;
-const unavailableLines = new Map<string, { at: number; since: number }>();
+const unavailableLines = new RepeatedLines(5_000);
 
 function logUnavailable(log: Logger, method: string, reason: string): void {
-  const key = `${method}\u0000${reason}`;
-  const now = Date.now();
-  const last = unavailableLines.get(key);
-  if (last && now - last.at < UNAVAILABLE_LOG_EVERY_MS) {
-    last.since++;
-    return;
-  }
-  // Methods are the service's own and reasons our own messages: the map stays small.
-  unavailableLines.set(key, { at: now, since: 0 });
-  log.warn({ method, reason, also_refused_since_last_line: last?.since ?? 0 }, "call refused: dependency unavailable");
+  // Methods are the service's own and reasons our own messages: the kinds stay few.
+  const since = unavailableLines.due(`${method}\u0000${reason}`);
+  if (since !== undefined) log.warn({ method, reason, also_refused_since_last_line: since }, "call refused: dependency unavailable");
 }
 
 /** Logs what the caller must not see; outages at warn (a line every few seconds), everything unclassified at error. */

@@ -8,6 +8,7 @@ import type { TopicReplication } from "../topic-replication.js";
 import { keyPartitioner, partitionOf } from "./partitioner.js";
 import { connectionOptions, type KafkaAccess } from "./access.js";
 import { brokerAnswered, CONNECT_TIMEOUT_MS, nextSeed, suspectBroker } from "./seeds.js";
+import { RepeatedLines } from "../../repeated-lines.js";
 
 // The only module that imports kafkajs (unmaintained since 2023): everything
 // else speaks in EventRecords, so the client can be swapped here alone.
@@ -188,7 +189,7 @@ function watchBrokers<T extends Producer | Consumer | Admin>(client: T): T {
  * client of the process: a service runs a producer, an admin and a status consumer (one of each per
  * worker), and in an outage each used to repeat the same line on its own schedule (probe 19 D3).
  */
-const lastLogged = new Map<string, { at: number; since: number }>();
+const kafkaLines = new RepeatedLines(LOG_EVERY_MS);
 
 /**
  * kafkajs's log lines, as warnings at most every LOG_EVERY_MS per distinct message in the process
@@ -210,20 +211,13 @@ export function kafkaLog(s: Pick<KafkaSettings, "clientId" | "logger" | "observe
     if (namespace === "Connection" && typeof cause === "string" && COORDINATOR_STARTING.test(cause)) return;
     const trouble = troubleOf(namespace, retryCount);
     s.observer?.trouble(trouble, s.clientId);
-    const key = `${namespace}:${message}`;
-    const now = Date.now();
-    const last = lastLogged.get(key);
-    if (last && now - last.at < LOG_EVERY_MS) {
-      last.since++;
-      return;
-    }
-    if (lastLogged.size > 1_000) lastLogged.clear();
-    lastLogged.set(key, { at: now, since: 0 });
+    const since = kafkaLines.due(`${namespace}:${message}`);
+    if (since === undefined) return;
     // `error`: the broker's answer to a failed request ("Response InitProducerId" alone says nothing).
     const error = typeof cause === "string" ? cause : undefined;
     // A broker that cannot be reached: the setting that names the brokers is the first thing to check.
     const setting = trouble === "connection" ? "KAFKA_BROKERS" : undefined;
-    s.logger.warn({ kafka: message, error, namespace, broker, retry: retryCount, client: s.clientId, setting, notLoggedSince: last?.since || undefined }, "kafka client");
+    s.logger.warn({ kafka: message, error, namespace, broker, retry: retryCount, client: s.clientId, setting, notLoggedSince: since || undefined }, "kafka client");
   };
 }
 
