@@ -18,6 +18,7 @@ import { OtpService, type DeliveryAdmission } from "./otp/service.js";
 import { ReceiptSigner } from "./receipts/receipts.js";
 import { MemoryStore } from "./store/memory/memory-store.js";
 import { RedisStore } from "./store/redis/redis-store.js";
+import { redisObservations } from "./store/redis/client.js";
 import type { VerificationStore } from "./store/store.js";
 import { callerResolver } from "./transport/caller.js";
 import { allowedOrigins } from "./transport/connect/cors.js";
@@ -66,6 +67,9 @@ export interface App {
   /** Graceful: stop accepting, drain within config.shutdownGraceMs, close the store. Idempotent. */
   stop(): Promise<void>;
 }
+
+/** How long /readyz details show that a write went unacknowledged by the replicas (OTP_REDIS_WAIT_REPLICAS). */
+const UNACKNOWLEDGED_SHOWN_MS = 30_000;
 
 /** How often readiness (a store ping) is re-checked for the gRPC health service. */
 const READINESS_INTERVAL_MS = 2_000;
@@ -166,7 +170,14 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         // The lag is read from the outbox, so every process reports it; with
         // OTP_RELAY=off publishing errors are the relay process's to report.
         const relay = events?.relay.status();
-        return { event_backlog: backlog.count, event_lag_ms: backlog.lagMs, event_relay_error: relay?.lastError ?? null };
+        // Not a readiness failure (another replica of the service would meet the same replicas), but the
+        // reason Sends and Verifies answer UNAVAILABLE while a master's replicas do not acknowledge.
+        const unacknowledgedAt = redisObservations.lastWaitTimeoutAt;
+        const unacknowledgedMsAgo = unacknowledgedAt > 0 && Date.now() - unacknowledgedAt < UNACKNOWLEDGED_SHOWN_MS ? Date.now() - unacknowledgedAt : null;
+        return {
+          event_backlog: backlog.count, event_lag_ms: backlog.lagMs, event_relay_error: relay?.lastError ?? null,
+          redis_write_unacknowledged_ms_ago: unacknowledgedMsAgo,
+        };
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });
       http = await binding("HTTP_PORT", config.host, listenHttp({ host: config.host, port: config.httpPort, tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections }));

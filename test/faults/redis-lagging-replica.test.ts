@@ -107,6 +107,12 @@ describe('a failover to a lagging replica', () => {
     // A retry with the same idempotency key answers the same while the replica still has nothing.
     const [first] = sent;
     expect((await grpcError(verifyOnce(first!.id, first!.code, `verify-${first!.id}`))).code).toBe(status.UNAVAILABLE);
+    // /readyz stays ready (the replicas, not this process, are the trouble) and its details say why calls fail.
+    const probe = await fetch(`${app!.httpBase}/readyz`);
+    expect(probe.status).toBe(200);
+    const details = JSON.parse((await probe.text()).split('\n')[1]!) as { redis_write_unacknowledged_ms_ago: number | null };
+    expect(details.redis_write_unacknowledged_ms_ago).not.toBeNull();
+    expect(details.redis_write_unacknowledged_ms_ago!).toBeLessThan(30_000);
 
     await failOver(true);
     for (const { id, code } of sent) count(id, await verifyAfterFailover(id, code));

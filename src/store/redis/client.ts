@@ -376,6 +376,7 @@ class Connection implements RedisConnection {
   #checkAcknowledged(acked: RedisReply): void {
     if (typeof acked !== "number" || acked < this.#waitReplicas) {
       redisObservations.waitTimeouts++;
+      redisObservations.lastWaitTimeoutAt = Date.now();
       throw new StoreUnavailableError({ cause: new ReplicationError(`${String(acked)} of ${this.#waitReplicas} replicas acknowledged in time`) });
     }
   }

@@ -8,6 +8,8 @@ export const redisObservations = {
   unavailable: new Map<string, number>(),
   topologyChanges: 0,
   waitTimeouts: 0,
+  /** When (epoch ms) a write last went unacknowledged by the replicas OTP_REDIS_WAIT_REPLICAS asks for; 0: never. */
+  lastWaitTimeoutAt: 0,
   connectionsLost: 0,
 };
 
