@@ -172,11 +172,10 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         const relay = events?.relay.status();
         // Not a readiness failure (another replica of the service would meet the same replicas), but the
         // reason Sends and Verifies answer UNAVAILABLE while a master's replicas do not acknowledge.
-        const unacknowledgedAt = redisObservations.lastWaitTimeoutAt;
-        const unacknowledgedMsAgo = unacknowledgedAt > 0 && Date.now() - unacknowledgedAt < UNACKNOWLEDGED_SHOWN_MS ? Date.now() - unacknowledgedAt : null;
+        const unacknowledgedMsAgo = Date.now() - redisObservations.lastWaitTimeoutAt;
         return {
           event_backlog: backlog.count, event_lag_ms: backlog.lagMs, event_relay_error: relay?.lastError ?? null,
-          redis_write_unacknowledged_ms_ago: unacknowledgedMsAgo,
+          redis_write_unacknowledged_ms_ago: unacknowledgedMsAgo < UNACKNOWLEDGED_SHOWN_MS ? unacknowledgedMsAgo : null,
         };
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });

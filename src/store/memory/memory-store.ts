@@ -81,7 +81,8 @@ function times(v: Verification, masked: string): VerificationTimes {
     resendAvailableAtMs: v.resendAt,
     maxAttempts: v.maxAttempts,
     attemptsRemaining: v.maxAttempts - v.attempts,
-    resendsRemaining: v.maxResends - v.resends,
+    // A finished one (verified, locked, canceled, failed) has no Resend left to offer a time for.
+    resendsRemaining: v.status === "" ? v.maxResends - v.resends : 0,
     codeLength: v.codeLength,
   };
 }
@@ -118,9 +119,7 @@ export class MemoryStore implements VerificationStore {
     // request: refused, never answered with this one.
     if (d && cur !== undefined && now < cur.expiresAt && cmd.idempotencyKey !== "" && cur.idempotencyKey === cmd.idempotencyKey) {
       if (cur.requestFingerprint !== cmd.requestFingerprint) return { kind: "conflict" };
-      // A finished one (verified, locked, canceled, failed) has no Resend left to offer a time for.
-      const answer = times(cur, d.masked);
-      return { kind: "replayed", ...answer, resendsRemaining: cur.status === "" ? answer.resendsRemaining : 0 };
+      return { kind: "replayed", ...times(cur, d.masked) };
     }
     // Replaced since: the answer kept for its key then; the newer verification is left alone.
     const replaced = cmd.idempotencyKey === "" ? undefined : d?.replacedSends?.get(cmd.idempotencyKey);

@@ -8,6 +8,7 @@ import { connectSentinel } from "./client/sentinel.js";
 import { describeTopology, type RedisAccess, type RedisTopology } from "./client/topology.js";
 import type { RedisReply, Transport, TransportOptions } from "./client/transport.js";
 import type { StoreScript } from "./scripts.js";
+import { RepeatedLines } from "../../repeated-lines.js";
 
 // The only module (with its folder client/) that imports the Redis client
 // library. Everything else sees RedisConnection: raw commands and scripts in,
@@ -139,7 +140,6 @@ class ReplicationError extends Error {
   override readonly name = "ReplicationError";
 }
 
-const LOG_EVERY_MS = 5_000;
 const BARRIER_TTL_MS = "10000";
 
 /** `<prefix>:{<tag>}:ack`: the barrier shares the routing key's hash tag, so it lands on the same master. */
@@ -281,7 +281,8 @@ class Connection implements RedisConnection {
   readonly #wait: string[];
   readonly #waitReplicas: number;
   readonly #log: ConnectionLogger | undefined;
-  #lastLog = new Map<string, number>();
+  // A failing Redis fails every call: one line per reason every few seconds is enough.
+  #lines = new RepeatedLines(5_000);
 
   constructor(transport: Transport, commandTimeoutMs: number, waitReplicas: number, waitTimeoutMs: number, log?: ConnectionLogger) {
     this.#transport = transport;
@@ -395,11 +396,9 @@ class Connection implements RedisConnection {
       const reason = failureReason(out);
       if (reason === "timeout") this.#transport.stalled?.(key);
       countUnavailable(reason);
-      // A failing Redis fails every call: one line per reason every few seconds is enough.
-      const now = Date.now();
-      if (now - (this.#lastLog.get(reason) ?? 0) > LOG_EVERY_MS) {
-        this.#lastLog.set(reason, now);
-        this.#log?.warn({ reason }, reason === "wait" ? "redis replicas did not acknowledge in time: answering UNAVAILABLE" : "redis command failed (a call waiting on it answers UNAVAILABLE)");
+      const since = this.#lines.due(reason);
+      if (since !== undefined) {
+        this.#log?.warn({ reason, also_since_last_line: since }, reason === "wait" ? "redis replicas did not acknowledge in time: answering UNAVAILABLE" : "redis command failed (a call waiting on it answers UNAVAILABLE)");
       }
     }
     return out;

@@ -65,7 +65,9 @@ end
 -- nowhere (the verification is consumed), until the right one found the kept VERIFIED and its receipt.
 local ended = false
 if rk ~= '' then
-  local kept = redis.call('HGET', dest, 'r:' .. rk)
+  -- One read for both: this request's kept answer, and which request the key verified with (0b).
+  local found = ik ~= '' and redis.call('HMGET', dest, 'r:' .. rk, 'r:' .. ik) or { redis.call('HGET', dest, 'r:' .. rk) }
+  local kept = found[1]
   if kept then
     local kind, left, e, dv, kept_id = string.match(kept, '^([vi])(%d+),(%w+),(%w+),(.+)$')
     if kind and now < tonumber(e, 36) then
@@ -78,7 +80,7 @@ if rk ~= '' then
     end
   end
   if ik ~= '' then
-    local verified_as = string.match(redis.call('HGET', dest, 'r:' .. ik) or '', '^k%w+,(.+)$')
+    local verified_as = string.match(found[2] or '', '^k%w+,(.+)$')
     if verified_as and verified_as ~= rk then
       redis.call('HDEL', dest, 'r:' .. verified_as, 'rp:' .. verified_as, 'r:' .. ik)
       ended = true
