@@ -15,7 +15,8 @@ export type OtpErrorCode =
   | "NOT_FOUND"
   | "UNAVAILABLE"
   | "UNAUTHENTICATED"
-  | "PERMISSION_DENIED";
+  | "PERMISSION_DENIED"
+  | "CANCELLED";
 
 /** Refusals that waiting cannot lift (the verification expires first): they carry no RetryInfo. */
 const NO_RETRY_REASONS = new Set(["MAX_RESENDS"]);

@@ -64,6 +64,11 @@ export function callerResolver(options: CallerResolverOptions): CallerResolver {
       throw unauthenticated(auth.failure);
     }
     const client = auth.client;
+    // A backend's own address says nothing about its end user; a browser's does.
+    const connectionIp = client.public ? options.proxies.clientIp(call.peerAddress(), call.header("x-forwarded-for")) : undefined;
+    // Its per-IP budgets count that address: a browser's call without one is not served. The
+    // address is kept on accept (./peer-address.ts), so only a connection gone before that has none.
+    if (client.public && connectionIp === undefined) throw new OtpError("CANCELLED", "the connection closed before its address was read");
     const caller: Caller = {
       tenant: client.tenant,
       clientId: client.id,
@@ -71,8 +76,7 @@ export function callerResolver(options: CallerResolverOptions): CallerResolver {
       methods: client.methods,
       purposes: client.purposes,
       isPublic: client.public,
-      // A backend's own address says nothing about its end user; a browser's does.
-      connectionIp: client.public ? options.proxies.clientIp(call.peerAddress(), call.header("x-forwarded-for")) : undefined,
+      connectionIp,
     };
     try {
       requireMethod(caller, call.method);

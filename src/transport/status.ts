@@ -25,6 +25,7 @@ const GRPC_CODES: Record<OtpErrorCode, GrpcStatus> = {
   UNAVAILABLE: GrpcStatus.UNAVAILABLE,
   UNAUTHENTICATED: GrpcStatus.UNAUTHENTICATED,
   PERMISSION_DENIED: GrpcStatus.PERMISSION_DENIED,
+  CANCELLED: GrpcStatus.CANCELLED,
 };
 
 const CONNECT_CODES: Record<OtpErrorCode, Code> = {
@@ -35,6 +36,7 @@ const CONNECT_CODES: Record<OtpErrorCode, Code> = {
   UNAVAILABLE: Code.Unavailable,
   UNAUTHENTICATED: Code.Unauthenticated,
   PERMISSION_DENIED: Code.PermissionDenied,
+  CANCELLED: Code.Canceled,
 };
 
 interface Detail<Desc extends DescMessage = DescMessage> {

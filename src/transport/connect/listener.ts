@@ -7,6 +7,7 @@ import type { ServerCertificates } from "../../server-certificates.js";
 import type { Logger } from "../../log.js";
 import { useChainFreeStreamTables } from "../http2-stream-tables.js";
 import { awaitPreface, closeWhenIdle, type IdleBound } from "../idle-connections.js";
+import { keepPeerAddress } from "../peer-address.js";
 import type { NodeRequest, NodeResponse } from "./http-handler.js";
 import type { OpenCalls } from "../open-calls.js";
 
@@ -94,18 +95,22 @@ export async function listenHttp(options: {
     // One server owns every connection of the port, HTTP/2 ones too: its context is the port's.
     options.tls.follow(h1 as https.Server);
     divert(h1, "secureConnection", (socket: TLSSocket, toHttp1) => {
+      keepPeerAddress(socket);
       if (socket.alpnProtocol === "h2") awaitPreface(socket, idleMs, () => h2.emit("connection", socket));
       else toHttp1(socket);
     });
   } else {
-    divert(h1, "connection", (socket: Socket, toHttp1) => awaitPreface(socket, idleMs, (isH2) => {
-      if (isH2) {
-        h2.emit("connection", socket);
-      } else {
-        toHttp1(socket);
-        socket.resume(); // paused for the peek; http's listener does not resume it (http2's does)
-      }
-    }));
+    divert(h1, "connection", (socket: Socket, toHttp1) => {
+      keepPeerAddress(socket);
+      awaitPreface(socket, idleMs, (isH2) => {
+        if (isH2) {
+          h2.emit("connection", socket);
+        } else {
+          toHttp1(socket);
+          socket.resume(); // paused for the peek; http's listener does not resume it (http2's does)
+        }
+      });
+    });
   }
   // Every accepted socket (whichever protocol gets it), to cut what is left at the drain deadline.
   const sockets = new Set<Socket>();

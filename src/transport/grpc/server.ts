@@ -11,6 +11,7 @@ import { otpServiceForGrpc } from "./otp-service.js";
 import type { Metrics } from "../../metrics.js";
 import { addReflection } from "./reflection.js";
 import { awaitPreface, closeWhenIdle, type IdleBound } from "../idle-connections.js";
+import { keepPeerAddress } from "../peer-address.js";
 import { serveDeadlines } from "../deadline-headers.js";
 import { watchCredentialsAsSent } from "./credentials-as-sent.js";
 import { http2ServersOf, onSessions } from "./sessions.js";
@@ -128,6 +129,7 @@ export async function listenGrpc(options: {
   const listener = options.tls ? tlsServer(options.tls, options.idleMs) : net.createServer();
   const waiting = new Set<Socket>();
   listener.on(options.tls ? "secureConnection" : "connection", (socket: Socket) => {
+    keepPeerAddress(socket);
     waiting.add(socket);
     socket.once("close", () => waiting.delete(socket));
     awaitPreface(socket, options.idleMs, () => {
