@@ -46,7 +46,8 @@ export async function startRedisCluster(opts: { masters?: number; replicasPerMas
         '--save', '', '--appendonly', 'no',
         '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(bus),
         '--cluster-node-timeout', String(NODE_TIMEOUT_MS),
-        // A replica always may take over, however long its master was gone.
+        // A replica always may take over, however long its master was gone (the tests' choice, for quick
+        // failovers after a held-back link; production keeps the default 10: README, Running in production).
         '--cluster-replica-validity-factor', '0',
       ]);
       nodes.push(Object.assign(node, { address: `127.0.0.1:${port}` }));

@@ -22,7 +22,7 @@ describe("kafkajs log lines", () => {
     expect(troubles).toEqual(["connection", "connection"]);
   });
 
-  it("a coordinator still being chosen or loaded (every client's first requests to a fresh cluster) is neither logged nor counted; a connection error still is", () => {
+  it("a coordinator still being chosen or loaded, a topic not yet hosted, a partition between leaders (a fresh cluster or topic, a broker restart) is neither logged nor counted; a connection error still is", () => {
     const lines: unknown[] = [];
     const troubles: string[] = [];
     const log = kafkaLog({
@@ -33,6 +33,9 @@ describe("kafkajs log lines", () => {
     log({ namespace: "Connection", log: { message: "Response GroupCoordinator(key: 10, version: 2)", error: "The group coordinator is not available" } });
     log({ namespace: "Connection", log: { message: "Response FindCoordinator(key: 10, version: 2)", error: "The coordinator is loading and hence can't process requests for this group" } });
     log({ namespace: "Connection", log: { message: "Response JoinGroup(key: 11, version: 5)", error: "This is not the correct coordinator for this group" } });
+    log({ namespace: "Connection", log: { message: "Response Produce(key: 0, version: 7)", error: "This server does not host this topic-partition" } });
+    log({ namespace: "Connection", log: { message: "Response Metadata(key: 3, version: 6)", error: "There is no leader for this topic-partition as we are in the middle of a leadership election" } });
+    log({ namespace: "Connection", log: { message: "Response Produce(key: 0, version: 7)", error: "This server is not the leader for that topic-partition" } });
     expect(lines).toHaveLength(0);
     expect(troubles).toEqual([]);
     log({ namespace: "Connection", log: { message: "Connection error: connect ECONNREFUSED 127.0.0.1:9", broker: "127.0.0.1:9" } });

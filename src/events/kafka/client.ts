@@ -204,11 +204,15 @@ export function kafkaLog(s: Pick<KafkaSettings, "clientId" | "logger" | "observe
     // We bound the idempotent producer's retries on purpose (PRODUCER_RETRY):
     // a producer whose send failed is discarded, never reused (see produce).
     if (message.startsWith("Limiting retries for the idempotent producer")) return;
-    // A group or transaction coordinator still being chosen or loaded: what
-    // every client meets on its first requests to a fresh cluster, retried by
-    // kafkajs. Counted as trouble it put an error on every start-up's first
-    // scrape; if it lasts, what it stops (a publish, a consumer) fails and is counted.
-    if (namespace === "Connection" && typeof cause === "string" && COORDINATOR_STARTING.test(cause)) return;
+    // A group or transaction coordinator still being chosen or loaded, a topic
+    // just created whose partitions no broker hosts yet, a partition between
+    // leaders: what every client meets on its first requests to a fresh
+    // cluster or topic (probe 20: 4 errors on every healthy start), and after a
+    // broker restart, retried by kafkajs after it refreshes its metadata.
+    // Counted as trouble it put an error on every start-up's first scrape; if
+    // it lasts, what it stops (a publish, a consumer) fails and is counted, and
+    // the relay's lag shows it.
+    if (namespace === "Connection" && typeof cause === "string" && SETTLING.test(cause)) return;
     const trouble = troubleOf(namespace, retryCount);
     s.observer?.trouble(trouble, s.clientId);
     const since = kafkaLines.due(`${namespace}:${message}`);
@@ -221,8 +225,13 @@ export function kafkaLog(s: Pick<KafkaSettings, "clientId" | "logger" | "observe
   };
 }
 
-// kafkajs's texts for GROUP_COORDINATOR_NOT_AVAILABLE, GROUP_LOAD_IN_PROGRESS and NOT_COORDINATOR_FOR_GROUP (src/protocol/error.js).
-const COORDINATOR_STARTING = /^(?:The group coordinator is not available|The coordinator is loading and hence can't process requests|This is not the correct coordinator for this group)/;
+// kafkajs's texts (src/protocol/error.js) for GROUP_COORDINATOR_NOT_AVAILABLE, GROUP_LOAD_IN_PROGRESS,
+// NOT_COORDINATOR_FOR_GROUP, UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE and NOT_LEADER_FOR_PARTITION.
+const SETTLING = new RegExp(
+  "^(?:The group coordinator is not available|The coordinator is loading and hence can't process requests|" +
+    "This is not the correct coordinator for this group|This server does not host this topic-partition|" +
+    "There is no leader for this topic-partition|This server is not the leader for that topic-partition)",
+);
 
 function troubleOf(namespace: string, retryCount: number | undefined): KafkaTrouble {
   if (namespace === "Connection" || namespace === "BrokerPool") return "connection";
