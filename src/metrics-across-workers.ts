@@ -46,16 +46,62 @@ function primaryText(counts: PrimaryCounts): string {
   ].join("\n");
 }
 
+/** A registry's metrics as prom-client's getMetricsAsJSON() gives them (what workers send the primary). */
+type RegistryJson = Awaited<ReturnType<Registry["getMetricsAsJSON"]>>;
+
+// prom-client's reply from a worker to the primary's request (lib/cluster.js).
+const METRICS_REPLY = "prom-client:getMetricsRes";
+type MetricsReply = { type: typeof METRICS_REPLY; metrics?: RegistryJson[]; error?: string };
+const COUNTS = new Set(["counter", "histogram"]);
+
+/**
+ * What workers that died had counted, so the service's counters never go back: summed with the
+ * live workers' they were a worker's share of every counter, and dropped with it Prometheus read
+ * a reset, and rate() added the survivors' lifetime totals as new (probe 22). Each worker's
+ * metrics as of the last scrape are kept; when it exits, its counters and histograms (never its
+ * gauges: those describe a process that is gone) join these, summed into one set. What it
+ * counted after the last scrape is lost with it: an undercount, never a step back.
+ */
+class RetiredCounts {
+  readonly #lastScraped = new Map<number, RegistryJson[]>();
+  #retired: RegistryJson = [];
+  #merging: Promise<void> = Promise.resolve();
+
+  constructor(private readonly prom: typeof import("prom-client")) {
+    cluster.on("message", (worker: Worker, message: MetricsReply | undefined) => {
+      if (message?.type === METRICS_REPLY && message.metrics) this.#lastScraped.set(worker.id, message.metrics);
+    });
+    cluster.on("exit", (worker: Worker) => {
+      const last = this.#lastScraped.get(worker.id);
+      this.#lastScraped.delete(worker.id);
+      if (!last) return;
+      const counts = last.flatMap((registry) => registry.filter((m) => COUNTS.has(String(m.type))));
+      this.#merging = this.#merging.then(async () => {
+        this.#retired = await this.prom.AggregatorRegistry.aggregate([this.#retired, counts]).getMetricsAsJSON();
+      });
+    });
+  }
+
+  /** The live workers' metrics of the scrape that just ended (`text`), with the retired counts added in. */
+  async withRetired(text: string): Promise<string> {
+    await this.#merging;
+    if (this.#retired.length === 0) return text;
+    const live = [...this.#lastScraped.values()].flat();
+    return this.prom.AggregatorRegistry.aggregate([...live, this.#retired]).metrics();
+  }
+}
+
 /** In the primary: answer workers' requests for the whole service's metrics. */
 export function answerMetricsRequests(log: Logger, counts: PrimaryCounts): void {
-  let aggregator: Promise<AggregatorRegistry<PrometheusContentType>> | undefined;
+  let aggregator: Promise<{ registry: AggregatorRegistry<PrometheusContentType>; retired: RetiredCounts }> | undefined;
+  const gathering = (): NonNullable<typeof aggregator> =>
+    (aggregator ??= import("prom-client").then((prom) => ({ registry: new prom.AggregatorRegistry(), retired: new RetiredCounts(prom) })));
   cluster.on("message", (worker: Worker, message: MetricsRequest | undefined) => {
     if (message?.otp !== "metrics-request") return;
     const reply = (answer: Omit<MetricsAnswer, "otp" | "id">): void => {
       if (worker.isConnected()) worker.send({ otp: "metrics-answer", id: message.id, ...answer } satisfies MetricsAnswer);
     };
-    aggregator ??= import("prom-client").then((prom) => new prom.AggregatorRegistry());
-    aggregator.then((registry) => registry.clusterMetrics()).then(
+    gathering().then(({ registry, retired }) => registry.clusterMetrics().then((text) => retired.withRetired(text))).then(
       (text) => reply({ text: `${text.endsWith("\n") ? text : `${text}\n`}${primaryText(counts)}` }),
       (err: unknown) => {
         const reason = err instanceof Error ? err.message : String(err);

@@ -2,7 +2,8 @@
 // worker accepts the connection: every worker's calls, summed, the same count
 // on every scrape (no counter "resets" between one worker's numbers and the
 // other's), as valid Prometheus text. If a worker cannot answer in time, the
-// scrape is a 503, never one worker's partial numbers.
+// scrape is a 503, never one worker's partial numbers. A worker that dies
+// takes its gauges with it, not its counts.
 import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -136,6 +137,13 @@ describe('OTP_WORKERS=2: /metrics', () => {
       let afterRestart = await scrape(service.httpPort);
       for (let i = 0; i < 5 && afterRestart.status !== 200; i++) afterRestart = await scrape(service.httpPort);
       expect(value(afterRestart.body, 'otp_worker_restarts_total', {})).toBe(1);
+      // What the dead worker had counted stays counted (probe 22: its share vanished, which Prometheus reads as a reset).
+      expect(value(afterRestart.body, 'otp_rpc_duration_seconds_count', refusedSends)).toBe(CALLS);
+      expect(value(afterRestart.body, 'otp_rpc_duration_seconds_bucket', { ...refusedSends, le: '+Inf' })).toBe(CALLS);
+      expect(value(afterRestart.body, 'otp_refusals_total', { reason: 'RESEND_COOLDOWN' })).toBe(CALLS);
+      expect(value(afterRestart.body, 'otp_rpc_duration_seconds_count', { method: 'Send', port: 'grpc', code: 'OK' })).toBe(1);
+      // Its gauges went with it: one sample each, the live workers'.
+      expect(afterRestart.body.split('\n').filter((l) => l.startsWith('process_resident_memory_bytes ')).length).toBe(1);
       expectValidPrometheusText(afterRestart.body);
       expect(logs().find((l) => l.msg === 'worker died; starting another')).toMatchObject({ signal: 'SIGKILL', restarts: 1 });
 
