@@ -80,7 +80,10 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
   const store = overrides.store ?? (await buildStore(config, log));
   const ownsStore = overrides.store === undefined;
   const cleanups: (() => Promise<void>)[] = [];
-  if (ownsStore) cleanups.push(() => store.close());
+  // When the shutdown grace ends. The store closes last: what is still pending then belongs to calls
+  // already cancelled, and waiting the command timeout (up to 60 s) for it overran the grace (probe 22).
+  let stopBy: number | undefined;
+  if (ownsStore) cleanups.push(() => store.close(stopBy === undefined ? undefined : Math.max(0, stopBy - Date.now())));
 
   try {
     const sealer = new Sealer(config.sealKeys);
@@ -222,6 +225,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         stopping ??= (async () => {
           // Unready first, so probes and health watchers route new traffic elsewhere.
           draining = true;
+          stopBy = Date.now() + config.shutdownGraceMs;
           health.set(false);
           await Promise.all([grpc.stop(config.shutdownGraceMs), http.stop(config.shutdownGraceMs)]);
           await runCleanups(cleanups, log);

@@ -480,5 +480,6 @@ export interface VerificationStore {
 
   /** True when the store answers. */
   ping(): Promise<boolean>;
-  close(): Promise<void>;
+  /** Lets pending replies arrive for at most `withinMs` (default: the command timeout), then drops the connections. */
+  close(withinMs?: number): Promise<void>;
 }

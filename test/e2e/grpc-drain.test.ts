@@ -14,6 +14,8 @@ import { Channel, SendRequestSchema, SendResponseSchema } from '../../src/gen/ot
 import { builtDistAndRedis } from '../support/built-dist.js';
 import { freshEmail } from '../support/otp-app.js';
 import { envelope, h2IncompleteHeaders } from '../support/raw-http.js';
+import { startRedis } from '../support/redis.js';
+import { redisCli } from '../support/redis-cli.js';
 import { connectable, exitWithin, spawnService, untilServing, type ServiceProcess } from '../support/service-process.js';
 
 const GRACE_MS = 10_000;
@@ -132,6 +134,32 @@ describe('SIGTERM on the gRPC port', () => {
       expect(outcome.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
       expect(await exitWithin(service, STEP_MS)).toBe(0);
     });
+  });
+
+  it('a call waiting on a Redis that does not answer (OTP_REDIS_TIMEOUT_MS=10000) is cancelled at the grace period, and the process exits 0 within it', { timeout: 60_000 }, async () => {
+    // Probe 22: the call was cut only when the process gave up at grace + 5 s (exit 1), and closing
+    // the Redis connection waited the command timeout for the paused reply.
+    const graceMs = 2_000;
+    const redis = await startRedis(); // its own: it is paused
+    try {
+      await withService({ REDIS_URL: redis.url, OTP_SHUTDOWN_GRACE_MS: String(graceMs), OTP_REDIS_TIMEOUT_MS: '10000' }, async (service) => {
+        await redisCli(redis.port, ['CLIENT', 'PAUSE', '9000', 'ALL']);
+        const call = slowSend(service.grpcPort, 10);
+        await call.opened;
+        call.finish(); // the whole request: the Send now waits on Redis
+        await sleep(300);
+        const signalled = Date.now();
+        service.child.kill('SIGTERM');
+        const outcome = await call.outcome;
+        expect(Date.now() - signalled).toBeGreaterThanOrEqual(graceMs - 100);
+        expect(Date.now() - signalled).toBeLessThan(graceMs + 1_500);
+        expect(outcome.grpcStatus).toBeUndefined();
+        // 0: it finished its shutdown (the relay's bounded stop included) rather than giving up at grace + 5 s.
+        expect(await exitWithin(service, 10_000)).toBe(0);
+      });
+    } finally {
+      await redis.stop();
+    }
   });
 
   it('a connection whose request headers never complete does not hold the shutdown to the grace period (either port)', { timeout: 60_000 }, async () => {

@@ -68,7 +68,8 @@ export interface RedisConnection {
   acknowledge(key: string): Promise<void>;
   /** Every master answers. */
   ping(): Promise<boolean>;
-  close(): Promise<void>;
+  /** Lets pending replies arrive for at most `withinMs` (default: the command timeout), then drops the connections. */
+  close(withinMs?: number): Promise<void>;
 }
 
 /**
@@ -405,11 +406,11 @@ class Connection implements RedisConnection {
   }
 
   // Graceful when Redis answers (pending replies arrive first), never stuck when it does not.
-  async close(): Promise<void> {
+  async close(withinMs = this.#commandTimeoutMs): Promise<void> {
     this.#deadlines.close();
     this.#waitDeadlines.close();
     try {
-      await within(this.#transport.close(), this.#commandTimeoutMs, "closing");
+      await within(this.#transport.close(), Math.min(withinMs, this.#commandTimeoutMs), "closing");
     } catch {
       this.#transport.destroy();
     }

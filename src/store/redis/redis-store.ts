@@ -454,8 +454,8 @@ export class RedisStore implements VerificationStore {
     return this.#redis.ping();
   }
 
-  async close(): Promise<void> {
-    await this.#redis.close();
+  async close(withinMs?: number): Promise<void> {
+    await this.#redis.close(withinMs);
   }
 
   #rotate(): number {

@@ -162,6 +162,9 @@ export async function listenGrpc(options: {
         const timer = setTimeout(() => {
           options.log.warn("gRPC drain deadline passed; cancelling remaining calls");
           server.forceShutdown();
+          // grpc-js no longer lists sessions it already took for closed (see below), so forceShutdown
+          // missed them: a call waiting on Redis was cut only when the process exited (probe 22).
+          for (const session of sessions.keys()) session.destroy();
           resolve();
         }, graceMs);
         // tryShutdown sends each session a GOAWAY (open streams go on, new
