@@ -150,11 +150,15 @@ export function readRedisSettings(env: Env, names: RedisVariables = SERVICE_REDI
     // Every other setting means nothing without a deployment (the WAIT timeout alone has a harmless default).
     const stray = Object.values(names).find((name) => !deployments.includes(name) && name !== names.waitTimeoutMs && optional(env, name) !== undefined);
     if (stray) throw new ConfigError(`${stray} is set but no Redis deployment is: set ${names.url}, ${names.clusterNodes} or ${names.sentinels}`);
+    // Unused then, but a bad value is still a mistake to name (probe 22: "abc" was taken silently).
+    int(env, names.waitTimeoutMs, 500, 1, 60_000);
     return undefined;
   }
   const master = optional(env, names.sentinelMaster);
-  if (chosen[0] !== names.sentinels && master !== undefined) {
-    throw new ConfigError(`${names.sentinelMaster} is only for ${names.sentinels}`);
+  if (chosen[0] !== names.sentinels) {
+    // The Sentinels' own settings mean nothing to one node or a cluster: set by mistake, never used.
+    const sentinelOnly = [names.sentinelMaster, names.sentinelUsername, names.sentinelPassword].find((name) => optional(env, name) !== undefined);
+    if (sentinelOnly !== undefined) throw new ConfigError(`${sentinelOnly} is only for ${names.sentinels}`);
   }
   return {
     topology: topology(env, names, chosen[0]!, master),
@@ -211,6 +215,9 @@ function access(env: Env, names: RedisVariables): RedisAccess {
   const url = optional(env, names.url);
   const tls = oneOf(env, names.tls, ["true", "false"] as const, anyFile || url?.startsWith("rediss://") ? "true" : "false");
   if (tls === "false" && anyFile) throw new ConfigError(`${names.tls}=false cannot be combined with ${names.tls}_*_FILE`);
+  if (tls === "false" && optional(env, names.tlsServername) !== undefined) {
+    throw new ConfigError(`${names.tlsServername} is only used with TLS (${names.tls}=true, a rediss:// URL, or ${names.tls}_*_FILE)`);
+  }
   if ((optional(env, files.cert) === undefined) !== (optional(env, files.key) === undefined)) {
     throw new ConfigError(`${files.cert} and ${files.key} must be set together`);
   }

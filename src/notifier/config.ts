@@ -66,6 +66,8 @@ export interface NotifierConfig {
 
 
 const ADAPTERS = ["console", "smtp", "webhook"] as const;
+/** local@domain, alone or in angle brackets after a display name; no line breaks (a header's worth of text). */
+const MAIL_FROM = /^(?:[^<>\r\n]*<[^\s<>@]+@[^\s<>@.]+(?:\.[^\s<>@.]+)*>|[^\s<>@]+@[^\s<>@.]+(?:\.[^\s<>@.]+)*)$/;
 
 export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
   const production = env.NODE_ENV === "production";
@@ -101,6 +103,10 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
   }
   if (webhookUrl !== undefined) url("NOTIFIER_WEBHOOK_URL", webhookUrl, ["http:", "https:"]);
   if (smtpUrl !== undefined) url("NOTIFIER_SMTP_URL", smtpUrl, ["smtp:", "smtps:"]);
+  // Checked now: a From the mail server refuses failed every email only at delivery (probe 22).
+  if (smtpFrom !== undefined && !MAIL_FROM.test(smtpFrom)) {
+    throw new ConfigError('NOTIFIER_SMTP_FROM must be an address, bare or as "Name <address>" (one line)');
+  }
 
   const attempts = int(env, "NOTIFIER_MAX_ATTEMPTS", 5, 1, 50);
   const baseDelayMs = int(env, "NOTIFIER_RETRY_BASE_MS", 500, 1, 600_000);

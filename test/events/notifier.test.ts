@@ -100,6 +100,12 @@ describe('config', () => {
   test('a chosen adapter needs its settings; bad values name their variable', () => {
     expect(() => loadNotifierConfig({ NOTIFIER_SMS_ADAPTER: 'webhook' })).toThrow(/NOTIFIER_WEBHOOK_URL/);
     expect(() => loadNotifierConfig({ NOTIFIER_EMAIL_ADAPTER: 'smtp', NOTIFIER_SMTP_URL: 'http://x' })).toThrow(/NOTIFIER_SMTP_URL must use/);
+    for (const from of ['not an address', 'OTP <otp@example.test', 'otp@', 'OTP <otp@example.test>\r\nBcc: x@example.test']) {
+      expect(() => loadNotifierConfig({ NOTIFIER_EMAIL_ADAPTER: 'smtp', NOTIFIER_SMTP_URL: 'smtp://127.0.0.1:2525', NOTIFIER_SMTP_FROM: from })).toThrow(/NOTIFIER_SMTP_FROM must be an address/);
+    }
+    for (const from of ['otp@example.test', 'OTP <otp@example.test>', '"Acme, Inc." <no-reply@mail.acme.example>']) {
+      expect(loadNotifierConfig({ NOTIFIER_EMAIL_ADAPTER: 'smtp', NOTIFIER_SMTP_URL: 'smtp://127.0.0.1:2525', NOTIFIER_SMTP_FROM: from }).smtp?.from).toBe(from);
+    }
     expect(() => loadNotifierConfig({ NOTIFIER_MAX_ATTEMPTS: 'many' })).toThrow(ConfigError);
     expect(() => loadNotifierConfig({ NOTIFIER_SMS_ADAPTER: 'pigeon' })).toThrow(/NOTIFIER_SMS_ADAPTER must be one of/);
     expect(() => loadNotifierConfig({ OTP_SEAL_KEYS: 'k1:c2hvcnQ=' })).toThrow(/OTP_SEAL_KEYS \(key "k1"\)/);

@@ -39,6 +39,12 @@ describe('Redis deployment from the environment', () => {
     expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_CLUSTER_NODES: 'b:2' })).toMatch(/REDIS_URL and REDIS_CLUSTER_NODES are both set: choose one/);
     expect(refusal({ REDIS_SENTINELS: 's:26379' })).toMatch(/REDIS_SENTINELS needs REDIS_SENTINEL_MASTER/);
     expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_SENTINEL_MASTER: 'm' })).toMatch(/REDIS_SENTINEL_MASTER is only for REDIS_SENTINELS/);
+    // Probe 22: the Sentinels' credentials beside one node or a cluster, a TLS server name without TLS, a bad WAIT timeout without Redis: each was taken silently.
+    expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_SENTINEL_PASSWORD: 'x' })).toMatch(/REDIS_SENTINEL_PASSWORD is only for REDIS_SENTINELS/);
+    expect(refusal({ REDIS_CLUSTER_NODES: 'a:1', REDIS_SENTINEL_USERNAME: 'u' })).toMatch(/REDIS_SENTINEL_USERNAME is only for REDIS_SENTINELS/);
+    expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS_SERVERNAME: 'redis.internal' })).toMatch(/REDIS_TLS_SERVERNAME is only used with TLS/);
+    expect(load({ REDIS_URL: 'rediss://a:1', REDIS_TLS_SERVERNAME: 'redis.internal' }).redis?.access.tls?.servername).toBe('redis.internal');
+    expect(refusal({ OTP_REDIS_WAIT_TIMEOUT_MS: 'abc' })).toMatch(/OTP_REDIS_WAIT_TIMEOUT_MS must be/);
     expect(refusal({ REDIS_CLUSTER_NODES: 'a:1,b' })).toMatch(/REDIS_CLUSTER_NODES entry 2 must be host:port/);
     expect(refusal({ REDIS_CLUSTER_NODES: 'a:70000' })).toMatch(/REDIS_CLUSTER_NODES entry 1/);
     expect(refusal({ REDIS_URL: 'localhost:6379' })).toMatch(/REDIS_URL must look like redis:\/\//);
