@@ -292,8 +292,6 @@ describe('helm chart', () => {
     [['--set', 'relay.env.OTP_RELAY_METRICS_PORT=9000'], 'relay.env.OTP_RELAY_METRICS_PORT', '9465'],
     [['--set', 'notifier.env.NOTIFIER_METRICS_PORT=9000'], 'notifier.env.NOTIFIER_METRICS_PORT', '9464'],
     [['--set', 'notifier.env.NOTIFIER_GROUP_ID=mine'], 'notifier.env.NOTIFIER_GROUP_ID', 'notifier.groupId'],
-    [['--set', 'kafka.tls.enabled=true', '--set', 'relay.env.KAFKA_TLS=on'], 'relay.env.KAFKA_TLS', 'kafka.tls'],
-    [['--set', 'redis.tls.enabled=true', '--set', 'service.env.REDIS_TLS=true'], 'service.env.REDIS_TLS', 'redis.*'],
     [['--set', 'service.env.OTEL_EXPORTER_OTLP_ENDPOINT=http://other:4318'], 'service.env.OTEL_EXPORTER_OTLP_ENDPOINT', 'tracing.otlpEndpoint'],
   ])('refuses an env map overriding a setting the chart computes (%j), pointing at the value to set', async (set, named, instead) => {
     const stderr = await refused('-f', valuesFile('plain'), ...set);
@@ -443,6 +441,28 @@ describe('helm chart', () => {
     [['--set', 'redis.sentinelPasswordKey=SENTINEL'], 'redis.sentinelPasswordKey'],
   ])('refuses Redis TLS and Sentinel settings that cannot work (%j)', async (set, named) => {
     expect(await refused('-f', valuesFile('plain'), ...set)).toContain(named);
+  });
+
+  // Probe 22: each of these rendered (rc 0) and left a release that was plaintext, crash-looped, or split.
+  it.each([
+    [['--set', 'tls.mtls=true'], 'tls.enabled is false'],
+    [['--set', 'tls.existingSecret=otp-tls'], 'tls.enabled is false'],
+    [['--set', 'service.env.KAFKA_SASL_USERNAME=u'], 'service.env.KAFKA_SASL_USERNAME'],
+    [['--set', 'relay.env.KAFKA_SASL_MECHANISM=gssapi'], 'relay.env.KAFKA_SASL_MECHANISM'],
+    [['--set', 'kafka.tls.enabled=true', '--set', 'relay.env.KAFKA_TLS=on'], 'relay.env.KAFKA_TLS: set Kafka TLS and SASL with kafka.tls'],
+    [['--set', 'redis.tls.enabled=true', '--set', 'service.env.REDIS_TLS=true'], 'service.env.REDIS_TLS and redis.tls are both set: use redis.tls'],
+    [['--set', 'redis.tls.enabled=true', '--set', 'service.env.REDIS_TLS_CA_FILE=/x'], 'service.env.REDIS_TLS_CA_FILE'],
+    [['--set', 'config.env.REDIS_CLUSTER_NODES=a:7000', '--set', 'config.env.REDIS_SENTINELS=b:26379'], 'choose one Redis deployment'],
+    [['--set', 'config.env.REDIS_CLUSTER_NODES=a:7000', '--set', 'service.env.REDIS_URL=redis://b:6379'], 'service.env.REDIS_URL'],
+    [['--set', 'service.workers=4'], 'service.workers=4 needs about 1690Mi'],
+    [['--set', 'service.autoscaling.minReplicas=5', '--set', 'service.autoscaling.maxReplicas=2'], 'service.autoscaling.minReplicas (5) is above maxReplicas (2)'],
+  ])('refuses values that would render a release other than the one asked for (%j)', async (set, named) => {
+    expect(await refused('-f', valuesFile('plain'), ...set)).toContain(named);
+  });
+
+  it('service.workers above 1 renders once its memory limit fits them', async () => {
+    const ms = await template('-f', valuesFile('plain'), '--set', 'service.workers=4', '--set', 'service.resources.limits.memory=2Gi');
+    expect(envOf(container(deployment(ms, ''))).OTP_WORKERS?.value).toBe('4');
   });
 
   it('shutdown: a preStop sleep keeps serving while the endpoints go, then the drain and the exit fit the grace period', async () => {

@@ -379,11 +379,42 @@ both by redis.tls and by hand.
 {{- fail "kafka.sasl.notifier.existingSecret needs kafka.sasl.notifier.username (without it the notifier would log in as the service)" }}
 {{- end }}
 {{- end }}
-{{- range $where, $env := dict "config.env" .Values.config.env "notifier.env" .Values.notifier.env }}
+{{- range $where, $env := dict "config.env" .Values.config.env "service.env" .Values.service.env "relay.env" .Values.relay.env "notifier.env" .Values.notifier.env }}
 {{- range $name, $value := $env }}
 {{- if or (hasPrefix "KAFKA_TLS" $name) (hasPrefix "KAFKA_SASL" $name) }}
 {{- fail (printf "%s.%s: set Kafka TLS and SASL with kafka.tls and kafka.sasl" $where $name) }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- /* The Redis deployment is the release's, not one component's: the service and the relay must use the same one. */}}
+{{- range $where, $env := dict "service.env" .Values.service.env "relay.env" .Values.relay.env }}
+{{- range $name := list "REDIS_URL" "REDIS_CLUSTER_NODES" "REDIS_SENTINELS" "REDIS_SENTINEL_MASTER" }}
+{{- if hasKey $env $name }}
+{{- fail (printf "%s.%s: the Redis deployment is the release's (config.redisUrl, redis.existingSecret, or config.env.REDIS_CLUSTER_NODES / REDIS_SENTINELS): the service and the relay must use the same one" $where $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.config.env.REDIS_CLUSTER_NODES .Values.config.env.REDIS_SENTINELS }}
+{{- fail "config.env.REDIS_CLUSTER_NODES and config.env.REDIS_SENTINELS are both set: choose one Redis deployment" }}
+{{- end }}
+{{- with .Values.tls }}
+{{- if and (or .mtls .existingSecret .probeClientSecret) (not .enabled) }}
+{{- fail "tls.mtls / tls.existingSecret / tls.probeClientSecret are set but tls.enabled is false: the listeners would serve plaintext without client certificates; set tls.enabled=true" }}
+{{- end }}
+{{- end }}
+{{- with .Values.service.autoscaling }}
+{{- if and .enabled (gt (int .minReplicas) (int .maxReplicas)) }}
+{{- fail (printf "service.autoscaling.minReplicas (%v) is above maxReplicas (%v)" .minReplicas .maxReplicas) }}
+{{- end }}
+{{- end }}
+{{- /* README "Memory and CPU per process": about 400 MiB per worker, plus ~90 MiB for the primary when there are several. */}}
+{{- $workers := int .Values.service.workers }}
+{{- $limit := toString (dig "limits" "memory" "" (.Values.service.resources | default dict)) }}
+{{- if and (gt $workers 1) (regexMatch "^[0-9]+(Mi|Gi)$" $limit) }}
+{{- $mib := ternary (mul (int (trimSuffix "Gi" $limit)) 1024) (int (trimSuffix "Mi" $limit)) (hasSuffix "Gi" $limit) }}
+{{- $needed := add (mul $workers 400) 90 }}
+{{- if lt (int $mib) (int $needed) }}
+{{- fail (printf "service.workers=%d needs about %dMi of memory (400Mi a worker, 90Mi for the primary; README \"Memory and CPU per process\"): service.resources.limits.memory is %s" $workers $needed $limit) }}
 {{- end }}
 {{- end }}
 {{- with .Values.redis.tls }}
@@ -394,9 +425,11 @@ both by redis.tls and by hand.
 {{- fail "redis.tls.existingSecret is set but redis.tls.enabled is false" }}
 {{- end }}
 {{- if .enabled }}
-{{- range $name, $value := $.Values.config.env }}
+{{- range $where, $env := dict "config.env" $.Values.config.env "service.env" $.Values.service.env "relay.env" $.Values.relay.env }}
+{{- range $name, $value := $env }}
 {{- if hasPrefix "REDIS_TLS" $name }}
-{{- fail (printf "config.env.%s and redis.tls are both set: use redis.tls" $name) }}
+{{- fail (printf "%s.%s and redis.tls are both set: use redis.tls" $where $name) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
