@@ -41,9 +41,9 @@ const SECRET_FIELDS = [
 // depth a request, a call or an error nests it (e.g. err.cause.destination).
 const MAX_DEPTH = 4;
 
-function redactPaths(): string[] {
+function redactPaths(extra: readonly string[]): string[] {
   const paths: string[] = [];
-  for (const field of SECRET_FIELDS) {
+  for (const field of [...SECRET_FIELDS, ...extra]) {
     const leaf = /^[A-Za-z_$][\w$]*$/.test(field) ? field : `["${field}"]`;
     for (let depth = 0; depth < MAX_DEPTH; depth++) {
       const prefix = "*.".repeat(depth);
@@ -60,6 +60,8 @@ export interface LoggerOptions {
   service?: string;
   /** Defaults to stdout. main.ts passes stderr for start-up failures. */
   destination?: DestinationStream;
+  /** Field names this process redacts beside the shared ones (the notifier holds messages in clear). */
+  secretFields?: readonly string[];
 }
 
 // A system or Node error code (ECONNRESET, EAI_AGAIN, ERR_STREAM_PREMATURE_CLOSE):
@@ -86,7 +88,7 @@ export function createLogger(options: LoggerOptions): Logger {
       level: options.level,
       base: { service: options.service ?? "otp-service" },
       timestamp: pino.stdTimeFunctions.isoTime,
-      redact: { paths: redactPaths(), censor: "[redacted]" },
+      redact: { paths: redactPaths(options.secretFields ?? []), censor: "[redacted]" },
       serializers: { err: serializeError },
     },
     options.destination ?? pino.destination({ fd: 1, sync: true }),

@@ -1,14 +1,13 @@
-import { pino, type Logger } from "pino";
+import { createLogger, type Logger } from "../log.js";
 
 // The notifier holds every code and destination in clear for a moment, so the
 // logger removes those fields wherever a call site might put them by mistake
-// (top level or one object down). Call sites log ids, channels and short
-// reasons only; this is the safety net, not the policy.
-const SECRET_FIELDS = ["destination", "code", "text", "subject", "to", "body", "html"];
-
-export const REDACT_PATHS = [...SECRET_FIELDS, ...SECRET_FIELDS.map((f) => `*.${f}`)];
+// (besides every field the service's logger redacts: src/log.ts). Call sites
+// log ids, channels and short reasons only; this is the safety net, not the
+// policy. Lines have the service's and the relay's shape (ISO time, `service`),
+// so one log pipeline reads all three.
+const MESSAGE_FIELDS = ["text", "subject", "to", "body", "html"];
 
 export function notifierLogger(level: string, destination?: NodeJS.WritableStream): Logger {
-  const options = { name: "otp-notifier", level, redact: { paths: REDACT_PATHS, censor: "[redacted]" } };
-  return destination ? pino(options, destination) : pino(options);
+  return createLogger({ level, service: "otp-notifier", destination, secretFields: MESSAGE_FIELDS });
 }
