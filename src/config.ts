@@ -170,6 +170,12 @@ export function loadConfig(env: Env = process.env): Config {
   const destinationKey = parseKey("OTP_DESTINATION_KEY", secret("OTP_DESTINATION_KEY", DEV_DESTINATION_KEY), 32);
   const sealKeys = parseKeyring("OTP_SEAL_KEYS", secret("OTP_SEAL_KEYS", DEV_SEAL_KEYS), 32, 32);
   const receiptKeys = parseKeyring("OTP_RECEIPT_KEYS", secret("OTP_RECEIPT_KEYS", DEV_RECEIPT_KEY), 32, 32);
+  distinctKeys([
+    ["OTP_HMAC_KEYS", hmacKeys.map((k) => k.key)],
+    ["OTP_DESTINATION_KEY", [destinationKey]],
+    ["OTP_SEAL_KEYS", sealKeys.map((k) => k.key)],
+    ["OTP_RECEIPT_KEYS", receiptKeys.map((k) => k.key)],
+  ]);
   if (missing.length > 0) {
     throw new ConfigError(`NODE_ENV=production requires ${missing.join(", ")} (no development defaults in production)`);
   }
@@ -427,13 +433,42 @@ function readClients(path: string, production: boolean): Client[] {
   }
 }
 
-function parseKey(name: string, value: string, minBytes: number, exactBytes?: number): Buffer {
+// Base64 or base64url, padded or not. Node's decoder skips anything else, so a key written in the wrong
+// form ("d1:<key>" where one bare key is wanted, quotes, a stray character) became other key material
+// without a word (probe 23: destination digests, and so every budget, split from the other pods').
+const BASE64 = /^(?:[A-Za-z0-9+/]+|[A-Za-z0-9_-]+)={0,2}$/;
+
+function parseKey(name: string, text: string, minBytes: number, exactBytes?: number): Buffer {
+  const value = text.trim(); // a Secret's file often ends in a newline
+  if (!BASE64.test(value)) {
+    const why = value.includes(":") ? ' (one key, without a "<key id>:")' : "";
+    throw new ConfigError(`${name} must be base64${why}; it holds a character base64 has not`);
+  }
   const key = Buffer.from(value, "base64");
   if (key.length < minBytes || (exactBytes !== undefined && key.length !== exactBytes)) {
     const want = exactBytes !== undefined ? `exactly ${exactBytes}` : `at least ${minBytes}`;
     throw new ConfigError(`${name} must be base64 of ${want} bytes`);
   }
   return key;
+}
+
+/**
+ * Each secret's material serves one purpose. The seal keys are shared with every notifier: the same bytes as
+ * a receipt key would let anyone holding a notifier's configuration sign receipts (probe 23: the service
+ * started with them swapped, or equal). The same key under two ids is a mistake too.
+ */
+function distinctKeys(settings: [name: string, keys: Buffer[]][]): void {
+  const seen = new Map<string, string>();
+  for (const [name, keys] of settings) {
+    for (const key of keys) {
+      const material = key.toString("base64");
+      const other = seen.get(material);
+      if (other !== undefined) {
+        throw new ConfigError(other === name ? `${name} lists one key under two key ids` : `${other} and ${name} hold the same key: each needs its own`);
+      }
+      seen.set(material, name);
+    }
+  }
 }
 
 /** "kid1:base64,kid2:base64": the last one is the newest. Shared with the notifier's config. */

@@ -320,6 +320,9 @@ export class OtpService {
       }),
     );
     if (outcome.result === "NOT_REPLAYED") throw held!();
+    // A pod rolled out with a new OTP_HMAC_KEYS key last issued this code; this one cannot check it.
+    // Counting it would make a right code a wrong guess (probe 23): the retry goes to a pod that can.
+    if (outcome.result === "UNKNOWN_KEY") throw new OtpError("UNAVAILABLE", "code issued under a key this process does not have (OTP_HMAC_KEYS); retry");
     // A repeat's kept answer names its verification: by destination, a newer one may be there now.
     const verificationId = outcome.verificationId ?? ref.verificationId;
     if (purposeFromAnswer && !(outcome.repeat && outcome.purpose !== undefined && this.mayUse(caller, "Verify", outcome.purpose, verificationId))) {

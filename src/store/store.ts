@@ -249,7 +249,9 @@ export type VerifyResultKind =
   | "NOT_FOUND"
   | "DELIVERY_FAILED"
   /** VerifyCommand.replayOnly, and no kept answer: nothing counted or changed. */
-  | "NOT_REPLAYED";
+  | "NOT_REPLAYED"
+  /** The code was issued under a key id none of the candidates has: it cannot be checked here; nothing counted. */
+  | "UNKNOWN_KEY";
 
 export interface VerifyOutcome {
   result: VerifyResultKind;

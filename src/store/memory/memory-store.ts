@@ -252,6 +252,9 @@ export class MemoryStore implements VerificationStore {
       return { result: "EXPIRED", attemptsRemaining: 0 };
     }
 
+    // 6. Issued under a key this process lacks: it cannot be checked here; nothing is counted.
+    if (digest === undefined) return { result: "UNKNOWN_KEY", attemptsRemaining: 0 };
+
     // 7. Count before comparing.
     v.attempts += 1;
 

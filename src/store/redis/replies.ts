@@ -62,6 +62,7 @@ const VERIFY_RESULTS: ReadonlySet<string> = new Set<VerifyResultKind>([
   "NOT_FOUND",
   "DELIVERY_FAILED",
   "NOT_REPLAYED",
+  "UNKNOWN_KEY",
 ]);
 
 function refusal(r: RedisReply[]): { kind: "refused"; reason: Refusal; retryAfterMs: number } {

@@ -26,6 +26,8 @@ Returns
   a repeat (step 0 or 2): {'VERIFIED', left, purpose, destination digest, verified at ms, '', verification id}
                        or {'INVALID_CODE', left, '', '', 0, '', verification id}
   {'NOT_REPLAYED', 0}  replay_only, and no kept answer: nothing counted or changed
+  {'UNKNOWN_KEY', 0}   the code was issued under a key id not in candidates (a pod rolled out
+                       later has it): it cannot be checked here, so nothing is counted or changed
 ]]
 
 --- @include "args"
@@ -133,6 +135,10 @@ if now >= c.e then
   emit(ev, 'expired')
   return {'EXPIRED', 0}
 end
+
+-- 6. Issued under a key this process lacks (OTP_HMAC_KEYS rolled out with the new key last
+-- before every pod had it): a right code would count as a wrong guess. Nothing is counted.
+if not A.candidates[v[2]] then return {'UNKNOWN_KEY', 0} end
 
 -- 7. Count before comparing, so concurrent guesses cannot pass the limit.
 a = a + 1

@@ -1,0 +1,43 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.js';
+
+// The secrets are read strictly (probe 23): Node's base64 decoder skips what is
+// not base64, so a key in the wrong form became other key material without a
+// word, and one key's bytes in two settings went unnoticed.
+
+const key = () => randomBytes(32).toString('base64');
+const refusal = (env: Record<string, string>): string => {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error('config was accepted');
+};
+
+describe('key settings', () => {
+  it('a key that is not base64 is refused, naming the setting and never the value', () => {
+    const k = key();
+    const said = refusal({ OTP_DESTINATION_KEY: `d1:${k}` });
+    expect(said).toMatch(/^OTP_DESTINATION_KEY must be base64 \(one key, without a "<key id>:"\)/);
+    expect(said).not.toContain(k);
+    expect(refusal({ OTP_DESTINATION_KEY: `"${k}"` })).toMatch(/^OTP_DESTINATION_KEY must be base64/);
+    expect(refusal({ OTP_HMAC_KEYS: `h1:${k.slice(0, 10)}!!${k.slice(10)}` })).toMatch(/^OTP_HMAC_KEYS \(key "h1"\) must be base64/);
+  });
+
+  it('base64url, unpadded, and a trailing newline are all the same key', () => {
+    const bytes = randomBytes(32);
+    const forms = [bytes.toString('base64'), bytes.toString('base64url'), `${bytes.toString('base64')}\n`];
+    for (const form of forms) expect(loadConfig({ OTP_DESTINATION_KEY: form }).destinationKey.equals(bytes)).toBe(true);
+  });
+
+  it('one key in two settings, or under two ids, is refused', () => {
+    const k = key();
+    expect(refusal({ OTP_SEAL_KEYS: `s1:${k}`, OTP_RECEIPT_KEYS: `r1:${k}` })).toBe('OTP_SEAL_KEYS and OTP_RECEIPT_KEYS hold the same key: each needs its own');
+    expect(refusal({ OTP_HMAC_KEYS: `h1:${k}`, OTP_DESTINATION_KEY: k })).toBe('OTP_HMAC_KEYS and OTP_DESTINATION_KEY hold the same key: each needs its own');
+    expect(refusal({ OTP_HMAC_KEYS: `h1:${k},h2:${k}` })).toBe('OTP_HMAC_KEYS lists one key under two key ids');
+    expect(loadConfig({ OTP_HMAC_KEYS: `h1:${key()},h2:${key()}` }).hmacKeys).toHaveLength(2);
+  });
+});
