@@ -146,8 +146,17 @@ const DEV_DESTINATION_KEY = "ZGV2ZWxvcG1lbnQtb25seS1kZXN0aW5hdGlvbi1rZXktMDA";
 const DEV_RECEIPT_KEY = "dev-receipt:ZGV2ZWxvcG1lbnQtb25seS1yZWNlaXB0LXNlZWQtMzI=";
 export const DEV_SEAL_KEYS = "dev-seal:ZGV2ZWxvcG1lbnQtb25seS1zZWFsLWtleS0zMmJ5dGU=";
 
-export function loadConfig(env: Env = process.env): Config {
+/**
+ * `relay`: the settings of `npm run relay`, which publishes the outbox and reads delivery statuses. It needs
+ * only the seal keys and the destination key (status records name verifications by masked id): the other
+ * secrets and the clients file are neither required nor, when absent, given development values, so a
+ * relay's pod need not hold the key that signs receipts (probe 22).
+ */
+export type ConfigFor = "service" | "relay";
+
+export function loadConfig(env: Env = process.env, component: ConfigFor = "service"): Config {
   const production = env.NODE_ENV === "production";
+  const relay = component === "relay";
   const missing: string[] = [];
   const developmentSecrets: string[] = [];
   const secret = (name: string, dev: string): string => {
@@ -165,11 +174,13 @@ export function loadConfig(env: Env = process.env): Config {
   if (production && !kafka) missing.push("KAFKA_BROKERS");
   const clientsFile = optional(env, "OTP_CLIENTS_FILE");
   // Without a clients file anyone who reaches the port may call: a developer's laptop, never production.
-  if (production && !clientsFile) missing.push("OTP_CLIENTS_FILE");
-  const hmacKeys = parseKeyring("OTP_HMAC_KEYS", secret("OTP_HMAC_KEYS", DEV_HMAC_KEY), 32);
+  if (production && !clientsFile && !relay) missing.push("OTP_CLIENTS_FILE");
+  // What the relay does not use it need not have; given, it is still checked.
+  const unusedByRelay = (name: string): boolean => relay && optional(env, name) === undefined;
+  const hmacKeys = unusedByRelay("OTP_HMAC_KEYS") ? [] : parseKeyring("OTP_HMAC_KEYS", secret("OTP_HMAC_KEYS", DEV_HMAC_KEY), 32);
   const destinationKey = parseKey("OTP_DESTINATION_KEY", secret("OTP_DESTINATION_KEY", DEV_DESTINATION_KEY), 32);
   const sealKeys = parseKeyring("OTP_SEAL_KEYS", secret("OTP_SEAL_KEYS", DEV_SEAL_KEYS), 32, 32);
-  const receiptKeys = parseKeyring("OTP_RECEIPT_KEYS", secret("OTP_RECEIPT_KEYS", DEV_RECEIPT_KEY), 32, 32);
+  const receiptKeys = unusedByRelay("OTP_RECEIPT_KEYS") ? [] : parseKeyring("OTP_RECEIPT_KEYS", secret("OTP_RECEIPT_KEYS", DEV_RECEIPT_KEY), 32, 32);
   distinctKeys([
     ["OTP_HMAC_KEYS", hmacKeys.map((k) => k.key)],
     ["OTP_DESTINATION_KEY", [destinationKey]],

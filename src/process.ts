@@ -1,5 +1,5 @@
 import { pino } from "pino";
-import { ConfigError, loadConfig, type Config } from "./config.js";
+import { ConfigError, loadConfig, type Config, type ConfigFor } from "./config.js";
 import { StartupError } from "./env.js";
 import { createLogger, type Logger } from "./log.js";
 import { startTracing, type Tracing } from "./telemetry/tracing.js";
@@ -11,9 +11,9 @@ import { startTracing, type Tracing } from "./telemetry/tracing.js";
 /** Extra time after the drain deadline before we stop waiting for cleanup. */
 const EXIT_MARGIN_MS = 5_000;
 
-export function readConfig(service?: string): Config {
+export function readConfig(service?: string, component?: ConfigFor): Config {
   try {
-    return loadConfig();
+    return loadConfig(process.env, component);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     // Synchronous stderr so the line is written before we exit.

@@ -22,7 +22,7 @@ import { exitOnCrash, logStartFailure, readConfig, startTracingOrExit, stopOnSig
 // OTP_RELAY_METRICS_PORT (default 9465; "off": none).
 
 async function main(): Promise<void> {
-  const config = readConfig("otp-relay");
+  const config = readConfig("otp-relay", "relay");
   const log = createLogger({ level: config.logLevel, service: "otp-relay" });
   exitOnCrash(log);
   warnUnknownSettings(process.env, log);

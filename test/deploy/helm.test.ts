@@ -206,12 +206,27 @@ describe('helm chart', () => {
       expect(ofKind(ms, 'ConfigMap')).toHaveLength(0);
       for (const d of ofKind(ms, 'Deployment')) {
         const c = container(d);
-        expect(c.envFrom!.map((e) => e.secretRef.name).every((n) => n.length > 0)).toBe(true);
+        expect((c.envFrom ?? []).map((e) => e.secretRef.name).every((n) => n.length > 0)).toBe(true);
         for (const e of c.env ?? []) expect(/KEYS?$|PASSWORD|TOKEN|HEADERS$/.test(e.name) && e.value !== undefined, `${d.metadata.name}: ${e.name}`).toBe(false);
       }
     }
     const values = readFileSync(join(chart, 'values.yaml'), 'utf8');
     expect(values).not.toMatch(/[A-Za-z0-9+/]{40,}={0,2}/); // nothing that looks like a base64 key
+  });
+
+  it('the relay pod holds only the keys the relay uses: no receipt signing key, code HMAC keys, clients file or listener key (probe 22)', async () => {
+    const ms = await template('-f', valuesFile('mtls'));
+    const relay = deployment(ms, '-relay');
+    const c = container(relay);
+    expect(c.envFrom ?? []).toEqual([]);
+    const env = envOf(c);
+    for (const name of ['OTP_SEAL_KEYS', 'OTP_DESTINATION_KEY']) expect(env[name]?.valueFrom?.secretKeyRef).toMatchObject({ key: name });
+    for (const name of ['OTP_RECEIPT_KEYS', 'OTP_HMAC_KEYS', 'OTP_CLIENTS_FILE', 'TLS_CERT_FILE', 'TLS_KEY_FILE', 'TLS_CA_FILE']) expect(env[name], name).toBeUndefined();
+    const volumes = (relay.spec.template.spec.volumes as { name: string }[]).map((v) => v.name);
+    expect(volumes).not.toContain('clients');
+    expect(volumes).not.toContain('tls');
+    // The service still gets them all.
+    expect(container(deployment(ms, '')).envFrom?.[0]?.secretRef.name).toBeTruthy();
   });
 
   it('every environment variable it sets is a setting the code reads', async () => {
@@ -287,7 +302,7 @@ describe('helm chart', () => {
     [['--set', 'config.env.NODE_ENV=development'], 'config.env.NODE_ENV', 'production'],
     [['--set', 'config.env.LOG_LEVEL=debug'], 'config.env.LOG_LEVEL', 'config.logLevel'],
     [['--set', 'notifier.env.LOG_LEVEL=debug'], 'notifier.env.LOG_LEVEL', 'config.logLevel'],
-    [['--set', 'relay.env.OTP_CLIENTS_FILE=/etc/clients.json'], 'relay.env.OTP_CLIENTS_FILE', 'clients.existingSecret'],
+    [['--set', 'service.env.OTP_CLIENTS_FILE=/etc/clients.json'], 'service.env.OTP_CLIENTS_FILE', 'clients.existingSecret'],
     [['--set', 'tls.enabled=true', '--set', 'tls.existingSecret=t', '--set', 'service.env.TLS_CERT_FILE=/x.crt'], 'service.env.TLS_CERT_FILE', 'tls.existingSecret'],
     [['--set', 'relay.env.OTP_RELAY_METRICS_PORT=9000'], 'relay.env.OTP_RELAY_METRICS_PORT', '9465'],
     [['--set', 'notifier.env.NOTIFIER_METRICS_PORT=9000'], 'notifier.env.NOTIFIER_METRICS_PORT', '9464'],

@@ -41,3 +41,20 @@ describe('key settings', () => {
     expect(loadConfig({ OTP_HMAC_KEYS: `h1:${key()},h2:${key()}` }).hmacKeys).toHaveLength(2);
   });
 });
+
+describe('the relay process (npm run relay)', () => {
+  const production = { NODE_ENV: 'production', REDIS_URL: 'redis://127.0.0.1:1', KAFKA_BROKERS: '127.0.0.1:2' };
+
+  it('starts on the seal keys and the destination key alone; the service refuses that, naming what it lacks', () => {
+    const env = { ...production, OTP_SEAL_KEYS: `s1:${key()}`, OTP_DESTINATION_KEY: key() };
+    const relay = loadConfig(env, 'relay');
+    expect(relay.hmacKeys).toEqual([]);
+    expect(relay.receiptKeys).toEqual([]);
+    expect(refusal(env)).toMatch(/requires OTP_CLIENTS_FILE, OTP_HMAC_KEYS, OTP_RECEIPT_KEYS/);
+  });
+
+  it('still needs the keys it uses, and still checks the others when given', () => {
+    expect(() => loadConfig({ ...production, OTP_DESTINATION_KEY: key() }, 'relay')).toThrow(/requires OTP_SEAL_KEYS/);
+    expect(() => loadConfig({ ...production, OTP_SEAL_KEYS: `s1:${key()}`, OTP_DESTINATION_KEY: key(), OTP_RECEIPT_KEYS: 'r1:short' }, 'relay')).toThrow(/OTP_RECEIPT_KEYS/);
+  });
+});

@@ -104,7 +104,14 @@ Pass (list $ chart maps).
 - name: OTP_RELAY_METRICS_PORT
   value: "9465"
 {{ include "otp.commonEnv" . }}
-{{ include "otp.fileEnv" . }}
+# Only the two keys the relay uses (seals and delivery-record MACs; masked ids in status records):
+# not the receipt signing key, the code HMAC keys, the clients file or the listeners' TLS key.
+- name: OTP_SEAL_KEYS
+  valueFrom:
+    secretKeyRef: { name: {{ required "keys.existingSecret is required" .Values.keys.existingSecret | quote }}, key: OTP_SEAL_KEYS }
+- name: OTP_DESTINATION_KEY
+  valueFrom:
+    secretKeyRef: { name: {{ .Values.keys.existingSecret | quote }}, key: OTP_DESTINATION_KEY }
 {{- end -}}
 
 {{/* The notifier container's env as the chart sets it. */}}

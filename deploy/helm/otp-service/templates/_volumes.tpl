@@ -1,4 +1,4 @@
-{{/* Files the service and the relay read: the clients file and, with TLS, the certificates. */}}
+{{/* Files the service reads: the clients file and, with TLS, the certificates. */}}
 {{- define "otp.fileEnv" -}}
 - name: OTP_CLIENTS_FILE
   value: /etc/otp/clients/{{ .Values.clients.key }}
@@ -56,6 +56,21 @@
     secretName: {{ .Values.tls.probeClientSecret | quote }}
 {{- end }}
 {{- end }}
+{{- include "otp.redisTlsVolume" . }}
+{{- include "otp.kafkaTlsVolume" . }}
+{{- end -}}
+
+{{/* The relay's: no clients file, no listener certificates (it serves no calls). */}}
+{{- define "otp.relayVolumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- include "otp.redisTlsMount" . }}
+{{- include "otp.kafkaTlsMount" . }}
+{{- end -}}
+
+{{- define "otp.relayVolumes" -}}
+- name: tmp
+  emptyDir: {}
 {{- include "otp.redisTlsVolume" . }}
 {{- include "otp.kafkaTlsVolume" . }}
 {{- end -}}
