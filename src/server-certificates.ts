@@ -33,8 +33,9 @@ export class ServerCertificates {
       ca === undefined ? [cert, key] : [cert, key, ca],
       (trigger) => this.load(trigger),
       (trigger, err) => {
-        // ConfigError messages name the setting and the path, never the contents.
-        this.log.error({ trigger, reason: err.message }, "TLS files not reloaded; the certificate in force stays");
+        // ConfigError messages name the setting, never the contents; the files are named here (a key pair
+        // that does not match said only the settings: probe 23).
+        this.log.error({ trigger, reason: err.message, files: { TLS_CERT_FILE: cert, TLS_KEY_FILE: key, TLS_CA_FILE: ca } }, "TLS files not reloaded; the certificate in force stays");
         this.observer?.reload("refused");
       },
     );

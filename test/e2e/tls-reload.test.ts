@@ -168,7 +168,7 @@ async function service(env: Record<string, string>, listeners = 1): Promise<Serv
   return proc;
 }
 
-const logsOf = (s: ServiceProcess, msg: string) => s.logs().filter((l) => l.msg === msg) as { msg: string; trigger?: string; reason?: string }[];
+const logsOf = (s: ServiceProcess, msg: string) => s.logs().filter((l) => l.msg === msg) as { msg: string; trigger?: string; reason?: string; files?: Record<string, string> }[];
 const RELOADED = 'TLS certificate reloaded; new connections use it';
 const REFUSED = 'TLS files not reloaded; the certificate in force stays';
 
@@ -278,6 +278,8 @@ describe('TLS certificate reload', () => {
     volume.swap({ 'tls.crt': read(renewed.cert), 'tls.key': read(certs.serverKey) });
     await refusedOnce(1);
     expect(refusals()[0]).toMatchObject({ trigger: 'file change', reason: 'TLS_KEY_FILE does not hold the private key of the certificate in TLS_CERT_FILE' });
+    // The files by path too (probe 23: a mismatched pair named only the settings).
+    expect(refusals()[0]).toMatchObject({ files: { TLS_CERT_FILE: env.TLS_CERT_FILE, TLS_KEY_FILE: env.TLS_KEY_FILE } });
     expect(await servedEverywhere(s)).toEqual([before]);
     expect(healthcheck(check)).toEqual({ status: 0, stderr: '' });
 
