@@ -178,7 +178,7 @@ export interface PrefixGuardCheck {
   prefixes: GuardedPrefix[];
 }
 
-export type PrefixTransitionReason = "CONVERSION_COLLAPSED" | "VERIFIED" | "COOLED_OFF";
+export type PrefixTransitionReason = "CONVERSION_COLLAPSED" | "VERIFIED" | "COOLED_OFF" | "NOT_SENT";
 
 /** A prefix suspended or released by this call: the service audits it and counts it. */
 export interface PrefixTransition {

@@ -405,3 +405,22 @@ describe('test destinations (OTP_TEST_DESTINATIONS)', () => {
     expect(message.includes(SMS_CODE)).toBe(false);
   });
 });
+
+describe('concurrent Sends to one number, all but one refused by its resend cooldown (OTP_RESEND_COOLDOWN_SECONDS=60; default guard)', () => {
+  const ctx = securedAppPerSuite(() => ({ redisUrl: redis.url, env: { OTP_CLIENTS_FILE: file.path, OTP_RESEND_COOLDOWN_SECONDS: '60', ...RAISED_BUDGETS } }));
+
+  it('suspend nothing: one code went out, and another number of the block still gets its code (probe 26)', async () => {
+    // Each is counted by the guard before issue refuses it; 20 together tipped the block into collapse for one SMS.
+    const answers = await Promise.allSettled(Array.from({ length: 20 }, (_, i) =>
+      grpcCall(ctx.grpc, send, { ...sms('+447580107777'), clientIp: `198.51.100.${i + 1}`, idempotencyKey: `concurrent-${i}` }, as())));
+    const sent = answers.filter((a) => a.status === 'fulfilled');
+    expect(sent).toHaveLength(1);
+    for (const a of answers) if (a.status === 'rejected') expect(reasonOf(a.reason as ServiceError)).toBe('RESEND_COOLDOWN');
+    await ctx.app.deliveries.latest((sent[0] as PromiseFulfilledResult<{ verificationId: string }>).value.verificationId);
+    expect(ctx.app.deliveries.lines.filter((l) => l.destination === '+447580107777')).toHaveLength(1);
+    // A new user elsewhere in +44 7580 gets a code; the guard is not holding the block.
+    expect((await grpcCall(ctx.grpc, send, sms('+447580999999'), as())).verificationId).not.toBe('');
+    const check = await grpcCall(ctx.grpc, checkRateLimit, sms('+447580999998'), as());
+    expect(check.limits.find((l) => l.name === 'PREFIX_SUSPENDED')).toMatchObject({ remaining: 18 });
+  });
+});

@@ -1020,6 +1020,23 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(guard!.retryAfterMs).toBeGreaterThan(55_000);
       });
 
+      it('taking back the send that tipped a prefix into collapse releases it (NOT_SENT), and the next send may go', async () => {
+        // Probe 26: concurrent Sends to one number, each counted before issue refused all but one (a cooldown),
+        // suspended a block for one code: a suspension stands only while the counts that made it do.
+        for (let i = 0; i < 4; i++) await store.spendCallerBudgets(TENANT, [], check());
+        await store.spendCallerBudgets(TENANT, [], check());
+        expect(await store.recordPrefixOutcome(TENANT, check(), 'unsent')).toEqual([
+          { prefix: coarse, kind: 'released', reason: 'NOT_SENT', sent: 4, verified: 0 },
+          { prefix: fine('a'), kind: 'released', reason: 'NOT_SENT', sent: 4, verified: 0 },
+        ]);
+        expect(await store.callerBudgetStates(TENANT, [], check())).toEqual([
+          { name: 'PREFIX_SUSPENDED', limit: 5, remaining: 1, resetAfterMs: 0, retryAfterMs: 0 },
+        ]);
+        // A fifth real send: suspended again, and it stands.
+        expect(await store.spendCallerBudgets(TENANT, [], check())).toMatchObject({ allowed: true, transitions: [{ kind: 'suspended' }, { kind: 'suspended' }] });
+        expect(await store.spendCallerBudgets(TENANT, [], check(fine('b')))).toMatchObject({ allowed: false, name: 'PREFIX_SUSPENDED' });
+      });
+
       it('verifications lift a suspension once the prefix is back at the floor', async () => {
         for (let i = 0; i < 5; i++) await store.spendCallerBudgets(TENANT, [], check());
         expect(await store.recordPrefixOutcome(TENANT, check(), 'verified')).toEqual([]);

@@ -74,7 +74,15 @@ export class PrefixGuardRecords {
     for (const j of this.#judge(tenant, check, now)) {
       if (outcome === "unsent") {
         const n = j.record.sent.get(b) ?? 0;
-        if (n > 0) j.record.sent.set(b, n - 1);
+        if (n > 0) {
+          j.record.sent.set(b, n - 1);
+          j.sent -= 1;
+        }
+        // A suspension stands only while the counts that made it do (concurrent Sends counted, then refused).
+        if (j.record.until > now && !collapsed(j, rule)) {
+          this.#release(j, "NOT_SENT", transitions);
+          this.#keep(j.record, now, rule);
+        }
         continue;
       }
       j.record.verified.set(b, (j.record.verified.get(b) ?? 0) + 1);
@@ -136,7 +144,7 @@ export class PrefixGuardRecords {
     });
   }
 
-  #release(j: Judged, reason: "VERIFIED" | "COOLED_OFF", transitions: PrefixTransition[]): void {
+  #release(j: Judged, reason: "VERIFIED" | "COOLED_OFF" | "NOT_SENT", transitions: PrefixTransition[]): void {
     j.record.until = 0;
     transitions.push({ prefix: j.prefix, kind: "released", reason, sent: j.sent, verified: j.verified });
   }

@@ -174,7 +174,7 @@ export function callerBudgetStates(reply: RedisReply, budgets: CallerBudget[], r
 }
 
 const TRANSITION_KINDS: ReadonlySet<string> = new Set(["suspended", "released"]);
-const TRANSITION_REASONS: ReadonlySet<string> = new Set<PrefixTransitionReason>(["CONVERSION_COLLAPSED", "VERIFIED", "COOLED_OFF"]);
+const TRANSITION_REASONS: ReadonlySet<string> = new Set<PrefixTransitionReason>(["CONVERSION_COLLAPSED", "VERIFIED", "COOLED_OFF", "NOT_SENT"]);
 
 /** From index `from`: {prefix j, kind, reason, sent, verified} repeated (prefix-guard.lua). */
 export function prefixTransitions(reply: RedisReply, from: number, prefixes: GuardedPrefix[]): PrefixTransition[] {

@@ -10,7 +10,8 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   outcome   str   "verified" | "unsent"
   rule      list  [min sends, min verified percent, window ms, buckets, cool-off ms]
 
-Returns the transitions, flattened: {i, 'released', 'VERIFIED', sent, verified, ...}
+Returns the transitions, flattened: {i, 'released', 'VERIFIED' | 'NOT_SENT', sent, verified, ...}
+('NOT_SENT': with the send taken back, the counts no longer show the collapse that suspended it)
 ]]
 
 --- @include "args"
@@ -28,6 +29,13 @@ for i = 1, #KEYS do
   if A.outcome == 'unsent' then
     -- Only this bucket's count is taken back: a send counted in an older bucket stays (rarely, one too many).
     if (tonumber(redis.call('HGET', KEYS[i], 's' .. b)) or 0) > 0 then redis.call('HINCRBY', KEYS[i], 's' .. b, -1) end
+    -- A suspension stands only while the counts that made it do: concurrent Sends each counted before
+    -- issue refused all but one (a cooldown, a replay) suspended a whole block for one code (probe 26).
+    local st = pg_read(i, KEYS[i], now, rule)
+    if st.held > now and not pg_collapsed(st, rule) then
+      pg_release(st, 'NOT_SENT', out)
+      pg_save(st, now, rule, nil, nil)
+    end
   else
     local st = pg_read(i, KEYS[i], now, rule)
     st.verified = st.verified + 1

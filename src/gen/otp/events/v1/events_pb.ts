@@ -439,7 +439,8 @@ export enum AuditEventType {
   /**
    * SMS pumping guard (20+): a number prefix stopped receiving codes because
    * its codes were not being verified (reason CONVERSION_COLLAPSED), or
-   * receives them again (reason VERIFIED or COOLED_OFF). Carries
+   * receives them again (reason VERIFIED, COOLED_OFF, or NOT_SENT: sends
+   * counted toward the collapse were then refused or replayed). Carries
    * number_prefix, prefix_digest, prefix_sent, prefix_verified; no verification.
    *
    * @generated from enum value: AUDIT_EVENT_TYPE_PREFIX_SUSPENDED = 20;
