@@ -209,7 +209,8 @@ export class OtpService {
     }, policy.ttlSeconds * 1000);
     const prefixes = testCode === undefined ? this.prefixesOf(caller, destination) : null;
     // A retry the budgets refused, of a Send that got through: only its replay may answer it.
-    const held = await this.spend(caller, "Send", sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination), about, prefixes, claim);
+    const budgets = sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination);
+    const held = await this.spend(caller, "Send", budgets, about, prefixes, claim);
     const ref = this.ids.newRef(at);
     const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, req.context, code);
@@ -240,7 +241,7 @@ export class OtpService {
     );
     if (outcome.kind === "not_replayed") throw held!();
     // Counted as sent by the budgets call; nothing went out after all. (A held retry counted nothing.)
-    if (prefixes && !held && outcome.kind !== "issued") await this.recordPrefix(caller, prefixes.check, "unsent");
+    if (!held && outcome.kind !== "issued") await this.takeBack(caller, budgets, prefixes?.check);
     if (testCode !== undefined && outcome.kind === "issued") {
       this.log("info", { event: "test_destination", tenant: caller.tenant, clientId: caller.clientId, purpose: req.purpose, maskedDestination: destination.masked }, "test destination used: fixed code, nothing delivered");
     }
@@ -393,7 +394,8 @@ export class OtpService {
     // must not spend the caller's tenant budget. A public client holds no secret, so otherwise anyone
     // could use up a tenant's Sends with Resends of random ids from many addresses.
     const ip = this.ipOf(caller, req.clientIp);
-    await this.spend(caller, "Resend", sendBudgets(this.config.callerLimits, ip, number),
+    const budgets = sendBudgets(this.config.callerLimits, ip, number);
+    await this.spend(caller, "Resend", budgets,
       { purpose: summary.purpose, verificationId: ref.verificationId }, guard ? { check: guard, clear: () => this.prefixTexts(caller, number) } : null);
     const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     // The new code is bound to the same context as the first.
@@ -411,7 +413,7 @@ export class OtpService {
         event: eventContext(caller),
       }),
     );
-    if (guard && outcome.kind !== "resent") await this.recordPrefix(caller, guard, "unsent");
+    if (outcome.kind !== "resent") await this.takeBack(caller, budgets, guard);
     switch (outcome.kind) {
       case "not_found":
         throw noSuchVerification();
@@ -582,7 +584,22 @@ export class OtpService {
   }
 
   /** Counts a verification or takes back a send; a failure here never fails the call it follows. */
-  private async recordPrefix(caller: Caller, check: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<void> {
+  /**
+   * A Send or Resend whose budgets were spent, then delivered nothing (refused for a cooldown, replayed):
+   * the shared budgets (tenant, country) get their unit back, so a flood of such calls cannot use up a
+   * country's texts for a tenant with no text sent (probe 26); the IP's stays spent (it bounds what one
+   * address may try). Its prefix counts go back too (store.takeBack).
+   */
+  private async takeBack(caller: Caller, budgets: CallerBudget[], guard: PrefixGuardCheck | null | undefined): Promise<void> {
+    try {
+      const transitions = await this.store.takeBack(caller.tenant, budgets.filter((b) => b.name !== "SEND_LIMIT_IP"), guard ?? undefined);
+      this.prefixEvents?.record(transitions, caller);
+    } catch (err) {
+      this.log("warn", { err }, "could not give back the budgets of a call that sent nothing");
+    }
+  }
+
+  private async recordPrefix(caller: Caller, check: PrefixGuardCheck, outcome: "verified"): Promise<void> {
     try {
       this.prefixEvents?.record(await this.store.recordPrefixOutcome(caller.tenant, check, outcome), caller);
     } catch (err) {

@@ -425,12 +425,16 @@ export interface VerificationStore {
   /** The state of caller budgets (and the prefix guard: one PREFIX_SUSPENDED entry); spends nothing. */
   callerBudgetStates(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<LimitState[]>;
   /**
-   * After the fact, for the prefixes of one code: "verified" counts a
-   * verification (and lifts a suspension the prefix has verified its way out
-   * of); "unsent" takes back a send counted by spendCallerBudgets that was then
-   * refused or replayed (nothing delivered).
+   * After the fact, for the prefixes of one code: a verification (lifting a suspension the prefix has
+   * verified its way out of).
    */
-  recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<PrefixTransition[]>;
+  recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified"): Promise<PrefixTransition[]>;
+  /**
+   * A Send or Resend that spendCallerBudgets spent for, then refused or replayed (nothing delivered):
+   * `budgets` (the shared ones: tenant, country) get their unit back, and the guard's prefixes their
+   * count; a prefix that is no longer collapsed without it is released (NOT_SENT).
+   */
+  takeBack(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<PrefixTransition[]>;
   /**
    * Append an audit event that goes with no state change (e.g. a caller refused
    * before any verification was touched). `fields` as in README "Outbox entries".

@@ -411,3 +411,20 @@ describe('public clients are limited by the IP of their connection (OTP_LIMIT_VE
     });
   });
 });
+
+describe('Sends refused by a resend cooldown give the shared budgets back (OTP_LIMIT_SMS_PER_COUNTRY=2/1h, OTP_LIMIT_SEND_PER_IP=20/1h)', () => {
+  const ctx = appWith({ OTP_RESEND_COOLDOWN_SECONDS: '300', OTP_LIMIT_SMS_PER_COUNTRY: '2/1h', OTP_LIMIT_SEND_PER_IP: '20/1h' });
+
+  it("a flood of them cannot use up a country's texts with one text sent (probe 26); the IP budget still counts them", async () => {
+    const number = '+447911123456';
+    const from = (i: number) => ({ clientIp: `198.51.100.${i}` });
+    expect((await grpcCall(ctx.grpc, send, smsTo(number, from(1)), as())).verificationId).not.toBe('');
+    for (let i = 0; i < 5; i++) expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, smsTo(number, from(2)), as())))).toBe('RESEND_COOLDOWN');
+    // The country's second unit is still there for a real Send; the third is refused as the budget says.
+    expect((await grpcCall(ctx.grpc, send, smsTo('+447911123457', from(3)), as())).verificationId).not.toBe('');
+    expect(reasonOf(await grpcError(grpcCall(ctx.grpc, send, smsTo('+447911123458', from(3)), as())))).toBe('SEND_LIMIT_COUNTRY');
+    // The address that made the five refused calls spent five of its 20.
+    const check = await grpcCall(ctx.grpc, checkRateLimit, { ...emailTo(freshEmail('ip-check')), ...from(2) }, as());
+    expect(check.limits.find((l) => l.name === 'SEND_LIMIT_IP')).toMatchObject({ remaining: 15 });
+  });
+});

@@ -1025,7 +1025,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         // suspended a block for one code: a suspension stands only while the counts that made it do.
         for (let i = 0; i < 4; i++) await store.spendCallerBudgets(TENANT, [], check());
         await store.spendCallerBudgets(TENANT, [], check());
-        expect(await store.recordPrefixOutcome(TENANT, check(), 'unsent')).toEqual([
+        expect(await store.takeBack(TENANT, [], check())).toEqual([
           { prefix: coarse, kind: 'released', reason: 'NOT_SENT', sent: 4, verified: 0 },
           { prefix: fine('a'), kind: 'released', reason: 'NOT_SENT', sent: 4, verified: 0 },
         ]);
@@ -1073,10 +1073,25 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(await store.spendCallerBudgets(TENANT, [], check(fine('good')))).toMatchObject({ allowed: true });
       });
 
+      it('takeBack gives a spent unit back to each budget named (never beyond whole), and leaves the others spent', async () => {
+        const country = { name: 'SEND_LIMIT_COUNTRY' as const, subject: 'GB', budget: { count: 3, windowSeconds: 3600 } };
+        const ip = { name: 'SEND_LIMIT_IP' as const, subject: '203.0.113.7', budget: { count: 3, windowSeconds: 3600 } };
+        for (let i = 0; i < 3; i++) expect(await store.spendCallerBudgets(TENANT, [country, ip])).toMatchObject({ allowed: true });
+        expect(await store.spendCallerBudgets(TENANT, [country])).toMatchObject({ allowed: false, name: 'SEND_LIMIT_COUNTRY' });
+        // Three calls that then sent nothing: the country's units come back, the IP's do not.
+        for (let i = 0; i < 3; i++) await store.takeBack(TENANT, [country]);
+        const [countryState, ipState] = await store.callerBudgetStates(TENANT, [country, ip]);
+        expect(countryState).toMatchObject({ remaining: 3 });
+        expect(ipState).toMatchObject({ remaining: 0 });
+        // A whole budget stays whole.
+        await store.takeBack(TENANT, [country]);
+        expect((await store.callerBudgetStates(TENANT, [country]))[0]).toMatchObject({ remaining: 3, limit: 3 });
+      });
+
       it('a send taken back (refused or replayed after counting) does not count', async () => {
         for (let i = 0; i < 10; i++) {
           await store.spendCallerBudgets(TENANT, [], check());
-          expect(await store.recordPrefixOutcome(TENANT, check(), 'unsent')).toEqual([]);
+          expect(await store.takeBack(TENANT, [], check())).toEqual([]);
         }
         const [guard] = await store.callerBudgetStates(TENANT, [], check());
         expect(guard).toEqual({ name: 'PREFIX_SUSPENDED', limit: 5, remaining: 5, resetAfterMs: 0, retryAfterMs: 0 });

@@ -81,6 +81,10 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
     keys: [prefixGuardKey(prefix, TENANT, 8, 'abcdefghijkl')],
     args: { outcome: 'verified', rule: [20, 20, 3_600_000, 6, 900_000] },
   },
+  takeBack: {
+    keys: [callerBudgetKey(prefix, TENANT, 'SEND_LIMIT_TENANT', 'all'), prefixGuardKey(prefix, TENANT, 8, 'abcdefghijkl')],
+    args: { budgets: [[100, 3_600_000]], prefixes: 1, rule: [20, 20, 3_600_000, 6, 900_000] },
+  },
   audit: { keys: [outboxKey(prefix, 0)], args: { fields: { type: 'refused', tn: TENANT, reason: 'X' } } },
   readOutbox: { keys: [outboxKey(prefix, 0)], args: { group: 'relay', consumer: 'relay-1', count: 10, from: '>' } },
   ackOutbox: { keys: [outboxKey(prefix, 0)], args: { group: 'relay', ids: ['1-0'] } },
@@ -109,7 +113,7 @@ function expectArgsError(reply: unknown, script: string, field?: string) {
   if (field) expect(message).toContain(field);
 }
 
-const FILES: Partial<Record<ScriptName, string>> = { markDeliveryFailed: 'mark-delivery-failed', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome', readOutbox: 'read-outbox', ackOutbox: 'ack-outbox', pruneConsumers: 'prune-consumers' };
+const FILES: Partial<Record<ScriptName, string>> = { markDeliveryFailed: 'mark-delivery-failed', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome', takeBack: 'take-back', readOutbox: 'read-outbox', ackOutbox: 'ack-outbox', pruneConsumers: 'prune-consumers' };
 const scriptFile = (name: ScriptName) => FILES[name] ?? name;
 
 describe('script argument contract', () => {

@@ -18,6 +18,12 @@ export function spend(stored: number | undefined, now: number, count: number, wi
   return { allowed: false, retryAfterMs: Math.ceil(next - now - windowMs) };
 }
 
+/** Give one back (a spend whose call then delivered nothing): the tat to keep, undefined when whole again. */
+export function giveBack(stored: number | undefined, now: number, count: number, windowMs: number): number | undefined {
+  if (stored === undefined || stored - windowMs / count <= now) return undefined;
+  return stored - windowMs / count;
+}
+
 export interface BudgetState {
   remaining: number;
   resetAfterMs: number;

@@ -518,8 +518,19 @@ export class MemoryStore implements VerificationStore {
     return states;
   }
 
-  async recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<PrefixTransition[]> {
+  async recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified"): Promise<PrefixTransition[]> {
     return this.#prefixes.record(tenant, guard, outcome, this.#now());
+  }
+
+  async takeBack(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<PrefixTransition[]> {
+    const now = this.#now();
+    for (const b of budgets) {
+      const key = budgetKey(tenant, b);
+      const tat = gcra.giveBack(this.#budgetTat(tenant, b, now), now, b.budget.count, ms(b.budget.windowSeconds));
+      if (tat === undefined) this.#callerBudgets.delete(key);
+      else this.#callerBudgets.set(key, tat);
+    }
+    return guard && guard.prefixes.length > 0 ? this.#prefixes.record(tenant, guard, "unsent", now) : [];
   }
 
   async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {

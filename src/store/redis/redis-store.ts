@@ -96,7 +96,7 @@ const budgetArgs = (mode: "spend" | "peek", budgets: CallerBudget[], guard?: Pre
 // everything the master did before it) and a status a failover could take back
 // is never shown. find, describe and the outbox reads wait only when their
 // answer is given as it is (#acknowledged), so the usual path pays nothing more.
-const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "audit", "prefixOutcome", "readOutbox", "ackOutbox", "pruneConsumers"]);
+const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "audit", "prefixOutcome", "takeBack", "readOutbox", "ackOutbox", "pruneConsumers"]);
 // Shared, never changed: no options object per call.
 const READ_ONLY: RunOptions = Object.freeze({ readOnly: true });
 const ACKNOWLEDGED: RunOptions = Object.freeze({ readOnly: false });
@@ -258,10 +258,21 @@ export class RedisStore implements VerificationStore {
     return replies.callerBudgetStates(reply, budgets, guard && prefixes.length > 0 ? guard.rule : undefined);
   }
 
-  async recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified" | "unsent"): Promise<PrefixTransition[]> {
+  async recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified"): Promise<PrefixTransition[]> {
     if (guard.prefixes.length === 0) return [];
     const reply = await this.#run("prefixOutcome", this.#prefixKeys(tenant, guard), { outcome, rule: ruleArg(guard.rule) });
     return replies.prefixTransitions(reply, 0, guard.prefixes);
+  }
+
+  async takeBack(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<PrefixTransition[]> {
+    const prefixes = guard?.prefixes ?? [];
+    if (budgets.length === 0 && prefixes.length === 0) return [];
+    const reply = await this.#run("takeBack", this.#budgetKeys(tenant, budgets, guard), {
+      budgets: budgets.map((b) => [b.budget.count, ms(b.budget.windowSeconds)]),
+      prefixes: prefixes.length,
+      rule: guard && prefixes.length > 0 ? ruleArg(guard.rule) : [],
+    });
+    return guard ? replies.prefixTransitions(reply, 0, guard.prefixes) : [];
   }
 
   async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {

@@ -99,7 +99,8 @@ export interface ScriptArgs {
     claim: Record<string, string>;
     retain_ms: number;
   };
-  prefixOutcome: { outcome: "verified" | "unsent"; rule: PrefixRuleArg };
+  prefixOutcome: { outcome: "verified"; rule: PrefixRuleArg };
+  takeBack: { budgets: [count: number, windowMs: number][]; prefixes: number; rule: PrefixRuleArg | [] };
   audit: { fields: Record<string, string> };
   readOutbox: { group: string; consumer: string; count: number; from: ">" | "0" };
   ackOutbox: { group: string; ids: string[] };

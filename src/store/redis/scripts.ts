@@ -52,6 +52,7 @@ function loadAll() {
     callerBudgets: load(dir, "caller-budgets", 0),
     audit: load(dir, "audit", 1),
     prefixOutcome: load(dir, "prefix-outcome", 0),
+    takeBack: load(dir, "take-back", 0),
     readOutbox: load(dir, "read-outbox", 1),
     ackOutbox: load(dir, "ack-outbox", 1),
     pruneConsumers: load(dir, "prune-consumers", 1),

@@ -18,6 +18,14 @@ local function gcra_spend(stored, now, count, window)
   return false, nil, math.ceil(next_tat - now - window)
 end
 
+-- Give one back (a spend whose call then delivered nothing). Returns the tat to store, nil when the
+-- budget is whole again (its key can go).
+local function gcra_give_back(stored, now, count, window)
+  local tat = tonumber(stored)
+  if tat == nil or tat - window / count <= now then return nil end
+  return tat - window / count
+end
+
 -- Spend nothing. Returns remaining, reset after ms, retry after ms.
 local function gcra_state(stored, now, count, window)
   local interval = window / count
