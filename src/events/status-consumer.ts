@@ -16,10 +16,11 @@ const DISCONNECT_WAIT_MS = 2_000;
 // Runs inside the OTP service: reads the notifiers' DeliveryStatus reports.
 // A FAILED delivery voids that code (if it is still the live one), so Verify
 // answers DELIVERY_FAILED instead of letting the user guess at a code that
-// never arrived. DELIVERED is only logged. At least once: offsets are
-// committed after a report is applied, and applying one twice is harmless
-// (markDeliveryFailed on an already voided or newer code changes nothing),
-// so there is no dedupe here.
+// never arrived. DELIVERED is audited, once per resend. At least once:
+// offsets are committed after a report is applied, and applying one twice is
+// harmless (markDeliveryFailed on an already voided or newer code changes
+// nothing; markDelivered audits a resend's delivery once), so there is no
+// dedupe here.
 //
 // Trust boundary (SECURITY.md, "Delivery statuses"): anyone who can write to
 // the topic could otherwise name any tenant and verification and void its
@@ -32,7 +33,7 @@ export interface StatusConsumerOptions {
   /** KAFKA_TLS* / KAFKA_SASL_*; undefined: plaintext, no login. */
   access?: KafkaAccess;
   logger: Logger;
-  store: Pick<VerificationStore, "markDeliveryFailed" | "appendAudit">;
+  store: Pick<VerificationStore, "markDeliveryFailed" | "markDelivered">;
   /** Locates a verification from its id. */
   ids: VerificationIds;
   /** Checks the notifier's signature on each status. */
@@ -142,14 +143,12 @@ export class DeliveryStatusConsumer {
       return;
     }
     if (status.outcome === DeliveryOutcome.DELIVERED) {
-      // The outcome joins the verification's audit trail (on its shard's outbox, so in order after its `sent`).
-      await this.untilApplied(() =>
-        this.options.store.appendAudit(ref.shard, {
-          type: "delivered", vid: status.verificationId, tn: status.tenant, p: "", ch: "0", md: "", dd: "",
-          tr: status.traceId, cl: "", reason: status.adapter,
-        }),
+      // The outcome joins the verification's audit trail (on its shard's outbox, so in order after its `sent`),
+      // once per resend: a repeat or a copy replayed onto the topic is not news (probe 25: each made an event).
+      const audited = await this.untilApplied(() =>
+        this.options.store.markDelivered(status.tenant, ref, status.resendCount, status.adapter, { traceId: status.traceId, clientId: "" }),
       );
-      this.options.logger.debug(log, "delivery reported delivered");
+      this.options.logger.debug({ ...log, audited }, "delivery reported delivered");
       return;
     }
     const voided = await this.untilApplied(() =>

@@ -458,6 +458,12 @@ export interface VerificationStore {
    * Returns whether a live code was voided.
    */
   markDeliveryFailed(tenant: string, ref: VerificationRef, resendCount: number, reason: string, event: EventContext): Promise<boolean>;
+  /**
+   * A notifier reported resend number `resendCount` delivered (`adapter`): audited once, with the
+   * verification's purpose, channel and masked destination; a repeat, an older resend's report, or one
+   * about a verification gone is not. Returns whether it was audited.
+   */
+  markDelivered(tenant: string, ref: VerificationRef, resendCount: number, adapter: string, event: EventContext): Promise<boolean>;
 
   // --- outbox (consumer-group semantics, per shard) ---
   /** New entries for `consumer` (at most `count` across shards). */

@@ -117,8 +117,22 @@ it('the notifier turns the delivery event into the right code; the outcome is au
   const trail = records.filter((r) => r.key === sent.verificationId).map((r) => fromBinary(AuditEventSchema, r.value));
   expect(trail.map((e) => e.type)).toEqual(expect.arrayContaining([AuditEventType.SENT, AuditEventType.DELIVERED, AuditEventType.VERIFIED]));
   expect(trail[0]!.type).toBe(AuditEventType.SENT);
-  expect(trail.find((e) => e.type === AuditEventType.DELIVERED)).toMatchObject({ verificationId: sent.verificationId, tenant: 'default', reason: 'console' });
-}, 90_000);
+  expect(trail.find((e) => e.type === AuditEventType.DELIVERED)).toMatchObject({
+    verificationId: sent.verificationId, tenant: 'default', reason: 'console', purpose: 'login', channel: Channel.EMAIL, maskedDestination: 'd***@example.com',
+  });
+  expect(trail.find((e) => e.type === AuditEventType.DELIVERED)!.destinationDigest).not.toBe('');
+
+  // The notifier's signed DELIVERED, copied back onto the status topic three times by someone without
+  // the key (probe 25: each copy made another audit.delivered): audited once all the same.
+  const statuses = await kcatUntil(brokers, TOPICS.deliveryStatus, (rs) => rs.some((r) => r.key === sent.verificationId));
+  const status = statuses.find((r) => r.key === sent.verificationId)!;
+  for (let i = 0; i < 3; i++) await kcatProduce(brokers, TOPICS.deliveryStatus, status);
+  // A status sent after the copies, for another verification, marks when the service has read past them.
+  const later = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: 'delivered-later@example.com' });
+  await kcatUntil(brokers, TOPICS.audit, (rs) => rs.some((r) => r.key === later.verificationId && fromBinary(AuditEventSchema, r.value).type === AuditEventType.DELIVERED), 60_000);
+  const again = (await kcatRead(brokers, TOPICS.audit)).filter((r) => r.key === sent.verificationId).map((r) => fromBinary(AuditEventSchema, r.value));
+  expect(again.filter((e) => e.type === AuditEventType.DELIVERED)).toHaveLength(1);
+}, 120_000);
 
 it('a status no notifier signed is ignored: forged FAILED reports do not void a live code', async () => {
   // Email goes through the console adapter, which delivers: no real FAILED report comes for these.

@@ -279,7 +279,7 @@ describe('notifier with a real Kafka broker', () => {
           marked.push({ tenant, ref, resendCount, reason, event });
           return true;
         },
-        appendAudit: async () => {},
+        markDelivered: async () => true,
       },
       ids: new VerificationIds(Buffer.alloc(32, 1), 16),
       mac: new StatusMac(keyring.keys),

@@ -340,6 +340,24 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(await store.resend(resendCommand(ref, newCode()))).toEqual({ kind: 'finished' });
       });
 
+      it('a delivery report is audited once per resend, with the verification\'s purpose, channel and masked destination; repeats and older resends are not', async () => {
+        const { ref, code } = await send();
+        expect(await store.markDelivered(TENANT, ref, 1, 'webhook', EVENT)).toBe(false); // a resend that never happened
+        expect(await store.markDelivered(TENANT, ref, 0, 'webhook', EVENT)).toBe(true);
+        expect(await store.markDelivered(TENANT, ref, 0, 'webhook', EVENT)).toBe(false); // a repeat, or a copy replayed
+        expect((await store.resend(resendCommand(ref, newCode()))).kind).toBe('resent');
+        expect(await store.markDelivered(TENANT, ref, 0, 'webhook', EVENT)).toBe(false); // older than the last reported
+        expect(await store.markDelivered(TENANT, ref, 1, 'webhook', EVENT)).toBe(true);
+        const delivered = (await events(ref.verificationId)).filter((e) => e.fields.type === 'delivered');
+        expect(delivered).toHaveLength(2);
+        expect(delivered[0]!.fields).toMatchObject({ p: PURPOSE, reason: 'webhook' });
+        expect(delivered[0]!.fields.md).not.toBe('');
+        expect(delivered[0]!.fields.ch).not.toBe('0');
+        // Nothing changes for Verify; an unknown verification's report is not news either.
+        expect((await store.verify(verifyCommand(ref, code))).result).toBe('INVALID_CODE');
+        expect(await store.markDelivered(TENANT, issueCommand(newDestination(f.shards)).cmd.ref, 0, 'webhook', EVENT)).toBe(false);
+      });
+
       it('an older delivery failing does not void a resent code', async () => {
         const { ref } = await send();
         const code = newCode();

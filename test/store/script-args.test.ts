@@ -69,6 +69,10 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
     keys: destKeys,
     args: { tenant: TENANT, id: cmd.ref.verificationId, resend_count: 0, reason: 'bounced', ...event },
   },
+  markDelivered: {
+    keys: destKeys,
+    args: { tenant: TENANT, id: cmd.ref.verificationId, resend_count: 0, reason: 'webhook', ...event },
+  },
   find: { keys: [destKeys[0]!], args: { purpose: 'login' } },
   describe: { keys: [destKeys[0]!], args: { id: cmd.ref.verificationId, resend: false, sends: [], purpose_sends: {} } },
   inspect: { keys: [destKeys[0]!], args: { id: cmd.ref.verificationId } },
@@ -113,7 +117,7 @@ function expectArgsError(reply: unknown, script: string, field?: string) {
   if (field) expect(message).toContain(field);
 }
 
-const FILES: Partial<Record<ScriptName, string>> = { markDeliveryFailed: 'mark-delivery-failed', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome', takeBack: 'take-back', readOutbox: 'read-outbox', ackOutbox: 'ack-outbox', pruneConsumers: 'prune-consumers' };
+const FILES: Partial<Record<ScriptName, string>> = { markDeliveryFailed: 'mark-delivery-failed', markDelivered: 'mark-delivered', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome', takeBack: 'take-back', readOutbox: 'read-outbox', ackOutbox: 'ack-outbox', pruneConsumers: 'prune-consumers' };
 const scriptFile = (name: ScriptName) => FILES[name] ?? name;
 
 describe('script argument contract', () => {

@@ -30,6 +30,8 @@ export interface Verification {
   createdAt: number;
   /** When CancelVerification ended it (ms). */
   canceledAt?: number;
+  /** The highest resend count a notifier reported delivered (audited once each). */
+  deliveredResend?: number;
   idempotencyKey: string;
   requestFingerprint: string;
   /** Set on VERIFIED with an idempotency key, to answer a repeat. */

@@ -449,6 +449,19 @@ export class MemoryStore implements VerificationStore {
     return true;
   }
 
+  async markDelivered(tenant: string, ref: VerificationRef, resendCount: number, adapter: string, event: EventContext): Promise<boolean> {
+    const now = this.#now();
+    const d = this.#get(this.#key(tenant, ref), now);
+    const v = d && verificationById(d, ref.verificationId);
+    // Once per resend (mark-delivered.lua): a repeat, an older resend's report, or a verification gone is not news.
+    if (!d || !v || resendCount > v.resends || (v.deliveredResend !== undefined && v.deliveredResend >= resendCount)) return false;
+    v.deliveredResend = resendCount;
+    this.#emit(ref.shard, now, {
+      vid: v.id, tn: tenant, p: v.purpose, ch: v.channel, md: d.masked, dd: d.digest, event,
+    }, "delivered", { reason: adapter });
+    return true;
+  }
+
   // --- outbox ---
 
   async readOutbox(consumer: string, count: number): Promise<OutboxEntry[]> {

@@ -328,7 +328,14 @@ export class RedisStore implements VerificationStore {
     const reply = await this.#run("markDeliveryFailed", this.#keys(tenant, ref), {
       tenant, id: ref.verificationId, resend_count: resendCount, reason, ...eventArgs(event),
     });
-    return replies.markedFailed(reply);
+    return replies.marked(reply);
+  }
+
+  async markDelivered(tenant: string, ref: VerificationRef, resendCount: number, adapter: string, event: EventContext): Promise<boolean> {
+    const reply = await this.#run("markDelivered", this.#keys(tenant, ref), {
+      tenant, id: ref.verificationId, resend_count: resendCount, reason: adapter, ...eventArgs(event),
+    });
+    return replies.marked(reply);
   }
 
   // --- outbox: one stream per shard, consumer group `relay` ---

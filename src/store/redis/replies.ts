@@ -190,7 +190,8 @@ export function prefixTransitions(reply: RedisReply, from: number, prefixes: Gua
   return out;
 }
 
-export function markedFailed(reply: RedisReply): boolean {
+/** mark-delivery-failed / mark-delivered: 1 when the report changed something. */
+export function marked(reply: RedisReply): boolean {
   return reply === 1;
 }
 

@@ -87,6 +87,7 @@ export interface ScriptArgs {
     trace_id: string;
     client_id: string;
   };
+  markDelivered: ScriptArgs["markDeliveryFailed"];
   find: { purpose: string };
   describe: { id: string; resend: boolean; sends: BudgetArg; purpose_sends: Record<string, string> };
   inspect: { id: string };

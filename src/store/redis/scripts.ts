@@ -45,6 +45,7 @@ function loadAll() {
     resend: load(dir, "resend", 2),
     limits: load(dir, "limits", 1),
     markDeliveryFailed: load(dir, "mark-delivery-failed", 2),
+    markDelivered: load(dir, "mark-delivered", 2),
     find: load(dir, "find", 1),
     describe: load(dir, "describe", 1),
     inspect: load(dir, "inspect", 1),

@@ -165,7 +165,7 @@ if pls then
 end
 -- Empty fields are not stored (a reader takes a missing one as ''), so the older
 -- verification's go; `st` is always '' (live) here. A short sealed destination has no `sb2`.
-local gone = {p .. ':st', p .. ':vk', p .. ':vt', p .. ':ct'}
+local gone = {p .. ':st', p .. ':vk', p .. ':vt', p .. ':ct', p .. ':dl'}
 if #sealed == 2 then gone[#gone + 1] = 'sb2' end
 local fp = ik ~= '' and A.fingerprint or ''
 -- The replaced verification's answer for its key (includes/kept-answers.lua), as it is now.

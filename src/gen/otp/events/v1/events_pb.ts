@@ -244,12 +244,15 @@ export type AuditEvent = Message<"otp.events.v1.AuditEvent"> & {
   destinationDigest: string;
 
   /**
+   * VERIFY_FAILED only: wrong codes still allowed (0 on other types: not said).
+   *
    * @generated from field: uint32 attempts_remaining = 11;
    */
   attemptsRemaining: number;
 
   /**
-   * For RATE_LIMITED / REFUSED / DELIVERY_FAILED: the reason (ErrorInfo reason or adapter error class).
+   * For RATE_LIMITED / REFUSED / DELIVERY_FAILED: the reason (ErrorInfo reason or adapter error class);
+   * for DELIVERED the notifier's adapter.
    *
    * @generated from field: string reason = 12;
    */
