@@ -100,6 +100,14 @@ const CHANNELS: Record<number, string> = {
 const channelLabel = (channel: number): string => CHANNELS[channel] ?? "unknown";
 const tenantLabel = (tenant: string): string => tenant || "none";
 
+/**
+ * A phone number's country as the country budgets key it: an ISO region, or a non-geographic number's calling
+ * code (+881, +882: satellite and international networks, a pumping favourite; a handful of codes, so bounded).
+ */
+function countryLabel(country: string): string {
+  return /^[A-Z]{2}$/.test(country) || /^\+\d{3}$/.test(country) ? country : "unknown";
+}
+
 export class Metrics implements Outcomes, RelayObserver {
   readonly registry = new Registry();
   private readonly calls: Histogram<"method" | "port" | "code">;
@@ -160,14 +168,14 @@ export class Metrics implements Outcomes, RelayObserver {
     }));
     this.sends = new Children(new Counter({
       name: "otp_sends_total",
-      help: "Sends that queued a delivery, by tenant, channel and destination country (ISO region; unknown for email and non-geographic numbers)",
+      help: "Sends that queued a delivery, by tenant, channel and destination country (ISO region; a non-geographic number's calling code, +881; unknown for email)",
       labelNames: ["tenant", "channel", "country"],
       registers,
     }));
     this.resends = new Children(new Counter({
       name: "otp_resends_total",
-      help: "Resends that queued a delivery, by tenant and channel",
-      labelNames: ["tenant", "channel"],
+      help: "Resends that queued a delivery, by tenant, channel and destination country (as otp_sends_total): each is one more text",
+      labelNames: ["tenant", "channel", "country"],
       registers,
     }));
     this.cancellations = new Children(new Counter({
@@ -225,11 +233,11 @@ export class Metrics implements Outcomes, RelayObserver {
   }
 
   sent(tenant: string, channel: number, country: string): void {
-    this.sends.inc(tenantLabel(tenant), channelLabel(channel), /^[A-Z]{2}$/.test(country) ? country : "unknown");
+    this.sends.inc(tenantLabel(tenant), channelLabel(channel), countryLabel(country));
   }
 
-  resent(tenant: string, channel: number): void {
-    this.resends.inc(tenantLabel(tenant), channelLabel(channel));
+  resent(tenant: string, channel: number, country: string): void {
+    this.resends.inc(tenantLabel(tenant), channelLabel(channel), countryLabel(country));
   }
 
   /** The prefix guard suspended or released a number prefix (src/otp/prefix-events.ts). */

@@ -54,7 +54,7 @@ import { canonicalCode, generateCode } from "./code.js";
 import { DestinationDigester, kindFor, parseDestination, type Destination } from "./destination.js";
 import { OtpError } from "./errors.js";
 import { CodeKeyring } from "./keyring.js";
-import { phoneRefusal } from "./phone-rules.js";
+import { phoneRefusal, regionOf } from "./phone-rules.js";
 import type { PrefixEvents } from "./prefix-events.js";
 import { decodePrefixRefs, encodePrefixRefs, numberPrefixes, type NumberPrefixes } from "./prefix-guard.js";
 import { policyFor, storePolicy } from "./policy.js";
@@ -110,9 +110,10 @@ export interface OtpServiceDeps {
 /** Outcome counters (src/metrics.ts implements them). Labels are bounded: no caller-sent text. */
 export interface Outcomes {
   verified(tenant: string, result: string): void;
-  /** A Send that queued a delivery; country: ISO region of a phone number, "" when none. */
+  /** A Send that queued a delivery; country: regionOf the number (ISO region, or +<code> when non-geographic), "" when none. */
   sent(tenant: string, channel: number, country: string): void;
-  resent(tenant: string, channel: number): void;
+  /** A Resend that queued a delivery; country as for sent. */
+  resent(tenant: string, channel: number, country: string): void;
   canceled(tenant: string): void;
 }
 
@@ -255,7 +256,7 @@ export class OtpService {
     // A test destination's Send queued no delivery: not counted as one.
     if (outcome.kind === "issued" && testCode === undefined) {
       this.deliveryQueued?.();
-      this.outcomes?.sent(caller.tenant, req.channel, destination.country ?? "");
+      this.outcomes?.sent(caller.tenant, req.channel, regionOf(destination) ?? "");
     }
     return create(SendResponseSchema, timesMessage(outcome));
   }
@@ -423,7 +424,7 @@ export class OtpService {
       case "resent":
         if (!summary.test) {
           this.deliveryQueued?.();
-          this.outcomes?.resent(caller.tenant, outcome.channel);
+          this.outcomes?.resent(caller.tenant, outcome.channel, number ? (regionOf(number) ?? "") : "");
         }
         return create(ResendResponseSchema, {
           ...timesMessage(outcome),
