@@ -65,13 +65,9 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
       failures_window_ms: 60_000, purpose_failures: [],
     },
   },
-  markDeliveryFailed: {
+  deliveryReport: {
     keys: destKeys,
-    args: { tenant: TENANT, id: cmd.ref.verificationId, resend_count: 0, reason: 'bounced', ...event },
-  },
-  markDelivered: {
-    keys: destKeys,
-    args: { tenant: TENANT, id: cmd.ref.verificationId, resend_count: 0, reason: 'webhook', ...event },
+    args: { outcome: 'failed', tenant: TENANT, id: cmd.ref.verificationId, resend_count: 0, reason: 'bounced', ...event },
   },
   find: { keys: [destKeys[0]!], args: { purpose: 'login' } },
   describe: { keys: [destKeys[0]!], args: { id: cmd.ref.verificationId, resend: false, sends: [], purpose_sends: {} } },
@@ -117,7 +113,7 @@ function expectArgsError(reply: unknown, script: string, field?: string) {
   if (field) expect(message).toContain(field);
 }
 
-const FILES: Partial<Record<ScriptName, string>> = { markDeliveryFailed: 'mark-delivery-failed', markDelivered: 'mark-delivered', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome', takeBack: 'take-back', readOutbox: 'read-outbox', ackOutbox: 'ack-outbox', pruneConsumers: 'prune-consumers' };
+const FILES: Partial<Record<ScriptName, string>> = { deliveryReport: 'delivery-report', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome', takeBack: 'take-back', readOutbox: 'read-outbox', ackOutbox: 'ack-outbox', pruneConsumers: 'prune-consumers' };
 const scriptFile = (name: ScriptName) => FILES[name] ?? name;
 
 describe('script argument contract', () => {

@@ -453,7 +453,7 @@ export class MemoryStore implements VerificationStore {
     const now = this.#now();
     const d = this.#get(this.#key(tenant, ref), now);
     const v = d && verificationById(d, ref.verificationId);
-    // Once per resend (mark-delivered.lua): a repeat, an older resend's report, or a verification gone is not news.
+    // Once per resend (delivery-report.lua): a repeat, an older resend's report, or a verification gone is not news.
     if (!d || !v || resendCount > v.resends || (v.deliveredResend !== undefined && v.deliveredResend >= resendCount)) return false;
     v.deliveredResend = resendCount;
     this.#emit(ref.shard, now, {

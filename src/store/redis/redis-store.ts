@@ -325,15 +325,15 @@ export class RedisStore implements VerificationStore {
   async markDeliveryFailed(
     tenant: string, ref: VerificationRef, resendCount: number, reason: string, event: EventContext,
   ): Promise<boolean> {
-    const reply = await this.#run("markDeliveryFailed", this.#keys(tenant, ref), {
-      tenant, id: ref.verificationId, resend_count: resendCount, reason, ...eventArgs(event),
+    const reply = await this.#run("deliveryReport", this.#keys(tenant, ref), {
+      outcome: "failed", tenant, id: ref.verificationId, resend_count: resendCount, reason, ...eventArgs(event),
     });
     return replies.marked(reply);
   }
 
   async markDelivered(tenant: string, ref: VerificationRef, resendCount: number, adapter: string, event: EventContext): Promise<boolean> {
-    const reply = await this.#run("markDelivered", this.#keys(tenant, ref), {
-      tenant, id: ref.verificationId, resend_count: resendCount, reason: adapter, ...eventArgs(event),
+    const reply = await this.#run("deliveryReport", this.#keys(tenant, ref), {
+      outcome: "delivered", tenant, id: ref.verificationId, resend_count: resendCount, reason: adapter, ...eventArgs(event),
     });
     return replies.marked(reply);
   }

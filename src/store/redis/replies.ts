@@ -190,7 +190,7 @@ export function prefixTransitions(reply: RedisReply, from: number, prefixes: Gua
   return out;
 }
 
-/** mark-delivery-failed / mark-delivered: 1 when the report changed something. */
+/** delivery-report: 1 when the report changed something. */
 export function marked(reply: RedisReply): boolean {
   return reply === 1;
 }

@@ -79,7 +79,8 @@ export interface ScriptArgs {
     failures_window_ms: number;
     purpose_failures: BudgetArg;
   };
-  markDeliveryFailed: {
+  deliveryReport: {
+    outcome: "failed" | "delivered";
     tenant: string;
     id: string;
     resend_count: number;
@@ -87,7 +88,6 @@ export interface ScriptArgs {
     trace_id: string;
     client_id: string;
   };
-  markDelivered: ScriptArgs["markDeliveryFailed"];
   find: { purpose: string };
   describe: { id: string; resend: boolean; sends: BudgetArg; purpose_sends: Record<string, string> };
   inspect: { id: string };
