@@ -57,13 +57,8 @@ if A.prefixes > 0 and not pg_rule_ok(A.rule) then
   return redis.error_reply('ARGS caller-budgets: rule is not [min sends, percent, window ms, buckets, cool-off ms]')
 end
 if A.mode ~= 'spend' and A.mode ~= 'peek' then return redis.error_reply('ARGS caller-budgets: mode is not spend or peek') end
-if #A.budgets ~= n then return redis.error_reply('ARGS caller-budgets: budgets does not match KEYS') end
-for i = 1, n do
-  local b = A.budgets[i]
-  if type(b) ~= 'table' or not ARG_KINDS.pos(b[1]) or not ARG_KINDS.pos(b[2]) then
-    return redis.error_reply('ARGS caller-budgets: budgets[' .. i .. '] is not [count, window ms]')
-  end
-end
+local budgets_bad = gcra_budgets_error('caller-budgets', A.budgets, n)
+if budgets_bad then return budgets_bad end
 
 local now = now_ms()
 local stored = {}

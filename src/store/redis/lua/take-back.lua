@@ -22,15 +22,11 @@ Returns the transitions, flattened: {j, 'released', 'NOT_SENT', sent, verified, 
 local A, bad = script_args('take-back', { budgets = 'list', prefixes = 'int', rule = 'list' })
 if not A then return bad end
 local n = #KEYS - A.prefixes
-if n ~= #A.budgets then return redis.error_reply('ARGS take-back: budgets and prefixes do not match KEYS') end
+if n < 0 then return redis.error_reply('ARGS take-back: prefixes are more than KEYS') end
+local budgets_bad = gcra_budgets_error('take-back', A.budgets, n)
+if budgets_bad then return budgets_bad end
 if A.prefixes > 0 and not pg_rule_ok(A.rule) then
   return redis.error_reply('ARGS take-back: rule is not [min sends, percent, window ms, buckets, cool-off ms]')
-end
-for i = 1, n do
-  local b = A.budgets[i]
-  if type(b) ~= 'table' or not ARG_KINDS.pos(b[1]) or not ARG_KINDS.pos(b[2]) then
-    return redis.error_reply('ARGS take-back: budgets[' .. i .. '] is not [count, window ms]')
-  end
 end
 
 local now, out = now_ms(), {}

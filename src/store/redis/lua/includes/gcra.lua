@@ -11,6 +11,19 @@ local function gcra_tat(stored, now)
   return tat
 end
 
+-- A script's budgets argument: n entries of [count, window ms]. An error reply naming the script, else nil.
+-- (Scripts that call it include "args" first.)
+local function gcra_budgets_error(script, budgets, n)
+  if #budgets ~= n then return redis.error_reply('ARGS ' .. script .. ': budgets does not match KEYS') end
+  for i = 1, n do
+    local b = budgets[i]
+    if type(b) ~= 'table' or not ARG_KINDS.pos(b[1]) or not ARG_KINDS.pos(b[2]) then
+      return redis.error_reply('ARGS ' .. script .. ': budgets[' .. i .. '] is not [count, window ms]')
+    end
+  end
+  return nil
+end
+
 -- Spend one. Returns allowed, the tat to store (nil when refused), retry after ms.
 local function gcra_spend(stored, now, count, window)
   local next_tat = gcra_tat(stored, now) + window / count
