@@ -397,6 +397,17 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(await store.resend(resendCommand(ref, newCode()))).toEqual({ kind: 'finished' });
       });
 
+      it('a wrong code the key tried before it verified is another request too: NOT_FOUND, and the key\'s repeats end (probe 27)', async () => {
+        const { ref, code } = await send();
+        const tried = await store.verify(verifyCommand(ref, wrong(code), { idempotencyKey: 'k' }));
+        expect(tried.result).toBe('INVALID_CODE');
+        expect((await store.verify(verifyCommand(ref, code, { idempotencyKey: 'k' }))).result).toBe('VERIFIED');
+        // Was: the kept INVALID_CODE of a verification since consumed, and the kept VERIFIED still there after it.
+        expect((await store.verify(verifyCommand(ref, wrong(code), { idempotencyKey: 'k' }))).result).toBe('NOT_FOUND');
+        expect((await store.verify(verifyCommand(ref, code, { idempotencyKey: 'k' }))).result).toBe('NOT_FOUND');
+        expect((await store.verify(verifyCommand(ref, wrong(code), { idempotencyKey: 'k' }))).result).toBe('NOT_FOUND');
+      });
+
       it('a key that verified is no way to try codes: another code under it ends its repeats, also after a new Send', async () => {
         // By id: the wrong code is answered NOT_FOUND, and the right one no longer finds the kept VERIFIED.
         const { ref, code } = await send();

@@ -195,20 +195,22 @@ export class MemoryStore implements VerificationStore {
   async verify(cmd: VerifyCommand): Promise<VerifyOutcome> {
     const now = this.#now();
     const d = this.#get(this.#key(cmd.tenant, cmd.ref), now);
-    // 0. A repeat of a call that counted an attempt: the answer it had, nothing counted.
-    const kept = cmd.replayKey === "" ? undefined : d?.replays?.get(cmd.replayKey);
-    if (d && kept && now < kept.expiresAt) {
-      const { result, attemptsRemaining, verificationId } = kept;
-      if (result === "INVALID_CODE") return { result, attemptsRemaining, repeat: true, verificationId };
-      return { result, attemptsRemaining, repeat: true, verificationId, purpose: kept.purpose, destinationDigest: d.digest, verifiedAtMs: kept.verifiedAt };
-    }
-    // 0b. The key verified a code here with another request: that key's repeats end now (verify.lua).
+    // 0b (first, as in verify.lua). The key verified a code here with another request (a wrong code it
+    // tried before included): that key's repeats end now.
     let ended = false;
     const verifiedWith = cmd.replayKey === "" || cmd.idempotencyKey === "" ? undefined : d?.verifiedWith?.get(cmd.idempotencyKey);
     if (d && verifiedWith && now < verifiedWith.expiresAt && verifiedWith.replayKey !== cmd.replayKey) {
       d.replays?.delete(verifiedWith.replayKey);
+      d.replays?.delete(cmd.replayKey);
       d.verifiedWith!.delete(cmd.idempotencyKey);
       ended = true;
+    }
+    // 0. A repeat of a call that counted an attempt: the answer it had, nothing counted.
+    const kept = cmd.replayKey === "" || ended ? undefined : d?.replays?.get(cmd.replayKey);
+    if (d && kept && now < kept.expiresAt) {
+      const { result, attemptsRemaining, verificationId } = kept;
+      if (result === "INVALID_CODE") return { result, attemptsRemaining, repeat: true, verificationId };
+      return { result, attemptsRemaining, repeat: true, verificationId, purpose: kept.purpose, destinationDigest: d.digest, verifiedAtMs: kept.verifiedAt };
     }
     if (cmd.replayOnly) return { result: "NOT_REPLAYED", attemptsRemaining: 0 };
     // 1. Ids live only in their own tenant's record, so another tenant's id is simply absent.

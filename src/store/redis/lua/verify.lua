@@ -69,7 +69,16 @@ local ended = false
 if rk ~= '' then
   -- One read for both: this request's kept answer, and which request the key verified with (0b).
   local found = ik ~= '' and redis.call('HMGET', dest, 'r:' .. rk, 'r:' .. ik) or { redis.call('HGET', dest, 'r:' .. rk) }
-  local kept = found[1]
+  -- 0b before 0: a wrong code this key tried before it verified is another request too (probe 27: its
+  -- kept INVALID_CODE was answered, and the key's repeats went on).
+  if ik ~= '' then
+    local verified_as = string.match(found[2] or '', '^k%w+,(.+)$')
+    if verified_as and verified_as ~= rk then
+      redis.call('HDEL', dest, 'r:' .. verified_as, 'rp:' .. verified_as, 'r:' .. ik, 'r:' .. rk)
+      ended = true
+    end
+  end
+  local kept = not ended and found[1]
   if kept then
     local kind, left, e, dv, kept_id = string.match(kept, '^([vi])(%d+),(%w+),(%w+),(.+)$')
     if kind and now < tonumber(e, 36) then
@@ -79,13 +88,6 @@ if rk ~= '' then
         return {'VERIFIED', tonumber(left), kept_purpose, digest_of(dest, redis.call('HGET', dest, 'dd')),
           tonumber(e, 36) - tonumber(dv, 36), '', kept_id}
       end
-    end
-  end
-  if ik ~= '' then
-    local verified_as = string.match(found[2] or '', '^k%w+,(.+)$')
-    if verified_as and verified_as ~= rk then
-      redis.call('HDEL', dest, 'r:' .. verified_as, 'rp:' .. verified_as, 'r:' .. ik)
-      ended = true
     end
   end
 end
