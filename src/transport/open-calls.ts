@@ -86,17 +86,27 @@ const HANDLER_STORE_DEADLINES = 10;
 const SWEEP_MS = 1_000;
 const ignore = (): void => {};
 const ALWAYS_ANSWERED = new Set(["/healthz", "/readyz", "/metrics"]);
+/**
+ * Those paths' own bound, beside OTP_MAX_OPEN_CALLS: answered past it, they had none, and 80
+ * connections of 250 concurrent GET /readyz (or /metrics, whose answer is the largest) ran the process
+ * out of heap with no credentials (probe 29). The orchestrator's probes belong on OTP_HEALTH_PORT,
+ * which callers cannot reach; this keeps the RPC ports' copies for an operator's look.
+ */
+const OPERATOR_CALLS = 32;
 
 /** An admitted call as the bound sees it: an HTTP/2 stream or an HTTP/1.1 response. */
-type Call = (ServerHttp2Stream | ServerResponse) & { [SLOT]?: number; [STREAMING]?: true };
+type Call = (ServerHttp2Stream | ServerResponse) & { [SLOT]?: number; [STREAMING]?: true; [OPERATOR]?: true };
 /** The call's index in OpenCalls' arrays (-1 once it left them), so its "close" listener can be shared. */
 const SLOT = Symbol("open call slot");
 /** Set on streaming calls only: their quota is released with them. */
 const STREAMING = Symbol("streaming call");
+/** Set on the always-answered operator paths' calls: their own quota is released with them. */
+const OPERATOR = Symbol("operator call");
 
 export class OpenCalls {
   #open = 0;
   #streaming = 0;
+  #operator = 0;
   #refusedSinceLog = 0;
   #lastLog = 0;
   /**
@@ -128,14 +138,18 @@ export class OpenCalls {
   ) {
     this.#lifetimes = lifetimes;
     const calls = this.#calls;
-    const released = (streaming: boolean): void => {
+    const released = (streaming: boolean, operator: boolean): void => {
+      if (operator) {
+        this.#operator--;
+        return;
+      }
       this.#open--;
       if (streaming) this.#streaming--;
     };
     this.#release = function (this: Call): void {
       const slot = this[SLOT]!;
       if (slot >= 0) calls[slot] = undefined;
-      released(this[STREAMING] === true);
+      released(this[STREAMING] === true, this[OPERATOR] === true);
     };
   }
 
@@ -157,13 +171,14 @@ export class OpenCalls {
     server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => {
       const path = headers[":path"];
       const isStreaming = anyStreaming && path !== undefined && streaming.has(path);
-      if (!this.#admit(headers[":method"], path, isStreaming, port)) {
+      const admitted = this.#admit(headers[":method"], path, isStreaming, port);
+      if (!admitted) {
         // Node reports a stream closed with an error code as an "error" on it; nothing is wrong here.
         stream.on("error", ignore);
         stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
         return;
       }
-      this.#hold(stream, isStreaming);
+      this.#hold(stream, isStreaming, admitted === "operator");
       for (const listener of listeners) listener.call(server, stream, headers, ...rest);
     });
     // A connection node:http2 ended for breaking the protocol, its "rapid
@@ -181,13 +196,14 @@ export class OpenCalls {
   /** The HTTP/1.1 request handler behind the bound: past it, 503 and the connection closed. */
   guardRequests<Req extends IncomingMessage, Res extends ServerResponse>(handler: (req: Req, res: Res) => void): (req: Req, res: Res) => void {
     return (req, res) => {
-      if (!this.#admit(req.method, req.url, false, "http")) {
+      const admitted = this.#admit(req.method, req.url, false, "http");
+      if (!admitted) {
         res.shouldKeepAlive = false;
         res.writeHead(503, { "content-type": "text/plain", "retry-after": "1", connection: "close" });
         res.end("too many open calls\n");
         return;
       }
-      this.#hold(res, false);
+      this.#hold(res, false, admitted === "operator");
       handler(req, res);
     };
   }
@@ -204,27 +220,33 @@ export class OpenCalls {
     boundConnections(server, max, () => this.#refused("CONNECTIONS_LIMIT"));
   }
 
-  #admit(method: string | undefined, path: string | undefined, streaming: boolean, port: Port): boolean {
+  /** Whether the call may go on: false, or how it counts ("call", or "operator" for the always-answered paths). */
+  #admit(method: string | undefined, path: string | undefined, streaming: boolean, port: Port): false | "call" | "operator" {
     if (streaming && this.#streaming >= this.#lifetimes.maxStreaming) {
       this.#refused("STREAMING_CALLS_LIMIT");
       return false;
     }
-    // The probes and /metrics are answered at once (no body to wait for), so
-    // they cannot be held open; an operator and the kubelet still see the
-    // process while it refuses calls (a failed liveness probe would restart
-    // it for nothing).
-    if (this.#open < this.max || (method === "GET" && path !== undefined && ALWAYS_ANSWERED.has(path))) {
+    // The probes and /metrics are answered at once (no body to wait for), on a quota of their own:
+    // an operator and the kubelet still see the process while it refuses calls (a failed liveness
+    // probe would restart it for nothing), and a flood of them cannot fill the heap (OPERATOR_CALLS).
+    if (method === "GET" && path !== undefined && ALWAYS_ANSWERED.has(path)) {
+      if (this.#operator < OPERATOR_CALLS) {
+        this.#operator++;
+        return "operator";
+      }
+    } else if (this.#open < this.max) {
       this.#open++;
       if (streaming) this.#streaming++;
-      return true;
+      return "call";
     }
     this.#refused("OPEN_CALLS_LIMIT", refusedCall(path, port));
     return false;
   }
 
-  #hold(call: Call, streaming: boolean): void {
+  #hold(call: Call, streaming: boolean, operator = false): void {
     call[SLOT] = this.#calls.length;
     if (streaming) call[STREAMING] = true;
+    if (operator) call[OPERATOR] = true;
     this.#calls.push(call);
     if (this.#sweep === undefined) {
       this.#now = Date.now();

@@ -114,3 +114,53 @@ it('survives ~30,000 unfinished gRPC calls held open: the ones past the bound ar
     client.close();
   }
 }, 90_000);
+
+// Probe 29: GET /readyz, /healthz and /metrics were answered past every bound (so the kubelet sees the
+// process while it refuses calls); 80 h2c connections of 250 concurrent GET /readyz, each answer read,
+// ran the process out of heap in ~2.5 s with no credentials. They have a small quota of their own now.
+it('20,000 concurrent GET /readyz and /metrics on h2c connections: past their own small quota refused and counted, the process stays up', async () => {
+  let exited = false;
+  void service.exited.then(() => (exited = true));
+  const before = await scrape(REFUSED);
+  const sessions: http2.ClientHttp2Session[] = [];
+  const answers = { ok: 0, refused: 0 };
+  const streams: Promise<void>[] = [];
+  for (let i = 0; i < 80 && !exited; i++) {
+    const s = http2.connect(`http://127.0.0.1:${service.httpPort}`);
+    s.on('error', () => {});
+    sessions.push(s);
+    for (let j = 0; j < 250; j++) {
+      streams.push(new Promise<void>((done) => {
+        let stream: http2.ClientHttp2Stream;
+        try {
+          stream = s.request({ ':method': 'GET', ':path': j % 10 === 0 ? '/metrics' : '/readyz' });
+        } catch {
+          done();
+          return;
+        }
+        stream.on('response', (h) => (h[':status'] === 200 ? answers.ok++ : answers.refused++));
+        stream.on('data', () => {});
+        stream.on('error', () => {});
+        stream.on('close', () => {
+          if (stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM) answers.refused++;
+          done();
+        });
+      }));
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await Promise.race([Promise.all(streams), new Promise((r) => setTimeout(r, 30_000))]);
+  for (const s of sessions) s.destroy();
+  expect(exited, `the service died: ${service.stderr().slice(-300)}`).toBe(false);
+  expect(answers.ok).toBeGreaterThan(0);
+  expect(answers.refused).toBeGreaterThan(0);
+  let after: number | undefined;
+  for (const until = Date.now() + 30_000; after === undefined && Date.now() < until; ) [after] = await scrape(REFUSED);
+  expect(after! - (before[0] ?? 0)).toBeGreaterThan(0);
+  const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
+  try {
+    await untilHealthy(client, 10_000, 200);
+  } finally {
+    client.close();
+  }
+}, 90_000);
