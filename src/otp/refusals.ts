@@ -100,6 +100,20 @@ export class Refusals {
     });
   }
 
+  /**
+   * Whether a refusal a store script audits itself, in the same step (Send's and Resend's destination
+   * limits: cooldown, lock, the destination's budget), may be audited: the outbox has room for audit
+   * events and the client is under its recording cap. Spends nothing (that refusal's record() spends the
+   * client's token). Without it those refusals were always audited, and a flood of Sends refused for a
+   * cooldown filled the outbox past its bound, turning every tenant's Sends away (probe 29).
+   */
+  mayAudit(tenant: string, clientId: string): boolean {
+    if (this.outbox?.roomForAudits() === false) return false;
+    const bucket = this.buckets.get(`${tenant} ${clientId}`);
+    if (!bucket) return true;
+    return bucket.tokens + ((Date.now() - bucket.refilledAt) / 1000) * CAP_PER_SECOND >= 1;
+  }
+
   /** One bucket per client (tenant and client id; "" for callers that did not authenticate). */
   private take(who: string): boolean {
     const now = Date.now();

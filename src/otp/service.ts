@@ -238,6 +238,7 @@ export class OtpService {
         policy: this.storePolicyOf(policy),
         event: eventContext(caller),
         replayOnly: held !== undefined,
+        auditRefusal: this.refusals?.mayAudit(caller.tenant, caller.clientId) ?? true,
       }),
     );
     if (outcome.kind === "not_replayed") throw held!();
@@ -411,6 +412,7 @@ export class OtpService {
         sealedCode: this.sealer.seal("code", ref.verificationId, code),
         deliver: !summary.test,
         policy: this.storePolicyOf(policy),
+        auditRefusal: this.refusals?.mayAudit(caller.tenant, caller.clientId) ?? true,
         event: eventContext(caller),
       }),
     );

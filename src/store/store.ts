@@ -117,6 +117,8 @@ export interface IssueCommand {
    * parameters): only the replay of that Send may answer (else `not_replayed`, nothing changed).
    */
   replayOnly?: boolean;
+  /** False: a refusal is answered but not audited (the outbox is past half its bound; default true). */
+  auditRefusal?: boolean;
   policy: StorePolicy;
   event: EventContext;
 }
@@ -297,6 +299,8 @@ export interface ResendCommand {
   deliver: boolean;
   /** Policy of the verification's purpose (the service looks the purpose up first). */
   policy: StorePolicy;
+  /** As IssueCommand.auditRefusal. */
+  auditRefusal?: boolean;
   event: EventContext;
 }
 

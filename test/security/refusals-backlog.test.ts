@@ -62,4 +62,32 @@ describe('refusals and the event backlog', () => {
       client.close();
     }
   });
+
+  // Probe 29: a Send its destination refuses (the resend cooldown here) was audited by the store script
+  // itself, past the cap and the half-bound, so such a flood filled the backlog and every tenant's Sends
+  // answered UNAVAILABLE.
+  it(`a ${FLOOD_MS / 1000} s flood of Sends refused for their cooldown (more than the bound) leaves another Send accepted`, { timeout: 60_000 }, async () => {
+    const client = grpcClient(app.grpcTarget);
+    const backend = new Metadata();
+    backend.set('authorization', bearer(KEY));
+    const target = { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('cooldown-flood') };
+    try {
+      await grpcCall(client, OtpService.method.send, target, backend);
+      let refused = 0;
+      const until = Date.now() + FLOOD_MS;
+      await Promise.all(Array.from({ length: 20 }, async () => {
+        while (Date.now() < until) {
+          const err = await grpcError(grpcCall(client, OtpService.method.send, target, backend));
+          expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
+          refused++;
+        }
+      }));
+      expect(refused).toBeGreaterThan(MAX_BACKLOG + 200);
+      await new Promise((r) => setTimeout(r, 1_000)); // the backlog is read every 500 ms
+      const sent = await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('after-cooldown-flood') }, backend);
+      expect(sent.verificationId).not.toBe('');
+    } finally {
+      client.close();
+    }
+  });
 });

@@ -39,7 +39,7 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
       code_length: 6, sealed_code: cmd.sealedCode, locale: 'en', metadata: '', idempotency_key: '', fingerprint: '',
       ttl_ms: 60_000, max_attempts: 5, cooldown_ms: 0, max_resends: 3, failures_count: 5, failures_window_ms: 600_000,
       sends_count: 10, sends_window_ms: 3_600_000, purpose_sends: [3, 900_000],
-      ...event, context: '', prefix_refs: '8:abcdefghijkl', deliver: true, replay_only: false,
+      ...event, context: '', prefix_refs: '8:abcdefghijkl', deliver: true, replay_only: false, audit_refusal: true,
     },
   },
   verify: {
@@ -55,7 +55,7 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
       tenant: TENANT, id: cmd.ref.verificationId, channel: 0, code_digest: cmd.codeDigest, key_id: 'k1',
       sealed_code: cmd.sealedCode, ttl_ms: 60_000, cooldown_ms: 0, sends_count: 10, sends_window_ms: 3_600_000, purpose_sends: [],
       ...event,
-      deliver: true,
+      deliver: true, audit_refusal: true,
     },
   },
   limits: {

@@ -135,7 +135,7 @@ export class MemoryStore implements VerificationStore {
       md: cmd.maskedDestination, dd: cmd.destinationDigest, event: cmd.event,
     };
     const refuse = (reason: Refusal, retryAfterMs: number): IssueOutcome => {
-      this.#emit(cmd.ref.shard, now, base, "rate_limited", { reason });
+      if (cmd.auditRefusal !== false) this.#emit(cmd.ref.shard, now, base, "rate_limited", { reason });
       return { kind: "refused", reason, retryAfterMs };
     };
 
@@ -319,7 +319,7 @@ export class MemoryStore implements VerificationStore {
       vid: v.id, tn: cmd.tenant, p: v.purpose, ch: v.channel, md: d.masked, dd: d.digest, event: cmd.event,
     };
     const refuse = (reason: Refusal, retryAfterMs: number): ResendOutcome => {
-      this.#emit(cmd.ref.shard, now, base, "rate_limited", { reason });
+      if (cmd.auditRefusal !== false) this.#emit(cmd.ref.shard, now, base, "rate_limited", { reason });
       return { kind: "refused", reason, retryAfterMs };
     };
 

@@ -193,6 +193,7 @@ export class RedisStore implements VerificationStore {
       prefix_refs: cmd.prefixRefs,
       deliver: cmd.deliver,
       replay_only: cmd.replayOnly === true,
+      audit_refusal: cmd.auditRefusal !== false,
     });
     return replies.issueOutcome(reply);
   }
@@ -226,6 +227,7 @@ export class RedisStore implements VerificationStore {
       purpose_sends: own(policy.purposeSendsPerDestination),
       ...eventArgs(cmd.event),
       deliver: cmd.deliver,
+      audit_refusal: cmd.auditRefusal !== false,
     });
     return replies.resendOutcome(reply);
   }

@@ -40,6 +40,7 @@ export interface ScriptArgs {
     prefix_refs: string;
     deliver: boolean;
     replay_only: boolean;
+    audit_refusal: boolean;
   };
   verify: {
     tenant: string;
@@ -69,6 +70,7 @@ export interface ScriptArgs {
     trace_id: string;
     client_id: string;
     deliver: boolean;
+    audit_refusal: boolean;
   };
   limits: {
     purpose: string;

@@ -38,6 +38,7 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   prefix_refs       str  the number's guarded prefixes ("" when none), kept as `<p>:pg` for Verify and Resend
   deliver           bool false for a test destination: no delivery event, `<p>:td` set, `sent` with reason TEST_DESTINATION
   replay_only       bool the caller budgets refused this retry (caller-budgets' 'repeat'): only step 1 may answer
+  audit_refusal     bool false: a refusal is answered but not audited (the outbox backlog is past half its bound)
 
 Returns
   {'conflict'}   the idempotency key created an unexpired verification (the current one, or one a newer
@@ -71,7 +72,7 @@ local A, bad = script_args('issue', {
   locale = 'str', metadata = 'str', idempotency_key = 'str', fingerprint = 'str', ttl_ms = 'pos',
   max_attempts = 'pos', cooldown_ms = 'int', max_resends = 'int', failures_count = 'pos',
   failures_window_ms = 'pos', sends_count = 'pos', sends_window_ms = 'pos', purpose_sends = 'budget',
-  trace_id = 'str', client_id = 'str', context = 'str', prefix_refs = 'str', deliver = 'bool', replay_only = 'bool' })
+  trace_id = 'str', client_id = 'str', context = 'str', prefix_refs = 'str', deliver = 'bool', replay_only = 'bool', audit_refusal = 'bool' })
 if not A then return bad end
 
 local dest = KEYS[1]
@@ -129,7 +130,7 @@ end
 if A.replay_only then return {'not_replayed'} end
 
 local ev = { stream = KEYS[2], vid = cur_id or '', tn = A.tenant, p = p, ch = ch, md = md,
-  dd = A.digest, ts = now, tr = A.trace_id, cl = A.client_id }
+  dd = A.digest, ts = now, tr = A.trace_id, cl = A.client_id, audit = A.audit_refusal }
 
 -- 2-4. Refusals, cheapest first; only the send budgets spend anything. The destination's lock
 -- (every purpose's) or the purpose's own (its failure budget, verify.lua).

@@ -21,6 +21,7 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   trace_id          str
   client_id         str
   deliver           bool false for a test destination's verification: no delivery event
+  audit_refusal     bool false: a refusal is answered but not audited (the outbox backlog is past half its bound)
 
 Returns
   {'resent', verification id, channel, masked destination, expires at ms,
@@ -40,7 +41,7 @@ Returns
 local A, bad = script_args('resend', {
   tenant = 'str', id = 'str', channel = 'int', code_digest = 'str', key_id = 'str', sealed_code = 'str',
   ttl_ms = 'pos', cooldown_ms = 'int', sends_count = 'pos', sends_window_ms = 'pos', purpose_sends = 'budget',
-  trace_id = 'str', client_id = 'str', deliver = 'bool' })
+  trace_id = 'str', client_id = 'str', deliver = 'bool', audit_refusal = 'bool' })
 if not A then return bad end
 
 local dest, vid = KEYS[1], A.id
@@ -59,7 +60,7 @@ local now = now_ms()
 if (v[1] or '') ~= '' or now >= e then return {'finished'} end
 
 local ev = { stream = KEYS[2], vid = vid, tn = A.tenant, p = p, ch = c.ch, md = v[8],
-  dd = digest_of(dest, v[7]), ts = now, tr = A.trace_id, cl = A.client_id }
+  dd = digest_of(dest, v[7]), ts = now, tr = A.trace_id, cl = A.client_id, audit = A.audit_refusal }
 
 -- The destination's lock (every purpose's) or the purpose's own.
 local lk = math.max(tonumber(v[5]) or 0, tonumber(v[13]) or 0)

@@ -6,8 +6,10 @@ local function emit(ev, kind, ...)
     'ch', ev.ch, 'md', ev.md, 'dd', ev.dd, 'ts', ev.ts, 'tr', ev.tr, 'cl', ev.cl, ...)
 end
 
--- A Send or Resend refused by a limit: audited as rate_limited in the same atomic step.
+-- A Send or Resend refused by a limit: audited as rate_limited in the same atomic step, unless
+-- the service said there is no room for refusals' audit events (ev.audit false: the backlog is past
+-- half its bound, and refusals must never fill the outbox that turns Sends away).
 local function refuse(ev, reason, retry)
-  emit(ev, 'rate_limited', 'reason', reason)
+  if ev.audit ~= false then emit(ev, 'rate_limited', 'reason', reason) end
   return {'refused', reason, retry}
 end
