@@ -245,8 +245,9 @@ export async function buildStore(config: Config, log: Logger): Promise<Verificat
     return new MemoryStore({ shards: config.redisShards });
   }
   const { topology, access, waitReplicas, waitTimeoutMs } = config.redis;
+  let store: RedisStore;
   try {
-    return await RedisStore.connect({
+    store = await RedisStore.connect({
       topology,
       access,
       waitReplicas,
@@ -260,6 +261,11 @@ export async function buildStore(config: Config, log: Logger): Promise<Verificat
     const problem = redisStartupProblem(err, topology);
     throw problem === undefined ? err : new StartupError(problem);
   }
+  const evicting = await store.evictingPolicies();
+  if (evicting.length > 0) {
+    log.warn({ maxmemoryPolicy: evicting }, "Redis evicts keys under memory pressure (maxmemory-policy): verifications and waiting deliveries would be lost without an error; set maxmemory-policy noeviction (README, Running in production)");
+  }
+  return store;
 }
 
 /** A port that cannot be bound (EADDRINUSE, EACCES...) names its variable; an address that cannot be listened on, HOST. */

@@ -143,6 +143,27 @@ export class RedisStore implements VerificationStore {
     return store;
   }
 
+  /**
+   * The masters' `maxmemory-policy`s other than noeviction (one per distinct value). Under memory pressure
+   * any other policy evicts keys: verifications, outbox streams with their groups and waiting deliveries,
+   * budgets, all without an error (probe 29: 6 of 16 outboxes and 1,828 of 2,100 verifications gone, not a
+   * line logged). Empty when every master says noeviction, or when CONFIG GET is not allowed (a managed
+   * Redis, an ACL user without it): nothing to say then.
+   */
+  async evictingPolicies(): Promise<string[]> {
+    const policies = new Set<string>();
+    await Promise.all(Array.from({ length: this.#shards }, async (_, shard) => {
+      try {
+        const reply = await this.#redis.call(["CONFIG", "GET", "maxmemory-policy"], this.#outboxKey(shard));
+        const policy = Array.isArray(reply) ? reply[1] : undefined;
+        if (typeof policy === "string" && policy !== "noeviction") policies.add(policy);
+      } catch {
+        // Not ours to read: nothing to say.
+      }
+    }));
+    return [...policies];
+  }
+
   /** A shard's outbox stream (built once per shard; a shard past the configured ones, as an old entry may name, is built here). */
   #outboxKey(shard: number): string {
     return this.#outboxKeys[shard] ?? outboxKey(this.#prefix, shard);
