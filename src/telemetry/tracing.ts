@@ -1,6 +1,7 @@
 import { context, diag, DiagLogLevel, propagation, trace, type Tracer } from "@opentelemetry/api";
 import { ConfigError, optional, type Env } from "../env.js";
 import type { Logger } from "../log.js";
+import { traceIds } from "./trace-id.js";
 
 // OpenTelemetry traces, configured by the standard OTEL_* variables and
 // nothing else. With no OTLP endpoint set (or OTEL_SDK_DISABLED=true,
@@ -107,6 +108,7 @@ export async function startTracing(env: Env, serviceName: string, log: Logger): 
   const provider = new TracerProvider({
     resource,
     sampler,
+    idGenerator: traceIds,
     spanProcessors: [new BatchSpanProcessor({ exporter, scheduledDelayMillis: settings.scheduleDelayMs })],
   });
   context.setGlobalContextManager(new hooks.AsyncLocalStorageContextManager().enable());

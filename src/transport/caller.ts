@@ -21,6 +21,12 @@ export interface InboundCall {
   peerAddress(): string | undefined;
   /** The client certificate of an mTLS connection (already verified against TLS_CA_FILE). */
   peerCertificate(): PeerCertificate | undefined;
+  /**
+   * Set by the resolver: the trace context its refusal, if any, was logged and audited under. A call
+   * refused here gets its SERVER span only afterwards, from the transport, which gives it this trace id
+   * (probe 28: the span had another, so the log line and the audit event named a trace that did not exist).
+   */
+  traceId?: string;
 }
 
 export interface CallerResolverOptions {
@@ -48,6 +54,7 @@ export type CallerResolver = (call: InboundCall) => Promise<Caller>;
 export function callerResolver(options: CallerResolverOptions): CallerResolver {
   return async (call) => {
     const traceId = traceContextOf(call.header("traceparent"));
+    call.traceId = traceId;
     const directory = options.directory();
     if (!directory) {
       return { tenant: "default", clientId: "", traceId, methods: null, purposes: null, isPublic: false, connectionIp: undefined };

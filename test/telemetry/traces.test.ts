@@ -7,7 +7,7 @@
 // run by plain node: the ESM build is what ships) to a receiver in this test.
 // And nothing secret in any of it: no code, no destination, no API key.
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import { createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
@@ -149,6 +149,34 @@ describe('traces (OTLP/HTTP, protobuf)', () => {
     expect(server!.attributes['otp.listener']).toBe('http');
     const [script] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === CLIENT);
     expect(script!.parentSpanId).toBe(server!.spanId);
+  });
+
+  // Probe 28: the log line and the audit event of a call refused before its span began named a trace id
+  // no span had (the span, started afterwards, drew another).
+  it('a call refused before its span began (an unknown key, no traceparent) is logged under its span\'s trace id, on both ports', async () => {
+    const refusedLines = () => (service.logs() as { msg?: string; reason?: string; traceId?: string }[]).filter((l) => l.msg === 'call refused' && l.reason === 'UNKNOWN_KEY');
+    const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
+    const limits = { purpose: 'login', channel: Channel.EMAIL, destination: `refused-${hex(4)}@example.com` };
+    try {
+      const metadata = new grpc.Metadata();
+      metadata.set('authorization', bearer(newKey()));
+      const before = receiver.spans.length;
+      const logged = refusedLines().length;
+      await expect(grpcCall(client, OtpService.method.checkRateLimit, limits, metadata)).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+      const [grpcSpan] = await receiver.waitFor((s) => receiver.spans.indexOf(s) >= before && s.kind === SERVER && s.attributes['otp.listener'] === 'grpc' && s.attributes['rpc.response.status_code'] === 'UNAUTHENTICATED');
+      await vi.waitFor(() => expect(refusedLines().length).toBeGreaterThan(logged), { timeout: 5_000 });
+      expect(refusedLines().at(-1)!.traceId).toBe(grpcSpan!.traceId);
+
+      const transport = createConnectTransport({ baseUrl: `http://127.0.0.1:${service.httpPort}`, httpVersion: '1.1' });
+      const connectBefore = receiver.spans.length;
+      const connectLogged = refusedLines().length;
+      await expect(createClient(OtpService, transport).checkRateLimit(limits, { headers: { authorization: bearer(newKey()) } })).rejects.toThrow();
+      const [httpSpan] = await receiver.waitFor((s) => receiver.spans.indexOf(s) >= connectBefore && s.kind === SERVER && s.attributes['otp.listener'] === 'http' && s.attributes['rpc.response.status_code'] === 'UNAUTHENTICATED');
+      await vi.waitFor(() => expect(refusedLines().length).toBeGreaterThan(connectLogged), { timeout: 5_000 });
+      expect(refusedLines().at(-1)!.traceId).toBe(httpSpan!.traceId);
+    } finally {
+      client.close();
+    }
   });
 
   it('a call without a traceparent starts a trace of its own; a refused call is still one span, not an error of ours', async () => {

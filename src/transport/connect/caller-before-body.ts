@@ -34,6 +34,8 @@ interface Refusal {
   error: ConnectError;
   /** For its span: the status name, as metrics have it. */
   status: string;
+  /** For its span: the trace context the refusal was logged and audited under. */
+  traceId: string | undefined;
 }
 
 const callerKey = createContextKey<Caller | undefined>(undefined, { description: "caller admitted before the body was read" });
@@ -44,11 +46,12 @@ const refusalKey = createContextKey<Refusal | undefined>(undefined, { descriptio
  * it, or its refusal, in `values`. True when the caller was admitted and the body may be read.
  */
 export async function admit(callerOf: CallerResolver, method: MethodName, header: Headers, values: ContextValues, log: Logger, path: string): Promise<boolean> {
+  const inbound = new HttpInboundCall(method, header, values);
   try {
-    values.set(callerKey, await callerOf(new HttpInboundCall(method, header, values)));
+    values.set(callerKey, await callerOf(inbound));
     return true;
   } catch (err) {
-    values.set(refusalKey, { error: toConnectError(err, log, path), status: statusName(err) });
+    values.set(refusalKey, { error: toConnectError(err, log, path), status: statusName(err), traceId: inbound.traceId });
     return false;
   }
 }
@@ -70,12 +73,14 @@ export function refuseUnadmitted(context: HandlerContext): void {
   const refusal = context.values.get(refusalKey);
   if (refusal === undefined) return;
   // No interceptor runs for it (where an admitted call's span starts): a refused call is still one span.
-  if (telemetry.on) callSpan(context.service.typeName, context.method.name, "http", (name) => context.requestHeader.get(name) ?? undefined).end(refusal.status);
+  if (telemetry.on) callSpan(context.service.typeName, context.method.name, "http", (name) => context.requestHeader.get(name) ?? undefined, refusal.traceId).end(refusal.status);
   throw refusal.error;
 }
 
 /** A call as the caller resolver sees it: one object per call, its methods shared (no closures per call). */
 class HttpInboundCall implements InboundCall {
+  traceId: string | undefined;
+
   constructor(
     readonly method: MethodName,
     private readonly headers: Headers,

@@ -47,7 +47,8 @@ export function callerBeforeBody(
     start(next) {
       next(new ServerListenerBuilder().withOnReceiveMetadata((metadata, pass) => {
         const startedAt = performance.now();
-        callerOf(new MetadataInboundCall(method, metadata, call)).then(
+        const inbound = new MetadataInboundCall(method, metadata, call);
+        callerOf(inbound).then(
           (caller) => {
             admitted.set(metadata, caller);
             pass(metadata);
@@ -56,7 +57,7 @@ export function callerBeforeBody(
             const status = statusName(err);
             metrics?.observe(method, "grpc", status, startedAt);
             if (telemetry.on) {
-              callSpan(OtpServiceDesc.typeName, method, "grpc", (name) => firstString(metadata.get(name))).end(status);
+              callSpan(OtpServiceDesc.typeName, method, "grpc", (name) => firstString(metadata.get(name)), inbound.traceId).end(status);
             }
             const answer = toGrpcStatus(err, log, path);
             call.sendStatus({ ...answer, code: answer.code ?? GrpcStatus.INTERNAL, details: answer.details ?? "" });
@@ -69,6 +70,8 @@ export function callerBeforeBody(
 
 /** A call as the caller resolver sees it, from its metadata and connection. */
 class MetadataInboundCall implements InboundCall {
+  traceId: string | undefined;
+
   constructor(
     readonly method: MethodName,
     private readonly metadata: Metadata,
