@@ -52,6 +52,16 @@ async function scrape(...prefixes: string[]): Promise<(number | undefined)[]> {
 }
 
 const OLD_SPACE = 'nodejs_heap_space_size_used_bytes{space="old"}';
+
+/** Once an attack stopped: Health/Check answers SERVING again. */
+async function servingAgain(): Promise<void> {
+  const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
+  try {
+    await untilHealthy(client, 10_000, 200);
+  } finally {
+    client.close();
+  }
+}
 const REFUSED = 'otp_refusals_total{tenant="none",reason="OPEN_CALLS_LIMIT"}';
 
 it('survives ~30,000 unfinished gRPC calls held open: the ones past the bound are refused and old space stays below the heap bound', async () => {
@@ -107,12 +117,7 @@ it('survives ~30,000 unfinished gRPC calls held open: the ones past the bound ar
   expect(refused).toBeGreaterThan(0);
   expect(oldSpacePeak).toBeGreaterThan(0);
   expect(oldSpacePeak / 2 ** 20).toBeLessThan(OLD_SPACE_BOUND_MIB - 20);
-  const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
-  try {
-    await untilHealthy(client, 10_000, 200);
-  } finally {
-    client.close();
-  }
+  await servingAgain();
 }, 90_000);
 
 // Probe 29: GET /readyz, /healthz and /metrics were answered past every bound (so the kubelet sees the
@@ -157,10 +162,5 @@ it('20,000 concurrent GET /readyz and /metrics on h2c connections: past their ow
   let after: number | undefined;
   for (const until = Date.now() + 30_000; after === undefined && Date.now() < until; ) [after] = await scrape(REFUSED);
   expect(after! - (before[0] ?? 0)).toBeGreaterThan(0);
-  const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
-  try {
-    await untilHealthy(client, 10_000, 200);
-  } finally {
-    client.close();
-  }
+  await servingAgain();
 }, 90_000);
