@@ -110,8 +110,7 @@ export class Refusals {
   mayAudit(tenant: string, clientId: string): boolean {
     if (this.outbox?.roomForAudits() === false) return false;
     const bucket = this.buckets.get(`${tenant} ${clientId}`);
-    if (!bucket) return true;
-    return bucket.tokens + ((Date.now() - bucket.refilledAt) / 1000) * CAP_PER_SECOND >= 1;
+    return !bucket || tokensAt(bucket, Date.now()) >= 1;
   }
 
   /** One bucket per client (tenant and client id; "" for callers that did not authenticate). */
@@ -119,7 +118,7 @@ export class Refusals {
     const now = Date.now();
     let bucket = this.buckets.get(who);
     if (!bucket) this.buckets.set(who, (bucket = { tokens: CAP_BURST, refilledAt: now }));
-    bucket.tokens = Math.min(CAP_BURST, bucket.tokens + ((now - bucket.refilledAt) / 1000) * CAP_PER_SECOND);
+    bucket.tokens = tokensAt(bucket, now);
     bucket.refilledAt = now;
     if (bucket.tokens < 1) return false;
     bucket.tokens -= 1;
@@ -135,4 +134,9 @@ export class Refusals {
       "refusals over the recording cap, or while the event backlog is over half its bound, were counted, not recorded",
     );
   }
+}
+
+/** A client's recording tokens at `now`: what it had, refilled at CAP_PER_SECOND up to CAP_BURST. */
+function tokensAt(bucket: Bucket, now: number): number {
+  return Math.min(CAP_BURST, bucket.tokens + ((now - bucket.refilledAt) / 1000) * CAP_PER_SECOND);
 }

@@ -335,7 +335,7 @@ export class OtpService {
     // A verified code is what keeps its prefixes out of the guard's reach.
     if (outcome.prefixRefs && this.config.prefixGuard) {
       const check = decodePrefixRefs(this.config.prefixGuard.rule, outcome.prefixRefs);
-      if (check) await this.recordPrefix(caller, check, "verified");
+      if (check) await this.creditVerified(caller, check);
     }
     const response = create(VerifyResponseSchema, {
       result: VERIFY_RESULTS[outcome.result] ?? VerifyResult.UNSPECIFIED,
@@ -586,12 +586,11 @@ export class OtpService {
     return made;
   }
 
-  /** Counts a verification or takes back a send; a failure here never fails the call it follows. */
   /**
    * A Send or Resend whose budgets were spent, then delivered nothing (refused for a cooldown, replayed):
    * the shared budgets (tenant, country) get their unit back, so a flood of such calls cannot use up a
    * country's texts for a tenant with no text sent (probe 26); the IP's stays spent (it bounds what one
-   * address may try). Its prefix counts go back too (store.takeBack).
+   * address may try). Its prefix counts go back too (store.takeBack). A failure here never fails the call.
    */
   private async takeBack(caller: Caller, budgets: CallerBudget[], guard: PrefixGuardCheck | null | undefined): Promise<void> {
     try {
@@ -602,11 +601,12 @@ export class OtpService {
     }
   }
 
-  private async recordPrefix(caller: Caller, check: PrefixGuardCheck, outcome: "verified"): Promise<void> {
+  /** A verified code counts for its prefixes; a failure here never fails the Verify it follows. */
+  private async creditVerified(caller: Caller, check: PrefixGuardCheck): Promise<void> {
     try {
-      this.prefixEvents?.record(await this.store.recordPrefixOutcome(caller.tenant, check, outcome), caller);
+      this.prefixEvents?.record(await this.store.recordPrefixVerified(caller.tenant, check), caller);
     } catch (err) {
-      this.log("warn", { err, outcome }, "could not record a prefix guard outcome");
+      this.log("warn", { err }, "could not credit a verified code to its number prefixes");
     }
   }
 

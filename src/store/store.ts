@@ -429,10 +429,10 @@ export interface VerificationStore {
   /** The state of caller budgets (and the prefix guard: one PREFIX_SUSPENDED entry); spends nothing. */
   callerBudgetStates(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<LimitState[]>;
   /**
-   * After the fact, for the prefixes of one code: a verification (lifting a suspension the prefix has
+   * After the fact, for the prefixes of one code: it was verified (lifting a suspension the prefix has
    * verified its way out of).
    */
-  recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified"): Promise<PrefixTransition[]>;
+  recordPrefixVerified(tenant: string, guard: PrefixGuardCheck): Promise<PrefixTransition[]>;
   /**
    * A Send or Resend that spendCallerBudgets spent for, then refused or replayed (nothing delivered):
    * `budgets` (the shared ones: tenant, country) get their unit back, and the guard's prefixes their

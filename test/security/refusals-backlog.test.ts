@@ -32,6 +32,22 @@ afterAll(async () => {
   await redis?.server?.stop();
 });
 
+/**
+ * FLOOD_MS of `call`, 20 callers at a time, each call waiting for its answer (bounded in count by the
+ * time), every one refused with `code`: how many there were.
+ */
+async function flood(call: () => Promise<unknown>, code: status): Promise<number> {
+  let refused = 0;
+  const until = Date.now() + FLOOD_MS;
+  await Promise.all(Array.from({ length: 20 }, async () => {
+    while (Date.now() < until) {
+      expect((await grpcError(call())).code).toBe(code);
+      refused++;
+    }
+  }));
+  return refused;
+}
+
 describe('refusals and the event backlog', () => {
   it(`a ${FLOOD_MS / 1000} s flood of made-up keys (more refusals than the bound) leaves a backend's Send accepted`, { timeout: 60_000 }, async () => {
     const client = grpcClient(app.grpcTarget);
@@ -39,16 +55,7 @@ describe('refusals and the event backlog', () => {
     madeUp.set('authorization', bearer(newKey()));
     const verifyUnknown = { target: { case: 'verificationId' as const, value: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' }, code: '12345678' };
     try {
-      let refused = 0;
-      const until = Date.now() + FLOOD_MS;
-      // 20 callers at a time, each call waiting for its answer: bounded in count by the time.
-      await Promise.all(Array.from({ length: 20 }, async () => {
-        while (Date.now() < until) {
-          const err = await grpcError(grpcCall(client, OtpService.method.verify, verifyUnknown, madeUp));
-          expect(err.code).toBe(status.UNAUTHENTICATED);
-          refused++;
-        }
-      }));
+      const refused = await flood(() => grpcCall(client, OtpService.method.verify, verifyUnknown, madeUp), status.UNAUTHENTICATED);
       // The cap alone (100 a second after a burst of 200) would have recorded more than the bound.
       expect(refused).toBeGreaterThan(MAX_BACKLOG + 200);
       await new Promise((r) => setTimeout(r, 1_000)); // the backlog is read every 500 ms
@@ -73,15 +80,7 @@ describe('refusals and the event backlog', () => {
     const target = { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('cooldown-flood') };
     try {
       await grpcCall(client, OtpService.method.send, target, backend);
-      let refused = 0;
-      const until = Date.now() + FLOOD_MS;
-      await Promise.all(Array.from({ length: 20 }, async () => {
-        while (Date.now() < until) {
-          const err = await grpcError(grpcCall(client, OtpService.method.send, target, backend));
-          expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
-          refused++;
-        }
-      }));
+      const refused = await flood(() => grpcCall(client, OtpService.method.send, target, backend), status.RESOURCE_EXHAUSTED);
       expect(refused).toBeGreaterThan(MAX_BACKLOG + 200);
       await new Promise((r) => setTimeout(r, 1_000)); // the backlog is read every 500 ms
       const sent = await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail('after-cooldown-flood') }, backend);

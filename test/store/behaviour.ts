@@ -1068,10 +1068,10 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
 
       it('verifications lift a suspension once the prefix is back at the floor', async () => {
         for (let i = 0; i < 5; i++) await store.spendCallerBudgets(TENANT, [], check());
-        expect(await store.recordPrefixOutcome(TENANT, check(), 'verified')).toEqual([]);
-        expect(await store.recordPrefixOutcome(TENANT, check(), 'verified')).toEqual([]);
+        expect(await store.recordPrefixVerified(TENANT, check())).toEqual([]);
+        expect(await store.recordPrefixVerified(TENANT, check())).toEqual([]);
         // 3 of 5 verified: 60% >= 50%.
-        expect(await store.recordPrefixOutcome(TENANT, check(), 'verified')).toEqual([
+        expect(await store.recordPrefixVerified(TENANT, check())).toEqual([
           { prefix: coarse, kind: 'released', reason: 'VERIFIED', sent: 5, verified: 3 },
           { prefix: fine('a'), kind: 'released', reason: 'VERIFIED', sent: 5, verified: 3 },
         ]);
@@ -1082,7 +1082,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         const r = rule({ minVerifiedPercent: 20 });
         for (let i = 0; i < 40; i++) {
           expect(await store.spendCallerBudgets(TENANT, [], check(fine('a'), r))).toEqual({ allowed: true, transitions: [] });
-          if (i % 2 === 1) await store.recordPrefixOutcome(TENANT, check(fine('a'), r), 'verified');
+          if (i % 2 === 1) await store.recordPrefixVerified(TENANT, check(fine('a'), r));
         }
         // 40 sent, 20 verified: 61 more unverified sends would still pass, reported against the limit of 5.
         expect(await store.callerBudgetStates(TENANT, [], check(fine('a'), r))).toEqual([
@@ -1092,7 +1092,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
 
       it('a finer prefix with its own verified codes is not held back by a suspended coarser one', async () => {
         await store.spendCallerBudgets(TENANT, [], check(fine('good')));
-        await store.recordPrefixOutcome(TENANT, check(fine('good')), 'verified');
+        await store.recordPrefixVerified(TENANT, check(fine('good')));
         // An attack on a sibling: the coarse prefix collapses (5 sent, 1 verified: 20% < 50%).
         const transitions = [];
         for (let i = 0; i < 4; i++) transitions.push(...(((await store.spendCallerBudgets(TENANT, [], check(fine('bad')))) as { transitions?: PrefixTransition[] }).transitions ?? []));
@@ -1129,7 +1129,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
       it('reports the sends left before a suspension, spending nothing', async () => {
         await store.spendCallerBudgets(TENANT, [], check());
         await store.spendCallerBudgets(TENANT, [], check());
-        await store.recordPrefixOutcome(TENANT, check(), 'verified');
+        await store.recordPrefixVerified(TENANT, check());
         // 2 sent, 1 verified: the 5th send collapses it by volume (1 of 5 is 20%): 3 more go out.
         for (let i = 0; i < 5; i++) await store.callerBudgetStates(TENANT, [], check());
         expect(await store.callerBudgetStates(TENANT, [], check())).toEqual([

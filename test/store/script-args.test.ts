@@ -77,9 +77,9 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
     keys: [callerBudgetKey(prefix, TENANT, 'SEND_LIMIT_IP', '192.0.2.1')],
     args: { mode: 'spend', budgets: [[10, 60_000]], prefixes: 0, rule: [], claim: {}, retain_ms: 0 },
   },
-  prefixOutcome: {
+  prefixVerified: {
     keys: [prefixGuardKey(prefix, TENANT, 8, 'abcdefghijkl')],
-    args: { outcome: 'verified', rule: [20, 20, 3_600_000, 6, 900_000] },
+    args: { rule: [20, 20, 3_600_000, 6, 900_000] },
   },
   takeBack: {
     keys: [callerBudgetKey(prefix, TENANT, 'SEND_LIMIT_TENANT', 'all'), prefixGuardKey(prefix, TENANT, 8, 'abcdefghijkl')],
@@ -113,7 +113,7 @@ function expectArgsError(reply: unknown, script: string, field?: string) {
   if (field) expect(message).toContain(field);
 }
 
-const FILES: Partial<Record<ScriptName, string>> = { deliveryReport: 'delivery-report', callerBudgets: 'caller-budgets', prefixOutcome: 'prefix-outcome', takeBack: 'take-back', readOutbox: 'read-outbox', ackOutbox: 'ack-outbox', pruneConsumers: 'prune-consumers' };
+const FILES: Partial<Record<ScriptName, string>> = { deliveryReport: 'delivery-report', callerBudgets: 'caller-budgets', prefixVerified: 'prefix-verified', takeBack: 'take-back', readOutbox: 'read-outbox', ackOutbox: 'ack-outbox', pruneConsumers: 'prune-consumers' };
 const scriptFile = (name: ScriptName) => FILES[name] ?? name;
 
 describe('script argument contract', () => {
@@ -174,7 +174,7 @@ describe('script argument contract', () => {
   });
 
   it('the valid calls above are accepted (so the refusals are about the one field changed)', async () => {
-    for (const name of ['describe', 'find', 'limits', 'issue', 'verify', 'audit', 'callerBudgets', 'prefixOutcome', 'pruneConsumers'] as ScriptName[]) {
+    for (const name of ['describe', 'find', 'limits', 'issue', 'verify', 'audit', 'callerBudgets', 'prefixVerified', 'pruneConsumers'] as ScriptName[]) {
       const reply = await run(name, scriptArgv(valid[name].args as never));
       expect(reply, name).not.toBeInstanceOf(Error);
     }

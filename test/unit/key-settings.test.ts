@@ -1,21 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config.js';
+import { configRefusal } from '../support/config-refusal.js';
 
 // The secrets are read strictly (probe 23): Node's base64 decoder skips what is
 // not base64, so a key in the wrong form became other key material without a
 // word, and one key's bytes in two settings went unnoticed.
 
 const key = () => randomBytes(32).toString('base64');
-const refusal = (env: Record<string, string>): string => {
-  try {
-    loadConfig(env);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as Error).message;
-  }
-  throw new Error('config was accepted');
-};
+const refusal = configRefusal;
 
 describe('key settings', () => {
   it('a key that is not base64 is refused, naming the setting and never the value', () => {

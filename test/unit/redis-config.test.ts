@@ -5,21 +5,14 @@ import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config.js';
+import { configRefusal } from '../support/config-refusal.js';
 import { freePort } from '../support/free-port.js';
 import { exitWithin, spawnService } from '../support/service-process.js';
 import { makeTestCerts } from '../support/tls-certs.js';
 
 const load = (env: Record<string, string>) => loadConfig(env);
-const refusal = (env: Record<string, string>) => {
-  try {
-    load(env);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as Error).message;
-  }
-  throw new Error('config was accepted');
-};
+const refusal = configRefusal;
 
 describe('Redis deployment from the environment', () => {
   it('none: the in-memory store; one node; a cluster; Sentinel', () => {

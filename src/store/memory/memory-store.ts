@@ -533,8 +533,8 @@ export class MemoryStore implements VerificationStore {
     return states;
   }
 
-  async recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified"): Promise<PrefixTransition[]> {
-    return this.#prefixes.record(tenant, guard, outcome, this.#now());
+  async recordPrefixVerified(tenant: string, guard: PrefixGuardCheck): Promise<PrefixTransition[]> {
+    return this.#prefixes.verified(tenant, guard, this.#now());
   }
 
   async takeBack(tenant: string, budgets: CallerBudget[], guard?: PrefixGuardCheck): Promise<PrefixTransition[]> {
@@ -545,7 +545,7 @@ export class MemoryStore implements VerificationStore {
       if (tat === undefined) this.#callerBudgets.delete(key);
       else this.#callerBudgets.set(key, tat);
     }
-    return guard && guard.prefixes.length > 0 ? this.#prefixes.record(tenant, guard, "unsent", now) : [];
+    return guard && guard.prefixes.length > 0 ? this.#prefixes.takeBack(tenant, guard, now) : [];
   }
 
   async appendAudit(shard: number, fields: Record<string, string>): Promise<void> {

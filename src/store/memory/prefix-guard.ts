@@ -66,25 +66,31 @@ export class PrefixGuardRecords {
     }
   }
 
-  /** A verification (lifting a suspension the prefix has verified its way out of), or a send taken back. */
-  record(tenant: string, check: PrefixGuardCheck, outcome: "verified" | "unsent", now: number): PrefixTransition[] {
+  /** A send taken back (take-back.lua): a suspension stands only while the counts that made it do. */
+  takeBack(tenant: string, check: PrefixGuardCheck, now: number): PrefixTransition[] {
     const transitions: PrefixTransition[] = [];
     const { rule } = check;
     const b = bucketOf(now, rule);
     for (const j of this.#judge(tenant, check, now)) {
-      if (outcome === "unsent") {
-        const n = j.record.sent.get(b) ?? 0;
-        if (n > 0) {
-          j.record.sent.set(b, n - 1);
-          j.sent -= 1;
-        }
-        // A suspension stands only while the counts that made it do (concurrent Sends counted, then refused).
-        if (j.record.until > now && !collapsed(j, rule)) {
-          this.#release(j, "NOT_SENT", transitions);
-          this.#keep(j.record, now, rule);
-        }
-        continue;
+      const n = j.record.sent.get(b) ?? 0;
+      if (n > 0) {
+        j.record.sent.set(b, n - 1);
+        j.sent -= 1;
       }
+      if (j.record.until > now && !collapsed(j, rule)) {
+        this.#release(j, "NOT_SENT", transitions);
+        this.#keep(j.record, now, rule);
+      }
+    }
+    return transitions;
+  }
+
+  /** A verification (prefix-verified.lua): lifts a suspension the prefix has verified its way out of. */
+  verified(tenant: string, check: PrefixGuardCheck, now: number): PrefixTransition[] {
+    const transitions: PrefixTransition[] = [];
+    const { rule } = check;
+    const b = bucketOf(now, rule);
+    for (const j of this.#judge(tenant, check, now)) {
       j.record.verified.set(b, (j.record.verified.get(b) ?? 0) + 1);
       j.verified += 1;
       if (j.record.until > 0 && healthy(j, rule)) this.#release(j, "VERIFIED", transitions);

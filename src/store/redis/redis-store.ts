@@ -96,7 +96,7 @@ const budgetArgs = (mode: "spend" | "peek", budgets: CallerBudget[], guard?: Pre
 // everything the master did before it) and a status a failover could take back
 // is never shown. find, describe and the outbox reads wait only when their
 // answer is given as it is (#acknowledged), so the usual path pays nothing more.
-const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "audit", "prefixOutcome", "takeBack", "readOutbox", "ackOutbox", "pruneConsumers"]);
+const NO_ACK: ReadonlySet<string> = new Set<ScriptName>(["limits", "find", "describe", "audit", "prefixVerified", "takeBack", "readOutbox", "ackOutbox", "pruneConsumers"]);
 // Shared, never changed: no options object per call.
 const READ_ONLY: RunOptions = Object.freeze({ readOnly: true });
 const ACKNOWLEDGED: RunOptions = Object.freeze({ readOnly: false });
@@ -281,9 +281,9 @@ export class RedisStore implements VerificationStore {
     return replies.callerBudgetStates(reply, budgets, guard && prefixes.length > 0 ? guard.rule : undefined);
   }
 
-  async recordPrefixOutcome(tenant: string, guard: PrefixGuardCheck, outcome: "verified"): Promise<PrefixTransition[]> {
+  async recordPrefixVerified(tenant: string, guard: PrefixGuardCheck): Promise<PrefixTransition[]> {
     if (guard.prefixes.length === 0) return [];
-    const reply = await this.#run("prefixOutcome", this.#prefixKeys(tenant, guard), { outcome, rule: ruleArg(guard.rule) });
+    const reply = await this.#run("prefixVerified", this.#prefixKeys(tenant, guard), { rule: ruleArg(guard.rule) });
     return replies.prefixTransitions(reply, 0, guard.prefixes);
   }
 

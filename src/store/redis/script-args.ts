@@ -102,7 +102,7 @@ export interface ScriptArgs {
     claim: Record<string, string>;
     retain_ms: number;
   };
-  prefixOutcome: { outcome: "verified"; rule: PrefixRuleArg };
+  prefixVerified: { rule: PrefixRuleArg };
   takeBack: { budgets: [count: number, windowMs: number][]; prefixes: number; rule: PrefixRuleArg | [] };
   audit: { fields: Record<string, string> };
   readOutbox: { group: string; consumer: string; count: number; from: ">" | "0" };

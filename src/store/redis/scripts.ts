@@ -51,7 +51,7 @@ function loadAll() {
     cancel: load(dir, "cancel", 2),
     callerBudgets: load(dir, "caller-budgets", 0),
     audit: load(dir, "audit", 1),
-    prefixOutcome: load(dir, "prefix-outcome", 0),
+    prefixVerified: load(dir, "prefix-verified", 0),
     takeBack: load(dir, "take-back", 0),
     readOutbox: load(dir, "read-outbox", 1),
     ackOutbox: load(dir, "ack-outbox", 1),

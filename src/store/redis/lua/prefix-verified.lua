@@ -1,13 +1,12 @@
 --[[
-prefix-outcome: after the fact, for the prefixes one code was counted against
-(src/store/README.md, "Prefix guard"): a verification, which may lift a
+prefix-verified: after the fact, for the prefixes one code was counted against
+(src/store/README.md, "Prefix guard"): it was verified, which may lift a
 suspension the prefix has verified its way out of. (A send taken back:
 take-back.lua.)
 
 KEYS[i]   prefix i           <prefix>:{t:<tenant>}:pg:<digits>:<digest>   (coarsest first)
 
 ARGV[1]   JSON object, read by name (includes/args.lua):
-  outcome   str   "verified"
   rule      list  [min sends, min verified percent, window ms, buckets, cool-off ms]
 
 Returns the transitions, flattened: {i, 'released', 'VERIFIED', sent, verified, ...}
@@ -17,10 +16,9 @@ Returns the transitions, flattened: {i, 'released', 'VERIFIED', sent, verified, 
 --- @include "clock"
 --- @include "prefix-guard"
 
-local A, bad = script_args('prefix-outcome', { outcome = 'str', rule = 'list' })
+local A, bad = script_args('prefix-verified', { rule = 'list' })
 if not A then return bad end
-if A.outcome ~= 'verified' then return redis.error_reply('ARGS prefix-outcome: outcome is not verified') end
-if not pg_rule_ok(A.rule) then return redis.error_reply('ARGS prefix-outcome: rule is not [min sends, percent, window ms, buckets, cool-off ms]') end
+if not pg_rule_ok(A.rule) then return redis.error_reply('ARGS prefix-verified: rule is not [min sends, percent, window ms, buckets, cool-off ms]') end
 
 local rule, now, out = A.rule, now_ms(), {}
 local b = pg_bucket(now, rule)
