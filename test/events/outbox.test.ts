@@ -140,7 +140,7 @@ describe('events through the outbox to Kafka', () => {
       auditsOf(rs, vid).some((e) => e.event.type === AuditEventType.LOCKED) &&
       auditsOf(rs, expiring.verificationId).some((e) => e.event.type === AuditEventType.EXPIRED) &&
       rs.some((r) => fromBinary(AuditEventSchema, r.value).reason === 'SEND_LIMIT_DESTINATION'));
-    expect(auditsOf(audit, vid).map((e) => e.event.type)).toContain(AuditEventType.LOCKED);
+    expect(auditsOf(audit, vid).find((e) => e.event.type === AuditEventType.LOCKED)?.event.reason).toBe('TOO_MANY_ATTEMPTS');
     expect(auditsOf(audit, expiring.verificationId).map((e) => e.event.type)).toContain(AuditEventType.EXPIRED);
     const limited = audit.map((r) => fromBinary(AuditEventSchema, r.value)).find((e) => e.reason === 'SEND_LIMIT_DESTINATION');
     expect(limited).toMatchObject({ type: AuditEventType.RATE_LIMITED, purpose: 'reset', maskedDestination: expiring.maskedDestination });

@@ -36,7 +36,7 @@ const EXTRA_FIELDS: Record<string, string[]> = {
   resent: ['rc'],
   verified: [],
   expired: [],
-  locked: [],
+  locked: ['reason'],
   verify_failed: ['left'],
   rate_limited: ['reason'],
   delivery_failed: ['reason'],
@@ -527,13 +527,19 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         const failures = { count: 3, windowSeconds: 60 };
         const p = policy({ maxAttempts: 10, failuresPerDestination: failures });
         const { dest, ref, code } = await send({ policy: p });
+        await events();
         const remaining = [];
         for (let i = 0; i < 3; i++) {
           const outcome = await store.verify(verifyCommand(ref, wrong(code), { failures }));
           expect(outcome.result).toBe('INVALID_CODE');
           remaining.push(outcome.attemptsRemaining);
         }
-        expect(remaining).toEqual([9, 8, 7]);
+        // The guess that locks the destination leaves none (probe 32: it answered 7), and the lock is audited once.
+        expect(remaining).toEqual([9, 8, 0]);
+        const written = await events(ref.verificationId);
+        expect(written.map((e) => [e.fields.type, e.fields.left ?? e.fields.reason])).toEqual([
+          ['verify_failed', '9'], ['verify_failed', '8'], ['verify_failed', '0'], ['locked', 'DESTINATION_LOCKED'],
+        ]);
         expect(await store.verify(verifyCommand(ref, code, { failures }))).toEqual({
           result: 'TOO_MANY_ATTEMPTS',
           attemptsRemaining: 0,
@@ -1248,6 +1254,7 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
           'locked',
         ]);
         expect(of(lockedOut.ref.verificationId).map((e) => e.fields.left)).toEqual([undefined, undefined, '1', '0', undefined]);
+        expect(field(lockedOut.ref.verificationId, 'locked').reason).toBe('TOO_MANY_ATTEMPTS');
         expect(types(of(failed.ref.verificationId))).toEqual(['delivery', 'sent', 'delivery_failed']);
         expect(field(failed.ref.verificationId, 'delivery_failed').reason).toBe('bounced');
         for (const e of all) expect(e.shard).toBe(dest.ref.shard);

@@ -282,6 +282,7 @@ export class MemoryStore implements VerificationStore {
     // of its own (kept at Send, other than the global) spends that too; using it up locks that
     // purpose only (verify.lua).
     let keepUntil = now;
+    let destinationLocked = false;
     const spendFailure = (limits: { failTat?: number; lockedUntil?: number }, { count, windowMs }: gcra.Rate) => {
       const failed = gcra.spend(limits.failTat, now, count, windowMs);
       if (failed.allowed) {
@@ -291,18 +292,21 @@ export class MemoryStore implements VerificationStore {
       if (!failed.allowed || gcra.state(failed.tat, now, count, windowMs).remaining === 0) {
         limits.lockedUntil = now + windowMs;
         keepUntil = Math.max(keepUntil, limits.lockedUntil);
+        destinationLocked = true;
       }
     };
     const global = rate(cmd.failuresPerDestination);
     spendFailure(d, global);
     if (v.failures.count !== global.count || v.failures.windowMs !== global.windowMs) spendFailure(purposeLimits(d, v.purpose), v.failures);
-    const left = Math.max(0, v.maxAttempts - v.attempts);
-    if (left === 0) v.status = "l";
+    const own = Math.max(0, v.maxAttempts - v.attempts);
+    if (own === 0) v.status = "l";
+    // None left while either lock holds (verify.lua).
+    const left = destinationLocked ? 0 : own;
     if (keepUntil > now) extendExpiry(d, keepUntil);
     keepAnswer(d, cmd.replayKey, now, { result: "INVALID_CODE", attemptsRemaining: left, verificationId: v.id, purpose: v.purpose, verifiedAt: 0, expiresAt: v.expiresAt });
 
     this.#emit(cmd.ref.shard, now, base, "verify_failed", { left: String(left) });
-    if (left === 0) this.#emit(cmd.ref.shard, now, base, "locked");
+    if (left === 0) this.#emit(cmd.ref.shard, now, base, "locked", { reason: destinationLocked ? "DESTINATION_LOCKED" : "TOO_MANY_ATTEMPTS" });
     return { result: "INVALID_CODE", attemptsRemaining: left };
   }
 

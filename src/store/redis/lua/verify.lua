@@ -21,7 +21,7 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
 
 Returns
   {'VERIFIED', attempts remaining, purpose, destination digest, verified at ms, prefix refs}
-  {'INVALID_CODE', attempts remaining}
+  {'INVALID_CODE', attempts remaining}  0 also when this guess locked the destination or its purpose
   {'EXPIRED' | 'TOO_MANY_ATTEMPTS' | 'NOT_FOUND' | 'DELIVERY_FAILED', 0}
   a repeat (step 0 or 2): {'VERIFIED', left, purpose, destination digest, verified at ms, '', verification id}
                        or {'INVALID_CODE', left, '', '', 0, '', verification id}
@@ -181,6 +181,8 @@ end
 -- others no sooner than the global budget does.
 local writes = {p .. ':c', counters_text(c)}
 local keep_until = now
+-- Whether this guess locked the destination (or its purpose): the verification is then locked too.
+local destination_locked = false
 local function spend_failure(state_field, lock_field, stored, count, window)
   local allowed, tat = gcra_spend(stored, now, count, window)
   if allowed then
@@ -192,6 +194,7 @@ local function spend_failure(state_field, lock_field, stored, count, window)
     writes[#writes + 1] = lock_field
     writes[#writes + 1] = now + window
     keep_until = math.max(keep_until, now + window)
+    destination_locked = true
   end
 end
 spend_failure('lf', 'lk', v[8], A.failures_count, A.failures_window_ms)
@@ -204,6 +207,10 @@ if left <= 0 then
   writes[#writes + 1] = 'l'
   left = 0
 end
+-- None left while either lock holds (the right code answers TOO_MANY_ATTEMPTS): the answer says so
+-- (probe 32: it said the verification's own attempts). The lock, not `st`, holds the verification,
+-- as it holds the destination's other verifications.
+if destination_locked then left = 0 end
 if rk ~= '' then
   forget_expired_replays()
   writes[#writes + 1] = 'r:' .. rk
@@ -213,5 +220,11 @@ redis.call('HSET', dest, unpack(writes))
 if keep_until > now then extend_expiry(dest, keep_until) end
 
 emit(ev, 'verify_failed', 'left', left)
-if left == 0 then emit(ev, 'locked') end
+-- Why: the verification's own attempts, or the destination's failure budget (which locks every
+-- purpose's verifications, or this purpose's, at once: the one audit event of that lock).
+if destination_locked then
+  emit(ev, 'locked', 'reason', 'DESTINATION_LOCKED')
+elseif left == 0 then
+  emit(ev, 'locked', 'reason', 'TOO_MANY_ATTEMPTS')
+end
 return {'INVALID_CODE', left}

@@ -252,7 +252,9 @@ export type AuditEvent = Message<"otp.events.v1.AuditEvent"> & {
 
   /**
    * For RATE_LIMITED / REFUSED / DELIVERY_FAILED: the reason (ErrorInfo reason or adapter error class);
-   * for DELIVERED the notifier's adapter.
+   * for DELIVERED the notifier's adapter; for LOCKED why: TOO_MANY_ATTEMPTS (the verification's own
+   * attempts) or DESTINATION_LOCKED (the wrong code used up the destination's failure budget, or its
+   * purpose's: every verification there is locked with it, and this is that lock's one event).
    *
    * @generated from field: string reason = 12;
    */
