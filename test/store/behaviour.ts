@@ -1,6 +1,7 @@
 // One behavioural suite for every VerificationStore implementation, so the
 // Redis and memory stores cannot drift (src/store/README.md is the spec).
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { SETTLE_MS } from '../../src/store/memory/prefix-guard.js';
 import type { OutboxEntry, PrefixGuardCheck, PrefixGuardRule, PrefixTransition, ResendBudgets, StorePolicy, VerificationStore, VerifyResultKind } from '../../src/store/store.js';
 import {
   EMAIL,
@@ -1032,8 +1033,10 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
       const perIp = { name: 'SEND_LIMIT_IP' as const, subject: '203.0.113.9', budget: { count: 100, windowSeconds: 60 } };
 
       it('suspends a prefix at the send that makes its conversion collapse; then refuses, spending and counting nothing', async () => {
-        for (let i = 1; i <= 4; i++) expect(await store.spendCallerBudgets(TENANT, [perIp], check())).toEqual({ allowed: true, transitions: [] });
-        const fifth = await store.spendCallerBudgets(TENANT, [perIp], check());
+        // Per hour: the wait for the suspension to settle (below) refills nothing measurable.
+        const hourIp = { ...perIp, subject: '203.0.113.10', budget: { count: 100, windowSeconds: 3600 } };
+        for (let i = 1; i <= 4; i++) expect(await store.spendCallerBudgets(TENANT, [hourIp], check())).toEqual({ allowed: true, transitions: [] });
+        const fifth = await store.spendCallerBudgets(TENANT, [hourIp], check());
         // The fifth code still goes out; both prefixes it belongs to collapse with it.
         expect(fifth).toEqual({
           allowed: true,
@@ -1042,14 +1045,22 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
             { prefix: fine('a'), kind: 'suspended', reason: 'CONVERSION_COLLAPSED', sent: 5, verified: 0 },
           ],
         });
-        const refused = await store.spendCallerBudgets(TENANT, [perIp], check());
+        // Until the suspension settles (its counts could still be taken back: the calls may send nothing),
+        // a refused call is told to retry when it settles, not after the whole cool-off (probe 32).
+        const tentative = await store.spendCallerBudgets(TENANT, [hourIp], check());
+        expect(tentative).toMatchObject({ allowed: false, name: 'PREFIX_SUSPENDED', transitions: [] });
+        expect((tentative as { retryAfterMs?: number }).retryAfterMs).toBeGreaterThan(0);
+        expect((tentative as { retryAfterMs?: number }).retryAfterMs).toBeLessThanOrEqual(SETTLE_MS);
+        expect((await store.callerBudgetStates(TENANT, [], check()))[0]!.retryAfterMs).toBeLessThanOrEqual(SETTLE_MS);
+        await advance(SETTLE_MS + 50);
+        const refused = await store.spendCallerBudgets(TENANT, [hourIp], check());
         expect(refused).toMatchObject({ allowed: false, name: 'PREFIX_SUSPENDED', transitions: [] });
         expect((refused as { retryAfterMs?: number }).retryAfterMs).toBeGreaterThan(55_000);
         // Another number under the same coarse prefix is held back too; another tenant is not.
         expect(await store.spendCallerBudgets(TENANT, [], check(fine('b')))).toMatchObject({ allowed: false, name: 'PREFIX_SUSPENDED' });
-        expect(await store.spendCallerBudgets(OTHER_TENANT, [perIp], check())).toMatchObject({ allowed: true });
+        expect(await store.spendCallerBudgets(OTHER_TENANT, [hourIp], check())).toMatchObject({ allowed: true });
         // The refusals spent no IP budget.
-        const [ipState, guard] = await store.callerBudgetStates(TENANT, [perIp], check());
+        const [ipState, guard] = await store.callerBudgetStates(TENANT, [hourIp], check());
         expect(ipState).toMatchObject({ remaining: 95 });
         expect(guard).toMatchObject({ name: 'PREFIX_SUSPENDED', limit: 5, remaining: 0 });
         expect(guard!.retryAfterMs).toBeGreaterThan(55_000);

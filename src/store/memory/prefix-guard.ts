@@ -11,6 +11,8 @@ interface PrefixRecord {
   verified: Map<number, number>;
   /** Suspended until (ms); 0: not suspended. */
   until: number;
+  /** A suspension made by a count is settled at (ms); 0: settled (prefix-guard.lua's PG_SETTLE_MS). */
+  settles: number;
   expiresAt: number;
 }
 
@@ -20,6 +22,9 @@ interface Judged {
   sent: number;
   verified: number;
 }
+
+/** How long a suspension made by a send's count stays tentative (prefix-guard.lua's PG_SETTLE_MS says why). */
+export const SETTLE_MS = 2000;
 
 export type GuardDecision = { allowed: true } | { allowed: false; retryAfterMs: number };
 
@@ -37,11 +42,12 @@ export class PrefixGuardRecords {
         if (j.record.until > 0) this.#release(j, "VERIFIED", transitions);
         break;
       }
-      if (j.record.until > now) return { allowed: false, retryAfterMs: j.record.until - now };
+      if (j.record.until > now) return { allowed: false, retryAfterMs: retryOf(j.record, now) };
       if (j.record.until > 0) {
-        // Cooled off: still collapsed means suspended again, without a code going out first.
+        // Cooled off: still collapsed means suspended again, without a code going out first (settled at once).
         if (collapsed(j, rule)) {
           j.record.until = now + rule.coolOffMs;
+          j.record.settles = 0;
           this.#keep(j.record, now, rule);
           return { allowed: false, retryAfterMs: rule.coolOffMs };
         }
@@ -60,6 +66,7 @@ export class PrefixGuardRecords {
       j.sent += 1;
       if (j.record.until === 0 && collapsed(j, rule)) {
         j.record.until = now + rule.coolOffMs;
+        j.record.settles = now + SETTLE_MS;
         transitions.push({ prefix: j.prefix, kind: "suspended", reason: "CONVERSION_COLLAPSED", sent: j.sent, verified: j.verified });
       }
       this.#keep(j.record, now, rule);
@@ -113,7 +120,7 @@ export class PrefixGuardRecords {
         break;
       }
       if (j.record.until > now) {
-        retry = j.record.until - now;
+        retry = retryOf(j.record, now);
         break;
       }
       if (j.record.until > 0 && collapsed(j, rule)) {
@@ -141,7 +148,7 @@ export class PrefixGuardRecords {
         record = undefined;
       }
       if (!record) {
-        record = { sent: new Map(), verified: new Map(), until: 0, expiresAt: now };
+        record = { sent: new Map(), verified: new Map(), until: 0, settles: 0, expiresAt: now };
         if (create) this.#records.set(key, record);
       }
       // Buckets that have left the window are dropped, as the script deletes their fields.
@@ -152,6 +159,7 @@ export class PrefixGuardRecords {
 
   #release(j: Judged, reason: "VERIFIED" | "COOLED_OFF" | "NOT_SENT", transitions: PrefixTransition[]): void {
     j.record.until = 0;
+    j.record.settles = 0;
     transitions.push({ prefix: j.prefix, kind: "released", reason, sent: j.sent, verified: j.verified });
   }
 
@@ -162,6 +170,11 @@ export class PrefixGuardRecords {
   #keep(r: PrefixRecord, now: number, rule: PrefixGuardRule): void {
     r.expiresAt = Math.max(r.expiresAt, now + rule.windowMs, r.until + rule.windowMs);
   }
+}
+
+/** Until it settles while the suspension may still be taken back, else until it ends. */
+function retryOf(r: PrefixRecord, now: number): number {
+  return r.settles > now ? Math.min(r.until, r.settles) - now : r.until - now;
 }
 
 function bucketOf(now: number, rule: PrefixGuardRule): number {

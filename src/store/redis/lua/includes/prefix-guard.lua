@@ -2,9 +2,17 @@
 -- One hash per (tenant, number prefix) under the tenant's hash tag:
 --   s<bucket> / v<bucket>  codes sent / verified in bucket number floor(now / (window / buckets))
 --   u                      suspended until (ms); absent: not suspended
+--   t                      a suspension made by a count is settled at (ms); absent: settled
 -- The window is the last `buckets` buckets; older fields are deleted when the hash is written.
 -- rule = {min_sends, min_verified_percent, window_ms, buckets, cool_off_ms}
 -- A transition is {prefix index, 'suspended' | 'released', reason, sent, verified}.
+
+-- A suspension a send's count made is tentative for this long: that count may still be taken back
+-- (take-back.lua: the call then sent nothing), and so may the others in flight with it. Concurrent
+-- Resends of one verification each count before the store refuses all but one (probe 32): a block
+-- suspended by them is released within milliseconds, and a call refused meanwhile is told to retry
+-- when the suspension settles, not after the whole cool-off.
+local PG_SETTLE_MS = 2000
 
 local function pg_rule_ok(rule)
   if type(rule) ~= 'table' or #rule ~= 5 then return false end
@@ -19,11 +27,13 @@ local function pg_bucket(now, rule) return math.floor(now / math.floor(rule[3] /
 local function pg_read(index, key, now, rule)
   local flat = redis.call('HGETALL', key)
   local first = pg_bucket(now, rule) - rule[4] + 1
-  local st = { index = index, key = key, sent = 0, verified = 0, held = 0, stale = {}, dirty = false }
+  local st = { index = index, key = key, sent = 0, verified = 0, held = 0, settles = 0, stale = {}, dirty = false }
   for i = 1, #flat, 2 do
     local f, n = flat[i], tonumber(flat[i + 1]) or 0
     if f == 'u' then
       st.held = n
+    elseif f == 't' then
+      st.settles = n
     else
       local b = tonumber(string.sub(f, 2))
       if b == nil or b < first then
@@ -50,8 +60,14 @@ local function pg_sends_before_collapse(st, rule)
   return math.max(1, rule[1] - st.sent, by_floor)
 end
 
+-- How long a call refused by a suspension should wait: until it settles while it may still be taken back.
+local function pg_retry(st, now)
+  if st.settles > now then return math.min(st.held, st.settles) - now end
+  return st.held - now
+end
+
 local function pg_release(st, reason, out)
-  st.held, st.dirty = 0, true
+  st.held, st.settles, st.dirty = 0, 0, true
   out[#out + 1] = {st.index, 'released', reason, st.sent, st.verified}
 end
 
@@ -64,6 +80,7 @@ local function pg_save(st, now, rule, sent_bucket, verified_bucket)
   if verified_bucket then redis.call('HINCRBY', st.key, 'v' .. verified_bucket, 1) end
   if st.dirty then
     if st.held > 0 then redis.call('HSET', st.key, 'u', st.held) else redis.call('HDEL', st.key, 'u') end
+    if st.settles > 0 then redis.call('HSET', st.key, 't', st.settles) else redis.call('HDEL', st.key, 't') end
   end
   local left = redis.call('PTTL', st.key)
   redis.call('PEXPIREAT', st.key, math.max(left > 0 and now + left or 0, now + rule[3], st.held + rule[3]))
@@ -78,11 +95,12 @@ local function pg_decide(states, now, rule, out)
       if st.held > 0 then pg_release(st, 'VERIFIED', out) end
       break
     end
-    if st.held > now then return false, st.held - now end
+    if st.held > now then return false, pg_retry(st, now) end
     if st.held > 0 then
-      -- Cooled off: still collapsed means suspended again, without a code going out first.
+      -- Cooled off: still collapsed means suspended again, without a code going out first (no count
+      -- of this call's made it: settled at once).
       if pg_collapsed(st, rule) then
-        st.held, st.dirty = now + rule[5], true
+        st.held, st.settles, st.dirty = now + rule[5], 0, true
         return false, rule[5]
       end
       pg_release(st, 'COOLED_OFF', out)
@@ -97,7 +115,7 @@ local function pg_count_sent(states, now, rule, out)
   for _, st in ipairs(states) do
     st.sent = st.sent + 1
     if st.held == 0 and pg_collapsed(st, rule) then
-      st.held, st.dirty = now + rule[5], true
+      st.held, st.settles, st.dirty = now + rule[5], now + PG_SETTLE_MS, true
       out[#out + 1] = {st.index, 'suspended', 'CONVERSION_COLLAPSED', st.sent, st.verified}
     end
     pg_save(st, now, rule, b, nil)
@@ -115,7 +133,7 @@ local function pg_state(states, now, rule)
       break
     end
     if st.held > now then
-      retry = st.held - now
+      retry = pg_retry(st, now)
       break
     end
     if st.held > 0 and pg_collapsed(st, rule) then
