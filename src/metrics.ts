@@ -1,4 +1,5 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectProcessMetrics } from "./process-metrics.js";
 import { KafkaTroubleCounter } from "./kafka-metrics.js";
 import { serviceMetricsText } from "./metrics-across-workers.js";
 import { Channel } from "./gen/otp/v1/otp_pb.js";
@@ -128,7 +129,7 @@ export class Metrics implements Outcomes, RelayObserver {
    * `component`: which program this process is (otp_component_info).
    */
   constructor(outbox: OutboxWatch, component: Component) {
-    collectDefaultMetrics({ register: this.registry });
+    collectProcessMetrics(this.registry);
     this.kafka = new KafkaTroubleCounter(this.registry);
     // 1 for this process's component, from the start and whatever it has done: "no service scraped"
     // is the absence of component="service" (the relay exports every other series the service's

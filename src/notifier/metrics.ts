@@ -1,4 +1,5 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectProcessMetrics } from "../process-metrics.js";
 import { KafkaTroubleCounter } from "../kafka-metrics.js";
 import { Channel } from "../gen/otp/v1/otp_pb.js";
 import type { Attempted, AttemptObserver } from "./deliverer.js";
@@ -33,7 +34,7 @@ export class NotifierMetrics implements AttemptObserver {
   readonly kafka: KafkaTroubleCounter;
 
   constructor(private readonly now: () => number = Date.now) {
-    collectDefaultMetrics({ register: this.registry });
+    collectProcessMetrics(this.registry);
     this.kafka = new KafkaTroubleCounter(this.registry);
     const registers = [this.registry];
     // As the service's and the relay's (src/metrics.ts): which program this scrape is.

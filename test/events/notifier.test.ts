@@ -2,7 +2,7 @@
 // HTTP endpoint and a real SMTP server. Codes are compared, never printed:
 // assertions on anything holding one are booleans or counts, so a failure
 // cannot echo a code.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -218,6 +218,9 @@ describe('notifier with a real Kafka broker', () => {
       const metrics = (await run('curl', ['-sS', '--fail', `http://127.0.0.1:${String(port)}/metrics`])).stdout;
       expect(metrics).toContain('otp_notifier_deliveries_total{channel="sms",outcome="delivered"} 1');
       expect(metrics).toMatch(/^otp_notifier_delivery_latency_seconds_count\{channel="sms"\} 1$/m);
+      // The scrape passes `promtool check metrics` as it is (probe 31: prom-client's *_total gauges failed it).
+      const lint = spawnSync('promtool', ['check', 'metrics'], { input: metrics, encoding: 'utf8', timeout: 10_000 });
+      expect({ status: lint.status, output: (lint.stdout + lint.stderr).trim() }).toEqual({ status: 0, output: '' });
 
       // SIGHUP (the service's reload signal) is logged and survived; SIGTERM still stops it cleanly.
       child.kill('SIGHUP');
