@@ -90,6 +90,8 @@ export class NotifierMetrics implements AttemptObserver {
       labelNames: ["type"],
       registers,
     });
+    // At 0 from the start too: OtpDeliveryRecordsRejected pages on the first one.
+    for (const type of ["delivery.requested", "delivery.canceled"]) this.rejected.inc({ type }, 0);
   }
 
   /**
