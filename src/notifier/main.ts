@@ -13,6 +13,7 @@ import { listenFailure } from "../listen-failure.js";
 import { describeRedisSetting, NOTIFIER_REDIS, redisStartupProblem } from "../redis-config.js";
 import { kafkaAccessWarnings } from "../kafka-config.js";
 import { kafkaAccessProblemAtStart } from "../events/kafka-access.js";
+import { stopOnSignals } from "../process.js";
 
 // The reference notifier: `npm run notifier`. Consumes otp.delivery.v1,
 // delivers through the configured adapters, reports on otp.delivery.status.v1.
@@ -70,26 +71,16 @@ metrics.expectAdapters(adapters);
 const notifier = new Notifier({ config, logger, adapters, metrics, kafkaObserver: metrics.kafka, claims });
 let endpoint: MetricsEndpoint | undefined;
 
+// As the service and the relay: exit 0 once stopped; 1 if stopping fails or overruns the grace (plus
+// a margin for the commit and leaving the group), or at once on a second signal (an operator's
+// Ctrl-C twice, a supervisor's second TERM): a provider that never answers must not hold the exit.
 let stopping = false;
-const shutdown = (signal: string): void => {
-  if (stopping) return;
+stopOnSignals(async () => {
   stopping = true;
-  logger.info({ signal }, "notifier stopping");
-  notifier.stop().then(
-    async () => {
-      await endpoint?.close();
-      await tracing?.stop();
-      logger.info("notifier stopped");
-      process.exit(0);
-    },
-    (err: unknown) => {
-      logger.error({ err: (err as Error).message }, "notifier did not stop cleanly");
-      process.exit(1);
-    },
-  );
-};
-process.on("SIGTERM", () => shutdown("SIGTERM"));
-process.on("SIGINT", () => shutdown("SIGINT"));
+  await notifier.stop();
+  await endpoint?.close();
+  await tracing?.stop();
+}, config.shutdownGraceMs, logger);
 // SIGHUP is the service's reload signal; unhandled it would end this process mid-delivery. The
 // notifier's files (Redis TLS, provider settings) are read at start-up only.
 process.on("SIGHUP", () => logger.warn("SIGHUP: the notifier reloads nothing; restart it to pick up new files or settings"));

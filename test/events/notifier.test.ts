@@ -239,6 +239,48 @@ describe('notifier with a real Kafka broker', () => {
     }
   }, 120_000);
 
+  test('a second SIGTERM while a delivery holds the shutdown exits at once (1), as the service and relay do', async () => {
+    // The gateway never answers: the first SIGTERM waits for the delivery in flight (within the grace).
+    const hung = await startWebhook(() => new Promise<number>(() => undefined));
+    const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/notifier/main.ts'], {
+      cwd: repoRoot,
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        NODE_ENV: 'development',
+        KAFKA_BROKERS: brokers,
+        OTP_SEAL_KEYS: keyring.env,
+        NOTIFIER_GROUP_ID: `test-hung-${randomBytes(4).toString('hex')}`,
+        NOTIFIER_METRICS_PORT: 'off',
+        NOTIFIER_SMS_ADAPTER: 'webhook',
+        NOTIFIER_WEBHOOK_URL: hung.url,
+        NOTIFIER_SHUTDOWN_GRACE_MS: '60000',
+        LOG_LEVEL: 'info',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout!.on('data', (c: Buffer) => (out += c.toString('utf8')));
+    child.stderr!.on('data', (c: Buffer) => (out += c.toString('utf8')));
+    const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+    try {
+      // (The console test's record is on this topic too: either one holds the shutdown.)
+      await producer.send(deliveryEvent({ sealer: keyring.sealer, topic: real.delivery, destination: phone(), code: testCode() }).record);
+      const deadline = Date.now() + 60_000;
+      while (hung.hits.length === 0 && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(hung.hits.length, out.slice(-1500)).toBeGreaterThan(0);
+      child.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(child.exitCode, 'the first signal waits for the delivery in flight').toBeNull();
+      child.kill('SIGTERM');
+      expect(await withTimeout(exited, 5_000, 'the second SIGTERM did not end the notifier')).toBe(1);
+      expect(out).toContain('second signal during shutdown: exiting now');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await hung.close();
+    }
+  }, 120_000);
+
   test('webhook failing twice is retried, then delivered once accepted', async () => {
     const hook = await startWebhook((n) => (n <= 2 ? 503 : 200));
     try {
