@@ -1,6 +1,6 @@
 // What an operator does with grpcurl, with no proto files: everything it
 // knows comes from server reflection.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GRPCURL, grpcurl } from '../support/cli.js';
 import { freshEmail, startTestApp, wrongCode, type TestApp } from '../support/otp-app.js';
@@ -75,6 +75,19 @@ describe('grpcurl against the gRPC port', () => {
     expect(out.stderr).toContain('Code: InvalidArgument');
     expect(out.stderr).toContain('google.rpc.BadRequest');
     expect(out.stderr).toContain('"field": "destination"');
+  });
+
+  it("without reflection, with the README's proto flags, the error details are decoded too (probe 33)", async () => {
+    const flags = ['-import-path', 'proto', '-import-path', 'third_party/proto', '-proto', 'otp/v1/otp.proto', '-proto', 'google/rpc/error_details.proto'];
+    expect(readFileSync('README.md', 'utf8')).toContain('-proto google/rpc/error_details.proto');
+    const out = await grpcurl(
+      ['-use-reflection=false', ...flags, '-d', JSON.stringify({ purpose: 'login', channel: 'CHANNEL_SMS', destination: 'not-a-phone@example.com' })],
+      app.grpcTarget,
+      'otp.v1.OtpService/Send',
+    );
+    expect(out.stderr).toContain('Code: InvalidArgument');
+    expect(out.stderr).toContain('"field": "destination"');
+    expect(out.stderr).not.toContain('is not recognized');
   });
 
   it('checks health: SERVING', async () => {

@@ -166,6 +166,15 @@ describe('Connect JSON bodies fromJson refuses', () => {
     expect(error.violations).toEqual(violations);
   });
 
+  it('an unknown key is named back without its control, bidi or NUL characters, cut between code points (probe 33)', async () => {
+    const key = `evil\u202e\n\u0000${'A'.repeat(56)}\u{1F600}tail`;
+    const res = await postJson('Send', Buffer.from(sendJson(`,${JSON.stringify(key)}:"x"`).toString()));
+    expect(res.status).toBe(400);
+    const [violation] = connectError(res.body).violations;
+    expect(violation).toBe(`evil\uFFFD\uFFFD\uFFFD${'A'.repeat(56)}\u{1F600}…: is not a field of otp.v1.SendRequest`);
+    expect(res.body).not.toMatch(/\\u202e|\\n|\\u0000/i);
+  });
+
   it("both members of Verify's oneof: both are named", async () => {
     const body = '{"verificationId":"abc","destination":{"purpose":"login","destination":"a@example.com"},"code":"12345678"}';
     const error = connectError((await postJson('Verify', Buffer.from(body))).body);
