@@ -169,6 +169,11 @@ export class OpenCalls {
     server.removeAllListeners("stream");
     const anyStreaming = streaming !== undefined && streaming.size > 0;
     server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => {
+      // Reset by the peer in the packet that opened it (HEADERS + RST_STREAM in one write): node:http2
+      // has destroyed it before this event runs, and grpc-js, answering some streams at once (a content
+      // type or a path it does not serve), calls respond() on it, which throws out of the event loop and
+      // ended the process (probe 34). Nobody is waiting for an answer: nothing to admit or pass on.
+      if (stream.destroyed || stream.closed) return;
       const path = headers[":path"];
       const isStreaming = anyStreaming && path !== undefined && streaming.has(path);
       const admitted = this.#admit(headers[":method"], path, isStreaming, port);
