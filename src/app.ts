@@ -21,6 +21,7 @@ import { RedisStore } from "./store/redis/redis-store.js";
 import { redisObservations } from "./store/redis/client.js";
 import type { VerificationStore } from "./store/store.js";
 import { callerResolver } from "./transport/caller.js";
+import { PublicCalls } from "./transport/public-calls.js";
 import { allowedOrigins } from "./transport/connect/cors.js";
 import { httpHandler } from "./transport/connect/http-handler.js";
 import { listenHttp, type HttpListener } from "./transport/connect/listener.js";
@@ -127,7 +128,9 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     }
     let directory = config.clients ? new ClientDirectory(config.clients) : null;
     if (!directory) log.warn("no OTP_CLIENTS_FILE: every caller is accepted as tenant \"default\" (dev mode only)");
-    const callerOf = callerResolver({ directory: () => directory, proxies: new TrustedProxies(config.trustedProxies), refusals });
+    const callerOf = callerResolver({
+      directory: () => directory, proxies: new TrustedProxies(config.trustedProxies), refusals, publicCalls: new PublicCalls(config.maxOpenCalls),
+    });
     const loadClients = (): void => {
       const clients = readClientsFile(config.clientsFile!, config.production);
       directory = new ClientDirectory(clients);

@@ -9,6 +9,7 @@ import type { Caller } from "../otp/service.js";
 import { randomHex } from "../random-pool.js";
 import { activeTraceparent } from "../telemetry/spans.js";
 import { telemetry } from "../telemetry/tracing.js";
+import type { PublicCalls } from "./public-calls.js";
 
 /** What a transport knows about an inbound call, in transport-neutral form. */
 export interface InboundCall {
@@ -21,6 +22,8 @@ export interface InboundCall {
   peerAddress(): string | undefined;
   /** The client certificate of an mTLS connection (already verified against TLS_CA_FILE). */
   peerCertificate(): PeerCertificate | undefined;
+  /** Calls `release` once, when the call has ended (answered, cancelled, or its connection gone). */
+  ended(release: () => void): void;
   /**
    * Set by the resolver: the trace context its refusal, if any, was logged and audited under. A call
    * refused here gets its SERVER span only afterwards, from the transport, which gives it this trace id
@@ -34,6 +37,8 @@ export interface CallerResolverOptions {
   directory: () => ClientDirectory | null;
   proxies: TrustedProxies;
   refusals: Refusals | undefined;
+  /** The bound on public clients' open calls (./public-calls.ts); absent: none. */
+  publicCalls?: PublicCalls;
 }
 
 // W3C trace context: version-traceid-parentid-flags. It travels with the
@@ -91,6 +96,15 @@ export function callerResolver(options: CallerResolverOptions): CallerResolver {
       const reason = err instanceof OtpError ? (err.details.reason ?? err.code) : "METHOD_NOT_GRANTED";
       options.refusals?.record({ type: "refused", reason, method: call.method, tenant: caller.tenant, clientId: caller.clientId, traceId });
       throw err;
+    }
+    // Last, so every refusal above leaves nothing to release.
+    if (connectionIp !== undefined && options.publicCalls) {
+      const release = options.publicCalls.admit(connectionIp);
+      if (!release) {
+        options.refusals?.record({ type: "rate_limited", reason: "PUBLIC_CALLS_LIMIT", method: call.method, tenant: caller.tenant, clientId: caller.clientId, traceId });
+        throw OtpError.exhausted("PUBLIC_CALLS_LIMIT", 1_000);
+      }
+      call.ended(release);
     }
     return caller;
   };

@@ -15,7 +15,7 @@ const directory = new ClientDirectory(parseClients({ clients: [{ id: "web", tena
 const resolve = callerResolver({ directory: () => directory, proxies: new TrustedProxies([]), refusals: undefined });
 
 const verifyFrom = (address: string | undefined) =>
-  resolve({ method: "Verify", header: (name) => (name === "origin" ? ORIGIN : undefined), peerAddress: () => address, peerCertificate: () => undefined });
+  resolve({ method: "Verify", header: (name) => (name === "origin" ? ORIGIN : undefined), peerAddress: () => address, peerCertificate: () => undefined, ended: () => undefined });
 
 describe("a public client's call and its connection's address", () => {
   it("with an address: served, counted by it", async () => {

@@ -23,6 +23,7 @@ async function traceContextOf(header: string | undefined): Promise<string> {
     header: (name) => (name === "traceparent" ? header : undefined),
     peerAddress: () => undefined,
     peerCertificate: () => undefined,
+    ended: () => undefined,
   });
   return caller.traceId;
 }

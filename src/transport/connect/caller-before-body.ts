@@ -98,4 +98,10 @@ class HttpInboundCall implements InboundCall {
   peerCertificate(): PeerCertificate | undefined {
     return this.values.get(peerKey).certificate;
   }
+
+  ended(release: () => void): void {
+    const response = this.values.get(peerKey).response;
+    if (response) response.once("close", release);
+    else release();
+  }
 }

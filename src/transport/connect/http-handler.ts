@@ -133,7 +133,7 @@ function methodOf(path: string): MethodName {
 function serveRpc(rpc: Rpc, req: NodeRequest, res: NodeResponse, callerOf: CallerResolver, log: Logger, path: string): void {
   // Connect's GET (the read-only methods) makes an answer cacheable by default; each is one caller's, now.
   if (req.method === "GET") res.setHeader("cache-control", "no-store");
-  const values = peerContext(req);
+  const values = peerContext(req, res);
   universalRequest(req, res, READ_MAX_BYTES, values, (header) => admit(callerOf, rpc.method, header, values, log, path))
     .then(rpc.serve)
     .then((uRes) => writeUniversalResponse(uRes, res))

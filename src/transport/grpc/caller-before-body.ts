@@ -1,3 +1,4 @@
+import type { ServerHttp2Stream } from "node:http2";
 import type { PeerCertificate } from "node:tls";
 import { ServerInterceptingCall, ServerListenerBuilder, status as GrpcStatus, type Metadata, type ServerInterceptingCallInterface } from "@grpc/grpc-js";
 import { hostOfPeer } from "../../auth/client-ip.js";
@@ -40,6 +41,7 @@ export function callerBeforeBody(
   callerOf: CallerResolver,
   log: Logger,
   metrics: Metrics | undefined,
+  stream?: ServerHttp2Stream,
 ): ServerInterceptingCall {
   const method = methodOfPath(path);
   if (method === undefined) return call;
@@ -47,7 +49,7 @@ export function callerBeforeBody(
     start(next) {
       next(new ServerListenerBuilder().withOnReceiveMetadata((metadata, pass) => {
         const startedAt = performance.now();
-        const inbound = new MetadataInboundCall(method, metadata, call);
+        const inbound = new MetadataInboundCall(method, metadata, call, stream);
         callerOf(inbound).then(
           (caller) => {
             admitted.set(metadata, caller);
@@ -76,6 +78,7 @@ class MetadataInboundCall implements InboundCall {
     readonly method: MethodName,
     private readonly metadata: Metadata,
     private readonly call: ServerInterceptingCallInterface,
+    private readonly stream: ServerHttp2Stream | undefined,
   ) {}
 
   header(name: string): string | undefined {
@@ -89,6 +92,13 @@ class MetadataInboundCall implements InboundCall {
 
   peerCertificate(): PeerCertificate | undefined {
     return this.call.getAuthContext().sslPeerCertificate;
+  }
+
+  ended(release: () => void): void {
+    // The stream closes however the call ends (grpc-js answers some statuses past every interceptor).
+    // Without it (a grpc-js that renamed its field: stream-guards.ts) the call is not held against a bound.
+    if (this.stream && !this.stream.closed) this.stream.once("close", release);
+    else release();
   }
 }
 

@@ -25,7 +25,7 @@ export function streamGuards(requestTimeoutMs: number, callerOf: CallerResolver,
     const stream = streamOf(call);
     if (stream) rewriteFramingErrors(stream, metrics && observer(method.path, metrics));
     // Outermost: the caller is resolved from the metadata as sent (credentials-as-sent.ts), before the message is read.
-    return callerBeforeBody(method.path, credentialsAsSent(cutOffSlowClient(method, call, stream, requestTimeoutMs), stream), callerOf, log, metrics);
+    return callerBeforeBody(method.path, credentialsAsSent(cutOffSlowClient(method, call, stream, requestTimeoutMs), stream), callerOf, log, metrics, stream);
   };
 }
 

@@ -826,7 +826,9 @@ export const VerificationStatusSchema: GenEnum<VerificationStatus> = /*@__PURE__
  *                         SEND_LIMIT_IP, SEND_LIMIT_TENANT, SEND_LIMIT_COUNTRY,
  *                         DESTINATION_LOCKED, VERIFY_LIMIT_IP, PREFIX_SUSPENDED (the
  *                         number's prefix is not verifying its codes: SMS pumping guard;
- *                         Send and Resend to phones). MAX_RESENDS carries no
+ *                         Send and Resend to phones), PUBLIC_CALLS_LIMIT (a public client's
+ *                         calls open at once: a quarter of the process's bound, 32 per
+ *                         address). MAX_RESENDS carries no
  *                         RetryInfo: no wait lifts it (Send a new verification)
  *   FAILED_PRECONDITION + google.rpc.ErrorInfo: Resend of a verification that is
  *                         finished (verified, locked, expired, canceled, delivery failed),
