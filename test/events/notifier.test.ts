@@ -167,8 +167,9 @@ describe('notifier with a real Kafka broker', () => {
   const notifiers = new InProcessNotifiers(() => ({ brokers, sealKeys: keyring.env }), { NOTIFIER_MAX_ATTEMPTS: '3' });
   const startNotifier = (topics: NotifierTopics, env: Record<string, string> = {}, metrics?: NotifierMetrics) => notifiers.start(topics, env, metrics);
 
-  test('console adapter in a child process: prints destination and code, reports DELIVERED, stops on SIGTERM', async () => {
-    const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/notifier/main.ts'], {
+  /** `npm run notifier` as a child process, on this file's broker, in a group of its own. */
+  const spawnNotifier = (group: string, env: Record<string, string>): ChildProcess =>
+    spawn(process.execPath, ['--import', 'tsx', 'src/notifier/main.ts'], {
       cwd: repoRoot,
       env: {
         PATH: process.env.PATH,
@@ -176,12 +177,15 @@ describe('notifier with a real Kafka broker', () => {
         NODE_ENV: 'development',
         KAFKA_BROKERS: brokers,
         OTP_SEAL_KEYS: keyring.env,
-        NOTIFIER_GROUP_ID: `test-child-${randomBytes(4).toString('hex')}`,
-        NOTIFIER_METRICS_PORT: '0',
+        NOTIFIER_GROUP_ID: `${group}-${randomBytes(4).toString('hex')}`,
         LOG_LEVEL: 'info',
+        ...env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+
+  test('console adapter in a child process: prints destination and code, reports DELIVERED, stops on SIGTERM', async () => {
+    const child = spawnNotifier('test-child', { NOTIFIER_METRICS_PORT: '0' });
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
@@ -242,22 +246,8 @@ describe('notifier with a real Kafka broker', () => {
   test('a second SIGTERM while a delivery holds the shutdown exits at once (1), as the service and relay do', async () => {
     // The gateway never answers: the first SIGTERM waits for the delivery in flight (within the grace).
     const hung = await startWebhook(() => new Promise<number>(() => undefined));
-    const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/notifier/main.ts'], {
-      cwd: repoRoot,
-      env: {
-        PATH: process.env.PATH,
-        HOME: process.env.HOME,
-        NODE_ENV: 'development',
-        KAFKA_BROKERS: brokers,
-        OTP_SEAL_KEYS: keyring.env,
-        NOTIFIER_GROUP_ID: `test-hung-${randomBytes(4).toString('hex')}`,
-        NOTIFIER_METRICS_PORT: 'off',
-        NOTIFIER_SMS_ADAPTER: 'webhook',
-        NOTIFIER_WEBHOOK_URL: hung.url,
-        NOTIFIER_SHUTDOWN_GRACE_MS: '60000',
-        LOG_LEVEL: 'info',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const child = spawnNotifier('test-hung', {
+      NOTIFIER_METRICS_PORT: 'off', NOTIFIER_SMS_ADAPTER: 'webhook', NOTIFIER_WEBHOOK_URL: hung.url, NOTIFIER_SHUTDOWN_GRACE_MS: '60000',
     });
     let out = '';
     child.stdout!.on('data', (c: Buffer) => (out += c.toString('utf8')));
