@@ -202,16 +202,20 @@ export class OtpService {
     const at = destinationRef(digest, this.config.redisShards);
     const about = { purpose: req.purpose, channel: req.channel, maskedDestination: destination.masked, destinationDigest: digest, shard: at.shard };
     if (testCode === undefined) this.permitPhone(caller, "Send", destination, policy, about);
-    this.admit();
+    // The event backlog full (Kafka away): no new delivery can be queued. A keyed retry of a Send that
+    // got through queues none, so it is still answered with its verification (probe 35: a backend whose
+    // first Send timed out could not learn its id until Kafka came back); anything else is UNAVAILABLE.
+    const backlogFull = !this.accepting();
+    if (backlogFull && req.idempotencyKey === "") throw backlogUnavailable();
 
     const metadataJson = canonicalMetadata(req.metadata);
     const claim = req.idempotencyKey === "" ? null : this.idempotency.send(caller.tenant, req.idempotencyKey, {
       destinationDigest: digest, purpose: req.purpose, channel: req.channel, context: req.context, locale: req.locale, metadataJson,
     }, policy.ttlSeconds * 1000);
     const prefixes = testCode === undefined ? this.prefixesOf(caller, destination) : null;
-    // A retry the budgets refused, of a Send that got through: only its replay may answer it.
+    // A retry the budgets (or the backlog) refused, of a Send that got through: only its replay may answer it.
     const budgets = sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination);
-    const held = await this.spend(caller, "Send", budgets, about, prefixes, claim);
+    const held = backlogFull ? backlogUnavailable : await this.spend(caller, "Send", budgets, about, prefixes, claim);
     const ref = this.ids.newRef(at);
     const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, req.context, code);
@@ -692,9 +696,12 @@ export class OtpService {
   }
 
   private admit(): void {
-    if (this.admission && !this.admission.accepting()) {
-      throw OtpError.unavailable("delivery (the event backlog is full)");
-    }
+    if (!this.accepting()) throw backlogUnavailable();
+  }
+
+  /** Whether Send and Resend may queue deliveries now (the outbox backlog under its bound). */
+  private accepting(): boolean {
+    return !this.admission || this.admission.accepting();
   }
 
   /** Store outages become UNAVAILABLE; everything else propagates unchanged. */
@@ -753,6 +760,10 @@ function idempotencyKeyReused(fields: string[]): OtpError {
 
 function eventContext(caller: Caller): EventContext {
   return { traceId: caller.traceId, clientId: caller.clientId };
+}
+
+function backlogUnavailable(): OtpError {
+  return OtpError.unavailable("delivery (the event backlog is full)");
 }
 
 function notFound(verificationId: string): VerifyResponse {

@@ -273,6 +273,9 @@ describe('Kafka down: calls keep working, events wait and then flow', () => {
     const client = grpcClient(app.grpcTarget);
     await broker.halt();
     try {
+      // A keyed Send that gets through before the backlog fills (its answer lost, say).
+      const keyed = { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail(), idempotencyKey: `backlog-${freshEmail()}` };
+      const first = await grpcCall(client, send, keyed);
       const outcomes: string[] = [];
       for (let i = 0; i < 12; i++) {
         const r = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: freshEmail() })
@@ -282,6 +285,11 @@ describe('Kafka down: calls keep working, events wait and then flow', () => {
       }
       expect(outcomes.slice(0, 3)).toEqual(['ok', 'ok', 'ok']);
       expect(outcomes.slice(-3)).toEqual(['unavailable', 'unavailable', 'unavailable']);
+      // Its retry with the same key queues nothing: answered with its verification, backlog or not (probe 35);
+      // the same key for another destination, or a new key, is still UNAVAILABLE.
+      expect((await grpcCall(client, send, keyed)).verificationId).toBe(first.verificationId);
+      expect((await grpcError(grpcCall(client, send, { ...keyed, idempotencyKey: `new-${keyed.idempotencyKey}` }))).code).toBe(14);
+      expect((await grpcError(grpcCall(client, send, { ...keyed, destination: freshEmail() }))).code).toBe(14);
       // The backlog and the relay's trouble are visible to operators on /readyz (still ready: Verify works).
       const probe = await fetch(`${app.httpBase}/readyz`);
       expect(probe.status).toBe(200);
