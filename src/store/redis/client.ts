@@ -40,6 +40,8 @@ export interface RedisConnectionOptions {
   waitReplicas?: number;
   /** How long WAIT waits for them (default 500); past it the call is StoreUnavailableError. */
   waitTimeoutMs?: number;
+  /** Commands a node connection holds unanswered at most (default MAX_QUEUED_COMMANDS, ./client/transport.ts). */
+  maxQueuedCommands?: number;
   logger?: ConnectionLogger;
 }
 
@@ -203,6 +205,7 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
     access: options.access ?? {},
     connectTimeoutMs,
     commandTimeoutMs,
+    ...(options.maxQueuedCommands !== undefined ? { maxQueuedCommands: options.maxQueuedCommands } : {}),
     events: {
       error(err) {
         // Redis's own words for refused credentials or permissions (they never echo the password).

@@ -54,8 +54,22 @@ export interface TransportOptions {
   connectTimeoutMs: number;
   /** OTP_REDIS_TIMEOUT_MS: how long a command may take before its node counts as stalled. */
   commandTimeoutMs: number;
+  /** Commands one node connection holds unanswered at most (MAX_QUEUED_COMMANDS unless a test says). */
+  maxQueuedCommands?: number;
   events: TransportEvents;
 }
+
+/**
+ * A node that hangs with its connection open (a stopped process, a frozen VM,
+ * packets dropped) answers nothing and reports no error: each call is answered
+ * UNAVAILABLE at its deadline, but its command stays queued on the connection
+ * until Redis answers, and under load the queue grew by ~2 KB a call, toward
+ * the heap's bound (probe 35: 0.5 MB/s at 250 calls/s). Past this many, a new
+ * command is refused at once (UNAVAILABLE, as the deadline would have said).
+ * Healthy, one process holds at most OTP_MAX_OPEN_CALLS (4,000) calls, each
+ * with a command or two in flight.
+ */
+export const MAX_QUEUED_COMMANDS = 10_000;
 
 // Reconnect fast: an outage should end for callers as soon as Redis is back.
 export function reconnectDelay(retries: number): number {
@@ -71,6 +85,8 @@ export function nodeClientOptions(options: TransportOptions) {
     maintNotifications: "disabled" as const,
     // Fail fast while disconnected instead of queueing calls until Redis returns.
     disableOfflineQueue: true,
+    // ...and while connected to a node that does not answer (MAX_QUEUED_COMMANDS says why).
+    commandsQueueMaxLength: options.maxQueuedCommands ?? MAX_QUEUED_COMMANDS,
     // No per-command timer from node-redis (its default is 5 s): the
     // connection's Deadlines cover every call. Its timers (AbortSignal.timeout:
     // a Timeout, a WeakRef and a finalizer per command) lived 5 s, so under load

@@ -1,0 +1,56 @@
+// Probe 35, finding 2: a Redis node that hangs with its connection open (SIGSTOP here: a frozen VM,
+// packets dropped) answers nothing and reports no error. Each call is answered UNAVAILABLE at its
+// deadline, but its command stayed queued on the connection until Redis answered, and under load
+// the heap grew with them. The connection now holds at most MAX_QUEUED_COMMANDS unanswered (a small
+// bound here): past it a command is refused at once, as UNAVAILABLE, and once Redis answers again
+// the connection serves as before.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectRedis, type RedisConnection } from '../../src/store/redis/client.js';
+import { StoreUnavailableError } from '../../src/store/errors.js';
+import { MAX_QUEUED_COMMANDS } from '../../src/store/redis/client/transport.js';
+import { startRedis, type RedisServer } from '../support/redis.js';
+
+const BOUND = 50;
+let server: RedisServer;
+let connection: RedisConnection;
+
+beforeAll(async () => {
+  server = await startRedis();
+  connection = await connectRedis({ url: server.url, commandTimeoutMs: 2_000, maxQueuedCommands: BOUND });
+});
+
+afterAll(async () => {
+  server?.resume();
+  await connection?.close();
+  await server?.stop();
+});
+
+describe('a Redis node that hangs with its connection open', () => {
+  it('holds at most the bound of commands unanswered; the rest are refused at once as UNAVAILABLE; it serves again after', async () => {
+    expect(MAX_QUEUED_COMMANDS).toBeGreaterThanOrEqual(8_000); // a healthy process's calls in flight fit
+    expect(await connection.call(['PING'])).toBe('PONG');
+    server.pause();
+    try {
+      const startedAt = Date.now();
+      const settled: { at: number; err: unknown }[] = [];
+      const calls = Array.from({ length: 4 * BOUND }, (_, i) =>
+        connection.call(['SET', `hung-${i}`, 'x']).then(
+          () => settled.push({ at: Date.now() - startedAt, err: undefined }),
+          (err: unknown) => settled.push({ at: Date.now() - startedAt, err }),
+        ));
+      await Promise.all(calls);
+      const atOnce = settled.filter((s) => s.at < 1_000);
+      // Everything past the bound was refused before any deadline could have passed.
+      expect(atOnce.length).toBeGreaterThanOrEqual(3 * BOUND);
+      expect(settled.every((s) => s.err instanceof StoreUnavailableError)).toBe(true);
+    } finally {
+      server.resume();
+    }
+    let pong: unknown;
+    for (let i = 0; i < 50 && pong !== 'PONG'; i++) {
+      pong = await connection.call(['PING']).catch(() => undefined);
+      if (pong !== 'PONG') await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(pong).toBe('PONG');
+  }, 30_000);
+});
