@@ -172,8 +172,14 @@ export class OpenCalls {
       // Reset by the peer in the packet that opened it (HEADERS + RST_STREAM in one write): node:http2
       // has destroyed it before this event runs, and grpc-js, answering some streams at once (a content
       // type or a path it does not serve), calls respond() on it, which throws out of the event loop and
-      // ended the process (probe 34). Nobody is waiting for an answer: nothing to admit or pass on.
-      if (stream.destroyed || stream.closed) return;
+      // ended the process (probe 34). Nobody is waiting for an answer: nothing to admit or pass on. One
+      // destroyed with an error (its session ended by a protocol error in the same packet) still emits it
+      // on a later tick, and an "error" with no listener is thrown: heard here, as nobody else listens
+      // (probe 36).
+      if (stream.destroyed || stream.closed) {
+        stream.on("error", ignore);
+        return;
+      }
       const path = headers[":path"];
       const isStreaming = anyStreaming && path !== undefined && streaming.has(path);
       const admitted = this.#admit(headers[":method"], path, isStreaming, port);

@@ -40,12 +40,22 @@ const frame = (type: number, flags: number, stream: number, payload = Buffer.all
 const literal = (name: string, value: string): Buffer =>
   Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
 
+/** HEADERS (end of headers) of one POST stream. */
+function headersFrame(id: number, path: string, contentType: string): Buffer {
+  // :method POST (static index 3), :scheme http (6).
+  return frame(1, 4, id, Buffer.concat([Buffer.from([0x83, 0x86]), literal(':path', path), literal(':authority', 'x'), literal('content-type', contentType)]));
+}
+
 /** The preface, SETTINGS, then `count` streams each opened (HEADERS, end of headers) and reset (RST_STREAM CANCEL), all in one write. */
 function headersThenReset(port: number, path: string, contentType: string, count: number): Promise<void> {
-  // :method POST (static index 3), :scheme http (6).
-  const headers = Buffer.concat([Buffer.from([0x83, 0x86]), literal(':path', path), literal(':authority', 'x'), literal('content-type', contentType)]);
-  const parts = [Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0)];
-  for (let i = 0, id = 1; i < count; i++, id += 2) parts.push(frame(1, 4, id, headers), frame(3, 0, id, Buffer.from([0, 0, 0, 8])));
+  const parts: Buffer[] = [];
+  for (let i = 0, id = 1; i < count; i++, id += 2) parts.push(headersFrame(id, path, contentType), frame(3, 0, id, Buffer.from([0, 0, 0, 8])));
+  return writeOnce(port, parts);
+}
+
+/** The preface, SETTINGS and `frames` in one write; the socket closed 300 ms later. */
+function writeOnce(port: number, frames: Buffer[]): Promise<void> {
+  const parts = [Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0), ...frames];
   return new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1', () => {
       socket.write(Buffer.concat(parts));
@@ -74,6 +84,22 @@ describe('a stream reset in the packet that opened it (no credentials needed)', 
     } finally {
       client.close();
     }
+  }, 30_000);
+
+  // Probe 36: a stream opened in the packet whose next frame is a connection error is destroyed with that
+  // error, which is emitted after the guard dropped it: unheard, it was thrown, on both ports.
+  it.each([
+    ['a WINDOW_UPDATE of 0 on the connection', () => frame(8, 0, 0, Buffer.from([0, 0, 0, 0]))],
+    ['DATA on stream 0', () => frame(0, 0, 0, Buffer.from('x'))],
+    ['a GOAWAY with an error code', () => frame(7, 0, 0, Buffer.from([0, 0, 0, 1, 0, 0, 0, 1]))],
+    ['SETTINGS_ENABLE_PUSH=5', () => frame(4, 0, 0, Buffer.from([0, 2, 0, 0, 0, 5]))],
+  ])('a stream, then %s, in one packet: the process stays up, both ports', async (_what, error) => {
+    for (const port of [service.grpcPort, service.httpPort]) {
+      for (let round = 0; round < 5; round++) await writeOnce(port, [headersFrame(1, '/otp.v1.OtpService/Verify', 'application/grpc'), error()]);
+    }
+    expect(service.child.exitCode, service.stderr().slice(-2000)).toBeNull();
+    expect(service.logs().some((l) => l.msg === 'uncaught exception')).toBe(false);
+    expect((await fetch(`http://127.0.0.1:${service.httpPort}/healthz`)).status).toBe(200);
   }, 30_000);
 
   it('on the HTTP port (h2c, Connect) too', async () => {
