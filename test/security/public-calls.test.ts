@@ -7,6 +7,7 @@
 // places come back when the held calls end. Raw HTTP/2 streams, as an
 // attacker writes them; a real key and curl for the backend.
 import http2 from 'node:http2';
+import * as net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { curlAnswer } from '../support/cli.js';
 import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
@@ -69,6 +70,34 @@ function publicVerify(s: http2.ClientHttp2Session): Promise<{ status: number; bo
   });
 }
 
+const frame = (type: number, flags: number, stream: number, payload: Buffer): Buffer => {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(stream, 5);
+  return Buffer.concat([head, payload]);
+};
+/** HPACK: a literal header field without indexing, new name, no Huffman (lengths under 127). */
+const literal = (name: string, value: string): Buffer =>
+  Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
+
+/** A public client's Verify on a raw h2c connection: HEADERS, then DATA "{" and no end. The socket, to close. */
+function heldRaw(port: number): Promise<net.Socket> {
+  const headers = Buffer.concat([
+    Buffer.from([0x83, 0x86]), // :method POST, :scheme http
+    literal(':path', VERIFY), literal(':authority', 'x'), literal('content-type', 'application/json'), literal('origin', ORIGIN),
+  ]);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => {
+      socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.alloc(0)), frame(1, 4, 1, headers), frame(0, 0, 1, Buffer.from('{'))]));
+      resolve(socket);
+    });
+    socket.on('error', reject);
+    socket.resume();
+  });
+}
+
 const backendCheck = () =>
   curlAnswer('-X', 'POST', '-H', 'content-type: application/json', '-H', `authorization: ${bearer(KEY)}`,
     '--data', JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: 'held@example.com' }), `${app.httpBase}/otp.v1.OtpService/CheckRateLimit`);
@@ -97,6 +126,28 @@ describe("public clients' open calls", () => {
     }
     expect(again.status).toBe(200);
     expect(JSON.parse(again.body)).toMatchObject({ result: 'VERIFY_RESULT_NOT_FOUND' });
+  });
+
+  it('on the HTTP port, a connection the client closed mid-body gives its places back at once (probe 36)', async () => {
+    // Each held call on its own connection, raw frames (an http2 client session hides its socket), then
+    // every connection closed with a FIN, as a closed tab's socket is.
+    const port = Number(new URL(app.httpBase).port);
+    const own = await Promise.all(Array.from({ length: PUBLIC_SHARE }, () => heldRaw(port)));
+    let refused = await publicVerify(session());
+    for (let i = 0; i < 50 && !refused.body.includes('PUBLIC_CALLS_LIMIT'); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      refused = await publicVerify(session());
+    }
+    expect(refused.body).toContain('PUBLIC_CALLS_LIMIT');
+    for (const socket of own) socket.end();
+    // Well within the calls' own lifetime (OTP_REQUEST_TIMEOUT_MS is 60 s here): every place is back.
+    let answers: { status: number; body: string }[] = [];
+    for (let i = 0; i < 50; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      answers = await Promise.all(Array.from({ length: PUBLIC_SHARE }, () => publicVerify(session())));
+      if (answers.every((a) => a.status === 200)) break;
+    }
+    expect(answers.map((a) => a.status)).toEqual(Array.from({ length: PUBLIC_SHARE }, () => 200));
   });
 
   it('on the gRPC port too, and every way a call ends gives its place back (answered, reset, connection gone)', async () => {

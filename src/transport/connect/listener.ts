@@ -104,6 +104,10 @@ export async function listenHttp(options: {
       keepPeerAddress(socket);
       awaitPreface(socket, idleMs, (isH2) => {
         if (isH2) {
+          // http.Server accepts sockets half-open (it ends HTTP/1.1 connections itself); an HTTP/2 session
+          // on one the client closed stayed open, its calls holding their open-call places until their
+          // lifetime ran out (probe 36). TLS sockets (https) close with the client already.
+          socket.allowHalfOpen = false;
           h2.emit("connection", socket);
         } else {
           toHttp1(socket);
