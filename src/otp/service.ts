@@ -215,7 +215,11 @@ export class OtpService {
     const prefixes = testCode === undefined ? this.prefixesOf(caller, destination) : null;
     // A retry the budgets (or the backlog) refused, of a Send that got through: only its replay may answer it.
     const budgets = sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination);
-    const held = backlogFull ? backlogUnavailable : await this.spend(caller, "Send", budgets, about, prefixes, claim);
+    // With the backlog full nothing is spent, but the key is still checked against its first request
+    // (probe 36: a key reused for another destination was UNAVAILABLE, to be retried for ever).
+    const held = backlogFull
+      ? (await this.spend(caller, "Send", [], about, null, claim), backlogUnavailable)
+      : await this.spend(caller, "Send", budgets, about, prefixes, claim);
     const ref = this.ids.newRef(at);
     const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, req.context, code);

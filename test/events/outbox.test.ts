@@ -289,7 +289,13 @@ describe('Kafka down: calls keep working, events wait and then flow', () => {
       // the same key for another destination, or a new key, is still UNAVAILABLE.
       expect((await grpcCall(client, send, keyed)).verificationId).toBe(first.verificationId);
       expect((await grpcError(grpcCall(client, send, { ...keyed, idempotencyKey: `new-${keyed.idempotencyKey}` }))).code).toBe(14);
-      expect((await grpcError(grpcCall(client, send, { ...keyed, destination: freshEmail() }))).code).toBe(14);
+      expect((await grpcError(grpcCall(client, send, { ...keyed, idempotencyKey: `other-${keyed.idempotencyKey}`, destination: freshEmail() }))).code).toBe(14);
+      // The same key for another request is IDEMPOTENCY_KEY_REUSED naming what differs, backlog or not (probe 36).
+      for (const other of [{ destination: freshEmail() }, { purpose: 'signup' }, { context: 'pay:1' }]) {
+        const reused = await grpcError(grpcCall(client, send, { ...keyed, ...other }));
+        expect(reused.code).toBe(3);
+        expect(reused.details).toContain(Object.keys(other)[0] === 'destination' ? 'destination' : Object.keys(other)[0]);
+      }
       // The backlog and the relay's trouble are visible to operators on /readyz (still ready: Verify works).
       const probe = await fetch(`${app.httpBase}/readyz`);
       expect(probe.status).toBe(200);
