@@ -211,8 +211,10 @@ describe('Kafka replicated over three brokers', () => {
     expect(killed!.led.length).toBeGreaterThan(0);
     // The cluster still serves the topics on the two brokers left.
     await cluster.untilLed([TOPICS.delivery, TOPICS.audit], 2);
-    // Operators saw it: the lost broker shows in the relay's Kafka error counts.
-    expect((kafkaErrors.connection ?? 0) + (kafkaErrors.produce_retry ?? 0) + (kafkaErrors.publish_failed ?? 0)).toBeGreaterThan(0);
+    // The relay's Kafka error counts are reported above, not asserted: when its metadata names the new
+    // leaders before its next produce, it rides through the kill without a single error (a CI run saw
+    // none), and a partition between leaders is not counted as trouble (e018f39: every healthy start
+    // meets it). What a lost broker costs shows in what is asserted: nothing lost, nothing twice.
   }, 300_000);
   // kafkajs 2.2.4 keeps the answers of the brokers that succeeded while it
   // retries a failed one; when the failed leader's partitions move to a broker
