@@ -10,6 +10,7 @@
 import * as net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { grpcClient, grpcHealth, SERVING } from '../support/grpc-client.js';
+import { frame, postHeaders, PREFACE } from '../support/h2-frames.js';
 import { redisForTests } from '../support/redis.js';
 import { spawnService, untilServing, type ServiceProcess } from '../support/service-process.js';
 
@@ -28,23 +29,8 @@ afterAll(async () => {
   await stopRedis?.();
 });
 
-const frame = (type: number, flags: number, stream: number, payload = Buffer.alloc(0)): Buffer => {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream, 5);
-  return Buffer.concat([head, payload]);
-};
-/** HPACK: a literal header field without indexing, new name, no Huffman (lengths under 127). */
-const literal = (name: string, value: string): Buffer =>
-  Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
-
 /** HEADERS (end of headers) of one POST stream. */
-function headersFrame(id: number, path: string, contentType: string): Buffer {
-  // :method POST (static index 3), :scheme http (6).
-  return frame(1, 4, id, Buffer.concat([Buffer.from([0x83, 0x86]), literal(':path', path), literal(':authority', 'x'), literal('content-type', contentType)]));
-}
+const headersFrame = (id: number, path: string, contentType: string): Buffer => postHeaders(id, path, { 'content-type': contentType });
 
 /** The preface, SETTINGS, then `count` streams each opened (HEADERS, end of headers) and reset (RST_STREAM CANCEL), all in one write. */
 function headersThenReset(port: number, path: string, contentType: string, count: number): Promise<void> {
@@ -55,7 +41,7 @@ function headersThenReset(port: number, path: string, contentType: string, count
 
 /** The preface, SETTINGS and `frames` in one write; the socket closed 300 ms later. */
 function writeOnce(port: number, frames: Buffer[]): Promise<void> {
-  const parts = [Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0), ...frames];
+  const parts = [PREFACE, frame(4, 0, 0), ...frames];
   return new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1', () => {
       socket.write(Buffer.concat(parts));

@@ -10,6 +10,7 @@ import http2 from 'node:http2';
 import * as net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { curlAnswer } from '../support/cli.js';
+import { frame, postHeaders, PREFACE } from '../support/h2-frames.js';
 import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
 import { redisForTests, type RedisServer } from '../support/redis.js';
 import { startSecuredApp, type SecuredApp } from '../support/secured-app.js';
@@ -70,27 +71,12 @@ function publicVerify(s: http2.ClientHttp2Session): Promise<{ status: number; bo
   });
 }
 
-const frame = (type: number, flags: number, stream: number, payload: Buffer): Buffer => {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream, 5);
-  return Buffer.concat([head, payload]);
-};
-/** HPACK: a literal header field without indexing, new name, no Huffman (lengths under 127). */
-const literal = (name: string, value: string): Buffer =>
-  Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
-
 /** A public client's Verify on a raw h2c connection: HEADERS, then DATA "{" and no end. The socket, to close. */
 function heldRaw(port: number): Promise<net.Socket> {
-  const headers = Buffer.concat([
-    Buffer.from([0x83, 0x86]), // :method POST, :scheme http
-    literal(':path', VERIFY), literal(':authority', 'x'), literal('content-type', 'application/json'), literal('origin', ORIGIN),
-  ]);
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1', () => {
-      socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.alloc(0)), frame(1, 4, 1, headers), frame(0, 0, 1, Buffer.from('{'))]));
+      const headers = postHeaders(1, VERIFY, { 'content-type': 'application/json', origin: ORIGIN });
+      socket.write(Buffer.concat([PREFACE, frame(4, 0, 0), headers, frame(0, 0, 1, Buffer.from('{'))]));
       resolve(socket);
     });
     socket.on('error', reject);
