@@ -215,11 +215,15 @@ export class OtpService {
     const prefixes = testCode === undefined ? this.prefixesOf(caller, destination) : null;
     // A retry the budgets (or the backlog) refused, of a Send that got through: only its replay may answer it.
     const budgets = sendBudgets(this.config.callerLimits, this.ipOf(caller, req.clientIp), destination);
-    // With the backlog full nothing is spent, but the key is still checked against its first request
-    // (probe 36: a key reused for another destination was UNAVAILABLE, to be retried for ever).
-    const held = backlogFull
-      ? (await this.spend(caller, "Send", [], about, null, claim), backlogUnavailable)
-      : await this.spend(caller, "Send", budgets, about, prefixes, claim);
+    let held: (() => OtpError) | undefined;
+    if (backlogFull) {
+      // Nothing is spent, but the key is still checked against its first request (probe 36: a key
+      // reused for another destination was UNAVAILABLE, to be retried for ever).
+      await this.spend(caller, "Send", [], about, null, claim);
+      held = backlogUnavailable;
+    } else {
+      held = await this.spend(caller, "Send", budgets, about, prefixes, claim);
+    }
     const ref = this.ids.newRef(at);
     const code = testCode ?? generateCode(policy.codeLength, policy.alphabet);
     const signed = this.keyring.sign(ref.verificationId, caller.tenant, req.context, code);
@@ -392,7 +396,7 @@ export class OtpService {
     // refused since the Send would still be texted.
     const number = summary.test || kindFor(summary.channel) !== "phone" ? undefined : this.sealedNumber(caller, summary.sealedDestination);
     if (number) this.permitPhone(caller, "Resend", number, policy, { purpose: summary.purpose, channel: req.channel || summary.channel, verificationId: ref.verificationId, maskedDestination: number.masked });
-    this.admit();
+    if (!this.accepting()) throw backlogUnavailable();
 
     // A test destination's code stays its fixed one (found by the handle its id starts with); otherwise a
     // resend is one more code to the number's prefixes, and the guard may refuse it.
@@ -697,10 +701,6 @@ export class OtpService {
     const parsed = parseDestination(channel, raw, this.config);
     if (typeof parsed === "string") throw OtpError.invalidArgument([violation(field, parsed)]);
     return parsed;
-  }
-
-  private admit(): void {
-    if (!this.accepting()) throw backlogUnavailable();
   }
 
   /** Whether Send and Resend may queue deliveries now (the outbox backlog under its bound). */

@@ -205,7 +205,7 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
     access: options.access ?? {},
     connectTimeoutMs,
     commandTimeoutMs,
-    ...(options.maxQueuedCommands !== undefined ? { maxQueuedCommands: options.maxQueuedCommands } : {}),
+    maxQueuedCommands: options.maxQueuedCommands,
     events: {
       error(err) {
         // Redis's own words for refused credentials or permissions (they never echo the password).
