@@ -259,7 +259,7 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     destinationKey,
     sealKeys,
     receiptKeys,
-    receiptIssuer: env.OTP_RECEIPT_ISSUER ?? "otp-service",
+    receiptIssuer: optional(env, "OTP_RECEIPT_ISSUER") ?? "otp-service",
     receiptTtlSeconds: int(env, "OTP_RECEIPT_TTL_SECONDS", 300, 10, 86_400),
     corsOrigins,
     clientsFile,
@@ -517,6 +517,8 @@ const POLICY_FIELDS: Record<string, (v: unknown, name: string) => Partial<Purpos
   },
 };
 
+const POLICY_FILE_KEYS = ["only", "purposes", "tenants"];
+
 /**
  * The policy file: {"only": false, "purposes": {"payment": {"codeLength": 8, "ttlSeconds": 120}}}.
  * Each purpose overrides the env defaults field by field. With "only": true,
@@ -532,9 +534,19 @@ function readPolicyFile(
   } catch (err) {
     throw new ConfigError(`OTP_POLICY_FILE (${path}) cannot be read as JSON: ${(err as Error).message}`);
   }
-  if (!isObject(doc) || !isObject(doc.purposes)) throw new ConfigError(`OTP_POLICY_FILE must hold {"purposes": {...}}`);
+  // Every key is checked, as every field below is: a misspelt "purpose" or an
+  // "only": "yes" would otherwise be ignored and leave every purpose open.
+  if (!isObject(doc)) throw new ConfigError(`OTP_POLICY_FILE must hold an object: {"only": false, "purposes": {...}, "tenants": {...}}`);
+  for (const key of Object.keys(doc)) {
+    if (!POLICY_FILE_KEYS.includes(key)) throw new ConfigError(`OTP_POLICY_FILE ${key} is not a policy file key (${POLICY_FILE_KEYS.join(", ")})`);
+  }
+  if (doc.only !== undefined && typeof doc.only !== "boolean") throw new ConfigError(`OTP_POLICY_FILE only must be true or false`);
+  if (doc.purposes !== undefined && !isObject(doc.purposes)) throw new ConfigError(`OTP_POLICY_FILE purposes must be an object`);
+  if (doc.only === true && (doc.purposes === undefined || Object.keys(doc.purposes).length === 0)) {
+    throw new ConfigError(`OTP_POLICY_FILE only is true and no purposes are listed: every Send would be refused`);
+  }
   const purposes: Record<string, PurposePolicy> = noInherited();
-  for (const [purpose, overrides] of Object.entries(doc.purposes)) {
+  for (const [purpose, overrides] of Object.entries(doc.purposes ?? {})) {
     if (!/^[a-z][a-z0-9_.-]{0,63}$/.test(purpose)) throw new ConfigError(`OTP_POLICY_FILE purpose "${purpose}" is not a valid purpose name`);
     if (!isObject(overrides)) throw new ConfigError(`OTP_POLICY_FILE purposes.${purpose} must be an object`);
     let policy = { ...defaults };

@@ -48,7 +48,19 @@ export interface WarningLogger {
   warn(details: object, message: string): void;
 }
 
-/** Logs one warning when some are unknown; returns them (for tests). */
+/**
+ * Known settings set to nothing (or spaces): every reader takes them as unset,
+ * so the default applies. A Helm value or a compose `${VAR:-}` that renders
+ * empty would otherwise run with a value nobody chose, without a word.
+ */
+export function emptySettings(env: Env): string[] {
+  return Object.entries(env)
+    .filter(([name, value]) => known.has(name) && value !== undefined && value.trim() === "")
+    .map(([name]) => name)
+    .sort();
+}
+
+/** Logs one warning for unknown settings and one for empty ones, when there are any; returns the unknown (for tests). */
 export function warnUnknownSettings(env: Env, log: WarningLogger): UnknownSetting[] {
   const unknown = unknownSettings(env);
   if (unknown.length > 0) {
@@ -56,6 +68,10 @@ export function warnUnknownSettings(env: Env, log: WarningLogger): UnknownSettin
       { unknownSettings: unknown.map((u) => u.name) },
       `settings that nothing reads (misspelt? for a newer version?) are ignored: ${describeUnknownSettings(unknown)}`,
     );
+  }
+  const empty = emptySettings(env);
+  if (empty.length > 0) {
+    log.warn({ emptySettings: empty }, `settings set to an empty value are taken as unset, so their defaults apply: ${empty.join(", ")}`);
   }
   return unknown;
 }

@@ -1,7 +1,8 @@
 // Which variables the start-up warning names: ours that nothing reads (with the
 // closest known name), never another program's, never Kubernetes' service links.
 import { describe, expect, it } from 'vitest';
-import { describeUnknownSettings, unknownSettings, warnUnknownSettings } from '../../src/unknown-settings.js';
+import { loadConfig } from '../../src/config.js';
+import { describeUnknownSettings, emptySettings, unknownSettings, warnUnknownSettings } from '../../src/unknown-settings.js';
 
 describe('settings that nothing reads', () => {
   it('a misspelt one is named with the setting it likely meant', () => {
@@ -47,6 +48,22 @@ describe('settings that nothing reads', () => {
     expect(JSON.stringify(lines)).not.toContain('"60"');
     warnUnknownSettings({ OTP_TTL_SECONDS: '60' }, { warn: (details, message) => lines.push({ details, message }) });
     expect(lines).toHaveLength(1);
+  });
+
+  it('a known setting set to nothing or spaces is named as taking its default (probe 43: OTP_TTL_SECONDS= ran with 300, silently)', () => {
+    expect(emptySettings({ OTP_TTL_SECONDS: '', OTP_MAX_ATTEMPTS: '  ', OTP_CODE_LENGTH: '6', OTP_FOO: '', PATH: '' })).toEqual(['OTP_MAX_ATTEMPTS', 'OTP_TTL_SECONDS']);
+    const lines: { details: object; message: string }[] = [];
+    warnUnknownSettings({ OTP_TTL_SECONDS: '', OTP_HMAC_KEYS: ' ' }, { warn: (details, message) => lines.push({ details, message }) });
+    expect(lines).toEqual([{
+      details: { emptySettings: ['OTP_HMAC_KEYS', 'OTP_TTL_SECONDS'] },
+      message: 'settings set to an empty value are taken as unset, so their defaults apply: OTP_HMAC_KEYS, OTP_TTL_SECONDS',
+    }]);
+  });
+
+  it('an empty setting is its default everywhere: OTP_RECEIPT_ISSUER= signed receipts with an empty iss', () => {
+    expect(loadConfig({ OTP_RECEIPT_ISSUER: '' }).receiptIssuer).toBe('otp-service');
+    expect(loadConfig({ OTP_RECEIPT_ISSUER: ' ' }).receiptIssuer).toBe('otp-service');
+    expect(loadConfig({ OTP_RECEIPT_ISSUER: 'https://otp.example' }).receiptIssuer).toBe('https://otp.example');
   });
 
   it('describeUnknownSettings joins them', () => {
