@@ -30,7 +30,11 @@ export interface NotifierConfig {
   /** AES-256-GCM keys shared with the OTP service: all of them open. */
   sealKeys: Secret[];
   adapters: { sms: AdapterName; email: AdapterName };
-  smtp: { url: string; from: string; timeoutMs: number } | undefined;
+  /**
+   * requireTls: an smtp:// server must upgrade with STARTTLS before anything is
+   * sent (production; the URL's `?requireTLS=false` still wins, with a warning).
+   */
+  smtp: { url: string; from: string; timeoutMs: number; requireTls: boolean } | undefined;
   webhook: { url: string; token: string | undefined; timeoutMs: number } | undefined;
   retry: RetrySettings;
   /** Messages being delivered at once (across partitions); fetching waits beyond it. */
@@ -121,7 +125,9 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
     groupId: optional(env, "NOTIFIER_GROUP_ID") ?? "otp-notifier",
     sealKeys: parseKeyring("OTP_SEAL_KEYS", sealKeys!, 32, 32),
     adapters: { sms: sms!, email: email! },
-    smtp: smtpUrl ? { url: smtpUrl, from: smtpFrom!, timeoutMs: int(env, "NOTIFIER_SMTP_TIMEOUT_MS", 10_000, 100, 300_000) } : undefined,
+    smtp: smtpUrl
+      ? { url: smtpUrl, from: smtpFrom!, timeoutMs: int(env, "NOTIFIER_SMTP_TIMEOUT_MS", 10_000, 100, 300_000), requireTls: production && smtpUrl.startsWith("smtp:") }
+      : undefined,
     webhook: webhookUrl
       ? { url: webhookUrl, token: optional(env, "NOTIFIER_WEBHOOK_TOKEN"), timeoutMs: int(env, "NOTIFIER_WEBHOOK_TIMEOUT_MS", 5_000, 100, 300_000) }
       : undefined,
@@ -138,6 +144,32 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
     metricsPort: optional(env, "NOTIFIER_METRICS_PORT") === "off" ? undefined : int(env, "NOTIFIER_METRICS_PORT", 9464, 0, 65535),
     logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
   };
+}
+
+/**
+ * What a production notifier sends to its providers in clear, one warning each
+ * (as kafkaAccessWarnings does for Kafka): every delivery carries a code, and a
+ * webhook's bearer token rides along. A warning, not a refusal: a gateway in
+ * the same pod or behind a mesh that encrypts is a reasonable plain URL.
+ */
+export function providerAccessWarnings(config: Pick<NotifierConfig, "production" | "smtp" | "webhook">): string[] {
+  if (!config.production) return [];
+  const warnings: string[] = [];
+  if (config.webhook && new URL(config.webhook.url).protocol === "http:") {
+    warnings.push("NOTIFIER_WEBHOOK_URL is plain http: every code (and NOTIFIER_WEBHOOK_TOKEN) crosses the network in clear; use https unless the network to the gateway is already encrypted");
+  }
+  if (config.smtp && plaintextSmtp(config.smtp.url)) {
+    warnings.push("NOTIFIER_SMTP_URL turns STARTTLS off (requireTLS=false or ignoreTLS=true): codes may cross the network in clear; remove it unless the network to the mail server is already encrypted");
+  }
+  return warnings;
+}
+
+/** smtp:// whose query lets nodemailer send without TLS (its URL options win over ours). */
+function plaintextSmtp(value: string): boolean {
+  const u = new URL(value);
+  if (u.protocol !== "smtp:") return false;
+  const flag = (name: string) => [...u.searchParams].find(([k]) => k === name)?.[1];
+  return flag("requireTLS") === "false" || flag("ignoreTLS") === "true";
 }
 
 /** The purposes of the README and the proto's examples, unless the operator names others. */

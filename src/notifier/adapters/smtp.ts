@@ -10,6 +10,8 @@ export interface SmtpSettings {
   url: string;
   from: string;
   timeoutMs: number;
+  /** smtp:// only after STARTTLS (never in clear when the server does not offer it, or someone strips it). */
+  requireTls: boolean;
 }
 
 export class SmtpAdapter implements ChannelAdapter {
@@ -21,7 +23,7 @@ export class SmtpAdapter implements ChannelAdapter {
     // nodemailer's logger would print recipients and bodies.
     const t = settings.timeoutMs;
     this.transport = createTransport(
-      { url: settings.url, connectionTimeout: t, greetingTimeout: t, socketTimeout: t, logger: false },
+      { url: settings.url, connectionTimeout: t, greetingTimeout: t, socketTimeout: t, logger: false, requireTLS: settings.requireTls },
       { from: settings.from },
     );
   }
@@ -33,6 +35,8 @@ export class SmtpAdapter implements ChannelAdapter {
       if (signal.aborted) throw signal.reason;
       const e = err as NodemailerError;
       // Only the numeric code or error class: the server's text may quote the address.
+      // A failed STARTTLS is connection trouble (nodemailer calls a refused one permanent: its 5xx reply).
+      if (e.code === "ETLS") throw new DeliveryError("smtp ETLS");
       if (e.responseCode) throw new DeliveryError(`smtp ${e.responseCode}`, e.permanent === true);
       throw new DeliveryError(`smtp ${e.code ?? "error"}`);
     }
