@@ -8,7 +8,8 @@ import { Counter, type Registry } from "prom-client";
  * src/events/kafka/client.ts. A steady rise of publish_failed means events are
  * waiting in the outbox (otp_event_backlog grows); connection alone, a broker
  * going away that the client worked around; unauthenticated_status, delivery
- * statuses ignored because no notifier signed them (someone else writes to the topic).
+ * statuses ignored because no notifier signed them (someone else writes to the topic);
+ * foreign_status, signed ones that name no verification of ours.
  */
 export class KafkaTroubleCounter {
   private readonly counter: Counter<"client" | "kind">;
@@ -16,7 +17,7 @@ export class KafkaTroubleCounter {
   constructor(registry: Registry) {
     this.counter = new Counter({
       name: "otp_kafka_errors_total",
-      help: "Kafka trouble by client id and kind (connection, request_timeout, produce_retry, publish_failed, consumer_crash, unauthenticated_status, other)",
+      help: "Kafka trouble by client id and kind (connection, request_timeout, produce_retry, publish_failed, consumer_crash, unauthenticated_status, foreign_status, other)",
       labelNames: ["client", "kind"],
       registers: [registry],
     });
@@ -24,5 +25,10 @@ export class KafkaTroubleCounter {
 
   trouble(kind: string, client: string): void {
     this.counter.inc({ client, kind });
+  }
+
+  /** A series an alert reads with increase(): at 0 from the start, so its first count is seen. */
+  startAtZero(kind: string, client: string): void {
+    this.counter.inc({ client, kind }, 0);
   }
 }

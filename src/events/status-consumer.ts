@@ -6,6 +6,7 @@ import type { VerificationStore } from "../store/store.js";
 import {
   CONSUMER_RETRY, connectedGroupConsumer, disconnectWithin, ensureTopics, headersOf, kafkaClient, type Consumer, type EachMessagePayload, type KafkaAccess, type KafkaObserver,
 } from "./kafka/client.js";
+import { shown } from "../shown-text.js";
 import { STATUS_MAC_HEADER, type StatusMac } from "./status-mac.js";
 import type { TopicReplication } from "./topic-replication.js";
 import { TOPICS } from "./topics.js";
@@ -46,6 +47,12 @@ export interface StatusConsumerOptions {
 }
 
 const BACKOFF_MAX_MS = 5_000;
+/** "smtp 550", "webhook 503", "smtp ETLS": a class, not a story. */
+const MAX_REASON = 128;
+const MAX_ADAPTER = 32;
+const TRACE_ID = /^(?!0{32})[0-9a-f]{32}$/;
+/** The clients file's tenant names (src/auth/clients.ts). */
+const TENANT = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 const RESTART_DELAY_MS = 5_000;
 
 export class DeliveryStatusConsumer {
@@ -58,6 +65,8 @@ export class DeliveryStatusConsumer {
   private restartTimer: NodeJS.Timeout | undefined;
   /** Statuses skipped because their MAC was missing or wrong. */
   rejected = 0;
+  /** Authenticated statuses that name no verification of ours (a notifier of another deployment sharing the key?). */
+  foreign = 0;
 
   constructor(private readonly options: StatusConsumerOptions) {
     this.topic = options.topic ?? TOPICS.deliveryStatus;
@@ -135,10 +144,17 @@ export class DeliveryStatusConsumer {
       this.options.logger.warn({ partition, offset: message.offset }, "undecodable delivery status skipped");
       return;
     }
-    const log = { verification_id: status.verificationId, delivery_event_id: status.deliveryEventId, adapter: status.adapter, resend_count: status.resendCount };
+    // A notifier's words, however long (the MAC says who wrote them, not that they are short): bounded before
+    // they reach a log line or an audit event that every consumer of the audit topic must take.
+    const reason = shown(status.reason, MAX_REASON);
+    const adapter = shown(status.adapter, MAX_ADAPTER);
+    const traceId = TRACE_ID.test(status.traceId) ? status.traceId : "";
+    const log = { verification_id: shown(status.verificationId), delivery_event_id: shown(status.deliveryEventId), adapter, resend_count: status.resendCount };
     if (status.outcome !== DeliveryOutcome.FAILED && status.outcome !== DeliveryOutcome.DELIVERED) return;
     const ref = this.options.ids.parse(status.verificationId);
-    if (!ref || !status.tenant) {
+    if (!ref || !TENANT.test(status.tenant)) {
+      this.foreign += 1;
+      this.options.observer?.trouble("foreign_status", "otp-service-status");
       this.options.logger.warn({ ...log, partition, offset: message.offset }, "delivery status names no verification of ours; skipped");
       return;
     }
@@ -146,15 +162,15 @@ export class DeliveryStatusConsumer {
       // The outcome joins the verification's audit trail (on its shard's outbox, so in order after its `sent`),
       // once per resend: a repeat or a copy replayed onto the topic is not news (probe 25: each made an event).
       const audited = await this.untilApplied(() =>
-        this.options.store.markDelivered(status.tenant, ref, status.resendCount, status.adapter, { traceId: status.traceId, clientId: "" }),
+        this.options.store.markDelivered(status.tenant, ref, status.resendCount, adapter, { traceId, clientId: "" }),
       );
       this.options.logger.debug({ ...log, audited }, "delivery reported delivered");
       return;
     }
     const voided = await this.untilApplied(() =>
-      this.options.store.markDeliveryFailed(status.tenant, ref, status.resendCount, status.reason, { traceId: status.traceId, clientId: "" }),
+      this.options.store.markDeliveryFailed(status.tenant, ref, status.resendCount, reason, { traceId, clientId: "" }),
     );
-    this.options.logger.info({ ...log, reason: status.reason, voided }, "delivery reported failed");
+    this.options.logger.info({ ...log, reason, voided }, "delivery reported failed");
   }
 
   /**

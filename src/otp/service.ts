@@ -141,6 +141,11 @@ const VERIFY_RESULT_NAMES = Object.fromEntries(Object.entries(VERIFY_RESULTS).ma
  * The transport-neutral core: validates, normalises, digests and seals, then
  * asks the store to change state. Both listeners call exactly this.
  */
+/** How a Cancel names what ended the verification (never the store's own names: probe 41 saw "delivery_failed"). */
+const FINISHED_AS: Record<VerificationStatusKind, string> = {
+  PENDING: "pending", VERIFIED: "verified", EXPIRED: "expired", LOCKED: "locked", CANCELED: "canceled", DELIVERY_FAILED: "void (its delivery failed)",
+};
+
 export class OtpService {
   private readonly config: Config;
   private readonly store: VerificationStore;
@@ -513,7 +518,7 @@ export class OtpService {
       case "not_found":
         throw noSuchVerification();
       case "finished":
-        throw new OtpError("FAILED_PRECONDITION", `the verification is already ${outcome.state.status.toLowerCase()}`, { reason: "VERIFICATION_FINISHED" });
+        throw new OtpError("FAILED_PRECONDITION", `the verification is already ${FINISHED_AS[outcome.state.status]}`, { reason: "VERIFICATION_FINISHED" });
       case "canceled":
         // A repeat answers the same, and is not a second cancellation (the audit trail has one).
         if (!outcome.before) this.outcomes?.canceled(caller.tenant);

@@ -191,6 +191,45 @@ it('a status no notifier signed is ignored: forged FAILED reports do not void a 
   expect(Number(ignored?.[1])).toBeGreaterThanOrEqual(4); // 4, or more if a rebalance re-reads them
 }, 120_000);
 
+it('a signed status\'s words are bounded before they reach an audit event: a huge reason does not stall the relay (probe 41)', async () => {
+  // Email goes through the console adapter, which delivers: the only FAILED report for it is ours.
+  const sent = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: 'huge-reason@example.com' });
+  await nthCode(sent.verificationId, 1);
+  const status = (vid: string, fields: object) => toBinary(DeliveryStatusSchema, create(DeliveryStatusSchema, {
+    eventId: `huge-${vid}`, deliveryEventId: `huge-${vid}`, verificationId: vid, tenant: 'default', resendCount: 0, ...fields,
+  }));
+  const mac = new StatusMac(loadConfig({}).sealKeys);
+  const topic = TOPICS.deliveryStatus;
+  // ~600 KB: under the broker's 1 MiB, so it reaches the service; an audit event carrying it would be too.
+  const reason = `smtp 550\u0000\u202e${'R'.repeat(600_000)}`;
+  const records = [
+    { key: sent.verificationId, value: status(sent.verificationId, { outcome: DeliveryOutcome.FAILED, reason, adapter: `smtp\n${'A'.repeat(5_000)}`, traceId: 'not-a-trace-id' }) },
+    // Signed, and naming no verification of ours: ignored, and counted.
+    { key: 'nobody', value: status('not-a-verification-id', { outcome: DeliveryOutcome.FAILED, reason: 'x' }) },
+  ];
+  const producer = await TestProducer.start(brokers);
+  try {
+    await producer.send(...records.map((r) => ({ topic, key: r.key, value: r.value, headers: { [STATUS_MAC_HEADER]: mac.sign(topic, r.value) } })));
+  } finally {
+    await producer.stop();
+  }
+  const audited = await kcatUntil(brokers, TOPICS.audit, (rs) =>
+    rs.some((r) => r.key === sent.verificationId && fromBinary(AuditEventSchema, r.value).type === AuditEventType.DELIVERY_FAILED), 60_000);
+  const failedEvent = audited.filter((r) => r.key === sent.verificationId).map((r) => fromBinary(AuditEventSchema, r.value)).find((e) => e.type === AuditEventType.DELIVERY_FAILED);
+  expect(failedEvent?.reason).toBe(`smtp 550\ufffd\ufffd${'R'.repeat(118)}…`);
+  expect((await grpcCall(client, getVerification, { verificationId: sent.verificationId })).verification?.status).toBe(VerificationStatus.DELIVERY_FAILED);
+  // Named in words, not the store's "delivery_failed" (probe 41).
+  await expect(grpcCall(client, cancelVerification, { verificationId: sent.verificationId })).rejects.toMatchObject({
+    code: 9, details: 'the verification is already void (its delivery failed)',
+  });
+  // The relay went on: a later Send is delivered.
+  const later = await grpcCall(client, send, { purpose: 'login', channel: Channel.EMAIL, destination: 'after-huge-reason@example.com' });
+  await nthCode(later.verificationId, 1);
+  const metrics = await (await fetch(`${app.httpBase}/metrics`)).text();
+  const foreign = /^otp_kafka_errors_total\{client="otp-service-status",kind="foreign_status"\} (\d+)/m.exec(metrics);
+  expect(Number(foreign?.[1])).toBeGreaterThanOrEqual(1);
+}, 120_000);
+
 /** The code of each console delivery of `vid`, in order (never printed). */
 function codesOf(vid: string): string[] {
   return consoleLines.map((l) => JSON.parse(l) as { verification_id?: string; code?: string }).filter((l) => l.verification_id === vid).map((l) => String(l.code));

@@ -22,9 +22,12 @@ export type { KafkaAccess };
  * retried inside the client, a send failed past those retries (the caller
  * sends again), a consumer crashed, anything else kafkajs logged.
  */
-/** `unauthenticated_status`: a delivery status whose MAC did not verify, ignored (events/status-mac.ts). */
+/**
+ * `unauthenticated_status`: a delivery status whose MAC did not verify, ignored (events/status-mac.ts);
+ * `foreign_status`: one whose MAC verified but that names no verification or tenant of ours, ignored.
+ */
 export type KafkaTrouble =
-  | "connection" | "request_timeout" | "produce_retry" | "publish_failed" | "consumer_crash" | "unauthenticated_status" | "other";
+  | "connection" | "request_timeout" | "produce_retry" | "publish_failed" | "consumer_crash" | "unauthenticated_status" | "foreign_status" | "other";
 
 export interface KafkaObserver {
   /** `client`: the Kafka client id (otp-service, otp-service-status, otp-notifier, ...). */

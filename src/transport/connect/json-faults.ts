@@ -1,6 +1,6 @@
 import { fromJson, ScalarType, type DescField, type DescMessage, type JsonValue } from "@bufbuild/protobuf";
 import type { FieldViolation } from "../../otp/errors.js";
-import { shown } from "../caller-text.js";
+import { shown } from "../../shown-text.js";
 
 // Which fields of a JSON request protobuf-es refused, worked out only after
 // connect's decoding (fromJson) has refused a body that was valid JSON.

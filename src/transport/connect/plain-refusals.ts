@@ -1,5 +1,5 @@
 import { createAsyncIterable, type UniversalHandler, type UniversalHandlerFn, type UniversalServerResponse } from "@connectrpc/connect/protocol";
-import { shown } from "../caller-text.js";
+import { shown } from "../../shown-text.js";
 
 // connect-es answers a request no protocol accepts (wrong HTTP method, or a
 // content type none of Connect, gRPC-Web and gRPC speaks) with a bare 405 or
