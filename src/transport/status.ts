@@ -142,6 +142,9 @@ export const MESSAGE_COUNT = {
   several: "the request body holds more than one message: a unary call sends exactly one",
 } as const;
 
+/** A compressed request body that does not decompress (cut short, or not in its encoding): the same words on both ports. */
+export const UNDECOMPRESSIBLE = "the request message could not be decompressed";
+
 /** A request body that is not the protobuf it claims to be: the caller's fault, no field to name. */
 export function malformedRequest(typeName: string): OtpError {
   return new OtpError("INVALID_ARGUMENT", `request body is not a valid ${typeName}`);

@@ -6,10 +6,11 @@ import { Code, createClient, type Client, type Transport } from '@connectrpc/con
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from '@connectrpc/connect-node';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { request as httpRequest } from 'node:http';
-import { gzipSync } from 'node:zlib';
+import { connect as h2connect } from 'node:http2';
+import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from '../../src/gen/google/rpc/error_details_pb.js';
-import { Channel, OtpService, SendRequestSchema, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
+import { Channel, OtpService, SendRequestSchema, VerifyRequestSchema, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { run } from '../support/cli.js';
 import { grpcClient, grpcError, grpcRaw } from '../support/grpc-client.js';
 import { freshEmail, startTestApp, TEST_ORIGIN, wrongCode, type TestApp } from '../support/otp-app.js';
@@ -228,6 +229,77 @@ describe('malformed protobuf bodies on the HTTP port are invalid_argument in eve
     const sent = await client.send({ purpose: 'login', channel: Channel.EMAIL, destination: freshEmail() });
     expect(sent.verificationId).not.toBe('');
     expect((await rawRequest(`${app.httpBase}/readyz`)).status).toBe(200);
+  });
+});
+
+describe('a compressed body cut short is invalid_argument on both ports, in every protocol (probe 42: it was INTERNAL)', () => {
+  const words = 'the request message could not be decompressed';
+  const json = JSON.stringify({ verificationId: 'A'.repeat(34), code: '123456' });
+  const cut = (b: Buffer) => b.subarray(0, b.length - 6);
+  const verifyProto = toBinary(VerifyRequestSchema, create(VerifyRequestSchema, { target: { case: 'verificationId', value: 'A'.repeat(34) }, code: '123456' }));
+  const path = '/otp.v1.OtpService/Verify';
+
+  /** One gRPC call by hand over HTTP/2 (h2c): its grpc-status and grpc-message, wherever they came. */
+  function h2Grpc(port: number, headers: Record<string, string>, body: Buffer): Promise<{ status?: string; message?: string }> {
+    return new Promise((resolve, reject) => {
+      const session = h2connect(`http://127.0.0.1:${port}`);
+      session.on('error', reject);
+      const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', ...headers });
+      const out: { status?: string; message?: string } = {};
+      const take = (h: Record<string, unknown>) => {
+        if (h['grpc-status'] !== undefined) out.status = String(h['grpc-status']);
+        if (h['grpc-message'] !== undefined) out.message = decodeURIComponent(String(h['grpc-message']));
+      };
+      req.on('response', take);
+      req.on('trailers', take);
+      req.on('data', () => undefined);
+      req.on('end', () => {
+        session.close();
+        resolve(out);
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  it('Connect JSON, gzip and brotli', async () => {
+    for (const [encoding, body] of [['gzip', cut(gzipSync(json))], ['br', cut(brotliCompressSync(json))]] as const) {
+      const res = await rawRequest(`${app.httpBase}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': encoding }, body });
+      expect([encoding, res.status, JSON.parse(res.body.toString())]).toEqual([encoding, 400, { code: 'invalid_argument', message: words }]);
+    }
+  });
+
+  it('Connect GET', async () => {
+    const message = cut(brotliCompressSync(Buffer.from(verifyProto))).toString('base64url');
+    const res = await rawRequest(`${app.httpBase}/otp.v1.OtpService/GetVerification?connect=v1&encoding=proto&compression=br&base64=1&message=${message}`);
+    expect([res.status, JSON.parse(res.body.toString())]).toEqual([400, { code: 'invalid_argument', message: words }]);
+  });
+
+  it('gRPC-Web', async () => {
+    const res = await rawRequest(`${app.httpBase}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1', 'grpc-encoding': 'gzip' },
+      body: envelope(1, cut(gzipSync(verifyProto))),
+    });
+    const trailers = grpcWebTrailers(res.body);
+    expect([trailers['grpc-status'], decodeURIComponent(trailers['grpc-message'] ?? '')]).toEqual([String(grpcStatus.INVALID_ARGUMENT), words]);
+  });
+
+  it('gRPC over h2c on the HTTP port, and on the gRPC port, in the same words', async () => {
+    for (const port of [app.httpPort, app.grpcPort]) {
+      const answer = await h2Grpc(port, { 'grpc-encoding': 'gzip' }, envelope(1, cut(gzipSync(verifyProto))));
+      expect([port, answer]).toEqual([port, { status: String(grpcStatus.INVALID_ARGUMENT), message: words }]);
+    }
+  });
+
+  it('an envelope flagged compressed with no encoding declared is named as such (it read as "not a valid" message)', async () => {
+    const answer = await h2Grpc(app.httpPort, {}, envelope(1, Buffer.from(verifyProto)));
+    expect(answer).toEqual({ status: String(grpcStatus.INVALID_ARGUMENT), message: 'the request message is flagged compressed, but no grpc-encoding was declared' });
+  });
+
+  it('none of them was counted as INTERNAL', async () => {
+    const metrics = (await rawRequest(`${app.httpBase}/metrics`)).body.toString();
+    expect(metrics).not.toMatch(/^otp_rpc_duration_seconds_count\{[^}]*code="INTERNAL"[^}]*\} [1-9]/m);
   });
 });
 

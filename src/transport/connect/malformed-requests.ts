@@ -11,7 +11,8 @@ import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import type { Logger } from "../../log.js";
 import { binaryRequestRefusal } from "../binary-faults.js";
-import { MESSAGE_COUNT, malformedRequest, toConnectError } from "../status.js";
+import { OtpError } from "../../otp/errors.js";
+import { MESSAGE_COUNT, UNDECOMPRESSIBLE, malformedRequest, toConnectError } from "../status.js";
 import { BufferedBody } from "./node-exchange.js";
 import { connectErrorAnswer } from "./refusal.js";
 
@@ -26,11 +27,21 @@ import { connectErrorAnswer } from "./refusal.js";
 // When the body was read whole and is not compressed, the answer names a
 // string field whose bytes are not UTF-8 (../binary-faults.ts), worked out
 // only once the parse has failed.
+// A compressed body that does not decompress whole (gzip or brotli cut
+// short: zlib's Z_BUF_ERROR, which connect-node leaves INTERNAL "decompression
+// failed") is the caller's too (probe 42: any page's origin could send one and
+// page on-call through the error-rate alerts); it gets the gRPC port's words.
+// So does an envelope flagged compressed with no encoding declared.
 // (Malformed JSON is already INVALID_ARGUMENT in connect-es.)
 // test/e2e and test/security/fuzz.test.ts cover them, so a connect-es change in this area shows up there.
 
-const CALLER_FAULTS = ["parse binary:", "received compressed envelope, but do not know how to decompress"];
-const isCallerFault = (message: string): boolean => CALLER_FAULTS.some((prefix) => message.startsWith(prefix));
+// connect-es's INTERNAL messages that are the caller's fault: [prefix, our words; undefined: the body is not a valid message].
+const CALLER_FAULTS: [prefix: string, message: string | undefined][] = [
+  ["parse binary:", undefined],
+  ["received compressed envelope, but do not know how to decompress", "the request message is flagged compressed, but no grpc-encoding was declared"],
+  ["decompression failed", UNDECOMPRESSIBLE],
+];
+const callerFault = (message: string): [string, string | undefined] | undefined => CALLER_FAULTS.find(([prefix]) => message.startsWith(prefix));
 const STATUS_INTERNAL = String(Code.Internal);
 // connect-es answers UNIMPLEMENTED (as if the method did not exist) for a gRPC / gRPC-Web unary call
 // whose body holds no whole message or two; the gRPC port says the same in these words (../grpc/malformed-frames.ts).
@@ -43,7 +54,8 @@ const MESSAGE_COUNT_FAULTS: [prefix: string, message: string][] = [
 export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logger): UniversalHandlerFn {
   const input = handler.method.input;
   const generic = toConnectError(malformedRequest(input.typeName), log, handler.requestPath);
-  const replacementFor = (req: UniversalServerRequest): ReturnType<typeof toConnectError> => {
+  const replacementFor = (req: UniversalServerRequest, fault: [string, string | undefined]): ReturnType<typeof toConnectError> => {
+    if (fault[1] !== undefined) return toConnectError(new OtpError("INVALID_ARGUMENT", fault[1]), log, handler.requestPath);
     const message = binaryMessage(req);
     return message === undefined ? generic : toConnectError(binaryRequestRefusal(input, message), log, handler.requestPath);
   };
@@ -59,9 +71,10 @@ export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logge
       return true;
     }
     if (trailer.get("grpc-status") !== STATUS_INTERNAL || message === null) return false;
-    if (!isCallerFault(safeDecode(message))) return false;
+    const fault = callerFault(safeDecode(message));
+    if (!fault) return false;
     trailer.delete("grpc-message");
-    setTrailerStatus(trailer, replacementFor(req));
+    setTrailerStatus(trailer, replacementFor(req, fault));
     return true;
   };
 
@@ -77,7 +90,7 @@ export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logge
       return { ...res, body: mapChunks(res.body, (chunk) => fixGrpcWebTrailerFrame(chunk, (t) => fixTrailer(t, req))) };
     }
     if (res.status === 500 && contentType.startsWith("application/json") && res.body) {
-      return fixConnectUnary(res, res.body, () => replacementFor(req));
+      return fixConnectUnary(res, res.body, (fault) => replacementFor(req, fault));
     }
     return res;
   };
@@ -87,7 +100,7 @@ export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logge
 async function fixConnectUnary(
   res: UniversalServerResponse,
   body: AsyncIterable<Uint8Array>,
-  replacementFor: () => ReturnType<typeof toConnectError>,
+  replacementFor: (fault: [string, string | undefined]) => ReturnType<typeof toConnectError>,
 ): Promise<UniversalServerResponse> {
   const chunks: Uint8Array[] = [];
   for await (const chunk of body) chunks.push(chunk);
@@ -98,12 +111,12 @@ async function fixConnectUnary(
   } catch {
     parsed = undefined; // compressed or not ours: leave it alone
   }
-  const isParseFailure =
-    typeof parsed === "object" && parsed !== null &&
-    (parsed as { code?: unknown }).code === "internal" &&
-    isCallerFault(String((parsed as { message?: unknown }).message ?? ""));
-  if (!isParseFailure) return { ...res, body: createAsyncIterable([original]) };
-  return connectErrorAnswer(replacementFor());
+  const fault =
+    typeof parsed === "object" && parsed !== null && (parsed as { code?: unknown }).code === "internal"
+      ? callerFault(String((parsed as { message?: unknown }).message ?? ""))
+      : undefined;
+  if (!fault) return { ...res, body: createAsyncIterable([original]) };
+  return connectErrorAnswer(replacementFor(fault));
 }
 
 /**

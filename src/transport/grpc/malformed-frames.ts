@@ -1,6 +1,6 @@
 import type { OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { status } from "@grpc/grpc-js";
-import { MESSAGE_COUNT } from "../status.js";
+import { MESSAGE_COUNT, UNDECOMPRESSIBLE } from "../status.js";
 
 // grpc-js itself answers for things only a caller can get wrong, before any
 // of our code runs: INTERNAL for a grpc-timeout header it cannot read and for
@@ -24,7 +24,7 @@ import { MESSAGE_COUNT } from "../status.js";
 
 const REWRITES: [code: status, prefix: string, message: string][] = [
   [status.INTERNAL, "Invalid grpc-timeout value", "the grpc-timeout header is malformed"],
-  [status.INTERNAL, "Failed to decompress message", "the request message could not be decompressed"],
+  [status.INTERNAL, "Failed to decompress message", UNDECOMPRESSIBLE],
   [status.UNIMPLEMENTED, "Received no request message", MESSAGE_COUNT.none],
   [status.UNIMPLEMENTED, "Received a second request message", MESSAGE_COUNT.several],
 ];
