@@ -16,7 +16,8 @@ export type OtpErrorCode =
   | "UNAVAILABLE"
   | "UNAUTHENTICATED"
   | "PERMISSION_DENIED"
-  | "CANCELLED";
+  | "CANCELLED"
+  | "DEADLINE_EXCEEDED";
 
 /** Refusals that waiting cannot lift (the verification expires first): they carry no RetryInfo. */
 const NO_RETRY_REASONS = new Set(["MAX_RESENDS"]);

@@ -20,11 +20,17 @@ const GRPC_TIMEOUT = /^(\d{1,8})([HMSmun])$/;
 const UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 1e-3, n: 1e-6 };
 const CONNECT_TIMEOUT_MS = /^\d{1,10}$/;
 
+/** A well-formed grpc-timeout in milliseconds (a malformed one: Infinity, as it is refused elsewhere). */
+export function timeoutMs(value: string): number {
+  const match = GRPC_TIMEOUT.exec(value);
+  return match ? Number(match[1]) * UNIT_MS[match[2]!]! : Infinity;
+}
+
 /** The grpc-timeout to serve instead of `value`, or undefined to serve it as sent. */
 export function grpcTimeoutToServe(value: string): string | undefined {
-  const match = GRPC_TIMEOUT.exec(value);
-  if (!match) return MALFORMED;
-  return Number(match[1]) * UNIT_MS[match[2]!]! > LONGEST_TIMER_MS ? LONGEST_GRPC_TIMEOUT : undefined;
+  const ms = timeoutMs(value);
+  if (ms === Infinity) return MALFORMED;
+  return ms > LONGEST_TIMER_MS ? LONGEST_GRPC_TIMEOUT : undefined;
 }
 
 /** The connect-timeout-ms to serve instead of `value`, or undefined to serve it as sent. */

@@ -26,6 +26,7 @@ const GRPC_CODES: Record<OtpErrorCode, GrpcStatus> = {
   UNAUTHENTICATED: GrpcStatus.UNAUTHENTICATED,
   PERMISSION_DENIED: GrpcStatus.PERMISSION_DENIED,
   CANCELLED: GrpcStatus.CANCELLED,
+  DEADLINE_EXCEEDED: GrpcStatus.DEADLINE_EXCEEDED,
 };
 
 const CONNECT_CODES: Record<OtpErrorCode, Code> = {
@@ -37,6 +38,7 @@ const CONNECT_CODES: Record<OtpErrorCode, Code> = {
   UNAUTHENTICATED: Code.Unauthenticated,
   PERMISSION_DENIED: Code.PermissionDenied,
   CANCELLED: Code.Canceled,
+  DEADLINE_EXCEEDED: Code.DeadlineExceeded,
 };
 
 interface Detail<Desc extends DescMessage = DescMessage> {
@@ -141,6 +143,16 @@ export const MESSAGE_COUNT = {
   none: "the request body holds no whole message: a unary call sends exactly one",
   several: "the request body holds more than one message: a unary call sends exactly one",
 } as const;
+
+/**
+ * A call whose deadline has passed before its handler runs (a zero or sub-millisecond timeout, or one spent
+ * while the body arrived) is refused before any work: both ports answered DEADLINE_EXCEEDED, or on the gRPC
+ * port even OK, while the work went on (probe 42: a Send with connect-timeout-ms 0 delivered a code whose id
+ * the caller never learned). Its retry is safe: nothing was done.
+ */
+export function deadlineAlreadyPassed(): OtpError {
+  return new OtpError("DEADLINE_EXCEEDED", "the call's deadline had passed before it was served: nothing was done");
+}
 
 /** A compressed request body that does not decompress (cut short, or not in its encoding): the same words on both ports. */
 export const UNDECOMPRESSIBLE = "the request message could not be decompressed";

@@ -9,7 +9,7 @@ import http2 from 'node:http2';
 import { create, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Channel, CheckRateLimitRequestSchema } from '../../src/gen/otp/v1/otp_pb.js';
+import { Channel, CheckRateLimitRequestSchema, SendRequestSchema } from '../../src/gen/otp/v1/otp_pb.js';
 import { envelope } from '../support/raw-http.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
 import { startTestApp, type TestApp } from '../support/otp-app.js';
@@ -51,11 +51,11 @@ async function whileRedisStalls<T>(ms: number, call: () => Promise<T>): Promise<
 }
 
 /** A raw HTTP/2 gRPC call: the grpc-status and grpc-message it ended with. */
-function rawGrpc(port: number, headers: http2.OutgoingHttpHeaders): Promise<{ status?: string; message: string }> {
+function rawGrpc(port: number, headers: http2.OutgoingHttpHeaders, path = PATH, body = request()): Promise<{ status?: string; message: string }> {
   return new Promise((resolve, reject) => {
     const session = http2.connect(`http://127.0.0.1:${port}`);
     session.on('error', reject);
-    const stream = session.request({ ':method': 'POST', ':path': PATH, 'content-type': 'application/grpc', te: 'trailers', ...headers });
+    const stream = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', ...headers });
     const seen: { status?: string; message: string } = { message: '' };
     const read = (h: http2.IncomingHttpHeaders) => {
       if (h['grpc-status'] !== undefined) seen.status = String(h['grpc-status']);
@@ -68,7 +68,7 @@ function rawGrpc(port: number, headers: http2.OutgoingHttpHeaders): Promise<{ st
       session.close();
       resolve(seen);
     });
-    stream.end(envelope(0, request()));
+    stream.end(envelope(0, body));
   });
 }
 
@@ -191,5 +191,34 @@ describe('a deadline already passed when the call arrives (connect-timeout-ms: 0
     } finally {
       process.off('unhandledRejection', onUnhandled);
     }
+  });
+});
+
+describe('a Send whose deadline has passed before it is served does nothing, on both ports (probe 42)', () => {
+  const words = "the call's deadline had passed before it was served: nothing was done";
+  const sendBody = (destination: string) => Buffer.from(toBinary(SendRequestSchema, create(SendRequestSchema, { purpose: 'login', channel: Channel.EMAIL, destination })));
+  /** A Send to `destination` with no deadline: OK when nothing was sent there before, RESEND_COOLDOWN otherwise. */
+  const sendAgain = (destination: string) => rawGrpc(app.grpcPort, {}, '/otp.v1.OtpService/Send', sendBody(destination));
+
+  it('gRPC, on the gRPC port and on the HTTP port: grpc-timeout 0m, 0n and 500u', async () => {
+    for (const port of [app.grpcPort, app.httpPort]) {
+      for (const timeout of ['0m', '0n', '500u']) {
+        const destination = `zero-${port}-${timeout}@example.com`;
+        const ended = await rawGrpc(port, { 'grpc-timeout': timeout }, '/otp.v1.OtpService/Send', sendBody(destination));
+        expect([port, timeout, ended]).toEqual([port, timeout, { status: String(grpc.status.DEADLINE_EXCEEDED), message: words }]);
+        expect((await sendAgain(destination)).status, `${destination} was sent to`).toBe('0');
+      }
+    }
+  });
+
+  it('Connect: connect-timeout-ms 0', async () => {
+    const destination = 'zero-connect@example.com';
+    const res = await fetch(`${app.httpBase}/otp.v1.OtpService/Send`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'connect-timeout-ms': '0' },
+      body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination }),
+    });
+    expect(await res.json()).toEqual({ code: 'deadline_exceeded', message: words });
+    expect((await sendAgain(destination)).status).toBe('0');
   });
 });

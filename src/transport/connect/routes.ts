@@ -3,7 +3,8 @@ import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
 import type { Metrics } from "../../metrics.js";
-import { abortedAs, statusName, toConnectError } from "../status.js";
+import { abortedAs, deadlineAlreadyPassed, statusName, toConnectError } from "../status.js";
+import { timeoutMs } from "../deadline-headers.js";
 import { activeTraceparent, callSpan, inContext } from "../../telemetry/spans.js";
 import { telemetry } from "../../telemetry/tracing.js";
 import { markObserved } from "./answers-before-handler.js";
@@ -40,7 +41,9 @@ function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
     // Answers given before this runs (the body did not decode) are observed by ./answers-before-handler.ts.
     if (metrics) markObserved(req.contextValues);
     try {
-      const res = await (hasDeadline(req.header) ? answeredByDeadline(next(req), req.signal) : next(req));
+      const deadline = hasDeadline(req.header);
+      if (deadline && (req.signal.aborted || timeoutBelowOneMs(req.header))) throw deadlineAlreadyPassed();
+      const res = await (deadline ? answeredByDeadline(next(req), req.signal) : next(req));
       metrics?.observe(req.method.name, "http", abortedAs(req.signal) ?? "OK", startedAt);
       return res;
     } catch (err) {
@@ -52,6 +55,13 @@ function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
 
 function hasDeadline(header: Headers): boolean {
   return header.has("connect-timeout-ms") || header.has("grpc-timeout");
+}
+
+/** A timeout that has passed by the time the request is read (connect-es's timer has not fired yet: deadlineAlreadyPassed). */
+function timeoutBelowOneMs(header: Headers): boolean {
+  const ms = header.get("connect-timeout-ms");
+  if (ms !== null) return /^0+$/.test(ms);
+  return timeoutMs(header.get("grpc-timeout") ?? "") < 1;
 }
 
 /**

@@ -5,7 +5,7 @@ import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
 import { admittedCaller } from "./caller-before-body.js";
 import { binaryRequestRefusal } from "../binary-faults.js";
-import { statusName, toGrpcStatus } from "../status.js";
+import { deadlineAlreadyPassed, statusName, toGrpcStatus } from "../status.js";
 import type { Metrics } from "../../metrics.js";
 import { activeTraceparent, callSpan, inContext } from "../../telemetry/spans.js";
 import { responseBytes } from "./response-bytes.js";
@@ -64,6 +64,7 @@ function unary<I extends DescMessage, O extends DescMessage>(
   };
 
   async function answer(call: ServerUnaryCall<Buffer, unknown>): Promise<MessageShape<O>> {
+    if (Number(call.getDeadline()) <= Date.now()) throw deadlineAlreadyPassed();
     const caller = callerOfCall(call);
     let request: MessageShape<I>;
     try {
