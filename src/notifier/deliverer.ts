@@ -16,7 +16,8 @@ export type Attempted =
   | { kind: "delivered"; adapter: string; attempts: number }
   /** The verification was canceled before (another) attempt: nothing more is sent. */
   | { kind: "canceled"; adapter: string; attempts: number }
-  | { kind: "failed"; adapter: string; attempts: number; reason: string; deadLetter: boolean };
+  /** `mayHaveArrived`: an attempt's outcome was unknown (DeliveryError.mayHaveArrived): reported UNKNOWN, not FAILED. */
+  | { kind: "failed"; adapter: string; attempts: number; reason: string; deadLetter: boolean; mayHaveArrived?: boolean };
 
 /** Told of every attempt (src/notifier/metrics.ts counts them). */
 export interface AttemptObserver {
@@ -56,6 +57,7 @@ export class Deliverer {
     if (expired()) return { kind: "failed", adapter: adapter.name, attempts: 0, reason: "expired before delivery", deadLetter: false };
 
     const log = this.logger.child({ event_id: d.eventId, verification_id: d.verificationId, channel, adapter: adapter.name });
+    let mayHaveArrived = false;
     for (let attempt = 1; ; attempt++) {
       if (canceled.aborted) {
         log.info({ attempts: attempt - 1 }, "verification canceled, or its code replaced by a resend: delivery dropped");
@@ -76,10 +78,11 @@ export class Deliverer {
         this.observer?.attempted(channel, adapter.name, false, attempt);
         // An adapter bug is reported without its message, which might quote secrets.
         const failure = err instanceof DeliveryError ? err : new DeliveryError("adapter error");
+        mayHaveArrived ||= failure.mayHaveArrived;
         const delay = backoffDelay(this.retry, attempt);
         const last = failure.permanent || attempt >= this.retry.attempts || (d.expiresAtMs !== undefined && this.now() + delay >= d.expiresAtMs);
         log.warn({ attempt, reason: failure.reason, permanent: failure.permanent, retry_in_ms: last ? undefined : delay }, "delivery attempt failed");
-        if (last) return { kind: "failed", adapter: adapter.name, attempts: attempt, reason: failure.reason, deadLetter: true };
+        if (last) return { kind: "failed", adapter: adapter.name, attempts: attempt, reason: failure.reason, deadLetter: true, mayHaveArrived };
         try {
           await sleep(delay, AbortSignal.any([signal, canceled]));
         } catch (err) {

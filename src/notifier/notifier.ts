@@ -458,7 +458,9 @@ export class Notifier {
 
   /** The status (and dead letter) for an authenticated delivery. */
   private recordsFor(o: Original, e: DeliveryRequested, result: Attempted): OutgoingRecord[] {
-    const outcome = result.kind === "delivered" ? DeliveryOutcome.DELIVERED : result.kind === "canceled" ? DeliveryOutcome.CANCELED : DeliveryOutcome.FAILED;
+    const outcome = result.kind === "delivered" ? DeliveryOutcome.DELIVERED
+      : result.kind === "canceled" ? DeliveryOutcome.CANCELED
+      : result.mayHaveArrived ? DeliveryOutcome.UNKNOWN : DeliveryOutcome.FAILED;
     const status = statusRecord(this.topics.status, {
       deliveryEventId: e.eventId,
       verificationId: e.verificationId,

@@ -21,7 +21,7 @@ export interface StatusFacts {
   tenant: string;
   traceId: string;
   resendCount: number;
-  outcome: DeliveryOutcome.DELIVERED | DeliveryOutcome.FAILED | DeliveryOutcome.CANCELED;
+  outcome: DeliveryOutcome.DELIVERED | DeliveryOutcome.FAILED | DeliveryOutcome.CANCELED | DeliveryOutcome.UNKNOWN;
   /** Short, non-secret; "" when delivered. */
   reason: string;
   adapter: string;
@@ -32,6 +32,7 @@ const OUTCOME_NAMES = {
   [DeliveryOutcome.DELIVERED]: "delivered",
   [DeliveryOutcome.FAILED]: "failed",
   [DeliveryOutcome.CANCELED]: "canceled",
+  [DeliveryOutcome.UNKNOWN]: "unknown",
 } as const;
 
 /** A DeliveryStatus record, signed (events/status-mac.ts): the service ignores unsigned ones. */

@@ -146,6 +146,7 @@ describe('notifier with a real Kafka broker', () => {
     cancel: caseTopics('cancel'),
     resent: caseTopics('resent'),
     smtp: caseTopics('smtp'),
+    unclear: caseTopics('unclear'),
   };
   // One partition each: these cases are about records queued behind one another.
   const single = { stall: caseTopics('stall'), handover: caseTopics('handover') };
@@ -324,7 +325,7 @@ describe('notifier with a real Kafka broker', () => {
     try {
       await startNotifier(cases.failing, { NOTIFIER_SMS_ADAPTER: 'webhook', NOTIFIER_WEBHOOK_URL: hook.url, NOTIFIER_MAX_ATTEMPTS: '3' });
       await statusConsumer.start();
-      const d = deliveryEvent({ sealer: keyring.sealer, topic: cases.failing.delivery, destination: phone(), code: testCode(), resendCount: 1, traceId: 'trace-failing' });
+      const d = deliveryEvent({ sealer: keyring.sealer, topic: cases.failing.delivery, destination: phone(), code: testCode(), resendCount: 1, traceId: '4bf92f3577b34da6a3ce929d0e0e4736' });
       const p = deliveryEvent({ sealer: keyring.sealer, topic: cases.failing.delivery, destination: permanent, code: testCode() });
       await producer.send(d.record, p.record);
 
@@ -348,9 +349,44 @@ describe('notifier with a real Kafka broker', () => {
       // The OTP service's side: the FAILED report reaches markDeliveryFailed.
       await until(() => marked.some((m) => m.ref.verificationId === d.verificationId), 30_000, 'status consumer did not apply the FAILED report');
       const call = marked.find((m) => m.ref.verificationId === d.verificationId)!;
-      expect(call).toEqual({ tenant: d.tenant, ref: new VerificationIds(Buffer.alloc(32, 1), 16).parse(d.verificationId), resendCount: 1, reason: 'webhook 503', event: { traceId: 'trace-failing', clientId: '' } });
+      expect(call).toEqual({ tenant: d.tenant, ref: new VerificationIds(Buffer.alloc(32, 1), 16).parse(d.verificationId), resendCount: 1, reason: 'webhook 503', event: { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', clientId: '' } });
     } finally {
       await statusConsumer.stop();
+      await hook.close();
+    }
+  }, 90_000);
+
+  test('a gateway that may have sent (no answer in time, then 409 while the first request is still in progress) is reported UNKNOWN, never FAILED (probe 41)', async () => {
+    // The IETF Idempotency-Key draft's gateway: the first request takes 1.5 s and succeeds; a repeat with the
+    // same key meanwhile is 409. Later, a gateway that never answers in time at all.
+    const slow = phone();
+    const silent = phone();
+    const started = new Map<string, number>();
+    const hook = await startWebhook(async (_n, hit) => {
+      const key = String(hit.headers['idempotency-key']);
+      if (hit.body.destination === silent) {
+        await new Promise((r) => setTimeout(r, 1_000));
+        return 200;
+      }
+      if (started.has(key)) return Date.now() - started.get(key)! < 1_500 ? 409 : 200;
+      started.set(key, Date.now());
+      await new Promise((r) => setTimeout(r, 1_500));
+      return 200;
+    });
+    try {
+      await startNotifier(cases.unclear, {
+        NOTIFIER_SMS_ADAPTER: 'webhook', NOTIFIER_WEBHOOK_URL: hook.url, NOTIFIER_WEBHOOK_TIMEOUT_MS: '300', NOTIFIER_MAX_ATTEMPTS: '2', NOTIFIER_RETRY_BASE_MS: '100',
+      });
+      const conflicted = deliveryEvent({ sealer: keyring.sealer, topic: cases.unclear.delivery, destination: slow, code: testCode() });
+      const timedOut = deliveryEvent({ sealer: keyring.sealer, topic: cases.unclear.delivery, destination: silent, code: testCode() });
+      await producer.send(conflicted.record, timedOut.record);
+      const first = await reader.status(cases.unclear.status, conflicted.eventId);
+      expect([first.outcome, first.reason]).toEqual([DeliveryOutcome.UNKNOWN, 'webhook 409']);
+      const second = await reader.status(cases.unclear.status, timedOut.eventId);
+      expect([second.outcome, second.reason]).toEqual([DeliveryOutcome.UNKNOWN, 'webhook timeout']);
+      // Given up all the same: dead-lettered for an operator.
+      expect((await reader.waitFor(cases.unclear.deadLetter, (r) => r.headers['otp-event-id'] === timedOut.eventId)).headers['otp-dlq-attempts']).toBe('2');
+    } finally {
       await hook.close();
     }
   }, 90_000);

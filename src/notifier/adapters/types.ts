@@ -37,12 +37,16 @@ export interface ChannelAdapter {
  * A failed delivery. `reason` is short and never secret ("webhook 503",
  * "smtp 550"): it goes into logs, the DLQ header and the DeliveryStatus.
  * Permanent failures (the provider refused this message) are not retried.
+ * `mayHaveArrived`: the provider may have acted on it all the same (no answer
+ * in time, a conflict with an attempt still in progress): a delivery that
+ * had one is not reported FAILED, which would void a code the person may hold.
  */
 export class DeliveryError extends Error {
   override name = "DeliveryError";
   constructor(
     readonly reason: string,
     readonly permanent = false,
+    readonly mayHaveArrived = false,
   ) {
     super(reason);
   }

@@ -5,6 +5,13 @@ import { DeliveryError, type ChannelAdapter, type OutgoingMessage } from "./type
 // small bridge in front of one) accept. A 2xx is success; anything else, a
 // network error or no answer within the timeout is a failure. The event id
 // goes in Idempotency-Key so a gateway can drop our at-least-once repeats.
+// Some failures leave the outcome unknown, the request may have been acted
+// on: no answer in time, a connection lost after the request went out, a 504
+// from a proxy in front of the gateway, and a 409 (the IETF Idempotency-Key
+// draft's answer to a repeat while the first request with that key is still
+// in progress, which is also retried). Probe 41: a gateway that took 7 s
+// delivered while attempt 1 timed out and attempt 2 got 409, and the code the
+// person received was voided.
 
 export interface WebhookSettings {
   url: string;
@@ -14,7 +21,11 @@ export interface WebhookSettings {
 }
 
 // 4xx means "this request is wrong" and will be refused again, except these.
-const RETRYABLE_4XX = new Set([408, 425, 429]);
+const RETRYABLE_4XX = new Set([408, 409, 425, 429]);
+const OUTCOME_UNKNOWN_STATUS = new Set([409, 504]);
+// Failures of a connection the request may already have crossed (undici's and node's codes); a refused or
+// unresolvable connection is not among them: nothing was sent.
+const LOST_AFTER_SENDING = new Set(["ECONNRESET", "EPIPE", "UND_ERR_SOCKET", "UND_ERR_CLOSED"]);
 
 export class WebhookAdapter implements ChannelAdapter {
   readonly name = "webhook" as const;
@@ -37,13 +48,13 @@ export class WebhookAdapter implements ChannelAdapter {
       await response.arrayBuffer();
     } catch (err) {
       if (signal.aborted) throw signal.reason;
-      if ((err as Error).name === "TimeoutError") throw new DeliveryError("webhook timeout");
+      if ((err as Error).name === "TimeoutError") throw new DeliveryError("webhook timeout", false, true);
       const code = ((err as { cause?: { code?: unknown } }).cause?.code as string | undefined) ?? "network error";
-      throw new DeliveryError(`webhook ${code}`);
+      throw new DeliveryError(`webhook ${code}`, false, LOST_AFTER_SENDING.has(code));
     }
     if (response.status >= 200 && response.status < 300) return;
     const permanent = response.status >= 400 && response.status < 500 && !RETRYABLE_4XX.has(response.status);
-    throw new DeliveryError(`webhook ${response.status}`, permanent);
+    throw new DeliveryError(`webhook ${response.status}`, permanent, OUTCOME_UNKNOWN_STATUS.has(response.status));
   }
 
   async close(): Promise<void> {}
