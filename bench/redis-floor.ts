@@ -107,6 +107,7 @@ export async function verifyFloor(target: FloorTarget): Promise<FloorResult> {
     // The service's global failure budget: the verification's purpose has none of its own, as by default.
     failures_count: config.defaults.failuresPerDestination.count,
     failures_window_ms: config.defaults.failuresPerDestination.windowSeconds * 1000,
+    daily_failures: [config.defaults.dailyFailuresPerDestination.count, config.defaults.dailyFailuresPerDestination.windowSeconds * 1000],
   });
   try {
     return await floor(target, scripts.verify, [key, scratch], args);
@@ -120,6 +121,6 @@ export async function limitsFloor(target: FloorTarget): Promise<FloorResult> {
   const { key } = await keyOf(target.redis, target.verificationId, target.shards);
   return floor(target, scripts.limits, [key], scriptArgv<"limits">({
     purpose: target.purpose, sends_count: 999999, sends_window_ms: 3600000, purpose_sends: [], failures_count: 999999, failures_window_ms: 3600000,
-    purpose_failures: [],
+    purpose_failures: [], daily_failures: [999999, 86400000],
   }));
 }

@@ -34,6 +34,12 @@ export interface PurposePolicy {
   maxResends: number;
   sendsPerDestination: Budget;
   failuresPerDestination: Budget;
+  /**
+   * OTP_LIMIT_FAILURES_PER_DESTINATION_DAILY: wrong codes per destination over a long window, spent
+   * beside failuresPerDestination. The short budget refills steadily (a paced guesser gets its rate for
+   * ever: 240 a day at 10/1h, probe 44); this one bounds the day. Global only (not a policy file field).
+   */
+  dailyFailuresPerDestination: Budget;
   /** Phone number types refused (src/otp/phone-rules.ts); the policy file may set it per purpose. */
   deniedNumberTypes: ReadonlySet<string>;
   /** A purpose's own OTP_SMS_COUNTRIES (policy file "smsCountries"); undefined: not overridden. */
@@ -200,6 +206,7 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     maxResends: int(env, "OTP_MAX_RESENDS", 3, 0, 100),
     sendsPerDestination: budget(env, "OTP_LIMIT_SEND_PER_DESTINATION", "5/15m"),
     failuresPerDestination: budget(env, "OTP_LIMIT_FAILURES_PER_DESTINATION", "10/1h"),
+    dailyFailuresPerDestination: budget(env, "OTP_LIMIT_FAILURES_PER_DESTINATION_DAILY", "30/24h"),
     deniedNumberTypes: numberTypes("OTP_SMS_DENIED_NUMBER_TYPES", optional(env, "OTP_SMS_DENIED_NUMBER_TYPES") ?? DEFAULT_DENIED_NUMBER_TYPES.join(",")),
   };
   const policyFile = optional(env, "OTP_POLICY_FILE");

@@ -29,6 +29,7 @@ export function storePolicy(p: PurposePolicy, global: PurposePolicy): StorePolic
     maxResends: p.maxResends,
     sendsPerDestination: sends,
     failuresPerDestination: failures,
+    dailyFailuresPerDestination: global.dailyFailuresPerDestination,
     ...(sameBudget(p.sendsPerDestination, sends) ? {} : { purposeSendsPerDestination: p.sendsPerDestination }),
     ...(sameBudget(p.failuresPerDestination, failures) ? {} : { purposeFailuresPerDestination: p.failuresPerDestination }),
   };

@@ -335,6 +335,7 @@ export class OtpService {
         idempotencyKey: claim?.keyDigest ?? "",
         replayKey: claim?.replayKey ?? "",
         failuresPerDestination: this.config.defaults.failuresPerDestination,
+        dailyFailuresPerDestination: this.config.defaults.dailyFailuresPerDestination,
         event: eventContext(caller),
         replayOnly: held !== undefined,
       }),

@@ -35,6 +35,11 @@ export interface StorePolicy {
    */
   failuresPerDestination: Budget;
   /**
+   * Wrong codes per (tenant, destination) over a long window (OTP_LIMIT_FAILURES_PER_DESTINATION_DAILY,
+   * state `ld`), spent with failuresPerDestination; using it up locks the destination (`lk`) for its window.
+   */
+  dailyFailuresPerDestination: Budget;
+  /**
    * Only when the purpose's policy sets its own sendsPerDestination (other than the global): that
    * purpose's own budget at this destination (`<p>:ls`), spent together with the global one (a send
    * must fit both; a refusal spends neither). A GCRA state is only meaningful at one rate, so the two
@@ -240,6 +245,8 @@ export interface VerifyCommand {
    * it at this rate. (A purpose's own budget was kept with the verification at Send.)
    */
   failuresPerDestination: Budget;
+  /** OTP_LIMIT_FAILURES_PER_DESTINATION_DAILY, spent with it (StorePolicy.dailyFailuresPerDestination). */
+  dailyFailuresPerDestination: Budget;
   event: EventContext;
 }
 

@@ -562,6 +562,34 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(locked).toMatchObject({ limit: 3, remaining: 0 });
         expect(locked?.retryAfterMs).toBeGreaterThan(55_000);
       });
+
+      it('a guesser pacing under the failures budget is locked by the long-window one (probe 44: it never was)', async () => {
+        // The short budget refills one guess per 500 ms: paced at 600 ms, it never runs out.
+        const failures = { count: 4, windowSeconds: 2 };
+        const daily = { count: 6, windowSeconds: 60 };
+        const p = policy({ maxAttempts: 20, failuresPerDestination: failures, dailyFailuresPerDestination: daily });
+        const { dest, ref, code } = await send({ policy: p });
+        await events();
+        const remaining = [];
+        for (let i = 0; i < 6; i++) {
+          if (i > 0) await advance(600);
+          const outcome = await store.verify(verifyCommand(ref, wrong(code), { failures, daily }));
+          expect(outcome.result).toBe('INVALID_CODE');
+          remaining.push(outcome.attemptsRemaining);
+        }
+        expect(remaining).toEqual([19, 18, 17, 16, 15, 0]);
+        const written = await events(ref.verificationId);
+        expect(written.map((e) => [e.fields.type, e.fields.reason]).at(-1)).toEqual(['locked', 'DESTINATION_LOCKED']);
+        expect(await store.verify(verifyCommand(ref, code, { failures, daily }))).toEqual({ result: 'TOO_MANY_ATTEMPTS', attemptsRemaining: 0 });
+        const fresh = await send({ dest, purpose: 'signup', policy: p });
+        expect(fresh.outcome).toMatchObject({ kind: 'refused', reason: 'DESTINATION_LOCKED' });
+        if (fresh.outcome.kind !== 'refused') throw new Error('not refused');
+        // Locked for the long window, not the short one.
+        expect(fresh.outcome.retryAfterMs).toBeGreaterThan(55_000);
+        const locked = (await store.limits({ tenant: TENANT, purpose: PURPOSE, destination: dest.ref, policy: p })).find((l) => l.name === 'DESTINATION_LOCKED');
+        expect(locked?.remaining).toBe(0);
+        expect(locked?.retryAfterMs).toBeGreaterThan(55_000);
+      });
     });
 
     describe("a purpose's own budgets beside the destination's", () => {

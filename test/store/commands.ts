@@ -26,6 +26,7 @@ export function policy(overrides: Partial<StorePolicy> = {}): StorePolicy {
     maxResends: 3,
     sendsPerDestination: { count: 100, windowSeconds: 3600 },
     failuresPerDestination: { count: 100, windowSeconds: 3600 },
+    dailyFailuresPerDestination: { count: 1000, windowSeconds: 86_400 },
     ...overrides,
   };
 }
@@ -114,6 +115,8 @@ export interface VerifyOptions {
   replayKey?: string;
   /** The service's global failure budget (default: policy()'s). */
   failures?: StorePolicy['failuresPerDestination'];
+  /** The long-window one (default: policy()'s). */
+  daily?: StorePolicy['dailyFailuresPerDestination'];
 }
 
 /** A replay key as opaque as the service's (src/otp/idempotency.ts): one digest of the key and what the request names. */
@@ -135,6 +138,7 @@ export function verifyCommand(ref: VerificationRef, code: string, o: VerifyOptio
     idempotencyKey: o.idempotencyKey ? replayKeyOf('Verify key', o.idempotencyKey) : '',
     replayKey: o.replayKey ?? (o.idempotencyKey ? replayKeyOf(o.idempotencyKey, ref.verificationId, code) : ''),
     failuresPerDestination: o.failures ?? policy().failuresPerDestination,
+    dailyFailuresPerDestination: o.daily ?? policy().dailyFailuresPerDestination,
     event: EVENT,
   };
 }

@@ -113,7 +113,7 @@ describe('redis store: what Redis holds', () => {
         // Empty values are not stored: a missing field reads as ''.
         expect(hash.filter((v, i) => i % 2 === 1 && v === '').length, key).toBe(0);
         for (const field of fields) {
-          expect(field).toMatch(/^(dd|md|sb|sb2|ls|lf|lk|id:[A-Za-z0-9_-]{22}|rp?:[A-Za-z0-9_-]{22}|[a-z_]+:(id|k|c|st|ik|if|vk|vt|ct|lc|mt|cx|ls|lf|lk))$/);
+          expect(field).toMatch(/^(dd|md|sb|sb2|ls|lf|ld|lk|id:[A-Za-z0-9_-]{22}|rp?:[A-Za-z0-9_-]{22}|[a-z_]+:(id|k|c|st|ik|if|vk|vt|ct|lc|mt|cx|ls|lf|lk))$/);
         }
       } else {
         expect(type).toBe('stream');

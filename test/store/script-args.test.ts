@@ -46,7 +46,7 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
     keys: destKeys,
     args: {
       tenant: TENANT, id: cmd.ref.verificationId, idempotency_key: '', replay: '', ...event, candidates: { k1: cmd.codeDigest },
-      failures_count: 5, failures_window_ms: 600_000, replay_only: false,
+      failures_count: 5, failures_window_ms: 600_000, daily_failures: [30, 86_400_000], replay_only: false,
     },
   },
   resend: {
@@ -62,7 +62,7 @@ const valid: { [S in ScriptName]: { keys: string[]; args: ScriptArgs[S] } } = {
     keys: [destKeys[0]!],
     args: {
       purpose: 'login', sends_count: 10, sends_window_ms: 60_000, purpose_sends: [3, 60_000], failures_count: 5,
-      failures_window_ms: 60_000, purpose_failures: [],
+      failures_window_ms: 60_000, purpose_failures: [], daily_failures: [30, 86_400_000],
     },
   },
   deliveryReport: {

@@ -54,6 +54,8 @@ export interface Destination {
   /** GCRA theoretical arrival times (ms) of the send and failure budgets. */
   sendTat?: number;
   failTat?: number;
+  /** Of the long-window failure budget (`ld`); it locks through lockedUntil too. */
+  dailyFailTat?: number;
   lockedUntil?: number;
   /**
    * By purpose, only for a purpose with a budget of its own: `<p>:ls`, `<p>:lf`, `<p>:lk`. They outlive

@@ -283,20 +283,22 @@ export class MemoryStore implements VerificationStore {
     // purpose only (verify.lua).
     let keepUntil = now;
     let destinationLocked = false;
-    const spendFailure = (limits: { failTat?: number; lockedUntil?: number }, { count, windowMs }: gcra.Rate) => {
-      const failed = gcra.spend(limits.failTat, now, count, windowMs);
+    // `tat`: which of the record's GCRA states this budget keeps. Two budgets may lock at once: the longer lock stands.
+    const spendFailure = (limits: { failTat?: number; dailyFailTat?: number; lockedUntil?: number }, { count, windowMs }: gcra.Rate, tat: "failTat" | "dailyFailTat" = "failTat") => {
+      const failed = gcra.spend(limits[tat], now, count, windowMs);
       if (failed.allowed) {
-        limits.failTat = failed.tat;
+        limits[tat] = failed.tat;
         keepUntil = Math.max(keepUntil, failed.tat);
       }
       if (!failed.allowed || gcra.state(failed.tat, now, count, windowMs).remaining === 0) {
-        limits.lockedUntil = now + windowMs;
+        limits.lockedUntil = Math.max(limits.lockedUntil ?? 0, now + windowMs);
         keepUntil = Math.max(keepUntil, limits.lockedUntil);
         destinationLocked = true;
       }
     };
     const global = rate(cmd.failuresPerDestination);
     spendFailure(d, global);
+    if (cmd.dailyFailuresPerDestination) spendFailure(d, rate(cmd.dailyFailuresPerDestination), "dailyFailTat");
     if (v.failures.count !== global.count || v.failures.windowMs !== global.windowMs) spendFailure(purposeLimits(d, v.purpose), v.failures);
     const own = Math.max(0, v.maxAttempts - v.attempts);
     if (own === 0) v.status = "l";
@@ -380,8 +382,9 @@ export class MemoryStore implements VerificationStore {
       };
     };
     const purposeFailures = policy.purposeFailuresPerDestination;
+    const daily = policy.dailyFailuresPerDestination;
     const lock = binding(
-      lockState(d?.failTat, d?.lockedUntil, policy.failuresPerDestination),
+      binding(lockState(d?.failTat, d?.lockedUntil, policy.failuresPerDestination), daily && lockState(d?.dailyFailTat, d?.lockedUntil, daily)),
       purposeFailures && lockState(own?.failTat, own?.lockedUntil, purposeFailures),
     );
 

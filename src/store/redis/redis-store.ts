@@ -228,6 +228,7 @@ export class RedisStore implements VerificationStore {
       ...eventArgs(cmd.event),
       candidates: candidateDigests(cmd.candidates),
       ...failures(cmd.failuresPerDestination),
+      daily_failures: own(cmd.dailyFailuresPerDestination),
       replay_only: cmd.replayOnly === true,
     });
     return replies.verifyOutcome(reply);
@@ -261,6 +262,7 @@ export class RedisStore implements VerificationStore {
       purpose_sends: own(policy.purposeSendsPerDestination),
       ...failures(policy.failuresPerDestination),
       purpose_failures: own(policy.purposeFailuresPerDestination),
+      daily_failures: own(policy.dailyFailuresPerDestination),
     });
     return replies.limitStates(reply);
   }

@@ -53,6 +53,7 @@ export interface ScriptArgs {
     candidates: Record<string, string>;
     failures_count: number;
     failures_window_ms: number;
+    daily_failures: BudgetArg;
     replay_only: boolean;
   };
   resend: {
@@ -80,6 +81,7 @@ export interface ScriptArgs {
     failures_count: number;
     failures_window_ms: number;
     purpose_failures: BudgetArg;
+    daily_failures: BudgetArg;
   };
   deliveryReport: {
     outcome: "failed" | "delivered";

@@ -12,12 +12,14 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   failures_count      pos  failure budget per destination, across purposes (`lf`, lock `lk`)
   failures_window_ms  pos
   purpose_failures    budget [] or [count, window ms]: the purpose's own failure budget (`<p>:lf`, lock `<p>:lk`)
+  daily_failures      budget [] or [count, window ms]: the long-window failure budget (`ld`, lock `lk`)
 
 Returns {send remaining, send reset after ms, send retry after ms,
          cooldown remaining (0|1), cooldown retry after ms,
          lock remaining, lock reset after ms, lock retry after ms,
          send limit, lock limit}
-  Where the purpose has a budget of its own, each of send and lock is the binding one of the two
+  The lock is the binding one of the global failure budget and the long-window one; where the purpose
+  has a budget of its own, each of send and lock is the binding one of the two
   (fewest remaining, on a tie the smaller limit; its limit) with the larger reset and retry of both.
 ]]
 
@@ -28,11 +30,11 @@ Returns {send remaining, send reset after ms, send retry after ms,
 
 local A, bad = script_args('limits', {
   purpose = 'str', sends_count = 'pos', sends_window_ms = 'pos', purpose_sends = 'budget',
-  failures_count = 'pos', failures_window_ms = 'pos', purpose_failures = 'budget' })
+  failures_count = 'pos', failures_window_ms = 'pos', purpose_failures = 'budget', daily_failures = 'budget' })
 if not A then return bad end
 
 local p = A.purpose
-local v = redis.call('HMGET', KEYS[1], 'ls', 'lf', 'lk', p .. ':st', p .. ':c', p .. ':ls', p .. ':lf', p .. ':lk')
+local v = redis.call('HMGET', KEYS[1], 'ls', 'lf', 'lk', p .. ':st', p .. ':c', p .. ':ls', p .. ':lf', p .. ':lk', 'ld')
 local c = counters_read(v[5])
 local now = now_ms()
 
@@ -63,6 +65,7 @@ local function lock_state(stored, lock, count, window)
   return {left, math.max(reset, locked_for), locked_for, count}
 end
 local lock = lock_state(v[2], v[3], A.failures_count, A.failures_window_ms)
+if A.daily_failures[1] then lock = binding(lock, lock_state(v[9], v[3], A.daily_failures[1], A.daily_failures[2])) end
 if A.purpose_failures[1] then lock = binding(lock, lock_state(v[7], v[8], A.purpose_failures[1], A.purpose_failures[2])) end
 
 return {send[1], send[2], send[3],

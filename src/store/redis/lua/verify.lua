@@ -17,6 +17,8 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
   candidates          map  key id -> code digest under that key
   failures_count      pos  the failure budget per destination, across purposes (state `lf`; using it up sets `lk`)
   failures_window_ms  pos  (a purpose's own budget, kept in `<p>:c` at Send, is spent as well: `<p>:lf`, `<p>:lk`)
+  daily_failures      budget [] or [count, window ms]: the long-window failure budget per destination, spent
+                           with the first (state `ld`; using it up sets `lk` for its window)
   replay_only         bool the caller budgets refused this retry (caller-budgets' 'repeat'): only step 0 may answer
 
 Returns
@@ -40,7 +42,7 @@ Returns
 
 local A, bad = script_args('verify', {
   tenant = 'str', id = 'str', idempotency_key = 'str', replay = 'str', trace_id = 'str', client_id = 'str',
-  candidates = 'map', failures_count = 'pos', failures_window_ms = 'pos', replay_only = 'bool' })
+  candidates = 'map', failures_count = 'pos', failures_window_ms = 'pos', daily_failures = 'budget', replay_only = 'bool' })
 if not A then return bad end
 
 local dest, vid, ik, rk = KEYS[1], A.id, A.idempotency_key, A.replay
@@ -99,7 +101,7 @@ local p = redis.call('HGET', dest, id_field(vid))
 if not p then return {'NOT_FOUND', 0} end
 
 local v = redis.call('HMGET', dest, p .. ':id', p .. ':k', p .. ':c',
-  p .. ':st', p .. ':vk', p .. ':vt', 'lk', 'lf', 'dd', 'md', p .. ':pg', p .. ':lf', p .. ':lk')
+  p .. ':st', p .. ':vk', p .. ':vt', 'lk', 'lf', 'dd', 'md', p .. ':pg', p .. ':lf', p .. ':lk', 'ld')
 -- The purpose's current verification must be the one asked about, not only its code digest.
 if not v[1] or code_id(v[1]) ~= vid or not v[3] then return {'NOT_FOUND', 0} end
 local c, st = counters_read(v[3]), v[4] or '' -- empty fields are not stored
@@ -175,7 +177,9 @@ if match then
 end
 
 -- No match: spend the destination's failure budget (the global one, always at its own rate);
--- using it up locks the destination for every purpose (`lk`). A verification whose purpose has a
+-- using it up locks the destination for every purpose (`lk`). The long-window budget (`ld`) is spent
+-- with it and locks the same way, for its own window: the first refills steadily, so a guesser
+-- pacing under it would never be locked (probe 44). A verification whose purpose has a
 -- budget of its own (kept in `<p>:c` at Send: `fc`/`fw` other than the global) spends that too
 -- (`<p>:lf`); using it up locks that purpose only (`<p>:lk`), so one purpose's guesses lock the
 -- others no sooner than the global budget does.
@@ -183,6 +187,8 @@ local writes = {p .. ':c', counters_text(c)}
 local keep_until = now
 -- Whether this guess locked the destination (or its purpose): the verification is then locked too.
 local destination_locked = false
+-- Lock field -> until: two budgets may lock `lk` at once; the longer lock stands.
+local locks = {}
 local function spend_failure(state_field, lock_field, stored, count, window)
   local allowed, tat = gcra_spend(stored, now, count, window)
   if allowed then
@@ -191,15 +197,19 @@ local function spend_failure(state_field, lock_field, stored, count, window)
     keep_until = math.max(keep_until, tat)
   end
   if not allowed or gcra_state(tat, now, count, window) == 0 then
-    writes[#writes + 1] = lock_field
-    writes[#writes + 1] = now + window
+    locks[lock_field] = math.max(locks[lock_field] or 0, now + window)
     keep_until = math.max(keep_until, now + window)
     destination_locked = true
   end
 end
 spend_failure('lf', 'lk', v[8], A.failures_count, A.failures_window_ms)
+if A.daily_failures[1] then spend_failure('ld', 'lk', v[14], A.daily_failures[1], A.daily_failures[2]) end
 if c.fc ~= A.failures_count or c.fw ~= A.failures_window_ms then
   spend_failure(p .. ':lf', p .. ':lk', v[12], c.fc, c.fw)
+end
+for field, until_ms in pairs(locks) do
+  writes[#writes + 1] = field
+  writes[#writes + 1] = until_ms
 end
 local left = m - a
 if left <= 0 then
