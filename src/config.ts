@@ -206,7 +206,11 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     maxResends: int(env, "OTP_MAX_RESENDS", 3, 0, 100),
     sendsPerDestination: budget(env, "OTP_LIMIT_SEND_PER_DESTINATION", "5/15m"),
     failuresPerDestination: budget(env, "OTP_LIMIT_FAILURES_PER_DESTINATION", "10/1h"),
-    dailyFailuresPerDestination: budget(env, "OTP_LIMIT_FAILURES_PER_DESTINATION_DAILY", "30/24h"),
+    // Unset: three of the hourly budget's count a day (30/24h by default), so a deployment that raised the
+    // hourly one is not locked sooner by this one after an upgrade.
+    dailyFailuresPerDestination: budget(
+      env, "OTP_LIMIT_FAILURES_PER_DESTINATION_DAILY", `${3 * budget(env, "OTP_LIMIT_FAILURES_PER_DESTINATION", "10/1h").count}/24h`,
+    ),
     deniedNumberTypes: numberTypes("OTP_SMS_DENIED_NUMBER_TYPES", optional(env, "OTP_SMS_DENIED_NUMBER_TYPES") ?? DEFAULT_DENIED_NUMBER_TYPES.join(",")),
   };
   const policyFile = optional(env, "OTP_POLICY_FILE");

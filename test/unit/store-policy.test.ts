@@ -40,3 +40,12 @@ describe('storePolicy', () => {
     expect(lax.purposeFailuresPerDestination).toBeUndefined();
   });
 });
+
+describe('OTP_LIMIT_FAILURES_PER_DESTINATION_DAILY', () => {
+  it('unset, it is three times the hourly count a day, so raising the hourly one is not undercut by it', () => {
+    expect(loadConfig({}).defaults.dailyFailuresPerDestination).toEqual({ count: 30, windowSeconds: 86_400 });
+    expect(loadConfig({ OTP_LIMIT_FAILURES_PER_DESTINATION: '100/1h' }).defaults.dailyFailuresPerDestination).toEqual({ count: 300, windowSeconds: 86_400 });
+    expect(loadConfig({ OTP_LIMIT_FAILURES_PER_DESTINATION_DAILY: '50/7d' }).defaults.dailyFailuresPerDestination).toEqual({ count: 50, windowSeconds: 604_800 });
+    expect(storePolicy(policyFor(loadConfig({}), 'login')!, loadConfig({}).defaults).dailyFailuresPerDestination).toEqual({ count: 30, windowSeconds: 86_400 });
+  });
+});
