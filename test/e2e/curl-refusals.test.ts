@@ -60,6 +60,20 @@ describe('refusals a curl user can read', () => {
     }
   });
 
+  it('the gRPC port serves gRPC with protobuf only: +json, other codecs and gRPC-Web are 415 before anything is read (probe 42: "not a valid" message)', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'otp-curl-')), 'body');
+    writeFileSync(file, Buffer.from([0, 0, 0, 0, 2, 0x7b, 0x7d]));
+    const grpcPort = `http://127.0.0.1:${app.grpcPort}/otp.v1.OtpService/CheckRateLimit`;
+    for (const type of ['application/grpc+json', 'application/GRPC+JSON', 'application/grpc+thrift', 'application/grpc-web+proto']) {
+      const res = await curl('--http2-prior-knowledge', '-X', 'POST', '-H', `content-type: ${type}`, '-H', 'te: trailers', '--data-binary', `@${file}`, grpcPort);
+      expect([type, res.status]).toEqual([type, 415]);
+    }
+    for (const type of ['application/grpc', 'application/grpc+proto', 'application/grpc; charset=utf-8']) {
+      const res = await curl('--http2-prior-knowledge', '-X', 'POST', '-H', `content-type: ${type}`, '-H', 'te: trailers', '--data-binary', `@${file}`, grpcPort);
+      expect([type, res.status]).toEqual([type, 200]);
+    }
+  });
+
   it('a long content type is named back cut short (the answer does not grow with what the caller sent)', async () => {
     const type = `application/${'x'.repeat(6000)}`;
     const res = await curl('-X', 'POST', '-H', `content-type: ${type}`, '--data', 'x', send());

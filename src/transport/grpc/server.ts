@@ -12,6 +12,7 @@ import type { Metrics } from "../../metrics.js";
 import { addReflection } from "./reflection.js";
 import { awaitPreface, closeWhenIdle, type IdleBound } from "../idle-connections.js";
 import { keepPeerAddress } from "../peer-address.js";
+import { refuseOtherCodecs } from "./content-types.js";
 import { serveDeadlines } from "../deadline-headers.js";
 import { watchCredentialsAsSent } from "./credentials-as-sent.js";
 import { http2ServersOf, onSessions } from "./sessions.js";
@@ -120,7 +121,10 @@ export async function listenGrpc(options: {
     useChainFreeStreamTables(session);
     watchCredentialsAsSent(session);
     // Before grpc-js's own stream handler reads the deadline (../deadline-headers.ts).
-    session.prependListener("stream", (_stream: unknown, headers: IncomingHttpHeaders) => serveDeadlines(headers));
+    session.prependListener("stream", (_stream: unknown, headers: IncomingHttpHeaders) => {
+      serveDeadlines(headers);
+      refuseOtherCodecs(headers);
+    });
     sessions.set(session, closeWhenIdle(session, options.idleMs, options.sessionIdleMs));
     session.once("close", () => sessions.delete(session));
   });
