@@ -14,7 +14,9 @@
 
 const LONGEST_TIMER_MS = 2 ** 31 - 1;
 const LONGEST_GRPC_TIMEOUT = `${Math.floor(LONGEST_TIMER_MS / 1000)}S`;
-const MALFORMED = "malformed";
+// What connect-es quotes back ("protocol error: invalid grpc timeout value: <this>"): it must not read as
+// the value the caller sent (probe 42: "...value: malformed" did).
+const MALFORMED = "(malformed; the value sent is not repeated)";
 
 const GRPC_TIMEOUT = /^(\d{1,8})([HMSmun])$/;
 const UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 1e-3, n: 1e-6 };

@@ -133,6 +133,8 @@ describe('a deadline header the protocols do not allow', () => {
     const body = (await res.json()) as { code: string; message: string };
     expect(body.code).toBe('invalid_argument');
     expect(body.message).not.toContain('12x');
+    // Not as if the caller had sent the word "malformed" (probe 42).
+    expect(body.message).toBe('protocol error: invalid connect timeout value: (malformed; the value sent is not repeated)');
   });
 });
 
