@@ -203,6 +203,21 @@ describe('Connect JSON bodies fromJson refuses', () => {
   });
 });
 
+describe('Connect JSON strings holding a lone surrogate (valid JSON, no Unicode text: probe 42 read "must be a JSON string")', () => {
+  it('a field, a map value and a map key are each named as not Unicode text', async () => {
+    const body = (json: string) => postJson('Send', Buffer.from(json));
+    expect(connectError((await body('{"purpose":"log\\ud800in","channel":"CHANNEL_EMAIL","destination":"a@example.com"}')).body).violations)
+      .toEqual(['purpose: is not valid Unicode text (a lone surrogate)']);
+    expect(connectError((await body('{"purpose":"login","channel":"CHANNEL_EMAIL","destination":"a@example.com","metadata":{"k":"v\\udc00"}}')).body).violations)
+      .toEqual(['metadata["k"]: is not valid Unicode text (a lone surrogate)']);
+    expect(connectError((await body('{"purpose":"login","channel":"CHANNEL_EMAIL","destination":"a@example.com","metadata":{"k\\ud800":"v"}}')).body).violations)
+      .toEqual(['metadata: has a key that is not valid Unicode text (a lone surrogate)']);
+    // A pair is text: served (or refused for what it says, not for its encoding).
+    const paired = await body('{"purpose":"login","channel":"CHANNEL_EMAIL","destination":"a@example.com","context":"\\ud83d\\ude00"}');
+    expect(paired.body).not.toContain('lone surrogate');
+  });
+});
+
 describe('binary requests with a string field that is not UTF-8', () => {
   /** A valid SendRequest whose `context` (or metadata value) bytes "ZZZZ" are replaced by invalid UTF-8 of the same length. */
   function sendBytes(where: 'context' | 'metadata'): Buffer {

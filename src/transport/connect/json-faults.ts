@@ -44,9 +44,19 @@ export function jsonDecodeViolations(schema: DescMessage, json: JsonValue, prefi
     }
     if (decodes(schema, key, value)) continue;
     const inner = innerViolations(field, value, path);
-    out.push(...(inner.length > 0 ? inner : [{ field: path, description: expected(field) }]));
+    out.push(...(inner.length > 0 ? inner : [{ field: path, description: notText(value) ?? expected(field) }]));
   }
   return out;
+}
+
+// A lone surrogate ("\ud800" with no pair) is valid JSON but no Unicode text: a string field refuses it, and
+// "must be a JSON string" would blame its type (probe 42). In a `u` regex a pair is one code point, so only
+// a lone half matches.
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/** How a JSON string that is not Unicode text is described; undefined for anything else. */
+function notText(value: JsonValue): string | undefined {
+  return typeof value === "string" && LONE_SURROGATE.test(value) ? "is not valid Unicode text (a lone surrogate)" : undefined;
 }
 
 function decodes(schema: DescMessage, key: string, value: JsonValue): boolean {
@@ -66,8 +76,12 @@ function innerViolations(field: DescField, value: JsonValue, path: string): Fiel
     for (const [key, item] of Object.entries(value)) {
       const at = `${path}[${JSON.stringify(shown(key))}]`;
       if (decodesAlone(field, { [key]: item })) continue;
+      if (LONE_SURROGATE.test(key)) {
+        out.push({ field: path, description: "has a key that is not valid Unicode text (a lone surrogate)" });
+        continue;
+      }
       const inner = field.mapKind === "message" && !isWellKnown(field.message) ? jsonDecodeViolations(field.message, item, `${at}.`) : [];
-      out.push(...(inner.length > 0 ? inner : [{ field: at, description: expectedEntry(field) }]));
+      out.push(...(inner.length > 0 ? inner : [{ field: at, description: notText(item) ?? expectedEntry(field) }]));
     }
     return out;
   }
@@ -77,7 +91,7 @@ function innerViolations(field: DescField, value: JsonValue, path: string): Fiel
       if (decodesAlone(field, [item])) return;
       const at = `${path}[${i}]`;
       const inner = field.listKind === "message" && !isWellKnown(field.message) ? jsonDecodeViolations(field.message, item, `${at}.`) : [];
-      out.push(...(inner.length > 0 ? inner : [{ field: at, description: expectedEntry(field) }]));
+      out.push(...(inner.length > 0 ? inner : [{ field: at, description: notText(item) ?? expectedEntry(field) }]));
     });
     return out;
   }
