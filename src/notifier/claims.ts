@@ -21,12 +21,22 @@ import { Lru } from "./dedupe.js";
 // NOTIFIER_REDIS_WAIT_REPLICAS, a claim and a done mark count only once that
 // many replicas have them: a failover then cannot forget a delivery, and the
 // notifier retries (never sends) while they do not answer.
+//
+// The done mark comes before the status is published (never send twice), so
+// the records still to publish (the status, a dead letter) are kept with it,
+// in one write, until they are out: a notifier that crashes in between (the
+// mark can take seconds to be acknowledged while the claims' Redis fails
+// over) leaves them for whoever reads the event next, which publishes them
+// (probe 46: 14 FAILED statuses were lost so, and their codes never voided).
 
 export type Claim =
   /** Ours: deliver, then finish() (or release() when abandoning). */
   | { kind: "claimed"; token: string }
-  /** Some notifier finished this event already: skip it. */
-  | { kind: "done" }
+  /**
+   * Some notifier finished this event already: skip it. `unpublished`: the records it kept to publish
+   * (finish()) and did not say it published (published()): publish them, then say so.
+   */
+  | { kind: "done"; unpublished?: string }
   /** Another notifier holds a live claim: wait and ask again. */
   | { kind: "busy"; retryInMs: number };
 
@@ -38,8 +48,13 @@ export interface DeliveryClaims {
   claim(eventId: string, token?: string): Promise<Claim>;
   /** Keeps a claim alive while a delivery (with its retries) runs; false when it was lost. */
   renew(eventId: string, token: string): Promise<boolean>;
-  /** The event is finished (delivered, or given up on and reported): every notifier skips it from now on. */
-  finish(eventId: string, token: string): Promise<void>;
+  /**
+   * The event is finished (delivered, or given up on): every notifier skips it from now on. `unpublished`
+   * (the records still to publish, serialized) is kept with the mark until published() is called.
+   */
+  finish(eventId: string, token: string, unpublished?: string): Promise<void>;
+  /** The records kept by finish() are out: forget them. */
+  published(eventId: string): Promise<void>;
   /** Gives a claim back unfinished (shutdown), so the next owner can deliver at once. */
   release(eventId: string, token: string): Promise<void>;
   close(): Promise<void>;
@@ -75,10 +90,13 @@ export class MemoryClaims implements DeliveryClaims {
     return this.held.get(eventId) === token;
   }
 
+  // In one process, the records a crash leaves unpublished die with it (and so does this map).
   async finish(eventId: string, token: string): Promise<void> {
     if (this.held.get(eventId) === token) this.held.delete(eventId);
     this.done.set(eventId, true);
   }
+
+  async published(): Promise<void> {}
 
   async release(eventId: string, token: string): Promise<void> {
     if (this.held.get(eventId) === token) this.held.delete(eventId);
@@ -87,8 +105,8 @@ export class MemoryClaims implements DeliveryClaims {
   async close(): Promise<void> {}
 }
 
-function script(name: string, source: string): StoreScript {
-  return { name, source, numberOfKeys: 1, sha1: createHash("sha1").update(source).digest("hex") };
+function script(name: string, source: string, numberOfKeys = 1): StoreScript {
+  return { name, source, numberOfKeys, sha1: createHash("sha1").update(source).digest("hex") };
 }
 
 // Each is a script, not a bare command, so that with waitReplicas its write is
@@ -97,19 +115,25 @@ function script(name: string, source: string): StoreScript {
 // Returns {1} when the claim is the caller's, else {0, what the key holds, its PTTL}.
 // The key already holding this token is the caller's own earlier try, whose answer
 // was lost (a timeout, a WAIT not acknowledged): it is theirs, not someone else's.
+// KEYS[2] the records its finisher kept unpublished; with a done mark, returned fourth ('' when none).
 const CLAIM = script("notifier-claim", `
 local held = redis.call('GET', KEYS[1])
 if held == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return {1} end
 if not held then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return {1} end
-return {0, held, redis.call('PTTL', KEYS[1])}`);
+if held == '${DONE}' then return {0, held, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[2]) or ''} end
+return {0, held, redis.call('PTTL', KEYS[1])}`, 2);
 // KEYS[1]; ARGV[1] token; ARGV[2] ms. 1 when the key still held the token (and was extended), else 0.
 const RENEW = script("notifier-claim-renew", `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`);
-// KEYS[1]; ARGV[1] how long the done mark is kept, in ms. Whoever holds the key now:
-// the delivery happened, so no one may send it again.
+// KEYS[1], KEYS[2]; ARGV[1] how long the done mark is kept, in ms; ARGV[2] the records still to publish
+// ('' for none). Whoever holds the key now: the delivery happened, so no one may send it again.
 const FINISH = script("notifier-claim-finish", `
-return redis.call('SET', KEYS[1], '${DONE}', 'PX', ARGV[1])`);
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1]) end
+return redis.call('SET', KEYS[1], '${DONE}', 'PX', ARGV[1])`, 2);
+// KEYS[1] the kept records. (Lost in a failover, they are only published once more.)
+const PUBLISHED = script("notifier-claim-published", `
+return redis.call('DEL', KEYS[1])`);
 // KEYS[1]; ARGV[1] token. Deletes the claim only if it is still ours.
 const RELEASE = script("notifier-claim-release", `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -132,12 +156,17 @@ export class RedisClaims implements DeliveryClaims {
     return `${this.prefix}:delivery:{${eventId}}`;
   }
 
+  /** In the claim's hash slot, so one script writes both. */
+  private unpublishedKey(eventId: string): string {
+    return `${this.key(eventId)}:unpublished`;
+  }
+
   async claim(eventId: string, token: string = randomUUID()): Promise<Claim> {
     const key = this.key(eventId);
-    const reply = await this.redis.run(CLAIM, [key], [token, String(this.times.leaseMs)]);
-    const [won, value, ttl] = Array.isArray(reply) ? reply : [];
+    const reply = await this.redis.run(CLAIM, [key, this.unpublishedKey(eventId)], [token, String(this.times.leaseMs)]);
+    const [won, value, ttl, unpublished] = Array.isArray(reply) ? reply : [];
     if (won === 1) return { kind: "claimed", token };
-    if (value === DONE) return { kind: "done" };
+    if (value === DONE) return typeof unpublished === "string" && unpublished !== "" ? { kind: "done", unpublished } : { kind: "done" };
     // Another notifier's live claim: ask again when its lease may have run out (between 50 ms and 1 s).
     const left = typeof ttl === "number" && ttl > 0 ? ttl : 0;
     return { kind: "busy", retryInMs: Math.min(Math.max(left, 50), 1_000) };
@@ -148,8 +177,12 @@ export class RedisClaims implements DeliveryClaims {
     return (await this.redis.run(RENEW, [key], [token, String(this.times.leaseMs)])) === 1;
   }
 
-  async finish(eventId: string, _token: string): Promise<void> {
-    await this.redis.run(FINISH, [this.key(eventId)], [String(this.times.doneTtlMs)]);
+  async finish(eventId: string, _token: string, unpublished = ""): Promise<void> {
+    await this.redis.run(FINISH, [this.key(eventId), this.unpublishedKey(eventId)], [String(this.times.doneTtlMs), unpublished]);
+  }
+
+  async published(eventId: string): Promise<void> {
+    await this.redis.run(PUBLISHED, [this.unpublishedKey(eventId)], []);
   }
 
   async release(eventId: string, token: string): Promise<void> {

@@ -12,9 +12,9 @@ import type { Delivery } from "./delivery.js";
 
 export type DeliveryOutcomeLabel = "delivered" | "failed" | "canceled" | "expired";
 
-export type ClaimOperation = "claim" | "finish" | "renew" | "release";
+export type ClaimOperation = "claim" | "finish" | "renew" | "release" | "published";
 
-const CLAIM_OPERATIONS: readonly ClaimOperation[] = ["claim", "finish", "renew", "release"];
+const CLAIM_OPERATIONS: readonly ClaimOperation[] = ["claim", "finish", "renew", "release", "published"];
 const OUTCOMES: readonly DeliveryOutcomeLabel[] = ["delivered", "failed", "canceled", "expired"];
 const CHANNELS = ["sms", "email", "voice", "whatsapp"] as const;
 
@@ -76,7 +76,7 @@ export class NotifierMetrics implements AttemptObserver {
     });
     this.claimErrors = new Counter({
       name: "otp_notifier_claim_errors_total",
-      help: "Delivery-claim operations in Redis that failed, by operation (claim, finish, renew, release): Redis unreachable, or replicas that did not acknowledge (NOTIFIER_REDIS_WAIT_REPLICAS). Deliveries wait while claim and finish fail",
+      help: "Delivery-claim operations in Redis that failed, by operation (claim, finish, renew, release, published: forgetting the records kept until published): Redis unreachable, or replicas that did not acknowledge (NOTIFIER_REDIS_WAIT_REPLICAS). Deliveries wait while claim and finish fail",
       labelNames: ["operation"],
       registers,
     });

@@ -28,7 +28,7 @@ import { decodeDelivery, KeyPendingError, openDelivery, PoisonError, type Delive
 import { Deliverer, type Attempted } from "./deliverer.js";
 import { KeyedLanes, Slots } from "./lanes.js";
 import { PartitionTracker } from "./offsets.js";
-import { deadLetterRecord, statusRecord, type Original } from "./records.js";
+import { deadLetterRecord, recordsFromText, recordsText, statusRecord, type Original } from "./records.js";
 import type { ClaimOperation, NotifierMetrics } from "./metrics.js";
 import { sleep } from "./retry.js";
 import { consumeSpan, type ConsumeSpan } from "../telemetry/spans.js";
@@ -318,8 +318,16 @@ export class Notifier {
         return "finished";
       }
       const claim = await this.claim(event.eventId, signal);
-      if (!claim) {
-        this.options.logger.info({ event_id: event.eventId, offset: o.offset }, "delivery event already handled by a notifier; skipped");
+      if ("unpublished" in claim) {
+        // Finished by a notifier that may have stopped before its records went out (claims.ts): send them now.
+        const kept = claim.unpublished === undefined ? [] : recordsFromText(claim.unpublished);
+        if (kept.length > 0) {
+          await this.publish(kept);
+          this.forgetKept(event.eventId);
+          this.options.logger.info({ event_id: event.eventId, offset: o.offset, records: kept.length }, "delivery event already handled; its unpublished status sent now");
+        } else {
+          this.options.logger.info({ event_id: event.eventId, offset: o.offset }, "delivery event already handled by a notifier; skipped");
+        }
         return "finished";
       }
       const renewal = this.keepClaim(event.eventId, claim.token);
@@ -340,12 +348,15 @@ export class Notifier {
         span?.setAttribute("otp.delivery.outcome", "dead_lettered");
         records = this.poison(o, err);
       }
-      // Finished before it is reported: a crash after this point loses a status, never sends twice.
-      await this.untilDone(() => this.claims.finish(event.eventId, claim.token), "finish", "cannot mark the delivery finished in Redis; retrying");
+      // Finished before it is reported, never sent twice; the records are kept with the mark until they are
+      // out, so a crash after this point leaves them for the next reader of the event (claims.ts).
+      const kept = recordsText(records);
+      await this.untilDone(() => this.claims.finish(event.eventId, claim.token, kept), "finish", "cannot mark the delivery finished in Redis; retrying");
       const handled: Handled = { unpublished: records };
       this.dedupe.set(event.eventId, handled);
       await this.publish(records);
       handled.unpublished = undefined;
+      this.forgetKept(event.eventId);
       return "finished";
     } catch (err) {
       if (signal.aborted) return "abandoned";
@@ -501,15 +512,21 @@ export class Notifier {
    * notifier already finished it. Redis being away delays delivery rather than
    * risking a second one.
    */
-  private async claim(eventId: string, signal: AbortSignal): Promise<{ token: string } | null> {
+  /** Ours to deliver ({token}), or finished already ({unpublished}: what its finisher kept, if anything). */
+  private async claim(eventId: string, signal: AbortSignal): Promise<{ token: string } | { unpublished: string | undefined }> {
     // One token for every try: a try whose answer was lost may still have claimed it for us.
     const token = randomUUID();
     for (;;) {
       const claim = await this.untilDone(() => this.claims.claim(eventId, token), "claim", "cannot claim a delivery in Redis; retrying");
       if (claim.kind === "claimed") return { token: claim.token };
-      if (claim.kind === "done") return null;
+      if (claim.kind === "done") return { unpublished: claim.unpublished };
       await sleep(claim.retryInMs, signal);
     }
+  }
+
+  /** The kept records are out: dropped from the claims' Redis, in the background (failing, they are only published once more). */
+  private forgetKept(eventId: string): void {
+    this.claims.published(eventId).catch(() => this.options.metrics?.claimFailed("published"));
   }
 
   /** Renews the claim while a delivery and its retries run. */

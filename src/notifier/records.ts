@@ -89,3 +89,22 @@ export function deadLetterRecord(topic: string, original: Original, reason: stri
     },
   };
 }
+
+/**
+ * Records kept in the claims' Redis until published (claims.ts finish()): one JSON text. Their values are
+ * what the topics get (a dead letter holds the original record: sealed), never a plaintext code.
+ */
+export function recordsText(records: readonly OutgoingRecord[]): string {
+  return JSON.stringify(records.map((r) => ({ t: r.topic, k: r.key, v: Buffer.from(r.value).toString("base64"), h: r.headers })));
+}
+
+/** The records of recordsText; [] for text that is not (a value this version did not write). */
+export function recordsFromText(text: string): OutgoingRecord[] {
+  try {
+    const parsed = JSON.parse(text) as { t: string; k: string; v: string; h: Record<string, string> }[];
+    if (!Array.isArray(parsed)) return [];
+    return parsed.map((r) => ({ topic: String(r.t), key: String(r.k), value: Buffer.from(String(r.v), "base64"), headers: { ...r.h } }));
+  } catch {
+    return [];
+  }
+}

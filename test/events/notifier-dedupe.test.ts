@@ -13,6 +13,9 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { buildAdapters } from '../../src/notifier/adapters/index.js';
 import { RedisClaims } from '../../src/notifier/claims.js';
+import { recordsText, statusRecord } from '../../src/notifier/records.js';
+import { StatusMac } from '../../src/events/status-mac.js';
+import { DeliveryOutcome } from '../../src/gen/otp/events/v1/events_pb.js';
 import { loadNotifierConfig } from '../../src/notifier/config.js';
 import { notifierLogger } from '../../src/notifier/logger.js';
 import { NotifierMetrics } from '../../src/notifier/metrics.js';
@@ -24,7 +27,7 @@ import { redisProcess } from '../support/redis-process.js';
 
 const env = kafkaAndRedisForFile();
 const keyring = testKeyring();
-const topics = { twins: caseTopics('claims-twins'), restart: caseTopics('claims-restart'), crash: caseTopics('claims-crash'), outage: caseTopics('claims-outage') };
+const topics = { twins: caseTopics('claims-twins'), restart: caseTopics('claims-restart'), crash: caseTopics('claims-crash'), outage: caseTopics('claims-outage'), unpublished: caseTopics('claims-unpublished') };
 const testCode = (): string => String(randomInt(100_000, 1_000_000));
 const phone = (): string => `+1555${randomInt(1_000_000, 10_000_000)}`;
 const LEASE_MS = 1_500;
@@ -194,5 +197,36 @@ describe('delivery claims in Redis', () => {
     const late = await RedisClaims.connect(oneNode(env.redisUrl), { leaseMs: LEASE_MS, doneTtlMs: 60_000 }, prefix);
     expect((await late.claim(d.eventId)).kind).toBe('done');
     await late.close();
+  }, 120_000);
+
+  test('a notifier that finished a delivery and stopped before publishing its status: the next reader publishes it, and sends nothing (probe 46)', async () => {
+    const prefix = `unpublished-${randomBytes(3).toString('hex')}`;
+    const d = deliveryEvent({ sealer: keyring.sealer, topic: topics.unpublished.delivery, destination: phone(), code: testCode() });
+    // What the stopped notifier did: claimed, delivered (a FAILED outcome), marked done with its records kept, then stopped.
+    const status = statusRecord(topics.unpublished.status, {
+      deliveryEventId: d.eventId, verificationId: d.verificationId, tenant: 'acme', traceId: '', resendCount: 0,
+      outcome: DeliveryOutcome.FAILED, reason: 'webhook 503', adapter: 'webhook', nowMs: Date.now(),
+    }, new StatusMac(keyring.keys));
+    const stopped = await RedisClaims.connect(oneNode(env.redisUrl), { leaseMs: LEASE_MS, doneTtlMs: 60_000 }, prefix);
+    expect((await stopped.claim(d.eventId)).kind).toBe('claimed');
+    await stopped.finish(d.eventId, '', recordsText([status]));
+    await stopped.close();
+
+    const next = await startNotifier(topics.unpublished, prefix);
+    await producer.send(d.record);
+    const published = await reader.status(topics.unpublished.status, d.eventId, 30_000);
+    expect([published.outcome, published.reason]).toEqual([DeliveryOutcome.FAILED, 'webhook 503']);
+    expect(deliveredCount(next, d.eventId)).toBe(0);
+    // Out now: the next reader of the event finds nothing kept.
+    const later = await RedisClaims.connect(oneNode(env.redisUrl), { leaseMs: LEASE_MS, doneTtlMs: 60_000 }, prefix);
+    const deadline = Date.now() + 10_000;
+    let claim = await later.claim(d.eventId);
+    while ('unpublished' in claim && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      claim = await later.claim(d.eventId);
+    }
+    expect(claim).toEqual({ kind: 'done' });
+    await later.close();
+    expect(reader.statuses(topics.unpublished.status, d.eventId)).toHaveLength(1);
   }, 120_000);
 });
