@@ -4,6 +4,7 @@
 // work, never an empty body.
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect as connectH2 } from 'node:http2';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../support/cli.js';
@@ -61,16 +62,25 @@ describe('refusals a curl user can read', () => {
   });
 
   it('the gRPC port serves gRPC with protobuf only: +json, other codecs and gRPC-Web are 415 before anything is read (probe 42: "not a valid" message)', async () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'otp-curl-')), 'body');
-    writeFileSync(file, Buffer.from([0, 0, 0, 0, 2, 0x7b, 0x7d]));
-    const grpcPort = `http://127.0.0.1:${app.grpcPort}/otp.v1.OtpService/CheckRateLimit`;
+    // node:http2 rather than curl: the 415 ends the stream before the body is read, and curl then may
+    // exit 92 (stream not closed cleanly) though it got the answer.
+    const statusOf = (type: string) =>
+      new Promise<number>((resolve, reject) => {
+        const session = connectH2(`http://127.0.0.1:${app.grpcPort}`);
+        session.on('error', reject);
+        const stream = session.request({ ':method': 'POST', ':path': '/otp.v1.OtpService/CheckRateLimit', 'content-type': type, te: 'trailers' });
+        stream.on('error', () => undefined);
+        stream.on('response', (h) => {
+          resolve(Number(h[':status']));
+          session.destroy();
+        });
+        stream.end(Buffer.from([0, 0, 0, 0, 2, 0x7b, 0x7d]));
+      });
     for (const type of ['application/grpc+json', 'application/GRPC+JSON', 'application/grpc+thrift', 'application/grpc-web+proto']) {
-      const res = await curl('--http2-prior-knowledge', '-X', 'POST', '-H', `content-type: ${type}`, '-H', 'te: trailers', '--data-binary', `@${file}`, grpcPort);
-      expect([type, res.status]).toEqual([type, 415]);
+      expect([type, await statusOf(type)]).toEqual([type, 415]);
     }
-    for (const type of ['application/grpc', 'application/grpc+proto', 'application/grpc; charset=utf-8']) {
-      const res = await curl('--http2-prior-knowledge', '-X', 'POST', '-H', `content-type: ${type}`, '-H', 'te: trailers', '--data-binary', `@${file}`, grpcPort);
-      expect([type, res.status]).toEqual([type, 200]);
+    for (const type of ['application/grpc', 'application/grpc+proto', 'application/grpc; charset=utf-8', 'application/grpc ; charset=utf-8']) {
+      expect([type, await statusOf(type)]).toEqual([type, 200]);
     }
   });
 

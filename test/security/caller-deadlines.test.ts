@@ -6,6 +6,7 @@
 // The calls are made slow on purpose: Redis is stopped for a moment under them.
 // A call whose deadline passes is recorded (metrics) as the caller saw it.
 import http2 from 'node:http2';
+import { request as httpRequest } from 'node:http';
 import { create, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -222,5 +223,57 @@ describe('a Send whose deadline has passed before it is served does nothing, on 
     });
     expect(await res.json()).toEqual({ code: 'deadline_exceeded', message: words });
     expect((await sendAgain(destination)).status).toBe('0');
+  });
+});
+
+describe('on the HTTP port a deadline counts from the headers, not from the end of the body (probe 47: a trickled body got a fresh deadline)', () => {
+  const words = "the call's deadline had passed before it was served: nothing was done";
+  const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const sendAgain = (destination: string) =>
+    rawGrpc(app.grpcPort, {}, '/otp.v1.OtpService/Send', Buffer.from(toBinary(SendRequestSchema, create(SendRequestSchema, { purpose: 'login', channel: Channel.EMAIL, destination }))));
+
+  it('Connect over HTTP/1.1: connect-timeout-ms 300, the body finished after 800 ms', async () => {
+    const destination = 'trickle-connect@example.com';
+    const body = Buffer.from(JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination }));
+    const answer = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = httpRequest(`${app.httpBase}/otp.v1.OtpService/Send`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'connect-timeout-ms': '300', 'content-length': String(body.length) },
+      }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }));
+      });
+      req.on('error', reject);
+      req.write(body.subarray(0, 3));
+      void pause(800).then(() => req.end(body.subarray(3)));
+    });
+    expect(JSON.parse(answer.text)).toEqual({ code: 'deadline_exceeded', message: words });
+    expect((await sendAgain(destination)).status, 'the trickled Send was served').toBe('0');
+  });
+
+  it('gRPC over h2c: grpc-timeout 300m, the message finished after 800 ms', async () => {
+    const destination = 'trickle-grpc@example.com';
+    const message = envelope(0, Buffer.from(toBinary(SendRequestSchema, create(SendRequestSchema, { purpose: 'login', channel: Channel.EMAIL, destination }))));
+    const ended = await new Promise<{ status?: string; message: string }>((resolve, reject) => {
+      const session = http2.connect(`http://127.0.0.1:${app.httpPort}`);
+      session.on('error', reject);
+      const stream = session.request({ ':method': 'POST', ':path': '/otp.v1.OtpService/Send', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '300m' });
+      const seen: { status?: string; message: string } = { message: '' };
+      const read = (h: http2.IncomingHttpHeaders) => {
+        if (h['grpc-status'] !== undefined) seen.status = String(h['grpc-status']);
+        if (h['grpc-message'] !== undefined) seen.message = decodeURIComponent(String(h['grpc-message']));
+      };
+      stream.on('response', read);
+      stream.on('trailers', read);
+      stream.resume();
+      stream.on('close', () => {
+        session.close();
+        resolve(seen);
+      });
+      stream.write(message.subarray(0, 3));
+      void pause(800).then(() => stream.end(message.subarray(3)));
+    });
+    expect(ended).toEqual({ status: String(grpc.status.DEADLINE_EXCEEDED), message: words });
+    expect((await sendAgain(destination)).status, 'the trickled Send was served').toBe('0');
   });
 });

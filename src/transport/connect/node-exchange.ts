@@ -2,6 +2,7 @@ import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import type { UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { serveDeadlines } from "../deadline-headers.js";
+import { markArrival } from "./arrival.js";
 import { headerValues } from "../raw-headers.js";
 import type { NodeRequest, NodeResponse } from "./http-handler.js";
 
@@ -51,6 +52,7 @@ export function universalRequest(
   contextValues: ContextValues,
   admitted: (header: Headers) => Promise<boolean>,
 ): Promise<UniversalServerRequest> {
+  markArrival(contextValues);
   const gone = abortOnEarlyClose(req, res);
   const header = webHeaders(req);
   const request = (body: AsyncIterable<Uint8Array>): UniversalServerRequest => ({

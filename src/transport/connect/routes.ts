@@ -1,10 +1,11 @@
-import { ConnectError, type ConnectRouter, type HandlerContext, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, type HandlerContext, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
 import type { Metrics } from "../../metrics.js";
 import { abortedAs, deadlineAlreadyPassed, statusName, toConnectError } from "../status.js";
 import { timeoutMs } from "../deadline-headers.js";
+import { sinceArrival } from "./arrival.js";
 import { activeTraceparent, callSpan, inContext } from "../../telemetry/spans.js";
 import { telemetry } from "../../telemetry/tracing.js";
 import { markObserved } from "./answers-before-handler.js";
@@ -41,9 +42,11 @@ function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
     // Answers given before this runs (the body did not decode) are observed by ./answers-before-handler.ts.
     if (metrics) markObserved(req.contextValues);
     try {
-      const deadline = hasDeadline(req.header);
-      if (deadline && (req.signal.aborted || timeoutBelowOneMs(req.header))) throw deadlineAlreadyPassed();
-      const res = await (deadline ? answeredByDeadline(next(req), req.signal) : next(req));
+      // What is left of the caller's deadline, counted from when its headers arrived (./arrival.ts).
+      const timeout = timeoutOf(req.header);
+      const left = timeout === undefined ? undefined : timeout - sinceArrival(req.contextValues);
+      if (left !== undefined && (req.signal.aborted || left < 1)) throw deadlineAlreadyPassed();
+      const res = await (left !== undefined ? answeredByDeadline(next(req), req.signal, left) : next(req));
       metrics?.observe(req.method.name, "http", abortedAs(req.signal) ?? "OK", startedAt);
       return res;
     } catch (err) {
@@ -53,15 +56,12 @@ function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
   };
 }
 
-function hasDeadline(header: Headers): boolean {
-  return header.has("connect-timeout-ms") || header.has("grpc-timeout");
-}
-
-/** A timeout that has passed by the time the request is read (connect-es's timer has not fired yet: deadlineAlreadyPassed). */
-function timeoutBelowOneMs(header: Headers): boolean {
-  const ms = header.get("connect-timeout-ms");
-  if (ms !== null) return /^0+$/.test(ms);
-  return timeoutMs(header.get("grpc-timeout") ?? "") < 1;
+/** The caller's deadline in ms (connect-es has refused a malformed one before this runs); undefined: none. */
+function timeoutOf(header: Headers): number | undefined {
+  const connect = header.get("connect-timeout-ms");
+  if (connect !== null) return Number(connect);
+  const grpc = header.get("grpc-timeout");
+  return grpc === null ? undefined : timeoutMs(grpc);
 }
 
 /**
@@ -72,22 +72,23 @@ function timeoutBelowOneMs(header: Headers): boolean {
  * its end either way, which is why a deadline's outcome is unknown to the
  * caller and its retry must be safe (idempotency keys).
  */
-function answeredByDeadline<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
-    // The work goes on without a caller: its failure must not become an unhandled rejection.
-    work.catch(() => undefined);
-    return Promise.reject(ConnectError.from(signal.reason));
-  }
+function answeredByDeadline<T>(work: Promise<T>, signal: AbortSignal, leftMs: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
+    // connect-es's own timer started late (./arrival.ts): ours counts from the headers' arrival.
+    const timer = setTimeout(() => reject(new ConnectError("the call's deadline passed", Code.DeadlineExceeded)), leftMs);
     const onAbort = () => reject(ConnectError.from(signal.reason));
     signal.addEventListener("abort", onAbort, { once: true });
+    const settled = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+    };
     work.then(
       (value) => {
-        signal.removeEventListener("abort", onAbort);
+        settled();
         resolve(value);
       },
       (err: unknown) => {
-        signal.removeEventListener("abort", onAbort);
+        settled();
         reject(err);
       },
     );

@@ -8,7 +8,7 @@ import type { IncomingHttpHeaders } from "node:http2";
 // content type is made one grpc-js itself refuses with 415 before anything
 // is read. The gRPC port speaks gRPC with the protobuf codec only.
 
-const SERVED = /^application\/grpc(?:\+proto)?(?:;|$)/i;
+const SERVED = /^application\/grpc(?:\+proto)?\s*(?:;|$)/i;
 const UNSERVED = "application/x-unsupported-grpc-codec";
 
 /** Rewrites, in place, a content type the gRPC port does not serve so that grpc-js answers 415. */
