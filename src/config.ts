@@ -3,7 +3,8 @@ import { availableParallelism } from "node:os";
 import { isSupportedCountry, type CountryCode } from "libphonenumber-js/max";
 import phoneMetadata from "libphonenumber-js/metadata.max.json";
 import { ConfigError, int, kafkaBrokers, oneOf, optional, type Env } from "./env.js";
-import { ClientsFileError, readClientsFile, type Client } from "./auth/clients.js";
+import { ClientsFileError, readClientsFile, TENANT, type Client } from "./auth/clients.js";
+import { shown } from "./shown-text.js";
 import { parseProxies } from "./auth/client-ip.js";
 import { ORIGIN_EXAMPLE, parseOrigin } from "./auth/origin.js";
 import { parseBudget, type Budget } from "./otp/budget.js";
@@ -161,7 +162,8 @@ export const DEV_SEAL_KEYS = "dev-seal:ZGV2ZWxvcG1lbnQtb25seS1zZWFsLWtleS0zMmJ5d
 export type ConfigFor = "service" | "relay";
 
 export function loadConfig(env: Env = process.env, component: ConfigFor = "service"): Config {
-  const production = env.NODE_ENV === "production";
+  // Read as every setting is (surrounding spaces dropped): "production " is production (probe 47: it was development).
+  const production = optional(env, "NODE_ENV") === "production";
   const relay = component === "relay";
   const missing: string[] = [];
   const developmentSecrets: string[] = [];
@@ -573,6 +575,8 @@ function readPolicyFile(
   if (doc.tenants !== undefined) {
     if (!isObject(doc.tenants)) throw new ConfigError(`OTP_POLICY_FILE tenants must be an object`);
     for (const [tenant, rules] of Object.entries(doc.tenants)) {
+      // As the clients file names tenants: another spelling would match no caller, and its rules would never apply.
+      if (!TENANT.test(tenant)) throw new ConfigError(`OTP_POLICY_FILE tenant "${shown(tenant)}" is not a tenant name (as in OTP_CLIENTS_FILE: ${TENANT.source})`);
       if (!isObject(rules)) throw new ConfigError(`OTP_POLICY_FILE tenants.${tenant} must be an object`);
       for (const [field, value] of Object.entries(rules)) {
         const name = `OTP_POLICY_FILE tenants.${tenant}.${field}`;

@@ -43,7 +43,7 @@ const FIELDS = new Set([
 ]);
 const CLIENT_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 // Tenants become part of Redis keys and hash tags: no ':', '{' or '}'.
-const TENANT = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+export const TENANT = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 const PURPOSE = /^[a-z][a-z0-9_.-]{0,63}$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const SPIFFE_ID = /^spiffe:\/\/[a-z0-9._-]+(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$/;

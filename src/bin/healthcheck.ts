@@ -36,9 +36,12 @@ const env = process.env;
 const path = process.argv[2] ?? "/readyz";
 const healthPort = env.OTP_HEALTH_PORT?.trim();
 const onHealthPort = Boolean(healthPort) && healthPort !== "off";
-const port = Number(onHealthPort ? healthPort : env.HTTP_PORT || 8080);
-const wildcard = !env.HOST || env.HOST === "0.0.0.0" || env.HOST === "::";
-const host = wildcard ? "127.0.0.1" : env.HOST!;
+// Read as the service reads them: surrounding spaces dropped, empty is unset (probe 47: HOST=" " failed the check).
+const httpPort = env.HTTP_PORT?.trim();
+const hostSetting = env.HOST?.trim();
+const port = Number(onHealthPort ? healthPort : httpPort || 8080);
+const wildcard = !hostSetting || hostSetting === "0.0.0.0" || hostSetting === "::";
+const host = wildcard ? "127.0.0.1" : hostSetting;
 const certFile = onHealthPort ? undefined : env.TLS_CERT_FILE?.trim();
 
 let request: http.ClientRequest;

@@ -74,7 +74,7 @@ const ADAPTERS = ["console", "smtp", "webhook"] as const;
 const MAIL_FROM = /^(?:[^<>\r\n]*<[^\s<>@]+@[^\s<>@.]+(?:\.[^\s<>@.]+)*>|[^\s<>@]+@[^\s<>@.]+(?:\.[^\s<>@.]+)*)$/;
 
 export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
-  const production = env.NODE_ENV === "production";
+  const production = optional(env, "NODE_ENV") === "production";
   const missing: string[] = [];
   const required = (name: string, dev: string | undefined): string | undefined => {
     const value = optional(env, name);
@@ -159,17 +159,27 @@ export function providerAccessWarnings(config: Pick<NotifierConfig, "production"
     warnings.push("NOTIFIER_WEBHOOK_URL is plain http: every code (and NOTIFIER_WEBHOOK_TOKEN) crosses the network in clear; use https unless the network to the gateway is already encrypted");
   }
   if (config.smtp && plaintextSmtp(config.smtp.url)) {
-    warnings.push("NOTIFIER_SMTP_URL turns STARTTLS off (requireTLS=false or ignoreTLS=true): codes may cross the network in clear; remove it unless the network to the mail server is already encrypted");
+    warnings.push("NOTIFIER_SMTP_URL turns STARTTLS off (its requireTLS query parameter): codes may cross the network in clear; remove it unless the network to the mail server is already encrypted");
   }
   return warnings;
 }
 
-/** smtp:// whose query lets nodemailer send without TLS (its URL options win over ours). */
+/**
+ * smtp:// whose query turns off the requireTLS we set (nodemailer's URL options win over ours). nodemailer
+ * reads a query value "true"/"false" as a boolean and a numeric one as a number, so "", "0" and "false" are
+ * all off (probe 47: "=0" and "=" went unwarned). ignoreTLS does not matter: requireTLS wins over it.
+ */
 function plaintextSmtp(value: string): boolean {
   const u = new URL(value);
   if (u.protocol !== "smtp:") return false;
-  const flag = (name: string) => [...u.searchParams].find(([k]) => k === name)?.[1];
-  return flag("requireTLS") === "false" || flag("ignoreTLS") === "true";
+  const requireTls = [...u.searchParams].find(([k]) => k === "requireTLS")?.[1];
+  return requireTls !== undefined && !asNodemailerReadsIt(requireTls);
+}
+
+function asNodemailerReadsIt(text: string): boolean {
+  if (text === "true" || text === "false") return text === "true";
+  const number = Number(text);
+  return Number.isNaN(number) ? text !== "" : number !== 0;
 }
 
 /** The purposes of the README and the proto's examples, unless the operator names others. */

@@ -54,6 +54,9 @@ describe('container health check', () => {
     expect(nobody.status).toBe(1);
     expect(nobody.stderr.trim().split('\n')).toHaveLength(1);
     expect(nobody.stderr).toMatch(/^healthcheck: .*ECONNREFUSED/);
+    // HOST and HTTP_PORT read as the service reads them: spaces around them dropped, spaces alone unset (probe 47).
+    expect(healthcheck({ ...s.env, HOST: '  ', HTTP_PORT: ` ${s.env.HTTP_PORT} ` }).status).toBe(0);
+    expect(healthcheck({ ...s.env, HOST: ' 127.0.0.1 ' }).status).toBe(0);
   });
 
   it('TLS on: passes over https, the server identified by TLS_CERT_FILE', async () => {

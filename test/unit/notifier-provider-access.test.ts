@@ -27,8 +27,13 @@ describe('provider access', () => {
     expect(smtp('smtps://mail.internal:465').smtp!.requireTls).toBe(false);
     expect(smtp('smtp://127.0.0.1:2525', { NOTIFIER_SMTP_FROM: 'otp@example.test' }).smtp!.requireTls).toBe(false);
     expect(providerAccessWarnings(smtp('smtp://mail.internal:587'))).toEqual([]);
-    for (const url of ['smtp://mail.internal:587?requireTLS=false', 'smtp://mail.internal:25?ignoreTLS=true']) {
+    // As nodemailer reads the query: "false", "0" and "" are all off (probe 47: only "false" was warned about).
+    for (const url of ['smtp://mail.internal:587?requireTLS=false', 'smtp://mail.internal:587?requireTLS=0', 'smtp://mail.internal:587?requireTLS=', 'smtp://m:25?ignoreTLS=true&requireTLS=false']) {
       expect(providerAccessWarnings(smtp(url)), url).toEqual([expect.stringMatching(/^NOTIFIER_SMTP_URL turns STARTTLS off/)]);
+    }
+    // requireTLS wins over ignoreTLS in nodemailer: still STARTTLS, nothing to warn about.
+    for (const url of ['smtp://mail.internal:587?requireTLS=true', 'smtp://mail.internal:587?requireTLS=1', 'smtp://mail.internal:25?ignoreTLS=true']) {
+      expect(providerAccessWarnings(smtp(url)), url).toEqual([]);
     }
   });
 
@@ -46,6 +51,16 @@ describe('provider access', () => {
       await expect(sent).rejects.toMatchObject({ name: 'DeliveryError', reason: 'smtp ETLS', permanent: false });
       expect(sink.mails).toEqual([]);
       await adapter.close();
+    });
+
+    it('the URL\'s requireTLS=0 or requireTLS= turns it off as requireTLS=false does (and start-up warns of each)', async () => {
+      for (const query of ['?requireTLS=0', '?requireTLS=']) {
+        const adapter = new SmtpAdapter({ url: `${sink.url}${query}`, from: 'otp@example.test', timeoutMs: 5000, requireTls: true });
+        await adapter.send(message as never, new AbortController().signal);
+        await adapter.close();
+      }
+      expect(sink.mails).toHaveLength(2);
+      sink.mails.length = 0;
     });
 
     it('without (outside production), the message is delivered', async () => {

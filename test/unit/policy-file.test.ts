@@ -44,4 +44,10 @@ describe('OTP_POLICY_FILE', () => {
     expect(load({ purposes: [] })).toThrow('OTP_POLICY_FILE purposes must be an object');
     expect(load({ tenants: { acme: { smsCountries: 'US' } } })).toThrow('OTP_POLICY_FILE tenants.acme.smsCountries must be a list of regions');
   });
+
+  it('a tenant is named as the clients file names tenants: another spelling would match no caller (probe 47)', () => {
+    for (const tenant of ['Acme', 'ACME !!', '']) {
+      expect(load({ tenants: { [tenant]: { smsCountries: ['US'] } } }), tenant).toThrow(/^OTP_POLICY_FILE tenant ".*" is not a tenant name/);
+    }
+  });
 });

@@ -66,6 +66,12 @@ describe('settings that nothing reads', () => {
     expect(loadConfig({ OTP_RECEIPT_ISSUER: 'https://otp.example' }).receiptIssuer).toBe('https://otp.example');
   });
 
+  it('NODE_ENV is read as every setting is: "production " is production (probe 47: it started in development mode)', () => {
+    expect(() => loadConfig({ NODE_ENV: 'production ' })).toThrow(/NODE_ENV=production requires/);
+    expect(() => loadConfig({ NODE_ENV: ' production' })).toThrow(/NODE_ENV=production requires/);
+    expect(loadConfig({ NODE_ENV: 'development' }).production).toBe(false);
+  });
+
   it('describeUnknownSettings joins them', () => {
     expect(describeUnknownSettings([{ name: 'A_B', didYouMean: 'A_BC' }, { name: 'X' }])).toBe('A_B (did you mean A_BC?), X');
   });
