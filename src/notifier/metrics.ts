@@ -10,12 +10,13 @@ import type { Delivery } from "./delivery.js";
 // dead letters, and how long a code took from Send to delivered. Labels are
 // bounded: channel, adapter name, outcome. Never a destination or a code.
 
-export type DeliveryOutcomeLabel = "delivered" | "failed" | "canceled" | "expired";
+/** `unknown`: given up after an attempt that may have been sent (reported UNKNOWN: the code stays live). */
+export type DeliveryOutcomeLabel = "delivered" | "failed" | "unknown" | "canceled" | "expired";
 
 export type ClaimOperation = "claim" | "finish" | "renew" | "release" | "published";
 
 const CLAIM_OPERATIONS: readonly ClaimOperation[] = ["claim", "finish", "renew", "release", "published"];
-const OUTCOMES: readonly DeliveryOutcomeLabel[] = ["delivered", "failed", "canceled", "expired"];
+const OUTCOMES: readonly DeliveryOutcomeLabel[] = ["delivered", "failed", "unknown", "canceled", "expired"];
 const CHANNELS = ["sms", "email", "voice", "whatsapp"] as const;
 
 // From 50 ms (a console or webhook delivery right after Send) to minutes (retries).
@@ -46,7 +47,7 @@ export class NotifierMetrics implements AttemptObserver {
     }).set({ component: "notifier" }, 1);
     this.deliveries = new Counter({
       name: "otp_notifier_deliveries_total",
-      help: "Deliveries finished, by channel and outcome (delivered, failed, canceled, expired)",
+      help: "Deliveries finished, by channel and outcome (delivered, failed, unknown: given up after an attempt that may have been sent, canceled, expired)",
       labelNames: ["channel", "outcome"],
       registers,
     });
@@ -137,7 +138,7 @@ export class NotifierMetrics implements AttemptObserver {
       this.deliveries.inc({ channel, outcome: "canceled" });
       return;
     }
-    this.deliveries.inc({ channel, outcome: result.attempts === 0 && !result.deadLetter ? "expired" : "failed" });
+    this.deliveries.inc({ channel, outcome: result.attempts === 0 && !result.deadLetter ? "expired" : result.mayHaveArrived ? "unknown" : "failed" });
     if (result.deadLetter) this.deadLetters.inc();
   }
 

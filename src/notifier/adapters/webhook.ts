@@ -6,10 +6,11 @@ import { DeliveryError, type ChannelAdapter, type OutgoingMessage } from "./type
 // network error or no answer within the timeout is a failure. The event id
 // goes in Idempotency-Key so a gateway can drop our at-least-once repeats.
 // Some failures leave the outcome unknown, the request may have been acted
-// on: no answer in time, a connection lost after the request went out, a 504
-// from a proxy in front of the gateway, and a 409 (the IETF Idempotency-Key
-// draft's answer to a repeat while the first request with that key is still
-// in progress, which is also retried). Probe 41: a gateway that took 7 s
+// on: no answer in time, a connection lost after the request went out, a 500,
+// 502 or 504 (the gateway, or a proxy in front of it, failed somewhere after
+// taking the request), and a 409 (the IETF Idempotency-Key draft's answer to
+// a repeat while the first request with that key is still in progress, which
+// is also retried). A definite refusal is a 4xx, or a 503 (not taken now). Probe 41: a gateway that took 7 s
 // delivered while attempt 1 timed out and attempt 2 got 409, and the code the
 // person received was voided.
 
@@ -22,7 +23,7 @@ export interface WebhookSettings {
 
 // 4xx means "this request is wrong" and will be refused again, except these.
 const RETRYABLE_4XX = new Set([408, 409, 425, 429]);
-const OUTCOME_UNKNOWN_STATUS = new Set([409, 504]);
+const OUTCOME_UNKNOWN_STATUS = new Set([409, 500, 502, 504]);
 // Failures of a connection the request may already have crossed (undici's and node's codes); a refused or
 // unresolvable connection is not among them: nothing was sent.
 const LOST_AFTER_SENDING = new Set(["ECONNRESET", "EPIPE", "UND_ERR_SOCKET", "UND_ERR_CLOSED"]);
@@ -44,14 +45,18 @@ export class WebhookAdapter implements ChannelAdapter {
         signal: AbortSignal.any([signal, AbortSignal.timeout(this.settings.timeoutMs)]),
         redirect: "error",
       });
-      // Read the body so the connection can be reused; its content is not ours to log.
-      await response.arrayBuffer();
     } catch (err) {
       if (signal.aborted) throw signal.reason;
       if ((err as Error).name === "TimeoutError") throw new DeliveryError("webhook timeout", false, true);
-      const code = ((err as { cause?: { code?: unknown } }).cause?.code as string | undefined) ?? "network error";
+      const cause = (err as { cause?: { code?: unknown; message?: unknown } }).cause;
+      // A redirect is the gateway's URL moved, not the network (redirects are refused: the token must not follow).
+      if (typeof cause?.message === "string" && cause.message.includes("redirect")) throw new DeliveryError("webhook redirect", true);
+      const code = (cause?.code as string | undefined) ?? "network error";
       throw new DeliveryError(`webhook ${code}`, false, LOST_AFTER_SENDING.has(code));
     }
+    // The status decides; the body is read (so the connection can be reused) but not trusted to arrive: a 2xx
+    // whose body was cut off is a delivery (probe 47 saw it reported UNKNOWN). Its content is not ours to log.
+    await response.arrayBuffer().catch(() => undefined);
     if (response.status >= 200 && response.status < 300) return;
     const permanent = response.status >= 400 && response.status < 500 && !RETRYABLE_4XX.has(response.status);
     throw new DeliveryError(`webhook ${response.status}`, permanent, OUTCOME_UNKNOWN_STATUS.has(response.status));
