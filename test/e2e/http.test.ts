@@ -292,6 +292,22 @@ describe('a compressed body cut short is invalid_argument on both ports, in ever
     }
   });
 
+  it('a body that is not in its encoding at all gets the same words (probe 47: "decompression failed")', async () => {
+    const garbage = Buffer.from('this is not gzip at all');
+    const res = await rawRequest(`${app.httpBase}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: garbage });
+    expect([res.status, JSON.parse(res.body.toString())]).toEqual([400, { code: 'invalid_argument', message: words }]);
+    const web = await rawRequest(`${app.httpBase}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1', 'grpc-encoding': 'gzip' },
+      body: envelope(1, garbage),
+    });
+    const trailers = grpcWebTrailers(web.body);
+    expect([trailers['grpc-status'], decodeURIComponent(trailers['grpc-message'] ?? '')]).toEqual([String(grpcStatus.INVALID_ARGUMENT), words]);
+    for (const port of [app.httpPort, app.grpcPort]) {
+      expect(await h2Grpc(port, { 'grpc-encoding': 'gzip' }, envelope(1, garbage))).toEqual({ status: String(grpcStatus.INVALID_ARGUMENT), message: words });
+    }
+  });
+
   it('an envelope flagged compressed with no encoding declared is named as such (it read as "not a valid" message)', async () => {
     const answer = await h2Grpc(app.httpPort, {}, envelope(1, Buffer.from(verifyProto)));
     expect(answer).toEqual({ status: String(grpcStatus.INVALID_ARGUMENT), message: 'the request message is flagged compressed, but no grpc-encoding was declared' });

@@ -42,6 +42,10 @@ const CALLER_FAULTS: [prefix: string, message: string | undefined][] = [
   ["decompression failed", UNDECOMPRESSIBLE],
 ];
 const callerFault = (message: string): [string, string | undefined] | undefined => CALLER_FAULTS.find(([prefix]) => message.startsWith(prefix));
+// connect-node's INVALID_ARGUMENT for a body that is not in its encoding at all (zlib's Z_DATA_ERROR): the
+// same words as for one cut short, and as the gRPC port's (probe 47).
+const UNDECOMPRESSIBLE_AS_SENT = "decompression failed";
+const STATUS_INVALID_ARGUMENT = String(Code.InvalidArgument);
 const STATUS_INTERNAL = String(Code.Internal);
 // connect-es answers UNIMPLEMENTED (as if the method did not exist) for a gRPC / gRPC-Web unary call
 // whose body holds no whole message or two; the gRPC port says the same in these words (../grpc/malformed-frames.ts).
@@ -70,6 +74,10 @@ export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logge
       setTrailerStatus(trailer, new ConnectError(fault[1], Code.InvalidArgument));
       return true;
     }
+    if (trailer.get("grpc-status") === STATUS_INVALID_ARGUMENT && message !== null && safeDecode(message) === UNDECOMPRESSIBLE_AS_SENT) {
+      trailer.set("grpc-message", encodeURIComponent(UNDECOMPRESSIBLE));
+      return true;
+    }
     if (trailer.get("grpc-status") !== STATUS_INTERNAL || message === null) return false;
     const fault = callerFault(safeDecode(message));
     if (!fault) return false;
@@ -89,7 +97,7 @@ export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logge
     if (contentType.startsWith("application/grpc-web") && res.body) {
       return { ...res, body: mapChunks(res.body, (chunk) => fixGrpcWebTrailerFrame(chunk, (t) => fixTrailer(t, req))) };
     }
-    if (res.status === 500 && contentType.startsWith("application/json") && res.body) {
+    if ((res.status === 500 || res.status === 400) && contentType.startsWith("application/json") && res.body) {
       return fixConnectUnary(res, res.body, (fault) => replacementFor(req, fault));
     }
     return res;
@@ -111,10 +119,9 @@ async function fixConnectUnary(
   } catch {
     parsed = undefined; // compressed or not ours: leave it alone
   }
-  const fault =
-    typeof parsed === "object" && parsed !== null && (parsed as { code?: unknown }).code === "internal"
-      ? callerFault(String((parsed as { message?: unknown }).message ?? ""))
-      : undefined;
+  const { code, message } = (typeof parsed === "object" && parsed !== null ? parsed : {}) as { code?: unknown; message?: unknown };
+  if (code === "invalid_argument" && message === UNDECOMPRESSIBLE_AS_SENT) return connectErrorAnswer(replacementFor(["", UNDECOMPRESSIBLE]));
+  const fault = code === "internal" ? callerFault(String(message ?? "")) : undefined;
   if (!fault) return { ...res, body: createAsyncIterable([original]) };
   return connectErrorAnswer(replacementFor(fault));
 }
