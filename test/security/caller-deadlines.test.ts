@@ -277,3 +277,30 @@ describe('on the HTTP port a deadline counts from the headers, not from the end 
     expect((await sendAgain(destination)).status, 'the trickled Send was served').toBe('0');
   });
 });
+
+describe('on the HTTP port only the call\'s own protocol\'s deadline header counts (probe 49: the other one was enforced, a malformed one as 1 ms)', () => {
+  const body = JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: 'other-protocol@example.com' });
+
+  it('a Connect call with a grpc-timeout (malformed, or 1n) is served: Connect reads connect-timeout-ms only', async () => {
+    const before = timerWarnings.length;
+    for (const grpcTimeout of ['x', '1n', '999999999H']) {
+      const res = await fetch(`${app.httpBase}${PATH}`, { method: 'POST', headers: { 'content-type': 'application/json', 'grpc-timeout': grpcTimeout }, body });
+      expect([grpcTimeout, res.status]).toEqual([grpcTimeout, 200]);
+    }
+    expect(timerWarnings.length).toBe(before);
+  });
+
+  it('a gRPC-Web call with a connect-timeout-ms (malformed, or 0) is served: gRPC-Web reads grpc-timeout only', async () => {
+    const before = timerWarnings.length;
+    for (const connectTimeout of ['abc', '0']) {
+      const res = await fetch(`${app.httpBase}${PATH}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1', 'connect-timeout-ms': connectTimeout },
+        body: new Uint8Array(envelope(0, request())),
+      });
+      const trailer = Buffer.from(await res.arrayBuffer()).toString('latin1');
+      expect([connectTimeout, /grpc-status:\s*0/.test(trailer)]).toEqual([connectTimeout, true]);
+    }
+    expect(timerWarnings.length).toBe(before);
+  });
+});

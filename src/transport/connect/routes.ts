@@ -56,12 +56,18 @@ function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
   };
 }
 
-/** The caller's deadline in ms (connect-es has refused a malformed one before this runs); undefined: none. */
+/**
+ * The caller's deadline in ms, from its own protocol's header only, as connect-es reads it (gRPC and gRPC-Web:
+ * grpc-timeout; Connect: connect-timeout-ms), and only a finite one; undefined: none. The other protocol's
+ * header means nothing to the call (probe 49: a grpc-timeout on a Connect call was enforced, and one rewritten
+ * as malformed armed a 1 ms timer); a malformed one of its own connect-es has refused before this runs.
+ */
 function timeoutOf(header: Headers): number | undefined {
-  const connect = header.get("connect-timeout-ms");
-  if (connect !== null) return Number(connect);
-  const grpc = header.get("grpc-timeout");
-  return grpc === null ? undefined : timeoutMs(grpc);
+  const grpcFamily = (header.get("content-type") ?? "").toLowerCase().startsWith("application/grpc");
+  const value = grpcFamily ? header.get("grpc-timeout") : header.get("connect-timeout-ms");
+  if (value === null) return undefined;
+  const ms = grpcFamily ? timeoutMs(value) : /^\d{1,10}$/.test(value) ? Number(value) : Infinity;
+  return Number.isFinite(ms) ? ms : undefined;
 }
 
 /**
