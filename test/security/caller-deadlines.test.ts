@@ -52,7 +52,11 @@ async function whileRedisStalls<T>(ms: number, call: () => Promise<T>): Promise<
 }
 
 /** A raw HTTP/2 gRPC call: the grpc-status and grpc-message it ended with. */
-function rawGrpc(port: number, headers: http2.OutgoingHttpHeaders, path = PATH, body = request()): Promise<{ status?: string; message: string }> {
+/** `send` writes the enveloped message (at once by default; a test may trickle it). */
+function rawGrpc(
+  port: number, headers: http2.OutgoingHttpHeaders, path = PATH, body = request(),
+  send: (stream: http2.ClientHttp2Stream, bytes: Buffer) => void = (stream, bytes) => stream.end(bytes),
+): Promise<{ status?: string; message: string }> {
   return new Promise((resolve, reject) => {
     const session = http2.connect(`http://127.0.0.1:${port}`);
     session.on('error', reject);
@@ -69,7 +73,7 @@ function rawGrpc(port: number, headers: http2.OutgoingHttpHeaders, path = PATH, 
       session.close();
       resolve(seen);
     });
-    stream.end(envelope(0, body));
+    send(stream, envelope(0, body));
   });
 }
 
@@ -253,25 +257,10 @@ describe('on the HTTP port a deadline counts from the headers, not from the end 
 
   it('gRPC over h2c: grpc-timeout 300m, the message finished after 800 ms', async () => {
     const destination = 'trickle-grpc@example.com';
-    const message = envelope(0, Buffer.from(toBinary(SendRequestSchema, create(SendRequestSchema, { purpose: 'login', channel: Channel.EMAIL, destination }))));
-    const ended = await new Promise<{ status?: string; message: string }>((resolve, reject) => {
-      const session = http2.connect(`http://127.0.0.1:${app.httpPort}`);
-      session.on('error', reject);
-      const stream = session.request({ ':method': 'POST', ':path': '/otp.v1.OtpService/Send', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '300m' });
-      const seen: { status?: string; message: string } = { message: '' };
-      const read = (h: http2.IncomingHttpHeaders) => {
-        if (h['grpc-status'] !== undefined) seen.status = String(h['grpc-status']);
-        if (h['grpc-message'] !== undefined) seen.message = decodeURIComponent(String(h['grpc-message']));
-      };
-      stream.on('response', read);
-      stream.on('trailers', read);
-      stream.resume();
-      stream.on('close', () => {
-        session.close();
-        resolve(seen);
-      });
-      stream.write(message.subarray(0, 3));
-      void pause(800).then(() => stream.end(message.subarray(3)));
+    const body = Buffer.from(toBinary(SendRequestSchema, create(SendRequestSchema, { purpose: 'login', channel: Channel.EMAIL, destination })));
+    const ended = await rawGrpc(app.httpPort, { 'grpc-timeout': '300m' }, '/otp.v1.OtpService/Send', body, (stream, bytes) => {
+      stream.write(bytes.subarray(0, 3));
+      void pause(800).then(() => stream.end(bytes.subarray(3)));
     });
     expect(ended).toEqual({ status: String(grpc.status.DEADLINE_EXCEEDED), message: words });
     expect((await sendAgain(destination)).status, 'the trickled Send was served').toBe('0');
