@@ -199,6 +199,7 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     throw new ConfigError(`NODE_ENV=production requires ${missing.join(", ")} (no development defaults in production)`);
   }
 
+  const failuresPerDestination = budget(env, "OTP_LIMIT_FAILURES_PER_DESTINATION", "10/1h");
   const defaults: PurposePolicy = {
     codeLength: int(env, "OTP_CODE_LENGTH", 6, 4, 10),
     alphabet: oneOf(env, "OTP_CODE_ALPHABET", ["numeric", "alphanumeric"] as const, "numeric"),
@@ -207,12 +208,10 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     resendCooldownSeconds: int(env, "OTP_RESEND_COOLDOWN_SECONDS", 30, 0, 3_600),
     maxResends: int(env, "OTP_MAX_RESENDS", 3, 0, 100),
     sendsPerDestination: budget(env, "OTP_LIMIT_SEND_PER_DESTINATION", "5/15m"),
-    failuresPerDestination: budget(env, "OTP_LIMIT_FAILURES_PER_DESTINATION", "10/1h"),
+    failuresPerDestination,
     // Unset: three of the hourly budget's count a day (30/24h by default), so a deployment that raised the
     // hourly one is not locked sooner by this one after an upgrade.
-    dailyFailuresPerDestination: budget(
-      env, "OTP_LIMIT_FAILURES_PER_DESTINATION_DAILY", `${3 * budget(env, "OTP_LIMIT_FAILURES_PER_DESTINATION", "10/1h").count}/24h`,
-    ),
+    dailyFailuresPerDestination: budget(env, "OTP_LIMIT_FAILURES_PER_DESTINATION_DAILY", `${3 * failuresPerDestination.count}/24h`),
     deniedNumberTypes: numberTypes("OTP_SMS_DENIED_NUMBER_TYPES", optional(env, "OTP_SMS_DENIED_NUMBER_TYPES") ?? DEFAULT_DENIED_NUMBER_TYPES.join(",")),
   };
   const policyFile = optional(env, "OTP_POLICY_FILE");

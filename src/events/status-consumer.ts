@@ -6,6 +6,7 @@ import type { VerificationStore } from "../store/store.js";
 import {
   CONSUMER_RETRY, connectedGroupConsumer, disconnectWithin, ensureTopics, headersOf, kafkaClient, type Consumer, type EachMessagePayload, type KafkaAccess, type KafkaObserver,
 } from "./kafka/client.js";
+import { TENANT } from "../auth/clients.js";
 import { shown } from "../shown-text.js";
 import { STATUS_MAC_HEADER, type StatusMac } from "./status-mac.js";
 import type { TopicReplication } from "./topic-replication.js";
@@ -51,8 +52,6 @@ const BACKOFF_MAX_MS = 5_000;
 const MAX_REASON = 128;
 const MAX_ADAPTER = 32;
 const TRACE_ID = /^(?!0{32})[0-9a-f]{32}$/;
-/** The clients file's tenant names (src/auth/clients.ts). */
-const TENANT = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 const RESTART_DELAY_MS = 5_000;
 
 export class DeliveryStatusConsumer {

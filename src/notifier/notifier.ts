@@ -320,7 +320,7 @@ export class Notifier {
       const claim = await this.claim(event.eventId, signal);
       if ("unpublished" in claim) {
         // Finished by a notifier that may have stopped before its records went out (claims.ts): send them now.
-        const kept = claim.unpublished === undefined ? [] : recordsFromText(claim.unpublished);
+        const kept = recordsFromText(claim.unpublished ?? "");
         if (kept.length > 0) {
           await this.publish(kept);
           this.forgetKept(event.eventId);
@@ -508,11 +508,10 @@ export class Notifier {
   }
 
   /**
-   * The event's claim, waiting while another notifier holds it; null when some
-   * notifier already finished it. Redis being away delays delivery rather than
-   * risking a second one.
+   * The event's claim, waiting while another notifier holds it: ours to deliver ({token}), or finished
+   * already by some notifier ({unpublished}: the records its finisher kept, if any). Redis being away
+   * delays delivery rather than risking a second one.
    */
-  /** Ours to deliver ({token}), or finished already ({unpublished}: what its finisher kept, if anything). */
   private async claim(eventId: string, signal: AbortSignal): Promise<{ token: string } | { unpublished: string | undefined }> {
     // One token for every try: a try whose answer was lost may still have claimed it for us.
     const token = randomUUID();

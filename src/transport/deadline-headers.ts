@@ -22,23 +22,43 @@ const GRPC_TIMEOUT = /^(\d{1,8})([HMSmun])$/;
 const UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 1e-3, n: 1e-6 };
 const CONNECT_TIMEOUT_MS = /^\d{1,10}$/;
 
-/** A well-formed grpc-timeout in milliseconds (a malformed one: Infinity, as it is refused elsewhere). */
-export function timeoutMs(value: string): number {
+/** A well-formed grpc-timeout in milliseconds; a malformed one: Infinity. */
+function grpcTimeoutMs(value: string): number {
   const match = GRPC_TIMEOUT.exec(value);
   return match ? Number(match[1]) * UNIT_MS[match[2]!]! : Infinity;
 }
 
+/** A well-formed connect-timeout-ms in milliseconds; a malformed one: Infinity. */
+function connectTimeoutMs(value: string): number {
+  return CONNECT_TIMEOUT_MS.test(value) ? Number(value) : Infinity;
+}
+
 /** The grpc-timeout to serve instead of `value`, or undefined to serve it as sent. */
 export function grpcTimeoutToServe(value: string): string | undefined {
-  const ms = timeoutMs(value);
+  const ms = grpcTimeoutMs(value);
   if (ms === Infinity) return MALFORMED;
   return ms > LONGEST_TIMER_MS ? LONGEST_GRPC_TIMEOUT : undefined;
 }
 
 /** The connect-timeout-ms to serve instead of `value`, or undefined to serve it as sent. */
 export function connectTimeoutToServe(value: string): string | undefined {
-  if (!CONNECT_TIMEOUT_MS.test(value)) return MALFORMED;
-  return Number(value) > LONGEST_TIMER_MS ? String(LONGEST_TIMER_MS) : undefined;
+  const ms = connectTimeoutMs(value);
+  if (ms === Infinity) return MALFORMED;
+  return ms > LONGEST_TIMER_MS ? String(LONGEST_TIMER_MS) : undefined;
+}
+
+/**
+ * A call's deadline in ms, from its own protocol's header only, as connect-es reads it (gRPC and gRPC-Web:
+ * grpc-timeout; Connect: connect-timeout-ms), and only a well-formed one; undefined: none. The other
+ * protocol's header means nothing to the call (probe 49: a grpc-timeout on a Connect call was enforced, and
+ * one rewritten as malformed armed a 1 ms timer); a malformed one of its own connect-es refuses itself.
+ */
+export function callTimeoutMs(header: Headers): number | undefined {
+  const grpcFamily = (header.get("content-type") ?? "").toLowerCase().startsWith("application/grpc");
+  const value = header.get(grpcFamily ? "grpc-timeout" : "connect-timeout-ms");
+  if (value === null) return undefined;
+  const ms = grpcFamily ? grpcTimeoutMs(value) : connectTimeoutMs(value);
+  return ms === Infinity ? undefined : ms;
 }
 
 /** Rewrites a request's deadline headers in place (the header record node:http and node:http2 give). */

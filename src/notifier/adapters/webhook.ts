@@ -10,9 +10,9 @@ import { DeliveryError, type ChannelAdapter, type OutgoingMessage } from "./type
 // 502 or 504 (the gateway, or a proxy in front of it, failed somewhere after
 // taking the request), and a 409 (the IETF Idempotency-Key draft's answer to
 // a repeat while the first request with that key is still in progress, which
-// is also retried). A definite refusal is a 4xx, or a 503 (not taken now). Probe 41: a gateway that took 7 s
-// delivered while attempt 1 timed out and attempt 2 got 409, and the code the
-// person received was voided.
+// is also retried). A definite refusal is a 4xx, or a 503 (not taken now).
+// Probe 41: a gateway that took 7 s delivered while attempt 1 timed out and
+// attempt 2 got 409, and the code the person received was voided.
 
 export interface WebhookSettings {
   url: string;

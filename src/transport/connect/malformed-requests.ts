@@ -1,4 +1,4 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import {
   createAsyncIterable,
   encodeEnvelope,
@@ -35,54 +35,42 @@ import { connectErrorAnswer } from "./refusal.js";
 // (Malformed JSON is already INVALID_ARGUMENT in connect-es.)
 // test/e2e and test/security/fuzz.test.ts cover them, so a connect-es change in this area shows up there.
 
-// connect-es's INTERNAL messages that are the caller's fault: [prefix, our words; undefined: the body is not a valid message].
-const CALLER_FAULTS: [prefix: string, message: string | undefined][] = [
-  ["parse binary:", undefined],
-  ["received compressed envelope, but do not know how to decompress", "the request message is flagged compressed, but no grpc-encoding was declared"],
-  ["decompression failed", UNDECOMPRESSIBLE],
+// connect-es's and connect-node's answers that are the caller's fault, by status and message prefix, with
+// our words (undefined: the body is not a valid message, named more precisely when it can be).
+const CALLER_FAULTS: [code: Code, prefix: string, words: string | undefined][] = [
+  [Code.Internal, "parse binary:", undefined],
+  [Code.Internal, "received compressed envelope, but do not know how to decompress", "the request message is flagged compressed, but no grpc-encoding was declared"],
+  // zlib's Z_BUF_ERROR (cut short: INTERNAL) and Z_DATA_ERROR (not in its encoding at all: INVALID_ARGUMENT),
+  // one answer, the gRPC port's (probes 42, 47).
+  [Code.Internal, "decompression failed", UNDECOMPRESSIBLE],
+  [Code.InvalidArgument, "decompression failed", UNDECOMPRESSIBLE],
+  // UNIMPLEMENTED (as if the method did not exist) for a gRPC / gRPC-Web unary body holding no whole message
+  // or two; the gRPC port says the same in these words (../grpc/malformed-frames.ts).
+  [Code.Unimplemented, "protocol error: missing input message", MESSAGE_COUNT.none],
+  [Code.Unimplemented, "protocol error: received extra input message", MESSAGE_COUNT.several],
 ];
-const callerFault = (message: string): [string, string | undefined] | undefined => CALLER_FAULTS.find(([prefix]) => message.startsWith(prefix));
-// connect-node's INVALID_ARGUMENT for a body that is not in its encoding at all (zlib's Z_DATA_ERROR): the
-// same words as for one cut short, and as the gRPC port's (probe 47).
-const UNDECOMPRESSIBLE_AS_SENT = "decompression failed";
-const STATUS_INVALID_ARGUMENT = String(Code.InvalidArgument);
-const STATUS_INTERNAL = String(Code.Internal);
-// connect-es answers UNIMPLEMENTED (as if the method did not exist) for a gRPC / gRPC-Web unary call
-// whose body holds no whole message or two; the gRPC port says the same in these words (../grpc/malformed-frames.ts).
-const STATUS_UNIMPLEMENTED = String(Code.Unimplemented);
-const MESSAGE_COUNT_FAULTS: [prefix: string, message: string][] = [
-  ["protocol error: missing input message", MESSAGE_COUNT.none],
-  ["protocol error: received extra input message", MESSAGE_COUNT.several],
-];
+const callerFault = (code: number, message: string) => CALLER_FAULTS.find(([c, prefix]) => c === code && message.startsWith(prefix));
+// The codes of CALLER_FAULTS as a Connect unary error body names them. Such a body is read for a 500, and for a
+// 400 only where a compressed body could be the fault (a validation error's body is passed on unread).
+const JSON_CODES = new Map<unknown, Code>([["internal", Code.Internal], ["invalid_argument", Code.InvalidArgument]]);
 
 export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logger): UniversalHandlerFn {
   const input = handler.method.input;
   const generic = toConnectError(malformedRequest(input.typeName), log, handler.requestPath);
-  const replacementFor = (req: UniversalServerRequest, fault: [string, string | undefined]): ReturnType<typeof toConnectError> => {
-    if (fault[1] !== undefined) return toConnectError(new OtpError("INVALID_ARGUMENT", fault[1]), log, handler.requestPath);
+  const replacementFor = (req: UniversalServerRequest, words: string | undefined): ReturnType<typeof toConnectError> => {
+    if (words !== undefined) return toConnectError(new OtpError("INVALID_ARGUMENT", words), log, handler.requestPath);
     const message = binaryMessage(req);
     return message === undefined ? generic : toConnectError(binaryRequestRefusal(input, message), log, handler.requestPath);
   };
 
-  /** Fixes a gRPC / gRPC-Web trailer block in place; true when it was a parse failure. */
+  /** Fixes a gRPC / gRPC-Web trailer block in place; true when it was a caller's fault. */
   const fixTrailer = (trailer: Headers, req: UniversalServerRequest): boolean => {
+    const status = trailer.get("grpc-status");
     const message = trailer.get("grpc-message");
-    if (trailer.get("grpc-status") === STATUS_UNIMPLEMENTED && message !== null) {
-      const fault = MESSAGE_COUNT_FAULTS.find(([prefix]) => safeDecode(message).startsWith(prefix));
-      if (!fault) return false;
-      trailer.delete("grpc-message");
-      setTrailerStatus(trailer, new ConnectError(fault[1], Code.InvalidArgument));
-      return true;
-    }
-    if (trailer.get("grpc-status") === STATUS_INVALID_ARGUMENT && message !== null && safeDecode(message) === UNDECOMPRESSIBLE_AS_SENT) {
-      trailer.set("grpc-message", encodeURIComponent(UNDECOMPRESSIBLE));
-      return true;
-    }
-    if (trailer.get("grpc-status") !== STATUS_INTERNAL || message === null) return false;
-    const fault = callerFault(safeDecode(message));
+    const fault = status !== null && message !== null ? callerFault(Number(status), safeDecode(message)) : undefined;
     if (!fault) return false;
     trailer.delete("grpc-message");
-    setTrailerStatus(trailer, replacementFor(req, fault));
+    setTrailerStatus(trailer, replacementFor(req, fault[2]));
     return true;
   };
 
@@ -97,8 +85,8 @@ export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logge
     if (contentType.startsWith("application/grpc-web") && res.body) {
       return { ...res, body: mapChunks(res.body, (chunk) => fixGrpcWebTrailerFrame(chunk, (t) => fixTrailer(t, req))) };
     }
-    if ((res.status === 500 || res.status === 400) && contentType.startsWith("application/json") && res.body) {
-      return fixConnectUnary(res, res.body, (fault) => replacementFor(req, fault));
+    if ((res.status === 500 || (res.status === 400 && compressed(req))) && contentType.startsWith("application/json") && res.body) {
+      return fixConnectUnary(res, res.body, (words) => replacementFor(req, words));
     }
     return res;
   };
@@ -108,7 +96,7 @@ export function malformedAsInvalidArgument(handler: UniversalHandler, log: Logge
 async function fixConnectUnary(
   res: UniversalServerResponse,
   body: AsyncIterable<Uint8Array>,
-  replacementFor: (fault: [string, string | undefined]) => ReturnType<typeof toConnectError>,
+  replacementFor: (words: string | undefined) => ReturnType<typeof toConnectError>,
 ): Promise<UniversalServerResponse> {
   const chunks: Uint8Array[] = [];
   for await (const chunk of body) chunks.push(chunk);
@@ -120,10 +108,15 @@ async function fixConnectUnary(
     parsed = undefined; // compressed or not ours: leave it alone
   }
   const { code, message } = (typeof parsed === "object" && parsed !== null ? parsed : {}) as { code?: unknown; message?: unknown };
-  if (code === "invalid_argument" && message === UNDECOMPRESSIBLE_AS_SENT) return connectErrorAnswer(replacementFor(["", UNDECOMPRESSIBLE]));
-  const fault = code === "internal" ? callerFault(String(message ?? "")) : undefined;
+  const known = JSON_CODES.get(code);
+  const fault = known === undefined ? undefined : callerFault(known, String(message ?? ""));
   if (!fault) return { ...res, body: createAsyncIterable([original]) };
-  return connectErrorAnswer(replacementFor(fault));
+  return connectErrorAnswer(replacementFor(fault[2]));
+}
+
+/** Whether the request's message came compressed: a Content-Encoding, or a Connect GET's compression parameter. */
+function compressed(req: UniversalServerRequest): boolean {
+  return req.header.has("content-encoding") || /[?&]compression=/.test(req.url);
 }
 
 /**

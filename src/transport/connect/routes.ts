@@ -4,7 +4,7 @@ import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
 import type { Metrics } from "../../metrics.js";
 import { abortedAs, deadlineAlreadyPassed, statusName, toConnectError } from "../status.js";
-import { timeoutMs } from "../deadline-headers.js";
+import { callTimeoutMs } from "../deadline-headers.js";
 import { sinceArrival } from "./arrival.js";
 import { activeTraceparent, callSpan, inContext } from "../../telemetry/spans.js";
 import { telemetry } from "../../telemetry/tracing.js";
@@ -43,7 +43,7 @@ function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
     if (metrics) markObserved(req.contextValues);
     try {
       // What is left of the caller's deadline, counted from when its headers arrived (./arrival.ts).
-      const timeout = timeoutOf(req.header);
+      const timeout = callTimeoutMs(req.header);
       const left = timeout === undefined ? undefined : timeout - sinceArrival(req.contextValues);
       if (left !== undefined && (req.signal.aborted || left < 1)) throw deadlineAlreadyPassed();
       const res = await (left !== undefined ? answeredByDeadline(next(req), req.signal, left) : next(req));
@@ -54,20 +54,6 @@ function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
       throw toConnectError(err, log, `/${req.service.typeName}/${req.method.name}`);
     }
   };
-}
-
-/**
- * The caller's deadline in ms, from its own protocol's header only, as connect-es reads it (gRPC and gRPC-Web:
- * grpc-timeout; Connect: connect-timeout-ms), and only a finite one; undefined: none. The other protocol's
- * header means nothing to the call (probe 49: a grpc-timeout on a Connect call was enforced, and one rewritten
- * as malformed armed a 1 ms timer); a malformed one of its own connect-es has refused before this runs.
- */
-function timeoutOf(header: Headers): number | undefined {
-  const grpcFamily = (header.get("content-type") ?? "").toLowerCase().startsWith("application/grpc");
-  const value = grpcFamily ? header.get("grpc-timeout") : header.get("connect-timeout-ms");
-  if (value === null) return undefined;
-  const ms = grpcFamily ? timeoutMs(value) : /^\d{1,10}$/.test(value) ? Number(value) : Infinity;
-  return Number.isFinite(ms) ? ms : undefined;
 }
 
 /**
