@@ -2,7 +2,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { DeliveryOutcome, DeliveryStatusSchema, type DeliveryStatus } from "../gen/otp/events/v1/events_pb.js";
 import type { VerificationIds } from "../otp/verification-id.js";
-import type { VerificationStore } from "../store/store.js";
+import type { VerificationRef, VerificationStore } from "../store/store.js";
 import {
   CONSUMER_RETRY, connectedGroupConsumer, disconnectWithin, ensureTopics, headersOf, kafkaClient, type Consumer, type EachMessagePayload, type KafkaAccess, type KafkaObserver,
 } from "./kafka/client.js";
@@ -10,7 +10,9 @@ import { TENANT } from "../auth/clients.js";
 import { shown } from "../shown-text.js";
 import { STATUS_MAC_HEADER, type StatusMac } from "./status-mac.js";
 import type { TopicReplication } from "./topic-replication.js";
-import { TOPICS } from "./topics.js";
+import { HEADERS, TOPICS } from "./topics.js";
+import { consumeSpan, type ConsumeSpan } from "../telemetry/spans.js";
+import { telemetry } from "../telemetry/tracing.js";
 
 
 /** How long stop() waits for the consumer to leave its group (the shutdown's exit margin is 5 s). */
@@ -52,6 +54,8 @@ const BACKOFF_MAX_MS = 5_000;
 const MAX_REASON = 128;
 const MAX_ADAPTER = 32;
 const TRACE_ID = /^(?!0{32})[0-9a-f]{32}$/;
+/** A version-00 W3C traceparent (its trace id is compared with the status's; its span id must not be zero). */
+const TRACEPARENT = /^00-([0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/;
 const RESTART_DELAY_MS = 5_000;
 
 export class DeliveryStatusConsumer {
@@ -128,7 +132,8 @@ export class DeliveryStatusConsumer {
 
   private async handle({ topic, message, partition }: EachMessagePayload): Promise<void> {
     const value = message.value ?? new Uint8Array();
-    if (!this.options.mac.verify(topic, value, headersOf(message)[STATUS_MAC_HEADER])) {
+    const headers = headersOf(message);
+    if (!this.options.mac.verify(topic, value, headers[STATUS_MAC_HEADER])) {
       // Not from a notifier holding a seal key: nothing in it is believed, not even its ids.
       this.rejected += 1;
       this.options.observer?.trouble("unauthenticated_status", "otp-service-status");
@@ -148,7 +153,7 @@ export class DeliveryStatusConsumer {
     const reason = shown(status.reason, MAX_REASON);
     const adapter = shown(status.adapter, MAX_ADAPTER);
     const traceId = TRACE_ID.test(status.traceId) ? status.traceId : "";
-    const log = { verification_id: shown(status.verificationId), delivery_event_id: shown(status.deliveryEventId), adapter, resend_count: status.resendCount };
+    const log = { verification_id: shown(status.verificationId), delivery_event_id: shown(status.deliveryEventId), adapter, resend_count: status.resendCount, traceId };
     if (status.outcome !== DeliveryOutcome.FAILED && status.outcome !== DeliveryOutcome.DELIVERED) return;
     const ref = this.options.ids.parse(status.verificationId);
     if (!ref || !TENANT.test(status.tenant)) {
@@ -157,18 +162,40 @@ export class DeliveryStatusConsumer {
       this.options.logger.warn({ ...log, partition, offset: message.offset }, "delivery status names no verification of ours; skipped");
       return;
     }
+    // The trace goes on from the notifier's delivery span (the status's traceparent header, unsigned: taken only
+    // when it names the signed status's trace); the audit event the status writes carries it on to the relay.
+    const traceparent = headers[HEADERS.traceparent];
+    const parent = traceId !== "" && traceparent !== undefined && TRACEPARENT.exec(traceparent)?.[1] === traceId ? traceparent : undefined;
+    const span = telemetry.on ? consumeSpan(topic, partition, message.offset, parent ? { traceparent: parent } : {}) : undefined;
+    const trace = span?.traceparent() ?? parent ?? traceId;
+    try {
+      await this.apply(status, ref, { reason, adapter, trace, log }, span);
+      span?.end();
+    } catch (err) {
+      span?.end((err as Error)?.name ?? "error");
+      throw err;
+    }
+  }
+
+  private async apply(
+    status: DeliveryStatus, ref: VerificationRef, shownFields: { reason: string; adapter: string; trace: string; log: object }, span: ConsumeSpan | undefined,
+  ): Promise<void> {
+    const { reason, adapter, trace, log } = shownFields;
     if (status.outcome === DeliveryOutcome.DELIVERED) {
       // The outcome joins the verification's audit trail (on its shard's outbox, so in order after its `sent`),
       // once per resend: a repeat or a copy replayed onto the topic is not news (probe 25: each made an event).
       const audited = await this.untilApplied(() =>
-        this.options.store.markDelivered(status.tenant, ref, status.resendCount, adapter, { traceId, clientId: "" }),
+        this.options.store.markDelivered(status.tenant, ref, status.resendCount, adapter, { traceId: trace, clientId: "" }),
       );
+      span?.setAttribute("otp.delivery.outcome", "delivered");
       this.options.logger.debug({ ...log, audited }, "delivery reported delivered");
       return;
     }
     const voided = await this.untilApplied(() =>
-      this.options.store.markDeliveryFailed(status.tenant, ref, status.resendCount, reason, { traceId, clientId: "" }),
+      this.options.store.markDeliveryFailed(status.tenant, ref, status.resendCount, reason, { traceId: trace, clientId: "" }),
     );
+    span?.setAttribute("otp.delivery.outcome", "failed");
+    span?.setAttribute("otp.verification.voided", String(voided));
     this.options.logger.info({ ...log, reason, voided }, "delivery reported failed");
   }
 

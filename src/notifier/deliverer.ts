@@ -19,6 +19,15 @@ export type Attempted =
   /** `mayHaveArrived`: an attempt's outcome was unknown (DeliveryError.mayHaveArrived): reported UNKNOWN, not FAILED. */
   | { kind: "failed"; adapter: string; attempts: number; reason: string; deadLetter: boolean; mayHaveArrived?: boolean };
 
+/** `unknown`: given up after an attempt that may have been sent (reported UNKNOWN: the code stays live). */
+export type DeliveryOutcome = "delivered" | "failed" | "unknown" | "canceled" | "expired";
+
+/** What became of a delivery, as the notifier's metric and its span name it. */
+export function outcomeOf(result: Attempted): DeliveryOutcome {
+  if (result.kind !== "failed") return result.kind;
+  return result.attempts === 0 && !result.deadLetter ? "expired" : result.mayHaveArrived ? "unknown" : "failed";
+}
+
 /** Told of every attempt (src/notifier/metrics.ts counts them). */
 export interface AttemptObserver {
   attempted(channel: string, adapter: string, ok: boolean, attempt: number): void;

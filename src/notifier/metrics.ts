@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { collectProcessMetrics } from "../process-metrics.js";
 import { KafkaTroubleCounter } from "../kafka-metrics.js";
 import { Channel } from "../gen/otp/v1/otp_pb.js";
-import type { Attempted, AttemptObserver } from "./deliverer.js";
+import { outcomeOf, type Attempted, type AttemptObserver, type DeliveryOutcome } from "./deliverer.js";
 import type { Delivery } from "./delivery.js";
 
 // The reference notifier's Prometheus metrics (served on NOTIFIER_METRICS_PORT
@@ -10,13 +10,10 @@ import type { Delivery } from "./delivery.js";
 // dead letters, and how long a code took from Send to delivered. Labels are
 // bounded: channel, adapter name, outcome. Never a destination or a code.
 
-/** `unknown`: given up after an attempt that may have been sent (reported UNKNOWN: the code stays live). */
-export type DeliveryOutcomeLabel = "delivered" | "failed" | "unknown" | "canceled" | "expired";
-
 export type ClaimOperation = "claim" | "finish" | "renew" | "release" | "published";
 
 const CLAIM_OPERATIONS: readonly ClaimOperation[] = ["claim", "finish", "renew", "release", "published"];
-const OUTCOMES: readonly DeliveryOutcomeLabel[] = ["delivered", "failed", "unknown", "canceled", "expired"];
+const OUTCOMES: readonly DeliveryOutcome[] = ["delivered", "failed", "unknown", "canceled", "expired"];
 const CHANNELS = ["sms", "email", "voice", "whatsapp"] as const;
 
 // From 50 ms (a console or webhook delivery right after Send) to minutes (retries).
@@ -129,17 +126,10 @@ export class NotifierMetrics implements AttemptObserver {
   /** One delivery finished (occurredAtMs: when the service wrote its event). */
   finished(d: Delivery, result: Attempted): void {
     const channel = channelLabel(d.channel);
-    if (result.kind === "delivered") {
-      this.deliveries.inc({ channel, outcome: "delivered" });
-      if (d.occurredAtMs) this.latency.observe({ channel }, Math.max(0, this.now() - d.occurredAtMs) / 1000);
-      return;
-    }
-    if (result.kind === "canceled") {
-      this.deliveries.inc({ channel, outcome: "canceled" });
-      return;
-    }
-    this.deliveries.inc({ channel, outcome: result.attempts === 0 && !result.deadLetter ? "expired" : result.mayHaveArrived ? "unknown" : "failed" });
-    if (result.deadLetter) this.deadLetters.inc();
+    const outcome = outcomeOf(result);
+    this.deliveries.inc({ channel, outcome });
+    if (outcome === "delivered" && d.occurredAtMs) this.latency.observe({ channel }, Math.max(0, this.now() - d.occurredAtMs) / 1000);
+    if (result.kind === "failed" && result.deadLetter) this.deadLetters.inc();
   }
 
   /** A record no retry can fix went to the dead-letter topic. */

@@ -25,7 +25,7 @@ import type { NotifierConfig } from "./config.js";
 import { MemoryClaims, type DeliveryClaims } from "./claims.js";
 import { Lru } from "./dedupe.js";
 import { decodeDelivery, KeyPendingError, openDelivery, PoisonError, type Delivery } from "./delivery.js";
-import { Deliverer, type Attempted } from "./deliverer.js";
+import { Deliverer, outcomeOf, type Attempted } from "./deliverer.js";
 import { KeyedLanes, Slots } from "./lanes.js";
 import { PartitionTracker } from "./offsets.js";
 import { deadLetterRecord, recordsFromText, recordsText, statusRecord, type Original } from "./records.js";
@@ -305,7 +305,7 @@ export class Notifier {
         delivery = openDelivery(event, this.sealer);
       } catch (err) {
         if (err instanceof KeyPendingError) return "park";
-        span?.setAttribute("otp.delivery.outcome", "dead_lettered");
+        markOutcome(span, "dead_lettered");
         await this.publish(this.poison(o, err));
         return "finished";
       }
@@ -335,9 +335,9 @@ export class Notifier {
       try {
         const attempted = await this.deliverCancelably(delivery, signal).finally(() => clearInterval(renewal));
         this.options.metrics?.finished(delivery, attempted);
-        span?.setAttribute("otp.delivery.outcome", attempted.kind);
+        markOutcome(span, outcomeOf(attempted));
         span?.setAttribute("otp.delivery.adapter", attempted.adapter);
-        records = this.recordsFor(o, event, attempted);
+        records = this.recordsFor(o, event, attempted, span?.traceparent() ?? o.headers[HEADERS.traceparent]);
       } catch (err) {
         clearInterval(renewal);
         if (signal.aborted) {
@@ -345,7 +345,7 @@ export class Notifier {
           await this.claims.release(event.eventId, claim.token).catch(() => this.options.metrics?.claimFailed("release"));
           throw err;
         }
-        span?.setAttribute("otp.delivery.outcome", "dead_lettered");
+        markOutcome(span, "dead_lettered");
         records = this.poison(o, err);
       }
       // Finished before it is reported, never sent twice; the records are kept with the mark until they are
@@ -468,7 +468,7 @@ export class Notifier {
   }
 
   /** The status (and dead letter) for an authenticated delivery. */
-  private recordsFor(o: Original, e: DeliveryRequested, result: Attempted): OutgoingRecord[] {
+  private recordsFor(o: Original, e: DeliveryRequested, result: Attempted, traceparent: string | undefined): OutgoingRecord[] {
     const outcome = result.kind === "delivered" ? DeliveryOutcome.DELIVERED
       : result.kind === "canceled" ? DeliveryOutcome.CANCELED
       : result.mayHaveArrived ? DeliveryOutcome.UNKNOWN : DeliveryOutcome.FAILED;
@@ -482,6 +482,7 @@ export class Notifier {
       reason: result.kind === "failed" ? result.reason : result.kind === "canceled" ? "canceled" : "",
       adapter: result.adapter,
       nowMs: Date.now(),
+      traceparent,
     }, this.statusMac);
     if (result.kind === "failed" && result.deadLetter) {
       return [deadLetterRecord(this.topics.deadLetter, o, result.reason, result.attempts), status];
@@ -598,4 +599,14 @@ export class Notifier {
     });
     return this.committing;
   }
+}
+
+/**
+ * The span's outcome, as otp_notifier_deliveries_total names it; one where no code reached the person
+ * (or none is known to have) marks the span as an error, so a failed delivery shows among a trace's errors.
+ */
+function markOutcome(span: ConsumeSpan | undefined, outcome: string): void {
+  if (!span) return;
+  span.setAttribute("otp.delivery.outcome", outcome);
+  if (outcome !== "delivered" && outcome !== "canceled") span.setError(outcome);
 }

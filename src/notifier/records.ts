@@ -26,6 +26,8 @@ export interface StatusFacts {
   reason: string;
   adapter: string;
   nowMs: number;
+  /** The W3C trace context the status continues (the delivery's span, or the delivery record's own): the service's span for it joins the trace. */
+  traceparent?: string;
 }
 
 const OUTCOME_NAMES = {
@@ -63,6 +65,7 @@ export function statusRecord(topic: string, f: StatusFacts, mac: StatusMac): Out
       [HEADERS.eventId]: eventId,
       [HEADERS.contentType]: "application/x-protobuf; messageType=otp.events.v1.DeliveryStatus",
       [HEADERS.traceId]: f.traceId,
+      ...(f.traceparent ? { [HEADERS.traceparent]: f.traceparent } : {}),
     },
   };
 }

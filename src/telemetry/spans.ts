@@ -162,6 +162,10 @@ export function produceSpans(records: { topic: string; headers: Record<string, s
 
 export interface ConsumeSpan {
   setAttribute(name: string, value: string | number): void;
+  /** Marks the span failed (a delivery that did not happen) though its record was handled. */
+  setError(message: string): void;
+  /** This span as a W3C traceparent: for the records its processing writes, so their consumers join the trace under it. */
+  traceparent(): string;
   end(errorName?: string): void;
 }
 
@@ -185,6 +189,8 @@ export function consumeSpan(topic: string, partition: number, offset: string, he
   );
   return {
     setAttribute: (name, value) => void span.setAttribute(name, value),
+    setError: (message) => void span.setStatus({ code: SpanStatusCode.ERROR, message }),
+    traceparent: () => traceparentOfSpan(span),
     end(errorName) {
       if (errorName) span.setStatus({ code: SpanStatusCode.ERROR, message: errorName });
       span.end();

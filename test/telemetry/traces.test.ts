@@ -7,6 +7,8 @@
 // run by plain node: the ESM build is what ships) to a receiver in this test.
 // And nothing secret in any of it: no code, no destination, no API key.
 import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import { createClient } from '@connectrpc/connect';
@@ -31,6 +33,8 @@ let file: ClientsFile;
 let service: ServiceProcess;
 let relay: ServiceProcess;
 let notifier: ServiceProcess;
+/** The SMS provider: refuses every message (400), so an SMS delivery fails for good. */
+let provider: Server;
 const key = newKey();
 
 const hex = (bytes: number) => randomBytes(bytes).toString('hex');
@@ -43,8 +47,14 @@ beforeAll(async () => {
   const shared = { REDIS_URL: env.redisUrl, KAFKA_BROKERS: env.brokers, OTP_CLIENTS_FILE: file.path, OTP_RELAY: 'off', ...otel };
   service = await spawnService({ ...shared, OTP_WORKERS: '1' }, dist.entry('bin/service.js'));
   relay = await spawnService({ ...shared, OTP_RELAY_METRICS_PORT: '0' }, dist.entry('bin/relay.js'));
+  provider = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.writeHead(400, { 'content-type': 'text/plain' }).end('number not reachable'));
+  });
+  await new Promise<void>((resolve) => provider.listen(0, '127.0.0.1', resolve));
+  const webhook = `http://127.0.0.1:${(provider.address() as AddressInfo).port}/sms`;
   notifier = await spawnService(
-    { KAFKA_BROKERS: env.brokers, NOTIFIER_GROUP_ID: `traces-${hex(4)}`, NOTIFIER_METRICS_PORT: '0', ...otel },
+    { KAFKA_BROKERS: env.brokers, NOTIFIER_GROUP_ID: `traces-${hex(4)}`, NOTIFIER_METRICS_PORT: '0', NOTIFIER_SMS_ADAPTER: 'webhook', NOTIFIER_WEBHOOK_URL: webhook, ...otel },
     dist.entry('bin/notifier.js'),
   );
   await untilServing(service);
@@ -58,6 +68,7 @@ afterAll(async () => {
     }
   }
   await receiver?.close();
+  await new Promise((resolve) => (provider ? provider.close(resolve) : resolve(undefined)));
   file?.remove();
   dist?.remove();
 });
@@ -132,6 +143,32 @@ describe('traces (OTLP/HTTP, protobuf)', () => {
     } finally {
       client.close();
     }
+  });
+
+  // Probe 52: the notifier's span said "failed" for a delivery whose outcome was unknown and was never an error,
+  // and the trace stopped there: the status, the service voiding the code and its audit event made no span.
+  it('a failed delivery is an error span, and its trace goes on through its status to the code voided and the audit event', async () => {
+    const traceId = hex(16);
+    const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
+    try {
+      const metadata = new grpc.Metadata();
+      metadata.set('authorization', bearer(key));
+      metadata.set('traceparent', `00-${traceId}-${hex(8)}-01`);
+      await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.SMS, destination: '+14155550142' }, metadata);
+    } finally {
+      client.close();
+    }
+    const [delivery] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === CONSUMER && s.name === 'process otp.delivery.v1');
+    expect(delivery!.attributes['otp.delivery.outcome']).toBe('failed');
+    expect(delivery!.statusCode).toBe(2); // STATUS_CODE_ERROR: no code reached the person
+    const [status] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === CONSUMER && s.name === 'process otp.delivery.status.v1');
+    expect(status!.service).toBe('otp-relay');
+    expect(status!.parentSpanId).toBe(delivery!.spanId);
+    expect(status!.attributes['otp.verification.voided']).toBe('true');
+    const [audit] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === PRODUCER && s.name === 'send otp.audit.v1' && s.parentSpanId === status!.spanId);
+    expect(audit!.attributes['otp.event.type']).toBe('audit.delivery_failed');
+    const line = (relay.logs() as { msg?: string; traceId?: string }[]).find((l) => l.msg === 'delivery reported failed' && l.traceId === traceId);
+    expect(line).toBeDefined();
   });
 
   it('a Connect call on the HTTP port gets its server span, child of its traceparent header', async () => {
