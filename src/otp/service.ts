@@ -759,8 +759,13 @@ function canonicalMetadata(metadata: Record<string, string>): string {
   return JSON.stringify(sorted);
 }
 
-/** An idempotency key first used for a request with other parameters (README "Idempotency keys"). */
-function idempotencyKeyReused(fields: string[]): OtpError {
+/**
+ * An idempotency key first used for a request with other parameters (README "Idempotency keys"). A request of
+ * another purpose is named as that alone: its other fields are not compared aloud, or a client granted only
+ * some purposes could test guesses of what a hidden purpose's request carried (probe 51).
+ */
+function idempotencyKeyReused(differing: string[]): OtpError {
+  const fields = differing.includes("purpose") ? ["purpose"] : differing;
   const which = fields.length > 0 ? `a different ${fields.join(", ")}` : "different parameters";
   return new OtpError("INVALID_ARGUMENT", `idempotency_key was first used for a request with ${which}; use a new key for a new request`, {
     reason: "IDEMPOTENCY_KEY_REUSED",
