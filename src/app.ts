@@ -154,7 +154,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     watch.unref();
     cleanups.push(async () => clearInterval(watch));
 
-    const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs, maxConnections } = config;
+    const { requestTimeoutMs, connectionIdleMs: idleMs, sessionIdleMs, maxConnections, minDeadlineMs } = config;
     const tls = config.tls ? new ServerCertificates(config.tls, log, metrics.tls()) : undefined;
     if (tls) {
       tls.watch(config.reloadCheckMs);
@@ -166,7 +166,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       if (call) metrics.observe(call.method, call.port, "UNAVAILABLE", performance.now());
     });
     const grpc: GrpcListener = await binding("GRPC_PORT", config.host, listenGrpc({
-      host: config.host, port: config.grpcPort, tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, metrics,
+      host: config.host, port: config.grpcPort, tls, core, callerOf, health, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, minDeadlineMs, metrics,
     }));
     let http: HttpListener;
     let boundHealthPort: number | undefined;
@@ -184,7 +184,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
           redis_write_unacknowledged_ms_ago: unacknowledgedMsAgo < UNACKNOWLEDGED_SHOWN_MS ? unacknowledgedMsAgo : null,
         };
       };
-      const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics });
+      const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics, minDeadlineMs });
       http = await binding("HTTP_PORT", config.host, listenHttp({ host: config.host, port: config.httpPort, tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections }));
       // Last, so a probe that answers means both ports listen; closed last, so
       // the probes see the drain (/readyz 503) rather than a refused connection.

@@ -107,6 +107,8 @@ export interface Config {
   callerLimits: CallerLimits;
   /** Slow clients: a request (headers and body) must have arrived within this. */
   requestTimeoutMs: number;
+  /** OTP_MIN_DEADLINE_MS: a call with less of its deadline left when it is served is refused before any work (../transport/status.ts). */
+  minDeadlineMs: number;
   /** OTP_MAX_OPEN_CALLS: calls open at once in one process, both ports (src/transport/open-calls.ts). */
   maxOpenCalls: number;
   /** OTP_MAX_CONNECTIONS: connections each port holds at once in one process. */
@@ -284,6 +286,7 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
       verifyPerIp: budget(env, "OTP_LIMIT_VERIFY_PER_IP", "100/1h"),
     },
     requestTimeoutMs: int(env, "OTP_REQUEST_TIMEOUT_MS", 30_000, 100, 600_000),
+    minDeadlineMs: int(env, "OTP_MIN_DEADLINE_MS", 10, 1, 10_000),
     connectionIdleMs: int(env, "OTP_CONNECTION_IDLE_MS", 5_000, 100, 600_000),
     maxOpenCalls: int(env, "OTP_MAX_OPEN_CALLS", 4_000, 1, 1_000_000),
     maxConnections: int(env, "OTP_MAX_CONNECTIONS", 2_000, 1, 1_000_000),

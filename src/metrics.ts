@@ -7,6 +7,7 @@ import { OUTBOX_TYPES } from "./events/encode.js";
 import type { Outcomes } from "./otp/service.js";
 import { redisObservations } from "./store/redis/client.js";
 import type { TlsObserver } from "./server-certificates.js";
+import { METHODS } from "./auth/grants.js";
 
 // Prometheus metrics, served at GET /metrics on the HTTP port: how long each
 // call took in the service (from the handler being called to its answer, on
@@ -120,6 +121,7 @@ export class Metrics implements Outcomes, RelayObserver {
   private readonly resends: Children<"tenant" | "channel">;
   private readonly cancellations: Children<"tenant">;
   private readonly refusals: Children<"tenant" | "reason">;
+  private readonly deadlineRefusals: Counter<"method" | "port">;
   private readonly relayEvents: Children<"type">;
   private readonly relayErrors: Counter;
   private readonly prefixTransitions: Children<"kind" | "reason" | "digits">;
@@ -197,6 +199,14 @@ export class Metrics implements Outcomes, RelayObserver {
     // rules and OtpCallsRefusedAtBound take their rate, and a pod's first refusals must read as an increase.
     if (component === "service") for (const reason of BOUND_REFUSALS) refusals.inc({ tenant: "none", reason }, 0);
     this.refusals = new Children(refusals);
+    this.deadlineRefusals = new Counter({
+      name: "otp_rpc_deadline_refusals_total",
+      help: "Calls refused before any work because their deadline had passed or was nearer than OTP_MIN_DEADLINE_MS, by method and port: the caller's doing (also in otp_rpc_duration_seconds as DEADLINE_EXCEEDED, what the caller saw); the SLO rules take them out of its errors",
+      labelNames: ["method", "port"],
+      registers,
+    });
+    // At 0 from the start: the SLO rules subtract their rate, and a pod's first refusals must read as an increase.
+    if (component === "service") for (const method of METHODS) for (const port of ["grpc", "http"]) this.deadlineRefusals.inc({ method, port }, 0);
     const relayEvents = new Counter({
       name: "otp_relay_events_published_total",
       help: "Outbox events the relay in this process published to Kafka (or the dev log sink), by outbox type (delivery, sent, verified, ...)",
@@ -255,6 +265,11 @@ export class Metrics implements Outcomes, RelayObserver {
   /** Every refusal, before the audit cap (src/otp/refusals.ts); `reason` is an ErrorInfo reason or failure name. */
   refused(tenant: string, reason: string): void {
     this.refusals.inc(tenantLabel(tenant), reason);
+  }
+
+  /** A call refused for a deadline too near to serve it (../transport/status.ts deadlineTooNear): rare, so labels by object. */
+  deadlineRefused(method: string, port: Port): void {
+    this.deadlineRefusals.inc({ method, port });
   }
 
   published(types: readonly string[]): void {

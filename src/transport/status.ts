@@ -146,12 +146,16 @@ export const MESSAGE_COUNT = {
 
 /**
  * A call whose deadline has passed before its handler runs (a zero or sub-millisecond timeout, or one spent
- * while the body arrived) is refused before any work: both ports answered DEADLINE_EXCEEDED, or on the gRPC
- * port even OK, while the work went on (probe 42: a Send with connect-timeout-ms 0 delivered a code whose id
- * the caller never learned). Its retry is safe: nothing was done.
+ * while the body arrived), or is nearer than OTP_MIN_DEADLINE_MS, is refused before any work: both ports
+ * answered DEADLINE_EXCEEDED, or on the gRPC port even OK, while the work went on (probe 42: a Send with
+ * connect-timeout-ms 0 delivered a code whose id the caller never learned). Its retry is safe: nothing was
+ * done. Such a deadline is the caller's doing, not a fault of the service: counted apart
+ * (otp_rpc_deadline_refusals_total), the SLO's rules leave it out of its errors, or anyone able to call
+ * (a page of a public client's origin included) could spend the error budget and page on-call (probe 52).
  */
-export function deadlineAlreadyPassed(): OtpError {
-  return new OtpError("DEADLINE_EXCEEDED", "the call's deadline had passed before it was served: nothing was done");
+export function deadlineTooNear(minMs: number): OtpError {
+  const when = minMs > 1 ? `had passed, or was less than ${minMs} ms away,` : "had passed";
+  return new OtpError("DEADLINE_EXCEEDED", `the call's deadline ${when} before it was served: nothing was done`);
 }
 
 /** A compressed request body that does not decompress (cut short, or not in its encoding): the same words on both ports. */

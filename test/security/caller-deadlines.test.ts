@@ -201,37 +201,52 @@ describe('a deadline already passed when the call arrives (connect-timeout-ms: 0
   });
 });
 
-describe('a Send whose deadline has passed before it is served does nothing, on both ports (probe 42)', () => {
-  const words = "the call's deadline had passed before it was served: nothing was done";
+/** otp_rpc_deadline_refusals_total for Send on `port`, from the service's /metrics. */
+async function deadlineRefusals(port: 'grpc' | 'http'): Promise<number> {
+  const text = await (await fetch(`${app.httpBase}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`otp_rpc_deadline_refusals_total{method="Send",port="${port}"}`));
+  return line ? Number(line.split(' ').at(-1)) : Number.NaN;
+}
+
+describe('a Send whose deadline has passed, or is under OTP_MIN_DEADLINE_MS (10 ms) away, when it is served does nothing, on both ports (probes 42, 52)', () => {
+  const words = "the call's deadline had passed, or was less than 10 ms away, before it was served: nothing was done";
   const sendBody = (destination: string) => Buffer.from(toBinary(SendRequestSchema, create(SendRequestSchema, { purpose: 'login', channel: Channel.EMAIL, destination })));
   /** A Send to `destination` with no deadline: OK when nothing was sent there before, RESEND_COOLDOWN otherwise. */
   const sendAgain = (destination: string) => rawGrpc(app.grpcPort, {}, '/otp.v1.OtpService/Send', sendBody(destination));
 
-  it('gRPC, on the gRPC port and on the HTTP port: grpc-timeout 0m, 0n and 500u', async () => {
+  it('gRPC, on the gRPC port and on the HTTP port: grpc-timeout 0m, 0n, 500u and 5m; each counted as the caller\'s doing', async () => {
+    const before = { grpc: await deadlineRefusals('grpc'), http: await deadlineRefusals('http') };
+    const timeouts = ['0m', '0n', '500u', '5m'];
     for (const port of [app.grpcPort, app.httpPort]) {
-      for (const timeout of ['0m', '0n', '500u']) {
+      for (const timeout of timeouts) {
         const destination = `zero-${port}-${timeout}@example.com`;
         const ended = await rawGrpc(port, { 'grpc-timeout': timeout }, '/otp.v1.OtpService/Send', sendBody(destination));
         expect([port, timeout, ended]).toEqual([port, timeout, { status: String(grpc.status.DEADLINE_EXCEEDED), message: words }]);
         expect((await sendAgain(destination)).status, `${destination} was sent to`).toBe('0');
       }
     }
+    // Apart from the DEADLINE_EXCEEDED answers the SLO counts as faults of the service (deploy/observability/rules.yaml).
+    expect({ grpc: await deadlineRefusals('grpc'), http: await deadlineRefusals('http') }).toEqual({ grpc: before.grpc + timeouts.length, http: before.http + timeouts.length });
   });
 
-  it('Connect: connect-timeout-ms 0', async () => {
-    const destination = 'zero-connect@example.com';
-    const res = await fetch(`${app.httpBase}/otp.v1.OtpService/Send`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'connect-timeout-ms': '0' },
-      body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination }),
-    });
-    expect(await res.json()).toEqual({ code: 'deadline_exceeded', message: words });
-    expect((await sendAgain(destination)).status).toBe('0');
+  it('Connect: connect-timeout-ms 0 and 5', async () => {
+    const before = await deadlineRefusals('http');
+    for (const timeout of ['0', '5']) {
+      const destination = `near-connect-${timeout}@example.com`;
+      const res = await fetch(`${app.httpBase}/otp.v1.OtpService/Send`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'connect-timeout-ms': timeout },
+        body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination }),
+      });
+      expect(await res.json()).toEqual({ code: 'deadline_exceeded', message: words });
+      expect((await sendAgain(destination)).status).toBe('0');
+    }
+    expect(await deadlineRefusals('http')).toBe(before + 2);
   });
 });
 
 describe('on the HTTP port a deadline counts from the headers, not from the end of the body (probe 47: a trickled body got a fresh deadline)', () => {
-  const words = "the call's deadline had passed before it was served: nothing was done";
+  const words = "the call's deadline had passed, or was less than 10 ms away, before it was served: nothing was done";
   const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const sendAgain = (destination: string) =>
     rawGrpc(app.grpcPort, {}, '/otp.v1.OtpService/Send', Buffer.from(toBinary(SendRequestSchema, create(SendRequestSchema, { purpose: 'login', channel: Channel.EMAIL, destination }))));

@@ -8,6 +8,7 @@
 // And nothing secret in any of it: no code, no destination, no API key.
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
@@ -18,6 +19,7 @@ import { buildDist, type BuiltDist } from '../support/built-dist.js';
 import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../support/clients-file.js';
 import { grpcCall, grpcClient } from '../support/grpc-client.js';
 import { kafkaAndRedisForFile } from '../support/kafka-and-redis.js';
+import { envelope, rawRequest } from '../support/raw-http.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.js';
 import { spawnService, untilServing, exitWithin, type ServiceProcess } from '../support/service-process.js';
 
@@ -216,6 +218,35 @@ describe('traces (OTLP/HTTP, protobuf)', () => {
     }
   });
 
+  // Probe 52: answers given before any handler ran (a body that does not decode, a deadline too near) were in
+  // otp_rpc_duration_seconds but made no span, so a spike of them could not be traced.
+  it('answers given before any handler are SERVER spans too, children of the caller\'s traceparent, on both ports', async () => {
+    const cases: { name: string; status: string; call: (traceparent: string) => Promise<unknown> }[] = [
+      {
+        name: 'Connect, an unknown JSON field', status: 'INVALID_ARGUMENT',
+        call: (traceparent) => rawRequest(`http://127.0.0.1:${service.httpPort}/otp.v1.OtpService/Verify`, {
+          method: 'POST', headers: { 'content-type': 'application/json', authorization: bearer(key), traceparent }, body: '{"nope":1}',
+        }),
+      },
+      {
+        name: 'Connect, connect-timeout-ms 0', status: 'DEADLINE_EXCEEDED',
+        call: (traceparent) => rawRequest(`http://127.0.0.1:${service.httpPort}/otp.v1.OtpService/Verify`, {
+          method: 'POST', headers: { 'content-type': 'application/json', 'connect-timeout-ms': '0', authorization: bearer(key), traceparent },
+          body: JSON.stringify({ verificationId: 'x', code: '1' }),
+        }),
+      },
+      { name: 'gRPC, a gzip message that is not gzip', status: 'INVALID_ARGUMENT', call: (traceparent) => rawGrpc(traceparent, { 'grpc-encoding': 'gzip' }, envelope(1, Buffer.from('not gzip at all'))) },
+      { name: 'gRPC, an unknown grpc-encoding', status: 'UNIMPLEMENTED', call: (traceparent) => rawGrpc(traceparent, { 'grpc-encoding': 'zstd' }, envelope(1, Buffer.from('x'))) },
+    ];
+    for (const c of cases) {
+      const traceId = hex(16);
+      const callerSpanId = hex(8);
+      await c.call(`00-${traceId}-${callerSpanId}-01`);
+      const [span] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === SERVER);
+      expect([c.name, span!.name, span!.parentSpanId, span!.attributes['rpc.response.status_code']]).toEqual([c.name, 'otp.v1.OtpService/Verify', callerSpanId, c.status]);
+    }
+  });
+
   it('a call without a traceparent starts a trace of its own; a refused call is still one span, not an error of ours', async () => {
     const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
     try {
@@ -281,3 +312,20 @@ describe('traces (OTLP/HTTP, JSON)', () => {
     }
   });
 });
+
+/** A raw gRPC Verify on the service's gRPC port with `headers` and `body` as given; resolves when it ends. */
+function rawGrpc(traceparent: string, headers: http2.OutgoingHttpHeaders, body: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`http://127.0.0.1:${service.grpcPort}`);
+    session.on('error', reject);
+    const stream = session.request({
+      ':method': 'POST', ':path': '/otp.v1.OtpService/Verify', 'content-type': 'application/grpc', te: 'trailers', authorization: bearer(key), traceparent, ...headers,
+    });
+    stream.resume();
+    stream.on('close', () => {
+      session.close();
+      resolve();
+    });
+    stream.end(body);
+  });
+}

@@ -9,6 +9,9 @@ import { codeFromString } from "@connectrpc/connect/protocol-connect";
 import { trailerFlag, trailerParse } from "@connectrpc/connect/protocol-grpc-web";
 import type { Metrics } from "../../metrics.js";
 import { codeName } from "../status.js";
+import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
+import { callSpan } from "../../telemetry/spans.js";
+import { telemetry } from "../../telemetry/tracing.js";
 
 // Every answer of a method is observed in otp_rpc_duration_seconds, as on the
 // gRPC port (../grpc/malformed-frames.ts): the handler's by ./routes.ts's
@@ -24,6 +27,8 @@ import { codeName } from "../status.js";
 // code; grpc-js answers a gRPC request with a wrong content type alike (415,
 // before any call exists), nor a call whose caller went away before the
 // answer (none was given; on the gRPC port grpc-js writes no status then).
+// With tracing on, each such answer is also a call's SERVER span, child of
+// the caller's traceparent, as the handler's answers are (./routes.ts).
 
 const observedKey = createContextKey(false, { description: "answer observed by the handler's interceptor" });
 
@@ -36,7 +41,8 @@ const JSON_CONTENT_TYPE = /^application\/json(?:;|$)/i;
 const GRPC_WEB = /^application\/grpc-web/i;
 
 export function answersBeforeHandlerObserved(handler: UniversalHandler, inner: UniversalHandlerFn, metrics: Metrics | undefined): UniversalHandlerFn {
-  if (!metrics) return inner;
+  // Decided once, when the routes are built (after tracing started).
+  if (!metrics && !telemetry.on) return inner;
   const method = handler.method.name;
   return async (req) => {
     const startedAt = performance.now();
@@ -47,7 +53,9 @@ export function answersBeforeHandlerObserved(handler: UniversalHandler, inner: U
     const observe = (code: number | undefined): void => {
       // A caller gone before the answer (its body cut off: connect answers a broken body INTERNAL) saw
       // none; counted, a client that hangs up mid-body would spend the SLO's budget.
-      if (code !== undefined && !observed() && !req.signal.aborted) metrics.observe(method, "http", codeName(code), startedAt);
+      if (code === undefined || observed() || req.signal.aborted) return;
+      metrics?.observe(method, "http", codeName(code), startedAt);
+      if (telemetry.on) callSpan(OtpServiceDesc.typeName, method, "http", (name) => req.header.get(name) ?? undefined).end(codeName(code));
     };
     // gRPC and gRPC-Web run the handler while the body is read: their status is known at its end.
     if (res.trailer && res.body) {

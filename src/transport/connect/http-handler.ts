@@ -63,6 +63,8 @@ export interface HttpHandlerOptions {
   jwks: JwksSource;
   refusals?: Refusals;
   metrics?: Metrics;
+  /** OTP_MIN_DEADLINE_MS (../status.ts deadlineTooNear). */
+  minDeadlineMs: number;
 }
 
 export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res: NodeResponse) => void {
@@ -73,7 +75,7 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
     acceptCompression: [compressionGzip, compressionBrotli],
     requestGate: callGate,
   });
-  otpRoutes(options.core, log, options.metrics)(router);
+  otpRoutes(options.core, log, options.metrics, options.minDeadlineMs)(router);
   const rpcs = new Map<string, Rpc>(
     router.handlers.map((handler) => [
       handler.requestPath,

@@ -3,7 +3,7 @@ import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
 import type { Metrics } from "../../metrics.js";
-import { abortedAs, deadlineAlreadyPassed, statusName, toConnectError } from "../status.js";
+import { abortedAs, deadlineTooNear, statusName, toConnectError } from "../status.js";
 import { callTimeoutMs } from "../deadline-headers.js";
 import { sinceArrival } from "./arrival.js";
 import { activeTraceparent, callSpan, inContext } from "../../telemetry/spans.js";
@@ -40,19 +40,32 @@ function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
   return (next) => async (req) => {
     const startedAt = performance.now();
     // Answers given before this runs (the body did not decode) are observed by ./answers-before-handler.ts.
-    if (metrics) markObserved(req.contextValues);
+    if (metrics || telemetry.on) markObserved(req.contextValues);
     try {
-      // What is left of the caller's deadline, counted from when its headers arrived (./arrival.ts).
-      const timeout = callTimeoutMs(req.header);
-      const left = timeout === undefined ? undefined : timeout - sinceArrival(req.contextValues);
-      if (left !== undefined && (req.signal.aborted || left < 1)) throw deadlineAlreadyPassed();
-      const res = await (left !== undefined ? answeredByDeadline(next(req), req.signal, left) : next(req));
+      const res = await next(req);
       metrics?.observe(req.method.name, "http", abortedAs(req.signal) ?? "OK", startedAt);
       return res;
     } catch (err) {
       metrics?.observe(req.method.name, "http", abortedAs(req.signal) ?? statusName(err), startedAt);
       throw toConnectError(err, log, `/${req.service.typeName}/${req.method.name}`);
     }
+  };
+}
+
+/**
+ * The caller's deadline, innermost (inside the call's span): what is left of it counts from when its headers
+ * arrived (./arrival.ts); a call with too little left is refused before any work (../status.ts).
+ */
+function deadlines(minDeadlineMs: number, metrics: Metrics | undefined): Interceptor {
+  return (next) => async (req) => {
+    const timeout = callTimeoutMs(req.header);
+    if (timeout === undefined) return next(req);
+    const left = timeout - sinceArrival(req.contextValues);
+    if (req.signal.aborted || left < minDeadlineMs) {
+      metrics?.deadlineRefused(req.method.name, "http");
+      throw deadlineTooNear(minDeadlineMs);
+    }
+    return answeredByDeadline(next(req), req.signal, left);
   };
 }
 
@@ -102,9 +115,11 @@ function traced(): Interceptor {
   };
 }
 
-export function otpRoutes(core: OtpService, log: Logger, metrics?: Metrics): (router: ConnectRouter) => void {
-  // Decided once, when the routes are built (after tracing started): no interceptor at all when it is off.
-  const interceptors = telemetry.on ? [wireErrors(log, metrics), traced()] : [wireErrors(log, metrics)];
+export function otpRoutes(core: OtpService, log: Logger, metrics: Metrics | undefined, minDeadlineMs: number): (router: ConnectRouter) => void {
+  // Decided once, when the routes are built (after tracing started): no span interceptor at all when it is off.
+  const interceptors = telemetry.on
+    ? [wireErrors(log, metrics), traced(), deadlines(minDeadlineMs, metrics)]
+    : [wireErrors(log, metrics), deadlines(minDeadlineMs, metrics)];
   return (router) => {
     router.service(OtpServiceDesc, otpServiceImpl(core), { interceptors });
   };

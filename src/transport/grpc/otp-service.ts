@@ -5,7 +5,7 @@ import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
 import { admittedCaller } from "./caller-before-body.js";
 import { binaryRequestRefusal } from "../binary-faults.js";
-import { deadlineAlreadyPassed, statusName, toGrpcStatus } from "../status.js";
+import { deadlineTooNear, statusName, toGrpcStatus } from "../status.js";
 import type { Metrics } from "../../metrics.js";
 import { activeTraceparent, callSpan, inContext } from "../../telemetry/spans.js";
 import { responseBytes } from "./response-bytes.js";
@@ -29,6 +29,7 @@ function unary<I extends DescMessage, O extends DescMessage>(
   run: Run<I, O>,
   log: Logger,
   metrics: Metrics | undefined,
+  minDeadlineMs: number,
 ): UnaryMethod {
   const path = `/${OtpServiceDesc.typeName}/${method.name}`;
   const identity = (bytes: Buffer): Buffer => bytes;
@@ -64,7 +65,11 @@ function unary<I extends DescMessage, O extends DescMessage>(
   };
 
   async function answer(call: ServerUnaryCall<Buffer, unknown>): Promise<MessageShape<O>> {
-    if (Number(call.getDeadline()) <= Date.now()) throw deadlineAlreadyPassed();
+    // grpc-js set the deadline when the headers arrived (Infinity without one).
+    if (Number(call.getDeadline()) - Date.now() < minDeadlineMs) {
+      metrics?.deadlineRefused(method.name, "grpc");
+      throw deadlineTooNear(minDeadlineMs);
+    }
     const caller = callerOfCall(call);
     let request: MessageShape<I>;
     try {
@@ -104,16 +109,18 @@ function firstString(values: (string | Buffer)[]): string | undefined {
 }
 
 /** The service definition and its implementation, ready for `server.addService`. */
-export function otpServiceForGrpc(core: OtpService, log: Logger, metrics?: Metrics): { definition: ServiceDefinition; implementation: UntypedServiceImplementation } {
+export function otpServiceForGrpc(
+  core: OtpService, log: Logger, metrics: Metrics | undefined, minDeadlineMs: number,
+): { definition: ServiceDefinition; implementation: UntypedServiceImplementation } {
   const m = OtpServiceDesc.method;
   // Keyed by the descriptor's method names: a method added to the proto and not here fails to compile.
   const methods: Record<keyof typeof m, UnaryMethod> = {
-    send: unary(m.send, (req, caller) => core.send(req, caller), log, metrics),
-    verify: unary(m.verify, (req, caller) => core.verify(req, caller), log, metrics),
-    resend: unary(m.resend, (req, caller) => core.resend(req, caller), log, metrics),
-    checkRateLimit: unary(m.checkRateLimit, (req, caller) => core.checkRateLimit(req, caller), log, metrics),
-    getVerification: unary(m.getVerification, (req, caller) => core.getVerification(req, caller), log, metrics),
-    cancelVerification: unary(m.cancelVerification, (req, caller) => core.cancelVerification(req, caller), log, metrics),
+    send: unary(m.send, (req, caller) => core.send(req, caller), log, metrics, minDeadlineMs),
+    verify: unary(m.verify, (req, caller) => core.verify(req, caller), log, metrics, minDeadlineMs),
+    resend: unary(m.resend, (req, caller) => core.resend(req, caller), log, metrics, minDeadlineMs),
+    checkRateLimit: unary(m.checkRateLimit, (req, caller) => core.checkRateLimit(req, caller), log, metrics, minDeadlineMs),
+    getVerification: unary(m.getVerification, (req, caller) => core.getVerification(req, caller), log, metrics, minDeadlineMs),
+    cancelVerification: unary(m.cancelVerification, (req, caller) => core.cancelVerification(req, caller), log, metrics, minDeadlineMs),
   };
   const entries = Object.entries(methods);
   return {

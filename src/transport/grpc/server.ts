@@ -93,13 +93,15 @@ export async function listenGrpc(options: {
   openCalls: OpenCalls;
   /** OTP_MAX_CONNECTIONS: connections this port holds at once; more are closed on accept. */
   maxConnections: number;
+  /** OTP_MIN_DEADLINE_MS (../status.ts deadlineTooNear). */
+  minDeadlineMs: number;
   metrics?: Metrics;
 }): Promise<GrpcListener> {
   const server = new Server({
     ...SERVER_OPTIONS,
     interceptors: [streamGuards(options.requestTimeoutMs, options.callerOf, options.log, options.metrics)],
   });
-  const otp = otpServiceForGrpc(options.core, options.log, options.metrics);
+  const otp = otpServiceForGrpc(options.core, options.log, options.metrics, options.minDeadlineMs);
   // Every service goes through `services`, which notes the streaming methods'
   // paths: the open-calls bound gives those a lifetime and a quota of their own.
   const streaming = new Set<string>();
