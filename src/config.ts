@@ -159,7 +159,9 @@ export const DEV_SEAL_KEYS = "dev-seal:ZGV2ZWxvcG1lbnQtb25seS1zZWFsLWtleS0zMmJ5d
  * `relay`: the settings of `npm run relay`, which publishes the outbox and reads delivery statuses. It needs
  * only the seal keys and the destination key (status records name verifications by masked id): the other
  * secrets and the clients file are neither required nor, when absent, given development values, so a
- * relay's pod need not hold the key that signs receipts (probe 22).
+ * relay's pod need not hold the key that signs receipts (probe 22). The service's files (OTP_CLIENTS_FILE,
+ * OTP_POLICY_FILE) are not read at all: settings shared by both programs name them where only the
+ * service's pod mounts them, and a relay that read them crash-looped (probe 50).
  */
 export type ConfigFor = "service" | "relay";
 
@@ -216,7 +218,7 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     dailyFailuresPerDestination: budget(env, "OTP_LIMIT_FAILURES_PER_DESTINATION_DAILY", `${3 * failuresPerDestination.count}/24h`),
     deniedNumberTypes: numberTypes("OTP_SMS_DENIED_NUMBER_TYPES", optional(env, "OTP_SMS_DENIED_NUMBER_TYPES") ?? DEFAULT_DENIED_NUMBER_TYPES.join(",")),
   };
-  const policyFile = optional(env, "OTP_POLICY_FILE");
+  const policyFile = relay ? undefined : optional(env, "OTP_POLICY_FILE");
   const { purposes, restrict, tenantSmsCountries } = policyFile
     ? readPolicyFile(policyFile, defaults)
     : { purposes: noInherited<PurposePolicy>(), restrict: false, tenantSmsCountries: noInherited<ReadonlySet<string>>() };
@@ -225,7 +227,7 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     emailProviderRules: oneOf(env, "OTP_EMAIL_PROVIDER_RULES", ["off", "on"] as const, "off") === "on",
   });
 
-  const clients = clientsFile ? readClients(clientsFile, production) : undefined;
+  const clients = clientsFile && !relay ? readClients(clientsFile, production) : undefined;
   const corsOrigins = (env.OTP_CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean).map((o, i) => {
     const parsed = parseOrigin(o);
     if (!parsed) throw new ConfigError(`OTP_CORS_ORIGINS entry ${i + 1} must be ${ORIGIN_EXAMPLE}, got "${o}"`);

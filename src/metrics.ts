@@ -133,8 +133,6 @@ export class Metrics implements Outcomes, RelayObserver {
   constructor(outbox: OutboxWatch, component: Component) {
     collectProcessMetrics(this.registry);
     this.kafka = new KafkaTroubleCounter(this.registry);
-    // The status consumer runs in the service: OtpDeliveryStatusesRejected reads these two.
-    if (component === "service") for (const kind of ["unauthenticated_status", "foreign_status"]) this.kafka.startAtZero(kind, "otp-service-status");
     // 1 for this process's component, from the start and whatever it has done: "no service scraped"
     // is the absence of component="service" (the relay exports every other series the service's
     // background work does, otp_event_backlog included). One series per scrape with OTP_WORKERS > 1.

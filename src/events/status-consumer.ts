@@ -74,6 +74,9 @@ export class DeliveryStatusConsumer {
   constructor(private readonly options: StatusConsumerOptions) {
     this.topic = options.topic ?? TOPICS.deliveryStatus;
     this.kafka = kafkaClient({ brokers: options.brokers, access: options.access, clientId: "otp-service-status", logger: options.logger, retry: CONSUMER_RETRY, observer: options.observer });
+    // OtpDeliveryStatusesRejected reads these two, in whichever process runs this consumer (the relay, or the
+    // service with the relay in-process): at 0 from the start, or a first burst would not read as an increase (probe 50).
+    for (const kind of ["unauthenticated_status", "foreign_status"] as const) options.observer?.startAtZero?.(kind, "otp-service-status");
   }
 
   /** Resolves once consuming; when Kafka is not there yet, keeps retrying in the background. */

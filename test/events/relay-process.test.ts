@@ -83,6 +83,10 @@ describe('the relay in its own process', () => {
     // The relay process watches the outbox as the service does: backlog and lag, both 0 once drained.
     expect(metrics).toMatch(/^otp_relay_lag_seconds 0$/m);
     expect(metrics).toMatch(/^otp_event_backlog 0$/m);
+    // It runs the delivery status consumer too: the statuses it ignores start at 0 here, where they are counted,
+    // so OtpDeliveryStatusesRejected sees a first burst (probe 50: they started at 0 in the service only).
+    expect(metrics).toMatch(/^otp_kafka_errors_total\{client="otp-service-status",kind="unauthenticated_status"\} 0$/m);
+    expect(metrics).toMatch(/^otp_kafka_errors_total\{client="otp-service-status",kind="foreign_status"\} 0$/m);
 
     relay.child.kill('SIGTERM');
     expect(await relay.exited).toBe(0);

@@ -46,6 +46,12 @@ describe('the relay process (npm run relay)', () => {
     expect(refusal(env)).toMatch(/requires OTP_CLIENTS_FILE, OTP_HMAC_KEYS, OTP_RECEIPT_KEYS/);
   });
 
+  it('does not read the service\'s files (clients, policy), which its pod need not mount (probe 50: it crash-looped)', () => {
+    const env = { ...production, OTP_SEAL_KEYS: `s1:${key()}`, OTP_DESTINATION_KEY: key(), OTP_CLIENTS_FILE: '/nonexistent/clients.json', OTP_POLICY_FILE: '/nonexistent/policy.json' };
+    expect(loadConfig(env, 'relay').clients).toBeUndefined();
+    expect(refusal({ ...env, OTP_HMAC_KEYS: `h1:${key()}`, OTP_RECEIPT_KEYS: `r1:${key()}` })).toMatch(/OTP_(CLIENTS|POLICY)_FILE/);
+  });
+
   it('still needs the keys it uses, and still checks the others when given', () => {
     expect(() => loadConfig({ ...production, OTP_DESTINATION_KEY: key() }, 'relay')).toThrow(/requires OTP_SEAL_KEYS/);
     expect(() => loadConfig({ ...production, OTP_SEAL_KEYS: `s1:${key()}`, OTP_DESTINATION_KEY: key(), OTP_RECEIPT_KEYS: 'r1:short' }, 'relay')).toThrow(/OTP_RECEIPT_KEYS/);

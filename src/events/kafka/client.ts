@@ -32,6 +32,8 @@ export type KafkaTrouble =
 export interface KafkaObserver {
   /** `client`: the Kafka client id (otp-service, otp-service-status, otp-notifier, ...). */
   trouble(kind: KafkaTrouble, client: string): void;
+  /** A kind an alert reads with increase(), at 0 from the start in the process that may count it. */
+  startAtZero?(kind: KafkaTrouble, client: string): void;
 }
 
 export interface KafkaSettings {

@@ -342,24 +342,62 @@ names one). The TLS files are in the kafka-tls volume (otp.kafkaTlsMount).
 {{- end -}}
 
 {{/*
+Where the credentials of a URL-valued setting go instead of the URL (the
+Secret route the chart has for it): for a URL with a password, refused by
+otp.checkValues. Pass the variable's name.
+*/}}
+{{- define "otp.urlSecretRoute" -}}
+{{- if eq . "REDIS_URL" }}
+{{- "put the URL in a Secret and name it in redis.existingSecret (the URL under its redis.urlKey, REDIS_URL by default)" }}
+{{- else if eq . "NOTIFIER_REDIS_URL" }}
+{{- "keep the URL without the password and put NOTIFIER_REDIS_PASSWORD in the Secret named by notifier.existingSecret" }}
+{{- else if eq . "NOTIFIER_WEBHOOK_URL" }}
+{{- "keep the URL without credentials (the webhook adapter's fetch refuses a URL holding them) and put the gateway's bearer token in the Secret named by notifier.existingSecret, as NOTIFIER_WEBHOOK_TOKEN" }}
+{{- else if eq . "NOTIFIER_SMTP_URL" }}
+{{- "put NOTIFIER_SMTP_URL in the Secret named by notifier.existingSecret" }}
+{{- else if hasPrefix "OTEL_EXPORTER_OTLP_" . }}
+{{- "keep the endpoint without credentials and give them as OTEL_EXPORTER_OTLP_HEADERS (e.g. authorization=Basic <base64 of user:password>) in the Secret named by tracing.headersSecret" }}
+{{- else }}
+{{- "put it in a Secret (redis.existingSecret, notifier.existingSecret, tracing.headersSecret), not in the values" }}
+{{- end }}
+{{- end -}}
+
+{{/*
 Values the chart refuses, each with the setting to change: secrets written as
 literals (they would sit in the pod spec; they come from the Secrets the values
-name), a release where nothing publishes the outbox, and Redis TLS files named
-both by redis.tls and by hand.
+name: an env entry with a secret's name, or any URL the chart renders into env
+holding a password), notifier settings where the notifier never reads them, a
+release where nothing publishes the outbox, and Redis TLS files named both by
+redis.tls and by hand.
 */}}
 {{- define "otp.checkValues" -}}
+{{- $withPassword := "://[^/@]*:[^/@]*@" }}
 {{- range $where, $env := dict "config.env" .Values.config.env "service.env" .Values.service.env "relay.env" .Values.relay.env "notifier.env" .Values.notifier.env }}
 {{- range $name, $value := $env }}
 {{- if regexMatch "(PASSWORD|TOKEN|_KEYS?|HEADERS)$" $name }}
 {{- fail (printf "%s.%s is a secret: put it in a Secret (redis.existingSecret, keys.existingSecret, notifier.existingSecret, tracing.headersSecret), not in the values" $where $name) }}
 {{- end }}
-{{- if regexMatch "://[^/@]*:[^/@]*@" (toString $value) }}
-{{- fail (printf "%s.%s holds a password: put the URL in a Secret (redis.existingSecret, notifier.existingSecret)" $where $name) }}
+{{- if regexMatch $withPassword (toString $value) }}
+{{- fail (printf "%s.%s holds a URL with a password (it would sit in the pod spec): %s" $where $name (include "otp.urlSecretRoute" $name)) }}
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if regexMatch "://[^/@]*:[^/@]*@" .Values.config.redisUrl }}
-{{- fail "config.redisUrl holds a password: put the URL in a Secret and name it in redis.existingSecret" }}
+{{- /* Every URL-valued value the chart renders into a container's env, with the variable it becomes. */}}
+{{- range $value := list (list "config.redisUrl" .Values.config.redisUrl "REDIS_URL") (list "notifier.webhookUrl" .Values.notifier.webhookUrl "NOTIFIER_WEBHOOK_URL") (list "tracing.otlpEndpoint" .Values.tracing.otlpEndpoint "OTEL_EXPORTER_OTLP_ENDPOINT") }}
+{{- if regexMatch $withPassword (toString (index $value 1)) }}
+{{- fail (printf "%s holds a URL with a password (it would sit in the pod spec as %s): %s" (index $value 0) (index $value 2) (include "otp.urlSecretRoute" (index $value 2))) }}
+{{- end }}
+{{- end }}
+{{- if contains "@" (toString .Values.config.kafkaBrokers) }}
+{{- fail "config.kafkaBrokers holds credentials (it would sit in the pod spec as KAFKA_BROKERS): brokers are host:port; set the login with kafka.sasl (username in the values, the password in the Secret named by kafka.sasl.existingSecret)" }}
+{{- end }}
+{{- /* config.env reaches the service and the relay, service.env / relay.env theirs: the notifier reads none of them. */}}
+{{- range $where, $env := dict "config.env" .Values.config.env "service.env" .Values.service.env "relay.env" .Values.relay.env }}
+{{- range $name, $value := $env }}
+{{- if hasPrefix "NOTIFIER_" $name }}
+{{- fail (printf "%s.%s: %s reaches the %s, never the notifier, and nothing there reads NOTIFIER_* settings; set it in notifier.env" $where $name $where (ternary "service and the relay" (trimSuffix ".env" $where) (eq $where "config.env"))) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if not (or .Values.relay.enabled .Values.service.relayInProcess) }}
 {{- fail "relay.enabled=false with service.relayInProcess=false: nothing would publish the outbox and no code would be delivered; keep the relay Deployment or set service.relayInProcess=true" }}
