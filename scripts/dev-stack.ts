@@ -15,6 +15,10 @@ import { startRedis, type RedisServer } from "../test/support/redis.js";
 const grpcPort = process.env.GRPC_PORT ?? "50051";
 const httpPort = process.env.HTTP_PORT ?? "8080";
 const children: ChildProcess[] = [];
+/** Children that said they are shutting down (src/process.ts stopOnSignals logs it on their first signal). */
+const shuttingDown = new Set<ChildProcess>();
+/** How long stop() waits for a child to say it heard the terminal's Ctrl-C before it signals the child itself. */
+const HEARD_WAIT_MS = 1_000;
 let redis: RedisServer | undefined;
 let kafka: KafkaBroker | undefined;
 let stopping = false;
@@ -31,7 +35,10 @@ function start(name: string, entry: string, env: Record<string, string>): ChildP
     stream.on("data", (chunk: Buffer) => {
       const lines = (rest + chunk.toString()).split("\n");
       rest = lines.pop() ?? "";
-      for (const line of lines) process.stdout.write(`[${name}] ${line}\n`);
+      for (const line of lines) {
+        if (line.includes('"msg":"shutting down"')) shuttingDown.add(child);
+        process.stdout.write(`[${name}] ${line}\n`);
+      }
     });
   }
   child.once("exit", (code, signal) => {
@@ -43,6 +50,12 @@ function start(name: string, entry: string, env: Record<string, string>): ChildP
   return child;
 }
 
+/**
+ * Ctrl-C in a terminal signals the whole foreground group: the children heard it too and are draining. A
+ * SIGTERM on top is a second signal, which they take as "exit now" (probe 50: the notifier dropped the
+ * deliveries in flight). So a child that says it is shutting down is left to finish; one that does not
+ * within a second (this process alone was signalled, or it crashed) is sent SIGTERM.
+ */
 async function stop(code: number): Promise<never> {
   stopping = true;
   await Promise.all(
@@ -51,7 +64,9 @@ async function stop(code: number): Promise<never> {
         new Promise<void>((resolve) => {
           if (child.exitCode !== null || child.signalCode !== null) return resolve();
           child.once("exit", () => resolve());
-          child.kill("SIGTERM");
+          setTimeout(() => {
+            if (!shuttingDown.has(child)) child.kill("SIGTERM");
+          }, HEARD_WAIT_MS).unref();
           setTimeout(() => child.kill("SIGKILL"), 15_000).unref();
         }),
     ),

@@ -44,6 +44,9 @@ describe('npm run dev:stack', () => {
       // Ctrl-C: the terminal signals the whole foreground group (npm and the stack).
       process.kill(-child.pid!, 'SIGINT');
       expect(['0', 'SIGINT']).toContain(await Promise.race([exited, new Promise((r) => setTimeout(() => r('timeout'), 60_000))]));
+      // Each child drained on that one signal: none was signalled again, which ends it at once (probe 50).
+      expect(out).not.toContain('second signal during shutdown');
+      expect(out.split('\n').filter((l) => /^\[(otp-service|notifier)\] .*"msg":"stopped"/.test(l))).toHaveLength(2);
       // Everything it started is gone: the service's port and Redis refuse connections.
       await expect(fetch(`http://127.0.0.1:${httpPort}/healthz`)).rejects.toThrow();
       await expect(fetch(`http://127.0.0.1:${redisPort}/`)).rejects.toThrow();
