@@ -29,7 +29,9 @@ function say(line: string): void {
 
 /** A child whose output lines are prefixed with its name. */
 function start(name: string, entry: string, env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", entry], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  // The notifier's settings go to the notifier alone (the service would warn that they do nothing there).
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([key]) => name === "notifier" || !key.startsWith("NOTIFIER_")));
+  const child = spawn(process.execPath, ["--import", "tsx", entry], { env: { ...inherited, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   for (const stream of [child.stdout!, child.stderr!]) {
     let rest = "";
     stream.on("data", (chunk: Buffer) => {

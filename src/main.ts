@@ -17,7 +17,7 @@ async function main(): Promise<void> {
   const log = createLogger({ level: config.logLevel });
   // Once per service (workers have the same environment).
   if (isPrimary()) {
-    warnUnknownSettings(process.env, log);
+    warnUnknownSettings(process.env, log, "service");
     for (const warning of kafkaAccessWarnings(config.production && config.kafkaBrokers !== undefined, config.kafkaAccess)) log.warn(warning);
   }
   if (config.workers > 1 && isPrimary()) {

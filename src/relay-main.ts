@@ -25,7 +25,7 @@ async function main(): Promise<void> {
   const config = readConfig("otp-relay", "relay");
   const log = createLogger({ level: config.logLevel, service: "otp-relay" });
   exitOnCrash(log);
-  warnUnknownSettings(process.env, log);
+  warnUnknownSettings(process.env, log, "relay");
   for (const warning of kafkaAccessWarnings(config.production && config.kafkaBrokers !== undefined, config.kafkaAccess)) log.warn(warning);
   if (!config.redis) {
     log.fatal("the relay process needs Redis (REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS): the in-memory store lives inside the service");

@@ -60,8 +60,20 @@ export function emptySettings(env: Env): string[] {
     .sort();
 }
 
-/** Logs one warning for unknown settings and one for empty ones, when there are any; returns the unknown (for tests). */
-export function warnUnknownSettings(env: Env, log: WarningLogger): UnknownSetting[] {
+/**
+ * The notifier's settings (NOTIFIER_*) given to the service or the relay, which read none of them: known, so
+ * no typo warning, yet they change nothing there (probe 50: NOTIFIER_MAX_ATTEMPTS in the chart's config.env,
+ * which reaches the service and the relay only).
+ */
+export function otherProgramsSettings(env: Env, program: Program): string[] {
+  if (program === "notifier") return [];
+  return Object.keys(env).filter((name) => name.startsWith("NOTIFIER_") && known.has(name)).sort();
+}
+
+export type Program = "service" | "relay" | "notifier";
+
+/** Logs one warning for unknown settings, one for empty ones and one for the notifier's elsewhere, when there are any; returns the unknown (for tests). */
+export function warnUnknownSettings(env: Env, log: WarningLogger, program: Program): UnknownSetting[] {
   const unknown = unknownSettings(env);
   if (unknown.length > 0) {
     log.warn(
@@ -72,6 +84,10 @@ export function warnUnknownSettings(env: Env, log: WarningLogger): UnknownSettin
   const empty = emptySettings(env);
   if (empty.length > 0) {
     log.warn({ emptySettings: empty }, `settings set to an empty value are taken as unset, so their defaults apply: ${empty.join(", ")}`);
+  }
+  const notifiers = otherProgramsSettings(env, program);
+  if (notifiers.length > 0) {
+    log.warn({ notifierSettings: notifiers }, `settings of the notifier have no effect on the ${program} (give them to the notifier; the chart's notifier.env): ${notifiers.join(", ")}`);
   }
   return unknown;
 }

@@ -37,7 +37,7 @@ if (!config.production) {
 }
 
 const logger = notifierLogger(config.logLevel);
-warnUnknownSettings(process.env, logger);
+warnUnknownSettings(process.env, logger, "notifier");
 for (const warning of [...kafkaAccessWarnings(config.production, config.kafkaAccess), ...providerAccessWarnings(config)]) logger.warn(warning);
 let tracing: Tracing | undefined;
 try {

@@ -40,24 +40,39 @@ describe('settings that nothing reads', () => {
   it('one warning line, with names and never values', () => {
     const lines: { details: object; message: string }[] = [];
     const secret = 'a-secret-value-never-logged';
-    warnUnknownSettings({ OTP_HMAC_KEY: secret, OTP_TTL_SECOND: '60' }, { warn: (details, message) => lines.push({ details, message }) });
+    warnUnknownSettings({ OTP_HMAC_KEY: secret, OTP_TTL_SECOND: '60' }, { warn: (details, message) => lines.push({ details, message }) }, 'service');
     expect(lines).toHaveLength(1);
     expect(lines[0]!.message).toContain('OTP_HMAC_KEY (did you mean OTP_HMAC_KEYS?)');
     expect(lines[0]!.message).toContain('OTP_TTL_SECOND (did you mean OTP_TTL_SECONDS?)');
     expect(JSON.stringify(lines)).not.toContain(secret);
     expect(JSON.stringify(lines)).not.toContain('"60"');
-    warnUnknownSettings({ OTP_TTL_SECONDS: '60' }, { warn: (details, message) => lines.push({ details, message }) });
+    warnUnknownSettings({ OTP_TTL_SECONDS: '60' }, { warn: (details, message) => lines.push({ details, message }) }, 'service');
     expect(lines).toHaveLength(1);
   });
 
   it('a known setting set to nothing or spaces is named as taking its default (probe 43: OTP_TTL_SECONDS= ran with 300, silently)', () => {
     expect(emptySettings({ OTP_TTL_SECONDS: '', OTP_MAX_ATTEMPTS: '  ', OTP_CODE_LENGTH: '6', OTP_FOO: '', PATH: '' })).toEqual(['OTP_MAX_ATTEMPTS', 'OTP_TTL_SECONDS']);
     const lines: { details: object; message: string }[] = [];
-    warnUnknownSettings({ OTP_TTL_SECONDS: '', OTP_HMAC_KEYS: ' ' }, { warn: (details, message) => lines.push({ details, message }) });
+    warnUnknownSettings({ OTP_TTL_SECONDS: '', OTP_HMAC_KEYS: ' ' }, { warn: (details, message) => lines.push({ details, message }) }, 'service');
     expect(lines).toEqual([{
       details: { emptySettings: ['OTP_HMAC_KEYS', 'OTP_TTL_SECONDS'] },
       message: 'settings set to an empty value are taken as unset, so their defaults apply: OTP_HMAC_KEYS, OTP_TTL_SECONDS',
     }]);
+  });
+
+  it('the notifier\'s settings given to the service or the relay are named as having no effect there (probe 50)', () => {
+    const env = { NOTIFIER_MAX_ATTEMPTS: '3', NOTIFIER_GROUP_ID: 'g', OTP_TTL_SECONDS: '60' };
+    for (const program of ['service', 'relay'] as const) {
+      const lines: { details: object; message: string }[] = [];
+      warnUnknownSettings(env, { warn: (details, message) => lines.push({ details, message }) }, program);
+      expect(lines).toEqual([{
+        details: { notifierSettings: ['NOTIFIER_GROUP_ID', 'NOTIFIER_MAX_ATTEMPTS'] },
+        message: `settings of the notifier have no effect on the ${program} (give them to the notifier; the chart's notifier.env): NOTIFIER_GROUP_ID, NOTIFIER_MAX_ATTEMPTS`,
+      }]);
+    }
+    const notifier: string[] = [];
+    warnUnknownSettings(env, { warn: (_details, message) => notifier.push(message) }, 'notifier');
+    expect(notifier).toEqual([]);
   });
 
   it('an empty setting is its default everywhere: OTP_RECEIPT_ISSUER= signed receipts with an empty iss', () => {
