@@ -264,6 +264,7 @@ describe('a Redis that refuses this client at start-up', () => {
   let master: RedisProcess;
   let replica: RedisProcess;
   let sentinel: RedisProcess;
+  let open: RedisProcess;
   const url = (port: number, auth = '') => `redis://${auth}127.0.0.1:${port}`;
 
   beforeAll(async () => {
@@ -283,6 +284,7 @@ describe('a Redis that refuses this client at start-up', () => {
       '--user', 'no-scripts', 'on', `>${PASSWORD}`, '~*', '&*', '+@all', '-evalsha',
       '--user', 'no-groups', 'on', `>${PASSWORD}`, '~*', '&*', '+@all', '-xgroup',
     ]);
+    open = await server('open', []);
     replica = await server('replica', ['--requirepass', PASSWORD, '--masterauth', PASSWORD, '--replicaof', '127.0.0.1', String(master.port)]);
     const sentinelPort = await freePort();
     const sentinelDir = dir('sentinel');
@@ -303,6 +305,12 @@ describe('a Redis that refuses this client at start-up', () => {
   it('REDIS_URL with no password for a Redis that needs one: names REDIS_URL and REDIS_PASSWORD at once, and never says "redis connected"', async () => {
     const output = await refusedAtStart({ REDIS_URL: url(master.port) }, 'REDIS_URL', ['REDIS_PASSWORD', 'NOAUTH', `127.0.0.1:${master.port}`]);
     expect(output).not.toContain('"redis connected"');
+  });
+
+  it('a password for a Redis that has none: names REDIS_PASSWORD at once, never the password given (probe 50: "cannot be reached" after 3 s)', async () => {
+    const output = await refusedAtStart({ REDIS_URL: url(open.port, ':a-password-nobody-set@') }, 'REDIS_URL', ['REDIS_PASSWORD', 'without any password configured']);
+    expect(output).not.toContain('a-password-nobody-set');
+    expect(output).not.toContain('cannot be reached');
   });
 
   it('a wrong password in REDIS_URL: names REDIS_URL and REDIS_PASSWORD, never the password given', async () => {

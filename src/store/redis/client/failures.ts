@@ -49,6 +49,9 @@ export type RedisRefusal = "credentials" | "permission" | "unknown-master" | "re
 
 const REFUSALS: readonly [RegExp, RedisRefusal][] = [
   [/^(WRONGPASS|NOAUTH)\b/, "credentials"],
+  // A password given to a Redis that has none (its words: "AUTH <password> called without any password
+  // configured...", the placeholder, not the password): a setting to remove, not an outage to wait out.
+  [/^ERR AUTH <password> called without any password configured\b/, "credentials"],
   [/^NOPERM\b/, "permission"],
   [/^ERR No such master with that name\b/, "unknown-master"],
   [/^ERR This instance has cluster support disabled\b/, "not-a-cluster"],
