@@ -583,4 +583,84 @@ describe('helm chart', () => {
     const ms = await template('-f', valuesFile('plain'), ...set, '--set', `${named.split(':')[0]}.podDisruptionBudget.enabled=false`);
     expect(ofKind(ms, 'PodDisruptionBudget')).toHaveLength(2);
   });
+  // Operator probe: config.env reaches the service and the relay only, so a NOTIFIER_* setting there did nothing.
+  it.each(['config.env', 'service.env', 'relay.env'])('refuses a NOTIFIER_* setting in %s (the notifier never gets it), pointing at notifier.env', async (map) => {
+    const stderr = await refused('-f', valuesFile('plain'), '--set', `${map}.NOTIFIER_MAX_IN_FLIGHT=8`);
+    expect(stderr).toContain(`${map}.NOTIFIER_MAX_IN_FLIGHT`);
+    expect(stderr).toContain('set it in notifier.env');
+    // Where it belongs it renders, in the notifier alone.
+    const ms = await template('-f', valuesFile('plain'), '--set', 'notifier.env.NOTIFIER_MAX_IN_FLIGHT=8');
+    expect(envOf(container(deployment(ms, '-notifier'))).NOTIFIER_MAX_IN_FLIGHT?.value).toBe('8');
+  });
+
+  // Operator probe: notifier.webhookUrl and tracing.otlpEndpoint with https://user:pass@... were rendered into the pod specs.
+  it('refuses every URL-valued value holding a password, naming it and the Secret its credentials go in, never echoing the password', async () => {
+    // The Secret route of each (values.yaml); a URL-valued value added later must be added here, and checked.
+    const routes: Record<string, string[]> = {
+      'config.redisUrl': ['redis.existingSecret'],
+      'config.kafkaBrokers': ['kafka.sasl.existingSecret'],
+      'notifier.webhookUrl': ['notifier.existingSecret', 'NOTIFIER_WEBHOOK_TOKEN'],
+      'tracing.otlpEndpoint': ['tracing.headersSecret', 'OTEL_EXPORTER_OTLP_HEADERS'],
+    };
+    const urlValued: string[] = [];
+    const walk = (node: Record<string, unknown>, at: string) => {
+      for (const [key, value] of Object.entries(node)) {
+        if (value && typeof value === 'object' && !Array.isArray(value)) walk(value as Record<string, unknown>, `${at}${key}.`);
+        else if (/(url|uri|endpoint|brokers)$/i.test(key)) urlValued.push(`${at}${key}`);
+      }
+    };
+    walk(parse(readFileSync(join(chart, 'values.yaml'), 'utf8')) as Record<string, unknown>, '');
+    expect(urlValued.sort()).toEqual(Object.keys(routes).sort());
+    for (const [value, route] of Object.entries(routes)) {
+      const stderr = await refused('-f', valuesFile('plain'), '--set-string', `${value}=https://otp:s3cret@h.example:4318/v1`);
+      expect(stderr, value).toContain(`${value} holds`);
+      for (const name of route) expect(stderr, value).toContain(name);
+      expect(stderr, value).not.toContain('s3cret');
+    }
+  });
+
+  it.each([
+    ['notifier.env.NOTIFIER_WEBHOOK_URL=https://otp:s3cret@gw.internal/send', ['NOTIFIER_WEBHOOK_TOKEN', 'notifier.existingSecret']],
+    ['notifier.env.NOTIFIER_REDIS_URL=redis://:s3cret@claims:6379', ['NOTIFIER_REDIS_PASSWORD', 'notifier.existingSecret']],
+    ['config.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=https://otp:s3cret@c:4318', ['OTEL_EXPORTER_OTLP_HEADERS', 'tracing.headersSecret']],
+  ] as const)('an env map\'s URL with a password (%s) is refused with the Secret route of that setting', async (set, route) => {
+    const stderr = await refused('-f', valuesFile('plain'), '--set-string', set);
+    expect(stderr).toContain(set.split('=')[0]);
+    for (const name of route) expect(stderr).toContain(name);
+    expect(stderr).not.toContain('s3cret');
+  });
+
+  // Operator probe: the relay and the notifier had a liveness probe only, no minReadySeconds and no scheduling values.
+  it.each([['-relay', 'relay', 9465], ['-notifier', 'notifier', 9464]] as const)('otp-service%s: start-up, liveness and readiness probes on a path its metrics port serves; minReadySeconds', async (suffix, component, port) => {
+    const d = deployment(await template('-f', valuesFile('plain')), suffix);
+    const c = container(d);
+    expect(c.ports).toEqual([{ name: 'metrics', containerPort: port }]);
+    // The port serves /healthz and /metrics (src/metrics-endpoint.ts), no /readyz: readiness is /healthz answering.
+    const served = readFileSync(join(repoRoot, 'src/metrics-endpoint.ts'), 'utf8');
+    for (const probe of [c.startupProbe, c.livenessProbe, c.readinessProbe]) {
+      expect(probe?.httpGet, component).toMatchObject({ path: '/healthz', port: 'metrics' });
+      expect(served).toContain(`path === "${probe!.httpGet!.path}"`);
+    }
+    // A pod that exits within seconds of starting never counts as available in a rolling update.
+    expect(d.spec.minReadySeconds).toBe(10);
+    const later = deployment(await template('-f', valuesFile('plain'), '--set', `${component}.minReadySeconds=30`), suffix);
+    expect(later.spec.minReadySeconds).toBe(30);
+  });
+
+  it.each([['-relay', 'relay'], ['-notifier', 'notifier'], ['', 'service']] as const)('otp-service%s: nodeSelector, tolerations and affinity from %s.*', async (suffix, component) => {
+    const affinity = { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'pool', operator: 'In', values: ['otp'] }] }] } } };
+    const tolerations = [{ key: 'dedicated', operator: 'Equal', value: 'otp', effect: 'NoSchedule' }];
+    const ms = await template('-f', valuesFile('plain'), '--set', `${component}.nodeSelector.pool=otp`,
+      '--set-json', `${component}.tolerations=${JSON.stringify(tolerations)}`, '--set-json', `${component}.affinity=${JSON.stringify(affinity)}`);
+    const pod = deployment(ms, suffix).spec.template.spec;
+    expect(pod.nodeSelector).toEqual({ pool: 'otp' });
+    expect(pod.tolerations).toEqual(tolerations);
+    expect(pod.affinity).toEqual(affinity);
+    // Only the Deployment asked for.
+    for (const other of ofKind(ms, 'Deployment').filter((o) => o.metadata.name !== `otp-service${suffix}`)) {
+      expect(other.spec.template.spec.nodeSelector, other.metadata.name).toBeUndefined();
+      expect(other.spec.template.spec.tolerations, other.metadata.name).toBeUndefined();
+      expect(other.spec.template.spec.affinity, other.metadata.name).toBeUndefined();
+    }
+  });
 });
