@@ -75,6 +75,21 @@ afterAll(async () => {
   dist?.remove();
 });
 
+/** A gRPC Send under a trace of its own (the caller's traceparent names it): the trace id. */
+async function sendInNewTrace(request: { purpose: string; channel: Channel; destination: string }): Promise<string> {
+  const traceId = hex(16);
+  const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
+  try {
+    const metadata = new grpc.Metadata();
+    metadata.set('authorization', bearer(key));
+    metadata.set('traceparent', `00-${traceId}-${hex(8)}-01`);
+    await grpcCall(client, OtpService.method.send, request, metadata);
+    return traceId;
+  } finally {
+    client.close();
+  }
+}
+
 /** The console adapter's line for `destination` (it carries the code), from the notifier's stdout. */
 async function deliveredTo(destination: string): Promise<{ code: string }> {
   const deadline = Date.now() + 60_000;
@@ -150,16 +165,7 @@ describe('traces (OTLP/HTTP, protobuf)', () => {
   // Probe 52: the notifier's span said "failed" for a delivery whose outcome was unknown and was never an error,
   // and the trace stopped there: the status, the service voiding the code and its audit event made no span.
   it('a failed delivery is an error span, and its trace goes on through its status to the code voided and the audit event', async () => {
-    const traceId = hex(16);
-    const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
-    try {
-      const metadata = new grpc.Metadata();
-      metadata.set('authorization', bearer(key));
-      metadata.set('traceparent', `00-${traceId}-${hex(8)}-01`);
-      await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.SMS, destination: '+14155550142' }, metadata);
-    } finally {
-      client.close();
-    }
+    const traceId = await sendInNewTrace({ purpose: 'login', channel: Channel.SMS, destination: '+14155550142' });
     const [delivery] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === CONSUMER && s.name === 'process otp.delivery.v1');
     expect(delivery!.attributes['otp.delivery.outcome']).toBe('failed');
     expect(delivery!.statusCode).toBe(2); // STATUS_CODE_ERROR: no code reached the person
@@ -266,16 +272,7 @@ describe('traces (OTLP/HTTP, protobuf)', () => {
 
 describe('traces of background work', () => {
   it('the relay\'s outbox polls make no spans: every script span is a call\'s child, while the relay still exports its produce spans', async () => {
-    const traceId = hex(16);
-    const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
-    try {
-      const metadata = new grpc.Metadata();
-      metadata.set('authorization', bearer(key));
-      metadata.set('traceparent', `00-${traceId}-${hex(8)}-01`);
-      await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: `idle-${hex(4)}@example.com` }, metadata);
-    } finally {
-      client.close();
-    }
+    const traceId = await sendInNewTrace({ purpose: 'login', channel: Channel.EMAIL, destination: `idle-${hex(4)}@example.com` });
     // The relay process read the outbox (many polls: it has run since the file started) and exported after that.
     const [produced] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === PRODUCER);
     expect(produced!.service).toBe('otp-relay');
