@@ -181,9 +181,9 @@ export class DeliveryStatusConsumer {
   }
 
   private async apply(
-    status: DeliveryStatus, ref: VerificationRef, shownFields: { reason: string; adapter: string; trace: string; log: object }, span: ConsumeSpan | undefined,
+    status: DeliveryStatus, ref: VerificationRef, facts: { reason: string; adapter: string; trace: string; log: object }, span: ConsumeSpan | undefined,
   ): Promise<void> {
-    const { reason, adapter, trace, log } = shownFields;
+    const { reason, adapter, trace, log } = facts;
     if (status.outcome === DeliveryOutcome.DELIVERED) {
       // The outcome joins the verification's audit trail (on its shard's outbox, so in order after its `sent`),
       // once per resend: a repeat or a copy replayed onto the topic is not news (probe 25: each made an event).
