@@ -61,10 +61,13 @@ function deadlines(minDeadlineMs: number, metrics: Metrics | undefined): Interce
     const timeout = callTimeoutMs(req.header);
     if (timeout === undefined) return next(req);
     const left = timeout - sinceArrival(req.contextValues);
-    if (req.signal.aborted || left < minDeadlineMs) {
+    const aborted = abortedAs(req.signal);
+    if (left < minDeadlineMs || aborted === "DEADLINE_EXCEEDED") {
       metrics?.deadlineRefused(req.method.name, "http");
       throw deadlineTooNear(minDeadlineMs);
     }
+    // The caller went away first: not a deadline refusal, so not counted as one (wireErrors records CANCELLED).
+    if (aborted !== undefined) throw ConnectError.from(req.signal.reason);
     return answeredByDeadline(next(req), req.signal, left);
   };
 }
