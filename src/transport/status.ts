@@ -149,13 +149,32 @@ export const MESSAGE_COUNT = {
  * while the body arrived), or is nearer than OTP_MIN_DEADLINE_MS, is refused before any work: both ports
  * answered DEADLINE_EXCEEDED, or on the gRPC port even OK, while the work went on (probe 42: a Send with
  * connect-timeout-ms 0 delivered a code whose id the caller never learned). Its retry is safe: nothing was
- * done. Such a deadline is the caller's doing, not a fault of the service: counted apart
- * (otp_rpc_deadline_refusals_total), the SLO's rules leave it out of its errors, or anyone able to call
- * (a page of a public client's origin included) could spend the error budget and page on-call (probe 52).
+ * done.
+ *
+ * `callersDoing`: the call came with less than OTP_MIN_DEADLINE_MS left once its request had arrived (its
+ * timeout was that short, or it was spent sending the body). Counted apart (otp_rpc_deadline_refusals_total),
+ * the SLO's rules take such answers out of its DEADLINE_EXCEEDED errors, or anyone able to call (a page of a
+ * public client's origin included) could spend the error budget and page on-call (probe 52). A deadline
+ * spent waiting in the service (a busy process) is the service's, and counts (probe 53).
  */
-export function deadlineTooNear(minMs: number): OtpError {
-  const when = minMs > 1 ? `had passed, or was less than ${minMs} ms away,` : "had passed";
-  return new OtpError("DEADLINE_EXCEEDED", `the call's deadline ${when} before it was served: nothing was done`);
+export class DeadlineRefusal extends OtpError {
+  constructor(minMs: number, readonly callersDoing: boolean) {
+    const when = minMs > 1 ? `had passed, or was less than ${minMs} ms away,` : "had passed";
+    super("DEADLINE_EXCEEDED", `the call's deadline ${when} before it was served: nothing was done`);
+  }
+}
+
+/**
+ * The refusal of a call whose deadline is too near as it is served: the caller's doing when what it granted
+ * (`grantedMs`, the timeout as sent) less what it spent sending the rest of its request was already too little.
+ */
+export function deadlineRefusal(grantedMs: number, spentSendingMs: number, minMs: number): DeadlineRefusal {
+  return new DeadlineRefusal(minMs, grantedMs - spentSendingMs < minMs);
+}
+
+/** Whether an answer (`status`, as the caller saw it) was a deadline refusal of the caller's doing. */
+export function callersDeadline(err: unknown, status: string): boolean {
+  return status === "DEADLINE_EXCEEDED" && err instanceof DeadlineRefusal && err.callersDoing;
 }
 
 /** A compressed request body that does not decompress (cut short, or not in its encoding): the same words on both ports. */

@@ -2,7 +2,7 @@ import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import type { UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { serveDeadlines } from "../deadline-headers.js";
-import { markArrival } from "./arrival.js";
+import { markArrival, markBodyRead } from "./arrival.js";
 import { headerValues } from "../raw-headers.js";
 import type { NodeRequest, NodeResponse } from "./http-handler.js";
 
@@ -68,13 +68,13 @@ export function universalRequest(
   // A body cut off (the caller reset the stream or closed the connection, or a request timeout did) is a
   // caller gone too, whether or not the response's "close" has come yet: nobody will read the answer, and
   // it is not one of the method's (./answers-before-handler.ts).
-  return admitted(header).then((ok) => (ok ? readBody(req, maxBytes, () => gone.abort(GONE)).then(request) : request(UNREAD)));
+  return admitted(header).then((ok) => (ok ? readBody(req, maxBytes, () => gone.abort(GONE), () => markBodyRead(contextValues)).then(request) : request(UNREAD)));
 }
 
 /** The body of a refused call: none read. */
 const UNREAD = new BufferedBody(EMPTY);
 
-function readBody(req: NodeRequest, maxBytes: number, cutOff: () => void): Promise<AsyncIterable<Uint8Array>> {
+function readBody(req: NodeRequest, maxBytes: number, cutOff: () => void, whole: () => void): Promise<AsyncIterable<Uint8Array>> {
   // GET (Connect's query-encoded calls) and bodies already read: nothing to wait for.
   if (req.readableEnded) return Promise.resolve(new BufferedBody(EMPTY));
   return new Promise((resolve) => {
@@ -91,6 +91,7 @@ function readBody(req: NodeRequest, maxBytes: number, cutOff: () => void): Promi
     };
     const onEnd = (): void => {
       off();
+      whole();
       resolve(new BufferedBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
     };
     // A reset, broken or cut-off body (the caller went away, a request timeout):

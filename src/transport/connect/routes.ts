@@ -3,9 +3,9 @@ import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
 import type { Metrics } from "../../metrics.js";
-import { abortedAs, deadlineTooNear, statusName, toConnectError } from "../status.js";
+import { abortedAs, callersDeadline, deadlineRefusal, statusName, toConnectError } from "../status.js";
 import { callTimeoutMs } from "../deadline-headers.js";
-import { sinceArrival } from "./arrival.js";
+import { sinceArrival, spentSendingBody } from "./arrival.js";
 import { activeTraceparent, callSpan, inContext } from "../../telemetry/spans.js";
 import { telemetry } from "../../telemetry/tracing.js";
 import { markObserved } from "./answers-before-handler.js";
@@ -46,7 +46,9 @@ function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
       metrics?.observe(req.method.name, "http", abortedAs(req.signal) ?? "OK", startedAt);
       return res;
     } catch (err) {
-      metrics?.observe(req.method.name, "http", abortedAs(req.signal) ?? statusName(err), startedAt);
+      const status = abortedAs(req.signal) ?? statusName(err);
+      metrics?.observe(req.method.name, "http", status, startedAt);
+      if (callersDeadline(err, status)) metrics?.deadlineRefused(req.method.name, "http");
       throw toConnectError(err, log, `/${req.service.typeName}/${req.method.name}`);
     }
   };
@@ -56,17 +58,14 @@ function wireErrors(log: Logger, metrics: Metrics | undefined): Interceptor {
  * The caller's deadline, innermost (inside the call's span): what is left of it counts from when its headers
  * arrived (./arrival.ts); a call with too little left is refused before any work (../status.ts).
  */
-function deadlines(minDeadlineMs: number, metrics: Metrics | undefined): Interceptor {
+function deadlines(minDeadlineMs: number): Interceptor {
   return (next) => async (req) => {
     const timeout = callTimeoutMs(req.header);
     if (timeout === undefined) return next(req);
     const left = timeout - sinceArrival(req.contextValues);
     const aborted = abortedAs(req.signal);
-    if (left < minDeadlineMs || aborted === "DEADLINE_EXCEEDED") {
-      metrics?.deadlineRefused(req.method.name, "http");
-      throw deadlineTooNear(minDeadlineMs);
-    }
-    // The caller went away first: not a deadline refusal, so not counted as one (wireErrors records CANCELLED).
+    if (left < minDeadlineMs || aborted === "DEADLINE_EXCEEDED") throw deadlineRefusal(timeout, spentSendingBody(req.contextValues), minDeadlineMs);
+    // The caller went away first: answered as cancelled, whatever its deadline (wireErrors records CANCELLED).
     if (aborted !== undefined) throw ConnectError.from(req.signal.reason);
     return answeredByDeadline(next(req), req.signal, left);
   };
@@ -121,8 +120,8 @@ function traced(): Interceptor {
 export function otpRoutes(core: OtpService, log: Logger, metrics: Metrics | undefined, minDeadlineMs: number): (router: ConnectRouter) => void {
   // Decided once, when the routes are built (after tracing started): no span interceptor at all when it is off.
   const interceptors = telemetry.on
-    ? [wireErrors(log, metrics), traced(), deadlines(minDeadlineMs, metrics)]
-    : [wireErrors(log, metrics), deadlines(minDeadlineMs, metrics)];
+    ? [wireErrors(log, metrics), traced(), deadlines(minDeadlineMs)]
+    : [wireErrors(log, metrics), deadlines(minDeadlineMs)];
   return (router) => {
     router.service(OtpServiceDesc, otpServiceImpl(core), { interceptors });
   };

@@ -28,10 +28,20 @@ import { statusName, toGrpcStatus } from "../status.js";
 // never read.
 
 const admitted = new WeakMap<Metadata, Caller>();
+/** What was left of each call's deadline when its headers arrived (the timeout as sent), for calls with one. */
+const granted = new WeakMap<Metadata, number>();
 
 /** The caller admitted for this call's metadata (undefined when the call did not pass through `callerBeforeBody`). */
 export function admittedCaller(metadata: Metadata): Caller | undefined {
   return admitted.get(metadata);
+}
+
+/**
+ * The deadline the call came with (ms, from its headers' arrival); undefined without one. Read by the handler
+ * to tell a deadline too short as sent (the caller's doing) from one spent in this process (../status.ts).
+ */
+export function grantedDeadlineMs(metadata: Metadata): number | undefined {
+  return granted.get(metadata);
 }
 
 /** Wraps an OtpService call so its caller is resolved before its message is read; other services' calls pass as they are. */
@@ -49,6 +59,9 @@ export function callerBeforeBody(
     start(next) {
       next(new ServerListenerBuilder().withOnReceiveMetadata((metadata, pass) => {
         const startedAt = performance.now();
+        // In the tick grpc-js read the headers and set the deadline from them.
+        const deadline = Number(call.getDeadline());
+        if (deadline !== Infinity) granted.set(metadata, deadline - Date.now());
         const inbound = new MetadataInboundCall(method, metadata, call, stream);
         callerOf(inbound).then(
           (caller) => {

@@ -3,9 +3,9 @@ import type { MethodDefinition, sendUnaryData, ServerUnaryCall, ServiceDefinitio
 import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
-import { admittedCaller } from "./caller-before-body.js";
+import { admittedCaller, grantedDeadlineMs } from "./caller-before-body.js";
 import { binaryRequestRefusal } from "../binary-faults.js";
-import { deadlineTooNear, statusName, toGrpcStatus } from "../status.js";
+import { callersDeadline, deadlineRefusal, statusName, toGrpcStatus } from "../status.js";
 import type { Metrics } from "../../metrics.js";
 import { activeTraceparent, callSpan, inContext } from "../../telemetry/spans.js";
 import { responseBytes } from "./response-bytes.js";
@@ -57,6 +57,7 @@ function unary<I extends DescMessage, O extends DescMessage>(
         (err: unknown) => {
           const status = call.cancelled ? endedEarly(call) : statusName(err);
           metrics?.observe(method.name, "grpc", status, startedAt);
+          if (callersDeadline(err, status)) metrics?.deadlineRefused(method.name, "grpc");
           span?.end(status);
           callback(toGrpcStatus(err, log, path));
         },
@@ -65,11 +66,9 @@ function unary<I extends DescMessage, O extends DescMessage>(
   };
 
   async function answer(call: ServerUnaryCall<Buffer, unknown>): Promise<MessageShape<O>> {
-    // grpc-js set the deadline when the headers arrived (Infinity without one).
-    if (Number(call.getDeadline()) - Date.now() < minDeadlineMs) {
-      metrics?.deadlineRefused(method.name, "grpc");
-      throw deadlineTooNear(minDeadlineMs);
-    }
+    // grpc-js set the deadline when the headers arrived (Infinity without one). What the caller granted is
+    // all this port can tell of the caller's part: a body trickled past it counts as the service's.
+    if (Number(call.getDeadline()) - Date.now() < minDeadlineMs) throw deadlineRefusal(grantedDeadlineMs(call.metadata) ?? Infinity, 0, minDeadlineMs);
     const caller = callerOfCall(call);
     let request: MessageShape<I>;
     try {
