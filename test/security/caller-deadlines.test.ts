@@ -129,6 +129,16 @@ describe('a deadline header the protocols do not allow', () => {
     }
   });
 
+  it('a Send with a malformed grpc-timeout is refused and not done, on both ports', async () => {
+    for (const port of [app.grpcPort, app.httpPort]) {
+      const destination = `bad-timeout-${port}@example.com`;
+      const sendBody = Buffer.from(toBinary(SendRequestSchema, create(SendRequestSchema, { purpose: 'login', channel: Channel.EMAIL, destination })));
+      expect((await rawGrpc(port, { 'grpc-timeout': 'x5Sx' }, '/otp.v1.OtpService/Send', sendBody)).status).toBe('3');
+      await new Promise((r) => setTimeout(r, 100));
+      expect((await rawGrpc(app.grpcPort, {}, '/otp.v1.OtpService/Send', sendBody)).status, `port ${port}: the refused Send was done`).toBe('0');
+    }
+  });
+
   it('connect-timeout-ms "12x": INVALID_ARGUMENT, the value not quoted', async () => {
     const res = await fetch(`${app.httpBase}${PATH}`, {
       method: 'POST',

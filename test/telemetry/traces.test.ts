@@ -219,6 +219,9 @@ describe('traces (OTLP/HTTP, protobuf)', () => {
       const [httpSpan] = await receiver.waitFor((s) => receiver.spans.indexOf(s) >= connectBefore && s.kind === SERVER && s.attributes['otp.listener'] === 'http' && s.attributes['rpc.response.status_code'] === 'UNAUTHENTICATED');
       await vi.waitFor(() => expect(refusedLines().length).toBeGreaterThan(connectLogged), { timeout: 5_000 });
       expect(refusedLines().at(-1)!.traceId).toBe(httpSpan!.traceId);
+      // One span for it, not a second in a trace of its own (probe 53: the refusal and the answer each made one).
+      await new Promise((r) => setTimeout(r, 500));
+      expect(receiver.spans.filter((s) => receiver.spans.indexOf(s) >= connectBefore && s.kind === SERVER && s.attributes['rpc.response.status_code'] === 'UNAUTHENTICATED')).toHaveLength(1);
     } finally {
       client.close();
     }
@@ -251,6 +254,16 @@ describe('traces (OTLP/HTTP, protobuf)', () => {
       const [span] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === SERVER);
       expect([c.name, span!.name, span!.parentSpanId, span!.attributes['rpc.response.status_code']]).toEqual([c.name, 'otp.v1.OtpService/Verify', callerSpanId, c.status]);
     }
+  });
+
+  it('a gRPC call grpc-js answers first (a grpc-timeout it cannot read), sent with no credentials, is one span: its answer', async () => {
+    const traceId = hex(16);
+    await rawGrpc(`00-${traceId}-${hex(8)}-01`, { authorization: 'Bearer not-a-key', 'grpc-timeout': 'x5Sx' }, envelope(0, Buffer.alloc(0)));
+    const [span] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === SERVER);
+    await new Promise((r) => setTimeout(r, 500));
+    // Probe 53: the refusal of its caller was observed and spanned too, though grpc-js had answered it.
+    expect(receiver.spans.filter((s) => s.traceId === traceId && s.kind === SERVER).map((s) => s.attributes['rpc.response.status_code'])).toEqual(['INVALID_ARGUMENT']);
+    expect(span!.name).toBe('otp.v1.OtpService/Verify');
   });
 
   it('a call without a traceparent starts a trace of its own; a refused call is still one span, not an error of ours', async () => {

@@ -11,6 +11,7 @@ import type { Metrics } from "../../metrics.js";
 import { codeName } from "../status.js";
 import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import { callSpan } from "../../telemetry/spans.js";
+import { refusalTraceContext } from "./caller-before-body.js";
 import { telemetry } from "../../telemetry/tracing.js";
 
 // Every answer of a method is observed in otp_rpc_duration_seconds, as on the
@@ -55,7 +56,7 @@ export function answersBeforeHandlerObserved(handler: UniversalHandler, inner: U
       // none; counted, a client that hangs up mid-body would spend the SLO's budget.
       if (code === undefined || observed() || req.signal.aborted) return;
       metrics?.observe(method, "http", codeName(code), startedAt);
-      if (telemetry.on) callSpan(OtpServiceDesc.typeName, method, "http", (name) => req.header.get(name) ?? undefined).end(codeName(code));
+      if (telemetry.on) callSpan(OtpServiceDesc.typeName, method, "http", (name) => req.header.get(name) ?? undefined, refusalTraceContext(values)).end(codeName(code));
     };
     // gRPC and gRPC-Web run the handler while the body is read: their status is known at its end.
     if (res.trailer && res.body) {

@@ -4,10 +4,8 @@ import type { UniversalHandler, UniversalHandlerFn } from "@connectrpc/connect/p
 import type { MethodName } from "../../auth/grants.js";
 import type { Logger } from "../../log.js";
 import type { Caller } from "../../otp/service.js";
-import { callSpan } from "../../telemetry/spans.js";
-import { telemetry } from "../../telemetry/tracing.js";
 import type { CallerResolver, InboundCall } from "../caller.js";
-import { statusName, toConnectError } from "../status.js";
+import { toConnectError } from "../status.js";
 import { peerKey } from "./peer.js";
 
 // Who is calling, decided on the HTTP port from the headers and the connection
@@ -32,8 +30,6 @@ import { peerKey } from "./peer.js";
 
 interface Refusal {
   error: ConnectError;
-  /** For its span: the status name, as metrics have it. */
-  status: string;
   /** For its span: the trace context the refusal was logged and audited under. */
   traceId: string | undefined;
 }
@@ -51,7 +47,7 @@ export async function admit(callerOf: CallerResolver, method: MethodName, header
     values.set(callerKey, await callerOf(inbound));
     return true;
   } catch (err) {
-    values.set(refusalKey, { error: toConnectError(err, log, path), status: statusName(err), traceId: inbound.traceId });
+    values.set(refusalKey, { error: toConnectError(err, log, path), traceId: inbound.traceId });
     return false;
   }
 }
@@ -72,9 +68,16 @@ export function refusedUnread(handler: UniversalHandler, checked: UniversalHandl
 export function refuseUnadmitted(context: HandlerContext): void {
   const refusal = context.values.get(refusalKey);
   if (refusal === undefined) return;
-  // No interceptor runs for it (where an admitted call's span starts): a refused call is still one span.
-  if (telemetry.on) callSpan(context.service.typeName, context.method.name, "http", (name) => context.requestHeader.get(name) ?? undefined, refusal.traceId).end(refusal.status);
+  // No interceptor runs for it: its span is made with the other answers no interceptor saw (./answers-before-handler.ts).
   throw refusal.error;
+}
+
+/**
+ * The trace context a refused call was logged and audited under, for its span (one the caller's traceparent
+ * did not name: the span takes it, so the log line, the audit event and the span lead to one another).
+ */
+export function refusalTraceContext(values: ContextValues): string | undefined {
+  return values.get(refusalKey)?.traceId;
 }
 
 /** A call as the caller resolver sees it: one object per call, its methods shared (no closures per call). */

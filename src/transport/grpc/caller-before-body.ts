@@ -69,6 +69,8 @@ export function callerBeforeBody(
             pass(metadata);
           },
           (err: unknown) => {
+            // grpc-js answered first (a grpc-timeout it cannot read): that answer was observed (./stream-guards.ts).
+            if (stream?.headersSent) return;
             const status = statusName(err);
             metrics?.observe(method, "grpc", status, startedAt);
             if (telemetry.on) {
