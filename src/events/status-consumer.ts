@@ -169,7 +169,9 @@ export class DeliveryStatusConsumer {
     // when it names the signed status's trace); the audit event the status writes carries it on to the relay.
     const traceparent = headers[HEADERS.traceparent];
     const parent = traceId !== "" && traceparent !== undefined && TRACEPARENT.exec(traceparent)?.[1] === traceId ? traceparent : undefined;
-    const span = telemetry.on ? consumeSpan(topic, partition, message.offset, parent ? { traceparent: parent } : {}) : undefined;
+    // Without one (an older notifier, one of another make), the span takes the signed trace id: the audit event
+    // it writes keeps the call's trace id (probe 53: it got a new one).
+    const span = telemetry.on ? consumeSpan(topic, partition, message.offset, parent ? { traceparent: parent } : {}, traceId || undefined) : undefined;
     const trace = span?.traceparent() ?? parent ?? traceId;
     try {
       await this.apply(status, ref, { reason, adapter, trace, log }, span);

@@ -46,10 +46,8 @@ export function callSpan(
   // A call with no trace to join, refused before its span began, was logged and audited under a trace id
   // of its own (src/transport/caller.ts): its span takes that id, so both lead to it (probe 28).
   const own = traceContext !== undefined && trace.getSpanContext(parent) === undefined ? traceIdOf(traceContext) : undefined;
-  traceIds.pinned = own !== undefined && TRACE_ID.test(own) ? own : undefined;
-  let span: Span;
-  try {
-    span = telemetry.tracer.startSpan(
+  const span = startPinned(own, () =>
+    telemetry.tracer.startSpan(
       `${service}/${method}`,
       {
         kind: SpanKind.SERVER,
@@ -61,10 +59,8 @@ export function callSpan(
         },
       },
       parent,
-    );
-  } finally {
-    traceIds.pinned = undefined;
-  }
+    ),
+  );
   return {
     context: trace.setSpan(parent, span),
     end(status) {
@@ -76,6 +72,16 @@ export function callSpan(
 }
 
 const TRACE_ID = /^[0-9a-f]{32}$/;
+
+/** Runs `start`; a root span it starts takes the trace id `pinned` (when it is one). */
+function startPinned(pinned: string | undefined, start: () => Span): Span {
+  traceIds.pinned = pinned !== undefined && TRACE_ID.test(pinned) ? pinned : undefined;
+  try {
+    return start();
+  } finally {
+    traceIds.pinned = undefined;
+  }
+}
 
 
 /** Runs `fn` in `ctx` (a CallSpan's context). */
@@ -169,10 +175,27 @@ export interface ConsumeSpan {
   end(errorName?: string): void;
 }
 
-/** A CONSUMER span for processing one record, child of its `traceparent` header (when it has one). */
-export function consumeSpan(topic: string, partition: number, offset: string, headers: Record<string, string>): ConsumeSpan {
+/**
+ * A CONSUMER span for processing one record, child of its `traceparent` header (when it has one). `traceId`:
+ * the trace a record without one belongs to all the same (a signed status names its call's): the span
+ * starts it, so what it writes stays under that trace id.
+ */
+export function consumeSpan(topic: string, partition: number, offset: string, headers: Record<string, string>, traceId?: string): ConsumeSpan {
   const parent = remoteParent((name) => headers[name]);
-  const span = telemetry.tracer.startSpan(
+  const span = startPinned(trace.getSpanContext(parent) === undefined ? traceId : undefined, () => startConsumeSpan(topic, partition, offset, parent));
+  return {
+    setAttribute: (name, value) => void span.setAttribute(name, value),
+    setError: (message) => void span.setStatus({ code: SpanStatusCode.ERROR, message }),
+    traceparent: () => traceparentOfSpan(span),
+    end(errorName) {
+      if (errorName) span.setStatus({ code: SpanStatusCode.ERROR, message: errorName });
+      span.end();
+    },
+  };
+}
+
+function startConsumeSpan(topic: string, partition: number, offset: string, parent: Context): Span {
+  return telemetry.tracer.startSpan(
     `process ${topic}`,
     {
       kind: SpanKind.CONSUMER,
@@ -187,13 +210,4 @@ export function consumeSpan(topic: string, partition: number, offset: string, he
     },
     parent,
   );
-  return {
-    setAttribute: (name, value) => void span.setAttribute(name, value),
-    setError: (message) => void span.setStatus({ code: SpanStatusCode.ERROR, message }),
-    traceparent: () => traceparentOfSpan(span),
-    end(errorName) {
-      if (errorName) span.setStatus({ code: SpanStatusCode.ERROR, message: errorName });
-      span.end();
-    },
-  };
 }

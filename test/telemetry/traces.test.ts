@@ -20,6 +20,11 @@ import { bearer, clientsFile, newKey, sha256, type ClientsFile } from '../suppor
 import { grpcCall, grpcClient } from '../support/grpc-client.js';
 import { kafkaAndRedisForFile } from '../support/kafka-and-redis.js';
 import { envelope, rawRequest } from '../support/raw-http.js';
+import { TestProducer } from '../support/delivery-events.js';
+import { statusRecord } from '../../src/notifier/records.js';
+import { StatusMac } from '../../src/events/status-mac.js';
+import { DeliveryOutcome } from '../../src/gen/otp/events/v1/events_pb.js';
+import { loadConfig } from '../../src/config.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.js';
 import { spawnService, untilServing, exitWithin, type ServiceProcess } from '../support/service-process.js';
 
@@ -177,6 +182,34 @@ describe('traces (OTLP/HTTP, protobuf)', () => {
     expect(audit!.attributes['otp.event.type']).toBe('audit.delivery_failed');
     const line = (relay.logs() as { msg?: string; traceId?: string }[]).find((l) => l.msg === 'delivery reported failed' && l.traceId === traceId);
     expect(line).toBeDefined();
+  });
+
+  // Probe 53: a status with no traceparent (an older notifier's, or one of another make) got a span of a new
+  // trace, and the audit event it wrote took that trace's id instead of the signed one.
+  it('a signed status without a traceparent is processed in the trace it names', async () => {
+    const client = grpcClient(`127.0.0.1:${service.grpcPort}`);
+    let verificationId: string;
+    try {
+      const metadata = new grpc.Metadata();
+      metadata.set('authorization', bearer(key));
+      ({ verificationId } = await grpcCall(client, OtpService.method.send, { purpose: 'login', channel: Channel.EMAIL, destination: `status-${hex(4)}@example.com` }, metadata));
+    } finally {
+      client.close();
+    }
+    const traceId = hex(16);
+    const record = statusRecord('otp.delivery.status.v1', {
+      deliveryEventId: `evt-${hex(8)}`, verificationId, tenant: 'acme', traceId, resendCount: 0,
+      outcome: DeliveryOutcome.DELIVERED, reason: '', adapter: 'other-notifier', nowMs: Date.now(),
+    }, new StatusMac(loadConfig({}).sealKeys));
+    expect(record.headers.traceparent).toBeUndefined();
+    const producer = await TestProducer.start(env.brokers);
+    try {
+      await producer.send(record);
+    } finally {
+      await producer.stop();
+    }
+    const [status] = await receiver.waitFor((s) => s.traceId === traceId && s.kind === CONSUMER && s.name === 'process otp.delivery.status.v1', 1, 30_000);
+    expect(status!.service).toBe('otp-relay');
   });
 
   it('a Connect call on the HTTP port gets its server span, child of its traceparent header', async () => {
