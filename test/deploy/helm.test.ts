@@ -630,6 +630,31 @@ describe('helm chart', () => {
     expect(stderr).not.toContain('s3cret');
   });
 
+  // Probe 53: credentials without a password (a token as the user) or in the query rendered; an empty password was refused.
+  it.each([
+    ['notifier.webhookUrl=https://s3cret@gw.internal/send', 'NOTIFIER_WEBHOOK_TOKEN'],
+    ['notifier.webhookUrl=https://gw.internal/send?api_key=s3cret', 'NOTIFIER_WEBHOOK_TOKEN'],
+    ['tracing.otlpEndpoint=http://s3cret@collector:4318', 'OTEL_EXPORTER_OTLP_HEADERS'],
+    ['tracing.otlpEndpoint=http://collector:4318/?token=s3cret', 'OTEL_EXPORTER_OTLP_HEADERS'],
+    ['notifier.env.NOTIFIER_WEBHOOK_URL=https://gw.internal/send?Signature=s3cret', 'NOTIFIER_WEBHOOK_TOKEN'],
+  ] as const)('an HTTP endpoint with credentials in any form (%s) is refused', async (set, route) => {
+    const stderr = await refused('-f', valuesFile('plain'), '--set-string', set);
+    expect(stderr).toContain('holds credentials in the URL');
+    expect(stderr).toContain(route);
+    expect(stderr).not.toContain('s3cret');
+  });
+
+  it('a Redis URL with a user alone (an ACL user name) or an empty password renders; other query parameters do', async () => {
+    for (const set of ['config.redisUrl=redis://otp@redis:6379', 'config.redisUrl=redis://default:@redis:6379', 'notifier.webhookUrl=https://gw.internal/send?route=otp']) {
+      await template('-f', valuesFile('plain'), '--set-string', set);
+    }
+  });
+
+  it.each([['relay', '30s'], ['relay', '-5'], ['notifier', 'true'], ['notifier', 'null']])('%s.minReadySeconds=%s is refused (it rendered as 0 or 1, turning the rollout check off: probe 53)', async (component, value) => {
+    const stderr = await refused('-f', valuesFile('plain'), '--set-string', `${component}.minReadySeconds=${value}`);
+    expect(stderr).toContain(`${component}.minReadySeconds must be a whole number of seconds`);
+  });
+
   // Operator probe: the relay and the notifier had a liveness probe only, no minReadySeconds and no scheduling values.
   it.each([['-relay', 'relay', 9465], ['-notifier', 'notifier', 9464]] as const)('otp-service%s: start-up, liveness and readiness probes on a path its metrics port serves; minReadySeconds', async (suffix, component, port) => {
     const d = deployment(await template('-f', valuesFile('plain')), suffix);

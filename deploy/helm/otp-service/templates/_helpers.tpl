@@ -371,7 +371,9 @@ release where nothing publishes the outbox, and Redis TLS files named both by
 redis.tls and by hand.
 */}}
 {{- define "otp.checkValues" -}}
-{{- $withPassword := "://[^/@]*:[^/@]*@" }}
+{{- $withPassword := "://[^/@]*:[^/@]+@" }}
+{{- /* An HTTP endpoint's credentials in any form: user:password@, token@, or a secret-named query parameter. */}}
+{{- $httpCredentials := "(?i)(^[a-z][a-z0-9+.-]*://[^/?#]*@)|([?&][^=&#]*(key|token|secret|passw|signature|sig)[^=&#]*=)" }}
 {{- range $where, $env := dict "config.env" .Values.config.env "service.env" .Values.service.env "relay.env" .Values.relay.env "notifier.env" .Values.notifier.env }}
 {{- range $name, $value := $env }}
 {{- if regexMatch "(PASSWORD|TOKEN|_KEYS?|HEADERS)$" $name }}
@@ -380,12 +382,25 @@ redis.tls and by hand.
 {{- if regexMatch $withPassword (toString $value) }}
 {{- fail (printf "%s.%s holds a URL with a password (it would sit in the pod spec): %s" $where $name (include "otp.urlSecretRoute" $name)) }}
 {{- end }}
+{{- if and (regexMatch "(WEBHOOK_URL|OTLP(_[A-Z]+)*_ENDPOINT)$" $name) (regexMatch $httpCredentials (toString $value)) }}
+{{- fail (printf "%s.%s holds credentials in the URL (it would sit in the pod spec): %s" $where $name (include "otp.urlSecretRoute" $name)) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- /* Every URL-valued value the chart renders into a container's env, with the variable it becomes. */}}
 {{- range $value := list (list "config.redisUrl" .Values.config.redisUrl "REDIS_URL") (list "notifier.webhookUrl" .Values.notifier.webhookUrl "NOTIFIER_WEBHOOK_URL") (list "tracing.otlpEndpoint" .Values.tracing.otlpEndpoint "OTEL_EXPORTER_OTLP_ENDPOINT") }}
 {{- if regexMatch $withPassword (toString (index $value 1)) }}
 {{- fail (printf "%s holds a URL with a password (it would sit in the pod spec as %s): %s" (index $value 0) (index $value 2) (include "otp.urlSecretRoute" (index $value 2))) }}
+{{- end }}
+{{- /* A Redis URL's user alone is an ACL user name, not a secret; an HTTP endpoint has none of its own. */}}
+{{- if and (ne (index $value 2) "REDIS_URL") (regexMatch $httpCredentials (toString (index $value 1))) }}
+{{- fail (printf "%s holds credentials in the URL (it would sit in the pod spec as %s): %s" (index $value 0) (index $value 2) (include "otp.urlSecretRoute" (index $value 2))) }}
+{{- end }}
+{{- end }}
+{{- range $component := list "relay" "notifier" }}
+{{- $ready := index $.Values $component "minReadySeconds" }}
+{{- if not (regexMatch "^[0-9]+$" (toString $ready)) }}
+{{- fail (printf "%s.minReadySeconds must be a whole number of seconds (0 or more), got %q: anything else turned the rollout check off" $component (toString $ready)) }}
 {{- end }}
 {{- end }}
 {{- if contains "@" (toString .Values.config.kafkaBrokers) }}
