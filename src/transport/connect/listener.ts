@@ -10,6 +10,7 @@ import { awaitPreface, closeWhenIdle, type IdleBound } from "../idle-connections
 import { keepPeerAddress } from "../peer-address.js";
 import type { NodeRequest, NodeResponse } from "./http-handler.js";
 import type { OpenCalls } from "../open-calls.js";
+import { unreadBodiesBounded } from "./unread-bodies.js";
 
 // One port, HTTP/1.1 and HTTP/2. An http (or https) server listens and owns
 // every connection, so its slow-client protections apply (headersTimeout and
@@ -88,7 +89,7 @@ export async function listenHttp(options: {
     // How often the two timeouts above are checked (default 30 s would make them coarse).
     connectionsCheckingInterval: 1_000,
   };
-  const h1Handler = openCalls.guardRequests(handler);
+  const h1Handler = openCalls.guardRequests(unreadBodiesBounded(handler));
   const h1 = options.tls ? https.createServer({ ...limits, ...tlsOptions(options.tls), handshakeTimeout: idleMs }, h1Handler) : http.createServer(limits, h1Handler);
 
   if (options.tls) {
