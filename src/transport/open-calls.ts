@@ -6,6 +6,7 @@ import type { Logger } from "../log.js";
 import { methodOfPath, type MethodName } from "../auth/grants.js";
 import type { Port } from "../metrics.js";
 import { boundConnections } from "./connection-bound.js";
+import { ipBudgetSubject } from "../otp/ip-address.js";
 
 // The process-wide bound on calls open at once, across both ports and every
 // connection (OTP_MAX_OPEN_CALLS). Each open call holds ~5 KB of old-space
@@ -93,20 +94,30 @@ const ALWAYS_ANSWERED = new Set(["/healthz", "/readyz", "/metrics"]);
  * which callers cannot reach; this keeps the RPC ports' copies for an operator's look.
  */
 const OPERATOR_CALLS = 32;
+/**
+ * Of those, one address (an IPv6 /64) holds at most this many, each for at most OPERATOR_LIFETIME_MS: their
+ * answers are written at once, so one still open that long has a peer that does not read it. One HTTP/2
+ * connection with a zero flow-control window and 32 such requests held the whole quota for the 30 s
+ * lifetime of a call, and /readyz and /metrics answered 503 to everyone, again and again (probe 55). The
+ * kubelet and a Prometheus each have one or two open at a time.
+ */
+const OPERATOR_CALLS_PER_ADDRESS = 8;
+const OPERATOR_LIFETIME_MS = 2_000;
 
 /** An admitted call as the bound sees it: an HTTP/2 stream or an HTTP/1.1 response. */
-type Call = (ServerHttp2Stream | ServerResponse) & { [SLOT]?: number; [STREAMING]?: true; [OPERATOR]?: true };
+type Call = (ServerHttp2Stream | ServerResponse) & { [SLOT]?: number; [STREAMING]?: true; [OPERATOR]?: string };
 /** The call's index in OpenCalls' arrays (-1 once it left them), so its "close" listener can be shared. */
 const SLOT = Symbol("open call slot");
 /** Set on streaming calls only: their quota is released with them. */
 const STREAMING = Symbol("streaming call");
-/** Set on the always-answered operator paths' calls: their own quota is released with them. */
+/** Set on the always-answered operator paths' calls (to the address they count against): their own quota is released with them. */
 const OPERATOR = Symbol("operator call");
 
 export class OpenCalls {
   #open = 0;
   #streaming = 0;
   #operator = 0;
+  readonly #operatorByAddress = new Map<string, number>();
   #refusedSinceLog = 0;
   #lastLog = 0;
   /**
@@ -138,9 +149,12 @@ export class OpenCalls {
   ) {
     this.#lifetimes = lifetimes;
     const calls = this.#calls;
-    const released = (streaming: boolean, operator: boolean): void => {
-      if (operator) {
+    const released = (streaming: boolean, operator: string | undefined): void => {
+      if (operator !== undefined) {
         this.#operator--;
+        const left = (this.#operatorByAddress.get(operator) ?? 1) - 1;
+        if (left > 0) this.#operatorByAddress.set(operator, left);
+        else this.#operatorByAddress.delete(operator);
         return;
       }
       this.#open--;
@@ -149,7 +163,7 @@ export class OpenCalls {
     this.#release = function (this: Call): void {
       const slot = this[SLOT]!;
       if (slot >= 0) calls[slot] = undefined;
-      released(this[STREAMING] === true, this[OPERATOR] === true);
+      released(this[STREAMING] === true, this[OPERATOR]);
     };
   }
 
@@ -182,14 +196,14 @@ export class OpenCalls {
       }
       const path = headers[":path"];
       const isStreaming = anyStreaming && path !== undefined && streaming.has(path);
-      const admitted = this.#admit(headers[":method"], path, isStreaming, port);
+      const admitted = this.#admit(headers[":method"], path, isStreaming, port, stream.session?.socket);
       if (!admitted) {
         // Node reports a stream closed with an error code as an "error" on it; nothing is wrong here.
         stream.on("error", ignore);
         stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
         return;
       }
-      this.#hold(stream, isStreaming, admitted === "operator");
+      this.#hold(stream, isStreaming, admitted === "call" ? undefined : admitted);
       for (const listener of listeners) listener.call(server, stream, headers, ...rest);
     });
     // A connection node:http2 ended for breaking the protocol, its "rapid
@@ -207,14 +221,14 @@ export class OpenCalls {
   /** The HTTP/1.1 request handler behind the bound: past it, 503 and the connection closed. */
   guardRequests<Req extends IncomingMessage, Res extends ServerResponse>(handler: (req: Req, res: Res) => void): (req: Req, res: Res) => void {
     return (req, res) => {
-      const admitted = this.#admit(req.method, req.url, false, "http");
+      const admitted = this.#admit(req.method, req.url, false, "http", req.socket);
       if (!admitted) {
         res.shouldKeepAlive = false;
         res.writeHead(503, { "content-type": "text/plain", "retry-after": "1", connection: "close" });
         res.end("too many open calls\n");
         return;
       }
-      this.#hold(res, false, admitted === "operator");
+      this.#hold(res, false, admitted === "call" ? undefined : admitted);
       handler(req, res);
     };
   }
@@ -231,8 +245,11 @@ export class OpenCalls {
     boundConnections(server, max, () => this.#refused("CONNECTIONS_LIMIT"));
   }
 
-  /** Whether the call may go on: false, or how it counts ("call", or "operator" for the always-answered paths). */
-  #admit(method: string | undefined, path: string | undefined, streaming: boolean, port: Port): false | "call" | "operator" {
+  /**
+   * Whether the call may go on: false, or how it counts: "call", or for the always-answered paths the address
+   * it counts against (its IPv6 /64; "" when the connection's is unknown).
+   */
+  #admit(method: string | undefined, path: string | undefined, streaming: boolean, port: Port, peer: { remoteAddress?: string } | undefined): false | "call" | { operator: string } {
     if (streaming && this.#streaming >= this.#lifetimes.maxStreaming) {
       this.#refused("STREAMING_CALLS_LIMIT");
       return false;
@@ -241,9 +258,13 @@ export class OpenCalls {
     // an operator and the kubelet still see the process while it refuses calls (a failed liveness
     // probe would restart it for nothing), and a flood of them cannot fill the heap (OPERATOR_CALLS).
     if (method === "GET" && path !== undefined && ALWAYS_ANSWERED.has(path)) {
-      if (this.#operator < OPERATOR_CALLS) {
+      const address = peer?.remoteAddress;
+      const subject = address === undefined ? "" : (ipBudgetSubject(address) ?? address);
+      const held = this.#operatorByAddress.get(subject) ?? 0;
+      if (this.#operator < OPERATOR_CALLS && held < OPERATOR_CALLS_PER_ADDRESS) {
         this.#operator++;
-        return "operator";
+        this.#operatorByAddress.set(subject, held + 1);
+        return { operator: subject };
       }
     } else if (this.#open < this.max) {
       this.#open++;
@@ -254,10 +275,10 @@ export class OpenCalls {
     return false;
   }
 
-  #hold(call: Call, streaming: boolean, operator = false): void {
+  #hold(call: Call, streaming: boolean, operator?: { operator: string }): void {
     call[SLOT] = this.#calls.length;
     if (streaming) call[STREAMING] = true;
-    if (operator) call[OPERATOR] = true;
+    if (operator) call[OPERATOR] = operator.operator;
     this.#calls.push(call);
     if (this.#sweep === undefined) {
       this.#now = Date.now();
@@ -266,7 +287,7 @@ export class OpenCalls {
       this.#sweep = setInterval(() => this.#cutOverdue(Date.now()), Math.min(SWEEP_MS, Math.max(10, Math.floor(Math.min(callMs, streamingMs) / 4))));
       this.#sweep.unref();
     }
-    this.#due.push(this.#now + (streaming ? this.#lifetimes.streamingMs : this.#lifetimes.callMs));
+    this.#due.push(this.#now + (operator ? Math.min(OPERATOR_LIFETIME_MS, this.#lifetimes.callMs) : streaming ? this.#lifetimes.streamingMs : this.#lifetimes.callMs));
     call.on("close", this.#release);
   }
 

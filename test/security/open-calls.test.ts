@@ -222,6 +222,29 @@ describe.each(['grpc', 'connect', 'http1'] as const)('calls held open over %s', 
   });
 });
 
+// Probe 55: one HTTP/2 connection with a zero flow-control window and 32 GET /healthz held the operator paths'
+// whole quota for a call's lifetime (30 s), and /readyz and /metrics answered 503 to everyone meanwhile.
+describe('the operator paths (/healthz, /readyz, /metrics) held by a peer that does not read', () => {
+  it('one address holds at most 8 of them, each cut within seconds, and the paths answer again', async () => {
+    const s = http2.connect(`http://127.0.0.1:${app.httpPort}`, { settings: { initialWindowSize: 0 } });
+    s.on('error', () => {});
+    opened.push(s);
+    const started = Date.now();
+    const ended = await Promise.all(Array.from({ length: 32 }, () => new Promise<{ code: number; ms: number }>((resolve) => {
+      const stream = s.request({ ':method': 'GET', ':path': '/healthz' });
+      stream.on('error', () => {});
+      stream.resume();
+      stream.on('close', () => resolve({ code: stream.rstCode ?? -1, ms: Date.now() - started }));
+    })));
+    expect(ended.filter((e) => e.code === REFUSED_STREAM)).toHaveLength(24);
+    // The 8 admitted are cut: their answers were never read.
+    expect(Math.max(...ended.map((e) => e.ms))).toBeLessThan(10_000);
+    s.destroy();
+    const res = await fetch(`${app.httpBase}/readyz`);
+    expect(res.status).toBe(200);
+  });
+});
+
 describe.each([['HTTP port', () => app.httpPort], ['gRPC port', () => app.grpcPort]] as const)('connections on the %s', (_name, port) => {
   it('past OTP_MAX_CONNECTIONS a new connection is closed at once and counted; once others close, connections are taken again', async () => {
     const before = await refusals('CONNECTIONS_LIMIT');
