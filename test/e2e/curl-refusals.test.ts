@@ -102,6 +102,18 @@ describe('refusals a curl user can read', () => {
     }
   });
 
+  // Probe 55: the 415 names back the caller's content type; no browser may render it as a page.
+  it.each([
+    ['a 415 naming back the content type sent', ['-X', 'POST', '-H', 'content-type: text/html;charset=<b>x</b>', '--data', 'x']],
+    ['a 404', ['-X', 'GET']],
+    ['an RPC answer', ['-X', 'POST', '-H', 'content-type: application/json', '--data', '{}']],
+  ] as const)('%s carries X-Content-Type-Options: nosniff', async (_name, args) => {
+    const url = args[1] === 'GET' ? `${app.httpBase}/nothing-here` : send();
+    const res = await curl(...args, url);
+    expect(res.status).toBeGreaterThanOrEqual(200);
+    expect(res.headers['x-content-type-options']).toBe('nosniff');
+  });
+
   it('a well-formed call still answers as before (the wrapper touches only empty refusals)', async () => {
     const res = await curl('-X', 'POST', '-H', 'content-type: application/json', '--data', '{"purpose":"login","channel":"CHANNEL_EMAIL","destination":"curl@example.com"}', send());
     expect(res.status).toBe(200);

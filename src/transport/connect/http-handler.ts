@@ -97,6 +97,9 @@ export function httpHandler(options: HttpHandlerOptions): (req: NodeRequest, res
   );
 
   return (req, res) => {
+    // Plain-text answers name back what the caller sent (a content type, a field): a browser must never
+    // take one for a page to render, whatever it guesses from the text (probe 55).
+    res.setHeader("x-content-type-options", "nosniff");
     // The refusal names the method only when the path is one of ours: a caller's own path (any length,
     // any text, no credentials needed for a preflight) never reaches a log line or an audit event.
     if (applyCors(req, res, options.origins, (path) => refusedOrigin(options.refusals, rpcs.has(path) ? path : NOT_AN_RPC))) return;
