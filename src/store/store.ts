@@ -329,7 +329,7 @@ export interface LimitState {
   name: Refusal | CallerBudgetName | "PREFIX_SUSPENDED";
   limit: number;
   remaining: number;
-  /** Time until the budget is whole again (0 when it is). */
+  /** Time until remaining is back to limit (0 when it is): the budget whole again, or where several bind, each of them with that limit left. */
   resetAfterMs: number;
   /** Time until one more call would be allowed (0 when allowed now). */
   retryAfterMs: number;

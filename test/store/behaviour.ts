@@ -563,6 +563,34 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(locked?.retryAfterMs).toBeGreaterThan(55_000);
       });
 
+      // Probe 57: a one-hour lock (10 failures) read "reset after 8 h", the long-window budget's full refill.
+      it("a lock's reset_after is when its limit is back, not when the long-window budget is whole again", async () => {
+        const failures = { count: 3, windowSeconds: 60 };
+        const daily = { count: 12, windowSeconds: 1200 };
+        const p = policy({ maxAttempts: 10, failuresPerDestination: failures, dailyFailuresPerDestination: daily });
+        const { dest, ref, code } = await send({ policy: p });
+        for (let i = 0; i < 3; i++) expect((await store.verify(verifyCommand(ref, wrong(code), { failures, daily }))).result).toBe('INVALID_CODE');
+        const locked = (await store.limits({ tenant: TENANT, purpose: PURPOSE, destination: dest.ref, policy: p })).find((l) => l.name === 'DESTINATION_LOCKED')!;
+        // The daily budget (one back per 100 s) has 9 of 12 left: the 3 the lock counts are back with the lock's end.
+        expect(locked).toMatchObject({ limit: 3, remaining: 0 });
+        expect(locked.retryAfterMs).toBeGreaterThan(55_000);
+        expect(locked.resetAfterMs).toBeGreaterThan(55_000);
+        expect(locked.resetAfterMs).toBeLessThanOrEqual(60_000);
+      });
+
+      it("with a purpose's own budget nearly spent, reset_after waits for the slower budget to have the limit shown", async () => {
+        const global = { count: 4, windowSeconds: 400 };
+        const p = policy({ sendsPerDestination: global, purposeSendsPerDestination: { count: 2, windowSeconds: 40 } });
+        const dest = newDestination(f.shards);
+        expect((await send({ dest, policy: p })).outcome.kind).toBe('issued');
+        // Own: 1 of 2 left (back whole in 20 s); global: 3 of 4 (one per 100 s). Shown: own's 1 of 2, and
+        // 2 left everywhere once own is whole (20 s) and global still has 3.
+        const limit = (await store.limits({ tenant: TENANT, purpose: PURPOSE, destination: dest.ref, policy: p })).find((l) => l.name === 'SEND_LIMIT_DESTINATION')!;
+        expect(limit).toMatchObject({ limit: 2, remaining: 1 });
+        expect(limit.resetAfterMs).toBeGreaterThan(15_000);
+        expect(limit.resetAfterMs).toBeLessThanOrEqual(20_000);
+      });
+
       it('a guesser pacing under the failures budget is locked by the long-window one (probe 44: it never was)', async () => {
         // The short budget refills one guess per 500 ms: paced at 600 ms, it never runs out.
         const failures = { count: 4, windowSeconds: 2 };

@@ -30,6 +30,15 @@ export interface BudgetState {
   retryAfterMs: number;
 }
 
+/**
+ * How long until a budget (its state as stored) has `n` left again (at most its count: then it is whole);
+ * limits.lua's back_to.
+ */
+export function timeUntilLeft(stored: number | undefined, now: number, count: number, windowMs: number, n: number): number {
+  const used = Math.ceil(currentTat(stored, now) - now);
+  return Math.max(0, Math.ceil(used - windowMs + (Math.min(n, count) * windowMs) / count - EPS));
+}
+
 export function state(stored: number | undefined, now: number, count: number, windowMs: number): BudgetState {
   const interval = windowMs / count;
   const used = currentTat(stored, now) - now;

@@ -62,13 +62,18 @@ const ms = (seconds: number) => Math.round(seconds * 1000);
 const rate = (b: Budget): gcra.Rate => ({ count: b.count, windowMs: ms(b.windowSeconds) });
 const ownRate = (b: Budget | undefined): gcra.Rate | undefined => (b ? rate(b) : undefined);
 
-/** {remaining, reset, retry, limit}: the binding one of a global state and the purpose's own (limits.lua). */
-function binding(global: LimitState, own: LimitState | undefined): LimitState {
-  if (!own) return global;
-  const pick = own.remaining < global.remaining || (own.remaining === global.remaining && own.limit < global.limit) ? own : global;
+/** A budget's state in limits(), with how long until it has `n` left again (its lock included). */
+type BudgetView = LimitState & { backTo(n: number): number };
+
+/**
+ * The binding one of a destination's budgets (fewest remaining, on a tie the smaller limit): its remaining and
+ * limit, the latest retry, and as reset the time until every one has that limit left (limits.lua).
+ */
+function binding(states: BudgetView[]): LimitState {
+  const pick = states.reduce((a, b) => (b.remaining < a.remaining || (b.remaining === a.remaining && b.limit < a.limit) ? b : a));
   return {
-    name: global.name, limit: pick.limit, remaining: pick.remaining,
-    resetAfterMs: Math.max(global.resetAfterMs, own.resetAfterMs), retryAfterMs: Math.max(global.retryAfterMs, own.retryAfterMs),
+    name: pick.name, limit: pick.limit, remaining: pick.remaining,
+    resetAfterMs: Math.max(...states.map((s) => s.backTo(pick.limit))), retryAfterMs: Math.max(...states.map((s) => s.retryAfterMs)),
   };
 }
 
@@ -363,30 +368,33 @@ export class MemoryStore implements VerificationStore {
 
     const own = d?.purposeLimits?.get(query.purpose);
     // Each of the two is the binding one of the global budget and the purpose's own (limits.lua).
-    const sendState = (tat: number | undefined, b: Budget): LimitState => ({
+    const sendState = (tat: number | undefined, b: Budget): BudgetView => ({
       name: "SEND_LIMIT_DESTINATION", limit: b.count, ...gcra.state(tat, now, b.count, ms(b.windowSeconds)),
+      backTo: (n) => gcra.timeUntilLeft(tat, now, b.count, ms(b.windowSeconds), n),
     });
     const purposeSends = policy.purposeSendsPerDestination;
-    const send = binding(sendState(d?.sendTat, policy.sendsPerDestination), purposeSends && sendState(own?.sendTat, purposeSends));
+    const send = binding([sendState(d?.sendTat, policy.sendsPerDestination), ...(purposeSends ? [sendState(own?.sendTat, purposeSends)] : [])]);
 
     // The cooldown applies only while the purpose's verification is live.
     const v = d?.verifications.get(query.purpose);
     const cooldown = v && isLive(v, now) ? Math.max(0, v.resendAt - now) : 0;
 
-    const lockState = (tat: number | undefined, until: number | undefined, b: Budget): LimitState => {
+    const lockState = (tat: number | undefined, until: number | undefined, b: Budget): BudgetView => {
       const fail = gcra.state(tat, now, b.count, ms(b.windowSeconds));
       const lockedFor = Math.max(0, (until ?? 0) - now);
       return {
         name: "DESTINATION_LOCKED", limit: b.count, remaining: lockedFor > 0 ? 0 : fail.remaining,
         resetAfterMs: Math.max(fail.resetAfterMs, lockedFor), retryAfterMs: lockedFor,
+        backTo: (n) => Math.max(gcra.timeUntilLeft(tat, now, b.count, ms(b.windowSeconds), n), lockedFor),
       };
     };
     const purposeFailures = policy.purposeFailuresPerDestination;
     const daily = policy.dailyFailuresPerDestination;
-    const lock = binding(
-      binding(lockState(d?.failTat, d?.lockedUntil, policy.failuresPerDestination), daily && lockState(d?.dailyFailTat, d?.lockedUntil, daily)),
-      purposeFailures && lockState(own?.failTat, own?.lockedUntil, purposeFailures),
-    );
+    const lock = binding([
+      lockState(d?.failTat, d?.lockedUntil, policy.failuresPerDestination),
+      ...(daily ? [lockState(d?.dailyFailTat, d?.lockedUntil, daily)] : []),
+      ...(purposeFailures ? [lockState(own?.failTat, own?.lockedUntil, purposeFailures)] : []),
+    ]);
 
     return [
       send,
