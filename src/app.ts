@@ -135,15 +135,19 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     const callerOf = callerResolver({
       directory: () => directory, proxies: new TrustedProxies(config.trustedProxies), refusals, publicCalls: new PublicCalls(config.maxOpenCalls),
     });
+    const clientsReloaded = config.clientsFile ? metrics.clientsReloads() : undefined;
     const loadClients = (): void => {
       const clients = readClientsFile(config.clientsFile!, config.production);
       directory = new ClientDirectory(clients);
+      clientsReloaded?.("reloaded");
       log.info({ clients: clients.length }, "clients file reloaded");
     };
     // A key revoked in the Secret is refused in every pod within seconds, with no SIGHUP to send (./changed-files.ts).
     const clientsFile = config.clientsFile
-      ? new ChangedFiles([config.clientsFile], loadClients, (trigger, err) =>
-        log.error({ trigger, err: err.message }, "clients file not reloaded; the clients in force stay"))
+      ? new ChangedFiles([config.clientsFile], loadClients, (trigger, err) => {
+        clientsReloaded?.("refused");
+        log.error({ trigger, err: err.message }, "clients file not reloaded; the clients in force stay");
+      })
       : undefined;
     if (clientsFile) {
       clientsFile.watch(config.reloadCheckMs);
@@ -225,6 +229,9 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         if (!config.clientsFile) throw new Error("no OTP_CLIENTS_FILE to reload");
         try {
           loadClients();
+        } catch (err) {
+          clientsReloaded?.("refused");
+          throw err;
         } finally {
           // Acted on (main.ts logs a refusal): the next poll does not load or report the same file again.
           clientsFile?.settled();

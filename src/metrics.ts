@@ -332,6 +332,21 @@ export class Metrics implements Outcomes, RelayObserver {
     };
   }
 
+  /**
+   * OTP_CLIENTS_FILE reloads, with a clients file only. A refused one leaves the clients in force (a revoked
+   * key still accepted) and the next pod to start refuses to: it must page as a refused TLS reload does.
+   */
+  clientsReloads(): (outcome: "reloaded" | "refused") => void {
+    const reloads = new Counter({
+      name: "otp_clients_reloads_total",
+      help: "Changed OTP_CLIENTS_FILE contents (polled every OTP_RELOAD_CHECK_MS, or SIGHUP) put in force (reloaded) or refused because they do not check (refused: the clients in force stay; log: clients file not reloaded)",
+      labelNames: ["outcome"],
+      registers: [this.registry],
+    });
+    for (const outcome of ["reloaded", "refused"]) reloads.inc({ outcome }, 0);
+    return (outcome) => reloads.inc({ outcome });
+  }
+
   /** `code`: the canonical status name (OK, INVALID_ARGUMENT, ...). */
   observe(method: string, port: Port, code: string, startedAt: number): void {
     // A child per label set (observe() with a label object sorts and joins the labels on every call).

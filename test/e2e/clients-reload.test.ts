@@ -56,14 +56,23 @@ describe('clients file reload', () => {
     };
     const check = (key: string) => grpcCall(grpc, OtpService.method.checkRateLimit, { purpose: 'login', channel: Channel.EMAIL, destination: 'reload@example.com' }, as(key));
     const lines = (msg: string) => s.logs().filter((l) => l.msg === msg) as { trigger?: string; err?: string }[];
+    // Probe 58: a refused reload (a revocation that never took effect) had no metric to alert on.
+    const reloadsCounted = async (outcome: string): Promise<number> => {
+      const text = await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`otp_clients_reloads_total{outcome="${outcome}"}`));
+      if (line === undefined) throw new Error(`no otp_clients_reloads_total{outcome="${outcome}"}`);
+      return Number(line.split(' ').at(-1));
+    };
     try {
       expect((await check(keys.rotating)).allowed).toBe(true);
+      expect([await reloadsCounted('reloaded'), await reloadsCounted('refused')]).toEqual([0, 0]);
 
       volume.swap({ 'clients.json': clients(true) });
       await until('the revoked key to be refused', async () => (await grpcError(check(keys.rotating))).code === status.UNAUTHENTICATED);
       expect((await check(keys.fresh)).allowed).toBe(true);
       expect((await check(keys.billing)).allowed).toBe(true);
       expect(lines('clients file reloaded')).toHaveLength(1);
+      expect(await reloadsCounted('reloaded')).toBe(1);
 
       // Not valid JSON: refused once (however many polls see it), the clients in force stay.
       volume.swap({ 'clients.json': '{"clients": [' });
@@ -73,6 +82,11 @@ describe('clients file reload', () => {
       expect(lines('clients file not reloaded; the clients in force stay')[0]!.trigger).toBe('file change');
       expect((await check(keys.billing)).allowed).toBe(true);
       expect((await grpcError(check(keys.rotating))).code).toBe(status.UNAUTHENTICATED);
+      expect([await reloadsCounted('reloaded'), await reloadsCounted('refused')]).toEqual([1, 1]);
+      // SIGHUP with the file still bad: refused again, and counted.
+      s.child.kill('SIGHUP');
+      await until('the SIGHUP refusal', () => lines('clients file not reloaded; the clients in force stay').length === 2);
+      expect(await reloadsCounted('refused')).toBe(2);
 
       // SIGHUP reloads too (a poll may get there first); once loaded, polls leave the file alone.
       volume.swap({ 'clients.json': clients(false) });
