@@ -42,6 +42,8 @@ export interface TracingSettings {
   ratio: number;
   /** BatchSpanProcessor: how long spans wait to be exported together. */
   scheduleDelayMs: number;
+  /** What start-up should warn about (a collector's credentials sent in clear). */
+  warnings: string[];
 }
 
 /** undefined: tracing is off. Throws ConfigError for a value we cannot honour. */
@@ -70,7 +72,22 @@ export function tracingSettings(env: Env): TracingSettings | undefined {
   const delay = optional(env, "OTEL_BSP_SCHEDULE_DELAY");
   const scheduleDelayMs = delay === undefined ? 5_000 : Number(delay);
   if (!(Number.isInteger(scheduleDelayMs) && scheduleDelayMs >= 0)) throw new ConfigError(`OTEL_BSP_SCHEDULE_DELAY must be whole milliseconds, got "${delay}"`);
-  return { protocol, sampler, ratio, scheduleDelayMs };
+  return { protocol, sampler, ratio, scheduleDelayMs, warnings: headersInClear(env) };
+}
+
+/**
+ * Collector credentials (OTEL_EXPORTER_OTLP_HEADERS) on an http:// endpoint off this host go over the network
+ * in clear, as Kafka's would without KAFKA_TLS: said at start-up (probe 58). A collector on loopback (a
+ * sidecar or a node agent reached as localhost) is not the network.
+ */
+function headersInClear(env: Env): string[] {
+  const headersVar = ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"].find((name) => optional(env, name));
+  const endpointVar = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"].find((name) => optional(env, name));
+  if (headersVar === undefined || endpointVar === undefined) return [];
+  const url = new URL(optional(env, endpointVar)!);
+  const loopback = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i.test(url.hostname);
+  if (url.protocol !== "http:" || loopback) return [];
+  return [`${headersVar} (the collector's credentials) go in clear to the http:// ${endpointVar}: use https:// unless the network to the collector is already encrypted`];
 }
 
 /**
@@ -117,6 +134,7 @@ export async function startTracing(env: Env, serviceName: string, log: Logger): 
   telemetry.tracer = trace.getTracer("otp-service");
   telemetry.on = true;
   log.info({ protocol: settings.protocol, sampler: settings.sampler }, "tracing on: spans exported over OTLP/HTTP");
+  for (const warning of settings.warnings) log.warn(warning);
   return {
     async stop() {
       telemetry.on = false;

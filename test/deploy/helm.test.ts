@@ -650,6 +650,42 @@ describe('helm chart', () => {
     }
   });
 
+  // Probe 58: values the programs refuse at start-up rendered, and every pod crash-looped.
+  it.each([
+    ['tracing.protocol=grpc', 'tracing.protocol must be http/protobuf or http/json'],
+    ['tracing.otlpEndpoint=otel-collector:4317', 'tracing.otlpEndpoint must be an http:// or https:// URL'],
+    ['config.logLevel=warning', 'config.logLevel must be one of'],
+    ['service.workers=0', 'service.workers must be a whole number from 1 to 256'],
+    ['service.workers=auto', 'service.workers must be a whole number from 1 to 256'],
+    ['service.grpcPort=0', 'service.grpcPort must be a port'],
+    ['service.httpPort=70000', 'service.httpPort must be a port'],
+    ['config.kafkaBrokers=kafka-0', 'config.kafkaBrokers entry 1 must be host:port'],
+    ['config.kafkaBrokers=kafka-0:9092\\,kafka-1:99999', 'config.kafkaBrokers entry 2 must be host:port'],
+  ] as const)('%s is refused as the program would refuse it', async (set, words) => {
+    expect(await refused('-f', valuesFile('plain'), '--set-string', set)).toContain(words);
+  });
+
+  it('brokers as host:port (IPv6 in brackets) and both OTLP protocols render', async () => {
+    await template('-f', valuesFile('plain'), '--set-string', 'config.kafkaBrokers=kafka-0.kafka:9092\\,[fd00::1]:9093', '--set-string', 'tracing.protocol=http/json', '--set-string', 'tracing.otlpEndpoint=https://collector:4318');
+  });
+
+  // Probe 58: a test destination's fixed code rendered as a literal env value of two Deployments.
+  it.each(['config.env', 'service.env', 'relay.env'])('%s.OTP_TEST_DESTINATIONS (fixed codes) is refused, pointing at the keys Secret, never echoing the code', async (where) => {
+    const stderr = await refused('-f', valuesFile('plain'), '--set-string', `${where}.OTP_TEST_DESTINATIONS=review@example.com=135790`);
+    expect(stderr).toContain(`${where}.OTP_TEST_DESTINATIONS holds fixed codes`);
+    expect(stderr).toContain('keys.existingSecret');
+    expect(stderr).not.toContain('135790');
+  });
+
+  it('no pod mounts a service account token, and /tmp is bounded', async () => {
+    for (const suffix of ['', '-relay', '-notifier']) {
+      const pod = deployment(await template('-f', valuesFile('secured')), suffix).spec.template.spec;
+      expect(pod.automountServiceAccountToken, suffix).toBe(false);
+      const tmp = pod.volumes.find((v: { name: string }) => v.name === 'tmp');
+      expect(tmp.emptyDir.sizeLimit, suffix).toBe('64Mi');
+    }
+  });
+
   it.each([['relay', '30s'], ['relay', '-5'], ['notifier', 'true'], ['notifier', 'null']])('%s.minReadySeconds=%s is refused (it rendered as 0 or 1, turning the rollout check off: probe 53)', async (component, value) => {
     const stderr = await refused('-f', valuesFile('plain'), '--set-string', `${component}.minReadySeconds=${value}`);
     expect(stderr).toContain(`${component}.minReadySeconds must be a whole number of seconds`);

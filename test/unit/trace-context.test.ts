@@ -79,6 +79,21 @@ describe("OTEL_* settings", () => {
     expect(() => tracingSettings({ ...endpoint, OTEL_TRACES_SAMPLER_ARG: "2" })).toThrow(/OTEL_TRACES_SAMPLER_ARG/);
   });
 
+  // Probe 58: an authorization header went to a plain http:// collector without a word.
+  it("warn when the collector's credentials would go in clear over the network, naming the variables, not their values", () => {
+    const headers = { OTEL_EXPORTER_OTLP_HEADERS: "authorization=Bearer s3cr3t-token" };
+    const [warning, ...rest] = tracingSettings({ ...headers, OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector.example.com:4318" })!.warnings;
+    expect(rest).toEqual([]);
+    expect(warning).toMatch(/^OTEL_EXPORTER_OTLP_HEADERS .* http:\/\/ OTEL_EXPORTER_OTLP_ENDPOINT/);
+    expect(warning).not.toMatch(/s3cr3t|collector\.example/);
+    expect(tracingSettings({ OTEL_EXPORTER_OTLP_TRACES_HEADERS: "x=y", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://10.0.0.9:4318/v1/traces" })!.warnings).toHaveLength(1);
+    // https, a collector on loopback, or no credentials: nothing to say.
+    expect(tracingSettings({ ...headers, OTEL_EXPORTER_OTLP_ENDPOINT: "https://collector.example.com:4318" })!.warnings).toEqual([]);
+    expect(tracingSettings({ ...headers, OTEL_EXPORTER_OTLP_ENDPOINT: "http://localhost:4318" })!.warnings).toEqual([]);
+    expect(tracingSettings({ ...headers, OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318" })!.warnings).toEqual([]);
+    expect(tracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector.example.com:4318" })!.warnings).toEqual([]);
+  });
+
   it("refuse an endpoint that is not an http(s) URL (the exporter would send to localhost:4318 instead), without echoing it", () => {
     expect(() => tracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "otel-collector:4318-token" })).toThrow(/^OTEL_EXPORTER_OTLP_ENDPOINT must be an http/);
     expect(() => tracingSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "not a url token" })).toThrow(/^OTEL_EXPORTER_OTLP_ENDPOINT must be a URL/);

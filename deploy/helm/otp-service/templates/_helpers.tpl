@@ -379,6 +379,9 @@ redis.tls and by hand.
 {{- if regexMatch "(PASSWORD|TOKEN|_KEYS?|HEADERS)$" $name }}
 {{- fail (printf "%s.%s is a secret: put it in a Secret (redis.existingSecret, keys.existingSecret, notifier.existingSecret, tracing.headersSecret), not in the values" $where $name) }}
 {{- end }}
+{{- if eq $name "OTP_TEST_DESTINATIONS" }}
+{{- fail (printf "%s.%s holds fixed codes, each a shared secret (whoever has one verifies that destination as its owner; it would sit in the pod spec): put it in the Secret keys.existingSecret names, which the service loads whole" $where $name) }}
+{{- end }}
 {{- if regexMatch $withPassword (toString $value) }}
 {{- fail (printf "%s.%s holds a URL with a password (it would sit in the pod spec): %s" $where $name (include "otp.urlSecretRoute" $name)) }}
 {{- end }}
@@ -403,8 +406,38 @@ redis.tls and by hand.
 {{- fail (printf "%s.minReadySeconds must be a whole number of seconds (0 or more), got %q: anything else turned the rollout check off" $component (toString $ready)) }}
 {{- end }}
 {{- end }}
+{{- /* Values the programs would refuse at start-up (every pod crash-looping): refused here, in their words. */}}
+{{- with .Values.tracing }}
+{{- if not (has (toString .protocol) (list "http/protobuf" "http/json")) }}
+{{- fail (printf "tracing.protocol must be http/protobuf or http/json (OTLP over gRPC is not built in: point tracing.otlpEndpoint at the collector's OTLP/HTTP port, usually 4318), got %q" (toString .protocol)) }}
+{{- end }}
+{{- if and .otlpEndpoint (not (regexMatch "^https?://[^/?#]+" (toString .otlpEndpoint))) }}
+{{- fail "tracing.otlpEndpoint must be an http:// or https:// URL of the collector's OTLP/HTTP receiver (e.g. http://otel-collector:4318)" }}
+{{- end }}
+{{- end }}
+{{- if not (has (toString .Values.config.logLevel) (list "fatal" "error" "warn" "info" "debug" "trace" "silent")) }}
+{{- fail (printf "config.logLevel must be one of fatal, error, warn, info, debug, trace, silent, got %q" (toString .Values.config.logLevel)) }}
+{{- end }}
+{{- $workers := toString .Values.service.workers }}
+{{- if not (and (regexMatch "^[0-9]+$" $workers) (ge (atoi $workers) 1) (le (atoi $workers) 256)) }}
+{{- fail (printf "service.workers must be a whole number from 1 to 256 (OTP_WORKERS per pod), got %q" $workers) }}
+{{- end }}
+{{- range $port := list "grpcPort" "httpPort" }}
+{{- $value := toString (index $.Values.service $port) }}
+{{- if not (and (regexMatch "^[0-9]+$" $value) (ge (atoi $value) 1) (le (atoi $value) 65535)) }}
+{{- fail (printf "service.%s must be a port (1-65535), got %q" $port $value) }}
+{{- end }}
+{{- end }}
 {{- if contains "@" (toString .Values.config.kafkaBrokers) }}
 {{- fail "config.kafkaBrokers holds credentials (it would sit in the pod spec as KAFKA_BROKERS): brokers are host:port; set the login with kafka.sasl (username in the values, the password in the Secret named by kafka.sasl.existingSecret)" }}
+{{- end }}
+{{- with .Values.config.kafkaBrokers }}
+{{- range $i, $entry := splitList "," (toString .) }}
+{{- $port := atoi (regexFind "[0-9]+$" (trim $entry)) }}
+{{- if not (and (regexMatch "^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]+):[0-9]{1,5}$" (trim $entry)) (ge $port 1) (le $port 65535)) }}
+{{- fail (printf "config.kafkaBrokers entry %d must be host:port (e.g. kafka-0.kafka:9092)" (add1 $i)) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- /* config.env reaches the service and the relay, service.env / relay.env theirs: the notifier reads none of them. */}}
 {{- range $where, $env := dict "config.env" .Values.config.env "service.env" .Values.service.env "relay.env" .Values.relay.env }}
@@ -505,6 +538,8 @@ true
 {{- end -}}
 
 {{- define "otp.podSecurity" -}}
+{{- /* No component calls the Kubernetes API: no token in the pod for an intruder to use. */}}
+automountServiceAccountToken: false
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- with .Values.imagePullSecrets }}

@@ -45,7 +45,8 @@
   secret:
     secretName: {{ required "clients.existingSecret is required (production refuses to start without OTP_CLIENTS_FILE)" .Values.clients.existingSecret | quote }}
 - name: tmp
-  emptyDir: {}
+  # Nothing of ours writes here (a read-only root file system needs a /tmp): bounded, so nothing can fill the node's disk.
+  emptyDir: { sizeLimit: 64Mi }
 {{- if .Values.tls.enabled }}
 - name: tls
   secret:
@@ -70,7 +71,8 @@
 
 {{- define "otp.relayVolumes" -}}
 - name: tmp
-  emptyDir: {}
+  # Nothing of ours writes here (a read-only root file system needs a /tmp): bounded, so nothing can fill the node's disk.
+  emptyDir: { sizeLimit: 64Mi }
 {{- include "otp.redisTlsVolume" . }}
 {{- include "otp.kafkaTlsVolume" . }}
 {{- end -}}
