@@ -44,6 +44,22 @@ export class KafkaSink implements EventSink {
 
   constructor(private readonly settings: KafkaSinkSettings) {}
 
+  /**
+   * Creates the topics now, not at the first publish: a notifier started before the first Send found no
+   * delivery topic (its subscribe failed), and a broker that creates topics on demand then made it with its
+   * own defaults (one partition, its replication) where ours were due (probe 59). In the background: a
+   * Kafka away at start-up delays nothing, and the first publish tries again.
+   */
+  prepareTopics(): void {
+    const { brokers, access, logger, clientId = "otp-service", replication, observer } = this.settings;
+    const kafka = kafkaClient({ brokers, access, clientId, logger, observer });
+    ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger })
+      .then(() => {
+        this.topicsEnsured = true;
+      })
+      .catch((err: unknown) => logger.warn({ err: (err as Error).message }, "kafka topics not created at start-up; the first publish tries again"));
+  }
+
   publish(records: EventRecord[]): Promise<void> {
     if (this.closed) return Promise.reject(new Error("kafka sink closed"));
     return new Promise((resolve, reject) => {

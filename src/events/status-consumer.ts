@@ -8,6 +8,7 @@ import {
 } from "./kafka/client.js";
 import { TENANT } from "../auth/clients.js";
 import { shown } from "../shown-text.js";
+import { RepeatedLines } from "../repeated-lines.js";
 import { STATUS_MAC_HEADER, type StatusMac } from "./status-mac.js";
 import type { TopicReplication } from "./topic-replication.js";
 import { HEADERS, TOPICS } from "./topics.js";
@@ -70,6 +71,7 @@ export class DeliveryStatusConsumer {
   rejected = 0;
   /** Authenticated statuses that name no verification of ours (a notifier of another deployment sharing the key?). */
   foreign = 0;
+  private readonly repeated = new RepeatedLines(10_000);
 
   constructor(private readonly options: StatusConsumerOptions) {
     this.topic = options.topic ?? TOPICS.deliveryStatus;
@@ -140,7 +142,11 @@ export class DeliveryStatusConsumer {
       // Not from a notifier holding a seal key: nothing in it is believed, not even its ids.
       this.rejected += 1;
       this.options.observer?.trouble("unauthenticated_status", "otp-service-status");
-      this.options.logger.warn({ partition, offset: message.offset, rejected_total: this.rejected }, "unauthenticated delivery status ignored");
+      // Anyone who may write to the topic can send these by the thousand: a line every 10 s, the metric counts each.
+      const since = this.repeated.due("unauthenticated");
+      if (since !== undefined) {
+        this.options.logger.warn({ partition, offset: message.offset, rejected_total: this.rejected, also_since_last_line: since }, "unauthenticated delivery status ignored");
+      }
       return;
     }
     let status: DeliveryStatus;
@@ -162,7 +168,10 @@ export class DeliveryStatusConsumer {
     if (!ref || !TENANT.test(status.tenant)) {
       this.foreign += 1;
       this.options.observer?.trouble("foreign_status", "otp-service-status");
-      this.options.logger.warn({ ...log, partition, offset: message.offset }, "delivery status names no verification of ours; skipped");
+      const since = this.repeated.due("foreign");
+      if (since !== undefined) {
+        this.options.logger.warn({ ...log, partition, offset: message.offset, also_since_last_line: since }, "delivery status names no verification of ours; skipped");
+      }
       return;
     }
     // The trace goes on from the notifier's delivery span (the status's traceparent header, unsigned: taken only

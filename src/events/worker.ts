@@ -37,9 +37,11 @@ export function startEventWorker(
 ): EventWorker {
   // Kafka when configured; otherwise (dev mode only: production requires
   // KAFKA_BROKERS) the log sink prints deliveries.
-  const sink: EventSink = config.kafkaBrokers
+  const kafka = config.kafkaBrokers
     ? new KafkaSink({ brokers: config.kafkaBrokers, access: config.kafkaAccess, logger: log, replication: config.kafkaReplication, observer: options.kafkaObserver, publishTimeoutMs: config.kafkaPublishTimeoutMs })
-    : new LogSink(options.sealer, log, options.deliveryLog);
+    : undefined;
+  kafka?.prepareTopics();
+  const sink: EventSink = kafka ?? new LogSink(options.sealer, log, options.deliveryLog);
   const relay = new OutboxRelay(store, sink, log, {
     claimIdleMs: config.relayClaimIdleMs, lingerMs: config.relayLingerMs, maxIdleDelayMs: config.relayMaxIdleMs, fastAfterReadMs: options.fastAfterReadMs, observer: options.observer,
     // Notifiers act only on delivery records signed under a seal key (delivery-mac.ts).

@@ -319,6 +319,9 @@ export type DeliveryStatus = Message<"otp.events.v1.DeliveryStatus"> & {
   deliveryEventId: string;
 
   /**
+   * The DeliveryRequested's, copied: the service finds the verification by
+   * these two (not by the record key); a status without them changes nothing.
+   *
    * @generated from field: string verification_id = 3;
    */
   verificationId: string;
