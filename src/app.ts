@@ -284,6 +284,10 @@ export async function buildStore(config: Config, log: Logger): Promise<Verificat
   if (evicting.length > 0) {
     log.warn({ maxmemoryPolicy: evicting }, "Redis evicts keys under memory pressure (maxmemory-policy): verifications and waiting deliveries would be lost without an error; set maxmemory-policy noeviction (README, Running in production)");
   }
+  const replicas = await store.replicasShort(waitReplicas);
+  if (replicas !== undefined) {
+    log.warn({ replicasConnected: replicas, OTP_REDIS_WAIT_REPLICAS: waitReplicas }, "a Redis master has fewer replicas than OTP_REDIS_WAIT_REPLICAS: every Send and Verify will answer UNAVAILABLE until they connect (README, Running in production)");
+  }
   return store;
 }
 

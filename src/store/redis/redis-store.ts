@@ -164,6 +164,27 @@ export class RedisStore implements VerificationStore {
     return [...policies];
   }
 
+  /**
+   * The fewest replicas connected to a master (`INFO replication`), when fewer than `wanted`: with
+   * OTP_REDIS_WAIT_REPLICAS above what the masters have, every write waits for acknowledgements that cannot
+   * come and every Send and Verify is UNAVAILABLE, while the pod reads as ready (probe 58). Undefined when
+   * each master has enough, or when INFO is not allowed.
+   */
+  async replicasShort(wanted: number): Promise<number | undefined> {
+    if (wanted <= 0) return undefined;
+    const counts = await Promise.all(Array.from({ length: this.#shards }, async (_, shard) => {
+      try {
+        const reply = await this.#redis.call(["INFO", "replication"], this.#outboxKey(shard));
+        const connected = /^connected_slaves:(\d+)/m.exec(String(reply))?.[1];
+        return connected === undefined ? Infinity : Number(connected);
+      } catch {
+        return Infinity; // Not ours to read: nothing to say.
+      }
+    }));
+    const fewest = Math.min(...counts);
+    return fewest < wanted ? fewest : undefined;
+  }
+
   /** A shard's outbox stream (built once per shard; a shard past the configured ones, as an old entry may name, is built here). */
   #outboxKey(shard: number): string {
     return this.#outboxKeys[shard] ?? outboxKey(this.#prefix, shard);
