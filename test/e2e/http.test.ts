@@ -334,6 +334,8 @@ describe('CORS', () => {
     const allowed = String(res.headers['access-control-allow-headers']).toLowerCase();
     expect(allowed).toContain('content-type');
     expect(allowed).toContain('connect-protocol-version');
+    // Probe 59: a page never presents a key (it would be every visitor's): the browser refuses it here.
+    expect(allowed.split(/,\s*/)).not.toContain('authorization');
   });
 
   it('grants a local development origin outside production', async () => {

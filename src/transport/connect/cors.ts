@@ -5,8 +5,10 @@ import { methodOfPath } from "../../auth/grants.js";
 
 // CORS for browser clients (connect-web, gRPC-Web). The method and header
 // lists are connect's own (`cors` from @connectrpc/connect, which tracks what
-// its protocols need), plus the trace header our caller resolution reads and
-// Authorization, which src/transport/caller.ts reads.
+// its protocols need), plus the trace headers our caller resolution reads.
+// Not Authorization: a page holds no secret, and one that sent a backend's key
+// (given to every visitor of the page) was served as that backend, past the
+// public client's limits (probe 59). The browser now refuses it at the preflight.
 //
 // With a clients file, CORS is answered per client: an origin is granted only
 // when a public client declared it, and only for the methods that client may
@@ -14,7 +16,7 @@ import { methodOfPath } from "../../auth/grants.js";
 // OTP_CORS_ORIGINS list and, outside production, local development origins.
 
 const ALLOW_METHODS = cors.allowedMethods.join(", ");
-const ALLOW_HEADERS = [...cors.allowedHeaders, "Traceparent", "Tracestate", "Authorization"].join(", ");
+const ALLOW_HEADERS = [...cors.allowedHeaders, "Traceparent", "Tracestate"].join(", ");
 const EXPOSE_HEADERS = cors.exposedHeaders.join(", ");
 const PREFLIGHT_MAX_AGE_SECONDS = "7200";
 
