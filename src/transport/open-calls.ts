@@ -95,11 +95,12 @@ const ALWAYS_ANSWERED = new Set(["/healthz", "/readyz", "/metrics"]);
  */
 const OPERATOR_CALLS = 32;
 /**
- * Of those, one address (an IPv6 /64) holds at most this many, each for at most OPERATOR_LIFETIME_MS: their
- * answers are written at once, so one still open that long has a peer that does not read it. One HTTP/2
- * connection with a zero flow-control window and 32 such requests held the whole quota for the 30 s
- * lifetime of a call, and /readyz and /metrics answered 503 to everyone, again and again (probe 55). The
- * kubelet and a Prometheus each have one or two open at a time.
+ * Of those, one address (an IPv6 /64) holds at most this many, each for at most OPERATOR_LIFETIME_MS once its
+ * answer is written (before that, a call's lifetime: /metrics across workers may wait seconds for them): one
+ * still open that long after has a peer that does not read it. One HTTP/2 connection with a zero flow-control
+ * window and 32 such requests held the whole quota for the 30 s lifetime of a call, and /readyz and /metrics
+ * answered 503 to everyone, again and again (probe 55). The kubelet and a Prometheus each have one or two
+ * open at a time.
  */
 const OPERATOR_CALLS_PER_ADDRESS = 8;
 const OPERATOR_LIFETIME_MS = 2_000;
@@ -287,7 +288,7 @@ export class OpenCalls {
       this.#sweep = setInterval(() => this.#cutOverdue(Date.now()), Math.min(SWEEP_MS, Math.max(10, Math.floor(Math.min(callMs, streamingMs) / 4))));
       this.#sweep.unref();
     }
-    this.#due.push(this.#now + (operator ? Math.min(OPERATOR_LIFETIME_MS, this.#lifetimes.callMs) : streaming ? this.#lifetimes.streamingMs : this.#lifetimes.callMs));
+    this.#due.push(this.#now + (streaming ? this.#lifetimes.streamingMs : this.#lifetimes.callMs));
     call.on("close", this.#release);
   }
 
@@ -305,6 +306,8 @@ export class OpenCalls {
         cut(call);
         continue;
       }
+      // An operator path's answer is written whole at once: from then on its peer has this long to read it.
+      if (call[OPERATOR] !== undefined && call.writableEnded && due[i]! > now + OPERATOR_LIFETIME_MS) due[i] = now + OPERATOR_LIFETIME_MS;
       call[SLOT] = kept;
       calls[kept] = call;
       due[kept] = due[i]!;
