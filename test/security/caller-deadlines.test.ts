@@ -292,6 +292,34 @@ describe('on the HTTP port a deadline counts from the headers, not from the end 
   });
 });
 
+// Review 60: on the gRPC port a message held back until the deadline was near was the service's doing, and
+// spent the SLO's budget (anyone able to call could page on-call with it).
+describe('a message held back until the deadline is near is the caller\'s doing, on the gRPC port as on the HTTP port', () => {
+  let near: TestApp;
+  beforeAll(async () => {
+    near = await startTestApp({ OTP_MIN_DEADLINE_MS: '500' });
+  });
+  afterAll(async () => {
+    await near?.stop();
+  });
+  const refusals = async (port: 'grpc' | 'http') => {
+    const text = await (await fetch(`${near.httpBase}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`otp_rpc_deadline_refusals_total{method="Send",port="${port}"}`));
+    return line ? Number(line.split(' ').at(-1)) : Number.NaN;
+  };
+
+  it.each(['grpc', 'http'] as const)('%s port: grpc-timeout 1000m, the message sent after 700 ms (under 500 ms left): refused, counted as the caller\'s', async (which) => {
+    const port = which === 'grpc' ? near.grpcPort : near.httpPort;
+    const before = await refusals(which);
+    const body = Buffer.from(toBinary(SendRequestSchema, create(SendRequestSchema, { purpose: 'login', channel: Channel.EMAIL, destination: `held-${which}@example.com` })));
+    const ended = await rawGrpc(port, { 'grpc-timeout': '1000m' }, '/otp.v1.OtpService/Send', body, (stream, bytes) => {
+      void new Promise((r) => setTimeout(r, 700)).then(() => stream.end(bytes));
+    });
+    expect(ended.status).toBe(String(grpc.status.DEADLINE_EXCEEDED));
+    expect(await refusals(which)).toBe(before + 1);
+  });
+});
+
 describe('on the HTTP port only the call\'s own protocol\'s deadline header counts (probe 49: the other one was enforced, a malformed one as 1 ms)', () => {
   const body = JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: 'other-protocol@example.com' });
 

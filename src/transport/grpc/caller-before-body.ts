@@ -30,6 +30,8 @@ import { statusName, toGrpcStatus } from "../status.js";
 const admitted = new WeakMap<Metadata, Caller>();
 /** What was left of each call's deadline when its headers arrived (the timeout as sent), for calls with one. */
 const granted = new WeakMap<Metadata, number>();
+/** How long after its headers each call's message was handed on (ms): the time the caller took to send it. */
+const bodyTimes = new WeakMap<Metadata, number>();
 
 /** The caller admitted for this call's metadata (undefined when the call did not pass through `callerBeforeBody`). */
 export function admittedCaller(metadata: Metadata): Caller | undefined {
@@ -42,6 +44,15 @@ export function admittedCaller(metadata: Metadata): Caller | undefined {
  */
 export function grantedDeadlineMs(metadata: Metadata): number | undefined {
   return granted.get(metadata);
+}
+
+/**
+ * How long the call's message took to arrive after its headers (ms; 0 before it has): what the caller spent
+ * of its deadline sending it, as the HTTP port counts it (../connect/arrival.ts). It is handed on once the
+ * caller is resolved, which takes microseconds; a trickled message, once it is whole.
+ */
+export function spentSendingMs(metadata: Metadata): number {
+  return bodyTimes.get(metadata) ?? 0;
 }
 
 /** Wraps an OtpService call so its caller is resolved before its message is read; other services' calls pass as they are. */
@@ -57,8 +68,10 @@ export function callerBeforeBody(
   if (method === undefined) return call;
   return new ServerInterceptingCall(call, {
     start(next) {
+      let headers: { metadata: Metadata; at: number } | undefined;
       next(new ServerListenerBuilder().withOnReceiveMetadata((metadata, pass) => {
         const startedAt = performance.now();
+        headers = { metadata, at: startedAt };
         // In the tick grpc-js read the headers and set the deadline from them.
         const deadline = Number(call.getDeadline());
         if (deadline !== Infinity) granted.set(metadata, deadline - Date.now());
@@ -80,6 +93,9 @@ export function callerBeforeBody(
             call.sendStatus({ ...answer, code: answer.code ?? GrpcStatus.INTERNAL, details: answer.details ?? "" });
           },
         );
+      }).withOnReceiveMessage((message, pass) => {
+        if (headers) bodyTimes.set(headers.metadata, performance.now() - headers.at);
+        pass(message);
       }).build());
     },
   });

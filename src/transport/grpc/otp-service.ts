@@ -3,7 +3,7 @@ import type { MethodDefinition, sendUnaryData, ServerUnaryCall, ServiceDefinitio
 import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
-import { admittedCaller, grantedDeadlineMs } from "./caller-before-body.js";
+import { admittedCaller, grantedDeadlineMs, spentSendingMs } from "./caller-before-body.js";
 import { binaryRequestRefusal } from "../binary-faults.js";
 import { callersDeadline, deadlineRefusal, statusName, toGrpcStatus } from "../status.js";
 import type { Metrics } from "../../metrics.js";
@@ -66,9 +66,12 @@ function unary<I extends DescMessage, O extends DescMessage>(
   };
 
   async function answer(call: ServerUnaryCall<Buffer, unknown>): Promise<MessageShape<O>> {
-    // grpc-js set the deadline when the headers arrived (Infinity without one). What the caller granted is
-    // all this port can tell of the caller's part: a body trickled past it counts as the service's.
-    if (Number(call.getDeadline()) - Date.now() < minDeadlineMs) throw deadlineRefusal(grantedDeadlineMs(call.metadata) ?? Infinity, 0, minDeadlineMs);
+    // grpc-js set the deadline when the headers arrived (Infinity without one). The caller's part is what it
+    // granted less what it spent sending the message (a body held back until the deadline is its doing, and
+    // must not spend the SLO's budget: review 60), as on the HTTP port.
+    if (Number(call.getDeadline()) - Date.now() < minDeadlineMs) {
+      throw deadlineRefusal(grantedDeadlineMs(call.metadata) ?? Infinity, spentSendingMs(call.metadata), minDeadlineMs);
+    }
     const caller = callerOfCall(call);
     let request: MessageShape<I>;
     try {
