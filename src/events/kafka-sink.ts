@@ -39,6 +39,8 @@ export class KafkaSink implements EventSink {
   private sending: Promise<void> | undefined;
   private closed = false;
   private topicsEnsured = false;
+  /** prepareTopics() under way: the first connection waits for it rather than ensuring the topics beside it. */
+  private preparing: Promise<void> | undefined;
   /** Bumped when a publish is given up at its deadline: a connection attempt of an older one is not used. */
   private generation = 0;
 
@@ -53,11 +55,14 @@ export class KafkaSink implements EventSink {
   prepareTopics(): void {
     const { brokers, access, logger, clientId = "otp-service", replication, observer } = this.settings;
     const kafka = kafkaClient({ brokers, access, clientId, logger, observer });
-    ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger })
-      .then(() => {
+    this.preparing = ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger }).then(
+      () => {
         this.topicsEnsured = true;
-      })
-      .catch((err: unknown) => logger.warn({ err: (err as Error).message }, "kafka topics not created at start-up; the first publish tries again"));
+      },
+      (err: unknown) => {
+        if (!this.closed) logger.warn({ err: (err as Error).message }, "kafka topics not created at start-up; the first publish tries again");
+      },
+    );
   }
 
   publish(records: EventRecord[]): Promise<void> {
@@ -149,6 +154,7 @@ export class KafkaSink implements EventSink {
     const kafka = kafkaClient({ brokers, access, clientId, logger, observer });
     // Once per sink: a reconnect after a failed send (a broker lost) needs no
     // admin round, and should not depend on the rest of the cluster's topics.
+    await this.preparing;
     if (!this.topicsEnsured) {
       await ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger });
       this.topicsEnsured = true;
@@ -168,7 +174,8 @@ export class KafkaSink implements EventSink {
   async close(): Promise<void> {
     this.closed = true;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.sending, new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))]);
+    // The start-up topic check too (its admin connection ends with it), within the same wait.
+    await Promise.race([Promise.all([this.sending, this.preparing]), new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))]);
     clearTimeout(timer);
     const producer = this.producer;
     this.producer = undefined;
