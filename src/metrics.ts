@@ -344,7 +344,18 @@ export class Metrics implements Outcomes, RelayObserver {
       registers: [this.registry],
     });
     for (const outcome of ["reloaded", "refused"]) reloads.inc({ outcome }, 0);
-    return (outcome) => reloads.inc({ outcome });
+    // The counter says a refusal happened; this says one is still in force (the alert stays while it is).
+    const refused = new Gauge({
+      name: "otp_clients_file_refused",
+      help: "1 while the OTP_CLIENTS_FILE contents last acted on were refused (the clients before them are in force, and a new pod would not start), 0 once a reload succeeds; with OTP_WORKERS > 1 the highest",
+      registers: [this.registry],
+      aggregator: "max",
+    });
+    refused.set(0);
+    return (outcome) => {
+      reloads.inc({ outcome });
+      refused.set(outcome === "refused" ? 1 : 0);
+    };
   }
 
   /** `code`: the canonical status name (OK, INVALID_ARGUMENT, ...). */

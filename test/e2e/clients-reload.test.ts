@@ -57,15 +57,17 @@ describe('clients file reload', () => {
     const check = (key: string) => grpcCall(grpc, OtpService.method.checkRateLimit, { purpose: 'login', channel: Channel.EMAIL, destination: 'reload@example.com' }, as(key));
     const lines = (msg: string) => s.logs().filter((l) => l.msg === msg) as { trigger?: string; err?: string }[];
     // Probe 58: a refused reload (a revocation that never took effect) had no metric to alert on.
-    const reloadsCounted = async (outcome: string): Promise<number> => {
+    const sample = async (series: string): Promise<number> => {
       const text = await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text();
-      const line = text.split('\n').find((l) => l.startsWith(`otp_clients_reloads_total{outcome="${outcome}"}`));
-      if (line === undefined) throw new Error(`no otp_clients_reloads_total{outcome="${outcome}"}`);
+      const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+      if (line === undefined) throw new Error(`no ${series}`);
       return Number(line.split(' ').at(-1));
     };
+    const reloadsCounted = (outcome: string) => sample(`otp_clients_reloads_total{outcome="${outcome}"}`);
+    const refusedInForce = () => sample('otp_clients_file_refused');
     try {
       expect((await check(keys.rotating)).allowed).toBe(true);
-      expect([await reloadsCounted('reloaded'), await reloadsCounted('refused')]).toEqual([0, 0]);
+      expect([await reloadsCounted('reloaded'), await reloadsCounted('refused'), await refusedInForce()]).toEqual([0, 0, 0]);
 
       volume.swap({ 'clients.json': clients(true) });
       await until('the revoked key to be refused', async () => (await grpcError(check(keys.rotating))).code === status.UNAUTHENTICATED);
@@ -83,6 +85,7 @@ describe('clients file reload', () => {
       expect((await check(keys.billing)).allowed).toBe(true);
       expect((await grpcError(check(keys.rotating))).code).toBe(status.UNAUTHENTICATED);
       expect([await reloadsCounted('reloaded'), await reloadsCounted('refused')]).toEqual([1, 1]);
+      expect(await refusedInForce()).toBe(1);
       // SIGHUP with the file still bad: refused again, and counted.
       s.child.kill('SIGHUP');
       await until('the SIGHUP refusal', () => lines('clients file not reloaded; the clients in force stay').length === 2);
@@ -92,6 +95,7 @@ describe('clients file reload', () => {
       volume.swap({ 'clients.json': clients(false) });
       s.child.kill('SIGHUP');
       await until('the key back', async () => (await check(keys.rotating)).allowed);
+      expect(await refusedInForce()).toBe(0);
       await new Promise((r) => setTimeout(r, 500));
       const reloads = lines('clients file reloaded').length;
       await new Promise((r) => setTimeout(r, 1_000));
