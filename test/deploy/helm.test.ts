@@ -637,6 +637,9 @@ describe('helm chart', () => {
     ['tracing.otlpEndpoint=http://s3cret@collector:4318', 'OTEL_EXPORTER_OTLP_HEADERS'],
     ['tracing.otlpEndpoint=http://collector:4318/?token=s3cret', 'OTEL_EXPORTER_OTLP_HEADERS'],
     ['notifier.env.NOTIFIER_WEBHOOK_URL=https://gw.internal/send?Signature=s3cret', 'NOTIFIER_WEBHOOK_TOKEN'],
+    ['notifier.webhookUrl=https://gw.internal/send?X-Amz-Signature=s3cret', 'NOTIFIER_WEBHOOK_TOKEN'],
+    ['notifier.webhookUrl=https://gw.internal/send?client_secret=s3cret', 'NOTIFIER_WEBHOOK_TOKEN'],
+    ['notifier.webhookUrl=https://gw.internal/send?apikey=s3cret', 'NOTIFIER_WEBHOOK_TOKEN'],
   ] as const)('an HTTP endpoint with credentials in any form (%s) is refused', async (set, route) => {
     const stderr = await refused('-f', valuesFile('plain'), '--set-string', set);
     expect(stderr).toContain('holds credentials in the URL');
@@ -645,7 +648,8 @@ describe('helm chart', () => {
   });
 
   it('a Redis URL with a user alone (an ACL user name) or an empty password renders; other query parameters do', async () => {
-    for (const set of ['config.redisUrl=redis://otp@redis:6379', 'config.redisUrl=redis://default:@redis:6379', 'notifier.webhookUrl=https://gw.internal/send?route=otp']) {
+    // Review 60: a parameter with a secret's word inside another word (design, monkey, signal) is no secret.
+    for (const set of ['config.redisUrl=redis://otp@redis:6379', 'config.redisUrl=redis://default:@redis:6379', 'notifier.webhookUrl=https://gw.internal/send?route=otp', 'notifier.webhookUrl=https://sms.example.com/send?design=compact&monkey=1&signal=2&passage=3']) {
       await template('-f', valuesFile('plain'), '--set-string', set);
     }
   });

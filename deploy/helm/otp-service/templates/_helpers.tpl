@@ -373,7 +373,8 @@ redis.tls and by hand.
 {{- define "otp.checkValues" -}}
 {{- $withPassword := "://[^/@]*:[^/@]+@" }}
 {{- /* An HTTP endpoint's credentials in any form: user:password@, token@, or a secret-named query parameter. */}}
-{{- $httpCredentials := "(?i)(^[a-z][a-z0-9+.-]*://[^/?#]*@)|([?&][^=&#]*(key|token|secret|passw|signature|sig)[^=&#]*=)" }}
+{{- /* A parameter named for a secret, alone or as the last word of its name (api_key, X-Amz-Signature), not inside another word (design, monkey). */}}
+{{- $httpCredentials := "(?i)(^[a-z][a-z0-9+.-]*://[^/?#]*@)|([?&]([^=&#]*[_.-])?(key|apikey|token|secret|password|passwd|pass|pwd|signature|sig|auth|credentials?)=)" }}
 {{- range $where, $env := dict "config.env" .Values.config.env "service.env" .Values.service.env "relay.env" .Values.relay.env "notifier.env" .Values.notifier.env }}
 {{- range $name, $value := $env }}
 {{- if regexMatch "(PASSWORD|TOKEN|_KEYS?|HEADERS)$" $name }}
