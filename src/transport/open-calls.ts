@@ -119,8 +119,10 @@ export class OpenCalls {
   #streaming = 0;
   #operator = 0;
   readonly #operatorByAddress = new Map<string, number>();
-  #refusedSinceLog = 0;
+  /** Refusals since the last line, by reason; a burst's tail is logged when its window ends (#flush). */
+  readonly #refusedSinceLog = new Map<Refusal, number>();
   #lastLog = 0;
+  #flush: NodeJS.Timeout | undefined;
   /**
    * The calls admitted since the last sweep or still open then, and when each
    * is due; a call that closes leaves a hole (no reference to it is kept),
@@ -323,16 +325,29 @@ export class OpenCalls {
 
   #refused(reason: Refusal, call?: RefusedCall): void {
     this.observe?.(reason, call);
-    this.#refusedSinceLog++;
+    this.#refusedSinceLog.set(reason, (this.#refusedSinceLog.get(reason) ?? 0) + 1);
     const now = Date.now();
     if (now - this.#lastLog >= LOG_EVERY_MS) {
-      this.log.warn(
-        { reason, refused: this.#refusedSinceLog, openCalls: this.#open, maxOpenCalls: this.max, streamingCalls: this.#streaming, maxStreamingCalls: this.#lifetimes.maxStreaming },
-        "refusing calls or connections: the process is at a bound (OTP_MAX_OPEN_CALLS, its streaming quota, or OTP_MAX_CONNECTIONS), or ended connections that broke HTTP/2 (HTTP2_PROTOCOL_ERROR: rapid reset among them)",
-      );
-      this.#lastLog = now;
-      this.#refusedSinceLog = 0;
+      this.#logRefusals(now);
+    } else if (this.#flush === undefined) {
+      // The rest of a burst is said when the window ends, by reason (probe 61: it was said under the next
+      // refusal's reason, seconds or minutes later, or never).
+      this.#flush = setTimeout(() => {
+        this.#flush = undefined;
+        this.#logRefusals(Date.now());
+      }, this.#lastLog + LOG_EVERY_MS - now);
+      this.#flush.unref();
     }
+  }
+
+  #logRefusals(now: number): void {
+    if (this.#refusedSinceLog.size === 0) return;
+    this.log.warn(
+      { refused: Object.fromEntries(this.#refusedSinceLog), openCalls: this.#open, maxOpenCalls: this.max, streamingCalls: this.#streaming, maxStreamingCalls: this.#lifetimes.maxStreaming },
+      "refusing calls or connections: the process is at a bound (OTP_MAX_OPEN_CALLS, its streaming quota, or OTP_MAX_CONNECTIONS), or ended connections that broke HTTP/2 (HTTP2_PROTOCOL_ERROR: rapid reset among them)",
+    );
+    this.#lastLog = now;
+    this.#refusedSinceLog.clear();
   }
 }
 
