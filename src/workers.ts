@@ -15,6 +15,12 @@ import { answerMetricsRequests } from "./metrics-across-workers.js";
 // (metrics-across-workers.ts).
 
 const RESTART_DELAY_MS = 1_000;
+/**
+ * A replacement that fails to start (a TLS file broken since the others started) is tried again after
+ * twice the last wait, up to this: at a fixed second each failed start took a quarter of a core and wrote
+ * two error lines, for as long as the file stayed broken (probe 61).
+ */
+const RESTART_DELAY_MAX_MS = 30_000;
 
 /** What a worker tells the primary about its start-up (workers.ts is both ends). */
 type StartReport = { otp: "started" } | { otp: "start-failed"; reason: string };
@@ -25,10 +31,17 @@ export function superviseWorkers(count: number, graceMs: number, log: Logger): v
   let served = false;
   const failures = new Map<number, string>();
   let restarts = 0;
+  /** Replacements in a row that died before they started serving: the next wait doubles with each. */
+  let failedStarts = 0;
+  const started = new Set<number>();
   const fork = (): Worker => cluster.fork();
   answerMetricsRequests(log, { workerRestarts: () => restarts });
   cluster.on("message", (worker, message: StartReport | undefined) => {
-    if (message?.otp === "started") served = true;
+    if (message?.otp === "started") {
+      served = true;
+      started.add(worker.id);
+      failedStarts = 0;
+    }
     else if (message?.otp === "start-failed") failures.set(worker.id, message.reason);
   });
   cluster.on("exit", (worker, code, signal) => {
@@ -48,12 +61,16 @@ export function superviseWorkers(count: number, graceMs: number, log: Logger): v
     }
     // `exitCode`, not `code`: the logger redacts that name everywhere (src/log.ts).
     restarts++;
-    log.error({ worker: worker.process.pid, exitCode: code, signal, restarts }, "worker died; starting another");
+    if (!started.delete(worker.id)) failedStarts++;
+    const retryInMs = Math.min(RESTART_DELAY_MS * 2 ** failedStarts, RESTART_DELAY_MAX_MS);
+    const reason = failures.get(worker.id);
+    failures.delete(worker.id);
+    log.error({ worker: worker.process.pid, exitCode: code, signal, restarts, reason, retry_in_ms: retryInMs }, "worker died; starting another");
     // Not unref'd: with every worker gone this timer is all that keeps the primary alive (unref'd, the
     // primary exited 0 right after saying it would restart them, and no supervisor restarts an exit 0).
     setTimeout(() => {
       if (!stopping) fork();
-    }, RESTART_DELAY_MS);
+    }, retryInMs);
   });
   function stop(signal: NodeJS.Signals): void {
     if (stopping) return;

@@ -1,11 +1,14 @@
 // OTP_WORKERS: several processes share the ports and the Redis state; a
 // verification sent through one worker verifies through another.
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Channel, OtpService, VerifyResult } from '../../src/gen/otp/v1/otp_pb.js';
 import { grpcCall, grpcClient } from '../support/grpc-client.js';
 import { redisForTests } from '../support/redis.js';
 import { exitWithin, spawnService, untilServing } from '../support/service-process.js';
+import { makeTestCerts } from '../support/tls-certs.js';
 
 describe('OTP_WORKERS=2', () => {
   it('two workers serve one port and share state; SIGTERM stops them all with exit 0', { timeout: 60_000 }, async () => {
@@ -65,6 +68,52 @@ describe('OTP_WORKERS=2', () => {
     } finally {
       service.child.kill('SIGKILL');
       await redis.server?.stop();
+    }
+  });
+
+  // Probe 61: with a TLS key broken since the workers started, a replacement failed to start every 1.3 s, for
+  // as long as the file stayed broken (a quarter of a core, two error lines each time).
+  it('a replacement that cannot start is tried again after 2, 4, 8 s...; one that starts resets the wait', { timeout: 90_000 }, async () => {
+    const redis = await redisForTests();
+    const certs = makeTestCerts();
+    const dir = mkdtempSync(join(tmpdir(), 'otp-workers-tls-'));
+    const cert = join(dir, 'tls.crt');
+    const key = join(dir, 'tls.key');
+    copyFileSync(certs.serverCert, cert);
+    copyFileSync(certs.serverKey, key);
+    const service = await spawnService({ REDIS_URL: redis.url, OTP_WORKERS: '2', TLS_CERT_FILE: cert, TLS_KEY_FILE: key, OTP_RELOAD_CHECK_MS: '0' });
+    const died = () => service.logs().filter((l) => l.msg === 'worker died; starting another') as { retry_in_ms?: number }[];
+    const listening = () => service.logs().filter((l) => l.msg === 'otp-service listening').length;
+    const until = async (what: string, check: () => boolean, ms = 30_000) => {
+      const deadline = Date.now() + ms;
+      while (!check()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    try {
+      await until('two workers', () => listening() === 2);
+      // Another pair's key: a worker started now refuses it.
+      copyFileSync(certs.clientKey, key);
+      const pid = service.child.pid!;
+      const workers = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+      process.kill(workers[0]!, 'SIGKILL');
+      await until('three failed starts', () => died().length >= 4, 40_000);
+      // The killed worker had served: 1 s; then each failed start doubles the wait.
+      expect(died().slice(0, 4).map((l) => l.retry_in_ms)).toEqual([1_000, 2_000, 4_000, 8_000]);
+      // The key fixed: the next replacement starts, and a later death waits 1 s again.
+      copyFileSync(certs.serverKey, key);
+      await until('a replacement serving', () => listening() === 3, 30_000);
+      const now = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+      process.kill(now[0]!, 'SIGKILL');
+      await until('the next death', () => died().length >= 5);
+      expect(died().at(-1)!.retry_in_ms).toBe(1_000);
+      expect(service.child.exitCode).toBeNull();
+    } finally {
+      service.child.kill('SIGKILL');
+      await redis.server?.stop();
+      rmSync(dir, { recursive: true, force: true });
+      certs.remove();
     }
   });
 });
