@@ -212,8 +212,8 @@ describe('a deadline already passed when the call arrives (connect-timeout-ms: 0
 });
 
 /** otp_rpc_deadline_refusals_total for Send on `port`, from the service's /metrics. */
-async function deadlineRefusals(port: 'grpc' | 'http'): Promise<number> {
-  const text = await (await fetch(`${app.httpBase}/metrics`)).text();
+async function deadlineRefusals(port: 'grpc' | 'http', of: TestApp = app): Promise<number> {
+  const text = await (await fetch(`${of.httpBase}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`otp_rpc_deadline_refusals_total{method="Send",port="${port}"}`));
   return line ? Number(line.split(' ').at(-1)) : Number.NaN;
 }
@@ -302,11 +302,7 @@ describe('a message held back until the deadline is near is the caller\'s doing,
   afterAll(async () => {
     await near?.stop();
   });
-  const refusals = async (port: 'grpc' | 'http') => {
-    const text = await (await fetch(`${near.httpBase}/metrics`)).text();
-    const line = text.split('\n').find((l) => l.startsWith(`otp_rpc_deadline_refusals_total{method="Send",port="${port}"}`));
-    return line ? Number(line.split(' ').at(-1)) : Number.NaN;
-  };
+  const refusals = (port: 'grpc' | 'http') => deadlineRefusals(port, near);
 
   it.each(['grpc', 'http'] as const)('%s port: grpc-timeout 1000m, the message sent after 700 ms (under 500 ms left): refused, counted as the caller\'s', async (which) => {
     const port = which === 'grpc' ? near.grpcPort : near.httpPort;
