@@ -45,10 +45,19 @@ export function hostPorts(name: string, value: string, example: string): { host:
     const match = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(entry.trim());
     const port = Number(match?.[3]);
     if (!match || port < 1 || port > 65_535) {
-      throw new ConfigError(`${name} entry ${i + 1} must be host:port (e.g. ${example}), got "${entry.trim()}"`);
+      throw new ConfigError(`${name} entry ${i + 1} must be host:port (e.g. ${example}), got "${shownEntry(entry.trim())}"`);
     }
     return { host: match[1] ?? match[2]!, port };
   });
+}
+
+/**
+ * An entry as a refusal may show it: credentials someone put in it (`user:password@host:port`, a URL's
+ * userinfo) left out, as the Redis URL's are (probe 62: the password was printed in the start-up error).
+ */
+function shownEntry(entry: string): string {
+  const at = entry.lastIndexOf("@");
+  return at < 0 ? entry : `(credentials left out)@${entry.slice(at + 1)}`;
 }
 
 /** KAFKA_BROKERS as kafkajs takes it ("host:port" strings), each entry checked. */

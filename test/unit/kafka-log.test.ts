@@ -36,6 +36,9 @@ describe("kafkajs log lines", () => {
     log({ namespace: "Connection", log: { message: "Response Produce(key: 0, version: 7)", error: "This server does not host this topic-partition" } });
     log({ namespace: "Connection", log: { message: "Response Metadata(key: 3, version: 6)", error: "There is no leader for this topic-partition as we are in the middle of a leadership election" } });
     log({ namespace: "Connection", log: { message: "Response Produce(key: 0, version: 7)", error: "This server is not the leader for that topic-partition" } });
+    // Probe 62: another relay joining the group (a rebalance) was counted as a lost broker connection.
+    log({ namespace: "Connection", log: { message: "Response Heartbeat(key: 12, version: 3)", error: "The group is rebalancing, so a rejoin is needed" } });
+    log({ namespace: "Runner", log: { message: "The group is rebalancing, re-joining", error: "The group is rebalancing, so a rejoin is needed" } });
     expect(lines).toHaveLength(0);
     expect(troubles).toEqual([]);
     log({ namespace: "Connection", log: { message: "Connection error: connect ECONNREFUSED 127.0.0.1:9", broker: "127.0.0.1:9" } });

@@ -40,6 +40,12 @@ describe('Redis deployment from the environment', () => {
     expect(refusal({ OTP_REDIS_WAIT_TIMEOUT_MS: 'abc' })).toMatch(/OTP_REDIS_WAIT_TIMEOUT_MS must be/);
     expect(refusal({ REDIS_CLUSTER_NODES: 'a:1,b' })).toMatch(/REDIS_CLUSTER_NODES entry 2 must be host:port/);
     expect(refusal({ REDIS_CLUSTER_NODES: 'a:70000' })).toMatch(/REDIS_CLUSTER_NODES entry 1/);
+    // Probe 62: credentials put in a host:port list were printed back in the refusal.
+    for (const env of [{ REDIS_CLUSTER_NODES: 'a:1,alice:Zq9Wv@b:6379' }, { REDIS_SENTINELS: 'redis://alice:Zq9Wv@s1:26379', REDIS_SENTINEL_MASTER: 'm' }, { KAFKA_BROKERS: 'SASL_SSL://alice:Zq9Wv@kafka:9092' }]) {
+      const said = refusal(env);
+      expect(said).toMatch(/entry \d must be host:port .*\(credentials left out\)@/);
+      expect(said).not.toMatch(/Zq9Wv|alice/);
+    }
     expect(refusal({ REDIS_URL: 'localhost:6379' })).toMatch(/REDIS_URL must look like redis:\/\//);
     // What the Redis client's URL parser would refuse with a stack (and the URL in it), refused here by name.
     for (const url of ['redis://u:Zq#Wv@h:6379', 'redis://u:ZqWv@h:port', 'redis://u:ZqWv@h h:6379', 'rediss://:ZqWv@[::1:6379', 'redis://u:ZqWv@h:6379/abc', 'http://u:ZqWv@h:6379']) {

@@ -218,6 +218,7 @@ export function kafkaLog(s: Pick<KafkaSettings, "clientId" | "logger" | "observe
     // it lasts, what it stops (a publish, a consumer) fails and is counted, and
     // the relay's lag shows it.
     if (namespace === "Connection" && typeof cause === "string" && SETTLING.test(cause)) return;
+    if (message === REJOINING) return;
     const trouble = troubleOf(namespace, retryCount);
     s.observer?.trouble(trouble, s.clientId);
     const since = kafkaLines.due(`${namespace}:${message}`);
@@ -231,12 +232,17 @@ export function kafkaLog(s: Pick<KafkaSettings, "clientId" | "logger" | "observe
 }
 
 // kafkajs's texts (src/protocol/error.js) for GROUP_COORDINATOR_NOT_AVAILABLE, GROUP_LOAD_IN_PROGRESS,
-// NOT_COORDINATOR_FOR_GROUP, UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE and NOT_LEADER_FOR_PARTITION.
+// NOT_COORDINATOR_FOR_GROUP, UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, NOT_LEADER_FOR_PARTITION and
+// REBALANCE_IN_PROGRESS (a member joined or left the group: another relay or notifier started or stopped,
+// counted as a lost broker connection and logged naming KAFKA_BROKERS: probe 62).
 const SETTLING = new RegExp(
   "^(?:The group coordinator is not available|The coordinator is loading and hence can't process requests|" +
     "This is not the correct coordinator for this group|This server does not host this topic-partition|" +
-    "There is no leader for this topic-partition|This server is not the leader for that topic-partition)",
+    "There is no leader for this topic-partition|This server is not the leader for that topic-partition|" +
+    "The group is rebalancing, so a rejoin is needed)",
 );
+/** The consumer runner's own line for the same rebalance (src/consumer/runner.js), as it re-joins. */
+const REJOINING = "The group is rebalancing, re-joining";
 
 function troubleOf(namespace: string, retryCount: number | undefined): KafkaTrouble {
   if (namespace === "Connection" || namespace === "BrokerPool") return "connection";
@@ -491,7 +497,10 @@ export function groupConsumer(kafka: Kafka, groupId: string): Consumer {
   // crash held a third of the codes for up to 35 s, past when users press
   // "resend". 10 s (heartbeats every 2 s, the broker's minimum is 6 s);
   // eachMessage handlers return quickly or heartbeat while they wait.
-  return watchBrokers(kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: 10_000, heartbeatInterval: 2_000 }));
+  // A fetch waits at most 1 s for records (kafkajs's 5 s): leaving the group waits for the fetch under way, and
+  // a relay or notifier stopped on an idle topic outlasted its 2 s to leave, so the group kept it (and its
+  // partitions unread) until its session expired, ~13 s on every rollout (probe 62).
+  return watchBrokers(kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: 10_000, heartbeatInterval: 2_000, maxWaitTimeInMs: 1_000 }));
 }
 
 /**
