@@ -87,6 +87,17 @@ const HANDLER_STORE_DEADLINES = 10;
 const SWEEP_MS = 1_000;
 const ignore = (): void => {};
 const ALWAYS_ANSWERED = new Set(["/healthz", "/readyz", "/metrics"]);
+
+/**
+ * A request the HTTP port's handler answers as one of those paths: as it routes them (./connect/http-handler.ts),
+ * the path without its query, GET or HEAD. Matched on the raw path, `/metrics?x` and `HEAD /metrics` were
+ * served as /metrics but counted as ordinary calls: 4,000 answers held from one address, past 512 MiB (probe 63).
+ */
+function isOperatorCall(method: string | undefined, path: string | undefined): boolean {
+  if ((method !== "GET" && method !== "HEAD") || path === undefined) return false;
+  const query = path.indexOf("?");
+  return ALWAYS_ANSWERED.has(query < 0 ? path : path.slice(0, query));
+}
 /**
  * Those paths' own bound, beside OTP_MAX_OPEN_CALLS: answered past it, they had none, and 80
  * connections of 250 concurrent GET /readyz (or /metrics, whose answer is the largest) ran the process
@@ -260,7 +271,7 @@ export class OpenCalls {
     // The probes and /metrics are answered at once (no body to wait for), on a quota of their own:
     // an operator and the kubelet still see the process while it refuses calls (a failed liveness
     // probe would restart it for nothing), and a flood of them cannot fill the heap (OPERATOR_CALLS).
-    if (method === "GET" && path !== undefined && ALWAYS_ANSWERED.has(path)) {
+    if (isOperatorCall(method, path)) {
       const address = peer?.remoteAddress;
       const subject = address === undefined ? "" : (ipBudgetSubject(address) ?? address);
       const held = this.#operatorByAddress.get(subject) ?? 0;

@@ -224,14 +224,15 @@ describe.each(['grpc', 'connect', 'http1'] as const)('calls held open over %s', 
 
 // Probe 55: one HTTP/2 connection with a zero flow-control window and 32 GET /healthz held the operator paths'
 // whole quota for a call's lifetime (30 s), and /readyz and /metrics answered 503 to everyone meanwhile.
+// Probe 63: with a query (/metrics?x) or HEAD they were served as those paths but counted as ordinary calls.
 describe('the operator paths (/healthz, /readyz, /metrics) held by a peer that does not read', () => {
-  it('one address holds at most 8 of them, each cut within seconds, and the paths answer again', async () => {
+  it.each([['GET', '/healthz'], ['GET', '/metrics?x'], ['HEAD', '/readyz?']])('one address holds at most 8 of them (%s %s), each cut within seconds, and the paths answer again', async (method, path) => {
     const s = http2.connect(`http://127.0.0.1:${app.httpPort}`, { settings: { initialWindowSize: 0 } });
     s.on('error', () => {});
     opened.push(s);
     const started = Date.now();
     const ended = await Promise.all(Array.from({ length: 32 }, () => new Promise<{ code: number; ms: number }>((resolve) => {
-      const stream = s.request({ ':method': 'GET', ':path': '/healthz' });
+      const stream = s.request({ ':method': method, ':path': path });
       stream.on('error', () => {});
       stream.resume();
       stream.on('close', () => resolve({ code: stream.rstCode ?? -1, ms: Date.now() - started }));

@@ -41,7 +41,7 @@ describe('Redis deployment from the environment', () => {
     expect(refusal({ REDIS_CLUSTER_NODES: 'a:1,b' })).toMatch(/REDIS_CLUSTER_NODES entry 2 must be host:port/);
     expect(refusal({ REDIS_CLUSTER_NODES: 'a:70000' })).toMatch(/REDIS_CLUSTER_NODES entry 1/);
     // Probe 62: credentials put in a host:port list were printed back in the refusal.
-    for (const env of [{ REDIS_CLUSTER_NODES: 'a:1,alice:Zq9Wv@b:6379' }, { REDIS_SENTINELS: 'redis://alice:Zq9Wv@s1:26379', REDIS_SENTINEL_MASTER: 'm' }, { KAFKA_BROKERS: 'SASL_SSL://alice:Zq9Wv@kafka:9092' }]) {
+    for (const env of <Record<string, string>[]>[{ REDIS_CLUSTER_NODES: 'a:1,alice:Zq9Wv@b:6379' }, { REDIS_SENTINELS: 'redis://alice:Zq9Wv@s1:26379', REDIS_SENTINEL_MASTER: 'm' }, { KAFKA_BROKERS: 'SASL_SSL://alice:Zq9Wv@kafka:9092' }]) {
       const said = refusal(env);
       expect(said).toMatch(/entry \d must be host:port .*\(credentials left out\)@/);
       expect(said).not.toMatch(/Zq9Wv|alice/);
