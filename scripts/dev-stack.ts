@@ -2,7 +2,8 @@
 // notifier on one machine, with no Docker: a redis-server and a single-node
 // Kafka broker (KRaft, the jars kafka/fetch.sh caches) on free loopback ports,
 // the service (gRPC :50051, HTTP :8080 unless GRPC_PORT / HTTP_PORT say
-// otherwise; its relay in-process) and the notifier with the console adapter,
+// otherwise; its relay in-process) and the notifier (its metrics on a free
+// port unless NOTIFIER_METRICS_PORT says otherwise) with the console adapter,
 // which prints each delivery (destination and code) here. Development keys and
 // no clients file: never production. Ctrl-C stops everything.
 //
@@ -93,6 +94,7 @@ try {
 
 const shared = { NODE_ENV: "development", KAFKA_BROKERS: kafka!.brokers, LOG_LEVEL: process.env.LOG_LEVEL ?? "info" };
 start("otp-service", "src/bin/service.ts", { ...shared, REDIS_URL: redis!.url, GRPC_PORT: grpcPort, HTTP_PORT: httpPort, OTP_WORKERS: "1", HOST: "127.0.0.1" });
-start("notifier", "src/bin/notifier.ts", { ...shared, NOTIFIER_SMS_ADAPTER: "console", NOTIFIER_EMAIL_ADAPTER: "console" });
+// Its metrics on a free port unless told (its 9464 default, taken, stopped the stack: probe 62).
+start("notifier", "src/bin/notifier.ts", { ...shared, NOTIFIER_SMS_ADAPTER: "console", NOTIFIER_EMAIL_ADAPTER: "console", NOTIFIER_METRICS_PORT: process.env.NOTIFIER_METRICS_PORT ?? "0" });
 say(`ready soon: grpcurl -plaintext -d '{"purpose":"login","channel":"CHANNEL_EMAIL","destination":"jane@example.com"}' localhost:${grpcPort} otp.v1.OtpService/Send`);
 say("the code appears in a [notifier] line; Ctrl-C stops everything");
