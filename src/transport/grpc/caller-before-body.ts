@@ -28,10 +28,11 @@ import { statusName, toGrpcStatus } from "../status.js";
 // never read.
 
 const admitted = new WeakMap<Metadata, Caller>();
-/** What was left of each call's deadline when its headers arrived (the timeout as sent), for calls with one. */
-const granted = new WeakMap<Metadata, number>();
-/** How long after its headers each call's message was handed on (ms): the time the caller took to send it. */
-const bodyTimes = new WeakMap<Metadata, number>();
+/**
+ * For calls with a deadline: what was left of it when their headers arrived (the timeout as sent), and when
+ * that was (performance.now()).
+ */
+const granted = new WeakMap<Metadata, { ms: number; at: number }>();
 
 /** The caller admitted for this call's metadata (undefined when the call did not pass through `callerBeforeBody`). */
 export function admittedCaller(metadata: Metadata): Caller | undefined {
@@ -43,16 +44,17 @@ export function admittedCaller(metadata: Metadata): Caller | undefined {
  * to tell a deadline too short as sent (the caller's doing) from one spent in this process (../status.ts).
  */
 export function grantedDeadlineMs(metadata: Metadata): number | undefined {
-  return granted.get(metadata);
+  return granted.get(metadata)?.ms;
 }
 
 /**
- * How long the call's message took to arrive after its headers (ms; 0 before it has): what the caller spent
- * of its deadline sending it, as the HTTP port counts it (../connect/arrival.ts). It is handed on once the
- * caller is resolved, which takes microseconds; a trickled message, once it is whole.
+ * How long since the call's headers arrived (ms; 0 for a call without a deadline). Read as its unary handler
+ * starts, which grpc-js calls once the whole message is in (the caller resolved meanwhile takes microseconds):
+ * what the caller spent of its deadline sending the message, as the HTTP port counts it (../connect/arrival.ts).
  */
 export function spentSendingMs(metadata: Metadata): number {
-  return bodyTimes.get(metadata) ?? 0;
+  const at = granted.get(metadata)?.at;
+  return at === undefined ? 0 : performance.now() - at;
 }
 
 /** Wraps an OtpService call so its caller is resolved before its message is read; other services' calls pass as they are. */
@@ -68,13 +70,11 @@ export function callerBeforeBody(
   if (method === undefined) return call;
   return new ServerInterceptingCall(call, {
     start(next) {
-      let headers: { metadata: Metadata; at: number } | undefined;
       next(new ServerListenerBuilder().withOnReceiveMetadata((metadata, pass) => {
         const startedAt = performance.now();
-        headers = { metadata, at: startedAt };
         // In the tick grpc-js read the headers and set the deadline from them.
         const deadline = Number(call.getDeadline());
-        if (deadline !== Infinity) granted.set(metadata, deadline - Date.now());
+        if (deadline !== Infinity) granted.set(metadata, { ms: deadline - Date.now(), at: startedAt });
         const inbound = new MetadataInboundCall(method, metadata, call, stream);
         callerOf(inbound).then(
           (caller) => {
@@ -93,9 +93,6 @@ export function callerBeforeBody(
             call.sendStatus({ ...answer, code: answer.code ?? GrpcStatus.INTERNAL, details: answer.details ?? "" });
           },
         );
-      }).withOnReceiveMessage((message, pass) => {
-        if (headers) bodyTimes.set(headers.metadata, performance.now() - headers.at);
-        pass(message);
       }).build());
     },
   });
