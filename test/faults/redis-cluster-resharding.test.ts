@@ -92,15 +92,21 @@ describe.each([0, 1])('Redis Cluster resharding (OTP_REDIS_WAIT_REPLICAS=%i)', (
       expect(outcomes.filter((o) => o !== 'ok' && o !== 'unavailable')).toEqual([]);
       expect(outcomes.filter((o) => o === 'ok').length).toBeGreaterThan(0);
       // After the move everything answers, on the new master.
+      const after = new Map<string, string>();
       for (const p of pre) {
-        if ((await store.verify(verifyCommand(p.cmd.ref, p.code))).result === 'VERIFIED') {
+        const result = (await store.verify(verifyCommand(p.cmd.ref, p.code))).result;
+        after.set(p.cmd.ref.verificationId, result);
+        if (result === 'VERIFIED') {
           verified.set(p.cmd.ref.verificationId, (verified.get(p.cmd.ref.verificationId) ?? 0) + 1);
         }
       }
       // Never accepted twice; and each code accepted once, unless a Verify of it answered
       // UNAVAILABLE (its outcome unknown to the caller, who would retry with the idempotency key).
       expect([...verified.values()].every((n) => n === 1)).toBe(true);
-      expect(pre.map((p) => p.cmd.ref.verificationId).filter((id) => !verified.has(id) && !unknown.has(id))).toEqual([]);
+      // A code neither accepted nor of unknown outcome is lost; said with what it answered after the move and
+      // every outcome of the stream (seen once in CI under load, never reproduced alone: review it if it recurs).
+      const lost = pre.map((p) => p.cmd.ref.verificationId).filter((id) => !verified.has(id) && !unknown.has(id));
+      expect(lost.map((id) => ({ id, after: after.get(id) })), `stream outcomes: ${outcomes.filter((o) => o === 'ok').length} ok, ${outcomes.filter((o) => o !== 'ok').length} unavailable`).toEqual([]);
       // The outbox moved with its slot: every Send's delivery event is read from the new master.
       const deliveries = new Set<string>();
       for (let batch = await store.readOutbox('r', 500); batch.length > 0; batch = await store.readOutbox('r', 500)) {
