@@ -210,14 +210,14 @@ export class OpenCalls {
       }
       const path = headers[":path"];
       const isStreaming = anyStreaming && path !== undefined && streaming.has(path);
-      const admitted = this.#admit(headers[":method"], path, isStreaming, port, stream.session?.socket);
+      const admitted = this.#admit(headers[":method"], path, isStreaming, port, stream);
       if (!admitted) {
         // Node reports a stream closed with an error code as an "error" on it; nothing is wrong here.
         stream.on("error", ignore);
         stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
         return;
       }
-      this.#hold(stream, isStreaming, admitted === "call" ? undefined : admitted);
+      this.#hold(stream, isStreaming, admitted === "call" ? undefined : admitted.operator);
       for (const listener of listeners) listener.call(server, stream, headers, ...rest);
     });
     // A connection node:http2 ended for breaking the protocol, its "rapid
@@ -235,14 +235,14 @@ export class OpenCalls {
   /** The HTTP/1.1 request handler behind the bound: past it, 503 and the connection closed. */
   guardRequests<Req extends IncomingMessage, Res extends ServerResponse>(handler: (req: Req, res: Res) => void): (req: Req, res: Res) => void {
     return (req, res) => {
-      const admitted = this.#admit(req.method, req.url, false, "http", req.socket);
+      const admitted = this.#admit(req.method, req.url, false, "http", req);
       if (!admitted) {
         res.shouldKeepAlive = false;
         res.writeHead(503, { "content-type": "text/plain", "retry-after": "1", connection: "close" });
         res.end("too many open calls\n");
         return;
       }
-      this.#hold(res, false, admitted === "call" ? undefined : admitted);
+      this.#hold(res, false, admitted === "call" ? undefined : admitted.operator);
       handler(req, res);
     };
   }
@@ -263,7 +263,7 @@ export class OpenCalls {
    * Whether the call may go on: false, or how it counts: "call", or for the always-answered paths the address
    * it counts against (its IPv6 /64; "" when the connection's is unknown).
    */
-  #admit(method: string | undefined, path: string | undefined, streaming: boolean, port: Port, peer: { remoteAddress?: string } | undefined): false | "call" | { operator: string } {
+  #admit(method: string | undefined, path: string | undefined, streaming: boolean, port: Port, from: ServerHttp2Stream | IncomingMessage): false | "call" | { operator: string } {
     if (streaming && this.#streaming >= this.#lifetimes.maxStreaming) {
       this.#refused("STREAMING_CALLS_LIMIT");
       return false;
@@ -272,7 +272,8 @@ export class OpenCalls {
     // an operator and the kubelet still see the process while it refuses calls (a failed liveness
     // probe would restart it for nothing), and a flood of them cannot fill the heap (OPERATOR_CALLS).
     if (isOperatorCall(method, path)) {
-      const address = peer?.remoteAddress;
+      // Read here only: an ordinary call never looks up its peer.
+      const address = "session" in from ? from.session?.socket.remoteAddress : from.socket.remoteAddress;
       const subject = address === undefined ? "" : (ipBudgetSubject(address) ?? address);
       const held = this.#operatorByAddress.get(subject) ?? 0;
       if (this.#operator < OPERATOR_CALLS && held < OPERATOR_CALLS_PER_ADDRESS) {
@@ -289,10 +290,10 @@ export class OpenCalls {
     return false;
   }
 
-  #hold(call: Call, streaming: boolean, operator?: { operator: string }): void {
+  #hold(call: Call, streaming: boolean, operator?: string): void {
     call[SLOT] = this.#calls.length;
     if (streaming) call[STREAMING] = true;
-    if (operator) call[OPERATOR] = operator.operator;
+    if (operator !== undefined) call[OPERATOR] = operator;
     this.#calls.push(call);
     if (this.#sweep === undefined) {
       this.#now = Date.now();

@@ -28,33 +28,10 @@ import { statusName, toGrpcStatus } from "../status.js";
 // never read.
 
 const admitted = new WeakMap<Metadata, Caller>();
-/**
- * For calls with a deadline: what was left of it when their headers arrived (the timeout as sent), and when
- * that was (performance.now()).
- */
-const granted = new WeakMap<Metadata, { ms: number; at: number }>();
 
 /** The caller admitted for this call's metadata (undefined when the call did not pass through `callerBeforeBody`). */
 export function admittedCaller(metadata: Metadata): Caller | undefined {
   return admitted.get(metadata);
-}
-
-/**
- * The deadline the call came with (ms, from its headers' arrival); undefined without one. Read by the handler
- * to tell a deadline too short as sent (the caller's doing) from one spent in this process (../status.ts).
- */
-export function grantedDeadlineMs(metadata: Metadata): number | undefined {
-  return granted.get(metadata)?.ms;
-}
-
-/**
- * How long since the call's headers arrived (ms; 0 for a call without a deadline). Read as its unary handler
- * starts, which grpc-js calls once the whole message is in (the caller resolved meanwhile takes microseconds):
- * what the caller spent of its deadline sending the message, as the HTTP port counts it (../connect/arrival.ts).
- */
-export function spentSendingMs(metadata: Metadata): number {
-  const at = granted.get(metadata)?.at;
-  return at === undefined ? 0 : performance.now() - at;
 }
 
 /** Wraps an OtpService call so its caller is resolved before its message is read; other services' calls pass as they are. */
@@ -72,9 +49,6 @@ export function callerBeforeBody(
     start(next) {
       next(new ServerListenerBuilder().withOnReceiveMetadata((metadata, pass) => {
         const startedAt = performance.now();
-        // In the tick grpc-js read the headers and set the deadline from them.
-        const deadline = Number(call.getDeadline());
-        if (deadline !== Infinity) granted.set(metadata, { ms: deadline - Date.now(), at: startedAt });
         const inbound = new MetadataInboundCall(method, metadata, call, stream);
         callerOf(inbound).then(
           (caller) => {

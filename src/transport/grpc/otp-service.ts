@@ -3,9 +3,9 @@ import type { MethodDefinition, sendUnaryData, ServerUnaryCall, ServiceDefinitio
 import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
-import { admittedCaller, grantedDeadlineMs, spentSendingMs } from "./caller-before-body.js";
+import { admittedCaller } from "./caller-before-body.js";
 import { binaryRequestRefusal } from "../binary-faults.js";
-import { callersDeadline, deadlineRefusal, statusName, toGrpcStatus } from "../status.js";
+import { callersDeadline, DeadlineRefusal, statusName, toGrpcStatus } from "../status.js";
 import type { Metrics } from "../../metrics.js";
 import { activeTraceparent, callSpan, inContext } from "../../telemetry/spans.js";
 import { responseBytes } from "./response-bytes.js";
@@ -66,12 +66,11 @@ function unary<I extends DescMessage, O extends DescMessage>(
   };
 
   async function answer(call: ServerUnaryCall<Buffer, unknown>): Promise<MessageShape<O>> {
-    // grpc-js set the deadline when the headers arrived (Infinity without one). The caller's part is what it
-    // granted less what it spent sending the message (a body held back until the deadline is its doing, and
-    // must not spend the SLO's budget: review 60), as on the HTTP port.
-    if (Number(call.getDeadline()) - Date.now() < minDeadlineMs) {
-      throw deadlineRefusal(grantedDeadlineMs(call.metadata) ?? Infinity, spentSendingMs(call.metadata), minDeadlineMs);
-    }
+    // grpc-js set the deadline when the headers arrived (Infinity without one) and calls this handler as soon
+    // as the message is whole: what is gone of the deadline by now went by while the caller sent its request
+    // (a timeout too short as sent, or a message held back until it was near: review 60), as the HTTP port
+    // counts it. The caller's doing, not the SLO's.
+    if (Number(call.getDeadline()) - Date.now() < minDeadlineMs) throw new DeadlineRefusal(minDeadlineMs, true);
     const caller = callerOfCall(call);
     let request: MessageShape<I>;
     try {
