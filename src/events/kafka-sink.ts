@@ -38,8 +38,9 @@ export class KafkaSink implements EventSink {
   private waiting: { records: EventRecord[]; done: (err?: unknown) => void }[] = [];
   private sending: Promise<void> | undefined;
   private closed = false;
-  /** The topics' creation, once per sink (again after a failure): started by prepareTopics() or the first connection. */
-  private topics: Promise<void> | undefined;
+  private topicsEnsured = false;
+  /** prepareTopics() under way: the first connection waits for it rather than ensuring the topics beside it. */
+  private preparing: Promise<void> | undefined;
   /** Bumped when a publish is given up at its deadline: a connection attempt of an older one is not used. */
   private generation = 0;
 
@@ -52,26 +53,16 @@ export class KafkaSink implements EventSink {
    * Kafka away at start-up delays nothing, and the first publish tries again.
    */
   prepareTopics(): void {
-    const { brokers, access, logger, clientId = "otp-service", observer } = this.settings;
-    this.topicsOn(kafkaClient({ brokers, access, clientId, logger, observer })).catch((err: unknown) => {
-      if (!this.closed) logger.warn({ err: (err as Error).message }, "kafka topics not created at start-up; the first publish tries again");
-    });
-  }
-
-  /**
-   * Once per sink: a reconnect after a failed send (a broker lost) needs no admin round, and should not
-   * depend on the rest of the cluster's topics. A failed creation is tried again by the next connection.
-   */
-  private topicsOn(kafka: ReturnType<typeof kafkaClient>): Promise<void> {
-    const { replication, logger } = this.settings;
-    this.topics ??= ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger }).then(
-      () => undefined,
+    const { brokers, access, logger, clientId = "otp-service", replication, observer } = this.settings;
+    const kafka = kafkaClient({ brokers, access, clientId, logger, observer });
+    this.preparing = ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger }).then(
+      () => {
+        this.topicsEnsured = true;
+      },
       (err: unknown) => {
-        this.topics = undefined;
-        throw err;
+        if (!this.closed) logger.warn({ err: (err as Error).message }, "kafka topics not created at start-up; the first publish tries again");
       },
     );
-    return this.topics;
   }
 
   publish(records: EventRecord[]): Promise<void> {
@@ -161,7 +152,13 @@ export class KafkaSink implements EventSink {
   private async connectOnce(generation: number): Promise<Producer> {
     const { brokers, access, logger, clientId = "otp-service", replication, observer } = this.settings;
     const kafka = kafkaClient({ brokers, access, clientId, logger, observer });
-    await this.topicsOn(kafka);
+    // Once per sink: a reconnect after a failed send (a broker lost) needs no
+    // admin round, and should not depend on the rest of the cluster's topics.
+    await this.preparing;
+    if (!this.topicsEnsured) {
+      await ensureTopics(kafka, [TOPICS.delivery, TOPICS.audit], { replication, logger });
+      this.topicsEnsured = true;
+    }
     const producer = idempotentProducer(kafka, observer, clientId);
     await connectWithin(kafka, producer);
     // Closed meanwhile, or given up at a publish deadline (a newer attempt may be under way).
@@ -178,7 +175,7 @@ export class KafkaSink implements EventSink {
     this.closed = true;
     let timer: NodeJS.Timeout | undefined;
     // The start-up topic check too (its admin connection ends with it), within the same wait.
-    await Promise.race([Promise.all([this.sending, this.topics?.catch(() => undefined)]), new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))]);
+    await Promise.race([Promise.all([this.sending, this.preparing]), new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))]);
     clearTimeout(timer);
     const producer = this.producer;
     this.producer = undefined;
