@@ -84,7 +84,10 @@ process.on("SIGTERM", () => void stop(0));
 
 try {
   say("starting redis-server and a Kafka broker (the first run fetches the broker's jars from Maven Central)");
-  [redis, kafka] = await Promise.all([startRedis(), startKafka()]);
+  // Out of the terminal's process group: Ctrl-C reaches the service and the notifier, which drain against a
+  // Redis and a Kafka still there (they went down with them before, and a drain that waited on a gone broker
+  // could overrun its grace); stop() takes them down once both have exited.
+  [redis, kafka] = await Promise.all([startRedis({ ownGroup: true }), startKafka({ ownGroup: true })]);
   say(`redis ${redis.url}, kafka ${kafka.brokers}`);
 } catch (err) {
   say(`could not start Redis and Kafka: ${(err as Error).message}`);

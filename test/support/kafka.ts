@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import '../../src/events/kafka/encoding.js';
 import { Kafka, logLevel } from 'kafkajs';
 import { freePort } from './free-port.js';
+import { killWithThisProcess } from './watchdog.js';
 
 export interface KafkaBroker {
   /** bootstrap list for clients, e.g. "127.0.0.1:40123" */
@@ -185,12 +186,19 @@ export async function untilServing(proc: ChildProcess, logFile: string, from: nu
   }
 }
 
-export async function startKafka(opts: { logDir?: string; secure?: SecureListener } = {}): Promise<KafkaBroker> {
+/** `ownGroup`: its own process group, out of reach of a Ctrl-C to the terminal's (dev:stack stops it last). */
+export interface KafkaOptions {
+  logDir?: string;
+  secure?: SecureListener;
+  ownGroup?: boolean;
+}
+
+export async function startKafka(opts: KafkaOptions = {}): Promise<KafkaBroker> {
   ensureJars();
   return retryWhilePortTaken(() => startOnce(opts));
 }
 
-async function startOnce(opts: { logDir?: string; secure?: SecureListener }): Promise<KafkaBroker> {
+async function startOnce(opts: KafkaOptions): Promise<KafkaBroker> {
   const [port, cport] = [await freePort(), await freePort()];
   const secure = opts.secure && { port: await freePort(), listener: opts.secure };
   const work = mkdtempSync(join(tmpdir(), 'otp-kafka-'));
@@ -219,18 +227,11 @@ async function startOnce(opts: { logDir?: string; secure?: SecureListener }): Pr
     // never stall the broker on a full pipe.
     const proc = spawn('java', ['-Xms256m', '-Xmx768m', '-XX:+UseG1GC', '-Djava.awt.headless=true', logProp, '-cp', cp, 'kafka.Kafka', props], {
       stdio: ['ignore', fd, fd],
-      detached: false,
+      detached: opts.ownGroup ?? false,
     });
     closeSync(fd);
     child = proc;
-    // Vitest tears workers down without emitting 'exit', and nothing runs on
-    // SIGKILL. The watchdog holds a pipe from us: when this process dies the
-    // pipe closes, read returns, and the JVM (plus its temp dir) goes with us.
-    watchdog = spawn('bash', ['-c', 'read -r _; kill -KILL "$1" 2>/dev/null; sleep 1; rm -rf "$2"', 'kafka-watchdog', String(proc.pid), work], {
-      stdio: ['pipe', 'ignore', 'ignore'],
-    });
-    watchdog.unref();
-    (watchdog.stdin as unknown as { unref(): void }).unref();
+    watchdog = killWithThisProcess(proc.pid!, work, opts.ownGroup);
 
     const why = await untilServing(proc, logFile, from, READY_TIMEOUT_MS, 100);
     if (why === undefined) return;

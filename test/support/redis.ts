@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './free-port.js';
 import { ping } from './redis-ping.js';
+import { killWithThisProcess } from './watchdog.js';
 
 export interface RedisServer {
   url: string;
@@ -48,9 +49,14 @@ function stopProcess(child: ChildProcess): Promise<void> {
   });
 }
 
-export async function startRedis(): Promise<RedisServer> {
+/**
+ * `ownGroup`: its own process group, out of reach of a Ctrl-C to the terminal's (dev:stack stops it last),
+ * with a watchdog that kills it if this process dies first (its 'exit' handler would not run on SIGKILL).
+ */
+export async function startRedis(opts: { ownGroup?: boolean } = {}): Promise<RedisServer> {
   const port = await freePort();
   let child: ChildProcess | undefined;
+  let watchdog: ChildProcess | undefined;
   let dir: string | undefined;
   const cleanUp = () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -67,8 +73,9 @@ export async function startRedis(): Promise<RedisServer> {
     child = spawn(
       BINARY,
       ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
-      { stdio: 'ignore' },
+      { stdio: 'ignore', detached: opts.ownGroup ?? false },
     );
+    if (opts.ownGroup) watchdog = killWithThisProcess(child.pid!, dir, true);
     await waitUntilReady(port, child).catch((err: unknown) => {
       // Not ready in time (a crowded machine): never leave it running behind the failed test.
       child?.kill('SIGKILL');
@@ -78,6 +85,8 @@ export async function startRedis(): Promise<RedisServer> {
   };
   const stop = async () => {
     if (child) await stopProcess(child);
+    watchdog?.kill('SIGKILL');
+    watchdog = undefined;
     cleanUp();
   };
   await start();
