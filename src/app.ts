@@ -1,6 +1,6 @@
 import { ClientDirectory } from "./auth/authenticate.js";
 import { TrustedProxies } from "./auth/client-ip.js";
-import { readClientsFile } from "./auth/clients.js";
+import { clientsFromText, readClientsText } from "./auth/clients.js";
 import type { Config } from "./config.js";
 import { StartupError } from "./env.js";
 import { listenFailure } from "./listen-failure.js";
@@ -27,7 +27,8 @@ import { httpHandler } from "./transport/connect/http-handler.js";
 import { listenHttp, type HttpListener } from "./transport/connect/listener.js";
 import { serveHealthPort } from "./health-port.js";
 import { ServerCertificates } from "./server-certificates.js";
-import { ChangedFiles } from "./changed-files.js";
+import { ChangedFiles, type ReloadTrigger } from "./changed-files.js";
+import { watchPolicyFile } from "./policy-file-changes.js";
 import { GrpcHealth } from "./transport/grpc/health.js";
 import { listenGrpc, type GrpcListener } from "./transport/grpc/server.js";
 import { lifetimesFor, OpenCalls } from "./transport/open-calls.js";
@@ -65,6 +66,8 @@ export interface App {
    * certificate in force stays. Nothing to do without TLS.
    */
   reloadTls(): void;
+  /** Says whether OTP_POLICY_FILE changed since start-up (read then only) and whether it still checks: src/policy-file-changes.ts. */
+  checkPolicyFile(): void;
   /** Graceful: stop accepting, drain within config.shutdownGraceMs, close the store. Idempotent. */
   stop(): Promise<void>;
 }
@@ -136,23 +139,36 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       directory: () => directory, proxies: new TrustedProxies(config.trustedProxies), refusals, publicCalls: new PublicCalls(config.maxOpenCalls),
     });
     const clientsReloaded = config.clientsFile ? metrics.clientsReloads() : undefined;
-    const loadClients = (): void => {
-      const clients = readClientsFile(config.clientsFile!, config.production);
+    // Every line about a reload names the setting and the file, as the start-up refusal does.
+    const clientsFileNamed = { setting: "OTP_CLIENTS_FILE", path: config.clientsFile };
+    // The text of the clients in force: a reload of the same text changes nothing and is not counted as one.
+    let clientsText = config.clientsText;
+    const loadClients = (trigger: ReloadTrigger): void => {
+      const text = readClientsText(config.clientsFile!);
+      if (text === clientsText) {
+        clientsReloaded?.("unchanged");
+        if (trigger === "SIGHUP") log.info({ trigger, ...clientsFileNamed }, "clients file unchanged; the clients in force stay");
+        return;
+      }
+      const clients = clientsFromText(text, config.production);
       directory = new ClientDirectory(clients);
+      clientsText = text;
       clientsReloaded?.("reloaded");
-      log.info({ clients: clients.length }, "clients file reloaded");
+      log.info({ trigger, ...clientsFileNamed, clients: clients.length }, "clients file reloaded");
     };
     // A key revoked in the Secret is refused in every pod within seconds, with no SIGHUP to send (./changed-files.ts).
     const clientsFile = config.clientsFile
       ? new ChangedFiles([config.clientsFile], loadClients, (trigger, err) => {
         clientsReloaded?.("refused");
-        log.error({ trigger, err: err.message }, "clients file not reloaded; the clients in force stay");
+        log.error({ trigger, ...clientsFileNamed, err: err.message }, "clients file not reloaded; the clients in force stay");
       })
       : undefined;
     if (clientsFile) {
       clientsFile.watch(config.reloadCheckMs);
       cleanups.push(async () => clientsFile.stop());
     }
+    const policyFile = watchPolicyFile(config, log, config.reloadCheckMs);
+    if (policyFile) cleanups.push(async () => policyFile.stop());
 
     let draining = false;
     const ready = async (): Promise<boolean> => !draining && (await pingWithin(store, PING_TIMEOUT_MS));
@@ -228,7 +244,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       reloadClients() {
         if (!config.clientsFile) throw new Error("no OTP_CLIENTS_FILE to reload");
         try {
-          loadClients();
+          loadClients("SIGHUP");
         } catch (err) {
           clientsReloaded?.("refused");
           throw err;
@@ -239,6 +255,9 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       },
       reloadTls() {
         tls?.reload();
+      },
+      checkPolicyFile() {
+        policyFile?.now();
       },
       stop() {
         stopping ??= (async () => {

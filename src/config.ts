@@ -3,8 +3,9 @@ import { availableParallelism } from "node:os";
 import { isSupportedCountry, type CountryCode } from "libphonenumber-js/max";
 import phoneMetadata from "libphonenumber-js/metadata.max.json";
 import { ConfigError, int, kafkaBrokers, oneOf, optional, type Env } from "./env.js";
-import { ClientsFileError, readClientsFile, TENANT, type Client } from "./auth/clients.js";
+import { ClientsFileError, clientsFromText, readClientsText, TENANT, type Client } from "./auth/clients.js";
 import { shown } from "./shown-text.js";
+import { jsonFileFault } from "./json-fault.js";
 import { parseProxies } from "./auth/client-ip.js";
 import { ORIGIN_EXAMPLE, parseOrigin } from "./auth/origin.js";
 import { parseBudget, type Budget } from "./otp/budget.js";
@@ -102,6 +103,11 @@ export interface Config {
   /** OTP_CLIENTS_FILE: who may call. Unset (dev mode only): open, every caller is tenant "default". */
   clientsFile: string | undefined;
   clients: Client[] | undefined;
+  /** The text those clients were read from (a reload of the same text is not one). */
+  clientsText: string | undefined;
+  /** OTP_POLICY_FILE, and the text the policy in force was read from (read at start-up only). */
+  policyFile: string | undefined;
+  policyText: string | undefined;
   /** Proxies whose X-Forwarded-For is believed (addresses / CIDR blocks). */
   trustedProxies: string[];
   callerLimits: CallerLimits;
@@ -219,15 +225,17 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     deniedNumberTypes: numberTypes("OTP_SMS_DENIED_NUMBER_TYPES", optional(env, "OTP_SMS_DENIED_NUMBER_TYPES") ?? DEFAULT_DENIED_NUMBER_TYPES.join(",")),
   };
   const policyFile = relay ? undefined : optional(env, "OTP_POLICY_FILE");
+  const policyText = policyFile ? policyFileText(policyFile) : undefined;
   const { purposes, restrict, tenantSmsCountries } = policyFile
-    ? readPolicyFile(policyFile, defaults)
+    ? policyFromText(policyFile, policyText!, defaults)
     : { purposes: noInherited<PurposePolicy>(), restrict: false, tenantSmsCountries: noInherited<ReadonlySet<string>>() };
   const smsCountriesRaw = optional(env, "OTP_SMS_COUNTRIES");
   const testDestinations = readTestDestinations(env, production, {
     emailProviderRules: oneOf(env, "OTP_EMAIL_PROVIDER_RULES", ["off", "on"] as const, "off") === "on",
   });
 
-  const clients = clientsFile && !relay ? readClients(clientsFile, production) : undefined;
+  const clientsText = clientsFile && !relay ? clientsFileText(clientsFile) : undefined;
+  const clients = clientsText !== undefined ? readClients(clientsFile!, clientsText, production) : undefined;
   const corsOrigins = (env.OTP_CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean).map((o, i) => {
     const parsed = parseOrigin(o);
     if (!parsed) throw new ConfigError(`OTP_CORS_ORIGINS entry ${i + 1} must be ${ORIGIN_EXAMPLE}, got "${o}"`);
@@ -280,6 +288,9 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     corsOrigins,
     clientsFile,
     clients,
+    clientsText,
+    policyFile,
+    policyText,
     trustedProxies: proxies,
     callerLimits: {
       sendPerIp: budget(env, "OTP_LIMIT_SEND_PER_IP", "20/1h"),
@@ -455,9 +466,18 @@ function countryBudgets(env: Env, name: string, fallback: string): CallerLimits[
   return { fallback: fallbackBudget, countries };
 }
 
-function readClients(path: string, production: boolean): Client[] {
+function clientsFileText(path: string): string {
   try {
-    return readClientsFile(path, production);
+    return readClientsText(path);
+  } catch (err) {
+    if (err instanceof ClientsFileError) throw new ConfigError(`OTP_CLIENTS_FILE (${path}) ${err.message}`);
+    throw err;
+  }
+}
+
+function readClients(path: string, text: string, production: boolean): Client[] {
+  try {
+    return clientsFromText(text, production);
   } catch (err) {
     if (err instanceof ClientsFileError) throw new ConfigError(`OTP_CLIENTS_FILE (${path}) ${err.message}`);
     throw err;
@@ -539,20 +559,30 @@ const POLICY_FIELDS: Record<string, (v: unknown, name: string) => Partial<Purpos
 
 const POLICY_FILE_KEYS = ["only", "purposes", "tenants"];
 
+/** The policy file's text as it is now (the service compares it with the text it started with: ../app.ts). */
+export function policyFileText(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(`OTP_POLICY_FILE (${path}) cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
 /**
  * The policy file: {"only": false, "purposes": {"payment": {"codeLength": 8, "ttlSeconds": 120}}}.
  * Each purpose overrides the env defaults field by field. With "only": true,
  * purposes not listed are refused.
  */
-function readPolicyFile(
+export function policyFromText(
   path: string,
+  text: string,
   defaults: PurposePolicy,
 ): { purposes: Record<string, PurposePolicy>; restrict: boolean; tenantSmsCountries: Record<string, ReadonlySet<string>> } {
   let doc: unknown;
   try {
-    doc = JSON.parse(readFileSync(path, "utf8"));
+    doc = JSON.parse(text);
   } catch (err) {
-    throw new ConfigError(`OTP_POLICY_FILE (${path}) cannot be read as JSON: ${(err as Error).message}`);
+    throw new ConfigError(`OTP_POLICY_FILE (${path}) is not JSON: ${jsonFileFault(text, err)}`);
   }
   // Every key is checked, as every field below is: a misspelt "purpose" or an
   // "only": "yes" would otherwise be ignored and leave every purpose open.

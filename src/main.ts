@@ -49,15 +49,16 @@ async function main(): Promise<void> {
   // Revoke a leaked key, or put a renewed certificate in force, without a restart.
   process.on("SIGHUP", () => {
     app.reloadTls();
+    app.checkPolicyFile();
     if (!config.clientsFile) {
       // Said, so an operator who sent it does not wonder whether it arrived.
-      if (!config.tls) log.info("SIGHUP: nothing to reload (no OTP_CLIENTS_FILE, no TLS files)");
+      if (!config.tls && !config.policyFile) log.info("SIGHUP: nothing to reload (no OTP_CLIENTS_FILE, no TLS files)");
       return;
     }
     try {
       app.reloadClients();
     } catch (err) {
-      log.error({ err: (err as Error).message }, "clients file not reloaded; the clients in force stay");
+      log.error({ trigger: "SIGHUP", setting: "OTP_CLIENTS_FILE", path: config.clientsFile, err: (err as Error).message }, "clients file not reloaded; the clients in force stay");
     }
   });
 }

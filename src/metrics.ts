@@ -336,7 +336,7 @@ export class Metrics implements Outcomes, RelayObserver {
    * OTP_CLIENTS_FILE reloads, with a clients file only. A refused one leaves the clients in force (a revoked
    * key still accepted) and the next pod to start refuses to: it must page as a refused TLS reload does.
    */
-  clientsReloads(): (outcome: "reloaded" | "refused") => void {
+  clientsReloads(): (outcome: "reloaded" | "refused" | "unchanged") => void {
     const reloads = new Counter({
       name: "otp_clients_reloads_total",
       help: "Changed OTP_CLIENTS_FILE contents (polled every OTP_RELOAD_CHECK_MS, or SIGHUP) put in force (reloaded) or refused because they do not check (refused: the clients in force stay; log: clients file not reloaded)",
@@ -353,7 +353,8 @@ export class Metrics implements Outcomes, RelayObserver {
     });
     refused.set(0);
     return (outcome) => {
-      reloads.inc({ outcome });
+      // Unchanged: the file holds the clients in force again (a refused edit undone); no reload happened.
+      if (outcome !== "unchanged") reloads.inc({ outcome });
       refused.set(outcome === "refused" ? 1 : 0);
     };
   }

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { jsonFileFault } from "../json-fault.js";
 import { METHODS, PUBLIC_METHODS, type MethodName } from "./grants.js";
 import { ORIGIN_EXAMPLE, parseOrigin } from "./origin.js";
 
@@ -48,18 +49,21 @@ const PURPOSE = /^[a-z][a-z0-9_.-]{0,63}$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const SPIFFE_ID = /^spiffe:\/\/[a-z0-9._-]+(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$/;
 
-export function readClientsFile(path: string, production: boolean): Client[] {
-  let text: string;
+/** The file's text as it is now (a reload compares it with the text in force before it parses anything). */
+export function readClientsText(path: string): string {
   try {
-    text = readFileSync(path, "utf8");
+    return readFileSync(path, "utf8");
   } catch (err) {
     throw new ClientsFileError(`cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
+}
+
+export function clientsFromText(text: string, production: boolean): Client[] {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    throw new ClientsFileError(`is not JSON: ${(err as Error).message}`);
+    throw new ClientsFileError(`is not JSON: ${jsonFileFault(text, err)}`);
   }
   return parseClients(doc, production);
 }

@@ -55,7 +55,7 @@ describe('clients file reload', () => {
       return md;
     };
     const check = (key: string) => grpcCall(grpc, OtpService.method.checkRateLimit, { purpose: 'login', channel: Channel.EMAIL, destination: 'reload@example.com' }, as(key));
-    const lines = (msg: string) => s.logs().filter((l) => l.msg === msg) as { trigger?: string; err?: string }[];
+    const lines = (msg: string) => s.logs().filter((l) => l.msg === msg) as { trigger?: string; err?: string; setting?: string; path?: string }[];
     // Probe 58: a refused reload (a revocation that never took effect) had no metric to alert on.
     const sample = async (series: string): Promise<number> => {
       const text = await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text();
@@ -75,6 +75,11 @@ describe('clients file reload', () => {
       expect((await check(keys.billing)).allowed).toBe(true);
       expect(lines('clients file reloaded')).toHaveLength(1);
       expect(await reloadsCounted('reloaded')).toBe(1);
+      // SIGHUP with the file as it is in force: said so, and no reload counted (probe 65: it counted one each time).
+      s.child.kill('SIGHUP');
+      await until('the unchanged line', () => lines('clients file unchanged; the clients in force stay').length === 1);
+      expect(lines('clients file reloaded')).toHaveLength(1);
+      expect(await reloadsCounted('reloaded')).toBe(1);
 
       // Not valid JSON: refused once (however many polls see it), the clients in force stay.
       volume.swap({ 'clients.json': '{"clients": [' });
@@ -82,6 +87,8 @@ describe('clients file reload', () => {
       await new Promise((r) => setTimeout(r, 1_500));
       expect(lines('clients file not reloaded; the clients in force stay')).toHaveLength(1);
       expect(lines('clients file not reloaded; the clients in force stay')[0]!.trigger).toBe('file change');
+      // Each line names the setting and the file, as the start-up refusal does (probe 65), and where the JSON broke.
+      expect(lines('clients file not reloaded; the clients in force stay')[0]).toMatchObject({ setting: 'OTP_CLIENTS_FILE', path: volume.path('clients.json'), err: 'is not JSON: it ends before its JSON does' });
       expect((await check(keys.billing)).allowed).toBe(true);
       expect((await grpcError(check(keys.rotating))).code).toBe(status.UNAUTHENTICATED);
       expect([await reloadsCounted('reloaded'), await reloadsCounted('refused')]).toEqual([1, 1]);

@@ -4,6 +4,7 @@ import type { DescMessage, JsonValue } from "@bufbuild/protobuf";
 import type { UniversalHandler, UniversalHandlerFn } from "@connectrpc/connect/protocol";
 import type { Logger } from "../../log.js";
 import { OtpError } from "../../otp/errors.js";
+import { whereJsonStopped } from "../../json-fault.js";
 import { hasEnumFields, unknownEnumValues } from "./json-enums.js";
 import { jsonDecodeViolations, replacementCharFields } from "./json-faults.js";
 import { BufferedBody } from "./node-exchange.js";
@@ -64,7 +65,7 @@ export function jsonBodyRefusal(input: DescMessage, bytes: Uint8Array, enums: bo
   try {
     json = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8")) as JsonValue;
   } catch (err) {
-    return new OtpError("INVALID_ARGUMENT", `${what} is not valid JSON${position(err)}`);
+    return new OtpError("INVALID_ARGUMENT", `${what} is not valid JSON${whereJsonStopped(err)}`);
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     return new OtpError("INVALID_ARGUMENT", `${what} must be a JSON object (${input.typeName})`);
@@ -123,10 +124,4 @@ function notUtf8(input: DescMessage, bytes: Uint8Array, what: string): OtpError 
   }
   const violations = replacementCharFields(input, lossy);
   return violations.length > 0 ? OtpError.invalidArgument(violations) : new OtpError("INVALID_ARGUMENT", `${what} is not valid UTF-8`);
-}
-
-/** Where JSON.parse stopped, when V8 says (never the text around it). */
-function position(err: unknown): string {
-  const at = err instanceof Error ? /position (\d+)/.exec(err.message)?.[1] : undefined;
-  return at === undefined ? "" : ` (at byte ${at})`;
 }
