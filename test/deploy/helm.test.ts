@@ -297,6 +297,8 @@ describe('helm chart', () => {
     [['--set', 'service.env.GRPC_PORT=9091'], 'service.env.GRPC_PORT', 'service.grpcPort'],
     [['--set', 'service.env.OTP_HEALTH_PORT=9092'], 'service.env.OTP_HEALTH_PORT', 'service.healthPort'],
     [['--set', 'config.env.OTP_SHUTDOWN_GRACE_MS=60000'], 'config.env.OTP_SHUTDOWN_GRACE_MS', 'service.terminationGracePeriodSeconds'],
+    [['--set', 'relay.env.OTP_SHUTDOWN_GRACE_MS=60000'], 'relay.env.OTP_SHUTDOWN_GRACE_MS', 'relay.terminationGracePeriodSeconds'],
+    [['--set', 'notifier.env.NOTIFIER_SHUTDOWN_GRACE_MS=60000'], 'notifier.env.NOTIFIER_SHUTDOWN_GRACE_MS', 'notifier.terminationGracePeriodSeconds'],
     [['--set', 'service.env.OTP_WORKERS=4'], 'service.env.OTP_WORKERS', 'service.workers'],
     [['--set', 'service.env.OTP_RELAY=in-process'], 'service.env.OTP_RELAY', 'service.relayInProcess'],
     [['--set', 'config.env.NODE_ENV=development'], 'config.env.NODE_ENV', 'production'],
@@ -500,6 +502,22 @@ describe('helm chart', () => {
       const stderr = await refused('-f', valuesFile('plain'), '--set', `service.terminationGracePeriodSeconds=${seconds}`);
       expect(stderr).toContain(`service.terminationGracePeriodSeconds (${seconds}) must be at least`);
     }
+  });
+
+  // Probe 65: the notifier's pod had Kubernetes' 30 s default whatever its drain, and a drain set longer in
+  // notifier.env rendered, so the kubelet could kill it mid-delivery (the one way a code is sent twice).
+  it.each([
+    ['relay', '-relay', 'OTP_SHUTDOWN_GRACE_MS'],
+    ['notifier', '-notifier', 'NOTIFIER_SHUTDOWN_GRACE_MS'],
+  ])('shutdown: the %s drains within its pod\'s grace period, which is a value', async (name, suffix, setting) => {
+    const drainOf = (ms: Manifest[]) => {
+      const d = deployment(ms, suffix);
+      return [d.spec.template.spec.terminationGracePeriodSeconds as number, Number(envOf(container(d))[setting]!.value)];
+    };
+    expect(drainOf(await template('-f', valuesFile('plain')))).toEqual([30, 24_000]);
+    expect(drainOf(await template('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=90`))).toEqual([90, 84_000]);
+    expect(drainOf(await template('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=7`))).toEqual([7, 1_000]);
+    expect(await refused('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=6`)).toContain(`${name}.terminationGracePeriodSeconds (6) must be at least 7`);
   });
 
   it('ServiceMonitor with mTLS: Prometheus presents a client certificate from a Secret; refused without one', async () => {

@@ -97,12 +97,28 @@ Pass (list $ chart maps).
 {{ include "otp.fileEnv" $ }}
 {{- end -}}
 
+{{/*
+The drain a Deployment without a preStop sleep (the relay, the notifier) gets
+in ms: its terminationGracePeriodSeconds less the 5 s exit margin of
+src/process.ts and 1 s of slack, so the kubelet's SIGKILL never comes first.
+Pass (list "relay" .Values.relay.terminationGracePeriodSeconds).
+*/}}
+{{- define "otp.drainMs" -}}
+{{- $termination := int (index . 1) -}}
+{{- if lt $termination 7 }}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be at least 7: after SIGTERM the process needs a drain of 1 s at least and 5 s to exit" (index . 0) $termination) }}
+{{- end }}
+{{- mul (sub $termination 6) 1000 | quote }}
+{{- end -}}
+
 {{/* The relay container's env as the chart sets it. */}}
 {{- define "otp.relayEnv" -}}
 - name: OTEL_SERVICE_NAME
   value: otp-relay
 - name: OTP_RELAY_METRICS_PORT
   value: "9465"
+- name: OTP_SHUTDOWN_GRACE_MS
+  value: {{ include "otp.drainMs" (list "relay" .Values.relay.terminationGracePeriodSeconds) }}
 {{ include "otp.commonEnv" . }}
 # Only the two keys the relay uses (seals and delivery-record MACs; masked ids in status records):
 # not the receipt signing key, the code HMAC keys, the clients file or the listeners' TLS key.
@@ -122,6 +138,8 @@ Pass (list $ chart maps).
   value: {{ .Values.config.logLevel | quote }}
 - name: NOTIFIER_METRICS_PORT
   value: "9464"
+- name: NOTIFIER_SHUTDOWN_GRACE_MS
+  value: {{ include "otp.drainMs" (list "notifier" .Values.notifier.terminationGracePeriodSeconds) }}
 - name: KAFKA_BROKERS
   value: {{ required "config.kafkaBrokers is required" .Values.config.kafkaBrokers | quote }}
 {{ include "otp.kafkaEnv" (list . "notifier") | trim }}
@@ -155,7 +173,8 @@ Pass (list $ chart maps).
   "OTP_HEALTH_PORT" "set service.healthPort (the container port and the probes follow it)"
   "OTP_WORKERS" "set service.workers (and service.resources: each worker needs its own memory)"
   "OTP_RELAY" "set service.relayInProcess (and relay.enabled)"
-  "OTP_SHUTDOWN_GRACE_MS" "it is what service.terminationGracePeriodSeconds leaves after service.preStopSleepSeconds and 6 s: set those"
+  "OTP_SHUTDOWN_GRACE_MS" "it is what the Deployment's terminationGracePeriodSeconds leaves after 6 s (and, for the service, service.preStopSleepSeconds): set service.terminationGracePeriodSeconds or relay.terminationGracePeriodSeconds"
+  "NOTIFIER_SHUTDOWN_GRACE_MS" "it is what notifier.terminationGracePeriodSeconds leaves after 6 s: set that"
   "OTP_RELAY_METRICS_PORT" "the relay serves its metrics and health on 9465, which its probe and the PodMonitor use"
   "NOTIFIER_METRICS_PORT" "the notifier serves its metrics and health on 9464, which its probe and the PodMonitor use"
   "OTP_CLIENTS_FILE" "the clients file is key clients.key of clients.existingSecret"
