@@ -171,7 +171,13 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     if (policyFile) cleanups.push(async () => policyFile.stop());
 
     let draining = false;
-    const ready = async (): Promise<boolean> => !draining && (await pingWithin(store, PING_TIMEOUT_MS));
+    /** Why the last readiness check failed, shown with /readyz (probe 65: its 503 said the same whatever the cause). */
+    let unready: "draining" | "redis not answering" | null = null;
+    const ready = async (): Promise<boolean> => {
+      const ok = !draining && (await pingWithin(store, PING_TIMEOUT_MS));
+      unready = ok ? null : draining ? "draining" : "redis not answering";
+      return ok;
+    };
     const health = new GrpcHealth();
     health.set(await ready());
     let pinging = false;
@@ -209,6 +215,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         // reason Sends and Verifies answer UNAVAILABLE while a master's replicas do not acknowledge.
         const unacknowledgedMsAgo = Date.now() - redisObservations.lastWaitTimeoutAt;
         return {
+          not_ready: unready,
           event_backlog: backlog.count, event_lag_ms: backlog.lagMs, event_relay_error: relay?.lastError ?? null,
           redis_write_unacknowledged_ms_ago: unacknowledgedMsAgo < UNACKNOWLEDGED_SHOWN_MS ? unacknowledgedMsAgo : null,
         };

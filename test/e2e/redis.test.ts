@@ -61,6 +61,8 @@ describe('over a real Redis', () => {
     await server!.stop();
 
     await eventually(async () => (await rawRequest(`${app.httpBase}/readyz`)).status === 503);
+    // The 503 says why (probe 65: the same body whether Redis or a drain was the cause).
+    expect(JSON.parse((await rawRequest(`${app.httpBase}/readyz`)).body.toString().split('\n')[1]!)).toMatchObject({ not_ready: 'redis not answering' });
     await eventually(async () => (await grpcHealth(client)) === NOT_SERVING);
     expect((await rawRequest(`${app.httpBase}/healthz`)).status).toBe(200); // alive, just not ready
 

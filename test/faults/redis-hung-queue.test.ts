@@ -3,7 +3,7 @@
 // deadline, but its command stayed queued on the connection until Redis answered, and under load
 // the heap grew with them. The connection now holds at most MAX_QUEUED_COMMANDS unanswered (a small
 // bound here): past it a command is refused at once, as UNAVAILABLE, and once Redis answers again
-// the connection serves as before.
+// the connection serves as before, and says so once (probe 65: the warnings just stopped).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectRedis, type RedisConnection } from '../../src/store/redis/client.js';
 import { StoreUnavailableError } from '../../src/store/errors.js';
@@ -13,10 +13,15 @@ import { startRedis, type RedisServer } from '../support/redis.js';
 const BOUND = 50;
 let server: RedisServer;
 let connection: RedisConnection;
+const lines: { level: string; details: Record<string, unknown>; message: string }[] = [];
+const logger = {
+  warn: (details: object, message: string) => lines.push({ level: 'warn', details: details as Record<string, unknown>, message }),
+  info: (details: object, message: string) => lines.push({ level: 'info', details: details as Record<string, unknown>, message }),
+};
 
 beforeAll(async () => {
   server = await startRedis();
-  connection = await connectRedis({ url: server.url, commandTimeoutMs: 2_000, maxQueuedCommands: BOUND });
+  connection = await connectRedis({ url: server.url, commandTimeoutMs: 2_000, maxQueuedCommands: BOUND, logger });
 });
 
 afterAll(async () => {
@@ -52,5 +57,12 @@ describe('a Redis node that hangs with its connection open', () => {
       if (pong !== 'PONG') await new Promise((r) => setTimeout(r, 100));
     }
     expect(pong).toBe('PONG');
+    const again = lines.filter((l) => l.message === 'redis answering again after calls answered UNAVAILABLE');
+    expect(again).toHaveLength(1);
+    expect(again[0]!.details.unavailable).toBeGreaterThanOrEqual(4 * BOUND);
+    expect(again[0]!.details.for_ms).toBeGreaterThan(0);
+    // Once: later answers are not news.
+    await connection.call(['PING']);
+    expect(lines.filter((l) => l.message === 'redis answering again after calls answered UNAVAILABLE')).toHaveLength(1);
   }, 30_000);
 });

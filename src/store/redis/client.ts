@@ -287,6 +287,9 @@ class Connection implements RedisConnection {
   readonly #log: ConnectionLogger | undefined;
   // A failing Redis fails every call: one line per reason every few seconds is enough.
   #lines = new RepeatedLines(5_000);
+  /** When the calls answered UNAVAILABLE since Redis last answered began, and how many (undefined, 0: none). */
+  #failingSince: number | undefined;
+  #failedCalls = 0;
 
   constructor(transport: Transport, commandTimeoutMs: number, waitReplicas: number, waitTimeoutMs: number, log?: ConnectionLogger) {
     this.#transport = transport;
@@ -300,7 +303,9 @@ class Connection implements RedisConnection {
 
   async call(args: readonly string[], key?: string): Promise<RedisReply> {
     try {
-      return await this.#deadlines.run(this.#transport.send(key, args));
+      const reply = await this.#deadlines.run(this.#transport.send(key, args));
+      if (this.#failingSince !== undefined) this.#answeredAgain();
+      return reply;
     } catch (err) {
       throw this.#failed(err, key);
     }
@@ -311,15 +316,20 @@ class Connection implements RedisConnection {
     const command = scriptCommand(script, keys, args);
     const key = keys[0];
     try {
-      if (this.#waitReplicas > 0 && !options?.readOnly && key !== undefined) return await this.#runAcknowledged(script, command, key);
-      try {
-        return await this.#deadlines.run(this.#transport.send(key, command));
-      } catch (err) {
-        if (!isReplyError(err, "NOSCRIPT")) throw err;
-        command[0] = "EVAL";
-        command[1] = script.source;
-        return await this.#deadlines.run(this.#transport.send(key, command));
+      let reply: RedisReply;
+      if (this.#waitReplicas > 0 && !options?.readOnly && key !== undefined) reply = await this.#runAcknowledged(script, command, key);
+      else {
+        try {
+          reply = await this.#deadlines.run(this.#transport.send(key, command));
+        } catch (err) {
+          if (!isReplyError(err, "NOSCRIPT")) throw err;
+          command[0] = "EVAL";
+          command[1] = script.source;
+          reply = await this.#deadlines.run(this.#transport.send(key, command));
+        }
       }
+      if (this.#failingSince !== undefined) this.#answeredAgain();
+      return reply;
     } catch (err) {
       throw this.#failed(err, key);
     }
@@ -363,6 +373,7 @@ class Connection implements RedisConnection {
     try {
       const [, acked] = (await this.#waitDeadlines.run(this.#transport.pipeline(key, this.#barrierAndWait(key)))) as [RedisReply, RedisReply];
       this.#checkAcknowledged(acked);
+      if (this.#failingSince !== undefined) this.#answeredAgain();
     } catch (err) {
       throw this.#failed(err, key);
     }
@@ -394,9 +405,25 @@ class Connection implements RedisConnection {
     }
   }
 
+  /**
+   * A call answered after calls were answered UNAVAILABLE: said once (probe 65: after a hang, SIGSTOP or a
+   * frozen VM, the warnings just stopped, and nothing said the service had recovered; a reconnect is said
+   * by the connection's own events). With a Cluster master down, calls to the others succeed meanwhile:
+   * the line is then due at most as often as the warnings.
+   */
+  #answeredAgain(): void {
+    const since = this.#lines.due("answering again");
+    if (since === undefined) return;
+    this.#log?.info({ unavailable: this.#failedCalls, for_ms: Date.now() - this.#failingSince! }, "redis answering again after calls answered UNAVAILABLE");
+    this.#failingSince = undefined;
+    this.#failedCalls = 0;
+  }
+
   #failed(err: unknown, key: string | undefined): unknown {
     const out = unavailableOr(err);
     if (out instanceof StoreUnavailableError) {
+      this.#failingSince ??= Date.now();
+      this.#failedCalls++;
       const reason = failureReason(out);
       if (reason === "timeout") this.#transport.stalled?.(key);
       countUnavailable(reason);
