@@ -1,6 +1,7 @@
 import { context, diag, DiagLogLevel, propagation, trace, type Tracer } from "@opentelemetry/api";
 import { ConfigError, optional, type Env } from "../env.js";
 import type { Logger } from "../log.js";
+import { sdkComplaints } from "./sdk-complaints.js";
 import { traceIds } from "./trace-id.js";
 
 // OpenTelemetry traces, configured by the standard OTEL_* variables and
@@ -106,11 +107,7 @@ export async function startTracing(env: Env, serviceName: string, log: Logger): 
       import("@opentelemetry/context-async-hooks"),
       settings.protocol === "http/json" ? import("@opentelemetry/exporter-trace-otlp-http") : import("@opentelemetry/exporter-trace-otlp-proto"),
     ]);
-  // The SDK's own complaints (an unreachable collector) go to our log, once each, not to the console.
-  diag.setLogger(
-    { error: (m) => log.warn({ otel: m }, "tracing"), warn: (m) => log.warn({ otel: m }, "tracing"), info: () => {}, debug: () => {}, verbose: () => {} },
-    DiagLogLevel.WARN,
-  );
+  diag.setLogger(sdkComplaints(log), DiagLogLevel.WARN);
   const base = { always_on: new AlwaysOnSampler(), always_off: new AlwaysOffSampler(), ratio: new TraceIdRatioBasedSampler(settings.ratio) };
   const root = settings.sampler.endsWith("always_on") ? base.always_on : settings.sampler.endsWith("always_off") ? base.always_off : base.ratio;
   const sampler = settings.sampler.startsWith("parentbased_") ? new ParentBasedSampler({ root }) : root;

@@ -1,0 +1,41 @@
+import type { DiagLogger } from "@opentelemetry/api";
+import type { Logger } from "../log.js";
+import { RepeatedLines } from "../repeated-lines.js";
+
+// What the OpenTelemetry SDK says went wrong (a collector that cannot be
+// reached, one that refuses a batch) goes to our log, not the console. The
+// SDK hands an export failure over as a JSON-encoded exception, stack and
+// all, once per batch: an unreachable collector wrote a stack every few
+// seconds (probe 65). A complaint is logged as its name, code and message,
+// the same one at most once a minute with how many were left out.
+
+const EVERY_MS = 60_000;
+
+export function sdkComplaints(log: Logger): DiagLogger {
+  const lines = new RepeatedLines(EVERY_MS, 100);
+  const complain = (message: string, ...args: unknown[]): void => {
+    const what = complaintOf(message, args);
+    const since = lines.due(what);
+    if (since !== undefined) log.warn({ otel: what, also_since_last_line: since }, "tracing: the OpenTelemetry SDK reports a problem (spans may not reach the collector)");
+  };
+  const quiet = (): void => {};
+  return { error: complain, warn: complain, info: quiet, debug: quiet, verbose: quiet };
+}
+
+/** "Name (code): message" of an exception the SDK flattened to JSON or passed along; the text itself otherwise. */
+export function complaintOf(message: string, args: readonly unknown[]): string {
+  const error = args.find((a): a is Error => a instanceof Error);
+  let flat: { name?: unknown; code?: unknown; message?: unknown } | undefined;
+  if (message.startsWith("{")) {
+    try {
+      flat = JSON.parse(message) as typeof flat;
+    } catch {
+      flat = undefined;
+    }
+  }
+  const source: { name?: unknown; code?: unknown; message?: unknown } | undefined = flat ?? error;
+  if (source === undefined || typeof source.message !== "string") return error ? `${message} ${error.message}`.trim() : message;
+  const name = typeof source.name === "string" ? source.name : "Error";
+  const code = typeof source.code === "string" || typeof source.code === "number" ? ` (${String(source.code)})` : "";
+  return `${name}${code}: ${source.message}`;
+}
