@@ -147,7 +147,8 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       const text = readClientsText(config.clientsFile!);
       if (text === clientsText) {
         clientsReloaded?.("unchanged");
-        if (trigger === "SIGHUP") log.info({ trigger, ...clientsFileNamed }, "clients file unchanged; the clients in force stay");
+        // A poll gets here only when the file is back to the text in force (a refused edit undone).
+        log.info({ trigger, ...clientsFileNamed }, "clients file unchanged; the clients in force stay");
         return;
       }
       const clients = clientsFromText(text, config.production);
@@ -161,7 +162,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       ? new ChangedFiles([config.clientsFile], loadClients, (trigger, err) => {
         clientsReloaded?.("refused");
         log.error({ trigger, ...clientsFileNamed, err: err.message }, "clients file not reloaded; the clients in force stay");
-      })
+      }, config.clientsText)
       : undefined;
     if (clientsFile) {
       clientsFile.watch(config.reloadCheckMs);
@@ -171,13 +172,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     if (policyFile) cleanups.push(async () => policyFile.stop());
 
     let draining = false;
-    /** Why the last readiness check failed, shown with /readyz (probe 65: its 503 said the same whatever the cause). */
-    let unready: "draining" | "redis not answering" | null = null;
-    const ready = async (): Promise<boolean> => {
-      const ok = !draining && (await pingWithin(store, PING_TIMEOUT_MS));
-      unready = ok ? null : draining ? "draining" : "redis not answering";
-      return ok;
-    };
+    const ready = async (): Promise<boolean> => !draining && (await pingWithin(store, PING_TIMEOUT_MS));
     const health = new GrpcHealth();
     health.set(await ready());
     let pinging = false;
@@ -207,7 +202,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     let boundHealthPort: number | undefined;
     try {
       const origins = allowedOrigins(config, () => directory);
-      const readyDetails = () => {
+      const readyDetails = (isReady: boolean) => {
         // The lag is read from the outbox, so every process reports it; with
         // OTP_RELAY=off publishing errors are the relay process's to report.
         const relay = events?.relay.status();
@@ -215,7 +210,8 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         // reason Sends and Verifies answer UNAVAILABLE while a master's replicas do not acknowledge.
         const unacknowledgedMsAgo = Date.now() - redisObservations.lastWaitTimeoutAt;
         return {
-          not_ready: unready,
+          // Why this probe's answer is a 503 (probe 65: the same body whatever the cause).
+          not_ready: isReady ? null : draining ? "draining" : "redis not answering",
           event_backlog: backlog.count, event_lag_ms: backlog.lagMs, event_relay_error: relay?.lastError ?? null,
           redis_write_unacknowledged_ms_ago: unacknowledgedMsAgo < UNACKNOWLEDGED_SHOWN_MS ? unacknowledgedMsAgo : null,
         };

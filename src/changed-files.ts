@@ -21,12 +21,18 @@ export class ChangedFiles {
   private failedOnce: string | undefined;
   private timer: NodeJS.Timeout | undefined;
 
+  /**
+   * `startedWith`: the text the process acted on at start-up, when it read the files itself (one file:
+   * its text); by default they are read now. Given, a change between start-up's reading and this moment
+   * (the Redis and Kafka connections come between) is found by the first poll, not missed until the next.
+   */
   constructor(
     private readonly paths: readonly string[],
     private readonly load: (trigger: ReloadTrigger) => void,
     private readonly refused: (trigger: ReloadTrigger, err: Error) => void,
+    startedWith?: string,
   ) {
-    this.seen = snapshot(paths);
+    this.seen = startedWith ?? snapshot(paths);
   }
 
   /** Polls every `intervalMs` (0: never; SIGHUP only). */

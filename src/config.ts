@@ -125,7 +125,7 @@ export interface Config {
   sessionIdleMs: number;
   /** The listeners' TLS material (PEM) as read and checked at start-up (src/tls-material.ts); reloaded by src/server-certificates.ts. */
   tls: ServerTls | undefined;
-  /** OTP_RELOAD_CHECK_MS: how often the TLS files and OTP_CLIENTS_FILE are re-read for a change; 0: only on SIGHUP. */
+  /** OTP_RELOAD_CHECK_MS: how often the TLS files and OTP_CLIENTS_FILE are re-read for a change (OTP_POLICY_FILE to say it changed); 0: only on SIGHUP. */
   reloadCheckMs: number;
   shutdownGraceMs: number;
   maxOutboxBacklog: number;

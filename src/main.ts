@@ -10,7 +10,8 @@ import { kafkaAccessWarnings } from "./kafka-config.js";
 // cleanly (stop accepting, drain in-flight calls within
 // OTP_SHUTDOWN_GRACE_MS, close the store) and exit 0. Exit 1 for bad
 // configuration or a failed start. SIGHUP re-reads OTP_CLIENTS_FILE and the
-// listeners' TLS files.
+// listeners' TLS files, and says whether OTP_POLICY_FILE (read at start-up
+// only) changed.
 
 async function main(): Promise<void> {
   const config = readConfig();

@@ -16,18 +16,22 @@ export function watchPolicyFile(config: Config, log: Logger, intervalMs: number)
   const path = config.policyFile;
   if (path === undefined) return undefined;
   const named = { setting: "OTP_POLICY_FILE", path };
+  // Whether the last line said the file differs from the policy in force (so its undoing is said too).
+  let differs = false;
   const check = (trigger: ReloadTrigger): void => {
     const text = policyFileText(path);
     if (text === config.policyText) {
-      if (trigger === "SIGHUP") log.info({ trigger, ...named }, "policy file as at start-up; nothing to restart for");
+      if (trigger === "SIGHUP" || differs) log.info({ trigger, ...named }, "policy file as at start-up: the policy in force is the file's");
+      differs = false;
       return;
     }
+    differs = true;
     policyFromText(path, text, config.defaults);
     log.warn({ trigger, ...named }, "policy file changed: it is read at start-up only, so the policy in force stays until a restart (a rolling restart puts it in force)");
   };
   const files = new ChangedFiles([path], check, (trigger, err) => {
     log.error({ trigger, ...named, err: err.message }, "policy file changed and does not check: a new process would refuse to start; the policy in force stays");
-  });
+  }, config.policyText);
   files.watch(intervalMs);
   return files;
 }

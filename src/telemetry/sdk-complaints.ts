@@ -15,27 +15,40 @@ export function sdkComplaints(log: Logger): DiagLogger {
   const lines = new RepeatedLines(EVERY_MS, 100);
   const complain = (message: string, ...args: unknown[]): void => {
     const what = complaintOf(message, args);
-    const since = lines.due(what);
+    // Counts in it ("Dropped 12 spans ...") do not make it another complaint.
+    const since = lines.due(what.replace(/\d+/g, "#"));
     if (since !== undefined) log.warn({ otel: what, also_since_last_line: since }, "tracing: the OpenTelemetry SDK reports a problem (spans may not reach the collector)");
   };
   const quiet = (): void => {};
   return { error: complain, warn: complain, info: quiet, debug: quiet, verbose: quiet };
 }
 
-/** "Name (code): message" of an exception the SDK flattened to JSON or passed along; the text itself otherwise. */
+interface Flattened {
+  name?: unknown;
+  code?: unknown;
+  message?: unknown;
+}
+
+/**
+ * "Name (code): message" of an exception the SDK flattened to JSON or passed along; the text itself
+ * otherwise. Never the JSON: a flattened exception without a message (the AggregateError of a host
+ * whose IPv4 and IPv6 addresses both refuse, `localhost` in a pod) is named by its name and code.
+ */
 export function complaintOf(message: string, args: readonly unknown[]): string {
   const error = args.find((a): a is Error => a instanceof Error);
-  let flat: { name?: unknown; code?: unknown; message?: unknown } | undefined;
+  let source: Flattened | undefined = error;
   if (message.startsWith("{")) {
     try {
-      flat = JSON.parse(message) as typeof flat;
+      const parsed: unknown = JSON.parse(message);
+      source = typeof parsed === "object" && parsed !== null ? (parsed as Flattened) : {};
     } catch {
-      flat = undefined;
+      source = {}; // JSON cut short: still not to be shown
     }
   }
-  const source: { name?: unknown; code?: unknown; message?: unknown } | undefined = flat ?? error;
-  if (source === undefined || typeof source.message !== "string") return error ? `${message} ${error.message}`.trim() : message;
-  const name = typeof source.name === "string" ? source.name : "Error";
+  if (source === undefined) return message;
+  const name = typeof source.name === "string" && source.name !== "" ? source.name : "Error";
   const code = typeof source.code === "string" || typeof source.code === "number" ? ` (${String(source.code)})` : "";
-  return `${name}${code}: ${source.message}`;
+  const text = typeof source.message === "string" && source.message !== "" ? `: ${source.message}` : "";
+  const context = source === error && !message.startsWith("{") && message !== "" ? `${message} ` : "";
+  return `${context}${name}${code}${text}`;
 }

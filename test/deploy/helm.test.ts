@@ -502,6 +502,8 @@ describe('helm chart', () => {
       const stderr = await refused('-f', valuesFile('plain'), '--set', `service.terminationGracePeriodSeconds=${seconds}`);
       expect(stderr).toContain(`service.terminationGracePeriodSeconds (${seconds}) must be at least`);
     }
+    expect(grace(deployment(await template('-f', valuesFile('plain'), '--set', 'service.terminationGracePeriodSeconds=611'), ''))).toBe(600_000);
+    expect(await refused('-f', valuesFile('plain'), '--set', 'service.terminationGracePeriodSeconds=612')).toContain('service.terminationGracePeriodSeconds (612) must be at most');
   });
 
   // Probe 65: the notifier's pod had Kubernetes' 30 s default whatever its drain, and a drain set longer in
@@ -518,6 +520,11 @@ describe('helm chart', () => {
     expect(drainOf(await template('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=90`))).toEqual([90, 84_000]);
     expect(drainOf(await template('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=7`))).toEqual([7, 1_000]);
     expect(await refused('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=6`)).toContain(`${name}.terminationGracePeriodSeconds (6) must be at least 7`);
+    // Past what the process takes (600 s of drain): refused here, not a crash loop (review 66).
+    expect(drainOf(await template('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=606`))).toEqual([606, 600_000]);
+    expect(await refused('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=607`)).toContain(`${name}.terminationGracePeriodSeconds (607) must be at most 606`);
+    // A `helm upgrade --reuse-values` from a chart without the value: its default, not a refusal.
+    expect(drainOf(await template('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=null`))).toEqual([30, 24_000]);
   });
 
   it('ServiceMonitor with mTLS: Prometheus presents a client certificate from a Secret; refused without one', async () => {

@@ -41,7 +41,7 @@ describe('OTP_POLICY_FILE changed while serving', () => {
 
     // SIGHUP with the file as at start-up: said so.
     s.child.kill('SIGHUP');
-    await until('the unchanged line', () => lines(/^policy file as at start-up/).length === 1);
+    await until('the unchanged line', () => lines(/^policy file as at start-up: the policy in force is the file's/).length === 1);
 
     // A valid edit: one warning naming the setting and the file; the policy in force stays.
     writeFileSync(file.path, JSON.stringify({ purposes: { payment: { codeLength: 6 } } }));
@@ -61,5 +61,9 @@ describe('OTP_POLICY_FILE changed while serving', () => {
     await until('the SIGHUP refusal', () => lines(/^policy file changed and does not check/).length === 2);
     expect(lines(/^policy file changed and does not check/)[1]!.err).toContain('is not JSON: unexpected text at line 1, column 26');
     expect(JSON.stringify(s.logs())).not.toContain('PRETEND');
+    // Undone: said too, so the last line about the file is true again.
+    writeFileSync(file.path, JSON.stringify(started));
+    await until('the undone line', () => lines(/^policy file as at start-up/).length === 2);
+    expect(lines(/^policy file as at start-up/)[1]).toMatchObject({ trigger: 'file change' });
   });
 });

@@ -57,12 +57,14 @@ describe('a Redis node that hangs with its connection open', () => {
       if (pong !== 'PONG') await new Promise((r) => setTimeout(r, 100));
     }
     expect(pong).toBe('PONG');
-    const again = lines.filter((l) => l.message === 'redis answering again after calls answered UNAVAILABLE');
-    expect(again).toHaveLength(1);
-    expect(again[0]!.details.unavailable).toBeGreaterThanOrEqual(4 * BOUND);
-    expect(again[0]!.details.for_ms).toBeGreaterThan(0);
-    // Once: later answers are not news.
-    await connection.call(['PING']);
-    expect(lines.filter((l) => l.message === 'redis answering again after calls answered UNAVAILABLE')).toHaveLength(1);
+    // Said once no call has failed for a command timeout (calls to a Cluster's other masters succeed meanwhile).
+    const again = () => lines.filter((l) => l.message === 'redis answering again after calls answered UNAVAILABLE');
+    for (let i = 0; i < 60 && again().length === 0; i++) {
+      await connection.call(['PING']);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(again()).toHaveLength(1);
+    expect(again()[0]!.details.unavailable).toBeGreaterThanOrEqual(4 * BOUND);
+    expect(again()[0]!.details.for_ms).toBeGreaterThan(0);
   }, 30_000);
 });

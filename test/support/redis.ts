@@ -79,6 +79,8 @@ export async function startRedis(opts: { ownGroup?: boolean } = {}): Promise<Red
     await waitUntilReady(port, child).catch((err: unknown) => {
       // Not ready in time (a crowded machine): never leave it running behind the failed test.
       child?.kill('SIGKILL');
+      watchdog?.kill('SIGKILL');
+      watchdog = undefined;
       cleanUp();
       throw err;
     });

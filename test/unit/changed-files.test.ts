@@ -99,3 +99,19 @@ describe('ChangedFiles', () => {
     quiet.stop();
   });
 });
+
+describe('ChangedFiles given the text start-up acted on', () => {
+  it('a change made while the process was starting is loaded by the first poll (review 66: it was missed until the next change)', () => {
+    const one = secretVolume({ 'c.txt': 'changed while starting' });
+    const loaded: ReloadTrigger[] = [];
+    const watching = new ChangedFiles([one.path('c.txt')], (trigger) => loaded.push(trigger), () => undefined, 'as read at start-up');
+    try {
+      watching.watch(POLL_MS);
+      polls(2);
+      expect(loaded).toEqual(['file change']);
+    } finally {
+      watching.stop();
+      one.remove();
+    }
+  });
+});

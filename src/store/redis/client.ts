@@ -289,6 +289,7 @@ class Connection implements RedisConnection {
   #lines = new RepeatedLines(5_000);
   /** When the calls answered UNAVAILABLE since Redis last answered began, and how many (undefined, 0: none). */
   #failingSince: number | undefined;
+  #lastFailureAt = 0;
   #failedCalls = 0;
 
   constructor(transport: Transport, commandTimeoutMs: number, waitReplicas: number, waitTimeoutMs: number, log?: ConnectionLogger) {
@@ -408,13 +409,13 @@ class Connection implements RedisConnection {
   /**
    * A call answered after calls were answered UNAVAILABLE: said once (probe 65: after a hang, SIGSTOP or a
    * frozen VM, the warnings just stopped, and nothing said the service had recovered; a reconnect is said
-   * by the connection's own events). With a Cluster master down, calls to the others succeed meanwhile:
-   * the line is then due at most as often as the warnings.
+   * by the connection's own events). Only once no call has failed for a command timeout: with a Cluster
+   * master down, calls to the other masters succeed all along, and are no recovery.
    */
   #answeredAgain(): void {
-    const since = this.#lines.due("answering again");
-    if (since === undefined) return;
-    this.#log?.info({ unavailable: this.#failedCalls, for_ms: Date.now() - this.#failingSince! }, "redis answering again after calls answered UNAVAILABLE");
+    const now = Date.now();
+    if (now - this.#lastFailureAt < this.#commandTimeoutMs) return;
+    this.#log?.info({ unavailable: this.#failedCalls, for_ms: this.#lastFailureAt - this.#failingSince! }, "redis answering again after calls answered UNAVAILABLE");
     this.#failingSince = undefined;
     this.#failedCalls = 0;
   }
@@ -422,7 +423,8 @@ class Connection implements RedisConnection {
   #failed(err: unknown, key: string | undefined): unknown {
     const out = unavailableOr(err);
     if (out instanceof StoreUnavailableError) {
-      this.#failingSince ??= Date.now();
+      this.#lastFailureAt = Date.now();
+      this.#failingSince ??= this.#lastFailureAt;
       this.#failedCalls++;
       const reason = failureReason(out);
       if (reason === "timeout") this.#transport.stalled?.(key);

@@ -6,8 +6,8 @@
 
 export type Readiness = () => Promise<boolean>;
 
-/** Figures worth seeing next to readiness (e.g. the event backlog and relay lag). */
-export type ReadinessDetails = () => Record<string, unknown>;
+/** Figures worth seeing next to readiness (e.g. the event backlog and relay lag), given this probe's own answer. */
+export type ReadinessDetails = (ready: boolean) => Record<string, unknown>;
 
 /** What both http.ServerResponse and http2's compat response offer for a plain answer. */
 export interface PlainResponse {
@@ -33,10 +33,10 @@ export function serveProbe(
   }
   if (path !== "/readyz") return false;
   // The details ride along as one JSON line; readiness itself is the status code.
-  const extra = (): string => (details ? JSON.stringify(details()) + "\n" : "");
+  const extra = (ok: boolean): string => (details ? JSON.stringify(details(ok)) + "\n" : "");
   ready().then(
-    (ok) => answer(res, method, ok ? 200 : 503, PLAIN, (ok ? "ready\n" : "not ready\n") + extra()),
-    () => answer(res, method, 503, PLAIN, "not ready\n" + extra()),
+    (ok) => answer(res, method, ok ? 200 : 503, PLAIN, (ok ? "ready\n" : "not ready\n") + extra(ok)),
+    () => answer(res, method, 503, PLAIN, "not ready\n" + extra(false)),
   );
   return true;
 }

@@ -104,9 +104,13 @@ src/process.ts and 1 s of slack, so the kubelet's SIGKILL never comes first.
 Pass (list "relay" .Values.relay.terminationGracePeriodSeconds).
 */}}
 {{- define "otp.drainMs" -}}
-{{- $termination := int (index . 1) -}}
+{{- /* default: a `helm upgrade --reuse-values` from a chart without the value keeps the old values. */ -}}
+{{- $termination := int (default 30 (index . 1)) -}}
 {{- if lt $termination 7 }}
 {{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be at least 7: after SIGTERM the process needs a drain of 1 s at least and 5 s to exit" (index . 0) $termination) }}
+{{- end }}
+{{- if gt $termination 606 }}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be at most 606: the drain it leaves (less 6 s) is at most 600 s, which the process refuses past" (index . 0) $termination) }}
 {{- end }}
 {{- mul (sub $termination 6) 1000 | quote }}
 {{- end -}}
