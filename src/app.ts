@@ -143,8 +143,12 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     const clientsFileNamed = { setting: "OTP_CLIENTS_FILE", path: config.clientsFile };
     // The text of the clients in force: a reload of the same text changes nothing and is not counted as one.
     let clientsText = config.clientsText;
+    /** The text the last load read (what a SIGHUP reload acted on). */
+    let clientsRead: string | undefined;
     const loadClients = (trigger: ReloadTrigger): void => {
+      clientsRead = undefined;
       const text = readClientsText(config.clientsFile!);
+      clientsRead = text;
       if (text === clientsText) {
         clientsReloaded?.("unchanged");
         // A poll gets here only when the file is back to the text in force (a refused edit undone).
@@ -253,7 +257,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
           throw err;
         } finally {
           // Acted on (main.ts logs a refusal): the next poll does not load or report the same file again.
-          clientsFile?.settled();
+          clientsFile?.settled(clientsRead);
         }
       },
       reloadTls() {

@@ -53,9 +53,13 @@ export class ChangedFiles {
     this.attempt("SIGHUP", snapshot(this.paths), true);
   }
 
-  /** The files as they are now were acted on elsewhere (a reload the caller did itself). */
-  settled(): void {
-    this.seen = snapshot(this.paths);
+  /**
+   * The files were acted on elsewhere (a reload the caller did itself); `actedOn`: the text it read (one
+   * file). Read again here instead, a change between its reading and this one would count as acted on
+   * and never be loaded (probe 68: a revoked key stayed accepted after a SIGHUP raced an edit).
+   */
+  settled(actedOn?: string): void {
+    this.seen = actedOn ?? snapshot(this.paths);
     this.failedOnce = undefined;
   }
 

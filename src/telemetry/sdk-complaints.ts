@@ -48,7 +48,11 @@ export function complaintOf(message: string, args: readonly unknown[]): string {
   if (source === undefined) return message;
   const name = typeof source.name === "string" && source.name !== "" ? source.name : "Error";
   const code = typeof source.code === "string" || typeof source.code === "number" ? ` (${String(source.code)})` : "";
-  const text = typeof source.message === "string" && source.message !== "" ? `: ${source.message}` : "";
+  // A collector's HTTP status (OTLPExporterError's numeric code, a string once the SDK flattened it) comes with its reason phrase as the
+  // message: the collector's words, which may echo the request's headers (probe 68: a 401 repeating the
+  // bearer token) and vary from one answer to the next. The status alone is said.
+  const httpStatus = typeof source.code === "number" || (typeof source.code === "string" && /^\d+$/.test(source.code));
+  const text = typeof source.message === "string" && source.message !== "" && !httpStatus ? `: ${source.message}` : "";
   const context = source === error && !message.startsWith("{") && message !== "" ? `${message} ` : "";
   return `${context}${name}${code}${text}`;
 }

@@ -115,3 +115,13 @@ describe('ChangedFiles given the text start-up acted on', () => {
     }
   });
 });
+
+describe('ChangedFiles settled by a reload done elsewhere', () => {
+  it('the text that reload read is what counts as acted on: a change made after it is loaded by the next poll (probe 68)', () => {
+    volume.swap({ 'a.txt': 'good 3', 'b.txt': 'good 3' });
+    // The caller's SIGHUP reload read the files as "good 2"; they changed before it settled.
+    files.settled('good 2\0good 2');
+    polls(2);
+    expect(loads).toEqual(['file change']);
+  });
+});

@@ -23,6 +23,12 @@ describe('complaintOf', () => {
     expect(complaintOf('{"stack":"Error: x\\n    at f (file.js:1:2)"', [])).toBe('Error'); // cut short: still not shown
   });
 
+  it("a collector's HTTP answer: its status, never its reason phrase (it may echo the request's headers: probe 68)", () => {
+    const e = Object.assign(new Error('Unauthorized Bearer PRETEND-TOKEN'), { name: 'OTLPExporterError', code: 401 });
+    expect(complaintOf(flattened(e as unknown as Error & { code?: string }), [])).toBe('OTLPExporterError (401)');
+    expect(complaintOf('export failed', [e])).toBe('export failed OTLPExporterError (401)');
+  });
+
   it('a plain message stays as it is; an Error passed beside it is named after it', () => {
     expect(complaintOf('Dropped 12 spans because maxQueueSize reached', [])).toBe('Dropped 12 spans because maxQueueSize reached');
     expect(complaintOf('export failed', [new TypeError('fetch failed')])).toBe('export failed TypeError: fetch failed');
