@@ -19,6 +19,20 @@ export type Attempted =
   /** `mayHaveArrived`: an attempt's outcome was unknown (DeliveryError.mayHaveArrived): reported UNKNOWN, not FAILED. */
   | { kind: "failed"; adapter: string; attempts: number; reason: string; deadLetter: boolean; mayHaveArrived?: boolean };
 
+/**
+ * Thrown by deliver() when the notifier is stopping and no attempt of this delivery is on the wire:
+ * nothing more is sent here, and the next notifier may take it over at once (its claim is released).
+ */
+export class DeliveryLeft extends Error {
+  override name = "DeliveryLeft";
+  constructor(readonly attempts: number) {
+    super("delivery left to the next notifier");
+  }
+}
+
+/** The reason given for an attempt cut off on the wire by shutdown (reported UNKNOWN). */
+export const CUT_OFF = "cut off by shutdown";
+
 /** `unknown`: given up after an attempt that may have been sent (reported UNKNOWN: the code stays live). */
 export type DeliveryOutcome = "delivered" | "failed" | "unknown" | "canceled" | "expired";
 
@@ -47,11 +61,16 @@ export class Deliverer {
   ) {}
 
   /**
-   * Throws the signal's reason if `signal` aborts (shutdown): that message is left for redelivery.
+   * Shutdown comes in two steps. Once `draining` aborts no attempt starts: a delivery about to make one, or
+   * waiting for a retry, throws DeliveryLeft (nothing of it is on the wire; the next notifier carries on).
+   * An attempt already on the wire is let finish until `cutOff` aborts (the grace period is over); one cut
+   * off there may have reached the provider, so it is given up on as UNKNOWN (failed, mayHaveArrived)
+   * rather than left for another notifier to send again (probe 67: a 503 storm during a drain sent codes
+   * twice).
    * `canceled` aborts when the verification is canceled: no (further) attempt is made, and a
    * wait for the next retry ends at once.
    */
-  async deliver(d: Delivery, signal: AbortSignal, canceled: AbortSignal = new AbortController().signal): Promise<Attempted> {
+  async deliver(d: Delivery, stop: { draining: AbortSignal; cutOff: AbortSignal }, canceled: AbortSignal = new AbortController().signal): Promise<Attempted> {
     const channel = CHANNELS[d.channel];
     if (!channel) {
       // The service accepts voice and WhatsApp; this notifier only delivers SMS and email. Say so loudly:
@@ -72,18 +91,22 @@ export class Deliverer {
         log.info({ attempts: attempt - 1 }, "verification canceled, or its code replaced by a resend: delivery dropped");
         return { kind: "canceled", adapter: adapter.name, attempts: attempt - 1 };
       }
+      if (stop.draining.aborted) throw new DeliveryLeft(attempt - 1);
       const purpose = this.namedPurposes.has(d.purpose) ? d.purpose : "";
       const { subject, text } = render({ channel, purpose, code: d.code, locale: d.locale, expiresAtMs: d.expiresAtMs, nowMs: this.now() });
       try {
         await adapter.send(
           { eventId: d.eventId, verificationId: d.verificationId, tenant: d.tenant, purpose: d.purpose, channel, destination: d.destination, code: d.code, subject, text, locale: d.locale, expiresAtMs: d.expiresAtMs, metadata: d.metadata },
-          signal,
+          stop.cutOff,
         );
         this.observer?.attempted(channel, adapter.name, true, attempt);
         log.info({ attempts: attempt }, "delivered");
         return { kind: "delivered", adapter: adapter.name, attempts: attempt };
       } catch (err) {
-        if (signal.aborted) throw signal.reason;
+        if (stop.cutOff.aborted) {
+          log.warn({ attempt }, "delivery attempt cut off by shutdown: it may have reached the provider, so it is not sent again; reported UNKNOWN");
+          return { kind: "failed", adapter: adapter.name, attempts: attempt, reason: CUT_OFF, deadLetter: false, mayHaveArrived: true };
+        }
         this.observer?.attempted(channel, adapter.name, false, attempt);
         // An adapter bug is reported without its message, which might quote secrets.
         const failure = err instanceof DeliveryError ? err : new DeliveryError("adapter error");
@@ -91,13 +114,12 @@ export class Deliverer {
         const delay = backoffDelay(this.retry, attempt);
         const last = failure.permanent || attempt >= this.retry.attempts || (d.expiresAtMs !== undefined && this.now() + delay >= d.expiresAtMs);
         log.warn({ attempt, reason: failure.reason, permanent: failure.permanent, retry_in_ms: last ? undefined : delay }, "delivery attempt failed");
-        if (last) return { kind: "failed", adapter: adapter.name, attempts: attempt, reason: failure.reason, deadLetter: true, mayHaveArrived };
-        try {
-          await sleep(delay, AbortSignal.any([signal, canceled]));
-        } catch (err) {
-          if (signal.aborted) throw err;
-          // Canceled while waiting: the next turn of the loop says so.
+        if (last) {
+          log.warn({ attempts: attempt, reason: failure.reason }, mayHaveArrived ? "delivery given up; an attempt may have arrived: reported UNKNOWN, the code stays live" : "delivery given up: reported FAILED, dead-lettered");
+          return { kind: "failed", adapter: adapter.name, attempts: attempt, reason: failure.reason, deadLetter: true, mayHaveArrived };
         }
+        // Canceled or draining while waiting: the next turn of the loop says so.
+        await sleep(delay, AbortSignal.any([stop.draining, canceled])).catch(() => undefined);
       }
     }
   }

@@ -28,6 +28,7 @@ export class NotifierMetrics implements AttemptObserver {
   private readonly latency: Histogram<"channel">;
   private readonly claimErrors: Counter<"operation">;
   private readonly rejected: Counter<"type">;
+  private readonly leftBehind: Counter<"channel">;
   /** otp_kafka_errors_total, as the service's: clients otp-notifier (consumer) and otp-notifier-results (producer). */
   readonly kafka: KafkaTroubleCounter;
 
@@ -90,6 +91,17 @@ export class NotifierMetrics implements AttemptObserver {
     });
     // At 0 from the start too: OtpDeliveryRecordsRejected pages on the first one.
     for (const type of ["delivery.requested", "delivery.canceled"]) this.rejected.inc({ type }, 0);
+    this.leftBehind = new Counter({
+      name: "otp_notifier_deliveries_left_total",
+      help: "Deliveries a stopping notifier left to the next one with no attempt on the wire (between retries, or not yet begun): not finished here, their claims released. An attempt cut off on the wire at the end of the grace period is not among them: it counts as unknown in otp_notifier_deliveries_total",
+      labelNames: ["channel"],
+      registers,
+    });
+  }
+
+  /** A stopping notifier left this delivery, nothing of it on the wire, to the next notifier. */
+  left(d: Delivery): void {
+    this.leftBehind.inc({ channel: channelLabel(d.channel) });
   }
 
   /**

@@ -25,7 +25,7 @@ import type { NotifierConfig } from "./config.js";
 import { MemoryClaims, type DeliveryClaims } from "./claims.js";
 import { Lru } from "./dedupe.js";
 import { decodeDelivery, KeyPendingError, openDelivery, PoisonError, type Delivery } from "./delivery.js";
-import { Deliverer, outcomeOf, type Attempted } from "./deliverer.js";
+import { Deliverer, DeliveryLeft, outcomeOf, type Attempted } from "./deliverer.js";
 import { KeyedLanes, Slots } from "./lanes.js";
 import { PartitionTracker } from "./offsets.js";
 import { deadLetterRecord, recordsFromText, recordsText, statusRecord, type Original } from "./records.js";
@@ -119,6 +119,9 @@ export class Notifier {
   private readonly slots: Slots;
   private trackers = new Map<string, { topic: string; partition: number; tracker: PartitionTracker }>();
   private readonly inFlight = new Set<Promise<void>>();
+  /** Aborted as stop() begins: no delivery attempt starts after it (Deliverer.deliver). */
+  private readonly draining = new AbortController();
+  /** Aborted when the grace period is over: whatever is still under way is ended. */
   private readonly abort = new AbortController();
   private stopping: Promise<void> | undefined;
   private commitTimer: NodeJS.Timeout | undefined;
@@ -194,12 +197,13 @@ export class Notifier {
   }
 
   /**
-   * Fetch no more, let deliveries in flight finish within the grace period,
-   * abandon the rest (uncommitted: the next owner redelivers them), commit,
-   * leave the group.
+   * Fetch no more and start no delivery attempt; let attempts on the wire finish within the grace period
+   * (one cut off there is reported UNKNOWN, never sent again); leave the rest uncommitted with their claims
+   * released (the next owner carries on at once), commit, leave the group.
    */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      this.draining.abort(new Error("notifier stopping"));
       clearInterval(this.commitTimer);
       clearTimeout(this.restartTimer);
       // Held records stay uncommitted: the next owner (with the key, one hopes) reads them again.
@@ -294,6 +298,7 @@ export class Notifier {
    */
   private async handle(o: Original, span?: ConsumeSpan): Promise<HandleOutcome> {
     const signal = this.abort.signal;
+    const draining = this.draining.signal;
     try {
       // Authenticated before anything else, dedupe and claims included: a forged
       // record must not even mark an event id (a later genuine one) as handled.
@@ -317,7 +322,9 @@ export class Notifier {
         this.options.logger.info({ event_id: event.eventId, offset: o.offset }, "duplicate delivery event skipped");
         return "finished";
       }
-      const claim = await this.claim(event.eventId, signal);
+      // Stopping: nothing claimed yet, so nothing to hand over (uncommitted, the next owner reads it).
+      if (draining.aborted) return "abandoned";
+      const claim = await this.claim(event.eventId, AbortSignal.any([signal, draining]));
       if ("unpublished" in claim) {
         // Finished by a notifier that may have stopped before its records went out (claims.ts): send them now.
         const kept = recordsFromText(claim.unpublished ?? "");
@@ -333,17 +340,19 @@ export class Notifier {
       const renewal = this.keepClaim(event.eventId, claim.token);
       let records: OutgoingRecord[];
       try {
-        const attempted = await this.deliverCancelably(delivery, signal).finally(() => clearInterval(renewal));
+        const attempted = await this.deliverCancelably(delivery).finally(() => clearInterval(renewal));
         this.options.metrics?.finished(delivery, attempted);
         markOutcome(span, outcomeOf(attempted));
         span?.setAttribute("otp.delivery.adapter", attempted.adapter);
         records = this.recordsFor(o, event, attempted, span?.traceparent() ?? o.headers[HEADERS.traceparent]);
       } catch (err) {
         clearInterval(renewal);
-        if (signal.aborted) {
-          // Abandoned unfinished: the next owner may deliver at once, not after the lease.
+        if (err instanceof DeliveryLeft) {
+          // No attempt on the wire: the next owner may carry on at once, not after the lease.
+          this.options.metrics?.left(delivery);
+          this.options.logger.info({ event_id: event.eventId, verification_id: event.verificationId, attempts: err.attempts }, "notifier stopping: delivery left to the next notifier");
           await this.claims.release(event.eventId, claim.token).catch(() => this.options.metrics?.claimFailed("release"));
-          throw err;
+          return "abandoned";
         }
         markOutcome(span, "dead_lettered");
         records = this.poison(o, err);
@@ -352,6 +361,9 @@ export class Notifier {
       // out, so a crash after this point leaves them for the next reader of the event (claims.ts).
       const kept = recordsText(records);
       await this.untilDone(() => this.claims.finish(event.eventId, claim.token, kept), "finish", "cannot mark the delivery finished in Redis; retrying");
+      // Cut off: Kafka is not waited for now. The records are kept with the mark, and the next reader of the
+      // event (it is left uncommitted) publishes them.
+      if (signal.aborted) return "abandoned";
       const handled: Handled = { unpublished: records };
       this.dedupe.set(event.eventId, handled);
       await this.publish(records);
@@ -359,7 +371,7 @@ export class Notifier {
       this.forgetKept(event.eventId);
       return "finished";
     } catch (err) {
-      if (signal.aborted) return "abandoned";
+      if (signal.aborted || draining.aborted) return "abandoned";
       // publish retries until it succeeds or we stop, so only a bug lands here.
       this.options.logger.error({ err: (err as Error).name, topic: o.topic, partition: o.partition, offset: o.offset }, "delivery handling failed; left uncommitted");
       return "abandoned";
@@ -416,7 +428,7 @@ export class Notifier {
   }
 
   /** Delivers, unless (or until) the verification is canceled. */
-  private async deliverCancelably(delivery: Delivery, signal: AbortSignal): Promise<Attempted> {
+  private async deliverCancelably(delivery: Delivery): Promise<Attempted> {
     const vid = delivery.verificationId;
     const cancel = new AbortController();
     if (this.canceled.get(vid) || (this.newest.get(vid) ?? -1) > delivery.resendCount) cancel.abort();
@@ -424,7 +436,7 @@ export class Notifier {
     if (!set) this.underway.set(vid, (set = new Map()));
     set.set(cancel, delivery.resendCount);
     try {
-      return await this.deliverer.deliver(delivery, signal, cancel.signal);
+      return await this.deliverer.deliver(delivery, { draining: this.draining.signal, cutOff: this.abort.signal }, cancel.signal);
     } finally {
       set.delete(cancel);
       if (set.size === 0) this.underway.delete(vid);

@@ -33,12 +33,15 @@ const delivery = (channel: Channel): Delivery => ({
   destination: '+14155550123', code: 'not-a-real-code',
 });
 
+/** A notifier not stopping. */
+const running = () => ({ draining: new AbortController().signal, cutOff: new AbortController().signal });
+
 describe('deliverer channels', () => {
   test.each([Channel.VOICE, Channel.WHATSAPP])('channel %s: dead-lettered with a warning naming the channel, nothing sent', async (channel) => {
     const { logger, raw } = capture();
     const deliverer = new Deliverer(adapters, { attempts: 3, baseDelayMs: 1, maxDelayMs: 1 }, logger);
     sent.length = 0;
-    const outcome = await deliverer.deliver(delivery(channel), new AbortController().signal);
+    const outcome = await deliverer.deliver(delivery(channel), running());
     expect(outcome).toMatchObject({ kind: 'failed', deadLetter: true, reason: `unsupported channel ${Channel[channel]}` });
     expect(sent).toEqual([]);
     const warning = raw.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.level === 40);
@@ -51,7 +54,7 @@ describe('deliverer channels', () => {
   test('an SMS is sent through its adapter', async () => {
     const { logger } = capture();
     sent.length = 0;
-    const outcome = await new Deliverer(adapters, { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 }, logger).deliver(delivery(Channel.SMS), new AbortController().signal);
+    const outcome = await new Deliverer(adapters, { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 }, logger).deliver(delivery(Channel.SMS), running());
     expect(outcome.kind).toBe('delivered');
     expect(sent).toEqual(['sms']);
   });
