@@ -165,6 +165,20 @@ export function providerAccessWarnings(config: Pick<NotifierConfig, "production"
 }
 
 /**
+ * A drain shorter than an adapter's timeout: an attempt on the wire at SIGTERM may outlast it, and one cut
+ * off is reported UNKNOWN rather than sent again (Deliverer.deliver), so its code may never arrive.
+ */
+export function shutdownWarnings(config: Pick<NotifierConfig, "shutdownGraceMs" | "smtp" | "webhook">): string[] {
+  const adapters = [
+    ["NOTIFIER_WEBHOOK_TIMEOUT_MS", config.webhook?.timeoutMs],
+    ["NOTIFIER_SMTP_TIMEOUT_MS", config.smtp?.timeoutMs],
+  ] as const;
+  return adapters
+    .filter(([, timeoutMs]) => timeoutMs !== undefined && timeoutMs > config.shutdownGraceMs)
+    .map(([setting, timeoutMs]) => `NOTIFIER_SHUTDOWN_GRACE_MS (${config.shutdownGraceMs} ms) is shorter than ${setting} (${timeoutMs} ms): an attempt still on the wire when a stop's grace ends is cut off and reported UNKNOWN (never sent again), so its code may not arrive; give the drain more than the timeout`);
+}
+
+/**
  * smtp:// whose query turns off the requireTLS we set (nodemailer's URL options win over ours). nodemailer
  * reads a query value "true"/"false" as a boolean and a numeric one as a number, so "", "0" and "false" are
  * all off (probe 47: "=0" and "=" went unwarned). ignoreTLS does not matter: requireTLS wins over it.

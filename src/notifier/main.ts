@@ -3,7 +3,7 @@ import { startTracing, type Tracing } from "../telemetry/tracing.js";
 import { buildAdapters } from "./adapters/index.js";
 import { kafkaUnreachable, noBrokerAnswers } from "./broker-probe.js";
 import { serveMetricsEndpoint, type MetricsEndpoint } from "../metrics-endpoint.js";
-import { loadNotifierConfig, providerAccessWarnings, type NotifierConfig } from "./config.js";
+import { loadNotifierConfig, providerAccessWarnings, shutdownWarnings, type NotifierConfig } from "./config.js";
 import { notifierLogger } from "./logger.js";
 import { NotifierMetrics } from "./metrics.js";
 import { RedisClaims, type DeliveryClaims } from "./claims.js";
@@ -38,7 +38,7 @@ if (!config.production) {
 
 const logger = notifierLogger(config.logLevel);
 warnUnknownSettings(process.env, logger, "notifier");
-for (const warning of [...kafkaAccessWarnings(config.production, config.kafkaAccess), ...providerAccessWarnings(config)]) logger.warn(warning);
+for (const warning of [...kafkaAccessWarnings(config.production, config.kafkaAccess), ...providerAccessWarnings(config), ...shutdownWarnings(config)]) logger.warn(warning);
 let tracing: Tracing | undefined;
 try {
   tracing = await startTracing(process.env, "otp-notifier", logger);
