@@ -12,6 +12,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { startKafka, type KafkaBroker } from "../test/support/kafka.js";
 import { startRedis, type RedisServer } from "../test/support/redis.js";
+import { killWithThisProcess } from "../test/support/watchdog.js";
 
 const grpcPort = process.env.GRPC_PORT ?? "50051";
 const httpPort = process.env.HTTP_PORT ?? "8080";
@@ -33,6 +34,8 @@ function start(name: string, entry: string, env: Record<string, string>): ChildP
   // The notifier's settings go to the notifier alone (the service would warn that they do nothing there).
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([key]) => name === "notifier" || !key.startsWith("NOTIFIER_")));
   const child = spawn(process.execPath, ["--import", "tsx", entry], { env: { ...inherited, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  // Killed with this process (kill -9 leaves no stop() to run), as Redis and Kafka are.
+  if (child.pid !== undefined) killWithThisProcess(child.pid, "", true);
   for (const stream of [child.stdout!, child.stderr!]) {
     let rest = "";
     stream.on("data", (chunk: Buffer) => {
@@ -81,6 +84,9 @@ async function stop(code: number): Promise<never> {
 
 process.on("SIGINT", () => void stop(0));
 process.on("SIGTERM", () => void stop(0));
+// The terminal closed. Its whole group hears it, and to the service and the notifier SIGHUP means "reload":
+// without this they outlived the stack (probe 68). stop() sends them SIGTERM when they do not stop by themselves.
+process.on("SIGHUP", () => void stop(0));
 
 try {
   say("starting redis-server and a Kafka broker (the first run fetches the broker's jars from Maven Central)");
