@@ -149,7 +149,7 @@ export class RedisClaims implements DeliveryClaims {
 
   /** `logger` hears the connection's losses and recoveries (as the service's store does), never its address's credentials. */
   static async connect(redis: RedisSettings, times: ClaimTimes, prefix = "otp-notifier", logger?: ConnectionLogger): Promise<RedisClaims> {
-    return new RedisClaims(await connectRedis({ ...redis, commandTimeoutMs: 2_000, ...(logger ? { logger } : {}) }), times, prefix);
+    return new RedisClaims(await connectRedis({ ...redis, commandTimeoutMs: 2_000, failuresAre: "retried", ...(logger ? { logger } : {}) }), times, prefix);
   }
 
   private key(eventId: string): string {

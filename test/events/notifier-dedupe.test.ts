@@ -186,6 +186,9 @@ describe('delivery claims in Redis', () => {
       const said = r.logs.map((l) => String(l.msg));
       expect(said).toContain('redis connection lost');
       expect(said).toContain('redis connection ready');
+      // In the notifier's terms: its claims are retried; no call answers UNAVAILABLE here (the service's wording).
+      expect(said).toContain('redis command failed (it is retried)');
+      expect(said.filter((m) => m.includes('UNAVAILABLE'))).toEqual([]);
     } finally {
       await redis.kill();
       rmSync(dir, { recursive: true, force: true });

@@ -43,7 +43,27 @@ export interface RedisConnectionOptions {
   /** Commands a node connection holds unanswered at most (default MAX_QUEUED_COMMANDS, ./client/transport.ts). */
   maxQueuedCommands?: number;
   logger?: ConnectionLogger;
+  /**
+   * What a failed command means to this connection's user, as its log lines say: the service's calls answer
+   * UNAVAILABLE (the default); the notifier's claims are retried (probe 67: its lines spoke of calls).
+   */
+  failuresAre?: "answered UNAVAILABLE" | "retried";
 }
+
+/** The log lines of a connection whose commands fail, in its user's terms. */
+const FAILURE_LINES = {
+  "answered UNAVAILABLE": {
+    failed: "redis command failed (a call waiting on it answers UNAVAILABLE)",
+    unacknowledged: "redis replicas did not acknowledge in time: answering UNAVAILABLE",
+    again: "redis answering again after calls answered UNAVAILABLE",
+  },
+  retried: {
+    failed: "redis command failed (it is retried)",
+    unacknowledged: "redis replicas did not acknowledge in time (it is retried)",
+    again: "redis answering again after commands failed",
+  },
+} as const;
+type FailureLines = (typeof FAILURE_LINES)[keyof typeof FAILURE_LINES];
 
 export interface RunOptions {
   /** The script changes nothing: no replica acknowledgement to wait for. */
@@ -273,7 +293,7 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
     throw refusal instanceof RedisAccessError ? refusal : unavailableOr(err);
   }
   log?.info({ redis: where, waitReplicas }, "redis connected");
-  return new Connection(transport, commandTimeoutMs, waitReplicas, waitTimeoutMs, log);
+  return new Connection(transport, commandTimeoutMs, waitReplicas, waitTimeoutMs, log, FAILURE_LINES[options.failuresAre ?? "answered UNAVAILABLE"]);
 }
 
 class Connection implements RedisConnection {
@@ -285,6 +305,7 @@ class Connection implements RedisConnection {
   readonly #wait: string[];
   readonly #waitReplicas: number;
   readonly #log: ConnectionLogger | undefined;
+  readonly #says: FailureLines;
   // A failing Redis fails every call: one line per reason every few seconds is enough.
   #lines = new RepeatedLines(5_000);
   /** When the calls answered UNAVAILABLE since Redis last answered began, and how many (undefined, 0: none). */
@@ -292,7 +313,7 @@ class Connection implements RedisConnection {
   #lastFailureAt = 0;
   #failedCalls = 0;
 
-  constructor(transport: Transport, commandTimeoutMs: number, waitReplicas: number, waitTimeoutMs: number, log?: ConnectionLogger) {
+  constructor(transport: Transport, commandTimeoutMs: number, waitReplicas: number, waitTimeoutMs: number, log: ConnectionLogger | undefined, says: FailureLines) {
     this.#transport = transport;
     this.#deadlines = new Deadlines(commandTimeoutMs);
     this.#waitDeadlines = new Deadlines(commandTimeoutMs + waitTimeoutMs);
@@ -300,6 +321,7 @@ class Connection implements RedisConnection {
     this.#waitReplicas = waitReplicas;
     this.#wait = ["WAIT", String(waitReplicas), String(waitTimeoutMs)];
     this.#log = log;
+    this.#says = says;
   }
 
   async call(args: readonly string[], key?: string): Promise<RedisReply> {
@@ -415,7 +437,7 @@ class Connection implements RedisConnection {
   #answeredAgain(): void {
     const now = Date.now();
     if (now - this.#lastFailureAt < this.#commandTimeoutMs) return;
-    this.#log?.info({ unavailable: this.#failedCalls, for_ms: this.#lastFailureAt - this.#failingSince! }, "redis answering again after calls answered UNAVAILABLE");
+    this.#log?.info({ unavailable: this.#failedCalls, for_ms: this.#lastFailureAt - this.#failingSince! }, this.#says.again);
     this.#failingSince = undefined;
     this.#failedCalls = 0;
   }
@@ -431,7 +453,7 @@ class Connection implements RedisConnection {
       countUnavailable(reason);
       const since = this.#lines.due(reason);
       if (since !== undefined) {
-        this.#log?.warn({ reason, also_since_last_line: since }, reason === "wait" ? "redis replicas did not acknowledge in time: answering UNAVAILABLE" : "redis command failed (a call waiting on it answers UNAVAILABLE)");
+        this.#log?.warn({ reason, also_since_last_line: since }, reason === "wait" ? this.#says.unacknowledged : this.#says.failed);
       }
     }
     return out;
