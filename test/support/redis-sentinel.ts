@@ -1,4 +1,4 @@
-// A real Redis Sentinel deployment for tests: a primary, one replica and three
+// A real Redis Sentinel deployment for tests: a primary, one replica (or `replicas`) and three
 // Sentinels (quorum 2) on free loopback ports, with a short
 // down-after-milliseconds so a failover takes seconds. With `laggingLink`, the
 // replica replicates through a TCP proxy of ours whose bytes can be held back.
@@ -16,6 +16,8 @@ export interface RedisSentinelSet {
   sentinelList: string;
   primary: RedisProcess;
   replica: RedisProcess;
+  /** Every replica, `replica` first. */
+  replicas: RedisProcess[];
   sentinels: RedisProcess[];
   /**
    * With `laggingLink`: in front of the primary, for everyone (clients, Sentinels,
@@ -37,7 +39,7 @@ export interface RedisSentinelSet {
 
 const DOWN_AFTER_MS = 1_500;
 
-export async function startRedisSentinel(opts: { laggingLink?: boolean; masterName?: string } = {}): Promise<RedisSentinelSet> {
+export async function startRedisSentinel(opts: { laggingLink?: boolean; masterName?: string; replicas?: number } = {}): Promise<RedisSentinelSet> {
   const masterName = opts.masterName ?? 'otp-primary';
   const root = mkdtempSync(join(tmpdir(), 'otp-redis-sentinel-'));
   const dirOf = (name: string) => mkdtempSync(join(root, `${name}-`));
@@ -54,14 +56,17 @@ export async function startRedisSentinel(opts: { laggingLink?: boolean; masterNa
     started.push(primary);
     link = opts.laggingLink ? await startTcpProxy(primary.port) : undefined;
     const upstream = link ? link.port : primary.port;
-    const replicaPort = await freePort();
-    const replica = server(replicaPort, dirOf('replica'), [
-      '--replicaof', '127.0.0.1', String(upstream),
-      // The primary lists the replica at the address it connected from; say where it listens.
-      '--replica-announce-ip', '127.0.0.1',
-    ]);
-    await replica.start();
-    started.push(replica);
+    const replicas: RedisProcess[] = [];
+    for (let i = 0; i < (opts.replicas ?? 1); i++) {
+      const replica = server(await freePort(), dirOf(`replica-${i}`), [
+        '--replicaof', '127.0.0.1', String(upstream),
+        // The primary lists the replica at the address it connected from; say where it listens.
+        '--replica-announce-ip', '127.0.0.1',
+      ]);
+      await replica.start();
+      started.push(replica);
+      replicas.push(replica);
+    }
 
     const sentinels: RedisProcess[] = [];
     for (let i = 0; i < 3; i++) {
@@ -104,7 +109,7 @@ export async function startRedisSentinel(opts: { laggingLink?: boolean; masterNa
     await until('sentinels see the replica', 20_000, async () => {
       for (const s of sentinels) {
         const out = await redisCli(s.port, ['SENTINEL', 'replicas', masterName], 2_000);
-        if (!out.includes(String(replicaPort))) return false;
+        if (!replicas.every((r) => out.includes(String(r.port)))) return false;
         const sentinelsSeen = await redisCli(s.port, ['SENTINEL', 'sentinels', masterName], 2_000);
         if ((sentinelsSeen.match(/^name$/gm) ?? []).length < 2) return false;
       }
@@ -116,7 +121,8 @@ export async function startRedisSentinel(opts: { laggingLink?: boolean; masterNa
       masterName,
       sentinelList: sentinels.map((s) => `127.0.0.1:${s.port}`).join(','),
       primary,
-      replica,
+      replica: replicas[0]!,
+      replicas,
       sentinels,
       link,
       primaryPort: upstream,

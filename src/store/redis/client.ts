@@ -4,6 +4,7 @@ import { Deadlines, within } from "./client/deadlines.js";
 import { failureReason, isReplyError, refusalOf, replyMessage, unavailableOr, type RedisRefusal } from "./client/failures.js";
 import { connectNode } from "./client/node.js";
 import { countUnavailable, redisObservations } from "./client/observations.js";
+import { FailoverError, watchFailovers, type FailoverWatch } from "./client/failover-watch.js";
 import { connectSentinel } from "./client/sentinel.js";
 import { describeTopology, type RedisAccess, type RedisTopology } from "./client/topology.js";
 import type { RedisReply, Transport, TransportOptions } from "./client/transport.js";
@@ -55,11 +56,13 @@ const FAILURE_LINES = {
   "answered UNAVAILABLE": {
     failed: "redis command failed (a call waiting on it answers UNAVAILABLE)",
     unacknowledged: "redis replicas did not acknowledge in time: answering UNAVAILABLE",
+    failover: "redis failover under way (a Sentinel said so): calls that write answer UNAVAILABLE until it ends",
     again: "redis answering again after calls answered UNAVAILABLE",
   },
   retried: {
     failed: "redis command failed (it is retried)",
     unacknowledged: "redis replicas did not acknowledge in time (it is retried)",
+    failover: "redis failover under way (a Sentinel said so): writes are retried once it ends",
     again: "redis answering again after commands failed",
   },
 } as const;
@@ -293,7 +296,9 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
     throw refusal instanceof RedisAccessError ? refusal : unavailableOr(err);
   }
   log?.info({ redis: where, waitReplicas }, "redis connected");
-  return new Connection(transport, commandTimeoutMs, waitReplicas, waitTimeoutMs, log, FAILURE_LINES[options.failuresAre ?? "answered UNAVAILABLE"]);
+  // Acknowledged writes are not trusted across a failover (./client/failover-watch.ts says why).
+  const failovers = topology.kind === "sentinel" && waitReplicas > 0 ? watchFailovers(topology.sentinels, topology.masterName, transportOptions) : undefined;
+  return new Connection(transport, commandTimeoutMs, waitReplicas, waitTimeoutMs, log, FAILURE_LINES[options.failuresAre ?? "answered UNAVAILABLE"], failovers);
 }
 
 class Connection implements RedisConnection {
@@ -306,6 +311,7 @@ class Connection implements RedisConnection {
   readonly #waitReplicas: number;
   readonly #log: ConnectionLogger | undefined;
   readonly #says: FailureLines;
+  readonly #failovers: FailoverWatch | undefined;
   // A failing Redis fails every call: one line per reason every few seconds is enough.
   #lines = new RepeatedLines(5_000);
   /** When the calls answered UNAVAILABLE since Redis last answered began, and how many (undefined, 0: none). */
@@ -313,7 +319,7 @@ class Connection implements RedisConnection {
   #lastFailureAt = 0;
   #failedCalls = 0;
 
-  constructor(transport: Transport, commandTimeoutMs: number, waitReplicas: number, waitTimeoutMs: number, log: ConnectionLogger | undefined, says: FailureLines) {
+  constructor(transport: Transport, commandTimeoutMs: number, waitReplicas: number, waitTimeoutMs: number, log: ConnectionLogger | undefined, says: FailureLines, failovers?: FailoverWatch) {
     this.#transport = transport;
     this.#deadlines = new Deadlines(commandTimeoutMs);
     this.#waitDeadlines = new Deadlines(commandTimeoutMs + waitTimeoutMs);
@@ -322,6 +328,7 @@ class Connection implements RedisConnection {
     this.#wait = ["WAIT", String(waitReplicas), String(waitTimeoutMs)];
     this.#log = log;
     this.#says = says;
+    this.#failovers = failovers;
   }
 
   async call(args: readonly string[], key?: string): Promise<RedisReply> {
@@ -376,6 +383,7 @@ class Connection implements RedisConnection {
    * NOSCRIPT, on which its source is sent instead, means it did not run.
    */
   async #runAcknowledged(script: StoreScript, command: string[], key: string): Promise<RedisReply> {
+    const epoch = this.#beforeAcknowledged();
     const pipelined = () => this.#waitDeadlines.run(this.#transport.pipeline(key, [command, ...this.#barrierAndWait(key)], onImportingNode));
     let replies: RedisReply[];
     try {
@@ -387,15 +395,16 @@ class Connection implements RedisConnection {
       replies = await pipelined();
     }
     const [reply, , acked] = replies as [RedisReply, RedisReply, RedisReply];
-    this.#checkAcknowledged(acked);
+    this.#checkAcknowledged(acked, epoch);
     return reply;
   }
 
   async acknowledge(key: string): Promise<void> {
     if (this.#waitReplicas === 0) return;
     try {
+      const epoch = this.#beforeAcknowledged();
       const [, acked] = (await this.#waitDeadlines.run(this.#transport.pipeline(key, this.#barrierAndWait(key)))) as [RedisReply, RedisReply];
-      this.#checkAcknowledged(acked);
+      this.#checkAcknowledged(acked, epoch);
       if (this.#failingSince !== undefined) this.#answeredAgain();
     } catch (err) {
       throw this.#failed(err, key);
@@ -411,8 +420,23 @@ class Connection implements RedisConnection {
     return [["SET", barrierKey(key), "", "PX", BARRIER_TTL_MS], this.#wait];
   }
 
-  /** WAIT's reply: fewer replicas than waitReplicas (or no number) is an unknown outcome. */
-  #checkAcknowledged(acked: RedisReply): void {
+  /** During a failover nothing that needs an acknowledgement is sent (nothing ran: UNAVAILABLE); else the failovers' epoch to check it against. */
+  #beforeAcknowledged(): number | undefined {
+    const epoch = this.#failovers?.epoch();
+    if (epoch !== undefined && !this.#failovers!.quietSince(epoch)) {
+      throw new StoreUnavailableError({ cause: new FailoverError("a failover of the master is under way: not sent") });
+    }
+    return epoch;
+  }
+
+  /**
+   * WAIT's reply: fewer replicas than waitReplicas (or no number) is an unknown outcome, and so is any
+   * reply once a failover has begun since the call was sent (its acknowledgement may be a stray replica's).
+   */
+  #checkAcknowledged(acked: RedisReply, epoch: number | undefined): void {
+    if (epoch !== undefined && !this.#failovers!.quietSince(epoch)) {
+      throw new StoreUnavailableError({ cause: new FailoverError("a failover of the master began before the acknowledgement: it may be lost") });
+    }
     if (typeof acked !== "number" || acked < this.#waitReplicas) {
       redisObservations.waitTimeouts++;
       redisObservations.lastWaitTimeoutAt = Date.now();
@@ -453,7 +477,7 @@ class Connection implements RedisConnection {
       countUnavailable(reason);
       const since = this.#lines.due(reason);
       if (since !== undefined) {
-        this.#log?.warn({ reason, also_since_last_line: since }, reason === "wait" ? this.#says.unacknowledged : this.#says.failed);
+        this.#log?.warn({ reason, also_since_last_line: since }, reason === "wait" ? this.#says.unacknowledged : reason === "failover" ? this.#says.failover : this.#says.failed);
       }
     }
     return out;
@@ -463,6 +487,7 @@ class Connection implements RedisConnection {
   async close(withinMs = this.#commandTimeoutMs): Promise<void> {
     this.#deadlines.close();
     this.#waitDeadlines.close();
+    await this.#failovers?.close();
     try {
       await within(this.#transport.close(), Math.min(withinMs, this.#commandTimeoutMs), "closing");
     } catch {

@@ -79,5 +79,6 @@ export function failureReason(err: StoreUnavailableError): string {
   if (cause instanceof ErrorReply) return /^\w+/.exec(cause.message)?.[0]?.toLowerCase() ?? "reply";
   if (cause instanceof MaxCommandRedirectionsError) return "moved";
   if (cause instanceof Error && cause.name === "ReplicationError") return "wait";
+  if (cause instanceof Error && cause.name === "FailoverError") return "failover";
   return "connection";
 }
