@@ -242,8 +242,15 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         for (let i = 0; i <= 8; i++) sent.push(await send({ dest, idempotencyKey: `send-${i}`, policy: p }));
         expect(sent.map((s) => s.outcome.kind)).toEqual(Array(9).fill('issued'));
         await events();
-        const remaining = async () => (await store.limits({ tenant: TENANT, purpose: PURPOSE, destination: dest.ref, policy: p }))[0]!.remaining;
+        // The send budget itself, as another purpose (no keyed verification to replace) reads it.
+        const remaining = async () => (await store.limits({ tenant: TENANT, purpose: 'signup', destination: dest.ref, policy: p }))[0]!.remaining;
         const before = await remaining();
+        expect(before).toBe(20 - 9);
+        // CheckRateLimit says so before a Send is tried (probe 71: it answered "allowed", and the Send was refused).
+        const asked = (await store.limits({ tenant: TENANT, purpose: PURPOSE, destination: dest.ref, policy: p }))[0]!;
+        expect(asked).toMatchObject({ name: 'SEND_LIMIT_DESTINATION', remaining: 0 });
+        expect(asked.retryAfterMs).toBeGreaterThan(0);
+        expect(asked.retryAfterMs).toBeLessThanOrEqual(60_000);
 
         // The live one has a key too: replacing it would need a ninth answer. With or without a key, the Send waits.
         for (const key of ['send-9', undefined]) {
@@ -252,6 +259,8 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
           if (over.outcome.kind !== 'refused') throw new Error('not refused');
           expect(over.outcome.retryAfterMs).toBeGreaterThan(0);
           expect(over.outcome.retryAfterMs).toBeLessThanOrEqual(60_000);
+          // The same wait as CheckRateLimit gave (both until the first replaced one expires).
+          expect(Math.abs(over.outcome.retryAfterMs - asked.retryAfterMs)).toBeLessThan(5_000);
         }
         expect(types(await events())).toEqual(['rate_limited', 'rate_limited']);
         expect(await remaining()).toBe(before);

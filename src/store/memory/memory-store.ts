@@ -27,7 +27,7 @@ import type {
   DestinationRef,
 } from "../store.js";
 import {
-  extendExpiry, isLive, lockedUntil, MAX_REPLACED_SENDS, purposeLimits, resendRefusal, stateOf, verificationById,
+  extendExpiry, isLive, lockedUntil, purposeLimits, replacedSendsWait, resendRefusal, stateOf, verificationById,
   type Destination, type KeptAnswer, type Verification,
 } from "./destination.js";
 import * as gcra from "./gcra.js";
@@ -152,10 +152,8 @@ export class MemoryStore implements VerificationStore {
     // The verification this Send replaces keeps answering its key until it expires; never forgotten
     // early, so at the bound the Send waits, as for a send budget (nothing spent).
     const keepReplaced = d !== undefined && cur !== undefined && now < cur.expiresAt && cur.idempotencyKey !== "";
-    if (keepReplaced) {
-      const answering = [...(d!.replacedSends?.values() ?? [])].filter((r) => now < r.expiresAt).map((r) => r.expiresAt);
-      if (answering.length >= MAX_REPLACED_SENDS) return refuse("SEND_LIMIT_DESTINATION", Math.min(...answering) - now);
-    }
+    const replacedWait = keepReplaced ? replacedSendsWait(d!, cur, now) : undefined;
+    if (replacedWait !== undefined) return refuse("SEND_LIMIT_DESTINATION", replacedWait);
     const own = ownRate(policy.purposeSendsPerDestination);
     const sent = gcra.spendBoth(d?.sendTat, rate(policy.sendsPerDestination), d?.purposeLimits?.get(cmd.purpose)?.sendTat, own, now);
     if (!sent.allowed) return refuse("SEND_LIMIT_DESTINATION", sent.retryAfterMs);
@@ -373,7 +371,10 @@ export class MemoryStore implements VerificationStore {
       backTo: (n) => gcra.timeUntilLeft(tat, now, b.count, ms(b.windowSeconds), n),
     });
     const purposeSends = policy.purposeSendsPerDestination;
-    const send = binding([sendState(d?.sendTat, policy.sendsPerDestination), ...(purposeSends ? [sendState(own?.sendTat, purposeSends)] : [])]);
+    let send = binding([sendState(d?.sendTat, policy.sendsPerDestination), ...(purposeSends ? [sendState(own?.sendTat, purposeSends)] : [])]);
+    // A Send would replace a keyed verification while MAX_REPLACED_SENDS replaced ones answer their keys: it waits (issue()).
+    const replacedWait = d && replacedSendsWait(d, d.verifications.get(query.purpose), now);
+    if (replacedWait !== undefined) send = { ...send, remaining: 0, resetAfterMs: Math.max(send.resetAfterMs, replacedWait), retryAfterMs: Math.max(send.retryAfterMs, replacedWait) };
 
     // The cooldown applies only while the purpose's verification is live.
     const v = d?.verifications.get(query.purpose);

@@ -61,11 +61,6 @@ Returns
 --- @include "fields"
 --- @include "kept-answers"
 
--- Replaced verifications whose Sends' keys still answer them (step 1), at most, per destination hash:
--- a bound on what a destination keeps (two fields, ~140 bytes of listpack each). Only a send budget
--- above this within one ttl reaches it (the default, 5 per 15 minutes, cannot).
-local MAX_REPLACED_SENDS = 8
-
 local A, bad = script_args('issue', {
   tenant = 'str', purpose = 'str', id = 'str', channel = 'pos', digest = 'str', masked = 'str',
   sealed_dest = 'str', code_digest = 'str', key_id = 'str', code_length = 'pos', sealed_code = 'str',

@@ -24,12 +24,17 @@ Returns {send remaining, send reset after ms, send retry after ms,
   the time until every one of them has that limit left again (or is whole, if smaller): the answer's
   "remaining back to limit". A long-window budget's full refill is not that time (probe 57: a one-hour
   lock read as eight hours).
+  While the purpose's live verification has an idempotency key and MAX_REPLACED_SENDS replaced ones
+  still answer theirs (includes/kept-answers.lua), a Send waits (issue.lua step 4): send has 0 remaining
+  and retries no sooner than the first of those expires (probe 71: "allowed" was answered, and the Send
+  refused).
 ]]
 
 --- @include "args"
 --- @include "clock"
 --- @include "gcra"
 --- @include "fields"
+--- @include "kept-answers"
 
 local A, bad = script_args('limits', {
   purpose = 'str', sends_count = 'pos', sends_window_ms = 'pos', purpose_sends = 'budget',
@@ -37,7 +42,7 @@ local A, bad = script_args('limits', {
 if not A then return bad end
 
 local p = A.purpose
-local v = redis.call('HMGET', KEYS[1], 'ls', 'lf', 'lk', p .. ':st', p .. ':c', p .. ':ls', p .. ':lf', p .. ':lk', 'ld')
+local v = redis.call('HMGET', KEYS[1], 'ls', 'lf', 'lk', p .. ':st', p .. ':c', p .. ':ls', p .. ':lf', p .. ':lk', 'ld', p .. ':id', p .. ':ik')
 local c = counters_read(v[5])
 local now = now_ms()
 
@@ -71,6 +76,13 @@ end
 local sends = {send_state(v[1], A.sends_count, A.sends_window_ms)}
 if A.purpose_sends[1] then sends[2] = send_state(v[6], A.purpose_sends[1], A.purpose_sends[2]) end
 local send = binding(sends)
+if c and v[10] and v[11] and now < c.e then
+  local _, answering = kept_answers(KEYS[1], now)
+  if #answering >= MAX_REPLACED_SENDS then
+    local wait = math.min(unpack(answering)) - now
+    send = {0, math.max(send[2], wait), math.max(send[3], wait), send[4]}
+  end
+end
 
 -- The cooldown applies only while the purpose's verification is live.
 local cooldown = 0

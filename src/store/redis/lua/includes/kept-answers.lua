@@ -19,6 +19,12 @@
 -- so a Verify's names never meet each other or a Send's.
 local KEPT_DIGEST_LENGTH = 22
 
+-- Replaced verifications whose Sends' keys still answer them (issue.lua step 1), at most, per destination
+-- hash: a bound on what a destination keeps (two fields, ~140 bytes of listpack each). A Send that would
+-- replace one more waits (issue.lua step 4, and limits.lua says so). Only a send budget above this within
+-- one ttl reaches it (the default, 5 per 15 minutes, cannot).
+local MAX_REPLACED_SENDS = 8
+
 -- The expiry (ms) a kept answer lasts until, or nil when the value is not one.
 local function kept_expiry(value)
   local e = string.match(value, '^[vi]%d+,(%w+),') or string.match(value, '^[sk](%w+),')
