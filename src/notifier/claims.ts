@@ -29,9 +29,19 @@ import { Lru } from "./dedupe.js";
 // over) leaves them for whoever reads the event next, which publishes them
 // (probe 46: 14 FAILED statuses were lost so, and their codes never voided).
 
+/**
+ * How far a delivery got before a stopping notifier left it (release()): the next owner carries on from
+ * there, with the attempts it has left, and knowing whether one may have arrived (probe 69: a fresh
+ * start reported FAILED, and voided, a code an earlier attempt may have delivered).
+ */
+export interface LeftAt {
+  attempts: number;
+  mayHaveArrived: boolean;
+}
+
 export type Claim =
-  /** Ours: deliver, then finish() (or release() when abandoning). */
-  | { kind: "claimed"; token: string }
+  /** Ours: deliver, then finish() (or release() when abandoning). `leftAt`: a stopping notifier's progress, to carry on from. */
+  | { kind: "claimed"; token: string; leftAt?: LeftAt }
   /**
    * Some notifier finished this event already: skip it. `unpublished`: the records it kept to publish
    * (finish()) and did not say it published (published()): publish them, then say so.
@@ -55,8 +65,8 @@ export interface DeliveryClaims {
   finish(eventId: string, token: string, unpublished?: string): Promise<void>;
   /** The records kept by finish() are out: forget them. */
   published(eventId: string): Promise<void>;
-  /** Gives a claim back unfinished (shutdown), so the next owner can deliver at once. */
-  release(eventId: string, token: string): Promise<void>;
+  /** Gives a claim back unfinished (shutdown), so the next owner can deliver at once, from `leftAt`. */
+  release(eventId: string, token: string, leftAt?: LeftAt): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -68,11 +78,23 @@ export interface ClaimTimes {
 }
 
 const DONE = "done";
+/** A released claim's value: "left:<attempts>:<0|1 may have arrived>". */
+const LEFT = "left:";
+
+function leftValue(leftAt: LeftAt | undefined): string {
+  return `${LEFT}${leftAt?.attempts ?? 0}:${leftAt?.mayHaveArrived ? 1 : 0}`;
+}
+
+function leftAtOf(value: unknown): LeftAt | undefined {
+  const m = typeof value === "string" ? /^left:(\d+):([01])$/.exec(value) : null;
+  return m ? { attempts: Number(m[1]), mayHaveArrived: m[2] === "1" } : undefined;
+}
 
 /** One process: the LRU of finished ids plus the claims in progress. */
 export class MemoryClaims implements DeliveryClaims {
   private readonly done: Lru<true>;
   private readonly held = new Map<string, string>();
+  private readonly left = new Map<string, LeftAt>();
 
   constructor(capacity: number) {
     this.done = new Lru(capacity);
@@ -83,7 +105,9 @@ export class MemoryClaims implements DeliveryClaims {
     const held = this.held.get(eventId);
     if (held !== undefined && held !== token) return { kind: "busy", retryInMs: 100 };
     this.held.set(eventId, token);
-    return { kind: "claimed", token };
+    const leftAt = this.left.get(eventId);
+    this.left.delete(eventId);
+    return leftAt ? { kind: "claimed", token, leftAt } : { kind: "claimed", token };
   }
 
   async renew(eventId: string, token: string): Promise<boolean> {
@@ -98,8 +122,10 @@ export class MemoryClaims implements DeliveryClaims {
 
   async published(): Promise<void> {}
 
-  async release(eventId: string, token: string): Promise<void> {
-    if (this.held.get(eventId) === token) this.held.delete(eventId);
+  async release(eventId: string, token: string, leftAt?: LeftAt): Promise<void> {
+    if (this.held.get(eventId) !== token) return;
+    this.held.delete(eventId);
+    if (leftAt) this.left.set(eventId, leftAt);
   }
 
   async close(): Promise<void> {}
@@ -112,7 +138,8 @@ function script(name: string, source: string, numberOfKeys = 1): StoreScript {
 // Each is a script, not a bare command, so that with waitReplicas its write is
 // followed by WAIT on the connection that ran it (RedisConnection.run).
 // KEYS[1] the event's claim key; ARGV[1] the claimer's token; ARGV[2] the lease in ms.
-// Returns {1} when the claim is the caller's, else {0, what the key holds, its PTTL}.
+// Returns {1} when the claim is the caller's ({1, "left:..."} when a stopping notifier released it with its
+// progress: the claimer carries on from there), else {0, what the key holds, its PTTL}.
 // The key already holding this token is the caller's own earlier try, whose answer
 // was lost (a timeout, a WAIT not acknowledged): it is theirs, not someone else's.
 // KEYS[2] the records its finisher kept unpublished; with a done mark, returned fourth ('' when none).
@@ -120,6 +147,7 @@ const CLAIM = script("notifier-claim", `
 local held = redis.call('GET', KEYS[1])
 if held == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return {1} end
 if not held then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return {1} end
+if string.sub(held, 1, ${LEFT.length}) == '${LEFT}' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return {1, held} end
 if held == '${DONE}' then return {0, held, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[2]) or ''} end
 return {0, held, redis.call('PTTL', KEYS[1])}`, 2);
 // KEYS[1]; ARGV[1] token; ARGV[2] ms. 1 when the key still held the token (and was extended), else 0.
@@ -134,9 +162,10 @@ return redis.call('SET', KEYS[1], '${DONE}', 'PX', ARGV[1])`, 2);
 // KEYS[1] the kept records. (Lost in a failover, they are only published once more.)
 const PUBLISHED = script("notifier-claim-published", `
 return redis.call('DEL', KEYS[1])`);
-// KEYS[1]; ARGV[1] token. Deletes the claim only if it is still ours.
+// KEYS[1]; ARGV[1] token; ARGV[2] "left:<attempts>:<0|1>"; ARGV[3] how long it is kept, in ms. Only if the
+// claim is still ours, it becomes the delivery's progress: anyone may claim it, and carries on from there.
 const RELEASE = script("notifier-claim-release", `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 0`);
 
 /** Claims shared by every notifier replica, in Redis (through the project's one Redis module). */
@@ -165,7 +194,10 @@ export class RedisClaims implements DeliveryClaims {
     const key = this.key(eventId);
     const reply = await this.redis.run(CLAIM, [key, this.unpublishedKey(eventId)], [token, String(this.times.leaseMs)]);
     const [won, value, ttl, unpublished] = Array.isArray(reply) ? reply : [];
-    if (won === 1) return { kind: "claimed", token };
+    if (won === 1) {
+      const leftAt = leftAtOf(value);
+      return leftAt ? { kind: "claimed", token, leftAt } : { kind: "claimed", token };
+    }
     if (value === DONE) return typeof unpublished === "string" && unpublished !== "" ? { kind: "done", unpublished } : { kind: "done" };
     // Another notifier's live claim: ask again when its lease may have run out (between 50 ms and 1 s).
     const left = typeof ttl === "number" && ttl > 0 ? ttl : 0;
@@ -185,9 +217,9 @@ export class RedisClaims implements DeliveryClaims {
     await this.redis.run(PUBLISHED, [this.unpublishedKey(eventId)], []);
   }
 
-  async release(eventId: string, token: string): Promise<void> {
+  async release(eventId: string, token: string, leftAt?: LeftAt): Promise<void> {
     const key = this.key(eventId);
-    await this.redis.run(RELEASE, [key], [token]);
+    await this.redis.run(RELEASE, [key], [token, leftValue(leftAt), String(this.times.doneTtlMs)]);
   }
 
   async close(): Promise<void> {

@@ -3,6 +3,7 @@ import { Channel } from "../gen/otp/v1/otp_pb.js";
 import type { AdapterSet } from "./adapters/index.js";
 import { DeliveryError } from "./adapters/types.js";
 import { DEFAULT_NAMED_PURPOSES, type RetrySettings } from "./config.js";
+import type { LeftAt } from "./claims.js";
 import type { Delivery } from "./delivery.js";
 import { render, type MessageChannel } from "./render.js";
 import { backoffDelay, sleep } from "./retry.js";
@@ -25,7 +26,7 @@ export type Attempted =
  */
 export class DeliveryLeft extends Error {
   override name = "DeliveryLeft";
-  constructor(readonly attempts: number) {
+  constructor(readonly at: LeftAt) {
     super("delivery left to the next notifier");
   }
 }
@@ -68,9 +69,10 @@ export class Deliverer {
    * rather than left for another notifier to send again (probe 67: a 503 storm during a drain sent codes
    * twice).
    * `canceled` aborts when the verification is canceled: no (further) attempt is made, and a
-   * wait for the next retry ends at once.
+   * wait for the next retry ends at once. `from`: how far a notifier that stopped got (its attempts count
+   * against NOTIFIER_MAX_ATTEMPTS, and one that may have arrived still makes the outcome UNKNOWN).
    */
-  async deliver(d: Delivery, stop: { draining: AbortSignal; cutOff: AbortSignal }, canceled: AbortSignal = new AbortController().signal): Promise<Attempted> {
+  async deliver(d: Delivery, stop: { draining: AbortSignal; cutOff: AbortSignal }, canceled: AbortSignal = new AbortController().signal, from?: LeftAt): Promise<Attempted> {
     const channel = CHANNELS[d.channel];
     if (!channel) {
       // The service accepts voice and WhatsApp; this notifier only delivers SMS and email. Say so loudly:
@@ -85,13 +87,13 @@ export class Deliverer {
     if (expired()) return { kind: "failed", adapter: adapter.name, attempts: 0, reason: "expired before delivery", deadLetter: false };
 
     const log = this.logger.child({ event_id: d.eventId, verification_id: d.verificationId, channel, adapter: adapter.name });
-    let mayHaveArrived = false;
-    for (let attempt = 1; ; attempt++) {
+    let mayHaveArrived = from?.mayHaveArrived ?? false;
+    for (let attempt = (from?.attempts ?? 0) + 1; ; attempt++) {
       if (canceled.aborted) {
         log.info({ attempts: attempt - 1 }, "verification canceled, or its code replaced by a resend: delivery dropped");
         return { kind: "canceled", adapter: adapter.name, attempts: attempt - 1 };
       }
-      if (stop.draining.aborted) throw new DeliveryLeft(attempt - 1);
+      if (stop.draining.aborted) throw new DeliveryLeft({ attempts: attempt - 1, mayHaveArrived });
       const purpose = this.namedPurposes.has(d.purpose) ? d.purpose : "";
       const { subject, text } = render({ channel, purpose, code: d.code, locale: d.locale, expiresAtMs: d.expiresAtMs, nowMs: this.now() });
       try {

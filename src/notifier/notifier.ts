@@ -22,7 +22,7 @@ import { StatusMac } from "../events/status-mac.js";
 import { HEADERS, TOPICS } from "../events/topics.js";
 import { closeAdapters, type AdapterSet } from "./adapters/index.js";
 import type { NotifierConfig } from "./config.js";
-import { MemoryClaims, type DeliveryClaims } from "./claims.js";
+import { MemoryClaims, type DeliveryClaims, type LeftAt } from "./claims.js";
 import { Lru } from "./dedupe.js";
 import { decodeDelivery, KeyPendingError, openDelivery, PoisonError, type Delivery } from "./delivery.js";
 import { Deliverer, DeliveryLeft, outcomeOf, type Attempted } from "./deliverer.js";
@@ -34,6 +34,7 @@ import { sleep } from "./retry.js";
 import { consumeSpan, type ConsumeSpan } from "../telemetry/spans.js";
 import { telemetry } from "../telemetry/tracing.js";
 import { RepeatedLines } from "../repeated-lines.js";
+import { StoreUnavailableError } from "../store/errors.js";
 
 // The Kafka side of the notifier. Each record is handed off as it arrives
 // (eachMessage returns at once), delivered with retries in its own task, and
@@ -89,6 +90,12 @@ const DELIVERY_CANCELED = "delivery.canceled";
 const SLOT_WAIT_MS = 3_000;
 const PUBLISH_BACKOFF_MAX_MS = 5_000;
 const RESTART_DELAY_MS = 5_000;
+/**
+ * A finished delivery's done mark is tried this long past the grace period (probe 69: the claims' Redis
+ * away at a stop, the mark was given up at once and the code sent again after the lease). Within the
+ * process's 5 s exit margin, beside the group's leaving (2 s).
+ */
+const FINISH_PAST_STOP_MS = 2_000;
 
 export class Notifier {
   private readonly topics: NotifierTopics;
@@ -340,7 +347,7 @@ export class Notifier {
       const renewal = this.keepClaim(event.eventId, claim.token);
       let records: OutgoingRecord[];
       try {
-        const attempted = await this.deliverCancelably(delivery).finally(() => clearInterval(renewal));
+        const attempted = await this.deliverCancelably(delivery, claim.leftAt).finally(() => clearInterval(renewal));
         this.options.metrics?.finished(delivery, attempted);
         markOutcome(span, outcomeOf(attempted));
         span?.setAttribute("otp.delivery.adapter", attempted.adapter);
@@ -350,8 +357,8 @@ export class Notifier {
         if (err instanceof DeliveryLeft) {
           // No attempt on the wire: the next owner may carry on at once, not after the lease.
           this.options.metrics?.left(delivery);
-          this.options.logger.info({ event_id: event.eventId, verification_id: event.verificationId, attempts: err.attempts }, "notifier stopping: delivery left to the next notifier");
-          await this.claims.release(event.eventId, claim.token).catch(() => this.options.metrics?.claimFailed("release"));
+          this.options.logger.info({ event_id: event.eventId, verification_id: event.verificationId, attempts: err.at.attempts, may_have_arrived: err.at.mayHaveArrived }, "notifier stopping: delivery left to the next notifier");
+          await this.claims.release(event.eventId, claim.token, err.at).catch(() => this.options.metrics?.claimFailed("release"));
           return "abandoned";
         }
         markOutcome(span, "dead_lettered");
@@ -360,7 +367,13 @@ export class Notifier {
       // Finished before it is reported, never sent twice; the records are kept with the mark until they are
       // out, so a crash after this point leaves them for the next reader of the event (claims.ts).
       const kept = recordsText(records);
-      await this.untilDone(() => this.claims.finish(event.eventId, claim.token, kept), "finish", "cannot mark the delivery finished in Redis; retrying");
+      try {
+        await this.untilDone(() => this.claims.finish(event.eventId, claim.token, kept), "finish", "cannot mark the delivery finished in Redis; retrying", FINISH_PAST_STOP_MS);
+      } catch (err) {
+        // Stopping with the claims' Redis away: the delivery happened (or may have), and nothing says so.
+        this.options.logger.error({ event_id: event.eventId, verification_id: event.verificationId, err: claimFailure(err) }, "notifier stopping: a finished delivery could not be marked done in Redis; another notifier may send it again once its claim's lease runs out");
+        throw err;
+      }
       // Cut off: Kafka is not waited for now. The records are kept with the mark, and the next reader of the
       // event (it is left uncommitted) publishes them.
       if (signal.aborted) return "abandoned";
@@ -428,7 +441,7 @@ export class Notifier {
   }
 
   /** Delivers, unless (or until) the verification is canceled. */
-  private async deliverCancelably(delivery: Delivery): Promise<Attempted> {
+  private async deliverCancelably(delivery: Delivery, from: LeftAt | undefined): Promise<Attempted> {
     const vid = delivery.verificationId;
     const cancel = new AbortController();
     if (this.canceled.get(vid) || (this.newest.get(vid) ?? -1) > delivery.resendCount) cancel.abort();
@@ -436,7 +449,7 @@ export class Notifier {
     if (!set) this.underway.set(vid, (set = new Map()));
     set.set(cancel, delivery.resendCount);
     try {
-      return await this.deliverer.deliver(delivery, { draining: this.draining.signal, cutOff: this.abort.signal }, cancel.signal);
+      return await this.deliverer.deliver(delivery, { draining: this.draining.signal, cutOff: this.abort.signal }, cancel.signal, from);
     } finally {
       set.delete(cancel);
       if (set.size === 0) this.underway.delete(vid);
@@ -525,12 +538,12 @@ export class Notifier {
    * already by some notifier ({unpublished}: the records its finisher kept, if any). Redis being away
    * delays delivery rather than risking a second one.
    */
-  private async claim(eventId: string, signal: AbortSignal): Promise<{ token: string } | { unpublished: string | undefined }> {
+  private async claim(eventId: string, signal: AbortSignal): Promise<{ token: string; leftAt?: LeftAt } | { unpublished: string | undefined }> {
     // One token for every try: a try whose answer was lost may still have claimed it for us.
     const token = randomUUID();
     for (;;) {
       const claim = await this.untilDone(() => this.claims.claim(eventId, token), "claim", "cannot claim a delivery in Redis; retrying");
-      if (claim.kind === "claimed") return { token: claim.token };
+      if (claim.kind === "claimed") return claim;
       if (claim.kind === "done") return { unpublished: claim.unpublished };
       await sleep(claim.retryInMs, signal);
     }
@@ -551,22 +564,40 @@ export class Notifier {
         },
         (err: unknown) => {
           this.options.metrics?.claimFailed("renew");
-          this.options.logger.warn({ err: (err as Error).message }, "cannot renew a delivery claim");
+          this.options.logger.warn({ err: claimFailure(err) }, "cannot renew a delivery claim");
         },
       );
     }, every);
   }
 
-  /** A claim-store operation, retried until it succeeds or we stop (each failure counted). */
-  private async untilDone<T>(op: () => Promise<T>, operation: ClaimOperation, warning: string): Promise<T> {
+  /**
+   * A claim-store operation, retried until it succeeds or we stop (each failure counted); `pastStopMs`: for
+   * so long after the grace period ended too.
+   */
+  private async untilDone<T>(op: () => Promise<T>, operation: ClaimOperation, warning: string, pastStopMs = 0): Promise<T> {
+    let stopBy: number | undefined;
     for (let attempt = 1; ; attempt++) {
       try {
         return await op();
       } catch (err) {
-        if (this.abort.signal.aborted) throw err;
+        if (this.abort.signal.aborted) {
+          stopBy ??= Date.now() + pastStopMs;
+          if (Date.now() >= stopBy) throw err;
+        }
         this.options.metrics?.claimFailed(operation);
-        if (attempt === 1) this.options.logger.warn({ err: (err as Error).message }, warning);
-        await sleep(Math.min(100 * 2 ** attempt, PUBLISH_BACKOFF_MAX_MS), this.abort.signal);
+        if (attempt === 1) this.options.logger.warn({ err: claimFailure(err) }, warning);
+        const delay = Math.min(100 * 2 ** attempt, PUBLISH_BACKOFF_MAX_MS);
+        if (stopBy === undefined) {
+          try {
+            await sleep(delay, this.abort.signal);
+          } catch (stopped) {
+            // The grace period ended while waiting: tried again within pastStopMs, else given up.
+            if (pastStopMs === 0) throw stopped;
+          }
+        } else {
+          const left = stopBy - Date.now();
+          await new Promise((r) => setTimeout(r, Math.min(delay, Math.max(0, left))));
+        }
       }
     }
   }
@@ -621,4 +652,9 @@ function markOutcome(span: ConsumeSpan | undefined, outcome: string): void {
   if (!span) return;
   span.setAttribute("otp.delivery.outcome", outcome);
   if (outcome !== "delivered" && outcome !== "canceled") span.setError(outcome);
+}
+
+/** A claim-store failure in the notifier's words (the store's own error says "verification store unavailable"). */
+function claimFailure(err: unknown): string {
+  return err instanceof StoreUnavailableError ? "claims redis unavailable" : ((err as Error)?.message ?? String(err));
 }

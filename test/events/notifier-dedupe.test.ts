@@ -31,7 +31,7 @@ const env = kafkaAndRedisForFile();
 const keyring = testKeyring();
 const topics = {
   twins: caseTopics('claims-twins'), restart: caseTopics('claims-restart'), crash: caseTopics('claims-crash'), outage: caseTopics('claims-outage'), unpublished: caseTopics('claims-unpublished'),
-  waiting: caseTopics('stop-waiting'), onTheWire: caseTopics('stop-on-the-wire'),
+  waiting: caseTopics('stop-waiting'), onTheWire: caseTopics('stop-on-the-wire'), leftUnknown: caseTopics('stop-left-unknown'), unmarked: caseTopics('stop-unmarked'),
 };
 const testCode = (): string => String(randomInt(100_000, 1_000_000));
 const phone = (): string => `+1555${randomInt(1_000_000, 10_000_000)}`;
@@ -293,6 +293,63 @@ describe('a notifier stopping with deliveries under way', () => {
       expect(hitsFor(hook, d.eventId)).toBe(2);
     } finally {
       await hook.close();
+    }
+  }, 150_000);
+
+  test('a delivery left after an attempt that may have arrived: the next notifier carries on with the attempts left, and reports UNKNOWN, not FAILED (probe 69)', async () => {
+    let answered!: () => void;
+    const firstAnswer = new Promise<void>((res) => (answered = res));
+    // A 500 (the gateway may have sent it), then only refusals.
+    const hook = await startWebhook((n) => {
+      answered();
+      return n === 1 ? 500 : 503;
+    });
+    try {
+      const prefix = `left-${randomBytes(3).toString('hex')}`;
+      const budget = { NOTIFIER_MAX_ATTEMPTS: '3' };
+      const first = await startNotifier(topics.leftUnknown, prefix, { settings: { ...viaWebhook(hook), ...budget, NOTIFIER_RETRY_BASE_MS: '5000', NOTIFIER_RETRY_MAX_MS: '5000', NOTIFIER_SHUTDOWN_GRACE_MS: '10000' } });
+      const d = deliveryEvent({ sealer: keyring.sealer, topic: topics.leftUnknown.delivery, destination: phone(), code: testCode() });
+      await producer.send(d.record);
+      await firstAnswer;
+      await new Promise((r) => setTimeout(r, 200));
+      await first.notifier.stop();
+      expect(first.logs.find((l) => l.event_id === d.eventId && l.msg === 'notifier stopping: delivery left to the next notifier')).toMatchObject({ attempts: 1, may_have_arrived: true });
+
+      await startNotifier(topics.leftUnknown, prefix, { settings: { ...viaWebhook(hook), ...budget, NOTIFIER_RETRY_BASE_MS: '20', NOTIFIER_RETRY_MAX_MS: '200' } });
+      const status = await reader.status(topics.leftUnknown.status, d.eventId, 60_000);
+      // FAILED would void a code the first attempt may have delivered.
+      expect(status.outcome).toBe(DeliveryOutcome.UNKNOWN);
+      // Three attempts in all, across both notifiers: a restart is no fresh budget.
+      expect(hitsFor(hook, d.eventId)).toBe(3);
+    } finally {
+      await hook.close();
+    }
+  }, 150_000);
+
+  test('a finished delivery whose done mark cannot reach the claims\' Redis at a stop is said so, as an error (probe 69)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'otp-claims-stop-'));
+    const port = await freePort();
+    const redis = redisProcess('redis-server', port, dir, () => ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no']);
+    await redis.start();
+    // The gateway takes a while: Redis goes away while the attempt is on the wire.
+    const hook = await startWebhook(() => new Promise<number>((r) => setTimeout(() => r(200), 1_000)));
+    try {
+      const first = await startNotifier(topics.unmarked, `unmarked-${randomBytes(3).toString('hex')}`, { redisUrl: `redis://127.0.0.1:${port}`, settings: { ...viaWebhook(hook), NOTIFIER_SHUTDOWN_GRACE_MS: '2000' } });
+      const d = deliveryEvent({ sealer: keyring.sealer, topic: topics.unmarked.delivery, destination: phone(), code: testCode() });
+      await producer.send(d.record);
+      await until('the attempt to reach the gateway', () => hitsFor(hook, d.eventId) === 1);
+      await redis.kill();
+      await first.notifier.stop();
+      const said = first.logs.filter((l) => l.event_id === d.eventId).map((l) => String(l.msg));
+      expect(said).toContain('delivered');
+      expect(first.logs.find((l) => l.event_id === d.eventId && l.level === 50)).toMatchObject({
+        msg: "notifier stopping: a finished delivery could not be marked done in Redis; another notifier may send it again once its claim's lease runs out",
+        err: 'claims redis unavailable',
+      });
+    } finally {
+      await hook.close();
+      await redis.kill();
+      rmSync(dir, { recursive: true, force: true });
     }
   }, 150_000);
 
