@@ -36,6 +36,13 @@ describe('email addresses', () => {
     expect(email('a@例え.テスト').canonical).toBe('a@xn--r8jz45g.xn--zckzah');
   });
 
+  it('an A-label that is no encoding of a Unicode label is refused: no mail reaches that domain (probe 71)', () => {
+    for (const bad of ['jane.doe@xn--bcher-kva.xn--de-', 'jane@xn--de-.com', 'jane@xn--abc.com', 'jane@a.xn--.de', 'jane@xn--zz.de']) expect(refused(Channel.EMAIL, bad), bad).toBe(true);
+    // Real ones still pass, in either spelling.
+    expect(email('jane@xn--bcher-kva.xn--zckzah').canonical).toBe('jane@xn--bcher-kva.xn--zckzah');
+    expect(email('jane@XN--BCHER-KVA.de').canonical).toBe('jane@xn--bcher-kva.de');
+  });
+
   it('dots and +tags are distinct mailboxes by default, folded for known providers only when OTP_EMAIL_PROVIDER_RULES=on', () => {
     expect(email('j.a.n.e+promo@gmail.com').canonical).toBe('j.a.n.e+promo@gmail.com');
     expect(email('J.A.N.E+promo@GoogleMail.com', on).canonical).toBe('jane@gmail.com');
