@@ -16,31 +16,47 @@ import type { TransportOptions } from "./transport.js";
 //
 // The leader announces each step on its own notices channel before it takes
 // it (+try-failover at once; the replica is told REPLICAOF NO ONE a tick, 100
-// ms, or more later), and only the leader does. So every Sentinel listed is
-// subscribed to, and from the first step of a failover of our master to its
-// end (+switch-master, or the leader's abort) a write's acknowledgement is not
-// trusted: a call that needs one answers UNAVAILABLE, as it would for a WAIT
-// that timed out, and nothing acknowledged is lost. A call under way when a
-// failover began is treated the same (its reply may come from the old
-// master's stray replica). The master being objectively down (+odown) counts
-// too: a failover follows.
+// ms, or more later), and only the leader does. So every Sentinel is
+// subscribed to (those listed, and the others they know of), and while any of
+// them has our master objectively down (+odown) or a failover of it under way
+// (+try-failover ... until its own +switch-master, which the leader sends only
+// once every replica has been moved, or its abort) a write's acknowledgement
+// is not trusted: a call that needs one answers UNAVAILABLE, as it would for a
+// WAIT that timed out, and nothing acknowledged is lost. A call under way when
+// a failover began is treated the same (its reply may come from the old
+// master's stray replica). Each Sentinel's state is its own: another's
+// +switch-master (they switch as soon as the leader announces the new address,
+// before it has moved every replica) ends nothing of the leader's (review 72).
 //
 // What is left: a notice that reaches us later than the leader's next step (a
-// tick), or a Sentinel whose notices connection is down when it leads (each
-// one lost is logged and counted as a lost connection).
+// tick), or a Sentinel whose notices connection is down when it leads: each
+// such connection is reported lost (logged, counted) when it fails or is not
+// up within the start-up bound.
 
-/** A notice about a failover of one master, from one Sentinel. */
-const BEGINS = ["+odown", "+try-failover", "+elected-leader", "+failover-state-select-slave", "+selected-slave", "+failover-state-send-slaveof-noone", "+failover-state-wait-promotion", "+promoted-slave", "+failover-state-reconf-slaves", "+slave-reconf-sent"];
-const ENDS_HERE = ["-odown", "-failover-abort-not-elected", "-failover-abort-no-good-slave", "-failover-abort-slave-timeout", "-failover-abort-master-is-not-primary"];
-/** The master moved: every Sentinel's failover of it is over. */
+/** Notices that a failover of a master is under way (or about to be: its master is objectively down). */
+const FAILOVER_STEPS = ["+try-failover", "+elected-leader", "+failover-state-select-slave", "+selected-slave", "+failover-state-send-slaveof-noone", "+failover-state-wait-promotion", "+promoted-slave", "+failover-state-reconf-slaves", "+slave-reconf-sent", "+slave-reconf-inprog", "+slave-reconf-done", "+failover-end", "+failover-end-for-timeout"];
+const ABORTS = ["-failover-abort-not-elected", "-failover-abort-no-good-slave", "-failover-abort-slave-timeout", "-failover-abort-master-is-not-primary"];
+const ODOWN = "+odown";
+const NO_LONGER_ODOWN = "-odown";
+/** This Sentinel moved the master: its failover (or its view of one) is over. */
 const SWITCHED = "+switch-master";
+const CHANNELS = [...FAILOVER_STEPS, ...ABORTS, ODOWN, NO_LONGER_ODOWN, SWITCHED];
 
 /**
- * A failover a notice began is taken as over after this long without its end (a notices connection lost
+ * A Sentinel's failover is taken as over after this long without a notice of it (a notices connection lost
  * just then would otherwise fence writes for good). Sentinel's failover-timeout defaults to 3 minutes; a
  * switchover takes seconds.
  */
 export const FAILOVER_FENCE_MAX_MS = 60_000;
+/** How often the Sentinels are asked which other Sentinels watch the master. */
+const DISCOVERY_EVERY_MS = 30_000;
+/** As sentinel.ts: a notices connection quiet this long (its PINGs unanswered) is closed and made again. */
+const SILENCE_MS = 750;
+
+/** A write's acknowledgement was not sought, or not trusted, because a failover of the master was under way. */
+export class FailoverError extends Error {
+  override readonly name = "FailoverError";
+}
 
 export interface FailoverWatch {
   /** A number that changes whenever a failover begins. */
@@ -48,11 +64,6 @@ export interface FailoverWatch {
   /** True when no failover is under way now and none began since `epoch` was read. */
   quietSince(epoch: number): boolean;
   close(): Promise<void>;
-}
-
-/** A write's acknowledgement was not sought, or not trusted, because a failover of the master was under way. */
-export class FailoverError extends Error {
-  override readonly name = "FailoverError";
 }
 
 /** Which master a notice names: "master <name> ...", "<kind> <addr> ... @ <name> ...", or +switch-master's "<name> ...". */
@@ -64,62 +75,139 @@ export function masterNamed(channel: string, message: string): string | undefine
   return words[0] === "master" ? words[1] : undefined;
 }
 
-/** Failover notices about `masterName` from every Sentinel in `sentinels`. */
+/** One Sentinel's view of our master, as its notices tell it: since when it has it down, or a failover under way. */
+export interface SentinelView {
+  odownAt?: number;
+  failoverAt?: number;
+}
+
+/** A notice applied to the view of the Sentinel that sent it; true when it begins (or goes on with) a failover. */
+export function applyNotice(view: SentinelView, channel: string, now: number): boolean {
+  if (channel === ODOWN) view.odownAt = now;
+  else if (channel === NO_LONGER_ODOWN) view.odownAt = undefined;
+  else if (ABORTS.includes(channel)) view.failoverAt = undefined;
+  else if (channel === SWITCHED) view.odownAt = view.failoverAt = undefined;
+  else if (FAILOVER_STEPS.includes(channel)) view.failoverAt = now;
+  else return false;
+  return channel === ODOWN || FAILOVER_STEPS.includes(channel);
+}
+
+/** Whether any Sentinel's view has a failover of our master under way (or its master down), not older than the cap. */
+export function fenced(views: Iterable<SentinelView>, now: number): boolean {
+  for (const v of views) {
+    for (const at of [v.odownAt, v.failoverAt]) if (at !== undefined && now - at <= FAILOVER_FENCE_MAX_MS) return true;
+  }
+  return false;
+}
+
+/** Failover notices about `masterName` from every Sentinel in `sentinels`, and every other Sentinel they know of. */
 export function watchFailovers(sentinels: HostPort[], masterName: string, options: TransportOptions, now: () => number = Date.now): FailoverWatch {
   const { access } = options;
   const tls = access.tls ? { tls: true as const, ...access.tls } : {};
-  /** Sentinel address -> when its failover of our master began (its latest notice of one). */
-  const underway = new Map<string, number>();
-  let epoch = 0;
-  const fencing = (): boolean => {
-    const t = now();
-    for (const [sentinel, since] of underway) if (t - since > FAILOVER_FENCE_MAX_MS) underway.delete(sentinel);
-    return underway.size > 0;
+  const auth = {
+    ...(access.sentinelUsername !== undefined ? { username: access.sentinelUsername } : {}),
+    ...(access.sentinelPassword !== undefined ? { password: access.sentinelPassword } : {}),
   };
-  const clients = sentinels.map(({ host, port }) => {
-    const address = `${host}:${port}`;
+  const silenceMs = Math.max(1, Math.min(SILENCE_MS, Math.floor(options.connectTimeoutMs / 4)));
+  const socketOf = ({ host, port }: HostPort) => ({ host, port, connectTimeout: silenceMs, socketTimeout: silenceMs, ...tls });
+  const views = new Map<string, SentinelView>();
+  const clients = new Map<string, { destroy(): void }>();
+  const timers: NodeJS.Timeout[] = [];
+  let epoch = 0;
+  let closed = false;
+
+  const watch = (sentinel: HostPort) => {
+    const address = `${sentinel.host}:${sentinel.port}`;
+    if (closed || clients.has(address)) return;
+    const node = `sentinel notices ${address}`;
+    const view: SentinelView = {};
+    views.set(address, view);
     const client = createClient({
       RESP: 2,
-      socket: { host, port, connectTimeout: options.connectTimeoutMs, reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 1000), ...tls },
-      ...(access.sentinelUsername !== undefined ? { username: access.sentinelUsername } : {}),
-      ...(access.sentinelPassword !== undefined ? { password: access.sentinelPassword } : {}),
+      socket: { ...socketOf(sentinel), reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 1000) },
+      pingInterval: Math.max(1, Math.floor(silenceMs / 3)),
+      ...auth,
     });
-    let up = false;
+    clients.set(address, client);
+    // "up" once subscribed; reported lost when it fails after that, or is not up within the start-up bound.
+    let state: "connecting" | "up" | "lost" = "connecting";
+    const lost = (err: unknown) => {
+      if (state === "lost") return;
+      state = "lost";
+      options.events.lost(node, err);
+    };
     client.on("error", (err: unknown) => {
       options.events.error(err);
-      if (!up) return;
-      up = false;
-      options.events.lost(`sentinel notices ${address}`, err);
+      if (state === "up") lost(err);
     });
-    client.on("ready", () => {
-      if (up) return;
-      up = true;
-      options.events.ready(`sentinel notices ${address}`);
-    });
+    const unheard = setTimeout(() => {
+      if (state === "connecting") lost(new Error(`no notices connection within ${options.connectTimeoutMs} ms`));
+    }, options.connectTimeoutMs);
+    unheard.unref();
+    timers.push(unheard);
     const heard = (message: string, channel: string) => {
       if (masterNamed(channel, message) !== masterName) return;
-      if (channel === SWITCHED) {
-        underway.clear();
-      } else if (ENDS_HERE.includes(channel)) {
-        underway.delete(address);
-      } else {
-        underway.set(address, now());
-        epoch++;
-      }
+      if (applyNotice(view, channel, now())) epoch++;
     };
-    // Subscribed once connected; node-redis subscribes again after a reconnect.
-    client.connect().then(
-      () => client.subscribe([...BEGINS, ...ENDS_HERE, SWITCHED], heard),
-      () => undefined, // reconnectStrategy keeps trying; "error" reports each failure
-    ).catch((err: unknown) => options.events.error(err));
-    return client;
-  });
+    const subscribed = () => {
+      // Notices missed while it was away cannot be known: a reconnect starts from what it says next.
+      if (state !== "up") options.events.ready(node);
+      state = "up";
+    };
+    // node-redis subscribes again after a reconnect ("ready" follows it).
+    client.on("ready", () => {
+      if (state !== "connecting") subscribed();
+    });
+    client
+      .connect()
+      .then(() => client.subscribe(CHANNELS, heard))
+      .then(subscribed, (err: unknown) => {
+        // A subscription refused (an ACL without it) leaves that Sentinel unheard: said, never silent.
+        options.events.error(err);
+        lost(err);
+      });
+  };
+
+  // The other Sentinels watching the master, as one of the listed ones knows them (a failover may be led by one
+  // not in REDIS_SENTINELS).
+  const discover = async () => {
+    for (const listed of sentinels) {
+      if (closed) return;
+      const asker = createClient({ RESP: 2, socket: { ...socketOf(listed), reconnectStrategy: false }, ...auth });
+      asker.on("error", () => undefined);
+      try {
+        await asker.connect();
+        const reply = (await asker.sendCommand(["SENTINEL", "SENTINELS", masterName])) as unknown;
+        for (const entry of Array.isArray(reply) ? reply : []) {
+          const fields = new Map<string, string>();
+          if (Array.isArray(entry)) for (let i = 0; i + 1 < entry.length; i += 2) fields.set(String(entry[i]), String(entry[i + 1]));
+          const host = fields.get("ip");
+          const port = Number(fields.get("port"));
+          if (host && Number.isInteger(port) && port > 0) watch({ host, port });
+        }
+        return;
+      } catch {
+        // The next listed one.
+      } finally {
+        asker.destroy();
+      }
+    }
+  };
+
+  for (const s of sentinels) watch(s);
+  void discover();
+  const rediscover = setInterval(() => void discover(), DISCOVERY_EVERY_MS);
+  rediscover.unref();
+  timers.push(rediscover);
+
   return {
     epoch: () => epoch,
-    quietSince: (since) => epoch === since && !fencing(),
+    quietSince: (since) => epoch === since && !fenced(views.values(), now()),
     // Nothing to wait for on a notices connection: dropped at once (a Sentinel that hangs must not hold a shutdown).
     close: async () => {
-      for (const c of clients) {
+      closed = true;
+      for (const t of timers) clearTimeout(t);
+      for (const c of clients.values()) {
         try {
           c.destroy();
         } catch {

@@ -1,0 +1,53 @@
+// How Sentinel notices fence acknowledged writes (src/store/redis/client/failover-watch.ts): each Sentinel's
+// view is its own, so another Sentinel switching early (it learns the new address from the leader before the
+// leader has moved every replica) or seeing the master back ends nothing of the leader's (review 72).
+import { describe, expect, it } from 'vitest';
+import { applyNotice, FAILOVER_FENCE_MAX_MS, fenced, masterNamed, type SentinelView } from '../../src/store/redis/client/failover-watch.js';
+
+describe('failover notices', () => {
+  it('name the master in each of Sentinel\'s formats', () => {
+    expect(masterNamed('+try-failover', 'master otp 10.0.0.1 6379')).toBe('otp');
+    expect(masterNamed('+selected-slave', 'slave 10.0.0.2:6379 10.0.0.2 6379 @ otp 10.0.0.1 6379')).toBe('otp');
+    expect(masterNamed('+switch-master', 'otp 10.0.0.1 6379 10.0.0.2 6379')).toBe('otp');
+    expect(masterNamed('+odown', 'master other 10.0.0.9 6379 #quorum 2/2')).toBe('other');
+  });
+
+  it('a planned switchover: fenced from the leader\'s first step to its own +switch-master, whatever the others say meanwhile', () => {
+    const leader: SentinelView = {};
+    const other: SentinelView = {};
+    const views = [leader, other];
+    expect(fenced(views, 0)).toBe(false);
+    expect(applyNotice(leader, '+try-failover', 0)).toBe(true);
+    expect(fenced(views, 1)).toBe(true);
+    applyNotice(leader, '+promoted-slave', 100);
+    // The other Sentinel takes the new address from the leader's hello and switches: the leader is still moving replicas.
+    applyNotice(other, '+switch-master', 200);
+    expect(fenced(views, 200)).toBe(true);
+    applyNotice(leader, '+failover-end', 900);
+    expect(fenced(views, 900)).toBe(true);
+    applyNotice(leader, '+switch-master', 1_000);
+    expect(fenced(views, 1_000)).toBe(false);
+  });
+
+  it('an unplanned one: +odown fences; a Sentinel seeing the master back (-odown) ends only its own view', () => {
+    const leader: SentinelView = {};
+    const other: SentinelView = {};
+    applyNotice(other, '+odown', 0);
+    expect(fenced([leader, other], 0)).toBe(true);
+    applyNotice(leader, '+odown', 10);
+    applyNotice(leader, '+try-failover', 20);
+    applyNotice(leader, '-odown', 30); // the leader's failover goes on
+    applyNotice(other, '-odown', 40);
+    expect(fenced([leader, other], 50)).toBe(true);
+    applyNotice(leader, '-failover-abort-no-good-slave', 60);
+    expect(fenced([leader, other], 70)).toBe(false);
+  });
+
+  it('a view whose failover was never heard to end stops fencing after the cap', () => {
+    const v: SentinelView = {};
+    applyNotice(v, '+try-failover', 0);
+    expect(fenced([v], FAILOVER_FENCE_MAX_MS)).toBe(true);
+    expect(fenced([v], FAILOVER_FENCE_MAX_MS + 1)).toBe(false);
+    expect(applyNotice(v, '+sdown', 5)).toBe(false);
+  });
+});
