@@ -82,6 +82,9 @@ async function stop(code: number): Promise<never> {
   process.exit(code);
 }
 
+// A closed terminal makes every later write fail (EIO): ignored, or the stack would crash mid-stop and
+// its watchdogs kill the children undrained (review 72).
+for (const stream of [process.stdout, process.stderr]) stream.on("error", () => undefined);
 process.on("SIGINT", () => void stop(0));
 process.on("SIGTERM", () => void stop(0));
 // The terminal closed. Its whole group hears it, and to the service and the notifier SIGHUP means "reload":

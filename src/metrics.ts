@@ -286,7 +286,7 @@ export class Metrics implements Outcomes, RelayObserver {
     const registers = [this.registry];
     new Counter({
       name: "otp_redis_unavailable_total",
-      help: "Redis commands that failed as unavailable, from calls and from the relay's and backlog watch's background reads alike, by reason (connection, timeout, moved, wait, clusterdown, readonly, masterdown, tryagain, loading, ...); calls answered UNAVAILABLE: otp_rpc_duration_seconds{code=\"UNAVAILABLE\"}",
+      help: "Redis commands that failed as unavailable, from calls and from the relay's and backlog watch's background reads alike, by reason (connection, timeout, moved, wait, failover: a Sentinel said a failover of the master is under way, clusterdown, readonly, masterdown, tryagain, loading, ...); calls answered UNAVAILABLE: otp_rpc_duration_seconds{code=\"UNAVAILABLE\"}",
       labelNames: ["reason"],
       registers,
       collect() {

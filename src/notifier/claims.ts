@@ -78,15 +78,13 @@ export interface ClaimTimes {
 }
 
 const DONE = "done";
-/** A released claim's value: "left:<attempts>:<0|1 may have arrived>". */
-const LEFT = "left:";
-
+/** A released delivery's progress, kept beside its claim: "<attempts>:<0|1 may have arrived>"; '' when there is none. */
 function leftValue(leftAt: LeftAt | undefined): string {
-  return `${LEFT}${leftAt?.attempts ?? 0}:${leftAt?.mayHaveArrived ? 1 : 0}`;
+  return leftAt && (leftAt.attempts > 0 || leftAt.mayHaveArrived) ? `${leftAt.attempts}:${leftAt.mayHaveArrived ? 1 : 0}` : "";
 }
 
 function leftAtOf(value: unknown): LeftAt | undefined {
-  const m = typeof value === "string" ? /^left:(\d+):([01])$/.exec(value) : null;
+  const m = typeof value === "string" ? /^(\d+):([01])$/.exec(value) : null;
   return m ? { attempts: Number(m[1]), mayHaveArrived: m[2] === "1" } : undefined;
 }
 
@@ -106,7 +104,6 @@ export class MemoryClaims implements DeliveryClaims {
     if (held !== undefined && held !== token) return { kind: "busy", retryInMs: 100 };
     this.held.set(eventId, token);
     const leftAt = this.left.get(eventId);
-    this.left.delete(eventId);
     return leftAt ? { kind: "claimed", token, leftAt } : { kind: "claimed", token };
   }
 
@@ -117,6 +114,7 @@ export class MemoryClaims implements DeliveryClaims {
   // In one process, the records a crash leaves unpublished die with it (and so does this map).
   async finish(eventId: string, token: string): Promise<void> {
     if (this.held.get(eventId) === token) this.held.delete(eventId);
+    this.left.delete(eventId);
     this.done.set(eventId, true);
   }
 
@@ -138,35 +136,40 @@ function script(name: string, source: string, numberOfKeys = 1): StoreScript {
 // Each is a script, not a bare command, so that with waitReplicas its write is
 // followed by WAIT on the connection that ran it (RedisConnection.run).
 // KEYS[1] the event's claim key; ARGV[1] the claimer's token; ARGV[2] the lease in ms.
-// Returns {1} when the claim is the caller's ({1, "left:..."} when a stopping notifier released it with its
-// progress: the claimer carries on from there), else {0, what the key holds, its PTTL}.
+// Returns {1, progress} when the claim is the caller's (progress: what a stopping notifier that released it
+// got to, KEYS[3], '' for none; returned on every try, so a claimer whose first answer was lost still gets
+// it), else {0, what the key holds, its PTTL}.
 // The key already holding this token is the caller's own earlier try, whose answer
 // was lost (a timeout, a WAIT not acknowledged): it is theirs, not someone else's.
 // KEYS[2] the records its finisher kept unpublished; with a done mark, returned fourth ('' when none).
+// The progress is beside the claim, not in it: a notifier from before it existed deletes and claims the
+// claim key as ever (review 72: a value of its own there read as someone's claim, forever).
 const CLAIM = script("notifier-claim", `
 local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return {1} end
-if not held then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return {1} end
-if string.sub(held, 1, ${LEFT.length}) == '${LEFT}' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return {1, held} end
+if held == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return {1, redis.call('GET', KEYS[3]) or ''} end
+if not held then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return {1, redis.call('GET', KEYS[3]) or ''} end
 if held == '${DONE}' then return {0, held, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[2]) or ''} end
-return {0, held, redis.call('PTTL', KEYS[1])}`, 2);
+return {0, held, redis.call('PTTL', KEYS[1])}`, 3);
 // KEYS[1]; ARGV[1] token; ARGV[2] ms. 1 when the key still held the token (and was extended), else 0.
 const RENEW = script("notifier-claim-renew", `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`);
 // KEYS[1], KEYS[2]; ARGV[1] how long the done mark is kept, in ms; ARGV[2] the records still to publish
 // ('' for none). Whoever holds the key now: the delivery happened, so no one may send it again.
+// KEYS[3] the progress a release left: finished, it is of no more use.
 const FINISH = script("notifier-claim-finish", `
 if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1]) end
-return redis.call('SET', KEYS[1], '${DONE}', 'PX', ARGV[1])`, 2);
+redis.call('DEL', KEYS[3])
+return redis.call('SET', KEYS[1], '${DONE}', 'PX', ARGV[1])`, 3);
 // KEYS[1] the kept records. (Lost in a failover, they are only published once more.)
 const PUBLISHED = script("notifier-claim-published", `
 return redis.call('DEL', KEYS[1])`);
-// KEYS[1]; ARGV[1] token; ARGV[2] "left:<attempts>:<0|1>"; ARGV[3] how long it is kept, in ms. Only if the
-// claim is still ours, it becomes the delivery's progress: anyone may claim it, and carries on from there.
+// KEYS[1], KEYS[2] the progress; ARGV[1] token; ARGV[2] "<attempts>:<0|1>" ('' for none); ARGV[3] how long
+// it is kept, in ms. Only if the claim is still ours: deleted (anyone may claim it), the progress kept beside.
 const RELEASE = script("notifier-claim-release", `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
-return 0`);
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
+return redis.call('DEL', KEYS[1])`, 2);
 
 /** Claims shared by every notifier replica, in Redis (through the project's one Redis module). */
 export class RedisClaims implements DeliveryClaims {
@@ -190,9 +193,14 @@ export class RedisClaims implements DeliveryClaims {
     return `${this.key(eventId)}:unpublished`;
   }
 
+  /** A released delivery's progress, in the claim's hash slot. */
+  private leftKey(eventId: string): string {
+    return `${this.key(eventId)}:left`;
+  }
+
   async claim(eventId: string, token: string = randomUUID()): Promise<Claim> {
     const key = this.key(eventId);
-    const reply = await this.redis.run(CLAIM, [key, this.unpublishedKey(eventId)], [token, String(this.times.leaseMs)]);
+    const reply = await this.redis.run(CLAIM, [key, this.unpublishedKey(eventId), this.leftKey(eventId)], [token, String(this.times.leaseMs)]);
     const [won, value, ttl, unpublished] = Array.isArray(reply) ? reply : [];
     if (won === 1) {
       const leftAt = leftAtOf(value);
@@ -210,7 +218,7 @@ export class RedisClaims implements DeliveryClaims {
   }
 
   async finish(eventId: string, _token: string, unpublished = ""): Promise<void> {
-    await this.redis.run(FINISH, [this.key(eventId), this.unpublishedKey(eventId)], [String(this.times.doneTtlMs), unpublished]);
+    await this.redis.run(FINISH, [this.key(eventId), this.unpublishedKey(eventId), this.leftKey(eventId)], [String(this.times.doneTtlMs), unpublished]);
   }
 
   async published(eventId: string): Promise<void> {
@@ -219,7 +227,7 @@ export class RedisClaims implements DeliveryClaims {
 
   async release(eventId: string, token: string, leftAt?: LeftAt): Promise<void> {
     const key = this.key(eventId);
-    await this.redis.run(RELEASE, [key], [token, leftValue(leftAt), String(this.times.doneTtlMs)]);
+    await this.redis.run(RELEASE, [key, this.leftKey(eventId)], [token, leftValue(leftAt), String(this.times.doneTtlMs)]);
   }
 
   async close(): Promise<void> {

@@ -94,6 +94,11 @@ export class Deliverer {
         return { kind: "canceled", adapter: adapter.name, attempts: attempt - 1 };
       }
       if (stop.draining.aborted) throw new DeliveryLeft({ attempts: attempt - 1, mayHaveArrived });
+      // Carried over from a notifier that stopped, with NOTIFIER_MAX_ATTEMPTS lowered since: none left.
+      if (attempt > this.retry.attempts) {
+        log.warn({ attempts: attempt - 1 }, mayHaveArrived ? "delivery given up (no attempts left after a restart); an attempt may have arrived: reported UNKNOWN" : "delivery given up (no attempts left after a restart): reported FAILED, dead-lettered");
+        return { kind: "failed", adapter: adapter.name, attempts: attempt - 1, reason: "attempts used up", deadLetter: true, mayHaveArrived };
+      }
       const purpose = this.namedPurposes.has(d.purpose) ? d.purpose : "";
       const { subject, text } = render({ channel, purpose, code: d.code, locale: d.locale, expiresAtMs: d.expiresAtMs, nowMs: this.now() });
       try {
@@ -106,6 +111,7 @@ export class Deliverer {
         return { kind: "delivered", adapter: adapter.name, attempts: attempt };
       } catch (err) {
         if (stop.cutOff.aborted) {
+          this.observer?.attempted(channel, adapter.name, false, attempt);
           log.warn({ attempt }, "delivery attempt cut off by shutdown: it may have reached the provider, so it is not sent again; reported UNKNOWN");
           return { kind: "failed", adapter: adapter.name, attempts: attempt, reason: CUT_OFF, deadLetter: false, mayHaveArrived: true };
         }

@@ -330,7 +330,10 @@ export class Notifier {
         return "finished";
       }
       // Stopping: nothing claimed yet, so nothing to hand over (uncommitted, the next owner reads it).
-      if (draining.aborted) return "abandoned";
+      if (draining.aborted) {
+        this.options.metrics?.left(delivery);
+        return "abandoned";
+      }
       const claim = await this.claim(event.eventId, AbortSignal.any([signal, draining]));
       if ("unpublished" in claim) {
         // Finished by a notifier that may have stopped before its records went out (claims.ts): send them now.
@@ -358,7 +361,8 @@ export class Notifier {
           // No attempt on the wire: the next owner may carry on at once, not after the lease.
           this.options.metrics?.left(delivery);
           this.options.logger.info({ event_id: event.eventId, verification_id: event.verificationId, attempts: err.at.attempts, may_have_arrived: err.at.mayHaveArrived }, "notifier stopping: delivery left to the next notifier");
-          await this.claims.release(event.eventId, claim.token, err.at).catch(() => this.options.metrics?.claimFailed("release"));
+          // Retried within the grace: lost, the next owner waits out the lease and starts afresh.
+          await this.untilDone(() => this.claims.release(event.eventId, claim.token, err.at), "release", "cannot give a delivery claim back in Redis; retrying").catch(() => undefined);
           return "abandoned";
         }
         markOutcome(span, "dead_lettered");
@@ -578,7 +582,16 @@ export class Notifier {
     let stopBy: number | undefined;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await op();
+        if (stopBy === undefined) return await op();
+        // Past the grace, a try waits no longer than what is left (a Redis that hangs must not overrun the exit margin).
+        let timer: NodeJS.Timeout | undefined;
+        const left = Math.max(0, stopBy - Date.now());
+        const cut = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("out of time past the grace period")), left)));
+        try {
+          return await Promise.race([op(), cut]);
+        } finally {
+          clearTimeout(timer);
+        }
       } catch (err) {
         if (this.abort.signal.aborted) {
           stopBy ??= Date.now() + pastStopMs;

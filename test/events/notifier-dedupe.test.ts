@@ -25,6 +25,7 @@ import { caseTopics, createTopicsPatiently, deliveryEvent, testKeyring, TestProd
 import { freePort } from '../support/free-port.js';
 import { kafkaAndRedisForFile } from '../support/kafka-and-redis.js';
 import { redisProcess } from '../support/redis-process.js';
+import { redisCli } from '../support/redis-cli.js';
 import { startWebhook, type WebhookServer } from '../support/webhook-server.js';
 
 const env = kafkaAndRedisForFile();
@@ -212,6 +213,35 @@ describe('delivery claims in Redis', () => {
     expect((await late.claim(d.eventId)).kind).toBe('done');
     await late.close();
   }, 120_000);
+
+  test('a released claim\'s progress is kept beside the claim: the claim key is free for any notifier, old ones included, and the claimer gets the progress on every try (review 72)', async () => {
+    const prefix = `progress-${randomBytes(3).toString('hex')}`;
+    const id = `7-${randomBytes(4).toString('hex')}-0`;
+    const times = { leaseMs: 60_000, doneTtlMs: 60_000 };
+    const [a, b] = [await RedisClaims.connect(oneNode(env.redisUrl), times, prefix), await RedisClaims.connect(oneNode(env.redisUrl), times, prefix)];
+    try {
+      const first = await a.claim(id);
+      if (first.kind !== 'claimed') throw new Error(`not claimed: ${first.kind}`);
+      await a.release(id, first.token, { attempts: 2, mayHaveArrived: true });
+      // Deleted, as before progress was kept: a notifier of an earlier release claims it as ever.
+      expect(await redisCli(Number(new URL(env.redisUrl).port), ['EXISTS', `${prefix}:delivery:{${id}}`])).toBe('0');
+      const token = 'the-claimers-token';
+      expect(await b.claim(id, token)).toEqual({ kind: 'claimed', token, leftAt: { attempts: 2, mayHaveArrived: true } });
+      // Its answer lost, the claimer asks again with the same token: the progress comes back again.
+      expect(await b.claim(id, token)).toEqual({ kind: 'claimed', token, leftAt: { attempts: 2, mayHaveArrived: true } });
+      await b.finish(id, token);
+      expect(await redisCli(Number(new URL(env.redisUrl).port), ['EXISTS', `${prefix}:delivery:{${id}}:left`])).toBe('0');
+      // A release with nothing done keeps nothing.
+      const other = `8-${randomBytes(4).toString('hex')}-0`;
+      const c = await a.claim(other);
+      if (c.kind !== 'claimed') throw new Error('not claimed');
+      await a.release(other, c.token, { attempts: 0, mayHaveArrived: false });
+      expect(await b.claim(other, token)).toEqual({ kind: 'claimed', token });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  }, 60_000);
 
   test('a notifier that finished a delivery and stopped before publishing its status: the next reader publishes it, and sends nothing (probe 46)', async () => {
     const prefix = `unpublished-${randomBytes(3).toString('hex')}`;

@@ -51,6 +51,18 @@ describe('deliverer channels', () => {
     expect(raw.join('')).not.toContain('not-a-real-code');
   });
 
+  test('a delivery carried over from a stopped notifier with no attempts left under this one\'s NOTIFIER_MAX_ATTEMPTS is given up, nothing sent, UNKNOWN kept (review 72)', async () => {
+    const { logger } = capture();
+    sent.length = 0;
+    const deliverer = new Deliverer(adapters, { attempts: 3, baseDelayMs: 1, maxDelayMs: 1 }, logger);
+    const outcome = await deliverer.deliver(delivery(Channel.SMS), running(), undefined, { attempts: 4, mayHaveArrived: true });
+    expect(outcome).toMatchObject({ kind: 'failed', attempts: 4, mayHaveArrived: true, deadLetter: true });
+    expect(sent).toEqual([]);
+    // With attempts left, it goes on from where the other stopped.
+    expect(await deliverer.deliver(delivery(Channel.SMS), running(), undefined, { attempts: 2, mayHaveArrived: true })).toMatchObject({ kind: 'delivered', attempts: 3 });
+    expect(sent).toEqual(['sms']);
+  });
+
   test('an SMS is sent through its adapter', async () => {
     const { logger } = capture();
     sent.length = 0;
