@@ -2,7 +2,7 @@
 // view is its own, so another Sentinel switching early (it learns the new address from the leader before the
 // leader has moved every replica) or seeing the master back ends nothing of the leader's (review 72).
 import { describe, expect, it } from 'vitest';
-import { applyNotice, FAILOVER_FENCE_MAX_MS, fenced, masterNamed, type SentinelView } from '../../src/store/redis/client/failover-watch.js';
+import { applyNotice, FAILOVER_FENCE_MAX_MS, fenced, masterNamed, switchedTo, switchPending, type SentinelView } from '../../src/store/redis/client/failover-watch.js';
 
 describe('failover notices', () => {
   it('name the master in each of Sentinel\'s formats', () => {
@@ -41,6 +41,16 @@ describe('failover notices', () => {
     expect(fenced([leader, other], 50)).toBe(true);
     applyNotice(leader, '-failover-abort-no-good-slave', 60);
     expect(fenced([leader, other], 70)).toBe(false);
+  });
+
+  it('after a +switch-master, fenced until the connection\'s own master is the one it named (probe 73: node-redis moved seconds later, with a replica still following the old master)', () => {
+    const to = switchedTo('otp 10.0.0.1 6379 10.0.0.2 6380');
+    expect(to).toBe('10.0.0.2:6380');
+    const pending = { to: to!, at: 0 };
+    expect(switchPending(pending, '10.0.0.1:6379', 5_000)).toBe(true);
+    expect(switchPending(pending, '10.0.0.2:6380', 5_000)).toBe(false);
+    expect(switchPending(pending, '10.0.0.1:6379', FAILOVER_FENCE_MAX_MS + 1)).toBe(false);
+    expect(switchPending(undefined, '10.0.0.1:6379', 0)).toBe(false);
   });
 
   it('a view whose failover was never heard to end stops fencing after the cap', () => {

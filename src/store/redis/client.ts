@@ -297,7 +297,7 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
   }
   log?.info({ redis: where, waitReplicas }, "redis connected");
   // Acknowledged writes are not trusted across a failover (./client/failover-watch.ts says why).
-  const failovers = topology.kind === "sentinel" && waitReplicas > 0 ? watchFailovers(topology.sentinels, topology.masterName, transportOptions) : undefined;
+  const failovers = topology.kind === "sentinel" && waitReplicas > 0 ? watchFailovers(topology.sentinels, topology.masterName, transportOptions, () => transport.master?.()) : undefined;
   return new Connection(transport, commandTimeoutMs, waitReplicas, waitTimeoutMs, log, FAILURE_LINES[options.failuresAre ?? "answered UNAVAILABLE"], failovers);
 }
 

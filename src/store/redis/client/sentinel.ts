@@ -198,6 +198,7 @@ export async function connectSentinel(
         return Promise.all(sent);
       }, () => scriptRefused);
     },
+    master: () => master,
     pingAll: async () => {
       const ok = (await send(["PING"])) === "PONG";
       if (ok && master !== undefined) masterAnswers(master);

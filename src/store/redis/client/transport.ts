@@ -34,6 +34,8 @@ export interface Transport {
    * routes by a map of the deployment (Cluster) looks again at who serves it.
    */
   stalled?(key: string | undefined): void;
+  /** Sentinel: the master (host:port, as the Sentinels name it) commands go to now. */
+  master?(): string | undefined;
   /** Graceful: pending replies arrive first. */
   close(): Promise<void>;
   destroy(): void;
