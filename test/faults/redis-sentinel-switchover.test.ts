@@ -91,3 +91,51 @@ describe('a Sentinel switchover with OTP_REDIS_WAIT_REPLICAS=1', () => {
     expect((redisObservations.unavailable.get('failover') ?? 0) - failoversBefore).toBeGreaterThan(0);
   });
 });
+
+describe('a Sentinel switchover whose leader hangs half-way (SIGSTOP just after it promoted a replica)', () => {
+  it('writes answer again once the connection is on the new master, not after the fence\'s 60 s cap (probe 74)', { timeout: 120_000 }, async () => {
+    const set = await startRedisSentinel({ replicas: 2 });
+    sentinel = set;
+    redis = await connectRedis({
+      topology: { kind: 'sentinel', sentinels: set.sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })), masterName: set.masterName },
+      waitReplicas: 1,
+      waitTimeoutMs: 500,
+      commandTimeoutMs: 1_000,
+    });
+    const conn = redis;
+    const key = '{hung-leader}:w';
+    const oldPort = await set.masterPort();
+    const leaderPort = await lookupSentinel(set);
+    const leader = set.sentinels.find((s) => s.port === leaderPort)!;
+    await redisCli(leaderPort, ['SENTINEL', 'FAILOVER', set.masterName]);
+    const startedAt = Date.now();
+    // The other Sentinels have the new master (they switched on the leader's word); then the leader freezes,
+    // its failover never finished in its own words.
+    const others = set.sentinels.filter((s) => s.port !== leaderPort);
+    await until('another Sentinel naming the new master', 20_000, async () => {
+      const out = await redisCli(others[0]!.port, ['SENTINEL', 'get-master-addr-by-name', set.masterName]);
+      return Number(out.split('\n')[1]) !== oldPort;
+    }, 20);
+    leader.pause();
+    try {
+      // node-redis moves to the new master: a write is acknowledged again well inside the cap.
+      let answeredAfterMs: number | undefined;
+      while (answeredAfterMs === undefined && Date.now() - startedAt < 45_000) {
+        try {
+          await conn.call(['INCR', key], key);
+          await conn.acknowledge(key);
+          answeredAfterMs = Date.now() - startedAt;
+        } catch (err) {
+          expect(err).toBeInstanceOf(StoreUnavailableError);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
+      console.log('hung leader: a write acknowledged again after', answeredAfterMs, 'ms');
+      expect(answeredAfterMs, 'no write acknowledged within 45 s of the switchover').toBeDefined();
+      // And on the new master, not the old one.
+      expect(await set.masterPort()).not.toBe(oldPort);
+    } finally {
+      leader.resume();
+    }
+  });
+});

@@ -2,7 +2,7 @@
 // view is its own, so another Sentinel switching early (it learns the new address from the leader before the
 // leader has moved every replica) or seeing the master back ends nothing of the leader's (review 72).
 import { describe, expect, it } from 'vitest';
-import { applyNotice, FAILOVER_FENCE_MAX_MS, fenced, masterNamed, switchedTo, switchPending, type SentinelView } from '../../src/store/redis/client/failover-watch.js';
+import { applyNotice, FAILOVER_FENCE_MAX_MS, fenced, masterNamed, settleSwitch, switchedTo, switchPending, type SentinelView } from '../../src/store/redis/client/failover-watch.js';
 
 describe('failover notices', () => {
   it('name the master in each of Sentinel\'s formats', () => {
@@ -51,6 +51,24 @@ describe('failover notices', () => {
     expect(switchPending(pending, '10.0.0.2:6380', 5_000)).toBe(false);
     expect(switchPending(pending, '10.0.0.1:6379', FAILOVER_FENCE_MAX_MS + 1)).toBe(false);
     expect(switchPending(undefined, '10.0.0.1:6379', 0)).toBe(false);
+  });
+
+  it('once the connection is on the master a +switch-master named, what was heard before is over: a leader that hung mid-failover fences no more (probe 74)', () => {
+    const leader: SentinelView = {};
+    const other: SentinelView = {};
+    applyNotice(leader, '+try-failover', 0);
+    applyNotice(leader, '+promoted-slave', 1_100); // then it hangs: no +switch-master from it, ever
+    applyNotice(other, '+switch-master', 1_200);
+    const pending = { to: '10.0.0.2:6380', at: 1_200 };
+    // Still on the old master: fenced (the leader's view, and the switch not yet followed).
+    expect(switchPending(pending, '10.0.0.1:6379', 2_000) || fenced([leader, other], 2_000)).toBe(true);
+    // On the new one: settled.
+    settleSwitch([leader, other], pending.at);
+    expect(fenced([leader, other], 2_400)).toBe(false);
+    // A failover begun after that switch is not settled by it.
+    applyNotice(other, '+odown', 3_000);
+    settleSwitch([leader, other], pending.at);
+    expect(fenced([leader, other], 3_000)).toBe(true);
   });
 
   it('a view whose failover was never heard to end stops fencing after the cap', () => {

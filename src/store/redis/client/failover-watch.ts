@@ -76,6 +76,19 @@ export function switchPending(pending: { to: string; at: number } | undefined, m
   return pending !== undefined && master !== pending.to && now - pending.at <= FAILOVER_FENCE_MAX_MS;
 }
 
+/**
+ * The connection is on the master a +switch-master (heard at `at`) named: its writes now go where only the
+ * new master's replicas acknowledge, so the failovers and downs heard up to then are over for it, whatever
+ * their Sentinels say later, or fail to say (probe 74: a leader that hung mid-failover fenced every write for
+ * the 60 s cap, the connection long on the new master). Those heard after stay.
+ */
+export function settleSwitch(views: Iterable<SentinelView>, at: number): void {
+  for (const v of views) {
+    if (v.failoverAt !== undefined && v.failoverAt <= at) v.failoverAt = undefined;
+    if (v.odownAt !== undefined && v.odownAt <= at) v.odownAt = undefined;
+  }
+}
+
 export interface FailoverWatch {
   /** A number that changes whenever a failover begins. */
   epoch(): number;
@@ -140,6 +153,7 @@ export function watchFailovers(sentinels: HostPort[], masterName: string, option
   let pending: { to: string; at: number } | undefined;
   const fencing = (): boolean => {
     const t = now();
+    if (pending && master() === pending.to) settleSwitch(views.values(), pending.at);
     if (pending && !switchPending(pending, master(), t)) pending = undefined;
     return pending !== undefined || fenced(views.values(), t);
   };
@@ -175,15 +189,14 @@ export function watchFailovers(sentinels: HostPort[], masterName: string, option
     timers.push(unheard);
     const heard = (message: string, channel: string) => {
       if (masterNamed(channel, message) !== masterName) return;
+      if (applyNotice(view, channel, now())) epoch++;
       if (channel === SWITCHED) {
         const to = switchedTo(message);
+        if (to === undefined) return;
         // A call under way now may be acknowledged by the old master's stray replica: not trusted either.
-        if (to !== undefined && to !== master()) {
-          pending = { to, at: now() };
-          epoch++;
-        }
+        if (to !== master()) epoch++;
+        pending = { to, at: now() };
       }
-      if (applyNotice(view, channel, now())) epoch++;
     };
     const subscribed = () => {
       // Notices missed while it was away cannot be known: a reconnect starts from what it says next.
