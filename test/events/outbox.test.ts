@@ -283,7 +283,13 @@ describe('Kafka down: calls keep working, events wait and then flow', () => {
         outcomes.push(r);
         await new Promise((res) => setTimeout(res, 150)); // the relay re-reads the backlog every 500 ms
       }
-      expect(outcomes.slice(0, 3)).toEqual(['ok', 'ok', 'ok']);
+      // Accepted until the backlog (each Send queues its delivery and its audit event) reaches the bound, then
+      // refused from there on (the broker stays halted). Where the turn falls depends on when the relay last
+      // counted the backlog (every 500 ms): CI once saw it after the keyed Send and two more, not three.
+      const turn = outcomes.indexOf('unavailable');
+      expect(turn, outcomes.join(',')).toBeGreaterThan(0);
+      expect(outcomes.slice(0, turn).every((o) => o === 'ok'), outcomes.join(',')).toBe(true);
+      expect(outcomes.slice(turn).every((o) => o === 'unavailable'), outcomes.join(',')).toBe(true);
       expect(outcomes.slice(-3)).toEqual(['unavailable', 'unavailable', 'unavailable']);
       // Its retry with the same key queues nothing: answered with its verification, backlog or not (probe 35);
       // the same key for another destination, or a new key, is still UNAVAILABLE.
