@@ -88,6 +88,11 @@ export class Deliverer {
 
     const log = this.logger.child({ event_id: d.eventId, verification_id: d.verificationId, channel, adapter: adapter.name });
     let mayHaveArrived = from?.mayHaveArrived ?? false;
+    // UNKNOWN when an attempt may have arrived (the code stays live), else FAILED and dead-lettered.
+    const givenUp = (attempts: number, reason: string, why: string): Attempted => {
+      log.warn({ attempts, reason }, mayHaveArrived ? `delivery given up${why}; an attempt may have arrived: reported UNKNOWN, the code stays live` : `delivery given up${why}: reported FAILED, dead-lettered`);
+      return { kind: "failed", adapter: adapter.name, attempts, reason, deadLetter: true, mayHaveArrived };
+    };
     for (let attempt = (from?.attempts ?? 0) + 1; ; attempt++) {
       if (canceled.aborted) {
         log.info({ attempts: attempt - 1 }, "verification canceled, or its code replaced by a resend: delivery dropped");
@@ -95,10 +100,7 @@ export class Deliverer {
       }
       if (stop.draining.aborted) throw new DeliveryLeft({ attempts: attempt - 1, mayHaveArrived });
       // Carried over from a notifier that stopped, with NOTIFIER_MAX_ATTEMPTS lowered since: none left.
-      if (attempt > this.retry.attempts) {
-        log.warn({ attempts: attempt - 1 }, mayHaveArrived ? "delivery given up (no attempts left after a restart); an attempt may have arrived: reported UNKNOWN" : "delivery given up (no attempts left after a restart): reported FAILED, dead-lettered");
-        return { kind: "failed", adapter: adapter.name, attempts: attempt - 1, reason: "attempts used up", deadLetter: true, mayHaveArrived };
-      }
+      if (attempt > this.retry.attempts) return givenUp(attempt - 1, "attempts used up", " (no attempts left after a restart)");
       const purpose = this.namedPurposes.has(d.purpose) ? d.purpose : "";
       const { subject, text } = render({ channel, purpose, code: d.code, locale: d.locale, expiresAtMs: d.expiresAtMs, nowMs: this.now() });
       try {
@@ -110,22 +112,18 @@ export class Deliverer {
         log.info({ attempts: attempt }, "delivered");
         return { kind: "delivered", adapter: adapter.name, attempts: attempt };
       } catch (err) {
+        this.observer?.attempted(channel, adapter.name, false, attempt);
         if (stop.cutOff.aborted) {
-          this.observer?.attempted(channel, adapter.name, false, attempt);
           log.warn({ attempt }, "delivery attempt cut off by shutdown: it may have reached the provider, so it is not sent again; reported UNKNOWN");
           return { kind: "failed", adapter: adapter.name, attempts: attempt, reason: CUT_OFF, deadLetter: false, mayHaveArrived: true };
         }
-        this.observer?.attempted(channel, adapter.name, false, attempt);
         // An adapter bug is reported without its message, which might quote secrets.
         const failure = err instanceof DeliveryError ? err : new DeliveryError("adapter error");
         mayHaveArrived ||= failure.mayHaveArrived;
         const delay = backoffDelay(this.retry, attempt);
         const last = failure.permanent || attempt >= this.retry.attempts || (d.expiresAtMs !== undefined && this.now() + delay >= d.expiresAtMs);
         log.warn({ attempt, reason: failure.reason, permanent: failure.permanent, retry_in_ms: last ? undefined : delay }, "delivery attempt failed");
-        if (last) {
-          log.warn({ attempts: attempt, reason: failure.reason }, mayHaveArrived ? "delivery given up; an attempt may have arrived: reported UNKNOWN, the code stays live" : "delivery given up: reported FAILED, dead-lettered");
-          return { kind: "failed", adapter: adapter.name, attempts: attempt, reason: failure.reason, deadLetter: true, mayHaveArrived };
-        }
+        if (last) return givenUp(attempt, failure.reason, "");
         // Canceled or draining while waiting: the next turn of the loop says so.
         await sleep(delay, AbortSignal.any([stop.draining, canceled])).catch(() => undefined);
       }

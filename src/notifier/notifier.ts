@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setTimeout as wait } from "node:timers/promises";
 import type { Logger } from "pino";
 import { fromBinary } from "@bufbuild/protobuf";
 import type { DeliveryRequested } from "../gen/otp/events/v1/events_pb.js";
@@ -35,6 +36,7 @@ import { consumeSpan, type ConsumeSpan } from "../telemetry/spans.js";
 import { telemetry } from "../telemetry/tracing.js";
 import { RepeatedLines } from "../repeated-lines.js";
 import { StoreUnavailableError } from "../store/errors.js";
+import { within } from "../store/redis/client/deadlines.js";
 
 // The Kafka side of the notifier. Each record is handed off as it arrives
 // (eachMessage returns at once), delivered with retries in its own task, and
@@ -582,16 +584,8 @@ export class Notifier {
     let stopBy: number | undefined;
     for (let attempt = 1; ; attempt++) {
       try {
-        if (stopBy === undefined) return await op();
         // Past the grace, a try waits no longer than what is left (a Redis that hangs must not overrun the exit margin).
-        let timer: NodeJS.Timeout | undefined;
-        const left = Math.max(0, stopBy - Date.now());
-        const cut = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("out of time past the grace period")), left)));
-        try {
-          return await Promise.race([op(), cut]);
-        } finally {
-          clearTimeout(timer);
-        }
+        return await (stopBy === undefined ? op() : within(op(), Math.max(0, stopBy - Date.now()), "a claim past the grace period"));
       } catch (err) {
         if (this.abort.signal.aborted) {
           stopBy ??= Date.now() + pastStopMs;
@@ -600,16 +594,12 @@ export class Notifier {
         this.options.metrics?.claimFailed(operation);
         if (attempt === 1) this.options.logger.warn({ err: claimFailure(err) }, warning);
         const delay = Math.min(100 * 2 ** attempt, PUBLISH_BACKOFF_MAX_MS);
-        if (stopBy === undefined) {
-          try {
-            await sleep(delay, this.abort.signal);
-          } catch (stopped) {
-            // The grace period ended while waiting: tried again within pastStopMs, else given up.
+        if (stopBy !== undefined) await wait(Math.min(delay, Math.max(0, stopBy - Date.now())));
+        else {
+          // The grace period ending while waiting: tried again within pastStopMs, else given up.
+          await sleep(delay, this.abort.signal).catch((stopped: unknown) => {
             if (pastStopMs === 0) throw stopped;
-          }
-        } else {
-          const left = stopBy - Date.now();
-          await new Promise((r) => setTimeout(r, Math.min(delay, Math.max(0, left))));
+          });
         }
       }
     }

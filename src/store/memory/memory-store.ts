@@ -152,7 +152,7 @@ export class MemoryStore implements VerificationStore {
     // The verification this Send replaces keeps answering its key until it expires; never forgotten
     // early, so at the bound the Send waits, as for a send budget (nothing spent).
     const keepReplaced = d !== undefined && cur !== undefined && now < cur.expiresAt && cur.idempotencyKey !== "";
-    const replacedWait = keepReplaced ? replacedSendsWait(d!, cur, now) : undefined;
+    const replacedWait = d && replacedSendsWait(d, cur, now);
     if (replacedWait !== undefined) return refuse("SEND_LIMIT_DESTINATION", replacedWait);
     const own = ownRate(policy.purposeSendsPerDestination);
     const sent = gcra.spendBoth(d?.sendTat, rate(policy.sendsPerDestination), d?.purposeLimits?.get(cmd.purpose)?.sendTat, own, now);

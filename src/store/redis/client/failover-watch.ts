@@ -1,5 +1,6 @@
 import { createClient } from "redis";
 import type { HostPort } from "./topology.js";
+import { sentinelClientOptions } from "./sentinel.js";
 import type { TransportOptions } from "./transport.js";
 
 // What every Sentinel says about a failover of our master, so that no write is
@@ -57,8 +58,6 @@ const CHANNELS = [...FAILOVER_STEPS, ...ABORTS, ODOWN, NO_LONGER_ODOWN, SWITCHED
 export const FAILOVER_FENCE_MAX_MS = 60_000;
 /** How often the Sentinels are asked which other Sentinels watch the master. */
 const DISCOVERY_EVERY_MS = 30_000;
-/** As sentinel.ts: a notices connection quiet this long (its PINGs unanswered) is closed and made again. */
-const SILENCE_MS = 750;
 
 /** A write's acknowledgement was not sought, or not trusted, because a failover of the master was under way. */
 export class FailoverError extends Error {
@@ -136,14 +135,8 @@ export function fenced(views: Iterable<SentinelView>, now: number): boolean {
  * `master`: the master the connection's commands go to now (Transport.master).
  */
 export function watchFailovers(sentinels: HostPort[], masterName: string, options: TransportOptions, master: () => string | undefined, now: () => number = Date.now): FailoverWatch {
-  const { access } = options;
-  const tls = access.tls ? { tls: true as const, ...access.tls } : {};
-  const auth = {
-    ...(access.sentinelUsername !== undefined ? { username: access.sentinelUsername } : {}),
-    ...(access.sentinelPassword !== undefined ? { password: access.sentinelPassword } : {}),
-  };
-  const silenceMs = Math.max(1, Math.min(SILENCE_MS, Math.floor(options.connectTimeoutMs / 4)));
-  const socketOf = ({ host, port }: HostPort) => ({ host, port, connectTimeout: silenceMs, socketTimeout: silenceMs, ...tls });
+  // As node-redis's own Sentinel connections: credentials, TLS, silence bound and PINGs.
+  const { socket, pingInterval, ...auth } = sentinelClientOptions(options);
   const views = new Map<string, SentinelView>();
   const clients = new Map<string, { destroy(): void }>();
   const timers: NodeJS.Timeout[] = [];
@@ -166,8 +159,8 @@ export function watchFailovers(sentinels: HostPort[], masterName: string, option
     views.set(address, view);
     const client = createClient({
       RESP: 2,
-      socket: { ...socketOf(sentinel), reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 1000) },
-      pingInterval: Math.max(1, Math.floor(silenceMs / 3)),
+      socket: { ...socket, host: sentinel.host, port: sentinel.port },
+      pingInterval,
       ...auth,
     });
     clients.set(address, client);
@@ -222,7 +215,7 @@ export function watchFailovers(sentinels: HostPort[], masterName: string, option
   const discover = async () => {
     for (const listed of sentinels) {
       if (closed) return;
-      const asker = createClient({ RESP: 2, socket: { ...socketOf(listed), reconnectStrategy: false }, ...auth });
+      const asker = createClient({ RESP: 2, socket: { ...socket, host: listed.host, port: listed.port, reconnectStrategy: false }, ...auth });
       asker.on("error", () => undefined);
       try {
         await asker.connect();

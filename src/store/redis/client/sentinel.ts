@@ -42,16 +42,26 @@ const SENTINEL_SILENCE_MS = 750;
 // well inside SENTINEL_SILENCE_MS, which its socket must not go quiet for.
 const SENTINEL_PING_PART = 3;
 
+/**
+ * How a Sentinel is connected to, by node-redis (lookups, its notices) and by failover-watch.ts (every
+ * Sentinel's notices): the Sentinels' own credentials, the nodes' TLS, and a socket quiet for the silence
+ * bound (nothing read or written: a lookup or a PING unanswered) closed, with PINGs well inside it.
+ */
+export function sentinelClientOptions(options: TransportOptions) {
+  const { access } = options;
+  const silenceMs = Math.max(1, Math.min(SENTINEL_SILENCE_MS, Math.floor(options.connectTimeoutMs / 4)));
+  return {
+    socket: { ...nodeClientOptions(options).socket, connectTimeout: silenceMs, socketTimeout: silenceMs },
+    pingInterval: Math.max(1, Math.floor(silenceMs / SENTINEL_PING_PART)),
+    ...(access.sentinelUsername !== undefined ? { username: access.sentinelUsername } : {}),
+    ...(access.sentinelPassword !== undefined ? { password: access.sentinelPassword } : {}),
+  };
+}
+
 export async function connectSentinel(
   sentinels: HostPort[], masterName: string, options: TransportOptions,
 ): Promise<{ transport: Transport; connecting: Promise<unknown> }> {
   const { commandOptions, RESP, ...node } = nodeClientOptions(options);
-  const { access } = options;
-  const sentinelAuth = {
-    ...(access.sentinelUsername !== undefined ? { username: access.sentinelUsername } : {}),
-    ...(access.sentinelPassword !== undefined ? { password: access.sentinelPassword } : {}),
-  };
-  const silenceMs = Math.max(1, Math.min(SENTINEL_SILENCE_MS, Math.floor(options.connectTimeoutMs / 4)));
   // Which node node-redis opened its latest connection to, and whether it
   // failed: node-redis says which Sentinel it asks only through the address
   // map (consulted for every connection it opens), and reports a Sentinel
@@ -70,10 +80,7 @@ export async function connectSentinel(
     sentinelRootNodes: fromRandomStart(sentinels),
     nodeClientOptions: node,
     sentinelClientOptions: {
-      // A socket quiet for silenceMs (nothing read or written: a lookup or a PING unanswered) is closed.
-      socket: { ...node.socket, connectTimeout: silenceMs, socketTimeout: silenceMs },
-      pingInterval: Math.max(1, Math.floor(silenceMs / SENTINEL_PING_PART)),
-      ...sentinelAuth,
+      ...sentinelClientOptions(options),
     },
     nodeAddressMap: (address: string) => {
       settleAsking();
