@@ -504,6 +504,8 @@ describe('helm chart', () => {
     }
     expect(grace(deployment(await template('-f', valuesFile('plain'), '--set', 'service.terminationGracePeriodSeconds=611'), ''))).toBe(600_000);
     expect(await refused('-f', valuesFile('plain'), '--set', 'service.terminationGracePeriodSeconds=612')).toContain('service.terminationGracePeriodSeconds (612) must be at most');
+    // Absent (`helm upgrade --reuse-values` from a chart without it): the default, not "(0) must be at least".
+    expect(grace(deployment(await template('-f', valuesFile('plain'), '--set', 'service.terminationGracePeriodSeconds=null'), ''))).toBe(19_000);
   });
 
   // Probe 65: the notifier's pod had Kubernetes' 30 s default whatever its drain, and a drain set longer in
@@ -520,6 +522,8 @@ describe('helm chart', () => {
     expect(drainOf(await template('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=90`))).toEqual([90, 84_000]);
     expect(drainOf(await template('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=7`))).toEqual([7, 1_000]);
     expect(await refused('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=6`)).toContain(`${name}.terminationGracePeriodSeconds (6) must be at least 7`);
+    // 0 is a value, refused like 6, not taken for absent (it rendered the default 30).
+    expect(await refused('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=0`)).toContain(`${name}.terminationGracePeriodSeconds (0) must be at least 7`);
     // Past what the process takes (600 s of drain): refused here, not a crash loop (review 66).
     expect(drainOf(await template('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=606`))).toEqual([606, 600_000]);
     expect(await refused('-f', valuesFile('plain'), '--set', `${name}.terminationGracePeriodSeconds=607`)).toContain(`${name}.terminationGracePeriodSeconds (607) must be at most 606`);

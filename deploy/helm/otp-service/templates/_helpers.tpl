@@ -98,14 +98,23 @@ Pass (list $ chart maps).
 {{- end -}}
 
 {{/*
+A Deployment's terminationGracePeriodSeconds: 30 when absent (a
+`helm upgrade --reuse-values` from a chart without the value keeps the old
+values), else the value as given. Not `default`, which takes 0 for absent and
+rendered a grace of 30 where 0 was asked for, instead of refusing it.
+*/}}
+{{- define "otp.terminationSeconds" -}}
+{{- if kindIs "invalid" . }}30{{ else }}{{ int . }}{{ end }}
+{{- end -}}
+
+{{/*
 The drain a Deployment without a preStop sleep (the relay, the notifier) gets
 in ms: its terminationGracePeriodSeconds less the 5 s exit margin of
 src/process.ts and 1 s of slack, so the kubelet's SIGKILL never comes first.
 Pass (list "relay" .Values.relay.terminationGracePeriodSeconds).
 */}}
 {{- define "otp.drainMs" -}}
-{{- /* default: a `helm upgrade --reuse-values` from a chart without the value keeps the old values. */ -}}
-{{- $termination := int (default 30 (index . 1)) -}}
+{{- $termination := include "otp.terminationSeconds" (index . 1) | int -}}
 {{- if lt $termination 7 }}
 {{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be at least 7: after SIGTERM the process needs a drain of 1 s at least and 5 s to exit" (index . 0) $termination) }}
 {{- end }}
