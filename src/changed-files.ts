@@ -10,7 +10,13 @@ import { readFileSync } from "node:fs";
 // throws to refuse them (what is in force stays). A refusal found by polling
 // is reported only when the next poll finds the same contents again: kubelet's
 // swap and a `cp` of two files each pass through a moment where a pair does
-// not match or a file is cut short. SIGHUP loads and reports at once.
+// not match or a file is cut short. Files refused at every poll, though their
+// contents change each time (something rewriting them), are reported at the
+// third such poll: no update takes that long to pass through. SIGHUP loads and
+// reports at once.
+
+/** Polls in a row refusing contents that changed each time, after which the refusal is reported anyway. */
+const REPORT_AFTER_REFUSED_POLLS = 3;
 
 export type ReloadTrigger = "SIGHUP" | "file change";
 
@@ -19,6 +25,8 @@ export class ChangedFiles {
   private seen: string;
   /** Contents refused once by a poll: reported if the next poll finds them again. */
   private failedOnce: string | undefined;
+  /** Polls in a row that found changed contents and refused them, none reported. */
+  private refusedPolls = 0;
   private timer: NodeJS.Timeout | undefined;
 
   /**
@@ -59,14 +67,13 @@ export class ChangedFiles {
    * and never be loaded (probe 68: a revoked key stayed accepted after a SIGHUP raced an edit).
    */
   settled(actedOn?: string): void {
-    this.seen = actedOn ?? snapshot(this.paths);
-    this.failedOnce = undefined;
+    this.#actedOn(actedOn ?? snapshot(this.paths));
   }
 
   private poll(): void {
     const read = snapshot(this.paths);
     if (read === this.seen) return;
-    this.attempt("file change", read, read === this.failedOnce);
+    this.attempt("file change", read, read === this.failedOnce || this.refusedPolls + 1 >= REPORT_AFTER_REFUSED_POLLS);
   }
 
   private attempt(trigger: ReloadTrigger, read: string, report: boolean): void {
@@ -75,15 +82,20 @@ export class ChangedFiles {
     } catch (err) {
       if (!report) {
         this.failedOnce = read;
+        this.refusedPolls++;
         return;
       }
-      this.seen = read;
-      this.failedOnce = undefined;
+      this.#actedOn(read);
       this.refused(trigger, err as Error);
       return;
     }
+    this.#actedOn(read);
+  }
+
+  #actedOn(read: string): void {
     this.seen = read;
     this.failedOnce = undefined;
+    this.refusedPolls = 0;
   }
 }
 

@@ -68,6 +68,28 @@ describe('ChangedFiles', () => {
     expect(refusals).toHaveLength(2);
   });
 
+  it('files refused at every poll though their contents change each time are reported at the third poll', () => {
+    for (let i = 1; i <= 2; i++) {
+      volume.swap({ 'a.txt': `bad ${i}`, 'b.txt': `bad ${i}` });
+      polls(1);
+    }
+    expect(refusals).toEqual([]);
+    volume.swap({ 'a.txt': 'bad 3', 'b.txt': 'bad 3' });
+    polls(1);
+    expect(refusals).toEqual([{ trigger: 'file change', message: 'refused bad 3 / bad 3' }]);
+    // A refusal reported starts the count again; a good state in between also does.
+    volume.swap({ 'a.txt': 'bad 4', 'b.txt': 'bad 4' });
+    polls(1);
+    volume.swap({ 'a.txt': 'good 5', 'b.txt': 'good 5' });
+    polls(1);
+    volume.swap({ 'a.txt': 'bad 6', 'b.txt': 'bad 6' });
+    polls(1);
+    volume.swap({ 'a.txt': 'bad 7', 'b.txt': 'bad 7' });
+    polls(1);
+    expect(refusals).toHaveLength(1);
+    expect(loads).toEqual(['file change']);
+  });
+
   it('SIGHUP loads or reports at once; a later poll does not repeat it', () => {
     volume.swap({ 'a.txt': 'bad', 'b.txt': 'bad' });
     files.now();
