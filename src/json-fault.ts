@@ -17,6 +17,8 @@ export function whereJsonStopped(err: unknown): string {
  * (a few dozen parses of a small file): a request body is not parsed again.
  */
 export function jsonFileFault(text: string, err: unknown): string {
+  // Editors on Windows save one; "line 1, column 1" would send the operator looking at a `{` that is right.
+  if (text.charCodeAt(0) === 0xfeff) return "it starts with a byte-order mark (save it as UTF-8 without one)";
   if (endedAt(err, text.length)) return "it ends before its JSON does";
   let [good, bad] = [0, text.length]; // text.slice(0, good) is not past the fault; text.slice(0, bad) is
   while (bad - good > 1) {

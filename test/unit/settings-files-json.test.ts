@@ -41,6 +41,10 @@ describe('a settings file that is not JSON', () => {
     expect(message).not.toContain(MARK.slice(0, 4));
   });
 
+  it('a file saved with a byte-order mark says so, not "line 1, column 1"', () => {
+    expect(refusal(() => loadConfig({ OTP_CLIENTS_FILE: file('bom.json', '\ufeff{"clients": []}') }))).toContain('it starts with a byte-order mark');
+  });
+
   it('a file cut short says so; one that cannot be read says why', () => {
     expect(refusal(() => loadConfig({ OTP_CLIENTS_FILE: file('short.json', '{"clients": [{"id": "a"') }))).toContain('it ends before its JSON does');
     expect(refusal(() => loadConfig({ OTP_POLICY_FILE: join(dir, 'absent.json') }))).toContain('cannot be read: ENOENT');
