@@ -3,9 +3,15 @@
 // OTP_REQUEST_TIMEOUT_MS (26.7 GB in 30 s, a whole core). The rest of a body is read only as far as a request
 // of ours can go, then the connection is closed; a small body still leaves the connection serving.
 import { connect, type Socket } from 'node:net';
+import { Code, createClient } from '@connectrpc/connect';
+import { createConnectTransport, createGrpcWebTransport } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Channel, OtpService } from '../../src/gen/otp/v1/otp_pb.js';
+import { bearer, clientsFile, newKey, sha256 } from '../support/clients-file.js';
+import { connectError } from '../support/connect-error.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
 import { startTestApp, type TestApp } from '../support/otp-app.js';
+import { exitWithin, spawnService, untilServing } from '../support/service-process.js';
 
 let redis: RedisServer;
 let app: TestApp;
@@ -84,5 +90,83 @@ describe('the body of a request answered before it was read', () => {
       socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n');
     });
     expect(answers).toMatch(/^HTTP\/1\.1 404[\s\S]*HTTP\/1\.1 200/);
+  });
+
+  // Probe 75: connect-node over HTTP/1.1 sends every call chunked, its body after the headers. A refusal
+  // from the headers (no credentials, a method not granted, no such method) closed the connection it had
+  // called keep-alive: the caller got EPIPE or "socket hang up" (INTERNAL, ABORTED) instead of the refusal,
+  // and so did the next call its pool sent on it.
+  it('a chunked one sent after the answer is read: the answer is not cut off, and the connection serves the next request', async () => {
+    const { text, closedEarly } = await new Promise<{ text: string; closedEarly: boolean }>((resolve) => {
+      const socket = connect(app.httpPort, '127.0.0.1');
+      let text = '';
+      let closedEarly = false;
+      socket.on('error', () => undefined);
+      socket.on('close', () => {
+        closedEarly = true;
+        resolve({ text, closedEarly });
+      });
+      socket.on('data', (c: Buffer) => {
+        text += c.toString('latin1');
+        if ((text.match(/HTTP\/1\.1 /g) ?? []).length < 2) return;
+        socket.removeAllListeners('close');
+        socket.destroy();
+        resolve({ text, closedEarly });
+      });
+      const body = JSON.stringify({ verificationId: 'v1.x' });
+      socket.write('POST /otp.v1.OtpService/NoSuchMethod HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n');
+      // The body once the refusal is out (the path is no method), then the next request.
+      setTimeout(() => {
+        socket.write(`${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
+        socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n');
+      }, 300);
+    });
+    expect(closedEarly).toBe(false);
+    expect(text).toMatch(/^HTTP\/1\.1 404[^]*keep-alive[^]*HTTP\/1\.1 200/i);
+  });
+
+  it('a body no request of ours can have is answered Connection: close, not keep-alive', async () => {
+    const { answer } = await flood('POST /no-such-path HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000000000\r\n\r\n', 3_000);
+    const head = answer.slice(0, answer.indexOf('\r\n\r\n')).toLowerCase();
+    expect(head).toMatch(/^http\/1\.1 404/);
+    expect(head).toContain('connection: close');
+  });
+});
+
+// The same over a real client, with the service in its own process (in one process the client's body is
+// out before the server reads the headers, and the race never shows): connect-node and its gRPC-Web
+// transport over HTTP/1.1 send every call's body chunked, after the headers. Refusals from the headers
+// (a malformed key, a method not granted) came back INTERNAL "write EPIPE" or ABORTED "socket hang up" in
+// about a quarter of calls, and good calls the pool then sent on the closed connection too (probe 75).
+describe('refusals and good calls alternating on one HTTP/1.1 connection pool', () => {
+  it.each([
+    ['Connect', createConnectTransport],
+    ['gRPC-Web', createGrpcWebTransport],
+  ])('%s: each call gets its own answer', { timeout: 60_000 }, async (_name, transport) => {
+    const reports = newKey();
+    const file = clientsFile([{ id: 'reports', tenant: 'acme', key_sha256: sha256(reports), methods: ['CheckRateLimit'] }]);
+    const service = await spawnService({ OTP_CLIENTS_FILE: file.path, OTP_WORKERS: '1' });
+    try {
+      await untilServing(service);
+      const client = createClient(OtpService, transport({ baseUrl: `http://127.0.0.1:${service.httpPort}`, httpVersion: '1.1' }));
+      const req = { purpose: 'login', channel: Channel.EMAIL, destination: 'h1-pool@example.com' };
+      const refusal = async (call: Promise<unknown>) => {
+        const err = await connectError(call);
+        return `refused: ${Code[err.code]}${err.code === Code.Unauthenticated || err.code === Code.PermissionDenied ? '' : ` ${err.rawMessage}`}`;
+      };
+      const outcomes = new Map<string, number>();
+      for (let i = 0; i < 60; i++) {
+        for (const outcome of [
+          await refusal(client.checkRateLimit(req, { headers: { authorization: 'Bearer notakey' } })),
+          await refusal(client.send(req, { headers: { authorization: bearer(reports) } })),
+          await client.checkRateLimit(req, { headers: { authorization: bearer(reports) } }).then((res) => `answered: allowed ${res.allowed}`, (err: unknown) => `answered: ${String(err)}`),
+        ]) outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+      }
+      expect(Object.fromEntries(outcomes)).toEqual({ 'refused: Unauthenticated': 60, 'refused: PermissionDenied': 60, 'answered: allowed true': 60 });
+    } finally {
+      service.child.kill('SIGTERM');
+      await exitWithin(service, 15_000).catch(() => undefined);
+      file.remove();
+    }
   });
 });

@@ -6,38 +6,52 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 // connection can serve the next request. A body declared endless (a huge
 // Content-Length, or chunks that never end) was read and thrown away until
 // OTP_REQUEST_TIMEOUT_MS, at a core's worth of CPU, by a caller with no
-// credentials at all (probe 55). Node discards the rest at its parser
-// (no 'data' to count it by), so what may be read is decided by what the
-// request declared: a Content-Length a request of ours can have is read (the
-// connection then serves on; closing at once could reset it before the
-// caller has read its answer), for a moment at most; any other body (larger,
-// or chunked: no length at all) ends the connection once the answer is out.
-// HTTP/2 resets the stream instead (node:http2).
+// credentials at all (probe 55). So the rest is read only as far as a request
+// of ours can go: UNREAD_MAX_BYTES, for UNREAD_MAX_MS at most, then the
+// connection is destroyed.
+//
+// A body no request of ours can have (a Content-Length past the bound) is
+// answered `Connection: close` and the connection ends once the answer is
+// out. Any other, chunked included, is read on: a client that streams its
+// body (connect-node over HTTP/1.1 sends every call chunked) writes it after
+// the headers, and closing while it did answered it EPIPE or "socket hang
+// up" instead of the refusal, and broke the next call its pool sent on the
+// connection the answer had called keep-alive (probe 75). Node discards the
+// rest at its parser (no 'data' to count it by), so the socket's byte count
+// is what is watched. HTTP/2 resets the stream instead (node:http2).
 
 /** A whole request of ours fits (READ_MAX_BYTES is 64 KiB): beyond, the caller is not sending us a call. */
 const UNREAD_MAX_BYTES = 64 * 1024;
 const UNREAD_MAX_MS = 1_000;
+/** How often the bytes read past the answer are counted while a body is read on. */
+const UNREAD_CHECK_MS = 20;
 
 export function unreadBodiesBounded<Req extends IncomingMessage, Res extends ServerResponse>(handler: (req: Req, res: Res) => void): (req: Req, res: Res) => void {
   return (req, res) => {
+    // Said before the answer's headers, so they say `Connection: close` instead of keep-alive.
+    if (Number(req.headers["content-length"]) > UNREAD_MAX_BYTES) res.shouldKeepAlive = false;
     res.once("finish", () => {
-      if (!req.complete) bound(req);
+      if (!req.complete) bound(req, res);
     });
     handler(req, res);
   };
 }
 
-function bound(req: IncomingMessage): void {
+function bound(req: IncomingMessage, res: ServerResponse): void {
   const socket = req.socket;
-  const declared = Number(req.headers["content-length"]);
-  if (!(declared <= UNREAD_MAX_BYTES)) {
+  if (!res.shouldKeepAlive) {
     // The answer is written: flush it, then close (which stops the reading).
     socket.destroySoon();
     return;
   }
-  const timer = setTimeout(() => socket.destroy(), UNREAD_MAX_MS);
-  timer.unref();
-  const done = (): void => clearTimeout(timer);
+  const readBefore = socket.bytesRead;
+  const started = performance.now();
+  const check = setInterval(() => {
+    if (socket.bytesRead - readBefore > UNREAD_MAX_BYTES || performance.now() - started > UNREAD_MAX_MS) socket.destroy();
+  }, UNREAD_CHECK_MS);
+  check.unref();
+  const done = (): void => clearInterval(check);
   req.once("end", done);
   req.once("close", done);
+  socket.once("close", done);
 }
