@@ -112,6 +112,20 @@ describe('Connect GET queries', () => {
     expect(connectError(res.body).violations).toEqual(['destination: is not valid UTF-8']);
   });
 
+  // Probe 75: connect reads the first of each; a gateway in front may read the last and judge another request.
+  it.each([
+    ['message', (m: string) => `encoding=json&message=${m}&message=${m}`],
+    ['encoding', (m: string) => `encoding=json&encoding=proto&message=${m}`],
+    ['message', (m: string) => `encoding=json&message=${m}&m%65ssage=${m}`],
+  ])('a parameter given twice (%s) is refused naming it', async (param, query) => {
+    const message = encodeURIComponent(JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: 'twice@example.com' }));
+    const res = await curl(`${rpc('CheckRateLimit')}?${query(message)}`);
+    expect(res.status).toBe(400);
+    const error = connectError(res.body);
+    expect(error.code).toBe('invalid_argument');
+    expect(error.violations).toEqual([`${param}: is given twice in the query`]);
+  });
+
   it('an unsupported encoding: 415 and a line naming the encoding parameter', async () => {
     const res = await curl(`${rpc('GetVerification')}?encoding=xml&message=%7B%7D`);
     expect(res.status).toBe(415);
@@ -164,6 +178,28 @@ describe('Connect JSON bodies fromJson refuses', () => {
     const error = connectError(res.body);
     expect(error.code).toBe('invalid_argument');
     expect(error.violations).toEqual(violations);
+  });
+
+  // Probe 75: JSON.parse keeps the last of two members silently; a gateway or WAF in front that reads the
+  // first would have judged another request than the one the service acts on.
+  it.each([
+    ['a member given twice', 'Send', '{"purpose":"login","purpose":"payment","channel":"CHANNEL_EMAIL","destination":"twice@example.com"}', ['purpose: is set twice']],
+    ['the same, one spelling escaped', 'Send', '{"purpose":"login","purp\\u006fse":"payment","channel":"CHANNEL_EMAIL","destination":"twice@example.com"}', ['purpose: is set twice']],
+    ['a nested member', 'Verify', '{"destination":{"purpose":"login","destination":"a@example.com","destination":"b@example.com"},"code":"12345678"}', ['destination.destination: is set twice']],
+    ['a map key', 'Send', sendJson(',"metadata":{"k":"1","k":"2"}').toString(), ['metadata["k"]: is set twice']],
+  ])('%s: refused naming it', async (_what, method, body, violations) => {
+    const res = await postJson(method, Buffer.from(body));
+    expect(res.status).toBe(400);
+    const error = connectError(res.body);
+    expect(error.code).toBe('invalid_argument');
+    expect(error.violations).toEqual(violations);
+  });
+
+  it('colons and braces inside strings are not members: such a body is served', async () => {
+    const body = '{"purpose":"login","channel":"CHANNEL_EMAIL","destination":"colons@example.com","metadata":{"a:b":"{\\"x\\":1, \\"x\\":2}","c":"d:e"}}';
+    const res = await postJson('Send', Buffer.from(body));
+    expect(res.body).toContain('verificationId');
+    expect(res.status).toBe(200);
   });
 
   it('an unknown key is named back without its control, bidi or NUL characters, cut between code points (probe 33)', async () => {

@@ -16,9 +16,11 @@ import { refusalAnswer } from "./refusal.js";
 // INTERNAL, unlogged; other faults answer INVALID_ARGUMENT naming nothing. So
 // once connect has refused a GET call, the query is read again here (failure
 // path only) and the answer names the `message` parameter, or the field in
-// it, as a BadRequest. The one check on the way in: a percent-encoded message
+// it, as a BadRequest. Two checks on the way in: a percent-encoded message
 // that is not UTF-8, which URLSearchParams would read as U+FFFD and connect
-// would accept; a URL with no percent-encoded byte above 0x7f skips it.
+// would accept (a URL with no percent-encoded byte above 0x7f skips it); and a
+// parameter given twice, of which connect reads the first (probe 75: a
+// gateway reading the last judged another request).
 
 const PARAM = "message";
 const NON_ASCII_ESCAPE = /%[89a-f]/i;
@@ -68,11 +70,23 @@ export function getQueriesChecked(handler: UniversalHandler, next: UniversalHand
     if (NON_ASCII_ESCAPE.test(raw) && !percentDecodesAsUtf8(raw)) {
       return refusalAnswer(violation("is not valid UTF-8 once percent-decoded (binary messages need base64=1)"), log, path);
     }
+    const twice = paramGivenTwice(raw);
+    if (twice !== undefined) return refusalAnswer(OtpError.invalidArgument([{ field: twice, description: "is given twice in the query" }]), log, path);
     const res = await next(req);
     if (res.status < 400 || res.status === 405 || res.status === 415) return res;
     const refusal = queryRefusal(new URLSearchParams(raw));
     return refusal ? refusalAnswer(refusal, log, path) : res;
   };
+}
+
+/** The query parameters connect reads; it takes the first of each, and a gateway in front may take the last. */
+const CONNECT_PARAMS = ["message", "encoding", "base64", "compression", "connect"];
+
+/** The first parameter connect reads that the query gives twice (the names percent-decoded, as connect reads them). */
+function paramGivenTwice(query: string): string | undefined {
+  if (query === "") return undefined;
+  const params = new URLSearchParams(query);
+  return CONNECT_PARAMS.find((name) => params.getAll(name).length > 1);
 }
 
 /** Whether the raw `message` parameter(s) of a query percent-decode to UTF-8 (decodeURIComponent is strict). */

@@ -103,7 +103,8 @@ function decodesAlone(field: DescField, value: JsonValue): boolean {
   return decodes(field.parent, field.name, value);
 }
 
-function fieldByKey(schema: DescMessage, key: string): DescField | undefined {
+/** The field a JSON member names, by its JSON name or its proto name (both are accepted). */
+export function fieldByKey(schema: DescMessage, key: string): DescField | undefined {
   return schema.fields.find((f) => f.jsonName === key || f.name === key);
 }
 

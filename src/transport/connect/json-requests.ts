@@ -6,6 +6,7 @@ import type { Logger } from "../../log.js";
 import { OtpError } from "../../otp/errors.js";
 import { whereJsonStopped } from "../../json-fault.js";
 import { hasEnumFields, unknownEnumValues } from "./json-enums.js";
+import { duplicateMember } from "./json-duplicate-members.js";
 import { jsonDecodeViolations, replacementCharFields } from "./json-faults.js";
 import { BufferedBody } from "./node-exchange.js";
 import { refusalAnswer } from "./refusal.js";
@@ -21,6 +22,7 @@ import { refusalAnswer } from "./refusal.js";
 //   out only then, from a lossy decode;
 // - a body that is not JSON, or not a JSON object, is refused without
 //   JSON.parse's message (V8 quotes the text around the fault: a code);
+// - a member given twice is refused naming it (./json-duplicate-members.ts);
 // - an unknown enum name is refused naming its field (./json-enums.ts);
 // - when connect's decoding then refuses the body (a wrong JSON type, an
 //   unknown key, a oneof set twice), the answer is rebuilt naming the fields
@@ -61,15 +63,18 @@ export function jsonRequestsChecked(handler: UniversalHandler, next: UniversalHa
  */
 export function jsonBodyRefusal(input: DescMessage, bytes: Uint8Array, enums: boolean, what = "request body"): OtpError | { json: JsonValue } {
   if (!isUtf8(bytes)) return notUtf8(input, bytes, what);
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
   let json: JsonValue;
   try {
-    json = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8")) as JsonValue;
+    json = JSON.parse(text) as JsonValue;
   } catch (err) {
     return new OtpError("INVALID_ARGUMENT", `${what} is not valid JSON${whereJsonStopped(err)}`);
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     return new OtpError("INVALID_ARGUMENT", `${what} must be a JSON object (${input.typeName})`);
   }
+  const twice = duplicateMember(text, json, input);
+  if (twice !== undefined) return OtpError.invalidArgument([twice]);
   if (enums) {
     const violations = unknownEnumValues(input, json, "");
     if (violations.length > 0) return OtpError.invalidArgument(violations);
