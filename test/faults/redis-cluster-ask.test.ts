@@ -12,6 +12,7 @@ import { StoreUnavailableError } from '../../src/store/errors.js';
 import { RedisStore } from '../../src/store/redis/redis-store.js';
 import type { CallerBudget } from '../../src/store/store.js';
 import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
+import { redisCli } from '../support/redis-cli.js';
 import { startSlotMigration } from '../support/slot-migration.js';
 import { issueCommand, newCode, newDestination, TENANT, verifyCommand } from '../store/commands.js';
 
@@ -128,5 +129,33 @@ describe('Redis Cluster slot migrating, OTP_REDIS_WAIT_REPLICAS=1: every script 
     await slot.finish();
     expect((await store.inspect(TENANT, wrong.cmd.ref))!.attemptsRemaining).toBe(before - 1);
     expect((await store.inspect(TENANT, right.cmd.ref))!.status).toBe('VERIFIED');
+  });
+});
+
+// Probe 77: the prefix guard deleted a hash's stale buckets before writing the new count. In a migrating
+// slot, a hash emptied by a delete is no longer the node's, so the write after it stopped the script
+// half-way ("non local key"), the caller's budgets already spent, and the call answered INTERNAL.
+describe('Redis Cluster slot migrating: the prefix guard on a hash holding only stale buckets', () => {
+  it('the Send is counted and answered, nothing spent without an answer', { timeout: 40_000 }, async () => {
+    const plain = await RedisStore.connect({ topology: { kind: 'cluster', seeds: cluster.seeds.split(',').map((s) => ({ host: '127.0.0.1', port: Number(s.split(':')[1]) })) }, shards: SHARDS, keyPrefix: `${prefix}-pg`, waitReplicas: 0 });
+    try {
+      const budgets: CallerBudget[] = [{ name: 'SEND_LIMIT_IP', subject: '203.0.113.77', budget: { count: 10, windowSeconds: 600 } }];
+      const guard = { rule: { minSends: 50, minVerifiedPercent: 10, windowMs: 60_000, buckets: 6, coolOffMs: 60_000 }, prefixes: [{ digits: 4, digest: 'stale-only' }] };
+      expect((await plain.spendCallerBudgets(TENANT, budgets, guard)).allowed).toBe(true);
+      // The prefix's hash as an hour later, its last suspension keeping it: one bucket, long past the window.
+      const key = `${prefix}-pg:{t:${TENANT}}:pg:4:stale-only`;
+      const source = await cluster.masterOf(key);
+      await redisCli(source.port, ['DEL', key]);
+      await redisCli(source.port, ['HSET', key, 's1', '3']);
+      await redisCli(source.port, ['PEXPIRE', key, '600000']);
+
+      const slot = await startSlotMigration(cluster, `t:${TENANT}`);
+      const spent = await plain.spendCallerBudgets(TENANT, budgets, guard);
+      expect(spent.allowed).toBe(true);
+      await slot.finish();
+      expect((await plain.callerBudgetStates(TENANT, budgets))[0]!.remaining).toBe(8);
+    } finally {
+      await plain.close();
+    }
   });
 });

@@ -17,6 +17,8 @@ describe('Redis replies', () => {
     ["NOPERM User otp has no permissions to run the 'evalsha' command", 'noperm'],
     ['READONLY You can\'t write against a read only replica.', 'readonly'],
     ['LOADING Redis is loading the dataset in memory', 'loading'],
+    // A script stopped half-way in a migrating slot (probe 77): what it wrote before stays, the outcome is unknown.
+    ['ERR Script attempted to access a non local key in a cluster node script: f_abc, on @user_script:12.', 'ask'],
   ])('%s: unavailable (%s)', (reply, reason) => {
     const err = unavailableOr(new ErrorReply(reply));
     expect(err).toBeInstanceOf(StoreUnavailableError);

@@ -13,8 +13,10 @@ import { DeadlineError } from "./deadlines.js";
 // under maxmemory (OOM) or unable to persist (MISCONF), and credentials
 // refused after an ACL or password change (NOAUTH, WRONGPASS, NOPERM): none is
 // the request's fault, and every one answered INTERNAL would tell a caller
-// not to retry a call whose outcome is unknown.
-const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS|MOVED|ASK|UNBLOCKED|OOM|MISCONF|NOAUTH|WRONGPASS|NOPERM)\b/;
+// not to retry a call whose outcome is unknown. So is a script stopped half-way
+// because a key it touched had left the node (Cluster, its slot migrating: a
+// key emptied and written again, probe 77): what it wrote before stays.
+const UNAVAILABLE_REPLY = /^(?:(?:LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS|MOVED|ASK|UNBLOCKED|OOM|MISCONF|NOAUTH|WRONGPASS|NOPERM)\b|ERR Script attempted to access a non local key)/;
 
 /** The first error reply of a pipeline's MultiErrorReply, or `err` itself. */
 export function firstError(err: unknown): unknown {
@@ -72,11 +74,14 @@ export function replyMessage(err: unknown): string | undefined {
   return e instanceof ErrorReply ? e.message : undefined;
 }
 
+/** A script's key that had left the node half-way (its slot migrating): counted as the ASK it would have been. */
+const NON_LOCAL_KEY = /^ERR Script attempted to access a non local key/;
+
 /** A short, secret-free label for an unavailable failure, for metrics and logs. */
 export function failureReason(err: StoreUnavailableError): string {
   const cause = err.cause;
   if (cause instanceof DeadlineError) return "timeout";
-  if (cause instanceof ErrorReply) return /^\w+/.exec(cause.message)?.[0]?.toLowerCase() ?? "reply";
+  if (cause instanceof ErrorReply) return NON_LOCAL_KEY.test(cause.message) ? "ask" : (/^\w+/.exec(cause.message)?.[0]?.toLowerCase() ?? "reply");
   if (cause instanceof MaxCommandRedirectionsError) return "moved";
   if (cause instanceof Error && cause.name === "ReplicationError") return "wait";
   if (cause instanceof Error && cause.name === "FailoverError") return "failover";

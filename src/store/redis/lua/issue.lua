@@ -182,8 +182,16 @@ for _, f in ipairs({{':ik', ik}, {':if', fp}, {':lc', A.locale}, {':mt', A.metad
 end
 if cur_id then gone[#gone + 1] = id_field(cur_id) end
 for _, f in ipairs(expired_answers) do gone[#gone + 1] = f end
-redis.call('HDEL', dest, unpack(gone))
+-- Written before the deletes: in a slot being migrated, a hash a delete has emptied is no longer this
+-- node's, and the write after it would stop the script half-way (probe 77). A field written is not deleted.
 redis.call('HSET', dest, unpack(set))
+local written = {}
+for i = 1, #set, 2 do written[set[i]] = true end
+local deleting = {}
+for _, f in ipairs(gone) do
+  if not written[f] then deleting[#deleting + 1] = f end
+end
+if #deleting > 0 then redis.call('HDEL', dest, unpack(deleting)) end
 -- Kept a ttl past expiry, so a late Verify answers EXPIRED rather than NOT_FOUND.
 extend_expiry(dest, math.max(e + ttl, ls, pls or 0))
 

@@ -73,17 +73,20 @@ end
 
 -- Writes what changed; a hash lives a window past its last write, and a window past its
 -- suspension's end (so the next Send in that time records the release).
+-- Deletes come last: in a slot being migrated, a hash a delete has emptied is no longer this
+-- node's, and touching it again failed the script half-way, its budgets already spent (probe 77).
 local function pg_save(st, now, rule, sent_bucket, verified_bucket)
   if not st.dirty and not sent_bucket and not verified_bucket then return end
-  if #st.stale > 0 then redis.call('HDEL', st.key, unpack(st.stale)) end
+  local gone = st.stale
+  local left = redis.call('PTTL', st.key)
   if sent_bucket then redis.call('HINCRBY', st.key, 's' .. sent_bucket, 1) end
   if verified_bucket then redis.call('HINCRBY', st.key, 'v' .. verified_bucket, 1) end
   if st.dirty then
-    if st.held > 0 then redis.call('HSET', st.key, 'u', st.held) else redis.call('HDEL', st.key, 'u') end
-    if st.settles > 0 then redis.call('HSET', st.key, 't', st.settles) else redis.call('HDEL', st.key, 't') end
+    if st.held > 0 then redis.call('HSET', st.key, 'u', st.held) else gone[#gone + 1] = 'u' end
+    if st.settles > 0 then redis.call('HSET', st.key, 't', st.settles) else gone[#gone + 1] = 't' end
   end
-  local left = redis.call('PTTL', st.key)
   redis.call('PEXPIREAT', st.key, math.max(left > 0 and now + left or 0, now + rule[3], st.held + rule[3]))
+  if #gone > 0 then redis.call('HDEL', st.key, unpack(gone)) end
 end
 
 -- Whether a code may go out now (finest prefix first: one with its own verified codes above
