@@ -13,7 +13,13 @@ import { grpcCall, grpcClient } from '../support/grpc-client.js';
 import { freshEmail, startTestApp, type TestApp } from '../support/otp-app.js';
 import { rawRequest } from '../support/raw-http.js';
 import { redisCli, until } from '../support/redis-cli.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { RedisStore } from '../../src/store/redis/redis-store.js';
+import { freePort } from '../support/free-port.js';
 import { startRedisCluster, type ClusterNode, type RedisCluster } from '../support/redis-cluster.js';
+import { redisProcess, type RedisProcess } from '../support/redis-process.js';
 import { exitWithin, spawnService, type ServiceProcess } from '../support/service-process.js';
 
 let cluster: RedisCluster;
@@ -214,5 +220,51 @@ describe('Redis Cluster: starting with fewer than half the masters', () => {
     expect(fatal[0]).toContain('1 of 3 cluster masters answered');
     for (const n of down) expect(fatal[0]).toContain(`127.0.0.1:${n.port}`);
     expect(service.stderr() + JSON.stringify(service.logs())).not.toContain('    at ');
+  });
+});
+
+// Probe 77: `redis-cli --cluster del-node` resets the master it removes and leaves it running. Still listed
+// in REDIS_CLUSTER_NODES, it answers with an empty slot map, which node-redis (asking one seed at random)
+// took for the cluster's: half the starts after a scale-in failed with "0 of 0 cluster masters answered".
+describe('Redis Cluster: seeds taken out of the cluster (answering with no slots)', () => {
+  let removed: RedisProcess[] = [];
+  const dirs: string[] = [];
+  beforeAll(async () => {
+    removed = await Promise.all([0, 1].map(async () => {
+      const port = await freePort();
+      const dir = mkdtempSync(join(tmpdir(), 'otp-slotless-'));
+      dirs.push(dir);
+      const node = redisProcess('redis-server', port, dir, () => ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--save', '', '--appendonly', 'no']);
+      await node.start();
+      return node;
+    }));
+  });
+  afterAll(async () => {
+    for (const n of removed) await n.stop();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it('listed first, beside a live seed: every start finds the masters, and says which seeds to remove', { timeout: 60_000 }, async () => {
+    const live = cluster.seeds.split(',').map((s) => ({ host: '127.0.0.1', port: Number(s.split(':')[1]) }))[0]!;
+    const seeds = [...removed.map((n) => ({ host: '127.0.0.1', port: n.port })), live];
+    for (let i = 0; i < 6; i++) {
+      const warnings: string[] = [];
+      const logger = { info: () => {}, warn: (fields: object, msg: string) => warnings.push(`${msg} ${JSON.stringify(fields)}`) };
+      const store = await RedisStore.connect({ topology: { kind: 'cluster', seeds }, shards: 16, keyPrefix: `slotless-${i}`, logger });
+      try {
+        expect(await store.ping()).toBe(true);
+      } finally {
+        await store.close();
+      }
+      for (const n of removed) expect(warnings.some((w) => w.includes('has no slots') && w.includes(`127.0.0.1:${n.port}`))).toBe(true);
+    }
+  });
+
+  it('only such seeds: start-up fails saying so, not "0 of 0 masters"', { timeout: 30_000 }, async () => {
+    const service = await spawnService({ REDIS_CLUSTER_NODES: removed.map((n) => `127.0.0.1:${n.port}`).join(','), OTP_WORKERS: '1' });
+    expect(await exitWithin(service, 20_000)).not.toBe(0);
+    const fatal = service.logs().filter((l) => (l.level ?? 0) >= 50).map((l) => l.msg ?? '');
+    expect(fatal.length, service.stderr()).toBe(1);
+    expect(fatal[0]).toContain('every cluster seed answered with no slots');
   });
 });

@@ -253,6 +253,9 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
         redisObservations.topologyChanges++;
         log?.warn({ redis: where, ...detail }, "redis topology changed (failover or resharding)");
       },
+      seedSkipped(node) {
+        log?.warn({ redis: where, node }, "redis cluster seed has no slots (taken out of the cluster?): not asked for the slot map; remove it from REDIS_CLUSTER_NODES");
+      },
     },
   };
 

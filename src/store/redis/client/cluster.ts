@@ -1,4 +1,4 @@
-import { createCluster, ErrorReply } from "redis";
+import { createClient, createCluster, ErrorReply } from "redis";
 import { StoreUnavailableError } from "../../errors.js";
 import { within } from "./deadlines.js";
 import { firstError } from "./failures.js";
@@ -28,7 +28,7 @@ const PIPELINE_REDIRECTS = 3;
 const SEED_SILENCE_MS = 750;
 const MASTERS_WAIT_MS = 1_000;
 
-export async function connectCluster(seeds: HostPort[], options: TransportOptions): Promise<{ transport: Transport; connecting: Promise<unknown> }> {
+export async function connectCluster(allSeeds: HostPort[], options: TransportOptions): Promise<{ transport: Transport; connecting: Promise<unknown> }> {
   const { commandOptions, RESP, ...defaults } = nodeClientOptions(options);
   // The seeds are only asked for the slot map (the masters' clients get
   // `defaults`): a seed that does not connect, or goes silent, within
@@ -36,6 +36,7 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
   // out the whole start-up bound (a dropped SYN) or node-redis's 5 s command
   // timeout (a hung node, which accepts connections and never answers).
   const seedSilenceMs = Math.min(SEED_SILENCE_MS, Math.floor(options.connectTimeoutMs / 4));
+  const seeds = await seedsInACluster(allSeeds, options, seedSilenceMs);
   const cluster = createCluster({
     rootNodes: seeds.map((s) => ({
       socket: { ...defaults.socket, host: s.host, port: s.port, connectTimeout: seedSilenceMs, socketTimeout: seedSilenceMs },
@@ -250,6 +251,39 @@ export async function connectCluster(seeds: HostPort[], options: TransportOption
     }
   });
   return { transport, connecting };
+}
+
+/**
+ * The seeds, less those that answer with no slots at all: a master taken out
+ * of the cluster (`redis-cli --cluster del-node` resets it and leaves it
+ * running) still answers, with an empty slot map, and node-redis, asking one
+ * seed picked at random, took that map as the cluster's: half the starts
+ * after a scale-in failed with "0 of 0 cluster masters answered" (probe 77).
+ * The seeds are asked together, each for SEED_SILENCE_MS at most; one that
+ * does not answer in time is kept (node-redis asks it, and the next, as
+ * before). When every seed that answered has no slots, start-up says so.
+ */
+async function seedsInACluster(seeds: HostPort[], options: TransportOptions, silenceMs: number): Promise<HostPort[]> {
+  const clientOptions = nodeClientOptions(options);
+  const slotless = await Promise.all(seeds.map(async (seed) => {
+    const client = createClient({ ...clientOptions, socket: { ...clientOptions.socket, host: seed.host, port: seed.port, connectTimeout: silenceMs, reconnectStrategy: false } });
+    client.on("error", () => {});
+    try {
+      const slots = await within(client.connect().then(() => client.sendCommand<RedisReply>(["CLUSTER", "SLOTS"])), silenceMs, "asking a seed for its slots");
+      return Array.isArray(slots) && slots.length === 0;
+    } catch {
+      return false; // not answering, refusing (credentials: said by the cluster's own connection), not a cluster node
+    } finally {
+      client.destroy();
+    }
+  }));
+  const kept = seeds.filter((_, i) => !slotless[i]);
+  const skipped = seeds.filter((_, i) => slotless[i]).map((s) => `${s.host}:${s.port}`);
+  for (const address of skipped) options.events.seedSkipped?.(address);
+  if (kept.length > 0) return kept;
+  throw new StoreUnavailableError({
+    cause: new TooFewMastersError(`every cluster seed answered with no slots (${skipped.join(", ")}): nodes taken out of the cluster, or a cluster not created yet`),
+  });
 }
 
 /** What connectMasters uses of node-redis's cluster. */

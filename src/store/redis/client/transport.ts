@@ -49,6 +49,8 @@ export interface TransportEvents {
   ready(node: string): void;
   /** The master for some keys changed (a failover, a resharding) or the Sentinels said so. */
   topologyChanged(detail: Record<string, unknown>): void;
+  /** Cluster: a seed answered with no slots (taken out of the cluster) and is not asked for the slot map. */
+  seedSkipped?(address: string): void;
 }
 
 export interface TransportOptions {
