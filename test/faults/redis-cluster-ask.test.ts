@@ -132,6 +132,32 @@ describe('Redis Cluster slot migrating, OTP_REDIS_WAIT_REPLICAS=1: every script 
   });
 });
 
+// Probe 77: the barrier (`{tag}:ack`, 10 s) had expired, or moved ahead of the scripts' keys: no new key can
+// be made in a migrating slot, so every call on it ran its script and answered UNAVAILABLE for as long as the
+// move took. An unkeyed Verify with the right code lost its code that way (consumed, answered UNAVAILABLE).
+describe('Redis Cluster slot migrating, OTP_REDIS_WAIT_REPLICAS=1, no barrier key on the migrating master', () => {
+  it('the scripts run there once and are answered: the barrier is written under another slot of that master', { timeout: 40_000 }, async () => {
+    const shard = 7;
+    const right = issueCommand(onShard(shard));
+    const wrong = issueCommand(onShard(shard));
+    for (const a of [right, wrong]) expect((await store.issue(a.cmd)).kind).toBe('issued');
+    const before = (await store.inspect(TENANT, wrong.cmd.ref))!.attemptsRemaining;
+    const barrier = `${prefix}:{${shard}}:ack`;
+    const source = await cluster.masterOf(barrier);
+    await redisCli(source.port, ['DEL', barrier]);
+
+    const slot = await startMigrating(String(shard));
+    expect((await store.verify(verifyCommand(right.cmd.ref, right.code))).result).toBe('VERIFIED');
+    expect((await store.verify(verifyCommand(wrong.cmd.ref, wrong.code === '000000' ? '111111' : '000000'))).result).toBe('INVALID_CODE');
+    // Still no key of the slot made on the migrating master, and none on both: the move finishes.
+    expect(await slot.source()).not.toContain(barrier);
+    expect(await slot.onBoth()).toEqual([]);
+    await slot.finish();
+    expect((await store.inspect(TENANT, right.cmd.ref))!.status).toBe('VERIFIED');
+    expect((await store.inspect(TENANT, wrong.cmd.ref))!.attemptsRemaining).toBe(before - 1);
+  });
+});
+
 // Probe 77: the prefix guard deleted a hash's stale buckets before writing the new count. In a migrating
 // slot, a hash emptied by a delete is no longer the node's, so the write after it stopped the script
 // half-way ("non local key"), the caller's budgets already spent, and the call answered INTERNAL.

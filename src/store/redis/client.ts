@@ -7,7 +7,7 @@ import { countUnavailable, redisObservations } from "./client/observations.js";
 import { FailoverError, watchFailovers, type FailoverWatch } from "./client/failover-watch.js";
 import { connectSentinel } from "./client/sentinel.js";
 import { describeTopology, type RedisAccess, type RedisTopology } from "./client/topology.js";
-import type { RedisReply, Transport, TransportOptions } from "./client/transport.js";
+import type { BarrierElsewhere, RedisReply, Transport, TransportOptions } from "./client/transport.js";
 import type { StoreScript } from "./scripts.js";
 import { RepeatedLines } from "../../repeated-lines.js";
 
@@ -173,6 +173,12 @@ function barrierKey(key: string): string {
   const open = key.indexOf("{");
   const close = key.indexOf("}", open + 1);
   return open >= 0 && close > open + 1 ? `${key.slice(0, close + 1)}:ack` : `{${key}}:ack`;
+}
+
+/** The barrier key of `key`'s prefix under another hash tag: `<prefix>:{<tag>}:ack`. */
+function barrierKeyUnder(key: string, tag: string): string {
+  const open = key.indexOf("{");
+  return `${open > 0 ? key.slice(0, open) : ""}{${tag}}:ack`;
 }
 
 /**
@@ -387,7 +393,7 @@ class Connection implements RedisConnection {
    */
   async #runAcknowledged(script: StoreScript, command: string[], key: string): Promise<RedisReply> {
     const epoch = this.#beforeAcknowledged();
-    const pipelined = () => this.#waitDeadlines.run(this.#transport.pipeline(key, [command, ...this.#barrierAndWait(key)], onImportingNode));
+    const pipelined = () => this.#waitDeadlines.run(this.#transport.pipeline(key, [command, ...this.#barrierAndWait(key)], onImportingNode, this.#barrierElsewhere));
     let replies: RedisReply[];
     try {
       replies = await pipelined();
@@ -422,6 +428,9 @@ class Connection implements RedisConnection {
   #barrierAndWait(key: string): string[][] {
     return [["SET", barrierKey(key), "", "PX", BARRIER_TTL_MS], this.#wait];
   }
+
+  /** The barrier and WAIT with the barrier under another hash tag (Transport's BarrierElsewhere). */
+  readonly #barrierElsewhere: BarrierElsewhere = (key, tag) => [["SET", barrierKeyUnder(key, tag), "", "PX", BARRIER_TTL_MS], this.#wait];
 
   /** During a failover nothing that needs an acknowledgement is sent (nothing ran: UNAVAILABLE); else the failovers' epoch to check it against. */
   #beforeAcknowledged(): number | undefined {

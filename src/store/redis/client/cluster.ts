@@ -1,3 +1,4 @@
+import keySlot from "cluster-key-slot";
 import { createClient, createCluster, ErrorReply } from "redis";
 import { StoreUnavailableError } from "../../errors.js";
 import { within } from "./deadlines.js";
@@ -175,7 +176,7 @@ export async function connectCluster(allSeeds: HostPort[], options: TransportOpt
 
   const transport: Transport = {
     send,
-    async pipeline(key, commands, onImportingNode) {
+    async pipeline(key, commands, onImportingNode, onBarrierMoved) {
       // On the node client of the key's master, not through the cluster's
       // router: the router could send the two commands to two nodes if the
       // slot map changed in between, and a WAIT on a connection that wrote
@@ -192,7 +193,20 @@ export async function connectCluster(allSeeds: HostPort[], options: TransportOpt
           // while the script's have not) comes after the script ran: following
           // it would run the script a second time, elsewhere.
           const first = await sent[0]!.then(() => undefined, (e: unknown) => e);
-          if (first === undefined) throw new StoreUnavailableError({ cause: firstError(err) });
+          if (first === undefined) {
+            const later = firstError(err);
+            // The barrier's key is not here while the slot migrates: for as long as the move takes, every
+            // call on the slot would run its script and answer UNAVAILABLE (probe 77). A barrier under
+            // another slot of this master, on this connection, does what it does.
+            const tag = onBarrierMoved !== undefined && later instanceof ErrorReply && later.message.startsWith("ASK") ? tagOfAnotherSlot(cluster.slots, client, key) : undefined;
+            if (tag === undefined) throw new StoreUnavailableError({ cause: later });
+            const again = onBarrierMoved!(key, tag).map((c) => client.sendCommand<RedisReply>(c));
+            try {
+              return [await sent[0]!, ...(await Promise.all(again))];
+            } catch (retried) {
+              throw new StoreUnavailableError({ cause: firstError(retried) });
+            }
+          }
           if (!(first instanceof ErrorReply) || redirects >= PIPELINE_REDIRECTS) throw err;
           if (first.message.startsWith("MOVED")) {
             // The slot has a new master (failover, resharding). A keyed command through the
@@ -251,6 +265,27 @@ export async function connectCluster(allSeeds: HostPort[], options: TransportOpt
     }
   });
   return { transport, connecting };
+}
+
+/** Hash tags found for a slot (a tag is only a name: any that hashes to the slot will do). */
+const tagsOfSlots = new Map<number, string>();
+
+/**
+ * A hash tag of a slot served by the same master as `key` (`client` is its
+ * connection), other than `key`'s own; undefined when the map knows none.
+ */
+function tagOfAnotherSlot(slots: readonly ({ master?: { address: string } } | undefined)[], client: { options?: { socket?: unknown } }, key: string): string | undefined {
+  const socket = client.options?.socket as { host?: string; port?: number } | undefined;
+  if (socket?.host === undefined || socket.port === undefined) return undefined;
+  const address = `${socket.host}:${socket.port}`;
+  const own = keySlot(key);
+  const slot = slots.findIndex((shard, i) => i !== own && shard?.master?.address === address);
+  if (slot < 0) return undefined;
+  let tag = tagsOfSlots.get(slot);
+  // ~16,384 tries on average, once per slot: this is the rare path of a migration.
+  for (let i = 0; tag === undefined; i++) if (keySlot(`ack${i}`) === slot) tag = `ack${i}`;
+  tagsOfSlots.set(slot, tag);
+  return tag;
 }
 
 /**

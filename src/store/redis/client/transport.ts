@@ -21,7 +21,7 @@ export interface Transport {
    * an ASK is StoreUnavailableError. Once the first command ran, any later
    * failure is StoreUnavailableError, and nothing is sent again.
    */
-  pipeline(key: string, commands: string[][], onImportingNode?: (commands: string[][]) => string[][]): Promise<RedisReply[]>;
+  pipeline(key: string, commands: string[][], onImportingNode?: (commands: string[][]) => string[][], onBarrierMoved?: BarrierElsewhere): Promise<RedisReply[]>;
   /**
    * The store can serve: its master answers PING (one node, Sentinel); with a
    * Cluster, at least half its masters do (keys on the others answer UNAVAILABLE).
@@ -40,6 +40,17 @@ export interface Transport {
   close(): Promise<void>;
   destroy(): void;
 }
+
+/**
+ * Cluster, the slot migrating: the first command (the script) ran, and the
+ * second (the barrier) was answered ASK: its key is not on this node (it
+ * expired, or moved ahead of the script's keys), and no new key can be made
+ * in a migrating slot. `onBarrierMoved(key, tag)` gives the commands to write
+ * instead of the second and later ones, on the same connection, with the
+ * barrier under `tag`: a hash tag of another slot the same master serves.
+ * Their replies stand in for the failed ones.
+ */
+export type BarrierElsewhere = (key: string, tag: string) => string[][];
 
 /** Transitions a transport reports (logged and counted by the connection). */
 export interface TransportEvents {
