@@ -612,6 +612,46 @@ describe('helm chart', () => {
     const ms = await template('-f', valuesFile('plain'), ...set, '--set', `${named.split(':')[0]}.podDisruptionBudget.enabled=false`);
     expect(ofKind(ms, 'PodDisruptionBudget')).toHaveLength(2);
   });
+
+  // Probe 76: `int "100%"` is 0, so a percentage passed the check and rendered a PDB no drain gets past.
+  it('a percentage minAvailable is checked against the replicas (rounded up, as Kubernetes does)', async () => {
+    for (const component of ['service', 'relay', 'notifier']) {
+      expect(await refused('-f', valuesFile('plain'), '--set', `${component}.podDisruptionBudget.minAvailable=100%`)).toContain(`${component}: 2 replicas with podDisruptionBudget.minAvailable 100%`);
+      expect(await refused('-f', valuesFile('plain'), '--set', `${component}.podDisruptionBudget.minAvailable=51%`)).toContain('would block every node drain');
+    }
+    const ms = await template('-f', valuesFile('plain'), '--set', 'relay.podDisruptionBudget.minAvailable=50%');
+    expect(ofKind(ms, 'PodDisruptionBudget').map((p) => (p.spec as { minAvailable: unknown }).minAvailable)).toContain('50%');
+    expect(await refused('-f', valuesFile('plain'), '--set', 'relay.podDisruptionBudget.minAvailable=half')).toContain('relay.podDisruptionBudget.minAvailable must be a whole number or a percentage');
+  });
+
+  // Probe 76: `int` reads any text as 0: "5s" turned the preStop sleep off, "two" replicas failed as "0 replicas".
+  it.each([
+    ['service.preStopSleepSeconds', '5s'],
+    ['service.replicas', 'two'],
+    ['service.terminationGracePeriodSeconds', '60s'],
+    ['relay.terminationGracePeriodSeconds', '60s'],
+    ['notifier.replicas', '2.5'],
+    ['service.autoscaling.maxReplicas', 'ten'],
+  ])('refuses %s=%s: a whole number, no unit', async (name, value) => {
+    expect(await refused('-f', valuesFile('plain'), '--set-string', `${name}=${value}`)).toContain(`${name} must be a whole number (no unit), got "${value}"`);
+  });
+
+  // Probe 76: the memory check read only whole Mi and Gi; 0.5Gi for four workers rendered, and the pod would OOM-loop.
+  it.each([
+    [['--set', 'service.workers=4', '--set-string', 'service.resources.limits.memory=0.5Gi'], 'service.workers=4 needs about 1690Mi'],
+    [['--set', 'service.workers=2', '--set-string', 'service.resources.limits.memory=800M'], 'service.workers=2 needs about 890Mi'],
+    [['--set', 'service.workers=2', '--set-string', 'service.resources.limits.memory=900000Ki'], 'service.workers=2 needs about 890Mi'],
+    [['--set', 'service.workers=2', '--set-string', 'service.resources.limits.memory=plenty'], 'service.resources.limits.memory must be a Kubernetes quantity'],
+  ])('the memory limit is read in every unit (%j)', async (set, named) => {
+    expect(await refused('-f', valuesFile('plain'), ...set)).toContain(named);
+  });
+
+  it('a memory limit that fits, in another unit, renders', async () => {
+    for (const memory of ['1000M', '0.9Gi', '1073741824']) {
+      const ms = await template('-f', valuesFile('plain'), '--set', 'service.workers=2', '--set-string', `service.resources.limits.memory=${memory}`);
+      expect(envOf(container(deployment(ms, ''))).OTP_WORKERS?.value).toBe('2');
+    }
+  });
   // Operator probe: config.env reaches the service and the relay only, so a NOTIFIER_* setting there did nothing.
   it.each(['config.env', 'service.env', 'relay.env'])('refuses a NOTIFIER_* setting in %s (the notifier never gets it), pointing at notifier.env', async (map) => {
     const stderr = await refused('-f', valuesFile('plain'), '--set', `${map}.NOTIFIER_MAX_IN_FLIGHT=8`);

@@ -101,10 +101,14 @@ Pass (list $ chart maps).
 A Deployment's terminationGracePeriodSeconds: 30 when absent (a
 `helm upgrade --reuse-values` from a chart without the value keeps the old
 values), else the value as given. Not `default`, which takes 0 for absent and
-rendered a grace of 30 where 0 was asked for, instead of refusing it.
+rendered a grace of 30 where 0 was asked for, instead of refusing it. Pass (list "relay" value).
 */}}
 {{- define "otp.terminationSeconds" -}}
-{{- if kindIs "invalid" . }}30{{ else }}{{ int . }}{{ end }}
+{{- $value := index . 1 -}}
+{{- if kindIs "invalid" $value }}30
+{{- else if not (regexMatch "^[0-9]+$" (toString $value)) }}
+{{- fail (printf "%s.terminationGracePeriodSeconds must be a whole number (no unit), got %q" (index . 0) (toString $value)) }}
+{{- else }}{{ int $value }}{{ end }}
 {{- end -}}
 
 {{/*
@@ -114,7 +118,7 @@ src/process.ts and 1 s of slack, so the kubelet's SIGKILL never comes first.
 Pass (list "relay" .Values.relay.terminationGracePeriodSeconds).
 */}}
 {{- define "otp.drainMs" -}}
-{{- $termination := include "otp.terminationSeconds" (index . 1) | int -}}
+{{- $termination := include "otp.terminationSeconds" (list (index . 0) (index . 1)) | int -}}
 {{- if lt $termination 7 }}
 {{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be at least 7: after SIGTERM the process needs a drain of 1 s at least and 5 s to exit" (index . 0) $termination) }}
 {{- end }}
@@ -439,6 +443,19 @@ redis.tls and by hand.
 {{- fail (printf "%s.minReadySeconds must be a whole number of seconds (0 or more), got %q: anything else turned the rollout check off" $component (toString $ready)) }}
 {{- end }}
 {{- end }}
+{{- /* Whole numbers the templates compute with: `int` reads any other text as 0, so "5s" turned the preStop sleep off, "two" replicas read as 0, and a grace period of "60s" was refused as "(0)" (probe 76). Absent is left to each template's default. */}}
+{{- range $check := list (list "service.replicas" .Values.service.replicas) (list "relay.replicas" .Values.relay.replicas) (list "notifier.replicas" .Values.notifier.replicas) (list "service.healthPort" .Values.service.healthPort) (list "service.autoscaling.minReplicas" .Values.service.autoscaling.minReplicas) (list "service.autoscaling.maxReplicas" .Values.service.autoscaling.maxReplicas) (list "service.autoscaling.targetCPUUtilizationPercentage" .Values.service.autoscaling.targetCPUUtilizationPercentage) (list "service.preStopSleepSeconds" .Values.service.preStopSleepSeconds) (list "service.terminationGracePeriodSeconds" .Values.service.terminationGracePeriodSeconds) (list "relay.terminationGracePeriodSeconds" .Values.relay.terminationGracePeriodSeconds) (list "notifier.terminationGracePeriodSeconds" .Values.notifier.terminationGracePeriodSeconds) }}
+{{- $value := index $check 1 }}
+{{- if and (not (kindIs "invalid" $value)) (not (regexMatch "^[0-9]+$" (toString $value))) }}
+{{- fail (printf "%s must be a whole number (no unit), got %q" (index $check 0) (toString $value)) }}
+{{- end }}
+{{- end }}
+{{- range $component := list "service" "relay" "notifier" }}
+{{- $pdb := index $.Values $component "podDisruptionBudget" | default dict }}
+{{- if and $pdb.enabled (not (regexMatch "^[0-9]+%?$" (toString $pdb.minAvailable))) }}
+{{- fail (printf "%s.podDisruptionBudget.minAvailable must be a whole number or a percentage (e.g. 50%%), got %q" $component (toString $pdb.minAvailable)) }}
+{{- end }}
+{{- end }}
 {{- /* Values the programs would refuse at start-up (every pod crash-looping): refused here, in their words. */}}
 {{- with .Values.tracing }}
 {{- if not (has (toString .protocol) (list "http/protobuf" "http/json")) }}
@@ -536,10 +553,17 @@ redis.tls and by hand.
 {{- /* README "Memory and CPU per process": about 400 MiB per worker, plus ~90 MiB for the primary when there are several. */}}
 {{- $workers := int .Values.service.workers }}
 {{- $limit := toString (dig "limits" "memory" "" (.Values.service.resources | default dict)) }}
-{{- if and (gt $workers 1) (regexMatch "^[0-9]+(Mi|Gi)$" $limit) }}
-{{- $mib := ternary (mul (int (trimSuffix "Gi" $limit)) 1024) (int (trimSuffix "Mi" $limit)) (hasSuffix "Gi" $limit) }}
+{{- if and (gt $workers 1) $limit }}
+{{- /* A Kubernetes quantity in any of its memory forms (512Mi, 0.5Gi, 1000M, 536870912), in MiB: the check was skipped for all but whole Mi and Gi (probe 76). */}}
+{{- $parts := regexFindAll "^([0-9]+(?:\\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$" $limit 1 }}
+{{- if not $parts }}
+{{- fail (printf "service.resources.limits.memory must be a Kubernetes quantity (e.g. 1Gi, 900Mi), got %q" $limit) }}
+{{- end }}
+{{- $unit := regexReplaceAll "^[0-9.]+" $limit "" }}
+{{- $perUnit := get (dict "" 1.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0) $unit }}
+{{- $mib := divf (mulf (float64 (trimSuffix $unit $limit)) $perUnit) 1048576.0 }}
 {{- $needed := add (mul $workers 400) 90 }}
-{{- if lt (int $mib) (int $needed) }}
+{{- if lt $mib (float64 $needed) }}
 {{- fail (printf "service.workers=%d needs about %dMi of memory (400Mi a worker, 90Mi for the primary; README \"Memory and CPU per process\"): service.resources.limits.memory is %s" $workers $needed $limit) }}
 {{- end }}
 {{- end }}
