@@ -172,7 +172,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       clientsFile.watch(config.reloadCheckMs);
       cleanups.push(async () => clientsFile.stop());
     }
-    const policyFile = watchPolicyFile(config, log, config.reloadCheckMs);
+    const policyFile = watchPolicyFile(config, log, config.reloadCheckMs, config.policyFile ? metrics.policyFile() : undefined);
     if (policyFile) cleanups.push(async () => policyFile.stop());
 
     let draining = false;

@@ -8,6 +8,7 @@ import type { Outcomes } from "./otp/service.js";
 import { redisObservations } from "./store/redis/client.js";
 import type { TlsObserver } from "./server-certificates.js";
 import { METHODS } from "./auth/grants.js";
+import type { PolicyFileState } from "./policy-file-changes.js";
 
 // Prometheus metrics, served at GET /metrics on the HTTP port: how long each
 // call took in the service (from the handler being called to its answer, on
@@ -356,6 +357,30 @@ export class Metrics implements Outcomes, RelayObserver {
       // Unchanged: the file holds the clients in force again (a refused edit undone); no reload happened.
       if (outcome !== "unchanged") reloads.inc({ outcome });
       refused.set(outcome === "refused" ? 1 : 0);
+    };
+  }
+
+  /**
+   * OTP_POLICY_FILE as it is on disk, with a policy file only. It is read at start-up only
+   * (src/policy-file-changes.ts): a file that does not check keeps every new pod from starting (probe 76:
+   * only a log line said so), and one that changed is not in force until the pods are restarted.
+   */
+  policyFile(): (state: PolicyFileState) => void {
+    const refused = new Gauge({
+      name: "otp_policy_file_refused",
+      help: "1 while OTP_POLICY_FILE on disk does not check (a new process would refuse to start; log: policy file changed and does not check), else 0; with OTP_WORKERS > 1 the highest",
+      registers: [this.registry],
+      aggregator: "max",
+    });
+    const changed = new Gauge({
+      name: "otp_policy_file_changed",
+      help: "1 while OTP_POLICY_FILE on disk checks but differs from the policy in force (read at start-up only: a rolling restart puts it in force), else 0; with OTP_WORKERS > 1 the highest",
+      registers: [this.registry],
+      aggregator: "max",
+    });
+    return (state) => {
+      refused.set(state === "refused" ? 1 : 0);
+      changed.set(state === "changed" ? 1 : 0);
     };
   }
 

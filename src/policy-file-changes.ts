@@ -12,7 +12,10 @@ import type { Logger } from "./log.js";
 // or on SIGHUP: that it changed and needs a restart, or that it no longer
 // checks and a new process would refuse to start, naming what is wrong.
 
-export function watchPolicyFile(config: Config, log: Logger, intervalMs: number): ChangedFiles | undefined {
+/** What the file on disk is to the policy in force: the same, changed (in force after a restart), or refused (a new process would not start). */
+export type PolicyFileState = "as-in-force" | "changed" | "refused";
+
+export function watchPolicyFile(config: Config, log: Logger, intervalMs: number, observe?: (state: PolicyFileState) => void): ChangedFiles | undefined {
   const path = config.policyFile;
   if (path === undefined) return undefined;
   const named = { setting: "OTP_POLICY_FILE", path };
@@ -23,15 +26,19 @@ export function watchPolicyFile(config: Config, log: Logger, intervalMs: number)
     if (text === config.policyText) {
       if (trigger === "SIGHUP" || differs) log.info({ trigger, ...named }, "policy file as at start-up: the policy in force is the file's");
       differs = false;
+      observe?.("as-in-force");
       return;
     }
     differs = true;
     policyFromText(path, text, config.defaults);
     log.warn({ trigger, ...named }, "policy file changed: it is read at start-up only, so the policy in force stays until a restart (a rolling restart puts it in force)");
+    observe?.("changed");
   };
   const files = new ChangedFiles([path], check, (trigger, err) => {
     log.error({ trigger, ...named, err: err.message }, "policy file changed and does not check: a new process would refuse to start; the policy in force stays");
+    observe?.("refused");
   }, config.policyText);
+  observe?.("as-in-force");
   files.watch(intervalMs);
   return files;
 }

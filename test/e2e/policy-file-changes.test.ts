@@ -39,6 +39,16 @@ describe('OTP_POLICY_FILE changed while serving', () => {
       body: JSON.stringify({ purpose: 'payment', channel: 'CHANNEL_EMAIL', destination: `policy-${Date.now()}-${Math.random()}@example.com` }),
     })).json() as { codeLength?: number };
 
+    // Probe 76: only a log line said so; a refused file (no new pod starts) and a change not in force are gauges too.
+    const sample = async (series: string): Promise<number> => {
+      const text = await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+      if (line === undefined) throw new Error(`no ${series}`);
+      return Number(line.split(' ').at(-1));
+    };
+    const gauges = async () => [await sample('otp_policy_file_refused'), await sample('otp_policy_file_changed')];
+    expect(await gauges()).toEqual([0, 0]);
+
     // SIGHUP with the file as at start-up: said so.
     s.child.kill('SIGHUP');
     await until('the unchanged line', () => lines(/^policy file as at start-up: the policy in force is the file's/).length === 1);
@@ -48,6 +58,7 @@ describe('OTP_POLICY_FILE changed while serving', () => {
     await until('the changed line', () => lines(/^policy file changed: it is read at start-up only/).length === 1);
     expect(lines(/^policy file changed: it is read at start-up only/)[0]).toMatchObject({ level: 40, trigger: 'file change', setting: 'OTP_POLICY_FILE', path: file.path });
     expect((await send()).codeLength).toBe(8);
+    expect(await gauges()).toEqual([0, 1]);
 
     // An edit that does not check: one error naming what is wrong (never the file's text).
     writeFileSync(file.path, JSON.stringify({ purposes: { payment: { codeLength: 99 } } }));
@@ -56,6 +67,7 @@ describe('OTP_POLICY_FILE changed while serving', () => {
     expect(refusal).toMatchObject({ level: 50, setting: 'OTP_POLICY_FILE', path: file.path });
     expect(refusal.err).toContain('codeLength');
     expect((await send()).codeLength).toBe(8);
+    expect(await gauges()).toEqual([1, 0]);
     writeFileSync(file.path, '{"purposes": {"payment": PRETEND-SECRET}}');
     s.child.kill('SIGHUP');
     await until('the SIGHUP refusal', () => lines(/^policy file changed and does not check/).length === 2);
@@ -65,5 +77,6 @@ describe('OTP_POLICY_FILE changed while serving', () => {
     writeFileSync(file.path, JSON.stringify(started));
     await until('the undone line', () => lines(/^policy file as at start-up/).length === 2);
     expect(lines(/^policy file as at start-up/)[1]).toMatchObject({ trigger: 'file change' });
+    expect(await gauges()).toEqual([0, 0]);
   });
 });

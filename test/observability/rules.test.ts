@@ -26,6 +26,7 @@ async function exported(): Promise<Set<string>> {
   const service = new Metrics({ count: 0, lagMs: 0 }, "service");
   service.tls(); // registered only with TLS on
   service.clientsReloads(); // registered only with a clients file
+  service.policyFile(); // registered only with a policy file
   for (const registry of [service.registry, new NotifierMetrics().registry]) {
     for (const m of await registry.getMetricsAsJSON()) {
       names.add(m.name);
