@@ -145,11 +145,18 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     let clientsText = config.clientsText;
     /** The text the last load read (what a SIGHUP reload acted on). */
     let clientsRead: string | undefined;
+    /** The text last counted as refused: the same bad file refused again (a SIGHUP) is said again, not counted again (probe 76). */
+    let clientsRefused: string | undefined;
+    const refusedClients = (): void => {
+      if (clientsRead === undefined || clientsRead !== clientsRefused) clientsReloaded?.("refused");
+      clientsRefused = clientsRead;
+    };
     const loadClients = (trigger: ReloadTrigger): void => {
       clientsRead = undefined;
       const text = readClientsText(config.clientsFile!);
       clientsRead = text;
       if (text === clientsText) {
+        clientsRefused = undefined;
         clientsReloaded?.("unchanged");
         // A poll gets here only when the file is back to the text in force (a refused edit undone).
         log.info({ trigger, ...clientsFileNamed }, "clients file unchanged; the clients in force stay");
@@ -158,13 +165,14 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       const clients = clientsFromText(text, config.production);
       directory = new ClientDirectory(clients);
       clientsText = text;
+      clientsRefused = undefined;
       clientsReloaded?.("reloaded");
       log.info({ trigger, ...clientsFileNamed, clients: clients.length }, "clients file reloaded");
     };
     // A key revoked in the Secret is refused in every pod within seconds, with no SIGHUP to send (./changed-files.ts).
     const clientsFile = config.clientsFile
       ? new ChangedFiles([config.clientsFile], loadClients, (trigger, err) => {
-        clientsReloaded?.("refused");
+        refusedClients();
         log.error({ trigger, ...clientsFileNamed, err: err.message }, "clients file not reloaded; the clients in force stay");
       }, config.clientsText)
       : undefined;
@@ -253,7 +261,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         try {
           loadClients("SIGHUP");
         } catch (err) {
-          clientsReloaded?.("refused");
+          refusedClients();
           throw err;
         } finally {
           // Acted on (main.ts logs a refusal): the next poll does not load or report the same file again.

@@ -27,6 +27,8 @@ export class ChangedFiles {
   private failedOnce: string | undefined;
   /** Polls in a row that found changed contents and refused them, none reported. */
   private refusedPolls = 0;
+  /** The contents last reported as refused, while they are what was last acted on. */
+  private refusedContents: string | undefined;
   private timer: NodeJS.Timeout | undefined;
 
   /**
@@ -37,7 +39,8 @@ export class ChangedFiles {
   constructor(
     private readonly paths: readonly string[],
     private readonly load: (trigger: ReloadTrigger) => void,
-    private readonly refused: (trigger: ReloadTrigger, err: Error) => void,
+    /** `again`: these same contents were reported refused before (a SIGHUP with nothing changed): said again, not a new refusal to count. */
+    private readonly refused: (trigger: ReloadTrigger, err: Error, again: boolean) => void,
     startedWith?: string,
   ) {
     this.seen = startedWith ?? snapshot(paths);
@@ -85,8 +88,10 @@ export class ChangedFiles {
         this.refusedPolls++;
         return;
       }
+      const again = read === this.refusedContents;
       this.#actedOn(read);
-      this.refused(trigger, err as Error);
+      this.refusedContents = read;
+      this.refused(trigger, err as Error, again);
       return;
     }
     this.#actedOn(read);
@@ -96,6 +101,7 @@ export class ChangedFiles {
     this.seen = read;
     this.failedOnce = undefined;
     this.refusedPolls = 0;
+    this.refusedContents = undefined;
   }
 }
 

@@ -32,11 +32,12 @@ export class ServerCertificates {
     this.files = new ChangedFiles(
       ca === undefined ? [cert, key] : [cert, key, ca],
       (trigger) => this.load(trigger),
-      (trigger, err) => {
+      (trigger, err, again) => {
         // ConfigError messages name the setting, never the contents; the files are named here (a key pair
         // that does not match said only the settings: probe 23).
         this.log.error({ trigger, reason: err.message, files: { TLS_CERT_FILE: cert, TLS_KEY_FILE: key, TLS_CA_FILE: ca } }, "TLS files not reloaded; the certificate in force stays");
-        this.observer?.reload("refused");
+        // The same refused files again (a SIGHUP with nothing changed): said, not counted twice (probe 76).
+        if (!again) this.observer?.reload("refused");
       },
     );
     observer?.inForce(notAfterOf(initial));

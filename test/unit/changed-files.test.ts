@@ -90,6 +90,19 @@ describe('ChangedFiles', () => {
     expect(loads).toEqual(['file change']);
   });
 
+  it('the same refused contents refused again (a SIGHUP with nothing changed) are marked as such, to be said but not counted', () => {
+    const again: boolean[] = [];
+    const marked = new ChangedFiles([volume.path('a.txt'), volume.path('b.txt')], () => {
+      throw new Error('refused');
+    }, (_trigger, _err, repeat) => again.push(repeat));
+    volume.swap({ 'a.txt': 'bad', 'b.txt': 'bad' });
+    marked.now();
+    marked.now();
+    volume.swap({ 'a.txt': 'bad 2', 'b.txt': 'bad 2' });
+    marked.now();
+    expect(again).toEqual([false, true, false]);
+  });
+
   it('SIGHUP loads or reports at once; a later poll does not repeat it', () => {
     volume.swap({ 'a.txt': 'bad', 'b.txt': 'bad' });
     files.now();
