@@ -58,6 +58,8 @@ export interface LoggerOptions {
   level: string;
   /** The `service` field of every line: which process wrote it (otp-service, otp-relay). */
   service?: string;
+  /** With OTP_WORKERS > 1, in a worker: its number (1, 2, ...), a `worker` field on every line, so the workers' lines can be told apart. */
+  worker?: number;
   /** Defaults to stdout. main.ts passes stderr for start-up failures. */
   destination?: DestinationStream;
   /** Field names this process redacts beside the shared ones (the notifier holds messages in clear). */
@@ -86,7 +88,7 @@ export function createLogger(options: LoggerOptions): Logger {
   return pino(
     {
       level: options.level,
-      base: { service: options.service ?? "otp-service" },
+      base: { service: options.service ?? "otp-service", ...(options.worker !== undefined ? { worker: options.worker } : {}) },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: redactPaths(options.secretFields ?? []), censor: "[redacted]" },
       serializers: { err: serializeError },

@@ -2,7 +2,7 @@ import type { App } from "./app.js";
 import { createLogger } from "./log.js";
 import { exitOnCrash, logStartFailure, readConfig, startTracingOrExit, stopOnSignals } from "./process.js";
 import { contributeMetrics } from "./metrics-across-workers.js";
-import { isPrimary, reportStart, superviseWorkers } from "./workers.js";
+import { isPrimary, reportStart, superviseWorkers, workerNumber } from "./workers.js";
 import { warnUnknownSettings } from "./unknown-settings.js";
 import { kafkaAccessWarnings } from "./kafka-config.js";
 
@@ -15,7 +15,7 @@ import { kafkaAccessWarnings } from "./kafka-config.js";
 
 async function main(): Promise<void> {
   const config = readConfig();
-  const log = createLogger({ level: config.logLevel });
+  const log = createLogger({ level: config.logLevel, worker: workerNumber() });
   // Once per service (workers have the same environment).
   if (isPrimary()) {
     warnUnknownSettings(process.env, log, "service");

@@ -95,6 +95,9 @@ export function superviseWorkers(count: number, graceMs: number, log: Logger): v
 
 export const isPrimary = (): boolean => cluster.isPrimary;
 
+/** This worker's number (1, 2, ...) with OTP_WORKERS > 1; undefined in the primary or a single process. */
+export const workerNumber = (): number | undefined => cluster.worker?.id;
+
 /** In a worker: tell the primary whether start-up worked (then exit on failure). No-op in a single process. */
 export function reportStart(failure?: Error): Promise<void> {
   if (!cluster.isWorker || !process.send) return Promise.resolve();

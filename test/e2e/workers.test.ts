@@ -20,6 +20,10 @@ describe('OTP_WORKERS=2', () => {
       const deadline = Date.now() + 20_000;
       while (listening() < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       expect(listening()).toBe(2);
+      // Each worker's lines say which worker wrote them (probe 76: two workers' refusals were identical lines).
+      const numbers = service.logs().filter((l) => l.msg === 'otp-service listening').map((l) => (l as { worker?: number }).worker);
+      expect(new Set(numbers).size).toBe(2);
+      expect(numbers.every((n) => typeof n === 'number')).toBe(true);
       // Separate connections are handed to workers in turn: Send on some, Verify on others.
       const outcomes: VerifyResult[] = [];
       for (let i = 0; i < 4; i++) {
