@@ -613,6 +613,21 @@ describe('helm chart', () => {
     expect(ofKind(ms, 'PodDisruptionBudget')).toHaveLength(2);
   });
 
+  // Probe 76: no spread at all, so two replicas could share a node, whose loss no PodDisruptionBudget covers.
+  it.each([['service', ''], ['relay', '-relay'], ['notifier', '-notifier']])('%s pods are spread across nodes and zones (softly) unless told otherwise', async (name, suffix) => {
+    type Spread = { topologyKey: string; whenUnsatisfiable: string; labelSelector: { matchLabels: Record<string, string> } };
+    const spreadOf = (ms: Manifest[]) => (deployment(ms, suffix).spec.template.spec as { topologySpreadConstraints?: Spread[] }).topologySpreadConstraints;
+    const d = deployment(await template('-f', valuesFile('plain')), suffix);
+    const spread = spreadOf(await template('-f', valuesFile('plain')))!;
+    expect(spread.map((c) => c.topologyKey)).toEqual(['kubernetes.io/hostname', 'topology.kubernetes.io/zone']);
+    expect(spread.every((c) => c.whenUnsatisfiable === 'ScheduleAnyway')).toBe(true);
+    // The selector picks this Deployment's pods, and only them.
+    for (const c of spread) expect(c.labelSelector.matchLabels).toEqual((d.spec as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels);
+    expect(spreadOf(await template('-f', valuesFile('plain'), '--set', `${name}.spread=false`))).toBeUndefined();
+    const own = await template('-f', valuesFile('plain'), '--set', `${name}.topologySpreadConstraints[0].maxSkew=2`, '--set', `${name}.topologySpreadConstraints[0].topologyKey=rack`, '--set', `${name}.topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule`);
+    expect(spreadOf(own)!.map((c) => c.topologyKey)).toEqual(['rack']);
+  });
+
   // Probe 76: `int "100%"` is 0, so a percentage passed the check and rendered a PDB no drain gets past.
   it('a percentage minAvailable is checked against the replicas (rounded up, as Kubernetes does)', async () => {
     for (const component of ['service', 'relay', 'notifier']) {

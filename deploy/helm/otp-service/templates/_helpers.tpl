@@ -21,6 +21,32 @@ app.kubernetes.io/instance: {{ (index . 0).Release.Name }}
 app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 
+{{/*
+Where a Deployment's pods may go: its own topologySpreadConstraints when given,
+else (spread: true, the default) a soft spread across nodes and zones, so two
+replicas land on one node only when nothing else fits and one node's loss (which
+no PodDisruptionBudget covers) takes as few pods as it can. Pass (list $ "service" .Values.service).
+*/}}
+{{- define "otp.topologySpread" -}}
+{{- $ := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- $settings := index . 2 -}}
+{{- if $settings.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml $settings.topologySpreadConstraints | nindent 2 }}
+{{- else if $settings.spread }}
+topologySpreadConstraints:
+{{- range $key := list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+  - maxSkew: 1
+    topologyKey: {{ $key }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "otp.selector" (list $ $component) | nindent 8 }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{- define "otp.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
