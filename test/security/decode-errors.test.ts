@@ -212,6 +212,19 @@ describe('Connect JSON bodies fromJson refuses', () => {
     expect(connectError(bomb.body).code).toBe('resource_exhausted');
   });
 
+  // Probe 78: the member count recursed, and a body nested 6,000 deep (12 KB) overflowed the stack: 500, no body.
+  it.each([
+    ['arrays', (d: number) => `{"x":${'['.repeat(d)}${']'.repeat(d)}}`, Buffer.alloc(0)],
+    ['objects', (d: number) => `${'{"a":'.repeat(d)}1${'}'.repeat(d)}`, Buffer.alloc(0)],
+    ['arrays, with a byte that is not UTF-8', (d: number) => `{"x":${'['.repeat(d)}"@@"${']'.repeat(d)}}`, Buffer.from([0xff])],
+  ])('a body nested thousands deep (%s) is INVALID_ARGUMENT, not a server error', async (_what, body, raw) => {
+    const [before, after] = body(9_000).split('@@');
+    const bytes = after === undefined ? Buffer.from(before!) : Buffer.concat([Buffer.from(before!), raw, Buffer.from(after)]);
+    const res = await postJson('CheckRateLimit', bytes);
+    expect(res.status).toBe(400);
+    expect(connectError(res.body).code).toBe('invalid_argument');
+  });
+
   it('colons and braces inside strings are not members: such a body is served', async () => {
     const body = '{"purpose":"login","channel":"CHANNEL_EMAIL","destination":"colons@example.com","metadata":{"a:b":"{\\"x\\":1, \\"x\\":2}","c":"d:e"}}';
     const res = await postJson('Send', Buffer.from(body));

@@ -40,14 +40,22 @@ function stringEnd(text: string, start: number): number {
   return text.length;
 }
 
+/** Every object's members, counted without recursion: JSON.parse takes nesting thousands deep (probe 78: a stack overflow answered 500). */
 function members(value: JsonValue): number {
-  if (typeof value !== "object" || value === null) return 0;
   let n = 0;
-  if (Array.isArray(value)) {
-    for (const item of value) n += members(item);
-    return n;
+  const pending: JsonValue[] = [value];
+  while (pending.length > 0) {
+    const next = pending.pop()!;
+    if (typeof next !== "object" || next === null) continue;
+    if (Array.isArray(next)) {
+      for (const item of next) pending.push(item);
+      continue;
+    }
+    for (const key in next) {
+      n++;
+      pending.push(next[key]!);
+    }
   }
-  for (const key in value) n += 1 + members(value[key]!);
   return n;
 }
 

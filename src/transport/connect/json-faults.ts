@@ -182,10 +182,22 @@ export function replacementCharFields(schema: DescMessage, json: unknown, prefix
 
 const notUtf8 = (field: string): FieldViolation => ({ field, description: "is not valid UTF-8" });
 
+/** Walked without recursion: JSON.parse takes nesting thousands deep (probe 78). */
 function holdsReplacement(value: unknown): boolean {
-  if (typeof value === "string") return value.includes("\uFFFD");
-  if (Array.isArray(value)) return value.some(holdsReplacement);
-  if (isObject(value)) return Object.entries(value).some(([k, v]) => k.includes("\uFFFD") || holdsReplacement(v));
+  const pending: unknown[] = [value];
+  while (pending.length > 0) {
+    const next = pending.pop();
+    if (typeof next === "string") {
+      if (next.includes("\uFFFD")) return true;
+    } else if (Array.isArray(next)) {
+      for (const item of next) pending.push(item);
+    } else if (isObject(next)) {
+      for (const [k, v] of Object.entries(next)) {
+        if (k.includes("\uFFFD")) return true;
+        pending.push(v);
+      }
+    }
+  }
   return false;
 }
 

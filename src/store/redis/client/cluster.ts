@@ -279,7 +279,8 @@ function tagOfAnotherSlot(slots: readonly ({ master?: { address: string } } | un
   if (socket?.host === undefined || socket.port === undefined) return undefined;
   const address = `${socket.host}:${socket.port}`;
   const own = keySlot(key);
-  const slot = slots.findIndex((shard, i) => i !== own && shard?.master?.address === address);
+  // The highest: `redis-cli --cluster reshard` moves a master's slots lowest first, so this one moves last.
+  const slot = slots.findLastIndex((shard, i) => i !== own && shard?.master?.address === address);
   if (slot < 0) return undefined;
   let tag = tagsOfSlots.get(slot);
   // ~16,384 tries on average, once per slot: this is the rare path of a migration.
