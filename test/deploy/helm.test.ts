@@ -656,13 +656,31 @@ describe('helm chart', () => {
     [['--set', 'service.workers=4', '--set-string', 'service.resources.limits.memory=0.5Gi'], 'service.workers=4 needs about 1690Mi'],
     [['--set', 'service.workers=2', '--set-string', 'service.resources.limits.memory=800M'], 'service.workers=2 needs about 890Mi'],
     [['--set', 'service.workers=2', '--set-string', 'service.resources.limits.memory=900000Ki'], 'service.workers=2 needs about 890Mi'],
+    [['--set', 'service.workers=2', '--set-string', 'service.resources.limits.memory=8e8'], 'service.workers=2 needs about 890Mi'],
     [['--set', 'service.workers=2', '--set-string', 'service.resources.limits.memory=plenty'], 'service.resources.limits.memory must be a Kubernetes quantity'],
   ])('the memory limit is read in every unit (%j)', async (set, named) => {
     expect(await refused('-f', valuesFile('plain'), ...set)).toContain(named);
   });
 
+  // Probe 78: a number in a values file is a float64 to Helm, and toString printed 1073741824 as 1.073741824e+09.
+  it('numbers from a values file are read as written: big ones, and a memory limit in bytes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'otp-values-'));
+    try {
+      const file = join(dir, 'values.yaml');
+      writeFileSync(file, 'service:\n  workers: 2\n  resources:\n    limits:\n      memory: 1073741824\n  autoscaling:\n    maxReplicas: 1000000\n  terminationGracePeriodSeconds: 100\n');
+      const ms = await template('-f', valuesFile('plain'), '-f', file);
+      expect(envOf(container(deployment(ms, ''))).OTP_WORKERS?.value).toBe('2');
+      expect((ofKind(ms, 'HorizontalPodAutoscaler')[0]!.spec as { maxReplicas: unknown }).maxReplicas).toBe(1_000_000);
+      writeFileSync(file, 'service:\n  workers: 2\n  resources:\n    limits:\n      memory: 800000000\n');
+      expect(await refused('-f', valuesFile('plain'), '-f', file)).toContain('service.workers=2 needs about 890Mi of memory (400Mi a worker, 90Mi for the primary; README "Memory and CPU per process"): service.resources.limits.memory is 800000000');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(await refused('-f', valuesFile('plain'), '--set', 'service.podDisruptionBudget.minAvailable=null')).toContain('service.podDisruptionBudget.minAvailable is not set');
+  });
+
   it('a memory limit that fits, in another unit, renders', async () => {
-    for (const memory of ['1000M', '0.9Gi', '1073741824']) {
+    for (const memory of ['1000M', '0.9Gi', '1073741824', '1e9', '2Ei']) {
       const ms = await template('-f', valuesFile('plain'), '--set', 'service.workers=2', '--set-string', `service.resources.limits.memory=${memory}`);
       expect(envOf(container(deployment(ms, ''))).OTP_WORKERS?.value).toBe('2');
     }
