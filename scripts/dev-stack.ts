@@ -108,5 +108,5 @@ const shared = { NODE_ENV: "development", KAFKA_BROKERS: kafka!.brokers, LOG_LEV
 start("otp-service", "src/bin/service.ts", { ...shared, REDIS_URL: redis!.url, GRPC_PORT: grpcPort, HTTP_PORT: httpPort, OTP_WORKERS: "1", HOST: "127.0.0.1" });
 // Its metrics on a free port unless told (its 9464 default, taken, stopped the stack: probe 62).
 start("notifier", "src/bin/notifier.ts", { ...shared, NOTIFIER_SMS_ADAPTER: "console", NOTIFIER_EMAIL_ADAPTER: "console", NOTIFIER_METRICS_PORT: process.env.NOTIFIER_METRICS_PORT ?? "0" });
-say(`ready soon: grpcurl -plaintext -d '{"purpose":"login","channel":"CHANNEL_EMAIL","destination":"jane@example.com"}' localhost:${grpcPort} otp.v1.OtpService/Send`);
+say(`ready soon: grpcurl -plaintext -d '{"purpose":"login","channel":"CHANNEL_EMAIL","destination":"jane@example.com","idempotency_key":"'"$(uuidgen)"'"}' localhost:${grpcPort} otp.v1.OtpService/Send`);
 say("the code appears in a [notifier] line; Ctrl-C stops everything");

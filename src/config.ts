@@ -374,14 +374,16 @@ function region(name: string, text: string): string {
   return text;
 }
 
-/** "PREMIUM_RATE,SHARED_COST" (libphonenumber type names), or "none". */
+/** "PREMIUM_RATE,SHARED_COST" (libphonenumber type names), or "none"; in the policy file also a list (["none"] or [] for none). */
 function numberTypes(name: string, text: string | unknown[]): ReadonlySet<string> {
-  const items = typeof text === "string" ? (text.trim().toLowerCase() === "none" ? [] : text.split(",")) : text;
+  const list = typeof text === "string" ? text.split(",") : text;
+  // "none" is the whole value, in either form (probe 79: the file refused ["none"] with a message offering it).
+  const items = list.length === 1 && typeof list[0] === "string" && list[0].trim().toLowerCase() === "none" ? [] : list;
   const out = new Set<string>();
   for (const item of items) {
     const type = typeof item === "string" ? item.trim().toUpperCase() : "";
     if (!(NUMBER_TYPES as readonly string[]).includes(type)) {
-      throw new ConfigError(`${name}: "${String(item)}" is not a number type (one of ${NUMBER_TYPES.join(", ")}, or "none")`);
+      throw new ConfigError(`${name}: "${String(item)}" is not a number type (one of ${NUMBER_TYPES.join(", ")}; or "none" alone, for none)`);
     }
     out.add(type);
   }
@@ -548,7 +550,7 @@ const POLICY_FIELDS: Record<string, (v: unknown, name: string) => Partial<Purpos
   sendsPerDestination: (v, n) => ({ sendsPerDestination: budgetOf(v, n) }),
   failuresPerDestination: (v, n) => ({ failuresPerDestination: budgetOf(v, n) }),
   deniedNumberTypes: (v, n) => {
-    if (!Array.isArray(v)) throw new ConfigError(`${n} must be a list of number types`);
+    if (!Array.isArray(v) && typeof v !== "string") throw new ConfigError(`${n} must be a list of number types, or "none"`);
     return { deniedNumberTypes: numberTypes(n, v) };
   },
   smsCountries: (v, n) => {

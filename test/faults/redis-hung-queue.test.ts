@@ -67,4 +67,24 @@ describe('a Redis node that hangs with its connection open', () => {
     expect(again()[0]!.details.unavailable).toBeGreaterThanOrEqual(4 * BOUND);
     expect(again()[0]!.details.for_ms).toBeGreaterThan(0);
   }, 30_000);
+
+  // Probe 79: for_ms was the time from the first failure to the last, and in a hang every waiting command fails
+  // at its deadline together: one call timed out after a 1.5 s hang read "for_ms": 1.
+  it('the recovery line says how long since the first failure, however the failures fell', async () => {
+    const before = lines.filter((l) => l.message === 'redis answering again after calls answered UNAVAILABLE').length;
+    server.pause();
+    try {
+      await expect(connection.call(['SET', 'hung-one', 'x'])).rejects.toBeInstanceOf(StoreUnavailableError);
+    } finally {
+      server.resume();
+    }
+    const again = () => lines.filter((l) => l.message === 'redis answering again after calls answered UNAVAILABLE').slice(before);
+    for (let i = 0; i < 60 && again().length === 0; i++) {
+      await connection.call(['PING']).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(again()).toHaveLength(1);
+    // Said only once no call failed for a command timeout (2 s) after the one failure.
+    expect(again()[0]!.details.for_ms).toBeGreaterThanOrEqual(2_000);
+  }, 30_000);
 });

@@ -39,6 +39,17 @@ describe('OTP_POLICY_FILE', () => {
     expect(load({ only: true, purposes: {} })).toThrow('OTP_POLICY_FILE only is true and no purposes are listed');
   });
 
+  // Probe 79: SECURITY.md said "none clears it"; the file refused "none" and ["none"], the latter with a message offering it.
+  it('deniedNumberTypes: "none", ["none"] and [] each clear the list; "none" beside a type is refused', () => {
+    for (const none of ['none', ['none'], [], ['NONE']]) {
+      expect(load({ purposes: { signup: { deniedNumberTypes: none } } })().purposes.signup!.deniedNumberTypes?.size).toBe(0);
+    }
+    expect([...load({ purposes: { signup: { deniedNumberTypes: 'VOIP,PREMIUM_RATE' } } })().purposes.signup!.deniedNumberTypes!].sort()).toEqual(['PREMIUM_RATE', 'VOIP']);
+    expect(load({ purposes: { signup: { deniedNumberTypes: ['none', 'VOIP'] } } })).toThrow('"none" is not a number type (one of FIXED_LINE');
+    expect(load({ purposes: { signup: { deniedNumberTypes: ['none', 'VOIP'] } } })).toThrow('or "none" alone, for none');
+    expect(load({ purposes: { signup: { deniedNumberTypes: 5 } } })).toThrow('deniedNumberTypes must be a list of number types, or "none"');
+  });
+
   it('the wrong shapes are named', () => {
     expect(load([])).toThrow('OTP_POLICY_FILE must hold an object');
     expect(load({ purposes: [] })).toThrow('OTP_POLICY_FILE purposes must be an object');

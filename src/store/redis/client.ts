@@ -473,7 +473,9 @@ class Connection implements RedisConnection {
   #answeredAgain(): void {
     const now = Date.now();
     if (now - this.#lastFailureAt < this.#commandTimeoutMs) return;
-    this.#log?.info({ unavailable: this.#failedCalls, for_ms: this.#lastFailureAt - this.#failingSince! }, this.#says.again);
+    // for_ms: from the first failure to now. Not to the last failure: in a hang every waiting command fails at
+    // its deadline together, and that read ~1 ms however long the outage was (probe 79).
+    this.#log?.info({ unavailable: this.#failedCalls, for_ms: now - this.#failingSince! }, this.#says.again);
     this.#failingSince = undefined;
     this.#failedCalls = 0;
   }
