@@ -72,7 +72,9 @@ describe('the body of a request answered before it was read', () => {
     const { written, answer, closed } = await flood('POST /no-such-path HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n', 8_000, true);
     expect(answer).toMatch(/^HTTP\/1\.1 404/);
     expect(closed).toBe(true);
-    expect(written).toBeLessThan(64 * 1024 * 1024);
+    // Read up to the bound (64 KiB), then the connection is closed: what was written is what the kernel's
+    // buffers took, a few MB at most (review 82: a bound checked every 20 ms let 12 MB be read).
+    expect(written).toBeLessThan(16 * 1024 * 1024);
   });
 
   it('a small one is read, and the connection serves the next request', async () => {
@@ -106,20 +108,24 @@ describe('the body of a request answered before it was read', () => {
         closedEarly = true;
         resolve({ text, closedEarly });
       });
+      const body = JSON.stringify({ verificationId: 'v1.x' });
+      let sent = false;
       socket.on('data', (c: Buffer) => {
         text += c.toString('latin1');
+        // The body once the refusal is out (the path is no method), then the next request.
+        if (!sent && text.includes('\r\n\r\n')) {
+          sent = true;
+          setTimeout(() => {
+            socket.write(`${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
+            socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n');
+          }, 100);
+        }
         if ((text.match(/HTTP\/1\.1 /g) ?? []).length < 2) return;
         socket.removeAllListeners('close');
         socket.destroy();
         resolve({ text, closedEarly });
       });
-      const body = JSON.stringify({ verificationId: 'v1.x' });
       socket.write('POST /otp.v1.OtpService/NoSuchMethod HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n');
-      // The body once the refusal is out (the path is no method), then the next request.
-      setTimeout(() => {
-        socket.write(`${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
-        socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n');
-      }, 300);
     });
     expect(closedEarly).toBe(false);
     expect(text).toMatch(/^HTTP\/1\.1 404[^]*keep-alive[^]*HTTP\/1\.1 200/i);
@@ -163,6 +169,8 @@ describe('refusals and good calls alternating on one HTTP/1.1 connection pool', 
         ]) outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
       }
       expect(Object.fromEntries(outcomes)).toEqual({ 'refused: Unauthenticated': 60, 'refused: PermissionDenied': 60, 'answered: allowed true': 60 });
+      // Each refusal's reading-on leaves nothing on the kept connection (review 82: a 'close' listener each).
+      expect(service.stderr()).not.toContain('MaxListenersExceededWarning');
     } finally {
       service.child.kill('SIGTERM');
       await exitWithin(service, 15_000).catch(() => undefined);
