@@ -7,15 +7,28 @@ const ORIGIN = /^(https?):\/\/([a-z0-9.-]+|\[[0-9a-f:.]+\])(:\d{1,5})?$/;
 
 export const ORIGIN_EXAMPLE = `an origin like "https://app.example.com" (scheme, host, optional port; no path)`;
 
-/** The origin normalised (lower case, no trailing slash) and its scheme; undefined when it is not one. */
+/** A DNS label as a browser's host can have it (xn-- labels included). */
+const LABEL = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/;
+
+/**
+ * The origin as a browser sends it (lower case, no trailing slash, no default port, the port's number without
+ * leading zeros, an IPv6 address in its shortest form: the WHATWG URL parser's own serialisation) and its scheme;
+ * undefined when it is not one, or names a host no browser can be on (an empty or hyphen-edged label).
+ * Probe 80: "http://127.0.0.1:08471" was taken as written and never matched the "...:8471" the browser sent.
+ */
 export function parseOrigin(v: unknown): { origin: string; scheme: "http" | "https" } | undefined {
   const normalised = typeof v === "string" ? v.trim().replace(/\/+$/, "").toLowerCase() : "";
   const match = ORIGIN.exec(normalised);
   if (!match) return undefined;
   const port = match[3] === undefined ? undefined : Number(match[3].slice(1));
   if (port !== undefined && (port < 1 || port > 65_535)) return undefined;
-  const scheme = match[1] as "http" | "https";
-  // A browser never writes its scheme's default port in Origin: "https://a.example:443" is "https://a.example".
-  const defaultPort = (scheme === "https" && port === 443) || (scheme === "http" && port === 80);
-  return { origin: defaultPort ? normalised.slice(0, normalised.lastIndexOf(":")) : normalised, scheme };
+  const host = match[2]!;
+  if (!host.startsWith("[") && !/^[0-9.]+$/.test(host) && !host.split(".").every((label) => LABEL.test(label))) return undefined;
+  let url: URL;
+  try {
+    url = new URL(normalised);
+  } catch {
+    return undefined; // e.g. "1.2.3.4.5": no IPv4 address, and no name either
+  }
+  return { origin: url.origin, scheme: match[1] as "http" | "https" };
 }

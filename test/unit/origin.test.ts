@@ -14,6 +14,21 @@ describe('origins', () => {
     expect(parseOrigin('http://[::1]:3000')?.origin).toBe('http://[::1]:3000');
   });
 
+  // Probe 80: these were taken as written, and the browser's Origin (its own spelling) never matched them.
+  it('are written as the browser writes them: a port without leading zeros, an IPv6 address in its short form', () => {
+    expect(parseOrigin('http://127.0.0.1:08471')?.origin).toBe('http://127.0.0.1:8471');
+    expect(parseOrigin('https://app.example:08443')?.origin).toBe('https://app.example:8443');
+    expect(parseOrigin('http://[::ffff:127.0.0.1]:1')?.origin).toBe('http://[::ffff:7f00:1]:1');
+    expect(parseOrigin('https://app.example.com:0443')?.origin).toBe('https://app.example.com');
+  });
+
+  it('refuse a host no browser can be on', () => {
+    for (const bad of ['https://app..example', 'https://1.2.3.4.5', 'https://-app.example', 'https://app-.example', 'https://.app.example']) {
+      expect(parseOrigin(bad), bad).toBeUndefined();
+    }
+    expect(parseOrigin('https://xn--bcher-kva.example')?.origin).toBe('https://xn--bcher-kva.example');
+  });
+
   it('refuse what is not an origin', () => {
     for (const bad of ['app.example.com', 'https://app.example.com/login', 'ftp://app.example.com', 'https://app.example.com:0', 'https://app.example.com:70000', 'https://', 7]) {
       expect(parseOrigin(bad), String(bad)).toBeUndefined();
