@@ -229,7 +229,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         };
       };
       const handler = httpHandler({ core, callerOf, log, origins, ready, readyDetails, jwks: () => receipts.jwks(), refusals, metrics, minDeadlineMs });
-      http = await binding("HTTP_PORT", config.host, listenHttp({ host: config.host, port: config.httpPort, tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections }));
+      http = await binding("HTTP_PORT", config.host, listenHttp({ host: config.host, port: config.httpPort, tls, handler, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls, maxConnections, origins }));
       // Last, so a probe that answers means both ports listen; closed last, so
       // the probes see the drain (/readyz 503) rather than a refused connection.
       if (config.healthPort !== undefined) {

@@ -232,11 +232,16 @@ export class OpenCalls {
     });
   }
 
-  /** The HTTP/1.1 request handler behind the bound: past it, 503 and the connection closed. */
-  guardRequests<Req extends IncomingMessage, Res extends ServerResponse>(handler: (req: Req, res: Res) => void): (req: Req, res: Res) => void {
+  /**
+   * The HTTP/1.1 request handler behind the bound: past it, 503 and the connection closed. `beforeRefusal`
+   * adds to the 503 what a browser needs to read it (CORS), and answers a preflight itself (true): without
+   * it a page saw an overload, safe to retry, as a CORS failure (probe 80).
+   */
+  guardRequests<Req extends IncomingMessage, Res extends ServerResponse>(handler: (req: Req, res: Res) => void, beforeRefusal?: (req: Req, res: Res) => boolean): (req: Req, res: Res) => void {
     return (req, res) => {
       const admitted = this.#admit(req.method, req.url, false, "http", req);
       if (!admitted) {
+        if (beforeRefusal?.(req, res)) return;
         res.shouldKeepAlive = false;
         res.writeHead(503, { "content-type": "text/plain", "retry-after": "1", connection: "close" });
         res.end("too many open calls\n");

@@ -222,6 +222,39 @@ describe.each(['grpc', 'connect', 'http1'] as const)('calls held open over %s', 
   });
 });
 
+// Probe 80: the 503 carried no CORS headers, so a page's fetch failed as a CORS refusal and connect-web
+// could not tell an overload (safe to retry) from it. (Over HTTP/2 the refusal is REFUSED_STREAM: nothing to carry.)
+describe('past the bound, a page allowed to call us can read the HTTP/1.1 refusal', () => {
+  it('the 503 carries Access-Control-Allow-Origin for an allowed origin, none for another; a preflight is answered', async () => {
+    await fill('http1');
+    const answer = async (origin: string, preflight = false) => {
+      const socket = await tcp(app.httpPort);
+      socket.on('error', () => {});
+      let got = '';
+      socket.on('data', (c: Buffer) => (got += c.toString('latin1')));
+      socket.write(preflight
+        ? `OPTIONS ${SEND.replace('Send', 'Verify')} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: ${origin}\r\nAccess-Control-Request-Method: POST\r\n\r\n`
+        : `POST ${SEND.replace('Send', 'Verify')} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: ${origin}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`);
+      await seen(socket, '\r\n\r\n');
+      return got.toLowerCase();
+    };
+    try {
+      // Dev mode (no clients file): a page on a local port may call us.
+      const allowed = await answer('http://localhost:3000');
+      expect(allowed).toMatch(/^http\/1\.1 503/);
+      expect(allowed).toContain('access-control-allow-origin: http://localhost:3000');
+      expect(allowed).toContain('retry-after: 1');
+      const other = await answer('https://evil.example');
+      expect(other).toMatch(/^http\/1\.1 503/);
+      expect(other).not.toContain('access-control-allow-origin');
+      expect(await answer('http://localhost:3000', true)).toMatch(/^http\/1\.1 204/);
+    } finally {
+      release();
+      await servingAgain();
+    }
+  });
+});
+
 // Probe 55: one HTTP/2 connection with a zero flow-control window and 32 GET /healthz held the operator paths'
 // whole quota for a call's lifetime (30 s), and /readyz and /metrics answered 503 to everyone meanwhile.
 // Probe 63: with a query (/metrics?x) or HEAD they were served as those paths but counted as ordinary calls.

@@ -10,6 +10,7 @@ import { awaitPreface, closeWhenIdle, type IdleBound } from "../idle-connections
 import { keepPeerAddress } from "../peer-address.js";
 import type { NodeRequest, NodeResponse } from "./http-handler.js";
 import type { OpenCalls } from "../open-calls.js";
+import { applyCors, type OriginCheck } from "./cors.js";
 import { unreadBodiesBounded } from "./unread-bodies.js";
 
 // One port, HTTP/1.1 and HTTP/2. An http (or https) server listens and owns
@@ -52,6 +53,8 @@ export async function listenHttp(options: {
   openCalls: OpenCalls;
   /** OTP_MAX_CONNECTIONS: connections this port holds at once (both protocols); more are closed on accept. */
   maxConnections: number;
+  /** The pages that may call us: a 503 past the open-calls bound carries their CORS headers, so a page can read it. */
+  origins?: OriginCheck;
 }): Promise<HttpListener> {
   const { handler, log, requestTimeoutMs, idleMs, sessionIdleMs, openCalls } = options;
   // http requires headersTimeout <= requestTimeout.
@@ -89,7 +92,8 @@ export async function listenHttp(options: {
     // How often the two timeouts above are checked (default 30 s would make them coarse).
     connectionsCheckingInterval: 1_000,
   };
-  const h1Handler = openCalls.guardRequests(unreadBodiesBounded(handler));
+  const origins = options.origins;
+  const h1Handler = openCalls.guardRequests(unreadBodiesBounded(handler), origins ? (req, res) => applyCors(req, res, origins) : undefined);
   const h1 = options.tls ? https.createServer({ ...limits, ...tlsOptions(options.tls), handshakeTimeout: idleMs }, h1Handler) : http.createServer(limits, h1Handler);
 
   if (options.tls) {
