@@ -75,7 +75,12 @@ export class ChangedFiles {
 
   private poll(): void {
     const read = snapshot(this.paths);
-    if (read === this.seen) return;
+    if (read === this.seen) {
+      // Back at what was acted on (a refused edit undone): the refusals before it are no longer "in a row".
+      this.failedOnce = undefined;
+      this.refusedPolls = 0;
+      return;
+    }
     this.attempt("file change", read, read === this.failedOnce || this.refusedPolls + 1 >= REPORT_AFTER_REFUSED_POLLS);
   }
 

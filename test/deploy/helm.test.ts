@@ -647,8 +647,16 @@ describe('helm chart', () => {
     ['relay.terminationGracePeriodSeconds', '60s'],
     ['notifier.replicas', '2.5'],
     ['service.autoscaling.maxReplicas', 'ten'],
+    // Review 82: `int` reads a leading zero as octal: "030" rendered 24, "08" was refused as "(0)".
+    ['relay.terminationGracePeriodSeconds', '030'],
+    ['service.replicas', '02'],
   ])('refuses %s=%s: a whole number, no unit', async (name, value) => {
-    expect(await refused('-f', valuesFile('plain'), '--set-string', `${name}=${value}`)).toContain(`${name} must be a whole number (no unit), got "${value}"`);
+    expect(await refused('-f', valuesFile('plain'), '--set-string', `${name}=${value}`)).toContain(`${name} must be a whole number (no unit, no leading zero), got "${value}"`);
+  });
+
+  it('a disabled relay or notifier renders nothing, and its values are not checked (review 82)', async () => {
+    const ms = await template('-f', valuesFile('plain'), '--set', 'notifier.enabled=false', '--set', 'notifier.podDisruptionBudget.minAvailable=null', '--set-string', 'notifier.replicas=two');
+    expect(ofKind(ms, 'Deployment').map((d) => d.metadata.name)).not.toContain('otp-service-notifier');
   });
 
   // Probe 76: the memory check read only whole Mi and Gi; 0.5Gi for four workers rendered, and the pod would OOM-loop.
@@ -658,6 +666,8 @@ describe('helm chart', () => {
     [['--set', 'service.workers=2', '--set-string', 'service.resources.limits.memory=900000Ki'], 'service.workers=2 needs about 890Mi'],
     [['--set', 'service.workers=2', '--set-string', 'service.resources.limits.memory=8e8'], 'service.workers=2 needs about 890Mi'],
     [['--set', 'service.workers=2', '--set-string', 'service.resources.limits.memory=plenty'], 'service.resources.limits.memory must be a Kubernetes quantity'],
+    // An exponent and a suffix together: Kubernetes refuses it too.
+    [['--set', 'service.workers=2', '--set-string', 'service.resources.limits.memory=1e3Mi'], 'service.resources.limits.memory must be a Kubernetes quantity'],
   ])('the memory limit is read in every unit (%j)', async (set, named) => {
     expect(await refused('-f', valuesFile('plain'), ...set)).toContain(named);
   });
@@ -680,7 +690,7 @@ describe('helm chart', () => {
   });
 
   it('a memory limit that fits, in another unit, renders', async () => {
-    for (const memory of ['1000M', '0.9Gi', '1073741824', '1e9', '2Ei']) {
+    for (const memory of ['1000M', '0.9Gi', '1073741824', '1e9', '2Ei', '.9Gi', '+1Gi']) {
       const ms = await template('-f', valuesFile('plain'), '--set', 'service.workers=2', '--set-string', `service.resources.limits.memory=${memory}`);
       expect(envOf(container(deployment(ms, ''))).OTP_WORKERS?.value).toBe('2');
     }

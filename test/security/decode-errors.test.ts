@@ -225,6 +225,15 @@ describe('Connect JSON bodies fromJson refuses', () => {
     expect(connectError(res.body).code).toBe('invalid_argument');
   });
 
+  it('a member given twice deep down is named within 200 characters (review 82: the path made an answer 5x its request)', async () => {
+    const res = await postJson('CheckRateLimit', Buffer.from(`{"x":${'['.repeat(3_000)}{"a":1,"a":2}${']'.repeat(3_000)}}`));
+    expect(res.status).toBe(400);
+    const [violation] = connectError(res.body).violations;
+    expect(violation).toMatch(/^x\[0\]\[0\].*…: is set twice$/);
+    expect(violation!.length).toBeLessThan(240);
+    expect(res.body.length).toBeLessThan(2_000);
+  });
+
   it('colons and braces inside strings are not members: such a body is served', async () => {
     const body = '{"purpose":"login","channel":"CHANNEL_EMAIL","destination":"colons@example.com","metadata":{"a:b":"{\\"x\\":1, \\"x\\":2}","c":"d:e"}}';
     const res = await postJson('Send', Buffer.from(body));

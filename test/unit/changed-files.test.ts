@@ -90,6 +90,19 @@ describe('ChangedFiles', () => {
     expect(loads).toEqual(['file change']);
   });
 
+  it('refused polls are counted in a row: an edit undone between them starts the count again (review 82)', () => {
+    for (let i = 1; i <= 2; i++) {
+      volume.swap({ 'a.txt': `bad ${i}`, 'b.txt': `bad ${i}` });
+      polls(1);
+      volume.swap({ 'a.txt': 'good 1', 'b.txt': 'good 1' });
+      polls(1);
+    }
+    // A pair caught mid-update once: not reported (it was, as the third refused poll).
+    volume.swap({ 'a.txt': 'new', 'b.txt': 'old' });
+    polls(1);
+    expect(refusals).toEqual([]);
+  });
+
   it('the same refused contents refused again (a SIGHUP with nothing changed) are marked as such, to be said but not counted', () => {
     const again: boolean[] = [];
     const marked = new ChangedFiles([volume.path('a.txt'), volume.path('b.txt')], () => {

@@ -12,12 +12,19 @@ import { fieldByKey } from "./json-faults.js";
 // The check on every body: each member of an object has exactly one colon
 // outside strings, so more colons than the parsed objects have members means
 // a member was given twice. Only then is the text walked again to name it.
+// protobuf-es refuses duplicates itself when it parses JSON text (a GET's
+// message, a compressed body: connect decodes those), but a plain body reaches
+// connect already parsed (./json-requests.ts): this is that check for it.
+
+/** How much of a path is named: a member nested thousands deep must not make an answer five times its request (review 82). */
+const PATH_MAX_CHARS = 200;
 
 /** The violation for the first member given twice in `text` (which JSON.parse read as `parsed`), or undefined. */
 export function duplicateMember(text: string, parsed: JsonValue, schema: DescMessage): FieldViolation | undefined {
   if (colonsOutsideStrings(text) === members(parsed)) return undefined;
   const path = firstDuplicatePath(text, schema);
-  return path === undefined ? undefined : { field: path, description: "is set twice" };
+  if (path === undefined) return undefined;
+  return { field: path.length > PATH_MAX_CHARS ? `${path.slice(0, PATH_MAX_CHARS)}…` : path, description: "is set twice" };
 }
 
 function colonsOutsideStrings(text: string): number {

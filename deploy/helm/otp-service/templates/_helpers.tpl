@@ -141,8 +141,8 @@ rendered a grace of 30 where 0 was asked for, instead of refusing it. Pass (list
 {{- define "otp.terminationSeconds" -}}
 {{- $value := index . 1 -}}
 {{- if kindIs "invalid" $value }}30
-{{- else if not (regexMatch "^[0-9]+$" (include "otp.asWritten" $value)) }}
-{{- fail (printf "%s.terminationGracePeriodSeconds must be a whole number (no unit), got %q" (index . 0) (include "otp.asWritten" $value)) }}
+{{- else if not (regexMatch "^(0|[1-9][0-9]*)$" (include "otp.asWritten" $value)) }}
+{{- fail (printf "%s.terminationGracePeriodSeconds must be a whole number (no unit, no leading zero), got %q" (index . 0) (include "otp.asWritten" $value)) }}
 {{- else }}{{ int $value }}{{ end }}
 {{- end -}}
 
@@ -479,18 +479,25 @@ redis.tls and by hand.
 {{- end }}
 {{- end }}
 {{- /* Whole numbers the templates compute with: `int` reads any other text as 0, so "5s" turned the preStop sleep off, "two" replicas read as 0, and a grace period of "60s" was refused as "(0)" (probe 76). Absent is left to each template's default. */}}
-{{- range $check := list (list "service.replicas" .Values.service.replicas) (list "relay.replicas" .Values.relay.replicas) (list "notifier.replicas" .Values.notifier.replicas) (list "service.healthPort" .Values.service.healthPort) (list "service.autoscaling.minReplicas" .Values.service.autoscaling.minReplicas) (list "service.autoscaling.maxReplicas" .Values.service.autoscaling.maxReplicas) (list "service.autoscaling.targetCPUUtilizationPercentage" .Values.service.autoscaling.targetCPUUtilizationPercentage) (list "service.preStopSleepSeconds" .Values.service.preStopSleepSeconds) (list "service.terminationGracePeriodSeconds" .Values.service.terminationGracePeriodSeconds) (list "relay.terminationGracePeriodSeconds" .Values.relay.terminationGracePeriodSeconds) (list "notifier.terminationGracePeriodSeconds" .Values.notifier.terminationGracePeriodSeconds) }}
+{{- $numbers := list (list "service.replicas" .Values.service.replicas) (list "service.healthPort" .Values.service.healthPort) (list "service.autoscaling.minReplicas" .Values.service.autoscaling.minReplicas) (list "service.autoscaling.maxReplicas" .Values.service.autoscaling.maxReplicas) (list "service.autoscaling.targetCPUUtilizationPercentage" .Values.service.autoscaling.targetCPUUtilizationPercentage) (list "service.preStopSleepSeconds" .Values.service.preStopSleepSeconds) (list "service.terminationGracePeriodSeconds" .Values.service.terminationGracePeriodSeconds) }}
+{{- /* A disabled relay or notifier renders nothing: its values are not checked. */}}
+{{- range $component := list "relay" "notifier" }}
+{{- if (index $.Values $component).enabled }}
+{{- $numbers = concat $numbers (list (list (printf "%s.replicas" $component) (index $.Values $component).replicas) (list (printf "%s.terminationGracePeriodSeconds" $component) (index $.Values $component).terminationGracePeriodSeconds)) }}
+{{- end }}
+{{- end }}
+{{- range $check := $numbers }}
 {{- $value := index $check 1 }}
-{{- if and (not (kindIs "invalid" $value)) (not (regexMatch "^[0-9]+$" (include "otp.asWritten" $value))) }}
-{{- fail (printf "%s must be a whole number (no unit), got %q" (index $check 0) (include "otp.asWritten" $value)) }}
+{{- if and (not (kindIs "invalid" $value)) (not (regexMatch "^(0|[1-9][0-9]*)$" (include "otp.asWritten" $value))) }}
+{{- fail (printf "%s must be a whole number (no unit, no leading zero), got %q" (index $check 0) (include "otp.asWritten" $value)) }}
 {{- end }}
 {{- end }}
 {{- range $component := list "service" "relay" "notifier" }}
-{{- $pdb := index $.Values $component "podDisruptionBudget" | default dict }}
+{{- $pdb := ternary (index $.Values $component "podDisruptionBudget" | default dict) dict (or (eq $component "service") (index $.Values $component).enabled) }}
 {{- if and $pdb.enabled (kindIs "invalid" $pdb.minAvailable) }}
 {{- fail (printf "%s.podDisruptionBudget.minAvailable is not set: a whole number or a percentage (e.g. 1, 50%%), or set %s.podDisruptionBudget.enabled=false" $component $component) }}
 {{- end }}
-{{- if and $pdb.enabled (not (regexMatch "^[0-9]+%?$" (include "otp.asWritten" $pdb.minAvailable))) }}
+{{- if and $pdb.enabled (not (regexMatch "^(0|[1-9][0-9]*)%?$" (include "otp.asWritten" $pdb.minAvailable))) }}
 {{- fail (printf "%s.podDisruptionBudget.minAvailable must be a whole number or a percentage (e.g. 50%%), got %q" $component (include "otp.asWritten" $pdb.minAvailable)) }}
 {{- end }}
 {{- end }}
@@ -593,12 +600,12 @@ redis.tls and by hand.
 {{- $limit := include "otp.asWritten" (dig "limits" "memory" "" (.Values.service.resources | default dict)) }}
 {{- if and (gt $workers 1) $limit }}
 {{- /* A Kubernetes quantity in any of its forms (512Mi, 0.5Gi, 1000M, 1e9, 536870912), in MiB: the check was skipped for all but whole Mi and Gi (probe 76). */}}
-{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?([eE][+-]?[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$" $limit) }}
+{{- if not (regexMatch "^\\+?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$" $limit) }}
 {{- fail (printf "service.resources.limits.memory must be a Kubernetes quantity (e.g. 1Gi, 900Mi), got %q" $limit) }}
 {{- end }}
 {{- $unit := regexFind "(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)$" $limit }}
 {{- $perUnit := get (dict "" 1.0 "m" 0.001 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 "P" 1000000000000000.0 "E" 1000000000000000000.0) $unit }}
-{{- $mib := divf (mulf (float64 (trimSuffix $unit $limit)) $perUnit) 1048576.0 }}
+{{- $mib := divf (mulf (float64 (trimPrefix "+" (trimSuffix $unit $limit))) $perUnit) 1048576.0 }}
 {{- $needed := add (mul $workers 400) 90 }}
 {{- if lt $mib (float64 $needed) }}
 {{- fail (printf "service.workers=%d needs about %dMi of memory (400Mi a worker, 90Mi for the primary; README \"Memory and CPU per process\"): service.resources.limits.memory is %s" $workers $needed $limit) }}
