@@ -158,6 +158,30 @@ describe('Redis Cluster slot migrating, OTP_REDIS_WAIT_REPLICAS=1, no barrier ke
   });
 });
 
+// Review 82: Send's script deleted the replaced verification's empty fields before writing the new ones. A
+// destination hash holding only such fields was emptied by the delete, in a migrating slot no longer the node's,
+// and the write after it stopped the script half-way.
+describe('Redis Cluster slot migrating: a Send to a destination whose hash holds only fields it deletes', () => {
+  it('is issued, written before it deletes', { timeout: 40_000 }, async () => {
+    const plain = await RedisStore.connect({ topology: { kind: 'cluster', seeds: cluster.seeds.split(',').map((s) => ({ host: '127.0.0.1', port: Number(s.split(':')[1]) })) }, shards: SHARDS, keyPrefix: `${prefix}-is`, waitReplicas: 0 });
+    try {
+      const shard = 9;
+      // The shard's outbox exists (a Send before), so the script's keys are all on the migrating master.
+      expect((await plain.issue(issueCommand(onShard(shard)).cmd)).kind).toBe('issued');
+      const { cmd } = issueCommand(onShard(shard));
+      const key = `${prefix}-is:{${shard}}:d:${TENANT}:${cmd.ref.handle}`;
+      const source = await cluster.masterOf(key);
+      await redisCli(source.port, ['HSET', key, `${cmd.purpose}:vk`, 'left-over']);
+      const slot = await startSlotMigration(cluster, String(shard));
+      expect((await plain.issue(cmd)).kind).toBe('issued');
+      await slot.finish();
+      expect((await plain.inspect(TENANT, cmd.ref))!.status).toBe('PENDING');
+    } finally {
+      await plain.close();
+    }
+  });
+});
+
 // Probe 77: the prefix guard deleted a hash's stale buckets before writing the new count. In a migrating
 // slot, a hash emptied by a delete is no longer the node's, so the write after it stopped the script
 // half-way ("non local key"), the caller's budgets already spent, and the call answered INTERNAL.

@@ -198,7 +198,7 @@ export async function connectCluster(allSeeds: HostPort[], options: TransportOpt
             // The barrier's key is not here while the slot migrates: for as long as the move takes, every
             // call on the slot would run its script and answer UNAVAILABLE (probe 77). A barrier under
             // another slot of this master, on this connection, does what it does.
-            const tag = onBarrierMoved !== undefined && later instanceof ErrorReply && later.message.startsWith("ASK") ? tagOfAnotherSlot(cluster.slots, client, key) : undefined;
+            const tag = onBarrierMoved !== undefined && later instanceof ErrorReply && later.message.startsWith("ASK") ? tagOfAnotherSlot(cluster, client, key) : undefined;
             if (tag === undefined) throw new StoreUnavailableError({ cause: later });
             const again = onBarrierMoved!(key, tag).map((c) => client.sendCommand<RedisReply>(c));
             try {
@@ -274,16 +274,17 @@ const tagsOfSlots = new Map<number, string>();
  * A hash tag of a slot served by the same master as `key` (`client` is its
  * connection), other than `key`'s own; undefined when the map knows none.
  */
-function tagOfAnotherSlot(slots: readonly ({ master?: { address: string } } | undefined)[], client: { options?: { socket?: unknown } }, key: string): string | undefined {
-  const socket = client.options?.socket as { host?: string; port?: number } | undefined;
-  if (socket?.host === undefined || socket.port === undefined) return undefined;
-  const address = `${socket.host}:${socket.port}`;
+function tagOfAnotherSlot<N extends { client?: unknown }>(cluster: { readonly masters: readonly N[]; readonly slots: readonly ({ master: N } | undefined)[] }, client: unknown, key: string): string | undefined {
+  // The master by its connection: the node-redis objects the slot map itself points to (typed, not internal).
+  const master = cluster.masters.find((m) => m.client === client);
+  if (master === undefined) return undefined;
   const own = keySlot(key);
   // The highest: `redis-cli --cluster reshard` moves a master's slots lowest first, so this one moves last.
-  const slot = slots.findLastIndex((shard, i) => i !== own && shard?.master?.address === address);
+  const slot = cluster.slots.findLastIndex((shard, i) => i !== own && shard?.master === master);
   if (slot < 0) return undefined;
   let tag = tagsOfSlots.get(slot);
-  // ~16,384 tries on average, once per slot: this is the rare path of a migration.
+  // ~16,384 CRC16s on average (a millisecond or two, holding the event loop), once per slot and process:
+  // this is the rare path of a migration.
   for (let i = 0; tag === undefined; i++) if (keySlot(`ack${i}`) === slot) tag = `ack${i}`;
   tagsOfSlots.set(slot, tag);
   return tag;
