@@ -550,7 +550,7 @@ const POLICY_FIELDS: Record<string, (v: unknown, name: string) => Partial<Purpos
   sendsPerDestination: (v, n) => ({ sendsPerDestination: budgetOf(v, n) }),
   failuresPerDestination: (v, n) => ({ failuresPerDestination: budgetOf(v, n) }),
   deniedNumberTypes: (v, n) => {
-    if (!Array.isArray(v) && typeof v !== "string") throw new ConfigError(`${n} must be a list of number types, or "none"`);
+    if (!Array.isArray(v) && typeof v !== "string") throw new ConfigError(`${n} must be a list of number types, or text as OTP_SMS_DENIED_NUMBER_TYPES takes ("none", or "VOIP,PREMIUM_RATE")`);
     return { deniedNumberTypes: numberTypes(n, v) };
   },
   smsCountries: (v, n) => {

@@ -58,7 +58,7 @@ export interface LoggerOptions {
   level: string;
   /** The `service` field of every line: which process wrote it (otp-service, otp-relay). */
   service?: string;
-  /** With OTP_WORKERS > 1, in a worker: its number (1, 2, ...), a `worker` field on every line, so the workers' lines can be told apart. */
+  /** With OTP_WORKERS > 1, in a worker: its number (../workers.ts, workerNumber), a `worker` field on every line, so the workers' lines can be told apart. */
   worker?: number;
   /** Defaults to stdout. main.ts passes stderr for start-up failures. */
   destination?: DestinationStream;

@@ -65,7 +65,8 @@ export function superviseWorkers(count: number, graceMs: number, log: Logger): v
     const retryInMs = Math.min(RESTART_DELAY_MS * 2 ** failedStarts, RESTART_DELAY_MAX_MS);
     const reason = failures.get(worker.id);
     failures.delete(worker.id);
-    log.error({ worker: worker.process.pid, exitCode: code, signal, restarts, reason, retry_in_ms: retryInMs }, "worker died; starting another");
+    // `worker` is the number the worker's own lines carry (workerNumber), its pid beside it.
+    log.error({ worker: worker.id, pid: worker.process.pid, exitCode: code, signal, restarts, reason, retry_in_ms: retryInMs }, "worker died; starting another");
     // Not unref'd: with every worker gone this timer is all that keeps the primary alive (unref'd, the
     // primary exited 0 right after saying it would restart them, and no supervisor restarts an exit 0).
     setTimeout(() => {
@@ -95,7 +96,11 @@ export function superviseWorkers(count: number, graceMs: number, log: Logger): v
 
 export const isPrimary = (): boolean => cluster.isPrimary;
 
-/** This worker's number (1, 2, ...) with OTP_WORKERS > 1; undefined in the primary or a single process. */
+/**
+ * This worker's number with OTP_WORKERS > 1 (node:cluster's id: 1, 2, ... as started; a worker started in
+ * place of one that died gets the next number, so a number is never two processes); undefined in the
+ * primary or a single process.
+ */
 export const workerNumber = (): number | undefined => cluster.worker?.id;
 
 /** In a worker: tell the primary whether start-up worked (then exit on failure). No-op in a single process. */

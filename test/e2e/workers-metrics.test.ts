@@ -127,7 +127,8 @@ describe('OTP_WORKERS=2: /metrics', () => {
       expect(again.body).toMatch(/^otp_worker_restarts_total 0$/m);
 
       // A worker that dies is restarted by the primary (the pod's restart count stays 0): counted, and said.
-      process.kill(workers()[1]!, 'SIGKILL');
+      const killed = workers()[1]!;
+      process.kill(killed, 'SIGKILL');
       const restarted = Date.now() + 20_000;
       while (listening() < 3 && Date.now() < restarted) await new Promise((r) => setTimeout(r, 100));
       expect(listening()).toBe(3);
@@ -142,7 +143,10 @@ describe('OTP_WORKERS=2: /metrics', () => {
       // Its gauges went with it: one sample each, the live workers'.
       expect(afterRestart.body.split('\n').filter((l) => l.startsWith('process_resident_memory_bytes ')).length).toBe(1);
       expectValidPrometheusText(afterRestart.body);
-      expect(logs().find((l) => l.msg === 'worker died; starting another')).toMatchObject({ signal: 'SIGKILL', restarts: 1 });
+      expect(logs().find((l) => l.msg === 'worker died; starting another')).toMatchObject({ signal: 'SIGKILL', restarts: 1, pid: killed });
+      // Its replacement's lines carry a number none of the first two had.
+      const numbers = logs().filter((l) => l.msg === 'otp-service listening').map((l) => (l as { worker?: number }).worker);
+      expect(new Set(numbers).size).toBe(3);
 
       service.child.kill('SIGTERM');
       expect(await exitWithin(service, 20_000)).toBe(0);

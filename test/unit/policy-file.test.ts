@@ -47,7 +47,7 @@ describe('OTP_POLICY_FILE', () => {
     expect([...load({ purposes: { signup: { deniedNumberTypes: 'VOIP,PREMIUM_RATE' } } })().purposes.signup!.deniedNumberTypes!].sort()).toEqual(['PREMIUM_RATE', 'VOIP']);
     expect(load({ purposes: { signup: { deniedNumberTypes: ['none', 'VOIP'] } } })).toThrow('"none" is not a number type (one of FIXED_LINE');
     expect(load({ purposes: { signup: { deniedNumberTypes: ['none', 'VOIP'] } } })).toThrow('or "none" alone, for none');
-    expect(load({ purposes: { signup: { deniedNumberTypes: 5 } } })).toThrow('deniedNumberTypes must be a list of number types, or "none"');
+    expect(load({ purposes: { signup: { deniedNumberTypes: 5 } } })).toThrow('deniedNumberTypes must be a list of number types, or text as OTP_SMS_DENIED_NUMBER_TYPES takes');
   });
 
   it('the wrong shapes are named', () => {
