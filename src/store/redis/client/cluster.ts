@@ -299,6 +299,8 @@ function tagOfAnotherSlot<N extends { client?: unknown }>(cluster: { readonly ma
  * The seeds are asked together, each for SEED_SILENCE_MS at most; one that
  * does not answer in time is kept (node-redis asks it, and the next, as
  * before). When every seed that answered has no slots, start-up says so.
+ * This comes before the start-up bound (connectTimeoutMs) starts counting,
+ * and adds at most SEED_SILENCE_MS to a start, when a seed is silent.
  */
 async function seedsInACluster(seeds: HostPort[], options: TransportOptions, silenceMs: number): Promise<HostPort[]> {
   const clientOptions = nodeClientOptions(options);
