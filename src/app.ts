@@ -107,6 +107,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     }
     const backlog = new OutboxBacklog(store, log, config.maxOutboxBacklog);
     const metrics = new Metrics(backlog, "service");
+    metrics.outboxLimit(config.maxOutboxBacklog);
     await contributeMetrics([metrics.registry]);
     const events = config.relay === "in-process"
       ? startEventWorker(config, store, log, { sealer, deliveryLog: overrides.deliveryLog, observer: metrics, kafkaObserver: metrics.kafka })

@@ -384,6 +384,19 @@ export class Metrics implements Outcomes, RelayObserver {
     };
   }
 
+  /**
+   * OTP_MAX_OUTBOX_BACKLOG, on the service (the relay does not refuse Sends): the alerts judge
+   * otp_event_backlog against it (probe 81: a fixed 10,000 could never fire under a lower bound).
+   */
+  outboxLimit(events: number): void {
+    new Gauge({
+      name: "otp_event_backlog_limit",
+      help: "OTP_MAX_OUTBOX_BACKLOG: past this many events waiting in the outbox Send answers UNAVAILABLE (each process checks a count read every 0.5 s, so a burst may pass it by about half a second of Sends)",
+      registers: [this.registry],
+      aggregator: "min",
+    }).set(events);
+  }
+
   /** `code`: the canonical status name (OK, INVALID_ARGUMENT, ...). */
   observe(method: string, port: Port, code: string, startedAt: number): void {
     // A child per label set (observe() with a label object sorts and joins the labels on every call).

@@ -27,6 +27,7 @@ async function exported(): Promise<Set<string>> {
   service.tls(); // registered only with TLS on
   service.clientsReloads(); // registered only with a clients file
   service.policyFile(); // registered only with a policy file
+  service.outboxLimit(100_000); // the service's, not the relay's
   for (const registry of [service.registry, new NotifierMetrics().registry]) {
     for (const m of await registry.getMetricsAsJSON()) {
       names.add(m.name);
