@@ -24,13 +24,17 @@ let prefix: string;
 beforeAll(async () => {
   cluster = await startRedisCluster();
   prefix = `ask-${randomBytes(4).toString('hex')}`;
-  const seeds = cluster.seeds.split(',').map((s) => ({ host: '127.0.0.1', port: Number(s.split(':')[1]) }));
-  store = await RedisStore.connect({ topology: { kind: 'cluster', seeds }, shards: SHARDS, keyPrefix: prefix, waitReplicas: 1, waitTimeoutMs: 2_000 });
+  store = await RedisStore.connect({ topology: { kind: 'cluster', seeds: seeds() }, shards: SHARDS, keyPrefix: prefix, waitReplicas: 1, waitTimeoutMs: 2_000 });
 }, 90_000);
 afterAll(async () => {
   await store?.close();
   await cluster?.stop();
 });
+
+const seeds = () => cluster.seeds.split(',').map((s) => ({ host: '127.0.0.1', port: Number(s.split(':')[1]) }));
+
+/** A store of its own (its own key prefix) that waits for no replica. */
+const storeWithoutWait = (suffix: string) => RedisStore.connect({ topology: { kind: 'cluster', seeds: seeds() }, shards: SHARDS, keyPrefix: `${prefix}-${suffix}`, waitReplicas: 0 });
 
 function onShard(shard: number) {
   for (;;) {
@@ -163,7 +167,7 @@ describe('Redis Cluster slot migrating, OTP_REDIS_WAIT_REPLICAS=1, no barrier ke
 // and the write after it stopped the script half-way.
 describe('Redis Cluster slot migrating: a Send to a destination whose hash holds only fields it deletes', () => {
   it('is issued, written before it deletes', { timeout: 40_000 }, async () => {
-    const plain = await RedisStore.connect({ topology: { kind: 'cluster', seeds: cluster.seeds.split(',').map((s) => ({ host: '127.0.0.1', port: Number(s.split(':')[1]) })) }, shards: SHARDS, keyPrefix: `${prefix}-is`, waitReplicas: 0 });
+    const plain = await storeWithoutWait('is');
     try {
       const shard = 9;
       // The shard's outbox exists (a Send before), so the script's keys are all on the migrating master.
@@ -187,7 +191,7 @@ describe('Redis Cluster slot migrating: a Send to a destination whose hash holds
 // half-way ("non local key"), the caller's budgets already spent, and the call answered INTERNAL.
 describe('Redis Cluster slot migrating: the prefix guard on a hash holding only stale buckets', () => {
   it('the Send is counted and answered, nothing spent without an answer', { timeout: 40_000 }, async () => {
-    const plain = await RedisStore.connect({ topology: { kind: 'cluster', seeds: cluster.seeds.split(',').map((s) => ({ host: '127.0.0.1', port: Number(s.split(':')[1]) })) }, shards: SHARDS, keyPrefix: `${prefix}-pg`, waitReplicas: 0 });
+    const plain = await storeWithoutWait('pg');
     try {
       const budgets: CallerBudget[] = [{ name: 'SEND_LIMIT_IP', subject: '203.0.113.77', budget: { count: 10, windowSeconds: 600 } }];
       const guard = { rule: { minSends: 50, minVerifiedPercent: 10, windowMs: 60_000, buckets: 6, coolOffMs: 60_000 }, prefixes: [{ digits: 4, digest: 'stale-only' }] };
