@@ -139,3 +139,56 @@ describe('a Sentinel switchover whose leader hangs half-way (SIGSTOP just after 
     }
   });
 });
+
+// Probe 84: a leading Sentinel that hangs half-way and resumes enters TILT and, for up to 30 s, describes the
+// failover as under way. node-redis asks the first Sentinel that answers (this one, for the processes that list
+// it first), rejects its view, and asks it again every second, holding every command for that lookup although
+// its connection to the new master is ready: 16 lookups, ~17 s of UNAVAILABLE. The lookups are now bounded.
+describe('a Sentinel switchover whose leader hangs half-way and then resumes', () => {
+  it('the calls after it resumes are held for a few seconds at most, not node-redis\'s 16 lookups', { timeout: 120_000 }, async () => {
+    const set = await startRedisSentinel({ replicas: 2 });
+    sentinel = set;
+    redis = await connectRedis({
+      topology: { kind: 'sentinel', sentinels: set.sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })), masterName: set.masterName },
+      waitReplicas: 1,
+      waitTimeoutMs: 500,
+      commandTimeoutMs: 1_000,
+    });
+    const conn = redis;
+    const key = '{resumed-leader}:w';
+    const oldPort = await set.masterPort();
+    const leaderPort = await lookupSentinel(set);
+    const leader = set.sentinels.find((s) => s.port === leaderPort)!;
+    await redisCli(leaderPort, ['SENTINEL', 'FAILOVER', set.masterName]);
+    const others = set.sentinels.filter((s) => s.port !== leaderPort);
+    await until('another Sentinel naming the new master', 20_000, async () => {
+      const out = await redisCli(others[0]!.port, ['SENTINEL', 'get-master-addr-by-name', set.masterName]);
+      return Number(out.split('\n')[1]) !== oldPort;
+    }, 20);
+    // Over 2 s: the resumed Sentinel enters TILT, its view of the failover frozen.
+    leader.pause();
+    await new Promise((r) => setTimeout(r, 3_000));
+    leader.resume();
+    const resumedAt = Date.now();
+    let lastAnswered = resumedAt;
+    let longestGapMs = 0;
+    let answered = 0;
+    while (Date.now() - resumedAt < 12_000) {
+      try {
+        await conn.call(['INCR', key], key);
+        await conn.acknowledge(key);
+        answered++;
+        longestGapMs = Math.max(longestGapMs, Date.now() - lastAnswered);
+        lastAnswered = Date.now();
+      } catch (err) {
+        expect(err).toBeInstanceOf(StoreUnavailableError);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    longestGapMs = Math.max(longestGapMs, Date.now() - lastAnswered);
+    console.log('resumed leader: longest time without an answer', longestGapMs, 'ms;', answered, 'writes acknowledged');
+    expect(answered).toBeGreaterThan(0);
+    expect(longestGapMs).toBeLessThan(7_000);
+    expect(await set.masterPort()).not.toBe(oldPort);
+  });
+});
