@@ -241,8 +241,10 @@ export class OpenCalls {
     return (req, res) => {
       const admitted = this.#admit(req.method, req.url, false, "http", req);
       if (!admitted) {
-        if (beforeRefusal?.(req, res)) return;
+        // Closed after the answer, whoever writes it: a preflight answered here with its body unread was
+        // kept alive, and its body read at full speed until OTP_REQUEST_TIMEOUT_MS (probe 83).
         res.shouldKeepAlive = false;
+        if (beforeRefusal?.(req, res)) return;
         res.writeHead(503, { "content-type": "text/plain", "retry-after": "1", connection: "close" });
         res.end("too many open calls\n");
         return;

@@ -248,6 +248,24 @@ describe('past the bound, a page allowed to call us can read the HTTP/1.1 refusa
       expect(other).toMatch(/^http\/1\.1 503/);
       expect(other).not.toContain('access-control-allow-origin');
       expect(await answer('http://localhost:3000', true)).toMatch(/^http\/1\.1 204/);
+      // Probe 83: a preflight with an endless body, answered here, was kept alive and its body read at full
+      // speed until OTP_REQUEST_TIMEOUT_MS; the connection now closes once it is answered.
+      const socket = await tcp(app.httpPort);
+      socket.on('error', () => {});
+      const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
+      const startedAt = Date.now();
+      socket.write(`OPTIONS ${SEND.replace('Send', 'Verify')} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      const chunk = Buffer.concat([Buffer.from('4000\r\n'), Buffer.alloc(0x4000, 0x20), Buffer.from('\r\n')]);
+      const pump = setInterval(() => {
+        if (!socket.destroyed) socket.write(chunk);
+      }, 5);
+      try {
+        const at = await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(Number.POSITIVE_INFINITY), WAIT_MS))]);
+        expect(at - startedAt).toBeLessThan(WAIT_MS);
+      } finally {
+        clearInterval(pump);
+        socket.destroy();
+      }
     } finally {
       release();
       await servingAgain();
