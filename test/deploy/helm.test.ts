@@ -650,12 +650,14 @@ describe('helm chart', () => {
     // Review 82: `int` reads a leading zero as octal: "030" rendered 24, "08" was refused as "(0)".
     ['relay.terminationGracePeriodSeconds', '030'],
     ['service.replicas', '02'],
+    // Probe 83: 20 digits passed the pattern and `int` overflowed them to 0 (no preStop sleep, no replicas).
+    ['service.preStopSleepSeconds', '99999999999999999999'],
   ])('refuses %s=%s: a whole number, no unit', async (name, value) => {
-    expect(await refused('-f', valuesFile('plain'), '--set-string', `${name}=${value}`)).toContain(`${name} must be a whole number (no unit, no leading zero), got "${value}"`);
+    expect(await refused('-f', valuesFile('plain'), '--set-string', `${name}=${value}`)).toContain(`${name} must be a whole number (no unit, no leading zero, under a billion), got "${value}"`);
   });
 
   it('a disabled relay or notifier renders nothing, and its values are not checked (review 82)', async () => {
-    const ms = await template('-f', valuesFile('plain'), '--set', 'notifier.enabled=false', '--set', 'notifier.podDisruptionBudget.minAvailable=null', '--set-string', 'notifier.replicas=two');
+    const ms = await template('-f', valuesFile('plain'), '--set', 'notifier.enabled=false', '--set', 'notifier.podDisruptionBudget.minAvailable=null', '--set-string', 'notifier.replicas=two', '--set-string', 'notifier.minReadySeconds=10s');
     expect(ofKind(ms, 'Deployment').map((d) => d.metadata.name)).not.toContain('otp-service-notifier');
   });
 
@@ -802,7 +804,8 @@ describe('helm chart', () => {
     }
   });
 
-  it.each([['relay', '30s'], ['relay', '-5'], ['notifier', 'true'], ['notifier', 'null']])('%s.minReadySeconds=%s is refused (it rendered as 0 or 1, turning the rollout check off: probe 53)', async (component, value) => {
+  // Probe 83: '010' rendered 8 (octal) and 20 digits overflowed to 0, where the other whole numbers were fixed.
+  it.each([['relay', '30s'], ['relay', '-5'], ['notifier', 'true'], ['notifier', 'null'], ['relay', '010'], ['notifier', '99999999999999999999']])('%s.minReadySeconds=%s is refused (it rendered as 0 or 1, turning the rollout check off: probe 53)', async (component, value) => {
     const stderr = await refused('-f', valuesFile('plain'), '--set-string', `${component}.minReadySeconds=${value}`);
     expect(stderr).toContain(`${component}.minReadySeconds must be a whole number of seconds`);
   });

@@ -141,8 +141,8 @@ rendered a grace of 30 where 0 was asked for, instead of refusing it. Pass (list
 {{- define "otp.terminationSeconds" -}}
 {{- $value := index . 1 -}}
 {{- if kindIs "invalid" $value }}30
-{{- else if not (regexMatch "^(0|[1-9][0-9]*)$" (include "otp.asWritten" $value)) }}
-{{- fail (printf "%s.terminationGracePeriodSeconds must be a whole number (no unit, no leading zero), got %q" (index . 0) (include "otp.asWritten" $value)) }}
+{{- else if not (regexMatch "^(0|[1-9][0-9]{0,8})$" (include "otp.asWritten" $value)) }}
+{{- fail (printf "%s.terminationGracePeriodSeconds must be a whole number (no unit, no leading zero, under a billion), got %q" (index . 0) (include "otp.asWritten" $value)) }}
 {{- else }}{{ int $value }}{{ end }}
 {{- end -}}
 
@@ -474,8 +474,8 @@ redis.tls and by hand.
 {{- end }}
 {{- range $component := list "relay" "notifier" }}
 {{- $ready := index $.Values $component "minReadySeconds" }}
-{{- if not (regexMatch "^[0-9]+$" (toString $ready)) }}
-{{- fail (printf "%s.minReadySeconds must be a whole number of seconds (0 or more), got %q: anything else turned the rollout check off" $component (toString $ready)) }}
+{{- if and (index $.Values $component).enabled (not (regexMatch "^(0|[1-9][0-9]{0,8})$" (include "otp.asWritten" $ready))) }}
+{{- fail (printf "%s.minReadySeconds must be a whole number of seconds (0 or more, no leading zero), got %q: anything else turned the rollout check off" $component (include "otp.asWritten" $ready)) }}
 {{- end }}
 {{- end }}
 {{- /* Whole numbers the templates compute with: `int` reads any other text as 0, so "5s" turned the preStop sleep off, "two" replicas read as 0, and a grace period of "60s" was refused as "(0)" (probe 76). Absent is left to each template's default. */}}
@@ -488,8 +488,8 @@ redis.tls and by hand.
 {{- end }}
 {{- range $check := $numbers }}
 {{- $value := index $check 1 }}
-{{- if and (not (kindIs "invalid" $value)) (not (regexMatch "^(0|[1-9][0-9]*)$" (include "otp.asWritten" $value))) }}
-{{- fail (printf "%s must be a whole number (no unit, no leading zero), got %q" (index $check 0) (include "otp.asWritten" $value)) }}
+{{- if and (not (kindIs "invalid" $value)) (not (regexMatch "^(0|[1-9][0-9]{0,8})$" (include "otp.asWritten" $value))) }}
+{{- fail (printf "%s must be a whole number (no unit, no leading zero, under a billion), got %q" (index $check 0) (include "otp.asWritten" $value)) }}
 {{- end }}
 {{- end }}
 {{- range $component := list "service" "relay" "notifier" }}
@@ -497,7 +497,7 @@ redis.tls and by hand.
 {{- if and $pdb.enabled (kindIs "invalid" $pdb.minAvailable) }}
 {{- fail (printf "%s.podDisruptionBudget.minAvailable is not set: a whole number or a percentage (e.g. 1, 50%%), or set %s.podDisruptionBudget.enabled=false" $component $component) }}
 {{- end }}
-{{- if and $pdb.enabled (not (regexMatch "^(0|[1-9][0-9]*)%?$" (include "otp.asWritten" $pdb.minAvailable))) }}
+{{- if and $pdb.enabled (not (regexMatch "^(0|[1-9][0-9]{0,8})%?$" (include "otp.asWritten" $pdb.minAvailable))) }}
 {{- fail (printf "%s.podDisruptionBudget.minAvailable must be a whole number or a percentage (e.g. 50%%), got %q" $component (include "otp.asWritten" $pdb.minAvailable)) }}
 {{- end }}
 {{- end }}
