@@ -23,9 +23,17 @@ describe('origins', () => {
   });
 
   it('refuse a host no browser can be on', () => {
-    for (const bad of ['https://app..example', 'https://1.2.3.4.5', 'https://-app.example', 'https://app-.example', 'https://.app.example']) {
+    for (const bad of ['https://app..example', 'https://1.2.3.4.5', 'https://.app.example', 'https://app.example:8443:1']) {
       expect(parseOrigin(bad), bad).toBeUndefined();
     }
+  });
+
+  // Probe 83: Chromium sends these, and they could not be declared.
+  it('take the hosts Chromium sends: a trailing dot, `_`, edge hyphens, an IDN (as its punycode)', () => {
+    expect(parseOrigin('http://example.test.:18390')?.origin).toBe('http://example.test.:18390');
+    expect(parseOrigin('http://a_b.example.test:18390')?.origin).toBe('http://a_b.example.test:18390');
+    expect(parseOrigin('https://-app.example')?.origin).toBe('https://-app.example');
+    expect(parseOrigin('https://bücher.example')?.origin).toBe('https://xn--bcher-kva.example');
     expect(parseOrigin('https://xn--bcher-kva.example')?.origin).toBe('https://xn--bcher-kva.example');
   });
 
