@@ -95,9 +95,10 @@ export async function connectSentinel(
     // node-redis asks the first Sentinel that answers and, when it rejects that one's view (a leader
     // resumed in TILT, still describing its failover as under way), asks it again every second, holding
     // every command meanwhile though the master's connection is ready: 16 times by default, ~17 s of
-    // UNAVAILABLE (probe 84). Two more lookups, then commands flow; the next notice or a lost
-    // connection looks again. Calls never wait on this past their own deadline anyway.
-    maxCommandRediscovers: 2,
+    // UNAVAILABLE (probe 84). As many as fit the start-up bound (one a second; the same limit ends
+    // start-up's own lookups, and fewer gave up before the bound: probe 85), then commands flow; the
+    // next notice or a lost connection looks again. Calls never wait on this past their own deadline.
+    maxCommandRediscovers: Math.max(2, Math.ceil(options.connectTimeoutMs / 1_000)),
   });
   sentinel.on("error", (err: unknown) => {
     options.events.error(err);
