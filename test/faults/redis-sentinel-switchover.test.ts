@@ -92,30 +92,39 @@ describe('a Sentinel switchover with OTP_REDIS_WAIT_REPLICAS=1', () => {
   });
 });
 
+/**
+ * Two replicas, a connection waiting for one, and a `SENTINEL FAILOVER` led by the Sentinel node-redis asks:
+ * returns once another Sentinel names the new master (they switched on the leader's word), the leader still
+ * in the middle of its failover.
+ */
+async function switchedOverByTheLookupSentinel() {
+  const set = await startRedisSentinel({ replicas: 2 });
+  sentinel = set;
+  const conn = await connectRedis({
+    topology: { kind: 'sentinel', sentinels: set.sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })), masterName: set.masterName },
+    waitReplicas: 1,
+    waitTimeoutMs: 500,
+    commandTimeoutMs: 1_000,
+  });
+  redis = conn;
+  const oldPort = await set.masterPort();
+  const leaderPort = await lookupSentinel(set);
+  const leader = set.sentinels.find((s) => s.port === leaderPort)!;
+  await redisCli(leaderPort, ['SENTINEL', 'FAILOVER', set.masterName]);
+  const startedAt = Date.now();
+  const others = set.sentinels.filter((s) => s.port !== leaderPort);
+  await until('another Sentinel naming the new master', 20_000, async () => {
+    const out = await redisCli(others[0]!.port, ['SENTINEL', 'get-master-addr-by-name', set.masterName]);
+    return Number(out.split('\n')[1]) !== oldPort;
+  }, 20);
+  return { set, conn, oldPort, leader, startedAt };
+}
+
 describe('a Sentinel switchover whose leader hangs half-way (SIGSTOP just after it promoted a replica)', () => {
   it('writes answer again once the connection is on the new master, not after the fence\'s 60 s cap (probe 74)', { timeout: 120_000 }, async () => {
-    const set = await startRedisSentinel({ replicas: 2 });
-    sentinel = set;
-    redis = await connectRedis({
-      topology: { kind: 'sentinel', sentinels: set.sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })), masterName: set.masterName },
-      waitReplicas: 1,
-      waitTimeoutMs: 500,
-      commandTimeoutMs: 1_000,
-    });
-    const conn = redis;
+    const { set, conn, oldPort, leader, startedAt } = await switchedOverByTheLookupSentinel();
     const key = '{hung-leader}:w';
-    const oldPort = await set.masterPort();
-    const leaderPort = await lookupSentinel(set);
-    const leader = set.sentinels.find((s) => s.port === leaderPort)!;
-    await redisCli(leaderPort, ['SENTINEL', 'FAILOVER', set.masterName]);
-    const startedAt = Date.now();
-    // The other Sentinels have the new master (they switched on the leader's word); then the leader freezes,
-    // its failover never finished in its own words.
-    const others = set.sentinels.filter((s) => s.port !== leaderPort);
-    await until('another Sentinel naming the new master', 20_000, async () => {
-      const out = await redisCli(others[0]!.port, ['SENTINEL', 'get-master-addr-by-name', set.masterName]);
-      return Number(out.split('\n')[1]) !== oldPort;
-    }, 20);
+    // Then the leader freezes, its failover never finished in its own words.
     leader.pause();
     try {
       // node-redis moves to the new master: a write is acknowledged again well inside the cap.
@@ -146,25 +155,8 @@ describe('a Sentinel switchover whose leader hangs half-way (SIGSTOP just after 
 // its connection to the new master is ready: 16 lookups, ~17 s of UNAVAILABLE. The lookups are now bounded.
 describe('a Sentinel switchover whose leader hangs half-way and then resumes', () => {
   it('the calls after it resumes are held for a few seconds at most, not node-redis\'s 16 lookups', { timeout: 120_000 }, async () => {
-    const set = await startRedisSentinel({ replicas: 2 });
-    sentinel = set;
-    redis = await connectRedis({
-      topology: { kind: 'sentinel', sentinels: set.sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })), masterName: set.masterName },
-      waitReplicas: 1,
-      waitTimeoutMs: 500,
-      commandTimeoutMs: 1_000,
-    });
-    const conn = redis;
+    const { set, conn, oldPort, leader } = await switchedOverByTheLookupSentinel();
     const key = '{resumed-leader}:w';
-    const oldPort = await set.masterPort();
-    const leaderPort = await lookupSentinel(set);
-    const leader = set.sentinels.find((s) => s.port === leaderPort)!;
-    await redisCli(leaderPort, ['SENTINEL', 'FAILOVER', set.masterName]);
-    const others = set.sentinels.filter((s) => s.port !== leaderPort);
-    await until('another Sentinel naming the new master', 20_000, async () => {
-      const out = await redisCli(others[0]!.port, ['SENTINEL', 'get-master-addr-by-name', set.masterName]);
-      return Number(out.split('\n')[1]) !== oldPort;
-    }, 20);
     // Over 2 s: the resumed Sentinel enters TILT, its view of the failover frozen.
     leader.pause();
     await new Promise((r) => setTimeout(r, 3_000));
