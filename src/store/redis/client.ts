@@ -172,10 +172,10 @@ const BARRIER_TTL_MS = "10000";
 function barrierKey(key: string): string {
   const open = key.indexOf("{");
   const close = key.indexOf("}", open + 1);
-  return open >= 0 && close > open + 1 ? `${key.slice(0, close + 1)}:ack` : `{${key}}:ack`;
+  return open >= 0 && close > open + 1 ? barrierKeyUnder(key, key.slice(open + 1, close)) : `{${key}}:ack`;
 }
 
-/** The barrier key of `key`'s prefix under another hash tag: `<prefix>:{<tag>}:ack`. */
+/** The barrier key of `key`'s prefix under a hash tag: `<prefix>:{<tag>}:ack`. */
 function barrierKeyUnder(key: string, tag: string): string {
   const open = key.indexOf("{");
   return `${open > 0 ? key.slice(0, open) : ""}{${tag}}:ack`;
@@ -426,11 +426,15 @@ class Connection implements RedisConnection {
    * followed: the barrier's key has moved, and the read's may not have.
    */
   #barrierAndWait(key: string): string[][] {
-    return [["SET", barrierKey(key), "", "PX", BARRIER_TTL_MS], this.#wait];
+    return this.#barrierAt(barrierKey(key));
   }
 
   /** The barrier and WAIT with the barrier under another hash tag (Transport's BarrierElsewhere). */
-  readonly #barrierElsewhere: BarrierElsewhere = (key, tag) => [["SET", barrierKeyUnder(key, tag), "", "PX", BARRIER_TTL_MS], this.#wait];
+  readonly #barrierElsewhere: BarrierElsewhere = (key, tag) => this.#barrierAt(barrierKeyUnder(key, tag));
+
+  #barrierAt(barrier: string): string[][] {
+    return [["SET", barrier, "", "PX", BARRIER_TTL_MS], this.#wait];
+  }
 
   /** During a failover nothing that needs an acknowledgement is sent (nothing ran: UNAVAILABLE); else the failovers' epoch to check it against. */
   #beforeAcknowledged(): number | undefined {

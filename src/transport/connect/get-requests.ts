@@ -70,24 +70,22 @@ export function getQueriesChecked(handler: UniversalHandler, next: UniversalHand
     if (NON_ASCII_ESCAPE.test(raw) && !percentDecodesAsUtf8(raw)) {
       return refusalAnswer(violation("is not valid UTF-8 once percent-decoded (binary messages need base64=1)"), log, path);
     }
-    const twice = paramGivenTwice(raw);
+    // Read once: for the check below, and again only if connect refuses the call.
+    const params = new URLSearchParams(raw);
+    const twice = CONNECT_PARAMS.find((name) => params.getAll(name).length > 1);
     if (twice !== undefined) return refusalAnswer(OtpError.invalidArgument([{ field: twice, description: "is given twice in the query" }]), log, path);
     const res = await next(req);
     if (res.status < 400 || res.status === 405 || res.status === 415) return res;
-    const refusal = queryRefusal(new URLSearchParams(raw));
+    const refusal = queryRefusal(params);
     return refusal ? refusalAnswer(refusal, log, path) : res;
   };
 }
 
-/** The query parameters connect reads; it takes the first of each, and a gateway in front may take the last. */
+/**
+ * The query parameters connect reads (their names percent-decoded, as connect reads them); it takes the first
+ * of each, and a gateway in front may take the last: given twice, refused.
+ */
 const CONNECT_PARAMS = ["message", "encoding", "base64", "compression", "connect"];
-
-/** The first parameter connect reads that the query gives twice (the names percent-decoded, as connect reads them). */
-function paramGivenTwice(query: string): string | undefined {
-  if (query === "") return undefined;
-  const params = new URLSearchParams(query);
-  return CONNECT_PARAMS.find((name) => params.getAll(name).length > 1);
-}
 
 /** Whether the raw `message` parameter(s) of a query percent-decode to UTF-8 (decodeURIComponent is strict). */
 function percentDecodesAsUtf8(query: string): boolean {
