@@ -133,6 +133,15 @@ Whole floats are printed whole; anything else as toString has it.
 {{- end -}}
 
 {{/*
+"true" when a value is a whole number as written: no unit, no leading zero
+(`int` reads 030 as octal), at most nine digits (twenty overflowed `int` to 0).
+Empty otherwise, for `if not`.
+*/}}
+{{- define "otp.isWholeNumber" -}}
+{{- if regexMatch "^(0|[1-9][0-9]{0,8})$" (include "otp.asWritten" .) }}true{{ end }}
+{{- end -}}
+
+{{/*
 A Deployment's terminationGracePeriodSeconds: 30 when absent (a
 `helm upgrade --reuse-values` from a chart without the value keeps the old
 values), else the value as given. Not `default`, which takes 0 for absent and
@@ -141,7 +150,7 @@ rendered a grace of 30 where 0 was asked for, instead of refusing it. Pass (list
 {{- define "otp.terminationSeconds" -}}
 {{- $value := index . 1 -}}
 {{- if kindIs "invalid" $value }}30
-{{- else if not (regexMatch "^(0|[1-9][0-9]{0,8})$" (include "otp.asWritten" $value)) }}
+{{- else if not (include "otp.isWholeNumber" $value) }}
 {{- fail (printf "%s.terminationGracePeriodSeconds must be a whole number (no unit, no leading zero, under a billion), got %q" (index . 0) (include "otp.asWritten" $value)) }}
 {{- else }}{{ int $value }}{{ end }}
 {{- end -}}
@@ -474,7 +483,7 @@ redis.tls and by hand.
 {{- end }}
 {{- range $component := list "relay" "notifier" }}
 {{- $ready := index $.Values $component "minReadySeconds" }}
-{{- if and (index $.Values $component).enabled (not (regexMatch "^(0|[1-9][0-9]{0,8})$" (include "otp.asWritten" $ready))) }}
+{{- if and (index $.Values $component).enabled (not (include "otp.isWholeNumber" $ready)) }}
 {{- fail (printf "%s.minReadySeconds must be a whole number of seconds (0 or more, no leading zero), got %q: anything else turned the rollout check off" $component (include "otp.asWritten" $ready)) }}
 {{- end }}
 {{- end }}
@@ -488,7 +497,7 @@ redis.tls and by hand.
 {{- end }}
 {{- range $check := $numbers }}
 {{- $value := index $check 1 }}
-{{- if and (not (kindIs "invalid" $value)) (not (regexMatch "^(0|[1-9][0-9]{0,8})$" (include "otp.asWritten" $value))) }}
+{{- if and (not (kindIs "invalid" $value)) (not (include "otp.isWholeNumber" $value)) }}
 {{- fail (printf "%s must be a whole number (no unit, no leading zero, under a billion), got %q" (index $check 0) (include "otp.asWritten" $value)) }}
 {{- end }}
 {{- end }}
