@@ -860,17 +860,30 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect((await store.verify(verifyCommand(other.ref, other.code))).result).toBe('VERIFIED');
       });
 
-      it("cancel: a verification locked by the destination's lock (another purpose's failures) is finished, as inspect shows it", async () => {
-        const failures = { count: 2, windowSeconds: 60 };
+      it("cancel: a verification held by the destination's lock (another purpose's failures) is canceled, and its code does not verify once the lock ends (probe 89)", async () => {
+        // A lock of 1 s: the code outlives it.
+        const failures = { count: 2, windowSeconds: 1 };
         const p = policy({ maxAttempts: 10, failuresPerDestination: failures });
         const held = await send({ purpose: 'signup', policy: p });
         const other = await send({ dest: held.dest, policy: p });
         for (let i = 0; i < 2; i++) expect((await store.verify(verifyCommand(other.ref, wrong(other.code), { failures }))).result).toBe('INVALID_CODE');
         expect(await store.inspect(TENANT, held.ref)).toMatchObject({ status: 'LOCKED' });
         await events();
+        expect(await store.cancel(TENANT, held.ref, EVENT)).toMatchObject({ kind: 'canceled', state: { status: 'CANCELED' } });
+        expect(types(await events())).toEqual(['delivery_canceled', 'canceled']);
+        // The lock ends (the verification not canceled is PENDING again); the canceled one's code stays dead.
+        await advance(1_100);
+        expect(await store.inspect(TENANT, other.ref)).toMatchObject({ status: 'PENDING' });
+        expect(await store.inspect(TENANT, held.ref)).toMatchObject({ status: 'CANCELED' });
+        expect((await store.verify(verifyCommand(held.ref, held.code, { failures }))).result).not.toBe('VERIFIED');
+      });
+
+      it("cancel: a verification locked by its own attempts is finished", async () => {
+        const held = await send({ policy: policy({ maxAttempts: 2 }) });
+        for (let i = 0; i < 2; i++) await store.verify(verifyCommand(held.ref, wrong(held.code)));
+        await events();
         expect(await store.cancel(TENANT, held.ref, EVENT)).toMatchObject({ kind: 'finished', state: { status: 'LOCKED' } });
         expect(await events()).toEqual([]);
-        expect(await store.inspect(TENANT, held.ref)).toMatchObject({ status: 'LOCKED', canceledAtMs: undefined });
       });
 
       it('a new Send replaces a canceled verification', async () => {

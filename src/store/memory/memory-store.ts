@@ -441,9 +441,8 @@ export class MemoryStore implements VerificationStore {
     const v = d && verificationById(d, ref.verificationId);
     if (!d || !v) return { kind: "not_found" };
     if (v.status === "c") return { kind: "canceled", state: stateOf(v, d, now), before: true };
-    // Whatever inspect would not show as PENDING (a destination lock included) is finished (cancel.lua).
-    const state = stateOf(v, d, now);
-    if (state.status !== "PENDING") return { kind: "finished", state };
+    // Finished as cancel.lua has it: a verification held only by a lock with an end is canceled, or its code verifies once the lock ends.
+    if (v.status !== "" || now >= v.expiresAt || v.attempts >= v.maxAttempts) return { kind: "finished", state: stateOf(v, d, now) };
     v.status = "c";
     v.canceledAt = now;
     const base: EventBase = { vid: v.id, tn: tenant, p: v.purpose, ch: v.channel, md: d.masked, dd: d.digest, event };

@@ -915,8 +915,9 @@ export const OtpService: GenService<{
     output: typeof GetVerificationResponseSchema;
   },
   /**
-   * CancelVerification ends a pending verification: its code never verifies
-   * (Verify answers NOT_FOUND, as for a consumed code), Resend answers
+   * CancelVerification ends a pending verification, or one its destination's
+   * lock holds (LOCKED until the lock ends, then its code would verify again):
+   * its code never verifies (Verify answers NOT_FOUND, as for a consumed code), Resend answers
    * FAILED_PRECONDITION, and notifiers are told to drop a delivery they have
    * not made yet (DeliveryCanceled on otp.delivery.v1). Idempotent: canceling
    * a canceled verification answers its state again.

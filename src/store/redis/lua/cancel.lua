@@ -16,8 +16,9 @@ ARGV[1]   JSON object, read by name (includes/args.lua):
 Returns
   {'canceled', <state tuple of includes/state.lua>}   canceled now
   {'canceled_before', <state tuple>}                   canceled by an earlier call (nothing changed)
-  {'finished', <state tuple>}                          verified, locked (its own attempts or the
-                                                       destination's lock), expired or delivery failed
+  {'finished', <state tuple>}                          verified, locked by its own attempts, expired
+                                                       or delivery failed (held by the destination's or
+                                                       the purpose's lock, it is canceled)
   {'not_found'}
 ]]
 
@@ -45,14 +46,11 @@ local function answer(kind)
   return reply
 end
 if st == 'c' then return answer('canceled_before') end
--- Anything GetVerification would not show as PENDING is finished: verified, delivery failed, expired, or
--- locked, by its own attempts or by the destination's lock (another purpose's failures can set it).
-if st ~= '' or now >= c.e then return answer('finished') end
-local before = state_reply(dest, p, now)
-if before[1] ~= 'PENDING' then
-  table.insert(before, 1, 'finished')
-  return before
-end
+-- Finished: verified, delivery failed, expired, or locked by its own attempts. A verification held
+-- only by a lock with an end (the destination's `lk`, the purpose's `<p>:lk`) is not: GetVerification
+-- shows it LOCKED, but once the lock ends its code verifies again, so it is canceled like a pending one
+-- (probe 89: refused as finished, its code then verified after the lock).
+if st ~= '' or now >= c.e or c.a >= c.m then return answer('finished') end
 
 redis.call('HSET', dest, p .. ':st', 'c', p .. ':ct', now)
 -- Only a Resend would need them.
