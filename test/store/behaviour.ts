@@ -464,6 +464,20 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         expect(await store.verify(verifyCommand(ref, bad, { idempotencyKey: 'w-1' }))).toEqual({ ...first, repeat: true, verificationId: ref.verificationId });
       });
 
+      it("a repeat after a Resend moved the verification's expiry still gets its answer, until the new expiry, and counts nothing (probe 89)", async () => {
+        const p = policy({ ttlSeconds: 2, resendCooldownSeconds: 0, maxAttempts: 5 });
+        const { ref, code } = await send({ policy: p });
+        const first = await store.verify(verifyCommand(ref, wrong(code), { idempotencyKey: 'w-resend' }));
+        expect(first).toEqual({ result: 'INVALID_CODE', attemptsRemaining: 4 });
+        await advance(1_000);
+        expect((await store.resend(resendCommand(ref, newCode(), { policy: p }))).kind).toBe('resent');
+        // Past the first expiry, before the new one.
+        await advance(1_500);
+        expect(await store.inspect(TENANT, ref)).toMatchObject({ status: 'PENDING', attemptsRemaining: 4 });
+        expect(await store.verify(verifyCommand(ref, wrong(code), { idempotencyKey: 'w-resend' }))).toEqual({ ...first, repeat: true, verificationId: ref.verificationId });
+        expect(await store.inspect(TENANT, ref)).toMatchObject({ status: 'PENDING', attemptsRemaining: 4 });
+      });
+
       it('a repeat still gets its answer after a new Send replaced the verification, and counts nothing on the new one', async () => {
         const first = await send({ policy: policy({ maxAttempts: 5 }) });
         // By destination, the replay key covers the target (purpose + destination), not the id.

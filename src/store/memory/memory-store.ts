@@ -346,6 +346,8 @@ export class MemoryStore implements VerificationStore {
     if (cmd.channel !== 0) v.channel = cmd.channel;
     v.expiresAt = now + ms(policy.ttlSeconds);
     v.resendAt = now + ms(policy.resendCooldownSeconds);
+    // Its Verifies' kept answers last until its expiry, which just moved (resend.lua).
+    for (const kept of d.replays?.values() ?? []) if (kept.verificationId === v.id && now < kept.expiresAt) kept.expiresAt = v.expiresAt;
     extendExpiry(d, Math.max(v.expiresAt + ms(policy.ttlSeconds), sent.tat, sent.ownTat ?? 0));
 
     base.ch = v.channel;

@@ -37,6 +37,7 @@ Returns
 --- @include "outbox"
 --- @include "base64"
 --- @include "fields"
+--- @include "kept-answers"
 
 local A, bad = script_args('resend', {
   tenant = 'str', id = 'str', channel = 'int', code_digest = 'str', key_id = 'str', sealed_code = 'str',
@@ -81,6 +82,20 @@ local set = {'ls', ls, p .. ':id', code_value(vid, A.code_digest), p .. ':k', A.
 if pls then
   set[#set + 1] = p .. ':ls'
   set[#set + 1] = pls
+end
+-- Its Verifies' kept answers (all INVALID_CODE: it is pending) last until its expiry, which just moved:
+-- else a keyed Verify repeated after the old expiry counted a second attempt (probe 89). A pending
+-- verification's are at most its attempts, and a Resend is rare beside a Verify: one look at the hash.
+local all = redis.call('HGETALL', dest)
+for i = 1, #all, 2 do
+  local field = all[i]
+  if #field == KEPT_DIGEST_LENGTH + 2 and string.sub(field, 1, 2) == 'r:' then
+    local left, kept_e, kept_id = string.match(all[i + 1], '^i(%d+),(%w+),%w+,(.+)$')
+    if kept_id == vid and now < tonumber(kept_e, 36) then
+      set[#set + 1] = field
+      set[#set + 1] = 'i' .. left .. ',' .. base36(e) .. ',0,' .. vid
+    end
+  end
 end
 redis.call('HSET', dest, unpack(set))
 extend_expiry(dest, math.max(e + ttl, ls, pls or 0))
