@@ -272,6 +272,26 @@ export function describeStoreBehaviour(name: string, makeStore: () => Promise<St
         // A Send that replaces nothing keyed and unexpired is not held back: another purpose, a first Send.
         expect((await send({ dest, purpose: 'signup', idempotencyKey: 'signup-1', policy: p })).outcome.kind).toBe('issued');
       });
+
+      it("at that bound, a Send waits no longer than the verification it would replace lives, whatever the other purposes' ttl (probe 86: a day)", async () => {
+        const long = policy({ ttlSeconds: 86_400, sendsPerDestination: { count: 20, windowSeconds: 3600 } });
+        const short = policy({ ttlSeconds: 2, sendsPerDestination: { count: 20, windowSeconds: 3600 } });
+        const dest = newDestination(f.shards);
+        // Nine keyed Sends of a long-ttl purpose: eight replaced ones answer their keys for a day.
+        for (let i = 0; i <= 8; i++) expect((await send({ dest, purpose: 'signup', idempotencyKey: `long-${i}`, policy: long })).outcome.kind).toBe('issued');
+        expect((await send({ dest, idempotencyKey: 'login-1', policy: short })).outcome.kind).toBe('issued');
+        const asked = (await store.limits({ tenant: TENANT, purpose: PURPOSE, destination: dest.ref, policy: short }))[0]!;
+        expect(asked).toMatchObject({ name: 'SEND_LIMIT_DESTINATION', remaining: 0 });
+        expect(asked.retryAfterMs).toBeLessThanOrEqual(2_000);
+        const over = await send({ dest, idempotencyKey: 'login-2', policy: short });
+        expect(over.outcome).toMatchObject({ kind: 'refused', reason: 'SEND_LIMIT_DESTINATION' });
+        if (over.outcome.kind !== 'refused') throw new Error('not refused');
+        expect(over.outcome.retryAfterMs).toBeGreaterThan(0);
+        expect(over.outcome.retryAfterMs).toBeLessThanOrEqual(2_000);
+        // And then it goes: the login verification, expired, keeps no answer.
+        await advance(over.outcome.retryAfterMs + 100);
+        expect((await send({ dest, idempotencyKey: 'login-2', policy: short })).outcome.kind).toBe('issued');
+      });
     });
 
     describe('verify', () => {

@@ -113,12 +113,12 @@ export const MAX_REPLACED_SENDS = 8;
 /**
  * How long a Send that would replace `current` must wait (issue.lua step 4, limits.lua): while `current` is
  * unexpired and keyed and MAX_REPLACED_SENDS replaced ones still answer their keys, until the first of those
- * expires; undefined when it need not.
+ * or `current` expires (then it keeps no answer); undefined when it need not.
  */
 export function replacedSendsWait(d: Destination, current: Verification | undefined, now: number): number | undefined {
   if (!current || now >= current.expiresAt || current.idempotencyKey === "") return undefined;
   const answering = [...(d.replacedSends?.values() ?? [])].filter((r) => now < r.expiresAt).map((r) => r.expiresAt);
-  return answering.length >= MAX_REPLACED_SENDS ? Math.min(...answering) - now : undefined;
+  return answering.length >= MAX_REPLACED_SENDS ? Math.min(current.expiresAt, ...answering) - now : undefined;
 }
 
 export function isLive(v: Verification, now: number): boolean {

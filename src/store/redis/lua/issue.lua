@@ -140,7 +140,9 @@ if replaced_key then
   local answering
   expired_answers, answering = kept_answers(dest, now)
   if #answering >= MAX_REPLACED_SENDS then
-    return refuse(ev, 'SEND_LIMIT_DESTINATION', math.min(unpack(answering)) - now)
+    -- Until the first of them expires, or the one this Send would replace does (then it keeps no
+    -- answer): a long-ttl purpose's kept answers told a login Send to wait a day (probe 86).
+    return refuse(ev, 'SEND_LIMIT_DESTINATION', math.min(cc.e, unpack(answering)) - now)
   end
 end
 local allowed, ls, pls, retry = gcra_spend_both(cur[7], A.sends_count, A.sends_window_ms, cur[9], A.purpose_sends, now)

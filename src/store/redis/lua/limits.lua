@@ -26,8 +26,8 @@ Returns {send remaining, send reset after ms, send retry after ms,
   lock read as eight hours).
   While the purpose's live verification has an idempotency key and MAX_REPLACED_SENDS replaced ones
   still answer theirs (includes/kept-answers.lua), a Send waits (issue.lua step 4): send has 0 remaining
-  and retries no sooner than the first of those expires (probe 71: "allowed" was answered, and the Send
-  refused).
+  and retries no sooner than the first of those, or the live verification, expires (probe 71: "allowed"
+  was answered, and the Send refused).
 ]]
 
 --- @include "args"
@@ -79,7 +79,7 @@ local send = binding(sends)
 if c and v[10] and v[11] and now < c.e then
   local _, answering = kept_answers(KEYS[1], now)
   if #answering >= MAX_REPLACED_SENDS then
-    local wait = math.min(unpack(answering)) - now
+    local wait = math.min(c.e, unpack(answering)) - now
     send = {0, math.max(send[2], wait), math.max(send[3], wait), send[4]}
   end
 end
