@@ -180,6 +180,12 @@ export function callersDeadline(err: unknown, status: string): boolean {
 /** A compressed request body that does not decompress (cut short, or not in its encoding): the same words on both ports. */
 export const UNDECOMPRESSIBLE = "the request message could not be decompressed";
 
+/** Both ports' words for a grpc-timeout header the gRPC spec does not allow (grpc-js and connect-es each had their own). */
+export const MALFORMED_GRPC_TIMEOUT = "the grpc-timeout header is malformed";
+
+/** Both ports' words for a call whose deadline passed before its answer (grpc-js's own: "Deadline exceeded"). */
+export const DEADLINE_PASSED = "the call's deadline passed";
+
 /** A request body that is not the protobuf it claims to be: the caller's fault, no field to name. */
 export function malformedRequest(typeName: string): OtpError {
   return new OtpError("INVALID_ARGUMENT", `request body is not a valid ${typeName}`);

@@ -126,6 +126,8 @@ describe('a deadline header the protocols do not allow', () => {
       const ended = await rawGrpc(port, { 'grpc-timeout': timeout });
       expect(ended.status, `port ${port === app.grpcPort ? 'gRPC' : 'HTTP'}`).toBe('3');
       expect(ended.message).not.toContain(timeout);
+      // In the same words on both (probe 88: each port had its library's).
+      expect(ended.message).toBe('the grpc-timeout header is malformed');
     }
   });
 
@@ -170,6 +172,8 @@ describe('a call whose deadline passes while it waits on Redis', () => {
     const [exceeded, ok] = [await count('grpc', 'DEADLINE_EXCEEDED'), await count('grpc', 'OK')];
     const ended = await whileRedisStalls(1_000, () => rawGrpc(app.grpcPort, { 'grpc-timeout': '200m' }));
     expect(ended.status).toBe(String(grpc.status.DEADLINE_EXCEEDED));
+    // The HTTP port's words (probe 88: grpc-js's own "Deadline exceeded").
+    expect(ended.message).toBe("the call's deadline passed");
     expect(await settled('grpc', 'DEADLINE_EXCEEDED', exceeded)).toBe(1);
     expect(await count('grpc', 'OK')).toBe(ok);
   });
@@ -183,7 +187,7 @@ describe('a call whose deadline passes while it waits on Redis', () => {
         body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: 'deadline@example.com' }),
       }),
     );
-    expect(((await res.json()) as { code: string }).code).toBe('deadline_exceeded');
+    expect(await res.json()).toEqual({ code: 'deadline_exceeded', message: "the call's deadline passed" });
     expect(await settled('http', 'DEADLINE_EXCEEDED', exceeded)).toBe(1);
     expect(await count('http', 'OK')).toBe(ok);
   });

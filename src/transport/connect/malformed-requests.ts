@@ -12,7 +12,7 @@ import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect
 import type { Logger } from "../../log.js";
 import { binaryRequestRefusal } from "../binary-faults.js";
 import { OtpError } from "../../otp/errors.js";
-import { MESSAGE_COUNT, UNDECOMPRESSIBLE, malformedRequest, toConnectError } from "../status.js";
+import { MALFORMED_GRPC_TIMEOUT, MESSAGE_COUNT, UNDECOMPRESSIBLE, malformedRequest, toConnectError } from "../status.js";
 import { BufferedBody } from "./node-exchange.js";
 import { connectErrorAnswer } from "./refusal.js";
 
@@ -48,6 +48,8 @@ const CALLER_FAULTS: [code: Code, prefix: string, words: string | undefined][] =
   // or two; the gRPC port says the same in these words (../grpc/malformed-frames.ts).
   [Code.Unimplemented, "protocol error: missing input message", MESSAGE_COUNT.none],
   [Code.Unimplemented, "protocol error: received extra input message", MESSAGE_COUNT.several],
+  // A grpc-timeout the spec does not allow (../deadline-headers.ts): the gRPC port's words (probe 88).
+  [Code.InvalidArgument, "protocol error: invalid grpc timeout value", MALFORMED_GRPC_TIMEOUT],
 ];
 const callerFault = (code: number, message: string) => CALLER_FAULTS.find(([c, prefix]) => c === code && message.startsWith(prefix));
 // The codes of CALLER_FAULTS as a Connect unary error body names them. Such a body is read for a 500, and for a

@@ -3,7 +3,7 @@ import { OtpService as OtpServiceDesc } from "../../gen/otp/v1/otp_pb.js";
 import type { Logger } from "../../log.js";
 import type { Caller, OtpService } from "../../otp/service.js";
 import type { Metrics } from "../../metrics.js";
-import { abortedAs, callersDeadline, deadlineRefusal, statusName, toConnectError } from "../status.js";
+import { abortedAs, callersDeadline, DEADLINE_PASSED, deadlineRefusal, statusName, toConnectError } from "../status.js";
 import { callTimeoutMs } from "../deadline-headers.js";
 import { sinceArrival, spentSendingBody } from "./arrival.js";
 import { activeTraceparent, callSpan, inContext } from "../../telemetry/spans.js";
@@ -82,7 +82,7 @@ function deadlines(minDeadlineMs: number): Interceptor {
 function answeredByDeadline<T>(work: Promise<T>, signal: AbortSignal, leftMs: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     // connect-es's own timer started late (./arrival.ts): ours counts from the headers' arrival.
-    const timer = setTimeout(() => reject(new ConnectError("the call's deadline passed", Code.DeadlineExceeded)), leftMs);
+    const timer = setTimeout(() => reject(new ConnectError(DEADLINE_PASSED, Code.DeadlineExceeded)), leftMs);
     const onAbort = () => reject(ConnectError.from(signal.reason));
     signal.addEventListener("abort", onAbort, { once: true });
     const settled = () => {

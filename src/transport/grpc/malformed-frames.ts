@@ -1,6 +1,6 @@
 import type { OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { status } from "@grpc/grpc-js";
-import { MESSAGE_COUNT, UNDECOMPRESSIBLE } from "../status.js";
+import { DEADLINE_PASSED, MALFORMED_GRPC_TIMEOUT, MESSAGE_COUNT, UNDECOMPRESSIBLE } from "../status.js";
 
 // grpc-js itself answers for things only a caller can get wrong, before any
 // of our code runs: INTERNAL for a grpc-timeout header it cannot read and for
@@ -23,11 +23,14 @@ import { MESSAGE_COUNT, UNDECOMPRESSIBLE } from "../status.js";
 // handler is late, and the handler observes that one.)
 
 const REWRITES: [code: status, prefix: string, message: string][] = [
-  [status.INTERNAL, "Invalid grpc-timeout value", "the grpc-timeout header is malformed"],
+  [status.INTERNAL, "Invalid grpc-timeout value", MALFORMED_GRPC_TIMEOUT],
   [status.INTERNAL, "Failed to decompress message", UNDECOMPRESSIBLE],
   [status.UNIMPLEMENTED, "Received no request message", MESSAGE_COUNT.none],
   [status.UNIMPLEMENTED, "Received a second request message", MESSAGE_COUNT.several],
 ];
+
+// grpc-js's DEADLINE_EXCEEDED, in the HTTP port's words (routes.ts); its status stays, and so does who observes it.
+const GRPC_JS_DEADLINE = "Deadline exceeded";
 
 /** grpc-js's own refusals that are not rewritten: [code, prefix of its message]. */
 const BEFORE_HANDLER: [code: status, prefix: string][] = [
@@ -56,8 +59,9 @@ function isRaw(headers: OutgoingHttpHeaders | readonly string[] | undefined): he
 function rewrite(headers: OutgoingHttpHeaders | undefined, answered: AnsweredBeforeHandler | undefined): OutgoingHttpHeaders | undefined {
   const code = headers && Number(headers["grpc-status"]);
   // OK and the statuses our handlers send most (a refusal, INVALID_ARGUMENT) cost one comparison.
-  if (!headers || (code !== status.INTERNAL && code !== status.UNIMPLEMENTED && code !== status.RESOURCE_EXHAUSTED)) return headers;
+  if (!headers || (code !== status.INTERNAL && code !== status.UNIMPLEMENTED && code !== status.RESOURCE_EXHAUSTED && code !== status.DEADLINE_EXCEEDED)) return headers;
   const message = safeDecode(String(headers["grpc-message"] ?? ""));
+  if (code === status.DEADLINE_EXCEEDED) return message === GRPC_JS_DEADLINE ? { ...headers, "grpc-message": encodeURI(DEADLINE_PASSED) } : headers;
   const match = REWRITES.find(([from, prefix]) => code === from && message.startsWith(prefix));
   if (match) {
     answered?.(status.INVALID_ARGUMENT);

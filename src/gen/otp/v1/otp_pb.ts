@@ -57,8 +57,9 @@ export type SendRequest = Message<"otp.v1.SendRequest"> & {
   /**
    * One key per request (e.g. a UUID); send one, always. A repeat with the same
    * key until the verification expires (verified or not, or replaced by a newer
-   * Send since) returns the same verification, as it was then, and delivers
-   * nothing new. The same key with another destination (canonical),
+   * Send since) returns the same verification, as it is now (after a Resend:
+   * its new channel and times), or as it was when a newer Send replaced it, and
+   * delivers nothing new. The same key with another destination (canonical),
    * purpose, channel, context, locale or metadata is INVALID_ARGUMENT
    * (IDEMPOTENCY_KEY_REUSED), for the purpose's ttl after first use.
    *
@@ -829,7 +830,10 @@ export const VerificationStatusSchema: GenEnum<VerificationStatus> = /*@__PURE__
  *                         Send and Resend to phones), PUBLIC_CALLS_LIMIT (a public client's
  *                         calls open at once: a quarter of the process's bound, 32 per
  *                         address). MAX_RESENDS carries no
- *                         RetryInfo: no wait lifts it (Send a new verification)
+ *                         RetryInfo: no wait lifts it (Send a new verification).
+ *                         Without any details: a request message over 64 KiB (before or
+ *                         after decompression), refused by the gRPC library before the
+ *                         service reads it; no retry can succeed
  *   FAILED_PRECONDITION + google.rpc.ErrorInfo: Resend of a verification that is
  *                         finished (verified, locked, expired, canceled, delivery failed),
  *                         or CancelVerification of one finished otherwise than canceled (a
