@@ -12,6 +12,7 @@ import type { NodeRequest, NodeResponse } from "./http-handler.js";
 import type { OpenCalls } from "../open-calls.js";
 import { applyCors, type OriginCheck } from "./cors.js";
 import { unreadBodiesBounded } from "./unread-bodies.js";
+import { Http1Drain } from "./http1-drain.js";
 
 // One port, HTTP/1.1 and HTTP/2. An http (or https) server listens and owns
 // every connection, so its slow-client protections apply (headersTimeout and
@@ -24,7 +25,6 @@ import { unreadBodiesBounded } from "./unread-bodies.js";
 
 const MAX_HEADER_BYTES = 16 * 1024;
 const H2_MAX_CONCURRENT_STREAMS = 256;
-const IDLE_SWEEP_MS = 100;
 
 type Handler = (req: NodeRequest, res: NodeResponse) => void;
 
@@ -93,7 +93,9 @@ export async function listenHttp(options: {
     connectionsCheckingInterval: 1_000,
   };
   const origins = options.origins;
-  const h1Handler = openCalls.guardRequests(unreadBodiesBounded(handler), origins ? (req, res) => applyCors(req, res, origins) : undefined);
+  // What the HTTP/1.1 connections need to drain cleanly (./http1-drain.ts).
+  const drain = new Http1Drain();
+  const h1Handler = drain.handler(openCalls.guardRequests(unreadBodiesBounded(handler), origins ? (req, res) => applyCors(req, res, origins) : undefined));
   const h1 = options.tls ? https.createServer({ ...limits, ...tlsOptions(options.tls), handshakeTimeout: idleMs }, h1Handler) : http.createServer(limits, h1Handler);
 
   if (options.tls) {
@@ -102,7 +104,10 @@ export async function listenHttp(options: {
     divert(h1, "secureConnection", (socket: TLSSocket, toHttp1) => {
       keepPeerAddress(socket);
       if (socket.alpnProtocol === "h2") awaitPreface(socket, idleMs, () => h2.emit("connection", socket));
-      else toHttp1(socket);
+      else {
+        drain.track(socket);
+        toHttp1(socket);
+      }
     });
   } else {
     divert(h1, "connection", (socket: Socket, toHttp1) => {
@@ -115,6 +120,7 @@ export async function listenHttp(options: {
           socket.allowHalfOpen = false;
           h2.emit("connection", socket);
         } else {
+          drain.track(socket);
           toHttp1(socket);
           socket.resume(); // paused for the peek; http's listener does not resume it (http2's does)
         }
@@ -144,14 +150,13 @@ export async function listenHttp(options: {
   return {
     port: (h1.address() as AddressInfo).port,
     async stop(graceMs) {
-      const closed = new Promise<void>((resolve) => h1.close(() => resolve()));
+      // HTTP/1.1: responses say Connection: close, idle connections close (./http1-drain.ts).
+      const closed = drain.start(h1);
       for (const idle of sessions.values()) idle.drain(); // GOAWAY: in-flight streams finish
-      // A keep-alive HTTP/1 connection becomes idle once its in-flight response is done.
-      const sweep = setInterval(() => h1.closeIdleConnections(), IDLE_SWEEP_MS);
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<"deadline">((resolve) => (timer = setTimeout(() => resolve("deadline"), graceMs)));
       const outcome = await Promise.race([closed, deadline]);
-      clearInterval(sweep);
+      drain.stop();
       clearTimeout(timer);
       if (outcome === "deadline") {
         log.warn({ connections: sockets.size }, "HTTP drain deadline passed; closing remaining connections");
