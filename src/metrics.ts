@@ -322,11 +322,9 @@ export class Metrics implements Outcomes, RelayObserver {
     });
     const reloads = new Counter({
       name: "otp_tls_reloads_total",
-      help: "Changed TLS files (polled every OTP_RELOAD_CHECK_MS, or SIGHUP) put in force (reloaded) or refused because they do not check (refused: the certificate in force stays); with OTP_WORKERS > 1 the highest of the workers' counts (each reloads the same files)",
+      help: "Changed TLS files (polled every OTP_RELOAD_CHECK_MS, or SIGHUP) put in force (reloaded) or refused because they do not check (refused: the certificate in force stays)",
       labelNames: ["outcome"],
       registers,
-      // Each worker reloads the same change: summed, one renewal read as one per worker (probe 87).
-      aggregator: "max",
     });
     for (const outcome of ["reloaded", "refused"]) reloads.inc({ outcome }, 0);
     return {
@@ -342,10 +340,9 @@ export class Metrics implements Outcomes, RelayObserver {
   clientsReloads(): (outcome: "reloaded" | "refused" | "unchanged") => void {
     const reloads = new Counter({
       name: "otp_clients_reloads_total",
-      help: "Changed OTP_CLIENTS_FILE contents (polled every OTP_RELOAD_CHECK_MS, or SIGHUP) put in force (reloaded) or refused because they do not check (refused: the clients in force stay; log: clients file not reloaded); with OTP_WORKERS > 1 the highest of the workers' counts (each reloads the same file)",
+      help: "Changed OTP_CLIENTS_FILE contents (polled every OTP_RELOAD_CHECK_MS, or SIGHUP) put in force (reloaded) or refused because they do not check (refused: the clients in force stay; log: clients file not reloaded)",
       labelNames: ["outcome"],
       registers: [this.registry],
-      aggregator: "max",
     });
     for (const outcome of ["reloaded", "refused"]) reloads.inc({ outcome }, 0);
     // The counter says a refusal happened; this says one is still in force (the alert stays while it is).
