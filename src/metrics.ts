@@ -322,7 +322,9 @@ export class Metrics implements Outcomes, RelayObserver {
     });
     const reloads = new Counter({
       name: "otp_tls_reloads_total",
-      help: "Changed TLS files (polled every OTP_RELOAD_CHECK_MS, or SIGHUP) put in force (reloaded) or refused because they do not check (refused: the certificate in force stays)",
+      // Summed over the workers, each reloading the same files: with the highest instead, a worker restarted
+      // after a crash started from 0 under its predecessor's retired count, and reloads went unseen (probe 90).
+      help: "Changed TLS files (polled every OTP_RELOAD_CHECK_MS, or SIGHUP) put in force (reloaded) or refused because they do not check (refused: the certificate in force stays); with OTP_WORKERS > 1 one per worker",
       labelNames: ["outcome"],
       registers,
     });
@@ -340,7 +342,7 @@ export class Metrics implements Outcomes, RelayObserver {
   clientsReloads(): (outcome: "reloaded" | "refused" | "unchanged") => void {
     const reloads = new Counter({
       name: "otp_clients_reloads_total",
-      help: "Changed OTP_CLIENTS_FILE contents (polled every OTP_RELOAD_CHECK_MS, or SIGHUP) put in force (reloaded) or refused because they do not check (refused: the clients in force stay; log: clients file not reloaded)",
+      help: "Changed OTP_CLIENTS_FILE contents (polled every OTP_RELOAD_CHECK_MS, or SIGHUP) put in force (reloaded) or refused because they do not check (refused: the clients in force stay; log: clients file not reloaded); with OTP_WORKERS > 1 one per worker",
       labelNames: ["outcome"],
       registers: [this.registry],
     });
