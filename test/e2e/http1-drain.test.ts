@@ -5,8 +5,11 @@
 // longer listens) refused before it was sent (ECONNREFUSED). Before the fix
 // http.Server.close() closed the connections idle at that instant, and a
 // client reusing one for its next request got ECONNRESET, its outcome unknown
-// (probe 87: 1 to 8 per SIGTERM).
+// (probe 87: 1 to 8 per SIGTERM). And a pipelining client: every request
+// served is answered (probe 90: the first answer said close, the ones queued
+// behind it were dropped, their calls run).
 import http from 'node:http';
+import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { builtDistAndRedis } from '../support/built-dist.js';
 import { exitWithin, spawnService, untilServing } from '../support/service-process.js';
@@ -80,6 +83,56 @@ describe('SIGTERM on the HTTP port, HTTP/1.1 keep-alive', () => {
     } finally {
       agent.destroy();
       if (service.child.exitCode === null && service.child.signalCode === null) service.child.kill('SIGKILL');
+    }
+  });
+});
+
+/** A raw HTTP/1.1 POST of a Connect JSON call, keep-alive. */
+function rawPost(path: string, body: object): string {
+  const text = JSON.stringify(body);
+  return `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`;
+}
+
+// Status lines: each response follows the previous body directly (no body of ours holds one).
+const responsesIn = (text: string) => text.match(/HTTP\/1\.1 \d{3} /g)?.length ?? 0;
+
+describe('SIGTERM on the HTTP port, HTTP/1.1 pipelining', () => {
+  it('three Verify calls pipelined on a kept connection after the signal: each one that ran is answered (it counted an attempt), none is lost', { timeout: 90_000 }, async () => {
+    const env = { OTP_SHUTDOWN_GRACE_MS: String(GRACE_MS), REDIS_URL: built.redisUrl(), OTP_WORKERS: '1', OTP_CODE_LENGTH: '8' };
+    const first = await spawnService(env, built.dist().entry('bin/service.js'));
+    let verificationId = '';
+    try {
+      await untilServing(first);
+      const base = `http://127.0.0.1:${first.httpPort}/otp.v1.OtpService`;
+      const sent = (await (await fetch(`${base}/Send`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: `pipelined-${Date.now()}@example.com` }) })).json()) as { verificationId: string };
+      verificationId = sent.verificationId;
+      const socket = connect({ host: '127.0.0.1', port: first.httpPort });
+      let received = '';
+      socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+      const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      socket.on('error', () => {});
+      // A kept connection, then the signal, then three calls in one write.
+      socket.write(rawPost('/otp.v1.OtpService/GetVerification', { verificationId }));
+      while (responsesIn(received) < 1) await new Promise((r) => setTimeout(r, 20));
+      first.child.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 150));
+      socket.write([1, 2, 3].map((i) => rawPost('/otp.v1.OtpService/Verify', { verificationId, code: '00000000', idempotencyKey: `pipelined-${i}-${Date.now()}` })).join(''));
+      await ended;
+      const answered = responsesIn(received) - 1;
+      expect(answered).toBeGreaterThanOrEqual(1);
+      expect(received).toMatch(/^connection: close/im);
+      expect(await exitWithin(first, GRACE_MS)).toBe(0);
+      // What ran, read by a second service on the same Redis: one attempt per answered Verify, no more.
+      const second = await spawnService(env, built.dist().entry('bin/service.js'));
+      try {
+        await untilServing(second);
+        const state = (await (await fetch(`http://127.0.0.1:${second.httpPort}/otp.v1.OtpService/GetVerification`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ verificationId }) })).json()) as { verification: { attemptsRemaining: number; maxAttempts: number } };
+        expect(state.verification.maxAttempts - state.verification.attemptsRemaining).toBe(answered);
+      } finally {
+        second.child.kill('SIGKILL');
+      }
+    } finally {
+      if (first.child.exitCode === null && first.child.signalCode === null) first.child.kill('SIGKILL');
     }
   });
 });

@@ -1,4 +1,4 @@
-import type http from "node:http";
+import http from "node:http";
 import net, { type Socket } from "node:net";
 
 // Draining the HTTP/1.1 side of the port without cutting a request a client
@@ -10,8 +10,13 @@ import net, { type Socket } from "node:net";
 // keep-alive Connect backend per SIGTERM, on every rollout). HTTP/1.1 has one
 // clean way to end a kept connection: say `Connection: close` on a response.
 // So, once draining:
-// * every response not yet begun says `Connection: close` (those in flight
-//   included), and the client opens its next request elsewhere;
+// * a response says `Connection: close` when its headers go out, if it
+//   answers the last request the connection has brought (those in flight at
+//   the signal included), and the client opens its next request elsewhere.
+//   Not one with pipelined requests behind it: Node ends the connection
+//   after a `close` response and drops the answers queued behind it, whose
+//   calls had run (probe 90). A request that arrives behind a `close` is not
+//   served at all (RFC 9112 §9.6), so the client knows it did not run;
 // * the port stops listening (net.Server.close, not http's, which would cut
 //   the idle ones at once);
 // * a connection is closed once it has been idle, with no new request, for
@@ -22,18 +27,37 @@ import net, { type Socket } from "node:net";
 
 const SWEEP_MS = 100;
 const IDLE_BEFORE_CLOSE_MS = 500;
-const SERVED = Symbol("requests served");
+/** On a connection: requests it has brought. On a response: which of them it answers. */
+const SEQUENCE = Symbol("request sequence");
+/** On a connection: a response on it said `Connection: close`. */
+const CLOSING = Symbol("closing");
 
-interface Counted extends Socket {
-  [SERVED]?: number;
+interface Tracked extends Socket {
+  [SEQUENCE]?: number;
+  [CLOSING]?: boolean;
   /** Node's own: the response the connection is serving (http.Server#closeIdleConnections reads it too). */
   _httpMessage?: http.ServerResponse | null;
 }
 
 export class Http1Drain {
-  readonly #sockets = new Set<Counted>();
+  readonly #sockets = new Set<Tracked>();
   #draining = false;
   #sweep: NodeJS.Timeout | undefined;
+
+  /** The ServerResponse class for the http server (its `ServerResponse` option): it decides `close` as its headers go out. */
+  readonly ServerResponse: typeof http.ServerResponse;
+
+  constructor() {
+    const drain = this;
+    const DrainingResponse = class extends http.ServerResponse {};
+    const writeHead = http.ServerResponse.prototype.writeHead as (this: http.ServerResponse, ...args: unknown[]) => http.ServerResponse;
+    // Every header write passes here (res.write / res.end without it call it too).
+    DrainingResponse.prototype.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
+      if (drain.#draining) drain.#lastOneCloses(this);
+      return writeHead.apply(this, args);
+    } as http.ServerResponse["writeHead"];
+    this.ServerResponse = DrainingResponse as typeof http.ServerResponse;
+  }
 
   /** A connection handed to http (HTTP/1.x). */
   track(socket: Socket): void {
@@ -41,24 +65,30 @@ export class Http1Drain {
     socket.once("close", () => this.#sockets.delete(socket));
   }
 
-  /** `handler`, counting each connection's requests; a request served while draining closes its connection. */
+  /** `handler`, numbering each connection's requests; while draining, one behind a `close` is not served. */
   handler<Req extends http.IncomingMessage, Res extends http.ServerResponse>(handler: (req: Req, res: Res) => void): (req: Req, res: Res) => void {
     return (req, res) => {
-      const socket = req.socket as Counted;
-      socket[SERVED] = (socket[SERVED] ?? 0) + 1;
-      if (this.#draining) res.shouldKeepAlive = false;
+      const socket = req.socket as Tracked;
+      const sequence = (socket[SEQUENCE] ?? 0) + 1;
+      socket[SEQUENCE] = sequence;
+      (res as { [SEQUENCE]?: number })[SEQUENCE] = sequence;
+      // Never answered: the connection ends after the `close` response before it.
+      if (this.#draining && socket[CLOSING]) return void req.resume();
       handler(req, res);
     };
+  }
+
+  #lastOneCloses(res: http.ServerResponse & { [SEQUENCE]?: number }): void {
+    const socket = res.req.socket as Tracked;
+    if (res[SEQUENCE] !== socket[SEQUENCE]) return;
+    res.shouldKeepAlive = false;
+    socket[CLOSING] = true;
   }
 
   /** Stops `server` listening; resolves once every connection of it has closed. */
   start(server: http.Server): Promise<void> {
     this.#draining = true;
-    for (const socket of this.#sockets) {
-      const res = socket._httpMessage;
-      if (res && !res.headersSent) res.shouldKeepAlive = false;
-    }
-    const idleSince = new Map<Counted, { served: number; at: number }>();
+    const idleSince = new Map<Tracked, { sequence: number; at: number }>();
     this.#sweep = setInterval(() => {
       const now = Date.now();
       for (const socket of this.#sockets) {
@@ -67,9 +97,9 @@ export class Http1Drain {
           idleSince.delete(socket);
           continue;
         }
-        const served = socket[SERVED] ?? 0;
+        const sequence = socket[SEQUENCE] ?? 0;
         const seen = idleSince.get(socket);
-        if (!seen || seen.served !== served) idleSince.set(socket, { served, at: now });
+        if (!seen || seen.sequence !== sequence) idleSince.set(socket, { sequence, at: now });
         else if (now - seen.at >= IDLE_BEFORE_CLOSE_MS) socket.destroy();
       }
     }, SWEEP_MS);
