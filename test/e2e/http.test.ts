@@ -376,3 +376,27 @@ describe('probes', () => {
     expect((await rawRequest(`${app.httpBase}/nope`)).status).toBe(404);
   });
 });
+
+// Probe 92: the URL connect reads was built from the caller's Host. One that is no URL authority made every
+// call a bare 500 with a stack trace logged per call, and one ending in "?...#" carried a GET's message past
+// whatever reads the request line.
+describe('the Host header is not part of the call', () => {
+  it.each([['['], ['a b'], ['x:99999'], ['@']])('Host "%s": a Connect call is served as with any other host', async (host) => {
+    const res = await rawRequest(`${app.httpBase}/otp.v1.OtpService/CheckRateLimit`, {
+      method: 'POST',
+      headers: { host, 'content-type': 'application/json' },
+      body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: freshEmail('host') }),
+    });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body.toString())).toHaveProperty('allowed', true);
+  });
+
+  it('a GET whose message is in the Host header, not the URL, is not served that message', async () => {
+    const sent = (await (await fetch(`${app.httpBase}/otp.v1.OtpService/Send`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination: freshEmail('host-get') }) })).json()) as { verificationId: string };
+    const message = encodeURIComponent(JSON.stringify({ verificationId: sent.verificationId }));
+    const res = await rawRequest(`${app.httpBase}/otp.v1.OtpService/GetVerification`, { headers: { host: `x?connect=v1&encoding=json&message=${message}#` } });
+    // No query: no encoding named (415), as for any GET without one.
+    expect(res.status).toBe(415);
+    expect(res.body.toString()).not.toContain('VERIFICATION_STATUS');
+  });
+});

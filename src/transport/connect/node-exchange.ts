@@ -58,8 +58,11 @@ export function universalRequest(
   const request = (body: AsyncIterable<Uint8Array>): UniversalServerRequest => ({
     httpVersion: req.httpVersion,
     method: req.method ?? "",
-    // Only connect reads it (query parameters, the handler context); the route was matched on the path already.
-    url: `${"encrypted" in req.socket && req.socket.encrypted ? "https" : "http"}://${("authority" in req ? req.authority : req.headers.host) ?? "localhost"}${req.url ?? ""}`,
+    // Only connect reads it (query parameters, the handler context); the route was matched on the path
+    // already. Not the caller's Host (or :authority): one that is no URL authority ("[", "a b") made
+    // connect's `new URL` throw, a 500 and a stack trace per call, and one ending in "?...#" carried a GET's
+    // message past anything that reads the request line (probe 92). Nothing of ours needs the host.
+    url: `${"encrypted" in req.socket && req.socket.encrypted ? "https" : "http"}://localhost${req.url ?? ""}`,
     header,
     body,
     signal: gone.signal,
