@@ -4,6 +4,21 @@ import { DeliveryError, type ChannelAdapter, type OutgoingMessage } from "./type
 // Email through any SMTP server (nodemailer). Reply codes decide retrying:
 // 5xx is a permanent refusal of this message (nodemailer's `permanent`),
 // 4xx and connection trouble are worth another attempt.
+// A failure with no reply (the connection lost or silent) may come after the
+// server had the whole message: SMTP cannot tell "lost after the final dot"
+// from "delivered" (RFC 1047). Unless it came before anything could be sent
+// (no connection, no greeting, TLS or login refused), it may have arrived, so
+// it is never reported FAILED, which would void a code the person may hold
+// (probe 91: a message received whole, three times, then its code voided).
+
+// Failures that leave no doubt nothing was sent: nodemailer's codes, and the system's under ECONNECTION / ESOCKET.
+const NOT_SENT_CODES = new Set(["EDNS", "ETLS", "EAUTH", "ENOAUTH", "EENVELOPE", "ECONFIG", "EPROTOCOL"]);
+const NOT_CONNECTED = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "EADDRNOTAVAIL"]);
+const BEFORE_GREETING = new Set(["CONNECT_TIMEOUT", "GREETING_TIMEOUT"]);
+
+function notSent(e: { code?: string; originalCode?: string; timeoutType?: string }): boolean {
+  return NOT_SENT_CODES.has(e.code ?? "") || NOT_CONNECTED.has(e.originalCode ?? "") || BEFORE_GREETING.has(e.timeoutType ?? "");
+}
 
 export interface SmtpSettings {
   /** smtp://user:pass@host:port or smtps://... (nodemailer's URL options apply). */
@@ -18,7 +33,10 @@ export class SmtpAdapter implements ChannelAdapter {
   readonly name = "smtp" as const;
   private readonly transport: Transporter;
 
+  private readonly timeoutMs: number;
+
   constructor(settings: SmtpSettings) {
+    this.timeoutMs = settings.timeoutMs;
     // Timeouts given in the URL's query win over these. The logger stays off:
     // nodemailer's logger would print recipients and bodies.
     const t = settings.timeoutMs;
@@ -29,16 +47,22 @@ export class SmtpAdapter implements ChannelAdapter {
   }
 
   async send(m: OutgoingMessage, signal: AbortSignal): Promise<void> {
+    // The whole attempt within the timeout: nodemailer's own timeouts are per phase and idle time, so a
+    // server answering a line every few seconds held one attempt (its claim, its slot) for as long as it
+    // liked (probe 91: 30 s against a 10 s setting).
+    const limit = AbortSignal.timeout(this.timeoutMs);
     try {
-      await this.transport.sendMail({ to: m.destination, subject: m.subject, text: m.text, signal, headers: { "X-OTP-Event-Id": m.eventId } });
+      await this.transport.sendMail({ to: m.destination, subject: m.subject, text: m.text, signal: AbortSignal.any([signal, limit]), headers: { "X-OTP-Event-Id": m.eventId } });
     } catch (err) {
       if (signal.aborted) throw signal.reason;
-      const e = err as NodemailerError;
+      // Given up part-way: the message may be with the server already.
+      if (limit.aborted) throw new DeliveryError("smtp timeout", false, true);
+      const e = err as NodemailerError & { originalCode?: string; timeoutType?: string };
       // Only the numeric code or error class: the server's text may quote the address.
       // A failed STARTTLS is connection trouble (nodemailer calls a refused one permanent: its 5xx reply).
       if (e.code === "ETLS") throw new DeliveryError("smtp ETLS");
       if (e.responseCode) throw new DeliveryError(`smtp ${e.responseCode}`, e.permanent === true);
-      throw new DeliveryError(`smtp ${e.code ?? "error"}`);
+      throw new DeliveryError(`smtp ${e.code ?? "error"}`, false, !notSent(e));
     }
   }
 
