@@ -49,6 +49,28 @@ describe('webhook outcomes', () => {
     expect(await outcome(cut)).toBe('delivered');
   });
 
+  it('a 2xx with an endless body is a delivery, and only the start of the body is read (probe 91: buffered whole, 400 MB took the notifier past its memory limit)', async () => {
+    let written = 0;
+    let stoppedReading = false;
+    const endless = await gateway((_q, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      const block = Buffer.alloc(64 * 1024);
+      res.on('close', () => (stoppedReading = true));
+      const pump = () => {
+        while (!res.destroyed && written < 2_000 * 1024 * 1024) {
+          written += block.length;
+          if (!res.write(block)) return void res.once('drain', pump);
+        }
+      };
+      pump();
+    });
+    expect(await outcome(endless, 10_000)).toBe('delivered');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(stoppedReading).toBe(true);
+    // What the socket buffers took before the cancel, not the body.
+    expect(written).toBeLessThan(64 * 1024 * 1024);
+  });
+
   it('answers that may follow an accepted request leave it unknown: 409 (still in progress), 500, 502, 504, no answer in time', async () => {
     for (const status of [409, 500, 502, 504]) {
       expect(await outcome(await gateway((_q, res) => res.writeHead(status).end()))).toEqual({ reason: `webhook ${status}`, permanent: false, mayHaveArrived: true });

@@ -56,11 +56,38 @@ export class WebhookAdapter implements ChannelAdapter {
     }
     // The status decides; the body is read (so the connection can be reused) but not trusted to arrive: a 2xx
     // whose body was cut off is a delivery (probe 47 saw it reported UNKNOWN). Its content is not ours to log.
-    await response.arrayBuffer().catch(() => undefined);
+    await discardBody(response.body);
     if (response.status >= 200 && response.status < 300) return;
     const permanent = response.status >= 400 && response.status < 500 && !RETRYABLE_4XX.has(response.status);
     throw new DeliveryError(`webhook ${response.status}`, permanent, OUTCOME_UNKNOWN_STATUS.has(response.status));
   }
 
   async close(): Promise<void> {}
+}
+
+/** What of a gateway's answer is read to keep its connection (no answer of a gateway is longer); beyond, it is dropped. */
+const BODY_READ_BYTES = 64 * 1024;
+
+/**
+ * Reads a body and drops it, up to BODY_READ_BYTES (after decompression), then cancels the rest: buffered
+ * whole, a gateway (or a proxy) answering 400 MB, or a small gzip of 300 MB, took the notifier far past its
+ * memory limit, and a pod killed mid-delivery sends again on restart (probe 91).
+ */
+async function discardBody(body: ReadableStream<Uint8Array> | null): Promise<void> {
+  if (!body) return;
+  const reader = body.getReader();
+  let read = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      read += value.byteLength;
+      if (read > BODY_READ_BYTES) {
+        await reader.cancel();
+        return;
+      }
+    }
+  } catch {
+    // Cut off: the status has decided already.
+  }
 }
