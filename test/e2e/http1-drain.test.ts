@@ -138,3 +138,34 @@ describe('SIGTERM on the HTTP port, HTTP/1.1 pipelining', () => {
     }
   });
 });
+
+describe('SIGTERM on the HTTP port, a request still arriving', () => {
+  it('a kept connection whose next request\'s headers are coming slowly is not closed as idle: the request is answered (probe 93)', { timeout: 60_000 }, async () => {
+    const service = await spawnService({ OTP_SHUTDOWN_GRACE_MS: String(GRACE_MS), REDIS_URL: built.redisUrl(), OTP_WORKERS: '1' }, built.dist().entry('bin/service.js'));
+    try {
+      await untilServing(service);
+      const socket = connect({ host: '127.0.0.1', port: service.httpPort });
+      let received = '';
+      socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+      socket.on('error', () => {});
+      const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+      while (responsesIn(received) < 1) await new Promise((r) => setTimeout(r, 20));
+      // The next request, its headers in pieces: the first before the signal, the rest over 1.5 s after it.
+      const next = rawPost('/otp.v1.OtpService/CheckRateLimit', { purpose: 'login', channel: 'CHANNEL_EMAIL', destination: `slow-${Date.now()}@example.com` });
+      socket.write(next.slice(0, 30));
+      service.child.kill('SIGTERM');
+      for (let at = 30; at < next.length; at += 20) {
+        await new Promise((r) => setTimeout(r, 300));
+        if (socket.destroyed) break;
+        socket.write(next.slice(at, at + 20));
+      }
+      await ended;
+      expect(responsesIn(received)).toBe(2);
+      expect(received).toMatch(/HTTP\/1\.1 200 [\s\S]*HTTP\/1\.1 200 /);
+      expect(await exitWithin(service, GRACE_MS)).toBe(0);
+    } finally {
+      if (service.child.exitCode === null && service.child.signalCode === null) service.child.kill('SIGKILL');
+    }
+  });
+});

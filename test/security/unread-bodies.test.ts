@@ -81,6 +81,32 @@ describe('the body of a request answered before it was read', () => {
     }
   });
 
+  // Probe 93: a request pipelined behind an answer that ends the connection (a 417 here; a 503 at the
+  // open-calls bound, the drain's own) ran, and its answer was dropped with the connection. RFC 9112 §9.6:
+  // it is not served, so the client knows it did not run.
+  it('calls pipelined behind an answer that closes the connection are not served', async () => {
+    const send = (destination: string) => {
+      const body = JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination });
+      return `POST /otp.v1.OtpService/Send HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+    };
+    const tag = Date.now().toString(36);
+    const [first, behind1, behind2] = [`first-${tag}@example.com`, `behind1-${tag}@example.com`, `behind2-${tag}@example.com`];
+    const text = await new Promise<string>((resolve) => {
+      const socket = connect(app.httpPort, '127.0.0.1');
+      let text = '';
+      socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve(text));
+      socket.write(send(first) + 'GET /healthz HTTP/1.1\r\nhost: x\r\nexpect: foo\r\n\r\n' + send(behind1) + send(behind2));
+    });
+    expect(text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 417']);
+    await new Promise((r) => setTimeout(r, 1_000));
+    const delivered = app.deliveries.lines.map((l) => l.destination);
+    expect(delivered).toContain(first);
+    expect(delivered).not.toContain(behind1);
+    expect(delivered).not.toContain(behind2);
+  });
+
   it('a chunked one that never ends, likewise', async () => {
     const { written, answer, closed } = await flood('POST /no-such-path HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n', 8_000, true);
     expect(answer).toMatch(/^HTTP\/1\.1 404/);

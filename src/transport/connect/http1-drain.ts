@@ -15,12 +15,13 @@ import net, { type Socket } from "node:net";
 //   the signal included), and the client opens its next request elsewhere.
 //   Not one with pipelined requests behind it: Node ends the connection
 //   after a `close` response and drops the answers queued behind it, whose
-//   calls had run (probe 90). A request that arrives behind a `close` is not
-//   served at all (RFC 9112 §9.6), so the client knows it did not run;
+//   calls had run (probe 90). A request that arrives behind a `close` (ours,
+//   or any other answer's, drain or not) is not served at all (RFC 9112
+//   §9.6), so the client knows it did not run (probe 93);
 // * the port stops listening (net.Server.close, not http's, which would cut
 //   the idle ones at once);
-// * a connection is closed once it has been idle, with no new request, for
-//   IDLE_BEFORE_CLOSE_MS: a client still using it would have sent its next
+// * a connection is closed once it has been idle, with no new request and no
+//   byte received, for IDLE_BEFORE_CLOSE_MS: a client still using it would have sent its next
 //   request by then (and got the `close` above). Only one that stays quiet
 //   that long and then sends exactly as it closes can still meet a reset: the
 //   race every HTTP/1.1 keep-alive timeout has.
@@ -51,10 +52,14 @@ export class Http1Drain {
     const drain = this;
     const DrainingResponse = class extends http.ServerResponse {};
     const writeHead = http.ServerResponse.prototype.writeHead as (this: http.ServerResponse, ...args: unknown[]) => http.ServerResponse;
-    // Every header write passes here (res.write / res.end without it call it too).
-    DrainingResponse.prototype.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
+    // Every header write passes here (res.write / res.end without it call it too), queued answers' too.
+    DrainingResponse.prototype.writeHead = function (this: http.ServerResponse & { _last?: boolean }, ...args: unknown[]) {
       if (drain.#draining) drain.#lastOneCloses(this);
-      return writeHead.apply(this, args);
+      const written = writeHead.apply(this, args);
+      // Any answer that ends the connection (ours above; a 503 at the open-calls bound, a 417, a body too
+      // long: `Connection: close` sets Node's `_last`): nothing pipelined behind it is served (probe 93).
+      if (this._last === true || !this.shouldKeepAlive) (this.req.socket as Tracked)[CLOSING] = true;
+      return written;
     } as http.ServerResponse["writeHead"];
     this.ServerResponse = DrainingResponse as typeof http.ServerResponse;
   }
@@ -65,30 +70,27 @@ export class Http1Drain {
     socket.once("close", () => this.#sockets.delete(socket));
   }
 
-  /** `handler`, numbering each connection's requests; while draining, one behind a `close` is not served. */
+  /** `handler`, numbering each connection's requests; one behind a `close` answer is not served. */
   handler<Req extends http.IncomingMessage, Res extends http.ServerResponse>(handler: (req: Req, res: Res) => void): (req: Req, res: Res) => void {
     return (req, res) => {
       const socket = req.socket as Tracked;
       const sequence = (socket[SEQUENCE] ?? 0) + 1;
       socket[SEQUENCE] = sequence;
       (res as { [SEQUENCE]?: number })[SEQUENCE] = sequence;
-      // Never answered: the connection ends after the `close` response before it.
-      if (this.#draining && socket[CLOSING]) return void req.resume();
+      // Never answered: the connection ends after the `close` answer before it.
+      if (socket[CLOSING]) return void req.resume();
       handler(req, res);
     };
   }
 
   #lastOneCloses(res: http.ServerResponse & { [SEQUENCE]?: number }): void {
-    const socket = res.req.socket as Tracked;
-    if (res[SEQUENCE] !== socket[SEQUENCE]) return;
-    res.shouldKeepAlive = false;
-    socket[CLOSING] = true;
+    if (res[SEQUENCE] === (res.req.socket as Tracked)[SEQUENCE]) res.shouldKeepAlive = false;
   }
 
   /** Stops `server` listening; resolves once every connection of it has closed. */
   start(server: http.Server): Promise<void> {
     this.#draining = true;
-    const idleSince = new Map<Tracked, { sequence: number; at: number }>();
+    const idleSince = new Map<Tracked, { sequence: number; bytesRead: number; at: number }>();
     this.#sweep = setInterval(() => {
       const now = Date.now();
       for (const socket of this.#sockets) {
@@ -97,9 +99,11 @@ export class Http1Drain {
           idleSince.delete(socket);
           continue;
         }
+        // Bytes arriving are a request on its way (its headers still coming: probe 93), not idleness.
         const sequence = socket[SEQUENCE] ?? 0;
+        const bytesRead = socket.bytesRead;
         const seen = idleSince.get(socket);
-        if (!seen || seen.sequence !== sequence) idleSince.set(socket, { sequence, at: now });
+        if (!seen || seen.sequence !== sequence || seen.bytesRead !== bytesRead) idleSince.set(socket, { sequence, bytesRead, at: now });
         else if (now - seen.at >= IDLE_BEFORE_CLOSE_MS) socket.destroy();
       }
     }, SWEEP_MS);
