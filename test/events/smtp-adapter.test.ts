@@ -10,7 +10,8 @@ import { SmtpAdapter } from '../../src/notifier/adapters/smtp.js';
 import { DeliveryError, type OutgoingMessage } from '../../src/notifier/adapters/types.js';
 import { freePort } from '../support/free-port.js';
 
-type AfterData = 'close' | 'silent' | 'drip' | 'accept';
+/** What the server does after the message; `no-greeting`: it accepts the connection and never says a word. */
+type AfterData = 'close' | 'silent' | 'drip' | 'accept' | 'no-greeting';
 
 /** Greets, accepts the envelope, reads the message to its final dot, then does `after`. */
 async function smtpServer(after: AfterData): Promise<{ url: string; messages: () => number; server: Server }> {
@@ -22,6 +23,7 @@ async function smtpServer(after: AfterData): Promise<{ url: string; messages: ()
     socket.on('error', () => undefined);
     let inData = false;
     let buffer = '';
+    if (after === 'no-greeting') return;
     socket.write('220 test ESMTP\r\n');
     socket.on('data', (chunk: Buffer) => {
       buffer += chunk.toString('latin1');
@@ -113,6 +115,21 @@ describe('SMTP adapter: what a failed attempt says', () => {
 
   it('nothing listening: nothing was sent, a plain failure (FAILED once attempts are used up)', async () => {
     const { error } = await attempt(`smtp://127.0.0.1:${await freePort()}`);
+    expect(error!.mayHaveArrived).toBe(false);
+  });
+
+  it('a server that never greets: nothing was sent, a plain failure (probe 93: the whole-attempt limit came first and said it may have arrived)', async () => {
+    const smtp = await smtpServer('no-greeting');
+    open.push(smtp.server);
+    const { error } = await attempt(smtp.url, 1_000);
+    expect(error!.mayHaveArrived).toBe(false);
+  });
+
+  it('smtps:// to a server that does not speak TLS: the handshake fails before anything is sent, a plain failure (probe 93)', async () => {
+    const smtp = await smtpServer('accept');
+    open.push(smtp.server);
+    const { error } = await attempt(smtp.url.replace('smtp://', 'smtps://'), 2_000);
+    expect(smtp.messages()).toBe(0);
     expect(error!.mayHaveArrived).toBe(false);
   });
 

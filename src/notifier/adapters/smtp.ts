@@ -8,6 +8,8 @@ import { DeliveryError, type ChannelAdapter, type OutgoingMessage } from "./type
 // server had the whole message: SMTP cannot tell "lost after the final dot"
 // from "delivered" (RFC 1047). Unless it came before anything could be sent
 // (no connection, no greeting, TLS or login refused), it may have arrived, so
+// (a connection lost before the greeting or during the envelope too: nodemailer
+// reports those as it does one lost after the final dot)
 // it is never reported FAILED, which would void a code the person may hold
 // (probe 91: a message received whole, three times, then its code voided).
 
@@ -15,9 +17,17 @@ import { DeliveryError, type ChannelAdapter, type OutgoingMessage } from "./type
 const NOT_SENT_CODES = new Set(["EDNS", "ETLS", "EAUTH", "ENOAUTH", "EENVELOPE", "ECONFIG", "EPROTOCOL"]);
 const NOT_CONNECTED = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "EADDRNOTAVAIL"]);
 const BEFORE_GREETING = new Set(["CONNECT_TIMEOUT", "GREETING_TIMEOUT"]);
+// A TLS handshake refused (smtps:// or STARTTLS, both before anything of the message): the certificate, or not TLS
+// at all (probe 93: an expired certificate or a wrong port made every email "may have arrived").
+const TLS_REFUSED = /^(ERR_SSL_|ERR_TLS_|EPROTO$)|CERT|SIGNATURE|ISSUER/;
 
 function notSent(e: { code?: string; originalCode?: string; timeoutType?: string }): boolean {
-  return NOT_SENT_CODES.has(e.code ?? "") || NOT_CONNECTED.has(e.originalCode ?? "") || BEFORE_GREETING.has(e.timeoutType ?? "");
+  return (
+    NOT_SENT_CODES.has(e.code ?? "") ||
+    NOT_CONNECTED.has(e.originalCode ?? "") ||
+    BEFORE_GREETING.has(e.timeoutType ?? "") ||
+    (e.code === "ESOCKET" && TLS_REFUSED.test(e.originalCode ?? ""))
+  );
 }
 
 export interface SmtpSettings {
@@ -40,8 +50,11 @@ export class SmtpAdapter implements ChannelAdapter {
     // Timeouts given in the URL's query win over these. The logger stays off:
     // nodemailer's logger would print recipients and bodies.
     const t = settings.timeoutMs;
+    // Connecting and the greeting get half the attempt: a server that never greets is told apart (nothing sent)
+    // before the whole attempt's limit, which says "may have arrived" (probe 93: the limit always came first).
+    const setup = Math.max(1, Math.floor(t / 2));
     this.transport = createTransport(
-      { url: settings.url, connectionTimeout: t, greetingTimeout: t, socketTimeout: t, logger: false, requireTLS: settings.requireTls },
+      { url: settings.url, connectionTimeout: setup, greetingTimeout: setup, socketTimeout: t, logger: false, requireTLS: settings.requireTls },
       { from: settings.from },
     );
   }
