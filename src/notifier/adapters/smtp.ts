@@ -7,11 +7,11 @@ import { DeliveryError, type ChannelAdapter, type OutgoingMessage } from "./type
 // A failure with no reply (the connection lost or silent) may come after the
 // server had the whole message: SMTP cannot tell "lost after the final dot"
 // from "delivered" (RFC 1047). Unless it came before anything could be sent
-// (no connection, no greeting, TLS or login refused), it may have arrived, so
-// (a connection lost before the greeting or during the envelope too: nodemailer
-// reports those as it does one lost after the final dot)
-// it is never reported FAILED, which would void a code the person may hold
-// (probe 91: a message received whole, three times, then its code voided).
+// (no connection, no greeting, TLS or login refused), it may have arrived, and
+// is never reported FAILED, which would void a code the person may hold
+// (probe 91: a message received whole, three times, then its code voided). A
+// connection lost before the greeting or during the envelope counts as such
+// too: nodemailer reports it as it does one lost after the final dot.
 
 // Failures that leave no doubt nothing was sent: nodemailer's codes, and the system's under ECONNECTION / ESOCKET.
 const NOT_SENT_CODES = new Set(["EDNS", "ETLS", "EAUTH", "ENOAUTH", "EENVELOPE", "ECONFIG", "EPROTOCOL"]);

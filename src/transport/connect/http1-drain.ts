@@ -21,10 +21,10 @@ import net, { type Socket } from "node:net";
 // * the port stops listening (net.Server.close, not http's, which would cut
 //   the idle ones at once);
 // * a connection is closed once it has been idle, with no new request and no
-//   byte received, for IDLE_BEFORE_CLOSE_MS: a client still using it would have sent its next
-//   request by then (and got the `close` above). Only one that stays quiet
-//   that long and then sends exactly as it closes can still meet a reset: the
-//   race every HTTP/1.1 keep-alive timeout has.
+//   byte received, for IDLE_BEFORE_CLOSE_MS: a client still using it would
+//   have sent its next request by then (and got the `close` above). Only one
+//   that stays quiet that long and then sends exactly as it closes can still
+//   meet a reset: the race every HTTP/1.1 keep-alive timeout has.
 
 const SWEEP_MS = 100;
 const IDLE_BEFORE_CLOSE_MS = 500;
