@@ -5,13 +5,16 @@
 // cannot have is; and one attempt is bounded as a whole, not per idle gap.
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { createServer as createTlsServer } from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SmtpAdapter } from '../../src/notifier/adapters/smtp.js';
 import { DeliveryError, type OutgoingMessage } from '../../src/notifier/adapters/types.js';
 import { freePort } from '../support/free-port.js';
+import { makeTestCerts } from '../support/tls-certs.js';
 
-/** What the server does after the message; `no-greeting`: it accepts the connection and never says a word. */
-type AfterData = 'close' | 'silent' | 'drip' | 'accept' | 'no-greeting';
+/** What the server does after the message; `no-greeting`: it accepts the connection and never says a word; `slow-greeting`: it greets after 60% of the 1 s timeout, then takes the message. */
+type AfterData = 'close' | 'silent' | 'drip' | 'accept' | 'no-greeting' | 'slow-greeting';
 
 /** Greets, accepts the envelope, reads the message to its final dot, then does `after`. */
 async function smtpServer(after: AfterData): Promise<{ url: string; messages: () => number; server: Server }> {
@@ -24,7 +27,8 @@ async function smtpServer(after: AfterData): Promise<{ url: string; messages: ()
     let inData = false;
     let buffer = '';
     if (after === 'no-greeting') return;
-    socket.write('220 test ESMTP\r\n');
+    if (after === 'slow-greeting') setTimeout(() => socket.write('220 test ESMTP\r\n'), 600);
+    else socket.write('220 test ESMTP\r\n');
     socket.on('data', (chunk: Buffer) => {
       buffer += chunk.toString('latin1');
       for (;;) {
@@ -35,7 +39,7 @@ async function smtpServer(after: AfterData): Promise<{ url: string; messages: ()
           inData = false;
           messages++;
           if (after === 'close') socket.destroy();
-          if (after === 'accept') socket.write('250 queued\r\n');
+          if (after === 'accept' || after === 'slow-greeting') socket.write('250 queued\r\n');
           if (after === 'drip') {
             const timer = setInterval(() => (socket.destroyed ? clearInterval(timer) : socket.write('250-still working\r\n')), 200);
           }
@@ -125,11 +129,23 @@ describe('SMTP adapter: what a failed attempt says', () => {
     expect(error!.mayHaveArrived).toBe(false);
   });
 
-  it('smtps:// to a server that does not speak TLS: the handshake fails before anything is sent, a plain failure (probe 93)', async () => {
-    const smtp = await smtpServer('accept');
+  it('a greeting held back for 60% of the timeout (as postscreen does): delivered (probe 96: failed with half the time for the greeting)', async () => {
+    const smtp = await smtpServer('slow-greeting');
     open.push(smtp.server);
-    const { error } = await attempt(smtp.url.replace('smtp://', 'smtps://'), 2_000);
-    expect(smtp.messages()).toBe(0);
+    const { error } = await attempt(smtp.url, 1_000);
+    expect(error).toBeUndefined();
+    expect(smtp.messages()).toBe(1);
+  });
+
+  it('smtps:// to a server whose certificate does not check: refused in the handshake, before anything is sent, a plain failure (probe 93)', async () => {
+    const certs = makeTestCerts();
+    const server = createTlsServer({ cert: readFileSync(certs.serverCert), key: readFileSync(certs.serverKey) }, (socket) => {
+      socket.on('error', () => undefined);
+      socket.write('220 test ESMTP\r\n');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    open.push(server);
+    const { error } = await attempt(`smtps://127.0.0.1:${(server.address() as AddressInfo).port}`, 2_000);
     expect(error!.mayHaveArrived).toBe(false);
   });
 
