@@ -169,3 +169,29 @@ describe('SIGTERM on the HTTP port, a request still arriving', () => {
     }
   });
 });
+
+describe('SIGTERM on the HTTP port, bytes that make no request', () => {
+  it('blank lines trickled on a kept connection do not hold the drain past the headers timeout (probe 96: to the grace deadline)', { timeout: 60_000 }, async () => {
+    const service = await spawnService({ OTP_SHUTDOWN_GRACE_MS: String(GRACE_MS), REDIS_URL: built.redisUrl(), OTP_WORKERS: '1', OTP_CONNECTION_IDLE_MS: '1000' }, built.dist().entry('bin/service.js'));
+    let trickle: NodeJS.Timeout | undefined;
+    try {
+      await untilServing(service);
+      const socket = connect({ host: '127.0.0.1', port: service.httpPort });
+      let received = '';
+      socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+      socket.on('error', () => {});
+      const closedAt = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
+      socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+      while (responsesIn(received) < 1) await new Promise((r) => setTimeout(r, 20));
+      trickle = setInterval(() => socket.destroyed || socket.write('\r\n'), 200);
+      const signalledAt = Date.now();
+      service.child.kill('SIGTERM');
+      // The headers timeout (1 s) and a sweep or two, not the 10 s grace.
+      expect((await closedAt) - signalledAt).toBeLessThan(GRACE_MS / 2);
+      expect(await exitWithin(service, GRACE_MS)).toBe(0);
+    } finally {
+      clearInterval(trickle);
+      if (service.child.exitCode === null && service.child.signalCode === null) service.child.kill('SIGKILL');
+    }
+  });
+});

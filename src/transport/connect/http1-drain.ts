@@ -48,7 +48,8 @@ export class Http1Drain {
   /** The ServerResponse class for the http server (its `ServerResponse` option): it decides `close` as its headers go out. */
   readonly ServerResponse: typeof http.ServerResponse;
 
-  constructor() {
+  /** `headersTimeoutMs`: how long bytes may keep arriving on a connection with no request made of them, while draining. */
+  constructor(private readonly headersTimeoutMs: number) {
     const drain = this;
     const DrainingResponse = class extends http.ServerResponse {};
     const writeHead = http.ServerResponse.prototype.writeHead as (this: http.ServerResponse, ...args: unknown[]) => http.ServerResponse;
@@ -90,7 +91,7 @@ export class Http1Drain {
   /** Stops `server` listening; resolves once every connection of it has closed. */
   start(server: http.Server): Promise<void> {
     this.#draining = true;
-    const idleSince = new Map<Tracked, { sequence: number; bytesRead: number; at: number }>();
+    const idleSince = new Map<Tracked, { sequence: number; bytesRead: number; at: number; requestAt: number }>();
     this.#sweep = setInterval(() => {
       const now = Date.now();
       for (const socket of this.#sockets) {
@@ -99,11 +100,15 @@ export class Http1Drain {
           idleSince.delete(socket);
           continue;
         }
-        // Bytes arriving are a request on its way (its headers still coming: probe 93), not idleness.
+        // Bytes arriving are a request on its way (its headers still coming: probe 93), not idleness; but
+        // not for longer than a request's headers may take (blank lines, which Node skips, held the drain
+        // to its deadline: probe 96).
         const sequence = socket[SEQUENCE] ?? 0;
         const bytesRead = socket.bytesRead;
         const seen = idleSince.get(socket);
-        if (!seen || seen.sequence !== sequence || seen.bytesRead !== bytesRead) idleSince.set(socket, { sequence, bytesRead, at: now });
+        if (!seen || seen.sequence !== sequence) idleSince.set(socket, { sequence, bytesRead, at: now, requestAt: now });
+        else if (now - seen.requestAt >= this.headersTimeoutMs) socket.destroy();
+        else if (seen.bytesRead !== bytesRead) idleSince.set(socket, { ...seen, bytesRead, at: now });
         else if (now - seen.at >= IDLE_BEFORE_CLOSE_MS) socket.destroy();
       }
     }, SWEEP_MS);

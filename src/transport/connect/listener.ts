@@ -85,7 +85,7 @@ export async function listenHttp(options: {
   openCalls.guardStreams(h2, "http");
 
   // What the HTTP/1.1 connections need to drain cleanly (./http1-drain.ts).
-  const drain = new Http1Drain();
+  const drain = new Http1Drain(headersTimeoutMs);
   const limits: http.ServerOptions = {
     ServerResponse: drain.ServerResponse,
     headersTimeout: headersTimeoutMs,
