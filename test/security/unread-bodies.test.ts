@@ -107,6 +107,31 @@ describe('the body of a request answered before it was read', () => {
     expect(delivered).not.toContain(behind2);
   });
 
+  // Probe 96: the same when the request itself says `Connection: close`: Node's parser refuses what follows
+  // (HPE_CLOSED_CONNECTION), and its default answer, a bare 400, took the place of the call's own answer.
+  it('a call that says Connection: close itself, with another pipelined behind it: its own answer, and the other not served', async () => {
+    const tag = Date.now().toString(36);
+    const send = (destination: string, close: boolean) => {
+      const body = JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination });
+      return `POST /otp.v1.OtpService/Send HTTP/1.1\r\nhost: x\r\n${close ? 'connection: close\r\n' : ''}content-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+    };
+    const [first, behind] = [`own-close-${tag}@example.com`, `own-close-behind-${tag}@example.com`];
+    const text = await new Promise<string>((resolve) => {
+      const socket = connect(app.httpPort, '127.0.0.1');
+      let text = '';
+      socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve(text));
+      socket.write(send(first, true) + send(behind, false));
+    });
+    expect(text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200']);
+    expect(text).toContain('verificationId');
+    await new Promise((r) => setTimeout(r, 1_000));
+    const delivered = app.deliveries.lines.map((l) => l.destination);
+    expect(delivered).toContain(first);
+    expect(delivered).not.toContain(behind);
+  });
+
   it('a chunked one that never ends, likewise', async () => {
     const { written, answer, closed } = await flood('POST /no-such-path HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n', 8_000, true);
     expect(answer).toMatch(/^HTTP\/1\.1 404/);

@@ -125,6 +125,27 @@ export class Http1Drain {
   }
 }
 
+// Node's own answers to a request it could not parse (lib/_http_server.js), which a 'clientError' listener replaces.
+const CLIENT_ERROR_ANSWERS: Record<string, string> = {
+  HPE_HEADER_OVERFLOW: "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n\r\n",
+  ERR_HTTP_REQUEST_TIMEOUT: "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n",
+};
+const BAD_REQUEST = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n";
+
+/**
+ * The http server's 'clientError': Node's default, but for bytes after a request that said
+ * `Connection: close` itself (a pipelining client): they are not served, and not answered 400 either,
+ * which Node wrote in place of the answer still due to that request, whose call had run (probe 96).
+ * That answer goes out, then the connection closes.
+ */
+export function onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  const tracked = socket as Tracked;
+  if (err.code === "HPE_CLOSED_CONNECTION" && tracked._httpMessage) return;
+  if (socket.writable && socket.bytesWritten === 0) socket.write(CLIENT_ERROR_ANSWERS[err.code ?? ""] ?? BAD_REQUEST);
+  socket.destroy(err);
+}
+
 /**
  * http.Server.close() also stops the timer that enforces headersTimeout and requestTimeout on its
  * connections; net's close leaves it running (unref'd, holding the server), so it is stopped here.

@@ -12,7 +12,7 @@ import type { NodeRequest, NodeResponse } from "./http-handler.js";
 import type { OpenCalls } from "../open-calls.js";
 import { applyCors, type OriginCheck } from "./cors.js";
 import { unreadBodiesBounded } from "./unread-bodies.js";
-import { Http1Drain } from "./http1-drain.js";
+import { Http1Drain, onClientError } from "./http1-drain.js";
 
 // One port, HTTP/1.1 and HTTP/2. An http (or https) server listens and owns
 // every connection, so its slow-client protections apply (headersTimeout and
@@ -107,6 +107,8 @@ export async function listenHttp(options: {
     res.writeHead(417, { "content-type": "text/plain; charset=utf-8" });
     res.end("only Expect: 100-continue is understood\n");
   });
+
+  h1.on("clientError", onClientError);
 
   if (options.tls) {
     // One server owns every connection of the port, HTTP/2 ones too: its context is the port's.
