@@ -9,7 +9,7 @@
 // served is answered (probe 90: the first answer said close, the ones queued
 // behind it were dropped, their calls run).
 import http from 'node:http';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { builtDistAndRedis } from '../support/built-dist.js';
 import { exitWithin, spawnService, untilServing } from '../support/service-process.js';
@@ -98,6 +98,18 @@ function rawPost(path: string, body: object): string {
 // Status lines: each response follows the previous body directly (no body of ours holds one).
 const responsesIn = (text: string) => text.match(/HTTP\/1\.1 \d{3} /g)?.length ?? 0;
 
+/** A connection that has been answered one request (kept alive), what it has received so far, and when it closes. */
+async function keptConnection(port: number): Promise<{ socket: Socket; received: () => string; closedAt: Promise<number> }> {
+  const socket = connect({ host: '127.0.0.1', port });
+  let received = '';
+  socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+  socket.on('error', () => {});
+  const closedAt = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
+  socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+  while (responsesIn(received) < 1) await new Promise((r) => setTimeout(r, 20));
+  return { socket, received: () => received, closedAt };
+}
+
 describe('SIGTERM on the HTTP port, HTTP/1.1 pipelining', () => {
   it('three Verify calls pipelined on a kept connection after the signal: each one that ran is answered (it counted an attempt), none is lost', { timeout: 90_000 }, async () => {
     const env = { OTP_SHUTDOWN_GRACE_MS: String(GRACE_MS), REDIS_URL: built.redisUrl(), OTP_WORKERS: '1', OTP_CODE_LENGTH: '8' };
@@ -144,13 +156,8 @@ describe('SIGTERM on the HTTP port, a request still arriving', () => {
     const service = await spawnService({ OTP_SHUTDOWN_GRACE_MS: String(GRACE_MS), REDIS_URL: built.redisUrl(), OTP_WORKERS: '1' }, built.dist().entry('bin/service.js'));
     try {
       await untilServing(service);
-      const socket = connect({ host: '127.0.0.1', port: service.httpPort });
-      let received = '';
-      socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
-      socket.on('error', () => {});
-      const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-      socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
-      while (responsesIn(received) < 1) await new Promise((r) => setTimeout(r, 20));
+      const { socket, received, closedAt } = await keptConnection(service.httpPort);
+      const ended = closedAt;
       // The next request, its headers in pieces: the first before the signal, the rest over 1.5 s after it.
       const next = rawPost('/otp.v1.OtpService/CheckRateLimit', { purpose: 'login', channel: 'CHANNEL_EMAIL', destination: `slow-${Date.now()}@example.com` });
       socket.write(next.slice(0, 30));
@@ -161,8 +168,8 @@ describe('SIGTERM on the HTTP port, a request still arriving', () => {
         socket.write(next.slice(at, at + 20));
       }
       await ended;
-      expect(responsesIn(received)).toBe(2);
-      expect(received).toMatch(/HTTP\/1\.1 200 [\s\S]*HTTP\/1\.1 200 /);
+      expect(responsesIn(received())).toBe(2);
+      expect(received()).toMatch(/HTTP\/1\.1 200 [\s\S]*HTTP\/1\.1 200 /);
       expect(await exitWithin(service, GRACE_MS)).toBe(0);
     } finally {
       if (service.child.exitCode === null && service.child.signalCode === null) service.child.kill('SIGKILL');
@@ -176,13 +183,7 @@ describe('SIGTERM on the HTTP port, bytes that make no request', () => {
     let trickle: NodeJS.Timeout | undefined;
     try {
       await untilServing(service);
-      const socket = connect({ host: '127.0.0.1', port: service.httpPort });
-      let received = '';
-      socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
-      socket.on('error', () => {});
-      const closedAt = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
-      socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
-      while (responsesIn(received) < 1) await new Promise((r) => setTimeout(r, 20));
+      const { socket, closedAt } = await keptConnection(service.httpPort);
       trickle = setInterval(() => socket.destroyed || socket.write('\r\n'), 200);
       const signalledAt = Date.now();
       service.child.kill('SIGTERM');

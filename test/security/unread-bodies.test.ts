@@ -59,6 +59,24 @@ function flood(head: string, ms: number, chunked = false): Promise<{ written: nu
   });
 }
 
+/** A raw HTTP/1.1 Send of a Connect JSON call to `destination`, with `extraHeaders` ("name: value\r\n" each). */
+function rawSend(destination: string, extraHeaders = ''): string {
+  const body = JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination });
+  return `POST /otp.v1.OtpService/Send HTTP/1.1\r\nhost: x\r\n${extraHeaders}content-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+}
+
+/** Writes `bytes` on a new connection and resolves with everything answered until the server closes it. */
+function exchange(bytes: string): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect(app.httpPort, '127.0.0.1');
+    let text = '';
+    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    socket.on('error', () => undefined);
+    socket.on('close', () => resolve(text));
+    socket.write(bytes);
+  });
+}
+
 describe('the body of a request answered before it was read', () => {
   it('an endless one (Content-Length 100 GB) is read only so far: the connection is closed within seconds', async () => {
     const { written, answer, closed } = await flood('POST /no-such-path HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000000000\r\n\r\n', 8_000);
@@ -85,20 +103,9 @@ describe('the body of a request answered before it was read', () => {
   // open-calls bound, the drain's own) ran, and its answer was dropped with the connection. RFC 9112 §9.6:
   // it is not served, so the client knows it did not run.
   it('calls pipelined behind an answer that closes the connection are not served', async () => {
-    const send = (destination: string) => {
-      const body = JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination });
-      return `POST /otp.v1.OtpService/Send HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
-    };
     const tag = Date.now().toString(36);
     const [first, behind1, behind2] = [`first-${tag}@example.com`, `behind1-${tag}@example.com`, `behind2-${tag}@example.com`];
-    const text = await new Promise<string>((resolve) => {
-      const socket = connect(app.httpPort, '127.0.0.1');
-      let text = '';
-      socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
-      socket.on('error', () => undefined);
-      socket.on('close', () => resolve(text));
-      socket.write(send(first) + 'GET /healthz HTTP/1.1\r\nhost: x\r\nexpect: foo\r\n\r\n' + send(behind1) + send(behind2));
-    });
+    const text = await exchange(rawSend(first) + 'GET /healthz HTTP/1.1\r\nhost: x\r\nexpect: foo\r\n\r\n' + rawSend(behind1) + rawSend(behind2));
     expect(text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 417']);
     await new Promise((r) => setTimeout(r, 1_000));
     const delivered = app.deliveries.lines.map((l) => l.destination);
@@ -111,19 +118,8 @@ describe('the body of a request answered before it was read', () => {
   // (HPE_CLOSED_CONNECTION), and its default answer, a bare 400, took the place of the call's own answer.
   it('a call that says Connection: close itself, with another pipelined behind it: its own answer, and the other not served', async () => {
     const tag = Date.now().toString(36);
-    const send = (destination: string, close: boolean) => {
-      const body = JSON.stringify({ purpose: 'login', channel: 'CHANNEL_EMAIL', destination });
-      return `POST /otp.v1.OtpService/Send HTTP/1.1\r\nhost: x\r\n${close ? 'connection: close\r\n' : ''}content-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
-    };
     const [first, behind] = [`own-close-${tag}@example.com`, `own-close-behind-${tag}@example.com`];
-    const text = await new Promise<string>((resolve) => {
-      const socket = connect(app.httpPort, '127.0.0.1');
-      let text = '';
-      socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
-      socket.on('error', () => undefined);
-      socket.on('close', () => resolve(text));
-      socket.write(send(first, true) + send(behind, false));
-    });
+    const text = await exchange(rawSend(first, 'connection: close\r\n') + rawSend(behind));
     expect(text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200']);
     expect(text).toContain('verificationId');
     await new Promise((r) => setTimeout(r, 1_000));
