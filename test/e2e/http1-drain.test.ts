@@ -157,7 +157,6 @@ describe('SIGTERM on the HTTP port, a request still arriving', () => {
     try {
       await untilServing(service);
       const { socket, received, closedAt } = await keptConnection(service.httpPort);
-      const ended = closedAt;
       // The next request, its headers in pieces: the first before the signal, the rest over 1.5 s after it.
       const next = rawPost('/otp.v1.OtpService/CheckRateLimit', { purpose: 'login', channel: 'CHANNEL_EMAIL', destination: `slow-${Date.now()}@example.com` });
       socket.write(next.slice(0, 30));
@@ -167,7 +166,7 @@ describe('SIGTERM on the HTTP port, a request still arriving', () => {
         if (socket.destroyed) break;
         socket.write(next.slice(at, at + 20));
       }
-      await ended;
+      await closedAt;
       expect(responsesIn(received())).toBe(2);
       expect(received()).toMatch(/HTTP\/1\.1 200 [\s\S]*HTTP\/1\.1 200 /);
       expect(await exitWithin(service, GRACE_MS)).toBe(0);
