@@ -7,7 +7,6 @@ import { methodOfPath, type MethodName } from "../auth/grants.js";
 import type { Port } from "../metrics.js";
 import { boundConnections } from "./connection-bound.js";
 import { ipBudgetSubject } from "../otp/ip-address.js";
-import { lingerOnClose } from "./connect/lingering-close.js";
 
 // The process-wide bound on calls open at once, across both ports and every
 // connection (OTP_MAX_OPEN_CALLS). Each open call holds ~5 KB of old-space
@@ -245,8 +244,6 @@ export class OpenCalls {
         // Closed after the answer, whoever writes it: a preflight answered here with its body unread was
         // kept alive, and its body read at full speed until OTP_REQUEST_TIMEOUT_MS (probe 83).
         res.shouldKeepAlive = false;
-        // ... once the client has sent its body, or a bounded part of it (./connect/lingering-close.ts).
-        lingerOnClose(req.socket);
         if (beforeRefusal?.(req, res)) return;
         res.writeHead(503, { "content-type": "text/plain", "retry-after": "1", connection: "close" });
         res.end("too many open calls\n");

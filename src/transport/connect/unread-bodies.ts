@@ -1,5 +1,4 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { lingerOnClose } from "./lingering-close.js";
 
 // An HTTP/1.1 answer given before its request body has arrived whole (a
 // refusal from the headers: no credentials, a path that is no method, a wrong
@@ -13,7 +12,7 @@ import { lingerOnClose } from "./lingering-close.js";
 //
 // A body no request of ours can have (a Content-Length past the bound) is
 // answered `Connection: close` and the connection ends once the answer is
-// out, with a lingering close (./lingering-close.ts). Any other, chunked included, is read on: a client that streams its
+// out. Any other, chunked included, is read on: a client that streams its
 // body (connect-node over HTTP/1.1 sends every call chunked) writes it after
 // the headers, and closing while it did answered it EPIPE or "socket hang
 // up" instead of the refusal, and broke the next call its pool sent on the
@@ -27,12 +26,8 @@ const UNREAD_MAX_MS = 1_000;
 
 export function unreadBodiesBounded<Req extends IncomingMessage, Res extends ServerResponse>(handler: (req: Req, res: Res) => void): (req: Req, res: Res) => void {
   return (req, res) => {
-    // Said before the answer's headers, so they say `Connection: close` instead of keep-alive; closed
-    // once the client has sent its body, or a bounded part of it (./lingering-close.ts).
-    if (Number(req.headers["content-length"]) > UNREAD_MAX_BYTES) {
-      res.shouldKeepAlive = false;
-      lingerOnClose(req.socket);
-    }
+    // Said before the answer's headers, so they say `Connection: close` instead of keep-alive.
+    if (Number(req.headers["content-length"]) > UNREAD_MAX_BYTES) res.shouldKeepAlive = false;
     res.once("finish", () => {
       if (!req.complete) bound(req, res);
     });
@@ -42,8 +37,11 @@ export function unreadBodiesBounded<Req extends IncomingMessage, Res extends Ser
 
 function bound(req: IncomingMessage, res: ServerResponse): void {
   const socket = req.socket;
-  // Closing: http's destroySoon() (a lingering close when this module or the open-calls bound asked for one).
-  if (!res.shouldKeepAlive) return;
+  if (!res.shouldKeepAlive) {
+    // The answer is written: flush it, then close (which stops the reading).
+    socket.destroySoon();
+    return;
+  }
   // Counted as it comes (a 'data' listener takes this one socket off the parser's direct read): a
   // count polled every few ms let a fast sender past the bound by megabytes (review 82: 12 MB on loopback).
   let read = 0;
