@@ -128,6 +128,35 @@ describe('the body of a request answered before it was read', () => {
     expect(delivered).not.toContain(behind);
   });
 
+  // Probe 97: our 'clientError' listener (above) stayed silent once the connection had had an answer; Node's
+  // default answers a request it cannot parse unless an answer is part-way out.
+  it('a kept connection\'s next request with a header too large is answered 431, as Node answers it', async () => {
+    const text = await new Promise<string>((resolve) => {
+      const socket = connect(app.httpPort, '127.0.0.1');
+      let text = '';
+      socket.on('data', (c: Buffer) => {
+        text += c.toString('latin1');
+        // The first answered: then the next request, on the kept connection.
+        if (text.includes('\r\n\r\n') && !socket.writableEnded) socket.end(`GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+      });
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve(text));
+      socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n');
+    });
+    expect(text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 431']);
+  });
+
+  // Probe 97: requests parsed behind a close were held unanswered until the connection ended; a megabyte of them
+  // behind a close that stayed open ran a worker out of memory. Nothing is read behind a close.
+  it('a megabyte of requests pipelined behind a close: the connection ends with the close, promptly', async () => {
+    const flood = 'GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n'.repeat(30_000);
+    const started = Date.now();
+    const text = await exchange('GET /healthz HTTP/1.1\r\nhost: x\r\nexpect: foo\r\n\r\n' + flood);
+    expect(text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 417']);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect((await fetch(`${app.httpBase}/healthz`)).status).toBe(200);
+  });
+
   it('a chunked one that never ends, likewise', async () => {
     const { written, answer, closed } = await flood('POST /no-such-path HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n', 8_000, true);
     expect(answer).toMatch(/^HTTP\/1\.1 404/);

@@ -78,8 +78,10 @@ export class Http1Drain {
       const sequence = (socket[SEQUENCE] ?? 0) + 1;
       socket[SEQUENCE] = sequence;
       (res as { [SEQUENCE]?: number })[SEQUENCE] = sequence;
-      // Never answered: the connection ends after the `close` answer before it.
-      if (socket[CLOSING]) return void req.resume();
+      // Never answered: the connection ends after the `close` answer before it. Nothing more is read from it
+      // either: each request parsed behind the close would be held, unanswered, until the connection ends
+      // (probe 97: a megabyte of tiny requests behind a close, read on, ran a worker out of memory).
+      if (socket[CLOSING]) return void socket.pause();
       handler(req, res);
     };
   }
@@ -140,9 +142,11 @@ const BAD_REQUEST = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n";
  * That answer goes out, then the connection closes.
  */
 export function onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
-  const tracked = socket as Tracked;
-  if (err.code === "HPE_CLOSED_CONNECTION" && tracked._httpMessage) return;
-  if (socket.writable && socket.bytesWritten === 0) socket.write(CLIENT_ERROR_ANSWERS[err.code ?? ""] ?? BAD_REQUEST);
+  const pending = (socket as Tracked)._httpMessage as (http.ServerResponse & { _headerSent?: boolean }) | null | undefined;
+  if (err.code === "HPE_CLOSED_CONNECTION" && pending) return;
+  // As Node: an answer unless one is part-way out on the connection (probe 97: `bytesWritten === 0` left a kept
+  // connection's second request, a header too large, with no 431).
+  if (socket.writable && (!pending || !pending._headerSent)) socket.write(CLIENT_ERROR_ANSWERS[err.code ?? ""] ?? BAD_REQUEST);
   socket.destroy(err);
 }
 
