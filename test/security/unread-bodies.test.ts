@@ -3,7 +3,7 @@
 // OTP_REQUEST_TIMEOUT_MS (26.7 GB in 30 s, a whole core). The rest of a body is read only as far as a request
 // of ours can go, then the connection is closed; a small body still leaves the connection serving.
 import { connect, type Socket } from 'node:net';
-import { Code, createClient } from '@connectrpc/connect';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport, createGrpcWebTransport } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Channel, OtpService } from '../../src/gen/otp/v1/otp_pb.js';
@@ -265,5 +265,82 @@ describe('refusals and good calls alternating on one HTTP/1.1 connection pool', 
       await exitWithin(service, 15_000).catch(() => undefined);
       file.remove();
     }
+  });
+});
+// Probe 96: past OTP_MAX_OPEN_CALLS the 503 closed the connection while connect-node over HTTP/1.1 was still
+// writing the call's body (it streams it after the headers), and about one refused call in twenty read
+// INTERNAL "write EPIPE", which is not retried, where the 503 means UNAVAILABLE, retry. The connection now
+// closes once the refused call's body is in (src/transport/connect/refused-body.ts). A service of its own
+// process: in one process the race does not show.
+/** A service of its own process with OTP_MAX_OPEN_CALLS=8, the bound reached by eight calls whose bodies never finish. */
+async function withBoundReached(test: (httpPort: number) => Promise<void>): Promise<void> {
+  // npm start's heap bound: what a megabyte of requests held unanswered would run out of.
+  const service = await spawnService({ OTP_MAX_OPEN_CALLS: '8', OTP_WORKERS: '1' }, 'src/main.ts', ['--max-old-space-size=160']);
+  const held: Socket[] = [];
+  try {
+    await untilServing(service);
+    for (let i = 0; i < 8; i++) {
+      const socket = connect(service.httpPort, '127.0.0.1');
+      socket.on('error', () => undefined);
+      socket.write('POST /otp.v1.OtpService/CheckRateLimit HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n1\r\n{\r\n');
+      held.push(socket);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    await test(service.httpPort);
+  } finally {
+    for (const socket of held) socket.destroy();
+    service.child.kill('SIGTERM');
+    await exitWithin(service, 15_000).catch(() => undefined);
+  }
+}
+
+describe('past the open-calls bound, connect-node over HTTP/1.1', () => {
+  it.each([
+    ['Connect', createConnectTransport],
+    ['gRPC-Web', createGrpcWebTransport],
+  ])('%s: a refused call reads Unavailable, never Internal', { timeout: 90_000 }, async (_name, transport) => {
+    await withBoundReached(async (httpPort) => {
+      const client = createClient(OtpService, transport({ baseUrl: `http://127.0.0.1:${httpPort}`, httpVersion: '1.1' }));
+      const outcomes = new Map<string, number>();
+      const lane = async (n: number) => {
+        for (let i = 0; i < 20; i++) {
+          const outcome = await client.checkRateLimit({ purpose: 'login', channel: Channel.EMAIL, destination: `bound-${n}-${i}@example.com` }).then(
+            () => 'answered',
+            (err: unknown) => `refused: ${Code[ConnectError.from(err).code]}`,
+          );
+          outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+        }
+      };
+      await Promise.all(Array.from({ length: 64 }, (_, n) => lane(n)));
+      const seen = Object.fromEntries(outcomes);
+      expect(Object.keys(seen).filter((o) => o !== 'answered' && o !== 'refused: Unavailable')).toEqual([]);
+      expect(seen['refused: Unavailable']).toBeGreaterThan(0);
+    });
+  });
+
+  // Probe 97: a first version read on from the socket after the 503, and the parser made every pipelined request
+  // behind it an object held till the end: three connections like this ran a worker out of memory.
+  it('a refused call with a megabyte of requests pipelined behind its body: the connection ends promptly, and the process serves on', { timeout: 90_000 }, async () => {
+    await withBoundReached(async (httpPort) => {
+      const flood = 'GET /x HTTP/1.1\r\nhost: a\r\n\r\n'.repeat(40_000);
+      const results = await Promise.all(
+        Array.from({ length: 5 }, () =>
+          new Promise<{ text: string; ms: number }>((resolve) => {
+            const started = Date.now();
+            const socket = connect(httpPort, '127.0.0.1');
+            let text = '';
+            socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+            socket.on('error', () => undefined);
+            socket.on('close', () => resolve({ text, ms: Date.now() - started }));
+            socket.write('POST /otp.v1.OtpService/CheckRateLimit HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}' + flood);
+          }),
+        ),
+      );
+      for (const { text, ms } of results) {
+        expect(text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 503']);
+        expect(ms).toBeLessThan(3_000);
+      }
+      expect((await fetch(`http://127.0.0.1:${httpPort}/healthz`)).status).toBe(200);
+    });
   });
 });
