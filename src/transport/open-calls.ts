@@ -7,7 +7,7 @@ import { methodOfPath, type MethodName } from "../auth/grants.js";
 import type { Port } from "../metrics.js";
 import { boundConnections } from "./connection-bound.js";
 import { ipBudgetSubject } from "../otp/ip-address.js";
-import { closeAfterRefusedBody } from "./connect/refused-body.js";
+import { closeAfterRefusedBody } from "./connect/unread-bodies.js";
 
 // The process-wide bound on calls open at once, across both ports and every
 // connection (OTP_MAX_OPEN_CALLS). Each open call holds ~5 KB of old-space
@@ -245,7 +245,7 @@ export class OpenCalls {
         // Closed after the answer, whoever writes it: a preflight answered here with its body unread was
         // kept alive, and its body read at full speed until OTP_REQUEST_TIMEOUT_MS (probe 83).
         res.shouldKeepAlive = false;
-        // ... once the client has sent the call's body, or a bounded part of it (./connect/refused-body.ts).
+        // ... once the client has sent the call's body, or a bounded part of it (./connect/unread-bodies.ts).
         closeAfterRefusedBody(req);
         if (beforeRefusal?.(req, res)) return;
         res.writeHead(503, { "content-type": "text/plain", "retry-after": "1", connection: "close" });

@@ -65,12 +65,18 @@ function rawSend(destination: string, extraHeaders = ''): string {
   return `POST /otp.v1.OtpService/Send HTTP/1.1\r\nhost: x\r\n${extraHeaders}content-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
 }
 
-/** Writes `bytes` on a new connection and resolves with everything answered until the server closes it. */
-function exchange(bytes: string): Promise<string> {
+/**
+ * Writes `bytes` on a new connection and resolves with everything answered until the server closes it;
+ * `then`, once the first answer has come, is written as the connection's next request (and the client's last).
+ */
+function exchange(bytes: string, then?: string): Promise<string> {
   return new Promise((resolve) => {
     const socket = connect(app.httpPort, '127.0.0.1');
     let text = '';
-    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    socket.on('data', (c: Buffer) => {
+      text += c.toString('latin1');
+      if (then !== undefined && text.includes('\r\n\r\n') && !socket.writableEnded) socket.end(then);
+    });
     socket.on('error', () => undefined);
     socket.on('close', () => resolve(text));
     socket.write(bytes);
@@ -131,18 +137,7 @@ describe('the body of a request answered before it was read', () => {
   // Probe 97: our 'clientError' listener (above) stayed silent once the connection had had an answer; Node's
   // default answers a request it cannot parse unless an answer is part-way out.
   it('a kept connection\'s next request with a header too large is answered 431, as Node answers it', async () => {
-    const text = await new Promise<string>((resolve) => {
-      const socket = connect(app.httpPort, '127.0.0.1');
-      let text = '';
-      socket.on('data', (c: Buffer) => {
-        text += c.toString('latin1');
-        // The first answered: then the next request, on the kept connection.
-        if (text.includes('\r\n\r\n') && !socket.writableEnded) socket.end(`GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
-      });
-      socket.on('error', () => undefined);
-      socket.on('close', () => resolve(text));
-      socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n');
-    });
+    const text = await exchange('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n', `GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
     expect(text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 431']);
   });
 
@@ -270,7 +265,7 @@ describe('refusals and good calls alternating on one HTTP/1.1 connection pool', 
 // Probe 96: past OTP_MAX_OPEN_CALLS the 503 closed the connection while connect-node over HTTP/1.1 was still
 // writing the call's body (it streams it after the headers), and about one refused call in twenty read
 // INTERNAL "write EPIPE", which is not retried, where the 503 means UNAVAILABLE, retry. The connection now
-// closes once the refused call's body is in (src/transport/connect/refused-body.ts). A service of its own
+// closes once the refused call's body is in (src/transport/connect/unread-bodies.ts). A service of its own
 // process: in one process the race does not show.
 /** A service of its own process with OTP_MAX_OPEN_CALLS=8, the bound reached by eight calls whose bodies never finish. */
 async function withBoundReached(test: (httpPort: number) => Promise<void>): Promise<void> {

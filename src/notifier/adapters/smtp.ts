@@ -44,7 +44,6 @@ export interface SmtpSettings {
 export class SmtpAdapter implements ChannelAdapter {
   readonly name = "smtp" as const;
   private readonly transport: Transporter;
-
   private readonly timeoutMs: number;
 
   constructor(settings: SmtpSettings) {

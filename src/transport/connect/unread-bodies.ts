@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 
 // An HTTP/1.1 answer given before its request body has arrived whole (a
 // refusal from the headers: no credentials, a path that is no method, a wrong
@@ -61,4 +62,43 @@ function bound(req: IncomingMessage, res: ServerResponse): void {
   socket.on("data", count);
   req.once("end", done);
   req.once("close", done);
+}
+
+// The body of a request refused on a connection that ends with the answer
+// (a 503 past the open-calls bound). http ends such an answer with
+// socket.destroySoon(): the socket is destroyed as soon as the answer is
+// flushed, while connect-node (and gRPC-Web) over HTTP/1.1 is still writing
+// the body it sends after the headers; its write fails with EPIPE, which it
+// reports as INTERNAL instead of the 503's UNAVAILABLE, retry (probe 96:
+// about one refused call in twenty). So our side is shut (FIN) and that
+// request's body is read and dropped through the request itself, within the
+// bounds above, then the socket is destroyed: the client has finished
+// writing and reads the answer. Read through the request, not the socket: a
+// request pipelined behind it is parsed only as far as the first one, which
+// http1-drain.ts leaves unserved and stops the reading at (probe 97: a socket
+// read on past the answer ran the parser over a megabyte of requests, and a
+// worker out of memory).
+
+/** Makes http's destroySoon() after the answer to `req` wait for the rest of its body, within the bounds. */
+export function closeAfterRefusedBody(req: IncomingMessage): void {
+  const socket = req.socket;
+  const destroySoon = socket.destroySoon;
+  socket.destroySoon = function (this: Socket): void {
+    if (req.complete) return destroySoon.call(this);
+    this.end();
+    let read = 0;
+    const done = (): void => {
+      clearTimeout(timer);
+      this.destroy();
+    };
+    const timer = setTimeout(done, UNREAD_MAX_MS);
+    timer.unref();
+    req.on("data", (chunk: Buffer) => {
+      read += chunk.length;
+      if (read > UNREAD_MAX_BYTES) done();
+    });
+    req.once("end", done);
+    req.once("error", done);
+    req.resume();
+  };
 }
