@@ -17,8 +17,11 @@ import { summarise } from "./profile.js";
 // a CPU profile of one of them (AB_PROFILE=json|binary|grpc: the summary of
 // bench/profile.ts, measured load only). Run under the bench lock:
 //   flock /tmp/bench.lock npx tsx bench/connect-ab.ts
-// AB_ROOT: another checkout's root (built) to compare with; AB_LOADS=grpc,json,binary (and floor: Health/Check);
+// AB_ROOT: another checkout's root (built) to compare with; AB_LOADS=grpc,json,binary (and floor: Health/Check;
+// grpc-web: gRPC-Web binary over HTTP/1.1; h2grpc: the gRPC protocol on the HTTP port, connect-node over h2c);
 // AB_SECONDS (4), AB_ROUNDS (3); BENCH_NODE_FLAGS as in the bench. No Kafka (dev log sink).
+// AB_DEBUG=1: each round's calls and the service's GC lines (with AB_NODE_ARGS=--trace-gc); AB_NODE_ARGS: extra
+// node flags; AB_ENV: extra service environment, as JSON.
 // AB_CALL=verify: Verify instead, by id, on 2,000 verifications made first, with one fixed code that is
 // (all but surely) wrong for each of them: the full verify script, as the bench's wrong-code rows.
 const root = process.env.AB_ROOT ?? join(import.meta.dirname, "..");
@@ -49,7 +52,7 @@ async function main() {
   const redis = await startRedis();
   const profDir = join(secretDir(), "prof");
   mkdirSync(profDir);
-  const service = await startService({ root, redisUrl: redis.url, kafkaBrokers: "", workers: 1, nodeArgs: PROFILE ? ["--cpu-prof", "--cpu-prof-dir", profDir] : [] });
+  const service = await startService({ root, redisUrl: redis.url, kafkaBrokers: "", workers: 1, env: process.env.AB_ENV ? JSON.parse(process.env.AB_ENV) : undefined, nodeArgs: [...(PROFILE ? ["--cpu-prof", "--cpu-prof-dir", profDir] : []), ...(process.env.AB_NODE_ARGS ?? "").split(" ").filter(Boolean)] });
   const destinations = Array.from({ length: 20_000 }, (_, i) => `m${i}@example.com`);
   const ids = CALL === "verify" ? await verificationIds(service.httpPort, 2_000) : [];
   const wrongCode = "000000";
@@ -73,8 +76,15 @@ async function main() {
       : CALL === "verify"
       ? ghz({ port: service.grpcPort, call: "otp.v1.OtpService/Verify", dataFile: verifyFile, seconds, concurrency: 50, connections: 2 })
       : ghz({ port: service.grpcPort, call: "otp.v1.OtpService/CheckRateLimit", data: { purpose: PURPOSE, channel: "CHANNEL_EMAIL", destination: "m{{.RequestNumber}}@example.com" }, seconds, concurrency: 50, connections: 2 });
+  // The gRPC protocol on the HTTP port (connect-node over h2c), against grpc-js on the gRPC port: what the
+  // gRPC server library itself costs per call. The HTTP port has no reflection: the released descriptors.
+  const protoset = join(root, "api/released.binpb");
+  const h2grpc = (seconds: number) =>
+    CALL === "verify"
+      ? ghz({ port: service.httpPort, protoset, call: "otp.v1.OtpService/Verify", dataFile: verifyFile, seconds, concurrency: 50, connections: 2 })
+      : ghz({ port: service.httpPort, protoset, call: "otp.v1.OtpService/CheckRateLimit", data: { purpose: PURPOSE, channel: "CHANNEL_EMAIL", destination: "m{{.RequestNumber}}@example.com" }, seconds, concurrency: 50, connections: 2 });
   const loads: Record<string, (s: number) => Promise<{ ok: number; rps: number }>> = {
-    grpc, json: (s) => connect("json", s), binary: (s) => connect("binary", s),
+    grpc, h2grpc, json: (s) => connect("json", s), binary: (s) => connect("binary", s), "grpc-web": (s) => connect("grpc-web", s),
     floor: (s) => ghz({ port: service.grpcPort, call: "grpc.health.v1.Health/Check", data: {}, seconds: s, concurrency: 50, connections: 2 }),
   };
   if (PROFILE) {
@@ -94,8 +104,13 @@ async function main() {
   for (let r = 0; r < ROUNDS; r++) {
     for (const w of which) {
       const c0 = cpuTicks(service.pid);
+      const l0 = process.env.AB_DEBUG ? readFileSync(service.logFile, "utf8").length : 0;
       const res = await loads[w]!(SECONDS);
       const us = ((cpuTicks(service.pid) - c0) * 10_000) / Math.max(1, res.ok);
+      if (process.env.AB_DEBUG) {
+        const log = readFileSync(service.logFile, "utf8").slice(l0);
+        console.log(w, res.ok, Math.round(res.rps), JSON.stringify((res as { errors?: unknown }).errors), "scavenges", (log.match(/Scavenge/g) ?? []).length, "mark-compact", (log.match(/Mark-Compact/g) ?? []).length);
+      }
       (best[w] ??= []).push(us);
     }
   }

@@ -13,7 +13,17 @@ import { secretDir } from "./secrets.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-export type ConnectEncoding = "json" | "binary";
+/** Connect JSON, Connect binary, or gRPC-Web (binary, one envelope) on the same port. */
+export type ConnectEncoding = "json" | "binary" | "grpc-web";
+
+const CONTENT_TYPES: Record<ConnectEncoding, string> = { json: "application/json", binary: "application/proto", "grpc-web": "application/grpc-web+proto" };
+
+/** A gRPC-Web request body: one uncompressed envelope (flag byte, 32-bit length) around the message. */
+function envelope(message: Uint8Array): Buffer {
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(message.length, 1);
+  return Buffer.concat([head, message]);
+}
 
 export interface ConnectLoad<S extends DescMessage> {
   port: number;
@@ -35,12 +45,16 @@ let files = 0;
 
 export async function connectLoad<S extends DescMessage>(load: ConnectLoad<S>): Promise<GhzResult> {
   const bodiesFile = join(secretDir(), `connect-${++files}.txt`);
-  const lines = load.encoding === "json" ? load.json.map((m) => JSON.stringify(m)) : load.messages.map((m) => Buffer.from(toBinary(load.schema, create(load.schema, m))).toString("base64"));
+  const binary = (m: MessageInitShape<S>) => toBinary(load.schema, create(load.schema, m));
+  const lines =
+    load.encoding === "json"
+      ? load.json.map((m) => JSON.stringify(m))
+      : load.messages.map((m) => (load.encoding === "grpc-web" ? envelope(binary(m)) : Buffer.from(binary(m))).toString("base64"));
   writeFileSync(bodiesFile, lines.join("\n") + "\n", { mode: 0o600, flag: "wx" });
   const job = {
     port: load.port,
     path: `/${load.call}`,
-    contentType: load.encoding === "json" ? "application/json" : "application/proto",
+    contentType: CONTENT_TYPES[load.encoding],
     bodiesFile,
     seconds: load.seconds,
     once: load.once ?? false,

@@ -26,6 +26,8 @@ export interface GhzLoad {
   total?: number;
   /** Constant rate; omitted means as fast as it goes (saturation). */
   rps?: number;
+  /** A descriptor set to use instead of server reflection (the HTTP port has none). */
+  protoset?: string;
 }
 
 export interface GhzResult {
@@ -93,6 +95,7 @@ export async function ghz(load: GhzLoad): Promise<GhzResult> {
   if (load.seconds !== undefined) args.push("-z", `${load.seconds}s`, "--duration-stop", "wait");
   else if (load.total !== undefined) args.push("-n", String(load.total));
   else throw new Error("ghz: give seconds or total");
+  if (load.protoset !== undefined) args.push("--protoset", load.protoset);
   if (load.rps !== undefined) args.push("--rps", String(Math.max(1, Math.round(load.rps))));
   args.push(`127.0.0.1:${load.port}`);
 

@@ -12,7 +12,7 @@ interface Job {
   port: number;
   /** e.g. "/otp.v1.OtpService/Verify" */
   path: string;
-  /** "application/json" or "application/proto" */
+  /** "application/json", "application/proto" or "application/grpc-web+proto" */
   contentType: string;
   bodiesFile: string;
   /** Run this long, or until every body was sent once when `once` is set. */
@@ -25,6 +25,8 @@ interface Job {
 
 const job = JSON.parse(process.argv[2] ?? "{}") as Job;
 const binary = job.contentType !== "application/json";
+// gRPC-Web answers 200 whatever the call's outcome: its status is in the trailer frame at the body's end.
+const grpcWeb = job.contentType.startsWith("application/grpc-web");
 const bodies = readFileSync(job.bodiesFile, "utf8")
   .split("\n")
   .filter((l) => l !== "")
@@ -46,8 +48,14 @@ function post(body: Buffer): Promise<number> {
     const req = http.request(
       { agent, host: "127.0.0.1", port: job.port, method: "POST", path: job.path, headers: { "content-type": job.contentType, "content-length": body.length } },
       (res) => {
-        res.on("data", () => {});
-        res.on("end", () => resolve(res.statusCode ?? 0));
+        let tail = "";
+        res.on("data", (chunk: Buffer) => {
+          if (grpcWeb) tail = (tail + chunk.toString("latin1")).slice(-256);
+        });
+        res.on("end", () => {
+          const status = res.statusCode ?? 0;
+          resolve(grpcWeb && status === 200 && !/grpc-status: ?0\r\n/.test(tail) ? -1 : status);
+        });
         res.on("error", () => resolve(0));
       },
     );
