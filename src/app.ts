@@ -127,11 +127,13 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     }
     // Outside production nothing is refused, so say loudly what makes it unfit for real users: anyone with
     // the repository can forge receipts signed with the development key and open its seals, and the dev
-    // log sink prints every code and raw destination. (A deployment that forgot NODE_ENV=production.)
-    if (!config.production && (config.developmentSecrets?.length || !config.kafkaBrokers)) {
+    // log sink prints every code and raw destination. Said with secrets and Kafka of its own too (probe 100):
+    // test destinations are allowed, topics are made with one replica, http origins are accepted.
+    // (A deployment that forgot NODE_ENV=production.)
+    if (!config.production) {
       log.warn(
         { developmentSecrets: config.developmentSecrets ?? [], deliveriesToLog: !config.kafkaBrokers },
-        "NODE_ENV is not production: public development secrets and/or the dev log sink (codes and destinations in this log) are in use; never serve real users like this",
+        "NODE_ENV is not production: development defaults are in force (public development secrets, the dev log sink printing codes and destinations, test destinations, one-replica topics, http origins, when not set otherwise); never serve real users like this",
       );
     }
     let directory = config.clients ? new ClientDirectory(config.clients) : null;

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { isSupportedCountry, type CountryCode } from "libphonenumber-js/max";
 import phoneMetadata from "libphonenumber-js/metadata.max.json";
-import { ConfigError, int, kafkaBrokers, oneOf, optional, type Env } from "./env.js";
+import { ConfigError, int, kafkaBrokers, oneOf, optional, productionMode, type Env } from "./env.js";
 import { ClientsFileError, clientsFromText, readClientsText, TENANT, type Client } from "./auth/clients.js";
 import { shown } from "./shown-text.js";
 import { jsonFileFault } from "./json-fault.js";
@@ -173,7 +173,7 @@ export type ConfigFor = "service" | "relay";
 
 export function loadConfig(env: Env = process.env, component: ConfigFor = "service"): Config {
   // Read as every setting is (surrounding spaces dropped): "production " is production (probe 47: it was development).
-  const production = optional(env, "NODE_ENV") === "production";
+  const production = productionMode(env);
   const relay = component === "relay";
   const missing: string[] = [];
   const developmentSecrets: string[] = [];

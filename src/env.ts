@@ -39,6 +39,15 @@ export function oneOf<T extends string>(env: Env, name: string, allowed: readonl
   return raw as T;
 }
 
+/**
+ * Whether NODE_ENV asks for production, for every program. Only `production` turns the development defaults
+ * off, so a value meant as production but spelled otherwise ("Production", "prod") ran development mode
+ * without a word (probe 100): anything but production, development or test is refused.
+ */
+export function productionMode(env: Env): boolean {
+  return oneOf(env, "NODE_ENV", ["production", "development", "test"], "development") === "production";
+}
+
 /** "host:port,host:port" (an IPv6 host in brackets: "[::1]:6379"); `example` shows one entry in the error. */
 export function hostPorts(name: string, value: string, example: string): { host: string; port: number }[] {
   return value.split(",").map((entry, i) => {

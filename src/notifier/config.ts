@@ -1,5 +1,5 @@
 import { DEV_SEAL_KEYS, parseKeyring, type Secret } from "../config.js";
-import { ConfigError, int, kafkaBrokers, oneOf, optional, type Env } from "../env.js";
+import { ConfigError, int, kafkaBrokers, oneOf, optional, productionMode, type Env } from "../env.js";
 import { readTopicReplication, type TopicReplication } from "../events/topic-replication.js";
 import { readKafkaAccess } from "../kafka-config.js";
 import type { KafkaAccess } from "../events/kafka/access.js";
@@ -74,7 +74,7 @@ const ADAPTERS = ["console", "smtp", "webhook"] as const;
 const MAIL_FROM = /^(?:[^<>\r\n]*<[^\s<>@]+@[^\s<>@.]+(?:\.[^\s<>@.]+)*>|[^\s<>@]+@[^\s<>@.]+(?:\.[^\s<>@.]+)*)$/;
 
 export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
-  const production = optional(env, "NODE_ENV") === "production";
+  const production = productionMode(env);
   const missing: string[] = [];
   const required = (name: string, dev: string | undefined): string | undefined => {
     const value = optional(env, name);

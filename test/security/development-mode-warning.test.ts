@@ -35,4 +35,15 @@ describe('start-up outside production', () => {
     const all = JSON.stringify(service.logs()) + service.stderr();
     for (const value of Object.values(secrets)) expect(all.includes(value.split(':').pop()!)).toBe(false);
   }, 60_000);
+
+  test('with secrets of its own and Kafka: still warned (probe 100: nothing said that production was off)', async () => {
+    const secrets = {
+      OTP_HMAC_KEYS: `h1:${key()}`, OTP_DESTINATION_KEY: key(), OTP_SEAL_KEYS: `s1:${key()}`, OTP_RECEIPT_KEYS: `r1:${key()}`,
+    };
+    // The relay in its own process: this one never connects to the (absent) broker.
+    service = await spawnService({ OTP_WORKERS: '1', OTP_RELAY: 'off', KAFKA_BROKERS: '127.0.0.1:9', ...secrets });
+    await untilServing(service);
+    const warning = service.logs().find((l) => WARNING.test(l.msg ?? '')) as { level?: number; developmentSecrets?: string[]; deliveriesToLog?: boolean } | undefined;
+    expect(warning).toMatchObject({ level: 40, developmentSecrets: [], deliveriesToLog: false });
+  }, 60_000);
 });

@@ -2,6 +2,7 @@
 // closest known name), never another program's, never Kubernetes' service links.
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
+import { loadNotifierConfig } from '../../src/notifier/config.js';
 import { describeUnknownSettings, emptySettings, unknownSettings, warnUnknownSettings } from '../../src/unknown-settings.js';
 
 describe('settings that nothing reads', () => {
@@ -85,6 +86,16 @@ describe('settings that nothing reads', () => {
     expect(() => loadConfig({ NODE_ENV: 'production ' })).toThrow(/NODE_ENV=production requires/);
     expect(() => loadConfig({ NODE_ENV: ' production' })).toThrow(/NODE_ENV=production requires/);
     expect(loadConfig({ NODE_ENV: 'development' }).production).toBe(false);
+  });
+
+  it('a NODE_ENV meant as production but not spelled so is refused, not development mode (probe 100)', () => {
+    for (const value of ['Production', 'prod', 'production;', 'PRODUCTION', 'staging']) {
+      expect(() => loadConfig({ NODE_ENV: value })).toThrow(`NODE_ENV must be one of production, development, test, got "${value}"`);
+      expect(() => loadConfig({ NODE_ENV: value }, 'relay')).toThrow(/NODE_ENV must be one of/);
+      expect(() => loadNotifierConfig({ NODE_ENV: value })).toThrow(/NODE_ENV must be one of/);
+    }
+    expect(loadConfig({ NODE_ENV: 'test' }).production).toBe(false);
+    expect(loadConfig({}).production).toBe(false);
   });
 
   it('describeUnknownSettings joins them', () => {
