@@ -10,7 +10,8 @@ import { leafCertificate, readServerTls, type ServerTls } from "./tls-material.j
 // start-up (src/tls-material.ts) and put in force on every listener
 // (tls.Server#setSecureContext): new connections get the new certificate,
 // open ones keep theirs. A set that does not check (a key that is not the
-// certificate's, a file unreadable or cut short) is refused with one error
+// certificate's, a file unreadable or cut short, a certificate expired or
+// not valid yet) is refused with one error
 // line and what is in force stays: a pod serving a still-valid certificate is
 // better than one that cannot start.
 

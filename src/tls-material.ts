@@ -5,7 +5,8 @@ import { ConfigError } from "./env.js";
 
 // TLS files named by settings (TLS_*_FILE, REDIS_TLS_*_FILE, NOTIFIER_REDIS_TLS_*_FILE),
 // read and parsed once at start-up: a file that is missing, holds the wrong
-// thing, or a key that does not match its certificate stops the process with
+// thing, a key that does not match its certificate, or (the listeners') a
+// certificate not valid now stops the process with
 // a message naming the variable, instead of failing later (or never: a CA
 // file with no certificate would refuse every client). Messages carry paths,
 // never the files' contents.
@@ -86,7 +87,23 @@ export function readServerTls(files: ServerTlsFiles): ServerTls {
   const key = { name: "TLS_KEY_FILE", pem: readPrivateKey("TLS_KEY_FILE", files.key) };
   const ca = files.ca === undefined ? undefined : { name: "TLS_CA_FILE", pem: readCertificates("TLS_CA_FILE", files.ca) };
   checkKeyPair(cert, key, ca);
+  checkValidNow(cert.name, files.cert, leafCertificate(cert.pem));
   return { cert: cert.pem, key: key.pem, ca: ca?.pem, files };
+}
+
+/** How far ahead of this clock a certificate just issued may start (the issuer's clock runs ahead). */
+const CLOCK_SKEW_MS = 5 * 60_000;
+
+/**
+ * Only a certificate valid now is put in force: an expired one (a Secret restored from a backup) was taken at
+ * start-up and on a reload, in every pod at once, and each new connection then failed verification (probe 100).
+ */
+function checkValidNow(name: string, path: string, leaf: X509Certificate): void {
+  const now = Date.now();
+  const notAfter = Date.parse(leaf.validTo);
+  const notBefore = Date.parse(leaf.validFrom);
+  if (now >= notAfter) throw new ConfigError(`${name} (${path}): the certificate expired at ${new Date(notAfter).toISOString()}`);
+  if (notBefore > now + CLOCK_SKEW_MS) throw new ConfigError(`${name} (${path}): the certificate is not valid before ${new Date(notBefore).toISOString()}`);
 }
 
 /** The first certificate of a PEM chain (the leaf a server presents). */

@@ -298,14 +298,19 @@ describe('TLS certificate reload', () => {
     volume.swap({ 'tls.crt': read(renewed.cert) });
     await refusedOnce(4);
     expect(refusals()[3]!.reason).toMatch(/^TLS_KEY_FILE \(.*tls\.key\) cannot be read: ENOENT$/);
+    // An expired pair that matches (a Secret restored from a backup; probe 100: it was put in force).
+    const expired = certs.renewServer('renewed-expired', -1);
+    volume.swap({ 'tls.crt': read(expired.cert), 'tls.key': read(expired.key) });
+    await refusedOnce(5);
+    expect(refusals()[4]!.reason).toMatch(/^TLS_CERT_FILE \(.*tls\.crt\): the certificate expired at /);
     expect(await servedEverywhere(s)).toEqual([before]);
     expect(healthcheck(check)).toEqual({ status: 0, stderr: '' });
     expect(logsOf(s, RELOADED)).toEqual([]);
-    // Three refused pairs: the SIGHUP's refusal of the first again is said, not counted (probe 76).
-    expect(metric(s.httpPort, 'otp_tls_reloads_total{outcome="refused"}')).toBe(3);
+    // Four refused pairs: the SIGHUP's refusal of the first again is said, not counted (probe 76).
+    expect(metric(s.httpPort, 'otp_tls_reloads_total{outcome="refused"}')).toBe(4);
     expect(metric(s.httpPort, EXPIRY)).toBe(notAfter(certs.serverCert));
     // No line carries a key or a certificate (a line of their base64 bodies).
-    const bodies = [renewed.key, renewed.cert, certs.serverKey].map((f) => read(f).toString().split('\n')[1]!);
+    const bodies = [renewed.key, renewed.cert, certs.serverKey, expired.key].map((f) => read(f).toString().split('\n')[1]!);
     expect(s.logs().filter((l) => bodies.some((b) => JSON.stringify(l).includes(b)))).toEqual([]);
 
     // A good pair after all that is taken.

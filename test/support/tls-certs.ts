@@ -24,6 +24,8 @@ export interface TestCerts {
    * `days` (-1: expired a day ago).
    */
   renewServer(file: string, days?: number): { cert: string; key: string };
+  /** The same, valid from `notBefore` to `notAfter` exactly (to the second): one not valid yet, or about to expire. */
+  serverValidBetween(file: string, notBefore: Date, notAfter: Date): { cert: string; key: string };
   remove(): void;
 }
 
@@ -60,6 +62,21 @@ export function makeTestCerts(): TestCerts {
     read: (file) => readFileSync(file),
     renewServer: (file, days = 1) => {
       issue(file, serverExt, 'server', days);
+      return { cert: f(`${file}.pem`), key: f(`${file}.key`) };
+    },
+    serverValidBetween: (file, notBefore, notAfter) => {
+      // `openssl x509` (3.0) takes days only; `openssl ca` takes dates, with a database of its own.
+      writeFileSync(f(`${file}.ext`), serverExt);
+      writeFileSync(f(`${file}.cnf`), [
+        '[ca]', 'default_ca = test', '[test]', `database = ${f(`${file}.index`)}`, `new_certs_dir = ${dir}`,
+        `serial = ${f(`${file}.serial`)}`, 'default_md = sha256', 'policy = any', 'unique_subject = no', '[any]', 'commonName = supplied', '',
+      ].join('\n'));
+      writeFileSync(f(`${file}.index`), '');
+      writeFileSync(f(`${file}.serial`), '1000\n');
+      openssl('req', ...ec, '-keyout', f(`${file}.key`), '-out', f(`${file}.csr`), '-subj', '/CN=server');
+      const asn1 = (d: Date) => d.toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z';
+      openssl('ca', '-batch', '-notext', '-config', f(`${file}.cnf`), '-in', f(`${file}.csr`), '-cert', f('ca.pem'), '-keyfile', f('ca.key'),
+        '-startdate', asn1(notBefore), '-enddate', asn1(notAfter), '-extfile', f(`${file}.ext`), '-out', f(`${file}.pem`));
       return { cert: f(`${file}.pem`), key: f(`${file}.key`) };
     },
     remove: () => rmSync(dir, { recursive: true, force: true }),
