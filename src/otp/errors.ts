@@ -19,6 +19,14 @@ export type OtpErrorCode =
   | "CANCELLED"
   | "DEADLINE_EXCEEDED";
 
+/**
+ * The most field violations one INVALID_ARGUMENT lists. A request has a dozen fields; only map entries, list items
+ * or unknown JSON members come in thousands, and one violation each made a 65 KB request's answer 1.5 MB (in the
+ * message, the BadRequest and, on gRPC, trailers too large for one HTTP/2 header block, which reset the caller's
+ * connection: probe 99). Whoever collects violations may stop once it has more than this.
+ */
+export const MAX_FIELD_VIOLATIONS = 10;
+
 /** Refusals that waiting cannot lift (the verification expires first): they carry no RetryInfo. */
 const NO_RETRY_REASONS = new Set(["MAX_RESENDS"]);
 
@@ -38,7 +46,10 @@ export class OtpError extends Error {
     super(message);
   }
 
-  /** One violation per field, as the API promises (otp.proto): a field that breaks two rules gets one saying both. */
+  /**
+   * One violation per field, as the API promises (otp.proto): a field that breaks two rules gets one saying both.
+   * At most MAX_FIELD_VIOLATIONS of them, then the message says there were more.
+   */
   static invalidArgument(violations: FieldViolation[]): OtpError {
     const byField = new Map<string, FieldViolation>();
     for (const v of violations) {
@@ -47,8 +58,10 @@ export class OtpError extends Error {
       byField.set(v.field, seen ? { field: v.field, description: `${seen.description}; ${v.description}` } : v);
     }
     const merged = byField.size === violations.length ? violations : [...byField.values()];
-    const summary = merged.map((v) => `${v.field}: ${v.description}`).join("; ");
-    return new OtpError("INVALID_ARGUMENT", `invalid request: ${summary}`, { violations: merged });
+    const listed = merged.length > MAX_FIELD_VIOLATIONS ? merged.slice(0, MAX_FIELD_VIOLATIONS) : merged;
+    const summary = listed.map((v) => `${v.field}: ${v.description}`).join("; ");
+    const more = listed === merged ? "" : "; and more violations not listed";
+    return new OtpError("INVALID_ARGUMENT", `invalid request: ${summary}${more}`, { violations: listed });
   }
 
   static exhausted(reason: string, retryAfterMs: number): OtpError {

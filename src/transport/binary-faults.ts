@@ -1,7 +1,7 @@
 import { isUtf8 } from "node:buffer";
 import { ScalarType, type DescField, type DescMessage } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
-import { OtpError, type FieldViolation } from "../otp/errors.js";
+import { MAX_FIELD_VIOLATIONS, OtpError, type FieldViolation } from "../otp/errors.js";
 import { malformedRequest } from "./status.js";
 
 // What was wrong with a binary protobuf request that fromBinary refused, for
@@ -26,7 +26,8 @@ export function invalidUtf8Fields(schema: DescMessage, bytes: Uint8Array, prefix
   if (depth > 32) return out;
   const reader = new BinaryReader(bytes);
   try {
-    while (reader.pos < reader.len) {
+    // Past the bound nothing more is listed (OtpError.invalidArgument), so nothing more is looked for.
+    while (reader.pos < reader.len && out.length <= MAX_FIELD_VIOLATIONS) {
       const [number, wireType] = reader.tag();
       const field = schema.fields.find((f) => f.number === number);
       if (field === undefined || wireType !== WireType.LengthDelimited) {

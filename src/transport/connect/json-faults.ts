@@ -1,5 +1,5 @@
 import { fromJson, ScalarType, type DescField, type DescMessage, type JsonValue } from "@bufbuild/protobuf";
-import type { FieldViolation } from "../../otp/errors.js";
+import { MAX_FIELD_VIOLATIONS, type FieldViolation } from "../../otp/errors.js";
 import { shown } from "../../shown-text.js";
 
 // Which fields of a JSON request protobuf-es refused, worked out only after
@@ -21,6 +21,8 @@ export function jsonDecodeViolations(schema: DescMessage, json: JsonValue, prefi
   const seen = new Map<DescField, string>();
   const oneofMembers = new Map<string, DescField>();
   for (const [key, value] of Object.entries(json)) {
+    // Past the bound nothing more is listed (OtpError.invalidArgument), so nothing more is looked for.
+    if (out.length > MAX_FIELD_VIOLATIONS) break;
     const field = fieldByKey(schema, key);
     if (field === undefined) {
       out.push({ field: prefix + shown(key), description: `is not a field of ${schema.typeName}` });
@@ -74,6 +76,7 @@ function innerViolations(field: DescField, value: JsonValue, path: string): Fiel
   if (field.fieldKind === "map" && isObject(value)) {
     const out: FieldViolation[] = [];
     for (const [key, item] of Object.entries(value)) {
+      if (out.length > MAX_FIELD_VIOLATIONS) break;
       const at = `${path}[${JSON.stringify(shown(key))}]`;
       if (decodesAlone(field, { [key]: item })) continue;
       if (LONE_SURROGATE.test(key)) {
@@ -88,7 +91,7 @@ function innerViolations(field: DescField, value: JsonValue, path: string): Fiel
   if (field.fieldKind === "list" && Array.isArray(value)) {
     const out: FieldViolation[] = [];
     value.forEach((item, i) => {
-      if (decodesAlone(field, [item])) return;
+      if (out.length > MAX_FIELD_VIOLATIONS || decodesAlone(field, [item])) return;
       const at = `${path}[${i}]`;
       const inner = field.listKind === "message" && !isWellKnown(field.message) ? jsonDecodeViolations(field.message, item, `${at}.`) : [];
       out.push(...(inner.length > 0 ? inner : [{ field: at, description: notText(item) ?? expectedEntry(field) }]));
@@ -163,6 +166,8 @@ export function replacementCharFields(schema: DescMessage, json: unknown, prefix
   if (!isObject(json)) return [];
   const out: FieldViolation[] = [];
   for (const [key, value] of Object.entries(json)) {
+    // Past the bound nothing more is listed (OtpError.invalidArgument), so nothing more is looked for.
+    if (out.length > MAX_FIELD_VIOLATIONS) break;
     const field = fieldByKey(schema, key);
     const path = prefix + (field?.name ?? shown(key));
     if (field?.fieldKind === "message" && isObject(value)) {

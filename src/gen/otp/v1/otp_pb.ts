@@ -814,7 +814,8 @@ export const VerificationStatusSchema: GenEnum<VerificationStatus> = /*@__PURE__
  *
  * Outcomes of Verify are results, never errors. Errors use the google.rpc
  * rich error model:
- *   INVALID_ARGUMENT    + google.rpc.BadRequest (one violation per bad field). Besides each
+ *   INVALID_ARGUMENT    + google.rpc.BadRequest (one violation per bad field, at most 10:
+ *                         past that the message ends "; and more violations not listed"). Besides each
  *                         field's rules: any string field holding a control, format (bidi,
  *                         zero-width), line/paragraph separator, surrogate, private-use or
  *                         unassigned character; an enum value (name or number) that does not
