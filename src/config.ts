@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { isSupportedCountry, type CountryCode } from "libphonenumber-js/max";
 import phoneMetadata from "libphonenumber-js/metadata.max.json";
-import { ConfigError, int, kafkaBrokers, oneOf, optional, productionMode, type Env } from "./env.js";
+import { ConfigError, flag, int, kafkaBrokers, oneOf, optional, productionMode, type Env } from "./env.js";
 import { ClientsFileError, clientsFromText, readClientsText, TENANT, type Client } from "./auth/clients.js";
 import { shown } from "./shown-text.js";
 import { jsonFileFault } from "./json-fault.js";
@@ -231,7 +231,7 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     : { purposes: noInherited<PurposePolicy>(), restrict: false, tenantSmsCountries: noInherited<ReadonlySet<string>>() };
   const smsCountriesRaw = optional(env, "OTP_SMS_COUNTRIES");
   const testDestinations = readTestDestinations(env, production, {
-    emailProviderRules: oneOf(env, "OTP_EMAIL_PROVIDER_RULES", ["off", "on"] as const, "off") === "on",
+    emailProviderRules: flag(env, "OTP_EMAIL_PROVIDER_RULES") ?? false,
   });
 
   const clientsText = clientsFile && !relay ? clientsFileText(clientsFile) : undefined;
@@ -278,7 +278,7 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     defaults,
     purposes,
     restrictPurposes: restrict,
-    emailProviderRules: oneOf(env, "OTP_EMAIL_PROVIDER_RULES", ["off", "on"] as const, "off") === "on",
+    emailProviderRules: flag(env, "OTP_EMAIL_PROVIDER_RULES") ?? false,
     hmacKeys,
     destinationKey,
     sealKeys,
@@ -403,7 +403,7 @@ function duration(env: Env, name: string, fallback: string, minSeconds: number, 
 
 /** The prefix guard (src/otp/prefix-guard.ts): on unless OTP_PREFIX_GUARD=off. */
 function prefixGuard(env: Env): PrefixGuardConfig | null {
-  if (oneOf(env, "OTP_PREFIX_GUARD", ["on", "off"] as const, "on") === "off") return null;
+  if (flag(env, "OTP_PREFIX_GUARD") === false) return null;
   const raw = optional(env, "OTP_PREFIX_GUARD_DIGITS") ?? "6,7,8";
   const digits = [...new Set(raw.split(",").map((d) => Number(d.trim())))].sort((a, b) => a - b);
   if (digits.length === 0 || digits.length > 4 || digits.some((d) => !Number.isInteger(d) || d < 2 || d > 12)) {
@@ -424,9 +424,10 @@ function prefixGuard(env: Env): PrefixGuardConfig | null {
 
 /** Refused in production unless OTP_ALLOW_TEST_DESTINATIONS_IN_PRODUCTION=true (app-store review needs them there). */
 function readTestDestinations(env: Env, production: boolean, rules: DestinationRules): TestDestination[] {
+  // Read first: a value it cannot take is refused with or without test destinations.
+  const allowed = flag(env, "OTP_ALLOW_TEST_DESTINATIONS_IN_PRODUCTION") ?? false;
   const raw = optional(env, "OTP_TEST_DESTINATIONS");
   if (raw === undefined) return [];
-  const allowed = oneOf(env, "OTP_ALLOW_TEST_DESTINATIONS_IN_PRODUCTION", ["true", "false"] as const, "false") === "true";
   if (production && !allowed) {
     throw new ConfigError("OTP_TEST_DESTINATIONS is refused with NODE_ENV=production unless OTP_ALLOW_TEST_DESTINATIONS_IN_PRODUCTION=true");
   }

@@ -48,6 +48,23 @@ export function productionMode(env: Env): boolean {
   return oneOf(env, "NODE_ENV", ["production", "development", "test"], "development") === "production";
 }
 
+const ON = ["on", "true"];
+const OFF = ["off", "false"];
+
+/**
+ * An on/off setting, unset when not given: `on` or `true`, `off` or `false` (any case), for every such setting
+ * alike. Some took only on/off, some only true/false; Helm renders an unquoted YAML `off` as "false", which
+ * the on/off ones refused and the pods crash-looped (probe 100).
+ */
+export function flag(env: Env, name: string): boolean | undefined {
+  const raw = optional(env, name);
+  if (raw === undefined) return undefined;
+  const value = raw.toLowerCase();
+  if (ON.includes(value)) return true;
+  if (OFF.includes(value)) return false;
+  throw new ConfigError(`${name} must be on or off (or true or false), got "${raw}"`);
+}
+
 /** "host:port,host:port" (an IPv6 host in brackets: "[::1]:6379"); `example` shows one entry in the error. */
 export function hostPorts(name: string, value: string, example: string): { host: string; port: number }[] {
   return value.split(",").map((entry, i) => {

@@ -1,4 +1,4 @@
-import { ConfigError, optional, type Env } from "./env.js";
+import { ConfigError, flag, optional, type Env } from "./env.js";
 import type { KafkaAccess, KafkaRefusal, SaslMechanism } from "./events/kafka/access.js";
 import { checkKeyPair, readCertificates, readPrivateKey, readSettingFile } from "./tls-material.js";
 
@@ -20,8 +20,6 @@ export const KAFKA_SASL_PASSWORD_FILE = "KAFKA_SASL_PASSWORD_FILE";
 // Here, not beside the kafkajs options: reading the configuration must not load kafkajs
 // (the primary of OTP_WORKERS > 1 reads it and only supervises).
 const SASL_MECHANISMS: readonly SaslMechanism[] = ["plain", "scram-sha-256", "scram-sha-512"];
-const ON = ["on", "true"];
-const OFF = ["off", "false"];
 
 /** KAFKA_TLS* and KAFKA_SASL_*; an empty object is plaintext with no login (the default). */
 export function readKafkaAccess(env: Env): KafkaAccess {
@@ -35,13 +33,12 @@ export function readKafkaAccess(env: Env): KafkaAccess {
 
 function readTls(env: Env): KafkaAccess["tls"] {
   const files = [KAFKA_TLS_CA_FILE, KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE].filter((name) => optional(env, name) !== undefined);
-  const raw = optional(env, KAFKA_TLS)?.toLowerCase();
-  if (raw !== undefined && !ON.includes(raw) && !OFF.includes(raw)) throw new ConfigError(`${KAFKA_TLS} must be on or off, got "${raw}"`);
-  if (raw !== undefined && OFF.includes(raw) && files.length > 0) throw new ConfigError(`${KAFKA_TLS}=${raw} cannot be combined with ${files.join(", ")}`);
+  const on = flag(env, KAFKA_TLS);
+  if (on === false && files.length > 0) throw new ConfigError(`${KAFKA_TLS}=${optional(env, KAFKA_TLS)} cannot be combined with ${files.join(", ")}`);
   const certPath = optional(env, KAFKA_TLS_CERT_FILE);
   const keyPath = optional(env, KAFKA_TLS_KEY_FILE);
   if ((certPath === undefined) !== (keyPath === undefined)) throw new ConfigError(`${KAFKA_TLS_CERT_FILE} and ${KAFKA_TLS_KEY_FILE} must be set together`);
-  if (!(raw !== undefined && ON.includes(raw)) && files.length === 0) return undefined;
+  if (on !== true && files.length === 0) return undefined;
   const tls: NonNullable<KafkaAccess["tls"]> = {};
   const caPath = optional(env, KAFKA_TLS_CA_FILE);
   if (caPath !== undefined) tls.ca = readCertificates(KAFKA_TLS_CA_FILE, caPath);

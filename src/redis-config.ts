@@ -1,4 +1,4 @@
-import { ConfigError, hostPort, hostPorts, int, oneOf, optional, type Env } from "./env.js";
+import { ConfigError, flag, hostPort, hostPorts, int, optional, type Env } from "./env.js";
 import { StoreUnavailableError } from "./store/errors.js";
 import { RedisAccessError, type HostPort, type RedisAccess, type RedisTopology } from "./store/redis/client.js";
 import { checkKeyPair, readCertificates, readPrivateKey } from "./tls-material.js";
@@ -213,15 +213,15 @@ function access(env: Env, names: RedisVariables): RedisAccess {
   const files = { ca: names.tlsCaFile, cert: names.tlsCertFile, key: names.tlsKeyFile };
   const anyFile = Object.values(files).some((name) => optional(env, name) !== undefined);
   const url = optional(env, names.url);
-  const tls = oneOf(env, names.tls, ["true", "false"] as const, anyFile || url?.startsWith("rediss://") ? "true" : "false");
-  if (tls === "false" && anyFile) throw new ConfigError(`${names.tls}=false cannot be combined with ${names.tls}_*_FILE`);
-  if (tls === "false" && optional(env, names.tlsServername) !== undefined) {
+  const tls = flag(env, names.tls) ?? (anyFile || url?.startsWith("rediss://") === true);
+  if (!tls && anyFile) throw new ConfigError(`${names.tls}=false cannot be combined with ${names.tls}_*_FILE`);
+  if (!tls && optional(env, names.tlsServername) !== undefined) {
     throw new ConfigError(`${names.tlsServername} is only used with TLS (${names.tls}=true, a rediss:// URL, or ${names.tls}_*_FILE)`);
   }
   if ((optional(env, files.cert) === undefined) !== (optional(env, files.key) === undefined)) {
     throw new ConfigError(`${files.cert} and ${files.key} must be set together`);
   }
-  if (tls === "true") {
+  if (tls) {
     // Parsed now (src/tls-material.ts): a wrong file names its variable at start-up, not as a failed handshake.
     out.tls = {};
     const caPath = optional(env, files.ca);

@@ -14,6 +14,7 @@ import { parse, parseAllDocuments } from 'yaml';
 import { HELM, run } from '../support/cli.js';
 import { NOTIFIER_REDIS, readRedisSettings, SERVICE_REDIS } from '../../src/redis-config.js';
 import { readKafkaAccess } from '../../src/kafka-config.js';
+import { loadConfig } from '../../src/config.js';
 import { repoRoot, settingsReadByCode } from '../support/settings.js';
 import { makeTestCerts } from '../support/tls-certs.js';
 
@@ -328,6 +329,37 @@ describe('helm chart', () => {
     // Tracing left off, the collector may come from config.env (the chart sets none).
     const own = await template('-f', valuesFile('plain'), '--set', 'tracing.otlpEndpoint=', '--set', 'config.env.OTEL_EXPORTER_OTLP_ENDPOINT=http://c:4318');
     expect((container(deployment(own, '')).env ?? []).filter((e) => e.name === 'OTEL_EXPORTER_OTLP_ENDPOINT').map((e) => e.value)).toEqual(['http://c:4318']);
+  });
+
+  // Probe 100: YAML types reached the env as Helm prints them: 1000000 as "1e+06", an unquoted off as "false",
+  // which the service refuses at start (the pods crash-looped though `helm template` and `helm lint` passed).
+  it('env maps: a number is rendered as written, an unquoted on/off as true/false (which every flag takes); a list is refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'helm-env-'));
+    try {
+      const values = (text: string) => {
+        const file = join(dir, `v${Math.random().toString(36).slice(2)}.yaml`);
+        writeFileSync(file, text);
+        return file;
+      };
+      const ms = await template('-f', valuesFile('plain'), '-f', values([
+        'config:', '  env:', '    OTP_MAX_OUTBOX_BACKLOG: 1000000', '    OTP_TTL_SECONDS: 300', '    OTP_PREFIX_GUARD: off',
+        'service:', '  env:', '    OTP_EMAIL_PROVIDER_RULES: on',
+        'notifier:', '  env:', '    NOTIFIER_WEBHOOK_TIMEOUT_MS: 2500.0', '',
+      ].join('\n')));
+      const entries = (suffix: string, name: string) => (container(deployment(ms, suffix)).env ?? []).filter((e) => e.name === name).map((e) => e.value);
+      expect(entries('', 'OTP_MAX_OUTBOX_BACKLOG')).toEqual(['1000000']);
+      expect(entries('-relay', 'OTP_TTL_SECONDS')).toEqual(['300']);
+      expect(entries('-notifier', 'NOTIFIER_WEBHOOK_TIMEOUT_MS')).toEqual(['2500']);
+      expect(entries('', 'OTP_PREFIX_GUARD')).toEqual(['false']);
+      expect(entries('', 'OTP_EMAIL_PROVIDER_RULES')).toEqual(['true']);
+      // What the service makes of the rendered env: each value taken (it refused "1e+06" and "false").
+      const env = Object.fromEntries((container(deployment(ms, '')).env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value!]));
+      const read = loadConfig({ OTP_MAX_OUTBOX_BACKLOG: env.OTP_MAX_OUTBOX_BACKLOG, OTP_PREFIX_GUARD: env.OTP_PREFIX_GUARD, OTP_EMAIL_PROVIDER_RULES: env.OTP_EMAIL_PROVIDER_RULES });
+      expect(read).toMatchObject({ maxOutboxBacklog: 1_000_000, prefixGuard: null, emailProviderRules: true });
+      expect(await refused('-f', valuesFile('plain'), '-f', values('config:\n  env:\n    OTP_TTL_SECONDS: [300]\n'))).toContain('config.env.OTP_TTL_SECONDS must be a string or a number, got slice');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses a release where nothing publishes the outbox; the service relays in-process when asked', async () => {

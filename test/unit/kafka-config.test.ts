@@ -72,7 +72,7 @@ describe('KAFKA_TLS* and KAFKA_SASL_*', () => {
     writeFileSync(empty, '\n');
     expect(refusal({ KAFKA_SASL_MECHANISM: 'plain', KAFKA_SASL_USERNAME: 'u', KAFKA_SASL_PASSWORD_FILE: empty })).toBe(`KAFKA_SASL_PASSWORD_FILE (${empty}) is empty`);
     expect(refusal({ KAFKA_TLS_CERT_FILE: certs.clientCert })).toBe('KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE must be set together');
-    expect(refusal({ KAFKA_TLS: 'maybe' })).toBe('KAFKA_TLS must be on or off, got "maybe"');
+    expect(refusal({ KAFKA_TLS: 'maybe' })).toBe('KAFKA_TLS must be on or off (or true or false), got "maybe"');
     expect(refusal({ KAFKA_TLS: 'off', KAFKA_TLS_CA_FILE: certs.caFile })).toBe('KAFKA_TLS=off cannot be combined with KAFKA_TLS_CA_FILE');
     expect(refusal({ KAFKA_TLS_CA_FILE: join(dir, 'nope.pem') })).toBe(`KAFKA_TLS_CA_FILE (${join(dir, 'nope.pem')}) cannot be read: ENOENT`);
     expect(refusal({ KAFKA_TLS_CA_FILE: passwordFile })).toMatch(/^KAFKA_TLS_CA_FILE \(.*\) holds no PEM certificate/);

@@ -78,7 +78,7 @@ describe('Redis deployment from the environment', () => {
       .toEqual({ sentinelPassword: 'p', tls: {} });
     expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS_CA_FILE: join(dir, 'missing.pem') })).toMatch(/REDIS_TLS_CA_FILE \(.*\) cannot be read: ENOENT/);
     expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS: 'false', REDIS_TLS_CA_FILE: join(dir, 'ca.pem') })).toMatch(/REDIS_TLS=false cannot be combined/);
-    expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS: 'yes' })).toMatch(/REDIS_TLS must be one of true, false/);
+    expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS: 'yes' })).toBe('REDIS_TLS must be on or off (or true or false), got "yes"');
     writeFileSync(join(dir, 'placeholder.pem'), '-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n');
     expect(refusal({ REDIS_URL: 'redis://a:1', REDIS_TLS_CA_FILE: join(dir, 'placeholder.pem') })).toMatch(/REDIS_TLS_CA_FILE \(.*\): certificate 1 cannot be parsed/);
   });

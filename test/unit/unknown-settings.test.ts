@@ -98,6 +98,20 @@ describe('settings that nothing reads', () => {
     expect(loadConfig({}).production).toBe(false);
   });
 
+  it('every on/off setting takes on/off and true/false alike, in any case (probe 100: Helm renders an unquoted off as "false")', () => {
+    const guard = (v: string) => loadConfig({ OTP_PREFIX_GUARD: v }).prefixGuard;
+    expect(guard('false')).toBeNull();
+    expect(guard('OFF')).toBeNull();
+    expect(guard('true')).not.toBeNull();
+    expect(loadConfig({ OTP_EMAIL_PROVIDER_RULES: 'true' }).emailProviderRules).toBe(true);
+    expect(loadConfig({ OTP_EMAIL_PROVIDER_RULES: 'false' }).emailProviderRules).toBe(false);
+    expect(loadConfig({ OTP_EMAIL_PROVIDER_RULES: 'On' }).emailProviderRules).toBe(true);
+    expect(loadConfig({ REDIS_URL: 'redis://a:1', REDIS_TLS: 'on' }).redis?.access?.tls).toEqual({});
+    for (const name of ['OTP_PREFIX_GUARD', 'OTP_EMAIL_PROVIDER_RULES', 'OTP_ALLOW_TEST_DESTINATIONS_IN_PRODUCTION', 'KAFKA_TLS']) {
+      expect(() => loadConfig({ [name]: 'yes' })).toThrow(`${name} must be on or off (or true or false), got "yes"`);
+    }
+  });
+
   it('describeUnknownSettings joins them', () => {
     expect(describeUnknownSettings([{ name: 'A_B', didYouMean: 'A_BC' }, { name: 'X' }])).toBe('A_B (did you mean A_BC?), X');
   });

@@ -92,7 +92,13 @@ Pass (list $ chart maps).
 {{- if hasKey $set $name }}
 {{- fail (printf "%s.%s: the chart sets %s itself; %s" $where $name $name (include "otp.envInstead" $name)) }}
 {{- end }}
-{{- $_ := set $user $name $value }}
+{{- /* A number as written: Helm printed 1000000 as "1e+06", which the service refused at start after
+  `helm template` and `helm lint` had passed (probe 100). An unquoted on/off is a YAML boolean, rendered
+  "true"/"false", which every on/off setting takes (src/env.ts). */}}
+{{- if not (or (kindIs "string" $value) (kindIs "float64" $value) (kindIs "int64" $value) (kindIs "int" $value) (kindIs "bool" $value) (kindIs "invalid" $value)) }}
+{{- fail (printf "%s.%s must be a string or a number, got %s" $where $name (kindOf $value)) }}
+{{- end }}
+{{- $_ := set $user $name (ternary "" (include "otp.asWritten" $value) (kindIs "invalid" $value)) }}
 {{- end }}
 {{- end }}
 {{- $chart }}
