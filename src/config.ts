@@ -308,7 +308,7 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     maxConnections: int(env, "OTP_MAX_CONNECTIONS", certFile !== undefined ? 1_000 : 2_000, 1, 1_000_000),
     sessionIdleMs: int(env, "OTP_SESSION_IDLE_MS", 300_000, 100, 3_600_000),
     tls: certFile !== undefined && keyFile !== undefined ? readServerTls({ cert: certFile, key: keyFile, ca: caFile }) : undefined,
-    reloadCheckMs: int(env, "OTP_RELOAD_CHECK_MS", 5_000, 0, 3_600_000),
+    reloadCheckMs: reloadCheckMs(env),
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
@@ -401,12 +401,21 @@ function duration(env: Env, name: string, fallback: string, minSeconds: number, 
   return seconds;
 }
 
+/** 0: on SIGHUP only; else at least 100 ms (1 re-read the TLS and clients files every millisecond: probe 100). */
+function reloadCheckMs(env: Env): number {
+  const ms = int(env, "OTP_RELOAD_CHECK_MS", 5_000, 0, 3_600_000);
+  if (ms > 0 && ms < 100) throw new ConfigError(`OTP_RELOAD_CHECK_MS must be 0 (SIGHUP only) or between 100 and 3600000, got ${ms}`);
+  return ms;
+}
+
 /** The prefix guard (src/otp/prefix-guard.ts): on unless OTP_PREFIX_GUARD=off. */
 function prefixGuard(env: Env): PrefixGuardConfig | null {
   if (flag(env, "OTP_PREFIX_GUARD") === false) return null;
   const raw = optional(env, "OTP_PREFIX_GUARD_DIGITS") ?? "6,7,8";
-  const digits = [...new Set(raw.split(",").map((d) => Number(d.trim())))].sort((a, b) => a - b);
-  if (digits.length === 0 || digits.length > 4 || digits.some((d) => !Number.isInteger(d) || d < 2 || d > 12)) {
+  // Digits only, as every other number (Number() took "0x6" and "1e1").
+  const entries = raw.split(",").map((d) => d.trim());
+  const digits = [...new Set(entries.map(Number))].sort((a, b) => a - b);
+  if (entries.some((d) => !/^\d{1,2}$/.test(d)) || digits.length > 4 || digits.some((d) => d < 2 || d > 12)) {
     throw new ConfigError(`OTP_PREFIX_GUARD_DIGITS must list 1 to 4 prefix lengths between 2 and 12 (E.164 digits with the country code), got "${raw}"`);
   }
   const windowMs = duration(env, "OTP_PREFIX_GUARD_WINDOW", "1h", 60, 7 * 86_400) * 1000;

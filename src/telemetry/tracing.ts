@@ -1,5 +1,5 @@
 import { context, diag, DiagLogLevel, propagation, trace, type Tracer } from "@opentelemetry/api";
-import { ConfigError, optional, type Env } from "../env.js";
+import { ConfigError, int, optional, type Env } from "../env.js";
 import type { Logger } from "../log.js";
 import { sdkComplaints } from "./sdk-complaints.js";
 import { traceIds } from "./trace-id.js";
@@ -49,7 +49,11 @@ export interface TracingSettings {
 
 /** undefined: tracing is off. Throws ConfigError for a value we cannot honour. */
 export function tracingSettings(env: Env): TracingSettings | undefined {
-  if (optional(env, "OTEL_SDK_DISABLED")?.toLowerCase() === "true") return undefined;
+  // The OTel spec reads any value but "true" as false; one meant to disable ("yes", "1") left tracing on
+  // without a word (probe 100), so a value other than true or false is refused.
+  const disabled = optional(env, "OTEL_SDK_DISABLED");
+  if (disabled !== undefined && !/^(true|false)$/i.test(disabled)) throw new ConfigError(`OTEL_SDK_DISABLED must be true or false, got "${disabled}"`);
+  if (disabled?.toLowerCase() === "true") return undefined;
   const exporter = optional(env, "OTEL_TRACES_EXPORTER") ?? "otlp";
   if (exporter === "none") return undefined;
   if (exporter !== "otlp") throw new ConfigError(`OTEL_TRACES_EXPORTER must be otlp or none, got "${exporter}"`);
@@ -70,9 +74,8 @@ export function tracingSettings(env: Env): TracingSettings | undefined {
   const arg = optional(env, "OTEL_TRACES_SAMPLER_ARG");
   const ratio = arg === undefined ? 1 : Number(arg);
   if (!(ratio >= 0 && ratio <= 1)) throw new ConfigError(`OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1, got "${arg}"`);
-  const delay = optional(env, "OTEL_BSP_SCHEDULE_DELAY");
-  const scheduleDelayMs = delay === undefined ? 5_000 : Number(delay);
-  if (!(Number.isInteger(scheduleDelayMs) && scheduleDelayMs >= 0)) throw new ConfigError(`OTEL_BSP_SCHEDULE_DELAY must be whole milliseconds, got "${delay}"`);
+  // Bounded below what a timer holds (2^31-1 ms; past it Node fires after 1 ms: probe 100).
+  const scheduleDelayMs = int(env, "OTEL_BSP_SCHEDULE_DELAY", 5_000, 0, 3_600_000);
   return { protocol, sampler, ratio, scheduleDelayMs, warnings: headersInClear(env) };
 }
 

@@ -62,6 +62,8 @@ describe('SMS pumping configuration', () => {
     expect(refusal({ OTP_SMS_DENIED_NUMBER_TYPES: 'PREMIUM' })).toContain('OTP_SMS_DENIED_NUMBER_TYPES: "PREMIUM" is not a number type');
     expect(refusal({ OTP_PREFIX_GUARD_DIGITS: '6,7,8,9,10' })).toContain('OTP_PREFIX_GUARD_DIGITS');
     expect(refusal({ OTP_PREFIX_GUARD_DIGITS: 'six' })).toContain('OTP_PREFIX_GUARD_DIGITS');
+    // Read as every other number is: digits only (probe 100: each entry went through Number()).
+    for (const raw of ['0x6', '1e1,7', '0b111', '6,,7', ' 7.0']) expect(refusal({ OTP_PREFIX_GUARD_DIGITS: raw })).toContain('OTP_PREFIX_GUARD_DIGITS');
     expect(refusal({ OTP_PREFIX_GUARD_WINDOW: '10s' })).toContain('OTP_PREFIX_GUARD_WINDOW');
     expect(refusal({ OTP_PREFIX_GUARD_MIN_VERIFIED_PERCENT: '150' })).toContain('OTP_PREFIX_GUARD_MIN_VERIFIED_PERCENT');
     expect(refusal({ OTP_PREFIX_GUARD: 'maybe' })).toContain('OTP_PREFIX_GUARD');

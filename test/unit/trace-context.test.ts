@@ -79,6 +79,17 @@ describe("OTEL_* settings", () => {
     expect(() => tracingSettings({ ...endpoint, OTEL_TRACES_SAMPLER_ARG: "2" })).toThrow(/OTEL_TRACES_SAMPLER_ARG/);
   });
 
+  it("refuse a batch delay a timer cannot hold, and a disabling word the SDK would read as false (probe 100)", () => {
+    // Past 2^31-1 ms Node's timer fires after 1 ms: spans went out one request each, not after the long delay.
+    expect(() => tracingSettings({ ...endpoint, OTEL_BSP_SCHEDULE_DELAY: "99999999999999" })).toThrow("OTEL_BSP_SCHEDULE_DELAY must be between 0 and 3600000, got 99999999999999");
+    expect(() => tracingSettings({ ...endpoint, OTEL_BSP_SCHEDULE_DELAY: "1e3" })).toThrow(/OTEL_BSP_SCHEDULE_DELAY must be a whole number/);
+    expect(tracingSettings({ ...endpoint, OTEL_BSP_SCHEDULE_DELAY: "3600000" })).toMatchObject({ scheduleDelayMs: 3_600_000 });
+    // Only "true" disables (the OTel spec): "yes" left tracing on without a word.
+    expect(() => tracingSettings({ ...endpoint, OTEL_SDK_DISABLED: "yes" })).toThrow('OTEL_SDK_DISABLED must be true or false, got "yes"');
+    expect(tracingSettings({ ...endpoint, OTEL_SDK_DISABLED: "TRUE" })).toBeUndefined();
+    expect(tracingSettings({ ...endpoint, OTEL_SDK_DISABLED: "false" })).toBeDefined();
+  });
+
   // Probe 58: an authorization header went to a plain http:// collector without a word.
   it("warn when the collector's credentials would go in clear over the network, naming the variables, not their values", () => {
     const headers = { OTEL_EXPORTER_OTLP_HEADERS: "authorization=Bearer s3cr3t-token" };

@@ -112,6 +112,12 @@ describe('settings that nothing reads', () => {
     }
   });
 
+  it('OTP_RELOAD_CHECK_MS is 0 (SIGHUP only) or at least 100 ms (probe 100: 1 re-read the files every millisecond)', () => {
+    expect(() => loadConfig({ OTP_RELOAD_CHECK_MS: '1' })).toThrow('OTP_RELOAD_CHECK_MS must be 0 (SIGHUP only) or between 100 and 3600000, got 1');
+    expect(loadConfig({ OTP_RELOAD_CHECK_MS: '0' }).reloadCheckMs).toBe(0);
+    expect(loadConfig({ OTP_RELOAD_CHECK_MS: '100' }).reloadCheckMs).toBe(100);
+  });
+
   it('describeUnknownSettings joins them', () => {
     expect(describeUnknownSettings([{ name: 'A_B', didYouMean: 'A_BC' }, { name: 'X' }])).toBe('A_B (did you mean A_BC?), X');
   });
