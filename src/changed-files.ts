@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readRegularFile, unreadableBecause } from "./regular-file.js";
 
 // Files read at start-up that the service reloads without a restart (the
 // listeners' TLS files, OTP_CLIENTS_FILE): kubelet updates a Secret volume in
@@ -115,9 +115,9 @@ function snapshot(paths: readonly string[]): string {
   return paths
     .map((path) => {
       try {
-        return readFileSync(path, "utf8");
+        return readRegularFile(path);
       } catch (err) {
-        return `\0unreadable ${(err as NodeJS.ErrnoException).code ?? "error"}`;
+        return `\0unreadable ${unreadableBecause(err)}`;
       }
     })
     .join("\0");

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readRegularFile, unreadableBecause } from "./regular-file.js";
 import { availableParallelism } from "node:os";
 import { isSupportedCountry, type CountryCode } from "libphonenumber-js/max";
 import phoneMetadata from "libphonenumber-js/metadata.max.json";
@@ -574,9 +574,9 @@ const POLICY_FILE_KEYS = ["only", "purposes", "tenants"];
 /** The policy file's text as it is now (the service compares it with the text it started with: ../app.ts). */
 export function policyFileText(path: string): string {
   try {
-    return readFileSync(path, "utf8");
+    return readRegularFile(path);
   } catch (err) {
-    throw new ConfigError(`OTP_POLICY_FILE (${path}) cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new ConfigError(`OTP_POLICY_FILE (${path}) cannot be read: ${unreadableBecause(err)}`);
   }
 }
 

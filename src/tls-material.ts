@@ -1,5 +1,5 @@
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readRegularFile, unreadableBecause } from "./regular-file.js";
 import { createSecureContext } from "node:tls";
 import { ConfigError } from "./env.js";
 
@@ -16,9 +16,9 @@ const CERTIFICATE_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICA
 /** The file's text; a file that cannot be read names the variable, the path and why (ENOENT, EACCES...). */
 export function readSettingFile(name: string, path: string): string {
   try {
-    return readFileSync(path, "utf8");
+    return readRegularFile(path);
   } catch (err) {
-    throw new ConfigError(`${name} (${path}) cannot be read: ${(err as NodeJS.ErrnoException).code ?? "error"}`);
+    throw new ConfigError(`${name} (${path}) cannot be read: ${unreadableBecause(err)}`);
   }
 }
 

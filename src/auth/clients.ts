@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readRegularFile, unreadableBecause } from "../regular-file.js";
 import { jsonFileFault } from "../json-fault.js";
 import { METHODS, PUBLIC_METHODS, type MethodName } from "./grants.js";
 import { ORIGIN_EXAMPLE, parseOrigin } from "./origin.js";
@@ -52,9 +52,9 @@ const SPIFFE_ID = /^spiffe:\/\/[a-z0-9._-]+(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$/
 /** The file's text as it is now (a reload compares it with the text in force before it parses anything). */
 export function readClientsText(path: string): string {
   try {
-    return readFileSync(path, "utf8");
+    return readRegularFile(path);
   } catch (err) {
-    throw new ClientsFileError(`cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new ClientsFileError(`cannot be read: ${unreadableBecause(err)}`);
   }
 }
 

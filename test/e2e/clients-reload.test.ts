@@ -4,6 +4,10 @@
 // A file that does not validate is refused with one error line and the
 // clients in force stay; SIGHUP still reloads at once. A real service
 // process, grpc-js callers.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Metadata, status } from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Channel, OtpService } from '../../src/gen/otp/v1/otp_pb.js';
@@ -113,6 +117,34 @@ describe('clients file reload', () => {
       expect([...Object.values(keys), ...Object.values(keys).map(sha256)].some((k) => all.includes(k))).toBe(false);
     } finally {
       grpc.close();
+    }
+  });
+
+  // Probe 100: the reload read the file on the event loop, and a FIFO there (a hung mount alike) blocked that
+  // read for good: the process stopped answering everything, /healthz included, and never came back.
+  it('a path that is not a regular file (a FIFO) is refused in one line; the process serves on', { timeout: 60_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'clients-fifo-'));
+    const file = join(dir, 'clients.json');
+    writeFileSync(file, clients(false));
+    const s = await spawnService({ OTP_CLIENTS_FILE: file, OTP_RELOAD_CHECK_MS: '200' });
+    try {
+      await untilServing(s);
+      const healthz = async () => (await fetch(`http://127.0.0.1:${s.httpPort}/healthz`, { signal: AbortSignal.timeout(2_000) })).status;
+      const refusals = () => s.logs().filter((l) => l.msg === 'clients file not reloaded; the clients in force stay') as { err?: string }[];
+      rmSync(file);
+      execFileSync('mkfifo', [file]);
+      await until('the refusal line', () => refusals().length === 1);
+      expect(refusals()[0]!.err).toBe('cannot be read: not a regular file');
+      expect(await healthz()).toBe(200);
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(await healthz()).toBe(200);
+      // A file again: taken (the same clients: said unchanged on a SIGHUP, refused no more).
+      rmSync(file);
+      writeFileSync(file, clients(true));
+      await until('the reload line', () => s.logs().some((l) => l.msg === 'clients file reloaded'));
+    } finally {
+      s.child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
