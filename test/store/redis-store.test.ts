@@ -376,6 +376,32 @@ describe('redis store: what Redis holds', () => {
     await store.close();
   });
 
+  // Probe 98: after a master hung, read-outbox.lua ran but its answer was lost (a timeout): the entries it took
+  // were pending on the live relay, which reads ">" (only entries nobody took), so they waited for a claim at
+  // OTP_RELAY_CLAIM_IDLE_MS, 30 s: codes delivered 40-53 s after their Send answered OK.
+  it('an outbox read whose answer was lost (it ran; the reply timed out) is taken back by the next read, not left to a claim', { timeout: 20_000 }, async () => {
+    const prefix = freshPrefix();
+    const store = await RedisStore.connect({ url, shards: 1, keyPrefix: prefix, commandTimeoutMs: 300 });
+    try {
+      // Its script in Redis's cache (loaded by a first read), as on a relay that has been running.
+      expect(await store.readOutbox('relay-1', 10)).toEqual([]);
+      for (let i = 0; i < 3; i++) await store.appendAudit(0, { type: 'refused', tn: TENANT, reason: `R${i}`, vid: '', md: '', dd: '' });
+      // Writes held past the client's timeout: the read script waits in Redis, then runs once the pause ends.
+      await raw.call(['CLIENT', 'PAUSE', '800', 'WRITE']);
+      await expect(store.readOutbox('relay-1', 10)).rejects.toBeInstanceOf(StoreUnavailableError);
+      const pending = async () => Number(((await raw.call(['XPENDING', `${prefix}:{0}:outbox`, 'relay'])) as RedisReply[])[0]);
+      const deadline = Date.now() + 5_000;
+      while ((await pending()) < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(await pending()).toBe(3);
+      expect((await store.readOutbox('relay-1', 10)).map((e) => e.fields.reason)).toEqual(['R0', 'R1', 'R2']);
+      // Settled: the next read is of new entries again.
+      await store.appendAudit(0, { type: 'refused', tn: TENANT, reason: 'R3', vid: '', md: '', dd: '' });
+      expect((await store.readOutbox('relay-1', 10)).map((e) => e.fields.reason)).toEqual(['R3']);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('relay consumers: one leaving goes from every group where it holds nothing, others only once idle that long, and one holding entries stays until they are claimed', async () => {
     const prefix = freshPrefix();
     const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });

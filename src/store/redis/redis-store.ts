@@ -26,7 +26,7 @@ import type {
   VerifyOutcome,
 } from "../store.js";
 import {
-  accessErrorOr, connectRedis, isReplyError, type ConnectionLogger, type RedisAccess, type RedisConnection, type RedisTopology, type RunOptions,
+  accessErrorOr, connectRedis, isReplyError, type ConnectionLogger, type RedisAccess, type RedisConnection, type RedisReply, type RedisTopology, type RunOptions,
 } from "./client.js";
 import { callerBudgetKey, destinationKey, idempotencyRecordKey, OUTBOX_GROUP, outboxKey, prefixGuardKey } from "./keys.js";
 import { StoreUnavailableError } from "../errors.js";
@@ -109,9 +109,9 @@ export class RedisStore implements VerificationStore {
   readonly #outboxKeys: string[];
   #nextShard = 0;
   /**
-   * Per relay consumer, the shards whose last read was not acknowledged by the replicas (waitReplicas):
-   * what it took waits pending on that consumer, so its next read of the shard takes those back ("0")
-   * instead of waiting for a claim.
+   * Per relay consumer, the shards whose last read was not acknowledged by the replicas (waitReplicas), or
+   * got no answer: what it took waits pending on that consumer, so its next read of the shard takes those
+   * back ("0") instead of waiting for a claim.
    */
   readonly #unacknowledged = new Map<string, Set<number>>();
 
@@ -389,14 +389,27 @@ export class RedisStore implements VerificationStore {
   async readOutbox(consumer: string, count: number): Promise<OutboxEntry[]> {
     const unacknowledged = this.#unacknowledged.get(consumer);
     return readAcrossShards(this.#shards, this.#rotate(), count, 3, async (shard, n) => {
-      return this.#readShard(shard, consumer, n, unacknowledged?.has(shard) ? "0" : ">");
+      if (!unacknowledged?.has(shard)) return this.#readShard(shard, consumer, n, ">");
+      const taken = await this.#readShard(shard, consumer, n, "0");
+      // All it held is taken back (the shard settled): the rest of this read is of new entries, as any other's
+      // (not one pass later: after an outage every shard's first read takes back, mostly nothing).
+      return taken.length === n ? taken : taken.concat(await this.#readShard(shard, consumer, n - taken.length, ">"));
     });
   }
 
   /** read-outbox.lua on one shard: entries no relay has read (">"), or this consumer's own pending ones ("0"). */
   async #readShard(shard: number, consumer: string, count: number, from: ">" | "0"): Promise<OutboxEntry[]> {
     const key = this.#outboxKey(shard);
-    const reply = await this.#withGroup(shard, () => this.#run("readOutbox", [key], { group: OUTBOX_GROUP, consumer, count, from }));
+    let reply: RedisReply;
+    try {
+      reply = await this.#withGroup(shard, () => this.#run("readOutbox", [key], { group: OUTBOX_GROUP, consumer, count, from }));
+    } catch (err) {
+      // The read's outcome is unknown (its answer timed out behind a hung or failing-over master): it may have
+      // taken entries onto this consumer, where a ">" read never finds them. The next read takes them back
+      // instead of a claim at OTP_RELAY_CLAIM_IDLE_MS (probe 98: codes delivered 40-53 s after Send's OK).
+      this.#readAgain(consumer, shard);
+      throw err;
+    }
     const entries = replies.readEntries(shard, reply);
     // Taking back pending entries ("0"): a full answer may have left some, so the next read takes back again.
     // Any other answer settles the shard for this consumer.
@@ -439,14 +452,19 @@ export class RedisStore implements VerificationStore {
       try {
         await this.#redis.acknowledge(this.#outboxKey(shard));
       } catch (err) {
-        const held = this.#unacknowledged.get(consumer);
-        if (held) held.add(shard);
-        else this.#unacknowledged.set(consumer, new Set([shard]));
+        this.#readAgain(consumer, shard);
         throw err;
       }
     }
     if (settles) this.#unacknowledged.get(consumer)?.delete(shard);
     return entries;
+  }
+
+  /** The consumer's next read of the shard takes back what it holds pending ("0"). */
+  #readAgain(consumer: string, shard: number): void {
+    const held = this.#unacknowledged.get(consumer);
+    if (held) held.add(shard);
+    else this.#unacknowledged.set(consumer, new Set([shard]));
   }
 
   async ackOutbox(entries: { shard: number; id: string }[]): Promise<void> {
