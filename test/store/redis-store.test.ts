@@ -402,6 +402,25 @@ describe('redis store: what Redis holds', () => {
     }
   });
 
+  it('a claim whose answer was lost is taken back by the next read, likewise', { timeout: 20_000 }, async () => {
+    const prefix = freshPrefix();
+    const store = await RedisStore.connect({ url, shards: 1, keyPrefix: prefix, commandTimeoutMs: 300 });
+    try {
+      for (let i = 0; i < 2; i++) await store.appendAudit(0, { type: 'refused', tn: TENANT, reason: `C${i}`, vid: '', md: '', dd: '' });
+      // A relay that died holding them.
+      expect(await store.readOutbox('dead', 10)).toHaveLength(2);
+      await raw.call(['CLIENT', 'PAUSE', '800', 'WRITE']);
+      await expect(store.claimStaleOutbox('relay-1', 0, 10)).rejects.toBeInstanceOf(StoreUnavailableError);
+      const consumers = async () => ((await raw.call(['XINFO', 'CONSUMERS', `${prefix}:{0}:outbox`, 'relay'])) as RedisReply[][]).map((c) => `${String(c[1])}:${Number(c[3])}`).sort();
+      const deadline = Date.now() + 5_000;
+      while (!(await consumers()).includes('relay-1:2') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(await consumers()).toContain('relay-1:2');
+      expect((await store.readOutbox('relay-1', 10)).map((e) => e.fields.reason)).toEqual(['C0', 'C1']);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('relay consumers: one leaving goes from every group where it holds nothing, others only once idle that long, and one holding entries stays until they are claimed', async () => {
     const prefix = freshPrefix();
     const store = await RedisStore.connect({ url, shards: SHARDS, keyPrefix: prefix });

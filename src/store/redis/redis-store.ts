@@ -432,9 +432,16 @@ export class RedisStore implements VerificationStore {
     // Claiming again from the start may re-claim what this call just took: readAcrossShards keeps each entry once.
     return readAcrossShards(this.#shards, this.#rotate(), count, 3, async (shard, n) => {
       const key = this.#outboxKey(shard);
-      const reply = await this.#withGroup(shard, () =>
-        this.#redis.call(["XAUTOCLAIM", key, OUTBOX_GROUP, consumer, String(idleMs), "0-0", "COUNT", String(n)], key),
-      );
+      let reply: RedisReply;
+      try {
+        reply = await this.#withGroup(shard, () =>
+          this.#redis.call(["XAUTOCLAIM", key, OUTBOX_GROUP, consumer, String(idleMs), "0-0", "COUNT", String(n)], key),
+        );
+      } catch (err) {
+        // As a read with no answer (#readShard): what it may have claimed, idle again from now, is taken back next.
+        this.#readAgain(consumer, shard);
+        throw err;
+      }
       return this.#acknowledged(consumer, shard, replies.claimedEntries(shard, reply), false);
     });
   }
