@@ -174,6 +174,7 @@ export function replacementCharFields(schema: DescMessage, json: unknown, prefix
       out.push(...replacementCharFields(field.message, value, `${path}.`));
     } else if (field?.fieldKind === "map" && isObject(value)) {
       for (const [k, item] of Object.entries(value)) {
+        if (out.length > MAX_FIELD_VIOLATIONS) break;
         if (k.includes("\uFFFD")) out.push({ field: path, description: "has a key that is not valid UTF-8" });
         else if (field.mapKind === "message") out.push(...replacementCharFields(field.message, item, `${path}[${JSON.stringify(k)}].`));
         else if (holdsReplacement(item)) out.push(notUtf8(`${path}[${JSON.stringify(k)}]`));
