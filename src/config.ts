@@ -2,7 +2,7 @@ import { readRegularFile, unreadableBecause } from "./regular-file.js";
 import { availableParallelism } from "node:os";
 import { isSupportedCountry, type CountryCode } from "libphonenumber-js/max";
 import phoneMetadata from "libphonenumber-js/metadata.max.json";
-import { ConfigError, flag, int, kafkaBrokers, oneOf, optional, productionMode, type Env } from "./env.js";
+import { ConfigError, flag, int, kafkaBrokers, oneOf, optional, portOrOff, productionMode, saysOff, type Env } from "./env.js";
 import { ClientsFileError, clientsFromText, readClientsText, TENANT, type Client } from "./auth/clients.js";
 import { shown } from "./shown-text.js";
 import { jsonFileFault } from "./json-fault.js";
@@ -265,7 +265,7 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     grpcPort: int(env, "GRPC_PORT", 50051, 0, 65_535),
     httpPort: int(env, "HTTP_PORT", 8080, 0, 65_535),
     // Off unless set: a port the operator did not ask for would surprise a container that already uses it.
-    healthPort: [undefined, "off"].includes(optional(env, "OTP_HEALTH_PORT")) ? undefined : int(env, "OTP_HEALTH_PORT", 0, 0, 65_535),
+    healthPort: portOrOff(env, "OTP_HEALTH_PORT", undefined),
     redisUrl,
     redis,
     redisShards: int(env, "OTP_REDIS_SHARDS", 16, 1, 1024),
@@ -307,14 +307,15 @@ export function loadConfig(env: Env = process.env, component: ConfigFor = "servi
     // connections per port took one process past 500 MiB, its container's limit (probe 61). With TLS, half.
     maxConnections: int(env, "OTP_MAX_CONNECTIONS", certFile !== undefined ? 1_000 : 2_000, 1, 1_000_000),
     sessionIdleMs: int(env, "OTP_SESSION_IDLE_MS", 300_000, 100, 3_600_000),
-    tls: certFile !== undefined && keyFile !== undefined ? readServerTls({ cert: certFile, key: keyFile, ca: caFile }) : undefined,
+    // The listeners' files: the relay serves no TLS, and would stop for a certificate only the service serves (probe 102).
+    tls: !relay && certFile !== undefined && keyFile !== undefined ? readServerTls({ cert: certFile, key: keyFile, ca: caFile }) : undefined,
     reloadCheckMs: reloadCheckMs(env),
     shutdownGraceMs: int(env, "OTP_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     maxOutboxBacklog: int(env, "OTP_MAX_OUTBOX_BACKLOG", 100_000, 1, 100_000_000),
     relayClaimIdleMs: int(env, "OTP_RELAY_CLAIM_IDLE_MS", 30_000, 100, 3_600_000),
     relayLingerMs: int(env, "OTP_RELAY_LINGER_MS", 50, 0, 1_000),
     relayMaxIdleMs: int(env, "OTP_RELAY_MAX_IDLE_MS", 250, 20, 5_000),
-    relay: oneOf(env, "OTP_RELAY", ["in-process", "off"] as const, "in-process"),
+    relay: saysOff(env, "OTP_RELAY") ? "off" : oneOf(env, "OTP_RELAY", ["in-process", "off"] as const, "in-process"),
     workers: workers(env, redis !== undefined),
     ...globalSmsRegions("OTP_SMS_COUNTRIES", smsCountriesRaw),
     tenantSmsCountries,

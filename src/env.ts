@@ -65,6 +65,18 @@ export function flag(env: Env, name: string): boolean | undefined {
   throw new ConfigError(`${name} must be on or off (or true or false), got "${raw}"`);
 }
 
+/** Whether a setting that takes a value or "off" says off: `off` or `false`, in any case, as a flag would. */
+export function saysOff(env: Env, name: string): boolean {
+  const raw = optional(env, name)?.toLowerCase();
+  return raw !== undefined && OFF.includes(raw);
+}
+
+/** A port, or none for "off" (as saysOff reads it); `fallback` when unset (undefined: none). */
+export function portOrOff(env: Env, name: string, fallback: number | undefined): number | undefined {
+  if (saysOff(env, name) || (fallback === undefined && optional(env, name) === undefined)) return undefined;
+  return int(env, name, fallback ?? 0, 0, 65_535);
+}
+
 /** "host:port,host:port" (an IPv6 host in brackets: "[::1]:6379"); `example` shows one entry in the error. */
 export function hostPorts(name: string, value: string, example: string): { host: string; port: number }[] {
   return value.split(",").map((entry, i) => {

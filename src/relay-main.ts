@@ -4,9 +4,8 @@ import { Sealer } from "./events/seal.js";
 import { startEventWorker } from "./events/worker.js";
 import { kafkaAccessProblemAtStart } from "./events/kafka-access.js";
 import { kafkaAccessWarnings } from "./kafka-config.js";
-import { StartupError } from "./env.js";
+import { portOrOff, StartupError } from "./env.js";
 import { createLogger } from "./log.js";
-import { int, optional } from "./env.js";
 import { listenFailure } from "./listen-failure.js";
 import { warnUnknownSettings } from "./unknown-settings.js";
 import { Metrics } from "./metrics.js";
@@ -34,7 +33,7 @@ async function main(): Promise<void> {
   const tracing = await startTracingOrExit("otp-relay", log);
   let stop: () => Promise<void>;
   try {
-    const metricsPort = optional(process.env, "OTP_RELAY_METRICS_PORT") === "off" ? undefined : int(process.env, "OTP_RELAY_METRICS_PORT", 9465, 0, 65535);
+    const metricsPort = portOrOff(process.env, "OTP_RELAY_METRICS_PORT", 9465);
     // The backlog and lag gauges, read from the outbox as the service does (it refuses no calls here);
     // 0 until the store is connected.
     let backlog: OutboxBacklog | undefined;

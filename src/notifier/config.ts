@@ -1,5 +1,5 @@
 import { DEV_SEAL_KEYS, parseKeyring, type Secret } from "../config.js";
-import { ConfigError, int, kafkaBrokers, oneOf, optional, productionMode, type Env } from "../env.js";
+import { ConfigError, int, kafkaBrokers, oneOf, optional, portOrOff, productionMode, type Env } from "../env.js";
 import { readTopicReplication, type TopicReplication } from "../events/topic-replication.js";
 import { readKafkaAccess } from "../kafka-config.js";
 import type { KafkaAccess } from "../events/kafka/access.js";
@@ -141,7 +141,7 @@ export function loadNotifierConfig(env: Env = process.env): NotifierConfig {
     shutdownGraceMs: int(env, "NOTIFIER_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     unknownKeyWaitMs: int(env, "NOTIFIER_UNKNOWN_KEY_WAIT_MS", 600_000, 0, 3_600_000),
     namedPurposes: purposeNames(env, "NOTIFIER_PURPOSE_NAMES"),
-    metricsPort: optional(env, "NOTIFIER_METRICS_PORT") === "off" ? undefined : int(env, "NOTIFIER_METRICS_PORT", 9464, 0, 65535),
+    metricsPort: portOrOff(env, "NOTIFIER_METRICS_PORT", 9464),
     logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
   };
 }

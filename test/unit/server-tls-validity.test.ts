@@ -29,6 +29,11 @@ describe('TLS_CERT_FILE at start-up', () => {
     expect(loadConfig({ TLS_CERT_FILE: skewed.cert, TLS_KEY_FILE: skewed.key }).tls?.files.cert).toBe(skewed.cert);
   });
 
+  it('the relay (which serves no TLS) does not read them: an expired pair in a shared environment does not stop it (probe 102)', () => {
+    const expired = certs.serverValidBetween('expired-relay', new Date(Date.now() - 48 * HOUR), new Date(Date.now() - HOUR));
+    expect(loadConfig({ TLS_CERT_FILE: expired.cert, TLS_KEY_FILE: expired.key }, 'relay').tls).toBeUndefined();
+  });
+
   it('a valid one is taken', () => {
     expect(loadConfig({ TLS_CERT_FILE: certs.serverCert, TLS_KEY_FILE: certs.serverKey }).tls?.files.cert).toBe(certs.serverCert);
   });

@@ -107,6 +107,14 @@ describe('settings that nothing reads', () => {
     expect(loadConfig({ OTP_EMAIL_PROVIDER_RULES: 'false' }).emailProviderRules).toBe(false);
     expect(loadConfig({ OTP_EMAIL_PROVIDER_RULES: 'On' }).emailProviderRules).toBe(true);
     expect(loadConfig({ REDIS_URL: 'redis://a:1', REDIS_TLS: 'on' }).redis?.access?.tls).toEqual({});
+    // Settings that take a value or "off" read off as a flag does (probe 102: "false" and "OFF" were refused).
+    expect(loadConfig({ OTP_RELAY: 'false' }).relay).toBe('off');
+    expect(loadConfig({ OTP_RELAY: 'OFF' }).relay).toBe('off');
+    expect(loadConfig({ OTP_HEALTH_PORT: 'false' }).healthPort).toBeUndefined();
+    expect(loadConfig({ OTP_HEALTH_PORT: 'Off' }).healthPort).toBeUndefined();
+    expect(loadConfig({ OTP_HEALTH_PORT: '0' }).healthPort).toBe(0);
+    expect(loadNotifierConfig({ NOTIFIER_METRICS_PORT: 'FALSE' }).metricsPort).toBeUndefined();
+    expect(loadNotifierConfig({}).metricsPort).toBe(9464);
     for (const name of ['OTP_PREFIX_GUARD', 'OTP_EMAIL_PROVIDER_RULES', 'OTP_ALLOW_TEST_DESTINATIONS_IN_PRODUCTION', 'KAFKA_TLS']) {
       expect(() => loadConfig({ [name]: 'yes' })).toThrow(`${name} must be on or off (or true or false), got "yes"`);
     }
