@@ -20,7 +20,7 @@
 // the server's own pair, which works when it may be used for client auth).
 // Node built-ins only, so it starts fast and needs nothing else.
 import { X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readRegularFile } from "../regular-file.js";
 import http from "node:http";
 import https from "node:https";
 import type { TLSSocket } from "node:tls";
@@ -47,7 +47,7 @@ const certFile = onHealthPort ? undefined : env.TLS_CERT_FILE?.trim();
 let request: http.ClientRequest;
 try {
   if (certFile) {
-    const ours = new X509Certificate(readFileSync(certFile));
+    const ours = new X509Certificate(readRegularFile(certFile));
     const mtls = Boolean(env.TLS_CA_FILE?.trim());
     const clientCert = env.OTP_HEALTHCHECK_CERT_FILE?.trim() || certFile;
     const clientKey = env.OTP_HEALTHCHECK_KEY_FILE?.trim() || env.TLS_KEY_FILE?.trim();
@@ -55,7 +55,7 @@ try {
       host, port, path, method: "GET", timeout: TIMEOUT_MS,
       // Checked by pinning below instead of by CA and name.
       rejectUnauthorized: false,
-      ...(mtls && clientKey ? { cert: readFileSync(clientCert), key: readFileSync(clientKey) } : {}),
+      ...(mtls && clientKey ? { cert: readRegularFile(clientCert), key: readRegularFile(clientKey) } : {}),
     });
     request.once("socket", (socket) => {
       socket.once("secureConnect", () => {

@@ -76,6 +76,8 @@ export function tracingSettings(env: Env): TracingSettings | undefined {
   if (!(ratio >= 0 && ratio <= 1)) throw new ConfigError(`OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1, got "${arg}"`);
   // Bounded below what a timer holds (2^31-1 ms; past it Node fires after 1 ms: probe 100).
   const scheduleDelayMs = int(env, "OTEL_BSP_SCHEDULE_DELAY", 5_000, 0, 3_600_000);
+  // Read by the exporter itself, unchecked: bounded here as the delay is (a timer past 2^31-1 ms fires at once).
+  for (const name of ["OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"]) int(env, name, 10_000, 1, 600_000);
   return { protocol, sampler, ratio, scheduleDelayMs, warnings: headersInClear(env) };
 }
 

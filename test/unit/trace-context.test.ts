@@ -84,6 +84,9 @@ describe("OTEL_* settings", () => {
     expect(() => tracingSettings({ ...endpoint, OTEL_BSP_SCHEDULE_DELAY: "99999999999999" })).toThrow("OTEL_BSP_SCHEDULE_DELAY must be between 0 and 3600000, got 99999999999999");
     expect(() => tracingSettings({ ...endpoint, OTEL_BSP_SCHEDULE_DELAY: "1e3" })).toThrow(/OTEL_BSP_SCHEDULE_DELAY must be a whole number/);
     expect(tracingSettings({ ...endpoint, OTEL_BSP_SCHEDULE_DELAY: "3600000" })).toMatchObject({ scheduleDelayMs: 3_600_000 });
+    // The exporter's own timeout, read by the SDK unchecked (probe 102: a TimeoutOverflowWarning per export).
+    expect(() => tracingSettings({ ...endpoint, OTEL_EXPORTER_OTLP_TIMEOUT: "3000000000" })).toThrow("OTEL_EXPORTER_OTLP_TIMEOUT must be between 1 and 600000, got 3000000000");
+    expect(() => tracingSettings({ ...endpoint, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: "10s" })).toThrow(/OTEL_EXPORTER_OTLP_TRACES_TIMEOUT must be a whole number/);
     // Only "true" disables (the OTel spec): "yes" left tracing on without a word.
     expect(() => tracingSettings({ ...endpoint, OTEL_SDK_DISABLED: "yes" })).toThrow('OTEL_SDK_DISABLED must be true or false, got "yes"');
     expect(tracingSettings({ ...endpoint, OTEL_SDK_DISABLED: "TRUE" })).toBeUndefined();
