@@ -22,8 +22,13 @@ const EMBEDS_IPV4 = ["0:0:0:0:0:ffff:", "0:0:0:0:ffff:0:", "64:ff9b:0:0:0:0:", "
 export function canonicalIp(text: string): string | undefined {
   let bare = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
   const zone = bare.indexOf("%");
-  // A zone id names the interface a link-local address was seen on, not a different host.
-  if (zone > 0 && isIP(bare) === 6) bare = bare.slice(0, zone);
+  // A zone id names the interface a link-local address was seen on, not a different host. Cut at its first
+  // "%", whatever follows: validators take zones isIP refuses ("%x/y", two zones), which read as no address,
+  // and so no per-IP budget at all (probe 105). Only IPv6 has zones.
+  if (zone > 0) {
+    bare = bare.slice(0, zone);
+    if (isIP(bare) !== 6) return undefined;
+  }
   const family = isIP(bare);
   if (family === 4) return bare;
   if (family !== 6) return undefined;

@@ -60,6 +60,7 @@ import { decodePrefixRefs, encodePrefixRefs, numberPrefixes, type NumberPrefixes
 import { policyFor, storePolicy } from "./policy.js";
 import type { Refusal, Refusals } from "./refusals.js";
 import { assertValid, violation } from "./validation.js";
+import { ipBudgetSubject } from "./ip-address.js";
 import { IdempotencyKeys } from "./idempotency.js";
 import { TestDestinations } from "./test-destinations.js";
 import { destinationRef, VerificationIds } from "./verification-id.js";
@@ -564,7 +565,10 @@ export class OtpService {
 
   /** The end user's IP: the connection's for a browser (it cannot be trusted to say), client_ip from a backend. */
   private ipOf(caller: Caller, clientIp: string): string | undefined {
-    return caller.isPublic ? caller.connectionIp : clientIp || undefined;
+    if (caller.isPublic) return caller.connectionIp;
+    // An address the budgets cannot read would spend no per-IP budget at all: refused, never let through.
+    if (clientIp && ipBudgetSubject(clientIp) === undefined) throw OtpError.invalidArgument([violation("client_ip", "is not an IP address")]);
+    return clientIp || undefined;
   }
 
   /**

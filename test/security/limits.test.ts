@@ -392,6 +392,15 @@ describe('public clients are limited by the IP of their connection (OTP_LIMIT_VE
       expect(await idempotencyRecords()).toBe(before);
     });
 
+    // Probe 105: protovalidate's string.ip takes zone ids Node's isIP refuses ("%x/y", "%a b", two zones), and
+    // such a client_ip read as no address: no per-IP budget at all.
+    it('a client_ip with any zone id is counted by its /64, whatever the zone says', async () => {
+      const zoned = ['fe80::1%x/y', 'fe80::2%eth0%eth1', 'fe80::3%a b', 'fe80::4%\u00fc'];
+      const call = (clientIp: string) => grpcCall(ctx.grpc, verify, { target: { case: 'verificationId' as const, value: UNKNOWN_ID }, code: '12345678', clientIp }, as());
+      for (let i = 0; i < 3; i++) expect((await call(zoned[i]!)).result).toBe(VerifyResult.NOT_FOUND);
+      expect(reasonOf(await grpcError(call(zoned[3]!)))).toBe('VERIFY_LIMIT_IP');
+    });
+
     it('a backend that passes client_ip gets the same per-IP Verify limit', async () => {
       const req = { target: { case: 'verificationId' as const, value: UNKNOWN_ID }, code: '12345678', clientIp: '192.0.2.50' };
       for (let i = 0; i < 3; i++) expect((await grpcCall(ctx.grpc, verify, req, as())).result).toBe(VerifyResult.NOT_FOUND);

@@ -21,6 +21,9 @@ describe('canonicalIp', () => {
       expect(canonicalIp(form), form).toBe('2001:db8::1');
     }
     expect(canonicalIp('fe80::1%eth0')).toBe('fe80::1');
+    // Any zone id, as protovalidate's string.ip takes them (probe 105: these read as no address, no budget).
+    for (const zoned of ['fe80::1%x/y', 'fe80::1%eth0%eth1', 'fe80::1%a b', 'fe80::1%\u00fc', 'fe80::1%%']) expect(canonicalIp(zoned)).toBe('fe80::1');
+    expect(canonicalIp('1.2.3.4%eth0')).toBeUndefined();
     // Not IPv4-compatible addresses: the unspecified address and loopback stay IPv6.
     expect(canonicalIp('0:0:0:0:0:0:0:1')).toBe('::1');
     expect(canonicalIp('::')).toBe('::');
